@@ -1,0 +1,38 @@
+"""Dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from hub.models import Organization
+from hub.plugins import Provider
+from hub.runtime import Hub
+from hub.services.orgs import authenticate
+
+
+def get_hub(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+def current_organization(
+    hub: HubDep,
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <API key or JWT>`")] = None,
+) -> Organization:
+    with hub.session() as session:
+        return authenticate(session, hub.settings, authorization, getattr(request.app.state, "jwks_client", None))
+
+
+OrgDep = Annotated[Organization, Depends(current_organization)]
+
+
+def get_provider(hub: HubDep, provider: str) -> Provider:
+    return hub.provider(provider)
+
+
+ProviderDep = Annotated[Provider, Depends(get_provider)]

@@ -1,0 +1,72 @@
+"""Every error becomes ``{"success": false, "error": ..., "code": ...}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.types import HubError, RateLimited
+
+log = logging.getLogger("hub.api")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(message: str, code: str, details: object = None) -> dict:
+    body: dict = {"success": False, "error": message, "code": code}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, list]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "invalid_json", "the request body is not valid JSON", []
+    parts, details = [], []
+    for e in errors[:10]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {e.get('msg')}")
+        details.append({"field": where, "message": e.get("msg"), "type": e.get("type")})
+    return 422, "validation_error", "invalid request: " + "; ".join(parts), details
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(HubError)
+    async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            headers["Retry-After"] = str(int(exc.retry_after + 0.999))
+        details = exc.details if isinstance(exc.details, (dict, list)) else None
+        return JSONResponse(error_body(exc.message, exc.code, details), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message, details = _describe_validation(exc)
+        return JSONResponse(error_body(message, code, details or None), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return JSONResponse(error_body(message, code), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(error_body("internal error; the hub logged the details", "internal_error"),
+                            status_code=500)

@@ -1,0 +1,121 @@
+"""The FastAPI application: gathers the routers, installs error handling and
+the body-size limit, and owns the :class:`~hub.runtime.Hub` for its lifetime."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from hub import __version__
+from hub.api import errors
+from hub.api.routes import auth_flows, connections, providers, records, system, webhooks
+from hub.api.schemas import ErrorResponse
+from hub.config import Settings, get_settings
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+
+PREFIX = "/api/v1/integrations"
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Bad request (malformed JSON, wrong flow for this provider)",
+        401: "Missing or invalid API key, or a webhook that failed verification",
+        404: "Unknown provider, entity, connection or record",
+        405: "The entity is read-only for this operation",
+        409: "The connection already exists",
+        413: "Body too large",
+        422: "Invalid input",
+        424: "The provider refused the connection's credentials",
+        429: "The provider's rate limit is exhausted",
+        500: "Internal error",
+        502: "The provider answered with an error",
+        503: "The provider is unavailable",
+    }.items()
+}
+
+
+class BodySizeLimit:
+    """Refuse bodies larger than ``limit`` bytes with 413, before reading them all."""
+
+    def __init__(self, app, limit: int):  # noqa: ANN001
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send):  # noqa: ANN001
+        from fastapi.responses import JSONResponse
+
+        response = JSONResponse(errors.error_body(f"request body larger than {self.limit} bytes",
+                                                  "payload_too_large"), status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, registry: PluginRegistry | None = None,
+               hub: Hub | None = None) -> FastAPI:
+    """Build the API. Tests pass their own settings, registry or hub."""
+    settings = settings or get_settings()
+    hub = hub or Hub(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        hub.migrate()
+        app.state.hub = hub
+        background = []
+        for starter in app.state.background_starters:
+            background.append(await starter(app))
+        try:
+            yield
+        finally:
+            for task in background:
+                if task is not None:
+                    await task.stop()
+            await hub.close()
+
+    app = FastAPI(
+        title="hub",
+        version=__version__,
+        description="A plugin-based integration hub: providers are installed plugins.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.hub = hub
+    app.state.background_starters = []
+    errors.install(app)
+    api = APIRouter(prefix=PREFIX)
+    for module in (providers, connections, records, auth_flows, webhooks, system):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory hub.api.main:app_factory``."""
+    return create_app()

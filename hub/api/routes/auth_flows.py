@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
+
+from hub.api.deps import HubDep, OrgDep, ProviderDep
+from hub.api.errors import error_body
+from hub.api.schemas import (
+    AuthorizeResponse,
+    ConnectionResponse,
+    LinkExchangeRequest,
+    LinkTokenRequest,
+    LinkTokenResponse,
+    OAuthCallbackResponse,
+)
+from hub.models import ConnectionPublic
+from hub.services import oauth
+from hub.services.connections import upsert_from_credentials
+from hub.types import ValidationFailed
+
+router = APIRouter(tags=["auth"])
+
+AUTHORIZE_RESERVED = {"redirect_uri"}
+
+
+@router.get("/oauth/{provider}/authorize", response_model=AuthorizeResponse, operation_id="oauth_authorize")
+async def authorize(
+    hub: HubDep, org: OrgDep, provider: ProviderDep, request: Request,
+    redirect_uri: str | None = Query(default=None, max_length=2000,
+                                     description="where to send the user when the flow ends"),
+):
+    """Start OAuth: returns the provider URL to send the user to. Extra query
+    parameters (``shop`` for Shopify) go to the provider."""
+    params = {k: v for k, v in request.query_params.items() if k not in AUTHORIZE_RESERVED}
+    url = await oauth.start(hub, org.id, provider, redirect_uri, params)
+    return {"success": True, "authorization_url": url}
+
+
+@router.get("/oauth/{provider}/callback", response_model=OAuthCallbackResponse, operation_id="oauth_callback",
+            responses={302: {"description": "redirect to the app's redirect_uri with status and code"}})
+async def callback(hub: HubDep, provider: ProviderDep, request: Request):
+    """The provider redirects here. With a ``redirect_uri`` given at authorize
+    time the user is redirected there with ``status=connected&connection_id=``
+    or ``status=error&code=<stable code>``; otherwise the answer is JSON."""
+    query = dict(request.query_params)
+    try:
+        record, connection = await oauth.finish(hub, provider, query)
+    except oauth.OAuthFailed as exc:
+        if isinstance(exc.details, str):
+            return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code), status_code=302)
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
+    if record and record.return_to:
+        return RedirectResponse(
+            oauth.return_url(record.return_to, status="connected", connection_id=connection.id,
+                             provider=provider.name),
+            status_code=302,
+        )
+    return {"success": True, "connection": ConnectionPublic.of(connection)}
+
+
+@router.post("/link/{provider}/token", response_model=LinkTokenResponse, operation_id="link_token")
+async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkTokenRequest):
+    """Create a Link token for the provider's client-side widget (Plaid Link)."""
+    if provider.info.auth_type != "link":
+        raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
+    ctx = hub.app_context(provider, body.options.get("config") or {})
+    result = await hub.call(provider, "create_link_token", ctx, user_id=body.user_id or org.id,
+                            options=body.options)
+    return {"success": True, **result}
+
+
+@router.post("/link/{provider}/exchange", response_model=ConnectionResponse, status_code=201,
+             operation_id="link_exchange")
+async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkExchangeRequest):
+    """Exchange the widget's public token; creates (or re-links) a connection."""
+    if provider.info.auth_type != "link":
+        raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
+    ctx = hub.app_context(provider, body.metadata.get("config") or {})
+    credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
+                                 metadata=body.metadata)
+    connection = upsert_from_credentials(hub, org.id, provider, credentials, name=body.name, allow_many=True)
+    return {"success": True, "connection": ConnectionPublic.of(connection)}

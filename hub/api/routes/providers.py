@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from hub.api.deps import HubDep, ProviderDep
+from hub.api.schemas import EntitiesResponse, EntityResponse, ProviderResponse, ProvidersResponse
+
+router = APIRouter(prefix="/providers", tags=["providers"])
+
+
+@router.get("", response_model=ProvidersResponse, operation_id="list_providers")
+async def list_providers(hub: HubDep, category: str | None = Query(default=None, max_length=64)):
+    """The installed providers, optionally of one category."""
+    return {"success": True, "providers": [p.public() for p in hub.registry.list(category)]}
+
+
+@router.get("/{provider}", response_model=ProviderResponse, operation_id="get_provider")
+async def get_provider(provider: ProviderDep):
+    return {"success": True, "provider": provider.public()}
+
+
+@router.get("/{provider}/entities", response_model=EntitiesResponse, operation_id="list_entities")
+async def list_entities(provider: ProviderDep):
+    return {"success": True, "entities": [s.public() for s in provider.schemas.values()]}
+
+
+@router.get("/{provider}/entities/{entity}", response_model=EntityResponse, operation_id="get_entity")
+async def get_entity(provider: ProviderDep, entity: str):
+    return {"success": True, "entity": provider.schema(entity).public()}

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+
+from hub.api.deps import HubDep
+from hub.api.schemas import HealthResponse, PluginsResponse
+from hub.models import utcnow
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/plugins", response_model=PluginsResponse, operation_id="list_plugins")
+async def list_plugins(hub: HubDep):
+    """Installed plugins, loaded or not, with versions and load errors."""
+    return {"success": True, "plugins": [r.public() for r in hub.registry.records]}
+
+
+@router.get("/healthz", response_model=HealthResponse, operation_id="healthz")
+async def healthz(hub: HubDep):
+    with hub.engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+    return {"success": True, "status": "ok", "database": hub.engine.dialect.name,
+            "providers": len(hub.registry.providers), "time": utcnow()}

@@ -1,0 +1,53 @@
+"""Operator settings, from ``HUB_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The hub's settings. Every field reads ``HUB_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    data_dir: Path = Path.home() / ".hub"
+    database_url: str | None = None
+    secret_key: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1_048_576
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_org_claim: str = "org"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    oauth_state_ttl_seconds: int = 600
+    refresh_margin_seconds: int = 120
+    scheduler_interval_seconds: float = 30.0
+    run_scheduler: bool = True
+    http_retry_attempts: int = 6
+    http_retry_base_delay: float = 0.5
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    def provider_settings(self, provider: str) -> dict[str, str]:
+        """``HUB_<PROVIDER>_<KEY>=value`` variables as ``{"key": value}``."""
+        prefix = f"HUB_{provider.upper()}_"
+        return {
+            key[len(prefix):].lower(): value
+            for key, value in os.environ.items()
+            if key.startswith(prefix)
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,387 @@
+"""The plugin contract: every hook a provider plugin may implement.
+
+A provider plugin is a module of ``@hub.hookimpl`` functions registered under
+the entry point group ``hub.providers``. The core calls each provider hook on
+exactly one provider (the one the connection or URL names), so a plugin never
+checks which provider it is. Hooks may be ``async def``; the core awaits them.
+
+Most hooks receive ``ctx``, a :class:`hub.context.ProviderContext` carrying the
+connection's config, its decrypted credentials, the operator's settings for the
+provider and ``ctx.http``, the connection's pooled HTTP client. The client
+already applies auth, rate limits, retries with backoff and the mapping of
+provider errors to hub errors: a plugin describes endpoints and shapes, it
+does not build clients, sleep, or retry.
+
+Every provider hook is ``firstresult``: the first non-``None`` result is the
+answer. pluggy calls hooks with keyword arguments, so an implementation may
+accept only the arguments it uses.
+
+Errors a hook may raise are those of :mod:`hub.types` (``AuthFailed``,
+``NotFound``, ``ValidationFailed``, ``ReadOnly``, ``RateLimited``,
+``ProviderUnavailable``, ``ProviderError``, ``ConfigurationError``,
+``WebhookRejected``). Errors raised by ``ctx.http`` are already of those types.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import httpx
+
+    from hub.context import ProviderContext
+    from hub.types import (
+        Action,
+        Credentials,
+        EntitySchema,
+        HubError,
+        Page,
+        ProviderInfo,
+        RequestAuth,
+        WebhookEvent,
+        WebhookRequest,
+    )
+
+hookspec = pluggy.HookspecMarker("hub")
+
+
+# ---------------------------------------------------------------------------
+# schema: what the provider is and which entities it has
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def provider_info() -> ProviderInfo:
+    """Describe the provider.
+
+    Called once at load time. The returned :class:`~hub.types.ProviderInfo`
+    ``name`` must equal the plugin's entry point name; it is the provider id
+    used in every URL. Declares the category, auth type, URL templates, rate
+    limit, OAuth scopes and the config and credential fields a connection needs.
+
+    :returns: the provider's :class:`~hub.types.ProviderInfo`. Required.
+    """
+
+
+@hookspec(firstresult=True)
+def entity_schemas() -> list[EntitySchema]:
+    """List the entities the provider exposes, with their fields.
+
+    Called once at load time. Each :class:`~hub.types.EntitySchema` names the
+    entity, its fields (name, label, type, required, readonly), the id field,
+    the modification-time field, and whether create, update, delete and
+    modified-since filtering are supported. The core refuses writes the flags
+    do not allow before the CRUD hooks are called.
+
+    :returns: a list of :class:`~hub.types.EntitySchema`. Required.
+    """
+
+
+@hookspec(firstresult=True)
+def provider_actions() -> list[Action]:
+    """List provider-specific operations beyond CRUD.
+
+    Examples: confirm a Stripe payment intent, adjust Shopify inventory,
+    look up a Plaid institution. Each :class:`~hub.types.Action` has a name,
+    a label, a description and its parameter fields. The API exposes them at
+    ``POST /connections/{id}/actions/{action}``.
+
+    :returns: a list of :class:`~hub.types.Action`, or ``None`` for none.
+    """
+
+
+# ---------------------------------------------------------------------------
+# auth: connecting and staying connected
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def authorization_url(
+    ctx: ProviderContext,
+    redirect_uri: str,
+    state: str,
+    code_challenge: str | None,
+    params: dict[str, str],
+) -> str:
+    """Build the URL that starts an OAuth 2 authorization.
+
+    :param ctx: context with the operator's settings (``client_id``) and the
+        connection config given so far (``params`` validated, e.g. ``shop``);
+        ``ctx.credentials`` is empty.
+    :param redirect_uri: where the provider sends the user back (the hub's
+        callback); must be passed unchanged.
+    :param state: the opaque, single-use state the core generated; must be
+        passed unchanged.
+    :param code_challenge: the S256 PKCE challenge when the provider declares
+        ``supports_pkce``, else ``None``.
+    :param params: extra query parameters the client sent (``shop`` for
+        Shopify). Validate them and raise ``ValidationFailed`` when bad.
+    :returns: the absolute authorization URL.
+    :raises ValidationFailed: a parameter is missing or malformed.
+    :raises ConfigurationError: the operator did not configure the OAuth app.
+    """
+
+
+@hookspec(firstresult=True)
+def exchange_code(
+    ctx: ProviderContext,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str | None,
+    params: dict[str, str],
+) -> Credentials:
+    """Exchange an OAuth authorization code for tokens.
+
+    :param code: the ``code`` of the callback.
+    :param redirect_uri: the redirect URI used in the authorization request.
+    :param code_verifier: the PKCE verifier, when PKCE was used.
+    :param params: every query parameter of the callback, so the plugin can
+        verify provider signatures on it (Shopify's ``hmac``) and read
+        provider-specific values (``shop``, ``realmId``).
+    :returns: :class:`~hub.types.Credentials` with the tokens in ``secrets``,
+        ``expires_at`` when the token expires, non-secret ``config`` (shop
+        domain) and the ``webhook_key`` deliveries will carry.
+    :raises AuthFailed: the provider refused the code, or the callback's
+        signature is wrong.
+    """
+
+
+@hookspec(firstresult=True)
+def refresh_credentials(ctx: ProviderContext) -> Credentials:
+    """Refresh an expiring access token.
+
+    Called by the core before ``ctx.credentials["expires_at"]`` passes (and
+    once after a 401), under a per-connection lock so that concurrent calls
+    refresh once. The core saves the result atomically, including a rotated
+    refresh token.
+
+    :returns: the new :class:`~hub.types.Credentials`; ``secrets`` replaces the
+        old secrets (keep the old refresh token in it when the provider did
+        not rotate it).
+    :raises AuthFailed: the refresh token was refused; the core marks the
+        connection ``expired``.
+    """
+
+
+@hookspec(firstresult=True)
+def request_auth(ctx: ProviderContext) -> RequestAuth:
+    """Say how to authenticate one HTTP request to the provider.
+
+    Called by ``ctx.http`` for every request (cheap, no I/O). Read the secrets
+    from ``ctx.credentials`` and the operator settings from ``ctx.settings``.
+
+    :returns: a :class:`~hub.types.RequestAuth` with headers and query
+        parameters to add (``Authorization: Bearer …``,
+        ``X-Shopify-Access-Token``, ``PLAID-SECRET``).
+    """
+
+
+@hookspec(firstresult=True)
+def test_connection(ctx: ProviderContext) -> dict[str, Any]:
+    """Check that the connection's credentials work with one cheap call.
+
+    :returns: a small, non-secret description of what the credentials reach
+        (account name, shop, institution), shown to the user.
+    :raises AuthFailed: the credentials are refused.
+    """
+
+
+@hookspec(firstresult=True)
+def create_link_token(
+    ctx: ProviderContext, user_id: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Start a Link-style flow (Plaid Link): create a short-lived token for the
+    provider's client-side widget.
+
+    :param user_id: a stable id of the end user in the tenant's app.
+    :param options: client options (``products``, ``country_codes``,
+        ``language``, ``webhook``, ``redirect_uri``).
+    :returns: ``{"link_token": ..., "expiration": ...}``.
+    """
+
+
+@hookspec(firstresult=True)
+def exchange_public_token(
+    ctx: ProviderContext, public_token: str, metadata: dict[str, Any]
+) -> Credentials:
+    """Finish a Link-style flow: exchange the widget's public token for a
+    long-lived access token.
+
+    :param public_token: the token the widget returned.
+    :param metadata: what the widget reported (institution, accounts).
+    :returns: :class:`~hub.types.Credentials`; its ``webhook_key`` (Plaid's
+        ``item_id``) routes later webhooks to the new connection.
+    :raises AuthFailed: the public token is invalid or expired.
+    """
+
+
+@hookspec(firstresult=True)
+def disconnect(ctx: ProviderContext) -> bool:
+    """Revoke the connection at the provider when the hub deletes it
+    (Plaid's ``/item/remove``). Optional; failures are logged, not raised to
+    the user, and the connection is deleted anyway.
+
+    :returns: ``True`` when something was revoked.
+    """
+
+
+# ---------------------------------------------------------------------------
+# CRUD: records of an entity
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def list_records(
+    ctx: ProviderContext,
+    entity: str,
+    cursor: str | None,
+    page_size: int,
+    filters: dict[str, str],
+    since: datetime | None,
+) -> Page:
+    """Fetch one page of an entity's records.
+
+    :param entity: one of the names from ``entity_schemas``.
+    :param cursor: ``None`` for the first page, else a ``next_cursor`` this
+        hook returned before. Opaque to the core and the API client.
+    :param page_size: the number of records wanted (the plugin may clamp it to
+        the provider's maximum).
+    :param filters: provider-specific filters the client passed.
+    :param since: only records modified (or, where the provider can only
+        filter on creation, created) at or after this time; ``None`` for all.
+    :returns: a :class:`~hub.types.Page`; ``next_cursor`` is ``None`` exactly
+        on the last page. Following cursors from the first page to the last
+        yields every record once.
+    :raises NotFound: unknown entity.
+    """
+
+
+@hookspec(firstresult=True)
+def get_record(ctx: ProviderContext, entity: str, record_id: str) -> dict[str, Any]:
+    """Fetch one record.
+
+    :returns: the record as the provider represents it (unwrapped: the
+        product, not ``{"product": ...}``).
+    :raises NotFound: no such record.
+    """
+
+
+@hookspec(firstresult=True)
+def create_record(
+    ctx: ProviderContext, entity: str, data: dict[str, Any], idempotency_key: str
+) -> dict[str, Any]:
+    """Create a record.
+
+    Only called when the entity's schema has ``supports_create``.
+
+    :param data: the fields to set, in the provider's names.
+    :param idempotency_key: a key unique to this create, stable across the
+        core's retries; send it where the provider supports idempotency.
+    :returns: the created record, including its id.
+    :raises ValidationFailed: the provider rejected the data.
+    """
+
+
+@hookspec(firstresult=True)
+def update_record(
+    ctx: ProviderContext, entity: str, record_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Update a record with the given fields (a partial update).
+
+    Only called when the entity's schema has ``supports_update``.
+
+    :returns: the updated record.
+    :raises NotFound: no such record.
+    :raises ValidationFailed: the provider rejected the data.
+    """
+
+
+@hookspec(firstresult=True)
+def delete_record(ctx: ProviderContext, entity: str, record_id: str) -> bool:
+    """Delete a record.
+
+    Only called when the entity's schema has ``supports_delete``.
+
+    :returns: ``True``.
+    :raises NotFound: no such record.
+    """
+
+
+@hookspec(firstresult=True)
+def run_action(ctx: ProviderContext, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one of the operations listed by ``provider_actions``.
+
+    :param action: the action's name.
+    :param params: the parameters the client sent, already checked against the
+        action's required fields.
+    :returns: a JSON-serialisable result.
+    """
+
+
+@hookspec(firstresult=True)
+def describe_error(response: httpx.Response) -> HubError | str | None:
+    """Read the provider's error body of a failed response.
+
+    Called by ``ctx.http`` for every response with status >= 400 after the
+    core's retries. The core picks the error class from the status (401/403
+    ``AuthFailed``, 404 ``NotFound``, 400/409/422 ``ValidationFailed``, 429
+    ``RateLimited``, 5xx ``ProviderUnavailable``).
+
+    :returns: the provider's human message (the core keeps its class), or a
+        :class:`~hub.types.HubError` to raise instead (when the body says more
+        than the status, as Plaid's ``error_code`` does), or ``None`` to use a
+        generic message.
+    """
+
+
+# ---------------------------------------------------------------------------
+# webhooks: inbound deliveries
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def webhook_connection_key(request: WebhookRequest) -> str:
+    """Say which connection an (unverified) delivery belongs to.
+
+    Read the provider-side identity the delivery carries (Shopify's
+    ``X-Shopify-Shop-Domain``, Plaid's ``item_id``, Stripe's ``account``). The
+    core finds the connection whose ``webhook_key`` equals it, then calls
+    ``verify_webhook`` with that connection's context. The core routes
+    deliveries whose URL carries ``?connection_id=`` without this hook.
+
+    :returns: the key, or ``None`` when the delivery names none.
+    """
+
+
+@hookspec(firstresult=True)
+def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[WebhookEvent]:
+    """Verify a raw delivery and turn it into normalized events.
+
+    Check the signature over the raw ``request.body`` in constant time, and
+    the delivery's age against ``ctx.provider.webhook_tolerance_seconds``
+    where the provider signs a timestamp. The core stores each event once
+    (by ``dedup_key``): a replayed delivery is recognised as a duplicate.
+
+    :returns: the :class:`~hub.types.WebhookEvent` list (may be empty for
+        deliveries that carry no change, such as pings).
+    :raises WebhookRejected: the signature is missing, wrong or stale, or the
+        body is malformed.
+    """
+
+
+@hookspec(firstresult=True)
+def register_webhook(ctx: ProviderContext, url: str, events: list[str]) -> dict[str, Any]:
+    """Subscribe the hub's webhook URL at the provider.
+
+    :param url: the absolute URL of the hub's ``POST /webhooks/{provider}``
+        for this connection.
+    :param events: hub event types wanted (``order.created``); empty for the
+        provider's default set.
+    :returns: ``{"id": <subscription id>}``, plus ``"secret"`` when the
+        provider issues a signing secret; the core stores it encrypted in the
+        connection's credentials as ``webhook_secret``.
+    """

@@ -1,0 +1,353 @@
+"""The HTTP client the core hands to provider plugins as ``ctx.http``.
+
+One pooled :class:`httpx.AsyncClient` per connection (``ClientPool``), shared
+by every call made for that connection, with:
+
+- a token bucket built from the provider's declared :class:`~hub.types.RateLimit`
+  and re-synchronised with the provider's usage headers;
+- retries with exponential backoff and full jitter on 429, 5xx and network
+  errors, honouring ``Retry-After``;
+- the mapping of error responses to :mod:`hub.types` errors.
+
+Plugins call ``await ctx.http.request(...)`` (or ``get``/``post``/...); they
+never sleep, retry or build clients themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hub.types import (
+    AuthFailed,
+    HubError,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimit,
+    RateLimited,
+    RequestAuth,
+    ValidationFailed,
+)
+
+log = logging.getLogger("hub.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class TokenBucket:
+    """Client-side rate limiter: ``burst`` tokens, refilled at ``rate`` per second.
+
+    ``acquire`` waits for a token; callers are served in arrival order.
+    """
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.capacity = max(1, burst)
+        self.tokens = float(self.capacity)
+        self.updated = time.monotonic()
+        self.blocked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._refill(now)
+                if now < self.blocked_until:
+                    await asyncio.sleep(self.blocked_until - now)
+                    continue
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+    def observe_usage(self, used: float, limit: float) -> None:
+        """The provider says ``used`` of ``limit`` is taken: never be more optimistic."""
+        self._refill(time.monotonic())
+        scale = self.capacity / limit if limit else 1
+        self.tokens = min(self.tokens, (limit - used) * scale)
+
+    def observe_remaining(self, remaining: float) -> None:
+        self._refill(time.monotonic())
+        self.tokens = min(self.tokens, remaining)
+
+    def pause(self, seconds: float) -> None:
+        """Block every caller for ``seconds`` (after a 429)."""
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        self.tokens = 0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+AuthSource = Callable[[], Awaitable[RequestAuth]]
+ErrorDescriber = Callable[[httpx.Response], Awaitable["HubError | str | None"]]
+Refresher = Callable[[], Awaitable[bool]]
+
+
+def error_for_response(response: httpx.Response, described: HubError | str | None) -> HubError:
+    """Map a failed provider response to a hub error."""
+    if isinstance(described, HubError):
+        if described.provider_status is None:
+            described.provider_status = response.status_code
+        return described
+    status = response.status_code
+    message = described or f"provider answered HTTP {status}"
+    kwargs: dict[str, Any] = {"provider_status": status}
+    if status in (401, 403):
+        return AuthFailed(message, **kwargs)
+    if status == 404:
+        return NotFound(message, **kwargs)
+    if status in (400, 409, 422):
+        return ValidationFailed(message, **kwargs)
+    if status == 429:
+        return RateLimited(message, retry_after=parse_retry_after(response.headers.get("retry-after")), **kwargs)
+    if status >= 500:
+        return ProviderUnavailable(message, **kwargs)
+    return ProviderError(message, **kwargs)
+
+
+class ProviderHTTP:
+    """The client a plugin sees as ``ctx.http``: one connection's view of a
+    pooled ``httpx.AsyncClient`` with auth, rate limits, retries and error
+    mapping applied."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        limiter: TokenBucket | None,
+        rate_limit: RateLimit | None,
+        auth: AuthSource | None = None,
+        describe_error: ErrorDescriber | None = None,
+        refresh: Refresher | None = None,
+        retry: RetryPolicy | None = None,
+    ):
+        self.client = client
+        self.limiter = limiter
+        self.rate_limit = rate_limit
+        self._auth = auth
+        self._describe_error = describe_error
+        self._refresh = refresh
+        self.retry = retry or RetryPolicy()
+        self.requests_sent = 0
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
+        raise_for_status: bool = True,
+    ) -> httpx.Response:
+        """Send a request; return the successful response.
+
+        Retries on 429, 5xx (``retry_statuses``) and network errors with
+        backoff, honouring ``Retry-After``; the same request (headers such as
+        ``Idempotency-Key`` included) is re-sent each time. With
+        ``raise_for_status`` an error response becomes a hub error.
+
+        :raises AuthFailed, NotFound, ValidationFailed, RateLimited,
+            ProviderUnavailable, ProviderError: as the response says.
+        """
+        refreshed = False
+        attempt = 0
+        while True:
+            auth = await self._auth() if self._auth else RequestAuth()
+            merged_params = _merge_params(params, auth.params)
+            merged_headers = {**auth.headers, **(headers or {})}
+            if self.limiter:
+                await self.limiter.acquire()
+            try:
+                self.requests_sent += 1
+                response = await self.client.request(
+                    method, url, params=merged_params, json=json, data=data, headers=merged_headers
+                )
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                if attempt + 1 >= self.retry.attempts:
+                    raise ProviderUnavailable(
+                        f"provider unreachable after {attempt + 1} attempts: {type(exc).__name__}"
+                    ) from None
+                delay = self.retry.backoff(attempt)
+                log.info("network error %s on %s %s; retry in %.2fs", type(exc).__name__, method, _path(url), delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self._observe_headers(response)
+            status = response.status_code
+            if status == 401 and self._refresh and not refreshed:
+                refreshed = True
+                if await self._refresh():
+                    continue
+            if status in retry_statuses and attempt + 1 < self.retry.attempts:
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                if wait is None:
+                    wait = self.retry.backoff(attempt)
+                else:
+                    wait = min(wait, self.retry.max_delay) + random.uniform(0, 0.05)
+                if status == 429 and self.limiter:
+                    self.limiter.pause(wait)
+                log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
+                attempt += 1
+                await response.aclose()
+                if not (status == 429 and self.limiter):
+                    await asyncio.sleep(wait)
+                continue
+            if status >= 400 and raise_for_status:
+                described = await self._describe_error(response) if self._describe_error else None
+                raise error_for_response(response, described)
+            return response
+
+    def _observe_headers(self, response: httpx.Response) -> None:
+        if not (self.limiter and self.rate_limit):
+            return
+        if self.rate_limit.usage_header:
+            value = response.headers.get(self.rate_limit.usage_header)
+            if value and "/" in value:
+                used, _, limit = value.partition("/")
+                try:
+                    self.limiter.observe_usage(float(used), float(limit))
+                except ValueError:
+                    pass
+        if self.rate_limit.remaining_header:
+            value = response.headers.get(self.rate_limit.remaining_header)
+            if value:
+                try:
+                    self.limiter.observe_remaining(float(value))
+                except ValueError:
+                    pass
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """``request`` and decode the JSON body (``{}`` for an empty body)."""
+        response = await self.request(method, url, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderError(
+                f"provider answered HTTP {response.status_code} with a body that is not JSON"
+            ) from None
+
+
+def _merge_params(params: Any, extra: dict[str, str]) -> Any:
+    if not extra:
+        return params
+    if params is None:
+        return dict(extra)
+    if isinstance(params, dict):
+        return {**params, **extra}
+    return list(params) + list(extra.items())
+
+
+def _path(url: str) -> str:
+    # Log the path only: query strings can carry credentials.
+    return url.split("?", 1)[0]
+
+
+class ClientPool:
+    """One ``httpx.AsyncClient`` and one rate limiter per connection.
+
+    Keys are connection ids (or ``app:<provider>`` for calls made before a
+    connection exists). Clients live until ``close`` (application shutdown) or
+    ``discard`` (connection deleted).
+    """
+
+    def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.AsyncBaseTransport | None = None,
+                 retry: RetryPolicy | None = None):
+        self.timeout = timeout
+        self.transport = transport
+        self.retry = retry or RetryPolicy()
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._limiters: dict[str, TokenBucket] = {}
+
+    def client(self, key: str) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                timeout=self.timeout,
+                transport=self.transport,
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                headers={"User-Agent": "hub/0.1 (+https://github.com/hub)"},
+            )
+            self._clients[key] = client
+        return client
+
+    def limiter(self, key: str, rate_limit: RateLimit | None) -> TokenBucket | None:
+        if rate_limit is None:
+            return None
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = TokenBucket(rate_limit.requests_per_second, rate_limit.burst)
+            self._limiters[key] = limiter
+        return limiter
+
+    async def discard(self, key: str) -> None:
+        self._limiters.pop(key, None)
+        client = self._clients.pop(key, None)
+        if client is not None:
+            await client.aclose()
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        self._limiters.clear()
+        for client in clients.values():
+            await client.aclose()
+
+    def __len__(self) -> int:
+        return len(self._clients)

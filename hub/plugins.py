@@ -1,0 +1,298 @@
+"""Discovery, registration and dispatch of provider plugins.
+
+Plugins are entry points in the group ``hub.providers``, loaded with stevedore
+so that a plugin that fails to import is recorded (which, and why) while the
+others load, validated by pluggy at ``register()`` and ``check_pending()``, and
+called through :class:`Provider`, which reaches exactly one plugin's hook
+implementation with ``PluginManager.subset_hook_caller``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import os
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from stevedore import ExtensionManager, NamedExtensionManager
+
+from hub import hookspecs
+from hub.types import Action, EntitySchema, NotFound, NotSupported, ProviderInfo
+
+log = logging.getLogger("hub.plugins")
+
+ENTRY_POINT_GROUP = "hub.providers"
+REQUIRED_HOOKS = ("provider_info", "entity_schemas")
+
+
+class DuplicateProviderError(RuntimeError):
+    """Two installed plugins claim the same provider id."""
+
+
+@dataclass
+class PluginRecord:
+    """What the hub knows of one installed plugin, loaded or not."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    error: str | None = None
+    provider: Provider | None = None
+
+    def public(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "loaded": self.error is None,
+            "error": self.error,
+        }
+        if self.provider is not None:
+            data["hooks"] = sorted(self.provider.hooks)
+            data["entities"] = sorted(self.provider.schemas)
+        return data
+
+
+class Provider:
+    """One loaded provider: its declarations and a dispatcher to its hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager, plugin: object, info: ProviderInfo,
+                 schemas: list[EntitySchema], actions: list[Action], hooks: set[str]):
+        self._pm = pm
+        self.plugin = plugin
+        self.info = info
+        self.name = info.name
+        self.schemas = {s.name: s for s in schemas}
+        self.actions = {a.name: a for a in actions}
+        self.hooks = hooks
+        self._callers: dict[str, Any] = {}
+
+    def implements(self, hook: str) -> bool:
+        return hook in self.hooks
+
+    def schema(self, entity: str) -> EntitySchema:
+        try:
+            return self.schemas[entity]
+        except KeyError:
+            raise NotFound(f"provider {self.name} has no entity {entity!r}", code="unknown_entity") from None
+
+    def action(self, name: str) -> Action:
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise NotFound(f"provider {self.name} has no action {name!r}", code="unknown_action") from None
+
+    async def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call ``hook`` on this provider only and await the result if needed.
+
+        :raises NotSupported: the plugin does not implement ``hook``.
+        """
+        if hook not in self.hooks:
+            raise NotSupported(f"provider {self.name} does not support {hook.replace('_', ' ')}")
+        caller = self._callers.get(hook)
+        if caller is None:
+            others = [p for p in self._pm.get_plugins() if p is not self.plugin and _is_provider(self._pm, p)]
+            caller = self._pm.subset_hook_caller(hook, remove_plugins=others)
+            self._callers[hook] = caller
+        result = caller(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def public(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "name": info.name,
+            "label": info.label,
+            "category": info.category,
+            "description": info.description,
+            "auth_type": info.auth_type,
+            "logo": info.logo,
+            "entities": sorted(self.schemas),
+            "actions": sorted(self.actions),
+            "supports_webhooks": info.supports_webhooks or "verify_webhook" in self.hooks,
+            "config_fields": [f.public() for f in info.config_fields],
+            "credential_fields": [f.public() for f in info.credential_fields],
+        }
+
+
+def _is_provider(pm: pluggy.PluginManager, plugin: object) -> bool:
+    return any(impl.plugin is plugin for impl in pm.hook.provider_info.get_hookimpls())
+
+
+def _sync_call(pm: pluggy.PluginManager, plugin: object, hook: str) -> Any:
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    return pm.subset_hook_caller(hook, remove_plugins=others)()
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("hub")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+class PluginRegistry:
+    """The installed provider plugins: loaded ones as :class:`Provider`, failed
+    ones as :class:`PluginRecord` with their error."""
+
+    def __init__(self) -> None:
+        self.pm = new_plugin_manager()
+        self.providers: dict[str, Provider] = {}
+        self.records: list[PluginRecord] = []
+
+    # -- loading
+
+    @classmethod
+    def discover(cls, names: list[str] | None = None) -> PluginRegistry:
+        """Load the plugins installed under ``hub.providers``.
+
+        :param names: load only these entry point names (``HUB_PLUGINS``);
+            ``None`` loads every installed plugin.
+        :raises DuplicateProviderError: two distributions claim one provider id.
+        """
+        registry = cls()
+        failures: list[tuple[Any, BaseException]] = []
+
+        def on_failure(_manager: Any, entry_point: Any, error: BaseException) -> None:
+            failures.append((entry_point, error))
+
+        if names is None:
+            manager = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=on_failure)
+        else:
+            manager = NamedExtensionManager(
+                ENTRY_POINT_GROUP, names=names, on_load_failure_callback=on_failure,
+                warn_on_missing_entrypoint=False,
+            )
+        for entry_point, error in failures:
+            dist, version = _distribution(entry_point)
+            log.warning("plugin %s failed to load: %s", entry_point.name, _describe(error))
+            registry.records.append(PluginRecord(
+                name=entry_point.name, module=entry_point.value, distribution=dist,
+                version=version, error=_describe(error)))
+        for ext in manager.extensions:
+            dist, version = _distribution(ext.entry_point)
+            registry.register(ext.plugin, ext.name, distribution=dist, version=version,
+                              module_name=ext.entry_point.value)
+        registry.records.sort(key=lambda r: r.name)
+        return registry
+
+    @classmethod
+    def from_environment(cls) -> PluginRegistry:
+        selected = os.environ.get("HUB_PLUGINS")
+        names = None if selected is None else [n.strip() for n in selected.split(",") if n.strip()]
+        return cls.discover(names)
+
+    def register(self, plugin: object, name: str, *, distribution: str | None = None,
+                 version: str | None = None, module_name: str | None = None) -> PluginRecord:
+        """Register one plugin object (a module of hook implementations).
+
+        A plugin pluggy rejects, or whose declarations are broken, is recorded
+        with its error and left out; the others keep working.
+
+        :raises DuplicateProviderError: the provider id is already taken.
+        """
+        module_name = module_name or getattr(plugin, "__name__", repr(plugin))
+        record = PluginRecord(name=name, module=module_name, distribution=distribution, version=version)
+        self.records.append(record)
+        try:
+            record.provider = self._register(plugin, name)
+        except DuplicateProviderError:
+            self.records.remove(record)
+            raise
+        except Exception as exc:
+            record.error = _describe(exc)
+            log.warning("plugin %s rejected: %s", name, record.error)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            return record
+        self.providers[record.provider.name] = record.provider
+        return record
+
+    def _register(self, plugin: object, name: str) -> Provider:
+        if name in self.providers:
+            other = next(r for r in self.records if r.provider is self.providers[name])
+            mine = self.records[-1]
+            raise DuplicateProviderError(
+                f"provider id {name!r} is claimed by two plugins: "
+                f"{other.distribution or other.module} and {mine.distribution or mine.module}; "
+                f"uninstall one of them or choose one with HUB_PLUGINS"
+            )
+        self.pm.register(plugin, name=f"hub.providers:{name}")
+        unknown = [
+            impl_name for impl_name in _hookimpl_names(plugin)
+            if not hasattr(hookspecs, impl_name)
+        ]
+        if unknown:
+            raise pluggy.PluginValidationError(
+                plugin, f"unknown hook(s) {', '.join(sorted(unknown))}: not in hub.hookspecs"
+            )
+        hooks = {
+            hook_name for hook_name in _hookimpl_names(plugin)
+        }
+        missing = [h for h in REQUIRED_HOOKS if h not in hooks]
+        if missing:
+            raise ValueError(f"plugin does not implement required hook(s): {', '.join(missing)}")
+        info = _sync_call(self.pm, plugin, "provider_info")
+        if not isinstance(info, ProviderInfo):
+            raise TypeError(f"provider_info returned {type(info).__name__}, expected ProviderInfo")
+        if info.name != name:
+            raise ValueError(f"entry point name {name!r} differs from provider_info name {info.name!r}")
+        schemas = _sync_call(self.pm, plugin, "entity_schemas")
+        if not isinstance(schemas, list) or not all(isinstance(s, EntitySchema) for s in schemas):
+            raise TypeError("entity_schemas must return a list of EntitySchema")
+        actions = _sync_call(self.pm, plugin, "provider_actions") if "provider_actions" in hooks else []
+        return Provider(self.pm, plugin, info, schemas, list(actions or []), hooks)
+
+    # -- lookup
+
+    def get(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise NotFound(f"no provider named {name!r} is installed", code="unknown_provider") from None
+
+    def list(self, category: str | None = None) -> list[Provider]:
+        return [p for n, p in sorted(self.providers.items()) if category is None or p.info.category == category]
+
+
+def _hookimpl_names(plugin: object) -> list[str]:
+    names = []
+    for attr in dir(plugin):
+        value = getattr(plugin, attr, None)
+        if callable(value) and hasattr(value, "hub_impl"):
+            names.append(attr)
+    return names
+
+
+def _distribution(entry_point: Any) -> tuple[str | None, str | None]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is not None:
+        return dist.metadata["Name"], dist.version
+    # stevedore's entry point cache drops the distribution: look it up.
+    return _installed_entry_points().get((entry_point.name, entry_point.value), (None, None))
+
+
+def _installed_entry_points() -> dict[tuple[str, str], tuple[str, str]]:
+    found = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found[(ep.name, ep.value)] = (dist.metadata["Name"], dist.version)
+    return found
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def load_module_plugin(module: types.ModuleType, name: str, registry: PluginRegistry | None = None) -> PluginRegistry:
+    """Register a module as a provider plugin without entry points (tests)."""
+    registry = registry or PluginRegistry()
+    registry.register(module, name)
+    return registry

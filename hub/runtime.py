@@ -1,0 +1,237 @@
+"""The running hub: settings, database, cipher, plugins and HTTP pool together,
+and the one place that builds provider contexts and calls provider hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from hub.config import Settings
+from hub.context import ProviderContext
+from hub.crypto import Cipher, mask
+from hub.db import aware, make_engine, migrate
+from hub.http import ClientPool, ProviderHTTP, RetryPolicy
+from hub.models import Connection, utcnow
+from hub.plugins import PluginRegistry, Provider
+from hub.types import AuthFailed, Credentials, HubError, ProviderError, ProviderUnavailable, RequestAuth
+
+log = logging.getLogger("hub.runtime")
+
+SECRET_HINT_KEYS = ("api_key", "secret_key", "access_token", "token")
+
+
+class Hub:
+    """Everything a request handler, the scheduler or the CLI needs."""
+
+    def __init__(self, settings: Settings, registry: PluginRegistry | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self.engine = make_engine(settings.resolved_database_url)
+        self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir)
+        self.registry = registry if registry is not None else PluginRegistry.from_environment()
+        self.pool = ClientPool(transport=transport, retry=RetryPolicy(
+            attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay))
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def provider(self, name: str) -> Provider:
+        return self.registry.get(name)
+
+    def provider_settings(self, name: str) -> dict[str, str]:
+        return self.settings.provider_settings(name)
+
+    # -- contexts
+
+    def app_context(self, provider: Provider, config: dict[str, Any] | None = None) -> ProviderContext:
+        """A context with no connection yet (OAuth start, Link token, code exchange)."""
+        ctx = ProviderContext(
+            provider=provider.info, config=dict(config or {}), credentials={},
+            settings=self.provider_settings(provider.name), http=None,  # type: ignore[arg-type]
+        )
+        ctx.http = self._http(provider, f"app:{provider.name}", ctx, connection=None)
+        return ctx
+
+    def context(self, provider: Provider, connection: Connection) -> ProviderContext:
+        ctx = ProviderContext(
+            provider=provider.info,
+            config=dict(connection.config or {}),
+            credentials=self.cipher.decrypt_json(connection.credentials_encrypted),
+            settings=self.provider_settings(provider.name),
+            http=None,  # type: ignore[arg-type]
+            connection_id=connection.id,
+        )
+        ctx.extra["token_expires_at"] = aware(connection.token_expires_at)
+        ctx.http = self._http(provider, connection.id, ctx, connection=connection)
+        return ctx
+
+    def _http(self, provider: Provider, key: str, ctx: ProviderContext,
+              connection: Connection | None) -> ProviderHTTP:
+        async def auth() -> RequestAuth:
+            if connection is not None:
+                await self._ensure_fresh(provider, ctx)
+            if provider.implements("request_auth"):
+                result = await provider.call("request_auth", ctx=ctx)
+                if result is not None:
+                    return result
+            return RequestAuth()
+
+        async def describe(response: httpx.Response) -> Any:
+            if provider.implements("describe_error"):
+                return await provider.call("describe_error", response=response)
+            return None
+
+        async def refresh() -> bool:
+            if connection is None or not provider.implements("refresh_credentials"):
+                return False
+            if not ctx.credentials.get("refresh_token"):
+                return False
+            return await self._refresh(provider, ctx, force=True)
+
+        return ProviderHTTP(
+            self.pool.client(key), self.pool.limiter(key, provider.info.rate_limit),
+            provider.info.rate_limit, auth=auth, describe_error=describe, refresh=refresh,
+            retry=self.pool.retry,
+        )
+
+    # -- token refresh
+
+    def lock(self, connection_id: str) -> asyncio.Lock:
+        lock = self._locks.get(connection_id)
+        if lock is None:
+            lock = self._locks[connection_id] = asyncio.Lock()
+        return lock
+
+    async def _ensure_fresh(self, provider: Provider, ctx: ProviderContext) -> None:
+        expires_at = ctx.extra.get("token_expires_at")
+        if expires_at is None or not provider.implements("refresh_credentials"):
+            return
+        if expires_at - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow():
+            return
+        await self._refresh(provider, ctx, force=False)
+
+    async def _refresh(self, provider: Provider, ctx: ProviderContext, force: bool) -> bool:
+        """Refresh once under the connection's lock; persist with compare-and-swap."""
+        assert ctx.connection_id
+        async with self.lock(ctx.connection_id):
+            with self.session() as session:
+                current = session.get(Connection, ctx.connection_id)
+                if current is None:
+                    return False
+                stored_expiry = aware(current.token_expires_at)
+                seen_expiry = ctx.extra.get("token_expires_at")
+                if stored_expiry != seen_expiry or (
+                    not force and stored_expiry
+                    and stored_expiry - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow()
+                ):
+                    # Another caller refreshed meanwhile: use its tokens.
+                    ctx.credentials = self.cipher.decrypt_json(current.credentials_encrypted)
+                    ctx.extra["token_expires_at"] = stored_expiry
+                    return True
+                version = current.credentials_version
+            ctx.extra["token_expires_at"] = None  # no recursion through ctx.http during refresh
+            try:
+                fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
+            except AuthFailed as exc:
+                self.mark(ctx.connection_id, "expired", f"token refresh refused: {exc.message}")
+                raise
+            finally:
+                ctx.extra["token_expires_at"] = seen_expiry
+            secrets = {**ctx.credentials, **fresh.secrets}
+            with self.session() as session:
+                updated = session.execute(
+                    sa.update(Connection)
+                    .where(Connection.id == ctx.connection_id, Connection.credentials_version == version)
+                    .values(
+                        credentials_encrypted=self.cipher.encrypt_json(secrets),
+                        credentials_version=version + 1,
+                        token_expires_at=fresh.expires_at,
+                        status="connected",
+                        last_error=None,
+                        updated_at=utcnow(),
+                    )
+                )
+                session.commit()
+                if updated.rowcount != 1:
+                    log.warning("connection %s changed during refresh; keeping the stored tokens", ctx.connection_id)
+            ctx.credentials = secrets
+            ctx.extra["token_expires_at"] = fresh.expires_at
+            return True
+
+    # -- calling providers
+
+    async def call(self, provider: Provider, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
+        """Call a provider hook, turning whatever goes wrong into a hub error.
+
+        An ``AuthFailed`` from a connection's call marks the connection ``error``.
+        """
+        try:
+            return await provider.call(hook, ctx=ctx, **kwargs)
+        except AuthFailed as exc:
+            if ctx.connection_id:
+                self.mark(ctx.connection_id, "error", exc.message)
+            raise
+        except HubError:
+            raise
+        except httpx.HTTPError as exc:
+            log.warning("provider %s %s: HTTP error %s", provider.name, hook, type(exc).__name__)
+            raise ProviderUnavailable(f"provider {provider.name} unreachable: {type(exc).__name__}") from None
+        except Exception:
+            log.exception("provider %s failed in %s", provider.name, hook)
+            raise ProviderError(f"provider {provider.name} failed in {hook}") from None
+
+    def mark(self, connection_id: str, status: str, error: str | None) -> None:
+        with self.session() as session:
+            session.execute(
+                sa.update(Connection).where(Connection.id == connection_id)
+                .values(status=status, last_error=(error or None) and error[:2000], updated_at=utcnow())
+            )
+            session.commit()
+
+    # -- credentials
+
+    def store_credentials(self, connection: Connection, credentials: Credentials) -> None:
+        """Encrypt and attach credentials (and what they teach about config)."""
+        connection.credentials_encrypted = self.cipher.encrypt_json(credentials.secrets)
+        connection.credentials_hint = credential_hint(credentials.secrets)
+        connection.credentials_version += 1
+        connection.token_expires_at = credentials.expires_at
+        connection.config = {**(connection.config or {}), **credentials.config}
+        if credentials.webhook_key:
+            connection.webhook_key = credentials.webhook_key
+
+    def find_connection(self, session: Session, organization_id: str, connection_id: str) -> Connection:
+        from hub.types import NotFound
+
+        connection = session.exec(
+            select(Connection).where(Connection.id == connection_id, Connection.organization_id == organization_id)
+        ).first()
+        if connection is None:
+            raise NotFound("no such connection", code="connection_not_found")
+        return connection
+
+
+def credential_hint(secrets: dict[str, Any]) -> str | None:
+    for key in SECRET_HINT_KEYS:
+        if secrets.get(key):
+            return mask(str(secrets[key]))
+    return None
+
+
+def next_sync(connection: Connection, now: datetime | None = None) -> datetime | None:
+    if not connection.sync_enabled:
+        return None
+    return (now or datetime.now(timezone.utc)) + timedelta(minutes=connection.sync_frequency_minutes)

@@ -1,0 +1,1 @@
+"""The hub's logic, independent of HTTP: connections, OAuth, records, webhooks."""

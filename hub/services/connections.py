@@ -1,0 +1,190 @@
+"""Connections: create (API key, OAuth, Link), update, test, delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from hub.models import Connection, utcnow
+from hub.plugins import Provider
+from hub.runtime import Hub, next_sync
+from hub.types import AuthFailed, Credentials, HubError, ValidationFailed
+
+log = logging.getLogger("hub.connections")
+
+
+class Conflict(HubError):
+    code = "connection_exists"
+    status = 409
+
+
+def list_connections(hub: Hub, organization_id: str, provider: str | None = None) -> list[Connection]:
+    with hub.session() as session:
+        query = select(Connection).where(Connection.organization_id == organization_id)
+        if provider:
+            query = query.where(Connection.provider == provider)
+        return list(session.exec(query.order_by(Connection.created_at)))
+
+
+def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[str, Any]) -> None:
+    missing = [f.name for f in provider.info.credential_fields if f.required and not credentials.get(f.name)]
+    missing += [f.name for f in provider.info.config_fields if f.required and config.get(f.name) in (None, "")]
+    if missing:
+        raise ValidationFailed(
+            f"{provider.name} needs {', '.join(missing)}", code="missing_fields", details={"missing": missing}
+        )
+    known = {f.name for f in provider.info.credential_fields}
+    unknown = sorted(set(credentials) - known) if known else []
+    if unknown:
+        raise ValidationFailed(
+            f"{provider.name} does not take credential(s) {', '.join(unknown)}",
+            code="unknown_fields", details={"unknown": unknown},
+        )
+
+
+async def create_api_key_connection(hub: Hub, organization_id: str, provider: Provider, *,
+                                    name: str | None, description: str | None,
+                                    credentials: dict[str, Any], config: dict[str, Any],
+                                    sync_enabled: bool, sync_frequency_minutes: int) -> Connection:
+    """Create a connection from credentials the user typed (API keys).
+
+    The credentials are tested first when the provider can test them: nothing
+    is saved if the provider refuses them.
+    """
+    if provider.info.auth_type != "api_key":
+        raise ValidationFailed(
+            f"{provider.name} connects with {provider.info.auth_type}, not an API key",
+            code="wrong_auth_type",
+        )
+    _check_fields(provider, credentials, config)
+    _ensure_unique(hub, organization_id, provider.name)
+    connection = Connection(
+        organization_id=organization_id, provider=provider.name, category=provider.info.category,
+        name=name or provider.info.label, description=description, config=dict(config),
+        sync_enabled=sync_enabled, sync_frequency_minutes=sync_frequency_minutes,
+    )
+    hub.store_credentials(connection, Credentials(secrets=dict(credentials)))
+    if provider.implements("test_connection"):
+        ctx = hub.context(provider, connection)
+        try:
+            await provider.call("test_connection", ctx=ctx)
+        finally:
+            await hub.pool.discard(connection.id)
+    connection.next_sync_at = next_sync(connection)
+    return _save_new(hub, connection)
+
+
+def _ensure_unique(hub: Hub, organization_id: str, provider: str) -> None:
+    if list_connections(hub, organization_id, provider):
+        raise Conflict(f"this organization already has a {provider} connection")
+
+
+def _save_new(hub: Hub, connection: Connection) -> Connection:
+    with hub.session() as session:
+        session.add(connection)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict("this connection already exists") from None
+        session.refresh(connection)
+        return connection
+
+
+def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, credentials: Credentials,
+                            name: str | None = None, allow_many: bool = False) -> Connection:
+    """Create or re-authorize a connection after OAuth or a Link exchange.
+
+    OAuth re-authorization of the same provider (and the same provider-side
+    account) updates the existing connection instead of adding another.
+    """
+    with hub.session() as session:
+        query = select(Connection).where(
+            Connection.organization_id == organization_id, Connection.provider == provider.name
+        )
+        existing = list(session.exec(query))
+        match = None
+        if credentials.webhook_key:
+            match = next((c for c in existing if c.webhook_key == credentials.webhook_key), None)
+        if match is None and existing and not allow_many:
+            match = existing[0]
+        connection = match or Connection(
+            organization_id=organization_id, provider=provider.name, category=provider.info.category,
+            name=name or provider.info.label,
+        )
+        hub.store_credentials(connection, credentials)
+        connection.status = "connected"
+        connection.last_error = None
+        connection.updated_at = utcnow()
+        session.add(connection)
+        session.commit()
+        session.refresh(connection)
+        return connection
+
+
+def update_connection(hub: Hub, organization_id: str, connection_id: str, changes: dict[str, Any]) -> Connection:
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+        for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
+            if key in changes and changes[key] is not None:
+                setattr(connection, key, changes[key])
+        if changes.get("config"):
+            connection.config = {**(connection.config or {}), **changes["config"]}
+        if changes.get("credentials"):
+            provider = hub.provider(connection.provider)
+            secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
+            _check_fields(provider, secrets, connection.config or {})
+            hub.store_credentials(connection, Credentials(secrets=secrets))
+            connection.status = "connected"
+            connection.last_error = None
+        if {"sync_enabled", "sync_frequency_minutes"} & set(changes):
+            connection.next_sync_at = next_sync(connection)
+        connection.updated_at = utcnow()
+        session.add(connection)
+        session.commit()
+        session.refresh(connection)
+        return connection
+
+
+async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+    provider = hub.provider(connection.provider)
+    ctx = hub.context(provider, connection)
+    try:
+        details = await hub.call(provider, "test_connection", ctx) or {}
+    except AuthFailed:
+        raise
+    except HubError as exc:
+        hub.mark(connection.id, "error", exc.message)
+        raise
+    hub.mark(connection.id, "connected", None)
+    with hub.session() as session:
+        return hub.find_connection(session, organization_id, connection_id), details
+
+
+async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> None:
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+    provider = hub.registry.providers.get(connection.provider)
+    if provider is not None and provider.implements("disconnect"):
+        try:
+            await hub.call(provider, "disconnect", hub.context(provider, connection))
+        except HubError as exc:
+            log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+        _delete_dependents(session, connection.id)
+        session.delete(connection)
+        session.commit()
+    await hub.pool.discard(connection_id)
+
+
+def _delete_dependents(session: Any, connection_id: str) -> None:
+    from hub.models import WebhookEvent
+
+    for event in session.exec(select(WebhookEvent).where(WebhookEvent.connection_id == connection_id)):
+        session.delete(event)

@@ -1,0 +1,125 @@
+"""OAuth 2 authorization-code flow with single-use, expiring, bound state and PKCE."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import sqlalchemy as sa
+
+from hub.crypto import hash_token
+from hub.db import aware
+from hub.models import Connection, OAuthState, utcnow
+from hub.plugins import Provider
+from hub.runtime import Hub
+from hub.services.connections import upsert_from_credentials
+from hub.types import HubError, ValidationFailed
+
+
+class OAuthFailed(HubError):
+    """The callback cannot complete; ``code`` is stable and safe to put in a URL."""
+
+    status = 400
+
+
+def callback_url(hub: Hub, provider: str) -> str:
+    return f"{hub.settings.public_url.rstrip('/')}/api/v1/integrations/oauth/{provider}/callback"
+
+
+def _check_return_url(url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
+
+
+async def start(hub: Hub, organization_id: str, provider: Provider, return_to: str | None,
+                params: dict[str, str]) -> str:
+    """Create the state and return the provider's authorization URL.
+
+    ``return_to`` is where the user's browser is sent once the callback is done
+    (with ``status``, ``connection_id`` or a stable error ``code``).
+    """
+    if provider.info.auth_type != "oauth2":
+        raise ValidationFailed(f"{provider.name} does not use OAuth", code="wrong_auth_type")
+    _check_return_url(return_to)
+    state = secrets.token_urlsafe(32)
+    verifier = challenge = None
+    if provider.info.supports_pkce:
+        verifier = secrets.token_urlsafe(64)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect_uri = callback_url(hub, provider.name)
+    ctx = hub.app_context(provider, params)
+    url = await hub.call(provider, "authorization_url", ctx, redirect_uri=redirect_uri, state=state,
+                         code_challenge=challenge, params=params)
+    with hub.session() as session:
+        session.add(OAuthState(
+            state_hash=hash_token(state), organization_id=organization_id, provider=provider.name,
+            redirect_uri=redirect_uri, return_to=return_to, params=params,
+            code_verifier_encrypted=hub.cipher.encrypt(verifier) if verifier else None,
+            expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds),
+        ))
+        session.commit()
+    return url
+
+
+def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
+    """Mark the state used (exactly once) and return it."""
+    state_hash = hash_token(state)
+    now = utcnow()
+    with hub.session() as session:
+        claimed = session.execute(
+            sa.update(OAuthState)
+            .where(OAuthState.state_hash == state_hash, OAuthState.used_at.is_(None))
+            .values(used_at=now)
+        )
+        session.commit()
+        record = session.get(OAuthState, state_hash)
+    if record is None:
+        raise OAuthFailed("unknown OAuth state", code="invalid_state")
+    if claimed.rowcount != 1:
+        raise OAuthFailed("this OAuth state was already used", code="state_used", details=record.return_to)
+    if record.provider != provider.name:
+        raise OAuthFailed("OAuth state belongs to another provider", code="invalid_state")
+    if aware(record.expires_at) < now:
+        raise OAuthFailed("OAuth state expired; start again", code="state_expired", details=record.return_to)
+    return record
+
+
+async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[OAuthState | None, Connection]:
+    """Handle the provider's redirect: check state, exchange the code, save tokens.
+
+    :raises OAuthFailed: with a stable code; ``details`` carries the return URL
+        when one is known, so the API can redirect there.
+    """
+    state = query.get("state")
+    if not state:
+        raise OAuthFailed("the callback has no state", code="missing_state")
+    record = _consume_state(hub, provider, state)
+    if query.get("error"):
+        # Never reflect the provider's error text: it is attacker-controllable.
+        raise OAuthFailed("the user or the provider declined the authorization",
+                          code="access_denied", details=record.return_to)
+    code = query.get("code")
+    if not code:
+        raise OAuthFailed("the callback has no code", code="missing_code", details=record.return_to)
+    verifier = hub.cipher.decrypt(record.code_verifier_encrypted) if record.code_verifier_encrypted else None
+    ctx = hub.app_context(provider, record.params)
+    try:
+        credentials = await hub.call(provider, "exchange_code", ctx, code=code, redirect_uri=record.redirect_uri,
+                                     code_verifier=verifier, params=dict(query))
+    except HubError as exc:
+        raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
+    credentials.config = {**record.params, **credentials.config}
+    connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)
+    return record, connection
+
+
+def return_url(base: str, **values: Any) -> str:
+    separator = "&" if urlsplit(base).query else "?"
+    return base + separator + urlencode({k: v for k, v in values.items() if v is not None})

@@ -1,0 +1,67 @@
+"""Record CRUD through a provider, with the schema's flags enforced."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from hub.models import Connection
+from hub.plugins import Provider
+from hub.runtime import Hub
+from hub.types import Page, ProviderError, ReadOnly
+
+MAX_PAGE_SIZE = 250
+
+
+class RecordService:
+    """CRUD on one connection's provider records."""
+
+    def __init__(self, hub: Hub, connection: Connection):
+        self.hub = hub
+        self.connection = connection
+        self.provider: Provider = hub.provider(connection.provider)
+        self.ctx = hub.context(self.provider, connection)
+
+    def _writable(self, entity: str, flag: str, verb: str) -> None:
+        schema = self.provider.schema(entity)
+        if not getattr(schema, flag):
+            raise ReadOnly(f"{self.provider.name} does not allow {verb} {entity}")
+
+    async def list(self, entity: str, cursor: str | None = None, page_size: int = 50,
+                   filters: dict[str, str] | None = None, since: datetime | None = None) -> Page:
+        self.provider.schema(entity)
+        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=cursor,
+                                   page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
+                                   filters=filters or {}, since=since)
+        if not isinstance(page, Page):
+            raise ProviderError(f"provider {self.provider.name} returned no page for {entity}")
+        return page
+
+    async def get(self, entity: str, record_id: str) -> dict[str, Any]:
+        self.provider.schema(entity)
+        return await self.hub.call(self.provider, "get_record", self.ctx, entity=entity, record_id=record_id)
+
+    async def create(self, entity: str, data: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        self._writable(entity, "supports_create", "creating")
+        return await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
+                                   idempotency_key=idempotency_key or uuid.uuid4().hex)
+
+    async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        self._writable(entity, "supports_update", "updating")
+        return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
+                                   record_id=record_id, data=data)
+
+    async def delete(self, entity: str, record_id: str) -> None:
+        self._writable(entity, "supports_delete", "deleting")
+        await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
+
+    async def action(self, name: str, params: dict[str, Any]) -> Any:
+        action = self.provider.action(name)
+        missing = [p.name for p in action.params if p.required and params.get(p.name) in (None, "")]
+        if missing:
+            from hub.types import ValidationFailed
+
+            raise ValidationFailed(f"action {name} needs {', '.join(missing)}", code="missing_fields",
+                                   details={"missing": missing})
+        return await self.hub.call(self.provider, "run_action", self.ctx, action=name, params=params)

@@ -1,0 +1,45 @@
+"""Testing kit for the hub and its plugins.
+
+- :func:`serve` runs an ASGI app (a fake provider, the hub itself) on loopback
+  in a background thread, for tests that talk real HTTP.
+- :mod:`hub.testing.fakes` holds what every fake provider server needs: rate
+  limiters that answer 429 like providers do, and in-memory tables.
+- :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(app, port: int | None = None, log_level: str = "warning") -> Iterator[str]:  # noqa: ANN001
+    """Serve ``app`` on ``127.0.0.1`` until the block exits; yields the base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

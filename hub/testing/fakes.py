@@ -1,0 +1,94 @@
+"""Building blocks for fake provider servers.
+
+Fakes must behave like the real APIs where plugins depend on them: these
+helpers give them the providers' rate-limit behaviour and simple storage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    used: float
+    limit: float
+    retry_after: float
+
+
+class LeakyBucket:
+    """A provider-side leaky bucket (Shopify): ``capacity`` requests, leaking
+    ``leak_per_second``. A request that would overflow is refused."""
+
+    def __init__(self, capacity: int, leak_per_second: float):
+        self.capacity = capacity
+        self.leak = leak_per_second
+        self.level = 0.0
+        self.updated = time.monotonic()
+        self._lock = threading.Lock()
+        self.allowed = 0
+        self.refused = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def hit(self) -> Decision:
+        with self._lock:
+            now = time.monotonic()
+            self.level = max(0.0, self.level - (now - self.updated) * self.leak)
+            self.updated = now
+            if self.level + 1 > self.capacity:
+                self.refused += 1
+                return Decision(False, self.level, self.capacity, (self.level + 1 - self.capacity) / self.leak)
+            self.level += 1
+            self.allowed += 1
+            self.first_at = self.first_at or now
+            self.last_at = now
+            return Decision(True, self.level, self.capacity, 0.0)
+
+    def achieved_rate(self) -> float:
+        """Allowed requests per second beyond the initial burst capacity."""
+        if not self.first_at or not self.last_at or self.last_at == self.first_at:
+            return 0.0
+        return max(0, self.allowed - self.capacity) / (self.last_at - self.first_at)
+
+
+class TokenBucketLimit(LeakyBucket):
+    """A provider-side token bucket (Stripe: N requests per second): the same
+    arithmetic as a leaky bucket whose capacity is the burst."""
+
+
+class Table:
+    """An in-memory table of JSON records keyed by id, in insertion order."""
+
+    def __init__(self, prefix: str = "", start: int = 1):
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.prefix = prefix
+        self._ids = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def next_id(self) -> str:
+        with self._lock:
+            return f"{self.prefix}{next(self._ids)}"
+
+    def insert(self, row: dict[str, Any], id_field: str = "id") -> dict[str, Any]:
+        if id_field not in row:
+            row[id_field] = self.next_id()
+        self.rows[str(row[id_field])] = row
+        return row
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        return self.rows.get(str(record_id))
+
+    def delete(self, record_id: str) -> dict[str, Any] | None:
+        return self.rows.pop(str(record_id), None)
+
+    def all(self) -> list[dict[str, Any]]:
+        return list(self.rows.values())
+
+    def __len__(self) -> int:
+        return len(self.rows)

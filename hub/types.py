@@ -1,0 +1,334 @@
+"""What provider plugins and the core exchange.
+
+Plugins build these objects and raise these errors; the core turns them into
+storage rows and API responses. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+AuthType = Literal["oauth2", "api_key", "link", "none"]
+FieldType = Literal[
+    "string", "integer", "number", "boolean", "datetime", "date", "object", "array", "money"
+]
+ConnectionStatus = Literal["connected", "error", "expired", "disconnected"]
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """How fast the core may call a provider for one connection.
+
+    The core keeps a token bucket of ``burst`` requests refilled at
+    ``requests_per_second``. ``usage_header`` names a response header of the
+    form ``used/limit`` (Shopify's ``X-Shopify-Shop-Api-Call-Limit``);
+    ``remaining_header`` names a header counting requests left in the current
+    window (HubSpot, Xero). When present the core re-synchronises its bucket
+    with what the provider reports, so several hub processes sharing one
+    provider quota back off together.
+    """
+
+    requests_per_second: float
+    burst: int = 1
+    usage_header: str | None = None
+    remaining_header: str | None = None
+
+
+@dataclass(frozen=True)
+class EntityField:
+    """One field of an entity, as the provider names it."""
+
+    name: str
+    label: str = ""
+    type: FieldType = "string"
+    required: bool = False
+    readonly: bool = False
+    description: str = ""
+
+    def public(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["label"] = self.label or self.name.replace("_", " ").capitalize()
+        return data
+
+
+@dataclass(frozen=True)
+class EntitySchema:
+    """An entity (a kind of record) a provider exposes.
+
+    ``id_field`` names the field holding the provider's record id and
+    ``updated_field`` the field holding its last-modified time (used for
+    incremental sync when the provider filters by modification time).
+    The ``supports_*`` flags say which writes the provider allows; the core
+    refuses the others with a ``ReadOnly`` error before calling the plugin.
+    """
+
+    name: str
+    label: str
+    fields: tuple[EntityField, ...] = ()
+    description: str = ""
+    id_field: str = "id"
+    updated_field: str | None = None
+    supports_create: bool = False
+    supports_update: bool = False
+    supports_delete: bool = False
+    supports_since: bool = False
+
+    @property
+    def readonly(self) -> bool:
+        return not (self.supports_create or self.supports_update or self.supports_delete)
+
+    def field(self, name: str) -> EntityField | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "id_field": self.id_field,
+            "updated_field": self.updated_field,
+            "supports_create": self.supports_create,
+            "supports_update": self.supports_update,
+            "supports_delete": self.supports_delete,
+            "supports_since": self.supports_since,
+            "readonly": self.readonly,
+            "fields": [f.public() for f in self.fields],
+        }
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What a provider is and how the core should talk to it.
+
+    ``urls`` maps names to URL templates formatted with the connection's config
+    (for example ``{"api": "https://{shop}/admin/api/2025-01"}``); the operator
+    can point every URL at another origin (a fake server, a proxy) with the
+    provider setting ``origin``. ``webhook_tolerance_seconds`` bounds how old a
+    signed delivery may be. ``supports_pkce`` makes the core send a PKCE
+    challenge in the OAuth flow.
+    """
+
+    name: str
+    label: str
+    category: str
+    auth_type: AuthType
+    description: str = ""
+    logo: str = ""
+    urls: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    scopes: tuple[str, ...] = ()
+    supports_pkce: bool = False
+    supports_webhooks: bool = False
+    config_fields: tuple[EntityField, ...] = ()
+    credential_fields: tuple[EntityField, ...] = ()
+    webhook_tolerance_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Action:
+    """A provider-specific operation beyond CRUD (confirm a payment intent,
+    adjust inventory). ``params`` describes its parameters; the core checks
+    that required ones are present before calling ``run_action``.
+    ``readonly`` actions change nothing at the provider."""
+
+    name: str
+    label: str
+    description: str = ""
+    params: tuple[EntityField, ...] = ()
+    readonly: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "readonly": self.readonly,
+            "params": [p.public() for p in self.params],
+        }
+
+
+# ---------------------------------------------------------------- exchanged values
+
+
+@dataclass
+class RequestAuth:
+    """Headers and query parameters that authenticate one provider request."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    """One page of records and the opaque cursor of the next page.
+
+    ``next_cursor`` is ``None`` on the last page. ``deleted_ids`` lists records
+    the provider reports as removed (Plaid's ``removed``) so sync can mark them.
+    ``watermark`` may carry the provider's own resumable position (Plaid's
+    ``next_cursor`` after the last page), stored by sync for the next run.
+    """
+
+    records: list[dict[str, Any]]
+    next_cursor: str | None = None
+    deleted_ids: list[str] = field(default_factory=list)
+    watermark: str | None = None
+
+
+@dataclass
+class Credentials:
+    """Secrets the core stores encrypted for a connection.
+
+    ``secrets`` is everything secret (access/refresh tokens, API keys, Plaid
+    access token, webhook secrets); ``config`` is non-secret connection config
+    learnt during auth (shop domain, item id, account id); ``expires_at`` is
+    when the access token stops working, if it does; ``webhook_key`` is the
+    provider-side identity webhook deliveries carry (shop domain, item id), used
+    to route deliveries to the connection.
+    """
+
+    secrets: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    webhook_key: str | None = None
+
+
+@dataclass
+class WebhookRequest:
+    """A raw webhook delivery as the hub received it. ``body`` is untouched bytes."""
+
+    headers: dict[str, str]
+    body: bytes
+    query: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == name:
+                return value
+        return default
+
+
+@dataclass
+class WebhookEvent:
+    """A normalized webhook event.
+
+    ``dedup_key`` identifies the delivery across retries (Stripe's event id,
+    Shopify's ``X-Shopify-Event-Id``, a derived hash where the provider has
+    none). ``type`` is ``<entity>.<action>`` in the hub's vocabulary
+    (``order.created``). ``entity`` is the hub entity name and ``action`` one of
+    ``created``, ``updated``, ``deleted`` or ``changed`` (something changed,
+    fetch to know what). ``record`` is the full record when the payload carries
+    it, else ``None``.
+    """
+
+    dedup_key: str
+    type: str
+    entity: str | None = None
+    action: str = "changed"
+    record_id: str | None = None
+    record: dict[str, Any] | None = None
+    occurred_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class HubError(Exception):
+    """Base of every error the API turns into ``{"success": false, ...}``.
+
+    ``code`` is stable and machine readable; the message is for people and must
+    never contain secrets.
+    """
+
+    code = "hub_error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
+                 provider_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+        self.provider_status = provider_status
+
+
+class AuthFailed(HubError):
+    """The provider rejected the connection's credentials (revoked, wrong, expired)."""
+
+    code = "provider_auth_failed"
+    status = 424
+
+
+class NotFound(HubError):
+    """The record (or provider, entity, connection) does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class ValidationFailed(HubError):
+    """The provider or the hub rejected the input as invalid."""
+
+    code = "validation_error"
+    status = 422
+
+
+class ReadOnly(HubError):
+    """The entity does not allow this write."""
+
+    code = "read_only"
+    status = 405
+
+
+class RateLimited(HubError):
+    """The provider's rate limit was still exceeded after the core's retries."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(HubError):
+    """The provider failed (5xx, timeout, network) after the core's retries."""
+
+    code = "provider_unavailable"
+    status = 503
+
+
+class ProviderError(HubError):
+    """The provider answered with an error the other classes do not describe."""
+
+    code = "provider_error"
+    status = 502
+
+
+class NotSupported(HubError):
+    """The provider does not implement this operation (no such hook)."""
+
+    code = "not_supported"
+    status = 400
+
+
+class ConfigurationError(HubError):
+    """The hub or the connection lacks a setting the provider needs."""
+
+    code = "configuration_error"
+    status = 400
+
+
+class WebhookRejected(HubError):
+    """A webhook delivery failed verification (forged, stale or malformed)."""
+
+    code = "webhook_rejected"
+    status = 401

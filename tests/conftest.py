@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.api.main import create_app
+from hub.config import Settings
+from hub.plugins import PluginRegistry
+from hub.services.orgs import create_organization
+from hub.testing import postgres
+
+# The example provider is importable for tests without being installed.
+sys.path.insert(0, str(Path(__file__).parent / "example_provider"))
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    if not postgres.available():
+        pytest.fail("PostgreSQL is not installed: run `apt-get install postgresql` (the suite tests both databases)")
+    with postgres.throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    server = request.getfixturevalue("pg_server")
+    return postgres.create_database(server, f"hub_test_{next(_db_counter)}")
+
+
+@pytest.fixture
+def settings(tmp_path, database_url, monkeypatch):
+    for key in ("HUB_PLUGINS", "HUB_DATABASE_URL", "HUB_SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key="test-secret-key")
+
+
+@pytest.fixture
+def example_registry():
+    import hub_example
+
+    registry = PluginRegistry()
+    registry.register(hub_example, "example")
+    return registry
+
+
+@pytest.fixture
+def example_fake(serve_app):
+    """The Example Notes fake on loopback: (base_url, app)."""
+    from hub_example.testing import create_app as fake_app
+
+    app = fake_app(notes=23)
+    return serve_app(app), app
+
+
+@pytest.fixture
+def hub_app(settings, example_registry, example_fake, monkeypatch):
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    return create_app(settings, example_registry)
+
+
+@pytest.fixture
+def client(hub_app):
+    with TestClient(hub_app) as c:
+        yield c
+
+
+def make_org(app, name: str = "acme") -> dict[str, str]:
+    hub = app.state.hub
+    with hub.session() as session:
+        org, key = create_organization(session, name)
+    return {"Authorization": f"Bearer {key}", "org_id": org.id}
+
+
+@pytest.fixture
+def auth(client, hub_app):
+    headers = make_org(hub_app)
+    headers.pop("org_id")
+    return headers
+
+
+API = "/api/v1/integrations"

@@ -1,0 +1,131 @@
+"""The contract end to end with the built-in example provider, over real HTTP
+to its fake server, through the hub's REST API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+from hub_example.testing import API_KEY, signed_delivery
+
+from tests.conftest import API
+
+
+def connect(client, auth, **extra):
+    body = {"provider": "example", "credentials": {"api_key": API_KEY, "webhook_secret": "whsec_example123"}}
+    body.update(extra)
+    response = client.post(f"{API}/connections", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    return response.json()["connection"]
+
+
+def test_providers_list_the_installed_plugin(client):
+    body = client.get(f"{API}/providers").json()
+    assert body["success"] is True
+    [provider] = body["providers"]
+    assert provider["name"] == "example"
+    assert provider["auth_type"] == "api_key"
+    assert provider["entities"] == ["notes", "tags"]
+    assert client.get(f"{API}/providers?category=banking").json()["providers"] == []
+    entity = client.get(f"{API}/providers/example/entities/notes").json()["entity"]
+    assert entity["supports_create"] and {f["name"] for f in entity["fields"]} >= {"id", "title"}
+
+
+def test_connect_list_pages_to_the_end_and_crud(client, auth, example_fake):
+    connection = connect(client, auth)
+    assert connection["status"] == "connected"
+    assert connection["credentials_hint"].endswith("4242") and API_KEY not in str(connection)
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 5} | ({"cursor": cursor} if cursor else {})
+        body = client.get(f"{API}/connections/{connection['id']}/entities/notes/records", params=params,
+                          headers=auth).json()
+        seen += [r["id"] for r in body["records"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        assert body["has_more"] == (cursor is not None)
+        if not cursor:
+            break
+    assert pages == 5
+    assert len(seen) == len(set(seen)) == 23
+
+    base = f"{API}/connections/{connection['id']}/entities/notes/records"
+    created = client.post(base, json={"data": {"title": "hello"}}, headers=auth)
+    assert created.status_code == 201
+    note = created.json()["record"]
+    assert client.get(f"{base}/{note['id']}", headers=auth).json()["record"]["title"] == "hello"
+    updated = client.put(f"{base}/{note['id']}", json={"data": {"title": "bye"}}, headers=auth).json()
+    assert updated["record"]["title"] == "bye"
+    assert client.delete(f"{base}/{note['id']}", headers=auth).json() == {"success": True}
+    missing = client.get(f"{base}/{note['id']}", headers=auth)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    invalid = client.post(base, json={"data": {"body": "no title"}}, headers=auth)
+    assert invalid.status_code == 422 and "title is required" in invalid.json()["error"]
+
+
+def test_read_only_entity_refuses_writes(client, auth):
+    connection = connect(client, auth)
+    response = client.post(f"{API}/connections/{connection['id']}/entities/tags/records",
+                           json={"data": {"name": "x"}}, headers=auth)
+    assert response.status_code == 405
+    assert response.json()["code"] == "read_only"
+
+
+def test_bad_api_key_is_refused_and_nothing_saved(client, auth):
+    response = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": "nope"}},
+                           headers=auth)
+    assert response.status_code == 424
+    assert response.json()["code"] == "provider_auth_failed"
+    assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
+
+
+def test_second_connection_of_same_provider_conflicts(client, auth):
+    connect(client, auth)
+    response = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                           headers=auth)
+    assert response.status_code == 409 and response.json()["code"] == "connection_exists"
+
+
+def test_provider_5xx_is_retried_then_succeeds(client, auth, example_fake):
+    connection = connect(client, auth)
+    example_fake[1].state.fail_next = 2
+    response = client.get(f"{API}/connections/{connection['id']}/entities/notes/records", headers=auth)
+    assert response.status_code == 200
+    assert example_fake[1].state.fail_next == 0
+
+
+def test_provider_down_after_retries_is_503(client, auth, example_fake, hub_app):
+    connection = connect(client, auth)
+    hub_app.state.hub.pool.retry.attempts = 2
+    example_fake[1].state.fail_next = 100
+    response = client.get(f"{API}/connections/{connection['id']}/entities/notes/records", headers=auth)
+    assert response.status_code == 503
+    assert response.json()["code"] == "provider_unavailable"
+
+
+def test_update_and_test_and_delete_connection(client, auth):
+    connection = connect(client, auth)
+    url = f"{API}/connections/{connection['id']}"
+    updated = client.put(url, json={"name": "Notes", "sync_enabled": True, "sync_frequency_minutes": 15,
+                                    "config": {"region": "eu"}}, headers=auth).json()["connection"]
+    assert updated["name"] == "Notes" and updated["sync_frequency_minutes"] == 15
+    assert updated["next_sync_at"] is not None and updated["config"] == {"region": "eu"}
+    tested = client.post(f"{url}/test", headers=auth).json()
+    assert tested["details"] == {"account": "Example Account"}
+    assert client.delete(url, headers=auth).json()["success"] is True
+    assert client.get(url, headers=auth).status_code == 404
+
+
+def test_webhook_verified_stored_once_forged_and_stale_rejected(client, auth):
+    connection = connect(client, auth)
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    event = {"id": "evt_1", "type": "note.updated", "data": {"id": "note_1", "title": "x"}}
+    body, headers = signed_delivery("whsec_example123", event, int(time.time()))
+    first = client.post(url, content=body, headers=headers).json()
+    assert first == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    replay = client.post(url, content=body, headers=headers).json()
+    assert replay["duplicate"] is True and replay["received"] == 0
+    forged = client.post(url, content=body.replace(b"note_1", b"note_2"), headers=headers)
+    assert forged.status_code == 401 and forged.json()["code"] == "webhook_rejected"
+    stale_body, stale_headers = signed_delivery("whsec_example123", {**event, "id": "evt_2"}, int(time.time()) - 3600)
+    stale = client.post(url, content=stale_body, headers=stale_headers)
+    assert stale.status_code == 401 and stale.json()["code"] == "webhook_stale"
