@@ -4,6 +4,7 @@ and the one place that builds provider contexts and calls provider hooks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,7 +20,16 @@ from hub.db import aware, make_engine, migrate
 from hub.http import ClientPool, ProviderHTTP, RetryPolicy
 from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry, Provider
-from hub.types import AuthFailed, Credentials, HubError, ProviderError, ProviderUnavailable, RequestAuth
+from hub.types import (
+    AuthFailed,
+    ConfigurationError,
+    Credentials,
+    HubError,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimit,
+    RequestAuth,
+)
 
 log = logging.getLogger("hub.runtime")
 
@@ -101,9 +111,10 @@ class Hub:
                 return False
             return await self._refresh(provider, ctx, force=True)
 
+        rate_limit = effective_rate_limit(provider.info.rate_limit, ctx.settings)
         return ProviderHTTP(
-            self.pool.client(key), self.pool.limiter(key, provider.info.rate_limit),
-            provider.info.rate_limit, auth=auth, describe_error=describe, refresh=refresh,
+            self.pool.client(key), self.pool.limiter(key, rate_limit),
+            rate_limit, auth=auth, describe_error=describe, refresh=refresh,
             retry=self.pool.retry,
         )
 
@@ -222,6 +233,24 @@ class Hub:
         if connection is None:
             raise NotFound("no such connection", code="connection_not_found")
         return connection
+
+
+def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -> RateLimit | None:
+    """The declared limit, unless the operator's plan differs: the provider
+    settings ``requests_per_second`` and ``burst`` override it (Shopify Plus
+    leaks 20/s, Stripe live mode allows 100/s)."""
+    rate, burst = settings.get("requests_per_second"), settings.get("burst")
+    if not rate and not burst:
+        return declared
+    try:
+        base = declared or RateLimit(requests_per_second=float(rate or 1))
+        return dataclasses.replace(
+            base,
+            requests_per_second=float(rate) if rate else base.requests_per_second,
+            burst=int(burst) if burst else base.burst,
+        )
+    except ValueError:
+        raise ConfigurationError("requests_per_second and burst settings must be numbers") from None
 
 
 def credential_hint(secrets: dict[str, Any]) -> str | None:
