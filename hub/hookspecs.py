@@ -173,6 +173,8 @@ def request_auth(ctx: ProviderContext) -> RequestAuth:
 
     Called by ``ctx.http`` for every request (cheap, no I/O). Read the secrets
     from ``ctx.credentials`` and the operator settings from ``ctx.settings``.
+    Also called before a connection exists (code exchange, Link token), when
+    ``ctx.credentials`` is empty: return only what applies then.
 
     :returns: a :class:`~hub.types.RequestAuth` with headers and query
         parameters to add (``Authorization: Bearer …``,

@@ -25,10 +25,12 @@ from hub.types import (
     ConfigurationError,
     Credentials,
     HubError,
+    NotFound,
     ProviderError,
     ProviderUnavailable,
     RateLimit,
     RequestAuth,
+    ValidationFailed,
 )
 
 log = logging.getLogger("hub.runtime")
@@ -156,9 +158,12 @@ class Hub:
             ctx.extra["token_expires_at"] = None  # no recursion through ctx.http during refresh
             try:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
-            except AuthFailed as exc:
-                self.mark(ctx.connection_id, "expired", f"token refresh refused: {exc.message}")
-                raise
+            except (AuthFailed, ValidationFailed, NotFound) as exc:
+                # A refused refresh grant (OAuth's invalid_grant is a 400) means
+                # the user must authorize again.
+                message = f"token refresh refused: {exc.message}"
+                self.mark(ctx.connection_id, "expired", message)
+                raise AuthFailed(message, code="token_refresh_failed") from None
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
             secrets = {**ctx.credentials, **fresh.secrets}
@@ -193,7 +198,8 @@ class Hub:
             return await provider.call(hook, ctx=ctx, **kwargs)
         except AuthFailed as exc:
             if ctx.connection_id:
-                self.mark(ctx.connection_id, "error", exc.message)
+                status = "expired" if exc.code == "token_refresh_failed" else "error"
+                self.mark(ctx.connection_id, status, exc.message)
             raise
         except HubError:
             raise

@@ -1,0 +1,478 @@
+"""Shopify through the Admin REST API: OAuth per shop (optionally with expiring
+offline tokens), products, orders, customers, inventory levels, fulfillments,
+custom collections and locations, Link-header cursor pagination, the per-shop
+leaky bucket, and HMAC-signed webhooks. Its fake shop is :mod:`hub_shopify.testing`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from hub import hookimpl
+from hub.types import (
+    Action,
+    AuthFailed,
+    Credentials,
+    EntityField,
+    EntitySchema,
+    NotFound,
+    NotSupported,
+    Page,
+    ProviderError,
+    ProviderInfo,
+    RateLimit,
+    RequestAuth,
+    ValidationFailed,
+    WebhookEvent,
+    WebhookRejected,
+)
+
+DEFAULT_API_VERSION = "2025-01"
+SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
+CALLBACK_MAX_AGE = 24 * 3600  # what Shopify's own libraries accept for an OAuth callback
+MAX_LIMIT = 250
+
+INFO = ProviderInfo(
+    name="shopify",
+    label="Shopify",
+    category="ecommerce",
+    auth_type="oauth2",
+    description="Shopify stores: catalogue, orders, customers, inventory and fulfilment (Admin REST API).",
+    urls={
+        "api": "https://{shop}/admin/api/{api_version}",
+        "authorize": "https://{shop}/admin/oauth/authorize",
+        "token": "https://{shop}/admin/oauth/access_token",
+        "revoke": "https://{shop}/admin/api_permissions/current.json",
+    },
+    rate_limit=RateLimit(requests_per_second=2, burst=40, usage_header="X-Shopify-Shop-Api-Call-Limit"),
+    scopes=("read_products", "write_products", "read_orders", "write_orders", "read_customers",
+            "write_customers", "read_inventory", "write_inventory", "read_fulfillments",
+            "write_fulfillments", "read_merchant_managed_fulfillment_orders",
+            "write_merchant_managed_fulfillment_orders", "read_locations"),
+    supports_webhooks=True,
+    config_fields=(EntityField("shop", "Shop domain", required=True, description="<name>.myshopify.com"),),
+    # Shopify signs no timestamp and retries a failed delivery 8 times over 4 hours:
+    # a retry is legitimate that long, so only older deliveries are stale.
+    webhook_tolerance_seconds=5 * 3600,
+)
+
+
+def F(name: str, type: str = "string", **flags: Any) -> EntityField:  # noqa: A002, N802
+    return EntityField(name, type=type, **flags)
+
+
+ID = F("id", "integer", readonly=True)
+CREATED = F("created_at", "datetime", readonly=True)
+UPDATED = F("updated_at", "datetime", readonly=True)
+
+SCHEMAS = [
+    EntitySchema("products", "Products", (
+        ID, F("title", required=True), F("body_html", description="description (HTML)"), F("vendor"),
+        F("product_type"), F("handle"), F("status", description="active, draft or archived"),
+        F("tags", description="comma-separated"), F("variants", "array"), F("options", "array"),
+        F("images", "array"), F("image", "object", readonly=True), F("published_at", "datetime"),
+        F("published_scope"), F("template_suffix"), F("admin_graphql_api_id", readonly=True), CREATED, UPDATED,
+    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
+        supports_since=True),
+    EntitySchema("orders", "Orders", (
+        ID, F("name", readonly=True, description="#1001"), F("order_number", "integer", readonly=True),
+        F("email"), F("phone"), F("financial_status"), F("fulfillment_status", readonly=True), F("currency"),
+        F("total_price", "money", readonly=True), F("subtotal_price", "money", readonly=True),
+        F("total_tax", "money", readonly=True), F("total_discounts", "money", readonly=True),
+        F("line_items", "array", required=True), F("customer", "object"), F("billing_address", "object"),
+        F("shipping_address", "object"), F("shipping_lines", "array"), F("note"), F("tags"),
+        F("test", "boolean"), F("processed_at", "datetime"), F("closed_at", "datetime", readonly=True),
+        F("cancelled_at", "datetime", readonly=True), F("cancel_reason", readonly=True),
+        F("fulfillments", "array", readonly=True), CREATED, UPDATED,
+    ), description="All orders: open, closed and cancelled (status=any unless a status filter is given).",
+        updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
+        supports_since=True),
+    EntitySchema("customers", "Customers", (
+        ID, F("email"), F("first_name"), F("last_name"), F("phone"),
+        F("state", readonly=True, description="disabled, invited, enabled or declined"),
+        F("verified_email", "boolean", readonly=True), F("tags"), F("note"), F("tax_exempt", "boolean"),
+        F("currency", readonly=True), F("addresses", "array"), F("default_address", "object", readonly=True),
+        F("email_marketing_consent", "object"), CREATED, UPDATED,
+    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
+        supports_since=True),
+    EntitySchema("inventory_levels", "Inventory levels", (
+        F("inventory_item_id", "integer", readonly=True), F("location_id", "integer", readonly=True),
+        F("available", "integer", readonly=True), UPDATED,
+    ), description="Filter by inventory_item_ids or location_ids (Shopify requires one); "
+                   "change them with the adjust_inventory action.",
+        id_field="inventory_item_id", updated_field="updated_at", supports_since=True),
+    EntitySchema("fulfillments", "Fulfillments", (
+        ID, F("order_id", "integer", readonly=True), F("status", readonly=True),
+        F("location_id", "integer", readonly=True), F("tracking_company"), F("tracking_number"),
+        F("tracking_numbers", "array"), F("tracking_url"), F("tracking_urls", "array"),
+        F("line_items", "array", readonly=True), CREATED, UPDATED,
+    ), description="An order's fulfillments: filter by order_id (required); create them with the "
+                   "create_fulfillment action.", updated_field="updated_at", supports_since=True),
+    EntitySchema("collections", "Custom collections", (
+        ID, F("title", required=True), F("handle"), F("body_html"), F("published", "boolean"),
+        F("sort_order"), F("image", "object"), F("published_at", "datetime"), UPDATED,
+    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
+        supports_since=True),
+    EntitySchema("locations", "Locations", (
+        ID, F("name", readonly=True), F("address1", readonly=True), F("city", readonly=True),
+        F("zip", readonly=True), F("province", readonly=True), F("country_code", readonly=True),
+        F("phone", readonly=True), F("active", "boolean", readonly=True), CREATED, UPDATED,
+    )),
+]
+SINCE = {s.name for s in SCHEMAS if s.supports_since}
+
+# entity: (resource path under /admin/api/<version>, key of one record); {order_id} comes from the filters.
+RESOURCES = {
+    "products": ("products", "product"),
+    "orders": ("orders", "order"),
+    "customers": ("customers", "customer"),
+    "inventory_levels": ("inventory_levels", "inventory_level"),
+    "fulfillments": ("orders/{order_id}/fulfillments", "fulfillment"),
+    "collections": ("custom_collections", "custom_collection"),
+    "locations": ("locations", "location"),
+}
+NO_SINGLE_RECORD = {"inventory_levels", "fulfillments"}
+# Without status=any Shopify lists open orders only.
+DEFAULT_FILTERS = {"orders": {"status": "any"}}
+
+VERBS = {"create": "created", "update": "updated", "updated": "updated", "delete": "deleted"}
+DEFAULT_TOPICS = ("orders/create", "orders/updated", "orders/delete", "products/create", "products/update",
+                  "products/delete", "customers/create", "customers/update", "customers/delete")
+
+ACTIONS = [
+    Action("inventory_levels", "Inventory levels", "Available quantities by inventory item and location.", (
+        F("inventory_item_ids", description="comma-separated ids"),
+        F("location_ids", description="comma-separated ids"),
+    ), readonly=True),
+    Action("adjust_inventory", "Adjust inventory",
+           "Add to (or with a negative number remove from) an item's available quantity at a location.", (
+               F("inventory_item_id", "integer", required=True), F("location_id", "integer", required=True),
+               F("available_adjustment", "integer", required=True),
+           )),
+    Action("create_fulfillment", "Fulfil an order",
+           "Fulfil an order's open fulfillment orders, with tracking details.", (
+               F("order_id", "integer", required=True), F("tracking_number"), F("tracking_company"),
+               F("tracking_url"), F("notify_customer", "boolean"),
+           )),
+    Action("list_locations", "List locations", "The shop's locations.", readonly=True),
+]
+
+
+# ---------------------------------------------------------------- schema
+
+
+@hookimpl
+def provider_info():
+    return INFO
+
+
+@hookimpl
+def entity_schemas():
+    return SCHEMAS
+
+
+@hookimpl
+def provider_actions():
+    return ACTIONS
+
+
+# ---------------------------------------------------------------- auth
+
+
+def oauth_hmac(secret: str, params: dict[str, str]) -> str:
+    """Shopify's signature of an OAuth redirect: hex HMAC-SHA256 over the sorted
+    ``k=v`` pairs (``hmac`` left out, delimiters escaped) joined by ``&``."""
+    pairs = sorted(
+        (k.replace("%", "%25").replace("=", "%3D") + "=" + str(v).replace("%", "%25")).replace("&", "%26")
+        for k, v in params.items() if k != "hmac"
+    )
+    return hmac.new(secret.encode(), "&".join(pairs).encode(), hashlib.sha256).hexdigest()
+
+
+def _shop(value: Any) -> str:
+    if not isinstance(value, str) or not SHOP_DOMAIN.fullmatch(value):
+        raise ValidationFailed("shop must be a <name>.myshopify.com domain", code="invalid_shop")
+    return value
+
+
+@hookimpl
+def authorization_url(ctx, redirect_uri, state, params):
+    _shop(params.get("shop"))
+    query = {"client_id": ctx.setting("client_id"), "scope": ",".join(ctx.provider.scopes),
+             "redirect_uri": redirect_uri, "state": state}
+    return f"{ctx.url('authorize')}?{urlencode(query)}"
+
+
+@hookimpl
+async def exchange_code(ctx, code, params):
+    signature = params.get("hmac") or ""
+    if not hmac.compare_digest(oauth_hmac(ctx.setting("client_secret"), params).encode(), signature.encode()):
+        raise AuthFailed("the callback's hmac does not match")
+    timestamp = params.get("timestamp") or ""
+    if not (timestamp.isascii() and timestamp.isdigit()) or int(timestamp) < time.time() - CALLBACK_MAX_AGE:
+        raise AuthFailed("the callback is missing its timestamp or is older than 24 hours")
+    if _shop(params.get("shop")) != ctx.config.get("shop"):
+        raise AuthFailed("the callback names another shop than the one the flow started with")
+    return await _token(ctx, {"code": code, **({"expiring": "1"} if ctx.settings.get("expiring") == "1" else {})})
+
+
+@hookimpl
+async def refresh_credentials(ctx):
+    refresh_token = ctx.credentials.get("refresh_token")
+    if not refresh_token:
+        raise AuthFailed("the connection has no refresh token: connect the shop again")
+    return await _token(ctx, {"grant_type": "refresh_token", "refresh_token": refresh_token}, refresh_token)
+
+
+async def _token(ctx, form: dict[str, str], refresh_token: str | None = None) -> Credentials:
+    form = {"client_id": ctx.setting("client_id"), "client_secret": ctx.setting("client_secret"), **form}
+    try:
+        body = _json(await ctx.http.post(ctx.url("token"), data=form))
+    except (AuthFailed, ValidationFailed, NotFound) as exc:
+        raise AuthFailed(f"Shopify refused the token request: {exc.message}") from None
+    if not isinstance(body.get("access_token"), str):
+        raise ProviderError("Shopify's token response has no access_token")
+    secrets = {"access_token": body["access_token"]}
+    if body.get("refresh_token") or refresh_token:
+        secrets["refresh_token"] = body.get("refresh_token") or refresh_token
+    expires_in = body.get("expires_in")
+    shop = ctx.config["shop"]
+    return Credentials(
+        secrets=secrets, config={"shop": shop, "scope": body.get("scope", "")}, webhook_key=shop,
+        expires_at=datetime.now(timezone.utc) + timedelta(seconds=int(expires_in)) if expires_in else None,
+    )
+
+
+@hookimpl
+def request_auth(ctx):
+    token = ctx.credentials.get("access_token")
+    return RequestAuth(headers={"X-Shopify-Access-Token": token} if token else {})
+
+
+@hookimpl
+async def test_connection(ctx):
+    shop = _unwrap(await ctx.http.get(_api(ctx, "/shop.json")), "shop")
+    return {"shop": shop.get("myshopify_domain"), "name": shop.get("name"), "plan": shop.get("plan_name")}
+
+
+@hookimpl
+async def disconnect(ctx):
+    await ctx.http.delete(ctx.url("revoke"))
+    return True
+
+
+# ---------------------------------------------------------------- CRUD
+
+
+def _api(ctx, path: str) -> str:
+    return ctx.url("api", path=path, api_version=ctx.settings.get("api_version") or DEFAULT_API_VERSION)
+
+
+def _json(response) -> dict[str, Any]:
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderError(f"Shopify answered HTTP {response.status_code} with a body that is not a JSON object")
+    return body
+
+
+def _unwrap(response, key: str) -> Any:
+    body = _json(response)
+    if key not in body:
+        raise ProviderError(f"Shopify's answer has no {key!r}")
+    return body[key]
+
+
+def _number(value: Any, name: str) -> str:
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise ValidationFailed(f"{name} must be a Shopify id (a number)", code="invalid_id")
+    return text
+
+
+def _single(entity: str, record_id: str) -> tuple[str, str]:
+    if entity in NO_SINGLE_RECORD:
+        raise NotSupported(f"Shopify has no single-record endpoint for {entity}; list them with filters")
+    if not (record_id.isascii() and record_id.isdigit()):
+        raise NotFound(f"no {entity} record {record_id!r}: Shopify ids are numbers")
+    path, key = RESOURCES[entity]
+    return f"/{path}/{record_id}.json", key
+
+
+@hookimpl
+async def list_records(ctx, entity, cursor, page_size, filters, since):
+    path, _ = RESOURCES[entity]
+    filters = {**DEFAULT_FILTERS.get(entity, {}), **filters}
+    in_path = set(re.findall(r"{(\w+)}", path))
+    missing = in_path - set(filters)
+    if missing:
+        raise ValidationFailed(f"listing {entity} needs the {', '.join(sorted(missing))} filter",
+                               code="missing_filter")
+    resource = path.format(**{k: _number(filters[k], k) for k in in_path})
+    params: dict[str, Any] = {"limit": min(page_size, MAX_LIMIT)}
+    if cursor:
+        # With page_info Shopify accepts only limit and fields: the cursor carries the other filters.
+        params.update({"page_info": cursor, **{k: v for k, v in filters.items() if k == "fields"}})
+    else:
+        params.update({k: v for k, v in filters.items() if k not in in_path})
+        if since and entity in SINCE:
+            params["updated_at_min"] = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).isoformat()
+    response = await ctx.http.get(_api(ctx, f"/{resource}.json"), params=params)
+    next_url = response.links.get("next", {}).get("url")
+    next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
+    return Page(records=_unwrap(response, resource.rsplit("/", 1)[-1]), next_cursor=next_cursor)
+
+
+@hookimpl
+async def get_record(ctx, entity, record_id):
+    path, key = _single(entity, record_id)
+    return _unwrap(await ctx.http.get(_api(ctx, path)), key)
+
+
+@hookimpl
+async def create_record(ctx, entity, data):
+    path, key = RESOURCES[entity]
+    return _unwrap(await ctx.http.post(_api(ctx, f"/{path}.json"), json={key: data}), key)
+
+
+@hookimpl
+async def update_record(ctx, entity, record_id, data):
+    path, key = _single(entity, record_id)
+    return _unwrap(await ctx.http.put(_api(ctx, path), json={key: {**data, "id": int(record_id)}}), key)
+
+
+@hookimpl
+async def delete_record(ctx, entity, record_id):
+    path, _ = _single(entity, record_id)
+    await ctx.http.delete(_api(ctx, path))
+    return True
+
+
+@hookimpl
+def describe_error(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    errors = body.get("errors") or body.get("error_description") or body.get("error")
+    if isinstance(errors, dict):  # 422: {"errors": {"title": ["can't be blank"]}}
+        return "; ".join(msg if field == "base" else f"{field} {msg}" for field, msgs in errors.items()
+                         for msg in (msgs if isinstance(msgs, list) else [msgs]))
+    if isinstance(errors, list):
+        return "; ".join(map(str, errors))
+    return str(errors) if errors else None
+
+
+# ---------------------------------------------------------------- actions
+
+
+async def _inventory_levels(ctx, params):
+    query = {k: params[k] for k in ("inventory_item_ids", "location_ids") if params.get(k)}
+    response = await ctx.http.get(_api(ctx, "/inventory_levels.json"), params={**query, "limit": MAX_LIMIT})
+    return {"inventory_levels": _unwrap(response, "inventory_levels")}
+
+
+async def _adjust_inventory(ctx, params):
+    body = {k: int(_number(params[k], k)) for k in ("inventory_item_id", "location_id")}
+    try:
+        body["available_adjustment"] = int(params["available_adjustment"])
+    except (TypeError, ValueError):
+        raise ValidationFailed("available_adjustment must be an integer", code="invalid_params") from None
+    response = await ctx.http.post(_api(ctx, "/inventory_levels/adjust.json"), json=body)
+    return {"inventory_level": _unwrap(response, "inventory_level")}
+
+
+async def _create_fulfillment(ctx, params):
+    order_id = _number(params["order_id"], "order_id")
+    orders = _unwrap(await ctx.http.get(_api(ctx, f"/orders/{order_id}/fulfillment_orders.json")),
+                     "fulfillment_orders")
+    todo = [{"fulfillment_order_id": fo["id"]} for fo in orders if fo.get("status") in ("open", "in_progress")]
+    if not todo:
+        raise ValidationFailed(f"order {order_id} has nothing left to fulfil", code="nothing_to_fulfill")
+    tracking = {k: params[f"tracking_{k}"] for k in ("number", "company", "url") if params.get(f"tracking_{k}")}
+    body = {"fulfillment": {"line_items_by_fulfillment_order": todo, "tracking_info": tracking,
+                            "notify_customer": bool(params.get("notify_customer"))}}
+    return {"fulfillment": _unwrap(await ctx.http.post(_api(ctx, "/fulfillments.json"), json=body), "fulfillment")}
+
+
+async def _list_locations(ctx, params):
+    return {"locations": _unwrap(await ctx.http.get(_api(ctx, "/locations.json")), "locations")}
+
+
+ACTION_HANDLERS = {"inventory_levels": _inventory_levels, "adjust_inventory": _adjust_inventory,
+                   "create_fulfillment": _create_fulfillment, "list_locations": _list_locations}
+
+
+@hookimpl
+async def run_action(ctx, action, params):
+    return await ACTION_HANDLERS[action](ctx, params)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+@hookimpl
+def webhook_connection_key(request):
+    return request.header("X-Shopify-Shop-Domain")
+
+
+@hookimpl
+def verify_webhook(ctx, request):
+    digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
+    if not hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode()):
+        raise WebhookRejected("signature does not match")
+    try:
+        triggered = datetime.fromisoformat(request.header("X-Shopify-Triggered-At") or "")
+        payload = json.loads(request.body)
+    except ValueError:
+        raise WebhookRejected("malformed delivery: triggered-at time or body") from None
+    triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
+    if (datetime.now(timezone.utc) - triggered).total_seconds() > ctx.provider.webhook_tolerance_seconds:
+        raise WebhookRejected("delivery is too old", code="webhook_stale")
+    resource, _, verb = (request.header("X-Shopify-Topic") or "").partition("/")
+    if not (resource and verb and isinstance(payload, dict)):
+        raise WebhookRejected("malformed delivery: topic or body")
+    action = VERBS.get(verb, "changed")
+    record_id = payload.get("id", payload.get("inventory_item_id"))
+    dedup_key = (request.header("X-Shopify-Event-Id") or request.header("X-Shopify-Webhook-Id")
+                 or hashlib.sha256(request.body).hexdigest())
+    return [WebhookEvent(
+        dedup_key=dedup_key, type=f"{resource.removesuffix('s')}.{VERBS.get(verb, verb)}",
+        entity=resource if resource in RESOURCES else None, action=action,
+        record_id=None if record_id is None else str(record_id),
+        record=None if action == "deleted" else payload, occurred_at=triggered, raw=payload,
+    )]
+
+
+def topic(event_type: str) -> str:
+    """The Shopify topic of a hub event type (``order.created`` -> ``orders/create``)."""
+    if "/" in event_type:
+        return event_type
+    name, _, action = event_type.partition(".")
+    resource = f"{name}s" if f"{name}s" in RESOURCES else name
+    verb = {"created": "create", "updated": "update", "deleted": "delete"}.get(action, action)
+    return "orders/updated" if (resource, verb) == ("orders", "update") else f"{resource}/{verb}"
+
+
+@hookimpl
+async def register_webhook(ctx, url, events):
+    topics = list(dict.fromkeys(topic(e) for e in events)) or list(DEFAULT_TOPICS)
+    existing = _unwrap(await ctx.http.get(_api(ctx, "/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
+                       "webhooks")
+    ids = {w["topic"]: w["id"] for w in existing if w.get("address") == url}
+    for name in topics:
+        if name not in ids:
+            body = {"webhook": {"topic": name, "address": url, "format": "json"}}
+            ids[name] = _unwrap(await ctx.http.post(_api(ctx, "/webhooks.json"), json=body), "webhook")["id"]
+    return {"id": ",".join(str(ids[name]) for name in topics), "topics": {name: ids[name] for name in topics}}

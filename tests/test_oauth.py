@@ -1,0 +1,177 @@
+"""OAuth 2: state is random, single use, expiring and bound to provider; PKCE;
+the callback redirects with stable codes and never reflects provider text;
+tokens refresh once under a per-connection lock and rotated tokens persist."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from hub.api.main import create_app
+from hub.models import Connection, OAuthState, utcnow
+from hub.runtime import Hub
+from hub.services.records import RecordService
+from tests.conftest import API, make_org
+from tests.oauth_provider import build_plugin, create_fake
+
+APP_URL = "https://app.example.com/integrations"
+
+
+@pytest.fixture
+def oauth_fake(serve_app):
+    app = create_fake()
+    return serve_app(app), app
+
+
+@pytest.fixture
+def oauth_hub(settings, example_registry, oauth_fake, monkeypatch):
+    monkeypatch.setenv("HUB_OAUTHEX_ORIGIN", oauth_fake[0])
+    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_ID", "cid")
+    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_SECRET", "csecret")
+    example_registry.register(build_plugin(), "oauthex")
+    app = create_app(settings, example_registry)
+    with TestClient(app) as client:
+        headers = make_org(app)
+        headers.pop("org_id")
+        yield client, headers, app
+
+
+def start(client, headers, **params):
+    response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": APP_URL, **params},
+                          headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["authorization_url"]
+
+
+def provider_redirect(authorization_url: str, **extra) -> str:
+    """Follow the provider's consent screen: where it sends the browser back to."""
+    response = httpx.get(authorization_url + "".join(f"&{k}={v}" for k, v in extra.items()))
+    assert response.status_code in (302, 307)
+    location = urlsplit(response.headers["location"])
+    return f"{location.path}?{location.query}"
+
+
+def finish(client, callback: str) -> dict:
+    response = client.get(callback, follow_redirects=False)
+    assert response.status_code == 302, response.text
+    target = response.headers["location"]
+    assert target.startswith(APP_URL)
+    return {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()} | {"_location": target}
+
+
+def test_round_trip_creates_connection_with_pkce(oauth_hub, oauth_fake):
+    client, headers, _app = oauth_hub
+    url = start(client, headers)
+    query = parse_qs(urlsplit(url).query)
+    assert query["code_challenge"][0] and query["redirect_uri"][0].endswith("/oauth/oauthex/callback")
+    result = finish(client, provider_redirect(url))
+    assert result["status"] == "connected"
+    connection = client.get(f"{API}/connections/{result['connection_id']}", headers=headers).json()["connection"]
+    assert connection["status"] == "connected" and connection["provider"] == "oauthex"
+    assert connection["token_expires_at"] is not None
+    tokens = oauth_fake[1].state.access
+    assert not any(token in str(connection) for token in tokens)
+    tested = client.post(f"{API}/connections/{result['connection_id']}/test", headers=headers)
+    assert tested.status_code == 200 and tested.json()["details"] == {"account": "acct_1"}
+
+
+def test_state_is_single_use(oauth_hub):
+    client, headers, _app = oauth_hub
+    callback = provider_redirect(start(client, headers))
+    assert finish(client, callback)["status"] == "connected"
+    replay = finish(client, callback)
+    assert replay == {"status": "error", "code": "state_used", "_location": replay["_location"]}
+
+
+def test_unknown_and_missing_state(oauth_hub):
+    client, _headers, _app = oauth_hub
+    unknown = client.get(f"{API}/oauth/oauthex/callback?code=x&state=forged")
+    assert unknown.status_code == 400 and unknown.json()["code"] == "invalid_state"
+    missing = client.get(f"{API}/oauth/oauthex/callback?code=x")
+    assert missing.status_code == 400 and missing.json()["code"] == "missing_state"
+
+
+def test_expired_state(oauth_hub):
+    client, headers, app = oauth_hub
+    callback = provider_redirect(start(client, headers))
+    with app.state.hub.session() as session:
+        session.execute(sa.update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert finish(client, callback)["code"] == "state_expired"
+
+
+def test_state_is_bound_to_its_provider(oauth_hub):
+    client, headers, _app = oauth_hub
+    callback = provider_redirect(start(client, headers))
+    wrong = client.get(callback.replace("/oauth/oauthex/", "/oauth/example/"), follow_redirects=False)
+    assert wrong.status_code == 400 and wrong.json()["code"] == "invalid_state"
+
+
+def test_denied_authorization_redirects_with_stable_code_and_no_provider_text(oauth_hub):
+    client, headers, _app = oauth_hub
+    result = finish(client, provider_redirect(start(client, headers), deny="1"))
+    assert result["status"] == "error" and result["code"] == "access_denied"
+    assert "script" not in result["_location"] and "alert" not in result["_location"]
+
+
+def test_return_url_must_be_absolute_http(oauth_hub):
+    client, headers, _app = oauth_hub
+    response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": "javascript:alert(1)"},
+                          headers=headers)
+    assert response.status_code == 422 and response.json()["code"] == "invalid_redirect_uri"
+
+
+def test_api_key_provider_has_no_oauth(oauth_hub):
+    client, headers, _app = oauth_hub
+    response = client.get(f"{API}/oauth/example/authorize", headers=headers)
+    assert response.status_code == 422 and response.json()["code"] == "wrong_auth_type"
+
+
+def test_concurrent_calls_refresh_once_and_rotated_token_is_saved(oauth_hub, oauth_fake, settings,
+                                                                  example_registry):
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
+        session.commit()
+        connection = session.get(Connection, connection_id)
+
+    async def burst():
+        other = Hub(settings, example_registry)
+        try:
+            services = [RecordService(other, connection) for _ in range(8)]
+            return await asyncio.gather(*(s.list("contacts") for s in services))
+        finally:
+            await other.close()
+
+    pages = asyncio.run(burst())
+    assert all(page.records == [{"id": "1", "name": "Ada"}] for page in pages)
+    assert oauth_fake[1].state.refresh_calls == 1
+    with hub.session() as session:
+        stored = session.get(Connection, connection_id)
+        secrets = hub.cipher.decrypt_json(stored.credentials_encrypted)
+    assert secrets["refresh_token"] in oauth_fake[1].state.refresh  # the rotated, still-valid one
+    assert stored.token_expires_at is not None
+
+
+def test_refused_refresh_marks_connection_expired(oauth_hub, oauth_fake):
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
+        session.commit()
+    oauth_fake[1].state.refresh.clear()
+    response = client.get(f"{API}/connections/{connection_id}/entities/contacts/records", headers=headers)
+    assert response.status_code == 424 and response.json()["code"] == "token_refresh_failed"
+    connection = client.get(f"{API}/connections/{connection_id}", headers=headers).json()["connection"]
+    assert connection["status"] == "expired" and "refresh refused" in connection["last_error"]

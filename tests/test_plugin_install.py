@@ -1,0 +1,93 @@
+"""Real `pip install` of small plugin distributions into a virtual environment:
+installing makes a provider appear after a restart, uninstalling removes it, a
+plugin whose import raises is reported while the rest serve, and two plugins
+claiming one id stop startup with an error naming both distributions."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DISTS = Path(__file__).parent / "dists"
+
+PROBE = """
+import json, os, sys, tempfile
+from fastapi.testclient import TestClient
+from hub.api.main import create_app
+from hub.config import Settings
+from hub.plugins import DuplicateProviderError
+data = tempfile.mkdtemp()
+try:
+    app = create_app(Settings(data_dir=data, secret_key="x"))
+except DuplicateProviderError as exc:
+    print(json.dumps({"startup_error": str(exc)}))
+    sys.exit(0)
+with TestClient(app) as client:
+    providers = client.get("/api/v1/integrations/providers").json()["providers"]
+    plugins = client.get("/api/v1/integrations/plugins").json()["plugins"]
+print(json.dumps({"providers": [p["name"] for p in providers], "plugins": plugins}))
+"""
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A fresh virtual environment with the hub core installed by pip from this
+    checkout (dependencies come from the package index or pip's cache)."""
+    path = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    python = path / "bin" / "python"
+    pip(python, "install", str(ROOT))
+    return python
+
+
+def pip(python: Path, *args: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "-q", "--disable-pip-version-check", *args], check=True,
+                   capture_output=True)
+
+
+def probe(python: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    out = subprocess.run([str(python), "-c", PROBE], check=True, capture_output=True, text=True, env=env,
+                         cwd=str(ROOT.parent)).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def hub_plugins_cli(python: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    return subprocess.run([str(python), "-m", "hub.cli", "plugins"], check=True, capture_output=True,
+                          text=True, env=env).stdout
+
+
+def test_install_uninstall_and_broken_plugins(venv):
+    before = probe(venv)
+    assert "example" not in before["providers"]
+
+    pip(venv, "install", "--no-deps", str(ROOT / "tests" / "example_provider"),
+        str(DISTS / "hub-broken"))
+    after = probe(venv)
+    assert "example" in after["providers"]
+    broken = next(p for p in after["plugins"] if p["name"] == "broken")
+    assert broken["loaded"] is False and "frobnicate" in broken["error"]
+    assert broken["distribution"] == "hub-broken"
+    example = next(p for p in after["plugins"] if p["name"] == "example")
+    assert example["distribution"] == "hub-example" and example["version"] == "0.1.0"
+    listing = hub_plugins_cli(venv)
+    assert "FAILED" in listing and "frobnicate" in listing and "hub-example" in listing
+
+    pip(venv, "install", "--no-deps", str(DISTS / "hub-example-clone"))
+    clash = probe(venv)
+    assert "hub-example-clone" in clash["startup_error"]
+    assert re.search(r"hub-example(?!-clone)", clash["startup_error"])
+    pip(venv, "uninstall", "-y", "hub-example-clone")
+
+    pip(venv, "uninstall", "-y", "hub-example")
+    gone = probe(venv)
+    assert "example" not in gone["providers"]
+    assert any(p["name"] == "broken" for p in gone["plugins"])

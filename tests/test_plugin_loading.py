@@ -1,0 +1,129 @@
+"""Discovery and registration: broken plugins are recorded, the rest serve."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub import hookimpl
+from hub.api.main import create_app
+from hub.plugins import DuplicateProviderError, PluginRegistry
+from hub.types import EntitySchema, ProviderInfo
+
+DISTS = Path(__file__).parent / "dists"
+
+
+def load_dist_module(dist: str, module: str) -> types.ModuleType:
+    sys.path.insert(0, str(DISTS / dist))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.pop(0)
+
+
+def test_rejected_plugin_is_recorded_and_others_serve(example_registry, settings):
+    rejected = load_dist_module("hub-rejected", "hub_rejected")
+    record = example_registry.register(rejected, "rejected")
+    assert record.error and "page_number" in record.error
+    assert "rejected" not in example_registry.providers
+    assert "example" in example_registry.providers
+    with TestClient(create_app(settings, example_registry)) as client:
+        plugins = client.get("/api/v1/integrations/plugins").json()["plugins"]
+        by_name = {p["name"]: p for p in plugins}
+        assert by_name["rejected"]["loaded"] is False
+        assert "page_number" in by_name["rejected"]["error"]
+        assert by_name["example"]["loaded"] is True
+        names = [p["name"] for p in client.get("/api/v1/integrations/providers").json()["providers"]]
+        assert names == ["example"]
+
+
+def test_two_plugins_claiming_one_provider_id_is_a_startup_error(example_registry):
+    clone = load_dist_module("hub-example-clone", "hub_example_clone")
+    with pytest.raises(DuplicateProviderError) as excinfo:
+        example_registry.register(clone, "example", distribution="hub-example-clone")
+    assert "hub-example-clone" in str(excinfo.value) and "hub_example" in str(excinfo.value)
+
+
+def test_unknown_hook_and_missing_required_hooks_are_rejected():
+    registry = PluginRegistry()
+    typo = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def provider_info():
+        return ProviderInfo(name="typo", label="Typo", category="x", auth_type="api_key")
+
+    @hookimpl
+    def entity_schemas():
+        return []
+
+    @hookimpl
+    def list_record(ctx):  # misspelt hook name
+        return None
+
+    typo.provider_info, typo.entity_schemas, typo.list_record = provider_info, entity_schemas, list_record
+    record = registry.register(typo, "typo")
+    assert "unknown hook(s) list_record" in record.error
+
+    incomplete = types.ModuleType("incomplete_plugin")
+    incomplete.provider_info = provider_info
+    record = registry.register(incomplete, "typo")
+    assert "entity_schemas" in record.error
+    assert registry.providers == {}
+
+
+def test_entry_point_name_must_match_provider_name():
+    registry = PluginRegistry()
+    module = types.ModuleType("mismatch")
+
+    @hookimpl
+    def provider_info():
+        return ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
+
+    @hookimpl
+    def entity_schemas():
+        return [EntitySchema("a", "A")]
+
+    module.provider_info, module.entity_schemas = provider_info, entity_schemas
+    record = registry.register(module, "mismatch")
+    assert "differs from provider_info name 'other'" in record.error
+
+
+def test_dispatch_reaches_exactly_one_provider(example_registry):
+    import asyncio
+
+    other = types.ModuleType("other_provider")
+    calls = []
+
+    @hookimpl
+    def provider_info():
+        return ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
+
+    @hookimpl
+    def entity_schemas():
+        return [EntitySchema("a", "A")]
+
+    @hookimpl
+    def get_record(ctx, entity, record_id):
+        calls.append(record_id)
+        return {"id": record_id, "from": "other"}
+
+    other.provider_info, other.entity_schemas, other.get_record = provider_info, entity_schemas, get_record
+    example_registry.register(other, "other")
+    result = asyncio.run(example_registry.get("other").call("get_record", ctx=None, entity="a", record_id="1"))
+    assert result == {"id": "1", "from": "other"}
+    assert calls == ["1"]
+    # example implements get_record too, but only its own implementation may run for it
+    example_info = asyncio.run(example_registry.get("example").call("provider_info"))
+    assert example_info.name == "example"
+    assert example_registry.get("other").implements("get_record")
+    assert not example_registry.get("other").implements("list_records")
+
+
+def test_hub_plugins_env_limits_loading(monkeypatch):
+    monkeypatch.setenv("HUB_PLUGINS", "")
+    assert PluginRegistry.from_environment().providers == {}
