@@ -1,0 +1,152 @@
+"""Tenant isolation on every route that takes an id, and secrets that never
+leave the encrypted column: not in the database file, API responses or logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from hub_example.testing import API_KEY, signed_delivery
+
+from hub.api.main import create_app
+from tests.conftest import API, make_org
+
+WEBHOOK_SECRET = "whsec_topsecret_9f8e7d6c5b4a"
+
+
+def minimal_body(schema: dict, components: dict) -> object:
+    """The smallest JSON value valid for ``schema`` (required fields only)."""
+    if "$ref" in schema:
+        return minimal_body(components[schema["$ref"].split("/")[-1]], components)
+    if "anyOf" in schema:
+        return minimal_body(schema["anyOf"][0], components)
+    kind = schema.get("type", "object")
+    if kind == "object":
+        return {name: minimal_body(schema["properties"][name], components)
+                for name in schema.get("required", [])}
+    return {"string": "x", "integer": 1, "number": 1, "boolean": True, "array": []}.get(kind)
+
+
+def connect(client, auth):
+    response = client.post(f"{API}/connections", json={
+        "provider": "example", "credentials": {"api_key": API_KEY, "webhook_secret": WEBHOOK_SECRET}},
+        headers=auth)
+    assert response.status_code == 201, response.text
+    return response.json()["connection"]
+
+
+def test_every_route_with_an_id_is_404_for_another_organization(client, hub_app):
+    alice, bob = make_org(hub_app, "alice"), make_org(hub_app, "bob")
+    alice.pop("org_id"), bob.pop("org_id")
+    connection = connect(client, alice)
+    openapi = client.get("/openapi.json").json()
+    components = openapi["components"]["schemas"]
+    checked = 0
+    for template, operations in openapi["paths"].items():
+        if "{connection_id}" not in template:
+            continue
+        path = template.replace("{connection_id}", connection["id"])
+        path = re.sub(r"\{entity\}", "notes", path)
+        path = re.sub(r"\{[a-z_]+\}", "x1", path)
+        for method, operation in operations.items():
+            body = None
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content:
+                body = minimal_body(content["schema"], components)
+            response = client.request(method.upper(), path, json=body, headers=bob)
+            assert response.status_code == 404, f"{method} {template}: {response.status_code} {response.text}"
+            assert response.json()["success"] is False
+            checked += 1
+    assert checked >= 10
+    assert client.get(f"{API}/connections", headers=bob).json()["connections"] == []
+    assert len(client.get(f"{API}/connections", headers=alice).json()["connections"]) == 1
+
+
+def test_secrets_never_in_database_responses_or_logs(client, hub_app, auth, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    connection = connect(client, auth)
+    base = f"{API}/connections/{connection['id']}"
+    bodies = [
+        client.get(f"{API}/connections", headers=auth).text,
+        client.get(base, headers=auth).text,
+        client.post(f"{base}/test", headers=auth).text,
+        client.put(base, json={"name": "renamed", "credentials": {"api_key": API_KEY}}, headers=auth).text,
+        client.get(f"{base}/entities/notes/records", headers=auth).text,
+        client.get(f"{API}/plugins").text,
+    ]
+    body, headers = signed_delivery(WEBHOOK_SECRET, {"id": "evt_s", "type": "note.created",
+                                                     "data": {"id": "n1", "title": "t"}}, int(time.time()))
+    bodies.append(client.post(f"{API}/webhooks/example?connection_id={connection['id']}", content=body,
+                              headers=headers).text)
+    bad = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": "sk_wrong_1234"}},
+                      headers=auth)
+    bodies.append(bad.text)
+    secrets = [API_KEY, WEBHOOK_SECRET, "sk_wrong_1234"]
+    for text in bodies:
+        for secret in secrets:
+            assert secret not in text
+    assert "…4242" in bodies[1]
+    logs = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    for secret in secrets:
+        assert secret not in logs
+
+    hub = hub_app.state.hub
+    with hub.engine.connect() as db:
+        for table in ("connections", "organizations", "api_keys", "oauth_states", "webhook_events"):
+            dump = str(db.execute(sa.text(f"SELECT * FROM {table}")).fetchall())
+            for secret in secrets:
+                assert secret not in dump, table
+    if hub.engine.dialect.name == "sqlite":
+        data_files = Path(hub.engine.url.database).parent.glob("hub.db*")
+        for path in data_files:
+            raw = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in raw, path
+
+
+def test_api_keys_are_stored_hashed(client, hub_app):
+    headers = make_org(hub_app, "hashed")
+    key = headers["Authorization"].split()[1]
+    with hub_app.state.hub.engine.connect() as db:
+        dump = str(db.execute(sa.text("SELECT * FROM api_keys")).fetchall())
+    assert key not in dump and key[10:] not in dump
+
+
+def test_missing_and_wrong_keys_are_401(client):
+    assert client.get(f"{API}/connections").json()["code"] == "missing_credentials"
+    wrong = client.get(f"{API}/connections", headers={"Authorization": "Bearer hub_nope"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_api_key"
+
+
+@pytest.fixture
+def jwt_client(settings, example_registry, example_fake, monkeypatch):
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    settings.jwt_secret = "jwt-shared-secret-for-tests-0123456789"
+    app = create_app(settings, example_registry)
+    with TestClient(app) as client:
+        yield client
+
+
+def token(claims: dict, secret: str = "jwt-shared-secret-for-tests-0123456789") -> dict:
+    claims = {"exp": int(time.time()) + 60, **claims}
+    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
+
+def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
+    acme = token({"org": "acme-42", "sub": "user-1"})
+    other = token({"org": "globex-7"})
+    connection = connect(jwt_client, acme)
+    assert jwt_client.get(f"{API}/connections/{connection['id']}", headers=acme).status_code == 200
+    assert jwt_client.get(f"{API}/connections/{connection['id']}", headers=other).status_code == 404
+    forged = jwt_client.get(f"{API}/connections", headers=token({"org": "acme-42"}, secret="x" * 40))
+    assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"
+    expired = jwt_client.get(f"{API}/connections", headers=token({"org": "acme-42", "exp": int(time.time()) - 10}))
+    assert expired.status_code == 401
+    no_org = jwt_client.get(f"{API}/connections", headers=token({"sub": "u"}))
+    assert no_org.status_code == 401 and "org" in no_org.json()["error"]
