@@ -50,6 +50,7 @@ class Hub:
         self.pool = ClientPool(transport=transport, retry=RetryPolicy(
             attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay))
         self._locks: dict[str, asyncio.Lock] = {}
+        self._provider_settings: dict[str, dict[str, str]] = {}
 
     def migrate(self) -> None:
         migrate(self.engine)
@@ -64,7 +65,11 @@ class Hub:
         return self.registry.get(name)
 
     def provider_settings(self, name: str) -> dict[str, str]:
-        return self.settings.provider_settings(name)
+        # Read from the environment once per provider: it is fixed at startup.
+        cached = self._provider_settings.get(name)
+        if cached is None:
+            cached = self._provider_settings[name] = self.settings.provider_settings(name)
+        return cached
 
     # -- contexts
 

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routes."""
+"""Dependencies shared by the routes.
+
+They are ``async`` so FastAPI runs them on the event loop: each is a dict
+lookup or one indexed query, cheaper than a hop to the thread pool.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,14 @@ from hub.runtime import Hub
 from hub.services.orgs import authenticate
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     return request.app.state.hub
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-def current_organization(
+async def current_organization(
     hub: HubDep,
     request: Request,
     authorization: Annotated[str | None, Header(description="`Bearer <API key or JWT>`")] = None,
@@ -31,7 +35,7 @@ def current_organization(
 OrgDep = Annotated[Organization, Depends(current_organization)]
 
 
-def get_provider(hub: HubDep, provider: str) -> Provider:
+async def get_provider(hub: HubDep, provider: str) -> Provider:
     return hub.provider(provider)
 
 

@@ -215,3 +215,196 @@ class HealthResponse(Ok):
     database: str
     providers: int
     time: datetime
+
+
+# ---------------------------------------------------------------- sync
+
+from hub.sync.mapping import FieldMapping  # noqa: E402
+
+SyncDirection = Literal["pull", "push", "both"]
+ConflictPolicy = Literal["provider_wins", "hub_wins", "review"]
+
+
+class SyncConfigCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entity: str = Field(min_length=1, max_length=64)
+    direction: SyncDirection = "pull"
+    enabled: bool = True
+    schedule_minutes: int | None = Field(
+        default=None, ge=1, le=10080,
+        description="Own schedule of this entity; unset: synced with the connection's `sync_frequency_minutes`.")
+    conflict_policy: ConflictPolicy = "provider_wins"
+    mappings: list[FieldMapping] = Field(default_factory=list, max_length=500)
+
+
+class SyncConfigUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    direction: SyncDirection | None = None
+    enabled: bool | None = None
+    schedule_minutes: int | None = Field(default=None, ge=1, le=10080)
+    conflict_policy: ConflictPolicy | None = None
+    mappings: list[FieldMapping] | None = Field(default=None, max_length=500)
+
+
+class SyncStateOut(BaseModel):
+    in_progress: bool = Field(description="A pass was interrupted (or is running) and resumes from its cursor.")
+    pass_mode: str | None
+    pass_pages: int
+    watermark: datetime | None = Field(description="Records modified since then are fetched by the next incremental pass.")
+    has_provider_position: bool = Field(description="The provider gave a position the next pass starts from.")
+    last_pass_at: datetime | None
+    last_full_pass_at: datetime | None
+
+
+class SyncConfigOut(BaseModel):
+    id: str
+    connection_id: str
+    entity: str
+    direction: SyncDirection
+    enabled: bool
+    schedule_minutes: int | None
+    next_sync_at: datetime | None
+    conflict_policy: ConflictPolicy
+    mappings: list[FieldMapping]
+    state: SyncStateOut | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SyncConfigResponse(Ok):
+    sync_config: SyncConfigOut
+
+
+class SyncConfigsResponse(Ok):
+    sync_configs: list[SyncConfigOut]
+
+
+class MappingsReplace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mappings: list[FieldMapping] = Field(max_length=500)
+
+
+class MappingsResponse(Ok):
+    sync_config_id: str
+    entity: str
+    mappings: list[FieldMapping]
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entity: str | None = Field(default=None, max_length=64,
+                               description="One entity; unset: every enabled sync config (a pull config for "
+                                           "every entity when the connection has none yet).")
+    full_refresh: bool = Field(default=False, description="Fetch everything again instead of the changes since "
+                                                          "the last pass; records gone at the provider are "
+                                                          "marked deleted.")
+    direction: SyncDirection | None = Field(default=None, description="Only pull or only push; unset: as configured.")
+
+
+class SyncRunOut(BaseModel):
+    id: str
+    connection_id: str
+    entity: str | None
+    direction: str
+    full_refresh: bool
+    trigger: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    fetched: int
+    created: int
+    updated: int
+    deleted: int
+    pushed: int
+    failed: int
+    conflicts: int
+    pages: int
+    error: str | None
+    error_code: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+
+class SyncRunResponse(Ok):
+    run: SyncRunOut
+
+
+class SyncLogsResponse(Ok):
+    runs: list[SyncRunOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+class StoredRecordOut(BaseModel):
+    id: str = Field(description="The hub's id of the record.")
+    remote_id: str | None = Field(description="The provider's id; null until a record created in the hub is pushed.")
+    entity: str
+    data: dict[str, Any] = Field(description="The record (mapped to the tenant's fields with `mapped=true`), "
+                                             "including changes not pushed yet.")
+    deleted: bool
+    deleted_at: datetime | None
+    pending: bool = Field(description="The hub has a change the provider does not have yet.")
+    push_status: str | None
+    push_error: str | None
+    remote_updated_at: datetime | None
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    updated_at: datetime
+
+
+class StoredRecordsResponse(Ok):
+    records: list[StoredRecordOut]
+    mapped: bool
+    next_cursor: str | None
+    has_more: bool
+
+
+class StoredRecordResponse(Ok):
+    record: StoredRecordOut
+    run_id: str | None = Field(default=None, description="The push run queued for this change, if any.")
+
+
+class StoredRecordWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, Any]
+    mapped: bool = Field(default=True, description="`data` uses the tenant's (mapped) field names.")
+    sync: bool = Field(default=True, description="Queue a push to the provider now.")
+
+
+class SyncConflictOut(BaseModel):
+    id: str
+    record_id: str
+    remote_id: str | None
+    entity: str
+    policy: str
+    status: Literal["open", "resolved"]
+    resolution: str | None
+    local_data: dict[str, Any] | None = Field(description="The hub's change: `op` and `data` (provider fields).")
+    remote_data: dict[str, Any] | None = Field(description="The provider's version; null when it deleted the record.")
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class SyncConflictsResponse(Ok):
+    conflicts: list[SyncConflictOut]
+
+
+class ConflictResolve(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Literal["provider", "hub", "custom"] = Field(
+        description="`provider`: keep the provider's version; `hub`: push the hub's change; "
+                    "`custom`: push `data` instead.")
+    data: dict[str, Any] | None = None
+    mapped: bool = True
+    sync: bool = True
+
+
+class SyncConflictResponse(Ok):
+    conflict: SyncConflictOut
+    run_id: str | None = None

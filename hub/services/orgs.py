@@ -46,10 +46,10 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'", code="missing_credentials")
     token = authorization[7:].strip()
     if token.startswith(KEY_PREFIX):
-        key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_token(token))).first()
-        if key is None or key.revoked_at is not None:
-            raise Unauthorized("unknown or revoked API key", code="invalid_api_key")
-        org = session.get(Organization, key.organization_id)
+        org = session.exec(
+            select(Organization).join(ApiKey, ApiKey.organization_id == Organization.id)
+            .where(ApiKey.key_hash == hash_token(token), ApiKey.revoked_at.is_(None))
+        ).first()
         if org is None:
             raise Unauthorized("unknown or revoked API key", code="invalid_api_key")
         return org

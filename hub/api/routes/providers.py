@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from hub.api.deps import HubDep, ProviderDep
 from hub.api.schemas import EntitiesResponse, EntityResponse, ProviderResponse, ProvidersResponse
@@ -9,9 +9,16 @@ router = APIRouter(prefix="/providers", tags=["providers"])
 
 
 @router.get("", response_model=ProvidersResponse, operation_id="list_providers")
-async def list_providers(hub: HubDep, category: str | None = Query(default=None, max_length=64)):
+async def list_providers(request: Request, hub: HubDep,
+                         category: str | None = Query(default=None, max_length=64)):
     """The installed providers, optionally of one category."""
-    return {"success": True, "providers": [p.public() for p in hub.registry.list(category)]}
+    # Plugins are fixed for the process's life: serialise each listing once.
+    cache = request.app.state.__dict__.setdefault("providers_json", {})
+    body = cache.get(category)
+    if body is None:
+        payload = ProvidersResponse(providers=[p.public() for p in hub.registry.list(category)])
+        body = cache[category] = payload.model_dump_json().encode()
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{provider}", response_model=ProviderResponse, operation_id="get_provider")

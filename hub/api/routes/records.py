@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
@@ -39,8 +40,9 @@ async def list_records(
     are passed to the provider as filters."""
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
     page = await _service(hub, org.id, connection_id).list(entity, cursor, limit, filters, since)
-    return {"success": True, "records": page.records, "next_cursor": page.next_cursor,
-            "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids}
+    # Records are provider JSON already: skip re-validating them, just encode.
+    return JSONResponse({"success": True, "records": page.records, "next_cursor": page.next_cursor,
+                         "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids})
 
 
 @router.post("/entities/{entity}/records", response_model=RecordResponse, status_code=201,
