@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -44,7 +45,19 @@ def serve(host: str, port: int) -> None:
     click.echo(f"database: {hub.engine.url.render_as_string(hide_password=True)}")
     loaded = ", ".join(sorted(hub.registry.providers)) or "none"
     click.echo(f"providers: {loaded}")
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     uvicorn.run(create_app(hub.settings, hub=hub), host=host, port=port, log_level="info")
+
+
+class RedactQuery(logging.Filter):
+    """Drop query strings from access logs: OAuth callbacks carry codes there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            args = list(record.args)
+            args[2] = args[2].split("?", 1)[0]
+            record.args = tuple(args)
+        return True
 
 
 @main.command()

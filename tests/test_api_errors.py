@@ -1,0 +1,77 @@
+"""Bad input gets a clear JSON error with a stable code, never a 500."""
+
+from __future__ import annotations
+
+from hub_example.testing import API_KEY
+
+from tests.conftest import API
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["code"] == code and body["error"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
+    url = f"{API}/connections"
+    assert_error(client.post(url, content=b'{"provider": ', headers={**auth, "Content-Type": "application/json"}),
+                 400, "invalid_json")
+    body = assert_error(client.post(url, json={"provider": 12, "credentials": "x"}, headers=auth),
+                        422, "validation_error")
+    assert "credentials" in body["error"]
+    assert_error(client.post(url, json={"provider": "example", "bogus": 1}, headers=auth), 422, "validation_error")
+    assert_error(client.post(url, json=[1, 2], headers=auth), 422, "validation_error")
+
+
+def test_unknown_provider_entity_route_and_method(client, auth):
+    assert_error(client.get(f"{API}/providers/nope"), 404, "unknown_provider")
+    assert_error(client.get(f"{API}/providers/example/entities/nope"), 404, "unknown_entity")
+    assert_error(client.post(f"{API}/connections", json={"provider": "nope"}, headers=auth), 404, "unknown_provider")
+    assert_error(client.get("/api/v1/integrations/nothing-here"), 404, "not_found")
+    assert_error(client.patch(f"{API}/providers"), 405, "method_not_allowed")
+    connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                             headers=auth).json()["connection"]
+    assert_error(client.get(f"{API}/connections/{connection['id']}/entities/nope/records", headers=auth),
+                 404, "unknown_entity")
+    assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?limit=0", headers=auth),
+                 422, "validation_error")
+    assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?since=yesterday",
+                            headers=auth), 422, "validation_error")
+    assert_error(client.post(f"{API}/connections/{connection['id']}/actions/nope", json={}, headers=auth),
+                 404, "unknown_action")
+
+
+def test_missing_required_credentials_are_named(client, auth):
+    body = assert_error(client.post(f"{API}/connections", json={"provider": "example"}, headers=auth),
+                        422, "missing_fields")
+    assert "api_key" in body["error"]
+    unknown = assert_error(client.post(f"{API}/connections", json={
+        "provider": "example", "credentials": {"api_key": API_KEY, "pasword": "x"}}, headers=auth),
+        422, "unknown_fields")
+    assert "pasword" in unknown["error"]
+
+
+def test_oversized_body_is_413(client, auth):
+    big = b'{"provider": "example", "name": "' + b"x" * 2_000_000 + b'"}'
+    assert_error(client.post(f"{API}/connections", content=big,
+                             headers={**auth, "Content-Type": "application/json"}), 413, "payload_too_large")
+
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    streamed = client.post(f"{API}/webhooks/example", content=chunks())
+    assert_error(streamed, 413, "payload_too_large")
+
+
+def test_link_flow_on_an_api_key_provider_is_a_clear_error(client, auth):
+    assert_error(client.post(f"{API}/link/example/token", json={}, headers=auth), 422, "wrong_auth_type")
+
+
+def test_webhook_for_unknown_connection(client):
+    assert_error(client.post(f"{API}/webhooks/example?connection_id=nope", content=b"{}"), 404,
+                 "unknown_webhook_connection")
+    assert_error(client.post(f"{API}/webhooks/example", content=b"{}"), 404, "unknown_webhook_connection")
