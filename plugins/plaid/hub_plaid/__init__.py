@@ -1,0 +1,442 @@
+"""Plaid (API version 2020-09-14): bank accounts, balances, transactions and
+institutions, connected with Plaid Link. Every endpoint is ``POST`` with JSON;
+the operator's ``client_id``/``secret`` go in headers, the connection's
+``access_token`` in the body. Its fake server is :mod:`hub_plaid.testing`.
+
+Transactions come from ``/transactions/sync``. Plaid pages a *run* of changes
+from a start cursor and answers ``TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION``
+when the data moved under the run; the run must then restart from its start
+cursor. Because the core (or the API client) drives the page loop, the opaque
+cursor carries the run: its start cursor, the current Plaid cursor, the page
+size, the number of pages delivered and a digest chained over their contents.
+On the error the plugin replays the restarted run up to the pages delivered:
+when they are unchanged it continues from there, so nothing is lost or
+repeated; when they changed it starts the run over, so nothing is lost and
+records the client already has come again with their current content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import jwt
+
+from hub import hookimpl
+from hub.types import (
+    Action,
+    AuthFailed,
+    ConfigurationError,
+    Credentials,
+    EntityField,
+    EntitySchema,
+    NotFound,
+    Page,
+    ProviderInfo,
+    ProviderUnavailable,
+    RateLimit,
+    RequestAuth,
+    ValidationFailed,
+    WebhookEvent,
+    WebhookRejected,
+)
+
+API_VERSION = "2020-09-14"
+ENVIRONMENTS = ("sandbox", "development", "production")
+MAX_COUNT = 500
+LOOKUP_PAGES = 40
+KEY_CACHE_SECONDS = 3600
+CURSOR_PREFIX = "hub1."
+AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
+               "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
+
+INFO = ProviderInfo(
+    name="plaid",
+    label="Plaid",
+    category="banking",
+    auth_type="link",
+    description="Bank accounts, balances, transactions and institutions, connected with Plaid Link.",
+    urls={"api": "https://{environment}.plaid.com"},
+    # About Plaid's per-Item budget for /transactions/sync (50/min); 429s are retried.
+    rate_limit=RateLimit(requests_per_second=0.8, burst=10),
+    supports_webhooks=True,
+    config_fields=(
+        EntityField("environment", "Environment", description="sandbox, development or production; "
+                    "defaults to the operator's HUB_PLAID_ENVIRONMENT, else sandbox"),
+        EntityField("item_id", "Item ID", readonly=True),
+        EntityField("institution_id", "Institution ID", readonly=True),
+        EntityField("institution_name", "Institution", readonly=True),
+    ),
+    credential_fields=(EntityField("access_token", "Access token", required=True, readonly=True),),
+)
+
+
+def _fields(**types: str) -> tuple[EntityField, ...]:
+    return tuple(EntityField(name, type=kind, readonly=True) for name, kind in types.items())  # type: ignore[arg-type]
+
+
+ACCOUNT = dict(account_id="string", name="string", official_name="string", mask="string", type="string",
+               subtype="string", balances="object")
+SCHEMAS = [
+    EntitySchema("accounts", "Accounts", _fields(**ACCOUNT), id_field="account_id",
+                 description="The Item's accounts with cached balances (/accounts/get)."),
+    EntitySchema("balances", "Balances", _fields(**ACCOUNT), id_field="account_id",
+                 description="The accounts with real-time balances (/accounts/balance/get)."),
+    EntitySchema("transactions", "Transactions", _fields(
+        transaction_id="string", account_id="string", amount="number", iso_currency_code="string",
+        unofficial_currency_code="string", date="date", datetime="datetime", authorized_date="date",
+        name="string", merchant_name="string", pending="boolean", pending_transaction_id="string",
+        payment_channel="string", personal_finance_category="object", location="object"),
+        id_field="transaction_id",
+        description="Changes from /transactions/sync: added and modified records, removed ids as deletions."),
+    EntitySchema("institutions", "Institutions", _fields(
+        institution_id="string", name="string", products="array", country_codes="array",
+        routing_numbers="array", oauth="boolean", url="string", primary_color="string", logo="string"),
+        id_field="institution_id", description="Institutions Plaid supports (/institutions/get)."),
+]
+
+ACTIONS = [
+    Action("categories", "List categories", "Plaid's transaction categories (/categories/get).", readonly=True),
+    Action("institution", "Look up an institution", "One institution by id (/institutions/get_by_id).",
+           params=(EntityField("institution_id", "Institution ID", required=True),), readonly=True),
+    Action("refresh_transactions", "Refresh transactions", "Ask Plaid to fetch new transactions now "
+           "(/transactions/refresh); a SYNC_UPDATES_AVAILABLE webhook follows."),
+    Action("remove_item", "Remove item", "Revoke the Item at Plaid (/item/remove): the access token stops working."),
+]
+
+WEBHOOK_ENTITIES = {("TRANSACTIONS", None): "transactions", ("ITEM", "NEW_ACCOUNTS_AVAILABLE"): "accounts"}
+
+_verification_keys: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
+class MutationDuringPagination(ProviderUnavailable):
+    """Plaid's data changed during a /transactions/sync run; retrying the same cursor is safe."""
+
+    code = "plaid_mutation_during_pagination"
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@hookimpl
+def provider_info():
+    return INFO
+
+
+@hookimpl
+def entity_schemas():
+    return SCHEMAS
+
+
+@hookimpl
+def provider_actions():
+    return ACTIONS
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _environment(ctx) -> str:
+    env = ctx.config.get("environment") or ctx.settings.get("environment") or "sandbox"
+    if env not in ENVIRONMENTS:
+        raise ConfigurationError(f"Plaid environment must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+    return env
+
+
+def _country_codes(ctx, wanted: str | list[str] | None = None) -> list[str]:
+    codes = wanted or ctx.settings.get("country_codes") or "US"
+    return [str(c).strip().upper() for c in (codes.split(",") if isinstance(codes, str) else codes) if str(c).strip()]
+
+
+async def _post(ctx, path: str, **body: Any) -> dict[str, Any]:
+    return await ctx.http.json("POST", ctx.url(path=path, environment=_environment(ctx)), json=body)
+
+
+async def _item_post(ctx, path: str, **body: Any) -> dict[str, Any]:
+    token = ctx.credentials.get("access_token")
+    if not token:
+        raise AuthFailed("the connection has no Plaid access token: link the account again")
+    return await _post(ctx, path, access_token=token, **body)
+
+
+@hookimpl
+def request_auth(ctx):
+    return RequestAuth(headers={"PLAID-CLIENT-ID": ctx.setting("client_id"), "PLAID-SECRET": ctx.setting("secret"),
+                                "Plaid-Version": API_VERSION})
+
+
+@hookimpl
+def describe_error(response):
+    try:
+        body = response.json()
+        code = body["error_code"]
+        message = f"Plaid {code}: {body['error_message']} (request_id {body.get('request_id')})"
+    except (ValueError, KeyError, TypeError):
+        return None
+    if code in AUTH_ERRORS:
+        return AuthFailed(message)
+    if code == "INVALID_API_KEYS":
+        return ConfigurationError(f"{message}; check HUB_PLAID_CLIENT_ID, HUB_PLAID_SECRET and the environment")
+    if code == "INVALID_INSTITUTION":
+        return NotFound(message)
+    if code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION":
+        return MutationDuringPagination(message)
+    return message
+
+
+# ---------------------------------------------------------------- auth
+
+
+@hookimpl
+async def create_link_token(ctx, user_id, options):
+    body = {
+        "client_name": options.get("client_name") or ctx.settings.get("client_name") or "hub",
+        "language": options.get("language") or "en",
+        "country_codes": _country_codes(ctx, options.get("country_codes")),
+        "user": {"client_user_id": user_id},
+        "products": options.get("products") or ["transactions"],
+    }
+    for key in ("webhook", "redirect_uri"):
+        if value := options.get(key) or ctx.settings.get(key):
+            body[key] = value
+    result = await _post(ctx, "/link/token/create", **body)
+    return {"link_token": result["link_token"], "expiration": result.get("expiration")}
+
+
+@hookimpl
+async def exchange_public_token(ctx, public_token, metadata):
+    result = await _post(ctx, "/item/public_token/exchange", public_token=public_token)
+    institution = metadata.get("institution") or {}
+    config = {"item_id": result["item_id"], "environment": _environment(ctx),
+              "institution_id": institution.get("institution_id"), "institution_name": institution.get("name")}
+    return Credentials(secrets={"access_token": result["access_token"]},
+                       config={k: v for k, v in config.items() if v}, webhook_key=result["item_id"])
+
+
+@hookimpl
+async def test_connection(ctx):
+    item = (await _item_post(ctx, "/item/get"))["item"]
+    error = item.get("error") or {}
+    if error.get("error_code") in AUTH_ERRORS:
+        raise AuthFailed(f"Plaid {error['error_code']}: {error.get('error_message')}")
+    return {"item_id": item["item_id"], "institution_id": item.get("institution_id"),
+            "institution_name": item.get("institution_name"), "products": item.get("billed_products", []),
+            "environment": _environment(ctx), "error": error.get("error_code")}
+
+
+@hookimpl
+async def disconnect(ctx):
+    await _item_post(ctx, "/item/remove")
+    return True
+
+
+# ---------------------------------------------------------------- records
+
+
+@hookimpl
+async def list_records(ctx, entity, cursor, page_size, filters):
+    if entity == "transactions":
+        return await _transactions(ctx, cursor, page_size)
+    if entity == "institutions":
+        return await _institutions(ctx, cursor, page_size, filters)
+    return Page(records=await _accounts(ctx, entity))
+
+
+@hookimpl
+async def get_record(ctx, entity, record_id):
+    if entity == "institutions":
+        body = await _post(ctx, "/institutions/get_by_id", institution_id=record_id,
+                           country_codes=_country_codes(ctx))
+        return body["institution"]
+    if entity == "transactions":
+        record = await _find_transaction(ctx, record_id)
+    else:
+        record = next((a for a in await _accounts(ctx, entity) if a["account_id"] == record_id), None)
+    if record is None:
+        raise NotFound(f"Plaid has no {entity} record {record_id}")
+    return record
+
+
+async def _accounts(ctx, entity: str) -> list[dict[str, Any]]:
+    path = {"accounts": "/accounts/get", "balances": "/accounts/balance/get"}.get(entity)
+    if path is None:
+        raise NotFound(f"Plaid has no entity {entity!r}")
+    return (await _item_post(ctx, path))["accounts"]
+
+
+async def _institutions(ctx, cursor: str | None, page_size: int, filters: dict[str, str]) -> Page:
+    if cursor is not None and not cursor.isdigit():
+        raise ValidationFailed("invalid cursor", code="invalid_cursor")
+    offset = int(cursor or 0)
+    body = await _post(ctx, "/institutions/get", count=min(page_size, MAX_COUNT), offset=offset,
+                       country_codes=_country_codes(ctx, filters.get("country_codes")))
+    records = body["institutions"]
+    end = offset + len(records)
+    return Page(records=records, next_cursor=str(end) if records and end < body["total"] else None)
+
+
+async def _sync(ctx, cursor: str | None, count: int) -> dict[str, Any]:
+    return await _item_post(ctx, "/transactions/sync", count=count, **({"cursor": cursor} if cursor else {}))
+
+
+async def _transactions(ctx, cursor: str | None, page_size: int) -> Page:
+    run = _decode_run(cursor, min(page_size, MAX_COUNT))
+    try:
+        body = await _sync(ctx, run["at"], run["count"])
+    except MutationDuringPagination:
+        run = await _replay(ctx, run)
+        body = await _sync(ctx, run["at"], run["count"])
+    records = body["added"] + body["modified"]
+    deleted = [r["transaction_id"] for r in body["removed"]]
+    if not body["has_more"]:
+        return Page(records=records, deleted_ids=deleted, watermark=body["next_cursor"])
+    run = {**run, "at": body["next_cursor"], "pages": run["pages"] + 1, "digest": _chain(run["digest"], body)}
+    return Page(records=records, deleted_ids=deleted, next_cursor=_encode_run(run))
+
+
+async def _replay(ctx, run: dict[str, Any]) -> dict[str, Any]:
+    """The run restarted from its start cursor, positioned after the pages the
+    client already has when they are unchanged, else at the start."""
+    at, digest = run["start"], ""
+    for _ in range(run["pages"]):
+        body = await _sync(ctx, at, run["count"])
+        digest, at = _chain(digest, body), body["next_cursor"]
+        if not body["has_more"]:
+            break
+    if digest == run["digest"]:
+        return {**run, "at": at}
+    return {**run, "at": run["start"], "pages": 0, "digest": ""}
+
+
+def _chain(digest: str, body: dict[str, Any]) -> str:
+    page = json.dumps([body["added"], body["modified"], body["removed"]], sort_keys=True)
+    return hashlib.sha256((digest + page).encode()).hexdigest()[:32]
+
+
+def _encode_run(run: dict[str, Any]) -> str:
+    return CURSOR_PREFIX + base64.urlsafe_b64encode(json.dumps(run, separators=(",", ":")).encode()).decode()
+
+
+def _decode_run(cursor: str | None, count: int) -> dict[str, Any]:
+    """A run from our opaque cursor; ``None`` or a raw Plaid cursor (a stored
+    watermark) starts a new run there."""
+    if not cursor or not cursor.startswith(CURSOR_PREFIX):
+        return {"start": cursor, "at": cursor, "count": count, "pages": 0, "digest": ""}
+    try:
+        run = json.loads(base64.urlsafe_b64decode(cursor[len(CURSOR_PREFIX):].encode()))
+        if not isinstance(run, dict) or not {"start", "at", "count", "pages", "digest"} <= set(run):
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ValidationFailed("invalid cursor", code="invalid_cursor") from None
+    return run
+
+
+async def _find_transaction(ctx, transaction_id: str) -> dict[str, Any] | None:
+    cursor = None
+    for _ in range(LOOKUP_PAGES):
+        body = await _sync(ctx, cursor, MAX_COUNT)
+        found = next((t for t in body["added"] + body["modified"] if t["transaction_id"] == transaction_id), None)
+        if found or not body["has_more"]:
+            return found
+        cursor = body["next_cursor"]
+    return None
+
+
+# ---------------------------------------------------------------- actions
+
+
+@hookimpl
+async def run_action(ctx, action, params):
+    if action == "categories":
+        return {"categories": (await _post(ctx, "/categories/get"))["categories"]}
+    if action == "institution":
+        return {"institution": await get_record(ctx=ctx, entity="institutions", record_id=str(params["institution_id"]))}
+    if action == "refresh_transactions":
+        await _item_post(ctx, "/transactions/refresh")
+        return {"refreshed": True}
+    if action == "remove_item":
+        await _item_post(ctx, "/item/remove")
+        return {"removed": True}
+    raise NotFound(f"Plaid has no action {action!r}")
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+@hookimpl
+def webhook_connection_key(request):
+    try:
+        item_id = json.loads(request.body).get("item_id")
+    except (ValueError, AttributeError):
+        raise WebhookRejected("malformed delivery body") from None
+    return item_id if isinstance(item_id, str) else None
+
+
+@hookimpl
+async def verify_webhook(ctx, request):
+    claims = await _verified_claims(ctx, request)
+    try:
+        body = json.loads(request.body)
+        kind, code, item_id = body["webhook_type"], body["webhook_code"], body.get("item_id")
+    except (ValueError, KeyError, TypeError):
+        raise WebhookRejected("malformed delivery body") from None
+    if item_id and ctx.config.get("item_id") not in (None, item_id):
+        raise WebhookRejected("the delivery is for another Plaid item")
+    digest = hashlib.sha256(f"{item_id}|{kind}|{code}|{claims['request_body_sha256']}".encode()).hexdigest()
+    occurred = datetime.fromtimestamp(claims["iat"], timezone.utc)
+    if (kind, code) == ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
+        return [WebhookEvent(dedup_key=f"{digest}:{tid}", type="transaction.deleted", entity="transactions",
+                             action="deleted", record_id=tid, occurred_at=occurred, raw=body)
+                for tid in body.get("removed_transactions") or []]
+    entity = WEBHOOK_ENTITIES.get((kind, code)) or WEBHOOK_ENTITIES.get((kind, None))
+    event_type = f"{entity[:-1]}.changed" if entity else f"{kind}.{code}".lower()
+    return [WebhookEvent(dedup_key=digest, type=event_type, entity=entity, action="changed",
+                         occurred_at=occurred, raw=body)]
+
+
+async def _verified_claims(ctx, request) -> dict[str, Any]:
+    """Plaid-Verification: an ES256 JWT over the body's SHA-256, signed with a key Plaid serves by kid."""
+    token = request.header("Plaid-Verification")
+    if not token:
+        raise WebhookRejected("missing Plaid-Verification header")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise WebhookRejected("malformed Plaid-Verification header") from None
+    if header.get("alg") != "ES256" or not header.get("kid"):
+        raise WebhookRejected("Plaid-Verification must be an ES256 JWT with a kid")
+    key = await _verification_key(ctx, str(header["kid"]))
+    try:
+        claims = jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iat"]})
+    except jwt.PyJWTError:
+        raise WebhookRejected("Plaid-Verification signature does not verify") from None
+    if time.time() - claims["iat"] > ctx.provider.webhook_tolerance_seconds:
+        raise WebhookRejected("the delivery is too old", code="webhook_stale")
+    body_hash = hashlib.sha256(request.body).hexdigest()
+    if not hmac.compare_digest(body_hash, str(claims.get("request_body_sha256", ""))):
+        raise WebhookRejected("the body does not match its signature")
+    return claims
+
+
+async def _verification_key(ctx, kid: str) -> jwt.PyJWK:
+    cached = _verification_keys.get(kid)
+    if cached is None or time.time() - cached[0] > KEY_CACHE_SECONDS:
+        try:
+            key = (await _post(ctx, "/webhook_verification_key/get", key_id=kid))["key"]
+        except (ValidationFailed, NotFound) as exc:
+            raise WebhookRejected(f"unknown verification key: {exc.message}") from None
+        cached = _verification_keys[kid] = (time.time(), key)
+    key = cached[1]
+    if key.get("expired_at") is not None and key["expired_at"] <= time.time():
+        raise WebhookRejected("the delivery is signed with an expired Plaid key")
+    try:
+        return jwt.PyJWK(key)
+    except jwt.PyJWTError:
+        raise WebhookRejected("Plaid served an unusable verification key") from None
+

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.services.orgs import create_organization
+from hub_plaid.testing import CLIENT_ID, SECRET
+from hub_plaid.testing import create_app as create_fake
+from plaid_helpers import build_hub_app, link
+
+@pytest.fixture
+def fake(serve_app):
+    """The fake Plaid on loopback: its state object, with ``.url`` set."""
+    app = create_fake(transactions=120, institutions=40)
+    plaid = app.state.plaid
+    plaid.url = serve_app(app)
+    return plaid
+
+
+@pytest.fixture
+def plaid_env(fake, monkeypatch):
+    for key, value in {"ORIGIN": fake.url, "CLIENT_ID": CLIENT_ID, "SECRET": SECRET, "CLIENT_NAME": "Acme Books",
+                       "REQUESTS_PER_SECOND": "200", "BURST": "200"}.items():
+        monkeypatch.setenv(f"HUB_PLAID_{key}", value)
+    for key in ("HUB_PLAID_ENVIRONMENT", "HUB_PLAID_WEBHOOK", "HUB_PLUGINS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def hub_app(tmp_path, plaid_env):
+    return build_hub_app(tmp_path)
+
+
+@pytest.fixture
+def client(hub_app):
+    with TestClient(hub_app) as c:
+        yield c
+
+
+@pytest.fixture
+def auth(client, hub_app):
+    with hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "acme")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def connection(client, auth, fake):
+    return link(client, auth, fake)

@@ -1,0 +1,294 @@
+"""The Plaid plugin through the hub's REST API, over real HTTP to the fake Plaid."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from plaid_helpers import API, WEBHOOK_URL, build_hub_app, link, list_pages, records_url
+
+from hub.context import ProviderContext
+from hub.models import Connection
+from hub.services.orgs import create_organization
+from hub.services.records import RecordService
+from hub.types import ConfigurationError
+from hub_plaid import INFO, _environment, request_auth
+
+
+def test_provider_is_listed_with_read_only_entities_and_actions(client):
+    provider = client.get(f"{API}/providers/plaid").json()["provider"]
+    assert provider["category"] == "banking" and provider["auth_type"] == "link"
+    assert provider["entities"] == ["accounts", "balances", "institutions", "transactions"]
+    assert provider["actions"] == ["categories", "institution", "refresh_transactions", "remove_item"]
+    assert provider["supports_webhooks"] is True
+    entities = {e["name"]: e for e in client.get(f"{API}/providers/plaid/entities").json()["entities"]}
+    assert all(e["readonly"] for e in entities.values())
+    assert entities["transactions"]["id_field"] == "transaction_id"
+    assert {"amount", "date", "merchant_name", "pending"} <= {f["name"] for f in entities["transactions"]["fields"]}
+    assert {"balances", "mask", "subtype"} <= {f["name"] for f in entities["balances"]["fields"]}
+
+
+def test_link_flow_creates_a_connection_without_exposing_the_access_token(client, auth, fake):
+    token = client.post(f"{API}/link/plaid/token", json={"user_id": "user-42", "options": {"webhook": WEBHOOK_URL}},
+                        headers=auth).json()
+    assert token["success"] is True and token["link_token"].startswith("link-sandbox-") and token["expiration"]
+    sent = fake.link_tokens[token["link_token"]]
+    assert sent["client_name"] == "Acme Books" and sent["user"] == {"client_user_id": "user-42"}
+    assert sent["products"] == ["transactions"] and sent["country_codes"] == ["US"] and sent["webhook"] == WEBHOOK_URL
+
+    public_token = fake.create_public_token("ins_109512", link_token=token["link_token"])
+    response = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
+        "public_token": public_token, "metadata": {"institution": {"institution_id": "ins_109512",
+                                                                   "name": "Houndstooth Bank"}}})
+    assert response.status_code == 201, response.text
+    connection = response.json()["connection"]
+    item = fake.item()
+    assert connection["status"] == "connected" and connection["category"] == "banking"
+    assert connection["config"] == {"item_id": item.item_id, "environment": "sandbox",
+                                    "institution_id": "ins_109512", "institution_name": "Houndstooth Bank"}
+    assert item.access_token not in response.text
+    assert connection["credentials_hint"].endswith(item.access_token[-4:])
+    assert connection["credentials_hint"] != item.access_token
+
+    tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["details"] == {"item_id": item.item_id, "institution_id": "ins_109512",
+                                        "institution_name": "Houndstooth Bank", "products": ["transactions"],
+                                        "environment": "sandbox", "error": None}
+    reused = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token}, headers=auth)
+    assert reused.status_code == 424 and reused.json()["code"] == "provider_auth_failed"
+    assert "INVALID_PUBLIC_TOKEN" in reused.json()["error"]
+
+
+def test_transactions_page_to_the_end_each_record_once(client, auth, fake, connection):
+    pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25)
+    ids = [r["transaction_id"] for page in pages for r in page["records"]]
+    assert len(pages) == 5
+    assert len(ids) == len(set(ids)) == 120
+    assert set(ids) == set(fake.item().transactions)
+    assert pages[0]["records"][0]["amount"] == 3.5 and pages[0]["records"][0]["iso_currency_code"] == "USD"
+    assert all(page["deleted_ids"] == [] for page in pages)
+    assert fake.calls["/transactions/sync"] == 5
+
+
+def test_mutation_error_mid_run_loses_and_repeats_nothing(client, auth, fake, connection):
+    def inject(page):
+        if page == 3:
+            fake.inject_mutation_error()
+
+    pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25, before_page=inject)
+    ids = [r["transaction_id"] for page in pages for r in page["records"]]
+    assert len(ids) == len(set(ids)) == 120
+    assert fake.errors["TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"] == 1
+    # five pages, the failed request, and a replay of the two pages delivered before it
+    assert fake.calls["/transactions/sync"] == 5 + 1 + 2
+
+
+def test_transactions_added_during_a_run_arrive_once(client, auth, fake, connection):
+    item = fake.item()
+    late = []
+
+    def mutate(page):
+        if page == 3:
+            late.extend(t["transaction_id"] for t in fake.add_transactions(item.item_id, 7))
+
+    pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25, before_page=mutate)
+    ids = [r["transaction_id"] for page in pages for r in page["records"]]
+    assert fake.errors["TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"] == 1
+    assert len(ids) == len(set(ids)) == 127 and set(late) <= set(ids)
+
+
+def test_a_delivered_record_changed_during_a_run_comes_again_current_and_nothing_is_lost(
+        client, auth, fake, connection):
+    item = fake.item()
+    first_page_id = []
+
+    def mutate(page):
+        if page == 3:
+            fake.modify_transaction(item.item_id, first_page_id[0], name="CORRECTED", amount=12.34)
+
+    url = records_url(connection, "transactions")
+    first = client.get(url, params={"limit": 25}, headers=auth).json()
+    first_page_id.append(first["records"][0]["transaction_id"])
+    pages = [first] + list_pages(client, auth, url, limit=25, cursor=first["next_cursor"],
+                                 before_page=lambda n: mutate(n + 1))
+    seen = {}
+    for page in pages:
+        for record in page["records"]:
+            seen[record["transaction_id"]] = record
+    assert set(seen) == set(item.transactions)
+    # the pages already delivered changed, so the run started over: everything again, nothing lost
+    assert fake.errors["TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"] == 1
+    assert sum(len(page["records"]) for page in pages) == 50 + 120
+    assert seen[first_page_id[0]]["name"] == "CORRECTED" and seen[first_page_id[0]]["amount"] == 12.34
+
+
+def test_removed_transactions_are_deleted_ids_and_the_watermark_resumes(client, auth, fake, connection, hub_app):
+    item = fake.item()
+    with hub_app.state.hub.session() as session:
+        stored = session.get(Connection, connection["id"])
+    service = RecordService(hub_app.state.hub, stored)
+    first_run = []
+    cursor = None
+    for _ in range(10):
+        page = client.portal.call(service.list, "transactions", cursor, 100)
+        first_run.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [len(p.records) for p in first_run] == [100, 20]
+    assert first_run[0].watermark is None and first_run[-1].watermark == fake.cursor_now(item.item_id)
+
+    gone = list(item.transactions)[:2]
+    for transaction_id in gone:
+        fake.remove_transaction(item.item_id, transaction_id)
+    changed = fake.modify_transaction(item.item_id, list(item.transactions)[5], pending=True)
+    new = fake.add_transactions(item.item_id, 3)
+    pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25,
+                       cursor=first_run[-1].watermark)
+    assert len(pages) == 1
+    assert sorted(pages[0]["deleted_ids"]) == sorted(gone)
+    assert {r["transaction_id"] for r in pages[0]["records"]} == {changed["transaction_id"]} | {
+        t["transaction_id"] for t in new}
+
+
+def test_accounts_balances_and_institutions(client, auth, fake, connection):
+    item = fake.item()
+    accounts = client.get(records_url(connection, "accounts"), headers=auth).json()
+    assert [a["name"] for a in accounts["records"]] == ["Plaid Checking", "Plaid Saving", "Plaid Credit Card"]
+    assert accounts["next_cursor"] is None
+    balances = client.get(records_url(connection, "balances"), headers=auth).json()["records"]
+    assert [b["balances"]["current"] for b in balances] == [110, 210, 410]
+    assert all(b["balances"]["last_updated_datetime"] for b in balances)
+
+    account_id = item.accounts[2]["account_id"]
+    one = client.get(f"{records_url(connection, 'accounts')}/{account_id}", headers=auth).json()["record"]
+    assert one["subtype"] == "credit card" and one["balances"]["limit"] == 2000
+    missing = client.get(f"{records_url(connection, 'accounts')}/nope", headers=auth)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+    transaction_id = list(item.transactions)[-1]
+    got = client.get(f"{records_url(connection, 'transactions')}/{transaction_id}", headers=auth).json()
+    assert got["record"] == item.transactions[transaction_id]
+
+    pages = list_pages(client, auth, records_url(connection, "institutions"), limit=15)
+    ids = [i["institution_id"] for page in pages for i in page["records"]]
+    us = [i for i, row in fake.institutions.items() if "US" in row["country_codes"]]
+    assert len(pages) == 3 and ids == us
+    gb = client.get(records_url(connection, "institutions"), params={"country_codes": "GB"}, headers=auth).json()
+    assert [i["name"] for i in gb["records"]] == ["Royal Bank of Plaid", "Flexible Platypus Open Banking"]
+    bank = client.get(f"{records_url(connection, 'institutions')}/ins_109509", headers=auth).json()["record"]
+    assert bank["name"] == "First Gingham Credit Union"
+    unknown = client.get(f"{records_url(connection, 'institutions')}/ins_0", headers=auth)
+    assert unknown.status_code == 404 and "INVALID_INSTITUTION" in unknown.json()["error"]
+
+
+@pytest.mark.parametrize("entity", ["accounts", "balances", "transactions", "institutions"])
+def test_writes_are_refused_as_read_only(client, auth, connection, entity):
+    url = records_url(connection, entity)
+    responses = [client.post(url, json={"data": {"name": "x"}}, headers=auth),
+                 client.put(f"{url}/some-id", json={"data": {"name": "x"}}, headers=auth),
+                 client.delete(f"{url}/some-id", headers=auth)]
+    assert [(r.status_code, r.json()["code"]) for r in responses] == [(405, "read_only")] * 3
+
+
+def test_actions(client, auth, fake, connection):
+    base = f"{API}/connections/{connection['id']}/actions"
+    listed = client.get(base, headers=auth).json()["actions"]
+    assert {a["name"]: a["readonly"] for a in listed} == {
+        "categories": True, "institution": True, "refresh_transactions": False, "remove_item": False}
+    categories = client.post(f"{base}/categories", json={"params": {}}, headers=auth).json()["result"]["categories"]
+    assert {"category_id": "10001000", "group": "special", "hierarchy": ["Bank Fees", "Overdraft"]} in categories
+    institution = client.post(f"{base}/institution", json={"params": {"institution_id": "ins_109511"}}, headers=auth)
+    assert institution.json()["result"]["institution"]["name"] == "Tartan Bank"
+    missing = client.post(f"{base}/institution", json={"params": {}}, headers=auth)
+    assert missing.status_code == 422 and missing.json()["code"] == "missing_fields"
+    refreshed = client.post(f"{base}/refresh_transactions", json={"params": {}}, headers=auth).json()
+    assert refreshed["result"] == {"refreshed": True} and fake.refreshes[fake.item().item_id] == 1
+
+    removed = client.post(f"{base}/remove_item", json={"params": {}}, headers=auth).json()
+    assert removed["result"] == {"removed": True} and fake.removed_items == [fake.item().item_id]
+    after = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
+    assert after.status_code == 424 and "INVALID_ACCESS_TOKEN" in after.json()["error"]
+    status = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert status["status"] == "error"
+
+
+def test_deleting_the_connection_removes_the_item(client, auth, fake, connection):
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert fake.calls["/item/remove"] == 1 and fake.removed_items == [fake.item().item_id]
+    assert client.get(f"{API}/connections/{connection['id']}", headers=auth).status_code == 404
+
+
+def test_item_login_required_marks_the_connection(client, auth, fake, connection):
+    fake.break_item(fake.item().item_id)
+    response = client.get(records_url(connection, "accounts"), headers=auth)
+    assert response.status_code == 424 and response.json()["code"] == "provider_auth_failed"
+    assert "ITEM_LOGIN_REQUIRED" in response.json()["error"]
+    status = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert status["status"] == "error" and "ITEM_LOGIN_REQUIRED" in status["last_error"]
+    tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
+    assert tested.status_code == 424
+
+
+@pytest.mark.parametrize("secret", ["not-the-secret", None])
+def test_bad_or_missing_client_secret_is_a_clear_configuration_error(tmp_path, plaid_env, fake, monkeypatch, secret):
+    if secret:
+        monkeypatch.setenv("HUB_PLAID_SECRET", secret)
+    else:
+        monkeypatch.delenv("HUB_PLAID_SECRET")
+    app = build_hub_app(tmp_path)
+    with TestClient(app) as client:
+        with app.state.hub.session() as session:
+            key = create_organization(session, "acme")[1]
+        response = client.post(f"{API}/link/plaid/token", json={"user_id": "u"},
+                               headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400 and response.json()["code"] == "configuration_error"
+    assert "HUB_PLAID_SECRET" in response.json()["error"]
+    assert ("INVALID_API_KEYS" in response.json()["error"]) == bool(secret)
+    assert fake.errors["INVALID_API_KEYS"] == (1 if secret else 0)
+    assert fake.calls["/link/token/create"] == (1 if secret else 0)
+
+
+def test_a_request_plaid_would_reject_fails(client, auth, fake):
+    response = client.post(f"{API}/link/plaid/token", json={"user_id": "u", "options": {"products": ["loans"]}},
+                           headers=auth)
+    assert response.status_code == 422 and "INVALID_FIELD" in response.json()["error"]
+    [(path, problem)] = fake.invalid_requests
+    assert path == "/link/token/create" and problem.startswith("products.0: 'loans' is not one of")
+    assert fake.link_tokens == {}
+
+
+def test_rate_limit_429_is_retried_then_exhausted(client, auth, fake, connection):
+    fake.throttle("/accounts/get", times=2)
+    assert client.get(records_url(connection, "accounts"), headers=auth).status_code == 200
+    assert fake.errors["ACCOUNTS_LIMIT"] == 2 and fake.calls["/accounts/get"] == 3
+
+    fake.throttle("/accounts/get", times=3)
+    limited = client.get(records_url(connection, "accounts"), headers=auth)
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert "ACCOUNTS_LIMIT" in limited.json()["error"] and fake.calls["/accounts/get"] == 6
+
+
+def test_environment_selects_the_base_url():
+    def url(config, settings):
+        ctx = ProviderContext(provider=INFO, config=config, credentials={}, settings=settings, http=None)
+        return ctx.url(path="/item/get", environment=_environment(ctx))
+
+    assert url({}, {}) == "https://sandbox.plaid.com/item/get"
+    assert url({}, {"environment": "development"}) == "https://development.plaid.com/item/get"
+    assert url({"environment": "production"}, {"environment": "development"}) == "https://production.plaid.com/item/get"
+    with pytest.raises(ConfigurationError, match="one of sandbox, development, production"):
+        url({"environment": "staging"}, {})
+    ctx = ProviderContext(provider=INFO, config={}, credentials={}, settings={"client_id": "c", "secret": "s"},
+                          http=None)
+    assert request_auth(ctx=ctx).headers == {"PLAID-CLIENT-ID": "c", "PLAID-SECRET": "s",
+                                             "Plaid-Version": "2020-09-14"}
+
+
+def test_link_token_options_reach_plaid(client, auth, fake):
+    connection = link(client, auth, fake, "ins_109510", products=["transactions", "auth"], language="fr",
+                      country_codes="us, ca", redirect_uri="https://app.example.com/oauth")
+    [sent] = fake.link_tokens.values()
+    assert sent["products"] == ["transactions", "auth"] and sent["language"] == "fr"
+    assert sent["country_codes"] == ["US", "CA"] and sent["redirect_uri"] == "https://app.example.com/oauth"
+    assert connection["config"]["institution_id"] == "ins_109510"

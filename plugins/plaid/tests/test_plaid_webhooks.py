@@ -1,0 +1,117 @@
+"""Plaid webhooks through the hub: ES256 JWT verification, routing by item_id, dedup."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from plaid_helpers import API, WEBHOOK_URL
+from sqlmodel import select
+
+from hub.models import WebhookEvent
+
+URL = f"{API}/webhooks/plaid"
+
+
+def stored_events(hub_app):
+    with hub_app.state.hub.session() as session:
+        return list(session.exec(select(WebhookEvent).order_by(WebhookEvent.received_at)))
+
+
+def test_signed_delivery_is_routed_by_item_id_stored_once_and_replays_are_duplicates(
+        client, fake, connection, hub_app):
+    item = fake.item()
+    first = fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    assert item.webhook == WEBHOOK_URL
+
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    body, headers = fake.signed_delivery(payload)
+    replay = client.post(URL, content=body, headers=headers).json()
+    assert replay == {"success": True, "received": 0, "duplicates": 1, "duplicate": True}
+    again = client.post(URL, content=body, headers=headers).json()
+    assert again["duplicate"] is True
+
+    [event] = stored_events(hub_app)
+    assert (event.connection_id, event.type, event.entity, event.action) == (
+        connection["id"], "transaction.changed", "transactions", "changed")
+    assert event.record_id is None and event.payload is None
+    assert fake.key_fetches[fake.current_kid] == 1
+
+
+def test_webhook_codes_map_to_events(client, fake, connection, hub_app):
+    item = fake.item()
+    removed = list(item.transactions)[:2]
+    deliveries = [("TRANSACTIONS", "DEFAULT_UPDATE", {"new_transactions": 3}),
+                  ("TRANSACTIONS", "TRANSACTIONS_REMOVED", {"removed_transactions": removed}),
+                  ("ITEM", "PENDING_EXPIRATION", {"consent_expiration_time": "2026-12-01T00:00:00Z"}),
+                  ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", {"new_webhook_url": WEBHOOK_URL, "error": None})]
+    for kind, code, fields in deliveries:
+        response = fake.fire(item.item_id, kind, code, client=client, **fields)
+        assert response.status_code == 200, response.text
+    fake.break_item(item.item_id)
+    assert fake.fire(item.item_id, "ITEM", "ERROR", client=client).json()["received"] == 1
+    events = [(e.type, e.entity, e.action, e.record_id) for e in stored_events(hub_app)]
+    assert sorted(events, key=str) == sorted([
+        ("transaction.changed", "transactions", "changed", None),
+        ("transaction.deleted", "transactions", "deleted", removed[0]),
+        ("transaction.deleted", "transactions", "deleted", removed[1]),
+        ("item.pending_expiration", None, "changed", None),
+        ("item.webhook_update_acknowledged", None, "changed", None),
+        ("item.error", None, "changed", None),
+    ], key=str)
+
+
+def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connection):
+    item = fake.item()
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    body, headers = fake.signed_delivery(payload)
+
+    def post(content=body, **changed):
+        response = client.post(URL, content=content, headers={**headers, **changed})
+        return response.status_code, response.json()["code"]
+
+    tampered = body.replace(b'"initial_update_complete": true', b'"initial_update_complete": false')
+    assert tampered != body
+    assert post(tampered) == (401, "webhook_rejected")
+    stale_body, stale_headers = fake.signed_delivery(payload, iat=int(time.time()) - 301)
+    assert client.post(URL, content=stale_body, headers=stale_headers).json()["code"] == "webhook_stale"
+    assert client.post(URL, content=body, headers={"Content-Type": "application/json"}).status_code == 401
+    assert post(**{"Plaid-Verification": "not-a-jwt"}) == (401, "webhook_rejected")
+    hs256 = jwt.encode({"iat": int(time.time())}, "x" * 32, algorithm="HS256", headers={"kid": fake.current_kid})
+    assert post(**{"Plaid-Verification": hs256}) == (401, "webhook_rejected")
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    claims = {"iat": int(time.time()), "request_body_sha256": hashlib.sha256(body).hexdigest()}
+    forged_jwt = jwt.encode(claims, attacker, algorithm="ES256", headers={"kid": fake.current_kid})
+    assert post(**{"Plaid-Verification": forged_jwt}) == (401, "webhook_rejected")
+    assert post(b"{not json") == (401, "webhook_rejected")
+
+    other_key = fake.rotate_key()
+    forged_body, forged_headers = fake.signed_delivery(payload)
+    fake.keys.pop(other_key)
+    unknown = client.post(URL, content=forged_body, headers=forged_headers)
+    assert unknown.status_code == 401 and "unknown verification key" in unknown.json()["error"]
+    assert fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] == 1
+
+
+def test_delivery_signed_with_an_expired_key_is_rejected(client, fake, connection):
+    item = fake.item()
+    old = fake.current_kid
+    fake.rotate_key()
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    body, headers = fake.signed_delivery(payload, kid=old)
+    response = client.post(URL, content=body, headers=headers)
+    assert response.status_code == 401 and "expired" in response.json()["error"]
+    body, headers = fake.signed_delivery(payload)
+    assert client.post(URL, content=body, headers=headers).json()["received"] == 1
+
+
+def test_unknown_item_and_foreign_item_are_refused(client, fake, connection):
+    payload = fake.webhook("no-such-item", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    response = fake.send_webhook(URL, payload, client=client)
+    assert response.status_code == 404 and response.json()["code"] == "unknown_webhook_connection"
+    foreign = fake.send_webhook(f"{URL}?connection_id={connection['id']}", payload, client=client)
+    assert foreign.status_code == 401 and "another Plaid item" in foreign.json()["error"]
