@@ -23,6 +23,9 @@ class ProviderContext:
     - ``http``: the connection's pooled client (auth, rate limits, retries and
       error mapping included).
     - ``connection_id``: the hub's id of the connection, ``None`` before one exists.
+    - ``webhook_url``: the hub's public URL for this provider's webhook
+      deliveries (with ``?connection_id=`` when there is a connection), for
+      plugins that hand it to the provider (Plaid Link tokens, subscriptions).
     """
 
     provider: ProviderInfo
@@ -31,6 +34,7 @@ class ProviderContext:
     settings: dict[str, str]
     http: ProviderHTTP
     connection_id: str | None = None
+    webhook_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def url(self, name: str = "api", path: str = "", **values: Any) -> str:

@@ -73,11 +73,16 @@ class Hub:
 
     # -- contexts
 
+    def webhook_url(self, provider: str, connection_id: str | None = None) -> str:
+        url = f"{self.settings.public_url.rstrip('/')}/api/v1/integrations/webhooks/{provider}"
+        return f"{url}?connection_id={connection_id}" if connection_id else url
+
     def app_context(self, provider: Provider, config: dict[str, Any] | None = None) -> ProviderContext:
         """A context with no connection yet (OAuth start, Link token, code exchange)."""
         ctx = ProviderContext(
             provider=provider.info, config=dict(config or {}), credentials={},
             settings=self.provider_settings(provider.name), http=None,  # type: ignore[arg-type]
+            webhook_url=self.webhook_url(provider.name),
         )
         ctx.http = self._http(provider, f"app:{provider.name}", ctx, connection=None)
         return ctx
@@ -90,6 +95,7 @@ class Hub:
             settings=self.provider_settings(provider.name),
             http=None,  # type: ignore[arg-type]
             connection_id=connection.id,
+            webhook_url=self.webhook_url(provider.name, connection.id),
         )
         ctx.extra["token_expires_at"] = aware(connection.token_expires_at)
         ctx.http = self._http(provider, connection.id, ctx, connection=connection)

@@ -34,9 +34,9 @@ async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: W
     with hub.session() as session:
         connection = hub.find_connection(session, org.id, connection_id)
     provider = hub.provider(connection.provider)
-    url = f"{hub.settings.public_url.rstrip('/')}/api/v1/integrations/webhooks/{provider.name}?connection_id={connection.id}"
-    result = await hub.call(provider, "register_webhook", hub.context(provider, connection), url=url,
-                            events=body.events) or {}
+    ctx = hub.context(provider, connection)
+    url = ctx.webhook_url
+    result = await hub.call(provider, "register_webhook", ctx, url=url, events=body.events) or {}
     if result.get("secret"):
         from hub.types import Credentials
 

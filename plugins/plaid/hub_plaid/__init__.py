@@ -202,9 +202,10 @@ async def create_link_token(ctx, user_id, options):
         "user": {"client_user_id": user_id},
         "products": options.get("products") or ["transactions"],
     }
-    for key in ("webhook", "redirect_uri"):
-        if value := options.get(key) or ctx.settings.get(key):
-            body[key] = value
+    if webhook := options.get("webhook") or ctx.settings.get("webhook") or ctx.webhook_url:
+        body["webhook"] = webhook
+    if redirect_uri := options.get("redirect_uri") or ctx.settings.get("redirect_uri"):
+        body["redirect_uri"] = redirect_uri
     result = await _post(ctx, "/link/token/create", **body)
     return {"link_token": result["link_token"], "expiration": result.get("expiration")}
 
