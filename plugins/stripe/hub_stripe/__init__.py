@@ -1,0 +1,329 @@
+"""Stripe: payments, billing and payouts through the v1 REST API.
+
+Secret-key auth (``Authorization: Bearer sk_…``) with the API version pinned
+by ``Stripe-Version``; form-encoded writes with bracket notation; cursor
+pagination with ``starting_after``; an ``Idempotency-Key`` on every create;
+``Stripe-Signature`` webhooks. The fake server is :mod:`hub_stripe.testing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from hub import hookimpl
+from hub.types import (
+    Action,
+    EntityField,
+    EntitySchema,
+    NotFound,
+    Page,
+    ProviderError,
+    ProviderInfo,
+    RateLimit,
+    RequestAuth,
+    ValidationFailed,
+    WebhookEvent,
+    WebhookRejected,
+)
+
+STRIPE_VERSION = "2020-08-27"
+
+INFO = ProviderInfo(
+    name="stripe",
+    label="Stripe",
+    category="payments",
+    auth_type="api_key",
+    description="Customers, payments, invoices, subscriptions, products, payouts and balance.",
+    logo="https://stripe.com/favicon.ico",
+    urls={"api": "https://api.stripe.com/v1"},
+    # Test mode allows 25 requests per second (live mode 100: set the provider
+    # settings requests_per_second and burst). Stripe's 429s carry no
+    # Retry-After, so the core backs off exponentially.
+    rate_limit=RateLimit(requests_per_second=25, burst=25),
+    supports_webhooks=True,
+    config_fields=(
+        EntityField("account", "Connected account", description="acct_… to act on through Stripe Connect"),
+    ),
+    credential_fields=(
+        EntityField("api_key", "Secret key", required=True, description="sk_test_…, sk_live_… or rk_…"),
+        EntityField("webhook_secret", "Webhook signing secret", description="whsec_… of the webhook endpoint"),
+    ),
+)
+
+SINCE = ("Stripe filters lists on creation time only: `since` returns the records created at or after it "
+         "(created[gte]), not those updated since.")
+# entity: (label, create, update, delete, note)
+ENTITIES = {
+    "customers": ("Customers", True, True, True, ""),
+    "payment_intents": ("Payment intents", True, True, False, "Confirm with the confirm_payment_intent action."),
+    "invoices": ("Invoices", True, True, True, "Only drafts can be deleted; create_invoice adds line items."),
+    "subscriptions": ("Subscriptions", True, True, True, "Deleting a subscription cancels it."),
+    "products": ("Products", True, True, True, ""),
+    "prices": ("Prices", True, True, False, ""),
+    "charges": ("Charges", True, True, False, ""),
+    "payouts": ("Payouts", True, True, False, ""),
+    "balance_transactions": ("Balance transactions", False, False, False, ""),
+}
+FIELDS = json.loads(resources.files(__name__).joinpath("fields.json").read_text())
+
+ACTIONS = [
+    Action("create_payment_intent", "Create a payment intent", "Create (and with confirm, charge) a PaymentIntent.", (
+        EntityField("amount", "Amount", "integer", required=True, description="In the currency's minor unit"),
+        EntityField("currency", "Currency", required=True, description="Three-letter ISO code, lowercase"),
+        EntityField("customer", "Customer"), EntityField("payment_method", "Payment method"),
+        EntityField("confirm", "Confirm now", "boolean"), EntityField("description", "Description"),
+        EntityField("metadata", "Metadata", "object"))),
+    Action("confirm_payment_intent", "Confirm a payment intent", "Attempt the payment of a PaymentIntent.", (
+        EntityField("id", "Payment intent id", required=True), EntityField("payment_method", "Payment method"))),
+    Action("create_invoice", "Create an invoice", "Create invoice items for a customer, then the draft invoice.", (
+        EntityField("customer", "Customer", required=True),
+        EntityField("items", "Items", "array", description="[{price, quantity} or {amount, currency, description}]"),
+        EntityField("description", "Description"), EntityField("collection_method", "Collection method"),
+        EntityField("days_until_due", "Days until due", "integer"),
+        EntityField("auto_advance", "Auto advance", "boolean"), EntityField("metadata", "Metadata", "object"))),
+    Action("finalize_invoice", "Finalize an invoice", "Turn a draft invoice into an open one.", (
+        EntityField("id", "Invoice id", required=True), EntityField("auto_advance", "Auto advance", "boolean"))),
+    Action("balance", "Balance", "The account's available and pending balance.", readonly=True),
+    Action("balance_transactions", "Recent balance transactions", "The latest balance transactions.", (
+        EntityField("limit", "Limit", "integer", description="1 to 100, default 10"),
+        EntityField("type", "Type", description="charge, refund, payout, ...")), readonly=True),
+]
+
+
+# ---------------------------------------------------------------- schema
+
+
+@hookimpl
+def provider_info():
+    return INFO
+
+
+@hookimpl
+def entity_schemas():
+    return [
+        EntitySchema(name, label, tuple(EntityField(**f) for f in FIELDS[name]), description=f"{note} {SINCE}".strip(),
+                     updated_field="updated" if name == "products" else None, supports_create=create,
+                     supports_update=update, supports_delete=delete, supports_since=True)
+        for name, (label, create, update, delete, note) in ENTITIES.items()
+    ]
+
+
+@hookimpl
+def provider_actions():
+    return ACTIONS
+
+
+# ---------------------------------------------------------------- auth
+
+
+@hookimpl
+def request_auth(ctx):
+    headers = {"Authorization": f"Bearer {ctx.credentials.get('api_key', '')}", "Stripe-Version": STRIPE_VERSION}
+    if ctx.config.get("account"):
+        headers["Stripe-Account"] = ctx.config["account"]
+    return RequestAuth(headers=headers)
+
+
+@hookimpl
+def describe_error(response):
+    try:
+        error = response.json()["error"]
+        message = error.get("message") or error.get("code") or error["type"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if error.get("param"):
+        message = f"{message} (param: {error['param']})"
+    if response.status_code == 402:
+        details = {k: error[k] for k in ("type", "code", "decline_code", "param") if error.get(k)}
+        return ValidationFailed(message, code=error.get("code") or "card_error", details=details)
+    return message
+
+
+@hookimpl
+async def test_connection(ctx):
+    balance = await ctx.http.json("GET", ctx.url(path="/balance"))
+    currencies = sorted({str(amount.get("currency")) for amount in balance.get("available", [])})
+    return {"livemode": balance.get("livemode"), "currencies": currencies}
+
+
+# ---------------------------------------------------------------- CRUD
+
+
+@hookimpl
+async def list_records(ctx, entity, cursor, page_size, filters, since):
+    params = {**filters, "limit": max(1, min(page_size, 100))}
+    if cursor:
+        params["starting_after"] = cursor
+    if since:
+        params["created"] = {"gte": int(since.timestamp())}
+    records, has_more = await _list(ctx, f"/{entity}", params)
+    return Page(records=records, next_cursor=records[-1]["id"] if has_more and records else None)
+
+
+@hookimpl
+async def get_record(ctx, entity, record_id):
+    record = await ctx.http.json("GET", _record_url(ctx, entity, record_id))
+    if record.get("deleted"):
+        # Stripe still answers for a deleted customer, with {"deleted": true}.
+        raise NotFound(f"{entity} {record_id} was deleted", code="not_found")
+    return record
+
+
+@hookimpl
+async def create_record(ctx, entity, data, idempotency_key):
+    return await _post(ctx, f"/{entity}", data, idempotency_key)
+
+
+@hookimpl
+async def update_record(ctx, entity, record_id, data):
+    return await ctx.http.json("POST", _record_url(ctx, entity, record_id), data=form(data))
+
+
+@hookimpl
+async def delete_record(ctx, entity, record_id):
+    await ctx.http.request("DELETE", _record_url(ctx, entity, record_id))
+    return True
+
+
+@hookimpl
+async def run_action(ctx, action, params):
+    params = dict(params)
+    key = params.pop("idempotency_key", None) or uuid.uuid4().hex
+    if action == "create_payment_intent":
+        return await _post(ctx, "/payment_intents", params, key)
+    if action == "confirm_payment_intent":
+        intent = quote(str(params.pop("id")), safe="")
+        return await _post(ctx, f"/payment_intents/{intent}/confirm", params, key)
+    if action == "create_invoice":
+        items = params.pop("items", None) or []
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ValidationFailed("items must be a list of objects", code="invalid_items")
+        for index, item in enumerate(items):
+            await _post(ctx, "/invoiceitems", {**item, "customer": params["customer"]}, f"{key}-item-{index}")
+        return await _post(ctx, "/invoices", params, f"{key}-invoice")
+    if action == "finalize_invoice":
+        invoice = quote(str(params.pop("id")), safe="")
+        return await _post(ctx, f"/invoices/{invoice}/finalize", params, key)
+    if action == "balance":
+        return await ctx.http.json("GET", ctx.url(path="/balance"))
+    if action == "balance_transactions":
+        query = {"limit": params.get("limit") or 10, **({"type": params["type"]} if params.get("type") else {})}
+        data, has_more = await _list(ctx, "/balance_transactions", query)
+        return {"data": data, "has_more": has_more}
+    raise ValidationFailed(f"unknown Stripe action {action!r}", code="unknown_action")
+
+
+async def _list(ctx, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    body = await ctx.http.json("GET", ctx.url(path=path), params=encode(params))
+    try:
+        return list(body["data"]), bool(body["has_more"])
+    except (KeyError, TypeError):
+        raise ProviderError(f"Stripe answered {path} without a list") from None
+
+
+async def _post(ctx, path: str, data: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    return await ctx.http.json("POST", ctx.url(path=path), data=form(data),
+                               headers={"Idempotency-Key": idempotency_key})
+
+
+def _record_url(ctx, entity: str, record_id: str) -> str:
+    return ctx.url(path=f"/{entity}/{quote(str(record_id), safe='')}")
+
+
+def encode(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Stripe's form encoding: ``{"metadata": {"k": "v"}}`` -> ``metadata[k]=v``,
+    lists of objects as ``items[0][price]=…``, lists of values as ``expand[]=…``,
+    booleans as ``true``/``false``, datetimes as Unix time, and ``None`` or an
+    empty dict or list as ``""`` (Stripe's way to unset a field)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            pairs += encode(value, name)
+        elif isinstance(value, (list, tuple)) and value:
+            for index, item in enumerate(value):
+                pairs += encode({index: item}, name) if isinstance(item, dict) else encode({"": item}, name)
+        elif isinstance(value, bool):
+            pairs.append((name, "true" if value else "false"))
+        elif isinstance(value, datetime):
+            pairs.append((name, str(int(value.timestamp()))))
+        else:
+            pairs.append((name, "" if value is None or value in ({}, []) else str(value)))
+    return pairs
+
+
+def form(data: dict[str, Any]) -> dict[str, list[str]]:
+    """:func:`encode` as the mapping httpx form-encodes (repeated keys as lists)."""
+    fields: dict[str, list[str]] = {}
+    for key, value in encode(data):
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+@hookimpl
+def webhook_connection_key(request):
+    try:
+        return json.loads(request.body).get("account")
+    except (ValueError, AttributeError):
+        return None
+
+
+@hookimpl
+def verify_webhook(ctx, request):
+    secret = ctx.credentials.get("webhook_secret")
+    if not secret:
+        raise WebhookRejected("the connection has no webhook signing secret: register the webhook or set one")
+    timestamp, signatures = _parse_signature(request.header("Stripe-Signature") or "")
+    expected = sign(secret, timestamp, request.body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise WebhookRejected("Stripe-Signature does not match the payload")
+    if abs(time.time() - timestamp) > ctx.provider.webhook_tolerance_seconds:
+        raise WebhookRejected("the delivery's timestamp is outside the tolerance", code="webhook_stale")
+    try:
+        event = json.loads(request.body)
+        obj = event["data"]["object"]
+        entity = f"{obj['object']}s" if f"{obj.get('object')}s" in ENTITIES else None
+        verb = event["type"].rsplit(".", 1)[1]
+        occurred = datetime.fromtimestamp(int(event["created"]), tz=timezone.utc)
+        dedup_key = str(event["id"])
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        raise WebhookRejected("malformed Stripe event") from None
+    action = (verb if verb in ("created", "deleted") else "updated") if entity else "changed"
+    kind = f"{obj['object']}.{verb}" if entity else event["type"]
+    return [WebhookEvent(dedup_key=dedup_key, type=kind, entity=entity, action=action,
+                         record_id=obj.get("id"), record=None if action == "deleted" else obj,
+                         occurred_at=occurred, raw=event)]
+
+
+def _parse_signature(header: str) -> tuple[int, list[str]]:
+    items = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    timestamps = [value for key, value in items if key.strip() == "t"]
+    signatures = [value.strip() for key, value in items if key.strip() == "v1"]
+    if len(timestamps) != 1 or not timestamps[0].strip().isdigit() or not signatures:
+        raise WebhookRejected("missing or malformed Stripe-Signature header")
+    return int(timestamps[0]), signatures
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``v1`` signature of a delivery: hex HMAC-SHA256 of ``"{t}.{body}"``."""
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+@hookimpl
+async def register_webhook(ctx, url, events):
+    # Hub event types are Stripe's, except that subscriptions drop "customer.".
+    wanted = [f"customer.{e}" if e.startswith("subscription.") else e for e in events] or ["*"]
+    body = {"url": url, "enabled_events": wanted, "api_version": STRIPE_VERSION}
+    endpoint = await _post(ctx, "/webhook_endpoints", body, uuid.uuid4().hex)
+    return {"id": endpoint.get("id"), "secret": endpoint.get("secret")}
