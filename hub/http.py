@@ -47,11 +47,14 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 class TokenBucket:
     """Client-side rate limiter: ``burst`` tokens, refilled at ``rate`` per second.
 
-    ``acquire`` waits for a token; callers are served in arrival order.
+    ``acquire`` waits for a token; callers are served in arrival order. The
+    refill runs ``margin`` below the declared rate: the provider's clock and
+    ours differ by the network's jitter, and pacing exactly at the limit
+    turns that jitter into occasional 429s.
     """
 
-    def __init__(self, rate: float, burst: int):
-        self.rate = rate
+    def __init__(self, rate: float, burst: int, margin: float = 0.02):
+        self.rate = rate * (1 - margin)
         self.capacity = max(1, burst)
         self.tokens = float(self.capacity)
         self.updated = time.monotonic()
@@ -158,9 +161,11 @@ class ProviderHTTP:
         describe_error: ErrorDescriber | None = None,
         refresh: Refresher | None = None,
         retry: RetryPolicy | None = None,
+        endpoint_limiters: dict[str, TokenBucket] | None = None,
     ):
         self.client = client
         self.limiter = limiter
+        self.endpoint_limiters = endpoint_limiters or {}
         self.rate_limit = rate_limit
         self._auth = auth
         self._describe_error = describe_error
@@ -196,6 +201,9 @@ class ProviderHTTP:
             auth = await self._auth() if self._auth else RequestAuth()
             merged_params = _merge_params(params, auth.params)
             merged_headers = {**auth.headers, **(headers or {})}
+            endpoint_limiter = self._endpoint_limiter(url)
+            if endpoint_limiter:
+                await endpoint_limiter.acquire()
             if self.limiter:
                 await self.limiter.acquire()
             try:
@@ -227,6 +235,8 @@ class ProviderHTTP:
                     wait = min(wait, self.retry.max_delay) + random.uniform(0, 0.05)
                 if status == 429 and self.limiter:
                     self.limiter.pause(wait)
+                if status == 429 and endpoint_limiter:
+                    endpoint_limiter.pause(wait)
                 log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
                 attempt += 1
                 await response.aclose()
@@ -237,6 +247,15 @@ class ProviderHTTP:
                 described = await self._describe_error(response) if self._describe_error else None
                 raise error_for_response(response, described)
             return response
+
+    def _endpoint_limiter(self, url: str) -> TokenBucket | None:
+        if not self.endpoint_limiters:
+            return None
+        path = httpx.URL(url).path
+        for suffix, limiter in self.endpoint_limiters.items():
+            if path.endswith(suffix):
+                return limiter
+        return None
 
     def _observe_headers(self, response: httpx.Response) -> None:
         if not (self.limiter and self.rate_limit):
@@ -337,8 +356,13 @@ class ClientPool:
             self._limiters[key] = limiter
         return limiter
 
+    def endpoint_limiters(self, key: str, limits: dict[str, RateLimit]) -> dict[str, TokenBucket]:
+        """One bucket per declared endpoint limit, for connection ``key``."""
+        return {suffix: self.limiter(f"{key}|{suffix}", limit) for suffix, limit in limits.items()}  # type: ignore[misc]
+
     async def discard(self, key: str) -> None:
-        self._limiters.pop(key, None)
+        for limiter_key in [k for k in self._limiters if k == key or k.startswith(f"{key}|")]:
+            del self._limiters[limiter_key]
         client = self._clients.pop(key, None)
         if client is not None:
             await client.aclose()

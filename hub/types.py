@@ -111,7 +111,14 @@ class ProviderInfo:
     can point every URL at another origin (a fake server, a proxy) with the
     provider setting ``origin``. ``webhook_tolerance_seconds`` bounds how old a
     signed delivery may be. ``supports_pkce`` makes the core send a PKCE
-    challenge in the OAuth flow.
+    challenge in the OAuth flow. ``endpoint_rate_limits`` adds limits of single
+    endpoints (keyed by the end of the URL path, e.g. Plaid's
+    ``"/accounts/balance/get"``: 5 per minute per item) on top of
+    ``rate_limit``; ``app_rate_limit`` limits calls made before a connection
+    exists (code exchange, Link tokens), shared by all tenants.
+    ``webhook_key_config`` names the connection config field that webhook
+    deliveries identify a connection by (Stripe Connect's ``account``), for
+    providers whose connections are created from typed credentials.
     """
 
     name: str
@@ -122,12 +129,15 @@ class ProviderInfo:
     logo: str = ""
     urls: dict[str, str] = field(default_factory=dict)
     rate_limit: RateLimit | None = None
+    endpoint_rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    app_rate_limit: RateLimit | None = None
     scopes: tuple[str, ...] = ()
     supports_pkce: bool = False
     supports_webhooks: bool = False
     config_fields: tuple[EntityField, ...] = ()
     credential_fields: tuple[EntityField, ...] = ()
     webhook_tolerance_seconds: int = 300
+    webhook_key_config: str | None = None
 
 
 @dataclass(frozen=True)

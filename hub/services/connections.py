@@ -66,15 +66,23 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
         name=name or provider.info.label, description=description, config=dict(config),
         sync_enabled=sync_enabled, sync_frequency_minutes=sync_frequency_minutes,
     )
-    hub.store_credentials(connection, Credentials(secrets=dict(credentials)))
+    hub.store_credentials(connection, Credentials(secrets=dict(credentials),
+                                                  webhook_key=_webhook_key(provider, connection.config)))
     if provider.implements("test_connection"):
         ctx = hub.context(provider, connection)
         try:
             await provider.call("test_connection", ctx=ctx)
-        finally:
+        except BaseException:
             await hub.pool.discard(connection.id)
+            raise
     connection.next_sync_at = next_sync(connection)
     return _save_new(hub, connection)
+
+
+def _webhook_key(provider: Provider, config: dict[str, Any]) -> str | None:
+    field = provider.info.webhook_key_config
+    value = config.get(field) if field else None
+    return str(value) if value else None
 
 
 def _ensure_unique(hub: Hub, organization_id: str, provider: str) -> None:
@@ -133,6 +141,8 @@ def update_connection(hub: Hub, organization_id: str, connection_id: str, change
                 setattr(connection, key, changes[key])
         if changes.get("config"):
             connection.config = {**(connection.config or {}), **changes["config"]}
+            connection.webhook_key = _webhook_key(hub.provider(connection.provider), connection.config) \
+                or connection.webhook_key
         if changes.get("credentials"):
             provider = hub.provider(connection.provider)
             secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}

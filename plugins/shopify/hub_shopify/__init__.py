@@ -23,11 +23,11 @@ from hub.types import (
     EntityField,
     EntitySchema,
     NotFound,
-    NotSupported,
     Page,
     ProviderError,
     ProviderInfo,
     RateLimit,
+    ReadOnly,
     RequestAuth,
     ValidationFailed,
     WebhookEvent,
@@ -103,18 +103,21 @@ SCHEMAS = [
     ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
         supports_since=True),
     EntitySchema("inventory_levels", "Inventory levels", (
+        F("id", readonly=True, description="<inventory_item_id>:<location_id> (made by the hub: "
+                                             "Shopify gives levels no id)"),
         F("inventory_item_id", "integer", readonly=True), F("location_id", "integer", readonly=True),
         F("available", "integer", readonly=True), UPDATED,
-    ), description="Filter by inventory_item_ids or location_ids (Shopify requires one); "
+    ), description="Filter by inventory_item_ids or location_ids (default: every location); "
                    "change them with the adjust_inventory action.",
-        id_field="inventory_item_id", updated_field="updated_at", supports_since=True),
+        updated_field="updated_at", supports_since=True),
     EntitySchema("fulfillments", "Fulfillments", (
         ID, F("order_id", "integer", readonly=True), F("status", readonly=True),
         F("location_id", "integer", readonly=True), F("tracking_company"), F("tracking_number"),
         F("tracking_numbers", "array"), F("tracking_url"), F("tracking_urls", "array"),
         F("line_items", "array", readonly=True), CREATED, UPDATED,
-    ), description="An order's fulfillments: filter by order_id (required); create them with the "
-                   "create_fulfillment action.", updated_field="updated_at", supports_since=True),
+    ), description="Filter by order_id; without it they are read from the orders they belong to. "
+                   "Create them with the create_fulfillment action.",
+        updated_field="updated_at", supports_since=True),
     EntitySchema("collections", "Custom collections", (
         ID, F("title", required=True), F("handle"), F("body_html"), F("published", "boolean"),
         F("sort_order"), F("image", "object"), F("published_at", "datetime"), UPDATED,
@@ -128,17 +131,17 @@ SCHEMAS = [
 ]
 SINCE = {s.name for s in SCHEMAS if s.supports_since}
 
-# entity: (resource path under /admin/api/<version>, key of one record); {order_id} comes from the filters.
+# entity: (Shopify resource, key of one record)
 RESOURCES = {
     "products": ("products", "product"),
     "orders": ("orders", "order"),
     "customers": ("customers", "customer"),
     "inventory_levels": ("inventory_levels", "inventory_level"),
-    "fulfillments": ("orders/{order_id}/fulfillments", "fulfillment"),
+    "fulfillments": ("fulfillments", "fulfillment"),
     "collections": ("custom_collections", "custom_collection"),
     "locations": ("locations", "location"),
 }
-NO_SINGLE_RECORD = {"inventory_levels", "fulfillments"}
+WRITABLE = {s.name for s in SCHEMAS if not s.readonly}
 # Without status=any Shopify lists open orders only.
 DEFAULT_FILTERS = {"orders": {"status": "any"}}
 
@@ -246,7 +249,8 @@ async def _token(ctx, form: dict[str, str], refresh_token: str | None = None) ->
     shop = ctx.config["shop"]
     return Credentials(
         secrets=secrets, config={"shop": shop, "scope": body.get("scope", "")}, webhook_key=shop,
-        expires_at=datetime.now(timezone.utc) + timedelta(seconds=int(expires_in)) if expires_in else None,
+        expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+        if isinstance(expires_in, int) and expires_in > 0 else None,
     )
 
 
@@ -299,60 +303,105 @@ def _number(value: Any, name: str) -> str:
     return text
 
 
-def _single(entity: str, record_id: str) -> tuple[str, str]:
-    if entity in NO_SINGLE_RECORD:
-        raise NotSupported(f"Shopify has no single-record endpoint for {entity}; list them with filters")
+def _resource(entity: str) -> tuple[str, str]:
+    try:
+        return RESOURCES[entity]
+    except KeyError:
+        raise NotFound(f"Shopify has no entity {entity!r}", code="unknown_entity") from None
+
+
+def _record_path(entity: str, record_id: str, write: bool = False) -> tuple[str, str]:
+    if write and entity not in WRITABLE:
+        raise ReadOnly(f"Shopify does not allow writing {entity}")
     if not (record_id.isascii() and record_id.isdigit()):
         raise NotFound(f"no {entity} record {record_id!r}: Shopify ids are numbers")
-    path, key = RESOURCES[entity]
-    return f"/{path}/{record_id}.json", key
+    resource, key = _resource(entity)
+    return f"/{resource}/{record_id}.json", key
+
+
+def _with_level_id(level: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"{level.get('inventory_item_id')}:{level.get('location_id')}", **level}
+
+
+def _at_or_after(record: dict[str, Any], since: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(record["updated_at"]) >= since
+    except (KeyError, TypeError, ValueError):
+        return True
+
+
+async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters: dict[str, Any]):
+    """One page of ``resource`` and the ``page_info`` of the next (from the Link header)."""
+    if cursor:  # with page_info Shopify accepts only limit and fields: the cursor carries the rest
+        filters = {"page_info": cursor, **{k: v for k, v in filters.items() if k == "fields"}}
+    response = await ctx.http.get(_api(ctx, f"/{resource}.json"),
+                                  params={**filters, "limit": min(page_size, MAX_LIMIT)})
+    next_url = response.links.get("next", {}).get("url")
+    next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
+    return _unwrap(response, resource.rsplit("/", 1)[-1]), next_cursor
 
 
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, filters, since):
-    path, _ = RESOURCES[entity]
+    resource, _ = _resource(entity)
     filters = {**DEFAULT_FILTERS.get(entity, {}), **filters}
-    in_path = set(re.findall(r"{(\w+)}", path))
-    missing = in_path - set(filters)
-    if missing:
-        raise ValidationFailed(f"listing {entity} needs the {', '.join(sorted(missing))} filter",
-                               code="missing_filter")
-    resource = path.format(**{k: _number(filters[k], k) for k in in_path})
-    params: dict[str, Any] = {"limit": min(page_size, MAX_LIMIT)}
-    if cursor:
-        # With page_info Shopify accepts only limit and fields: the cursor carries the other filters.
-        params.update({"page_info": cursor, **{k: v for k, v in filters.items() if k == "fields"}})
-    else:
-        params.update({k: v for k, v in filters.items() if k not in in_path})
-        if since and entity in SINCE:
-            params["updated_at_min"] = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).isoformat()
-    response = await ctx.http.get(_api(ctx, f"/{resource}.json"), params=params)
-    next_url = response.links.get("next", {}).get("url")
-    next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
-    return Page(records=_unwrap(response, resource.rsplit("/", 1)[-1]), next_cursor=next_cursor)
+    if since and entity in SINCE:
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        filters["updated_at_min"] = since.isoformat()
+    if entity == "fulfillments" and not filters.get("order_id"):
+        # Shopify lists fulfillments per order only: the shop's come embedded in its orders.
+        orders, next_cursor = await _page(ctx, "orders", page_size, cursor,
+                                          {**filters, "status": "any", "fields": "id,fulfillments"})
+        return Page(records=[f for o in orders for f in o.get("fulfillments") or []
+                             if not since or _at_or_after(f, since)], next_cursor=next_cursor)
+    if entity == "fulfillments":
+        resource = f"orders/{_number(filters.pop('order_id'), 'order_id')}/fulfillments"
+    chosen = filters.get("inventory_item_ids") or filters.get("location_ids")
+    if entity == "inventory_levels" and not (cursor or chosen):
+        # Shopify needs items or locations (at most 50): default to every location.
+        locations = _unwrap(await ctx.http.get(_api(ctx, "/locations.json")), "locations")
+        filters["location_ids"] = ",".join(str(location.get("id")) for location in locations)
+    records, next_cursor = await _page(ctx, resource, page_size, cursor, filters)
+    if entity == "inventory_levels":
+        records = [_with_level_id(level) for level in records]
+    return Page(records=records, next_cursor=next_cursor)
 
 
 @hookimpl
 async def get_record(ctx, entity, record_id):
-    path, key = _single(entity, record_id)
+    if entity == "inventory_levels":
+        item, _, location = record_id.partition(":")
+        if not (f"{item}{location}".isascii() and item.isdigit() and location.isdigit()):
+            raise NotFound(f"no inventory level {record_id!r}: ids are <inventory_item_id>:<location_id>")
+        levels = _unwrap(await ctx.http.get(_api(ctx, "/inventory_levels.json"), params={
+            "inventory_item_ids": item, "location_ids": location}), "inventory_levels")
+        if not levels:
+            raise NotFound(f"no inventory level {record_id!r}")
+        return _with_level_id(levels[0])
+    if entity == "fulfillments":
+        raise NotFound("Shopify fetches fulfillments through their order: list fulfillments with the "
+                       "order_id filter", code="fulfillment_needs_order")
+    path, key = _record_path(entity, record_id)
     return _unwrap(await ctx.http.get(_api(ctx, path)), key)
 
 
 @hookimpl
 async def create_record(ctx, entity, data):
-    path, key = RESOURCES[entity]
-    return _unwrap(await ctx.http.post(_api(ctx, f"/{path}.json"), json={key: data}), key)
+    if entity not in WRITABLE:
+        raise ReadOnly(f"Shopify does not allow creating {entity} this way")
+    resource, key = _resource(entity)
+    return _unwrap(await ctx.http.post(_api(ctx, f"/{resource}.json"), json={key: data}), key)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    path, key = _single(entity, record_id)
+    path, key = _record_path(entity, record_id, write=True)
     return _unwrap(await ctx.http.put(_api(ctx, path), json={key: {**data, "id": int(record_id)}}), key)
 
 
 @hookimpl
 async def delete_record(ctx, entity, record_id):
-    path, _ = _single(entity, record_id)
+    path, _ = _record_path(entity, record_id, write=True)
     await ctx.http.delete(_api(ctx, path))
     return True
 
@@ -444,13 +493,14 @@ def verify_webhook(ctx, request):
     if not (resource and verb and isinstance(payload, dict)):
         raise WebhookRejected("malformed delivery: topic or body")
     action = VERBS.get(verb, "changed")
-    record_id = payload.get("id", payload.get("inventory_item_id"))
+    if resource == "inventory_levels":
+        payload = _with_level_id(payload)
     dedup_key = (request.header("X-Shopify-Event-Id") or request.header("X-Shopify-Webhook-Id")
                  or hashlib.sha256(request.body).hexdigest())
     return [WebhookEvent(
         dedup_key=dedup_key, type=f"{resource.removesuffix('s')}.{VERBS.get(verb, verb)}",
         entity=resource if resource in RESOURCES else None, action=action,
-        record_id=None if record_id is None else str(record_id),
+        record_id=None if payload.get("id") is None else str(payload["id"]),
         record=None if action == "deleted" else payload, occurred_at=triggered, raw=payload,
     )]
 
@@ -470,9 +520,9 @@ async def register_webhook(ctx, url, events):
     topics = list(dict.fromkeys(topic(e) for e in events)) or list(DEFAULT_TOPICS)
     existing = _unwrap(await ctx.http.get(_api(ctx, "/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
                        "webhooks")
-    ids = {w["topic"]: w["id"] for w in existing if w.get("address") == url}
+    ids = {w.get("topic"): w.get("id") for w in existing if isinstance(w, dict) and w.get("address") == url}
     for name in topics:
         if name not in ids:
             body = {"webhook": {"topic": name, "address": url, "format": "json"}}
-            ids[name] = _unwrap(await ctx.http.post(_api(ctx, "/webhooks.json"), json=body), "webhook")["id"]
+            ids[name] = _unwrap(await ctx.http.post(_api(ctx, "/webhooks.json"), json=body), "webhook").get("id")
     return {"id": ",".join(str(ids[name]) for name in topics), "topics": {name: ids[name] for name in topics}}

@@ -56,6 +56,7 @@ INFO = ProviderInfo(
         EntityField("api_key", "Secret key", required=True, description="sk_test_…, sk_live_… or rk_…"),
         EntityField("webhook_secret", "Webhook signing secret", description="whsec_… of the webhook endpoint"),
     ),
+    webhook_key_config="account",
 )
 
 SINCE = ("Stripe filters lists on creation time only: `since` returns the records created at or after it "

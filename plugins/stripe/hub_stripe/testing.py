@@ -145,7 +145,7 @@ def now() -> int:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = None, tolerance: float = 0.5,
+def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = None, tolerance: float = 0.0,
                validate: bool = True, customers: int = 0, available: int = 0, random_seed: int = 0) -> FastAPI:
     """The fake Stripe API.
 

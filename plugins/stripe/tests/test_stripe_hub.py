@@ -296,14 +296,8 @@ def test_register_webhook_stores_the_secret_then_deliveries_verify(client, auth,
 
 
 def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, connect):
-    connection = connect(webhook_secret=SECRET)
-    # An API-key connection cannot name its webhook_key through the API yet
-    # (see the README): set it as a Connect onboarding would.
-    with hub_app.state.hub.session() as session:
-        stored = session.get(Connection, connection["id"])
-        stored.webhook_key = "acct_1Routed"
-        session.add(stored)
-        session.commit()
+    # The Connect account in the connection's config is the key deliveries carry.
+    connect(config={"account": "acct_1Routed"}, webhook_secret=SECRET)
     event = make_event("invoice.finalized", {"id": "in_1", "object": "invoice"}, account="acct_1Routed")
     body, headers = signed_delivery(SECRET, event)
     assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).json()["received"] == 1

@@ -1,0 +1,630 @@
+"""A fake Shopify shop for tests and benchmarks, served over real HTTP.
+
+It behaves like Shopify where the plugin depends on it: the OAuth consent
+redirect signed with ``hmac`` and the token endpoint (single-use codes,
+optionally expiring tokens with rotating refresh tokens); the Admin REST API
+under ``/admin/api/{version}/`` with ``X-Shopify-Access-Token`` checks,
+``{"product": ...}`` wrapping, Link-header cursor pagination with an opaque
+``page_info`` (only ``limit`` and ``fields`` may go with it), ``limit`` <= 250,
+the leaky bucket reported in ``X-Shopify-Shop-Api-Call-Limit`` with 429 and
+``Retry-After`` when full, and Shopify's error bodies. Helpers build and send
+signed webhook deliveries with the headers Shopify sends.
+
+Counters on ``app.state``: ``requests`` (Admin API requests seen), ``versions``,
+``throttled`` (429s sent), ``refreshes`` (refresh-token grants), and
+``bucket`` (``allowed``, ``refused``, ``achieved_rate()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import operator
+import re
+import secrets
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from hub.testing.fakes import LeakyBucket, Table
+
+SHOP = "hub-test.myshopify.com"
+CLIENT_ID = "shopify-test-client-id"
+CLIENT_SECRET = "shpss_test_client_secret"
+API_VERSION = "2025-01"
+SHOP_TZ = timezone(timedelta(hours=-5))  # Shopify writes times in the shop's zone
+INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+THROTTLED = "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
+CALL_LIMIT = "X-Shopify-Shop-Api-Call-Limit"
+PAGE_INFO_COMPANIONS = {"limit", "fields", "page_info"}
+EQUALITY_FILTERS = ("vendor", "product_type", "handle", "email", "title", "topic", "address")
+TOPICS = {f"{resource}/{verb}" for resource in ("products", "customers", "collections", "fulfillments")
+          for verb in ("create", "update", "delete")} | {
+    "orders/create", "orders/updated", "orders/delete", "orders/paid", "orders/cancelled", "orders/fulfilled",
+    "inventory_levels/update", "locations/create", "locations/update", "app/uninstalled"}
+# resource path: key of one record
+RESOURCES = {"products": "product", "orders": "order", "customers": "customer",
+             "custom_collections": "custom_collection", "locations": "location", "webhooks": "webhook"}
+WRITABLE = {"products", "orders", "customers", "custom_collections", "webhooks"}
+
+
+ge, le = operator.ge, operator.le
+
+
+def now() -> str:
+    return datetime.now(SHOP_TZ).isoformat(timespec="seconds")
+
+
+def errors(status: int, detail: Any, **headers: str) -> JSONResponse:
+    return JSONResponse({"errors": detail}, status_code=status, headers=headers)
+
+
+def not_found() -> JSONResponse:
+    return errors(404, "Not Found")
+
+
+class BadFilter(ValueError):
+    """A query parameter Shopify would refuse with 400."""
+
+
+def sign_callback(secret: str, params: dict[str, str]) -> str:
+    """How Shopify signs an OAuth redirect (its own implementation, kept apart from the plugin's)."""
+    message = "&".join(sorted(
+        f"{key.replace('%', '%25').replace('=', '%3D')}={value.replace('%', '%25')}".replace("&", "%26")
+        for key, value in params.items() if key not in ("hmac", "signature")))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+class Store:
+    """The shop's records: Shopify ids (integers), timestamps in the shop's zone."""
+
+    def __init__(self, shop: str):
+        self.shop = shop
+        self.tables = {name: Table(start=start) for name, start in (
+            ("products", 632910392), ("orders", 450789469), ("customers", 207119551),
+            ("custom_collections", 841564295), ("locations", 487838322), ("webhooks", 4759306),
+            ("fulfillments", 255858046), ("fulfillment_orders", 1046000778))}
+        self.levels: dict[tuple[int, int], dict[str, Any]] = {}
+        self.variant_ids = itertools.count(39072856)
+        self.item_ids = itertools.count(808950810)
+        self.line_ids = itertools.count(466157049)
+        self.order_numbers = itertools.count(1001)
+        for name in ("Main warehouse", "High street store"):
+            self.insert("locations", {"name": name, "address1": "1 Main St", "city": "Ottawa", "zip": "K2P 1L4",
+                                      "province": "Ontario", "country_code": "CA", "phone": "", "active": True})
+
+    @property
+    def primary_location(self) -> int:
+        return next(iter(self.tables["locations"].rows.values()))["id"]
+
+    def insert(self, resource: str, row: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        table = self.tables[resource]
+        stamp = at or now()
+        row = {"id": int(table.next_id()), **row, "created_at": stamp, "updated_at": stamp}
+        return table.insert(row)
+
+    def add_product(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        stamp = at or now()
+        title = data["title"]
+        variants = data.get("variants") or [{"title": "Default Title", "price": "0.00"}]
+        product = self.insert("products", {
+            "title": title, "body_html": data.get("body_html", ""), "vendor": data.get("vendor", ""),
+            "product_type": data.get("product_type", ""), "status": data.get("status", "active"),
+            "handle": data.get("handle") or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
+            "tags": data.get("tags", ""), "published_at": stamp, "published_scope": "web",
+            "template_suffix": None, "options": [{"name": "Title", "values": ["Default Title"]}],
+            "images": [], "image": None, "variants": []}, at=stamp)
+        product["admin_graphql_api_id"] = f"gid://shopify/Product/{product['id']}"
+        for position, variant in enumerate(variants, 1):
+            item = next(self.item_ids)
+            product["variants"].append({
+                "id": next(self.variant_ids), "product_id": product["id"], "title": variant.get("title", title),
+                "price": str(variant.get("price", "0.00")), "sku": variant.get("sku", ""), "position": position,
+                "inventory_item_id": item, "inventory_quantity": int(variant.get("inventory_quantity", 0)),
+                "created_at": stamp, "updated_at": stamp})
+            self.levels[(item, self.primary_location)] = {
+                "inventory_item_id": item, "location_id": self.primary_location,
+                "available": int(variant.get("inventory_quantity", 0)), "updated_at": stamp}
+        return product
+
+    def add_order(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        lines = [{"id": next(self.line_ids), "title": item.get("title", "Item"),
+                  "quantity": int(item.get("quantity", 1)),
+                  "price": f"{float(item.get('price', 0)):.2f}", "variant_id": item.get("variant_id"),
+                  "product_id": item.get("product_id"), "sku": item.get("sku", "")}
+                 for item in data["line_items"]]
+        total = sum(float(line["price"]) * line["quantity"] for line in lines)
+        number = next(self.order_numbers)
+        order = self.insert("orders", {
+            "name": f"#{number}", "order_number": number, "email": data.get("email", ""),
+            "phone": data.get("phone"), "financial_status": data.get("financial_status", "pending"),
+            "fulfillment_status": None, "currency": data.get("currency", "CAD"), "total_price": f"{total:.2f}",
+            "subtotal_price": f"{total:.2f}", "total_tax": "0.00", "total_discounts": "0.00", "line_items": lines,
+            "customer": data.get("customer"), "billing_address": data.get("billing_address"),
+            "shipping_address": data.get("shipping_address"), "shipping_lines": [], "note": data.get("note"),
+            "tags": data.get("tags", ""), "test": bool(data.get("test", False)), "processed_at": at or now(),
+            "closed_at": None, "cancelled_at": None, "cancel_reason": None, "fulfillments": []}, at=at)
+        self.insert("fulfillment_orders", {
+            "order_id": order["id"], "status": "open", "assigned_location_id": self.primary_location,
+            "line_items": [{"id": next(self.line_ids), "line_item_id": line["id"], "quantity": line["quantity"],
+                            "fulfillable_quantity": line["quantity"]} for line in lines]}, at=at)
+        return order
+
+    def fulfil(self, fulfillment_orders: list[dict[str, Any]], tracking: dict[str, Any], notify: bool = False,
+               at: str | None = None) -> dict[str, Any]:
+        """Fulfil open fulfillment orders of one order: the fulfillment."""
+        order = self.tables["orders"].get(str(fulfillment_orders[0]["order_id"]))
+        line_ids = {li["line_item_id"] for fo in fulfillment_orders for li in fo["line_items"]}
+        fulfillment = self.insert("fulfillments", {
+            "order_id": order["id"], "status": "success", "location_id": fulfillment_orders[0]["assigned_location_id"],
+            "tracking_company": tracking.get("company"), "tracking_number": tracking.get("number"),
+            "tracking_numbers": [tracking["number"]] if tracking.get("number") else [],
+            "tracking_url": tracking.get("url"), "tracking_urls": [tracking["url"]] if tracking.get("url") else [],
+            "notify_customer": notify, "line_items": [line for line in order["line_items"] if line["id"] in line_ids],
+        }, at=at)
+        for fo in fulfillment_orders:
+            fo["status"] = "closed"
+        order["fulfillments"].append(fulfillment)
+        if all(fo["status"] == "closed" for fo in self.tables["fulfillment_orders"].all()
+               if fo["order_id"] == order["id"]):
+            order["fulfillment_status"] = "fulfilled"
+        order["updated_at"] = fulfillment["updated_at"]
+        return fulfillment
+
+
+def seed_products(app: FastAPI, count: int, start: datetime | None = None) -> list[dict[str, Any]]:
+    """Add ``count`` products fast, updated one minute apart from ``start`` (default: 2024-01-01)."""
+    store: Store = app.state.store
+    start = start or datetime(2024, 1, 1, tzinfo=SHOP_TZ)
+    return [store.add_product({"title": f"Product {i}", "vendor": "Acme", "product_type": "Widget",
+                               "variants": [{"price": "9.99", "inventory_quantity": 5}]},
+                              at=(start + timedelta(minutes=i)).isoformat(timespec="seconds"))
+            for i in range(count)]
+
+
+def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
+    """Create ``count`` records of the hub entity ``entity``, each updated a
+    minute after the previous seeded one (in 2024); their hub ids."""
+    store: Store = app.state.store
+    stamps = [(datetime(2024, 6, 1, tzinfo=SHOP_TZ) + timedelta(minutes=next(app.state.seed_clock)))
+              .isoformat(timespec="seconds") for _ in range(count)]
+    line = {"title": "Board", "price": "100.00", "quantity": 1}
+    if entity in ("products", "inventory_levels"):
+        products = [store.add_product({"title": f"Seeded {at}", "variants": [{"price": "5.00"}]}, at=at)
+                    for at in stamps]
+        if entity == "products":
+            return [str(p["id"]) for p in products]
+        return [f"{p['variants'][0]['inventory_item_id']}:{store.primary_location}" for p in products]
+    if entity in ("orders", "fulfillments"):
+        orders = [store.add_order({"line_items": [line], "email": f"{at}@example.com"}, at=at) for at in stamps]
+        if entity == "orders":
+            return [str(o["id"]) for o in orders]
+        return [str(store.fulfil([fo for fo in store.tables["fulfillment_orders"].all() if fo["order_id"] == o["id"]],
+                                 {"number": f"1Z{o['id']}", "company": "UPS"}, at=o["created_at"])["id"])
+                for o in orders]
+    resource, data = {
+        "customers": ("customers", lambda i: {"email": f"seed{i}@example.com", "first_name": f"Seed {i}"}),
+        "collections": ("custom_collections", lambda i: {"title": f"Collection {i}", "sort_order": "manual"}),
+        "locations": ("locations", lambda i: {"name": f"Depot {i}", "country_code": "CA", "active": True}),
+    }[entity]
+    return [str(store.insert(resource, data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
+
+
+def issue_token(app: FastAPI, ttl: int | None = None) -> str:
+    """An access token the fake accepts, without the OAuth dance."""
+    token = "shpat_" + secrets.token_hex(16)
+    app.state.tokens[token] = time.time() + ttl if ttl else None
+    return token
+
+
+def fill_bucket(app: FastAPI) -> None:
+    """Make the shop's bucket full, as if another app client had used it up."""
+    bucket: LeakyBucket = app.state.bucket
+    with bucket._lock:
+        bucket.level, bucket.updated = float(bucket.capacity), time.monotonic()
+
+
+def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET,
+               products: int = 0, capacity: int = 40, leak_per_second: float = 2.0,
+               expiring: bool = False, token_ttl: int = 3600) -> FastAPI:
+    """The fake shop ``shop``. ``capacity``/``leak_per_second`` set its leaky bucket
+    (Shopify standard: 40 and 2/s; Plus: 400 and 20/s); ``expiring`` issues expiring
+    tokens even when the app did not ask with ``expiring=1``."""
+    app = FastAPI()
+    app.state.shop = shop
+    app.state.client_id, app.state.client_secret = client_id, client_secret
+    app.state.store = store = Store(shop)
+    app.state.bucket = LeakyBucket(capacity, leak_per_second)
+    app.state.tokens = {}  # access token: expiry (epoch seconds) or None
+    app.state.codes = {}  # authorization code: (issued at, scope)
+    app.state.refresh_tokens = {}  # refresh token: (the access token issued with it, scope)
+    app.state.expiring, app.state.token_ttl = expiring, token_ttl
+    app.state.requests = app.state.throttled = app.state.refreshes = 0
+    app.state.versions = collections.Counter()  # API versions requested
+    app.state.seed_clock = itertools.count()
+    seed_products(app, products)
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next):
+        if not request.url.path.startswith("/admin/api"):
+            return await call_next(request)
+        app.state.requests += 1
+        app.state.versions[request.url.path.split("/")[3]] += 1
+        token = request.headers.get("x-shopify-access-token", "")
+        expiry = app.state.tokens.get(token, 0)
+        if token not in app.state.tokens or (expiry and expiry < time.time()):
+            return errors(401, INVALID_TOKEN)
+        decision = app.state.bucket.hit()
+        usage = f"{math.ceil(decision.used)}/{app.state.bucket.capacity}"
+        if not decision.allowed:
+            app.state.throttled += 1
+            return errors(429, THROTTLED, **{"Retry-After": f"{decision.retry_after:.3f}", CALL_LIMIT: usage})
+        response = await call_next(request)
+        response.headers[CALL_LIMIT] = usage
+        return response
+
+    # ------------------------------------------------------------ OAuth
+
+    @app.get("/admin/oauth/authorize")
+    async def authorize(client_id: str = "", scope: str = "", redirect_uri: str = "", state: str = ""):
+        if client_id != app.state.client_id or not redirect_uri.startswith(("http://", "https://")):
+            return Response("Oauth error invalid_request: The redirect_uri is missing or the client_id is unknown",
+                            status_code=400)
+        code = secrets.token_hex(16)
+        app.state.codes[code] = (time.time(), scope)
+        params = {"code": code, "host": base64.b64encode(f"{shop}/admin".encode()).decode(), "shop": shop,
+                  "state": state, "timestamp": str(int(time.time()))}
+        params["hmac"] = sign_callback(app.state.client_secret, params)
+        return RedirectResponse(f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}{urlencode(params)}",
+                                status_code=302)
+
+    def oauth_error(error: str, description: str) -> JSONResponse:
+        return JSONResponse({"error": error, "error_description": description}, status_code=400)
+
+    def issue(expiring: bool, scope: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"access_token": issue_token(app, app.state.token_ttl if expiring else None),
+                                "scope": scope}
+        if expiring:
+            refresh = "shprt_" + secrets.token_hex(16)
+            app.state.refresh_tokens[refresh] = (body["access_token"], scope)
+            body.update(expires_in=app.state.token_ttl, refresh_token=refresh, refresh_token_expires_in=7776000)
+        return body
+
+    @app.post("/admin/oauth/access_token")
+    async def access_token(request: Request):
+        raw = await request.body()
+        try:
+            form = json.loads(raw) if "json" in request.headers.get("content-type", "") else dict(
+                parse_qsl(raw.decode()))
+        except ValueError:
+            return oauth_error("invalid_request", "The request body is malformed")
+        if form.get("client_id") != app.state.client_id or form.get("client_secret") != app.state.client_secret:
+            return oauth_error("invalid_client", "Client authentication failed")
+        if form.get("grant_type") == "refresh_token":
+            grant = app.state.refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if grant is None:
+                return oauth_error("invalid_grant", "The refresh token is invalid, expired or revoked")
+            app.state.tokens.pop(grant[0], None)
+            app.state.refreshes += 1
+            return issue(True, grant[1])
+        issued = app.state.codes.pop(form.get("code", ""), None)  # single use
+        if issued is None or issued[0] < time.time() - 600:
+            return oauth_error("invalid_request", "The authorization code was not found or was already used")
+        return issue(app.state.expiring or str(form.get("expiring")) == "1", issued[1])
+
+    @app.delete("/admin/api_permissions/current.json")
+    async def uninstall(request: Request):
+        app.state.tokens.pop(request.headers.get("x-shopify-access-token", ""), None)
+        return {}
+
+    # ------------------------------------------------------------ Admin API
+
+    @app.get("/admin/api/{version}/shop.json")
+    async def shop_json(version: str):
+        return {"shop": {"id": 548380009, "name": "Hub Test Shop", "email": "owner@example.com",
+                         "domain": shop, "myshopify_domain": shop, "plan_name": "basic", "currency": "CAD",
+                         "iana_timezone": "America/Toronto", "created_at": "2024-01-01T00:00:00-05:00"}}
+
+    @app.get("/admin/api/{version}/inventory_levels.json")
+    async def inventory_levels(request: Request, version: str):
+        query = dict(request.query_params)
+        if "page_info" not in query and not (query.get("inventory_item_ids") or query.get("location_ids")):
+            return errors(422, {"base": ["inventory_item_ids or location_ids must be specified"]})
+        return paginate(request, "inventory_levels")
+
+    @app.post("/admin/api/{version}/inventory_levels/adjust.json")
+    async def adjust(request: Request, version: str):
+        body = await json_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            item, location = int(body["inventory_item_id"]), int(body["location_id"])
+            delta = int(body["available_adjustment"])
+        except (KeyError, TypeError, ValueError):
+            return errors(422, {"base": ["inventory_item_id, location_id and available_adjustment are required"]})
+        level = store.levels.get((item, location))
+        if level is None:
+            if not any(i == item for i, _ in store.levels):
+                return not_found()
+            return errors(422, ["Inventory item is not stocked at the location"])
+        level.update(available=level["available"] + delta, updated_at=now())
+        return {"inventory_level": level}
+
+    @app.get("/admin/api/{version}/orders/{order_id}/fulfillment_orders.json")
+    async def fulfillment_orders(version: str, order_id: int):
+        if store.tables["orders"].get(str(order_id)) is None:
+            return not_found()
+        return {"fulfillment_orders": [fo for fo in store.tables["fulfillment_orders"].all()
+                                       if fo["order_id"] == order_id]}
+
+    @app.get("/admin/api/{version}/orders/{order_id}/fulfillments.json")
+    async def order_fulfillments(request: Request, version: str, order_id: int):
+        if store.tables["orders"].get(str(order_id)) is None:
+            return not_found()
+        return paginate(request, "fulfillments", {"order_id": str(order_id)})
+
+    @app.post("/admin/api/{version}/fulfillments.json")
+    async def create_fulfillment(request: Request, version: str):
+        body = await json_body(request, "fulfillment")
+        if isinstance(body, Response):
+            return body
+        wanted = [w for w in body.get("line_items_by_fulfillment_order") or [] if isinstance(w, dict)]
+        found = [store.tables["fulfillment_orders"].get(str(w.get("fulfillment_order_id"))) for w in wanted]
+        if not wanted or None in found:
+            return errors(422, ["Fulfillment order does not exist."])
+        if len({fo["order_id"] for fo in found}) > 1:
+            return errors(422, ["All fulfillment orders must belong to the same order."])
+        if any(fo["status"] not in ("open", "in_progress") for fo in found):
+            return errors(422, ["Fulfillment order has an unfulfillable status= closed."])
+        fulfillment = store.fulfil(found, body.get("tracking_info") or {}, bool(body.get("notify_customer")))
+        return JSONResponse({"fulfillment": fulfillment}, status_code=201)
+
+    @app.get("/admin/api/{version}/{resource}/count.json")
+    async def count(request: Request, version: str, resource: str):
+        if resource not in RESOURCES:
+            return not_found()
+        try:
+            return {"count": len(filtered(resource, dict(request.query_params)))}
+        except BadFilter as exc:
+            return errors(400, exc.args[0])
+
+    @app.get("/admin/api/{version}/{resource}.json")
+    async def list_(request: Request, version: str, resource: str):
+        if resource not in RESOURCES:
+            return not_found()
+        return paginate(request, resource)
+
+    @app.post("/admin/api/{version}/{resource}.json")
+    async def create(request: Request, version: str, resource: str):
+        if resource not in WRITABLE:
+            return not_found()
+        data = await json_body(request, RESOURCES[resource])
+        if isinstance(data, Response):
+            return data
+        problem = invalid(resource, data, None)
+        if problem:
+            return errors(422, problem)
+        if resource == "products":
+            row = store.add_product(data)
+        elif resource == "orders":
+            row = store.add_order(data)
+        else:
+            row = store.insert(resource, {k: v for k, v in data.items() if k not in ("id", "created_at")})
+        return JSONResponse({RESOURCES[resource]: row}, status_code=201)
+
+    @app.get("/admin/api/{version}/{resource}/{record_id}.json")
+    async def get(version: str, resource: str, record_id: str):
+        row = store.tables[resource].get(record_id) if resource in RESOURCES else None
+        return {RESOURCES[resource]: row} if row else not_found()
+
+    @app.put("/admin/api/{version}/{resource}/{record_id}.json")
+    async def update(request: Request, version: str, resource: str, record_id: str):
+        row = store.tables[resource].get(record_id) if resource in WRITABLE else None
+        if row is None:
+            return not_found()
+        data = await json_body(request, RESOURCES[resource])
+        if isinstance(data, Response):
+            return data
+        problem = invalid(resource, data, row)
+        if problem:
+            return errors(422, problem)
+        row.update({k: v for k, v in data.items() if k not in ("id", "created_at", "updated_at")})
+        row["updated_at"] = now()
+        return {RESOURCES[resource]: row}
+
+    @app.delete("/admin/api/{version}/{resource}/{record_id}.json")
+    async def delete(version: str, resource: str, record_id: str):
+        row = store.tables[resource].delete(record_id) if resource in WRITABLE else None
+        if row is None:
+            return not_found()
+        if resource == "products":
+            items = {variant.get("inventory_item_id") for variant in row.get("variants") or []}
+            for key in [k for k in store.levels if k[0] in items]:
+                del store.levels[key]
+        return {}
+
+    # ------------------------------------------------------------ helpers
+
+    async def json_body(request: Request, wrapper: str | None = None) -> Any:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return errors(400, "783: unexpected token")
+        if wrapper is None:
+            return body if isinstance(body, dict) else errors(400, "Bad Request")
+        if not isinstance(body, dict) or not isinstance(body.get(wrapper), dict):
+            return errors(400, {wrapper: "Required parameter missing or invalid"})
+        return body[wrapper]
+
+    def invalid(resource: str, data: dict[str, Any], row: dict[str, Any] | None) -> dict[str, list[str]] | None:
+        merged = {**(row or {}), **data}
+        if resource in ("products", "custom_collections") and not str(merged.get("title") or "").strip():
+            return {"title": ["can't be blank"]}
+        if resource == "products" and not all(isinstance(v, dict) for v in merged.get("variants") or []):
+            return {"variants": ["is invalid"]}
+        if resource == "orders" and row is None:
+            items = data.get("line_items")
+            if not items or not isinstance(items, list):
+                return {"line_items": ["must have at least one line item"]}
+            try:
+                [(float(i.get("price", 0)), int(i.get("quantity", 1))) for i in items]
+            except (AttributeError, TypeError, ValueError):
+                return {"line_items": ["is invalid"]}
+        if resource == "customers":
+            if not any(merged.get(k) for k in ("email", "phone", "first_name", "last_name")):
+                return {"base": ["Customer must have a name, phone number or email address"]}
+            email = merged.get("email")
+            if email and any(c["email"] == email and c is not row for c in store.tables["customers"].all()):
+                return {"email": ["has already been taken"]}
+        if resource == "webhooks":
+            if merged.get("topic") not in TOPICS:
+                return {"topic": ["Invalid topic specified. Topics allowed: " + ", ".join(sorted(TOPICS))]}
+            if not str(merged.get("address", "")).startswith(("http://", "https://")):
+                return {"address": ["is invalid"]}
+            if any(w["topic"] == merged["topic"] and w["address"] == merged["address"] and w is not row
+                   for w in store.tables["webhooks"].all()):
+                return {"address": ["for this topic has already been taken"]}
+        return None
+
+    def filtered(resource: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        rows = list(store.levels.values()) if resource == "inventory_levels" else store.tables[resource].all()
+        if resource == "orders":
+            status = query.get("status", "open")
+            if status == "open":
+                rows = [r for r in rows if not r["closed_at"] and not r["cancelled_at"]]
+            elif status in ("closed", "cancelled"):
+                rows = [r for r in rows if r[f"{status}_at"]]
+        elif query.get("status"):
+            rows = [r for r in rows if r.get("status") in query["status"].split(",")]
+        for name, field in (("ids", "id"), ("inventory_item_ids", "inventory_item_id"),
+                            ("location_ids", "location_id")):
+            if query.get(name):
+                wanted = {i.strip() for i in query[name].split(",")}
+                rows = [r for r in rows if str(r[field]) in wanted]
+        if query.get("since_id", "").isdigit():
+            rows = [r for r in rows if r["id"] > int(query["since_id"])]
+        for name in EQUALITY_FILTERS:
+            if name in query:
+                rows = [r for r in rows if str(r.get(name)) == query[name]]
+        for name, field, keep in (("updated_at_min", "updated_at", ge), ("updated_at_max", "updated_at", le),
+                                  ("created_at_min", "created_at", ge), ("created_at_max", "created_at", le)):
+            if query.get(name):
+                try:
+                    bound = datetime.fromisoformat(query[name])
+                except ValueError:
+                    raise BadFilter({name: ["is not a valid date"]}) from None
+                bound = bound if bound.tzinfo else bound.replace(tzinfo=SHOP_TZ)
+                rows = [r for r in rows if keep(datetime.fromisoformat(r[field]), bound)]
+        return rows
+
+    def sort_key(row: dict[str, Any]) -> list:
+        return [row["id"]] if "id" in row else [row["inventory_item_id"], row["location_id"]]
+
+    def paginate(request: Request, resource: str, fixed: dict[str, str] | None = None) -> Response:
+        """One page in id order with Shopify's Link header; the opaque page_info carries the filters."""
+        query = dict(request.query_params)
+        try:
+            limit = int(query.get("limit", 50))
+        except ValueError:
+            return errors(400, {"limit": "expected Integer to be a Integer"})
+        if not 1 <= limit <= 250:
+            return errors(400, {"limit": ["must be between 1 and 250"]})
+        token = query.get("page_info")
+        if token:
+            extra = sorted(set(query) - PAGE_INFO_COMPANIONS)
+            if extra:
+                return errors(400, {"page_info": [f"can only be used with limit and fields, not {', '.join(extra)}"]})
+            try:
+                cursor = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))
+                filters, last, direction = cursor["filters"], cursor["last"], cursor["direction"]
+            except (ValueError, KeyError, TypeError):
+                return errors(400, {"page_info": ["Invalid value."]})
+        else:
+            filters = {**{k: v for k, v in query.items() if k not in PAGE_INFO_COMPANIONS}, **(fixed or {})}
+            last, direction = None, "next"
+        try:
+            rows = filtered(resource, filters)
+        except BadFilter as exc:
+            return errors(400, exc.args[0])
+        rows = sorted(rows, key=sort_key)
+        if direction == "next":
+            after = [r for r in rows if last is None or sort_key(r) > last]
+            page = after[:limit]
+            has_next, has_prev = len(after) > limit, last is not None
+        else:
+            before = [r for r in rows if sort_key(r) < last]
+            page = before[-limit:]
+            has_next, has_prev = True, len(before) > limit
+        fields = [f for f in query.get("fields", "").split(",") if f]
+        body = [{k: r[k] for k in fields if k in r} if fields else r for r in page]
+        links = []
+        for rel, wanted, anchor in (("previous", has_prev, page[:1]), ("next", has_next, page[-1:])):
+            if wanted and anchor:
+                cursor = {"filters": filters, "last": sort_key(anchor[0]), "direction": rel}
+                info = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+                params = {"limit": limit, **({"fields": query["fields"]} if fields else {}), "page_info": info}
+                links.append(f'<{str(request.url).split("?")[0]}?{urlencode(params)}>; rel="{rel}"')
+        headers = {"Link": ", ".join(links)} if links else {}
+        return JSONResponse({resource: body}, headers=headers)
+
+    return app
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def signed_delivery(topic: str, payload: dict[str, Any], *, secret: str = CLIENT_SECRET, shop: str = SHOP,
+                    event_id: str | None = None, triggered_at: datetime | None = None,
+                    api_version: str = API_VERSION) -> tuple[bytes, dict[str, str]]:
+    """A webhook delivery as Shopify sends it: the raw body and its headers."""
+    body = json.dumps(payload).encode()
+    when = (triggered_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": sign_body(secret, body),
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-API-Version": api_version,
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Event-Id": event_id or str(uuid.uuid4()),
+        "X-Shopify-Triggered-At": when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z",  # nanoseconds, as Shopify
+    }
+
+
+def send_webhook(url: str, topic: str, payload: dict[str, Any], **options: Any) -> httpx.Response:
+    body, headers = signed_delivery(topic, payload, **options)
+    return httpx.post(url, content=body, headers=headers)
+
+
+def deliveries(app: FastAPI, topic: str, payload: dict[str, Any], **options: Any
+               ) -> list[tuple[str, bytes, dict[str, str]]]:
+    """The deliveries the shop makes for ``topic``: one ``(address, body, headers)``
+    per subscription registered through ``webhooks.json``."""
+    options = {"secret": app.state.client_secret, "shop": app.state.shop, "event_id": str(uuid.uuid4()), **options}
+    return [(hook["address"], *signed_delivery(topic, payload, **options))
+            for hook in app.state.store.tables["webhooks"].all() if hook["topic"] == topic]
+
+
+def conformance_webhook(harness: Any, kind: str) -> tuple[dict[str, str], bytes]:
+    """A delivery for hub's conformance suite, signed for the harness's fake shop;
+    ``stale`` ones were triggered six hours ago (Shopify retries for four)."""
+    shop = harness.fake_app.state
+    triggered = datetime.now(timezone.utc) - timedelta(hours=6 if kind == "stale" else 0)
+    body, headers = signed_delivery("orders/updated", {"id": 450789469, "name": "#1001"},
+                                    secret=shop.client_secret, shop=shop.shop, triggered_at=triggered)
+    return headers, body

@@ -1,0 +1,135 @@
+"""Connecting a shop through the hub's REST API: the OAuth round trip against
+the fake shop over real HTTP, the callback checks (hmac, age, shop, state),
+expiring tokens with rotating refresh tokens, testing and disconnecting."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from hub_shopify import INFO
+from hub_shopify.testing import CLIENT_ID, SHOP, sign_callback
+
+API = "/api/v1/integrations"
+APP_URL = "https://app.example.com/shopify/done"
+
+
+def test_provider_is_listed(shopify):
+    provider = shopify.get(f"{API}/providers/shopify").json()["provider"]
+    assert provider["category"] == "ecommerce" and provider["auth_type"] == "oauth2"
+    assert {"products", "orders", "customers", "locations"} <= set(provider["entities"])
+    assert "adjust_inventory" in provider["actions"]
+    products = shopify.get(f"{API}/providers/shopify/entities/products").json()["entity"]
+    assert products["supports_since"] and {"id", "title", "variants"} <= {f["name"] for f in products["fields"]}
+
+
+def test_round_trip_connects_the_shop_and_tests_it(shopify):
+    url = shopify.start()
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert f"{parts.scheme}://{parts.netloc}" == shopify.shop_url and parts.path == "/admin/oauth/authorize"
+    assert query["client_id"] == CLIENT_ID and query["scope"] == ",".join(INFO.scopes)
+    assert query["redirect_uri"].endswith(f"{API}/oauth/shopify/callback") and query["state"]
+    callback = shopify.consent(url)
+    assert callback["state"] == query["state"] and callback["shop"] == SHOP
+    result = shopify.finish(callback)
+    assert result["status"] == "connected" and result["provider"] == "shopify"
+    connection = shopify.get(f"{API}/connections/{result['connection_id']}").json()["connection"]
+    assert connection["status"] == "connected"
+    assert connection["config"] == {"shop": SHOP, "scope": ",".join(INFO.scopes)}
+    assert connection["token_expires_at"] is None
+    assert not any(token in str(connection) for token in shopify.shop.state.tokens)
+    tested = shopify.post(f"{API}/connections/{result['connection_id']}/test")
+    assert tested.status_code == 200
+    assert tested.json()["details"] == {"shop": SHOP, "name": "Hub Test Shop", "plan": "basic"}
+    assert dict(shopify.shop.state.versions) == {"2025-01": 1}
+
+
+@pytest.mark.parametrize("tamper", ["hmac", "code", "timestamp"])
+def test_tampered_callback_is_refused_without_reflecting_provider_text(shopify, tamper):
+    callback = shopify.consent(shopify.start())
+    code = callback["code"]
+    callback[tamper] = "0" + callback[tamper][1:] if callback[tamper][0] != "0" else "1" + callback[tamper][1:]
+    result = shopify.finish(callback)
+    assert result == {"status": "error", "code": "exchange_failed"}
+    assert code in shopify.shop.state.codes  # refused before the code was spent at Shopify
+    assert shopify.get(f"{API}/connections").json()["connections"] == []
+
+
+def test_callback_older_than_a_day_is_refused(shopify):
+    callback = shopify.consent(shopify.start())
+    callback["timestamp"] = str(int(time.time()) - 25 * 3600)
+    callback["hmac"] = sign_callback(shopify.shop.state.client_secret, callback)
+    assert shopify.finish(callback) == {"status": "error", "code": "exchange_failed"}
+
+
+def test_callback_for_another_shop_is_refused(shopify):
+    # The flow starts for other-shop, but the (fake) shop answers as hub-test.
+    callback = shopify.consent(shopify.start(shop="other-shop.myshopify.com"))
+    assert callback["shop"] == SHOP
+    assert shopify.finish(callback) == {"status": "error", "code": "exchange_failed"}
+
+
+def test_state_is_single_use(shopify):
+    callback = shopify.consent(shopify.start())
+    assert shopify.finish(callback)["status"] == "connected"
+    assert shopify.finish(callback) == {"status": "error", "code": "state_used"}
+
+
+def test_invalid_shop_is_refused(shopify):
+    for shop in ("evil.com", "hub-test.myshopify.com.evil.com", "Hub-Test.myshopify.com", "hub_test.myshopify.com",
+                 "hub-test.myshopify.com/admin", ".myshopify.com", "https://hub-test.myshopify.com", ""):
+        response = shopify.get(f"{API}/oauth/shopify/authorize", shop=shop, redirect_uri=APP_URL)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_shop", shop
+    missing = shopify.get(f"{API}/oauth/shopify/authorize", redirect_uri=APP_URL)
+    assert missing.status_code == 422 and missing.json()["code"] == "invalid_shop"
+
+
+def test_missing_client_id_is_a_configuration_error(shopify, monkeypatch):
+    monkeypatch.delenv("HUB_SHOPIFY_CLIENT_ID")
+    response = shopify.get(f"{API}/oauth/shopify/authorize", shop=SHOP, redirect_uri=APP_URL)
+    assert response.status_code == 400 and response.json()["code"] == "configuration_error"
+    assert "HUB_SHOPIFY_CLIENT_ID" in response.json()["error"]
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
+def test_expiring_tokens_refresh_and_rotation_is_saved(shopify):
+    connection_id = shopify.connect()
+    connection = shopify.get(f"{API}/connections/{connection_id}").json()["connection"]
+    assert connection["token_expires_at"] is not None
+    products = shopify.records(connection_id, "products")
+    for round_ in (1, 2):  # the second refresh works only with the rotated refresh token
+        shopify.shop.state.tokens.clear()  # Shopify rejects the access token: 401, refresh, retry
+        response = shopify.get(products, limit=1)
+        assert response.status_code == 200, response.text
+        assert shopify.shop.state.refreshes == round_
+    shopify.shop.state.tokens.clear()
+    shopify.shop.state.refresh_tokens.clear()
+    refused = shopify.get(products, limit=1)
+    assert refused.status_code == 424 and refused.json()["code"] == "token_refresh_failed"
+    connection = shopify.get(f"{API}/connections/{connection_id}").json()["connection"]
+    assert connection["status"] == "expired" and "refresh token is invalid" in connection["last_error"]
+
+
+def test_revoked_token_fails_the_connection_test(shopify):
+    connection_id = shopify.connect()
+    shopify.shop.state.tokens.clear()
+    response = shopify.post(f"{API}/connections/{connection_id}/test")
+    assert response.status_code == 424 and response.json()["code"] == "provider_auth_failed"
+    assert "Invalid API key or access token" in response.json()["error"]
+
+
+def test_deleting_the_connection_revokes_the_token(shopify):
+    connection_id = shopify.connect()
+    assert len(shopify.shop.state.tokens) == 1
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    assert shopify.shop.state.tokens == {}
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "API_VERSION": "2024-10"}])
+def test_api_version_setting(shopify):
+    connection_id = shopify.connect()
+    assert shopify.post(f"{API}/connections/{connection_id}/test").status_code == 200
+    assert dict(shopify.shop.state.versions) == {"2024-10": 1}

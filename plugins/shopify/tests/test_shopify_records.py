@@ -1,0 +1,149 @@
+"""Records through the hub's REST API against the fake shop over real HTTP:
+Link-header pagination to the end, CRUD with Shopify's wrapping and errors,
+since and other filters, the leaky bucket, and the provider actions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hub_shopify.testing import fill_bucket
+
+
+def list_all(shopify, connection_id, entity, limit, max_pages=100, **params):
+    """Follow next_cursor from the first page to the last: (ids, pages)."""
+    url = shopify.records(connection_id, entity)
+    ids, pages, cursor = [], 0, None
+    for _ in range(max_pages):
+        response = shopify.get(url, limit=limit, **params, **({"cursor": cursor} if cursor else {}))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        ids += [r["id"] for r in body["records"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        assert body["has_more"] == (cursor is not None)
+        if cursor is None:
+            return ids, pages
+    pytest.fail(f"still a next_cursor after {max_pages} pages")
+
+
+def test_products_page_to_the_end_with_no_record_missing_or_repeated(shopify):
+    connection_id = shopify.connect()
+    expected = sorted(shopify.shop.state.store.tables["products"].rows)
+    ids, pages = list_all(shopify, connection_id, "products", 5)
+    assert pages == 5 and sorted(map(str, ids)) == expected and len(set(ids)) == 23
+    # A full page is not the end, the Link header is: 23 of limit 23 is one page.
+    assert list_all(shopify, connection_id, "products", 23) == (ids, 1)
+
+
+def test_fields_filter_applies_on_every_page(shopify):
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    first = shopify.get(url, limit=20, fields="id,title").json()
+    second = shopify.get(url, limit=20, fields="id,title", cursor=first["next_cursor"]).json()
+    assert len(first["records"]) == 20 and len(second["records"]) == 3 and second["next_cursor"] is None
+    assert {tuple(sorted(r)) for r in first["records"] + second["records"]} == {("id", "title")}
+
+
+@pytest.mark.parametrize("fake_options", [{"products": 5000, "capacity": 40, "leak_per_second": 50.0}])
+def test_five_thousand_products_in_pages_of_250(shopify):
+    connection_id = shopify.connect()
+    ids, pages = list_all(shopify, connection_id, "products", 250)
+    assert pages == 20 and len(ids) == len(set(ids)) == 5000
+
+
+def test_crud_with_shopify_wrapping_and_errors(shopify):
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    created = shopify.post(url, {"data": {"title": "Snowboard", "vendor": "Burton"}})
+    assert created.status_code == 201, created.text
+    product = created.json()["record"]
+    assert product["title"] == "Snowboard" and product["variants"][0]["product_id"] == product["id"]
+    assert shopify.get(f"{url}/{product['id']}").json()["record"]["vendor"] == "Burton"
+    updated = shopify.put(f"{url}/{product['id']}", {"data": {"title": "Snowboard 2"}})
+    assert updated.status_code == 200 and updated.json()["record"]["title"] == "Snowboard 2"
+    assert shopify.shop.state.store.tables["products"].get(str(product["id"]))["title"] == "Snowboard 2"
+    assert shopify.delete(f"{url}/{product['id']}").json() == {"success": True}
+    gone = shopify.get(f"{url}/{product['id']}")
+    assert gone.status_code == 404 and gone.json()["code"] == "not_found"
+    assert shopify.delete(f"{url}/{product['id']}").status_code == 404
+    blank = shopify.post(url, {"data": {"vendor": "nobody"}})
+    assert blank.status_code == 422 and blank.json()["error"] == "title can't be blank"
+    assert shopify.put(f"{url}/{product['id']}", {"data": {"title": "x"}}).status_code == 404
+    assert shopify.get(f"{url}/not-a-number").status_code == 404
+    customers = shopify.records(connection_id, "customers")
+    ada = shopify.post(customers, {"data": {"email": "ada@example.com", "first_name": "Ada"}})
+    assert ada.status_code == 201
+    again = shopify.post(customers, {"data": {"email": "ada@example.com"}})
+    assert again.status_code == 422 and again.json()["error"] == "email has already been taken"
+
+
+def test_read_only_entities_refuse_writes(shopify):
+    connection_id = shopify.connect()
+    response = shopify.post(shopify.records(connection_id, "locations"), {"data": {"name": "x"}})
+    assert response.status_code == 405 and response.json()["code"] == "read_only"
+
+
+def test_since_lists_only_records_updated_since(shopify):
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    target = next(iter(shopify.shop.state.store.tables["products"].rows))
+    assert shopify.put(f"{url}/{target}", {"data": {"tags": "fresh"}}).status_code == 200
+    body = shopify.get(url, since="2025-01-01T00:00:00Z").json()
+    assert [str(r["id"]) for r in body["records"]] == [target]
+    # seeded a minute apart from 2024-01-01T00:00-05:00: the last 3 of 23 (one was just updated)
+    body = shopify.get(url, since="2024-01-01T05:20:00+00:00", limit=2).json()
+    rest = shopify.get(url, cursor=body["next_cursor"], limit=2).json()
+    assert len(body["records"]) + len(rest["records"]) == 4 and rest["next_cursor"] is None
+
+
+def test_orders_of_every_status_are_listed(shopify):
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "orders")
+    for title in ("open", "closed"):
+        created = shopify.post(url, {"data": {"line_items": [{"title": title, "price": "5.00", "quantity": 2}]}})
+        assert created.status_code == 201 and created.json()["record"]["total_price"] == "10.00"
+    closed = created.json()["record"]["id"]
+    shopify.shop.state.store.tables["orders"].get(str(closed))["closed_at"] = "2025-01-02T00:00:00-05:00"
+    assert len(shopify.get(url).json()["records"]) == 2
+    assert [r["id"] for r in shopify.get(url, status="closed").json()["records"]] == [closed]
+    empty = shopify.post(url, {"data": {"email": "x@example.com"}})
+    assert empty.status_code == 422 and "line_items" in empty.json()["error"]
+
+
+@pytest.mark.parametrize("fake_options", [{"products": 23, "capacity": 40, "leak_per_second": 5.0}])
+def test_a_full_bucket_429_is_absorbed_by_the_hub(shopify):
+    connection_id = shopify.connect()
+    fill_bucket(shopify.shop)
+    response = shopify.get(shopify.records(connection_id, "products"), limit=5)
+    assert response.status_code == 200 and len(response.json()["records"]) == 5
+    assert shopify.shop.state.throttled >= 1 and shopify.shop.state.bucket.allowed == 1
+
+
+@pytest.mark.parametrize(("fake_options", "hub_env"), [
+    ({"products": 600, "capacity": 40, "leak_per_second": 20.0}, {"REQUESTS_PER_SECOND": "20"}),
+])
+def test_strict_bucket_is_never_overrun(shopify):
+    connection_id = shopify.connect()
+    started = time.monotonic()
+    ids, pages = list_all(shopify, connection_id, "products", 10)
+    elapsed = time.monotonic() - started
+    bucket = shopify.shop.state.bucket
+    assert pages == 60 and len(set(ids)) == 600
+    assert shopify.shop.state.throttled == 0 and bucket.refused == 0
+    assert bucket.allowed == shopify.shop.state.requests == 60
+    assert bucket.achieved_rate() <= 20 * 1.15
+    assert elapsed < 10
+
+
+def test_inventory_levels_fulfillments_and_locations(shopify):
+    connection_id = shopify.connect()
+    levels = shopify.get(shopify.records(connection_id, "inventory_levels"), limit=50).json()["records"]
+    assert len(levels) == 23 and levels[0]["id"] == f"{levels[0]['inventory_item_id']}:{levels[0]['location_id']}"
+    one = shopify.get(f"{shopify.records(connection_id, 'inventory_levels')}/{levels[0]['id']}")
+    assert one.status_code == 200 and one.json()["record"] == levels[0]
+    locations = shopify.get(shopify.records(connection_id, "locations")).json()["records"]
+    assert [loc["name"] for loc in locations] == ["Main warehouse", "High street store"]
+    fulfillments = shopify.get(shopify.records(connection_id, "fulfillments"), order_id="123")
+    assert fulfillments.status_code == 404  # no such order

@@ -1,0 +1,133 @@
+"""Webhooks and actions through the hub's REST API: signed deliveries routed
+by shop domain, forged/stale/replayed ones, subscriptions registered at the
+fake shop and its deliveries to them; inventory and fulfilment actions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+from sqlmodel import select
+
+from hub.models import WebhookEvent
+from hub_shopify.testing import deliveries, signed_delivery
+
+API = "/api/v1/integrations"
+
+ORDER = {"id": 450789469, "name": "#1001", "email": "ada@example.com", "total_price": "10.00"}
+
+
+def hours_ago(hours: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(hours=hours)
+
+
+def stored_events(shopify) -> list[WebhookEvent]:
+    with shopify.hub_app.state.hub.session() as session:
+        return list(session.exec(select(WebhookEvent).order_by(WebhookEvent.received_at)))
+
+
+def test_signed_delivery_is_routed_by_shop_domain_and_stored_once(shopify):
+    connection_id = shopify.connect()
+    url = f"{API}/webhooks/shopify"
+    body, headers = signed_delivery("orders/create", ORDER, event_id="evt-1")
+    first = shopify.client.post(url, content=body, headers=headers)
+    assert first.json() == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    replay = shopify.client.post(url, content=body, headers=headers).json()
+    assert replay["duplicate"] is True and replay["received"] == 0
+    [event] = stored_events(shopify)
+    assert (event.connection_id, event.type, event.entity, event.action, event.record_id) == (
+        connection_id, "order.created", "orders", "created", "450789469")
+    assert event.payload == ORDER
+
+    body, headers = signed_delivery("customers/delete", {"id": 207119551}, event_id="evt-2")
+    assert shopify.client.post(url, content=body, headers=headers).json()["received"] == 1
+    deleted = stored_events(shopify)[-1]
+    assert (deleted.type, deleted.entity, deleted.action, deleted.payload) == (
+        "customer.deleted", "customers", "deleted", None)
+
+
+def test_forged_stale_and_unknown_deliveries_are_rejected(shopify):
+    shopify.connect()
+    url = f"{API}/webhooks/shopify"
+    body, headers = signed_delivery("products/update", {"id": 1, "title": "x"})
+    forged = shopify.client.post(url, content=body.replace(b'"x"', b'"y"'), headers=headers)
+    assert forged.status_code == 401 and forged.json()["code"] == "webhook_rejected"
+    wrong_key = signed_delivery("products/update", {"id": 1}, secret="another-app-secret")
+    assert shopify.client.post(url, content=wrong_key[0], headers=wrong_key[1]).status_code == 401
+    unsigned = {k: v for k, v in headers.items() if k != "X-Shopify-Hmac-Sha256"}
+    assert shopify.client.post(url, content=body, headers=unsigned).status_code == 401
+    # Shopify retries for 4 hours: a 3-hour-old retry is fine, a 6-hour-old one is stale.
+    retried = signed_delivery("products/update", {"id": 1}, triggered_at=hours_ago(3))
+    assert shopify.client.post(url, content=retried[0], headers=retried[1]).status_code == 200
+    stale = signed_delivery("products/update", {"id": 1}, triggered_at=hours_ago(6))
+    response = shopify.client.post(url, content=stale[0], headers=stale[1])
+    assert response.status_code == 401 and response.json()["code"] == "webhook_stale"
+    other = signed_delivery("products/update", {"id": 1}, shop="someone-else.myshopify.com")
+    assert shopify.client.post(url, content=other[0], headers=other[1]).status_code == 404
+    assert len(stored_events(shopify)) == 1
+
+
+def test_register_webhook_subscribes_topics_once_and_deliveries_arrive(shopify):
+    connection_id = shopify.connect()
+    register = f"{API}/connections/{connection_id}/webhooks"
+    response = shopify.post(register, {"events": ["order.created", "order.updated", "product.updated"]})
+    assert response.status_code == 200, response.text
+    hooks = shopify.shop.state.store.tables["webhooks"].all()
+    assert sorted(h["topic"] for h in hooks) == ["orders/create", "orders/updated", "products/update"]
+    assert all(h["address"] == response.json()["url"] and h["format"] == "json" for h in hooks)
+    assert response.json()["subscription_id"] == ",".join(str(h["id"]) for h in hooks)
+    assert shopify.post(register, {"events": ["order.created"]}).status_code == 200  # already subscribed
+    assert len(shopify.shop.state.store.tables["webhooks"]) == 3
+    assert shopify.post(register, {"events": []}).status_code == 200  # the default set
+    assert len(shopify.shop.state.store.tables["webhooks"]) == 9
+
+    [(address, body, headers)] = deliveries(shopify.shop, "orders/create", ORDER)
+    target = urlsplit(address)
+    received = shopify.client.post(f"{target.path}?{target.query}", content=body, headers=headers)
+    assert received.json()["received"] == 1
+    assert stored_events(shopify)[-1].connection_id == connection_id
+
+
+def test_inventory_and_location_actions(shopify):
+    connection_id = shopify.connect()
+    actions = shopify.get(f"{API}/connections/{connection_id}/actions").json()["actions"]
+    assert {a["name"] for a in actions} == {"inventory_levels", "adjust_inventory", "create_fulfillment",
+                                            "list_locations"}
+    locations = shopify.action(connection_id, "list_locations").json()["result"]["locations"]
+    assert len(locations) == 2
+    product = next(iter(shopify.shop.state.store.tables["products"].rows.values()))
+    item = product["variants"][0]["inventory_item_id"]
+    levels = shopify.action(connection_id, "inventory_levels", inventory_item_ids=str(item)).json()["result"]
+    assert [(lv["location_id"], lv["available"]) for lv in levels["inventory_levels"]] == [(locations[0]["id"], 5)]
+    adjusted = shopify.action(connection_id, "adjust_inventory", inventory_item_id=item,
+                              location_id=locations[0]["id"], available_adjustment=-2)
+    assert adjusted.status_code == 200 and adjusted.json()["result"]["inventory_level"]["available"] == 3
+    unstocked = shopify.action(connection_id, "adjust_inventory", inventory_item_id=item,
+                               location_id=locations[1]["id"], available_adjustment=1)
+    assert unstocked.status_code == 422 and "not stocked" in unstocked.json()["error"]
+    missing = shopify.action(connection_id, "adjust_inventory", inventory_item_id=item)
+    assert missing.status_code == 422 and missing.json()["code"] == "missing_fields"
+    bad = shopify.action(connection_id, "adjust_inventory", inventory_item_id="abc", location_id=1,
+                         available_adjustment=1)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_id"
+
+
+def test_fulfil_an_order_with_tracking(shopify):
+    connection_id = shopify.connect()
+    orders = shopify.records(connection_id, "orders")
+    order = shopify.post(orders, {"data": {"line_items": [{"title": "Board", "price": "100", "quantity": 1}]}})
+    order_id = order.json()["record"]["id"]
+    result = shopify.action(connection_id, "create_fulfillment", order_id=order_id, tracking_number="1Z999",
+                            tracking_company="UPS", tracking_url="https://ups.example/1Z999")
+    assert result.status_code == 200, result.text
+    fulfillment = result.json()["result"]["fulfillment"]
+    assert (fulfillment["order_id"], fulfillment["tracking_number"], fulfillment["tracking_company"]) == (
+        order_id, "1Z999", "UPS")
+    assert shopify.get(f"{orders}/{order_id}").json()["record"]["fulfillment_status"] == "fulfilled"
+    again = shopify.action(connection_id, "create_fulfillment", order_id=order_id)
+    assert again.status_code == 422 and again.json()["code"] == "nothing_to_fulfill"
+    fulfillments = shopify.records(connection_id, "fulfillments")
+    by_order = shopify.get(fulfillments, order_id=str(order_id)).json()["records"]
+    across_orders = shopify.get(fulfillments).json()["records"]
+    assert [f["id"] for f in by_order] == [f["id"] for f in across_orders] == [fulfillment["id"]]
+    assert shopify.get(f"{fulfillments}/{fulfillment['id']}").json()["code"] == "fulfillment_needs_order"
