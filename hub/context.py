@@ -38,8 +38,9 @@ class ProviderContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def url(self, name: str = "api", path: str = "", **values: Any) -> str:
-        """The provider URL ``name`` from ``ProviderInfo.urls``, formatted with the
-        connection config, the settings and ``values``, with ``path`` appended.
+        """The provider URL ``name`` from ``ProviderInfo.urls``, formatted with
+        ``values``, the connection config, the settings and the provider's
+        ``url_defaults`` (in that precedence), with ``path`` appended.
 
         When the operator set the provider setting ``origin`` (a fake server, a
         proxy), the scheme and host are replaced by it.
@@ -51,7 +52,7 @@ class ProviderContext:
         except KeyError:
             raise ConfigurationError(f"provider {self.provider.name} declares no URL named {name!r}") from None
         try:
-            url = template.format(**{**self.settings, **self.config, **values})
+            url = template.format(**{**self.provider.url_defaults, **self.settings, **self.config, **values})
         except KeyError as exc:
             raise ConfigurationError(
                 f"provider {self.provider.name} needs {exc.args[0]!r} to build its {name} URL"

@@ -120,15 +120,19 @@ class Hub:
         async def refresh() -> bool:
             if connection is None or not provider.implements("refresh_credentials"):
                 return False
+            if ctx.extra.get("refreshing"):
+                return False  # a 401 from the token endpoint itself: the refresh failed
             if not ctx.credentials.get("refresh_token"):
                 return False
             return await self._refresh(provider, ctx, force=True)
 
-        rate_limit = effective_rate_limit(provider.info.rate_limit, ctx.settings)
+        declared = provider.info.rate_limit if connection is not None else provider.info.app_rate_limit
+        rate_limit = effective_rate_limit(declared, ctx.settings)
+        endpoint_limits = provider.info.endpoint_rate_limits if connection is not None else {}
         return ProviderHTTP(
             self.pool.client(key), self.pool.limiter(key, rate_limit),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
-            retry=self.pool.retry,
+            retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(key, endpoint_limits),
         )
 
     # -- token refresh
@@ -166,7 +170,10 @@ class Hub:
                     ctx.extra["token_expires_at"] = stored_expiry
                     return True
                 version = current.credentials_version
-            ctx.extra["token_expires_at"] = None  # no recursion through ctx.http during refresh
+            # No recursion through ctx.http while refreshing: neither the expiry
+            # check nor the retry-after-401 may refresh again under this lock.
+            ctx.extra["token_expires_at"] = None
+            ctx.extra["refreshing"] = True
             try:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
             except (AuthFailed, ValidationFailed, NotFound) as exc:
@@ -177,6 +184,7 @@ class Hub:
                 raise AuthFailed(message, code="token_refresh_failed") from None
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
+                ctx.extra["refreshing"] = False
             secrets = {**ctx.credentials, **fresh.secrets}
             with self.session() as session:
                 updated = session.execute(

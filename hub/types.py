@@ -119,6 +119,8 @@ class ProviderInfo:
     ``webhook_key_config`` names the connection config field that webhook
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.
+    ``url_defaults`` gives template values that settings and config may
+    override (Shopify's ``api_version``).
     """
 
     name: str
@@ -138,6 +140,7 @@ class ProviderInfo:
     credential_fields: tuple[EntityField, ...] = ()
     webhook_tolerance_seconds: int = 300
     webhook_key_config: str | None = None
+    url_defaults: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

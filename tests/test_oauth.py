@@ -17,6 +17,7 @@ from hub.api.main import create_app
 from hub.models import Connection, OAuthState, utcnow
 from hub.runtime import Hub
 from hub.services.records import RecordService
+from hub.types import AuthFailed
 from tests.conftest import API, make_org
 from tests.oauth_provider import build_plugin, create_fake
 
@@ -175,3 +176,26 @@ def test_refused_refresh_marks_connection_expired(oauth_hub, oauth_fake):
     assert response.status_code == 424 and response.json()["code"] == "token_refresh_failed"
     connection = client.get(f"{API}/connections/{connection_id}", headers=headers).json()["connection"]
     assert connection["status"] == "expired" and "refresh refused" in connection["last_error"]
+
+
+def test_token_endpoint_401_during_refresh_fails_cleanly(oauth_hub, oauth_fake, settings, example_registry):
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
+        session.commit()
+        connection = session.get(Connection, connection_id)
+    oauth_fake[1].state_client = ("rotated", "client")  # the token endpoint now answers 401
+
+    async def attempt():
+        other = Hub(settings, example_registry)
+        try:
+            return await asyncio.wait_for(RecordService(other, connection).list("contacts"), timeout=10)
+        finally:
+            await other.close()
+
+    with pytest.raises(AuthFailed) as excinfo:
+        asyncio.run(attempt())
+    assert excinfo.value.code == "token_refresh_failed"

@@ -61,6 +61,7 @@ INFO = ProviderInfo(
     # Shopify signs no timestamp and retries a failed delivery 8 times over 4 hours:
     # a retry is legitimate that long, so only older deliveries are stale.
     webhook_tolerance_seconds=5 * 3600,
+    url_defaults={"api_version": DEFAULT_API_VERSION},
 )
 
 
@@ -262,7 +263,7 @@ def request_auth(ctx):
 
 @hookimpl
 async def test_connection(ctx):
-    shop = _unwrap(await ctx.http.get(_api(ctx, "/shop.json")), "shop")
+    shop = _unwrap(await ctx.http.get(ctx.url("api", path="/shop.json")), "shop")
     return {"shop": shop.get("myshopify_domain"), "name": shop.get("name"), "plan": shop.get("plan_name")}
 
 
@@ -273,10 +274,6 @@ async def disconnect(ctx):
 
 
 # ---------------------------------------------------------------- CRUD
-
-
-def _api(ctx, path: str) -> str:
-    return ctx.url("api", path=path, api_version=ctx.settings.get("api_version") or DEFAULT_API_VERSION)
 
 
 def _json(response) -> dict[str, Any]:
@@ -334,7 +331,7 @@ async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters:
     """One page of ``resource`` and the ``page_info`` of the next (from the Link header)."""
     if cursor:  # with page_info Shopify accepts only limit and fields: the cursor carries the rest
         filters = {"page_info": cursor, **{k: v for k, v in filters.items() if k == "fields"}}
-    response = await ctx.http.get(_api(ctx, f"/{resource}.json"),
+    response = await ctx.http.get(ctx.url("api", path=f"/{resource}.json"),
                                   params={**filters, "limit": min(page_size, MAX_LIMIT)})
     next_url = response.links.get("next", {}).get("url")
     next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
@@ -359,7 +356,7 @@ async def list_records(ctx, entity, cursor, page_size, filters, since):
     chosen = filters.get("inventory_item_ids") or filters.get("location_ids")
     if entity == "inventory_levels" and not (cursor or chosen):
         # Shopify needs items or locations (at most 50): default to every location.
-        locations = _unwrap(await ctx.http.get(_api(ctx, "/locations.json")), "locations")
+        locations = _unwrap(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")
         filters["location_ids"] = ",".join(str(location.get("id")) for location in locations)
     records, next_cursor = await _page(ctx, resource, page_size, cursor, filters)
     if entity == "inventory_levels":
@@ -373,7 +370,7 @@ async def get_record(ctx, entity, record_id):
         item, _, location = record_id.partition(":")
         if not (f"{item}{location}".isascii() and item.isdigit() and location.isdigit()):
             raise NotFound(f"no inventory level {record_id!r}: ids are <inventory_item_id>:<location_id>")
-        levels = _unwrap(await ctx.http.get(_api(ctx, "/inventory_levels.json"), params={
+        levels = _unwrap(await ctx.http.get(ctx.url("api", path="/inventory_levels.json"), params={
             "inventory_item_ids": item, "location_ids": location}), "inventory_levels")
         if not levels:
             raise NotFound(f"no inventory level {record_id!r}")
@@ -382,7 +379,7 @@ async def get_record(ctx, entity, record_id):
         raise NotFound("Shopify fetches fulfillments through their order: list fulfillments with the "
                        "order_id filter", code="fulfillment_needs_order")
     path, key = _record_path(entity, record_id)
-    return _unwrap(await ctx.http.get(_api(ctx, path)), key)
+    return _unwrap(await ctx.http.get(ctx.url("api", path=path)), key)
 
 
 @hookimpl
@@ -390,19 +387,19 @@ async def create_record(ctx, entity, data):
     if entity not in WRITABLE:
         raise ReadOnly(f"Shopify does not allow creating {entity} this way")
     resource, key = _resource(entity)
-    return _unwrap(await ctx.http.post(_api(ctx, f"/{resource}.json"), json={key: data}), key)
+    return _unwrap(await ctx.http.post(ctx.url("api", path=f"/{resource}.json"), json={key: data}), key)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     path, key = _record_path(entity, record_id, write=True)
-    return _unwrap(await ctx.http.put(_api(ctx, path), json={key: {**data, "id": int(record_id)}}), key)
+    return _unwrap(await ctx.http.put(ctx.url("api", path=path), json={key: {**data, "id": int(record_id)}}), key)
 
 
 @hookimpl
 async def delete_record(ctx, entity, record_id):
     path, _ = _record_path(entity, record_id, write=True)
-    await ctx.http.delete(_api(ctx, path))
+    await ctx.http.delete(ctx.url("api", path=path))
     return True
 
 
@@ -428,7 +425,7 @@ def describe_error(response):
 
 async def _inventory_levels(ctx, params):
     query = {k: params[k] for k in ("inventory_item_ids", "location_ids") if params.get(k)}
-    response = await ctx.http.get(_api(ctx, "/inventory_levels.json"), params={**query, "limit": MAX_LIMIT})
+    response = await ctx.http.get(ctx.url("api", path="/inventory_levels.json"), params={**query, "limit": MAX_LIMIT})
     return {"inventory_levels": _unwrap(response, "inventory_levels")}
 
 
@@ -438,13 +435,13 @@ async def _adjust_inventory(ctx, params):
         body["available_adjustment"] = int(params["available_adjustment"])
     except (TypeError, ValueError):
         raise ValidationFailed("available_adjustment must be an integer", code="invalid_params") from None
-    response = await ctx.http.post(_api(ctx, "/inventory_levels/adjust.json"), json=body)
+    response = await ctx.http.post(ctx.url("api", path="/inventory_levels/adjust.json"), json=body)
     return {"inventory_level": _unwrap(response, "inventory_level")}
 
 
 async def _create_fulfillment(ctx, params):
     order_id = _number(params["order_id"], "order_id")
-    orders = _unwrap(await ctx.http.get(_api(ctx, f"/orders/{order_id}/fulfillment_orders.json")),
+    orders = _unwrap(await ctx.http.get(ctx.url("api", path=f"/orders/{order_id}/fulfillment_orders.json")),
                      "fulfillment_orders")
     todo = [{"fulfillment_order_id": fo["id"]} for fo in orders if fo.get("status") in ("open", "in_progress")]
     if not todo:
@@ -452,11 +449,11 @@ async def _create_fulfillment(ctx, params):
     tracking = {k: params[f"tracking_{k}"] for k in ("number", "company", "url") if params.get(f"tracking_{k}")}
     body = {"fulfillment": {"line_items_by_fulfillment_order": todo, "tracking_info": tracking,
                             "notify_customer": bool(params.get("notify_customer"))}}
-    return {"fulfillment": _unwrap(await ctx.http.post(_api(ctx, "/fulfillments.json"), json=body), "fulfillment")}
+    return {"fulfillment": _unwrap(await ctx.http.post(ctx.url("api", path="/fulfillments.json"), json=body), "fulfillment")}
 
 
 async def _list_locations(ctx, params):
-    return {"locations": _unwrap(await ctx.http.get(_api(ctx, "/locations.json")), "locations")}
+    return {"locations": _unwrap(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")}
 
 
 ACTION_HANDLERS = {"inventory_levels": _inventory_levels, "adjust_inventory": _adjust_inventory,
@@ -518,11 +515,11 @@ def topic(event_type: str) -> str:
 @hookimpl
 async def register_webhook(ctx, url, events):
     topics = list(dict.fromkeys(topic(e) for e in events)) or list(DEFAULT_TOPICS)
-    existing = _unwrap(await ctx.http.get(_api(ctx, "/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
+    existing = _unwrap(await ctx.http.get(ctx.url("api", path="/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
                        "webhooks")
     ids = {w.get("topic"): w.get("id") for w in existing if isinstance(w, dict) and w.get("address") == url}
     for name in topics:
         if name not in ids:
             body = {"webhook": {"topic": name, "address": url, "format": "json"}}
-            ids[name] = _unwrap(await ctx.http.post(_api(ctx, "/webhooks.json"), json=body), "webhook").get("id")
+            ids[name] = _unwrap(await ctx.http.post(ctx.url("api", path="/webhooks.json"), json=body), "webhook").get("id")
     return {"id": ",".join(str(ids[name]) for name in topics), "topics": {name: ids[name] for name in topics}}
