@@ -1,4 +1,4 @@
-"""The ``hub`` command: ``serve``, ``plugins``, ``org create``."""
+"""The ``hub`` command: ``serve``, ``plugins``, ``org create``, ``sync``, ``worker``."""
 
 from __future__ import annotations
 
@@ -97,6 +97,125 @@ def org_create(name: str) -> None:
         organization, key = create_organization(session, name)
     click.echo(f"organization: {organization.id}")
     click.echo(f"api key (store it now, it is not shown again): {key}")
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--label", prompt="Label (display name)", help="the provider's display name")
+@click.option("--category", prompt="Category (crm, commerce, payments, banking, ...)", default="productivity",
+              show_default=True, help="one lower-case word")
+@click.option("--auth-type", prompt="Auth type", type=click.Choice(["api_key", "oauth2"]), default="api_key",
+              show_default=True, help="how connections authenticate")
+@click.option("--description", default=None, help="one sentence about the provider")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="where to create hub-NAME/")
+def new_plugin(name: str, label: str, category: str, auth_type: str, description: str | None,
+               output_dir: str) -> None:
+    """Create hub-NAME/, a provider plugin package that works against its own
+    fake server, from the plugin template (see PLUGINS.md)."""
+    from hub.scaffold import ScaffoldError, render
+
+    try:
+        path = render(name, label=label, category=category, auth_type=auth_type, description=description,
+                      output_dir=output_dir)
+    except ScaffoldError as exc:
+        raise click.UsageError(str(exc)) from None
+    module = f"hub_{name}"
+    click.echo(f"created {path}")
+    click.echo("next:")
+    click.echo(f"  cd {path} && pip install -e '.[test]'   # into the hub's environment")
+    click.echo("  pytest                                  # the conformance suite against the fake")
+    click.echo(f"  then adapt every TODO(author) in {module}/__init__.py and {module}/testing.py")
+
+
+@main.command()
+@click.argument("connection_id")
+@click.option("--entity", help="Sync one entity (default: every enabled sync config).")
+@click.option("--full", is_flag=True, help="Full refresh instead of the changes since the last pass.")
+@click.option("--direction", type=click.Choice(["pull", "push", "both"]), help="Only pull or only push.")
+@click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 250))
+def sync(connection_id: str, entity: str | None, full: bool, direction: str | None, page_size: int) -> None:
+    """Run a sync of CONNECTION_ID here and now, with a progress bar.
+
+    A run of this connection that was interrupted (its process killed)
+    is resumed from its last stored page.
+    """
+    import asyncio
+
+    from tqdm import tqdm
+
+    from hub.models import Connection
+    from hub.sync.engine import SyncEngine, create_run, interrupted_runs, requeue
+
+    hub = _hub()
+    with hub.session() as session:
+        connection = session.get(Connection, connection_id)
+    if connection is None:
+        raise click.ClickException(f"no connection {connection_id}")
+    run = next((r for r in interrupted_runs(hub, connection.id) if r.entity == entity), None)
+    if run is not None and requeue(hub, run.id, run.owner, "interrupted; resumed by hub sync"):
+        click.echo(f"resuming interrupted run {run.id}")
+    else:
+        run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction, trigger="cli")
+        click.echo(f"run {run.id}")
+    bar = tqdm(unit=" records", desc=entity or "sync", dynamic_ncols=True)
+    pages = {"pull": 0, "pushed": 0}
+
+    def progress(kind: str, name: str, count: int) -> None:
+        pages["pull" if kind == "page" else "pushed"] += 1
+        bar.update(count if kind == "page" else 0)
+        bar.set_postfix(entity=name, pages=pages["pull"], pushed=pages["pushed"], refresh=False)
+
+    async def execute():
+        try:
+            return await SyncEngine(hub, page_size=page_size, progress=progress).execute(run.id)
+        finally:
+            await hub.close()
+
+    result = asyncio.run(execute())
+    bar.close()
+    click.echo(f"{result.status}: fetched {result.fetched}, created {result.created}, updated {result.updated}, "
+               f"deleted {result.deleted}, pushed {result.pushed}, failed {result.failed}, "
+               f"conflicts {result.conflicts}, pages {result.pages}")
+    if result.status != "succeeded":
+        raise click.ClickException(f"{result.error_code}: {result.error}")
+
+
+@main.command()
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 100),
+              help="Runs executed at once by this worker.")
+@click.option("--schedule", is_flag=True,
+              help="Also schedule runs and apply webhook events (when the API processes do not).")
+def worker(concurrency: int, schedule: bool) -> None:
+    """Execute queued sync runs (PostgreSQL). Start several, on several
+    machines: they share the queue, and one connection never syncs twice at once."""
+    import asyncio
+
+    from hub.services.webhooks import WebhookProcessor
+    from hub.sync.scheduler import Scheduler, SyncService
+    from hub.sync.worker import QueueExecutor, run_worker
+
+    hub = _hub()
+    if hub.engine.dialect.name != "postgresql":
+        raise click.ClickException("hub worker needs PostgreSQL (HUB_DATABASE_URL); "
+                                   "with SQLite `hub serve` executes the runs itself")
+    click.echo(f"hub worker: {concurrency} at a time from {hub.engine.url.render_as_string(hide_password=True)}")
+
+    async def work():
+        extras = []
+        if schedule:
+            service = SyncService(hub, QueueExecutor(hub, workers=0))
+            await service.start()
+            extras = [service, await WebhookProcessor(hub, submit=service.submit).start(),
+                      await Scheduler(service, hub.settings.scheduler_interval_seconds).start()]
+        try:
+            await run_worker(hub, concurrency=concurrency)
+        finally:
+            for part in reversed(extras):
+                await part.stop()
+            await hub.close()
+
+    asyncio.run(work())
 
 
 if __name__ == "__main__":

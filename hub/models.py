@@ -127,3 +127,166 @@ class ConnectionPublic(BaseModel):
     @classmethod
     def of(cls, connection: Connection) -> ConnectionPublic:
         return cls.model_validate(connection, from_attributes=True)
+
+
+# ---------------------------------------------------------------- sync
+
+_CASCADE_CONNECTION = {"foreign_key": "connections.id", "ondelete": "CASCADE", "index": True, "max_length": 32}
+
+
+class SyncConfig(SQLModel, table=True):
+    """What to sync for one connection and entity, in which direction, and how
+    the provider's fields map to the tenant's."""
+
+    __tablename__ = "sync_configs"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "entity", name="uq_sync_configs_entity"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    organization_id: str = Field(index=True, max_length=64)
+    connection_id: str = Field(**_CASCADE_CONNECTION)
+    entity: str = Field(max_length=64)
+    direction: str = Field(default="pull", max_length=8)
+    enabled: bool = True
+    schedule_minutes: int | None = None
+    next_sync_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    conflict_policy: str = Field(default="provider_wins", max_length=16)
+    mappings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+class SyncState(SQLModel, table=True):
+    """Where the pull of one sync config stands. Written only in the
+    transaction that stores the page it describes."""
+
+    __tablename__ = "sync_states"
+
+    sync_config_id: str = Field(primary_key=True, foreign_key="sync_configs.id", ondelete="CASCADE",
+                                max_length=32)
+    connection_id: str = Field(index=True, max_length=32)
+    entity: str = Field(max_length=64)
+    pass_mode: str | None = Field(default=None, max_length=16)
+    pass_started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    pass_since: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    cursor: str | None = Field(default=None, sa_type=sa.Text)
+    pass_max_updated: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    pass_watermark: str | None = Field(default=None, sa_type=sa.Text)
+    pass_pages: int = 0
+    watermark: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    start_cursor: str | None = Field(default=None, sa_type=sa.Text)
+    last_pass_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_full_pass_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+class SyncRecord(SQLModel, table=True):
+    """A provider record as the hub stores it, with the tenant's pending change.
+
+    ``data`` is the provider's version as last seen (pulled, received by
+    webhook or returned by a push) and ``content_hash`` its hash; ``local_data``
+    is the tenant's change not yet pushed (provider field names), ``local_op``
+    what to do with it.
+    """
+
+    __tablename__ = "sync_records"
+    __table_args__ = (
+        sa.UniqueConstraint("connection_id", "entity", "remote_id", name="uq_sync_records_remote"),
+        sa.Index("ix_sync_records_push", "connection_id", "entity", "push_status"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    connection_id: str = Field(foreign_key="connections.id", ondelete="CASCADE", max_length=32)
+    entity: str = Field(max_length=64)
+    remote_id: str | None = Field(default=None, max_length=255)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    content_hash: str | None = Field(default=None, max_length=64)
+    remote_updated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    first_seen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_seen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    deleted: bool = False
+    deleted_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    local_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    local_op: str | None = Field(default=None, max_length=8)
+    local_version: int = 0
+    local_changed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    push_status: str | None = Field(default=None, max_length=16)
+    push_error: str | None = Field(default=None, max_length=2000)
+    push_attempts: int = 0
+    pushed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+class SyncConflict(SQLModel, table=True):
+    """A record changed on both sides since the last sync: both versions kept."""
+
+    __tablename__ = "sync_conflicts"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    connection_id: str = Field(**_CASCADE_CONNECTION)
+    entity: str = Field(max_length=64)
+    record_id: str = Field(foreign_key="sync_records.id", ondelete="CASCADE", index=True, max_length=32)
+    remote_id: str | None = Field(default=None, max_length=255)
+    policy: str = Field(max_length=16)
+    status: str = Field(default="open", max_length=16)
+    resolution: str | None = Field(default=None, max_length=16)
+    local_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    remote_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    resolved_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class SyncRun(SQLModel, table=True):
+    """One sync run: its request, progress counters and outcome (the sync log)."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (sa.Index("ix_sync_runs_connection_queued", "connection_id", "queued_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    organization_id: str = Field(index=True, max_length=64)
+    connection_id: str = Field(foreign_key="connections.id", ondelete="CASCADE", max_length=32)
+    entity: str | None = Field(default=None, max_length=64)
+    direction: str = Field(default="pull", max_length=8)
+    full_refresh: bool = False
+    trigger: str = Field(default="manual", max_length=16)
+    status: str = Field(default="queued", index=True, max_length=16)
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    pushed: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    pages: int = 0
+    error: str | None = Field(default=None, max_length=2000)
+    error_code: str | None = Field(default=None, max_length=64)
+    owner: str | None = Field(default=None, max_length=255)
+    queued_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    heartbeat_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class SyncLease(SQLModel, table=True):
+    """Who is syncing a connection right now: one holder at a time, renewed
+    while it works, taken over when it expires or its process is gone."""
+
+    __tablename__ = "sync_leases"
+
+    connection_id: str = Field(primary_key=True, foreign_key="connections.id", ondelete="CASCADE",
+                               max_length=32)
+    owner: str = Field(max_length=255)
+    run_id: str | None = Field(default=None, max_length=32)
+    acquired_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class WebhookEventState(SQLModel, table=True):
+    """Processing state of a stored webhook event: when the provider says it
+    happened (to order deliveries) and when to try applying it again."""
+
+    __tablename__ = "webhook_event_states"
+
+    event_id: str = Field(primary_key=True, foreign_key="webhook_events.id", ondelete="CASCADE", max_length=32)
+    occurred_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    next_attempt_at: datetime | None = Field(default=None, index=True, sa_type=sa.DateTime(timezone=True))
+    last_attempt_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 
 from hub import __version__
 from hub.api import errors
-from hub.api.routes import auth_flows, connections, providers, records, system, webhooks
+from hub.api.routes import auth_flows, connections, providers, records, sync, system, webhooks
 from hub.api.schemas import ErrorResponse
 from hub.config import Settings, get_settings
 from hub.plugins import PluginRegistry
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     app.state.background_starters = []
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
-    for module in (providers, connections, records, auth_flows, webhooks, system):
+    for module in (providers, connections, records, auth_flows, webhooks, sync, system):
         api.include_router(module.router)
     app.include_router(api)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

@@ -1,7 +1,9 @@
-"""pytest plugin registered through the ``pytest11`` entry point.
+"""pytest plugin registered through the ``pytest11`` entry point ``hub``.
 
-Gives every test session the ``fake_server`` helper; the provider conformance
-suite lives in :mod:`hub.testing.conformance`.
+Gives every test session ``serve_app`` and the fixtures of the provider
+conformance suite (:mod:`hub.testing.conformance`): a plugin package runs the
+suite by subclassing ``ConformanceSuite`` with a ``target``. Imports of the
+hub stay inside the fixtures so that loading this plugin costs nothing.
 """
 
 from __future__ import annotations
@@ -18,3 +20,30 @@ def serve_app():
 
     with ExitStack() as stack:
         yield lambda app: stack.enter_context(serve(app))
+
+
+@pytest.fixture(scope="class")
+def hub_conformance(request):
+    """The :class:`~hub.testing.conformance.ConformanceTarget` of the test
+    class (its ``target`` attribute)."""
+    from hub.testing.conformance import ConformanceTarget
+
+    target = getattr(request.cls, "target", None)
+    if not isinstance(target, ConformanceTarget):
+        pytest.fail("set `target = ConformanceTarget(provider=..., fake_app=..., ...)` on the "
+                    "ConformanceSuite subclass", pytrace=False)
+    return target
+
+
+@pytest.fixture(scope="class")
+def conformance(hub_conformance, tmp_path_factory):
+    """A :class:`~hub.testing.conformance.Harness`: the target's fake and a hub
+    serving it on loopback, with one connection, shared by the class's tests."""
+    from hub.testing.conformance import Harness
+
+    harness = Harness(hub_conformance, tmp_path_factory.mktemp(f"conformance-{hub_conformance.provider}"))
+    harness.start()
+    try:
+        yield harness
+    finally:
+        harness.stop()

@@ -1,10 +1,18 @@
 """Fake Example Notes server: bearer-key auth, cursor pagination, a
 50 req/s token bucket answering 429 with Retry-After, error bodies and
-signed webhook deliveries."""
+signed webhook deliveries.
+
+Fault injection, through ``app.state`` (each counts down per request):
+``fail_next`` answers 5xx (``fail_status``, 503 by default); ``throttle_next``
+answers 429 with ``Retry-After: throttle_retry_after``; ``slow_next`` sleeps
+``slow_seconds`` before answering (client timeouts); ``delay`` sleeps before
+every request. ``app.state.statuses`` counts the statuses answered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 import httpx
@@ -21,12 +29,19 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}}, status_code=status, headers=headers)
 
 
-def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0) -> FastAPI:
+def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: float = 0.0) -> FastAPI:
     app = FastAPI()
     app.state.notes = Table(prefix="note_")
     app.state.tags = Table(prefix="tag_")
     app.state.limit = TokenBucketLimit(int(rate), rate)
     app.state.fail_next = fail_next
+    app.state.fail_status = 503
+    app.state.throttle_next = 0
+    app.state.throttle_retry_after = 0.05
+    app.state.slow_next = 0
+    app.state.slow_seconds = 1.0
+    app.state.delay = delay
+    app.state.statuses = Counter()
     app.state.idempotency = {}
     for i in range(notes):
         _insert(app, {"title": f"note {i}", "body": ""})
@@ -35,15 +50,29 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0) -> FastAPI:
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
+        if app.state.delay:
+            await asyncio.sleep(app.state.delay)
+        if app.state.slow_next > 0:
+            app.state.slow_next -= 1
+            await asyncio.sleep(app.state.slow_seconds)
         if request.headers.get("authorization") != f"Bearer {API_KEY}":
             return error(401, "invalid api key")
         if app.state.fail_next > 0:
             app.state.fail_next -= 1
-            return error(503, "temporarily unavailable")
+            return error(app.state.fail_status, "temporarily unavailable")
+        if app.state.throttle_next > 0:
+            app.state.throttle_next -= 1
+            return error(429, "rate limited", **{"Retry-After": f"{app.state.throttle_retry_after:.3f}"})
         decision = app.state.limit.hit()
         if not decision.allowed:
             return error(429, "rate limited", **{"Retry-After": f"{decision.retry_after:.3f}"})
         return await call_next(request)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        response = await call_next(request)
+        app.state.statuses[response.status_code] += 1
+        return response
 
     @app.get("/v1/account")
     async def account():
@@ -58,7 +87,8 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0) -> FastAPI:
             return error(400, "limit must be between 1 and 100")
         rows = table.all()
         if updated_since:
-            rows = [r for r in rows if r.get("updated_at", "") >= updated_since]
+            since = _parse(updated_since)
+            rows = [r for r in rows if r.get("updated_at") and _parse(r["updated_at"]) >= since]
         start = 0
         if after:
             ids = [r["id"] for r in rows]
@@ -109,6 +139,11 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0) -> FastAPI:
 
 def _table(app: FastAPI, entity: str) -> Table | None:
     return {"notes": app.state.notes, "tags": app.state.tags}.get(entity)
+
+
+def _parse(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _now() -> str:

@@ -1,0 +1,303 @@
+"""Sync: configs and field mappings, runs and their logs, the stored records
+(raw or mapped, writable for push) and conflicts.
+
+Including this router also starts, for the application's lifetime, the sync
+executor, the scheduler and the webhook processor
+(:func:`hub.sync.scheduler.start_background`)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from sqlmodel import select
+
+from hub.api.deps import HubDep, OrgDep
+from hub.api.schemas import (
+    ConflictResolve,
+    MappingsReplace,
+    MappingsResponse,
+    Ok,
+    StoredRecordResponse,
+    StoredRecordsResponse,
+    StoredRecordWrite,
+    SyncConfigCreate,
+    SyncConfigResponse,
+    SyncConfigsResponse,
+    SyncConfigUpdate,
+    SyncConflictResponse,
+    SyncConflictsResponse,
+    SyncLogsResponse,
+    SyncRequest,
+    SyncRunResponse,
+)
+from hub.models import Connection, SyncConfig, SyncRun, SyncState
+from hub.runtime import Hub
+from hub.sync import configs as config_service
+from hub.sync import stored
+from hub.sync.scheduler import SyncService, start_background
+from hub.types import NotFound
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    background = await start_background(app)
+    try:
+        yield
+    finally:
+        await background.stop()
+
+
+router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"], lifespan=lifespan)
+
+
+def organization_connection(hub: HubDep, org: OrgDep, connection_id: str) -> Connection:
+    """The organization's connection, found before the body is read: another
+    organization's id is a 404 whatever the request carries."""
+    with hub.session() as session:
+        return hub.find_connection(session, org.id, connection_id)
+
+
+ConnectionDep = Annotated[Connection, Depends(organization_connection)]
+
+
+def _config(hub: Hub, connection: Connection, config_id: str) -> SyncConfig:
+    with hub.session() as session:
+        return config_service.get_config(session, connection.id, config_id)
+
+
+def _service(request: Request) -> SyncService:
+    service = getattr(request.app.state, "sync", None)
+    if service is None:
+        service = request.app.state.sync = SyncService(request.app.state.hub)
+    return service
+
+
+def _config_out(hub: Hub, config: SyncConfig) -> dict[str, Any]:
+    with hub.session() as session:
+        state = session.get(SyncState, config.id)
+    return {**config.model_dump(), "state": stored.state_out(state)}
+
+
+async def _queue_push(request: Request, connection: Connection, config: SyncConfig, sync: bool) -> str | None:
+    if not sync:
+        return None
+    run = await _service(request).request(connection, entity=config.entity, direction="push", trigger="push",
+                                          coalesce=True)
+    return run.id
+
+
+# ---------------------------------------------------------------- configs
+
+
+@router.get("/sync-configs", response_model=SyncConfigsResponse, operation_id="list_sync_configs")
+async def list_sync_configs(hub: HubDep, connection: ConnectionDep):
+    return {"success": True,
+            "sync_configs": [_config_out(hub, c) for c in config_service.list_configs(hub, connection.id)]}
+
+
+@router.post("/sync-configs", response_model=SyncConfigResponse, status_code=201, operation_id="create_sync_config")
+async def create_sync_config(hub: HubDep, connection: ConnectionDep, body: SyncConfigCreate):
+    """Sync an entity. Mappings naming unknown fields or impossible casts are
+    refused (422); push or both on a read-only entity is refused (405 `read_only`)."""
+    config = config_service.create_config(
+        hub, connection, entity=body.entity, direction=body.direction, enabled=body.enabled,
+        schedule_minutes=body.schedule_minutes, conflict_policy=body.conflict_policy,
+        mappings=[m.model_dump() for m in body.mappings])
+    return {"success": True, "sync_config": _config_out(hub, config)}
+
+
+@router.get("/sync-configs/{sync_config_id}", response_model=SyncConfigResponse, operation_id="get_sync_config")
+async def get_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
+    config = _config(hub, connection, sync_config_id)
+    return {"success": True, "sync_config": _config_out(hub, config)}
+
+
+@router.put("/sync-configs/{sync_config_id}", response_model=SyncConfigResponse, operation_id="update_sync_config")
+async def update_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                             body: SyncConfigUpdate):
+    changes = body.model_dump(exclude_unset=True)
+    if body.mappings is not None:
+        changes["mappings"] = [m.model_dump() for m in body.mappings]
+    config = config_service.update_config(hub, connection, sync_config_id, changes)
+    return {"success": True, "sync_config": _config_out(hub, config)}
+
+
+@router.delete("/sync-configs/{sync_config_id}", response_model=Ok, operation_id="delete_sync_config")
+async def delete_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
+    """Stop syncing the entity: the config, its sync state and the records
+    stored for it are deleted."""
+    config_service.delete_config(hub, connection.id, sync_config_id)
+    return {"success": True}
+
+
+@router.get("/sync-configs/{sync_config_id}/mappings", response_model=MappingsResponse,
+            operation_id="list_sync_mappings")
+async def list_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
+    config = _config(hub, connection, sync_config_id)
+    return {"success": True, "sync_config_id": config.id, "entity": config.entity, "mappings": config.mappings}
+
+
+@router.put("/sync-configs/{sync_config_id}/mappings", response_model=MappingsResponse,
+            operation_id="replace_sync_mappings")
+async def replace_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                           body: MappingsReplace):
+    """Replace the config's field mappings, checked against the entity's fields."""
+    config = config_service.replace_mappings(hub, connection, sync_config_id,
+                                             [m.model_dump() for m in body.mappings])
+    return {"success": True, "sync_config_id": config.id, "entity": config.entity, "mappings": config.mappings}
+
+
+# ---------------------------------------------------------------- stored records
+
+
+@router.get("/sync-configs/{sync_config_id}/records", response_model=StoredRecordsResponse,
+            operation_id="list_stored_records")
+async def list_stored_records(
+    hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+    mapped: bool = Query(default=False, description="Return the tenant's fields (the config's mappings)."),
+    cursor: str | None = Query(default=None, max_length=500, description="`next_cursor` of the previous page"),
+    limit: int = Query(default=100, ge=1, le=stored.MAX_LIMIT),
+    include_deleted: bool = Query(default=False),
+    pending: bool = Query(default=False, description="Only records with a change not pushed yet or a conflict."),
+):
+    """The records the hub stores for this entity, from the hub's database
+    (no provider call), in a stable order."""
+    config = _config(hub, connection, sync_config_id)
+    records, next_cursor = stored.list_records(hub, connection, config, mapped=mapped, cursor=cursor, limit=limit,
+                                               include_deleted=include_deleted, pending_only=pending)
+    return {"success": True, "records": records, "mapped": mapped, "next_cursor": next_cursor,
+            "has_more": next_cursor is not None}
+
+
+@router.post("/sync-configs/{sync_config_id}/records", response_model=StoredRecordResponse, status_code=201,
+             operation_id="create_stored_record")
+async def create_stored_record(request: Request, hub: HubDep, connection: ConnectionDep,
+                               sync_config_id: str, body: StoredRecordWrite):
+    """Create a record in the hub; it is created at the provider by the next
+    push (queued now with `sync`), and gets its `remote_id` then."""
+    config = _config(hub, connection, sync_config_id)
+    row = stored.write_record(hub, connection, config, None, body.data, mapped=body.mapped)
+    run_id = await _queue_push(request, connection, config, body.sync)
+    return {"success": True, "record": stored.record_out(row, stored.mapper_for(hub, connection, config)
+                                                         if body.mapped else None), "run_id": run_id}
+
+
+@router.get("/sync-configs/{sync_config_id}/records/{record_id}", response_model=StoredRecordResponse,
+            operation_id="get_stored_record")
+async def get_stored_record(hub: HubDep, connection: ConnectionDep, sync_config_id: str, record_id: str,
+                            mapped: bool = Query(default=False)):
+    """One stored record, by the hub's id or the provider's id."""
+    config = _config(hub, connection, sync_config_id)
+    return {"success": True, "record": stored.get_record(hub, connection, config, record_id, mapped=mapped)}
+
+
+@router.put("/sync-configs/{sync_config_id}/records/{record_id}", response_model=StoredRecordResponse,
+            operation_id="update_stored_record")
+async def update_stored_record(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                               record_id: str, body: StoredRecordWrite):
+    """Change fields of a stored record (a partial update); pushed to the
+    provider by the next push (queued now with `sync`)."""
+    config = _config(hub, connection, sync_config_id)
+    row = stored.write_record(hub, connection, config, record_id, body.data, mapped=body.mapped)
+    run_id = await _queue_push(request, connection, config, body.sync)
+    return {"success": True, "record": stored.record_out(row, stored.mapper_for(hub, connection, config)
+                                                         if body.mapped else None), "run_id": run_id}
+
+
+@router.delete("/sync-configs/{sync_config_id}/records/{record_id}", response_model=Ok,
+               operation_id="delete_stored_record")
+async def delete_stored_record(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                               record_id: str, sync: bool = Query(default=True)):
+    """Delete a record: at the provider by the next push (queued now with `sync`)."""
+    config = _config(hub, connection, sync_config_id)
+    if stored.delete_record(hub, connection, config, record_id) is not None:
+        await _queue_push(request, connection, config, sync)
+    return {"success": True}
+
+
+@router.get("/sync-configs/{sync_config_id}/conflicts", response_model=SyncConflictsResponse,
+            operation_id="list_sync_conflicts")
+async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                         status: Literal["open", "resolved"] | None = Query(default=None)):
+    """Records changed on both sides since the last sync. Open ones wait for a
+    resolution (policy `review`); resolved ones keep the side that lost."""
+    config = _config(hub, connection, sync_config_id)
+    conflicts = stored.list_conflicts(hub, connection, config, status)
+    return {"success": True, "conflicts": [c.model_dump() for c in conflicts]}
+
+
+@router.post("/sync-configs/{sync_config_id}/conflicts/{conflict_id}/resolve", response_model=SyncConflictResponse,
+             operation_id="resolve_sync_conflict")
+async def resolve_conflict(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+                           conflict_id: str, body: ConflictResolve):
+    config = _config(hub, connection, sync_config_id)
+    conflict = stored.resolve_conflict(hub, connection, config, conflict_id, body.resolution, body.data,
+                                       body.mapped)
+    run_id = None
+    if body.resolution != "provider" and config.direction != "pull":
+        run_id = await _queue_push(request, connection, config, body.sync)
+    return {"success": True, "conflict": conflict.model_dump(), "run_id": run_id}
+
+
+# ---------------------------------------------------------------- runs
+
+
+@router.post("/sync", response_model=SyncRunResponse, status_code=202, operation_id="start_sync")
+async def start_sync(request: Request, hub: HubDep, connection: ConnectionDep,
+                     body: SyncRequest | None = None):
+    """Start a sync run and return it at once (queued); follow it at
+    `GET /sync/runs/{run_id}` or in `GET /sync/logs`."""
+    body = body or SyncRequest()
+    run = await _service(request).request(connection, entity=body.entity, full_refresh=body.full_refresh,
+                                          direction=body.direction)
+    return {"success": True, "run": stored.run_out(run)}
+
+
+@router.get("/sync/logs", response_model=SyncLogsResponse, operation_id="list_sync_logs")
+async def sync_logs(hub: HubDep, connection: ConnectionDep,
+                    cursor: str | None = Query(default=None, max_length=500),
+                    limit: int = Query(default=50, ge=1, le=200),
+                    status: Literal["queued", "running", "succeeded", "failed"] | None = Query(default=None),
+                    entity: str | None = Query(default=None, max_length=64)):
+    """The connection's sync runs, newest first."""
+    position = stored.decode_cursor(cursor)
+    with hub.session() as session:
+        query = select(SyncRun).where(SyncRun.connection_id == connection.id)
+        if status:
+            query = query.where(SyncRun.status == status)
+        if entity:
+            query = query.where(SyncRun.entity == entity)
+        if position:
+            try:
+                seq, run_id = str(position["q"]), str(position["id"])
+            except KeyError:
+                raise stored.InvalidCursor("the cursor is not one this API returned") from None
+            query = query.where((SyncRun.queued_at < _parse(seq)) |
+                                ((SyncRun.queued_at == _parse(seq)) & (SyncRun.id < run_id)))
+        rows = list(session.exec(query.order_by(SyncRun.queued_at.desc(), SyncRun.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        next_cursor = stored.encode_cursor({"q": rows[-1].queued_at.isoformat(), "id": rows[-1].id})
+    return {"success": True, "runs": [stored.run_out(r) for r in rows], "next_cursor": next_cursor,
+            "has_more": more}
+
+
+@router.get("/sync/runs/{run_id}", response_model=SyncRunResponse, operation_id="get_sync_run")
+async def get_sync_run(hub: HubDep, connection: ConnectionDep, run_id: str):
+    with hub.session() as session:
+        run = session.get(SyncRun, run_id)
+    if run is None or run.connection_id != connection.id:
+        raise NotFound("no such sync run", code="sync_run_not_found")
+    return {"success": True, "run": stored.run_out(run)}
+
+
+def _parse(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise stored.InvalidCursor("the cursor is not one this API returned") from None

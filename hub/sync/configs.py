@@ -1,0 +1,138 @@
+"""Sync configs: which entities of a connection sync, in which direction,
+with which conflict policy and field mappings. Everything is checked when a
+config is saved, never at sync time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, utcnow
+from hub.plugins import Provider
+from hub.runtime import Hub
+from hub.sync.mapping import FieldMapping, validate_mappings
+from hub.types import EntitySchema, HubError, NotFound, ReadOnly, ValidationFailed
+
+Direction = Literal["pull", "push", "both"]
+Policy = Literal["provider_wins", "hub_wins", "review"]
+DIRECTIONS = ("pull", "push", "both")
+POLICIES = ("provider_wins", "hub_wins", "review")
+
+
+class ConfigExists(HubError):
+    code = "sync_config_exists"
+    status = 409
+
+
+def check(provider: Provider, entity: str, direction: str, policy: str,
+          mappings: list[dict[str, Any]] | list[FieldMapping]) -> tuple[EntitySchema, list[dict[str, Any]]]:
+    """Validate a config's settings against the provider's declarations.
+
+    :returns: the entity's schema and the normalised mappings.
+    :raises NotFound: unknown entity.
+    :raises ReadOnly: push or both on an entity the provider does not let the hub write.
+    :raises ValidationFailed: a bad direction, policy or mapping.
+    """
+    schema = provider.schema(entity)
+    if direction not in DIRECTIONS:
+        raise ValidationFailed(f"direction must be one of {', '.join(DIRECTIONS)}", code="invalid_direction")
+    if policy not in POLICIES:
+        raise ValidationFailed(f"conflict_policy must be one of {', '.join(POLICIES)}", code="invalid_policy")
+    if direction != "pull" and not (schema.supports_create or schema.supports_update or schema.supports_delete):
+        raise ReadOnly(f"{provider.name} {entity} is read-only: it can only be pulled")
+    parsed = validate_mappings(schema, mappings)
+    return schema, [m.model_dump() for m in parsed]
+
+
+def get_config(session: Session, connection_id: str, config_id: str) -> SyncConfig:
+    config = session.get(SyncConfig, config_id)
+    if config is None or config.connection_id != connection_id:
+        raise NotFound("no such sync config", code="sync_config_not_found")
+    return config
+
+
+def list_configs(hub: Hub, connection_id: str) -> list[SyncConfig]:
+    with hub.session() as session:
+        return list(session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection_id)
+                                 .order_by(SyncConfig.entity)))
+
+
+def create_config(hub: Hub, connection: Connection, *, entity: str, direction: str = "pull", enabled: bool = True,
+                  schedule_minutes: int | None = None, conflict_policy: str = "provider_wins",
+                  mappings: list[dict[str, Any]] | None = None) -> SyncConfig:
+    provider = hub.provider(connection.provider)
+    _schema, normalised = check(provider, entity, direction, conflict_policy, mappings or [])
+    config = SyncConfig(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,
+                        direction=direction, enabled=enabled, schedule_minutes=schedule_minutes,
+                        conflict_policy=conflict_policy, mappings=normalised,
+                        next_sync_at=_next(schedule_minutes))
+    with hub.session() as session:
+        session.add(config)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise ConfigExists(f"connection already has a sync config for {entity}") from None
+        session.refresh(config)
+        return config
+
+
+def update_config(hub: Hub, connection: Connection, config_id: str, changes: dict[str, Any]) -> SyncConfig:
+    provider = hub.provider(connection.provider)
+    with hub.session() as session:
+        config = get_config(session, connection.id, config_id)
+        for key in ("direction", "enabled", "conflict_policy", "mappings"):
+            if key in changes and changes[key] is not None:
+                setattr(config, key, changes[key])
+        if "schedule_minutes" in changes:
+            config.schedule_minutes = changes["schedule_minutes"]
+            config.next_sync_at = _next(config.schedule_minutes)
+        _schema, config.mappings = check(provider, config.entity, config.direction, config.conflict_policy,
+                                         config.mappings)
+        config.updated_at = utcnow()
+        session.add(config)
+        session.commit()
+        session.refresh(config)
+        return config
+
+
+def replace_mappings(hub: Hub, connection: Connection, config_id: str, mappings: list[dict[str, Any]]) -> SyncConfig:
+    return update_config(hub, connection, config_id, {"mappings": mappings})
+
+
+def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:
+    """Delete a config with its sync state and the records stored for its entity."""
+    with hub.session() as session:
+        config = get_config(session, connection_id, config_id)
+        session.execute(sa.delete(SyncConflict).where(SyncConflict.connection_id == connection_id,
+                                                      SyncConflict.entity == config.entity))
+        session.execute(sa.delete(SyncRecord).where(SyncRecord.connection_id == connection_id,
+                                                    SyncRecord.entity == config.entity))
+        session.delete(config)
+        session.commit()
+
+
+def ensure_configs(hub: Hub, connection: Connection, entity: str | None) -> list[SyncConfig]:
+    """The configs a run without explicit configs uses: a pull config for the
+    named entity, or for every entity when the connection has none."""
+    provider = hub.provider(connection.provider)
+    existing = list_configs(hub, connection.id)
+    if entity is not None:
+        provider.schema(entity)
+        wanted = [] if any(c.entity == entity for c in existing) else [entity]
+    else:
+        wanted = [] if existing else sorted(provider.schemas)
+    for name in wanted:
+        try:
+            create_config(hub, connection, entity=name)
+        except ConfigExists:
+            pass
+    return list_configs(hub, connection.id) if wanted else existing
+
+
+def _next(minutes: int | None) -> datetime | None:
+    return utcnow() + timedelta(minutes=minutes) if minutes else None

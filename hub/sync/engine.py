@@ -1,0 +1,513 @@
+"""The sync engine: runs pull and push for a connection's sync configs through
+the provider's CRUD hooks, for any installed provider.
+
+Pull pages through ``list_records`` from the stored cursor (or the
+modified-since watermark) and upserts each page into the record store in one
+transaction together with the next cursor, the run's counters and the lease
+renewal. Whatever kills the process, the next run resumes at the last
+committed page: nothing is lost, and the upsert absorbs the page fetched
+twice. Only one page (and the one fetched ahead) is ever in memory.
+
+The watermark of an incremental pass (the largest ``updated_field`` seen,
+kept no later than the pass's start minus :data:`CLOCK_SKEW`, so that records
+changed behind the cursor during the pass are fetched next time) and the
+provider's own position (``Page.watermark``) are stored only when a pass
+completes. A complete full pass also marks records the provider no longer
+lists as deleted.
+
+Push sends the tenant's pending changes with ``create_record`` /
+``update_record`` / ``delete_record`` and stores what the provider returned
+(so the next pull sees no change: no echo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from hub.db import aware
+from hub.models import Connection, SyncConfig, SyncRecord, SyncRun, SyncState, utcnow
+from hub.plugins import Provider
+from hub.runtime import Hub
+from hub.sync import configs as config_service
+from hub.sync.leases import Lease, LeaseLost, holder_gone, new_owner
+from hub.sync.store import (
+    PENDING,
+    Counts,
+    apply_deletions,
+    apply_records,
+    entity_key,
+    merged_view,
+    record_hash,
+    sweep_unseen,
+    version_of,
+    write_transaction,
+)
+from hub.types import (
+    AuthFailed,
+    EntitySchema,
+    HubError,
+    NotFound,
+    NotSupported,
+    Page,
+    ProviderError,
+    ReadOnly,
+    ValidationFailed,
+)
+
+log = logging.getLogger("hub.sync")
+
+PAGE_SIZE = 100
+#: How far the hub's clock may be ahead of the provider's.
+CLOCK_SKEW = timedelta(seconds=60)
+LEASE_TTL = 60.0
+#: How long a run waits for another run of the same connection to finish.
+LEASE_WAIT = 900.0
+PUSH_BATCH = 100
+
+TERMINAL = ("succeeded", "failed")
+Progress = Callable[[str, str, int], None]
+
+_runs = SyncRun.__table__
+
+
+class Busy(HubError):
+    code = "sync_busy"
+    status = 409
+
+
+# ---------------------------------------------------------------- runs
+
+
+def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, full_refresh: bool = False,
+               direction: str | None = None, trigger: str = "manual", coalesce: bool = False) -> tuple[SyncRun, bool]:
+    """Record a queued run (creating default pull configs where needed).
+
+    With ``coalesce`` an already queued run of the same connection and entity
+    is returned instead of a new one.
+
+    :returns: the run and whether it is new.
+    :raises NotFound: unknown entity. :raises ValidationFailed: bad direction.
+    """
+    if direction is not None and direction not in config_service.DIRECTIONS:
+        raise ValidationFailed(f"direction must be one of {', '.join(config_service.DIRECTIONS)}",
+                               code="invalid_direction")
+    configs = config_service.ensure_configs(hub, connection, entity)
+    selected = [c for c in configs if (c.entity == entity if entity else c.enabled)]
+    if direction is None:
+        kinds = {c.direction for c in selected}
+        direction = kinds.pop() if len(kinds) == 1 else "both"
+    with hub.session() as session:
+        if coalesce:
+            queued = session.exec(select(SyncRun).where(
+                SyncRun.connection_id == connection.id, SyncRun.status == "queued",
+                SyncRun.entity == entity if entity else SyncRun.entity.is_(None))).first()
+            if queued is not None:
+                return queued, False
+        run = SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,
+                      direction=direction, full_refresh=full_refresh, trigger=trigger)
+        session.add(run)
+        session.commit()
+        session.refresh(run)
+        return run, True
+
+
+def interrupted_runs(hub: Hub, connection_id: str | None = None) -> list[SyncRun]:
+    """Runs marked running whose process is gone (killed, crashed)."""
+    with hub.session() as session:
+        query = select(SyncRun).where(SyncRun.status == "running")
+        if connection_id:
+            query = query.where(SyncRun.connection_id == connection_id)
+        running = list(session.exec(query))
+    return [r for r in running if holder_gone(hub, r.connection_id, r.owner)]
+
+
+def requeue(hub: Hub, run_id: str, owner: str | None, reason: str) -> bool:
+    """Put an interrupted run back in the queue (it resumes where it stopped)."""
+    with hub.session() as session:
+        result = session.execute(
+            sa.update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running",
+                                   _runs.c.owner == owner if owner else _runs.c.owner.is_(None))
+            .values(status="queued", owner=None, error=reason[:2000])
+        )
+        session.commit()
+    return result.rowcount == 1
+
+
+def _bump(session: Any, run_id: str, counts: Counts, pages: int = 0) -> None:
+    values = {name: getattr(_runs.c, name) + value for name, value in counts.as_dict().items() if value}
+    if pages:
+        values["pages"] = _runs.c.pages + pages
+    values["heartbeat_at"] = utcnow()
+    session.execute(sa.update(_runs).where(_runs.c.id == run_id).values(**values))
+
+
+# ---------------------------------------------------------------- engine
+
+
+@dataclass
+class _Pass:
+    config_id: str
+    mode: str
+    cursor: str | None
+    since: datetime | None
+    started_at: datetime
+
+
+class SyncEngine:
+    """Executes sync runs. One instance may execute many runs, one at a time
+    or concurrently for different connections."""
+
+    def __init__(self, hub: Hub, *, page_size: int = PAGE_SIZE, lease_ttl: float = LEASE_TTL,
+                 lease_wait: float = LEASE_WAIT, clock_skew: timedelta = CLOCK_SKEW,
+                 progress: Progress | None = None):
+        self.hub = hub
+        self.page_size = page_size
+        self.lease_ttl = lease_ttl
+        self.lease_wait = lease_wait
+        self.clock_skew = clock_skew
+        self.progress = progress
+
+    async def execute(self, run_id: str) -> SyncRun | None:
+        """Execute (or resume) a run and return it finished.
+
+        Returns ``None`` when the run no longer exists. A run that is already
+        finished is returned as it is.
+        """
+        run = self._load(run_id)
+        if run is None or run.status in TERMINAL:
+            return run
+        lease = Lease(self.hub, run.connection_id, new_owner(), run.id, self.lease_ttl)
+        if not await lease.acquire(self.lease_wait):
+            self._finish(run.id, None, "failed", Busy("another sync of this connection is still running"))
+            return self._load(run_id)
+        heartbeat = asyncio.create_task(self._heartbeat(lease))
+        try:
+            if not self._claim(run.id, lease.owner):
+                return self._load(run_id)
+            error = await self._execute(run, lease)
+            self._finish(run.id, lease.owner, "failed" if error else "succeeded", error)
+        except LeaseLost:
+            log.warning("run %s lost its lease; another process resumes it", run.id)
+        except asyncio.CancelledError:
+            requeue(self.hub, run.id, lease.owner, "interrupted: the hub stopped; resumes on restart")
+            raise
+        except Exception as exc:
+            log.exception("sync run %s crashed", run.id)
+            self._finish(run.id, lease.owner, "failed",
+                         HubError(f"internal error: {type(exc).__name__}", code="internal_error"))
+        finally:
+            heartbeat.cancel()
+            await asyncio.to_thread(lease.release)
+        return self._load(run_id)
+
+    def _load(self, run_id: str) -> SyncRun | None:
+        with self.hub.session() as session:
+            return session.get(SyncRun, run_id)
+
+    def _claim(self, run_id: str, owner: str) -> bool:
+        now = utcnow()
+        with self.hub.session() as session:
+            claimed = session.execute(
+                sa.update(_runs).where(_runs.c.id == run_id, _runs.c.status.in_(("queued", "running")))
+                .values(status="running", owner=owner, started_at=sa.func.coalesce(_runs.c.started_at, now),
+                        heartbeat_at=now, error=None, error_code=None)
+            )
+            session.commit()
+        return claimed.rowcount == 1
+
+    def _finish(self, run_id: str, owner: str | None, status: str, error: HubError | None) -> None:
+        now = utcnow()
+        with self.hub.session() as session:
+            query = sa.update(_runs).where(_runs.c.id == run_id)
+            if owner:
+                query = query.where(_runs.c.owner == owner)
+            session.execute(query.values(
+                status=status, finished_at=now, heartbeat_at=now,
+                error=error.message[:2000] if error else None, error_code=error.code if error else None))
+            connection = session.get(Connection, self._connection_of(session, run_id))
+            if connection is not None:
+                connection.last_sync_at = now
+                if status == "succeeded" and connection.status == "error":
+                    connection.status, connection.last_error = "connected", None
+                session.add(connection)
+            session.commit()
+
+    @staticmethod
+    def _connection_of(session: Any, run_id: str) -> str | None:
+        return session.execute(sa.select(_runs.c.connection_id).where(_runs.c.id == run_id)).scalar()
+
+    async def _heartbeat(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                await asyncio.to_thread(lease.renew)
+            except LeaseLost:
+                return
+            except Exception:
+                log.warning("could not renew the sync lease of %s", lease.connection_id, exc_info=True)
+
+    async def _execute(self, run: SyncRun, lease: Lease) -> HubError | None:
+        with self.hub.session() as session:
+            connection = session.get(Connection, run.connection_id)
+            query = select(SyncConfig).where(SyncConfig.connection_id == run.connection_id)
+            if run.entity:
+                query = query.where(SyncConfig.entity == run.entity)
+            else:
+                query = query.where(SyncConfig.enabled)
+                if run.trigger == "schedule":
+                    query = query.where(SyncConfig.schedule_minutes.is_(None))
+            configs = list(session.exec(query.order_by(SyncConfig.entity)))
+        if connection is None:
+            return NotFound("the connection was deleted", code="connection_not_found")
+        try:
+            provider = self.hub.provider(connection.provider)
+        except NotFound as exc:
+            return exc
+        if not configs:
+            return NotFound(f"no sync config for {run.entity or 'this connection'}", code="sync_config_not_found")
+        ctx = self.hub.context(provider, connection)
+        errors: list[HubError] = []
+        for config in configs:
+            try:
+                schema = provider.schema(config.entity)
+                if config.direction in ("pull", "both") and run.direction in ("pull", "both"):
+                    await self._pull(run, config, provider, schema, ctx, lease)
+                if config.direction in ("push", "both") and run.direction in ("push", "both"):
+                    await self._push(run, config, provider, schema, ctx, lease)
+            except AuthFailed as exc:
+                errors.append(exc)
+                break
+            except HubError as exc:
+                log.warning("sync of %s %s failed: %s", connection.id, config.entity, exc.message)
+                errors.append(exc)
+        if not errors:
+            return None
+        first = errors[0]
+        message = "; ".join(e.message for e in errors)
+        if len(configs) > 1:
+            message = f"{len(errors)} of {len(configs)} entities failed: {message}"
+        return type(first)(message, code=first.code)
+
+    # -- pull
+
+    async def _pull(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
+                    ctx: Any, lease: Lease) -> None:
+        plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease)
+        cursor = plan.cursor
+        fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
+        try:
+            while True:
+                page = await fetch
+                next_cursor = page.next_cursor or None
+                if next_cursor is not None and next_cursor == cursor:
+                    raise ProviderError(f"provider {provider.name} returned the same {schema.name} cursor twice")
+                if next_cursor is not None:
+                    fetch = asyncio.create_task(self._fetch(provider, ctx, schema, next_cursor, plan.since))
+                counts = await asyncio.to_thread(self._store_page, run.id, config, schema, plan, page,
+                                                 next_cursor, lease)
+                if self.progress:
+                    self.progress("page", schema.name, counts.fetched)
+                if next_cursor is None:
+                    return
+                cursor = next_cursor
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+
+    async def _fetch(self, provider: Provider, ctx: Any, schema: EntitySchema, cursor: str | None,
+                     since: datetime | None) -> Page:
+        page = await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
+                                   page_size=self.page_size, filters={}, since=since)
+        if not isinstance(page, Page):
+            raise ProviderError(f"provider {provider.name} returned no page for {schema.name}")
+        return page
+
+    def _begin_pass(self, config: SyncConfig, schema: EntitySchema, full_refresh: bool, lease: Lease) -> _Pass:
+        """Resume the pass in progress, or plan and store a new one."""
+        now = utcnow()
+        with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
+            lease.renew_in(session)
+            state = session.get(SyncState, config.id)
+            if state is None:
+                state = SyncState(sync_config_id=config.id, connection_id=config.connection_id, entity=config.entity)
+            resumable = state.pass_mode is not None and not (full_refresh and state.pass_mode != "full")
+            if not resumable:
+                incremental_since = schema.supports_since and schema.updated_field and state.watermark
+                if full_refresh or state.last_pass_at is None or not (state.start_cursor or incremental_since):
+                    mode, cursor, since = "full", None, None
+                elif state.start_cursor:
+                    mode, cursor, since = "incremental", state.start_cursor, None
+                else:
+                    mode, cursor, since = "incremental", None, aware(state.watermark)
+                state.pass_mode, state.pass_started_at, state.cursor, state.pass_since = mode, now, cursor, since
+                state.pass_max_updated, state.pass_watermark, state.pass_pages = None, None, 0
+                state.updated_at = now
+                session.add(state)
+            return _Pass(config.id, state.pass_mode, state.cursor, aware(state.pass_since),
+                         aware(state.pass_started_at) or now)
+
+    def _store_page(self, run_id: str, config: SyncConfig, schema: EntitySchema, plan: _Pass, page: Page,
+                    next_cursor: str | None, lease: Lease) -> Counts:
+        """Store one page and the position after it, atomically."""
+        now = utcnow()
+        with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
+            lease.renew_in(session)
+            counts = apply_records(session, connection_id=config.connection_id, schema=schema,
+                                   policy=config.conflict_policy, records=page.records, now=now)
+            if page.deleted_ids:
+                counts.add(apply_deletions(session, connection_id=config.connection_id, entity=schema.name,
+                                           policy=config.conflict_policy, remote_ids=page.deleted_ids, now=now))
+            state = session.get(SyncState, config.id)
+            assert state is not None
+            newest = counts.newest
+            if newest is not None:
+                stored = aware(state.pass_max_updated)
+                state.pass_max_updated = newest if stored is None else max(stored, newest)
+            if page.watermark:
+                state.pass_watermark = page.watermark
+            state.cursor = next_cursor
+            state.pass_pages += 1
+            state.updated_at = now
+            if next_cursor is None:
+                counts.deleted += self._end_pass(session, state, schema, plan, now)
+            session.add(state)
+            _bump(session, run_id, counts, pages=1)
+        return counts
+
+    def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime) -> int:
+        swept = 0
+        if plan.mode == "full":
+            swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
+                                 seen_since=plan.started_at, now=now)
+            state.last_full_pass_at = now
+        newest = aware(state.pass_max_updated)
+        if schema.supports_since and schema.updated_field and newest is not None:
+            candidate = min(newest, plan.started_at - self.clock_skew)
+            previous = aware(state.watermark)
+            state.watermark = candidate if previous is None else max(previous, candidate)
+        if state.pass_watermark:
+            state.start_cursor = state.pass_watermark
+        elif plan.mode == "full":
+            state.start_cursor = None
+        state.pass_mode, state.cursor, state.pass_since = None, None, None
+        state.pass_max_updated, state.pass_watermark = None, None
+        state.last_pass_at = now
+        return swept
+
+    # -- push
+
+    async def _push(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
+                    ctx: Any, lease: Lease) -> None:
+        attempted: set[str] = set()
+        while True:
+            batch = await asyncio.to_thread(self._pending, config, attempted)
+            if not batch:
+                return
+            for row in batch:
+                attempted.add(row.id)
+                await self._push_one(run.id, config, provider, schema, ctx, lease, row)
+                if self.progress:
+                    self.progress("push", schema.name, 1)
+
+    def _pending(self, config: SyncConfig, attempted: set[str]) -> list[SyncRecord]:
+        with self.hub.session() as session:
+            query = (select(SyncRecord)
+                     .where(SyncRecord.connection_id == config.connection_id, SyncRecord.entity == config.entity,
+                            SyncRecord.push_status == PENDING)
+                     .order_by(SyncRecord.local_changed_at, SyncRecord.id).limit(PUSH_BATCH + len(attempted)))
+            return [r for r in session.exec(query) if r.id not in attempted][:PUSH_BATCH]
+
+    async def _push_one(self, run_id: str, config: SyncConfig, provider: Provider, schema: EntitySchema,
+                        ctx: Any, lease: Lease, row: SyncRecord) -> None:
+        op, payload = row.local_op, dict(row.local_data or {})
+        result: Any = None
+        failure: HubError | None = None
+        permanent = False
+        try:
+            if op == "create":
+                if not schema.supports_create:
+                    raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
+                result = await self.hub.call(provider, "create_record", ctx, entity=schema.name, data=payload,
+                                             idempotency_key=f"hub-{row.id}")
+            elif op == "update":
+                if not schema.supports_update:
+                    raise ReadOnly(f"{provider.name} does not allow updating {schema.name}")
+                result = await self.hub.call(provider, "update_record", ctx, entity=schema.name,
+                                             record_id=row.remote_id, data=payload)
+            elif op == "delete":
+                if not schema.supports_delete:
+                    raise ReadOnly(f"{provider.name} does not allow deleting {schema.name}")
+                try:
+                    await self.hub.call(provider, "delete_record", ctx, entity=schema.name, record_id=row.remote_id)
+                except NotFound:
+                    pass
+        except AuthFailed:
+            raise
+        except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
+            failure, permanent = exc, True
+        except HubError as exc:
+            failure = exc
+        await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure, permanent)
+        if failure is not None and not permanent:
+            raise failure
+
+    def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
+                    result: Any, failure: HubError | None, permanent: bool) -> None:
+        now = utcnow()
+        counts = Counts()
+        with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
+            lease.renew_in(session)
+            row = session.get(SyncRecord, sent.id)
+            if row is None:
+                return
+            if failure is not None:
+                row.push_status = "failed" if permanent else PENDING
+                row.push_error = failure.message[:2000]
+                row.push_attempts += 1
+                counts.failed += 1
+            else:
+                counts.pushed += 1
+                if sent.local_op == "delete":
+                    row.deleted, row.deleted_at = True, now
+                else:
+                    data = result if isinstance(result, dict) and result else merged_view(sent)
+                    if sent.local_op == "create":
+                        remote_id = data.get(schema.id_field)
+                        if remote_id in (None, ""):
+                            raise ProviderError(f"created {schema.name} has no {schema.id_field}")
+                        self._adopt(session, row, str(remote_id))
+                    row.data, row.content_hash = data, record_hash(data)
+                    row.remote_updated_at = version_of(schema, data)
+                    row.deleted, row.deleted_at = False, None
+                    row.first_seen_at = row.first_seen_at or now
+                row.last_seen_at = now
+                row.pushed_at = now
+                if row.local_version == sent.local_version:
+                    row.local_data, row.local_op, row.push_status = None, None, None
+                    row.push_error, row.push_attempts = None, 0
+                elif row.local_op == "create":
+                    row.local_op = "update"
+            row.updated_at = now
+            session.add(row)
+            _bump(session, run_id, counts)
+
+    @staticmethod
+    def _adopt(session: Any, row: SyncRecord, remote_id: str) -> None:
+        """Give a pushed record its provider id. A pull that ran between the
+        create and this commit may have stored the same record already: that
+        copy is the echo of this create and goes."""
+        echo = session.exec(select(SyncRecord).where(
+            SyncRecord.connection_id == row.connection_id, SyncRecord.entity == row.entity,
+            SyncRecord.remote_id == remote_id, SyncRecord.id != row.id)).first()
+        if echo is not None:
+            session.delete(echo)
+            session.flush()
+        row.remote_id = remote_id

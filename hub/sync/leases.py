@@ -1,0 +1,154 @@
+"""One sync per connection at a time, across processes and machines.
+
+A lease is a row per connection naming its holder (``host:pid:token``) and
+when the lease expires. The holder renews it while it works, in the same
+transaction as each page it stores, so a holder that lost its lease cannot
+store another page (fencing). Another process takes the lease over when it has
+expired or when its holder's process is gone from this machine (a crashed or
+killed ``hub sync``), so a restart resumes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from hub.db import aware
+from hub.models import SyncLease, utcnow
+from hub.runtime import Hub
+
+HOST = socket.gethostname()
+#: Tokens of the leases this process holds (to tell them from a dead process's).
+ACTIVE: set[str] = set()
+
+
+class LeaseLost(Exception):
+    """Another process took this connection's lease over."""
+
+
+def new_owner() -> str:
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process holding ``owner`` may still be working.
+
+    Only processes on this machine can be checked; others count as alive
+    until their lease expires.
+    """
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != HOST or not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token in ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Lease:
+    def __init__(self, hub: Hub, connection_id: str, owner: str, run_id: str | None, ttl: float):
+        self.hub = hub
+        self.connection_id = connection_id
+        self.owner = owner
+        self.run_id = run_id
+        self.ttl = ttl
+        self.held = False
+
+    def try_acquire(self) -> bool:
+        now = utcnow()
+        expires = now + timedelta(seconds=self.ttl)
+        with self.hub.session() as session:
+            session.add(SyncLease(connection_id=self.connection_id, owner=self.owner, run_id=self.run_id,
+                                  acquired_at=now, expires_at=expires))
+            try:
+                session.commit()
+                return self._took()
+            except IntegrityError:
+                session.rollback()
+            current = session.get(SyncLease, self.connection_id)
+            if current is None:
+                return False
+            if current.owner == self.owner:
+                return self._took()
+            if aware(current.expires_at) > now and owner_alive(current.owner):
+                return False
+            taken = session.execute(
+                sa.update(SyncLease)
+                .where(SyncLease.connection_id == self.connection_id, SyncLease.owner == current.owner)
+                .values(owner=self.owner, run_id=self.run_id, acquired_at=now, expires_at=expires)
+            )
+            session.commit()
+            return taken.rowcount == 1 and self._took()
+
+    def _took(self) -> bool:
+        self.held = True
+        ACTIVE.add(self.owner.rsplit(":", 1)[-1])
+        return True
+
+    async def acquire(self, wait: float, poll: float = 0.5) -> bool:
+        """Take the lease, waiting up to ``wait`` seconds for its holder."""
+        deadline = time.monotonic() + wait
+        while True:
+            if await asyncio.to_thread(self.try_acquire):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    def renew_in(self, session: Session) -> None:
+        """Extend the lease inside the caller's transaction.
+
+        :raises LeaseLost: someone else holds it now.
+        """
+        renewed = session.execute(
+            sa.update(SyncLease)
+            .where(SyncLease.connection_id == self.connection_id, SyncLease.owner == self.owner)
+            .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
+        )
+        if renewed.rowcount != 1:
+            raise LeaseLost(f"the sync lease of connection {self.connection_id} was taken over")
+
+    def renew(self) -> None:
+        with self.hub.session() as session:
+            self.renew_in(session)
+            session.commit()
+
+    def release(self) -> None:
+        ACTIVE.discard(self.owner.rsplit(":", 1)[-1])
+        if not self.held:
+            return
+        self.held = False
+        with self.hub.session() as session:
+            session.execute(sa.delete(SyncLease).where(SyncLease.connection_id == self.connection_id,
+                                                       SyncLease.owner == self.owner))
+            session.commit()
+
+
+def holder_gone(hub: Hub, connection_id: str, owner: str | None) -> bool:
+    """Whether the run owned by ``owner`` has lost its lease for good."""
+    with hub.session() as session:
+        lease = session.get(SyncLease, connection_id)
+    if lease is None or lease.owner != owner:
+        return True
+    return aware(lease.expires_at) <= utcnow() or not owner_alive(owner)

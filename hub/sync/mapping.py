@@ -1,0 +1,456 @@
+"""Field mappings: the provider's fields in the tenant's names and types, and back.
+
+A sync config holds a list of mappings. Each maps a provider field path
+(dotted, ``balances.available``) to a tenant field, with a transform:
+
+- ``rename`` (the default): the value as it is;
+- ``int``, ``float``, ``str``, ``bool``: type casts;
+- ``date``, ``datetime``: ISO 8601 from ISO strings or epoch seconds;
+- ``cents_to_decimal`` (1234 → 12.34) and ``decimal_to_cents`` (12.34 → 1234);
+- ``constant``: a fixed ``value``, whatever the provider says;
+- ``join``: several provider fields into one (``first_name`` + ``last_name`` →
+  ``name``, with ``separator``); ``split``: one provider field into several.
+
+``default`` stands in for a missing (or unconvertible) provider value. Every
+transform but ``constant`` is reversed when the tenant's changes are pushed.
+Mappings are checked against the entity's schema when they are saved
+(:func:`validate_mappings`), so a sync never discovers a bad mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.types import EntitySchema, ValidationFailed
+
+Transform = Literal[
+    "rename", "int", "float", "str", "bool", "date", "datetime",
+    "cents_to_decimal", "decimal_to_cents", "constant", "join", "split",
+]
+
+SCALARS = {"string", "integer", "number", "boolean", "datetime", "date", "money"}
+
+#: Provider field types each transform can read (``None``: any type).
+ACCEPTS: dict[str, set[str] | None] = {
+    "rename": None,
+    "str": SCALARS,
+    "int": {"string", "integer", "number", "money", "boolean"},
+    "float": {"string", "integer", "number", "money"},
+    "bool": {"string", "integer", "boolean"},
+    "date": {"string", "date", "datetime", "integer", "number"},
+    "datetime": {"string", "date", "datetime", "integer", "number"},
+    "cents_to_decimal": {"integer", "number", "money"},
+    "decimal_to_cents": {"number", "money"},
+    "join": {"string", "integer", "number"},
+    "split": {"string"},
+}
+
+TRUE = {"true", "1", "yes", "y", "on", "t"}
+FALSE = {"false", "0", "no", "n", "off", "f", ""}
+
+
+class FieldMapping(BaseModel):
+    """One provider field (or several) to one tenant field (or several)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | list[str] | None = Field(
+        default=None, description="Provider field path (dotted), or a list of them for `join`; "
+                                  "omitted for `constant`.")
+    target: str | list[str] = Field(description="Tenant field name, or a list of them for `split`.")
+    transform: Transform = "rename"
+    default: Any = Field(default=None, description="Value used when the provider value is missing.")
+    separator: str = Field(default=" ", max_length=10, description="For `join` and `split`.")
+    value: Any = Field(default=None, description="For `constant`: the value.")
+
+    def sources(self) -> list[str]:
+        if self.source is None:
+            return []
+        return list(self.source) if isinstance(self.source, list) else [self.source]
+
+    def targets(self) -> list[str]:
+        return list(self.target) if isinstance(self.target, list) else [self.target]
+
+
+class ConversionError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping]) -> list[FieldMapping]:
+    """Parse and check mappings against the entity's fields.
+
+    :returns: the parsed mappings.
+    :raises ValidationFailed: (422) naming every bad mapping: unknown provider
+        fields (``unknown_field``), casts the field's type cannot take
+        (``impossible_cast``), malformed or duplicate mappings (``invalid_mapping``).
+    """
+    parsed: list[FieldMapping] = []
+    problems: list[dict[str, Any]] = []
+
+    def problem(index: int, code: str, message: str, field: str | None = None) -> None:
+        problems.append({"index": index, "code": code, "field": field, "message": message})
+
+    seen_targets: set[str] = set()
+    for index, raw in enumerate(mappings):
+        try:
+            mapping = raw if isinstance(raw, FieldMapping) else FieldMapping.model_validate(raw)
+        except ValueError as exc:
+            problem(index, "invalid_mapping", f"mapping {index}: {_first_error(exc)}")
+            continue
+        parsed.append(mapping)
+        shape = _shape_error(mapping)
+        if shape:
+            problem(index, "invalid_mapping", f"mapping {index}: {shape}")
+            continue
+        for target in mapping.targets():
+            if not target or target in seen_targets:
+                problem(index, "invalid_mapping", f"mapping {index}: target {target!r} is empty or mapped twice",
+                        target)
+            seen_targets.add(target)
+        for source in mapping.sources():
+            field_type, known = _field_type(schema, source)
+            if not known:
+                problem(index, "unknown_field",
+                        f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source)
+                continue
+            allowed = ACCEPTS.get(mapping.transform)
+            if allowed is not None and field_type is not None and field_type not in allowed:
+                problem(index, "impossible_cast",
+                        f"mapping {index}: cannot apply {mapping.transform} to {source!r} "
+                        f"of type {field_type}", source)
+    if problems:
+        first = problems[0]
+        raise ValidationFailed("invalid mappings: " + "; ".join(p["message"] for p in problems),
+                               code=first["code"], details=problems)
+    return parsed
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(exc)
+
+
+def _shape_error(m: FieldMapping) -> str | None:
+    sources, targets = m.sources(), m.targets()
+    if m.transform == "constant":
+        if sources:
+            return "constant takes a value, not a source"
+        if len(targets) != 1:
+            return "constant has one target"
+        return None
+    if m.transform in ("join", "split") and not m.separator:
+        return "separator must not be empty"
+    if m.transform == "join":
+        if len(sources) < 2 or len(targets) != 1:
+            return "join takes a list of two or more sources and one target"
+        return None
+    if m.transform == "split":
+        if len(sources) != 1 or len(targets) < 2:
+            return "split takes one source and a list of two or more targets"
+        return None
+    if len(sources) != 1 or len(targets) != 1:
+        return f"{m.transform} takes one source and one target"
+    return None
+
+
+def _field_type(schema: EntitySchema, path: str) -> tuple[str | None, bool]:
+    """The declared type of the field a path reads, and whether it is known.
+
+    A dotted path reads into an object field: its inner type is unknown.
+    """
+    head, _, rest = path.partition(".")
+    if not schema.fields:
+        return None, True
+    field = schema.field(head)
+    if field is None:
+        return None, False
+    return (None if rest else field.type), True
+
+
+# ---------------------------------------------------------------- paths
+
+
+def get_path(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+# ---------------------------------------------------------------- conversions
+
+
+def parse_datetime(value: Any) -> datetime:
+    """A timezone-aware datetime from a datetime, a date, epoch seconds (or
+    milliseconds) or an ISO 8601 string."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, bool):
+        raise ConversionError("a boolean is not a time")
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) > 1e11 else value
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            if text.lstrip("-").replace(".", "", 1).isdigit():
+                return parse_datetime(float(text))
+            raise ConversionError(f"{value!r} is not a date or time") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise ConversionError(f"{type(value).__name__} is not a date or time")
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    raise ConversionError(f"{value!r} is not a boolean")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConversionError(f"{value!r} is not a number") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ConversionError(f"{value!r} is not an integer")
+    return int(number)
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConversionError("a boolean is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConversionError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConversionError(f"{value!r} is not a finite number")
+    return number
+
+
+def to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise ConversionError("a boolean is not a number")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConversionError(f"{value!r} is not a number") from None
+    if not number.is_finite():
+        raise ConversionError(f"{value!r} is not a finite number")
+    return number
+
+
+def _number(d: Decimal) -> int | float:
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def forward(m: FieldMapping, value: Any) -> Any:
+    """Apply a one-source transform, provider → tenant."""
+    t = m.transform
+    if t == "rename":
+        return value
+    if t == "str":
+        return _to_str(value)
+    if t == "int":
+        return to_int(value)
+    if t == "float":
+        return to_float(value)
+    if t == "bool":
+        return to_bool(value)
+    if t == "date":
+        return parse_datetime(value).date().isoformat()
+    if t == "datetime":
+        return parse_datetime(value).astimezone(timezone.utc).isoformat()
+    if t == "cents_to_decimal":
+        return _number(to_decimal(value) / 100)
+    if t == "decimal_to_cents":
+        return int((to_decimal(value) * 100).to_integral_value())
+    raise ConversionError(f"{t} is not a one-field transform")
+
+
+def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
+    """Reverse a one-source transform, tenant → provider, into ``field_type``."""
+    t = m.transform
+    if value is None:
+        return None
+    if t == "rename":
+        return value
+    if t in ("str", "int", "float", "bool"):
+        return cast_to(field_type, value)
+    if t in ("date", "datetime"):
+        moment = parse_datetime(value)
+        if field_type in ("integer", "number"):
+            return int(moment.timestamp())
+        if field_type == "date" or (t == "date" and field_type != "datetime"):
+            return moment.date().isoformat()
+        return moment.astimezone(timezone.utc).isoformat()
+    if t == "cents_to_decimal":
+        return int((to_decimal(value) * 100).to_integral_value())
+    if t == "decimal_to_cents":
+        return _number(to_decimal(value) / 100)
+    raise ConversionError(f"{t} cannot be reversed")
+
+
+def cast_to(field_type: str | None, value: Any) -> Any:
+    """Convert a tenant value back into the provider field's declared type."""
+    if field_type == "integer":
+        return to_int(value)
+    if field_type in ("number", "money"):
+        number = to_decimal(value)
+        return _number(number)
+    if field_type == "boolean":
+        return to_bool(value)
+    if field_type in ("string", "datetime", "date"):
+        return _to_str(value)
+    return value
+
+
+# ---------------------------------------------------------------- applying
+
+
+class Mapper:
+    """Applies one sync config's mappings in both directions.
+
+    With no mappings both directions are the identity.
+    """
+
+    def __init__(self, schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping]):
+        self.schema = schema
+        self.mappings = [m if isinstance(m, FieldMapping) else FieldMapping.model_validate(m) for m in mappings]
+
+    @property
+    def identity(self) -> bool:
+        return not self.mappings
+
+    def to_tenant(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Provider record → the tenant's fields. Values that cannot be
+        converted become the mapping's default."""
+        if self.identity:
+            return dict(data)
+        out: dict[str, Any] = {}
+        for m in self.mappings:
+            t = m.transform
+            if t == "constant":
+                out[m.targets()[0]] = m.value
+                continue
+            if t == "join":
+                parts = [get_path(data, s) for s in m.sources()]
+                present = [_to_str(p) for p in parts if p not in (None, "")]
+                out[m.targets()[0]] = m.separator.join(present) if present else m.default
+                continue
+            value = get_path(data, m.sources()[0])
+            if t == "split":
+                targets = m.targets()
+                pieces = _to_str(value).split(m.separator, len(targets) - 1) if value not in (None, "") else []
+                for i, target in enumerate(targets):
+                    out[target] = pieces[i] if i < len(pieces) else m.default
+                continue
+            if value is None:
+                out[m.targets()[0]] = m.default
+                continue
+            try:
+                out[m.targets()[0]] = forward(m, value)
+            except ConversionError:
+                out[m.targets()[0]] = m.default
+        return out
+
+    def to_provider(self, changes: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The tenant's changed fields → provider fields to write.
+
+        ``current`` is the record's current tenant view; it completes
+        ``join``/``split`` groups the change names only part of. Read-only
+        provider fields and ``constant`` targets are left out.
+
+        :raises ValidationFailed: a field no mapping targets, or a value that
+            cannot be converted back.
+        """
+        if self.identity:
+            return self._raw(changes)
+        targets = {t for m in self.mappings for t in m.targets()}
+        unknown = sorted(set(changes) - targets)
+        if unknown:
+            raise ValidationFailed(f"no mapping targets the field(s) {', '.join(unknown)}", code="unknown_field",
+                                   details={"unknown": unknown})
+        view = {**(current or {}), **changes}
+        out: dict[str, Any] = {}
+        try:
+            for m in self.mappings:
+                if m.transform == "constant" or not set(m.targets()) & set(changes):
+                    continue
+                if m.transform == "split":
+                    source = m.sources()[0]
+                    if not self._writable(source):
+                        continue
+                    parts = [view.get(t) for t in m.targets()]
+                    set_path(out, source, m.separator.join(_to_str(p) for p in parts if p not in (None, "")))
+                    continue
+                value = view.get(m.targets()[0])
+                if m.transform == "join":
+                    sources = m.sources()
+                    pieces = _to_str(value).split(m.separator, len(sources) - 1) if value not in (None, "") else []
+                    for i, source in enumerate(sources):
+                        if self._writable(source):
+                            set_path(out, source, pieces[i] if i < len(pieces) else "")
+                    continue
+                source = m.sources()[0]
+                if self._writable(source):
+                    set_path(out, source, backward(m, value, _field_type(self.schema, source)[0]))
+        except ConversionError as exc:
+            raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value") from None
+        return out
+
+    def _writable(self, path: str) -> bool:
+        field = self.schema.field(path.split(".")[0])
+        return field is None or not field.readonly
+
+    def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
+        if self.schema.fields:
+            unknown = sorted(k for k in changes if self.schema.field(k) is None)
+            if unknown:
+                raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
+                                       code="unknown_field", details={"unknown": unknown})
+        return {k: v for k, v in changes.items() if self._writable(k)}

@@ -1,0 +1,191 @@
+"""Scheduling sync runs, and the sync side of the API process.
+
+:class:`Scheduler` ticks every ``settings.scheduler_interval_seconds``: it
+puts runs whose process died back in the queue, hands queued runs nobody
+executes to the executor, and starts a run for every connection with
+``sync_enabled`` whose ``next_sync_at`` has come (and every sync config with
+its own ``schedule_minutes``), moving ``next_sync_at`` on. The move is a
+conditional update, so several API processes never schedule a run twice.
+
+:func:`start_background` is a background starter (``starter(app) -> object
+with async stop()``): it starts the executor, the scheduler (when
+``settings.run_scheduler``) and the webhook processor of an API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from hub.db import aware
+from hub.models import Connection, SyncConfig, SyncRun, utcnow
+from hub.runtime import Hub
+from hub.sync.engine import create_run, interrupted_runs, requeue
+from hub.sync.worker import Executor, make_executor
+
+log = logging.getLogger("hub.sync.scheduler")
+
+#: A queued run older than this is handed to the executor again (its job
+#: may have been lost); duplicates are harmless, a run executes once.
+STALE_QUEUED = timedelta(minutes=10)
+
+
+class SyncService:
+    """Creates runs and hands them to the executor."""
+
+    def __init__(self, hub: Hub, executor: Executor | None = None):
+        self.hub = hub
+        self.executor = executor or make_executor(hub)
+
+    async def start(self) -> None:
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.executor.stop()
+
+    async def submit(self, run: SyncRun) -> None:
+        await self.executor.submit(run)
+
+    async def request(self, connection: Connection, *, entity: str | None = None, full_refresh: bool = False,
+                      direction: str | None = None, trigger: str = "manual", coalesce: bool = False) -> SyncRun:
+        run, _new = await asyncio.to_thread(
+            lambda: create_run(self.hub, connection, entity=entity, full_refresh=full_refresh, direction=direction,
+                               trigger=trigger, coalesce=coalesce))
+        await self.submit(run)
+        return run
+
+
+class Scheduler:
+    def __init__(self, service: SyncService, interval: float):
+        self.service = service
+        self.hub = service.hub
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Scheduler:
+        self._task = asyncio.create_task(self._loop(), name="sync-scheduler")
+        return self
+
+    async def _loop(self) -> None:
+        first = True
+        while True:
+            try:
+                if first:
+                    await self.recover(everything=True)
+                    first = False
+                await self.tick()
+            except Exception:
+                log.exception("sync scheduler tick failed")
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def recover(self, everything: bool = False) -> list[str]:
+        """Requeue runs whose process is gone; submit queued runs nobody
+        executes (``everything``: every queued run, at start-up)."""
+        submitted = []
+        for run in await asyncio.to_thread(interrupted_runs, self.hub):
+            if await asyncio.to_thread(requeue, self.hub, run.id, run.owner,
+                                       "interrupted: its process stopped; resumed from the last stored page"):
+                log.warning("resuming interrupted sync run %s of connection %s", run.id, run.connection_id)
+                await self.service.submit(run)
+                submitted.append(run.id)
+        stale = utcnow() - STALE_QUEUED
+        with self.hub.session() as session:
+            queued = list(session.exec(select(SyncRun).where(SyncRun.status == "queued")
+                                       .order_by(SyncRun.queued_at).limit(500)))
+        for run in queued:
+            if run.id in submitted:
+                continue
+            if everything or not self.service.executor.knows(run.id) or aware(run.queued_at) < stale:
+                await self.service.submit(run)
+                submitted.append(run.id)
+        return submitted
+
+    async def tick(self, now: datetime | None = None) -> list[str]:
+        """One round of scheduling; returns the ids of the runs submitted."""
+        now = now or utcnow()
+        submitted = await self.recover()
+        with self.hub.session() as session:
+            connections = list(session.exec(select(Connection).where(
+                Connection.sync_enabled, sa.or_(Connection.next_sync_at.is_(None), Connection.next_sync_at <= now))))
+            configs = list(session.exec(
+                select(SyncConfig).join(Connection, Connection.id == SyncConfig.connection_id).where(
+                    Connection.sync_enabled, SyncConfig.enabled, SyncConfig.schedule_minutes.is_not(None),
+                    sa.or_(SyncConfig.next_sync_at.is_(None), SyncConfig.next_sync_at <= now))))
+        for connection in connections:
+            if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
+                             now + timedelta(minutes=connection.sync_frequency_minutes)):
+                submitted += await self._start(connection, None)
+        for config in configs:
+            if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
+                             now + timedelta(minutes=config.schedule_minutes or 60)):
+                with self.hub.session() as session:
+                    connection = session.get(Connection, config.connection_id)
+                if connection is not None:
+                    submitted += await self._start(connection, config.entity)
+        return submitted
+
+    def _advance(self, model: Any, which: Any, column: Any, now: datetime, upcoming: datetime) -> bool:
+        with self.hub.session() as session:
+            moved = session.execute(sa.update(model).where(which, sa.or_(column.is_(None), column <= now))
+                                    .values(next_sync_at=upcoming))
+            session.commit()
+        return moved.rowcount == 1
+
+    async def _start(self, connection: Connection, entity: str | None) -> list[str]:
+        try:
+            run, new = await asyncio.to_thread(lambda: create_run(self.hub, connection, entity=entity,
+                                                                  trigger="schedule", coalesce=True))
+        except Exception:
+            log.exception("could not schedule a sync of connection %s", connection.id)
+            return []
+        if not new:
+            return []
+        await self.service.submit(run)
+        return [run.id]
+
+
+class Background:
+    """What :func:`start_background` started, stopped in reverse order."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+
+    async def stop(self) -> None:
+        for part in reversed(self.parts):
+            try:
+                await part.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(part).__name__)
+
+
+async def start_background(app: Any) -> Background:
+    """Start the sync executor, the scheduler and the webhook processor of an
+    API process; sets ``app.state.sync`` and ``app.state.webhook_processor``."""
+    from hub.services.webhooks import WebhookProcessor
+
+    hub: Hub = app.state.hub
+    service = SyncService(hub)
+    await service.start()
+    parts: list[Any] = [service]
+    app.state.sync = service
+    processor = WebhookProcessor(hub, submit=service.submit)
+    parts.append(await processor.start())
+    app.state.webhook_processor = processor
+    scheduler = Scheduler(service, hub.settings.scheduler_interval_seconds)
+    app.state.sync_scheduler = scheduler
+    if hub.settings.run_scheduler:
+        parts.append(await scheduler.start())
+    else:
+        await scheduler.recover(everything=True)
+    return Background(parts)

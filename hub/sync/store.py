@@ -1,0 +1,353 @@
+"""The hub's record store: each connection's provider records, kept current by
+pulls, webhooks and pushes, with the tenant's pending changes beside them.
+
+Every write goes through :func:`write_transaction`, which serialises writers
+of one connection's entity (``BEGIN IMMEDIATE`` on SQLite, a transaction-level
+advisory lock on PostgreSQL), so reading a record, deciding and writing is
+atomic against a webhook or a push touching the same record.
+
+A record's *version* is its ``updated_field`` value (or a webhook event's
+time): an older version never overwrites a newer one, and a deletion is
+remembered as a tombstone, so deliveries in any order converge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from hub.db import aware
+from hub.models import SyncConflict, SyncRecord
+from hub.runtime import Hub
+from hub.sync.mapping import ConversionError, parse_datetime
+from hub.types import EntitySchema
+
+PENDING = "pending"
+FAILED = "failed"
+CONFLICT = "conflict"
+#: push_status values meaning the tenant changed the record and the provider does not have it yet.
+LOCAL_CHANGE = (PENDING, FAILED, CONFLICT)
+
+_records = SyncRecord.__table__
+_IN_CHUNK = 500
+
+
+def record_hash(data: dict[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def version_of(schema: EntitySchema, data: dict[str, Any]) -> datetime | None:
+    """The record's modification time from ``schema.updated_field``, if any."""
+    if not schema.updated_field:
+        return None
+    value = data.get(schema.updated_field)
+    if value in (None, ""):
+        return None
+    try:
+        return parse_datetime(value)
+    except ConversionError:
+        return None
+
+
+def _lock_key(*parts: str) -> int:
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock(session: Session, *keys: str) -> None:
+    """Serialise this transaction against other writers of the same keys.
+
+    Must come first in the transaction. SQLite has one writer at a time:
+    ``BEGIN IMMEDIATE`` takes the write lock now rather than at the first
+    write, so what the transaction reads stays true until it commits.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        for key in sorted(set(keys)):
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(key)})
+
+
+@contextmanager
+def write_transaction(hub: Hub, *keys: str) -> Iterator[Session]:
+    """A session whose transaction holds the write locks of ``keys``
+    (``connection_id/entity``); committed when the block ends without error."""
+    with hub.session() as session:
+        lock(session, *keys)
+        yield session
+        session.commit()
+
+
+def entity_key(connection_id: str, entity: str) -> str:
+    return f"records/{connection_id}/{entity}"
+
+
+COUNTERS = ("fetched", "created", "updated", "deleted", "conflicts", "pushed", "failed")
+
+
+@dataclass
+class Counts:
+    """What a write did; ``newest`` is the latest record version it saw."""
+
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    conflicts: int = 0
+    pushed: int = 0
+    failed: int = 0
+    newest: datetime | None = None
+
+    def add(self, other: Counts) -> Counts:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.newest is not None and (self.newest is None or other.newest > self.newest):
+            self.newest = other.newest
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTERS}
+
+
+def _stale(row: Any, version: datetime | None) -> bool:
+    stored = aware(row.remote_updated_at)
+    return version is not None and stored is not None and version < stored
+
+
+def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
+                  records: Iterable[dict[str, Any]], now: datetime,
+                  fallback_version: datetime | None = None) -> Counts:
+    """Upsert provider records (a page, a webhook's record) in the open transaction.
+
+    New records are inserted; changed ones updated; unchanged ones only
+    marked seen; versions older than the stored one ignored. A record the
+    tenant changed meanwhile is a conflict settled by ``policy``.
+    ``fallback_version`` versions records that carry no ``updated_field``
+    (a webhook event's time).
+    """
+    counts = Counts()
+    incoming: dict[str, dict[str, Any]] = {}
+    for record in records:
+        counts.fetched += 1
+        remote_id = record.get(schema.id_field)
+        if remote_id is None or remote_id == "":
+            continue
+        incoming[str(remote_id)] = record
+    if not incoming:
+        return counts
+    existing: dict[str, Any] = {}
+    ids = list(incoming)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start:start + _IN_CHUNK]
+        rows = session.execute(
+            sa.select(_records.c.id, _records.c.remote_id, _records.c.content_hash, _records.c.remote_updated_at,
+                      _records.c.deleted, _records.c.push_status, _records.c.local_op)
+            .where(_records.c.connection_id == connection_id, _records.c.entity == schema.name,
+                   _records.c.remote_id.in_(chunk))
+        )
+        existing.update({row.remote_id: row for row in rows})
+    inserts: list[dict[str, Any]] = []
+    touched: list[str] = []
+    updates: list[dict[str, Any]] = []
+    for remote_id, record in incoming.items():
+        digest = record_hash(record)
+        version = version_of(schema, record) or fallback_version
+        if version is not None and (counts.newest is None or version > counts.newest):
+            counts.newest = version
+        row = existing.get(remote_id)
+        if row is None:
+            # Columns left out are NULL: fewer values to convert per row.
+            inserts.append({
+                "id": secrets.token_hex(16), "connection_id": connection_id, "entity": schema.name,
+                "remote_id": remote_id, "data": record, "content_hash": digest, "remote_updated_at": version,
+                "first_seen_at": now, "last_seen_at": now, "updated_at": now, "deleted": False,
+                "local_version": 0, "push_attempts": 0,
+            })
+            counts.created += 1
+            continue
+        if (row.content_hash == digest and not row.deleted) or _stale(row, version):
+            touched.append(row.id)
+            continue
+        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
+            counts.conflicts += 1
+            _settle_conflict(session, row.id, policy, record, digest, version, now)
+            continue
+        updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now})
+        counts.updated += 1
+    if inserts:
+        session.execute(sa.insert(_records), inserts)
+    if touched:
+        for start in range(0, len(touched), _IN_CHUNK):
+            session.execute(sa.update(_records).where(_records.c.id.in_(touched[start:start + _IN_CHUNK]))
+                            .values(last_seen_at=now))
+    if updates:
+        session.execute(
+            sa.update(_records).where(_records.c.id == sa.bindparam("b_id")).values(
+                data=sa.bindparam("b_data", type_=_records.c.data.type), content_hash=sa.bindparam("b_hash"),
+                remote_updated_at=sa.bindparam("b_version"), last_seen_at=sa.bindparam("b_now"),
+                updated_at=sa.bindparam("b_now"), deleted=False, deleted_at=None),
+            updates,
+        )
+    return counts
+
+
+def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
+                     digest: str | None, version: datetime | None, now: datetime) -> None:
+    """The provider changed (or deleted) a record the tenant changed too.
+
+    ``provider_wins`` takes the provider's version and drops the tenant's
+    change; ``hub_wins`` keeps the tenant's change to push over it;
+    ``review`` keeps both until someone resolves the conflict. Either way the
+    losing side is kept in a :class:`SyncConflict`.
+    """
+    row = session.get(SyncRecord, record_id)
+    assert row is not None
+    deleted = remote is None
+    if deleted and policy == "hub_wins":
+        policy = "review"  # an update cannot be pushed to a record the provider deleted
+    open_conflict = session.exec(
+        select(SyncConflict).where(SyncConflict.record_id == row.id, SyncConflict.status == "open")
+    ).first()
+    conflict = open_conflict or SyncConflict(connection_id=row.connection_id, entity=row.entity, record_id=row.id,
+                                             remote_id=row.remote_id, policy=policy)
+    conflict.local_data = {"op": row.local_op, "data": row.local_data}
+    conflict.remote_data = remote
+    if deleted:
+        row.deleted, row.deleted_at = True, now
+        row.remote_updated_at = max(filter(None, (aware(row.remote_updated_at), version)), default=None)
+    else:
+        row.data, row.content_hash, row.remote_updated_at = remote, digest, version
+        row.deleted, row.deleted_at = False, None
+    row.last_seen_at = now
+    row.updated_at = now
+    if policy == "provider_wins":
+        row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
+        conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
+    elif policy == "hub_wins":
+        row.push_status = PENDING
+        conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "hub", now
+    else:
+        row.push_status = CONFLICT
+        conflict.status = "open"
+    session.add(row)
+    session.add(conflict)
+
+
+def apply_deletions(session: Session, *, connection_id: str, entity: str, policy: str,
+                    remote_ids: Iterable[str], now: datetime, version: datetime | None = None) -> Counts:
+    """Mark records the provider deleted. Unknown ids leave a tombstone, so a
+    late delivery of an older version does not bring the record back."""
+    counts = Counts()
+    for remote_id in {str(r) for r in remote_ids if r not in (None, "")}:
+        row = session.exec(select(SyncRecord).where(
+            SyncRecord.connection_id == connection_id, SyncRecord.entity == entity,
+            SyncRecord.remote_id == remote_id)).first()
+        if row is None:
+            session.add(SyncRecord(connection_id=connection_id, entity=entity, remote_id=remote_id, data={},
+                                   remote_updated_at=version, deleted=True, deleted_at=now, updated_at=now))
+            continue
+        if row.deleted or _stale(row, version):
+            continue
+        counts.deleted += 1
+        if row.push_status in LOCAL_CHANGE and row.local_op == "update":
+            counts.conflicts += 1
+            _settle_conflict(session, row.id, policy, None, None, version, now)
+            continue
+        row.deleted, row.deleted_at, row.updated_at = True, now, now
+        if version is not None:
+            row.remote_updated_at = max(filter(None, (aware(row.remote_updated_at), version)))
+        if row.local_op == "delete":
+            row.local_data, row.local_op, row.push_status = None, None, None
+        session.add(row)
+    return counts
+
+
+def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_since: datetime, now: datetime) -> int:
+    """After a complete full pass: records the provider no longer lists are
+    deleted there. Records with an unpushed tenant change are left alone."""
+    result = session.execute(
+        sa.update(_records)
+        .where(_records.c.connection_id == connection_id, _records.c.entity == entity,
+               _records.c.deleted.is_(False), _records.c.remote_id.is_not(None),
+               sa.or_(_records.c.last_seen_at.is_(None), _records.c.last_seen_at < seen_since),
+               sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
+        .values(deleted=True, deleted_at=now, updated_at=now)
+    )
+    return result.rowcount or 0
+
+
+# ---------------------------------------------------------------- the tenant's side
+
+
+def merged_view(row: SyncRecord) -> dict[str, Any]:
+    """The record as the tenant sees it: the provider's data with the
+    tenant's pending change on top."""
+    data = dict(row.data or {})
+    if row.local_op in ("create", "update") and row.local_data:
+        _deep_merge(data, row.local_data)
+    return data
+
+
+def _deep_merge(base: dict[str, Any], change: dict[str, Any]) -> None:
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def local_create(session: Session, connection_id: str, entity: str, data: dict[str, Any], now: datetime) -> SyncRecord:
+    row = SyncRecord(connection_id=connection_id, entity=entity, data={}, local_data=data, local_op="create",
+                     local_version=1, local_changed_at=now, push_status=PENDING, updated_at=now)
+    session.add(row)
+    return row
+
+
+def local_update(session: Session, row: SyncRecord, changes: dict[str, Any], now: datetime) -> SyncRecord:
+    local = dict(row.local_data or {})
+    _deep_merge(local, changes)
+    row.local_data = local
+    row.local_op = row.local_op if row.local_op == "create" else "update"
+    row.local_version += 1
+    row.local_changed_at = now
+    row.push_status = CONFLICT if row.push_status == CONFLICT else PENDING
+    row.push_error, row.push_attempts = None, 0
+    row.updated_at = now
+    session.add(row)
+    return row
+
+
+def local_delete(session: Session, row: SyncRecord, now: datetime) -> SyncRecord | None:
+    """Queue the deletion at the provider; a record never pushed just goes."""
+    if row.remote_id is None:
+        session.delete(row)
+        return None
+    row.local_op, row.local_data = "delete", None
+    row.local_version += 1
+    row.local_changed_at = now
+    row.push_status = CONFLICT if row.push_status == CONFLICT else PENDING
+    row.push_error, row.push_attempts = None, 0
+    row.updated_at = now
+    session.add(row)
+    return row
+
+
+def find_record(session: Session, connection_id: str, entity: str, record_id: str) -> SyncRecord | None:
+    """By the hub's id, else by the provider's id."""
+    row = session.get(SyncRecord, record_id)
+    if row is not None and row.connection_id == connection_id and row.entity == entity:
+        return row
+    return session.exec(select(SyncRecord).where(
+        SyncRecord.connection_id == connection_id, SyncRecord.entity == entity,
+        SyncRecord.remote_id == record_id)).first()

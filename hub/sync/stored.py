@@ -1,0 +1,220 @@
+"""The tenant's side of the record store: reading stored records (raw or
+mapped), writing changes to push, and resolving conflicts."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from sqlmodel import select
+
+from hub.db import aware
+from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
+from hub.runtime import Hub
+from hub.sync.mapping import Mapper
+from hub.sync.store import (
+    CONFLICT,
+    PENDING,
+    entity_key,
+    find_record,
+    local_create,
+    local_delete,
+    local_update,
+    merged_view,
+    write_transaction,
+)
+from hub.types import HubError, NotFound, ReadOnly, ValidationFailed
+
+MAX_LIMIT = 500
+
+
+class InvalidCursor(HubError):
+    code = "invalid_cursor"
+    status = 400
+
+
+def encode_cursor(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        raise InvalidCursor("the cursor is not one this API returned") from None
+    if not isinstance(value, dict):
+        raise InvalidCursor("the cursor is not one this API returned")
+    return value
+
+
+def mapper_for(hub: Hub, connection: Connection, config: SyncConfig) -> Mapper:
+    return Mapper(hub.provider(connection.provider).schema(config.entity), config.mappings)
+
+
+def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
+    data = merged_view(row)
+    return {
+        "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
+        "data": mapper.to_tenant(data) if mapper is not None else data,
+        "deleted": row.deleted, "deleted_at": aware(row.deleted_at),
+        "pending": row.push_status in (PENDING, CONFLICT, "failed"), "push_status": row.push_status,
+        "push_error": row.push_error, "remote_updated_at": aware(row.remote_updated_at),
+        "first_seen_at": aware(row.first_seen_at), "last_seen_at": aware(row.last_seen_at),
+        "updated_at": aware(row.updated_at),
+    }
+
+
+def state_out(state: SyncState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "in_progress": state.pass_mode is not None, "pass_mode": state.pass_mode, "pass_pages": state.pass_pages,
+        "watermark": aware(state.watermark), "has_provider_position": bool(state.start_cursor),
+        "last_pass_at": aware(state.last_pass_at), "last_full_pass_at": aware(state.last_full_pass_at),
+    }
+
+
+def run_out(run: SyncRun) -> dict[str, Any]:
+    started, finished = aware(run.started_at), aware(run.finished_at)
+    data = run.model_dump()
+    data.update(queued_at=aware(run.queued_at), started_at=started, finished_at=finished,
+                duration_seconds=(finished - started).total_seconds() if started and finished else None)
+    return data
+
+
+def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped: bool, cursor: str | None,
+                 limit: int, include_deleted: bool, pending_only: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    after = (decode_cursor(cursor) or {}).get("after")
+    mapper = mapper_for(hub, connection, config) if mapped else None
+    with hub.session() as session:
+        query = select(SyncRecord).where(SyncRecord.connection_id == connection.id,
+                                         SyncRecord.entity == config.entity)
+        if not include_deleted:
+            query = query.where(SyncRecord.deleted.is_(False))
+        if pending_only:
+            query = query.where(SyncRecord.push_status.is_not(None))
+        if after:
+            query = query.where(SyncRecord.id > str(after))
+        rows = list(session.exec(query.order_by(SyncRecord.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [record_out(r, mapper) for r in rows], encode_cursor({"after": rows[-1].id}) if more and rows else None
+
+
+def get_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str, *, mapped: bool) -> dict[str, Any]:
+    with hub.session() as session:
+        row = find_record(session, connection.id, config.entity, record_id)
+    if row is None:
+        raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+    return record_out(row, mapper_for(hub, connection, config) if mapped else None)
+
+
+def _writable(config: SyncConfig) -> None:
+    if config.direction == "pull":
+        raise ReadOnly(f"the {config.entity} sync config only pulls; set its direction to push or both "
+                       f"to write records through the hub")
+
+
+def _to_provider(hub: Hub, connection: Connection, config: SyncConfig, data: dict[str, Any], mapped: bool,
+                 current: dict[str, Any] | None) -> dict[str, Any]:
+    mapper = mapper_for(hub, connection, config)
+    if not mapped:
+        mapper = Mapper(mapper.schema, [])
+    changes = mapper.to_provider(data, current=mapper.to_tenant(current) if current is not None else None)
+    if not changes:
+        raise ValidationFailed("the change sets no writable provider field", code="empty_change")
+    return changes
+
+
+def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
+                 data: dict[str, Any], *, mapped: bool) -> SyncRecord:
+    """Create (``record_id`` None) or update a stored record; the change is
+    pushed by the next push of the config."""
+    _writable(config)
+    schema = hub.provider(connection.provider).schema(config.entity)
+    now = utcnow()
+    with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        if record_id is None:
+            if not schema.supports_create:
+                raise ReadOnly(f"{connection.provider} does not allow creating {config.entity}")
+            row = local_create(session, connection.id, config.entity,
+                               _to_provider(hub, connection, config, data, mapped, None), now)
+        else:
+            row = find_record(session, connection.id, config.entity, record_id)
+            if row is None or row.deleted:
+                raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+            if row.remote_id is not None and not schema.supports_update:
+                raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
+            changes = _to_provider(hub, connection, config, data, mapped, merged_view(row))
+            local_update(session, row, changes, now)
+        session.flush()
+        session.refresh(row)
+    return row
+
+
+def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str) -> SyncRecord | None:
+    _writable(config)
+    schema = hub.provider(connection.provider).schema(config.entity)
+    with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        row = find_record(session, connection.id, config.entity, record_id)
+        if row is None or row.deleted:
+            raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+        if row.remote_id is not None and not schema.supports_delete:
+            raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
+        result = local_delete(session, row, utcnow())
+        if result is not None:
+            session.flush()
+            session.refresh(result)
+    return result
+
+
+def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None) -> list[SyncConflict]:
+    with hub.session() as session:
+        query = select(SyncConflict).where(SyncConflict.connection_id == connection.id,
+                                           SyncConflict.entity == config.entity)
+        if status:
+            query = query.where(SyncConflict.status == status)
+        return list(session.exec(query.order_by(SyncConflict.created_at.desc(), SyncConflict.id).limit(1000)))
+
+
+def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, conflict_id: str, resolution: str,
+                     data: dict[str, Any] | None, mapped: bool) -> SyncConflict:
+    """Settle an open conflict: keep the provider's version, push the hub's
+    change, or push ``data`` instead."""
+    now = utcnow()
+    with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        conflict = session.get(SyncConflict, conflict_id)
+        if conflict is None or conflict.connection_id != connection.id or conflict.entity != config.entity:
+            raise NotFound("no such conflict", code="conflict_not_found")
+        if conflict.status != "open":
+            raise ValidationFailed("the conflict is already resolved", code="conflict_resolved")
+        row = session.get(SyncRecord, conflict.record_id)
+        assert row is not None
+        if resolution == "provider":
+            row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
+        else:
+            if resolution == "custom":
+                if not data:
+                    raise ValidationFailed("a custom resolution needs data", code="missing_fields")
+                row.local_data = _to_provider(hub, connection, config, data, mapped, merged_view(row))
+                row.local_op = "update"
+            if row.deleted and row.local_op == "update":
+                schema = hub.provider(connection.provider).schema(config.entity)
+                writable = {f.name for f in schema.fields if not f.readonly} or None
+                view = {k: v for k, v in merged_view(row).items() if writable is None or k in writable}
+                row.local_op, row.local_data, row.remote_id = "create", view, None
+                row.deleted, row.deleted_at, row.data = False, None, {}
+            row.push_status, row.push_error, row.push_attempts = PENDING, None, 0
+            row.local_version += 1
+            row.local_changed_at = now
+        row.updated_at = now
+        conflict.status, conflict.resolution, conflict.resolved_at = "resolved", resolution, now
+        session.add(row)
+        session.add(conflict)
+        session.flush()
+        session.refresh(conflict)
+    return conflict
+

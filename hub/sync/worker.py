@@ -1,0 +1,220 @@
+"""Where sync runs execute.
+
+- :class:`LocalExecutor` (embedded mode, the default on SQLite): runs are
+  asyncio tasks of the hub's own process, one at a time per connection.
+- :class:`QueueExecutor` (the default on PostgreSQL): runs are procrastinate
+  jobs on the same database, executed by ``hub worker`` processes
+  (:func:`run_worker`) and by ``HUB_SYNC_WORKERS`` job slots of each API
+  process (2 by default, so one process works alone too); several workers
+  share the queue. The job's
+  procrastinate ``lock`` (one per connection) keeps two runs of a connection
+  from running at once, and the engine's lease guards against anything else
+  (a ``hub sync`` from the command line).
+
+``HUB_SYNC_EXECUTOR=local|queue`` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from hub.models import SyncRun
+from hub.runtime import Hub
+from hub.sync.engine import SyncEngine
+
+log = logging.getLogger("hub.sync.worker")
+
+TASK = "hub.sync.run"
+QUEUE = "sync"
+STALLED_CHECK_SECONDS = 30.0
+
+
+class Executor(Protocol):
+    async def start(self) -> None: ...
+    async def submit(self, run: SyncRun) -> None: ...
+    async def stop(self) -> None: ...
+    def knows(self, run_id: str) -> bool: ...
+
+
+def executor_kind(hub: Hub) -> str:
+    chosen = getattr(hub.settings, "sync_executor", None) or os.environ.get("HUB_SYNC_EXECUTOR")
+    if chosen in ("local", "queue"):
+        return chosen
+    return "queue" if hub.engine.dialect.name == "postgresql" else "local"
+
+
+def make_executor(hub: Hub) -> Executor:
+    return QueueExecutor(hub) if executor_kind(hub) == "queue" else LocalExecutor(hub)
+
+
+class LocalExecutor:
+    """Runs execute as tasks of this process's event loop."""
+
+    def __init__(self, hub: Hub, engine: SyncEngine | None = None):
+        self.hub = hub
+        self.engine = engine or SyncEngine(hub)
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def start(self) -> None:
+        return None
+
+    def knows(self, run_id: str) -> bool:
+        return run_id in self.tasks
+
+    async def submit(self, run: SyncRun) -> None:
+        if run.id in self.tasks:
+            return
+        task = asyncio.create_task(self._execute(run.id, run.connection_id), name=f"sync-run-{run.id}")
+        self.tasks[run.id] = task
+        task.add_done_callback(lambda _t, run_id=run.id: self.tasks.pop(run_id, None))
+
+    async def _execute(self, run_id: str, connection_id: str) -> None:
+        lock = self._locks.setdefault(connection_id, asyncio.Lock())
+        async with lock:
+            await self.engine.execute(run_id)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait until every submitted run is done (tests, the CLI)."""
+        pending = list(self.tasks.values())
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def conninfo(hub: Hub) -> str:
+    """The libpq connection string of the hub's PostgreSQL database."""
+    url = hub.engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def make_app(hub: Hub) -> Any:
+    """The procrastinate app on the hub's database, with the sync task."""
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(hub)))
+
+    @app.task(name=TASK, queue=QUEUE)
+    async def run_sync(run_id: str) -> None:
+        await SyncEngine(hub).execute(run_id)
+
+    return app
+
+
+async def ensure_queue_schema(hub: Hub, app: Any) -> None:
+    """Install procrastinate's tables once, under an advisory lock so that
+    processes starting together do not race. ``app`` must be open."""
+    check = sa.text("SELECT to_regclass('procrastinate_jobs')")
+    with hub.engine.connect() as connection:
+        if connection.execute(check).scalar() is not None:
+            return
+        connection.execute(sa.text("SELECT pg_advisory_lock(4242001)"))
+        connection.commit()
+        try:
+            if connection.execute(check).scalar() is None:
+                await app.schema_manager.apply_schema_async()
+        finally:
+            connection.rollback()
+            connection.execute(sa.text("SELECT pg_advisory_unlock(4242001)"))
+            connection.commit()
+
+
+def embedded_workers(hub: Hub) -> int:
+    """How many runs an API process executes itself in queue mode
+    (``HUB_SYNC_WORKERS``, default 2; 0 leaves them to ``hub worker``)."""
+    value = getattr(hub.settings, "sync_workers", None) or os.environ.get("HUB_SYNC_WORKERS")
+    try:
+        return max(0, int(value)) if value not in (None, "") else 2
+    except ValueError:
+        return 2
+
+
+class QueueExecutor:
+    """Runs become procrastinate jobs, executed by ``hub worker`` processes
+    and by ``workers`` job slots of this process."""
+
+    def __init__(self, hub: Hub, workers: int | None = None):
+        self.hub = hub
+        self.app = make_app(hub)
+        self.workers = embedded_workers(hub) if workers is None else workers
+        self._open = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def knows(self, run_id: str) -> bool:
+        return True
+
+    async def start(self) -> None:
+        await self.app.open_async()
+        self._open = True
+        await ensure_queue_schema(self.hub, self.app)
+        if self.workers:
+            self._tasks = [
+                asyncio.create_task(self.app.run_worker_async(**_worker_options(self.workers, install=False))),
+                asyncio.create_task(_retry_stalled(self.app)),
+            ]
+
+    async def submit(self, run: SyncRun) -> None:
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        if not self._open:
+            await self.start()
+        try:
+            await self.app.configure_task(
+                name=TASK, queue=QUEUE, lock=f"sync-connection-{run.connection_id}",
+                queueing_lock=f"sync-run-{run.id}",
+            ).defer_async(run_id=run.id)
+        except AlreadyEnqueued:
+            pass
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._open:
+            self._open = False
+            await self.app.close_async()
+
+
+def _worker_options(concurrency: int, install: bool, name: str | None = None) -> dict[str, Any]:
+    return {"queues": [QUEUE], "concurrency": concurrency, "name": name, "install_signal_handlers": install,
+            "fetch_job_polling_interval": 1.0, "delete_jobs": "successful", "shutdown_graceful_timeout": 10.0}
+
+
+async def run_worker(hub: Hub, *, concurrency: int = 4, name: str | None = None) -> None:
+    """Execute queued sync runs until SIGINT or SIGTERM (``hub worker``).
+
+    Jobs of a worker that died mid-run are retried once procrastinate sees its
+    heartbeat stop; the run resumes from its last committed page.
+    """
+    app = make_app(hub)
+    async with app.open_async():
+        await ensure_queue_schema(hub, app)
+        watcher = asyncio.create_task(_retry_stalled(app))
+        try:
+            await app.run_worker_async(**_worker_options(concurrency, install=True, name=name))
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _retry_stalled(app: Any) -> None:
+    while True:
+        await asyncio.sleep(STALLED_CHECK_SECONDS)
+        try:
+            for job in await app.job_manager.get_stalled_jobs():
+                log.warning("retrying stalled sync job %s", job.id)
+                await app.job_manager.retry_job(job)
+        except Exception:
+            log.warning("could not check for stalled sync jobs", exc_info=True)

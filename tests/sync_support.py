@@ -1,0 +1,215 @@
+"""Helpers of the sync tests: an in-memory provider ("ledger"), hub and
+connection set-up, waiting for runs, and launching ``hub`` commands as
+subprocesses with the example provider discoverable."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from hub import hookimpl
+from hub.models import Connection, SyncRecord, SyncRun
+from hub.runtime import Hub
+from hub.services.orgs import create_organization
+from hub.types import (
+    Credentials,
+    EntityField,
+    EntitySchema,
+    NotFound,
+    Page,
+    ProviderInfo,
+    ProviderUnavailable,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DIR = ROOT / "tests" / "example_provider"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+class Ledger:
+    """An in-memory provider.
+
+    ``items`` pages by position and filters by ``updated_at`` (incremental by
+    watermark); ``changes`` is a change log paged like Plaid's
+    ``/transactions/sync``: removals come as ``Page.deleted_ids`` and the
+    position after the last page as ``Page.watermark``.
+    ``fail_on_call`` makes that list call (1-based) raise ``ProviderUnavailable``.
+    """
+
+    def __init__(self, items: int = 0):
+        self.items: dict[str, dict[str, Any]] = {}
+        self.log: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.calls: list[tuple[str, str | None, datetime | None]] = []
+        self.fail_on_call: int | None = None
+        self.on_call: Any = None
+        self.clock = T0
+        for i in range(items):
+            self.put(f"it_{i:05d}", {"name": f"item {i}", "amount": i * 100, "active": i % 2 == 0})
+
+    def tick(self) -> str:
+        self.clock += timedelta(seconds=1)
+        return self.clock.isoformat()
+
+    def put(self, item_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        record = {**self.items.get(item_id, {}), **fields, "id": item_id, "updated_at": self.tick()}
+        self.items[item_id] = record
+        self.log.append(("upsert", item_id, dict(record)))
+        return record
+
+    def remove(self, item_id: str) -> None:
+        self.items.pop(item_id, None)
+        self.log.append(("remove", item_id, None))
+
+    @hookimpl
+    def provider_info(self):
+        return ProviderInfo(name="ledger", label="Ledger", category="test", auth_type="api_key",
+                            credential_fields=(EntityField("api_key", required=True),))
+
+    @hookimpl
+    def entity_schemas(self):
+        fields = (
+            EntityField("id", readonly=True), EntityField("name"), EntityField("amount", type="integer"),
+            EntityField("active", type="boolean"), EntityField("updated_at", type="datetime", readonly=True),
+            EntityField("details", type="object"),
+        )
+        return [
+            EntitySchema("items", "Items", fields, updated_field="updated_at", supports_create=True,
+                         supports_update=True, supports_delete=True, supports_since=True),
+            EntitySchema("changes", "Changes", fields, updated_field="updated_at"),
+        ]
+
+    @hookimpl
+    def list_records(self, entity, cursor, page_size, since):
+        self.calls.append((entity, cursor, since))
+        if self.on_call is not None:
+            self.on_call(len(self.calls))
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise ProviderUnavailable("ledger is down")
+        start = int(cursor or 0)
+        if entity == "items":
+            rows = [r for r in self.items.values()
+                    if since is None or datetime.fromisoformat(r["updated_at"]) >= since]
+            page = rows[start:start + page_size]
+            more = start + page_size < len(rows)
+            return Page(records=[dict(r) for r in page], next_cursor=str(start + page_size) if more else None)
+        entries = self.log[start:start + page_size]
+        end = start + len(entries)
+        more = end < len(self.log)
+        return Page(records=[dict(r) for op, _, r in entries if op == "upsert"],
+                    deleted_ids=[i for op, i, _ in entries if op == "remove"],
+                    next_cursor=str(end) if more else None, watermark=None if more else str(end))
+
+    @hookimpl
+    def create_record(self, entity, data, idempotency_key):
+        item_id = f"it_new_{len(self.items)}_{idempotency_key[-6:]}"
+        return dict(self.put(item_id, data))
+
+    @hookimpl
+    def update_record(self, entity, record_id, data):
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        return dict(self.put(record_id, data))
+
+    @hookimpl
+    def delete_record(self, entity, record_id):
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        self.remove(record_id)
+        return True
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def make_connection(hub: Hub, provider: str, credentials: dict[str, Any], org_name: str = "acme",
+                    **fields: Any) -> Connection:
+    """An organization and a connection to ``provider`` straight in the database."""
+    with hub.session() as session:
+        org, _key = create_organization(session, org_name)
+    connection = Connection(organization_id=org.id, provider=provider, category="test", name=provider, **fields)
+    hub.store_credentials(connection, Credentials(secrets=credentials))
+    with hub.session() as session:
+        session.add(connection)
+        session.commit()
+        session.refresh(connection)
+    return connection
+
+
+def stored(hub: Hub, connection_id: str, entity: str, include_deleted: bool = False) -> dict[str, dict[str, Any]]:
+    """The stored records by provider id (live ones only, by default)."""
+    from sqlmodel import select
+
+    with hub.session() as session:
+        rows = session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection_id,
+                                                     SyncRecord.entity == entity))
+        return {r.remote_id: r.data for r in rows if include_deleted or not r.deleted}
+
+
+def stored_rows(hub: Hub, connection_id: str, entity: str) -> list[SyncRecord]:
+    from sqlmodel import select
+
+    with hub.session() as session:
+        return list(session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection_id,
+                                                          SyncRecord.entity == entity)))
+
+
+def get_run(hub: Hub, run_id: str) -> SyncRun:
+    with hub.session() as session:
+        run = session.get(SyncRun, run_id)
+        assert run is not None
+        return run
+
+
+def wait_run(client: Any, auth: dict[str, str], connection_id: str, run_id: str, timeout: float = 20) -> dict:
+    """Poll the API until the run finished; returns it."""
+    from tests.conftest import API
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"{API}/connections/{connection_id}/sync/runs/{run_id}", headers=auth).json()["run"]
+        if run["status"] in ("succeeded", "failed"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']} after {timeout}s"
+        time.sleep(0.05)
+
+
+def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.05, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{message} not met after {timeout}s"
+        time.sleep(interval)
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for ``hub`` subprocesses that sees the example provider.
+
+    When ``hub-example`` is not installed, a minimal distribution record on
+    ``PYTHONPATH`` declares its entry point."""
+    paths = [str(EXAMPLE_DIR), str(ROOT)]
+    try:
+        found = importlib.metadata.entry_points(group="hub.providers", name="example")
+    except Exception:
+        found = ()
+    if not found:
+        dist = tmp_path / "dists" / "hub_example-0.0.0.dist-info"
+        dist.mkdir(parents=True, exist_ok=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hub-example\nVersion: 0.0.0\n")
+        (dist / "entry_points.txt").write_text("[hub.providers]\nexample = hub_example\n")
+        paths.insert(0, str(dist.parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update({"PYTHONPATH": os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                "HUB_PLUGINS": "example", "HUB_SECRET_KEY": "test-secret-key",
+                "HUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def hub_command() -> list[str]:
+    return [sys.executable, "-m", "hub.cli"]

@@ -1,0 +1,232 @@
+"""The conformance suite passes the example provider and fails each broken
+variant in tests/broken_plugins with the message that says what to fix.
+
+The variants run through pytester exactly as a plugin package runs the suite:
+a ``ConformanceSuite`` subclass with a ``target``, fixtures from the ``hub``
+pytest plugin."""
+
+from __future__ import annotations
+
+import re
+
+from urllib.parse import urlencode
+
+import hub_example
+import pytest
+from broken_plugins import example_target
+from broken_plugins.linkex import linkex_fake, linkex_plugin
+
+from hub import hookimpl
+from hub.testing.conformance import (
+    ConformanceError,
+    ConformanceSuite,
+    ConformanceTarget,
+    Harness,
+    check_auth_flow,
+    check_plugin_loads,
+    check_provider_info,
+    forbid_own_http_clients,
+)
+from hub.types import Credentials
+from tests.oauth_provider import build_plugin, create_fake
+
+pytest_plugins = ["pytester"]
+
+
+class TestExampleConformance(ConformanceSuite):
+    target = example_target()
+
+
+# variant -> {failing test: what its message must say}
+BROKEN = {
+    "early_stop": {
+        "test_list_pagination[notes]": "list_records for 'notes' returned next_cursor=None after 2 of 3 pages "
+                                       "* return the next page's cursor until the last page",
+        "test_list_pagination[tags]": "list_records for 'tags' returned next_cursor=None after 2 of * pages",
+    },
+    "ignores_page_size": {
+        "test_list_pagination[notes]": "list_records for 'notes' returned 8 records on page 1 for page_size=3: "
+                                       "pass page_size to the provider*",
+        "test_list_pagination[tags]": "list_records for 'tags' returned * records on page 1 for page_size=3*",
+    },
+    "accepts_any_webhook": {
+        "test_webhook_forged_rejected": "a forged delivery (body changed after signing) answered HTTP 200* "
+                                        "verify the signature over the raw request.body with hmac.compare_digest*",
+        "test_webhook_stale_rejected": "a stale delivery (signed long ago) answered HTTP 200* compare the signed "
+                                       "timestamp with ctx.provider.webhook_tolerance_seconds*",
+    },
+    "readonly_writes": {
+        "test_unsupported_writes_refused[tags]": "the schema declares 'tags' read-only (supports_create=False) but "
+                                                 "create_record wrote one anyway* raise hub.types.ReadOnly for it*",
+    },
+    "create_fails": {
+        "test_writes_round_trip[tags]": "creating 'tags' {'name': 'conformance tag'} answered HTTP 502 "
+                                        "provider_error* the schema declares supports_create for 'tags': fix "
+                                        "create_record (or the sample), or set supports_create=False",
+    },
+    "leaky_errors": {
+        "test_unknown_record_not_found[notes]": "get_record('notes', 'conformance-missing-0000') raised KeyError: "
+                                                "'id' instead of a hub error: raise hub.types.NotFound*",
+        "test_unknown_record_not_found[tags]": "get_record('tags', *) raised KeyError*",
+        "test_unknown_entity_not_found": "list_records for the unknown entity * raised KeyError: 'data' instead "
+                                         "of a hub error*do not pass raise_for_status=False*",
+        "test_writes_round_trip[notes]": "after deleting 'notes' *, getting it answered HTTP 502 provider_error*"
+                                         "get_record raise NotFound*",
+    },
+    "missing_schema": {
+        "test_entity_schema[tags]": "entity 'tags' declares no fields: list its fields as EntityField(...)*",
+    },
+    "undeclared_entity": {
+        "test_webhook_events_well_formed": "verify_webhook returned an event for entity 'note', which has no "
+                                          "schema (entities: ['notes', 'tags'])*",
+    },
+    "own_client": {
+        "test_uses_core_http_client": "list_records built its own client (httpx.AsyncClient built at "
+                                      "*own_client.py:* in list_records): use ctx.http*",
+        "test_unknown_entity_not_found": "list_records for the unknown entity * raised KeyError*",
+    },
+}
+
+SUITE = """
+import broken_plugins.{variant} as variant
+from broken_plugins import example_target
+
+from hub.testing.conformance import ConformanceSuite
+
+
+class TestVariant(ConformanceSuite):
+    target = example_target(variant)
+"""
+
+
+@pytest.mark.parametrize("variant", sorted(BROKEN))
+def test_suite_fails_broken_plugin_saying_what_to_fix(pytester, variant):
+    pytester.makepyfile(**{f"test_{variant}_conformance": SUITE.format(variant=variant)})
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
+    failed = set(re.findall(r"^FAILED \S+::TestVariant::(\S+)", result.stdout.str(), re.M))
+    assert failed == set(BROKEN[variant]), result.stdout.str()
+    for message in BROKEN[variant].values():
+        result.stdout.fnmatch_lines(["*" + _literal_brackets(message) + "*"])
+    assert result.parseoutcomes().get("errors", 0) == 0
+
+
+def _literal_brackets(pattern: str) -> str:
+    return pattern.replace("[", "\0").replace("]", "[]]").replace("\0", "[[]")
+
+
+def test_suite_passes_the_example_through_pytester(pytester):
+    pytester.makepyfile(test_example_conformance=SUITE.replace("broken_plugins.{variant}", "hub_example"))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] >= 20
+
+
+def test_suite_without_target_says_how_to_declare_it(pytester):
+    pytester.makepyfile(test_missing_target="""
+from hub.testing.conformance import ConformanceSuite
+
+class TestNothing(ConformanceSuite):
+    pass
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*set `target = ConformanceTarget(provider=..., fake_app=..., ...)`*"])
+    assert result.ret != 0
+
+
+def test_name_mismatch_is_reported_with_the_hub_load_error():
+    target = ConformanceTarget(provider="notes", plugin=hub_example, fake_app=lambda: None)
+    with pytest.raises(ConformanceError, match=r"refused to load plugin 'notes'.*entry point name 'notes' "
+                                               r"differs from provider_info name 'example'"):
+        check_plugin_loads(target)
+
+
+def test_missing_entry_point_says_how_to_declare_it():
+    target = ConformanceTarget(provider="nosuchprovider", fake_app=lambda: None)
+    with pytest.raises(ConformanceError, match=r'\[project.entry-points."hub.providers"\] nosuchprovider = '
+                                               r'"hub_nosuchprovider"'):
+        check_provider_info(target)
+
+
+def test_own_client_guard_allows_only_the_core_pool():
+    import asyncio
+
+    import httpx
+
+    from hub.http import ClientPool
+
+    pool = ClientPool()
+    with forbid_own_http_clients() as violations:
+        client = pool.client("connection-1")
+        with pytest.raises(RuntimeError, match="ctx.http"):
+            httpx.Client()
+    assert isinstance(client, httpx.AsyncClient)
+    assert len(violations) == 1 and "test_conformance.py" in violations[0]
+    asyncio.run(pool.close())
+    httpx.Client().close()
+
+
+OAUTH_SETTINGS = {"client_id": "cid", "client_secret": "csecret"}
+
+
+def test_oauth_connection_is_made_through_the_flow_and_its_url_checked(tmp_path):
+    target = ConformanceTarget(provider="oauthex", plugin=build_plugin(), fake_app=create_fake,
+                               settings=OAUTH_SETTINGS)
+    harness = Harness(target, tmp_path).start()
+    try:
+        assert harness.connection["provider"] == "oauthex" and harness.connection["token_expires_at"]
+        assert harness.secrets()["access_token"] in harness.fake_app.state.access
+        check_auth_flow(harness)
+    finally:
+        harness.stop()
+
+
+def _connect_without_oauth(harness):
+    from hub.services.connections import upsert_from_credentials
+
+    connection = upsert_from_credentials(harness.hub, harness.organization_id, harness.provider,
+                                         Credentials(secrets={"access_token": "at_x", "refresh_token": "rt_x"}))
+    return {"id": connection.id}
+
+
+def test_oauth_url_without_state_and_challenge_is_reported(tmp_path):
+    plugin = build_plugin()
+
+    @hookimpl
+    def authorization_url(ctx, redirect_uri):
+        return ctx.url("authorize") + "?" + urlencode({"client_id": "cid", "redirect_uri": redirect_uri})
+
+    plugin.authorization_url = authorization_url
+    target = ConformanceTarget(provider="oauthex", plugin=plugin, fake_app=create_fake, settings=OAUTH_SETTINGS,
+                               connect=_connect_without_oauth)
+    harness = Harness(target, tmp_path).start()
+    try:
+        with pytest.raises(ConformanceError, match=r"authorization_url returned '.*': it does not carry the state "
+                                                   r"unchanged as \?state=; supports_pkce is set but the "
+                                                   r"code_challenge is not in it"):
+            check_auth_flow(harness)
+    finally:
+        harness.stop()
+
+
+@pytest.mark.parametrize("token", ["link-sandbox", ""])
+def test_link_token_is_checked(tmp_path, token):
+    plugin = linkex_plugin()
+    if not token:
+        @hookimpl
+        def create_link_token():
+            return {"link_token": "", "expiration": None}
+
+        plugin.create_link_token = create_link_token
+    target = ConformanceTarget(provider="linkex", plugin=plugin, fake_app=linkex_fake,
+                               connect=lambda harness: harness.link_exchange("pub1"))
+    harness = Harness(target, tmp_path).start()
+    try:
+        assert harness.connection["config"] == {"item_id": "item-pub1"}
+        if token:
+            check_auth_flow(harness)
+        else:
+            with pytest.raises(ConformanceError, match="create_link_token returned link_token='': return the "):
+                check_auth_flow(harness)
+    finally:
+        harness.stop()

@@ -1,0 +1,248 @@
+"""The sync API on the example provider over real HTTP to its fake: configs
+and mappings, runs and logs, stored records raw and mapped, errors, the
+scheduler and provider faults. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from fastapi.testclient import TestClient
+
+from hub.models import Connection, utcnow
+from hub.types import Credentials
+from hub_example.testing import API_KEY
+from tests.conftest import API, make_org
+from tests.sync_support import wait_run
+from tests.test_example_end_to_end import connect
+
+TITLE_MAPPINGS = [
+    {"source": "id", "target": "note_id"},
+    {"source": "title", "target": "subject"},
+    {"source": "body", "target": "text", "default": ""},
+    {"source": "updated_at", "target": "modified_on", "transform": "date"},
+    {"target": "origin", "transform": "constant", "value": "example"},
+]
+
+
+def configs_url(connection_id: str) -> str:
+    return f"{API}/connections/{connection_id}/sync-configs"
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["code"] == code and body["error"]
+    return body
+
+
+def start(client, auth, connection_id: str, **body) -> dict:
+    response = client.post(f"{API}/connections/{connection_id}/sync", json=body, headers=auth)
+    assert response.status_code == 202, response.text
+    run = response.json()["run"]
+    assert run["status"] in ("queued", "running", "succeeded")
+    return run
+
+
+def test_sync_config_crud(client, auth):
+    connection = connect(client, auth)
+    url = configs_url(connection["id"])
+    created = client.post(url, json={"entity": "notes", "direction": "both", "conflict_policy": "review",
+                                     "schedule_minutes": 15, "mappings": TITLE_MAPPINGS}, headers=auth)
+    assert created.status_code == 201, created.text
+    config = created.json()["sync_config"]
+    assert config["direction"] == "both" and config["enabled"] and config["next_sync_at"]
+    assert [m["target"] for m in config["mappings"]] == ["note_id", "subject", "text", "modified_on", "origin"]
+    assert config["state"] is None
+    assert_error(client.post(url, json={"entity": "notes"}, headers=auth), 409, "sync_config_exists")
+    assert [c["id"] for c in client.get(url, headers=auth).json()["sync_configs"]] == [config["id"]]
+    updated = client.put(f"{url}/{config['id']}", json={"enabled": False, "conflict_policy": "hub_wins"},
+                         headers=auth).json()["sync_config"]
+    assert updated["enabled"] is False and updated["conflict_policy"] == "hub_wins"
+    assert updated["mappings"] == config["mappings"]
+    assert client.get(f"{url}/{config['id']}", headers=auth).json()["sync_config"]["enabled"] is False
+    assert client.delete(f"{url}/{config['id']}", headers=auth).json() == {"success": True}
+    assert_error(client.get(f"{url}/{config['id']}", headers=auth), 404, "sync_config_not_found")
+
+
+def test_bad_configs_are_refused_when_saved(client, auth):
+    connection = connect(client, auth)
+    url = configs_url(connection["id"])
+    assert_error(client.post(url, json={"entity": "tags", "direction": "push"}, headers=auth), 405, "read_only")
+    assert_error(client.post(url, json={"entity": "tags", "direction": "both"}, headers=auth), 405, "read_only")
+    assert_error(client.post(url, json={"entity": "invoices"}, headers=auth), 404, "unknown_entity")
+    unknown = assert_error(client.post(url, json={"entity": "notes", "mappings": [
+        {"source": "subject", "target": "s"}]}, headers=auth), 422, "unknown_field")
+    assert "subject" in unknown["error"] and unknown["details"][0]["field"] == "subject"
+    cast = assert_error(client.post(url, json={"entity": "notes", "mappings": [
+        {"source": "title", "target": "t", "transform": "cents_to_decimal"}]}, headers=auth), 422, "impossible_cast")
+    assert "cents_to_decimal" in cast["error"] and "string" in cast["error"]
+    assert_error(client.post(url, json={"entity": "notes", "direction": "sideways"}, headers=auth),
+                 422, "validation_error")
+    assert client.get(url, headers=auth).json()["sync_configs"] == []
+    config = client.post(url, json={"entity": "tags"}, headers=auth).json()["sync_config"]
+    assert_error(client.put(f"{url}/{config['id']}", json={"direction": "both"}, headers=auth), 405, "read_only")
+
+
+def test_mappings_are_listed_and_replaced(client, auth):
+    connection = connect(client, auth)
+    config = client.post(configs_url(connection["id"]), json={"entity": "notes"}, headers=auth).json()["sync_config"]
+    url = f"{configs_url(connection['id'])}/{config['id']}/mappings"
+    assert client.get(url, headers=auth).json() == {"success": True, "sync_config_id": config["id"],
+                                                     "entity": "notes", "mappings": []}
+    replaced = client.put(url, json={"mappings": TITLE_MAPPINGS[:2]}, headers=auth).json()
+    assert [m["source"] for m in replaced["mappings"]] == ["id", "title"]
+    assert client.get(url, headers=auth).json()["mappings"] == replaced["mappings"]
+    bad = client.put(url, json={"mappings": [{"source": "updated_at", "target": "x", "transform": "cents_to_decimal"}]},
+                     headers=auth)
+    assert_error(bad, 422, "impossible_cast")
+    assert client.get(url, headers=auth).json()["mappings"] == replaced["mappings"]
+
+
+def test_a_sync_run_starts_at_once_and_its_log_tells_what_happened(client, auth, example_fake):
+    connection = connect(client, auth)
+    queued = start(client, auth, connection["id"])
+    run = wait_run(client, auth, connection["id"], queued["id"])
+    assert run["status"] == "succeeded", run
+    assert (run["fetched"], run["created"], run["updated"], run["deleted"]) == (25, 25, 0, 0)
+    assert run["entity"] is None and run["direction"] == "pull" and run["trigger"] == "manual"
+    assert run["duration_seconds"] is not None and run["error"] is None
+    configs = client.get(configs_url(connection["id"]), headers=auth).json()["sync_configs"]
+    assert sorted(c["entity"] for c in configs) == ["notes", "tags"]
+    assert all(c["state"]["last_full_pass_at"] and not c["state"]["in_progress"] for c in configs)
+
+    example_fake[1].state.notes.rows["note_1"]["title"] = "renamed"
+    example_fake[1].state.notes.rows["note_1"]["updated_at"] = utcnow().isoformat()
+    second = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    assert second["status"] == "succeeded" and second["updated"] == 1 and second["created"] == 0
+    full = wait_run(client, auth, connection["id"],
+                    start(client, auth, connection["id"], entity="notes", full_refresh=True)["id"])
+    assert full["fetched"] == 23 and full["full_refresh"] is True
+
+    logs = client.get(f"{API}/connections/{connection['id']}/sync/logs", params={"limit": 2}, headers=auth).json()
+    assert [r["id"] for r in logs["runs"]] == [full["id"], second["id"]] and logs["has_more"]
+    rest = client.get(f"{API}/connections/{connection['id']}/sync/logs", params={"cursor": logs["next_cursor"]},
+                      headers=auth).json()
+    assert [r["id"] for r in rest["runs"]] == [queued["id"]] and rest["next_cursor"] is None
+    only_failed = client.get(f"{API}/connections/{connection['id']}/sync/logs", params={"status": "failed"},
+                             headers=auth).json()
+    assert only_failed["runs"] == []
+    assert_error(client.get(f"{API}/connections/{connection['id']}/sync/runs/nope", headers=auth),
+                 404, "sync_run_not_found")
+    assert_error(client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "invoices"},
+                             headers=auth), 404, "unknown_entity")
+    assert_error(client.get(f"{API}/connections/nope/sync/logs", headers=auth), 404, "connection_not_found")
+
+
+def test_stored_records_raw_and_mapped_in_pages(client, auth):
+    connection = connect(client, auth)
+    config = client.post(configs_url(connection["id"]), json={"entity": "notes", "mappings": TITLE_MAPPINGS},
+                         headers=auth).json()["sync_config"]
+    wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    url = f"{configs_url(connection['id'])}/{config['id']}/records"
+    seen, cursor = [], None
+    for _ in range(10):
+        body = client.get(url, params={"limit": 10} | ({"cursor": cursor} if cursor else {}), headers=auth).json()
+        seen += body["records"]
+        cursor = body["next_cursor"]
+        assert body["has_more"] == (cursor is not None) and body["mapped"] is False
+        if not cursor:
+            break
+    assert len(seen) == len({r["id"] for r in seen}) == 23
+    assert {r["remote_id"] for r in seen} == {f"note_{i}" for i in range(1, 24)}
+    raw = next(r for r in seen if r["remote_id"] == "note_5")
+    assert raw["data"]["title"] == "note 4" and raw["pending"] is False and raw["deleted"] is False
+    mapped = client.get(f"{url}/note_5", params={"mapped": True}, headers=auth).json()["record"]
+    assert mapped["id"] == raw["id"]
+    assert mapped["data"] == {"note_id": "note_5", "subject": "note 4", "text": "",
+                              "modified_on": raw["data"]["updated_at"][:10], "origin": "example"}
+    by_hub_id = client.get(f"{url}/{raw['id']}", headers=auth).json()["record"]
+    assert by_hub_id["data"] == raw["data"]
+    assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 400, "invalid_cursor")
+    assert_error(client.get(f"{url}/note_999", headers=auth), 404, "record_not_found")
+
+
+def test_bad_credentials_fail_the_run_clearly_without_blocking_other_connections(client, auth, hub_app):
+    good = connect(client, auth)
+    other_auth = make_org(hub_app, "globex")
+    other_auth.pop("org_id")
+    bad = connect(client, other_auth)
+    hub = hub_app.state.hub
+    with hub.session() as session:
+        row = session.get(Connection, bad["id"])
+        hub.store_credentials(row, Credentials(secrets={"api_key": "revoked"}))
+        session.add(row)
+        session.commit()
+    failing = start(client, other_auth, bad["id"])
+    working = start(client, auth, good["id"])
+    failed = wait_run(client, other_auth, bad["id"], failing["id"])
+    assert failed["status"] == "failed" and failed["error_code"] == "provider_auth_failed"
+    assert "invalid api key" in failed["error"]
+    connection = client.get(f"{API}/connections/{bad['id']}", headers=other_auth).json()["connection"]
+    assert connection["status"] == "error" and "invalid api key" in connection["last_error"]
+    assert wait_run(client, auth, good["id"], working["id"])["status"] == "succeeded"
+    assert_error(client.get(f"{API}/connections/{good['id']}/sync/logs", headers=other_auth), 404,
+                 "connection_not_found")
+
+
+def test_the_scheduler_runs_due_connections_and_moves_next_sync_at_on(client, auth, hub_app):
+    connection = connect(client, auth, sync_enabled=True, sync_frequency_minutes=30)
+    hub = hub_app.state.hub
+    with hub.session() as session:
+        row = session.get(Connection, connection["id"])
+        row.next_sync_at = utcnow() - timedelta(minutes=1)
+        session.add(row)
+        session.commit()
+    scheduler = hub_app.state.sync_scheduler
+    submitted = client.portal.call(scheduler.tick)
+    assert len(submitted) == 1
+    run = wait_run(client, auth, connection["id"], submitted[0])
+    assert run["status"] == "succeeded" and run["trigger"] == "schedule"
+    after = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert after["last_sync_at"] is not None
+    moved = hub_app.state.hub.session().get(Connection, connection["id"]).next_sync_at
+    assert moved.replace(tzinfo=None) > (utcnow() + timedelta(minutes=29)).replace(tzinfo=None)
+    assert client.portal.call(scheduler.tick) == []
+
+
+def test_provider_faults_are_absorbed_by_retries(settings, example_registry, example_fake, monkeypatch):
+    url, fake = example_fake
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", url)
+    from hub.api.main import create_app
+
+    app = create_app(settings.model_copy(update={"http_retry_base_delay": 0.02, "http_retry_attempts": 8}),
+                     example_registry)
+    with TestClient(app) as client:
+        org = make_org(app)
+        org.pop("org_id")
+        app.state.hub.pool.timeout = httpx.Timeout(0.3)
+        connection = connect(client, org)
+        fake.state.fail_next, fake.state.fail_status = 3, 502
+        first = wait_run(client, org, connection["id"], start(client, org, connection["id"], entity="notes")["id"])
+        fake.state.throttle_next = 6
+        second = wait_run(client, org, connection["id"],
+                          start(client, org, connection["id"], entity="notes", full_refresh=True)["id"])
+        fake.state.slow_next, fake.state.slow_seconds = 2, 1.0
+        third = wait_run(client, org, connection["id"],
+                         start(client, org, connection["id"], entity="notes", full_refresh=True)["id"])
+        assert [r["status"] for r in (first, second, third)] == ["succeeded"] * 3
+        assert first["fetched"] == second["fetched"] == third["fetched"] == 23
+        assert fake.state.statuses[502] == 3 and fake.state.statuses[429] >= 6
+        assert fake.state.slow_next == 0
+        fake.state.fail_next = 1000
+        down = wait_run(client, org, connection["id"], start(client, org, connection["id"], entity="notes")["id"])
+        assert down["status"] == "failed" and down["error_code"] == "provider_unavailable"
+        connection_after = client.get(f"{API}/connections/{connection['id']}", headers=org).json()["connection"]
+        assert connection_after["status"] == "connected"
+
+
+def test_background_work_follows_the_run_scheduler_setting(settings, example_registry, example_fake, monkeypatch):
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    from hub.api.main import create_app
+
+    for run_scheduler in (True, False):
+        app = create_app(settings.model_copy(update={"run_scheduler": run_scheduler}), example_registry)
+        with TestClient(app):
+            assert app.state.webhook_processor._task is not None and app.state.sync is not None
+            assert (app.state.sync_scheduler._task is not None) is run_scheduler
+        assert app.state.webhook_processor._task is None and app.state.sync_scheduler._task is None

@@ -1,0 +1,225 @@
+"""The sync engine on the plugin contract: pages and cursors, incremental
+watermarks, provider positions, deletions, crash resumption, faults, leases.
+Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import select
+
+from hub.config import Settings
+from hub.models import SyncLease, SyncRun, SyncState, utcnow
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+from hub.sync.engine import SyncEngine, create_run
+from hub.sync.leases import HOST
+from hub.sync.scheduler import Scheduler, SyncService
+from hub.sync.worker import LocalExecutor
+from tests.sync_support import Ledger, get_run, make_connection, run, stored, stored_rows
+
+
+@pytest.fixture
+def ledger():
+    return Ledger(items=250)
+
+
+@pytest.fixture
+def hub(settings, ledger):
+    registry = PluginRegistry()
+    registry.register(ledger, "ledger")
+    hub = Hub(settings, registry)
+    hub.migrate()
+    return hub
+
+
+@pytest.fixture
+def conn(hub):
+    return make_connection(hub, "ledger", {"api_key": "k"})
+
+
+async def sync(hub, connection, entity="items", full_refresh=False, **engine_options):
+    new_run, _ = create_run(hub, connection, entity=entity, full_refresh=full_refresh)
+    try:
+        return await SyncEngine(hub, **engine_options).execute(new_run.id)
+    finally:
+        await hub.close()
+
+
+def state_of(hub, connection_id, entity="items") -> SyncState:
+    with hub.session() as session:
+        return session.exec(select(SyncState).where(SyncState.connection_id == connection_id,
+                                                    SyncState.entity == entity)).one()
+
+
+def test_full_pull_stores_every_record_once_and_records_the_run(hub, conn, ledger):
+    result = run(sync(hub, conn))
+    assert result.status == "succeeded", result.error
+    assert (result.fetched, result.created, result.updated, result.deleted, result.pages) == (250, 250, 0, 0, 3)
+    assert result.started_at and result.finished_at and result.direction == "pull"
+    assert stored(hub, conn.id, "items") == ledger.items
+    assert len(stored_rows(hub, conn.id, "items")) == 250
+    state = state_of(hub, conn.id)
+    assert state.pass_mode is None and state.cursor is None and state.last_full_pass_at is not None
+    assert state.watermark.astimezone(timezone.utc) == datetime.fromisoformat(ledger.items["it_00249"]["updated_at"])
+    assert [c[1] for c in ledger.calls] == [None, "100", "200"]
+
+
+def test_incremental_pull_asks_for_changes_since_the_watermark(hub, conn, ledger):
+    run(sync(hub, conn))
+    watermark = datetime.fromisoformat(ledger.items["it_00249"]["updated_at"])
+    ledger.put("it_00003", {"name": "changed"})
+    ledger.put("it_00100", {"amount": 1})
+    ledger.put("it_new", {"name": "new"})
+    ledger.calls.clear()
+    result = run(sync(hub, conn))
+    assert ledger.calls == [("items", None, watermark)]
+    assert (result.fetched, result.created, result.updated) == (4, 1, 2)
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_a_failure_mid_pass_loses_nothing_and_the_next_run_resumes_at_the_committed_page(hub, conn, ledger):
+    ledger.fail_on_call = 3
+    failed = run(sync(hub, conn))
+    assert failed.status == "failed" and failed.error_code == "provider_unavailable"
+    assert "ledger is down" in failed.error
+    assert state_of(hub, conn.id).cursor == "200" and state_of(hub, conn.id).pass_mode == "full"
+    assert len(stored(hub, conn.id, "items")) == 200
+    ledger.fail_on_call = None
+    ledger.calls.clear()
+    resumed = run(sync(hub, conn))
+    assert resumed.status == "succeeded"
+    assert [c[1] for c in ledger.calls] == ["200"]
+    assert stored(hub, conn.id, "items") == ledger.items
+    assert len(stored_rows(hub, conn.id, "items")) == 250
+
+
+def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub, conn, ledger):
+    run(sync(hub, conn))
+    for i in range(5):
+        ledger.remove(f"it_{i:05d}")
+    incremental = run(sync(hub, conn))
+    assert incremental.deleted == 0
+    full = run(sync(hub, conn, full_refresh=True))
+    assert full.deleted == 5 and full.fetched == 245
+    assert stored(hub, conn.id, "items") == ledger.items
+    gone = [r for r in stored_rows(hub, conn.id, "items") if r.deleted]
+    assert {r.remote_id for r in gone} == {f"it_{i:05d}" for i in range(5)}
+    assert all(r.deleted_at is not None for r in gone)
+
+
+def test_deleted_ids_and_the_providers_watermark_drive_the_next_pass(hub, conn, ledger):
+    first = run(sync(hub, conn, entity="changes"))
+    assert first.status == "succeeded" and stored(hub, conn.id, "changes") == ledger.items
+    position = str(len(ledger.log))
+    assert state_of(hub, conn.id, "changes").start_cursor == position
+    ledger.remove("it_00007")
+    ledger.put("it_00008", {"name": "eight"})
+    ledger.calls.clear()
+    second = run(sync(hub, conn, entity="changes"))
+    assert ledger.calls == [("changes", position, None)]
+    assert (second.fetched, second.updated, second.deleted) == (1, 1, 1)
+    assert stored(hub, conn.id, "changes") == ledger.items
+
+
+def test_records_changed_behind_the_cursor_during_a_pass_are_fetched_next_time(hub, conn, ledger):
+    def change_mid_pass(call: int) -> None:
+        if call == 2:
+            ledger.clock = datetime.now(timezone.utc)
+            ledger.put("it_00000", {"name": "changed behind the cursor"})
+            ledger.put("it_00240", {"name": "changed ahead of the cursor"})
+
+    ledger.on_call = change_mid_pass
+    run(sync(hub, conn))
+    assert stored(hub, conn.id, "items")["it_00000"]["name"] == "item 0"
+    ledger.on_call = None
+    run(sync(hub, conn))
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_memory_stays_bounded_by_a_page_whatever_the_number_of_records(tmp_path):
+    def peak(items: int, database: str) -> int:
+        ledger = Ledger()
+        for i in range(items):
+            ledger.put(f"it_{i:05d}", {"name": f"item {i}", "details": {"blob": f"{i:04d}" * 250}})
+        registry = PluginRegistry()
+        registry.register(ledger, "ledger")
+        hub = Hub(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / database}",
+                           secret_key="test-secret-key"), registry)
+        hub.migrate()
+        connection = make_connection(hub, "ledger", {"api_key": "k"})
+        tracemalloc.start()
+        try:
+            result = run(sync(hub, connection))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert result.fetched == items
+
+    peak(100, "warm-up.db")
+    small, large = peak(300, "small.db"), peak(3000, "large.db")
+    print(f"peak traced memory: 300 records {small / 1e6:.2f} MB, 3000 records {large / 1e6:.2f} MB")
+    # 3000 records of 1 kB would be over 3 MB if the engine kept them.
+    assert large < small + 1_000_000, (small, large)
+
+
+def test_only_one_run_of_a_connection_at_a_time(hub, conn, ledger):
+    ledger.on_call = lambda _call: None
+
+    async def both():
+        first, _ = create_run(hub, conn)
+        second, _ = create_run(hub, conn, full_refresh=True)
+        engine = SyncEngine(hub, page_size=50)
+        try:
+            return await asyncio.gather(engine.execute(first.id), engine.execute(second.id))
+        finally:
+            await hub.close()
+
+    one, two = run(both())
+    assert one.status == two.status == "succeeded"
+    ordered = sorted([one, two], key=lambda r: r.started_at)
+    assert ordered[1].started_at >= ordered[0].finished_at
+    with hub.session() as session:
+        assert session.exec(select(SyncLease)).all() == []
+
+
+def test_a_lease_left_by_a_dead_process_is_taken_over_and_a_live_one_is_waited_for(hub, conn):
+    with hub.session() as session:
+        session.add(SyncLease(connection_id=conn.id, owner=f"{HOST}:{2**22 + 12345}:dead",
+                              expires_at=utcnow() + timedelta(minutes=5)))
+        session.commit()
+    assert run(sync(hub, conn)).status == "succeeded"
+    with hub.session() as session:
+        session.add(SyncLease(connection_id=conn.id, owner=f"{HOST}:{os.getppid()}:alive",
+                              expires_at=utcnow() + timedelta(minutes=5)))
+        session.commit()
+    busy = run(sync(hub, conn, lease_wait=0.3))
+    assert busy.status == "failed" and busy.error_code == "sync_busy"
+
+
+def test_an_interrupted_run_is_requeued_and_resumed_by_the_scheduler(hub, conn, ledger):
+    ledger.fail_on_call = 2
+    run(sync(hub, conn))
+    ledger.fail_on_call = None
+    interrupted, _ = create_run(hub, conn)
+    with hub.session() as session:
+        row = session.get(SyncRun, interrupted.id)
+        row.status, row.owner = "running", f"{HOST}:{2**22 + 12345}:gone"
+        session.add(row)
+        session.commit()
+
+    async def recover():
+        service = SyncService(hub, LocalExecutor(hub))
+        submitted = await Scheduler(service, interval=60).recover()
+        await service.executor.wait(timeout=20)
+        await hub.close()
+        return submitted
+
+    assert run(recover()) == [interrupted.id]
+    finished = get_run(hub, interrupted.id)
+    assert finished.status == "succeeded" and finished.fetched == 150
+    assert stored(hub, conn.id, "items") == ledger.items

@@ -1,0 +1,156 @@
+"""Field mappings: every transform both ways, defaults, and the checks made
+when mappings are saved."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.sync.mapping import Mapper, validate_mappings
+from hub.types import EntityField, EntitySchema, ValidationFailed
+
+ACCOUNT = EntitySchema("accounts", "Accounts", (
+    EntityField("id", readonly=True),
+    EntityField("first_name"),
+    EntityField("last_name"),
+    EntityField("full_name"),
+    EntityField("balance_cents", type="integer"),
+    EntityField("price", type="number"),
+    EntityField("active", type="boolean"),
+    EntityField("opened", type="date"),
+    EntityField("created", type="integer"),
+    EntityField("updated_at", type="datetime", readonly=True),
+    EntityField("balances", type="object"),
+    EntityField("count", type="string"),
+))
+
+RECORD = {
+    "id": "acc_1", "first_name": "Ada", "last_name": "Lovelace", "full_name": "Grace Brewster Hopper",
+    "balance_cents": 123456, "price": 19.99, "active": True, "opened": "2024-02-29",
+    "created": 1700000000, "updated_at": "2026-01-02T03:04:05Z", "balances": {"available": "12.50"},
+    "count": "42",
+}
+
+
+def mapper(*mappings):
+    return Mapper(ACCOUNT, validate_mappings(ACCOUNT, mappings))
+
+
+def test_each_transform_maps_provider_fields_to_tenant_fields():
+    m = mapper(
+        {"source": "id", "target": "external_id"},
+        {"source": ["first_name", "last_name"], "target": "name", "transform": "join"},
+        {"source": "full_name", "target": ["given", "family"], "transform": "split"},
+        {"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
+        {"source": "price", "target": "price_cents", "transform": "decimal_to_cents"},
+        {"source": "active", "target": "is_active", "transform": "str"},
+        {"source": "opened", "target": "opened_on", "transform": "date"},
+        {"source": "created", "target": "created_at", "transform": "datetime"},
+        {"source": "updated_at", "target": "updated_day", "transform": "date"},
+        {"source": "balances.available", "target": "available", "transform": "float"},
+        {"source": "count", "target": "count", "transform": "int"},
+        {"target": "source_system", "transform": "constant", "value": "example"},
+    )
+    assert m.to_tenant(RECORD) == {
+        "external_id": "acc_1", "name": "Ada Lovelace", "given": "Grace", "family": "Brewster Hopper",
+        "balance": 1234.56, "price_cents": 1999, "is_active": "true", "opened_on": "2024-02-29",
+        "created_at": "2023-11-14T22:13:20+00:00", "updated_day": "2026-01-02", "available": 12.5, "count": 42,
+        "source_system": "example",
+    }
+
+
+def test_defaults_fill_missing_and_unconvertible_values():
+    m = mapper({"source": "balances.pending", "target": "pending", "transform": "float", "default": 0},
+               {"source": "count", "target": "count", "transform": "int", "default": -1},
+               {"source": "first_name", "target": "first"})
+    assert m.to_tenant({"count": "many", "balances": {}}) == {"pending": 0, "count": -1, "first": None}
+
+
+def test_bool_casts_accept_common_spellings():
+    m = mapper({"source": "count", "target": "flag", "transform": "bool"})
+    assert [m.to_tenant({"count": v})["flag"] for v in ("yes", "0", "TRUE", "off")] == [True, False, True, False]
+
+
+def test_reverse_mapping_converts_back_to_provider_types_and_shapes():
+    m = mapper(
+        {"source": ["first_name", "last_name"], "target": "name", "transform": "join"},
+        {"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
+        {"source": "price", "target": "price_cents", "transform": "decimal_to_cents"},
+        {"source": "active", "target": "is_active", "transform": "str"},
+        {"source": "created", "target": "created_at", "transform": "datetime"},
+        {"source": "opened", "target": "opened_on", "transform": "date"},
+        {"source": "balances.available", "target": "available", "transform": "float"},
+        {"source": "count", "target": "count", "transform": "int"},
+        {"source": "updated_at", "target": "updated", "transform": "datetime"},
+        {"target": "source_system", "transform": "constant", "value": "example"},
+    )
+    changes = {"name": "Grace Hopper", "balance": "10.05", "price_cents": 250, "is_active": "false",
+               "created_at": "2023-11-14T22:13:20Z", "opened_on": "2025-01-31", "available": 3.5, "count": 7,
+               "updated": "2030-01-01T00:00:00Z", "source_system": "ignored"}
+    assert m.to_provider(changes) == {
+        "first_name": "Grace", "last_name": "Hopper", "balance_cents": 1005, "price": 2.5, "active": False,
+        "created": 1700000000, "opened": "2025-01-31", "balances": {"available": 3.5}, "count": "7",
+    }
+
+
+def test_round_trip_of_mapped_fields_is_lossless():
+    m = mapper({"source": ["first_name", "last_name"], "target": "name", "transform": "join"},
+               {"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
+               {"source": "opened", "target": "opened_on", "transform": "date"})
+    tenant = m.to_tenant(RECORD)
+    back = m.to_provider(tenant)
+    assert back == {"first_name": "Ada", "last_name": "Lovelace", "balance_cents": 123456, "opened": "2024-02-29"}
+
+
+def test_split_completes_a_partial_change_from_the_current_record():
+    m = mapper({"source": "full_name", "target": ["first", "last"], "transform": "split"})
+    current = m.to_tenant({"full_name": "Ada Lovelace"})
+    assert m.to_provider({"last": "Byron"}, current=current) == {"full_name": "Ada Byron"}
+
+
+def test_identity_without_mappings_drops_read_only_and_refuses_unknown_fields():
+    m = Mapper(ACCOUNT, [])
+    assert m.to_tenant(RECORD) == RECORD
+    assert m.to_provider({"id": "x", "first_name": "Ada", "updated_at": "now"}) == {"first_name": "Ada"}
+    with pytest.raises(ValidationFailed) as caught:
+        m.to_provider({"nickname": "A"})
+    assert caught.value.code == "unknown_field"
+
+
+def test_writing_a_field_no_mapping_targets_is_refused():
+    m = mapper({"source": "first_name", "target": "first"})
+    with pytest.raises(ValidationFailed) as caught:
+        m.to_provider({"surname": "x"})
+    assert caught.value.code == "unknown_field" and "surname" in caught.value.message
+
+
+def test_unconvertible_value_on_write_is_refused():
+    m = mapper({"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"})
+    with pytest.raises(ValidationFailed) as caught:
+        m.to_provider({"balance": "lots"})
+    assert caught.value.code == "invalid_value"
+
+
+@pytest.mark.parametrize(("mapping", "code", "needle"), [
+    ({"source": "nickname", "target": "n"}, "unknown_field", "nickname"),
+    ({"source": "bogus.inner", "target": "n"}, "unknown_field", "bogus"),
+    ({"source": "active", "target": "d", "transform": "date"}, "impossible_cast", "boolean"),
+    ({"source": "first_name", "target": "c", "transform": "cents_to_decimal"}, "impossible_cast", "string"),
+    ({"source": "count", "target": "c", "transform": "decimal_to_cents"}, "impossible_cast", "string"),
+    ({"source": "balances", "target": "b", "transform": "int"}, "impossible_cast", "object"),
+    ({"source": "first_name", "target": "n", "transform": "join"}, "invalid_mapping", "join"),
+    ({"source": "first_name", "target": "n", "transform": "shout"}, "invalid_mapping", "transform"),
+    ({"source": "first_name", "target": "n", "transform": "constant"}, "invalid_mapping", "constant"),
+])
+def test_bad_mappings_are_refused_with_a_clear_error(mapping, code, needle):
+    with pytest.raises(ValidationFailed) as caught:
+        validate_mappings(ACCOUNT, [mapping])
+    assert caught.value.code == code
+    assert needle in caught.value.message
+    assert caught.value.status == 422
+
+
+def test_dotted_paths_into_objects_accept_any_cast_and_duplicate_targets_are_refused():
+    validate_mappings(ACCOUNT, [{"source": "balances.available", "target": "a", "transform": "cents_to_decimal"}])
+    with pytest.raises(ValidationFailed) as caught:
+        validate_mappings(ACCOUNT, [{"source": "first_name", "target": "x"}, {"source": "last_name", "target": "x"}])
+    assert caught.value.code == "invalid_mapping" and caught.value.details[0]["index"] == 1

@@ -1,0 +1,64 @@
+"""Migration 0002 upgrades an existing 0001 database in place, keeping its
+data, matches the models exactly, and downgrades cleanly. On SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import Session, SQLModel, select
+
+from hub.crypto import Cipher
+from hub.db import alembic_config, make_engine, migrate
+from hub.models import Connection, Organization, SyncConfig, SyncRecord, WebhookEvent
+from hub.sync.store import record_hash
+
+SYNC_TABLES = {"sync_configs", "sync_states", "sync_records", "sync_conflicts", "sync_runs", "sync_leases",
+               "webhook_event_states"}
+
+
+def tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_0002_upgrades_a_0001_database_in_place_and_back(database_url, tmp_path):
+    engine = make_engine(database_url)
+    migrate(engine, "0001")
+    assert not SYNC_TABLES & tables(engine)
+    cipher = Cipher.from_settings("test-secret-key", tmp_path)
+    with Session(engine) as session:
+        session.add(Organization(id="org1", name="acme"))
+        session.flush()
+        session.add(Connection(id="conn1", organization_id="org1", provider="example", category="productivity",
+                               name="Notes", credentials_encrypted=cipher.encrypt_json({"api_key": "k"})))
+        session.add(WebhookEvent(id="ev1", provider="example", dedup_key="evt_1", connection_id="conn1",
+                                 type="note.updated", payload={"id": "note_1"}))
+        session.commit()
+
+    migrate(engine)
+    assert SYNC_TABLES <= tables(engine)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+    with Session(engine) as session:
+        connection = session.get(Connection, "conn1")
+        assert connection.name == "Notes" and cipher.decrypt_json(connection.credentials_encrypted) == {"api_key": "k"}
+        assert session.get(WebhookEvent, "ev1").payload == {"id": "note_1"}
+        session.add(SyncConfig(id="cfg1", organization_id="org1", connection_id="conn1", entity="notes",
+                               mappings=[{"source": "title", "target": "subject"}]))
+        session.add(SyncRecord(connection_id="conn1", entity="notes", remote_id="note_1", data={"id": "note_1"},
+                               content_hash=record_hash({"id": "note_1"})))
+        session.commit()
+        assert session.exec(select(SyncRecord)).one().remote_id == "note_1"
+        session.delete(session.get(Connection, "conn1"))
+        session.commit()
+        assert session.exec(select(SyncRecord)).all() == [] and session.get(SyncConfig, "cfg1") is None
+
+    command.downgrade(alembic_config(engine), "0001")
+    assert not SYNC_TABLES & tables(engine)
+    with Session(engine) as session:
+        assert session.get(Organization, "org1").name == "acme"
+    engine.dispose()
+

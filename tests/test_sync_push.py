@@ -1,0 +1,168 @@
+"""Bidirectional sync through mappings on the example provider's notes: a
+change on either side arrives on the other in the other's shape, the hub's
+own writes do not come back as changes, and conflicts follow each policy.
+Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.models import utcnow
+from tests.conftest import API
+from tests.sync_support import wait_run
+from tests.test_example_end_to_end import connect
+from tests.test_sync_api import assert_error, start
+
+MAPPINGS = [
+    {"source": "id", "target": "note_id"},
+    {"source": "title", "target": "subject"},
+    {"source": "body", "target": "text", "default": ""},
+    {"source": "updated_at", "target": "modified", "transform": "datetime"},
+]
+
+
+def setup_notes(client, auth, policy: str = "provider_wins"):
+    connection = connect(client, auth)
+    config = client.post(f"{API}/connections/{connection['id']}/sync-configs",
+                         json={"entity": "notes", "direction": "both", "conflict_policy": policy,
+                               "mappings": MAPPINGS}, headers=auth).json()["sync_config"]
+    first = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    assert first["status"] == "succeeded" and first["created"] == 23
+    return connection, config, f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/records"
+
+
+def provider_edit(fake, note_id: str, title: str) -> None:
+    row = fake.state.notes.rows[note_id]
+    row["title"] = title
+    row["updated_at"] = utcnow().isoformat()
+
+
+def pull(client, auth, connection_id: str) -> dict:
+    run = wait_run(client, auth, connection_id,
+                   start(client, auth, connection_id, entity="notes", direction="pull")["id"])
+    assert run["status"] == "succeeded", run
+    return run
+
+
+def test_changes_travel_both_ways_through_the_mappings_without_echo(client, auth, example_fake):
+    fake = example_fake[1]
+    connection, _config, records = setup_notes(client, auth)
+
+    changed = client.put(f"{records}/note_3", json={"data": {"subject": "from the hub"}}, headers=auth)
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert body["record"]["data"]["subject"] == "from the hub" and body["record"]["pending"] is True
+    push = wait_run(client, auth, connection["id"], body["run_id"])
+    assert push["status"] == "succeeded" and push["direction"] == "push" and push["pushed"] == 1
+    assert fake.state.notes.rows["note_3"]["title"] == "from the hub"
+    after_push = client.get(f"{records}/note_3", params={"mapped": True}, headers=auth).json()["record"]
+    assert after_push["pending"] is False and after_push["data"]["subject"] == "from the hub"
+
+    created = client.post(records, json={"data": {"subject": "brand new", "text": "hello"}}, headers=auth).json()
+    assert created["record"]["remote_id"] is None and created["record"]["pending"] is True
+    assert wait_run(client, auth, connection["id"], created["run_id"])["pushed"] == 1
+    new_note = next(n for n in fake.state.notes.rows.values() if n["title"] == "brand new")
+    assert new_note["body"] == "hello"
+    stored_new = client.get(f"{records}/{created['record']['id']}", params={"mapped": True}, headers=auth).json()
+    assert stored_new["record"]["remote_id"] == new_note["id"] and stored_new["record"]["data"]["note_id"] == new_note["id"]
+
+    deleted = client.delete(f"{records}/note_9", headers=auth)
+    assert deleted.json() == {"success": True}
+    wait_run(client, auth, connection["id"], client.get(f"{API}/connections/{connection['id']}/sync/logs",
+                                                        headers=auth).json()["runs"][0]["id"])
+    assert "note_9" not in fake.state.notes.rows
+
+    echo = pull(client, auth, connection["id"])
+    assert (echo["created"], echo["updated"], echo["conflicts"]) == (0, 0, 0)
+
+    provider_edit(fake, "note_7", "from the provider")
+    incoming = pull(client, auth, connection["id"])
+    assert incoming["updated"] == 1
+    mapped = client.get(f"{records}/note_7", params={"mapped": True}, headers=auth).json()["record"]["data"]
+    assert mapped["subject"] == "from the provider" and mapped["note_id"] == "note_7"
+    assert mapped["modified"].endswith("+00:00")
+
+    live = client.get(records, params={"limit": 500}, headers=auth).json()["records"]
+    assert sorted(r["remote_id"] for r in live) == sorted(fake.state.notes.rows)
+    assert all(r["data"]["title"] == fake.state.notes.rows[r["remote_id"]]["title"] for r in live)
+
+
+def test_writes_are_checked_against_the_config(client, auth):
+    connection, config, records = setup_notes(client, auth)
+    assert_error(client.put(f"{records}/note_1", json={"data": {"colour": "red"}}, headers=auth), 422, "unknown_field")
+    assert_error(client.put(f"{records}/note_1", json={"data": {"note_id": "x"}}, headers=auth), 422, "empty_change")
+    assert_error(client.put(f"{records}/note_404", json={"data": {"subject": "x"}}, headers=auth), 404,
+                 "record_not_found")
+    raw = client.put(f"{records}/note_1", json={"data": {"title": "raw"}, "mapped": False, "sync": False},
+                     headers=auth).json()
+    assert raw["run_id"] is None and raw["record"]["data"]["title"] == "raw"
+    pending = client.get(records, params={"pending": True}, headers=auth).json()["records"]
+    assert [r["remote_id"] for r in pending] == ["note_1"]
+    client.put(f"{API}/connections/{connection['id']}/sync-configs/{config['id']}", json={"direction": "pull"},
+               headers=auth)
+    assert_error(client.put(f"{records}/note_1", json={"data": {"subject": "x"}}, headers=auth), 405, "read_only")
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "hub_wins", "review"])
+def test_a_record_changed_on_both_sides_follows_the_conflict_policy(client, auth, example_fake, policy):
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, policy)
+    conflicts_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
+    hub_side = client.put(f"{records}/note_2", json={"data": {"subject": "hub side"}, "sync": False}, headers=auth)
+    assert hub_side.status_code == 200
+    provider_edit(fake, "note_2", "provider side")
+
+    both = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    assert both["status"] == "succeeded" and both["conflicts"] == 1 and both["direction"] == "both"
+    [conflict] = client.get(conflicts_url, headers=auth).json()["conflicts"]
+    assert conflict["local_data"] == {"op": "update", "data": {"title": "hub side"}}
+    assert conflict["remote_data"]["title"] == "provider side" and conflict["policy"] == policy
+    record = client.get(f"{records}/note_2", params={"mapped": True}, headers=auth).json()["record"]
+
+    if policy == "provider_wins":
+        assert conflict["status"] == "resolved" and conflict["resolution"] == "provider"
+        assert fake.state.notes.rows["note_2"]["title"] == "provider side"
+        assert record["data"]["subject"] == "provider side" and record["pending"] is False
+    elif policy == "hub_wins":
+        assert conflict["status"] == "resolved" and conflict["resolution"] == "hub"
+        assert both["pushed"] == 1
+        assert fake.state.notes.rows["note_2"]["title"] == "hub side"
+        assert record["data"]["subject"] == "hub side" and record["pending"] is False
+    else:
+        assert conflict["status"] == "open" and both["pushed"] == 0
+        assert fake.state.notes.rows["note_2"]["title"] == "provider side"
+        assert record["pending"] is True and record["push_status"] == "conflict"
+        assert record["data"]["subject"] == "hub side"
+        assert client.get(conflicts_url, params={"status": "open"}, headers=auth).json()["conflicts"]
+        resolved = client.post(f"{conflicts_url}/{conflict['id']}/resolve", json={"resolution": "hub"},
+                               headers=auth).json()
+        assert resolved["conflict"]["status"] == "resolved" and resolved["conflict"]["resolution"] == "hub"
+        assert wait_run(client, auth, connection["id"], resolved["run_id"])["pushed"] == 1
+        assert fake.state.notes.rows["note_2"]["title"] == "hub side"
+        assert_error(client.post(f"{conflicts_url}/{conflict['id']}/resolve", json={"resolution": "provider"},
+                                 headers=auth), 422, "conflict_resolved")
+    again = pull(client, auth, connection["id"])
+    assert again["conflicts"] == 0 and again["updated"] == 0
+
+
+def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(client, auth, example_fake):
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, "review")
+    conflicts_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
+    for note, title in (("note_4", "hub four"), ("note_5", "hub five")):
+        client.put(f"{records}/{note}", json={"data": {"subject": title}, "sync": False}, headers=auth)
+        provider_edit(fake, note, f"provider {note}")
+    wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    open_ = {c["remote_id"]: c for c in client.get(conflicts_url, params={"status": "open"}, headers=auth)
+             .json()["conflicts"]}
+    assert sorted(open_) == ["note_4", "note_5"]
+    keep = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve", json={"resolution": "provider"},
+                       headers=auth).json()
+    assert keep["run_id"] is None
+    assert client.get(f"{records}/note_4", params={"mapped": True}, headers=auth).json()["record"]["data"][
+        "subject"] == "provider note_4"
+    custom = client.post(f"{conflicts_url}/{open_['note_5']['id']}/resolve",
+                         json={"resolution": "custom", "data": {"subject": "merged five"}}, headers=auth).json()
+    wait_run(client, auth, connection["id"], custom["run_id"])
+    assert fake.state.notes.rows["note_5"]["title"] == "merged five"
+    assert fake.state.notes.rows["note_4"]["title"] == "provider note_4"
