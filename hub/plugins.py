@@ -162,13 +162,17 @@ class PluginRegistry:
         def on_failure(_manager: Any, entry_point: Any, error: BaseException) -> None:
             failures.append((entry_point, error))
 
+        missing: list[str] = []
         if names is None:
             manager = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=on_failure)
         else:
             manager = NamedExtensionManager(
                 ENTRY_POINT_GROUP, names=names, on_load_failure_callback=on_failure,
-                warn_on_missing_entrypoint=False,
+                on_missing_entrypoints_callback=missing.extend,
             )
+        for name in missing:
+            registry.records.append(PluginRecord(
+                name=name, module="", error=f"HUB_PLUGINS names {name!r}, but no installed plugin provides it"))
         for entry_point, error in failures:
             dist, version = _distribution(entry_point)
             log.warning("plugin %s failed to load: %s", entry_point.name, _describe(error))

@@ -127,3 +127,11 @@ def test_dispatch_reaches_exactly_one_provider(example_registry):
 def test_hub_plugins_env_limits_loading(monkeypatch):
     monkeypatch.setenv("HUB_PLUGINS", "")
     assert PluginRegistry.from_environment().providers == {}
+
+
+def test_hub_plugins_naming_an_uninstalled_plugin_is_reported(monkeypatch):
+    monkeypatch.setenv("HUB_PLUGINS", "nosuchprovider")
+    registry = PluginRegistry.from_environment()
+    assert registry.providers == {}
+    [record] = registry.records
+    assert record.name == "nosuchprovider" and "no installed plugin" in record.error
