@@ -291,17 +291,28 @@ class ProviderHTTP:
     async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("DELETE", url, **kwargs)
 
-    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
-        """``request`` and decode the JSON body (``{}`` for an empty body)."""
-        response = await self.request(method, url, **kwargs)
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(
-                f"provider answered HTTP {response.status_code} with a body that is not JSON"
-            ) from None
+    async def json(self, method: str, url: str, *, key: str | None = None, **kwargs: Any) -> Any:
+        """``request`` and decode the JSON body; with ``key``, return that member
+        of the object (``key="product"`` unwraps ``{"product": {...}}``)."""
+        return read_json(await self.request(method, url, **kwargs), key)
+
+
+def read_json(response: httpx.Response, key: str | None = None) -> Any:
+    """The response's JSON (``{}`` for an empty body), or its member ``key``.
+
+    :raises ProviderError: the body is not JSON, or lacks ``key``.
+    """
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        raise ProviderError(
+            f"provider answered HTTP {response.status_code} with a body that is not JSON"
+        ) from None
+    if key is None:
+        return body
+    if not isinstance(body, dict) or key not in body:
+        raise ProviderError(f"provider answered HTTP {response.status_code} without {key!r}")
+    return body[key]
 
 
 def _merge_params(params: Any, extra: dict[str, str]) -> Any:

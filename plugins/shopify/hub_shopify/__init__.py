@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from hub import hookimpl
+from hub.http import read_json
 from hub.types import (
     Action,
     AuthFailed,
@@ -237,10 +238,8 @@ async def refresh_credentials(ctx):
 
 async def _token(ctx, form: dict[str, str], refresh_token: str | None = None) -> Credentials:
     form = {"client_id": ctx.setting("client_id"), "client_secret": ctx.setting("client_secret"), **form}
-    try:
-        body = _json(await ctx.http.post(ctx.url("token"), data=form))
-    except (AuthFailed, ValidationFailed, NotFound) as exc:
-        raise AuthFailed(f"Shopify refused the token request: {exc.message}") from None
+    # A refused grant (4xx) becomes AuthFailed in the core's OAuth and refresh paths.
+    body = await ctx.http.json("POST", ctx.url("token"), data=form)
     if not isinstance(body.get("access_token"), str):
         raise ProviderError("Shopify's token response has no access_token")
     secrets = {"access_token": body["access_token"]}
@@ -263,7 +262,7 @@ def request_auth(ctx):
 
 @hookimpl
 async def test_connection(ctx):
-    shop = _unwrap(await ctx.http.get(ctx.url("api", path="/shop.json")), "shop")
+    shop = read_json(await ctx.http.get(ctx.url("api", path="/shop.json")), "shop")
     return {"shop": shop.get("myshopify_domain"), "name": shop.get("name"), "plan": shop.get("plan_name")}
 
 
@@ -274,23 +273,6 @@ async def disconnect(ctx):
 
 
 # ---------------------------------------------------------------- CRUD
-
-
-def _json(response) -> dict[str, Any]:
-    try:
-        body = response.json() if response.content else {}
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise ProviderError(f"Shopify answered HTTP {response.status_code} with a body that is not a JSON object")
-    return body
-
-
-def _unwrap(response, key: str) -> Any:
-    body = _json(response)
-    if key not in body:
-        raise ProviderError(f"Shopify's answer has no {key!r}")
-    return body[key]
 
 
 def _number(value: Any, name: str) -> str:
@@ -335,7 +317,7 @@ async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters:
                                   params={**filters, "limit": min(page_size, MAX_LIMIT)})
     next_url = response.links.get("next", {}).get("url")
     next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
-    return _unwrap(response, resource.rsplit("/", 1)[-1]), next_cursor
+    return read_json(response, resource.rsplit("/", 1)[-1]), next_cursor
 
 
 @hookimpl
@@ -356,7 +338,7 @@ async def list_records(ctx, entity, cursor, page_size, filters, since):
     chosen = filters.get("inventory_item_ids") or filters.get("location_ids")
     if entity == "inventory_levels" and not (cursor or chosen):
         # Shopify needs items or locations (at most 50): default to every location.
-        locations = _unwrap(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")
+        locations = read_json(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")
         filters["location_ids"] = ",".join(str(location.get("id")) for location in locations)
     records, next_cursor = await _page(ctx, resource, page_size, cursor, filters)
     if entity == "inventory_levels":
@@ -370,7 +352,7 @@ async def get_record(ctx, entity, record_id):
         item, _, location = record_id.partition(":")
         if not (f"{item}{location}".isascii() and item.isdigit() and location.isdigit()):
             raise NotFound(f"no inventory level {record_id!r}: ids are <inventory_item_id>:<location_id>")
-        levels = _unwrap(await ctx.http.get(ctx.url("api", path="/inventory_levels.json"), params={
+        levels = read_json(await ctx.http.get(ctx.url("api", path="/inventory_levels.json"), params={
             "inventory_item_ids": item, "location_ids": location}), "inventory_levels")
         if not levels:
             raise NotFound(f"no inventory level {record_id!r}")
@@ -379,7 +361,7 @@ async def get_record(ctx, entity, record_id):
         raise NotFound("Shopify fetches fulfillments through their order: list fulfillments with the "
                        "order_id filter", code="fulfillment_needs_order")
     path, key = _record_path(entity, record_id)
-    return _unwrap(await ctx.http.get(ctx.url("api", path=path)), key)
+    return read_json(await ctx.http.get(ctx.url("api", path=path)), key)
 
 
 @hookimpl
@@ -387,13 +369,13 @@ async def create_record(ctx, entity, data):
     if entity not in WRITABLE:
         raise ReadOnly(f"Shopify does not allow creating {entity} this way")
     resource, key = _resource(entity)
-    return _unwrap(await ctx.http.post(ctx.url("api", path=f"/{resource}.json"), json={key: data}), key)
+    return read_json(await ctx.http.post(ctx.url("api", path=f"/{resource}.json"), json={key: data}), key)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     path, key = _record_path(entity, record_id, write=True)
-    return _unwrap(await ctx.http.put(ctx.url("api", path=path), json={key: {**data, "id": int(record_id)}}), key)
+    return read_json(await ctx.http.put(ctx.url("api", path=path), json={key: {**data, "id": int(record_id)}}), key)
 
 
 @hookimpl
@@ -426,7 +408,7 @@ def describe_error(response):
 async def _inventory_levels(ctx, params):
     query = {k: params[k] for k in ("inventory_item_ids", "location_ids") if params.get(k)}
     response = await ctx.http.get(ctx.url("api", path="/inventory_levels.json"), params={**query, "limit": MAX_LIMIT})
-    return {"inventory_levels": _unwrap(response, "inventory_levels")}
+    return {"inventory_levels": read_json(response, "inventory_levels")}
 
 
 async def _adjust_inventory(ctx, params):
@@ -436,12 +418,12 @@ async def _adjust_inventory(ctx, params):
     except (TypeError, ValueError):
         raise ValidationFailed("available_adjustment must be an integer", code="invalid_params") from None
     response = await ctx.http.post(ctx.url("api", path="/inventory_levels/adjust.json"), json=body)
-    return {"inventory_level": _unwrap(response, "inventory_level")}
+    return {"inventory_level": read_json(response, "inventory_level")}
 
 
 async def _create_fulfillment(ctx, params):
     order_id = _number(params["order_id"], "order_id")
-    orders = _unwrap(await ctx.http.get(ctx.url("api", path=f"/orders/{order_id}/fulfillment_orders.json")),
+    orders = read_json(await ctx.http.get(ctx.url("api", path=f"/orders/{order_id}/fulfillment_orders.json")),
                      "fulfillment_orders")
     todo = [{"fulfillment_order_id": fo["id"]} for fo in orders if fo.get("status") in ("open", "in_progress")]
     if not todo:
@@ -449,11 +431,11 @@ async def _create_fulfillment(ctx, params):
     tracking = {k: params[f"tracking_{k}"] for k in ("number", "company", "url") if params.get(f"tracking_{k}")}
     body = {"fulfillment": {"line_items_by_fulfillment_order": todo, "tracking_info": tracking,
                             "notify_customer": bool(params.get("notify_customer"))}}
-    return {"fulfillment": _unwrap(await ctx.http.post(ctx.url("api", path="/fulfillments.json"), json=body), "fulfillment")}
+    return {"fulfillment": read_json(await ctx.http.post(ctx.url("api", path="/fulfillments.json"), json=body), "fulfillment")}
 
 
 async def _list_locations(ctx, params):
-    return {"locations": _unwrap(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")}
+    return {"locations": read_json(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")}
 
 
 ACTION_HANDLERS = {"inventory_levels": _inventory_levels, "adjust_inventory": _adjust_inventory,
@@ -515,11 +497,11 @@ def topic(event_type: str) -> str:
 @hookimpl
 async def register_webhook(ctx, url, events):
     topics = list(dict.fromkeys(topic(e) for e in events)) or list(DEFAULT_TOPICS)
-    existing = _unwrap(await ctx.http.get(ctx.url("api", path="/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
+    existing = read_json(await ctx.http.get(ctx.url("api", path="/webhooks.json"), params={"address": url, "limit": MAX_LIMIT}),
                        "webhooks")
     ids = {w.get("topic"): w.get("id") for w in existing if isinstance(w, dict) and w.get("address") == url}
     for name in topics:
         if name not in ids:
             body = {"webhook": {"topic": name, "address": url, "format": "json"}}
-            ids[name] = _unwrap(await ctx.http.post(ctx.url("api", path="/webhooks.json"), json=body), "webhook").get("id")
+            ids[name] = read_json(await ctx.http.post(ctx.url("api", path="/webhooks.json"), json=body), "webhook").get("id")
     return {"id": ",".join(str(ids[name]) for name in topics), "topics": {name: ids[name] for name in topics}}
