@@ -194,6 +194,7 @@ def worker(concurrency: int, schedule: bool) -> None:
     from hub.services.webhooks import WebhookProcessor
     from hub.sync.scheduler import Scheduler, SyncService
     from hub.sync.worker import QueueExecutor, run_worker
+    from hub.types import HubError
 
     hub = _hub()
     if hub.engine.dialect.name != "postgresql":
@@ -215,7 +216,10 @@ def worker(concurrency: int, schedule: bool) -> None:
                 await part.stop()
             await hub.close()
 
-    asyncio.run(work())
+    try:
+        asyncio.run(work())
+    except HubError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 if __name__ == "__main__":

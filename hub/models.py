@@ -191,7 +191,8 @@ class SyncRecord(SQLModel, table=True):
     __tablename__ = "sync_records"
     __table_args__ = (
         sa.UniqueConstraint("connection_id", "entity", "remote_id", name="uq_sync_records_remote"),
-        sa.Index("ix_sync_records_push", "connection_id", "entity", "push_status"),
+        sa.Index("ix_sync_records_push", "connection_id", "entity", "push_status",
+                 sqlite_where=sa.text("push_status IS NOT NULL"), postgresql_where=sa.text("push_status IS NOT NULL")),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)

@@ -9,9 +9,8 @@ from datetime import timedelta
 import httpx
 from fastapi.testclient import TestClient
 
-from hub.models import Connection, utcnow
+from hub.models import Connection, SyncConfig, utcnow
 from hub.types import Credentials
-from hub_example.testing import API_KEY
 from tests.conftest import API, make_org
 from tests.sync_support import wait_run
 from tests.test_example_end_to_end import connect
@@ -203,6 +202,19 @@ def test_the_scheduler_runs_due_connections_and_moves_next_sync_at_on(client, au
     moved = hub_app.state.hub.session().get(Connection, connection["id"]).next_sync_at
     assert moved.replace(tzinfo=None) > (utcnow() + timedelta(minutes=29)).replace(tzinfo=None)
     assert client.portal.call(scheduler.tick) == []
+
+    url = configs_url(connection["id"])
+    [tags] = [c for c in client.get(url, headers=auth).json()["sync_configs"] if c["entity"] == "tags"]
+    assert client.put(f"{url}/{tags['id']}", json={"schedule_minutes": 5}, headers=auth).json()["sync_config"][
+        "next_sync_at"]
+    with hub.session() as session:
+        config = session.get(SyncConfig, tags["id"])
+        config.next_sync_at = utcnow() - timedelta(seconds=1)
+        session.add(config)
+        session.commit()
+    [own] = client.portal.call(scheduler.tick)
+    tags_run = wait_run(client, auth, connection["id"], own)
+    assert (tags_run["entity"], tags_run["trigger"], tags_run["fetched"]) == ("tags", "schedule", 2)
 
 
 def test_provider_faults_are_absorbed_by_retries(settings, example_registry, example_fake, monkeypatch):

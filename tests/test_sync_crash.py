@@ -92,3 +92,11 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, ser
     out, err = full.communicate(timeout=120)
     assert full.returncode == 0, (out, err)
     assert stored(hub, connection.id, "notes") == fake.state.notes.rows
+
+
+def test_cli_refuses_unknown_connections_and_a_worker_without_postgresql(tmp_path):
+    env = subprocess_env(tmp_path, HUB_DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}")
+    unknown = subprocess.run(hub_command() + ["sync", "nope"], env=env, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "no connection nope" in unknown.stderr
+    worker = subprocess.run(hub_command() + ["worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and "needs PostgreSQL" in worker.stderr

@@ -299,8 +299,9 @@ class WebhookProcessor:
             config = SyncConfig(organization_id=connection.organization_id, connection_id=connection.id,
                                 entity=entity)
             session.add(config)
-        queued = session.exec(select(SyncRun).where(SyncRun.connection_id == connection.id,
-                                                    SyncRun.status == "queued", SyncRun.entity == entity)).first()
+        queued = session.exec(select(SyncRun).where(
+            SyncRun.connection_id == connection.id, SyncRun.status == "queued", SyncRun.entity == entity,
+            SyncRun.direction.in_(("pull", "both")))).first()
         if queued is not None:
             return queued, config
         run = SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,

@@ -2,11 +2,13 @@
 the provider's CRUD hooks, for any installed provider.
 
 Pull pages through ``list_records`` from the stored cursor (or the
-modified-since watermark) and upserts each page into the record store in one
-transaction together with the next cursor, the run's counters and the lease
-renewal. Whatever kills the process, the next run resumes at the last
-committed page: nothing is lost, and the upsert absorbs the page fetched
-twice. Only one page (and the one fetched ahead) is ever in memory.
+modified-since watermark) and upserts each page into the record store as it
+arrives; the cursor after a page commits in the same transaction as the page
+(with the run's counters and the lease renewal; a transaction holds the pages
+of at most :data:`COMMIT_SECONDS`). Whatever kills the process, the next run
+resumes at the last committed page: nothing is lost, and the upsert absorbs
+the pages fetched twice. Only one page (and the one fetched ahead) is ever in
+memory.
 
 The watermark of an incremental pass (the largest ``updated_field`` seen,
 kept no later than the pass's start minus :data:`CLOCK_SKEW`, so that records
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +47,7 @@ from hub.sync.store import (
     apply_deletions,
     apply_records,
     entity_key,
+    lock,
     merged_view,
     record_hash,
     sweep_unseen,
@@ -71,6 +75,10 @@ LEASE_TTL = 60.0
 #: How long a run waits for another run of the same connection to finish.
 LEASE_WAIT = 900.0
 PUSH_BATCH = 100
+#: Longest a pull keeps a transaction open before committing its pages, and
+#: how long it keeps it open waiting for the next page.
+COMMIT_SECONDS = 0.25
+IDLE_COMMIT_SECONDS = 0.005
 
 TERMINAL = ("succeeded", "failed")
 Progress = Callable[[str, str, int], None]
@@ -90,8 +98,9 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
                direction: str | None = None, trigger: str = "manual", coalesce: bool = False) -> tuple[SyncRun, bool]:
     """Record a queued run (creating default pull configs where needed).
 
-    With ``coalesce`` an already queued run of the same connection and entity
-    is returned instead of a new one.
+    With ``coalesce`` an already queued run that does at least as much (same
+    connection and entity, same direction or both) is returned instead of a
+    new one.
 
     :returns: the run and whether it is new.
     :raises NotFound: unknown entity. :raises ValidationFailed: bad direction.
@@ -108,7 +117,9 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         if coalesce:
             queued = session.exec(select(SyncRun).where(
                 SyncRun.connection_id == connection.id, SyncRun.status == "queued",
-                SyncRun.entity == entity if entity else SyncRun.entity.is_(None))).first()
+                SyncRun.entity == entity if entity else SyncRun.entity.is_(None),
+                SyncRun.direction.in_((direction, "both")),
+                SyncRun.full_refresh.is_(True) if full_refresh else sa.true())).first()
             if queued is not None:
                 return queued, False
         run = SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,
@@ -154,11 +165,115 @@ def _bump(session: Any, run_id: str, counts: Counts, pages: int = 0) -> None:
 
 @dataclass
 class _Pass:
+    """The pass in progress; its position is stored with every commit."""
+
     config_id: str
     mode: str
     cursor: str | None
     since: datetime | None
     started_at: datetime
+    max_updated: datetime | None = None
+    watermark: str | None = None
+    pages: int = 0
+
+
+class _PageWriter:
+    """Stores pages, each with the position after it, in transactions of at
+    most :data:`COMMIT_SECONDS`: the pages of one transaction and the cursor
+    after the last of them commit together, so a crash anywhere loses no
+    record and the next run fetches the uncommitted pages again. Records are
+    written as each page arrives, never held.
+
+    Grouping pages saves a commit, the lock, the lease renewal and the run's
+    counters per page; the transaction stays short so that webhooks and
+    pushes waiting for the same records are not held up.
+    """
+
+    def __init__(self, engine: SyncEngine, run_id: str, config: SyncConfig, schema: EntitySchema, plan: _Pass,
+                 lease: Lease):
+        self.engine = engine
+        self.run_id = run_id
+        self.config = config
+        self.schema = schema
+        self.plan = plan
+        self.lease = lease
+        self.session: Any = None
+        self.opened = 0.0
+        self.pending = Counts()
+        self.pending_pages = 0
+        self.broken = False
+
+    def write(self, page: Page, next_cursor: str | None) -> Counts:
+        """Store one page; commit when the transaction is old enough or the pass ends."""
+        try:
+            return self._write(page, next_cursor)
+        except BaseException:
+            self.broken = True
+            raise
+
+    def _write(self, page: Page, next_cursor: str | None) -> Counts:
+        now = utcnow()
+        if self.session is None:
+            self.session = self.engine.hub.session()
+            lock(self.session, entity_key(self.config.connection_id, self.config.entity))
+            self.lease.renew_in(self.session)
+            self.opened = time.monotonic()
+        session = self.session
+        counts = apply_records(session, connection_id=self.config.connection_id, schema=self.schema,
+                               policy=self.config.conflict_policy, records=page.records, now=now)
+        if page.deleted_ids:
+            counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
+                                       policy=self.config.conflict_policy, remote_ids=page.deleted_ids, now=now))
+        plan = self.plan
+        if counts.newest is not None and (plan.max_updated is None or counts.newest > plan.max_updated):
+            plan.max_updated = counts.newest
+        plan.watermark = page.watermark or plan.watermark
+        plan.cursor = next_cursor
+        plan.pages += 1
+        self.pending.add(counts)
+        self.pending_pages += 1
+        if next_cursor is None:
+            state = session.get(SyncState, self.config.id)
+            assert state is not None
+            state.cursor, state.pass_pages, state.updated_at = None, plan.pages, now
+            state.pass_max_updated, state.pass_watermark = plan.max_updated, plan.watermark
+            self.pending.deleted += self.engine._end_pass(session, state, self.schema, plan, now)
+            session.add(state)
+            self.commit()
+        elif time.monotonic() - self.opened >= COMMIT_SECONDS:
+            self.commit()
+        return counts
+
+    @property
+    def open(self) -> bool:
+        return self.session is not None
+
+    def commit(self) -> None:
+        """Commit the pages written so far with the position after them."""
+        if self.session is None:
+            return
+        if self.plan.cursor is not None:
+            self.session.execute(sa.update(SyncState).where(SyncState.sync_config_id == self.config.id).values(
+                cursor=self.plan.cursor, pass_pages=self.plan.pages, pass_max_updated=self.plan.max_updated,
+                pass_watermark=self.plan.watermark, updated_at=utcnow()))
+        _bump(self.session, self.run_id, self.pending, pages=self.pending_pages)
+        self.session.commit()
+        self.session.close()
+        self.session = None
+        self.pending, self.pending_pages = Counts(), 0
+
+    def close(self) -> None:
+        """Commit the pages written so far (a fetch failed or the run stops),
+        unless writing itself failed: then nothing uncommitted is kept."""
+        if self.session is None:
+            return
+        try:
+            if not self.broken:
+                self.commit()
+        finally:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
 
 
 class SyncEngine:
@@ -301,18 +416,23 @@ class SyncEngine:
     async def _pull(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
                     ctx: Any, lease: Lease) -> None:
         plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease)
+        writer = _PageWriter(self, run.id, config, schema, plan, lease)
         cursor = plan.cursor
         fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
         try:
             while True:
+                if writer.open and not fetch.done():
+                    done, _ = await asyncio.wait({fetch}, timeout=IDLE_COMMIT_SECONDS)
+                    if not done:
+                        # Do not hold the write lock while the provider takes its time.
+                        await asyncio.to_thread(writer.commit)
                 page = await fetch
                 next_cursor = page.next_cursor or None
                 if next_cursor is not None and next_cursor == cursor:
                     raise ProviderError(f"provider {provider.name} returned the same {schema.name} cursor twice")
                 if next_cursor is not None:
                     fetch = asyncio.create_task(self._fetch(provider, ctx, schema, next_cursor, plan.since))
-                counts = await asyncio.to_thread(self._store_page, run.id, config, schema, plan, page,
-                                                 next_cursor, lease)
+                counts = await asyncio.to_thread(writer.write, page, next_cursor)
                 if self.progress:
                     self.progress("page", schema.name, counts.fetched)
                 if next_cursor is None:
@@ -321,6 +441,7 @@ class SyncEngine:
         finally:
             if not fetch.done():
                 fetch.cancel()
+            await asyncio.to_thread(writer.close)
 
     async def _fetch(self, provider: Provider, ctx: Any, schema: EntitySchema, cursor: str | None,
                      since: datetime | None) -> Page:
@@ -352,35 +473,8 @@ class SyncEngine:
                 state.updated_at = now
                 session.add(state)
             return _Pass(config.id, state.pass_mode, state.cursor, aware(state.pass_since),
-                         aware(state.pass_started_at) or now)
-
-    def _store_page(self, run_id: str, config: SyncConfig, schema: EntitySchema, plan: _Pass, page: Page,
-                    next_cursor: str | None, lease: Lease) -> Counts:
-        """Store one page and the position after it, atomically."""
-        now = utcnow()
-        with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
-            lease.renew_in(session)
-            counts = apply_records(session, connection_id=config.connection_id, schema=schema,
-                                   policy=config.conflict_policy, records=page.records, now=now)
-            if page.deleted_ids:
-                counts.add(apply_deletions(session, connection_id=config.connection_id, entity=schema.name,
-                                           policy=config.conflict_policy, remote_ids=page.deleted_ids, now=now))
-            state = session.get(SyncState, config.id)
-            assert state is not None
-            newest = counts.newest
-            if newest is not None:
-                stored = aware(state.pass_max_updated)
-                state.pass_max_updated = newest if stored is None else max(stored, newest)
-            if page.watermark:
-                state.pass_watermark = page.watermark
-            state.cursor = next_cursor
-            state.pass_pages += 1
-            state.updated_at = now
-            if next_cursor is None:
-                counts.deleted += self._end_pass(session, state, schema, plan, now)
-            session.add(state)
-            _bump(session, run_id, counts, pages=1)
-        return counts
+                         aware(state.pass_started_at) or now, aware(state.pass_max_updated), state.pass_watermark,
+                         state.pass_pages)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime) -> int:
         swept = 0

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from hub.models import SyncRun
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine
+from hub.types import ConfigurationError
 
 log = logging.getLogger("hub.sync.worker")
 
@@ -45,7 +47,13 @@ def executor_kind(hub: Hub) -> str:
     chosen = getattr(hub.settings, "sync_executor", None) or os.environ.get("HUB_SYNC_EXECUTOR")
     if chosen in ("local", "queue"):
         return chosen
-    return "queue" if hub.engine.dialect.name == "postgresql" else "local"
+    if hub.engine.dialect.name != "postgresql":
+        return "local"
+    if importlib.util.find_spec("procrastinate") is None:
+        log.warning("procrastinate is not installed (pip install 'hub-core[postgres]'): "
+                    "syncs run in this process only")
+        return "local"
+    return "queue"
 
 
 def make_executor(hub: Hub) -> Executor:
@@ -100,8 +108,15 @@ def conninfo(hub: Hub) -> str:
 
 
 def make_app(hub: Hub) -> Any:
-    """The procrastinate app on the hub's database, with the sync task."""
-    import procrastinate
+    """The procrastinate app on the hub's database, with the sync task.
+
+    :raises ConfigurationError: procrastinate is not installed.
+    """
+    try:
+        import procrastinate
+    except ImportError:
+        raise ConfigurationError("syncs on PostgreSQL run as procrastinate jobs: "
+                                 "pip install 'hub-core[postgres]'") from None
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(hub)))
 

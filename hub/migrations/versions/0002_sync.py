@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-26 10:38:33.448096
+Create Date: 2026-11-26 11:03:53.123205
 """
 from alembic import op
 import sqlalchemy as sa
@@ -84,7 +84,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('connection_id', 'entity', 'remote_id', name='uq_sync_records_remote')
     )
     with op.batch_alter_table('sync_records', schema=None) as batch_op:
-        batch_op.create_index('ix_sync_records_push', ['connection_id', 'entity', 'push_status'], unique=False)
+        batch_op.create_index('ix_sync_records_push', ['connection_id', 'entity', 'push_status'], unique=False, sqlite_where=sa.text('push_status IS NOT NULL'), postgresql_where=sa.text('push_status IS NOT NULL'))
 
     op.create_table('sync_runs',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -182,7 +182,7 @@ def downgrade() -> None:
 
     op.drop_table('sync_runs')
     with op.batch_alter_table('sync_records', schema=None) as batch_op:
-        batch_op.drop_index('ix_sync_records_push')
+        batch_op.drop_index('ix_sync_records_push', sqlite_where=sa.text('push_status IS NOT NULL'), postgresql_where=sa.text('push_status IS NOT NULL'))
 
     op.drop_table('sync_records')
     op.drop_table('sync_leases')

@@ -85,19 +85,20 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
             return error(404, f"no such resource {entity}")
         if not 1 <= limit <= 100:
             return error(400, "limit must be between 1 and 100")
-        rows = table.all()
         if updated_since:
             since = _parse(updated_since)
-            rows = [r for r in rows if r.get("updated_at") and _parse(r["updated_at"]) >= since]
+            ids = [str(r["id"]) for r in table.all() if r.get("updated_at") and _parse(r["updated_at"]) >= since]
+        else:
+            ids = list(table.rows)
         start = 0
         if after:
-            ids = [r["id"] for r in rows]
-            if after not in ids:
+            try:
+                start = ids.index(after) + 1
+            except ValueError:
                 return error(400, "invalid cursor")
-            start = ids.index(after) + 1
-        page = rows[start:start + limit]
-        more = start + limit < len(rows)
-        return {"data": page, "next": page[-1]["id"] if more and page else None}
+        page = [table.rows[i] for i in ids[start:start + limit]]
+        more = start + limit < len(ids)
+        return JSONResponse({"data": page, "next": page[-1]["id"] if more and page else None})
 
     @app.get("/v1/{entity}/{record_id}")
     async def get(entity: str, record_id: str):
