@@ -14,7 +14,7 @@ import inspect
 import logging
 import os
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy

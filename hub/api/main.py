@@ -14,6 +14,7 @@ from hub.api.schemas import ErrorResponse
 from hub.config import Settings, get_settings
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
+from hub.sync.scheduler import start_background
 
 PREFIX = "/api/v1/integrations"
 
@@ -87,15 +88,11 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     async def lifespan(app: FastAPI):
         hub.migrate()
         app.state.hub = hub
-        background = []
-        for starter in app.state.background_starters:
-            background.append(await starter(app))
+        background = await start_background(app)  # sync executor, scheduler, webhook processor
         try:
             yield
         finally:
-            for task in background:
-                if task is not None:
-                    await task.stop()
+            await background.stop()
             await hub.close()
 
     app = FastAPI(
@@ -106,7 +103,6 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         responses=ERROR_RESPONSES,
     )
     app.state.hub = hub
-    app.state.background_starters = []
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
     for module in (providers, connections, records, auth_flows, webhooks, sync, system):

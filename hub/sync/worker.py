@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import os
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -44,7 +43,7 @@ class Executor(Protocol):
 
 
 def executor_kind(hub: Hub) -> str:
-    chosen = getattr(hub.settings, "sync_executor", None) or os.environ.get("HUB_SYNC_EXECUTOR")
+    chosen = hub.settings.sync_executor
     if chosen in ("local", "queue"):
         return chosen
     if hub.engine.dialect.name != "postgresql":
@@ -148,11 +147,7 @@ async def ensure_queue_schema(hub: Hub, app: Any) -> None:
 def embedded_workers(hub: Hub) -> int:
     """How many runs an API process executes itself in queue mode
     (``HUB_SYNC_WORKERS``, default 2; 0 leaves them to ``hub worker``)."""
-    value = getattr(hub.settings, "sync_workers", None) or os.environ.get("HUB_SYNC_WORKERS")
-    try:
-        return max(0, int(value)) if value not in (None, "") else 2
-    except ValueError:
-        return 2
+    return max(0, hub.settings.sync_workers)
 
 
 class QueueExecutor:

@@ -171,7 +171,7 @@ def _entry_points(group: str) -> list[Any]:
 def provider_of(target: ConformanceTarget) -> Any:
     """The loaded :class:`hub.plugins.Provider`, or a failure naming why it did not load."""
     loaded = load(target)
-    if loaded.record is None:
+    if loaded.record is None or not loaded.record.module:  # no record, or "HUB_PLUGINS names a missing one"
         fail(f"no plugin is installed under the entry point hub.providers:{target.provider}: declare "
              f'[project.entry-points."hub.providers"] {target.provider} = "hub_{target.provider}" in '
              f"pyproject.toml and `pip install -e .` the package")

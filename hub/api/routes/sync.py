@@ -7,11 +7,10 @@ executor, the scheduler and the webhook processor
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import select
 
 from hub.api.deps import HubDep, OrgDep
@@ -37,20 +36,11 @@ from hub.models import Connection, SyncConfig, SyncRun, SyncState
 from hub.runtime import Hub
 from hub.sync import configs as config_service
 from hub.sync import stored
-from hub.sync.scheduler import SyncService, start_background
+from hub.sync.scheduler import SyncService
 from hub.types import NotFound
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    background = await start_background(app)
-    try:
-        yield
-    finally:
-        await background.stop()
-
-
-router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"], lifespan=lifespan)
+router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"])
 
 
 def organization_connection(hub: HubDep, org: OrgDep, connection_id: str) -> Connection:
