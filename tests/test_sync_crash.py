@@ -52,11 +52,12 @@ def kill_after(process: subprocess.Popen, hub: Hub, connection_id: str, pages: i
     pytest.fail(f"hub sync stored fewer than {pages} pages in {timeout}s")
 
 
-def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, serve_app):
+def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, serve_app, example_registry):
     fake = fake_app(notes=NOTES, delay=0.02)
     url = serve_app(fake)
     database = f"sqlite:///{tmp_path / 'hub.db'}"
-    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"))
+    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"),
+              example_registry)
     hub.migrate()
     connection = make_connection(hub, "example", {"api_key": API_KEY})
     env = subprocess_env(tmp_path, HUB_DATABASE_URL=database, HUB_EXAMPLE_ORIGIN=url)

@@ -28,11 +28,13 @@ CONNECTIONS = 4
 RUNS_EACH = 3
 
 
-def test_two_workers_share_the_queue_and_never_run_one_connection_twice_at_once(pg_server, tmp_path, serve_app):
+def test_two_workers_share_the_queue_and_never_run_one_connection_twice_at_once(pg_server, tmp_path, serve_app,
+                                                                              example_registry):
     database = postgres.create_database(pg_server, "hub_workers")
     fake = fake_app(notes=120, rate=1000, delay=0.03)
     url = serve_app(fake)
-    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"))
+    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"),
+              example_registry)
     hub.migrate()
     connections = [make_connection(hub, "example", {"api_key": API_KEY}, org_name=f"org {i}")
                    for i in range(CONNECTIONS)]
