@@ -3,6 +3,7 @@ leave the encrypted column: not in the database file, API responses or logs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -150,3 +151,45 @@ def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
     assert expired.status_code == 401
     no_org = jwt_client.get(f"{API}/connections", headers=token({"sub": "u"}))
     assert no_org.status_code == 401 and "org" in no_org.json()["error"]
+
+
+@pytest.fixture
+def jwks(serve_app):
+    """An identity provider's JWKS endpoint on loopback, and its signing key."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from fastapi import FastAPI
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    app = FastAPI()
+    app.state.fetches = 0
+
+    @app.get("/.well-known/jwks.json")
+    async def keys():
+        app.state.fetches += 1
+        return {"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}
+
+    return serve_app(app) + "/.well-known/jwks.json", key, app
+
+
+def test_jwt_from_a_jwks_url(settings, example_registry, example_fake, monkeypatch, jwks):
+    url, key, idp = jwks
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    settings.jwt_jwks_url = url
+    settings.jwt_audience = "hub"
+    with TestClient(create_app(settings, example_registry)) as client:
+        def bearer(claims, signing_key=key, kid="k1"):
+            claims = {"exp": int(time.time()) + 60, "aud": "hub", **claims}
+            return {"Authorization": "Bearer " + jwt.encode(claims, signing_key, algorithm="RS256",
+                                                             headers={"kid": kid})}
+
+        for _ in range(3):
+            assert client.get(f"{API}/connections", headers=bearer({"org": "initech"})).status_code == 200
+        assert idp.state.fetches == 1  # the keys are cached, not fetched per request
+        wrong_audience = client.get(f"{API}/connections", headers=bearer({"org": "initech", "aud": "other"}))
+        assert wrong_audience.status_code == 401
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = client.get(f"{API}/connections", headers=bearer({"org": "initech"}, signing_key=stranger))
+        assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"

@@ -103,6 +103,11 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         responses=ERROR_RESPONSES,
     )
     app.state.hub = hub
+    if settings.jwt_jwks_url:
+        import jwt
+
+        # One client for the app's life: it caches the identity provider's keys.
+        app.state.jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
     for module in (providers, connections, records, auth_flows, webhooks, sync, system):
