@@ -96,6 +96,7 @@ class WebhookEvent(SQLModel, table=True):
     action: str = Field(default="changed", max_length=16)
     record_id: str | None = Field(default=None, max_length=255)
     payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     status: str = Field(default="pending", index=True, max_length=16)
     attempts: int = 0
     error: str | None = Field(default=None, max_length=2000)

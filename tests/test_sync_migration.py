@@ -1,4 +1,4 @@
-"""Migration 0002 upgrades an existing 0001 database in place, keeping its
+"""Migrations 0002 and 0003 upgrade an existing 0001 database in place, keeping its
 data, matches the models exactly, and downgrades cleanly. On SQLite and
 PostgreSQL."""
 
@@ -23,7 +23,7 @@ def tables(engine: sa.Engine) -> set[str]:
     return set(sa.inspect(engine).get_table_names())
 
 
-def test_0002_upgrades_a_0001_database_in_place_and_back(database_url, tmp_path):
+def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_path):
     engine = make_engine(database_url)
     migrate(engine, "0001")
     assert not SYNC_TABLES & tables(engine)
@@ -33,19 +33,23 @@ def test_0002_upgrades_a_0001_database_in_place_and_back(database_url, tmp_path)
         session.flush()
         session.add(Connection(id="conn1", organization_id="org1", provider="example", category="productivity",
                                name="Notes", credentials_encrypted=cipher.encrypt_json({"api_key": "k"})))
-        session.add(WebhookEvent(id="ev1", provider="example", dedup_key="evt_1", connection_id="conn1",
-                                 type="note.updated", payload={"id": "note_1"}))
         session.commit()
+    with engine.begin() as connection:  # the 0001 columns only: the model has grown since
+        connection.execute(sa.text(
+            "INSERT INTO webhook_events (id, provider, dedup_key, connection_id, type, action, payload, status, "
+            "attempts, received_at) VALUES ('ev1', 'example', 'evt_1', 'conn1', 'note.updated', 'updated', "
+            "'{\"id\": \"note_1\"}', 'pending', 0, CURRENT_TIMESTAMP)"))
 
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
         assert connection.name == "Notes" and cipher.decrypt_json(connection.credentials_encrypted) == {"api_key": "k"}
-        assert session.get(WebhookEvent, "ev1").payload == {"id": "note_1"}
+        event = session.get(WebhookEvent, "ev1")
+        assert event.payload == {"id": "note_1"} and event.raw is None
         session.add(SyncConfig(id="cfg1", organization_id="org1", connection_id="conn1", entity="notes",
                                mappings=[{"source": "title", "target": "subject"}]))
         session.add(SyncRecord(connection_id="conn1", entity="notes", remote_id="note_1", data={"id": "note_1"},

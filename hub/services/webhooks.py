@@ -89,7 +89,7 @@ def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Eve
     row = WebhookEvent(
         provider=provider.name, dedup_key=event.dedup_key[:255], connection_id=connection.id,
         organization_id=connection.organization_id, type=event.type[:128], entity=event.entity,
-        action=event.action, record_id=event.record_id, payload=event.record,
+        action=event.action, record_id=event.record_id, payload=event.record, raw=event.raw or None,
     )
     with hub.session() as session:
         session.add(row)

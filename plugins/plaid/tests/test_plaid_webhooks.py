@@ -39,6 +39,7 @@ def test_signed_delivery_is_routed_by_item_id_stored_once_and_replays_are_duplic
     assert (event.connection_id, event.type, event.entity, event.action) == (
         connection["id"], "transaction.changed", "transactions", "changed")
     assert event.record_id is None and event.payload is None
+    assert event.raw == payload  # the provider's own payload is kept with the event
     assert fake.key_fetches[fake.current_kid] == 1
 
 
