@@ -799,14 +799,36 @@ def seed_customers(app: FastAPI, count: int, start: int | None = None, **fields:
 
 
 def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
-    """The conformance suite's seed: ``count`` customers or products (``None``
-    for other entities)."""
+    """The conformance suite's seed: ``count`` objects of ``entity`` created
+    directly in the store (``None`` where the fake cannot make them alone)."""
+    store: Store = app.state.store
     if entity == "customers":
         return seed_customers(app, count)
-    if entity == "products":
-        store = app.state.store
-        return [_create_product(store, "products", {"name": f"Product {i}"})["id"] for i in range(count)]
-    return None
+    if entity == "balance_transactions":  # every charge makes one
+        return [_create_charge(store, "charges", {"amount": 100 + i, "currency": "usd", "source": "tok_visa"})["balance_transaction"]
+                for i in range(count)]
+    makers = {
+        "products": lambda i: _create_product(store, "products", {"name": f"Product {i}"}),
+        "prices": lambda i: _create_price(store, "prices", {"product": _seed_product(store), "currency": "usd",
+                                                            "unit_amount": 100 + i}),
+        "payment_intents": lambda i: _create_payment_intent(store, "payment_intents",
+                                                            {"amount": 100 + i, "currency": "usd"}),
+        "charges": lambda i: _create_charge(store, "charges", {"amount": 100 + i, "currency": "usd", "source": "tok_visa"}),
+        "payouts": lambda i: _create_payout(store, "payouts", {"amount": 1 + i, "currency": "usd"}),
+        "invoices": lambda i: _seed_invoice(store, i),
+    }
+    make = makers.get(entity)
+    return [make(i)["id"] for i in range(count)] if make else None
+
+
+def _seed_product(store: Store) -> str:
+    return next(iter(store.rows["products"]), None) or _create_product(store, "products", {"name": "Seed"})["id"]
+
+
+def _seed_invoice(store: Store, i: int) -> dict[str, Any]:
+    customer = _create_customer(store, "customers", {"email": f"invoice{i}@example.com"})["id"]
+    _create_invoiceitem(store, "invoiceitems", {"customer": customer, "amount": 100 + i, "currency": "usd"})
+    return _create_invoice(store, "invoices", {"customer": customer})
 
 
 CONFORMANCE_ACCOUNT = "acct_1Conformance"
