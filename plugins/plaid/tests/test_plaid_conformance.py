@@ -5,11 +5,9 @@ from __future__ import annotations
 import itertools
 import time
 
-import pytest
 
-conformance = pytest.importorskip("hub.testing.conformance")
-
-from hub_plaid import testing as fake  # noqa: E402
+from hub.testing import conformance
+from hub_plaid import testing as fake
 
 _deliveries = itertools.count(1)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
-
 from hub.testing.conformance import ConformanceSuite, ConformanceTarget
 from hub_shopify import testing as fake
 
@@ -27,9 +25,3 @@ class TestShopifyConformance(ConformanceSuite):
         updates={"customers": {"first_name": "Grace"}, "orders": {"note": "gift wrap"}},
         webhook=fake.conformance_webhook,
     )
-
-    def test_writes_round_trip(self, conformance, entity):
-        if entity == "orders":
-            pytest.skip("Shopify returns line_items enriched (ids, sku...), so the suite's equality check "
-                        "cannot hold; order writes are tested in test_shopify_records.py")
-        super().test_writes_round_trip(conformance, entity)
