@@ -58,6 +58,15 @@ def provider_redirect(authorization_url: str, **extra) -> str:
     return f"{location.path}?{location.query}"
 
 
+def expire_soon(hub, connection_id: str) -> Connection:
+    """Make the connection's access token expire within the refresh margin."""
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
+        session.commit()
+        return session.get(Connection, connection_id)
+
+
 def finish(client, callback: str) -> dict:
     response = client.get(callback, follow_redirects=False)
     assert response.status_code == 302, response.text
@@ -139,11 +148,7 @@ def test_concurrent_calls_refresh_once_and_rotated_token_is_saved(oauth_hub, oau
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
-    with hub.session() as session:
-        session.execute(sa.update(Connection).where(Connection.id == connection_id)
-                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
-        session.commit()
-        connection = session.get(Connection, connection_id)
+    connection = expire_soon(hub, connection_id)
 
     async def burst():
         other = Hub(settings, example_registry)
@@ -167,10 +172,7 @@ def test_refused_refresh_marks_connection_expired(oauth_hub, oauth_fake):
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
-    with hub.session() as session:
-        session.execute(sa.update(Connection).where(Connection.id == connection_id)
-                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
-        session.commit()
+    expire_soon(hub, connection_id)
     oauth_fake[1].state.refresh.clear()
     response = client.get(f"{API}/connections/{connection_id}/entities/contacts/records", headers=headers)
     assert response.status_code == 424 and response.json()["code"] == "token_refresh_failed"
@@ -182,11 +184,7 @@ def test_token_endpoint_401_during_refresh_fails_cleanly(oauth_hub, oauth_fake, 
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
-    with hub.session() as session:
-        session.execute(sa.update(Connection).where(Connection.id == connection_id)
-                        .values(token_expires_at=utcnow() + timedelta(seconds=5)))
-        session.commit()
-        connection = session.get(Connection, connection_id)
+    connection = expire_soon(hub, connection_id)
     oauth_fake[1].state_client = ("rotated", "client")  # the token endpoint now answers 401
 
     async def attempt():
