@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
+import hashlib
 import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,6 +149,49 @@ class Hub:
             lock = self._locks[connection_id] = asyncio.Lock()
         return lock
 
+    @asynccontextmanager
+    async def shared_lock(self, name: str, timeout: float = 60.0) -> AsyncIterator[None]:
+        """A lock held by one hub process at a time (API replicas, workers,
+        ``hub sync``): a PostgreSQL advisory lock, or a lock file beside the
+        SQLite database. Waits without blocking the event loop.
+
+        :raises ProviderUnavailable: another process held it past ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+
+        async def wait() -> None:
+            if time.monotonic() > deadline:
+                raise ProviderUnavailable(f"timed out waiting for another hub process ({name})")
+            await asyncio.sleep(0.05)
+
+        if self.engine.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            with self.engine.connect() as db:
+                while not db.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+                    db.rollback()
+                    await wait()
+                try:
+                    yield
+                finally:
+                    db.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    db.commit()
+            return
+        database = self.engine.url.database
+        directory = Path(database).parent if database and database != ":memory:" else self.settings.data_dir
+        directory = directory / "locks"
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"), "w") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await wait()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     async def _ensure_fresh(self, provider: Provider, ctx: ProviderContext) -> None:
         expires_at = ctx.extra.get("token_expires_at")
         if expires_at is None or not provider.implements("refresh_credentials"):
@@ -152,9 +201,11 @@ class Hub:
         await self._refresh(provider, ctx, force=False)
 
     async def _refresh(self, provider: Provider, ctx: ProviderContext, force: bool) -> bool:
-        """Refresh once under the connection's lock; persist with compare-and-swap."""
+        """Refresh once under the connection's locks (this process's, then the
+        one shared by every hub process on the database); persist with
+        compare-and-swap."""
         assert ctx.connection_id
-        async with self.lock(ctx.connection_id):
+        async with self.lock(ctx.connection_id), self.shared_lock(f"refresh:{ctx.connection_id}"):
             with self.session() as session:
                 current = session.get(Connection, ctx.connection_id)
                 if current is None:
