@@ -1,6 +1,7 @@
 """pytest plugin registered through the ``pytest11`` entry point ``hub``.
 
-Gives every test session ``serve_app`` and the fixtures of the provider
+Gives every test session ``serve_app``, ``hub_client`` and ``hub_auth``
+(for a ``hub_app`` fixture the test suite defines), and the fixtures of the provider
 conformance suite (:mod:`hub.testing.conformance`): a plugin package runs the
 suite by subclassing ``ConformanceSuite`` with a ``target``. Imports of the
 hub stay inside the fixtures so that loading this plugin costs nothing.
@@ -20,6 +21,26 @@ def serve_app():
 
     with ExitStack() as stack:
         yield lambda app: stack.enter_context(serve(app))
+
+
+@pytest.fixture
+def hub_client(hub_app):
+    """A ``TestClient`` of the suite's ``hub_app`` fixture (a
+    :func:`hub.api.main.create_app` app), its lifespan run."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(hub_app) as client:
+        yield client
+
+
+@pytest.fixture
+def hub_auth(hub_client, hub_app):
+    """``Authorization`` headers of a new organization of ``hub_app``."""
+    from hub.services.orgs import create_organization
+
+    with hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "acme")
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="class")

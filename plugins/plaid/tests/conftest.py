@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from hub.services.orgs import create_organization
 from hub_plaid.testing import CLIENT_ID, SECRET
 from hub_plaid.testing import create_app as create_fake
 from plaid_helpers import build_hub_app, link
@@ -32,16 +30,13 @@ def hub_app(tmp_path, plaid_env):
 
 
 @pytest.fixture
-def client(hub_app):
-    with TestClient(hub_app) as c:
-        yield c
+def client(hub_client):
+    return hub_client
 
 
 @pytest.fixture
-def auth(client, hub_app):
-    with hub_app.state.hub.session() as session:
-        _org, key = create_organization(session, "acme")
-    return {"Authorization": f"Bearer {key}"}
+def auth(hub_auth):
+    return hub_auth
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ dir, with the Stripe plugin registered, talking real HTTP to a fake Stripe."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 import hub_stripe
 from hub.api.main import create_app
 from hub.config import Settings
 from hub.plugins import PluginRegistry
-from hub.services.orgs import create_organization
 from hub_stripe.testing import API_KEY
 from hub_stripe.testing import create_app as create_fake
 
@@ -49,16 +47,13 @@ def hub_app(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def client(hub_app):
-    with TestClient(hub_app) as test_client:
-        yield test_client
+def client(hub_client):
+    return hub_client
 
 
 @pytest.fixture
-def auth(client, hub_app):
-    with hub_app.state.hub.session() as session:
-        _, key = create_organization(session, "acme")
-    return {"Authorization": f"Bearer {key}"}
+def auth(hub_auth):
+    return hub_auth
 
 
 @pytest.fixture
