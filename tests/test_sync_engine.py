@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import select
 
 from hub.config import Settings
-from hub.models import SyncLease, SyncRun, SyncState, utcnow
+from hub.models import SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine, create_run
@@ -223,3 +223,22 @@ def test_an_interrupted_run_is_requeued_and_resumed_by_the_scheduler(hub, conn, 
     finished = get_run(hub, interrupted.id)
     assert finished.status == "succeeded" and finished.fetched == 150
     assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_tombstones_older_than_the_retention_are_purged_by_the_scheduler(hub, conn, ledger):
+    run(sync(hub, conn))
+    for i in range(5):
+        ledger.remove(f"it_{i:05d}")
+    assert run(sync(hub, conn, full_refresh=True)).deleted == 5
+    old = {f"it_{i:05d}" for i in range(3)}
+    with hub.session() as session:
+        for row in session.exec(select(SyncRecord).where(SyncRecord.remote_id.in_(old))):
+            row.deleted_at = utcnow() - timedelta(days=hub.settings.sync_tombstone_days + 1)
+            session.add(row)
+        session.commit()
+    scheduler = Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60)
+    assert scheduler.purge(utcnow()) == 3
+    remaining = {r.remote_id for r in stored_rows(hub, conn.id, "items") if r.deleted}
+    assert remaining == {"it_00003", "it_00004"}
+    assert stored(hub, conn.id, "items") == ledger.items
+    run(hub.close())

@@ -26,6 +26,7 @@ from hub.db import aware
 from hub.models import Connection, SyncConfig, SyncRun, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue
+from hub.sync.store import purge_tombstones
 from hub.sync.worker import Executor, make_executor
 
 log = logging.getLogger("hub.sync.scheduler")
@@ -133,7 +134,20 @@ class Scheduler:
                     connection = session.get(Connection, config.connection_id)
                 if connection is not None:
                     submitted += await self._start(connection, config.entity)
+        await asyncio.to_thread(self.purge, now)
         return submitted
+
+    def purge(self, now: datetime) -> int:
+        """Drop tombstones older than ``sync_tombstone_days`` (0 keeps them)."""
+        days = self.hub.settings.sync_tombstone_days
+        if days <= 0:
+            return 0
+        with self.hub.session() as session:
+            purged = purge_tombstones(session, before=now - timedelta(days=days))
+            session.commit()
+        if purged:
+            log.info("purged %d deleted records older than %d days", purged, days)
+        return purged
 
     def _advance(self, model: Any, which: Any, column: Any, now: datetime, upcoming: datetime) -> bool:
         with self.hub.session() as session:

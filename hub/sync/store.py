@@ -348,6 +348,17 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
     return result.rowcount or 0
 
 
+def purge_tombstones(session: Session, *, before: datetime) -> int:
+    """Forget records deleted (at the provider or by the tenant, and pushed)
+    before ``before``. Records with an unpushed change or an open conflict stay."""
+    result = session.execute(
+        sa.delete(_records).where(
+            _records.c.deleted.is_(True), _records.c.deleted_at < before,
+            sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
+    )
+    return result.rowcount or 0
+
+
 # ---------------------------------------------------------------- the tenant's side
 
 
