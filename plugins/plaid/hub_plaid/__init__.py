@@ -63,8 +63,14 @@ INFO = ProviderInfo(
     auth_type="link",
     description="Bank accounts, balances, transactions and institutions, connected with Plaid Link.",
     urls={"api": "https://{environment}.plaid.com"},
-    # About Plaid's per-Item budget for /transactions/sync (50/min); 429s are retried.
+    # An overall per-Item pace; 429s are retried.
     rate_limit=RateLimit(requests_per_second=0.8, burst=10),
+    # Plaid limits some endpoints per Item per minute; the core paces each.
+    endpoint_rate_limits={
+        "/accounts/balance/get": RateLimit(requests_per_second=5 / 60, burst=5),
+        "/accounts/get": RateLimit(requests_per_second=15 / 60, burst=15),
+        "/transactions/sync": RateLimit(requests_per_second=50 / 60, burst=50),
+    },
     supports_webhooks=True,
     config_fields=(
         EntityField("environment", "Environment", description="sandbox, development or production; "

@@ -18,7 +18,9 @@ def fake(serve_app):
 @pytest.fixture
 def plaid_env(fake, monkeypatch):
     for key, value in {"ORIGIN": fake.url, "CLIENT_ID": CLIENT_ID, "SECRET": SECRET, "CLIENT_NAME": "Acme Books",
-                       "REQUESTS_PER_SECOND": "200", "BURST": "200"}.items():
+                       "REQUESTS_PER_SECOND": "200", "BURST": "200",
+                       # the fake's per-Item limits are set per test; test_plaid_api checks the declared ones
+                       "ENDPOINT_RATE_LIMITS": "off"}.items():
         monkeypatch.setenv(f"HUB_PLAID_{key}", value)
     for key in ("HUB_PLAID_ENVIRONMENT", "HUB_PLAID_WEBHOOK", "HUB_PLUGINS"):
         monkeypatch.delenv(key, raising=False)

@@ -292,3 +292,20 @@ def test_link_token_options_reach_plaid(client, auth, fake):
     assert sent["products"] == ["transactions", "auth"] and sent["language"] == "fr"
     assert sent["country_codes"] == ["US", "CA"] and sent["redirect_uri"] == "https://app.example.com/oauth"
     assert connection["config"]["institution_id"] == "ins_109510"
+
+
+def test_plaid_per_item_endpoint_limits_are_paced_by_the_core(tmp_path, monkeypatch):
+    import asyncio
+
+    monkeypatch.delenv("HUB_PLAID_ENDPOINT_RATE_LIMITS", raising=False)
+    hub = build_hub_app(tmp_path).state.hub
+    provider = hub.provider("plaid")
+    connection = Connection(id="c1", organization_id="o", provider="plaid", category="banking", name="p",
+                            config={"environment": "sandbox"})
+    http = hub.context(provider, connection).http
+    bursts = {suffix: round(limiter.capacity) for suffix, limiter in http.endpoint_limiters.items()}
+    assert bursts == {"/accounts/balance/get": 5, "/accounts/get": 15, "/transactions/sync": 50}
+    assert http._endpoint_limiter("https://sandbox.plaid.com/accounts/balance/get") is \
+        http.endpoint_limiters["/accounts/balance/get"]
+    assert http._endpoint_limiter("https://sandbox.plaid.com/item/get") is None
+    asyncio.run(hub.close())

@@ -38,7 +38,8 @@ class TestPlaidConformance(conformance.ConformanceSuite):
     target = conformance.ConformanceTarget(
         provider="plaid",
         fake_app=lambda: fake.create_app(transactions=10, institutions=12, rate_limits={}),
-        settings={"client_id": fake.CLIENT_ID, "secret": fake.SECRET, "requests_per_second": "200", "burst": "200"},
+        settings={"client_id": fake.CLIENT_ID, "secret": fake.SECRET, "requests_per_second": "200", "burst": "200",
+                  "endpoint_rate_limits": "off"},
         connect=connect,
         seed=seed,
         webhook=webhook,
