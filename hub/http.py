@@ -171,7 +171,6 @@ class ProviderHTTP:
         self._describe_error = describe_error
         self._refresh = refresh
         self.retry = retry or RetryPolicy()
-        self.requests_sent = 0
 
     async def request(
         self,
@@ -207,7 +206,6 @@ class ProviderHTTP:
             if self.limiter:
                 await self.limiter.acquire()
             try:
-                self.requests_sent += 1
                 response = await self.client.request(
                     method, url, params=merged_params, json=json, data=data, headers=merged_headers
                 )
@@ -383,6 +381,3 @@ class ClientPool:
         self._limiters.clear()
         for client in clients.values():
             await client.aclose()
-
-    def __len__(self) -> int:
-        return len(self._clients)

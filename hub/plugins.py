@@ -13,7 +13,6 @@ import importlib.metadata
 import inspect
 import logging
 import os
-import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,17 +227,12 @@ class PluginRegistry:
                 f"uninstall one of them or choose one with HUB_PLUGINS"
             )
         self.pm.register(plugin, name=f"hub.providers:{name}")
-        unknown = [
-            impl_name for impl_name in _hookimpl_names(plugin)
-            if not hasattr(hookspecs, impl_name)
-        ]
+        hooks = set(_hookimpl_names(plugin))
+        unknown = sorted(name for name in hooks if not hasattr(hookspecs, name))
         if unknown:
             raise pluggy.PluginValidationError(
-                plugin, f"unknown hook(s) {', '.join(sorted(unknown))}: not in hub.hookspecs"
+                plugin, f"unknown hook(s) {', '.join(unknown)}: not in hub.hookspecs"
             )
-        hooks = {
-            hook_name for hook_name in _hookimpl_names(plugin)
-        }
         missing = [h for h in REQUIRED_HOOKS if h not in hooks]
         if missing:
             raise ValueError(f"plugin does not implement required hook(s): {', '.join(missing)}")
@@ -293,10 +287,3 @@ def _installed_entry_points() -> dict[tuple[str, str], tuple[str, str]]:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-def load_module_plugin(module: types.ModuleType, name: str, registry: PluginRegistry | None = None) -> PluginRegistry:
-    """Register a module as a provider plugin without entry points (tests)."""
-    registry = registry or PluginRegistry()
-    registry.register(module, name)
-    return registry

@@ -303,8 +303,6 @@ class Hub:
             connection.webhook_key = credentials.webhook_key
 
     def find_connection(self, session: Session, organization_id: str, connection_id: str) -> Connection:
-        from hub.types import NotFound
-
         connection = session.exec(
             select(Connection).where(Connection.id == connection_id, Connection.organization_id == organization_id)
         ).first()

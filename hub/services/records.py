@@ -9,7 +9,7 @@ from typing import Any
 from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.types import Page, ProviderError, ReadOnly
+from hub.types import Page, ProviderError, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
 
@@ -60,8 +60,6 @@ class RecordService:
         action = self.provider.action(name)
         missing = [p.name for p in action.params if p.required and params.get(p.name) in (None, "")]
         if missing:
-            from hub.types import ValidationFailed
-
             raise ValidationFailed(f"action {name} needs {', '.join(missing)}", code="missing_fields",
                                    details={"missing": missing})
         return await self.hub.call(self.provider, "run_action", self.ctx, action=name, params=params)

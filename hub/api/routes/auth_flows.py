@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from hub.api.deps import HubDep, OrgDep, ProviderDep
 from hub.api.errors import error_body
@@ -48,8 +48,6 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
     except oauth.OAuthFailed as exc:
         if isinstance(exc.details, str):
             return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code), status_code=302)
-        from fastapi.responses import JSONResponse
-
         return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
     if record and record.return_to:
         return RedirectResponse(

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from hub.api.deps import HubDep, OrgDep, ProviderDep
 from hub.api.schemas import WebhookRegisterRequest, WebhookRegisterResponse, WebhookResponse
 from hub.services import webhooks as service
-from hub.types import WebhookRequest
+from hub.types import Credentials, WebhookRequest
 
 router = APIRouter(tags=["webhooks"])
 
@@ -38,8 +38,6 @@ async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: W
     url = ctx.webhook_url
     result = await hub.call(provider, "register_webhook", ctx, url=url, events=body.events) or {}
     if result.get("secret"):
-        from hub.types import Credentials
-
         with hub.session() as session:
             connection = hub.find_connection(session, org.id, connection_id)
             secrets = hub.cipher.decrypt_json(connection.credentials_encrypted)
