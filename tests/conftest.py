@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import itertools
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from hub import hookimpl
 from hub.api.main import create_app
 from hub.config import Settings
 from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
 from hub.testing import postgres
+from hub.types import EntitySchema, ProviderInfo
 
 # The example provider is importable for tests without being installed.
 sys.path.insert(0, str(Path(__file__).parent / "example_provider"))
@@ -84,6 +89,20 @@ def auth(client, hub_app):
     headers = make_org(hub_app)
     headers.pop("org_id")
     return headers
+
+
+def module_plugin(name: str, info: ProviderInfo, schemas: list[EntitySchema] | None = None,
+                  **hooks: Callable[..., Any]) -> types.ModuleType:
+    """A provider plugin module made in a test: ``provider_info`` answers
+    ``info``, ``entity_schemas`` answers ``schemas`` (left out when ``None``),
+    and each keyword is one more hook implementation."""
+    module = types.ModuleType(name)
+    module.provider_info = hookimpl(lambda: info)
+    if schemas is not None:
+        module.entity_schemas = hookimpl(lambda: schemas)
+    for hook, function in hooks.items():
+        setattr(module, hook, hookimpl(function))
+    return module
 
 
 API = "/api/v1/integrations"

@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-import types
 
 import httpx
 import pytest
 
-from hub import hookimpl
 from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.types import EntitySchema, ProviderInfo, RateLimit
+from tests.conftest import module_plugin
 
 INFO = ProviderInfo(
     name="paced", label="Paced", category="test", auth_type="api_key", urls={"api": "https://paced.invalid"},
     rate_limit=RateLimit(requests_per_second=1000, burst=1000),
     endpoint_rate_limits={"/slow": RateLimit(requests_per_second=10, burst=1)},
 )
-
-
-def paced_plugin() -> types.ModuleType:
-    plugin = types.ModuleType("paced_plugin")
-    plugin.provider_info = hookimpl(lambda: INFO)
-    plugin.entity_schemas = hookimpl(lambda: [EntitySchema("things", "Things")])
-    return plugin
 
 
 def timed_calls(hub: Hub, path: str, count: int) -> float:
@@ -58,7 +50,7 @@ def make_hub(settings, monkeypatch, **env: str) -> Hub:
     for key, value in env.items():
         monkeypatch.setenv(f"HUB_PACED_{key}", value)
     registry = PluginRegistry()
-    registry.register(paced_plugin(), "paced")
+    registry.register(module_plugin("paced_plugin", INFO, [EntitySchema("things", "Things")]), "paced")
     return Hub(settings, registry, transport=httpx.MockTransport(lambda request: httpx.Response(200, json={})))
 
 

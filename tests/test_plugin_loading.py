@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from hub import hookimpl
 from hub.api.main import create_app
 from hub.plugins import DuplicateProviderError, PluginRegistry
+from tests.conftest import module_plugin
 from hub.types import EntitySchema, ProviderInfo
 
 DISTS = Path(__file__).parent / "dists"
@@ -51,69 +51,35 @@ def test_two_plugins_claiming_one_provider_id_is_a_startup_error(example_registr
 
 def test_unknown_hook_and_missing_required_hooks_are_rejected():
     registry = PluginRegistry()
-    typo = types.ModuleType("typo_plugin")
-
-    @hookimpl
-    def provider_info():
-        return ProviderInfo(name="typo", label="Typo", category="x", auth_type="api_key")
-
-    @hookimpl
-    def entity_schemas():
-        return []
-
-    @hookimpl
-    def list_record(ctx):  # misspelt hook name
-        return None
-
-    typo.provider_info, typo.entity_schemas, typo.list_record = provider_info, entity_schemas, list_record
+    info = ProviderInfo(name="typo", label="Typo", category="x", auth_type="api_key")
+    typo = module_plugin("typo_plugin", info, [], list_record=lambda ctx: None)  # misspelt hook name
     record = registry.register(typo, "typo")
     assert "unknown hook(s) list_record" in record.error
 
-    incomplete = types.ModuleType("incomplete_plugin")
-    incomplete.provider_info = provider_info
-    record = registry.register(incomplete, "typo")
+    record = registry.register(module_plugin("incomplete_plugin", info), "typo")
     assert "entity_schemas" in record.error
     assert registry.providers == {}
 
 
 def test_entry_point_name_must_match_provider_name():
     registry = PluginRegistry()
-    module = types.ModuleType("mismatch")
-
-    @hookimpl
-    def provider_info():
-        return ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
-
-    @hookimpl
-    def entity_schemas():
-        return [EntitySchema("a", "A")]
-
-    module.provider_info, module.entity_schemas = provider_info, entity_schemas
-    record = registry.register(module, "mismatch")
+    info = ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
+    record = registry.register(module_plugin("mismatch", info, [EntitySchema("a", "A")]), "mismatch")
     assert "differs from provider_info name 'other'" in record.error
 
 
 def test_dispatch_reaches_exactly_one_provider(example_registry):
     import asyncio
 
-    other = types.ModuleType("other_provider")
     calls = []
 
-    @hookimpl
-    def provider_info():
-        return ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
-
-    @hookimpl
-    def entity_schemas():
-        return [EntitySchema("a", "A")]
-
-    @hookimpl
     def get_record(ctx, entity, record_id):
         calls.append(record_id)
         return {"id": record_id, "from": "other"}
 
-    other.provider_info, other.entity_schemas, other.get_record = provider_info, entity_schemas, get_record
-    example_registry.register(other, "other")
+    info = ProviderInfo(name="other", label="Other", category="x", auth_type="api_key")
+    example_registry.register(module_plugin("other_provider", info, [EntitySchema("a", "A")],
+                                            get_record=get_record), "other")
     result = asyncio.run(example_registry.get("other").call("get_record", ctx=None, entity="a", record_id="1"))
     assert result == {"id": "1", "from": "other"}
     assert calls == ["1"]
