@@ -162,17 +162,23 @@ async def list_stored_records(
             "has_more": next_cursor is not None}
 
 
+async def _write(request: Request, hub: Hub, connection: Connection, sync_config_id: str,
+                 record_id: str | None, body: StoredRecordWrite) -> dict[str, Any]:
+    """Create (``record_id`` None) or change a stored record; queue its push when asked."""
+    config = _config(hub, connection, sync_config_id)
+    row = stored.write_record(hub, connection, config, record_id, body.data, mapped=body.mapped)
+    run_id = await _queue_push(request, connection, config, body.sync)
+    mapper = stored.mapper_for(hub, connection, config) if body.mapped else None
+    return {"success": True, "record": stored.record_out(row, mapper), "run_id": run_id}
+
+
 @router.post("/sync-configs/{sync_config_id}/records", response_model=StoredRecordResponse, status_code=201,
              operation_id="create_stored_record")
 async def create_stored_record(request: Request, hub: HubDep, connection: ConnectionDep,
                                sync_config_id: str, body: StoredRecordWrite):
     """Create a record in the hub; it is created at the provider by the next
     push (queued now with `sync`), and gets its `remote_id` then."""
-    config = _config(hub, connection, sync_config_id)
-    row = stored.write_record(hub, connection, config, None, body.data, mapped=body.mapped)
-    run_id = await _queue_push(request, connection, config, body.sync)
-    return {"success": True, "record": stored.record_out(row, stored.mapper_for(hub, connection, config)
-                                                         if body.mapped else None), "run_id": run_id}
+    return await _write(request, hub, connection, sync_config_id, None, body)
 
 
 @router.get("/sync-configs/{sync_config_id}/records/{record_id}", response_model=StoredRecordResponse,
@@ -190,11 +196,7 @@ async def update_stored_record(request: Request, hub: HubDep, connection: Connec
                                record_id: str, body: StoredRecordWrite):
     """Change fields of a stored record (a partial update); pushed to the
     provider by the next push (queued now with `sync`)."""
-    config = _config(hub, connection, sync_config_id)
-    row = stored.write_record(hub, connection, config, record_id, body.data, mapped=body.mapped)
-    run_id = await _queue_push(request, connection, config, body.sync)
-    return {"success": True, "record": stored.record_out(row, stored.mapper_for(hub, connection, config)
-                                                         if body.mapped else None), "run_id": run_id}
+    return await _write(request, hub, connection, sync_config_id, record_id, body)
 
 
 @router.delete("/sync-configs/{sync_config_id}/records/{record_id}", response_model=Ok,
