@@ -20,7 +20,8 @@ from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
-from tests.sync_support import Ledger, get_run, make_connection, run, stored, stored_rows
+from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
+from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
 
 
 @pytest.fixture
@@ -110,6 +111,23 @@ def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub,
     gone = [r for r in stored_rows(hub, conn.id, "items") if r.deleted]
     assert {r.remote_id for r in gone} == {f"it_{i:05d}" for i in range(5)}
     assert all(r.deleted_at is not None for r in gone)
+
+
+def test_a_first_pull_inserting_pages_first_absorbs_records_already_stored(hub, conn, ledger):
+    # Page 1 is all new, so page 2 is inserted before any lookup; three of its
+    # records were stored already (a webhook came first): unchanged, older, deleted.
+    schema = hub.provider("ledger").schema("items")
+    older = dict(ledger.items["it_00160"], name="before", updated_at=(T0 - timedelta(days=1)).isoformat())
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                      records=[ledger.items["it_00150"], older], now=utcnow())
+        apply_deletions(session, connection_id=conn.id, entity="items", policy="provider_wins",
+                        remote_ids=["it_00170"], now=utcnow())
+    result = run(sync(hub, conn))
+    assert result.status == "succeeded", result.error
+    assert (result.fetched, result.created, result.updated, result.deleted) == (250, 247, 2, 0)
+    assert stored(hub, conn.id, "items") == ledger.items
+    assert len(stored_rows(hub, conn.id, "items")) == 250
 
 
 def test_deleted_ids_and_the_providers_watermark_drive_the_next_pass(hub, conn, ledger):

@@ -84,6 +84,7 @@ TERMINAL = ("succeeded", "failed")
 Progress = Callable[[str, str, int], None]
 
 _runs = SyncRun.__table__
+_records = SyncRecord.__table__
 
 
 class Busy(HubError):
@@ -175,6 +176,8 @@ class _Pass:
     max_updated: datetime | None = None
     watermark: str | None = None
     pages: int = 0
+    #: Whether a full pass must look for stored records the provider no longer lists.
+    sweep: bool = True
 
 
 class _PageWriter:
@@ -202,6 +205,8 @@ class _PageWriter:
         self.pending = Counts()
         self.pending_pages = 0
         self.broken = False
+        #: The last page was all new records (a first pull): insert the next one first.
+        self.all_new = False
 
     def write(self, page: Page, next_cursor: str | None) -> Counts:
         """Store one page; commit when the transaction is old enough or the pass ends."""
@@ -220,7 +225,9 @@ class _PageWriter:
             self.opened = time.monotonic()
         session = self.session
         counts = apply_records(session, connection_id=self.config.connection_id, schema=self.schema,
-                               policy=self.config.conflict_policy, records=page.records, now=now)
+                               policy=self.config.conflict_policy, records=page.records, now=now,
+                               expect_new=self.all_new)
+        self.all_new = counts.created > 0 and counts.created == counts.fetched
         if page.deleted_ids:
             counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
                                        policy=self.config.conflict_policy, remote_ids=page.deleted_ids, now=now))
@@ -472,15 +479,22 @@ class SyncEngine:
                 state.pass_max_updated, state.pass_watermark, state.pass_pages = None, None, 0
                 state.updated_at = now
                 session.add(state)
+            # A full pass over an entity with nothing stored has nothing to mark deleted at its end
+            # (what webhooks store meanwhile is seen after the pass started); a resumed pass cannot tell.
+            sweep = resumable or state.pass_mode != "full" or session.execute(
+                sa.select(_records.c.id).where(_records.c.connection_id == config.connection_id,
+                                               _records.c.entity == config.entity,
+                                               _records.c.deleted.is_(False)).limit(1)).first() is not None
             return _Pass(config.id, state.pass_mode, state.cursor, aware(state.pass_since),
                          aware(state.pass_started_at) or now, aware(state.pass_max_updated), state.pass_watermark,
-                         state.pass_pages)
+                         state.pass_pages, sweep=sweep)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime) -> int:
         swept = 0
         if plan.mode == "full":
-            swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
-                                 seen_since=plan.started_at, now=now)
+            if plan.sweep:
+                swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
+                                     seen_since=plan.started_at, now=now)
             state.last_full_pass_at = now
         newest = aware(state.pass_max_updated)
         if schema.supports_since and schema.updated_field and newest is not None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from hub.db import aware
@@ -151,14 +153,16 @@ def _stale(row: Any, version: datetime | None) -> bool:
 
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
                   records: Iterable[dict[str, Any]], now: datetime,
-                  fallback_version: datetime | None = None) -> Counts:
+                  fallback_version: datetime | None = None, expect_new: bool = False) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
     New records are inserted; changed ones updated; unchanged ones only
     marked seen; versions older than the stored one ignored. A record the
     tenant changed meanwhile is a conflict settled by ``policy``.
     ``fallback_version`` versions records that carry no ``updated_field``
-    (a webhook event's time).
+    (a webhook event's time). ``expect_new`` (the previous page was all new,
+    as in a first pull) inserts first and looks up only the records that
+    turn out to be stored already: the same outcome, with one lookup less.
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -170,29 +174,43 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         incoming[str(remote_id)] = record
     if not incoming:
         return counts
+    prepared: list[tuple[str, str, str, datetime | None]] = []
+    for remote_id, record in incoming.items():
+        text, digest = canonical(record)
+        version = version_of(schema, record) or fallback_version
+        if version is not None and (counts.newest is None or version > counts.newest):
+            counts.newest = version
+        prepared.append((remote_id, text, digest, version))
+    just_inserted: set[str] = set()
+    if expect_new and session.connection().dialect.name in _UPSERT_DIALECTS:
+        ids, inserted = _insert_new(session, connection_id, schema.name, prepared, now, skip_stored=True)
+        if inserted == len(prepared):
+            counts.created += inserted
+            return counts
+        just_inserted = set(ids)
     existing: dict[str, Any] = {}
-    ids = list(incoming)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
+    remote_ids = list(incoming)
+    for start in range(0, len(remote_ids), _IN_CHUNK):
+        chunk = remote_ids[start:start + _IN_CHUNK]
         params = {f"r{i}": remote_id for i, remote_id in enumerate(chunk)}
         rows = session.execute(_existing_query(len(chunk)), {"c": connection_id, "e": schema.name, **params})
         existing.update({row.remote_id: row for row in rows})
     inserts: list[tuple[str, str, str, datetime | None]] = []
     touched: list[str] = []
     updates: list[dict[str, Any]] = []
-    for remote_id, record in incoming.items():
-        text, digest = canonical(record)
-        version = version_of(schema, record) or fallback_version
-        if version is not None and (counts.newest is None or version > counts.newest):
-            counts.newest = version
+    for remote_id, text, digest, version in prepared:
         row = existing.get(remote_id)
         if row is None:
             inserts.append((remote_id, text, digest, version))
             counts.created += 1
             continue
+        if row.id in just_inserted:
+            counts.created += 1
+            continue
         if (row.content_hash == digest and not row.deleted) or _stale(row, version):
             touched.append(row.id)
             continue
+        record = incoming[remote_id]
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
             counts.conflicts += 1
             _settle_conflict(session, row.id, policy, record, digest, version, now)
@@ -220,36 +238,50 @@ def sequential_ids(count: int) -> list[str]:
     """32-hex-digit ids that sort by creation time: new rows land together at
     the end of the primary key index instead of all over it."""
     prefix = f"{time.time_ns() // 1000:014x}"
-    return [prefix + secrets.token_hex(9) for _ in range(count)]
+    randomness = secrets.token_hex(9 * count)
+    return [prefix + randomness[i:i + 18] for i in range(0, 18 * count, 18)]
 
 
 _INSERTED = ("id", "connection_id", "entity", "remote_id", "data", "content_hash", "remote_updated_at",
              "first_seen_at", "last_seen_at", "updated_at", "deleted", "local_version", "push_attempts")
-_insert_sql: dict[str, tuple[str, Any, Any, Any]] = {}
+_UPSERT_DIALECTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+_insert_sql: dict[tuple[str, bool], tuple[str, Any, Any, Any]] = {}
 
 
 def _insert_new(session: Session, connection_id: str, entity: str,
-                rows: list[tuple[str, str, str, datetime | None]], now: datetime) -> None:
+                rows: list[tuple[str, str, str, datetime | None]], now: datetime,
+                skip_stored: bool = False) -> tuple[list[str], int]:
     """Insert new records (remote id, canonical JSON, hash, version) with
     the driver's ``executemany``: the statement is compiled once per dialect,
     values converted as the columns' types would, and the JSON text made for
-    the hash reused. A full pull spends most of its time here."""
+    the hash reused. A full pull spends most of its time here.
+
+    ``skip_stored`` leaves out records already stored (by provider id)
+    instead of failing. Returns the new rows' ids and how many were inserted.
+    """
     connection = session.connection()
     dialect = connection.dialect
-    prepared = _insert_sql.get(dialect.name)
+    prepared = _insert_sql.get((dialect.name, skip_stored))
     if prepared is None:
-        compiled = sa.insert(_records).values({c: sa.bindparam(c) for c in _INSERTED}).compile(dialect=dialect)
+        values = {c: sa.bindparam(c) for c in _INSERTED}
+        statement: Any = sa.insert(_records).values(values)
+        if skip_stored:
+            statement = _UPSERT_DIALECTS[dialect.name](_records).values(values).on_conflict_do_nothing(
+                index_elements=["connection_id", "entity", "remote_id"])
+        compiled = statement.compile(dialect=dialect)
         arrange = (operator.itemgetter(*(_INSERTED.index(c) for c in compiled.positiontup)) if compiled.positional
                    else lambda row: dict(zip(_INSERTED, row)))
-        prepared = _insert_sql[dialect.name] = (str(compiled), arrange,
-                                                _converter(_records.c.updated_at.type, dialect),
-                                                _converter(_records.c.deleted.type, dialect))
+        prepared = _insert_sql[(dialect.name, skip_stored)] = (
+            str(compiled), arrange, _converter(_records.c.updated_at.type, dialect),
+            _converter(_records.c.deleted.type, dialect))
     sql, arrange, moment, boolean = prepared
     seen, false = moment(now), boolean(False)
-    connection.exec_driver_sql(sql, [
+    ids = sequential_ids(len(rows))
+    result = connection.exec_driver_sql(sql, [
         arrange((record_id, connection_id, entity, remote_id, text, digest, moment(version), seen, seen, seen, false,
                  0, 0))
-        for record_id, (remote_id, text, digest, version) in zip(sequential_ids(len(rows)), rows)])
+        for record_id, (remote_id, text, digest, version) in zip(ids, rows)])
+    return ids, result.rowcount
 
 
 def _converter(column_type: Any, dialect: Any) -> Any:

@@ -44,8 +44,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from hub.testing.fakes import TokenBucketLimit
 from hub_stripe import STRIPE_VERSION, sign
@@ -185,7 +186,7 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
         body = await request.body()
         status, payload, headers = handle(app, request.method, request.url.path, request.url.query, body,
                                           request.headers)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json")
 
     return app
 
@@ -348,7 +349,9 @@ def list_objects(store: Store, resource: str, params: dict[str, Any]) -> dict[st
             raise missing(RESOURCES[resource][1], cursor, "starting_after" if after else "ending_before")
         position = index[cursor]
         if after:
-            rows = rows[position + 1:] if rows is full else [r for r in rows if index[r["id"]] > position]
+            # The page and one more (to tell has_more), not the rest of the list: a long pull stays linear.
+            rows = (full[position + 1:position + limit + 2] if rows is full
+                    else [r for r in rows if index[r["id"]] > position])
         else:
             rows = rows[:position] if rows is full else [r for r in rows if index[r["id"]] < position]
             return _list(resource, rows[-limit:], len(rows) > limit)
