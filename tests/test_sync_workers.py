@@ -84,3 +84,64 @@ def test_two_workers_share_the_queue_and_never_run_one_connection_twice_at_once(
         for earlier, later in zip(mine, mine[1:]):
             assert later.started_at >= earlier.finished_at, "two runs of one connection overlapped"
         assert stored(hub, connection.id, "notes") == fake.state.notes.rows
+
+
+def test_a_run_of_a_killed_worker_is_finished_by_the_other_worker(pg_server, tmp_path, serve_app, example_registry):
+    database = postgres.create_database(pg_server, "hub_worker_killed")
+    fake = fake_app(notes=600, rate=1000, delay=0.25)
+    url = serve_app(fake)
+    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"),
+              example_registry)
+    hub.migrate()
+    connection = make_connection(hub, "example", {"api_key": API_KEY})
+
+    async def enqueue() -> str:
+        service = SyncService(hub, QueueExecutor(hub, workers=0))
+        await service.start()
+        try:
+            return (await service.request(connection, entity="notes")).id
+        finally:
+            await service.stop()
+            await hub.close()
+
+    run_id = asyncio.run(enqueue())
+    env = subprocess_env(tmp_path, HUB_DATABASE_URL=database, HUB_EXAMPLE_ORIGIN=url, HUB_SYNC_STALLED_SECONDS="3")
+    workers = {}
+    for _ in range(2):
+        worker = subprocess.Popen(hub_command() + ["worker"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        workers[worker.pid] = worker
+
+    def current() -> SyncRun:
+        with hub.session() as session:
+            return session.get(SyncRun, run_id)
+
+    try:
+        deadline = time.monotonic() + 60
+        while not (current().status == "running" and current().pages >= 1):
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        victim = workers.pop(int(current().owner.split(":")[1]))
+        victim.kill()
+        victim.wait(10)
+        killed_at = time.monotonic()
+        while current().status not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"the run was not taken over: {current().status}"
+            time.sleep(0.2)
+        taken_over_in = time.monotonic() - killed_at
+    finally:
+        logs = []
+        for worker in workers.values():
+            worker.send_signal(signal.SIGTERM)
+            try:
+                logs.append(worker.communicate(timeout=20)[0])
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                logs.append(worker.communicate()[0])
+
+    finished = current()
+    (survivor,) = workers
+    assert finished.status == "succeeded", (finished.error, logs)
+    assert finished.owner.split(":")[1] == str(survivor)
+    assert taken_over_in < 15, taken_over_in  # 3 s without a heartbeat, then the remaining pages
+    assert stored(hub, connection.id, "notes") == fake.state.notes.rows

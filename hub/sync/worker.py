@@ -32,7 +32,6 @@ log = logging.getLogger("hub.sync.worker")
 
 TASK = "hub.sync.run"
 QUEUE = "sync"
-STALLED_CHECK_SECONDS = 30.0
 
 
 class Executor(Protocol):
@@ -170,8 +169,9 @@ class QueueExecutor:
         await ensure_queue_schema(self.hub, self.app)
         if self.workers:
             self._tasks = [
-                asyncio.create_task(self.app.run_worker_async(**_worker_options(self.workers, install=False))),
-                asyncio.create_task(_retry_stalled(self.app)),
+                asyncio.create_task(self.app.run_worker_async(**_worker_options(self.hub, self.workers,
+                                                                                 install=False))),
+                asyncio.create_task(_retry_stalled(self.hub, self.app)),
             ]
 
     async def submit(self, run: SyncRun) -> None:
@@ -197,33 +197,39 @@ class QueueExecutor:
             await self.app.close_async()
 
 
-def _worker_options(concurrency: int, install: bool, name: str | None = None) -> dict[str, Any]:
+def _worker_options(hub: Hub, concurrency: int, install: bool, name: str | None = None) -> dict[str, Any]:
+    stalled = hub.settings.sync_stalled_seconds
     return {"queues": [QUEUE], "concurrency": concurrency, "name": name, "install_signal_handlers": install,
-            "fetch_job_polling_interval": 1.0, "delete_jobs": "successful", "shutdown_graceful_timeout": 10.0}
+            "fetch_job_polling_interval": 1.0, "delete_jobs": "successful", "shutdown_graceful_timeout": 10.0,
+            # A worker's heartbeat, and how long without one makes its jobs stalled.
+            "update_heartbeat_interval": stalled / 3, "stalled_worker_timeout": stalled}
 
 
 async def run_worker(hub: Hub, *, concurrency: int = 4, name: str | None = None) -> None:
     """Execute queued sync runs until SIGINT or SIGTERM (``hub worker``).
 
-    Jobs of a worker that died mid-run are retried once procrastinate sees its
-    heartbeat stop; the run resumes from its last committed page.
+    Jobs of a worker that died mid-run are retried by the other workers once
+    its heartbeat is ``HUB_SYNC_STALLED_SECONDS`` old; the run resumes from
+    its last committed page.
     """
     app = make_app(hub)
     async with app.open_async():
         await ensure_queue_schema(hub, app)
-        watcher = asyncio.create_task(_retry_stalled(app))
+        watcher = asyncio.create_task(_retry_stalled(hub, app))
         try:
-            await app.run_worker_async(**_worker_options(concurrency, install=True, name=name))
+            await app.run_worker_async(**_worker_options(hub, concurrency, install=True, name=name))
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
 
-async def _retry_stalled(app: Any) -> None:
+async def _retry_stalled(hub: Hub, app: Any) -> None:
+    """Put back in the queue the jobs of workers whose heartbeat stopped (killed, crashed)."""
+    stalled = hub.settings.sync_stalled_seconds
     while True:
-        await asyncio.sleep(STALLED_CHECK_SECONDS)
+        await asyncio.sleep(stalled / 3)
         try:
-            for job in await app.job_manager.get_stalled_jobs():
+            for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled):
                 log.warning("retrying stalled sync job %s", job.id)
                 await app.job_manager.retry_job(job)
         except Exception:
