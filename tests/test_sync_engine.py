@@ -10,9 +10,11 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.config import Settings
+from hub.db import aware
 from hub.models import SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
@@ -128,6 +130,33 @@ def test_a_first_pull_inserting_pages_first_absorbs_records_already_stored(hub, 
     assert (result.fetched, result.created, result.updated, result.deleted) == (250, 247, 2, 0)
     assert stored(hub, conn.id, "items") == ledger.items
     assert len(stored_rows(hub, conn.id, "items")) == 250
+
+
+def test_a_page_larger_than_one_insert_statement_is_stored_whole_with_its_versions(hub, conn):
+    # SQLite takes at most 1,000 new rows per INSERT: a page of 2,345 is split, and stored
+    # alike whether it is inserted first (a first pull) or looked up first.
+    schema = hub.provider("ledger").schema("items")
+    records = [{"id": f"big_{i:05d}", "name": f"big {i}", "updated_at": (T0 + timedelta(seconds=i)).isoformat()}
+               for i in range(2345)]
+    now = utcnow()
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        first = apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                              records=records[:1200], now=now, expect_new=True)
+        second = apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                               records=records[1000:], now=now)
+    assert (first.created, second.created, second.updated) == (1200, 1145, 0)
+    assert first.newest == T0 + timedelta(seconds=1199) and second.newest == T0 + timedelta(seconds=2344)
+    rows = {r.remote_id: r for r in stored_rows(hub, conn.id, "items")}
+    assert {key: row.data for key, row in rows.items()} == {r["id"]: r for r in records}
+    assert len({row.id for row in rows.values()}) == 2345
+    last = rows["big_02344"]
+    assert (aware(last.remote_updated_at), aware(last.first_seen_at), last.deleted) == \
+        (T0 + timedelta(seconds=2344), now, False)
+    # Stored as the ORM stores a time, so that the database compares them alike.
+    with hub.session() as session:
+        same_time = session.execute(sa.select(sa.func.count()).select_from(SyncRecord).where(
+            SyncRecord.first_seen_at == now, SyncRecord.remote_updated_at >= T0 + timedelta(seconds=1000))).scalar()
+    assert same_time == 1345
 
 
 def test_deleted_ids_and_the_providers_watermark_drive_the_next_pass(hub, conn, ledger):

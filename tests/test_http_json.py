@@ -1,0 +1,42 @@
+"""Decoding provider responses in the core's client: whatever JSON a provider
+sends is read exactly, and what is not JSON is one clear error."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+from hub.http import read_json
+from hub.types import ProviderError
+
+
+def response(content: bytes, content_type: str = "application/json") -> httpx.Response:
+    return httpx.Response(200, content=content, headers={"content-type": content_type})
+
+
+def test_utf8_json_and_its_member():
+    body = '{"name": "Zoë Ünal", "lines": [1, 2.5, null], "ok": true}'.encode()
+    assert read_json(response(body)) == {"name": "Zoë Ünal", "lines": [1, 2.5, None], "ok": True}
+    assert read_json(response(body), key="name") == "Zoë Ünal"
+    assert read_json(response(b"")) == {}
+
+
+def test_big_integers_nan_and_other_encodings_are_read_exactly():
+    # Integers past 64 bits (exact, not rounded), NaN, and a body in UTF-16.
+    assert read_json(response(b'{"id": 123456789012345678901234567890}')) == {"id": 123456789012345678901234567890}
+    assert math.isnan(read_json(response(b'{"rate": NaN}'))["rate"])
+    assert read_json(response('{"name": "Zoë"}'.encode("utf-16"), "application/json; charset=utf-16")) == \
+        {"name": "Zoë"}
+
+
+@pytest.mark.parametrize("body", [b"<html>Bad gateway</html>", b'{"unfinished": ', b"\xff\xfe\xfa"])
+def test_a_body_that_is_not_json_is_a_provider_error(body):
+    with pytest.raises(ProviderError, match="HTTP 200 with a body that is not JSON"):
+        read_json(response(body))
+
+
+def test_a_missing_member_is_a_provider_error():
+    with pytest.raises(ProviderError, match="without 'product'"):
+        read_json(response(b'{"products": []}'), key="product")
