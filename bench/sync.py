@@ -9,6 +9,9 @@ Prints
   next one is on its way, and from the loopback fake answering at once,
   where the engine's own CPU (about 20 microseconds per record) competes
   with the parsing of the responses and with the fake on the same machine;
+- the CPU time per record of the hub's process (fetching only, then fetching
+  and storing) and of the fake, which show where the time of the no-latency
+  run goes on a machine of few cores;
 - the peak memory growth of the process during the pull (RSS sampled every
   20 ms; target < 50 MB);
 - the achieved fraction of the rate-limit ceiling when pulling from a fake
@@ -187,25 +190,56 @@ async def pull(hub: Hub, connection: Connection, spec: Spec, page_size: int | No
     return await SyncEngine(hub, page_size=page_size or spec.page_size).execute(run.id)
 
 
-def throughput(spec: Spec, records: int, latency: float = 0.0) -> tuple[float, float, int, int]:
+@dataclass
+class Throughput:
+    fetch_rate: float
+    pull_rate: float
+    memory_growth: int
+    #: CPU microseconds per record: this (the hub's) process fetching only,
+    #: then fetching and storing; the fake meanwhile.
+    fetch_cpu: float
+    pull_cpu: float
+    fake_fetch_cpu: float
+    fake_pull_cpu: float
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's children (the fake)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def throughput(spec: Spec, records: int, latency: float = 0.0) -> Throughput:
     with _common.server(spec.fake, free_port(), **spec.fake_options(records, 100_000)) as url:
         provider_env(spec, url, 100_000, 100_000)
         hub, connection = make_hub(spec, Path(tempfile.mkdtemp(prefix="bench-sync-")), transport=Recorder(latency))
 
-        async def measure() -> tuple[float, float, int, int]:
+        async def measure() -> Throughput:
             try:
-                started = time.perf_counter()
+                started, cpu, fake_cpu = time.perf_counter(), time.process_time(), children_cpu()
                 fetched = await fetch_only(hub, connection, spec)
                 fetch_seconds = time.perf_counter() - started
+                fetch_cpu, fake_fetch_cpu = time.process_time() - cpu, children_cpu() - fake_cpu
                 with PeakRSS() as memory:
-                    started = time.perf_counter()
+                    started, cpu, fake_cpu = time.perf_counter(), time.process_time(), children_cpu()
                     result = await pull(hub, connection, spec)
                     pull_seconds = time.perf_counter() - started
+                    pull_cpu, fake_pull_cpu = time.process_time() - cpu, children_cpu() - fake_cpu
             finally:
                 await hub.close()
             assert fetched == records, f"fetched {fetched} of {records}"
             assert result.status == "succeeded" and result.created == records, (result.status, result.error)
-            return fetched / fetch_seconds, records / pull_seconds, memory.growth, result.pages
+            per_record = 1e6 / records
+            return Throughput(fetched / fetch_seconds, records / pull_seconds, memory.growth,
+                              fetch_cpu * per_record, pull_cpu * per_record, fake_fetch_cpu * per_record,
+                              fake_pull_cpu * per_record)
 
         return asyncio.run(measure())
 
@@ -245,13 +279,17 @@ def main() -> None:
 
     print(f"{spec.name} {spec.entity}: full pull of {args.records} records in pages of {spec.page_size}")
     for latency in (args.latency, 0.0):
-        fetch_rate, pull_rate, growth, pages = throughput(spec, args.records, latency)
+        measured = throughput(spec, args.records, latency)
         where = (f"with {latency * 1000:g} ms of provider latency per page" if latency else
                  "from the loopback fake with no added latency (the engine's CPU is the limit)")
+        ratio = measured.pull_rate / measured.fetch_rate
         print(f"  {where}:")
-        print(f"    fetched without storing {fetch_rate:,.0f} records/s; through the engine into SQLite "
-              f"{pull_rate:,.0f} records/s = {pull_rate / fetch_rate:.2f}x (target >= 0.8x)")
-        print(f"    peak memory growth during the pull: {growth / 2**20:.1f} MB (target < 50 MB)")
+        print(f"    fetched without storing {measured.fetch_rate:,.0f} records/s; through the engine into SQLite "
+              f"{measured.pull_rate:,.0f} records/s = {ratio:.2f}x (target >= 0.8x)")
+        print(f"    CPU per record: the hub {measured.fetch_cpu:.1f} us fetching, {measured.pull_cpu:.1f} us "
+              f"fetching and storing; the fake {measured.fake_fetch_cpu:.1f} / {measured.fake_pull_cpu:.1f} us "
+              f"({os.cpu_count()} cores)")
+        print(f"    peak memory growth during the pull: {measured.memory_growth / 2**20:.1f} MB (target < 50 MB)")
     fraction, requests, refused, elapsed = ceiling(spec, args.limited_records, args.rate, page_size=10)
     print(f"  rate limit {args.rate:g} req/s: {args.limited_records} records, {requests} requests in {elapsed:.1f} s; "
           f"steady rate {fraction:.3f} of the ceiling (target >= 0.9); 429s: {refused}")
