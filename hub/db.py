@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -62,10 +61,3 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 def session_scope(engine: sa.Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every datetime the hub stores is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value

@@ -19,6 +19,32 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class UTCDateTime(sa.TypeDecorator):
+    """A point in time, stored in UTC and read back timezone-aware.
+
+    SQLite keeps no offset: a plain ``DateTime(timezone=True)`` would store
+    12:00+02:00 (a provider's ``updated_at`` in its shop's zone) as 12:00 and
+    read it back as 12:00 UTC, two hours off, which breaks version order and
+    watermarks. Naive values are taken as UTC.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -28,7 +54,7 @@ class Organization(SQLModel, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     name: str = Field(max_length=200)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class ApiKey(SQLModel, table=True):
@@ -38,8 +64,8 @@ class ApiKey(SQLModel, table=True):
     organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
     prefix: str = Field(max_length=16)
     key_hash: str = Field(unique=True, max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    revoked_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class Connection(SQLModel, table=True):
@@ -55,16 +81,16 @@ class Connection(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     sync_enabled: bool = False
     sync_frequency_minutes: int = 60
-    last_sync_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    next_sync_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    last_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    next_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     credentials_encrypted: str | None = Field(default=None, sa_type=sa.Text)
     credentials_hint: str | None = Field(default=None, max_length=64)
     credentials_version: int = 0
-    token_expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     webhook_key: str | None = Field(default=None, index=True, max_length=255)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class OAuthState(SQLModel, table=True):
@@ -77,9 +103,9 @@ class OAuthState(SQLModel, table=True):
     return_to: str | None = Field(default=None, max_length=2000)
     code_verifier_encrypted: str | None = Field(default=None, sa_type=sa.Text)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
-    used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=UTCDateTime())
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class WebhookEvent(SQLModel, table=True):
@@ -100,8 +126,8 @@ class WebhookEvent(SQLModel, table=True):
     status: str = Field(default="pending", index=True, max_length=16)
     attempts: int = 0
     error: str | None = Field(default=None, max_length=2000)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    processed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 # ---------------------------------------------------------------- API shapes
@@ -149,11 +175,11 @@ class SyncConfig(SQLModel, table=True):
     direction: str = Field(default="pull", max_length=8)
     enabled: bool = True
     schedule_minutes: int | None = None
-    next_sync_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    next_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     conflict_policy: str = Field(default="provider_wins", max_length=16)
     mappings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class SyncState(SQLModel, table=True):
@@ -167,17 +193,17 @@ class SyncState(SQLModel, table=True):
     connection_id: str = Field(index=True, max_length=32)
     entity: str = Field(max_length=64)
     pass_mode: str | None = Field(default=None, max_length=16)
-    pass_started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    pass_since: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    pass_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    pass_since: datetime | None = Field(default=None, sa_type=UTCDateTime())
     cursor: str | None = Field(default=None, sa_type=sa.Text)
-    pass_max_updated: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    pass_max_updated: datetime | None = Field(default=None, sa_type=UTCDateTime())
     pass_watermark: str | None = Field(default=None, sa_type=sa.Text)
     pass_pages: int = 0
-    watermark: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    watermark: datetime | None = Field(default=None, sa_type=UTCDateTime())
     start_cursor: str | None = Field(default=None, sa_type=sa.Text)
-    last_pass_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    last_full_pass_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    last_pass_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    last_full_pass_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class SyncRecord(SQLModel, table=True):
@@ -202,20 +228,20 @@ class SyncRecord(SQLModel, table=True):
     remote_id: str | None = Field(default=None, max_length=255)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     content_hash: str | None = Field(default=None, max_length=64)
-    remote_updated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    first_seen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    last_seen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    remote_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    first_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     deleted: bool = False
-    deleted_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     local_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     local_op: str | None = Field(default=None, max_length=8)
     local_version: int = 0
-    local_changed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    local_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     push_status: str | None = Field(default=None, max_length=16)
     push_error: str | None = Field(default=None, max_length=2000)
     push_attempts: int = 0
-    pushed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class SyncConflict(SQLModel, table=True):
@@ -233,8 +259,8 @@ class SyncConflict(SQLModel, table=True):
     resolution: str | None = Field(default=None, max_length=16)
     local_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     remote_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    resolved_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class SyncRun(SQLModel, table=True):
@@ -262,10 +288,10 @@ class SyncRun(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000)
     error_code: str | None = Field(default=None, max_length=64)
     owner: str | None = Field(default=None, max_length=255)
-    queued_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    heartbeat_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class SyncLease(SQLModel, table=True):
@@ -278,8 +304,8 @@ class SyncLease(SQLModel, table=True):
                                max_length=32)
     owner: str = Field(max_length=255)
     run_id: str | None = Field(default=None, max_length=32)
-    acquired_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
-    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    acquired_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    expires_at: datetime = Field(sa_type=UTCDateTime())
 
 
 class WebhookEventState(SQLModel, table=True):
@@ -289,6 +315,6 @@ class WebhookEventState(SQLModel, table=True):
     __tablename__ = "webhook_event_states"
 
     event_id: str = Field(primary_key=True, foreign_key="webhook_events.id", ondelete="CASCADE", max_length=32)
-    occurred_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    next_attempt_at: datetime | None = Field(default=None, index=True, sa_type=sa.DateTime(timezone=True))
-    last_attempt_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    occurred_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    next_attempt_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime())
+    last_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())

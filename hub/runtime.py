@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from hub.config import Settings
 from hub.context import ProviderContext
 from hub.crypto import Cipher, mask
-from hub.db import aware, make_engine, migrate
+from hub.db import make_engine, migrate
 from hub.http import ClientPool, ProviderHTTP, RetryPolicy
 from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry, Provider
@@ -103,7 +103,7 @@ class Hub:
             connection_id=connection.id,
             webhook_url=self.webhook_url(provider.name, connection.id),
         )
-        ctx.extra["token_expires_at"] = aware(connection.token_expires_at)
+        ctx.extra["token_expires_at"] = connection.token_expires_at
         ctx.http = self._http(provider, connection.id, ctx, connection=connection)
         return ctx
 
@@ -212,7 +212,7 @@ class Hub:
                 current = session.get(Connection, ctx.connection_id)
                 if current is None:
                     return False
-                stored_expiry = aware(current.token_expires_at)
+                stored_expiry = current.token_expires_at
                 seen_expiry = ctx.extra.get("token_expires_at")
                 if stored_expiry != seen_expiry or (
                     not force and stored_expiry

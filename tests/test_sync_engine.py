@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.config import Settings
-from hub.db import aware
 from hub.models import SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
@@ -150,13 +149,31 @@ def test_a_page_larger_than_one_insert_statement_is_stored_whole_with_its_versio
     assert {key: row.data for key, row in rows.items()} == {r["id"]: r for r in records}
     assert len({row.id for row in rows.values()}) == 2345
     last = rows["big_02344"]
-    assert (aware(last.remote_updated_at), aware(last.first_seen_at), last.deleted) == \
+    assert (last.remote_updated_at, last.first_seen_at, last.deleted) == \
         (T0 + timedelta(seconds=2344), now, False)
     # Stored as the ORM stores a time, so that the database compares them alike.
     with hub.session() as session:
         same_time = session.execute(sa.select(sa.func.count()).select_from(SyncRecord).where(
             SyncRecord.first_seen_at == now, SyncRecord.remote_updated_at >= T0 + timedelta(seconds=1000))).scalar()
     assert same_time == 1345
+
+
+def test_versions_in_a_providers_local_time_keep_their_order(hub, conn):
+    # Shopify writes updated_at in the shop's time zone. 12:00+02:00 is 10:00 UTC: a change
+    # at 11:00 UTC is newer and must win, on SQLite (which keeps no offset) as on PostgreSQL.
+    schema = hub.provider("ledger").schema("items")
+
+    def apply(record):
+        with write_transaction(hub, entity_key(conn.id, "items")) as session:
+            return apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                                 records=[record], now=utcnow())
+
+    assert apply({"id": "zoned", "name": "first", "updated_at": "2026-01-01T12:00:00+02:00"}).created == 1
+    [row] = stored_rows(hub, conn.id, "items")
+    assert row.remote_updated_at == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert apply({"id": "zoned", "name": "later", "updated_at": "2026-01-01T11:00:00Z"}).updated == 1
+    assert apply({"id": "zoned", "name": "earlier", "updated_at": "2026-01-01T06:30:00-04:00"}).updated == 0
+    assert stored(hub, conn.id, "items")["zoned"]["name"] == "later"
 
 
 def test_deleted_ids_and_the_providers_watermark_drive_the_next_pass(hub, conn, ledger):

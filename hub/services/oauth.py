@@ -12,7 +12,6 @@ from urllib.parse import urlencode, urlsplit
 import sqlalchemy as sa
 
 from hub.crypto import hash_token
-from hub.db import aware
 from hub.models import Connection, OAuthState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -86,7 +85,7 @@ def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
         raise OAuthFailed("this OAuth state was already used", code="state_used", details=record.return_to)
     if record.provider != provider.name:
         raise OAuthFailed("OAuth state belongs to another provider", code="invalid_state")
-    if aware(record.expires_at) < now:
+    if record.expires_at < now:
         raise OAuthFailed("OAuth state expired; start again", code="state_expired", details=record.return_to)
     return record
 

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from hub.db import aware
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -93,7 +92,7 @@ def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Eve
     )
     with hub.session() as session:
         session.add(row)
-        session.add(WebhookEventState(event_id=row.id, occurred_at=aware(event.occurred_at)))
+        session.add(WebhookEventState(event_id=row.id, occurred_at=event.occurred_at))
         try:
             session.commit()
         except IntegrityError:
@@ -272,7 +271,7 @@ class WebhookProcessor:
                                                                  SyncConfig.entity == schema.name)).first()
         config = context[key]
         policy = config.conflict_policy if config else "provider_wins"
-        occurred = aware(event.occurred_at)
+        occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
         if event.action == "deleted":
             remote_id = event.record_id or (record or {}).get(schema.id_field)

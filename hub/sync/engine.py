@@ -35,7 +35,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.db import aware
 from hub.models import Connection, SyncConfig, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -474,7 +473,7 @@ class SyncEngine:
                 elif state.start_cursor:
                     mode, cursor, since = "incremental", state.start_cursor, None
                 else:
-                    mode, cursor, since = "incremental", None, aware(state.watermark)
+                    mode, cursor, since = "incremental", None, state.watermark
                 state.pass_mode, state.pass_started_at, state.cursor, state.pass_since = mode, now, cursor, since
                 state.pass_max_updated, state.pass_watermark, state.pass_pages = None, None, 0
                 state.updated_at = now
@@ -485,8 +484,8 @@ class SyncEngine:
                 sa.select(_records.c.id).where(_records.c.connection_id == config.connection_id,
                                                _records.c.entity == config.entity,
                                                _records.c.deleted.is_(False)).limit(1)).first() is not None
-            return _Pass(config.id, state.pass_mode, state.cursor, aware(state.pass_since),
-                         aware(state.pass_started_at) or now, aware(state.pass_max_updated), state.pass_watermark,
+            return _Pass(config.id, state.pass_mode, state.cursor, state.pass_since,
+                         state.pass_started_at or now, state.pass_max_updated, state.pass_watermark,
                          state.pass_pages, sweep=sweep)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime) -> int:
@@ -496,10 +495,10 @@ class SyncEngine:
                 swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
                                      seen_since=plan.started_at, now=now)
             state.last_full_pass_at = now
-        newest = aware(state.pass_max_updated)
+        newest = state.pass_max_updated
         if schema.supports_since and schema.updated_field and newest is not None:
             candidate = min(newest, plan.started_at - self.clock_skew)
-            previous = aware(state.watermark)
+            previous = state.watermark
             state.watermark = candidate if previous is None else max(previous, candidate)
         if state.pass_watermark:
             state.start_cursor = state.pass_watermark

@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from hub.db import aware
 from hub.models import SyncLease, utcnow
 from hub.runtime import Hub
 
@@ -91,7 +90,7 @@ class Lease:
                 return False
             if current.owner == self.owner:
                 return self._took()
-            if aware(current.expires_at) > now and owner_alive(current.owner):
+            if current.expires_at > now and owner_alive(current.owner):
                 return False
             taken = session.execute(
                 sa.update(SyncLease)
@@ -151,4 +150,4 @@ def holder_gone(hub: Hub, connection_id: str, owner: str | None) -> bool:
         lease = session.get(SyncLease, connection_id)
     if lease is None or lease.owner != owner:
         return True
-    return aware(lease.expires_at) <= utcnow() or not owner_alive(owner)
+    return lease.expires_at <= utcnow() or not owner_alive(owner)

@@ -22,7 +22,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.db import aware
 from hub.models import Connection, SyncConfig, SyncRun, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue
@@ -107,7 +106,7 @@ class Scheduler:
         for run in queued:
             if run.id in submitted:
                 continue
-            if everything or not self.service.executor.knows(run.id) or aware(run.queued_at) < stale:
+            if everything or not self.service.executor.knows(run.id) or run.queued_at < stale:
                 await self.service.submit(run)
                 submitted.append(run.id)
         return submitted

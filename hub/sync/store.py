@@ -30,7 +30,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from hub.db import aware
 from hub.models import SyncConflict, SyncRecord
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
@@ -147,7 +146,7 @@ def _existing_query(size: int) -> sa.Select:
 
 
 def _stale(row: Any, version: datetime | None) -> bool:
-    stored = aware(row.remote_updated_at)
+    stored = row.remote_updated_at
     return version is not None and stored is not None and version < stored
 
 
@@ -345,7 +344,7 @@ def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict
     conflict.remote_data = remote
     if deleted:
         row.deleted, row.deleted_at = True, now
-        row.remote_updated_at = max(filter(None, (aware(row.remote_updated_at), version)), default=None)
+        row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)), default=None)
     else:
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at = False, None
@@ -386,7 +385,7 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
             continue
         row.deleted, row.deleted_at, row.updated_at = True, now, now
         if version is not None:
-            row.remote_updated_at = max(filter(None, (aware(row.remote_updated_at), version)))
+            row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)))
         if row.local_op == "delete":
             row.local_data, row.local_op, row.push_status = None, None, None
         session.add(row)

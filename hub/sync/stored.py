@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlmodel import select
 
-from hub.db import aware
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
 from hub.runtime import Hub
 from hub.sync.mapping import Mapper
@@ -59,11 +58,11 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
     return {
         "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
         "data": mapper.to_tenant(data) if mapper is not None else data,
-        "deleted": row.deleted, "deleted_at": aware(row.deleted_at),
+        "deleted": row.deleted, "deleted_at": row.deleted_at,
         "pending": row.push_status in (PENDING, CONFLICT, "failed"), "push_status": row.push_status,
-        "push_error": row.push_error, "remote_updated_at": aware(row.remote_updated_at),
-        "first_seen_at": aware(row.first_seen_at), "last_seen_at": aware(row.last_seen_at),
-        "updated_at": aware(row.updated_at),
+        "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
+        "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
+        "updated_at": row.updated_at,
     }
 
 
@@ -72,15 +71,15 @@ def state_out(state: SyncState | None) -> dict[str, Any] | None:
         return None
     return {
         "in_progress": state.pass_mode is not None, "pass_mode": state.pass_mode, "pass_pages": state.pass_pages,
-        "watermark": aware(state.watermark), "has_provider_position": bool(state.start_cursor),
-        "last_pass_at": aware(state.last_pass_at), "last_full_pass_at": aware(state.last_full_pass_at),
+        "watermark": state.watermark, "has_provider_position": bool(state.start_cursor),
+        "last_pass_at": state.last_pass_at, "last_full_pass_at": state.last_full_pass_at,
     }
 
 
 def run_out(run: SyncRun) -> dict[str, Any]:
-    started, finished = aware(run.started_at), aware(run.finished_at)
+    started, finished = run.started_at, run.finished_at
     data = run.model_dump()
-    data.update(queued_at=aware(run.queued_at), started_at=started, finished_at=finished,
+    data.update(queued_at=run.queued_at, started_at=started, finished_at=finished,
                 duration_seconds=(finished - started).total_seconds() if started and finished else None)
     return data
 
