@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 
@@ -156,6 +157,21 @@ def test_a_page_larger_than_one_insert_statement_is_stored_whole_with_its_versio
         same_time = session.execute(sa.select(sa.func.count()).select_from(SyncRecord).where(
             SyncRecord.first_seen_at == now, SyncRecord.remote_updated_at >= T0 + timedelta(seconds=1000))).scalar()
     assert same_time == 1345
+
+
+def test_a_sqlite_built_with_fewer_parameters_gets_smaller_insert_statements(hub, conn):
+    # SQLite before 3.32 (and some builds) allow 999 parameters per statement, not 32,766.
+    if not hub.settings.database_url.startswith("sqlite"):
+        pytest.skip("an SQLite limit")
+    schema = hub.provider("ledger").schema("items")
+    records = [{"id": f"few_{i:04d}", "name": f"few {i}"} for i in range(1200)]
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        driver = session.connection().connection.dbapi_connection
+        driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        counts = apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                               records=records, now=utcnow(), expect_new=True)
+    assert counts.created == 1200
+    assert stored(hub, conn.id, "items") == {r["id"]: r for r in records}
 
 
 def test_versions_in_a_providers_local_time_keep_their_order(hub, conn):

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import operator
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -245,8 +246,8 @@ _INSERTED = ("id", "connection_id", "entity", "remote_id", "data", "content_hash
              "first_seen_at", "last_seen_at", "updated_at", "deleted", "local_version", "push_attempts")
 _UPSERT_DIALECTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
 _insert_sql: dict[tuple[str, bool], tuple[str, Any]] = {}
-#: Rows of one multi-row SQLite INSERT: 4 shared values and 5 per row stay far
-#: below SQLite's limit of 32,766 parameters.
+#: Most rows of one multi-row SQLite INSERT (4 shared values and 5 per row;
+#: fewer where SQLite was built with a lower limit on parameters).
 _SQLITE_ROWS = 1000
 
 
@@ -266,13 +267,15 @@ def _insert_new(session: Session, connection_id: str, entity: str,
     seen, false = moment(now), boolean(False)
     ids = sequential_ids(len(rows))
     if dialect.name == "sqlite":
+        limit = connection.connection.dbapi_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        step = min(_SQLITE_ROWS, (limit - 4) // 5)
         inserted = 0
-        for start in range(0, len(rows), _SQLITE_ROWS):
+        for start in range(0, len(rows), step):
             values: list[Any] = [connection_id, entity, seen, false]
-            for record_id, (remote_id, text, digest, version) in zip(ids[start:start + _SQLITE_ROWS],
-                                                                     rows[start:start + _SQLITE_ROWS]):
+            for record_id, (remote_id, text, digest, version) in zip(ids[start:start + step],
+                                                                     rows[start:start + step]):
                 values += (record_id, remote_id, text, digest, moment(version))
-            sql = _sqlite_insert(min(_SQLITE_ROWS, len(rows) - start), skip_stored)
+            sql = _sqlite_insert(min(step, len(rows) - start), skip_stored)
             inserted += connection.exec_driver_sql(sql, tuple(values)).rowcount
         return ids, inserted
     prepared = _insert_sql.get((dialect.name, skip_stored))
