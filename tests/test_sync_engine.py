@@ -192,6 +192,18 @@ def test_versions_in_a_providers_local_time_keep_their_order(hub, conn):
     assert stored(hub, conn.id, "items")["zoned"]["name"] == "later"
 
 
+def test_an_incremental_pass_misses_nothing_from_a_provider_east_of_utc(hub, conn, ledger):
+    # The provider writes its times at +02:00: the watermark is the newest of them, in UTC.
+    ledger.clock = ledger.clock.astimezone(timezone(timedelta(hours=2)))
+    ledger.put("it_00001", {"name": "one"})
+    assert run(sync(hub, conn)).status == "succeeded"
+    assert state_of(hub, conn.id).watermark == T0 + timedelta(seconds=251)
+    ledger.put("it_00002", {"name": "two"})
+    second = run(sync(hub, conn))
+    assert second.status == "succeeded" and second.fetched >= 1
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
 def test_deleted_ids_and_the_providers_watermark_drive_the_next_pass(hub, conn, ledger):
     first = run(sync(hub, conn, entity="changes"))
     assert first.status == "succeeded" and stored(hub, conn.id, "changes") == ledger.items
