@@ -84,6 +84,7 @@ Progress = Callable[[str, str, int], None]
 
 _runs = SyncRun.__table__
 _records = SyncRecord.__table__
+_states = SyncState.__table__
 
 
 class Busy(HubError):
@@ -259,7 +260,7 @@ class _PageWriter:
         if self.session is None:
             return
         if self.plan.cursor is not None:
-            self.session.execute(sa.update(SyncState).where(SyncState.sync_config_id == self.config.id).values(
+            self.session.execute(sa.update(_states).where(_states.c.sync_config_id == self.config.id).values(
                 cursor=self.plan.cursor, pass_pages=self.plan.pages, pass_max_updated=self.plan.max_updated,
                 pass_watermark=self.plan.watermark, updated_at=utcnow()))
         _bump(self.session, self.run_id, self.pending, pages=self.pending_pages)

@@ -27,6 +27,7 @@ from hub.runtime import Hub
 HOST = socket.gethostname()
 #: Tokens of the leases this process holds (to tell them from a dead process's).
 ACTIVE: set[str] = set()
+_leases = SyncLease.__table__
 
 
 class LeaseLost(Exception):
@@ -120,9 +121,11 @@ class Lease:
 
         :raises LeaseLost: someone else holds it now.
         """
+        # On the table, not the model: the ORM's UPDATE (which keeps loaded objects in step)
+        # costs twice as much, and a pull renews at every commit.
         renewed = session.execute(
-            sa.update(SyncLease)
-            .where(SyncLease.connection_id == self.connection_id, SyncLease.owner == self.owner)
+            sa.update(_leases)
+            .where(_leases.c.connection_id == self.connection_id, _leases.c.owner == self.owner)
             .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
         )
         if renewed.rowcount != 1:
