@@ -155,8 +155,19 @@ def test_stored_records_raw_and_mapped_in_pages(client, auth):
     assert mapped["id"] == raw["id"]
     assert mapped["data"] == {"note_id": "note_5", "subject": "note 4", "text": "",
                               "modified_on": raw["data"]["updated_at"][:10], "origin": "example"}
+    assert mapped["mapping_errors"] == [] and raw["mapping_errors"] is None
     by_hub_id = client.get(f"{url}/{raw['id']}", headers=auth).json()["record"]
     assert by_hub_id["data"] == raw["data"]
+    # A title is text, so a number cast is allowed when saved; "note 4" cannot become one: the
+    # field gets the default and the mapped record says why (the raw record keeps the title).
+    numbered = TITLE_MAPPINGS + [{"source": "title", "target": "number", "transform": "int", "default": -1}]
+    saved = client.put(f"{configs_url(connection['id'])}/{config['id']}/mappings", json={"mappings": numbered},
+                       headers=auth)
+    assert saved.status_code == 200, saved.text
+    mapped = client.get(f"{url}/note_5", params={"mapped": True}, headers=auth).json()["record"]
+    assert mapped["data"]["number"] == -1 and mapped["data"]["subject"] == "note 4"
+    assert mapped["mapping_errors"] == [{"field": "number", "source": "title", "transform": "int",
+                                         "error": "'note 4' is not a number"}]
     assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 400, "invalid_cursor")
     assert_error(client.get(f"{url}/note_999", headers=auth), 404, "record_not_found")
 

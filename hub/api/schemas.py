@@ -339,12 +339,22 @@ class SyncLogsResponse(Ok):
     has_more: bool
 
 
+class MappingErrorOut(BaseModel):
+    field: str = Field(description="The tenant's field, given the mapping's default instead.")
+    source: str = Field(description="The provider field path whose value could not be converted.")
+    transform: str
+    error: str = Field(description="Why, for people.")
+
+
 class StoredRecordOut(BaseModel):
     id: str = Field(description="The hub's id of the record.")
     remote_id: str | None = Field(description="The provider's id; null until a record created in the hub is pushed.")
     entity: str
     data: dict[str, Any] = Field(description="The record (mapped to the tenant's fields with `mapped=true`), "
                                              "including changes not pushed yet.")
+    mapping_errors: list[MappingErrorOut] | None = Field(
+        default=None, description="With `mapped=true`: the values that could not be converted (their fields hold "
+                                  "the mapping's default; the raw record keeps the provider's value). Null when raw.")
     deleted: bool
     deleted_at: datetime | None
     pending: bool = Field(description="The hub has a change the provider does not have yet.")

@@ -366,9 +366,10 @@ class Mapper:
     def identity(self) -> bool:
         return not self.mappings
 
-    def to_tenant(self, data: dict[str, Any]) -> dict[str, Any]:
+    def to_tenant(self, data: dict[str, Any], problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Provider record → the tenant's fields. Values that cannot be
-        converted become the mapping's default."""
+        converted become the mapping's default, and each is noted in
+        ``problems`` (target field, source path, why), when given."""
         if self.identity:
             return dict(data)
         out: dict[str, Any] = {}
@@ -394,8 +395,11 @@ class Mapper:
                 continue
             try:
                 out[m.targets()[0]] = forward(m, value)
-            except ConversionError:
+            except ConversionError as exc:
                 out[m.targets()[0]] = m.default
+                if problems is not None:
+                    problems.append({"field": m.targets()[0], "source": m.sources()[0], "transform": t,
+                                     "error": str(exc)})
         return out
 
     def to_provider(self, changes: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
