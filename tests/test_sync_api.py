@@ -130,6 +130,16 @@ def test_a_sync_run_starts_at_once_and_its_log_tells_what_happened(client, auth,
                  404, "sync_run_not_found")
     assert_error(client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "invoices"},
                              headers=auth), 404, "unknown_entity")
+    # The configs only pull: asking to push is refused rather than a run that does nothing.
+    pull_only = assert_error(client.post(f"{API}/connections/{connection['id']}/sync",
+                                         json={"entity": "notes", "direction": "push"}, headers=auth),
+                             422, "direction_not_configured")
+    assert pull_only["error"] == "the notes sync config only pulls; set its direction to push or both to push it"
+    assert_error(client.post(f"{API}/connections/{connection['id']}/sync", json={"direction": "push"},
+                             headers=auth), 422, "direction_not_configured")
+    both = client.post(f"{API}/connections/{connection['id']}/sync", json={"direction": "both"}, headers=auth)
+    assert both.status_code == 202, both.text
+    wait_run(client, auth, connection["id"], both.json()["run"]["id"])
     assert_error(client.get(f"{API}/connections/nope/sync/logs", headers=auth), 404, "connection_not_found")
 
 
