@@ -146,6 +146,7 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
 
     from hub.models import Connection
     from hub.sync.engine import SyncEngine, create_run, interrupted_runs, requeue
+    from hub.types import HubError
 
     hub = _hub()
     with hub.session() as session:
@@ -156,7 +157,11 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
     if run is not None and requeue(hub, run.id, run.owner, "interrupted; resumed by hub sync"):
         click.echo(f"resuming interrupted run {run.id}")
     else:
-        run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction, trigger="cli")
+        try:
+            run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction,
+                                   trigger="cli")
+        except HubError as exc:  # an unknown entity, a direction no config has
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
         click.echo(f"run {run.id}")
     bar = tqdm(unit=" records", desc=entity or "sync", dynamic_ncols=True)
     pages = {"pull": 0, "pushed": 0}

@@ -94,6 +94,13 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, ser
     assert full.returncode == 0, (out, err)
     assert stored(hub, connection.id, "notes") == fake.state.notes.rows
 
+    for args, code in ((["--entity", "notes", "--direction", "push"], "direction_not_configured"),
+                       (["--entity", "invoices"], "unknown_entity")):
+        refused = subprocess.run(hub_command() + ["sync", connection.id, *args], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 1 and f"Error: {code}: " in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
 
 def test_cli_refuses_unknown_connections_and_a_worker_without_postgresql(tmp_path):
     env = subprocess_env(tmp_path, HUB_DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}")
