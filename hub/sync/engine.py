@@ -113,11 +113,13 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
     selected = [c for c in configs if (c.entity == entity if entity else c.enabled)]
     if direction is not None and selected and not any(_ways(direction) & _ways(c.direction) for c in selected):
         verbs = {"pull": "pulls", "push": "pushes"}
-        raise ValidationFailed(
-            f"the {entity} sync config only {verbs[selected[0].direction]}; set its direction to {direction} or "
-            f"both to {direction} it" if entity else
-            f"no enabled sync config of this connection {verbs[direction]}; set one's direction to {direction} "
-            f"or both first", code="direction_not_configured")
+        if entity:
+            message = (f"the {entity} sync config only {verbs[selected[0].direction]}; "
+                       f"set its direction to {direction} or both to {direction} it")
+        else:
+            message = (f"no enabled sync config of this connection {verbs[direction]}; "
+                       f"set one's direction to {direction} or both first")
+        raise ValidationFailed(message, code="direction_not_configured")
     if direction is None:
         kinds = {c.direction for c in selected}
         direction = kinds.pop() if len(kinds) == 1 else "both"

@@ -245,6 +245,8 @@ def sequential_ids(count: int) -> list[str]:
 _INSERTED = ("id", "connection_id", "entity", "remote_id", "data", "content_hash", "remote_updated_at",
              "first_seen_at", "last_seen_at", "updated_at", "deleted", "local_version", "push_attempts")
 _UPSERT_DIALECTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+#: The unique key of a provider record.
+_REMOTE_KEY = ("connection_id", "entity", "remote_id")
 _insert_sql: dict[tuple[str, bool], tuple[str, Any]] = {}
 #: Most rows of one multi-row SQLite INSERT (4 shared values and 5 per row;
 #: fewer where SQLite was built with a lower limit on parameters).
@@ -284,7 +286,7 @@ def _insert_new(session: Session, connection_id: str, entity: str,
         statement: Any = sa.insert(_records).values(columns)
         if skip_stored:
             statement = _UPSERT_DIALECTS[dialect.name](_records).values(columns).on_conflict_do_nothing(
-                index_elements=["connection_id", "entity", "remote_id"])
+                index_elements=list(_REMOTE_KEY))
         compiled = statement.compile(dialect=dialect)
         arrange = (operator.itemgetter(*(_INSERTED.index(c) for c in compiled.positiontup)) if compiled.positional
                    else lambda row: dict(zip(_INSERTED, row)))
@@ -306,7 +308,7 @@ def _sqlite_insert(count: int, skip_stored: bool) -> str:
     ?3 now, ?4 false) and leave five per row (id, remote id, data, hash, version)."""
     row = "(?{},?1,?2,?{},?{},?{},?{},?3,?3,?3,?4,0,0)"
     values = ",".join(row.format(*range(5 + 5 * i, 10 + 5 * i)) for i in range(count))
-    conflict = " ON CONFLICT (connection_id, entity, remote_id) DO NOTHING" if skip_stored else ""
+    conflict = f" ON CONFLICT ({', '.join(_REMOTE_KEY)}) DO NOTHING" if skip_stored else ""
     return f"INSERT INTO {_records.name} ({', '.join(_INSERTED)}) VALUES {values}{conflict}"
 
 

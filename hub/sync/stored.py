@@ -58,21 +58,16 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
     that could not be converted listed in ``mapping_errors`` (the raw record
     keeps them)."""
     data = merged_view(row)
-    out: dict[str, Any] = {"id": row.id, "remote_id": row.remote_id, "entity": row.entity}
-    if mapper is None:
-        out["data"] = data
-    else:
-        problems: list[dict[str, Any]] = []
-        out["data"] = mapper.to_tenant(data, problems)
-        out["mapping_errors"] = problems
-    out.update({
+    problems: list[dict[str, Any]] | None = None if mapper is None else []
+    return {
+        "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
+        "data": mapper.to_tenant(data, problems) if mapper is not None else data, "mapping_errors": problems,
         "deleted": row.deleted, "deleted_at": row.deleted_at,
         "pending": row.push_status in (PENDING, CONFLICT, "failed"), "push_status": row.push_status,
         "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
-    })
-    return out
+    }
 
 
 def state_out(state: SyncState | None) -> dict[str, Any] | None:
