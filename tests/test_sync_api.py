@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from hub.models import Connection, SyncConfig, utcnow
@@ -205,7 +206,13 @@ def test_bad_credentials_fail_the_run_clearly_without_blocking_other_connections
                  "connection_not_found")
 
 
-def test_the_scheduler_runs_due_connections_and_moves_next_sync_at_on(client, auth, hub_app):
+@pytest.fixture
+def manual_scheduler(settings):
+    """The app's scheduler ticks only when the test says (its own loop would race the test's ticks)."""
+    settings.run_scheduler = False
+
+
+def test_the_scheduler_runs_due_connections_and_moves_next_sync_at_on(manual_scheduler, client, auth, hub_app):
     connection = connect(client, auth, sync_enabled=True, sync_frequency_minutes=30)
     hub = hub_app.state.hub
     with hub.session() as session:

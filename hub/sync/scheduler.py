@@ -100,10 +100,7 @@ class Scheduler:
                 await self.service.submit(run)
                 submitted.append(run.id)
         stale = utcnow() - STALE_QUEUED
-        with self.hub.session() as session:
-            queued = list(session.exec(select(SyncRun).where(SyncRun.status == "queued")
-                                       .order_by(SyncRun.queued_at).limit(500)))
-        for run in queued:
+        for run in await asyncio.to_thread(self._queued):
             if run.id in submitted:
                 continue
             if everything or not self.service.executor.knows(run.id) or run.queued_at < stale:
@@ -115,6 +112,21 @@ class Scheduler:
         """One round of scheduling; returns the ids of the runs submitted."""
         now = now or utcnow()
         submitted = await self.recover()
+        # Claiming writes to the database, which a pull may hold for a moment
+        # (SQLite): in a thread, so that the API's event loop never waits on it.
+        for connection, entity in await asyncio.to_thread(self._claim_due, now):
+            submitted += await self._start(connection, entity)
+        await asyncio.to_thread(self.purge, now)
+        return submitted
+
+    def _queued(self) -> list[SyncRun]:
+        with self.hub.session() as session:
+            return list(session.exec(select(SyncRun).where(SyncRun.status == "queued")
+                                     .order_by(SyncRun.queued_at).limit(500)))
+
+    def _claim_due(self, now: datetime) -> list[tuple[Connection, str | None]]:
+        """The connections (entity None) and sync configs whose time has come,
+        each claimed by moving its ``next_sync_at`` on."""
         with self.hub.session() as session:
             connections = list(session.exec(select(Connection).where(
                 Connection.sync_enabled, sa.or_(Connection.next_sync_at.is_(None), Connection.next_sync_at <= now))))
@@ -122,19 +134,19 @@ class Scheduler:
                 select(SyncConfig).join(Connection, Connection.id == SyncConfig.connection_id).where(
                     Connection.sync_enabled, SyncConfig.enabled, SyncConfig.schedule_minutes.is_not(None),
                     sa.or_(SyncConfig.next_sync_at.is_(None), SyncConfig.next_sync_at <= now))))
+        due: list[tuple[Connection, str | None]] = []
         for connection in connections:
             if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
                              now + timedelta(minutes=connection.sync_frequency_minutes)):
-                submitted += await self._start(connection, None)
+                due.append((connection, None))
         for config in configs:
             if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
                              now + timedelta(minutes=config.schedule_minutes or 60)):
                 with self.hub.session() as session:
-                    connection = session.get(Connection, config.connection_id)
-                if connection is not None:
-                    submitted += await self._start(connection, config.entity)
-        await asyncio.to_thread(self.purge, now)
-        return submitted
+                    owner = session.get(Connection, config.connection_id)
+                if owner is not None:
+                    due.append((owner, config.entity))
+        return due
 
     def purge(self, now: datetime) -> int:
         """Drop tombstones older than ``sync_tombstone_days`` (0 keeps them)."""
