@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 
@@ -15,14 +16,14 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.config import Settings
-from hub.models import SyncLease, SyncRecord, SyncRun, SyncState, utcnow
+from hub.models import Connection, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
-from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
+from hub.sync.store import apply_deletions, apply_records, entity_key, lock, write_transaction
 from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
 
 
@@ -230,6 +231,36 @@ def test_records_changed_behind_the_cursor_during_a_pass_are_fetched_next_time(h
     assert stored(hub, conn.id, "items")["it_00000"]["name"] == "item 0"
     ledger.on_call = None
     run(sync(hub, conn))
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_a_write_waiting_on_the_event_loop_waits_for_a_page_not_for_the_whole_pull(hub, conn, ledger):
+    """An API handler or a token refresh may write from the event loop while a
+    pull of the same process holds the entity's write lock (on SQLite, any
+    write waits for it). The pull's idle transaction is committed by its own
+    thread, so the loop waits a page at most; before, the loop waited for a
+    commit only the loop could start (30 s, then "database is locked" on
+    SQLite; forever on PostgreSQL)."""
+    waited: list[float] = []
+
+    def write_from_the_loop(call: int) -> None:
+        if call != 2:
+            return
+        started = time.monotonic()
+        with hub.session() as session:
+            if session.connection().dialect.name == "postgresql":
+                session.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
+            lock(session, entity_key(conn.id, "items"))
+            session.execute(sa.update(Connection).where(Connection.id == conn.id).values(last_error="seen"))
+            session.commit()
+        waited.append(time.monotonic() - started)
+
+    ledger.on_call = write_from_the_loop
+    finished = run(sync(hub, conn))
+    assert finished.status == "succeeded" and finished.created == 250
+    assert len(waited) == 1 and waited[0] < 5, waited
+    with hub.session() as session:
+        assert session.get(Connection, conn.id).last_error == "seen"
     assert stored(hub, conn.id, "items") == ledger.items
 
 

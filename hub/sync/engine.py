@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,14 +221,47 @@ class _PageWriter:
         self.broken = False
         #: The last page was all new records (a first pull): insert the next one first.
         self.all_new = False
+        self.last_write = 0.0
+        # Writes, commits and the idle watch take turns on the session.
+        self.turn = threading.Condition()
+        self.closed = False
+        self.watch = threading.Thread(target=self._commit_when_idle, name="sync-idle-commit", daemon=True)
+        self.watch.start()
 
     def write(self, page: Page, next_cursor: str | None) -> Counts:
         """Store one page; commit when the transaction is old enough or the pass ends."""
-        try:
-            return self._write(page, next_cursor)
-        except BaseException:
-            self.broken = True
-            raise
+        with self.turn:
+            try:
+                return self._write(page, next_cursor)
+            except BaseException:
+                self.broken = True
+                raise
+            finally:
+                self.last_write = time.monotonic()
+                self.turn.notify()
+
+    def _commit_when_idle(self) -> None:
+        """Commit once no page has come for :data:`IDLE_COMMIT_SECONDS`.
+
+        This thread, not the event loop, ends an idle transaction: whatever
+        blocks the loop (a handler waiting for the same write lock, on SQLite
+        any write) cannot keep the lock held, so it waits one page at most.
+        """
+        with self.turn:
+            while not self.closed:
+                if self.session is None or self.broken:
+                    self.turn.wait()
+                    continue
+                idle = time.monotonic() - self.last_write
+                if idle < IDLE_COMMIT_SECONDS:
+                    self.turn.wait(IDLE_COMMIT_SECONDS - idle)
+                    continue
+                try:
+                    self.commit()
+                except Exception:
+                    # The next write or close() meets the same failure and reports it.
+                    log.warning("committing sync pages failed", exc_info=True)
+                    self.broken = True
 
     def _write(self, page: Page, next_cursor: str | None) -> Counts:
         now = utcnow()
@@ -264,10 +298,6 @@ class _PageWriter:
             self.commit()
         return counts
 
-    @property
-    def open(self) -> bool:
-        return self.session is not None
-
     def commit(self) -> None:
         """Commit the pages written so far with the position after them."""
         if self.session is None:
@@ -285,15 +315,18 @@ class _PageWriter:
     def close(self) -> None:
         """Commit the pages written so far (a fetch failed or the run stops),
         unless writing itself failed: then nothing uncommitted is kept."""
-        if self.session is None:
-            return
-        try:
-            if not self.broken:
-                self.commit()
-        finally:
-            if self.session is not None:
-                self.session.close()
-                self.session = None
+        with self.turn:
+            self.closed = True
+            self.turn.notify()
+            if self.session is None:
+                return
+            try:
+                if not self.broken:
+                    self.commit()
+            finally:
+                if self.session is not None:
+                    self.session.close()
+                    self.session = None
 
 
 class SyncEngine:
@@ -441,11 +474,6 @@ class SyncEngine:
         fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
         try:
             while True:
-                if writer.open and not fetch.done():
-                    done, _ = await asyncio.wait({fetch}, timeout=IDLE_COMMIT_SECONDS)
-                    if not done:
-                        # Do not hold the write lock while the provider takes its time.
-                        await asyncio.to_thread(writer.commit)
                 page = await fetch
                 next_cursor = page.next_cursor or None
                 if next_cursor is not None and next_cursor == cursor:
