@@ -60,7 +60,8 @@ INFO = ProviderInfo(
     supports_webhooks=True,
     config_fields=(EntityField("shop", "Shop domain", required=True, description="<name>.myshopify.com"),),
     # Shopify signs no timestamp and retries a failed delivery 8 times over 4 hours:
-    # a retry is legitimate that long, so only older deliveries are stale.
+    # a retry is legitimate that long, so only deliveries triggered longer ago (or
+    # stamped as far ahead: the header is unsigned) are stale.
     webhook_tolerance_seconds=5 * 3600,
     url_defaults={"api_version": DEFAULT_API_VERSION},
 )
@@ -450,24 +451,38 @@ async def run_action(ctx, action, params):
 # ---------------------------------------------------------------- webhooks
 
 
+def _delivery_shop(request) -> str:
+    return (request.header("X-Shopify-Shop-Domain") or "").strip().lower()
+
+
 @hookimpl
 def webhook_connection_key(request):
-    return request.header("X-Shopify-Shop-Domain")
+    """Deliveries name their shop in ``X-Shopify-Shop-Domain``; a connection is keyed by its shop."""
+    return _delivery_shop(request) or None
 
 
 @hookimpl
 def verify_webhook(ctx, request):
+    """A delivery is accepted when its ``X-Shopify-Hmac-Sha256`` (keyed with the app's
+    client secret) matches the raw body, its ``X-Shopify-Shop-Domain`` is the
+    connection's shop, and its ``X-Shopify-Triggered-At`` is within the tolerance of
+    now, either way. The secret is the same for every shop that installed the app,
+    so the signature alone does not say which shop a delivery belongs to."""
     digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
     if not hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode()):
         raise WebhookRejected("signature does not match")
+    shop = _delivery_shop(request)
+    if not shop or shop != str(ctx.config.get("shop") or "").lower():
+        raise WebhookRejected("the delivery is for another shop than the connection's")
     try:
         triggered = datetime.fromisoformat(request.header("X-Shopify-Triggered-At") or "")
         payload = json.loads(request.body)
     except ValueError:
         raise WebhookRejected("malformed delivery: triggered-at time or body") from None
     triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
-    if (datetime.now(timezone.utc) - triggered).total_seconds() > ctx.provider.webhook_tolerance_seconds:
-        raise WebhookRejected("delivery is too old", code="webhook_stale")
+    # Unsigned, and a deletion's version: a delivery dated ahead would outrank real updates.
+    if abs((datetime.now(timezone.utc) - triggered).total_seconds()) > ctx.provider.webhook_tolerance_seconds:
+        raise WebhookRejected("the delivery's triggered-at time is outside the tolerance", code="webhook_stale")
     resource, _, verb = (request.header("X-Shopify-Topic") or "").partition("/")
     if not (resource and verb and isinstance(payload, dict)):
         raise WebhookRejected("malformed delivery: topic or body")

@@ -1,15 +1,19 @@
 """Webhooks and actions through the hub's REST API: signed deliveries routed
-by shop domain, forged/stale/replayed ones, subscriptions registered at the
-fake shop and its deliveries to them; inventory and fulfilment actions."""
+by shop domain, forged/stale/future-dated/replayed ones and ones for another
+shop, subscriptions registered at the fake shop and its deliveries to them;
+inventory and fulfilment actions."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from sqlmodel import select
 
 from hub.models import WebhookEvent
+from hub.services.orgs import create_organization
+from hub_shopify import testing as fake
 from hub_shopify.testing import deliveries, signed_delivery
 
 API = "/api/v1/integrations"
@@ -65,6 +69,52 @@ def test_forged_stale_and_unknown_deliveries_are_rejected(shopify):
     other = signed_delivery("products/update", {"id": 1}, shop="someone-else.myshopify.com")
     assert shopify.client.post(url, content=other[0], headers=other[1]).status_code == 404
     assert len(stored_events(shopify)) == 1
+
+
+def test_a_delivery_dated_ahead_is_rejected_like_a_stale_one(shopify):
+    """X-Shopify-Triggered-At is unsigned and becomes a deletion's version: a delete
+    stamped a year ahead would otherwise outrank every real update for a year."""
+    shopify.connect()
+    url = f"{API}/webhooks/shopify"
+    for topic in ("products/update", "products/delete"):
+        ahead = signed_delivery(topic, {"id": 1}, triggered_at=hours_ago(-24 * 365))
+        response = shopify.client.post(url, content=ahead[0], headers=ahead[1])
+        assert response.status_code == 401 and response.json()["code"] == "webhook_stale"
+    skewed = signed_delivery("products/update", {"id": 1}, triggered_at=hours_ago(-0.05))  # a clock 3 min fast
+    assert shopify.client.post(url, content=skewed[0], headers=skewed[1]).status_code == 200
+    assert len(stored_events(shopify)) == 1
+
+
+def test_a_delivery_for_another_shop_is_refused_by_connection_id(shopify, shop_server):
+    """Shopify signs every shop's deliveries with the app's one client secret, so a
+    delivery signed for one shop must not be accepted for another shop's connection."""
+    own = shopify.connect()
+    switch, _ = shop_server
+    victim_shop = "victim.myshopify.com"
+    switch.app = fake.create_app(shop=victim_shop)
+    with shopify.hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "victim")
+    victim = replace(shopify, auth={"Authorization": f"Bearer {key}"}, shop=switch.app)
+    victim_id = victim.finish(victim.consent(victim.start(shop=victim_shop)))["connection_id"]
+    assert victim_id != own
+
+    url = f"{API}/webhooks/shopify"
+    body, headers = signed_delivery("orders/create", ORDER)  # for the hub-test shop, correctly signed
+    injected = shopify.client.post(f"{url}?connection_id={victim_id}", content=body, headers=headers)
+    assert injected.status_code == 401 and injected.json()["code"] == "webhook_rejected"
+    body, headers = signed_delivery("orders/delete", {"id": 1}, shop="")
+    nameless = shopify.client.post(f"{url}?connection_id={victim_id}", content=body, headers=headers)
+    assert nameless.status_code == 401 and nameless.json()["code"] == "webhook_rejected"
+    assert stored_events(shopify) == []
+
+    # The shop's own deliveries still arrive, by connection id or by shop domain (any case).
+    body, headers = signed_delivery("orders/create", ORDER, shop=victim_shop.upper())
+    assert shopify.client.post(f"{url}?connection_id={victim_id}", content=body, headers=headers).status_code == 200
+    body, headers = signed_delivery("orders/updated", ORDER, shop=victim_shop.upper())
+    assert shopify.client.post(url, content=body, headers=headers).status_code == 200
+    body, headers = signed_delivery("orders/updated", ORDER)
+    assert shopify.client.post(f"{url}?connection_id={own}", content=body, headers=headers).status_code == 200
+    assert [e.connection_id for e in stored_events(shopify)] == [victim_id, victim_id, own]
 
 
 def test_register_webhook_subscribes_topics_once_and_deliveries_arrive(shopify):
