@@ -116,6 +116,16 @@ def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub,
     assert all(r.deleted_at is not None for r in gone)
 
 
+def test_a_record_without_its_id_fails_the_pass_instead_of_deleting_what_is_stored(hub, conn, ledger):
+    run(sync(hub, conn))
+    del ledger.items["it_00120"]["id"]  # a plugin bug: records wrapped, or the id under another name
+    failed = run(sync(hub, conn, full_refresh=True))
+    assert failed.status == "failed" and failed.error_code == "provider_error"
+    assert "without its id field 'id'" in failed.error
+    assert failed.deleted == 0
+    assert len(stored(hub, conn.id, "items")) == 250
+
+
 def test_a_first_pull_inserting_pages_first_absorbs_records_already_stored(hub, conn, ledger):
     # Page 1 is all new, so page 2 is inserted before any lookup; three of its
     # records were stored already (a webhook came first): unchanged, older, deleted.

@@ -34,7 +34,7 @@ from sqlmodel import Session, select
 from hub.models import SyncConflict, SyncRecord
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
-from hub.types import EntitySchema
+from hub.types import EntitySchema, ProviderError
 
 PENDING = "pending"
 FAILED = "failed"
@@ -160,7 +160,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     marked seen; versions older than the stored one ignored. A record the
     tenant changed meanwhile is a conflict settled by ``policy``.
     ``fallback_version`` versions records that carry no ``updated_field``
-    (a webhook event's time). ``expect_new`` (the previous page was all new,
+    (a webhook event's time). A record without its ``id_field`` is a
+    :class:`ProviderError` (nothing of the page is kept). ``expect_new`` (the previous page was all new,
     as in a first pull) inserts first and looks up only the records that
     turn out to be stored already: the same outcome, with one lookup less.
     """
@@ -168,9 +169,12 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     incoming: dict[str, dict[str, Any]] = {}
     for record in records:
         counts.fetched += 1
-        remote_id = record.get(schema.id_field)
+        remote_id = record.get(schema.id_field) if isinstance(record, dict) else None
         if remote_id is None or remote_id == "":
-            continue
+            # Skipping it would be worse: a full pass would then mark the
+            # stored record deleted as "no longer listed".
+            raise ProviderError(f"a {schema.name} record came without its id field {schema.id_field!r}: "
+                                f"{str(record)[:200]}")
         incoming[str(remote_id)] = record
     if not incoming:
         return counts
