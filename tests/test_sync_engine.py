@@ -274,6 +274,21 @@ def test_a_write_waiting_on_the_event_loop_waits_for_a_page_not_for_the_whole_pu
     assert stored(hub, conn.id, "items") == ledger.items
 
 
+def test_deleting_the_config_during_a_pull_stops_the_run_and_leaves_no_records(hub, conn, ledger):
+    from hub.sync import configs as config_service
+
+    def delete_the_config(call: int) -> None:
+        if call == 2:
+            [config] = config_service.list_configs(hub, conn.id)
+            config_service.delete_config(hub, conn.id, config.id)
+
+    ledger.on_call = delete_the_config
+    stopped = run(sync(hub, conn))
+    assert stopped.status == "failed" and stopped.error_code == "sync_config_not_found", stopped.error
+    assert config_service.list_configs(hub, conn.id) == []
+    assert stored_rows(hub, conn.id, "items") == []
+
+
 def test_memory_stays_bounded_by_a_page_whatever_the_number_of_records(tmp_path):
     def peak(items: int, database: str) -> int:
         ledger = Ledger()

@@ -15,6 +15,7 @@ from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.mapping import FieldMapping, validate_mappings
+from hub.sync.store import entity_key, write_transaction
 from hub.types import EntitySchema, HubError, NotFound, ReadOnly, ValidationFailed
 
 Direction = Literal["pull", "push", "both"]
@@ -105,15 +106,20 @@ def replace_mappings(hub: Hub, connection: Connection, config_id: str, mappings:
 
 
 def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:
-    """Delete a config with its sync state and the records stored for its entity."""
+    """Delete a config with its sync state and the records stored for its entity.
+
+    Under the entity's write lock: a run pulling the entity meanwhile stops at
+    its next transaction (its config is gone) instead of storing records no
+    config owns."""
     with hub.session() as session:
+        entity = get_config(session, connection_id, config_id).entity
+    with write_transaction(hub, entity_key(connection_id, entity)) as session:
         config = get_config(session, connection_id, config_id)
         session.execute(sa.delete(SyncConflict).where(SyncConflict.connection_id == connection_id,
                                                       SyncConflict.entity == config.entity))
         session.execute(sa.delete(SyncRecord).where(SyncRecord.connection_id == connection_id,
                                                     SyncRecord.entity == config.entity))
         session.delete(config)
-        session.commit()
 
 
 def ensure_configs(hub: Hub, connection: Connection, entity: str | None) -> list[SyncConfig]:

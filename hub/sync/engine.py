@@ -268,6 +268,9 @@ class _PageWriter:
         if self.session is None:
             self.session = self.engine.hub.session()
             lock(self.session, entity_key(self.config.connection_id, self.config.entity))
+            if self.session.get(SyncConfig, self.config.id) is None:
+                raise NotFound(f"the {self.config.entity} sync config was deleted during the run",
+                               code="sync_config_not_found")
             self.lease.renew_in(self.session)
             self.opened = time.monotonic()
         session = self.session
