@@ -387,6 +387,15 @@ def webhook_connection_key(request):
 
 @hookimpl
 async def verify_webhook(ctx, request):
+    """Verify ``Plaid-Verification`` and turn the delivery into hub events.
+
+    Plaid sends no event id, and a notification's body repeats word for word
+    (every ``SYNC_UPDATES_AVAILABLE`` of an Item is the same), so the dedup key
+    is the signed request: the body's item, type and code with the verification
+    JWT, which Plaid signs afresh (its ``iat``) for each notification. A
+    re-delivery of the same signed request is a duplicate; two notifications
+    never are. Applying them twice is harmless: they ask for an incremental
+    ``/transactions/sync``."""
     claims = await _verified_claims(ctx, request)
     try:
         body = json.loads(request.body)
@@ -395,7 +404,8 @@ async def verify_webhook(ctx, request):
         raise WebhookRejected("malformed delivery body") from None
     if item_id and ctx.config.get("item_id") not in (None, item_id):
         raise WebhookRejected("the delivery is for another Plaid item")
-    digest = hashlib.sha256(f"{item_id}|{kind}|{code}|{claims['request_body_sha256']}".encode()).hexdigest()
+    # The JWT covers the body (request_body_sha256) and when it was signed (iat).
+    digest = hashlib.sha256(f"{item_id}|{kind}|{code}|{request.header('Plaid-Verification')}".encode()).hexdigest()
     occurred = datetime.fromtimestamp(claims["iat"], timezone.utc)
     if (kind, code) == ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
         return [WebhookEvent(dedup_key=f"{digest}:{tid}", type="transaction.deleted", entity="transactions",

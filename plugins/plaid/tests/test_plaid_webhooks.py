@@ -1,4 +1,6 @@
-"""Plaid webhooks through the hub: ES256 JWT verification, routing by item_id, dedup."""
+"""Plaid webhooks through the hub: ES256 JWT verification, routing by item_id,
+dedup of re-deliveries (not of later notifications with the same body), and the
+syncs they trigger."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from plaid_helpers import API, WEBHOOK_URL
 from sqlmodel import select
 
-from hub.models import WebhookEvent
+from hub.models import SyncRecord, WebhookEvent
 
 URL = f"{API}/webhooks/plaid"
 
@@ -28,19 +30,62 @@ def test_signed_delivery_is_routed_by_item_id_stored_once_and_replays_are_duplic
     assert first.json() == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
     assert item.webhook == WEBHOOK_URL
 
+    # The next notification has the very same body, signed anew: not a duplicate.
     payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
-    body, headers = fake.signed_delivery(payload)
+    body, headers = fake.signed_delivery(payload, iat=int(time.time()) - 60)
+    later = client.post(URL, content=body, headers=headers).json()
+    assert later == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    # Delivering that same signed request again is.
     replay = client.post(URL, content=body, headers=headers).json()
     assert replay == {"success": True, "received": 0, "duplicates": 1, "duplicate": True}
     again = client.post(URL, content=body, headers=headers).json()
     assert again["duplicate"] is True
 
-    [event] = stored_events(hub_app)
-    assert (event.connection_id, event.type, event.entity, event.action) == (
-        connection["id"], "transaction.changed", "transactions", "changed")
-    assert event.record_id is None and event.payload is None
-    assert event.raw == payload  # the provider's own payload is kept with the event
+    events = stored_events(hub_app)
+    assert len(events) == 2 and len({e.dedup_key for e in events}) == 2
+    for event in events:
+        assert (event.connection_id, event.type, event.entity, event.action) == (
+            connection["id"], "transaction.changed", "transactions", "changed")
+        assert event.record_id is None and event.payload is None
+        assert event.raw == payload  # the provider's own payload is kept with the event
     assert fake.key_fetches[fake.current_kid] == 1
+
+
+def test_every_sync_updates_available_pulls_what_is_new(client, fake, connection, hub_app):
+    """Each SYNC_UPDATES_AVAILABLE of an Item has the same body; the second one
+    must still pull the transactions added since the first."""
+    item = fake.item()
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+
+    def store_matches_fake() -> bool:
+        with hub_app.state.hub.session() as session:
+            rows = session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection["id"],
+                                                         SyncRecord.entity == "transactions",
+                                                         SyncRecord.deleted == False)).all()  # noqa: E712
+        stored = {row.remote_id: row.data for row in rows}
+        return stored.keys() == item.transactions.keys() and all(
+            stored[tid].get(k) == v for tid, tx in item.transactions.items() for k, v in tx.items())
+
+    body, headers = fake.signed_delivery(payload, iat=int(time.time()) - 120)
+    assert client.post(URL, content=body, headers=headers).json()["received"] == 1
+    wait_until(store_matches_fake, "the first notification's sync")
+
+    fake.add_transactions(item.item_id, 5)
+    changed, removed = list(item.transactions)[:2]
+    fake.modify_transaction(item.item_id, changed, amount=99.99)
+    fake.remove_transaction(item.item_id, removed)
+    body, headers = fake.signed_delivery(payload)
+    assert client.post(URL, content=body, headers=headers).json() == {
+        "success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    wait_until(store_matches_fake, "the second notification's sync")
+    assert len(item.transactions) == 124
+
+
+def wait_until(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not finish in {timeout}s"
+        time.sleep(0.05)
 
 
 def test_webhook_codes_map_to_events(client, fake, connection, hub_app):
