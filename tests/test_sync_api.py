@@ -206,6 +206,19 @@ def test_bad_credentials_fail_the_run_clearly_without_blocking_other_connections
                  "connection_not_found")
 
 
+def test_a_refused_sync_request_creates_no_configs(client, auth):
+    connection = connect(client, auth)
+    url = f"{API}/connections/{connection['id']}/sync"
+    for body in ({"direction": "push"}, {"entity": "tags", "direction": "push"}):
+        assert_error(client.post(url, json=body, headers=auth), 422, "direction_not_configured")
+        assert client.get(configs_url(connection["id"]), headers=auth).json()["sync_configs"] == []
+    accepted = client.post(url, json={"entity": "tags"}, headers=auth)
+    assert accepted.status_code == 202, accepted.text
+    wait_run(client, auth, connection["id"], accepted.json()["run"]["id"])
+    configs = client.get(configs_url(connection["id"]), headers=auth).json()["sync_configs"]
+    assert [(c["entity"], c["direction"]) for c in configs] == [("tags", "pull")]
+
+
 @pytest.fixture
 def manual_scheduler(settings):
     """The app's scheduler ticks only when the test says (its own loop would race the test's ticks)."""

@@ -122,16 +122,25 @@ def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:
         session.delete(config)
 
 
-def ensure_configs(hub: Hub, connection: Connection, entity: str | None) -> list[SyncConfig]:
-    """The configs a run without explicit configs uses: a pull config for the
-    named entity, or for every entity when the connection has none."""
+def missing_configs(hub: Hub, connection: Connection, entity: str | None) -> tuple[list[SyncConfig], list[str]]:
+    """The connection's configs, and the entities a run (of ``entity``, or
+    of everything) would get a default pull config for: the named entity
+    when it has none, every entity when the connection has none.
+
+    :raises NotFound: unknown entity.
+    """
     provider = hub.provider(connection.provider)
     existing = list_configs(hub, connection.id)
     if entity is not None:
         provider.schema(entity)
-        wanted = [] if any(c.entity == entity for c in existing) else [entity]
-    else:
-        wanted = [] if existing else sorted(provider.schemas)
+        return existing, [] if any(c.entity == entity for c in existing) else [entity]
+    return existing, [] if existing else sorted(provider.schemas)
+
+
+def ensure_configs(hub: Hub, connection: Connection, entity: str | None) -> list[SyncConfig]:
+    """The configs a run without explicit configs uses, the
+    :func:`missing_configs` created (pull, enabled)."""
+    existing, wanted = missing_configs(hub, connection, entity)
     for name in wanted:
         try:
             create_config(hub, connection, entity=name)

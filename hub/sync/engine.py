@@ -110,17 +110,20 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
     if direction is not None and direction not in config_service.DIRECTIONS:
         raise ValidationFailed(f"direction must be one of {', '.join(config_service.DIRECTIONS)}",
                                code="invalid_direction")
-    configs = config_service.ensure_configs(hub, connection, entity)
-    selected = [c for c in configs if (c.entity == entity if entity else c.enabled)]
-    if direction is not None and selected and not any(_ways(direction) & _ways(c.direction) for c in selected):
+    # Checked before the default configs are made: a refused request changes nothing.
+    existing, missing = config_service.missing_configs(hub, connection, entity)
+    ways = [c.direction for c in existing if (c.entity == entity if entity else c.enabled)] + ["pull"] * len(missing)
+    if direction is not None and ways and not any(_ways(direction) & _ways(way) for way in ways):
         verbs = {"pull": "pulls", "push": "pushes"}
         if entity:
-            message = (f"the {entity} sync config only {verbs[selected[0].direction]}; "
+            message = (f"the {entity} sync config only {verbs[ways[0]]}; "
                        f"set its direction to {direction} or both to {direction} it")
         else:
             message = (f"no enabled sync config of this connection {verbs[direction]}; "
                        f"set one's direction to {direction} or both first")
         raise ValidationFailed(message, code="direction_not_configured")
+    configs = config_service.ensure_configs(hub, connection, entity) if missing else existing
+    selected = [c for c in configs if (c.entity == entity if entity else c.enabled)]
     if direction is None:
         kinds = {c.direction for c in selected}
         direction = kinds.pop() if len(kinds) == 1 else "both"
