@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import json
 import os
 import secrets
@@ -73,9 +74,16 @@ def mask(secret: str | None) -> str | None:
     secret = str(secret)
     if len(secret) <= 8:
         return "…" + secret[-2:] if len(secret) > 4 else "…"
-    head = secret[: secret.rfind("_") + 1] if "_" in secret[:12] else ""
-    head = head[:12]
+    # Only a vendor's prefix (lower-case words: sk_test_, whsec_, access-sandbox-)
+    # is shown, and only while at least half the secret stays hidden.
+    prefix = _VENDOR_PREFIX.match(secret)
+    head = prefix.group(0) if prefix else ""
+    if len(head) + 4 > len(secret) // 2:
+        head = ""
     return f"{head}…{secret[-4:]}"
+
+
+_VENDOR_PREFIX = re.compile(r"(?:[a-z]{2,8}[_-]){1,2}")
 
 
 def hash_token(token: str) -> str:

@@ -193,3 +193,19 @@ def test_jwt_from_a_jwks_url(settings, example_registry, example_fake, monkeypat
         stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         forged = client.get(f"{API}/connections", headers=bearer({"org": "initech"}, signing_key=stranger))
         assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize(("secret", "hint"), [
+    ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", "sk_test_…p7dc"),
+    ("access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6", "access-sandbox-…c0f6"),
+    # Not a vendor's prefix: nothing of the start is shown.
+    ("Xy_9fKq2LmZp8R_tV3wYb6Nc1Hd0", "…1Hd0"),
+    ("pat_ABCDEFGHIJKLMNOP_QRSTUVWX", "pat_…UVWX"),
+    # A prefix that would leave less than half of the secret hidden is not shown.
+    ("acme_test_key_0001", "…0001"),
+    ("short", "…rt"),
+])
+def test_a_credentials_hint_shows_a_vendor_prefix_and_four_characters_at_most(secret, hint):
+    from hub.crypto import mask
+
+    assert mask(secret) == hint
