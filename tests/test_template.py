@@ -126,15 +126,17 @@ def test_rendered_plugin_installs_tests_and_serves_in_a_fresh_venv(tmp_path, sou
     pip = [str(bin_dir / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "install", str(source_tree)], check=True, capture_output=True, timeout=600)
     env = clean_env(HUB_DATA_DIR=str(tmp_path / "data"))
-    rendered = subprocess.run([str(bin_dir / "hub"), "new-plugin", "acme", "--label", "Acme CRM", "--category",
-                               "crm", "--auth-type", "api_key", "--output-dir", str(tmp_path)],
-                              env=env, capture_output=True, text=True, timeout=120)
-    assert rendered.returncode == 0, rendered.stderr
-    package = tmp_path / "hub-acme"
-    subprocess.run([*pip, "install", f"{package}[test]"], check=True, capture_output=True, timeout=600)
-    tests = subprocess.run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], cwd=package, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout + tests.stderr
+    # Each kind of plugin installs with only what its pyproject declares, and passes its own tests.
+    for name, label, auth_type in (("acme", "Acme CRM", "api_key"), ("oa", "OA", "oauth2")):
+        rendered = subprocess.run([str(bin_dir / "hub"), "new-plugin", name, "--label", label, "--category",
+                                   "crm", "--auth-type", auth_type, "--output-dir", str(tmp_path)],
+                                  env=env, capture_output=True, text=True, timeout=120)
+        assert rendered.returncode == 0, rendered.stderr
+        package = tmp_path / f"hub-{name}"
+        subprocess.run([*pip, "install", f"{package}[test]"], check=True, capture_output=True, timeout=600)
+        tests = subprocess.run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], cwd=package, env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert tests.returncode == 0 and " passed" in tests.stdout, auth_type + tests.stdout + tests.stderr
 
     port = free_port()
     server = subprocess.Popen([str(bin_dir / "hub"), "serve", "--port", str(port)], env=env, cwd=tmp_path,
@@ -144,8 +146,9 @@ def test_rendered_plugin_installs_tests_and_serves_in_a_fresh_venv(tmp_path, sou
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert [p["name"] for p in providers] == ["acme"]
-    assert providers[0]["label"] == "Acme CRM" and providers[0]["entities"] == ["contacts", "users"]
+    assert sorted(p["name"] for p in providers) == ["acme", "oa"]
+    acme = next(p for p in providers if p["name"] == "acme")
+    assert acme["label"] == "Acme CRM" and acme["entities"] == ["contacts", "users"]
     print(f"fresh venv, install, render, test and serve: {time.monotonic() - started:.1f}s")
 
 
