@@ -5,7 +5,9 @@ when the lease expires. The holder renews it while it works, in the same
 transaction as each page it stores, so a holder that lost its lease cannot
 store another page (fencing). Another process takes the lease over when it has
 expired or when its holder's process is gone from this machine (a crashed or
-killed ``hub sync``), so a restart resumes at once.
+killed ``hub sync``), so a restart resumes at once. A queue worker whose
+heartbeat stopped ends the leases of its runs through :func:`end_dead_run_lease`
+(its pid cannot be checked from another machine).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from hub.models import SyncLease, utcnow
+from hub.models import SyncLease, SyncRun, utcnow
 from hub.runtime import Hub
 
 HOST = socket.gethostname()
@@ -154,3 +156,20 @@ def holder_gone(hub: Hub, connection_id: str, owner: str | None) -> bool:
     if lease is None or lease.owner != owner:
         return True
     return lease.expires_at <= utcnow() or not owner_alive(owner)
+
+
+def end_dead_run_lease(connection: sa.Connection, run_id: str) -> int:
+    """End, in the caller's transaction, the lease that ``run_id``'s recorded
+    owner holds: its worker is known dead (its queue heartbeat stopped), so the
+    run's next execution takes the lease over at once instead of when it
+    expires, wherever the dead worker ran. Were that worker only stalled, the
+    fencing of :meth:`Lease.renew_in` keeps it from storing another page.
+
+    :returns: how many leases were ended (0 or 1).
+    """
+    runs = SyncRun.__table__
+    owner = sa.select(runs.c.owner).where(runs.c.id == run_id).scalar_subquery()
+    ended = connection.execute(sa.update(_leases).where(_leases.c.run_id == run_id, _leases.c.owner == owner,
+                                                        _leases.c.expires_at > utcnow())
+                               .values(expires_at=utcnow()))
+    return ended.rowcount

@@ -31,7 +31,7 @@ from hub.sync.worker import Executor, make_executor
 log = logging.getLogger("hub.sync.scheduler")
 
 #: A queued run older than this is handed to the executor again (its job
-#: may have been lost); duplicates are harmless, a run executes once.
+#: may have been lost); the executor adds no job to a run that has one.
 STALE_QUEUED = timedelta(minutes=10)
 
 
@@ -91,7 +91,13 @@ class Scheduler:
 
     async def recover(self, everything: bool = False) -> list[str]:
         """Requeue runs whose process is gone; submit queued runs nobody
-        executes (``everything``: every queued run, at start-up)."""
+        executes (``everything``: every queued run, at start-up).
+
+        In queue mode a run keeps its job: submitting a run whose job waits,
+        or is still ``doing`` in a dead worker, adds none, and the workers'
+        stalled-job check puts the dead worker's job back in the queue
+        (:func:`hub.sync.worker.release_stalled`). A second job would be
+        stuck behind the first on the connection's lock."""
         submitted = []
         for run in await asyncio.to_thread(interrupted_runs, self.hub):
             if await asyncio.to_thread(requeue, self.hub, run.id, run.owner,

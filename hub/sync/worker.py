@@ -9,7 +9,17 @@
   share the queue. The job's
   procrastinate ``lock`` (one per connection) keeps two runs of a connection
   from running at once, and the engine's lease guards against anything else
-  (a ``hub sync`` from the command line).
+  (a ``hub sync`` from the command line). A run has one job at a time (its
+  ``queueing_lock``, and :meth:`QueueExecutor.submit` adds none while one
+  waits or runs).
+
+A worker that dies leaves its jobs ``doing``, holding their connections'
+locks. Those jobs belong to the workers' stalled-job check
+(:func:`release_stalled`): once the dead worker's heartbeat is
+``HUB_SYNC_STALLED_SECONDS`` old, each job goes back to its place in the queue
+and the run resumes from its last committed page. The scheduler
+(:mod:`hub.sync.scheduler`) only marks such runs queued, sooner when it can
+tell the process is gone; it submits no second job for them.
 
 ``HUB_SYNC_EXECUTOR=local|queue`` overrides the choice.
 """
@@ -23,9 +33,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from hub.models import SyncRun
+from hub.models import SyncRun, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine
+from hub.sync.leases import end_dead_run_lease
 from hub.types import ConfigurationError
 
 log = logging.getLogger("hub.sync.worker")
@@ -143,6 +154,15 @@ async def ensure_queue_schema(hub: Hub, app: Any) -> None:
             connection.commit()
 
 
+def _run_lock(run_id: str) -> str:
+    """The ``queueing_lock`` of a run's job."""
+    return f"sync-run-{run_id}"
+
+
+_HAS_JOB = ("SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s "
+            "AND status IN ('todo', 'doing')) AS found")
+
+
 def embedded_workers(hub: Hub) -> int:
     """How many runs an API process executes itself in queue mode
     (``HUB_SYNC_WORKERS``, default 2; 0 leaves them to ``hub worker``)."""
@@ -179,10 +199,14 @@ class QueueExecutor:
 
         if not self._open:
             await self.start()
+        found = await self.app.connector.execute_query_one_async(query=_HAS_JOB, queueing_lock=_run_lock(run.id))
+        if found["found"]:
+            # Waiting, or running: also the job of a dead worker, which the stalled-job check puts back.
+            return
         try:
             await self.app.configure_task(
                 name=TASK, queue=QUEUE, lock=f"sync-connection-{run.connection_id}",
-                queueing_lock=f"sync-run-{run.id}",
+                queueing_lock=_run_lock(run.id),
             ).defer_async(run_id=run.id)
         except AlreadyEnqueued:
             pass
@@ -224,13 +248,62 @@ async def run_worker(hub: Hub, *, concurrency: int = 4, name: str | None = None)
 
 
 async def _retry_stalled(hub: Hub, app: Any) -> None:
-    """Put back in the queue the jobs of workers whose heartbeat stopped (killed, crashed)."""
+    """Put back in the queue the jobs of workers whose heartbeat stopped (killed, crashed, machine lost)."""
     stalled = hub.settings.sync_stalled_seconds
     while True:
         await asyncio.sleep(stalled / 3)
         try:
-            for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled):
-                log.warning("retrying stalled sync job %s", job.id)
-                await app.job_manager.retry_job(job)
+            jobs = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                                                          seconds_since_heartbeat=stalled)
         except Exception:
             log.warning("could not check for stalled sync jobs", exc_info=True)
+            continue
+        for job in jobs:
+            try:
+                if await asyncio.to_thread(release_stalled, hub, job.id, stalled):
+                    log.warning("retrying stalled sync job %s (run %s)", job.id, job.task_kwargs.get("run_id"))
+            except Exception:
+                log.warning("could not retry stalled sync job %s", job.id, exc_info=True)
+
+
+_STALLED_JOB = """
+SELECT job.queueing_lock, job.args
+  FROM procrastinate_jobs job
+  LEFT JOIN procrastinate_workers worker ON worker.id = job.worker_id
+ WHERE job.id = %(job_id)s AND job.status = 'doing'
+   AND (worker.id IS NULL OR worker.last_heartbeat < NOW() - make_interval(secs => %(seconds)s))
+   FOR UPDATE OF job
+"""
+
+
+def release_stalled(hub: Hub, job_id: int, seconds: float) -> bool:
+    """Put a dead worker's job back in the queue, in one transaction.
+
+    The job is checked again under a row lock (still ``doing``, its worker
+    still silent for ``seconds``), so a job that another worker already put
+    back, or took up again, is left alone. A job the scheduler queued for
+    the same run meanwhile is dropped: the stalled job keeps the run's place
+    in its connection's queue (procrastinate runs a lock's jobs in id order).
+    The run's lease is ended, so its next execution need not wait for it to
+    expire.
+
+    :returns: whether the job was put back (not when it needed nothing).
+    """
+    from procrastinate import sql
+
+    with hub.engine.begin() as connection:
+        found = connection.exec_driver_sql(_STALLED_JOB, {"job_id": job_id, "seconds": float(seconds)}).first()
+        if found is None:
+            return False
+        queueing_lock, args = found
+        if queueing_lock:
+            connection.exec_driver_sql(
+                "DELETE FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'",
+                {"queueing_lock": queueing_lock})
+        connection.exec_driver_sql(sql.queries["retry_job"], {
+            "job_id": job_id, "retry_at": utcnow(), "new_priority": None, "new_queue_name": None,
+            "new_lock": None})
+        run_id = (args or {}).get("run_id")
+        if run_id:
+            end_dead_run_lease(connection, run_id)
+        return True
