@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import fcntl
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from hub.types import (
     Credentials,
     HubError,
     NotFound,
+    Page,
     ProviderError,
     ProviderUnavailable,
     RateLimit,
@@ -40,6 +42,16 @@ from hub.types import (
 )
 
 log = logging.getLogger("hub.runtime")
+
+#: What the hooks called for a connection must return (hub/hookspecs.py).
+HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
+    "list_records": Page,
+    "get_record": dict,
+    "create_record": dict,
+    "update_record": dict,
+    "test_connection": (dict, type(None)),
+    "refresh_credentials": Credentials,
+}
 
 SECRET_HINT_KEYS = ("api_key", "secret_key", "access_token", "token")
 
@@ -264,10 +276,13 @@ class Hub:
     async def call(self, provider: Provider, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
         """Call a provider hook, turning whatever goes wrong into a hub error.
 
+        A result of the wrong type (:data:`HOOK_RESULTS`) is a ``ProviderError``
+        naming the plugin and the hook, not a failure further on.
+
         An ``AuthFailed`` from a connection's call marks the connection ``error``.
         """
         try:
-            return await provider.call(hook, ctx=ctx, **kwargs)
+            result = await provider.call(hook, ctx=ctx, **kwargs)
         except AuthFailed as exc:
             if ctx.connection_id:
                 status = "expired" if exc.code == "token_refresh_failed" else "error"
@@ -281,6 +296,16 @@ class Hub:
         except Exception:
             log.exception("provider %s failed in %s", provider.name, hook)
             raise ProviderError(f"provider {provider.name} failed in {hook}") from None
+        expected = HOOK_RESULTS.get(hook)
+        if expected is not None and not isinstance(result, expected):
+            if inspect.iscoroutine(result):
+                result.close()  # an un-awaited call inside the hook
+            wanted = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            message = (f"provider {provider.name} returned {type(result).__name__} from {hook}, "
+                       f"expected {wanted} (hub/hookspecs.py)")
+            log.error(message)
+            raise ProviderError(message)
+        return result
 
     def mark(self, connection_id: str, status: str, error: str | None) -> None:
         with self.session() as session:

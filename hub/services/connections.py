@@ -71,7 +71,7 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
     if provider.implements("test_connection"):
         ctx = hub.context(provider, connection)
         try:
-            await provider.call("test_connection", ctx=ctx)
+            await hub.call(provider, "test_connection", ctx)
         except BaseException:
             await hub.pool.discard(connection.id)
             raise

@@ -1,0 +1,77 @@
+"""A plugin's hook that returns the wrong thing is reported as that
+plugin's error (502 ``provider_error`` naming the provider and the hook),
+not as the hub's 500 further on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.api.main import create_app
+from hub.plugins import PluginRegistry
+from hub.types import EntityField, EntitySchema, Page, ProviderInfo
+from tests.conftest import API, make_org, module_plugin
+
+INFO = ProviderInfo(name="sloppy", label="Sloppy", category="test", auth_type="api_key",
+                    urls={"api": "https://sloppy.invalid"})
+THINGS = EntitySchema("things", "Things", fields=[EntityField("id", "string"), EntityField("name", "string")],
+                      supports_create=True, supports_update=True)
+
+
+async def _record() -> dict:
+    return {"id": "t1", "name": "one"}
+
+
+async def get_record(ctx, entity, record_id):
+    return _record()  # forgot the await
+
+
+def sloppy_plugin(**hooks):
+    defaults = {
+        "list_records": lambda ctx, entity, cursor, page_size, filters, since: Page(records=[]),
+        "get_record": get_record,
+        "create_record": lambda ctx, entity, data, idempotency_key: None,
+        "update_record": lambda ctx, entity, record_id, data: [1, 2],
+    }
+    return module_plugin("sloppy_plugin", INFO, [THINGS], **{**defaults, **hooks})
+
+
+@pytest.fixture
+def client(settings):
+    registry = PluginRegistry()
+    registry.register(sloppy_plugin(), "sloppy")
+    with TestClient(create_app(settings, registry)) as client:
+        yield client
+
+
+def test_wrong_results_of_record_hooks_are_the_plugins_error(client):
+    auth = make_org(client.app)
+    auth.pop("org_id")
+    created = client.post(f"{API}/connections", json={"provider": "sloppy", "credentials": {"api_key": "k"}},
+                          headers=auth)
+    assert created.status_code == 201, created.text
+    records = f"{API}/connections/{created.json()['connection']['id']}/entities/things/records"
+    for response, hook, got in (
+        (client.get(f"{records}/t1", headers=auth), "get_record", "coroutine"),
+        (client.post(records, json={"data": {"name": "two"}}, headers=auth), "create_record", "NoneType"),
+        (client.put(f"{records}/t1", json={"data": {"name": "three"}}, headers=auth), "update_record", "list"),
+    ):
+        assert response.status_code == 502, response.text
+        body = response.json()
+        assert body["code"] == "provider_error"
+        assert body["error"] == f"provider sloppy returned {got} from {hook}, expected dict (hub/hookspecs.py)"
+
+
+def test_a_test_connection_answering_nonsense_refuses_the_connection(settings):
+    registry = PluginRegistry()
+    registry.register(sloppy_plugin(test_connection=lambda ctx: "ok"), "sloppy")
+    with TestClient(create_app(settings, registry)) as client:
+        auth = make_org(client.app)
+        auth.pop("org_id")
+        refused = client.post(f"{API}/connections", json={"provider": "sloppy", "credentials": {"api_key": "k"}},
+                              headers=auth)
+        assert refused.status_code == 502, refused.text
+        assert "returned str from test_connection" in refused.json()["error"]
+        assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
