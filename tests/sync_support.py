@@ -48,6 +48,8 @@ class Ledger:
         self.calls: list[tuple[str, str | None, datetime | None]] = []
         self.fail_on_call: int | None = None
         self.on_call: Any = None
+        #: When set, the next cursor after each ``items`` cursor (pages going round in a cycle).
+        self.next_cursors: dict[str | None, str | None] | None = None
         self.clock = T0
         for i in range(items):
             self.put(f"it_{i:05d}", {"name": f"item {i}", "amount": i * 100, "active": i % 2 == 0})
@@ -97,7 +99,10 @@ class Ledger:
                     if since is None or datetime.fromisoformat(r["updated_at"]) >= since]
             page = rows[start:start + page_size]
             more = start + page_size < len(rows)
-            return Page(records=[dict(r) for r in page], next_cursor=str(start + page_size) if more else None)
+            next_cursor = str(start + page_size) if more else None
+            if self.next_cursors is not None:
+                next_cursor = self.next_cursors.get(cursor)
+            return Page(records=[dict(r) for r in page], next_cursor=next_cursor)
         entries = self.log[start:start + page_size]
         end = start + len(entries)
         more = end < len(self.log)

@@ -126,6 +126,16 @@ def test_a_record_without_its_id_fails_the_pass_instead_of_deleting_what_is_stor
     assert len(stored(hub, conn.id, "items")) == 250
 
 
+def test_cursors_going_round_in_a_cycle_fail_the_pass_instead_of_paging_forever(hub, conn, ledger):
+    ledger.next_cursors = {None: "100", "100": "200", "200": "50", "50": "100"}
+    failed = run(sync(hub, conn))
+    assert failed.status == "failed" and failed.error_code == "provider_error"
+    assert "again in one pass: its pages go round in a cycle" in failed.error
+    assert len(ledger.calls) < 12
+    ledger.next_cursors = dict.fromkeys((None, "50", "100", "200"), "100")  # the same cursor at once
+    assert run(sync(hub, conn)).error_code == "provider_error"
+
+
 def test_a_first_pull_inserting_pages_first_absorbs_records_already_stored(hub, conn, ledger):
     # Page 1 is all new, so page 2 is inserted before any lookup; three of its
     # records were stored already (a webhook came first): unchanged, older, deleted.

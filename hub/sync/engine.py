@@ -197,6 +197,25 @@ class _Pass:
     sweep: bool = True
 
 
+class _CursorCycle:
+    """Notices a pass's cursors going round in a cycle (a provider or plugin
+    bug that would otherwise page forever), in constant memory: Brent's
+    algorithm keeps one earlier cursor, moved ahead at powers of two, and
+    finds a cycle of any length within about twice its length."""
+
+    def __init__(self, first: str | None):
+        self.kept = first
+        self.power = self.distance = 1
+
+    def repeats(self, cursor: str) -> bool:
+        if cursor == self.kept:
+            return True
+        if self.distance == self.power:
+            self.kept, self.power, self.distance = cursor, self.power * 2, 0
+        self.distance += 1
+        return False
+
+
 class _PageWriter:
     """Stores pages, each with the position after it, in transactions of at
     most :data:`COMMIT_SECONDS`: the pages of one transaction and the cursor
@@ -477,13 +496,15 @@ class SyncEngine:
         plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease)
         writer = _PageWriter(self, run.id, config, schema, plan, lease)
         cursor = plan.cursor
+        cycle = _CursorCycle(cursor)
         fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
         try:
             while True:
                 page = await fetch
                 next_cursor = page.next_cursor or None
-                if next_cursor is not None and next_cursor == cursor:
-                    raise ProviderError(f"provider {provider.name} returned the same {schema.name} cursor twice")
+                if next_cursor is not None and cycle.repeats(next_cursor):
+                    raise ProviderError(f"provider {provider.name} returned the {schema.name} cursor {next_cursor!r} "
+                                        "again in one pass: its pages go round in a cycle")
                 if next_cursor is not None:
                     fetch = asyncio.create_task(self._fetch(provider, ctx, schema, next_cursor, plan.since))
                 counts = await asyncio.to_thread(writer.write, page, next_cursor)
