@@ -13,9 +13,13 @@ from hub.config import get_settings
 
 
 def _hub():
+    from hub.plugins import DuplicateProviderError
     from hub.runtime import Hub
 
-    hub = Hub(get_settings())
+    try:
+        hub = Hub(get_settings())
+    except DuplicateProviderError as exc:
+        raise click.ClickException(str(exc)) from None
     hub.migrate()
     return hub
 
@@ -66,7 +70,7 @@ def plugins(as_json: bool) -> None:
     """List installed provider plugins, their versions, entities and load errors."""
     from hub.plugins import PluginRegistry
 
-    registry = PluginRegistry.from_environment()
+    registry = PluginRegistry.from_environment(strict=False)
     rows = [r.public() for r in registry.records]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -148,11 +148,13 @@ class PluginRegistry:
     # -- loading
 
     @classmethod
-    def discover(cls, names: list[str] | None = None) -> PluginRegistry:
+    def discover(cls, names: list[str] | None = None, strict: bool = True) -> PluginRegistry:
         """Load the plugins installed under ``hub.providers``.
 
         :param names: load only these entry point names (``HUB_PLUGINS``);
             ``None`` loads every installed plugin.
+        :param strict: raise on two plugins claiming one provider id; otherwise
+            the second is listed with that error (``hub plugins``, for diagnosis).
         :raises DuplicateProviderError: two distributions claim one provider id.
         """
         registry = cls()
@@ -180,16 +182,22 @@ class PluginRegistry:
                 version=version, error=_describe(error)))
         for ext in manager.extensions:
             dist, version = _distribution(ext.entry_point)
-            registry.register(ext.plugin, ext.name, distribution=dist, version=version,
-                              module_name=ext.entry_point.value)
+            try:
+                registry.register(ext.plugin, ext.name, distribution=dist, version=version,
+                                  module_name=ext.entry_point.value)
+            except DuplicateProviderError as exc:
+                if strict:
+                    raise
+                registry.records.append(PluginRecord(name=ext.name, module=ext.entry_point.value,
+                                                     distribution=dist, version=version, error=str(exc)))
         registry.records.sort(key=lambda r: r.name)
         return registry
 
     @classmethod
-    def from_environment(cls) -> PluginRegistry:
+    def from_environment(cls, strict: bool = True) -> PluginRegistry:
         selected = os.environ.get("HUB_PLUGINS")
         names = None if selected is None else [n.strip() for n in selected.split(",") if n.strip()]
-        return cls.discover(names)
+        return cls.discover(names, strict=strict)
 
     def register(self, plugin: object, name: str, *, distribution: str | None = None,
                  version: str | None = None, module_name: str | None = None) -> PluginRecord:
@@ -224,7 +232,8 @@ class PluginRegistry:
             raise DuplicateProviderError(
                 f"provider id {name!r} is claimed by two plugins: "
                 f"{other.distribution or other.module} and {mine.distribution or mine.module}; "
-                f"uninstall one of them or choose one with HUB_PLUGINS"
+                f"uninstall one of them (pip uninstall {other.distribution or other.module}, "
+                f"or pip uninstall {mine.distribution or mine.module})"
             )
         self.pm.register(plugin, name=f"hub.providers:{name}")
         hooks = set(_hookimpl_names(plugin))

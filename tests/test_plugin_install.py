@@ -85,6 +85,16 @@ def test_install_uninstall_and_broken_plugins(venv):
     clash = probe(venv)
     assert "hub-example-clone" in clash["startup_error"]
     assert re.search(r"hub-example(?!-clone)", clash["startup_error"])
+    assert "pip uninstall hub-example-clone" in clash["startup_error"]
+    # The diagnostic listing still lists both; commands that need the hub say why they stop, without a traceback.
+    listing = hub_plugins_cli(venv)
+    assert re.search(r"^example .*FAILED: provider id 'example' is claimed by two plugins", listing, re.M), listing
+    assert "hub-example-clone" in listing and re.search(r"^example +hub-example ", listing, re.M), listing
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    refused = subprocess.run([str(venv), "-m", "hub.cli", "org", "create", "acme"], capture_output=True, text=True,
+                             env={**env, "HUB_DATA_DIR": str(venv.parent.parent / "clash-data")})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "\nError: provider id 'example' is claimed by two plugins" in refused.stderr, refused.stderr
     pip(venv, "uninstall", "-y", "hub-example-clone")
 
     pip(venv, "uninstall", "-y", "hub-example")
