@@ -96,8 +96,15 @@ def test_writes_are_checked_against_the_config(client, auth):
     raw = client.put(f"{records}/note_1", json={"data": {"title": "raw"}, "mapped": False, "sync": False},
                      headers=auth).json()
     assert raw["run_id"] is None and raw["record"]["data"]["title"] == "raw"
+    assert raw["record"]["pending_op"] == "update"
+    # A record waiting to be deleted shows it, and is not changed back to life by a later write.
+    assert client.delete(f"{records}/note_2", params={"sync": False}, headers=auth).status_code == 200
+    waiting = client.get(f"{records}/note_2", headers=auth).json()["record"]
+    assert waiting["pending"] is True and waiting["pending_op"] == "delete"
+    assert_error(client.put(f"{records}/note_2", json={"data": {"subject": "x"}}, headers=auth), 409,
+                 "record_pending_delete")
     pending = client.get(records, params={"pending": True}, headers=auth).json()["records"]
-    assert [r["remote_id"] for r in pending] == ["note_1"]
+    assert sorted((r["remote_id"], r["pending_op"]) for r in pending) == [("note_1", "update"), ("note_2", "delete")]
     client.put(f"{API}/connections/{connection['id']}/sync-configs/{config['id']}", json={"direction": "pull"},
                headers=auth)
     assert_error(client.put(f"{records}/note_1", json={"data": {"subject": "x"}}, headers=auth), 405, "read_only")

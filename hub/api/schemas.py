@@ -358,6 +358,9 @@ class StoredRecordOut(BaseModel):
     deleted: bool
     deleted_at: datetime | None
     pending: bool = Field(description="The hub has a change the provider does not have yet.")
+    pending_op: Literal["create", "update", "delete"] | None = Field(
+        default=None, description="What the next push does with that change: create the record at the provider, "
+                                  "update it, or delete it (a record waiting to be deleted cannot be changed).")
     push_status: str | None
     push_error: str | None
     remote_updated_at: datetime | None

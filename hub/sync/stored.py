@@ -33,6 +33,11 @@ class InvalidCursor(HubError):
     status = 400
 
 
+class PendingDelete(HubError):
+    code = "record_pending_delete"
+    status = 409
+
+
 def encode_cursor(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
@@ -63,7 +68,8 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
         "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
         "data": mapper.to_tenant(data, problems) if mapper is not None else data, "mapping_errors": problems,
         "deleted": row.deleted, "deleted_at": row.deleted_at,
-        "pending": row.push_status in (PENDING, CONFLICT, "failed"), "push_status": row.push_status,
+        "pending": row.push_status in (PENDING, CONFLICT, "failed"), "pending_op": row.local_op,
+        "push_status": row.push_status,
         "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
@@ -149,6 +155,9 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
             row = find_record(session, connection.id, config.entity, record_id)
             if row is None or row.deleted:
                 raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+            if row.local_op == "delete":
+                raise PendingDelete(f"the {config.entity} record {record_id} has a delete waiting to be pushed; "
+                                    f"it cannot be changed")
             if row.remote_id is not None and not schema.supports_update:
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row))
