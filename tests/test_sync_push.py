@@ -173,3 +173,44 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     wait_run(client, auth, connection["id"], custom["run_id"])
     assert fake.state.notes.rows["note_5"]["title"] == "merged five"
     assert fake.state.notes.rows["note_4"]["title"] == "provider note_4"
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy(client, auth, example_fake, policy):
+    """Found by a full pass no longer listing it, or by the push meeting a 404:
+    either way a conflict, never a change left failing forever."""
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, policy)
+    conflicts_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
+    for note_id in ("note_4", "note_5"):
+        assert client.put(f"{records}/{note_id}", json={"data": {"subject": "hub side"}, "sync": False},
+                          headers=auth).status_code == 200
+        del fake.state.notes.rows[note_id]
+
+    swept = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
+                                                           direction="pull", full_refresh=True)["id"])
+    assert swept["status"] == "succeeded" and swept["conflicts"] == 2 and swept["deleted"] == 2
+    pushed = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
+                                                            direction="push")["id"])
+    assert pushed["status"] == "succeeded" and pushed["failed"] == 0
+    conflicts = client.get(conflicts_url, headers=auth).json()["conflicts"]
+    assert sorted(c["remote_id"] for c in conflicts) == ["note_4", "note_5"]
+    assert all(c["remote_data"] is None and c["local_data"]["data"] == {"title": "hub side"} for c in conflicts)
+    for note_id in ("note_4", "note_5"):
+        record = client.get(f"{records}/{note_id}", headers=auth).json()["record"]
+        assert record["deleted"] is True
+        if policy == "provider_wins":
+            assert record["pending"] is False
+        else:
+            assert record["push_status"] == "conflict"
+    assert {c["status"] for c in conflicts} == {"resolved" if policy == "provider_wins" else "open"}
+
+    # The push meeting the provider's 404 is the same conflict.
+    assert client.put(f"{records}/note_6", json={"data": {"subject": "hub side"}, "sync": False},
+                      headers=auth).status_code == 200
+    del fake.state.notes.rows["note_6"]
+    pushed = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
+                                                            direction="push")["id"])
+    assert pushed["status"] == "succeeded" and pushed["conflicts"] == 1 and pushed["failed"] == 0
+    record = client.get(f"{records}/note_6", headers=auth).json()["record"]
+    assert record["deleted"] is True and record["push_status"] == (None if policy == "provider_wins" else "conflict")

@@ -316,7 +316,8 @@ class _PageWriter:
             assert state is not None
             state.cursor, state.pass_pages, state.updated_at = None, plan.pages, now
             state.pass_max_updated, state.pass_watermark = plan.max_updated, plan.watermark
-            self.pending.deleted += self.engine._end_pass(session, state, self.schema, plan, now)
+            self.pending.add(self.engine._end_pass(session, state, self.schema, plan, now,
+                                                   self.config.conflict_policy))
             session.add(state)
             self.commit()
         elif time.monotonic() - self.opened >= COMMIT_SECONDS:
@@ -557,12 +558,13 @@ class SyncEngine:
                          state.pass_started_at or now, state.pass_max_updated, state.pass_watermark,
                          state.pass_pages, sweep=sweep)
 
-    def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime) -> int:
-        swept = 0
+    def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime,
+                  policy: str) -> Counts:
+        swept = Counts()
         if plan.mode == "full":
             if plan.sweep:
                 swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
-                                     seen_since=plan.started_at, now=now)
+                                     seen_since=plan.started_at, now=now, policy=policy)
             state.last_full_pass_at = now
         newest = state.pass_max_updated
         if schema.supports_since and schema.updated_field and newest is not None:
@@ -643,6 +645,12 @@ class SyncEngine:
             lease.renew_in(session)
             row = session.get(SyncRecord, sent.id)
             if row is None:
+                return
+            if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
+                # The provider deleted the record the tenant changed: a conflict, as a pull would find it.
+                counts.add(apply_deletions(session, connection_id=config.connection_id, entity=config.entity,
+                                           policy=config.conflict_policy, remote_ids=[row.remote_id], now=now))
+                _bump(session, run_id, counts)
                 return
             if failure is not None:
                 row.push_status = "failed" if permanent else PENDING

@@ -401,18 +401,27 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
     return counts
 
 
-def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_since: datetime, now: datetime) -> int:
+def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_since: datetime, now: datetime,
+                 policy: str) -> Counts:
     """After a complete full pass: records the provider no longer lists are
-    deleted there. Records with an unpushed tenant change are left alone."""
+    deleted there. One the tenant changed meanwhile is a conflict settled by
+    ``policy`` (as a deletion event would be), not a change left to fail at
+    the next push."""
+    unseen = (_records.c.connection_id == connection_id, _records.c.entity == entity,
+              _records.c.deleted.is_(False), _records.c.remote_id.is_not(None),
+              sa.or_(_records.c.last_seen_at.is_(None), _records.c.last_seen_at < seen_since))
+    changed = [remote_id for (remote_id,) in session.execute(
+        sa.select(_records.c.remote_id).where(*unseen, _records.c.push_status.in_(LOCAL_CHANGE)))]
     result = session.execute(
         sa.update(_records)
-        .where(_records.c.connection_id == connection_id, _records.c.entity == entity,
-               _records.c.deleted.is_(False), _records.c.remote_id.is_not(None),
-               sa.or_(_records.c.last_seen_at.is_(None), _records.c.last_seen_at < seen_since),
-               sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
+        .where(*unseen, sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
         .values(deleted=True, deleted_at=now, updated_at=now)
     )
-    return result.rowcount or 0
+    counts = Counts(deleted=result.rowcount or 0)
+    if changed:
+        counts.add(apply_deletions(session, connection_id=connection_id, entity=entity, policy=policy,
+                                   remote_ids=changed, now=now))
+    return counts
 
 
 def purge_tombstones(session: Session, *, before: datetime) -> int:
