@@ -133,6 +133,8 @@ def test_unconvertible_value_on_write_is_refused():
 @pytest.mark.parametrize(("mapping", "code", "needle"), [
     ({"source": "nickname", "target": "n"}, "unknown_field", "nickname"),
     ({"source": "bogus.inner", "target": "n"}, "unknown_field", "bogus"),
+    ({"source": "first_name.foo", "target": "n"}, "unknown_field", "first_name is string"),
+    ({"source": "active.x", "target": "n", "transform": "int"}, "unknown_field", "a dotted path reads into"),
     ({"source": "active", "target": "d", "transform": "date"}, "impossible_cast", "boolean"),
     ({"source": "first_name", "target": "c", "transform": "cents_to_decimal"}, "impossible_cast", "string"),
     ({"source": "count", "target": "c", "transform": "decimal_to_cents"}, "impossible_cast", "string"),

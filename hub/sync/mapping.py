@@ -122,6 +122,12 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                 problem(index, "unknown_field",
                         f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source)
                 continue
+            head = schema.field(source.split(".")[0]) if "." in source else None
+            if head is not None and head.type in SCALARS:
+                problem(index, "unknown_field",
+                        f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
+                        f"(a dotted path reads into an object or array field)", source)
+                continue
             allowed = ACCEPTS.get(mapping.transform)
             if allowed is not None and field_type is not None and field_type not in allowed:
                 problem(index, "impossible_cast",
