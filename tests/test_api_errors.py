@@ -19,6 +19,9 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     url = f"{API}/connections"
     assert_error(client.post(url, content=b'{"provider": ', headers={**auth, "Content-Type": "application/json"}),
                  400, "invalid_json")
+    deep = b'{"provider": "example", "credentials": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert_error(client.post(url, content=deep, headers={**auth, "Content-Type": "application/json"}),
+                 400, "invalid_json")
     body = assert_error(client.post(url, json={"provider": 12, "credentials": "x"}, headers=auth),
                         422, "validation_error")
     assert "credentials" in body["error"]

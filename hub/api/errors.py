@@ -25,6 +25,9 @@ HTTP_CODES = {
 }
 
 
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 def error_body(message: str, code: str, details: object = None) -> dict:
     body: dict = {"success": False, "error": message, "code": code}
     if details is not None:
@@ -62,6 +65,9 @@ def install(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 400 and message == _UNPARSABLE_BODY:
+            # FastAPI's answer to a body json cannot decode (nested too deeply, for one).
+            code, message = "invalid_json", "the request body could not be read as JSON (nested too deeply?)"
         return JSONResponse(error_body(message, code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
