@@ -61,7 +61,7 @@ INFO = ProviderInfo(
     config_fields=(EntityField("shop", "Shop domain", required=True, description="<name>.myshopify.com"),),
     # Shopify signs no timestamp and retries a failed delivery 8 times over 4 hours:
     # a retry is legitimate that long, so only deliveries triggered longer ago (or
-    # stamped as far ahead: the header is unsigned) are stale.
+    # stamped ahead by more than clock skew: the header is unsigned) are stale.
     webhook_tolerance_seconds=5 * 3600,
     url_defaults={"api_version": DEFAULT_API_VERSION},
 )
@@ -461,12 +461,16 @@ def webhook_connection_key(request):
     return _delivery_shop(request) or None
 
 
+#: How far ahead of the hub's clock a delivery's time may be.
+CLOCK_SKEW_SECONDS = 300
+
+
 @hookimpl
 def verify_webhook(ctx, request):
     """A delivery is accepted when its ``X-Shopify-Hmac-Sha256`` (keyed with the app's
     client secret) matches the raw body, its ``X-Shopify-Shop-Domain`` is the
-    connection's shop, and its ``X-Shopify-Triggered-At`` is within the tolerance of
-    now, either way. The secret is the same for every shop that installed the app,
+    connection's shop, and its ``X-Shopify-Triggered-At`` is at most the tolerance
+    (5 hours of retries) in the past and :data:`CLOCK_SKEW_SECONDS` in the future. The secret is the same for every shop that installed the app,
     so the signature alone does not say which shop a delivery belongs to."""
     digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
     if not hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode()):
@@ -480,8 +484,10 @@ def verify_webhook(ctx, request):
     except ValueError:
         raise WebhookRejected("malformed delivery: triggered-at time or body") from None
     triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
-    # Unsigned, and a deletion's version: a delivery dated ahead would outrank real updates.
-    if abs((datetime.now(timezone.utc) - triggered).total_seconds()) > ctx.provider.webhook_tolerance_seconds:
+    # Unsigned, and a deletion's version: a delivery dated ahead would outrank real
+    # updates, so ahead only clock skew is allowed (retries make old ones legitimate).
+    age = (datetime.now(timezone.utc) - triggered).total_seconds()
+    if age > ctx.provider.webhook_tolerance_seconds or -age > CLOCK_SKEW_SECONDS:
         raise WebhookRejected("the delivery's triggered-at time is outside the tolerance", code="webhook_stale")
     resource, _, verb = (request.header("X-Shopify-Topic") or "").partition("/")
     if not (resource and verb and isinstance(payload, dict)):
