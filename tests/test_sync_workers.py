@@ -303,3 +303,37 @@ def test_a_stalled_job_goes_back_in_its_place_and_ends_the_lease_of_its_lost_mac
             await hub.close()
 
     asyncio.run(scenario())
+
+
+def test_a_queued_run_whose_job_is_gone_gets_one_at_the_next_tick(pg_server, tmp_path, example_registry):
+    """A worker stopped mid-run past its shutdown timeout aborts its job and
+    puts the run back to queued: the scheduler's next tick gives it a job
+    again (not 10 minutes later), and never a second one."""
+    database = postgres.create_database(pg_server, "hub_worker_jobless")
+    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=database, secret_key="test-secret-key"),
+              example_registry)
+    hub.migrate()
+    connection = make_connection(hub, "example", {"api_key": API_KEY})
+
+    def statuses() -> list[str]:
+        with hub.engine.connect() as db:
+            return [row[0] for row in db.exec_driver_sql("SELECT status::text FROM procrastinate_jobs ORDER BY id")]
+
+    async def scenario() -> None:
+        executor = QueueExecutor(hub, workers=0)
+        service = SyncService(hub, executor)
+        await service.start()
+        try:
+            run = await service.request(connection, entity="notes")
+            with hub.engine.begin() as db:
+                db.exec_driver_sql("UPDATE procrastinate_jobs SET status = 'aborted'")
+            scheduler = Scheduler(service, interval=60)
+            assert await scheduler.recover() == [run.id]
+            assert statuses() == ["aborted", "todo"]
+            await scheduler.recover()
+            assert statuses() == ["aborted", "todo"]
+        finally:
+            await service.stop()
+            await hub.close()
+
+    asyncio.run(scenario())

@@ -181,7 +181,10 @@ class QueueExecutor:
         self._tasks: list[asyncio.Task[Any]] = []
 
     def knows(self, run_id: str) -> bool:
-        return True
+        # The queue lives in the database: submit() looks there and adds a job
+        # only to a queued run that has none (its job aborted by a worker
+        # stopped mid-run, say), so the scheduler may submit every queued run.
+        return False
 
     async def start(self) -> None:
         await self.app.open_async()
