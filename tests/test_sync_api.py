@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.models import Connection, SyncConfig, utcnow
+from hub.sync.stored import encode_cursor
 from hub.types import Credentials
 from tests.conftest import API, make_org
 from tests.sync_support import wait_run
@@ -180,6 +181,8 @@ def test_stored_records_raw_and_mapped_in_pages(client, auth):
     assert mapped["mapping_errors"] == [{"field": "number", "source": "title", "transform": "int",
                                          "error": "'note 4' is not a number"}]
     assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 400, "invalid_cursor")
+    for forged in ({"after": 1}, {"after": {"id": "x"}}):
+        assert_error(client.get(url, params={"cursor": encode_cursor(forged)}, headers=auth), 400, "invalid_cursor")
     assert_error(client.get(f"{url}/note_999", headers=auth), 404, "record_not_found")
 
 

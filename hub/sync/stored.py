@@ -97,6 +97,8 @@ def run_out(run: SyncRun) -> dict[str, Any]:
 def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped: bool, cursor: str | None,
                  limit: int, include_deleted: bool, pending_only: bool = False) -> tuple[list[dict[str, Any]], str | None]:
     after = (decode_cursor(cursor) or {}).get("after")
+    if after is not None and not isinstance(after, str):
+        raise InvalidCursor("the cursor is not one this API returned")
     mapper = mapper_for(hub, connection, config) if mapped else None
     with hub.session() as session:
         query = select(SyncRecord).where(SyncRecord.connection_id == connection.id,
