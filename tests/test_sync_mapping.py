@@ -124,10 +124,22 @@ def test_writing_a_field_no_mapping_targets_is_refused():
 
 
 def test_unconvertible_value_on_write_is_refused():
-    m = mapper({"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"})
+    m = mapper({"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
+               {"source": "count", "target": "count", "transform": "int"})
+    # Not a number; a fraction of a cent (refused, not rounded); text under an int field of the tenant's.
+    for change, needle in (({"balance": "lots"}, "not a number"), ({"balance": 1.005}, "two decimal places"),
+                           ({"count": "x"}, "not a number")):
+        with pytest.raises(ValidationFailed) as caught:
+            m.to_provider(change)
+        assert caught.value.code == "invalid_value" and needle in caught.value.message
+    assert m.to_provider({"balance": "12.34", "count": 7}) == {"balance_cents": 1234, "count": "7"}
+
+
+def test_a_default_must_fit_its_transform():
     with pytest.raises(ValidationFailed) as caught:
-        m.to_provider({"balance": "lots"})
-    assert caught.value.code == "invalid_value"
+        validate_mappings(ACCOUNT, [{"source": "count", "target": "n", "transform": "int", "default": "abc"}])
+    assert caught.value.code == "invalid_mapping" and "default does not fit int" in caught.value.message
+    validate_mappings(ACCOUNT, [{"source": "count", "target": "n", "transform": "int", "default": "7"}])
 
 
 @pytest.mark.parametrize(("mapping", "code", "needle"), [

@@ -111,6 +111,12 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
         if shape:
             problem(index, "invalid_mapping", f"mapping {index}: {shape}")
             continue
+        if mapping.default is not None:
+            try:
+                tenant_value(mapping.transform, mapping.default)
+            except ConversionError as exc:
+                problem(index, "invalid_mapping", f"mapping {index}: the default does not fit {mapping.transform}: "
+                                                  f"{exc}", "default")
         for target in mapping.targets():
             if not target or target in seen_targets:
                 problem(index, "invalid_mapping", f"mapping {index}: target {target!r} is empty or mapped twice",
@@ -314,7 +320,7 @@ def forward(m: FieldMapping, value: Any) -> Any:
     if t == "cents_to_decimal":
         return _number(to_decimal(value) / 100)
     if t == "decimal_to_cents":
-        return int((to_decimal(value) * 100).to_integral_value())
+        return to_cents(value)
     raise ConversionError(f"{t} is not a one-field transform")
 
 
@@ -326,6 +332,7 @@ def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
     if t == "rename":
         return value
     if t in ("str", "int", "float", "bool"):
+        tenant_value(t, value)  # the tenant's field has the transform's type
         return cast_to(field_type, value)
     if t in ("date", "datetime"):
         moment = parse_datetime(value)
@@ -335,10 +342,32 @@ def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
             return moment.date().isoformat()
         return moment.astimezone(timezone.utc).isoformat()
     if t == "cents_to_decimal":
-        return int((to_decimal(value) * 100).to_integral_value())
+        return to_cents(value)
     if t == "decimal_to_cents":
         return _number(to_decimal(value) / 100)
     raise ConversionError(f"{t} cannot be reversed")
+
+
+def to_cents(value: Any) -> int:
+    """An amount with at most two decimal places in cents; a finer amount is
+    refused rather than rounded (12.345 is not a price in cents)."""
+    cents = to_decimal(value) * 100
+    if cents != cents.to_integral_value():
+        raise ConversionError(f"{value!r} has more than two decimal places")
+    return int(cents)
+
+
+#: What the tenant's side of each typed transform must convert with.
+_TENANT_TYPES: dict[str, Any] = {
+    "int": to_int, "float": to_float, "bool": to_bool, "date": parse_datetime, "datetime": parse_datetime,
+    "cents_to_decimal": to_decimal, "decimal_to_cents": to_int,
+}
+
+
+def tenant_value(transform: str, value: Any) -> Any:
+    """Check (and convert) a tenant-side value of a transform: a write, or a default."""
+    convert = _TENANT_TYPES.get(transform)
+    return convert(value) if convert is not None else value
 
 
 def cast_to(field_type: str | None, value: Any) -> Any:
