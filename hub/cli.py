@@ -1,4 +1,4 @@
-"""The ``hub`` command: ``serve``, ``plugins``, ``org create``, ``sync``, ``worker``."""
+"""The ``hub`` command: ``serve``, ``plugins``, ``org create``, ``sync``, ``worker``, ``webhooks``."""
 
 from __future__ import annotations
 
@@ -229,6 +229,67 @@ def worker(concurrency: int, schedule: bool) -> None:
         asyncio.run(work())
     except HubError as exc:
         raise click.ClickException(exc.message) from None
+
+
+@main.group()
+def webhooks() -> None:
+    """Inspect stored webhook events and retry the failed ones."""
+
+
+@webhooks.command("list")
+@click.option("--connection", "connection_id", help="Only this connection's events.")
+@click.option("--status", type=click.Choice(["pending", "failed", "processed", "ignored"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def webhooks_list(connection_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List webhook events, newest first, with their attempts and last error."""
+    from hub.services.webhooks import list_events
+
+    events, _next = list_events(_hub(), connection_id, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps(events, indent=2, default=str))
+        return
+    if not events:
+        click.echo("no webhook events")
+    for event in events:
+        line = (f"{event['id']}  {event['received_at']:%Y-%m-%d %H:%M:%S}  {event['status']:<9} "
+                f"{event['attempts']:>2}  {event['connection_id']}  {event['type']}")
+        click.echo(line + (f"  {event['error']}" if event["error"] and event["status"] != "processed" else ""))
+
+
+@webhooks.command("retry")
+@click.argument("event_ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Retry every failed event (of --connection).")
+@click.option("--connection", "connection_id", help="With --all-failed: only this connection's events.")
+def webhooks_retry(event_ids: tuple[str, ...], all_failed: bool, connection_id: str | None) -> None:
+    """Put failed webhook events back in the queue, their attempts reset; a
+    running `hub serve` (or `hub worker --schedule`) applies them."""
+    from hub.services.webhooks import list_events, retry_event
+    from hub.types import HubError
+
+    if not event_ids and not all_failed:
+        raise click.UsageError("name the events to retry, or use --all-failed")
+    hub = _hub()
+    ids = list(event_ids)
+    if all_failed:
+        cursor = None
+        while True:
+            page, cursor = list_events(hub, connection_id, status="failed", cursor=cursor, limit=500)
+            ids += [event["id"] for event in page]
+            if cursor is None:
+                break
+    failures = 0
+    for event_id in ids:
+        try:
+            retry_event(hub, None, event_id)
+            click.echo(f"{event_id}: queued")
+        except HubError as exc:
+            failures += 1
+            click.echo(f"{event_id}: {exc.code}: {exc.message}", err=True)
+    if not ids:
+        click.echo("no failed webhook events")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(ids)} events not retried")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,12 @@ class OAuthState(SQLModel, table=True):
 
 
 class WebhookEvent(SQLModel, table=True):
+    """A verified webhook event, stored once per connection: the same provider
+    event id delivered to two connections (two organizations' endpoints) is
+    two events."""
+
     __tablename__ = "webhook_events"
-    __table_args__ = (sa.UniqueConstraint("provider", "dedup_key", name="uq_webhook_events_dedup"),)
+    __table_args__ = (sa.UniqueConstraint("connection_id", "dedup_key", name="uq_webhook_events_connection_dedup"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     provider: str = Field(max_length=64)

@@ -1,9 +1,10 @@
-"""Migrations 0002 and 0003 upgrade an existing 0001 database in place, keeping its
+"""Migrations 0002 to 0004 upgrade an existing 0001 database in place, keeping its
 data, matches the models exactly, and downgrades cleanly. On SQLite and
 PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -12,7 +13,7 @@ from sqlmodel import Session, SQLModel, select
 
 from hub.crypto import Cipher
 from hub.db import alembic_config, make_engine, migrate
-from hub.models import Connection, Organization, SyncConfig, SyncRecord, WebhookEvent
+from hub.models import Connection, Organization, SyncConfig, SyncRecord, WebhookEvent, WebhookEventState
 from hub.sync.store import record_hash
 
 SYNC_TABLES = {"sync_configs", "sync_states", "sync_records", "sync_conflicts", "sync_runs", "sync_leases",
@@ -39,17 +40,31 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
             "INSERT INTO webhook_events (id, provider, dedup_key, connection_id, type, action, payload, status, "
             "attempts, received_at) VALUES ('ev1', 'example', 'evt_1', 'conn1', 'note.updated', 'updated', "
             "'{\"id\": \"note_1\"}', 'pending', 0, CURRENT_TIMESTAMP)"))
+    migrate(engine, "0003")
+    with engine.begin() as connection:  # 0004 rebuilds webhook_events on SQLite: the states it owns stay
+        connection.execute(sa.text("INSERT INTO webhook_event_states (event_id, next_attempt_at) "
+                                   "VALUES ('ev1', '2026-01-01 00:00:00')"))
 
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
         assert connection.name == "Notes" and cipher.decrypt_json(connection.credentials_encrypted) == {"api_key": "k"}
         event = session.get(WebhookEvent, "ev1")
         assert event.payload == {"id": "note_1"} and event.raw is None
+        assert session.get(WebhookEventState, "ev1").next_attempt_at.year == 2026
+        # Deduplicated per connection: another connection's evt_1 is its own event, a second one at conn1 is not.
+        session.add(WebhookEvent(id="ev2", provider="example", dedup_key="evt_1", connection_id="conn2", type="x"))
+        session.commit()
+        session.add(WebhookEvent(id="ev3", provider="example", dedup_key="evt_1", connection_id="conn1", type="x"))
+        with pytest.raises(sa.exc.IntegrityError):
+            session.commit()
+        session.rollback()
+        session.delete(session.get(WebhookEvent, "ev2"))  # the downgrade's per-provider constraint refuses it
+        session.commit()
         session.add(SyncConfig(id="cfg1", organization_id="org1", connection_id="conn1", entity="notes",
                                mappings=[{"source": "title", "target": "subject"}]))
         session.add(SyncRecord(connection_id="conn1", entity="notes", remote_id="note_1", data={"id": "note_1"},

@@ -5,9 +5,13 @@ Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from hub.models import utcnow
+import pytest
+from sqlmodel import select
+
+from hub.models import SyncConflict, SyncRecord, utcnow
+from hub.sync.stored import encode_cursor
 from tests.conftest import API
 from tests.sync_support import wait_run
 from tests.test_example_end_to_end import connect
@@ -214,3 +218,30 @@ def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy
     assert pushed["status"] == "succeeded" and pushed["conflicts"] == 1 and pushed["failed"] == 0
     record = client.get(f"{records}/note_6", headers=auth).json()["record"]
     assert record["deleted"] is True and record["push_status"] == (None if policy == "provider_wins" else "conflict")
+
+
+def test_conflicts_are_listed_newest_first_a_page_at_a_time(client, auth, hub_app):
+    connection, config, records = setup_notes(client, auth, "review")
+    hub = hub_app.state.hub
+    moment = utcnow()
+    with hub.session() as session:
+        rows = session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection["id"])
+                            .order_by(SyncRecord.remote_id).limit(5)).all()
+        for number, row in enumerate(rows):  # three at the same moment: the id breaks the tie
+            session.add(SyncConflict(connection_id=row.connection_id, entity="notes", record_id=row.id,
+                                     remote_id=row.remote_id, policy="review",
+                                     created_at=moment - timedelta(seconds=1 if number >= 3 else 0)))
+        session.commit()
+    url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
+    seen, cursor = [], None
+    while True:
+        page = client.get(url, params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=auth).json()
+        seen += page["conflicts"]
+        cursor = page["next_cursor"]
+        assert page["has_more"] is (cursor is not None)
+        if cursor is None:
+            break
+    assert len(seen) == 5 and len({c["id"] for c in seen}) == 5
+    assert [c["created_at"] for c in seen] == sorted((c["created_at"] for c in seen), reverse=True)
+    assert_error(client.get(url, params={"cursor": encode_cursor({"before": ["never", 1]})}, headers=auth), 400,
+                 "invalid_cursor")

@@ -1,25 +1,34 @@
-"""Webhooks drive the record store: events stored once, applied after the
-response in any order, retried with backoff when applying fails, and
-turned into incremental syncs when they carry no record.
+"""Webhooks drive the record store: events stored once per connection,
+applied after the response in any order, retried with backoff when applying
+fails, and turned into incremental syncs when they carry no record (applied
+once such a sync succeeds, retried while it fails).
 Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
 import hub.sync.store as store_module
+from hub import hookimpl
+from hub.api.main import create_app
 from hub.models import SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
+from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.services.webhooks import WebhookProcessor, backoff, receive
-from hub.types import WebhookRequest
+from hub.sync.engine import SyncEngine
+from hub.types import ProviderUnavailable, WebhookRequest
+from hub.types import WebhookEvent as HubEvent
 from hub_example.testing import API_KEY, signed_delivery
-from tests.conftest import API
-from tests.sync_support import make_connection, run, stored, wait_until
+from tests.conftest import API, make_org
+from tests.sync_support import Ledger, make_connection, run, stored, wait_until
 from tests.test_example_end_to_end import connect
 
 SECRET = "whsec_example123"
@@ -128,33 +137,194 @@ def test_an_event_that_fails_stays_pending_and_is_retried_with_backoff(settings,
     assert stored(hub, connection.id, "notes") == {"note_x": note}
 
 
-def test_events_without_a_record_queue_one_incremental_sync_of_the_entity(settings, example_registry):
-    hub = Hub(settings, example_registry)
+class Relay(Ledger):
+    """The ledger with Plaid-like webhooks: a delivery ``{"id": ..., "entity":
+    ...}`` says something changed and carries no record, so applying it takes
+    an incremental sync. ``down`` makes every list call fail as unavailable."""
+
+    def __init__(self, items: int = 0):
+        super().__init__(items)
+        self.down = False
+        self.on_call = self._gate
+
+    def _gate(self, _call: int) -> None:
+        if self.down:
+            raise ProviderUnavailable("ledger is down")
+
+    @hookimpl
+    def verify_webhook(self, ctx, request):
+        body = json.loads(request.body)
+        return [HubEvent(dedup_key=body["id"], type="item.changed", entity=body.get("entity", "items"))]
+
+
+def events_of(hub: Hub) -> dict[str, WebhookEvent]:
+    with hub.session() as session:
+        return {e.dedup_key: e for e in session.exec(select(WebhookEvent))}
+
+
+def runs_of(hub: Hub) -> list[SyncRun]:
+    with hub.session() as session:
+        return list(session.exec(select(SyncRun).order_by(SyncRun.queued_at)))
+
+
+def make_due(hub: Hub) -> None:
+    with hub.session() as session:
+        session.execute(sa.update(WebhookEventState).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+
+
+def test_an_event_needing_a_sync_is_pending_until_a_later_sync_succeeds_and_retried_after_failures(settings):
+    relay = Relay(items=3)
+    registry = PluginRegistry()
+    registry.register(relay, "ledger")
+    hub = Hub(settings, registry)
     hub.migrate()
-    connection = make_connection(hub, "example", {"api_key": API_KEY, "webhook_secret": SECRET})
+    connection = make_connection(hub, "ledger", {"api_key": "k"})
     with hub.session() as session:
         for i in range(3):
-            event = WebhookEvent(provider="example", dedup_key=f"chg_{i}", connection_id=connection.id,
-                                 organization_id=connection.organization_id, type="note.changed", entity="notes",
-                                 action="changed", record_id=f"note_{i}")
-            session.add(event)
-        session.add(WebhookEvent(provider="example", dedup_key="ping", connection_id=connection.id, type="ping"))
+            session.add(WebhookEvent(provider="ledger", dedup_key=f"chg_{i}", connection_id=connection.id,
+                                     organization_id=connection.organization_id, type="item.changed",
+                                     entity="items", action="changed"))
+        session.add(WebhookEvent(provider="ledger", dedup_key="ping", connection_id=connection.id, type="ping"))
         session.commit()
     submitted: list[SyncRun] = []
 
     async def submit(sync_run: SyncRun) -> None:
         submitted.append(sync_run)
 
-    result = run(WebhookProcessor(hub, submit=submit).process_once())
+    async def execute(run_id: str) -> SyncRun:
+        try:
+            return await SyncEngine(hub).execute(run_id)
+        finally:
+            await hub.close()
+
+    processor = WebhookProcessor(hub, submit=submit)
+    result = run(processor.process_once())
     assert result.handled == 4 and result.failed == 0
-    assert len({r.id for r in submitted}) == 1
+    [queued] = runs_of(hub)
+    assert {r.id for r in submitted} == {queued.id}
+    assert (queued.entity, queued.trigger, queued.direction, queued.status) == ("items", "webhook", "pull", "queued")
     with hub.session() as session:
-        [queued] = session.exec(select(SyncRun)).all()
         config = session.exec(select(SyncConfig)).one()
-        statuses = sorted(e.status for e in session.exec(select(WebhookEvent)))
-    assert (queued.entity, queued.trigger, queued.direction, queued.status) == ("notes", "webhook", "pull", "queued")
-    assert (config.entity, config.direction) == ("notes", "pull")
-    assert statuses == ["ignored", "processed", "processed", "processed"]
+    assert (config.entity, config.direction) == ("items", "pull")
+    events = events_of(hub)
+    assert events.pop("ping").status == "ignored"
+    assert {(e.status, e.attempts) for e in events.values()} == {("pending", 0)}
+
+    # Looked at again while the run waits: no second run.
+    make_due(hub)
+    assert run(processor.process_once()).failed == 0
+    assert [r.id for r in runs_of(hub)] == [queued.id]
+    assert {e.status for e in events_of(hub).values()} == {"pending", "ignored"}
+
+    relay.down = True
+    assert run(execute(queued.id)).error_code == "provider_unavailable"
+    make_due(hub)
+    failed = run(processor.process_once())
+    assert (failed.handled, failed.failed) == (3, 3)
+    assert len(runs_of(hub)) == 1  # the failure backs off before a new run
+    events = events_of(hub)
+    events.pop("ping")
+    for event in events.values():
+        assert (event.status, event.attempts) == ("pending", 1)
+        assert "ledger is down" in event.error and queued.id in event.error
+    make_due(hub)
+    assert run(processor.process_once()).failed == 0
+    runs = runs_of(hub)
+    assert len(runs) == 2 and runs[1].status == "queued" and runs[1].entity == "items"
+
+    relay.down = False
+    relay.put("it_new", {"name": "changed while down"})
+    assert run(execute(runs[1].id)).status == "succeeded"
+    make_due(hub)
+    assert run(processor.process_once()).failed == 0
+    events = events_of(hub)
+    assert events.pop("ping").status == "ignored"
+    assert {(e.status, e.attempts, e.error) for e in events.values()} == {("processed", 2, None)}
+    assert stored(hub, connection.id, "items") == relay.items
+    assert len(runs_of(hub)) == 2
+
+
+def test_a_sync_that_started_before_the_event_was_received_does_not_count(settings):
+    relay = Relay(items=1)
+    registry = PluginRegistry()
+    registry.register(relay, "ledger")
+    hub = Hub(settings, registry)
+    hub.migrate()
+    connection = make_connection(hub, "ledger", {"api_key": "k"})
+    earlier = utcnow() - timedelta(minutes=1)
+    with hub.session() as session:
+        session.add(SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity="items",
+                            status="succeeded", queued_at=earlier, started_at=earlier, finished_at=earlier))
+        session.add(WebhookEvent(provider="ledger", dedup_key="chg", connection_id=connection.id, type="item.changed",
+                                 entity="items", action="changed"))
+        session.commit()
+    run(WebhookProcessor(hub).process_once())
+    assert events_of(hub)["chg"].status == "pending"
+    assert [r.status for r in runs_of(hub)] == ["succeeded", "queued"]
+
+
+@pytest.fixture
+def relay_app(settings):
+    relay = Relay(items=2)
+    registry = PluginRegistry()
+    registry.register(relay, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        app.state.webhook_processor.poll_seconds = 0.05
+        yield relay, app, client
+
+
+def test_a_webhook_sync_that_fails_while_the_provider_is_down_is_retried_once_it_is_back(relay_app):
+    relay, app, client = relay_app
+    auth = make_org(app)
+    auth.pop("org_id")
+    created = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                          headers=auth)
+    assert created.status_code == 201, created.text
+    connection_id = created.json()["connection"]["id"]
+    relay.down = True
+    answer = client.post(f"{API}/webhooks/ledger?connection_id={connection_id}", json={"id": "evt_sync_1"})
+    assert answer.json() == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+
+    def event() -> WebhookEvent:
+        return events_of(app.state.hub)["evt_sync_1"]
+
+    wait_until(lambda: event().attempts >= 1, timeout=30, message="the failed sync counted against the event")
+    assert event().status == "pending" and "ledger is down" in event().error
+    logs = client.get(f"{API}/connections/{connection_id}/sync/logs", headers=auth).json()["runs"]
+    assert logs and all(r["error_code"] == "provider_unavailable" for r in logs if r["status"] == "failed")
+
+    relay.down = False
+    relay.put("it_late", {"name": "changed during the outage"})
+    wait_until(lambda: event().status == "processed", timeout=30, message="the event applied after recovery")
+    assert stored(app.state.hub, connection_id, "items") == relay.items
+    logs = client.get(f"{API}/connections/{connection_id}/sync/logs", headers=auth).json()["runs"]
+    assert logs[0]["status"] == "succeeded"
+    assert {r["trigger"] for r in logs} == {"webhook"}
+    assert len(logs) <= event().attempts  # one run per try, not one per look
+
+
+def test_the_same_provider_event_at_two_connections_is_applied_to_both(client, hub_app):
+    hub: Hub = hub_app.state.hub
+    deliveries = []
+    for org_name, secret in (("acme", SECRET), ("globex", "whsec_globex456")):
+        auth = make_org(hub_app, org_name)
+        auth.pop("org_id")
+        connection = connect(client, auth, credentials={"api_key": API_KEY, "webhook_secret": secret})
+        note = {"id": "note_shared", "title": f"for {org_name}", "body": "", "updated_at": utcnow().isoformat()}
+        body, headers = signed_delivery(secret, {"id": "evt_same", "type": "note.updated", "data": note},
+                                        int(time.time()))
+        deliveries.append((connection["id"], note, body, headers))
+    for connection_id, _note, body, headers in deliveries:
+        answer = client.post(f"{API}/webhooks/example?connection_id={connection_id}", content=body, headers=headers)
+        assert answer.json() == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    connection_id, _note, body, headers = deliveries[0]
+    replay = client.post(f"{API}/webhooks/example?connection_id={connection_id}", content=body, headers=headers)
+    assert replay.json() == {"success": True, "received": 0, "duplicates": 1, "duplicate": True}
+    for connection_id, note, _body, _headers in deliveries:
+        wait_until(lambda: stored(hub, connection_id, "notes") == {"note_shared": note},
+                   message=f"the event applied to {connection_id}")
 
 
 def test_webhook_record_updates_and_deletes_reach_the_mapped_view(client, auth, example_fake):

@@ -405,6 +405,8 @@ class SyncConflictOut(BaseModel):
 
 class SyncConflictsResponse(Ok):
     conflicts: list[SyncConflictOut]
+    next_cursor: str | None = None
+    has_more: bool = False
 
 
 class ConflictResolve(BaseModel):
@@ -421,3 +423,39 @@ class ConflictResolve(BaseModel):
 class SyncConflictResponse(Ok):
     conflict: SyncConflictOut
     run_id: str | None = None
+
+
+# ---------------------------------------------------------------- webhook events
+
+WebhookEventStatus = Literal["pending", "failed", "processed", "ignored"]
+
+
+class WebhookEventOut(BaseModel):
+    id: str
+    connection_id: str | None
+    provider: str
+    dedup_key: str = Field(description="The provider's event id: a delivery is stored once per connection.")
+    type: str
+    entity: str | None
+    action: str
+    record_id: str | None
+    status: WebhookEventStatus = Field(
+        description="`pending`: to apply, or waiting for the sync of its entity; `failed`: gave up after its "
+                    "attempts (retry it); `processed`: applied; `ignored`: nothing to apply.")
+    attempts: int = Field(description="Tries so far; a sync run it waited for that failed is one, waiting is none.")
+    error: str | None = Field(description="Why the last try failed.")
+    received_at: datetime
+    occurred_at: datetime | None = Field(description="When the provider says it happened.")
+    processed_at: datetime | None
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="When a pending event is tried (or looked at) again.")
+
+
+class WebhookEventsResponse(Ok):
+    events: list[WebhookEventOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+class WebhookEventResponse(Ok):
+    event: WebhookEventOut

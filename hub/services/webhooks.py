@@ -1,5 +1,7 @@
-"""Webhook intake: route a raw delivery to its connection, verify, store once;
-then, after the response, apply the stored events (:class:`WebhookProcessor`)."""
+"""Webhook intake: route a raw delivery to its connection, verify, store once
+per connection; then, after the response, apply the stored events
+(:class:`WebhookProcessor`). :func:`list_events` and :func:`retry_event` are
+the operator's view of them."""
 
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
 
 
 def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event) -> str | None:
+    """Store the event unless the connection already has one with its dedup key."""
     row = WebhookEvent(
         provider=provider.name, dedup_key=event.dedup_key[:255], connection_id=connection.id,
         organization_id=connection.organization_id, type=event.type[:128], entity=event.entity,
@@ -107,11 +110,21 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 15
 BATCH_SIZE = 200
+#: An event waiting for a sync run is looked at again after twice the time
+#: since its last look, at most this long: the run may take minutes.
+WAIT_CAP_SECONDS = 60.0
 
 
 def backoff(attempts: int) -> timedelta:
     """Delay before the next try of an event that failed ``attempts`` times."""
     return timedelta(seconds=min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+@dataclass
+class Waiting:
+    """The event waits for a sync run of its entity; looked at again after ``delay``."""
+
+    delay: timedelta
 
 
 @dataclass
@@ -128,11 +141,14 @@ class WebhookProcessor:
     """Applies stored webhook events after the delivery was answered.
 
     An event carrying the full record upserts it into the record store; a
-    deletion marks the record deleted; anything else queues an incremental
-    sync of the entity. Records are ordered by version, so deliveries may
-    arrive in any order. An event that fails stays ``pending`` with its
-    ``attempts`` and ``error`` and is tried again with exponential backoff;
-    after :data:`MAX_ATTEMPTS` it is ``failed``. Several processes may process
+    deletion marks the record deleted; anything else needs an incremental
+    sync of the entity: it queues one (or joins the one queued) and stays
+    ``pending`` until a pull of its entity that started after the event was
+    received has succeeded. Records are ordered by version, so deliveries may
+    arrive in any order. An event that fails (its sync run too) stays
+    ``pending`` with its ``attempts`` and ``error`` and is tried again with
+    exponential backoff, a failed sync with a new run; after
+    :data:`MAX_ATTEMPTS` it is ``failed``. Several processes may process
     together: each event is claimed by one (``FOR UPDATE SKIP LOCKED``).
     """
 
@@ -207,7 +223,8 @@ class WebhookProcessor:
                 lock(session)
             query = (sa.select(events.c.id, events.c.provider, events.c.connection_id, events.c.entity,
                                events.c.action, events.c.record_id, events.c.payload, events.c.attempts,
-                               states.c.occurred_at, states.c.event_id.label("state_id"))
+                               events.c.error, events.c.received_at, states.c.occurred_at,
+                               states.c.last_attempt_at, states.c.event_id.label("state_id"))
                      .select_from(events.outerjoin(states, states.c.event_id == events.c.id))
                      .where(events.c.status == "pending",
                             sa.or_(states.c.next_attempt_at.is_(None), states.c.next_attempt_at <= now))
@@ -222,22 +239,27 @@ class WebhookProcessor:
             context: dict[Any, Any] = {}
             event_changes, state_changes, new_states = [], [], []
             for event in rows:
-                attempts = event.attempts + 1
-                status, error, next_attempt = "processed", None, None
+                attempts, error, next_attempt, processed = event.attempts + 1, None, None, now
                 try:
                     with session.begin_nested():
-                        status = self._apply(session, event, now, result, context)
+                        outcome = self._apply(session, event, now, result, context)
                 except Exception as exc:
                     context.clear()
                     error = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
                     log.warning("webhook event %s failed (attempt %d): %s", event.id, attempts, error)
                     status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
-                    next_attempt = now + backoff(attempts)
+                    next_attempt, processed = now + backoff(attempts), None
                     result.failed += 1
+                else:
+                    if isinstance(outcome, Waiting):
+                        # Waiting is no attempt: only a failed run counts against the event.
+                        status, attempts, error = "pending", event.attempts, event.error
+                        next_attempt, processed = now + outcome.delay, None
+                    else:
+                        status = outcome
                 result.handled += 1
                 event_changes.append({"b_id": event.id, "b_status": status, "b_attempts": attempts,
-                                      "b_error": error and error[:2000],
-                                      "b_processed": None if error else now})
+                                      "b_error": error and error[:2000], "b_processed": processed})
                 state = {"b_id": event.id, "b_next": next_attempt, "b_last": now}
                 (state_changes if event.state_id else new_states).append(state)
             session.execute(sa.update(events).where(events.c.id == sa.bindparam("b_id")).values(
@@ -253,7 +275,7 @@ class WebhookProcessor:
         return result
 
     def _apply(self, session: Session, event: Any, now: datetime, result: BatchResult,
-               context: dict[Any, Any]) -> str:
+               context: dict[Any, Any]) -> str | Waiting:
         from hub.sync.store import apply_deletions, apply_records
 
         provider = self.hub.registry.providers.get(event.provider)
@@ -284,10 +306,39 @@ class WebhookProcessor:
             apply_records(session, connection_id=connection.id, schema=schema, policy=policy, records=[record],
                           now=now, fallback_version=occurred)
             return "processed"
-        run, context[key] = self._queue_sync(session, connection, schema.name, config)
-        if all(r.id != run.id for r in result.runs):
+        return self._await_sync(session, event, connection, schema.name, config, now, result, context)
+
+    def _await_sync(self, session: Session, event: Any, connection: Connection, entity: str,
+                    config: SyncConfig | None, now: datetime, result: BatchResult,
+                    context: dict[Any, Any]) -> str | Waiting:
+        """``processed`` once a pull of the entity that started after the event
+        was received has succeeded; waiting while one is queued or running.
+
+        :raises HubError: the last such run failed since the event was last
+            looked at (the event backs off); after the backoff a new run is queued.
+        """
+        covering = sa.or_(SyncRun.entity == entity, _whole_connection_run(config))
+        runs = session.exec(select(SyncRun).where(
+            SyncRun.connection_id == connection.id, SyncRun.direction.in_(("pull", "both")), covering,
+            sa.or_(SyncRun.status == "queued", SyncRun.started_at >= event.received_at),
+        ).order_by(SyncRun.queued_at.desc()).limit(20)).all()
+        if any(r.status == "succeeded" for r in runs):
+            return "processed"
+        last = event.last_attempt_at
+        queued_now = {r.id for r in result.runs}
+        if any(r.status in ("queued", "running") for r in runs):
+            if last is None or any(r.id in queued_now for r in runs):
+                return Waiting(timedelta(seconds=BACKOFF_BASE_SECONDS))
+            seconds = min(WAIT_CAP_SECONDS, max(BACKOFF_BASE_SECONDS, 2 * (now - last).total_seconds()))
+            return Waiting(timedelta(seconds=seconds))
+        failed = next((r for r in runs if r.status == "failed"), None)
+        if failed is not None and (last is None or (failed.finished_at is not None and failed.finished_at > last)):
+            raise HubError(f"sync run {failed.id} of {entity} failed: {failed.error or 'no reason given'}",
+                           code=failed.error_code or "sync_failed")
+        run, context[(connection.id, entity)] = self._queue_sync(session, connection, entity, config)
+        if run.id not in queued_now:
             result.runs.append(run)
-        return "processed"
+        return Waiting(timedelta(seconds=BACKOFF_BASE_SECONDS))
 
     @staticmethod
     def _queue_sync(session: Session, connection: Connection, entity: str,
@@ -307,3 +358,93 @@ class WebhookProcessor:
                       direction="pull", trigger="webhook")
         session.add(run)
         return run, config
+
+
+def _whole_connection_run(config: SyncConfig | None) -> Any:
+    """Runs of every enabled config that include this entity's (a scheduled
+    one leaves out the configs with their own schedule)."""
+    if config is None or not config.enabled:
+        return sa.false()
+    whole = SyncRun.entity.is_(None)
+    if config.schedule_minutes is not None:
+        whole = sa.and_(whole, SyncRun.trigger != "schedule")
+    return whole
+
+
+# ---------------------------------------------------------------- operators
+
+class NotRetryable(HubError):
+    code = "webhook_event_not_retryable"
+    status = 409
+
+
+def event_out(event: WebhookEvent, state: WebhookEventState | None) -> dict[str, Any]:
+    """What an operator sees of an event: where it stands, never its payload."""
+    return {"id": event.id, "connection_id": event.connection_id, "provider": event.provider,
+            "dedup_key": event.dedup_key, "type": event.type, "entity": event.entity, "action": event.action,
+            "record_id": event.record_id, "status": event.status, "attempts": event.attempts,
+            "error": event.error, "received_at": event.received_at, "processed_at": event.processed_at,
+            "occurred_at": state.occurred_at if state else None,
+            "last_attempt_at": state.last_attempt_at if state else None,
+            "next_attempt_at": state.next_attempt_at if state else None}
+
+
+def list_events(hub: Hub, connection_id: str | None, *, status: str | None = None, cursor: str | None = None,
+                limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
+    """Stored events (of one connection, or all), newest first, a page at a time.
+
+    :returns: the page and the cursor of the next one (``None`` at the end).
+    :raises InvalidCursor: a cursor this function did not return.
+    """
+    from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
+
+    position = decode_cursor(cursor)
+    query = select(WebhookEvent, WebhookEventState).outerjoin(
+        WebhookEventState, WebhookEventState.event_id == WebhookEvent.id)
+    if connection_id is not None:
+        query = query.where(WebhookEvent.connection_id == connection_id)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    if position:
+        try:
+            received, after = datetime.fromisoformat(str(position["r"])), str(position["id"])
+        except (KeyError, ValueError):
+            raise InvalidCursor("the cursor is not one this API returned") from None
+        query = query.where(sa.or_(WebhookEvent.received_at < received,
+                                   sa.and_(WebhookEvent.received_at == received, WebhookEvent.id < after)))
+    with hub.session() as session:
+        rows = list(session.exec(query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+                                 .limit(limit + 1)))
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1][0]
+        next_cursor = encode_cursor({"r": last.received_at.isoformat(), "id": last.id})
+    return [event_out(event, state) for event, state in page], next_cursor
+
+
+def retry_event(hub: Hub, connection_id: str | None, event_id: str) -> dict[str, Any]:
+    """Put a ``failed`` event back in the queue, due now with its attempts
+    reset (a ``pending`` one too, without waiting for its backoff).
+
+    :raises NotFound: no such event (of this connection).
+    :raises NotRetryable: the event was processed or ignored.
+    """
+    events = WebhookEvent.__table__
+    with hub.session() as session:
+        event = session.get(WebhookEvent, event_id)
+        if event is None or (connection_id is not None and event.connection_id != connection_id):
+            raise NotFound("no such webhook event", code="webhook_event_not_found")
+        requeued = session.execute(sa.update(events).where(
+            events.c.id == event_id, events.c.status.in_(("pending", "failed"))).values(
+            status="pending", attempts=0, processed_at=None))
+        if requeued.rowcount != 1:
+            session.rollback()
+            session.refresh(event)
+            raise NotRetryable(f"the event is {event.status}: only failed and pending events are retried")
+        state = session.get(WebhookEventState, event_id) or WebhookEventState(event_id=event_id)
+        state.next_attempt_at = None
+        session.add(state)
+        session.commit()
+        session.refresh(event)
+        return event_out(event, state)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
@@ -185,13 +187,27 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
     return result
 
 
-def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None) -> list[SyncConflict]:
+def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None,
+                   cursor: str | None = None, limit: int = 100) -> tuple[list[SyncConflict], str | None]:
+    """Newest first, a page at a time; the cursor carries the last one's (time, id)."""
+    position = (decode_cursor(cursor) or {}).get("before")
     with hub.session() as session:
         query = select(SyncConflict).where(SyncConflict.connection_id == connection.id,
                                            SyncConflict.entity == config.entity)
         if status:
             query = query.where(SyncConflict.status == status)
-        return list(session.exec(query.order_by(SyncConflict.created_at.desc(), SyncConflict.id).limit(1000)))
+        if position is not None:
+            try:
+                created, conflict_id = datetime.fromisoformat(position[0]), str(position[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise InvalidCursor("the cursor is not one this API returned") from None
+            query = query.where(sa.or_(SyncConflict.created_at < created,
+                                       sa.and_(SyncConflict.created_at == created, SyncConflict.id > conflict_id)))
+        rows = list(session.exec(query.order_by(SyncConflict.created_at.desc(), SyncConflict.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more and rows else None
+    return rows, encode_cursor({"before": [last.created_at.isoformat(), last.id]}) if last else None
 
 
 def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, conflict_id: str, resolution: str,

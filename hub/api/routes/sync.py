@@ -213,12 +213,17 @@ async def delete_stored_record(request: Request, hub: HubDep, connection: Connec
 @router.get("/sync-configs/{sync_config_id}/conflicts", response_model=SyncConflictsResponse,
             operation_id="list_sync_conflicts")
 async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
-                         status: Literal["open", "resolved"] | None = Query(default=None)):
-    """Records changed on both sides since the last sync. Open ones wait for a
-    resolution (policy `review`); resolved ones keep the side that lost."""
+                         status: Literal["open", "resolved"] | None = Query(default=None),
+                         cursor: str | None = Query(default=None, max_length=500,
+                                                    description="`next_cursor` of the previous page"),
+                         limit: int = Query(default=100, ge=1, le=stored.MAX_LIMIT)):
+    """Records changed on both sides since the last sync, newest first. Open
+    ones wait for a resolution (policy `review`); resolved ones keep the side
+    that lost."""
     config = _config(hub, connection, sync_config_id)
-    conflicts = stored.list_conflicts(hub, connection, config, status)
-    return {"success": True, "conflicts": [c.model_dump() for c in conflicts]}
+    conflicts, next_cursor = stored.list_conflicts(hub, connection, config, status, cursor=cursor, limit=limit)
+    return {"success": True, "conflicts": [c.model_dump() for c in conflicts], "next_cursor": next_cursor,
+            "has_more": next_cursor is not None}
 
 
 @router.post("/sync-configs/{sync_config_id}/conflicts/{conflict_id}/resolve", response_model=SyncConflictResponse,

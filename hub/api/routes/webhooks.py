@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from hub.api.deps import HubDep, OrgDep, ProviderDep
-from hub.api.schemas import WebhookRegisterRequest, WebhookRegisterResponse, WebhookResponse
+from hub.api.schemas import (
+    WebhookEventResponse,
+    WebhookEventsResponse,
+    WebhookEventStatus,
+    WebhookRegisterRequest,
+    WebhookRegisterResponse,
+    WebhookResponse,
+)
 from hub.services import webhooks as service
 from hub.types import Credentials, WebhookRequest
 
@@ -46,3 +53,32 @@ async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: W
             session.add(connection)
             session.commit()
     return {"success": True, "subscription_id": str(result.get("id")) if result.get("id") else None, "url": url}
+
+
+@router.get("/connections/{connection_id}/webhooks/events", response_model=WebhookEventsResponse,
+            operation_id="list_webhook_events")
+async def list_webhook_events(hub: HubDep, org: OrgDep, connection_id: str,
+                              status: WebhookEventStatus | None = Query(default=None),
+                              cursor: str | None = Query(default=None, max_length=500),
+                              limit: int = Query(default=50, ge=1, le=200)):
+    """The webhook events received for this connection, newest first: where
+    each stands, its attempts and last error (not its payload)."""
+    with hub.session() as session:
+        connection = hub.find_connection(session, org.id, connection_id)
+    events, next_cursor = service.list_events(hub, connection.id, status=status, cursor=cursor, limit=limit)
+    return {"success": True, "events": events, "next_cursor": next_cursor, "has_more": next_cursor is not None}
+
+
+@router.post("/connections/{connection_id}/webhooks/events/{event_id}/retry", response_model=WebhookEventResponse,
+             status_code=202, operation_id="retry_webhook_event")
+async def retry_webhook_event(request: Request, hub: HubDep, org: OrgDep, connection_id: str, event_id: str):
+    """Apply a `failed` event again, with its attempts reset (a `pending` one
+    is tried now). A processed or ignored event is 409
+    `webhook_event_not_retryable`."""
+    with hub.session() as session:
+        connection = hub.find_connection(session, org.id, connection_id)
+    event = service.retry_event(hub, connection.id, event_id)
+    processor = getattr(request.app.state, "webhook_processor", None)
+    if processor is not None:
+        processor.notify()
+    return {"success": True, "event": event}

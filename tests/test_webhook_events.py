@@ -1,0 +1,128 @@
+"""The operator's view of webhook events: listed per connection (paginated,
+organization-scoped, without payloads) and retried once failed, through the
+API and the ``hub webhooks`` command. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+import hub.cli
+import hub.services.webhooks as webhooks_module
+from hub.api.main import create_app
+from hub.cli import main
+from hub.models import WebhookEvent
+from hub.plugins import PluginRegistry
+from tests.conftest import API, make_org
+from tests.sync_support import wait_until
+from tests.test_sync_webhooks import Relay, events_of
+
+
+@pytest.fixture
+def relay_app(settings):
+    relay = Relay(items=2)
+    registry = PluginRegistry()
+    registry.register(relay, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        app.state.webhook_processor.poll_seconds = 0.05
+        yield relay, app, client
+
+
+def org_auth(app, name: str) -> dict[str, str]:
+    auth = make_org(app, name)
+    auth.pop("org_id")
+    return auth
+
+
+def test_failed_events_are_listed_and_retried_by_the_organization(relay_app, monkeypatch):
+    monkeypatch.setattr(webhooks_module, "MAX_ATTEMPTS", 1)
+    relay, app, client = relay_app
+    auth, other = org_auth(app, "acme"), org_auth(app, "globex")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    events_url = f"{API}/connections/{connection_id}/webhooks/events"
+    relay.down = True
+    client.post(f"{API}/webhooks/ledger?connection_id={connection_id}", json={"id": "evt_a"})
+
+    def listed(**params) -> list[dict]:
+        answer = client.get(events_url, params=params, headers=auth)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["events"]
+
+    wait_until(lambda: listed(status="failed"), timeout=30, message="the event given up")
+    [event] = listed()
+    assert (event["dedup_key"], event["type"], event["entity"], event["status"], event["attempts"]) == (
+        "evt_a", "item.changed", "items", "failed", 1)
+    assert "ledger is down" in event["error"] and event["received_at"] and event["last_attempt_at"]
+    assert not {"payload", "raw", "organization_id"} & set(event)
+    assert listed(status="pending") == [] and listed(status="processed") == []
+
+    retry_url = f"{events_url}/{event['id']}/retry"
+    for answer in (client.get(events_url, headers=other), client.post(retry_url, headers=other)):
+        assert (answer.status_code, answer.json()["code"]) == (404, "connection_not_found")
+    unknown = client.post(f"{events_url}/nope/retry", headers=auth)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "webhook_event_not_found")
+
+    relay.down = False
+    retried = client.post(retry_url, headers=auth)
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["event"]["status"], retried.json()["event"]["attempts"]) == ("pending", 0)
+    wait_until(lambda: listed(status="processed"), timeout=30, message="the retried event applied")
+    again = client.post(retry_url, headers=auth)
+    assert (again.status_code, again.json()["code"], again.json()["success"]) == (
+        409, "webhook_event_not_retryable", False)
+
+
+def test_events_are_listed_newest_first_a_page_at_a_time(relay_app):
+    _relay, app, client = relay_app
+    auth = org_auth(app, "acme")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    for i in range(5):
+        client.post(f"{API}/webhooks/ledger?connection_id={connection_id}", json={"id": f"evt_{i}"})
+    url = f"{API}/connections/{connection_id}/webhooks/events"
+    seen, cursor = [], None
+    while True:
+        page = client.get(url, params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=auth).json()
+        assert len(page["events"]) <= 2 and page["has_more"] == (page["next_cursor"] is not None)
+        seen += [e["dedup_key"] for e in page["events"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"evt_{i}" for i in reversed(range(5))]
+    bad = client.get(url, params={"cursor": "bm90LWpzb24"}, headers=auth)
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_cursor")
+
+
+def test_hub_webhooks_lists_and_retries_failed_events(relay_app, monkeypatch):
+    _relay, app, client = relay_app
+    hub_ = app.state.hub
+    auth = org_auth(app, "acme")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    app.state.webhook_processor.poll_seconds = 3600
+    with hub_.session() as session:
+        for key, status in (("evt_failed", "failed"), ("evt_done", "processed")):
+            session.add(WebhookEvent(provider="ledger", dedup_key=key, connection_id=connection_id, type="item.changed",
+                                     entity="items", status=status, attempts=15, error="sync run r failed: down"))
+        session.commit()
+    monkeypatch.setattr(hub.cli, "_hub", lambda: hub_)
+    runner = CliRunner()
+
+    listed = runner.invoke(main, ["webhooks", "list", "--status", "failed"])
+    assert listed.exit_code == 0, listed.output
+    failed_id = events_of(hub_)["evt_failed"].id
+    assert failed_id in listed.output and "sync run r failed: down" in listed.output
+    assert events_of(hub_)["evt_done"].id not in listed.output
+
+    retried = runner.invoke(main, ["webhooks", "retry", "--all-failed", "--connection", connection_id])
+    assert retried.exit_code == 0, retried.output
+    assert f"{failed_id}: queued" in retried.output
+    event = events_of(hub_)["evt_failed"]
+    assert (event.status, event.attempts) == ("pending", 0)
+
+    refused = runner.invoke(main, ["webhooks", "retry", events_of(hub_)["evt_done"].id, "missing"])
+    assert refused.exit_code == 1
+    assert "webhook_event_not_retryable" in refused.output and "webhook_event_not_found" in refused.output
