@@ -13,6 +13,8 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import traceback
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,4 +297,16 @@ def _installed_entry_points() -> dict[tuple[str, str], tuple[str, str]]:
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    """The error, and where in the plugin it happened (the innermost frame
+    outside the hub and pluggy): ``KeyError: 'label' (in provider_info, hub_acme/__init__.py:12)``."""
+    text = f"{type(error).__name__}: {error}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith((_HUB_DIR, _PLUGGY_DIR)) and "importlib" not in f.filename]
+    if frames:
+        where = frames[-1]
+        text += f" (in {where.name}, {'/'.join(Path(where.filename).parts[-2:])}:{where.lineno})"
+    return text
+
+
+_HUB_DIR = str(Path(__file__).parent)
+_PLUGGY_DIR = str(Path(pluggy.__file__).parent)

@@ -305,6 +305,10 @@ class Hub:
                        f"expected {wanted} (hub/hookspecs.py)")
             log.error(message)
             raise ProviderError(message)
+        if hook == "list_records" and len(result.records) > kwargs.get("page_size", len(result.records)):
+            # Served as it came (the cursor is after the whole page), but the plugin's author should know.
+            log.warning("provider %s returned %d %s records for a page of %d: list_records ignores page_size",
+                        provider.name, len(result.records), kwargs.get("entity"), kwargs["page_size"])
         return result
 
     def mark(self, connection_id: str, status: str, error: str | None) -> None:

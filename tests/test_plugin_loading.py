@@ -101,3 +101,12 @@ def test_hub_plugins_naming_an_uninstalled_plugin_is_reported(monkeypatch):
     assert registry.providers == {}
     [record] = registry.records
     assert record.name == "nosuchprovider" and "no installed plugin" in record.error
+
+
+def test_a_hook_failing_at_load_is_named_with_where_it_failed():
+    def provider_info():
+        raise KeyError("label")
+
+    registry = PluginRegistry()
+    record = registry.register(module_plugin("infoexc", None, [], provider_info=provider_info), "infoexc")
+    assert record.error.startswith("KeyError: 'label' (in provider_info, tests/test_plugin_loading.py:")

@@ -4,8 +4,6 @@ not as the hub's 500 further on."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -75,3 +73,19 @@ def test_a_test_connection_answering_nonsense_refuses_the_connection(settings):
         assert refused.status_code == 502, refused.text
         assert "returned str from test_connection" in refused.json()["error"]
         assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
+
+
+def test_a_page_larger_than_asked_is_served_and_logged(settings, caplog):
+    many = [{"id": f"t{i}", "name": str(i)} for i in range(7)]
+    registry = PluginRegistry()
+    registry.register(sloppy_plugin(list_records=lambda ctx, entity, cursor, page_size, filters, since:
+                                    Page(records=many)), "sloppy")
+    with TestClient(create_app(settings, registry)) as client:
+        auth = make_org(client.app)
+        auth.pop("org_id")
+        connection = client.post(f"{API}/connections", json={"provider": "sloppy", "credentials": {"api_key": "k"}},
+                                 headers=auth).json()["connection"]
+        page = client.get(f"{API}/connections/{connection['id']}/entities/things/records", params={"limit": 2},
+                          headers=auth).json()
+    assert len(page["records"]) == 7
+    assert "provider sloppy returned 7 things records for a page of 2: list_records ignores page_size" in caplog.text
