@@ -14,15 +14,15 @@ import inspect
 import logging
 import os
 import traceback
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import pluggy
 from stevedore import ExtensionManager, NamedExtensionManager
 
 from hub import hookspecs
-from hub.types import Action, EntitySchema, NotFound, NotSupported, ProviderInfo
+from hub.types import Action, AuthType, EntitySchema, FieldType, NotFound, NotSupported, ProviderInfo
 
 log = logging.getLogger("hub.plugins")
 
@@ -255,6 +255,12 @@ class PluginRegistry:
         schemas = _sync_call(self.pm, plugin, "entity_schemas")
         if not isinstance(schemas, list) or not all(isinstance(s, EntitySchema) for s in schemas):
             raise TypeError("entity_schemas must return a list of EntitySchema")
+        problems = info_problems(info, hooks.__contains__)
+        names = [s.name for s in schemas]
+        problems += [f"entity {n!r} is declared twice" for n in sorted({n for n in names if names.count(n) > 1})]
+        problems += [f"entity {s.name!r}: {problem}" for s in schemas for problem in schema_problems(s)]
+        if problems:
+            raise ValueError("broken declarations: " + "; ".join(problems))
         actions = _sync_call(self.pm, plugin, "provider_actions") if "provider_actions" in hooks else []
         return Provider(self.pm, plugin, info, schemas, list(actions or []), hooks)
 
@@ -268,6 +274,47 @@ class PluginRegistry:
 
     def list(self, category: str | None = None) -> list[Provider]:
         return [p for n, p in sorted(self.providers.items()) if category is None or p.info.category == category]
+
+
+AUTH_TYPES = set(get_args(AuthType))
+FIELD_TYPES = set(get_args(FieldType))
+#: The hooks each kind of authentication needs.
+AUTH_HOOKS = {"oauth2": ("authorization_url", "exchange_code"),
+              "link": ("create_link_token", "exchange_public_token")}
+
+
+def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
+    """What makes a ``ProviderInfo`` unusable (the hub refuses the plugin; the
+    conformance suite reports the same): an unknown auth type or its missing
+    hooks, a URL that is not absolute. ``implements(hook)`` says which hooks exist."""
+    problems = []
+    if info.auth_type not in AUTH_TYPES:
+        problems.append(f"auth_type {info.auth_type!r} is not one of {sorted(AUTH_TYPES)}")
+    for hook in AUTH_HOOKS.get(info.auth_type, ()):
+        if not implements(hook):
+            problems.append(f"auth_type is {info.auth_type!r} but the plugin does not implement {hook}")
+    for name, template in info.urls.items():
+        if not template.startswith(("http://", "https://", "{")):
+            problems.append(f"urls[{name!r}] = {template!r} is not an absolute http(s) URL template")
+    return problems
+
+
+def schema_problems(schema: EntitySchema) -> list[str]:
+    """What makes an entity's schema unusable: with fields declared, an id or
+    updated field not among them, a field type the hub does not know."""
+    if not schema.fields:
+        return []
+    names = [f.name for f in schema.fields]
+    problems = []
+    if schema.id_field not in names:
+        problems.append(f"its id_field {schema.id_field!r} is not among its fields {names}: add it, or set "
+                        f"id_field to the field that holds the provider's id")
+    if schema.updated_field and schema.updated_field not in names:
+        problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names}")
+    for f in schema.fields:
+        if f.type not in FIELD_TYPES:
+            problems.append(f"field {f.name!r} has type {f.type!r}, not one of {sorted(FIELD_TYPES)}")
+    return problems
 
 
 def _hookimpl_names(plugin: object) -> list[str]:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hub.api.main import create_app
 from hub.plugins import DuplicateProviderError, PluginRegistry
 from tests.conftest import module_plugin
-from hub.types import EntitySchema, ProviderInfo
+from hub.types import EntityField, EntitySchema, ProviderInfo
 
 DISTS = Path(__file__).parent / "dists"
 
@@ -110,3 +110,19 @@ def test_a_hook_failing_at_load_is_named_with_where_it_failed():
     registry = PluginRegistry()
     record = registry.register(module_plugin("infoexc", None, [], provider_info=provider_info), "infoexc")
     assert record.error.startswith("KeyError: 'label' (in provider_info, tests/test_plugin_loading.py:")
+
+
+def test_broken_declarations_are_refused_at_load_with_every_problem_named():
+    info = ProviderInfo(name="sloppy", label="Sloppy", category="crm", auth_type="apikey",
+                        urls={"api": "api.sloppy.invalid/v1"})
+    schemas = [
+        EntitySchema("contacts", "Contacts", (EntityField("email"), EntityField("kind", type="emial"))),
+        EntitySchema("contacts", "Contacts again"),
+    ]
+    registry = PluginRegistry()
+    record = registry.register(module_plugin("sloppy_plugin", info, schemas), "sloppy")
+    assert "sloppy" not in registry.providers
+    for problem in ("auth_type 'apikey' is not one of", "urls['api'] = 'api.sloppy.invalid/v1' is not an absolute",
+                    "entity 'contacts' is declared twice", "its id_field 'id' is not among its fields",
+                    "field 'kind' has type 'emial'"):
+        assert problem in record.error, record.error

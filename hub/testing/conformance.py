@@ -37,24 +37,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, get_args
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from hub.types import AuthFailed, AuthType, FieldType, HubError, NotFound, WebhookEvent, WebhookRequest
+from hub.plugins import info_problems, schema_problems
+from hub.types import AuthFailed, HubError, NotFound, WebhookEvent, WebhookRequest
 
 API_PREFIX = "/api/v1/integrations"
-AUTH_TYPES = set(get_args(AuthType))
-FIELD_TYPES = set(get_args(FieldType))
 EVENT_ACTIONS = {"created", "updated", "deleted", "changed"}
 MISSING_ID = "conformance-missing-0000"
 UNKNOWN_ENTITY = "conformance_no_such_entity"
 WRITE_HOOKS = {"create_record": "supports_create", "update_record": "supports_update",
                "delete_record": "supports_delete"}
-AUTH_HOOKS = {"oauth2": ("authorization_url", "exchange_code"),
-              "link": ("create_link_token", "exchange_public_token")}
 
 Seed = Callable[[Any, str, int], "list[str] | None"]
 WebhookMaker = Callable[["Harness", str], "tuple[dict[str, str], bytes] | None"]
@@ -469,17 +466,10 @@ def check_provider_info(target: ConformanceTarget) -> None:
         problems.append("label is empty: give the provider's display name")
     if not info.category.strip() or info.category != info.category.strip().lower():
         problems.append(f"category {info.category!r} must be a non-empty lower-case word (crm, commerce, payments)")
-    if info.auth_type not in AUTH_TYPES:
-        problems.append(f"auth_type {info.auth_type!r} is not one of {sorted(AUTH_TYPES)}")
-    for hook in AUTH_HOOKS.get(info.auth_type, ()):
-        if not provider.implements(hook):
-            problems.append(f"auth_type is {info.auth_type!r} but the plugin does not implement {hook}")
+    problems += info_problems(info, provider.implements)
     if info.auth_type == "api_key" and not info.credential_fields:
         problems.append("auth_type is 'api_key' but credential_fields is empty: declare the fields a user "
                         "types (EntityField('api_key', 'API key', required=True))")
-    for name, template in info.urls.items():
-        if not template.startswith(("http://", "https://", "{")):
-            problems.append(f"urls[{name!r}] = {template!r} is not an absolute http(s) URL template")
     if not provider.schemas:
         problems.append("entity_schemas returned no entities: declare at least one EntitySchema")
     if provider.implements("verify_webhook") and not info.supports_webhooks:
@@ -500,16 +490,10 @@ def check_entity_schema(target: ConformanceTarget, entity: str) -> None:
     duplicates = sorted(n for n, c in collections.Counter(names).items() if c > 1)
     if duplicates:
         problems.append(f"fields {duplicates} are declared twice")
-    if schema.id_field not in names:
-        problems.append(f"its id_field {schema.id_field!r} is not among its fields {names}: add it, or set "
-                        f"id_field to the field that holds the provider's id")
-    if schema.updated_field and schema.updated_field not in names:
-        problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names}")
+    problems += schema_problems(schema)
     if not schema.label.strip():
         problems.append("its label is empty")
     for f in schema.fields:
-        if f.type not in FIELD_TYPES:
-            problems.append(f"field {f.name!r} has type {f.type!r}, not one of {sorted(FIELD_TYPES)}")
         if f.required and f.readonly:
             problems.append(f"field {f.name!r} is both required and readonly: no create could satisfy it")
     if problems:
