@@ -103,22 +103,39 @@ def org_create(name: str) -> None:
     click.echo(f"api key (store it now, it is not shown again): {key}")
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 @main.command("new-plugin")
 @click.argument("name")
-@click.option("--label", prompt="Label (display name)", help="the provider's display name")
-@click.option("--category", prompt="Category (crm, commerce, payments, banking, ...)", default="productivity",
-              show_default=True, help="one lower-case word")
-@click.option("--auth-type", prompt="Auth type", type=click.Choice(["api_key", "oauth2"]), default="api_key",
-              show_default=True, help="how connections authenticate")
+@click.option("--label", help="the provider's display name  [default: NAME in title case]")
+@click.option("--category", help="one lower-case word: crm, commerce, payments, banking, ...  "
+                                 "[default: productivity]")
+@click.option("--auth-type", type=click.Choice(["api_key", "oauth2"]),
+              help="how connections authenticate  [default: api_key]")
 @click.option("--description", default=None, help="one sentence about the provider")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="where to create hub-NAME/")
-def new_plugin(name: str, label: str, category: str, auth_type: str, description: str | None,
-               output_dir: str) -> None:
+def new_plugin(name: str, label: str | None, category: str | None, auth_type: str | None,
+               description: str | None, output_dir: str) -> None:
     """Create hub-NAME/, a provider plugin package that works against its own
-    fake server, from the plugin template (see PLUGINS.md)."""
+    fake server, from the plugin template (see PLUGINS.md).
+
+    Options not given are asked for at a terminal, and take their defaults
+    otherwise (a script, CI)."""
     from hub.scaffold import ScaffoldError, render
 
+    ask = _interactive()
+
+    def choose(value: str | None, question: str, default: str, **kwargs: object) -> str:
+        if value is not None:
+            return value
+        return click.prompt(question, default=default, **kwargs) if ask else default
+
+    label = choose(label, "Label (display name)", name.replace("_", " ").title())
+    category = choose(category, "Category (crm, commerce, payments, banking, ...)", "productivity")
+    auth_type = choose(auth_type, "Auth type", "api_key", type=click.Choice(["api_key", "oauth2"]))
     try:
         path = render(name, label=label, category=category, auth_type=auth_type, description=description,
                       output_dir=output_dir)

@@ -75,7 +75,13 @@ def test_new_plugin_renders_a_package_with_every_hook_to_fill_marked(tmp_path, a
     assert "TODO(author)" in (path / "hub_acme_crm" / "testing.py").read_text()
 
 
-def test_new_plugin_prompts_and_refuses_bad_answers(tmp_path):
+def test_new_plugin_prompts_and_refuses_bad_answers(tmp_path, monkeypatch):
+    # Not at a terminal (a script, CI), what is not given takes its default.
+    quiet = CliRunner().invoke(main, ["new-plugin", "foo_bar", "--output-dir", str(tmp_path)])
+    assert quiet.exit_code == 0, quiet.output
+    source = (tmp_path / "hub-foo-bar" / "hub_foo_bar" / "__init__.py").read_text()
+    assert 'label="Foo Bar"' in source and 'category="productivity"' in source and 'auth_type="api_key"' in source
+    monkeypatch.setattr("hub.cli._interactive", lambda: True)
     prompted = CliRunner().invoke(main, ["new-plugin", "shop", "--output-dir", str(tmp_path)],
                                   input="Shop Co\ncommerce\noauth2\n")
     assert prompted.exit_code == 0, prompted.output
