@@ -205,6 +205,9 @@ class ProviderHTTP:
                 await endpoint_limiter.acquire()
             if self.limiter:
                 await self.limiter.acquire()
+            if self.client.is_closed:
+                # The connection's client closes when the connection is deleted (or the hub stops).
+                raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
             try:
                 response = await self.client.request(
                     method, url, params=merged_params, json=json, data=data, headers=merged_headers

@@ -4,13 +4,16 @@ scheduler and provider faults. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
-from hub.models import Connection, SyncConfig, utcnow
+from hub.models import Connection, SyncConfig, SyncRecord, utcnow
 from hub.sync.stored import encode_cursor
 from hub.types import Credentials
 from tests.conftest import API, make_org
@@ -302,3 +305,18 @@ def test_background_work_follows_the_run_scheduler_setting(settings, example_reg
             assert app.state.webhook_processor._task is not None and app.state.sync is not None
             assert (app.state.sync_scheduler._task is not None) is run_scheduler
         assert app.state.webhook_processor._task is None and app.state.sync_scheduler._task is None
+
+
+def test_deleting_a_connection_during_its_sync_stops_the_run_quietly(client, auth, hub_app, example_fake, caplog,
+                                                                      recwarn):
+    example_fake[1].state.delay = 0.4
+    connection = connect(client, auth)
+    start(client, auth, connection["id"], entity="notes")
+    time.sleep(0.2)  # the first page is on its way
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).status_code == 200
+    hub = hub_app.state.hub
+    time.sleep(1.5)  # the run meets the closed connection at its next request
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    assert [str(w.message) for w in recwarn if "SAWarning" in type(w.message).__name__] == []
+    with hub.session() as session:
+        assert session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection["id"])).all() == []

@@ -426,7 +426,8 @@ class SyncEngine:
             session.execute(query.values(
                 status=status, finished_at=now, heartbeat_at=now,
                 error=error.message[:2000] if error else None, error_code=error.code if error else None))
-            connection = session.get(Connection, self._connection_of(session, run_id))
+            connection_id = self._connection_of(session, run_id)  # None: the connection (and run) was deleted
+            connection = session.get(Connection, connection_id) if connection_id else None
             if connection is not None:
                 connection.last_sync_at = now
                 if status == "succeeded" and connection.status == "error":
