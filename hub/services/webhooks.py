@@ -81,7 +81,9 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
         raise WebhookRejected("malformed delivery") from None
     result = IntakeResult(connection_id=connection.id)
     for event in events or []:
-        stored_id = _store_once(hub, provider, connection, event)
+        # In a thread: on SQLite a pull may hold the write lock for a moment, and
+        # the event loop (other deliveries, the pull itself) must not wait with it.
+        stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event)
         (result.accepted if stored_id else result.duplicates).append(event.dedup_key)
     return result
 

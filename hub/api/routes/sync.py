@@ -7,6 +7,7 @@ executor, the scheduler and the webhook processor
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,10 @@ from hub.types import NotFound
 
 
 router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"])
+
+#: Writes to the record store run in a thread: they may wait a moment for a
+#: pull's write lock, and the event loop (the pull's own fetches among it) must not.
+in_thread = asyncio.to_thread
 
 
 def organization_connection(hub: HubDep, org: OrgDep, connection_id: str) -> Connection:
@@ -92,9 +97,9 @@ async def list_sync_configs(hub: HubDep, connection: ConnectionDep):
 async def create_sync_config(hub: HubDep, connection: ConnectionDep, body: SyncConfigCreate):
     """Sync an entity. Mappings naming unknown fields or impossible casts are
     refused (422); push or both on a read-only entity is refused (405 `read_only`)."""
-    config = config_service.create_config(
-        hub, connection, entity=body.entity, direction=body.direction, enabled=body.enabled,
-        schedule_minutes=body.schedule_minutes, conflict_policy=body.conflict_policy,
+    config = await in_thread(
+        config_service.create_config, hub, connection, entity=body.entity, direction=body.direction,
+        enabled=body.enabled, schedule_minutes=body.schedule_minutes, conflict_policy=body.conflict_policy,
         mappings=[m.model_dump() for m in body.mappings])
     return {"success": True, "sync_config": _config_out(hub, config)}
 
@@ -111,7 +116,7 @@ async def update_sync_config(hub: HubDep, connection: ConnectionDep, sync_config
     changes = body.model_dump(exclude_unset=True)
     if body.mappings is not None:
         changes["mappings"] = [m.model_dump() for m in body.mappings]
-    config = config_service.update_config(hub, connection, sync_config_id, changes)
+    config = await in_thread(config_service.update_config, hub, connection, sync_config_id, changes)
     return {"success": True, "sync_config": _config_out(hub, config)}
 
 
@@ -119,7 +124,7 @@ async def update_sync_config(hub: HubDep, connection: ConnectionDep, sync_config
 async def delete_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
     """Stop syncing the entity: the config, its sync state and the records
     stored for it are deleted."""
-    config_service.delete_config(hub, connection.id, sync_config_id)
+    await in_thread(config_service.delete_config, hub, connection.id, sync_config_id)
     return {"success": True}
 
 
@@ -135,8 +140,8 @@ async def list_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: 
 async def replace_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                            body: MappingsReplace):
     """Replace the config's field mappings, checked against the entity's fields."""
-    config = config_service.replace_mappings(hub, connection, sync_config_id,
-                                             [m.model_dump() for m in body.mappings])
+    config = await in_thread(config_service.replace_mappings, hub, connection, sync_config_id,
+                             [m.model_dump() for m in body.mappings])
     return {"success": True, "sync_config_id": config.id, "entity": config.entity, "mappings": config.mappings}
 
 
@@ -166,7 +171,7 @@ async def _write(request: Request, hub: Hub, connection: Connection, sync_config
                  record_id: str | None, body: StoredRecordWrite) -> dict[str, Any]:
     """Create (``record_id`` None) or change a stored record; queue its push when asked."""
     config = _config(hub, connection, sync_config_id)
-    row = stored.write_record(hub, connection, config, record_id, body.data, mapped=body.mapped)
+    row = await in_thread(stored.write_record, hub, connection, config, record_id, body.data, mapped=body.mapped)
     run_id = await _queue_push(request, connection, config, body.sync)
     mapper = stored.mapper_for(hub, connection, config) if body.mapped else None
     return {"success": True, "record": stored.record_out(row, mapper), "run_id": run_id}
@@ -205,7 +210,7 @@ async def delete_stored_record(request: Request, hub: HubDep, connection: Connec
                                record_id: str, sync: bool = Query(default=True)):
     """Delete a record: at the provider by the next push (queued now with `sync`)."""
     config = _config(hub, connection, sync_config_id)
-    if stored.delete_record(hub, connection, config, record_id) is not None:
+    if await in_thread(stored.delete_record, hub, connection, config, record_id) is not None:
         await _queue_push(request, connection, config, sync)
     return {"success": True}
 
@@ -231,8 +236,8 @@ async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id:
 async def resolve_conflict(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                            conflict_id: str, body: ConflictResolve):
     config = _config(hub, connection, sync_config_id)
-    conflict = stored.resolve_conflict(hub, connection, config, conflict_id, body.resolution, body.data,
-                                       body.mapped)
+    conflict = await in_thread(stored.resolve_conflict, hub, connection, config, conflict_id, body.resolution,
+                               body.data, body.mapped)
     run_id = None
     if body.resolution != "provider" and config.direction != "pull":
         run_id = await _queue_push(request, connection, config, body.sync)
