@@ -380,14 +380,15 @@ class SyncEngine:
             return run
         lease = Lease(self.hub, run.connection_id, new_owner(), run.id, self.lease_ttl)
         if not await lease.acquire(self.lease_wait):
-            self._finish(run.id, None, "failed", Busy("another sync of this connection is still running"))
+            await asyncio.to_thread(self._finish, run.id, None, "failed",
+                                    Busy("another sync of this connection is still running"))
             return self._load(run_id)
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
-            if not self._claim(run.id, lease.owner):
+            if not await asyncio.to_thread(self._claim, run.id, lease.owner):
                 return self._load(run_id)
             error = await self._execute(run, lease)
-            self._finish(run.id, lease.owner, "failed" if error else "succeeded", error)
+            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error)
         except LeaseLost:
             log.warning("run %s lost its lease; another process resumes it", run.id)
         except asyncio.CancelledError:
