@@ -72,6 +72,21 @@ def hub_app(settings, example_registry, example_fake, monkeypatch):
 
 
 @pytest.fixture
+def relay_app(settings):
+    """A hub app (its webhook processor polling fast) serving the Relay
+    provider of tests/test_sync_webhooks.py: (relay, app, client)."""
+    from tests.test_sync_webhooks import Relay
+
+    relay = Relay(items=2)
+    registry = PluginRegistry()
+    registry.register(relay, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        app.state.webhook_processor.poll_seconds = 0.05
+        yield relay, app, client
+
+
+@pytest.fixture
 def client(hub_app):
     with TestClient(hub_app) as c:
         yield c

@@ -13,12 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
 import hub.sync.store as store_module
 from hub import hookimpl
-from hub.api.main import create_app
 from hub.models import SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
@@ -262,17 +260,6 @@ def test_a_sync_that_started_before_the_event_was_received_does_not_count(settin
     run(WebhookProcessor(hub).process_once())
     assert events_of(hub)["chg"].status == "pending"
     assert [r.status for r in runs_of(hub)] == ["succeeded", "queued"]
-
-
-@pytest.fixture
-def relay_app(settings):
-    relay = Relay(items=2)
-    registry = PluginRegistry()
-    registry.register(relay, "ledger")
-    app = create_app(settings, registry)
-    with TestClient(app) as client:
-        app.state.webhook_processor.poll_seconds = 0.05
-        yield relay, app, client
 
 
 def test_a_webhook_sync_that_fails_while_the_provider_is_down_is_retried_once_it_is_back(relay_app):

@@ -30,6 +30,19 @@ CONNECTIONS = 4
 RUNS_EACH = 3
 
 
+def stop_workers(workers: dict[int, subprocess.Popen]) -> list[str]:
+    """Stop ``hub worker`` processes as an operator would (SIGTERM, then kill); their output."""
+    logs = []
+    for worker in workers.values():
+        worker.send_signal(signal.SIGTERM)
+        try:
+            logs.append(worker.communicate(timeout=20)[0])
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            logs.append(worker.communicate()[0])
+    return logs
+
+
 def test_two_workers_share_the_queue_and_never_run_one_connection_twice_at_once(pg_server, tmp_path, serve_app,
                                                                               example_registry):
     database = postgres.create_database(pg_server, "hub_workers")
@@ -132,14 +145,7 @@ def test_a_run_of_a_killed_worker_is_finished_by_the_other_worker(pg_server, tmp
             time.sleep(0.2)
         taken_over_in = time.monotonic() - killed_at
     finally:
-        logs = []
-        for worker in workers.values():
-            worker.send_signal(signal.SIGTERM)
-            try:
-                logs.append(worker.communicate(timeout=20)[0])
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                logs.append(worker.communicate()[0])
+        logs = stop_workers(workers)
 
     finished = current()
     (survivor,) = workers
@@ -215,14 +221,7 @@ def test_runs_of_a_killed_worker_finish_while_an_api_scheduler_recovers_them(pg_
     try:
         interrupted, finished_in = asyncio.run(scenario())
     finally:
-        logs = []
-        for worker in workers.values():
-            worker.send_signal(signal.SIGTERM)
-            try:
-                logs.append(worker.communicate(timeout=20)[0])
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                logs.append(worker.communicate()[0])
+        logs = stop_workers(workers)
 
     done = runs()
     assert {r.status for r in done} == {"succeeded"}, [(r.status, r.error) for r in done]

@@ -4,30 +4,15 @@ API and the ``hub webhooks`` command. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
 import hub.cli
 import hub.services.webhooks as webhooks_module
-from hub.api.main import create_app
 from hub.cli import main
 from hub.models import WebhookEvent
-from hub.plugins import PluginRegistry
 from tests.conftest import API, make_org
 from tests.sync_support import wait_until
-from tests.test_sync_webhooks import Relay, events_of
-
-
-@pytest.fixture
-def relay_app(settings):
-    relay = Relay(items=2)
-    registry = PluginRegistry()
-    registry.register(relay, "ledger")
-    app = create_app(settings, registry)
-    with TestClient(app) as client:
-        app.state.webhook_processor.poll_seconds = 0.05
-        yield relay, app, client
+from tests.test_sync_webhooks import events_of
 
 
 def org_auth(app, name: str) -> dict[str, str]:
