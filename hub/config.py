@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     oauth_state_ttl_seconds: int = 600
+    #: Comma list of hosts an OAuth redirect_uri may name (empty: any http(s) URL).
+    oauth_return_hosts: str = ""
     refresh_margin_seconds: int = 120
     scheduler_interval_seconds: float = 30.0
     run_scheduler: bool = True

@@ -39,8 +39,9 @@ class ProviderContext:
 
     def url(self, name: str = "api", path: str = "", **values: Any) -> str:
         """The provider URL ``name`` from ``ProviderInfo.urls``, formatted with
-        ``values``, the connection config, the settings and the provider's
-        ``url_defaults`` (in that precedence), with ``path`` appended.
+        ``values``, the connection config (its declared ``config_fields`` only),
+        the settings and the provider's ``url_defaults`` (in that precedence),
+        with ``path`` appended.
 
         When the operator set the provider setting ``origin`` (a fake server, a
         proxy), the scheme and host are replaced by it.
@@ -52,7 +53,10 @@ class ProviderContext:
         except KeyError:
             raise ConfigurationError(f"provider {self.provider.name} declares no URL named {name!r}") from None
         try:
-            url = template.format(**{**self.provider.url_defaults, **self.settings, **self.config, **values})
+            # Only declared config shapes URLs: a tenant's other keys must not send requests elsewhere.
+            declared = {f.name for f in self.provider.config_fields}
+            config = {k: v for k, v in self.config.items() if k in declared}
+            url = template.format(**{**self.provider.url_defaults, **self.settings, **config, **values})
         except KeyError as exc:
             raise ConfigurationError(
                 f"provider {self.provider.name} needs {exc.args[0]!r} to build its {name} URL"

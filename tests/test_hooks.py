@@ -161,11 +161,12 @@ def test_hook_test_connection(client, auth):
     connection_id = connect_example(client, auth)
     tested = client.post(f"{API}/connections/{connection_id}/test", headers=auth).json()
     assert tested["details"] == {"account": "Example Account"}
+    # A new key is tested before it replaces the one that works.
     refused = client.put(f"{API}/connections/{connection_id}", json={"credentials": {"api_key": "nope"}},
                          headers=auth)
-    assert refused.status_code == 200
-    failed = client.post(f"{API}/connections/{connection_id}/test", headers=auth)
-    assert failed.status_code == 424 and failed.json()["code"] == "provider_auth_failed"
+    assert refused.status_code == 424 and refused.json()["code"] == "provider_auth_failed"
+    still = client.post(f"{API}/connections/{connection_id}/test", headers=auth)
+    assert still.status_code == 200 and still.json()["connection"]["status"] == "connected"
 
 
 def test_hook_create_link_token(link_hub):

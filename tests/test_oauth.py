@@ -95,8 +95,9 @@ def test_state_is_single_use(oauth_hub):
     client, headers, _app = oauth_hub
     callback = provider_redirect(start(client, headers))
     assert finish(client, callback)["status"] == "connected"
-    replay = finish(client, callback)
-    assert replay == {"status": "error", "code": "state_used", "_location": replay["_location"]}
+    # A used state redirects nowhere: its callback URL is not a lasting redirect to the return URL.
+    replay = client.get(callback, follow_redirects=False)
+    assert replay.status_code == 400 and replay.json()["code"] == "state_used"
 
 
 def test_unknown_and_missing_state(oauth_hub):
@@ -113,7 +114,8 @@ def test_expired_state(oauth_hub):
     with app.state.hub.session() as session:
         session.execute(sa.update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert finish(client, callback)["code"] == "state_expired"
+    expired = client.get(callback, follow_redirects=False)
+    assert expired.status_code == 400 and expired.json()["code"] == "state_expired"
 
 
 def test_state_is_bound_to_its_provider(oauth_hub):
@@ -200,3 +202,36 @@ def test_token_endpoint_401_during_refresh_fails_cleanly(oauth_hub, oauth_fake, 
     with pytest.raises(AuthFailed) as excinfo:
         asyncio.run(attempt())
     assert excinfo.value.code == "token_refresh_failed"
+
+
+def test_return_urls_are_limited_to_the_hosts_the_operator_lists(oauth_hub):
+    client, headers, app = oauth_hub
+    app.state.hub.settings.oauth_return_hosts = "app.example.com, admin.example.com"
+    start(client, headers)  # APP_URL is on app.example.com
+    refused = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": "https://evil.example.net/x"},
+                         headers=headers)
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_redirect_uri"
+    assert "app.example.com" in refused.json()["error"]
+
+
+def test_only_declared_configuration_is_kept_from_the_authorize_request(oauth_hub):
+    client, headers, app = oauth_hub
+    result = finish(client, provider_redirect(start(client, headers, api_version="1999-01", foo="bar")))
+    connection = client.get(f"{API}/connections/{result['connection_id']}", headers=headers).json()["connection"]
+    assert "api_version" not in connection["config"] and "foo" not in connection["config"]
+
+
+def test_states_expired_for_a_day_are_purged_by_the_scheduler(oauth_hub):
+    client, headers, app = oauth_hub
+    start(client, headers)
+    start(client, headers)
+    hub = app.state.hub
+    with hub.session() as session:
+        old = session.exec(sa.select(OAuthState.state_hash)).scalars().first()
+        session.execute(sa.update(OAuthState).where(OAuthState.state_hash == old)
+                        .values(expires_at=utcnow() - timedelta(days=2)))
+        session.commit()
+    app.state.sync_scheduler.purge(utcnow())
+    with hub.session() as session:
+        left = session.exec(sa.select(OAuthState.state_hash)).scalars().all()
+    assert len(left) == 1 and old not in left

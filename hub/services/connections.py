@@ -118,7 +118,12 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         if credentials.webhook_key:
             match = next((c for c in existing if c.webhook_key == credentials.webhook_key), None)
         if match is None and existing and not allow_many:
-            match = existing[0]
+            other = existing[0]
+            if other.webhook_key and credentials.webhook_key:
+                # Another account (another shop) of the provider: never take its connection over.
+                raise Conflict(f"this organization's {provider.name} connection is for {other.webhook_key}; "
+                               f"delete it to connect {credentials.webhook_key}")
+            match = other
         connection = match or Connection(
             organization_id=organization_id, provider=provider.name, category=provider.info.category,
             name=name or provider.info.label,
@@ -133,20 +138,43 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         return connection
 
 
-def update_connection(hub: Hub, organization_id: str, connection_id: str, changes: dict[str, Any]) -> Connection:
+async def update_connection(hub: Hub, organization_id: str, connection_id: str,
+                            changes: dict[str, Any]) -> Connection:
+    """Apply a PUT. New credentials or configuration are tested with the
+    provider before they replace what works (nothing changes if refused).
+    An OAuth or Link connection's credentials and configuration come from
+    its authorization (its shop, its Plaid environment): changing them means
+    connecting again, never sending its tokens elsewhere."""
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+    provider = hub.provider(connection.provider)
+    config = _changed_config(provider, connection, changes.get("config") or {})
+    secrets = None
+    if changes.get("credentials"):
+        if provider.info.auth_type != "api_key":
+            raise ValidationFailed(
+                f"the credentials of a {provider.name} connection come from its {provider.info.auth_type} "
+                f"authorization: connect again to change them", code="credentials_from_authorization")
+        secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
+        _check_fields(provider, secrets, config if config is not None else connection.config or {})
+    declared = {f.name for f in provider.info.config_fields}
+    shaping = config is not None and any(config.get(k) != (connection.config or {}).get(k) for k in declared)
+    if (shaping or secrets is not None) and provider.implements("test_connection"):
+        candidate = connection.model_copy()
+        if config is not None:
+            candidate.config = config
+        if secrets is not None:
+            hub.store_credentials(candidate, Credentials(secrets=secrets))
+        await hub.call(provider, "test_connection", hub.context(provider, candidate))
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
             if key in changes and changes[key] is not None:
                 setattr(connection, key, changes[key])
-        if changes.get("config"):
-            connection.config = {**(connection.config or {}), **changes["config"]}
-            connection.webhook_key = _webhook_key(hub.provider(connection.provider), connection.config) \
-                or connection.webhook_key
-        if changes.get("credentials"):
-            provider = hub.provider(connection.provider)
-            secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
-            _check_fields(provider, secrets, connection.config or {})
+        if config is not None:
+            connection.config = config
+            connection.webhook_key = _webhook_key(provider, config) or connection.webhook_key
+        if secrets is not None:
             hub.store_credentials(connection, Credentials(secrets=secrets))
             connection.status = "connected"
             connection.last_error = None
@@ -157,6 +185,25 @@ def update_connection(hub: Hub, organization_id: str, connection_id: str, change
         session.commit()
         session.refresh(connection)
         return connection
+
+
+def _changed_config(provider: Provider, connection: Connection, change: dict[str, Any]) -> dict[str, Any] | None:
+    """The configuration after ``change`` merged in (None: unchanged). Of the
+    provider's declared fields (those that shape its requests: the shop, the
+    environment) only writable ones change, and on an OAuth or Link
+    connection none; other keys are the tenant's own notes."""
+    if not change:
+        return None
+    declared = {f.name: f for f in provider.info.config_fields}
+    current = dict(connection.config or {})
+    changed = sorted(k for k, v in change.items() if current.get(k) != v)
+    bound = [k for k in changed if k in declared and (declared[k].readonly or provider.info.auth_type != "api_key")]
+    if bound:
+        raise ValidationFailed(
+            f"{', '.join(bound)} of a {provider.name} connection {'is' if len(bound) == 1 else 'are'} set by its "
+            f"authorization: connect again to change {'it' if len(bound) == 1 else 'them'}",
+            code="config_from_authorization", details={"fields": bound})
+    return {**current, **change} if changed else None
 
 
 async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:

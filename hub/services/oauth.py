@@ -29,12 +29,18 @@ def callback_url(hub: Hub, provider: str) -> str:
     return f"{hub.settings.public_url.rstrip('/')}/api/v1/integrations/oauth/{provider}/callback"
 
 
-def _check_return_url(url: str | None) -> None:
+def _check_return_url(hub: Hub, url: str | None) -> None:
+    """An absolute http(s) URL, on one of ``HUB_OAUTH_RETURN_HOSTS`` when the
+    operator lists them (the hub's callback redirects there)."""
     if url is None:
         return
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
+    allowed = {h.strip().lower() for h in hub.settings.oauth_return_hosts.split(",") if h.strip()}
+    if allowed and (parts.hostname or "").lower() not in allowed:
+        raise ValidationFailed(f"redirect_uri must be on one of the hosts HUB_OAUTH_RETURN_HOSTS lists "
+                               f"({', '.join(sorted(allowed))})", code="invalid_redirect_uri")
 
 
 async def start(hub: Hub, organization_id: str, provider: Provider, return_to: str | None,
@@ -46,7 +52,10 @@ async def start(hub: Hub, organization_id: str, provider: Provider, return_to: s
     """
     if provider.info.auth_type != "oauth2":
         raise ValidationFailed(f"{provider.name} does not use OAuth", code="wrong_auth_type")
-    _check_return_url(return_to)
+    _check_return_url(hub, return_to)
+    # Only what the provider declares as configuration (shop) becomes the connection's config.
+    declared = {f.name for f in provider.info.config_fields}
+    params = {k: v for k, v in params.items() if k in declared}
     state = secrets.token_urlsafe(32)
     verifier = challenge = None
     if provider.info.supports_pkce:
@@ -81,13 +90,23 @@ def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
         record = session.get(OAuthState, state_hash)
     if record is None:
         raise OAuthFailed("unknown OAuth state", code="invalid_state")
+    # A used or expired state redirects nowhere: its callback URL must not stay a
+    # redirect to the return URL for ever (anyone could follow it).
     if claimed.rowcount != 1:
-        raise OAuthFailed("this OAuth state was already used", code="state_used", details=record.return_to)
+        raise OAuthFailed("this OAuth state was already used", code="state_used")
     if record.provider != provider.name:
         raise OAuthFailed("OAuth state belongs to another provider", code="invalid_state")
     if record.expires_at < now:
-        raise OAuthFailed("OAuth state expired; start again", code="state_expired", details=record.return_to)
+        raise OAuthFailed("OAuth state expired; start again", code="state_expired")
     return record
+
+
+def purge_states(hub: Hub, before: Any) -> int:
+    """Forget OAuth states that expired before ``before``."""
+    with hub.session() as session:
+        purged = session.execute(sa.delete(OAuthState).where(OAuthState.expires_at < before)).rowcount or 0
+        session.commit()
+    return purged
 
 
 async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[OAuthState | None, Connection]:
@@ -115,7 +134,10 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
     except HubError as exc:
         raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
-    connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)
+    try:
+        connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)
+    except HubError as exc:
+        raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     return record, connection
 
 

@@ -155,7 +155,11 @@ class Scheduler:
         return due
 
     def purge(self, now: datetime) -> int:
-        """Drop tombstones older than ``sync_tombstone_days`` (0 keeps them)."""
+        """Drop tombstones older than ``sync_tombstone_days`` (0 keeps them),
+        and OAuth states expired for a day."""
+        from hub.services.oauth import purge_states
+
+        purge_states(self.hub, now - timedelta(days=1))
         days = self.hub.settings.sync_tombstone_days
         if days <= 0:
             return 0

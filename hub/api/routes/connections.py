@@ -45,7 +45,7 @@ async def get_connection(hub: HubDep, org: OrgDep, connection_id: str):
 
 @router.put("/{connection_id}", response_model=ConnectionResponse, operation_id="update_connection")
 async def update_connection(hub: HubDep, org: OrgDep, connection_id: str, body: ConnectionUpdate):
-    connection = service.update_connection(hub, org.id, connection_id, body.model_dump(exclude_unset=True))
+    connection = await service.update_connection(hub, org.id, connection_id, body.model_dump(exclude_unset=True))
     return {"success": True, "connection": ConnectionPublic.of(connection)}
 
 

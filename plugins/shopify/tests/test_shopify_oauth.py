@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hub_shopify import INFO
+from hub_shopify import testing as fake
 from hub_shopify.testing import CLIENT_ID, SHOP, sign_callback
 
 API = "/api/v1/integrations"
@@ -75,7 +76,28 @@ def test_callback_for_another_shop_is_refused(shopify):
 def test_state_is_single_use(shopify):
     callback = shopify.consent(shopify.start())
     assert shopify.finish(callback)["status"] == "connected"
-    assert shopify.finish(callback) == {"status": "error", "code": "state_used"}
+    replay = shopify.client.get(f"{API}/oauth/shopify/callback", params=callback, follow_redirects=False)
+    assert replay.status_code == 400 and replay.json()["code"] == "state_used"  # no lasting redirect
+
+
+def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(shopify, shop_server):
+    """Its tokens must never go to another host: the shop is not editable, nor
+    the credentials; connecting another shop does not take the connection over."""
+    connection_id = shopify.connect()
+    url = f"{API}/connections/{connection_id}"
+    moved = shopify.put(url, {"config": {"shop": "evil.example.com"}})
+    assert moved.status_code == 422 and moved.json()["code"] == "config_from_authorization"
+    swapped = shopify.put(url, {"credentials": {"access_token": "shpat_mine"}})
+    assert swapped.status_code == 422 and swapped.json()["code"] == "credentials_from_authorization"
+    assert shopify.get(url).json()["connection"]["config"]["shop"] == SHOP
+    assert shopify.put(url, {"config": {"shop": SHOP}, "name": "Main shop"}).status_code == 200  # unchanged is fine
+
+    switch, _ = shop_server
+    switch.app = fake.create_app(shop="second-store.myshopify.com")
+    result = shopify.finish(shopify.consent(shopify.start(shop="second-store.myshopify.com")))
+    assert result == {"status": "error", "code": "connection_exists"}
+    assert [c["id"] for c in shopify.get(f"{API}/connections").json()["connections"]] == [connection_id]
+    assert shopify.get(url).json()["connection"]["config"]["shop"] == SHOP
 
 
 def test_invalid_shop_is_refused(shopify):
