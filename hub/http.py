@@ -41,6 +41,10 @@ from hub.types import (
 log = logging.getLogger("hub.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Methods a provider applies once however often they arrive.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Failures that happen before the request left: safe to retry any request.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -111,9 +115,15 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @dataclass
 class RetryPolicy:
+    """``attempts`` bounds the tries after errors (5xx, network); 429s the
+    provider asks to wait out (``Retry-After``) count against ``throttled_wait``
+    seconds of waiting instead; no request goes on past ``deadline`` seconds."""
+
     attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
+    throttled_wait: float = 120.0
+    deadline: float = 90.0
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
@@ -183,19 +193,30 @@ class ProviderHTTP:
         headers: dict[str, str] | None = None,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
         raise_for_status: bool = True,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send a request; return the successful response.
 
-        Retries on 429, 5xx (``retry_statuses``) and network errors with
-        backoff, honouring ``Retry-After``; the same request (headers such as
-        ``Idempotency-Key`` included) is re-sent each time. With
+        Retries with backoff on 429, 5xx (``retry_statuses``) and network
+        errors, honouring ``Retry-After``; the same request (headers such as
+        ``Idempotency-Key`` included) is re-sent each time. A request that is
+        not ``idempotent`` (default: by method, GET/PUT/DELETE are; a POST or
+        PATCH is when it carries an ``Idempotency-Key``) is only re-sent when
+        the provider cannot have applied it (a 429, a connection never made):
+        after a 5xx or a timeout it may have, and sending it again could apply
+        it twice (a second order, stock adjusted twice). With
         ``raise_for_status`` an error response becomes a hub error.
 
         :raises AuthFailed, NotFound, ValidationFailed, RateLimited,
             ProviderUnavailable, ProviderError: as the response says.
         """
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS or any(
+                k.lower() == "idempotency-key" for k in (headers or {}))
         refreshed = False
         attempt = 0
+        throttled = 0.0
+        deadline = time.monotonic() + self.retry.deadline
         while True:
             auth = await self._auth() if self._auth else RequestAuth()
             merged_params = _merge_params(params, auth.params)
@@ -213,11 +234,15 @@ class ProviderHTTP:
                     method, url, params=merged_params, json=json, data=data, headers=merged_headers
                 )
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if attempt + 1 >= self.retry.attempts:
+                if not (idempotent or isinstance(exc, NOT_SENT)):
+                    raise ProviderUnavailable(
+                        f"provider did not answer a {method} ({type(exc).__name__}); it may have applied it, "
+                        f"so it was not sent again: check before repeating it") from None
+                delay = self.retry.backoff(attempt)
+                if attempt + 1 >= self.retry.attempts or time.monotonic() + delay > deadline:
                     raise ProviderUnavailable(
                         f"provider unreachable after {attempt + 1} attempts: {type(exc).__name__}"
                     ) from None
-                delay = self.retry.backoff(attempt)
                 log.info("network error %s on %s %s; retry in %.2fs", type(exc).__name__, method, _path(url), delay)
                 attempt += 1
                 await asyncio.sleep(delay)
@@ -228,25 +253,36 @@ class ProviderHTTP:
                 refreshed = True
                 if await self._refresh():
                     continue
-            if status in retry_statuses and attempt + 1 < self.retry.attempts:
-                wait = parse_retry_after(response.headers.get("retry-after"))
-                if wait is None:
-                    wait = self.retry.backoff(attempt)
+            retry = status in retry_statuses and (status == 429 or idempotent)
+            if retry:
+                asked = parse_retry_after(response.headers.get("retry-after"))
+                wait = self.retry.backoff(attempt) if asked is None else (
+                    min(asked, self.retry.max_delay) + random.uniform(0, 0.05))
+                if status == 429 and asked is not None:
+                    # The provider said how long to wait: that costs waiting time, not an attempt.
+                    retry = throttled + wait <= self.retry.throttled_wait
+                    throttled += wait
                 else:
-                    wait = min(wait, self.retry.max_delay) + random.uniform(0, 0.05)
+                    retry = attempt + 1 < self.retry.attempts
+                    attempt += 1
+                retry = retry and time.monotonic() + wait <= deadline
+            if retry:
                 if status == 429 and self.limiter:
                     self.limiter.pause(wait)
                 if status == 429 and endpoint_limiter:
                     endpoint_limiter.pause(wait)
                 log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
-                attempt += 1
                 await response.aclose()
                 if not (status == 429 and self.limiter):
                     await asyncio.sleep(wait)
                 continue
             if status >= 400 and raise_for_status:
                 described = await self._describe_error(response) if self._describe_error else None
-                raise error_for_response(response, described)
+                error = error_for_response(response, described)
+                if isinstance(error, RateLimited) and error.retry_after is None:
+                    # Tell the client how long to wait even when the provider did not.
+                    error.retry_after = max(1.0, self.retry.backoff(attempt))
+                raise error
             return response
 
     def _endpoint_limiter(self, url: str) -> TokenBucket | None:

@@ -161,7 +161,10 @@ def _country_codes(ctx, wanted: str | list[str] | None = None) -> list[str]:
 
 
 async def _post(ctx, path: str, **body: Any) -> dict[str, Any]:
-    return await ctx.http.json("POST", ctx.url(path=path, environment=_environment(ctx)), json=body)
+    # Plaid reads with POST; the calls made here read, make tokens or remove an
+    # item, all harmless to re-send after a 5xx.
+    return await ctx.http.json("POST", ctx.url(path=path, environment=_environment(ctx)), json=body,
+                               idempotent=True)
 
 
 async def _item_post(ctx, path: str, **body: Any) -> dict[str, Any]:

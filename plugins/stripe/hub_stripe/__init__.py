@@ -185,7 +185,8 @@ async def create_record(ctx, entity, data, idempotency_key):
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    return await ctx.http.json("POST", _record_url(ctx, entity, record_id), data=form(data))
+    # An update sets the same values however often it arrives: safe to re-send.
+    return await ctx.http.json("POST", _record_url(ctx, entity, record_id), data=form(data), idempotent=True)
 
 
 @hookimpl
