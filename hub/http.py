@@ -237,7 +237,7 @@ class ProviderHTTP:
                 if not (idempotent or isinstance(exc, NOT_SENT)):
                     raise ProviderUnavailable(
                         f"provider did not answer a {method} ({type(exc).__name__}); it may have applied it, "
-                        f"so it was not sent again: check before repeating it") from None
+                        f"so it was not sent again: check before repeating it", maybe_applied=True) from None
                 delay = self.retry.backoff(attempt)
                 if attempt + 1 >= self.retry.attempts or time.monotonic() + delay > deadline:
                     raise ProviderUnavailable(
@@ -279,6 +279,8 @@ class ProviderHTTP:
             if status >= 400 and raise_for_status:
                 described = await self._describe_error(response) if self._describe_error else None
                 error = error_for_response(response, described)
+                if isinstance(error, ProviderUnavailable) and not idempotent:
+                    error.maybe_applied = True
                 if isinstance(error, RateLimited) and error.retry_after is None:
                     # Tell the client how long to wait even when the provider did not.
                     error.retry_after = max(1.0, self.retry.backoff(attempt))

@@ -120,7 +120,11 @@ class ProviderInfo:
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.
     ``url_defaults`` gives template values that settings and config may
-    override (Shopify's ``api_version``).
+    override (Shopify's ``api_version``). ``idempotent_creates`` says that
+    ``create_record`` sends its ``idempotency_key`` where the provider honours
+    it (Stripe's ``Idempotency-Key``): a create the hub cannot know the outcome
+    of (a timeout, the hub killed mid-call) is then sent again; without it,
+    such a create is left for someone to check rather than risk a duplicate.
     """
 
     name: str
@@ -141,6 +145,7 @@ class ProviderInfo:
     webhook_tolerance_seconds: int = 300
     webhook_key_config: str | None = None
     url_defaults: dict[str, str] = field(default_factory=dict)
+    idempotent_creates: bool = False
 
 
 @dataclass(frozen=True)
@@ -313,10 +318,17 @@ class RateLimited(HubError):
 
 
 class ProviderUnavailable(HubError):
-    """The provider failed (5xx, timeout, network) after the core's retries."""
+    """The provider failed (5xx, timeout, network) after the core's retries.
+
+    ``maybe_applied``: the request was a write that may have taken effect
+    (no answer, or a 5xx, to a request that is not idempotent)."""
 
     code = "provider_unavailable"
     status = 503
+
+    def __init__(self, message: str, *, maybe_applied: bool = False, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.maybe_applied = maybe_applied
 
 
 class ProviderError(HubError):

@@ -245,3 +245,4 @@ def test_conflicts_are_listed_newest_first_a_page_at_a_time(client, auth, hub_ap
     assert [c["created_at"] for c in seen] == sorted((c["created_at"] for c in seen), reverse=True)
     assert_error(client.get(url, params={"cursor": encode_cursor({"before": ["never", 1]})}, headers=auth), 400,
                  "invalid_cursor")
+

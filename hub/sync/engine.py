@@ -43,6 +43,7 @@ from hub.sync import configs as config_service
 from hub.sync.leases import Lease, LeaseLost, holder_gone, new_owner
 from hub.sync.store import (
     PENDING,
+    SENDING,
     Counts,
     apply_deletions,
     apply_records,
@@ -62,6 +63,7 @@ from hub.types import (
     NotSupported,
     Page,
     ProviderError,
+    ProviderUnavailable,
     ReadOnly,
     ValidationFailed,
 )
@@ -142,6 +144,12 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         session.commit()
         session.refresh(run)
         return run, True
+
+
+def _uncertain_create(provider: str) -> str:
+    return (f"the hub got no answer (or stopped) while creating this record at {provider}: it may exist there, "
+            f"so it was not sent again. If the next pull brings it, delete this copy; if not, change this record "
+            f"with sync to push it again")
 
 
 def _ways(direction: str) -> set[str]:
@@ -601,7 +609,7 @@ class SyncEngine:
         with self.hub.session() as session:
             query = (select(SyncRecord)
                      .where(SyncRecord.connection_id == config.connection_id, SyncRecord.entity == config.entity,
-                            SyncRecord.push_status == PENDING)
+                            SyncRecord.push_status.in_((PENDING, SENDING)))
                      .order_by(SyncRecord.local_changed_at, SyncRecord.id).limit(PUSH_BATCH + len(attempted)))
             return [r for r in session.exec(query) if r.id not in attempted][:PUSH_BATCH]
 
@@ -611,6 +619,14 @@ class SyncEngine:
         result: Any = None
         failure: HubError | None = None
         permanent = False
+        guarded = op == "create" and not provider.info.idempotent_creates
+        if guarded and row.push_status == SENDING:
+            # Left so by a hub that stopped mid-call: the provider may have it already.
+            failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
+            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)
+            return
+        if guarded and not await asyncio.to_thread(self._mark_sending, row):
+            return  # changed meanwhile: the next push takes the new version
         try:
             if op == "create":
                 if not schema.supports_create:
@@ -630,23 +646,42 @@ class SyncEngine:
                 except NotFound:
                     pass
         except AuthFailed:
+            if guarded:
+                await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False,
+                                        True)
             raise
         except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
             failure, permanent = exc, True
+        except ProviderUnavailable as exc:
+            failure = exc
+            if guarded and exc.maybe_applied:
+                failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         except HubError as exc:
             failure = exc
         await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure, permanent)
         if failure is not None and not permanent:
             raise failure
 
+    def _mark_sending(self, row: SyncRecord) -> bool:
+        """Note that a create is on its way (committed before the call)."""
+        with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
+            marked = session.execute(sa.update(_records).where(
+                _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
+                _records.c.local_version == row.local_version).values(push_status=SENDING))
+        return marked.rowcount == 1
+
     def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
-                    result: Any, failure: HubError | None, permanent: bool) -> None:
+                    result: Any, failure: HubError | None, permanent: bool, unsent: bool = False) -> None:
         now = utcnow()
         counts = Counts()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
             row = session.get(SyncRecord, sent.id)
             if row is None:
+                return
+            if unsent:  # the call never happened (credentials refused): back to waiting
+                row.push_status = PENDING if row.push_status == SENDING else row.push_status
+                session.add(row)
                 return
             if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
                 # The provider deleted the record the tenant changed: a conflict, as a pull would find it.
@@ -679,8 +714,9 @@ class SyncEngine:
                 if row.local_version == sent.local_version:
                     row.local_data, row.local_op, row.push_status = None, None, None
                     row.push_error, row.push_attempts = None, 0
-                elif row.local_op == "create":
-                    row.local_op = "update"
+                else:  # changed again while on its way: the next push sends the rest
+                    row.local_op = "update" if row.local_op == "create" else row.local_op
+                    row.push_status = PENDING if row.push_status == SENDING else row.push_status
             row.updated_at = now
             session.add(row)
             _bump(session, run_id, counts)

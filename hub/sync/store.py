@@ -39,8 +39,11 @@ from hub.types import EntitySchema, ProviderError
 PENDING = "pending"
 FAILED = "failed"
 CONFLICT = "conflict"
+#: A create on its way to a provider without idempotent creates: if the hub
+#: stops before it knows the outcome, the record may exist there.
+SENDING = "sending"
 #: push_status values meaning the tenant changed the record and the provider does not have it yet.
-LOCAL_CHANGE = (PENDING, FAILED, CONFLICT)
+LOCAL_CHANGE = (PENDING, FAILED, CONFLICT, SENDING)
 
 _records = SyncRecord.__table__
 _IN_CHUNK = 500

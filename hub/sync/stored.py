@@ -15,7 +15,7 @@ from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun
 from hub.runtime import Hub
 from hub.sync.mapping import Mapper
 from hub.sync.store import (
-    CONFLICT,
+    LOCAL_CHANGE,
     PENDING,
     entity_key,
     find_record,
@@ -70,7 +70,7 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
         "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
         "data": mapper.to_tenant(data, problems) if mapper is not None else data, "mapping_errors": problems,
         "deleted": row.deleted, "deleted_at": row.deleted_at,
-        "pending": row.push_status in (PENDING, CONFLICT, "failed"), "pending_op": row.local_op,
+        "pending": row.push_status in LOCAL_CHANGE, "pending_op": row.local_op,
         "push_status": row.push_status,
         "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,

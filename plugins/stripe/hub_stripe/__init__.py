@@ -57,6 +57,7 @@ INFO = ProviderInfo(
         EntityField("webhook_secret", "Webhook signing secret", description="whsec_… of the webhook endpoint"),
     ),
     webhook_key_config="account",
+    idempotent_creates=True,
 )
 
 SINCE = ("Stripe filters lists on creation time only: `since` returns the records created at or after it "

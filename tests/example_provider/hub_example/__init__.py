@@ -38,6 +38,7 @@ INFO = ProviderInfo(
         EntityField("api_key", "API key", required=True),
         EntityField("webhook_secret", "Webhook signing secret"),
     ),
+    idempotent_creates=True,  # its API honours Idempotency-Key
 )
 
 NOTE_FIELDS = (
