@@ -129,3 +129,19 @@ def test_webhook_verified_stored_once_forged_and_stale_rejected(client, auth):
     stale_body, stale_headers = signed_delivery("whsec_example123", {**event, "id": "evt_2"}, int(time.time()) - 3600)
     stale = client.post(url, content=stale_body, headers=stale_headers)
     assert stale.status_code == 401 and stale.json()["code"] == "webhook_stale"
+
+
+def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client, auth):
+    connection = connect(client, auth)
+    records = f"{API}/connections/{connection['id']}/entities"
+    first = client.get(f"{records}/notes/records", params={"limit": 5}, headers=auth).json()
+    assert first["has_more"]
+    wrong = client.get(f"{records}/tags/records", params={"cursor": first["next_cursor"]}, headers=auth)
+    assert wrong.status_code == 422 and wrong.json()["code"] == "invalid_cursor"
+    assert "belongs to 'notes'" in wrong.json()["error"]
+    forged = client.get(f"{records}/notes/records", params={"cursor": "5"}, headers=auth)
+    assert forged.status_code == 422 and forged.json()["code"] == "invalid_cursor"
+    unfiltered = client.get(f"{records}/tags/records", params={"since": "2999-01-01T00:00:00Z"}, headers=auth)
+    assert unfiltered.status_code == 422 and unfiltered.json()["code"] == "since_not_supported"
+    future = client.get(f"{records}/notes/records", params={"since": "2999-01-01T00:00:00Z"}, headers=auth)
+    assert future.status_code == 200 and future.json()["records"] == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,13 +33,25 @@ class RecordService:
 
     async def list(self, entity: str, cursor: str | None = None, page_size: int = 50,
                    filters: dict[str, str] | None = None, since: datetime | None = None) -> Page:
-        self.provider.schema(entity)
-        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=cursor,
+        """One page of ``entity``. ``cursor`` is a ``next_cursor`` this method
+        returned: the provider's position sealed with its entity, so that a
+        cursor of another entity is refused instead of answered with a wrong
+        page. ``since`` on an entity that cannot filter by it is refused
+        rather than ignored (an unfiltered list would look filtered).
+
+        :raises ValidationFailed: ``invalid_cursor``, ``since_not_supported``.
+        """
+        schema = self.provider.schema(entity)
+        if since is not None and not schema.supports_since:
+            raise ValidationFailed(f"{self.provider.name} cannot list {entity} modified since a time",
+                                   code="since_not_supported")
+        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity,
+                                   cursor=open_cursor(cursor, entity),
                                    page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
                                    filters=filters or {}, since=since)
         if not isinstance(page, Page):
             raise ProviderError(f"provider {self.provider.name} returned no page for {entity}")
-        return page
+        return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity))
 
     async def get(self, entity: str, record_id: str) -> dict[str, Any]:
         self.provider.schema(entity)
@@ -63,3 +78,25 @@ class RecordService:
             raise ValidationFailed(f"action {name} needs {', '.join(missing)}", code="missing_fields",
                                    details={"missing": missing})
         return await self.hub.call(self.provider, "run_action", self.ctx, action=name, params=params)
+
+
+def seal_cursor(cursor: str | None, entity: str) -> str | None:
+    """A provider's position, bound to its entity, as the API hands it out."""
+    if not cursor:
+        return None
+    packed = json.dumps([entity, cursor], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def open_cursor(cursor: str | None, entity: str) -> str | None:
+    """The provider's position in a sealed cursor of ``entity``."""
+    if not cursor:
+        return None
+    try:
+        sealed, position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        raise ValidationFailed("the cursor is not one this API returned", code="invalid_cursor") from None
+    if sealed != entity or not isinstance(position, str):
+        raise ValidationFailed(f"the cursor belongs to {sealed!r}, not {entity!r}" if isinstance(sealed, str)
+                               else "the cursor is not one this API returned", code="invalid_cursor")
+    return position

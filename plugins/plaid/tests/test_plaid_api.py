@@ -9,7 +9,7 @@ from plaid_helpers import API, WEBHOOK_URL, build_hub_app, link, list_pages, rec
 from hub.context import ProviderContext
 from hub.models import Connection
 from hub.services.orgs import create_organization
-from hub.services.records import RecordService
+from hub.services.records import RecordService, seal_cursor
 from hub.types import ConfigurationError
 from hub_plaid import INFO, _environment, request_auth
 
@@ -144,7 +144,7 @@ def test_removed_transactions_are_deleted_ids_and_the_watermark_resumes(client, 
     changed = fake.modify_transaction(item.item_id, list(item.transactions)[5], pending=True)
     new = fake.add_transactions(item.item_id, 3)
     pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25,
-                       cursor=first_run[-1].watermark)
+                       cursor=seal_cursor(first_run[-1].watermark, "transactions"))
     assert len(pages) == 1
     assert sorted(pages[0]["deleted_ids"]) == sorted(gone)
     assert {r["transaction_id"] for r in pages[0]["records"]} == {changed["transaction_id"]} | {
