@@ -281,7 +281,7 @@ async def _accounts(ctx, entity: str) -> list[dict[str, Any]]:
 
 
 async def _institutions(ctx, cursor: str | None, page_size: int, filters: dict[str, str]) -> Page:
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):  # "²".isdigit() too
         raise ValidationFailed("invalid cursor", code="invalid_cursor")
     offset = int(cursor or 0)
     body = await _post(ctx, "/institutions/get", count=min(page_size, MAX_COUNT), offset=offset,
@@ -341,6 +341,11 @@ def _decode_run(cursor: str | None, count: int) -> dict[str, Any]:
     try:
         run = json.loads(base64.urlsafe_b64decode(cursor[len(CURSOR_PREFIX):].encode()))
         if not isinstance(run, dict) or not {"start", "at", "count", "pages", "digest"} <= set(run):
+            raise ValueError
+        positions_ok = all(run[k] is None or isinstance(run[k], str) for k in ("start", "at"))
+        numbers_ok = all(isinstance(run[k], int) and not isinstance(run[k], bool) and run[k] >= 0
+                         for k in ("count", "pages"))
+        if not (positions_ok and numbers_ok and isinstance(run["digest"], str)):
             raise ValueError
     except (ValueError, binascii.Error):
         raise ValidationFailed("invalid cursor", code="invalid_cursor") from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 from plaid_helpers import API, WEBHOOK_URL, build_hub_app, link, list_pages, records_url
@@ -309,3 +312,16 @@ def test_plaid_per_item_endpoint_limits_are_paced_by_the_core(tmp_path, monkeypa
         http.endpoint_limiters["/accounts/balance/get"]
     assert http._endpoint_limiter("https://sandbox.plaid.com/item/get") is None
     asyncio.run(hub.close())
+
+
+@pytest.mark.parametrize(("entity", "position"), [
+    ("transactions", "hub1." + base64.urlsafe_b64encode(json.dumps(
+        {"start": None, "at": None, "count": 5, "pages": "a", "digest": ""}).encode()).decode()),
+    ("transactions", "hub1." + base64.urlsafe_b64encode(json.dumps(
+        {"start": 7, "at": None, "count": 5, "pages": 0, "digest": ""}).encode()).decode()),
+    ("institutions", "²"),
+])
+def test_a_tampered_position_is_an_invalid_cursor_not_a_crash(client, auth, connection, entity, position):
+    response = client.get(records_url(connection, entity), params={"cursor": seal_cursor(position, entity)},
+                          headers=auth)
+    assert response.status_code == 422 and response.json()["code"] == "invalid_cursor", response.text
