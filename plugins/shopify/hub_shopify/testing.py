@@ -11,8 +11,16 @@ the leaky bucket reported in ``X-Shopify-Shop-Api-Call-Limit`` with 429 and
 signed webhook deliveries with the headers Shopify sends.
 
 Counters on ``app.state``: ``requests`` (Admin API requests seen), ``versions``,
-``throttled`` (429s sent), ``refreshes`` (refresh-token grants), and
+``throttled`` (429s sent), ``refreshes`` (refresh-token grants), ``posts``
+(Admin API POSTs seen, by path), ``lost`` (answers lost, below), and
 ``bucket`` (``allowed``, ``refused``, ``achieved_rate()``).
+
+Fault knob: ``app.state.lose_next`` (default 0: no effect). While it is above
+zero, each Admin API POST that succeeded (2xx: the shop changed) counts it down
+and its answer is lost: the client gets a 502 (as from Shopify's edge when the
+request timed out behind it) although the write was applied, as with a
+connection cut after the request went through. Shopify has no idempotency
+key, so a client re-sending such a POST makes the record twice.
 """
 
 from __future__ import annotations
@@ -255,6 +263,8 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
     app.state.refresh_tokens = {}  # refresh token: (the access token issued with it, scope)
     app.state.expiring, app.state.token_ttl = expiring, token_ttl
     app.state.requests = app.state.throttled = app.state.refreshes = 0
+    app.state.lose_next = app.state.lost = 0  # the fault knob (module docstring) and its count
+    app.state.posts = collections.Counter()  # Admin API POSTs by path
     app.state.versions = collections.Counter()  # API versions requested
     app.state.seed_clock = itertools.count()
     seed_products(app, products)
@@ -274,7 +284,15 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         if not decision.allowed:
             app.state.throttled += 1
             return errors(429, THROTTLED, **{"Retry-After": f"{decision.retry_after:.3f}", CALL_LIMIT: usage})
+        if request.method == "POST":
+            app.state.posts[request.url.path] += 1
         response = await call_next(request)
+        if request.method == "POST" and app.state.lose_next > 0 and 200 <= response.status_code < 300:
+            app.state.lose_next -= 1
+            app.state.lost += 1
+            async for _chunk in response.body_iterator:  # the answer, read and dropped
+                pass
+            return errors(502, "Bad Gateway: the shop did not answer in time")  # the write stays applied
         response.headers[CALL_LIMIT] = usage
         return response
 

@@ -24,7 +24,21 @@ Test helpers: :func:`seed_customers` (fast, no HTTP), :func:`make_event`,
 chosen timestamp). Counters on ``app.state``: ``requests``, ``rate_limited``
 (429s sent), ``limiter`` (``allowed``, ``achieved_rate()``),
 ``validation_errors``, ``validation_seconds``, ``idempotency_keys``,
-``idempotent_replays``, ``stripe_versions``, ``stripe_accounts``, ``calls``.
+``idempotent_replays``, ``stripe_versions``, ``stripe_accounts``, ``calls``,
+``lost``.
+
+Amounts and currencies are checked as Stripe checks them, with its
+``invalid_request_error`` bodies naming the ``param``: payouts, charges and
+payment intents need a positive integer amount (charges and payment intents at
+least the currency's minimum charge, 50 cents for usd: ``amount_too_small``),
+and every currency must be one Stripe supports (``invalid currency``).
+
+Fault knob: ``app.state.lose_next`` (default 0: no effect). While it is above
+zero, each POST answered 2xx (applied, or replayed from its
+``Idempotency-Key``) counts it down and its answer is lost: the client gets a
+502 ``api_error`` although the write was applied (and its idempotency key
+saved, so a re-send with the same key replays the first answer), as with a
+connection cut after the request went through.
 
 Run it alone: ``python -m hub_stripe.testing [--port 12111] [--customers N]
 [--rate 25] [--no-validate]``, then ``HUB_STRIPE_ORIGIN=http://127.0.0.1:12111``.
@@ -76,6 +90,19 @@ DELETABLE = {"customers", "invoiceitems", "invoices", "subscriptions", "products
 SPECIAL = {"expand", "metadata", "items", "recurring", "source", "product_data", "confirm", "payment_method_data",
            "customer"}
 DECLINED = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined", "tok_chargeDeclined"}
+#: The currencies Stripe supports (https://stripe.com/docs/currencies).
+CURRENCIES = frozenset("""
+usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bif bmd bnd bob brl bsd bwp byn bzd cad cdf chf
+clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd hkd hnl htg huf idr
+ils inr isk jmd jpy kes kgs khr kmf krw kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mmk mnt mop mur mvr mwk
+mxn myr mzn nad ngn nio nok npr nzd pab pen pgk php pkr pln pyg qar ron rsd rub rwf sar sbd scr sek sgd shp
+sle sos srd std szl thb tjs top try ttd twd tzs uah ugx uyu uzs vnd vuv wst xaf xcd xof xpf yer zar zmw
+""".split())
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+#: Minimum charge amounts in the currency's smallest unit (Stripe's table); 50 for the others.
+MINIMUM_CHARGE = {"usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50, "czk": 1500,
+                  "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50, "jpy": 50, "mxn": 1000,
+                  "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000}
 
 
 class Store:
@@ -178,6 +205,7 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
     state.stripe_accounts = Counter()
     state.calls = Counter()
     state.last_error = None
+    state.lose_next = state.lost = 0  # the fault knob (module docstring) and its count
     if customers:
         seed_customers(app, customers)
 
@@ -235,6 +263,7 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
             replay = _replay(store, key, (method, path, tuple(sorted(body_pairs))))
             if replay is not None:
                 state.idempotent_replays += 1
+                _lose_answer(state, method, replay[0])
                 return replay[0], replay[1], {**out, "Idempotent-Replayed": "true", "Idempotency-Key": key}
         try:
             status, payload = 200, dispatch(store, route, args, params)
@@ -246,10 +275,20 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
         if key is not None:
             store.idempotency[key] = ((method, path, tuple(sorted(body_pairs))), status, copy.deepcopy(payload))
             out["Idempotency-Key"] = key
+        _lose_answer(state, method, status)
         return status, payload, out
     except StripeError as exc:
         state.last_error = exc.error
         return exc.status, exc.body(), out
+
+
+def _lose_answer(state: Any, method: str, status: int) -> None:
+    """The fault knob: lose the answer of an applied POST while ``lose_next`` lasts."""
+    if method == "POST" and state.lose_next > 0 and 200 <= status < 300:
+        state.lose_next -= 1
+        state.lost += 1
+        raise StripeError(502, "The answer to this request was lost on its way back (fake Stripe's lose_next): "
+                               "it was applied.", type="api_error")
 
 
 def _authenticate(state: Any, authorization: str) -> None:
@@ -486,13 +525,16 @@ def _create_price(store: Store, resource: str, params: dict[str, Any]) -> dict[s
         raise missing("product", product, "product")
     if params.get("unit_amount") is None and params.get("unit_amount_decimal") is None:
         raise StripeError(400, "Missing required param: unit_amount.", code="parameter_missing", param="unit_amount")
+    currency = _currency(params)
     amount = _int(params.get("unit_amount", params.get("unit_amount_decimal")), "unit_amount")
+    if amount < 0:
+        raise StripeError(400, "Invalid non-negative integer", code="parameter_invalid_integer", param="unit_amount")
     recurring = params.get("recurring") or None
     if recurring:
         recurring = {**blank("recurring"), "interval": recurring["interval"],
                      "interval_count": _int(recurring.get("interval_count", 1), "interval_count"),
                      "usage_type": recurring.get("usage_type", "licensed")}
-    return _create_plain(store, resource, params, product=product, unit_amount=amount,
+    return _create_plain(store, resource, params, product=product, currency=currency, unit_amount=amount,
                          unit_amount_decimal=str(amount), recurring=recurring, active=params.get("active", True),
                          type="recurring" if recurring else "one_time", billing_scheme="per_unit",
                          tax_behavior=params.get("tax_behavior", "unspecified"))
@@ -500,7 +542,11 @@ def _create_price(store: Store, resource: str, params: dict[str, Any]) -> dict[s
 
 def _create_payment_intent(store: Store, resource: str, params: dict[str, Any]) -> dict[str, Any]:
     _customer(store, params, required=False)
-    intent = new_object(store, resource, params, amount=_int(params["amount"], "amount"),
+    if params.get("amount") in (None, ""):
+        raise StripeError(400, "Missing required param: amount.", code="parameter_missing", param="amount")
+    currency = _currency(params)
+    amount = _chargeable(params["amount"], currency)
+    intent = new_object(store, resource, params, amount=amount, currency=currency,
                         customer=params.get("customer"), payment_method_types=params.get("payment_method_types",
                                                                                           ["card"]))
     intent.update(status="requires_confirmation" if intent["payment_method"] else "requires_payment_method",
@@ -580,7 +626,8 @@ def _create_charge(store: Store, resource: str, params: dict[str, Any]) -> dict[
                           decline_code="generic_decline")
     known = {k: v for k, v in params.items() if k in ("description", "receipt_email", "statement_descriptor",
                                                        "transfer_group", "shipping")}
-    charge = _charge(store, _int(params["amount"], "amount"), params["currency"], customer, **known)
+    currency = _currency(params)
+    charge = _charge(store, _chargeable(params["amount"], currency), currency, customer, **known)
     charge["metadata"] = _metadata({}, params.get("metadata"))
     return charge
 
@@ -601,7 +648,8 @@ def _balance_transaction(store: Store, amount: int, currency: str, kind: str, so
 
 
 def _create_payout(store: Store, resource: str, params: dict[str, Any]) -> dict[str, Any]:
-    amount, currency = _int(params["amount"], "amount"), params["currency"]
+    currency = _currency(params)
+    amount = _positive(params["amount"])
     if store.available.get(currency, 0) < amount:
         raise StripeError(400, "You have insufficient funds in your Stripe account. One likely reason you have "
                                "insufficient funds is that your funds are automatically being paid out; try enabling "
@@ -609,7 +657,8 @@ def _create_payout(store: Store, resource: str, params: dict[str, Any]) -> dict[
                           code="balance_insufficient")
     payout_id = store.new_id("po", 24)
     txn = _balance_transaction(store, -amount, currency, "payout", payout_id)
-    return _create_plain(store, resource, params, id=payout_id, amount=amount, balance_transaction=txn["id"],
+    return _create_plain(store, resource, params, id=payout_id, amount=amount, currency=currency,
+                         balance_transaction=txn["id"],
                          arrival_date=now() + 2 * DAY, automatic=False, method=params.get("method", "standard"),
                          source_type=params.get("source_type", "card"), status="pending", type="bank_account",
                          destination=f"ba_{store.new_id('x', 24)[2:]}")
@@ -626,7 +675,7 @@ def _create_invoiceitem(store: Store, resource: str, params: dict[str, Any]) -> 
         for name in ("amount", "currency"):
             if params.get(name) in (None, "") and not (name == "amount" and params.get("unit_amount") is not None):
                 raise StripeError(400, f"Missing required param: {name}.", code="parameter_missing", param=name)
-        currency = params["currency"]
+        currency = _currency(params)
         unit = _int(params["unit_amount"], "unit_amount") if params.get("unit_amount") is not None else None
     amount = unit * quantity if unit is not None else _int(params["amount"], "amount")
     created = now()
@@ -774,6 +823,36 @@ def _int(value: Any, param: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise StripeError(400, f"Invalid integer: {value}", code="parameter_invalid_integer", param=param) from None
+
+
+def _currency(params: dict[str, Any], param: str = "currency") -> str:
+    """The request's currency, lowercase; Stripe's 400 for one it does not support."""
+    value = params.get(param)
+    if value in (None, ""):
+        raise StripeError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
+    currency = str(value).lower()
+    if currency not in CURRENCIES:
+        raise StripeError(400, f"Invalid currency: {value}. Stripe currently supports these currencies: "
+                               f"{', '.join(sorted(CURRENCIES))}", param=param)
+    return currency
+
+
+def _positive(value: Any, param: str = "amount") -> int:
+    amount = _int(value, param)
+    if amount <= 0:
+        raise StripeError(400, "Invalid positive integer", code="parameter_invalid_integer", param=param)
+    return amount
+
+
+def _chargeable(value: Any, currency: str, param: str = "amount") -> int:
+    """A charge's amount: positive, and at least the currency's minimum charge."""
+    amount = _positive(value, param)
+    minimum = MINIMUM_CHARGE.get(currency, 50)
+    if amount < minimum:
+        shown = str(minimum) if currency in ZERO_DECIMAL else f"{minimum / 100:.2f}"
+        raise StripeError(400, f"Amount must be at least {'$' if currency == 'usd' else ''}{shown} {currency}",
+                          code="amount_too_small", param=param)
+    return amount
 
 
 def _bool(value: Any) -> bool:

@@ -1,0 +1,245 @@
+"""Bidirectional sync of Stripe customers through mappings, through the hub's
+REST API against the fake Stripe over real HTTP: a change on either side
+arrives on the other in the other's shape (cents as decimals, metadata by
+dotted path), the hub's own writes do not come back, conflicts follow each
+policy, and a create whose answer was lost is re-sent with its
+Idempotency-Key, which Stripe honours: one customer, never two."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from hub.models import SyncRecord
+from hub_stripe import form
+from hub_stripe.testing import API_KEY, seed_customers
+
+API = "/api/v1/integrations"
+CUSTOMERS = 30
+TIERS = ("bronze", "silver", "gold")
+MAPPINGS = [
+    {"source": "id", "target": "customer_id"},
+    {"source": "email", "target": "email"},
+    {"source": "name", "target": "full_name"},
+    {"source": "balance", "target": "balance", "transform": "cents_to_decimal", "default": 0},
+    {"source": "metadata.tier", "target": "tier"},
+]
+
+
+class Sync:
+    """One connection's customers sync config, driven through the API."""
+
+    def __init__(self, client, auth, hub_app, fake, connection: dict, policy: str):
+        self.client, self.auth, self.hub_app, self.fake = client, auth, hub_app, fake
+        self.connection_id = connection["id"]
+        response = client.post(f"{API}/connections/{self.connection_id}/sync-configs",
+                               json={"entity": "customers", "direction": "both", "conflict_policy": policy,
+                                     "mappings": MAPPINGS}, headers=auth)
+        assert response.status_code == 201, response.text
+        config = response.json()["sync_config"]
+        self.records = f"{API}/connections/{self.connection_id}/sync-configs/{config['id']}/records"
+        self.conflicts = f"{API}/connections/{self.connection_id}/sync-configs/{config['id']}/conflicts"
+
+    @property
+    def customers(self) -> dict[str, dict[str, Any]]:
+        return self.fake.state.store.rows["customers"]
+
+    def run(self, **body: Any) -> dict:
+        response = self.client.post(f"{API}/connections/{self.connection_id}/sync",
+                                    json={"entity": "customers", **body}, headers=self.auth)
+        assert response.status_code == 202, response.text
+        return self.wait(response.json()["run"]["id"])
+
+    def wait(self, run_id: str, timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.client.get(f"{API}/connections/{self.connection_id}/sync/runs/{run_id}",
+                                  headers=self.auth).json()["run"]
+            if run["status"] in ("succeeded", "failed"):
+                return run
+            assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
+            time.sleep(0.05)
+
+    def pull(self) -> dict:
+        run = self.run(direction="pull")
+        assert run["status"] == "succeeded", run
+        return run
+
+    def record(self, record_id: str, mapped: bool = True) -> dict:
+        response = self.client.get(f"{self.records}/{record_id}", params={"mapped": mapped}, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return response.json()["record"]
+
+    def stored(self) -> list[dict]:
+        body = self.client.get(self.records, params={"mapped": True, "limit": 500}, headers=self.auth).json()
+        assert body["next_cursor"] is None
+        return body["records"]
+
+    def write(self, record_id: str | None, data: dict, **options: Any) -> dict:
+        body = {"data": data, "mapped": True, "sync": True, **options}
+        if record_id is None:
+            response = self.client.post(self.records, json=body, headers=self.auth)
+        else:
+            response = self.client.put(f"{self.records}/{record_id}", json=body, headers=self.auth)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def by_email(self, email: str) -> list[dict]:
+        return [c for c in self.customers.values() if c["email"] == email]
+
+
+@pytest.fixture
+def sync_for(client, auth, hub_app, start_fake, connect):
+    def make(policy: str = "provider_wins") -> Sync:
+        fake = start_fake(rate=1000, available=50_000)
+        for i, customer_id in enumerate(seed_customers(fake, CUSTOMERS, start=1_700_000_000)):
+            fake.state.store.rows["customers"][customer_id].update(
+                balance=i * 125 - 500, metadata={"tier": TIERS[i % 3], "source": "seed"})
+        sync = Sync(client, auth, hub_app, fake, connect(), policy)
+        first = sync.pull()
+        assert (first["created"], first["fetched"]) == (CUSTOMERS, CUSTOMERS)
+        return sync
+    return make
+
+
+def test_customers_travel_both_ways_through_the_mappings_without_echo(sync_for):
+    sync = sync_for()
+    customers = sync.customers
+    stored = sync.stored()
+    assert sorted(r["remote_id"] for r in stored) == sorted(customers)
+    for record in stored:
+        customer = customers[record["remote_id"]]
+        assert record["data"] == {"customer_id": customer["id"], "email": customer["email"],
+                                  "full_name": customer["name"], "balance": pytest.approx(customer["balance"] / 100),
+                                  "tier": customer["metadata"]["tier"]}
+        assert record["mapping_errors"] == [] and record["pending"] is False
+
+    # Stripe's change arrives on the next pull, in the tenant's shape.
+    target = sorted(customers)[3]
+    customers[target].update(name="Ada Lovelace", balance=-1999)
+    customers[target]["metadata"]["tier"] = "platinum"
+    incoming = sync.pull()
+    assert (incoming["created"], incoming["updated"], incoming["conflicts"]) == (0, 1, 0)
+    mapped = sync.record(target)["data"]
+    assert mapped["full_name"] == "Ada Lovelace" and mapped["tier"] == "platinum"
+    assert mapped["balance"] == pytest.approx(-19.99)
+
+    # The tenant's change reaches Stripe with the reverse mapping.
+    other = sorted(customers)[8]
+    changed = sync.write(other, {"full_name": "Grace Hopper", "balance": 56.78, "tier": "gold"})
+    assert changed["record"]["pending"] is True
+    push = sync.wait(changed["run_id"])
+    assert push["status"] == "succeeded" and (push["pushed"], push["failed"]) == (1, 0)
+    row = customers[other]
+    assert (row["name"], row["balance"]) == ("Grace Hopper", 5678)
+    assert row["metadata"] == {"tier": "gold", "source": "seed"}  # metadata merged, not replaced
+    after = sync.record(other)
+    assert after["pending"] is False and after["data"]["balance"] == pytest.approx(56.78)
+
+    # A customer created in the hub gets its Stripe id.
+    created = sync.write(None, {"email": "new@example.com", "full_name": "Alan Turing", "balance": 1.5,
+                                "tier": "bronze"})
+    assert created["record"]["remote_id"] is None
+    assert sync.wait(created["run_id"])["pushed"] == 1
+    [new] = sync.by_email("new@example.com")
+    assert (new["name"], new["balance"], new["metadata"]) == ("Alan Turing", 150, {"tier": "bronze"})
+    stored_new = sync.record(created["record"]["id"])
+    assert stored_new["remote_id"] == new["id"] and stored_new["data"]["customer_id"] == new["id"]
+
+    echo = sync.pull()
+    assert (echo["created"], echo["updated"], echo["conflicts"], echo["deleted"]) == (0, 0, 0, 0)
+    assert sorted(r["remote_id"] for r in sync.stored()) == sorted(sync.customers)
+    assert sync.client.get(sync.records, params={"pending": True}, headers=sync.auth).json()["records"] == []
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "hub_wins", "review"])
+def test_a_customer_changed_on_both_sides_follows_the_conflict_policy(sync_for, policy):
+    sync = sync_for(policy)
+    target = sorted(sync.customers)[5]
+    sync.write(target, {"full_name": "hub side", "tier": "gold"}, sync=False)
+    sync.customers[target]["name"] = "stripe side"
+
+    both = sync.run()
+    assert both["status"] == "succeeded" and both["direction"] == "both" and both["conflicts"] == 1
+    [conflict] = sync.client.get(sync.conflicts, headers=sync.auth).json()["conflicts"]
+    assert conflict["local_data"] == {"op": "update", "data": {"name": "hub side", "metadata": {"tier": "gold"}}}
+    assert conflict["remote_data"]["name"] == "stripe side" and conflict["remote_data"]["id"] == target
+    assert conflict["policy"] == policy
+    record = sync.record(target)
+    customer = sync.customers[target]
+
+    if policy == "provider_wins":
+        assert conflict["status"] == "resolved" and conflict["resolution"] == "provider"
+        assert both["pushed"] == 0 and customer["name"] == "stripe side" and customer["metadata"]["tier"] != "gold"
+        assert record["data"]["full_name"] == "stripe side" and record["pending"] is False
+    elif policy == "hub_wins":
+        assert conflict["status"] == "resolved" and conflict["resolution"] == "hub"
+        assert both["pushed"] == 1 and customer["name"] == "hub side" and customer["metadata"]["tier"] == "gold"
+        assert record["data"]["full_name"] == "hub side" and record["pending"] is False
+    else:
+        assert conflict["status"] == "open" and both["pushed"] == 0
+        assert customer["name"] == "stripe side"
+        assert record["pending"] is True and record["push_status"] == "conflict"
+        assert record["data"]["full_name"] == "hub side" and record["data"]["tier"] == "gold"
+        assert sync.run(direction="push")["pushed"] == 0
+        resolved = sync.client.post(f"{sync.conflicts}/{conflict['id']}/resolve", json={"resolution": "hub"},
+                                    headers=sync.auth).json()
+        assert resolved["conflict"]["status"] == "resolved"
+        assert sync.wait(resolved["run_id"])["pushed"] == 1
+        assert customer["name"] == "hub side" and customer["metadata"]["tier"] == "gold"
+        assert sync.record(target)["pending"] is False
+    again = sync.pull()
+    assert (again["created"], again["updated"], again["conflicts"]) == (0, 0, 0)
+    assert sync.record(target)["data"]["full_name"] == customer["name"]
+
+
+# ---------------------------------------------------------------- lost answers
+
+
+def test_a_create_whose_answer_was_lost_is_resent_with_its_key_and_made_once(sync_for):
+    sync = sync_for()
+    state = sync.fake.state
+    state.lose_next = 1
+    created = sync.write(None, {"email": "lost@example.com", "full_name": "Lost Answer", "tier": "silver"})
+    run = sync.wait(created["run_id"])
+    assert run["status"] == "succeeded" and (run["pushed"], run["failed"]) == (1, 0)
+    assert state.lost == 1 and state.idempotent_replays == 1
+    assert state.calls["POST /v1/customers"] == 2
+    keys = [k for k in state.idempotency_keys if k == f"hub-{created['record']['id']}"]
+    assert len(keys) == 2  # the same key both times
+    [customer] = sync.by_email("lost@example.com")
+    record = sync.record(created["record"]["id"])
+    assert record["remote_id"] == customer["id"] and record["pending"] is False and record["push_error"] is None
+    echo = sync.pull()
+    assert (echo["created"], echo["updated"]) == (0, 0)
+    assert len(sync.by_email("lost@example.com")) == 1
+
+
+def test_a_create_left_sending_by_a_killed_hub_is_resent_with_its_key(sync_for):
+    """Stripe honours Idempotency-Key: a create the hub was killed in the
+    middle of (it reached Stripe) is sent again and replayed, not made twice."""
+    sync = sync_for()
+    created = sync.write(None, {"email": "killed@example.com", "full_name": "Killed Hub"}, sync=False)
+    hub = sync.hub_app.state.hub
+    with hub.session() as session:
+        row = session.exec(select(SyncRecord).where(SyncRecord.id == created["record"]["id"])).one()
+        payload, key = dict(row.local_data), f"hub-{row.id}"
+        row.push_status = "sending"
+        session.add(row)
+        session.commit()
+    # The request the killed hub had sent (start_fake points HUB_STRIPE_ORIGIN at the fake).
+    sent = httpx.post(f"{os.environ['HUB_STRIPE_ORIGIN']}/v1/customers", data=form(payload),
+                      headers={"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": key})
+    assert sent.status_code == 200, sent.text
+
+    run = sync.run(direction="push")
+    assert run["status"] == "succeeded" and (run["pushed"], run["failed"]) == (1, 0)
+    assert sync.fake.state.idempotent_replays == 1
+    [customer] = sync.by_email("killed@example.com")
+    assert customer["id"] == sent.json()["id"]
+    assert sync.record(created["record"]["id"])["remote_id"] == customer["id"]
