@@ -58,7 +58,7 @@ class TokenBucket:
     """
 
     def __init__(self, rate: float, burst: int, margin: float = 0.02):
-        self.rate = rate * (1 - margin)
+        self.rate = self.declared_rate = rate * (1 - margin)
         self.capacity = max(1, burst)
         self.tokens = float(self.capacity)
         self.updated = time.monotonic()
@@ -83,10 +83,24 @@ class TokenBucket:
                 await asyncio.sleep((1 - self.tokens) / self.rate)
 
     def observe_usage(self, used: float, limit: float) -> None:
-        """The provider says ``used`` of ``limit`` is taken: never be more optimistic."""
+        """The provider says ``used`` of its bucket of ``limit`` requests is
+        taken: never be more optimistic, and learn its real size and pace.
+
+        The bucket shrinks to the provider's, and when the provider's bucket
+        is full we were sending faster than it drains (a rate set for a bigger
+        plan, say): the rate halves, and recovers by a tenth whenever the
+        provider's bucket is at least half empty again.
+        """
         self._refill(time.monotonic())
-        scale = self.capacity / limit if limit else 1
-        self.tokens = min(self.tokens, (limit - used) * scale)
+        if limit <= 0:
+            return
+        self.capacity = max(1, min(self.capacity, int(limit)))
+        remaining = max(0.0, limit - used)
+        self.tokens = min(self.tokens, remaining)
+        if remaining < 1:
+            self.rate = max(self.declared_rate / 64, self.rate / 2)
+        elif remaining >= limit / 2:
+            self.rate = min(self.declared_rate, self.rate * 1.1)
 
     def observe_remaining(self, remaining: float) -> None:
         self._refill(time.monotonic())

@@ -137,6 +137,19 @@ def test_strict_bucket_is_never_overrun(shopify):
     assert elapsed < 10
 
 
+@pytest.mark.parametrize(("fake_options", "hub_env"), [
+    # A standard shop (bucket 10, draining 5/s) while the operator set the hub for a faster plan.
+    ({"products": 300, "capacity": 10, "leak_per_second": 5.0}, {"REQUESTS_PER_SECOND": "50", "BURST": "100"}),
+])
+def test_a_rate_set_too_high_is_learned_down_from_the_call_limit_header(shopify):
+    connection_id = shopify.connect()
+    ids, pages = list_all(shopify, connection_id, "products", 5)
+    assert pages == 60 and len(set(ids)) == 300
+    # The header shows the shop's bucket (10) and when it is full: the hub slows to its pace
+    # instead of meeting a 429 on most requests.
+    assert shopify.shop.state.throttled <= 6, shopify.shop.state.throttled
+
+
 def test_inventory_levels_fulfillments_and_locations(shopify):
     connection_id = shopify.connect()
     levels = shopify.get(shopify.records(connection_id, "inventory_levels"), limit=50).json()["records"]
