@@ -154,14 +154,15 @@ def exchange_code(
 def refresh_credentials(ctx: ProviderContext) -> Credentials:
     """Refresh an expiring access token.
 
-    Called by the core before ``ctx.credentials["expires_at"]`` passes (and
-    once after a 401), under a per-connection lock so that concurrent calls
-    refresh once. The core saves the result atomically, including a rotated
-    refresh token.
+    Called by the core before the expiry the last credentials gave
+    (``Credentials.expires_at``, kept as the connection's ``token_expires_at``)
+    passes, and once after a 401, under a per-connection lock so that
+    concurrent calls refresh once. The core saves the result atomically,
+    including a rotated refresh token.
 
-    :returns: the new :class:`~hub.types.Credentials`; ``secrets`` replaces the
-        old secrets (keep the old refresh token in it when the provider did
-        not rotate it).
+    :returns: the new :class:`~hub.types.Credentials`; its ``secrets`` are
+        merged over the old ones (a key it leaves out, such as a refresh
+        token the provider did not rotate, keeps its value).
     :raises AuthFailed: the refresh token was refused; the core marks the
         connection ``expired``.
     """
