@@ -38,7 +38,10 @@ class IntakeResult:
     duplicates: list[str] = field(default_factory=list)
 
 
-def find_connection(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> Connection:
+def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
+    """The connection a delivery names, or every connection of its
+    provider-side account (``key``): two organizations may connect one shop,
+    and an app-level delivery (an uninstall) concerns both."""
     with hub.session() as session:
         query = select(Connection).where(Connection.provider == provider.name)
         if connection_id:
@@ -47,16 +50,17 @@ def find_connection(hub: Hub, provider: Provider, connection_id: str | None, key
             query = query.where(Connection.webhook_key == key)
         else:
             raise UnknownConnection("the delivery does not say which connection it belongs to")
-        connection = session.exec(query).first()
-    if connection is None:
+        connections = list(session.exec(query.order_by(Connection.created_at)))
+    if not connections:
         raise UnknownConnection("no connection matches this delivery")
-    return connection
+    return connections
 
 
 async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> IntakeResult:
-    """Verify a delivery and store its events; duplicates are recognised, not stored again.
+    """Verify a delivery and store its events, for each connection it
+    belongs to that accepts it; duplicates are recognised, not stored again.
 
-    :raises WebhookRejected: verification failed.
+    :raises WebhookRejected: verification failed (for every connection).
     :raises UnknownConnection: no connection matches.
     """
     if not provider.implements("verify_webhook"):
@@ -70,21 +74,29 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             raise
         except Exception:
             raise WebhookRejected("malformed delivery") from None
-    connection = find_connection(hub, provider, connection_id, key)
-    ctx = hub.context(provider, connection)
-    try:
-        events = await provider.call("verify_webhook", ctx=ctx, request=request)
-    except HubError:
-        raise
-    except Exception:
-        log.exception("webhook verification by %s crashed", provider.name)
-        raise WebhookRejected("malformed delivery") from None
-    result = IntakeResult(connection_id=connection.id)
-    for event in events or []:
-        # In a thread: on SQLite a pull may hold the write lock for a moment, and
-        # the event loop (other deliveries, the pull itself) must not wait with it.
-        stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event)
-        (result.accepted if stored_id else result.duplicates).append(event.dedup_key)
+    result: IntakeResult | None = None
+    rejection: HubError | None = None
+    for connection in find_connections(hub, provider, connection_id, key):
+        ctx = hub.context(provider, connection)
+        try:
+            events = await provider.call("verify_webhook", ctx=ctx, request=request)
+        except HubError as exc:
+            # Each connection checks with its own secret: one refusing is not all refusing.
+            rejection = rejection or exc
+            continue
+        except Exception:
+            log.exception("webhook verification by %s crashed", provider.name)
+            rejection = rejection or WebhookRejected("malformed delivery")
+            continue
+        result = result or IntakeResult(connection_id=connection.id)
+        for event in events or []:
+            # In a thread: on SQLite a pull may hold the write lock for a moment, and
+            # the event loop (other deliveries, the pull itself) must not wait with it.
+            stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event)
+            (result.accepted if stored_id else result.duplicates).append(event.dedup_key)
+    if result is None:
+        assert rejection is not None
+        raise rejection
     return result
 
 

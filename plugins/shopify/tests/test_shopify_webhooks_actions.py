@@ -118,6 +118,21 @@ def test_a_delivery_for_another_shop_is_refused_by_connection_id(shopify, shop_s
     assert [e.connection_id for e in stored_events(shopify)] == [victim_id, victim_id, own]
 
 
+def test_a_delivery_by_shop_domain_reaches_every_organization_connected_to_the_shop(shopify):
+    """Two organizations may connect one shop; an app-level delivery routed by
+    the shop's domain (no connection id: an uninstall, say) concerns both."""
+    first = shopify.connect()
+    with shopify.hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "second")
+    second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
+    second = second_org.connect()
+    assert second != first
+    body, headers = signed_delivery("orders/updated", ORDER)
+    response = shopify.client.post(f"{API}/webhooks/shopify", content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["received"] == 2
+    assert sorted(e.connection_id for e in stored_events(shopify)) == sorted([first, second])
+
+
 def test_register_webhook_subscribes_topics_once_and_deliveries_arrive(shopify):
     connection_id = shopify.connect()
     register = f"{API}/connections/{connection_id}/webhooks"
