@@ -244,9 +244,15 @@ class ProviderHTTP:
                 # The connection's client closes when the connection is deleted (or the hub stops).
                 raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
             try:
-                response = await self.client.request(
-                    method, url, params=merged_params, json=json, data=data, headers=merged_headers
-                )
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    response = await self.client.request(
+                        method, url, params=merged_params, json=json, data=data, headers=merged_headers
+                    )
+            except TimeoutError:
+                raise ProviderUnavailable(
+                    f"provider gave no answer within {self.retry.deadline:g} s" + (
+                        "" if idempotent else f"; it may have applied the {method}, so check before repeating it"),
+                    maybe_applied=not idempotent) from None
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if not (idempotent or isinstance(exc, NOT_SENT)):
                     raise ProviderUnavailable(

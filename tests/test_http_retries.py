@@ -7,6 +7,7 @@ rate_limited answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
@@ -100,3 +101,14 @@ def test_rate_limited_always_says_when_to_come_back(tmp_path):
     outcome, seen = call(tmp_path, [status(429)] * 10, method="GET")
     assert isinstance(outcome, RateLimited) and outcome.retry_after is not None and outcome.retry_after >= 1
     assert len(seen) == 6
+
+
+def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json={})
+
+    started = time.monotonic()
+    outcome, seen = call(tmp_path, [slow], method="GET", deadline=0.5)
+    assert isinstance(outcome, ProviderUnavailable) and "no answer within 0.5 s" in outcome.message
+    assert time.monotonic() - started < 3 and len(seen) == 1

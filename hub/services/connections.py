@@ -173,7 +173,8 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
                 setattr(connection, key, changes[key])
         if config is not None:
             connection.config = config
-            connection.webhook_key = _webhook_key(provider, config) or connection.webhook_key
+            if provider.info.webhook_key_config:  # the account its deliveries name follows the config
+                connection.webhook_key = _webhook_key(provider, config)
         if secrets is not None:
             hub.store_credentials(connection, Credentials(secrets=secrets))
             connection.status = "connected"

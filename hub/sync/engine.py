@@ -619,13 +619,15 @@ class SyncEngine:
         result: Any = None
         failure: HubError | None = None
         permanent = False
-        guarded = op == "create" and not provider.info.idempotent_creates
+        creating = op == "create"
+        # Without idempotent creates, a create whose outcome is unknown must not be sent twice.
+        guarded = creating and not provider.info.idempotent_creates
         if guarded and row.push_status == SENDING:
             # Left so by a hub that stopped mid-call: the provider may have it already.
             failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)
             return
-        if guarded and not await asyncio.to_thread(self._mark_sending, row):
+        if creating and not await asyncio.to_thread(self._mark_sending, row):
             return  # changed meanwhile: the next push takes the new version
         try:
             if op == "create":
@@ -646,7 +648,7 @@ class SyncEngine:
                 except NotFound:
                     pass
         except AuthFailed:
-            if guarded:
+            if creating:
                 await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False,
                                         True)
             raise

@@ -472,7 +472,8 @@ def local_update(session: Session, row: SyncRecord, changes: dict[str, Any], now
     row.local_op = row.local_op if row.local_op == "create" else "update"
     row.local_version += 1
     row.local_changed_at = now
-    row.push_status = CONFLICT if row.push_status == CONFLICT else PENDING
+    # A create on its way stays so: whether it arrived is still unknown.
+    row.push_status = row.push_status if row.push_status in (CONFLICT, SENDING) else PENDING
     row.push_error, row.push_attempts = None, 0
     row.updated_at = now
     session.add(row)

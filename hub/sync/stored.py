@@ -17,6 +17,7 @@ from hub.sync.mapping import Mapper
 from hub.sync.store import (
     LOCAL_CHANGE,
     PENDING,
+    SENDING,
     entity_key,
     find_record,
     local_create,
@@ -37,6 +38,11 @@ class InvalidCursor(HubError):
 
 class PendingDelete(HubError):
     code = "record_pending_delete"
+    status = 409
+
+
+class PendingCreate(HubError):
+    code = "record_being_created"
     status = 409
 
 
@@ -180,6 +186,9 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
+        if row.push_status == SENDING:
+            raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
+                                f"delete it once it has its provider id")
         result = local_delete(session, row, utcnow())
         if result is not None:
             session.flush()

@@ -282,6 +282,13 @@ def test_a_create_left_sending_by_a_killed_hub_is_not_sent_again(sync_for):
         row.push_status = "sending"  # as a hub killed during the POST leaves it
         session.add(row)
         session.commit()
+    # While its create may be on its way, the tenant may change the record (it stays "sending":
+    # whether the create arrived is still unknown) but not delete it (it could not be deleted there).
+    changed = sync.h.put(f"{sync.records}/{created['record']['id']}",
+                         {"data": {"notes": "changed meanwhile"}, "sync": False})
+    assert changed.status_code == 200 and changed.json()["record"]["push_status"] == "sending"
+    refused = sync.h.delete(f"{sync.records}/{created['record']['id']}")
+    assert refused.status_code == 409 and refused.json()["code"] == "record_being_created"
 
     run = sync.run(direction="push")
     assert run["status"] == "succeeded" and (run["pushed"], run["failed"]) == (0, 1)

@@ -304,6 +304,13 @@ def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, conn
     other = make_event("invoice.finalized", {"id": "in_2", "object": "invoice"}, account="acct_unknown")
     body, headers = signed_delivery(SECRET, other)
     assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 404
+    # Cleared from the connection's config, the account's deliveries no longer reach it.
+    [connection] = client.get(f"{API}/connections", headers=auth).json()["connections"]
+    cleared = client.put(f"{API}/connections/{connection['id']}", json={"config": {"account": None}}, headers=auth)
+    assert cleared.status_code == 200, cleared.text
+    again = make_event("invoice.finalized", {"id": "in_3", "object": "invoice"}, account="acct_1Routed")
+    body, headers = signed_delivery(SECRET, again)
+    assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 404
 
 
 # ---------------------------------------------------------------- actions
