@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.types import HubError, RateLimited
@@ -70,6 +71,13 @@ def install(app: FastAPI) -> None:
             code, message = "invalid_json", "the request body could not be read as JSON (nested too deeply?)"
         return JSONResponse(error_body(message, code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def unstorable(_request: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses to compare or store (PostgreSQL: a NUL character).
+        log.info("request refused by the database: %s", type(exc.orig).__name__)
+        return JSONResponse(error_body("the request holds a value that cannot be stored or looked up "
+                                       "(a NUL character?)", "invalid_value"), status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -227,7 +227,10 @@ class QueueExecutor:
 def _worker_options(hub: Hub, concurrency: int, install: bool, name: str | None = None) -> dict[str, Any]:
     stalled = hub.settings.sync_stalled_seconds
     return {"queues": [QUEUE], "concurrency": concurrency, "name": name, "install_signal_handlers": install,
-            "fetch_job_polling_interval": 1.0, "delete_jobs": "successful", "shutdown_graceful_timeout": 10.0,
+            "fetch_job_polling_interval": 1.0, "delete_jobs": "successful",
+            # A stopping worker (SIGTERM) stops its heartbeat at once: it must give its runs
+            # back (aborted, requeued) before the others take it for dead and retry them.
+            "shutdown_graceful_timeout": min(10.0, stalled / 3),
             # A worker's heartbeat, and how long without one makes its jobs stalled.
             "update_heartbeat_interval": stalled / 3, "stalled_worker_timeout": stalled}
 
