@@ -106,8 +106,9 @@ class EntitySchema:
 class ProviderInfo:
     """What a provider is and how the core should talk to it.
 
-    ``urls`` maps names to URL templates formatted with the connection's config
-    (for example ``{"api": "https://{shop}/admin/api/2025-01"}``); the operator
+    ``urls`` maps names to URL templates formatted with the connection's config,
+    its declared ``config_fields`` only (for example
+    ``{"api": "https://{shop}/admin/api/2025-01"}``); the operator
     can point every URL at another origin (a fake server, a proxy) with the
     provider setting ``origin``. ``webhook_tolerance_seconds`` bounds how old a
     signed delivery may be. ``supports_pkce`` makes the core send a PKCE
