@@ -84,22 +84,16 @@ class TokenBucket:
 
     def observe_usage(self, used: float, limit: float) -> None:
         """The provider says ``used`` of its bucket of ``limit`` requests is
-        taken: never be more optimistic, and learn its real size and pace.
-
-        The bucket shrinks to the provider's, and when the provider's bucket
-        is full we were sending faster than it drains (a rate set for a bigger
-        plan, say): the rate halves, and recovers by a tenth whenever the
-        provider's bucket is at least half empty again.
-        """
+        taken: never be more optimistic. The bucket shrinks to the provider's,
+        and a rate slowed by 429s (:meth:`pause`) recovers by a tenth whenever
+        the provider's bucket is at least half empty again."""
         self._refill(time.monotonic())
         if limit <= 0:
             return
         self.capacity = max(1, min(self.capacity, int(limit)))
         remaining = max(0.0, limit - used)
         self.tokens = min(self.tokens, remaining)
-        if remaining < 1:
-            self.rate = max(self.declared_rate / 64, self.rate / 2)
-        elif remaining >= limit / 2:
+        if remaining >= limit / 2:
             self.rate = min(self.declared_rate, self.rate * 1.1)
 
     def observe_remaining(self, remaining: float) -> None:
@@ -107,9 +101,12 @@ class TokenBucket:
         self.tokens = min(self.tokens, remaining)
 
     def pause(self, seconds: float) -> None:
-        """Block every caller for ``seconds`` (after a 429)."""
+        """Block every caller for ``seconds`` (after a 429), and halve the
+        pace: a 429 means we send faster than the provider drains (a rate set
+        for a bigger plan, say), so the next ones do not follow at once."""
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
         self.tokens = 0
+        self.rate = max(self.declared_rate / 64, self.rate / 2)
 
 
 def parse_retry_after(value: str | None) -> float | None:
