@@ -148,7 +148,7 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
     provider = hub.provider(connection.provider)
-    config = _changed_config(provider, connection, changes.get("config") or {})
+    config, shaping = _changed_config(provider, connection, changes.get("config") or {})
     secrets = None
     if changes.get("credentials"):
         if provider.info.auth_type != "api_key":
@@ -157,8 +157,6 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
                 f"authorization: connect again to change them", code="credentials_from_authorization")
         secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
         _check_fields(provider, secrets, config if config is not None else connection.config or {})
-    declared = {f.name for f in provider.info.config_fields}
-    shaping = config is not None and any(config.get(k) != (connection.config or {}).get(k) for k in declared)
     if (shaping or secrets is not None) and provider.implements("test_connection"):
         candidate = connection.model_copy()
         if config is not None:
@@ -188,13 +186,15 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         return connection
 
 
-def _changed_config(provider: Provider, connection: Connection, change: dict[str, Any]) -> dict[str, Any] | None:
-    """The configuration after ``change`` merged in (None: unchanged). Of the
-    provider's declared fields (those that shape its requests: the shop, the
-    environment) only writable ones change, and on an OAuth or Link
-    connection none; other keys are the tenant's own notes."""
+def _changed_config(provider: Provider, connection: Connection,
+                    change: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """The configuration after ``change`` merged in (None: unchanged), and
+    whether a declared field changed. Of the provider's declared fields (those
+    that shape its requests: the shop, the environment) only writable ones
+    change, and on an OAuth or Link connection none; other keys are the
+    tenant's own notes."""
     if not change:
-        return None
+        return None, False
     declared = {f.name: f for f in provider.info.config_fields}
     current = dict(connection.config or {})
     changed = sorted(k for k, v in change.items() if current.get(k) != v)
@@ -204,7 +204,7 @@ def _changed_config(provider: Provider, connection: Connection, change: dict[str
             f"{', '.join(bound)} of a {provider.name} connection {'is' if len(bound) == 1 else 'are'} set by its "
             f"authorization: connect again to change {'it' if len(bound) == 1 else 'them'}",
             code="config_from_authorization", details={"fields": bound})
-    return {**current, **change} if changed else None
+    return ({**current, **change} if changed else None), any(k in declared for k in changed)
 
 
 async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:

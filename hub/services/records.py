@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,7 +10,8 @@ from typing import Any
 from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.types import Page, ProviderError, ReadOnly, ValidationFailed
+from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
+from hub.types import Page, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
 
@@ -49,8 +48,6 @@ class RecordService:
                                    cursor=open_cursor(cursor, entity),
                                    page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
                                    filters=filters or {}, since=since)
-        if not isinstance(page, Page):
-            raise ProviderError(f"provider {self.provider.name} returned no page for {entity}")
         return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity))
 
     async def get(self, entity: str, record_id: str) -> dict[str, Any]:
@@ -82,21 +79,19 @@ class RecordService:
 
 def seal_cursor(cursor: str | None, entity: str) -> str | None:
     """A provider's position, bound to its entity, as the API hands it out."""
-    if not cursor:
-        return None
-    packed = json.dumps([entity, cursor], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+    return encode_cursor({"e": entity, "c": cursor}) if cursor else None
 
 
 def open_cursor(cursor: str | None, entity: str) -> str | None:
     """The provider's position in a sealed cursor of ``entity``."""
-    if not cursor:
-        return None
     try:
-        sealed, position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
-        raise ValidationFailed("the cursor is not one this API returned", code="invalid_cursor") from None
-    if sealed != entity or not isinstance(position, str):
-        raise ValidationFailed(f"the cursor belongs to {sealed!r}, not {entity!r}" if isinstance(sealed, str)
+        sealed = decode_cursor(cursor)
+    except InvalidCursor as exc:
+        raise ValidationFailed(exc.message, code="invalid_cursor") from None
+    if sealed is None:
+        return None
+    owner, position = sealed.get("e"), sealed.get("c")
+    if owner != entity or not isinstance(position, str):
+        raise ValidationFailed(f"the cursor belongs to {owner!r}, not {entity!r}" if isinstance(owner, str)
                                else "the cursor is not one this API returned", code="invalid_cursor")
     return position

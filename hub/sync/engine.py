@@ -531,11 +531,9 @@ class SyncEngine:
 
     async def _fetch(self, provider: Provider, ctx: Any, schema: EntitySchema, cursor: str | None,
                      since: datetime | None) -> Page:
-        page = await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
+        # Hub.call checks the result is a Page (HOOK_RESULTS).
+        return await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
                                    page_size=self.page_size, filters={}, since=since)
-        if not isinstance(page, Page):
-            raise ProviderError(f"provider {provider.name} returned no page for {schema.name}")
-        return page
 
     def _begin_pass(self, config: SyncConfig, schema: EntitySchema, full_refresh: bool, lease: Lease) -> _Pass:
         """Resume the pass in progress, or plan and store a new one."""
