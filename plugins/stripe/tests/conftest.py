@@ -3,6 +3,7 @@ dir, with the Stripe plugin registered, talking real HTTP to a fake Stripe."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 import hub_stripe
@@ -13,6 +14,16 @@ from hub_stripe.testing import API_KEY
 from hub_stripe.testing import create_app as create_fake
 
 API = "/api/v1/integrations"
+
+
+@pytest.fixture
+def stripe(serve_app):
+    """``(client, app)`` for a fake Stripe with a loose rate limit, spoken to
+    directly (no hub), as a Stripe client of API version 2020-08-27."""
+    app = create_fake(rate=1000, available=100_000)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Stripe-Version": "2020-08-27"}
+    with httpx.Client(base_url=serve_app(app), headers=headers) as client:
+        yield client, app
 
 
 @pytest.fixture

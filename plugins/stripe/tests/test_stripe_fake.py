@@ -18,14 +18,6 @@ from hub_stripe.testing import API_KEY, create_app, seed_customers
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Stripe-Version": "2020-08-27"}
 
 
-@pytest.fixture
-def stripe(serve_app):
-    """``(client, app)`` for a fake Stripe with a loose rate limit."""
-    app = create_app(rate=1000, available=100_000)
-    with httpx.Client(base_url=serve_app(app), headers=HEADERS) as client:
-        yield client, app
-
-
 @pytest.fixture(scope="module")
 def shared_stripe():
     """One fake for the table of refused requests (none of them changes anything)."""

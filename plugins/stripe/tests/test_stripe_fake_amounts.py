@@ -5,21 +5,12 @@ cent, -5 or in "zzz" were accepted), with Stripe's error body; and its
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from hub_stripe import encode
-from hub_stripe.testing import API_KEY, create_app, seed_customers
+from hub_stripe.testing import seed_customers
 
 API = "/api/v1/integrations"
-HEADERS = {"Authorization": f"Bearer {API_KEY}", "Stripe-Version": "2020-08-27"}
-
-
-@pytest.fixture
-def stripe(serve_app):
-    app = create_app(rate=1000, available=100_000)
-    with httpx.Client(base_url=serve_app(app), headers=HEADERS) as client:
-        yield client, app
 
 
 def post(client, path, data, **headers):
