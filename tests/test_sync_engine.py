@@ -23,7 +23,7 @@ from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
-from hub.sync.store import apply_deletions, apply_records, entity_key, lock, write_transaction
+from hub.sync.store import apply_deletions, apply_records, entity_key, lock, sweep_unseen, write_transaction
 from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
 
 
@@ -211,6 +211,40 @@ def test_versions_in_a_providers_local_time_keep_their_order(hub, conn):
     assert apply({"id": "zoned", "name": "later", "updated_at": "2026-01-01T11:00:00Z"}).updated == 1
     assert apply({"id": "zoned", "name": "earlier", "updated_at": "2026-01-01T06:30:00-04:00"}).updated == 0
     assert stored(hub, conn.id, "items")["zoned"]["name"] == "later"
+
+
+def test_a_deletion_wins_over_an_update_of_the_same_second_delivered_after_it(hub, conn):
+    # Providers date changes to the second: an update and the deletion of the same second
+    # may arrive in either order. A record swept for not being listed comes back unchanged.
+    schema = hub.provider("ledger").schema("items")
+    moment = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
+
+    def apply(record=None, deleted=None, version=None, sweep=False):
+        with write_transaction(hub, entity_key(conn.id, "items")) as session:
+            if deleted:
+                return apply_deletions(session, connection_id=conn.id, entity="items", policy="provider_wins",
+                                       remote_ids=[deleted], now=utcnow(), version=version)
+            if sweep:
+                return sweep_unseen(session, connection_id=conn.id, entity="items", seen_since=utcnow(),
+                                    now=utcnow(), policy="provider_wins")
+            return apply_records(session, connection_id=conn.id, schema=schema, policy="provider_wins",
+                                 records=[record], now=utcnow())
+
+    def item(key, name, when):
+        return {"id": key, "name": name, "updated_at": when.isoformat()}
+
+    apply(item("gone", "first", moment - timedelta(minutes=1)))
+    assert apply(deleted="gone", version=moment).deleted == 1
+    assert apply(item("gone", "renamed", moment)).updated == 0
+    assert apply(deleted="never-seen", version=moment).deleted == 0  # a tombstone
+    assert apply(item("never-seen", "created", moment)).created + apply(item("never-seen", "x", moment)).updated == 0
+    assert apply(item("gone", "recreated", moment + timedelta(seconds=1))).updated == 1  # later: it exists again
+    apply(item("listed", "kept", moment))
+    assert apply(sweep=True).deleted == 2
+    assert apply(item("listed", "kept", moment)).updated == 1
+    rows = {row.remote_id: row for row in stored_rows(hub, conn.id, "items")}
+    assert {key: (row.deleted, row.data.get("name")) for key, row in rows.items()} == {
+        "gone": (True, "recreated"), "never-seen": (True, None), "listed": (False, "kept")}
 
 
 def test_an_incremental_pass_misses_nothing_from_a_provider_east_of_utc(hub, conn, ledger):

@@ -150,8 +150,17 @@ def _existing_query(size: int) -> sa.Select:
 
 
 def _stale(row: Any, version: datetime | None) -> bool:
+    """Whether ``version`` of a record is older than what the store knows.
+
+    A deletion the provider reported as of a time (a webhook's delete event)
+    clears the content hash, and wins a tie: an update of the same second
+    delivered after it is not brought back to life. A record deleted for not
+    being listed (a sweep) keeps its hash and comes back when listed again.
+    """
     stored = row.remote_updated_at
-    return version is not None and stored is not None and version < stored
+    if version is None or stored is None:
+        return False
+    return version < stored or (version == stored and row.deleted and row.content_hash is None)
 
 
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
@@ -357,6 +366,8 @@ def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict
     if deleted:
         row.deleted, row.deleted_at = True, now
         row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)), default=None)
+        if version is not None:
+            row.content_hash = None  # deleted as of ``version``: see _stale
     else:
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at = False, None
@@ -398,6 +409,7 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
         row.deleted, row.deleted_at, row.updated_at = True, now, now
         if version is not None:
             row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)))
+            row.content_hash = None  # deleted as of ``version``: see _stale
         if row.local_op == "delete":
             row.local_data, row.local_op, row.push_status = None, None, None
         session.add(row)
