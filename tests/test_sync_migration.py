@@ -1,4 +1,4 @@
-"""Migrations 0002 to 0004 upgrade an existing 0001 database in place, keeping its
+"""Migrations 0002 to 0005 upgrade an existing 0001 database in place, keeping its
 data, matches the models exactly, and downgrades cleanly. On SQLite and
 PostgreSQL."""
 
@@ -13,7 +13,8 @@ from sqlmodel import Session, SQLModel, select
 
 from hub.crypto import Cipher
 from hub.db import alembic_config, make_engine, migrate
-from hub.models import Connection, Organization, SyncConfig, SyncRecord, WebhookEvent, WebhookEventState
+from hub.models import (Connection, Organization, SyncConfig, SyncConflict, SyncRecord, WebhookEvent,
+                        WebhookEventState)
 from hub.sync.store import record_hash
 
 SYNC_TABLES = {"sync_configs", "sync_states", "sync_records", "sync_conflicts", "sync_runs", "sync_leases",
@@ -48,7 +49,7 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
@@ -70,7 +71,17 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
         session.add(SyncRecord(connection_id="conn1", entity="notes", remote_id="note_1", data={"id": "note_1"},
                                content_hash=record_hash({"id": "note_1"})))
         session.commit()
-        assert session.exec(select(SyncRecord)).one().remote_id == "note_1"
+        record = session.exec(select(SyncRecord)).one()
+        assert record.remote_id == "note_1"
+        session.add(SyncConflict(connection_id="conn1", entity="notes", record_id=record.id, remote_id="note_1",
+                                 policy="review"))
+        session.commit()
+    command.downgrade(alembic_config(engine), "0004")  # drops create_sent; the records' conflicts stay
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM sync_conflicts")).scalar() == 1
+        assert "create_sent" not in {c["name"] for c in sa.inspect(connection).get_columns("sync_records")}
+    migrate(engine)
+    with Session(engine) as session:
         session.delete(session.get(Connection, "conn1"))
         session.commit()
         assert session.exec(select(SyncRecord)).all() == [] and session.get(SyncConfig, "cfg1") is None

@@ -146,6 +146,12 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         return run, True
 
 
+def _create_key(row: SyncRecord) -> str:
+    """The idempotency key of a record's create, new for each version of the
+    record sent: after a refusal, the changed record is a new request."""
+    return f"hub-{row.id}" if row.local_version <= 1 else f"hub-{row.id}-{row.local_version}"
+
+
 def _uncertain_create(provider: str) -> str:
     return (f"the hub got no answer (or stopped) while creating this record at {provider}: it may exist there, "
             f"so it was not sent again. If the next pull brings it, delete this copy; if not, change this record "
@@ -593,13 +599,18 @@ class SyncEngine:
     async def _push(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
                     ctx: Any, lease: Lease) -> None:
         attempted: set[str] = set()
+        followed: set[str] = set()
         while True:
             batch = await asyncio.to_thread(self._pending, config, attempted)
             if not batch:
                 return
             for row in batch:
                 attempted.add(row.id)
-                await self._push_one(run.id, config, provider, schema, ctx, lease, row)
+                if await self._push_one(run.id, config, provider, schema, ctx, lease, row) and row.id not in followed:
+                    # Made, with a change still to send (made while on its way, or a create sent
+                    # again as first sent): once more in this run.
+                    followed.add(row.id)
+                    attempted.discard(row.id)
                 if self.progress:
                     self.progress("push", schema.name, 1)
 
@@ -612,7 +623,8 @@ class SyncEngine:
             return [r for r in session.exec(query) if r.id not in attempted][:PUSH_BATCH]
 
     async def _push_one(self, run_id: str, config: SyncConfig, provider: Provider, schema: EntitySchema,
-                        ctx: Any, lease: Lease, row: SyncRecord) -> None:
+                        ctx: Any, lease: Lease, row: SyncRecord) -> bool:
+        """Send one record's change; True when it was made and a later change is still to send."""
         op, payload = row.local_op, dict(row.local_data or {})
         result: Any = None
         failure: HubError | None = None
@@ -624,15 +636,22 @@ class SyncEngine:
             # Left so by a hub that stopped mid-call: the provider may have it already.
             failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)
-            return
-        if creating and not await asyncio.to_thread(self._mark_sending, row):
-            return  # changed meanwhile: the next push takes the new version
+            return False
+        create = None
+        if creating:
+            # A create sent before whose outcome is unknown goes again as it was: the provider
+            # replays its key only with the same data. Changes made since follow as an update.
+            create = (row.create_sent if row.create_sent and not guarded
+                      else {"key": _create_key(row), "data": payload})
+            payload = dict(create["data"])
+            if not await asyncio.to_thread(self._mark_sending, row, None if guarded else create):
+                return False  # changed meanwhile: the next push takes the new version
         try:
             if op == "create":
                 if not schema.supports_create:
                     raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
                 result = await self.hub.call(provider, "create_record", ctx, entity=schema.name, data=payload,
-                                             idempotency_key=f"hub-{row.id}")
+                                             idempotency_key=create["key"])
             elif op == "update":
                 if not schema.supports_update:
                     raise ReadOnly(f"{provider.name} does not allow updating {schema.name}")
@@ -658,42 +677,48 @@ class SyncEngine:
                 failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         except HubError as exc:
             failure = exc
-        await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure, permanent)
+        more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
+                                       permanent, sent_data=payload if creating else None)
         if failure is not None and not permanent:
             raise failure
+        return more
 
-    def _mark_sending(self, row: SyncRecord) -> bool:
-        """Note that a create is on its way (committed before the call)."""
+    def _mark_sending(self, row: SyncRecord, create: dict[str, Any]) -> bool:
+        """Note that a create is on its way, with its key and data (committed before the call)."""
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
-                _records.c.local_version == row.local_version).values(push_status=SENDING))
+                _records.c.local_version == row.local_version).values(push_status=SENDING, create_sent=create))
         return marked.rowcount == 1
 
     def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
-                    result: Any, failure: HubError | None, permanent: bool, unsent: bool = False) -> None:
+                    result: Any, failure: HubError | None, permanent: bool, unsent: bool = False,
+                    sent_data: dict[str, Any] | None = None) -> bool:
+        """Store a push's outcome; True when it was made and the record has a later change to send."""
         now = utcnow()
         counts = Counts()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
             row = session.get(SyncRecord, sent.id)
             if row is None:
-                return
+                return False
             if unsent:  # the call never happened (credentials refused): back to waiting
                 row.push_status = PENDING if row.push_status == SENDING else row.push_status
                 session.add(row)
-                return
+                return False
             if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
                 # The provider deleted the record the tenant changed: a conflict, as a pull would find it.
                 counts.add(apply_deletions(session, connection_id=config.connection_id, entity=config.entity,
                                            policy=config.conflict_policy, remote_ids=[row.remote_id], now=now))
                 _bump(session, run_id, counts)
-                return
+                return False
             if failure is not None:
                 row.push_status = "failed" if permanent else PENDING
                 row.push_error = failure.message[:2000]
                 row.push_attempts += 1
                 counts.failed += 1
+                if permanent:
+                    row.create_sent = None  # refused (or left to the tenant): a later create may send other data
             else:
                 counts.pushed += 1
                 if sent.local_op == "delete":
@@ -711,15 +736,17 @@ class SyncEngine:
                     row.first_seen_at = row.first_seen_at or now
                 row.last_seen_at = now
                 row.pushed_at = now
-                if row.local_version == sent.local_version:
+                row.create_sent = None
+                if row.local_version == sent.local_version and (sent_data is None or sent_data == sent.local_data):
                     row.local_data, row.local_op, row.push_status = None, None, None
                     row.push_error, row.push_attempts = None, 0
-                else:  # changed again while on its way: the next push sends the rest
+                else:  # changed again while on its way (or sent as first sent): an update sends the rest
                     row.local_op = "update" if row.local_op == "create" else row.local_op
                     row.push_status = PENDING if row.push_status == SENDING else row.push_status
             row.updated_at = now
             session.add(row)
             _bump(session, run_id, counts)
+            return failure is None and row.push_status == PENDING
 
     @staticmethod
     def _adopt(session: Any, row: SyncRecord, remote_id: str) -> None:

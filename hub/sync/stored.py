@@ -186,7 +186,7 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
-        if row.push_status == SENDING:
+        if row.push_status == SENDING or row.create_sent:  # sent, and whether it was made is not known yet
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"delete it once it has its provider id")
         result = local_delete(session, row, utcnow())

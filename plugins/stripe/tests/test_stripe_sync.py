@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from hub.http import RetryPolicy
 from hub.models import SyncRecord
 from hub_stripe import form
 from hub_stripe.testing import API_KEY, seed_customers
@@ -218,6 +219,58 @@ def test_a_create_whose_answer_was_lost_is_resent_with_its_key_and_made_once(syn
     echo = sync.pull()
     assert (echo["created"], echo["updated"]) == (0, 0)
     assert len(sync.by_email("lost@example.com")) == 1
+
+
+def test_a_create_changed_after_its_answers_were_lost_is_made_once_then_changed(sync_for):
+    """Every answer of a run's create is lost (Stripe made the customer); the
+    tenant then changes the record. Stripe replays a key only with the same
+    parameters: the create goes again as first sent, and the change follows
+    as an update in the same run. Until then the record cannot be deleted,
+    since the customer may exist."""
+    sync = sync_for()
+    sync.hub_app.state.hub.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    state = sync.fake.state
+    state.lose_next = 2
+    created = sync.write(None, {"email": "changed@example.com", "full_name": "First Name", "tier": "silver"})
+    record_id = created["record"]["id"]
+    assert sync.wait(created["run_id"])["status"] == "failed" and state.lost == 2
+    assert len(sync.by_email("changed@example.com")) == 1  # made, and the hub cannot know it
+    refused = sync.client.delete(f"{sync.records}/{record_id}", headers=sync.auth)
+    assert refused.status_code == 409 and refused.json()["code"] == "record_being_created"
+    changed = sync.write(record_id, {"full_name": "Second Name", "tier": "gold"})
+    run = sync.wait(changed["run_id"])
+    assert run["status"] == "succeeded" and (run["pushed"], run["failed"]) == (2, 0), run
+    assert state.idempotent_replays == 2  # the first run's second try, and this run's create
+    [customer] = sync.by_email("changed@example.com")
+    assert customer["name"] == "Second Name" and customer["metadata"]["tier"] == "gold"
+    record = sync.record(record_id)
+    assert (record["remote_id"], record["pending"], record["push_error"]) == (customer["id"], False, None)
+    assert (record["data"]["full_name"], record["data"]["tier"]) == ("Second Name", "gold")
+    echo = sync.pull()
+    assert (echo["created"], echo["updated"]) == (0, 0)
+    assert sync.client.delete(f"{sync.records}/{record_id}", headers=sync.auth).status_code == 200
+
+
+def test_a_create_stripe_refused_and_saved_under_its_key_goes_with_a_new_key_once_changed(sync_for):
+    """Stripe keeps the answer of a request that started executing, errors
+    too, for its key: the corrected record is a new request with a new key."""
+    sync = sync_for()
+    created = sync.write(None, {"email": "refused@example.com", "full_name": "Refused", "tier": "silver"},
+                         sync=False)
+    key = f"hub-{created['record']['id']}"
+    # The same key already holds a refusal, as after a card declined or a missing object.
+    sync.fake.state.store.idempotency[key] = (("POST", "/v1/customers", ()), 400,
+                                              {"error": {"type": "invalid_request_error", "message": "refused"}})
+    run = sync.run(direction="push")
+    assert (run["pushed"], run["failed"]) == (0, 1)
+    record = sync.record(created["record"]["id"])
+    assert record["push_status"] == "failed" and "Keys for idempotent requests" in record["push_error"]
+    changed = sync.write(created["record"]["id"], {"full_name": "Accepted"})
+    run = sync.wait(changed["run_id"])
+    assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 1, 0), run
+    [customer] = sync.by_email("refused@example.com")
+    assert customer["name"] == "Accepted"
+    assert sync.fake.state.idempotency_keys[-1] == f"{key}-2"  # the record's second version
 
 
 def test_a_create_left_sending_by_a_killed_hub_is_resent_with_its_key(sync_for):
