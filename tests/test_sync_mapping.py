@@ -168,3 +168,35 @@ def test_dotted_paths_into_objects_accept_any_cast_and_duplicate_targets_are_ref
     with pytest.raises(ValidationFailed) as caught:
         validate_mappings(ACCOUNT, [{"source": "first_name", "target": "x"}, {"source": "last_name", "target": "x"}])
     assert caught.value.code == "invalid_mapping" and caught.value.details[0]["index"] == 1
+
+
+def test_values_out_of_range_are_refused_or_defaulted_never_an_internal_error():
+    # Epoch seconds past year 9999, numbers beyond a float: Python raises OverflowError or
+    # OSError there, which used to reach the API as a 500.
+    m = mapper({"source": "opened", "target": "opened", "transform": "date", "default": None},
+               {"source": "price", "target": "price", "transform": "float"})
+    for change in ({"opened": 10**17}, {"opened": -10**19}, {"opened": "100000000000000000000"},
+                   {"opened": 1e308}, {"price": 10**400}):
+        with pytest.raises(ValidationFailed) as caught:
+            m.to_provider(change)
+        assert caught.value.code == "invalid_value", change
+    problems: list = []
+    assert m.to_tenant({"opened": "100000000000000000000", "price": 10**400}, problems) == \
+        {"opened": None, "price": None}
+    assert {p["field"] for p in problems} == {"opened", "price"}
+    for mapping in ({"source": "opened", "target": "o", "transform": "date", "default": 10**17},
+                    {"source": "price", "target": "p", "transform": "float", "default": 10**400}):
+        with pytest.raises(ValidationFailed) as caught:
+            validate_mappings(ACCOUNT, [mapping])
+        assert caught.value.code == "invalid_mapping"
+
+
+def test_a_write_through_a_field_and_a_path_inside_it_is_refused_not_half_made():
+    m = mapper({"source": "balances", "target": "balances"},
+               {"source": "balances.available", "target": "available"})
+    for change in ({"balances": "flat", "available": "1"}, {"available": "1", "balances": None}):
+        with pytest.raises(ValidationFailed) as caught:
+            m.to_provider(change)
+        assert caught.value.code == "invalid_value" and "change one of them at a time" in caught.value.message
+    assert m.to_provider({"available": "2.00"}) == {"balances": {"available": "2.00"}}
+    assert m.to_provider({"balances": {"available": "3"}}) == {"balances": {"available": "3"}}

@@ -207,9 +207,19 @@ def get_path(data: Any, path: str) -> Any:
 
 
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` in ``data``, making the objects on the way. Two mappings
+    writing a field and a path inside it (``metadata`` and ``metadata.tier``)
+    cannot both be honoured: a :class:`ConversionError`, not one lost."""
     parts = path.split(".")
-    for part in parts[:-1]:
-        data = data.setdefault(part, {})
+    for depth, part in enumerate(parts[:-1], 1):
+        nested = data.setdefault(part, {})
+        if not isinstance(nested, dict):
+            raise ConversionError(f"cannot write {path!r}: another mapping writes {'.'.join(parts[:depth])!r} "
+                                  f"whole; change one of them at a time")
+        data = nested
+    if isinstance(data.get(parts[-1]), dict):
+        raise ConversionError(f"cannot write {path!r} whole: other mappings write paths inside it; "
+                              f"change one of them at a time")
     data[parts[-1]] = value
 
 
@@ -226,8 +236,10 @@ def parse_datetime(value: Any) -> datetime:
     if isinstance(value, bool):
         raise ConversionError("a boolean is not a time")
     if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(value / 1000 if abs(value) > 1e11 else value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ConversionError(f"{value!r} is not a time this side of year 10000") from None
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -273,6 +285,8 @@ def to_float(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ConversionError(f"{value!r} is not a number") from None
+    except OverflowError:
+        raise ConversionError(f"{value!r} is too large for a floating-point number") from None
     if not math.isfinite(number):
         raise ConversionError(f"{value!r} is not a finite number")
     return number
