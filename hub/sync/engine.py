@@ -52,6 +52,7 @@ from hub.sync.store import (
     merged_view,
     record_hash,
     sweep_unseen,
+    update_payload,
     version_of,
     write_transaction,
 )
@@ -625,7 +626,7 @@ class SyncEngine:
     async def _push_one(self, run_id: str, config: SyncConfig, provider: Provider, schema: EntitySchema,
                         ctx: Any, lease: Lease, row: SyncRecord) -> bool:
         """Send one record's change; True when it was made and a later change is still to send."""
-        op, payload = row.local_op, dict(row.local_data or {})
+        op, payload = row.local_op, update_payload(row)
         result: Any = None
         failure: HubError | None = None
         permanent = False
@@ -737,7 +738,7 @@ class SyncEngine:
                 row.last_seen_at = now
                 row.pushed_at = now
                 row.create_sent = None
-                if row.local_version == sent.local_version and (sent_data is None or sent_data == sent.local_data):
+                if row.local_version == sent.local_version and (sent_data is None or sent_data == update_payload(sent)):
                     row.local_data, row.local_op, row.push_status = None, None, None
                     row.push_error, row.push_attempts = None, 0
                 else:  # changed again while on its way (or sent as first sent): an update sends the rest

@@ -462,10 +462,46 @@ def merged_view(row: SyncRecord) -> dict[str, Any]:
     return data
 
 
+def update_payload(row: SyncRecord) -> dict[str, Any]:
+    """What pushing the tenant's update sends: each top-level field it
+    changed, whole, as the tenant sees it. Providers replace an object or
+    array they are sent (an address, a product's variants): the changed part
+    alone would lose the rest at the provider."""
+    merged = merged_view(row)
+    return {key: _as_lists(merged.get(key)) if isinstance(value, dict) else value
+            for key, value in (row.local_data or {}).items()}
+
+
+def _index_keys(value: Any) -> bool:
+    """A change made through a path with an array index (``variants.0.price``)."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and k.isdigit() for k in value)
+
+
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        if _index_keys(value) and sorted(map(int, value)) == list(range(len(value))):
+            return [_as_lists(value[str(i)]) for i in range(len(value))]
+        return {key: _as_lists(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_lists(item) for item in value]
+    return value
+
+
 def _deep_merge(base: dict[str, Any], change: dict[str, Any]) -> None:
     for key, value in change.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
+        current = base.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            current = base[key] = dict(current)
+            _deep_merge(current, value)
+        elif _index_keys(value) and isinstance(current, list) and all(int(k) < len(current) for k in value):
+            items = base[key] = list(current)
+            for index, item in value.items():
+                slot = items[int(index)]
+                if isinstance(item, dict) and isinstance(slot, dict):
+                    items[int(index)] = merged = dict(slot)
+                    _deep_merge(merged, item)
+                else:
+                    items[int(index)] = item
         else:
             base[key] = value
 

@@ -65,14 +65,8 @@ class Sync:
         assert response.status_code == 202, response.text
         return self.wait(response.json()["run"]["id"])
 
-    def wait(self, run_id: str, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            run = self.h.get(f"{API}/connections/{self.connection_id}/sync/runs/{run_id}").json()["run"]
-            if run["status"] in ("succeeded", "failed"):
-                return run
-            assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
-            time.sleep(0.05)
+    def wait(self, run_id: str) -> dict:
+        return wait_for_run(self.h, self.connection_id, run_id)
 
     def pull(self) -> dict:
         run = self.run(direction="pull")
@@ -92,6 +86,16 @@ class Sync:
     def provider_edit(self, customer_id: str, **changes: Any) -> None:
         row = self.store.tables["customers"].get(customer_id)
         row.update(changes, updated_at=fake.now())
+
+
+def wait_for_run(harness, connection_id: str, run_id: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = harness.get(f"{API}/connections/{connection_id}/sync/runs/{run_id}").json()["run"]
+        if run["status"] in ("succeeded", "failed"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
+        time.sleep(0.05)
 
 
 def name_of(customer: dict) -> str:
@@ -297,3 +301,30 @@ def test_a_create_left_sending_by_a_killed_hub_is_not_sent_again(sync_for):
     record = sync.record(created["record"]["id"])
     assert uncertain(record) and record["remote_id"] is None
     assert sync.run(direction="push")["failed"] == 0 and sync.shop.state.posts[POSTS] == 0
+
+
+def test_a_price_written_through_a_variant_path_keeps_the_products_other_variants(shopify):
+    """``variants.0.price`` reaches into an array: the push sends the whole
+    variants list with the one price changed (Shopify drops variants a
+    product update leaves out), and the record keeps its list."""
+    store: fake.Store = shopify.shop.state.store
+    product = store.add_product({"title": "Mug", "variants": [{"title": "Small", "price": "9.00"},
+                                                              {"title": "Large", "price": "12.00"}]})
+    connection_id = shopify.connect()
+    response = shopify.post(f"{API}/connections/{connection_id}/sync-configs", {
+        "entity": "products", "direction": "both",
+        "mappings": [{"source": "title", "target": "name"}, {"source": "variants.0.price", "target": "price"}]})
+    assert response.status_code == 201, response.text
+    records = f"{API}/connections/{connection_id}/sync-configs/{response.json()['sync_config']['id']}/records"
+    pulled = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": "products", "direction": "pull"})
+    assert wait_for_run(shopify, connection_id, pulled.json()["run"]["id"])["created"] == 1
+    written = shopify.put(f"{records}/{product['id']}", {"data": {"price": "10.50"}, "mapped": True, "sync": True})
+    assert written.status_code == 200, written.text
+    run = wait_for_run(shopify, connection_id, written.json()["run_id"])
+    assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 1, 0), run
+    variants = store.tables["products"].get(str(product["id"]))["variants"]
+    assert [(v["title"], v["price"]) for v in variants] == [("Small", "10.50"), ("Large", "12.00")]
+    raw = shopify.get(f"{records}/{product['id']}", mapped=False).json()["record"]["data"]
+    assert [(v["title"], v["price"]) for v in raw["variants"]] == [("Small", "10.50"), ("Large", "12.00")]
+    assert shopify.get(f"{records}/{product['id']}", mapped=True).json()["record"]["data"] == \
+        {"name": "Mug", "price": "10.50"}

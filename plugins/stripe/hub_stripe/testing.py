@@ -436,8 +436,17 @@ def _assign(obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         if key in obj and key not in SPECIAL and key not in ("id", "object", "created", "livemode"):
             previous[key] = obj[key]
-            obj[key] = None if value == "" else value
+            obj[key] = _unset_blanks(value)
     return previous
+
+
+def _unset_blanks(value: Any) -> Any:
+    """Stripe unsets a field sent empty (``address[line2]=``): null, at any depth."""
+    if value == "":
+        return None
+    if isinstance(value, dict):
+        return {key: _unset_blanks(item) for key, item in value.items()}
+    return value
 
 
 def _metadata(current: dict[str, str], change: Any) -> dict[str, str]:

@@ -35,12 +35,12 @@ MAPPINGS = [
 class Sync:
     """One connection's customers sync config, driven through the API."""
 
-    def __init__(self, client, auth, hub_app, fake, connection: dict, policy: str):
+    def __init__(self, client, auth, hub_app, fake, connection: dict, policy: str, mappings: list[dict]):
         self.client, self.auth, self.hub_app, self.fake = client, auth, hub_app, fake
         self.connection_id = connection["id"]
         response = client.post(f"{API}/connections/{self.connection_id}/sync-configs",
                                json={"entity": "customers", "direction": "both", "conflict_policy": policy,
-                                     "mappings": MAPPINGS}, headers=auth)
+                                     "mappings": mappings}, headers=auth)
         assert response.status_code == 201, response.text
         config = response.json()["sync_config"]
         self.records = f"{API}/connections/{self.connection_id}/sync-configs/{config['id']}/records"
@@ -96,12 +96,12 @@ class Sync:
 
 @pytest.fixture
 def sync_for(client, auth, hub_app, start_fake, connect):
-    def make(policy: str = "provider_wins") -> Sync:
+    def make(policy: str = "provider_wins", mappings: list[dict] = MAPPINGS) -> Sync:
         fake = start_fake(rate=1000, available=50_000)
         for i, customer_id in enumerate(seed_customers(fake, CUSTOMERS, start=1_700_000_000)):
             fake.state.store.rows["customers"][customer_id].update(
                 balance=i * 125 - 500, metadata={"tier": TIERS[i % 3], "source": "seed"})
-        sync = Sync(client, auth, hub_app, fake, connect(), policy)
+        sync = Sync(client, auth, hub_app, fake, connect(), policy, mappings)
         first = sync.pull()
         assert (first["created"], first["fetched"]) == (CUSTOMERS, CUSTOMERS)
         return sync
@@ -197,6 +197,23 @@ def test_a_customer_changed_on_both_sides_follows_the_conflict_policy(sync_for, 
     again = sync.pull()
     assert (again["created"], again["updated"], again["conflicts"]) == (0, 0, 0)
     assert sync.record(target)["data"]["full_name"] == customer["name"]
+
+
+def test_a_change_inside_an_object_sends_the_whole_object_so_the_provider_keeps_the_rest(sync_for):
+    """Stripe replaces an address it is sent: sending only the changed city
+    would erase the street, postcode and country."""
+    sync = sync_for(mappings=[*MAPPINGS, {"source": "address.city", "target": "city"}])
+    target = next(iter(sync.customers))
+    address = {"line1": "1 Rue de la Paix", "line2": None, "city": "Paris", "postal_code": "75002",
+               "state": None, "country": "FR"}
+    sync.customers[target]["address"] = dict(address)
+    assert sync.pull()["updated"] == 1
+    assert sync.record(target)["data"]["city"] == "Paris"
+    run = sync.wait(sync.write(target, {"city": "Lyon"})["run_id"])
+    assert (run["status"], run["pushed"]) == ("succeeded", 1), run
+    assert sync.customers[target]["address"] == {**address, "city": "Lyon"}
+    assert sync.record(target, mapped=False)["data"]["address"] == {**address, "city": "Lyon"}
+    assert (sync.pull()["updated"], sync.record(target)["pending"]) == (0, False)
 
 
 # ---------------------------------------------------------------- lost answers
