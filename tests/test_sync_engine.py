@@ -16,14 +16,15 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.config import Settings
-from hub.models import Connection, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
+from hub.models import Connection, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
-from hub.sync.store import apply_deletions, apply_records, entity_key, lock, sweep_unseen, write_transaction
+from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
+                            write_transaction)
 from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
 
 
@@ -212,6 +213,33 @@ def test_versions_in_a_providers_local_time_keep_their_order(hub, conn):
     assert apply({"id": "zoned", "name": "earlier", "updated_at": "2026-01-01T06:30:00-04:00"}).updated == 0
     assert stored(hub, conn.id, "items")["zoned"]["name"] == "later"
 
+
+def test_a_provider_version_holding_the_tenants_change_is_no_conflict(hub, conn):
+    # The provider's webhook for the hub's own push can arrive while the push is on its way.
+    schema = hub.provider("ledger").schema("items")
+    moment = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
+
+    def apply(name, minutes):
+        with write_transaction(hub, entity_key(conn.id, "items")) as session:
+            return apply_records(session, connection_id=conn.id, schema=schema, policy="review", now=utcnow(),
+                                 records=[{"id": "it_1", "name": name, "updated_at": (moment + timedelta(
+                                     minutes=minutes)).isoformat()}])
+
+    apply("provider", 0)
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        [row] = session.exec(select(SyncRecord).where(SyncRecord.connection_id == conn.id)).all()
+        local_update(session, row, {"name": "tenant"}, utcnow())
+    echo = apply("tenant", 1)
+    assert (echo.updated, echo.conflicts) == (1, 0)
+    [row] = stored_rows(hub, conn.id, "items")
+    assert (row.data["name"], row.local_data, row.push_status) == ("tenant", {"name": "tenant"}, "pending")
+    other = apply("someone else", 2)
+    assert (other.updated, other.conflicts) == (0, 1)
+    [row] = stored_rows(hub, conn.id, "items")
+    assert (row.data["name"], row.push_status) == ("someone else", "conflict")
+    with hub.session() as session:
+        [conflict] = session.exec(select(SyncConflict)).all()
+    assert conflict.local_data == {"op": "update", "data": {"name": "tenant"}}
 
 def test_a_deletion_wins_over_an_update_of_the_same_second_delivered_after_it(hub, conn):
     # Providers date changes to the second: an update and the deletion of the same second

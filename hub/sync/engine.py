@@ -36,18 +36,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, SyncConfig, SyncRecord, SyncRun, SyncState, utcnow
+from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync import configs as config_service
 from hub.sync.leases import Lease, LeaseLost, holder_gone, new_owner
 from hub.sync.store import (
+    CONFLICT,
+    FAILED,
     PENDING,
     SENDING,
     Counts,
     apply_deletions,
     apply_records,
     entity_key,
+    local_delete,
+    local_update,
     lock,
     merged_view,
     record_hash,
@@ -145,6 +149,17 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         session.commit()
         session.refresh(run)
         return run, True
+
+
+def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) -> None:
+    """The tenant's change to the pulled copy of a record the hub created
+    becomes the created record's change (waiting in review if it was)."""
+    if echo.local_op == "delete":
+        local_delete(session, row, now)
+    else:
+        local_update(session, row, dict(echo.local_data or {}), now)
+    if echo.push_status in (CONFLICT, FAILED):
+        row.push_status, row.push_error = echo.push_status, echo.push_error
 
 
 def _create_key(row: SyncRecord) -> str:
@@ -713,6 +728,7 @@ class SyncEngine:
                                            policy=config.conflict_policy, remote_ids=[row.remote_id], now=now))
                 _bump(session, run_id, counts)
                 return False
+            echo: SyncRecord | None = None
             if failure is not None:
                 row.push_status = "failed" if permanent else PENDING
                 row.push_error = failure.message[:2000]
@@ -730,7 +746,7 @@ class SyncEngine:
                         remote_id = data.get(schema.id_field)
                         if remote_id in (None, ""):
                             raise ProviderError(f"created {schema.name} has no {schema.id_field}")
-                        self._adopt(session, row, str(remote_id))
+                        echo = self._adopt(session, row, str(remote_id))
                     row.data, row.content_hash = data, record_hash(data)
                     row.remote_updated_at = version_of(schema, data)
                     row.deleted, row.deleted_at = False, None
@@ -744,20 +760,27 @@ class SyncEngine:
                 else:  # changed again while on its way (or sent as first sent): an update sends the rest
                     row.local_op = "update" if row.local_op == "create" else row.local_op
                     row.push_status = PENDING if row.push_status == SENDING else row.push_status
+                if echo is not None:
+                    _carry_over(session, echo, row, now)
             row.updated_at = now
             session.add(row)
             _bump(session, run_id, counts)
             return failure is None and row.push_status == PENDING
 
     @staticmethod
-    def _adopt(session: Any, row: SyncRecord, remote_id: str) -> None:
+    def _adopt(session: Any, row: SyncRecord, remote_id: str) -> SyncRecord | None:
         """Give a pushed record its provider id. A pull that ran between the
         create and this commit may have stored the same record already: that
-        copy is the echo of this create and goes."""
+        copy is the echo of this create and goes; returned (detached) when the
+        tenant changed it, since its change carries over (:func:`_carry_over`)."""
         echo = session.exec(select(SyncRecord).where(
             SyncRecord.connection_id == row.connection_id, SyncRecord.entity == row.entity,
             SyncRecord.remote_id == remote_id, SyncRecord.id != row.id)).first()
         if echo is not None:
+            # Its conflicts keep the tenant's change: they now belong to the pushed record.
+            session.execute(sa.update(SyncConflict.__table__).where(SyncConflict.record_id == echo.id)
+                            .values(record_id=row.id))
             session.delete(echo)
             session.flush()
         row.remote_id = remote_id
+        return echo if echo is not None and echo.local_op is not None else None

@@ -228,8 +228,10 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         record = incoming[remote_id]
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
-            counts.conflicts += 1
-            _settle_conflict(session, row.id, policy, record, digest, version, now)
+            if _settle_conflict(session, row.id, policy, record, digest, version, now):
+                counts.conflicts += 1
+            else:
+                counts.updated += 1
             continue
         updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now})
         counts.updated += 1
@@ -343,16 +345,25 @@ def _converter(column_type: Any, dialect: Any) -> Any:
 
 
 def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
-                     digest: str | None, version: datetime | None, now: datetime) -> None:
+                     digest: str | None, version: datetime | None, now: datetime) -> bool:
     """The provider changed (or deleted) a record the tenant changed too.
 
     ``provider_wins`` takes the provider's version and drops the tenant's
     change; ``hub_wins`` keeps the tenant's change to push over it;
     ``review`` keeps both until someone resolves the conflict. Either way the
-    losing side is kept in a :class:`SyncConflict`.
+    losing side is kept in a :class:`SyncConflict`. A provider version that
+    already holds the tenant's change (the echo of its push on the way, or
+    the same change made at both ends) is no conflict: returns False.
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
+    if (remote is not None and row.local_op == "update" and row.push_status != CONFLICT
+            and _holds(remote, row.local_data or {})):
+        # The change stays queued: its push may be on its way, and sending it again changes nothing.
+        row.data, row.content_hash, row.remote_updated_at = remote, digest, version
+        row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, now, now
+        session.add(row)
+        return False
     deleted = remote is None
     if deleted and policy == "hub_wins":
         policy = "review"  # an update cannot be pushed to a record the provider deleted
@@ -384,6 +395,14 @@ def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict
         conflict.status = "open"
     session.add(row)
     session.add(conflict)
+    return True
+
+
+def _holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
+    """Whether the provider's record already has every value of ``change``."""
+    merged = dict(remote)
+    _deep_merge(merged, change)
+    return merged == remote
 
 
 def apply_deletions(session: Session, *, connection_id: str, entity: str, policy: str,

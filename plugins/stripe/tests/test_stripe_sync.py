@@ -268,6 +268,36 @@ def test_a_create_changed_after_its_answers_were_lost_is_made_once_then_changed(
     assert sync.client.delete(f"{sync.records}/{record_id}", headers=sync.auth).status_code == 200
 
 
+def test_the_pulled_copy_of_a_lost_create_hands_its_change_and_conflict_to_the_created_record(sync_for):
+    """The create's answers are lost; a pull brings the customer as a second
+    record, which the tenant changes while Stripe changes it too (a conflict
+    in review). When the create is replayed, that copy goes, and its change
+    and open conflict pass to the created record: neither side is lost."""
+    sync = sync_for("review")
+    sync.hub_app.state.hub.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    sync.fake.state.lose_next = 2
+    created = sync.write(None, {"email": "twice@example.com", "full_name": "Created", "tier": "silver"})
+    assert sync.wait(created["run_id"])["status"] == "failed"
+    assert sync.pull()["created"] == 1
+    [customer] = sync.by_email("twice@example.com")
+    sync.write(customer["id"], {"full_name": "Tenant edit"}, sync=False)
+    customer.update(name="Stripe edit")
+    assert sync.pull()["conflicts"] == 1
+    run = sync.run(direction="push")
+    assert (run["status"], run["failed"]) == ("succeeded", 0), run
+    records = [r for r in sync.stored() if r["data"]["email"] == "twice@example.com"]
+    assert [r["id"] for r in records] == [created["record"]["id"]]
+    record = sync.record(created["record"]["id"], mapped=False)
+    assert (record["remote_id"], record["push_status"]) == (customer["id"], "conflict")
+    [conflict] = sync.client.get(sync.conflicts, params={"status": "open"}, headers=sync.auth).json()["conflicts"]
+    assert conflict["record_id"] == created["record"]["id"]
+    assert conflict["local_data"]["data"]["name"] == "Tenant edit"
+    resolved = sync.client.post(f"{sync.conflicts}/{conflict['id']}/resolve", json={"resolution": "hub"},
+                                headers=sync.auth).json()
+    assert sync.wait(resolved["run_id"])["status"] == "succeeded"
+    assert customer["name"] == "Tenant edit" and len(sync.by_email("twice@example.com")) == 1
+
+
 def test_a_create_stripe_refused_and_saved_under_its_key_goes_with_a_new_key_once_changed(sync_for):
     """Stripe keeps the answer of a request that started executing, errors
     too, for its key: the corrected record is a new request with a new key."""
