@@ -25,6 +25,7 @@ from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
                             write_transaction)
+from hub.types import ValidationFailed
 from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
 
 
@@ -102,6 +103,44 @@ def test_a_failure_mid_pass_loses_nothing_and_the_next_run_resumes_at_the_commit
     assert stored(hub, conn.id, "items") == ledger.items
     assert len(stored_rows(hub, conn.id, "items")) == 250
 
+
+def test_a_saved_position_the_provider_refuses_starts_a_new_pass_instead_of_failing_for_ever(hub, conn, ledger):
+    # Stripe's starting_after names the last customer of the committed page: deleted since,
+    # Stripe answers 400 "No such customer" to every resume.
+    ledger.fail_on_call = 3
+    assert run(sync(hub, conn)).status == "failed" and state_of(hub, conn.id).cursor == "200"
+    ledger.fail_on_call = None
+    ledger.calls.clear()
+
+    def refuse_the_saved_cursor(call):
+        if ledger.calls[-1][1] == "200" and call == 1:
+            raise ValidationFailed("No such customer: 'it_00199'")
+    ledger.on_call = refuse_the_saved_cursor
+    resumed = run(sync(hub, conn))
+    assert resumed.status == "succeeded", resumed.error
+    assert [c[1] for c in ledger.calls] == ["200", None, "100", "200"]
+    assert stored(hub, conn.id, "items") == ledger.items and state_of(hub, conn.id).pass_mode is None
+
+
+def test_a_full_refresh_starts_over_rather_than_resume_an_earlier_runs_pass(hub, conn, ledger):
+    ledger.fail_on_call = 3
+    assert run(sync(hub, conn)).status == "failed" and state_of(hub, conn.id).pass_mode == "full"
+    ledger.fail_on_call = None
+    ledger.calls.clear()
+    refreshed = run(sync(hub, conn, full_refresh=True))
+    assert refreshed.status == "succeeded" and refreshed.fetched == 250
+    assert [c[1] for c in ledger.calls] == [None, "100", "200"]
+    # An interrupted full refresh still resumes its own pass (the kill tests: test_sync_crash.py).
+    ledger.fail_on_call = 2
+    ledger.calls.clear()
+    again, _ = create_run(hub, conn, entity="items", full_refresh=True)
+    assert run(SyncEngine(hub).execute(again.id)).status == "failed"
+    ledger.fail_on_call = None
+    with hub.session() as session:
+        session.get(SyncRun, again.id).status = "queued"
+        session.commit()
+    assert run(SyncEngine(hub).execute(again.id)).status == "succeeded"
+    assert [c[1] for c in ledger.calls] == [None, "100", "100", "200"]
 
 def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub, conn, ledger):
     run(sync(hub, conn))

@@ -151,6 +151,10 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         return run, True
 
 
+async def _ready(page: Page) -> Page:
+    return page
+
+
 def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) -> None:
     """The tenant's change to the pulled copy of a record the hub created
     becomes the created record's change (waiting in review if it was)."""
@@ -225,6 +229,8 @@ class _Pass:
     pages: int = 0
     #: Whether a full pass must look for stored records the provider no longer lists.
     sweep: bool = True
+    #: Begun by an earlier attempt (a run interrupted, or one that failed).
+    resumed: bool = False
 
 
 class _CursorCycle:
@@ -526,11 +532,25 @@ class SyncEngine:
 
     async def _pull(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
                     ctx: Any, lease: Lease) -> None:
-        plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease)
+        plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease, run.queued_at)
+        if plan.resumed and plan.cursor is not None:
+            try:
+                first = await self._fetch(provider, ctx, schema, plan.cursor, plan.since)
+            except (ValidationFailed, NotFound) as exc:
+                # The provider no longer takes the saved position (Stripe's starting_after names a
+                # customer deleted since): resuming would fail for ever, so the pass starts over.
+                log.warning("the saved %s position of %s was refused (%s): starting a new pass",
+                            schema.name, config.connection_id, exc.message)
+                plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease,
+                                               run.queued_at, True)
+                first = None
+        else:
+            first = None
         writer = _PageWriter(self, run.id, config, schema, plan, lease)
         cursor = plan.cursor
         cycle = _CursorCycle(cursor)
-        fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
+        fetch = asyncio.create_task(_ready(first) if first is not None else
+                                    self._fetch(provider, ctx, schema, cursor, plan.since))
         try:
             while True:
                 page = await fetch
@@ -557,15 +577,22 @@ class SyncEngine:
         return await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
                                    page_size=self.page_size, filters={}, since=since)
 
-    def _begin_pass(self, config: SyncConfig, schema: EntitySchema, full_refresh: bool, lease: Lease) -> _Pass:
-        """Resume the pass in progress, or plan and store a new one."""
+    def _begin_pass(self, config: SyncConfig, schema: EntitySchema, full_refresh: bool, lease: Lease,
+                    queued_at: datetime, start_over: bool = False) -> _Pass:
+        """Resume the pass in progress, or plan and store a new one.
+
+        A full refresh resumes only a full pass begun after it was queued (by
+        this run, before an interruption); ``start_over`` drops the pass in
+        progress."""
         now = utcnow()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
             state = session.get(SyncState, config.id)
             if state is None:
                 state = SyncState(sync_config_id=config.id, connection_id=config.connection_id, entity=config.entity)
-            resumable = state.pass_mode is not None and not (full_refresh and state.pass_mode != "full")
+            earlier = state.pass_started_at is None or state.pass_started_at < queued_at
+            resumable = state.pass_mode is not None and not start_over and not (
+                full_refresh and (state.pass_mode != "full" or earlier))
             if not resumable:
                 incremental_since = schema.supports_since and schema.updated_field and state.watermark
                 if full_refresh or state.last_pass_at is None or not (state.start_cursor or incremental_since):
@@ -586,7 +613,7 @@ class SyncEngine:
                                                _records.c.deleted.is_(False)).limit(1)).first() is not None
             return _Pass(config.id, state.pass_mode, state.cursor, state.pass_since,
                          state.pass_started_at or now, state.pass_max_updated, state.pass_watermark,
-                         state.pass_pages, sweep=sweep)
+                         state.pass_pages, sweep=sweep, resumed=resumable)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime,
                   policy: str) -> Counts:
