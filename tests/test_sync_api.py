@@ -16,6 +16,7 @@ from sqlmodel import select
 from hub.models import Connection, SyncConfig, SyncRecord, utcnow
 from hub.sync.stored import encode_cursor
 from hub.types import Credentials
+from hub_example.testing import API_KEY
 from tests.conftest import API, make_org
 from tests.sync_support import stored, wait_run
 from tests.test_example_end_to_end import connect
@@ -210,6 +211,25 @@ def test_bad_credentials_fail_the_run_clearly_without_blocking_other_connections
     assert wait_run(client, auth, good["id"], working["id"])["status"] == "succeeded"
     assert_error(client.get(f"{API}/connections/{good['id']}/sync/logs", headers=other_auth), 404,
                  "connection_not_found")
+    # A run that succeeds without using the credentials (nothing to push) does not vouch for them.
+    [notes] = [c for c in client.get(configs_url(bad["id"]), headers=other_auth).json()["sync_configs"]
+               if c["entity"] == "notes"]
+    changed = client.put(f"{configs_url(bad['id'])}/{notes['id']}", json={"direction": "both"}, headers=other_auth)
+    assert changed.status_code == 200, changed.text
+    pushed = wait_run(client, other_auth, bad["id"], start(client, other_auth, bad["id"], entity="notes",
+                                                         direction="push")["id"])
+    assert (pushed["status"], pushed["pushed"]) == ("succeeded", 0)
+    connection = client.get(f"{API}/connections/{bad['id']}", headers=other_auth).json()["connection"]
+    assert connection["status"] == "error" and "invalid api key" in connection["last_error"]
+    with hub.session() as session:  # the key is fixed at the provider's end
+        row = session.get(Connection, bad["id"])
+        hub.store_credentials(row, Credentials(secrets={"api_key": API_KEY}))
+        session.add(row)
+        session.commit()
+    pushed = wait_run(client, other_auth, bad["id"], start(client, other_auth, bad["id"], entity="notes",
+                                                         direction="push")["id"])
+    connection = client.get(f"{API}/connections/{bad['id']}", headers=other_auth).json()["connection"]
+    assert (pushed["status"], connection["status"], connection["last_error"]) == ("succeeded", "connected", None)
 
 
 def test_a_refused_sync_request_creates_no_configs(client, auth):

@@ -425,6 +425,8 @@ class SyncEngine:
                 return self._load(run_id)
             error = await self._execute(run, lease)
             await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error)
+            if error is None:
+                await self._recover_connection(run.connection_id)
         except LeaseLost:
             log.warning("run %s lost its lease; another process resumes it", run.id)
         except asyncio.CancelledError:
@@ -467,10 +469,25 @@ class SyncEngine:
             connection = session.get(Connection, connection_id) if connection_id else None
             if connection is not None:
                 connection.last_sync_at = now
-                if status == "succeeded" and connection.status == "error":
-                    connection.status, connection.last_error = "connected", None
                 session.add(connection)
             session.commit()
+
+    async def _recover_connection(self, connection_id: str) -> None:
+        """After a run that succeeded, a connection in ``error`` is ``connected``
+        again once its credentials pass the provider's test: the run may not
+        have used them (Plaid's institutions, a push with nothing to send)."""
+        with self.hub.session() as session:
+            connection = session.get(Connection, connection_id)
+        if connection is None or connection.status != "error":
+            return
+        try:
+            provider = self.hub.provider(connection.provider)
+            await self.hub.call(provider, "test_connection", self.hub.context(provider, connection))
+        except NotSupported:
+            pass  # nothing better to go by than the run
+        except HubError:
+            return
+        await asyncio.to_thread(self.hub.mark, connection_id, "connected", None)
 
     @staticmethod
     def _connection_of(session: Any, run_id: str) -> str | None:
