@@ -200,6 +200,8 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
 
     result = asyncio.run(execute())
     bar.close()
+    if result is None:
+        raise click.ClickException(f"run {run.id} is gone: its connection was deleted while it ran")
     click.echo(f"{result.status}: fetched {result.fetched}, created {result.created}, updated {result.updated}, "
                f"deleted {result.deleted}, pushed {result.pushed}, failed {result.failed}, "
                f"conflicts {result.conflicts}, pages {result.pages}")

@@ -146,6 +146,15 @@ def test_a_sync_run_starts_at_once_and_its_log_tells_what_happened(client, auth,
     both = client.post(f"{API}/connections/{connection['id']}/sync", json={"direction": "both"}, headers=auth)
     assert both.status_code == 202, both.text
     wait_run(client, auth, connection["id"], both.json()["run"]["id"])
+    # Every config disabled: nothing to run for the connection as a whole; a named entity still runs.
+    for config in client.get(configs_url(connection["id"]), headers=auth).json()["sync_configs"]:
+        client.put(f"{configs_url(connection['id'])}/{config['id']}", json={"enabled": False}, headers=auth)
+    for body in ({}, {"direction": "pull"}):
+        refused = assert_error(client.post(f"{API}/connections/{connection['id']}/sync", json=body, headers=auth),
+                               422, "no_enabled_sync_config")
+        assert "disabled" in refused["error"]
+    named = start(client, auth, connection["id"], entity="notes")
+    assert wait_run(client, auth, connection["id"], named["id"])["status"] == "succeeded"
     assert_error(client.get(f"{API}/connections/nope/sync/logs", headers=auth), 404, "connection_not_found")
 
 

@@ -501,3 +501,21 @@ def test_tombstones_older_than_the_retention_are_purged_by_the_scheduler(hub, co
     assert remaining == {"it_00003", "it_00004"}
     assert stored(hub, conn.id, "items") == ledger.items
     run(hub.close())
+
+
+def test_hub_sync_says_so_when_the_connection_is_deleted_while_it_runs(hub, conn, ledger, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    def delete_the_connection(call):
+        if call == 2:
+            with hub.session() as session:
+                session.delete(session.get(Connection, conn.id))
+                session.commit()
+    ledger.on_call = delete_the_connection
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    result = CliRunner().invoke(cli.main, ["sync", conn.id, "--entity", "items"])
+    assert result.exit_code == 1, result.output
+    assert "its connection was deleted while it ran" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -112,7 +112,8 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
     new one.
 
     :returns: the run and whether it is new.
-    :raises NotFound: unknown entity. :raises ValidationFailed: bad direction.
+    :raises NotFound: unknown entity. :raises ValidationFailed: bad direction, a
+        direction no selected config has, or (no entity named) no enabled config.
     """
     if direction is not None and direction not in config_service.DIRECTIONS:
         raise ValidationFailed(f"direction must be one of {', '.join(config_service.DIRECTIONS)}",
@@ -129,6 +130,9 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
             message = (f"no enabled sync config of this connection {verbs[direction]}; "
                        f"set one's direction to {direction} or both first")
         raise ValidationFailed(message, code="direction_not_configured")
+    if not entity and not ways:
+        raise ValidationFailed("every sync config of this connection is disabled: enable one, or name the entity "
+                               "to sync", code="no_enabled_sync_config")
     configs = config_service.ensure_configs(hub, connection, entity) if missing else existing
     selected = [c for c in configs if (c.entity == entity if entity else c.enabled)]
     if direction is None:
@@ -428,7 +432,10 @@ class SyncEngine:
             if error is None:
                 await self._recover_connection(run.connection_id)
         except LeaseLost:
-            log.warning("run %s lost its lease; another process resumes it", run.id)
+            if self._load(run_id) is None:
+                log.info("run %s stopped: its connection was deleted", run.id)
+            else:
+                log.warning("run %s lost its lease; another process resumes it", run.id)
         except asyncio.CancelledError:
             requeue(self.hub, run.id, lease.owner, "interrupted: the hub stopped; resumes on restart")
             raise

@@ -27,6 +27,7 @@ from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue
 from hub.sync.store import purge_tombstones
 from hub.sync.worker import Executor, make_executor
+from hub.types import HubError
 
 log = logging.getLogger("hub.sync.scheduler")
 
@@ -181,6 +182,9 @@ class Scheduler:
         try:
             run, new = await asyncio.to_thread(lambda: create_run(self.hub, connection, entity=entity,
                                                                   trigger="schedule", coalesce=True))
+        except HubError as exc:  # every config disabled, say: nothing to run
+            log.info("no scheduled sync of connection %s: %s", connection.id, exc.message)
+            return []
         except Exception:
             log.exception("could not schedule a sync of connection %s", connection.id)
             return []
