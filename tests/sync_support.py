@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -40,6 +41,8 @@ class Ledger:
     ``/transactions/sync``: removals come as ``Page.deleted_ids`` and the
     position after the last page as ``Page.watermark``.
     ``fail_on_call`` makes that list call (1-based) raise ``ProviderUnavailable``.
+    ``parsed_pages`` returns each page as a real client would, newly parsed
+    from JSON (new objects and strings), not copies sharing the stored values.
     """
 
     def __init__(self, items: int = 0):
@@ -50,6 +53,7 @@ class Ledger:
         self.on_call: Any = None
         #: When set, the next cursor after each ``items`` cursor (pages going round in a cycle).
         self.next_cursors: dict[str | None, str | None] | None = None
+        self.parsed_pages = False
         self.clock = T0
         for i in range(items):
             self.put(f"it_{i:05d}", {"name": f"item {i}", "amount": i * 100, "active": i % 2 == 0})
@@ -102,7 +106,8 @@ class Ledger:
             next_cursor = str(start + page_size) if more else None
             if self.next_cursors is not None:
                 next_cursor = self.next_cursors.get(cursor)
-            return Page(records=[dict(r) for r in page], next_cursor=next_cursor)
+            records = json.loads(json.dumps(page)) if self.parsed_pages else [dict(r) for r in page]
+            return Page(records=records, next_cursor=next_cursor)
         entries = self.log[start:start + page_size]
         end = start + len(entries)
         more = end < len(self.log)

@@ -142,6 +142,30 @@ def test_a_full_refresh_starts_over_rather_than_resume_an_earlier_runs_pass(hub,
     assert run(SyncEngine(hub).execute(again.id)).status == "succeeded"
     assert [c[1] for c in ledger.calls] == [None, "100", "100", "200"]
 
+def test_a_page_whose_write_fails_is_fetched_again_by_the_next_run(hub, conn, ledger, monkeypatch):
+    # The cursor after a page is committed with the page, never before it: a write that
+    # fails (disk full) leaves the position at the page before, and nothing is skipped.
+    import hub.sync.engine as engine_module
+
+    real, writes = engine_module.apply_records, []
+
+    def failing_second_write(*args, **kwargs):
+        writes.append(kwargs["records"])
+        if len(writes) == 2:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(engine_module, "apply_records", failing_second_write)
+    failed = run(sync(hub, conn, page_size=50))
+    assert failed.status == "failed" and len(ledger.calls) >= 2
+    # Pages share a transaction while the store keeps up; what was committed matches the position.
+    committed = state_of(hub, conn.id).cursor
+    assert len(stored(hub, conn.id, "items")) == int(committed or 0) < 100
+    monkeypatch.setattr(engine_module, "apply_records", real)
+    ledger.calls.clear()
+    resumed = run(sync(hub, conn, page_size=50))
+    assert resumed.status == "succeeded" and ledger.calls[0][1] == committed
+    assert stored(hub, conn.id, "items") == ledger.items
+
 def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub, conn, ledger):
     run(sync(hub, conn))
     for i in range(5):
@@ -403,6 +427,7 @@ def test_deleting_the_config_during_a_pull_stops_the_run_and_leaves_no_records(h
 def test_memory_stays_bounded_by_a_page_whatever_the_number_of_records(tmp_path):
     def peak(items: int, database: str) -> int:
         ledger = Ledger()
+        ledger.parsed_pages = True  # pages of new objects, as parsed responses are: kept ones would count
         for i in range(items):
             ledger.put(f"it_{i:05d}", {"name": f"item {i}", "details": {"blob": f"{i:04d}" * 250}})
         registry = PluginRegistry()

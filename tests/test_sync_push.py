@@ -179,10 +179,11 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     assert fake.state.notes.rows["note_4"]["title"] == "provider note_4"
 
 
-@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+@pytest.mark.parametrize("policy", ["provider_wins", "hub_wins", "review"])
 def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy(client, auth, example_fake, policy):
     """Found by a full pass no longer listing it, or by the push meeting a 404:
-    either way a conflict, never a change left failing forever."""
+    either way a conflict, never a change left failing forever. ``hub_wins``
+    cannot push an update to a deleted record: the conflict waits in review."""
     fake = example_fake[1]
     connection, config, records = setup_notes(client, auth, policy)
     conflicts_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
@@ -200,6 +201,7 @@ def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy
     conflicts = client.get(conflicts_url, headers=auth).json()["conflicts"]
     assert sorted(c["remote_id"] for c in conflicts) == ["note_4", "note_5"]
     assert all(c["remote_data"] is None and c["local_data"]["data"] == {"title": "hub side"} for c in conflicts)
+    assert {c["policy"] for c in conflicts} == {"provider_wins" if policy == "provider_wins" else "review"}
     for note_id in ("note_4", "note_5"):
         record = client.get(f"{records}/{note_id}", headers=auth).json()["record"]
         assert record["deleted"] is True
