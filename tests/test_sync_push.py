@@ -156,6 +156,37 @@ def test_a_record_changed_on_both_sides_follows_the_conflict_policy(client, auth
     assert again["conflicts"] == 0 and again["updated"] == 0
 
 
+@pytest.mark.parametrize("policy", ["provider_wins", "hub_wins", "review"])
+def test_a_write_pushed_at_once_meets_a_change_made_at_the_provider_since_the_last_pull(client, auth,
+                                                                                        example_fake, policy):
+    """A write with sync queues a push without a pull first: the push reads
+    the provider's version, so a change made there since is a conflict under
+    the policy, not overwritten (hub_wins overwrites it, as it says)."""
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, policy)
+    conflicts_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts"
+    provider_edit(fake, "note_2", "provider side")
+    written = client.put(f"{records}/note_2", json={"data": {"subject": "hub side"}}, headers=auth)
+    assert written.status_code == 200, written.text
+    pushed = wait_run(client, auth, connection["id"], written.json()["run_id"])
+    assert pushed["status"] == "succeeded" and pushed["direction"] == "push"
+    title = fake.state.notes.rows["note_2"]["title"]
+    conflicts = client.get(conflicts_url, headers=auth).json()["conflicts"]
+    record = client.get(f"{records}/note_2", params={"mapped": True}, headers=auth).json()["record"]
+    if policy == "hub_wins":
+        assert (title, pushed["pushed"], pushed["conflicts"], conflicts) == ("hub side", 1, 0, [])
+    else:
+        assert (title, pushed["pushed"], pushed["conflicts"]) == ("provider side", 0, 1)
+        [conflict] = conflicts
+        assert conflict["local_data"]["data"] == {"title": "hub side"}
+        assert conflict["remote_data"]["title"] == "provider side"
+        expected = ("provider side", False) if policy == "provider_wins" else ("hub side", True)
+        assert (record["data"]["subject"], record["pending"]) == expected
+    # Unchanged at the provider since: pushed as usual.
+    written = client.put(f"{records}/note_3", json={"data": {"subject": "plain"}}, headers=auth)
+    assert wait_run(client, auth, connection["id"], written.json()["run_id"])["pushed"] == 1
+    assert fake.state.notes.rows["note_3"]["title"] == "plain"
+
 def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(client, auth, example_fake):
     fake = example_fake[1]
     connection, config, records = setup_notes(client, auth, "review")

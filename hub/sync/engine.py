@@ -714,6 +714,17 @@ class SyncEngine:
             if not await asyncio.to_thread(self._mark_sending, row, None if guarded else create):
                 return False  # changed meanwhile: the next push takes the new version
         try:
+            if op in ("update", "delete") and config.conflict_policy != "hub_wins" and "get_record" in provider.hooks:
+                # Changed at the provider since the last pull? Then a conflict under the policy, not
+                # an overwrite: a push queued by a write does not pull first.
+                try:
+                    current = await self.hub.call(provider, "get_record", ctx, entity=schema.name,
+                                                  record_id=row.remote_id)
+                except NotFound:
+                    current = None  # deleted there: the update below meets the same 404
+                if current is not None and await asyncio.to_thread(self._changed_there, run_id, config, schema,
+                                                                   lease, row, current):
+                    return False
             if op == "create":
                 if not schema.supports_create:
                     raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
@@ -749,6 +760,20 @@ class SyncEngine:
         if failure is not None and not permanent:
             raise failure
         return more
+
+    def _changed_there(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
+                       row: SyncRecord, current: dict[str, Any]) -> bool:
+        """Store the provider's current version of a record about to be pushed,
+        as a pull would; True when it was a conflict (settled by the policy)."""
+        if record_hash(current) == row.content_hash:
+            return False
+        with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
+            lease.renew_in(session)
+            counts = apply_records(session, connection_id=config.connection_id, schema=schema,
+                                   policy=config.conflict_policy, records=[current], now=utcnow())
+            counts.fetched = 0  # not part of a pull
+            _bump(session, run_id, counts)
+        return counts.conflicts > 0
 
     def _mark_sending(self, row: SyncRecord, create: dict[str, Any]) -> bool:
         """Note that a create is on its way, with its key and data (committed before the call)."""
@@ -812,7 +837,11 @@ class SyncEngine:
                     row.local_op = "update" if row.local_op == "create" else row.local_op
                     row.push_status = PENDING if row.push_status == SENDING else row.push_status
                 if echo is not None:
-                    _carry_over(session, echo, row, now)
+                    # Pulled after the create was made: at least as new as its (maybe replayed) answer.
+                    row.data, row.content_hash, row.remote_updated_at = (echo.data, echo.content_hash,
+                                                                         echo.remote_updated_at)
+                    if echo.local_op is not None:
+                        _carry_over(session, echo, row, now)
             row.updated_at = now
             session.add(row)
             _bump(session, run_id, counts)
@@ -822,8 +851,9 @@ class SyncEngine:
     def _adopt(session: Any, row: SyncRecord, remote_id: str) -> SyncRecord | None:
         """Give a pushed record its provider id. A pull that ran between the
         create and this commit may have stored the same record already: that
-        copy is the echo of this create and goes; returned (detached) when the
-        tenant changed it, since its change carries over (:func:`_carry_over`)."""
+        copy is the echo of this create and goes; returned (detached): its data
+        is newer than a replayed answer, and a change the tenant made to it
+        carries over (:func:`_carry_over`)."""
         echo = session.exec(select(SyncRecord).where(
             SyncRecord.connection_id == row.connection_id, SyncRecord.entity == row.entity,
             SyncRecord.remote_id == remote_id, SyncRecord.id != row.id)).first()
@@ -834,4 +864,4 @@ class SyncEngine:
             session.delete(echo)
             session.flush()
         row.remote_id = remote_id
-        return echo if echo is not None and echo.local_op is not None else None
+        return echo
