@@ -148,6 +148,21 @@ def _to_provider(hub: Hub, connection: Connection, config: SyncConfig, data: dic
     return changes
 
 
+def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRecord) -> dict[str, Any]:
+    """What creates again a record the provider deleted and the tenant keeps:
+    the fields the tenant works with (its mapped fields, when the config maps),
+    writable and set. The rest of the old record (a Stripe customer's
+    ``default_source``, its ``tax`` details) is the provider's to fill in, and
+    a create refuses much of it."""
+    mapper = mapper_for(hub, connection, config)
+    view = merged_view(row)
+    if not mapper.identity:
+        tenant = {k: v for k, v in mapper.to_tenant(view).items() if v is not None}
+        view = mapper.to_provider(tenant, current=tenant) if tenant else {}
+    writable = {f.name for f in mapper.schema.fields if not f.readonly} or None
+    return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
+
+
 def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
                  data: dict[str, Any], *, mapped: bool) -> SyncRecord:
     """Create (``record_id`` None) or update a stored record; the change is
@@ -241,10 +256,7 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
                 row.local_data = _to_provider(hub, connection, config, data, mapped, merged_view(row))
                 row.local_op = "update"
             if row.deleted and row.local_op == "update":
-                schema = hub.provider(connection.provider).schema(config.entity)
-                writable = {f.name for f in schema.fields if not f.readonly} or None
-                view = {k: v for k, v in merged_view(row).items() if writable is None or k in writable}
-                row.local_op, row.local_data, row.remote_id = "create", view, None
+                row.local_op, row.local_data, row.remote_id = "create", _recreated(hub, connection, config, row), None
                 row.deleted, row.deleted_at, row.data = False, None, {}
             row.push_status, row.push_error, row.push_attempts = PENDING, None, 0
             row.local_version += 1

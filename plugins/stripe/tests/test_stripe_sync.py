@@ -216,6 +216,32 @@ def test_a_change_inside_an_object_sends_the_whole_object_so_the_provider_keeps_
     assert (sync.pull()["updated"], sync.record(target)["pending"]) == (0, False)
 
 
+def test_keeping_the_hubs_version_of_a_customer_deleted_at_stripe_creates_it_again(sync_for):
+    """Made again from the fields the tenant works with (its mappings): the
+    old customer's other fields (default_source, tax, ...) are Stripe's own,
+    and its create refuses them."""
+    sync = sync_for("review")
+    target = next(iter(sync.customers))
+    old = dict(sync.customers[target])
+    sync.customers[target].update(default_source=None, invoice_prefix="OLDPREFIX")
+    assert sync.pull()["updated"] == 1
+    sync.write(target, {"full_name": "Kept by the hub"}, sync=False)
+    sync.fake.state.store.remove("customers", target)
+    swept = sync.run(direction="pull", full_refresh=True)
+    assert (swept["deleted"], swept["conflicts"]) == (1, 1)
+    [conflict] = sync.client.get(sync.conflicts, params={"status": "open"}, headers=sync.auth).json()["conflicts"]
+    resolved = sync.client.post(f"{sync.conflicts}/{conflict['id']}/resolve", json={"resolution": "hub"},
+                                headers=sync.auth).json()
+    run = sync.wait(resolved["run_id"])
+    assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 1, 0), run
+    [again] = sync.by_email(old["email"])
+    assert again["id"] != target and again["name"] == "Kept by the hub"
+    assert again["metadata"]["tier"] == old["metadata"]["tier"] and again["balance"] == old["balance"]
+    record = sync.record(conflict["record_id"])
+    assert (record["remote_id"], record["pending"], record["data"]["full_name"]) == \
+        (again["id"], False, "Kept by the hub")
+
+
 # ---------------------------------------------------------------- lost answers
 
 
