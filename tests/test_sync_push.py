@@ -279,3 +279,39 @@ def test_conflicts_are_listed_newest_first_a_page_at_a_time(client, auth, hub_ap
     assert_error(client.get(url, params={"cursor": encode_cursor({"before": ["never", 1]})}, headers=auth), 400,
                  "invalid_cursor")
 
+
+
+def test_a_change_the_provider_refuses_can_be_discarded(client, auth, example_fake):
+    """A delete the provider refuses (409) leaves the record failed with a
+    pending delete that no write may turn into an update: discarding the
+    change gives the provider's version back, and the tenant goes on."""
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, "hub_wins")
+    fake.state.fail_next, fake.state.fail_status = 1, 409
+    deleted = client.delete(f"{records}/note_3", headers=auth)
+    assert deleted.status_code == 200, deleted.text
+    refused = wait_run(client, auth, connection["id"], client.get(
+        f"{API}/connections/{connection['id']}/sync/logs", headers=auth).json()["runs"][0]["id"])
+    assert (refused["status"], refused["failed"]) == ("succeeded", 1)
+    record = client.get(f"{records}/note_3", headers=auth).json()["record"]
+    assert (record["pending_op"], record["push_status"]) == ("delete", "failed")
+    assert_error(client.put(f"{records}/note_3", json={"data": {"subject": "x"}}, headers=auth), 409,
+                 "record_pending_delete")
+
+    discarded = client.post(f"{records}/note_3/discard", params={"mapped": True}, headers=auth)
+    assert discarded.status_code == 200, discarded.text
+    record = discarded.json()["record"]
+    assert (record["pending"], record["pending_op"], record["push_status"], record["deleted"]) == \
+        (False, None, None, False)
+    assert record["data"]["subject"] == fake.state.notes.rows["note_3"]["title"]
+    assert_error(client.post(f"{records}/note_3/discard", headers=auth), 422, "no_pending_change")
+    changed = client.put(f"{records}/note_3", json={"data": {"subject": "changed instead"}}, headers=auth)
+    assert wait_run(client, auth, connection["id"], changed.json()["run_id"])["pushed"] == 1
+    assert fake.state.notes.rows["note_3"]["title"] == "changed instead"
+
+    # A record never created at the provider just goes.
+    created = client.post(records, json={"data": {"subject": "never sent"}, "sync": False}, headers=auth).json()
+    gone = client.post(f"{records}/{created['record']['id']}/discard", headers=auth)
+    assert gone.status_code == 200 and gone.json()["record"] is None
+    assert_error(client.get(f"{records}/{created['record']['id']}", headers=auth), 404, "record_not_found")
+    assert_error(client.post(f"{records}/nope/discard", headers=auth), 404, "record_not_found")

@@ -381,6 +381,11 @@ class StoredRecordResponse(Ok):
     run_id: str | None = Field(default=None, description="The push run queued for this change, if any.")
 
 
+class StoredRecordDiscarded(Ok):
+    record: StoredRecordOut | None = Field(description="The provider's version again; null when the record was "
+                                                       "never created there and is gone.")
+
+
 class StoredRecordWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

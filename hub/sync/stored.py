@@ -211,6 +211,41 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
     return result
 
 
+def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_id: str) -> SyncRecord | None:
+    """Drop the tenant's change not pushed yet (one the provider refused, say):
+    the record is the provider's version again, and a record never created
+    there goes. Its open conflict is resolved for the provider.
+
+    :raises PendingCreate: a create was sent and its outcome is not known.
+    :raises ValidationFailed: no change to discard (``no_pending_change``).
+    """
+    _writable(config)
+    now = utcnow()
+    with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        row = find_record(session, connection.id, config.entity, record_id)
+        if row is None:
+            raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+        if row.local_op is None:
+            raise ValidationFailed(f"the {config.entity} record {record_id} has no change waiting to be pushed",
+                                   code="no_pending_change")
+        if row.push_status == SENDING or row.create_sent:
+            raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
+                                f"its outcome is not known yet")
+        for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
+                                                                SyncConflict.status == "open")):
+            conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
+            session.add(conflict)
+        if row.remote_id is None:
+            session.delete(row)
+            return None
+        row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
+        row.push_attempts, row.local_version, row.updated_at = 0, row.local_version + 1, now
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+    return row
+
+
 def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None,
                    cursor: str | None = None, limit: int = 100) -> tuple[list[SyncConflict], str | None]:
     """Newest first, a page at a time; the cursor carries the last one's (time, id)."""

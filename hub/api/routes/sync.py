@@ -20,6 +20,7 @@ from hub.api.schemas import (
     MappingsReplace,
     MappingsResponse,
     Ok,
+    StoredRecordDiscarded,
     StoredRecordResponse,
     StoredRecordsResponse,
     StoredRecordWrite,
@@ -213,6 +214,21 @@ async def delete_stored_record(request: Request, hub: HubDep, connection: Connec
     if await in_thread(stored.delete_record, hub, connection, config, record_id) is not None:
         await _queue_push(request, connection, config, sync)
     return {"success": True}
+
+
+@router.post("/sync-configs/{sync_config_id}/records/{record_id}/discard", response_model=StoredRecordDiscarded,
+             operation_id="discard_stored_record_change")
+async def discard_stored_record_change(hub: HubDep, connection: ConnectionDep, sync_config_id: str, record_id: str,
+                                       mapped: bool = Query(default=False)):
+    """Drop the change waiting to be pushed (a delete or update the provider
+    refused, say): the record is the provider's version again (`record`), or
+    gone when it was never created there (`record` null). 422
+    `no_pending_change`; 409 `record_being_created` while a create's outcome is
+    unknown."""
+    config = _config(hub, connection, sync_config_id)
+    row = await in_thread(stored.discard_change, hub, connection, config, record_id)
+    mapper = stored.mapper_for(hub, connection, config) if mapped else None
+    return {"success": True, "record": stored.record_out(row, mapper) if row is not None else None}
 
 
 @router.get("/sync-configs/{sync_config_id}/conflicts", response_model=SyncConflictsResponse,
