@@ -142,7 +142,14 @@ def _to_provider(hub: Hub, connection: Connection, config: SyncConfig, data: dic
     mapper = mapper_for(hub, connection, config)
     if not mapped:
         mapper = Mapper(mapper.schema, [])
-    changes = mapper.to_provider(data, current=mapper.to_tenant(current) if current is not None else None)
+    view = mapper.to_tenant(current) if current is not None else None
+    if view is not None and mapped and not mapper.identity:
+        # A client writing back the whole record: values it did not change are not converted back,
+        # since some conversions lose detail (a name re-split, a time of day under a date).
+        data = {key: value for key, value in data.items() if key not in view or view[key] != value}
+        if not data:
+            return {}
+    changes = mapper.to_provider(data, current=view)
     if not changes:
         raise ValidationFailed("the change sets no writable provider field", code="empty_change")
     return changes
@@ -186,7 +193,8 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
             if row.remote_id is not None and not schema.supports_update:
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row))
-            local_update(session, row, changes, now)
+            if changes:  # else the same values as now: nothing to push
+                local_update(session, row, changes, now)
         session.flush()
         session.refresh(row)
     return row
@@ -282,14 +290,17 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
             raise ValidationFailed("the conflict is already resolved", code="conflict_resolved")
         row = session.get(SyncRecord, conflict.record_id)
         assert row is not None
-        if resolution == "provider":
+        changes = None
+        if resolution == "custom":
+            if not data:
+                raise ValidationFailed("a custom resolution needs data", code="missing_fields")
+            # Against the provider's version: what the custom data changes there is what to push.
+            changes = _to_provider(hub, connection, config, data, mapped, merged_view(row) if row.deleted else row.data)
+        if resolution == "provider" or changes == {}:
             row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
         else:
-            if resolution == "custom":
-                if not data:
-                    raise ValidationFailed("a custom resolution needs data", code="missing_fields")
-                row.local_data = _to_provider(hub, connection, config, data, mapped, merged_view(row))
-                row.local_op = "update"
+            if changes is not None:
+                row.local_data, row.local_op = changes, "update"
             if row.deleted and row.local_op == "update":
                 row.local_op, row.local_data, row.remote_id = "create", _recreated(hub, connection, config, row), None
                 row.deleted, row.deleted_at, row.data = False, None, {}

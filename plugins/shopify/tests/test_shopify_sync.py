@@ -328,3 +328,24 @@ def test_a_price_written_through_a_variant_path_keeps_the_products_other_variant
     assert [(v["title"], v["price"]) for v in raw["variants"]] == [("Small", "10.50"), ("Large", "12.00")]
     assert shopify.get(f"{records}/{product['id']}", mapped=True).json()["record"]["data"] == \
         {"name": "Mug", "price": "10.50"}
+
+
+def test_writing_back_a_whole_mapped_record_changes_only_what_changed(sync_for):
+    """A client sends the record it read with one field edited. "Mary Ann" +
+    "Smith" read as "Mary Ann Smith" would split back into "Mary" + "Ann
+    Smith": values it did not change are not converted back at all."""
+    sync = sync_for()
+    target = next(iter(sync.customers))
+    sync.provider_edit(target, first_name="Mary Ann", last_name="Smith")
+    assert sync.pull()["updated"] == 1
+    record = sync.record(target)["data"]
+    assert record["full_name"] == "Mary Ann Smith"
+    same = sync.h.put(f"{sync.records}/{target}", {"data": record, "mapped": True, "sync": False})
+    assert same.status_code == 200 and same.json()["record"]["pending"] is False
+    written = sync.h.put(f"{sync.records}/{target}", {"data": {**record, "email": "mary@example.com"},
+                                                      "mapped": True, "sync": True})
+    run = sync.wait(written.json()["run_id"])
+    assert (run["status"], run["pushed"]) == ("succeeded", 1), run
+    customer = sync.customers[target]
+    assert (customer["first_name"], customer["last_name"], customer["email"]) == \
+        ("Mary Ann", "Smith", "mary@example.com")
