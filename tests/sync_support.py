@@ -54,6 +54,8 @@ class Ledger:
         #: When set, the next cursor after each ``items`` cursor (pages going round in a cycle).
         self.next_cursors: dict[str | None, str | None] | None = None
         self.parsed_pages = False
+        #: Items whose updates fail as if the provider were down.
+        self.failing_updates: set[str] = set()
         self.clock = T0
         for i in range(items):
             self.put(f"it_{i:05d}", {"name": f"item {i}", "amount": i * 100, "active": i % 2 == 0})
@@ -122,6 +124,8 @@ class Ledger:
 
     @hookimpl
     def update_record(self, entity, record_id, data):
+        if record_id in self.failing_updates:
+            raise ProviderUnavailable(f"ledger cannot update {record_id} right now")
         if record_id not in self.items:
             raise NotFound(f"no item {record_id}")
         return dict(self.put(record_id, data))

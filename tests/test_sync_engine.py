@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.config import Settings
-from hub.models import Connection, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
+from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine, create_run
@@ -544,3 +544,29 @@ def test_hub_sync_says_so_when_the_connection_is_deleted_while_it_runs(hub, conn
     assert result.exit_code == 1, result.output
     assert "its connection was deleted while it ran" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledger):
+    # One record the provider keeps failing on must not hold back every later change.
+    assert run(sync(hub, conn)).status == "succeeded"
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+        config.direction, config.conflict_policy = "both", "hub_wins"
+        session.add(config)
+        session.commit()
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        for item_id in ("it_00001", "it_00002"):  # it_00001 changed first
+            row = session.exec(select(SyncRecord).where(SyncRecord.remote_id == item_id)).one()
+            local_update(session, row, {"name": f"pushed {item_id}"}, utcnow())
+    ledger.failing_updates = {"it_00001"}
+
+    def push():
+        new_run, _ = create_run(hub, conn, entity="items", direction="push")
+        return run(SyncEngine(hub).execute(new_run.id))
+    first = push()
+    assert (first.status, first.pushed, first.failed) == ("failed", 0, 1)
+    second = push()
+    assert (second.status, second.pushed, second.failed) == ("failed", 1, 1)
+    assert ledger.items["it_00002"]["name"] == "pushed it_00002"
+    ledger.failing_updates = set()
+    assert (push().pushed, ledger.items["it_00001"]["name"]) == (1, "pushed it_00001")

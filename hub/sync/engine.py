@@ -686,7 +686,10 @@ class SyncEngine:
             query = (select(SyncRecord)
                      .where(SyncRecord.connection_id == config.connection_id, SyncRecord.entity == config.entity,
                             SyncRecord.push_status.in_((PENDING, SENDING)))
-                     .order_by(SyncRecord.local_changed_at, SyncRecord.id).limit(PUSH_BATCH + len(attempted)))
+                     # Records that failed more often go after the others: one the provider keeps
+                     # failing on does not hold back every later change.
+                     .order_by(SyncRecord.push_attempts, SyncRecord.local_changed_at, SyncRecord.id)
+                     .limit(PUSH_BATCH + len(attempted)))
             return [r for r in session.exec(query) if r.id not in attempted][:PUSH_BATCH]
 
     async def _push_one(self, run_id: str, config: SyncConfig, provider: Provider, schema: EntitySchema,
