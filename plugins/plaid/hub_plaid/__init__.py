@@ -55,6 +55,9 @@ KEY_CACHE_SECONDS = 3600
 CURSOR_PREFIX = "hub1."
 AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
                "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
+#: Answered 400 but passing: the bank is down or slow, or the Item's first data is not ready yet.
+UNAVAILABLE_ERRORS = {"INSTITUTION_DOWN", "INSTITUTION_NOT_RESPONDING", "INSTITUTION_NOT_AVAILABLE",
+                      "PRODUCT_NOT_READY"}
 
 INFO = ProviderInfo(
     name="plaid",
@@ -190,6 +193,8 @@ def describe_error(response):
         return None
     if code in AUTH_ERRORS:
         return AuthFailed(message)
+    if code in UNAVAILABLE_ERRORS:
+        return ProviderUnavailable(f"{message}; try again later")
     if code == "INVALID_API_KEYS":
         return ConfigurationError(f"{message}; check HUB_PLAID_CLIENT_ID, HUB_PLAID_SECRET and the environment")
     if code == "INVALID_INSTITUTION":

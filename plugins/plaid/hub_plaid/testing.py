@@ -568,13 +568,25 @@ class FakePlaid:
             self.mutation_errors_pending += times
 
     def break_item(self, item_id: str, code: str = "ITEM_LOGIN_REQUIRED") -> None:
-        """Put the Item in an error state (the user changed their bank password)."""
-        with self.lock:
-            self.items[item_id].error = PlaidAPIError(
+        """Put the Item in an error state: the user changed their bank password
+        (``ITEM_LOGIN_REQUIRED``), or the bank is down (``INSTITUTION_DOWN``,
+        ``INSTITUTION_NOT_RESPONDING``); ``mend_item`` ends it."""
+        if code.startswith("INSTITUTION_"):
+            error = PlaidAPIError(400, "INSTITUTION_ERROR", code, "this financial institution is not currently "
+                                  "responding to requests. We apologize for the inconvenience.",
+                                  "Please try connecting a different account.")
+        else:
+            error = PlaidAPIError(
                 400, "ITEM_ERROR", code, "the login details of this item have changed (credentials, MFA, or "
                 "required user action) and a user login is required to update this information. use Link's "
                 "update mode to restore the item to a good state",
-                "The login details of this item have changed. Please log in again.").body("")
+                "The login details of this item have changed. Please log in again.")
+        with self.lock:
+            self.items[item_id].error = error.body("")
+
+    def mend_item(self, item_id: str) -> None:
+        with self.lock:
+            self.items[item_id].error = None
 
     def limit(self, path: str, capacity: int, per_second: float) -> None:
         """Replace the per-Item limit of ``path`` (existing buckets are dropped)."""

@@ -233,6 +233,17 @@ def test_item_login_required_marks_the_connection(client, auth, fake, connection
     assert tested.status_code == 424
 
 
+def test_a_bank_that_is_down_is_a_passing_unavailability_not_a_refused_item(client, auth, fake, connection):
+    fake.break_item(fake.item().item_id, "INSTITUTION_DOWN")
+    response = client.get(records_url(connection, "accounts"), headers=auth)
+    assert response.status_code == 503 and response.json()["code"] == "provider_unavailable"
+    assert "INSTITUTION_DOWN" in response.json()["error"] and "try again later" in response.json()["error"]
+    status = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert status["status"] == "connected"
+    fake.mend_item(fake.item().item_id)
+    assert client.get(records_url(connection, "accounts"), headers=auth).status_code == 200
+
+
 @pytest.mark.parametrize("secret", ["not-the-secret", None])
 def test_bad_or_missing_client_secret_is_a_clear_configuration_error(tmp_path, plaid_env, fake, monkeypatch, secret):
     if secret:
