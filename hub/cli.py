@@ -189,8 +189,9 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
 
     def progress(kind: str, name: str, count: int) -> None:
         pages["pull" if kind == "page" else "pushed"] += 1
-        bar.update(count if kind == "page" else 0)
+        # The postfix first: update() draws the bar, which then shows this page too.
         bar.set_postfix(entity=name, pages=pages["pull"], pushed=pages["pushed"], refresh=False)
+        bar.update(count if kind == "page" else 0)
 
     async def execute():
         try:
