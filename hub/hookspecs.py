@@ -267,8 +267,13 @@ def list_records(
 def get_record(ctx: ProviderContext, entity: str, record_id: str) -> dict[str, Any]:
     """Fetch one record.
 
+    Sync calls it before pushing an update or delete under the
+    ``provider_wins`` and ``review`` policies, and compares the answer with
+    the record as last pulled to notice a change made at the provider since.
+
     :returns: the record as the provider represents it (unwrapped: the
-        product, not ``{"product": ...}``).
+        product, not ``{"product": ...}``), in the same shape as
+        ``list_records`` gives it, or every push would look like a conflict.
     :raises NotFound: no such record.
     """
 

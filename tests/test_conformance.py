@@ -73,6 +73,10 @@ BROKEN = {
         "test_writes_round_trip[notes]": "after deleting 'notes' *, getting it answered HTTP 502 provider_error*"
                                          "get_record raise NotFound*",
     },
+    "get_differs": {
+        "test_get_matches_list[notes]": "get_record and list_records give 'notes' record * differently (fields "
+                                        "['author']): return the same representation from both*",
+    },
     "missing_schema": {
         "test_entity_schema[tags]": "entity 'tags' declares no fields: list its fields as EntityField(...)*",
     },

@@ -44,6 +44,7 @@ import httpx
 import pytest
 
 from hub.plugins import info_problems, schema_problems
+from hub.sync.store import record_hash
 from hub.types import AuthFailed, HubError, NotFound, WebhookEvent, WebhookRequest
 
 API_PREFIX = "/api/v1/integrations"
@@ -782,6 +783,26 @@ def check_unknown_record(h: Harness, entity: str) -> None:
         fail(f"GET of an unknown {entity!r} through the API answered {_describe(response)}, expected 404 not_found")
 
 
+def check_get_matches_list(h: Harness, entity: str) -> None:
+    """``get_record`` gives a record in the same shape as ``list_records``: sync
+    compares the two before pushing a change (policies ``provider_wins`` and
+    ``review``), and a difference there reads as a change at the provider."""
+    schema = h.schema(entity)
+    if not (schema.supports_update or schema.supports_delete):
+        pytest.skip(f"{entity} is never pushed to: get_record is not compared with list_records")
+    h.seed(entity, 1)
+    page = h.call("list_records", ctx=h.ctx(), entity=entity, cursor=None, page_size=1, filters={}, since=None)
+    if not page.records:
+        pytest.skip(f"no {entity} record to compare")
+    listed = page.records[0]
+    got = h.call("get_record", ctx=h.ctx(), entity=entity, record_id=h.ids(entity, [listed])[0])
+    if record_hash(got) != record_hash(listed):
+        differing = sorted(k for k in set(listed) | set(got) if listed.get(k, "<absent>") != got.get(k, "<absent>"))
+        fail(f"get_record and list_records give {entity!r} record {h.ids(entity, [listed])[0]!r} differently "
+             f"(fields {differing[:5]}): return the same representation from both (expand or drop the same "
+             f"fields), or sync takes every push of it for a conflict")
+
+
 def check_unknown_entity(h: Harness) -> None:
     """``list_records`` of an entity the provider does not have raises ``NotFound``."""
     _expect_raise(h, NotFound, f"list_records for the unknown entity {UNKNOWN_ENTITY!r}",
@@ -1105,6 +1126,9 @@ class ConformanceSuite:
 
     def test_unsupported_writes_refused(self, conformance: Harness, entity: str) -> None:
         check_unsupported_writes_refused(conformance, entity)
+
+    def test_get_matches_list(self, conformance: Harness, entity: str) -> None:
+        check_get_matches_list(conformance, entity)
 
     # errors
     def test_unknown_record_not_found(self, conformance: Harness, entity: str) -> None:
