@@ -170,6 +170,19 @@ def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) 
         row.push_status, row.push_error = echo.push_status, echo.push_error
 
 
+def _overtaken(row: SyncRecord, seen: Any, answered: datetime | None) -> bool:
+    """Whether the provider's version stored while a push was on its way (a
+    webhook, a pull) is newer than the push's answer, which must not replace it:
+    a deletion, a later version, or one whose age is unknown (the next pull
+    settles it)."""
+    if seen is None or (row.content_hash == seen.content_hash and row.deleted == seen.deleted):
+        return False
+    if row.deleted:
+        return True
+    stored = row.remote_updated_at
+    return stored is None or answered is None or stored > answered
+
+
 def _create_key(row: SyncRecord) -> str:
     """The idempotency key of a record's create, new for each version of the
     record sent: after a refusal, the changed record is a new request."""
@@ -714,8 +727,10 @@ class SyncEngine:
             create = (row.create_sent if row.create_sent and not guarded
                       else {"key": _create_key(row), "data": payload})
             payload = dict(create["data"])
-            if not await asyncio.to_thread(self._mark_sending, row, None if guarded else create):
-                return False  # changed meanwhile: the next push takes the new version
+        # The batch was read a while ago: the record must still have this change, and its config exist.
+        seen = await asyncio.to_thread(self._mark_sending, row, None if guarded else create)
+        if seen is None:
+            return False  # changed, discarded or gone meanwhile: the next push takes what is there
         try:
             if op in ("update", "delete") and config.conflict_policy != "hub_wins" and "get_record" in provider.hooks:
                 # Changed at the provider since the last pull? Then a conflict under the policy, not
@@ -725,8 +740,8 @@ class SyncEngine:
                                                   record_id=row.remote_id)
                 except NotFound:
                     current = None  # deleted there: the update below meets the same 404
-                if current is not None and await asyncio.to_thread(self._changed_there, run_id, config, schema,
-                                                                   lease, row, current):
+                if current is not None and record_hash(current) != seen.content_hash:
+                    await asyncio.to_thread(self._changed_there, run_id, config, schema, lease, row, current)
                     return False
             if op == "create":
                 if not schema.supports_create:
@@ -759,37 +774,49 @@ class SyncEngine:
         except HubError as exc:
             failure = exc
         more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
-                                       permanent, sent_data=payload if creating else None)
+                                       permanent, sent_data=payload if creating else None, seen=seen)
         if failure is not None and not permanent:
             raise failure
         return more
 
     def _changed_there(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
-                       row: SyncRecord, current: dict[str, Any]) -> bool:
+                       row: SyncRecord, current: dict[str, Any]) -> None:
         """Store the provider's current version of a record about to be pushed,
-        as a pull would; True when it was a conflict (settled by the policy)."""
-        if record_hash(current) == row.content_hash:
-            return False
+        as a pull would: the tenant's change meets it as a conflict under the policy."""
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
+            session.execute(sa.update(_records).where(_records.c.id == row.id, _records.c.push_status == SENDING)
+                            .values(push_status=PENDING))  # no longer on its way
             counts = apply_records(session, connection_id=config.connection_id, schema=schema,
                                    policy=config.conflict_policy, records=[current], now=utcnow())
             counts.fetched = 0  # not part of a pull
             _bump(session, run_id, counts)
-        return counts.conflicts > 0
 
-    def _mark_sending(self, row: SyncRecord, create: dict[str, Any]) -> bool:
-        """Note that a create is on its way, with its key and data (committed before the call)."""
+    def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None) -> Any:
+        """Note that the record's change is on its way (a create with its key and
+        data), committed before the call, if the record still has the change
+        read with the batch. Returns the provider's version as stored now
+        (``content_hash``, ``deleted``, ``remote_updated_at``), or None."""
+        values: dict[str, Any] = {"push_status": SENDING}
+        if row.local_op == "create":
+            values["create_sent"] = create
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
-                _records.c.local_version == row.local_version).values(push_status=SENDING, create_sent=create))
-        return marked.rowcount == 1
+                _records.c.local_version == row.local_version).values(**values))
+            if marked.rowcount != 1:
+                return None
+            return session.execute(sa.select(_records.c.content_hash, _records.c.deleted,
+                                             _records.c.remote_updated_at).where(_records.c.id == row.id)).one()
 
     def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
                     result: Any, failure: HubError | None, permanent: bool, unsent: bool = False,
-                    sent_data: dict[str, Any] | None = None) -> bool:
-        """Store a push's outcome; True when it was made and the record has a later change to send."""
+                    sent_data: dict[str, Any] | None = None, seen: Any = None) -> bool:
+        """Store a push's outcome; True when it was made and the record has a later change to send.
+
+        ``seen`` is the provider's version stored when the change was sent: a
+        newer one stored meanwhile (a webhook, a pull) is kept, not overwritten
+        by the push's answer."""
         now = utcnow()
         counts = Counts()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
@@ -803,6 +830,9 @@ class SyncEngine:
                 return False
             if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
                 # The provider deleted the record the tenant changed: a conflict, as a pull would find it.
+                row.push_status = PENDING if row.push_status == SENDING else row.push_status
+                session.add(row)
+                session.flush()
                 counts.add(apply_deletions(session, connection_id=config.connection_id, entity=config.entity,
                                            policy=config.conflict_policy, remote_ids=[row.remote_id], now=now))
                 _bump(session, run_id, counts)
@@ -826,9 +856,10 @@ class SyncEngine:
                         if remote_id in (None, ""):
                             raise ProviderError(f"created {schema.name} has no {schema.id_field}")
                         echo = self._adopt(session, row, str(remote_id))
-                    row.data, row.content_hash = data, record_hash(data)
-                    row.remote_updated_at = version_of(schema, data)
-                    row.deleted, row.deleted_at = False, None
+                    if not _overtaken(row, seen, version_of(schema, data)):
+                        row.data, row.content_hash = data, record_hash(data)
+                        row.remote_updated_at = version_of(schema, data)
+                        row.deleted, row.deleted_at = False, None
                     row.first_seen_at = row.first_seen_at or now
                 row.last_seen_at = now
                 row.pushed_at = now
@@ -840,11 +871,17 @@ class SyncEngine:
                     row.local_op = "update" if row.local_op == "create" else row.local_op
                     row.push_status = PENDING if row.push_status == SENDING else row.push_status
                 if echo is not None:
-                    # Pulled after the create was made: at least as new as its (maybe replayed) answer.
-                    row.data, row.content_hash, row.remote_updated_at = (echo.data, echo.content_hash,
-                                                                         echo.remote_updated_at)
-                    if echo.local_op is not None:
-                        _carry_over(session, echo, row, now)
+                    # Stored after the create was made: at least as new as its (maybe replayed) answer.
+                    if echo.deleted:  # deleted there since (the copy is the deletion's tombstone)
+                        row.deleted, row.deleted_at = True, now
+                        row.remote_updated_at = max(filter(None, (row.remote_updated_at, echo.remote_updated_at)),
+                                                    default=None)
+                        row.local_data, row.local_op, row.push_status = None, None, None
+                    else:
+                        row.data, row.content_hash, row.remote_updated_at = (echo.data, echo.content_hash,
+                                                                             echo.remote_updated_at)
+                        if echo.local_op is not None:
+                            _carry_over(session, echo, row, now)
             row.updated_at = now
             session.add(row)
             _bump(session, run_id, counts)

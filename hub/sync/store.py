@@ -170,7 +170,9 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
 
     New records are inserted; changed ones updated; unchanged ones only
     marked seen; versions older than the stored one ignored. A record the
-    tenant changed meanwhile is a conflict settled by ``policy``.
+    tenant changed meanwhile is a conflict settled by ``policy``, unless its
+    change is on its way (``SENDING``): the push then keeps whichever version
+    is newer.
     ``fallback_version`` versions records that carry no ``updated_field``
     (a webhook event's time). A record without its ``id_field`` is a
     :class:`ProviderError` (nothing of the page is kept). ``expect_new`` (the previous page was all new,
@@ -227,7 +229,7 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             touched.append(row.id)
             continue
         record = incoming[remote_id]
-        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
+        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete") and row.push_status != SENDING:
             if _settle_conflict(session, row.id, policy, record, digest, version, now):
                 counts.conflicts += 1
             else:
@@ -418,10 +420,14 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
             session.add(SyncRecord(connection_id=connection_id, entity=entity, remote_id=remote_id, data={},
                                    remote_updated_at=version, deleted=True, deleted_at=now, updated_at=now))
             continue
-        if row.deleted or _stale(row, version):
+        # A change on its way is settled by its push, which sees what came meanwhile. One
+        # stored as deleted while it was on its way meets the deletion once its push failed.
+        changed = row.local_op == "update" and row.push_status in (
+            (PENDING, FAILED) if row.deleted else (PENDING, FAILED, CONFLICT))
+        if (row.deleted and not changed) or _stale(row, version):
             continue
-        counts.deleted += 1
-        if row.push_status in LOCAL_CHANGE and row.local_op == "update":
+        counts.deleted += 0 if row.deleted else 1
+        if changed:
             counts.conflicts += 1
             _settle_conflict(session, row.id, policy, None, None, version, now)
             continue

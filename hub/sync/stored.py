@@ -46,6 +46,11 @@ class PendingCreate(HubError):
     status = 409
 
 
+class PushUnderWay(HubError):
+    code = "record_being_pushed"
+    status = 409
+
+
 def encode_cursor(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
@@ -209,7 +214,8 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
-        if row.push_status == SENDING or row.create_sent:  # sent, and whether it was made is not known yet
+        if row.remote_id is None and (row.push_status == SENDING or row.create_sent):
+            # Sent, and whether it was made is not known yet.
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"delete it once it has its provider id")
         result = local_delete(session, row, utcnow())
@@ -236,9 +242,12 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         if row.local_op is None:
             raise ValidationFailed(f"the {config.entity} record {record_id} has no change waiting to be pushed",
                                    code="no_pending_change")
-        if row.push_status == SENDING or row.create_sent:
+        if row.remote_id is None and (row.push_status == SENDING or row.create_sent):
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"its outcome is not known yet")
+        if row.push_status == SENDING:
+            raise PushUnderWay(f"the change of the {config.entity} record {record_id} is being pushed to "
+                               f"{connection.provider} right now; try again in a moment")
         for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
                                                                 SyncConflict.status == "open")):
             conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now

@@ -1,0 +1,252 @@
+"""A push meeting what happens while it is on its way: the provider's
+webhooks (the echo of the hub's own write, a later change, a deletion), the
+tenant changing or discarding records of the batch, the config deleted. The
+provider's hooks run a step in the middle of the write, deterministically.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pytest
+from sqlmodel import select
+
+from hub import hookimpl
+from hub.models import SyncConfig, SyncConflict, SyncRecord, WebhookEvent, WebhookEventState
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+from hub.services.webhooks import WebhookProcessor
+from hub.sync import configs as config_service
+from hub.sync import stored
+from hub.sync.engine import SyncEngine, create_run
+from hub.types import NotFound
+from tests.sync_support import Ledger, make_connection, run, stored_rows
+
+
+class Interleaving(Ledger):
+    """The ledger with ``get_record``, running ``during_create``/``during_update``
+    once, right after the provider made the write and before the hub hears of it."""
+
+    def __init__(self, items: int = 0):
+        super().__init__(items)
+        self.during_update = self.during_create = None
+
+    @hookimpl
+    def get_record(self, entity, record_id):
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        return dict(self.items[record_id])
+
+    @hookimpl
+    def update_record(self, entity, record_id, data):
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        result = dict(self.put(record_id, data))
+        step, self.during_update = self.during_update, None
+        if step:
+            step(record_id, result)
+        return result
+
+    @hookimpl
+    def create_record(self, entity, data, idempotency_key):
+        item_id = f"it_new_{len(self.items)}"
+        result = dict(self.put(item_id, data))
+        step, self.during_create = self.during_create, None
+        if step:
+            step(item_id, result)
+        return result
+
+
+@pytest.fixture
+def ledger():
+    return Interleaving(items=4)
+
+
+@pytest.fixture
+def hub(settings, ledger):
+    registry = PluginRegistry()
+    registry.register(ledger, "ledger")
+    hub = Hub(settings, registry)
+    hub.migrate()
+    return hub
+
+
+@pytest.fixture
+def conn(hub):
+    return make_connection(hub, "ledger", {"api_key": "k"})
+
+
+class Tenant:
+    """The stored-records service as the API calls it, for one connection's items."""
+
+    def __init__(self, hub, conn, policy: str):
+        self.hub, self.conn = hub, conn
+        assert sync(hub, conn).status == "succeeded"
+        with hub.session() as session:
+            self.config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+            self.config.direction, self.config.conflict_policy = "both", policy
+            session.add(self.config)
+            session.commit()
+            session.refresh(self.config)
+            self.connection = session.get(type(conn), conn.id)
+
+    def write(self, remote_id: str | None, changes: dict) -> SyncRecord:
+        record_id = row(self.hub, self.conn, remote_id).id if remote_id else None
+        return stored.write_record(self.hub, self.connection, self.config, record_id, changes, mapped=False)
+
+    def delete(self, remote_id: str) -> None:
+        stored.delete_record(self.hub, self.connection, self.config, row(self.hub, self.conn, remote_id).id)
+
+    def discard(self, remote_id: str) -> None:
+        stored.discard_change(self.hub, self.connection, self.config, row(self.hub, self.conn, remote_id).id)
+
+
+def sync(hub, conn, direction=None):
+    new_run, _ = create_run(hub, conn, entity="items", direction=direction)
+
+    async def execute():
+        try:
+            return await SyncEngine(hub).execute(new_run.id)
+        finally:
+            await hub.close()
+    return run(execute())
+
+
+def webhook(hub, conn, action, record=None, record_id=None, occurred_at=None) -> None:
+    """A verified event stored and applied, as the webhook processor does."""
+    event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
+                         organization_id=conn.organization_id, type=f"items.{action}", entity="items",
+                         action=action, record_id=record_id, payload=record)
+    with hub.session() as session:
+        session.add(event)
+        session.add(WebhookEventState(event_id=event.id, occurred_at=occurred_at))
+        session.commit()
+    WebhookProcessor(hub)._process_batch()
+
+
+def row(hub, conn, remote_id=None, record_id=None) -> SyncRecord:
+    with hub.session() as session:
+        if record_id:
+            return session.get(SyncRecord, record_id)
+        return session.exec(select(SyncRecord).where(SyncRecord.connection_id == conn.id,
+                                                     SyncRecord.remote_id == remote_id)).one()
+
+
+def conflicts(hub, conn) -> list[SyncConflict]:
+    with hub.session() as session:
+        return list(session.exec(select(SyncConflict).where(SyncConflict.connection_id == conn.id)))
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_the_echo_of_a_push_and_a_change_made_meanwhile_are_no_conflict(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "v1"})
+
+    def meanwhile(record_id, result):  # the tenant changes it again, then the provider's echo of v1 comes
+        tenant.write("it_00001", {"name": "v2"})
+        webhook(hub, conn, "updated", record=dict(result))
+    ledger.during_update = meanwhile
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.status, pushed.pushed, pushed.conflicts) == ("succeeded", 2, 0)
+    assert ledger.items["it_00001"]["name"] == "v2" and conflicts(hub, conn) == []
+    after = row(hub, conn, "it_00001")
+    assert (after.data, after.local_op, after.push_status) == (ledger.items["it_00001"], None, None)
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_provider_change_stored_while_the_push_was_on_its_way_is_kept(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "v1"})
+
+    def meanwhile(record_id, result):  # changed at the provider right after the hub's update
+        webhook(hub, conn, "updated", record=dict(ledger.put(record_id, {"name": "other"})))
+    ledger.during_update = meanwhile
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.status, pushed.pushed) == ("succeeded", 1)
+    after = row(hub, conn, "it_00001")
+    assert after.data == ledger.items["it_00001"] and after.data["name"] == "other"
+    assert (after.local_op, after.push_status, conflicts(hub, conn)) == (None, None, [])
+
+
+def test_a_deletion_stored_while_the_update_was_on_its_way_is_kept(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "v1"})
+
+    def meanwhile(record_id, result):  # deleted at the provider right after the hub's update
+        ledger.remove(record_id)
+        webhook(hub, conn, "deleted", record_id=record_id, occurred_at=datetime.fromisoformat(ledger.tick()))
+    ledger.during_update = meanwhile
+    assert sync(hub, conn, direction="push").status == "succeeded"
+    after = row(hub, conn, "it_00001")
+    assert (after.deleted, after.local_op, after.push_status) == (True, None, None)
+    assert conflicts(hub, conn) == []
+
+
+def test_a_created_record_deleted_before_its_answer_was_stored_stays_deleted(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    new = tenant.write(None, {"name": "fresh", "amount": 5})
+
+    def meanwhile(item_id, result):
+        ledger.remove(item_id)
+        webhook(hub, conn, "deleted", record_id=item_id, occurred_at=datetime.fromisoformat(ledger.tick()))
+    ledger.during_create = meanwhile
+    assert sync(hub, conn, direction="push").status == "succeeded"
+    after = row(hub, conn, record_id=new.id)
+    assert (after.deleted, after.data["name"], after.local_op) == (True, "fresh", None)
+    assert len(stored_rows(hub, conn.id, "items")) == 5  # the deletion's tombstone went: one row
+
+
+def test_the_pulled_copy_of_a_create_arriving_first_hands_over_the_tenants_change(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    new = tenant.write(None, {"name": "fresh", "amount": 5})
+
+    def meanwhile(item_id, result):  # its webhook comes first, and the tenant changes that copy
+        webhook(hub, conn, "created", record=dict(result))
+        tenant.write(item_id, {"amount": 6})
+    ledger.during_create = meanwhile
+    assert sync(hub, conn, direction="push").status == "succeeded"
+    after = row(hub, conn, record_id=new.id)
+    assert ledger.items[after.remote_id]["amount"] == 6 and after.local_op is None
+    assert [r.id for r in stored_rows(hub, conn.id, "items") if r.remote_id == after.remote_id] == [new.id]
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_record_changed_at_the_provider_while_its_batch_is_pushed_meets_the_policy(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00000", {"name": "hub A"})
+    tenant.write("it_00001", {"name": "hub B"})
+
+    def meanwhile(record_id, result):  # while A is pushed, B changes at the provider: a conflict
+        webhook(hub, conn, "updated", record=dict(ledger.put("it_00001", {"name": "provider B"})))
+    ledger.during_update = meanwhile
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.status, pushed.pushed) == ("succeeded", 1)
+    assert ledger.items["it_00001"]["name"] == "provider B"
+    [conflict] = conflicts(hub, conn)
+    b = row(hub, conn, "it_00001")
+    if policy == "provider_wins":
+        assert (conflict.status, b.local_op, b.data["name"]) == ("resolved", None, "provider B")
+    else:
+        assert (conflict.status, b.push_status, b.local_data) == ("open", "conflict", {"name": "hub B"})
+
+
+def test_a_change_discarded_while_its_batch_is_pushed_is_not_sent(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00000", {"name": "hub A"})
+    tenant.write("it_00001", {"name": "hub B"})
+    ledger.during_update = lambda record_id, result: tenant.discard("it_00001")
+    assert sync(hub, conn, direction="push").pushed == 1
+    assert (ledger.items["it_00000"]["name"], ledger.items["it_00001"]["name"]) == ("hub A", "item 1")
+
+
+def test_nothing_more_is_pushed_once_the_config_is_deleted(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00000", {"name": "hub A"})
+    tenant.delete("it_00001")
+    tenant.write("it_00002", {"name": "hub C"})
+    ledger.put("it_00002", {"amount": 999})  # changed there too
+    ledger.during_update = lambda record_id, result: config_service.delete_config(hub, conn.id, tenant.config.id)
+    sync(hub, conn, direction="push")
+    assert "it_00001" in ledger.items and ledger.items["it_00002"]["name"] == "item 2"
+    assert stored_rows(hub, conn.id, "items") == []
