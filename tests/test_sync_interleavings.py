@@ -250,3 +250,45 @@ def test_nothing_more_is_pushed_once_the_config_is_deleted(hub, conn, ledger):
     sync(hub, conn, direction="push")
     assert "it_00001" in ledger.items and ledger.items["it_00002"]["name"] == "item 2"
     assert stored_rows(hub, conn.id, "items") == []
+
+
+def test_a_connection_deleted_while_a_pull_transaction_is_open_is_deleted(hub, conn, ledger, monkeypatch):
+    # Deleting under a pull's open transaction deadlocked on PostgreSQL (each held rows the
+    # other needed) and the deletion lost. The transaction is kept open long to widen the window.
+    import asyncio
+    import threading
+    import time
+
+    from hub.models import Connection
+    from hub.services.connections import delete_connection
+    from hub.sync import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "COMMIT_SECONDS", 30)
+    monkeypatch.setattr(engine_module, "IDLE_COMMIT_SECONDS", 30)
+    first, _ = create_run(hub, conn, entity="items")
+    assert run(SyncEngine(hub, page_size=2).execute(first.id)).status == "succeeded"
+    for item_id in ("it_00000", "it_00001", "it_new_a", "it_new_b"):
+        ledger.put(item_id, {"name": f"changed {item_id}"})
+    outcome: dict = {}
+
+    def delete() -> None:
+        try:
+            asyncio.run(delete_connection(hub, conn.organization_id, conn.id))
+            outcome["deleted"] = True
+        except Exception as exc:  # noqa: BLE001 - the outcome is the assertion
+            outcome["deleted"] = repr(exc)
+
+    def on_call(call: int) -> None:
+        if call == before + 3:  # two pages written in the open transaction
+            outcome["thread"] = threading.Thread(target=delete)
+            outcome["thread"].start()
+            time.sleep(1.0)  # the deletion is now waiting for the pull
+    before = len(ledger.calls)
+    ledger.on_call = on_call
+    second, _ = create_run(hub, conn, entity="items", full_refresh=True)
+    run(SyncEngine(hub, page_size=2).execute(second.id))
+    outcome["thread"].join(30)
+    assert outcome["deleted"] is True
+    with hub.session() as session:
+        assert session.get(Connection, conn.id) is None
+    assert stored_rows(hub, conn.id, "items") == []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -233,12 +235,27 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
             await hub.call(provider, "disconnect", hub.context(provider, connection))
         except HubError as exc:
             log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+    entities = set(provider.schemas) if provider is not None else set()
+    await asyncio.to_thread(_delete_rows, hub, organization_id, connection_id, entities)
+    await hub.pool.discard(connection_id)
+
+
+def _delete_rows(hub: Hub, organization_id: str, connection_id: str, entities: set[str]) -> None:
+    from hub.models import SyncConfig, SyncRun
+    from hub.sync.store import entity_key, lock
+
     with hub.session() as session:
+        entities |= {c.entity for c in session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection_id))}
+        # After the transactions writing its records (a pull's pages) end, and before the next:
+        # deleting under one deadlocks on PostgreSQL over the rows both hold.
+        lock(session, *(entity_key(connection_id, entity) for entity in entities))
         connection = hub.find_connection(session, organization_id, connection_id)
+        # Its runs before it, in the order a run's end updates them (the run, then the
+        # connection), rather than by the cascade after it: the other order deadlocks with it.
+        session.execute(sa.delete(SyncRun).where(SyncRun.connection_id == connection_id))
         _delete_dependents(session, connection.id)
         session.delete(connection)
         session.commit()
-    await hub.pool.discard(connection_id)
 
 
 def _delete_dependents(session: Any, connection_id: str) -> None:
