@@ -90,3 +90,20 @@ def test_a_nul_character_is_a_clear_error_on_every_database(client, auth):
                              headers=auth).json()["connection"]
     renamed = client.put(f"{API}/connections/{connection['id']}", json={"name": "bad\u0000name"}, headers=auth)
     assert renamed.status_code in (200, 422) and renamed.json()["success"] is (renamed.status_code == 200)
+
+
+def test_json_the_hub_cannot_store_and_show_again_is_refused_as_invalid_json(client, auth):
+    # NaN and Infinity are not JSON (SQLite stored them as null, PostgreSQL refused them), and a
+    # lone surrogate cannot be written out again: a record holding one broke every later listing.
+    url = f"{API}/connections"
+    for raw, why in ((b'{"provider": "example", "credentials": {"api_key": NaN}}', "NaN is not a JSON number"),
+                     (b'{"provider": "example", "name": -Infinity}', "-Infinity is not a JSON number"),
+                     (b'{"provider": "example", "name": "bad \\ud800 text"}', "lone surrogate"),
+                     (b'{"provider": "example", "credentials": {"\\udfff": "k"}}', "lone surrogate")):
+        body = assert_error(client.post(url, content=raw, headers={**auth, "Content-Type": "application/json"}),
+                            400, "invalid_json")
+        assert why in body["error"]
+    fine = client.post(url, content='{"provider": "example", "name": "caf\u00e9 \U0001F600", "credentials": '
+                                    f'{{"api_key": "{API_KEY}"}}}}'.encode(),
+                       headers={**auth, "Content-Type": "application/json"})
+    assert fine.status_code == 201 and fine.json()["connection"]["name"] == "caf\u00e9 \U0001F600"

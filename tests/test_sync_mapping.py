@@ -200,3 +200,30 @@ def test_a_write_through_a_field_and_a_path_inside_it_is_refused_not_half_made()
         assert caught.value.code == "invalid_value" and "change one of them at a time" in caught.value.message
     assert m.to_provider({"available": "2.00"}) == {"balances": {"available": "2.00"}}
     assert m.to_provider({"balances": {"available": "3"}}) == {"balances": {"available": "3"}}
+
+
+def test_numbers_and_digits_that_cost_or_crash_are_refused_quickly():
+    import time
+
+    m = mapper({"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
+               {"source": "count", "target": "count", "transform": "int"},
+               {"source": "opened", "target": "opened", "transform": "date"})
+    started = time.monotonic()
+    # int("1e999999") alone takes half a minute of CPU; unicode digits pass str.isdigit.
+    for change, needle in (({"count": "1e999999"}, "too large"), ({"count": "1e5000"}, "too large"),
+                           ({"balance": "1e999999"}, "too large"),
+                           ({"balance": "123456789012345678901234567.891"}, "too large"),
+                           ({"opened": "\u00b2"}, "not a date"), ({"opened": "-\u00b3"}, "not a date")):
+        with pytest.raises(ValidationFailed) as caught:
+            m.to_provider(change)
+        assert caught.value.code == "invalid_value" and needle in caught.value.message, change
+    assert time.monotonic() - started < 2
+    # A fraction of a cent far down a long amount is still refused, not rounded away.
+    for amount in ("1234567890123456.891", "1." + "0" * 40 + "1"):
+        with pytest.raises(ValidationFailed, match="more than two decimal places"):
+            m.to_provider({"balance": amount})
+    assert m.to_provider({"balance": "123456789012345.67", "count": "999999999999999999"}) == \
+        {"balance_cents": 12345678901234567, "count": "999999999999999999"}
+    with pytest.raises(ValidationFailed) as caught:
+        validate_mappings(ACCOUNT, [{"source": "count", "target": "n", "transform": "int", "default": "1e999999"}])
+    assert caught.value.code == "invalid_mapping"

@@ -332,3 +332,17 @@ def test_webhook_record_updates_and_deletes_reach_the_mapped_view(client, auth, 
     client.post(url, content=body, headers=headers)
     wait_until(lambda: client.get(f"{records}/note_1", headers=auth).json()["record"]["deleted"],
                message="deletion applied")
+
+
+def test_event_ids_a_provider_sends_as_numbers_are_stored_as_text(client, auth, example_fake):
+    # The example plugin passes the delivery's id through: a number used to be a 500 at intake.
+    connection = connect(client, auth)
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    note = {"id": "note_1", "title": "numbered", "body": "", "updated_at": utcnow().isoformat()}
+    body, headers = signed_delivery(SECRET, {"id": 5, "type": "note.updated", "data": note}, int(time.time()))
+    first = client.post(url, content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    again = client.post(url, content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1
+    events = client.get(f"{API}/connections/{connection['id']}/webhooks/events", headers=auth).json()["events"]
+    assert [e["dedup_key"] for e in events] == ["5"]

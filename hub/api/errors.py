@@ -38,8 +38,10 @@ def error_body(message: str, code: str, details: object = None) -> dict:
 
 def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, list]:
     errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return 400, "invalid_json", "the request body is not valid JSON", []
+    invalid = [e for e in errors if e.get("type") == "json_invalid"]
+    if invalid:
+        why = (invalid[0].get("ctx") or {}).get("error")
+        return 400, "invalid_json", "the request body is not valid JSON" + (f": {why}" if why else ""), []
     parts, details = [], []
     for e in errors[:10]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"

@@ -6,6 +6,7 @@ the operator's view of them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from sqlmodel import Session, select
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.types import HubError, NotFound, WebhookRejected
+from hub.types import HubError, NotFound, ProviderError, WebhookRejected
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
@@ -89,7 +90,7 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             rejection = rejection or WebhookRejected("malformed delivery")
             continue
         result = result or IntakeResult(connection_id=connection.id)
-        for event in events or []:
+        for event in _well_formed(provider, events):
             # In a thread: on SQLite a pull may hold the write lock for a moment, and
             # the event loop (other deliveries, the pull itself) must not wait with it.
             stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event)
@@ -98,6 +99,29 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
         assert rejection is not None
         raise rejection
     return result
+
+
+def _well_formed(provider: Provider, events: Any) -> list[Event]:
+    """``verify_webhook``'s events, with ids a provider sends as numbers made text.
+
+    :raises ProviderError: not a list of :class:`hub.types.WebhookEvent`, or one
+        without a dedup key or type (a plugin bug).
+    """
+    if events is None:
+        return []
+    if not isinstance(events, (list, tuple)) or not all(isinstance(e, Event) for e in events):
+        raise ProviderError(f"provider {provider.name} returned {type(events).__name__} from verify_webhook, "
+                            f"expected a list of hub.types.WebhookEvent (hub/hookspecs.py)")
+    checked = []
+    for event in events:
+        if (not isinstance(event.dedup_key, (str, int)) or isinstance(event.dedup_key, bool)
+                or event.dedup_key == "" or not isinstance(event.type, str)):
+            raise ProviderError(f"provider {provider.name} returned from verify_webhook an event without a text "
+                                f"dedup_key and type: {event.dedup_key!r}, {event.type!r} (hub/hookspecs.py)")
+        record_id = event.record_id
+        checked.append(dataclasses.replace(event, dedup_key=str(event.dedup_key),
+                                           record_id=None if record_id in (None, "") else str(record_id)))
+    return checked
 
 
 def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -199,7 +199,7 @@ def get_path(data: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(data, dict):
             data = data.get(part)
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+        elif isinstance(data, list) and part.isascii() and part.isdigit() and int(part) < len(data):
             data = data[int(part)]
         else:
             return None
@@ -247,7 +247,7 @@ def parse_datetime(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            if text.lstrip("-").replace(".", "", 1).isdigit():
+            if text.isascii() and text.lstrip("-").replace(".", "", 1).isdigit():  # not "²": str.isdigit says yes
                 return parse_datetime(float(text))
             raise ConversionError(f"{value!r} is not a date or time") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
@@ -275,7 +275,18 @@ def to_int(value: Any) -> int:
         raise ConversionError(f"{value!r} is not a number") from None
     if not number.is_finite() or number != number.to_integral_value():
         raise ConversionError(f"{value!r} is not an integer")
-    return int(number)
+    return int(_bounded(number, value))
+
+
+#: Numbers converted have at most this many digits before the decimal point:
+#: int("1e999999") alone takes half a minute of CPU.
+MAX_DIGITS = 18
+
+
+def _bounded(number: Decimal, value: Any) -> Decimal:
+    if number and number.adjusted() >= MAX_DIGITS:
+        raise ConversionError(f"{str(value)[:40]!r} is too large: at most {MAX_DIGITS} digits before the decimal point")
+    return number
 
 
 def to_float(value: Any) -> float:
@@ -301,7 +312,7 @@ def to_decimal(value: Any) -> Decimal:
         raise ConversionError(f"{value!r} is not a number") from None
     if not number.is_finite():
         raise ConversionError(f"{value!r} is not a finite number")
-    return number
+    return _bounded(number, value)
 
 
 def _number(d: Decimal) -> int | float:
@@ -365,7 +376,10 @@ def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
 def to_cents(value: Any) -> int:
     """An amount with at most two decimal places in cents; a finer amount is
     refused rather than rounded (12.345 is not a price in cents)."""
-    cents = to_decimal(value) * 100
+    number = to_decimal(value)
+    with localcontext() as exact:  # the default 28 digits would round 0.001 off a long amount
+        exact.prec = max(28, len(number.as_tuple().digits) + 3)
+        cents = number * 100
     if cents != cents.to_integral_value():
         raise ConversionError(f"{value!r} has more than two decimal places")
     return int(cents)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import operator
 import secrets
 import sqlite3
@@ -56,7 +57,10 @@ def canonical(data: dict[str, Any]) -> tuple[str, str]:
     separators=(",", ":"), ensure_ascii=False)`` about five times faster: a
     full pull spends a large share of its CPU here.
     """
-    raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    try:
+        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except TypeError:  # an integer beyond 64 bits (orjson's limit), which JSON allows
+        raw = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
     return raw.decode(), hashlib.sha256(raw).hexdigest()
 
 
@@ -499,7 +503,8 @@ def update_payload(row: SyncRecord) -> dict[str, Any]:
 
 def _index_keys(value: Any) -> bool:
     """A change made through a path with an array index (``variants.0.price``)."""
-    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and k.isdigit() for k in value)
+    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and k.isascii() and k.isdigit()
+                                                           for k in value)
 
 
 def _as_lists(value: Any) -> Any:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep, ProviderDep
 from hub.api.errors import error_body
 from hub.api.schemas import (
@@ -18,7 +19,7 @@ from hub.services import oauth
 from hub.services.connections import upsert_from_credentials
 from hub.types import ValidationFailed
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=HubRoute)
 
 AUTHORIZE_RESERVED = {"redirect_uri"}
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ConnectionCreate,
@@ -14,7 +15,7 @@ from hub.api.schemas import (
 from hub.models import ConnectionPublic
 from hub.services import connections as service
 
-router = APIRouter(prefix="/connections", tags=["connections"])
+router = APIRouter(prefix="/connections", tags=["connections"], route_class=HubRoute)
 
 
 @router.get("", response_model=ConnectionsResponse, operation_id="list_connections")

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, ProviderDep
 from hub.api.schemas import EntitiesResponse, EntityResponse, ProviderResponse, ProvidersResponse
 
-router = APIRouter(prefix="/providers", tags=["providers"])
+router = APIRouter(prefix="/providers", tags=["providers"], route_class=HubRoute)
 
 
 @router.get("", response_model=ProvidersResponse, operation_id="list_providers")

@@ -5,6 +5,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ActionRequest,
@@ -18,7 +19,7 @@ from hub.api.schemas import (
 from hub.runtime import Hub
 from hub.services.records import MAX_PAGE_SIZE, RecordService
 
-router = APIRouter(prefix="/connections/{connection_id}", tags=["records"])
+router = APIRouter(prefix="/connections/{connection_id}", tags=["records"], route_class=HubRoute)
 
 RESERVED = {"cursor", "limit", "since"}
 

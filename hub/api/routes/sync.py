@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import select
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ConflictResolve,
@@ -42,7 +43,7 @@ from hub.sync.scheduler import SyncService
 from hub.types import NotFound
 
 
-router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"])
+router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"], route_class=HubRoute)
 
 #: Writes to the record store run in a thread: they may wait a moment for a
 #: pull's write lock, and the event loop (the pull's own fetches among it) must not.

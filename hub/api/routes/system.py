@@ -3,11 +3,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi import APIRouter
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep
 from hub.api.schemas import HealthResponse, PluginsResponse
 from hub.models import utcnow
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=HubRoute)
 
 
 @router.get("/plugins", response_model=PluginsResponse, operation_id="list_plugins")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
+from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep, ProviderDep
 from hub.api.schemas import (
     WebhookEventResponse,
@@ -14,7 +15,7 @@ from hub.api.schemas import (
 from hub.services import webhooks as service
 from hub.types import Credentials, WebhookRequest
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=HubRoute)
 
 
 @router.post("/webhooks/{provider}", response_model=WebhookResponse, operation_id="receive_webhook",
