@@ -176,7 +176,8 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
         raise click.ClickException(f"no connection {connection_id}")
     run = next((r for r in interrupted_runs(hub, connection.id) if r.entity == entity), None)
     if run is not None and requeue(hub, run.id, run.owner, "interrupted; resumed by hub sync"):
-        click.echo(f"resuming interrupted run {run.id}")
+        click.echo(f"resuming interrupted run {run.id} (direction {run.direction}"
+                   f"{', full refresh' if run.full_refresh else ''}; options given now apply to the next run)")
     else:
         try:
             run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction,

@@ -20,7 +20,7 @@ import hub.hookspecs
 START = "<!-- hooks:start -->"
 END = "<!-- hooks:end -->"
 COMMAND = "python -m hub.docs PLUGINS.md"
-BANNER = re.compile(r"^# (?P<name>[a-z]+): (?P<title>.+)$")
+BANNER = re.compile(r"^# (?P<name>[A-Za-z]+): (?P<title>.+)$")
 FIELD = re.compile(r"^:(?P<kind>param|returns|raises)(?: (?P<name>[^:]+))?:\s*(?P<text>.*)$")
 ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|exc):`~?(?:[\w.]+\.)?([\w]+)`")
 

@@ -118,8 +118,9 @@ def authorization_url(
         passed unchanged.
     :param code_challenge: the S256 PKCE challenge when the provider declares
         ``supports_pkce``, else ``None``.
-    :param params: extra query parameters the client sent (``shop`` for
-        Shopify). Validate them and raise ``ValidationFailed`` when bad.
+    :param params: the query parameters the client sent that the provider
+        declares in ``ProviderInfo.config_fields`` (``shop`` for Shopify);
+        others are dropped. Validate them and raise ``ValidationFailed`` when bad.
     :returns: the absolute authorization URL.
     :raises ValidationFailed: a parameter is missing or malformed.
     :raises ConfigurationError: the operator did not configure the OAuth app.
