@@ -216,10 +216,11 @@ class SyncRecord(SQLModel, table=True):
     ``data`` is the provider's version as last seen (pulled, received by
     webhook or returned by a push) and ``content_hash`` its hash; ``local_data``
     is the tenant's change not yet pushed (provider field names), ``local_op``
-    what to do with it. ``create_sent`` is a create sent to a provider with
-    idempotent creates whose outcome is not known yet (``{"key", "data"}``):
-    sent again as it was, since a provider replays a key only with the same
-    parameters.
+    what to do with it. ``sent_change`` is the change last sent to the provider whose outcome is
+    not stored yet: for a create its idempotency key and data (sent again as
+    it was, since a provider replays a key only with the same parameters), for
+    an update its data (so that the provider's version holding it is known for
+    the hub's own write, not taken for a change made there).
     """
 
     __tablename__ = "sync_records"
@@ -248,7 +249,7 @@ class SyncRecord(SQLModel, table=True):
     push_error: str | None = Field(default=None, max_length=2000)
     push_attempts: int = 0
     pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
-    create_sent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    sent_change: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 

@@ -20,7 +20,7 @@ from hub.services.webhooks import WebhookProcessor
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.engine import SyncEngine, create_run
-from hub.types import NotFound
+from hub.types import AuthFailed, NotFound, ProviderUnavailable
 from tests.sync_support import Ledger, make_connection, run, stored_rows
 
 
@@ -30,12 +30,20 @@ class Interleaving(Ledger):
 
     def __init__(self, items: int = 0):
         super().__init__(items)
-        self.during_update = self.during_create = None
+        self.during_update = self.during_create = self.during_get = None
+        #: Updates made whose answer is lost; get_record calls refused as if the token were revoked.
+        self.lose_answers = self.refuse_gets = 0
 
     @hookimpl
     def get_record(self, entity, record_id):
+        if self.refuse_gets:
+            self.refuse_gets -= 1
+            raise AuthFailed("the token was revoked")
         if record_id not in self.items:
             raise NotFound(f"no item {record_id}")
+        step, self.during_get = self.during_get, None
+        if step:
+            step(record_id)
         return dict(self.items[record_id])
 
     @hookimpl
@@ -46,6 +54,9 @@ class Interleaving(Ledger):
         step, self.during_update = self.during_update, None
         if step:
             step(record_id, result)
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ProviderUnavailable("no answer (it was made)")
         return result
 
     @hookimpl
@@ -155,7 +166,9 @@ def test_the_echo_of_a_push_and_a_change_made_meanwhile_are_no_conflict(hub, con
 
 
 @pytest.mark.parametrize("policy", ["provider_wins", "review"])
-def test_a_provider_change_stored_while_the_push_was_on_its_way_is_kept(hub, conn, ledger, policy):
+def test_a_provider_change_arriving_while_the_push_is_on_its_way_meets_the_policy(hub, conn, ledger, policy):
+    # Which came first at the provider cannot be known: the tenant's change and the provider's
+    # are both kept (a conflict), and the answer of the push does not overwrite the newer version.
     tenant = Tenant(hub, conn, policy)
     tenant.write("it_00001", {"name": "v1"})
 
@@ -166,10 +179,15 @@ def test_a_provider_change_stored_while_the_push_was_on_its_way_is_kept(hub, con
     assert (pushed.status, pushed.pushed) == ("succeeded", 1)
     after = row(hub, conn, "it_00001")
     assert after.data == ledger.items["it_00001"] and after.data["name"] == "other"
-    assert (after.local_op, after.push_status, conflicts(hub, conn)) == (None, None, [])
+    [conflict] = conflicts(hub, conn)
+    assert (conflict.local_data, conflict.remote_data["name"]) == ({"op": "update", "data": {"name": "v1"}}, "other")
+    if policy == "provider_wins":
+        assert (conflict.status, after.local_op, after.push_status) == ("resolved", None, None)
+    else:
+        assert (conflict.status, after.local_data, after.push_status) == ("open", {"name": "v1"}, "conflict")
 
 
-def test_a_deletion_stored_while_the_update_was_on_its_way_is_kept(hub, conn, ledger):
+def test_a_deletion_arriving_while_the_update_is_on_its_way_is_kept_and_meets_the_policy(hub, conn, ledger):
     tenant = Tenant(hub, conn, "review")
     tenant.write("it_00001", {"name": "v1"})
 
@@ -179,8 +197,9 @@ def test_a_deletion_stored_while_the_update_was_on_its_way_is_kept(hub, conn, le
     ledger.during_update = meanwhile
     assert sync(hub, conn, direction="push").status == "succeeded"
     after = row(hub, conn, "it_00001")
-    assert (after.deleted, after.local_op, after.push_status) == (True, None, None)
-    assert conflicts(hub, conn) == []
+    assert (after.deleted, after.push_status) == (True, "conflict")
+    [conflict] = conflicts(hub, conn)
+    assert (conflict.status, conflict.remote_data) == ("open", None)
 
 
 def test_a_created_record_deleted_before_its_answer_was_stored_stays_deleted(hub, conn, ledger):
@@ -292,3 +311,69 @@ def test_a_connection_deleted_while_a_pull_transaction_is_open_is_deleted(hub, c
     with hub.session() as session:
         assert session.get(Connection, conn.id) is None
     assert stored_rows(hub, conn.id, "items") == []
+
+
+def left_sending(hub, remote_id: str) -> None:
+    """The state a hub killed just after marking the change on its way leaves."""
+    with hub.session() as session:
+        record = session.exec(select(SyncRecord).where(SyncRecord.remote_id == remote_id)).one()
+        record.push_status = "sending"
+        session.add(record)
+        session.commit()
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_provider_change_after_a_hub_was_killed_mid_push_is_still_a_conflict(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "hub"})
+    left_sending(hub, "it_00001")
+    ledger.put("it_00001", {"name": "provider"})
+    assert sync(hub, conn).status == "succeeded"  # after the restart: pull, then push
+    assert ledger.items["it_00001"]["name"] == "provider"
+    [conflict] = conflicts(hub, conn)
+    assert conflict.status == ("resolved" if policy == "provider_wins" else "open")
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_provider_change_arriving_while_the_push_reads_the_record_is_a_conflict(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "hub"})
+    ledger.during_get = lambda record_id: webhook(hub, conn, "updated",
+                                                  record=dict(ledger.put(record_id, {"name": "provider"})))
+    sync(hub, conn, direction="push")
+    sync(hub, conn, direction="push")
+    assert ledger.items["it_00001"]["name"] == "provider" and len(conflicts(hub, conn)) == 1
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_an_update_made_whose_answer_was_lost_is_not_taken_for_a_change_at_the_provider(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "first"})
+    ledger.lose_answers = 1
+    assert sync(hub, conn, direction="push").status == "failed"  # made, but the hub cannot know
+    tenant.write("it_00001", {"amount": 777})
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.status, pushed.pushed, pushed.conflicts) == ("succeeded", 1, 0)
+    assert (ledger.items["it_00001"]["name"], ledger.items["it_00001"]["amount"]) == ("first", 777)
+    after = row(hub, conn, "it_00001")
+    assert (after.local_op, after.push_status, after.sent_change, conflicts(hub, conn)) == (None, None, None, [])
+
+
+def test_an_update_made_before_the_hub_was_killed_is_completed_once(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "hub"})
+    left_sending(hub, "it_00001")
+    ledger.put("it_00001", {"name": "hub"})  # it reached the provider before the kill
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.pushed, pushed.conflicts, row(hub, conn, "it_00001").push_status) == (1, 0, None)
+    assert sync(hub, conn, direction="push").pushed == 0
+
+
+def test_a_push_refused_for_its_credentials_leaves_the_change_waiting_not_on_its_way(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "hub"})
+    ledger.refuse_gets = 1
+    assert sync(hub, conn, direction="push").error_code == "provider_auth_failed"
+    assert row(hub, conn, "it_00001").push_status == "pending"
+    tenant.discard("it_00001")
+    assert row(hub, conn, "it_00001").local_op is None

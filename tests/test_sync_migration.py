@@ -76,10 +76,10 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
         session.add(SyncConflict(connection_id="conn1", entity="notes", record_id=record.id, remote_id="note_1",
                                  policy="review"))
         session.commit()
-    command.downgrade(alembic_config(engine), "0004")  # drops create_sent; the records' conflicts stay
+    command.downgrade(alembic_config(engine), "0004")  # drops sent_change; the records' conflicts stay
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM sync_conflicts")).scalar() == 1
-        assert "create_sent" not in {c["name"] for c in sa.inspect(connection).get_columns("sync_records")}
+        assert "sent_change" not in {c["name"] for c in sa.inspect(connection).get_columns("sync_records")}
     migrate(engine)
     with Session(engine) as session:
         session.delete(session.get(Connection, "conn1"))

@@ -50,11 +50,13 @@ from hub.sync.store import (
     apply_deletions,
     apply_records,
     entity_key,
+    holds,
     local_delete,
     local_update,
     lock,
     merged_view,
     record_hash,
+    settle_conflict,
     sweep_unseen,
     update_payload,
     version_of,
@@ -724,7 +726,7 @@ class SyncEngine:
         if creating:
             # A create sent before whose outcome is unknown goes again as it was: the provider
             # replays its key only with the same data. Changes made since follow as an update.
-            create = (row.create_sent if row.create_sent and not guarded
+            create = (row.sent_change if row.sent_change and not guarded
                       else {"key": _create_key(row), "data": payload})
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
@@ -740,8 +742,8 @@ class SyncEngine:
                                                   record_id=row.remote_id)
                 except NotFound:
                     current = None  # deleted there: the update below meets the same 404
-                if current is not None and record_hash(current) != seen.content_hash:
-                    await asyncio.to_thread(self._changed_there, run_id, config, schema, lease, row, current)
+                if current is not None and not await asyncio.to_thread(
+                        self._before_sending, run_id, config, schema, lease, row, current, payload):
                     return False
             if op == "create":
                 if not schema.supports_create:
@@ -761,9 +763,7 @@ class SyncEngine:
                 except NotFound:
                     pass
         except AuthFailed:
-            if creating:
-                await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False,
-                                        True)
+            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False, True)
             raise
         except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
             failure, permanent = exc, True
@@ -779,18 +779,36 @@ class SyncEngine:
             raise failure
         return more
 
-    def _changed_there(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
-                       row: SyncRecord, current: dict[str, Any]) -> None:
-        """Store the provider's current version of a record about to be pushed,
-        as a pull would: the tenant's change meets it as a conflict under the policy."""
+    def _before_sending(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
+                        row: SyncRecord, current: dict[str, Any], payload: dict[str, Any]) -> bool:
+        """Whether to send the change, given the provider's current version:
+        yes when it is the version stored, or differs from it only by the
+        hub's own write (sent before, its answer lost); no when a webhook
+        settled the record meanwhile, or the provider changed it: then the
+        change meets that version as a conflict under the policy."""
+        now = utcnow()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
-            session.execute(sa.update(_records).where(_records.c.id == row.id, _records.c.push_status == SENDING)
-                            .values(push_status=PENDING))  # no longer on its way
-            counts = apply_records(session, connection_id=config.connection_id, schema=schema,
-                                   policy=config.conflict_policy, records=[current], now=utcnow())
-            counts.fetched = 0  # not part of a pull
+            stored = session.get(SyncRecord, row.id)
+            if stored is None or stored.push_status != SENDING or stored.local_version != row.local_version:
+                return False
+            digest = record_hash(current)
+            if digest == stored.content_hash:
+                return True
+            version = version_of(schema, current)
+            sent = (stored.sent_change or {}).get("data")
+            if holds(current, payload) or (sent is not None and holds(current, sent)):
+                stored.data, stored.content_hash, stored.remote_updated_at = current, digest, version
+                stored.last_seen_at = stored.updated_at = now
+                session.add(stored)
+                return True
+            stored.push_status = PENDING  # no longer on its way: the conflict settles it
+            session.add(stored)
+            session.flush()
+            counts = Counts(conflicts=1)
+            settle_conflict(session, stored.id, config.conflict_policy, current, digest, version, now)
             _bump(session, run_id, counts)
+        return False
 
     def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None) -> Any:
         """Note that the record's change is on its way (a create with its key and
@@ -799,7 +817,10 @@ class SyncEngine:
         (``content_hash``, ``deleted``, ``remote_updated_at``), or None."""
         values: dict[str, Any] = {"push_status": SENDING}
         if row.local_op == "create":
-            values["create_sent"] = create
+            values["sent_change"] = create
+        elif row.local_op == "update":
+            # What an earlier try sent stays: if it was made, the provider's version holds it.
+            values["sent_change"] = row.sent_change or {"data": update_payload(row)}
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
@@ -844,7 +865,7 @@ class SyncEngine:
                 row.push_attempts += 1
                 counts.failed += 1
                 if permanent:
-                    row.create_sent = None  # refused (or left to the tenant): a later create may send other data
+                    row.sent_change = None  # refused (or left to the tenant): a later create may send other data
             else:
                 counts.pushed += 1
                 if sent.local_op == "delete":
@@ -863,8 +884,11 @@ class SyncEngine:
                     row.first_seen_at = row.first_seen_at or now
                 row.last_seen_at = now
                 row.pushed_at = now
-                row.create_sent = None
-                if row.local_version == sent.local_version and (sent_data is None or sent_data == update_payload(sent)):
+                row.sent_change = None
+                if row.push_status == CONFLICT:
+                    pass  # the provider changed it while the push was on its way: both sides wait in review
+                elif row.local_version == sent.local_version and (sent_data is None or
+                                                                  sent_data == update_payload(sent)):
                     row.local_data, row.local_op, row.push_status = None, None, None
                     row.push_error, row.push_attempts = None, 0
                 else:  # changed again while on its way (or sent as first sent): an update sends the rest

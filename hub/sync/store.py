@@ -174,9 +174,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
 
     New records are inserted; changed ones updated; unchanged ones only
     marked seen; versions older than the stored one ignored. A record the
-    tenant changed meanwhile is a conflict settled by ``policy``, unless its
-    change is on its way (``SENDING``): the push then keeps whichever version
-    is newer.
+    tenant changed meanwhile is a conflict settled by ``policy``, unless the
+    provider's version holds the tenant's change (the echo of its push).
     ``fallback_version`` versions records that carry no ``updated_field``
     (a webhook event's time). A record without its ``id_field`` is a
     :class:`ProviderError` (nothing of the page is kept). ``expect_new`` (the previous page was all new,
@@ -233,8 +232,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             touched.append(row.id)
             continue
         record = incoming[remote_id]
-        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete") and row.push_status != SENDING:
-            if _settle_conflict(session, row.id, policy, record, digest, version, now):
+        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
+            if settle_conflict(session, row.id, policy, record, digest, version, now):
                 counts.conflicts += 1
             else:
                 counts.updated += 1
@@ -350,7 +349,7 @@ def _converter(column_type: Any, dialect: Any) -> Any:
     return lambda value: processor(value) if value is not None else None
 
 
-def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
+def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
                      digest: str | None, version: datetime | None, now: datetime) -> bool:
     """The provider changed (or deleted) a record the tenant changed too.
 
@@ -358,13 +357,15 @@ def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict
     change; ``hub_wins`` keeps the tenant's change to push over it;
     ``review`` keeps both until someone resolves the conflict. Either way the
     losing side is kept in a :class:`SyncConflict`. A provider version that
-    already holds the tenant's change (the echo of its push on the way, or
-    the same change made at both ends) is no conflict: returns False.
+    already holds the tenant's change, or the change last sent (the echo of
+    the hub's own push, or the same change made at both ends), is no
+    conflict: returns False.
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
+    sent = (row.sent_change or {}).get("data")
     if (remote is not None and row.local_op == "update" and row.push_status != CONFLICT
-            and _holds(remote, row.local_data or {})):
+            and (holds(remote, row.local_data or {}) or (sent is not None and holds(remote, sent)))):
         # The change stays queued: its push may be on its way, and sending it again changes nothing.
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, now, now
@@ -404,7 +405,7 @@ def _settle_conflict(session: Session, record_id: str, policy: str, remote: dict
     return True
 
 
-def _holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
+def holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
     """Whether the provider's record already has every value of ``change``."""
     merged = dict(remote)
     _deep_merge(merged, change)
@@ -424,16 +425,16 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
             session.add(SyncRecord(connection_id=connection_id, entity=entity, remote_id=remote_id, data={},
                                    remote_updated_at=version, deleted=True, deleted_at=now, updated_at=now))
             continue
-        # A change on its way is settled by its push, which sees what came meanwhile. One
-        # stored as deleted while it was on its way meets the deletion once its push failed.
+        # A record stored as deleted while its update was on its way meets the deletion once
+        # its push failed (a 404).
         changed = row.local_op == "update" and row.push_status in (
-            (PENDING, FAILED) if row.deleted else (PENDING, FAILED, CONFLICT))
+            (PENDING, FAILED) if row.deleted else LOCAL_CHANGE)
         if (row.deleted and not changed) or _stale(row, version):
             continue
         counts.deleted += 0 if row.deleted else 1
         if changed:
             counts.conflicts += 1
-            _settle_conflict(session, row.id, policy, None, None, version, now)
+            settle_conflict(session, row.id, policy, None, None, version, now)
             continue
         row.deleted, row.deleted_at, row.updated_at = True, now, now
         if version is not None:

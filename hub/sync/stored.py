@@ -214,7 +214,7 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
-        if row.remote_id is None and (row.push_status == SENDING or row.create_sent):
+        if row.remote_id is None and (row.push_status == SENDING or row.sent_change):
             # Sent, and whether it was made is not known yet.
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"delete it once it has its provider id")
@@ -242,7 +242,7 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         if row.local_op is None:
             raise ValidationFailed(f"the {config.entity} record {record_id} has no change waiting to be pushed",
                                    code="no_pending_change")
-        if row.remote_id is None and (row.push_status == SENDING or row.create_sent):
+        if row.remote_id is None and (row.push_status == SENDING or row.sent_change):
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"its outcome is not known yet")
         if row.push_status == SENDING:

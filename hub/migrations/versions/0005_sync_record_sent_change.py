@@ -1,4 +1,4 @@
-"""remember a create sent with an idempotency key until its outcome is known
+"""remember a change sent to a provider until its outcome is known
 
 Revision ID: 0005
 Revises: 0004
@@ -14,7 +14,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("sync_records") as batch_op:
-        batch_op.add_column(sa.Column("create_sent", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("sent_change", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
@@ -22,6 +22,6 @@ def downgrade() -> None:
     # would delete its conflicts (ON DELETE CASCADE). SQLite drops a column
     # in place since 3.35.
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("ALTER TABLE sync_records DROP COLUMN create_sent")
+        op.execute("ALTER TABLE sync_records DROP COLUMN sent_change")
     else:
-        op.drop_column("sync_records", "create_sent")
+        op.drop_column("sync_records", "sent_change")
