@@ -377,3 +377,110 @@ def test_a_push_refused_for_its_credentials_leaves_the_change_waiting_not_on_its
     assert row(hub, conn, "it_00001").push_status == "pending"
     tenant.discard("it_00001")
     assert row(hub, conn, "it_00001").local_op is None
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_delete_meets_a_provider_change_not_pulled_yet_as_a_conflict(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.delete("it_00001")
+    ledger.put("it_00001", {"name": "provider"})
+    sync(hub, conn, direction="push")
+    assert "it_00001" in ledger.items and len(conflicts(hub, conn)) == 1
+
+
+@pytest.mark.parametrize("pull_first", [False, True])
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_provider_change_besides_the_hubs_own_unanswered_write_is_a_conflict(hub, conn, ledger, policy,
+                                                                                pull_first):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "first"})
+    ledger.lose_answers = 1
+    assert sync(hub, conn, direction="push").status == "failed"  # made
+    ledger.put("it_00001", {"amount": 555})  # and the provider changes a field the tenant changes next
+    tenant.write("it_00001", {"amount": 777})
+    sync(hub, conn, direction=None if pull_first else "push")
+    assert ledger.items["it_00001"]["amount"] == 555 and len(conflicts(hub, conn)) == 1
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_every_unanswered_update_counts_as_the_hubs_own_write(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    for name in ("first", "second"):
+        tenant.write("it_00001", {"name": name})
+        ledger.lose_answers = 1
+        assert sync(hub, conn, direction="push").status == "failed"
+    assert ledger.items["it_00001"]["name"] == "second"
+    tenant.write("it_00001", {"name": "third"})
+    assert sync(hub, conn, direction="push").pushed == 1
+    assert ledger.items["it_00001"]["name"] == "third" and conflicts(hub, conn) == []
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_change_made_while_the_push_reads_the_record_waits_for_the_next_push(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "first"})
+    ledger.during_get = lambda record_id: tenant.write("it_00001", {"name": "second"})
+    sync(hub, conn, direction="push")
+    assert row(hub, conn, "it_00001").push_status == "pending"
+    assert sync(hub, conn, direction="push").pushed == 1 and ledger.items["it_00001"]["name"] == "second"
+
+
+def test_hub_wins_pushes_again_over_a_provider_change_arriving_during_its_update(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "hub_wins")
+    tenant.write("it_00001", {"name": "v1"})
+    ledger.during_update = lambda record_id, result: webhook(
+        hub, conn, "updated", record=dict(ledger.put(record_id, {"name": "other"})))
+    sync(hub, conn, direction="push")
+    [conflict] = conflicts(hub, conn)
+    after = row(hub, conn, "it_00001")
+    assert (conflict.resolution, ledger.items["it_00001"]["name"], after.local_op) == ("hub", "v1", None)
+
+
+@pytest.mark.parametrize("resolution", ["hub", "provider", "custom"])
+def test_a_conflict_resolved_while_the_update_is_on_its_way_ends_as_resolved(hub, conn, ledger, resolution):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "v1"})
+
+    def meanwhile(record_id, result):
+        webhook(hub, conn, "updated", record=dict(ledger.put(record_id, {"name": "other"})))
+        [conflict] = conflicts(hub, conn)
+        stored.resolve_conflict(hub, tenant.connection, tenant.config, conflict.id, resolution,
+                                {"name": "custom"} if resolution == "custom" else None, mapped=False)
+    ledger.during_update = meanwhile
+    sync(hub, conn, direction="push")
+    after = row(hub, conn, "it_00001")
+    wanted = {"hub": "v1", "provider": "other", "custom": "custom"}[resolution]
+    assert (ledger.items["it_00001"]["name"], after.data["name"], after.push_status) == (wanted, wanted, None)
+
+
+def test_a_conflict_found_by_the_pushs_read_leaves_nothing_taken_for_the_hubs_write(hub, conn, ledger):
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"active": True})
+    ledger.put("it_00001", {"amount": 5})
+    sync(hub, conn, direction="push")  # a conflict, nothing sent
+    [conflict] = conflicts(hub, conn)
+    stored.resolve_conflict(hub, tenant.connection, tenant.config, conflict.id, "provider", None, mapped=False)
+    assert row(hub, conn, "it_00001").sent_change is None
+    tenant.write("it_00001", {"name": "tenant"})
+    ledger.put("it_00001", {"active": True, "name": "provider"})
+    sync(hub, conn, direction="push")
+    assert ledger.items["it_00001"]["name"] == "provider" and len(conflicts(hub, conn)) == 2
+
+
+class AnswersWithoutId(Interleaving):
+    @hookimpl
+    def create_record(self, entity, data, idempotency_key):
+        self.put(f"it_new_{len(self.items)}", data)
+        return {"name": data.get("name")}
+
+
+def test_a_create_answered_without_its_id_is_left_failed_for_the_tenant(settings):
+    registry = PluginRegistry()
+    registry.register(AnswersWithoutId(items=2), "ledger")
+    hub = Hub(settings, registry)
+    hub.migrate()
+    conn = make_connection(hub, "ledger", {"api_key": "k"})
+    new = Tenant(hub, conn, "review").write(None, {"name": "fresh"})
+    pushed = sync(hub, conn, direction="push")
+    after = row(hub, conn, record_id=new.id)
+    assert (pushed.failed, after.push_status) == (1, "failed") and "no id" in after.push_error

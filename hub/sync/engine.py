@@ -50,13 +50,14 @@ from hub.sync.store import (
     apply_deletions,
     apply_records,
     entity_key,
-    holds,
     local_delete,
     local_update,
     lock,
     merged_view,
+    own_write,
     record_hash,
     settle_conflict,
+    sent_attempts,
     sweep_unseen,
     update_payload,
     version_of,
@@ -90,6 +91,8 @@ COMMIT_SECONDS = 0.25
 IDLE_COMMIT_SECONDS = 0.005
 
 TERMINAL = ("succeeded", "failed")
+#: Update tries of one change remembered until an answer is stored (each may have been made).
+MAX_ATTEMPTS_KEPT = 5
 Progress = Callable[[str, str, int], None]
 
 _runs = SyncRun.__table__
@@ -790,14 +793,18 @@ class SyncEngine:
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
             stored = session.get(SyncRecord, row.id)
-            if stored is None or stored.push_status != SENDING or stored.local_version != row.local_version:
+            if stored is None or stored.push_status != SENDING:
+                return False
+            if stored.local_version != row.local_version:  # changed while being read: the next push sends it
+                stored.push_status = PENDING
+                session.add(stored)
                 return False
             digest = record_hash(current)
             if digest == stored.content_hash:
                 return True
             version = version_of(schema, current)
-            sent = (stored.sent_change or {}).get("data")
-            if holds(current, payload) or (sent is not None and holds(current, sent)):
+            if own_write(stored, current, schema.fields):
+                # An update sent before was made (its answer was lost): the provider's version holds it.
                 stored.data, stored.content_hash, stored.remote_updated_at = current, digest, version
                 stored.last_seen_at = stored.updated_at = now
                 session.add(stored)
@@ -805,9 +812,8 @@ class SyncEngine:
             stored.push_status = PENDING  # no longer on its way: the conflict settles it
             session.add(stored)
             session.flush()
-            counts = Counts(conflicts=1)
-            settle_conflict(session, stored.id, config.conflict_policy, current, digest, version, now)
-            _bump(session, run_id, counts)
+            settle_conflict(session, stored.id, config.conflict_policy, current, digest, version, now, schema)
+            _bump(session, run_id, Counts(conflicts=1))
         return False
 
     def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None) -> Any:
@@ -819,8 +825,8 @@ class SyncEngine:
         if row.local_op == "create":
             values["sent_change"] = create
         elif row.local_op == "update":
-            # What an earlier try sent stays: if it was made, the provider's version holds it.
-            values["sent_change"] = row.sent_change or {"data": update_payload(row)}
+            # Each try is kept until an answer is stored: any of them may have been made.
+            values["sent_change"] = {"attempts": [*sent_attempts(row), update_payload(row)][-MAX_ATTEMPTS_KEPT:]}
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
@@ -875,7 +881,15 @@ class SyncEngine:
                     if sent.local_op == "create":
                         remote_id = data.get(schema.id_field)
                         if remote_id in (None, ""):
-                            raise ProviderError(f"created {schema.name} has no {schema.id_field}")
+                            # Made, but the hub cannot tell which record it is: left to the tenant.
+                            row.push_status, row.push_attempts = FAILED, row.push_attempts + 1
+                            row.push_error = (f"the provider created the {schema.name} record but its answer has "
+                                              f"no {schema.id_field}: find it there, then discard this copy")[:2000]
+                            row.sent_change = None
+                            counts.pushed, counts.failed = 0, 1
+                            session.add(row)
+                            _bump(session, run_id, counts)
+                            return False
                         echo = self._adopt(session, row, str(remote_id))
                     if not _overtaken(row, seen, version_of(schema, data)):
                         row.data, row.content_hash = data, record_hash(data)

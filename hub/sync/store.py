@@ -233,7 +233,7 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         record = incoming[remote_id]
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
-            if settle_conflict(session, row.id, policy, record, digest, version, now):
+            if settle_conflict(session, row.id, policy, record, digest, version, now, schema):
                 counts.conflicts += 1
             else:
                 counts.updated += 1
@@ -350,7 +350,8 @@ def _converter(column_type: Any, dialect: Any) -> Any:
 
 
 def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
-                     digest: str | None, version: datetime | None, now: datetime) -> bool:
+                    digest: str | None, version: datetime | None, now: datetime,
+                    schema: EntitySchema | None = None) -> bool:
     """The provider changed (or deleted) a record the tenant changed too.
 
     ``provider_wins`` takes the provider's version and drops the tenant's
@@ -363,9 +364,8 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
-    sent = (row.sent_change or {}).get("data")
     if (remote is not None and row.local_op == "update" and row.push_status != CONFLICT
-            and (holds(remote, row.local_data or {}) or (sent is not None and holds(remote, sent)))):
+            and (holds(remote, row.local_data or {}) or own_write(row, remote, schema.fields if schema else None))):
         # The change stays queued: its push may be on its way, and sending it again changes nothing.
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, now, now
@@ -391,11 +391,13 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
         row.deleted, row.deleted_at = False, None
     row.last_seen_at = now
     row.updated_at = now
+    row.sent_change = None  # what was sent before is now settled against this version
     if policy == "provider_wins":
         row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
         conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
     elif policy == "hub_wins":
-        row.push_status = PENDING
+        # Pushed again over this version, also by a push that is on its way now.
+        row.push_status, row.local_version = PENDING, row.local_version + 1
         conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "hub", now
     else:
         row.push_status = CONFLICT
@@ -403,6 +405,26 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     session.add(row)
     session.add(conflict)
     return True
+
+
+def sent_attempts(row: SyncRecord) -> list[dict[str, Any]]:
+    """The data of the updates sent for the record's change whose outcome is not stored, oldest first."""
+    return list((row.sent_change or {}).get("attempts") or [])
+
+
+def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None) -> bool:
+    """Whether ``remote`` is the stored version changed only by updates the hub
+    sent (some of them, in order: an answer may be lost after any), apart from
+    fields the provider keeps itself (read-only ones, like ``updated_at``).
+    A change made at the provider as well is not the hub's own write."""
+    readonly = {f.name for f in schema_fields or () if f.readonly}
+    expected = dict(row.data or {})
+    for attempt in [None, *sent_attempts(row)]:
+        if attempt is not None:
+            _deep_merge(expected, attempt)
+        if all(remote.get(key) == expected.get(key) for key in set(remote) | set(expected) if key not in readonly):
+            return True
+    return False
 
 
 def holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:

@@ -257,6 +257,7 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
             return None
         row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
         row.push_attempts, row.local_version, row.updated_at = 0, row.local_version + 1, now
+        row.sent_change = None
         session.add(row)
         session.flush()
         session.refresh(row)
