@@ -484,3 +484,31 @@ def test_a_create_answered_without_its_id_is_left_failed_for_the_tenant(settings
     pushed = sync(hub, conn, direction="push")
     after = row(hub, conn, record_id=new.id)
     assert (pushed.failed, after.push_status) == (1, "failed") and "no id" in after.push_error
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_conflict_found_while_the_update_fails_still_stands(hub, conn, ledger, policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "v1"})
+    ledger.during_update = lambda record_id, result: webhook(
+        hub, conn, "updated", record=dict(ledger.put(record_id, {"name": "other"})))
+    ledger.lose_answers = 1
+    sync(hub, conn, direction="push")
+    sync(hub, conn, direction="push")
+    after = row(hub, conn, "it_00001")
+    assert ledger.items["it_00001"]["name"] == "other"
+    assert after.push_status == ("conflict" if policy == "review" else None)
+
+
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_a_pending_delete_meets_the_hubs_own_write_or_a_read_only_change_without_conflict(hub, conn, ledger,
+                                                                                         policy):
+    tenant = Tenant(hub, conn, policy)
+    tenant.write("it_00001", {"name": "first"})
+    ledger.lose_answers = 1
+    assert sync(hub, conn, direction="push").status == "failed"  # made, its answer lost
+    tenant.delete("it_00001")
+    tenant.delete("it_00002")
+    ledger.put("it_00002", {})  # only its updated_at moves
+    sync(hub, conn)  # a pull, then the push
+    assert "it_00001" not in ledger.items and "it_00002" not in ledger.items and conflicts(hub, conn) == []

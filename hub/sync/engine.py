@@ -866,10 +866,13 @@ class SyncEngine:
                 return False
             echo: SyncRecord | None = None
             if failure is not None:
-                row.push_status = "failed" if permanent else PENDING
-                row.push_error = failure.message[:2000]
-                row.push_attempts += 1
                 counts.failed += 1
+                if row.push_status == CONFLICT or row.local_op is None:
+                    pass  # a conflict settled the change while it was on its way: that stands
+                else:
+                    row.push_status = FAILED if permanent else PENDING
+                    row.push_error = failure.message[:2000]
+                    row.push_attempts += 1
                 if permanent:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
             else:

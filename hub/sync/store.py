@@ -364,8 +364,9 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
-    if (remote is not None and row.local_op == "update" and row.push_status != CONFLICT
-            and (holds(remote, row.local_data or {}) or own_write(row, remote, schema.fields if schema else None))):
+    if remote is not None and row.push_status != CONFLICT and (
+            (row.local_op == "update" and holds(remote, row.local_data or {}))
+            or (row.local_op in ("update", "delete") and own_write(row, remote, schema.fields if schema else None))):
         # The change stays queued: its push may be on its way, and sending it again changes nothing.
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, now, now
