@@ -142,6 +142,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def ledger_hub(settings: Any, ledger: Any) -> Hub:
+    """A migrated hub serving ``ledger`` (or a variant of it) as the provider ``ledger``."""
+    from hub.plugins import PluginRegistry
+
+    registry = PluginRegistry()
+    registry.register(ledger, "ledger")
+    hub = Hub(settings, registry)
+    hub.migrate()
+    return hub
+
+
 def make_connection(hub: Hub, provider: str, credentials: dict[str, Any], org_name: str = "acme",
                     **fields: Any) -> Connection:
     """An organization and a connection to ``provider`` straight in the database."""

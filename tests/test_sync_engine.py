@@ -17,8 +17,6 @@ from sqlmodel import select
 
 from hub.config import Settings
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
-from hub.plugins import PluginRegistry
-from hub.runtime import Hub
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
@@ -26,7 +24,7 @@ from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
                             write_transaction)
 from hub.types import ValidationFailed
-from tests.sync_support import T0, Ledger, get_run, make_connection, run, stored, stored_rows
+from tests.sync_support import T0, Ledger, get_run, ledger_hub, make_connection, run, stored, stored_rows
 
 
 @pytest.fixture
@@ -36,11 +34,7 @@ def ledger():
 
 @pytest.fixture
 def hub(settings, ledger):
-    registry = PluginRegistry()
-    registry.register(ledger, "ledger")
-    hub = Hub(settings, registry)
-    hub.migrate()
-    return hub
+    return ledger_hub(settings, ledger)
 
 
 @pytest.fixture
@@ -430,11 +424,8 @@ def test_memory_stays_bounded_by_a_page_whatever_the_number_of_records(tmp_path)
         ledger.parsed_pages = True  # pages of new objects, as parsed responses are: kept ones would count
         for i in range(items):
             ledger.put(f"it_{i:05d}", {"name": f"item {i}", "details": {"blob": f"{i:04d}" * 250}})
-        registry = PluginRegistry()
-        registry.register(ledger, "ledger")
-        hub = Hub(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / database}",
-                           secret_key="test-secret-key"), registry)
-        hub.migrate()
+        hub = ledger_hub(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / database}",
+                                  secret_key="test-secret-key"), ledger)
         connection = make_connection(hub, "ledger", {"api_key": "k"})
         tracemalloc.start()
         try:
@@ -529,15 +520,19 @@ def test_tombstones_older_than_the_retention_are_purged_by_the_scheduler(hub, co
 
 
 def test_hub_sync_says_so_when_the_connection_is_deleted_while_it_runs(hub, conn, ledger, monkeypatch):
+    import threading
+
     from click.testing import CliRunner
 
     from hub import cli
+    from hub.services.connections import delete_connection
 
     def delete_the_connection(call):
-        if call == 2:
-            with hub.session() as session:
-                session.delete(session.get(Connection, conn.id))
-                session.commit()
+        if call == 2:  # as DELETE /connections/{id} does, from another thread
+            deleting = threading.Thread(target=lambda: asyncio.run(
+                delete_connection(hub, conn.organization_id, conn.id)))
+            deleting.start()
+            deleting.join(30)
     ledger.on_call = delete_the_connection
     monkeypatch.setattr(cli, "_hub", lambda: hub)
     result = CliRunner().invoke(cli.main, ["sync", conn.id, "--entity", "items"])

@@ -14,14 +14,12 @@ from sqlmodel import select
 
 from hub import hookimpl
 from hub.models import SyncConfig, SyncConflict, SyncRecord, WebhookEvent, WebhookEventState
-from hub.plugins import PluginRegistry
-from hub.runtime import Hub
 from hub.services.webhooks import WebhookProcessor
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.engine import SyncEngine, create_run
 from hub.types import AuthFailed, NotFound, ProviderUnavailable
-from tests.sync_support import Ledger, make_connection, run, stored_rows
+from tests.sync_support import Ledger, ledger_hub, make_connection, run, stored_rows
 
 
 class Interleaving(Ledger):
@@ -76,11 +74,7 @@ def ledger():
 
 @pytest.fixture
 def hub(settings, ledger):
-    registry = PluginRegistry()
-    registry.register(ledger, "ledger")
-    hub = Hub(settings, registry)
-    hub.migrate()
-    return hub
+    return ledger_hub(settings, ledger)
 
 
 @pytest.fixture
@@ -475,10 +469,7 @@ class AnswersWithoutId(Interleaving):
 
 
 def test_a_create_answered_without_its_id_is_left_failed_for_the_tenant(settings):
-    registry = PluginRegistry()
-    registry.register(AnswersWithoutId(items=2), "ledger")
-    hub = Hub(settings, registry)
-    hub.migrate()
+    hub = ledger_hub(settings, AnswersWithoutId(items=2))
     conn = make_connection(hub, "ledger", {"api_key": "k"})
     new = Tenant(hub, conn, "review").write(None, {"name": "fresh"})
     pushed = sync(hub, conn, direction="push")
