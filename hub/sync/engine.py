@@ -28,6 +28,7 @@ import asyncio
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -745,9 +746,11 @@ class SyncEngine:
                                                   record_id=row.remote_id)
                 except NotFound:
                     current = None  # deleted there: the update below meets the same 404
-                if current is not None and not await asyncio.to_thread(
-                        self._before_sending, run_id, config, schema, lease, row, current, payload):
-                    return False
+                if current is not None:
+                    seen = await asyncio.to_thread(self._before_sending, run_id, config, schema, lease, row,
+                                                   current, payload)
+                    if seen is None:
+                        return False
             if op == "create":
                 if not schema.supports_create:
                     raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
@@ -783,38 +786,40 @@ class SyncEngine:
         return more
 
     def _before_sending(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
-                        row: SyncRecord, current: dict[str, Any], payload: dict[str, Any]) -> bool:
+                        row: SyncRecord, current: dict[str, Any], payload: dict[str, Any]) -> Any:
         """Whether to send the change, given the provider's current version:
         yes when it is the version stored, or differs from it only by the
-        hub's own write (sent before, its answer lost); no when a webhook
-        settled the record meanwhile, or the provider changed it: then the
-        change meets that version as a conflict under the policy."""
+        hub's own write (sent before, its answer lost), which is then stored;
+        no (None) when a webhook settled the record meanwhile, or the provider
+        changed it: then the change meets that version as a conflict under the
+        policy. Returns the version stored, as :meth:`_mark_sending` does."""
         now = utcnow()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
             stored = session.get(SyncRecord, row.id)
             if stored is None or stored.push_status != SENDING:
-                return False
+                return None
             if stored.local_version != row.local_version:  # changed while being read: the next push sends it
                 stored.push_status = PENDING
                 session.add(stored)
-                return False
+                return None
             digest = record_hash(current)
-            if digest == stored.content_hash:
-                return True
-            version = version_of(schema, current)
-            if own_write(stored, current, schema.fields):
+            if digest != stored.content_hash:
+                if not own_write(stored, current, schema.fields):
+                    stored.push_status = PENDING  # no longer on its way: the conflict settles it
+                    session.add(stored)
+                    session.flush()
+                    settle_conflict(session, stored.id, config.conflict_policy, current, digest,
+                                    version_of(schema, current), now, schema)
+                    _bump(session, run_id, Counts(conflicts=1))
+                    return None
                 # An update sent before was made (its answer was lost): the provider's version holds it.
-                stored.data, stored.content_hash, stored.remote_updated_at = current, digest, version
+                stored.data, stored.content_hash = current, digest
+                stored.remote_updated_at = version_of(schema, current)
                 stored.last_seen_at = stored.updated_at = now
                 session.add(stored)
-                return True
-            stored.push_status = PENDING  # no longer on its way: the conflict settles it
-            session.add(stored)
-            session.flush()
-            settle_conflict(session, stored.id, config.conflict_policy, current, digest, version, now, schema)
-            _bump(session, run_id, Counts(conflicts=1))
-        return False
+            return types.SimpleNamespace(content_hash=stored.content_hash, deleted=stored.deleted,
+                                         remote_updated_at=stored.remote_updated_at)
 
     def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None) -> Any:
         """Note that the record's change is on its way (a create with its key and

@@ -346,6 +346,26 @@ def test_a_create_stripe_refused_and_saved_under_its_key_goes_with_a_new_key_onc
     assert sync.fake.state.idempotency_keys[-1] == f"{key}-2"  # the record's second version
 
 
+@pytest.mark.parametrize("policy", ["provider_wins", "review"])
+def test_an_update_whose_answers_were_lost_then_changed_again_is_no_conflict(sync_for, policy):
+    """Stripe made the update but every answer of its run was lost; the
+    tenant changes the customer again. The next push reads the customer,
+    knows the hub's own write in it, and sends the change: no conflict, and
+    the stored record is Stripe's answer (customers carry no modification time)."""
+    sync = sync_for(policy)
+    sync.hub_app.state.hub.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    target = sorted(sync.customers)[3]
+    sync.fake.state.lose_next = 2
+    assert sync.wait(sync.write(target, {"full_name": "first"})["run_id"])["status"] == "failed"
+    assert sync.customers[target]["name"] == "first"
+    run = sync.wait(sync.write(target, {"tier": "gold"})["run_id"])
+    assert (run["status"], run["pushed"], run["conflicts"]) == ("succeeded", 1, 0), run
+    assert (sync.customers[target]["name"], sync.customers[target]["metadata"]["tier"]) == ("first", "gold")
+    record = sync.record(target)
+    assert (record["data"]["full_name"], record["data"]["tier"], record["pending"]) == ("first", "gold", False)
+    assert sync.client.get(sync.conflicts, headers=sync.auth).json()["conflicts"] == []
+
+
 def test_a_create_left_sending_by_a_killed_hub_is_resent_with_its_key(sync_for):
     """Stripe honours Idempotency-Key: a create the hub was killed in the
     middle of (it reached Stripe) is sent again and replayed, not made twice."""
