@@ -18,6 +18,7 @@ from hub import hookimpl
 from hub.models import Connection, SyncRecord, SyncRun
 from hub.runtime import Hub
 from hub.services.orgs import create_organization
+from hub.testing import wait_for_run
 from hub.types import (
     Credentials,
     EntityField,
@@ -194,15 +195,7 @@ def get_run(hub: Hub, run_id: str) -> SyncRun:
 
 def wait_run(client: Any, auth: dict[str, str], connection_id: str, run_id: str, timeout: float = 20) -> dict:
     """Poll the API until the run finished; returns it."""
-    from tests.conftest import API
-
-    deadline = time.monotonic() + timeout
-    while True:
-        run = client.get(f"{API}/connections/{connection_id}/sync/runs/{run_id}", headers=auth).json()["run"]
-        if run["status"] in ("succeeded", "failed"):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} still {run['status']} after {timeout}s"
-        time.sleep(0.05)
+    return wait_for_run(client, auth, connection_id, run_id, timeout)
 
 
 def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.05, message: str = "condition") -> None:

@@ -5,6 +5,7 @@
 - :mod:`hub.testing.fakes` holds what every fake provider server needs: rate
   limiters that answer 429 like providers do, and in-memory tables.
 - :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
+- :func:`wait_for_run` waits through the API for a sync run to finish.
 """
 
 from __future__ import annotations
@@ -43,3 +44,17 @@ def serve(app, port: int | None = None, log_level: str = "warning") -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_for_run(client, headers: dict[str, str], connection_id: str, run_id: str,  # noqa: ANN001
+                 timeout: float = 20) -> dict:
+    """Poll ``GET /connections/{id}/sync/runs/{run_id}`` (through ``client``, a
+    TestClient or an httpx client) until the sync run has finished; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/v1/integrations/connections/{connection_id}/sync/runs/{run_id}",
+                         headers=headers).json()["run"]
+        if run["status"] in ("succeeded", "failed"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']} after {timeout}s"
+        time.sleep(0.05)

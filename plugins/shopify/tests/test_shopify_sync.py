@@ -6,7 +6,6 @@ shop applied it) is never sent twice: Shopify has no idempotency key."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from hub.models import SyncRecord
+from hub.testing import wait_for_run
 from hub_shopify import testing as fake
 
 API = "/api/v1/integrations"
@@ -66,7 +66,7 @@ class Sync:
         return self.wait(response.json()["run"]["id"])
 
     def wait(self, run_id: str) -> dict:
-        return wait_for_run(self.h, self.connection_id, run_id)
+        return wait_for_run(self.h.client, self.h.auth, self.connection_id, run_id)
 
     def pull(self) -> dict:
         run = self.run(direction="pull")
@@ -86,16 +86,6 @@ class Sync:
     def provider_edit(self, customer_id: str, **changes: Any) -> None:
         row = self.store.tables["customers"].get(customer_id)
         row.update(changes, updated_at=fake.now())
-
-
-def wait_for_run(harness, connection_id: str, run_id: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = harness.get(f"{API}/connections/{connection_id}/sync/runs/{run_id}").json()["run"]
-        if run["status"] in ("succeeded", "failed"):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
-        time.sleep(0.05)
 
 
 def name_of(customer: dict) -> str:
@@ -317,10 +307,10 @@ def test_a_price_written_through_a_variant_path_keeps_the_products_other_variant
     assert response.status_code == 201, response.text
     records = f"{API}/connections/{connection_id}/sync-configs/{response.json()['sync_config']['id']}/records"
     pulled = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": "products", "direction": "pull"})
-    assert wait_for_run(shopify, connection_id, pulled.json()["run"]["id"])["created"] == 1
+    assert wait_for_run(shopify.client, shopify.auth, connection_id, pulled.json()["run"]["id"])["created"] == 1
     written = shopify.put(f"{records}/{product['id']}", {"data": {"price": "10.50"}, "mapped": True, "sync": True})
     assert written.status_code == 200, written.text
-    run = wait_for_run(shopify, connection_id, written.json()["run_id"])
+    run = wait_for_run(shopify.client, shopify.auth, connection_id, written.json()["run_id"])
     assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 1, 0), run
     variants = store.tables["products"].get(str(product["id"]))["variants"]
     assert [(v["title"], v["price"]) for v in variants] == [("Small", "10.50"), ("Large", "12.00")]

@@ -8,7 +8,6 @@ Idempotency-Key, which Stripe honours: one customer, never two."""
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from sqlmodel import select
 
 from hub.http import RetryPolicy
 from hub.models import SyncRecord
+from hub.testing import wait_for_run
 from hub_stripe import form
 from hub_stripe.testing import API_KEY, seed_customers
 
@@ -56,15 +56,8 @@ class Sync:
         assert response.status_code == 202, response.text
         return self.wait(response.json()["run"]["id"])
 
-    def wait(self, run_id: str, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            run = self.client.get(f"{API}/connections/{self.connection_id}/sync/runs/{run_id}",
-                                  headers=self.auth).json()["run"]
-            if run["status"] in ("succeeded", "failed"):
-                return run
-            assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
-            time.sleep(0.05)
+    def wait(self, run_id: str) -> dict:
+        return wait_for_run(self.client, self.auth, self.connection_id, run_id)
 
     def pull(self) -> dict:
         run = self.run(direction="pull")
