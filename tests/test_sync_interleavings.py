@@ -503,3 +503,24 @@ def test_a_pending_delete_meets_the_hubs_own_write_or_a_read_only_change_without
     ledger.put("it_00002", {})  # only its updated_at moves
     sync(hub, conn)  # a pull, then the push
     assert "it_00001" not in ledger.items and "it_00002" not in ledger.items and conflicts(hub, conn) == []
+
+
+def test_a_change_left_on_its_way_by_a_stopped_hub_can_be_discarded_once_no_run_is_under_way(hub, conn, ledger):
+    from hub.models import SyncRun
+    from hub.sync.stored import PushUnderWay
+
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "hub"})
+    left_sending(hub, "it_00001")
+    with hub.session() as session:
+        running = SyncRun(organization_id=conn.organization_id, connection_id=conn.id, entity="items",
+                          direction="push", status="running")
+        session.add(running)
+        session.commit()
+        with pytest.raises(PushUnderWay):
+            tenant.discard("it_00001")
+        session.delete(running)
+        session.commit()
+    tenant.discard("it_00001")
+    after = row(hub, conn, "it_00001")
+    assert (after.local_op, after.push_status) == (None, None)

@@ -245,7 +245,8 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         if row.remote_id is None and (row.push_status == SENDING or row.sent_change):
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"its outcome is not known yet")
-        if row.push_status == SENDING:
+        if row.push_status == SENDING and _running(session, connection.id):
+            # (No run under way: a hub stopped in the middle of the push left it so.)
             raise PushUnderWay(f"the change of the {config.entity} record {record_id} is being pushed to "
                                f"{connection.provider} right now; try again in a moment")
         for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
@@ -262,6 +263,12 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         session.flush()
         session.refresh(row)
     return row
+
+
+def _running(session: Any, connection_id: str) -> bool:
+    """Whether a sync run of the connection is under way."""
+    return session.exec(select(SyncRun.id).where(SyncRun.connection_id == connection_id,
+                                                 SyncRun.status == "running").limit(1)).first() is not None
 
 
 def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None,
