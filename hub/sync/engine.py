@@ -447,9 +447,9 @@ class SyncEngine:
             if not await asyncio.to_thread(self._claim, run.id, lease.owner):
                 return self._load(run_id)
             error = await self._execute(run, lease)
-            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error)
-            if error is None:
+            if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
                 await self._recover_connection(run.connection_id)
+            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error)
         except LeaseLost:
             if self._load(run_id) is None:
                 log.info("run %s stopped: its connection was deleted", run.id)
