@@ -734,7 +734,7 @@ class SyncEngine:
                       else {"key": _create_key(row), "data": payload})
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
-        seen = await asyncio.to_thread(self._mark_sending, row, None if guarded else create)
+        seen = await asyncio.to_thread(self._mark_sending, row, None if guarded else create, payload)
         if seen is None:
             return False  # changed, discarded or gone meanwhile: the next push takes what is there
         try:
@@ -821,9 +821,9 @@ class SyncEngine:
             return types.SimpleNamespace(content_hash=stored.content_hash, deleted=stored.deleted,
                                          remote_updated_at=stored.remote_updated_at)
 
-    def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None) -> Any:
+    def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None, payload: dict[str, Any]) -> Any:
         """Note that the record's change is on its way (a create with its key and
-        data), committed before the call, if the record still has the change
+        data, an update with ``payload``, the data sent), committed before the call, if the record still has the change
         read with the batch. Returns the provider's version as stored now
         (``content_hash``, ``deleted``, ``remote_updated_at``), or None."""
         values: dict[str, Any] = {"push_status": SENDING}
@@ -831,7 +831,7 @@ class SyncEngine:
             values["sent_change"] = create
         elif row.local_op == "update":
             # Each try is kept until an answer is stored: any of them may have been made.
-            values["sent_change"] = {"attempts": [*sent_attempts(row), update_payload(row)][-MAX_ATTEMPTS_KEPT:]}
+            values["sent_change"] = {"attempts": [*sent_attempts(row), payload][-MAX_ATTEMPTS_KEPT:]}
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
