@@ -375,6 +375,12 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
     where the provider signs a timestamp. The core stores each event once
     (by ``dedup_key``): a replayed delivery is recognised as a duplicate.
 
+    A delivery saying the connection itself broke or works again (a revoked
+    grant, an uninstalled app, a bank login to renew) is an event with action
+    :data:`~hub.types.CONNECTION_BROKEN` or :data:`~hub.types.CONNECTION_REPAIRED`
+    and no entity; the core sets the connection's ``status`` and ``last_error``
+    (the event's ``message``) from it.
+
     :returns: the :class:`~hub.types.WebhookEvent` list (may be empty for
         deliveries that carry no change, such as pings).
     :raises WebhookRejected: the signature is missing, wrong or stale, or the

@@ -244,6 +244,13 @@ class WebhookEvent:
     ``created``, ``updated``, ``deleted`` or ``changed`` (something changed,
     fetch to know what). ``record`` is the full record when the payload carries
     it, else ``None``.
+
+    Two actions concern the connection itself, not a record (``entity`` is
+    ``None``): :data:`CONNECTION_BROKEN` (the provider says the connection no
+    longer works until its user acts: Plaid's ``ITEM: ERROR``, Shopify's
+    ``app/uninstalled``) and :data:`CONNECTION_REPAIRED` (it works again:
+    Plaid's ``LOGIN_REPAIRED``). ``message`` says why, for people; the core
+    shows it as the connection's ``last_error``.
     """
 
     dedup_key: str
@@ -254,6 +261,12 @@ class WebhookEvent:
     record: dict[str, Any] | None = None
     occurred_at: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+
+#: Webhook actions about the connection rather than a record (see :class:`WebhookEvent`).
+CONNECTION_BROKEN = "connection_error"
+CONNECTION_REPAIRED = "reconnected"
 
 
 # ---------------------------------------------------------------- errors

@@ -20,11 +20,12 @@ from sqlmodel import Session, select
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.types import HubError, NotFound, ProviderError, WebhookRejected
+from hub.types import CONNECTION_BROKEN, CONNECTION_REPAIRED, HubError, NotFound, ProviderError, WebhookRejected
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
 log = logging.getLogger("hub.webhooks")
+_CONNECTION_ACTIONS = (CONNECTION_BROKEN, CONNECTION_REPAIRED)
 
 
 class UnknownConnection(HubError):
@@ -119,7 +120,8 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
             raise ProviderError(f"provider {provider.name} returned from verify_webhook an event without a text "
                                 f"dedup_key and type: {event.dedup_key!r}, {event.type!r} (hub/hookspecs.py)")
         record_id = event.record_id
-        checked.append(dataclasses.replace(event, dedup_key=str(event.dedup_key),
+        message = None if event.message is None else str(event.message)[:2000]
+        checked.append(dataclasses.replace(event, dedup_key=str(event.dedup_key), message=message,
                                            record_id=None if record_id in (None, "") else str(record_id)))
     return checked
 
@@ -129,7 +131,9 @@ def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Eve
     row = WebhookEvent(
         provider=provider.name, dedup_key=event.dedup_key[:255], connection_id=connection.id,
         organization_id=connection.organization_id, type=event.type[:128], entity=event.entity,
-        action=event.action, record_id=event.record_id, payload=event.record, raw=event.raw or None,
+        action=event.action[:16], record_id=event.record_id, raw=event.raw or None,
+        # A connection event keeps what the provider said instead of a record.
+        payload={"message": event.message} if event.action in _CONNECTION_ACTIONS else event.record,
     )
     with hub.session() as session:
         session.add(row)
@@ -260,7 +264,7 @@ class WebhookProcessor:
             if dialect == "sqlite":
                 lock(session)
             query = (sa.select(events.c.id, events.c.provider, events.c.connection_id, events.c.entity,
-                               events.c.action, events.c.record_id, events.c.payload, events.c.attempts,
+                               events.c.type, events.c.action, events.c.record_id, events.c.payload, events.c.attempts,
                                events.c.error, events.c.received_at, states.c.occurred_at,
                                states.c.last_attempt_at, states.c.event_id.label("state_id"))
                      .select_from(events.outerjoin(states, states.c.event_id == events.c.id))
@@ -322,6 +326,8 @@ class WebhookProcessor:
         if event.connection_id not in context:
             context[event.connection_id] = session.get(Connection, event.connection_id) if event.connection_id else None
         connection = context[event.connection_id]
+        if connection is not None and event.action in _CONNECTION_ACTIONS:
+            return self._connection_news(session, connection, event, now)
         if connection is None or not event.entity or event.entity not in provider.schemas:
             return "ignored"
         schema = provider.schemas[event.entity]
@@ -345,6 +351,27 @@ class WebhookProcessor:
                           now=now, fallback_version=occurred)
             return "processed"
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
+
+    @staticmethod
+    def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:
+        """The provider says the connection broke, or works again: its status follows.
+
+        A broken connection is ``error`` with the provider's reason as
+        ``last_error`` (a disconnected or expired one stays as it is); a
+        repaired one is ``connected`` again if it was in ``error``.
+        """
+        if event.action == CONNECTION_BROKEN:
+            if connection.status in ("disconnected", "expired"):
+                return "ignored"
+            message = (event.payload or {}).get("message") or f"{event.provider} reports {event.type}"
+            values: dict[str, Any] = {"status": "error", "last_error": message[:2000]}
+        else:
+            if connection.status != "error":
+                return "ignored"
+            values = {"status": "connected", "last_error": None}
+        session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))
+        log.info("connection %s is %s: %s event %s", connection.id, values["status"], event.provider, event.type)
+        return "processed"
 
     def _await_sync(self, session: Session, event: Any, connection: Connection, entity: str,
                     config: SyncConfig | None, now: datetime, result: BatchResult,

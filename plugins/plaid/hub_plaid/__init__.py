@@ -30,6 +30,8 @@ import jwt
 
 from hub import hookimpl
 from hub.types import (
+    CONNECTION_BROKEN,
+    CONNECTION_REPAIRED,
     Action,
     AuthFailed,
     ConfigurationError,
@@ -120,6 +122,10 @@ ACTIONS = [
 ]
 
 WEBHOOK_ENTITIES = {("TRANSACTIONS", None): "transactions", ("ITEM", "NEW_ACCOUNTS_AVAILABLE"): "accounts"}
+#: ITEM webhooks about the Item itself: it needs its user again (Link's update
+#: mode), or it works again after the user fixed it elsewhere.
+ITEM_STATUS_WEBHOOKS = {"ERROR": CONNECTION_BROKEN, "USER_PERMISSION_REVOKED": CONNECTION_BROKEN,
+                        "LOGIN_REPAIRED": CONNECTION_REPAIRED}
 
 _verification_keys: dict[str, tuple[float, dict[str, Any]]] = {}
 
@@ -424,10 +430,23 @@ async def verify_webhook(ctx, request):
         return [WebhookEvent(dedup_key=f"{digest}:{tid}", type="transaction.deleted", entity="transactions",
                              action="deleted", record_id=tid, occurred_at=occurred, raw=body)
                 for tid in body.get("removed_transactions") or []]
+    if kind == "ITEM" and code in ITEM_STATUS_WEBHOOKS:
+        return [WebhookEvent(dedup_key=digest, type=f"item.{code.lower()}", action=ITEM_STATUS_WEBHOOKS[code],
+                             occurred_at=occurred, raw=body, message=_item_problem(code, body.get("error")))]
     entity = WEBHOOK_ENTITIES.get((kind, code)) or WEBHOOK_ENTITIES.get((kind, None))
     event_type = f"{entity[:-1]}.changed" if entity else f"{kind}.{code}".lower()
     return [WebhookEvent(dedup_key=digest, type=event_type, entity=entity, action="changed",
                          occurred_at=occurred, raw=body)]
+
+
+def _item_problem(code: str, error: Any) -> str | None:
+    """What an ITEM webhook says is wrong with the Item, for the connection's ``last_error``."""
+    if code == "LOGIN_REPAIRED":
+        return None
+    if isinstance(error, dict) and error.get("error_code"):
+        return (f"Plaid {error['error_code']}: {error.get('error_message') or error.get('display_message') or ''}"
+                "; the user must reconnect through Link's update mode").replace(": ;", ";")
+    return f"Plaid {code}: the user must reconnect through Link's update mode"
 
 
 async def _verified_claims(ctx, request) -> dict[str, Any]:

@@ -72,6 +72,7 @@ WEBHOOK_SCHEMAS = {
     ("ITEM", "ERROR"): "ItemErrorWebhook",
     ("ITEM", "PENDING_EXPIRATION"): "PendingExpirationWebhook",
     ("ITEM", "USER_PERMISSION_REVOKED"): "UserPermissionRevokedWebhook",
+    ("ITEM", "LOGIN_REPAIRED"): "ItemLoginRepairedWebhook",
     ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"): "WebhookUpdateAcknowledgedWebhook",
 }
 # Plaid's per-Item limits (requests per minute) for the endpoints served.

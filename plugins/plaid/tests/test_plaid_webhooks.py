@@ -107,8 +107,47 @@ def test_webhook_codes_map_to_events(client, fake, connection, hub_app):
         ("transaction.deleted", "transactions", "deleted", removed[1]),
         ("item.pending_expiration", None, "changed", None),
         ("item.webhook_update_acknowledged", None, "changed", None),
-        ("item.error", None, "changed", None),
+        ("item.error", None, "connection_error", None),
     ], key=str)
+
+
+def test_item_webhooks_set_the_connection_status(client, auth, fake, connection, hub_app):
+    """ITEM: ERROR and USER_PERMISSION_REVOKED mark the connection ``error`` with
+    Plaid's reason at once (not at the next sync); LOGIN_REPAIRED makes it
+    ``connected`` again."""
+    item = fake.item()
+    path = f"{API}/connections/{connection['id']}"
+
+    def connection_now():
+        return client.get(path, headers=auth).json()["connection"]
+
+    def events_of(code):
+        return [e for e in stored_events(hub_app) if e.type == f"item.{code.lower()}"]
+
+    fake.break_item(item.item_id)
+    assert fake.fire(item.item_id, "ITEM", "ERROR", client=client).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "error", "the ERROR webhook's processing")
+    assert connection_now()["last_error"].startswith("Plaid ITEM_LOGIN_REQUIRED: the login details of this item")
+    assert "update mode" in connection_now()["last_error"]
+    assert [e.status for e in events_of("ERROR")] == ["processed"]
+
+    fake.mend_item(item.item_id)
+    assert fake.fire(item.item_id, "ITEM", "LOGIN_REPAIRED", client=client).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "connected", "the LOGIN_REPAIRED webhook's processing")
+    assert connection_now()["last_error"] is None
+
+    # A repair of a connection that is not in error changes nothing.
+    assert fake.fire(item.item_id, "ITEM", "LOGIN_REPAIRED", client=client).json()["received"] == 1
+    wait_until(lambda: all(e.status != "pending" for e in events_of("LOGIN_REPAIRED")), "the second repair")
+    assert [e.status for e in events_of("LOGIN_REPAIRED")] == ["processed", "ignored"]
+
+    revoked = fake.webhook(item.item_id, "ITEM", "USER_PERMISSION_REVOKED", error={
+        "error_type": "ITEM_ERROR", "error_code": "USER_PERMISSION_REVOKED", "display_message": None,
+        "error_message": "the holder of this account has revoked their permission for your application to access it",
+        "status": 400})
+    assert fake.send_webhook(URL, revoked, client=client).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "error", "the USER_PERMISSION_REVOKED webhook's processing")
+    assert connection_now()["last_error"].startswith("Plaid USER_PERMISSION_REVOKED: the holder of this account")
 
 
 def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connection):

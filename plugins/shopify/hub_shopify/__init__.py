@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from hub import hookimpl
 from hub.http import read_json
 from hub.types import (
+    CONNECTION_BROKEN,
     Action,
     AuthFailed,
     Credentials,
@@ -150,7 +151,7 @@ DEFAULT_FILTERS = {"orders": {"status": "any"}}
 
 VERBS = {"create": "created", "update": "updated", "updated": "updated", "delete": "deleted"}
 DEFAULT_TOPICS = ("orders/create", "orders/updated", "orders/delete", "products/create", "products/update",
-                  "products/delete", "customers/create", "customers/update", "customers/delete")
+                  "products/delete", "customers/create", "customers/update", "customers/delete", "app/uninstalled")
 
 ACTIONS = [
     Action("inventory_levels", "Inventory levels", "Available quantities by inventory item and location.", (
@@ -492,11 +493,16 @@ def verify_webhook(ctx, request):
     resource, _, verb = (request.header("X-Shopify-Topic") or "").partition("/")
     if not (resource and verb and isinstance(payload, dict)):
         raise WebhookRejected("malformed delivery: topic or body")
+    dedup_key = (request.header("X-Shopify-Event-Id") or request.header("X-Shopify-Webhook-Id")
+                 or hashlib.sha256(request.body).hexdigest())
+    if (resource, verb) == ("app", "uninstalled"):
+        # The shop removed the app: its access token no longer works.
+        return [WebhookEvent(dedup_key=dedup_key, type="app.uninstalled", action=CONNECTION_BROKEN,
+                             occurred_at=triggered, raw=payload,
+                             message="the app was uninstalled from the shop: connect the shop again (OAuth)")]
     action = VERBS.get(verb, "changed")
     if resource == "inventory_levels":
         payload = _with_level_id(payload)
-    dedup_key = (request.header("X-Shopify-Event-Id") or request.header("X-Shopify-Webhook-Id")
-                 or hashlib.sha256(request.body).hexdigest())
     return [WebhookEvent(
         dedup_key=dedup_key, type=f"{resource.removesuffix('s')}.{VERBS.get(verb, verb)}",
         entity=resource if resource in RESOURCES else None, action=action,

@@ -5,6 +5,7 @@ inventory and fulfilment actions."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -133,6 +134,23 @@ def test_a_delivery_by_shop_domain_reaches_every_organization_connected_to_the_s
     assert sorted(e.connection_id for e in stored_events(shopify)) == sorted([first, second])
 
 
+def test_app_uninstalled_marks_the_connection_error_at_once(shopify):
+    """Shopify's ``app/uninstalled`` (the shop removed the app, its token is
+    revoked) puts the connection in ``error`` without waiting for a sync to fail."""
+    connection_id = shopify.connect()
+    body, headers = signed_delivery("app/uninstalled", {"id": 548380009, "domain": fake.SHOP}, event_id="evt-u")
+    received = shopify.client.post(f"{API}/webhooks/shopify", content=body, headers=headers)
+    assert received.json()["received"] == 1
+    deadline = time.monotonic() + 20
+    while (connection := shopify.get(f"{API}/connections/{connection_id}").json()["connection"])["status"] != "error":
+        assert time.monotonic() < deadline, "the uninstall was not applied"
+        time.sleep(0.05)
+    assert connection["last_error"] == "the app was uninstalled from the shop: connect the shop again (OAuth)"
+    [event] = stored_events(shopify)
+    assert (event.type, event.entity, event.action, event.status) == (
+        "app.uninstalled", None, "connection_error", "processed")
+
+
 def test_register_webhook_subscribes_topics_once_and_deliveries_arrive(shopify):
     connection_id = shopify.connect()
     register = f"{API}/connections/{connection_id}/webhooks"
@@ -145,7 +163,7 @@ def test_register_webhook_subscribes_topics_once_and_deliveries_arrive(shopify):
     assert shopify.post(register, {"events": ["order.created"]}).status_code == 200  # already subscribed
     assert len(shopify.shop.state.store.tables["webhooks"]) == 3
     assert shopify.post(register, {"events": []}).status_code == 200  # the default set
-    assert len(shopify.shop.state.store.tables["webhooks"]) == 9
+    assert len(shopify.shop.state.store.tables["webhooks"]) == 10
 
     [(address, body, headers)] = deliveries(shopify.shop, "orders/create", ORDER)
     target = urlsplit(address)
