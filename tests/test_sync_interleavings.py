@@ -524,3 +524,26 @@ def test_a_change_left_on_its_way_by_a_stopped_hub_can_be_discarded_once_no_run_
     tenant.discard("it_00001")
     after = row(hub, conn, "it_00001")
     assert (after.local_op, after.push_status) == (None, None)
+
+
+def test_read_only_fields_inside_lists_do_not_make_the_hubs_own_write_a_conflict():
+    """A Shopify product update whose answer was lost: the provider's version
+    has the variant's new price, and the variant's own ``updated_at`` moved.
+    That is the hub's own write; a changed variant title is not."""
+    from hub.models import SyncRecord
+    from hub.sync.store import own_write
+    from hub.types import EntityField
+
+    fields = (EntityField("id", readonly=True), EntityField("title"), EntityField("variants", "array"),
+              EntityField("updated_at", "datetime", readonly=True))
+    variant = {"id": 7, "price": "1.00", "title": "S", "updated_at": "2026-01-01T00:00:00Z"}
+    stored = {"id": 1, "title": "Shirt", "variants": [variant], "updated_at": "2026-01-01T00:00:00Z"}
+    sent = {"variants": [{**variant, "price": "2.00"}]}
+    row = SyncRecord(connection_id="c", entity="products", remote_id="1", data=stored,
+                     sent_change={"attempts": [sent]})
+    answer = {**stored, "updated_at": "2026-01-02T00:00:00Z",
+              "variants": [{**variant, "price": "2.00", "updated_at": "2026-01-02T00:00:00Z"}]}
+    assert own_write(row, answer, fields)
+    elsewhere = {**answer, "variants": [{**answer["variants"][0], "title": "M"}]}
+    assert not own_write(row, elsewhere, fields)
+    assert not own_write(row, {**answer, "variants": answer["variants"] * 2}, fields)

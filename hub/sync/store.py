@@ -417,15 +417,29 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     """Whether ``remote`` is the stored version changed only by updates the hub
     sent (some of them, in order: an answer may be lost after any), apart from
     fields the provider keeps itself (read-only ones, like ``updated_at``).
-    A change made at the provider as well is not the hub's own write."""
-    readonly = {f.name for f in schema_fields or () if f.readonly}
+    A change made at the provider as well is not the hub's own write.
+
+    Read-only names are ignored inside nested objects and lists too: a Shopify
+    product's variants carry their own ``updated_at`` and ``id``, which the
+    provider changes when the hub updates them."""
+    readonly = frozenset(f.name for f in schema_fields or () if f.readonly)
     expected = dict(row.data or {})
     for attempt in [None, *sent_attempts(row)]:
         if attempt is not None:
             _deep_merge(expected, attempt)
-        if all(remote.get(key) == expected.get(key) for key in set(remote) | set(expected) if key not in readonly):
+        if _alike(remote, expected, readonly):
             return True
     return False
+
+
+def _alike(first: Any, second: Any, ignored: frozenset[str]) -> bool:
+    """Equal, apart from the ``ignored`` keys of every object at any depth."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        return all(_alike(first.get(key), second.get(key), ignored)
+                   for key in first.keys() | second.keys() if key not in ignored)
+    if isinstance(first, list) and isinstance(second, list):
+        return len(first) == len(second) and all(_alike(a, b, ignored) for a, b in zip(first, second))
+    return bool(first == second)
 
 
 def holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
