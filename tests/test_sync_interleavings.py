@@ -6,6 +6,7 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime
 
@@ -506,24 +507,39 @@ def test_a_pending_delete_meets_the_hubs_own_write_or_a_read_only_change_without
 
 
 def test_a_change_left_on_its_way_by_a_stopped_hub_can_be_discarded_once_no_run_is_under_way(hub, conn, ledger):
+    """Refused while a live process holds the running run's lease; allowed
+    once the run is over, or when its process is gone (a killed hub's run
+    still shows ``running`` until it is taken up again)."""
     from hub.models import SyncRun
+    from hub.sync.leases import HOST, Lease, new_owner
     from hub.sync.stored import PushUnderWay
 
     tenant = Tenant(hub, conn, "review")
     tenant.write("it_00001", {"name": "hub"})
+    tenant.write("it_00002", {"name": "hub"})
     left_sending(hub, "it_00001")
-    with hub.session() as session:
-        running = SyncRun(organization_id=conn.organization_id, connection_id=conn.id, entity="items",
-                          direction="push", status="running")
-        session.add(running)
-        session.commit()
-        with pytest.raises(PushUnderWay):
-            tenant.discard("it_00001")
-        session.delete(running)
-        session.commit()
-    tenant.discard("it_00001")
-    after = row(hub, conn, "it_00001")
-    assert (after.local_op, after.push_status) == (None, None)
+    left_sending(hub, "it_00002")
+    for owner in (new_owner(), f"{HOST}:{2**22 + 1}:deadbeef0000"):  # this live process; a pid that is no more
+        with hub.session() as session:
+            running = SyncRun(organization_id=conn.organization_id, connection_id=conn.id, entity="items",
+                              direction="push", status="running", owner=owner)
+            session.add(running)
+            session.commit()
+            lease = Lease(hub, conn.id, owner, running.id, ttl=60)
+            assert lease.try_acquire()
+            if owner.split(":")[1] == str(os.getpid()):
+                with pytest.raises(PushUnderWay):
+                    tenant.discard("it_00001")
+                lease.release()
+                session.delete(running)
+                session.commit()
+                tenant.discard("it_00001")  # the run is over
+            else:
+                tenant.discard("it_00002")  # its process is gone
+                lease.release()
+    for remote_id in ("it_00001", "it_00002"):
+        after = row(hub, conn, remote_id)
+        assert (after.local_op, after.push_status) == (None, None)
 
 
 def test_read_only_fields_inside_lists_do_not_make_the_hubs_own_write_a_conflict():

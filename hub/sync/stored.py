@@ -11,8 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
+from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.runtime import Hub
+from hub.sync.leases import owner_alive
 from hub.sync.mapping import Mapper
 from hub.sync.store import (
     LOCAL_CHANGE,
@@ -266,9 +267,16 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
 
 
 def _running(session: Any, connection_id: str) -> bool:
-    """Whether a sync run of the connection is under way."""
-    return session.exec(select(SyncRun.id).where(SyncRun.connection_id == connection_id,
-                                                 SyncRun.status == "running").limit(1)).first() is not None
+    """Whether a sync run of the connection is under way: one shows ``running``
+    and its process still holds the connection's lease. (A killed hub's run
+    shows ``running`` until a worker or a restart takes it up again.)"""
+    owners = set(session.exec(select(SyncRun.owner).where(SyncRun.connection_id == connection_id,
+                                                          SyncRun.status == "running")).all())
+    if not owners:
+        return False
+    lease = session.get(SyncLease, connection_id)
+    return (lease is not None and lease.owner in owners and lease.expires_at > utcnow()
+            and owner_alive(lease.owner))
 
 
 def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None,

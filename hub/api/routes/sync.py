@@ -226,7 +226,7 @@ async def discard_stored_record_change(hub: HubDep, connection: ConnectionDep, s
     gone when it was never created there (`record` null). 422
     `no_pending_change`; 409 `record_being_created` while a create's outcome is
     unknown, `record_being_pushed` while the change is on its way (a run of the
-    connection is under way)."""
+    connection is under way in a live process)."""
     config = _config(hub, connection, sync_config_id)
     row = await in_thread(stored.discard_change, hub, connection, config, record_id)
     mapper = stored.mapper_for(hub, connection, config) if mapped else None
