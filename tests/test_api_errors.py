@@ -98,11 +98,15 @@ def test_json_the_hub_cannot_store_and_show_again_is_refused_as_invalid_json(cli
     url = f"{API}/connections"
     for raw, why in ((b'{"provider": "example", "credentials": {"api_key": NaN}}', "NaN is not a JSON number"),
                      (b'{"provider": "example", "name": -Infinity}', "-Infinity is not a JSON number"),
-                     (b'{"provider": "example", "name": "bad \\ud800 text"}', "lone surrogate"),
-                     (b'{"provider": "example", "credentials": {"\\udfff": "k"}}', "lone surrogate")):
+                     (b'{"provider": "example", "name": "bad \\ud800 text"}', "the text at name holds a lone surrogate"),
+                     (b'{"provider": "example", "credentials": {"\\udfff": "k"}}', "lone surrogate"),
+                     # the error names where, never the text: it may be a secret
+                     (b'{"provider": "example", "credentials": {"api_key": "sk_live_SECRET\\ud800"}}',
+                      "the text at credentials.api_key holds"),
+                     (b'{"provider": "example", "name": "n", "config": {"rate": 1e400}}', "a number is too large")):
         body = assert_error(client.post(url, content=raw, headers={**auth, "Content-Type": "application/json"}),
                             400, "invalid_json")
-        assert why in body["error"]
+        assert why in body["error"] and "SECRET" not in body["error"]
     fine = client.post(url, content='{"provider": "example", "name": "caf\u00e9 \U0001F600", "credentials": '
                                     f'{{"api_key": "{API_KEY}"}}}}'.encode(),
                        headers={**auth, "Content-Type": "application/json"})

@@ -1,7 +1,8 @@
 """Request bodies read as the hub can store them.
 
 JSON as Python reads it takes ``NaN`` and ``Infinity`` (which JSON has not,
-and which SQLite stores as null while PostgreSQL refuses them) and escaped
+and which SQLite stores as null while PostgreSQL refuses them; nor numbers
+such as ``1e400`` that Python reads as infinity) and escaped
 lone surrogates (``"\\ud800"``: text that cannot be written out again as
 UTF-8, so a record holding one could be stored but never shown). Both are
 refused as invalid JSON, naming what is wrong, before a route sees the body.
@@ -10,6 +11,7 @@ refused as invalid JSON, naming what is wrong, before a route sees the body.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,20 +27,32 @@ def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: beyond a double, Python reads it as infinity
+        raise _Refused("a number is too large (beyond 1.8e308)")
+    return number
+
+
 def _check_text(value: Any) -> None:
-    stack = [value]
+    """Refuse lone surrogates, naming where (not the text: it may be a secret)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
-        item = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise _Refused(f"a text holds a lone surrogate ({item[:40]!r}): it is not valid Unicode") from None
+                where = f"at {path}" if path else "of the body"
+                raise _Refused(f"the text {where} holds a lone surrogate: it is not valid Unicode") from None
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, child in item.items():
+                name = str(key).encode("utf-8", "backslashreplace").decode()[:40]
+                child_path = f"{path}.{name}" if path else name
+                stack.append((key, f"{child_path} (the key)"))
+                stack.append((child, child_path))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
 
 
 class StrictJSONRequest(Request):
@@ -46,7 +60,7 @@ class StrictJSONRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                parsed = json.loads(body, parse_constant=_no_constant)
+                parsed = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
                 _check_text(parsed)
             except _Refused as exc:
                 # FastAPI answers a JSONDecodeError as invalid JSON (hub.api.errors: invalid_json).
