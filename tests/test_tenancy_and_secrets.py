@@ -151,6 +151,13 @@ def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
     assert expired.status_code == 401
     no_org = jwt_client.get(f"{API}/connections", headers=token({"sub": "u"}))
     assert no_org.status_code == 401 and "org" in no_org.json()["error"]
+    # Two organizations whose ids share 64 first characters are not one tenant.
+    alice = token({"org": "customer-" + "x" * 55 + "-alice"})
+    mallory = token({"org": "customer-" + "x" * 55 + "-mallory"})
+    for headers in (alice, mallory):
+        refused = jwt_client.get(f"{API}/connections", headers=headers)
+        assert refused.status_code == 401 and "longer than 64" in refused.json()["error"]
+    assert jwt_client.get(f"{API}/connections", headers=token({"org": "o" * 64})).status_code == 200
 
 
 @pytest.fixture

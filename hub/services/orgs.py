@@ -75,7 +75,11 @@ def _organization_from_jwt(session: Session, settings: Settings, token: str,
     org_id = claims.get(settings.jwt_org_claim)
     if not isinstance(org_id, (str, int)) or not str(org_id).strip():
         raise Unauthorized(f"token has no {settings.jwt_org_claim!r} claim", code="invalid_token")
-    org_id = str(org_id)[:64]
+    org_id = str(org_id)
+    if len(org_id) > 64:
+        # Cut to fit, two organizations sharing 64 first characters would be one tenant.
+        raise Unauthorized(f"the token's {settings.jwt_org_claim!r} claim is longer than 64 characters",
+                           code="invalid_token")
     org = session.get(Organization, org_id)
     if org is None:
         # The calling app vouches for its organizations: adopt them on first sight.
