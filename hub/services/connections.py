@@ -229,8 +229,15 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str) ->
 async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> None:
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
+        shared = connection.webhook_key is not None and session.exec(select(Connection.id).where(
+            Connection.provider == connection.provider, Connection.webhook_key == connection.webhook_key,
+            Connection.id != connection.id).limit(1)).first() is not None
     provider = hub.registry.providers.get(connection.provider)
-    if provider is not None and provider.implements("disconnect"):
+    if shared:
+        # Another organization (or Link item) uses the same shop or item: revoking would cut it off too.
+        log.info("connection %s shares its %s account with another connection: not revoked at the provider",
+                 connection.id, connection.provider)
+    elif provider is not None and provider.implements("disconnect"):
         try:
             await hub.call(provider, "disconnect", hub.context(provider, connection))
         except HubError as exc:

@@ -347,7 +347,11 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
 
     @app.delete("/admin/api_permissions/current.json")
     async def uninstall(request: Request):
-        app.state.tokens.pop(request.headers.get("x-shopify-access-token", ""), None)
+        # The app leaves the shop: every token issued to it for the shop stops working.
+        if request.headers.get("x-shopify-access-token", "") not in app.state.tokens:
+            return JSONResponse({"errors": "[API] Invalid API key or access token (unrecognized login or wrong "
+                                           "password)"}, status_code=401)
+        app.state.tokens.clear()
         return {}
 
     # ------------------------------------------------------------ Admin API

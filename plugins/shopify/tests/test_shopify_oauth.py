@@ -5,10 +5,12 @@ expiring tokens with rotating refresh tokens, testing and disconnecting."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from hub.services.orgs import create_organization
 from hub_shopify import INFO
 from hub_shopify import testing as fake
 from hub_shopify.testing import CLIENT_ID, SHOP, sign_callback
@@ -147,6 +149,21 @@ def test_deleting_the_connection_revokes_the_token(shopify):
     connection_id = shopify.connect()
     assert len(shopify.shop.state.tokens) == 1
     assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    assert shopify.shop.state.tokens == {}
+
+
+def test_deleting_one_of_two_connections_to_a_shop_leaves_the_app_installed(shopify):
+    """Two organizations connected the same shop: uninstalling the app (which
+    revokes every token of the shop) would cut the other one off."""
+    first = shopify.connect()
+    with shopify.hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "second")
+    second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
+    second = second_org.connect()
+    assert len(shopify.shop.state.tokens) == 2
+    assert second_org.delete(f"{API}/connections/{second}").json() == {"success": True}
+    assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
+    assert shopify.delete(f"{API}/connections/{first}").json() == {"success": True}
     assert shopify.shop.state.tokens == {}
 
 
