@@ -165,6 +165,9 @@ def test_hook_test_connection(client, auth):
     refused = client.put(f"{API}/connections/{connection_id}", json={"credentials": {"api_key": "nope"}},
                          headers=auth)
     assert refused.status_code == 424 and refused.json()["code"] == "provider_auth_failed"
+    # The refused key is the caller's mistake: the connection, still working, is not marked broken.
+    shown = client.get(f"{API}/connections/{connection_id}", headers=auth).json()["connection"]
+    assert (shown["status"], shown["last_error"]) == ("connected", None)
     still = client.post(f"{API}/connections/{connection_id}/test", headers=auth)
     assert still.status_code == 200 and still.json()["connection"]["status"] == "connected"
 

@@ -165,7 +165,11 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
             candidate.config = config
         if secrets is not None:
             hub.store_credentials(candidate, Credentials(secrets=secrets))
-        await hub.call(provider, "test_connection", hub.context(provider, candidate))
+        ctx = hub.context(provider, candidate)
+        # Refused credentials are the caller's to fix: the connection keeps working with
+        # its own, so its status must not become error (Hub.call marks the connection it names).
+        ctx.connection_id = None
+        await hub.call(provider, "test_connection", ctx)
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
