@@ -39,6 +39,10 @@ from hub.types import (
 )
 
 log = logging.getLogger("hub.http")
+# httpx logs every request's URL at INFO (a plugin may put a key in the query)
+# and httpcore every header at DEBUG: the hub logs requests itself, redacted.
+for _noisy in ("httpx", "httpcore"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Methods a provider applies once however often they arrive.
@@ -245,6 +249,11 @@ class ProviderHTTP:
                     response = await self.client.request(
                         method, url, params=merged_params, json=json, data=data, headers=merged_headers
                     )
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                # Not the provider's fault: nothing was sent (and the message would show the value).
+                raise ValidationFailed(
+                    "the request cannot be sent: a header or URL would hold a line break, control or non-ASCII "
+                    "character; check the connection's credentials and configuration", code="invalid_value") from None
             except TimeoutError:
                 raise ProviderUnavailable(
                     f"provider gave no answer within {self.retry.deadline:g} s" + (

@@ -88,7 +88,14 @@ def test_secrets_never_in_database_responses_or_logs(client, hub_app, auth, sett
     bad = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": "sk_wrong_1234"}},
                       headers=auth)
     bodies.append(bad.text)
-    secrets = [API_KEY, WEBHOOK_SECRET, "sk_wrong_1234"]
+    # A key pasted with its line break, or with a character HTTP headers cannot carry: nothing is
+    # sent, the caller hears why (not "provider unreachable"), and neither the answer nor httpcore's
+    # debug log of the refused header shows the key.
+    for typed in ("sk_pasted_5678\n", "sk_accent_9012\u00e9\u4e00"):
+        refused = client.put(base, json={"credentials": {"api_key": typed}}, headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
+        bodies.append(refused.text)
+    secrets = [API_KEY, WEBHOOK_SECRET, "sk_wrong_1234", "sk_pasted_5678", "sk_accent_9012"]
     for text in bodies:
         for secret in secrets:
             assert secret not in text
