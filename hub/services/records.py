@@ -11,7 +11,7 @@ from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
-from hub.types import Page, ReadOnly, ValidationFailed
+from hub.types import NotFound, Page, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
 
@@ -50,8 +50,17 @@ class RecordService:
                                    filters=filters or {}, since=since)
         return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity))
 
+    @staticmethod
+    def _record_id(entity: str, record_id: str) -> str:
+        # "." and ".." are path steps, not ids: in a provider's URL they would name the
+        # list (a PUT /customers/. became a create) or the API's root.
+        if not record_id.strip("."):
+            raise NotFound(f"no {entity} record {record_id!r}")
+        return record_id
+
     async def get(self, entity: str, record_id: str) -> dict[str, Any]:
         self.provider.schema(entity)
+        record_id = self._record_id(entity, record_id)
         return await self.hub.call(self.provider, "get_record", self.ctx, entity=entity, record_id=record_id)
 
     async def create(self, entity: str, data: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
@@ -61,11 +70,13 @@ class RecordService:
 
     async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self._writable(entity, "supports_update", "updating")
+        record_id = self._record_id(entity, record_id)
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)
 
     async def delete(self, entity: str, record_id: str) -> None:
         self._writable(entity, "supports_delete", "deleting")
+        record_id = self._record_id(entity, record_id)
         await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
 
     async def action(self, name: str, params: dict[str, Any]) -> Any:

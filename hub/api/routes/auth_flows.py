@@ -64,7 +64,7 @@ async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: Link
     """Create a Link token for the provider's client-side widget (Plaid Link)."""
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
-    ctx = hub.app_context(provider, body.options.get("config") or {})
+    ctx = hub.app_context(provider, _flow_config(body.options, "options"))
     result = await hub.call(provider, "create_link_token", ctx, user_id=body.user_id or org.id,
                             options=body.options)
     return {"success": True, **result}
@@ -76,8 +76,16 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     """Exchange the widget's public token; creates (or re-links) a connection."""
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
-    ctx = hub.app_context(provider, body.metadata.get("config") or {})
+    ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata)
     connection = upsert_from_credentials(hub, org.id, provider, credentials, name=body.name, allow_many=True)
     return {"success": True, "connection": ConnectionPublic.of(connection)}
+
+
+def _flow_config(body: dict, where: str) -> dict:
+    """The ``config`` object a Link flow's ``options`` or ``metadata`` may carry."""
+    config = body.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValidationFailed(f"{where}.config must be an object", code="invalid_value")
+    return config

@@ -232,8 +232,11 @@ async def create_link_token(ctx, user_id, options):
 
 @hookimpl
 async def exchange_public_token(ctx, public_token, metadata):
+    # Link's onSuccess metadata only names the institution: a malformed one is left out
+    # rather than failing after the exchange (the public token works once).
+    institution = metadata.get("institution")
+    institution = {k: v for k, v in institution.items() if isinstance(v, str)} if isinstance(institution, dict) else {}
     result = await _post(ctx, "/item/public_token/exchange", public_token=public_token)
-    institution = metadata.get("institution") or {}
     config = {"item_id": result["item_id"], "environment": _environment(ctx),
               "institution_id": institution.get("institution_id"), "institution_name": institution.get("name")}
     return Credentials(secrets={"access_token": result["access_token"]},

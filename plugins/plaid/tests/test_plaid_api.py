@@ -336,3 +336,19 @@ def test_a_tampered_position_is_an_invalid_cursor_not_a_crash(client, auth, conn
     response = client.get(records_url(connection, entity), params={"cursor": seal_cursor(position, entity)},
                           headers=auth)
     assert response.status_code == 422 and response.json()["code"] == "invalid_cursor", response.text
+
+
+def test_malformed_link_metadata_or_config_loses_no_item(client, auth, fake):
+    """A config that is not an object is refused before anything reaches Plaid;
+    a malformed institution in Link's metadata is left out, not a failure after
+    the (single-use) public token was exchanged."""
+    for path, body in (("token", {"options": {"config": "abc"}}),
+                       ("exchange", {"public_token": "x", "metadata": {"config": [1]}})):
+        refused = client.post(f"{API}/link/plaid/{path}", json=body, headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
+        assert "config must be an object" in refused.json()["error"]
+    public_token = fake.create_public_token("ins_109512")
+    response = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
+        "public_token": public_token, "metadata": {"institution": "Houndstooth Bank"}})
+    assert response.status_code == 201, response.text
+    assert response.json()["connection"]["config"] == {"item_id": fake.item().item_id, "environment": "sandbox"}

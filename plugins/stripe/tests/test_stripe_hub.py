@@ -208,6 +208,15 @@ def test_unknown_id_is_404(client, auth, fake, connect):
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert "No such invoice: 'in_doesnotexist'" in response.json()["error"]
+    # "." and ".." are URL path steps: as ids they named the customer list (a PUT became a create).
+    before = len(fake.state.store.rows["customers"])
+    for dots in ("%2E", "%2E%2E", "..."):
+        url = records_url(connection, "customers", dots)
+        assert client.get(url, headers=auth).status_code == 404
+        changed = client.put(url, json={"data": {"email": "dot@example.com"}}, headers=auth)
+        assert changed.status_code == 404 and changed.json()["code"] == "not_found"
+        assert client.delete(url, headers=auth).status_code == 404
+    assert len(fake.state.store.rows["customers"]) == before
 
 
 # ---------------------------------------------------------------- rate limits
