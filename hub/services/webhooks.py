@@ -76,6 +76,9 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             raise
         except Exception:
             raise WebhookRejected("malformed delivery") from None
+        if key is not None and not isinstance(key, str):
+            # Read from an unverified body ({"account": {...}}): not something to look up.
+            raise WebhookRejected("malformed delivery: the account it names is not a text")
     result: IntakeResult | None = None
     rejection: HubError | None = None
     for connection in find_connections(hub, provider, connection_id, key):
@@ -461,7 +464,7 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
     :returns: the page and the cursor of the next one (``None`` at the end).
     :raises InvalidCursor: a cursor this function did not return.
     """
-    from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
+    from hub.sync.stored import InvalidCursor, cursor_time, decode_cursor, encode_cursor
 
     position = decode_cursor(cursor)
     query = select(WebhookEvent, WebhookEventState).outerjoin(
@@ -472,7 +475,7 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
         query = query.where(WebhookEvent.status == status)
     if position:
         try:
-            received, after = datetime.fromisoformat(str(position["r"])), str(position["id"])
+            received, after = cursor_time(position["r"]), str(position["id"])
         except (KeyError, ValueError):
             raise InvalidCursor("the cursor is not one this API returned") from None
         query = query.where(sa.or_(WebhookEvent.received_at < received,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,6 +66,19 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidCursor("the cursor is not one this API returned")
     return value
+
+
+def cursor_time(value: Any) -> datetime:
+    """A time a cursor of this API holds, in UTC.
+
+    :raises InvalidCursor: not such a time (a crafted one: unparseable, or
+        beyond the years a UTC time can hold, year 9999 at ``-12:00``).
+    """
+    try:
+        moment = datetime.fromisoformat(str(value))
+        return moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    except (ValueError, OverflowError):
+        raise InvalidCursor("the cursor is not one this API returned") from None
 
 
 def mapper_for(hub: Hub, connection: Connection, config: SyncConfig) -> Mapper:
@@ -290,7 +303,7 @@ def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status:
             query = query.where(SyncConflict.status == status)
         if position is not None:
             try:
-                created, conflict_id = datetime.fromisoformat(position[0]), str(position[1])
+                created, conflict_id = cursor_time(position[0]), str(position[1])
             except (TypeError, ValueError, IndexError, KeyError):
                 raise InvalidCursor("the cursor is not one this API returned") from None
             query = query.where(sa.or_(SyncConflict.created_at < created,

@@ -317,7 +317,4 @@ async def get_sync_run(hub: HubDep, connection: ConnectionDep, run_id: str):
 
 
 def _parse(value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise stored.InvalidCursor("the cursor is not one this API returned") from None
+    return stored.cursor_time(value)

@@ -277,9 +277,10 @@ def form(data: dict[str, Any]) -> dict[str, list[str]]:
 @hookimpl
 def webhook_connection_key(request):
     try:
-        return json.loads(request.body).get("account")
+        account = json.loads(request.body).get("account")
     except (ValueError, AttributeError):
         return None
+    return account if isinstance(account, str) else None
 
 
 @hookimpl

@@ -271,6 +271,10 @@ def test_signed_webhook_accepted_once_forged_and_stale_rejected(client, auth, hu
     assert stale.status_code == 401 and stale.json()["code"] == "webhook_stale"
     unsigned = client.post(url, content=body, headers={"Content-Type": "application/json"})
     assert unsigned.status_code == 401
+    # Routed by the account an unsigned body names: one that is not a text was a 500.
+    for account in ({"a": 1}, [1], 7):
+        odd = client.post(f"{API}/webhooks/stripe", json={"account": account})
+        assert odd.status_code == 404 and odd.json()["code"] == "unknown_webhook_connection", odd.text
     rotated_body, rotated_headers = signed_delivery(["whsec_old", SECRET], {**event, "id": "evt_4Hook"})
     assert client.post(url, content=rotated_body, headers=rotated_headers).json()["received"] == 1
     with hub_app.state.hub.session() as session:
