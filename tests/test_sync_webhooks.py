@@ -346,3 +346,45 @@ def test_event_ids_a_provider_sends_as_numbers_are_stored_as_text(client, auth, 
     assert again.status_code == 200 and again.json()["duplicates"] == 1
     events = client.get(f"{API}/connections/{connection['id']}/webhooks/events", headers=auth).json()["events"]
     assert [e["dedup_key"] for e in events] == ["5"]
+
+
+def test_a_disabled_configs_events_change_nothing(client, auth, hub_app, example_fake):
+    """The tenant stopped syncing the entity: its events are ignored, and no
+    sync is queued for them, until the config is enabled again."""
+    hub: Hub = hub_app.state.hub
+    connection = connect(client, auth)
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    config = client.post(configs, json={"entity": "notes", "enabled": False}, headers=auth).json()["sync_config"]
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    note = {"id": "note_1", "title": "while disabled", "body": "", "updated_at": utcnow().isoformat()}
+    body, headers = signed_delivery(SECRET, {"id": "e1", "type": "note.updated", "data": note}, int(time.time()))
+    client.post(url, content=body, headers=headers)
+    wait_until(lambda: events_of(hub)["e1"].status != "pending", message="the event looked at")
+    assert events_of(hub)["e1"].status == "ignored" and stored(hub, connection["id"], "notes") == {}
+    assert runs_of(hub) == []
+    assert client.put(f"{configs}/{config['id']}", json={"enabled": True}, headers=auth).status_code == 200
+    body, headers = signed_delivery(SECRET, {"id": "e2", "type": "note.updated", "data": note}, int(time.time()))
+    client.post(url, content=body, headers=headers)
+    wait_until(lambda: stored(hub, connection["id"], "notes") == {"note_1": note}, message="the event applied")
+
+
+def test_a_creation_snapshot_delivered_late_does_not_replace_a_later_version_of_the_same_second(
+        client, auth, hub_app, example_fake):
+    """Stripe versions events by whole seconds and delivers in any order: a
+    ``created`` arriving after an update of its second must not win the tie."""
+    hub: Hub = hub_app.state.hub
+    connection = connect(client, auth)
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    moment = utcnow().replace(microsecond=0).isoformat()
+    first = {"id": "note_1", "title": "as created", "body": "", "updated_at": moment}
+    later = {**first, "title": "updated the same second"}
+    for event_id, kind, note in (("e_upd", "note.updated", later), ("e_new", "note.created", first)):
+        body, headers = signed_delivery(SECRET, {"id": event_id, "type": kind, "data": note}, int(time.time()))
+        client.post(url, content=body, headers=headers)
+        wait_until(lambda: events_of(hub)[event_id].status == "processed", message=f"{kind} applied")
+    assert stored(hub, connection["id"], "notes") == {"note_1": later}
+    # A creation snapshot of a record not stored yet is stored as usual.
+    body, headers = signed_delivery(SECRET, {"id": "e_2", "type": "note.created",
+                                             "data": {**first, "id": "note_2"}}, int(time.time()))
+    client.post(url, content=body, headers=headers)
+    wait_until(lambda: "note_2" in stored(hub, connection["id"], "notes"), message="the second creation applied")

@@ -339,6 +339,8 @@ class WebhookProcessor:
             context[key] = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
                                                                  SyncConfig.entity == schema.name)).first()
         config = context[key]
+        if config is not None and not config.enabled:
+            return "ignored"  # the tenant stopped syncing this entity: its events change nothing
         policy = config.conflict_policy if config else "provider_wins"
         occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
@@ -351,7 +353,7 @@ class WebhookProcessor:
             return "processed"
         if record and record.get(schema.id_field) not in (None, ""):
             apply_records(session, connection_id=connection.id, schema=schema, policy=policy, records=[record],
-                          now=now, fallback_version=occurred)
+                          now=now, fallback_version=occurred, only_new=event.action == "created")
             return "processed"
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 

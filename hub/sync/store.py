@@ -169,7 +169,8 @@ def _stale(row: Any, version: datetime | None) -> bool:
 
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
                   records: Iterable[dict[str, Any]], now: datetime,
-                  fallback_version: datetime | None = None, expect_new: bool = False) -> Counts:
+                  fallback_version: datetime | None = None, expect_new: bool = False,
+                  only_new: bool = False) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
     New records are inserted; changed ones updated; unchanged ones only
@@ -181,6 +182,9 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     :class:`ProviderError` (nothing of the page is kept). ``expect_new`` (the previous page was all new,
     as in a first pull) inserts first and looks up only the records that
     turn out to be stored already: the same outcome, with one lookup less.
+    ``only_new`` (a webhook's creation snapshot) stores records not stored
+    yet and leaves stored ones alone: a record's first version is older than
+    any other, though a late delivery may carry the same second as a later one.
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -227,6 +231,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         if row.id in just_inserted:
             counts.created += 1
+            continue
+        if only_new:
             continue
         if (row.content_hash == digest and not row.deleted) or _stale(row, version):
             touched.append(row.id)
