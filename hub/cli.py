@@ -13,14 +13,15 @@ from hub.config import get_settings
 
 
 def _hub():
+    from hub.db import DatabaseUnavailable
     from hub.plugins import DuplicateProviderError
     from hub.runtime import Hub
 
     try:
         hub = Hub(get_settings())
-    except DuplicateProviderError as exc:
+        hub.migrate()
+    except (DuplicateProviderError, DatabaseUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
-    hub.migrate()
     return hub
 
 

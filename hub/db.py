@@ -7,6 +7,8 @@ Alembic migrations (``hub/migrations``), run at startup.
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,9 +55,52 @@ def alembic_config(engine: sa.Engine) -> Config:
     return config
 
 
+#: Alembic's command context is global to the process: one upgrade at a time.
+_MIGRATING = threading.Lock()
+
+
+@contextmanager
+def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
+    """On a SQLite file, processes upgrade one at a time (its DDL is not in
+    the upgrade's transaction: two would both create the tables)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached, or its schema is newer than this hub's."""
+
+
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
-    """Bring the database schema up to ``revision`` (in place, keeping data)."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the database schema up to ``revision`` (in place, keeping data).
+
+    On PostgreSQL, processes starting together (the API, workers, a CLI
+    command) upgrade one at a time (``hub/migrations/env.py``).
+
+    :raises DatabaseUnavailable: the database cannot be reached, or it was
+        upgraded by a newer hub (a revision these migrations do not know).
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with _MIGRATING, _sqlite_file_lock(engine):
+            command.upgrade(alembic_config(engine), revision)
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise DatabaseUnavailable(f"cannot use the database {where}: {reason}") from None
+    except CommandError as exc:
+        if "Can't locate revision" not in str(exc):
+            raise
+        raise DatabaseUnavailable(
+            f"the database {where} was upgraded by a newer hub ({exc}): run that version, or restore a backup "
+            f"taken before the upgrade") from None
 
 
 @contextmanager

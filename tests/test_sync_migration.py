@@ -1,6 +1,7 @@
-"""Migrations 0002 to 0005 upgrade an existing 0001 database in place, keeping its
-data, matches the models exactly, and downgrades cleanly. On SQLite and
-PostgreSQL."""
+"""Migrations 0002 to 0006 upgrade an existing 0001 database in place, keeping its
+data, matches the models exactly, and downgrades cleanly; processes starting
+together upgrade once; a database newer than the code is a clear error. On
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlmodel import Session, SQLModel, select
 
 from hub.crypto import Cipher
-from hub.db import alembic_config, make_engine, migrate
+from hub.db import DatabaseUnavailable, alembic_config, make_engine, migrate
 from hub.models import (Connection, Organization, SyncConfig, SyncConflict, SyncRecord, WebhookEvent,
                         WebhookEventState)
 from hub.sync.store import record_hash
@@ -49,7 +50,7 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
@@ -92,3 +93,52 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
         assert session.get(Organization, "org1").name == "acme"
     engine.dispose()
 
+
+
+def test_a_database_upgraded_by_the_unreleased_0005_gets_its_column(database_url):
+    """An early 0005 added create_sent, not sent_change: such a database is
+    at 0005 without the column, and 0006 adds it."""
+    engine = make_engine(database_url)
+    migrate(engine, "0005")
+    with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.execute(sa.text("ALTER TABLE sync_records DROP COLUMN sent_change"))
+        else:
+            connection.execute(sa.text("ALTER TABLE sync_records DROP COLUMN sent_change"))
+        connection.execute(sa.text("ALTER TABLE sync_records ADD COLUMN create_sent TEXT"))
+    migrate(engine)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("sync_records")}
+    assert "sent_change" in columns
+    engine.dispose()
+
+
+def _start_a_hub(url: str) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+
+
+def test_processes_starting_together_upgrade_once_and_a_newer_database_is_a_clear_error(database_url):
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_start_a_hub, args=(database_url,)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(90)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
+    with pytest.raises(DatabaseUnavailable, match="upgraded by a newer hub"):
+        migrate(engine)
+    engine.dispose()
+
+
+def test_an_unreachable_database_is_a_one_line_error():
+    engine = make_engine("postgresql://nobody:secret@127.0.0.1:1/none")
+    with pytest.raises(DatabaseUnavailable, match="cannot use the database") as raised:
+        migrate(engine)
+    assert "secret" not in str(raised.value)

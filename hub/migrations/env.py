@@ -1,5 +1,6 @@
 """Alembic environment: runs on the engine the hub hands over."""
 
+import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
@@ -22,5 +23,9 @@ with engine.connect() as connection:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes starting together each upgrade at start: one at a time (the
+            # others then find the schema current), else they collide creating it.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7261100310)"))
         context.run_migrations()
     connection.commit()
