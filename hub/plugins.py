@@ -174,6 +174,7 @@ class PluginRegistry:
                 on_missing_entrypoints_callback=missing.extend,
             )
         for name in missing:
+            log.warning("HUB_PLUGINS names %r, but no installed plugin provides it", name)
             registry.records.append(PluginRecord(
                 name=name, module="", error=f"HUB_PLUGINS names {name!r}, but no installed plugin provides it"))
         for entry_point, error in failures:

@@ -19,6 +19,11 @@ class ScaffoldError(ValueError):
     """The answers cannot render a plugin (bad name, existing directory)."""
 
 
+#: Names whose package ``hub-<name>`` is already a distribution of the project.
+RESERVED_NAMES = {"core": "the hub itself", "shopify": "the bundled Shopify plugin",
+                  "stripe": "the bundled Stripe plugin", "plaid": "the bundled Plaid plugin"}
+
+
 def package_dir(name: str, output_dir: Path | str = ".") -> Path:
     return Path(output_dir) / f"hub-{name.replace('_', '-')}"
 
@@ -35,6 +40,9 @@ def render(name: str, *, label: str | None = None, category: str = "productivity
     if not NAME.match(name):
         raise ScaffoldError(f"plugin name {name!r}: use lower case letters, digits and underscores, "
                             f"starting with a letter (it becomes the provider id and hub_{name})")
+    if name in RESERVED_NAMES:
+        raise ScaffoldError(f"plugin name {name!r}: hub-{name.replace('_', '-')} is {RESERVED_NAMES[name]}; "
+                            f"installing a plugin of that name would replace it")
     if not NAME.match(category):
         raise ScaffoldError(f"category {category!r}: use one lower-case word (crm, commerce, payments)")
     if auth_type not in AUTH_TYPES:

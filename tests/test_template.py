@@ -94,6 +94,12 @@ def test_new_plugin_prompts_and_refuses_bad_answers(tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["new-plugin", "Shop-2", "--label", "x", "--category", "crm", "--auth-type",
                                     "api_key", "--output-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "use lower case letters" in bad.output
+    # hub-core is the hub: a plugin package of that name would uninstall it when installed.
+    for taken in ("core", "stripe"):
+        refused = CliRunner().invoke(main, ["new-plugin", taken, "--label", "x", "--category", "crm", "--auth-type",
+                                            "api_key", "--output-dir", str(tmp_path)])
+        assert refused.exit_code == 2 and "would replace it" in refused.output
+        assert not (tmp_path / f"hub-{taken}").exists()
 
 
 @pytest.mark.parametrize("auth_type", ["api_key", "oauth2"])
