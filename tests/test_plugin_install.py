@@ -30,8 +30,11 @@ except DuplicateProviderError as exc:
     print(json.dumps({"startup_error": str(exc)}))
     sys.exit(0)
 with TestClient(app) as client:
+    from hub.services.orgs import create_organization
+    with app.state.hub.session() as session:
+        _org, key = create_organization(session, "probe")
     providers = client.get("/api/v1/integrations/providers").json()["providers"]
-    plugins = client.get("/api/v1/integrations/plugins").json()["plugins"]
+    plugins = client.get("/api/v1/integrations/plugins", headers={"Authorization": f"Bearer {key}"}).json()["plugins"]
 print(json.dumps({"providers": [p["name"] for p in providers], "plugins": plugins}))
 """
 

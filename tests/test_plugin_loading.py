@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from hub.api.main import create_app
 from hub.plugins import DuplicateProviderError, PluginRegistry
-from tests.conftest import module_plugin
+from tests.conftest import make_org, module_plugin
 from hub.types import EntityField, EntitySchema, ProviderInfo
 
 DISTS = Path(__file__).parent / "dists"
@@ -33,7 +33,10 @@ def test_rejected_plugin_is_recorded_and_others_serve(example_registry, settings
     assert "rejected" not in example_registry.providers
     assert "example" in example_registry.providers
     with TestClient(create_app(settings, example_registry)) as client:
-        plugins = client.get("/api/v1/integrations/plugins").json()["plugins"]
+        assert client.get("/api/v1/integrations/plugins").status_code == 401  # load errors name files
+        auth = make_org(client.app, "plugins")
+        auth.pop("org_id")
+        plugins = client.get("/api/v1/integrations/plugins", headers=auth).json()["plugins"]
         by_name = {p["name"]: p for p in plugins}
         assert by_name["rejected"]["loaded"] is False
         assert "page_number" in by_name["rejected"]["error"]

@@ -79,7 +79,7 @@ def test_secrets_never_in_database_responses_or_logs(client, hub_app, auth, sett
         client.post(f"{base}/test", headers=auth).text,
         client.put(base, json={"name": "renamed", "credentials": {"api_key": API_KEY}}, headers=auth).text,
         client.get(f"{base}/entities/notes/records", headers=auth).text,
-        client.get(f"{API}/plugins").text,
+        client.get(f"{API}/plugins", headers=auth).text,
     ]
     body, headers = signed_delivery(WEBHOOK_SECRET, {"id": "evt_s", "type": "note.created",
                                                      "data": {"id": "n1", "title": "t"}}, int(time.time()))

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep
+from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import HealthResponse, PluginsResponse
 from hub.models import utcnow
 
@@ -12,8 +12,9 @@ router = APIRouter(tags=["system"], route_class=HubRoute)
 
 
 @router.get("/plugins", response_model=PluginsResponse, operation_id="list_plugins")
-async def list_plugins(hub: HubDep):
-    """Installed plugins, loaded or not, with versions and load errors."""
+async def list_plugins(hub: HubDep, _org: OrgDep):
+    """Installed plugins, loaded or not, with versions and load errors (which
+    name module files: for the hub's users, not for anyone who can reach it)."""
     return {"success": True, "plugins": [r.public() for r in hub.registry.records]}
 
 
