@@ -45,8 +45,8 @@ import pytest
 
 from hub.plugins import info_problems, schema_problems
 from hub.sync.store import record_hash
-from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, AuthFailed, HubError, NotFound, WebhookEvent,
-                       WebhookRequest)
+from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, AuthFailed, HubError, NotFound, Page,
+                       WebhookEvent, WebhookRequest)
 
 API_PREFIX = "/api/v1/integrations"
 EVENT_ACTIONS = {"created", "updated", "deleted", "changed", CONNECTION_BROKEN, CONNECTION_REPAIRED}
@@ -354,9 +354,10 @@ class Harness:
                 params["since"] = since
             response = self.api.get(self.records_url(entity), params=params)
             if response.status_code != 200:
+                advice = ("list_records must return a Page for every cursor it handed out" if pages else
+                          "list_records must return a Page (with no cursor: the first page)")
                 fail(f"listing {entity!r} through the API (page {len(pages) + 1}, limit={page_size}"
-                     f"{', since=' + since if since else ''}) answered {_describe(response)}: "
-                     f"list_records must return a Page for every cursor it handed out")
+                     f"{', since=' + since if since else ''}) answered {_describe(response)}: {advice}")
             body = response.json()
             pages.append(body["records"])
             cursor = body["next_cursor"]
@@ -793,10 +794,14 @@ def check_get_matches_list(h: Harness, entity: str) -> None:
         pytest.skip(f"{entity} is never pushed to: get_record is not compared with list_records")
     h.seed(entity, 1)
     page = h.call("list_records", ctx=h.ctx(), entity=entity, cursor=None, page_size=1, filters={}, since=None)
+    if not isinstance(page, Page):
+        fail(f"list_records returned {type(page).__name__}, expected hub.types.Page")
     if not page.records:
         pytest.skip(f"no {entity} record to compare")
     listed = page.records[0]
     got = h.call("get_record", ctx=h.ctx(), entity=entity, record_id=h.ids(entity, [listed])[0])
+    if not isinstance(got, dict):
+        fail(f"get_record returned {type(got).__name__}, expected the record as a dict")
     if record_hash(got) != record_hash(listed):
         differing = sorted(k for k in set(listed) | set(got) if listed.get(k, "<absent>") != got.get(k, "<absent>"))
         fail(f"get_record and list_records give {entity!r} record {h.ids(entity, [listed])[0]!r} differently "
