@@ -585,3 +585,32 @@ def test_integers_beyond_64_bits_and_odd_index_keys_are_stored_and_shown(hub, co
         local_update(session, row, {"tags": None}, utcnow())
         row.local_data = {"tags": {"1": "B"}}
         assert merged_view(row)["tags"] == ["a", "B"] and update_payload(row)["tags"] == ["a", "B"]
+
+
+def test_a_scheduled_connection_whose_plugin_is_gone_shows_why_it_does_not_sync(hub, conn, ledger):
+    """Uninstalled (or left out by HUB_PLUGINS): the scheduler said nothing and
+    the connection kept showing ``connected``."""
+    with hub.session() as session:
+        gone = Connection(organization_id=conn.organization_id, provider="uninstalled", category="crm",
+                          name="Gone", sync_enabled=True)
+        session.add(gone)
+        session.execute(sa.update(Connection).where(Connection.id == conn.id).values(sync_enabled=True))
+        session.commit()
+        session.refresh(gone)
+
+    async def tick():
+        service = SyncService(hub, LocalExecutor(hub))
+        scheduler = Scheduler(service, interval=60)
+        submitted = await scheduler.tick()
+        await service.executor.wait(timeout=20)
+        again = await scheduler.tick(utcnow() + timedelta(days=1))
+        await service.executor.wait(timeout=20)
+        await hub.close()
+        return submitted, again
+
+    submitted, _again = run(tick())
+    with hub.session() as session:
+        after = session.get(Connection, gone.id)
+        runs = session.exec(select(SyncRun).where(SyncRun.connection_id == gone.id)).all()
+    assert after.status == "error" and "uninstalled plugin is not installed" in after.last_error
+    assert runs == [] and len(submitted) == 1  # the other connection still syncs

@@ -179,6 +179,15 @@ class Scheduler:
         return moved.rowcount == 1
 
     async def _start(self, connection: Connection, entity: str | None) -> list[str]:
+        if connection.provider not in self.hub.registry.providers:
+            # Uninstalled, or left out by HUB_PLUGINS: say so where operators look (its
+            # status), once; a run ending well after the plugin is back clears it.
+            message = (f"the {connection.provider} plugin is not installed (or HUB_PLUGINS leaves it out): "
+                       f"this connection cannot sync")
+            if (connection.status, connection.last_error) != ("error", message):
+                log.warning("connection %s: %s", connection.id, message)
+                await asyncio.to_thread(self.hub.mark, connection.id, "error", message)
+            return []
         try:
             run, new = await asyncio.to_thread(lambda: create_run(self.hub, connection, entity=entity,
                                                                   trigger="schedule", coalesce=True))
