@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from hub import hookimpl
@@ -563,3 +564,39 @@ def test_read_only_fields_inside_lists_do_not_make_the_hubs_own_write_a_conflict
     elsewhere = {**answer, "variants": [{**answer["variants"][0], "title": "M"}]}
     assert not own_write(row, elsewhere, fields)
     assert not own_write(row, {**answer, "variants": answer["variants"] * 2}, fields)
+
+
+def test_webhook_processing_waits_for_a_connection_deletion_instead_of_deadlocking_with_it(hub, conn, ledger):
+    """A deletion holds the connection's record locks and deletes its events;
+    the processor took its events' rows first, then waited for those locks."""
+    import threading
+
+    from hub.sync.store import entity_key, lock
+
+    if hub.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    with hub.session() as session:
+        session.add(WebhookEvent(id="ev_del", provider="ledger", dedup_key="d1", connection_id=conn.id,
+                                 organization_id=conn.organization_id, type="item.updated", entity="items",
+                                 action="changed"))
+        session.commit()
+    processor = WebhookProcessor(hub)
+    outcome: list[object] = []
+    with hub.session() as deletion:
+        lock(deletion, entity_key(conn.id, "items"))  # as delete_connection does, first
+        worker = threading.Thread(target=lambda: outcome.append(_safely(processor._process_batch)))
+        worker.start()
+        worker.join(1.5)  # the processor is now waiting (for the lock, or deadlocked on the row)
+        deletion.execute(sa.delete(WebhookEvent).where(WebhookEvent.id == "ev_del"))
+        deletion.commit()
+    worker.join(20)
+    assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+    with hub.session() as session:
+        assert session.get(WebhookEvent, "ev_del") is None
+
+
+def _safely(call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001  (the test reports it)
+        return exc

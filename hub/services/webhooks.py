@@ -274,13 +274,16 @@ class WebhookProcessor:
                      .where(events.c.status == "pending",
                             sa.or_(states.c.next_attempt_at.is_(None), states.c.next_attempt_at <= now))
                      .order_by(events.c.received_at, events.c.id).limit(BATCH_SIZE))
-            if dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=events)
             rows = session.execute(query).all()
+            if rows and dialect == "postgresql":
+                # The records' locks first, then the events' rows (skipping those another
+                # processor has): a connection's deletion takes them in that order too,
+                # and the other order deadlocks with it.
+                lock(session, *{entity_key(e.connection_id or "", e.entity or "") for e in rows})
+                rows = session.execute(query.where(events.c.id.in_([e.id for e in rows]))
+                                       .with_for_update(skip_locked=True, of=events)).all()
             if not rows:
                 return result
-            if dialect == "postgresql":
-                lock(session, *{entity_key(e.connection_id or "", e.entity or "") for e in rows})
             context: dict[Any, Any] = {}
             event_changes, state_changes, new_states = [], [], []
             for event in rows:
