@@ -53,7 +53,12 @@ API_VERSION = "2020-09-14"
 ENVIRONMENTS = ("sandbox", "development", "production")
 MAX_COUNT = 500
 LOOKUP_PAGES = 40
-KEY_CACHE_SECONDS = 3600
+#: How long a verification key is trusted without asking Plaid again: a key
+#: Plaid expires (a rotation) stops verifying deliveries within this time.
+KEY_CACHE_SECONDS = 300
+#: Look-ups of keys not in the cache, per minute and process: a forged
+#: delivery names any kid it likes, and each look-up is a call to Plaid.
+KEY_LOOKUPS_PER_MINUTE = 10
 CURSOR_PREFIX = "hub1."
 AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
                "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
@@ -128,6 +133,7 @@ ITEM_STATUS_WEBHOOKS = {"ERROR": CONNECTION_BROKEN, "USER_PERMISSION_REVOKED": C
                         "LOGIN_REPAIRED": CONNECTION_REPAIRED}
 
 _verification_keys: dict[str, tuple[float, dict[str, Any]]] = {}
+_key_lookups: list[float] = []
 
 
 class MutationDuringPagination(ProviderUnavailable):
@@ -479,6 +485,11 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
 async def _verification_key(ctx, kid: str) -> jwt.PyJWK:
     cached = _verification_keys.get(kid)
     if cached is None or time.time() - cached[0] > KEY_CACHE_SECONDS:
+        now = time.time()
+        _key_lookups[:] = [t for t in _key_lookups if now - t < 60]
+        if cached is None and len(_key_lookups) >= KEY_LOOKUPS_PER_MINUTE:
+            raise WebhookRejected("too many deliveries signed with unknown keys; not looked up")
+        _key_lookups.append(now)
         try:
             key = (await _post(ctx, "/webhook_verification_key/get", key_id=kid))["key"]
         except (ValidationFailed, NotFound) as exc:

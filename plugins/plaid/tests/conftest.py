@@ -44,3 +44,12 @@ def auth(hub_auth):
 @pytest.fixture
 def connection(client, auth, fake):
     return link(client, auth, fake)
+
+
+@pytest.fixture(autouse=True)
+def fresh_key_cache():
+    """Verification keys and the look-up budget are per process: each test starts afresh."""
+    import hub_plaid
+
+    hub_plaid._verification_keys.clear()
+    hub_plaid._key_lookups.clear()

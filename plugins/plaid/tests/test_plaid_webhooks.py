@@ -5,6 +5,7 @@ syncs they trigger."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import jwt
@@ -200,3 +201,42 @@ def test_unknown_item_and_foreign_item_are_refused(client, fake, connection):
     assert response.status_code == 404 and response.json()["code"] == "unknown_webhook_connection"
     foreign = fake.send_webhook(f"{URL}?connection_id={connection['id']}", payload, client=client)
     assert foreign.status_code == 401 and "another Plaid item" in foreign.json()["error"]
+
+
+def test_a_rotated_key_stops_verifying_once_its_cached_copy_is_old(client, fake, connection, monkeypatch):
+    import hub_plaid
+
+    monkeypatch.setattr(hub_plaid, "KEY_CACHE_SECONDS", 0.2)
+    item = fake.item()
+    old = fake.current_kid
+    assert fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client).json()["received"] == 1
+    fake.rotate_key()  # Plaid expires the old key
+    time.sleep(0.3)
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "DEFAULT_UPDATE", new_transactions=1)
+    body, headers = fake.signed_delivery(payload, kid=old)
+    refused = client.post(URL, content=body, headers=headers)
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]
+
+
+def test_deliveries_naming_unknown_keys_cost_a_bounded_number_of_lookups(client, fake, connection, monkeypatch):
+    import hub_plaid
+
+    monkeypatch.setattr(hub_plaid, "KEY_LOOKUPS_PER_MINUTE", 3)
+    item = fake.item()
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    body = json.dumps(payload).encode()
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    before = sum(fake.key_fetches.values()) + fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"]
+    for n in range(6):
+        claims = {"iat": int(time.time()), "request_body_sha256": hashlib.sha256(body).hexdigest()}
+        forged = jwt.encode(claims, attacker, algorithm="ES256", headers={"kid": f"made-up-{n}"})
+        response = client.post(URL, content=body, headers={"Plaid-Verification": forged,
+                                                           "Content-Type": "application/json"})
+        assert response.status_code == 401
+    assert sum(fake.key_fetches.values()) + fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] - before == 3
+    # Until the minute is over, a genuine delivery needing a look-up waits too (Plaid retries it)...
+    waiting = fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client)
+    assert waiting.status_code == 401 and "not looked up" in waiting.json()["error"]
+    # ...and once it is, verifies.
+    hub_plaid._key_lookups.clear()
+    assert fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client).json()["received"] == 1
