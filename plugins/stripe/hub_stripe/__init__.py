@@ -326,8 +326,32 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 @hookimpl
 async def register_webhook(ctx, url, events):
+    """Stripe shows an endpoint's signing secret only when creating it: an
+    endpoint already at ``url`` (an earlier registration) is replaced, not
+    left signing with a secret the hub no longer holds."""
     # Hub event types are Stripe's, except that subscriptions drop "customer.".
     wanted = [f"customer.{e}" if e.startswith("subscription.") else e for e in events] or ["*"]
+    await _delete_endpoints(ctx, url)
     body = {"url": url, "enabled_events": wanted, "api_version": STRIPE_VERSION}
     endpoint = await _post(ctx, "/webhook_endpoints", body, uuid.uuid4().hex)
     return {"id": endpoint.get("id"), "secret": endpoint.get("secret")}
+
+
+@hookimpl
+async def disconnect(ctx):
+    """The API key stays the account's; the endpoint delivering to this connection goes."""
+    return await _delete_endpoints(ctx, ctx.webhook_url) > 0
+
+
+async def _delete_endpoints(ctx, url: str) -> int:
+    """Delete the account's webhook endpoints delivering to ``url``; how many."""
+    found, after = [], None
+    while True:
+        page, more = await _list(ctx, "/webhook_endpoints", {"limit": 100, **({"starting_after": after} if after else {})})
+        found += [e["id"] for e in page if e.get("url") == url]
+        if not more or not page:
+            break
+        after = page[-1]["id"]
+    for endpoint_id in found:
+        await ctx.http.json("DELETE", _record_url(ctx, "webhook_endpoints", endpoint_id))
+    return len(found)

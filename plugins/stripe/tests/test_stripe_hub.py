@@ -307,6 +307,18 @@ def test_register_webhook_stores_the_secret_then_deliveries_verify(client, auth,
     delivered = client.post(f"{target.path}?{target.query}", content=body, headers=headers)
     assert delivered.json()["received"] == 1
 
+    # Registering again replaces the endpoint (Stripe shows a secret only at creation): one
+    # endpoint, signing with the secret the hub holds. Deleting the connection removes it.
+    again = client.post(f"{API}/connections/{connection['id']}/webhooks", json={"events": []}, headers=auth).json()
+    endpoints = fake.state.store.rows["webhook_endpoints"]
+    assert list(endpoints) == [again["subscription_id"]] and again["subscription_id"] != registered["subscription_id"]
+    with hub_app.state.hub.session() as session:
+        held = hub_app.state.hub.cipher.decrypt_json(
+            session.get(Connection, connection["id"]).credentials_encrypted)["webhook_secret"]
+    assert held == fake.state.store.webhook_secrets[again["subscription_id"]] != secret
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert fake.state.store.rows["webhook_endpoints"] == {}
+
 
 def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, connect):
     # The Connect account in the connection's config is the key deliveries carry.
