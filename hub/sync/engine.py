@@ -88,6 +88,10 @@ LEASE_WAIT = 900.0
 PUSH_BATCH = 100
 #: Longest a pull keeps a transaction open before committing its pages, and
 #: how long it keeps it open waiting for the next page.
+#: A pulled page's records are taken to be as new as the time the page was
+#: asked for, less this (the provider's clock may lag the hub's): webhook
+#: events older than that, retried late, do not overwrite them.
+PULLED_AS_OF_MARGIN = timedelta(seconds=60)
 COMMIT_SECONDS = 0.25
 IDLE_COMMIT_SECONDS = 0.005
 
@@ -161,8 +165,8 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         return run, True
 
 
-async def _ready(page: Page) -> Page:
-    return page
+async def _ready(fetched: tuple[Page, datetime]) -> tuple[Page, datetime]:
+    return fetched
 
 
 def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) -> None:
@@ -309,11 +313,15 @@ class _PageWriter:
         self.watch = threading.Thread(target=self._commit_when_idle, name="sync-idle-commit", daemon=True)
         self.watch.start()
 
-    def write(self, page: Page, next_cursor: str | None) -> Counts:
-        """Store one page; commit when the transaction is old enough or the pass ends."""
+    def write(self, page: Page, next_cursor: str | None, as_of: datetime | None = None) -> Counts:
+        """Store one page; commit when the transaction is old enough or the pass ends.
+
+        ``as_of`` versions the records of an entity without an ``updated_field``
+        (Stripe's): a webhook event older than that is not applied over them.
+        """
         with self.turn:
             try:
-                return self._write(page, next_cursor)
+                return self._write(page, next_cursor, as_of)
             except BaseException:
                 self.broken = True
                 raise
@@ -344,7 +352,7 @@ class _PageWriter:
                     log.warning("committing sync pages failed", exc_info=True)
                     self.broken = True
 
-    def _write(self, page: Page, next_cursor: str | None) -> Counts:
+    def _write(self, page: Page, next_cursor: str | None, as_of: datetime | None) -> Counts:
         now = utcnow()
         if self.session is None:
             self.session = self.engine.hub.session()
@@ -355,9 +363,11 @@ class _PageWriter:
             self.lease.renew_in(self.session)
             self.opened = time.monotonic()
         session = self.session
+        # (Only without an updated_field: with one, a fallback would push the watermark ahead.)
         counts = apply_records(session, connection_id=self.config.connection_id, schema=self.schema,
                                policy=self.config.conflict_policy, records=page.records, now=now,
-                               expect_new=self.all_new)
+                               expect_new=self.all_new,
+                               fallback_version=None if self.schema.updated_field else as_of)
         self.all_new = counts.created > 0 and counts.created == counts.fetched
         if page.deleted_ids:
             counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
@@ -578,7 +588,8 @@ class SyncEngine:
         plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease, run.queued_at)
         if plan.resumed and plan.cursor is not None:
             try:
-                first = await self._fetch(provider, ctx, schema, plan.cursor, plan.since)
+                first: tuple[Page, datetime] | None = await self._fetch(provider, ctx, schema, plan.cursor,
+                                                                         plan.since)
             except (ValidationFailed, NotFound) as exc:
                 # The provider no longer takes the saved position (Stripe's starting_after names a
                 # customer deleted since): resuming would fail for ever, so the pass starts over.
@@ -596,14 +607,14 @@ class SyncEngine:
                                     self._fetch(provider, ctx, schema, cursor, plan.since))
         try:
             while True:
-                page = await fetch
+                page, as_of = await fetch
                 next_cursor = page.next_cursor or None
                 if next_cursor is not None and cycle.repeats(next_cursor):
                     raise ProviderError(f"provider {provider.name} returned the {schema.name} cursor {next_cursor!r} "
                                         "again in one pass: its pages go round in a cycle")
                 if next_cursor is not None:
                     fetch = asyncio.create_task(self._fetch(provider, ctx, schema, next_cursor, plan.since))
-                counts = await asyncio.to_thread(writer.write, page, next_cursor)
+                counts = await asyncio.to_thread(writer.write, page, next_cursor, as_of)
                 if self.progress:
                     self.progress("page", schema.name, counts.fetched)
                 if next_cursor is None:
@@ -615,10 +626,14 @@ class SyncEngine:
             await asyncio.to_thread(writer.close)
 
     async def _fetch(self, provider: Provider, ctx: Any, schema: EntitySchema, cursor: str | None,
-                     since: datetime | None) -> Page:
+                     since: datetime | None) -> tuple[Page, datetime]:
+        """A page, and a time its records are at least as new as (asked for then,
+        less :data:`PULLED_AS_OF_MARGIN` for the provider's clock)."""
+        as_of = utcnow() - PULLED_AS_OF_MARGIN
         # Hub.call checks the result is a Page (HOOK_RESULTS).
-        return await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
+        page = await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
                                    page_size=self.page_size, filters={}, since=since)
+        return page, as_of
 
     def _begin_pass(self, config: SyncConfig, schema: EntitySchema, full_refresh: bool, lease: Lease,
                     queued_at: datetime, start_over: bool = False) -> _Pass:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from sqlmodel import select
 
-from hub.models import Connection, WebhookEvent
+from hub.models import Connection, SyncRecord, WebhookEvent
 from hub_stripe.testing import API_KEY, make_event, seed_customers, signed_delivery
 
 API = "/api/v1/integrations"
@@ -403,3 +403,42 @@ def test_balance_actions(client, auth, fake, connect):
     too_much = client.post(records_url(connection, "payouts"), json={"data": {"amount": 10**9, "currency": "usd"}},
                            headers=auth)
     assert too_much.status_code == 422 and "insufficient funds" in too_much.json()["error"]
+
+
+def test_a_late_retry_of_an_old_event_does_not_overwrite_a_newer_pull(client, auth, hub_app, fake, connect):
+    """Stripe retries a failed delivery for days; its customers carry no
+    modification time. A customer pulled after the event's time keeps the
+    pulled version; an event from after the pull applies."""
+    from hub.testing import wait_for_run
+
+    connection = connect(webhook_secret=SECRET)
+    [customer_id] = seed_customers(fake, 1)
+    customer = fake.state.store.rows["customers"][customer_id]
+    old = {**customer, "email": "old@example.com"}
+    customer["email"] = "new@example.com"
+    started = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "customers"},
+                          headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], started["id"])["status"] == "succeeded"
+    url = f"{API}/webhooks/stripe?connection_id={connection['id']}"
+
+    def deliver(event_id: str, data: dict, created: int) -> None:
+        body, headers = signed_delivery(SECRET, make_event("customer.updated", data, event_id=event_id,
+                                                           created=created))
+        assert client.post(url, content=body, headers=headers).json()["received"] == 1
+        deadline = time.monotonic() + 20
+        while True:
+            with hub_app.state.hub.session() as session:
+                event = session.exec(select(WebhookEvent).where(WebhookEvent.dedup_key == event_id)).one()
+            if event.status != "pending":
+                return
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    def stored_email() -> str:
+        with hub_app.state.hub.session() as session:
+            return session.exec(select(SyncRecord).where(SyncRecord.remote_id == customer_id)).one().data["email"]
+
+    deliver("evt_old", old, int(time.time()) - 3600)
+    assert stored_email() == "new@example.com"
+    deliver("evt_new", {**customer, "email": "newest@example.com"}, int(time.time()) + 1)
+    assert stored_email() == "newest@example.com"
