@@ -260,6 +260,7 @@ def list_records(
     :param filters: provider-specific filters the client passed.
     :param since: only records modified (or, where the provider can only
         filter on creation, created) at or after this time; ``None`` for all.
+        Always timezone-aware UTC, from 1970 on (the core refuses others).
     :returns: a :class:`~hub.types.Page`; ``next_cursor`` is ``None`` exactly
         on the last page. Following cursors from the first page to the last
         yields every record once.

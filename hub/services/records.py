@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from hub.models import Connection
@@ -14,6 +14,7 @@ from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
 from hub.types import NotFound, Page, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class RecordService:
@@ -44,6 +45,16 @@ class RecordService:
         if since is not None and not schema.supports_since:
             raise ValidationFailed(f"{self.provider.name} cannot list {entity} modified since a time",
                                    code="since_not_supported")
+        if since is not None:
+            since = since.replace(tzinfo=timezone.utc) if since.tzinfo is None else since
+            try:
+                since = since.astimezone(timezone.utc)
+            except OverflowError:
+                since = None
+            if since is None or since < EPOCH:
+                # Providers count time from 1970: a plugin's timestamp() of year 1 failed as a 502.
+                raise ValidationFailed("since must be a time from 1970 on (a time without a zone is UTC)",
+                                       code="invalid_value")
         page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity,
                                    cursor=open_cursor(cursor, entity),
                                    page_size=max(1, min(page_size, MAX_PAGE_SIZE)),

@@ -172,6 +172,9 @@ def _environment(ctx) -> str:
 
 def _country_codes(ctx, wanted: str | list[str] | None = None) -> list[str]:
     codes = wanted or ctx.settings.get("country_codes") or "US"
+    if not isinstance(codes, (str, list)):
+        raise ValidationFailed("country_codes must be a list of country codes, or one comma-separated text",
+                               code="invalid_value")
     return [str(c).strip().upper() for c in (codes.split(",") if isinstance(codes, str) else codes) if str(c).strip()]
 
 

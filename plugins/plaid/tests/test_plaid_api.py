@@ -342,11 +342,12 @@ def test_malformed_link_metadata_or_config_loses_no_item(client, auth, fake):
     """A config that is not an object is refused before anything reaches Plaid;
     a malformed institution in Link's metadata is left out, not a failure after
     the (single-use) public token was exchanged."""
-    for path, body in (("token", {"options": {"config": "abc"}}),
-                       ("exchange", {"public_token": "x", "metadata": {"config": [1]}})):
+    for path, body, why in (("token", {"options": {"config": "abc"}}, "config must be an object"),
+                            ("exchange", {"public_token": "x", "metadata": {"config": [1]}}, "config must be"),
+                            ("token", {"options": {"country_codes": 5}}, "country_codes must be")):
         refused = client.post(f"{API}/link/plaid/{path}", json=body, headers=auth)
         assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
-        assert "config must be an object" in refused.json()["error"]
+        assert why in refused.json()["error"]
     public_token = fake.create_public_token("ins_109512")
     response = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
         "public_token": public_token, "metadata": {"institution": "Houndstooth Bank"}})

@@ -110,6 +110,12 @@ def test_since_filters_on_creation_time(client, auth, start_fake, connect):
     since = datetime.fromtimestamp(cutoff, tz=timezone.utc).isoformat()
     ids, _ = list_all(client, auth, connection, "customers", limit=4, since=since)
     assert ids == seeded[30:][::-1]
+    # Without a zone it is UTC; before 1970 (no provider counts time from before) it is refused.
+    naive = datetime.fromtimestamp(cutoff, tz=timezone.utc).replace(tzinfo=None).isoformat()
+    assert list_all(client, auth, connection, "customers", limit=4, since=naive)[0] == ids
+    for early in ("0001-01-01T00:00:00", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+12:00"):
+        refused = client.get(records_url(connection, "customers"), params={"since": early}, headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
 
 
 def test_filters_pass_through_to_stripe(client, auth, start_fake, connect):
