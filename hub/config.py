@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     sync_workers: int = 2  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
     http_retry_attempts: int = 6
     http_retry_base_delay: float = 0.5
+    http_timeout_seconds: float = 30.0  # one provider request without an answer (connect: at most 10)
+    http_deadline_seconds: float = 90.0  # one call, its retries and waits included
 
     @property
     def resolved_database_url(self) -> str:

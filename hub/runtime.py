@@ -65,8 +65,11 @@ class Hub:
         self.engine = make_engine(settings.resolved_database_url)
         self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir)
         self.registry = registry if registry is not None else PluginRegistry.from_environment()
-        self.pool = ClientPool(transport=transport, retry=RetryPolicy(
-            attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay))
+        self.pool = ClientPool(
+            transport=transport,
+            timeout=httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds)),
+            retry=RetryPolicy(attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay,
+                              deadline=settings.http_deadline_seconds))
         self._locks: dict[str, asyncio.Lock] = {}
         self._provider_settings: dict[str, dict[str, str]] = {}
 

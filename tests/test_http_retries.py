@@ -112,3 +112,36 @@ def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):
     outcome, seen = call(tmp_path, [slow], method="GET", deadline=0.5)
     assert isinstance(outcome, ProviderUnavailable) and "no answer within 0.5 s" in outcome.message
     assert time.monotonic() - started < 3 and len(seen) == 1
+
+
+def test_the_operator_sets_how_long_a_hung_provider_may_hold_a_call(tmp_path):
+    """HUB_HTTP_TIMEOUT_SECONDS and HUB_HTTP_DEADLINE_SECONDS, against a real
+    socket that accepts and never answers (90 s by default, longer than many
+    proxies wait)."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_timeout_seconds=0.3, http_deadline_seconds=1.0,
+                       http_retry_base_delay=0.01), registry)
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def send() -> object:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        try:
+            return await ctx.http.request("GET", f"http://127.0.0.1:{hung.getsockname()[1]}/things")
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+        finally:
+            await hub.close()
+
+    started = time.monotonic()
+    try:
+        outcome = asyncio.run(send())
+    finally:
+        hung.close()
+    assert isinstance(outcome, ProviderUnavailable), outcome
+    assert time.monotonic() - started < 3
