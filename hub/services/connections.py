@@ -230,6 +230,31 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str) ->
         return hub.find_connection(session, organization_id, connection_id), details
 
 
+async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials) -> None:
+    """Give back a grant obtained for a connection that could not be saved
+    (``connection_exists``, say): nobody would hold its token otherwise. Not
+    when another connection uses the same account (revoking would cut it off)."""
+    if not provider.implements("disconnect"):
+        return
+    if credentials.webhook_key:
+        with hub.session() as session:
+            if session.exec(select(Connection.id).where(Connection.provider == provider.name,
+                                                        Connection.webhook_key == credentials.webhook_key)
+                            .limit(1)).first() is not None:
+                return
+    unsaved = Connection(organization_id="", provider=provider.name, category=provider.info.category,
+                         name=provider.info.label)
+    hub.store_credentials(unsaved, credentials)
+    ctx = hub.context(provider, unsaved)
+    ctx.connection_id = None  # nothing stored to mark
+    try:
+        await hub.call(provider, "disconnect", ctx)
+    except HubError as exc:
+        log.warning("giving back an unsaved %s grant failed: %s", provider.name, exc.message)
+    finally:
+        await hub.pool.discard(unsaved.id)
+
+
 async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> None:
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)

@@ -15,7 +15,7 @@ from hub.crypto import hash_token
 from hub.models import Connection, OAuthState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.connections import upsert_from_credentials
+from hub.services.connections import revoke_unsaved, upsert_from_credentials
 from hub.types import HubError, ValidationFailed
 
 
@@ -137,6 +137,7 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
     try:
         connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)
     except HubError as exc:
+        await revoke_unsaved(hub, provider, credentials)
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     return record, connection
 

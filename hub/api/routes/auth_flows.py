@@ -16,8 +16,8 @@ from hub.api.schemas import (
 )
 from hub.models import ConnectionPublic
 from hub.services import oauth
-from hub.services.connections import upsert_from_credentials
-from hub.types import ValidationFailed
+from hub.services.connections import revoke_unsaved, upsert_from_credentials
+from hub.types import HubError, ValidationFailed
 
 router = APIRouter(tags=["auth"], route_class=HubRoute)
 
@@ -79,7 +79,11 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata)
-    connection = upsert_from_credentials(hub, org.id, provider, credentials, name=body.name, allow_many=True)
+    try:
+        connection = upsert_from_credentials(hub, org.id, provider, credentials, name=body.name, allow_many=True)
+    except HubError:
+        await revoke_unsaved(hub, provider, credentials)  # the public token is spent: give the item back
+        raise
     return {"success": True, "connection": ConnectionPublic.of(connection)}
 
 

@@ -98,6 +98,8 @@ def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(sho
     switch.app = fake.create_app(shop="second-store.myshopify.com")
     result = shopify.finish(shopify.consent(shopify.start(shop="second-store.myshopify.com")))
     assert result == {"status": "error", "code": "connection_exists"}
+    # The second shop's grant, which nothing holds, is given back (the app leaves that shop).
+    assert switch.app.state.tokens == {} and len(shopify.shop.state.tokens) == 1
     assert [c["id"] for c in shopify.get(f"{API}/connections").json()["connections"]] == [connection_id]
     assert shopify.get(url).json()["connection"]["config"]["shop"] == SHOP
 
