@@ -88,9 +88,10 @@ LEASE_WAIT = 900.0
 PUSH_BATCH = 100
 #: Longest a pull keeps a transaction open before committing its pages, and
 #: how long it keeps it open waiting for the next page.
-#: A pulled page's records are taken to be as new as the time the page was
-#: asked for, less this (the provider's clock may lag the hub's): webhook
-#: events older than that, retried late, do not overwrite them.
+#: Records of an entity without a modification time, pulled or answered to a
+#: push, are as new as the time they were asked for; they are stored as that
+#: time less this (the provider's clock may lag the hub's): webhook events
+#: older than that, retried late, do not overwrite them.
 PULLED_AS_OF_MARGIN = timedelta(seconds=60)
 COMMIT_SECONDS = 0.25
 IDLE_COMMIT_SECONDS = 0.005
@@ -191,6 +192,17 @@ def _overtaken(row: SyncRecord, seen: Any, answered: datetime | None) -> bool:
         return True
     stored = row.remote_updated_at
     return stored is None or answered is None or stored > answered
+
+
+def _answer_versions(schema: EntitySchema, data: dict[str, Any],
+                     asked_at: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """The version to store of a provider's answer, and the one to compare
+    with what is stored: its own modification time, or for an entity without
+    one, when it was asked for (stored less :data:`PULLED_AS_OF_MARGIN`)."""
+    own = version_of(schema, data)
+    if own is not None or schema.updated_field or asked_at is None:
+        return own, own
+    return asked_at - PULLED_AS_OF_MARGIN, asked_at
 
 
 def _create_key(row: SyncRecord) -> str:
@@ -316,8 +328,9 @@ class _PageWriter:
     def write(self, page: Page, next_cursor: str | None, as_of: datetime | None = None) -> Counts:
         """Store one page; commit when the transaction is old enough or the pass ends.
 
-        ``as_of`` versions the records of an entity without an ``updated_field``
-        (Stripe's): a webhook event older than that is not applied over them.
+        ``as_of``, when the page was asked for, versions the records of an
+        entity without an ``updated_field`` (Stripe's): a webhook event older
+        than that (less :data:`PULLED_AS_OF_MARGIN`) is not applied over them.
         """
         with self.turn:
             try:
@@ -364,10 +377,12 @@ class _PageWriter:
             self.opened = time.monotonic()
         session = self.session
         # (Only without an updated_field: with one, a fallback would push the watermark ahead.)
+        without_versions = as_of is not None and not self.schema.updated_field
         counts = apply_records(session, connection_id=self.config.connection_id, schema=self.schema,
                                policy=self.config.conflict_policy, records=page.records, now=now,
                                expect_new=self.all_new,
-                               fallback_version=None if self.schema.updated_field else as_of)
+                               fallback_version=as_of - PULLED_AS_OF_MARGIN if without_versions else None,
+                               fallback_asked_at=as_of if without_versions else None)
         self.all_new = counts.created > 0 and counts.created == counts.fetched
         if page.deleted_ids:
             counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
@@ -627,9 +642,8 @@ class SyncEngine:
 
     async def _fetch(self, provider: Provider, ctx: Any, schema: EntitySchema, cursor: str | None,
                      since: datetime | None) -> tuple[Page, datetime]:
-        """A page, and a time its records are at least as new as (asked for then,
-        less :data:`PULLED_AS_OF_MARGIN` for the provider's clock)."""
-        as_of = utcnow() - PULLED_AS_OF_MARGIN
+        """A page, and when it was asked for (its records are at least that new)."""
+        as_of = utcnow()
         # Hub.call checks the result is a Page (HOOK_RESULTS).
         page = await self.hub.call(provider, "list_records", ctx, entity=schema.name, cursor=cursor,
                                    page_size=self.page_size, filters={}, since=since)
@@ -752,6 +766,7 @@ class SyncEngine:
         seen = await asyncio.to_thread(self._mark_sending, row, None if guarded else create, payload)
         if seen is None:
             return False  # changed, discarded or gone meanwhile: the next push takes what is there
+        asked_at = utcnow()
         try:
             if op in ("update", "delete") and config.conflict_policy != "hub_wins" and "get_record" in provider.hooks:
                 # Changed at the provider since the last pull? Then a conflict under the policy, not
@@ -763,7 +778,7 @@ class SyncEngine:
                     current = None  # deleted there: the update below meets the same 404
                 if current is not None:
                     seen = await asyncio.to_thread(self._before_sending, run_id, config, schema, lease, row,
-                                                   current, payload)
+                                                   current, payload, asked_at)
                     if seen is None:
                         return False
             if op == "create":
@@ -795,13 +810,15 @@ class SyncEngine:
         except HubError as exc:
             failure = exc
         more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
-                                       permanent, sent_data=payload if creating else None, seen=seen)
+                                       permanent, sent_data=payload if creating else None, seen=seen,
+                                       asked_at=asked_at)
         if failure is not None and not permanent:
             raise failure
         return more
 
     def _before_sending(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
-                        row: SyncRecord, current: dict[str, Any], payload: dict[str, Any]) -> Any:
+                        row: SyncRecord, current: dict[str, Any], payload: dict[str, Any],
+                        asked_at: datetime | None = None) -> Any:
         """Whether to send the change, given the provider's current version:
         yes when it is the version stored, or differs from it only by the
         hub's own write (sent before, its answer lost), which is then stored;
@@ -825,12 +842,12 @@ class SyncEngine:
                     session.add(stored)
                     session.flush()
                     settle_conflict(session, stored.id, config.conflict_policy, current, digest,
-                                    version_of(schema, current), now, schema)
+                                    _answer_versions(schema, current, asked_at)[0], now, schema)
                     _bump(session, run_id, Counts(conflicts=1))
                     return None
                 # An update sent before was made (its answer was lost): the provider's version holds it.
                 stored.data, stored.content_hash = current, digest
-                stored.remote_updated_at = version_of(schema, current)
+                stored.remote_updated_at = _answer_versions(schema, current, asked_at)[0]
                 stored.last_seen_at = stored.updated_at = now
                 session.add(stored)
             return types.SimpleNamespace(content_hash=stored.content_hash, deleted=stored.deleted,
@@ -858,7 +875,8 @@ class SyncEngine:
 
     def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
                     result: Any, failure: HubError | None, permanent: bool, unsent: bool = False,
-                    sent_data: dict[str, Any] | None = None, seen: Any = None) -> bool:
+                    sent_data: dict[str, Any] | None = None, seen: Any = None,
+                    asked_at: datetime | None = None) -> bool:
         """Store a push's outcome; True when it was made and the record has a later change to send.
 
         ``seen`` is the provider's version stored when the change was sent: a
@@ -914,9 +932,10 @@ class SyncEngine:
                             _bump(session, run_id, counts)
                             return False
                         echo = self._adopt(session, row, str(remote_id))
-                    if not _overtaken(row, seen, version_of(schema, data)):
+                    stored_version, answered = _answer_versions(schema, data, asked_at)
+                    if not _overtaken(row, seen, answered):
                         row.data, row.content_hash = data, record_hash(data)
-                        row.remote_updated_at = version_of(schema, data)
+                        row.remote_updated_at = stored_version
                         row.deleted, row.deleted_at = False, None
                     row.first_seen_at = row.first_seen_at or now
                 row.last_seen_at = now

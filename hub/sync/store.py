@@ -170,7 +170,7 @@ def _stale(row: Any, version: datetime | None) -> bool:
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
                   records: Iterable[dict[str, Any]], now: datetime,
                   fallback_version: datetime | None = None, expect_new: bool = False,
-                  only_new: bool = False) -> Counts:
+                  only_new: bool = False, fallback_asked_at: datetime | None = None) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
     New records are inserted; changed ones updated; unchanged ones only
@@ -185,6 +185,10 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     ``only_new`` (a webhook's creation snapshot) stores records not stored
     yet and leaves stored ones alone: a record's first version is older than
     any other, though a late delivery may carry the same second as a later one.
+    ``fallback_asked_at`` (a pull) is when records without their own version
+    were asked for: they count as that new against the stored version, and
+    are stored as ``fallback_version`` (earlier, allowing for the provider's
+    clock, so that only events older than that are refused after them).
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -200,9 +204,14 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     if not incoming:
         return counts
     prepared: list[tuple[str, str, str, datetime | None]] = []
+    asked: dict[str, datetime] = {}  # the version to compare with, where it is not the one stored
     for remote_id, record in incoming.items():
         text, digest = canonical(record)
-        version = version_of(schema, record) or fallback_version
+        version = version_of(schema, record)
+        if version is None:
+            version = fallback_version
+            if fallback_asked_at is not None:
+                asked[remote_id] = fallback_asked_at
         if version is not None and (counts.newest is None or version > counts.newest):
             counts.newest = version
         prepared.append((remote_id, text, digest, version))
@@ -234,7 +243,7 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         if only_new:
             continue
-        if (row.content_hash == digest and not row.deleted) or _stale(row, version):
+        if (row.content_hash == digest and not row.deleted) or _stale(row, asked.get(remote_id, version)):
             touched.append(row.id)
             continue
         record = incoming[remote_id]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlmodel import select
 
 from hub.models import Connection, SyncRecord, WebhookEvent
+from hub.testing import wait_for_run
 from hub_stripe.testing import API_KEY, make_event, seed_customers, signed_delivery
 
 API = "/api/v1/integrations"
@@ -415,8 +416,6 @@ def test_a_late_retry_of_an_old_event_does_not_overwrite_a_newer_pull(client, au
     """Stripe retries a failed delivery for days; its customers carry no
     modification time. A customer pulled after the event's time keeps the
     pulled version; an event from after the pull applies."""
-    from hub.testing import wait_for_run
-
     connection = connect(webhook_secret=SECRET)
     [customer_id] = seed_customers(fake, 1)
     customer = fake.state.store.rows["customers"][customer_id]
@@ -448,3 +447,67 @@ def test_a_late_retry_of_an_old_event_does_not_overwrite_a_newer_pull(client, au
     assert stored_email() == "new@example.com"
     deliver("evt_new", {**customer, "email": "newest@example.com"}, int(time.time()) + 1)
     assert stored_email() == "newest@example.com"
+
+
+def _deliver(client, hub_app, connection, event_id, data, created):
+    url = f"{API}/webhooks/stripe?connection_id={connection['id']}"
+    body, headers = signed_delivery(SECRET, make_event("customer.updated", data, event_id=event_id, created=created))
+    assert client.post(url, content=body, headers=headers).json()["received"] == 1
+    deadline = time.monotonic() + 20
+    while True:
+        with hub_app.state.hub.session() as session:
+            event = session.exec(select(WebhookEvent).where(WebhookEvent.dedup_key == event_id)).one()
+        if event.status != "pending":
+            return event.status
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _stored(hub_app, remote_id):
+    with hub_app.state.hub.session() as session:
+        return session.exec(select(SyncRecord).where(SyncRecord.remote_id == remote_id)).one()
+
+
+def test_a_pull_right_after_a_webhook_takes_a_provider_change_made_since(client, auth, hub_app, fake, connect):
+    """A customer pulled after an event was applied is newer than the event:
+    the 60 s allowed for the provider's clock must not hide what changed since."""
+    connection = connect(webhook_secret=SECRET)
+    [customer_id] = seed_customers(fake, 1)
+    customer = fake.state.store.rows["customers"][customer_id]
+    sync = f"{API}/connections/{connection['id']}/sync"
+    run = client.post(sync, json={"entity": "customers"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    # An update Stripe reports now...
+    customer["email"] = "via-webhook@example.com"
+    assert _deliver(client, hub_app, connection, "evt_a", dict(customer), int(time.time())) == "processed"
+    # ...then another change at Stripe (its event not delivered yet / not subscribed), then a pull.
+    customer["email"] = "later@example.com"
+    run = client.post(sync, json={"entity": "customers"}, headers=auth).json()["run"]
+    done = wait_for_run(client, auth, connection["id"], run["id"])
+    assert done["status"] == "succeeded"
+    assert _stored(hub_app, customer_id).data["email"] == "later@example.com", \
+        f"pull {done} kept {_stored(hub_app, customer_id).data['email']!r}"
+
+
+def test_a_late_old_event_does_not_overwrite_the_hubs_own_push(client, auth, hub_app, fake, connect):
+    """Push answers of an entity without a modification time are versioned like pulls."""
+    connection = connect(webhook_secret=SECRET)
+    [customer_id] = seed_customers(fake, 1)
+    customer = fake.state.store.rows["customers"][customer_id]
+    old = {**customer}
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    config = client.post(configs, json={"entity": "customers", "direction": "both"}, headers=auth).json()["sync_config"]
+    sync = f"{API}/connections/{connection['id']}/sync"
+    run = client.post(sync, json={"entity": "customers"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    assert _stored(hub_app, customer_id).remote_updated_at is not None  # pulled: versioned as_of
+    written = client.put(f"{configs}/{config['id']}/records/{customer_id}",
+                         json={"data": {"email": "pushed@example.com"}, "sync": False}, headers=auth)
+    assert written.status_code == 200, written.text
+    run = client.post(sync, json={"entity": "customers", "direction": "push"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    assert fake.state.store.rows["customers"][customer_id]["email"] == "pushed@example.com"
+    # Stripe retries an hour-old event (from before the pull and the push).
+    _deliver(client, hub_app, connection, "evt_old", old, int(time.time()) - 3600)
+    assert _stored(hub_app, customer_id).data["email"] == "pushed@example.com", \
+        f"stored {_stored(hub_app, customer_id).data['email']!r}, Stripe has pushed@example.com"
