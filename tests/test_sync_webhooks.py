@@ -24,6 +24,7 @@ from hub.services.webhooks import WebhookProcessor, backoff, receive
 from hub.sync.engine import SyncEngine
 from hub.types import ProviderUnavailable, WebhookRequest
 from hub.types import WebhookEvent as HubEvent
+from hub.testing import wait_for_run
 from hub_example.testing import API_KEY, signed_delivery
 from tests.conftest import API, make_org
 from tests.sync_support import Ledger, make_connection, run, stored, wait_until
@@ -388,3 +389,27 @@ def test_a_creation_snapshot_delivered_late_does_not_replace_a_later_version_of_
                                              "data": {**first, "id": "note_2"}}, int(time.time()))
     client.post(url, content=body, headers=headers)
     wait_until(lambda: "note_2" in stored(hub, connection["id"], "notes"), message="the second creation applied")
+
+
+def test_a_deletion_while_a_config_was_disabled_is_applied_by_the_pass_after_re_enabling(client, auth, hub_app, example_fake):
+    """Its events were ignored while it was off: the first pass after is a full one."""
+    hub: Hub = hub_app.state.hub
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    config = client.post(configs, json={"entity": "notes"}, headers=auth).json()["sync_config"]
+    sync = f"{API}/connections/{connection['id']}/sync"
+    run = client.post(sync, json={"entity": "notes"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    [victim, *_] = sorted(stored(hub, connection["id"], "notes"))
+    assert client.put(f"{configs}/{config['id']}", json={"enabled": False}, headers=auth).status_code == 200
+    fake.state.notes.delete(victim)
+    body, headers = signed_delivery(SECRET, {"id": "e_del", "type": "note.deleted", "data": {"id": victim}},
+                                    int(time.time()))
+    client.post(f"{API}/webhooks/example?connection_id={connection['id']}", content=body, headers=headers)
+    wait_until(lambda: events_of(hub)["e_del"].status != "pending", message="the event looked at")
+    assert events_of(hub)["e_del"].status == "ignored"
+    assert client.put(f"{configs}/{config['id']}", json={"enabled": True}, headers=auth).status_code == 200
+    run = client.post(sync, json={"entity": "notes"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    assert victim not in stored(hub, connection["id"], "notes"), "deleted at the provider, still stored as live"

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, utcnow
+from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.mapping import FieldMapping, validate_mappings
@@ -86,6 +86,13 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
     provider = hub.provider(connection.provider)
     with hub.session() as session:
         config = get_config(session, connection.id, config_id)
+        if changes.get("enabled") and not config.enabled:
+            # Its webhook events were ignored while it was off (deletions too): the next
+            # pass is a full one, unless the provider's own cursor reports deletions.
+            state = session.get(SyncState, config.id)
+            if state is not None and state.watermark is not None:
+                state.watermark = None
+                session.add(state)
         for key in ("direction", "enabled", "conflict_policy", "mappings"):
             if key in changes and changes[key] is not None:
                 setattr(config, key, changes[key])
