@@ -226,13 +226,15 @@ def exchange_public_token(
 @hookspec(firstresult=True)
 def disconnect(ctx: ProviderContext) -> bool:
     """Revoke the connection at the provider when the hub deletes it
-    (Plaid's ``/item/remove``, Shopify's app uninstall), or to give back a
-    grant that could not be saved as a connection (``ctx.connection_id`` is
-    then ``None``). Optional; failures are logged, not raised to the user,
-    and the connection is deleted anyway.
-    The core does not call it while another connection of the provider (in
-    any organization) has the same ``webhook_key``: the same shop or item
-    connected twice shares what this would revoke.
+    (Plaid's ``/item/remove``, Shopify's app uninstall; called after the
+    connection's rows are gone), or to give back a grant that could not be
+    saved as a connection (``ctx.connection_id`` is then ``None``). Optional;
+    failures are logged, not raised to the user.
+
+    ``ctx.extra["account_shared"]`` is ``True`` when another connection of
+    the provider (in any organization) still has the same ``webhook_key``:
+    the same shop or item connected twice. Then revoke only what is this
+    connection's own (Stripe's webhook endpoint for it), not the shared grant.
 
     :returns: ``True`` when something was revoked.
     """

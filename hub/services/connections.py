@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -256,24 +257,42 @@ async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials)
 
 
 async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> None:
+    """Delete the connection, then revoke it at the provider (``disconnect``).
+
+    ``ctx.extra["account_shared"]`` tells the plugin whether another
+    connection (of any organization) still uses the same account (its
+    ``webhook_key``: the same shop or item): then it must revoke only what is
+    this connection's own. Decided after the rows are gone, under a lock per
+    account, so that of two connections deleted at once the last revokes.
+    """
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
-        shared = connection.webhook_key is not None and session.exec(select(Connection.id).where(
-            Connection.provider == connection.provider, Connection.webhook_key == connection.webhook_key,
-            Connection.id != connection.id).limit(1)).first() is not None
     provider = hub.registry.providers.get(connection.provider)
-    if shared:
-        # Another organization (or Link item) uses the same shop or item: revoking would cut it off too.
-        log.info("connection %s shares its %s account with another connection: not revoked at the provider",
-                 connection.id, connection.provider)
-    elif provider is not None and provider.implements("disconnect"):
-        try:
-            await hub.call(provider, "disconnect", hub.context(provider, connection))
-        except HubError as exc:
-            log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+    # Its credentials, read before its row goes.
+    ctx = hub.context(provider, connection) if provider is not None and provider.implements("disconnect") else None
     entities = set(provider.schemas) if provider is not None else set()
     await asyncio.to_thread(_delete_rows, hub, organization_id, connection_id, entities)
-    await hub.pool.discard(connection_id)
+    try:
+        if ctx is not None and provider is not None:
+            await _disconnect(hub, provider, connection, ctx)
+    finally:
+        await hub.pool.discard(connection_id)
+
+
+async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx: Any) -> None:
+    key = connection.webhook_key
+    lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
+    try:
+        async with lock:
+            shared = False
+            if key:
+                with hub.session() as session:
+                    shared = session.exec(select(Connection.id).where(
+                        Connection.provider == provider.name, Connection.webhook_key == key).limit(1)).first() is not None
+            ctx.extra["account_shared"] = shared
+            await hub.call(provider, "disconnect", ctx)
+    except HubError as exc:
+        log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
 
 
 def _delete_rows(hub: Hub, organization_id: str, connection_id: str, entities: set[str]) -> None:

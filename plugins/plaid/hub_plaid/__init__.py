@@ -265,6 +265,8 @@ async def test_connection(ctx):
 
 @hookimpl
 async def disconnect(ctx):
+    if ctx.extra.get("account_shared"):
+        return False  # the item is another connection's too
     await _item_post(ctx, "/item/remove")
     return True
 

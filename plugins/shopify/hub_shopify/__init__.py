@@ -270,6 +270,8 @@ async def test_connection(ctx):
 
 @hookimpl
 async def disconnect(ctx):
+    if ctx.extra.get("account_shared"):
+        return False  # uninstalling would cut off the other connections to the shop
     await ctx.http.delete(ctx.url("revoke"))
     return True
 

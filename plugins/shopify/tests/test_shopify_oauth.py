@@ -4,6 +4,7 @@ expiring tokens with rotating refresh tokens, testing and disconnecting."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
@@ -174,3 +175,23 @@ def test_api_version_setting(shopify):
     connection_id = shopify.connect()
     assert shopify.post(f"{API}/connections/{connection_id}/test").status_code == 200
     assert dict(shopify.shop.state.versions) == {"2024-10": 1}
+
+
+def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(shopify):
+    """Each deletion saw the other connection still there, and neither revoked."""
+    first = shopify.connect()
+    with shopify.hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "second")
+    second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
+    second = second_org.connect()
+    assert len(shopify.shop.state.tokens) == 2
+    answers = []
+    threads = [threading.Thread(target=lambda h=h, c=c: answers.append(h.delete(f"{API}/connections/{c}").json()))
+               for h, c in ((shopify, first), (second_org, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [{"success": True}] * 2
+    assert shopify.get(f"{API}/connections").json()["connections"] == []
+    assert shopify.shop.state.tokens == {}, "no connection left, the app still installed with live tokens"

@@ -331,24 +331,27 @@ async def register_webhook(ctx, url, events):
     left signing with a secret the hub no longer holds."""
     # Hub event types are Stripe's, except that subscriptions drop "customer.".
     wanted = [f"customer.{e}" if e.startswith("subscription.") else e for e in events] or ["*"]
-    await _delete_endpoints(ctx, url)
     body = {"url": url, "enabled_events": wanted, "api_version": STRIPE_VERSION}
     endpoint = await _post(ctx, "/webhook_endpoints", body, uuid.uuid4().hex)
+    # The new one first: should its creation fail, the old one still signs as the hub expects.
+    await _delete_endpoints(ctx, url, keep=endpoint.get("id"))
     return {"id": endpoint.get("id"), "secret": endpoint.get("secret")}
 
 
 @hookimpl
 async def disconnect(ctx):
-    """The API key stays the account's; the endpoint delivering to this connection goes."""
+    """The API key stays the account's (shared or not); the endpoint
+    delivering to this connection goes."""
     return await _delete_endpoints(ctx, ctx.webhook_url) > 0
 
 
-async def _delete_endpoints(ctx, url: str) -> int:
-    """Delete the account's webhook endpoints delivering to ``url``; how many."""
+async def _delete_endpoints(ctx, url: str, keep: str | None = None) -> int:
+    """Delete the account's webhook endpoints delivering to ``url`` (but
+    ``keep``); how many."""
     found, after = [], None
     while True:
         page, more = await _list(ctx, "/webhook_endpoints", {"limit": 100, **({"starting_after": after} if after else {})})
-        found += [e["id"] for e in page if e.get("url") == url]
+        found += [e["id"] for e in page if e.get("url") == url and e.get("id") != keep]
         if not more or not page:
             break
         after = page[-1]["id"]

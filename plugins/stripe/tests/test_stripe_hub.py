@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlmodel import select
 
 from hub.models import Connection, SyncRecord, WebhookEvent
+from hub.services.orgs import create_organization
 from hub.testing import wait_for_run
 from hub_stripe.testing import API_KEY, make_event, seed_customers, signed_delivery
 
@@ -511,3 +512,35 @@ def test_a_late_old_event_does_not_overwrite_the_hubs_own_push(client, auth, hub
     _deliver(client, hub_app, connection, "evt_old", old, int(time.time()) - 3600)
     assert _stored(hub_app, customer_id).data["email"] == "pushed@example.com", \
         f"stored {_stored(hub_app, customer_id).data['email']!r}, Stripe has pushed@example.com"
+
+
+def test_deleting_one_of_two_connect_connections_deletes_its_own_endpoint(client, auth, hub_app, fake, connect):
+    """The account is shared, the endpoint of the connection deleted is its own."""
+    first = connect(config={"account": "acct_1Shared"})
+    with hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "second")
+    auth2 = {"Authorization": f"Bearer {key}"}
+    body = {"provider": "stripe", "credentials": {"api_key": API_KEY}, "config": {"account": "acct_1Shared"}}
+    second = client.post(f"{API}/connections", json=body, headers=auth2).json()["connection"]
+    for c, a in ((first, auth), (second, auth2)):
+        assert client.post(f"{API}/connections/{c['id']}/webhooks", json={"events": []}, headers=a).status_code == 200
+    assert len(fake.state.store.rows["webhook_endpoints"]) == 2
+    assert client.delete(f"{API}/connections/{second['id']}", headers=auth2).json() == {"success": True}
+    urls = [e["url"] for e in fake.state.store.rows["webhook_endpoints"].values()]
+    assert not any(second["id"] in u for u in urls), f"orphaned endpoint of the deleted connection: {urls}"
+    assert len(urls) == 1 and first["id"] in urls[0]
+
+
+def test_a_failed_re_registration_keeps_the_endpoint_the_hub_can_verify(client, auth, hub_app, fake, connect):
+    connection = connect()
+    url = f"{API}/connections/{connection['id']}/webhooks"
+    assert client.post(url, json={"events": []}, headers=auth).status_code == 200
+    fake.state.lose_next = 1000  # Stripe errors on the new endpoint's creation
+    again = client.post(url, json={"events": []}, headers=auth)
+    fake.state.lose_next = 0
+    assert again.status_code >= 500, again.text
+    with hub_app.state.hub.session() as session:
+        held = hub_app.state.hub.cipher.decrypt_json(
+            session.get(Connection, connection["id"]).credentials_encrypted)["webhook_secret"]
+    live = {fake.state.store.webhook_secrets[e] for e in fake.state.store.rows["webhook_endpoints"]}
+    assert held in live, f"the working endpoint was deleted before its replacement existed ({again.json()})"
