@@ -56,8 +56,9 @@ LOOKUP_PAGES = 40
 #: How long a verification key is trusted without asking Plaid again: a key
 #: Plaid expires (a rotation) stops verifying deliveries within this time.
 KEY_CACHE_SECONDS = 300
-#: Look-ups of keys not in the cache, per minute and process: a forged
-#: delivery names any kid it likes, and each look-up is a call to Plaid.
+#: Look-ups of keys not in the cache, per minute, connection and process: a
+#: forged delivery names any kid it likes, and each look-up is a call to
+#: Plaid (on the Item's budget). Kids Plaid refused are remembered as long.
 KEY_LOOKUPS_PER_MINUTE = 10
 CURSOR_PREFIX = "hub1."
 AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
@@ -133,7 +134,8 @@ ITEM_STATUS_WEBHOOKS = {"ERROR": CONNECTION_BROKEN, "USER_PERMISSION_REVOKED": C
                         "LOGIN_REPAIRED": CONNECTION_REPAIRED}
 
 _verification_keys: dict[str, tuple[float, dict[str, Any]]] = {}
-_key_lookups: list[float] = []
+_key_lookups: dict[str | None, list[float]] = {}
+_refused_kids: dict[str, float] = {}
 
 
 class MutationDuringPagination(ProviderUnavailable):
@@ -491,14 +493,22 @@ async def _verification_key(ctx, kid: str) -> jwt.PyJWK:
     cached = _verification_keys.get(kid)
     if cached is None or time.time() - cached[0] > KEY_CACHE_SECONDS:
         now = time.time()
-        _key_lookups[:] = [t for t in _key_lookups if now - t < 60]
-        if cached is None and len(_key_lookups) >= KEY_LOOKUPS_PER_MINUTE:
+        if now - _refused_kids.get(kid, 0.0) < KEY_CACHE_SECONDS:
+            raise WebhookRejected("unknown verification key (Plaid refused it)")
+        lookups = _key_lookups.setdefault(ctx.connection_id, [])
+        lookups[:] = [t for t in lookups if now - t < 60]
+        if cached is None and len(lookups) >= KEY_LOOKUPS_PER_MINUTE:
             raise WebhookRejected("too many deliveries signed with unknown keys; not looked up")
-        _key_lookups.append(now)
+        lookups.append(now)
         try:
             key = (await _post(ctx, "/webhook_verification_key/get", key_id=kid))["key"]
         except (ValidationFailed, NotFound) as exc:
+            _refused_kids[kid] = now
             raise WebhookRejected(f"unknown verification key: {exc.message}") from None
+        except ProviderUnavailable:
+            if cached is None:
+                raise
+            key = cached[1]  # Plaid unreachable for a moment: the key it served stands until it answers
         cached = _verification_keys[kid] = (time.time(), key)
     key = cached[1]
     if key.get("expired_at") is not None and key["expired_at"] <= time.time():

@@ -53,3 +53,4 @@ def fresh_key_cache():
 
     hub_plaid._verification_keys.clear()
     hub_plaid._key_lookups.clear()
+    hub_plaid._refused_kids.clear()

@@ -10,10 +10,11 @@ import time
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from plaid_helpers import API, WEBHOOK_URL
+from plaid_helpers import API, WEBHOOK_URL, link
 from sqlmodel import select
 
 from hub.models import SyncRecord, WebhookEvent
+from hub.services.orgs import create_organization
 
 URL = f"{API}/webhooks/plaid"
 
@@ -240,3 +241,28 @@ def test_deliveries_naming_unknown_keys_cost_a_bounded_number_of_lookups(client,
     # ...and once it is, verifies.
     hub_plaid._key_lookups.clear()
     assert fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client).json()["received"] == 1
+
+
+def test_forged_deliveries_for_one_item_do_not_block_another_tenants_genuine_delivery(client, auth, fake, hub_app):
+    """The look-up budget is per connection, and kids Plaid refused are not asked again."""
+    mine = link(client, auth, fake)  # the attacker's own (tenant A) item: it knows its item_id
+    with hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "victim")
+    victim = link(client, {"Authorization": f"Bearer {key}"}, fake)
+    attacker_item = fake.items[mine["config"]["item_id"]]
+    victim_item = fake.items[victim["config"]["item_id"]]
+    payload = fake.webhook(attacker_item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    body = json.dumps(payload).encode()
+    signer = ec.generate_private_key(ec.SECP256R1())
+    for n in range(10):
+        claims = {"iat": int(time.time()), "request_body_sha256": hashlib.sha256(body).hexdigest()}
+        forged = jwt.encode(claims, signer, algorithm="ES256", headers={"kid": f"made-up-{n}"})
+        client.post(URL, content=body, headers={"Plaid-Verification": forged, "Content-Type": "application/json"})
+    before = fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"]
+    claims = {"iat": int(time.time()), "request_body_sha256": hashlib.sha256(body).hexdigest()}
+    again = jwt.encode(claims, signer, algorithm="ES256", headers={"kid": "made-up-0"})
+    assert client.post(URL, content=body, headers={"Plaid-Verification": again,
+                                                   "Content-Type": "application/json"}).status_code == 401
+    assert fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] == before  # refused before: not asked again
+    genuine = fake.fire(victim_item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client)
+    assert genuine.status_code == 200, genuine.text
