@@ -105,10 +105,22 @@ def test_a_database_upgraded_by_the_unreleased_0005_gets_its_column(database_url
             connection.execute(sa.text("ALTER TABLE sync_records DROP COLUMN sent_change"))
         else:
             connection.execute(sa.text("ALTER TABLE sync_records DROP COLUMN sent_change"))
-        connection.execute(sa.text("ALTER TABLE sync_records ADD COLUMN create_sent TEXT"))
+        connection.execute(sa.text("ALTER TABLE sync_records ADD COLUMN create_sent "
+                                   + ("TEXT" if connection.dialect.name == "sqlite" else "JSON")))
+        connection.execute(sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('o', 'o', CURRENT_TIMESTAMP)"))
+        connection.execute(sa.text(
+            "INSERT INTO connections (id, organization_id, provider, category, name, status, sync_enabled, "
+            "sync_frequency_minutes, credentials_version, created_at, updated_at, config) VALUES ('c', 'o', 'x', 'x', "
+            "'x', 'connected', false, 60, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '{}')"))
+        connection.execute(sa.text(
+            "INSERT INTO sync_records (id, connection_id, entity, data, deleted, local_version, push_attempts, "
+            "updated_at, create_sent) VALUES ('r', 'c', 'e', '{}', false, 1, 0, CURRENT_TIMESTAMP, "
+            "'{\"key\": \"hub-r\", \"data\": {\"email\": \"a@b.c\"}}')"))
     migrate(engine)
     columns = {c["name"] for c in sa.inspect(engine).get_columns("sync_records")}
     assert "sent_change" in columns
+    with Session(engine) as session:
+        assert session.get(SyncRecord, "r").sent_change == {"key": "hub-r", "data": {"email": "a@b.c"}}
     engine.dispose()
 
 

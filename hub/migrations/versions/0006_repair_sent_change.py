@@ -21,6 +21,9 @@ def upgrade() -> None:
     if "sent_change" not in columns:
         with op.batch_alter_table("sync_records") as batch_op:
             batch_op.add_column(sa.Column("sent_change", sa.JSON(), nullable=True))
+        if "create_sent" in columns:
+            # The same {key, data} of a create whose outcome is unknown: it must be re-sent as it was.
+            op.execute("UPDATE sync_records SET sent_change = create_sent WHERE create_sent IS NOT NULL")
 
 
 def downgrade() -> None:
