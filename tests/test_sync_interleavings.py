@@ -600,3 +600,21 @@ def _safely(call):
         return call()
     except Exception as exc:  # noqa: BLE001  (the test reports it)
         return exc
+
+
+def test_a_read_only_name_is_not_ignored_where_the_hub_itself_sent_it():
+    """An order's ``name`` is read-only; its address's ``name`` is the tenant's.
+    A provider version with another address name than the one the hub sent
+    is not the hub's own write."""
+    from hub.models import SyncRecord
+    from hub.sync.store import own_write
+    from hub.types import EntityField
+
+    fields = (EntityField("id", readonly=True), EntityField("name", readonly=True),
+              EntityField("shipping_address", "object"))
+    stored = {"id": 1, "name": "#1001", "shipping_address": {"name": "Ada", "city": "Paris"}}
+    sent = {"shipping_address": {"name": "Grace", "city": "Paris"}}
+    row = SyncRecord(connection_id="c", entity="orders", remote_id="1", data=stored,
+                     sent_change={"attempts": [sent]})
+    assert own_write(row, {**stored, "shipping_address": {"name": "Grace", "city": "Paris"}}, fields)
+    assert not own_write(row, {**stored, "shipping_address": {"name": "Someone", "city": "Paris"}}, fields)

@@ -434,26 +434,52 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     fields the provider keeps itself (read-only ones, like ``updated_at``).
     A change made at the provider as well is not the hub's own write.
 
-    Read-only names are ignored inside nested objects and lists too: a Shopify
+    Read-only names are ignored inside nested objects and lists too (a Shopify
     product's variants carry their own ``updated_at`` and ``id``, which the
-    provider changes when the hub updates them."""
+    provider changes when the hub updates them), except names whose value the
+    hub itself changed there (an order's read-only ``name`` is not its
+    address's ``name``)."""
     readonly = frozenset(f.name for f in schema_fields or () if f.readonly)
+    attempts = sent_attempts(row)
+    changed: set[str] = set()
+    for attempt in attempts:
+        changed |= _changed_nested_keys(row.data or {}, attempt)
+    nested = readonly - changed
     expected = dict(row.data or {})
-    for attempt in [None, *sent_attempts(row)]:
+    for attempt in [None, *attempts]:
         if attempt is not None:
             _deep_merge(expected, attempt)
-        if _alike(remote, expected, readonly):
+        if _alike(remote, expected, readonly, nested):
             return True
     return False
 
 
-def _alike(first: Any, second: Any, ignored: frozenset[str]) -> bool:
-    """Equal, apart from the ``ignored`` keys of every object at any depth."""
+def _changed_nested_keys(before: Any, after: Any, depth: int = 0) -> set[str]:
+    """The keys below the top level whose value ``after`` (an update sent)
+    changes from ``before`` (the stored version)."""
+    keys: set[str] = set()
+    if isinstance(after, dict):
+        base = before if isinstance(before, dict) else {}
+        for key, value in after.items():
+            if depth > 0 and base.get(key) != value:
+                keys.add(str(key))
+            keys |= _changed_nested_keys(base.get(key), value, depth + 1)
+    elif isinstance(after, list):
+        base = before if isinstance(before, list) else []
+        for index, value in enumerate(after):
+            keys |= _changed_nested_keys(base[index] if index < len(base) else None, value, depth)
+    return keys
+
+
+def _alike(first: Any, second: Any, ignored: frozenset[str], nested: frozenset[str] | None = None) -> bool:
+    """Equal, apart from the ``ignored`` keys at the top level and the
+    ``nested`` ones (default: the same) of every object below it."""
+    nested = ignored if nested is None else nested
     if isinstance(first, dict) and isinstance(second, dict):
-        return all(_alike(first.get(key), second.get(key), ignored)
+        return all(_alike(first.get(key), second.get(key), nested)
                    for key in first.keys() | second.keys() if key not in ignored)
     if isinstance(first, list) and isinstance(second, list):
-        return len(first) == len(second) and all(_alike(a, b, ignored) for a, b in zip(first, second))
+        return len(first) == len(second) and all(_alike(a, b, nested) for a, b in zip(first, second))
     return bool(first == second)
 
 
