@@ -66,6 +66,9 @@ class EntitySchema:
     incremental sync when the provider filters by modification time).
     The ``supports_*`` flags say which writes the provider allows; the core
     refuses the others with a ``ReadOnly`` error before calling the plugin.
+    ``since_on_creation``: ``list_records``'s ``since`` filters on creation
+    time (Stripe's ``created[gte]``), so sync never pulls increments by it (a
+    change to an older record would be missed): its passes are full ones.
     """
 
     name: str
@@ -78,6 +81,7 @@ class EntitySchema:
     supports_update: bool = False
     supports_delete: bool = False
     supports_since: bool = False
+    since_on_creation: bool = False
 
     @property
     def readonly(self) -> bool:
@@ -97,6 +101,7 @@ class EntitySchema:
             "supports_update": self.supports_update,
             "supports_delete": self.supports_delete,
             "supports_since": self.supports_since,
+            "since_on_creation": self.since_on_creation,
             "readonly": self.readonly,
             "fields": [f.public() for f in self.fields],
         }

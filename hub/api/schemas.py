@@ -40,6 +40,7 @@ class EntityOut(BaseModel):
     supports_update: bool
     supports_delete: bool
     supports_since: bool
+    since_on_creation: bool
     readonly: bool
     fields: list[FieldOut]
 

@@ -666,7 +666,8 @@ class SyncEngine:
             resumable = state.pass_mode is not None and not start_over and not (
                 full_refresh and (state.pass_mode != "full" or earlier))
             if not resumable:
-                incremental_since = schema.supports_since and schema.updated_field and state.watermark
+                incremental_since = (schema.supports_since and schema.updated_field and not schema.since_on_creation
+                                     and state.watermark)
                 if full_refresh or state.last_pass_at is None or not (state.start_cursor or incremental_since):
                     mode, cursor, since = "full", None, None
                 elif state.start_cursor:
@@ -696,7 +697,7 @@ class SyncEngine:
                                      seen_since=plan.started_at, now=now, policy=policy)
             state.last_full_pass_at = now
         newest = state.pass_max_updated
-        if schema.supports_since and schema.updated_field and newest is not None:
+        if schema.supports_since and schema.updated_field and not schema.since_on_creation and newest is not None:
             candidate = min(newest, plan.started_at - self.clock_skew)
             previous = state.watermark
             state.watermark = candidate if previous is None else max(previous, candidate)

@@ -113,7 +113,7 @@ def entity_schemas():
     return [
         EntitySchema(name, label, tuple(EntityField(**f) for f in FIELDS[name]), description=f"{note} {SINCE}".strip(),
                      updated_field="updated" if name == "products" else None, supports_create=create,
-                     supports_update=update, supports_delete=delete, supports_since=True)
+                     supports_update=update, supports_delete=delete, supports_since=True, since_on_creation=True)
         for name, (label, create, update, delete, note) in ENTITIES.items()
     ]
 

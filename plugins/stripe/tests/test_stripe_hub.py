@@ -544,3 +544,21 @@ def test_a_failed_re_registration_keeps_the_endpoint_the_hub_can_verify(client, 
             session.get(Connection, connection["id"]).credentials_encrypted)["webhook_secret"]
     live = {fake.state.store.webhook_secrets[e] for e in fake.state.store.rows["webhook_endpoints"]}
     assert held in live, f"the working endpoint was deleted before its replacement existed ({again.json()})"
+
+
+def test_an_update_to_an_older_product_reaches_the_next_pull(client, auth, hub_app, fake, connect):
+    """Stripe filters lists on creation time only: incremental pulls by it missed
+    changes to products created before the last pass."""
+    connection = connect()
+    created = [client.post(records_url(connection, "products"), json={"data": {"name": name}}, headers=auth)
+               .json()["record"]["id"] for name in ("A", "B")]
+    sync = f"{API}/connections/{connection['id']}/sync"
+    for _ in range(2):
+        run = client.post(sync, json={"entity": "products"}, headers=auth).json()["run"]
+        assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    renamed = client.put(records_url(connection, "products", created[0]), json={"data": {"name": "A renamed"}},
+                         headers=auth)
+    assert renamed.status_code == 200, renamed.text
+    run = client.post(sync, json={"entity": "products"}, headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    assert _stored(hub_app, created[0]).data["name"] == "A renamed"
