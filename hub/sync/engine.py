@@ -744,7 +744,11 @@ class SyncEngine:
     async def _push_one(self, run_id: str, config: SyncConfig, provider: Provider, schema: EntitySchema,
                         ctx: Any, lease: Lease, row: SyncRecord) -> bool:
         """Send one record's change; True when it was made and a later change is still to send."""
-        op, payload = row.local_op, update_payload(row)
+        try:
+            op, payload = row.local_op, update_payload(row)
+        except ValidationFailed as exc:  # it can no longer be sent as it is: left to the tenant
+            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, exc, True)
+            return False
         result: Any = None
         failure: HubError | None = None
         permanent = False

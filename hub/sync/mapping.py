@@ -20,6 +20,7 @@ Mappings are checked against the entity's schema when they are saved
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation, localcontext
@@ -129,6 +130,12 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                         f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source)
                 continue
             head = schema.field(source.split(".")[0]) if "." in source else None
+            item = source.split(".")[1] if head is not None else ""
+            if head is not None and head.type == "array" and not (item.isascii() and item.isdigit()):
+                problem(index, "invalid_mapping", f"mapping {index}: {schema.name}.{head.name} is an array: a path "
+                                                  f"into it names an item by its index ({head.name}.0.…), not "
+                                                  f"{source!r}", source)
+                continue
             if head is not None and head.type in SCALARS:
                 problem(index, "unknown_field",
                         f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
@@ -250,7 +257,12 @@ def parse_datetime(value: Any) -> datetime:
             if text.isascii() and text.lstrip("-").replace(".", "", 1).isdigit():  # not "²": str.isdigit says yes
                 return parse_datetime(float(text))
             raise ConversionError(f"{value!r} is not a date or time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        try:
+            parsed.astimezone(timezone.utc)
+        except OverflowError:  # 9999-12-31T23:59:59-12:00 is in year 10000 in UTC
+            raise ConversionError(f"{value!r} is not a time this side of year 10000 in UTC") from None
+        return parsed
     raise ConversionError(f"{type(value).__name__} is not a date or time")
 
 
@@ -264,11 +276,22 @@ def to_bool(value: Any) -> bool:
     raise ConversionError(f"{value!r} is not a boolean")
 
 
+#: How a number may be written as text: ASCII digits, a sign, a point, an
+#: exponent (Python also reads "1_000" and other scripts' digits).
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _number_text(value: Any) -> None:
+    if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value.strip()):
+        raise ConversionError(f"{value[:40]!r} is not a number")
+
+
 def to_int(value: Any) -> int:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
         return value
+    _number_text(value)
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
@@ -292,6 +315,7 @@ def _bounded(number: Decimal, value: Any) -> Decimal:
 def to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ConversionError("a boolean is not a number")
+    _number_text(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -306,6 +330,7 @@ def to_float(value: Any) -> float:
 def to_decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise ConversionError("a boolean is not a number")
+    _number_text(value)
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:

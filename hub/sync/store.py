@@ -35,7 +35,7 @@ from sqlmodel import Session, select
 from hub.models import SyncConflict, SyncRecord
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
-from hub.types import EntitySchema, ProviderError
+from hub.types import EntitySchema, ProviderError, ValidationFailed
 
 PENDING = "pending"
 FAILED = "failed"
@@ -576,8 +576,43 @@ def update_payload(row: SyncRecord) -> dict[str, Any]:
     array they are sent (an address, a product's variants): the changed part
     alone would lose the rest at the provider."""
     merged = merged_view(row)
+    problem = index_problem(row.data or {}, row.local_data or {})
+    if problem:
+        # The provider's array changed under a pending change through an index.
+        raise ValidationFailed(f"the change cannot be sent: {problem}; change the record again or discard it",
+                               code="invalid_value")
     return {key: _as_lists(merged.get(key)) if isinstance(value, dict) else value
             for key, value in (row.local_data or {}).items()}
+
+
+def index_problem(base: Any, change: dict[str, Any], path: str = "") -> str | None:
+    """Why ``change`` cannot be merged into ``base`` (the provider's version),
+    or None: a change through an array index (``variants.3.price``) must name
+    an item the array has, or, where there is no array yet (a create), build
+    one from index 0 on. Sent otherwise, it would replace the provider's
+    array with an object."""
+    for key, value in change.items():
+        where = f"{path}.{key}" if path else str(key)
+        current = base.get(key) if isinstance(base, dict) else None
+        if _index_keys(value):
+            indexes = sorted(int(k) for k in value)
+            if isinstance(current, list):
+                if indexes[-1] >= len(current):
+                    return (f"{where} has {len(current)} item(s) at the provider: there is no "
+                            f"{where}.{indexes[-1]}")
+                for index, item in value.items():
+                    slot = current[int(index)]
+                    if isinstance(item, dict) and isinstance(slot, dict):
+                        problem = index_problem(slot, item, f"{where}.{index}")
+                        if problem:
+                            return problem
+            elif current is not None or indexes != list(range(len(indexes))):
+                return f"{where} is not a list with item(s) {', '.join(map(str, indexes))} at the provider"
+        elif isinstance(value, dict) and isinstance(current, dict):
+            problem = index_problem(current, value, where)
+            if problem:
+                return problem
+    return None
 
 
 def _index_keys(value: Any) -> bool:

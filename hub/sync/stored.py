@@ -20,6 +20,7 @@ from hub.sync.store import (
     PENDING,
     SENDING,
     entity_key,
+    index_problem,
     find_record,
     local_create,
     local_delete,
@@ -200,8 +201,11 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
         if record_id is None:
             if not schema.supports_create:
                 raise ReadOnly(f"{connection.provider} does not allow creating {config.entity}")
-            row = local_create(session, connection.id, config.entity,
-                               _to_provider(hub, connection, config, data, mapped, None), now)
+            created = _to_provider(hub, connection, config, data, mapped, None)
+            problem = index_problem({}, created)
+            if problem:
+                raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
+            row = local_create(session, connection.id, config.entity, created, now)
         else:
             row = find_record(session, connection.id, config.entity, record_id)
             if row is None or row.deleted:
@@ -211,7 +215,11 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                                     f"it cannot be changed")
             if row.remote_id is not None and not schema.supports_update:
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
-            changes = _to_provider(hub, connection, config, data, mapped, merged_view(row))
+            current = merged_view(row)
+            changes = _to_provider(hub, connection, config, data, mapped, current)
+            problem = index_problem(current, changes)
+            if problem:
+                raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
             if changes:  # else the same values as now: nothing to push
                 local_update(session, row, changes, now)
         session.flush()
@@ -246,8 +254,10 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
 
     :raises PendingCreate: a create was sent and its outcome is not known.
     :raises ValidationFailed: no change to discard (``no_pending_change``).
+
+    Allowed whatever the config's direction: a config switched to ``pull``
+    keeps the changes made before, which no push will send.
     """
-    _writable(config)
     now = utcnow()
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
         row = find_record(session, connection.id, config.entity, record_id)

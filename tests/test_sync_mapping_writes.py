@@ -1,0 +1,173 @@
+"""Writes through mappings into typed and nested provider fields, through the
+API: paths into arrays, far dates, strict numbers, discarding on a pull
+config. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub import hookimpl
+from hub.api.main import create_app
+from hub.plugins import PluginRegistry
+from hub.types import EntityField, EntitySchema, NotFound, ProviderInfo
+from tests.conftest import API, make_org
+from tests.sync_support import Ledger, wait_run
+
+
+class Typed(Ledger):
+    """A ledger with typed and nested fields, noting what it is sent."""
+
+    def __init__(self):
+        super().__init__(0)
+        self.sent: list[tuple[str, str | None, dict]] = []
+
+    @hookimpl
+    def entity_schemas(self):
+        fields = (
+            EntityField("id", readonly=True), EntityField("name"), EntityField("first_name"),
+            EntityField("last_name"), EntityField("amount", type="integer"), EntityField("price", type="money"),
+            EntityField("ratio", type="number"), EntityField("active", type="boolean"),
+            EntityField("opened", type="date"), EntityField("created", type="integer"),
+            EntityField("when", type="datetime"), EntityField("count", type="string"),
+            EntityField("balances", type="object"), EntityField("variants", type="array"),
+            EntityField("currency"),
+            EntityField("updated_at", type="datetime", readonly=True),
+        )
+        return [EntitySchema("items", "Items", fields, updated_field="updated_at", supports_create=True,
+                             supports_update=True, supports_delete=True, supports_since=True)]
+
+    @hookimpl
+    def get_record(self, entity, record_id):
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        return dict(self.items[record_id])
+
+    @hookimpl
+    def create_record(self, entity, data, idempotency_key):
+        self.sent.append(("create", None, data))
+        item_id = f"it_new_{len(self.items)}"
+        return dict(self.put(item_id, data))
+
+    @hookimpl
+    def update_record(self, entity, record_id, data):
+        self.sent.append(("update", record_id, data))
+        if record_id not in self.items:
+            raise NotFound(f"no item {record_id}")
+        return dict(self.put(record_id, data))
+
+
+@pytest.fixture
+def typed(settings):
+    provider = Typed()
+    registry = PluginRegistry()
+    registry.register(provider, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = make_org(app)
+        headers.pop("org_id")
+        yield provider, app, client, headers
+
+
+class Env:
+    """A connection with an ``items`` sync config of the given mappings, through the API."""
+
+    def __init__(self, typed, mappings, direction="both", policy="provider_wins", items=None):
+        self.provider, self.app, self.client, self.auth = typed
+        for item_id, fields in (items or {}).items():
+            self.provider.put(item_id, fields)
+        c = self.client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                             headers=self.auth)
+        assert c.status_code == 201, c.text
+        self.cid = c.json()["connection"]["id"]
+        self.configs = f"{API}/connections/{self.cid}/sync-configs"
+        r = self.client.post(self.configs, json={"entity": "items", "direction": direction,
+                                                 "conflict_policy": policy, "mappings": mappings},
+                             headers=self.auth)
+        assert r.status_code == 201, r.text
+        self.config = r.json()["sync_config"]
+        self.config_url = f"{self.configs}/{self.config['id']}"
+        self.records = f"{self.config_url}/records"
+        if items:
+            self.pull()
+
+    def run(self, **body):
+        r = self.client.post(f"{API}/connections/{self.cid}/sync", json={"entity": "items", **body},
+                             headers=self.auth)
+        assert r.status_code == 202, r.text
+        return wait_run(self.client, self.auth, self.cid, r.json()["run"]["id"])
+
+    def pull(self):
+        run = self.run(direction="pull")
+        assert run["status"] == "succeeded", run
+        return run
+
+    def wait(self, run_id):
+        return wait_run(self.client, self.auth, self.cid, run_id)
+
+    def get(self, rid, mapped=True):
+        r = self.client.get(f"{self.records}/{rid}", params={"mapped": mapped}, headers=self.auth)
+        return r
+
+    def put(self, rid, data, **kw):
+        return self.client.put(f"{self.records}/{rid}", json={"data": data, **kw}, headers=self.auth)
+
+    def post(self, data, **kw):
+        return self.client.post(self.records, json={"data": data, **kw}, headers=self.auth)
+
+
+def test_a_path_into_an_array_names_an_existing_item_or_is_refused(typed):
+    env = Env(typed, [{"source": "variants.3.price", "target": "p3"}, {"source": "variants.0.price", "target": "p0"}],
+              items={"x": {"variants": [{"id": 1, "price": "1"}, {"id": 2, "price": "2"}]}})
+    for path in ("variants.price", "variants.-1.price"):
+        bad = env.client.put(env.config_url, json={"mappings": [{"source": path, "target": "p"}]}, headers=env.auth)
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_mapping", bad.text
+        assert "names an item by its index" in bad.json()["error"]
+    beyond = env.put("x", {"p3": "7"})
+    assert beyond.status_code == 422 and "has 2 item(s) at the provider" in beyond.json()["error"], beyond.text
+    done = env.put("x", {"p0": "9"})
+    assert done.status_code == 200, done.text
+    env.wait(done.json()["run_id"])
+    assert env.provider.items["x"]["variants"] == [{"id": 1, "price": "9"}, {"id": 2, "price": "2"}]
+
+
+def test_a_pending_change_to_an_item_the_provider_removed_fails_instead_of_replacing_the_array(typed):
+    env = Env(typed, [{"source": "variants.1.price", "target": "p1"}], policy="hub_wins",
+              items={"x": {"variants": [{"id": 1, "price": "1"}, {"id": 2, "price": "2"}]}})
+    assert env.put("x", {"p1": "5"}, sync=False).status_code == 200
+    env.provider.put("x", {"variants": [{"id": 1, "price": "1"}]})
+    env.run()  # pulls the shorter list, then pushes
+    assert env.provider.items["x"]["variants"] == [{"id": 1, "price": "1"}]
+    record = env.get("x", mapped=False).json()["record"]
+    assert record["push_status"] == "failed" and "there is no variants.1" in record["push_error"]
+
+
+def test_times_beyond_utc_are_mapping_errors_and_refused_writes_not_500s(typed):
+    env = Env(typed, [{"source": "when", "target": "wt", "transform": "datetime"}],
+              items={"y": {"when": "9999-12-31T23:59:59-12:00"}})
+    shown = env.get("y")
+    assert shown.status_code == 200 and shown.json()["record"]["mapping_errors"][0]["field"] == "wt"
+    assert env.client.get(env.records, params={"mapped": True}, headers=env.auth).status_code == 200
+    written = env.put("y", {"wt": "0001-01-01T00:00:00+01:00"}, sync=False)
+    assert written.status_code == 422 and written.json()["code"] == "invalid_value", written.text
+
+
+def test_numbers_are_written_with_ascii_digits_only(typed):
+    env = Env(typed, [{"source": "ratio", "target": "r", "transform": "float"},
+                      {"source": "amount", "target": "a", "transform": "int"}], items={"x": {"ratio": 1.0, "amount": 1}})
+    for field, typo in (("r", "1_0"), ("a", "1_000"), ("a", "\u0661")):
+        refused = env.put("x", {field: typo}, sync=False)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", (typo, refused.text)
+    assert env.put("x", {"r": "2.5e1", "a": "+3"}, sync=False).status_code == 200
+    assert env.get("x", mapped=False).json()["record"]["data"] == {"id": "x", "ratio": 25.0, "amount": 3,
+                                                                  "updated_at": env.provider.items["x"]["updated_at"]}
+
+
+def test_a_change_made_before_a_config_was_switched_to_pull_can_be_discarded(typed):
+    env = Env(typed, [{"source": "name", "target": "n"}], items={"y": {"name": "b"}})
+    assert env.client.delete(f"{env.records}/y", params={"sync": False}, headers=env.auth).status_code == 200
+    assert env.client.put(env.config_url, json={"direction": "pull"}, headers=env.auth).status_code == 200
+    discarded = env.client.post(f"{env.records}/y/discard", headers=env.auth)
+    assert discarded.status_code == 200 and discarded.json()["record"]["pending"] is False, discarded.text
