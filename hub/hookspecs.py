@@ -344,9 +344,10 @@ def describe_error(response: httpx.Response) -> HubError | str | None:
     """Read the provider's error body of a failed response.
 
     Called by ``ctx.http`` for every response with status >= 400 after the
-    core's retries. The core picks the error class from the status (401/403
-    ``AuthFailed``, 404 ``NotFound``, 400/409/422 ``ValidationFailed``, 429
-    ``RateLimited``, 5xx ``ProviderUnavailable``).
+    core's retries. The core picks the error class from the status (401
+    ``AuthFailed``, which marks the connection broken; 403
+    ``PermissionDenied``, which does not; 404 ``NotFound``, 400/409/422
+    ``ValidationFailed``, 429 ``RateLimited``, 5xx ``ProviderUnavailable``).
 
     :returns: the provider's human message (the core keeps its class), or a
         :class:`~hub.types.HubError` to raise instead (when the body says more

@@ -30,6 +30,7 @@ from hub.types import (
     AuthFailed,
     HubError,
     NotFound,
+    PermissionDenied,
     ProviderError,
     ProviderUnavailable,
     RateLimit,
@@ -159,8 +160,10 @@ def error_for_response(response: httpx.Response, described: HubError | str | Non
     status = response.status_code
     message = described or f"provider answered HTTP {status}"
     kwargs: dict[str, Any] = {"provider_status": status}
-    if status in (401, 403):
+    if status == 401:
         return AuthFailed(message, **kwargs)
+    if status == 403:
+        return PermissionDenied(message, **kwargs)
     if status == 404:
         return NotFound(message, **kwargs)
     if status in (400, 409, 422):

@@ -304,6 +304,15 @@ class AuthFailed(HubError):
     status = 424
 
 
+class PermissionDenied(HubError):
+    """The credentials work, but may not do this (HTTP 403: a Stripe restricted
+    key without the permission, a Shopify app without the scope). Unlike
+    :class:`AuthFailed` it does not mark the connection broken."""
+
+    code = "provider_permission_denied"
+    status = 403
+
+
 class NotFound(HubError):
     """The record (or provider, entity, connection) does not exist."""
 

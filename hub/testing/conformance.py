@@ -833,7 +833,7 @@ def check_bad_credentials(h: Harness) -> None:
         hook, kwargs = "list_records", {"entity": entity, "cursor": None, "page_size": h.target.page_size,
                                         "filters": {}, "since": None}
     _expect_raise(h, AuthFailed, f"{hook} with refused credentials",
-                  "raise hub.types.AuthFailed when the provider refuses the credentials (ctx.http maps 401/403 "
+                  "raise hub.types.AuthFailed when the provider refuses the credentials (ctx.http maps 401 "
                   "to it; map the provider's own auth error in describe_error)", hook, ctx=ctx, **kwargs)
 
 

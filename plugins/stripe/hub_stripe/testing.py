@@ -206,6 +206,8 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
     state.calls = Counter()
     state.last_error = None
     state.lose_next = state.lost = 0  # the fault knob (module docstring) and its count
+    # Resources the key may not touch, as a restricted key (rk_) without their permission: 403.
+    state.forbidden: set[str] = set()
     if customers:
         seed_customers(app, customers)
 
@@ -229,6 +231,11 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
     key = headers.get("idempotency-key") if method == "POST" else None
     try:
         _authenticate(state, headers.get("authorization", ""))
+        resource = path.removeprefix("/v1/").split("/")[0]
+        if resource in state.forbidden:
+            raise StripeError(403, f"The provided key 'rk_test_***{state.api_key[-4:]}' does not have the required "
+                                   f"permissions for this endpoint on account 'acct_1Fake'. Having the "
+                                   f"'rak_{resource}_read' permission would allow this request to continue.")
         if not state.limiter.hit().allowed:
             state.rate_limited += 1
             out["Stripe-Rate-Limited-Reason"] = "global-rate"

@@ -562,3 +562,16 @@ def test_an_update_to_an_older_product_reaches_the_next_pull(client, auth, hub_a
     run = client.post(sync, json={"entity": "products"}, headers=auth).json()["run"]
     assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
     assert _stored(hub_app, created[0]).data["name"] == "A renamed"
+
+
+def test_a_restricted_key_without_a_permission_is_refused_for_that_only(client, auth, fake, connect):
+    """A 403 (a restricted key lacking one permission) is not broken credentials:
+    the connection stays connected and the rest works."""
+    connection = connect()
+    fake.state.forbidden = {"payouts"}
+    refused = client.get(records_url(connection, "payouts"), headers=auth)
+    assert refused.status_code == 403 and refused.json()["code"] == "provider_permission_denied", refused.text
+    assert "rak_payouts_read" in refused.json()["error"]
+    shown = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert (shown["status"], shown["last_error"]) == ("connected", None)
+    assert client.get(records_url(connection, "customers"), headers=auth).status_code == 200
