@@ -171,3 +171,50 @@ def test_a_change_made_before_a_config_was_switched_to_pull_can_be_discarded(typ
     assert env.client.put(env.config_url, json={"direction": "pull"}, headers=env.auth).status_code == 200
     discarded = env.client.post(f"{env.records}/y/discard", headers=env.auth)
     assert discarded.status_code == 200 and discarded.json()["record"]["pending"] is False, discarded.text
+
+
+def test_two_mappings_of_one_field_changed_to_different_values_are_refused(typed):
+    env = Env(typed, [{"source": "amount", "target": "a"},
+                      {"source": "amount", "target": "b", "transform": "cents_to_decimal"}], items={"x": {"amount": 100}})
+    refused = env.put("x", {"a": 5, "b": 7.0}, sync=False)
+    assert refused.status_code == 422 and "both write 'amount'" in refused.json()["error"], refused.text
+    assert env.put("x", {"a": 700, "b": 7.0}, sync=False).status_code == 200  # the same value twice
+
+
+def test_a_change_to_a_read_only_or_constant_field_is_refused_not_dropped(typed):
+    env = Env(typed, [{"source": "id", "target": "rid"}, {"source": "name", "target": "n"},
+                      {"target": "kind", "transform": "constant", "value": "item"}], items={"x": {"name": "a"}})
+    for change in ({"rid": "other", "n": "b"}, {"kind": "other"}):
+        refused = env.put("x", change, sync=False)
+        assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
+    raw = env.put("x", {"id": "other", "name": "b"}, sync=False, mapped=False)
+    assert raw.status_code == 422 and raw.json()["details"]["fields"] == ["id"], raw.text
+    whole = env.get("x").json()["record"]["data"]  # a record written back whole, read-only values unchanged
+    assert env.put("x", {**whole, "n": "c"}, sync=False).status_code == 200
+
+
+def test_joined_fields_are_written_back_in_their_types(typed):
+    env = Env(typed, [{"source": ["amount", "currency"], "target": "money", "transform": "join", "separator": " "}],
+              items={"x": {"amount": 100, "currency": "usd"}})
+    done = env.put("x", {"money": "200 eur"})
+    assert done.status_code == 200, done.text
+    env.wait(done.json()["run_id"])
+    assert (env.provider.items["x"]["amount"], env.provider.items["x"]["currency"]) == (200, "eur")
+
+
+def test_a_record_kept_after_the_provider_deleted_it_is_created_again_with_its_own_values(typed):
+    env = Env(typed, [{"source": "name", "target": "n"},
+                      {"source": "count", "target": "c", "transform": "int", "default": -1},
+                      {"source": ["first_name", "last_name"], "target": "full", "transform": "join"}],
+              policy="review", items={"a": {"name": "a", "count": "many", "first_name": "Mary Ann",
+                                            "last_name": "Smith"}})
+    env.put("a", {"n": "hub"}, sync=False)
+    env.provider.remove("a")
+    env.run(direction="both", full_refresh=True)
+    [conflict] = env.client.get(f"{env.config_url}/conflicts", headers=env.auth).json()["conflicts"]
+    resolved = env.client.post(f"{env.config_url}/conflicts/{conflict['id']}/resolve",
+                               json={"resolution": "hub", "sync": False}, headers=env.auth)
+    assert resolved.status_code == 200, resolved.text
+    env.run(direction="push")
+    created = env.provider.sent[-1][2]
+    assert created == {"name": "hub", "count": "many", "first_name": "Mary Ann", "last_name": "Smith"}, created

@@ -501,7 +501,7 @@ class Mapper:
             cannot be converted back.
         """
         if self.identity:
-            return self._raw(changes)
+            return self._raw(changes, current)
         targets = {t for m in self.mappings for t in m.targets()}
         unknown = sorted(set(changes) - targets)
         if unknown:
@@ -509,6 +509,24 @@ class Mapper:
                                    details={"unknown": unknown})
         view = {**(current or {}), **changes}
         out: dict[str, Any] = {}
+        written: dict[str, tuple[str, Any]] = {}
+
+        def put(source: str, value: Any, target: str) -> None:
+            # Two mappings of one provider field (a rename and a cents_to_decimal of ``amount``)
+            # changed to different values: one would be lost.
+            if source in written and written[source][1] != value:
+                raise ConversionError(f"{written[source][0]!r} and {target!r} both write {source!r}, with "
+                                      f"different values")
+            written[source] = (target, value)
+            set_path(out, source, value)
+
+        if current is not None:
+            fixed = sorted(t for m in self.mappings for t in m.targets()
+                           if t in changes and changes[t] != current.get(t)
+                           and (m.transform == "constant" or not all(map(self._writable, m.sources()))))
+            if fixed:
+                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant, or a read-only "
+                                       f"{self.schema.name} field", code="read_only_field", details={"fields": fixed})
         try:
             for m in self.mappings:
                 if m.transform == "constant" or not set(m.targets()) & set(changes):
@@ -518,7 +536,7 @@ class Mapper:
                     if not self._writable(source):
                         continue
                     parts = [view.get(t) for t in m.targets()]
-                    set_path(out, source, m.separator.join(_to_str(p) for p in parts if p not in (None, "")))
+                    put(source, m.separator.join(_to_str(p) for p in parts if p not in (None, "")), m.targets()[0])
                     continue
                 value = view.get(m.targets()[0])
                 if m.transform == "join":
@@ -526,11 +544,15 @@ class Mapper:
                     pieces = _to_str(value).split(m.separator, len(sources) - 1) if value not in (None, "") else []
                     for i, source in enumerate(sources):
                         if self._writable(source):
-                            set_path(out, source, pieces[i] if i < len(pieces) else "")
+                            piece = pieces[i] if i < len(pieces) else ""
+                            field_type = _field_type(self.schema, source)[0]
+                            # Each piece in its field's type (an amount joined with its currency).
+                            put(source, cast_to(field_type, piece) if piece != "" and field_type else piece,
+                                m.targets()[0])
                     continue
                 source = m.sources()[0]
                 if self._writable(source):
-                    set_path(out, source, backward(m, value, _field_type(self.schema, source)[0]))
+                    put(source, backward(m, value, _field_type(self.schema, source)[0]), m.targets()[0])
         except ConversionError as exc:
             raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value") from None
         return out
@@ -539,10 +561,15 @@ class Mapper:
         field = self.schema.field(path.split(".")[0])
         return field is None or not field.readonly
 
-    def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
+    def _raw(self, changes: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.schema.fields:
             unknown = sorted(k for k in changes if self.schema.field(k) is None)
             if unknown:
                 raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
                                        code="unknown_field", details={"unknown": unknown})
+        if current is not None:
+            fixed = sorted(k for k, v in changes.items() if not self._writable(k) and v != current.get(k))
+            if fixed:
+                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: read-only {self.schema.name} "
+                                       f"field(s)", code="read_only_field", details={"fields": fixed})
         return {k: v for k, v in changes.items() if self._writable(k)}

@@ -184,8 +184,10 @@ def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRe
     mapper = mapper_for(hub, connection, config)
     view = merged_view(row)
     if not mapper.identity:
-        tenant = {k: v for k, v in mapper.to_tenant(view).items() if v is not None}
-        view = mapper.to_provider(tenant, current=tenant) if tenant else {}
+        # The raw values of the mapped fields: through the mapping and back, defaults would
+        # replace what did not convert and joined names would be split anew.
+        sources = {source.split(".")[0] for m in mapper.mappings for source in m.sources()}
+        view = {k: v for k, v in view.items() if k in sources}
     writable = {f.name for f in mapper.schema.fields if not f.readonly} or None
     return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
 
