@@ -93,6 +93,9 @@ PUSH_BATCH = 100
 #: time less this (the provider's clock may lag the hub's): webhook events
 #: older than that, retried late, do not overwrite them.
 PULLED_AS_OF_MARGIN = timedelta(seconds=60)
+#: Times a pull starts its pass over in one run when the provider refuses a
+#: position it handed out (records deleted under the pass, one by one).
+MAX_PASS_RESTARTS = 3
 COMMIT_SECONDS = 0.25
 IDLE_COMMIT_SECONDS = 0.005
 
@@ -164,6 +167,14 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         session.commit()
         session.refresh(run)
         return run, True
+
+
+class _PositionRefused(Exception):
+    """The provider refused a cursor it handed out earlier in the same pass."""
+
+    def __init__(self, error: HubError):
+        super().__init__(error.message)
+        self.error = error
 
 
 async def _ready(fetched: tuple[Page, datetime]) -> tuple[Page, datetime]:
@@ -615,14 +626,42 @@ class SyncEngine:
                 first = None
         else:
             first = None
+        for restart in range(MAX_PASS_RESTARTS + 1):
+            try:
+                return await self._pass(run, config, provider, schema, ctx, lease, plan, first)
+            except _PositionRefused as refused:
+                if restart == MAX_PASS_RESTARTS:
+                    raise refused.error from None
+                # The provider no longer takes a position it handed out in this pass (the record
+                # Stripe's starting_after names was deleted meanwhile): the pages stored stay, and
+                # the pass starts over (its repeats are absorbed by the upsert).
+                log.warning("the %s position of %s was refused mid-pass (%s): starting the pass over",
+                            schema.name, config.connection_id, refused.error.message)
+                plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease,
+                                               run.queued_at, True)
+                first = None
+
+    async def _pass(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema, ctx: Any,
+                    lease: Lease, plan: _Pass, first: tuple[Page, datetime] | None) -> None:
+        """Page through the provider from the plan's position to the end of the pass.
+
+        :raises _PositionRefused: the provider refused a cursor it handed out earlier in this pass.
+        """
         writer = _PageWriter(self, run.id, config, schema, plan, lease)
         cursor = plan.cursor
         cycle = _CursorCycle(cursor)
         fetch = asyncio.create_task(_ready(first) if first is not None else
                                     self._fetch(provider, ctx, schema, cursor, plan.since))
+        fetched = 0
         try:
             while True:
-                page, as_of = await fetch
+                try:
+                    page, as_of = await fetch
+                except (ValidationFailed, NotFound) as exc:
+                    if not fetched:  # the pass's own starting point: not a position it handed out
+                        raise
+                    raise _PositionRefused(exc) from exc
+                fetched += 1
                 next_cursor = page.next_cursor or None
                 if next_cursor is not None and cycle.repeats(next_cursor):
                     raise ProviderError(f"provider {provider.name} returned the {schema.name} cursor {next_cursor!r} "

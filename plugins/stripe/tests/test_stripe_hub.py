@@ -575,3 +575,42 @@ def test_a_restricted_key_without_a_permission_is_refused_for_that_only(client, 
     shown = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
     assert (shown["status"], shown["last_error"]) == ("connected", None)
     assert client.get(records_url(connection, "customers"), headers=auth).status_code == 200
+
+
+def test_a_customer_deleted_under_a_pull_does_not_fail_it(client, auth, hub_app, serve_app, monkeypatch, connect):
+    """Stripe refuses starting_after naming a deleted customer: the last of a
+    page deleted before the next page is asked for. The pass starts over and
+    the run ends with the store equal to Stripe's customers."""
+    import json
+
+    from hub_stripe.testing import create_app as create_fake
+
+    inner = create_fake(rate=1000)
+    seed_customers(inner, 250, start=1_700_000_000)
+    deleted: list[str] = []
+
+    async def app(scope, receive, send):
+        first_page = (scope["type"] == "http" and scope["path"] == "/v1/customers" and not deleted
+                      and b"starting_after" not in scope.get("query_string", b""))
+        if not first_page:
+            return await inner(scope, receive, send)
+        chunks: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    last = json.loads(b"".join(chunks))["data"][-1]["id"]
+                    inner.state.store.remove("customers", last)  # before the hub asks for the next page
+                    deleted.append(last)
+            await send(message)
+        return await inner(scope, receive, capture)
+
+    monkeypatch.setenv("HUB_STRIPE_ORIGIN", serve_app(app))
+    connection = connect()
+    run = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "customers"}, headers=auth)
+    finished = wait_for_run(client, auth, connection["id"], run.json()["run"]["id"])
+    assert finished["status"] == "succeeded", finished
+    with hub_app.state.hub.session() as session:
+        live = {r.remote_id for r in session.exec(select(SyncRecord).where(SyncRecord.deleted == False))}  # noqa: E712
+    assert len(deleted) == 1 and live == set(inner.state.store.rows["customers"]) and len(live) == 249
