@@ -399,8 +399,13 @@ def describe_error(response):
         return None
     errors = body.get("errors") or body.get("error_description") or body.get("error")
     if isinstance(errors, dict):  # 422: {"errors": {"title": ["can't be blank"]}}
-        return "; ".join(msg if field == "base" else f"{field} {msg}" for field, msgs in errors.items()
-                         for msg in (msgs if isinstance(msgs, list) else [msgs]))
+        message = "; ".join(msg if field == "base" else f"{field} {msg}" for field, msgs in errors.items()
+                            for msg in (msgs if isinstance(msgs, list) else [msgs]))
+        if response.status_code in (400, 422):
+            fields = {str(field): [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+                      for field, msgs in errors.items()}
+            return ValidationFailed(message, details={"fields": fields})
+        return message
     if isinstance(errors, list):
         return "; ".join(map(str, errors))
     return str(errors) if errors else None

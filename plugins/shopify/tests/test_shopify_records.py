@@ -70,6 +70,7 @@ def test_crud_with_shopify_wrapping_and_errors(shopify):
     assert shopify.delete(f"{url}/{product['id']}").status_code == 404
     blank = shopify.post(url, {"data": {"vendor": "nobody"}})
     assert blank.status_code == 422 and blank.json()["error"] == "title can't be blank"
+    assert blank.json()["details"] == {"fields": {"title": ["can't be blank"]}}
     assert shopify.put(f"{url}/{product['id']}", {"data": {"title": "x"}}).status_code == 404
     assert shopify.get(f"{url}/not-a-number").status_code == 404
     customers = shopify.records(connection_id, "customers")

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from hub.plugins import PluginRegistry
+from hub.types import ValidationFailed
 from hub_shopify import describe_error, oauth_hmac, topic
 from hub_shopify.testing import sign_callback
 
@@ -39,7 +40,12 @@ def test_oauth_hmac_escapes_delimiters_so_values_cannot_forge_pairs():
 ])
 def test_describe_error_reads_shopify_error_bodies(status, body, message):
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    assert describe_error(httpx.Response(status, **kwargs)) == message
+    described = describe_error(httpx.Response(status, **kwargs))
+    if isinstance(described, ValidationFailed):  # field errors: which fields, for the client to show
+        assert described.details == {"fields": {k: v if isinstance(v, list) else [v]
+                                                for k, v in body["errors"].items()}}
+        described = described.message
+    assert described == message
 
 
 @pytest.mark.parametrize(("event_type", "shopify_topic"), [

@@ -143,9 +143,14 @@ def describe_error(response):
         return None
     if error.get("param"):
         message = f"{message} (param: {error['param']})"
+    details = {k: error[k] for k in ("type", "code", "decline_code", "param") if error.get(k)}
     if response.status_code == 402:
-        details = {k: error[k] for k in ("type", "code", "decline_code", "param") if error.get(k)}
         return ValidationFailed(message, code=error.get("code") or "card_error", details=details)
+    if error.get("type") == "idempotency_error":
+        # The key was used with other parameters (or is still in use): not the data's fault.
+        return ValidationFailed(message, code="idempotency_key_reused", details=details)
+    if response.status_code == 400 and error.get("param"):
+        return ValidationFailed(message, details=details)  # which field, for the client to show
     return message
 
 

@@ -140,7 +140,17 @@ def test_describe_error_reads_stripes_error_body():
     body = {"error": {"type": "invalid_request_error", "code": "parameter_missing", "param": "amount",
                       "message": "Missing required param: amount."}}
     response = httpx.Response(400, json=body)
-    assert hub_stripe.describe_error(response=response) == "Missing required param: amount. (param: amount)"
+    missing = hub_stripe.describe_error(response=response)
+    assert isinstance(missing, ValidationFailed) and missing.code == "validation_error"
+    assert missing.message == "Missing required param: amount. (param: amount)"
+    assert missing.details == {"type": "invalid_request_error", "code": "parameter_missing", "param": "amount"}
+    reused = hub_stripe.describe_error(response=httpx.Response(400, json={"error": {
+        "type": "idempotency_error", "message": "Keys for idempotent requests can only be used with the same "
+                                                "parameters they were first used with."}}))
+    assert isinstance(reused, ValidationFailed) and reused.code == "idempotency_key_reused"
+    assert hub_stripe.describe_error(response=httpx.Response(404, json={"error": {
+        "type": "invalid_request_error", "message": "No such customer: 'cus_1'", "param": "id"}})) == (
+        "No such customer: 'cus_1' (param: id)")
     card = httpx.Response(402, json={"error": {"type": "card_error", "code": "card_declined",
                                                "decline_code": "insufficient_funds", "message": "Declined."}})
     error = hub_stripe.describe_error(response=card)
