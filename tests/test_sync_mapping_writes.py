@@ -218,3 +218,16 @@ def test_a_record_kept_after_the_provider_deleted_it_is_created_again_with_its_o
     env.run(direction="push")
     created = env.provider.sent[-1][2]
     assert created == {"name": "hub", "count": "many", "first_name": "Mary Ann", "last_name": "Smith"}, created
+
+
+def test_amounts_a_json_number_would_round_are_refused_not_shown_a_cent_off(typed):
+    env = Env(typed, [{"source": "amount", "target": "amt", "transform": "cents_to_decimal"}],
+              items={"x": {"amount": 99999999999999999}, "y": {"amount": 1999}})
+    shown = env.get("x").json()["record"]
+    assert shown["data"]["amt"] is None and shown["mapping_errors"][0]["field"] == "amt"
+    assert env.get("y").json()["record"]["data"]["amt"] == 19.99
+    rounded = env.client.put(f"{env.records}/y", content=b'{"data": {"amt": 123456789012345.68}, "sync": false}',
+                             headers={**env.auth, "Content-Type": "application/json"})
+    assert rounded.status_code == 422 and "send it as text" in rounded.json()["error"], rounded.text
+    assert env.put("y", {"amt": "123456789012345.68"}, sync=False).status_code == 200
+    assert env.get("y", mapped=False).json()["record"]["data"]["amount"] == 12345678901234568

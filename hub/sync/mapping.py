@@ -344,6 +344,19 @@ def _number(d: Decimal) -> int | float:
     return int(d) if d == d.to_integral_value() else float(d)
 
 
+#: Significant digits a JSON number (a double) always holds exactly.
+_EXACT_DIGITS = 15
+
+
+def _exact(amount: Decimal, value: Any) -> int | float:
+    """An amount as a JSON number, refused where a double would round it (a
+    cent off a quadrillion): money is not shown approximately."""
+    number = _number(amount)
+    if isinstance(number, float) and len(amount.normalize().as_tuple().digits) > _EXACT_DIGITS:
+        raise ConversionError(f"{str(value)[:40]!r} is too large to show exactly as a JSON number")
+    return number
+
+
 def _to_str(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -368,7 +381,7 @@ def forward(m: FieldMapping, value: Any) -> Any:
     if t == "datetime":
         return parse_datetime(value).astimezone(timezone.utc).isoformat()
     if t == "cents_to_decimal":
-        return _number(to_decimal(value) / 100)
+        return _exact(to_decimal(value) / 100, value)
     if t == "decimal_to_cents":
         return to_cents(value)
     raise ConversionError(f"{t} is not a one-field transform")
@@ -400,7 +413,11 @@ def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
 
 def to_cents(value: Any) -> int:
     """An amount with at most two decimal places in cents; a finer amount is
-    refused rather than rounded (12.345 is not a price in cents)."""
+    refused rather than rounded (12.345 is not a price in cents), and so is a
+    JSON number with more digits than a double holds (it arrived rounded:
+    send such an amount as text)."""
+    if isinstance(value, float) and len(Decimal(repr(value)).normalize().as_tuple().digits) > _EXACT_DIGITS:
+        raise ConversionError(f"{value!r} has more digits than a JSON number holds exactly: send it as text")
     number = to_decimal(value)
     with localcontext() as exact:  # the default 28 digits would round 0.001 off a long amount
         exact.prec = max(28, len(number.as_tuple().digits) + 3)
