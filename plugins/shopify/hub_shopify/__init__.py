@@ -95,7 +95,9 @@ SCHEMAS = [
         F("test", "boolean"), F("processed_at", "datetime"), F("closed_at", "datetime", readonly=True),
         F("cancelled_at", "datetime", readonly=True), F("cancel_reason", readonly=True),
         F("fulfillments", "array", readonly=True), CREATED, UPDATED,
-    ), description="All orders: open, closed and cancelled (status=any unless a status filter is given).",
+    ), description="All orders: open, closed and cancelled (status=any unless a status filter is given). "
+                   "Shopify serves the last 60 days of orders to apps without its read_all_orders scope, "
+                   "which Shopify grants on request.",
         updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
         supports_since=True),
     EntitySchema("customers", "Customers", (
