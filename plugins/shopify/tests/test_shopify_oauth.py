@@ -155,15 +155,21 @@ def test_deleting_the_connection_revokes_the_token(shopify):
     assert shopify.shop.state.tokens == {}
 
 
-def test_deleting_one_of_two_connections_to_a_shop_leaves_the_app_installed(shopify):
-    """Two organizations connected the same shop: uninstalling the app (which
-    revokes every token of the shop) would cut the other one off."""
+def connect_twice(shopify):
+    """The shop connected by a second organization as well: (first id, its harness, second id)."""
     first = shopify.connect()
     with shopify.hub_app.state.hub.session() as session:
         _org, key = create_organization(session, "second")
     second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
     second = second_org.connect()
     assert len(shopify.shop.state.tokens) == 2
+    return first, second_org, second
+
+
+def test_deleting_one_of_two_connections_to_a_shop_leaves_the_app_installed(shopify):
+    """Two organizations connected the same shop: uninstalling the app (which
+    revokes every token of the shop) would cut the other one off."""
+    first, second_org, second = connect_twice(shopify)
     assert second_org.delete(f"{API}/connections/{second}").json() == {"success": True}
     assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
     assert shopify.delete(f"{API}/connections/{first}").json() == {"success": True}
@@ -179,12 +185,7 @@ def test_api_version_setting(shopify):
 
 def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(shopify):
     """Each deletion saw the other connection still there, and neither revoked."""
-    first = shopify.connect()
-    with shopify.hub_app.state.hub.session() as session:
-        _org, key = create_organization(session, "second")
-    second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
-    second = second_org.connect()
-    assert len(shopify.shop.state.tokens) == 2
+    first, second_org, second = connect_twice(shopify)
     answers = []
     threads = [threading.Thread(target=lambda h=h, c=c: answers.append(h.delete(f"{API}/connections/{c}").json()))
                for h, c in ((shopify, first), (second_org, second))]
