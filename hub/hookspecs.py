@@ -265,6 +265,8 @@ def list_records(
     :param since: only records modified (or, where the provider can only
         filter on creation, created) at or after this time; ``None`` for all.
         Always timezone-aware UTC, from 1970 on (the core refuses others).
+        Where it filters on creation, declare the schema's
+        ``since_on_creation``: sync then never pulls increments by it.
     :returns: a :class:`~hub.types.Page`; ``next_cursor`` is ``None`` exactly
         on the last page. Following cursors from the first page to the last
         yields every record once.

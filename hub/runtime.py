@@ -34,6 +34,7 @@ from hub.types import (
     HubError,
     NotFound,
     Page,
+    PermissionDenied,
     ProviderError,
     ProviderUnavailable,
     RateLimit,
@@ -244,7 +245,7 @@ class Hub:
             ctx.extra["refreshing"] = True
             try:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
-            except (AuthFailed, ValidationFailed, NotFound) as exc:
+            except (AuthFailed, PermissionDenied, ValidationFailed, NotFound) as exc:
                 # A refused refresh grant (OAuth's invalid_grant is a 400) means
                 # the user must authorize again.
                 message = f"token refresh refused: {exc.message}"

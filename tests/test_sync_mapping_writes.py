@@ -181,16 +181,33 @@ def test_two_mappings_of_one_field_changed_to_different_values_are_refused(typed
     assert env.put("x", {"a": 700, "b": 7.0}, sync=False).status_code == 200  # the same value twice
 
 
-def test_a_change_to_a_read_only_or_constant_field_is_refused_not_dropped(typed):
+def test_a_change_to_a_constant_is_refused_and_read_only_values_are_left_out(typed):
+    """A constant goes nowhere: changing it is refused. A read-only provider
+    field is left out, so that a record read, then written back whole after a
+    pull moved its updated_at, is not refused."""
     env = Env(typed, [{"source": "id", "target": "rid"}, {"source": "name", "target": "n"},
+                      {"source": "updated_at", "target": "changed"},
                       {"target": "kind", "transform": "constant", "value": "item"}], items={"x": {"name": "a"}})
-    for change in ({"rid": "other", "n": "b"}, {"kind": "other"}):
-        refused = env.put("x", change, sync=False)
-        assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
-    raw = env.put("x", {"id": "other", "name": "b"}, sync=False, mapped=False)
-    assert raw.status_code == 422 and raw.json()["details"]["fields"] == ["id"], raw.text
-    whole = env.get("x").json()["record"]["data"]  # a record written back whole, read-only values unchanged
-    assert env.put("x", {**whole, "n": "c"}, sync=False).status_code == 200
+    refused = env.put("x", {"kind": "other"}, sync=False)
+    assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
+    whole = env.get("x").json()["record"]["data"]
+    env.provider.put("x", {})  # its updated_at moves at the provider
+    env.pull()
+    written = env.put("x", {**whole, "n": "b"})
+    assert written.status_code == 200, written.text
+    env.wait(written.json()["run_id"])
+    assert env.provider.sent[-1] == ("update", "x", {"name": "b"})
+    assert env.put("x", {"rid": "other"}, sync=False).json()["code"] == "empty_change"
+
+
+def test_digit_keys_of_an_object_are_keys_and_a_pending_create_keeps_its_items(typed):
+    env = Env(typed, [{"source": "variants.0.price", "target": "p0"}, {"source": "balances", "target": "b"},
+                      {"source": "name", "target": "n"}], items={"x": {"balances": {"usd": 1}}})
+    assert env.put("x", {"b": {"2024": 3}}, sync=False).status_code == 200
+    created = env.post({"n": "new", "p0": "1"}, sync=False)
+    assert created.status_code == 201, created.text
+    edited = env.put(created.json()["record"]["id"], {"p0": "2"}, sync=False)
+    assert edited.status_code == 200, edited.text
 
 
 def test_joined_fields_are_written_back_in_their_types(typed):

@@ -268,8 +268,13 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
     provider = hub.registry.providers.get(connection.provider)
-    # Its credentials, read before its row goes.
+    # Its credentials, read (and refreshed, if they expire soon) before its row goes.
     ctx = hub.context(provider, connection) if provider is not None and provider.implements("disconnect") else None
+    if ctx is not None and provider is not None:
+        try:
+            await hub._ensure_fresh(provider, ctx)
+        except HubError as exc:
+            log.warning("refreshing connection %s before revoking it failed: %s", connection.id, exc.message)
     entities = set(provider.schemas) if provider is not None else set()
     await asyncio.to_thread(_delete_rows, hub, organization_id, connection_id, entities)
     try:

@@ -91,7 +91,8 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
             # pass is a full one, unless the provider's own cursor reports deletions.
             state = session.get(SyncState, config.id)
             if state is not None and state.watermark is not None:
-                state.watermark = None
+                # A pass left in progress would be resumed, then set the watermark again.
+                state.watermark, state.pass_mode, state.cursor, state.pass_since = None, None, None, None
                 session.add(state)
         for key in ("direction", "enabled", "conflict_policy", "mappings"):
             if key in changes and changes[key] is not None:

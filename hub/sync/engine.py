@@ -94,8 +94,10 @@ PUSH_BATCH = 100
 #: older than that, retried late, do not overwrite them.
 PULLED_AS_OF_MARGIN = timedelta(seconds=60)
 #: Times a pull starts its pass over in one run when the provider refuses a
-#: position it handed out (records deleted under the pass, one by one).
-MAX_PASS_RESTARTS = 3
+#: position it handed out (a record deleted under the pass). Once: an error
+#: that is not about the position fails the run after one more try, and the
+#: next run starts from scratch anyway if the saved position is refused.
+MAX_PASS_RESTARTS = 1
 COMMIT_SECONDS = 0.25
 IDLE_COMMIT_SECONDS = 0.005
 

@@ -518,7 +518,7 @@ class Mapper:
             cannot be converted back.
         """
         if self.identity:
-            return self._raw(changes, current)
+            return self._raw(changes)
         targets = {t for m in self.mappings for t in m.targets()}
         unknown = sorted(set(changes) - targets)
         if unknown:
@@ -538,12 +538,14 @@ class Mapper:
             set_path(out, source, value)
 
         if current is not None:
-            fixed = sorted(t for m in self.mappings for t in m.targets()
-                           if t in changes and changes[t] != current.get(t)
-                           and (m.transform == "constant" or not all(map(self._writable, m.sources()))))
+            # A constant is the tenant's own value: a change to it goes nowhere. (A read-only
+            # provider field is left out instead: a record read, then written back whole after a
+            # pull moved its updated_at, must not be refused.)
+            fixed = sorted(t for m in self.mappings if m.transform == "constant" for t in m.targets()
+                           if t in changes and changes[t] != current.get(t))
             if fixed:
-                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant, or a read-only "
-                                       f"{self.schema.name} field", code="read_only_field", details={"fields": fixed})
+                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant of the mapping",
+                                       code="read_only_field", details={"fields": fixed})
         try:
             for m in self.mappings:
                 if m.transform == "constant" or not set(m.targets()) & set(changes):
@@ -578,15 +580,10 @@ class Mapper:
         field = self.schema.field(path.split(".")[0])
         return field is None or not field.readonly
 
-    def _raw(self, changes: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
         if self.schema.fields:
             unknown = sorted(k for k in changes if self.schema.field(k) is None)
             if unknown:
                 raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
                                        code="unknown_field", details={"unknown": unknown})
-        if current is not None:
-            fixed = sorted(k for k, v in changes.items() if not self._writable(k) and v != current.get(k))
-            if fixed:
-                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: read-only {self.schema.name} "
-                                       f"field(s)", code="read_only_field", details={"fields": fixed})
         return {k: v for k, v in changes.items() if self._writable(k)}

@@ -585,16 +585,19 @@ def update_payload(row: SyncRecord) -> dict[str, Any]:
             for key, value in (row.local_data or {}).items()}
 
 
-def index_problem(base: Any, change: dict[str, Any], path: str = "") -> str | None:
+def index_problem(base: Any, change: dict[str, Any], arrays: Iterable[str] = (), path: str = "") -> str | None:
     """Why ``change`` cannot be merged into ``base`` (the provider's version),
-    or None: a change through an array index (``variants.3.price``) must name
-    an item the array has, or, where there is no array yet (a create), build
-    one from index 0 on. Sent otherwise, it would replace the provider's
-    array with an object."""
+    or None: a change through an array index (``variants.3.price``) into a
+    list must name an item the list has, and into an ``arrays`` field (the
+    schema's) without a list yet, build one from index 0 on. Sent otherwise,
+    it would replace the provider's array with an object. (Digit keys of an
+    object, Stripe's ``metadata: {"1": ...}``, are keys.)"""
     for key, value in change.items():
         where = f"{path}.{key}" if path else str(key)
         current = base.get(key) if isinstance(base, dict) else None
-        if _index_keys(value):
+        if _index_keys(current):  # a pending create's item change, not made a list yet
+            current = _as_lists(current)
+        if _index_keys(value) and (isinstance(current, list) or (current is None and not path and key in arrays)):
             indexes = sorted(int(k) for k in value)
             if isinstance(current, list):
                 if indexes[-1] >= len(current):
@@ -603,13 +606,13 @@ def index_problem(base: Any, change: dict[str, Any], path: str = "") -> str | No
                 for index, item in value.items():
                     slot = current[int(index)]
                     if isinstance(item, dict) and isinstance(slot, dict):
-                        problem = index_problem(slot, item, f"{where}.{index}")
+                        problem = index_problem(slot, item, (), f"{where}.{index}")
                         if problem:
                             return problem
-            elif current is not None or indexes != list(range(len(indexes))):
+            elif indexes != list(range(len(indexes))):
                 return f"{where} is not a list with item(s) {', '.join(map(str, indexes))} at the provider"
         elif isinstance(value, dict) and isinstance(current, dict):
-            problem = index_problem(current, value, where)
+            problem = index_problem(current, value, (), where)
             if problem:
                 return problem
     return None

@@ -192,6 +192,10 @@ def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRe
     return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
 
 
+def _arrays(schema: Any) -> set[str]:
+    return {f.name for f in schema.fields if f.type == "array"}
+
+
 def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
                  data: dict[str, Any], *, mapped: bool) -> SyncRecord:
     """Create (``record_id`` None) or update a stored record; the change is
@@ -204,7 +208,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
             if not schema.supports_create:
                 raise ReadOnly(f"{connection.provider} does not allow creating {config.entity}")
             created = _to_provider(hub, connection, config, data, mapped, None)
-            problem = index_problem({}, created)
+            problem = index_problem({}, created, _arrays(schema))
             if problem:
                 raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
             row = local_create(session, connection.id, config.entity, created, now)
@@ -219,7 +223,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             current = merged_view(row)
             changes = _to_provider(hub, connection, config, data, mapped, current)
-            problem = index_problem(current, changes)
+            problem = index_problem(current, changes, _arrays(schema))
             if problem:
                 raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
             if changes:  # else the same values as now: nothing to push

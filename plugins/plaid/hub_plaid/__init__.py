@@ -133,9 +133,10 @@ WEBHOOK_ENTITIES = {("TRANSACTIONS", None): "transactions", ("ITEM", "NEW_ACCOUN
 ITEM_STATUS_WEBHOOKS = {"ERROR": CONNECTION_BROKEN, "USER_PERMISSION_REVOKED": CONNECTION_BROKEN,
                         "LOGIN_REPAIRED": CONNECTION_REPAIRED}
 
-_verification_keys: dict[str, tuple[float, dict[str, Any]]] = {}
+# Keyed by (environment, kid): sandbox and production sign with keys of their own.
+_verification_keys: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 _key_lookups: dict[str | None, list[float]] = {}
-_refused_kids: dict[str, float] = {}
+_refused_kids: dict[tuple[str, str], float] = {}
 
 
 class MutationDuringPagination(ProviderUnavailable):
@@ -490,10 +491,13 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
 
 
 async def _verification_key(ctx, kid: str) -> jwt.PyJWK:
-    cached = _verification_keys.get(kid)
+    where = (_environment(ctx), kid)
+    cached = _verification_keys.get(where)
     if cached is None or time.time() - cached[0] > KEY_CACHE_SECONDS:
         now = time.time()
-        if now - _refused_kids.get(kid, 0.0) < KEY_CACHE_SECONDS:
+        for stale in [k for k, at in _refused_kids.items() if now - at >= KEY_CACHE_SECONDS]:
+            del _refused_kids[stale]
+        if where in _refused_kids:
             raise WebhookRejected("unknown verification key (Plaid refused it)")
         lookups = _key_lookups.setdefault(ctx.connection_id, [])
         lookups[:] = [t for t in lookups if now - t < 60]
@@ -503,13 +507,13 @@ async def _verification_key(ctx, kid: str) -> jwt.PyJWK:
         try:
             key = (await _post(ctx, "/webhook_verification_key/get", key_id=kid))["key"]
         except (ValidationFailed, NotFound) as exc:
-            _refused_kids[kid] = now
+            _refused_kids[where] = now
             raise WebhookRejected(f"unknown verification key: {exc.message}") from None
         except ProviderUnavailable:
             if cached is None:
                 raise
             key = cached[1]  # Plaid unreachable for a moment: the key it served stands until it answers
-        cached = _verification_keys[kid] = (time.time(), key)
+        cached = _verification_keys[where] = (time.time(), key)
     key = cached[1]
     if key.get("expired_at") is not None and key["expired_at"] <= time.time():
         raise WebhookRejected("the delivery is signed with an expired Plaid key")

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 
+from hub.models import Connection, utcnow
 from hub.services.orgs import create_organization
 from hub_shopify import INFO
 from hub_shopify import testing as fake
@@ -196,3 +199,21 @@ def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(sho
     assert answers == [{"success": True}] * 2
     assert shopify.get(f"{API}/connections").json()["connections"] == []
     assert shopify.shop.state.tokens == {}, "no connection left, the app still installed with live tokens"
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
+def test_deleting_a_connection_whose_access_token_expired_still_uninstalls(shopify):
+    """Revoked after its rows are gone: the token is refreshed before, while it can be saved."""
+    connection_id = shopify.connect()
+    hub = shopify.hub_app.state.hub
+    # The access token has expired (Shopify's expiring tokens last an hour); the refresh token is good.
+    for token in list(shopify.shop.state.tokens):
+        shopify.shop.state.tokens[token] = time.time() - 1
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    live = [t for t, exp in shopify.shop.state.tokens.items() if not exp or exp > time.time()]
+    assert shopify.shop.state.refreshes == 1 and live == [] and shopify.shop.state.tokens == {}, \
+        (shopify.shop.state.refreshes, shopify.shop.state.tokens, shopify.shop.state.refresh_tokens)
