@@ -164,9 +164,14 @@ async def test_connection(ctx):
 # ---------------------------------------------------------------- CRUD
 
 
+#: Without status=all Stripe leaves canceled subscriptions out of its lists
+#: (while still answering for them one by one): a full pass took them for deleted.
+DEFAULT_FILTERS = {"subscriptions": {"status": "all"}}
+
+
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, filters, since):
-    params = {**filters, "limit": max(1, min(page_size, 100))}
+    params = {**DEFAULT_FILTERS.get(entity, {}), **filters, "limit": max(1, min(page_size, 100))}
     if cursor:
         params["starting_after"] = cursor
     if since:

@@ -381,6 +381,8 @@ def list_objects(store: Store, resource: str, params: dict[str, Any]) -> dict[st
     rows = full
     filters = {k: v for k, v in params.items()
                if k not in ("limit", "starting_after", "ending_before", "created", "expand")}
+    if resource == "subscriptions" and filters.get("status") == "all":  # Stripe's way to include canceled ones
+        filters.pop("status")
     if params.get("created") not in (None, ""):
         rows = [r for r in rows if _created_matches(r.get("created") or r["date"], params["created"])]
     if filters:

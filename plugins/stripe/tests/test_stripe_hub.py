@@ -187,6 +187,11 @@ def test_subscription_with_items_and_delete_cancels(client, auth, fake, connect)
     assert record["status"] == "active" and record["items"]["data"][0]["quantity"] == 2
     assert client.delete(records_url(connection, "subscriptions", record["id"]), headers=auth).status_code == 200
     assert fake.state.store.rows["subscriptions"][record["id"]]["status"] == "canceled"
+    # Listed like the one fetched (Stripe's lists leave canceled ones out unless asked for all).
+    listed = client.get(records_url(connection, "subscriptions"), headers=auth).json()["records"]
+    assert [(s["id"], s["status"]) for s in listed] == [(record["id"], "canceled")]
+    active = client.get(records_url(connection, "subscriptions"), params={"status": "active"}, headers=auth)
+    assert active.json()["records"] == []
 
 
 def test_invalid_writes_are_refused_with_stripes_reason(client, auth, fake, connect):
