@@ -27,6 +27,7 @@ from hub.types import (
     Page,
     ProviderError,
     ProviderInfo,
+    ProviderUnavailable,
     RateLimit,
     RequestAuth,
     ValidationFailed,
@@ -144,6 +145,10 @@ def describe_error(response):
     if error.get("param"):
         message = f"{message} (param: {error['param']})"
     details = {k: error[k] for k in ("type", "code", "decline_code", "param") if error.get(k)}
+    if response.headers.get("Stripe-Should-Retry") == "true":
+        # Stripe says the same request may succeed later (a 409: another request with this
+        # idempotency key still in progress): passing, not the data's fault.
+        return ProviderUnavailable(f"{message}; try again")
     if response.status_code == 402:
         return ValidationFailed(message, code=error.get("code") or "card_error", details=details)
     if error.get("type") == "idempotency_error":

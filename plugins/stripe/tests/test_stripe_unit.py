@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import hub_stripe
-from hub.types import ValidationFailed, WebhookRejected, WebhookRequest
+from hub.types import ProviderUnavailable, ValidationFailed, WebhookRejected, WebhookRequest
 from hub_stripe import encode, form, verify_webhook, webhook_connection_key
 from hub_stripe.spec import decode_form, render_fields
 from hub_stripe.testing import make_event, signed_delivery
@@ -148,6 +148,10 @@ def test_describe_error_reads_stripes_error_body():
         "type": "idempotency_error", "message": "Keys for idempotent requests can only be used with the same "
                                                 "parameters they were first used with."}}))
     assert isinstance(reused, ValidationFailed) and reused.code == "idempotency_key_reused"
+    in_progress = hub_stripe.describe_error(response=httpx.Response(409, headers={"Stripe-Should-Retry": "true"},
+                                                                    json={"error": {"type": "idempotency_error",
+                                                                                    "message": "Try again later."}}))
+    assert isinstance(in_progress, ProviderUnavailable) and in_progress.code == "provider_unavailable"
     assert hub_stripe.describe_error(response=httpx.Response(404, json={"error": {
         "type": "invalid_request_error", "message": "No such customer: 'cus_1'", "param": "id"}})) == (
         "No such customer: 'cus_1' (param: id)")
