@@ -3,48 +3,34 @@ connection is expired, as for any refused refresh grant."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from hub.api.main import create_app
-from tests.conftest import API, make_org
-from tests.oauth_provider import build_plugin, create_fake
-from tests.test_oauth import expire_soon, finish, provider_redirect, start
+from tests.conftest import API
+from tests.oauth_provider import create_fake
+from tests.test_oauth import expire_soon, finish, oauth_hub, provider_redirect, start  # noqa: F401
 
 
 @pytest.fixture
-def forbidding(serve_app):
+def oauth_fake(serve_app):
+    """The OAuth fake, whose token endpoint answers 403 once ``state.forbid_token`` is set."""
     inner = create_fake()
-    flags = {"forbid_token": False}
+    inner.state.forbid_token = False
 
     async def app(scope, receive, send):
-        if flags["forbid_token"] and scope["type"] == "http" and scope["path"] == "/token":
+        if inner.state.forbid_token and scope["type"] == "http" and scope["path"] == "/token":
             body = b'{"error": "unauthorized_client", "error_description": "app disabled"}'
             await send({"type": "http.response.start", "status": 403,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
             return
         return await inner(scope, receive, send)
-    return serve_app(app), inner, flags
+    return serve_app(app), inner
 
 
-@pytest.fixture
-def hub403(settings, example_registry, forbidding, monkeypatch):
-    monkeypatch.setenv("HUB_OAUTHEX_ORIGIN", forbidding[0])
-    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_ID", "cid")
-    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_SECRET", "csecret")
-    example_registry.register(build_plugin(), "oauthex")
-    app = create_app(settings, example_registry)
-    with TestClient(app) as client:
-        headers = make_org(app)
-        headers.pop("org_id")
-        yield client, headers, app
-
-
-def test_a_refresh_refused_with_403_marks_the_connection_expired(hub403, forbidding):
-    client, headers, app = hub403
+def test_a_refresh_refused_with_403_marks_the_connection_expired(oauth_hub, oauth_fake):  # noqa: F811
+    client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     expire_soon(app.state.hub, connection_id)
-    forbidding[2]["forbid_token"] = True
+    oauth_fake[1].state.forbid_token = True
     response = client.get(f"{API}/connections/{connection_id}/entities/contacts/records", headers=headers)
     assert response.json()["code"] == "token_refresh_failed", response.text
     connection = client.get(f"{API}/connections/{connection_id}", headers=headers).json()["connection"]

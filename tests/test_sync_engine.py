@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from hub.config import Settings
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
+from hub.sync import configs as config_service
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.leases import HOST
 from hub.sync.scheduler import Scheduler, SyncService
@@ -614,3 +615,23 @@ def test_a_scheduled_connection_whose_plugin_is_gone_shows_why_it_does_not_sync(
         runs = session.exec(select(SyncRun).where(SyncRun.connection_id == gone.id)).all()
     assert after.status == "error" and "uninstalled plugin is not installed" in after.last_error
     assert runs == [] and len(submitted) == 1  # the other connection still syncs
+
+
+def test_reenabling_after_an_interrupted_incremental_pass_still_makes_a_full_pass(hub, conn, ledger):
+    assert run(sync(hub, conn)).status == "succeeded"          # full pass: watermark set
+    for i in range(150):                                          # 150 changes: an incremental pass of 2 pages
+        ledger.put(f"it_{i:05d}", {"name": f"changed {i}"})
+    ledger.fail_on_call = len(ledger.calls) + 2                   # its 2nd page fails: pass left in progress
+    assert run(sync(hub, conn)).status == "failed"
+    assert state_of(hub, conn.id).pass_mode == "incremental"
+    ledger.fail_on_call = None
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+    config_service.update_config(hub, conn, config.id, {"enabled": False})
+    ledger.remove("it_00200")                                     # its deletion event is ignored meanwhile
+    config_service.update_config(hub, conn, config.id, {"enabled": True})
+    assert state_of(hub, conn.id).watermark is None
+    assert run(sync(hub, conn)).status == "succeeded"
+    assert run(sync(hub, conn)).status == "succeeded"
+    assert "it_00200" not in stored(hub, conn.id, "items"), \
+        f"watermark after re-enable: {state_of(hub, conn.id).watermark}; the deletion was never swept"
