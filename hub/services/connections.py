@@ -237,12 +237,8 @@ async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials)
     when another connection uses the same account (revoking would cut it off)."""
     if not provider.implements("disconnect"):
         return
-    if credentials.webhook_key:
-        with hub.session() as session:
-            if session.exec(select(Connection.id).where(Connection.provider == provider.name,
-                                                        Connection.webhook_key == credentials.webhook_key)
-                            .limit(1)).first() is not None:
-                return
+    if credentials.webhook_key and _account_in_use(hub, provider.name, credentials.webhook_key):
+        return
     unsaved = Connection(organization_id="", provider=provider.name, category=provider.info.category,
                          name=provider.info.label)
     hub.store_credentials(unsaved, credentials)
@@ -284,17 +280,19 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
         await hub.pool.discard(connection_id)
 
 
+def _account_in_use(hub: Hub, provider: str, webhook_key: str) -> bool:
+    """Whether a connection of ``provider`` uses the account ``webhook_key`` names (a shop, an item)."""
+    with hub.session() as session:
+        return session.exec(select(Connection.id).where(
+            Connection.provider == provider, Connection.webhook_key == webhook_key).limit(1)).first() is not None
+
+
 async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx: Any) -> None:
     key = connection.webhook_key
     lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
     try:
         async with lock:
-            shared = False
-            if key:
-                with hub.session() as session:
-                    shared = session.exec(select(Connection.id).where(
-                        Connection.provider == provider.name, Connection.webhook_key == key).limit(1)).first() is not None
-            ctx.extra["account_shared"] = shared
+            ctx.extra["account_shared"] = bool(key) and _account_in_use(hub, provider.name, key)
             await hub.call(provider, "disconnect", ctx)
     except HubError as exc:
         log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)

@@ -192,8 +192,11 @@ def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRe
     return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
 
 
-def _arrays(schema: Any) -> set[str]:
-    return {f.name for f in schema.fields if f.type == "array"}
+def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any) -> None:
+    """Refuse a change through an array index the provider's version cannot take (see :func:`index_problem`)."""
+    problem = index_problem(current, changes, {f.name for f in schema.fields if f.type == "array"})
+    if problem:
+        raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
 
 
 def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
@@ -208,9 +211,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
             if not schema.supports_create:
                 raise ReadOnly(f"{connection.provider} does not allow creating {config.entity}")
             created = _to_provider(hub, connection, config, data, mapped, None)
-            problem = index_problem({}, created, _arrays(schema))
-            if problem:
-                raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
+            _check_indexes({}, created, schema)
             row = local_create(session, connection.id, config.entity, created, now)
         else:
             row = find_record(session, connection.id, config.entity, record_id)
@@ -223,9 +224,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             current = merged_view(row)
             changes = _to_provider(hub, connection, config, data, mapped, current)
-            problem = index_problem(current, changes, _arrays(schema))
-            if problem:
-                raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
+            _check_indexes(current, changes, schema)
             if changes:  # else the same values as now: nothing to push
                 local_update(session, row, changes, now)
         session.flush()
