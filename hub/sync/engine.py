@@ -172,15 +172,11 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
 
 
 class _PositionRefused(Exception):
-    """The provider refused a cursor it handed out earlier in the same pass."""
+    """The provider refused a cursor it handed out (earlier in the pass, or saved by the run it resumes)."""
 
     def __init__(self, error: HubError):
         super().__init__(error.message)
         self.error = error
-
-
-async def _ready(fetched: tuple[Page, datetime]) -> tuple[Page, datetime]:
-    return fetched
 
 
 def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) -> None:
@@ -614,53 +610,43 @@ class SyncEngine:
     async def _pull(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema,
                     ctx: Any, lease: Lease) -> None:
         plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease, run.queued_at)
-        if plan.resumed and plan.cursor is not None:
+        # A saved position refused on resuming (Stripe's starting_after names a customer deleted
+        # since) would fail every run: starting over for it does not count against the restarts.
+        restarts = MAX_PASS_RESTARTS + (1 if plan.resumed and plan.cursor is not None else 0)
+        while True:
             try:
-                first: tuple[Page, datetime] | None = await self._fetch(provider, ctx, schema, plan.cursor,
-                                                                         plan.since)
-            except (ValidationFailed, NotFound) as exc:
-                # The provider no longer takes the saved position (Stripe's starting_after names a
-                # customer deleted since): resuming would fail for ever, so the pass starts over.
-                log.warning("the saved %s position of %s was refused (%s): starting a new pass",
-                            schema.name, config.connection_id, exc.message)
-                plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease,
-                                               run.queued_at, True)
-                first = None
-        else:
-            first = None
-        for restart in range(MAX_PASS_RESTARTS + 1):
-            try:
-                return await self._pass(run, config, provider, schema, ctx, lease, plan, first)
+                return await self._pass(run, config, provider, schema, ctx, lease, plan)
             except _PositionRefused as refused:
-                if restart == MAX_PASS_RESTARTS:
+                if not restarts:
                     raise refused.error from None
-                # The provider no longer takes a position it handed out in this pass (the record
-                # Stripe's starting_after names was deleted meanwhile): the pages stored stay, and
-                # the pass starts over (its repeats are absorbed by the upsert).
-                log.warning("the %s position of %s was refused mid-pass (%s): starting the pass over",
+                restarts -= 1
+                # The provider no longer takes a position it handed out (the record Stripe's
+                # starting_after names was deleted meanwhile): the pages stored stay, and the
+                # pass starts over (its repeats are absorbed by the upsert).
+                log.warning("the %s position of %s was refused (%s): starting the pass over",
                             schema.name, config.connection_id, refused.error.message)
                 plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease,
                                                run.queued_at, True)
-                first = None
 
     async def _pass(self, run: SyncRun, config: SyncConfig, provider: Provider, schema: EntitySchema, ctx: Any,
-                    lease: Lease, plan: _Pass, first: tuple[Page, datetime] | None) -> None:
+                    lease: Lease, plan: _Pass) -> None:
         """Page through the provider from the plan's position to the end of the pass.
 
-        :raises _PositionRefused: the provider refused a cursor it handed out earlier in this pass.
+        :raises _PositionRefused: the provider refused a cursor it handed out
+            (earlier in this pass, or in the resumed one's run).
         """
         writer = _PageWriter(self, run.id, config, schema, plan, lease)
         cursor = plan.cursor
         cycle = _CursorCycle(cursor)
-        fetch = asyncio.create_task(_ready(first) if first is not None else
-                                    self._fetch(provider, ctx, schema, cursor, plan.since))
-        fetched = 0
+        fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
+        # A resumed pass starts from a position the provider handed out; a new one from its own.
+        fetched = 1 if plan.resumed and cursor is not None else 0
         try:
             while True:
                 try:
                     page, as_of = await fetch
                 except (ValidationFailed, NotFound) as exc:
-                    if not fetched:  # the pass's own starting point: not a position it handed out
+                    if not fetched:  # the pass's own starting point: not a position handed out
                         raise
                     raise _PositionRefused(exc) from exc
                 fetched += 1
