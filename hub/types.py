@@ -42,7 +42,12 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class EntityField:
-    """One field of an entity, as the provider names it."""
+    """One field of an entity, as the provider names it.
+
+    ``format`` says how the provider writes a ``datetime`` field held as a
+    number: ``"unix"`` (epoch seconds, Stripe's) or ``"unix_ms"`` (epoch
+    milliseconds); empty for ISO 8601 text. Mappings write times back so.
+    """
 
     name: str
     label: str = ""
@@ -50,6 +55,7 @@ class EntityField:
     required: bool = False
     readonly: bool = False
     description: str = ""
+    format: str = ""
 
     def public(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -131,6 +137,9 @@ class ProviderInfo:
     it (Stripe's ``Idempotency-Key``): a create the hub cannot know the outcome
     of (a timeout, the hub killed mid-call) is then sent again; without it,
     such a create is left for someone to check rather than risk a duplicate.
+    ``minor_units`` gives the decimals of the currencies whose amounts the
+    provider's API counts otherwise than ISO 4217 (Stripe's MGA has none):
+    field mappings of amounts in minor units use them.
     """
 
     name: str
@@ -152,6 +161,7 @@ class ProviderInfo:
     webhook_key_config: str | None = None
     url_defaults: dict[str, str] = field(default_factory=dict)
     idempotent_creates: bool = False
+    minor_units: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,30 @@ def test_numbers_and_digits_that_cost_or_crash_are_refused_quickly():
     with pytest.raises(ValidationFailed) as caught:
         validate_mappings(ACCOUNT, [{"source": "count", "target": "n", "transform": "int", "default": "1e999999"}])
     assert caught.value.code == "invalid_mapping"
+
+
+def test_a_provider_counting_a_currency_otherwise_than_iso_says_so_and_is_followed():
+    """ISO 4217 gives ISK no decimals and MGA two; Stripe's API counts them the
+    other way round, and its ``minor_units`` say so."""
+    schema = EntitySchema("charges", "Charges", (EntityField("amount", type="money"), EntityField("currency")))
+    mappings = validate_mappings(schema, [{"source": "amount", "target": "a", "transform": "cents_to_decimal",
+                                           "currency_field": "currency"}])
+    iso, stripe = Mapper(schema, mappings), Mapper(schema, mappings, {"mga": 0, "ISK": 2})
+    assert iso.to_tenant({"amount": 50000, "currency": "isk"})["a"] == 50000
+    assert iso.to_tenant({"amount": 50000, "currency": "MGA"})["a"] == 500
+    assert stripe.to_tenant({"amount": 50000, "currency": "isk"})["a"] == 500
+    assert stripe.to_tenant({"amount": 500, "currency": "mga"})["a"] == 500
+    assert stripe.to_provider({"a": 7}, raw={"currency": "mga"}) == {"amount": 7}
+    assert iso.to_provider({"a": 7}, raw={"currency": "mga"}) == {"amount": 700}
+
+
+def test_only_a_datetime_field_has_a_format_and_only_unix_ones():
+    from hub.plugins import schema_problems
+
+    def problems(field):
+        return schema_problems(EntitySchema("things", "Things", (EntityField("id"), field)))
+
+    assert problems(EntityField("due", type="datetime", format="unix")) == []
+    assert problems(EntityField("due", type="datetime", format="unix_ms")) == []
+    assert "format 'epoch'" in problems(EntityField("due", type="datetime", format="epoch"))[0]
+    assert "only a datetime field" in problems(EntityField("n", type="integer", format="unix"))[0]

@@ -4,15 +4,13 @@ config. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from fastapi.testclient import TestClient
 
 from hub import hookimpl
 from hub.api.main import create_app
 from hub.plugins import PluginRegistry
-from hub.types import EntityField, EntitySchema, NotFound, ProviderInfo
+from hub.types import EntityField, EntitySchema, NotFound
 from tests.conftest import API, make_org
 from tests.sync_support import Ledger, wait_run
 
@@ -33,7 +31,7 @@ class Typed(Ledger):
             EntityField("opened", type="date"), EntityField("created", type="integer"),
             EntityField("when", type="datetime"), EntityField("count", type="string"),
             EntityField("balances", type="object"), EntityField("variants", type="array"),
-            EntityField("currency"),
+            EntityField("currency"), EntityField("stamp", type="datetime", format="unix"),
             EntityField("updated_at", type="datetime", readonly=True),
         )
         return [EntitySchema("items", "Items", fields, updated_field="updated_at", supports_create=True,
@@ -248,3 +246,70 @@ def test_amounts_a_json_number_would_round_are_refused_not_shown_a_cent_off(type
     assert rounded.status_code == 422 and "send it as text" in rounded.json()["error"], rounded.text
     assert env.put("y", {"amt": "123456789012345.68"}, sync=False).status_code == 200
     assert env.get("y", mapped=False).json()["record"]["data"]["amount"] == 12345678901234568
+
+
+def test_amounts_follow_the_decimals_of_their_currency_both_ways(typed):
+    """Yen have no minor unit and Kuwaiti dinars three: ¥500 is 500, not 5.00."""
+    env = Env(typed, [{"source": "amount", "target": "a", "transform": "cents_to_decimal",
+                       "currency_field": "currency"},
+                      {"source": "price", "target": "p", "transform": "cents_to_decimal", "currency": "JPY"},
+                      {"source": "currency", "target": "cur"}],
+              items={"jp": {"amount": 500, "price": 700, "currency": "jpy"},
+                     "kw": {"amount": 1500, "price": 1, "currency": "KWD"},
+                     "us": {"amount": 1234, "price": 2, "currency": "usd"},
+                     "none": {"amount": 9}})
+    shown = {rid: env.get(rid).json()["record"] for rid in ("jp", "kw", "us", "none")}
+    assert [shown[rid]["data"]["a"] for rid in ("jp", "kw", "us")] == [500, 1.5, 12.34]
+    assert shown["jp"]["data"]["p"] == 700
+    assert shown["none"]["data"]["a"] is None
+    assert "no currency code in 'currency'" in shown["none"]["mapping_errors"][0]["error"]
+
+    refused = env.put("jp", {"a": 1.5}, sync=False)
+    assert refused.status_code == 422 and "the currency has none" in refused.json()["error"], refused.text
+    assert env.put("kw", {"a": 1.2345}, sync=False).status_code == 422
+    for rid, value, expected in (("jp", 1200, 1200), ("kw", "2.25", 2250), ("us", 0.5, 50)):
+        written = env.put(rid, {"a": value})
+        assert written.status_code == 200, written.text
+        env.wait(written.json()["run_id"])
+        assert env.provider.items[rid]["amount"] == expected, rid
+    # A change of currency and amount together converts the amount in the new currency.
+    both = env.put("us", {"a": 300, "cur": "jpy"})
+    assert both.status_code == 200, both.text
+    env.wait(both.json()["run_id"])
+    assert (env.provider.items["us"]["amount"], env.provider.items["us"]["currency"]) == (300, "jpy")
+    created = env.post({"a": 12, "cur": "kwd"})
+    assert created.status_code == 201, created.text
+    env.wait(created.json()["run_id"])
+    assert env.provider.sent[-1] == ("create", None, {"amount": 12000, "currency": "kwd"})
+
+
+def test_currency_options_are_checked_when_saved(typed):
+    env = Env(typed, [])
+    for mapping, needle in (
+            ({"source": "name", "target": "n", "currency": "JPY"}, "cents_to_decimal and decimal_to_cents only"),
+            ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "JPY",
+              "currency_field": "currency"}, "not both"),
+            ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency_field": "money"},
+             "no field 'money'"),
+            ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "¥¥¥"}, "currency")):
+        bad = env.client.put(env.config_url, json={"mappings": [mapping]}, headers=env.auth)
+        assert bad.status_code == 422 and needle in bad.json()["error"], (mapping, bad.text)
+
+
+def test_times_go_back_as_the_provider_holds_them(typed):
+    """Epoch milliseconds stay milliseconds; a datetime field the provider
+    declares as Unix time gets seconds even on a create."""
+    env = Env(typed, [{"source": "created", "target": "c", "transform": "datetime"},
+                      {"source": "stamp", "target": "s", "transform": "date"},
+                      {"source": "name", "target": "n"}],
+              items={"ms": {"created": 1_700_000_000_123}, "sec": {"created": 1_700_000_000}})
+    assert env.get("ms").json()["record"]["data"]["c"] == "2023-11-14T22:13:20.123000+00:00"
+    for rid, expected in (("ms", 1_767_225_600_500), ("sec", 1_767_225_600)):
+        written = env.put(rid, {"c": "2026-01-01T00:00:00.5+00:00"})
+        assert written.status_code == 200, written.text
+        env.wait(written.json()["run_id"])
+        assert env.provider.items[rid]["created"] == expected, rid
+    created = env.post({"s": "2026-03-01", "n": "new"})
+    assert created.status_code == 201, created.text
+    env.wait(created.json()["run_id"])
+    assert env.provider.sent[-1] == ("create", None, {"stamp": 1_772_323_200, "name": "new"})

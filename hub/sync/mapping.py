@@ -5,8 +5,14 @@ A sync config holds a list of mappings. Each maps a provider field path
 
 - ``rename`` (the default): the value as it is;
 - ``int``, ``float``, ``str``, ``bool``: type casts;
-- ``date``, ``datetime``: ISO 8601 from ISO strings or epoch seconds;
-- ``cents_to_decimal`` (1234 → 12.34) and ``decimal_to_cents`` (12.34 → 1234);
+- ``date``, ``datetime``: ISO 8601 from ISO strings or epoch seconds (or
+  milliseconds); written back as the provider holds the field (epoch
+  seconds or milliseconds where it is a number, ISO 8601 text otherwise);
+- ``cents_to_decimal`` (1234 → 12.34) and ``decimal_to_cents`` (12.34 → 1234):
+  amounts in a currency's minor unit. With ``currency`` (a fixed ISO code) or
+  ``currency_field`` (the provider field holding the record's currency) the
+  currency's own decimals apply (¥500 is ``500``, 1.5 KWD is ``1500``);
+  without, two;
 - ``constant``: a fixed ``value``, whatever the provider says;
 - ``join``: several provider fields into one (``first_name`` + ``last_name`` →
   ``name``, with ``separator``); ``split``: one provider field into several.
@@ -22,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
@@ -52,6 +58,22 @@ ACCEPTS: dict[str, set[str] | None] = {
     "split": {"string"},
 }
 
+#: The transforms of amounts in a currency's minor unit.
+_AMOUNTS = ("cents_to_decimal", "decimal_to_cents")
+
+#: ISO 4217 decimals of the currencies that do not have two. A provider whose
+#: API counts some currency otherwise says so in ``ProviderInfo.minor_units``.
+ISO_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+                     "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    "CLF": 4, "UYW": 4,
+}
+
+#: How a provider holds a datetime field as a number (``EntityField.format``).
+UNIX_SECONDS, UNIX_MILLISECONDS = "unix", "unix_ms"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 TRUE = {"true", "1", "yes", "y", "on", "t"}
 FALSE = {"false", "0", "no", "n", "off", "f", ""}
 
@@ -69,6 +91,14 @@ class FieldMapping(BaseModel):
     default: Any = Field(default=None, description="Value used when the provider value is missing.")
     separator: str = Field(default=" ", max_length=10, description="For `join` and `split`.")
     value: Any = Field(default=None, description="For `constant`: the value.")
+    currency: str | None = Field(
+        default=None, min_length=3, max_length=3, pattern="^[A-Za-z]{3}$",
+        description="For `cents_to_decimal` and `decimal_to_cents`: the amounts' ISO 4217 currency code; "
+                    "its decimals apply instead of two.")
+    currency_field: str | None = Field(
+        default=None, max_length=255,
+        description="For `cents_to_decimal` and `decimal_to_cents`: the provider field (dotted path) holding "
+                    "each record's currency code, whose decimals apply instead of two.")
 
     def sources(self) -> list[str]:
         if self.source is None:
@@ -141,6 +171,11 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                         f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
                         f"(a dotted path reads into an object or array field)", source)
                 continue
+            if mapping.currency_field and not _field_type(schema, mapping.currency_field)[1]:
+                problem(index, "unknown_field", f"mapping {index}: {schema.name} has no field "
+                                                f"{mapping.currency_field.split('.')[0]!r} (its currency_field)",
+                        mapping.currency_field)
+                continue
             allowed = ACCEPTS.get(mapping.transform)
             if allowed is not None and field_type is not None and field_type not in allowed:
                 problem(index, "impossible_cast",
@@ -164,6 +199,10 @@ def _first_error(exc: ValueError) -> str:
 
 def _shape_error(m: FieldMapping) -> str | None:
     sources, targets = m.sources(), m.targets()
+    if (m.currency or m.currency_field) and m.transform not in _AMOUNTS:
+        return "currency and currency_field apply to cents_to_decimal and decimal_to_cents only"
+    if m.currency and m.currency_field:
+        return "give currency (a fixed code) or currency_field (where each record has it), not both"
     if m.transform == "constant":
         if sources:
             return "constant takes a value, not a source"
@@ -363,8 +402,9 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
-def forward(m: FieldMapping, value: Any) -> Any:
-    """Apply a one-source transform, provider → tenant."""
+def forward(m: FieldMapping, value: Any, decimals: int = 2) -> Any:
+    """Apply a one-source transform, provider → tenant; ``decimals``: those
+    of the amount's currency (for the amount transforms)."""
     t = m.transform
     if t == "rename":
         return value
@@ -381,14 +421,21 @@ def forward(m: FieldMapping, value: Any) -> Any:
     if t == "datetime":
         return parse_datetime(value).astimezone(timezone.utc).isoformat()
     if t == "cents_to_decimal":
-        return _exact(to_decimal(value) / 100, value)
+        return _exact(to_decimal(value).scaleb(-decimals), value)
     if t == "decimal_to_cents":
-        return to_cents(value)
+        return to_minor_units(value, decimals)
     raise ConversionError(f"{t} is not a one-field transform")
 
 
-def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
-    """Reverse a one-source transform, tenant → provider, into ``field_type``."""
+def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int = 2, time_format: str = "",
+             current: Any = None) -> Any:
+    """Reverse a one-source transform, tenant → provider, into ``field_type``.
+
+    A time goes back as the provider holds the field: epoch seconds or
+    milliseconds where its ``time_format`` (``EntityField.format``) says so,
+    or where the field is a number (milliseconds when the provider's
+    ``current`` value is one); ISO 8601 text otherwise.
+    """
     t = m.transform
     if value is None:
         return None
@@ -399,32 +446,42 @@ def backward(m: FieldMapping, value: Any, field_type: str | None) -> Any:
         return cast_to(field_type, value)
     if t in ("date", "datetime"):
         moment = parse_datetime(value)
-        if field_type in ("integer", "number"):
-            return int(moment.timestamp())
+        numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
+        unit = time_format or (
+            (UNIX_MILLISECONDS if abs(current) > 1e11 else UNIX_SECONDS) if numeric
+            else UNIX_SECONDS if field_type in ("integer", "number") else "")
+        if unit == UNIX_MILLISECONDS:
+            return (moment - _EPOCH) // timedelta(milliseconds=1)
+        if unit == UNIX_SECONDS:
+            return (moment - _EPOCH) // timedelta(seconds=1)
         if field_type == "date" or (t == "date" and field_type != "datetime"):
             return moment.date().isoformat()
         return moment.astimezone(timezone.utc).isoformat()
     if t == "cents_to_decimal":
-        return to_cents(value)
+        return to_minor_units(value, decimals)
     if t == "decimal_to_cents":
-        return _number(to_decimal(value) / 100)
+        return _number(to_decimal(value).scaleb(-decimals))
     raise ConversionError(f"{t} cannot be reversed")
 
 
-def to_cents(value: Any) -> int:
-    """An amount with at most two decimal places in cents; a finer amount is
-    refused rather than rounded (12.345 is not a price in cents), and so is a
-    JSON number with more digits than a double holds (it arrived rounded:
-    send such an amount as text)."""
+def to_minor_units(value: Any, decimals: int = 2) -> int:
+    """An amount with at most ``decimals`` decimal places in the currency's
+    minor unit (cents for two); a finer amount is refused rather than rounded
+    (12.345 is not a price in cents, nor 1.5 in yen), and so is a JSON number
+    with more digits than a double holds (it arrived rounded: send such an
+    amount as text)."""
     if isinstance(value, float) and len(Decimal(repr(value)).normalize().as_tuple().digits) > _EXACT_DIGITS:
         raise ConversionError(f"{value!r} has more digits than a JSON number holds exactly: send it as text")
     number = to_decimal(value)
     with localcontext() as exact:  # the default 28 digits would round 0.001 off a long amount
         exact.prec = max(28, len(number.as_tuple().digits) + 3)
-        cents = number * 100
-    if cents != cents.to_integral_value():
-        raise ConversionError(f"{value!r} has more than two decimal places")
-    return int(cents)
+        minor = number.scaleb(decimals)
+    if minor != minor.to_integral_value():
+        if not decimals:
+            raise ConversionError(f"{value!r} has decimal places: the currency has none")
+        places = {1: "one decimal place", 2: "two decimal places"}.get(decimals, f"{decimals} decimal places")
+        raise ConversionError(f"{value!r} has more than {places}")
+    return int(minor)
 
 
 #: What the tenant's side of each typed transform must convert with.
@@ -460,12 +517,32 @@ def cast_to(field_type: str | None, value: Any) -> Any:
 class Mapper:
     """Applies one sync config's mappings in both directions.
 
-    With no mappings both directions are the identity.
+    With no mappings both directions are the identity. ``minor_units`` (the
+    provider's ``ProviderInfo.minor_units``) gives the decimals of currencies
+    the provider counts otherwise than ISO 4217.
     """
 
-    def __init__(self, schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping]):
+    def __init__(self, schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping],
+                 minor_units: dict[str, int] | None = None):
         self.schema = schema
         self.mappings = [m if isinstance(m, FieldMapping) else FieldMapping.model_validate(m) for m in mappings]
+        self.minor_units = {code.upper(): digits for code, digits in (minor_units or {}).items()}
+
+    def decimals(self, m: FieldMapping, record: dict[str, Any], fallback: dict[str, Any] | None = None) -> int:
+        """The decimals of an amount mapping's currency: its fixed
+        ``currency``, or the one ``record`` (else ``fallback``) holds at its
+        ``currency_field``; two for a mapping that names neither."""
+        code: Any = m.currency
+        if m.currency_field:
+            code = get_path(record, m.currency_field)
+            if code in (None, "") and fallback is not None:
+                code = get_path(fallback, m.currency_field)
+            if not isinstance(code, str) or not code.strip():
+                raise ConversionError(f"the record has no currency code in {m.currency_field!r}")
+        if code is None:
+            return 2
+        code = code.strip().upper()
+        return self.minor_units.get(code, ISO_MINOR_UNITS.get(code, 2))
 
     @property
     def identity(self) -> bool:
@@ -499,7 +576,7 @@ class Mapper:
                 out[m.targets()[0]] = m.default
                 continue
             try:
-                out[m.targets()[0]] = forward(m, value)
+                out[m.targets()[0]] = forward(m, value, self.decimals(m, data) if t in _AMOUNTS else 2)
             except ConversionError as exc:
                 out[m.targets()[0]] = m.default
                 if problems is not None:
@@ -507,12 +584,16 @@ class Mapper:
                                      "error": str(exc)})
         return out
 
-    def to_provider(self, changes: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
+    def to_provider(self, changes: dict[str, Any], current: dict[str, Any] | None = None,
+                    raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """The tenant's changed fields → provider fields to write.
 
         ``current`` is the record's current tenant view; it completes
-        ``join``/``split`` groups the change names only part of. Read-only
-        provider fields and ``constant`` targets are left out.
+        ``join``/``split`` groups the change names only part of. ``raw``, the
+        provider's current record, tells how it holds what is written back
+        (a time as epoch milliseconds, the currency of an amount whose
+        currency the change does not name). Read-only provider fields and
+        ``constant`` targets are left out.
 
         :raises ValidationFailed: a field no mapping targets, or a value that
             cannot be converted back.
@@ -547,7 +628,8 @@ class Mapper:
                 raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant of the mapping",
                                        code="read_only_field", details={"fields": fixed})
         try:
-            for m in self.mappings:
+            # Amounts whose currency is in the record go last: the change may set the currency too.
+            for m in sorted(self.mappings, key=lambda m: bool(m.currency_field)):
                 if m.transform == "constant" or not set(m.targets()) & set(changes):
                     continue
                 if m.transform == "split":
@@ -571,7 +653,11 @@ class Mapper:
                     continue
                 source = m.sources()[0]
                 if self._writable(source):
-                    put(source, backward(m, value, _field_type(self.schema, source)[0]), m.targets()[0])
+                    field = self.schema.field(source) if "." not in source else None
+                    decimals = self.decimals(m, out, raw) if m.transform in _AMOUNTS else 2
+                    put(source, backward(m, value, _field_type(self.schema, source)[0], decimals,
+                                         field.format if field is not None else "", get_path(raw or {}, source)),
+                        m.targets()[0])
         except ConversionError as exc:
             raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value") from None
         return out

@@ -83,7 +83,8 @@ def cursor_time(value: Any) -> datetime:
 
 
 def mapper_for(hub: Hub, connection: Connection, config: SyncConfig) -> Mapper:
-    return Mapper(hub.provider(connection.provider).schema(config.entity), config.mappings)
+    provider = hub.provider(connection.provider)
+    return Mapper(provider.schema(config.entity), config.mappings, provider.info.minor_units)
 
 
 def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
@@ -161,7 +162,7 @@ def _to_provider(hub: Hub, connection: Connection, config: SyncConfig, data: dic
                  current: dict[str, Any] | None) -> dict[str, Any]:
     mapper = mapper_for(hub, connection, config)
     if not mapped:
-        mapper = Mapper(mapper.schema, [])
+        mapper = Mapper(mapper.schema, [], mapper.minor_units)
     view = mapper.to_tenant(current) if current is not None else None
     if view is not None and mapped and not mapper.identity:
         # A client writing back the whole record: values it did not change are not converted back,
@@ -169,7 +170,7 @@ def _to_provider(hub: Hub, connection: Connection, config: SyncConfig, data: dic
         data = {key: value for key, value in data.items() if key not in view or view[key] != value}
         if not data:
             return {}
-    changes = mapper.to_provider(data, current=view)
+    changes = mapper.to_provider(data, current=view, raw=current)
     if not changes:
         raise ValidationFailed("the change sets no writable provider field", code="empty_change")
     return changes

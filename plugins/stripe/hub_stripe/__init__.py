@@ -59,6 +59,9 @@ INFO = ProviderInfo(
     ),
     webhook_key_config="account",
     idempotent_creates=True,
+    # Amounts are in the currency's smallest unit; these two count otherwise than ISO 4217
+    # (https://docs.stripe.com/currencies: MGA is zero-decimal, ISK is sent as two-decimal).
+    minor_units={"MGA": 0, "ISK": 2},
 )
 
 SINCE = ("Stripe filters lists on creation time only: `since` returns the records created at or after it "

@@ -385,6 +385,7 @@ def field_table() -> dict[str, list[dict[str, Any]]]:
                 "required": name in required,
                 "readonly": name not in writable,
                 "description": description,
+                **({"format": "unix"} if kind == "datetime" else {}),
             })
         table[entity] = fields
     return table

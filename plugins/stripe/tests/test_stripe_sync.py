@@ -382,3 +382,39 @@ def test_a_create_left_sending_by_a_killed_hub_is_resent_with_its_key(sync_for):
     [customer] = sync.by_email("killed@example.com")
     assert customer["id"] == sent.json()["id"]
     assert sync.record(created["record"]["id"])["remote_id"] == customer["id"]
+
+
+def test_amounts_in_zero_decimal_currencies_and_unix_times_go_both_ways(client, auth, hub_app, start_fake, connect):
+    """A yen balance is shown and written in yen (Stripe has no minor unit
+    for it), and a due date mapped as a date goes back as Unix seconds."""
+    from hub_stripe.testing import seed
+
+    fake = start_fake(rate=1000, available=50_000)
+    [yen, dollars] = seed_customers(fake, 2, start=1_700_000_000)
+    fake.state.store.rows["customers"][yen].update(currency="jpy", balance=500)
+    fake.state.store.rows["customers"][dollars].update(currency="usd", balance=1234)
+    [invoice] = seed(fake, "invoices", 1)
+    connection = connect()
+    customers = Sync(client, auth, hub_app, fake, connection, "provider_wins", [
+        {"source": "balance", "target": "balance", "transform": "cents_to_decimal", "currency_field": "currency"}])
+    customers.pull()
+    assert customers.record(yen)["data"]["balance"] == 500
+    assert customers.record(dollars)["data"]["balance"] == 12.34
+    run = customers.wait(customers.write(yen, {"balance": 1200})["run_id"])
+    assert (run["status"], run["pushed"]) == ("succeeded", 1), run
+    assert customers.customers[yen]["balance"] == 1200
+
+    response = client.post(f"{API}/connections/{connection['id']}/sync-configs", headers=auth, json={
+        "entity": "invoices", "direction": "both",
+        "mappings": [{"source": "due_date", "target": "due", "transform": "date"}]})
+    assert response.status_code == 201, response.text
+    records = f"{API}/connections/{connection['id']}/sync-configs/{response.json()['sync_config']['id']}/records"
+    pulled = customers.wait(client.post(f"{API}/connections/{connection['id']}/sync",
+                                        json={"entity": "invoices"}, headers=auth).json()["run"]["id"])
+    assert pulled["status"] == "succeeded", pulled
+    written = client.put(f"{records}/{invoice}", json={"data": {"due": "2027-03-01"}, "mapped": True},
+                         headers=auth)
+    assert written.status_code == 200, written.text
+    run = customers.wait(written.json()["run_id"])
+    assert (run["status"], run["pushed"]) == ("succeeded", 1), run
+    assert fake.state.store.rows["invoices"][invoice]["due_date"] == 1_803_859_200
