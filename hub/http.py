@@ -308,6 +308,17 @@ class ProviderHTTP:
             if status >= 400 and raise_for_status:
                 described = await self._describe_error(response) if self._describe_error else None
                 error = error_for_response(response, described)
+                if isinstance(error, ProviderUnavailable) and error.retry_now and idempotent:
+                    # The provider says the same request will go through shortly (Stripe's
+                    # Should-Retry on a key whose first request is still executing).
+                    asked = parse_retry_after(response.headers.get("retry-after"))
+                    wait = self.retry.backoff(attempt) if asked is None else min(asked, self.retry.max_delay)
+                    if attempt + 1 < self.retry.attempts and time.monotonic() + wait <= deadline:
+                        attempt += 1
+                        log.info("HTTP %s on %s %s (the provider says retry); retry in %.2fs", status, method,
+                                 _path(url), wait)
+                        await asyncio.sleep(wait)
+                        continue
                 if isinstance(error, ProviderUnavailable) and not idempotent:
                     error.maybe_applied = True
                 if isinstance(error, RateLimited) and error.retry_after is None:

@@ -359,14 +359,19 @@ class ProviderUnavailable(HubError):
     """The provider failed (5xx, timeout, network) after the core's retries.
 
     ``maybe_applied``: the request was a write that may have taken effect
-    (no answer, or a 5xx, to a request that is not idempotent)."""
+    (no answer, or a 5xx, to a request that is not idempotent).
+    ``retry_now``: the provider says the same request can succeed if sent
+    again shortly (Stripe's ``Stripe-Should-Retry: true`` on a 409); returned
+    by ``describe_error``, it makes the core re-send an idempotent request
+    with backoff, as after a 5xx."""
 
     code = "provider_unavailable"
     status = 503
 
-    def __init__(self, message: str, *, maybe_applied: bool = False, **kwargs: Any):
+    def __init__(self, message: str, *, maybe_applied: bool = False, retry_now: bool = False, **kwargs: Any):
         super().__init__(message, **kwargs)
         self.maybe_applied = maybe_applied
+        self.retry_now = retry_now
 
 
 class ProviderError(HubError):

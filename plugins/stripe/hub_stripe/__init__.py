@@ -151,7 +151,7 @@ def describe_error(response):
     if response.headers.get("Stripe-Should-Retry") == "true":
         # Stripe says the same request may succeed later (a 409: another request with this
         # idempotency key still in progress): passing, not the data's fault.
-        return ProviderUnavailable(f"{message}; try again")
+        return ProviderUnavailable(f"{message}; try again", retry_now=True)
     if response.status_code == 402:
         return ValidationFailed(message, code=error.get("code") or "card_error", details=details)
     if error.get("type") == "idempotency_error":

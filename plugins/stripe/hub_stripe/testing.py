@@ -38,7 +38,11 @@ zero, each POST answered 2xx (applied, or replayed from its
 ``Idempotency-Key``) counts it down and its answer is lost: the client gets a
 502 ``api_error`` although the write was applied (and its idempotency key
 saved, so a re-send with the same key replays the first answer), as with a
-connection cut after the request went through.
+connection cut after the request went through. ``app.state.in_progress_next``
+(default 0): while above zero, each POST with an ``Idempotency-Key`` counts
+it down and is answered as Stripe answers a key whose first request is still
+executing: 409 ``idempotency_error`` with ``Stripe-Should-Retry: true``,
+nothing applied.
 
 Run it alone: ``python -m hub_stripe.testing [--port 12111] [--customers N]
 [--rate 25] [--no-validate]``, then ``HUB_STRIPE_ORIGIN=http://127.0.0.1:12111``.
@@ -206,6 +210,7 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
     state.calls = Counter()
     state.last_error = None
     state.lose_next = state.lost = 0  # the fault knob (module docstring) and its count
+    state.in_progress_next = 0  # the other fault knob: keys still in use by a first request
     # Resources the key may not touch, as a restricted key (rk_) without their permission: 403.
     state.forbidden: set[str] = set()
     if customers:
@@ -267,6 +272,13 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
         params = _params(state, route, path, query_pairs, body_pairs, body, headers)
         if key is not None:
             state.idempotency_keys.append(key)
+            if state.in_progress_next > 0:
+                state.in_progress_next -= 1
+                out["Stripe-Should-Retry"] = "true"
+                raise StripeError(409, "There is currently another in-progress request using this Idempotent Key "
+                                       "(that probably means you submitted twice, and the other request is still "
+                                       "going through): " + key + ". Please try again later.",
+                                  type="idempotency_error")
             replay = _replay(store, key, (method, path, tuple(sorted(body_pairs))))
             if replay is not None:
                 state.idempotent_replays += 1

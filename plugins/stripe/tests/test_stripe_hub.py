@@ -158,6 +158,27 @@ def test_customer_crud_with_idempotent_create(client, auth, fake, connect):
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
 
 
+def test_a_key_still_in_use_is_sent_again_when_stripe_says_retry(client, auth, hub_app, fake, connect):
+    """Stripe answers 409 with Stripe-Should-Retry while a first request with
+    the same key is still executing: the hub sends it again (one customer),
+    and gives up with provider_unavailable when Stripe keeps saying so."""
+    from hub.http import RetryPolicy
+
+    hub_app.state.hub.pool.retry = RetryPolicy(attempts=4, base_delay=0.01)
+    connection = connect()
+    fake.state.in_progress_next = 2
+    created = client.post(records_url(connection, "customers"),
+                          json={"data": {"email": "busy@example.com"}, "idempotency_key": "busy"}, headers=auth)
+    assert created.status_code == 201, created.text
+    assert fake.state.idempotency_keys == ["busy"] * 3 and fake.state.in_progress_next == 0
+    assert [c["email"] for c in fake.state.store.rows["customers"].values()] == ["busy@example.com"]
+    fake.state.in_progress_next = 100
+    refused = client.post(records_url(connection, "customers"),
+                          json={"data": {"email": "late@example.com"}, "idempotency_key": "late"}, headers=auth)
+    assert refused.status_code == 503 and refused.json()["code"] == "provider_unavailable", refused.text
+    assert "in-progress request" in refused.json()["error"] and fake.state.in_progress_next == 96
+
+
 def test_every_create_carries_an_idempotency_key(client, auth, fake, connect):
     connection = connect()
     product = client.post(records_url(connection, "products"), json={"data": {"name": "Widget"}}, headers=auth)
