@@ -315,6 +315,9 @@ def schema_problems(schema: EntitySchema) -> list[str]:
     for f in schema.fields:
         if f.type not in FIELD_TYPES:
             problems.append(f"field {f.name!r} has type {f.type!r}, not one of {sorted(FIELD_TYPES)}")
+        if f.create_only and f.readonly:
+            problems.append(f"field {f.name!r} is both readonly and create_only: a create_only field is "
+                            f"written when a record is created")
         if f.format and (f.type != "datetime" or f.format not in ("unix", "unix_ms")):
             problems.append(f"field {f.name!r} has format {f.format!r}: only a datetime field has one, "
                             f"'unix' or 'unix_ms'")

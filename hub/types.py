@@ -47,6 +47,9 @@ class EntityField:
     ``format`` says how the provider writes a ``datetime`` field held as a
     number: ``"unix"`` (epoch seconds, Stripe's) or ``"unix_ms"`` (epoch
     milliseconds); empty for ISO 8601 text. Mappings write times back so.
+    ``create_only``: set when a record is created, never changed after (a
+    Shopify order's ``line_items``); the core refuses an update that changes
+    it (``read_only_field``) before calling the plugin.
     """
 
     name: str
@@ -56,6 +59,7 @@ class EntityField:
     readonly: bool = False
     description: str = ""
     format: str = ""
+    create_only: bool = False
 
     def public(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

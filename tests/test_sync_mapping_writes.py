@@ -32,6 +32,7 @@ class Typed(Ledger):
             EntityField("when", type="datetime"), EntityField("count", type="string"),
             EntityField("balances", type="object"), EntityField("variants", type="array"),
             EntityField("currency"), EntityField("stamp", type="datetime", format="unix"),
+            EntityField("kind", create_only=True),
             EntityField("updated_at", type="datetime", readonly=True),
         )
         return [EntitySchema("items", "Items", fields, updated_field="updated_at", supports_create=True,
@@ -313,3 +314,25 @@ def test_times_go_back_as_the_provider_holds_them(typed):
     assert created.status_code == 201, created.text
     env.wait(created.json()["run_id"])
     assert env.provider.sent[-1] == ("create", None, {"stamp": 1_772_323_200, "name": "new"})
+
+
+def test_a_field_set_at_creation_only_is_refused_in_updates_and_kept_when_written_back(typed):
+    env = Env(typed, [], items={"x": {"kind": "a", "name": "n"}})
+    refused = env.put("x", {"kind": "b", "name": "m"}, sync=False)
+    assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
+    assert refused.json()["details"] == {"fields": ["kind"]}
+    whole = env.get("x", mapped=False).json()["record"]["data"]
+    written = env.put("x", {**whole, "name": "m"})
+    assert written.status_code == 200, written.text
+    env.wait(written.json()["run_id"])
+    assert env.provider.sent[-1] == ("update", "x", {"name": "m"})
+    created = env.post({"kind": "b", "name": "z"}, sync=False)
+    assert created.status_code == 201, created.text
+    new_id = created.json()["record"]["id"]
+    assert env.put(new_id, {"kind": "c"}).status_code == 200  # not sent yet: still its creation
+    env.run(direction="push")
+    assert env.provider.sent[-1] == ("create", None, {"kind": "c", "name": "z"})
+    assert env.client.put(env.config_url, json={"mappings": [{"source": "kind", "target": "k"}, {
+        "source": "name", "target": "n"}]}, headers=env.auth).status_code == 200
+    assert env.put("x", {"k": "z"}, sync=False).json()["code"] == "read_only_field"
+    assert env.put("x", {"k": "a", "n": "q"}, sync=False).status_code == 200

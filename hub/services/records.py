@@ -10,7 +10,7 @@ from typing import Any
 from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor
+from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor, refuse_create_only
 from hub.types import NotFound, Page, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
@@ -82,6 +82,7 @@ class RecordService:
     async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self._writable(entity, "supports_update", "updating")
         record_id = self._record_id(entity, record_id)
+        refuse_create_only(self.provider.schema(entity), data)
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)
 

@@ -193,6 +193,19 @@ def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRe
     return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
 
 
+def refuse_create_only(schema: Any, changes: dict[str, Any]) -> None:
+    """Refuse an update naming fields the provider takes only when a record is created."""
+    fixed = sorted(f.name for f in schema.fields if f.create_only and f.name in changes)
+    if fixed:
+        raise ValidationFailed(f"{', '.join(fixed)} of a {schema.name} record can only be set when it is "
+                               f"created", code="read_only_field", details={"fields": fixed})
+
+
+def _create_only(schema: Any, name: str) -> bool:
+    field = schema.field(name)
+    return field is not None and field.create_only
+
+
 def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any) -> None:
     """Refuse a change through an array index the provider's version cannot take (see :func:`index_problem`)."""
     problem = index_problem(current, changes, {f.name for f in schema.fields if f.type == "array"})
@@ -225,6 +238,10 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             current = merged_view(row)
             changes = _to_provider(hub, connection, config, data, mapped, current)
+            if row.remote_id is not None:
+                # A value written back as it is (a whole record read, then written) is no change.
+                changes = {k: v for k, v in changes.items() if not (_create_only(schema, k) and v == current.get(k))}
+                refuse_create_only(schema, changes)
             _check_indexes(current, changes, schema)
             if changes:  # else the same values as now: nothing to push
                 local_update(session, row, changes, now)

@@ -87,15 +87,20 @@ SCHEMAS = [
         supports_since=True),
     EntitySchema("orders", "Orders", (
         ID, F("name", readonly=True, description="#1001"), F("order_number", "integer", readonly=True),
-        F("email"), F("phone"), F("financial_status"), F("fulfillment_status", readonly=True), F("currency"),
+        F("email"), F("phone"), F("financial_status", create_only=True),
+        F("fulfillment_status", readonly=True), F("currency", create_only=True),
         F("total_price", "money", readonly=True), F("subtotal_price", "money", readonly=True),
         F("total_tax", "money", readonly=True), F("total_discounts", "money", readonly=True),
-        F("line_items", "array", required=True), F("customer", "object"), F("billing_address", "object"),
-        F("shipping_address", "object"), F("shipping_lines", "array"), F("note"), F("tags"),
-        F("test", "boolean"), F("processed_at", "datetime"), F("closed_at", "datetime", readonly=True),
+        F("line_items", "array", required=True, create_only=True), F("customer", "object", create_only=True),
+        F("billing_address", "object", create_only=True), F("shipping_address", "object"),
+        F("shipping_lines", "array", create_only=True), F("note"), F("note_attributes", "array"), F("tags"),
+        F("buyer_accepts_marketing", "boolean"), F("test", "boolean", create_only=True),
+        F("processed_at", "datetime", create_only=True), F("closed_at", "datetime", readonly=True),
         F("cancelled_at", "datetime", readonly=True), F("cancel_reason", readonly=True),
         F("fulfillments", "array", readonly=True), CREATED, UPDATED,
     ), description="All orders: open, closed and cancelled (status=any unless a status filter is given). "
+                   "After its creation Shopify changes only an order's email, phone, note, note attributes, "
+                   "tags, marketing consent and shipping address (the items need an order edit). "
                    "Shopify serves the last 60 days of orders to apps without its read_all_orders scope, "
                    "which Shopify grants on request.",
         updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,

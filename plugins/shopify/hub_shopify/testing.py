@@ -64,6 +64,10 @@ TOPICS = {f"{resource}/{verb}" for resource in ("products", "customers", "collec
 # resource path: key of one record
 RESOURCES = {"products": "product", "orders": "order", "customers": "customer",
              "custom_collections": "custom_collection", "locations": "location", "webhooks": "webhook"}
+#: What an order update changes (the Order resource: "after an order is created, you can change
+#: only a few of its attributes"); the items need an order edit (GraphQL).
+ORDER_UPDATABLE = frozenset(("email", "phone", "note", "note_attributes", "tags", "buyer_accepts_marketing",
+                             "shipping_address", "metafields"))
 WRITABLE = {"products", "orders", "customers", "custom_collections", "webhooks"}
 
 
@@ -465,7 +469,9 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         problem = invalid(resource, data, row)
         if problem:
             return errors(422, problem)
-        row.update({k: v for k, v in data.items() if k not in ("id", "created_at", "updated_at")})
+        kept = ORDER_UPDATABLE if resource == "orders" else None  # Shopify drops the rest of an order's
+        row.update({k: v for k, v in data.items() if k not in ("id", "created_at", "updated_at")
+                    and (kept is None or k in kept)})
         row["updated_at"] = now()
         return {RESOURCES[resource]: row}
 

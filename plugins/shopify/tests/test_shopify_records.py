@@ -161,3 +161,24 @@ def test_inventory_levels_fulfillments_and_locations(shopify):
     assert [loc["name"] for loc in locations] == ["Main warehouse", "High street store"]
     fulfillments = shopify.get(shopify.records(connection_id, "fulfillments"), order_id="123")
     assert fulfillments.status_code == 404  # no such order
+
+
+def test_an_order_update_changing_what_shopify_sets_at_creation_only_is_refused(shopify):
+    """Shopify changes an order's note, tags, contact and shipping address,
+    never its items, currency or billing details: the hub refuses those before
+    sending anything, instead of reporting a change Shopify drops."""
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "orders")
+    created = shopify.post(url, {"data": {"line_items": [{"title": "Board", "price": "10.00", "quantity": 1}],
+                                          "email": "o@example.com", "currency": "EUR"}})
+    assert created.status_code == 201, created.text
+    order = created.json()["record"]
+    requests = shopify.shop.state.requests
+    refused = shopify.put(f"{url}/{order['id']}", {"data": {"note": "gift", "line_items": [], "currency": "USD"}})
+    assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
+    assert refused.json()["details"] == {"fields": ["currency", "line_items"]}
+    assert shopify.shop.state.requests == requests
+    stored = shopify.shop.state.store.tables["orders"].get(str(order["id"]))
+    assert stored["note"] in (None, "") and stored["currency"] == "EUR" and len(stored["line_items"]) == 1
+    changed = shopify.put(f"{url}/{order['id']}", {"data": {"note": "gift", "tags": "vip"}})
+    assert changed.status_code == 200 and (changed.json()["record"]["note"], stored["tags"]) == ("gift", "vip")
