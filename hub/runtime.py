@@ -24,7 +24,7 @@ from hub.config import Settings
 from hub.context import ProviderContext
 from hub.crypto import Cipher, mask
 from hub.db import make_engine, migrate
-from hub.http import ClientPool, ProviderHTTP, RetryPolicy
+from hub.http import NOT_SENT, ClientPool, ProviderHTTP, RetryPolicy
 from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry, Provider
 from hub.types import (
@@ -56,6 +56,9 @@ HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
 
 SECRET_HINT_KEYS = ("api_key", "secret_key", "access_token", "token")
 
+
+#: Hooks that change the provider's data.
+WRITE_HOOKS = frozenset(("create_record", "update_record", "delete_record", "run_action"))
 
 class Hub:
     """Everything a request handler, the scheduler or the CLI needs."""
@@ -296,7 +299,9 @@ class Hub:
             raise
         except httpx.HTTPError as exc:
             log.warning("provider %s %s: HTTP error %s", provider.name, hook, type(exc).__name__)
-            raise ProviderUnavailable(f"provider {provider.name} unreachable: {type(exc).__name__}") from None
+            # A plugin's own client failed: a write may have gone through unless it never left.
+            raise ProviderUnavailable(f"provider {provider.name} unreachable: {type(exc).__name__}",
+                                      maybe_applied=hook in WRITE_HOOKS and not isinstance(exc, NOT_SENT)) from None
         except Exception:
             log.exception("provider %s failed in %s", provider.name, hook)
             raise ProviderError(f"provider {provider.name} failed in {hook}") from None

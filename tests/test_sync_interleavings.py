@@ -10,6 +10,7 @@ import os
 import uuid
 from datetime import datetime
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlmodel import select
@@ -20,7 +21,7 @@ from hub.services.webhooks import WebhookProcessor
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.engine import SyncEngine, create_run
-from hub.types import AuthFailed, NotFound, ProviderUnavailable
+from hub.types import AuthFailed, NotFound, ProviderUnavailable, ValidationFailed
 from tests.sync_support import Ledger, ledger_hub, make_connection, run, stored_rows
 
 
@@ -618,3 +619,108 @@ def test_a_read_only_name_is_not_ignored_where_the_hub_itself_sent_it():
                      sent_change={"attempts": [sent]})
     assert own_write(row, {**stored, "shipping_address": {"name": "Grace", "city": "Paris"}}, fields)
     assert not own_write(row, {**stored, "shipping_address": {"name": "Someone", "city": "Paris"}}, fields)
+
+
+class FailsAfterCreating(Interleaving):
+    """Makes the record, then fails as a plugin can once its create went through."""
+
+    def __init__(self, failure: Exception):
+        super().__init__(items=2)
+        self.failure: Exception | None = failure
+
+    @hookimpl
+    def create_record(self, entity, data, idempotency_key):
+        made = dict(self.put(f"it_new_{len(self.items)}", data))
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+        return made
+
+
+@pytest.mark.parametrize("failure", [KeyError("id"), httpx.ReadTimeout("read timed out")],
+                         ids=["unreadable-answer", "own-client-timeout"])
+def test_a_create_that_may_have_been_made_is_never_sent_twice(settings, failure):
+    """Without idempotent creates, a plugin failing after its create went out
+    (an answer it cannot read, its own client timing out) leaves the record
+    failed for someone to check, not pending to be created again."""
+    ledger = FailsAfterCreating(failure)
+    hub = ledger_hub(settings, ledger)
+    conn = make_connection(hub, "ledger", {"api_key": "k"})
+    new = Tenant(hub, conn, "review").write(None, {"name": "fresh"})
+    sync(hub, conn, direction="push")
+    sync(hub, conn, direction="push")
+    assert [i["name"] for i in ledger.items.values()].count("fresh") == 1
+    after = row(hub, conn, record_id=new.id)
+    assert after.push_status == "failed" and "may exist there" in after.push_error
+
+
+class RefusesBadNames(Interleaving):
+    """Refuses the name "bad", running ``before_refusal`` first (the tenant acting meanwhile)."""
+
+    def __init__(self):
+        super().__init__(items=3)
+        self.before_refusal = None
+
+    @hookimpl
+    def update_record(self, entity, record_id, data):
+        if data.get("name") == "bad":
+            step, self.before_refusal = self.before_refusal, None
+            if step:
+                step()
+            raise ValidationFailed("name 'bad' is not allowed")
+        return Interleaving.update_record(self, entity, record_id, data)
+
+
+@pytest.mark.parametrize("meanwhile", ["fixed", "deleted"])
+def test_a_change_made_while_a_refused_update_was_on_its_way_is_still_sent(settings, meanwhile):
+    ledger = RefusesBadNames()
+    hub = ledger_hub(settings, ledger)
+    conn = make_connection(hub, "ledger", {"api_key": "k"})
+    tenant = Tenant(hub, conn, "provider_wins")
+    tenant.write("it_00001", {"name": "bad"})
+    ledger.before_refusal = ((lambda: tenant.write("it_00001", {"name": "good"})) if meanwhile == "fixed"
+                             else (lambda: tenant.delete("it_00001")))
+    first = sync(hub, conn, direction="push")
+    assert first.failed == 1 and row(hub, conn, "it_00001").push_status == "pending"
+    assert "an earlier version was refused" in row(hub, conn, "it_00001").push_error
+    second = sync(hub, conn, direction="push")
+    assert second.pushed == 1
+    if meanwhile == "fixed":
+        assert ledger.items["it_00001"]["name"] == "good"
+    else:
+        assert "it_00001" not in ledger.items and row(hub, conn, "it_00001").deleted
+
+
+def test_a_deletion_the_tenant_asked_for_settles_its_open_conflict(hub, conn, ledger):
+    """Under review, a tenant's delete met a provider change; the provider then
+    deletes the record too: the conflict is over, and nothing is pushed."""
+    tenant = Tenant(hub, conn, "review")
+    tenant.delete("it_00001")
+    ledger.put("it_00001", {"name": "provider"})
+    sync(hub, conn, direction="pull")
+    assert [c.status for c in conflicts(hub, conn)] == ["open"]
+    ledger.remove("it_00001")
+    webhook(hub, conn, "deleted", record_id="it_00001", occurred_at=datetime.fromisoformat(ledger.tick()))
+    [conflict] = conflicts(hub, conn)
+    assert (conflict.status, conflict.resolution) == ("resolved", "provider")
+    after = row(hub, conn, "it_00001")
+    assert after.deleted and (after.local_op, after.push_status) == (None, None)
+    assert sync(hub, conn, direction="push").pushed == 0
+
+
+def test_a_record_created_again_keeps_the_deleted_ones_id_as_deleted(hub, conn, ledger):
+    """Keeping the hub's version of a record the provider deleted creates it
+    again under a new id; a late delivery of the old record does not bring
+    the old id back beside it."""
+    tenant = Tenant(hub, conn, "review")
+    old = dict(ledger.items["it_00001"])
+    tenant.write("it_00001", {"name": "mine"})
+    ledger.remove("it_00001")
+    webhook(hub, conn, "deleted", record_id="it_00001", occurred_at=datetime.fromisoformat(ledger.tick()))
+    [conflict] = conflicts(hub, conn)
+    stored.resolve_conflict(hub, tenant.connection, tenant.config, conflict.id, "hub", None, mapped=False)
+    assert sync(hub, conn, direction="push").pushed == 1
+    webhook(hub, conn, "updated", record=old)  # a retried delivery from before the deletion
+    live = {r.remote_id: r.data.get("name") for r in stored_rows(hub, conn.id, "items") if not r.deleted}
+    assert "it_00001" not in live and "mine" in live.values()
+    assert row(hub, conn, record_id=conflict.record_id).data["name"] == "mine"

@@ -841,6 +841,10 @@ class SyncEngine:
                 failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         except HubError as exc:
             failure = exc
+            if guarded and isinstance(exc, ProviderError) and exc.provider_status is None:
+                # Not the provider's refusal: the plugin failed once the call was under way (an
+                # answer it could not read, a result of the wrong type), so the record may exist.
+                failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
                                        permanent, sent_data=payload if creating else None, seen=seen,
                                        asked_at=asked_at)
@@ -939,6 +943,13 @@ class SyncEngine:
                 counts.failed += 1
                 if row.push_status == CONFLICT or row.local_op is None:
                     pass  # a conflict settled the change while it was on its way: that stands
+                elif (permanent and row.local_version != sent.local_version
+                      and not isinstance(failure, ProviderUnavailable)):
+                    # Refused, but the tenant changed the record since it was sent (fixed the value,
+                    # deleted it): that change has not been tried yet. (An uncertain create stays
+                    # failed whatever changed: sending it again could make it twice.)
+                    row.push_status = PENDING if row.push_status in (SENDING, FAILED) else row.push_status
+                    row.push_error = f"an earlier version was refused: {failure.message}"[:2000]
                 else:
                     row.push_status = FAILED if permanent else PENDING
                     row.push_error = failure.message[:2000]

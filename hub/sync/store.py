@@ -519,7 +519,12 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
             row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)))
             row.content_hash = None  # deleted as of ``version``: see _stale
         if row.local_op == "delete":
+            # Deleted as the tenant asked: its pending delete, and a conflict over it, are settled.
             row.local_data, row.local_op, row.push_status = None, None, None
+            for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
+                                                                    SyncConflict.status == "open")):
+                conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
+                session.add(conflict)
         session.add(row)
     return counts
 

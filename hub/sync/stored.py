@@ -367,12 +367,20 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
                 raise ValidationFailed("a custom resolution needs data", code="missing_fields")
             # Against the provider's version: what the custom data changes there is what to push.
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row) if row.deleted else row.data)
-        if resolution == "provider" or changes == {}:
+        if resolution == "provider" or changes == {} or (changes is None and row.local_op is None):
+            # (A hub side already settled, by a deletion it asked for: nothing of the hub's to push.)
             row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
         else:
             if changes is not None:
                 row.local_data, row.local_op = changes, "update"
             if row.deleted and row.local_op == "update":
+                if row.remote_id is not None:
+                    # The deleted record's id stays known as deleted: a late delivery of an old
+                    # version of it must not bring it back beside the record created again.
+                    session.add(SyncRecord(connection_id=row.connection_id, entity=row.entity,
+                                           remote_id=row.remote_id, data={}, content_hash=row.content_hash,
+                                           remote_updated_at=row.remote_updated_at, deleted=True,
+                                           deleted_at=row.deleted_at or now, updated_at=now))
                 row.local_op, row.local_data, row.remote_id = "create", _recreated(hub, connection, config, row), None
                 row.deleted, row.deleted_at, row.data = False, None, {}
             row.push_status, row.push_error, row.push_attempts = PENDING, None, 0
