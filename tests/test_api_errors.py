@@ -111,3 +111,49 @@ def test_json_the_hub_cannot_store_and_show_again_is_refused_as_invalid_json(cli
                                     f'{{"api_key": "{API_KEY}"}}}}'.encode(),
                        headers={**auth, "Content-Type": "application/json"})
     assert fine.status_code == 201 and fine.json()["connection"]["name"] == "caf\u00e9 \U0001F600"
+
+
+def test_a_cursor_is_refused_alike_by_every_list_however_it_is_crafted(client, auth):
+    """One status (422 invalid_cursor) on every list, and no 500 for a cursor
+    nesting JSON past the parser's depth."""
+    import base64
+
+    connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                             headers=auth).json()["connection"]
+    base = f"{API}/connections/{connection['id']}"
+    config = client.post(f"{base}/sync-configs", json={"entity": "notes"}, headers=auth).json()["sync_config"]
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=")
+    for url in (f"{base}/entities/notes/records", f"{base}/sync-configs/{config['id']}/records",
+                f"{base}/sync-configs/{config['id']}/conflicts", f"{base}/sync/logs", f"{base}/webhooks/events"):
+        for cursor in ("!!!", nested, "e30"):  # e30: {} (no position)
+            response = client.get(url, params={"cursor": cursor}, headers=auth)
+            if cursor == "e30" and response.status_code == 200:
+                continue  # an empty position is the first page where a list reads it so
+            if cursor == nested and response.json().get("code") == "validation_error":
+                continue  # past the list's max_length for cursors
+            assert_error(response, 422, "invalid_cursor")
+
+
+def test_a_chunked_body_past_the_limit_is_413_on_json_routes_too(client, auth):
+    def chunks():
+        yield b'{"provider": "example", "name": "'
+        for _ in range(40):
+            yield b"x" * 65536
+
+    assert_error(client.post(f"{API}/connections", content=chunks(),
+                             headers={**auth, "Content-Type": "application/json"}), 413, "payload_too_large")
+
+
+def test_provider_listings_of_unknown_categories_are_not_kept(client):
+    for i in range(50):
+        assert client.get(f"{API}/providers", params={"category": f"nothing-{i}"}).json()["providers"] == []
+    cached = client.app.state.__dict__.get("providers_json", {})
+    assert not any(str(key).startswith("nothing-") for key in cached)
+
+
+def test_declared_connection_fields_take_values_of_their_type(client, auth):
+    url = f"{API}/connections"
+    for credentials in ({"api_key": "k" * 256},):  # (other types are refused by the body's schema)
+        body = assert_error(client.post(url, json={"provider": "example", "credentials": credentials},
+                                        headers=auth), 422, "invalid_value")
+        assert body["details"] == {"fields": ["api_key"]}

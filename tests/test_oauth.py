@@ -134,6 +134,9 @@ def test_denied_authorization_redirects_with_stable_code_and_no_provider_text(oa
 
 def test_return_url_must_be_absolute_http(oauth_hub):
     client, headers, _app = oauth_hub
+    for malformed in ("http://[::1", "http://[abc]/"):  # urlsplit raised on these: a 500
+        refused = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": malformed}, headers=headers)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_redirect_uri", refused.text
     response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": "javascript:alert(1)"},
                           headers=headers)
     assert response.status_code == 422 and response.json()["code"] == "invalid_redirect_uri"

@@ -193,9 +193,9 @@ def test_stored_records_raw_and_mapped_in_pages(client, auth):
     assert mapped["data"]["number"] == -1 and mapped["data"]["subject"] == "note 4"
     assert mapped["mapping_errors"] == [{"field": "number", "source": "title", "transform": "int",
                                          "error": "'note 4' is not a number"}]
-    assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 400, "invalid_cursor")
+    assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 422, "invalid_cursor")
     for forged in ({"after": 1}, {"after": {"id": "x"}}):
-        assert_error(client.get(url, params={"cursor": encode_cursor(forged)}, headers=auth), 400, "invalid_cursor")
+        assert_error(client.get(url, params={"cursor": encode_cursor(forged)}, headers=auth), 422, "invalid_cursor")
     assert_error(client.get(f"{url}/note_999", headers=auth), 404, "record_not_found")
 
 

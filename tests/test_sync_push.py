@@ -276,7 +276,7 @@ def test_conflicts_are_listed_newest_first_a_page_at_a_time(client, auth, hub_ap
             break
     assert len(seen) == 5 and len({c["id"] for c in seen}) == 5
     assert [c["created_at"] for c in seen] == sorted((c["created_at"] for c in seen), reverse=True)
-    assert_error(client.get(url, params={"cursor": encode_cursor({"before": ["never", 1]})}, headers=auth), 400,
+    assert_error(client.get(url, params={"cursor": encode_cursor({"before": ["never", 1]})}, headers=auth), 422,
                  "invalid_cursor")
 
 

@@ -165,6 +165,36 @@ def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
         refused = jwt_client.get(f"{API}/connections", headers=headers)
         assert refused.status_code == 401 and "longer than 64" in refused.json()["error"]
     assert jwt_client.get(f"{API}/connections", headers=token({"org": "o" * 64})).status_code == 200
+    control = jwt_client.get(f"{API}/connections", headers=token({"org": "acme\u0000-42"}))
+    assert control.status_code == 401 and "control characters" in control.json()["error"]
+
+
+def test_an_organization_adopted_by_another_process_at_the_same_moment_is_used(settings):
+    """Two hub processes meeting a new JWT organization at once: the second
+    insert fails on the key, and the organization the first made is used."""
+    from hub.db import make_engine, migrate
+    from hub.models import Organization
+    from hub.services.orgs import authenticate
+    from sqlmodel import Session
+
+    settings.jwt_secret = "jwt-shared-secret-for-tests-0123456789"
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    bearer = token({"org": "raced-org"})["Authorization"]
+    with Session(engine) as first, Session(engine) as second:
+        real_get, looked = second.get, []
+
+        def get_before_the_other_inserted(model, key):
+            looked.append(key)
+            return None if len(looked) == 1 else real_get(model, key)
+
+        second.get = get_before_the_other_inserted
+        assert authenticate(first, settings, bearer).id == "raced-org"
+        assert authenticate(second, settings, bearer).id == "raced-org"
+        assert looked == ["raced-org", "raced-org"]
+    with Session(engine) as session:
+        assert session.get(Organization, "raced-org") is not None
+    engine.dispose()
 
 
 @pytest.fixture

@@ -78,13 +78,13 @@ def test_events_are_listed_newest_first_a_page_at_a_time(relay_app):
             break
     assert seen == [f"evt_{i}" for i in reversed(range(5))]
     bad = client.get(url, params={"cursor": "bm90LWpzb24"}, headers=auth)
-    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_cursor")
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")
     from hub.sync.stored import encode_cursor
 
     # Times no UTC time can hold (year 9999 at -12:00) were a 500.
     for moment in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+12:00"):
         crafted = client.get(url, params={"cursor": encode_cursor({"r": moment, "id": "x"})}, headers=auth)
-        assert (crafted.status_code, crafted.json()["code"]) == (400, "invalid_cursor")
+        assert (crafted.status_code, crafted.json()["code"]) == (422, "invalid_cursor")
 
 
 def test_hub_webhooks_lists_and_retries_failed_events(relay_app, monkeypatch):

@@ -79,7 +79,8 @@ def install(app: FastAPI) -> None:
         # A value the database refuses to compare or store (PostgreSQL: a NUL character).
         log.info("request refused by the database: %s", type(exc.orig).__name__)
         return JSONResponse(error_body("the request holds a value that cannot be stored or looked up "
-                                       "(a NUL character?)", "invalid_value"), status_code=422)
+                                       "(too long for its field, or a NUL character)", "invalid_value"),
+                            status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub import __version__
 from hub.api import errors
@@ -58,7 +59,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
             return message
 
         try:
@@ -74,8 +75,12 @@ class BodySizeLimit:
         await response({"type": "http"}, None, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """A body past the limit. An HTTP exception, so that FastAPI, reading a
+    JSON body, passes it on as it is (another error there becomes a 400)."""
+
+    def __init__(self, limit: int = 0):
+        super().__init__(413, f"request body larger than {limit} bytes")
 
 
 def create_app(settings: Settings | None = None, registry: PluginRegistry | None = None,

@@ -32,7 +32,32 @@ def list_connections(hub: Hub, organization_id: str, provider: str | None = None
         return list(session.exec(query.order_by(Connection.created_at)))
 
 
+#: Longest declared config or credential value: they go into URLs, headers and indexed columns.
+MAX_FIELD_LENGTH = 255
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
+                                             "boolean": (bool,)}
+
+
+def _check_types(fields: Any, values: dict[str, Any], what: str) -> None:
+    """Declared fields hold values of their type (a shop domain is text, not 5)."""
+    bad: dict[str, str] = {}
+    for field in fields:
+        value = values.get(field.name)
+        wanted = _FIELD_TYPES.get(field.type)
+        if value is None or wanted is None:
+            continue
+        if (not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+                or (isinstance(value, str) and len(value) > MAX_FIELD_LENGTH)):
+            bad[field.name] = (f"text of at most {MAX_FIELD_LENGTH} characters" if field.type == "string"
+                               else field.type)
+    if bad:
+        raise ValidationFailed(f"{what} must be: " + ", ".join(f"{name} {kind}" for name, kind in bad.items()),
+                               code="invalid_value", details={"fields": sorted(bad)})
+
+
 def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[str, Any]) -> None:
+    _check_types(provider.info.credential_fields, credentials, "credential(s)")
+    _check_types(provider.info.config_fields, config, "config field(s)")
     missing = [f.name for f in provider.info.credential_fields if f.required and not credentials.get(f.name)]
     missing += [f.name for f in provider.info.config_fields if f.required and config.get(f.name) in (None, "")]
     if missing:
@@ -203,6 +228,7 @@ def _changed_config(provider: Provider, connection: Connection,
     if not change:
         return None, False
     declared = {f.name: f for f in provider.info.config_fields}
+    _check_types(provider.info.config_fields, change, "config field(s)")
     current = dict(connection.config or {})
     changed = sorted(k for k, v in change.items() if current.get(k) != v)
     bound = [k for k in changed if k in declared and (declared[k].readonly or provider.info.auth_type != "api_key")]

@@ -34,7 +34,11 @@ def _check_return_url(hub: Hub, url: str | None) -> None:
     operator lists them (the hub's callback redirects there)."""
     if url is None:
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 (an unbalanced "[::1" fails here)
+    except ValueError:
+        raise ValidationFailed("redirect_uri is not a valid URL", code="invalid_redirect_uri") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
     allowed = {h.strip().lower() for h in hub.settings.oauth_return_hosts.split(",") if h.strip()}

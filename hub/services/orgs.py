@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 import jwt
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from hub.config import Settings
@@ -76,6 +77,9 @@ def _organization_from_jwt(session: Session, settings: Settings, token: str,
     if not isinstance(org_id, (str, int)) or not str(org_id).strip():
         raise Unauthorized(f"token has no {settings.jwt_org_claim!r} claim", code="invalid_token")
     org_id = str(org_id)
+    if not org_id.isprintable():
+        raise Unauthorized(f"the token's {settings.jwt_org_claim!r} claim holds control characters",
+                           code="invalid_token")
     if len(org_id) > 64:
         # Cut to fit, two organizations sharing 64 first characters would be one tenant.
         raise Unauthorized(f"the token's {settings.jwt_org_claim!r} claim is longer than 64 characters",
@@ -85,5 +89,12 @@ def _organization_from_jwt(session: Session, settings: Settings, token: str,
         # The calling app vouches for its organizations: adopt them on first sight.
         org = Organization(id=org_id, name=str(claims.get("org_name") or org_id)[:200], created_at=utcnow())
         session.add(org)
-        session.commit()
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            # Another request (or hub process) adopted it at the same moment.
+            session.rollback()
+            org = session.get(Organization, org_id)
+            if org is None:
+                raise
     return org

@@ -107,14 +107,11 @@ def seal_cursor(cursor: str | None, entity: str) -> str | None:
 
 def open_cursor(cursor: str | None, entity: str) -> str | None:
     """The provider's position in a sealed cursor of ``entity``."""
-    try:
-        sealed = decode_cursor(cursor)
-    except InvalidCursor as exc:
-        raise ValidationFailed(exc.message, code="invalid_cursor") from None
+    sealed = decode_cursor(cursor)
     if sealed is None:
         return None
     owner, position = sealed.get("e"), sealed.get("c")
     if owner != entity or not isinstance(position, str):
-        raise ValidationFailed(f"the cursor belongs to {owner!r}, not {entity!r}" if isinstance(owner, str)
-                               else "the cursor is not one this API returned", code="invalid_cursor")
+        raise InvalidCursor(f"the cursor belongs to {owner!r}, not {entity!r}" if isinstance(owner, str)
+                            else "the cursor is not one this API returned")
     return position

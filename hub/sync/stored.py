@@ -34,8 +34,10 @@ MAX_LIMIT = 500
 
 
 class InvalidCursor(HubError):
+    """A cursor this API did not hand out (422, as every list refuses one)."""
+
     code = "invalid_cursor"
-    status = 400
+    status = 422
 
 
 class PendingDelete(HubError):
@@ -57,12 +59,18 @@ def encode_cursor(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+#: Longest cursor this API hands out is far shorter; a longer one is not ours.
+MAX_CURSOR = 4096
+
+
 def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not cursor:
         return None
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidCursor("the cursor is not one this API returned")
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # "[[[[..." nested past the parser's depth
         raise InvalidCursor("the cursor is not one this API returned") from None
     if not isinstance(value, dict):
         raise InvalidCursor("the cursor is not one this API returned")

@@ -17,8 +17,10 @@ async def list_providers(request: Request, hub: HubDep,
     cache = request.app.state.__dict__.setdefault("providers_json", {})
     body = cache.get(category)
     if body is None:
-        payload = ProvidersResponse(providers=[p.public() for p in hub.registry.list(category)])
-        body = cache[category] = payload.model_dump_json().encode()
+        providers = hub.registry.list(category)
+        body = ProvidersResponse(providers=[p.public() for p in providers]).model_dump_json().encode()
+        if providers or category is None:  # not every unknown category a client names
+            cache[category] = body
     return Response(body, media_type="application/json")
 
 

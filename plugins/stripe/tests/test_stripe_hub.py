@@ -622,3 +622,18 @@ def test_a_customer_deleted_under_a_pull_does_not_fail_it(client, auth, hub_app,
     with hub_app.state.hub.session() as session:
         live = {r.remote_id for r in session.exec(select(SyncRecord).where(SyncRecord.deleted == False))}  # noqa: E712
     assert len(deleted) == 1 and live == set(inner.state.store.rows["customers"]) and len(live) == 249
+
+
+def test_a_connected_account_must_be_text(client, auth, fake, connect):
+    """A number for the Stripe-Account header used to fail in the HTTP client
+    (a 502 with a traceback); a value too long for the account index was
+    refused by PostgreSQL only."""
+    connection = connect()
+    url = f"{API}/connections/{connection['id']}"
+    for account in (5, True, "acct_" + "x" * 300):
+        refused = client.put(url, json={"config": {"account": account}}, headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
+        assert refused.json()["details"] == {"fields": ["account"]}
+    created = client.post(f"{API}/connections", json={"provider": "stripe", "credentials": {"api_key": API_KEY},
+                                                      "config": {"account": 7}}, headers=auth)
+    assert created.status_code == 422 and created.json()["code"] == "invalid_value", created.text
