@@ -253,3 +253,40 @@ def test_a_credentials_hint_shows_a_vendor_prefix_and_four_characters_at_most(se
     from hub.crypto import mask
 
     assert mask(secret) == hint
+
+
+def test_two_requests_creating_the_same_connection_at_once_make_one(settings):
+    """Both passed the first check while their keys were being tested; the
+    second is refused when it saves (connection_exists), not kept beside."""
+    import asyncio
+
+    from hub import hookimpl
+    from hub.models import Connection
+    from hub.services import connections as service
+    from hub.services.orgs import create_organization
+    from sqlmodel import select
+    from tests.sync_support import Ledger, ledger_hub
+
+    class SlowToTest(Ledger):
+        @hookimpl
+        async def test_connection(self, ctx):
+            await asyncio.sleep(0.2)
+            return {"ok": True}
+
+    hub = ledger_hub(settings, SlowToTest(0))
+    with hub.session() as session:
+        org, _key = create_organization(session, "acme")
+    provider = hub.provider("ledger")
+
+    async def both():
+        try:
+            return await asyncio.gather(*(service.create_api_key_connection(
+                hub, org.id, provider, name=None, description=None, credentials={"api_key": "k"}, config={},
+                sync_enabled=False, sync_frequency_minutes=60) for _ in range(2)), return_exceptions=True)
+        finally:
+            await hub.close()
+
+    outcomes = asyncio.run(both())
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "Connection"], outcomes
+    with hub.session() as session:
+        assert len(session.exec(select(Connection).where(Connection.organization_id == org.id)).all()) == 1

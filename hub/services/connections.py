@@ -14,6 +14,7 @@ from sqlmodel import select
 from hub.models import Connection, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync
+from hub.sync.store import lock
 from hub.types import AuthFailed, Credentials, HubError, ValidationFailed
 
 log = logging.getLogger("hub.connections")
@@ -104,7 +105,11 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
             await hub.pool.discard(connection.id)
             raise
     connection.next_sync_at = next_sync(connection)
-    return _save_new(hub, connection)
+    try:
+        return _save_new(hub, connection, one_per_organization=True)
+    except Conflict:
+        await hub.pool.discard(connection.id)
+        raise
 
 
 def _webhook_key(provider: Provider, config: dict[str, Any]) -> str | None:
@@ -118,8 +123,17 @@ def _ensure_unique(hub: Hub, organization_id: str, provider: str) -> None:
         raise Conflict(f"this organization already has a {provider} connection")
 
 
-def _save_new(hub: Hub, connection: Connection) -> Connection:
+def _save_new(hub: Hub, connection: Connection, one_per_organization: bool = False) -> Connection:
+    """Insert a new connection. ``one_per_organization`` checks again, under
+    a lock, that the organization has none of the provider yet: two requests
+    creating one at once both passed the first check while their credentials
+    were being tested."""
     with hub.session() as session:
+        if one_per_organization:
+            lock(session, f"connections/{connection.organization_id}/{connection.provider}")
+            if session.exec(select(Connection.id).where(Connection.organization_id == connection.organization_id,
+                                                        Connection.provider == connection.provider)).first():
+                raise Conflict(f"this organization already has a {connection.provider} connection")
         session.add(connection)
         try:
             session.commit()
