@@ -57,6 +57,9 @@ HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
 SECRET_HINT_KEYS = ("api_key", "secret_key", "access_token", "token")
 
 
+#: Credential names of OAuth tokens: when the stored ones differ from a call's, another caller refreshed.
+_TOKEN_KEYS = ("access_token", "refresh_token")
+
 #: Hooks that change the provider's data.
 WRITE_HOOKS = frozenset(("create_record", "update_record", "delete_record", "run_action"))
 
@@ -231,16 +234,23 @@ class Hub:
                 current = session.get(Connection, ctx.connection_id)
                 if current is None:
                     return False
+                stored = self.cipher.decrypt_json(current.credentials_encrypted)
                 stored_expiry = current.token_expires_at
                 seen_expiry = ctx.extra.get("token_expires_at")
-                if stored_expiry != seen_expiry or (
+                # Tokens other than those this call holds: another caller refreshed meanwhile. (Not
+                # the expiry alone: a provider giving none leaves it None before and after.)
+                renewed = stored_expiry != seen_expiry or any(
+                    stored.get(key) != ctx.credentials.get(key) for key in _TOKEN_KEYS)
+                if renewed or (
                     not force and stored_expiry
                     and stored_expiry - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow()
                 ):
-                    # Another caller refreshed meanwhile: use its tokens.
-                    ctx.credentials = self.cipher.decrypt_json(current.credentials_encrypted)
+                    ctx.credentials = stored
                     ctx.extra["token_expires_at"] = stored_expiry
                     return True
+                # The stored secrets are the base: one registered since this call began (a webhook
+                # secret) is kept.
+                ctx.credentials = stored
                 version = current.credentials_version
             # No recursion through ctx.http while refreshing: neither the expiry
             # check nor the retry-after-401 may refresh again under this lock.
@@ -258,22 +268,34 @@ class Hub:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
             secrets = {**ctx.credentials, **fresh.secrets}
-            with self.session() as session:
-                updated = session.execute(
-                    sa.update(Connection)
-                    .where(Connection.id == ctx.connection_id, Connection.credentials_version == version)
-                    .values(
-                        credentials_encrypted=self.cipher.encrypt_json(secrets),
-                        credentials_version=version + 1,
-                        token_expires_at=fresh.expires_at,
-                        status="connected",
-                        last_error=None,
-                        updated_at=utcnow(),
+            for _attempt in range(3):
+                with self.session() as session:
+                    updated = session.execute(
+                        sa.update(Connection)
+                        .where(Connection.id == ctx.connection_id, Connection.credentials_version == version)
+                        .values(
+                            credentials_encrypted=self.cipher.encrypt_json(secrets),
+                            credentials_version=version + 1,
+                            token_expires_at=fresh.expires_at,
+                            status="connected",
+                            last_error=None,
+                            updated_at=utcnow(),
+                        )
                     )
-                )
-                session.commit()
-                if updated.rowcount != 1:
-                    log.warning("connection %s changed during refresh; keeping the stored tokens", ctx.connection_id)
+                    session.commit()
+                    if updated.rowcount == 1:
+                        break
+                    # Written meanwhile by something other than a refresh (they hold the lock): the
+                    # provider's new tokens go over what is stored now, never dropped (a rotated
+                    # refresh token is the only one that still works).
+                    current = session.get(Connection, ctx.connection_id)
+                    if current is None:
+                        return False
+                    secrets = {**self.cipher.decrypt_json(current.credentials_encrypted), **fresh.secrets}
+                    version = current.credentials_version
+            else:
+                log.warning("connection %s kept changing during refresh; its new tokens were not saved",
+                            ctx.connection_id)
             ctx.credentials = secrets
             ctx.extra["token_expires_at"] = fresh.expires_at
             return True

@@ -25,7 +25,9 @@ INFO = ProviderInfo(
 )
 
 
-def build_plugin(token_lifetime: int = 3600) -> types.ModuleType:
+def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True) -> types.ModuleType:
+    """``tells_expiry=False``: the token answers give no ``expires_in`` use
+    (as Salesforce's): the hub learns a token expired from a 401."""
     plugin = types.ModuleType("oauthex_plugin")
 
     @hookimpl
@@ -46,7 +48,7 @@ def build_plugin(token_lifetime: int = 3600) -> types.ModuleType:
     def credentials_from(body):
         return Credentials(
             secrets={"access_token": body["access_token"], "refresh_token": body["refresh_token"]},
-            expires_at=datetime.now(timezone.utc) + timedelta(seconds=body["expires_in"]),
+            expires_at=datetime.now(timezone.utc) + timedelta(seconds=body["expires_in"]) if tells_expiry else None,
             config={"account": body.get("account", "acct_1")}, webhook_key=body.get("account", "acct_1"),
         )
 

@@ -238,3 +238,92 @@ def test_states_expired_for_a_day_are_purged_by_the_scheduler(oauth_hub):
     with hub.session() as session:
         left = session.exec(sa.select(OAuthState.state_hash)).scalars().all()
     assert len(left) == 1 and old not in left
+
+
+@pytest.fixture
+def untimed_oauth_hub(settings, example_registry, oauth_fake, monkeypatch):
+    """The OAuth provider without expiry times: a token is known expired by a 401."""
+    monkeypatch.setenv("HUB_OAUTHEX_ORIGIN", oauth_fake[0])
+    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_ID", "cid")
+    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_SECRET", "csecret")
+    example_registry.register(build_plugin(tells_expiry=False), "oauthex")
+    app = create_app(settings, example_registry)
+    with TestClient(app) as client:
+        headers = make_org(app)
+        headers.pop("org_id")
+        yield client, headers, app
+
+
+def test_two_calls_meeting_a_401_at_once_refresh_once_without_expiry_times(untimed_oauth_hub, oauth_fake,
+                                                                           settings, example_registry):
+    """With no expiry to compare, the second caller used to refresh again with
+    the refresh token the first had just rotated away: refused, and a working
+    connection marked expired."""
+    client, headers, app = untimed_oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    with app.state.hub.session() as session:
+        connection = session.get(Connection, connection_id)
+    assert connection.token_expires_at is None
+    oauth_fake[1].state.access.clear()  # the access token expired at the provider
+    calls_before = oauth_fake[1].state.refresh_calls
+
+    async def both():
+        hub = Hub(settings, example_registry)
+        try:
+            return await asyncio.gather(*(RecordService(hub, connection).list("contacts") for _ in range(2)),
+                                        return_exceptions=True)
+        finally:
+            await hub.close()
+
+    results = asyncio.run(both())
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert oauth_fake[1].state.refresh_calls == calls_before + 1
+    with app.state.hub.session() as session:
+        assert session.get(Connection, connection_id).status == "connected"
+
+
+def test_a_refresh_keeps_secrets_stored_since_its_call_began_and_saves_its_tokens(oauth_hub, oauth_fake, settings,
+                                                                                  example_registry):
+    """A worker's context was made before a webhook secret was stored: its
+    refresh keeps that secret, and the rotated tokens are saved even though
+    the connection changed under the refresh."""
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    connection = expire_soon(hub, connection_id)
+    worker = Hub(settings, example_registry)
+    provider = worker.provider("oauthex")
+    stale = worker.context(provider, connection)
+
+    def store_secret(**extra):
+        with hub.session() as session:
+            row = session.get(Connection, connection_id)
+            row.credentials_encrypted = hub.cipher.encrypt_json(
+                {**hub.cipher.decrypt_json(row.credentials_encrypted), **extra})
+            row.credentials_version += 1
+            session.add(row)
+            session.commit()
+
+    store_secret(webhook_secret="whsec_first")
+    real_refresh = provider.call
+
+    async def refresh_while_a_secret_is_stored(hook, **kwargs):
+        result = await real_refresh(hook, **kwargs)
+        if hook == "refresh_credentials":
+            store_secret(webhook_secret="whsec_second")
+        return result
+
+    provider.call = refresh_while_a_secret_is_stored
+
+    async def go():
+        try:
+            await worker._ensure_fresh(provider, stale)
+        finally:
+            await worker.close()
+
+    asyncio.run(go())
+    with hub.session() as session:
+        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    assert secrets["webhook_secret"] == "whsec_second"
+    assert secrets["refresh_token"] == stale.credentials["refresh_token"]  # the rotated one, saved
+    assert secrets["access_token"] in oauth_fake[1].state.access
