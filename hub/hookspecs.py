@@ -210,13 +210,19 @@ def create_link_token(
 
 @hookspec(firstresult=True)
 def exchange_public_token(
-    ctx: ProviderContext, public_token: str, metadata: dict[str, Any]
+    ctx: ProviderContext, public_token: str, metadata: dict[str, Any], link_token: str
 ) -> Credentials:
     """Finish a Link-style flow: exchange the widget's public token for a
     long-lived access token.
 
     :param public_token: the token the widget returned.
     :param metadata: what the widget reported (institution, accounts).
+    :param link_token: the token of :func:`create_link_token` the widget ran
+        with; the core has checked that it is this organization's. Check
+        that ``public_token`` came from it (Plaid's ``/link/token/get``)
+        before exchanging: the provider's client secret is the hub's, shared
+        by every tenant, so another organization's leaked public token would
+        otherwise connect its account here.
     :returns: :class:`~hub.types.Credentials`; its ``webhook_key`` (Plaid's
         ``item_id``) routes later webhooks to the new connection.
     :raises AuthFailed: the public token is invalid or expired.

@@ -223,14 +223,16 @@ def test_link_token_is_checked(tmp_path, token):
 
         plugin.create_link_token = create_link_token
     target = ConformanceTarget(provider="linkex", plugin=plugin, fake_app=linkex_fake,
-                               connect=lambda harness: harness.link_exchange("pub1"))
-    harness = Harness(target, tmp_path).start()
+                               connect=lambda harness: harness.link_exchange("pub1", link_token=harness.link_token()))
+    harness = Harness(target, tmp_path)
     try:
+        if not token:
+            # The hub refuses an empty link token itself: the suite says what to return.
+            with pytest.raises(ConformanceError, match="create_link_token must return"):
+                harness.start()
+            return
+        harness.start()
         assert harness.connection["config"] == {"item_id": "item-pub1"}
-        if token:
-            check_auth_flow(harness)
-        else:
-            with pytest.raises(ConformanceError, match="create_link_token returned link_token='': return the "):
-                check_auth_flow(harness)
+        check_auth_flow(harness)
     finally:
         harness.stop()

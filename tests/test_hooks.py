@@ -56,7 +56,10 @@ def link_hub(settings, example_registry, serve_app, monkeypatch):
 
 
 def link_connect(client, headers, public_token: str = "pub1") -> dict:
-    response = client.post(f"{API}/link/linkex/exchange", json={"public_token": public_token}, headers=headers)
+    link_token = client.post(f"{API}/link/linkex/token", json={"user_id": "user-1"}, headers=headers)
+    assert link_token.status_code == 200, link_token.text
+    response = client.post(f"{API}/link/linkex/exchange", json={
+        "public_token": public_token, "link_token": link_token.json()["link_token"]}, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()["connection"]
 

@@ -135,6 +135,8 @@ class LinkExchangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     public_token: str = Field(min_length=1, max_length=500)
+    link_token: str = Field(min_length=1, max_length=500,
+                            description="The token of `POST /link/{provider}/token` the widget ran with.")
     metadata: dict[str, Any] = Field(default_factory=dict)
     name: str | None = Field(default=None, max_length=200)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -92,7 +92,7 @@ def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
         )
         session.commit()
         record = session.get(OAuthState, state_hash)
-    if record is None:
+    if record is None or (record.params or {}).get(_LINK):
         raise OAuthFailed("unknown OAuth state", code="invalid_state")
     # A used or expired state redirects nowhere: its callback URL must not stay a
     # redirect to the return URL for ever (anyone could follow it).
@@ -103,6 +103,50 @@ def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
     if record.expires_at < now:
         raise OAuthFailed("OAuth state expired; start again", code="state_expired")
     return record
+
+
+#: How long a link token counts when its provider gives no expiration (Plaid's last 4 hours).
+LINK_TOKEN_TTL = timedelta(hours=4)
+_LINK = "link_token"
+
+
+def remember_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str,
+                        expiration: Any) -> None:
+    """Note that ``link_token`` was created for this organization, until it expires.
+
+    Kept (hashed) beside the OAuth states, marked as a link token: the
+    exchange checks it, and the OAuth callback never takes it for a state.
+    """
+    now = utcnow()
+    expires_at = now + LINK_TOKEN_TTL
+    if isinstance(expiration, str):
+        try:
+            given = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+            expires_at = min(now + timedelta(days=1), given if given.tzinfo else given.replace(tzinfo=timezone.utc))
+        except ValueError:
+            pass
+    with hub.session() as session:
+        session.merge(OAuthState(state_hash=hash_token(link_token), organization_id=organization_id,
+                                 provider=provider.name, redirect_uri="", params={_LINK: True},
+                                 expires_at=expires_at))
+        session.commit()
+
+
+def check_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str) -> None:
+    """Refuse a link token this organization did not create with the hub (or
+    one expired): an exchange must name the token its widget ran with.
+
+    :raises ValidationFailed: ``invalid_link_token`` (422).
+    """
+    with hub.session() as session:
+        record = session.get(OAuthState, hash_token(link_token))
+    if (record is None or not (record.params or {}).get(_LINK) or record.provider != provider.name
+            or record.organization_id != organization_id):
+        raise ValidationFailed(f"the link_token is not one the hub created for this organization: create one "
+                               f"with POST /link/{provider.name}/token", code="invalid_link_token")
+    if record.expires_at < utcnow():
+        raise ValidationFailed(f"the link_token expired: create another with POST /link/{provider.name}/token",
+                               code="invalid_link_token")
 
 
 def purge_states(hub: Hub, before: Any) -> int:

@@ -278,7 +278,7 @@ class Harness:
         else:
             fail(f"{target.provider} connects with {self.provider.info.auth_type}: give "
                  f"ConformanceTarget(connect=...) a function that creates the connection through the API "
-                 f"(e.g. harness.link_exchange(public_token)) and returns it")
+                 f"(e.g. harness.link_exchange(public_token, link_token=harness.link_token())) and returns it")
         if not isinstance(connection, dict) or "id" not in connection:
             fail(f"connect() returned {connection!r}: return the connection as the API shows it "
                  f"(the 'connection' of the response)")
@@ -315,9 +315,21 @@ class Harness:
                  f"code into Credentials")
         return callback.json()["connection"]
 
-    def link_exchange(self, public_token: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    def link_token(self, user_id: str = "conformance-user", options: dict[str, Any] | None = None) -> str:
+        """A link token of the suite's organization (``POST /link/{provider}/token``)."""
+        response = self.api.post(f"/link/{self.target.provider}/token",
+                                 json={"user_id": user_id, "options": options or {}})
+        if response.status_code != 200:
+            fail(f"POST /link/{self.target.provider}/token answered {_describe(response)}: "
+                 f"create_link_token must return {{'link_token': ...}}")
+        return response.json()["link_token"]
+
+    def link_exchange(self, public_token: str, metadata: dict[str, Any] | None = None, *,
+                      link_token: str) -> dict[str, Any]:
+        """Exchange a public token the fake made from ``link_token`` (as the widget would)."""
         response = self.api.post(f"/link/{self.target.provider}/exchange",
-                                 json={"public_token": public_token, "metadata": metadata or {}})
+                                 json={"public_token": public_token, "link_token": link_token,
+                                       "metadata": metadata or {}})
         if response.status_code != 201:
             fail(f"POST /link/{self.target.provider}/exchange answered {_describe(response)}: "
                  f"exchange_public_token must turn the fake's public token into Credentials")

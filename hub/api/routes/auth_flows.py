@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
@@ -17,7 +19,7 @@ from hub.api.schemas import (
 from hub.models import ConnectionPublic
 from hub.services import oauth
 from hub.services.connections import revoke_unsaved, upsert_from_credentials
-from hub.types import HubError, ValidationFailed
+from hub.types import HubError, ProviderError, ValidationFailed
 
 router = APIRouter(tags=["auth"], route_class=HubRoute)
 
@@ -67,6 +69,10 @@ async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: Link
     ctx = hub.app_context(provider, _flow_config(body.options, "options"))
     result = await hub.call(provider, "create_link_token", ctx, user_id=body.user_id or org.id,
                             options=body.options)
+    if not isinstance(result, dict) or not isinstance(result.get("link_token"), str) or not result["link_token"]:
+        raise ProviderError(f"provider {provider.name} returned no link_token from create_link_token")
+    await asyncio.to_thread(oauth.remember_link_token, hub, org.id, provider, result["link_token"],
+                            result.get("expiration"))
     return {"success": True, **result}
 
 
@@ -76,9 +82,10 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     """Exchange the widget's public token; creates (or re-links) a connection."""
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
+    await asyncio.to_thread(oauth.check_link_token, hub, org.id, provider, body.link_token)
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
-                                 metadata=body.metadata)
+                                 metadata=body.metadata, link_token=body.link_token)
     try:
         connection = upsert_from_credentials(hub, org.id, provider, credentials, name=body.name, allow_many=True)
     except HubError:

@@ -243,7 +243,16 @@ async def create_link_token(ctx, user_id, options):
 
 
 @hookimpl
-async def exchange_public_token(ctx, public_token, metadata):
+async def exchange_public_token(ctx, public_token, metadata, link_token):
+    # The client secret is the hub's, shared by every tenant: a public token is exchanged only
+    # if the organization's own link token made it, or another's leaked token would connect here.
+    sessions = (await _post(ctx, "/link/token/get", link_token=link_token)).get("link_sessions") or []
+    made = {result.get("public_token") for session in sessions if isinstance(session, dict)
+            for result in ((session.get("results") or {}).get("item_add_results") or []) if isinstance(result, dict)}
+    made |= {(session.get("on_success") or {}).get("public_token") for session in sessions if isinstance(session, dict)}
+    if public_token not in made:
+        raise ValidationFailed("the public token was not made by a Link session of this link_token: exchange it "
+                               "with the link_token its Link widget ran with", code="invalid_public_token")
     # Link's onSuccess metadata only names the institution: a malformed one is left out
     # rather than failing after the exchange (the public token works once).
     institution = metadata.get("institution")

@@ -58,7 +58,7 @@ DEFAULT_SPEC = Path("/work/shared/reference/openapi/plaid-2020-09-14.yml")
 PUBLIC_TOKEN_TTL = 30 * 60
 
 SERVED = (
-    "/link/token/create", "/item/public_token/exchange", "/sandbox/public_token/create", "/item/get",
+    "/link/token/create", "/link/token/get", "/item/public_token/exchange", "/sandbox/public_token/create", "/item/get",
     "/item/remove", "/accounts/get", "/accounts/balance/get", "/transactions/sync", "/transactions/refresh",
     "/institutions/get", "/institutions/get_by_id", "/categories/get", "/webhook_verification_key/get",
 )
@@ -299,7 +299,8 @@ class FakePlaid:
         self.refreshes: Counter[str] = Counter()
         self.key_fetches: Counter[str] = Counter()
         self.routes = {
-            "/link/token/create": self._link_token_create, "/item/public_token/exchange": self._exchange,
+            "/link/token/create": self._link_token_create, "/link/token/get": self._link_token_get,
+            "/item/public_token/exchange": self._exchange,
             "/sandbox/public_token/create": self._sandbox_public_token, "/item/get": self._item_get,
             "/item/remove": self._item_remove, "/accounts/get": self._accounts_get,
             "/accounts/balance/get": self._balance_get, "/transactions/sync": self._transactions_sync,
@@ -374,9 +375,37 @@ class FakePlaid:
 
     def _link_token_create(self, body: dict[str, Any]) -> dict[str, Any]:
         token = f"link-{self.environment}-{uuid.uuid4()}"
-        self.link_tokens[token] = body
-        expiration = datetime.now(timezone.utc) + timedelta(hours=4)
+        created = datetime.now(timezone.utc)
+        self.link_tokens[token] = {**body, "_created": created, "_sessions": []}
+        expiration = created + timedelta(hours=4)
         return {"link_token": token, "expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    def _link_token_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The Link sessions run with a link token, each with the public token it
+        handed out (``results.item_add_results``): how a server checks that a
+        public token came from its own link token."""
+        request = self.link_tokens.get(body["link_token"])
+        if request is None:
+            raise PlaidAPIError(400, "INVALID_INPUT", "INVALID_LINK_TOKEN", "provided link token is invalid")
+        created = request["_created"]
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        sessions = [{
+            "link_session_id": session["id"], "started_at": session["at"].strftime(stamp),
+            "finished_at": session["at"].strftime(stamp),
+            "results": {"item_add_results": [{
+                "public_token": session["public_token"], "accounts": [],
+                "institution": {"institution_id": session["institution_id"],
+                                "name": self.institutions.get(session["institution_id"], {}).get("name")}}],
+                "cra_item_add_results": [], "cra_update_results": [], "bank_income_results": [],
+                "payroll_income_results": [], "document_income_results": None},
+        } for session in request["_sessions"]]
+        return {"link_token": body["link_token"], "created_at": created.strftime(stamp),
+                "expiration": (created + timedelta(hours=4)).strftime(stamp), "link_sessions": sessions,
+                "user_id": (request.get("user") or {}).get("client_user_id"),
+                "metadata": {"initial_products": request.get("products") or [], "webhook": request.get("webhook"),
+                             "country_codes": request.get("country_codes") or [],
+                             "language": request.get("language"), "redirect_uri": request.get("redirect_uri"),
+                             "client_name": request.get("client_name")}}
 
     def _sandbox_public_token(self, body: dict[str, Any]) -> dict[str, Any]:
         if body["institution_id"] not in self.institutions:
@@ -528,10 +557,14 @@ class FakePlaid:
         """What Link hands the browser (like /sandbox/public_token/create); with a
         ``link_token``, the products and webhook it was created with."""
         with self.lock:
-            if link_token is not None:
-                request = self.link_tokens[link_token]
-                products, webhook = tuple(request.get("products") or products), request.get("webhook", webhook)
-            return self._public_token(institution_id, list(products), webhook)
+            if link_token is None:
+                return self._public_token(institution_id, list(products), webhook)
+            request = self.link_tokens[link_token]
+            products, webhook = tuple(request.get("products") or products), request.get("webhook", webhook)
+            token = self._public_token(institution_id, list(products), webhook)
+            request["_sessions"].append({"id": str(uuid.uuid4()), "at": datetime.now(timezone.utc),
+                                         "public_token": token, "institution_id": institution_id})
+            return token
 
     def item(self, item_id: str | None = None) -> Item:
         """An Item by id, or the only one."""

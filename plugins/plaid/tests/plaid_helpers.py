@@ -26,10 +26,11 @@ def link(client, auth, fake, institution_id="ins_109508", **options):
     options = {"webhook": WEBHOOK_URL, **options}
     token = client.post(f"{API}/link/plaid/token", json={"user_id": "user-1", "options": options}, headers=auth)
     assert token.status_code == 200, token.text
-    public_token = fake.create_public_token(institution_id, link_token=token.json()["link_token"])
+    link_token = token.json()["link_token"]
+    public_token = fake.create_public_token(institution_id, link_token=link_token)
     metadata = {"institution": {"institution_id": institution_id, "name": fake.institutions[institution_id]["name"]}}
-    response = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token, "metadata": metadata},
-                           headers=auth)
+    response = client.post(f"{API}/link/plaid/exchange", json={
+        "public_token": public_token, "link_token": link_token, "metadata": metadata}, headers=auth)
     assert response.status_code == 201, response.text
     return response.json()["connection"]
 

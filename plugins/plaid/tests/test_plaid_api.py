@@ -40,8 +40,8 @@ def test_link_flow_creates_a_connection_without_exposing_the_access_token(client
 
     public_token = fake.create_public_token("ins_109512", link_token=token["link_token"])
     response = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
-        "public_token": public_token, "metadata": {"institution": {"institution_id": "ins_109512",
-                                                                   "name": "Houndstooth Bank"}}})
+        "public_token": public_token, "link_token": token["link_token"],
+        "metadata": {"institution": {"institution_id": "ins_109512", "name": "Houndstooth Bank"}}})
     assert response.status_code == 201, response.text
     connection = response.json()["connection"]
     item = fake.item()
@@ -57,7 +57,8 @@ def test_link_flow_creates_a_connection_without_exposing_the_access_token(client
     assert tested.json()["details"] == {"item_id": item.item_id, "institution_id": "ins_109512",
                                         "institution_name": "Houndstooth Bank", "products": ["transactions"],
                                         "environment": "sandbox", "error": None}
-    reused = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token}, headers=auth)
+    reused = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token,
+                                                             "link_token": token["link_token"]}, headers=auth)
     assert reused.status_code == 424 and reused.json()["code"] == "provider_auth_failed"
     assert "INVALID_PUBLIC_TOKEN" in reused.json()["error"]
 
@@ -342,14 +343,40 @@ def test_malformed_link_metadata_or_config_loses_no_item(client, auth, fake):
     """A config that is not an object is refused before anything reaches Plaid;
     a malformed institution in Link's metadata is left out, not a failure after
     the (single-use) public token was exchanged."""
+    link_token = client.post(f"{API}/link/plaid/token", json={}, headers=auth).json()["link_token"]
     for path, body, why in (("token", {"options": {"config": "abc"}}, "config must be an object"),
-                            ("exchange", {"public_token": "x", "metadata": {"config": [1]}}, "config must be"),
+                            ("exchange", {"public_token": "x", "link_token": link_token,
+                                          "metadata": {"config": [1]}}, "config must be"),
                             ("token", {"options": {"country_codes": 5}}, "country_codes must be")):
         refused = client.post(f"{API}/link/plaid/{path}", json=body, headers=auth)
         assert refused.status_code == 422 and refused.json()["code"] == "invalid_value", refused.text
         assert why in refused.json()["error"]
-    public_token = fake.create_public_token("ins_109512")
+    public_token = fake.create_public_token("ins_109512", link_token=link_token)
     response = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
-        "public_token": public_token, "metadata": {"institution": "Houndstooth Bank"}})
+        "public_token": public_token, "link_token": link_token, "metadata": {"institution": "Houndstooth Bank"}})
     assert response.status_code == 201, response.text
     assert response.json()["connection"]["config"] == {"item_id": fake.item().item_id, "environment": "sandbox"}
+
+
+def test_a_public_token_connects_only_the_organization_whose_link_token_made_it(client, auth, fake, hub_app):
+    """Plaid's client secret is the hub's, shared by every tenant: another
+    organization exchanging a leaked public token (with its own link token, or
+    with the victim's) gets nothing, and the victim's exchange still works."""
+    from tests.conftest import make_org
+
+    victim_token = client.post(f"{API}/link/plaid/token", json={"user_id": "u"}, headers=auth).json()["link_token"]
+    public_token = fake.create_public_token("ins_109512", link_token=victim_token)
+    mallory = make_org(hub_app, "mallory")
+    mallory.pop("org_id")
+    own_token = client.post(f"{API}/link/plaid/token", json={"user_id": "m"}, headers=mallory).json()["link_token"]
+    for link_token, code in ((own_token, "invalid_public_token"), (victim_token, "invalid_link_token"),
+                             ("link-sandbox-made-up", "invalid_link_token")):
+        refused = client.post(f"{API}/link/plaid/exchange", headers=mallory,
+                              json={"public_token": public_token, "link_token": link_token})
+        assert refused.status_code == 422 and refused.json()["code"] == code, refused.text
+    assert fake.items == {}  # nothing was exchanged
+    missing = client.post(f"{API}/link/plaid/exchange", headers=auth, json={"public_token": public_token})
+    assert missing.status_code == 422 and "link_token" in missing.json()["error"]
+    made = client.post(f"{API}/link/plaid/exchange", headers=auth,
+                       json={"public_token": public_token, "link_token": victim_token})
+    assert made.status_code == 201, made.text

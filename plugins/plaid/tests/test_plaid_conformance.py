@@ -16,8 +16,10 @@ def connect(h):
     token = h.api.post("/link/plaid/token", json={"user_id": "conformance-user",
                                                   "options": {"webhook": "https://hub.invalid/webhooks/plaid"}})
     assert token.status_code == 200, token.text
-    public_token = h.fake_app.state.plaid.create_public_token("ins_109508", link_token=token.json()["link_token"])
-    return h.link_exchange(public_token, {"institution": {"institution_id": "ins_109508", "name": "First Platypus Bank"}})
+    link_token = token.json()["link_token"]
+    public_token = h.fake_app.state.plaid.create_public_token("ins_109508", link_token=link_token)
+    return h.link_exchange(public_token, {"institution": {"institution_id": "ins_109508", "name": "First Platypus Bank"}},
+                           link_token=link_token)
 
 
 def seed(app, entity, count):
