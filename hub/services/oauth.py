@@ -180,7 +180,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         credentials = await hub.call(provider, "exchange_code", ctx, code=code, redirect_uri=record.redirect_uri,
                                      code_verifier=verifier, params=dict(query))
     except HubError as exc:
-        raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
+        # A refusal the plugin names precisely (insufficient_scope) keeps its code; others are one.
+        code = exc.code if exc.code == "insufficient_scope" else "exchange_failed"
+        raise OAuthFailed(exc.message, code=code, details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     try:
         connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)

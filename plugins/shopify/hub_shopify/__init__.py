@@ -24,6 +24,7 @@ from hub.types import (
     Credentials,
     EntityField,
     EntitySchema,
+    HubError,
     NotFound,
     Page,
     ProviderError,
@@ -234,7 +235,27 @@ async def exchange_code(ctx, code, params):
         raise AuthFailed("the callback is missing its timestamp or is older than 24 hours")
     if _shop(params.get("shop")) != ctx.config.get("shop"):
         raise AuthFailed("the callback names another shop than the one the flow started with")
-    return await _token(ctx, {"code": code, **({"expiring": "1"} if ctx.settings.get("expiring") == "1" else {})})
+    credentials = await _token(ctx, {"code": code, **({"expiring": "1"} if ctx.settings.get("expiring") == "1"
+                                                      else {})})
+    missing = _missing_scopes(INFO.scopes, credentials.config.get("scope") or "")
+    if missing:
+        # Granted less than asked (the merchant's URL edited, say): the connection would fail
+        # later, call by call. The grant goes back, and the flow fails saying why.
+        ctx.credentials = credentials.secrets
+        try:
+            await ctx.http.delete(ctx.url("revoke"))
+        except HubError:
+            pass
+        raise ValidationFailed(f"the shop granted the app without {', '.join(missing)}: install it again and "
+                               f"accept every permission it asks for", code="insufficient_scope",
+                               details={"missing": missing})
+    return credentials
+
+
+def _missing_scopes(asked: Any, granted: str) -> list[str]:
+    """The scopes asked for and not granted (Shopify's write_x grants read_x too)."""
+    have = {s.strip() for s in granted.split(",") if s.strip()}
+    return [s for s in asked if s not in have and not (s.startswith("read_") and f"write_{s[5:]}" in have)]
 
 
 @hookimpl

@@ -8,7 +8,7 @@ import threading
 import time
 from datetime import timedelta
 from dataclasses import replace
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -217,3 +217,19 @@ def test_deleting_a_connection_whose_access_token_expired_still_uninstalls(shopi
     live = [t for t, exp in shopify.shop.state.tokens.items() if not exp or exp > time.time()]
     assert shopify.shop.state.refreshes == 1 and live == [] and shopify.shop.state.tokens == {}, \
         (shopify.shop.state.refreshes, shopify.shop.state.tokens, shopify.shop.state.refresh_tokens)
+
+
+def test_a_grant_with_fewer_scopes_than_asked_is_given_back_and_refused(shopify):
+    """The scope edited out of the authorize URL: Shopify grants what the
+    merchant accepted. The hub uninstalls that grant and says what is missing,
+    instead of a connection failing call by call later."""
+    url = shopify.start()
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query["scope"] = "read_products,write_orders"
+    callback = shopify.consent(f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}")
+    result = shopify.finish(callback)
+    assert result == {"status": "error", "code": "insufficient_scope"}
+    assert shopify.get(f"{API}/connections").json()["connections"] == []
+    assert shopify.shop.state.tokens == {}  # the grant was given back
+    assert shopify.finish(shopify.consent(shopify.start()))["status"] == "connected"  # all accepted: fine
