@@ -724,3 +724,21 @@ def test_a_record_created_again_keeps_the_deleted_ones_id_as_deleted(hub, conn, 
     live = {r.remote_id: r.data.get("name") for r in stored_rows(hub, conn.id, "items") if not r.deleted}
     assert "it_00001" not in live and "mine" in live.values()
     assert row(hub, conn, record_id=conflict.record_id).data["name"] == "mine"
+
+
+def test_a_create_left_on_its_way_can_be_discarded_once_its_config_only_pulls(hub, conn, ledger):
+    """No push will settle it any more: discarding is the way out (a record
+    made after all comes with the next pull). While the config still pushes,
+    the push settles it first."""
+    tenant = Tenant(hub, conn, "review")
+    new = tenant.write(None, {"name": "fresh"})
+    with hub.session() as session:
+        record = session.get(SyncRecord, new.id)
+        record.push_status = "sending"  # a hub killed in the middle of the create
+        session.add(record)
+        session.commit()
+    with pytest.raises(stored.PendingCreate):
+        stored.discard_change(hub, tenant.connection, tenant.config, new.id)
+    tenant.config = config_service.update_config(hub, tenant.connection, tenant.config.id, {"direction": "pull"})
+    assert stored.discard_change(hub, tenant.connection, tenant.config, new.id) is None
+    assert row(hub, conn, record_id=new.id) is None
