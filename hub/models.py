@@ -93,6 +93,26 @@ class Connection(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
+class PendingRevocation(SQLModel, table=True):
+    """A deleted connection's grant the provider has not taken back yet (its
+    revocation failed for a passing reason): the scheduler tries again, so
+    that no live token is left at a provider with no record of it here."""
+
+    __tablename__ = "pending_revocations"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    connection_id: str = Field(max_length=32, description="the deleted connection's id, for the logs")
+    organization_id: str = Field(max_length=64)
+    provider: str = Field(max_length=64)
+    webhook_key: str | None = Field(default=None, max_length=255)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    credentials_encrypted: str = Field(sa_type=sa.Text)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime())
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+
+
 class OAuthState(SQLModel, table=True):
     __tablename__ = "oauth_states"
 

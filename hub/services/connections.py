@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from hub.models import Connection, utcnow
+from hub.models import Connection, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync
 from hub.sync.store import lock
-from hub.types import AuthFailed, Credentials, HubError, ValidationFailed
+from hub.types import AuthFailed, Credentials, HubError, ProviderUnavailable, RateLimited, ValidationFailed
 
 log = logging.getLogger("hub.connections")
 
@@ -327,15 +328,101 @@ def _account_in_use(hub: Hub, provider: str, webhook_key: str) -> bool:
             Connection.provider == provider, Connection.webhook_key == webhook_key).limit(1)).first() is not None
 
 
+#: Revocations tried again at most this often, and given up after this many attempts (about a week).
+REVOCATION_BACKOFF_MAX = timedelta(hours=6)
+REVOCATION_ATTEMPTS = 40
+
+
 async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx: Any) -> None:
-    key = connection.webhook_key
-    lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
+    """Revoke at the provider; a passing failure (the provider down, a 429)
+    leaves a :class:`PendingRevocation` that :func:`retry_revocations` tries again."""
     try:
-        async with lock:
-            ctx.extra["account_shared"] = bool(key) and _account_in_use(hub, provider.name, key)
-            await hub.call(provider, "disconnect", ctx)
-    except HubError as exc:
+        await _revoke(hub, provider, connection.webhook_key, ctx)
+    except (ProviderUnavailable, RateLimited) as exc:
+        log.warning("revoking connection %s at %s failed (%s): it will be tried again", connection.id,
+                    connection.provider, exc.message)
+        await asyncio.to_thread(_keep_for_later, hub, connection, ctx, exc.message)
+    except HubError as exc:  # refused for good (the grant is already invalid, the item gone)
         log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+
+
+async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> None:
+    lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
+    async with lock:
+        ctx.extra["account_shared"] = bool(key) and _account_in_use(hub, provider.name, key)
+        await hub.call(provider, "disconnect", ctx)
+
+
+def _keep_for_later(hub: Hub, connection: Connection, ctx: Any, error: str) -> None:
+    with hub.session() as session:
+        session.add(PendingRevocation(
+            connection_id=connection.id, organization_id=connection.organization_id, provider=connection.provider,
+            webhook_key=connection.webhook_key, config=dict(connection.config or {}),
+            credentials_encrypted=hub.cipher.encrypt_json(ctx.credentials), last_error=error[:2000],
+            attempts=1, next_attempt_at=utcnow() + _revocation_delay(1)))
+        session.commit()
+
+
+def _revocation_delay(attempts: int) -> timedelta:
+    return min(REVOCATION_BACKOFF_MAX, timedelta(minutes=2 ** min(attempts, 10)))
+
+
+async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
+    """Try again the revocations that are due; returns how many were settled
+    (revoked, found invalid already, or the account used by a connection
+    again). One failing for a passing reason waits longer each time, and is
+    given up (logged) after :data:`REVOCATION_ATTEMPTS` attempts."""
+    now = now or utcnow()
+
+    def due() -> list[PendingRevocation]:
+        with hub.session() as session:
+            return list(session.exec(select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
+                                     .order_by(PendingRevocation.next_attempt_at).limit(limit)))
+
+    settled = 0
+    for pending in await asyncio.to_thread(due):
+        provider = hub.registry.providers.get(pending.provider)
+        error: str | None = None
+        if provider is None:
+            error = f"the {pending.provider} plugin is not installed"  # it may come back
+        elif provider.implements("disconnect"):
+            unsaved = Connection(organization_id=pending.organization_id, provider=pending.provider,
+                                 category=provider.info.category, name=provider.info.label,
+                                 config=dict(pending.config or {}), webhook_key=pending.webhook_key,
+                                 credentials_encrypted=pending.credentials_encrypted)
+            ctx = hub.context(provider, unsaved)
+            ctx.connection_id = None  # nothing stored to mark or refresh
+            try:
+                await _revoke(hub, provider, pending.webhook_key, ctx)
+            except (ProviderUnavailable, RateLimited) as exc:
+                error = exc.message
+            except HubError as exc:
+                log.info("the %s grant of deleted connection %s is not valid any more: %s", pending.provider,
+                         pending.connection_id, exc.message)
+            finally:
+                await hub.pool.discard(unsaved.id)
+        await asyncio.to_thread(_after_retry, hub, pending.id, error, now)
+        settled += error is None
+    return settled
+
+
+def _after_retry(hub: Hub, pending_id: str, error: str | None, now: Any) -> None:
+    with hub.session() as session:
+        pending = session.get(PendingRevocation, pending_id)
+        if pending is None:
+            return
+        if error is None:
+            session.delete(pending)
+        elif pending.attempts + 1 >= REVOCATION_ATTEMPTS:
+            log.error("giving up revoking the %s grant of deleted connection %s after %d attempts: %s",
+                      pending.provider, pending.connection_id, pending.attempts + 1, error)
+            session.delete(pending)
+        else:
+            pending.attempts += 1
+            pending.last_error = error[:2000]
+            pending.next_attempt_at = now + _revocation_delay(pending.attempts)
+            session.add(pending)
+        session.commit()
 
 
 def _delete_rows(hub: Hub, organization_id: str, connection_id: str, entities: set[str]) -> None:

@@ -4,7 +4,9 @@
 puts runs whose process died back in the queue, hands queued runs nobody
 executes to the executor, and starts a run for every connection with
 ``sync_enabled`` whose ``next_sync_at`` has come (and every sync config with
-its own ``schedule_minutes``), moving ``next_sync_at`` on. The move is a
+its own ``schedule_minutes``), moving ``next_sync_at`` on. It also purges
+old states and tombstones, and tries again to revoke the grants of deleted
+connections whose revocation failed. The move is a
 conditional update, so several API processes never schedule a run twice.
 
 :func:`start_background` is a background starter (``starter(app) -> object
@@ -124,6 +126,12 @@ class Scheduler:
         for connection, entity in await asyncio.to_thread(self._claim_due, now):
             submitted += await self._start(connection, entity)
         await asyncio.to_thread(self.purge, now)
+        from hub.services.connections import retry_revocations
+
+        try:
+            await retry_revocations(self.hub, now)
+        except Exception:  # a tick must go on scheduling whatever a provider does
+            log.exception("retrying pending revocations failed")
         return submitted
 
     def _queued(self) -> list[SyncRun]:

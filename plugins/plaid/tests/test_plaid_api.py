@@ -380,3 +380,53 @@ def test_a_public_token_connects_only_the_organization_whose_link_token_made_it(
     made = client.post(f"{API}/link/plaid/exchange", headers=auth,
                        json={"public_token": public_token, "link_token": victim_token})
     assert made.status_code == 201, made.text
+
+
+def test_an_item_plaid_could_not_remove_when_its_connection_was_deleted_is_removed_later(client, auth, fake,
+                                                                                          connection, hub_app):
+    """Plaid refusing for a moment (429s) used to leave the item live, and billed,
+    with no record of it here: the grant is kept (encrypted) and removed by the
+    scheduler's next tries."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from hub.http import RetryPolicy
+    from hub.models import PendingRevocation, utcnow
+    from hub.runtime import Hub
+    from hub.services.connections import retry_revocations
+
+    hub = hub_app.state.hub
+    hub.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    item = fake.item()
+    fake.throttled["/item/remove"] = 10
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert client.get(f"{API}/connections/{connection['id']}", headers=auth).status_code == 404
+    assert fake.removed_items == []
+    with hub.session() as session:
+        [pending] = session.exec(select(PendingRevocation)).all()
+    assert (pending.connection_id, pending.attempts) == (connection["id"], 1)
+    assert item.access_token not in pending.credentials_encrypted
+
+    def retry(at):
+        later = Hub(hub.settings, hub.registry)
+        later.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
+
+        async def go():
+            try:
+                return await retry_revocations(later, now=at)
+            finally:
+                await later.close()
+        return asyncio.run(go())
+
+    assert retry(utcnow()) == 0  # not due yet: nothing tried
+    assert retry(utcnow() + timedelta(hours=1)) == 0  # still refused: tried, and later again
+    with hub.session() as session:
+        [pending] = session.exec(select(PendingRevocation)).all()
+    assert pending.attempts == 2 and "RATE_LIMIT" in pending.last_error
+    fake.throttled["/item/remove"] = 0
+    assert retry(utcnow() + timedelta(days=1)) == 1
+    assert fake.removed_items == [item.item_id]
+    with hub.session() as session:
+        assert session.exec(select(PendingRevocation)).all() == []
