@@ -86,6 +86,16 @@ class Hub:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    async def db(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` (blocking database work) for async code: in a worker
+        thread on PostgreSQL, where a query is a network round trip that must
+        not hold the event loop (and every request with it); inline on SQLite,
+        whose queries run in-process, where the hop to a thread costs more
+        than a read (WAL reads never wait for a writer)."""
+        if self.engine.dialect.name == "sqlite":
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
     async def close(self) -> None:
         await self.pool.close()
 

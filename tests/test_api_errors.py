@@ -157,3 +157,13 @@ def test_declared_connection_fields_take_values_of_their_type(client, auth):
         body = assert_error(client.post(url, json={"provider": "example", "credentials": credentials},
                                         headers=auth), 422, "invalid_value")
         assert body["details"] == {"fields": ["api_key"]}
+
+
+def test_routes_whose_body_fields_are_all_optional_take_no_body(client, auth):
+    """As POST /sync does: the missing body is the empty one, not a 422 "Field required"."""
+    assert_error(client.post(f"{API}/link/example/token", headers=auth), 422, "wrong_auth_type")
+    connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                             headers=auth).json()["connection"]
+    assert_error(client.post(f"{API}/connections/{connection['id']}/actions/nope", headers=auth), 404,
+                 "unknown_action")
+    assert_error(client.post(f"{API}/connections/{connection['id']}/webhooks", headers=auth), 400, "not_supported")

@@ -151,7 +151,7 @@ def test_a_record_changed_on_both_sides_follows_the_conflict_policy(client, auth
         assert wait_run(client, auth, connection["id"], resolved["run_id"])["pushed"] == 1
         assert fake.state.notes.rows["note_2"]["title"] == "hub side"
         assert_error(client.post(f"{conflicts_url}/{conflict['id']}/resolve", json={"resolution": "provider"},
-                                 headers=auth), 422, "conflict_resolved")
+                                 headers=auth), 409, "conflict_resolved")
     again = pull(client, auth, connection["id"])
     assert again["conflicts"] == 0 and again["updated"] == 0
 

@@ -153,7 +153,8 @@ class Relay(Ledger):
     @hookimpl
     def verify_webhook(self, ctx, request):
         body = json.loads(request.body)
-        return [HubEvent(dedup_key=body["id"], type="item.changed", entity=body.get("entity", "items"))]
+        return [HubEvent(dedup_key=body["id"], type="item.changed", entity=body.get("entity", "items"),
+                         record_id=body.get("record_id"))]
 
 
 def events_of(hub: Hub) -> dict[str, WebhookEvent]:

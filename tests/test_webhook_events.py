@@ -117,3 +117,17 @@ def test_hub_webhooks_lists_and_retries_failed_events(relay_app, monkeypatch):
     refused = runner.invoke(main, ["webhooks", "retry", events_of(hub_)["evt_done"].id, "missing"])
     assert refused.exit_code == 1
     assert "webhook_event_not_retryable" in refused.output and "webhook_event_not_found" in refused.output
+
+
+def test_an_event_naming_a_record_id_or_entity_too_long_to_store_is_kept_on_every_database(relay_app):
+    """Signed, so accepted; but no record is stored under a 300-character id
+    (PostgreSQL refused the whole delivery): the event is kept without it."""
+    relay, app, client = relay_app
+    auth = org_auth(app, "acme")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    delivered = client.post(f"{API}/webhooks/ledger?connection_id={connection_id}",
+                            json={"id": "evt_long", "record_id": "r" * 300, "entity": "e" * 100})
+    assert delivered.status_code == 200, delivered.text
+    event = events_of(app.state.hub)["evt_long"]
+    assert (event.record_id, event.entity) == (None, None)

@@ -6,11 +6,13 @@ lookup or one indexed query, cheaper than a hop to the thread pool.
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from hub.models import Organization
+from hub.models import Connection, Organization
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.services.orgs import authenticate
@@ -28,8 +30,14 @@ async def current_organization(
     request: Request,
     authorization: Annotated[str | None, Header(description="`Bearer <API key or JWT>`")] = None,
 ) -> Organization:
-    with hub.session() as session:
-        return authenticate(session, hub.settings, authorization, getattr(request.app.state, "jwks_client", None))
+    jwks_client = getattr(request.app.state, "jwks_client", None)
+
+    def lookup() -> Organization:
+        with hub.session() as session:
+            return authenticate(session, hub.settings, authorization, jwks_client)
+
+    # A JWKS fetch (a new signing key) is network I/O whatever the database.
+    return await (asyncio.to_thread(lookup) if jwks_client is not None else hub.db(lookup))
 
 
 OrgDep = Annotated[Organization, Depends(current_organization)]
@@ -40,3 +48,9 @@ async def get_provider(hub: HubDep, provider: str) -> Provider:
 
 
 ProviderDep = Annotated[Provider, Depends(get_provider)]
+
+
+def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Connection:
+    """The organization's connection (404 otherwise); blocking: run it with ``hub.db``."""
+    with hub.session() as session:
+        return hub.find_connection(session, organization_id, connection_id)

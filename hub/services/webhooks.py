@@ -40,6 +40,9 @@ class IntakeResult:
     duplicates: list[str] = field(default_factory=list)
 
 
+#: Longest provider record id and entity name the record store holds (its columns').
+MAX_RECORD_ID, MAX_ENTITY = 255, 64
+
 def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
     """The connection a delivery names, or every connection of its
     provider-side account (``key``): two organizations may connect one shop,
@@ -122,10 +125,14 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
                 or event.dedup_key == "" or not isinstance(event.type, str)):
             raise ProviderError(f"provider {provider.name} returned from verify_webhook an event without a text "
                                 f"dedup_key and type: {event.dedup_key!r}, {event.type!r} (hub/hookspecs.py)")
-        record_id = event.record_id
+        record_id, record = None if event.record_id in (None, "") else str(event.record_id), event.record
+        if record_id is not None and len(record_id) > MAX_RECORD_ID:
+            # No record is stored under such an id: the event then brings a pull of its entity.
+            record_id = record = None
+        entity = event.entity if not isinstance(event.entity, str) or len(event.entity) <= MAX_ENTITY else None
         message = None if event.message is None else str(event.message)[:2000]
         checked.append(dataclasses.replace(event, dedup_key=str(event.dedup_key), message=message,
-                                           record_id=None if record_id in (None, "") else str(record_id)))
+                                           record_id=record_id, record=record, entity=entity))
     return checked
 
 

@@ -50,6 +50,11 @@ class PendingCreate(HubError):
     status = 409
 
 
+class ConflictResolved(HubError):
+    code = "conflict_resolved"
+    status = 409
+
+
 class PushUnderWay(HubError):
     code = "record_being_pushed"
     status = 409
@@ -371,7 +376,7 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
         if conflict is None or conflict.connection_id != connection.id or conflict.entity != config.entity:
             raise NotFound("no such conflict", code="conflict_not_found")
         if conflict.status != "open":
-            raise ValidationFailed("the conflict is already resolved", code="conflict_resolved")
+            raise ConflictResolved("the conflict is already resolved")
         row = session.get(SyncRecord, conflict.record_id)
         assert row is not None
         changes = None

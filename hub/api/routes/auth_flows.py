@@ -62,8 +62,9 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
 
 
 @router.post("/link/{provider}/token", response_model=LinkTokenResponse, operation_id="link_token")
-async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkTokenRequest):
+async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkTokenRequest | None = None):
     """Create a Link token for the provider's client-side widget (Plaid Link)."""
+    body = body or LinkTokenRequest()
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
     ctx = hub.app_context(provider, _flow_config(body.options, "options"))

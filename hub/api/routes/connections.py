@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep
+from hub.api.deps import HubDep, OrgDep, find_connection
 from hub.api.schemas import (
     ConnectionCreate,
     ConnectionResponse,
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/connections", tags=["connections"], route_class=HubR
 
 @router.get("", response_model=ConnectionsResponse, operation_id="list_connections")
 async def list_connections(hub: HubDep, org: OrgDep, provider: str | None = Query(default=None, max_length=64)):
-    rows = service.list_connections(hub, org.id, provider)
+    rows = await hub.db(service.list_connections, hub, org.id, provider)
     return {"success": True, "connections": [ConnectionPublic.of(c) for c in rows]}
 
 
@@ -39,8 +39,7 @@ async def create_connection(hub: HubDep, org: OrgDep, body: ConnectionCreate):
 
 @router.get("/{connection_id}", response_model=ConnectionResponse, operation_id="get_connection")
 async def get_connection(hub: HubDep, org: OrgDep, connection_id: str):
-    with hub.session() as session:
-        connection = hub.find_connection(session, org.id, connection_id)
+    connection = await hub.db(find_connection, hub, org.id, connection_id)
     return {"success": True, "connection": ConnectionPublic.of(connection)}
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
@@ -24,10 +26,12 @@ router = APIRouter(prefix="/connections/{connection_id}", tags=["records"], rout
 RESERVED = {"cursor", "limit", "since"}
 
 
-def _service(hub: Hub, org_id: str, connection_id: str) -> RecordService:
-    with hub.session() as session:
-        connection = hub.find_connection(session, org_id, connection_id)
-    return RecordService(hub, connection)
+async def _service(hub: Hub, org_id: str, connection_id: str) -> RecordService:
+    def find() -> Any:
+        with hub.session() as session:
+            return hub.find_connection(session, org_id, connection_id)
+
+    return RecordService(hub, await hub.db(find))
 
 
 @router.get("/entities/{entity}/records", response_model=RecordsResponse, operation_id="list_records")
@@ -40,7 +44,8 @@ async def list_records(
     """One page of records, straight from the provider. Other query parameters
     are passed to the provider as filters."""
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    page = await _service(hub, org.id, connection_id).list(entity, cursor, limit, filters, since)
+    service = await _service(hub, org.id, connection_id)
+    page = await service.list(entity, cursor, limit, filters, since)
     # Records are provider JSON already: skip re-validating them, just encode.
     return JSONResponse({"success": True, "records": page.records, "next_cursor": page.next_cursor,
                          "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids})
@@ -49,13 +54,15 @@ async def list_records(
 @router.post("/entities/{entity}/records", response_model=RecordResponse, status_code=201,
              operation_id="create_record")
 async def create_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, body: RecordWrite):
-    record = await _service(hub, org.id, connection_id).create(entity, body.data, body.idempotency_key)
+    service = await _service(hub, org.id, connection_id)
+    record = await service.create(entity, body.data, body.idempotency_key)
     return {"success": True, "record": record}
 
 
 @router.get("/entities/{entity}/records/{record_id}", response_model=RecordResponse, operation_id="get_record")
 async def get_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, record_id: str):
-    record = await _service(hub, org.id, connection_id).get(entity, record_id)
+    service = await _service(hub, org.id, connection_id)
+    record = await service.get(entity, record_id)
     return {"success": True, "record": record}
 
 
@@ -63,24 +70,27 @@ async def get_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, 
             operation_id="update_record")
 async def update_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, record_id: str,
                         body: RecordWrite):
-    record = await _service(hub, org.id, connection_id).update(entity, record_id, body.data)
+    service = await _service(hub, org.id, connection_id)
+    record = await service.update(entity, record_id, body.data)
     return {"success": True, "record": record}
 
 
 @router.delete("/entities/{entity}/records/{record_id}", response_model=Ok, operation_id="delete_record")
 async def delete_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, record_id: str):
-    await _service(hub, org.id, connection_id).delete(entity, record_id)
+    service = await _service(hub, org.id, connection_id)
+    await service.delete(entity, record_id)
     return {"success": True}
 
 
 @router.get("/actions", response_model=ActionsResponse, operation_id="list_actions")
 async def list_actions(hub: HubDep, org: OrgDep, connection_id: str):
-    service = _service(hub, org.id, connection_id)
+    service = await _service(hub, org.id, connection_id)
     return {"success": True, "actions": [a.public() for a in service.provider.actions.values()]}
 
 
 @router.post("/actions/{action}", response_model=ActionResponse, operation_id="run_action")
-async def run_action(hub: HubDep, org: OrgDep, connection_id: str, action: str, body: ActionRequest):
+async def run_action(hub: HubDep, org: OrgDep, connection_id: str, action: str, body: ActionRequest | None = None):
     """Run a provider-specific operation (see the provider's `actions`)."""
-    result = await _service(hub, org.id, connection_id).action(action, body.params)
+    service = await _service(hub, org.id, connection_id)
+    result = await service.action(action, body.params if body is not None else {})
     return {"success": True, "result": result}

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import select
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep
+from hub.api.deps import HubDep, OrgDep, find_connection
 from hub.api.schemas import (
     ConflictResolve,
     MappingsReplace,
@@ -52,9 +52,9 @@ in_thread = asyncio.to_thread
 
 def organization_connection(hub: HubDep, org: OrgDep, connection_id: str) -> Connection:
     """The organization's connection, found before the body is read: another
-    organization's id is a 404 whatever the request carries."""
-    with hub.session() as session:
-        return hub.find_connection(session, org.id, connection_id)
+    organization's id is a 404 whatever the request carries. (A plain
+    function: FastAPI runs it in a worker thread.)"""
+    return find_connection(hub, org.id, connection_id)
 
 
 ConnectionDep = Annotated[Connection, Depends(organization_connection)]
@@ -91,8 +91,10 @@ async def _queue_push(request: Request, connection: Connection, config: SyncConf
 
 @router.get("/sync-configs", response_model=SyncConfigsResponse, operation_id="list_sync_configs")
 async def list_sync_configs(hub: HubDep, connection: ConnectionDep):
-    return {"success": True,
-            "sync_configs": [_config_out(hub, c) for c in config_service.list_configs(hub, connection.id)]}
+    def read() -> list[dict[str, Any]]:
+        return [_config_out(hub, c) for c in config_service.list_configs(hub, connection.id)]
+
+    return {"success": True, "sync_configs": await hub.db(read)}
 
 
 @router.post("/sync-configs", response_model=SyncConfigResponse, status_code=201, operation_id="create_sync_config")
@@ -103,13 +105,13 @@ async def create_sync_config(hub: HubDep, connection: ConnectionDep, body: SyncC
         config_service.create_config, hub, connection, entity=body.entity, direction=body.direction,
         enabled=body.enabled, schedule_minutes=body.schedule_minutes, conflict_policy=body.conflict_policy,
         mappings=[m.model_dump() for m in body.mappings])
-    return {"success": True, "sync_config": _config_out(hub, config)}
+    return {"success": True, "sync_config": await hub.db(_config_out, hub, config)}
 
 
 @router.get("/sync-configs/{sync_config_id}", response_model=SyncConfigResponse, operation_id="get_sync_config")
 async def get_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
-    config = _config(hub, connection, sync_config_id)
-    return {"success": True, "sync_config": _config_out(hub, config)}
+    config = await hub.db(_config, hub, connection, sync_config_id)
+    return {"success": True, "sync_config": await hub.db(_config_out, hub, config)}
 
 
 @router.put("/sync-configs/{sync_config_id}", response_model=SyncConfigResponse, operation_id="update_sync_config")
@@ -119,7 +121,7 @@ async def update_sync_config(hub: HubDep, connection: ConnectionDep, sync_config
     if body.mappings is not None:
         changes["mappings"] = [m.model_dump() for m in body.mappings]
     config = await in_thread(config_service.update_config, hub, connection, sync_config_id, changes)
-    return {"success": True, "sync_config": _config_out(hub, config)}
+    return {"success": True, "sync_config": await hub.db(_config_out, hub, config)}
 
 
 @router.delete("/sync-configs/{sync_config_id}", response_model=Ok, operation_id="delete_sync_config")
@@ -133,7 +135,7 @@ async def delete_sync_config(hub: HubDep, connection: ConnectionDep, sync_config
 @router.get("/sync-configs/{sync_config_id}/mappings", response_model=MappingsResponse,
             operation_id="list_sync_mappings")
 async def list_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: str):
-    config = _config(hub, connection, sync_config_id)
+    config = await hub.db(_config, hub, connection, sync_config_id)
     return {"success": True, "sync_config_id": config.id, "entity": config.entity, "mappings": config.mappings}
 
 
@@ -162,9 +164,9 @@ async def list_stored_records(
 ):
     """The records the hub stores for this entity, from the hub's database
     (no provider call), in a stable order."""
-    config = _config(hub, connection, sync_config_id)
-    records, next_cursor = stored.list_records(hub, connection, config, mapped=mapped, cursor=cursor, limit=limit,
-                                               include_deleted=include_deleted, pending_only=pending)
+    config = await hub.db(_config, hub, connection, sync_config_id)
+    records, next_cursor = await hub.db(stored.list_records, hub, connection, config, mapped=mapped, cursor=cursor,
+                                        limit=limit, include_deleted=include_deleted, pending_only=pending)
     return {"success": True, "records": records, "mapped": mapped, "next_cursor": next_cursor,
             "has_more": next_cursor is not None}
 
@@ -172,7 +174,7 @@ async def list_stored_records(
 async def _write(request: Request, hub: Hub, connection: Connection, sync_config_id: str,
                  record_id: str | None, body: StoredRecordWrite) -> dict[str, Any]:
     """Create (``record_id`` None) or change a stored record; queue its push when asked."""
-    config = _config(hub, connection, sync_config_id)
+    config = await hub.db(_config, hub, connection, sync_config_id)
     row = await in_thread(stored.write_record, hub, connection, config, record_id, body.data, mapped=body.mapped)
     run_id = await _queue_push(request, connection, config, body.sync)
     mapper = stored.mapper_for(hub, connection, config) if body.mapped else None
@@ -193,8 +195,9 @@ async def create_stored_record(request: Request, hub: HubDep, connection: Connec
 async def get_stored_record(hub: HubDep, connection: ConnectionDep, sync_config_id: str, record_id: str,
                             mapped: bool = Query(default=False)):
     """One stored record, by the hub's id or the provider's id."""
-    config = _config(hub, connection, sync_config_id)
-    return {"success": True, "record": stored.get_record(hub, connection, config, record_id, mapped=mapped)}
+    config = await hub.db(_config, hub, connection, sync_config_id)
+    return {"success": True, "record": await hub.db(stored.get_record, hub, connection, config, record_id,
+                                                    mapped=mapped)}
 
 
 @router.put("/sync-configs/{sync_config_id}/records/{record_id}", response_model=StoredRecordResponse,
@@ -211,7 +214,7 @@ async def update_stored_record(request: Request, hub: HubDep, connection: Connec
 async def delete_stored_record(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                                record_id: str, sync: bool = Query(default=True)):
     """Delete a record: at the provider by the next push (queued now with `sync`)."""
-    config = _config(hub, connection, sync_config_id)
+    config = await hub.db(_config, hub, connection, sync_config_id)
     if await in_thread(stored.delete_record, hub, connection, config, record_id) is not None:
         await _queue_push(request, connection, config, sync)
     return {"success": True}
@@ -227,7 +230,7 @@ async def discard_stored_record_change(hub: HubDep, connection: ConnectionDep, s
     `no_pending_change`; 409 `record_being_created` while a create's outcome is
     unknown, `record_being_pushed` while the change is on its way (a run of the
     connection is under way in a live process)."""
-    config = _config(hub, connection, sync_config_id)
+    config = await hub.db(_config, hub, connection, sync_config_id)
     row = await in_thread(stored.discard_change, hub, connection, config, record_id)
     mapper = stored.mapper_for(hub, connection, config) if mapped else None
     return {"success": True, "record": stored.record_out(row, mapper) if row is not None else None}
@@ -243,8 +246,9 @@ async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id:
     """Records changed on both sides since the last sync, newest first. Open
     ones wait for a resolution (policy `review`); resolved ones keep the side
     that lost."""
-    config = _config(hub, connection, sync_config_id)
-    conflicts, next_cursor = stored.list_conflicts(hub, connection, config, status, cursor=cursor, limit=limit)
+    config = await hub.db(_config, hub, connection, sync_config_id)
+    conflicts, next_cursor = await hub.db(stored.list_conflicts, hub, connection, config, status, cursor=cursor,
+                                          limit=limit)
     return {"success": True, "conflicts": [c.model_dump() for c in conflicts], "next_cursor": next_cursor,
             "has_more": next_cursor is not None}
 
@@ -253,7 +257,7 @@ async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id:
              operation_id="resolve_sync_conflict")
 async def resolve_conflict(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                            conflict_id: str, body: ConflictResolve):
-    config = _config(hub, connection, sync_config_id)
+    config = await hub.db(_config, hub, connection, sync_config_id)
     conflict = await in_thread(stored.resolve_conflict, hub, connection, config, conflict_id, body.resolution,
                                body.data, body.mapped)
     run_id = None
@@ -283,6 +287,11 @@ async def sync_logs(hub: HubDep, connection: ConnectionDep,
                     status: Literal["queued", "running", "succeeded", "failed"] | None = Query(default=None),
                     entity: str | None = Query(default=None, max_length=64)):
     """The connection's sync runs, newest first."""
+    return await hub.db(_sync_logs, hub, connection, cursor, limit, status, entity)
+
+
+def _sync_logs(hub: Hub, connection: Connection, cursor: str | None, limit: int, status: str | None,
+               entity: str | None) -> dict[str, Any]:
     position = stored.decode_cursor(cursor)
     with hub.session() as session:
         query = select(SyncRun).where(SyncRun.connection_id == connection.id)
@@ -309,8 +318,11 @@ async def sync_logs(hub: HubDep, connection: ConnectionDep,
 
 @router.get("/sync/runs/{run_id}", response_model=SyncRunResponse, operation_id="get_sync_run")
 async def get_sync_run(hub: HubDep, connection: ConnectionDep, run_id: str):
-    with hub.session() as session:
-        run = session.get(SyncRun, run_id)
+    def read() -> SyncRun | None:
+        with hub.session() as session:
+            return session.get(SyncRun, run_id)
+
+    run = await hub.db(read)
     if run is None or run.connection_id != connection.id:
         raise NotFound("no such sync run", code="sync_run_not_found")
     return {"success": True, "run": stored.run_out(run)}

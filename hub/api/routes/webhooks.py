@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Request
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep, ProviderDep
+from hub.api.deps import HubDep, OrgDep, ProviderDep, find_connection
 from hub.api.schemas import (
     WebhookEventResponse,
     WebhookEventsResponse,
@@ -13,6 +15,7 @@ from hub.api.schemas import (
     WebhookResponse,
 )
 from hub.services import webhooks as service
+from hub.runtime import Hub
 from hub.types import Credentials, WebhookRequest
 
 router = APIRouter(tags=["webhooks"], route_class=HubRoute)
@@ -37,23 +40,27 @@ async def receive_webhook(hub: HubDep, provider: ProviderDep, request: Request):
 
 @router.post("/connections/{connection_id}/webhooks", response_model=WebhookRegisterResponse,
              operation_id="register_webhook")
-async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: WebhookRegisterRequest):
+async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: WebhookRegisterRequest | None = None):
     """Subscribe the hub's webhook URL for this connection at the provider."""
-    with hub.session() as session:
-        connection = hub.find_connection(session, org.id, connection_id)
+    body = body or WebhookRegisterRequest()
+    connection = await hub.db(find_connection, hub, org.id, connection_id)
     provider = hub.provider(connection.provider)
     ctx = hub.context(provider, connection)
     url = ctx.webhook_url
     result = await hub.call(provider, "register_webhook", ctx, url=url, events=body.events) or {}
     if result.get("secret"):
-        with hub.session() as session:
-            connection = hub.find_connection(session, org.id, connection_id)
-            secrets = hub.cipher.decrypt_json(connection.credentials_encrypted)
-            secrets["webhook_secret"] = result["secret"]
-            hub.store_credentials(connection, Credentials(secrets=secrets, expires_at=connection.token_expires_at))
-            session.add(connection)
-            session.commit()
+        await asyncio.to_thread(_store_webhook_secret, hub, org.id, connection_id, result["secret"])
     return {"success": True, "subscription_id": str(result.get("id")) if result.get("id") else None, "url": url}
+
+
+def _store_webhook_secret(hub: Hub, organization_id: str, connection_id: str, secret: str) -> None:
+    with hub.session() as session:
+        connection = hub.find_connection(session, organization_id, connection_id)
+        secrets = hub.cipher.decrypt_json(connection.credentials_encrypted)
+        secrets["webhook_secret"] = secret
+        hub.store_credentials(connection, Credentials(secrets=secrets, expires_at=connection.token_expires_at))
+        session.add(connection)
+        session.commit()
 
 
 @router.get("/connections/{connection_id}/webhooks/events", response_model=WebhookEventsResponse,
@@ -64,9 +71,9 @@ async def list_webhook_events(hub: HubDep, org: OrgDep, connection_id: str,
                               limit: int = Query(default=50, ge=1, le=200)):
     """The webhook events received for this connection, newest first: where
     each stands, its attempts and last error (not its payload)."""
-    with hub.session() as session:
-        connection = hub.find_connection(session, org.id, connection_id)
-    events, next_cursor = service.list_events(hub, connection.id, status=status, cursor=cursor, limit=limit)
+    connection = await hub.db(find_connection, hub, org.id, connection_id)
+    events, next_cursor = await hub.db(service.list_events, hub, connection.id, status=status, cursor=cursor,
+                                       limit=limit)
     return {"success": True, "events": events, "next_cursor": next_cursor, "has_more": next_cursor is not None}
 
 
@@ -76,9 +83,8 @@ async def retry_webhook_event(request: Request, hub: HubDep, org: OrgDep, connec
     """Apply a `failed` event again, with its attempts reset (a `pending` one
     is tried now). A processed or ignored event is 409
     `webhook_event_not_retryable`."""
-    with hub.session() as session:
-        connection = hub.find_connection(session, org.id, connection_id)
-    event = service.retry_event(hub, connection.id, event_id)
+    connection = await hub.db(find_connection, hub, org.id, connection_id)
+    event = await asyncio.to_thread(service.retry_event, hub, connection.id, event_id)
     processor = getattr(request.app.state, "webhook_processor", None)
     if processor is not None:
         processor.notify()
