@@ -148,6 +148,8 @@ def exchange_code(
         domain) and the ``webhook_key`` deliveries will carry.
     :raises AuthFailed: the provider refused the code, or the callback's
         signature is wrong.
+    :raises InsufficientScope: the grant lacks scopes the provider needs
+        (with its ``credentials``: the core gives the grant back).
     """
 
 

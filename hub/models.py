@@ -107,6 +107,7 @@ class PendingRevocation(SQLModel, table=True):
     webhook_key: str | None = Field(default=None, max_length=255)
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     credentials_encrypted: str = Field(sa_type=sa.Text)
+    token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime())
     last_error: str | None = Field(default=None, max_length=2000)

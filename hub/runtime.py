@@ -237,8 +237,10 @@ class Hub:
     async def _refresh(self, provider: Provider, ctx: ProviderContext, force: bool) -> bool:
         """Refresh once under the connection's locks (this process's, then the
         one shared by every hub process on the database); persist with
-        compare-and-swap."""
-        assert ctx.connection_id
+        compare-and-swap. A grant no connection stores (one being given back)
+        is refreshed in memory only."""
+        if not ctx.connection_id:
+            return await self._refresh_unsaved(provider, ctx)
         async with self.lock(ctx.connection_id), self.shared_lock(f"refresh:{ctx.connection_id}"):
             with self.session() as session:
                 current = session.get(Connection, ctx.connection_id)
@@ -309,6 +311,24 @@ class Hub:
             ctx.credentials = secrets
             ctx.extra["token_expires_at"] = fresh.expires_at
             return True
+
+    async def _refresh_unsaved(self, provider: Provider, ctx: ProviderContext) -> bool:
+        if ctx.extra.get("refreshing"):
+            return False
+        seen_expiry = ctx.extra.get("token_expires_at")
+        ctx.extra["token_expires_at"], ctx.extra["refreshing"] = None, True
+        try:
+            fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
+        except (AuthFailed, PermissionDenied, ValidationFailed, NotFound) as exc:
+            raise AuthFailed(f"token refresh refused: {exc.message}", code="token_refresh_failed") from None
+        except BaseException:
+            ctx.extra["token_expires_at"] = seen_expiry
+            raise
+        finally:
+            ctx.extra["refreshing"] = False
+        ctx.credentials = {**ctx.credentials, **fresh.secrets}
+        ctx.extra["token_expires_at"] = fresh.expires_at
+        return True
 
     # -- calling providers
 

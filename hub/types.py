@@ -392,6 +392,21 @@ class NotSupported(HubError):
     status = 400
 
 
+class InsufficientScope(HubError):
+    """The user granted fewer permissions than the provider asks for.
+
+    Raised by ``exchange_code`` with the ``credentials`` obtained: the core
+    gives that grant back (unless another connection uses the same account)
+    and fails the flow with ``insufficient_scope``."""
+
+    code = "insufficient_scope"
+    status = 422
+
+    def __init__(self, message: str, *, credentials: Credentials | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.credentials = credentials
+
+
 class ConfigurationError(HubError):
     """The hub or the connection lacks a setting the provider needs."""
 

@@ -16,7 +16,16 @@ from hub.models import Connection, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync
 from hub.sync.store import lock
-from hub.types import AuthFailed, Credentials, HubError, ProviderUnavailable, RateLimited, ValidationFailed
+from hub.types import (
+    AuthFailed,
+    Credentials,
+    HubError,
+    NotFound,
+    PermissionDenied,
+    ProviderUnavailable,
+    RateLimited,
+    ValidationFailed,
+)
 
 log = logging.getLogger("hub.connections")
 
@@ -358,7 +367,8 @@ def _keep_for_later(hub: Hub, connection: Connection, ctx: Any, error: str) -> N
         session.add(PendingRevocation(
             connection_id=connection.id, organization_id=connection.organization_id, provider=connection.provider,
             webhook_key=connection.webhook_key, config=dict(connection.config or {}),
-            credentials_encrypted=hub.cipher.encrypt_json(ctx.credentials), last_error=error[:2000],
+            credentials_encrypted=hub.cipher.encrypt_json(ctx.credentials),
+            token_expires_at=ctx.extra.get("token_expires_at"), last_error=error[:2000],
             attempts=1, next_attempt_at=utcnow() + _revocation_delay(1)))
         session.commit()
 
@@ -371,16 +381,11 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
     """Try again the revocations that are due; returns how many were settled
     (revoked, found invalid already, or the account used by a connection
     again). One failing for a passing reason waits longer each time, and is
-    given up (logged) after :data:`REVOCATION_ATTEMPTS` attempts."""
+    given up (logged) after :data:`REVOCATION_ATTEMPTS` attempts. Each row is
+    claimed first: two schedulers never revoke the same grant twice."""
     now = now or utcnow()
-
-    def due() -> list[PendingRevocation]:
-        with hub.session() as session:
-            return list(session.exec(select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
-                                     .order_by(PendingRevocation.next_attempt_at).limit(limit)))
-
     settled = 0
-    for pending in await asyncio.to_thread(due):
+    for pending in await asyncio.to_thread(_claim_revocations, hub, now, limit):
         provider = hub.registry.providers.get(pending.provider)
         error: str | None = None
         if provider is None:
@@ -389,21 +394,42 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
             unsaved = Connection(organization_id=pending.organization_id, provider=pending.provider,
                                  category=provider.info.category, name=provider.info.label,
                                  config=dict(pending.config or {}), webhook_key=pending.webhook_key,
-                                 credentials_encrypted=pending.credentials_encrypted)
+                                 credentials_encrypted=pending.credentials_encrypted,
+                                 token_expires_at=pending.token_expires_at)
             ctx = hub.context(provider, unsaved)
-            ctx.connection_id = None  # nothing stored to mark or refresh
+            ctx.connection_id = None  # nothing stored to mark; a refresh stays in memory
             try:
+                await hub._ensure_fresh(provider, ctx)
                 await _revoke(hub, provider, pending.webhook_key, ctx)
-            except (ProviderUnavailable, RateLimited) as exc:
-                error = exc.message
-            except HubError as exc:
+            except (AuthFailed, NotFound, ValidationFailed, PermissionDenied) as exc:
                 log.info("the %s grant of deleted connection %s is not valid any more: %s", pending.provider,
                          pending.connection_id, exc.message)
+            except HubError as exc:  # the provider down, a 429, a plugin failing: try again later
+                error = exc.message
             finally:
                 await hub.pool.discard(unsaved.id)
         await asyncio.to_thread(_after_retry, hub, pending.id, error, now)
         settled += error is None
     return settled
+
+
+#: How long a claimed revocation is someone's: a scheduler that stops in the middle leaves it that long.
+REVOCATION_CLAIM = timedelta(minutes=10)
+
+
+def _claim_revocations(hub: Hub, now: Any, limit: int) -> list[PendingRevocation]:
+    claimed = []
+    with hub.session() as session:
+        due = list(session.exec(select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
+                                .order_by(PendingRevocation.next_attempt_at).limit(limit)))
+        for pending in due:
+            taken = session.execute(sa.update(PendingRevocation).where(
+                PendingRevocation.id == pending.id, PendingRevocation.next_attempt_at == pending.next_attempt_at)
+                .values(next_attempt_at=now + REVOCATION_CLAIM))
+            session.commit()
+            if taken.rowcount == 1:
+                claimed.append(pending)
+    return claimed
 
 
 def _after_retry(hub: Hub, pending_id: str, error: str | None, now: Any) -> None:

@@ -16,7 +16,7 @@ from hub.models import Connection, OAuthState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.services.connections import revoke_unsaved, upsert_from_credentials
-from hub.types import HubError, ValidationFailed
+from hub.types import HubError, InsufficientScope, ValidationFailed
 
 
 class OAuthFailed(HubError):
@@ -179,10 +179,12 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
     try:
         credentials = await hub.call(provider, "exchange_code", ctx, code=code, redirect_uri=record.redirect_uri,
                                      code_verifier=verifier, params=dict(query))
+    except InsufficientScope as exc:
+        if exc.credentials is not None:
+            await revoke_unsaved(hub, provider, exc.credentials)  # not when another connection uses the account
+        raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     except HubError as exc:
-        # A refusal the plugin names precisely (insufficient_scope) keeps its code; others are one.
-        code = exc.code if exc.code == "insufficient_scope" else "exchange_failed"
-        raise OAuthFailed(exc.message, code=code, details=record.return_to) from None
+        raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     try:
         connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("webhook_key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("credentials_encrypted", sa.Text(), nullable=False),
+        sa.Column("token_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),

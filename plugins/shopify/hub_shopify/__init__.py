@@ -24,7 +24,7 @@ from hub.types import (
     Credentials,
     EntityField,
     EntitySchema,
-    HubError,
+    InsufficientScope,
     NotFound,
     Page,
     ProviderError,
@@ -240,15 +240,10 @@ async def exchange_code(ctx, code, params):
     missing = _missing_scopes(INFO.scopes, credentials.config.get("scope") or "")
     if missing:
         # Granted less than asked (the merchant's URL edited, say): the connection would fail
-        # later, call by call. The grant goes back, and the flow fails saying why.
-        ctx.credentials = credentials.secrets
-        try:
-            await ctx.http.delete(ctx.url("revoke"))
-        except HubError:
-            pass
-        raise ValidationFailed(f"the shop granted the app without {', '.join(missing)}: install it again and "
-                               f"accept every permission it asks for", code="insufficient_scope",
-                               details={"missing": missing})
+        # later, call by call. The core gives the grant back, unless another connection uses the shop.
+        raise InsufficientScope(f"the shop granted the app without {', '.join(missing)}: install it again and "
+                                f"accept every permission it asks for", credentials=credentials,
+                                details={"missing": missing})
     return credentials
 
 

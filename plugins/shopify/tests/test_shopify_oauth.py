@@ -223,13 +223,79 @@ def test_a_grant_with_fewer_scopes_than_asked_is_given_back_and_refused(shopify)
     """The scope edited out of the authorize URL: Shopify grants what the
     merchant accepted. The hub uninstalls that grant and says what is missing,
     instead of a connection failing call by call later."""
-    url = shopify.start()
-    parts = urlsplit(url)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    query["scope"] = "read_products,write_orders"
-    callback = shopify.consent(f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}")
-    result = shopify.finish(callback)
-    assert result == {"status": "error", "code": "insufficient_scope"}
+    assert shopify.finish(reduced_consent(shopify)) == {"status": "error", "code": "insufficient_scope"}
     assert shopify.get(f"{API}/connections").json()["connections"] == []
     assert shopify.shop.state.tokens == {}  # the grant was given back
     assert shopify.finish(shopify.consent(shopify.start()))["status"] == "connected"  # all accepted: fine
+
+
+def reduced_consent(harness) -> dict[str, str]:
+    """The flow with a scope edited out of the authorize URL: the callback's query."""
+    parts = urlsplit(harness.start())
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query["scope"] = "read_products,write_orders"
+    return harness.consent(f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}")
+
+
+def test_a_reduced_grant_refused_for_one_organization_leaves_the_others_connection_working(shopify):
+    """Shopify keeps one installation per shop: giving back the reduced grant
+    of a second organization would uninstall the app under the first."""
+    first = shopify.connect()
+    with shopify.hub_app.state.hub.session() as session:
+        _org, key = create_organization(session, "second")
+    second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
+    assert second_org.finish(reduced_consent(second_org)) == {"status": "error", "code": "insufficient_scope"}
+    assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
+
+
+class RevokeDown:
+    """The shop's revoke endpoint answering 503 while ``down``."""
+
+    def __init__(self, app):
+        self.app, self.down = app, True
+
+    async def __call__(self, scope, receive, send):
+        if self.down and scope["type"] == "http" and scope["path"] == "/admin/api_permissions/current.json":
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"down"})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
+def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(shopify, shop_server):
+    """The app could not be uninstalled when the connection was deleted; by
+    the retry its access token has expired: the grant is refreshed (in memory)
+    and then given back, not dropped as if it were invalid."""
+    import asyncio
+
+    from sqlmodel import select
+
+    from hub.models import PendingRevocation
+    from hub.runtime import Hub
+    from hub.services.connections import retry_revocations
+
+    switch, _ = shop_server
+    connection_id = shopify.connect()
+    hub = shopify.hub_app.state.hub
+    down = switch.app = RevokeDown(switch.app)
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    with hub.session() as session:
+        assert len(session.exec(select(PendingRevocation)).all()) == 1
+    down.down = False
+    for token in list(shopify.shop.state.tokens):
+        shopify.shop.state.tokens[token] = time.time() - 1  # expired at the shop
+    refreshes = shopify.shop.state.refreshes
+
+    async def retry():
+        later = Hub(hub.settings, hub.registry)
+        try:
+            return await retry_revocations(later, now=utcnow() + timedelta(days=1))
+        finally:
+            await later.close()
+
+    assert asyncio.run(retry()) == 1
+    assert shopify.shop.state.refreshes == refreshes + 1
+    assert not [t for t, expiry in shopify.shop.state.tokens.items() if expiry is None or expiry > time.time()]
+    with hub.session() as session:
+        assert session.exec(select(PendingRevocation)).all() == []
