@@ -280,6 +280,7 @@ class Hub:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
             secrets = {**ctx.credentials, **fresh.secrets}
+            refreshed_from = {key: ctx.credentials.get(key) for key in _TOKEN_KEYS}
             for _attempt in range(3):
                 with self.session() as session:
                     updated = session.execute(
@@ -303,7 +304,14 @@ class Hub:
                     current = session.get(Connection, ctx.connection_id)
                     if current is None:
                         return False
-                    secrets = {**self.cipher.decrypt_json(current.credentials_encrypted), **fresh.secrets}
+                    stored = self.cipher.decrypt_json(current.credentials_encrypted)
+                    if any(stored.get(key) != value for key, value in refreshed_from.items()):
+                        # Connected again meanwhile (a new grant): it stands; the old grant's
+                        # new tokens are not written over it.
+                        ctx.credentials = stored
+                        ctx.extra["token_expires_at"] = current.token_expires_at
+                        return True
+                    secrets = {**stored, **fresh.secrets}
                     version = current.credentials_version
             else:
                 log.warning("connection %s kept changing during refresh; its new tokens were not saved",

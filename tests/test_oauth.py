@@ -327,3 +327,78 @@ def test_a_refresh_keeps_secrets_stored_since_its_call_began_and_saves_its_token
     assert secrets["webhook_secret"] == "whsec_second"
     assert secrets["refresh_token"] == stale.credentials["refresh_token"]  # the rotated one, saved
     assert secrets["access_token"] in oauth_fake[1].state.access
+
+
+def test_a_refresh_does_not_write_the_old_grant_over_one_connected_again_meanwhile(oauth_hub, oauth_fake, settings,
+                                                                                   example_registry):
+    from datetime import datetime, timezone
+
+    from hub.services.connections import upsert_from_credentials
+    from hub.types import Credentials
+
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    connection = expire_soon(hub, connection_id)
+    worker = Hub(settings, example_registry)
+    provider = worker.provider("oauthex")
+    stale = worker.context(provider, connection)
+    real_call = provider.call
+
+    async def refresh_while_connected_again(hook, **kwargs):
+        result = await real_call(hook, **kwargs)
+        if hook == "refresh_credentials":  # the user connects again meanwhile (the OAuth callback)
+            upsert_from_credentials(hub, connection.organization_id, hub.provider("oauthex"), Credentials(
+                secrets={"access_token": "NEW_GRANT_AT", "refresh_token": "NEW_GRANT_RT"},
+                expires_at=datetime.now(timezone.utc) + timedelta(hours=1), webhook_key="acct_1",
+                config={"account": "acct_1"}))
+        return result
+
+    provider.call = refresh_while_connected_again
+
+    async def go():
+        try:
+            await worker._ensure_fresh(provider, stale)
+        finally:
+            await worker.close()
+
+    asyncio.run(go())
+    with hub.session() as session:
+        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    assert (secrets["access_token"], secrets["refresh_token"]) == ("NEW_GRANT_AT", "NEW_GRANT_RT")
+    assert stale.credentials["refresh_token"] == "NEW_GRANT_RT"
+
+
+def test_storing_a_webhook_secret_never_writes_over_tokens_stored_meanwhile(oauth_hub):
+    """A refresh committing its rotated tokens while the secret is stored: both kept."""
+    from hub.api.routes import webhooks as routes
+
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    with hub.session() as session:
+        organization_id = session.get(Connection, connection_id).organization_id
+    real_decrypt = hub.cipher.decrypt_json
+    rotated = []
+
+    def decrypt_while_a_refresh_commits(text):
+        value = real_decrypt(text)
+        if not rotated:  # once: the refresh lands between the read and the write
+            rotated.append(True)
+            with hub.session() as other:
+                row = other.get(Connection, connection_id)
+                row.credentials_encrypted = hub.cipher.encrypt_json(
+                    {**real_decrypt(row.credentials_encrypted), "refresh_token": "ROTATED_RT"})
+                row.credentials_version += 1
+                other.add(row)
+                other.commit()
+        return value
+
+    hub.cipher.decrypt_json = decrypt_while_a_refresh_commits
+    try:
+        routes._store_webhook_secret(hub, organization_id, connection_id, "whsec_x")
+    finally:
+        hub.cipher.decrypt_json = real_decrypt
+    with hub.session() as session:
+        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    assert (secrets["refresh_token"], secrets["webhook_secret"]) == ("ROTATED_RT", "whsec_x")

@@ -336,3 +336,21 @@ def test_a_field_set_at_creation_only_is_refused_in_updates_and_kept_when_writte
         "source": "name", "target": "n"}]}, headers=env.auth).status_code == 200
     assert env.put("x", {"k": "z"}, sync=False).json()["code"] == "read_only_field"
     assert env.put("x", {"k": "a", "n": "q"}, sync=False).status_code == 200
+
+
+def test_a_field_set_at_creation_only_is_refused_once_the_create_was_sent(typed):
+    """What changes after a create went out follows as an update: a
+    create-only field cannot be in it."""
+    from hub.models import SyncRecord
+
+    env = Env(typed, [])
+    created = env.post({"kind": "b", "name": "z"}, sync=False)
+    record_id = created.json()["record"]["id"]
+    with env.app.state.hub.session() as session:
+        row = session.get(SyncRecord, record_id)
+        row.push_status = "sending"  # on its way (a hub stopped in the middle, say)
+        session.add(row)
+        session.commit()
+    refused = env.put(record_id, {"kind": "c"}, sync=False)
+    assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
+    assert env.put(record_id, {"kind": "b", "name": "y"}, sync=False).status_code == 200  # kind unchanged

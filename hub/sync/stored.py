@@ -214,6 +214,10 @@ def refuse_create_only(schema: Any, changes: dict[str, Any]) -> None:
                                f"created", code="read_only_field", details={"fields": fixed})
 
 
+def schema_of(hub: Hub, connection: Connection, config: SyncConfig) -> Any:
+    return hub.provider(connection.provider).schema(config.entity)
+
+
 def _create_only(schema: Any, name: str) -> bool:
     field = schema.field(name)
     return field is not None and field.create_only
@@ -251,8 +255,9 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                 raise ReadOnly(f"{connection.provider} does not allow updating {config.entity}")
             current = merged_view(row)
             changes = _to_provider(hub, connection, config, data, mapped, current)
-            if row.remote_id is not None:
-                # A value written back as it is (a whole record read, then written) is no change.
+            if row.remote_id is not None or row.push_status == SENDING or row.sent_change:
+                # Created (or being created: what changes now follows as an update). A value
+                # written back as it is (a whole record read, then written) is no change.
                 changes = {k: v for k, v in changes.items() if not (_create_only(schema, k) and v == current.get(k))}
                 refuse_create_only(schema, changes)
             _check_indexes(current, changes, schema)
@@ -385,6 +390,10 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
                 raise ValidationFailed("a custom resolution needs data", code="missing_fields")
             # Against the provider's version: what the custom data changes there is what to push.
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row) if row.deleted else row.data)
+            if not row.deleted:  # (a deleted record's resolution creates it again: everything goes)
+                changes = {k: v for k, v in changes.items()
+                           if not (_create_only(schema_of(hub, connection, config), k) and v == row.data.get(k))}
+                refuse_create_only(schema_of(hub, connection, config), changes)
         if resolution == "provider" or changes == {} or (changes is None and row.local_op is None):
             # (A hub side already settled, by a deletion it asked for: nothing of the hub's to push.)
             row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
 from hub.api.bodies import HubRoute
@@ -14,9 +15,10 @@ from hub.api.schemas import (
     WebhookRegisterResponse,
     WebhookResponse,
 )
-from hub.services import webhooks as service
+from hub.models import Connection, utcnow
 from hub.runtime import Hub
-from hub.types import Credentials, WebhookRequest
+from hub.services import webhooks as service
+from hub.types import ProviderUnavailable, WebhookRequest
 
 router = APIRouter(tags=["webhooks"], route_class=HubRoute)
 
@@ -49,18 +51,30 @@ async def register_webhook(hub: HubDep, org: OrgDep, connection_id: str, body: W
     url = ctx.webhook_url
     result = await hub.call(provider, "register_webhook", ctx, url=url, events=body.events) or {}
     if result.get("secret"):
-        await asyncio.to_thread(_store_webhook_secret, hub, org.id, connection_id, result["secret"])
+        # Under the refresh locks: a refresh committing in between would be written over (its
+        # rotated refresh token, the only one that still works, lost).
+        async with hub.lock(connection_id), hub.shared_lock(f"refresh:{connection_id}"):
+            await asyncio.to_thread(_store_webhook_secret, hub, org.id, connection_id, result["secret"])
     return {"success": True, "subscription_id": str(result.get("id")) if result.get("id") else None, "url": url}
 
 
 def _store_webhook_secret(hub: Hub, organization_id: str, connection_id: str, secret: str) -> None:
-    with hub.session() as session:
-        connection = hub.find_connection(session, organization_id, connection_id)
-        secrets = hub.cipher.decrypt_json(connection.credentials_encrypted)
-        secrets["webhook_secret"] = secret
-        hub.store_credentials(connection, Credentials(secrets=secrets, expires_at=connection.token_expires_at))
-        session.add(connection)
-        session.commit()
+    """Add the secret to the stored credentials, compare-and-swap on their
+    version: credentials written meanwhile are read again, never overwritten."""
+    for _attempt in range(5):
+        with hub.session() as session:
+            connection = hub.find_connection(session, organization_id, connection_id)
+            version = connection.credentials_version
+            secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), "webhook_secret": secret}
+            updated = session.execute(sa.update(Connection).where(
+                Connection.id == connection_id, Connection.credentials_version == version).values(
+                credentials_encrypted=hub.cipher.encrypt_json(secrets), credentials_version=version + 1,
+                updated_at=utcnow()))
+            session.commit()
+            if updated.rowcount == 1:
+                return
+    raise ProviderUnavailable("the connection's credentials kept changing while the webhook secret was stored; "
+                              "register the webhook again")
 
 
 @router.get("/connections/{connection_id}/webhooks/events", response_model=WebhookEventsResponse,
