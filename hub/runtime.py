@@ -242,28 +242,27 @@ class Hub:
         if not ctx.connection_id:
             return await self._refresh_unsaved(provider, ctx)
         async with self.lock(ctx.connection_id), self.shared_lock(f"refresh:{ctx.connection_id}"):
-            with self.session() as session:
-                current = session.get(Connection, ctx.connection_id)
-                if current is None:
-                    return False
-                stored = self.cipher.decrypt_json(current.credentials_encrypted)
-                stored_expiry = current.token_expires_at
-                seen_expiry = ctx.extra.get("token_expires_at")
-                # Tokens other than those this call holds: another caller refreshed meanwhile. (Not
-                # the expiry alone: a provider giving none leaves it None before and after.)
-                renewed = stored_expiry != seen_expiry or any(
-                    stored.get(key) != ctx.credentials.get(key) for key in _TOKEN_KEYS)
-                if renewed or (
-                    not force and stored_expiry
-                    and stored_expiry - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow()
-                ):
-                    ctx.credentials = stored
-                    ctx.extra["token_expires_at"] = stored_expiry
-                    return True
-                # The stored secrets are the base: one registered since this call began (a webhook
-                # secret) is kept.
+            current = await asyncio.to_thread(self._stored_connection, ctx.connection_id)
+            if current is None:
+                return False
+            stored = self.cipher.decrypt_json(current.credentials_encrypted)
+            stored_expiry = current.token_expires_at
+            seen_expiry = ctx.extra.get("token_expires_at")
+            # Tokens other than those this call holds: another caller refreshed meanwhile. (Not
+            # the expiry alone: a provider giving none leaves it None before and after.)
+            renewed = stored_expiry != seen_expiry or any(
+                stored.get(key) != ctx.credentials.get(key) for key in _TOKEN_KEYS)
+            if renewed or (
+                not force and stored_expiry
+                and stored_expiry - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow()
+            ):
                 ctx.credentials = stored
-                version = current.credentials_version
+                ctx.extra["token_expires_at"] = stored_expiry
+                return True
+            # The stored secrets are the base: one registered since this call began (a webhook
+            # secret) is kept.
+            ctx.credentials = stored
+            version = current.credentials_version
             # No recursion through ctx.http while refreshing: neither the expiry
             # check nor the retry-after-401 may refresh again under this lock.
             ctx.extra["token_expires_at"] = None
@@ -274,51 +273,61 @@ class Hub:
                 # A refused refresh grant (OAuth's invalid_grant is a 400) means
                 # the user must authorize again.
                 message = f"token refresh refused: {exc.message}"
-                self.mark(ctx.connection_id, "expired", message)
+                await asyncio.to_thread(self.mark, ctx.connection_id, "expired", message)
                 raise AuthFailed(message, code="token_refresh_failed") from None
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
-            secrets = {**ctx.credentials, **fresh.secrets}
-            refreshed_from = {key: ctx.credentials.get(key) for key in _TOKEN_KEYS}
-            for _attempt in range(3):
-                with self.session() as session:
-                    updated = session.execute(
-                        sa.update(Connection)
-                        .where(Connection.id == ctx.connection_id, Connection.credentials_version == version)
-                        .values(
-                            credentials_encrypted=self.cipher.encrypt_json(secrets),
-                            credentials_version=version + 1,
-                            token_expires_at=fresh.expires_at,
-                            status="connected",
-                            last_error=None,
-                            updated_at=utcnow(),
-                        )
-                    )
-                    session.commit()
-                    if updated.rowcount == 1:
-                        break
-                    # Written meanwhile by something other than a refresh (they hold the lock): the
-                    # provider's new tokens go over what is stored now, never dropped (a rotated
-                    # refresh token is the only one that still works).
-                    current = session.get(Connection, ctx.connection_id)
-                    if current is None:
-                        return False
-                    stored = self.cipher.decrypt_json(current.credentials_encrypted)
-                    if any(stored.get(key) != value for key, value in refreshed_from.items()):
-                        # Connected again meanwhile (a new grant): it stands; the old grant's
-                        # new tokens are not written over it.
-                        ctx.credentials = stored
-                        ctx.extra["token_expires_at"] = current.token_expires_at
-                        return True
-                    secrets = {**stored, **fresh.secrets}
-                    version = current.credentials_version
-            else:
-                log.warning("connection %s kept changing during refresh; its new tokens were not saved",
-                            ctx.connection_id)
+            secrets, expires_at = await asyncio.to_thread(
+                self._save_refreshed, ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
+                {key: ctx.credentials.get(key) for key in _TOKEN_KEYS})
+            if secrets is None:
+                return False
             ctx.credentials = secrets
-            ctx.extra["token_expires_at"] = fresh.expires_at
+            ctx.extra["token_expires_at"] = expires_at
             return True
+
+    def _stored_connection(self, connection_id: str) -> Connection | None:
+        with self.session() as session:
+            return session.get(Connection, connection_id)
+
+    def _save_refreshed(self, connection_id: str, version: int, secrets: dict[str, Any], fresh: Credentials,
+                        refreshed_from: dict[str, Any]) -> tuple[dict[str, Any] | None, datetime | None]:
+        """Store a refresh's tokens, compare-and-swap on the credentials'
+        version; returns the credentials and expiry now in force (None: the
+        connection is gone)."""
+        for _attempt in range(3):
+            with self.session() as session:
+                updated = session.execute(
+                    sa.update(Connection)
+                    .where(Connection.id == connection_id, Connection.credentials_version == version)
+                    .values(
+                        credentials_encrypted=self.cipher.encrypt_json(secrets),
+                        credentials_version=version + 1,
+                        token_expires_at=fresh.expires_at,
+                        status="connected",
+                        last_error=None,
+                        updated_at=utcnow(),
+                    )
+                )
+                session.commit()
+                if updated.rowcount == 1:
+                    return secrets, fresh.expires_at
+                # Written meanwhile by something other than a refresh (they hold the lock): the
+                # provider's new tokens go over what is stored now, never dropped (a rotated
+                # refresh token is the only one that still works).
+                current = session.get(Connection, connection_id)
+                if current is None:
+                    return None, None
+                stored = self.cipher.decrypt_json(current.credentials_encrypted)
+                if any(stored.get(key) != value for key, value in refreshed_from.items()):
+                    # Connected again meanwhile (a new grant): it stands; the old grant's new tokens
+                    # are not written over it.
+                    return stored, current.token_expires_at
+                secrets = {**stored, **fresh.secrets}
+                version = current.credentials_version
+        log.warning("connection %s kept changing during refresh; its new tokens were not saved", connection_id)
+        return secrets, fresh.expires_at
 
     async def _refresh_unsaved(self, provider: Provider, ctx: ProviderContext) -> bool:
         if ctx.extra.get("refreshing"):
@@ -353,7 +362,7 @@ class Hub:
         except AuthFailed as exc:
             if ctx.connection_id:
                 status = "expired" if exc.code == "token_refresh_failed" else "error"
-                self.mark(ctx.connection_id, status, exc.message)
+                await asyncio.to_thread(self.mark, ctx.connection_id, status, exc.message)
             raise
         except HubError:
             raise

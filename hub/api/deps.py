@@ -15,7 +15,7 @@ from fastapi import Depends, Header, Request
 from hub.models import Connection, Organization
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.orgs import authenticate
+from hub.services.orgs import KEY_PREFIX, authenticate
 
 
 async def get_hub(request: Request) -> Hub:
@@ -36,8 +36,10 @@ async def current_organization(
         with hub.session() as session:
             return authenticate(session, hub.settings, authorization, jwks_client)
 
-    # A JWKS fetch (a new signing key) is network I/O whatever the database.
-    return await (asyncio.to_thread(lookup) if jwks_client is not None else hub.db(lookup))
+    # A JWT may adopt a new organization (a write, which waits for SQLite's write lock) or fetch a
+    # new signing key (network I/O): off the event loop whatever the database. An API key is a read.
+    token = (authorization or "")[7:].strip()
+    return await (hub.db(lookup) if token.startswith(KEY_PREFIX) else asyncio.to_thread(lookup))
 
 
 OrgDep = Annotated[Organization, Depends(current_organization)]

@@ -116,7 +116,7 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
             raise
     connection.next_sync_at = next_sync(connection)
     try:
-        return _save_new(hub, connection, one_per_organization=True)
+        return await asyncio.to_thread(_save_new, hub, connection, one_per_organization=True)
     except Conflict:
         await hub.pool.discard(connection.id)
         raise
@@ -197,8 +197,7 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     An OAuth or Link connection's credentials and configuration come from
     its authorization (its shop, its Plaid environment): changing them means
     connecting again, never sending its tokens elsewhere."""
-    with hub.session() as session:
-        connection = hub.find_connection(session, organization_id, connection_id)
+    connection = await hub.db(_find, hub, organization_id, connection_id)
     provider = hub.provider(connection.provider)
     config, shaping = _changed_config(provider, connection, changes.get("config") or {})
     secrets = None
@@ -220,6 +219,17 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         # its own, so its status must not become error (Hub.call marks the connection it names).
         ctx.connection_id = None
         await hub.call(provider, "test_connection", ctx)
+    return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
+                                   secrets)
+
+
+def _find(hub: Hub, organization_id: str, connection_id: str) -> Connection:
+    with hub.session() as session:
+        return hub.find_connection(session, organization_id, connection_id)
+
+
+def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection_id: str, changes: dict[str, Any],
+                  config: dict[str, Any] | None, secrets: dict[str, Any] | None) -> Connection:
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
@@ -265,8 +275,7 @@ def _changed_config(provider: Provider, connection: Connection,
 
 
 async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:
-    with hub.session() as session:
-        connection = hub.find_connection(session, organization_id, connection_id)
+    connection = await hub.db(_find, hub, organization_id, connection_id)
     provider = hub.provider(connection.provider)
     ctx = hub.context(provider, connection)
     try:
@@ -274,11 +283,10 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str) ->
     except AuthFailed:
         raise
     except HubError as exc:
-        hub.mark(connection.id, "error", exc.message)
+        await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
-    hub.mark(connection.id, "connected", None)
-    with hub.session() as session:
-        return hub.find_connection(session, organization_id, connection_id), details
+    await asyncio.to_thread(hub.mark, connection.id, "connected", None)
+    return await hub.db(_find, hub, organization_id, connection_id), details
 
 
 async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials) -> None:
@@ -287,7 +295,7 @@ async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials)
     when another connection uses the same account (revoking would cut it off)."""
     if not provider.implements("disconnect"):
         return
-    if credentials.webhook_key and _account_in_use(hub, provider.name, credentials.webhook_key):
+    if credentials.webhook_key and await hub.db(_account_in_use, hub, provider.name, credentials.webhook_key):
         return
     unsaved = Connection(organization_id="", provider=provider.name, category=provider.info.category,
                          name=provider.info.label)
@@ -311,8 +319,7 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     this connection's own. Decided after the rows are gone, under a lock per
     account, so that of two connections deleted at once the last revokes.
     """
-    with hub.session() as session:
-        connection = hub.find_connection(session, organization_id, connection_id)
+    connection = await hub.db(_find, hub, organization_id, connection_id)
     provider = hub.registry.providers.get(connection.provider)
     # Its credentials, read (and refreshed, if they expire soon) before its row goes.
     ctx = hub.context(provider, connection) if provider is not None and provider.implements("disconnect") else None
@@ -358,7 +365,7 @@ async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx:
 async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> None:
     lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
     async with lock:
-        ctx.extra["account_shared"] = bool(key) and _account_in_use(hub, provider.name, key)
+        ctx.extra["account_shared"] = bool(key) and await hub.db(_account_in_use, hub, provider.name, key)
         await hub.call(provider, "disconnect", ctx)
 
 

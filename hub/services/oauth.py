@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -69,15 +70,19 @@ async def start(hub: Hub, organization_id: str, provider: Provider, return_to: s
     ctx = hub.app_context(provider, params)
     url = await hub.call(provider, "authorization_url", ctx, redirect_uri=redirect_uri, state=state,
                          code_challenge=challenge, params=params)
-    with hub.session() as session:
-        session.add(OAuthState(
-            state_hash=hash_token(state), organization_id=organization_id, provider=provider.name,
-            redirect_uri=redirect_uri, return_to=return_to, params=params,
-            code_verifier_encrypted=hub.cipher.encrypt(verifier) if verifier else None,
-            expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds),
-        ))
-        session.commit()
+    await asyncio.to_thread(_save_state, hub, OAuthState(
+        state_hash=hash_token(state), organization_id=organization_id, provider=provider.name,
+        redirect_uri=redirect_uri, return_to=return_to, params=params,
+        code_verifier_encrypted=hub.cipher.encrypt(verifier) if verifier else None,
+        expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds),
+    ))
     return url
+
+
+def _save_state(hub: Hub, state: OAuthState) -> None:
+    with hub.session() as session:
+        session.add(state)
+        session.commit()
 
 
 def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
@@ -166,7 +171,7 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
     state = query.get("state")
     if not state:
         raise OAuthFailed("the callback has no state", code="missing_state")
-    record = _consume_state(hub, provider, state)
+    record = await asyncio.to_thread(_consume_state, hub, provider, state)
     if query.get("error"):
         # Never reflect the provider's error text: it is attacker-controllable.
         raise OAuthFailed("the user or the provider declined the authorization",
@@ -187,7 +192,8 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     try:
-        connection = upsert_from_credentials(hub, record.organization_id, provider, credentials)
+        connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,
+                                             credentials)
     except HubError as exc:
         await revoke_unsaved(hub, provider, credentials)
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None

@@ -84,7 +84,7 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             raise WebhookRejected("malformed delivery: the account it names is not a text")
     result: IntakeResult | None = None
     rejection: HubError | None = None
-    for connection in find_connections(hub, provider, connection_id, key):
+    for connection in await hub.db(find_connections, hub, provider, connection_id, key):
         ctx = hub.context(provider, connection)
         try:
             events = await provider.call("verify_webhook", ctx=ctx, request=request)

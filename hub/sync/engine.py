@@ -536,8 +536,7 @@ class SyncEngine:
         """After a run that succeeded, a connection in ``error`` is ``connected``
         again once its credentials pass the provider's test: the run may not
         have used them (Plaid's institutions, a push with nothing to send)."""
-        with self.hub.session() as session:
-            connection = session.get(Connection, connection_id)
+        connection = await self.hub.db(self.hub._stored_connection, connection_id)
         if connection is None or connection.status != "error":
             return
         try:
@@ -548,6 +547,19 @@ class SyncEngine:
         except HubError:
             return
         await asyncio.to_thread(self.hub.mark, connection_id, "connected", None)
+
+    def _run_targets(self, run: SyncRun) -> tuple[Connection | None, list[SyncConfig]]:
+        """The run's connection and the sync configs it runs."""
+        with self.hub.session() as session:
+            connection = session.get(Connection, run.connection_id)
+            query = select(SyncConfig).where(SyncConfig.connection_id == run.connection_id)
+            if run.entity:
+                query = query.where(SyncConfig.entity == run.entity)
+            else:
+                query = query.where(SyncConfig.enabled)
+                if run.trigger == "schedule":
+                    query = query.where(SyncConfig.schedule_minutes.is_(None))
+            return connection, list(session.exec(query.order_by(SyncConfig.entity)))
 
     @staticmethod
     def _connection_of(session: Any, run_id: str) -> str | None:
@@ -564,16 +576,7 @@ class SyncEngine:
                 log.warning("could not renew the sync lease of %s", lease.connection_id, exc_info=True)
 
     async def _execute(self, run: SyncRun, lease: Lease) -> HubError | None:
-        with self.hub.session() as session:
-            connection = session.get(Connection, run.connection_id)
-            query = select(SyncConfig).where(SyncConfig.connection_id == run.connection_id)
-            if run.entity:
-                query = query.where(SyncConfig.entity == run.entity)
-            else:
-                query = query.where(SyncConfig.enabled)
-                if run.trigger == "schedule":
-                    query = query.where(SyncConfig.schedule_minutes.is_(None))
-            configs = list(session.exec(query.order_by(SyncConfig.entity)))
+        connection, configs = await self.hub.db(self._run_targets, run)
         if connection is None:
             return NotFound("the connection was deleted", code="connection_not_found")
         try:
