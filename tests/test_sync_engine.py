@@ -19,7 +19,7 @@ from hub.config import Settings
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.sync import configs as config_service
 from hub.sync.engine import SyncEngine, create_run
-from hub.sync.leases import HOST
+from hub.sync.leases import PLACE, Lease, new_owner
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
@@ -465,12 +465,12 @@ def test_only_one_run_of_a_connection_at_a_time(hub, conn, ledger):
 
 def test_a_lease_left_by_a_dead_process_is_taken_over_and_a_live_one_is_waited_for(hub, conn):
     with hub.session() as session:
-        session.add(SyncLease(connection_id=conn.id, owner=f"{HOST}:{2**22 + 12345}:dead",
+        session.add(SyncLease(connection_id=conn.id, owner=f"{PLACE}:{2**22 + 12345}:dead",
                               expires_at=utcnow() + timedelta(minutes=5)))
         session.commit()
     assert run(sync(hub, conn)).status == "succeeded"
     with hub.session() as session:
-        session.add(SyncLease(connection_id=conn.id, owner=f"{HOST}:{os.getppid()}:alive",
+        session.add(SyncLease(connection_id=conn.id, owner=f"{PLACE}:{os.getppid()}:alive",
                               expires_at=utcnow() + timedelta(minutes=5)))
         session.commit()
     busy = run(sync(hub, conn, lease_wait=0.3))
@@ -484,7 +484,7 @@ def test_an_interrupted_run_is_requeued_and_resumed_by_the_scheduler(hub, conn, 
     interrupted, _ = create_run(hub, conn)
     with hub.session() as session:
         row = session.get(SyncRun, interrupted.id)
-        row.status, row.owner = "running", f"{HOST}:{2**22 + 12345}:gone"
+        row.status, row.owner = "running", f"{PLACE}:{2**22 + 12345}:gone"
         session.add(row)
         session.commit()
 
@@ -635,3 +635,101 @@ def test_reenabling_after_an_interrupted_incremental_pass_still_makes_a_full_pas
     assert run(sync(hub, conn)).status == "succeeded"
     assert "it_00200" not in stored(hub, conn.id, "items"), \
         f"watermark after re-enable: {state_of(hub, conn.id).watermark}; the deletion was never swept"
+
+
+def test_a_provider_hanging_on_a_revocation_does_not_hold_up_scheduling(hub, conn, monkeypatch):
+    import hub.services.connections as connection_service
+
+    started = []
+
+    async def hangs(*_args, **_kwargs):
+        started.append(True)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(connection_service, "retry_revocations", hangs)
+
+    async def two_ticks():
+        service = SyncService(hub, LocalExecutor(hub))
+        scheduler = Scheduler(service, interval=60)
+        try:
+            await asyncio.wait_for(scheduler.tick(), timeout=10)
+            await asyncio.sleep(0)  # the revocations start beside it
+            await asyncio.wait_for(scheduler.tick(), timeout=10)  # and are not started twice
+            return len(started)
+        finally:
+            await scheduler.stop()
+            await hub.close()
+
+    assert run(two_ticks()) == 1
+
+
+def test_a_run_put_back_in_the_queue_stops_its_holder_at_its_next_page(hub, conn):
+    """Its holder taken for gone (a clock ahead, a pid namespace of its own):
+    the lease ends with the requeue, so the holder cannot go on beside the
+    run's next execution, and its outcome is not recorded over the run's."""
+    from hub.sync.engine import requeue
+    from hub.sync.leases import LeaseLost
+
+    queued, _ = create_run(hub, conn)
+    holder = Lease(hub, conn.id, new_owner(), queued.id, ttl=60)
+    assert holder.try_acquire()
+    with hub.session() as session:
+        row = session.get(SyncRun, queued.id)
+        row.status, row.owner = "running", holder.owner
+        session.add(row)
+        session.commit()
+    assert requeue(hub, queued.id, holder.owner, "its holder looked gone")
+    with pytest.raises(LeaseLost):
+        holder.renew()
+    SyncEngine(hub)._finish(queued.id, holder.owner, "succeeded", None)
+    assert get_run(hub, queued.id).status == "queued"
+
+
+def test_a_run_that_cannot_get_the_lease_is_failed_only_while_queued(hub, conn):
+    """The same run executed twice (a queue job and `hub sync`): the second,
+    waiting in vain for the lease the first holds, does not fail the run
+    the first is executing."""
+    executing, _ = create_run(hub, conn)
+    holder = Lease(hub, conn.id, new_owner(), executing.id, ttl=60)
+    assert holder.try_acquire()
+    with hub.session() as session:
+        row = session.get(SyncRun, executing.id)
+        row.status, row.owner = "running", holder.owner
+        session.add(row)
+        session.commit()
+
+    async def second():
+        try:
+            return await SyncEngine(hub, lease_wait=0.3).execute(executing.id)
+        finally:
+            await hub.close()
+
+    assert run(second()).status == "running"
+    holder.release()
+
+
+def test_a_holder_in_another_pid_namespace_of_this_host_counts_as_alive():
+    """Containers sharing the host name (host networking) each have a pid 1:
+    only this pid namespace's pids can be checked."""
+    from hub.sync.leases import HOST, owner_alive
+
+    assert PLACE.startswith(HOST)
+    assert owner_alive(f"{HOST}/1:{os.getpid()}:not-ours")  # another namespace's process of the same pid
+    assert not owner_alive(f"{PLACE}:{os.getpid()}:not-ours")  # this process, a lease it does not hold
+    if PLACE != HOST:
+        assert owner_alive(f"{HOST}:{2**22 + 1}:older-hub")  # an older hub's owner: left to expire
+
+
+def test_lease_times_are_on_the_databases_clock_on_postgresql(hub, conn, monkeypatch):
+    """A scheduler on a machine whose clock is 90 s ahead does not take a live
+    worker elsewhere for gone."""
+    from hub.sync import leases
+
+    if hub.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite is on one machine: one clock")
+    elsewhere = "another-machine/1:4242:abcdef"
+    holder = leases.Lease(hub, conn.id, elsewhere, None, ttl=60)
+    assert holder.try_acquire()
+    monkeypatch.setattr(leases, "utcnow", lambda: utcnow() + timedelta(seconds=90))
+    assert not leases.holder_gone(hub, conn.id, elsewhere)
+    assert not leases.Lease(hub, conn.id, new_owner(), None, ttl=60).try_acquire()

@@ -513,7 +513,7 @@ def test_a_change_left_on_its_way_by_a_stopped_hub_can_be_discarded_once_no_run_
     once the run is over, or when its process is gone (a killed hub's run
     still shows ``running`` until it is taken up again)."""
     from hub.models import SyncRun
-    from hub.sync.leases import HOST, Lease, new_owner
+    from hub.sync.leases import PLACE, Lease, new_owner
     from hub.sync.stored import PushUnderWay
 
     tenant = Tenant(hub, conn, "review")
@@ -521,7 +521,7 @@ def test_a_change_left_on_its_way_by_a_stopped_hub_can_be_discarded_once_no_run_
     tenant.write("it_00002", {"name": "hub"})
     left_sending(hub, "it_00001")
     left_sending(hub, "it_00002")
-    for owner in (new_owner(), f"{HOST}:{2**22 + 1}:deadbeef0000"):  # this live process; a pid that is no more
+    for owner in (new_owner(), f"{PLACE}:{2**22 + 1}:deadbeef0000"):  # this live process; a pid that is no more
         with hub.session() as session:
             running = SyncRun(organization_id=conn.organization_id, connection_id=conn.id, entity="items",
                               direction="push", status="running", owner=owner)

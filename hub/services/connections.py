@@ -160,8 +160,11 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
 
     OAuth re-authorization of the same provider (and the same provider-side
     account) updates the existing connection instead of adding another.
+    Decided under the organization's lock for the provider: two callbacks at
+    once make one connection.
     """
     with hub.session() as session:
+        lock(session, f"connections/{organization_id}/{provider.name}")
         query = select(Connection).where(
             Connection.organization_id == organization_id, Connection.provider == provider.name
         )

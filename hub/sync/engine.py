@@ -41,7 +41,7 @@ from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync import configs as config_service
-from hub.sync.leases import Lease, LeaseLost, holder_gone, new_owner
+from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner
 from hub.sync.store import (
     CONFLICT,
     FAILED,
@@ -241,13 +241,19 @@ def interrupted_runs(hub: Hub, connection_id: str | None = None) -> list[SyncRun
 
 
 def requeue(hub: Hub, run_id: str, owner: str | None, reason: str) -> bool:
-    """Put an interrupted run back in the queue (it resumes where it stopped)."""
+    """Put an interrupted run back in the queue (it resumes where it stopped),
+    ending its holder's lease: a holder taken for gone that is still working
+    stops at its next page instead of running beside the run's next execution."""
     with hub.session() as session:
         result = session.execute(
             sa.update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running",
                                    _runs.c.owner == owner if owner else _runs.c.owner.is_(None))
             .values(status="queued", owner=None, error=reason[:2000])
         )
+        if result.rowcount == 1 and owner:
+            connection_id = session.execute(sa.select(_runs.c.connection_id).where(_runs.c.id == run_id)).scalar()
+            if connection_id:
+                end_lease(session, connection_id, owner)
         session.commit()
     return result.rowcount == 1
 
@@ -473,8 +479,10 @@ class SyncEngine:
             return run
         lease = Lease(self.hub, run.connection_id, new_owner(), run.id, self.lease_ttl)
         if not await lease.acquire(self.lease_wait):
+            # Failed only if still queued: the run itself may be what is running elsewhere (a job of
+            # the queue and `hub sync` both executing it).
             await asyncio.to_thread(self._finish, run.id, None, "failed",
-                                    Busy("another sync of this connection is still running"))
+                                    Busy("another sync of this connection is still running"), "queued")
             return self._load(run_id)
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
@@ -516,15 +524,24 @@ class SyncEngine:
             session.commit()
         return claimed.rowcount == 1
 
-    def _finish(self, run_id: str, owner: str | None, status: str, error: HubError | None) -> None:
+    def _finish(self, run_id: str, owner: str | None, status: str, error: HubError | None,
+                only_if: str | None = None) -> None:
         now = utcnow()
         with self.hub.session() as session:
             query = sa.update(_runs).where(_runs.c.id == run_id)
             if owner:
                 query = query.where(_runs.c.owner == owner)
-            session.execute(query.values(
+            if only_if:
+                query = query.where(_runs.c.status == only_if)
+            finished = session.execute(query.values(
                 status=status, finished_at=now, heartbeat_at=now,
                 error=error.message[:2000] if error else None, error_code=error.code if error else None))
+            if finished.rowcount != 1:
+                # Put back in the queue meanwhile (its holder taken for gone), or finished elsewhere:
+                # this execution's outcome is not the run's.
+                if owner:
+                    log.warning("run %s was no longer %s's to finish (%s not recorded)", run_id, owner, status)
+                return
             connection_id = self._connection_of(session, run_id)  # None: the connection (and run) was deleted
             connection = session.get(Connection, connection_id) if connection_id else None
             if connection is not None:

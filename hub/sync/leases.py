@@ -1,7 +1,8 @@
 """One sync per connection at a time, across processes and machines.
 
-A lease is a row per connection naming its holder (``host:pid:token``) and
-when the lease expires. The holder renews it while it works, in the same
+A lease is a row per connection naming its holder (``host/pid-namespace:pid:token``)
+and when the lease expires, on the database's clock (PostgreSQL's ``now()``:
+machines whose clocks disagree still agree on when a lease ends). The holder renews it while it works, in the same
 transaction as each page it stores, so a holder that lost its lease cannot
 store another page (fencing). Another process takes the lease over when it has
 expired or when its holder's process is gone from this machine (a crashed or
@@ -17,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +27,17 @@ from sqlmodel import Session
 from hub.models import SyncLease, SyncRun, utcnow
 from hub.runtime import Hub
 
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
 HOST = socket.gethostname()
+#: Where this process's pid means something: containers sharing a host name (host networking)
+#: each have their own pid 1.
+PLACE = f"{HOST}/{_pid_namespace()}" if _pid_namespace() else HOST
 #: Tokens of the leases this process holds (to tell them from a dead process's).
 ACTIVE: set[str] = set()
 _leases = SyncLease.__table__
@@ -37,20 +48,29 @@ class LeaseLost(Exception):
 
 
 def new_owner() -> str:
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    return f"{PLACE}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def db_now(session: Session | sa.Connection) -> datetime:
+    """Now on the database's clock on PostgreSQL, which every process and
+    machine shares; this machine's on SQLite (which is on one machine)."""
+    connection = session.connection() if isinstance(session, Session) else session
+    if connection.dialect.name == "postgresql":
+        return connection.execute(sa.text("SELECT now()")).scalar_one()
+    return utcnow()
 
 
 def owner_alive(owner: str | None) -> bool:
     """Whether the process holding ``owner`` may still be working.
 
-    Only processes on this machine can be checked; others count as alive
-    until their lease expires.
+    Only processes of this machine's pid namespace can be checked; others
+    count as alive until their lease expires.
     """
     if not owner:
         return False
-    host, _, rest = owner.partition(":")
+    place, _, rest = owner.partition(":")
     pid_text, _, token = rest.partition(":")
-    if host != HOST or not pid_text.isdigit():
+    if place != PLACE or not pid_text.isdigit():
         return True
     pid = int(pid_text)
     if pid == os.getpid():
@@ -78,9 +98,9 @@ class Lease:
         self.held = False
 
     def try_acquire(self) -> bool:
-        now = utcnow()
-        expires = now + timedelta(seconds=self.ttl)
         with self.hub.session() as session:
+            now = db_now(session)
+            expires = now + timedelta(seconds=self.ttl)
             session.add(SyncLease(connection_id=self.connection_id, owner=self.owner, run_id=self.run_id,
                                   acquired_at=now, expires_at=expires))
             try:
@@ -128,7 +148,7 @@ class Lease:
         renewed = session.execute(
             sa.update(_leases)
             .where(_leases.c.connection_id == self.connection_id, _leases.c.owner == self.owner)
-            .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
+            .values(expires_at=db_now(session) + timedelta(seconds=self.ttl))
         )
         if renewed.rowcount != 1:
             raise LeaseLost(f"the sync lease of connection {self.connection_id} was taken over")
@@ -153,9 +173,10 @@ def holder_gone(hub: Hub, connection_id: str, owner: str | None) -> bool:
     """Whether the run owned by ``owner`` has lost its lease for good."""
     with hub.session() as session:
         lease = session.get(SyncLease, connection_id)
+        now = db_now(session)
     if lease is None or lease.owner != owner:
         return True
-    return lease.expires_at <= utcnow() or not owner_alive(owner)
+    return lease.expires_at <= now or not owner_alive(owner)
 
 
 def end_dead_run_lease(connection: sa.Connection, run_id: str) -> int:
@@ -169,7 +190,16 @@ def end_dead_run_lease(connection: sa.Connection, run_id: str) -> int:
     """
     runs = SyncRun.__table__
     owner = sa.select(runs.c.owner).where(runs.c.id == run_id).scalar_subquery()
+    now = db_now(connection)
     ended = connection.execute(sa.update(_leases).where(_leases.c.run_id == run_id, _leases.c.owner == owner,
-                                                        _leases.c.expires_at > utcnow())
-                               .values(expires_at=utcnow()))
+                                                        _leases.c.expires_at > now)
+                               .values(expires_at=now))
     return ended.rowcount
+
+
+def end_lease(session: Session, connection_id: str, owner: str) -> None:
+    """End ``owner``'s lease of the connection in the caller's transaction:
+    its run was put back in the queue, so should that holder still be
+    working, its next page fails (``LeaseLost``) instead of running beside
+    the run's next execution."""
+    session.execute(sa.delete(_leases).where(_leases.c.connection_id == connection_id, _leases.c.owner == owner))

@@ -69,6 +69,8 @@ class Scheduler:
         self.hub = service.hub
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        #: Revocations are tried beside the ticks: a provider hanging on them never holds up scheduling.
+        self._revoking: asyncio.Task[Any] | None = None
 
     async def start(self) -> Scheduler:
         self._task = asyncio.create_task(self._loop(), name="sync-scheduler")
@@ -87,10 +89,11 @@ class Scheduler:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._revoking):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._revoking = None
 
     async def recover(self, everything: bool = False) -> list[str]:
         """Requeue runs whose process is gone; submit queued runs nobody
@@ -126,13 +129,17 @@ class Scheduler:
         for connection, entity in await asyncio.to_thread(self._claim_due, now):
             submitted += await self._start(connection, entity)
         await asyncio.to_thread(self.purge, now)
+        if self._revoking is None or self._revoking.done():
+            self._revoking = asyncio.create_task(self._revoke(now), name="pending-revocations")
+        return submitted
+
+    async def _revoke(self, now: datetime) -> None:
         from hub.services.connections import retry_revocations
 
         try:
             await retry_revocations(self.hub, now)
-        except Exception:  # a tick must go on scheduling whatever a provider does
+        except Exception:
             log.exception("retrying pending revocations failed")
-        return submitted
 
     def _queued(self) -> list[SyncRun]:
         with self.hub.session() as session:

@@ -246,7 +246,12 @@ async def create_link_token(ctx, user_id, options):
 async def exchange_public_token(ctx, public_token, metadata, link_token):
     # The client secret is the hub's, shared by every tenant: a public token is exchanged only
     # if the organization's own link token made it, or another's leaked token would connect here.
-    sessions = (await _post(ctx, "/link/token/get", link_token=link_token)).get("link_sessions") or []
+    answer = await _post(ctx, "/link/token/get", link_token=link_token)
+    if "link_sessions" not in answer:
+        raise ValidationFailed("Plaid reported no Link sessions for this link_token, so the public token cannot be "
+                               "checked against it (Plaid keeps them six hours after a session; ask Plaid to "
+                               "enable Link session data for the client)", code="invalid_public_token")
+    sessions = answer.get("link_sessions") or []
     made = {result.get("public_token") for session in sessions if isinstance(session, dict)
             for result in ((session.get("results") or {}).get("item_add_results") or []) if isinstance(result, dict)}
     made |= {(session.get("on_success") or {}).get("public_token") for session in sessions if isinstance(session, dict)}
