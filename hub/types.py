@@ -49,7 +49,8 @@ class EntityField:
     milliseconds); empty for ISO 8601 text. Mappings write times back so.
     ``create_only``: set when a record is created, never changed after (a
     Shopify order's ``line_items``); the core refuses an update that changes
-    it (``read_only_field``) before calling the plugin.
+    it (``read_only_field``) before calling the plugin, and leaves it out of
+    one that writes it back unchanged.
     """
 
     name: str

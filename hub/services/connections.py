@@ -45,11 +45,13 @@ def list_connections(hub: Hub, organization_id: str, provider: str | None = None
 
 #: Longest declared config or credential value: they go into URLs, headers and indexed columns.
 MAX_FIELD_LENGTH = 255
+#: Longest credential: encrypted, never indexed, and may be a PEM key or a long JWT.
+MAX_CREDENTIAL_LENGTH = 16384
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
                                              "boolean": (bool,)}
 
 
-def _check_types(fields: Any, values: dict[str, Any], what: str) -> None:
+def _check_types(fields: Any, values: dict[str, Any], what: str, longest: int = MAX_FIELD_LENGTH) -> None:
     """Declared fields hold values of their type (a shop domain is text, not 5)."""
     bad: dict[str, str] = {}
     for field in fields:
@@ -58,17 +60,20 @@ def _check_types(fields: Any, values: dict[str, Any], what: str) -> None:
         if value is None or wanted is None:
             continue
         if (not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
-                or (isinstance(value, str) and len(value) > MAX_FIELD_LENGTH)):
-            bad[field.name] = (f"text of at most {MAX_FIELD_LENGTH} characters" if field.type == "string"
-                               else field.type)
+                or (isinstance(value, str) and len(value) > longest)):
+            bad[field.name] = f"text of at most {longest} characters" if field.type == "string" else field.type
     if bad:
         raise ValidationFailed(f"{what} must be: " + ", ".join(f"{name} {kind}" for name, kind in bad.items()),
                                code="invalid_value", details={"fields": sorted(bad)})
 
 
-def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[str, Any]) -> None:
-    _check_types(provider.info.credential_fields, credentials, "credential(s)")
-    _check_types(provider.info.config_fields, config, "config field(s)")
+def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[str, Any],
+                  config_types: bool = True) -> None:
+    """``config_types``: check the config's values too (not when it is the
+    stored one, which a PUT of new credentials does not change)."""
+    _check_types(provider.info.credential_fields, credentials, "credential(s)", MAX_CREDENTIAL_LENGTH)
+    if config_types:
+        _check_types(provider.info.config_fields, config, "config field(s)")
     missing = [f.name for f in provider.info.credential_fields if f.required and not credentials.get(f.name)]
     missing += [f.name for f in provider.info.config_fields if f.required and config.get(f.name) in (None, "")]
     if missing:
@@ -210,7 +215,8 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
                 f"the credentials of a {provider.name} connection come from its {provider.info.auth_type} "
                 f"authorization: connect again to change them", code="credentials_from_authorization")
         secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
-        _check_fields(provider, secrets, config if config is not None else connection.config or {})
+        _check_fields(provider, secrets, config if config is not None else connection.config or {},
+                      config_types=False)  # (a config change was checked by _changed_config)
     if (shaping or secrets is not None) and provider.implements("test_connection"):
         candidate = connection.model_copy()
         if config is not None:

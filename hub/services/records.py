@@ -82,7 +82,14 @@ class RecordService:
     async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self._writable(entity, "supports_update", "updating")
         record_id = self._record_id(entity, record_id)
-        refuse_create_only(self.provider.schema(entity), data)
+        schema = self.provider.schema(entity)
+        fixed = {f.name for f in schema.fields if f.create_only and f.name in data}
+        if fixed and "get_record" in self.provider.hooks:
+            # A record read and written back whole names its create-only fields unchanged:
+            # those are left out; a change to one is refused.
+            current = await self.get(entity, record_id)
+            data = {k: v for k, v in data.items() if not (k in fixed and current.get(k) == v)}
+        refuse_create_only(schema, data)
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)
 
