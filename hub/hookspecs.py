@@ -161,7 +161,9 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
     (``Credentials.expires_at``, kept as the connection's ``token_expires_at``)
     passes, and once after a 401, under a per-connection lock so that
     concurrent calls refresh once. The core saves the result atomically,
-    including a rotated refresh token.
+    including a rotated refresh token. (A grant no connection stores, one
+    the core is giving back, has ``ctx.connection_id`` None and is
+    refreshed in memory.)
 
     :returns: the new :class:`~hub.types.Credentials`; its ``secrets`` are
         merged over the old ones (a key it leaves out, such as a refresh

@@ -398,12 +398,16 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
     (revoked, found invalid already, or the account used by a connection
     again). One failing for a passing reason waits longer each time, and is
     given up (logged) after :data:`REVOCATION_ATTEMPTS` attempts. Each row is
-    claimed first: two schedulers never revoke the same grant twice."""
+    claimed just before it is tried: two schedulers never revoke the same
+    grant twice."""
     now = now or utcnow()
     settled = 0
-    for pending in await asyncio.to_thread(_claim_revocations, hub, now, limit):
+    for pending in await asyncio.to_thread(_due_revocations, hub, now, limit):
+        if not await asyncio.to_thread(_claim_revocation, hub, pending, now):
+            continue
         provider = hub.registry.providers.get(pending.provider)
         error: str | None = None
+        kept: tuple[dict[str, Any], Any] | None = None
         if provider is None:
             error = f"the {pending.provider} plugin is not installed"  # it may come back
         elif provider.implements("disconnect"):
@@ -420,11 +424,13 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
             except (AuthFailed, NotFound, ValidationFailed, PermissionDenied) as exc:
                 log.info("the %s grant of deleted connection %s is not valid any more: %s", pending.provider,
                          pending.connection_id, exc.message)
-            except HubError as exc:  # the provider down, a 429, a plugin failing: try again later
-                error = exc.message
+            except Exception as exc:  # the provider down, a 429, a plugin failing: try again later
+                error = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__} in the plugin"
             finally:
                 await hub.pool.discard(unsaved.id)
-        await asyncio.to_thread(_after_retry, hub, pending.id, error, now)
+            # A refresh made for it rotated the grant's tokens: the ones kept must be the new ones.
+            kept = (ctx.credentials, ctx.extra.get("token_expires_at"))
+        await asyncio.to_thread(_after_retry, hub, pending.id, error, now, kept)
         settled += error is None
     return settled
 
@@ -433,22 +439,23 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
 REVOCATION_CLAIM = timedelta(minutes=10)
 
 
-def _claim_revocations(hub: Hub, now: Any, limit: int) -> list[PendingRevocation]:
-    claimed = []
+def _due_revocations(hub: Hub, now: Any, limit: int) -> list[PendingRevocation]:
     with hub.session() as session:
-        due = list(session.exec(select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
-                                .order_by(PendingRevocation.next_attempt_at).limit(limit)))
-        for pending in due:
-            taken = session.execute(sa.update(PendingRevocation).where(
-                PendingRevocation.id == pending.id, PendingRevocation.next_attempt_at == pending.next_attempt_at)
-                .values(next_attempt_at=now + REVOCATION_CLAIM))
-            session.commit()
-            if taken.rowcount == 1:
-                claimed.append(pending)
-    return claimed
+        return list(session.exec(select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
+                                 .order_by(PendingRevocation.next_attempt_at).limit(limit)))
 
 
-def _after_retry(hub: Hub, pending_id: str, error: str | None, now: Any) -> None:
+def _claim_revocation(hub: Hub, pending: PendingRevocation, now: Any) -> bool:
+    with hub.session() as session:
+        taken = session.execute(sa.update(PendingRevocation).where(
+            PendingRevocation.id == pending.id, PendingRevocation.next_attempt_at == pending.next_attempt_at)
+            .values(next_attempt_at=now + REVOCATION_CLAIM))
+        session.commit()
+    return taken.rowcount == 1
+
+
+def _after_retry(hub: Hub, pending_id: str, error: str | None, now: Any,
+                 kept: tuple[dict[str, Any], Any] | None = None) -> None:
     with hub.session() as session:
         pending = session.get(PendingRevocation, pending_id)
         if pending is None:
@@ -463,6 +470,9 @@ def _after_retry(hub: Hub, pending_id: str, error: str | None, now: Any) -> None
             pending.attempts += 1
             pending.last_error = error[:2000]
             pending.next_attempt_at = now + _revocation_delay(pending.attempts)
+            if kept is not None:
+                pending.credentials_encrypted = hub.cipher.encrypt_json(kept[0])
+                pending.token_expires_at = kept[1]
             session.add(pending)
         session.commit()
 

@@ -89,6 +89,8 @@ class RecordService:
             # those are left out; a change to one is refused.
             current = await self.get(entity, record_id)
             data = {k: v for k, v in data.items() if not (k in fixed and current.get(k) == v)}
+            if not data:
+                return current  # nothing else to change
         refuse_create_only(schema, data)
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)

@@ -56,7 +56,7 @@ def db_now(session: Session | sa.Connection) -> datetime:
     machine shares; this machine's on SQLite (which is on one machine)."""
     connection = session.connection() if isinstance(session, Session) else session
     if connection.dialect.name == "postgresql":
-        return connection.execute(sa.text("SELECT now()")).scalar_one()
+        return connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()  # not the transaction's start
     return utcnow()
 
 

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.runtime import Hub
-from hub.sync.leases import owner_alive
+from hub.sync.leases import db_now, owner_alive
 from hub.sync.mapping import Mapper
 from hub.sync.store import (
     LOCAL_CHANGE,
@@ -344,7 +344,7 @@ def _running(session: Any, connection_id: str) -> bool:
     if not owners:
         return False
     lease = session.get(SyncLease, connection_id)
-    return (lease is not None and lease.owner in owners and lease.expires_at > utcnow()
+    return (lease is not None and lease.owner in owners and lease.expires_at > db_now(session)
             and owner_alive(lease.owner))
 
 

@@ -265,8 +265,9 @@ class RevokeDown:
 @pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
 def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(shopify, shop_server):
     """The app could not be uninstalled when the connection was deleted; by
-    the retry its access token has expired: the grant is refreshed (in memory)
-    and then given back, not dropped as if it were invalid."""
+    the retries its access token has expired: the grant is refreshed (in
+    memory), its rotated tokens kept while the shop still refuses, and given
+    back with them once it answers; never dropped as if it were invalid."""
     import asyncio
 
     from sqlmodel import select
@@ -281,20 +282,40 @@ def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(sho
     down = switch.app = RevokeDown(switch.app)
     assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
     with hub.session() as session:
-        assert len(session.exec(select(PendingRevocation)).all()) == 1
-    down.down = False
+        session.execute(sa.update(PendingRevocation).values(token_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
     for token in list(shopify.shop.state.tokens):
         shopify.shop.state.tokens[token] = time.time() - 1  # expired at the shop
     refreshes = shopify.shop.state.refreshes
 
-    async def retry():
-        later = Hub(hub.settings, hub.registry)
-        try:
-            return await retry_revocations(later, now=utcnow() + timedelta(days=1))
-        finally:
-            await later.close()
+    def retry(days: int, plugin_bug: bool = False) -> int:
+        async def go():
+            later = Hub(hub.settings, hub.registry)
+            provider = later.provider("shopify")
+            if plugin_bug:
+                real_call = provider.call
 
-    assert asyncio.run(retry()) == 1
+                async def failing(hook, **kwargs):
+                    if hook == "refresh_credentials":
+                        raise KeyError("a plugin bug")
+                    return await real_call(hook, **kwargs)
+
+                provider.call = failing
+            try:
+                return await retry_revocations(later, now=utcnow() + timedelta(days=days))
+            finally:
+                provider.__dict__.pop("call", None)  # (the registry's providers are shared)
+                await later.close()
+        return asyncio.run(go())
+
+    assert retry(1, plugin_bug=True) == 0  # a plugin failing is a passing failure, counted
+    with hub.session() as session:
+        [pending] = session.exec(select(PendingRevocation)).all()
+    assert pending.attempts == 2 and "KeyError" in pending.last_error
+    assert retry(2) == 0  # refreshed, but the shop still refuses: the new tokens are kept
+    assert shopify.shop.state.refreshes == refreshes + 1
+    down.down = False
+    assert retry(3) == 1
     assert shopify.shop.state.refreshes == refreshes + 1
     assert not [t for t, expiry in shopify.shop.state.tokens.items() if expiry is None or expiry > time.time()]
     with hub.session() as session:
