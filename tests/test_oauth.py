@@ -282,6 +282,41 @@ def test_two_calls_meeting_a_401_at_once_refresh_once_without_expiry_times(untim
         assert session.get(Connection, connection_id).status == "connected"
 
 
+def refresh_in_a_worker(settings, example_registry, connection, during, made_before=None):
+    """A worker process's refresh of ``connection``, its context made first
+    (then ``made_before`` runs), with ``during`` run right after the provider
+    answered the refresh; returns that context."""
+    worker = Hub(settings, example_registry)
+    provider = worker.provider("oauthex")
+    context = worker.context(provider, connection)
+    if made_before is not None:
+        made_before()
+    real_call = provider.call
+
+    async def calling(hook, **kwargs):
+        result = await real_call(hook, **kwargs)
+        if hook == "refresh_credentials":
+            during()
+        return result
+
+    provider.call = calling
+
+    async def go():
+        try:
+            await worker._ensure_fresh(provider, context)
+        finally:
+            provider.__dict__.pop("call", None)  # (the registry's providers are shared)
+            await worker.close()
+
+    asyncio.run(go())
+    return context
+
+
+def stored_secrets(hub, connection_id: str) -> dict:
+    with hub.session() as session:
+        return hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+
+
 def test_a_refresh_keeps_secrets_stored_since_its_call_began_and_saves_its_tokens(oauth_hub, oauth_fake, settings,
                                                                                   example_registry):
     """A worker's context was made before a webhook secret was stored: its
@@ -291,9 +326,6 @@ def test_a_refresh_keeps_secrets_stored_since_its_call_began_and_saves_its_token
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
     connection = expire_soon(hub, connection_id)
-    worker = Hub(settings, example_registry)
-    provider = worker.provider("oauthex")
-    stale = worker.context(provider, connection)
 
     def store_secret(**extra):
         with hub.session() as session:
@@ -304,28 +336,12 @@ def test_a_refresh_keeps_secrets_stored_since_its_call_began_and_saves_its_token
             session.add(row)
             session.commit()
 
-    store_secret(webhook_secret="whsec_first")
-    real_refresh = provider.call
-
-    async def refresh_while_a_secret_is_stored(hook, **kwargs):
-        result = await real_refresh(hook, **kwargs)
-        if hook == "refresh_credentials":
-            store_secret(webhook_secret="whsec_second")
-        return result
-
-    provider.call = refresh_while_a_secret_is_stored
-
-    async def go():
-        try:
-            await worker._ensure_fresh(provider, stale)
-        finally:
-            await worker.close()
-
-    asyncio.run(go())
-    with hub.session() as session:
-        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    context = refresh_in_a_worker(settings, example_registry, connection,
+                                  during=lambda: store_secret(webhook_secret="whsec_second"),
+                                  made_before=lambda: store_secret(webhook_secret="whsec_first"))
+    secrets = stored_secrets(hub, connection_id)
     assert secrets["webhook_secret"] == "whsec_second"
-    assert secrets["refresh_token"] == stale.credentials["refresh_token"]  # the rotated one, saved
+    assert secrets["refresh_token"] == context.credentials["refresh_token"]  # the rotated one, saved
     assert secrets["access_token"] in oauth_fake[1].state.access
 
 
@@ -340,33 +356,17 @@ def test_a_refresh_does_not_write_the_old_grant_over_one_connected_again_meanwhi
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
     connection = expire_soon(hub, connection_id)
-    worker = Hub(settings, example_registry)
-    provider = worker.provider("oauthex")
-    stale = worker.context(provider, connection)
-    real_call = provider.call
 
-    async def refresh_while_connected_again(hook, **kwargs):
-        result = await real_call(hook, **kwargs)
-        if hook == "refresh_credentials":  # the user connects again meanwhile (the OAuth callback)
-            upsert_from_credentials(hub, connection.organization_id, hub.provider("oauthex"), Credentials(
-                secrets={"access_token": "NEW_GRANT_AT", "refresh_token": "NEW_GRANT_RT"},
-                expires_at=datetime.now(timezone.utc) + timedelta(hours=1), webhook_key="acct_1",
-                config={"account": "acct_1"}))
-        return result
+    def connect_again():  # the user connects again meanwhile (the OAuth callback)
+        upsert_from_credentials(hub, connection.organization_id, hub.provider("oauthex"), Credentials(
+            secrets={"access_token": "NEW_GRANT_AT", "refresh_token": "NEW_GRANT_RT"},
+            expires_at=datetime.now(timezone.utc) + timedelta(hours=1), webhook_key="acct_1",
+            config={"account": "acct_1"}))
 
-    provider.call = refresh_while_connected_again
-
-    async def go():
-        try:
-            await worker._ensure_fresh(provider, stale)
-        finally:
-            await worker.close()
-
-    asyncio.run(go())
-    with hub.session() as session:
-        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    context = refresh_in_a_worker(settings, example_registry, connection, during=connect_again)
+    secrets = stored_secrets(hub, connection_id)
     assert (secrets["access_token"], secrets["refresh_token"]) == ("NEW_GRANT_AT", "NEW_GRANT_RT")
-    assert stale.credentials["refresh_token"] == "NEW_GRANT_RT"
+    assert context.credentials["refresh_token"] == "NEW_GRANT_RT"
 
 
 def test_storing_a_webhook_secret_never_writes_over_tokens_stored_meanwhile(oauth_hub):
@@ -399,6 +399,5 @@ def test_storing_a_webhook_secret_never_writes_over_tokens_stored_meanwhile(oaut
         routes._store_webhook_secret(hub, organization_id, connection_id, "whsec_x")
     finally:
         hub.cipher.decrypt_json = real_decrypt
-    with hub.session() as session:
-        secrets = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    secrets = stored_secrets(hub, connection_id)
     assert (secrets["refresh_token"], secrets["webhook_secret"]) == ("ROTATED_RT", "whsec_x")

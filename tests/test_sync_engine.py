@@ -663,13 +663,8 @@ def test_a_provider_hanging_on_a_revocation_does_not_hold_up_scheduling(hub, con
     assert run(two_ticks()) == 1
 
 
-def test_a_run_put_back_in_the_queue_stops_its_holder_at_its_next_page(hub, conn):
-    """Its holder taken for gone (a clock ahead, a pid namespace of its own):
-    the lease ends with the requeue, so the holder cannot go on beside the
-    run's next execution, and its outcome is not recorded over the run's."""
-    from hub.sync.engine import requeue
-    from hub.sync.leases import LeaseLost
-
+def running_run(hub, conn) -> tuple[SyncRun, Lease]:
+    """A run under way in a process of its own: shown running, its holder holding the lease."""
     queued, _ = create_run(hub, conn)
     holder = Lease(hub, conn.id, new_owner(), queued.id, ttl=60)
     assert holder.try_acquire()
@@ -678,6 +673,17 @@ def test_a_run_put_back_in_the_queue_stops_its_holder_at_its_next_page(hub, conn
         row.status, row.owner = "running", holder.owner
         session.add(row)
         session.commit()
+    return queued, holder
+
+
+def test_a_run_put_back_in_the_queue_stops_its_holder_at_its_next_page(hub, conn):
+    """Its holder taken for gone (a clock ahead, a pid namespace of its own):
+    the lease ends with the requeue, so the holder cannot go on beside the
+    run's next execution, and its outcome is not recorded over the run's."""
+    from hub.sync.engine import requeue
+    from hub.sync.leases import LeaseLost
+
+    queued, holder = running_run(hub, conn)
     assert requeue(hub, queued.id, holder.owner, "its holder looked gone")
     with pytest.raises(LeaseLost):
         holder.renew()
@@ -689,14 +695,7 @@ def test_a_run_that_cannot_get_the_lease_is_failed_only_while_queued(hub, conn):
     """The same run executed twice (a queue job and `hub sync`): the second,
     waiting in vain for the lease the first holds, does not fail the run
     the first is executing."""
-    executing, _ = create_run(hub, conn)
-    holder = Lease(hub, conn.id, new_owner(), executing.id, ttl=60)
-    assert holder.try_acquire()
-    with hub.session() as session:
-        row = session.get(SyncRun, executing.id)
-        row.status, row.owner = "running", holder.owner
-        session.add(row)
-        session.commit()
+    executing, holder = running_run(hub, conn)
 
     async def second():
         try:
