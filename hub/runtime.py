@@ -403,7 +403,12 @@ class Hub:
         """Encrypt and attach credentials (and what they teach about config)."""
         connection.credentials_encrypted = self.cipher.encrypt_json(credentials.secrets)
         connection.credentials_hint = credential_hint(credentials.secrets)
-        connection.credentials_version += 1
+        if sa.inspect(connection).persistent:
+            # Counted in the UPDATE itself: a version another writer committed since this row was
+            # read is not reused, so a compare-and-swap holding that version (a refresh) fails.
+            connection.credentials_version = Connection.credentials_version + 1
+        else:
+            connection.credentials_version += 1
         connection.token_expires_at = credentials.expires_at
         connection.config = {**(connection.config or {}), **credentials.config}
         if credentials.webhook_key:

@@ -401,3 +401,27 @@ def test_storing_a_webhook_secret_never_writes_over_tokens_stored_meanwhile(oaut
         hub.cipher.decrypt_json = real_decrypt
     secrets = stored_secrets(hub, connection_id)
     assert (secrets["refresh_token"], secrets["webhook_secret"]) == ("ROTATED_RT", "whsec_x")
+
+
+def test_credentials_stored_over_a_row_read_before_another_write_get_a_version_of_their_own(oauth_hub):
+    """A re-authorisation read the connection at version n, a refresh then
+    committed n+1: the re-authorisation is n+2, never n+1 again, so a
+    compare-and-swap still holding n+1 fails instead of writing over it."""
+    from hub.types import Credentials
+
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    with hub.session() as reauthorising:
+        row = reauthorising.get(Connection, connection_id)
+        read = row.credentials_version
+        with hub.session() as refreshing:
+            other = refreshing.get(Connection, connection_id)
+            other.credentials_version += 1
+            refreshing.add(other)
+            refreshing.commit()
+        hub.store_credentials(row, Credentials(secrets={"access_token": "NEW", "refresh_token": "NEW_RT"}))
+        reauthorising.add(row)
+        reauthorising.commit()
+        reauthorising.refresh(row)
+        assert row.credentials_version == read + 2
