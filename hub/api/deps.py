@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from hub.models import Connection, Organization
+from hub.models import Organization
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.services.orgs import KEY_PREFIX, authenticate
@@ -51,8 +51,3 @@ async def get_provider(hub: HubDep, provider: str) -> Provider:
 
 ProviderDep = Annotated[Provider, Depends(get_provider)]
 
-
-def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Connection:
-    """The organization's connection (404 otherwise); blocking: run it with ``hub.db``."""
-    with hub.session() as session:
-        return hub.find_connection(session, organization_id, connection_id)

@@ -205,7 +205,7 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     An OAuth or Link connection's credentials and configuration come from
     its authorization (its shop, its Plaid environment): changing them means
     connecting again, never sending its tokens elsewhere."""
-    connection = await hub.db(_find, hub, organization_id, connection_id)
+    connection = await hub.db(find_connection, hub, organization_id, connection_id)
     provider = hub.provider(connection.provider)
     config, shaping = _changed_config(provider, connection, changes.get("config") or {})
     secrets = None
@@ -232,7 +232,8 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
                                    secrets)
 
 
-def _find(hub: Hub, organization_id: str, connection_id: str) -> Connection:
+def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Connection:
+    """The organization's connection (404 otherwise); blocking: run it with ``hub.db``."""
     with hub.session() as session:
         return hub.find_connection(session, organization_id, connection_id)
 
@@ -284,7 +285,7 @@ def _changed_config(provider: Provider, connection: Connection,
 
 
 async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:
-    connection = await hub.db(_find, hub, organization_id, connection_id)
+    connection = await hub.db(find_connection, hub, organization_id, connection_id)
     provider = hub.provider(connection.provider)
     ctx = hub.context(provider, connection)
     try:
@@ -295,7 +296,7 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str) ->
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
     await asyncio.to_thread(hub.mark, connection.id, "connected", None)
-    return await hub.db(_find, hub, organization_id, connection_id), details
+    return await hub.db(find_connection, hub, organization_id, connection_id), details
 
 
 async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials) -> None:
@@ -328,7 +329,7 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     this connection's own. Decided after the rows are gone, under a lock per
     account, so that of two connections deleted at once the last revokes.
     """
-    connection = await hub.db(_find, hub, organization_id, connection_id)
+    connection = await hub.db(find_connection, hub, organization_id, connection_id)
     provider = hub.registry.providers.get(connection.provider)
     # Its credentials, read (and refreshed, if they expire soon) before its row goes.
     ctx = hub.context(provider, connection) if provider is not None and provider.implements("disconnect") else None

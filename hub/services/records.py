@@ -10,7 +10,7 @@ from typing import Any
 from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.sync.stored import InvalidCursor, decode_cursor, encode_cursor, refuse_create_only
+from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
 from hub.types import NotFound, Page, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
@@ -83,15 +83,14 @@ class RecordService:
         self._writable(entity, "supports_update", "updating")
         record_id = self._record_id(entity, record_id)
         schema = self.provider.schema(entity)
-        fixed = {f.name for f in schema.fields if f.create_only and f.name in data}
-        if fixed and "get_record" in self.provider.hooks:
+        current = None
+        if create_only_fields(schema, data) and "get_record" in self.provider.hooks:
             # A record read and written back whole names its create-only fields unchanged:
             # those are left out; a change to one is refused.
             current = await self.get(entity, record_id)
-            data = {k: v for k, v in data.items() if not (k in fixed and current.get(k) == v)}
-            if not data:
-                return current  # nothing else to change
-        refuse_create_only(schema, data)
+        data = settle_create_only(schema, data, current)
+        if not data and current is not None:
+            return current  # nothing else to change
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)
 

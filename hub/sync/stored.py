@@ -206,21 +206,26 @@ def _recreated(hub: Hub, connection: Connection, config: SyncConfig, row: SyncRe
     return {k: v for k, v in view.items() if v is not None and (writable is None or k in writable)}
 
 
-def refuse_create_only(schema: Any, changes: dict[str, Any]) -> None:
-    """Refuse an update naming fields the provider takes only when a record is created."""
-    fixed = sorted(f.name for f in schema.fields if f.create_only and f.name in changes)
+def create_only_fields(schema: Any, changes: dict[str, Any]) -> list[str]:
+    """The fields of ``changes`` the provider takes only when a record is created."""
+    return sorted(f.name for f in schema.fields if f.create_only and f.name in changes)
+
+
+def settle_create_only(schema: Any, changes: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """An update's changes without the create-only fields it writes back as
+    ``current`` has them (a record read, then written whole).
+
+    :raises ValidationFailed: ``read_only_field``, a create-only field changed
+        (any, with no ``current`` to compare with).
+    """
+    unchanged = {name for name in create_only_fields(schema, changes)
+                 if current is not None and changes[name] == current.get(name)}
+    changes = {k: v for k, v in changes.items() if k not in unchanged}
+    fixed = create_only_fields(schema, changes)
     if fixed:
         raise ValidationFailed(f"{', '.join(fixed)} of a {schema.name} record can only be set when it is "
                                f"created", code="read_only_field", details={"fields": fixed})
-
-
-def schema_of(hub: Hub, connection: Connection, config: SyncConfig) -> Any:
-    return hub.provider(connection.provider).schema(config.entity)
-
-
-def _create_only(schema: Any, name: str) -> bool:
-    field = schema.field(name)
-    return field is not None and field.create_only
+    return changes
 
 
 def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any) -> None:
@@ -258,8 +263,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
             if row.remote_id is not None or row.push_status == SENDING or row.sent_change:
                 # Created (or being created: what changes now follows as an update). A value
                 # written back as it is (a whole record read, then written) is no change.
-                changes = {k: v for k, v in changes.items() if not (_create_only(schema, k) and v == current.get(k))}
-                refuse_create_only(schema, changes)
+                changes = settle_create_only(schema, changes, current)
             _check_indexes(current, changes, schema)
             if changes:  # else the same values as now: nothing to push
                 local_update(session, row, changes, now)
@@ -391,9 +395,8 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
             # Against the provider's version: what the custom data changes there is what to push.
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row) if row.deleted else row.data)
             if not row.deleted:  # (a deleted record's resolution creates it again: everything goes)
-                changes = {k: v for k, v in changes.items()
-                           if not (_create_only(schema_of(hub, connection, config), k) and v == row.data.get(k))}
-                refuse_create_only(schema_of(hub, connection, config), changes)
+                changes = settle_create_only(hub.provider(connection.provider).schema(config.entity), changes,
+                                             row.data)
         if resolution == "provider" or changes == {} or (changes is None and row.local_op is None):
             # (A hub side already settled, by a deletion it asked for: nothing of the hub's to push.)
             row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep, find_connection
+from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ConnectionCreate,
     ConnectionResponse,
@@ -39,7 +39,7 @@ async def create_connection(hub: HubDep, org: OrgDep, body: ConnectionCreate):
 
 @router.get("/{connection_id}", response_model=ConnectionResponse, operation_id="get_connection")
 async def get_connection(hub: HubDep, org: OrgDep, connection_id: str):
-    connection = await hub.db(find_connection, hub, org.id, connection_id)
+    connection = await hub.db(service.find_connection, hub, org.id, connection_id)
     return {"success": True, "connection": ConnectionPublic.of(connection)}
 
 

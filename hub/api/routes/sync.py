@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import select
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep, find_connection
+from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ConflictResolve,
     MappingsReplace,
@@ -37,6 +37,7 @@ from hub.api.schemas import (
 )
 from hub.models import Connection, SyncConfig, SyncRun, SyncState
 from hub.runtime import Hub
+from hub.services.connections import find_connection
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.scheduler import SyncService

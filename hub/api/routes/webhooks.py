@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
 from hub.api.bodies import HubRoute
-from hub.api.deps import HubDep, OrgDep, ProviderDep, find_connection
+from hub.api.deps import HubDep, OrgDep, ProviderDep
 from hub.api.schemas import (
     WebhookEventResponse,
     WebhookEventsResponse,
@@ -18,6 +18,7 @@ from hub.api.schemas import (
 from hub.models import Connection, utcnow
 from hub.runtime import Hub
 from hub.services import webhooks as service
+from hub.services.connections import find_connection
 from hub.types import ProviderUnavailable, WebhookRequest
 
 router = APIRouter(tags=["webhooks"], route_class=HubRoute)
