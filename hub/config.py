@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     oauth_state_ttl_seconds: int = 600
-    #: Comma list of hosts an OAuth redirect_uri may name (empty: any http(s) URL).
+    #: Comma list of hosts an OAuth redirect_uri may name (empty: the public URL's host and
+    #: loopback hosts; "*": any host).
     oauth_return_hosts: str = ""
     refresh_margin_seconds: int = 120
     scheduler_interval_seconds: float = 30.0

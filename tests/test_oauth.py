@@ -32,11 +32,16 @@ def oauth_fake(serve_app):
 
 @pytest.fixture
 def oauth_hub(settings, example_registry, oauth_fake, monkeypatch):
+    yield from _oauth_app(settings, example_registry, oauth_fake, monkeypatch, build_plugin())
+
+
+def _oauth_app(settings, registry, oauth_fake, monkeypatch, plugin):
     monkeypatch.setenv("HUB_OAUTHEX_ORIGIN", oauth_fake[0])
     monkeypatch.setenv("HUB_OAUTHEX_CLIENT_ID", "cid")
     monkeypatch.setenv("HUB_OAUTHEX_CLIENT_SECRET", "csecret")
-    example_registry.register(build_plugin(), "oauthex")
-    app = create_app(settings, example_registry)
+    registry.register(plugin, "oauthex")
+    settings.oauth_return_hosts = "app.example.com"  # APP_URL's
+    app = create_app(settings, registry)
     with TestClient(app) as client:
         headers = make_org(app)
         headers.pop("org_id")
@@ -215,6 +220,30 @@ def test_return_urls_are_limited_to_the_hosts_the_operator_lists(oauth_hub):
                          headers=headers)
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_redirect_uri"
     assert "app.example.com" in refused.json()["error"]
+    app.state.hub.settings.oauth_return_hosts = "*"  # the operator's explicit choice
+    assert client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": "https://evil.example.net/x"},
+                      headers=headers).status_code == 200
+
+
+def test_without_listed_hosts_only_the_hubs_own_and_loopback_hosts_are_return_urls(oauth_hub):
+    """Unset, HUB_OAUTH_RETURN_HOSTS must not make the hub an open redirect
+    for whoever holds an API key."""
+    client, headers, app = oauth_hub
+    settings = app.state.hub.settings
+    settings.oauth_return_hosts = ""
+    settings.public_url = "https://hub.example.org/"
+
+    def status(url):
+        response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": url}, headers=headers)
+        return response.status_code, response.json().get("code"), response.json().get("error", "")
+
+    for url in ("https://evil.example.net/x", APP_URL, "https://hub.example.org.evil.net/", "https://user@evil.net/"):
+        code, error_code, error = status(url)
+        assert (code, error_code) == (422, "invalid_redirect_uri"), url
+        assert "HUB_OAUTH_RETURN_HOSTS" in error and "hub.example.org" in error
+    for url in ("https://hub.example.org/done", "http://localhost:3000/integrations", "http://127.0.0.1:5173/",
+                "http://[::1]:8080/x", "https://HUB.example.org/x"):
+        assert status(url)[0] == 200, url
 
 
 def test_only_declared_configuration_is_kept_from_the_authorize_request(oauth_hub):
@@ -243,15 +272,7 @@ def test_states_expired_for_a_day_are_purged_by_the_scheduler(oauth_hub):
 @pytest.fixture
 def untimed_oauth_hub(settings, example_registry, oauth_fake, monkeypatch):
     """The OAuth provider without expiry times: a token is known expired by a 401."""
-    monkeypatch.setenv("HUB_OAUTHEX_ORIGIN", oauth_fake[0])
-    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_ID", "cid")
-    monkeypatch.setenv("HUB_OAUTHEX_CLIENT_SECRET", "csecret")
-    example_registry.register(build_plugin(tells_expiry=False), "oauthex")
-    app = create_app(settings, example_registry)
-    with TestClient(app) as client:
-        headers = make_org(app)
-        headers.pop("org_id")
-        yield client, headers, app
+    yield from _oauth_app(settings, example_registry, oauth_fake, monkeypatch, build_plugin(tells_expiry=False))
 
 
 def test_two_calls_meeting_a_401_at_once_refresh_once_without_expiry_times(untimed_oauth_hub, oauth_fake,

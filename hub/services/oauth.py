@@ -30,22 +30,48 @@ def callback_url(hub: Hub, provider: str) -> str:
     return f"{hub.settings.public_url.rstrip('/')}/api/v1/integrations/oauth/{provider}/callback"
 
 
+#: Hosts a redirect_uri may always name: the tenant's app in development.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def return_hosts(hub: Hub) -> frozenset[str] | None:
+    """The hosts an OAuth ``redirect_uri`` may name; ``None``: any.
+
+    ``HUB_OAUTH_RETURN_HOSTS`` lists them (``*``: any host, an open redirect
+    for whoever holds an API key). Unset, only the hub's own host
+    (``HUB_PUBLIC_URL``) and loopback hosts are accepted: the hub's callback
+    must not send a user's browser wherever a tenant's request says.
+    """
+    listed = {h.strip().lower().strip("[]") for h in hub.settings.oauth_return_hosts.split(",") if h.strip()}
+    if "*" in listed:
+        return None
+    if listed:
+        return frozenset(listed)
+    own = (urlsplit(hub.settings.public_url).hostname or "").lower()
+    return _LOOPBACK_HOSTS | ({own} if own else set())
+
+
 def _check_return_url(hub: Hub, url: str | None) -> None:
-    """An absolute http(s) URL, on one of ``HUB_OAUTH_RETURN_HOSTS`` when the
-    operator lists them (the hub's callback redirects there)."""
+    """An absolute http(s) URL on one of :func:`return_hosts` (the hub's
+    callback redirects the user's browser there)."""
     if url is None:
         return
     try:
         parts = urlsplit(url)
-        parts.hostname  # noqa: B018 (an unbalanced "[::1" fails here)
+        host = (parts.hostname or "").lower()  # an unbalanced "[::1" fails here
     except ValueError:
         raise ValidationFailed("redirect_uri is not a valid URL", code="invalid_redirect_uri") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not host:
         raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
-    allowed = {h.strip().lower() for h in hub.settings.oauth_return_hosts.split(",") if h.strip()}
-    if allowed and (parts.hostname or "").lower() not in allowed:
+    allowed = return_hosts(hub)
+    if allowed is None or host in allowed:
+        return
+    if hub.settings.oauth_return_hosts.strip():
         raise ValidationFailed(f"redirect_uri must be on one of the hosts HUB_OAUTH_RETURN_HOSTS lists "
                                f"({', '.join(sorted(allowed))})", code="invalid_redirect_uri")
+    raise ValidationFailed(f"redirect_uri must be on the hub's own host or a loopback host "
+                           f"({', '.join(sorted(allowed))}); the operator lists the hosts of the apps it may "
+                           f"return to in HUB_OAUTH_RETURN_HOSTS", code="invalid_redirect_uri")
 
 
 async def start(hub: Hub, organization_id: str, provider: Provider, return_to: str | None,

@@ -129,7 +129,7 @@ def shopify(shop_server, fake_options, hub_env, tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(f"HUB_SHOPIFY_{key}", value)
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/hub.db", secret_key="x",
-                        http_retry_attempts=4, http_retry_base_delay=0.01)
+                        http_retry_attempts=4, http_retry_base_delay=0.01, oauth_return_hosts="app.example.com")
     registry = PluginRegistry()
     registry.register(hub_shopify, "shopify")
     hub_app = create_app(settings, registry)
