@@ -107,6 +107,21 @@ def test_split_completes_a_partial_change_from_the_current_record():
     assert m.to_provider({"last": "Byron"}, current=current) == {"full_name": "Ada Byron"}
 
 
+def test_a_joined_name_written_back_keeps_the_pieces_the_provider_holds():
+    """Cut on its first space alone, "Mary Ann Smith" written back moved
+    "Ann" into the last name; a name with no first name moved into the first."""
+    m = mapper({"source": ["first_name", "last_name"], "target": "name", "transform": "join"})
+    held = {"first_name": "Mary Ann", "last_name": "Smith"}
+    assert m.to_provider({"name": "Mary Ann Smith"}, raw=held) == held  # written back unchanged
+    assert m.to_provider({"name": "Mary Ann Jones"}, raw=held) == {"first_name": "Mary Ann", "last_name": "Jones"}
+    assert m.to_provider({"name": "Anne Marie Smith"}, raw=held) == {"first_name": "Anne Marie",
+                                                                      "last_name": "Smith"}
+    assert m.to_provider({"name": "Ada Lovelace"}, raw=held) == {"first_name": "Ada", "last_name": "Lovelace"}
+    only_last = {"first_name": None, "last_name": "Smith"}
+    assert m.to_provider({"name": "Smith"}, raw=only_last) == only_last
+    assert m.to_provider({"name": "Mary Ann Smith"}) == {"first_name": "Mary", "last_name": "Ann Smith"}
+
+
 def test_identity_without_mappings_drops_read_only_and_refuses_unknown_fields():
     m = Mapper(ACCOUNT, [])
     assert m.to_tenant(RECORD) == RECORD

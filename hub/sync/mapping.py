@@ -514,6 +514,33 @@ def cast_to(field_type: str | None, value: Any) -> Any:
 # ---------------------------------------------------------------- applying
 
 
+def _joined(parts: list[Any], separator: str) -> str | None:
+    """The ``join`` of provider values: the present ones, as text; ``None`` if none is."""
+    present = [_to_str(p) for p in parts if p not in (None, "")]
+    return separator.join(present) if present else None
+
+
+def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None) -> list[str]:
+    """A joined value cut back into ``count`` pieces.
+
+    Cut on the first separators ("Mary Ann Smith" → "Mary", "Ann Smith"),
+    except where the provider's current pieces (``held``) still begin or
+    end it: with "Mary Ann" and "Smith" held, "Mary Ann Jones" keeps
+    "Mary Ann", and "Anne Smith" keeps "Smith". A name is not moved from
+    one field into the other because one part changed.
+    """
+    if value in (None, ""):
+        return []
+    text = _to_str(value)
+    if held is not None and count == 2:
+        first, last = (_to_str(p) if p not in (None, "") else "" for p in held)
+        if first and text.startswith(first + separator) and len(text) > len(first + separator):
+            return [first, text[len(first + separator):]]
+        if last and text.endswith(separator + last) and len(text) > len(separator + last):
+            return [text[:-len(separator + last)], last]
+    return text.split(separator, count - 1)
+
+
 class Mapper:
     """Applies one sync config's mappings in both directions.
 
@@ -561,9 +588,8 @@ class Mapper:
                 out[m.targets()[0]] = m.value
                 continue
             if t == "join":
-                parts = [get_path(data, s) for s in m.sources()]
-                present = [_to_str(p) for p in parts if p not in (None, "")]
-                out[m.targets()[0]] = m.separator.join(present) if present else m.default
+                joined = _joined([get_path(data, s) for s in m.sources()], m.separator)
+                out[m.targets()[0]] = joined if joined is not None else m.default
                 continue
             value = get_path(data, m.sources()[0])
             if t == "split":
@@ -642,7 +668,13 @@ class Mapper:
                 value = view.get(m.targets()[0])
                 if m.transform == "join":
                     sources = m.sources()
-                    pieces = _to_str(value).split(m.separator, len(sources) - 1) if value not in (None, "") else []
+                    held = [get_path(raw, s) for s in sources] if raw is not None else None
+                    if held is not None and value == _joined(held, m.separator):
+                        for source, piece in zip(sources, held):  # unchanged: exactly as the provider holds it
+                            if self._writable(source):
+                                put(source, piece, m.targets()[0])
+                        continue
+                    pieces = _split_joined(value, m.separator, len(sources), held)
                     for i, source in enumerate(sources):
                         if self._writable(source):
                             piece = pieces[i] if i < len(pieces) else ""
