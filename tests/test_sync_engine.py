@@ -732,3 +732,76 @@ def test_lease_times_are_on_the_databases_clock_on_postgresql(hub, conn, monkeyp
     monkeypatch.setattr(leases, "utcnow", lambda: utcnow() + timedelta(seconds=90))
     assert not leases.holder_gone(hub, conn.id, elsewhere)
     assert not leases.Lease(hub, conn.id, new_owner(), None, ttl=60).try_acquire()
+
+
+def test_reenabling_after_an_interrupted_first_full_pass_starts_a_new_full_pass(hub, conn, ledger):
+    """The interrupted pass used to be resumed: its sweep spared what it had
+    listed before, and the passes after it were incremental."""
+    ledger.fail_on_call = 3                                        # first (full) pass: 2 pages stored, then fails
+    assert run(sync(hub, conn)).status == "failed"
+    state = state_of(hub, conn.id)
+    assert state.pass_mode == "full" and state.watermark is None
+    ledger.fail_on_call = None
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+    config_service.update_config(hub, conn, config.id, {"enabled": False})
+    ledger.remove("it_00050")                                      # its deletion event is ignored meanwhile
+    config_service.update_config(hub, conn, config.id, {"enabled": True})
+    for _ in range(3):
+        assert run(sync(hub, conn)).status == "succeeded"
+    assert "it_00050" not in stored(hub, conn.id, "items"), "deleted while disabled, still live after 3 runs"
+
+
+def test_reenabling_while_a_pass_runs_is_not_undone_by_that_pass(hub, conn, ledger):
+    """The running pass stored its watermark over the reset: the passes after
+    it were incremental, and a deletion made while the config was off stayed."""
+    assert run(sync(hub, conn)).status == "succeeded"               # full pass: watermark set
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+    config_service.update_config(hub, conn, config.id, {"enabled": False})
+    ledger.calls.clear()
+
+    def toggle(call):
+        if call == 2:   # while a (manual, entity-named) full-refresh pass runs: deletion, then re-enable
+            ledger.remove("it_00050")                              # its deletion event is ignored (disabled)
+            config_service.update_config(hub, conn, config.id, {"enabled": True})
+    ledger.on_call = toggle
+    assert run(sync(hub, conn, full_refresh=True)).status == "succeeded"
+    ledger.on_call = None
+    for _ in range(2):
+        assert run(sync(hub, conn)).status == "succeeded"
+    assert "it_00050" not in stored(hub, conn.id, "items"), "deleted while disabled, still live"
+
+
+def test_a_webhook_batch_with_an_earlier_clock_does_not_get_a_listed_record_swept(hub, conn, ledger, monkeypatch):
+    """A batch that read its clock before a full pass began (or on a host whose
+    clock lags) set last_seen_at back on a record the pass had listed."""
+    from hub.models import WebhookEvent, WebhookEventState
+    from hub.services import webhooks as webhooks_module
+    from hub.services.webhooks import WebhookProcessor
+
+    assert run(sync(hub, conn)).status == "succeeded"              # 250 items stored
+    record = dict(ledger.items["it_00000"])                         # listed on page 1
+    with hub.session() as session:
+        event = WebhookEvent(provider="ledger", dedup_key="evt_1", connection_id=conn.id,
+                             organization_id=conn.organization_id, type="item.updated", entity="items",
+                             action="updated", record_id="it_00000", payload=record)
+        session.add(event)
+        session.flush()
+        session.add(WebhookEventState(event_id=event.id, occurred_at=utcnow()))
+        session.commit()
+    # The processor's batch reads its clock (webhooks.py:266) just before the full pass begins, then
+    # waits for the records' lock (held by the pull) and applies the event after page 1 is stored.
+    batch_clock = utcnow()
+    ledger.calls.clear()
+
+    def webhook_batch_gets_the_lock_now(call):
+        if call == 3:
+            monkeypatch.setattr(webhooks_module, "utcnow", lambda: batch_clock)
+            result = WebhookProcessor(hub)._process_batch()
+            monkeypatch.undo()
+    ledger.on_call = webhook_batch_gets_the_lock_now
+    result = run(sync(hub, conn, full_refresh=True))
+    ledger.on_call = None
+    assert "it_00000" in ledger.items
+    assert "it_00000" in stored(hub, conn.id, "items"), "listed by the pass, exists, but marked deleted"

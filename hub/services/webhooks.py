@@ -291,6 +291,9 @@ class WebhookProcessor:
                                        .with_for_update(skip_locked=True, of=events)).all()
             if not rows:
                 return result
+            # Read once the locks are held: a time read before a full pass began would
+            # leave the records this batch touches looking unseen to that pass's sweep.
+            now = utcnow()
             context: dict[Any, Any] = {}
             event_changes, state_changes, new_states = [], [], []
             for event in rows:

@@ -85,14 +85,20 @@ def create_config(hub: Hub, connection: Connection, *, entity: str, direction: s
 def update_config(hub: Hub, connection: Connection, config_id: str, changes: dict[str, Any]) -> SyncConfig:
     provider = hub.provider(connection.provider)
     with hub.session() as session:
+        entity = get_config(session, connection.id, config_id).entity
+    # Under the entity's lock: a pass commits its pages and its end under it, and
+    # finds out (by its start time) that its state was reset meanwhile.
+    with write_transaction(hub, entity_key(connection.id, entity)) as session:
         config = get_config(session, connection.id, config_id)
         if changes.get("enabled") and not config.enabled:
             # Its webhook events were ignored while it was off (deletions too): the next
             # pass is a full one, unless the provider's own cursor reports deletions.
+            # A pass left in progress, or running now, is dropped too: its sweep would
+            # spare the records it listed before a deletion made while it was off.
             state = session.get(SyncState, config.id)
-            if state is not None and state.watermark is not None:
-                # A pass left in progress would be resumed, then set the watermark again.
+            if state is not None and (state.watermark is not None or state.pass_mode is not None):
                 state.watermark, state.pass_mode, state.cursor, state.pass_since = None, None, None, None
+                state.pass_started_at = None
                 session.add(state)
         for key in ("direction", "enabled", "conflict_policy", "mappings"):
             if key in changes and changes[key] is not None:
@@ -104,7 +110,7 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
                                          config.mappings)
         config.updated_at = utcnow()
         session.add(config)
-        session.commit()
+        session.flush()
         session.refresh(config)
         return config
 

@@ -58,6 +58,7 @@ from hub.sync.store import (
     own_write,
     record_hash,
     settle_conflict,
+    seen_at,
     sent_attempts,
     sweep_unseen,
     update_payload,
@@ -89,10 +90,16 @@ PUSH_BATCH = 100
 #: Longest a pull keeps a transaction open before committing its pages, and
 #: how long it keeps it open waiting for the next page.
 #: Records of an entity without a modification time, pulled or answered to a
-#: push, are as new as the time they were asked for; they are stored as that
-#: time less this (the provider's clock may lag the hub's): webhook events
-#: older than that, retried late, do not overwrite them.
+#: push, are stored as the time they were asked for less this (the provider's
+#: clock may lag the hub's): webhook events older than that, retried late, do
+#: not overwrite them.
 PULLED_AS_OF_MARGIN = timedelta(seconds=60)
+#: ... and they are compared with the stored version as the time they were
+#: asked for less this: a webhook event's time is whole seconds on the
+#: provider's clock (Stripe's ``created``), so a page asked for in the second
+#: of a change may not hold it. Within this of an event, the event's version
+#: stays until a later pull.
+ASKED_AT_MARGIN = timedelta(seconds=2)
 #: Times a pull starts its pass over in one run when the provider refuses a
 #: position it handed out (a record deleted under the pass). Once: an error
 #: that is not about the position fails the run after one more try, and the
@@ -207,11 +214,12 @@ def _answer_versions(schema: EntitySchema, data: dict[str, Any],
                      asked_at: datetime | None) -> tuple[datetime | None, datetime | None]:
     """The version to store of a provider's answer, and the one to compare
     with what is stored: its own modification time, or for an entity without
-    one, when it was asked for (stored less :data:`PULLED_AS_OF_MARGIN`)."""
+    one, when it was asked for (less :data:`PULLED_AS_OF_MARGIN` stored, less
+    :data:`ASKED_AT_MARGIN` compared)."""
     own = version_of(schema, data)
     if own is not None or schema.updated_field or asked_at is None:
         return own, own
-    return asked_at - PULLED_AS_OF_MARGIN, asked_at
+    return asked_at - PULLED_AS_OF_MARGIN, asked_at - ASKED_AT_MARGIN
 
 
 def _create_key(row: SyncRecord) -> str:
@@ -345,7 +353,8 @@ class _PageWriter:
 
         ``as_of``, when the page was asked for, versions the records of an
         entity without an ``updated_field`` (Stripe's): a webhook event older
-        than that (less :data:`PULLED_AS_OF_MARGIN`) is not applied over them.
+        than that (less :data:`PULLED_AS_OF_MARGIN`) is not applied over them,
+        and they are not applied over one of the same moment (:data:`ASKED_AT_MARGIN`).
         """
         with self.turn:
             try:
@@ -397,7 +406,7 @@ class _PageWriter:
                                policy=self.config.conflict_policy, records=page.records, now=now,
                                expect_new=self.all_new,
                                fallback_version=as_of - PULLED_AS_OF_MARGIN if without_versions else None,
-                               fallback_asked_at=as_of if without_versions else None)
+                               fallback_asked_at=as_of - ASKED_AT_MARGIN if without_versions else None)
         self.all_new = counts.created > 0 and counts.created == counts.fetched
         if page.deleted_ids:
             counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
@@ -413,22 +422,32 @@ class _PageWriter:
         if next_cursor is None:
             state = session.get(SyncState, self.config.id)
             assert state is not None
-            state.cursor, state.pass_pages, state.updated_at = None, plan.pages, now
-            state.pass_max_updated, state.pass_watermark = plan.max_updated, plan.watermark
-            self.pending.add(self.engine._end_pass(session, state, self.schema, plan, now,
-                                                   self.config.conflict_policy))
-            session.add(state)
+            if self._still_current(state):
+                state.cursor, state.pass_pages, state.updated_at = None, plan.pages, now
+                state.pass_max_updated, state.pass_watermark = plan.max_updated, plan.watermark
+                self.pending.add(self.engine._end_pass(session, state, self.schema, plan, now,
+                                                       self.config.conflict_policy))
+                session.add(state)
             self.commit()
         elif time.monotonic() - self.opened >= COMMIT_SECONDS:
             self.commit()
         return counts
 
+    def _still_current(self, state: SyncState) -> bool:
+        """Whether the stored pass is still this one: re-enabling the config
+        resets it (the next pass must be a full one), and this pass must then
+        store neither its position nor its end."""
+        return state.pass_mode is not None and state.pass_started_at == self.plan.started_at
+
     def commit(self) -> None:
-        """Commit the pages written so far with the position after them."""
+        """Commit the pages written so far with the position after them
+        (unless the stored pass is no longer this one: see :meth:`_still_current`)."""
         if self.session is None:
             return
         if self.plan.cursor is not None:
-            self.session.execute(sa.update(_states).where(_states.c.sync_config_id == self.config.id).values(
+            self.session.execute(sa.update(_states).where(
+                _states.c.sync_config_id == self.config.id, _states.c.pass_mode.is_not(None),
+                _states.c.pass_started_at == self.plan.started_at).values(
                 cursor=self.plan.cursor, pass_pages=self.plan.pages, pass_max_updated=self.plan.max_updated,
                 pass_watermark=self.plan.watermark, updated_at=utcnow()))
         _bump(self.session, self.run_id, self.pending, pages=self.pending_pages)
@@ -725,6 +744,9 @@ class SyncEngine:
                 state.pass_max_updated, state.pass_watermark, state.pass_pages = None, None, 0
                 state.updated_at = now
                 session.add(state)
+            elif state.pass_started_at is None:  # (a pass stored without its start: it is this pass's)
+                state.pass_started_at = now
+                session.add(state)
             # A full pass over an entity with nothing stored has nothing to mark deleted at its end
             # (what webhooks store meanwhile is seen after the pass started); a resumed pass cannot tell.
             sweep = resumable or state.pass_mode != "full" or session.execute(
@@ -732,7 +754,7 @@ class SyncEngine:
                                                _records.c.entity == config.entity,
                                                _records.c.deleted.is_(False)).limit(1)).first() is not None
             return _Pass(config.id, state.pass_mode, state.cursor, state.pass_since,
-                         state.pass_started_at or now, state.pass_max_updated, state.pass_watermark,
+                         state.pass_started_at, state.pass_max_updated, state.pass_watermark,
                          state.pass_pages, sweep=sweep, resumed=resumable)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime,
@@ -904,7 +926,7 @@ class SyncEngine:
                 # An update sent before was made (its answer was lost): the provider's version holds it.
                 stored.data, stored.content_hash = current, digest
                 stored.remote_updated_at = _answer_versions(schema, current, asked_at)[0]
-                stored.last_seen_at = stored.updated_at = now
+                stored.last_seen_at, stored.updated_at = seen_at(stored, now), now
                 session.add(stored)
             return types.SimpleNamespace(content_hash=stored.content_hash, deleted=stored.deleted,
                                          remote_updated_at=stored.remote_updated_at)
@@ -1001,7 +1023,7 @@ class SyncEngine:
                         row.remote_updated_at = stored_version
                         row.deleted, row.deleted_at = False, None
                     row.first_seen_at = row.first_seen_at or now
-                row.last_seen_at = now
+                row.last_seen_at = seen_at(row, now)
                 row.pushed_at = now
                 row.sent_change = None
                 if row.push_status == CONFLICT:

@@ -167,6 +167,19 @@ def _stale(row: Any, version: datetime | None) -> bool:
     return version < stored or (version == stored and row.deleted and row.content_hash is None)
 
 
+def seen_at(row: Any, now: datetime) -> datetime:
+    """``now`` as the record's ``last_seen_at``, never moving it back: a writer
+    whose clock read came before a full pass began (or from a host whose clock
+    lags) must not make a record the pass listed look unseen to its sweep."""
+    return max(row.last_seen_at, now) if row.last_seen_at is not None else now
+
+
+def _seen_column(now: Any) -> Any:
+    """:func:`seen_at` in SQL, for bulk updates (``now`` a value or a bind parameter)."""
+    value = now if isinstance(now, sa.BindParameter) else sa.literal(now, type_=_records.c.last_seen_at.type)
+    return sa.case((_records.c.last_seen_at > value, _records.c.last_seen_at), else_=value)
+
+
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
                   records: Iterable[dict[str, Any]], now: datetime,
                   fallback_version: datetime | None = None, expect_new: bool = False,
@@ -185,10 +198,11 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     ``only_new`` (a webhook's creation snapshot) stores records not stored
     yet and leaves stored ones alone: a record's first version is older than
     any other, though a late delivery may carry the same second as a later one.
-    ``fallback_asked_at`` (a pull) is when records without their own version
-    were asked for: they count as that new against the stored version, and
-    are stored as ``fallback_version`` (earlier, allowing for the provider's
-    clock, so that only events older than that are refused after them).
+    ``fallback_asked_at`` (a pull) is how new records without their own
+    version count against the stored version (when they were asked for, less
+    a margin for the provider's whole-second event times); they are stored as
+    ``fallback_version`` (earlier, allowing for the provider's clock, so that
+    only events older than that are refused after them).
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -260,12 +274,13 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     if touched:
         for start in range(0, len(touched), _IN_CHUNK):
             session.execute(sa.update(_records).where(_records.c.id.in_(touched[start:start + _IN_CHUNK]))
-                            .values(last_seen_at=now))
+                            .values(last_seen_at=_seen_column(now)))
     if updates:
         session.execute(
             sa.update(_records).where(_records.c.id == sa.bindparam("b_id")).values(
                 data=sa.bindparam("b_data", type_=_records.c.data.type), content_hash=sa.bindparam("b_hash"),
-                remote_updated_at=sa.bindparam("b_version"), last_seen_at=sa.bindparam("b_now"),
+                remote_updated_at=sa.bindparam("b_version"),
+                last_seen_at=_seen_column(sa.bindparam("b_now", type_=_records.c.last_seen_at.type)),
                 updated_at=sa.bindparam("b_now"), deleted=False, deleted_at=None),
             updates,
         )
@@ -384,7 +399,7 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
             or (row.local_op in ("update", "delete") and own_write(row, remote, schema.fields if schema else None))):
         # The change stays queued: its push may be on its way, and sending it again changes nothing.
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
-        row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, now, now
+        row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, seen_at(row, now), now
         session.add(row)
         return False
     deleted = remote is None
@@ -405,7 +420,7 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     else:
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at = False, None
-    row.last_seen_at = now
+    row.last_seen_at = seen_at(row, now)
     row.updated_at = now
     row.sent_change = None  # what was sent before is now settled against this version
     if policy == "provider_wins":

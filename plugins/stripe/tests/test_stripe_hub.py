@@ -7,9 +7,13 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+import hub_stripe
+import pytest
 from sqlmodel import select
 
-from hub.models import Connection, SyncRecord, WebhookEvent
+from hub.models import Connection, SyncRecord, WebhookEvent, utcnow
+from hub.sync.engine import SyncEngine, create_run
+from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
 from hub.services.orgs import create_organization
 from hub.testing import wait_for_run
 from hub_stripe.testing import API_KEY, make_event, seed_customers, signed_delivery
@@ -479,7 +483,9 @@ def _stored(hub_app, remote_id):
 
 def test_a_pull_right_after_a_webhook_takes_a_provider_change_made_since(client, auth, hub_app, fake, connect):
     """A customer pulled after an event was applied is newer than the event:
-    the 60 s allowed for the provider's clock must not hide what changed since."""
+    the 60 s allowed for the provider's clock must not hide what changed since
+    (the event is of a few seconds before: within ASKED_AT_MARGIN of it,
+    which came first cannot be told)."""
     connection = connect(webhook_secret=SECRET)
     [customer_id] = seed_customers(fake, 1)
     customer = fake.state.store.rows["customers"][customer_id]
@@ -488,7 +494,7 @@ def test_a_pull_right_after_a_webhook_takes_a_provider_change_made_since(client,
     assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
     # An update Stripe reports now...
     customer["email"] = "via-webhook@example.com"
-    assert _deliver(client, hub_app, connection, "evt_a", dict(customer), int(time.time())) == "processed"
+    assert _deliver(client, hub_app, connection, "evt_a", dict(customer), int(time.time()) - 3) == "processed"
     # ...then another change at Stripe (its event not delivered yet / not subscribed), then a pull.
     customer["email"] = "later@example.com"
     run = client.post(sync, json={"entity": "customers"}, headers=auth).json()["run"]
@@ -637,3 +643,50 @@ def test_a_connected_account_must_be_text(client, auth, fake, connect):
     created = client.post(f"{API}/connections", json={"provider": "stripe", "credentials": {"api_key": API_KEY},
                                                       "config": {"account": 7}}, headers=auth)
     assert created.status_code == 422 and created.json()["code"] == "invalid_value", created.text
+
+
+@pytest.mark.parametrize("change", ["deleted", "updated"])
+def test_a_page_asked_for_in_the_second_of_an_event_does_not_undo_it(start_fake, client, auth, connect, hub_app,
+                                                                      monkeypatch, change):
+    """Stripe's event times are whole seconds: a page asked for at 15.03 s,
+    before a change stamped 15 s, counted as newer and brought the deleted
+    customer back (or its old name)."""
+    app = start_fake(rate=1000)
+    victim = seed_customers(app, 5, start=1_700_000_000)[2]
+    hub = hub_app.state.hub
+    with hub.session() as session:
+        connection = session.get(Connection, connect()["id"])
+
+    def pull():
+        run, _ = create_run(hub, connection, entity="customers", direction="pull")
+        return client.portal.call(SyncEngine(hub, page_size=100).execute, run.id)
+
+    assert pull().status == "succeeded"
+    store, listed = app.state.store, hub_stripe._list
+
+    async def changed_once_listed(ctx, path, params):
+        body = await listed(ctx, path, params)  # the page still has the old version...
+        customer = store.rows["customers"][victim]  # ...changed at once, its event applied before the page
+        if change == "deleted":
+            store.remove("customers", victim)
+            store.deleted_customers.add(victim)
+            event = store.emit("deleted", customer)
+        else:
+            customer["name"] = "New name"
+            event = store.emit("updated", customer, {"name": "Customer 2"})
+        occurred = datetime.fromtimestamp(int(event["created"]), tz=timezone.utc)
+        with write_transaction(hub, entity_key(connection.id, "customers")) as session:  # as the webhook processor
+            if change == "deleted":
+                apply_deletions(session, connection_id=connection.id, entity="customers", policy="provider_wins",
+                                remote_ids=[victim], now=utcnow(), version=occurred)
+            else:
+                apply_records(session, connection_id=connection.id, schema=hub.provider("stripe").schema("customers"),
+                              policy="provider_wins", records=[event["data"]["object"]], now=utcnow(),
+                              fallback_version=occurred)
+        return body
+
+    monkeypatch.setattr(hub_stripe, "_list", changed_once_listed)
+    time.sleep(1.02 - time.time() % 1)  # the page asked for and the change in one second
+    assert pull().status == "succeeded"
+    row = _stored(hub_app, victim)
+    assert row.deleted if change == "deleted" else row.data["name"] == "New name"
