@@ -279,8 +279,12 @@ def list_records(
         ``since_on_creation``: sync then never pulls increments by it.
     :returns: a :class:`~hub.types.Page`; ``next_cursor`` is ``None`` exactly
         on the last page. Following cursors from the first page to the last
-        yields every record once.
+        yields every record once. A listing the provider cannot continue
+        (its data changed under the cursor) either raises ``ValidationFailed``
+        with code ``invalid_cursor`` (sync starts its pass over) or starts
+        over itself from the first record and says so with ``restarted``.
     :raises NotFound: unknown entity.
+    :raises ValidationFailed: a cursor the provider no longer takes.
     """
 
 

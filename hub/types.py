@@ -211,12 +211,19 @@ class Page:
     the provider reports as removed (Plaid's ``removed``) so sync can mark them.
     ``watermark`` may carry the provider's own resumable position (Plaid's
     ``next_cursor`` after the last page), stored by sync for the next run.
+    ``restarted`` says this page does not follow the cursor it was asked
+    with: the provider could not go on, and the listing starts over from the
+    very beginning (every record again). Records earlier pages gave may have
+    been removed meanwhile without being reported, so sync makes its pass a
+    full one from this page on: what the new listing does not give is marked
+    deleted at its end.
     """
 
     records: list[dict[str, Any]]
     next_cursor: str | None = None
     deleted_ids: list[str] = field(default_factory=list)
     watermark: str | None = None
+    restarted: bool = False
 
 
 @dataclass

@@ -153,6 +153,9 @@ class RecordsResponse(Ok):
     next_cursor: str | None
     has_more: bool
     deleted_ids: list[str] = []
+    #: The provider could not follow the cursor and listed again from its first
+    #: record: what earlier pages gave may have been removed since.
+    restarted: bool = False
 
 
 class RecordResponse(Ok):

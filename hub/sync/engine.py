@@ -400,6 +400,8 @@ class _PageWriter:
             self.lease.renew_in(self.session)
             self.opened = time.monotonic()
         session = self.session
+        if page.restarted:
+            self._restart_as_full(session, as_of or now)
         # (Only without an updated_field: with one, a fallback would push the watermark ahead.)
         without_versions = as_of is not None and not self.schema.updated_field
         counts = apply_records(session, connection_id=self.config.connection_id, schema=self.schema,
@@ -432,6 +434,18 @@ class _PageWriter:
         elif time.monotonic() - self.opened >= COMMIT_SECONDS:
             self.commit()
         return counts
+
+    def _restart_as_full(self, session: Any, at: datetime) -> None:
+        """The provider started its listing over (``Page.restarted``): from
+        here the pass is a full one begun ``at``, so that its end marks
+        deleted what the new listing no longer gives, though earlier pages
+        of the pass (or an incremental pass's start) had it."""
+        plan = self.plan
+        session.execute(sa.update(_states).where(
+            _states.c.sync_config_id == self.config.id, _states.c.pass_mode.is_not(None),
+            _states.c.pass_started_at == plan.started_at).values(pass_mode="full", pass_started_at=at,
+                                                                 pass_since=None))
+        plan.mode, plan.started_at, plan.since, plan.sweep = "full", at, None, True
 
     def _still_current(self, state: SyncState) -> bool:
         """Whether the stored pass is still this one: re-enabling the config

@@ -48,7 +48,8 @@ async def list_records(
     page = await service.list(entity, cursor, limit, filters, since)
     # Records are provider JSON already: skip re-validating them, just encode.
     return JSONResponse({"success": True, "records": page.records, "next_cursor": page.next_cursor,
-                         "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids})
+                         "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids,
+                         "restarted": page.restarted})
 
 
 @router.post("/entities/{entity}/records", response_model=RecordResponse, status_code=201,

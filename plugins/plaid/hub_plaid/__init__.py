@@ -323,14 +323,36 @@ async def _accounts(ctx, entity: str) -> list[dict[str, Any]]:
 
 
 async def _institutions(ctx, cursor: str | None, page_size: int, filters: dict[str, str]) -> Page:
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):  # "²".isdigit() too
-        raise ValidationFailed("invalid cursor", code="invalid_cursor")
-    offset = int(cursor or 0)
-    body = await _post(ctx, "/institutions/get", count=min(page_size, MAX_COUNT), offset=offset,
+    """Plaid pages institutions by offset. The cursor also names the last
+    institution given (``offset:id``), and the next page is asked from it: if
+    it is no longer there (one was removed or added before it), the list
+    moved and an offset would skip or repeat one, so the cursor is refused
+    (sync starts its pass over rather than mark a skipped one deleted)."""
+    offset, last = _institutions_position(cursor)
+    count = min(page_size, MAX_COUNT)
+    start = offset - 1 if last else offset
+    body = await _post(ctx, "/institutions/get", count=min(count + 1, MAX_COUNT) if last else count, offset=start,
                        country_codes=_country_codes(ctx, filters.get("country_codes")))
     records = body["institutions"]
+    if last:
+        if not records or records[0].get("institution_id") != last:
+            raise ValidationFailed("Plaid's list of institutions changed since this cursor was handed out; "
+                                   "list them again from the start", code="invalid_cursor")
+        records = records[1:]
     end = offset + len(records)
-    return Page(records=records, next_cursor=str(end) if records and end < body["total"] else None)
+    more = records and end < body["total"]
+    return Page(records=records, next_cursor=f"{end}:{records[-1]['institution_id']}" if more else None)
+
+
+def _institutions_position(cursor: str | None) -> tuple[int, str | None]:
+    """(offset, id of the institution just before it) from an institutions
+    cursor; a bare offset (handed out before ids were added) has no id."""
+    if cursor is None:
+        return 0, None
+    digits, colon, last = cursor.partition(":")
+    if not (digits.isascii() and digits.isdigit()) or (colon and (not last or digits == "0")) or len(digits) > 9:
+        raise ValidationFailed("invalid cursor", code="invalid_cursor")
+    return int(digits), last or None
 
 
 async def _sync(ctx, cursor: str | None, count: int) -> dict[str, Any]:
@@ -339,22 +361,29 @@ async def _sync(ctx, cursor: str | None, count: int) -> dict[str, Any]:
 
 async def _transactions(ctx, cursor: str | None, page_size: int) -> Page:
     run = _decode_run(cursor, min(page_size, MAX_COUNT))
+    restarted = False
     try:
         body = await _sync(ctx, run["at"], run["count"])
     except MutationDuringPagination:
-        run = await _replay(ctx, run)
+        run, restarted = await _replay(ctx, run)
         body = await _sync(ctx, run["at"], run["count"])
     records = body["added"] + body["modified"]
     deleted = [r["transaction_id"] for r in body["removed"]]
     if not body["has_more"]:
-        return Page(records=records, deleted_ids=deleted, watermark=body["next_cursor"])
+        return Page(records=records, deleted_ids=deleted, watermark=body["next_cursor"], restarted=restarted)
     run = {**run, "at": body["next_cursor"], "pages": run["pages"] + 1, "digest": _chain(run["digest"], body)}
-    return Page(records=records, deleted_ids=deleted, next_cursor=_encode_run(run))
+    return Page(records=records, deleted_ids=deleted, next_cursor=_encode_run(run), restarted=restarted)
 
 
-async def _replay(ctx, run: dict[str, Any]) -> dict[str, Any]:
+async def _replay(ctx, run: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The run restarted from its start cursor, positioned after the pages the
-    client already has when they are unchanged, else at the start."""
+    client already has when they are unchanged.
+
+    Else the listing starts over from the item's first transaction, and says
+    so (``Page.restarted``): a transaction the earlier pages added and Plaid
+    removed since is in neither ``added`` nor ``removed`` of a run from the
+    start cursor, so only a full listing shows it gone.
+    """
     at, digest = run["start"], ""
     for _ in range(run["pages"]):
         body = await _sync(ctx, at, run["count"])
@@ -362,8 +391,8 @@ async def _replay(ctx, run: dict[str, Any]) -> dict[str, Any]:
         if not body["has_more"]:
             break
     if digest == run["digest"]:
-        return {**run, "at": at}
-    return {**run, "at": run["start"], "pages": 0, "digest": ""}
+        return {**run, "at": at}, False
+    return {**run, "start": None, "at": None, "pages": 0, "digest": ""}, True
 
 
 def _chain(digest: str, body: dict[str, Any]) -> str:

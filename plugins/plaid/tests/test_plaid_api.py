@@ -122,6 +122,7 @@ def test_a_delivered_record_changed_during_a_run_comes_again_current_and_nothing
     assert set(seen) == set(item.transactions)
     # the pages already delivered changed, so the run started over: everything again, nothing lost
     assert fake.errors["TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"] == 1
+    assert [page["restarted"] for page in pages] == [False, False, True, False, False, False, False]
     assert sum(len(page["records"]) for page in pages) == 50 + 120
     assert seen[first_page_id[0]]["name"] == "CORRECTED" and seen[first_page_id[0]]["amount"] == 12.34
 
