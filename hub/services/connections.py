@@ -343,6 +343,12 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     try:
         if ctx is not None and provider is not None:
             await _disconnect(hub, provider, connection, ctx)
+        elif provider is None and connection.credentials_encrypted:
+            # Whether it has a grant to give back is the plugin's to say: kept until it is loaded again.
+            log.warning("connection %s was deleted while the %s plugin is not loaded: its grant is kept, to be "
+                        "revoked once the plugin is", connection.id, connection.provider)
+            await asyncio.to_thread(_keep_for_later, hub, connection, None,
+                                    f"the {connection.provider} plugin is not loaded")
     finally:
         await hub.pool.discard(connection_id)
 
@@ -380,12 +386,16 @@ async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> No
 
 
 def _keep_for_later(hub: Hub, connection: Connection, ctx: Any, error: str) -> None:
+    """A :class:`PendingRevocation` of the connection's grant: the credentials
+    of ``ctx`` (refreshed, maybe), or without one those stored as they are."""
     with hub.session() as session:
         session.add(PendingRevocation(
             connection_id=connection.id, organization_id=connection.organization_id, provider=connection.provider,
             webhook_key=connection.webhook_key, config=dict(connection.config or {}),
-            credentials_encrypted=hub.cipher.encrypt_json(ctx.credentials),
-            token_expires_at=ctx.extra.get("token_expires_at"), last_error=error[:2000],
+            credentials_encrypted=(hub.cipher.encrypt_json(ctx.credentials) if ctx is not None
+                                   else connection.credentials_encrypted),
+            token_expires_at=ctx.extra.get("token_expires_at") if ctx is not None else connection.token_expires_at,
+            last_error=error[:2000],
             attempts=1, next_attempt_at=utcnow() + _revocation_delay(1)))
         session.commit()
 

@@ -441,3 +441,42 @@ def test_an_item_plaid_could_not_remove_when_its_connection_was_deleted_is_remov
     assert fake.calls["/item/remove"] == calls + 1 and fake.removed_items == [item.item_id]
     with hub.session() as session:
         assert session.exec(select(PendingRevocation)).all() == []
+
+
+def test_a_connection_deleted_while_its_plugin_is_not_loaded_is_revoked_once_it_is(client, auth, fake, connection,
+                                                                                   hub_app):
+    """Deleted with the plugin not loaded, the item stayed active at Plaid
+    and nothing was kept to revoke it."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from hub.models import PendingRevocation, utcnow
+    from hub.plugins import PluginRegistry
+    from hub.runtime import Hub
+    from hub.services.connections import delete_connection, retry_revocations
+
+    hub = hub_app.state.hub
+    item = fake.item()
+    with hub.session() as session:
+        organization_id = session.get(Connection, connection["id"]).organization_id
+
+    async def with_hub(registry, work):
+        other = Hub(hub.settings, registry)
+        try:
+            return await work(other)
+        finally:
+            await other.close()
+
+    asyncio.run(with_hub(PluginRegistry(), lambda h: delete_connection(h, organization_id, connection["id"])))
+    assert client.get(f"{API}/connections/{connection['id']}", headers=auth).status_code == 404
+    assert fake.removed_items == []
+    with hub.session() as session:
+        [pending] = session.exec(select(PendingRevocation)).all()
+    assert pending.connection_id == connection["id"] and "not loaded" in pending.last_error
+    assert item.access_token not in pending.credentials_encrypted
+    later = utcnow() + timedelta(days=1)
+    assert asyncio.run(with_hub(PluginRegistry(), lambda h: retry_revocations(h, now=later))) == 0  # still absent
+    assert asyncio.run(with_hub(hub.registry, lambda h: retry_revocations(h, now=later + timedelta(days=1)))) == 1
+    assert fake.removed_items == [item.item_id]
