@@ -198,6 +198,15 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     open_ = {c["remote_id"]: c for c in client.get(conflicts_url, params={"status": "open"}, headers=auth)
              .json()["conflicts"]}
     assert sorted(open_) == ["note_4", "note_5"]
+    # A change made while the conflict waits is what the reviewer decides on.
+    client.put(f"{records}/note_4", json={"data": {"subject": "hub four, again"}, "sync": False}, headers=auth)
+    [shown] = [c for c in client.get(conflicts_url, params={"status": "open"}, headers=auth).json()["conflicts"]
+               if c["id"] == open_["note_4"]["id"]]
+    assert shown["local_data"]["data"]["title"] == "hub four, again", shown
+    # Data with another resolution than custom would be dropped unseen: refused.
+    refused = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve",
+                          json={"resolution": "provider", "data": {"subject": "x"}}, headers=auth)
+    assert refused.status_code == 422 and "custom" in refused.json()["error"], refused.text
     keep = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve", json={"resolution": "provider"},
                        headers=auth).json()
     assert keep["run_id"] is None

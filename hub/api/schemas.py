@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.models import ConnectionPublic
 
@@ -426,9 +426,16 @@ class ConflictResolve(BaseModel):
     resolution: Literal["provider", "hub", "custom"] = Field(
         description="`provider`: keep the provider's version; `hub`: push the hub's change; "
                     "`custom`: push `data` instead.")
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | None = Field(default=None, description="The record to push, for `custom` only.")
     mapped: bool = True
     sync: bool = True
+
+    @model_validator(mode="after")
+    def _data_only_for_custom(self) -> ConflictResolve:
+        # Accepted and dropped, it would look pushed.
+        if self.data is not None and self.resolution != "custom":
+            raise ValueError(f"data is only taken by a custom resolution, not {self.resolution!r}")
+        return self
 
 
 class SyncConflictResponse(Ok):

@@ -692,7 +692,21 @@ def local_update(session: Session, row: SyncRecord, changes: dict[str, Any], now
     row.push_error, row.push_attempts = None, 0
     row.updated_at = now
     session.add(row)
+    _show_in_open_conflict(session, row)
     return row
+
+
+def _show_in_open_conflict(session: Session, row: SyncRecord) -> None:
+    """A change made while the record's conflict waits in review is what a
+    ``hub`` resolution pushes and a ``provider`` one drops: the conflict
+    shows it, not the change it was opened with."""
+    if row.push_status != CONFLICT:
+        return
+    conflict = session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
+                                                       SyncConflict.status == "open")).first()
+    if conflict is not None:
+        conflict.local_data = {"op": row.local_op, "data": row.local_data}
+        session.add(conflict)
 
 
 def local_delete(session: Session, row: SyncRecord, now: datetime) -> SyncRecord | None:
@@ -707,6 +721,7 @@ def local_delete(session: Session, row: SyncRecord, now: datetime) -> SyncRecord
     row.push_error, row.push_attempts = None, 0
     row.updated_at = now
     session.add(row)
+    _show_in_open_conflict(session, row)
     return row
 
 
