@@ -159,8 +159,9 @@ def new_plugin(name: str, label: str | None, category: str | None, auth_type: st
 def sync(connection_id: str, entity: str | None, full: bool, direction: str | None, page_size: int) -> None:
     """Run a sync of CONNECTION_ID here and now, with a progress bar.
 
-    A run of this connection that was interrupted (its process killed)
-    is resumed from its last stored page.
+    Runs of this connection that were interrupted (their process killed) are
+    resumed first, each from its last stored page; then the run asked for,
+    unless a resumed one was the same (same entity, or every entity).
     """
     import asyncio
 
@@ -175,41 +176,50 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
         connection = session.get(Connection, connection_id)
     if connection is None:
         raise click.ClickException(f"no connection {connection_id}")
-    run = next((r for r in interrupted_runs(hub, connection.id) if r.entity == entity), None)
-    if run is not None and requeue(hub, run.id, run.owner, "interrupted; resumed by hub sync"):
-        click.echo(f"resuming interrupted run {run.id} (direction {run.direction}"
-                   f"{', full refresh' if run.full_refresh else ''}; options given now apply to the next run)")
-    else:
+    runs = []
+    for interrupted in interrupted_runs(hub, connection.id):
+        if requeue(hub, interrupted.id, interrupted.owner, "interrupted; resumed by hub sync"):
+            click.echo(f"resuming interrupted run {interrupted.id} ({interrupted.entity or 'every entity'}, "
+                       f"direction {interrupted.direction}{', full refresh' if interrupted.full_refresh else ''})")
+            runs.append(interrupted)
+    if not any(r.entity == entity for r in runs):
         try:
             run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction,
                                    trigger="cli")
         except HubError as exc:  # an unknown entity, a direction no config has
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
         click.echo(f"run {run.id}")
-    bar = tqdm(unit=" records", desc=entity or "sync", dynamic_ncols=True)
-    pages = {"pull": 0, "pushed": 0}
+        runs.append(run)
+    elif full or direction:
+        click.echo("the options given apply to the next run")
+    failed = []
+    for run in runs:
+        bar = tqdm(unit=" records", desc=run.entity or "sync", dynamic_ncols=True)
+        pages = {"pull": 0, "pushed": 0}
 
-    def progress(kind: str, name: str, count: int) -> None:
-        pages["pull" if kind == "page" else "pushed"] += 1
-        # The postfix first: update() draws the bar, which then shows this page too.
-        bar.set_postfix(entity=name, pages=pages["pull"], pushed=pages["pushed"], refresh=False)
-        bar.update(count if kind == "page" else 0)
+        def progress(kind: str, name: str, count: int, bar=bar, pages=pages) -> None:  # noqa: ANN001
+            pages["pull" if kind == "page" else "pushed"] += 1
+            # The postfix first: update() draws the bar, which then shows this page too.
+            bar.set_postfix(entity=name, pages=pages["pull"], pushed=pages["pushed"], refresh=False)
+            bar.update(count if kind == "page" else 0)
 
-    async def execute():
-        try:
-            return await SyncEngine(hub, page_size=page_size, progress=progress).execute(run.id)
-        finally:
-            await hub.close()
+        async def execute(run_id: str = run.id, progress=progress):  # noqa: ANN001, ANN202
+            try:
+                return await SyncEngine(hub, page_size=page_size, progress=progress).execute(run_id)
+            finally:
+                await hub.close()
 
-    result = asyncio.run(execute())
-    bar.close()
-    if result is None:
-        raise click.ClickException(f"run {run.id} is gone: its connection was deleted while it ran")
-    click.echo(f"{result.status}: fetched {result.fetched}, created {result.created}, updated {result.updated}, "
-               f"deleted {result.deleted}, pushed {result.pushed}, failed {result.failed}, "
-               f"conflicts {result.conflicts}, pages {result.pages}")
-    if result.status != "succeeded":
-        raise click.ClickException(f"{result.error_code}: {result.error}")
+        result = asyncio.run(execute())
+        bar.close()
+        if result is None:
+            raise click.ClickException(f"run {run.id} is gone: its connection was deleted while it ran")
+        click.echo(f"{result.status}: fetched {result.fetched}, created {result.created}, updated {result.updated}, "
+                   f"deleted {result.deleted}, pushed {result.pushed}, failed {result.failed}, "
+                   f"conflicts {result.conflicts}, pages {result.pages}")
+        if result.status != "succeeded":
+            failed.append(f"{result.error_code}: {result.error}")
+    if failed:
+        raise click.ClickException("; ".join(failed))
 
 
 @main.command()

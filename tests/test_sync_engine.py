@@ -542,6 +542,29 @@ def test_hub_sync_says_so_when_the_connection_is_deleted_while_it_runs(hub, conn
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_hub_sync_resumes_an_interrupted_run_of_another_entity_first(hub, conn, ledger, monkeypatch):
+    """Killed with --entity, a run was resumed only by `hub sync --entity`
+    of the same entity: `hub sync` alone left it running in the logs."""
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    killed, _new = create_run(hub, conn, entity="items", trigger="cli")
+    with hub.session() as session:  # marked running by a process that is gone (no lease)
+        row = session.get(SyncRun, killed.id)
+        row.status, row.owner = "running", "gone-host:1:99999999"
+        session.add(row)
+        session.commit()
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    result = CliRunner().invoke(cli.main, ["sync", conn.id])
+    assert result.exit_code == 0, result.output
+    assert f"resuming interrupted run {killed.id}" in result.output
+    with hub.session() as session:
+        done = session.exec(select(SyncRun).where(SyncRun.connection_id == conn.id)).all()
+    assert len(done) == 2 and {r.status for r in done} == {"succeeded"}, [(r.entity, r.status) for r in done]
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
 def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledger):
     # One record the provider keeps failing on must not hold back every later change.
     assert run(sync(hub, conn)).status == "succeeded"
