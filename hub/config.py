@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (new directories: the owner's only)
         return f"sqlite:///{self.data_dir / 'hub.db'}"
 
     def provider_settings(self, provider: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ Alembic migrations (``hub/migrations``), run at startup.
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ def normalize_url(url: str) -> str:
 def make_engine(url: str) -> sa.Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        _create_private(sa.engine.make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
@@ -46,6 +48,20 @@ def make_engine(url: str) -> sa.Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _create_private(path: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (tenants' records
+    are in it): SQLite creates its WAL and shared-memory files with the
+    database file's permissions. An existing file is left as it is."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:  # a directory missing or not ours: SQLite says so in its own words
+        pass
 
 
 def alembic_config(engine: sa.Engine) -> Config:

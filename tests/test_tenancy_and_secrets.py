@@ -290,3 +290,28 @@ def test_two_requests_creating_the_same_connection_at_once_make_one(settings):
     assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "Connection"], outcomes
     with hub.session() as session:
         assert len(session.exec(select(Connection).where(Connection.organization_id == org.id)).all()) == 1
+
+
+def test_the_embedded_database_and_key_are_readable_by_their_owner_only(tmp_path, monkeypatch):
+    """hub.db (every tenant's records) was created 0644, readable by any local user."""
+    import os
+    import stat
+
+    from hub.config import Settings
+    from hub.crypto import Cipher
+    from hub.db import make_engine
+
+    monkeypatch.delenv("HUB_DATABASE_URL", raising=False)
+    settings = Settings(data_dir=tmp_path / "fresh" / "data", secret_key=None)
+    engine = make_engine(settings.resolved_database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x)")
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    Cipher.from_settings(None, settings.data_dir)
+    data = settings.data_dir
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    for name in ("hub.db", "hub.db-wal", "hub.db-shm", "secret.key"):
+        if (data / name).exists():
+            assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name
+    assert (data / "hub.db").exists() and (data / "secret.key").exists()
+    engine.dispose()
