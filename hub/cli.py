@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -77,7 +78,11 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no provider plugins installed (entry point group hub.providers)")
+        if os.environ.get("HUB_PLUGINS") is not None:
+            click.echo(f"no provider plugins loaded: HUB_PLUGINS={os.environ['HUB_PLUGINS']!r} names none "
+                       "that is installed (unset it to load every installed one)")
+        else:
+            click.echo("no provider plugins installed (entry point group hub.providers)")
     for row in rows:
         where = f"{row['distribution'] or row['module']} {row['version'] or ''}".strip()
         if row["loaded"]:

@@ -27,6 +27,14 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     assert "credentials" in body["error"]
     assert_error(client.post(url, json={"provider": "example", "bogus": 1}, headers=auth), 422, "validation_error")
     assert_error(client.post(url, json=[1, 2], headers=auth), 422, "validation_error")
+    # curl -d without -H 'Content-Type: application/json' sends a form: say so, not "a valid dictionary".
+    form = assert_error(client.post(url, content=b'{"provider": "example"}',
+                                    headers={**auth, "Content-Type": "application/x-www-form-urlencoded"}),
+                        415, "unsupported_media_type")
+    assert "application/json" in form["error"]
+    latin1 = assert_error(client.post(url, content='{"provider": "caf\u00e9"}'.encode("latin-1"),
+                                      headers={**auth, "Content-Type": "application/json"}), 400, "invalid_json")
+    assert "UTF-8" in latin1["error"]
 
 
 def test_unknown_provider_entity_route_and_method(client, auth):

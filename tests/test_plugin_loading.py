@@ -94,8 +94,15 @@ def test_dispatch_reaches_exactly_one_provider(example_registry):
 
 
 def test_hub_plugins_env_limits_loading(monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+
     monkeypatch.setenv("HUB_PLUGINS", "")
     assert PluginRegistry.from_environment().providers == {}
+    # `hub plugins` says they are not loaded, not that none is installed.
+    shown = CliRunner().invoke(cli.main, ["plugins"]).output
+    assert "HUB_PLUGINS" in shown and "installed (entry point" not in shown, shown
 
 
 def test_hub_plugins_naming_an_uninstalled_plugin_is_reported(monkeypatch):

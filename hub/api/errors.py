@@ -60,7 +60,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.message, exc.code, details), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and "json" not in content_type and any(
+                tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+            # (A form, say curl -d without -H 'Content-Type: application/json': the body is not read as JSON.)
+            return JSONResponse(error_body(f"the request body must be JSON sent as Content-Type: application/json, "
+                                           f"not {content_type}", "unsupported_media_type"), status_code=415)
         status, code, message, details = _describe_validation(exc)
         return JSONResponse(error_body(message, code, details or None), status_code=status)
 
@@ -70,7 +76,7 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 400 and message == _UNPARSABLE_BODY:
             # FastAPI's answer to a body json cannot decode (nested too deeply, for one).
-            code, message = "invalid_json", "the request body could not be read as JSON (nested too deeply?)"
+            code, message = "invalid_json", "the request body could not be read as JSON (not UTF-8, or nested too deeply)"
         return JSONResponse(error_body(message, code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
