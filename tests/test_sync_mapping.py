@@ -169,6 +169,7 @@ def test_a_default_must_fit_its_transform():
     ({"source": "first_name", "target": "n", "transform": "join"}, "invalid_mapping", "join"),
     ({"source": "first_name", "target": "n", "transform": "shout"}, "invalid_mapping", "transform"),
     ({"source": "first_name", "target": "n", "transform": "constant"}, "invalid_mapping", "constant"),
+    ({"target": "n", "transform": "constant"}, "invalid_mapping", "constant takes a value"),
 ])
 def test_bad_mappings_are_refused_with_a_clear_error(mapping, code, needle):
     with pytest.raises(ValidationFailed) as caught:

@@ -206,6 +206,8 @@ def _shape_error(m: FieldMapping) -> str | None:
     if m.transform == "constant":
         if sources:
             return "constant takes a value, not a source"
+        if "value" not in m.model_fields_set:
+            return "constant takes a value (null for none)"
         if len(targets) != 1:
             return "constant has one target"
         return None
