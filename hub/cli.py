@@ -101,10 +101,14 @@ def org() -> None:
 def org_create(name: str) -> None:
     """Create an organization and print its API key (once)."""
     from hub.services.orgs import create_organization
+    from hub.types import HubError
 
     hub = _hub()
     with hub.session() as session:
-        organization, key = create_organization(session, name)
+        try:
+            organization, key = create_organization(session, name)
+        except HubError as exc:
+            raise click.ClickException(exc.message) from None
     click.echo(f"organization: {organization.id}")
     click.echo(f"api key (store it now, it is not shown again): {key}")
 

@@ -315,3 +315,22 @@ def test_the_embedded_database_and_key_are_readable_by_their_owner_only(tmp_path
             assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name
     assert (data / "hub.db").exists() and (data / "secret.key").exists()
     engine.dispose()
+
+
+def test_hub_org_create_refuses_an_empty_or_overlong_name(settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+    from hub.models import Organization
+    from hub.runtime import Hub
+
+    hub = Hub(settings)
+    hub.migrate()
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    for name in ("", "   ", "x" * 201, "bad\nname"):
+        refused = CliRunner().invoke(cli.main, ["org", "create", name])
+        assert refused.exit_code == 1 and "1 to 200 printable characters" in refused.output, (name, refused.output)
+    made = CliRunner().invoke(cli.main, ["org", "create", "  acme  "])
+    assert made.exit_code == 0 and "api key" in made.output
+    with hub.session() as session:
+        assert session.execute(sa.select(Organization.name)).scalars().all() == ["acme"]

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from hub.config import Settings
 from hub.crypto import hash_token
 from hub.models import ApiKey, Organization, utcnow
-from hub.types import HubError
+from hub.types import HubError, ValidationFailed
 
 KEY_PREFIX = "hub_"
 
@@ -22,7 +22,14 @@ class Unauthorized(HubError):
 
 
 def create_organization(session: Session, name: str) -> tuple[Organization, str]:
-    """Create an organization and its first API key; the key is returned once."""
+    """Create an organization and its first API key; the key is returned once.
+
+    :raises ValidationFailed: a name empty, longer than 200 characters, or
+        holding control characters.
+    """
+    name = name.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise ValidationFailed("an organization's name is 1 to 200 printable characters", code="invalid_name")
     org = Organization(name=name)
     session.add(org)
     session.flush()
