@@ -2,6 +2,7 @@
 # install the core and the bundled plugins, each as its own distribution.
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 8000
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
@@ -16,7 +17,7 @@ $(BIN)/.installed: pyproject.toml $(PLUGINS)
 install: $(BIN)/.installed
 
 run: $(BIN)/.installed
-	$(BIN)/hub serve
+	$(BIN)/hub serve --port $(PORT)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
