@@ -744,6 +744,20 @@ def create_app(transactions: int = 120, institutions: int = 40, rate_limits: dic
     app = FastAPI(title="fake Plaid")
     app.state.plaid = plaid
 
+    @app.post("/fake/link/complete")
+    async def complete_link(request: Request) -> JSONResponse:
+        """Not Plaid's: what the user's Link widget does, for a link token the
+        hub created (``{"link_token", "institution_id"}``): the public token its
+        onSuccess hands the browser, for ``POST /link/plaid/exchange``."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            token = plaid.create_public_token(body.get("institution_id") or "ins_109508",
+                                              link_token=str(body["link_token"]))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "send {\"link_token\": a link token of this fake, \"institution_id\"}"},
+                                status_code=400)
+        return JSONResponse({"public_token": token})
+
     @app.post("/{path:path}")
     async def endpoint(path: str, request: Request) -> JSONResponse:
         return plaid.handle("/" + path, dict(request.headers), await request.body(), str(request.base_url))

@@ -127,3 +127,20 @@ def test_webhook_bodies_follow_the_spec(plaid, token):
     assert plaid.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")["historical_update_complete"] is True
     with pytest.raises(ValueError, match="off-spec"):
         plaid.webhook(item.item_id, "TRANSACTIONS", "DEFAULT_UPDATE", new_transactions="many")
+
+
+def test_link_can_be_completed_over_http_for_a_hub_link_token(client, auth, fake):
+    """Run alone (uvicorn), the fake needs a way to play the user's Link widget:
+    a public token from /sandbox/public_token/create is not of the link token."""
+    import httpx
+
+    from tests.conftest import API
+
+    link_token = client.post(f"{API}/link/plaid/token", json={"user_id": "u"}, headers=auth).json()["link_token"]
+    made = httpx.post(f"{fake.url}/fake/link/complete", json={"link_token": link_token, "institution_id": "ins_109508"})
+    assert made.status_code == 200, made.text
+    exchanged = client.post(f"{API}/link/plaid/exchange", headers=auth,
+                            json={"public_token": made.json()["public_token"], "link_token": link_token})
+    assert exchanged.status_code == 201, exchanged.text
+    refused = httpx.post(f"{fake.url}/fake/link/complete", json={"link_token": "link-sandbox-nope"})
+    assert refused.status_code == 400 and "link_token" in refused.json()["error"]
