@@ -382,6 +382,10 @@ class StoredRecordsResponse(Ok):
     has_more: bool
 
 
+class StoredRecordDeleted(Ok):
+    run_id: str | None = Field(default=None, description="The push run queued for the deletion, if any.")
+
+
 class StoredRecordResponse(Ok):
     record: StoredRecordOut
     run_id: str | None = Field(default=None, description="The push run queued for this change, if any.")

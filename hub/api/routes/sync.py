@@ -21,6 +21,7 @@ from hub.api.schemas import (
     MappingsReplace,
     MappingsResponse,
     Ok,
+    StoredRecordDeleted,
     StoredRecordDiscarded,
     StoredRecordResponse,
     StoredRecordsResponse,
@@ -210,15 +211,17 @@ async def update_stored_record(request: Request, hub: HubDep, connection: Connec
     return await _write(request, hub, connection, sync_config_id, record_id, body)
 
 
-@router.delete("/sync-configs/{sync_config_id}/records/{record_id}", response_model=Ok,
+@router.delete("/sync-configs/{sync_config_id}/records/{record_id}", response_model=StoredRecordDeleted,
                operation_id="delete_stored_record")
 async def delete_stored_record(request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                                record_id: str, sync: bool = Query(default=True)):
-    """Delete a record: at the provider by the next push (queued now with `sync`)."""
+    """Delete a record: at the provider by the next push (queued now with `sync`,
+    whose run is `run_id`; none for a record never created there, which just goes)."""
     config = await hub.db(_config, hub, connection, sync_config_id)
+    run_id = None
     if await in_thread(stored.delete_record, hub, connection, config, record_id) is not None:
-        await _queue_push(request, connection, config, sync)
-    return {"success": True}
+        run_id = await _queue_push(request, connection, config, sync)
+    return {"success": True, "run_id": run_id}
 
 
 @router.post("/sync-configs/{sync_config_id}/records/{record_id}/discard", response_model=StoredRecordDiscarded,
