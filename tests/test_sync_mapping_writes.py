@@ -216,6 +216,9 @@ def test_joined_fields_are_written_back_in_their_types(typed):
     assert done.status_code == 200, done.text
     env.wait(done.json()["run_id"])
     assert (env.provider.items["x"]["amount"], env.provider.items["x"]["currency"]) == (200, "eur")
+    # Written back as it is now: nothing to push, and no push run queued for it.
+    again = env.put("x", {"money": "200 eur"})
+    assert again.status_code == 200 and again.json()["run_id"] is None, again.text
 
 
 def test_a_record_kept_after_the_provider_deleted_it_is_created_again_with_its_own_values(typed):

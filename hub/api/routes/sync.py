@@ -178,7 +178,8 @@ async def _write(request: Request, hub: Hub, connection: Connection, sync_config
     """Create (``record_id`` None) or change a stored record; queue its push when asked."""
     config = await hub.db(_config, hub, connection, sync_config_id)
     row = await in_thread(stored.write_record, hub, connection, config, record_id, body.data, mapped=body.mapped)
-    run_id = await _queue_push(request, connection, config, body.sync)
+    # A write of the values it has already (a record read, then written whole) leaves nothing to push.
+    run_id = await _queue_push(request, connection, config, body.sync) if row.local_op is not None else None
     mapper = stored.mapper_for(hub, connection, config) if body.mapped else None
     return {"success": True, "record": stored.record_out(row, mapper), "run_id": run_id}
 
