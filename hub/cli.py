@@ -1,4 +1,4 @@
-"""The ``hub`` command: ``serve``, ``plugins``, ``org create``, ``sync``, ``worker``, ``webhooks``."""
+"""The ``hub`` command: ``serve``, ``plugins``, ``org``, ``sync``, ``worker``, ``webhooks``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 from sqlmodel import select
@@ -111,6 +112,79 @@ def org_create(name: str) -> None:
             raise click.ClickException(exc.message) from None
     click.echo(f"organization: {organization.id}")
     click.echo(f"api key (store it now, it is not shown again): {key}")
+
+
+@org.command("list")
+def org_list() -> None:
+    """List the organizations, with their API keys in use."""
+    from hub.models import ApiKey, Organization
+
+    hub = _hub()
+    with hub.session() as session:
+        organizations = session.exec(select(Organization).order_by(Organization.created_at)).all()
+        keys = session.exec(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
+    if not organizations:
+        click.echo("no organizations (hub org create NAME makes one)")
+    for organization in organizations:
+        active = sum(1 for k in keys if k.organization_id == organization.id)
+        click.echo(f"{organization.id}  {organization.name}  (created {organization.created_at:%Y-%m-%d}, "
+                   f"{active} API key{'s' if active != 1 else ''} in use)")
+
+
+@org.command("keys")
+@click.argument("organization_id")
+def org_keys(organization_id: str) -> None:
+    """List ORGANIZATION_ID's API keys (their first characters, never the keys)."""
+    from hub.models import ApiKey
+
+    hub = _hub()
+    _organization(hub, organization_id)
+    with hub.session() as session:
+        keys = session.exec(select(ApiKey).where(ApiKey.organization_id == organization_id)
+                            .order_by(ApiKey.created_at)).all()
+    for key in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "in use"
+        click.echo(f"{key.id}  {key.prefix}…  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@org.command("new-key")
+@click.argument("organization_id")
+def org_new_key(organization_id: str) -> None:
+    """Make another API key for ORGANIZATION_ID (to rotate: make one, move the app to it, revoke the old one)."""
+    from hub.services.orgs import create_api_key
+
+    hub = _hub()
+    _organization(hub, organization_id)
+    with hub.session() as session:
+        key = create_api_key(session, organization_id)
+        session.commit()
+    click.echo(f"api key (store it now, it is not shown again): {key}")
+
+
+@org.command("revoke-key")
+@click.argument("key_id")
+def org_revoke_key(key_id: str) -> None:
+    """Revoke the API key KEY_ID (from `hub org keys`): refused from now on."""
+    from hub.models import ApiKey, utcnow
+
+    hub = _hub()
+    with hub.session() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise click.ClickException(f"no API key {key_id} (hub org keys ORGANIZATION_ID lists them)")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            session.add(key)
+            session.commit()
+    click.echo(f"revoked {key_id} ({key.prefix}…)")
+
+
+def _organization(hub: Any, organization_id: str) -> None:
+    from hub.models import Organization
+
+    with hub.session() as session:
+        if session.get(Organization, organization_id) is None:
+            raise click.ClickException(f"no organization {organization_id} (hub org list shows them)")
 
 
 def _interactive() -> bool:

@@ -334,3 +334,32 @@ def test_hub_org_create_refuses_an_empty_or_overlong_name(settings, monkeypatch)
     assert made.exit_code == 0 and "api key" in made.output
     with hub.session() as session:
         assert session.execute(sa.select(Organization.name)).scalars().all() == ["acme"]
+
+
+def test_an_operator_lists_organizations_and_rotates_their_api_keys(settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+    from hub.models import Organization
+    from hub.runtime import Hub
+
+    hub = Hub(settings)
+    hub.migrate()
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    runner = CliRunner()
+    first_key = runner.invoke(cli.main, ["org", "create", "acme"]).output.split()[-1]
+    with hub.session() as session:
+        org_id = session.execute(sa.select(Organization.id)).scalar_one()
+    assert "acme" in runner.invoke(cli.main, ["org", "list"]).output
+    second_key = runner.invoke(cli.main, ["org", "new-key", org_id]).output.split()[-1]
+    app = create_app(settings)
+    with TestClient(app) as client:
+        for key in (first_key, second_key):
+            assert client.get(f"{API}/connections", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        listed = runner.invoke(cli.main, ["org", "keys", org_id]).output.splitlines()
+        assert len(listed) == 2 and first_key not in "\n".join(listed) and all("in use" in line for line in listed)
+        revoked = runner.invoke(cli.main, ["org", "revoke-key", listed[0].split()[0]])
+        assert revoked.exit_code == 0, revoked.output
+        assert client.get(f"{API}/connections", headers={"Authorization": f"Bearer {first_key}"}).status_code == 401
+        assert client.get(f"{API}/connections", headers={"Authorization": f"Bearer {second_key}"}).status_code == 200
+    assert runner.invoke(cli.main, ["org", "keys", "nope"]).exit_code == 1
