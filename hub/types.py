@@ -213,10 +213,11 @@ class Page:
     ``next_cursor`` after the last page), stored by sync for the next run.
     ``restarted`` says this page does not follow the cursor it was asked
     with: the provider could not go on, and the listing starts over from the
-    very beginning (every record again). Records earlier pages gave may have
-    been removed meanwhile without being reported, so sync makes its pass a
-    full one from this page on: what the new listing does not give is marked
-    deleted at its end.
+    very beginning (every record again, or, asked with ``since``, every one
+    changed since). Records earlier pages gave may have been removed
+    meanwhile without being reported, so sync makes a pass without ``since``
+    a full one from this page on: what the new listing does not give is
+    marked deleted at its end.
     """
 
     records: list[dict[str, Any]]

@@ -32,6 +32,10 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
                                     headers={**auth, "Content-Type": "application/x-www-form-urlencoded"}),
                         415, "unsupported_media_type")
     assert "application/json" in form["error"]
+    untyped = client.build_request("POST", url, content=b'{"provider": "example"}', headers=auth)
+    assert "content-type" not in untyped.headers
+    assert_error(client.send(untyped), 415, "unsupported_media_type")
+    assert_error(client.post(url, headers=auth), 422, "validation_error")  # no body at all: it is missing
     latin1 = assert_error(client.post(url, content='{"provider": "caf\u00e9"}'.encode("latin-1"),
                                       headers={**auth, "Content-Type": "application/json"}), 400, "invalid_json")
     assert "UTF-8" in latin1["error"]

@@ -84,6 +84,9 @@ def test_bad_configs_are_refused_when_saved(client, auth):
     assert "cents_to_decimal" in cast["error"] and "string" in cast["error"]
     assert_error(client.post(url, json={"entity": "notes", "direction": "sideways"}, headers=auth),
                  422, "validation_error")
+    valueless = assert_error(client.post(url, json={"entity": "notes", "mappings": [
+        {"target": "origin", "transform": "constant"}]}, headers=auth), 422, "validation_error")
+    assert "constant takes a value" in valueless["error"]
     assert client.get(url, headers=auth).json()["sync_configs"] == []
     config = client.post(url, json={"entity": "tags"}, headers=auth).json()["sync_config"]
     assert_error(client.put(f"{url}/{config['id']}", json={"direction": "both"}, headers=auth), 405, "read_only")

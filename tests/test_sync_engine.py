@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
+from hub import hookimpl
 from hub.config import Settings
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.sync import configs as config_service
@@ -828,3 +829,64 @@ def test_a_webhook_batch_with_an_earlier_clock_does_not_get_a_listed_record_swep
     ledger.on_call = None
     assert "it_00000" in ledger.items
     assert "it_00000" in stored(hub, conn.id, "items"), "listed by the pass, exists, but marked deleted"
+
+
+class _Restarting(Ledger):
+    """Offset cursors; on call ``restart_on`` it cannot follow the cursor and
+    lists again from the first record (``Page.restarted``)."""
+
+    restart_on: int | None = None
+
+    @hookimpl
+    def list_records(self, entity, cursor, page_size, since):
+        if self.restart_on is not None and len(self.calls) + 1 == self.restart_on:
+            page = Ledger.list_records(self, entity, None, page_size, since)
+            page.restarted = True
+            return page
+        return Ledger.list_records(self, entity, cursor, page_size, since)
+
+
+def test_a_restarted_listing_makes_the_pass_full_and_its_cursors_are_no_cycle(settings):
+    """A listing that starts over hands out its cursors again: that failed the
+    run as pages going round in a cycle."""
+    ledger = _Restarting(items=50)
+    hub = ledger_hub(settings, ledger)
+    connection = make_connection(hub, "ledger", {"api_key": "k"})
+    assert run(sync(hub, connection, page_size=100)).status == "succeeded"
+    ledger.remove("it_00005")  # gone, and only a full listing shows it
+    ledger.calls.clear()
+    ledger.restart_on = 3
+    result = run(sync(hub, connection, full_refresh=True, page_size=10))
+    assert result.status == "succeeded", result.error
+    assert stored(hub, connection.id, "items") == ledger.items and result.deleted == 1
+
+
+def test_a_restarted_listing_of_a_since_pass_marks_nothing_deleted(settings):
+    """Asked with since, the listing started over gives what changed since: a
+    sweep by it marked deleted every record not changed."""
+    ledger = _Restarting(items=250)
+    hub = ledger_hub(settings, ledger)
+    connection = make_connection(hub, "ledger", {"api_key": "k"})
+    assert run(sync(hub, connection, page_size=100)).status == "succeeded"  # the watermark stored
+    for i in range(200, 230):
+        ledger.put(f"it_{i:05d}", {"name": f"changed {i}"})
+    ledger.calls.clear()
+    ledger.restart_on = 2
+    result = run(sync(hub, connection, page_size=10))
+    assert result.status == "succeeded" and ledger.calls[0][2] is not None, result.error  # a pass by since
+    assert stored(hub, connection.id, "items") == ledger.items and result.deleted == 0
+
+
+def test_a_last_seen_time_from_a_clock_that_ran_ahead_does_not_spare_a_record_from_sweeps(hub, conn, ledger):
+    """last_seen_at never moves back, but one written by a clock a day ahead
+    kept a record the provider deleted alive through every full pass."""
+    assert run(sync(hub, conn)).status == "succeeded"
+    with hub.session() as session:
+        session.execute(sa.update(SyncRecord).where(SyncRecord.remote_id.in_(["it_00001", "it_00002"]))
+                        .values(last_seen_at=utcnow() + timedelta(days=1)))
+        session.commit()
+    assert run(sync(hub, conn, full_refresh=True)).status == "succeeded"  # both listed: seen now
+    ledger.remove("it_00001")
+    result = run(sync(hub, conn, full_refresh=True))
+    assert result.status == "succeeded" and result.deleted == 1
+    assert stored(hub, conn.id, "items") == ledger.items

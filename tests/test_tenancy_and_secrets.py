@@ -332,8 +332,9 @@ def test_hub_org_create_refuses_an_empty_or_overlong_name(settings, monkeypatch)
         assert refused.exit_code == 1 and "1 to 200 printable characters" in refused.output, (name, refused.output)
     made = CliRunner().invoke(cli.main, ["org", "create", "  acme  "])
     assert made.exit_code == 0 and "api key" in made.output
+    assert CliRunner().invoke(cli.main, ["org", "create", "株式会社\u3000東京"]).exit_code == 0  # an ideographic space
     with hub.session() as session:
-        assert session.execute(sa.select(Organization.name)).scalars().all() == ["acme"]
+        assert sorted(session.execute(sa.select(Organization.name)).scalars()) == ["acme", "株式会社\u3000東京"]
 
 
 def test_an_operator_lists_organizations_and_rotates_their_api_keys(settings, monkeypatch):

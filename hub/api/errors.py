@@ -62,11 +62,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type and "json" not in content_type and any(
-                tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
-            # (A form, say curl -d without -H 'Content-Type: application/json': the body is not read as JSON.)
+        if "json" not in content_type and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
+                                              for e in exc.errors()):
+            # A body not read as JSON: a form (curl -d without -H 'Content-Type: application/json'),
+            # or no content type at all.
             return JSONResponse(error_body(f"the request body must be JSON sent as Content-Type: application/json, "
-                                           f"not {content_type}", "unsupported_media_type"), status_code=415)
+                                           f"not {content_type or 'without a content type'}",
+                                           "unsupported_media_type"), status_code=415)
         status, code, message, details = _describe_validation(exc)
         return JSONResponse(error_body(message, code, details or None), status_code=status)
 

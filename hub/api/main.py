@@ -28,6 +28,7 @@ ERROR_RESPONSES = {
         405: "The entity is read-only for this operation",
         409: "The connection already exists",
         413: "Body too large",
+        415: "The body is not sent as JSON (Content-Type: application/json)",
         422: "Invalid input",
         424: "The provider refused the connection's credentials",
         429: "The provider's rate limit is exhausted",

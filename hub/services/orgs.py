@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 
 import jwt
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ def create_organization(session: Session, name: str) -> tuple[Organization, str]
         holding control characters.
     """
     name = name.strip()
-    if not name or len(name) > 200 or not name.isprintable():
+    if not name or len(name) > 200 or any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
         raise ValidationFailed("an organization's name is 1 to 200 printable characters", code="invalid_name")
     org = Organization(name=name)
     session.add(org)

@@ -400,7 +400,8 @@ class _PageWriter:
             self.lease.renew_in(self.session)
             self.opened = time.monotonic()
         session = self.session
-        if page.restarted:
+        if page.restarted and self.plan.since is None:
+            # (A pass by ``since`` lists what changed since, again: nothing to sweep by it.)
             self._restart_as_full(session, as_of or now)
         # (Only without an updated_field: with one, a fallback would push the watermark ahead.)
         without_versions = as_of is not None and not self.schema.updated_field
@@ -704,6 +705,8 @@ class SyncEngine:
                     raise _PositionRefused(exc) from exc
                 fetched += 1
                 next_cursor = page.next_cursor or None
+                if page.restarted:  # a listing from the start again hands out its cursors again
+                    cycle = _CursorCycle(None)
                 if next_cursor is not None and cycle.repeats(next_cursor):
                     raise ProviderError(f"provider {provider.name} returned the {schema.name} cursor {next_cursor!r} "
                                         "again in one pass: its pages go round in a cycle")

@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.types import EntitySchema, ValidationFailed
 
@@ -99,6 +99,13 @@ class FieldMapping(BaseModel):
         default=None, max_length=255,
         description="For `cents_to_decimal` and `decimal_to_cents`: the provider field (dotted path) holding "
                     "each record's currency code, whose decimals apply instead of two.")
+
+    @model_validator(mode="after")
+    def _constant_has_a_value(self) -> FieldMapping:
+        # Checked as the mapping is parsed (from a request, before any dump fills in the defaults).
+        if self.transform == "constant" and "value" not in self.model_fields_set:
+            raise ValueError("constant takes a value (null for none)")
+        return self
 
     def sources(self) -> list[str]:
         if self.source is None:
@@ -206,8 +213,6 @@ def _shape_error(m: FieldMapping) -> str | None:
     if m.transform == "constant":
         if sources:
             return "constant takes a value, not a source"
-        if "value" not in m.model_fields_set:
-            return "constant takes a value (null for none)"
         if len(targets) != 1:
             return "constant has one target"
         return None

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -167,17 +167,30 @@ def _stale(row: Any, version: datetime | None) -> bool:
     return version < stored or (version == stored and row.deleted and row.content_hash is None)
 
 
+#: How far ahead of a writer's clock a stored ``last_seen_at`` is kept (see
+#: :func:`seen_at`); beyond it, the clock that wrote it was wrong.
+SEEN_AHEAD_LIMIT = timedelta(minutes=5)
+
+
 def seen_at(row: Any, now: datetime) -> datetime:
     """``now`` as the record's ``last_seen_at``, never moving it back: a writer
     whose clock read came before a full pass began (or from a host whose clock
-    lags) must not make a record the pass listed look unseen to its sweep."""
-    return max(row.last_seen_at, now) if row.last_seen_at is not None else now
+    lags) must not make a record the pass listed look unseen to its sweep. A
+    stored time more than :data:`SEEN_AHEAD_LIMIT` ahead is replaced: kept, a
+    clock that ran ahead once would spare the record from sweeps until then."""
+    stored = row.last_seen_at
+    return stored if stored is not None and now < stored <= now + SEEN_AHEAD_LIMIT else now
 
 
 def _seen_column(now: Any) -> Any:
-    """:func:`seen_at` in SQL, for bulk updates (``now`` a value or a bind parameter)."""
-    value = now if isinstance(now, sa.BindParameter) else sa.literal(now, type_=_records.c.last_seen_at.type)
-    return sa.case((_records.c.last_seen_at > value, _records.c.last_seen_at), else_=value)
+    """:func:`seen_at` in SQL, for bulk updates (``now`` a datetime or a bind parameter of one)."""
+    if isinstance(now, sa.BindParameter):
+        value, limit = now, sa.bindparam(now.key + "_ahead", type_=_records.c.last_seen_at.type)
+    else:
+        value = sa.literal(now, type_=_records.c.last_seen_at.type)
+        limit = sa.literal(now + SEEN_AHEAD_LIMIT, type_=_records.c.last_seen_at.type)
+    return sa.case((sa.and_(_records.c.last_seen_at > value, _records.c.last_seen_at <= limit),
+                    _records.c.last_seen_at), else_=value)
 
 
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
@@ -267,7 +280,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             else:
                 counts.updated += 1
             continue
-        updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now})
+        updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now,
+                        "b_now_ahead": now + SEEN_AHEAD_LIMIT})
         counts.updated += 1
     if inserts:
         _insert_new(session, connection_id, schema.name, inserts, now)

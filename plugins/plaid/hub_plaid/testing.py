@@ -753,7 +753,7 @@ def create_app(transactions: int = 120, institutions: int = 40, rate_limits: dic
             body = json.loads(await request.body() or b"{}")
             token = plaid.create_public_token(body.get("institution_id") or "ins_109508",
                                               link_token=str(body["link_token"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return JSONResponse({"error": "send {\"link_token\": a link token of this fake, \"institution_id\"}"},
                                 status_code=400)
         return JSONResponse({"public_token": token})
