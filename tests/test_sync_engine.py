@@ -52,6 +52,16 @@ async def sync(hub, connection, entity="items", full_refresh=False, **engine_opt
         await hub.close()
 
 
+def removed_while_disabled(hub, connection, ledger, item_id):
+    """The items config disabled, ``item_id`` removed at the provider meanwhile
+    (its deletion event ignored), then the config enabled again."""
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id)).one()
+    config_service.update_config(hub, connection, config.id, {"enabled": False})
+    ledger.remove(item_id)
+    config_service.update_config(hub, connection, config.id, {"enabled": True})
+
+
 def state_of(hub, connection_id, entity="items") -> SyncState:
     with hub.session() as session:
         return session.exec(select(SyncState).where(SyncState.connection_id == connection_id,
@@ -649,11 +659,7 @@ def test_reenabling_after_an_interrupted_incremental_pass_still_makes_a_full_pas
     assert run(sync(hub, conn)).status == "failed"
     assert state_of(hub, conn.id).pass_mode == "incremental"
     ledger.fail_on_call = None
-    with hub.session() as session:
-        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
-    config_service.update_config(hub, conn, config.id, {"enabled": False})
-    ledger.remove("it_00200")                                     # its deletion event is ignored meanwhile
-    config_service.update_config(hub, conn, config.id, {"enabled": True})
+    removed_while_disabled(hub, conn, ledger, "it_00200")
     assert state_of(hub, conn.id).watermark is None
     assert run(sync(hub, conn)).status == "succeeded"
     assert run(sync(hub, conn)).status == "succeeded"
@@ -766,11 +772,7 @@ def test_reenabling_after_an_interrupted_first_full_pass_starts_a_new_full_pass(
     state = state_of(hub, conn.id)
     assert state.pass_mode == "full" and state.watermark is None
     ledger.fail_on_call = None
-    with hub.session() as session:
-        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
-    config_service.update_config(hub, conn, config.id, {"enabled": False})
-    ledger.remove("it_00050")                                      # its deletion event is ignored meanwhile
-    config_service.update_config(hub, conn, config.id, {"enabled": True})
+    removed_while_disabled(hub, conn, ledger, "it_00050")
     for _ in range(3):
         assert run(sync(hub, conn)).status == "succeeded"
     assert "it_00050" not in stored(hub, conn.id, "items"), "deleted while disabled, still live after 3 runs"
