@@ -215,7 +215,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
             await revoke_unsaved(hub, provider, exc.credentials)  # not when another connection uses the account
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     except HubError as exc:
-        raise OAuthFailed(exc.message, code="exchange_failed", details=record.return_to) from None
+        # A code of the plugin's own (Shopify's shop_mismatch) says more than exchange_failed.
+        specific = exc.code if exc.code != type(exc).code else "exchange_failed"
+        raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     try:
         connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,

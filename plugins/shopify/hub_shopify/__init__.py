@@ -229,12 +229,12 @@ def authorization_url(ctx, redirect_uri, state, params):
 async def exchange_code(ctx, code, params):
     signature = params.get("hmac") or ""
     if not hmac.compare_digest(oauth_hmac(ctx.setting("client_secret"), params).encode(), signature.encode()):
-        raise AuthFailed("the callback's hmac does not match")
+        raise AuthFailed("the callback's hmac does not match", code="invalid_hmac")
     timestamp = params.get("timestamp") or ""
     if not (timestamp.isascii() and timestamp.isdigit()) or int(timestamp) < time.time() - CALLBACK_MAX_AGE:
-        raise AuthFailed("the callback is missing its timestamp or is older than 24 hours")
+        raise AuthFailed("the callback is missing its timestamp or is older than 24 hours", code="callback_expired")
     if _shop(params.get("shop")) != ctx.config.get("shop"):
-        raise AuthFailed("the callback names another shop than the one the flow started with")
+        raise AuthFailed("the callback names another shop than the one the flow started with", code="shop_mismatch")
     credentials = await _token(ctx, {"code": code, **({"expiring": "1"} if ctx.settings.get("expiring") == "1"
                                                       else {})})
     missing = _missing_scopes(INFO.scopes, credentials.config.get("scope") or "")

@@ -60,7 +60,7 @@ def test_tampered_callback_is_refused_without_reflecting_provider_text(shopify, 
     code = callback["code"]
     callback[tamper] = "0" + callback[tamper][1:] if callback[tamper][0] != "0" else "1" + callback[tamper][1:]
     result = shopify.finish(callback)
-    assert result == {"status": "error", "code": "exchange_failed"}
+    assert result == {"status": "error", "code": "invalid_hmac"}  # the hmac covers every parameter
     assert code in shopify.shop.state.codes  # refused before the code was spent at Shopify
     assert shopify.get(f"{API}/connections").json()["connections"] == []
 
@@ -69,14 +69,14 @@ def test_callback_older_than_a_day_is_refused(shopify):
     callback = shopify.consent(shopify.start())
     callback["timestamp"] = str(int(time.time()) - 25 * 3600)
     callback["hmac"] = sign_callback(shopify.shop.state.client_secret, callback)
-    assert shopify.finish(callback) == {"status": "error", "code": "exchange_failed"}
+    assert shopify.finish(callback) == {"status": "error", "code": "callback_expired"}
 
 
 def test_callback_for_another_shop_is_refused(shopify):
     # The flow starts for other-shop, but the (fake) shop answers as hub-test.
     callback = shopify.consent(shopify.start(shop="other-shop.myshopify.com"))
     assert callback["shop"] == SHOP
-    assert shopify.finish(callback) == {"status": "error", "code": "exchange_failed"}
+    assert shopify.finish(callback) == {"status": "error", "code": "shop_mismatch"}
 
 
 def test_state_is_single_use(shopify):
