@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -108,10 +109,20 @@ class TokenBucket:
     def pause(self, seconds: float) -> None:
         """Block every caller for ``seconds`` (after a 429), and halve the
         pace: a 429 means we send faster than the provider drains (a rate set
-        for a bigger plan, say), so the next ones do not follow at once."""
-        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        for a bigger plan, say), so the next ones do not follow at once. The
+        429s of requests sent together (met while already paused) halve it once."""
+        now = time.monotonic()
+        if now >= self.blocked_until:
+            self.rate = max(self.declared_rate / 64, self.rate / 2)
+        self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0
-        self.rate = max(self.declared_rate / 64, self.rate / 2)
+
+    def recover(self) -> None:
+        """A request went through: a pace slowed by 429s grows back by a
+        twentieth, up to the declared rate (providers whose answers tell the
+        bucket's fill recover by :meth:`observe_usage` instead)."""
+        if self.rate < self.declared_rate:
+            self.rate = min(self.declared_rate, self.rate * 1.05)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -119,14 +130,21 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf", "nan" or 1e400 would overflow what is done with it: not a wait anyone means.
+        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
+
+
+#: Longest ``Retry-After`` taken as meant (a day); longer ones are cut to it.
+MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass
@@ -240,10 +258,17 @@ class ProviderHTTP:
             merged_params = _merge_params(params, auth.params)
             merged_headers = {**auth.headers, **(headers or {})}
             endpoint_limiter = self._endpoint_limiter(url)
-            if endpoint_limiter:
-                await endpoint_limiter.acquire()
-            if self.limiter:
-                await self.limiter.acquire()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    if endpoint_limiter:
+                        await endpoint_limiter.acquire()
+                    if self.limiter:
+                        await self.limiter.acquire()
+            except TimeoutError:
+                # Nothing was sent: the provider's pace leaves no room within the call's deadline.
+                raise RateLimited(f"the provider's rate limit left no room to send the {method} within "
+                                  f"{self.retry.deadline:g} s; nothing was sent",
+                                  retry_after=max(1.0, self.retry.base_delay)) from None
             if self.client.is_closed:
                 # The connection's client closes when the connection is deleted (or the hub stops).
                 raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
@@ -285,9 +310,12 @@ class ProviderHTTP:
             retry = status in retry_statuses and (status == 429 or idempotent)
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
-                wait = self.retry.backoff(attempt) if asked is None else (
-                    min(asked, self.retry.max_delay) + random.uniform(0, 0.05))
-                if status == 429 and asked is not None:
+                if asked is not None and asked < self.retry.base_delay:
+                    asked = None  # "0" (or a date past): waiting nothing would hammer the provider
+                wait = self.retry.backoff(attempt) if asked is None else asked + random.uniform(0, 0.05)
+                if asked is not None and asked > self.retry.max_delay:
+                    retry = False  # sent again sooner than asked, it would only be refused again
+                elif status == 429 and asked is not None:
                     # The provider said how long to wait: that costs waiting time, not an attempt.
                     retry = throttled + wait <= self.retry.throttled_wait
                     throttled += wait
@@ -296,15 +324,26 @@ class ProviderHTTP:
                     attempt += 1
                 retry = retry and time.monotonic() + wait <= deadline
             if retry:
-                if status == 429 and self.limiter:
-                    self.limiter.pause(wait)
-                if status == 429 and endpoint_limiter:
-                    endpoint_limiter.pause(wait)
+                # A limit of one endpoint (Plaid's per Item) slows that endpoint, not the connection.
+                paused = endpoint_limiter or self.limiter
+                if status == 429 and paused:
+                    paused.pause(wait)
                 log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
                 await response.aclose()
-                if not (status == 429 and self.limiter):
+                if not (status == 429 and paused):
                     await asyncio.sleep(wait)
                 continue
+            if status < 400:
+                for limiter in (endpoint_limiter, self.limiter):
+                    if limiter and not (limiter is self.limiter and self.rate_limit and self.rate_limit.usage_header):
+                        limiter.recover()
+            if 300 <= status < 400 and raise_for_status:
+                # Not followed: credentials must not go to wherever a redirect points.
+                where = response.headers.get("location", "")
+                await response.aclose()
+                raise ProviderError(f"provider answered HTTP {status}, a redirect"
+                                    + (f" to {httpx.URL(where).host or 'the same host'}" if where else "")
+                                    + ", which the hub does not follow", provider_status=status)
             if status >= 400 and raise_for_status:
                 described = await self._describe_error(response) if self._describe_error else None
                 error = error_for_response(response, described)
@@ -321,8 +360,8 @@ class ProviderHTTP:
                         continue
                 if isinstance(error, ProviderUnavailable) and not idempotent:
                     error.maybe_applied = True
-                if isinstance(error, RateLimited) and error.retry_after is None:
-                    # Tell the client how long to wait even when the provider did not.
+                if isinstance(error, RateLimited) and (error.retry_after is None or error.retry_after < 1):
+                    # Tell the client how long to wait even when the provider did not (or said 0).
                     error.retry_after = max(1.0, self.retry.backoff(attempt))
                 raise error
             return response
@@ -344,16 +383,22 @@ class ProviderHTTP:
             if value and "/" in value:
                 used, _, limit = value.partition("/")
                 try:
-                    self.limiter.observe_usage(float(used), float(limit))
+                    used_count, limit_count = float(used), float(limit)
                 except ValueError:
                     pass
+                else:
+                    if math.isfinite(used_count) and math.isfinite(limit_count):
+                        self.limiter.observe_usage(used_count, limit_count)
         if self.rate_limit.remaining_header:
             value = response.headers.get(self.rate_limit.remaining_header)
             if value:
                 try:
-                    self.limiter.observe_remaining(float(value))
+                    remaining = float(value)
                 except ValueError:
                     pass
+                else:
+                    if math.isfinite(remaining):
+                        self.limiter.observe_remaining(remaining)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)
@@ -377,10 +422,13 @@ class ProviderHTTP:
 
 
 def read_json(response: httpx.Response, key: str | None = None) -> Any:
-    """The response's JSON (``{}`` for an empty body), or its member ``key``.
+    """The response's JSON (``{}`` for a 204), or its member ``key``.
 
     :raises ProviderError: the body is not JSON, or lacks ``key``.
     """
+    if not response.content and response.status_code != 204:
+        # An answer with no body where one was expected: not an empty record.
+        raise ProviderError(f"provider answered HTTP {response.status_code} with an empty body")
     try:
         body = response.json() if response.content else {}
     except ValueError:

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +79,7 @@ class Hub:
             retry=RetryPolicy(attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay,
                               deadline=settings.http_deadline_seconds))
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_slots: tuple[Any, asyncio.Semaphore] | None = None
         self._provider_settings: dict[str, dict[str, str]] = {}
 
     def migrate(self) -> None:
@@ -200,15 +202,21 @@ class Hub:
 
         if self.engine.dialect.name == "postgresql":
             key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-            with self.engine.connect() as db:
-                while not db.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
-                    db.rollback()
-                    await wait()
+            # The lock is a session's: it holds a pooled connection until released. Taken and
+            # given back in a thread (a pool run dry must not stop the event loop), and by at
+            # most SHARED_LOCK_SLOTS holders at once, so that what they do meanwhile still
+            # finds connections in the pool.
+            async with self._shared_lock_slots():
+                db = await asyncio.to_thread(self.engine.connect)
                 try:
-                    yield
+                    while not await asyncio.to_thread(_try_advisory_lock, db, key):
+                        await wait()
+                    try:
+                        yield
+                    finally:
+                        await asyncio.to_thread(_advisory_unlock, db, key)
                 finally:
-                    db.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    db.commit()
+                    await asyncio.to_thread(db.close)
             return
         database = self.engine.url.database
         directory = Path(database).parent if database and database != ":memory:" else self.settings.data_dir
@@ -226,6 +234,12 @@ class Hub:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _shared_lock_slots(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._lock_slots is None or self._lock_slots[0] is not loop:  # (one per event loop: hub sync runs several)
+            self._lock_slots = (loop, asyncio.Semaphore(SHARED_LOCK_SLOTS))
+        return self._lock_slots[1]
+
     async def _ensure_fresh(self, provider: Provider, ctx: ProviderContext) -> None:
         expires_at = ctx.extra.get("token_expires_at")
         if expires_at is None or not provider.implements("refresh_credentials"):
@@ -241,6 +255,14 @@ class Hub:
         is refreshed in memory only."""
         if not ctx.connection_id:
             return await self._refresh_unsaved(provider, ctx)
+        # Shielded: a caller cancelled while the provider answers (a run stopped, a prefetch
+        # dropped) must not lose the rotated refresh token, which the provider already spent.
+        refreshing = asyncio.ensure_future(self._refresh_saved(provider, ctx, force))
+        refreshing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(refreshing)
+
+    async def _refresh_saved(self, provider: Provider, ctx: ProviderContext, force: bool) -> bool:
+        assert ctx.connection_id is not None
         async with self.lock(ctx.connection_id), self.shared_lock(f"refresh:{ctx.connection_id}"):
             current = await asyncio.to_thread(self._stored_connection, ctx.connection_id)
             if current is None:
@@ -423,6 +445,21 @@ class Hub:
         return connection
 
 
+#: Shared (PostgreSQL advisory) locks one process holds at once; each holds a pooled connection.
+SHARED_LOCK_SLOTS = 8
+
+
+def _try_advisory_lock(db: sa.Connection, key: int) -> bool:
+    taken = bool(db.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+    db.commit()  # (the session keeps the lock; no transaction stays open while it is held)
+    return taken
+
+
+def _advisory_unlock(db: sa.Connection, key: int) -> None:
+    db.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    db.commit()
+
+
 def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -> RateLimit | None:
     """The declared limit, unless the operator's plan differs: the provider
     settings ``requests_per_second`` and ``burst`` override it (Shopify Plus
@@ -432,13 +469,17 @@ def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -
         return declared
     try:
         base = declared or RateLimit(requests_per_second=float(rate or 1))
-        return dataclasses.replace(
+        limit = dataclasses.replace(
             base,
             requests_per_second=float(rate) if rate else base.requests_per_second,
             burst=int(burst) if burst else base.burst,
         )
     except ValueError:
         raise ConfigurationError("requests_per_second and burst settings must be numbers") from None
+    # Zero divides the pace by nothing; below it, no request would ever be sent.
+    if not (math.isfinite(limit.requests_per_second) and limit.requests_per_second > 0) or limit.burst < 1:
+        raise ConfigurationError("requests_per_second must be a number above 0, and burst a whole number from 1")
+    return limit
 
 
 def credential_hint(secrets: dict[str, Any]) -> str | None:

@@ -12,15 +12,17 @@ from hub.http import read_json
 from hub.types import ProviderError
 
 
-def response(content: bytes, content_type: str = "application/json") -> httpx.Response:
-    return httpx.Response(200, content=content, headers={"content-type": content_type})
+def response(content: bytes, content_type: str = "application/json", status: int = 200) -> httpx.Response:
+    return httpx.Response(status, content=content, headers={"content-type": content_type})
 
 
 def test_utf8_json_and_its_member():
     body = '{"name": "Zoë Ünal", "lines": [1, 2.5, null], "ok": true}'.encode()
     assert read_json(response(body)) == {"name": "Zoë Ünal", "lines": [1, 2.5, None], "ok": True}
     assert read_json(response(body), key="name") == "Zoë Ünal"
-    assert read_json(response(b"")) == {}
+    assert read_json(response(b"", status=204)) == {}
+    with pytest.raises(ProviderError, match="empty body"):  # a 200 without its body is no empty record
+        read_json(response(b""))
 
 
 def test_big_integers_nan_and_other_encodings_are_read_exactly():

@@ -145,3 +145,86 @@ def test_the_operator_sets_how_long_a_hung_provider_may_hold_a_call(tmp_path):
         hung.close()
     assert isinstance(outcome, ProviderUnavailable), outcome
     assert time.monotonic() - started < 3
+
+
+def test_a_pace_slowed_by_429s_recovers_and_a_burst_of_them_halves_it_once():
+    """Without a usage header (Stripe, Plaid) nothing raised the pace again:
+    six 429s left a connection at 1/64 of its rate for good."""
+    from hub.http import TokenBucket
+
+    bucket = TokenBucket(rate=100, burst=10)
+    for _ in range(6):  # the 429s of requests sent together: one episode
+        bucket.pause(0.01)
+    assert bucket.rate == bucket.declared_rate / 2
+    for _ in range(20):
+        bucket.recover()
+    assert bucket.rate == bucket.declared_rate
+
+
+def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_path):
+    """Waiting for the bucket ignored the deadline; the call then failed as
+    "no answer; it may have applied the POST" though nothing was sent."""
+    from hub.http import TokenBucket
+
+    seen: list[httpx.Request] = []
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry,
+              transport=httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(201, json={})))
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def creates() -> list[object]:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        ctx.http.limiter = TokenBucket(rate=0.5, burst=1)
+        ctx.http.retry.deadline = 0.5
+
+        async def create() -> object:
+            try:
+                return await ctx.http.request("POST", ctx.url(path="/things"), json={})
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                return exc
+        try:
+            return await asyncio.gather(*(create() for _ in range(3)))
+        finally:
+            await hub.close()
+
+    started = time.monotonic()
+    outcomes = asyncio.run(creates())
+    assert time.monotonic() - started < 2
+    assert len(seen) == 1 and sum(isinstance(o, httpx.Response) for o in outcomes) == 1
+    refused = [o for o in outcomes if not isinstance(o, httpx.Response)]
+    assert all(isinstance(o, RateLimited) and "nothing was sent" in o.message for o in refused), refused
+
+
+def test_retry_after_values_that_mean_nothing_or_too_much_are_not_taken_as_said(tmp_path):
+    from hub.http import parse_retry_after
+
+    assert parse_retry_after("inf") is None and parse_retry_after("nan") is None and parse_retry_after("1e400") is None
+    assert parse_retry_after("1e300") == 86400
+    # "0" again and again: backed off and counted as attempts, not ~40 requests a second to the deadline.
+    outcome, seen = call(tmp_path, [status(429, **{"Retry-After": "0"})] * 100, method="GET", deadline=5)
+    assert isinstance(outcome, RateLimited) and len(seen) == 6 and outcome.retry_after >= 1
+    # Longer than the client waits between tries: not sent again sooner than asked.
+    outcome, seen = call(tmp_path, [status(429, **{"Retry-After": "120"}), status(200)], method="GET")
+    assert isinstance(outcome, RateLimited) and outcome.retry_after == 120 and len(seen) == 1
+
+
+def test_a_redirect_is_an_error_naming_where_it_points_not_an_empty_success(tmp_path):
+    from hub.types import ProviderError
+
+    outcome, seen = call(tmp_path, [status(302, location="https://elsewhere.example/x")], method="GET")
+    assert isinstance(outcome, ProviderError) and "elsewhere.example" in outcome.message and len(seen) == 1
+
+
+def test_rate_settings_of_zero_or_below_are_a_configuration_error():
+    import pytest
+
+    from hub.runtime import effective_rate_limit
+    from hub.types import ConfigurationError
+
+    for rate in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ConfigurationError):
+            effective_rate_limit(RateLimit(requests_per_second=2, burst=40), {"requests_per_second": rate})
+    with pytest.raises(ConfigurationError):
+        effective_rate_limit(None, {"burst": "0"})
+    assert effective_rate_limit(None, {"requests_per_second": "4"}).requests_per_second == 4

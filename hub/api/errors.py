@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,8 +55,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            headers["Retry-After"] = str(int(exc.retry_after + 0.999))
+        if isinstance(exc, RateLimited) and exc.retry_after is not None and math.isfinite(exc.retry_after):
+            headers["Retry-After"] = str(int(min(max(exc.retry_after, 0.0), 86400.0) + 0.999))
         details = exc.details if isinstance(exc.details, (dict, list)) else None
         return JSONResponse(error_body(exc.message, exc.code, details), status_code=exc.status, headers=headers)
 

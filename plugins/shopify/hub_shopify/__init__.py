@@ -422,7 +422,7 @@ def describe_error(response):
         return None
     errors = body.get("errors") or body.get("error_description") or body.get("error")
     if isinstance(errors, dict):  # 422: {"errors": {"title": ["can't be blank"]}}
-        message = "; ".join(msg if field == "base" else f"{field} {msg}" for field, msgs in errors.items()
+        message = "; ".join(str(msg) if field == "base" else f"{field} {msg}" for field, msgs in errors.items()
                             for msg in (msgs if isinstance(msgs, list) else [msgs]))
         if response.status_code in (400, 422):
             fields = {str(field): [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
