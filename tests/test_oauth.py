@@ -446,3 +446,84 @@ def test_credentials_stored_over_a_row_read_before_another_write_get_a_version_o
         reauthorising.commit()
         reauthorising.refresh(row)
         assert row.credentials_version == read + 2
+
+
+def test_a_call_cancelled_while_its_refresh_is_answered_keeps_the_rotated_token(oauth_hub, oauth_fake, settings,
+                                                                                 example_registry):
+    """The provider spends the refresh token as it answers: a call cancelled
+    then (a run stopped, a prefetch dropped) lost the new one, and the
+    connection was expired at the next call."""
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    with app.state.hub.session() as session:
+        connection = session.get(Connection, connection_id)
+    worker = Hub(settings, example_registry)
+    provider = worker.provider("oauthex")
+    real_call = provider.call
+
+    async def answered_slowly(hook, **kwargs):
+        result = await real_call(hook, **kwargs)
+        if hook == "refresh_credentials":
+            await asyncio.sleep(0.5)  # rotated at the provider; its answer still on its way
+        return result
+
+    provider.call = answered_slowly
+
+    async def cancelled_midway():
+        try:
+            refresh = asyncio.ensure_future(worker._refresh(provider, worker.context(provider, connection), True))
+            await asyncio.sleep(0.25)
+            refresh.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await refresh
+            await asyncio.sleep(0.75)
+        finally:
+            provider.__dict__.pop("call", None)  # (the registry's providers are shared)
+            await worker.close()
+
+    asyncio.run(cancelled_midway())
+    assert oauth_fake[1].state.refresh_calls == 1
+    with app.state.hub.session() as session:
+        stored = app.state.hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    assert stored["refresh_token"] in oauth_fake[1].state.refresh  # the rotated one, still good
+
+
+def test_many_shared_locks_at_once_do_not_stop_the_event_loop(settings, example_registry):
+    """On PostgreSQL each holder of a refresh lock kept a pooled connection,
+    taken on the event loop: from the 31st at once the pool ran dry and the
+    whole process stopped for the pool's 30 s timeout."""
+    import time
+
+    hub = Hub(settings, example_registry)
+
+    async def many():
+        stalls, done = [], asyncio.Event()
+
+        async def ticker():
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                stalls.append(now - last)
+                last = now
+
+        async def hold(i):
+            async with hub.shared_lock(f"refresh:test-{i}"):
+                await asyncio.sleep(0.1)
+
+        watching = asyncio.ensure_future(ticker())
+        try:
+            await asyncio.wait_for(asyncio.gather(*(hold(i) for i in range(40))), 20)
+        finally:
+            done.set()
+            await watching
+            await hub.close()
+        return max(stalls)
+
+    import threading
+
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(asyncio.run(many())), daemon=True)
+    runner.start()
+    runner.join(25)  # (a stopped event loop cannot time itself out)
+    assert outcome and outcome[0] < 1.0, "the event loop stopped while the locks were taken"
