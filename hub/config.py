@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     http_retry_base_delay: float = 0.5
     http_timeout_seconds: float = 30.0  # one provider request without an answer (connect: at most 10)
     http_deadline_seconds: float = 90.0  # one call, its retries and waits included
+    http_max_response_bytes: int = 32 * 2**20  # one provider answer, decoded
 
     @property
     def resolved_database_url(self) -> str:

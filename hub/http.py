@@ -158,6 +158,8 @@ class RetryPolicy:
     max_delay: float = 30.0
     throttled_wait: float = 120.0
     deadline: float = 90.0
+    #: Largest answer read (decoded: a small gzip body can inflate a thousandfold).
+    max_response_bytes: int = 32 * 2**20
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
@@ -274,9 +276,7 @@ class ProviderHTTP:
                 raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    response = await self.client.request(
-                        method, url, params=merged_params, json=json, data=data, headers=merged_headers
-                    )
+                    response = await self._send(method, url, merged_params, json, data, merged_headers)
             except (httpx.LocalProtocolError, UnicodeEncodeError):
                 # Not the provider's fault: nothing was sent (and the message would show the value).
                 raise ValidationFailed(
@@ -365,6 +365,30 @@ class ProviderHTTP:
                     error.retry_after = max(1.0, self.retry.backoff(attempt))
                 raise error
             return response
+
+    async def _send(self, method: str, url: str, params: Any, json: Any, data: Any,
+                    headers: dict[str, str]) -> httpx.Response:
+        """One request, its answer read whole but no larger than ``max_response_bytes``.
+
+        :raises ProviderError: the answer is larger.
+        """
+        request = self.client.build_request(method, url, params=params, json=json, data=data, headers=headers)
+        streamed = await self.client.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for chunk in streamed.aiter_bytes():
+                body += chunk
+                if len(body) > self.retry.max_response_bytes:
+                    raise ProviderError(f"provider answered the {method} with more than "
+                                        f"{self.retry.max_response_bytes / 2**20:g} MB; not read",
+                                        provider_status=streamed.status_code)
+        finally:
+            await streamed.aclose()
+        # Decoded already: the encoding headers no longer describe the body.
+        headers_out = [(k, v) for k, v in streamed.headers.multi_items()
+                       if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(streamed.status_code, headers=headers_out, content=bytes(body), request=request,
+                              extensions=streamed.extensions)
 
     def _endpoint_limiter(self, url: str) -> TokenBucket | None:
         if not self.endpoint_limiters:

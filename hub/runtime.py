@@ -77,7 +77,8 @@ class Hub:
             transport=transport,
             timeout=httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds)),
             retry=RetryPolicy(attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base_delay,
-                              deadline=settings.http_deadline_seconds))
+                              deadline=settings.http_deadline_seconds,
+                              max_response_bytes=settings.http_max_response_bytes))
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_slots: tuple[Any, asyncio.Semaphore] | None = None
         self._provider_settings: dict[str, dict[str, str]] = {}

@@ -228,3 +228,40 @@ def test_rate_settings_of_zero_or_below_are_a_configuration_error():
     with pytest.raises(ConfigurationError):
         effective_rate_limit(None, {"burst": "0"})
     assert effective_rate_limit(None, {"requests_per_second": "4"}).requests_per_second == 4
+
+
+def test_an_answer_larger_than_the_limit_is_not_read_whole(tmp_path):
+    """A 0.3 MB gzip answer inflated to 300 MB in memory; now the decoded body
+    is counted as it is read."""
+    import gzip
+
+    from hub.types import ProviderError
+
+    bomb = gzip.compress(b"[" + b"0," * (3 * 2**20) + b"0]")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip",
+                                                          "content-type": "application/json"})
+
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry, transport=httpx.MockTransport(handler))
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def send(limit: int) -> object:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        ctx.http.retry.max_response_bytes = limit
+        try:
+            return await ctx.http.json("GET", ctx.url(path="/things"))
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+
+    async def both() -> tuple[object, object]:
+        try:
+            return await send(2**20), await send(16 * 2**20)
+        finally:
+            await hub.close()
+
+    refused, read = asyncio.run(both())
+    assert isinstance(refused, ProviderError) and "more than 1 MB" in refused.message, refused
+    assert isinstance(read, list) and len(read) == 3 * 2**20 + 1  # under the limit: decoded and read as usual
