@@ -339,11 +339,9 @@ class ProviderHTTP:
                         limiter.recover()
             if 300 <= status < 400 and raise_for_status:
                 # Not followed: credentials must not go to wherever a redirect points.
-                where = response.headers.get("location", "")
                 await response.aclose()
-                raise ProviderError(f"provider answered HTTP {status}, a redirect"
-                                    + (f" to {httpx.URL(where).host or 'the same host'}" if where else "")
-                                    + ", which the hub does not follow", provider_status=status)
+                raise ProviderError(f"provider answered HTTP {status}, a redirect{_redirect_host(response)}, "
+                                    "which the hub does not follow", provider_status=status)
             if status >= 400 and raise_for_status:
                 described = await self._describe_error(response) if self._describe_error else None
                 error = error_for_response(response, described)
@@ -464,6 +462,16 @@ def read_json(response: httpx.Response, key: str | None = None) -> Any:
     if not isinstance(body, dict) or key not in body:
         raise ProviderError(f"provider answered HTTP {response.status_code} without {key!r}")
     return body[key]
+
+
+def _redirect_host(response: httpx.Response) -> str:
+    """`` to <host>`` of a redirect's Location, for the error message."""
+    where = response.headers.get("location", "")
+    try:
+        host = httpx.URL(where).host if where else ""
+    except (httpx.InvalidURL, ValueError):
+        return ""
+    return f" to {host}" if host else (" to the same host" if where else "")
 
 
 def _merge_params(params: Any, extra: dict[str, str]) -> Any:

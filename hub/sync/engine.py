@@ -442,11 +442,14 @@ class _PageWriter:
         deleted what the new listing no longer gives, though earlier pages
         of the pass (or an incremental pass's start) had it."""
         plan = self.plan
-        session.execute(sa.update(_states).where(
-            _states.c.sync_config_id == self.config.id, _states.c.pass_mode.is_not(None),
-            _states.c.pass_started_at == plan.started_at).values(pass_mode="full", pass_started_at=at,
-                                                                 pass_since=None))
+        session.execute(sa.update(_states).where(*self._this_pass()).values(pass_mode="full", pass_started_at=at,
+                                                                          pass_since=None))
         plan.mode, plan.started_at, plan.since, plan.sweep = "full", at, None, True
+
+    def _this_pass(self) -> tuple[Any, ...]:
+        """The state row, while its pass is this one (:meth:`_still_current`, in SQL)."""
+        return (_states.c.sync_config_id == self.config.id, _states.c.pass_mode.is_not(None),
+                _states.c.pass_started_at == self.plan.started_at)
 
     def _still_current(self, state: SyncState) -> bool:
         """Whether the stored pass is still this one: re-enabling the config
@@ -460,9 +463,7 @@ class _PageWriter:
         if self.session is None:
             return
         if self.plan.cursor is not None:
-            self.session.execute(sa.update(_states).where(
-                _states.c.sync_config_id == self.config.id, _states.c.pass_mode.is_not(None),
-                _states.c.pass_started_at == self.plan.started_at).values(
+            self.session.execute(sa.update(_states).where(*self._this_pass()).values(
                 cursor=self.plan.cursor, pass_pages=self.plan.pages, pass_max_updated=self.plan.max_updated,
                 pass_watermark=self.plan.watermark, updated_at=utcnow()))
         _bump(self.session, self.run_id, self.pending, pages=self.pending_pages)
