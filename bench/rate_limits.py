@@ -42,6 +42,7 @@ class Recorder:
         self.original = limiter.hit
         self.admitted: list[float] = []
         self.full_at: float | None = None
+        self.capacity = 0
         limiter.hit = self.hit
 
     def hit(self):
@@ -49,12 +50,16 @@ class Recorder:
         now = time.monotonic()
         if decision.allowed:
             self.admitted.append(now)
+            self.capacity = max(self.capacity, int(decision.limit))
             if self.full_at is None and decision.used >= decision.limit - 1:
                 self.full_at = now
         return decision
 
     def steady_rate(self) -> float:
-        start = self.full_at if self.full_at is not None else self.admitted[0]
+        # Where the requests came slower than the bucket leaked, it never filled: the steady
+        # part is then what follows the burst (the bucket's capacity of requests).
+        burst_spent = self.admitted[min(self.capacity, len(self.admitted) - 1)] if self.admitted else 0.0
+        start = self.full_at if self.full_at is not None else burst_spent
         after = [t for t in self.admitted if t >= start]
         return (len(after) - 1) / (after[-1] - after[0]) if len(after) > 1 else 0.0
 
