@@ -332,8 +332,18 @@ def _insert_new(session: Session, connection_id: str, entity: str,
     """
     connection = session.connection()
     dialect = connection.dialect
-    moment, boolean = _converters(dialect)
-    seen, false = moment(now), boolean(False)
+    convert, boolean = _converters(dialect)
+    seen, false = convert(now), boolean(False)
+    # A page's records often share one version (the time it was asked for,
+    # when the provider has no modification time): convert each value once.
+    moments: dict[datetime | None, Any] = {None: None, now: seen}
+
+    def moment(version: datetime | None) -> Any:
+        converted = moments.get(version, moments)
+        if converted is moments:
+            converted = moments[version] = convert(version)
+        return converted
+
     ids = sequential_ids(len(rows))
     if dialect.name == "sqlite":
         limit = connection.connection.dbapi_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
