@@ -182,3 +182,33 @@ def test_routes_whose_body_fields_are_all_optional_take_no_body(client, auth):
     assert_error(client.post(f"{API}/connections/{connection['id']}/actions/nope", headers=auth), 404,
                  "unknown_action")
     assert_error(client.post(f"{API}/connections/{connection['id']}/webhooks", headers=auth), 400, "not_supported")
+
+
+def test_booleans_and_counts_in_bodies_take_json_booleans_and_integers_only(client, auth):
+    """JSON has true/false and integers: "yes", 1 or "60" is a client's
+    mistake to be told about, not a value to guess (``true`` as a frequency
+    was read as one minute)."""
+    url = f"{API}/connections"
+    base = {"provider": "example", "credentials": {"api_key": API_KEY}}
+    for field, value in [("sync_enabled", "yes"), ("sync_enabled", 1), ("sync_frequency_minutes", True),
+                         ("sync_frequency_minutes", "60"), ("sync_frequency_minutes", 60.5)]:
+        body = assert_error(client.post(url, json={**base, field: value}, headers=auth), 422, "validation_error")
+        assert field in body["error"]
+    created = client.post(url, json={**base, "sync_enabled": True, "sync_frequency_minutes": 30}, headers=auth)
+    assert created.status_code == 201, created.text
+    connection = created.json()["connection"]
+    assert connection["sync_enabled"] is True and connection["sync_frequency_minutes"] == 30
+    connection_url = f"{url}/{connection['id']}"
+    assert_error(client.put(connection_url, json={"sync_enabled": "false"}, headers=auth), 422, "validation_error")
+    assert_error(client.post(f"{connection_url}/sync", json={"full_refresh": "true"}, headers=auth),
+                 422, "validation_error")
+    assert_error(client.post(f"{connection_url}/sync-configs", json={"entity": "notes", "enabled": 0},
+                             headers=auth), 422, "validation_error")
+    config = client.post(f"{connection_url}/sync-configs", json={"entity": "notes", "direction": "both"}, headers=auth)
+    assert config.status_code == 201, config.text
+    config_url = f"{connection_url}/sync-configs/{config.json()['sync_config']['id']}"
+    assert_error(client.put(config_url, json={"schedule_minutes": "15"}, headers=auth), 422, "validation_error")
+    assert_error(client.post(f"{config_url}/records", json={"data": {"title": "x"}, "sync": "no"}, headers=auth),
+                 422, "validation_error")
+    assert client.get(f"{config_url}/records", headers=auth).json()["records"] == []
+    assert client.get(connection_url, headers=auth).json()["connection"]["sync_enabled"] is True

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from hub.models import ConnectionPublic
+
+
+def _not_text_or_boolean(value: Any) -> Any:
+    # JSON's integers include 60.0 (JSON Schema says so); "60" and true are a client's mistake.
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+#: Minutes between syncs in a request body: a JSON integer (not a string or
+#: a boolean), from one minute to a week.
+Minutes = Annotated[int, Field(ge=1, le=10080), BeforeValidator(_not_text_or_boolean)]
 
 
 class ErrorResponse(BaseModel):
@@ -96,8 +108,8 @@ class ConnectionCreate(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     credentials: dict[str, str] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
-    sync_enabled: bool = False
-    sync_frequency_minutes: int = Field(default=60, ge=1, le=10080)
+    sync_enabled: StrictBool = False
+    sync_frequency_minutes: Minutes = 60
 
 
 class ConnectionUpdate(BaseModel):
@@ -105,8 +117,8 @@ class ConnectionUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    sync_enabled: bool | None = None
-    sync_frequency_minutes: int | None = Field(default=None, ge=1, le=10080)
+    sync_enabled: StrictBool | None = None
+    sync_frequency_minutes: Minutes | None = None
     config: dict[str, Any] | None = None
     credentials: dict[str, str] | None = None
 
@@ -236,9 +248,9 @@ class SyncConfigCreate(BaseModel):
 
     entity: str = Field(min_length=1, max_length=64)
     direction: SyncDirection = "pull"
-    enabled: bool = True
-    schedule_minutes: int | None = Field(
-        default=None, ge=1, le=10080,
+    enabled: StrictBool = True
+    schedule_minutes: Minutes | None = Field(
+        default=None,
         description="Own schedule of this entity; unset: synced with the connection's `sync_frequency_minutes`.")
     conflict_policy: ConflictPolicy = "provider_wins"
     mappings: list[FieldMapping] = Field(default_factory=list, max_length=500)
@@ -248,8 +260,8 @@ class SyncConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     direction: SyncDirection | None = None
-    enabled: bool | None = None
-    schedule_minutes: int | None = Field(default=None, ge=1, le=10080)
+    enabled: StrictBool | None = None
+    schedule_minutes: Minutes | None = None
     conflict_policy: ConflictPolicy | None = None
     mappings: list[FieldMapping] | None = Field(default=None, max_length=500)
 
@@ -305,9 +317,9 @@ class SyncRequest(BaseModel):
     entity: str | None = Field(default=None, max_length=64,
                                description="One entity; unset: every enabled sync config (a pull config for "
                                            "every entity when the connection has none yet).")
-    full_refresh: bool = Field(default=False, description="Fetch everything again instead of the changes since "
-                                                          "the last pass; records gone at the provider are "
-                                                          "marked deleted.")
+    full_refresh: StrictBool = Field(default=False, description="Fetch everything again instead of the changes since "
+                                                                "the last pass; records gone at the provider are "
+                                                                "marked deleted.")
     direction: SyncDirection | None = Field(default=None, description="Only pull or only push; unset: as configured.")
 
 
@@ -400,8 +412,8 @@ class StoredRecordWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: dict[str, Any]
-    mapped: bool = Field(default=True, description="`data` uses the tenant's (mapped) field names.")
-    sync: bool = Field(default=True, description="Queue a push to the provider now.")
+    mapped: StrictBool = Field(default=True, description="`data` uses the tenant's (mapped) field names.")
+    sync: StrictBool = Field(default=True, description="Queue a push to the provider now.")
 
 
 class SyncConflictOut(BaseModel):
@@ -431,8 +443,8 @@ class ConflictResolve(BaseModel):
         description="`provider`: keep the provider's version; `hub`: push the hub's change; "
                     "`custom`: push `data` instead.")
     data: dict[str, Any] | None = Field(default=None, description="The record to push, for `custom` only.")
-    mapped: bool = True
-    sync: bool = True
+    mapped: StrictBool = True
+    sync: StrictBool = True
 
     @model_validator(mode="after")
     def _data_only_for_custom(self) -> ConflictResolve:
