@@ -1,4 +1,4 @@
-"""The ``hub`` command: ``serve``, ``plugins``, ``org``, ``sync``, ``worker``, ``webhooks``."""
+"""The ``hub`` command: ``serve``, ``plugins``, ``org``, ``sync``, ``worker``, ``webhooks``, ``reencrypt``."""
 
 from __future__ import annotations
 
@@ -344,6 +344,25 @@ def worker(concurrency: int, schedule: bool) -> None:
         asyncio.run(work())
     except HubError as exc:
         raise click.ClickException(exc.message) from None
+
+
+@main.command()
+def reencrypt() -> None:
+    """Rewrite the stored secrets with the current HUB_SECRET_KEY.
+
+    To replace the key: set the new one as HUB_SECRET_KEY and the old one as
+    HUB_PREVIOUS_SECRET_KEY (for every process), run this, then unset
+    HUB_PREVIOUS_SECRET_KEY."""
+    from hub.services.secrets import reencrypt as rewrite
+
+    hub = _hub()
+    outcome = rewrite(hub)
+    click.echo(f"rewritten with the current key: {outcome.rewritten}; already under it: {outcome.current}")
+    if outcome.unreadable:
+        for table, key in outcome.unreadable:
+            click.echo(f"unreadable with either key: {table} {key}", err=True)
+        raise click.ClickException(f"{len(outcome.unreadable)} stored secrets are encrypted with neither key: "
+                                   "their connections must be given their credentials again (or connect again)")
 
 
 @main.group()

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path.home() / ".hub"
     database_url: str | None = None
     secret_key: str | None = None
+    #: A key replaced by ``secret_key``: still decrypts what it encrypted (until ``hub reencrypt``).
+    previous_secret_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 1_048_576
     jwt_secret: str | None = None

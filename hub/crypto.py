@@ -2,7 +2,9 @@
 
 The key comes from ``HUB_SECRET_KEY`` (any string; it is stretched with
 SHA-256) or from ``<data_dir>/secret.key``, created on first run with 0600
-permissions.
+permissions. ``HUB_PREVIOUS_SECRET_KEY`` still decrypts what an earlier key
+encrypted, so that a key can be replaced: ``hub reencrypt`` then rewrites
+every stored secret with the current key, and the previous one can go.
 """
 
 from __future__ import annotations
@@ -19,30 +21,51 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hub.types import HubError
+
 PREFIX = "v1:"
 
 
-class DecryptionError(Exception):
-    """Stored ciphertext could not be decrypted (wrong key or tampered)."""
+class DecryptionError(HubError):
+    """Stored secrets could not be decrypted: the hub's secret key is not the
+    one that encrypted them (``HUB_SECRET_KEY`` or ``<data_dir>/secret.key``
+    changed), or they were tampered with. The connection works again once the
+    key is back (or set as ``HUB_PREVIOUS_SECRET_KEY``), or once it is given
+    its credentials again."""
+
+    code = "credentials_unreadable"
+    status = 409
+
+
+UNREADABLE = ("the stored secrets cannot be decrypted with this hub's secret key (HUB_SECRET_KEY, or secret.key in "
+              "the data directory, is not the one that encrypted them): the operator can restore that key, or set it "
+              "as HUB_PREVIOUS_SECRET_KEY; otherwise give the connection its credentials again (or connect again)")
+
+
+def _aead(key_material: str | bytes) -> AESGCM:
+    if isinstance(key_material, str):
+        key_material = key_material.encode()
+    return AESGCM(hashlib.sha256(key_material).digest())
 
 
 class Cipher:
-    def __init__(self, key_material: str | bytes):
-        if isinstance(key_material, str):
-            key_material = key_material.encode()
-        self._aead = AESGCM(hashlib.sha256(key_material).digest())
+    """Encrypts with the current key; decrypts with it or a previous one."""
+
+    def __init__(self, key_material: str | bytes, previous: str | bytes | None = None):
+        self._aead = _aead(key_material)
+        self._decrypting = [self._aead] + ([_aead(previous)] if previous else [])
 
     @classmethod
-    def from_settings(cls, secret_key: str | None, data_dir: Path) -> Cipher:
+    def from_settings(cls, secret_key: str | None, data_dir: Path, previous_secret_key: str | None = None) -> Cipher:
         if secret_key:
-            return cls(secret_key)
+            return cls(secret_key, previous_secret_key)
         path = data_dir / "secret.key"
         if not path.exists():
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
-        return cls(path.read_text().strip())
+        return cls(path.read_text().strip(), previous_secret_key)
 
     def encrypt(self, plaintext: str) -> str:
         nonce = os.urandom(12)
@@ -50,13 +73,30 @@ class Cipher:
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def decrypt(self, token: str) -> str:
+        """:raises DecryptionError: no key this hub has encrypted ``token``."""
+        return self._open(token)[0]
+
+    def reencrypt(self, token: str) -> str | None:
+        """``token`` encrypted with the current key instead of a previous one;
+        None when it is under the current key already.
+
+        :raises DecryptionError: no key this hub has encrypted ``token``."""
+        plaintext, aead = self._open(token)
+        return None if aead is self._aead else self.encrypt(plaintext)
+
+    def _open(self, token: str) -> tuple[str, AESGCM]:
         if not token.startswith(PREFIX):
-            raise DecryptionError("unknown ciphertext format")
-        raw = base64.urlsafe_b64decode(token[len(PREFIX):])
+            raise DecryptionError(UNREADABLE + " (not a ciphertext of this hub)")
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], None).decode()
-        except InvalidTag:
-            raise DecryptionError("ciphertext does not match the key") from None
+            raw = base64.urlsafe_b64decode(token[len(PREFIX):])
+        except ValueError:
+            raise DecryptionError(UNREADABLE + " (not a ciphertext of this hub)") from None
+        for aead in self._decrypting:
+            try:
+                return aead.decrypt(raw[:12], raw[12:], None).decode(), aead
+            except InvalidTag:
+                continue
+        raise DecryptionError(UNREADABLE)
 
     def encrypt_json(self, value: dict[str, Any]) -> str:
         return self.encrypt(json.dumps(value, default=str))

@@ -71,7 +71,7 @@ class Hub:
                  transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
         self.engine = make_engine(settings.resolved_database_url)
-        self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir)
+        self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir, settings.previous_secret_key)
         self.registry = registry if registry is not None else PluginRegistry.from_environment()
         self.pool = ClientPool(
             transport=transport,

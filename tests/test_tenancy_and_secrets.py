@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import jwt
@@ -16,7 +17,9 @@ from fastapi.testclient import TestClient
 from hub_example.testing import API_KEY, signed_delivery
 
 from hub.api.main import create_app
-from tests.conftest import API, make_org
+from hub.plugins import PluginRegistry
+from hub.types import EntityField, EntitySchema, ProviderInfo
+from tests.conftest import API, make_org, module_plugin
 
 WEBHOOK_SECRET = "whsec_topsecret_9f8e7d6c5b4a"
 
@@ -364,3 +367,100 @@ def test_an_operator_lists_organizations_and_rotates_their_api_keys(settings, mo
         assert client.get(f"{API}/connections", headers={"Authorization": f"Bearer {first_key}"}).status_code == 401
         assert client.get(f"{API}/connections", headers={"Authorization": f"Bearer {second_key}"}).status_code == 200
     assert runner.invoke(cli.main, ["org", "keys", "nope"]).exit_code == 1
+
+
+VAULT = ProviderInfo(name="vault", label="Vault", category="test", auth_type="api_key",
+                     urls={"api": "https://vault.invalid"},
+                     credential_fields=(EntityField("api_key", "API key", required=True),))
+
+
+def registry_with_vault(revoked: list[str]) -> PluginRegistry:
+    """The example provider, and one whose connections are revoked at deletion (the keys it was given, in ``revoked``)."""
+    import hub_example
+
+    registry = PluginRegistry()
+    registry.register(hub_example, "example")
+    registry.register(module_plugin("vault_plugin", VAULT, [EntitySchema("things", "Things")],
+                                    disconnect=lambda ctx: revoked.append(ctx.credentials["api_key"])), "vault")
+    return registry
+
+
+def test_a_changed_secret_key_is_a_clear_error_and_leaves_connections_repairable(settings, example_fake, monkeypatch,
+                                                                                caplog):
+    """A data directory lost with its secret.key (a container restarted
+    without its volume) made every use of a connection a 500, and it could
+    neither be given new credentials nor deleted."""
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    revoked: list[str] = []
+    first = create_app(settings, registry_with_vault(revoked))
+    with TestClient(first) as client:
+        auth = make_org(first)
+        auth.pop("org_id")
+        notes = connect(client, auth)
+        vault = client.post(f"{API}/connections", json={"provider": "vault", "credentials": {"api_key": "vk_live_1"}},
+                            headers=auth).json()["connection"]
+    changed = settings.model_copy(update={"secret_key": "another-key"})
+    app = create_app(changed, registry_with_vault(revoked))
+    with caplog.at_level(logging.ERROR, logger="hub"), TestClient(app) as client:
+        assert "2 connections have credentials this hub's secret key cannot decrypt" in caplog.text
+        records = f"{API}/connections/{notes['id']}/entities/notes/records"
+        refused = client.get(records, headers=auth)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "credentials_unreadable"
+        assert "HUB_PREVIOUS_SECRET_KEY" in refused.json()["error"]
+        assert client.post(f"{API}/connections/{notes['id']}/test", headers=auth).json()["code"] == \
+            "credentials_unreadable"
+        # Nothing to merge a partial change into: every required field must come again.
+        partial = client.put(f"{API}/connections/{notes['id']}", json={"credentials": {"webhook_secret": "whsec_2"}},
+                             headers=auth)
+        assert partial.status_code == 422 and partial.json()["code"] == "missing_fields", partial.text
+        assert client.get(records, headers=auth).status_code == 409
+        repaired = client.put(f"{API}/connections/{notes['id']}", json={"credentials": {
+            "api_key": API_KEY, "webhook_secret": WEBHOOK_SECRET}}, headers=auth)
+        assert repaired.status_code == 200, repaired.text
+        assert client.get(records, headers=auth).status_code == 200
+        # Deleted all the same; its grant is kept for when the key that encrypted it is back.
+        assert client.delete(f"{API}/connections/{vault['id']}", headers=auth).status_code == 200
+        assert client.get(f"{API}/connections/{vault['id']}", headers=auth).status_code == 404
+    assert revoked == []
+    restored = create_app(changed.model_copy(update={"previous_secret_key": settings.secret_key}),
+                          registry_with_vault(revoked))
+    with TestClient(restored):
+        import asyncio
+
+        from hub.services.connections import retry_revocations
+
+        hub = restored.state.hub
+        assert asyncio.run(retry_revocations(hub, now=datetime.now(timezone.utc) + timedelta(days=1))) == 1
+    assert revoked == ["vk_live_1"]
+
+
+def test_a_previous_key_decrypts_until_reencrypt_moves_every_secret_to_the_new_key(settings, example_registry,
+                                                                                   example_fake, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    first = create_app(settings, example_registry)
+    with TestClient(first) as client:
+        auth = make_org(first)
+        auth.pop("org_id")
+        notes = connect(client, auth)
+        records = f"{API}/connections/{notes['id']}/entities/notes/records"
+        assert client.get(records, headers=auth).status_code == 200
+    new_key = settings.model_copy(update={"secret_key": "the-new-key"})
+    rotating = create_app(new_key.model_copy(update={"previous_secret_key": settings.secret_key}), example_registry)
+    with TestClient(rotating) as client:
+        assert client.get(records, headers=auth).status_code == 200
+        monkeypatch.setattr(cli, "_hub", lambda: rotating.state.hub)
+        result = CliRunner().invoke(cli.main, ["reencrypt"])
+        assert result.exit_code == 0, result.output
+        assert "rewritten with the current key: 1; already under it: 0" in result.output
+        again = CliRunner().invoke(cli.main, ["reencrypt"])
+        assert "rewritten with the current key: 0; already under it: 1" in again.output
+    with TestClient(create_app(new_key, example_registry)) as client:
+        assert client.get(records, headers=auth).status_code == 200
+    # The old key alone reads nothing any more.
+    with TestClient(create_app(settings, example_registry)) as client:
+        assert client.get(records, headers=auth).json()["code"] == "credentials_unreadable"

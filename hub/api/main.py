@@ -3,6 +3,8 @@ the body-size limit, and owns the :class:`~hub.runtime.Hub` for its lifetime."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -15,7 +17,10 @@ from hub.api.schemas import ErrorResponse
 from hub.config import Settings, get_settings
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
+from hub.services.secrets import unreadable_connections
 from hub.sync.scheduler import start_background
+
+log = logging.getLogger("hub")
 
 PREFIX = "/api/v1/integrations"
 
@@ -26,7 +31,8 @@ ERROR_RESPONSES = {
         401: "Missing or invalid API key, or a webhook that failed verification",
         404: "Unknown provider, entity, connection or record",
         405: "The entity is read-only for this operation",
-        409: "The connection already exists",
+        409: "The connection already exists, or its stored credentials cannot be decrypted "
+             "(credentials_unreadable: the hub's secret key changed)",
         413: "Body too large",
         415: "The body is not sent as JSON (Content-Type: application/json)",
         422: "Invalid input",
@@ -94,6 +100,12 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     async def lifespan(app: FastAPI):
         hub.migrate()
         app.state.hub = hub
+        unreadable = await asyncio.to_thread(unreadable_connections, hub)
+        if unreadable:
+            log.error("%d connections have credentials this hub's secret key cannot decrypt: HUB_SECRET_KEY (or "
+                      "secret.key in the data directory) is not the key that encrypted them. Restore that key, or "
+                      "set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer credentials_unreadable",
+                      unreadable)
         background = await start_background(app)  # sync executor, scheduler, webhook processor
         try:
             yield

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from hub.crypto import DecryptionError
 from hub.models import Connection, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync
@@ -214,7 +215,13 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
             raise ValidationFailed(
                 f"the credentials of a {provider.name} connection come from its {provider.info.auth_type} "
                 f"authorization: connect again to change them", code="credentials_from_authorization")
-        secrets = {**hub.cipher.decrypt_json(connection.credentials_encrypted), **changes["credentials"]}
+        try:
+            stored = hub.cipher.decrypt_json(connection.credentials_encrypted)
+        except DecryptionError:
+            # (The key that encrypted them is gone: complete new credentials replace them; the
+            # check below names any field missing.)
+            stored = {}
+        secrets = {**stored, **changes["credentials"]}
         _check_fields(provider, secrets, config if config is not None else connection.config or {},
                       config_types=False)  # (a config change was checked by _changed_config)
     if (shaping or secrets is not None) and provider.implements("test_connection"):
@@ -332,7 +339,13 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
     provider = hub.registry.providers.get(connection.provider)
     # Its credentials, read (and refreshed, if they expire soon) before its row goes.
-    ctx = hub.context(provider, connection) if provider is not None and provider.implements("disconnect") else None
+    ctx = None
+    unreadable = False
+    if provider is not None and provider.implements("disconnect"):
+        try:
+            ctx = hub.context(provider, connection)
+        except DecryptionError:
+            unreadable = True  # kept below, to be revoked if the key that encrypted them comes back
     if ctx is not None and provider is not None:
         try:
             await hub._ensure_fresh(provider, ctx)
@@ -349,6 +362,10 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
                         "revoked once the plugin is", connection.id, connection.provider)
             await asyncio.to_thread(_keep_for_later, hub, connection, None,
                                     f"the {connection.provider} plugin is not loaded")
+        elif unreadable:
+            log.warning("connection %s was deleted with credentials this hub's secret key cannot decrypt: its "
+                        "grant is kept, to be revoked if HUB_PREVIOUS_SECRET_KEY gives that key", connection.id)
+            await asyncio.to_thread(_keep_for_later, hub, connection, None, "credentials unreadable")
     finally:
         await hub.pool.discard(connection_id)
 
@@ -427,20 +444,24 @@ async def retry_revocations(hub: Hub, now: Any = None, limit: int = 20) -> int:
                                  config=dict(pending.config or {}), webhook_key=pending.webhook_key,
                                  credentials_encrypted=pending.credentials_encrypted,
                                  token_expires_at=pending.token_expires_at)
-            ctx = hub.context(provider, unsaved)
-            ctx.connection_id = None  # nothing stored to mark; a refresh stays in memory
             try:
-                await hub._ensure_fresh(provider, ctx)
-                await _revoke(hub, provider, pending.webhook_key, ctx)
-            except (AuthFailed, NotFound, ValidationFailed, PermissionDenied) as exc:
-                log.info("the %s grant of deleted connection %s is not valid any more: %s", pending.provider,
-                         pending.connection_id, exc.message)
-            except Exception as exc:  # the provider down, a 429, a plugin failing: try again later
-                error = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__} in the plugin"
-            finally:
-                await hub.pool.discard(unsaved.id)
-            # A refresh made for it rotated the grant's tokens: the ones kept must be the new ones.
-            kept = (ctx.credentials, ctx.extra.get("token_expires_at"))
+                ctx = hub.context(provider, unsaved)
+            except DecryptionError as exc:  # its key may come back (HUB_PREVIOUS_SECRET_KEY): tried again
+                ctx, error = None, exc.message
+            if ctx is not None:
+                ctx.connection_id = None  # nothing stored to mark; a refresh stays in memory
+                try:
+                    await hub._ensure_fresh(provider, ctx)
+                    await _revoke(hub, provider, pending.webhook_key, ctx)
+                except (AuthFailed, NotFound, ValidationFailed, PermissionDenied) as exc:
+                    log.info("the %s grant of deleted connection %s is not valid any more: %s", pending.provider,
+                             pending.connection_id, exc.message)
+                except Exception as exc:  # the provider down, a 429, a plugin failing: try again later
+                    error = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__} in the plugin"
+                finally:
+                    await hub.pool.discard(unsaved.id)
+                # A refresh made for it rotated the grant's tokens: the ones kept must be the new ones.
+                kept = (ctx.credentials, ctx.extra.get("token_expires_at"))
         await asyncio.to_thread(_after_retry, hub, pending.id, error, now, kept)
         settled += error is None
     return settled

@@ -1,0 +1,78 @@
+"""Stored secrets and the hub's secret key: ``hub reencrypt`` and the check at startup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub.crypto import DecryptionError
+from hub.models import Connection, OAuthState, PendingRevocation
+from hub.runtime import Hub
+
+#: Every column holding a secret encrypted with the hub's key, with its table's key.
+ENCRYPTED = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
+             (OAuthState, "state_hash", "code_verifier_encrypted"))
+_BATCH = 500
+
+
+@dataclass
+class Reencrypted:
+    rewritten: int = 0
+    current: int = 0
+    #: (table, row key) of secrets no key of this hub decrypts.
+    unreadable: list[tuple[str, str]] | None = None
+
+
+def reencrypt(hub: Hub) -> Reencrypted:
+    """Rewrite every stored secret that a previous key (``HUB_PREVIOUS_SECRET_KEY``)
+    encrypted with the current one, so that the previous key can be dropped.
+
+    Each row is swapped only if it still holds what was read: a secret
+    written meanwhile (a token refresh) is already under the current key.
+    """
+    outcome = Reencrypted(unreadable=[])
+    for model, key_name, column_name in ENCRYPTED:
+        table = model.__table__
+        key, column = table.c[key_name], table.c[column_name]
+        after: Any = None
+        while True:
+            with hub.session() as session:
+                query = sa.select(key, column).where(column.is_not(None)).order_by(key).limit(_BATCH)
+                if after is not None:
+                    query = query.where(key > after)
+                rows = session.execute(query).all()
+                for row_key, token in rows:
+                    try:
+                        fresh = hub.cipher.reencrypt(token)
+                    except DecryptionError:
+                        outcome.unreadable.append((table.name, row_key))
+                        continue
+                    if fresh is None:
+                        outcome.current += 1
+                        continue
+                    swapped = session.execute(sa.update(table).where(key == row_key, column == token)
+                                              .values({column_name: fresh}))
+                    outcome.rewritten += swapped.rowcount
+                session.commit()
+            if len(rows) < _BATCH:
+                break
+            after = rows[-1][0]
+    return outcome
+
+
+def unreadable_connections(hub: Hub, limit: int = 1000) -> int:
+    """How many of the ``limit`` most recently updated connections have
+    credentials that no key of this hub decrypts (the key changed)."""
+    with hub.session() as session:
+        tokens = session.execute(sa.select(Connection.credentials_encrypted)
+                                 .where(Connection.credentials_encrypted.is_not(None))
+                                 .order_by(Connection.updated_at.desc()).limit(limit)).scalars()
+        count = 0
+        for token in tokens:
+            try:
+                hub.cipher.decrypt(token)
+            except DecryptionError:
+                count += 1
+        return count
