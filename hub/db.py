@@ -47,7 +47,10 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Sessions in UTC: times the database computes (now(), clock_timestamp()) come back in UTC
+    # whatever the server's own time zone.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args={"options": "-c timezone=UTC"})
 
 
 def _create_private(path: str | None) -> None:

@@ -25,7 +25,7 @@ class UTCDateTime(sa.TypeDecorator):
     SQLite keeps no offset: a plain ``DateTime(timezone=True)`` would store
     12:00+02:00 (a provider's ``updated_at`` in its shop's zone) as 12:00 and
     read it back as 12:00 UTC, two hours off, which breaks version order and
-    watermarks. Naive values are taken as UTC.
+    watermarks. Naive values are taken as UTC; every value is read back in UTC.
     """
 
     impl = sa.DateTime
@@ -40,8 +40,26 @@ class UTCDateTime(sa.TypeDecorator):
         return value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+        # (PostgreSQL answers in its session's time zone, which may be the server's own.)
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Message(sa.TypeDecorator):
+    """Text for people (an error, a provider's message) of at most ``length``
+    characters. Longer text is cut and NUL characters, which PostgreSQL
+    refuses in text, are replaced: storing why something failed must not fail
+    itself (a provider echoing a tenant's NUL in its error stalled a push)."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace("\x00", "\ufffd")
+            if self.impl.length:
+                value = value[:self.impl.length]
         return value
 
 
@@ -78,7 +96,7 @@ class Connection(SQLModel, table=True):
     name: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     status: str = Field(default="connected", max_length=16)
-    last_error: str | None = Field(default=None, max_length=2000)
+    last_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     sync_enabled: bool = False
     sync_frequency_minutes: int = 60
     last_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
@@ -110,7 +128,7 @@ class PendingRevocation(SQLModel, table=True):
     token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime())
-    last_error: str | None = Field(default=None, max_length=2000)
+    last_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
@@ -150,7 +168,7 @@ class WebhookEvent(SQLModel, table=True):
     raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     status: str = Field(default="pending", index=True, max_length=16)
     attempts: int = 0
-    error: str | None = Field(default=None, max_length=2000)
+    error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
@@ -267,7 +285,7 @@ class SyncRecord(SQLModel, table=True):
     local_version: int = 0
     local_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     push_status: str | None = Field(default=None, max_length=16)
-    push_error: str | None = Field(default=None, max_length=2000)
+    push_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     push_attempts: int = 0
     pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     sent_change: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
@@ -315,7 +333,7 @@ class SyncRun(SQLModel, table=True):
     failed: int = 0
     conflicts: int = 0
     pages: int = 0
-    error: str | None = Field(default=None, max_length=2000)
+    error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     error_code: str | None = Field(default=None, max_length=64)
     owner: str | None = Field(default=None, max_length=255)
     queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())

@@ -196,6 +196,17 @@ def test_a_record_without_its_id_fails_the_pass_instead_of_deleting_what_is_stor
     assert len(stored(hub, conn.id, "items")) == 250
 
 
+def test_a_record_id_longer_than_the_store_holds_fails_the_pass_alike_on_every_database(hub, conn, ledger):
+    """PostgreSQL failed on it (internal_error, the page's records lost) where SQLite stored it."""
+    run(sync(hub, conn))
+    ledger.put("it_" + "L" * 300, {"name": "an id too long"})
+    failed = run(sync(hub, conn, full_refresh=True))
+    assert failed.status == "failed" and failed.error_code == "provider_error", (failed.error_code, failed.error)
+    assert "an id of 303 characters" in failed.error and "at most 255" in failed.error
+    assert failed.deleted == 0
+    assert len(stored(hub, conn.id, "items")) == 250
+
+
 def test_cursors_going_round_in_a_cycle_fail_the_pass_instead_of_paging_forever(hub, conn, ledger):
     ledger.next_cursors = {None: "100", "100": "200", "200": "50", "50": "100"}
     failed = run(sync(hub, conn))

@@ -154,3 +154,32 @@ def test_an_unreachable_database_is_a_one_line_error():
     with pytest.raises(DatabaseUnavailable, match="cannot use the database") as raised:
         migrate(engine)
     assert "secret" not in str(raised.value)
+
+
+@pytest.mark.postgres
+def test_times_come_back_in_utc_whatever_the_postgresql_server_time_zone(pg_server, tmp_path):
+    """A server (or database) in another time zone answered every time in
+    it: the API's timestamps changed with the database, and a plugin's
+    ``since`` was not the UTC the hookspec promises."""
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+    from hub.config import Settings
+    from hub.plugins import PluginRegistry
+    from hub.sync.leases import db_now
+    from hub.testing import postgres
+    from tests.conftest import make_org
+
+    url = postgres.create_database(pg_server, "hub_kolkata")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE hub_kolkata SET timezone TO 'Asia/Kolkata'")
+    app = create_app(Settings(data_dir=tmp_path, database_url=url, secret_key="k"), PluginRegistry())
+    with TestClient(app):
+        make_org(app)
+        hub = app.state.hub
+        with hub.session() as session:
+            organization = session.exec(select(Organization)).one()
+            assert organization.created_at.utcoffset().total_seconds() == 0
+            assert db_now(session).utcoffset().total_seconds() == 0
+            assert session.execute(sa.text("SHOW timezone")).scalar() == "UTC"

@@ -323,3 +323,29 @@ def test_a_change_the_provider_refuses_can_be_discarded(client, auth, example_fa
     assert gone.status_code == 200 and gone.json()["record"] is None
     assert_error(client.get(f"{records}/{created['record']['id']}", headers=auth), 404, "record_not_found")
     assert_error(client.post(f"{records}/nope/discard", headers=auth), 404, "record_not_found")
+
+
+def test_a_provider_error_echoing_a_nul_character_is_stored_and_the_change_can_be_discarded(client, auth,
+                                                                                           example_fake):
+    """PostgreSQL refuses NUL in text: a provider's error quoting a tenant's
+    value with one in it failed to be stored, the run ended internal_error,
+    the record stayed "sending" and every later push of the entity failed."""
+    fake = example_fake[1]
+    connection, config, records = setup_notes(client, auth, "hub_wins")
+    fake.state.fail_next, fake.state.fail_status, fake.state.fail_message = 1, 422, "invalid title: a\x00b " + "x" * 3000
+    changed = client.put(f"{records}/note_4", json={"data": {"subject": "a\x00b"}}, headers=auth)
+    assert changed.status_code == 200, changed.text
+    refused = wait_run(client, auth, connection["id"], changed.json()["run_id"])
+    assert (refused["status"], refused["failed"]) == ("succeeded", 1), refused
+    record = client.get(f"{records}/note_4", headers=auth).json()["record"]
+    assert record["push_status"] == "failed"
+    assert record["push_error"].startswith("invalid title: a\ufffdb xxx") and len(record["push_error"]) == 2000
+    assert client.post(f"{records}/note_4/discard", headers=auth).status_code == 200
+    changed = client.put(f"{records}/note_4", json={"data": {"subject": "fixed"}}, headers=auth)
+    assert wait_run(client, auth, connection["id"], changed.json()["run_id"])["pushed"] == 1
+    assert fake.state.notes.rows["note_4"]["title"] == "fixed"
+    # A failed run keeps the provider's words too.
+    fake.state.fail_next, fake.state.fail_message = 1, "no\x00pe"
+    failed = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
+                                                            direction="pull")["id"])
+    assert failed["status"] == "failed" and "no\ufffdpe" in failed["error"], failed

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
+from hub.sync.store import MAX_RECORD_ID
 from hub.types import CONNECTION_BROKEN, CONNECTION_REPAIRED, HubError, NotFound, ProviderError, WebhookRejected
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
@@ -40,8 +41,8 @@ class IntakeResult:
     duplicates: list[str] = field(default_factory=list)
 
 
-#: Longest provider record id and entity name the record store holds (its columns').
-MAX_RECORD_ID, MAX_ENTITY = 255, 64
+#: Longest entity name the record store holds (its column's).
+MAX_ENTITY = 64
 
 def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
     """The connection a delivery names, or every connection of its

@@ -45,6 +45,7 @@ from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner
 from hub.sync.store import (
     CONFLICT,
     FAILED,
+    MAX_RECORD_ID,
     PENDING,
     SENDING,
     Counts,
@@ -1024,11 +1025,12 @@ class SyncEngine:
                     data = result if isinstance(result, dict) and result else merged_view(sent)
                     if sent.local_op == "create":
                         remote_id = data.get(schema.id_field)
-                        if remote_id in (None, ""):
-                            # Made, but the hub cannot tell which record it is: left to the tenant.
+                        if remote_id in (None, "") or len(str(remote_id)) > MAX_RECORD_ID:
+                            # Made, but the hub cannot tell (or store) which record it is: left to the tenant.
                             row.push_status, row.push_attempts = FAILED, row.push_attempts + 1
                             row.push_error = (f"the provider created the {schema.name} record but its answer has "
-                                              f"no {schema.id_field}: find it there, then discard this copy")[:2000]
+                                              f"no {schema.id_field} the hub can store: find it there, then "
+                                              "discard this copy")[:2000]
                             row.sent_change = None
                             counts.pushed, counts.failed = 0, 1
                             session.add(row)

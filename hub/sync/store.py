@@ -47,6 +47,8 @@ SENDING = "sending"
 LOCAL_CHANGE = (PENDING, FAILED, CONFLICT, SENDING)
 
 _records = SyncRecord.__table__
+#: Longest provider record id the record store holds (its column's length).
+MAX_RECORD_ID = _records.c.remote_id.type.length
 _IN_CHUNK = 500
 
 
@@ -227,7 +229,12 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             # stored record deleted as "no longer listed".
             raise ProviderError(f"a {schema.name} record came without its id field {schema.id_field!r}: "
                                 f"{str(record)[:200]}")
-        incoming[str(remote_id)] = record
+        remote_id = str(remote_id)
+        if len(remote_id) > MAX_RECORD_ID:
+            # (Refused alike by every database: PostgreSQL would fail on it, SQLite not.)
+            raise ProviderError(f"a {schema.name} record came with an id of {len(remote_id)} characters "
+                                f"({remote_id[:40]}...): the hub stores ids of at most {MAX_RECORD_ID}")
+        incoming[remote_id] = record
     if not incoming:
         return counts
     prepared: list[tuple[str, str, str, datetime | None]] = []

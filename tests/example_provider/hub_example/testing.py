@@ -3,7 +3,7 @@
 signed webhook deliveries.
 
 Fault injection, through ``app.state`` (each counts down per request):
-``fail_next`` answers 5xx (``fail_status``, 503 by default); ``throttle_next``
+``fail_next`` answers 5xx (``fail_status``, 503 by default, with ``fail_message``); ``throttle_next``
 answers 429 with ``Retry-After: throttle_retry_after``; ``slow_next`` sleeps
 ``slow_seconds`` before answering (client timeouts); ``delay`` sleeps before
 every request. ``app.state.statuses`` counts the statuses answered."""
@@ -36,6 +36,7 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
     app.state.limit = TokenBucketLimit(int(rate), rate)
     app.state.fail_next = fail_next
     app.state.fail_status = 503
+    app.state.fail_message = "temporarily unavailable"
     app.state.throttle_next = 0
     app.state.throttle_retry_after = 0.05
     app.state.slow_next = 0
@@ -59,7 +60,7 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
             return error(401, "invalid api key")
         if app.state.fail_next > 0:
             app.state.fail_next -= 1
-            return error(app.state.fail_status, "temporarily unavailable")
+            return error(app.state.fail_status, app.state.fail_message)
         if app.state.throttle_next > 0:
             app.state.throttle_next -= 1
             return error(429, "rate limited", **{"Retry-After": f"{app.state.throttle_retry_after:.3f}"})
