@@ -212,3 +212,44 @@ def test_booleans_and_counts_in_bodies_take_json_booleans_and_integers_only(clie
                  422, "validation_error")
     assert client.get(f"{config_url}/records", headers=auth).json()["records"] == []
     assert client.get(connection_url, headers=auth).json()["connection"]["sync_enabled"] is True
+
+
+def test_json_nested_past_the_limit_is_refused_before_it_is_stored(client, auth):
+    """A record nested 300 levels deep was stored (201 or 500), then every
+    listing of its sync config's records answered 500: it could not be written out."""
+    from hub.api.bodies import MAX_DEPTH
+
+    connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                             headers=auth).json()["connection"]
+    config = client.post(f"{API}/connections/{connection['id']}/sync-configs",
+                         json={"entity": "notes", "direction": "both"}, headers=auth).json()["sync_config"]
+    records = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/records"
+
+    def nested(depth: int) -> dict:
+        value: dict = {}
+        for _ in range(depth):
+            value = {"a": value}
+        return value
+
+    deep = assert_error(client.post(records, json={"data": {"title": "x", "body": nested(MAX_DEPTH + 1)},
+                                                   "mapped": False, "sync": False}, headers=auth), 400, "invalid_json")
+    assert f"nested more than {MAX_DEPTH} levels" in deep["error"]
+    assert_error(client.post(records, json={"data": {"title": "x", "body": [[[[[[["y"]]]]]]] * 2 + [nested(MAX_DEPTH)]},
+                                            "mapped": False, "sync": False}, headers=auth), 400, "invalid_json")
+    assert client.get(records, headers=auth).json()["records"] == []
+    shallow = client.post(records, json={"data": {"title": "x", "body": "y"}, "mapped": False, "sync": False},
+                          headers=auth)
+    assert shallow.status_code == 201, shallow.text
+
+
+def test_a_change_through_an_index_of_thousands_of_digits_is_an_objects_key():
+    """``int()`` of 5,000 digits raised ValueError: a 500 on the stored-record write."""
+    from hub.sync.store import _as_lists, _deep_merge, index_problem
+
+    change = {"preferred_locales": {"9" * 5000: "fr"}, "metadata": {"1": "a"}}
+    assert index_problem({"preferred_locales": ["en"], "metadata": {}}, change, arrays=("preferred_locales",)) is None
+    base = {"preferred_locales": ["en"], "metadata": {}}
+    _deep_merge(base, change)
+    assert base["preferred_locales"] == {"9" * 5000: "fr"} and base["metadata"] == {"1": "a"}
+    assert _as_lists({"9" * 5000: "x"}) == {"9" * 5000: "x"}
+    assert _as_lists({"0": "x", "1": "y"}) == ["x", "y"]

@@ -352,3 +352,28 @@ def test_deleting_a_connection_during_its_sync_stops_the_run_quietly(client, aut
     assert [str(w.message) for w in recwarn if "SAWarning" in type(w.message).__name__] == []
     with hub.session() as session:
         assert session.exec(select(SyncRecord).where(SyncRecord.connection_id == connection["id"])).all() == []
+
+
+def test_sync_requests_made_while_an_equal_run_is_queued_get_that_run(client, auth, example_fake):
+    """One tenant clicking "sync now" 300 times queued 300 runs, each its own
+    task, rows and provider calls."""
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    fake.state.slow_next, fake.state.slow_seconds = 1, 1.5  # the first run holds the connection meanwhile
+    first = start(client, auth, connection["id"], entity="notes")
+    wait_until_running = time.monotonic() + 10
+    while client.get(f"{API}/connections/{connection['id']}/sync/runs/{first['id']}",
+                     headers=auth).json()["run"]["status"] == "queued":
+        assert time.monotonic() < wait_until_running
+        time.sleep(0.02)
+    queued = [start(client, auth, connection["id"], entity="notes") for _ in range(5)]
+    assert {run["id"] for run in queued} == {queued[0]["id"]} and queued[0]["id"] != first["id"]
+    # Asking for more than the queued run does is a run of its own (then coalesced in turn).
+    full = [start(client, auth, connection["id"], entity="notes", full_refresh=True) for _ in range(3)]
+    assert {run["id"] for run in full} == {full[0]["id"]} and full[0]["id"] != queued[0]["id"]
+    other = start(client, auth, connection["id"], entity="tags")
+    assert other["id"] not in {first["id"], queued[0]["id"], full[0]["id"]}
+    for run in (first, queued[0], full[0], other):
+        assert wait_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    logs = client.get(f"{API}/connections/{connection['id']}/sync/logs", headers=auth).json()["runs"]
+    assert len(logs) == 4

@@ -207,6 +207,19 @@ def test_a_record_id_longer_than_the_store_holds_fails_the_pass_alike_on_every_d
     assert len(stored(hub, conn.id, "items")) == 250
 
 
+def test_a_record_nested_deeper_than_the_api_writes_out_fails_the_pass(hub, conn, ledger):
+    """Stored, it made every listing of the entity's records a 500."""
+    run(sync(hub, conn))
+    details: dict = {}
+    for _ in range(300):
+        details = {"a": details}
+    ledger.put("it_00007", {"details": details})
+    failed = run(sync(hub, conn))
+    assert failed.status == "failed" and failed.error_code == "provider_error", (failed.error_code, failed.error)
+    assert "nested more than 250 levels deep" in failed.error
+    assert "details" not in stored(hub, conn.id, "items")["it_00007"]
+
+
 def test_cursors_going_round_in_a_cycle_fail_the_pass_instead_of_paging_forever(hub, conn, ledger):
     ledger.next_cursors = {None: "100", "100": "200", "200": "50", "50": "100"}
     failed = run(sync(hub, conn))

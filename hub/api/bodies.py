@@ -5,7 +5,8 @@ and which SQLite stores as null while PostgreSQL refuses them; nor numbers
 such as ``1e400`` that Python reads as infinity) and escaped
 lone surrogates (``"\\ud800"``: text that cannot be written out again as
 UTF-8, so a record holding one could be stored but never shown). Both are
-refused as invalid JSON, naming what is wrong, before a route sees the body.
+refused as invalid JSON, naming what is wrong, before a route sees the body;
+so is JSON nested deeper than :data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ def _finite(text: str) -> float:
     return number
 
 
+#: Deepest nesting of a body's JSON: records are a few levels deep, and one
+#: nested hundreds of levels could be stored but not written out again.
+MAX_DEPTH = 64
+
+
 def _check_text(value: Any) -> None:
-    """Refuse lone surrogates, naming where (not the text: it may be a secret)."""
-    stack: list[tuple[Any, str]] = [(value, "")]
+    """Refuse lone surrogates, naming where (not the text: it may be a secret),
+    and nesting deeper than :data:`MAX_DEPTH`."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
-        item, path = stack.pop()
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _Refused(f"the body is nested more than {MAX_DEPTH} levels deep (at {path[:200]})")
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -49,10 +58,10 @@ def _check_text(value: Any) -> None:
             for key, child in item.items():
                 name = str(key).encode("utf-8", "backslashreplace").decode()[:40]
                 child_path = f"{path}.{name}" if path else name
-                stack.append((key, f"{child_path} (the key)"))
-                stack.append((child, child_path))
+                stack.append((key, f"{child_path} (the key)", depth))
+                stack.append((child, child_path, depth + 1))
         elif isinstance(item, list):
-            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+            stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
 
 
 class StrictJSONRequest(Request):

@@ -61,7 +61,10 @@ def canonical(data: dict[str, Any]) -> tuple[str, str]:
     """
     try:
         raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    except TypeError:  # an integer beyond 64 bits (orjson's limit), which JSON allows
+    except TypeError as exc:  # an integer beyond 64 bits (orjson's limit), which JSON allows
+        if "Recursion limit" in str(exc):
+            # Stored, it could never be shown: the API writes out no deeper JSON either.
+            raise ProviderError("a record is nested more than 250 levels deep: the hub does not store it") from None
         raw = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
     return raw.decode(), hashlib.sha256(raw).hexdigest()
 
@@ -669,10 +672,15 @@ def index_problem(base: Any, change: dict[str, Any], arrays: Iterable[str] = (),
     return None
 
 
+#: Most digits of an array index in a change's path; longer digit keys are an object's keys
+#: (and int() of thousands of digits is refused, or slow).
+_INDEX_DIGITS = 9
+
+
 def _index_keys(value: Any) -> bool:
     """A change made through a path with an array index (``variants.0.price``)."""
-    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and k.isascii() and k.isdigit()
-                                                           for k in value)
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and k.isascii() and k.isdigit() and len(k) <= _INDEX_DIGITS for k in value)
 
 
 def _as_lists(value: Any) -> Any:

@@ -278,10 +278,13 @@ async def resolve_conflict(request: Request, hub: HubDep, connection: Connection
 async def start_sync(request: Request, hub: HubDep, connection: ConnectionDep,
                      body: SyncRequest | None = None):
     """Start a sync run and return it at once (queued); follow it at
-    `GET /sync/runs/{run_id}` or in `GET /sync/logs`."""
+    `GET /sync/runs/{run_id}` or in `GET /sync/logs`. While a run that does
+    at least as much (same entity, same direction or both, a full refresh if
+    one is asked for) is still queued, that run is the answer: clicks on
+    "sync now" queue one run, not one each."""
     body = body or SyncRequest()
     run = await _service(request).request(connection, entity=body.entity, full_refresh=body.full_refresh,
-                                          direction=body.direction)
+                                          direction=body.direction, coalesce=True)
     return {"success": True, "run": stored.run_out(run)}
 
 
