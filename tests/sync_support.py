@@ -57,6 +57,8 @@ class Ledger:
         self.parsed_pages = False
         #: Items whose updates fail as if the provider were down.
         self.failing_updates: set[str] = set()
+        #: Called with the item's id before each update.
+        self.on_update: Any = None
         self.clock = T0
         for i in range(items):
             self.put(f"it_{i:05d}", {"name": f"item {i}", "amount": i * 100, "active": i % 2 == 0})
@@ -125,6 +127,8 @@ class Ledger:
 
     @hookimpl
     def update_record(self, entity, record_id, data):
+        if self.on_update is not None:
+            self.on_update(record_id)
         if record_id in self.failing_updates:
             raise ProviderUnavailable(f"ledger cannot update {record_id} right now")
         if record_id not in self.items:

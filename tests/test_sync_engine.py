@@ -220,6 +220,38 @@ def test_a_record_nested_deeper_than_the_api_writes_out_fails_the_pass(hub, conn
     assert "details" not in stored(hub, conn.id, "items")["it_00007"]
 
 
+def test_a_page_that_fails_to_store_lets_go_of_the_write_lock_at_once(hub, conn, ledger, monkeypatch):
+    """The failed transaction stayed open (SQLite's write lock held) until the
+    writer was closed through the thread pool, which writers waiting for that
+    lock could fill: every write of the hub then waited 30 s and failed."""
+    import sqlite3
+
+    from hub.sync import engine as engine_module
+
+    if hub.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    run(sync(hub, conn))
+    del ledger.items["it_00120"]["id"]  # on the second page: the first is written in the same transaction
+    lock_when_closed: list[str] = []
+    close = engine_module._PageWriter.close
+
+    def close_seeing_the_lock(writer):
+        other = sqlite3.connect(hub.engine.url.database, timeout=0.2)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            lock_when_closed.append("free")
+        except sqlite3.OperationalError:
+            lock_when_closed.append("held")
+        finally:
+            other.close()
+        return close(writer)
+    monkeypatch.setattr(engine_module._PageWriter, "close", close_seeing_the_lock)
+    failed = run(sync(hub, conn, full_refresh=True))
+    assert failed.status == "failed" and "without its id field" in failed.error
+    assert lock_when_closed == ["free"]
+
+
 def test_cursors_going_round_in_a_cycle_fail_the_pass_instead_of_paging_forever(hub, conn, ledger):
     ledger.next_cursors = {None: "100", "100": "200", "200": "50", "50": "100"}
     failed = run(sync(hub, conn))
@@ -624,6 +656,41 @@ def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledg
     assert ledger.items["it_00002"]["name"] == "pushed it_00002"
     ledger.failing_updates = set()
     assert (push().pushed, ledger.items["it_00001"]["name"]) == (1, "pushed it_00001")
+
+
+def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_the_next(hub, conn, ledger):
+    """A tenant writing steadily kept one push run going for as long as it
+    wrote, and every other run of the connection waited behind it."""
+    assert run(sync(hub, conn)).status == "succeeded"
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
+        config.direction, config.conflict_policy = "both", "hub_wins"
+        session.add(config)
+        session.commit()
+
+    def change(item_id: str) -> None:
+        with write_transaction(hub, entity_key(conn.id, "items")) as session:
+            row = session.exec(select(SyncRecord).where(SyncRecord.remote_id == item_id)).one()
+            local_update(session, row, {"name": f"pushed {item_id}"}, utcnow())
+    for item_id in ("it_00001", "it_00002", "it_00003"):
+        change(item_id)
+    made_meanwhile: list[str] = []
+
+    def write_another(_record_id):
+        if len(made_meanwhile) < 20:  # (bounded: without the fix it would go on)
+            made_meanwhile.append(f"it_{100 + len(made_meanwhile):05d}")
+            change(made_meanwhile[-1])
+    ledger.on_update = write_another
+    new_run, _ = create_run(hub, conn, entity="items", direction="push")
+    first = run(SyncEngine(hub).execute(new_run.id))
+    assert (first.status, first.pushed) == ("succeeded", 3)
+    assert made_meanwhile == ["it_00100", "it_00101", "it_00102"]
+    assert {ledger.items[i]["name"] for i in ("it_00001", "it_00002", "it_00003")} == \
+        {"pushed it_00001", "pushed it_00002", "pushed it_00003"}
+    ledger.on_update = None
+    new_run, _ = create_run(hub, conn, entity="items", direction="push")
+    assert run(SyncEngine(hub).execute(new_run.id)).pushed == 3
+    assert ledger.items["it_00102"]["name"] == "pushed it_00102"
 
 
 def test_integers_beyond_64_bits_and_odd_index_keys_are_stored_and_shown(hub, conn, ledger):

@@ -362,6 +362,11 @@ class _PageWriter:
                 return self._write(page, next_cursor, as_of)
             except BaseException:
                 self.broken = True
+                # Rolled back here and now: the session may hold SQLite's write lock, and
+                # close() waits for a thread of the pool that writers blocked on it may fill.
+                if self.session is not None:
+                    self.session.close()
+                    self.session = None
                 raise
             finally:
                 self.last_write = time.monotonic()
@@ -538,8 +543,8 @@ class SyncEngine:
             raise
         except Exception as exc:
             log.exception("sync run %s crashed", run.id)
-            self._finish(run.id, lease.owner, "failed",
-                         HubError(f"internal error: {type(exc).__name__}", code="internal_error"))
+            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed",
+                                    HubError(f"internal error: {type(exc).__name__}", code="internal_error"))
         finally:
             heartbeat.cancel()
             await asyncio.to_thread(lease.release)
@@ -804,8 +809,12 @@ class SyncEngine:
                     ctx: Any, lease: Lease) -> None:
         attempted: set[str] = set()
         followed: set[str] = set()
+        # The changes made before it began: one made meanwhile queued a push run of its own, and
+        # a run that took every new change too would not end while the tenant keeps writing
+        # (holding up the connection's other runs).
+        began = utcnow()
         while True:
-            batch = await asyncio.to_thread(self._pending, config, attempted)
+            batch = await asyncio.to_thread(self._pending, config, attempted, began, followed)
             if not batch:
                 return
             for row in batch:
@@ -818,11 +827,15 @@ class SyncEngine:
                 if self.progress:
                     self.progress("push", schema.name, 1)
 
-    def _pending(self, config: SyncConfig, attempted: set[str]) -> list[SyncRecord]:
+    def _pending(self, config: SyncConfig, attempted: set[str], changed_by: datetime,
+                 followed: set[str]) -> list[SyncRecord]:
+        """Changes to send: made by ``changed_by``, or of records already sent in this run (``followed``)."""
         with self.hub.session() as session:
             query = (select(SyncRecord)
                      .where(SyncRecord.connection_id == config.connection_id, SyncRecord.entity == config.entity,
-                            SyncRecord.push_status.in_((PENDING, SENDING)))
+                            SyncRecord.push_status.in_((PENDING, SENDING)),
+                            sa.or_(SyncRecord.local_changed_at <= changed_by, SyncRecord.local_changed_at.is_(None),
+                                   SyncRecord.id.in_(followed) if followed else sa.false()))
                      # Records that failed more often go after the others: one the provider keeps
                      # failing on does not hold back every later change.
                      .order_by(SyncRecord.push_attempts, SyncRecord.local_changed_at, SyncRecord.id)
