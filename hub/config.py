@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     run_scheduler: bool = True
     sync_executor: str | None = None  # "local" (in-process) or "queue" (procrastinate); default by database
     sync_tombstone_days: int = 30  # deleted records are kept this long (webhook deletes, push), 0: forever
+    sync_log_retention_days: int = 90  # finished sync runs (the logs) are kept this long, 0: forever
+    webhook_retention_days: int = 30  # applied or ignored webhook events are kept this long, 0: forever
     sync_stalled_seconds: float = 30.0  # a queue worker silent this long is dead: its runs go to the others
     sync_workers: int = 2  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
     http_retry_attempts: int = 6

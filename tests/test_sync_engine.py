@@ -587,6 +587,48 @@ def test_tombstones_older_than_the_retention_are_purged_by_the_scheduler(hub, co
     run(hub.close())
 
 
+def test_old_sync_logs_and_applied_webhook_events_are_purged_by_the_scheduler(hub, conn, ledger, monkeypatch):
+    """Every delivery (with its body) and every run was kept for good: a busy
+    hub's database grew without end, customer data in it."""
+    from hub.models import WebhookEvent, WebhookEventState
+    from hub.sync import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "PURGE_BATCH", 2)  # several transactions
+    runs = [run(sync(hub, conn)) for _ in range(4)]
+    now = utcnow()
+    old = now - timedelta(days=hub.settings.sync_log_retention_days + 1)
+    with hub.session() as session:
+        for finished in runs[:3]:
+            session.execute(sa.update(SyncRun).where(SyncRun.id == finished.id).values(finished_at=old))
+        queued = SyncRun(organization_id=conn.organization_id, connection_id=conn.id, entity="items",
+                         direction="pull", trigger="manual", queued_at=old)
+        session.add(queued)
+        aged = now - timedelta(days=hub.settings.webhook_retention_days + 1)
+        events = {}
+        for name, status, received in [("applied", "processed", aged), ("ignored", "ignored", aged),
+                                       ("failed", "failed", aged), ("pending", "pending", aged),
+                                       ("recent", "processed", now)]:
+            event = WebhookEvent(provider="ledger", dedup_key=name, connection_id=conn.id, type="item.updated",
+                                 status=status, received_at=received, raw={"body": "customer data"})
+            session.add(event)
+            session.flush()
+            session.add(WebhookEventState(event_id=event.id))
+            events[name] = event.id
+        session.commit()
+    Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(now)
+    with hub.session() as session:
+        assert set(session.exec(select(SyncRun.id))) == {runs[3].id, queued.id}
+        assert set(session.exec(select(WebhookEvent.dedup_key))) == {"failed", "pending", "recent"}
+        assert set(session.exec(select(WebhookEventState.event_id))) == {
+            events["failed"], events["pending"], events["recent"]}
+    keep_everything = hub.settings.model_copy(update={"sync_log_retention_days": 0, "webhook_retention_days": 0})
+    monkeypatch.setattr(hub, "settings", keep_everything)
+    Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(now + timedelta(days=1000))
+    with hub.session() as session:
+        assert len(session.exec(select(SyncRun.id)).all()) == 2
+    run(hub.close())
+
+
 def test_hub_sync_says_so_when_the_connection_is_deleted_while_it_runs(hub, conn, ledger, monkeypatch):
     import threading
 

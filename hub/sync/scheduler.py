@@ -5,7 +5,7 @@ puts runs whose process died back in the queue, hands queued runs nobody
 executes to the executor, and starts a run for every connection with
 ``sync_enabled`` whose ``next_sync_at`` has come (and every sync config with
 its own ``schedule_minutes``), moving ``next_sync_at`` on. It also purges
-old states and tombstones, and tries again to revoke the grants of deleted
+old states, tombstones, sync logs and webhook events, and tries again to revoke the grants of deleted
 connections whose revocation failed. The move is a
 conditional update, so several API processes never schedule a run twice.
 
@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, SyncConfig, SyncRun, utcnow
+from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue
 from hub.sync.store import purge_tombstones
@@ -171,12 +171,24 @@ class Scheduler:
         return due
 
     def purge(self, now: datetime) -> int:
-        """Drop tombstones older than ``sync_tombstone_days`` (0 keeps them),
-        and OAuth states expired for a day."""
+        """Drop tombstones older than ``sync_tombstone_days``, finished runs
+        older than ``sync_log_retention_days`` and webhook events applied or
+        ignored more than ``webhook_retention_days`` ago (0 keeps each for
+        good), and OAuth states expired for a day. Returns the tombstones dropped."""
         from hub.services.oauth import purge_states
 
         purge_states(self.hub, now - timedelta(days=1))
-        days = self.hub.settings.sync_tombstone_days
+        settings = self.hub.settings
+        for what, table, done, since, days in (
+                ("finished sync runs", SyncRun.__table__, ("succeeded", "failed"), "finished_at",
+                 settings.sync_log_retention_days),
+                ("applied or ignored webhook events", WebhookEvent.__table__, ("processed", "ignored"), "received_at",
+                 settings.webhook_retention_days)):
+            if days > 0:
+                dropped = _purge(self.hub, table, table.c.status.in_(done), table.c[since] < now - timedelta(days=days))
+                if dropped:
+                    log.info("purged %d %s older than %d days", dropped, what, days)
+        days = settings.sync_tombstone_days
         if days <= 0:
             return 0
         with self.hub.session() as session:
@@ -252,3 +264,22 @@ async def start_background(app: Any) -> Background:
     else:
         await scheduler.recover(everything=True)
     return Background(parts)
+
+
+#: Rows deleted by one transaction of a purge: a long backlog (the first purge
+#: of a busy hub) does not hold the write lock for long.
+PURGE_BATCH = 5000
+
+
+def _purge(hub: Hub, table: sa.Table, *conditions: Any) -> int:
+    """Delete the rows of ``table`` meeting ``conditions``, a batch per transaction."""
+    key = table.c.id
+    dropped = 0
+    while True:
+        with hub.session() as session:
+            batch = sa.select(key).where(*conditions).limit(PURGE_BATCH).scalar_subquery()
+            count = session.execute(sa.delete(table).where(key.in_(batch))).rowcount or 0
+            session.commit()
+        dropped += count
+        if count < PURGE_BATCH:
+            return dropped
