@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     #: Comma list of hosts an OAuth redirect_uri may name (empty: the public URL's host and
     #: loopback hosts; "*": any host).
     oauth_return_hosts: str = ""
+    #: Comma list of origins (``https://app.example.com``) whose pages may call the API from the
+    #: browser (CORS; with a JWT or key in the Authorization header). Empty: none; "*": any.
+    cors_origins: str = ""
     refresh_margin_seconds: int = 120
     scheduler_interval_seconds: float = 30.0
     run_scheduler: bool = True

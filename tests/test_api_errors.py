@@ -253,3 +253,30 @@ def test_a_change_through_an_index_of_thousands_of_digits_is_an_objects_key():
     assert base["preferred_locales"] == {"9" * 5000: "fr"} and base["metadata"] == {"1": "a"}
     assert _as_lists({"9" * 5000: "x"}) == {"9" * 5000: "x"}
     assert _as_lists({"0": "x", "1": "y"}) == ["x", "y"]
+
+
+def test_an_integrations_page_on_an_allowed_origin_may_call_the_api_from_the_browser(settings, example_registry):
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+
+    page = "https://app.example.com"
+    app = create_app(settings.model_copy(update={"cors_origins": f"{page}/, https://admin.example.com"}),
+                     example_registry)
+    with TestClient(app) as client:
+        preflight = client.options(f"{API}/connections", headers={
+            "Origin": page, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == page
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        # Errors are readable by the page too (its code tells it what to do).
+        refused = client.get(f"{API}/connections", headers={"Origin": page})
+        assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == page
+        assert client.get(f"{API}/providers", headers={"Origin": page}).headers["access-control-allow-origin"] == page
+        elsewhere = client.get(f"{API}/providers", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in elsewhere.headers
+        assert client.options(f"{API}/connections", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}).status_code == 400
+    with TestClient(create_app(settings, example_registry)) as client:
+        assert "access-control-allow-origin" not in client.get(f"{API}/providers", headers={"Origin": page}).headers

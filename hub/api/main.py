@@ -8,6 +8,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub import __version__
@@ -132,6 +133,13 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         api.include_router(module.router)
     app.include_router(api)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
+    if origins:
+        # Outermost: a preflight is answered before authentication, and error answers carry the
+        # headers too (the integrations page can read their JSON). No cookies: credentials travel in
+        # the Authorization header.
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     return app
 
 
