@@ -6,7 +6,9 @@ such as ``1e400`` that Python reads as infinity) and escaped
 lone surrogates (``"\\ud800"``: text that cannot be written out again as
 UTF-8, so a record holding one could be stored but never shown). Both are
 refused as invalid JSON, naming what is wrong, before a route sees the body;
-so is JSON nested deeper than :data:`MAX_DEPTH`.
+so are NUL characters (PostgreSQL cannot store them in text; SQLite can, and
+the answer must not depend on the database) and JSON nested deeper than
+:data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -41,19 +43,22 @@ MAX_DEPTH = 64
 
 
 def _check_text(value: Any) -> None:
-    """Refuse lone surrogates, naming where (not the text: it may be a secret),
-    and nesting deeper than :data:`MAX_DEPTH`."""
+    """Refuse lone surrogates and NUL characters, naming where (not the text:
+    it may be a secret), and nesting deeper than :data:`MAX_DEPTH`."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise _Refused(f"the body is nested more than {MAX_DEPTH} levels deep (at {path[:200]})")
         if isinstance(item, str):
+            where = f"at {path}" if path else "of the body"
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                where = f"at {path}" if path else "of the body"
                 raise _Refused(f"the text {where} holds a lone surrogate: it is not valid Unicode") from None
+            if "\x00" in item:
+                # Refused alike whatever the database: PostgreSQL cannot store it in text.
+                raise _Refused(f"the text {where} holds a NUL character (\\u0000)")
         elif isinstance(item, dict):
             for key, child in item.items():
                 name = str(key).encode("utf-8", "backslashreplace").decode()[:40]
