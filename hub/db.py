@@ -47,10 +47,20 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    # Sessions in UTC: times the database computes (now(), clock_timestamp()) come back in UTC
-    # whatever the server's own time zone.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         connect_args={"options": "-c timezone=UTC"})
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _utc_session(dbapi_connection, _record):  # noqa: ANN001
+            # Times the database computes (now(), clock_timestamp()) come back in UTC whatever the
+            # server's own zone. (Set here, not as connect_args options: those would replace the
+            # URL's own ``?options=``, a search_path say.) Committed: a rollback would undo it.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.close()
+            dbapi_connection.commit()
+
+    return engine
 
 
 def _create_private(path: str | None) -> None:

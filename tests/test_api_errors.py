@@ -274,6 +274,9 @@ def test_an_integrations_page_on_an_allowed_origin_may_call_the_api_from_the_bro
         assert preflight.status_code == 200, preflight.text
         assert preflight.headers["access-control-allow-origin"] == page
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        # The page reads how long to wait after a 429.
+        assert "retry-after" in client.get(f"{API}/providers", headers={"Origin": page}).headers[
+            "access-control-expose-headers"].lower()
         # Errors are readable by the page too (its code tells it what to do).
         refused = client.get(f"{API}/connections", headers={"Origin": page})
         assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == page

@@ -207,6 +207,16 @@ def test_a_record_id_longer_than_the_store_holds_fails_the_pass_alike_on_every_d
     assert len(stored(hub, conn.id, "items")) == 250
 
 
+def test_a_deleted_id_longer_than_the_store_holds_is_passed_over_on_every_database(hub, conn, ledger):
+    """Its tombstone failed the pass on PostgreSQL only (internal_error); no record has such an id."""
+    ledger.remove("it_" + "L" * 300)
+    ledger.remove("it_00003")
+    done = run(sync(hub, conn, entity="changes"))
+    assert done.status == "succeeded", (done.error_code, done.error)
+    assert stored(hub, conn.id, "changes", include_deleted=True).keys() == \
+        {f"it_{i:05d}" for i in range(250)}
+
+
 def test_a_record_nested_deeper_than_the_api_writes_out_fails_the_pass(hub, conn, ledger):
     """Stored, it made every listing of the entity's records a 500."""
     run(sync(hub, conn))
@@ -605,11 +615,13 @@ def test_old_sync_logs_and_applied_webhook_events_are_purged_by_the_scheduler(hu
         session.add(queued)
         aged = now - timedelta(days=hub.settings.webhook_retention_days + 1)
         events = {}
-        for name, status, received in [("applied", "processed", aged), ("ignored", "ignored", aged),
-                                       ("failed", "failed", aged), ("pending", "pending", aged),
-                                       ("recent", "processed", now)]:
+        for name, status, received, processed in [
+                ("applied", "processed", aged, aged), ("ignored", "ignored", aged, aged),
+                ("failed", "failed", aged, None), ("pending", "pending", aged, None),
+                ("recent", "processed", now, now), ("retried", "processed", aged, now)]:  # failed for weeks
             event = WebhookEvent(provider="ledger", dedup_key=name, connection_id=conn.id, type="item.updated",
-                                 status=status, received_at=received, raw={"body": "customer data"})
+                                 status=status, received_at=received, processed_at=processed,
+                                 raw={"body": "customer data"})
             session.add(event)
             session.flush()
             session.add(WebhookEventState(event_id=event.id))
@@ -618,9 +630,9 @@ def test_old_sync_logs_and_applied_webhook_events_are_purged_by_the_scheduler(hu
     Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(now)
     with hub.session() as session:
         assert set(session.exec(select(SyncRun.id))) == {runs[3].id, queued.id}
-        assert set(session.exec(select(WebhookEvent.dedup_key))) == {"failed", "pending", "recent"}
+        assert set(session.exec(select(WebhookEvent.dedup_key))) == {"failed", "pending", "recent", "retried"}
         assert set(session.exec(select(WebhookEventState.event_id))) == {
-            events["failed"], events["pending"], events["recent"]}
+            events["failed"], events["pending"], events["recent"], events["retried"]}
     keep_everything = hub.settings.model_copy(update={"sync_log_retention_days": 0, "webhook_retention_days": 0})
     monkeypatch.setattr(hub, "settings", keep_everything)
     Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(now + timedelta(days=1000))
@@ -700,9 +712,13 @@ def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledg
     assert (push().pushed, ledger.items["it_00001"]["name"]) == (1, "pushed it_00001")
 
 
-def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_the_next(hub, conn, ledger):
+def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_the_next(hub, conn, ledger,
+                                                                                         monkeypatch):
     """A tenant writing steadily kept one push run going for as long as it
     wrote, and every other run of the connection waited behind it."""
+    from hub.sync import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PUSH_CLOCK_MARGIN", timedelta(0))  # (the changes below come at once)
     assert run(sync(hub, conn)).status == "succeeded"
     with hub.session() as session:
         config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
@@ -733,6 +749,14 @@ def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_
     new_run, _ = create_run(hub, conn, entity="items", direction="push")
     assert run(SyncEngine(hub).execute(new_run.id)).pushed == 3
     assert ledger.items["it_00102"]["name"] == "pushed it_00102"
+    # A change stamped by a machine whose clock is ahead (it joined the queued run) is not left behind.
+    monkeypatch.undo()
+    with write_transaction(hub, entity_key(conn.id, "items")) as session:
+        row = session.exec(select(SyncRecord).where(SyncRecord.remote_id == "it_00200")).one()
+        local_update(session, row, {"name": "from a clock ahead"}, utcnow() + timedelta(seconds=5))
+    new_run, _ = create_run(hub, conn, entity="items", direction="push")
+    assert run(SyncEngine(hub).execute(new_run.id)).pushed == 1
+    assert ledger.items["it_00200"]["name"] == "from a clock ahead"
 
 
 def test_integers_beyond_64_bits_and_odd_index_keys_are_stored_and_shown(hub, conn, ledger):

@@ -174,6 +174,9 @@ def test_times_come_back_in_utc_whatever_the_postgresql_server_time_zone(pg_serv
     url = postgres.create_database(pg_server, "hub_kolkata")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER DATABASE hub_kolkata SET timezone TO 'Asia/Kolkata'")
+        conn.execute("CREATE SCHEMA hub_own")
+    # The URL's own options (the hub in a schema of its own) still apply.
+    url += "?options=-csearch_path%3Dhub_own"
     app = create_app(Settings(data_dir=tmp_path, database_url=url, secret_key="k"), PluginRegistry())
     with TestClient(app):
         make_org(app)
@@ -183,3 +186,5 @@ def test_times_come_back_in_utc_whatever_the_postgresql_server_time_zone(pg_serv
             assert organization.created_at.utcoffset().total_seconds() == 0
             assert db_now(session).utcoffset().total_seconds() == 0
             assert session.execute(sa.text("SHOW timezone")).scalar() == "UTC"
+            assert session.execute(sa.text("SHOW search_path")).scalar() == "hub_own"
+            assert session.execute(sa.text("SELECT count(*) FROM hub_own.organizations")).scalar() == 1

@@ -135,11 +135,12 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
-        # Outermost: a preflight is answered before authentication, and error answers carry the
-        # headers too (the integrations page can read their JSON). No cookies: credentials travel in
+        # Outermost but for the 500 handler: a preflight is answered before authentication, and
+        # 4xx answers carry the headers too (the integrations page can read their JSON and code). No cookies: credentials travel in
         # the Authorization header.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"],
+                           max_age=600)
     return app
 
 

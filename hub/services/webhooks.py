@@ -86,8 +86,8 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
     result: IntakeResult | None = None
     rejection: HubError | None = None
     for connection in await hub.db(find_connections, hub, provider, connection_id, key):
-        ctx = hub.context(provider, connection)
         try:
+            ctx = hub.context(provider, connection)  # (its secrets unreadable: credentials_unreadable)
             events = await provider.call("verify_webhook", ctx=ctx, request=request)
         except HubError as exc:
             # Each connection checks with its own secret: one refusing is not all refusing.

@@ -84,6 +84,9 @@ log = logging.getLogger("hub.sync")
 PAGE_SIZE = 100
 #: How far the hub's clock may be ahead of the provider's.
 CLOCK_SKEW = timedelta(seconds=60)
+#: How far the clocks of the hub's machines may be apart: a push takes the
+#: changes stamped up to this much after it began.
+PUSH_CLOCK_MARGIN = timedelta(seconds=60)
 LEASE_TTL = 60.0
 #: How long a run waits for another run of the same connection to finish.
 LEASE_WAIT = 900.0
@@ -811,8 +814,9 @@ class SyncEngine:
         followed: set[str] = set()
         # The changes made before it began: one made meanwhile queued a push run of its own, and
         # a run that took every new change too would not end while the tenant keeps writing
-        # (holding up the connection's other runs).
-        began = utcnow()
+        # (holding up the connection's other runs). Give or take the clocks of other machines:
+        # a change made just before, by a clock ahead of this one, joined this run as it was queued.
+        began = utcnow() + PUSH_CLOCK_MARGIN
         while True:
             batch = await asyncio.to_thread(self._pending, config, attempted, began, followed)
             if not batch:

@@ -542,9 +542,10 @@ def holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
 def apply_deletions(session: Session, *, connection_id: str, entity: str, policy: str,
                     remote_ids: Iterable[str], now: datetime, version: datetime | None = None) -> Counts:
     """Mark records the provider deleted. Unknown ids leave a tombstone, so a
-    late delivery of an older version does not bring the record back."""
+    late delivery of an older version does not bring the record back. (An id
+    longer than the store holds names no stored record, and never will.)"""
     counts = Counts()
-    for remote_id in {str(r) for r in remote_ids if r not in (None, "")}:
+    for remote_id in {str(r) for r in remote_ids if r not in (None, "") and len(str(r)) <= MAX_RECORD_ID}:
         row = session.exec(select(SyncRecord).where(
             SyncRecord.connection_id == connection_id, SyncRecord.entity == entity,
             SyncRecord.remote_id == remote_id)).first()

@@ -377,6 +377,32 @@ def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, conn
     assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 404
 
 
+def test_a_connection_whose_secrets_cannot_be_read_does_not_refuse_the_accounts_deliveries_for_others(
+        client, auth, hub_app, fake, connect):
+    """Two organizations connect one account; after the hub's key changed, one
+    gave its credentials again. Every delivery was refused (409) for both."""
+    hub = hub_app.state.hub
+    unreadable = connect(config={"account": "acct_1Shared"}, webhook_secret=SECRET)
+    with hub.session() as session:
+        other_org, key = create_organization(session, "other")
+    repaired = client.post(f"{API}/connections", json={
+        "provider": "stripe", "credentials": {"api_key": API_KEY, "webhook_secret": SECRET},
+        "config": {"account": "acct_1Shared"}}, headers={"Authorization": f"Bearer {key}"})
+    assert repaired.status_code == 201, repaired.text
+    with hub.session() as session:
+        row = session.get(Connection, unreadable["id"])
+        row.credentials_encrypted = hub_app.state.hub.cipher.encrypt("{}").replace("v1:", "v1:AAAA", 1)
+        session.add(row)
+        session.commit()
+    body, headers = signed_delivery(SECRET, make_event("invoice.finalized", {"id": "in_9", "object": "invoice"},
+                                                       account="acct_1Shared"))
+    answer = client.post(f"{API}/webhooks/stripe", content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["received"] == 1, answer.text
+    with hub.session() as session:
+        stored = session.exec(select(WebhookEvent)).all()
+    assert [event.connection_id for event in stored] == [repaired.json()["connection"]["id"]]
+
+
 # ---------------------------------------------------------------- actions
 
 
