@@ -464,3 +464,22 @@ def test_a_previous_key_decrypts_until_reencrypt_moves_every_secret_to_the_new_k
     # The old key alone reads nothing any more.
     with TestClient(create_app(settings, example_registry)) as client:
         assert client.get(records, headers=auth).json()["code"] == "credentials_unreadable"
+
+
+def test_every_secret_is_sealed_with_a_nonce_of_its_own_under_the_hubs_key():
+    """AES-GCM with a repeated nonce leaks the plaintexts and lets them be forged."""
+    import base64
+
+    from hub.crypto import Cipher, DecryptionError
+
+    cipher = Cipher("key-a")
+    sealed = [cipher.encrypt("sk_live_same") for _ in range(50)]
+    nonces = {base64.urlsafe_b64decode(token[3:])[:12] for token in sealed}
+    assert len(nonces) == 50 and len(set(sealed)) == 50
+    assert {cipher.decrypt(token) for token in sealed} == {"sk_live_same"}
+    for other_key in ("key-b", "", "key-a "):
+        with pytest.raises(DecryptionError):
+            Cipher(other_key or "x").decrypt(sealed[0])
+    tampered = sealed[0][:-4] + ("AAAA" if not sealed[0].endswith("AAAA") else "BBBB")
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(tampered)

@@ -55,8 +55,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, RateLimited) and exc.retry_after is not None and math.isfinite(exc.retry_after):
-            headers["Retry-After"] = str(int(min(max(exc.retry_after, 0.0), 86400.0) + 0.999))
+        if isinstance(exc, RateLimited):
+            # Always there (whole seconds, rounded up): one second when the provider said nothing.
+            wait = exc.retry_after if exc.retry_after is not None and math.isfinite(exc.retry_after) else 1.0
+            headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))
         details = exc.details if isinstance(exc.details, (dict, list)) else None
         return JSONResponse(error_body(exc.message, exc.code, details), status_code=exc.status, headers=headers)
 
