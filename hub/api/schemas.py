@@ -40,6 +40,10 @@ class FieldOut(BaseModel):
     required: bool
     readonly: bool
     description: str
+    format: str = Field(default="", description="How a `datetime` held as a number is written: `unix` (epoch "
+                                                "seconds) or `unix_ms`; empty for ISO 8601 text.")
+    create_only: bool = Field(default=False, description="Set when a record is created, never changed after: "
+                                                         "an update that changes it is `read_only_field`.")
 
 
 class EntityOut(BaseModel):

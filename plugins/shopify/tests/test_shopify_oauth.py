@@ -30,6 +30,10 @@ def test_provider_is_listed(shopify):
     assert "adjust_inventory" in provider["actions"]
     products = shopify.get(f"{API}/providers/shopify/entities/products").json()["entity"]
     assert products["supports_since"] and {"id", "title", "variants"} <= {f["name"] for f in products["fields"]}
+    # What a form needs: an order's line items are given once, at creation.
+    orders = {f["name"]: f for f in shopify.get(f"{API}/providers/shopify/entities/orders").json()["entity"]["fields"]}
+    assert orders["line_items"]["create_only"] and not orders["line_items"]["readonly"]
+    assert not orders["note"]["create_only"]
 
 
 def test_round_trip_connects_the_shop_and_tests_it(shopify):
