@@ -205,6 +205,13 @@ def create_link_token(
     """Start a Link-style flow (Plaid Link): create a short-lived token for the
     provider's client-side widget.
 
+    To repair a connection (the client names it: the user must log in to the
+    bank again, Plaid's ``ITEM_LOGIN_REQUIRED``), ``ctx`` is that connection's
+    context, with its credentials: make a token of the provider's update mode
+    (Plaid: with the item's ``access_token``, without ``products``). The core
+    then exchanges nothing afterwards: it tests the connection and marks it
+    connected again. Otherwise ``ctx`` has no connection and no credentials.
+
     :param user_id: a stable id of the end user in the tenant's app.
     :param options: client options (``products``, ``country_codes``,
         ``language``, ``webhook``, ``redirect_uri``).

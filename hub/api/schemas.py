@@ -140,6 +140,10 @@ class LinkTokenRequest(BaseModel):
 
     user_id: str | None = Field(default=None, max_length=200)
     options: dict[str, Any] = Field(default_factory=dict)
+    connection_id: str | None = Field(
+        default=None, max_length=64,
+        description="Repair this connection (Plaid's update mode: the user logs in to the same item again, after "
+                    "ITEM_LOGIN_REQUIRED); then the exchange answers this connection, connected again.")
 
 
 class LinkTokenResponse(Ok):

@@ -142,8 +142,9 @@ _LINK = "link_token"
 
 
 def remember_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str,
-                        expiration: Any) -> None:
-    """Note that ``link_token`` was created for this organization, until it expires.
+                        expiration: Any, connection_id: str | None = None) -> None:
+    """Note that ``link_token`` was created for this organization, until it
+    expires, and for which connection when it repairs one (update mode).
 
     Kept (hashed) beside the OAuth states, marked as a link token: the
     exchange checks it, and the OAuth callback never takes it for a state.
@@ -158,15 +159,17 @@ def remember_link_token(hub: Hub, organization_id: str, provider: Provider, link
             pass
     with hub.session() as session:
         session.merge(OAuthState(state_hash=hash_token(link_token), organization_id=organization_id,
-                                 provider=provider.name, redirect_uri="", params={_LINK: True},
+                                 provider=provider.name, redirect_uri="",
+                                 params={_LINK: True, "connection_id": connection_id},
                                  expires_at=expires_at))
         session.commit()
 
 
-def check_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str) -> None:
+def check_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str) -> str | None:
     """Refuse a link token this organization did not create with the hub (or
     one expired): an exchange must name the token its widget ran with.
 
+    :returns: the connection the token repairs (update mode), or None.
     :raises ValidationFailed: ``invalid_link_token`` (422).
     """
     with hub.session() as session:
@@ -178,6 +181,7 @@ def check_link_token(hub: Hub, organization_id: str, provider: Provider, link_to
     if record.expires_at < utcnow():
         raise ValidationFailed(f"the link_token expired: create another with POST /link/{provider.name}/token",
                                code="invalid_link_token")
+    return (record.params or {}).get("connection_id")
 
 
 def purge_states(hub: Hub, before: Any) -> int:

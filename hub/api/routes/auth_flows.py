@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from hub.api.bodies import HubRoute
@@ -17,6 +17,7 @@ from hub.api.schemas import (
     OAuthCallbackResponse,
 )
 from hub.models import ConnectionPublic
+from hub.services import connections as connection_service
 from hub.services import oauth
 from hub.services.connections import revoke_unsaved, upsert_from_credentials
 from hub.types import HubError, ProviderError, ValidationFailed
@@ -67,23 +68,38 @@ async def link_token(hub: HubDep, org: OrgDep, provider: ProviderDep, body: Link
     body = body or LinkTokenRequest()
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
-    ctx = hub.app_context(provider, _flow_config(body.options, "options"))
+    if body.connection_id is not None:
+        # Repairing it: the hook gets the connection's own context (its item's access token).
+        connection = await hub.db(connection_service.find_connection, hub, org.id, body.connection_id)
+        if connection.provider != provider.name:
+            raise ValidationFailed(f"connection {connection.id} is a {connection.provider} connection, not "
+                                   f"{provider.name}", code="wrong_provider")
+        ctx = hub.context(provider, connection)
+    else:
+        ctx = hub.app_context(provider, _flow_config(body.options, "options"))
     result = await hub.call(provider, "create_link_token", ctx, user_id=body.user_id or org.id,
                             options=body.options)
     if not isinstance(result, dict) or not isinstance(result.get("link_token"), str) or not result["link_token"]:
         raise ProviderError(f"provider {provider.name} returned no link_token from create_link_token")
     await asyncio.to_thread(oauth.remember_link_token, hub, org.id, provider, result["link_token"],
-                            result.get("expiration"))
+                            result.get("expiration"), body.connection_id)
     return {"success": True, **result}
 
 
 @router.post("/link/{provider}/exchange", response_model=ConnectionResponse, status_code=201,
              operation_id="link_exchange")
-async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkExchangeRequest):
-    """Exchange the widget's public token; creates (or re-links) a connection."""
+async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: LinkExchangeRequest,
+                        response: Response):
+    """Exchange the widget's public token; creates (or re-links) a connection.
+    After a repair (a link token made with `connection_id`) nothing is
+    exchanged: the connection is tested and answered (200), connected again."""
     if provider.info.auth_type != "link":
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
-    await asyncio.to_thread(oauth.check_link_token, hub, org.id, provider, body.link_token)
+    repaired = await asyncio.to_thread(oauth.check_link_token, hub, org.id, provider, body.link_token)
+    if repaired is not None:
+        connection, _details = await connection_service.test_connection(hub, org.id, repaired)
+        response.status_code = 200
+        return {"success": True, "connection": ConnectionPublic.of(connection)}
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata, link_token=body.link_token)

@@ -238,6 +238,10 @@ async def create_link_token(ctx, user_id, options):
         body["webhook"] = webhook
     if redirect_uri := options.get("redirect_uri") or ctx.settings.get("redirect_uri"):
         body["redirect_uri"] = redirect_uri
+    if access_token := ctx.credentials.get("access_token"):
+        # Repairing a connection (ITEM_LOGIN_REQUIRED): Link's update mode, on the Item it has.
+        body["access_token"] = access_token
+        del body["products"]
     result = await _post(ctx, "/link/token/create", **body)
     return {"link_token": result["link_token"], "expiration": result.get("expiration")}
 

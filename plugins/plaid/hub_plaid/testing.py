@@ -374,9 +374,18 @@ class FakePlaid:
     # -- endpoints
 
     def _link_token_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        update = None
+        if body.get("access_token"):  # update mode: the user logs in to an existing Item again
+            update = self._item(body, "/link/token/create", healthy=False).item_id
+            if body.get("products"):
+                raise PlaidAPIError(400, "INVALID_REQUEST", "INVALID_FIELD",
+                                    "products should be omitted when launching Link in update mode")
+        elif not body.get("products"):
+            raise PlaidAPIError(400, "INVALID_REQUEST", "MISSING_FIELDS", "the following required fields are "
+                                "missing: products")
         token = f"link-{self.environment}-{uuid.uuid4()}"
         created = datetime.now(timezone.utc)
-        self.link_tokens[token] = {**body, "_created": created, "_sessions": []}
+        self.link_tokens[token] = {**body, "_created": created, "_sessions": [], "_update": update}
         expiration = created + timedelta(hours=4)
         return {"link_token": token, "expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
@@ -555,11 +564,18 @@ class FakePlaid:
     def create_public_token(self, institution_id: str = "ins_109508", products: tuple[str, ...] = ("transactions",),
                             link_token: str | None = None, webhook: str | None = None) -> str:
         """What Link hands the browser (like /sandbox/public_token/create); with a
-        ``link_token``, the products and webhook it was created with."""
+        ``link_token``, the products and webhook it was created with. A link
+        token of update mode (made with an ``access_token``) mends its Item."""
         with self.lock:
             if link_token is None:
                 return self._public_token(institution_id, list(products), webhook)
             request = self.link_tokens[link_token]
+            if request["_update"] is not None:
+                # Update mode: the user logged in again; the Item is mended and its public
+                # token needs no exchange (Plaid hands one out all the same).
+                item = self.items[request["_update"]]
+                item.error = None
+                institution_id = item.institution_id
             products, webhook = tuple(request.get("products") or products), request.get("webhook", webhook)
             token = self._public_token(institution_id, list(products), webhook)
             request["_sessions"].append({"id": str(uuid.uuid4()), "at": datetime.now(timezone.utc),

@@ -235,6 +235,30 @@ def test_item_login_required_marks_the_connection(client, auth, fake, connection
     assert tested.status_code == 424
 
 
+def test_a_connection_whose_login_is_required_is_repaired_through_links_update_mode(client, auth, fake, connection):
+    """Before, the only way back was a second connection (a new item), its sync state lost."""
+    item = fake.item().item_id
+    fake.break_item(item)
+    assert client.post(f"{API}/connections/{connection['id']}/test", headers=auth).status_code == 424
+    token = client.post(f"{API}/link/plaid/token", json={"connection_id": connection["id"]}, headers=auth)
+    assert token.status_code == 200, token.text
+    link_token = token.json()["link_token"]
+    sent = fake.link_tokens[link_token]
+    assert sent["access_token"] == fake.item(item).access_token and "products" not in sent
+    public_token = fake.create_public_token(link_token=link_token)  # the user logs in again
+    repaired = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token,
+                                                               "link_token": link_token}, headers=auth)
+    assert repaired.status_code == 200, repaired.text
+    assert repaired.json()["connection"]["id"] == connection["id"]
+    assert repaired.json()["connection"]["status"] == "connected" and repaired.json()["connection"]["last_error"] is None
+    assert [c["id"] for c in client.get(f"{API}/connections", headers=auth).json()["connections"]] == [connection["id"]]
+    assert list(fake.items) == [item] and fake.calls["/item/public_token/exchange"] == 1  # the first Link's only
+    assert client.get(records_url(connection, "accounts"), headers=auth).status_code == 200
+    # Only a Plaid connection of this organization can be repaired so.
+    assert client.post(f"{API}/link/plaid/token", json={"connection_id": "nope"}, headers=auth).json()["code"] == \
+        "connection_not_found"
+
+
 def test_a_bank_that_is_down_is_a_passing_unavailability_not_a_refused_item(client, auth, fake, connection):
     fake.break_item(fake.item().item_id, "INSTITUTION_DOWN")
     response = client.get(records_url(connection, "accounts"), headers=auth)
