@@ -928,6 +928,7 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
         "charges": lambda i: _create_charge(store, "charges", {"amount": 100 + i, "currency": "usd", "source": "tok_visa"}),
         "payouts": lambda i: _create_payout(store, "payouts", {"amount": 1 + i, "currency": "usd"}),
         "invoices": lambda i: _seed_invoice(store, i),
+        "subscriptions": lambda i: _seed_subscription(store, i),
     }
     make = makers.get(entity)
     return [make(i)["id"] for i in range(count)] if make else None
@@ -935,6 +936,16 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
 
 def _seed_product(store: Store) -> str:
     return next(iter(store.rows["products"]), None) or _create_product(store, "products", {"name": "Seed"})["id"]
+
+
+def _seed_subscription(store: Store, i: int) -> dict[str, Any]:
+    """An active subscription of a new customer to the seed's monthly price."""
+    customer = _create_customer(store, "customers", {"email": f"subscriber{i}@example.com"})["id"]
+    price = next((p["id"] for p in store.rows["prices"].values() if p["type"] == "recurring" and p["active"]), None)
+    if price is None:
+        price = _create_price(store, "prices", {"product": _seed_product(store), "currency": "usd", "unit_amount": 900,
+                                                "recurring": {"interval": "month"}})["id"]
+    return _create_subscription(store, "subscriptions", {"customer": customer, "items": [{"price": price}]})
 
 
 def _seed_invoice(store: Store, i: int) -> dict[str, Any]:
@@ -950,7 +961,8 @@ CONFORMANCE_SECRET = "whsec_conformance"
 def conformance_app(**options: Any) -> FastAPI:
     """A fake with known objects for the hub's conformance suite: the customer
     ``cus_conformance`` with a pending invoice item, the product
-    ``prod_conformance`` and its one-off price ``price_conformance``."""
+    ``prod_conformance``, its one-off price ``price_conformance`` and its
+    monthly price ``price_conformance_monthly`` (for subscriptions)."""
     app = create_app(**{"rate": 200, "available": 10**7, **options})
     store = app.state.store
     _rename(store, "customers", _create_customer(store, "customers", {"email": "conformance@example.com"}),
@@ -958,6 +970,9 @@ def conformance_app(**options: Any) -> FastAPI:
     _rename(store, "products", _create_product(store, "products", {"name": "Conformance"}), "prod_conformance")
     price = _create_price(store, "prices", {"product": "prod_conformance", "currency": "usd", "unit_amount": 1500})
     _rename(store, "prices", price, "price_conformance")
+    monthly = _create_price(store, "prices", {"product": "prod_conformance", "currency": "usd", "unit_amount": 900,
+                                              "recurring": {"interval": "month"}})
+    _rename(store, "prices", monthly, "price_conformance_monthly")
     _create_invoiceitem(store, "invoiceitems", {"customer": "cus_conformance", "price": "price_conformance"})
     store.events.clear()
     return app
