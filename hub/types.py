@@ -51,6 +51,13 @@ class EntityField:
     Shopify order's ``line_items``); the core refuses an update that changes
     it (``read_only_field``) before calling the plugin, and leaves it out of
     one that writes it back unchanged.
+    ``fields``: for an ``object`` field, the fields inside it (Plaid's
+    ``balances``: ``available``, ``current``...); for an ``array`` field, the
+    fields of each of its items (Shopify's ``variants``). Declared, they are
+    what a mapping's dotted path may name (``balances.available``,
+    ``variants.0.price``: another name is ``unknown_field`` when the mapping
+    is saved) and what a field picker shows; left empty, the object is open
+    (Stripe's ``metadata``) and any path into it is taken.
     """
 
     name: str
@@ -61,10 +68,16 @@ class EntityField:
     description: str = ""
     format: str = ""
     create_only: bool = False
+    fields: tuple[EntityField, ...] = ()
+
+    def field(self, name: str) -> EntityField | None:
+        """The declared sub-field ``name`` (see ``fields``)."""
+        return next((f for f in self.fields if f.name == name), None)
 
     def public(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fields"}
         data["label"] = self.label or self.name.replace("_", " ").capitalize()
+        data["fields"] = [f.public() for f in self.fields]
         return data
 
 

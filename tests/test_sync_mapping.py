@@ -270,3 +270,47 @@ def test_only_a_datetime_field_has_a_format_and_only_unix_ones():
     assert problems(EntityField("due", type="datetime", format="unix_ms")) == []
     assert "format 'epoch'" in problems(EntityField("due", type="datetime", format="epoch"))[0]
     assert "only a datetime field" in problems(EntityField("n", type="integer", format="unix"))[0]
+
+
+BANK = EntitySchema("accounts", "Accounts", (
+    EntityField("id", readonly=True),
+    EntityField("balances", type="object", fields=(
+        EntityField("available", type="number"), EntityField("iso_currency_code"),
+        EntityField("limits", type="object", fields=(EntityField("daily", type="integer"),)))),
+    EntityField("variants", type="array", fields=(EntityField("price", type="money"), EntityField("sku"))),
+    EntityField("tags", type="array"),
+    EntityField("metadata", type="object"),
+))
+
+
+@pytest.mark.parametrize(("source", "transform", "needle"), [
+    ("balances.avialable", "rename", "balances has no field 'avialable' (its fields: available, iso_currency_code"),
+    ("balances.limits.weekly", "rename", "balances.limits has no field 'weekly'"),
+    ("balances.available.cents", "rename", "balances.available is number: it has no 'cents'"),
+    ("variants.0.prize", "rename", "variants.0 has no field 'prize'"),
+])
+def test_paths_into_declared_sub_fields_must_name_one(source, transform, needle):
+    """A mistyped nested path was taken and mapped every record to null, with no mapping error."""
+    with pytest.raises(ValidationFailed) as caught:
+        validate_mappings(BANK, [{"source": source, "target": "x", "transform": transform}])
+    assert caught.value.code == "unknown_field" and needle in caught.value.message, caught.value.message
+
+
+def test_declared_sub_fields_give_their_types_to_casts_and_open_objects_take_any_path():
+    with pytest.raises(ValidationFailed) as caught:  # a number is no boolean
+        validate_mappings(BANK, [{"source": "balances.available", "target": "d", "transform": "bool"}])
+    assert caught.value.code == "impossible_cast" and "number" in caught.value.message
+    with pytest.raises(ValidationFailed) as caught:
+        validate_mappings(BANK, [{"source": "variants.0.sku", "target": "c", "transform": "decimal_to_cents"}])
+    assert caught.value.code == "impossible_cast" and "string" in caught.value.message
+    mapped = Mapper(BANK, validate_mappings(BANK, [
+        {"source": "balances.available", "target": "available", "transform": "decimal_to_cents"},
+        {"source": "balances.limits.daily", "target": "daily"},
+        {"source": "variants.1.price", "target": "price"},
+        {"source": "tags.0", "target": "first_tag"},
+        {"source": "metadata.anything.deep", "target": "note"},
+    ])).to_tenant({"id": "a", "balances": {"available": 12.5, "limits": {"daily": 500}},
+                   "variants": [{"price": "1.00"}, {"price": "2.50"}], "tags": ["x"],
+                   "metadata": {"anything": {"deep": "yes"}}})
+    assert (mapped["available"], mapped["daily"], mapped["price"], mapped["first_tag"], mapped["note"]) == \
+        (1250, 500, "2.50", "x", "yes")

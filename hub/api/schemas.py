@@ -44,6 +44,9 @@ class FieldOut(BaseModel):
                                                 "seconds) or `unix_ms`; empty for ISO 8601 text.")
     create_only: bool = Field(default=False, description="Set when a record is created, never changed after: "
                                                          "an update that changes it is `read_only_field`.")
+    fields: list[FieldOut] = Field(default_factory=list, description=(
+        "An object's fields, or each item's of an array (a mapping names them `balances.available`, "
+        "`variants.0.price`); empty: an open object, any path taken."))
 
 
 class EntityOut(BaseModel):

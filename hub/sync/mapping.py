@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hub.types import EntitySchema, ValidationFailed
+from hub.types import EntityField, EntitySchema, ValidationFailed
 
 Transform = Literal[
     "rename", "int", "float", "str", "bool", "date", "datetime",
@@ -178,6 +178,10 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                         f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
                         f"(a dotted path reads into an object or array field)", source)
                 continue
+            nested = _declared(head, source.split(".")[1:])[1] if head is not None else None
+            if nested:
+                problem(index, "unknown_field", f"mapping {index}: {schema.name}.{nested}", source)
+                continue
             if mapping.currency_field and not _field_type(schema, mapping.currency_field)[1]:
                 problem(index, "unknown_field", f"mapping {index}: {schema.name} has no field "
                                                 f"{mapping.currency_field.split('.')[0]!r} (its currency_field)",
@@ -232,9 +236,11 @@ def _shape_error(m: FieldMapping) -> str | None:
 
 
 def _field_type(schema: EntitySchema, path: str) -> tuple[str | None, bool]:
-    """The declared type of the field a path reads, and whether it is known.
+    """The declared type of the field a path reads, and whether its first
+    part is a field of the entity.
 
-    A dotted path reads into an object field: its inner type is unknown.
+    A dotted path reads into an object or array field: the type inside is
+    the declared sub-field's (``EntityField.fields``), else unknown.
     """
     head, _, rest = path.partition(".")
     if not schema.fields:
@@ -242,7 +248,36 @@ def _field_type(schema: EntitySchema, path: str) -> tuple[str | None, bool]:
     field = schema.field(head)
     if field is None:
         return None, False
-    return (None if rest else field.type), True
+    if not rest:
+        return field.type, True
+    leaf, _problem = _declared(field, rest.split("."))
+    return (leaf.type if leaf is not None else None), True
+
+
+def _declared(field: EntityField, rest: list[str]) -> tuple[EntityField | None, str | None]:
+    """Follow the ``rest`` of a dotted path inside ``field`` through its
+    declared sub-fields: the field the path ends at (None for an array's item
+    or inside an open object), or what is wrong with the path."""
+    where, at = field.name, 0
+    while at < len(rest):
+        part = rest[at]
+        if field.type == "array":
+            if not (part.isascii() and part.isdigit()):
+                return None, (f"{where} is an array: a path into it names an item by its index ({where}.0.…), "
+                              f"not {part!r}")
+            where, at = f"{where}.{part}", at + 1
+            if at == len(rest) or not field.fields:
+                return None, None  # the item itself, or inside an item of no declared shape
+            part = rest[at]
+        elif field.type in SCALARS:
+            return None, f"{where} is {field.type}: it has no {part!r} (a path reads into objects and arrays)"
+        elif not field.fields:
+            return None, None  # an open object (metadata)
+        inner = field.field(part)
+        if inner is None:
+            return None, f"{where} has no field {part!r} (its fields: {', '.join(f.name for f in field.fields)})"
+        field, where, at = inner, f"{where}.{part}", at + 1
+    return field, None
 
 
 # ---------------------------------------------------------------- paths

@@ -98,18 +98,33 @@ def _fields(**types: str) -> tuple[EntityField, ...]:
     return tuple(EntityField(name, type=kind, readonly=True) for name, kind in types.items())  # type: ignore[arg-type]
 
 
-ACCOUNT = dict(account_id="string", name="string", official_name="string", mask="string", type="string",
-               subtype="string", balances="object")
+def _object(name: str, **types: str) -> EntityField:
+    """An object field with its sub-fields (what a mapping's ``name.sub`` path may name)."""
+    return EntityField(name, type="object", readonly=True, fields=_fields(**types))
+
+
+# (The official spec's AccountBase, AccountBalance, Location and PersonalFinanceCategory.)
+ACCOUNT = _fields(account_id="string", name="string", official_name="string", mask="string", type="string",
+                  subtype="string", holder_category="string", persistent_account_id="string",
+                  verification_status="string") + (
+    _object("balances", available="number", current="number", limit="number", iso_currency_code="string",
+            unofficial_currency_code="string", last_updated_datetime="datetime"),)
 SCHEMAS = [
-    EntitySchema("accounts", "Accounts", _fields(**ACCOUNT), id_field="account_id",
+    EntitySchema("accounts", "Accounts", ACCOUNT, id_field="account_id",
                  description="The Item's accounts with cached balances (/accounts/get)."),
-    EntitySchema("balances", "Balances", _fields(**ACCOUNT), id_field="account_id",
+    EntitySchema("balances", "Balances", ACCOUNT, id_field="account_id",
                  description="The accounts with real-time balances (/accounts/balance/get)."),
     EntitySchema("transactions", "Transactions", _fields(
         transaction_id="string", account_id="string", amount="number", iso_currency_code="string",
         unofficial_currency_code="string", date="date", datetime="datetime", authorized_date="date",
-        name="string", merchant_name="string", pending="boolean", pending_transaction_id="string",
-        payment_channel="string", personal_finance_category="object", location="object"),
+        authorized_datetime="datetime", name="string", merchant_name="string", merchant_entity_id="string",
+        pending="boolean", pending_transaction_id="string", payment_channel="string", check_number="string",
+        account_owner="string", transaction_code="string", logo_url="string", website="string",
+        personal_finance_category_icon_url="string", payment_meta="object", counterparties="array") + (
+        _object("personal_finance_category", primary="string", detailed="string", confidence_level="string",
+                version="string"),
+        _object("location", address="string", city="string", region="string", postal_code="string",
+                country="string", lat="number", lon="number", store_number="string")),
         id_field="transaction_id",
         description="Changes from /transactions/sync: added and modified records, removed ids as deletions."),
     EntitySchema("institutions", "Institutions", _fields(

@@ -28,6 +28,22 @@ def test_provider_is_listed_with_read_only_entities_and_actions(client):
     assert entities["transactions"]["id_field"] == "transaction_id"
     assert {"amount", "date", "merchant_name", "pending"} <= {f["name"] for f in entities["transactions"]["fields"]}
     assert {"balances", "mask", "subtype"} <= {f["name"] for f in entities["balances"]["fields"]}
+    # A field picker shows what is inside an object: balances.available, .current...
+    balances = next(f for f in entities["balances"]["fields"] if f["name"] == "balances")
+    assert {(f["name"], f["type"]) for f in balances["fields"]} >= {("available", "number"), ("current", "number"),
+                                                                   ("iso_currency_code", "string")}
+
+
+def test_a_mapping_into_balances_names_a_field_plaid_has(client, auth, connection):
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    mistyped = client.post(configs, json={"entity": "balances", "mappings": [
+        {"source": "balances.avialable", "target": "available"}]}, headers=auth)
+    assert mistyped.status_code == 422 and mistyped.json()["code"] == "unknown_field", mistyped.text
+    assert "balances has no field 'avialable'" in mistyped.json()["error"]
+    config = client.post(configs, json={"entity": "balances", "mappings": [
+        {"source": "balances.available", "target": "available"}, {"source": "holder_category", "target": "holder"}]},
+        headers=auth)
+    assert config.status_code == 201, config.text
 
 
 def test_link_flow_creates_a_connection_without_exposing_the_access_token(client, auth, fake):
