@@ -21,6 +21,11 @@ and its answer is lost: the client gets a 502 (as from Shopify's edge when the
 request timed out behind it) although the write was applied, as with a
 connection cut after the request went through. Shopify has no idempotency
 key, so a client re-sending such a POST makes the record twice.
+
+Second knob: ``app.state.call_limit_header`` (default True). False leaves the
+``X-Shopify-Shop-Api-Call-Limit`` header out of every answer (the bucket still
+refuses with 429 and ``Retry-After``): what the hub learns from that header
+alone, it then does not learn.
 """
 
 from __future__ import annotations
@@ -268,6 +273,7 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
     app.state.expiring, app.state.token_ttl = expiring, token_ttl
     app.state.requests = app.state.throttled = app.state.refreshes = 0
     app.state.lose_next = app.state.lost = 0  # the fault knob (module docstring) and its count
+    app.state.call_limit_header = True  # the second knob (module docstring)
     app.state.posts = collections.Counter()  # Admin API POSTs by path
     app.state.versions = collections.Counter()  # API versions requested
     app.state.seed_clock = itertools.count()
@@ -284,10 +290,11 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         if token not in app.state.tokens or (expiry and expiry < time.time()):
             return errors(401, INVALID_TOKEN)
         decision = app.state.bucket.hit()
-        usage = f"{math.ceil(decision.used)}/{app.state.bucket.capacity}"
+        usage = {CALL_LIMIT: f"{math.ceil(decision.used)}/{app.state.bucket.capacity}"
+                 } if app.state.call_limit_header else {}
         if not decision.allowed:
             app.state.throttled += 1
-            return errors(429, THROTTLED, **{"Retry-After": f"{decision.retry_after:.3f}", CALL_LIMIT: usage})
+            return errors(429, THROTTLED, **{"Retry-After": f"{decision.retry_after:.3f}", **usage})
         if request.method == "POST":
             app.state.posts[request.url.path] += 1
         response = await call_next(request)
@@ -297,7 +304,7 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
             async for _chunk in response.body_iterator:  # the answer, read and dropped
                 pass
             return errors(502, "Bad Gateway: the shop did not answer in time")  # the write stays applied
-        response.headers[CALL_LIMIT] = usage
+        response.headers.update(usage)
         return response
 
     # ------------------------------------------------------------ OAuth

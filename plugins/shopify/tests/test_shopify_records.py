@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from hub.models import Connection
 from hub_shopify.testing import fill_bucket
 
 
@@ -138,17 +139,53 @@ def test_strict_bucket_is_never_overrun(shopify):
     assert elapsed < 10
 
 
+def connection_limiter(shopify, connection_id):
+    """The rate limiter (core ``TokenBucket``) pacing the hub's calls for the connection:
+    the one its pool keeps per connection, as every request's context gets it."""
+    hub = shopify.hub_app.state.hub
+    with hub.session() as session:
+        return hub.context(hub.provider("shopify"), session.get(Connection, connection_id)).http.limiter
+
+
 @pytest.mark.parametrize(("fake_options", "hub_env"), [
     # A standard shop (bucket 10, draining 5/s) while the operator set the hub for a faster plan.
-    ({"products": 300, "capacity": 10, "leak_per_second": 5.0}, {"REQUESTS_PER_SECOND": "50", "BURST": "100"}),
+    ({"products": 100, "capacity": 10, "leak_per_second": 5.0}, {"REQUESTS_PER_SECOND": "50", "BURST": "100"}),
 ])
-def test_a_rate_set_too_high_is_learned_down_from_the_call_limit_header(shopify):
+def test_a_burst_set_too_high_is_learned_down_from_the_call_limit_header(shopify):
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    first = shopify.get(url, limit=5)
+    assert first.status_code == 200, first.text
+    # The first answer said "1/10": the hub's bucket shrinks from the 100 it was set to
+    # the shop's 10, of which 9 are left.
+    limiter = connection_limiter(shopify, connection_id)
+    assert limiter.capacity == 10 and limiter.tokens <= 9, (limiter.capacity, limiter.tokens)
+    ids, pages = list_all(shopify, connection_id, "products", 5)
+    assert pages == 20 and len(set(ids)) == 100
+    # The pace (50/s against a shop draining 5/s) is not in the header: the 429s slow it,
+    # each halving it, so a few of them, not one on most requests.
+    assert 1 <= shopify.shop.state.throttled <= 6, shopify.shop.state.throttled
+    assert limiter.capacity == 10 and limiter.rate < limiter.declared_rate
+
+
+@pytest.mark.parametrize(("fake_options", "hub_env"), [
+    # A shop with a small bucket (5) draining faster (10/s) than the hub's pace (8/s), while
+    # the hub's burst was set to 100: only the fill the header reports keeps it from a 429.
+    ({"products": 75, "capacity": 5, "leak_per_second": 10.0}, {"REQUESTS_PER_SECOND": "8", "BURST": "100"}),
+])
+@pytest.mark.parametrize("header", [True, False], ids=["with-header", "header-stripped"])
+def test_the_call_limit_header_keeps_a_burst_set_too_high_from_any_429(shopify, header):
+    shopify.shop.state.call_limit_header = header
     connection_id = shopify.connect()
     ids, pages = list_all(shopify, connection_id, "products", 5)
-    assert pages == 60 and len(set(ids)) == 300
-    # The header shows the shop's bucket (10) and when it is full: the hub slows to its pace
-    # instead of meeting a 429 on most requests.
-    assert shopify.shop.state.throttled <= 6, shopify.shop.state.throttled
+    assert pages == 15 and len(set(ids)) == 75
+    limiter = connection_limiter(shopify, connection_id)
+    if header:
+        # Each answer's "used/5" caps what the hub sends at once to the room the shop has.
+        assert shopify.shop.state.throttled == 0 and limiter.capacity == 5
+    else:
+        # The control: without the header, the hub spends its burst of 100 and meets a 429.
+        assert shopify.shop.state.throttled >= 1 and limiter.capacity == 100
 
 
 def test_inventory_levels_fulfillments_and_locations(shopify):
