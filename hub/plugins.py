@@ -302,7 +302,8 @@ def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
 
 def schema_problems(schema: EntitySchema) -> list[str]:
     """What makes an entity's schema unusable: with fields declared, an id or
-    updated field not among them, a field type the hub does not know."""
+    updated field not among them, a field type the hub does not know,
+    sub-fields of a field that holds no object."""
     if not schema.fields:
         return []
     names = [f.name for f in schema.fields]
@@ -313,14 +314,31 @@ def schema_problems(schema: EntitySchema) -> list[str]:
     if schema.updated_field and schema.updated_field not in names:
         problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names}")
     for f in schema.fields:
-        if f.type not in FIELD_TYPES:
-            problems.append(f"field {f.name!r} has type {f.type!r}, not one of {sorted(FIELD_TYPES)}")
-        if f.create_only and f.readonly:
-            problems.append(f"field {f.name!r} is both readonly and create_only: a create_only field is "
-                            f"written when a record is created")
-        if f.format and (f.type != "datetime" or f.format not in ("unix", "unix_ms")):
-            problems.append(f"field {f.name!r} has format {f.format!r}: only a datetime field has one, "
-                            f"'unix' or 'unix_ms'")
+        problems += _field_problems(f, f.name)
+    return problems
+
+
+def _field_problems(f: Any, where: str) -> list[str]:
+    """What is wrong with one field (``where``: its dotted name), and with its sub-fields."""
+    problems = []
+    if f.type not in FIELD_TYPES:
+        problems.append(f"field {where!r} has type {f.type!r}, not one of {sorted(FIELD_TYPES)}")
+    if f.fields:
+        if f.type not in ("object", "array"):
+            problems.append(f"field {where!r} is {f.type} but lists sub-fields: only an object or an array "
+                            f"of objects has them")
+        names = [inner.name for inner in f.fields]
+        twice = sorted(n for n in set(names) if names.count(n) > 1)
+        if twice:
+            problems.append(f"field {where!r} lists the sub-fields {twice} twice")
+        for inner in f.fields:
+            problems += _field_problems(inner, f"{where}.{inner.name}")
+    if f.create_only and f.readonly:
+        problems.append(f"field {where!r} is both readonly and create_only: a create_only field is "
+                        f"written when a record is created")
+    if f.format and (f.type != "datetime" or f.format not in ("unix", "unix_ms")):
+        problems.append(f"field {where!r} has format {f.format!r}: only a datetime field has one, "
+                        f"'unix' or 'unix_ms'")
     return problems
 
 

@@ -126,7 +126,12 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
     info = ProviderInfo(name="sloppy", label="Sloppy", category="crm", auth_type="apikey",
                         urls={"api": "api.sloppy.invalid/v1"})
     schemas = [
-        EntitySchema("contacts", "Contacts", (EntityField("email"), EntityField("kind", type="emial"))),
+        EntitySchema("contacts", "Contacts", (EntityField("email", fields=(EntityField("domain"),)),
+                                              EntityField("kind", type="emial"),
+                                              EntityField("address", type="object", fields=(
+                                                  EntityField("city"), EntityField("city"),
+                                                  EntityField("geo", type="object", fields=(
+                                                      EntityField("lat", type="float"),)))))),
         EntitySchema("contacts", "Contacts again"),
     ]
     registry = PluginRegistry()
@@ -134,5 +139,7 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
     assert "sloppy" not in registry.providers
     for problem in ("auth_type 'apikey' is not one of", "urls['api'] = 'api.sloppy.invalid/v1' is not an absolute",
                     "entity 'contacts' is declared twice", "its id_field 'id' is not among its fields",
-                    "field 'kind' has type 'emial'"):
+                    "field 'kind' has type 'emial'", "field 'email' is string but lists sub-fields",
+                    "field 'address' lists the sub-fields ['city'] twice",
+                    "field 'address.geo.lat' has type 'float'"):
         assert problem in record.error, record.error

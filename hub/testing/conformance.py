@@ -353,8 +353,9 @@ class Harness:
         return f"{url}/{record_id}" if record_id is not None else url
 
     def list_pages(self, entity: str, page_size: int, since: str | None = None,
-                   max_pages: int = 300) -> list[list[dict[str, Any]]]:
-        """Follow ``next_cursor`` through the API from the first page to the last."""
+                   max_pages: int = 300, first_only: bool = False) -> list[list[dict[str, Any]]]:
+        """Follow ``next_cursor`` through the API from the first page to the
+        last (``first_only``: the first page alone)."""
         pages: list[list[dict[str, Any]]] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -373,7 +374,7 @@ class Harness:
             body = response.json()
             pages.append(body["records"])
             cursor = body["next_cursor"]
-            if cursor is None:
+            if cursor is None or first_only:
                 return pages
             if cursor in seen:
                 fail(f"list_records for {entity!r} returned the cursor {cursor!r} twice: each next_cursor "
@@ -591,6 +592,44 @@ def check_pagination(h: Harness, entity: str) -> None:
     if len(pages) > needed + 1:
         fail(f"list_records for {entity!r} took {len(pages)} pages for {len(flat)} records with "
              f"page_size={size} (at most {needed + 1}): return full pages, and next_cursor=None on the last")
+
+
+def check_sub_fields_declared(h: Harness, entity: str) -> None:
+    """Objects whose sub-fields the schema lists hold no others: a tenant's
+    mapping may name only listed ones, so an incomplete list refuses paths
+    to data the provider does send."""
+    schema = h.schema(entity)
+    shaped = [f for f in schema.fields if f.fields]  # (what a mapping may name inside them)
+    if not shaped:
+        pytest.skip(f"{entity} lists no sub-fields")
+    h.seed(entity, 3)
+    records = h.list_pages(entity, 100, first_only=True)[0]
+    if not records:
+        pytest.skip(f"no {entity} record to look into")
+    for record in records:
+        for shape in shaped:
+            problem = _undeclared(shape, record.get(shape.name), shape.name)
+            if problem:
+                fail(f"{entity}: {problem}: list every sub-field the provider sends in "
+                     f"EntityField({shape.name!r}, fields=(...)), or none (an open object)")
+
+
+def _undeclared(field: Any, value: Any, where: str) -> str | None:
+    """The first key of ``value`` (an object, or an array's items) that ``field`` does not list."""
+    items = value if field.type == "array" and isinstance(value, list) else [value]
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        at = f"{where}.{position}" if field.type == "array" else where
+        for key, inner in item.items():
+            declared = field.field(key)
+            if declared is None:
+                return f"{at}.{key} is in the provider's records but not among the sub-fields of {where!r}"
+            if declared.fields:
+                problem = _undeclared(declared, inner, f"{at}.{key}")
+                if problem:
+                    return problem
+    return None
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -1147,6 +1186,9 @@ class ConformanceSuite:
 
     def test_get_matches_list(self, conformance: Harness, entity: str) -> None:
         check_get_matches_list(conformance, entity)
+
+    def test_sub_fields_declared(self, conformance: Harness, entity: str) -> None:
+        check_sub_fields_declared(conformance, entity)
 
     # errors
     def test_unknown_record_not_found(self, conformance: Harness, entity: str) -> None:
