@@ -202,6 +202,13 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     [shown] = [c for c in client.get(conflicts_url, params={"status": "open"}, headers=auth).json()["conflicts"]
                if c["id"] == open_["note_4"]["id"]]
     assert shown["local_data"]["data"]["title"] == "hub four, again", shown
+    # Side by side in the tenant's fields, as a resolution with data takes them.
+    [mapped] = [c for c in client.get(conflicts_url, params={"status": "open", "mapped": True}, headers=auth)
+                .json()["conflicts"] if c["id"] == open_["note_4"]["id"]]
+    assert mapped["local_data"]["op"] == "update"
+    assert mapped["local_data"]["data"]["subject"] == "hub four, again"
+    assert mapped["remote_data"]["subject"] == "provider note_4" and "title" not in mapped["remote_data"]
+    assert mapped["local_data"]["data"]["note_id"] == mapped["remote_data"]["note_id"] == "note_4"
     # Data with another resolution than custom would be dropped unseen: refused.
     refused = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve",
                           json={"resolution": "provider", "data": {"subject": "x"}}, headers=auth)

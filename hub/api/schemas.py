@@ -435,7 +435,8 @@ class SyncConflictOut(BaseModel):
     policy: str
     status: Literal["open", "resolved"]
     resolution: str | None
-    local_data: dict[str, Any] | None = Field(description="The hub's change: `op` and `data` (provider fields).")
+    local_data: dict[str, Any] | None = Field(description="The hub's change: `op` and `data` (provider fields; "
+                                                          "`?mapped=true`: the whole record in the tenant's).")
     remote_data: dict[str, Any] | None = Field(description="The provider's version; null when it deleted the record.")
     created_at: datetime
     resolved_at: datetime | None

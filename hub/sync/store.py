@@ -619,10 +619,16 @@ def purge_tombstones(session: Session, *, before: datetime) -> int:
 def merged_view(row: SyncRecord) -> dict[str, Any]:
     """The record as the tenant sees it: the provider's data with the
     tenant's pending change on top."""
-    data = dict(row.data or {})
-    if row.local_op in ("create", "update") and row.local_data:
-        _deep_merge(data, row.local_data)
-    return data
+    return with_change(row.data, row.local_data if row.local_op in ("create", "update") else None)
+
+
+def with_change(data: dict[str, Any] | None, change: dict[str, Any] | None) -> dict[str, Any]:
+    """A new record: ``data`` with ``change`` made to it (into nested objects,
+    and into array items through index keys); ``data`` is left as it was."""
+    merged = dict(data or {})
+    if change:
+        _deep_merge(merged, change)
+    return merged
 
 
 def update_payload(row: SyncRecord) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from hub.sync.store import (
     local_delete,
     local_update,
     merged_view,
+    with_change,
     write_transaction,
 )
 from hub.types import HubError, NotFound, ReadOnly, ValidationFailed
@@ -116,6 +117,23 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
     }
+
+
+def conflict_out(conflict: SyncConflict, mapper: Mapper | None) -> dict[str, Any]:
+    """A conflict as the API shows it: raw (the hub's change and the
+    provider's version in provider fields), or mapped: both sides as whole
+    records in the tenant's fields, the hub's being the provider's version
+    with the hub's change made to it (what resolving for the hub pushes)."""
+    out = conflict.model_dump()
+    if mapper is None:
+        return out
+    remote = conflict.remote_data
+    local = dict(conflict.local_data or {})
+    if isinstance(local.get("data"), dict):
+        local["data"] = mapper.to_tenant(with_change(remote, local["data"]))
+    out["local_data"] = local
+    out["remote_data"] = mapper.to_tenant(remote) if remote is not None else None
+    return out
 
 
 def state_out(state: SyncState | None) -> dict[str, Any] | None:

@@ -247,15 +247,20 @@ async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id:
                          status: Literal["open", "resolved"] | None = Query(default=None),
                          cursor: str | None = Query(default=None, max_length=500,
                                                     description="`next_cursor` of the previous page"),
-                         limit: int = Query(default=100, ge=1, le=stored.MAX_LIMIT)):
+                         limit: int = Query(default=100, ge=1, le=stored.MAX_LIMIT),
+                         mapped: bool = Query(default=False, description=(
+                             "Both sides as whole records in the tenant's fields (the hub's: the provider's "
+                             "version with the hub's change made to it); raw: the change and the provider's "
+                             "version in provider fields."))):
     """Records changed on both sides since the last sync, newest first. Open
     ones wait for a resolution (policy `review`); resolved ones keep the side
     that lost."""
     config = await hub.db(_config, hub, connection, sync_config_id)
     conflicts, next_cursor = await hub.db(stored.list_conflicts, hub, connection, config, status, cursor=cursor,
                                           limit=limit)
-    return {"success": True, "conflicts": [c.model_dump() for c in conflicts], "next_cursor": next_cursor,
-            "has_more": next_cursor is not None}
+    mapper = stored.mapper_for(hub, connection, config) if mapped else None
+    return {"success": True, "conflicts": [stored.conflict_out(c, mapper) for c in conflicts],
+            "next_cursor": next_cursor, "has_more": next_cursor is not None}
 
 
 @router.post("/sync-configs/{sync_config_id}/conflicts/{conflict_id}/resolve", response_model=SyncConflictResponse,
