@@ -286,6 +286,8 @@ class SyncRecord(SQLModel, table=True):
     local_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     push_status: str | None = Field(default=None, max_length=16)
     push_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
+    #: ``{"code", "details"}`` of the refusal ``push_error`` tells (meaningless once it is cleared).
+    push_failure: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     push_attempts: int = 0
     pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     sent_change: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

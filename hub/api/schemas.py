@@ -392,6 +392,12 @@ class StoredRecordOut(BaseModel):
                                   "update it, or delete it (a record waiting to be deleted cannot be changed).")
     push_status: str | None
     push_error: str | None
+    push_error_code: str | None = Field(default=None, description=(
+        "The stable code of the provider's refusal (`validation_error`, `not_found`, `rate_limited`...), with "
+        "`push_error`."))
+    push_error_details: Any = Field(default=None, description=(
+        "What the provider said about it, in its fields (Shopify: `{\"fields\": {\"title\": [...]}}`; Stripe: "
+        "`{\"param\": \"balance\"}`), with `push_error`."))
     remote_updated_at: datetime | None
     first_seen_at: datetime | None
     last_seen_at: datetime | None

@@ -25,6 +25,7 @@ Push sends the tenant's pending changes with ``create_record`` /
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -1028,9 +1029,11 @@ class SyncEngine:
                     # failed whatever changed: sending it again could make it twice.)
                     row.push_status = PENDING if row.push_status in (SENDING, FAILED) else row.push_status
                     row.push_error = f"an earlier version was refused: {failure.message}"[:2000]
+                    row.push_failure = _failure_info(failure)
                 else:
                     row.push_status = FAILED if permanent else PENDING
                     row.push_error = failure.message[:2000]
+                    row.push_failure = _failure_info(failure)
                     row.push_attempts += 1
                 if permanent:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
@@ -1048,6 +1051,7 @@ class SyncEngine:
                             row.push_error = (f"the provider created the {schema.name} record but its answer has "
                                               f"no {schema.id_field} the hub can store: find it there, then "
                                               "discard this copy")[:2000]
+                            row.push_failure = {"code": "created_without_id", "details": None}
                             row.sent_change = None
                             counts.pushed, counts.failed = 0, 1
                             session.add(row)
@@ -1107,3 +1111,26 @@ class SyncEngine:
             session.flush()
         row.remote_id = remote_id
         return echo
+
+
+#: Longest ``details`` of a refusal kept with a record (as JSON text); longer ones are left out.
+MAX_FAILURE_DETAILS = 4000
+
+
+def _failure_info(failure: Exception) -> dict[str, Any]:
+    """What the API shows of a refused push besides its message: the stable
+    code (``validation_error``, ``rate_limited``...) and the provider's
+    details (which field: Shopify's ``{"fields": ...}``, Stripe's ``{"param": ...}``)."""
+    code = failure.code if isinstance(failure, HubError) else "internal_error"
+    details = failure.details if isinstance(failure, HubError) else None
+    if not isinstance(details, (dict, list)):
+        details = None
+    else:
+        try:
+            if len(json.dumps(details, default=str)) > MAX_FAILURE_DETAILS:
+                details = None
+            else:
+                details = json.loads(json.dumps(details, default=str))
+        except (TypeError, ValueError):
+            details = None
+    return {"code": code, "details": details}

@@ -107,6 +107,8 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
     keeps them)."""
     data = merged_view(row)
     problems: list[dict[str, Any]] | None = None if mapper is None else []
+    # (Kept after the error is cleared: shown only with it.)
+    failure = (row.push_failure or {}) if row.push_error else {}
     return {
         "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
         "data": mapper.to_tenant(data, problems) if mapper is not None else data, "mapping_errors": problems,
@@ -114,6 +116,7 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
         "pending": row.push_status in LOCAL_CHANGE, "pending_op": row.local_op,
         "push_status": row.push_status,
         "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
+        "push_error_code": failure.get("code"), "push_error_details": failure.get("details"),
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
     }
