@@ -112,10 +112,15 @@ def provider_info():
     return INFO
 
 
+def _entity_field(spec: dict[str, Any]) -> EntityField:
+    """A field of fields.json, with its sub-fields (the spec's object shapes)."""
+    return EntityField(**{**spec, "fields": tuple(_entity_field(f) for f in spec.get("fields", ()))})
+
+
 @hookimpl
 def entity_schemas():
     return [
-        EntitySchema(name, label, tuple(EntityField(**f) for f in FIELDS[name]), description=f"{note} {SINCE}".strip(),
+        EntitySchema(name, label, tuple(_entity_field(f) for f in FIELDS[name]), description=f"{note} {SINCE}".strip(),
                      updated_field="updated" if name == "products" else None, supports_create=create,
                      supports_update=update, supports_delete=delete, supports_since=True, since_on_creation=True)
         for name, (label, create, update, delete, note) in ENTITIES.items()

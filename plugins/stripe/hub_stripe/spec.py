@@ -372,23 +372,52 @@ def field_table() -> dict[str, list[dict[str, Any]]]:
             writable |= set(body_schema.get("properties", {}))
             if template == f"/v1/{entity}":
                 required = set(body_schema.get("required", ()))
-        fields = []
-        for name, prop in schema(object_name)["properties"].items():
-            kind = _field_type(name, prop)
-            description = _sentence(prop.get("description", ""))
-            if kind == "datetime" and "Unix" not in description:
-                description = f"{description} Unix time in seconds.".strip()
-            fields.append({
-                "name": name,
-                "label": name.replace("_", " ").capitalize(),
-                "type": kind,
-                "required": name in required,
-                "readonly": name not in writable,
-                "description": description,
-                **({"format": "unix"} if kind == "datetime" else {}),
-            })
-        table[entity] = fields
+        table[entity] = [_field(name, prop, required=name in required, readonly=name not in writable)
+                         for name, prop in schema(object_name)["properties"].items()]
     return table
+
+
+#: How deep sub-fields are listed (``shipping.address.city``); deeper objects are open.
+SUB_FIELD_DEPTH = 2
+
+
+def _field(name: str, prop: dict[str, Any], *, required: bool = False, readonly: bool = False,
+           depth: int = SUB_FIELD_DEPTH) -> dict[str, Any]:
+    kind = _field_type(name, prop)
+    description = _sentence(prop.get("description", ""))
+    if kind == "datetime" and "Unix" not in description:
+        description = f"{description} Unix time in seconds.".strip()
+    inner = _shape(prop, kind) if depth > 0 else None
+    return {
+        "name": name,
+        "label": name.replace("_", " ").capitalize(),
+        "type": kind,
+        "required": required,
+        "readonly": readonly,
+        "description": description,
+        **({"format": "unix"} if kind == "datetime" else {}),
+        **({"fields": [_field(n, p, readonly=readonly, depth=depth - 1) for n, p in inner.items()]}
+           if inner else {}),
+    }
+
+
+def _shape(prop: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The properties of an object field (or of an array's items) when the spec
+    fixes them: one schema, no free keys (``metadata``), not a list object."""
+    if kind == "array":
+        prop = prop.get("items") or {}
+    elif kind != "object":
+        return None
+    options = prop.get("anyOf")
+    if options:
+        if len(options) != 1:
+            return None  # one of several shapes: left open
+        prop = options[0]
+    prop = _resolve(prop)
+    properties = prop.get("properties")
+    if not properties or prop.get("additionalProperties") or "data" in properties and "has_more" in properties:
+        return None
+    return properties
 
 
 def _field_type(name: str, prop: dict[str, Any]) -> str:
