@@ -44,6 +44,21 @@ def conn(hub):
     return make_connection(hub, "ledger", {"api_key": "k"})
 
 
+def push_both_ways(hub, connection) -> None:
+    """Its items config pushes too, the hub's changes winning."""
+    with hub.session() as session:
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id)).one()
+        config.direction, config.conflict_policy = "both", "hub_wins"
+        session.add(config)
+        session.commit()
+
+
+def push_now(hub, connection):
+    """A push run of its items, executed here; the run as it ended."""
+    new_run, _ = create_run(hub, connection, entity="items", direction="push")
+    return run(SyncEngine(hub).execute(new_run.id))
+
+
 async def sync(hub, connection, entity="items", full_refresh=False, **engine_options):
     new_run, _ = create_run(hub, connection, entity=entity, full_refresh=full_refresh)
     try:
@@ -689,27 +704,20 @@ def test_hub_sync_resumes_an_interrupted_run_of_another_entity_first(hub, conn, 
 def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledger):
     # One record the provider keeps failing on must not hold back every later change.
     assert run(sync(hub, conn)).status == "succeeded"
-    with hub.session() as session:
-        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
-        config.direction, config.conflict_policy = "both", "hub_wins"
-        session.add(config)
-        session.commit()
+    push_both_ways(hub, conn)
     with write_transaction(hub, entity_key(conn.id, "items")) as session:
         for item_id in ("it_00001", "it_00002"):  # it_00001 changed first
             row = session.exec(select(SyncRecord).where(SyncRecord.remote_id == item_id)).one()
             local_update(session, row, {"name": f"pushed {item_id}"}, utcnow())
     ledger.failing_updates = {"it_00001"}
 
-    def push():
-        new_run, _ = create_run(hub, conn, entity="items", direction="push")
-        return run(SyncEngine(hub).execute(new_run.id))
-    first = push()
+    first = push_now(hub, conn)
     assert (first.status, first.pushed, first.failed) == ("failed", 0, 1)
-    second = push()
+    second = push_now(hub, conn)
     assert (second.status, second.pushed, second.failed) == ("failed", 1, 1)
     assert ledger.items["it_00002"]["name"] == "pushed it_00002"
     ledger.failing_updates = set()
-    assert (push().pushed, ledger.items["it_00001"]["name"]) == (1, "pushed it_00001")
+    assert (push_now(hub, conn).pushed, ledger.items["it_00001"]["name"]) == (1, "pushed it_00001")
 
 
 def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_the_next(hub, conn, ledger,
@@ -720,11 +728,7 @@ def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_
 
     monkeypatch.setattr(engine_module, "PUSH_CLOCK_MARGIN", timedelta(0))  # (the changes below come at once)
     assert run(sync(hub, conn)).status == "succeeded"
-    with hub.session() as session:
-        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == conn.id)).one()
-        config.direction, config.conflict_policy = "both", "hub_wins"
-        session.add(config)
-        session.commit()
+    push_both_ways(hub, conn)
 
     def change(item_id: str) -> None:
         with write_transaction(hub, entity_key(conn.id, "items")) as session:
@@ -739,23 +743,20 @@ def test_a_push_sends_the_changes_made_before_it_began_and_leaves_later_ones_to_
             made_meanwhile.append(f"it_{100 + len(made_meanwhile):05d}")
             change(made_meanwhile[-1])
     ledger.on_update = write_another
-    new_run, _ = create_run(hub, conn, entity="items", direction="push")
-    first = run(SyncEngine(hub).execute(new_run.id))
+    first = push_now(hub, conn)
     assert (first.status, first.pushed) == ("succeeded", 3)
     assert made_meanwhile == ["it_00100", "it_00101", "it_00102"]
     assert {ledger.items[i]["name"] for i in ("it_00001", "it_00002", "it_00003")} == \
         {"pushed it_00001", "pushed it_00002", "pushed it_00003"}
     ledger.on_update = None
-    new_run, _ = create_run(hub, conn, entity="items", direction="push")
-    assert run(SyncEngine(hub).execute(new_run.id)).pushed == 3
+    assert push_now(hub, conn).pushed == 3
     assert ledger.items["it_00102"]["name"] == "pushed it_00102"
     # A change stamped by a machine whose clock is ahead (it joined the queued run) is not left behind.
     monkeypatch.undo()
     with write_transaction(hub, entity_key(conn.id, "items")) as session:
         row = session.exec(select(SyncRecord).where(SyncRecord.remote_id == "it_00200")).one()
         local_update(session, row, {"name": "from a clock ahead"}, utcnow() + timedelta(seconds=5))
-    new_run, _ = create_run(hub, conn, entity="items", direction="push")
-    assert run(SyncEngine(hub).execute(new_run.id)).pushed == 1
+    assert push_now(hub, conn).pushed == 1
     assert ledger.items["it_00200"]["name"] == "from a clock ahead"
 
 
