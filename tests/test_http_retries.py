@@ -265,3 +265,23 @@ def test_an_answer_larger_than_the_limit_is_not_read_whole(tmp_path):
     refused, read = asyncio.run(both())
     assert isinstance(refused, ProviderError) and "more than 1 MB" in refused.message, refused
     assert isinstance(read, list) and len(read) == 3 * 2**20 + 1  # under the limit: decoded and read as usual
+
+
+def test_retry_after_as_an_http_date_and_backoff_with_full_jitter():
+    """README: `Retry-After` in either of its forms; full-jitter exponential backoff."""
+    import email.utils
+    import random
+    import time
+
+    from hub.http import RetryPolicy, parse_retry_after
+
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 <= parse_retry_after(in_a_minute) <= 60
+    assert parse_retry_after(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0
+    assert parse_retry_after("next tuesday") is None
+    policy = RetryPolicy(base_delay=0.5, max_delay=30.0)
+    random.seed(7)
+    waits = [policy.backoff(3) for _ in range(200)]
+    # Spread over [0, 4 s] (not always the cap), and never past max_delay however many attempts.
+    assert 0 <= min(waits) < 0.5 and 3.5 < max(waits) <= 4.0 and len({round(w, 3) for w in waits}) > 150
+    assert max(policy.backoff(20) for _ in range(50)) <= 30.0
