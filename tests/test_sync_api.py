@@ -377,3 +377,26 @@ def test_sync_requests_made_while_an_equal_run_is_queued_get_that_run(client, au
         assert wait_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
     logs = client.get(f"{API}/connections/{connection['id']}/sync/logs", headers=auth).json()["runs"]
     assert len(logs) == 4
+
+
+def test_mappings_saved_under_an_older_check_do_not_block_other_changes_of_their_config(client, auth, hub_app):
+    """Every PUT checked the stored mappings again: a mapping a newer hub
+    refuses kept the tenant from even disabling the config."""
+    connection = connect(client, auth)
+    config = client.post(f"{API}/connections/{connection['id']}/sync-configs",
+                         json={"entity": "notes", "mappings": [{"source": "title", "target": "subject"}]},
+                         headers=auth).json()["sync_config"]
+    with hub_app.state.hub.session() as session:  # as an older hub let it be saved
+        row = session.get(SyncConfig, config["id"])
+        row.mappings = [{"source": "title.inner", "target": "subject", "transform": "rename"}]
+        session.add(row)
+        session.commit()
+    url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}"
+    paused = client.put(url, json={"enabled": False, "schedule_minutes": 30}, headers=auth)
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["sync_config"]["enabled"] is False
+    assert paused.json()["sync_config"]["mappings"][0]["source"] == "title.inner"
+    refused = client.put(url, json={"mappings": [{"source": "title.inner", "target": "subject"}]}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_field", refused.text
+    fixed = client.put(f"{url}/mappings", json={"mappings": [{"source": "title", "target": "subject"}]}, headers=auth)
+    assert fixed.status_code == 200, fixed.text

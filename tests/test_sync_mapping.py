@@ -314,3 +314,23 @@ def test_declared_sub_fields_give_their_types_to_casts_and_open_objects_take_any
                    "metadata": {"anything": {"deep": "yes"}}})
     assert (mapped["available"], mapped["daily"], mapped["price"], mapped["first_tag"], mapped["note"]) == \
         (1250, 500, "2.50", "x", "yes")
+
+
+def test_a_declared_sub_field_is_written_back_in_its_format_and_not_when_read_only():
+    """``pause.resumes_at`` (Unix seconds, as Stripe takes it) went back as ISO text."""
+    schema = EntitySchema("subscriptions", "Subscriptions", (
+        EntityField("id", readonly=True),
+        EntityField("trial_end", type="datetime", format="unix"),
+        EntityField("pause", type="object", fields=(
+            EntityField("resumes_at", type="datetime", format="unix"), EntityField("behavior"),
+            EntityField("paused_by", readonly=True))),
+    ))
+    mapper = Mapper(schema, validate_mappings(schema, [
+        {"source": "trial_end", "target": "trial_ends", "transform": "datetime"},
+        {"source": "pause.resumes_at", "target": "resume_on", "transform": "datetime"},
+        {"source": "pause.paused_by", "target": "paused_by"},
+    ]))
+    out = mapper.to_provider({"trial_ends": "2030-01-01T00:00:00Z", "resume_on": "2030-01-01T00:00:00Z",
+                              "paused_by": "someone"}, {"id": "sub_1", "trial_end": None, "pause": None})
+    assert out["trial_end"] == 1893456000
+    assert out["pause"] == {"resumes_at": 1893456000}  # and not the read-only paused_by

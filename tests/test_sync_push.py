@@ -247,6 +247,12 @@ def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy
     conflicts = client.get(conflicts_url, headers=auth).json()["conflicts"]
     assert sorted(c["remote_id"] for c in conflicts) == ["note_4", "note_5"]
     assert all(c["remote_data"] is None and c["local_data"]["data"] == {"title": "hub side"} for c in conflicts)
+    # Mapped, the hub's side is the whole record as the provider last had it, changed: what a custom
+    # resolution posted back would create again (not every other field null).
+    for shown in client.get(conflicts_url, params={"mapped": True}, headers=auth).json()["conflicts"]:
+        assert shown["remote_data"] is None
+        assert shown["local_data"]["data"]["subject"] == "hub side"
+        assert shown["local_data"]["data"]["note_id"] == shown["remote_id"]
     assert {c["policy"] for c in conflicts} == {"provider_wins" if policy == "provider_wins" else "review"}
     for note_id in ("note_4", "note_5"):
         record = client.get(f"{records}/{note_id}", headers=auth).json()["record"]

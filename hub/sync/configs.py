@@ -30,10 +30,11 @@ class ConfigExists(HubError):
 
 
 def check(provider: Provider, entity: str, direction: str, policy: str,
-          mappings: list[dict[str, Any]] | list[FieldMapping]) -> tuple[EntitySchema, list[dict[str, Any]]]:
-    """Validate a config's settings against the provider's declarations.
+          mappings: list[dict[str, Any]] | list[FieldMapping] | None) -> tuple[EntitySchema, list[dict[str, Any]]]:
+    """Validate a config's settings against the provider's declarations
+    (``mappings`` None: the config's own, unchanged, are not checked again).
 
-    :returns: the entity's schema and the normalised mappings.
+    :returns: the entity's schema and the normalised mappings ([] for None).
     :raises NotFound: unknown entity.
     :raises ReadOnly: push or both on an entity the provider does not let the hub write.
     :raises ValidationFailed: a bad direction, policy or mapping.
@@ -45,6 +46,8 @@ def check(provider: Provider, entity: str, direction: str, policy: str,
         raise ValidationFailed(f"conflict_policy must be one of {', '.join(POLICIES)}", code="invalid_policy")
     if direction != "pull" and not (schema.supports_create or schema.supports_update or schema.supports_delete):
         raise ReadOnly(f"{provider.name} {entity} is read-only: it can only be pulled")
+    if mappings is None:
+        return schema, []
     parsed = validate_mappings(schema, mappings)
     return schema, [m.model_dump() for m in parsed]
 
@@ -100,14 +103,18 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
                 state.watermark, state.pass_mode, state.cursor, state.pass_since = None, None, None, None
                 state.pass_started_at = None
                 session.add(state)
-        for key in ("direction", "enabled", "conflict_policy", "mappings"):
+        for key in ("direction", "enabled", "conflict_policy"):
             if key in changes and changes[key] is not None:
                 setattr(config, key, changes[key])
         if "schedule_minutes" in changes:
             config.schedule_minutes = changes["schedule_minutes"]
             config.next_sync_at = _next(config.schedule_minutes)
-        _schema, config.mappings = check(provider, config.entity, config.direction, config.conflict_policy,
-                                         config.mappings)
+        # Mappings are checked when they change: ones saved under an older, laxer check must not
+        # stop the tenant from pausing the config, say.
+        mappings = changes.get("mappings")
+        _schema, checked = check(provider, config.entity, config.direction, config.conflict_policy, mappings)
+        if mappings is not None:
+            config.mappings = checked
         config.updated_at = utcnow()
         session.add(config)
         session.flush()

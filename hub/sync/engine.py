@@ -199,7 +199,7 @@ def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) 
     else:
         local_update(session, row, dict(echo.local_data or {}), now)
     if echo.push_status in (CONFLICT, FAILED):
-        row.push_status, row.push_error = echo.push_status, echo.push_error
+        row.push_status, row.push_error, row.push_failure = echo.push_status, echo.push_error, echo.push_failure
 
 
 def _overtaken(row: SyncRecord, seen: Any, answered: datetime | None) -> bool:

@@ -254,6 +254,16 @@ def _field_type(schema: EntitySchema, path: str) -> tuple[str | None, bool]:
     return (leaf.type if leaf is not None else None), True
 
 
+def _leaf(schema: EntitySchema, path: str) -> EntityField | None:
+    """The declared field a path names: an entity's field, or a declared
+    sub-field (with its type, format and flags); None inside open objects."""
+    head, _, rest = path.partition(".")
+    field = schema.field(head)
+    if field is None or not rest:
+        return field
+    return _declared(field, rest.split("."))[0]
+
+
 def _declared(field: EntityField, rest: list[str]) -> tuple[EntityField | None, str | None]:
     """Follow the ``rest`` of a dotted path inside ``field`` through its
     declared sub-fields: the field the path ends at (None for an array's item
@@ -727,7 +737,7 @@ class Mapper:
                     continue
                 source = m.sources()[0]
                 if self._writable(source):
-                    field = self.schema.field(source) if "." not in source else None
+                    field = _leaf(self.schema, source)
                     decimals = self.decimals(m, out, raw) if m.transform in _AMOUNTS else 2
                     put(source, backward(m, value, _field_type(self.schema, source)[0], decimals,
                                          field.format if field is not None else "", get_path(raw or {}, source)),
@@ -737,8 +747,8 @@ class Mapper:
         return out
 
     def _writable(self, path: str) -> bool:
-        field = self.schema.field(path.split(".")[0])
-        return field is None or not field.readonly
+        head, leaf = self.schema.field(path.split(".")[0]), _leaf(self.schema, path)
+        return not any(f is not None and f.readonly for f in (head, leaf))
 
     def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
         if self.schema.fields:

@@ -122,20 +122,30 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
     }
 
 
-def conflict_out(conflict: SyncConflict, mapper: Mapper | None) -> dict[str, Any]:
-    """A conflict as the API shows it: raw (the hub's change and the
+def conflicts_out(hub: Hub, conflicts: list[SyncConflict], mapper: Mapper | None) -> list[dict[str, Any]]:
+    """Conflicts as the API shows them: raw (the hub's change and the
     provider's version in provider fields), or mapped: both sides as whole
     records in the tenant's fields, the hub's being the provider's version
-    with the hub's change made to it (what resolving for the hub pushes)."""
-    out = conflict.model_dump()
+    with the hub's change made to it (what resolving for the hub pushes) or,
+    where the provider deleted the record, the last version it had."""
     if mapper is None:
-        return out
-    remote = conflict.remote_data
-    local = dict(conflict.local_data or {})
-    if isinstance(local.get("data"), dict):
-        local["data"] = mapper.to_tenant(with_change(remote, local["data"]))
-    out["local_data"] = local
-    out["remote_data"] = mapper.to_tenant(remote) if remote is not None else None
+        return [conflict.model_dump() for conflict in conflicts]
+    gone = [c.record_id for c in conflicts if c.remote_data is None]
+    last: dict[str, dict[str, Any]] = {}
+    if gone:
+        with hub.session() as session:
+            last = {row.id: row.data or {} for row in session.exec(select(SyncRecord).where(SyncRecord.id.in_(gone)))}
+    out = []
+    for conflict in conflicts:
+        shown = conflict.model_dump()
+        remote = conflict.remote_data
+        local = dict(conflict.local_data or {})
+        if isinstance(local.get("data"), dict):
+            base = remote if remote is not None else last.get(conflict.record_id)
+            local["data"] = mapper.to_tenant(with_change(base, local["data"]))
+        shown["local_data"] = local
+        shown["remote_data"] = mapper.to_tenant(remote) if remote is not None else None
+        out.append(shown)
     return out
 
 

@@ -259,7 +259,7 @@ async def list_conflicts(hub: HubDep, connection: ConnectionDep, sync_config_id:
     conflicts, next_cursor = await hub.db(stored.list_conflicts, hub, connection, config, status, cursor=cursor,
                                           limit=limit)
     mapper = stored.mapper_for(hub, connection, config) if mapped else None
-    return {"success": True, "conflicts": [stored.conflict_out(c, mapper) for c in conflicts],
+    return {"success": True, "conflicts": await hub.db(stored.conflicts_out, hub, conflicts, mapper),
             "next_cursor": next_cursor, "has_more": next_cursor is not None}
 
 
