@@ -130,6 +130,13 @@ class ConnectionUpdate(BaseModel):
     credentials: dict[str, str] | None = None
 
 
+class ConnectionDeleted(Ok):
+    revocation: Literal["revoked", "pending", "refused", "none"] = Field(description=(
+        "What became of its grant at the provider: `revoked`; `pending` (the provider down or rate limiting, "
+        "the plugin not loaded: the hub tries again, for about a week); `refused` (for good: the grant was "
+        "invalid already); `none` (nothing to revoke, or another connection shares the account)."))
+
+
 class AuthorizeResponse(Ok):
     authorization_url: str
 

@@ -327,8 +327,14 @@ async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials)
         await hub.pool.discard(unsaved.id)
 
 
-async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> None:
+async def delete_connection(hub: Hub, organization_id: str, connection_id: str) -> str:
     """Delete the connection, then revoke it at the provider (``disconnect``).
+
+    Returns what became of its grant: ``revoked``; ``pending`` (a passing
+    failure, the plugin not loaded, its secrets unreadable: kept and tried
+    again); ``refused`` (the provider would not, for good: already invalid);
+    ``none`` (nothing to revoke: no ``disconnect``, or another connection
+    shares the account).
 
     ``ctx.extra["account_shared"]`` tells the plugin whether another
     connection (of any organization) still uses the same account (its
@@ -353,21 +359,25 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
             log.warning("refreshing connection %s before revoking it failed: %s", connection.id, exc.message)
     entities = set(provider.schemas) if provider is not None else set()
     await asyncio.to_thread(_delete_rows, hub, organization_id, connection_id, entities)
+    outcome = "none"
     try:
         if ctx is not None and provider is not None:
-            await _disconnect(hub, provider, connection, ctx)
+            outcome = await _disconnect(hub, provider, connection, ctx)
         elif provider is None and connection.credentials_encrypted:
             # Whether it has a grant to give back is the plugin's to say: kept until it is loaded again.
             log.warning("connection %s was deleted while the %s plugin is not loaded: its grant is kept, to be "
                         "revoked once the plugin is", connection.id, connection.provider)
             await asyncio.to_thread(_keep_for_later, hub, connection, None,
                                     f"the {connection.provider} plugin is not loaded")
+            outcome = "pending"
         elif unreadable:
             log.warning("connection %s was deleted with credentials this hub's secret key cannot decrypt: its "
                         "grant is kept, to be revoked if HUB_PREVIOUS_SECRET_KEY gives that key", connection.id)
             await asyncio.to_thread(_keep_for_later, hub, connection, None, "credentials unreadable")
+            outcome = "pending"
     finally:
         await hub.pool.discard(connection_id)
+    return outcome
 
 
 def _account_in_use(hub: Hub, provider: str, webhook_key: str) -> bool:
@@ -382,24 +392,28 @@ REVOCATION_BACKOFF_MAX = timedelta(hours=6)
 REVOCATION_ATTEMPTS = 40
 
 
-async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx: Any) -> None:
+async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx: Any) -> str:
     """Revoke at the provider; a passing failure (the provider down, a 429)
-    leaves a :class:`PendingRevocation` that :func:`retry_revocations` tries again."""
+    leaves a :class:`PendingRevocation` that :func:`retry_revocations` tries
+    again. Returns the outcome (see :func:`delete_connection`)."""
     try:
-        await _revoke(hub, provider, connection.webhook_key, ctx)
+        return "revoked" if await _revoke(hub, provider, connection.webhook_key, ctx) else "none"
     except (ProviderUnavailable, RateLimited) as exc:
         log.warning("revoking connection %s at %s failed (%s): it will be tried again", connection.id,
                     connection.provider, exc.message)
         await asyncio.to_thread(_keep_for_later, hub, connection, ctx, exc.message)
+        return "pending"
     except HubError as exc:  # refused for good (the grant is already invalid, the item gone)
         log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+        return "refused"
 
 
-async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> None:
+async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> bool:
+    """``disconnect``, under the account's lock; whether it revoked something."""
     lock = hub.shared_lock(f"account:{provider.name}:{key}") if key else contextlib.nullcontext()
     async with lock:
         ctx.extra["account_shared"] = bool(key) and await hub.db(_account_in_use, hub, provider.name, key)
-        await hub.call(provider, "disconnect", ctx)
+        return bool(await hub.call(provider, "disconnect", ctx))
 
 
 def _keep_for_later(hub: Hub, connection: Connection, ctx: Any, error: str) -> None:

@@ -6,11 +6,11 @@ from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep
 from hub.api.schemas import (
     ConnectionCreate,
+    ConnectionDeleted,
     ConnectionResponse,
     ConnectionsResponse,
     ConnectionTestResponse,
     ConnectionUpdate,
-    Ok,
 )
 from hub.models import ConnectionPublic
 from hub.services import connections as service
@@ -49,10 +49,11 @@ async def update_connection(hub: HubDep, org: OrgDep, connection_id: str, body: 
     return {"success": True, "connection": ConnectionPublic.of(connection)}
 
 
-@router.delete("/{connection_id}", response_model=Ok, operation_id="delete_connection")
+@router.delete("/{connection_id}", response_model=ConnectionDeleted, operation_id="delete_connection")
 async def delete_connection(hub: HubDep, org: OrgDep, connection_id: str):
-    await service.delete_connection(hub, org.id, connection_id)
-    return {"success": True}
+    """Delete the connection and revoke its grant at the provider."""
+    revocation = await service.delete_connection(hub, org.id, connection_id)
+    return {"success": True, "revocation": revocation}
 
 
 @router.post("/{connection_id}/test", response_model=ConnectionTestResponse, operation_id="test_connection")

@@ -235,7 +235,8 @@ def test_actions(client, auth, fake, connection):
 
 
 def test_deleting_the_connection_removes_the_item(client, auth, fake, connection):
-    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {
+        "success": True, "revocation": "revoked"}
     assert fake.calls["/item/remove"] == 1 and fake.removed_items == [fake.item().item_id]
     assert client.get(f"{API}/connections/{connection['id']}", headers=auth).status_code == 404
 
@@ -442,7 +443,8 @@ def test_an_item_plaid_could_not_remove_when_its_connection_was_deleted_is_remov
     hub.pool.retry = RetryPolicy(attempts=2, base_delay=0.01)
     item = fake.item()
     fake.throttled["/item/remove"] = 10
-    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {
+        "success": True, "revocation": "pending"}
     assert client.get(f"{API}/connections/{connection['id']}", headers=auth).status_code == 404
     assert fake.removed_items == []
     with hub.session() as session:

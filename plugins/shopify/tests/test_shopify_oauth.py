@@ -158,7 +158,7 @@ def test_revoked_token_fails_the_connection_test(shopify):
 def test_deleting_the_connection_revokes_the_token(shopify):
     connection_id = shopify.connect()
     assert len(shopify.shop.state.tokens) == 1
-    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True, "revocation": "revoked"}
     assert shopify.shop.state.tokens == {}
 
 
@@ -177,9 +177,10 @@ def test_deleting_one_of_two_connections_to_a_shop_leaves_the_app_installed(shop
     """Two organizations connected the same shop: uninstalling the app (which
     revokes every token of the shop) would cut the other one off."""
     first, second_org, second = connect_twice(shopify)
-    assert second_org.delete(f"{API}/connections/{second}").json() == {"success": True}
+    # (Nothing revoked: the app stays for the other organization.)
+    assert second_org.delete(f"{API}/connections/{second}").json() == {"success": True, "revocation": "none"}
     assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
-    assert shopify.delete(f"{API}/connections/{first}").json() == {"success": True}
+    assert shopify.delete(f"{API}/connections/{first}").json() == {"success": True, "revocation": "revoked"}
     assert shopify.shop.state.tokens == {}
 
 
@@ -200,7 +201,7 @@ def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(sho
         t.start()
     for t in threads:
         t.join()
-    assert answers == [{"success": True}] * 2
+    assert sorted(a["revocation"] for a in answers) == ["none", "revoked"]  # the last revokes
     assert shopify.get(f"{API}/connections").json()["connections"] == []
     assert shopify.shop.state.tokens == {}, "no connection left, the app still installed with live tokens"
 
@@ -217,7 +218,7 @@ def test_deleting_a_connection_whose_access_token_expired_still_uninstalls(shopi
         session.execute(sa.update(Connection).where(Connection.id == connection_id)
                         .values(token_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True, "revocation": "revoked"}
     live = [t for t, exp in shopify.shop.state.tokens.items() if not exp or exp > time.time()]
     assert shopify.shop.state.refreshes == 1 and live == [] and shopify.shop.state.tokens == {}, \
         (shopify.shop.state.refreshes, shopify.shop.state.tokens, shopify.shop.state.refresh_tokens)
@@ -284,7 +285,7 @@ def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(sho
     connection_id = shopify.connect()
     hub = shopify.hub_app.state.hub
     down = switch.app = RevokeDown(switch.app)
-    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True}
+    assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True, "revocation": "pending"}
     with hub.session() as session:
         session.execute(sa.update(PendingRevocation).values(token_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()

@@ -355,7 +355,8 @@ def test_register_webhook_stores_the_secret_then_deliveries_verify(client, auth,
         held = hub_app.state.hub.cipher.decrypt_json(
             session.get(Connection, connection["id"]).credentials_encrypted)["webhook_secret"]
     assert held == fake.state.store.webhook_secrets[again["subscription_id"]] != secret
-    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {"success": True}
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json() == {
+        "success": True, "revocation": "revoked"}
     assert fake.state.store.rows["webhook_endpoints"] == {}
 
 
@@ -565,7 +566,8 @@ def test_deleting_one_of_two_connect_connections_deletes_its_own_endpoint(client
     for c, a in ((first, auth), (second, auth2)):
         assert client.post(f"{API}/connections/{c['id']}/webhooks", json={"events": []}, headers=a).status_code == 200
     assert len(fake.state.store.rows["webhook_endpoints"]) == 2
-    assert client.delete(f"{API}/connections/{second['id']}", headers=auth2).json() == {"success": True}
+    assert client.delete(f"{API}/connections/{second['id']}", headers=auth2).json() == {
+        "success": True, "revocation": "revoked"}  # its own endpoint
     urls = [e["url"] for e in fake.state.store.rows["webhook_endpoints"].values()]
     assert not any(second["id"] in u for u in urls), f"orphaned endpoint of the deleted connection: {urls}"
     assert len(urls) == 1 and first["id"] in urls[0]
