@@ -366,7 +366,18 @@ def test_sync_requests_made_while_an_equal_run_is_queued_get_that_run(client, au
                      headers=auth).json()["run"]["status"] == "queued":
         assert time.monotonic() < wait_until_running
         time.sleep(0.02)
-    queued = [start(client, auth, connection["id"], entity="notes") for _ in range(5)]
+    # Clicks at the same moment too (they looked, found none and added one each), then later ones.
+    import threading
+
+    queued: list[dict] = []
+    clicks = [threading.Thread(target=lambda: queued.append(start(client, auth, connection["id"], entity="notes")))
+              for _ in range(6)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join(30)
+    queued += [start(client, auth, connection["id"], entity="notes") for _ in range(3)]
+    assert len(queued) == 9
     assert {run["id"] for run in queued} == {queued[0]["id"]} and queued[0]["id"] != first["id"]
     # Asking for more than the queued run does is a run of its own (then coalesced in turn).
     full = [start(client, auth, connection["id"], entity="notes", full_refresh=True) for _ in range(3)]

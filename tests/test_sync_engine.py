@@ -201,6 +201,29 @@ def test_full_refresh_marks_records_the_provider_no_longer_lists_as_deleted(hub,
     assert all(r.deleted_at is not None for r in gone)
 
 
+def test_requests_made_at_once_while_none_is_queued_coalesce_into_one_run(hub, conn):
+    """Each looked, found no queued run, and added one (a page's "sync now" clicked twice)."""
+    import threading
+
+    create_run(hub, conn, entity="items")  # (its config made)
+    for _round in range(10):
+        with hub.session() as session:
+            session.execute(sa.delete(SyncRun.__table__))
+            session.commit()
+        together = threading.Barrier(8)
+        made: list[str] = []
+
+        def click():
+            together.wait(10)
+            made.append(create_run(hub, conn, entity="items", coalesce=True)[0].id)
+        clicks = [threading.Thread(target=click) for _ in range(8)]
+        for thread in clicks:
+            thread.start()
+        for thread in clicks:
+            thread.join(30)
+        assert len(made) == 8 and len(set(made)) == 1, made
+
+
 def test_a_record_without_its_id_fails_the_pass_instead_of_deleting_what_is_stored(hub, conn, ledger):
     run(sync(hub, conn))
     del ledger.items["it_00120"]["id"]  # a plugin bug: records wrapped, or the id under another name

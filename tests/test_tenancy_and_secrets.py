@@ -410,6 +410,14 @@ def test_a_changed_secret_key_is_a_clear_error_and_leaves_connections_repairable
         assert "HUB_PREVIOUS_SECRET_KEY" in refused.json()["error"]
         assert client.post(f"{API}/connections/{notes['id']}/test", headers=auth).json()["code"] == \
             "credentials_unreadable"
+        # A sync says so too (it was internal_error), and so does the connection.
+        from tests.sync_support import wait_run
+
+        started = client.post(f"{API}/connections/{notes['id']}/sync", json={"entity": "notes"}, headers=auth)
+        failed = wait_run(client, auth, notes["id"], started.json()["run"]["id"])
+        assert (failed["status"], failed["error_code"]) == ("failed", "credentials_unreadable"), failed
+        shown = client.get(f"{API}/connections/{notes['id']}", headers=auth).json()["connection"]
+        assert shown["status"] == "error" and "HUB_PREVIOUS_SECRET_KEY" in shown["last_error"]
         # Nothing to merge a partial change into: every required field must come again.
         partial = client.put(f"{API}/connections/{notes['id']}", json={"credentials": {"webhook_secret": "whsec_2"}},
                              headers=auth)
@@ -483,3 +491,37 @@ def test_every_secret_is_sealed_with_a_nonce_of_its_own_under_the_hubs_key():
     tampered = sealed[0][:-4] + ("AAAA" if not sealed[0].endswith("AAAA") else "BBBB")
     with pytest.raises(DecryptionError):
         cipher.decrypt(tampered)
+
+
+def test_a_revocation_failing_in_a_way_not_known_to_be_final_is_tried_again(settings):
+    """Any refusal but a passing one was taken as final: an odd answer during
+    DELETE (a proxy's HTML page) left the grant live, never retried."""
+    from hub.models import PendingRevocation
+    from hub.types import ProviderError
+
+    answers = iter([ProviderError("the provider answered an HTML page"), None])
+
+    def disconnect(ctx):
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        return True
+    registry = PluginRegistry()
+    registry.register(module_plugin("flaky_vault", VAULT, [EntitySchema("things", "Things")], disconnect=disconnect),
+                      "vault")
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        auth = make_org(app)
+        auth.pop("org_id")
+        vault = client.post(f"{API}/connections", json={"provider": "vault", "credentials": {"api_key": "vk_1"}},
+                            headers=auth).json()["connection"]
+        deleted = client.delete(f"{API}/connections/{vault['id']}", headers=auth)
+        assert deleted.json() == {"success": True, "revocation": "pending"}, deleted.text
+        hub = app.state.hub
+        with hub.session() as session:
+            assert len(session.exec(sa.select(PendingRevocation)).all()) == 1
+        import asyncio
+
+        from hub.services.connections import retry_revocations
+
+        assert asyncio.run(retry_revocations(hub, now=datetime.now(timezone.utc) + timedelta(days=1))) == 1

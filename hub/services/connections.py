@@ -23,8 +23,6 @@ from hub.types import (
     HubError,
     NotFound,
     PermissionDenied,
-    ProviderUnavailable,
-    RateLimited,
     ValidationFailed,
 )
 
@@ -398,14 +396,15 @@ async def _disconnect(hub: Hub, provider: Provider, connection: Connection, ctx:
     again. Returns the outcome (see :func:`delete_connection`)."""
     try:
         return "revoked" if await _revoke(hub, provider, connection.webhook_key, ctx) else "none"
-    except (ProviderUnavailable, RateLimited) as exc:
+    except (AuthFailed, NotFound, ValidationFailed, PermissionDenied) as exc:
+        # Refused for good (the grant is already invalid, the item gone), as retry_revocations judges.
+        log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
+        return "refused"
+    except HubError as exc:  # passing, or not known to be final (an odd answer): tried again
         log.warning("revoking connection %s at %s failed (%s): it will be tried again", connection.id,
                     connection.provider, exc.message)
         await asyncio.to_thread(_keep_for_later, hub, connection, ctx, exc.message)
         return "pending"
-    except HubError as exc:  # refused for good (the grant is already invalid, the item gone)
-        log.warning("revoking connection %s at %s failed: %s", connection.id, connection.provider, exc.message)
-        return "refused"
 
 
 async def _revoke(hub: Hub, provider: Provider, key: str | None, ctx: Any) -> bool:

@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
+from hub.crypto import DecryptionError
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -168,6 +169,8 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
         direction = kinds.pop() if len(kinds) == 1 else "both"
     with hub.session() as session:
         if coalesce:
+            # One request at a time looks and adds: two clicks at once must not both find none.
+            lock(session, f"enqueue:{connection.id}")
             queued = session.exec(select(SyncRun).where(
                 SyncRun.connection_id == connection.id, SyncRun.status == "queued",
                 SyncRun.entity == entity if entity else SyncRun.entity.is_(None),
@@ -647,7 +650,11 @@ class SyncEngine:
             return exc
         if not configs:
             return NotFound(f"no sync config for {run.entity or 'this connection'}", code="sync_config_not_found")
-        ctx = self.hub.context(provider, connection)
+        try:
+            ctx = self.hub.context(provider, connection)
+        except DecryptionError as exc:  # the hub's secret key changed: the connection says so too
+            await asyncio.to_thread(self.hub.mark, connection.id, "error", exc.message)
+            return exc
         errors: list[HubError] = []
         for config in configs:
             try:
