@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ class Reencrypted:
     rewritten: int = 0
     current: int = 0
     #: (table, row key) of secrets no key of this hub decrypts.
-    unreadable: list[tuple[str, str]] | None = None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def reencrypt(hub: Hub) -> Reencrypted:
@@ -32,7 +32,7 @@ def reencrypt(hub: Hub) -> Reencrypted:
     Each row is swapped only if it still holds what was read: a secret
     written meanwhile (a token refresh) is already under the current key.
     """
-    outcome = Reencrypted(unreadable=[])
+    outcome = Reencrypted()
     for model, key_name, column_name in ENCRYPTED:
         table = model.__table__
         key, column = table.c[key_name], table.c[column_name]
