@@ -1130,14 +1130,10 @@ def _failure_info(failure: Exception) -> dict[str, Any]:
     details (which field: Shopify's ``{"fields": ...}``, Stripe's ``{"param": ...}``)."""
     code = failure.code if isinstance(failure, HubError) else "internal_error"
     details = failure.details if isinstance(failure, HubError) else None
-    if not isinstance(details, (dict, list)):
-        details = None
-    else:
+    text = None
+    if isinstance(details, (dict, list)):
         try:
-            if len(json.dumps(details, default=str)) > MAX_FAILURE_DETAILS:
-                details = None
-            else:
-                details = json.loads(json.dumps(details, default=str))
+            text = json.dumps(details, default=str)  # (what JSON cannot hold, as text)
         except (TypeError, ValueError):
-            details = None
-    return {"code": code, "details": details}
+            text = None
+    return {"code": code, "details": json.loads(text) if text and len(text) <= MAX_FAILURE_DETAILS else None}
