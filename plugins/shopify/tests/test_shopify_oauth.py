@@ -201,7 +201,10 @@ def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(sho
         t.start()
     for t in threads:
         t.join()
-    assert sorted(a["revocation"] for a in answers) == ["none", "revoked"]  # the last revokes
+    # The last revokes; the other saw the shop still connected (none), or came after the uninstall
+    # and found its token gone with it (refused: invalid already).
+    first_answer, last_answer = sorted((a["revocation"] for a in answers), key=lambda r: r != "revoked")
+    assert first_answer == "revoked" and last_answer in ("none", "refused"), answers
     assert shopify.get(f"{API}/connections").json()["connections"] == []
     assert shopify.shop.state.tokens == {}, "no connection left, the app still installed with live tokens"
 
