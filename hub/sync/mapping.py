@@ -242,15 +242,11 @@ def _field_type(schema: EntitySchema, path: str) -> tuple[str | None, bool]:
     A dotted path reads into an object or array field: the type inside is
     the declared sub-field's (``EntityField.fields``), else unknown.
     """
-    head, _, rest = path.partition(".")
     if not schema.fields:
         return None, True
-    field = schema.field(head)
-    if field is None:
+    if schema.field(path.partition(".")[0]) is None:
         return None, False
-    if not rest:
-        return field.type, True
-    leaf, _problem = _declared(field, rest.split("."))
+    leaf = _leaf(schema, path)
     return (leaf.type if leaf is not None else None), True
 
 
@@ -739,7 +735,7 @@ class Mapper:
                 if self._writable(source):
                     field = _leaf(self.schema, source)
                     decimals = self.decimals(m, out, raw) if m.transform in _AMOUNTS else 2
-                    put(source, backward(m, value, _field_type(self.schema, source)[0], decimals,
+                    put(source, backward(m, value, field.type if field is not None else None, decimals,
                                          field.format if field is not None else "", get_path(raw or {}, source)),
                         m.targets()[0])
         except ConversionError as exc:

@@ -179,15 +179,14 @@ class Scheduler:
 
         purge_states(self.hub, now - timedelta(days=1))
         settings = self.hub.settings
-        for what, table, done, since, days in (
-                ("finished sync runs", SyncRun.__table__, ("succeeded", "failed"), "finished_at",
+        runs, events = SyncRun.__table__, WebhookEvent.__table__
+        for what, table, done, when, days in (
+                ("finished sync runs", runs, ("succeeded", "failed"), runs.c.finished_at,
                  settings.sync_log_retention_days),
-                ("applied or ignored webhook events", WebhookEvent.__table__, ("processed", "ignored"), "processed_at",
-                 settings.webhook_retention_days)):
-            if days > 0:
                 # (An event without its time of processing, from before it was kept, counts from its receipt.)
-                when = table.c[since] if since == "finished_at" else sa.func.coalesce(table.c[since],
-                                                                                       table.c.received_at)
+                ("applied or ignored webhook events", events, ("processed", "ignored"),
+                 sa.func.coalesce(events.c.processed_at, events.c.received_at), settings.webhook_retention_days)):
+            if days > 0:
                 dropped = _purge(self.hub, table, table.c.status.in_(done), when < now - timedelta(days=days))
                 if dropped:
                     log.info("purged %d %s older than %d days", dropped, what, days)
