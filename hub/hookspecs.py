@@ -375,7 +375,10 @@ def describe_error(response: httpx.Response) -> HubError | str | None:
     :returns: the provider's human message (the core keeps its class), or a
         :class:`~hub.types.HubError` to raise instead (when the body says more
         than the status, as Plaid's ``error_code`` does), or ``None`` to use a
-        generic message. A ``ProviderUnavailable(..., retry_now=True)`` (the
+        generic message. Give the error the ``fields`` the provider names
+        (dotted paths into its records: Stripe's ``param`` ``address[city]``
+        is ``address.city``): the API shows them, and a refused push shows
+        them in the tenant's fields. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

@@ -7,6 +7,7 @@ storage rows and API responses. Nothing here does I/O.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -324,13 +325,18 @@ class HubError(Exception):
     status = 400
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None,
-                 provider_status: int | None = None):
+                 provider_status: int | None = None, fields: Iterable[str] = ()):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         self.details = details
         self.provider_status = provider_status
+        #: The provider's fields the error is about, as dotted paths into its
+        #: records (``address.city``, ``line_items.0.quantity``): the API shows
+        #: them, and a refused push names them in the tenant's fields too
+        #: (through the sync config's mappings).
+        self.fields: tuple[str, ...] = tuple(str(field) for field in fields)
 
 
 class AuthFailed(HubError):

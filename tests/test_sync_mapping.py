@@ -138,6 +138,19 @@ def test_writing_a_field_no_mapping_targets_is_refused():
     assert caught.value.code == "unknown_field" and "surname" in caught.value.message
 
 
+def test_the_provider_fields_a_refusal_names_are_shown_as_the_tenant_fields_mapped_from_them():
+    m = mapper({"source": "first_name", "target": "first"}, {"source": "balances.available", "target": "available"},
+               {"source": ["first_name", "last_name"], "target": "name", "transform": "join"},
+               {"target": "origin", "transform": "constant", "value": "bank"},
+               {"source": "balances", "target": "all_balances"})
+    assert m.tenant_fields(["first_name"]) == ["first", "name"]
+    # A refused object names what is read inside it; a refused path inside an object, what reads the object.
+    assert m.tenant_fields(["balances"]) == ["available", "all_balances"]
+    assert m.tenant_fields(["balances.available", "balances.available"]) == ["available", "all_balances"]
+    assert m.tenant_fields(["balances_total", "price"]) == []  # neither mapped (nor a prefix match)
+    assert mapper().tenant_fields(["price", "balances.available"]) == ["price", "balances.available"]
+
+
 def test_unconvertible_value_on_write_is_refused():
     m = mapper({"source": "balance_cents", "target": "balance", "transform": "cents_to_decimal"},
                {"source": "count", "target": "count", "transform": "int"})

@@ -30,10 +30,12 @@ HTTP_CODES = {
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
 
-def error_body(message: str, code: str, details: object = None) -> dict:
+def error_body(message: str, code: str, details: object = None, fields: tuple[str, ...] = ()) -> dict:
     body: dict = {"success": False, "error": message, "code": code}
     if details is not None:
         body["details"] = details
+    if fields:
+        body["fields"] = list(fields)
     return body
 
 
@@ -60,7 +62,8 @@ def install(app: FastAPI) -> None:
             wait = exc.retry_after if exc.retry_after is not None and math.isfinite(exc.retry_after) else 1.0
             headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))
         details = exc.details if isinstance(exc.details, (dict, list)) else None
-        return JSONResponse(error_body(exc.message, exc.code, details), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.message, exc.code, details, exc.fields), status_code=exc.status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

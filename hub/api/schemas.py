@@ -27,6 +27,9 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong, for people.")
     code: str = Field(description="Stable, machine-readable error code.")
     details: Any = None
+    fields: list[str] | None = Field(default=None, description=(
+        "The fields a refusal is about, where known: the request's, or the provider's as dotted paths into its "
+        "records (`email`, `address.city`)."))
 
 
 class Ok(BaseModel):
@@ -405,6 +408,10 @@ class StoredRecordOut(BaseModel):
     push_error_details: Any = Field(default=None, description=(
         "What the provider said about it, in its fields (Shopify: `{\"fields\": {\"title\": [...]}}`; Stripe: "
         "`{\"param\": \"balance\"}`), with `push_error`."))
+    push_error_fields: list[str] | None = Field(default=None, description=(
+        "The fields the provider refused, where it said which: the provider's field paths in a raw record; in "
+        "a mapped one (`?mapped=true`) the tenant's fields mapped from them (a refused field no mapping reads "
+        "is left out), with `push_error`."))
     remote_updated_at: datetime | None
     first_seen_at: datetime | None
     last_seen_at: datetime | None

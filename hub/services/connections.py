@@ -63,7 +63,7 @@ def _check_types(fields: Any, values: dict[str, Any], what: str, longest: int = 
             bad[field.name] = f"text of at most {longest} characters" if field.type == "string" else field.type
     if bad:
         raise ValidationFailed(f"{what} must be: " + ", ".join(f"{name} {kind}" for name, kind in bad.items()),
-                               code="invalid_value", details={"fields": sorted(bad)})
+                               code="invalid_value", details={"fields": sorted(bad)}, fields=sorted(bad))
 
 
 def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[str, Any],
@@ -285,7 +285,7 @@ def _changed_config(provider: Provider, connection: Connection,
         raise ValidationFailed(
             f"{', '.join(bound)} of a {provider.name} connection {'is' if len(bound) == 1 else 'are'} set by its "
             f"authorization: connect again to change {'it' if len(bound) == 1 else 'them'}",
-            code="config_from_authorization", details={"fields": bound})
+            code="config_from_authorization", details={"fields": bound}, fields=bound)
     return ({**current, **change} if changed else None), any(k in declared for k in changed)
 
 

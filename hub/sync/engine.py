@@ -1126,14 +1126,17 @@ MAX_FAILURE_DETAILS = 4000
 
 def _failure_info(failure: Exception) -> dict[str, Any]:
     """What the API shows of a refused push besides its message: the stable
-    code (``validation_error``, ``rate_limited``...) and the provider's
-    details (which field: Shopify's ``{"fields": ...}``, Stripe's ``{"param": ...}``)."""
+    code (``validation_error``, ``rate_limited``...), the provider's details
+    (Shopify's ``{"fields": ...}``, Stripe's ``{"param": ...}``) and the
+    provider fields it names (:attr:`HubError.fields`)."""
     code = failure.code if isinstance(failure, HubError) else "internal_error"
     details = failure.details if isinstance(failure, HubError) else None
+    fields = list(failure.fields) if isinstance(failure, HubError) else []
     text = None
     if isinstance(details, (dict, list)):
         try:
             text = json.dumps(details, default=str)  # (what JSON cannot hold, as text)
         except (TypeError, ValueError):
             text = None
-    return {"code": code, "details": json.loads(text) if text and len(text) <= MAX_FAILURE_DETAILS else None}
+    return {"code": code, "details": json.loads(text) if text and len(text) <= MAX_FAILURE_DETAILS else None,
+            "fields": fields[:100]}

@@ -658,6 +658,24 @@ class Mapper:
                                      "error": str(exc)})
         return out
 
+    def tenant_fields(self, paths: Iterable[str]) -> list[str]:
+        """The tenant's fields mapped from the provider's field ``paths`` (those
+        a refusal names): the targets of every mapping that reads a path,
+        something inside it, or the object it lies in, in mapping order. With
+        no mappings, the paths themselves."""
+        paths = list(dict.fromkeys(paths))
+        if self.identity:
+            return paths
+
+        def overlap(source: str, path: str) -> bool:
+            return source == path or source.startswith(path + ".") or path.startswith(source + ".")
+
+        out: list[str] = []
+        for m in self.mappings:
+            if any(overlap(source, path) for source in m.sources() for path in paths):
+                out.extend(t for t in m.targets() if t not in out)
+        return out
+
     def to_provider(self, changes: dict[str, Any], current: dict[str, Any] | None = None,
                     raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """The tenant's changed fields → provider fields to write.
@@ -700,7 +718,7 @@ class Mapper:
                            if t in changes and changes[t] != current.get(t))
             if fixed:
                 raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant of the mapping",
-                                       code="read_only_field", details={"fields": fixed})
+                                       code="read_only_field", details={"fields": fixed}, fields=fixed)
         try:
             # Amounts whose currency is in the record go last: the change may set the currency too.
             for m in sorted(self.mappings, key=lambda m: bool(m.currency_field)):

@@ -109,6 +109,7 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
     problems: list[dict[str, Any]] | None = None if mapper is None else []
     # (Kept after the error is cleared: shown only with it.)
     failure = (row.push_failure or {}) if row.push_error else {}
+    refused = failure.get("fields")  # the provider's field paths, where it named them
     return {
         "id": row.id, "remote_id": row.remote_id, "entity": row.entity,
         "data": mapper.to_tenant(data, problems) if mapper is not None else data, "mapping_errors": problems,
@@ -117,6 +118,7 @@ def record_out(row: SyncRecord, mapper: Mapper | None) -> dict[str, Any]:
         "push_status": row.push_status,
         "push_error": row.push_error, "remote_updated_at": row.remote_updated_at,
         "push_error_code": failure.get("code"), "push_error_details": failure.get("details"),
+        "push_error_fields": (mapper.tenant_fields(refused) if mapper is not None else refused) if refused else None,
         "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
     }
@@ -255,7 +257,8 @@ def settle_create_only(schema: Any, changes: dict[str, Any], current: dict[str, 
     fixed = create_only_fields(schema, changes)
     if fixed:
         raise ValidationFailed(f"{', '.join(fixed)} of a {schema.name} record can only be set when it is "
-                               f"created", code="read_only_field", details={"fields": fixed})
+                               f"created", code="read_only_field", details={"fields": fixed},
+                               fields=fixed)
     return changes
 
 

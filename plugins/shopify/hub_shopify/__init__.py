@@ -427,7 +427,8 @@ def describe_error(response):
         if response.status_code in (400, 422):
             fields = {str(field): [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
                       for field, msgs in errors.items()}
-            return ValidationFailed(message, details={"fields": fields})
+            return ValidationFailed(message, details={"fields": fields},
+                                    fields=[field for field in fields if field != "base"])
         return message
     if isinstance(errors, list):
         return "; ".join(map(str, errors))

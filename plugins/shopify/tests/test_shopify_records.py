@@ -72,6 +72,7 @@ def test_crud_with_shopify_wrapping_and_errors(shopify):
     blank = shopify.post(url, {"data": {"vendor": "nobody"}})
     assert blank.status_code == 422 and blank.json()["error"] == "title can't be blank"
     assert blank.json()["details"] == {"fields": {"title": ["can't be blank"]}}
+    assert blank.json()["fields"] == ["title"]
     assert shopify.put(f"{url}/{product['id']}", {"data": {"title": "x"}}).status_code == 404
     assert shopify.get(f"{url}/not-a-number").status_code == 404
     customers = shopify.records(connection_id, "customers")
@@ -216,6 +217,7 @@ def test_an_order_update_changing_what_shopify_sets_at_creation_only_is_refused(
     refused = shopify.put(f"{url}/{order['id']}", {"data": {"note": "gift", "line_items": [], "currency": "USD"}})
     assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
     assert refused.json()["details"] == {"fields": ["currency", "line_items"]}
+    assert refused.json()["fields"] == ["currency", "line_items"]
     assert shopify.shop.state.requests == requests + 1  # the read comparing them; nothing written
     stored = shopify.shop.state.store.tables["orders"].get(str(order["id"]))
     assert stored["note"] in (None, "") and stored["currency"] == "EUR" and len(stored["line_items"]) == 1

@@ -44,6 +44,7 @@ def test_describe_error_reads_shopify_error_bodies(status, body, message):
     if isinstance(described, ValidationFailed):  # field errors: which fields, for the client to show
         assert described.details == {"fields": {k: v if isinstance(v, list) else [v]
                                                 for k, v in body["errors"].items()}}
+        assert described.fields == tuple(k for k in body["errors"] if k != "base")  # ("base": the whole record)
         described = described.message
     assert described == message
 

@@ -163,8 +163,14 @@ def describe_error(response):
         # The key was used with other parameters (or is still in use): not the data's fault.
         return ValidationFailed(message, code="idempotency_key_reused", details=details)
     if response.status_code == 400 and error.get("param"):
-        return ValidationFailed(message, details=details)  # which field, for the client to show
+        return ValidationFailed(message, details=details, fields=[field_path(str(error["param"]))])
     return message
+
+
+def field_path(param: str) -> str:
+    """A Stripe parameter name as a path into its objects: ``address[city]``
+    is ``address.city``, ``items[0][price]`` is ``items.0.price``."""
+    return param.replace("][", ".").replace("[", ".").rstrip("]")
 
 
 @hookimpl

@@ -226,6 +226,7 @@ def test_invalid_writes_are_refused_with_stripes_reason(client, auth, fake, conn
     assert missing.status_code == 422
     assert missing.json()["error"] == "Missing required param: amount. (param: amount)"
     assert missing.json()["details"]["param"] == "amount"
+    assert missing.json()["fields"] == ["amount"]
     wrong = client.post(records_url(connection, "customers"), json={"data": {"balance": "lots"}}, headers=auth)
     assert wrong.status_code == 422 and "Invalid integer: lots" in wrong.json()["error"]
     assert fake.state.validation_errors == 2 and fake.state.store.rows["customers"] == {}

@@ -418,3 +418,24 @@ def test_amounts_in_zero_decimal_currencies_and_unix_times_go_both_ways(client, 
     run = customers.wait(written.json()["run_id"])
     assert (run["status"], run["pushed"]) == ("succeeded", 1), run
     assert fake.state.store.rows["invoices"][invoice]["due_date"] == 1_803_859_200
+
+
+def test_a_push_stripe_refuses_names_the_refused_field_in_the_tenants_fields(sync_for):
+    """Stripe names the parameter it refused (``param``); the stored record
+    shows it as the provider's field raw, and as the tenant's field mapped,
+    so that a form can mark the field to correct."""
+    sync = sync_for(mappings=[*MAPPINGS, {"source": "balance", "target": "balance_cents"}])
+    target = sorted(sync.customers)[2]
+    changed = sync.write(target, {"balance_cents": "lots"})
+    run = sync.wait(changed["run_id"])
+    assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 0, 1), run
+    mapped = sync.record(target)
+    assert mapped["push_status"] == "failed" and "Invalid integer: lots" in mapped["push_error"]
+    assert (mapped["push_error_code"], mapped["push_error_details"]["param"]) == ("validation_error", "balance")
+    # Both mappings read Stripe's balance: the tenant sees either field to correct.
+    assert mapped["push_error_fields"] == ["balance", "balance_cents"]
+    assert sync.record(target, mapped=False)["push_error_fields"] == ["balance"]
+    fixed = sync.write(target, {"balance_cents": 250})
+    assert sync.wait(fixed["run_id"])["pushed"] == 1
+    after = sync.record(target)
+    assert (after["push_error"], after["push_error_fields"], sync.customers[target]["balance"]) == (None, None, 250)

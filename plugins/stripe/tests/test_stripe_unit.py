@@ -144,6 +144,11 @@ def test_describe_error_reads_stripes_error_body():
     assert isinstance(missing, ValidationFailed) and missing.code == "validation_error"
     assert missing.message == "Missing required param: amount. (param: amount)"
     assert missing.details == {"type": "invalid_request_error", "code": "parameter_missing", "param": "amount"}
+    assert missing.fields == ("amount",)
+    nested = hub_stripe.describe_error(response=httpx.Response(400, json={"error": {
+        "type": "invalid_request_error", "param": "items[0][price]", "message": "No such price"}}))
+    assert nested.fields == ("items.0.price",)  # a path into Stripe's objects, as mappings name them
+    assert hub_stripe.field_path("address[city]") == "address.city"
     reused = hub_stripe.describe_error(response=httpx.Response(400, json={"error": {
         "type": "idempotency_error", "message": "Keys for idempotent requests can only be used with the same "
                                                 "parameters they were first used with."}}))
