@@ -107,6 +107,19 @@ def test_split_completes_a_partial_change_from_the_current_record():
     assert m.to_provider({"last": "Byron"}, current=current) == {"full_name": "Ada Byron"}
 
 
+def test_a_split_written_back_keeps_the_pieces_the_provider_holds_and_never_sends_a_default():
+    m = mapper({"source": "full_name", "target": ["first", "last"], "transform": "split", "default": "Unknown"})
+    nameless = {"full_name": None}
+    shown = m.to_tenant(nameless)
+    assert shown == {"first": "Unknown", "last": "Unknown"}  # the defaults, for the tenant's eyes only
+    assert m.to_provider({"first": "John"}, current=shown, raw=nameless) == {"full_name": "John"}
+    held = {"full_name": "Ada Lovelace"}
+    # An emptied first name keeps its place: the value splits back into the same pieces.
+    emptied = m.to_provider({"first": ""}, current=m.to_tenant(held), raw=held)
+    assert emptied == {"full_name": " Lovelace"} and m.to_tenant(emptied) == {"first": "", "last": "Lovelace"}
+    assert m.to_provider({"last": None}, current=m.to_tenant(held), raw=held) == {"full_name": "Ada"}
+
+
 def test_a_joined_name_written_back_keeps_the_pieces_the_provider_holds():
     """Cut on its first space alone, "Mary Ann Smith" written back moved
     "Ann" into the last name; a name with no first name moved into the first."""

@@ -209,6 +209,45 @@ def test_digit_keys_of_an_object_are_keys_and_a_pending_create_keeps_its_items(t
     assert edited.status_code == 200, edited.text
 
 
+def test_an_object_with_digit_keys_goes_back_as_an_object_and_a_change_through_an_index_as_a_list(typed):
+    """Stripe's metadata may hold keys "0", "1": a change beside them (or to
+    one of them) must not send the object back as an array. A create through
+    ``variants.0.price`` still sends a list: the field is declared an array."""
+    env = Env(typed, [{"source": "balances.available", "target": "avail"}, {"source": "variants.0.price", "target": "p0"},
+                      {"source": "name", "target": "n"}],
+              items={"x": {"balances": {"available": 1, "buckets": {"0": "a", "1": "b"}}},
+                     "y": {"balances": {"0": "first"}}})
+    done = env.put("x", {"avail": 2})
+    assert done.status_code == 200, done.text
+    assert env.wait(done.json()["run_id"])["pushed"] == 1
+    assert env.provider.items["x"]["balances"] == {"available": 2, "buckets": {"0": "a", "1": "b"}}
+    raw = env.put("y", {"balances": {"0": "second"}}, mapped=False)
+    assert raw.status_code == 200, raw.text
+    assert env.wait(raw.json()["run_id"])["pushed"] == 1
+    assert env.provider.items["y"]["balances"] == {"0": "second"}
+    # Created with digit keys in a declared object: sent as an object; through an array index: as a list.
+    made = env.post({"name": "new", "balances": {"0": "zero", "1": "one"}}, mapped=False)
+    assert made.status_code == 201, made.text
+    env.wait(made.json()["run_id"])
+    made_id = env.get(made.json()["record"]["id"], mapped=False).json()["record"]["remote_id"]
+    assert env.provider.items[made_id]["balances"] == {"0": "zero", "1": "one"}
+    listed = env.post({"n": "with item", "p0": "5"})
+    assert listed.status_code == 201, listed.text
+    env.wait(listed.json()["run_id"])
+    listed_id = env.get(listed.json()["record"]["id"], mapped=False).json()["record"]["remote_id"]
+    assert env.provider.items[listed_id]["variants"] == [{"price": "5"}]
+
+
+def test_a_split_mappings_default_is_shown_never_pushed(typed):
+    env = Env(typed, [{"source": "name", "target": ["first", "last"], "transform": "split", "default": "Unknown"},
+                      {"source": "amount", "target": "a", "transform": "int"}], items={"x": {"amount": 1}})
+    assert env.get("x").json()["record"]["data"] == {"first": "Unknown", "last": "Unknown", "a": 1}
+    done = env.put("x", {"first": "John"})
+    assert done.status_code == 200, done.text
+    assert env.wait(done.json()["run_id"])["pushed"] == 1
+    assert env.provider.items["x"]["name"] == "John"
+
+
 def test_joined_fields_are_written_back_in_their_types(typed):
     env = Env(typed, [{"source": ["amount", "currency"], "target": "money", "transform": "join", "separator": " "}],
               items={"x": {"amount": 100, "currency": "usd"}})

@@ -858,7 +858,7 @@ class SyncEngine:
                         ctx: Any, lease: Lease, row: SyncRecord) -> bool:
         """Send one record's change; True when it was made and a later change is still to send."""
         try:
-            op, payload = row.local_op, update_payload(row)
+            op, payload = row.local_op, update_payload(row, schema)
         except ValidationFailed as exc:  # it can no longer be sent as it is: left to the tenant
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, exc, True)
             return False
@@ -1077,7 +1077,7 @@ class SyncEngine:
                 if row.push_status == CONFLICT:
                     pass  # the provider changed it while the push was on its way: both sides wait in review
                 elif row.local_version == sent.local_version and (sent_data is None or
-                                                                  sent_data == update_payload(sent)):
+                                                                  sent_data == update_payload(sent, schema)):
                     row.local_data, row.local_op, row.push_status = None, None, None
                     row.push_error, row.push_attempts = None, 0
                 else:  # changed again while on its way (or sent as first sent): an update sends the rest

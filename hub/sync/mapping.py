@@ -728,8 +728,7 @@ class Mapper:
                     source = m.sources()[0]
                     if not self._writable(source):
                         continue
-                    parts = [view.get(t) for t in m.targets()]
-                    put(source, m.separator.join(_to_str(p) for p in parts if p not in (None, "")), m.targets()[0])
+                    put(source, self._split_back(m, changes, view, raw), m.targets()[0])
                     continue
                 value = view.get(m.targets()[0])
                 if m.transform == "join":
@@ -759,6 +758,30 @@ class Mapper:
         except ConversionError as exc:
             raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value") from None
         return out
+
+    def _split_back(self, m: FieldMapping, changes: dict[str, Any], view: dict[str, Any],
+                    raw: dict[str, Any] | None) -> str:
+        """The provider value of a ``split`` mapping after ``changes``: the
+        pieces it does not change as the provider holds them (not the
+        mapping's default standing in for a missing one), and an emptied piece
+        kept in its place, so that the value splits back into the same pieces
+        (an emptied first name does not make the last name the first)."""
+        targets = m.targets()
+        if raw is not None:
+            held_value = get_path(raw, m.sources()[0])
+            held = (_to_str(held_value).split(m.separator, len(targets) - 1)
+                    if held_value not in (None, "") else [])
+        else:  # (no provider record: the tenant's view completes the change)
+            held = [_to_str(view.get(t)) if view.get(t) is not None else "" for t in targets]
+        parts = []
+        for i, target in enumerate(targets):
+            if target in changes:
+                parts.append(_to_str(changes[target]) if changes[target] is not None else "")
+            else:
+                parts.append(held[i] if i < len(held) else "")
+        while parts and parts[-1] == "":
+            parts.pop()
+        return m.separator.join(parts)
 
     def _writable(self, path: str) -> bool:
         head, leaf = self.schema.field(path.split(".")[0]), _leaf(self.schema, path)

@@ -35,7 +35,7 @@ from sqlmodel import Session, select
 from hub.models import SyncConflict, SyncRecord
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
-from hub.types import EntitySchema, ProviderError, ValidationFailed
+from hub.types import EntityField, EntitySchema, ProviderError, ValidationFailed
 
 PENDING = "pending"
 FAILED = "failed"
@@ -631,18 +631,25 @@ def with_change(data: dict[str, Any] | None, change: dict[str, Any] | None) -> d
     return merged
 
 
-def update_payload(row: SyncRecord) -> dict[str, Any]:
+def update_payload(row: SyncRecord, schema: EntitySchema | None = None) -> dict[str, Any]:
     """What pushing the tenant's update sends: each top-level field it
     changed, whole, as the tenant sees it. Providers replace an object or
     array they are sent (an address, a product's variants): the changed part
-    alone would lose the rest at the provider."""
+    alone would lose the rest at the provider.
+
+    A change made through an array index (``variants.0.price``) where the
+    provider has no list yet is sent as a list; an object stays an object,
+    digit keys and all (Stripe's ``metadata: {"0": ...}``): the provider's
+    version, else the ``schema``'s declared fields, tell which is which."""
     merged = merged_view(row)
-    problem = index_problem(row.data or {}, row.local_data or {})
+    base = row.data or {}
+    problem = index_problem(base, row.local_data or {})
     if problem:
         # The provider's array changed under a pending change through an index.
         raise ValidationFailed(f"the change cannot be sent: {problem}; change the record again or discard it",
                                code="invalid_value")
-    return {key: _as_lists(merged.get(key)) if isinstance(value, dict) else value
+    return {key: _as_lists(merged.get(key), base.get(key), schema.field(key) if schema is not None else None)
+            if isinstance(value, dict) else value
             for key, value in (row.local_data or {}).items()}
 
 
@@ -690,14 +697,35 @@ def _index_keys(value: Any) -> bool:
         isinstance(k, str) and k.isascii() and k.isdigit() and len(k) <= _INDEX_DIGITS for k in value)
 
 
-def _as_lists(value: Any) -> Any:
+def _as_lists(value: Any, base: Any = None, declared: EntityField | None = None) -> Any:
+    """``value`` with the objects made by changes through array indexes
+    (``{"0": ..., "1": ...}``) as lists. ``base`` is the provider's version
+    of the same place and ``declared`` its declared field, when known: an
+    object there (or a field declared other than an array) keeps its digit
+    keys; with neither known, index keys 0..n-1 make a list."""
     if isinstance(value, dict):
-        if _index_keys(value) and sorted(map(int, value)) == list(range(len(value))):
-            return [_as_lists(value[str(i)]) for i in range(len(value))]
-        return {key: _as_lists(item) for key, item in value.items()}
+        array = declared.type == "array" if declared is not None else True
+        if (array and not isinstance(base, dict) and _index_keys(value)
+                and sorted(map(int, value)) == list(range(len(value)))):
+            items = base if isinstance(base, list) else []
+            item = _item_field(declared)
+            return [_as_lists(value[str(i)], items[i] if i < len(items) else None, item) for i in range(len(value))]
+        inner = base if isinstance(base, dict) else {}
+        return {key: _as_lists(entry, inner.get(key), declared.field(key) if declared is not None else None)
+                for key, entry in value.items()}
     if isinstance(value, list):
-        return [_as_lists(item) for item in value]
+        items = base if isinstance(base, list) else []
+        item = _item_field(declared)
+        return [_as_lists(entry, items[i] if i < len(items) else None, item) for i, entry in enumerate(value)]
     return value
+
+
+def _item_field(declared: EntityField | None) -> EntityField | None:
+    """An item of a declared array, as a field: an object of the array's
+    declared fields (unknown where it declares none)."""
+    if declared is None or declared.type != "array" or not declared.fields:
+        return None
+    return EntityField(declared.name, type="object", fields=declared.fields)
 
 
 def _deep_merge(base: dict[str, Any], change: dict[str, Any]) -> None:
