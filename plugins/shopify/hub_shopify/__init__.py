@@ -36,6 +36,16 @@ from hub.types import (
     WebhookEvent,
     WebhookRejected,
 )
+from hub_shopify.fields import (
+    COLLECTION_FIELDS,
+    CUSTOMER_FIELDS,
+    FULFILLMENT_FIELDS,
+    INVENTORY_LEVEL_FIELDS,
+    LOCATION_FIELDS,
+    ORDER_FIELDS,
+    PRODUCT_FIELDS,
+    F,
+)
 
 DEFAULT_API_VERSION = "2025-01"
 SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
@@ -69,77 +79,33 @@ INFO = ProviderInfo(
 )
 
 
-def F(name: str, type: str = "string", **flags: Any) -> EntityField:  # noqa: A002, N802
-    return EntityField(name, type=type, **flags)
 
-
-ID = F("id", "integer", readonly=True)
-CREATED = F("created_at", "datetime", readonly=True)
-UPDATED = F("updated_at", "datetime", readonly=True)
-
+# Every field of the 2025-01 REST resources, with the sub-fields of the objects whose keys
+# Shopify documents (hub_shopify.fields says which stay open, and why).
 SCHEMAS = [
-    EntitySchema("products", "Products", (
-        ID, F("title", required=True), F("body_html", description="description (HTML)"), F("vendor"),
-        F("product_type"), F("handle"), F("status", description="active, draft or archived"),
-        F("tags", description="comma-separated"), F("variants", "array"), F("options", "array"),
-        F("images", "array"), F("image", "object", readonly=True), F("published_at", "datetime"),
-        F("published_scope"), F("template_suffix"), F("admin_graphql_api_id", readonly=True), CREATED, UPDATED,
-    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-        supports_since=True),
-    EntitySchema("orders", "Orders", (
-        ID, F("name", readonly=True, description="#1001"), F("order_number", "integer", readonly=True),
-        F("email"), F("phone"), F("financial_status", create_only=True),
-        F("fulfillment_status", readonly=True), F("currency", create_only=True),
-        F("total_price", "money", readonly=True), F("subtotal_price", "money", readonly=True),
-        F("total_tax", "money", readonly=True), F("total_discounts", "money", readonly=True),
-        F("line_items", "array", required=True, create_only=True), F("customer", "object", create_only=True),
-        F("billing_address", "object", create_only=True), F("shipping_address", "object"),
-        F("shipping_lines", "array", create_only=True), F("note"), F("note_attributes", "array"), F("tags"),
-        F("buyer_accepts_marketing", "boolean"), F("test", "boolean", create_only=True),
-        F("processed_at", "datetime", create_only=True), F("closed_at", "datetime", readonly=True),
-        F("cancelled_at", "datetime", readonly=True), F("cancel_reason", readonly=True),
-        F("fulfillments", "array", readonly=True), CREATED, UPDATED,
-    ), description="All orders: open, closed and cancelled (status=any unless a status filter is given). "
-                   "After its creation Shopify changes only an order's email, phone, note, note attributes, "
-                   "tags, marketing consent and shipping address (the items need an order edit). "
-                   "Shopify serves the last 60 days of orders to apps without its read_all_orders scope, "
-                   "which Shopify grants on request.",
-        updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-        supports_since=True),
-    EntitySchema("customers", "Customers", (
-        ID, F("email"), F("first_name"), F("last_name"), F("phone"),
-        F("state", readonly=True, description="disabled, invited, enabled or declined"),
-        F("verified_email", "boolean", readonly=True), F("tags"), F("note"), F("tax_exempt", "boolean"),
-        F("currency", readonly=True), F("addresses", "array"), F("default_address", "object", readonly=True),
-        F("email_marketing_consent", "object"), CREATED, UPDATED,
-    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-        supports_since=True),
-    EntitySchema("inventory_levels", "Inventory levels", (
-        F("id", readonly=True, description="<inventory_item_id>:<location_id> (made by the hub: "
-                                             "Shopify gives levels no id)"),
-        F("inventory_item_id", "integer", readonly=True), F("location_id", "integer", readonly=True),
-        F("available", "integer", readonly=True), UPDATED,
-    ), description="Filter by inventory_item_ids or location_ids (default: every location); "
-                   "change them with the adjust_inventory action.",
-        updated_field="updated_at", supports_since=True),
-    EntitySchema("fulfillments", "Fulfillments", (
-        ID, F("order_id", "integer", readonly=True), F("status", readonly=True),
-        F("location_id", "integer", readonly=True), F("tracking_company"), F("tracking_number"),
-        F("tracking_numbers", "array"), F("tracking_url"), F("tracking_urls", "array"),
-        F("line_items", "array", readonly=True), CREATED, UPDATED,
-    ), description="Filter by order_id; without it they are read from the orders they belong to. "
-                   "Create them with the create_fulfillment action.",
-        updated_field="updated_at", supports_since=True),
-    EntitySchema("collections", "Custom collections", (
-        ID, F("title", required=True), F("handle"), F("body_html"), F("published", "boolean"),
-        F("sort_order"), F("image", "object"), F("published_at", "datetime"), UPDATED,
-    ), updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-        supports_since=True),
-    EntitySchema("locations", "Locations", (
-        ID, F("name", readonly=True), F("address1", readonly=True), F("city", readonly=True),
-        F("zip", readonly=True), F("province", readonly=True), F("country_code", readonly=True),
-        F("phone", readonly=True), F("active", "boolean", readonly=True), CREATED, UPDATED,
-    )),
+    EntitySchema("products", "Products", PRODUCT_FIELDS, updated_field="updated_at", supports_create=True,
+                 supports_update=True, supports_delete=True, supports_since=True),
+    EntitySchema("orders", "Orders", ORDER_FIELDS,
+                 description="All orders: open, closed and cancelled (status=any unless a status filter is given). "
+                             "After its creation Shopify changes only an order's email, phone, note, note "
+                             "attributes, tags, marketing consent and shipping address (the items need an order "
+                             "edit). Shopify serves the last 60 days of orders to apps without its read_all_orders "
+                             "scope, which Shopify grants on request.",
+                 updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
+                 supports_since=True),
+    EntitySchema("customers", "Customers", CUSTOMER_FIELDS, updated_field="updated_at", supports_create=True,
+                 supports_update=True, supports_delete=True, supports_since=True),
+    EntitySchema("inventory_levels", "Inventory levels", INVENTORY_LEVEL_FIELDS,
+                 description="Filter by inventory_item_ids or location_ids (default: every location); "
+                             "change them with the adjust_inventory action.",
+                 updated_field="updated_at", supports_since=True),
+    EntitySchema("fulfillments", "Fulfillments", FULFILLMENT_FIELDS,
+                 description="Filter by order_id; without it they are read from the orders they belong to. "
+                             "Create them with the create_fulfillment action.",
+                 updated_field="updated_at", supports_since=True),
+    EntitySchema("collections", "Custom collections", COLLECTION_FIELDS, updated_field="updated_at",
+                 supports_create=True, supports_update=True, supports_delete=True, supports_since=True),
+    EntitySchema("locations", "Locations", LOCATION_FIELDS),
 ]
 SINCE = {s.name for s in SCHEMAS if s.supports_since}
 
