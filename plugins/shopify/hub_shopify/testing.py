@@ -107,6 +107,58 @@ def sign_body(secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
+ORDER_ADDRESS_KEYS = ("first_name", "address1", "phone", "city", "zip", "province", "country", "last_name",
+                      "address2", "company", "latitude", "longitude", "name", "country_code", "province_code")
+CUSTOMER_ADDRESS_KEYS = ("id", "customer_id", "first_name", "last_name", "company", "address1", "address2", "city",
+                         "province", "country", "zip", "phone", "name", "province_code", "country_code",
+                         "country_name", "default")
+COUNTRIES = {"CA": "Canada", "US": "United States", "GB": "United Kingdom", "FR": "France", "DE": "Germany"}
+
+
+def gid(kind: str, record_id: Any) -> str:
+    return f"gid://shopify/{kind}/{record_id}"
+
+
+def money_set(amount: str, currency: str) -> dict[str, Any]:
+    """A ``*_set`` field: the amount in the shop's and the presentment currency (the same here)."""
+    return {"shop_money": {"amount": amount, "currency_code": currency},
+            "presentment_money": {"amount": amount, "currency_code": currency}}
+
+
+def _full_name(data: dict[str, Any]) -> str:
+    return " ".join(str(data[k]) for k in ("first_name", "last_name") if data.get(k))
+
+
+def order_address(data: Any) -> dict[str, Any] | None:
+    """An order's billing or shipping address as Shopify answers it: every key, the rest null."""
+    if not isinstance(data, dict):
+        return None
+    address = {key: data.get(key) for key in ORDER_ADDRESS_KEYS}
+    address["name"] = data.get("name") or _full_name(data)
+    if address["country_code"] and not address["country"]:
+        address["country"] = COUNTRIES.get(address["country_code"], address["country_code"])
+    return address
+
+
+def customer_address(data: dict[str, Any], customer_id: int, address_id: int, default: bool) -> dict[str, Any]:
+    address = {key: data.get(key) for key in CUSTOMER_ADDRESS_KEYS}
+    address.update(id=address_id, customer_id=customer_id, default=default,
+                   name=data.get("name") or _full_name(data))
+    if address["country_code"]:
+        address["country_name"] = COUNTRIES.get(address["country_code"], address["country_code"])
+        address["country"] = address["country"] or address["country_name"]
+    return address
+
+
+def marketing_consent(data: Any, sms: bool = False) -> dict[str, Any]:
+    data = data if isinstance(data, dict) else {}
+    consent = {"state": data.get("state", "not_subscribed"), "opt_in_level": data.get("opt_in_level", "single_opt_in"),
+               "consent_updated_at": data.get("consent_updated_at")}
+    if sms:
+        consent["consent_collected_from"] = data.get("consent_collected_from", "OTHER")
+    return consent
+
+
 class Store:
     """The shop's records: Shopify ids (integers), timestamps in the shop's zone."""
 
@@ -120,10 +172,14 @@ class Store:
         self.variant_ids = itertools.count(39072856)
         self.item_ids = itertools.count(808950810)
         self.line_ids = itertools.count(466157049)
+        self.option_ids = itertools.count(594680422)
+        self.checkout_ids = itertools.count(901414060)
         self.order_numbers = itertools.count(1001)
+        self.address_ids = itertools.count(207119551)
         for name in ("Main warehouse", "High street store"):
-            self.insert("locations", {"name": name, "address1": "1 Main St", "city": "Ottawa", "zip": "K2P 1L4",
-                                      "province": "Ontario", "country_code": "CA", "phone": "", "active": True})
+            self.add_location({"name": name, "address1": "1 Main St", "city": "Ottawa", "zip": "K2P 1L4",
+                               "province": "Ontario", "province_code": "ON", "country_code": "CA", "phone": "",
+                               "active": True})
 
     @property
     def primary_location(self) -> int:
@@ -135,6 +191,59 @@ class Store:
         row = {"id": int(table.next_id()), **row, "created_at": stamp, "updated_at": stamp}
         return table.insert(row)
 
+    def add_location(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        country = data.get("country_code")
+        location = self.insert("locations", {
+            "name": data.get("name"), "address1": data.get("address1"), "address2": data.get("address2"),
+            "city": data.get("city"), "zip": data.get("zip"), "province": data.get("province"),
+            "country": country, "phone": data.get("phone"), "country_code": country,
+            "country_name": COUNTRIES.get(country, country), "province_code": data.get("province_code"),
+            "legacy": False, "active": bool(data.get("active", True)),
+            "localized_country_name": COUNTRIES.get(country, country),
+            "localized_province_name": data.get("province")}, at=at)
+        location["admin_graphql_api_id"] = gid("Location", location["id"])
+        return location
+
+    def add_customer(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        customer = self.insert("customers", {
+            "email": data.get("email"), "first_name": data.get("first_name"), "last_name": data.get("last_name"),
+            "orders_count": 0, "state": "disabled", "total_spent": "0.00", "last_order_id": None,
+            "note": data.get("note"), "verified_email": bool(data.get("verified_email", True)),
+            "multipass_identifier": data.get("multipass_identifier"), "tax_exempt": bool(data.get("tax_exempt")),
+            "tags": data.get("tags", ""), "last_order_name": None, "currency": "CAD", "phone": data.get("phone"),
+            "addresses": [], "tax_exemptions": list(data.get("tax_exemptions") or []),
+            "email_marketing_consent": marketing_consent(data.get("email_marketing_consent")),
+            "sms_marketing_consent": marketing_consent(data.get("sms_marketing_consent"), sms=True),
+            "marketing_opt_in_level": None, "default_address": None}, at=at)
+        customer["admin_graphql_api_id"] = gid("Customer", customer["id"])
+        self.set_addresses(customer, data.get("addresses") or [])
+        return customer
+
+    def set_addresses(self, customer: dict[str, Any], addresses: list[Any]) -> None:
+        """Replace a customer's addresses (Shopify's shape, ids kept) and its default one."""
+        rows = [a for a in addresses if isinstance(a, dict)]
+        first_default = next((i for i, a in enumerate(rows) if a.get("default")), 0)
+        customer["addresses"] = [customer_address(a, customer["id"], a.get("id") or next(self.address_ids),
+                                                  i == first_default) for i, a in enumerate(rows)]
+        customer["default_address"] = customer["addresses"][first_default] if rows else None
+
+    def add_collection(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+        title = str(data.get("title") or "")
+        image = data.get("image") if isinstance(data.get("image"), dict) else None
+        collection = self.insert("custom_collections", {
+            "handle": data.get("handle") or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"), "title": title,
+            "body_html": data.get("body_html"), "published_at": None if data.get("published") is False else
+            (at or now()), "sort_order": data.get("sort_order", "best-selling"),
+            "template_suffix": data.get("template_suffix"), "published_scope": data.get("published_scope", "web"),
+            "image": None if image is None else {"created_at": at or now(), "alt": image.get("alt"),
+                                                 "width": image.get("width"), "height": image.get("height"),
+                                                 "src": image.get("src")}}, at=at)
+        del collection["created_at"]  # Shopify gives custom collections none
+        collection["admin_graphql_api_id"] = gid("Collection", collection["id"])
+        if image is None:
+            del collection["image"]  # Shopify leaves image out of a collection without one
+        return collection
+
     def add_product(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
         stamp = at or now()
         title = data["title"]
@@ -144,38 +253,119 @@ class Store:
             "product_type": data.get("product_type", ""), "status": data.get("status", "active"),
             "handle": data.get("handle") or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
             "tags": data.get("tags", ""), "published_at": stamp, "published_scope": "web",
-            "template_suffix": None, "options": [{"name": "Title", "values": ["Default Title"]}],
-            "images": [], "image": None, "variants": []}, at=stamp)
-        product["admin_graphql_api_id"] = f"gid://shopify/Product/{product['id']}"
+            "template_suffix": None, "options": [], "images": [], "image": None, "variants": []}, at=stamp)
+        product["admin_graphql_api_id"] = gid("Product", product["id"])
+        product["options"].append({"id": next(self.option_ids), "product_id": product["id"], "name": "Title",
+                                   "position": 1, "values": [v.get("title", "Default Title") for v in variants]})
         for position, variant in enumerate(variants, 1):
             item = next(self.item_ids)
+            variant_id = next(self.variant_ids)
+            quantity = int(variant.get("inventory_quantity", 0))
+            price = str(variant.get("price", "0.00"))
             product["variants"].append({
-                "id": next(self.variant_ids), "product_id": product["id"], "title": variant.get("title", title),
-                "price": str(variant.get("price", "0.00")), "sku": variant.get("sku", ""), "position": position,
-                "inventory_item_id": item, "inventory_quantity": int(variant.get("inventory_quantity", 0)),
-                "created_at": stamp, "updated_at": stamp})
+                "id": variant_id, "product_id": product["id"], "title": variant.get("title", title),
+                "price": price, "position": position, "inventory_policy": variant.get("inventory_policy", "deny"),
+                "compare_at_price": variant.get("compare_at_price"),
+                "option1": variant.get("option1", variant.get("title", "Default Title")), "option2": None,
+                "option3": None, "created_at": stamp, "updated_at": stamp, "taxable": variant.get("taxable", True),
+                "barcode": variant.get("barcode"), "fulfillment_service": "manual",
+                "grams": int(variant.get("grams", 0)), "inventory_management": "shopify",
+                "requires_shipping": variant.get("requires_shipping", True), "sku": variant.get("sku", ""),
+                "weight": float(variant.get("weight", 0)), "weight_unit": variant.get("weight_unit", "kg"),
+                "inventory_item_id": item, "inventory_quantity": quantity, "old_inventory_quantity": quantity,
+                "presentment_prices": [{"price": {"amount": price, "currency_code": "CAD"},
+                                        "compare_at_price": None}],
+                "admin_graphql_api_id": gid("ProductVariant", variant_id), "image_id": None,
+                "tax_code": variant.get("tax_code")})
             self.levels[(item, self.primary_location)] = {
-                "inventory_item_id": item, "location_id": self.primary_location,
-                "available": int(variant.get("inventory_quantity", 0)), "updated_at": stamp}
+                "inventory_item_id": item, "location_id": self.primary_location, "available": quantity,
+                "updated_at": stamp,
+                "admin_graphql_api_id": gid("InventoryLevel", f"{self.primary_location}?inventory_item_id={item}")}
         return product
 
+    def line_item(self, item: dict[str, Any], currency: str) -> dict[str, Any]:
+        line_id = next(self.line_ids)
+        price, quantity = f"{float(item.get('price', 0)):.2f}", int(item.get("quantity", 1))
+        title = item.get("title", "Item")
+        return {"id": line_id, "admin_graphql_api_id": gid("LineItem", line_id), "attributed_staffs": [],
+                "current_quantity": quantity, "fulfillable_quantity": quantity, "fulfillment_service": "manual",
+                "fulfillment_status": None, "gift_card": bool(item.get("gift_card", False)),
+                "grams": int(item.get("grams", 0)), "name": item.get("name") or title, "price": price,
+                "price_set": money_set(price, currency), "product_exists": item.get("product_id") is not None,
+                "product_id": item.get("product_id"),
+                "properties": [{"name": p.get("name"), "value": p.get("value")}
+                               for p in item.get("properties") or [] if isinstance(p, dict)],
+                "quantity": quantity, "requires_shipping": item.get("requires_shipping", True),
+                "sku": item.get("sku", ""), "taxable": item.get("taxable", True), "title": title,
+                "total_discount": "0.00", "total_discount_set": money_set("0.00", currency),
+                "variant_id": item.get("variant_id"), "variant_inventory_management": None,
+                "variant_title": item.get("variant_title"), "vendor": item.get("vendor"), "tax_lines": [],
+                "duties": [], "discount_allocations": []}
+
+    def order_customer(self, data: Any, email: str | None) -> dict[str, Any] | None:
+        """The customer an order embeds: an existing one by ``id`` or ``email``, else made from ``data``."""
+        if not isinstance(data, dict):
+            return None
+        found = self.tables["customers"].get(str(data.get("id"))) if data.get("id") else next(
+            (c for c in self.tables["customers"].all() if data.get("email") and c["email"] == data["email"]), None)
+        customer = found or self.add_customer({"email": data.get("email") or email, **{
+            k: data[k] for k in ("first_name", "last_name", "phone", "note", "tags") if k in data}})
+        keys = ("id", "email", "created_at", "updated_at", "first_name", "last_name", "state", "note",
+                "verified_email", "multipass_identifier", "tax_exempt", "phone", "email_marketing_consent",
+                "sms_marketing_consent", "tags", "currency", "tax_exemptions", "admin_graphql_api_id",
+                "default_address")
+        return {k: customer.get(k) for k in keys}
+
     def add_order(self, data: dict[str, Any], at: str | None = None) -> dict[str, Any]:
-        lines = [{"id": next(self.line_ids), "title": item.get("title", "Item"),
-                  "quantity": int(item.get("quantity", 1)),
-                  "price": f"{float(item.get('price', 0)):.2f}", "variant_id": item.get("variant_id"),
-                  "product_id": item.get("product_id"), "sku": item.get("sku", "")}
-                 for item in data["line_items"]]
+        stamp = at or now()
+        currency = data.get("currency", "CAD")
+        lines = [self.line_item(item, currency) for item in data["line_items"]]
         total = sum(float(line["price"]) * line["quantity"] for line in lines)
+        amount = f"{total:.2f}"
         number = next(self.order_numbers)
+        email = data.get("email", "")
+        zero = money_set("0.00", currency)
         order = self.insert("orders", {
-            "name": f"#{number}", "order_number": number, "email": data.get("email", ""),
-            "phone": data.get("phone"), "financial_status": data.get("financial_status", "pending"),
-            "fulfillment_status": None, "currency": data.get("currency", "CAD"), "total_price": f"{total:.2f}",
-            "subtotal_price": f"{total:.2f}", "total_tax": "0.00", "total_discounts": "0.00", "line_items": lines,
-            "customer": data.get("customer"), "billing_address": data.get("billing_address"),
-            "shipping_address": data.get("shipping_address"), "shipping_lines": [], "note": data.get("note"),
-            "tags": data.get("tags", ""), "test": bool(data.get("test", False)), "processed_at": at or now(),
-            "closed_at": None, "cancelled_at": None, "cancel_reason": None, "fulfillments": []}, at=at)
+            "admin_graphql_api_id": None, "app_id": 1966818, "browser_ip": None,
+            "buyer_accepts_marketing": bool(data.get("buyer_accepts_marketing", False)), "cancel_reason": None,
+            "cancelled_at": None, "cart_token": None, "checkout_id": next(self.checkout_ids),
+            "checkout_token": None, "client_details": None, "closed_at": None,
+            "confirmation_number": secrets.token_hex(5).upper()[:9], "confirmed": True, "contact_email": email,
+            "currency": currency, "current_subtotal_price": amount,
+            "current_subtotal_price_set": money_set(amount, currency), "current_total_additional_fees_set": None,
+            "current_total_discounts": "0.00", "current_total_discounts_set": zero,
+            "current_total_duties_set": None, "current_total_price": amount,
+            "current_total_price_set": money_set(amount, currency), "current_total_tax": "0.00",
+            "current_total_tax_set": zero, "customer_locale": "en", "device_id": None, "discount_codes": [],
+            "duties_included": False, "email": email, "estimated_taxes": False,
+            "financial_status": data.get("financial_status", "pending"), "fulfillment_status": None,
+            "landing_site": None, "landing_site_ref": None, "location_id": None,
+            "merchant_business_entity_id": "MTU0ODM4MDAwOQ", "merchant_of_record_app_id": None,
+            "name": f"#{number}", "note": data.get("note"),
+            "note_attributes": [{"name": a.get("name"), "value": a.get("value")}
+                                for a in data.get("note_attributes") or [] if isinstance(a, dict)],
+            "number": number - 1000, "order_number": number,
+            "order_status_url": f"https://{self.shop}/548380009/orders/{secrets.token_hex(16)}/authenticate",
+            "original_total_additional_fees_set": None, "original_total_duties_set": None,
+            "payment_gateway_names": [], "phone": data.get("phone"), "po_number": None,
+            "presentment_currency": currency, "processed_at": stamp, "reference": None, "referring_site": None,
+            "source_identifier": None, "source_name": data.get("source_name", "web"), "source_url": None,
+            "subtotal_price": amount, "subtotal_price_set": money_set(amount, currency),
+            "tags": data.get("tags", ""), "tax_exempt": False, "tax_lines": [],
+            "taxes_included": bool(data.get("taxes_included", False)), "test": bool(data.get("test", False)),
+            "token": secrets.token_hex(16), "total_cash_rounding_payment_adjustment_set": zero,
+            "total_cash_rounding_refund_adjustment_set": zero, "total_discounts": "0.00",
+            "total_discounts_set": zero, "total_line_items_price": amount,
+            "total_line_items_price_set": money_set(amount, currency), "total_outstanding": amount,
+            "total_price": amount, "total_price_set": money_set(amount, currency),
+            "total_shipping_price_set": zero, "total_tax": "0.00", "total_tax_set": zero,
+            "total_tip_received": "0.00", "total_weight": sum(line["grams"] * line["quantity"] for line in lines),
+            "user_id": None, "billing_address": order_address(data.get("billing_address")),
+            "customer": self.order_customer(data.get("customer"), email), "discount_applications": [],
+            "fulfillments": [], "line_items": lines, "payment_terms": None, "refunds": [],
+            "shipping_address": order_address(data.get("shipping_address")), "shipping_lines": [],
+            "company": None}, at=at)
+        order["admin_graphql_api_id"] = gid("Order", order["id"])
         self.insert("fulfillment_orders", {
             "order_id": order["id"], "status": "open", "assigned_location_id": self.primary_location,
             "line_items": [{"id": next(self.line_ids), "line_item_id": line["id"], "quantity": line["quantity"],
@@ -187,13 +377,22 @@ class Store:
         """Fulfil open fulfillment orders of one order: the fulfillment."""
         order = self.tables["orders"].get(str(fulfillment_orders[0]["order_id"]))
         line_ids = {li["line_item_id"] for fo in fulfillment_orders for li in fo["line_items"]}
+        lines = [{k: v for k, v in line.items() if k not in ("attributed_staffs", "current_quantity")}
+                 for line in order["line_items"] if line["id"] in line_ids]
+        for line in order["line_items"]:
+            if line["id"] in line_ids:
+                line.update(fulfillable_quantity=0, fulfillment_status="fulfilled")
         fulfillment = self.insert("fulfillments", {
-            "order_id": order["id"], "status": "success", "location_id": fulfillment_orders[0]["assigned_location_id"],
+            "order_id": order["id"], "status": "success", "service": "manual", "shipment_status": None,
+            "location_id": fulfillment_orders[0]["assigned_location_id"], "origin_address": None,
             "tracking_company": tracking.get("company"), "tracking_number": tracking.get("number"),
             "tracking_numbers": [tracking["number"]] if tracking.get("number") else [],
             "tracking_url": tracking.get("url"), "tracking_urls": [tracking["url"]] if tracking.get("url") else [],
-            "notify_customer": notify, "line_items": [line for line in order["line_items"] if line["id"] in line_ids],
+            "notify_customer": notify, "line_items": [{**line, "fulfillment_status": "fulfilled"} for line in lines],
+            "receipt": {}, "name": f"{order['name']}.{sum(1 for _ in order['fulfillments'])}",
+            "variant_inventory_management": None,
         }, at=at)
+        fulfillment["admin_graphql_api_id"] = gid("Fulfillment", fulfillment["id"])
         for fo in fulfillment_orders:
             fo["status"] = "closed"
         order["fulfillments"].append(fulfillment)
@@ -234,12 +433,15 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
         return [str(store.fulfil([fo for fo in store.tables["fulfillment_orders"].all() if fo["order_id"] == o["id"]],
                                  {"number": f"1Z{o['id']}", "company": "UPS"}, at=o["created_at"])["id"])
                 for o in orders]
-    resource, data = {
-        "customers": ("customers", lambda i: {"email": f"seed{i}@example.com", "first_name": f"Seed {i}"}),
-        "collections": ("custom_collections", lambda i: {"title": f"Collection {i}", "sort_order": "manual"}),
-        "locations": ("locations", lambda i: {"name": f"Depot {i}", "country_code": "CA", "active": True}),
+    add, data = {
+        "customers": (store.add_customer, lambda i: {
+            "email": f"seed{i}@example.com", "first_name": f"Seed {i}",
+            "addresses": [{"address1": "1 Main St", "city": "Ottawa", "province_code": "ON", "country_code": "CA",
+                           "zip": "K2P 1L4"}]}),
+        "collections": (store.add_collection, lambda i: {"title": f"Collection {i}", "sort_order": "manual"}),
+        "locations": (store.add_location, lambda i: {"name": f"Depot {i}", "country_code": "CA", "active": True}),
     }[entity]
-    return [str(store.insert(resource, data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
+    return [str(add(data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
 
 
 def issue_token(app: FastAPI, ttl: int | None = None) -> str:
@@ -456,6 +658,10 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
             row = store.add_product(data)
         elif resource == "orders":
             row = store.add_order(data)
+        elif resource == "customers":
+            row = store.add_customer(data)
+        elif resource == "custom_collections":
+            row = store.add_collection(data)
         else:
             row = store.insert(resource, {k: v for k, v in data.items() if k not in ("id", "created_at")})
         return JSONResponse({RESOURCES[resource]: row}, status_code=201)
@@ -479,6 +685,10 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         kept = ORDER_UPDATABLE if resource == "orders" else None  # Shopify drops the rest of an order's
         row.update({k: v for k, v in data.items() if k not in ("id", "created_at", "updated_at")
                     and (kept is None or k in kept)})
+        if resource == "customers" and "addresses" in data:  # Shopify answers them in its own shape
+            store.set_addresses(row, data["addresses"] if isinstance(data["addresses"], list) else [])
+        if resource == "orders" and "shipping_address" in data:
+            row["shipping_address"] = order_address(data["shipping_address"])
         row["updated_at"] = now()
         return {RESOURCES[resource]: row}
 
