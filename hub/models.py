@@ -153,12 +153,16 @@ class WebhookEvent(SQLModel, table=True):
     two events."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (sa.UniqueConstraint("connection_id", "dedup_key", name="uq_webhook_events_connection_dedup"),)
+    __table_args__ = (
+        sa.UniqueConstraint("connection_id", "dedup_key", name="uq_webhook_events_connection_dedup"),
+        # A connection's events newest first, a page at a time, without sorting all of them.
+        sa.Index("ix_webhook_events_connection_received", "connection_id", "received_at", "id"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     provider: str = Field(max_length=64)
     dedup_key: str = Field(max_length=255)
-    connection_id: str | None = Field(default=None, index=True, max_length=32)
+    connection_id: str | None = Field(default=None, max_length=32)
     organization_id: str | None = Field(default=None, index=True, max_length=64)
     type: str = Field(max_length=128)
     entity: str | None = Field(default=None, max_length=64)
@@ -267,6 +271,9 @@ class SyncRecord(SQLModel, table=True):
         sa.UniqueConstraint("connection_id", "entity", "remote_id", name="uq_sync_records_remote"),
         sa.Index("ix_sync_records_push", "connection_id", "entity", "push_status",
                  sqlite_where=sa.text("push_status IS NOT NULL"), postgresql_where=sa.text("push_status IS NOT NULL")),
+        # The records API lists an entity's records by id, a page at a time: without it every
+        # page sorted all of the entity's records (SQLite) or filtered the whole table (PostgreSQL).
+        sa.Index("ix_sync_records_list", "connection_id", "entity", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)

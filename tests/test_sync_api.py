@@ -197,8 +197,13 @@ def test_stored_records_raw_and_mapped_in_pages(client, auth):
     assert mapped["mapping_errors"] == [{"field": "number", "source": "title", "transform": "int",
                                          "error": "'note 4' is not a number"}]
     assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 422, "invalid_cursor")
-    for forged in ({"after": 1}, {"after": {"id": "x"}}):
+    for forged in ({"after": 1}, {"after": {"id": "x"}}, {"after": "a\ud800"}):  # (a lone surrogate: no text)
         assert_error(client.get(url, params={"cursor": encode_cursor(forged)}, headers=auth), 422, "invalid_cursor")
+    logs, events = (f"{API}/connections/{connection['id']}/{path}" for path in ("sync/logs", "webhooks/events"))
+    for listing, forged in ((logs, {"q": "2026-01-01T00:00:00", "id": "\ud800"}),
+                            (events, {"r": "2026-01-01T00:00:00", "id": "\ud800"})):
+        assert_error(client.get(listing, params={"cursor": encode_cursor(forged)}, headers=auth), 422,
+                     "invalid_cursor")
     assert_error(client.get(f"{url}/note_999", headers=auth), 404, "record_not_found")
 
 

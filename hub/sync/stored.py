@@ -80,6 +80,11 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         raise InvalidCursor("the cursor is not one this API returned") from None
     if not isinstance(value, dict):
         raise InvalidCursor("the cursor is not one this API returned")
+    try:
+        # A lone surrogate ("\ud800") is JSON, but no text a database takes.
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidCursor("the cursor is not one this API returned") from None
     return value
 
 
@@ -184,7 +189,10 @@ def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped
             query = query.where(SyncRecord.push_status.is_not(None))
         if after:
             query = query.where(SyncRecord.id > str(after))
-        rows = list(session.exec(query.order_by(SyncRecord.id).limit(limit + 1)))
+        # (By the listing index's whole key: PostgreSQL would otherwise walk the primary
+        # key through every other tenant's records, filtering, as a LIMIT tempts it to.)
+        rows = list(session.exec(query.order_by(SyncRecord.connection_id, SyncRecord.entity, SyncRecord.id)
+                                 .limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return [record_out(r, mapper) for r in rows], encode_cursor({"after": rows[-1].id}) if more and rows else None
