@@ -360,3 +360,51 @@ def test_a_declared_sub_field_is_written_back_in_its_format_and_not_when_read_on
                               "paused_by": "someone"}, {"id": "sub_1", "trial_end": None, "pause": None})
     assert out["trial_end"] == 1893456000
     assert out["pause"] == {"resumes_at": 1893456000}  # and not the read-only paused_by
+
+
+TYPED = EntitySchema("typed", "Typed", (
+    EntityField("count"), EntityField("active", type="boolean"), EntityField("amount", type="integer"),
+    EntityField("price", type="number"), EntityField("total", type="money"),
+    EntityField("stamp_ms", type="datetime", format="unix_ms"),
+    EntityField("stamp", type="datetime", format="unix"),
+))
+
+
+def typed(*mappings):
+    return Mapper(TYPED, validate_mappings(TYPED, mappings))
+
+
+def test_a_cast_written_back_sends_the_tenants_value_converted_not_as_it_was_sent():
+    m = typed({"source": "count", "target": "n", "transform": "int"},
+              {"source": "amount", "target": "flag", "transform": "bool"},
+              {"source": "active", "target": "on", "transform": "int"})
+    # "count" is text at the provider: the number goes back as its digits, which read back the same.
+    for sent, pushed in ((True, "1"), ("1e3", "1000"), (7.0, "7"), (" 42 ", "42")):
+        written = m.to_provider({"n": sent})
+        assert written == {"count": pushed} and m.to_tenant(written)["n"] == int(pushed)
+    assert m.to_provider({"flag": "yes"}) == {"amount": 1}
+    assert m.to_provider({"on": 1}) == {"active": True}
+    with pytest.raises(ValidationFailed, match="not a boolean"):  # 5 is no boolean to write back
+        m.to_provider({"on": 5})
+
+
+def test_amounts_written_back_are_whole_cents_and_exact():
+    m = typed({"source": "price", "target": "cents", "transform": "decimal_to_cents"},
+              {"source": "total", "target": "total_text", "transform": "str"})
+    assert m.to_provider({"cents": 1999}) == {"price": 19.99}
+    for bad in (1234.5, 123456789012345678):  # a fraction of a cent; more digits than a JSON number holds
+        with pytest.raises(ValidationFailed):
+            m.to_provider({"cents": bad})
+    assert m.to_provider({"total_text": "12.50"}) == {"total": 12.5}
+    with pytest.raises(ValidationFailed, match="exactly"):  # not rounded to 92080819784908.8
+        m.to_provider({"total_text": "92080819784908.79"})
+
+
+def test_epoch_times_are_read_in_their_fields_declared_unit():
+    """1973-01-01 in milliseconds (94,694,400,000) is below the size that
+    tells milliseconds from seconds; read as seconds it was year 4970."""
+    m = typed({"source": "stamp_ms", "target": "day", "transform": "date"},
+              {"source": "stamp", "target": "at", "transform": "datetime"})
+    assert m.to_tenant({"stamp_ms": 94694400000, "stamp": 200000000000}) == {
+        "day": "1973-01-01", "at": "8307-10-01T19:33:20+00:00"}
+    assert m.to_provider({"day": "1973-01-01"}) == {"stamp_ms": 94694400000}

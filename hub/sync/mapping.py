@@ -320,9 +320,11 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
 # ---------------------------------------------------------------- conversions
 
 
-def parse_datetime(value: Any) -> datetime:
+def parse_datetime(value: Any, unit: str = "") -> datetime:
     """A timezone-aware datetime from a datetime, a date, epoch seconds (or
-    milliseconds) or an ISO 8601 string."""
+    milliseconds) or an ISO 8601 string. A number is taken in ``unit``
+    (``EntityField.format``: ``unix`` or ``unix_ms``) where it is known, and
+    otherwise by its size (milliseconds beyond 1e11: from March 1973 on)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, date):
@@ -331,7 +333,8 @@ def parse_datetime(value: Any) -> datetime:
         raise ConversionError("a boolean is not a time")
     if isinstance(value, (int, float)):
         try:
-            return datetime.fromtimestamp(value / 1000 if abs(value) > 1e11 else value, tz=timezone.utc)
+            milliseconds = unit == UNIX_MILLISECONDS or (unit != UNIX_SECONDS and abs(value) > 1e11)
+            return datetime.fromtimestamp(value / 1000 if milliseconds else value, tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             raise ConversionError(f"{value!r} is not a time this side of year 10000") from None
     if isinstance(value, str):
@@ -342,7 +345,7 @@ def parse_datetime(value: Any) -> datetime:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             if text.isascii() and text.lstrip("-").replace(".", "", 1).isdigit():  # not "²": str.isdigit says yes
-                return parse_datetime(float(text))
+                return parse_datetime(float(text), unit)
             raise ConversionError(f"{value!r} is not a date or time") from None
         parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
         try:
@@ -450,9 +453,10 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
-def forward(m: FieldMapping, value: Any, decimals: int = 2) -> Any:
+def forward(m: FieldMapping, value: Any, decimals: int = 2, time_format: str = "") -> Any:
     """Apply a one-source transform, provider → tenant; ``decimals``: those
-    of the amount's currency (for the amount transforms)."""
+    of the amount's currency (for the amount transforms); ``time_format``:
+    the unit of an epoch time (the field's ``format``)."""
     t = m.transform
     if t == "rename":
         return value
@@ -465,9 +469,9 @@ def forward(m: FieldMapping, value: Any, decimals: int = 2) -> Any:
     if t == "bool":
         return to_bool(value)
     if t == "date":
-        return parse_datetime(value).date().isoformat()
+        return parse_datetime(value, time_format).date().isoformat()
     if t == "datetime":
-        return parse_datetime(value).astimezone(timezone.utc).isoformat()
+        return parse_datetime(value, time_format).astimezone(timezone.utc).isoformat()
     if t == "cents_to_decimal":
         return _exact(to_decimal(value).scaleb(-decimals), value)
     if t == "decimal_to_cents":
@@ -490,8 +494,9 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     if t == "rename":
         return value
     if t in ("str", "int", "float", "bool"):
-        tenant_value(t, value)  # the tenant's field has the transform's type
-        return cast_to(field_type, value)
+        # The tenant's field has the transform's type: what goes back is its value in it
+        # (True as an int is 1, "1e3" is 1000), then in the provider field's type.
+        return cast_to(field_type, tenant_value(t, value))
     if t in ("date", "datetime"):
         moment = parse_datetime(value)
         numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
@@ -508,7 +513,9 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     if t == "cents_to_decimal":
         return to_minor_units(value, decimals)
     if t == "decimal_to_cents":
-        return _number(to_decimal(value).scaleb(-decimals))
+        # Whole cents only (1234.5 is not an amount in cents), and exact as a JSON number.
+        cents = to_int(value)
+        return _exact(Decimal(cents).scaleb(-decimals), value)
     raise ConversionError(f"{t} cannot be reversed")
 
 
@@ -551,8 +558,11 @@ def cast_to(field_type: str | None, value: Any) -> Any:
         return to_int(value)
     if field_type in ("number", "money"):
         number = to_decimal(value)
-        return _number(number)
+        # Money is not written approximately: text with more digits than a double holds is refused.
+        return _exact(number, value) if field_type == "money" else _number(number)
     if field_type == "boolean":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
+            raise ConversionError(f"{value!r} is not a boolean (0 or 1)")
         return to_bool(value)
     if field_type in ("string", "datetime", "date"):
         return _to_str(value)
@@ -602,6 +612,9 @@ class Mapper:
         self.schema = schema
         self.mappings = [m if isinstance(m, FieldMapping) else FieldMapping.model_validate(m) for m in mappings]
         self.minor_units = {code.upper(): digits for code, digits in (minor_units or {}).items()}
+        #: The epoch unit of each time a mapping reads (its field's ``format``), where declared.
+        self.time_formats = {source: leaf.format for m in self.mappings if m.transform in ("date", "datetime")
+                             for source in m.sources() if (leaf := _leaf(schema, source)) is not None and leaf.format}
 
     def decimals(self, m: FieldMapping, record: dict[str, Any], fallback: dict[str, Any] | None = None) -> int:
         """The decimals of an amount mapping's currency: its fixed
@@ -650,7 +663,8 @@ class Mapper:
                 out[m.targets()[0]] = m.default
                 continue
             try:
-                out[m.targets()[0]] = forward(m, value, self.decimals(m, data) if t in _AMOUNTS else 2)
+                out[m.targets()[0]] = forward(m, value, self.decimals(m, data) if t in _AMOUNTS else 2,
+                                              self.time_formats.get(m.sources()[0], ""))
             except ConversionError as exc:
                 out[m.targets()[0]] = m.default
                 if problems is not None:
