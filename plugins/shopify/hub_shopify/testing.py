@@ -6,9 +6,12 @@ optionally expiring tokens with rotating refresh tokens); the Admin REST API
 under ``/admin/api/{version}/`` with ``X-Shopify-Access-Token`` checks,
 ``{"product": ...}`` wrapping, Link-header cursor pagination with an opaque
 ``page_info`` (only ``limit`` and ``fields`` may go with it), ``limit`` <= 250,
+at most 50 ids in ``inventory_levels.json``'s ``location_ids`` and
+``inventory_item_ids`` (422 beyond: Shopify's exact body is not documented),
 the leaky bucket reported in ``X-Shopify-Shop-Api-Call-Limit`` with 429 and
 ``Retry-After`` when full, and Shopify's error bodies. Helpers build and send
-signed webhook deliveries with the headers Shopify sends.
+signed webhook deliveries with the headers Shopify sends; ``seed_locations``,
+``stock`` and ``remove_location`` give a shop many locations stocked or not.
 
 Counters on ``app.state``: ``requests`` (Admin API requests seen), ``versions``,
 ``throttled`` (429s sent), ``refreshes`` (refresh-token grants), ``posts``
@@ -61,6 +64,8 @@ INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wr
 THROTTLED = "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
 CALL_LIMIT = "X-Shopify-Shop-Api-Call-Limit"
 PAGE_INFO_COMPANIONS = {"limit", "fields", "page_info"}
+#: Most ids ``inventory_levels.json`` takes in ``location_ids`` or ``inventory_item_ids`` (Shopify's reference).
+MAX_IDS = 50
 EQUALITY_FILTERS = ("vendor", "product_type", "handle", "email", "title", "topic", "address")
 TOPICS = {f"{resource}/{verb}" for resource in ("products", "customers", "collections", "fulfillments")
           for verb in ("create", "update", "delete")} | {
@@ -413,6 +418,41 @@ def seed_products(app: FastAPI, count: int, start: datetime | None = None) -> li
             for i in range(count)]
 
 
+def seed_locations(app: FastAPI, count: int, stock_every: int = 1, unstocked: int = 0) -> list[dict[str, Any]]:
+    """Add ``count`` locations (ids ascending, as Shopify's) and stock the shop's
+    inventory items at them: each location except every ``unstocked``-th (0: none
+    left out) gets a level for every ``stock_every``-th item. The new locations."""
+    store: Store = app.state.store
+    items = sorted({item for item, _ in store.levels})[::stock_every]
+    added = []
+    for i in range(count):
+        location = store.add_location({"name": f"Depot {len(store.tables['locations']) + 1}",
+                                       "country_code": "CA", "active": True})
+        added.append(location)
+        if unstocked and i % unstocked == unstocked - 1:
+            continue
+        for n, item in enumerate(items):
+            stock(app, item, location["id"], available=n + i)
+    return added
+
+
+def stock(app: FastAPI, item: int, location: int, available: int = 0) -> dict[str, Any]:
+    """Stock an inventory item at a location: its level there."""
+    store: Store = app.state.store
+    level = store.levels[(item, location)] = {
+        "inventory_item_id": item, "location_id": location, "available": available, "updated_at": now(),
+        "admin_graphql_api_id": gid("InventoryLevel", f"{location}?inventory_item_id={item}")}
+    return level
+
+
+def remove_location(app: FastAPI, location: int) -> None:
+    """Delete a location and its inventory levels (as when the merchant deletes it)."""
+    store: Store = app.state.store
+    store.tables["locations"].delete(str(location))
+    for key in [k for k in store.levels if k[1] == location]:
+        del store.levels[key]
+
+
 def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
     """Create ``count`` records of the hub entity ``entity``, each updated a
     minute after the previous seeded one (in 2024); their hub ids."""
@@ -580,6 +620,9 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         query = dict(request.query_params)
         if "page_info" not in query and not (query.get("inventory_item_ids") or query.get("location_ids")):
             return errors(422, {"base": ["inventory_item_ids or location_ids must be specified"]})
+        for name in ("location_ids", "inventory_item_ids"):  # Shopify's reference: "(maximum: 50)"
+            if "page_info" not in query and len([i for i in query.get(name, "").split(",") if i.strip()]) > MAX_IDS:
+                return errors(422, {name: [f"must contain at most {MAX_IDS} ids"]})
         return paginate(request, "inventory_levels")
 
     @app.post("/admin/api/{version}/inventory_levels/adjust.json")
