@@ -96,8 +96,9 @@ SCHEMAS = [
     EntitySchema("customers", "Customers", CUSTOMER_FIELDS, updated_field="updated_at", supports_create=True,
                  supports_update=True, supports_delete=True, supports_since=True),
     EntitySchema("inventory_levels", "Inventory levels", INVENTORY_LEVEL_FIELDS,
-                 description="Filter by inventory_item_ids or location_ids (default: every location); "
-                             "change them with the adjust_inventory action.",
+                 description="Every location's levels, listed 50 locations at a time in ascending id order "
+                             "(Shopify takes at most 50 location_ids); or filter by inventory_item_ids or "
+                             "location_ids (at most 50 each). Change them with the adjust_inventory action.",
                  updated_field="updated_at", supports_since=True),
     EntitySchema("fulfillments", "Fulfillments", FULFILLMENT_FIELDS,
                  description="Filter by order_id; without it they are read from the orders they belong to. "
@@ -313,6 +314,64 @@ async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters:
     return read_json(response, resource.rsplit("/", 1)[-1]), next_cursor
 
 
+#: Most ids Shopify takes in inventory_levels.json's location_ids (and inventory_item_ids).
+LOCATION_GROUP = 50
+#: A cursor of the every-location listing of inventory levels: ``loc:<id>:<page_info>``, the
+#: last (highest) location id of the group being listed and Shopify's page_info of its next
+#: page, empty for "the group of locations after that id". Shopify's page_info is URL-safe
+#: base64, without ``:``; a bare one is a cursor of the version that listed every location
+#: at once, still followed to the end of its pass.
+GROUP_CURSOR = "loc:"
+GROUP_CURSOR_FORMAT = re.compile(r"loc:([0-9]{1,20}):([^:]*)")
+MAX_LOCATION_PAGES = 100  # of 250: more locations than any shop has
+
+
+async def _locations_after(ctx, after: int) -> list[int]:
+    """The ids of the shop's locations above ``after``, ascending."""
+    ids: set[int] = set()
+    cursor = None
+    for _ in range(MAX_LOCATION_PAGES):
+        locations, cursor = await _page(ctx, "locations", MAX_LIMIT, cursor, {"fields": "id"})
+        ids.update(int(loc["id"]) for loc in locations if str(loc.get("id", "")).isdigit())
+        if not cursor:
+            break
+    else:
+        raise ProviderError(f"Shopify listed more than {MAX_LOCATION_PAGES * MAX_LIMIT} locations")
+    return sorted(i for i in ids if i > after)
+
+
+async def _levels_by_location_group(ctx, page_size: int, cursor: str | None, filters: dict[str, Any]) -> Page:
+    """Every location's inventory levels: Shopify takes at most 50 location_ids, so the
+    locations are listed in groups of 50 by ascending id, each paged with its page_info.
+
+    The cursor holds positions, not indexes: the last location id of the group and
+    Shopify's page_info in it; the next group is the 50 locations above that id as the
+    shop has them then. A location added during a pass (ids only grow) falls in a later
+    group of the pass, or in the next pass; one removed shifts nothing."""
+    if cursor:
+        match = GROUP_CURSOR_FORMAT.fullmatch(cursor)
+        if not match:
+            raise ValidationFailed("not an inventory levels cursor this plugin handed out", code="invalid_cursor")
+        after, page_info = int(match.group(1)), match.group(2)
+        if page_info:  # within a group: Shopify's page_info carries its location_ids
+            records, next_info = await _page(ctx, "inventory_levels", page_size, page_info, filters)
+            return Page(records=[_with_level_id(level) for level in records],
+                        next_cursor=f"{GROUP_CURSOR}{after}:{next_info or ''}")
+    else:
+        after = 0
+    remaining = await _locations_after(ctx, after)
+    while remaining:  # groups whose locations stock nothing give no page of their own
+        group, remaining = remaining[:LOCATION_GROUP], remaining[LOCATION_GROUP:]
+        records, next_info = await _page(ctx, "inventory_levels", page_size, None,
+                                         {**filters, "location_ids": ",".join(map(str, group))})
+        if records or next_info:
+            last = group[-1]
+            next_cursor = (f"{GROUP_CURSOR}{last}:{next_info}" if next_info
+                           else f"{GROUP_CURSOR}{last}:" if remaining else None)
+            return Page(records=[_with_level_id(level) for level in records], next_cursor=next_cursor)
+    return Page(records=[], next_cursor=None)
+
+
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, filters, since):
     resource, _ = _resource(entity)
@@ -329,10 +388,11 @@ async def list_records(ctx, entity, cursor, page_size, filters, since):
     if entity == "fulfillments":
         resource = f"orders/{_number(filters.pop('order_id'), 'order_id')}/fulfillments"
     chosen = filters.get("inventory_item_ids") or filters.get("location_ids")
-    if entity == "inventory_levels" and not (cursor or chosen):
-        # Shopify needs items or locations (at most 50): default to every location.
-        locations = read_json(await ctx.http.get(ctx.url("api", path="/locations.json")), "locations")
-        filters["location_ids"] = ",".join(str(location.get("id")) for location in locations)
+    if entity == "inventory_levels" and not chosen and (not cursor or cursor.startswith(GROUP_CURSOR)):
+        return await _levels_by_location_group(ctx, page_size, cursor, filters)
+    if entity == "inventory_levels" and cursor and cursor.startswith(GROUP_CURSOR):
+        raise ValidationFailed("this cursor lists every location's inventory levels: ask again without "
+                               "location_ids or inventory_item_ids", code="invalid_cursor")
     records, next_cursor = await _page(ctx, resource, page_size, cursor, filters)
     if entity == "inventory_levels":
         records = [_with_level_id(level) for level in records]
