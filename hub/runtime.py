@@ -55,6 +55,23 @@ HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
     "refresh_credentials": Credentials,
 }
 
+def page_problem(page: Page) -> str | None:
+    """What is wrong with a ``Page`` a plugin returned, or None: its records
+    must be a list of objects, its ``deleted_ids`` a list of ids (text or
+    numbers) and its cursors text."""
+    if not isinstance(page.records, list):
+        return f"records are {type(page.records).__name__}, not a list"
+    odd = [type(r).__name__ for r in page.records if not isinstance(r, dict)]
+    if odd:
+        return f"records hold {odd[0]} where records (objects) belong"
+    if not isinstance(page.deleted_ids, (list, tuple)) or any(
+            isinstance(i, bool) or not isinstance(i, (str, int)) for i in page.deleted_ids):
+        return "deleted_ids are not a list of ids"
+    if not all(c is None or isinstance(c, str) for c in (page.next_cursor, page.watermark)):
+        return "next_cursor or watermark is not text"
+    return None
+
+
 SECRET_HINT_KEYS = ("api_key", "secret_key", "access_token", "token")
 
 
@@ -406,7 +423,12 @@ class Hub:
                        f"expected {wanted} (hub/hookspecs.py)")
             log.error(message)
             raise ProviderError(message)
-        if hook == "list_records" and len(result.records) > kwargs.get("page_size", len(result.records)):
+        if hook == "list_records" and (problem := page_problem(result)):
+            # (A provider's odd answer passed on as it came: a null list, a list of texts.)
+            message = f"provider {provider.name} returned a {kwargs.get('entity')} page whose {problem}"
+            log.error(message)
+            raise ProviderError(message)
+        if hook == "list_records" and len(result.records) > (kwargs.get("page_size") or len(result.records)):
             # Served as it came (the cursor is after the whole page), but the plugin's author should know.
             log.warning("provider %s returned %d %s records for a page of %d: list_records ignores page_size",
                         provider.name, len(result.records), kwargs.get("entity"), kwargs["page_size"])

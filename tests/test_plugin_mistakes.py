@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from hub.api.main import create_app
 from hub.plugins import PluginRegistry
+from hub.testing import wait_for_run
 from hub.types import EntityField, EntitySchema, Page, ProviderInfo
 from tests.conftest import API, make_org, module_plugin
 
@@ -89,3 +90,29 @@ def test_a_page_larger_than_asked_is_served_and_logged(settings, caplog):
                           headers=auth).json()
     assert len(page["records"]) == 7
     assert "provider sloppy returned 7 things records for a page of 2: list_records ignores page_size" in caplog.text
+
+
+@pytest.mark.parametrize(("page", "problem"), [
+    (Page(records=None), "records are NoneType, not a list"),  # a provider's {"products": null} passed on
+    (Page(records="abc"), "records are str, not a list"),
+    (Page(records=[{"id": "t1"}, 1]), "records hold int where records (objects) belong"),
+    (Page(records=[], deleted_ids="abc"), "deleted_ids are not a list of ids"),
+    (Page(records=[], next_cursor=5), "next_cursor or watermark is not text"),
+])
+def test_a_page_not_made_of_records_is_the_plugins_error_in_listings_and_sync(settings, page, problem):
+    registry = PluginRegistry()
+    registry.register(sloppy_plugin(list_records=lambda ctx, entity, cursor, page_size, filters, since: page),
+                      "sloppy")
+    with TestClient(create_app(settings, registry)) as client:
+        auth = make_org(client.app)
+        auth.pop("org_id")
+        connection = client.post(f"{API}/connections", json={"provider": "sloppy", "credentials": {"api_key": "k"}},
+                                 headers=auth).json()["connection"]
+        listed = client.get(f"{API}/connections/{connection['id']}/entities/things/records", headers=auth)
+        assert listed.status_code == 502 and listed.json()["code"] == "provider_error", listed.text
+        assert listed.json()["error"] == f"provider sloppy returned a things page whose {problem}"
+        started = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "things"}, headers=auth)
+        assert started.status_code == 202, started.text
+        run = wait_for_run(client, auth, connection["id"], started.json()["run"]["id"])
+        assert (run["status"], run["error_code"]) == ("failed", "provider_error"), run
+        assert problem in run["error"]

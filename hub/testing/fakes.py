@@ -7,6 +7,7 @@ helpers give them the providers' rate-limit behaviour and simple storage.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -92,3 +93,45 @@ class Table:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+class Scripted:
+    """A fake provider that answers some requests with what a test scripts.
+
+    ``Scripted(app)`` serves ``app`` (any ASGI app: a plugin's fake) except
+    for requests whose path ends with a scripted suffix: those take the
+    next of its queued answers, ``(status, body, headers)``, a ``bytes`` body
+    sent as it is and anything else as JSON (``NaN`` and all). For the odd
+    answers real providers give now and then (a null list, an empty page
+    said to be followed by more, the same cursor again), on top of a fake
+    that otherwise behaves::
+
+        fake = Scripted(create_fake())
+        fake.script("/v1/customers", (200, {"data": [], "has_more": True}))
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.queued: dict[str, list[tuple[int, Any, dict[str, str]]]] = {}
+        self.answered: list[str] = []
+
+    def script(self, path_suffix: str, *answers: tuple) -> None:
+        self.queued.setdefault(path_suffix, []).extend(
+            (a[0], a[1], dict(a[2]) if len(a) > 2 else {}) for a in answers)
+
+    def __getattr__(self, name: str) -> Any:  # the fake's own state (``fake.state.store``)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for suffix, answers in self.queued.items():
+                if answers and scope["path"].endswith(suffix):
+                    status, body, headers = answers.pop(0)
+                    self.answered.append(scope["path"])
+                    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+                    await send({"type": "http.response.start", "status": status, "headers": [
+                        (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+                        *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
+                    await send({"type": "http.response.body", "body": content})
+                    return
+        await self.app(scope, receive, send)

@@ -40,6 +40,7 @@ from hub.types import (
     EntitySchema,
     NotFound,
     Page,
+    ProviderError,
     ProviderInfo,
     ProviderUnavailable,
     RateLimit,
@@ -386,12 +387,26 @@ async def _transactions(ctx, cursor: str | None, page_size: int) -> Page:
     except MutationDuringPagination:
         run, restarted = await _replay(ctx, run)
         body = await _sync(ctx, run["at"], run["count"])
+    _check_sync_page(body, run["at"])
     records = body["added"] + body["modified"]
     deleted = [r["transaction_id"] for r in body["removed"]]
     if not body["has_more"]:
         return Page(records=records, deleted_ids=deleted, watermark=body["next_cursor"], restarted=restarted)
     run = {**run, "at": body["next_cursor"], "pages": run["pages"] + 1, "digest": _chain(run["digest"], body)}
     return Page(records=records, deleted_ids=deleted, next_cursor=_encode_run(run), restarted=restarted)
+
+
+def _check_sync_page(body: Any, asked_at: str | None) -> None:
+    """A /transactions/sync answer the listing can go on from: lists of
+    transactions, a boolean ``has_more`` and, while there is more, a cursor
+    other than the one asked with (the same one again would page forever)."""
+    if not (isinstance(body, dict) and all(isinstance(body.get(k), list) for k in ("added", "modified", "removed"))
+            and isinstance(body.get("has_more"), bool) and isinstance(body.get("next_cursor"), (str, type(None)))):
+        raise ProviderError("Plaid answered /transactions/sync without its lists, has_more and next_cursor")
+    if any(not isinstance(r, dict) or not isinstance(r.get("transaction_id"), str) for r in body["removed"]):
+        raise ProviderError("Plaid reported a removed transaction without its transaction_id")
+    if body["has_more"] and (not body["next_cursor"] or body["next_cursor"] == asked_at):
+        raise ProviderError("Plaid said more transactions follow but gave no new cursor to them")
 
 
 async def _replay(ctx, run: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -406,6 +421,7 @@ async def _replay(ctx, run: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     at, digest = run["start"], ""
     for _ in range(run["pages"]):
         body = await _sync(ctx, at, run["count"])
+        _check_sync_page(body, at)
         digest, at = _chain(digest, body), body["next_cursor"]
         if not body["has_more"]:
             break

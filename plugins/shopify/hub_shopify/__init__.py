@@ -311,6 +311,9 @@ async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters:
                                   params={**filters, "limit": min(page_size, MAX_LIMIT)})
     next_url = response.links.get("next", {}).get("url")
     next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
+    if next_url and not next_cursor:
+        # A next page without the way to it: ending here would take the rest for deleted.
+        raise ProviderError(f"Shopify linked a next page of {resource} without its page_info")
     return read_json(response, resource.rsplit("/", 1)[-1]), next_cursor
 
 

@@ -196,7 +196,10 @@ async def list_records(ctx, entity, cursor, page_size, filters, since):
     if since:
         params["created"] = {"gte": int(since.timestamp())}
     records, has_more = await _list(ctx, f"/{entity}", params)
-    return Page(records=records, next_cursor=records[-1]["id"] if has_more and records else None)
+    if has_more and not records:
+        # Nothing to go on from: ending here would take the rest for deleted.
+        raise ProviderError(f"Stripe said more {entity} follow an empty page")
+    return Page(records=records, next_cursor=records[-1]["id"] if has_more else None)
 
 
 @hookimpl
@@ -255,10 +258,11 @@ async def run_action(ctx, action, params):
 
 async def _list(ctx, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     body = await ctx.http.json("GET", ctx.url(path=path), params=encode(params))
-    try:
-        return list(body["data"]), bool(body["has_more"])
-    except (KeyError, TypeError):
-        raise ProviderError(f"Stripe answered {path} without a list") from None
+    listed = body if isinstance(body, dict) else {}
+    data, has_more = listed.get("data"), listed.get("has_more")
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise ProviderError(f"Stripe answered {path} without a list (data and has_more)")
+    return data, has_more
 
 
 async def _post(ctx, path: str, data: dict[str, Any], idempotency_key: str) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Odd answers Shopify gives now and then, over real HTTP through the hub's
+API: a next page linked without its page_info fails the pass clearly and
+deletes nothing, and a null list is the provider's error (502), not the
+hub's 500."""
+
+from __future__ import annotations
+
+from hub.testing import wait_for_run
+from hub.testing.fakes import Scripted
+
+API = "/api/v1/integrations"
+
+
+def pull(shopify, connection_id, full=False):
+    started = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": "products", "full_refresh": full})
+    assert started.status_code == 202, started.text
+    return wait_for_run(shopify.client, shopify.auth, connection_id, started.json()["run"]["id"])
+
+
+def test_a_next_page_linked_without_its_page_info_fails_the_pass_and_deletes_nothing(shopify, shop_server):
+    switch, shop_url = shop_server
+    scripted = switch.app = Scripted(shopify.shop)
+    connection_id = shopify.connect()
+    first = pull(shopify, connection_id)
+    assert first["status"] == "succeeded" and first["created"] == 23, first
+    page = sorted(shopify.shop.state.store.tables["products"].all(), key=lambda p: p["id"])[:5]
+    products = "/admin/api/2025-01/products.json"
+    scripted.script(products.rsplit("/", 1)[1], (200, {"products": page},
+                                                 {"Link": f'<{shop_url}{products}?limit=250>; rel="next"'}))
+    run = pull(shopify, connection_id, full=True)
+    assert (run["status"], run["error_code"]) == ("failed", "provider_error"), run
+    assert "without its page_info" in run["error"] and run["deleted"] == 0
+    configs = shopify.get(f"{API}/connections/{connection_id}/sync-configs").json()["sync_configs"]
+    stored = shopify.get(f"{API}/connections/{connection_id}/sync-configs/{configs[0]['id']}/records",
+                         include_deleted=True, limit=100).json()["records"]
+    assert len(stored) == 23 and not any(r["deleted"] for r in stored)
+
+
+def test_a_null_list_is_the_providers_error_not_the_hubs(shopify, shop_server):
+    switch, _ = shop_server
+    scripted = switch.app = Scripted(shopify.shop)
+    connection_id = shopify.connect()
+    scripted.script("products.json", (200, {"products": None}))
+    listed = shopify.get(shopify.records(connection_id, "products"))
+    assert listed.status_code == 502 and listed.json()["code"] == "provider_error", listed.text
+    assert "records are NoneType, not a list" in listed.json()["error"]
