@@ -444,7 +444,8 @@ class ProviderHTTP:
 
 
 def read_json(response: httpx.Response, key: str | None = None) -> Any:
-    """The response's JSON (``{}`` for a 204), or its member ``key``.
+    """The response's JSON (``{}`` for a 204), or its member ``key``; the
+    non-JSON constants ``NaN`` and ``Infinity`` read as null.
 
     :raises ProviderError: the body is not JSON, or lacks ``key``.
     """
@@ -452,10 +453,16 @@ def read_json(response: httpx.Response, key: str | None = None) -> Any:
         # An answer with no body where one was expected: not an empty record.
         raise ProviderError(f"provider answered HTTP {response.status_code} with an empty body")
     try:
-        body = response.json() if response.content else {}
+        # NaN and Infinity are not JSON: null, as the hub stores and answers them (a record
+        # holding one could not be written out, and a listing of it was a 500).
+        body = response.json(parse_constant=lambda _constant: None) if response.content else {}
     except ValueError:
         raise ProviderError(
             f"provider answered HTTP {response.status_code} with a body that is not JSON"
+        ) from None
+    except RecursionError:
+        raise ProviderError(
+            f"provider answered HTTP {response.status_code} with JSON nested too deep to read"
         ) from None
     if key is None:
         return body

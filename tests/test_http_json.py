@@ -3,8 +3,6 @@ sends is read exactly, and what is not JSON is one clear error."""
 
 from __future__ import annotations
 
-import math
-
 import httpx
 import pytest
 
@@ -25,10 +23,12 @@ def test_utf8_json_and_its_member():
         read_json(response(b""))
 
 
-def test_big_integers_nan_and_other_encodings_are_read_exactly():
-    # Integers past 64 bits (exact, not rounded), NaN, and a body in UTF-16.
+def test_big_integers_and_other_encodings_are_read_exactly_and_nan_as_null():
+    # Integers past 64 bits (exact, not rounded), a body in UTF-16; NaN and Infinity (not JSON,
+    # and no value the API can write out) as null.
     assert read_json(response(b'{"id": 123456789012345678901234567890}')) == {"id": 123456789012345678901234567890}
-    assert math.isnan(read_json(response(b'{"rate": NaN}'))["rate"])
+    assert read_json(response(b'{"rate": NaN, "limit": [Infinity, -Infinity, 1.5]}')) == {
+        "rate": None, "limit": [None, None, 1.5]}
     assert read_json(response('{"name": "Zoë"}'.encode("utf-16"), "application/json; charset=utf-16")) == \
         {"name": "Zoë"}
 
@@ -37,6 +37,11 @@ def test_big_integers_nan_and_other_encodings_are_read_exactly():
 def test_a_body_that_is_not_json_is_a_provider_error(body):
     with pytest.raises(ProviderError, match="HTTP 200 with a body that is not JSON"):
         read_json(response(body))
+
+
+def test_json_nested_past_the_parsers_depth_is_a_provider_error():
+    with pytest.raises(ProviderError, match="nested too deep"):
+        read_json(response(b"[" * 100_000 + b"]" * 100_000))
 
 
 def test_a_missing_member_is_a_provider_error():

@@ -131,3 +131,24 @@ def test_an_event_naming_a_record_id_or_entity_too_long_to_store_is_kept_on_ever
     assert delivered.status_code == 200, delivered.text
     event = events_of(app.state.hub)["evt_long"]
     assert (event.record_id, event.entity) == (None, None)
+
+
+def test_long_dedup_keys_differing_past_the_column_stay_two_events_and_odd_record_ids_name_no_record(relay_app):
+    """Cut to the column, two signed events whose ids differ after character
+    255 were one (the second answered a duplicate, its change lost). An id
+    that is an object or a list names no record: the event brings a pull."""
+    relay, app, client = relay_app
+    auth = org_auth(app, "acme")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    url = f"{API}/webhooks/ledger?connection_id={connection_id}"
+    first, second = "evt_" + "x" * 300 + "1", "evt_" + "x" * 300 + "2"
+    for event_id in (first, second, first):
+        assert client.post(url, json={"id": event_id}).status_code == 200
+    stored = events_of(app.state.hub)
+    assert len(stored) == 2 and all(key.startswith("sha256:") and len(key) <= 255 for key in stored)
+    for odd in ({"x": 1}, [1, 2], True):
+        assert client.post(url, json={"id": f"evt_odd_{odd!r}", "record_id": odd}).status_code == 200
+        assert events_of(app.state.hub)[f"evt_odd_{odd!r}"].record_id is None
+    assert client.post(url, json={"id": "evt_number", "record_id": 42}).status_code == 200
+    assert events_of(app.state.hub)["evt_number"].record_id == "42"

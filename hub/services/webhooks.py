@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class IntakeResult:
 
 #: Longest entity name the record store holds (its column's).
 MAX_ENTITY = 64
+#: Longest dedup key stored as it is (the column's length); longer ones are stored as their digest.
+MAX_DEDUP_KEY = WebhookEvent.__table__.c.dedup_key.type.length
 
 def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
     """The connection a delivery names, or every connection of its
@@ -127,12 +130,18 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
             raise ProviderError(f"provider {provider.name} returned from verify_webhook an event without a text "
                                 f"dedup_key and type: {event.dedup_key!r}, {event.type!r} (hub/hookspecs.py)")
         record_id, record = None if event.record_id in (None, "") else str(event.record_id), event.record
-        if record_id is not None and len(record_id) > MAX_RECORD_ID:
-            # No record is stored under such an id: the event then brings a pull of its entity.
+        if (record_id is not None and len(record_id) > MAX_RECORD_ID) or isinstance(event.record_id, bool) or (
+                event.record_id is not None and not isinstance(event.record_id, (str, int))):
+            # No record is stored under such an id (too long, or an object or list where an id
+            # belongs, as a malformed payload gives): the event then brings a pull of its entity.
             record_id = record = None
+        dedup_key = str(event.dedup_key)
+        if len(dedup_key) > MAX_DEDUP_KEY:
+            # Cut, two events differing past the cut would be one; a digest keeps them apart.
+            dedup_key = "sha256:" + hashlib.sha256(dedup_key.encode()).hexdigest()
         entity = event.entity if not isinstance(event.entity, str) or len(event.entity) <= MAX_ENTITY else None
         message = None if event.message is None else str(event.message)[:2000]
-        checked.append(dataclasses.replace(event, dedup_key=str(event.dedup_key), message=message,
+        checked.append(dataclasses.replace(event, dedup_key=dedup_key, message=message,
                                            record_id=record_id, record=record, entity=entity))
     return checked
 
@@ -140,7 +149,7 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
 def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event) -> str | None:
     """Store the event unless the connection already has one with its dedup key."""
     row = WebhookEvent(
-        provider=provider.name, dedup_key=event.dedup_key[:255], connection_id=connection.id,
+        provider=provider.name, dedup_key=event.dedup_key, connection_id=connection.id,
         organization_id=connection.organization_id, type=event.type[:128], entity=event.entity,
         action=event.action[:16], record_id=event.record_id, raw=event.raw or None,
         # A connection event keeps what the provider said instead of a record.

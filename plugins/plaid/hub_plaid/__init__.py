@@ -494,7 +494,7 @@ async def run_action(ctx, action, params):
 def webhook_connection_key(request):
     try:
         item_id = json.loads(request.body).get("item_id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise WebhookRejected("malformed delivery body") from None
     return item_id if isinstance(item_id, str) else None
 
@@ -514,7 +514,11 @@ async def verify_webhook(ctx, request):
     try:
         body = json.loads(request.body)
         kind, code, item_id = body["webhook_type"], body["webhook_code"], body.get("item_id")
-    except (ValueError, KeyError, TypeError):
+        removed = body.get("removed_transactions") or []
+        if not (isinstance(kind, str) and isinstance(code, str) and isinstance(item_id, (str, type(None)))
+                and isinstance(removed, list) and all(isinstance(tid, str) and tid for tid in removed)):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise WebhookRejected("malformed delivery body") from None
     if item_id and ctx.config.get("item_id") not in (None, item_id):
         raise WebhookRejected("the delivery is for another Plaid item")
@@ -524,7 +528,7 @@ async def verify_webhook(ctx, request):
     if (kind, code) == ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
         return [WebhookEvent(dedup_key=f"{digest}:{tid}", type="transaction.deleted", entity="transactions",
                              action="deleted", record_id=tid, occurred_at=occurred, raw=body)
-                for tid in body.get("removed_transactions") or []]
+                for tid in removed]
     if kind == "ITEM" and code in ITEM_STATUS_WEBHOOKS:
         return [WebhookEvent(dedup_key=digest, type=f"item.{code.lower()}", action=ITEM_STATUS_WEBHOOKS[code],
                              occurred_at=occurred, raw=body, message=_item_problem(code, body.get("error")))]

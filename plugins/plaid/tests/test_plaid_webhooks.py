@@ -175,6 +175,13 @@ def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connec
     forged_jwt = jwt.encode(claims, attacker, algorithm="ES256", headers={"kid": fake.current_kid})
     assert post(**{"Plaid-Verification": forged_jwt}) == (401, "webhook_rejected")
     assert post(b"{not json") == (401, "webhook_rejected")
+    # Signed, but not what Plaid sends: a type or code that is no text, removed ids that are not a list of ids.
+    for odd in ({"webhook_type": ["TRANSACTIONS"]}, {"webhook_code": {"x": 1}},
+                {"webhook_code": "TRANSACTIONS_REMOVED", "removed_transactions": "abc"},
+                {"webhook_code": "TRANSACTIONS_REMOVED", "removed_transactions": [{"id": 1}]}):
+        odd_body, odd_headers = fake.signed_delivery({**payload, **odd})
+        odd_answer = client.post(URL, content=odd_body, headers=odd_headers)
+        assert (odd_answer.status_code, odd_answer.json()["code"]) == (401, "webhook_rejected"), (odd, odd_answer.text)
 
     other_key = fake.rotate_key()
     forged_body, forged_headers = fake.signed_delivery(payload)

@@ -542,7 +542,7 @@ def verify_webhook(ctx, request):
     try:
         triggered = datetime.fromisoformat(request.header("X-Shopify-Triggered-At") or "")
         payload = json.loads(request.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise WebhookRejected("malformed delivery: triggered-at time or body") from None
     triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
     # Unsigned, and a deletion's version: a delivery dated ahead would outrank real

@@ -44,3 +44,13 @@ def test_a_null_list_is_the_providers_error_not_the_hubs(shopify, shop_server):
     listed = shopify.get(shopify.records(connection_id, "products"))
     assert listed.status_code == 502 and listed.json()["code"] == "provider_error", listed.text
     assert "records are NoneType, not a list" in listed.json()["error"]
+
+
+def test_nan_in_a_providers_json_reads_as_null_not_a_500(shopify, shop_server):
+    switch, _ = shop_server
+    scripted = switch.app = Scripted(shopify.shop)
+    connection_id = shopify.connect()
+    scripted.script("products.json", (200, b'{"products": [{"id": 1, "title": "Odd", "vendor": NaN}]}'))
+    listed = shopify.get(shopify.records(connection_id, "products"))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["records"] == [{"id": 1, "title": "Odd", "vendor": None}]

@@ -51,7 +51,7 @@ def test_signed_delivery_is_routed_by_shop_domain_and_stored_once(shopify):
         "customer.deleted", "customers", "deleted", None)
 
 
-def test_forged_stale_and_unknown_deliveries_are_rejected(shopify):
+def test_forged_stale_and_unknown_deliveries_are_rejected(shopify, caplog):
     shopify.connect()
     url = f"{API}/webhooks/shopify"
     body, headers = signed_delivery("products/update", {"id": 1, "title": "x"})
@@ -69,6 +69,12 @@ def test_forged_stale_and_unknown_deliveries_are_rejected(shopify):
     assert response.status_code == 401 and response.json()["code"] == "webhook_stale"
     other = signed_delivery("products/update", {"id": 1}, shop="someone-else.myshopify.com")
     assert shopify.client.post(url, content=other[0], headers=other[1]).status_code == 404
+    # Signed, but nested past what a JSON parser reads: refused, not an error of the hub's.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    deep_headers = {**headers, "X-Shopify-Hmac-Sha256": fake.sign_body(fake.CLIENT_SECRET, deep)}
+    refused = shopify.client.post(url, content=deep, headers=deep_headers)
+    assert refused.status_code == 401 and "malformed" in refused.json()["error"], refused.text
+    assert "crashed" not in caplog.text  # refused by the plugin, not a crash the hub caught
     assert len(stored_events(shopify)) == 1
 
 

@@ -311,7 +311,7 @@ def form(data: dict[str, Any]) -> dict[str, list[str]]:
 def webhook_connection_key(request):
     try:
         account = json.loads(request.body).get("account")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return account if isinstance(account, str) else None
 
@@ -334,7 +334,8 @@ def verify_webhook(ctx, request):
         verb = event["type"].rsplit(".", 1)[1]
         occurred = datetime.fromtimestamp(int(event["created"]), tz=timezone.utc)
         dedup_key = str(event["id"])
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError, OSError, RecursionError):
+        # (A created time beyond what a datetime holds is an OverflowError or OSError.)
         raise WebhookRejected("malformed Stripe event") from None
     action = (verb if verb in ("created", "deleted") else "updated") if entity else "changed"
     kind = f"{obj['object']}.{verb}" if entity else event["type"]

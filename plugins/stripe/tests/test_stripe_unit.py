@@ -117,8 +117,13 @@ def test_signature_checks():
         verify_webhook(ctx=ctx(secret=None), request=delivery(event))
 
 
-def test_malformed_but_signed_body_is_rejected():
-    body = b'{"id": "evt_1", "type": "customer.created"}'
+@pytest.mark.parametrize("body", [
+    b'{"id": "evt_1", "type": "customer.created"}',
+    # A created time no datetime holds, and JSON nested past the parser's depth.
+    b'{"id": "evt_1", "type": "customer.created", "created": 1e20, "data": {"object": {"object": "customer"}}}',
+    b"[" * 100_000 + b"]" * 100_000,
+])
+def test_malformed_but_signed_body_is_rejected(body):
     from hub_stripe.testing import signature_header
 
     request = WebhookRequest(headers={"Stripe-Signature": signature_header(SECRET, body)}, body=body)
