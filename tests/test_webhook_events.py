@@ -4,6 +4,7 @@ API and the ``hub webhooks`` command. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 import hub.cli
@@ -152,3 +153,28 @@ def test_long_dedup_keys_differing_past_the_column_stay_two_events_and_odd_recor
         assert events_of(app.state.hub)[f"evt_odd_{odd!r}"].record_id is None
     assert client.post(url, json={"id": "evt_number", "record_id": 42}).status_code == 200
     assert events_of(app.state.hub)["evt_number"].record_id == "42"
+
+
+def test_a_record_nested_deeper_than_the_store_takes_brings_a_pull_instead_of_failing_every_retry():
+    from hub.services.webhooks import _well_formed
+    from hub.sync.store import canonical
+    from hub.types import ProviderError
+    from hub.types import WebhookEvent as Event
+
+    def nested(depth):
+        value: object = "leaf"
+        for _ in range(depth):
+            value = {"inner": value}
+        return {"id": "r1", "inner": value}
+
+    class Provider:
+        name = "ledger"
+
+    storable, too_deep = nested(253), nested(254)
+    canonical(storable)  # the deepest the store holds
+    with pytest.raises(ProviderError, match="nested"):
+        canonical(too_deep)
+    [kept, dropped] = _well_formed(Provider(), [
+        Event(dedup_key="e1", type="item.updated", entity="items", record_id="r1", record=storable),
+        Event(dedup_key="e2", type="item.updated", entity="items", record_id="r1", record=too_deep)])
+    assert kept.record is storable and (dropped.record, dropped.record_id) == (None, "r1")

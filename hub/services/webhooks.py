@@ -46,6 +46,8 @@ class IntakeResult:
 MAX_ENTITY = 64
 #: Longest dedup key stored as it is (the column's length); longer ones are stored as their digest.
 MAX_DEDUP_KEY = WebhookEvent.__table__.c.dedup_key.type.length
+#: Deepest record the record store takes: orjson writes no deeper JSON (hub.sync.store.canonical).
+MAX_RECORD_DEPTH = 254
 
 def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
     """The connection a delivery names, or every connection of its
@@ -130,6 +132,10 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
             raise ProviderError(f"provider {provider.name} returned from verify_webhook an event without a text "
                                 f"dedup_key and type: {event.dedup_key!r}, {event.type!r} (hub/hookspecs.py)")
         record_id, record = None if event.record_id in (None, "") else str(event.record_id), event.record
+        if record is not None and _deeper_than(record, MAX_RECORD_DEPTH):
+            # The record store cannot hold it (nor the API write it out): applied, it would fail
+            # every retry alike. The event brings a pull instead, which says so once.
+            record = None
         if (record_id is not None and len(record_id) > MAX_RECORD_ID) or isinstance(event.record_id, bool) or (
                 event.record_id is not None and not isinstance(event.record_id, (str, int))):
             # No record is stored under such an id (too long, or an object or list where an id
@@ -144,6 +150,17 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
         checked.append(dataclasses.replace(event, dedup_key=dedup_key, message=message,
                                            record_id=record_id, record=record, entity=entity))
     return checked
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests objects and arrays more than ``limit`` deep."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [item for node in level if isinstance(node, (dict, list))
+                 for item in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return False
+    return True
 
 
 def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event) -> str | None:
