@@ -249,9 +249,12 @@ def test_json_nested_past_the_limit_is_refused_before_it_is_stored(client, auth)
 def test_a_change_through_an_index_of_thousands_of_digits_is_an_objects_key():
     """``int()`` of 5,000 digits raised ValueError: a 500 on the stored-record write."""
     from hub.sync.store import _as_lists, _deep_merge, index_problem
+    from hub.types import EntityField, EntitySchema
 
     change = {"preferred_locales": {"9" * 5000: "fr"}, "metadata": {"1": "a"}}
-    assert index_problem({"preferred_locales": ["en"], "metadata": {}}, change, arrays=("preferred_locales",)) is None
+    schema = EntitySchema("customers", "Customers", (EntityField("preferred_locales", type="array"),
+                                                     EntityField("metadata", type="object")))
+    assert index_problem({"preferred_locales": ["en"], "metadata": {}}, change, schema) is None
     base = {"preferred_locales": ["en"], "metadata": {}}
     _deep_merge(base, change)
     assert base["preferred_locales"] == {"9" * 5000: "fr"} and base["metadata"] == {"1": "a"}

@@ -392,7 +392,8 @@ def test_amounts_written_back_are_whole_cents_and_exact():
     m = typed({"source": "price", "target": "cents", "transform": "decimal_to_cents"},
               {"source": "total", "target": "total_text", "transform": "str"})
     assert m.to_provider({"cents": 1999}) == {"price": 19.99}
-    for bad in (1234.5, 123456789012345678):  # a fraction of a cent; more digits than a JSON number holds
+    # A fraction of a cent; more digits than a JSON number holds; a boolean (not one cent).
+    for bad in (1234.5, 123456789012345678, True):
         with pytest.raises(ValidationFailed):
             m.to_provider({"cents": bad})
     assert m.to_provider({"total_text": "12.50"}) == {"total": 12.5}
@@ -408,3 +409,14 @@ def test_epoch_times_are_read_in_their_fields_declared_unit():
     assert m.to_tenant({"stamp_ms": 94694400000, "stamp": 200000000000}) == {
         "day": "1973-01-01", "at": "8307-10-01T19:33:20+00:00"}
     assert m.to_provider({"day": "1973-01-01"}) == {"stamp_ms": 94694400000}
+
+
+def test_an_amount_the_provider_holds_as_text_goes_back_as_text_with_its_decimal_places():
+    """Shopify holds prices as text ("19.99"): a price written back through
+    a cast goes as text too, reading back the same (21.5 is "21.50")."""
+    m = typed({"source": "total", "target": "total_value", "transform": "float"})
+    held = {"total": "19.99"}
+    assert m.to_provider({"total_value": 21.5}, raw=held) == {"total": "21.50"}
+    assert m.to_provider({"total_value": "1e3"}, raw=held) == {"total": "1000.00"}
+    assert m.to_provider({"total_value": 21.555}, raw=held) == {"total": "21.555"}  # finer: as it is
+    assert m.to_provider({"total_value": 21.5}, raw={"total": 19.99}) == {"total": 21.5}  # a number stays one

@@ -225,6 +225,10 @@ def test_an_object_with_digit_keys_goes_back_as_an_object_and_a_change_through_a
     assert raw.status_code == 200, raw.text
     assert env.wait(raw.json()["run_id"])["pushed"] == 1
     assert env.provider.items["y"]["balances"] == {"0": "second"}
+    added = env.put("y", {"balances": {"1": "added"}}, mapped=False)  # a digit key more, not an index past a list
+    assert added.status_code == 200, added.text
+    assert env.wait(added.json()["run_id"])["pushed"] == 1
+    assert env.provider.items["y"]["balances"] == {"0": "second", "1": "added"}
     # Created with digit keys in a declared object: sent as an object; through an array index: as a list.
     made = env.post({"name": "new", "balances": {"0": "zero", "1": "one"}}, mapped=False)
     assert made.status_code == 201, made.text

@@ -500,7 +500,8 @@ class WebhookEventOut(BaseModel):
     id: str
     connection_id: str | None
     provider: str
-    dedup_key: str = Field(description="The provider's event id: a delivery is stored once per connection.")
+    dedup_key: str = Field(description="The provider's event id: a delivery is stored once per connection. An id "
+                                       "longer than 255 characters is stored as its digest, `sha256:<hex>`.")
     type: str
     entity: str | None
     action: str

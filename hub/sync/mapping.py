@@ -402,6 +402,13 @@ def _bounded(number: Decimal, value: Any) -> Decimal:
     return number
 
 
+def to_cents(value: Any) -> int:
+    """A whole number of minor units (cents): never a boolean, never a fraction."""
+    if isinstance(value, bool):
+        raise ConversionError("a boolean is not an amount")
+    return to_int(value)
+
+
 def to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ConversionError("a boolean is not a number")
@@ -443,7 +450,8 @@ def _exact(amount: Decimal, value: Any) -> int | float:
     cent off a quadrillion): money is not shown approximately."""
     number = _number(amount)
     if isinstance(number, float) and len(amount.normalize().as_tuple().digits) > _EXACT_DIGITS:
-        raise ConversionError(f"{str(value)[:40]!r} is too large to show exactly as a JSON number")
+        raise ConversionError(f"{str(value)[:40]!r} has more than {_EXACT_DIGITS} significant digits: a JSON "
+                              f"number would not hold it exactly (send it as text)")
     return number
 
 
@@ -496,7 +504,7 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     if t in ("str", "int", "float", "bool"):
         # The tenant's field has the transform's type: what goes back is its value in it
         # (True as an int is 1, "1e3" is 1000), then in the provider field's type.
-        return cast_to(field_type, tenant_value(t, value))
+        return cast_to(field_type, tenant_value(t, value), current)
     if t in ("date", "datetime"):
         moment = parse_datetime(value)
         numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
@@ -514,7 +522,7 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
         return to_minor_units(value, decimals)
     if t == "decimal_to_cents":
         # Whole cents only (1234.5 is not an amount in cents), and exact as a JSON number.
-        cents = to_int(value)
+        cents = to_cents(value)
         return _exact(Decimal(cents).scaleb(-decimals), value)
     raise ConversionError(f"{t} cannot be reversed")
 
@@ -542,7 +550,7 @@ def to_minor_units(value: Any, decimals: int = 2) -> int:
 #: What the tenant's side of each typed transform must convert with.
 _TENANT_TYPES: dict[str, Any] = {
     "int": to_int, "float": to_float, "bool": to_bool, "date": parse_datetime, "datetime": parse_datetime,
-    "cents_to_decimal": to_decimal, "decimal_to_cents": to_int,
+    "cents_to_decimal": to_decimal, "decimal_to_cents": to_cents,
 }
 
 
@@ -552,12 +560,21 @@ def tenant_value(transform: str, value: Any) -> Any:
     return convert(value) if convert is not None else value
 
 
-def cast_to(field_type: str | None, value: Any) -> Any:
-    """Convert a tenant value back into the provider field's declared type."""
+def cast_to(field_type: str | None, value: Any, current: Any = None) -> Any:
+    """Convert a tenant value back into the provider field's declared type.
+
+    A number goes back as text where the provider holds the field as text
+    (``current``: Shopify's prices, ``"19.99"``), with at least as many
+    decimal places as it has, so that it reads back the same."""
     if field_type == "integer":
         return to_int(value)
     if field_type in ("number", "money"):
         number = to_decimal(value)
+        if isinstance(current, str) and _NUMBER_TEXT.fullmatch(current.strip()):
+            held = Decimal(current.strip()).as_tuple().exponent
+            places = -held if isinstance(held, int) and held < 0 else 0
+            exact = number.quantize(Decimal(1).scaleb(-places)) if -number.as_tuple().exponent <= places else number
+            return format(exact, "f")
         # Money is not written approximately: text with more digits than a double holds is refused.
         return _exact(number, value) if field_type == "money" else _number(number)
     if field_type == "boolean":

@@ -643,7 +643,7 @@ def update_payload(row: SyncRecord, schema: EntitySchema | None = None) -> dict[
     version, else the ``schema``'s declared fields, tell which is which."""
     merged = merged_view(row)
     base = row.data or {}
-    problem = index_problem(base, row.local_data or {})
+    problem = index_problem(base, row.local_data or {}, schema)
     if problem:
         # The provider's array changed under a pending change through an index.
         raise ValidationFailed(f"the change cannot be sent: {problem}; change the record again or discard it",
@@ -653,19 +653,26 @@ def update_payload(row: SyncRecord, schema: EntitySchema | None = None) -> dict[
             for key, value in (row.local_data or {}).items()}
 
 
-def index_problem(base: Any, change: dict[str, Any], arrays: Iterable[str] = (), path: str = "") -> str | None:
+def index_problem(base: Any, change: dict[str, Any], schema: EntitySchema | None = None, path: str = "",
+                  parent: EntityField | None = None) -> str | None:
     """Why ``change`` cannot be merged into ``base`` (the provider's version),
     or None: a change through an array index (``variants.3.price``) into a
-    list must name an item the list has, and into an ``arrays`` field (the
-    schema's) without a list yet, build one from index 0 on. Sent otherwise,
-    it would replace the provider's array with an object. (Digit keys of an
-    object, Stripe's ``metadata: {"1": ...}``, are keys.)"""
+    list must name an item the list has, and into a field the ``schema``
+    declares an array, without a list yet, build one from index 0 on. Sent
+    otherwise, it would replace the provider's array with an object. (Digit
+    keys of an object, Stripe's ``metadata: {"1": ...}``, are keys: a field
+    declared an object is never taken for a list.)"""
     for key, value in change.items():
         where = f"{path}.{key}" if path else str(key)
+        if parent is not None:
+            declared = parent.field(key)
+        else:
+            declared = schema.field(key) if schema is not None and not path else None
         current = base.get(key) if isinstance(base, dict) else None
-        if _index_keys(current):  # a pending create's item change, not made a list yet
-            current = _as_lists(current)
-        if _index_keys(value) and (isinstance(current, list) or (current is None and not path and key in arrays)):
+        if _index_keys(current) and (declared is None or declared.type == "array"):
+            current = _as_lists(current)  # a pending create's item change, not made a list yet
+        array = declared is not None and declared.type == "array"
+        if _index_keys(value) and (isinstance(current, list) or (current is None and array)):
             indexes = sorted(int(k) for k in value)
             if isinstance(current, list):
                 if indexes[-1] >= len(current):
@@ -674,13 +681,13 @@ def index_problem(base: Any, change: dict[str, Any], arrays: Iterable[str] = (),
                 for index, item in value.items():
                     slot = current[int(index)]
                     if isinstance(item, dict) and isinstance(slot, dict):
-                        problem = index_problem(slot, item, (), f"{where}.{index}")
+                        problem = index_problem(slot, item, None, f"{where}.{index}", _item_field(declared))
                         if problem:
                             return problem
             elif indexes != list(range(len(indexes))):
                 return f"{where} is not a list with item(s) {', '.join(map(str, indexes))} at the provider"
         elif isinstance(value, dict) and isinstance(current, dict):
-            problem = index_problem(current, value, (), where)
+            problem = index_problem(current, value, None, where, declared)
             if problem:
                 return problem
     return None

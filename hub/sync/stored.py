@@ -272,7 +272,7 @@ def settle_create_only(schema: Any, changes: dict[str, Any], current: dict[str, 
 
 def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any) -> None:
     """Refuse a change through an array index the provider's version cannot take (see :func:`index_problem`)."""
-    problem = index_problem(current, changes, {f.name for f in schema.fields if f.type == "array"})
+    problem = index_problem(current, changes, schema)
     if problem:
         raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
 

@@ -340,3 +340,28 @@ def test_writing_back_a_whole_mapped_record_changes_only_what_changed(sync_for):
     customer = sync.customers[target]
     assert (customer["first_name"], customer["last_name"], customer["email"]) == \
         ("Mary Ann", "Smith", "mary@example.com")
+
+
+def test_a_price_written_back_through_a_number_cast_goes_as_shopifys_text(shopify):
+    """Shopify holds prices as text ("9.00"): declared money, a price the
+    tenant keeps as a number goes back as text with its two places, and the
+    pushed change is recognised in the next pull (no conflict)."""
+    store: fake.Store = shopify.shop.state.store
+    product = store.add_product({"title": "Mug", "variants": [{"title": "Small", "price": "9.00"}]})
+    connection_id = shopify.connect()
+    response = shopify.post(f"{API}/connections/{connection_id}/sync-configs", {
+        "entity": "products", "direction": "both", "conflict_policy": "review",
+        "mappings": [{"source": "variants.0.price", "target": "price", "transform": "float"}]})
+    assert response.status_code == 201, response.text
+    records = f"{API}/connections/{connection_id}/sync-configs/{response.json()['sync_config']['id']}/records"
+    pulled = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": "products", "direction": "pull"})
+    assert wait_for_run(shopify.client, shopify.auth, connection_id, pulled.json()["run"]["id"])["created"] == 1
+    assert shopify.get(f"{records}/{product['id']}", mapped=True).json()["record"]["data"] == {"price": 9.0}
+    written = shopify.put(f"{records}/{product['id']}", {"data": {"price": 21.5}, "mapped": True, "sync": True})
+    assert written.status_code == 200, written.text
+    run = wait_for_run(shopify.client, shopify.auth, connection_id, written.json()["run_id"])
+    assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 1, 0), run
+    assert store.tables["products"].get(str(product["id"]))["variants"][0]["price"] == "21.50"
+    again = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": "products", "direction": "pull"})
+    after = wait_for_run(shopify.client, shopify.auth, connection_id, again.json()["run"]["id"])
+    assert (after["status"], after["conflicts"]) == ("succeeded", 0), after
