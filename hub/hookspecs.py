@@ -290,8 +290,15 @@ def list_records(
         (its data changed under the cursor) either raises ``ValidationFailed``
         with code ``invalid_cursor`` (sync starts its pass over) or starts
         over itself from the first record and says so with ``restarted``.
+        ``records`` is a list of objects (the core refuses anything else as
+        a ``ProviderError``).
     :raises NotFound: unknown entity.
     :raises ValidationFailed: a cursor the provider no longer takes.
+    :raises ProviderError: the provider says more records follow but gives
+        no way to them (an empty page with ``has_more``, a next link without
+        its cursor, the same cursor again): ``next_cursor=None`` there would
+        end a full pass early, and sync would take the records it did not
+        list for deleted.
     """
 
 
