@@ -34,6 +34,11 @@ class Typed(Ledger):
             EntityField("currency"), EntityField("stamp", type="datetime", format="unix"),
             EntityField("kind", create_only=True),
             EntityField("updated_at", type="datetime", readonly=True),
+            EntityField("profile", type="object", fields=(EntityField("name"),
+                                                          EntityField("score", type="integer", readonly=True))),
+            EntityField("lines", type="array", fields=(EntityField("id", readonly=True),
+                                                       EntityField("qty", type="integer"),
+                                                       EntityField("total", type="money", readonly=True))),
         )
         return [EntitySchema("items", "Items", fields, updated_field="updated_at", supports_create=True,
                              supports_update=True, supports_delete=True, supports_since=True)]
@@ -240,6 +245,19 @@ def test_an_object_with_digit_keys_goes_back_as_an_object_and_a_change_through_a
     env.wait(listed.json()["run_id"])
     listed_id = env.get(listed.json()["record"]["id"], mapped=False).json()["record"]["remote_id"]
     assert env.provider.items[listed_id]["variants"] == [{"price": "5"}]
+
+
+def test_an_object_or_array_sent_whole_leaves_out_its_read_only_sub_fields(typed):
+    """A change to one sub-field sends the whole object: its read-only
+    sub-fields (HubSpot's hs_object_id) went too, and the provider refused
+    the push. An array item keeps its id: it says which item is updated."""
+    env = Env(typed, [], items={"x": {"profile": {"name": "Ada", "score": 5},
+                                      "lines": [{"id": "l1", "qty": 1, "total": "10.00"}]}})
+    done = env.put("x", {"profile": {"name": "Grace"}, "lines": {"0": {"qty": 2}}}, mapped=False)
+    assert done.status_code == 200, done.text
+    assert env.wait(done.json()["run_id"])["pushed"] == 1
+    assert env.provider.sent[-1] == ("update", "x", {"profile": {"name": "Grace"}, "lines": [{"id": "l1", "qty": 2}]})
+    assert env.get("x", mapped=False).json()["record"]["pending"] is False
 
 
 def test_a_split_mappings_default_is_shown_never_pushed(typed):

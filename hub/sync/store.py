@@ -648,9 +648,36 @@ def update_payload(row: SyncRecord, schema: EntitySchema | None = None) -> dict[
         # The provider's array changed under a pending change through an index.
         raise ValidationFailed(f"the change cannot be sent: {problem}; change the record again or discard it",
                                code="invalid_value")
-    return {key: _as_lists(merged.get(key), base.get(key), schema.field(key) if schema is not None else None)
-            if isinstance(value, dict) else value
-            for key, value in (row.local_data or {}).items()}
+    payload = {}
+    for key, value in (row.local_data or {}).items():
+        declared = schema.field(key) if schema is not None else None
+        payload[key] = (_writable_part(_as_lists(merged.get(key), base.get(key), declared), declared)
+                        if isinstance(value, dict) else value)
+    return payload
+
+
+def _writable_part(value: Any, declared: EntityField | None) -> Any:
+    """``value`` (a whole object or array the push sends) without the
+    sub-fields its declared field says are read-only: providers refuse them
+    written (HubSpot's ``properties.hs_object_id``, Stripe's
+    ``tax.automatic_tax``). An array item keeps its ``id``, which tells the
+    provider which item it updates (Shopify's variants and addresses)."""
+    if declared is None or not declared.fields:
+        return value
+    if declared.type == "array":
+        if not isinstance(value, list):
+            return value
+        item = _item_field(declared)
+        return [_writable_part(entry, item) if not isinstance(entry, dict) else
+                {k: _writable_part(v, item.field(k)) for k, v in entry.items()
+                 if k == "id" or not _read_only(item.field(k))} for entry in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: _writable_part(v, declared.field(k)) for k, v in value.items() if not _read_only(declared.field(k))}
+
+
+def _read_only(field: EntityField | None) -> bool:
+    return field is not None and field.readonly
 
 
 def index_problem(base: Any, change: dict[str, Any], schema: EntitySchema | None = None, path: str = "",
