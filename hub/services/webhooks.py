@@ -520,8 +520,9 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
             received, after = cursor_time(position["r"]), str(position["id"])
         except (KeyError, ValueError):
             raise InvalidCursor("the cursor is not one this API returned") from None
-        query = query.where(sa.or_(WebhookEvent.received_at < received,
-                                   sa.and_(WebhookEvent.received_at == received, WebhookEvent.id < after)))
+        # (The first bound alone lets the index start at the cursor; the OR does not.)
+        query = query.where(WebhookEvent.received_at <= received, sa.or_(
+            WebhookEvent.received_at < received, sa.and_(WebhookEvent.received_at == received, WebhookEvent.id < after)))
     with hub.session() as session:
         rows = list(session.exec(query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
                                  .limit(limit + 1)))

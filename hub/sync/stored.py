@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import select
 
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
@@ -181,8 +182,14 @@ def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped
         raise InvalidCursor("the cursor is not one this API returned")
     mapper = mapper_for(hub, connection, config) if mapped else None
     with hub.session() as session:
-        query = select(SyncRecord).where(SyncRecord.connection_id == connection.id,
-                                         SyncRecord.entity == config.entity)
+        if session.get_bind().dialect.name == "postgresql":
+            # As "= ANY(array)" PostgreSQL cannot take the connection for a constant and so
+            # the order by (connection, entity, id) for the primary key's: for a tenant with
+            # most of the table it walked the key, filtering out every other tenant's records.
+            tenant = SyncRecord.connection_id == sa.any_(sa.bindparam("tenant", [connection.id], type_=ARRAY(sa.String)))
+        else:
+            tenant = SyncRecord.connection_id == connection.id
+        query = select(SyncRecord).where(tenant, SyncRecord.entity == config.entity)
         if not include_deleted:
             query = query.where(SyncRecord.deleted.is_(False))
         if pending_only:
@@ -408,8 +415,10 @@ def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status:
                 created, conflict_id = cursor_time(position[0]), str(position[1])
             except (TypeError, ValueError, IndexError, KeyError):
                 raise InvalidCursor("the cursor is not one this API returned") from None
-            query = query.where(sa.or_(SyncConflict.created_at < created,
-                                       sa.and_(SyncConflict.created_at == created, SyncConflict.id > conflict_id)))
+            # (The first bound alone lets an index start at the cursor; the OR does not.)
+            query = query.where(SyncConflict.created_at <= created, sa.or_(
+                SyncConflict.created_at < created,
+                sa.and_(SyncConflict.created_at == created, SyncConflict.id > conflict_id)))
         rows = list(session.exec(query.order_by(SyncConflict.created_at.desc(), SyncConflict.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
