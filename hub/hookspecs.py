@@ -417,7 +417,10 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
 
     Check the signature over the raw ``request.body`` in constant time, and
     the delivery's age against ``ctx.provider.webhook_tolerance_seconds``
-    where the provider signs a timestamp. The core stores each event once
+    where the provider signs a timestamp. A signature over the request line
+    too (HubSpot's v3: method, URI, body, timestamp) takes ``request.method``
+    and ``request.url``, the URL the provider called as the public sees it
+    (``HUB_PUBLIC_URL``'s, with the raw query). The core stores each event once
     (by ``dedup_key``): a replayed delivery is recognised as a duplicate.
 
     A delivery saying the connection itself broke or works again (a revoked

@@ -261,11 +261,19 @@ class Credentials:
 
 @dataclass
 class WebhookRequest:
-    """A raw webhook delivery as the hub received it. ``body`` is untouched bytes."""
+    """A raw webhook delivery as the hub received it. ``body`` is untouched bytes.
+
+    ``method`` and ``url`` are for signatures over the request line (HubSpot's
+    v3 signs method, URI, body and timestamp): ``url`` is the URL the provider
+    called as the public sees it, ``HUB_PUBLIC_URL`` with the path and the raw
+    query string (behind a proxy the hub's own view of the URL differs).
+    """
 
     headers: dict[str, str]
     body: bytes
     query: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+    url: str = ""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()

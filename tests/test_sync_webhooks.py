@@ -152,6 +152,7 @@ class Relay(Ledger):
 
     @hookimpl
     def verify_webhook(self, ctx, request):
+        self.last_request = request
         body = json.loads(request.body)
         return [HubEvent(dedup_key=body["id"], type="item.changed", entity=body.get("entity", "items"),
                          record_id=body.get("record_id"))]

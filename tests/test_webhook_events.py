@@ -178,3 +178,17 @@ def test_a_record_nested_deeper_than_the_store_takes_brings_a_pull_instead_of_fa
         Event(dedup_key="e1", type="item.updated", entity="items", record_id="r1", record=storable),
         Event(dedup_key="e2", type="item.updated", entity="items", record_id="r1", record=too_deep)])
     assert kept.record is storable and (dropped.record, dropped.record_id) == (None, "r1")
+
+
+def test_a_delivery_carries_its_method_and_the_public_url_called_for_signatures_over_them(relay_app):
+    """HubSpot's v3 signature covers the method and the URI the provider
+    called: the plugin gets both, the URL as the public sees it."""
+    relay, app, client = relay_app
+    auth = org_auth(app, "acme")
+    connection_id = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                                headers=auth).json()["connection"]["id"]
+    assert client.post(f"{API}/webhooks/ledger?connection_id={connection_id}&x=a%20b",
+                       json={"id": "evt_url"}).status_code == 200
+    public = app.state.hub.settings.public_url.rstrip("/")
+    assert relay.last_request.method == "POST"
+    assert relay.last_request.url == f"{public}{API}/webhooks/ledger?connection_id={connection_id}&x=a%20b"

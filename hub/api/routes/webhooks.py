@@ -31,8 +31,10 @@ async def receive_webhook(hub: HubDep, provider: ProviderDep, request: Request):
     """Webhook intake. No tenant auth: the provider's signature is the auth.
     The raw body goes to the plugin untouched. A replayed delivery answers 200
     with ``duplicate: true`` and is not stored again."""
+    # The URL the provider was given (HUB_PUBLIC_URL's), as it called it: with its raw query.
+    called = hub.webhook_url(provider.name) + (f"?{request.url.query}" if request.url.query else "")
     delivery = WebhookRequest(headers=dict(request.headers), body=await request.body(),
-                              query=dict(request.query_params))
+                              query=dict(request.query_params), method=request.method, url=called)
     result = await service.receive(hub, provider, delivery)
     processor = getattr(request.app.state, "webhook_processor", None)
     if processor is not None and result.accepted:
