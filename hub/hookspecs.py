@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Action,
         Credentials,
         EntitySchema,
+        ErrorDescription,
         HubError,
         Page,
         ProviderInfo,
@@ -370,7 +371,7 @@ def run_action(ctx: ProviderContext, action: str, params: dict[str, Any]) -> dic
 
 
 @hookspec(firstresult=True)
-def describe_error(response: httpx.Response) -> HubError | str | None:
+def describe_error(response: httpx.Response) -> HubError | ErrorDescription | str | None:
     """Read the provider's error body of a failed response.
 
     Called by ``ctx.http`` for every response with status >= 400 after the
@@ -379,13 +380,15 @@ def describe_error(response: httpx.Response) -> HubError | str | None:
     ``PermissionDenied``, which does not; 404 ``NotFound``, 400/409/422
     ``ValidationFailed``, 429 ``RateLimited``, 5xx ``ProviderUnavailable``).
 
-    :returns: the provider's human message (the core keeps its class), or a
-        :class:`~hub.types.HubError` to raise instead (when the body says more
-        than the status, as Plaid's ``error_code`` does), or ``None`` to use a
-        generic message. Give the error the ``fields`` the provider names
-        (dotted paths into its records: Stripe's ``param`` ``address[city]``
-        is ``address.city``): the API shows them, and a refused push shows
-        them in the tenant's fields. A ``ProviderUnavailable(..., retry_now=True)`` (the
+    :returns: the provider's human message (the core keeps its class), an
+        :class:`~hub.types.ErrorDescription` (the message with the ``fields``
+        the provider names, its error object as ``details``, a ``code``: the
+        core still picks the class), a :class:`~hub.types.HubError` to raise
+        instead (when the body says more than the status, as Plaid's
+        ``error_code`` does), or ``None`` to use a generic message. Fields
+        are dotted paths into the provider's records (Stripe's ``param``
+        ``address[city]`` is ``address.city``): the API shows them, and a
+        refused push shows them in the tenant's fields. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

@@ -29,6 +29,7 @@ import httpx
 
 from hub.types import (
     AuthFailed,
+    ErrorDescription,
     HubError,
     NotFound,
     PermissionDenied,
@@ -167,19 +168,23 @@ class RetryPolicy:
 
 
 AuthSource = Callable[[], Awaitable[RequestAuth]]
-ErrorDescriber = Callable[[httpx.Response], Awaitable["HubError | str | None"]]
+ErrorDescriber = Callable[[httpx.Response], Awaitable["HubError | ErrorDescription | str | None"]]
 Refresher = Callable[[], Awaitable[bool]]
 
 
-def error_for_response(response: httpx.Response, described: HubError | str | None) -> HubError:
-    """Map a failed provider response to a hub error."""
+def error_for_response(response: httpx.Response, described: HubError | ErrorDescription | str | None) -> HubError:
+    """Map a failed provider response to a hub error: the class its status
+    calls for, with what ``describe_error`` said (or the error it chose)."""
     if isinstance(described, HubError):
         if described.provider_status is None:
             described.provider_status = response.status_code
         return described
     status = response.status_code
-    message = described or f"provider answered HTTP {status}"
     kwargs: dict[str, Any] = {"provider_status": status}
+    if isinstance(described, ErrorDescription):
+        kwargs.update(fields=described.fields, details=described.details, code=described.code)
+        described = described.message
+    message = described or f"provider answered HTTP {status}"
     if status == 401:
         return AuthFailed(message, **kwargs)
     if status == 403:

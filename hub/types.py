@@ -260,6 +260,19 @@ class Credentials:
 
 
 @dataclass
+class ErrorDescription:
+    """What ``describe_error`` read from a provider's error body, for the core
+    to raise as the error class of the answer's status (as it does with a
+    plain message): the message, and the provider's fields it names (dotted
+    paths into its records), its own error object (``details``) and code."""
+
+    message: str
+    fields: tuple[str, ...] | list[str] = ()
+    details: Any = None
+    code: str | None = None
+
+
+@dataclass
 class WebhookRequest:
     """A raw webhook delivery as the hub received it. ``body`` is untouched bytes.
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from hub.http import read_json
-from hub.types import ProviderError
+from hub.http import error_for_response, read_json
+from hub.types import ErrorDescription, NotFound, ProviderError, RateLimited, ValidationFailed
 
 
 def response(content: bytes, content_type: str = "application/json", status: int = 200) -> httpx.Response:
@@ -47,3 +47,14 @@ def test_json_nested_past_the_parsers_depth_is_a_provider_error():
 def test_a_missing_member_is_a_provider_error():
     with pytest.raises(ProviderError, match="without 'product'"):
         read_json(response(b'{"products": []}'), key="product")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(422, ValidationFailed), (404, NotFound), (429, RateLimited)])
+def test_an_error_description_keeps_the_class_of_the_status_and_carries_fields_details_and_code(status, kind):
+    described = ErrorDescription("email is taken", fields=["properties.email"], details={"category": "CONFLICT"},
+                                 code="duplicate_email")
+    error = error_for_response(httpx.Response(status), described)
+    assert type(error) is kind and error.message == "email is taken" and error.provider_status == status
+    assert (error.fields, error.details, error.code) == (("properties.email",), {"category": "CONFLICT"},
+                                                         "duplicate_email")
+    assert error_for_response(httpx.Response(status), ErrorDescription("plain")).code == kind.code
