@@ -236,3 +236,24 @@ def test_link_token_is_checked(tmp_path, token):
         check_auth_flow(harness)
     finally:
         harness.stop()
+
+
+def test_round_trips_compare_the_scalars_inside_declared_objects_too():
+    """HubSpot keeps a contact's data under ``properties``: an update_record
+    dropping the change passed when only top-level scalars were compared."""
+    from hub.testing.conformance import _at, _echoed
+    from hub.types import EntityField, EntitySchema
+
+    schema = EntitySchema("contacts", "Contacts", (
+        EntityField("id"), EntityField("name"), EntityField("tags", type="array"),
+        EntityField("properties", type="object", fields=(EntityField("email"), EntityField("address", type="object",
+                                                                                            fields=(EntityField("city"),)))),
+        EntityField("metadata", type="object"),
+    ))
+    update = {"name": "Ada", "tags": ["a"], "metadata": {"k": "v"}, "undeclared": 1,
+              "properties": {"email": "ada@example.com", "address": {"city": "London"}, "other": "x"}}
+    assert _echoed(schema, update) == [("name", "Ada"), ("properties.email", "ada@example.com"),
+                                       ("properties.address.city", "London")]
+    record = {"properties": {"email": "old@example.com", "address": None}}
+    assert _at(record, "properties.email") == "old@example.com"
+    assert _at(record, "properties.address.city") is _at({}, "name")  # absent: not compared on create

@@ -45,7 +45,7 @@ import pytest
 
 from hub.plugins import info_problems, schema_problems
 from hub.sync.store import record_hash
-from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, AuthFailed, HubError, NotFound, Page,
+from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, AuthFailed, EntitySchema, HubError, NotFound, Page,
                        WebhookEvent, WebhookRequest)
 
 API_PREFIX = "/api/v1/integrations"
@@ -723,6 +723,38 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def _echoed(schema: EntitySchema, data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The values of ``data`` a provider echoes as sent, by dotted path: its
+    declared scalars, top-level and inside objects whose sub-fields the
+    schema declares (HubSpot's ``properties.email``). Arrays come back
+    enriched or reordered, so they are left out."""
+    echoed: list[tuple[str, Any]] = []
+
+    def walk(declared_in: Any, value: dict[str, Any], prefix: str) -> None:
+        for key, item in value.items():
+            declared = declared_in(key)
+            if declared is None:
+                continue
+            if _scalar(item):
+                echoed.append((prefix + key, item))
+            elif isinstance(item, dict) and declared.type == "object" and declared.fields:
+                walk(declared.field, item, f"{prefix}{key}.")
+
+    walk(schema.field, data, "")
+    return echoed
+
+
+_ABSENT = object()
+
+
+def _at(record: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(record, dict) or part not in record:
+            return _ABSENT
+        record = record[part]
+    return record
+
+
 def _expect_status(response: httpx.Response, status: int, what: str, fix: str) -> dict[str, Any]:
     if response.status_code != status:
         fail(f"{what} answered {_describe(response)} (expected HTTP {status}): {fix}")
@@ -742,10 +774,10 @@ def check_writes_round_trip(h: Harness, entity: str) -> None:
     [record_id] = h.ids(entity, [created])
     fetched = _expect_status(h.api.get(h.records_url(entity, record_id)), 200, f"getting the created {entity!r}",
                              "get_record must find a record create_record returned")["record"]
-    changed = {k: v for k, v in sample.items()
-               if schema.field(k) and k in fetched and _scalar(v) and fetched[k] != v}
+    changed = {path: _at(fetched, path) for path, value in _echoed(schema, sample)
+               if _at(fetched, path) is not _ABSENT and _at(fetched, path) != value}
     if changed:
-        fail(f"the {entity!r} created from {_short(sample)} reads back with {_short({k: fetched[k] for k in changed})}: "
+        fail(f"the {entity!r} created from {_short(sample)} reads back with {_short(changed)}: "
              f"create_record must send every field it is given")
     if schema.supports_update:
         update = _update_for(h, entity, sample)
@@ -754,11 +786,13 @@ def check_writes_round_trip(h: Harness, entity: str) -> None:
             f"updating {entity!r} {record_id!r} with {_short(update)}",
             f"the schema declares supports_update for {entity!r}: fix update_record, or set supports_update=False")
         again = h.api.get(h.records_url(entity, record_id)).json().get("record", {})
-        for key, value in update.items():
-            if _scalar(value) and (updated["record"].get(key) != value or again.get(key) != value):
-                fail(f"after updating {entity!r} {record_id!r} with {key}={value!r}, update_record returned "
-                     f"{updated['record'].get(key)!r} and get_record {again.get(key)!r}: send the change to "
-                     f"the provider and return the updated record")
+        for path, value in _echoed(schema, update):
+            returned, read = _at(updated["record"], path), _at(again, path)
+            if returned != value or read != value:
+                fail(f"after updating {entity!r} {record_id!r} with {path}={value!r}, update_record returned "
+                     f"{None if returned is _ABSENT else returned!r} and get_record "
+                     f"{None if read is _ABSENT else read!r}: send the change to the provider and return the "
+                     f"updated record")
     if schema.supports_delete:
         _expect_status(h.api.delete(h.records_url(entity, record_id)), 200, f"deleting {entity!r} {record_id!r}",
                        f"the schema declares supports_delete for {entity!r}: fix delete_record, or set "
