@@ -170,7 +170,10 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         merged over the old ones (a key it leaves out, such as a refresh
         token the provider did not rotate, keeps its value).
     :raises AuthFailed: the refresh token was refused; the core marks the
-        connection ``expired``.
+        connection ``expired``. The token endpoint's own refusal through
+        ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as
+        that already: let it propagate; a passing failure (a 5xx, a 429)
+        leaves the connection as it is, to be refreshed again later.
     """
 
 
