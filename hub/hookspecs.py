@@ -391,7 +391,11 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         ``error_code`` does), or ``None`` to use a generic message. Fields
         are dotted paths into the provider's records (Stripe's ``param``
         ``address[city]`` is ``address.city``): the API shows them, and a
-        refused push shows them in the tenant's fields. A ``ProviderUnavailable(..., retry_now=True)`` (the
+        refused push shows them in the tenant's fields. For a 429 without
+        ``Retry-After``, a ``RateLimited(retry_after=...)`` says how long the
+        limit lasts (HubSpot names it in the body: ten seconds, or a day):
+        the core is consulted before it retries, waits that long, or gives up
+        at once when that is longer than it waits. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

@@ -315,6 +315,12 @@ class ProviderHTTP:
             retry = status in retry_statuses and (status == 429 or idempotent)
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
+                if asked is None and status == 429 and self._describe_error:
+                    # No Retry-After: the body may say which limit it was (HubSpot's policyName), and
+                    # so how long it lasts. A daily limit is not retried for nothing.
+                    said = await self._describe_error(response)
+                    if isinstance(said, RateLimited) and said.retry_after is not None:
+                        asked = said.retry_after
                 if asked is not None and asked < self.retry.base_delay:
                     asked = None  # "0" (or a date past): waiting nothing would hammer the provider
                 wait = self.retry.backoff(attempt) if asked is None else asked + random.uniform(0, 0.05)

@@ -25,7 +25,7 @@ INFO = ProviderInfo(name="scripted", label="Scripted", category="test", auth_typ
 
 
 def call(tmp_path, answers: list[Callable[[httpx.Request], httpx.Response]], method: str = "POST",
-         **kwargs) -> tuple[object, list[httpx.Request]]:
+         hooks: dict | None = None, **kwargs) -> tuple[object, list[httpx.Request]]:
     """Send one request through a connection's client to a provider that
     answers with ``answers`` in turn; the outcome (response or error) and
     what reached the provider."""
@@ -36,7 +36,8 @@ def call(tmp_path, answers: list[Callable[[httpx.Request], httpx.Response]], met
         return answers[min(len(seen), len(answers)) - 1](request)
 
     registry = PluginRegistry()
-    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")], **(hooks or {})),
+                      "scripted")
     hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
               transport=httpx.MockTransport(handler))
     connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
@@ -101,6 +102,24 @@ def test_rate_limited_always_says_when_to_come_back(tmp_path):
     outcome, seen = call(tmp_path, [status(429)] * 10, method="GET")
     assert isinstance(outcome, RateLimited) and outcome.retry_after is not None and outcome.retry_after >= 1
     assert len(seen) == 6
+
+
+def test_a_429_without_retry_after_waits_as_long_as_the_body_says_its_limit_lasts(tmp_path):
+    """HubSpot's 429s name their limit in the body, not in Retry-After: a
+    ten-second one is waited out; a daily one is given up at once (and says
+    when to come back) instead of being sent again to no purpose."""
+    def describe_error(response):
+        policy = response.json().get("policyName")
+        return RateLimited("limit reached", retry_after={"SECONDLY": 0.02, "DAILY": 86400.0}.get(policy))
+
+    def limited(policy: str):
+        return lambda request: httpx.Response(429, json={"status": "error", "policyName": policy})
+
+    outcome, seen = call(tmp_path, [limited("SECONDLY")] * 3 + [status(200)], method="GET",
+                         hooks={"describe_error": describe_error})
+    assert isinstance(outcome, httpx.Response) and outcome.status_code == 200 and len(seen) == 4
+    outcome, seen = call(tmp_path, [limited("DAILY")] * 5, method="GET", hooks={"describe_error": describe_error})
+    assert isinstance(outcome, RateLimited) and outcome.retry_after == 86400.0 and len(seen) == 1
 
 
 def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):
