@@ -148,6 +148,14 @@ def test_long_dedup_keys_differing_past_the_column_stay_two_events_and_odd_recor
         assert client.post(url, json={"id": event_id}).status_code == 200
     stored = events_of(app.state.hub)
     assert len(stored) == 2 and all(key.startswith("sha256:") and len(key) <= 255 for key in stored)
+    # Stored cut by an earlier version, then delivered again: a duplicate still.
+    earlier = "evt_" + "y" * 300
+    with app.state.hub.session() as session:
+        session.add(WebhookEvent(provider="ledger", dedup_key=earlier[:255], connection_id=connection_id,
+                                 type="item.changed", status="processed"))
+        session.commit()
+    again = client.post(url, json={"id": earlier})
+    assert again.json()["duplicate"] is True and len(events_of(app.state.hub)) == 3
     for odd in ({"x": 1}, [1, 2], True):
         assert client.post(url, json={"id": f"evt_odd_{odd!r}", "record_id": odd}).status_code == 200
         assert events_of(app.state.hub)[f"evt_odd_{odd!r}"].record_id is None

@@ -103,10 +103,12 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             rejection = rejection or WebhookRejected("malformed delivery")
             continue
         result = result or IntakeResult(connection_id=connection.id)
-        for event in _well_formed(provider, events):
+        for given, event in zip(events or [], _well_formed(provider, events)):
+            # A key stored as its digest was stored cut before: a retry from then is a duplicate too.
+            cut = str(given.dedup_key)[:MAX_DEDUP_KEY] if event.dedup_key != str(given.dedup_key) else None
             # In a thread: on SQLite a pull may hold the write lock for a moment, and
             # the event loop (other deliveries, the pull itself) must not wait with it.
-            stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event)
+            stored_id = await asyncio.to_thread(_store_once, hub, provider, connection, event, cut)
             (result.accepted if stored_id else result.duplicates).append(event.dedup_key)
     if result is None:
         assert rejection is not None
@@ -163,8 +165,15 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return True
 
 
-def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event) -> str | None:
-    """Store the event unless the connection already has one with its dedup key."""
+def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Event,
+                also_known_as: str | None = None) -> str | None:
+    """Store the event unless the connection already has one with its dedup
+    key (or ``also_known_as``, the key as an earlier version stored it)."""
+    if also_known_as is not None:
+        with hub.session() as session:
+            if session.exec(select(WebhookEvent.id).where(WebhookEvent.connection_id == connection.id,
+                                                          WebhookEvent.dedup_key == also_known_as)).first():
+                return None
     row = WebhookEvent(
         provider=provider.name, dedup_key=event.dedup_key, connection_id=connection.id,
         organization_id=connection.organization_id, type=event.type[:128], entity=event.entity,
