@@ -378,7 +378,9 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
     """Read the provider's error body of a failed response.
 
     Called by ``ctx.http`` for every response with status >= 400 after the
-    core's retries. The core picks the error class from the status (401
+    core's retries, and for a 429 without ``Retry-After`` before each retry
+    (see below). It must not fail on a body it does not know (a proxy's
+    empty or HTML answer): return ``None`` then. The core picks the error class from the status (401
     ``AuthFailed``, which marks the connection broken; 403
     ``PermissionDenied``, which does not; 404 ``NotFound``, 400/409/422
     ``ValidationFailed``, 429 ``RateLimited``, 5xx ``ProviderUnavailable``).

@@ -318,7 +318,10 @@ class ProviderHTTP:
                 if asked is None and status == 429 and self._describe_error:
                     # No Retry-After: the body may say which limit it was (HubSpot's policyName), and
                     # so how long it lasts. A daily limit is not retried for nothing.
-                    said = await self._describe_error(response)
+                    try:
+                        said = await self._describe_error(response)
+                    except Exception:  # noqa: BLE001 - a body it cannot read (a proxy's empty 429) says nothing
+                        said = None
                     if isinstance(said, RateLimited) and said.retry_after is not None:
                         asked = said.retry_after
                 if asked is not None and asked < self.retry.base_delay:

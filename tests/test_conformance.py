@@ -126,6 +126,14 @@ def test_suite_passes_the_example_through_pytester(pytester):
     assert outcomes["passed"] >= 20
 
 
+def test_suite_passes_a_plugin_that_checks_the_url_a_delivery_was_posted_to(pytester):
+    pytester.makepyfile(test_signs_url_conformance=SUITE.format(variant="signs_url"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] >= 20
+
+
 def test_suite_without_target_says_how_to_declare_it(pytester):
     pytester.makepyfile(test_missing_target="""
 from hub.testing.conformance import ConformanceSuite
@@ -257,3 +265,5 @@ def test_round_trips_compare_the_scalars_inside_declared_objects_too():
     record = {"properties": {"email": "old@example.com", "address": None}}
     assert _at(record, "properties.email") == "old@example.com"
     assert _at(record, "properties.address.city") is _at({}, "name")  # absent: not compared on create
+    # An entity declaring no fields: its top-level scalars, as they come.
+    assert _echoed(EntitySchema("notes", "Notes"), {"title": "x", "tags": ["a"]}) == [("title", "x")]

@@ -120,6 +120,10 @@ def test_a_429_without_retry_after_waits_as_long_as_the_body_says_its_limit_last
     assert isinstance(outcome, httpx.Response) and outcome.status_code == 200 and len(seen) == 4
     outcome, seen = call(tmp_path, [limited("DAILY")] * 5, method="GET", hooks={"describe_error": describe_error})
     assert isinstance(outcome, RateLimited) and outcome.retry_after == 86400.0 and len(seen) == 1
+    # A proxy's empty 429 the plugin cannot read says nothing: retried as before.
+    empty = lambda request: httpx.Response(429)  # noqa: E731
+    outcome, seen = call(tmp_path, [empty, status(200)], method="GET", hooks={"describe_error": describe_error})
+    assert isinstance(outcome, httpx.Response) and outcome.status_code == 200 and len(seen) == 2
 
 
 def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):

@@ -258,6 +258,11 @@ def test_an_object_or_array_sent_whole_leaves_out_its_read_only_sub_fields(typed
     assert env.wait(done.json()["run_id"])["pushed"] == 1
     assert env.provider.sent[-1] == ("update", "x", {"profile": {"name": "Grace"}, "lines": [{"id": "l1", "qty": 2}]})
     assert env.get("x", mapped=False).json()["record"]["pending"] is False
+    # Written whole (a record read, then written back), the array goes without them too.
+    whole = env.put("x", {"lines": [{"id": "l1", "qty": 3, "total": "30.00"}]}, mapped=False)
+    assert whole.status_code == 200, whole.text
+    assert env.wait(whole.json()["run_id"])["pushed"] == 1
+    assert env.provider.sent[-1] == ("update", "x", {"lines": [{"id": "l1", "qty": 3}]})
 
 
 def test_a_split_mappings_default_is_shown_never_pushed(typed):

@@ -65,6 +65,7 @@ from hub.sync.store import (
     sent_attempts,
     sweep_unseen,
     update_payload,
+    writable_payload,
     version_of,
     write_transaction,
 )
@@ -902,13 +903,13 @@ class SyncEngine:
             if op == "create":
                 if not schema.supports_create:
                     raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
-                result = await self.hub.call(provider, "create_record", ctx, entity=schema.name, data=payload,
-                                             idempotency_key=create["key"])
+                result = await self.hub.call(provider, "create_record", ctx, entity=schema.name,
+                                             data=writable_payload(payload, schema), idempotency_key=create["key"])
             elif op == "update":
                 if not schema.supports_update:
                     raise ReadOnly(f"{provider.name} does not allow updating {schema.name}")
                 result = await self.hub.call(provider, "update_record", ctx, entity=schema.name,
-                                             record_id=row.remote_id, data=payload)
+                                             record_id=row.remote_id, data=writable_payload(payload, schema))
             elif op == "delete":
                 if not schema.supports_delete:
                     raise ReadOnly(f"{provider.name} does not allow deleting {schema.name}")

@@ -648,12 +648,19 @@ def update_payload(row: SyncRecord, schema: EntitySchema | None = None) -> dict[
         # The provider's array changed under a pending change through an index.
         raise ValidationFailed(f"the change cannot be sent: {problem}; change the record again or discard it",
                                code="invalid_value")
-    payload = {}
-    for key, value in (row.local_data or {}).items():
-        declared = schema.field(key) if schema is not None else None
-        payload[key] = (_writable_part(_as_lists(merged.get(key), base.get(key), declared), declared)
-                        if isinstance(value, dict) else value)
-    return payload
+    return {key: _as_lists(merged.get(key), base.get(key), schema.field(key) if schema is not None else None)
+            if isinstance(value, dict) else value
+            for key, value in (row.local_data or {}).items()}
+
+
+def writable_payload(payload: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
+    """What of a push's ``payload`` (:func:`update_payload`) goes to the
+    provider: each object or array it sends whole without the sub-fields the
+    schema declares read-only (see :func:`_writable_part`). The payload
+    itself, kept as the change sent, stays whole: the provider's echo of it
+    holds those sub-fields."""
+    return {key: _writable_part(value, schema.field(key)) if isinstance(value, (dict, list)) else value
+            for key, value in payload.items()}
 
 
 def _writable_part(value: Any, declared: EntityField | None) -> Any:

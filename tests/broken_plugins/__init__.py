@@ -30,7 +30,8 @@ def webhook(harness: Harness, kind: str) -> tuple[dict[str, str], bytes]:
     signed_at = int(time.time()) - (3600 if kind == "stale" else 0)
     event = {"id": f"evt_{uuid.uuid4().hex}", "type": "note.updated", "data": {"id": "note_1", "title": "x"}}
     body, headers = signed_delivery(WEBHOOK_SECRET, event, signed_at)
-    return headers, body
+    # (For the variant that checks the URL it was posted to, as HubSpot signs it.)
+    return {**headers, "X-Example-Url": harness.delivery_url}, body
 
 
 def example_target(plugin: ModuleType | None = None) -> ConformanceTarget:
