@@ -237,8 +237,13 @@ class ProviderHTTP:
         retry_statuses: frozenset[int] = RETRY_STATUSES,
         raise_for_status: bool = True,
         idempotent: bool | None = None,
+        authenticate: bool = True,
     ) -> httpx.Response:
         """Send a request; return the successful response.
+
+        ``authenticate=False`` sends it without the connection's
+        ``request_auth`` (to a token endpoint, which takes the app's client
+        credentials instead of the token being refreshed).
 
         Retries with backoff on 429, 5xx (``retry_statuses``) and network
         errors, honouring ``Retry-After``; the same request (headers such as
@@ -261,7 +266,7 @@ class ProviderHTTP:
         throttled = 0.0
         deadline = time.monotonic() + self.retry.deadline
         while True:
-            auth = await self._auth() if self._auth else RequestAuth()
+            auth = await self._auth() if self._auth and authenticate else RequestAuth()
             merged_params = _merge_params(params, auth.params)
             merged_headers = {**auth.headers, **(headers or {})}
             endpoint_limiter = self._endpoint_limiter(url)
@@ -357,7 +362,14 @@ class ProviderHTTP:
                 raise ProviderError(f"provider answered HTTP {status}, a redirect{_redirect_host(response)}, "
                                     "which the hub does not follow", provider_status=status)
             if status >= 400 and raise_for_status:
-                described = await self._describe_error(response) if self._describe_error else None
+                try:
+                    described = await self._describe_error(response) if self._describe_error else None
+                except Exception as exc:  # noqa: BLE001 - the status still says what happened
+                    # A body the plugin cannot read (a proxy's empty or HTML answer): a generic
+                    # message under the status's class, not an opaque failure of the plugin.
+                    log.warning("describe_error could not read HTTP %s on %s %s: %s", status, method, _path(url),
+                                type(exc).__name__)
+                    described = None
                 error = error_for_response(response, described)
                 if isinstance(error, ProviderUnavailable) and error.retry_now and idempotent:
                     # The provider says the same request will go through shortly (Stripe's

@@ -45,7 +45,8 @@ async def token_request(ctx: Any, grant_type: str, *, client_auth: Literal["body
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     else:
         form.update(client_id=client_id, client_secret=secret)
-    body = await ctx.http.json("POST", ctx.url("token"), data=form, headers=headers)
+    # (Not with the connection's request_auth: the token being refreshed is no client credential.)
+    body = await ctx.http.json("POST", ctx.url("token"), data=form, headers=headers, authenticate=False)
     return token_credentials(body)
 
 
@@ -64,8 +65,11 @@ def token_credentials(body: Any) -> Credentials:
     if isinstance(refresh, str) and refresh:
         secrets["refresh_token"] = refresh
     lifetime = body.get("expires_in")
-    if isinstance(lifetime, str) and lifetime.strip().isdigit():
-        lifetime = int(lifetime)  # (some providers send it as text)
+    if isinstance(lifetime, str):  # (some providers send it as text: "3600", "3600.0")
+        try:
+            lifetime = float(lifetime)
+        except ValueError:
+            lifetime = None
     expires_at = None
     if isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and 0 < lifetime < 10 * 365 * 86400:
         expires_at = datetime.now(timezone.utc) + timedelta(seconds=lifetime)

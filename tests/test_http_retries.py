@@ -16,7 +16,7 @@ from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
-from hub.types import EntitySchema, ProviderInfo, ProviderUnavailable, RateLimited, RateLimit
+from hub.types import EntitySchema, ProviderInfo, ProviderUnavailable, RateLimit, RateLimited, RequestAuth
 from tests.conftest import module_plugin
 
 INFO = ProviderInfo(name="scripted", label="Scripted", category="test", auth_type="api_key",
@@ -124,6 +124,9 @@ def test_a_429_without_retry_after_waits_as_long_as_the_body_says_its_limit_last
     empty = lambda request: httpx.Response(429)  # noqa: E731
     outcome, seen = call(tmp_path, [empty, status(200)], method="GET", hooks={"describe_error": describe_error})
     assert isinstance(outcome, httpx.Response) and outcome.status_code == 200 and len(seen) == 2
+    # Nor at the end: the status's error, with a generic message.
+    outcome, seen = call(tmp_path, [empty] * 10, method="GET", hooks={"describe_error": describe_error})
+    assert isinstance(outcome, RateLimited) and outcome.retry_after >= 1 and len(seen) == 6
 
 
 def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):
@@ -308,3 +311,13 @@ def test_retry_after_as_an_http_date_and_backoff_with_full_jitter():
     # Spread over [0, 4 s] (not always the cap), and never past max_delay however many attempts.
     assert 0 <= min(waits) < 0.5 and 3.5 < max(waits) <= 4.0 and len({round(w, 3) for w in waits}) > 150
     assert max(policy.backoff(20) for _ in range(50)) <= 30.0
+
+
+def test_a_request_sent_without_the_connections_auth_carries_none_of_it(tmp_path):
+    """A token endpoint takes the app's client credentials: the token being
+    refreshed must not go along (hub.oauth2 sends with authenticate=False)."""
+    hooks = {"request_auth": lambda ctx: RequestAuth(headers={"Authorization": "Bearer old"}, params={"k": "v"})}
+    _outcome, seen = call(tmp_path, [status(200)], method="GET", hooks=hooks)
+    assert seen[0].headers["Authorization"] == "Bearer old" and seen[0].url.params["k"] == "v"
+    _outcome, seen = call(tmp_path, [status(200)], method="POST", hooks=hooks, authenticate=False)
+    assert "Authorization" not in seen[0].headers and "k" not in seen[0].url.params

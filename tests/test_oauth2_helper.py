@@ -44,6 +44,7 @@ def test_a_code_is_exchanged_with_the_client_credentials_in_the_form_or_as_basic
     assert (method, url) == ("POST", "https://provider.test/oauth/token")
     assert sent["data"] == {"grant_type": "authorization_code", "code": "c", "redirect_uri": "https://r",
                             "client_id": "app id", "client_secret": "s3cr:t"}  # no code_verifier: none was given
+    assert sent["authenticate"] is False  # not the connection's request_auth: no old token beside the client's
     assert credentials.secrets == {"access_token": "at", "refresh_token": "rt"}
     assert timedelta(minutes=29) < credentials.expires_at - datetime.now(timezone.utc) <= timedelta(minutes=30)
     asyncio.run(oauth2.token_request(ctx, "refresh_token", refresh_token="rt", client_auth="basic"))
@@ -55,8 +56,9 @@ def test_a_code_is_exchanged_with_the_client_credentials_in_the_form_or_as_basic
 def test_an_answer_without_a_new_refresh_token_or_an_expiry_keeps_what_the_provider_leaves_out():
     credentials = oauth2.token_credentials({"access_token": "at2", "token_type": "bearer"})
     assert credentials.secrets == {"access_token": "at2"} and credentials.expires_at is None  # stored one kept
-    assert oauth2.token_credentials({"access_token": "at", "expires_in": "3600"}).expires_at is not None
-    for odd in (0, -5, True, "soon", None):
+    for text in ("3600", "3600.0", 3600.0):
+        assert oauth2.token_credentials({"access_token": "at", "expires_in": text}).expires_at is not None
+    for odd in (0, -5, True, "soon", None, "nan", "inf", float("nan")):
         assert oauth2.token_credentials({"access_token": "at", "expires_in": odd}).expires_at is None
 
 

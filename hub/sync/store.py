@@ -487,8 +487,18 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     product's variants carry their own ``updated_at`` and ``id``, which the
     provider changes when the hub updates them), except names whose value the
     hub itself changed there (an order's read-only ``name`` is not its
-    address's ``name``)."""
+    address's ``name``). Sub-fields declared read-only are left out on both
+    sides (HubSpot stamps ``properties.hs_lastmodifieddate`` on each write)."""
     readonly = frozenset(f.name for f in schema_fields or () if f.readonly)
+    declared = {f.name: f for f in schema_fields or () if f.fields}
+
+    def comparable(record: dict[str, Any]) -> dict[str, Any]:
+        if not declared:
+            return record
+        return {key: _writable_part(value, declared.get(key)) if isinstance(value, (dict, list)) else value
+                for key, value in record.items()}
+
+    remote = comparable(remote)
     attempts = sent_attempts(row)
     changed: set[str] = set()
     for attempt in attempts:
@@ -498,7 +508,7 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     for attempt in [None, *attempts]:
         if attempt is not None:
             _deep_merge(expected, attempt)
-        if _alike(remote, expected, readonly, nested):
+        if _alike(remote, comparable(expected), readonly, nested):
             return True
     return False
 
