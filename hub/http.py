@@ -323,10 +323,7 @@ class ProviderHTTP:
                 if asked is None and status == 429 and self._describe_error:
                     # No Retry-After: the body may say which limit it was (HubSpot's policyName), and
                     # so how long it lasts. A daily limit is not retried for nothing.
-                    try:
-                        said = await self._describe_error(response)
-                    except Exception:  # noqa: BLE001 - a body it cannot read (a proxy's empty 429) says nothing
-                        said = None
+                    said = await self._described(response, method, url)
                     if isinstance(said, RateLimited) and said.retry_after is not None:
                         asked = said.retry_after
                 if asked is not None and asked < self.retry.base_delay:
@@ -362,15 +359,7 @@ class ProviderHTTP:
                 raise ProviderError(f"provider answered HTTP {status}, a redirect{_redirect_host(response)}, "
                                     "which the hub does not follow", provider_status=status)
             if status >= 400 and raise_for_status:
-                try:
-                    described = await self._describe_error(response) if self._describe_error else None
-                except Exception as exc:  # noqa: BLE001 - the status still says what happened
-                    # A body the plugin cannot read (a proxy's empty or HTML answer): a generic
-                    # message under the status's class, not an opaque failure of the plugin.
-                    log.warning("describe_error could not read HTTP %s on %s %s: %s", status, method, _path(url),
-                                type(exc).__name__)
-                    described = None
-                error = error_for_response(response, described)
+                error = error_for_response(response, await self._described(response, method, url))
                 if isinstance(error, ProviderUnavailable) and error.retry_now and idempotent:
                     # The provider says the same request will go through shortly (Stripe's
                     # Should-Retry on a key whose first request is still executing).
@@ -447,6 +436,20 @@ class ProviderHTTP:
                 else:
                     if math.isfinite(remaining):
                         self.limiter.observe_remaining(remaining)
+
+    async def _described(self, response: httpx.Response, method: str, url: str) -> Any:
+        """What the plugin's ``describe_error`` reads from an error response;
+        None where it has none, or cannot read the body (a proxy's empty or
+        HTML answer): the status still says what happened, under a generic
+        message, rather than an opaque failure of the plugin."""
+        if not self._describe_error:
+            return None
+        try:
+            return await self._describe_error(response)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("describe_error could not read HTTP %s on %s %s: %s", response.status_code, method,
+                        _path(url), type(exc).__name__)
+            return None
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)

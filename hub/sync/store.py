@@ -493,10 +493,7 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     declared = {f.name: f for f in schema_fields or () if f.fields}
 
     def comparable(record: dict[str, Any]) -> dict[str, Any]:
-        if not declared:
-            return record
-        return {key: _writable_part(value, declared.get(key)) if isinstance(value, (dict, list)) else value
-                for key, value in record.items()}
+        return _without_read_only_parts(record, declared.get) if declared else record
 
     remote = comparable(remote)
     attempts = sent_attempts(row)
@@ -669,16 +666,22 @@ def writable_payload(payload: dict[str, Any], schema: EntitySchema) -> dict[str,
     schema declares read-only (see :func:`_writable_part`). The payload
     itself, kept as the change sent, stays whole: the provider's echo of it
     holds those sub-fields."""
-    return {key: _writable_part(value, schema.field(key)) if isinstance(value, (dict, list)) else value
-            for key, value in payload.items()}
+    return _without_read_only_parts(payload, schema.field)
+
+
+def _without_read_only_parts(record: dict[str, Any], field_of: Any) -> dict[str, Any]:
+    """``record`` with each object or array in it (``field_of(name)`` its
+    declared field) without its read-only sub-fields."""
+    return {key: _writable_part(value, field_of(key)) if isinstance(value, (dict, list)) else value
+            for key, value in record.items()}
 
 
 def _writable_part(value: Any, declared: EntityField | None) -> Any:
     """``value`` (a whole object or array the push sends) without the
     sub-fields its declared field says are read-only: providers refuse them
-    written (HubSpot's ``properties.hs_object_id``, Stripe's
-    ``tax.automatic_tax``). An array item keeps its ``id``, which tells the
-    provider which item it updates (Shopify's variants and addresses)."""
+    written (HubSpot's ``properties.hs_object_id``). An array item keeps its
+    ``id``, which tells the provider which item it updates (Shopify's
+    variants and addresses)."""
     if declared is None or not declared.fields:
         return value
     if declared.type == "array":
