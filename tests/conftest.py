@@ -17,6 +17,7 @@ from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
 from hub.testing import postgres
 from hub.types import EntitySchema, ProviderInfo
+from tests.sync_support import ledger_hub, make_connection
 
 # The example provider is importable for tests without being installed.
 sys.path.insert(0, str(Path(__file__).parent / "example_provider"))
@@ -45,6 +46,18 @@ def settings(tmp_path, database_url, monkeypatch):
     for key in ("HUB_PLUGINS", "HUB_DATABASE_URL", "HUB_SECRET_KEY"):
         monkeypatch.delenv(key, raising=False)
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key="test-secret-key")
+
+
+@pytest.fixture
+def hub(settings, ledger):
+    """A hub serving the module's ``ledger`` fixture (a sync test provider) as ``ledger``."""
+    return ledger_hub(settings, ledger)
+
+
+@pytest.fixture
+def conn(hub):
+    """A connection of the ``hub`` fixture to its ledger."""
+    return make_connection(hub, "ledger", {"api_key": "k"})
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 
 from hub import hookimpl
 from hub.types import EntityField, EntitySchema
-from tests.sync_support import ledger_hub, make_connection
 from tests.test_sync_interleavings import Interleaving, Tenant, conflicts, row, sync, webhook
 
 VARIANT = (EntityField("id", type="integer", readonly=True), EntityField("product_id", type="integer", readonly=True),
@@ -66,16 +65,6 @@ def ledger():
                                                              "modified": 1}],
                               "properties": {"email": "a@x", "hs_lastmodifieddate": "1"}})
     return products
-
-
-@pytest.fixture
-def hub(settings, ledger):
-    return ledger_hub(settings, ledger)
-
-
-@pytest.fixture
-def conn(hub):
-    return make_connection(hub, "ledger", {"api_key": "k"})
 
 
 @pytest.mark.parametrize("policy", ["provider_wins", "review"])

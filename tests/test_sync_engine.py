@@ -34,16 +34,6 @@ def ledger():
     return Ledger(items=250)
 
 
-@pytest.fixture
-def hub(settings, ledger):
-    return ledger_hub(settings, ledger)
-
-
-@pytest.fixture
-def conn(hub):
-    return make_connection(hub, "ledger", {"api_key": "k"})
-
-
 def push_both_ways(hub, connection) -> None:
     """Its items config pushes too, the hub's changes winning."""
     with hub.session() as session:

@@ -75,16 +75,6 @@ def ledger():
     return Interleaving(items=4)
 
 
-@pytest.fixture
-def hub(settings, ledger):
-    return ledger_hub(settings, ledger)
-
-
-@pytest.fixture
-def conn(hub):
-    return make_connection(hub, "ledger", {"api_key": "k"})
-
-
 class Tenant:
     """The stored-records service as the API calls it, for one connection's items."""
 
