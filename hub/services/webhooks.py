@@ -515,7 +515,7 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
     :returns: the page and the cursor of the next one (``None`` at the end).
     :raises InvalidCursor: a cursor this function did not return.
     """
-    from hub.sync.stored import InvalidCursor, cursor_time, decode_cursor, encode_cursor
+    from hub.sync.stored import InvalidCursor, after_newest_first, cursor_time, decode_cursor, encode_cursor
 
     position = decode_cursor(cursor)
     query = select(WebhookEvent, WebhookEventState).outerjoin(
@@ -529,9 +529,7 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
             received, after = cursor_time(position["r"]), str(position["id"])
         except (KeyError, ValueError):
             raise InvalidCursor("the cursor is not one this API returned") from None
-        # (The first bound alone lets the index start at the cursor; the OR does not.)
-        query = query.where(WebhookEvent.received_at <= received, sa.or_(
-            WebhookEvent.received_at < received, sa.and_(WebhookEvent.received_at == received, WebhookEvent.id < after)))
+        query = query.where(after_newest_first(WebhookEvent.received_at, received, WebhookEvent.id, after))
     with hub.session() as session:
         rows = list(session.exec(query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
                                  .limit(limit + 1)))

@@ -89,6 +89,17 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     return value
 
 
+def after_newest_first(time_column: Any, moment: Any, id_column: Any, last_id: str,
+                       ids_ascending: bool = False) -> Any:
+    """The rows after a page's last one (``moment``, ``last_id``) in a listing
+    newest first by ``time_column``, then by id (descending, or
+    ``ids_ascending``). The bound on time alone, beside the OR, lets an index
+    start at the cursor: with the OR only, each page read from the newest row."""
+    next_id = id_column > last_id if ids_ascending else id_column < last_id
+    return sa.and_(time_column <= moment,
+                   sa.or_(time_column < moment, sa.and_(time_column == moment, next_id)))
+
+
 def cursor_time(value: Any) -> datetime:
     """A time a cursor of this API holds, in UTC.
 
@@ -415,10 +426,8 @@ def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status:
                 created, conflict_id = cursor_time(position[0]), str(position[1])
             except (TypeError, ValueError, IndexError, KeyError):
                 raise InvalidCursor("the cursor is not one this API returned") from None
-            # (The first bound alone lets an index start at the cursor; the OR does not.)
-            query = query.where(SyncConflict.created_at <= created, sa.or_(
-                SyncConflict.created_at < created,
-                sa.and_(SyncConflict.created_at == created, SyncConflict.id > conflict_id)))
+            query = query.where(after_newest_first(SyncConflict.created_at, created, SyncConflict.id, conflict_id,
+                                                   ids_ascending=True))
         rows = list(session.exec(query.order_by(SyncConflict.created_at.desc(), SyncConflict.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]

@@ -317,10 +317,7 @@ def _sync_logs(hub: Hub, connection: Connection, cursor: str | None, limit: int,
                 seq, run_id = str(position["q"]), str(position["id"])
             except KeyError:
                 raise stored.InvalidCursor("the cursor is not one this API returned") from None
-            # (The first bound alone lets the index start at the cursor; the OR does not.)
-            query = query.where(SyncRun.queued_at <= _parse(seq))
-            query = query.where((SyncRun.queued_at < _parse(seq)) |
-                                ((SyncRun.queued_at == _parse(seq)) & (SyncRun.id < run_id)))
+            query = query.where(stored.after_newest_first(SyncRun.queued_at, _parse(seq), SyncRun.id, run_id))
         rows = list(session.exec(query.order_by(SyncRun.queued_at.desc(), SyncRun.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
