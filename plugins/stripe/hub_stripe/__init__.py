@@ -186,6 +186,8 @@ async def test_connection(ctx):
 #: Without status=all Stripe leaves canceled subscriptions out of its lists
 #: (while still answering for them one by one): a full pass took them for deleted.
 DEFAULT_FILTERS = {"subscriptions": {"status": "all"}}
+#: Entities whose deletion at Stripe leaves the object listed (a subscription is canceled).
+KEPT_WHEN_DELETED = {"subscriptions"}
 
 
 @hookimpl
@@ -213,13 +215,46 @@ async def get_record(ctx, entity, record_id):
 
 @hookimpl
 async def create_record(ctx, entity, data, idempotency_key):
-    return await _post(ctx, f"/{entity}", data, idempotency_key)
+    return await _post(ctx, f"/{entity}", _writable(entity, data), idempotency_key)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    # An update sets the same values however often it arrives: safe to re-send.
-    return await ctx.http.json("POST", _record_url(ctx, entity, record_id), data=form(data), idempotent=True)
+    # A key of its own, so that a retry after a lost answer is applied once: an update
+    # adding a subscription item (one without an id) would otherwise add it twice.
+    return await _post(ctx, f"/{entity}/{quote(str(record_id), safe='')}", _writable(entity, data), uuid.uuid4().hex)
+
+
+#: What a subscription item change takes of an item as Stripe reads it.
+SUBSCRIPTION_ITEM_FIELDS = ("id", "price", "quantity", "metadata", "tax_rates", "deleted")
+
+
+def _writable(entity: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as Stripe's create and update take it.
+
+    A subscription's ``items`` reads as a list object (``{"object": "list",
+    "data": [...]}``) and is written as an array of item changes: an item with
+    an ``id`` is changed (``"deleted": true`` removes it), one without is
+    added. Items left out stay as they are: Stripe removes none it is not told to.
+    """
+    if entity != "subscriptions" or "items" not in data:
+        return data
+    items = data["items"]
+    if isinstance(items, dict):
+        items = items.get("data")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValidationFailed("a subscription's items must be a list of subscription items",
+                               code="invalid_items", fields=["items"])
+    return {**data, "items": [_item_change(item) for item in items]}
+
+
+def _item_change(item: dict[str, Any]) -> dict[str, Any]:
+    change = {key: item[key] for key in SUBSCRIPTION_ITEM_FIELDS if item.get(key) is not None}
+    if isinstance(change.get("price"), dict):  # read expanded: the price object
+        change["price"] = change["price"].get("id")
+    if isinstance(change.get("tax_rates"), list):
+        change["tax_rates"] = [rate.get("id") if isinstance(rate, dict) else rate for rate in change["tax_rates"]]
+    return change
 
 
 @hookimpl
@@ -338,10 +373,17 @@ def verify_webhook(ctx, request):
         # (A created time beyond what a datetime holds is an OverflowError or OSError.)
         raise WebhookRejected("malformed Stripe event") from None
     action = (verb if verb in ("created", "deleted") else "updated") if entity else "changed"
+    if entity in KEPT_WHEN_DELETED and action == "deleted":
+        # A canceled subscription stays listed (status=all): stored as canceled, not as gone.
+        action = "updated"
+    record = obj if action != "deleted" else None
+    if event.get("api_version") != STRIPE_VERSION:
+        # The object is rendered in the endpoint's API version (an endpoint made in the
+        # Dashboard takes the account's): another shape. The hub pulls it in the pinned one.
+        record = None
     kind = f"{obj['object']}.{verb}" if entity else event["type"]
     return [WebhookEvent(dedup_key=dedup_key, type=kind, entity=entity, action=action,
-                         record_id=obj.get("id"), record=None if action == "deleted" else obj,
-                         occurred_at=occurred, raw=event)]
+                         record_id=obj.get("id"), record=record, occurred_at=occurred, raw=event)]
 
 
 def _parse_signature(header: str) -> tuple[int, list[str]]:

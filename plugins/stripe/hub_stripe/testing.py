@@ -481,7 +481,13 @@ def _metadata(current: dict[str, str], change: Any) -> dict[str, str]:
 
 def update(store: Store, resource: str, record_id: str, params: dict[str, Any]) -> dict[str, Any]:
     obj = store.get(resource, record_id)
-    previous = _assign(obj, params)
+    if resource == "subscriptions" and params.get("items") not in (None, ""):
+        items = _updated_items(store, obj, params["items"])  # checked before anything changes
+        previous = _assign(obj, params)
+        previous["items"] = copy.deepcopy(obj["items"])
+        obj["items"]["data"] = items
+    else:
+        previous = _assign(obj, params)
     if "metadata" in params and "metadata" in obj:
         previous["metadata"] = obj["metadata"]
         obj["metadata"] = _metadata(obj["metadata"], params["metadata"])
@@ -787,14 +793,7 @@ def _create_subscription(store: Store, resource: str, params: dict[str, Any]) ->
     created = now()
     items = []
     for index, wanted in enumerate(params["items"]):
-        price = store.get("prices", wanted.get("price") or "", f"items[{index}][price]")
-        if price["type"] != "recurring":
-            raise StripeError(400, "The price specified is set to `type=one_time` but this field only accepts "
-                                   "prices with `type=recurring`.", param=f"items[{index}][price]")
-        item = blank("subscription_item")
-        item.update(id=store.new_id("si", 14), created=created, price=price, subscription=sub_id,
-                    quantity=_int(wanted.get("quantity", 1), "quantity"), metadata=wanted.get("metadata") or {})
-        items.append(item)
+        items.append(_subscription_item(store, sub_id, wanted, index, created))
     interval = {"day": 1, "week": 7, "month": 30, "year": 365}[items[0]["price"]["recurring"]["interval"]] * DAY
     return _create_plain(
         store, resource, params, id=sub_id, customer=customer, status="active", start_date=created,
@@ -803,6 +802,51 @@ def _create_subscription(store: Store, resource: str, params: dict[str, Any]) ->
         items={"object": "list", "data": items, "has_more": False,
                "url": f"/v1/subscription_items?subscription={sub_id}"},
     )
+
+
+def _subscription_item(store: Store, sub_id: str, wanted: dict[str, Any], index: int, created: int) -> dict[str, Any]:
+    price = store.get("prices", wanted.get("price") or "", f"items[{index}][price]")
+    if price["type"] != "recurring":
+        raise StripeError(400, "The price specified is set to `type=one_time` but this field only accepts "
+                               "prices with `type=recurring`.", param=f"items[{index}][price]")
+    item = blank("subscription_item")
+    item.update(id=store.new_id("si", 14), created=created, price=price, subscription=sub_id,
+                quantity=_int(wanted.get("quantity", 1), "quantity"), metadata=_metadata({}, wanted.get("metadata")))
+    return item
+
+
+def _updated_items(store: Store, subscription: dict[str, Any], changes: Any) -> list[dict[str, Any]]:
+    """The subscription's items after ``items[N][…]`` changes, as Stripe applies
+    them: an ``id`` names the item to change (``deleted`` removes it), an item
+    without one is added; items not named stay."""
+    if not isinstance(changes, list):
+        raise StripeError(400, "Invalid array", param="items")
+    items = {item["id"]: copy.deepcopy(item) for item in subscription["items"]["data"]}
+    for index, change in enumerate(changes):
+        if not isinstance(change, dict):
+            raise StripeError(400, "Invalid object", param=f"items[{index}]")
+        if not change.get("id"):
+            item = _subscription_item(store, subscription["id"], change, index, now())
+            items[item["id"]] = item
+            continue
+        item = items.get(change["id"])
+        if item is None:
+            raise StripeError(400, f"Invalid subscription_item: {change['id']} does not belong to this subscription",
+                              param=f"items[{index}][id]")
+        if change.get("deleted") in (True, "true"):
+            del items[change["id"]]
+            continue
+        if change.get("price"):
+            price = store.get("prices", change["price"], f"items[{index}][price]")
+            item["price"] = price
+        if change.get("quantity") not in (None, ""):
+            item["quantity"] = _int(change["quantity"], "quantity")
+        if "metadata" in change:
+            item["metadata"] = _metadata(item["metadata"], change["metadata"])
+    if not items:
+        raise StripeError(400, "A subscription must have at least one active plan. To cancel a subscription, "
+                               "please use the cancel API endpoint on /v1/subscriptions.", param="items")
+    return list(items.values())
 
 
 def _delete_subscription(store: Store, resource: str, record_id: str) -> dict[str, Any]:

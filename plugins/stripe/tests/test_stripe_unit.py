@@ -80,8 +80,10 @@ def delivery(event, secret=SECRET, timestamp=None):
 
 @pytest.mark.parametrize(("type_", "obj", "hub_type", "entity", "action"), [
     ("customer.created", {"id": "cus_1", "object": "customer"}, "customer.created", "customers", "created"),
+    # A canceled subscription stays at Stripe (and in its lists): an update.
     ("customer.subscription.deleted", {"id": "sub_1", "object": "subscription"}, "subscription.deleted",
-     "subscriptions", "deleted"),
+     "subscriptions", "updated"),
+    ("customer.deleted", {"id": "cus_1", "object": "customer"}, "customer.deleted", "customers", "deleted"),
     ("invoice.finalized", {"id": "in_1", "object": "invoice"}, "invoice.finalized", "invoices", "updated"),
     ("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"}, "payment_intent.succeeded",
      "payment_intents", "updated"),
