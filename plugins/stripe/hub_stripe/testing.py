@@ -68,7 +68,7 @@ from fastapi.responses import Response
 
 from hub.testing.fakes import TokenBucketLimit
 from hub_stripe import STRIPE_VERSION, sign
-from hub_stripe.spec import FORM, RequestChecker, Route, StripeError, blank, decode_form, find_route, load_spec
+from hub_stripe.spec import FORM, RequestChecker, Route, StripeError, blank, decode_form, find_route, load_spec, schema
 
 API_KEY = "sk_test_hubfake4242"
 ALPHABET = string.ascii_letters + string.digits
@@ -118,6 +118,8 @@ class Store:
         self.seq: dict[str, int] = {}
         self._order: dict[str, tuple[list[dict[str, Any]], dict[str, int]] | None] = {}
         self.deleted_customers: set[str] = set()
+        #: The token each customer's default card was made from (``tok_chargeDeclined`` declines).
+        self.cards: dict[str, str] = {}
         self.webhook_secrets: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self.idempotency: dict[str, tuple[tuple, int, dict[str, Any]]] = {}
@@ -398,8 +400,7 @@ def list_objects(store: Store, resource: str, params: dict[str, Any]) -> dict[st
     if params.get("created") not in (None, ""):
         rows = [r for r in rows if _created_matches(r.get("created") or r["date"], params["created"])]
     if filters:
-        rows = [r for r in rows if all(str(r.get(k)).lower() == str(v).lower() for k, v in filters.items()
-                                       if k in r)]
+        rows = [r for r in rows if all(_filter_matches(resource, r, k, v) for k, v in filters.items())]
     if resource == "subscriptions" and "status" not in params:
         rows = [r for r in rows if r["status"] != "canceled"]
     cursor = params.get("starting_after") or params.get("ending_before")
@@ -422,6 +423,22 @@ def _list(resource: str, page: list[dict[str, Any]], more: bool) -> dict[str, An
     if resource == "webhook_endpoints":
         page = [{k: v for k, v in r.items() if k != "secret"} for r in page]
     return {"object": "list", "data": page, "has_more": more, "url": f"/v1/{resource}"}
+
+
+def _filter_matches(resource: str, obj: dict[str, Any], name: str, wanted: Any) -> bool:
+    """A list filter as Stripe applies it: equal values (case-sensitive, as
+    Stripe documents ``email``); a filter the fake does not know is refused,
+    not ignored, so that no test passes on an unfiltered list."""
+    if resource == "subscriptions" and name == "price":
+        return any(item["price"]["id"] == wanted for item in obj["items"]["data"])
+    if name not in obj or isinstance(wanted, (dict, list)):
+        raise StripeError(400, f"hub's fake Stripe does not implement the {name} filter of /v1/{resource}.",
+                          param=name)
+    return _filter_text(obj[name]) == _filter_text(wanted)
+
+
+def _filter_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _created_matches(created: int, condition: Any) -> bool:
@@ -453,12 +470,26 @@ def new_object(store: Store, resource: str, params: dict[str, Any], **values: An
 
 
 def _assign(obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    _refuse_unsetting(obj["object"], params)
     previous = {}
     for key, value in params.items():
         if key in obj and key not in SPECIAL and key not in ("id", "object", "created", "livemode"):
             previous[key] = obj[key]
             obj[key] = _unset_blanks(value)
     return previous
+
+
+def _refuse_unsetting(object_name: str, params: dict[str, Any]) -> None:
+    """Stripe refuses ``""`` (its "unset") for a field that cannot be null."""
+    properties = schema(object_name)["properties"]
+    for key, value in params.items():
+        prop = properties.get(key)
+        if value == "" and key not in SPECIAL and prop is not None and not prop.get("nullable") \
+                and prop.get("type") in ("string", "integer", "boolean"):
+            raise StripeError(400, f"You passed an empty string for '{key}'. We assume empty values are an attempt "
+                                   f"to unset a parameter; however '{key}' cannot be unset. You should remove "
+                                   f"'{key}' from your request or supply a non-empty value.",
+                              code="parameter_invalid_empty", param=key)
 
 
 def _unset_blanks(value: Any) -> Any:
@@ -515,9 +546,13 @@ def _delete_plain(store: Store, resource: str, record_id: str) -> dict[str, Any]
 
 def _create_customer(store: Store, resource: str, params: dict[str, Any]) -> dict[str, Any]:
     prefix = params.get("invoice_prefix") or "".join(store.rng.choices("0123456789ABCDEF", k=8))
+    card = None
+    if params.get("source"):  # a token (tok_visa) becomes the customer's default card
+        card = store.new_id("card", 24)
+        store.cards[card] = params["source"]
     return _create_plain(store, resource, params, invoice_prefix=prefix, tax_exempt=params.get("tax_exempt", "none"),
                          next_invoice_sequence=params.get("next_invoice_sequence", 1), delinquent=False,
-                         preferred_locales=params.get("preferred_locales", []))
+                         preferred_locales=params.get("preferred_locales", []), default_source=card)
 
 
 def _delete_customer(store: Store, resource: str, record_id: str) -> dict[str, Any]:
@@ -657,6 +692,12 @@ def _create_charge(store: Store, resource: str, params: dict[str, Any]) -> dict[
     source = params.get("source")
     if not source and not customer:
         raise StripeError(400, "Must provide source or customer.", code="parameter_missing", param="source")
+    if not source:
+        card = store.rows["customers"][customer].get("default_source")
+        if not card:
+            raise StripeError(402, "Cannot charge a customer that has no active card", type="card_error",
+                              code="missing", param="card")
+        source = store.cards.get(card)
     if source in DECLINED:
         raise StripeError(402, "Your card was declined.", type="card_error", code="card_declined",
                           decline_code="generic_decline")
@@ -1009,7 +1050,8 @@ def conformance_app(**options: Any) -> FastAPI:
     monthly price ``price_conformance_monthly`` (for subscriptions)."""
     app = create_app(**{"rate": 200, "available": 10**7, **options})
     store = app.state.store
-    _rename(store, "customers", _create_customer(store, "customers", {"email": "conformance@example.com"}),
+    _rename(store, "customers", _create_customer(store, "customers", {"email": "conformance@example.com",
+                                                                      "source": "tok_visa"}),
             "cus_conformance")
     _rename(store, "products", _create_product(store, "products", {"name": "Conformance"}), "prod_conformance")
     price = _create_price(store, "prices", {"product": "prod_conformance", "currency": "usd", "unit_amount": 1500})

@@ -233,3 +233,47 @@ def test_validation_cost_is_measured(stripe):
     per_request = app.state.validation_seconds / app.state.requests
     print(f"\nvalidation {per_request * 1000:.1f} ms/request; {app.state.requests / elapsed:.0f} requests/s")
     assert per_request < 0.05
+
+
+def test_a_customer_is_charged_through_its_card_only(stripe):
+    """Stripe refuses to charge a customer without a card; the fake charged anyone."""
+    client, _ = stripe
+    bare = post(client, "/v1/customers", {"email": "bare@example.com"}).json()
+    refused = post(client, "/v1/charges", {"amount": 500, "currency": "usd", "customer": bare["id"]})
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "missing", refused.text
+    carded = post(client, "/v1/customers", {"email": "card@example.com", "source": "tok_visa"}).json()
+    assert carded["default_source"].startswith("card_")
+    charged = post(client, "/v1/charges", {"amount": 500, "currency": "usd", "customer": carded["id"]})
+    assert charged.status_code == 200 and charged.json()["status"] == "succeeded", charged.text
+    declining = post(client, "/v1/customers", {"email": "d@example.com", "source": "tok_chargeDeclined"}).json()
+    declined = post(client, "/v1/charges", {"amount": 500, "currency": "usd", "customer": declining["id"]})
+    assert declined.status_code == 402 and declined.json()["error"]["code"] == "card_declined"
+
+
+def test_list_filters_are_exact_and_none_is_ignored(stripe):
+    """Filters were compared case-insensitively, and one the fake did not know
+    (a subscription's ``price``) was ignored: every subscription came back."""
+    client, _ = stripe
+    post(client, "/v1/customers", {"email": "Ada@example.com"})
+    assert client.get("/v1/customers", params={"email": "ada@example.com"}).json()["data"] == []
+    assert [c["email"] for c in client.get("/v1/customers", params={"email": "Ada@example.com"}).json()["data"]] == [
+        "Ada@example.com"]
+    customer = post(client, "/v1/customers", {"email": "sub@example.com"}).json()["id"]
+    product = post(client, "/v1/products", {"name": "Plan"}).json()["id"]
+    prices = [post(client, "/v1/prices", {"product": product, "currency": "usd", "unit_amount": amount,
+                                          "recurring": {"interval": "month"}}).json()["id"] for amount in (5, 9)]
+    subscriptions = [post(client, "/v1/subscriptions", {"customer": customer, "items": [{"price": price}]}).json()["id"]
+                     for price in prices]
+    listed = client.get("/v1/subscriptions", params={"price": prices[1]}).json()["data"]
+    assert [s["id"] for s in listed] == [subscriptions[1]]
+
+
+def test_an_empty_string_unsets_only_what_can_be_null(stripe):
+    client, _ = stripe
+    product = post(client, "/v1/products", {"name": "Widget", "description": "Blue"}).json()
+    cleared = post(client, f"/v1/products/{product['id']}", {"description": None})
+    assert cleared.status_code == 200 and cleared.json()["description"] is None
+    refused = post(client, f"/v1/products/{product['id']}", {"name": None})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "name", refused.text
+    assert "cannot be unset" in refused.json()["error"]["message"]
+    assert client.get(f"/v1/products/{product['id']}").json()["name"] == "Widget"
