@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -61,6 +62,9 @@ KEY_CACHE_SECONDS = 300
 #: forged delivery names any kid it likes, and each look-up is a call to
 #: Plaid (on the Item's budget). Kids Plaid refused are remembered as long.
 KEY_LOOKUPS_PER_MINUTE = 10
+#: How far ahead of the hub's clock a delivery's signing time (the JWT's
+#: ``iat``) may be: Plaid's clock and the hub's differ by a second or two.
+IAT_LEEWAY_SECONDS = 60
 CURSOR_PREFIX = "hub1."
 AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
                "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
@@ -561,10 +565,19 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
         raise WebhookRejected("Plaid-Verification must be an ES256 JWT with a kid")
     key = await _verification_key(ctx, str(header["kid"]))
     try:
-        claims = jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iat"]})
+        # iat is checked below: PyJWT's own check allows no clock skew at all, and a delivery
+        # signed a second ahead of the hub's clock would be refused as a bad signature.
+        claims = jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iat"], "verify_iat": False})
     except jwt.PyJWTError:
         raise WebhookRejected("Plaid-Verification signature does not verify") from None
-    if time.time() - claims["iat"] > ctx.provider.webhook_tolerance_seconds:
+    iat = claims["iat"]
+    if not isinstance(iat, (int, float)) or isinstance(iat, bool) or not math.isfinite(iat):
+        raise WebhookRejected("Plaid-Verification's iat is not a time")
+    age = time.time() - iat
+    if age < -IAT_LEEWAY_SECONDS:
+        raise WebhookRejected(f"Plaid-Verification was signed {-age:.0f} s in the future (iat ahead of the hub's "
+                              f"clock by more than {IAT_LEEWAY_SECONDS} s): check the hub's clock")
+    if age > ctx.provider.webhook_tolerance_seconds:
         raise WebhookRejected("the delivery is too old", code="webhook_stale")
     body_hash = hashlib.sha256(request.body).hexdigest()
     if not hmac.compare_digest(body_hash, str(claims.get("request_body_sha256", ""))):

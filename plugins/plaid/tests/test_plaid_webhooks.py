@@ -191,6 +191,24 @@ def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connec
     assert fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] == 1
 
 
+def test_a_delivery_signed_a_little_ahead_of_the_hubs_clock_is_taken(client, fake, connection):
+    """Plaid's clock may be a second or two ahead: its iat is allowed 60 s in the
+    future; beyond that the refusal says so (not "signature does not verify")."""
+    item = fake.item()
+    payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+    for skew in (1, 2, 55):
+        body, headers = fake.signed_delivery(payload, iat=int(time.time()) + skew)
+        response = client.post(URL, content=body, headers=headers)
+        assert response.status_code == 200 and response.json()["received"] == 1, (skew, response.text)
+    body, headers = fake.signed_delivery(payload, iat=int(time.time()) + 600)
+    ahead = client.post(URL, content=body, headers=headers)
+    assert ahead.status_code == 401 and ahead.json()["code"] == "webhook_rejected"
+    assert "in the future" in ahead.json()["error"] and "clock" in ahead.json()["error"]
+    # The age limit still holds (checked by the plugin now, not by PyJWT).
+    body, headers = fake.signed_delivery(payload, iat=int(time.time()) - 301)
+    assert client.post(URL, content=body, headers=headers).json()["code"] == "webhook_stale"
+
+
 def test_delivery_signed_with_an_expired_key_is_rejected(client, fake, connection):
     item = fake.item()
     old = fake.current_kid
