@@ -66,8 +66,17 @@ KEY_LOOKUPS_PER_MINUTE = 10
 #: ``iat``) may be: Plaid's clock and the hub's differ by a second or two.
 IAT_LEEWAY_SECONDS = 60
 CURSOR_PREFIX = "hub1."
-AUTH_ERRORS = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
-               "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
+#: Item errors only the Item's user can end, by logging in again through Link's
+#: update mode (a locked account, changed credentials or MFA, consent for too
+#: little, setup unfinished at the bank...). Not every ITEM_ERROR: the Item's
+#: first data not ready yet (PRODUCT_NOT_READY) passes by itself.
+USER_ACTION_ERRORS = {"ITEM_LOGIN_REQUIRED", "ITEM_LOCKED", "INVALID_CREDENTIALS", "INVALID_MFA",
+                      "INVALID_SEND_METHOD", "INVALID_UPDATED_USERNAME", "INSUFFICIENT_CREDENTIALS",
+                      "USER_SETUP_REQUIRED", "MFA_NOT_SUPPORTED", "NO_ACCOUNTS", "USER_INPUT_TIMEOUT"}
+#: The connection does not work until someone acts: AuthFailed, which marks it ``error``.
+AUTH_ERRORS = USER_ACTION_ERRORS | {"INVALID_ACCESS_TOKEN", "INVALID_PUBLIC_TOKEN", "ITEM_NOT_FOUND",
+                                    "ACCESS_NOT_GRANTED", "USER_PERMISSION_REVOKED"}
+UPDATE_MODE_HINT = "; the user must reconnect through Link's update mode"
 #: Answered 400 but passing: the bank is down or slow, or the Item's first data is not ready yet.
 UNAVAILABLE_ERRORS = {"INSTITUTION_DOWN", "INSTITUTION_NOT_RESPONDING", "INSTITUTION_NOT_AVAILABLE",
                       "PRODUCT_NOT_READY"}
@@ -230,7 +239,7 @@ def describe_error(response):
     except (ValueError, KeyError, TypeError):
         return None
     if code in AUTH_ERRORS:
-        return AuthFailed(message)
+        return AuthFailed(message + (UPDATE_MODE_HINT if code in USER_ACTION_ERRORS else ""))
     if code in UNAVAILABLE_ERRORS:
         return ProviderUnavailable(f"{message}; try again later")
     if code == "INVALID_API_KEYS":
@@ -297,8 +306,13 @@ async def exchange_public_token(ctx, public_token, metadata, link_token):
 async def test_connection(ctx):
     item = (await _item_post(ctx, "/item/get"))["item"]
     error = item.get("error") or {}
-    if error.get("error_code") in AUTH_ERRORS:
-        raise AuthFailed(f"Plaid {error['error_code']}: {error.get('error_message')}")
+    code = error.get("error_code")
+    if code in AUTH_ERRORS:
+        raise AuthFailed(f"Plaid {code}: {error.get('error_message')}"
+                         + (UPDATE_MODE_HINT if code in USER_ACTION_ERRORS else ""))
+    if error.get("error_type") == "INSTITUTION_ERROR":
+        # The bank is down or slow: whether the Item works cannot be told now.
+        raise ProviderUnavailable(f"Plaid {code}: {error.get('error_message')}; try again later")
     return {"item_id": item["item_id"], "institution_id": item.get("institution_id"),
             "institution_name": item.get("institution_name"), "products": item.get("billed_products", []),
             "environment": _environment(ctx), "error": error.get("error_code")}
@@ -548,7 +562,7 @@ def _item_problem(code: str, error: Any) -> str | None:
         return None
     if isinstance(error, dict) and error.get("error_code"):
         return (f"Plaid {error['error_code']}: {error.get('error_message') or error.get('display_message') or ''}"
-                "; the user must reconnect through Link's update mode").replace(": ;", ";")
+                + UPDATE_MODE_HINT).replace(": ;", ";")
     return f"Plaid {code}: the user must reconnect through Link's update mode"
 
 

@@ -75,6 +75,30 @@ WEBHOOK_SCHEMAS = {
     ("ITEM", "LOGIN_REPAIRED"): "ItemLoginRepairedWebhook",
     ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"): "WebhookUpdateAcknowledgedWebhook",
 }
+# Plaid's messages (error_message, display_message) of the Item errors break_item sets.
+ITEM_ERROR_MESSAGES = {
+    "ITEM_LOGIN_REQUIRED": (
+        "the login details of this item have changed (credentials, MFA, or required user action) and a user login "
+        "is required to update this information. use Link's update mode to restore the item to a good state",
+        "The login details of this item have changed. Please log in again."),
+    "ITEM_LOCKED": (
+        "the account is locked. prompt the user to visit the institution's site and unlock their account",
+        "The maximum number of login attempts has been reached. Please visit your financial institution's site "
+        "to unlock your account."),
+    "INVALID_CREDENTIALS": ("the provided credentials were not correct",
+                            "The provided credentials were not correct. Please try again."),
+    "INVALID_MFA": ("the provided MFA response(s) were not correct",
+                    "The provided MFA responses were not correct. Please try again."),
+    "INSUFFICIENT_CREDENTIALS": ("insufficient authorization was provided to complete the request", None),
+    "USER_SETUP_REQUIRED": (
+        "the account has not been fully set up. prompt the user to visit the issuing institution's site and "
+        "finish the setup process",
+        "The given account is not fully setup. Please visit your financial institution's site to setup your "
+        "account."),
+    "NO_ACCOUNTS": ("no valid accounts were found for this item",
+                    "No valid accounts were found at the financial institution. Please visit your financial "
+                    "institution's website to confirm accounts are available."),
+}
 # Plaid's per-Item limits (requests per minute) for the endpoints served.
 ITEM_LIMITS_PER_MINUTE = {"/accounts/get": 15, "/accounts/balance/get": 5, "/transactions/sync": 50,
                           "/transactions/refresh": 2, "/item/get": 15}
@@ -619,18 +643,17 @@ class FakePlaid:
 
     def break_item(self, item_id: str, code: str = "ITEM_LOGIN_REQUIRED") -> None:
         """Put the Item in an error state: the user changed their bank password
-        (``ITEM_LOGIN_REQUIRED``), or the bank is down (``INSTITUTION_DOWN``,
-        ``INSTITUTION_NOT_RESPONDING``); ``mend_item`` ends it."""
+        (``ITEM_LOGIN_REQUIRED``) or must act at the bank or in Link
+        (``ITEM_LOCKED``, ``INVALID_CREDENTIALS``, ``USER_SETUP_REQUIRED``,
+        ``INSUFFICIENT_CREDENTIALS``, ... with Plaid's messages), or the bank is
+        down (``INSTITUTION_DOWN``, ``INSTITUTION_NOT_RESPONDING``); ``mend_item`` ends it."""
         if code.startswith("INSTITUTION_"):
             error = PlaidAPIError(400, "INSTITUTION_ERROR", code, "this financial institution is not currently "
                                   "responding to requests. We apologize for the inconvenience.",
                                   "Please try connecting a different account.")
         else:
-            error = PlaidAPIError(
-                400, "ITEM_ERROR", code, "the login details of this item have changed (credentials, MFA, or "
-                "required user action) and a user login is required to update this information. use Link's "
-                "update mode to restore the item to a good state",
-                "The login details of this item have changed. Please log in again.")
+            message, display = ITEM_ERROR_MESSAGES.get(code, ITEM_ERROR_MESSAGES["ITEM_LOGIN_REQUIRED"])
+            error = PlaidAPIError(400, "ITEM_ERROR", code, message, display)
         with self.lock:
             self.items[item_id].error = error.body("")
 

@@ -13,7 +13,7 @@ from hub.context import ProviderContext
 from hub.models import Connection
 from hub.services.orgs import create_organization
 from hub.services.records import RecordService, seal_cursor
-from hub.types import ConfigurationError
+from hub.types import ConfigurationError, ProviderUnavailable
 from hub_plaid import INFO, _environment, request_auth
 
 
@@ -250,6 +250,49 @@ def test_item_login_required_marks_the_connection(client, auth, fake, connection
     assert status["status"] == "error" and "ITEM_LOGIN_REQUIRED" in status["last_error"]
     tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
     assert tested.status_code == 424
+
+
+@pytest.mark.parametrize("code", ["ITEM_LOCKED", "INVALID_CREDENTIALS", "USER_SETUP_REQUIRED",
+                                  "INSUFFICIENT_CREDENTIALS", "INVALID_MFA", "NO_ACCOUNTS"])
+def test_item_errors_only_the_user_can_fix_mark_the_connection_like_a_login_required(client, auth, fake,
+                                                                                     connection, code):
+    """Not ITEM_LOGIN_REQUIRED alone: every Item error that needs the user in Link's
+    update mode is a refused connection (424, status error), from the test and from
+    data calls alike (they were a 200 test and 422 validation errors)."""
+    item = fake.item().item_id
+    fake.break_item(item, code)
+    path = f"{API}/connections/{connection['id']}"
+    tested = client.post(f"{path}/test", headers=auth)
+    assert tested.status_code == 424 and tested.json()["code"] == "provider_auth_failed", tested.text
+    status = client.get(path, headers=auth).json()["connection"]
+    assert status["status"] == "error" and code in status["last_error"] and "update mode" in status["last_error"]
+    fake.mend_item(item)
+    assert client.post(f"{path}/test", headers=auth).status_code == 200
+    assert client.get(path, headers=auth).json()["connection"]["status"] == "connected"
+    fake.break_item(item, code)
+    for entity in ("accounts", "transactions"):
+        response = client.get(records_url(connection, entity), headers=auth)
+        assert response.status_code == 424 and response.json()["code"] == "provider_auth_failed", response.text
+    assert client.get(path, headers=auth).json()["connection"]["status"] == "error"
+
+
+def test_an_item_whose_first_data_is_not_ready_is_not_a_refused_connection():
+    """PRODUCT_NOT_READY is an ITEM_ERROR too, but passes by itself: the error type alone decides nothing."""
+    import httpx
+
+    from hub_plaid import describe_error
+
+    body = {"error_type": "ITEM_ERROR", "error_code": "PRODUCT_NOT_READY", "request_id": "r",
+            "error_message": "the requested product is not yet ready. please provide a webhook or try the request "
+                             "again later"}
+    assert type(describe_error(httpx.Response(400, json=body))) is ProviderUnavailable
+
+
+def test_testing_a_connection_while_its_bank_is_down_is_a_passing_unavailability(client, auth, fake, connection):
+    fake.break_item(fake.item().item_id, "INSTITUTION_NOT_RESPONDING")
+    tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
+    assert tested.status_code == 503 and tested.json()["code"] == "provider_unavailable", tested.text
+    assert "INSTITUTION_NOT_RESPONDING" in tested.json()["error"]
 
 
 def test_a_connection_whose_login_is_required_is_repaired_through_links_update_mode(client, auth, fake, connection):

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from plaid_helpers import API, WEBHOOK_URL, link
 from sqlmodel import select
 
-from hub.models import SyncRecord, WebhookEvent
+from hub.models import Connection, SyncRecord, WebhookEvent
 from hub.services.orgs import create_organization
+from hub.sync.engine import SyncEngine, create_run
 
 URL = f"{API}/webhooks/plaid"
 
@@ -150,6 +151,26 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
     assert fake.send_webhook(URL, revoked, client=client).json()["received"] == 1
     wait_until(lambda: connection_now()["status"] == "error", "the USER_PERMISSION_REVOKED webhook's processing")
     assert connection_now()["last_error"].startswith("Plaid USER_PERMISSION_REVOKED: the holder of this account")
+
+
+def test_an_item_error_webhook_is_not_undone_by_a_later_run_that_needs_no_item(client, auth, fake, connection,
+                                                                                hub_app):
+    """A run that succeeds (institutions need no Item) tests a connection in error
+    before making it connected again: an Item the user must fix (ITEM_LOCKED) fails
+    that test, so the webhook's error stands."""
+    item = fake.item()
+    path = f"{API}/connections/{connection['id']}"
+    fake.break_item(item.item_id, "ITEM_LOCKED")
+    assert fake.fire(item.item_id, "ITEM", "ERROR", client=client).json()["received"] == 1
+    wait_until(lambda: client.get(path, headers=auth).json()["connection"]["status"] == "error",
+               "the ERROR webhook's processing")
+    hub = hub_app.state.hub
+    with hub.session() as session:
+        stored = session.get(Connection, connection["id"])
+    run, _ = create_run(hub, stored, entity="institutions", direction="pull")
+    assert client.portal.call(SyncEngine(hub, page_size=50).execute, run.id).status == "succeeded"
+    now = client.get(path, headers=auth).json()["connection"]
+    assert now["status"] == "error" and "ITEM_LOCKED" in now["last_error"], now
 
 
 def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connection):
