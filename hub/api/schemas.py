@@ -189,6 +189,10 @@ class RecordsResponse(Ok):
     #: The provider could not follow the cursor and listed again from its first
     #: record: what earlier pages gave may have been removed since.
     restarted: bool = False
+    #: On a last page, where the provider keeps a position to resume from
+    #: (Plaid's transactions cursor): pass it as ``cursor`` later to list what
+    #: changed since, removals in ``deleted_ids``. ``None`` otherwise.
+    watermark: str | None = None
 
 
 class RecordResponse(Ok):

@@ -33,10 +33,12 @@ class RecordService:
 
     async def list(self, entity: str, cursor: str | None = None, page_size: int = 50,
                    filters: dict[str, str] | None = None, since: datetime | None = None) -> Page:
-        """One page of ``entity``. ``cursor`` is a ``next_cursor`` this method
-        returned: the provider's position sealed with its entity, so that a
-        cursor of another entity is refused instead of answered with a wrong
-        page. ``since`` on an entity that cannot filter by it is refused
+        """One page of ``entity``. ``cursor`` is a ``next_cursor`` or a
+        ``watermark`` this method returned: the provider's position sealed with
+        its entity, so that a cursor of another entity is refused instead of
+        answered with a wrong page. A ``watermark`` (on a last page, where the
+        provider has a resumable position: Plaid's) lists, later, what changed
+        since that page, removals as ``deleted_ids``. ``since`` on an entity that cannot filter by it is refused
         rather than ignored (an unfiltered list would look filtered).
 
         :raises ValidationFailed: ``invalid_cursor``, ``since_not_supported``.
@@ -59,7 +61,8 @@ class RecordService:
                                    cursor=open_cursor(cursor, entity),
                                    page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
                                    filters=filters or {}, since=since)
-        return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity))
+        return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity),
+                                   watermark=seal_cursor(page.watermark, entity))
 
     @staticmethod
     def _record_id(entity: str, record_id: str) -> str:

@@ -37,7 +37,8 @@ async def _service(hub: Hub, org_id: str, connection_id: str) -> RecordService:
 @router.get("/entities/{entity}/records", response_model=RecordsResponse, operation_id="list_records")
 async def list_records(
     hub: HubDep, org: OrgDep, connection_id: str, entity: str, request: Request,
-    cursor: str | None = Query(default=None, max_length=4096, description="`next_cursor` of the previous page"),
+    cursor: str | None = Query(default=None, max_length=4096,
+                               description="`next_cursor` of the previous page, or the `watermark` of a last page"),
     limit: int = Query(default=50, ge=1, le=MAX_PAGE_SIZE),
     since: datetime | None = Query(default=None, description="only records modified at or after this time"),
 ):
@@ -49,7 +50,7 @@ async def list_records(
     # Records are provider JSON already: skip re-validating them, just encode.
     return JSONResponse({"success": True, "records": page.records, "next_cursor": page.next_cursor,
                          "has_more": page.next_cursor is not None, "deleted_ids": page.deleted_ids,
-                         "restarted": page.restarted})
+                         "restarted": page.restarted, "watermark": page.watermark})
 
 
 @router.post("/entities/{entity}/records", response_model=RecordResponse, status_code=201,

@@ -12,7 +12,7 @@ from plaid_helpers import API, WEBHOOK_URL, build_hub_app, link, list_pages, rec
 from hub.context import ProviderContext
 from hub.models import Connection
 from hub.services.orgs import create_organization
-from hub.services.records import RecordService, seal_cursor
+from hub.services.records import open_cursor, seal_cursor
 from hub.types import ConfigurationError, ProviderUnavailable
 from hub_plaid import INFO, _environment, request_auth
 
@@ -143,33 +143,33 @@ def test_a_delivered_record_changed_during_a_run_comes_again_current_and_nothing
     assert seen[first_page_id[0]]["name"] == "CORRECTED" and seen[first_page_id[0]]["amount"] == 12.34
 
 
-def test_removed_transactions_are_deleted_ids_and_the_watermark_resumes(client, auth, fake, connection, hub_app):
+def test_removed_transactions_are_deleted_ids_and_the_watermark_resumes(client, auth, fake, connection):
+    """An API client lists to the end, keeps the last page's ``watermark`` (Plaid's
+    cursor, sealed to its entity like ``next_cursor``) and resumes from it later
+    with ``?cursor=``: it gets what changed since, removals as ``deleted_ids``."""
     item = fake.item()
-    with hub_app.state.hub.session() as session:
-        stored = session.get(Connection, connection["id"])
-    service = RecordService(hub_app.state.hub, stored)
-    first_run = []
-    cursor = None
-    for _ in range(10):
-        page = client.portal.call(service.list, "transactions", cursor, 100)
-        first_run.append(page)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    assert [len(p.records) for p in first_run] == [100, 20]
-    assert first_run[0].watermark is None and first_run[-1].watermark == fake.cursor_now(item.item_id)
+    url = records_url(connection, "transactions")
+    first_run = list_pages(client, auth, url, limit=100)
+    assert [len(p["records"]) for p in first_run] == [100, 20]
+    watermark = first_run[-1]["watermark"]
+    assert first_run[0]["watermark"] is None and watermark
+    assert open_cursor(watermark, "transactions") == fake.cursor_now(item.item_id)
 
     gone = list(item.transactions)[:2]
     for transaction_id in gone:
         fake.remove_transaction(item.item_id, transaction_id)
     changed = fake.modify_transaction(item.item_id, list(item.transactions)[5], pending=True)
     new = fake.add_transactions(item.item_id, 3)
-    pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25,
-                       cursor=seal_cursor(first_run[-1].watermark, "transactions"))
+    pages = list_pages(client, auth, url, limit=25, cursor=watermark)
     assert len(pages) == 1
     assert sorted(pages[0]["deleted_ids"]) == sorted(gone)
     assert {r["transaction_id"] for r in pages[0]["records"]} == {changed["transaction_id"]} | {
         t["transaction_id"] for t in new}
+    assert pages[0]["watermark"] not in (None, watermark)
+    # Bound to its entity, as next_cursor is; entities without a position give none.
+    other = client.get(records_url(connection, "accounts"), params={"cursor": watermark}, headers=auth)
+    assert other.status_code == 422 and other.json()["code"] == "invalid_cursor"
+    assert client.get(records_url(connection, "accounts"), headers=auth).json()["watermark"] is None
 
 
 def test_accounts_balances_and_institutions(client, auth, fake, connection):
