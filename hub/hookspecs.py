@@ -439,7 +439,11 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
     grant, an uninstalled app, a bank login to renew) is an event with action
     :data:`~hub.types.CONNECTION_BROKEN` or :data:`~hub.types.CONNECTION_REPAIRED`
     and no entity; the core sets the connection's ``status`` and ``last_error``
-    (the event's ``message``) from it.
+    (the event's ``message``) from it. One saying it will stop working unless
+    its user acts by some time (consent about to expire) is
+    :data:`~hub.types.CONNECTION_WARNING`: a ``connected`` connection stays so,
+    with the ``message`` (say when) as its ``last_error`` until the user
+    authorizes again or a ``CONNECTION_REPAIRED`` comes.
 
     :returns: the :class:`~hub.types.WebhookEvent` list (may be empty for
         deliveries that carry no change, such as pings).

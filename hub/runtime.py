@@ -346,7 +346,8 @@ class Hub:
                         credentials_version=version + 1,
                         token_expires_at=fresh.expires_at,
                         status="connected",
-                        last_error=None,
+                        # (A connected connection's last_error is a warning, which a refresh does not end.)
+                        last_error=sa.case((Connection.status == "connected", Connection.last_error), else_=None),
                         updated_at=utcnow(),
                     )
                 )

@@ -308,12 +308,15 @@ class WebhookEvent:
     fetch to know what). ``record`` is the full record when the payload carries
     it, else ``None``.
 
-    Two actions concern the connection itself, not a record (``entity`` is
+    Three actions concern the connection itself, not a record (``entity`` is
     ``None``): :data:`CONNECTION_BROKEN` (the provider says the connection no
     longer works until its user acts: Plaid's ``ITEM: ERROR``, Shopify's
-    ``app/uninstalled``) and :data:`CONNECTION_REPAIRED` (it works again:
-    Plaid's ``LOGIN_REPAIRED``). ``message`` says why, for people; the core
-    shows it as the connection's ``last_error``.
+    ``app/uninstalled``), :data:`CONNECTION_REPAIRED` (it works again:
+    Plaid's ``LOGIN_REPAIRED``) and :data:`CONNECTION_WARNING` (it works, but
+    will stop unless its user acts by some time: Plaid's
+    ``PENDING_EXPIRATION``, consent about to expire). ``message`` says why,
+    for people; the core shows it as the connection's ``last_error`` (of a
+    warning, on a connection whose ``status`` stays ``connected``).
     """
 
     dedup_key: str
@@ -330,6 +333,7 @@ class WebhookEvent:
 #: Webhook actions about the connection rather than a record (see :class:`WebhookEvent`).
 CONNECTION_BROKEN = "connection_error"
 CONNECTION_REPAIRED = "reconnected"
+CONNECTION_WARNING = "connection_warn"
 
 
 # ---------------------------------------------------------------- errors

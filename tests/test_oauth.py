@@ -193,6 +193,22 @@ def test_refused_refresh_marks_connection_expired(oauth_hub, oauth_fake):
     assert connection["status"] == "expired" and "refresh refused" in connection["last_error"]
 
 
+def test_a_refresh_keeps_a_connected_connections_warning(oauth_hub, oauth_fake):
+    """A connected connection's last_error is a warning (CONNECTION_WARNING: consent about
+    to expire): a routine token refresh does not end it, while it clears an error."""
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    hub = app.state.hub
+    records = f"{API}/connections/{connection_id}/entities/contacts/records"
+    for status, last_error, after in (("connected", "consent expires at 2030-01-01", "consent expires at 2030-01-01"),
+                                      ("error", "refused", None)):
+        hub.mark(connection_id, status, last_error)
+        expire_soon(hub, connection_id)
+        assert client.get(records, headers=headers).status_code == 200
+        connection = client.get(f"{API}/connections/{connection_id}", headers=headers).json()["connection"]
+        assert (connection["status"], connection["last_error"]) == ("connected", after)
+
+
 def test_token_endpoint_401_during_refresh_fails_cleanly(oauth_hub, oauth_fake, settings, example_registry):
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]

@@ -289,8 +289,16 @@ def _changed_config(provider: Provider, connection: Connection,
     return ({**current, **change} if changed else None), any(k in declared for k in changed)
 
 
-async def test_connection(hub: Hub, organization_id: str, connection_id: str) -> tuple[Connection, dict[str, Any]]:
+async def test_connection(hub: Hub, organization_id: str, connection_id: str,
+                          renewed: bool = False) -> tuple[Connection, dict[str, Any]]:
+    """Test the connection with the provider: ``connected`` when it passes.
+
+    The ``last_error`` of a connection already ``connected`` is a warning (a
+    provider's ``CONNECTION_WARNING``: consent about to expire): a passing
+    test keeps it, unless the user has just authorized again (``renewed``:
+    a Link update-mode repair)."""
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
+    warning = connection.last_error if connection.status == "connected" and not renewed else None
     provider = hub.provider(connection.provider)
     ctx = hub.context(provider, connection)
     try:
@@ -300,7 +308,7 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str) ->
     except HubError as exc:
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
-    await asyncio.to_thread(hub.mark, connection.id, "connected", None)
+    await asyncio.to_thread(hub.mark, connection.id, "connected", warning)
     return await hub.db(find_connection, hub, organization_id, connection_id), details
 
 

@@ -22,12 +22,12 @@ from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEve
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.store import MAX_RECORD_ID
-from hub.types import CONNECTION_BROKEN, CONNECTION_REPAIRED, HubError, NotFound, ProviderError, WebhookRejected
+from hub.types import CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, HubError, NotFound, ProviderError, WebhookRejected
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
 log = logging.getLogger("hub.webhooks")
-_CONNECTION_ACTIONS = (CONNECTION_BROKEN, CONNECTION_REPAIRED)
+_CONNECTION_ACTIONS = (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING)
 
 
 class UnknownConnection(HubError):
@@ -408,19 +408,27 @@ class WebhookProcessor:
 
     @staticmethod
     def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:
-        """The provider says the connection broke, or works again: its status follows.
+        """The provider says the connection broke, works again, or will stop
+        working unless its user acts: its status follows.
 
         A broken connection is ``error`` with the provider's reason as
         ``last_error`` (a disconnected or expired one stays as it is); a
-        repaired one is ``connected`` again if it was in ``error``.
+        warned one stays ``connected`` with the warning as ``last_error``
+        (one not connected says more already); a repaired one is
+        ``connected`` again if it was in ``error``, and loses its warning.
         """
+        message = (event.payload or {}).get("message") or f"{event.provider} reports {event.type}"
         if event.action == CONNECTION_BROKEN:
             if connection.status in ("disconnected", "expired"):
                 return "ignored"
-            message = (event.payload or {}).get("message") or f"{event.provider} reports {event.type}"
             values: dict[str, Any] = {"status": "error", "last_error": message[:2000]}
+        elif event.action == CONNECTION_WARNING:
+            if connection.status != "connected":
+                return "ignored"
+            values = {"status": "connected", "last_error": message[:2000]}
         else:
-            if connection.status != "error":
+            if connection.status not in ("error", "connected") or (
+                    connection.status == "connected" and connection.last_error is None):
                 return "ignored"
             values = {"status": "connected", "last_error": None}
         session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))

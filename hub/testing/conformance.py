@@ -45,11 +45,12 @@ import pytest
 
 from hub.plugins import info_problems, schema_problems
 from hub.sync.store import record_hash
-from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, AuthFailed, EntityField, EntitySchema, HubError,
-                       NotFound, Page, WebhookEvent, WebhookRequest)
+from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, AuthFailed, EntityField,
+                       EntitySchema, HubError, NotFound, Page, WebhookEvent, WebhookRequest)
 
 API_PREFIX = "/api/v1/integrations"
-EVENT_ACTIONS = {"created", "updated", "deleted", "changed", CONNECTION_BROKEN, CONNECTION_REPAIRED}
+EVENT_ACTIONS = {"created", "updated", "deleted", "changed", CONNECTION_BROKEN, CONNECTION_REPAIRED,
+                 CONNECTION_WARNING}
 MISSING_ID = "conformance-missing-0000"
 UNKNOWN_ENTITY = "conformance_no_such_entity"
 WRITE_HOOKS = {"create_record": "supports_create", "update_record": "supports_update",

@@ -97,7 +97,7 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
         raise ValidationFailed(f"{provider.name} does not use a Link flow", code="wrong_auth_type")
     repaired = await asyncio.to_thread(oauth.check_link_token, hub, org.id, provider, body.link_token)
     if repaired is not None:
-        connection, _details = await connection_service.test_connection(hub, org.id, repaired)
+        connection, _details = await connection_service.test_connection(hub, org.id, repaired, renewed=True)
         response.status_code = 200
         return {"success": True, "connection": ConnectionPublic.of(connection)}
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))

@@ -33,6 +33,7 @@ from hub import hookimpl
 from hub.types import (
     CONNECTION_BROKEN,
     CONNECTION_REPAIRED,
+    CONNECTION_WARNING,
     Action,
     AuthFailed,
     ConfigurationError,
@@ -161,6 +162,9 @@ WEBHOOK_ENTITIES = {("TRANSACTIONS", None): "transactions", ("ITEM", "NEW_ACCOUN
 #: mode), or it works again after the user fixed it elsewhere.
 ITEM_STATUS_WEBHOOKS = {"ERROR": CONNECTION_BROKEN, "USER_PERMISSION_REVOKED": CONNECTION_BROKEN,
                         "LOGIN_REPAIRED": CONNECTION_REPAIRED}
+#: ITEM webhooks saying the Item works, but will stop at a time unless its user
+#: goes through Link's update mode before: a warning on the connection.
+ITEM_WARNING_WEBHOOKS = {"PENDING_EXPIRATION": "consent_expiration_time", "PENDING_DISCONNECT": "disconnect_time"}
 
 # Keyed by (environment, kid): sandbox and production sign with keys of their own.
 _verification_keys: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
@@ -550,6 +554,9 @@ async def verify_webhook(ctx, request):
     if kind == "ITEM" and code in ITEM_STATUS_WEBHOOKS:
         return [WebhookEvent(dedup_key=digest, type=f"item.{code.lower()}", action=ITEM_STATUS_WEBHOOKS[code],
                              occurred_at=occurred, raw=body, message=_item_problem(code, body.get("error")))]
+    if kind == "ITEM" and code in ITEM_WARNING_WEBHOOKS:
+        return [WebhookEvent(dedup_key=digest, type=f"item.{code.lower()}", action=CONNECTION_WARNING,
+                             occurred_at=occurred, raw=body, message=_item_warning(code, body))]
     entity = WEBHOOK_ENTITIES.get((kind, code)) or WEBHOOK_ENTITIES.get((kind, None))
     event_type = f"{entity[:-1]}.changed" if entity else f"{kind}.{code}".lower()
     return [WebhookEvent(dedup_key=digest, type=event_type, entity=entity, action="changed",
@@ -564,6 +571,18 @@ def _item_problem(code: str, error: Any) -> str | None:
         return (f"Plaid {error['error_code']}: {error.get('error_message') or error.get('display_message') or ''}"
                 + UPDATE_MODE_HINT).replace(": ;", ";")
     return f"Plaid {code}: the user must reconnect through Link's update mode"
+
+
+def _item_warning(code: str, body: dict[str, Any]) -> str:
+    """What a PENDING_EXPIRATION or PENDING_DISCONNECT webhook warns of, with its time."""
+    when = body.get(ITEM_WARNING_WEBHOOKS[code])
+    when = f"at {when}" if isinstance(when, str) and when else "soon"
+    if code == "PENDING_EXPIRATION":
+        what = f"the user's consent to access this Item expires {when}"
+    else:
+        reason = body.get("reason")
+        what = f"Plaid will disconnect this Item {when}" + (f" ({reason})" if isinstance(reason, str) else "")
+    return f"Plaid {code}: {what}; the user must go through Link's update mode before then to keep it working"
 
 
 async def _verified_claims(ctx, request) -> dict[str, Any]:

@@ -71,6 +71,7 @@ WEBHOOK_SCHEMAS = {
     ("TRANSACTIONS", "TRANSACTIONS_REMOVED"): "TransactionsRemovedWebhook",
     ("ITEM", "ERROR"): "ItemErrorWebhook",
     ("ITEM", "PENDING_EXPIRATION"): "PendingExpirationWebhook",
+    ("ITEM", "PENDING_DISCONNECT"): "PendingDisconnectWebhook",
     ("ITEM", "USER_PERMISSION_REVOKED"): "UserPermissionRevokedWebhook",
     ("ITEM", "LOGIN_REPAIRED"): "ItemLoginRepairedWebhook",
     ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"): "WebhookUpdateAcknowledgedWebhook",

@@ -10,12 +10,13 @@ import time
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from plaid_helpers import API, WEBHOOK_URL, link
+from plaid_helpers import API, WEBHOOK_URL, link, records_url
 from sqlmodel import select
 
 from hub.models import Connection, SyncRecord, WebhookEvent
 from hub.services.orgs import create_organization
 from hub.sync.engine import SyncEngine, create_run
+from hub.types import CONNECTION_WARNING
 
 URL = f"{API}/webhooks/plaid"
 
@@ -108,7 +109,7 @@ def test_webhook_codes_map_to_events(client, fake, connection, hub_app):
         ("transaction.changed", "transactions", "changed", None),
         ("transaction.deleted", "transactions", "deleted", removed[0]),
         ("transaction.deleted", "transactions", "deleted", removed[1]),
-        ("item.pending_expiration", None, "changed", None),
+        ("item.pending_expiration", None, CONNECTION_WARNING, None),
         ("item.webhook_update_acknowledged", None, "changed", None),
         ("item.error", None, "connection_error", None),
     ], key=str)
@@ -151,6 +152,56 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
     assert fake.send_webhook(URL, revoked, client=client).json()["received"] == 1
     wait_until(lambda: connection_now()["status"] == "error", "the USER_PERMISSION_REVOKED webhook's processing")
     assert connection_now()["last_error"].startswith("Plaid USER_PERMISSION_REVOKED: the holder of this account")
+
+
+def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_renews_it(
+        client, auth, fake, connection, hub_app):
+    """PENDING_EXPIRATION (and PENDING_DISCONNECT) were stored ``ignored``: now the
+    connection stays ``connected`` with the warning, and its time, as ``last_error``;
+    a passing test keeps it, Link's update mode ends it."""
+    item = fake.item()
+    path = f"{API}/connections/{connection['id']}"
+
+    def connection_now():
+        return client.get(path, headers=auth).json()["connection"]
+
+    expiring = fake.fire(item.item_id, "ITEM", "PENDING_EXPIRATION", client=client,
+                         consent_expiration_time="2030-01-01T00:00:00Z")
+    assert expiring.json()["received"] == 1
+    wait_until(lambda: connection_now()["last_error"] is not None, "the PENDING_EXPIRATION webhook's processing")
+    warned = connection_now()
+    assert warned["status"] == "connected"
+    assert warned["last_error"].startswith("Plaid PENDING_EXPIRATION: the user's consent to access this Item "
+                                           "expires at 2030-01-01T00:00:00Z") and "update mode" in warned["last_error"]
+    assert [e.status for e in stored_events(hub_app) if e.type == "item.pending_expiration"] == ["processed"]
+    # The Item still works: a test passes and leaves the warning.
+    tested = client.post(f"{path}/test", headers=auth)
+    assert tested.status_code == 200 and tested.json()["connection"]["last_error"] == warned["last_error"]
+    assert client.get(records_url(connection, "accounts"), headers=auth).status_code == 200
+
+    # The user renews their consent through Link's update mode: the warning ends.
+    token = client.post(f"{API}/link/plaid/token", json={"connection_id": connection["id"]}, headers=auth)
+    link_token = token.json()["link_token"]
+    renewed = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
+        "public_token": fake.create_public_token(link_token=link_token), "link_token": link_token})
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["connection"]["status"] == "connected" and renewed.json()["connection"]["last_error"] is None
+
+    disconnecting = fake.fire(item.item_id, "ITEM", "PENDING_DISCONNECT", client=client,
+                              reason="INSTITUTION_MIGRATION", disconnect_time="2030-02-01T00:00:00Z")
+    assert disconnecting.json()["received"] == 1
+    wait_until(lambda: connection_now()["last_error"] is not None, "the PENDING_DISCONNECT webhook's processing")
+    assert connection_now()["status"] == "connected"
+    assert "2030-02-01T00:00:00Z (INSTITUTION_MIGRATION)" in connection_now()["last_error"]
+
+    # A connection that stopped working says more than a warning: the warning does not replace its error.
+    fake.break_item(item.item_id)
+    assert fake.fire(item.item_id, "ITEM", "ERROR", client=client).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "error", "the ERROR webhook's processing")
+    assert fake.fire(item.item_id, "ITEM", "PENDING_EXPIRATION", client=client,
+                     consent_expiration_time="2030-03-01T00:00:00Z").json()["received"] == 1
+    wait_until(lambda: all(e.status != "pending" for e in stored_events(hub_app)), "the second warning")
+    assert connection_now()["status"] == "error" and "ITEM_LOGIN_REQUIRED" in connection_now()["last_error"]
 
 
 def test_an_item_error_webhook_is_not_undone_by_a_later_run_that_needs_no_item(client, auth, fake, connection,
