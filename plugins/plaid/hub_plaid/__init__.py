@@ -154,8 +154,9 @@ ACTIONS = [
            params=(EntityField("institution_id", "Institution ID", required=True),), readonly=True),
     Action("refresh_transactions", "Refresh transactions", "Ask Plaid to fetch new transactions now "
            "(/transactions/refresh); a SYNC_UPDATES_AVAILABLE webhook follows."),
-    Action("remove_item", "Remove item", "Revoke the Item at Plaid (/item/remove): the access token stops working."),
 ]
+# No remove_item action: an Item removed while its connection stays leaves a connection that can
+# never work again (update mode needs the live access token); deleting the connection removes it.
 
 WEBHOOK_ENTITIES = {("TRANSACTIONS", None): "transactions", ("ITEM", "NEW_ACCOUNTS_AVAILABLE"): "accounts"}
 #: ITEM webhooks about the Item itself: it needs its user again (Link's update
@@ -503,9 +504,6 @@ async def run_action(ctx, action, params):
     if action == "refresh_transactions":
         await _item_post(ctx, "/transactions/refresh")
         return {"refreshed": True}
-    if action == "remove_item":
-        await _item_post(ctx, "/item/remove")
-        return {"removed": True}
     raise NotFound(f"Plaid has no action {action!r}")
 
 

@@ -21,7 +21,7 @@ def test_provider_is_listed_with_read_only_entities_and_actions(client):
     provider = client.get(f"{API}/providers/plaid").json()["provider"]
     assert provider["category"] == "banking" and provider["auth_type"] == "link"
     assert provider["entities"] == ["accounts", "balances", "institutions", "transactions"]
-    assert provider["actions"] == ["categories", "institution", "refresh_transactions", "remove_item"]
+    assert provider["actions"] == ["categories", "institution", "refresh_transactions"]
     assert provider["supports_webhooks"] is True
     entities = {e["name"]: e for e in client.get(f"{API}/providers/plaid/entities").json()["entities"]}
     assert all(e["readonly"] for e in entities.values())
@@ -216,7 +216,7 @@ def test_actions(client, auth, fake, connection):
     base = f"{API}/connections/{connection['id']}/actions"
     listed = client.get(base, headers=auth).json()["actions"]
     assert {a["name"]: a["readonly"] for a in listed} == {
-        "categories": True, "institution": True, "refresh_transactions": False, "remove_item": False}
+        "categories": True, "institution": True, "refresh_transactions": False}
     categories = client.post(f"{base}/categories", json={"params": {}}, headers=auth).json()["result"]["categories"]
     assert {"category_id": "10001000", "group": "special", "hierarchy": ["Bank Fees", "Overdraft"]} in categories
     institution = client.post(f"{base}/institution", json={"params": {"institution_id": "ins_109511"}}, headers=auth)
@@ -226,12 +226,20 @@ def test_actions(client, auth, fake, connection):
     refreshed = client.post(f"{base}/refresh_transactions", json={"params": {}}, headers=auth).json()
     assert refreshed["result"] == {"refreshed": True} and fake.refreshes[fake.item().item_id] == 1
 
-    removed = client.post(f"{base}/remove_item", json={"params": {}}, headers=auth).json()
-    assert removed["result"] == {"removed": True} and fake.removed_items == [fake.item().item_id]
-    after = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
-    assert after.status_code == 424 and "INVALID_ACCESS_TOKEN" in after.json()["error"]
+
+
+def test_there_is_no_action_that_removes_the_item_behind_a_connection_that_stays(client, auth, fake, connection):
+    """remove_item revoked the Item but left its connection ``connected``, then ``error``
+    inviting a repair no one can make, and its deletion reported the revocation refused.
+    Deleting the connection is how an Item is removed (and reported revoked)."""
+    removed = client.post(f"{API}/connections/{connection['id']}/actions/remove_item", json={"params": {}},
+                          headers=auth)
+    assert removed.status_code == 404 and removed.json()["code"] == "unknown_action", removed.text
+    assert fake.removed_items == [] and fake.calls["/item/remove"] == 0
     status = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
-    assert status["status"] == "error"
+    assert status["status"] == "connected"
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json()["revocation"] == "revoked"
+    assert fake.removed_items == [fake.item().item_id]
 
 
 def test_deleting_the_connection_removes_the_item(client, auth, fake, connection):
