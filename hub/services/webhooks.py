@@ -22,7 +22,8 @@ from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEve
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.store import MAX_RECORD_ID
-from hub.types import CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, HubError, NotFound, ProviderError, WebhookRejected
+from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, HubError, NotFound, ProviderError,
+                       WebhookRejected)
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
