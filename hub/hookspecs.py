@@ -441,8 +441,8 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
     and no entity; the core sets the connection's ``status`` and ``last_error``
     (the event's ``message``) from it. One saying it will stop working unless
     its user acts by some time (consent about to expire) is
-    :data:`~hub.types.CONNECTION_WARNING`: a ``connected`` connection stays so,
-    with the ``message`` (say when) as its ``last_error`` until the user
+    :data:`~hub.types.CONNECTION_WARNING`: the core shows the ``message`` (say
+    when) as the connection's ``warning``, its status unchanged, until the user
     authorizes again or a ``CONNECTION_REPAIRED`` comes.
 
     :returns: the :class:`~hub.types.WebhookEvent` list (may be empty for

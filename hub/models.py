@@ -97,6 +97,10 @@ class Connection(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=2000)
     status: str = Field(default="connected", max_length=16)
     last_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
+    #: The provider says the connection will stop working unless its user acts
+    #: (consent about to expire): set by a CONNECTION_WARNING webhook event,
+    #: ended by the user's next authorization or a CONNECTION_REPAIRED one.
+    warning: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     sync_enabled: bool = False
     sync_frequency_minutes: int = 60
     last_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
@@ -188,6 +192,7 @@ class ConnectionPublic(BaseModel):
     description: str | None
     status: str
     last_error: str | None
+    warning: str | None = None
     sync_enabled: bool
     sync_frequency_minutes: int
     last_sync_at: datetime | None

@@ -346,8 +346,7 @@ class Hub:
                         credentials_version=version + 1,
                         token_expires_at=fresh.expires_at,
                         status="connected",
-                        # (A connected connection's last_error is a warning, which a refresh does not end.)
-                        last_error=sa.case((Connection.status == "connected", Connection.last_error), else_=None),
+                        last_error=None,
                         updated_at=utcnow(),
                     )
                 )
@@ -435,12 +434,15 @@ class Hub:
                         provider.name, len(result.records), kwargs.get("entity"), kwargs["page_size"])
         return result
 
-    def mark(self, connection_id: str, status: str, error: str | None) -> None:
+    def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:
+        """Set the connection's ``status`` and ``last_error``; ``renewed`` (its
+        user has just authorized again) also ends its ``warning``."""
+        values: dict[str, Any] = {"status": status, "last_error": (error or None) and error[:2000],
+                                  "updated_at": utcnow()}
+        if renewed:
+            values["warning"] = None
         with self.session() as session:
-            session.execute(
-                sa.update(Connection).where(Connection.id == connection_id)
-                .values(status=status, last_error=(error or None) and error[:2000], updated_at=utcnow())
-            )
+            session.execute(sa.update(Connection).where(Connection.id == connection_id).values(**values))
             session.commit()
 
     # -- credentials

@@ -315,8 +315,8 @@ class WebhookEvent:
     Plaid's ``LOGIN_REPAIRED``) and :data:`CONNECTION_WARNING` (it works, but
     will stop unless its user acts by some time: Plaid's
     ``PENDING_EXPIRATION``, consent about to expire). ``message`` says why,
-    for people; the core shows it as the connection's ``last_error`` (of a
-    warning, on a connection whose ``status`` stays ``connected``).
+    for people; the core shows it as the connection's ``last_error``, or, of a
+    warning, as its ``warning`` (its ``status`` unchanged).
     """
 
     dedup_key: str

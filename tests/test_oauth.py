@@ -193,20 +193,28 @@ def test_refused_refresh_marks_connection_expired(oauth_hub, oauth_fake):
     assert connection["status"] == "expired" and "refresh refused" in connection["last_error"]
 
 
-def test_a_refresh_keeps_a_connected_connections_warning(oauth_hub, oauth_fake):
-    """A connected connection's last_error is a warning (CONNECTION_WARNING: consent about
-    to expire): a routine token refresh does not end it, while it clears an error."""
+def test_a_warning_outlives_refreshes_and_tests_and_ends_with_a_new_grant(oauth_hub, oauth_fake):
+    """A connection's ``warning`` (CONNECTION_WARNING: consent about to expire)
+    is the user's to end by authorizing again: a routine token refresh or a
+    passing test keeps it, while they clear an error."""
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id).values(
+            status="error", last_error="refused", warning="consent expires at 2030-01-01"))
+        session.commit()
+    expire_soon(hub, connection_id)
     records = f"{API}/connections/{connection_id}/entities/contacts/records"
-    for status, last_error, after in (("connected", "consent expires at 2030-01-01", "consent expires at 2030-01-01"),
-                                      ("error", "refused", None)):
-        hub.mark(connection_id, status, last_error)
-        expire_soon(hub, connection_id)
-        assert client.get(records, headers=headers).status_code == 200
-        connection = client.get(f"{API}/connections/{connection_id}", headers=headers).json()["connection"]
-        assert (connection["status"], connection["last_error"]) == ("connected", after)
+    assert client.get(records, headers=headers).status_code == 200
+    path = f"{API}/connections/{connection_id}"
+    assert client.post(f"{path}/test", headers=headers).status_code == 200
+    connection = client.get(path, headers=headers).json()["connection"]
+    assert (connection["status"], connection["last_error"], connection["warning"]) == (
+        "connected", None, "consent expires at 2030-01-01")
+    again = finish(client, provider_redirect(start(client, headers)))
+    assert again["connection_id"] == connection_id
+    assert client.get(path, headers=headers).json()["connection"]["warning"] is None
 
 
 def test_token_endpoint_401_during_refresh_fails_cleanly(oauth_hub, oauth_fake, settings, example_registry):

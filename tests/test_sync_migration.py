@@ -1,4 +1,4 @@
-"""Migrations 0002 to 0009 upgrade an existing 0001 database in place, keeping its
+"""Migrations 0002 to 0010 upgrade an existing 0001 database in place, keeping its
 data, matches the models exactly, and downgrades cleanly; processes starting
 together upgrade once; a database newer than the code is a clear error. On
 SQLite and PostgreSQL."""
@@ -35,11 +35,13 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     cipher = Cipher.from_settings("test-secret-key", tmp_path)
     with Session(engine) as session:
         session.add(Organization(id="org1", name="acme"))
-        session.flush()
-        session.add(Connection(id="conn1", organization_id="org1", provider="example", category="productivity",
-                               name="Notes", credentials_encrypted=cipher.encrypt_json({"api_key": "k"})))
         session.commit()
-    with engine.begin() as connection:  # the 0001 columns only: the model has grown since
+    with engine.begin() as connection:  # the 0001 columns only: the models have grown since
+        connection.execute(sa.text(
+            "INSERT INTO connections (id, organization_id, provider, category, name, status, sync_enabled, "
+            "sync_frequency_minutes, config, credentials_encrypted, credentials_version, created_at, updated_at) "
+            "VALUES ('conn1', 'org1', 'example', 'productivity', 'Notes', 'connected', false, 60, '{}', :secret, 0, "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"secret": cipher.encrypt_json({"api_key": "k"})})
         connection.execute(sa.text(
             "INSERT INTO webhook_events (id, provider, dedup_key, connection_id, type, action, payload, status, "
             "attempts, received_at) VALUES ('ev1', 'example', 'evt_1', 'conn1', 'note.updated', 'updated', "
@@ -52,7 +54,7 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0010"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
@@ -144,7 +146,7 @@ def test_processes_starting_together_upgrade_once_and_a_newer_database_is_a_clea
     assert [p.exitcode for p in processes] == [0, 0, 0]
     engine = make_engine(database_url)
     with engine.begin() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0010"
         connection.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     with pytest.raises(DatabaseUnavailable, match="upgraded by a newer hub"):
         migrate(engine)

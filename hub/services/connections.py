@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import logging
 from datetime import timedelta
@@ -189,7 +190,7 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         )
         hub.store_credentials(connection, credentials)
         connection.status = "connected"
-        connection.last_error = None
+        connection.last_error = connection.warning = None
         connection.updated_at = utcnow()
         session.add(connection)
         session.commit()
@@ -257,7 +258,7 @@ def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection
         if secrets is not None:
             hub.store_credentials(connection, Credentials(secrets=secrets))
             connection.status = "connected"
-            connection.last_error = None
+            connection.last_error = connection.warning = None
         if {"sync_enabled", "sync_frequency_minutes"} & set(changes):
             connection.next_sync_at = next_sync(connection)
         connection.updated_at = utcnow()
@@ -293,12 +294,9 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
                           renewed: bool = False) -> tuple[Connection, dict[str, Any]]:
     """Test the connection with the provider: ``connected`` when it passes.
 
-    The ``last_error`` of a connection already ``connected`` is a warning (a
-    provider's ``CONNECTION_WARNING``: consent about to expire): a passing
-    test keeps it, unless the user has just authorized again (``renewed``:
-    a Link update-mode repair)."""
+    ``renewed``: its user has just authorized again (a Link update-mode
+    repair), which also ends the connection's ``warning`` when it passes."""
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
-    warning = connection.last_error if connection.status == "connected" and not renewed else None
     provider = hub.provider(connection.provider)
     ctx = hub.context(provider, connection)
     try:
@@ -308,7 +306,7 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
     except HubError as exc:
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
-    await asyncio.to_thread(hub.mark, connection.id, "connected", warning)
+    await asyncio.to_thread(functools.partial(hub.mark, connection.id, "connected", None, renewed=renewed))
     return await hub.db(find_connection, hub, organization_id, connection_id), details
 
 

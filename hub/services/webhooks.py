@@ -414,26 +414,29 @@ class WebhookProcessor:
 
         A broken connection is ``error`` with the provider's reason as
         ``last_error`` (a disconnected or expired one stays as it is); a
-        warned one stays ``connected`` with the warning as ``last_error``
-        (one not connected says more already); a repaired one is
-        ``connected`` again if it was in ``error``, and loses its warning.
+        warned one keeps its status and shows the ``warning``; a repaired one
+        is ``connected`` again if it was in ``error``, and loses its warning.
         """
-        message = (event.payload or {}).get("message") or f"{event.provider} reports {event.type}"
+        message = ((event.payload or {}).get("message") or f"{event.provider} reports {event.type}")[:2000]
+        values: dict[str, Any]
         if event.action == CONNECTION_BROKEN:
             if connection.status in ("disconnected", "expired"):
                 return "ignored"
-            values: dict[str, Any] = {"status": "error", "last_error": message[:2000]}
+            values = {"status": "error", "last_error": message}
         elif event.action == CONNECTION_WARNING:
-            if connection.status != "connected":
+            if connection.status == "disconnected":
                 return "ignored"
-            values = {"status": "connected", "last_error": message[:2000]}
+            values = {"warning": message}
         else:
-            if connection.status not in ("error", "connected") or (
-                    connection.status == "connected" and connection.last_error is None):
+            if connection.status != "error" and connection.warning is None:
                 return "ignored"
-            values = {"status": "connected", "last_error": None}
+            values = {"warning": None}
+            if connection.status == "error":
+                values.update(status="connected", last_error=None)
         session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))
-        log.info("connection %s is %s: %s event %s", connection.id, values["status"], event.provider, event.type)
+        log.info("connection %s: %s event %s (%s)", connection.id, event.provider, event.type,
+                 ", ".join(f"{key} {'set' if value else 'cleared'}" if key in ("warning", "last_error") else
+                           f"{key} {value}" for key, value in values.items()))
         return "processed"
 
     def _await_sync(self, session: Session, event: Any, connection: Connection, entity: str,

@@ -157,8 +157,8 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
 def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_renews_it(
         client, auth, fake, connection, hub_app):
     """PENDING_EXPIRATION (and PENDING_DISCONNECT) were stored ``ignored``: now the
-    connection stays ``connected`` with the warning, and its time, as ``last_error``;
-    a passing test keeps it, Link's update mode ends it."""
+    connection shows the ``warning``, with its time, and stays ``connected``; a
+    passing test or run keeps it, Link's update mode ends it."""
     item = fake.item()
     path = f"{API}/connections/{connection['id']}"
 
@@ -168,15 +168,15 @@ def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_r
     expiring = fake.fire(item.item_id, "ITEM", "PENDING_EXPIRATION", client=client,
                          consent_expiration_time="2030-01-01T00:00:00Z")
     assert expiring.json()["received"] == 1
-    wait_until(lambda: connection_now()["last_error"] is not None, "the PENDING_EXPIRATION webhook's processing")
+    wait_until(lambda: connection_now()["warning"] is not None, "the PENDING_EXPIRATION webhook's processing")
     warned = connection_now()
-    assert warned["status"] == "connected"
-    assert warned["last_error"].startswith("Plaid PENDING_EXPIRATION: the user's consent to access this Item "
-                                           "expires at 2030-01-01T00:00:00Z") and "update mode" in warned["last_error"]
+    assert (warned["status"], warned["last_error"]) == ("connected", None)
+    assert warned["warning"].startswith("Plaid PENDING_EXPIRATION: the user's consent to access this Item "
+                                        "expires at 2030-01-01T00:00:00Z") and "update mode" in warned["warning"]
     assert [e.status for e in stored_events(hub_app) if e.type == "item.pending_expiration"] == ["processed"]
     # The Item still works: a test passes and leaves the warning.
     tested = client.post(f"{path}/test", headers=auth)
-    assert tested.status_code == 200 and tested.json()["connection"]["last_error"] == warned["last_error"]
+    assert tested.status_code == 200 and tested.json()["connection"]["warning"] == warned["warning"]
     assert client.get(records_url(connection, "accounts"), headers=auth).status_code == 200
 
     # The user renews their consent through Link's update mode: the warning ends.
@@ -185,23 +185,24 @@ def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_r
     renewed = client.post(f"{API}/link/plaid/exchange", headers=auth, json={
         "public_token": fake.create_public_token(link_token=link_token), "link_token": link_token})
     assert renewed.status_code == 200, renewed.text
-    assert renewed.json()["connection"]["status"] == "connected" and renewed.json()["connection"]["last_error"] is None
+    assert renewed.json()["connection"]["status"] == "connected" and renewed.json()["connection"]["warning"] is None
 
     disconnecting = fake.fire(item.item_id, "ITEM", "PENDING_DISCONNECT", client=client,
                               reason="INSTITUTION_MIGRATION", disconnect_time="2030-02-01T00:00:00Z")
     assert disconnecting.json()["received"] == 1
-    wait_until(lambda: connection_now()["last_error"] is not None, "the PENDING_DISCONNECT webhook's processing")
+    wait_until(lambda: connection_now()["warning"] is not None, "the PENDING_DISCONNECT webhook's processing")
     assert connection_now()["status"] == "connected"
-    assert "2030-02-01T00:00:00Z (INSTITUTION_MIGRATION)" in connection_now()["last_error"]
+    assert "2030-02-01T00:00:00Z (INSTITUTION_MIGRATION)" in connection_now()["warning"]
 
-    # A connection that stopped working says more than a warning: the warning does not replace its error.
+    # A connection that stopped working keeps its error beside a warning; the repair ends both.
     fake.break_item(item.item_id)
     assert fake.fire(item.item_id, "ITEM", "ERROR", client=client).json()["received"] == 1
     wait_until(lambda: connection_now()["status"] == "error", "the ERROR webhook's processing")
-    assert fake.fire(item.item_id, "ITEM", "PENDING_EXPIRATION", client=client,
-                     consent_expiration_time="2030-03-01T00:00:00Z").json()["received"] == 1
-    wait_until(lambda: all(e.status != "pending" for e in stored_events(hub_app)), "the second warning")
-    assert connection_now()["status"] == "error" and "ITEM_LOGIN_REQUIRED" in connection_now()["last_error"]
+    assert "ITEM_LOGIN_REQUIRED" in connection_now()["last_error"] and connection_now()["warning"] is not None
+    fake.mend_item(item.item_id)
+    assert fake.fire(item.item_id, "ITEM", "LOGIN_REPAIRED", client=client).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "connected", "the LOGIN_REPAIRED webhook's processing")
+    assert (connection_now()["last_error"], connection_now()["warning"]) == (None, None)
 
 
 def test_an_item_error_webhook_is_not_undone_by_a_later_run_that_needs_no_item(client, auth, fake, connection,
