@@ -402,9 +402,13 @@ class WebhookProcessor:
                             remote_ids=[str(remote_id)], now=now, version=occurred)
             return "processed"
         if record and record.get(schema.id_field) not in (None, ""):
+            undecided: list[str] = []
             apply_records(session, connection_id=connection.id, schema=schema, policy=policy, records=[record],
-                          now=now, fallback_version=occurred, only_new=event.action == "created")
-            return "processed"
+                          now=now, fallback_version=occurred, only_new=event.action == "created",
+                          undecided=undecided)
+            if not undecided:
+                return "processed"
+            # Another version of the same second is stored: which is the later cannot be told.
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod

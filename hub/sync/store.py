@@ -201,7 +201,8 @@ def _seen_column(now: Any) -> Any:
 def apply_records(session: Session, *, connection_id: str, schema: EntitySchema, policy: str,
                   records: Iterable[dict[str, Any]], now: datetime,
                   fallback_version: datetime | None = None, expect_new: bool = False,
-                  only_new: bool = False, fallback_asked_at: datetime | None = None) -> Counts:
+                  only_new: bool = False, fallback_asked_at: datetime | None = None,
+                  undecided: list[str] | None = None) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
     New records are inserted; changed ones updated; unchanged ones only
@@ -221,6 +222,11 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     a margin for the provider's whole-second event times); they are stored as
     ``fallback_version`` (earlier, allowing for the provider's clock, so that
     only events older than that are refused after them).
+    ``undecided`` (a webhook's record) collects the ids of records whose
+    version equals the stored one while their content differs, and leaves
+    them: two changes of the same second (versions are often whole seconds)
+    delivered out of order cannot be told apart, so a pull settles them.
+    Without it (a pull, which lists what is there now) such a record is applied.
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -282,6 +288,10 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         if (row.content_hash == digest and not row.deleted) or _stale(row, asked.get(remote_id, version)):
             touched.append(row.id)
+            continue
+        if undecided is not None and version is not None and version == row.remote_updated_at \
+                and not row.deleted:
+            undecided.append(remote_id)
             continue
         record = incoming[remote_id]
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):

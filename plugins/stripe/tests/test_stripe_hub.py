@@ -719,3 +719,25 @@ def test_a_page_asked_for_in_the_second_of_an_event_does_not_undo_it(start_fake,
     assert pull().status == "succeeded"
     row = _stored(hub_app, victim)
     assert row.deleted if change == "deleted" else row.data["name"] == "New name"
+
+
+def test_two_changes_of_one_second_delivered_newest_first_leave_the_newest(client, auth, hub_app, fake, connect):
+    """Event times are whole seconds: an update delivered after another of the
+    same second may be the older one. It replaced the newer one (and a push
+    of the tenant's next change then met a "conflict" and, under
+    provider_wins, lost it); it now brings a pull, which lists what is there."""
+    connection = connect(webhook_secret=SECRET)
+    [customer_id] = seed_customers(fake, 1)
+    config = client.post(f"{API}/connections/{connection['id']}/sync-configs",
+                         json={"entity": "customers", "direction": "both"}, headers=auth)
+    assert config.status_code == 201, config.text
+    started = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "customers"},
+                          headers=auth).json()["run"]
+    assert wait_for_run(client, auth, connection["id"], started["id"])["status"] == "succeeded"
+    customer = fake.state.store.rows["customers"][customer_id]
+    second = int(time.time()) + 1
+    first_version = {**customer, "name": "first"}
+    customer["name"] = "second"
+    assert _deliver(client, hub_app, connection, "evt_second", customer, second) == "processed"
+    assert _deliver(client, hub_app, connection, "evt_first", first_version, second) == "processed"
+    assert _stored(hub_app, customer_id).data["name"] == "second"
