@@ -357,7 +357,11 @@ def delete_record(ctx: ProviderContext, entity: str, record_id: str) -> bool:
 
     Only called when the entity's schema has ``supports_delete``.
 
-    :returns: ``True``.
+    :returns: ``True``; or, where the provider keeps the record after its
+        deletion (Stripe cancels a subscription, which stays retrievable and
+        listed as ``canceled``), the record as it now is: sync stores that
+        version instead of marking the record deleted (the next pull would
+        bring it back), and the API answers it as ``record``.
     :raises NotFound: no such record.
     """
 

@@ -55,7 +55,7 @@ def test_connect_list_pages_to_the_end_and_crud(client, auth, example_fake):
     assert client.get(f"{base}/{note['id']}", headers=auth).json()["record"]["title"] == "hello"
     updated = client.put(f"{base}/{note['id']}", json={"data": {"title": "bye"}}, headers=auth).json()
     assert updated["record"]["title"] == "bye"
-    assert client.delete(f"{base}/{note['id']}", headers=auth).json() == {"success": True}
+    assert client.delete(f"{base}/{note['id']}", headers=auth).json() == {"success": True, "record": None}
     missing = client.get(f"{base}/{note['id']}", headers=auth)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     invalid = client.post(base, json={"data": {"body": "no title"}}, headers=auth)

@@ -233,7 +233,7 @@ def test_hook_update_record(client, auth, example_fake):
 
 def test_hook_delete_record(client, auth, example_fake):
     connection_id = connect_example(client, auth)
-    assert client.delete(f"{records(connection_id)}/note_2", headers=auth).json() == {"success": True}
+    assert client.delete(f"{records(connection_id)}/note_2", headers=auth).json() == {"success": True, "record": None}
     assert example_fake[1].state.notes.get("note_2") is None
     again = client.delete(f"{records(connection_id)}/note_2", headers=auth)
     assert again.status_code == 404 and again.json()["error"] == "no notes note_2"

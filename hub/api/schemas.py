@@ -199,6 +199,12 @@ class RecordResponse(Ok):
     record: dict[str, Any]
 
 
+class DeletedResponse(Ok):
+    #: The record as the provider keeps it after its deletion (a canceled
+    #: subscription), or ``None`` where the provider removed it.
+    record: dict[str, Any] | None = None
+
+
 class ActionInfo(BaseModel):
     name: str
     label: str

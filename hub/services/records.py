@@ -97,10 +97,12 @@ class RecordService:
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
                                    record_id=record_id, data=data)
 
-    async def delete(self, entity: str, record_id: str) -> None:
+    async def delete(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        """Delete the record; the record as the provider keeps it (canceled), if it does."""
         self._writable(entity, "supports_delete", "deleting")
         record_id = self._record_id(entity, record_id)
-        await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
+        kept = await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
+        return kept if isinstance(kept, dict) and kept else None
 
     async def action(self, name: str, params: dict[str, Any]) -> Any:
         action = self.provider.action(name)

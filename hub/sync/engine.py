@@ -206,6 +206,12 @@ def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) 
         row.push_status, row.push_error, row.push_failure = echo.push_status, echo.push_error, echo.push_failure
 
 
+def _kept(deleted: Any) -> bool:
+    """Whether ``delete_record`` answered the record the provider keeps (a
+    canceled subscription) rather than ``True`` for one it removed."""
+    return isinstance(deleted, dict) and bool(deleted)
+
+
 def _overtaken(row: SyncRecord, seen: Any, answered: datetime | None) -> bool:
     """Whether the provider's version stored while a push was on its way (a
     webhook, a pull) is newer than the push's answer, which must not replace it:
@@ -914,7 +920,8 @@ class SyncEngine:
                 if not schema.supports_delete:
                     raise ReadOnly(f"{provider.name} does not allow deleting {schema.name}")
                 try:
-                    await self.hub.call(provider, "delete_record", ctx, entity=schema.name, record_id=row.remote_id)
+                    result = await self.hub.call(provider, "delete_record", ctx, entity=schema.name,
+                                                 record_id=row.remote_id)
                 except NotFound:
                     pass
         except AuthFailed:
@@ -1047,9 +1054,9 @@ class SyncEngine:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
             else:
                 counts.pushed += 1
-                if sent.local_op == "delete":
+                if sent.local_op == "delete" and not _kept(result):
                     row.deleted, row.deleted_at = True, now
-                else:
+                else:  # (a record the provider keeps after its deletion, canceled: its new version)
                     data = result if isinstance(result, dict) and result else merged_view(sent)
                     if sent.local_op == "create":
                         remote_id = data.get(schema.id_field)

@@ -805,11 +805,19 @@ def check_writes_round_trip(h: Harness, entity: str) -> None:
                      f"{None if read is _ABSENT else read!r}: send the change to the provider and return the "
                      f"updated record")
     if schema.supports_delete:
-        _expect_status(h.api.delete(h.records_url(entity, record_id)), 200, f"deleting {entity!r} {record_id!r}",
-                       f"the schema declares supports_delete for {entity!r}: fix delete_record, or set "
-                       f"supports_delete=False")
+        deleted = _expect_status(h.api.delete(h.records_url(entity, record_id)), 200,
+                                 f"deleting {entity!r} {record_id!r}",
+                                 f"the schema declares supports_delete for {entity!r}: fix delete_record, or set "
+                                 f"supports_delete=False")
         gone = h.api.get(h.records_url(entity, record_id))
-        if gone.status_code != 404:
+        kept = deleted.get("record")
+        if kept is not None:  # the provider keeps it (canceled): still there, as delete_record answered it
+            read = gone.json().get("record") if gone.status_code == 200 else None
+            if read is None or str(read.get(schema.id_field)) != str(record_id):
+                fail(f"after deleting {entity!r} {record_id!r}, delete_record answered the record the provider "
+                     f"keeps, but getting it answered {_describe(gone)}: return True from delete_record where "
+                     f"the provider removes the record")
+        elif gone.status_code != 404:
             fail(f"after deleting {entity!r} {record_id!r}, getting it answered {_describe(gone)}, expected 404: "
                  f"delete_record must delete at the provider, and get_record raise NotFound for a record "
                  f"that is gone")

@@ -13,7 +13,7 @@ from hub.api.schemas import (
     ActionRequest,
     ActionResponse,
     ActionsResponse,
-    Ok,
+    DeletedResponse,
     RecordResponse,
     RecordsResponse,
     RecordWrite,
@@ -77,11 +77,13 @@ async def update_record(hub: HubDep, org: OrgDep, connection_id: str, entity: st
     return {"success": True, "record": record}
 
 
-@router.delete("/entities/{entity}/records/{record_id}", response_model=Ok, operation_id="delete_record")
+@router.delete("/entities/{entity}/records/{record_id}", response_model=DeletedResponse,
+               operation_id="delete_record")
 async def delete_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, record_id: str):
+    """Delete the record at the provider. Where the provider keeps it (Stripe
+    cancels a subscription), ``record`` is what it now is; else ``null``."""
     service = await _service(hub, org.id, connection_id)
-    await service.delete(entity, record_id)
-    return {"success": True}
+    return {"success": True, "record": await service.delete(entity, record_id)}
 
 
 @router.get("/actions", response_model=ActionsResponse, operation_id="list_actions")

@@ -65,7 +65,7 @@ def test_crud_with_shopify_wrapping_and_errors(shopify):
     updated = shopify.put(f"{url}/{product['id']}", {"data": {"title": "Snowboard 2"}})
     assert updated.status_code == 200 and updated.json()["record"]["title"] == "Snowboard 2"
     assert shopify.shop.state.store.tables["products"].get(str(product["id"]))["title"] == "Snowboard 2"
-    assert shopify.delete(f"{url}/{product['id']}").json() == {"success": True}
+    assert shopify.delete(f"{url}/{product['id']}").json() == {"success": True, "record": None}
     gone = shopify.get(f"{url}/{product['id']}")
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
     assert shopify.delete(f"{url}/{product['id']}").status_code == 404

@@ -259,8 +259,9 @@ def _item_change(item: dict[str, Any]) -> dict[str, Any]:
 
 @hookimpl
 async def delete_record(ctx, entity, record_id):
-    await ctx.http.request("DELETE", _record_url(ctx, entity, record_id))
-    return True
+    answer = await ctx.http.json("DELETE", _record_url(ctx, entity, record_id))
+    # A subscription is canceled, not removed: Stripe answers it as it now is, for the hub to keep.
+    return answer if entity in KEPT_WHEN_DELETED and isinstance(answer, dict) else True
 
 
 @hookimpl

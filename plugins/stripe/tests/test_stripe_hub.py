@@ -157,7 +157,7 @@ def test_customer_crud_with_idempotent_create(client, auth, fake, connect):
                          headers=auth)
     assert updated.status_code == 200, updated.text
     assert updated.json()["record"]["name"] == "Ada L." and updated.json()["record"]["metadata"] == {"seats": "3"}
-    assert client.delete(url, headers=auth).json() == {"success": True}
+    assert client.delete(url, headers=auth).json() == {"success": True, "record": None}
     gone = client.get(url, headers=auth)
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
 

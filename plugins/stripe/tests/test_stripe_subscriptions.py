@@ -160,3 +160,21 @@ def test_an_event_rendered_in_another_api_version_brings_a_pull_not_its_shape(su
         time.sleep(0.05)
     data = sync.stored(customer_id).data
     assert "test_clock" not in data and "discount" in data and "default_source" in data
+
+
+def test_a_subscription_the_tenant_deletes_is_stored_canceled_as_stripe_keeps_it(subscriptions):
+    """Deleting through sync cancels it at Stripe, which keeps it: the hub
+    marked it deleted, and the next pull brought it back (delete, create)."""
+    sync = subscriptions()
+    sync.run(direction="pull")
+    deleted = sync.client.delete(f"{sync.records}/{sync.subscription['id']}", params={"sync": True},
+                                 headers=sync.auth)
+    assert deleted.status_code in (200, 202), deleted.text
+    sync.run(direction="push")
+    assert sync.at_stripe["status"] == "canceled"
+    row = sync.stored(sync.subscription["id"])
+    assert (row.deleted, row.data["status"], row.push_status) == (False, "canceled", None)
+    time.sleep(2.1)  # past the margin within which a page does not overrule a version of its second
+    sync.run(direction="pull", full_refresh=True)
+    row = sync.stored(sync.subscription["id"])
+    assert (row.deleted, row.data["status"]) == (False, "canceled")
