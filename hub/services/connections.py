@@ -24,6 +24,7 @@ from hub.types import (
     HubError,
     NotFound,
     PermissionDenied,
+    ProviderUnavailable,
     ValidationFailed,
 )
 
@@ -301,7 +302,9 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
     ctx = hub.context(provider, connection)
     try:
         details = await hub.call(provider, "test_connection", ctx) or {}
-    except AuthFailed:
+    except (AuthFailed, ProviderUnavailable):
+        # (Unavailable: the provider, or the bank behind it, is down for now; the
+        # connection is no worse for it, and a working one would stay in error.)
         raise
     except HubError as exc:
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)

@@ -301,6 +301,10 @@ def test_testing_a_connection_while_its_bank_is_down_is_a_passing_unavailability
     tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
     assert tested.status_code == 503 and tested.json()["code"] == "provider_unavailable", tested.text
     assert "INSTITUTION_NOT_RESPONDING" in tested.json()["error"]
+    # The connection is no worse for its bank's outage: it stays connected (it was marked error,
+    # and stayed so once the bank was back).
+    after = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert (after["status"], after["last_error"]) == ("connected", None)
 
 
 def test_a_connection_whose_login_is_required_is_repaired_through_links_update_mode(client, auth, fake, connection):
