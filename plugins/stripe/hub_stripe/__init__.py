@@ -220,13 +220,24 @@ async def create_record(ctx, entity, data, idempotency_key):
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    # A key of its own, so that a retry after a lost answer is applied once: an update
-    # adding a subscription item (one without an id) would otherwise add it twice.
-    return await _post(ctx, f"/{entity}/{quote(str(record_id), safe='')}", _writable(entity, data), uuid.uuid4().hex)
+    path = f"/{entity}/{quote(str(record_id), safe='')}"
+    removed: list[dict[str, Any]] = []
+    if entity == "subscriptions" and isinstance(data.get("items"), dict):
+        # The list object as read (what sync holds) is the whole set: items it no longer has go.
+        listed = {item.get("id") for item in data["items"].get("data") or [] if isinstance(item, dict)}
+        current = await ctx.http.json("GET", ctx.url(path=path))
+        removed = [{"id": item["id"], "deleted": True} for item in (current.get("items") or {}).get("data") or []
+                   if isinstance(item, dict) and item.get("id") not in listed]
+    changes = _writable(entity, data)
+    if removed:
+        changes["items"] = changes["items"] + removed
+    # A key of its own, so that the core's retries of this call after a lost answer apply it
+    # once: an update adding a subscription item (one without an id) would add it twice.
+    return await _post(ctx, path, changes, uuid.uuid4().hex)
 
 
 #: What a subscription item change takes of an item as Stripe reads it.
-SUBSCRIPTION_ITEM_FIELDS = ("id", "price", "quantity", "metadata", "tax_rates", "deleted")
+SUBSCRIPTION_ITEM_FIELDS = ("id", "price", "quantity", "metadata", "tax_rates", "billing_thresholds", "deleted")
 
 
 def _writable(entity: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +246,9 @@ def _writable(entity: str, data: dict[str, Any]) -> dict[str, Any]:
     A subscription's ``items`` reads as a list object (``{"object": "list",
     "data": [...]}``) and is written as an array of item changes: an item with
     an ``id`` is changed (``"deleted": true`` removes it), one without is
-    added. Items left out stay as they are: Stripe removes none it is not told to.
+    added. Given the list object (as read, and as sync sends it), an update
+    also removes the items it no longer holds; given an array of changes,
+    items left out stay.
     """
     if entity != "subscriptions" or "items" not in data:
         return data
@@ -250,8 +263,11 @@ def _writable(entity: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def _item_change(item: dict[str, Any]) -> dict[str, Any]:
     change = {key: item[key] for key in SUBSCRIPTION_ITEM_FIELDS if item.get(key) is not None}
-    if isinstance(change.get("price"), dict):  # read expanded: the price object
-        change["price"] = change["price"].get("id")
+    price = change.get("price") or item.get("plan")  # (items of 2020-08-27 also carry the price as ``plan``)
+    if isinstance(price, dict):  # read expanded: the price object
+        price = price.get("id")
+    if price:
+        change["price"] = price
     if isinstance(change.get("tax_rates"), list):
         change["tax_rates"] = [rate.get("id") if isinstance(rate, dict) else rate for rate in change["tax_rates"]]
     return change

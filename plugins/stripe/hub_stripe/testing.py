@@ -512,6 +512,9 @@ def _metadata(current: dict[str, str], change: Any) -> dict[str, str]:
 
 def update(store: Store, resource: str, record_id: str, params: dict[str, Any]) -> dict[str, Any]:
     obj = store.get(resource, record_id)
+    if resource == "customers" and params.get("source"):  # a token becomes the default card
+        obj["default_source"] = store.new_id("card", 24)
+        store.cards[obj["default_source"]] = params["source"]
     if resource == "subscriptions" and params.get("items") not in (None, ""):
         items = _updated_items(store, obj, params["items"])  # checked before anything changes
         previous = _assign(obj, params)

@@ -277,3 +277,12 @@ def test_an_empty_string_unsets_only_what_can_be_null(stripe):
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "name", refused.text
     assert "cannot be unset" in refused.json()["error"]["message"]
     assert client.get(f"/v1/products/{product['id']}").json()["name"] == "Widget"
+
+
+def test_a_card_given_to_a_customer_later_is_charged(stripe):
+    client, _ = stripe
+    customer = post(client, "/v1/customers", {"email": "later@example.com"}).json()
+    updated = post(client, f"/v1/customers/{customer['id']}", {"source": "tok_visa"}).json()
+    assert updated["default_source"].startswith("card_")
+    charged = post(client, "/v1/charges", {"amount": 500, "currency": "usd", "customer": customer["id"]})
+    assert charged.status_code == 200, charged.text

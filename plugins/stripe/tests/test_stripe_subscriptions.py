@@ -178,3 +178,18 @@ def test_a_subscription_the_tenant_deletes_is_stored_canceled_as_stripe_keeps_it
     sync.run(direction="pull", full_refresh=True)
     row = sync.stored(sync.subscription["id"])
     assert (row.deleted, row.data["status"]) == (False, "canceled")
+
+
+def test_an_item_the_tenant_leaves_out_of_the_items_is_removed(subscriptions):
+    """Sync sends the items it holds, changed: an item no longer among them
+    stayed at Stripe (which removes only items marked deleted) while the push
+    said done."""
+    sync = subscriptions()
+    sync.run(direction="pull")
+    items = sync.stored(sync.subscription["id"]).data["items"]["data"]
+    sync.change(sync.subscription["id"], {"items": {"data": [*items, {"price": sync.prices[1], "quantity": 2}]}})
+    sync.run(direction="pull")
+    [first, second] = sync.stored(sync.subscription["id"]).data["items"]["data"]
+    sync.change(sync.subscription["id"], {"items": {"data": [second]}})
+    assert [(i["id"], i["quantity"]) for i in sync.at_stripe["items"]["data"]] == [(second["id"], 2)]
+    assert [i["id"] for i in sync.stored(sync.subscription["id"]).data["items"]["data"]] == [second["id"]]
