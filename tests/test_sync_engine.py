@@ -25,7 +25,7 @@ from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
                             write_transaction)
-from hub.types import ValidationFailed
+from hub.types import EntitySchema, ValidationFailed
 from tests.sync_support import T0, Ledger, get_run, ledger_hub, make_connection, run, stored, stored_rows
 
 
@@ -522,6 +522,42 @@ def test_deleting_the_config_during_a_pull_stops_the_run_and_leaves_no_records(h
     assert stopped.status == "failed" and stopped.error_code == "sync_config_not_found", stopped.error
     assert config_service.list_configs(hub, conn.id) == []
     assert stored_rows(hub, conn.id, "items") == []
+
+
+class ThreeEntities(Ledger):
+    """The ledger with a third entity, ``later`` (a change log as ``changes``), synced after ``items``."""
+
+    @hookimpl
+    def entity_schemas(self):
+        schemas = Ledger.entity_schemas(self)
+        return [*schemas, EntitySchema("later", "Later", schemas[1].fields, updated_field="updated_at")]
+
+
+def test_a_config_deleted_while_the_run_syncs_another_entity_is_skipped_and_the_run_goes_on(settings):
+    """The run loaded its configs when it began: creating the state of one
+    deleted since failed the run with internal_error (a foreign key on
+    sync_states), and the configs after it were not synced."""
+    ledger = ThreeEntities(items=5)
+    hub = ledger_hub(settings, ledger)
+    conn = make_connection(hub, "ledger", {"api_key": "k"})
+    configs = {c.entity: c for c in config_service.ensure_configs(hub, conn, None)}
+    assert sorted(configs) == ["changes", "items", "later"]
+
+    def delete_items(call: int) -> None:
+        if call == 1:  # the changes pass (the first), as it begins: the items config is deleted
+            config_service.delete_config(hub, conn.id, configs["items"].id)
+
+    ledger.on_call = delete_items
+    new_run, _ = create_run(hub, conn)
+    finished = run(SyncEngine(hub).execute(new_run.id))
+    assert finished.status == "succeeded", (finished.error_code, finished.error)
+    assert finished.error_code is None and finished.error == "skipped: the items sync config was deleted during the run"
+    assert [entity for entity, _cursor, _since in ledger.calls] == ["changes", "later"]
+    assert len(stored(hub, conn.id, "changes")) == len(stored(hub, conn.id, "later")) == 5
+    assert stored_rows(hub, conn.id, "items") == []
+    with hub.session() as session:
+        assert session.get(SyncState, configs["items"].id) is None
+    run(hub.close())
 
 
 def test_memory_stays_bounded_by_a_page_whatever_the_number_of_records(tmp_path):

@@ -543,10 +543,11 @@ class SyncEngine:
         try:
             if not await asyncio.to_thread(self._claim, run.id, lease.owner):
                 return self._load(run_id)
-            error = await self._execute(run, lease)
+            error, note = await self._execute(run, lease)
             if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
                 await self._recover_connection(run.connection_id)
-            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error)
+            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error,
+                                    note=note)
         except LeaseLost:
             if self._load(run_id) is None:
                 log.info("run %s stopped: its connection was deleted", run.id)
@@ -580,7 +581,9 @@ class SyncEngine:
         return claimed.rowcount == 1
 
     def _finish(self, run_id: str, owner: str | None, status: str, error: HubError | None,
-                only_if: str | None = None) -> None:
+                only_if: str | None = None, note: str | None = None) -> None:
+        """Record the run's outcome; ``note`` is the ``error`` text of a run
+        that succeeded (what it skipped), with no ``error_code``."""
         now = utcnow()
         with self.hub.session() as session:
             query = sa.update(_runs).where(_runs.c.id == run_id)
@@ -590,7 +593,8 @@ class SyncEngine:
                 query = query.where(_runs.c.status == only_if)
             finished = session.execute(query.values(
                 status=status, finished_at=now, heartbeat_at=now,
-                error=error.message[:2000] if error else None, error_code=error.code if error else None))
+                error=error.message[:2000] if error else (note[:2000] if note else None),
+                error_code=error.code if error else None))
             if finished.rowcount != 1:
                 # Put back in the queue meanwhile (its holder taken for gone), or finished elsewhere:
                 # this execution's outcome is not the run's.
@@ -647,22 +651,32 @@ class SyncEngine:
             except Exception:
                 log.warning("could not renew the sync lease of %s", lease.connection_id, exc_info=True)
 
-    async def _execute(self, run: SyncRun, lease: Lease) -> HubError | None:
+    async def _execute(self, run: SyncRun, lease: Lease) -> tuple[HubError | None, str | None]:
+        """Run the run's configs, each in turn; returns the run's error (None
+        when it succeeded) and a note for a run that succeeded.
+
+        A config deleted after the run began (the tenant removed it while the
+        run was busy with another entity, or with this one) is skipped: the
+        run goes on with the others and succeeds if they do, its note naming
+        what was skipped. Only a run whose every config was deleted fails
+        (``sync_config_not_found``): it synced nothing."""
         connection, configs = await self.hub.db(self._run_targets, run)
         if connection is None:
-            return NotFound("the connection was deleted", code="connection_not_found")
+            return NotFound("the connection was deleted", code="connection_not_found"), None
         try:
             provider = self.hub.provider(connection.provider)
         except NotFound as exc:
-            return exc
+            return exc, None
         if not configs:
-            return NotFound(f"no sync config for {run.entity or 'this connection'}", code="sync_config_not_found")
+            return NotFound(f"no sync config for {run.entity or 'this connection'}",
+                            code="sync_config_not_found"), None
         try:
             ctx = self.hub.context(provider, connection)
         except DecryptionError as exc:  # the hub's secret key changed: the connection says so too
             await asyncio.to_thread(self.hub.mark, connection.id, "error", exc.message)
-            return exc
+            return exc, None
         errors: list[HubError] = []
+        skipped: list[str] = []
         for config in configs:
             try:
                 schema = provider.schema(config.entity)
@@ -674,15 +688,32 @@ class SyncEngine:
                 errors.append(exc)
                 break
             except HubError as exc:
+                if exc.code == "sync_config_not_found" and await self.hub.db(self._config_gone, config.id):
+                    log.info("sync of %s %s skipped: its config was deleted during the run", connection.id,
+                             config.entity)
+                    skipped.append(config.entity)
+                    continue
                 log.warning("sync of %s %s failed: %s", connection.id, config.entity, exc.message)
                 errors.append(exc)
+        note = None
+        if skipped:
+            which = f"the {', '.join(skipped)} sync config{'s were' if len(skipped) > 1 else ' was'}"
+            if len(skipped) == len(configs):
+                return NotFound(f"{which} deleted during the run", code="sync_config_not_found"), None
+            note = f"skipped: {which} deleted during the run"
         if not errors:
-            return None
+            return None, note
         first = errors[0]
         message = "; ".join(e.message for e in errors)
         if len(configs) > 1:
             message = f"{len(errors)} of {len(configs)} entities failed: {message}"
-        return type(first)(message, code=first.code)
+        if note:
+            message = f"{message} ({note})"
+        return type(first)(message, code=first.code), None
+
+    def _config_gone(self, config_id: str) -> bool:
+        with self.hub.session() as session:
+            return session.get(SyncConfig, config_id) is None
 
     # -- pull
 
@@ -767,6 +798,10 @@ class SyncEngine:
         now = utcnow()
         with write_transaction(self.hub, entity_key(config.connection_id, config.entity)) as session:
             lease.renew_in(session)
+            # Loaded when the run began: deleted since (under this lock), it has no state to store.
+            if session.get(SyncConfig, config.id) is None:
+                raise NotFound(f"the {config.entity} sync config was deleted during the run",
+                               code="sync_config_not_found")
             state = session.get(SyncState, config.id)
             if state is None:
                 state = SyncState(sync_config_id=config.id, connection_id=config.connection_id, entity=config.entity)
