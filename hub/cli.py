@@ -245,13 +245,18 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
     Runs of this connection that were interrupted (their process killed) are
     resumed first, each from its last stored page; then the run asked for,
     unless a resumed one was the same (same entity, or every entity).
+
+    The runs are this process's: a server's scheduler leaves them to it while
+    it waits for another run of the connection to end. Exits 1 when a run
+    failed, 3 when one was left running (or queued) in another process.
     """
     import asyncio
 
     from tqdm import tqdm
 
     from hub.models import Connection
-    from hub.sync.engine import SyncEngine, create_run, interrupted_runs, requeue
+    from hub.sync.engine import TERMINAL, SyncEngine, create_run, interrupted_runs, requeue
+    from hub.sync.leases import new_owner
     from hub.types import HubError
 
     hub = _hub()
@@ -260,22 +265,23 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
     if connection is None:
         raise click.ClickException(f"no connection {connection_id}")
     runs = []
+    owner = new_owner()  # claims the runs for this process
     for interrupted in interrupted_runs(hub, connection.id):
-        if requeue(hub, interrupted.id, interrupted.owner, "interrupted; resumed by hub sync"):
+        if requeue(hub, interrupted.id, interrupted.owner, "interrupted; resumed by hub sync", claimant=owner):
             click.echo(f"resuming interrupted run {interrupted.id} ({interrupted.entity or 'every entity'}, "
                        f"direction {interrupted.direction}{', full refresh' if interrupted.full_refresh else ''})")
             runs.append(interrupted)
     if not any(r.entity == entity for r in runs):
         try:
             run, _new = create_run(hub, connection, entity=entity, full_refresh=full, direction=direction,
-                                   trigger="cli")
+                                   trigger="cli", owner=owner)
         except HubError as exc:  # an unknown entity, a direction no config has
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
         click.echo(f"run {run.id}")
         runs.append(run)
     elif full or direction:
         click.echo("the options given apply to the next run")
-    failed = []
+    failed, elsewhere = [], []
     for run in runs:
         bar = tqdm(unit=" records", desc=run.entity or "sync", dynamic_ncols=True)
         pages = {"pull": 0, "pushed": 0}
@@ -288,7 +294,7 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
 
         async def execute(run_id: str = run.id, progress=progress):  # noqa: ANN001, ANN202
             try:
-                return await SyncEngine(hub, page_size=page_size, progress=progress).execute(run_id)
+                return await SyncEngine(hub, page_size=page_size, progress=progress).execute(run_id, owner=owner)
             finally:
                 await hub.close()
 
@@ -296,6 +302,13 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
         bar.close()
         if result is None:
             raise click.ClickException(f"run {run.id} is gone: its connection was deleted while it ran")
+        if result.status not in TERMINAL:
+            # Taken up by another process (this one was taken for gone): it goes on there.
+            where = "is running in another process" if result.status == "running" else "is queued again"
+            click.echo(f"run {run.id} {where}: it did not finish here and goes on without this command; "
+                       f"follow it in GET /connections/{connection.id}/sync/runs/{run.id}", err=True)
+            elsewhere.append(run.id)
+            continue
         click.echo(f"{result.status}: fetched {result.fetched}, created {result.created}, updated {result.updated}, "
                    f"deleted {result.deleted}, pushed {result.pushed}, failed {result.failed}, "
                    f"conflicts {result.conflicts}, pages {result.pages}")
@@ -303,6 +316,8 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
             failed.append(f"{result.error_code}: {result.error}")
     if failed:
         raise click.ClickException("; ".join(failed))
+    if elsewhere:
+        raise SystemExit(3)
 
 
 @main.command()

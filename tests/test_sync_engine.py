@@ -750,6 +750,122 @@ def test_hub_sync_resumes_an_interrupted_run_of_another_entity_first(hub, conn, 
     assert stored(hub, conn.id, "items") == ledger.items
 
 
+def _server_holding_the_lease(hub, connection_id) -> str:
+    """Another live process (this one's parent) syncing the connection: its lease."""
+    owner = f"{PLACE}:{os.getppid()}:server"
+    with hub.session() as session:
+        session.add(SyncLease(connection_id=connection_id, owner=owner, expires_at=utcnow() + timedelta(minutes=5)))
+        session.commit()
+    return owner
+
+
+def _when_cli_run_exists(hub, connection_id, then):
+    """Calls ``then(run)`` from a thread once ``hub sync`` has made its run."""
+    import threading
+
+    def watch():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with hub.session() as session:
+                made = session.exec(select(SyncRun).where(SyncRun.connection_id == connection_id,
+                                                          SyncRun.trigger == "cli")).first()
+            if made is not None:
+                return then(made)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_a_server_leaves_hub_syncs_run_to_it_while_hub_sync_waits_for_the_connection(hub, conn, ledger,
+                                                                                       monkeypatch):
+    """A server's scheduler submitted every queued run its executor did not
+    know, hub sync's too: the server executed it (no progress, --page-size
+    ignored) and hub sync, given up waiting, exited 1 with "None: None"."""
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    _server_holding_the_lease(hub, conn.id)
+    taken = []
+
+    def server_ticks(_run):
+        async def recover():
+            service = SyncService(hub, LocalExecutor(hub))
+            taken.extend(await Scheduler(service, interval=60).recover(everything=True))
+            await service.executor.stop()  # (without the fix: its execution, waiting for the lease)
+        asyncio.run(recover())
+        with hub.session() as session:  # the server's run ends
+            session.execute(sa.delete(SyncLease).where(SyncLease.connection_id == conn.id))
+            session.commit()
+
+    watcher = _when_cli_run_exists(hub, conn.id, server_ticks)
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    result = CliRunner().invoke(cli.main, ["sync", conn.id, "--entity", "items", "--page-size", "50"])
+    watcher.join(30)
+    assert taken == []
+    assert result.exit_code == 0, result.output
+    assert "succeeded: fetched 250" in result.output and "pages 5" in result.output, result.output
+    assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_queued_runs_claimed_by_hub_sync_are_submitted_once_it_is_gone_or_silent(hub, conn):
+    from hub.sync.engine import CLAIM_TTL
+
+    class Recorder:
+        def __init__(self):
+            self.runs = []
+
+        def knows(self, run_id):
+            return False
+
+        async def submit(self, run):
+            self.runs.append(run.id)
+
+    waiting, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{os.getppid()}:cli")
+    dead, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{2**22 + 12345}:cli")
+    silent, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"other-host:1:cli")
+    plain, _ = create_run(hub, conn, entity="items", coalesce=True)
+    with hub.session() as session:  # on another machine: known only by the runs it notes it waits for
+        session.execute(sa.update(SyncRun).where(SyncRun.id == silent.id)
+                        .values(heartbeat_at=utcnow() - CLAIM_TTL - timedelta(seconds=1)))
+        session.commit()
+    assert plain.id not in (waiting.id, dead.id, silent.id)  # (no request coalesces into hub sync's run)
+    recorder = Recorder()
+    submitted = run(Scheduler(SyncService(hub, recorder), interval=60).recover(everything=True))
+    assert sorted(submitted) == sorted(recorder.runs) == sorted([dead.id, silent.id, plain.id])
+
+
+def test_hub_sync_giving_up_on_its_run_taken_up_elsewhere_says_so_and_leaves_it_running(hub, conn, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    server = _server_holding_the_lease(hub, conn.id)
+    monkeypatch.setitem(SyncEngine.__init__.__kwdefaults__, "lease_wait", 1.0)
+
+    def taken_up(made):  # as a server that took hub sync for gone does
+        with hub.session() as session:
+            session.execute(sa.update(SyncRun).where(SyncRun.id == made.id).values(status="running", owner=server))
+            session.commit()
+
+    watcher = _when_cli_run_exists(hub, conn.id, taken_up)
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    result = CliRunner().invoke(cli.main, ["sync", conn.id, "--entity", "items"])
+    watcher.join(30)
+    [made] = runs = _runs_of(hub, conn.id)
+    assert made.status == "running" and made.error_code is None, runs
+    assert result.exit_code == 3, result.output
+    assert f"run {made.id} is running in another process" in result.output
+    assert "None" not in result.output + result.output
+
+
+def _runs_of(hub, connection_id):
+    with hub.session() as session:
+        return session.exec(select(SyncRun).where(SyncRun.connection_id == connection_id)).all()
+
+
 def test_a_record_whose_push_keeps_failing_goes_after_the_others(hub, conn, ledger):
     # One record the provider keeps failing on must not hold back every later change.
     assert run(sync(hub, conn)).status == "succeeded"

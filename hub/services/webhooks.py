@@ -486,7 +486,8 @@ class WebhookProcessor:
             session.add(config)
         queued = session.exec(select(SyncRun).where(
             SyncRun.connection_id == connection.id, SyncRun.status == "queued", SyncRun.entity == entity,
-            SyncRun.direction.in_(("pull", "both")))).first()
+            SyncRun.direction.in_(("pull", "both")),
+            SyncRun.owner.is_(None))).first()  # (not hub sync's: it is submitted, hub sync executes its own)
         if queued is not None:
             return queued, config
         run = SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,

@@ -43,7 +43,7 @@ from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync import configs as config_service
-from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner
+from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner, owner_alive
 from hub.sync.store import (
     CONFLICT,
     FAILED,
@@ -134,12 +134,17 @@ class Busy(HubError):
 
 
 def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, full_refresh: bool = False,
-               direction: str | None = None, trigger: str = "manual", coalesce: bool = False) -> tuple[SyncRun, bool]:
+               direction: str | None = None, trigger: str = "manual", coalesce: bool = False,
+               owner: str | None = None) -> tuple[SyncRun, bool]:
     """Record a queued run (creating default pull configs where needed).
 
     With ``coalesce`` an already queued run that does at least as much (same
     connection and entity, same direction or both) is returned instead of a
-    new one.
+    new one (never a run claimed by its ``owner``).
+
+    ``owner`` claims the run for the process that will execute it (``hub
+    sync``, with :meth:`SyncEngine.execute`'s ``owner``): executors leave it
+    alone while that process is alive and waits for it (:func:`waited_for`).
 
     :returns: the run and whether it is new.
     :raises NotFound: unknown entity. :raises ValidationFailed: bad direction, a
@@ -176,11 +181,13 @@ def create_run(hub: Hub, connection: Connection, *, entity: str | None = None, f
                 SyncRun.connection_id == connection.id, SyncRun.status == "queued",
                 SyncRun.entity == entity if entity else SyncRun.entity.is_(None),
                 SyncRun.direction.in_((direction, "both")),
-                SyncRun.full_refresh.is_(True) if full_refresh else sa.true())).first()
+                SyncRun.full_refresh.is_(True) if full_refresh else sa.true(),
+                SyncRun.owner.is_(None))).first()
             if queued is not None:
                 return queued, False
         run = SyncRun(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,
-                      direction=direction, full_refresh=full_refresh, trigger=trigger)
+                      direction=direction, full_refresh=full_refresh, trigger=trigger, owner=owner,
+                      heartbeat_at=utcnow() if owner else None)
         session.add(run)
         session.commit()
         session.refresh(run)
@@ -263,15 +270,18 @@ def interrupted_runs(hub: Hub, connection_id: str | None = None) -> list[SyncRun
     return [r for r in running if holder_gone(hub, r.connection_id, r.owner)]
 
 
-def requeue(hub: Hub, run_id: str, owner: str | None, reason: str) -> bool:
+def requeue(hub: Hub, run_id: str, owner: str | None, reason: str, claimant: str | None = None) -> bool:
     """Put an interrupted run back in the queue (it resumes where it stopped),
     ending its holder's lease: a holder taken for gone that is still working
-    stops at its next page instead of running beside the run's next execution."""
+    stops at its next page instead of running beside the run's next execution.
+    ``claimant`` claims it for the process that resumes it, as
+    :func:`create_run`'s ``owner`` does."""
     with hub.session() as session:
         result = session.execute(
             sa.update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running",
                                    _runs.c.owner == owner if owner else _runs.c.owner.is_(None))
-            .values(status="queued", owner=None, error=reason[:2000])
+            .values(status="queued", owner=claimant, error=reason[:2000],
+                    heartbeat_at=utcnow() if claimant else _runs.c.heartbeat_at)
         )
         if result.rowcount == 1 and owner:
             connection_id = session.execute(sa.select(_runs.c.connection_id).where(_runs.c.id == run_id)).scalar()
@@ -279,6 +289,22 @@ def requeue(hub: Hub, run_id: str, owner: str | None, reason: str) -> bool:
                 end_lease(session, connection_id, owner)
         session.commit()
     return result.rowcount == 1
+
+
+#: A queued run claimed by a process (``hub sync``) is left to it while the
+#: process is alive and has noted within this that it still waits for it.
+CLAIM_TTL = timedelta(seconds=2 * LEASE_TTL)
+
+
+def waited_for(run: SyncRun, now: datetime | None = None) -> bool:
+    """Whether a queued run is claimed by a process that will execute it
+    itself (``hub sync``): alive (checked on this machine) and noting every
+    ``LEASE_TTL / 3`` that it still waits for the connection's lease (on
+    other machines, where its process cannot be checked). Executors do not
+    take such a run up: its process shows its progress and its options."""
+    if run.status != "queued" or not run.owner or run.heartbeat_at is None:
+        return False
+    return run.heartbeat_at > (now or utcnow()) - CLAIM_TTL and owner_alive(run.owner)
 
 
 def _bump(session: Any, run_id: str, counts: Counts, pages: int = 0) -> None:
@@ -523,23 +549,35 @@ class SyncEngine:
         self.clock_skew = clock_skew
         self.progress = progress
 
-    async def execute(self, run_id: str) -> SyncRun | None:
+    async def execute(self, run_id: str, owner: str | None = None) -> SyncRun | None:
         """Execute (or resume) a run and return it finished.
 
         Returns ``None`` when the run no longer exists. A run that is already
-        finished is returned as it is.
+        finished is returned as it is; one executed by another process
+        meanwhile, as it is then (``running``, or ``queued``).
+
+        ``owner``: the owner the run was claimed with (:func:`create_run`):
+        while waiting for the lease, this execution notes that it still waits
+        for that owner's queued runs, so that executors leave them to it.
         """
         run = self._load(run_id)
         if run is None or run.status in TERMINAL:
             return run
-        lease = Lease(self.hub, run.connection_id, new_owner(), run.id, self.lease_ttl)
-        if not await lease.acquire(self.lease_wait):
+        lease = Lease(self.hub, run.connection_id, owner or new_owner(), run.id, self.lease_ttl)
+        waiting = asyncio.create_task(self._note_waiting(lease.owner)) if owner else None
+        try:
+            acquired = await lease.acquire(self.lease_wait)
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+        if not acquired:
             # Failed only if still queued: the run itself may be what is running elsewhere (a job of
             # the queue and `hub sync` both executing it).
             await asyncio.to_thread(self._finish, run.id, None, "failed",
                                     Busy("another sync of this connection is still running"), "queued")
             return self._load(run_id)
-        heartbeat = asyncio.create_task(self._heartbeat(lease))
+        heartbeat = asyncio.create_task(self._heartbeat(lease, claimed=owner is not None))
         try:
             if not await asyncio.to_thread(self._claim, run.id, lease.owner):
                 return self._load(run_id)
@@ -641,15 +679,32 @@ class SyncEngine:
     def _connection_of(session: Any, run_id: str) -> str | None:
         return session.execute(sa.select(_runs.c.connection_id).where(_runs.c.id == run_id)).scalar()
 
-    async def _heartbeat(self, lease: Lease) -> None:
+    async def _heartbeat(self, lease: Lease, claimed: bool = False) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             try:
+                if claimed:  # the owner's other runs (hub sync's next ones) still wait for it
+                    await asyncio.to_thread(self._touch_claimed, lease.owner)
                 await asyncio.to_thread(lease.renew)
             except LeaseLost:
                 return
             except Exception:
                 log.warning("could not renew the sync lease of %s", lease.connection_id, exc_info=True)
+
+    async def _note_waiting(self, owner: str) -> None:
+        """While waiting for the lease: the runs claimed by ``owner`` are still waited for."""
+        while True:
+            try:
+                await asyncio.to_thread(self._touch_claimed, owner)
+            except Exception:
+                log.warning("could not note that %s still waits for its runs", owner, exc_info=True)
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    def _touch_claimed(self, owner: str) -> None:
+        with self.hub.session() as session:
+            session.execute(sa.update(_runs).where(_runs.c.owner == owner, _runs.c.status == "queued")
+                            .values(heartbeat_at=utcnow()))
+            session.commit()
 
     async def _execute(self, run: SyncRun, lease: Lease) -> tuple[HubError | None, str | None]:
         """Run the run's configs, each in turn; returns the run's error (None

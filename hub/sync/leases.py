@@ -129,12 +129,18 @@ class Lease:
         return True
 
     async def acquire(self, wait: float, poll: float = 0.5) -> bool:
-        """Take the lease, waiting up to ``wait`` seconds for its holder."""
+        """Take the lease, waiting up to ``wait`` seconds for its holder.
+
+        While it waits, this process counts as the owner's (:func:`owner_alive`)."""
+        token = self.owner.rsplit(":", 1)[-1]
+        ACTIVE.add(token)
         deadline = time.monotonic() + wait
         while True:
             if await asyncio.to_thread(self.try_acquire):
                 return True
             if time.monotonic() >= deadline:
+                if not self.held:
+                    ACTIVE.discard(token)
                 return False
             await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 

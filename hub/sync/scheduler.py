@@ -26,7 +26,7 @@ from sqlmodel import select
 
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, utcnow
 from hub.runtime import Hub
-from hub.sync.engine import create_run, interrupted_runs, requeue
+from hub.sync.engine import create_run, interrupted_runs, requeue, waited_for
 from hub.sync.store import purge_tombstones
 from hub.sync.worker import Executor, make_executor
 from hub.types import HubError
@@ -97,7 +97,8 @@ class Scheduler:
 
     async def recover(self, everything: bool = False) -> list[str]:
         """Requeue runs whose process is gone; submit queued runs nobody
-        executes (``everything``: every queued run, at start-up).
+        executes (``everything``: every queued run, at start-up), but not
+        those a live ``hub sync`` waits to execute itself (:func:`waited_for`).
 
         In queue mode a run keeps its job: submitting a run whose job waits,
         or is still ``doing`` in a dead worker, adds none, and the workers'
@@ -111,9 +112,10 @@ class Scheduler:
                 log.warning("resuming interrupted sync run %s of connection %s", run.id, run.connection_id)
                 await self.service.submit(run)
                 submitted.append(run.id)
-        stale = utcnow() - STALE_QUEUED
+        now = utcnow()
+        stale = now - STALE_QUEUED
         for run in await asyncio.to_thread(self._queued):
-            if run.id in submitted:
+            if run.id in submitted or waited_for(run, now):  # (hub sync's own run: it executes it)
                 continue
             if everything or not self.service.executor.knows(run.id) or run.queued_at < stale:
                 await self.service.submit(run)
