@@ -750,6 +750,60 @@ def test_hub_sync_resumes_an_interrupted_run_of_another_entity_first(hub, conn, 
     assert stored(hub, conn.id, "items") == ledger.items
 
 
+class Recorder:
+    """An executor that executes nothing: it records the runs submitted."""
+
+    def __init__(self):
+        self.runs = []
+
+    def knows(self, run_id):
+        return False
+
+    async def submit(self, run):
+        self.runs.append(run.id)
+
+
+def scheduler_tick(hub, now, executor=None):
+    """One tick of a scheduler at ``now``: the runs submitted (to ``executor``, a Recorder by default)."""
+    async def tick():
+        scheduler = Scheduler(SyncService(hub, executor or Recorder()), interval=60)
+        try:
+            return await scheduler.tick(now)
+        finally:
+            await scheduler.stop()
+            await hub.close()
+    return run(tick())
+
+
+def scheduled_runs(hub, connection_id):
+    with hub.session() as session:
+        return session.exec(select(SyncRun).where(SyncRun.connection_id == connection_id,
+                                                  SyncRun.trigger == "schedule")).all()
+
+
+def test_a_connection_whose_every_config_has_its_own_schedule_gets_no_run_of_its_own(hub, conn):
+    """Its scheduled run leaves out the configs with their own schedule: with
+    every one, it found none and failed (sync_config_not_found) every
+    sync_frequency_minutes."""
+    for config in config_service.ensure_configs(hub, conn, None):
+        config_service.update_config(hub, conn, config.id, {"schedule_minutes": 30})
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == conn.id)
+                        .values(sync_enabled=True, sync_frequency_minutes=60, next_sync_at=None))
+        session.commit()
+    now = utcnow() + timedelta(minutes=31)
+    submitted = scheduler_tick(hub, now)
+    runs = scheduled_runs(hub, conn.id)
+    assert [r.entity for r in runs if r.entity is None] == [] and len(submitted) == len(runs) == 2
+    with hub.session() as session:
+        assert session.get(Connection, conn.id).next_sync_at == now + timedelta(minutes=60)  # moved on all the same
+    # One config following the connection's schedule again: the connection's run is back, for it.
+    [items] = [c for c in config_service.list_configs(hub, conn.id) if c.entity == "items"]
+    config_service.update_config(hub, conn, items.id, {"schedule_minutes": None})
+    scheduler_tick(hub, now + timedelta(minutes=61))
+    assert [r.entity for r in scheduled_runs(hub, conn.id) if r.entity is None] == [None]
+
+
 def _server_holding_the_lease(hub, connection_id) -> str:
     """Another live process (this one's parent) syncing the connection: its lease."""
     owner = f"{PLACE}:{os.getppid()}:server"
@@ -812,16 +866,6 @@ def test_a_server_leaves_hub_syncs_run_to_it_while_hub_sync_waits_for_the_connec
 
 def test_queued_runs_claimed_by_hub_sync_are_submitted_once_it_is_gone_or_silent(hub, conn):
     from hub.sync.engine import CLAIM_TTL
-
-    class Recorder:
-        def __init__(self):
-            self.runs = []
-
-        def knows(self, run_id):
-            return False
-
-        async def submit(self, run):
-            self.runs.append(run.id)
 
     waiting, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{os.getppid()}:cli")
     dead, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{2**22 + 12345}:cli")

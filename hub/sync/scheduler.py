@@ -162,7 +162,8 @@ class Scheduler:
         for connection in connections:
             if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
                              now + timedelta(minutes=connection.sync_frequency_minutes)):
-                due.append((connection, None))
+                if self._follows_connection_schedule(connection.id):
+                    due.append((connection, None))
         for config in configs:
             if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
                              now + timedelta(minutes=config.schedule_minutes or 60)):
@@ -171,6 +172,19 @@ class Scheduler:
                 if owner is not None:
                     due.append((owner, config.entity))
         return due
+
+    def _follows_connection_schedule(self, connection_id: str) -> bool:
+        """Whether a scheduled run of the whole connection has something to
+        run: an enabled config without a schedule of its own (or no config
+        yet: the run makes the default ones). When every enabled config has
+        its own ``schedule_minutes``, the connection's schedule runs nothing
+        (a run would fail with ``sync_config_not_found``); every config
+        disabled is left to :meth:`_start`, which says so."""
+        with self.hub.session() as session:
+            configs = session.exec(select(SyncConfig.enabled, SyncConfig.schedule_minutes)
+                                   .where(SyncConfig.connection_id == connection_id)).all()
+        enabled = [minutes for on, minutes in configs if on]
+        return not enabled or any(minutes is None for minutes in enabled)
 
     def purge(self, now: datetime) -> int:
         """Drop tombstones older than ``sync_tombstone_days``, finished runs
