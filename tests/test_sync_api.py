@@ -301,6 +301,53 @@ def test_the_scheduler_runs_due_connections_and_moves_next_sync_at_on(manual_sch
     assert (tags_run["entity"], tags_run["trigger"], tags_run["fetched"]) == ("tags", "schedule", 2)
 
 
+def test_sync_settings_sent_again_unchanged_keep_the_schedule(manual_scheduler, client, auth, hub_app):
+    """Each PUT naming sync_frequency_minutes or sync_enabled (schedule_minutes
+    of a config) put the next run off a whole period from now, changed or not:
+    a client saving its settings form every few minutes kept syncs from ever
+    running. A change now keeps the time of the last scheduled run."""
+    hub = hub_app.state.hub
+    connection = connect(client, auth, sync_enabled=True, sync_frequency_minutes=60)
+    url = f"{API}/connections/{connection['id']}"
+    config = client.post(configs_url(connection["id"]), json={"entity": "notes", "schedule_minutes": 15},
+                         headers=auth).json()["sync_config"]
+    config_url = f"{configs_url(connection['id'])}/{config['id']}"
+    due = utcnow() + timedelta(minutes=10)
+    with hub.session() as session:
+        session.get(Connection, connection["id"]).next_sync_at = due
+        session.get(SyncConfig, config["id"]).next_sync_at = due
+        session.commit()
+
+    def next_at(model, key):
+        with hub.session() as session:
+            return session.get(model, key).next_sync_at
+
+    for body in ({"sync_frequency_minutes": 60}, {"name": "x", "sync_enabled": True}):
+        assert client.put(url, json=body, headers=auth).status_code == 200
+        assert next_at(Connection, connection["id"]) == due, body
+    for body in ({"schedule_minutes": 15}, {"schedule_minutes": 15, "enabled": True}):
+        assert client.put(config_url, json=body, headers=auth).status_code == 200
+        assert next_at(SyncConfig, config["id"]) == due, body
+
+    # Changed: a new period after the last scheduled run (the next less the old period)...
+    client.put(url, json={"sync_frequency_minutes": 120}, headers=auth)
+    assert next_at(Connection, connection["id"]) == due + timedelta(minutes=60)
+    client.put(config_url, json={"schedule_minutes": 30}, headers=auth)
+    assert next_at(SyncConfig, config["id"]) == due + timedelta(minutes=15)
+    # ... or now when that has passed (last scheduled 50 minutes ago, now every 30).
+    before = utcnow()
+    client.put(url, json={"sync_frequency_minutes": 30}, headers=auth)
+    assert before <= next_at(Connection, connection["id"]) <= utcnow()
+    # Off, then on again: after the last sync (never: a period from now).
+    client.put(url, json={"sync_enabled": False}, headers=auth)
+    assert next_at(Connection, connection["id"]) is None
+    before = utcnow()
+    client.put(url, json={"sync_enabled": True}, headers=auth)
+    assert before + timedelta(minutes=30) <= next_at(Connection, connection["id"]) <= utcnow() + timedelta(minutes=30)
+    client.put(config_url, json={"schedule_minutes": None}, headers=auth)
+    assert next_at(SyncConfig, config["id"]) is None
+
+
 def test_provider_faults_are_absorbed_by_retries(settings, example_registry, example_fake, monkeypatch):
     url, fake = example_fake
     monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", url)

@@ -16,7 +16,7 @@ from sqlmodel import select
 from hub.crypto import DecryptionError
 from hub.models import Connection, PendingRevocation, utcnow
 from hub.plugins import Provider
-from hub.runtime import Hub, next_sync
+from hub.runtime import Hub, next_sync, rescheduled
 from hub.sync.store import lock
 from hub.types import (
     AuthFailed,
@@ -249,6 +249,7 @@ def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection
                   config: dict[str, Any] | None, secrets: dict[str, Any] | None) -> Connection:
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
+        schedule = connection.sync_enabled, connection.sync_frequency_minutes
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
             if key in changes and changes[key] is not None:
                 setattr(connection, key, changes[key])
@@ -260,8 +261,11 @@ def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection
             hub.store_credentials(connection, Credentials(secrets=secrets))
             connection.status = "connected"
             connection.last_error = connection.warning = None
-        if {"sync_enabled", "sync_frequency_minutes"} & set(changes):
-            connection.next_sync_at = next_sync(connection)
+        if (connection.sync_enabled, connection.sync_frequency_minutes) != schedule:  # (the same sent again: kept)
+            was_on, old_minutes = schedule
+            connection.next_sync_at = rescheduled(
+                connection.next_sync_at, old_minutes if was_on else None,
+                connection.sync_frequency_minutes if connection.sync_enabled else None, connection.last_sync_at)
         connection.updated_at = utcnow()
         session.add(connection)
         session.commit()

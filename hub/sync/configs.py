@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncState, utcnow
 from hub.plugins import Provider
-from hub.runtime import Hub
+from hub.runtime import Hub, rescheduled
 from hub.sync.mapping import FieldMapping, validate_mappings
 from hub.sync.store import entity_key, write_transaction
 from hub.types import EntitySchema, HubError, NotFound, ReadOnly, ValidationFailed
@@ -106,9 +106,11 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
         for key in ("direction", "enabled", "conflict_policy"):
             if key in changes and changes[key] is not None:
                 setattr(config, key, changes[key])
-        if "schedule_minutes" in changes:
+        if "schedule_minutes" in changes and changes["schedule_minutes"] != config.schedule_minutes:
+            # (The same sent again keeps the schedule: each PUT would put it off a period.)
+            config.next_sync_at = rescheduled(config.next_sync_at, config.schedule_minutes,
+                                              changes["schedule_minutes"])
             config.schedule_minutes = changes["schedule_minutes"]
-            config.next_sync_at = _next(config.schedule_minutes)
         # Mappings are checked when they change: ones saved under an older, laxer check must not
         # stop the tenant from pausing the config, say.
         mappings = changes.get("mappings")
