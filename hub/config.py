@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     webhook_retention_days: int = 30  # applied or ignored webhook events are kept this long, 0: forever
     sync_stalled_seconds: float = 30.0  # a queue worker silent this long is dead: its runs go to the others
     sync_workers: int = 2  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
+    #: Runs the API process executes at once in embedded (local) mode; the others wait, queued.
+    sync_local_concurrency: int = 4
     http_retry_attempts: int = 6
     http_retry_base_delay: float = 0.5
     http_timeout_seconds: float = 30.0  # one provider request without an answer (connect: at most 10)

@@ -25,7 +25,7 @@ from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
                             write_transaction)
-from hub.types import EntitySchema, ValidationFailed
+from hub.types import EntitySchema, Page, ValidationFailed
 from tests.sync_support import T0, Ledger, get_run, ledger_hub, make_connection, run, stored, stored_rows
 
 
@@ -802,6 +802,74 @@ def test_a_connection_whose_every_config_has_its_own_schedule_gets_no_run_of_its
     config_service.update_config(hub, conn, items.id, {"schedule_minutes": None})
     scheduler_tick(hub, now + timedelta(minutes=61))
     assert [r.entity for r in scheduled_runs(hub, conn.id) if r.entity is None] == [None]
+
+
+def test_after_downtime_each_schedule_keeps_its_phase_and_catches_up_once(hub, conn):
+    """Claimed, a schedule moved to now + a period: after downtime every overdue
+    connection ran in step from then on, whenever each was due."""
+    now = utcnow()
+    config = config_service.create_config(hub, conn, entity="items", schedule_minutes=30)
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == conn.id).values(
+            sync_enabled=True, sync_frequency_minutes=60, next_sync_at=now - timedelta(minutes=150)))
+        session.execute(sa.update(SyncConfig).where(SyncConfig.id == config.id).values(
+            next_sync_at=now - timedelta(minutes=100)))
+        session.commit()
+    config_service.create_config(hub, conn, entity="changes")  # (follows the connection's schedule)
+    submitted = scheduler_tick(hub, now)
+    assert len(submitted) == 2 and len(scheduled_runs(hub, conn.id)) == 2  # one run each, not one per period
+    with hub.session() as session:
+        assert session.get(Connection, conn.id).next_sync_at == now + timedelta(minutes=30)  # due at :30 as before
+        assert session.get(SyncConfig, config.id).next_sync_at == now + timedelta(minutes=20)
+    scheduler_tick(hub, now + timedelta(minutes=19))
+    assert len(scheduled_runs(hub, conn.id)) == 2
+
+
+class SlowLedger(Ledger):
+    """A ledger whose lists take a moment, noting how many runs show running meanwhile."""
+
+    hub = None
+    seen_running = 0
+
+    @hookimpl
+    async def list_records(self, entity, cursor, page_size, since):
+        with self.hub.session() as session:
+            running = len(session.exec(select(SyncRun.id).where(SyncRun.status == "running")).all())
+        SlowLedger.seen_running = max(SlowLedger.seen_running, running)
+        await asyncio.sleep(0.05)
+        return Page(records=[], next_cursor=None)
+
+
+def test_overdue_runs_of_many_connections_execute_a_few_at_a_time_the_others_queued(settings):
+    """The embedded executor started every run submitted at once: after
+    downtime, every overdue connection synced together."""
+    ledger = SlowLedger()
+    hub = SlowLedger.hub = ledger_hub(settings.model_copy(update={"sync_local_concurrency": 2}), ledger)
+    SlowLedger.seen_running = 0
+    past = utcnow() - timedelta(hours=3)
+    for i in range(6):
+        make_connection(hub, "ledger", {"api_key": "k"}, org_name=f"org{i}", sync_enabled=True,
+                        next_sync_at=past + timedelta(minutes=i))
+    executor = LocalExecutor(hub)
+    assert executor.concurrency == 2
+
+    async def tick():
+        scheduler = Scheduler(SyncService(hub, executor), interval=60)
+        submitted = await scheduler.tick()
+        await asyncio.sleep(0)
+        with hub.session() as session:
+            statuses = sorted(session.exec(select(SyncRun.status)).all())
+        await executor.wait(timeout=20)
+        await scheduler.stop()
+        await hub.close()
+        return submitted, statuses
+
+    submitted, statuses = run(tick())
+    assert len(submitted) == 6
+    assert statuses.count("queued") >= 4, statuses  # waiting their turn, and shown so
+    assert 1 <= SlowLedger.seen_running <= 2
+    with hub.session() as session:
+        assert {r.status for r in session.exec(select(SyncRun))} == {"succeeded"}
 
 
 def _server_holding_the_lease(hub, connection_id) -> str:

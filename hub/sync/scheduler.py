@@ -4,7 +4,9 @@
 puts runs whose process died back in the queue, hands queued runs nobody
 executes to the executor, and starts a run for every connection with
 ``sync_enabled`` whose ``next_sync_at`` has come (and every sync config with
-its own ``schedule_minutes``), moving ``next_sync_at`` on. It also purges
+its own ``schedule_minutes``), moving ``next_sync_at`` on in whole periods
+(:func:`following`: after downtime, one catch-up run each, and each keeps
+its phase). It also purges
 old states, tombstones, sync logs and webhook events, and tries again to revoke the grants of deleted
 connections whose revocation failed. The move is a
 conditional update, so several API processes never schedule a run twice.
@@ -36,6 +38,18 @@ log = logging.getLogger("hub.sync.scheduler")
 #: A queued run older than this is handed to the executor again (its job
 #: may have been lost); the executor adds no job to a run that has one.
 STALE_QUEUED = timedelta(minutes=10)
+
+
+def following(due: datetime | None, minutes: int, now: datetime) -> datetime:
+    """The next time of a schedule due at ``due``: whole periods on from it,
+    the first after ``now``. A schedule keeps its phase after downtime (the
+    overdue connections do not all run in step from then on), and makes one
+    catch-up run, not one per period missed. Unscheduled before: a period
+    from now."""
+    period = timedelta(minutes=minutes)
+    if due is None or due > now:
+        return now + period if due is None else due
+    return due + period * ((now - due) // period + 1)
 
 
 class SyncService:
@@ -161,12 +175,12 @@ class Scheduler:
         due: list[tuple[Connection, str | None]] = []
         for connection in connections:
             if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
-                             now + timedelta(minutes=connection.sync_frequency_minutes)):
+                             following(connection.next_sync_at, connection.sync_frequency_minutes, now)):
                 if self._follows_connection_schedule(connection.id):
                     due.append((connection, None))
         for config in configs:
             if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
-                             now + timedelta(minutes=config.schedule_minutes or 60)):
+                             following(config.next_sync_at, config.schedule_minutes or 60, now)):
                 with self.hub.session() as session:
                     owner = session.get(Connection, config.connection_id)
                 if owner is not None:

@@ -1,7 +1,10 @@
 """Where sync runs execute.
 
 - :class:`LocalExecutor` (embedded mode, the default on SQLite): runs are
-  asyncio tasks of the hub's own process, one at a time per connection.
+  asyncio tasks of the hub's own process, one at a time per connection and
+  at most ``HUB_SYNC_LOCAL_CONCURRENCY`` (4 by default) at once; the others
+  wait their turn, queued (after downtime every overdue connection is due
+  at once).
 - :class:`QueueExecutor` (the default on PostgreSQL): runs are procrastinate
   jobs on the same database, executed by ``hub worker`` processes
   (:func:`run_worker`) and by ``HUB_SYNC_WORKERS`` job slots of each API
@@ -70,13 +73,17 @@ def make_executor(hub: Hub) -> Executor:
 
 
 class LocalExecutor:
-    """Runs execute as tasks of this process's event loop."""
+    """Runs execute as tasks of this process's event loop, ``concurrency``
+    at once (``HUB_SYNC_LOCAL_CONCURRENCY``); a run waiting for a slot, or
+    for its connection's earlier run, stays ``queued``."""
 
-    def __init__(self, hub: Hub, engine: SyncEngine | None = None):
+    def __init__(self, hub: Hub, engine: SyncEngine | None = None, concurrency: int | None = None):
         self.hub = hub
         self.engine = engine or SyncEngine(hub)
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.concurrency = max(1, hub.settings.sync_local_concurrency if concurrency is None else concurrency)
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     async def start(self) -> None:
         return None
@@ -93,7 +100,8 @@ class LocalExecutor:
 
     async def _execute(self, run_id: str, connection_id: str) -> None:
         lock = self._locks.setdefault(connection_id, asyncio.Lock())
-        async with lock:
+        # The connection's turn first: a run waiting behind its connection's holds no slot.
+        async with lock, self._slots:
             await self.engine.execute(run_id)
 
     async def wait(self, timeout: float) -> None:
