@@ -370,12 +370,17 @@ class SyncRunOut(BaseModel):
     failed: int
     conflicts: int
     pages: int
-    error: str | None
+    error: str | None = Field(description=(
+        "Why the run failed; on a run that succeeded, what it skipped (a sync config deleted during it), "
+        "with no error_code; on a queued run, why it was put back in the queue (interrupted)."))
     error_code: str | None
     queued_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(description=(
+        "When the run first started: a run interrupted and resumed keeps it."))
     finished_at: datetime | None
-    duration_seconds: float | None
+    duration_seconds: float | None = Field(description=(
+        "Wall-clock seconds from started_at to finished_at: for a run interrupted (the hub stopped, a worker "
+        "died) and resumed, the time until it was resumed counts too."))
 
 
 class SyncRunResponse(Ok):
