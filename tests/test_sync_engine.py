@@ -937,7 +937,7 @@ def test_queued_runs_claimed_by_hub_sync_are_submitted_once_it_is_gone_or_silent
 
     waiting, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{os.getppid()}:cli")
     dead, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"{PLACE}:{2**22 + 12345}:cli")
-    silent, _ = create_run(hub, conn, entity="items", trigger="cli", owner=f"other-host:1:cli")
+    silent, _ = create_run(hub, conn, entity="items", trigger="cli", owner="other-host:1:cli")
     plain, _ = create_run(hub, conn, entity="items", coalesce=True)
     with hub.session() as session:  # on another machine: known only by the runs it notes it waits for
         session.execute(sa.update(SyncRun).where(SyncRun.id == silent.id)
