@@ -221,6 +221,9 @@ class BatchResult:
     handled: int = 0
     failed: int = 0
     runs: list[SyncRun] = field(default_factory=list)
+    #: Events whose record is stored in another version of their second, with
+    #: the record's id: the provider's current version settles them.
+    refetch: list[tuple[Any, str]] = field(default_factory=list)
 
 
 Submit = Callable[[SyncRun], Awaitable[None]]
@@ -234,7 +237,9 @@ class WebhookProcessor:
     sync of the entity: it queues one (or joins the one queued) and stays
     ``pending`` until a pull of its entity that started after the event was
     received has succeeded. Records are ordered by version, so deliveries may
-    arrive in any order. An event that fails (its sync run too) stays
+    arrive in any order; one whose version equals the stored one's (versions
+    are often whole seconds) with other content cannot be ordered, and the
+    provider's current version of that record is fetched and stored instead. An event that fails (its sync run too) stays
     ``pending`` with its ``attempts`` and ``error`` and is tried again with
     exponential backoff, a failed sync with a new run; after
     :data:`MAX_ATTEMPTS` it is ``failed``. Several processes may process
@@ -282,12 +287,75 @@ class WebhookProcessor:
             self._wake.clear()
 
     async def process_once(self) -> BatchResult:
-        """Apply one batch of due events; submit the syncs they asked for."""
+        """Apply one batch of due events; submit the syncs they asked for, and
+        fetch the records whose version they could not order."""
         result = await asyncio.to_thread(self._process_batch)
         if self.submit is not None:
             for run in result.runs:
                 await self.submit(run)
+        for event, remote_id in result.refetch:
+            await self._refetch(event, remote_id)
         return result
+
+    async def _refetch(self, event: Any, remote_id: str) -> None:
+        """Store the provider's current version of a record an event could not
+        be ordered against (another version of the same second is stored), and
+        count the event as processed: what the provider holds now is at least
+        as new as both. A failure counts as one of the event's attempts; the
+        event is looked at again after its backoff."""
+        provider = self.hub.registry.providers[event.provider]
+
+        def connection_of() -> Connection | None:
+            with self.hub.session() as session:
+                return session.get(Connection, event.connection_id)
+
+        connection = await self.hub.db(connection_of)
+        if connection is None:
+            return  # deleted meanwhile: its events go with it
+        try:
+            record = await self.hub.call(provider, "get_record", self.hub.context(provider, connection),
+                                         entity=event.entity, record_id=remote_id)
+        except NotFound:
+            record = None  # deleted there since
+        except Exception as exc:
+            message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self._refetch_failed, event, f"fetching {event.entity} {remote_id}: {message}")
+            return
+        try:
+            await asyncio.to_thread(self._settle, provider, event, remote_id, record)
+        except HubError as exc:
+            await asyncio.to_thread(self._refetch_failed, event, exc.message)
+
+    def _settle(self, provider: Provider, event: Any, remote_id: str, record: dict[str, Any] | None) -> None:
+        from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
+
+        schema = provider.schemas[event.entity]
+        with write_transaction(self.hub, entity_key(event.connection_id, schema.name)) as session:
+            config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == event.connection_id,
+                                                           SyncConfig.entity == schema.name)).first()
+            policy = config.conflict_policy if config else "provider_wins"
+            now = utcnow()
+            if record is None:
+                apply_deletions(session, connection_id=event.connection_id, entity=schema.name, policy=policy,
+                                remote_ids=[remote_id], now=now, version=event.occurred_at)
+            else:  # (an equal version with other content is applied: this one is the later)
+                apply_records(session, connection_id=event.connection_id, schema=schema, policy=policy,
+                              records=[record], now=now, fallback_version=event.occurred_at)
+            events = WebhookEvent.__table__
+            session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
+                            .values(status="processed", processed_at=now, error=None))
+
+    def _refetch_failed(self, event: Any, message: str) -> None:
+        log.warning("webhook event %s: %s", event.id, message)
+        events, states = WebhookEvent.__table__, WebhookEventState.__table__
+        attempts = event.attempts + 1
+        now = utcnow()
+        with self.hub.session() as session:
+            session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending").values(
+                attempts=attempts, error=message[:2000], status="failed" if attempts >= MAX_ATTEMPTS else "pending"))
+            session.execute(sa.update(states).where(states.c.event_id == event.id).values(
+                next_attempt_at=now + backoff(attempts), last_attempt_at=now))
+            session.commit()
 
     async def drain(self, timeout: float = 30.0) -> int:
         """Process until no event is due (or ``timeout`` passes); returns how many were handled."""
@@ -408,7 +476,11 @@ class WebhookProcessor:
                           undecided=undecided)
             if not undecided:
                 return "processed"
-            # Another version of the same second is stored: which is the later cannot be told.
+            # Another version of the same second is stored: which is the later cannot be told
+            # from the two; the provider's current version can.
+            if "get_record" in provider.hooks:
+                result.refetch.append((event, undecided[0]))
+                return Waiting(timedelta(seconds=BACKOFF_BASE_SECONDS))
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod

@@ -225,7 +225,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     ``undecided`` (a webhook's record) collects the ids of records whose
     version equals the stored one while their content differs, and leaves
     them: two changes of the same second (versions are often whole seconds)
-    delivered out of order cannot be told apart, so a pull settles them.
+    delivered out of order cannot be told apart, so the provider's current
+    version settles them.
     Without it (a pull, which lists what is there now) such a record is applied.
     """
     counts = Counts()
