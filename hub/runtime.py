@@ -526,13 +526,15 @@ def rescheduled(next_at: datetime | None, old_minutes: int | None, new_minutes: 
     """When a schedule whose period changed from ``old_minutes`` to
     ``new_minutes`` (None: off) runs next: a new period after its last
     scheduled time (``next_at`` less the old period), or, were it off, after
-    ``last_at`` (the last sync); now when that time has passed; a new period
-    from now when neither is known. Only called on a change: re-sending the
-    same settings must leave the schedule as it is."""
+    ``last_at`` (the last sync); a new period from now when neither is known.
+    A time already past is kept as it is: due at once (the scheduler's next
+    tick), and the schedule's phase, which a second change counts from,
+    stays. Only called on a change: re-sending the same settings must leave
+    the schedule as it is."""
     if not new_minutes:
         return None
     now = now or datetime.now(timezone.utc)
     base = next_at - timedelta(minutes=old_minutes) if next_at is not None and old_minutes else last_at
     if base is None:
         return now + timedelta(minutes=new_minutes)
-    return max(base + timedelta(minutes=new_minutes), now)
+    return base + timedelta(minutes=new_minutes)

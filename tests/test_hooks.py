@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 from hub_example.testing import API_KEY, signed_delivery
 
 from hub.api.main import create_app
+from hub import hookimpl
 from hub.models import Connection, utcnow
+from hub.types import ProviderUnavailable, RateLimited
 from tests.conftest import API, make_org
 from tests.oauth_provider import build_plugin, create_fake
 
@@ -298,3 +300,25 @@ def test_hook_register_webhook(link_hub):
 def test_hooks_may_be_async_or_sync(example_registry):
     provider = example_registry.get("example")
     assert asyncio.run(provider.call("provider_info")).name == "example"
+
+
+@pytest.mark.parametrize("passing", [ProviderUnavailable("down for maintenance"),
+                                     RateLimited("slow down", retry_after=30)])
+def test_a_connection_test_failing_for_a_passing_reason_leaves_the_connection_as_it_was(settings, passing):
+    """A test during an outage or a rate limit marked a working connection
+    error, where it stayed once the provider was back."""
+    from hub.services.connections import test_connection as check
+    from tests.sync_support import Ledger, ledger_hub, make_connection, run
+
+    class Passing(Ledger):
+        @hookimpl
+        async def test_connection(self):
+            raise passing
+
+    hub = ledger_hub(settings, Passing())
+    connection = make_connection(hub, "ledger", {"api_key": "k"})
+    with pytest.raises(type(passing)):
+        run(check(hub, connection.organization_id, connection.id))
+    with hub.session() as session:
+        assert (session.get(Connection, connection.id).status, session.get(Connection, connection.id).last_error) \
+            == ("connected", None)

@@ -335,16 +335,18 @@ def test_sync_settings_sent_again_unchanged_keep_the_schedule(manual_scheduler, 
     assert next_at(Connection, connection["id"]) == due + timedelta(minutes=60)
     client.put(config_url, json={"schedule_minutes": 30}, headers=auth)
     assert next_at(SyncConfig, config["id"]) == due + timedelta(minutes=15)
-    # ... or now when that has passed (last scheduled 50 minutes ago, now every 30).
-    before = utcnow()
+    # ... due at once when that has passed (last scheduled 70 minutes ago, now every 30), keeping
+    # the time of the last scheduled run for a second change before the scheduler's tick.
     client.put(url, json={"sync_frequency_minutes": 30}, headers=auth)
-    assert before <= next_at(Connection, connection["id"]) <= utcnow()
+    assert next_at(Connection, connection["id"]) == due - timedelta(minutes=30) < utcnow()
+    client.put(url, json={"sync_frequency_minutes": 45}, headers=auth)
+    assert next_at(Connection, connection["id"]) == due - timedelta(minutes=15) < utcnow()
     # Off, then on again: after the last sync (never: a period from now).
     client.put(url, json={"sync_enabled": False}, headers=auth)
     assert next_at(Connection, connection["id"]) is None
     before = utcnow()
     client.put(url, json={"sync_enabled": True}, headers=auth)
-    assert before + timedelta(minutes=30) <= next_at(Connection, connection["id"]) <= utcnow() + timedelta(minutes=30)
+    assert before + timedelta(minutes=45) <= next_at(Connection, connection["id"]) <= utcnow() + timedelta(minutes=45)
     client.put(config_url, json={"schedule_minutes": None}, headers=auth)
     assert next_at(SyncConfig, config["id"]) is None
 

@@ -25,6 +25,7 @@ from hub.types import (
     NotFound,
     PermissionDenied,
     ProviderUnavailable,
+    RateLimited,
     ValidationFailed,
 )
 
@@ -306,8 +307,8 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
     ctx = hub.context(provider, connection)
     try:
         details = await hub.call(provider, "test_connection", ctx) or {}
-    except (AuthFailed, ProviderUnavailable):
-        # (Unavailable: the provider, or the bank behind it, is down for now; the
+    except (AuthFailed, ProviderUnavailable, RateLimited):
+        # (Unavailable or rate limited: passing, at the provider or the bank behind it; the
         # connection is no worse for it, and a working one would stay in error.)
         raise
     except HubError as exc:

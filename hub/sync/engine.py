@@ -25,6 +25,7 @@ Push sends the tenant's pending changes with ``create_record`` /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -549,8 +550,13 @@ class SyncEngine:
         self.clock_skew = clock_skew
         self.progress = progress
 
-    async def execute(self, run_id: str, owner: str | None = None) -> SyncRun | None:
+    async def execute(self, run_id: str, owner: str | None = None,
+                      slot: contextlib.AbstractAsyncContextManager[Any] | None = None) -> SyncRun | None:
         """Execute (or resume) a run and return it finished.
+
+        ``slot`` (the embedded executor's bound on runs at once) is taken once
+        the connection's lease is held: a run waiting for another process's
+        run of its connection holds none meanwhile.
 
         Returns ``None`` when the run no longer exists. A run that is already
         finished is returned as it is; one executed by another process
@@ -579,13 +585,14 @@ class SyncEngine:
             return self._load(run_id)
         heartbeat = asyncio.create_task(self._heartbeat(lease, claimed=owner is not None))
         try:
-            if not await asyncio.to_thread(self._claim, run.id, lease.owner):
-                return self._load(run_id)
-            error, note = await self._execute(run, lease)
-            if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
-                await self._recover_connection(run.connection_id)
-            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error,
-                                    note=note)
+            async with slot or contextlib.nullcontext():
+                if not await asyncio.to_thread(self._claim, run.id, lease.owner):
+                    return self._load(run_id)
+                error, note = await self._execute(run, lease)
+                if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
+                    await self._recover_connection(run.connection_id)
+                await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded",
+                                        error, note=note)
         except LeaseLost:
             if self._load(run_id) is None:
                 log.info("run %s stopped: its connection was deleted", run.id)

@@ -100,9 +100,10 @@ class LocalExecutor:
 
     async def _execute(self, run_id: str, connection_id: str) -> None:
         lock = self._locks.setdefault(connection_id, asyncio.Lock())
-        # The connection's turn first: a run waiting behind its connection's holds no slot.
-        async with lock, self._slots:
-            await self.engine.execute(run_id)
+        # The connection's turn first, then its lease (another process may hold it), then a
+        # slot: a run waiting behind its connection's holds none.
+        async with lock:
+            await self.engine.execute(run_id, slot=self._slots)
 
     async def wait(self, timeout: float) -> None:
         """Wait until every submitted run is done (tests, the CLI)."""
