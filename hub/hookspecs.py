@@ -361,7 +361,9 @@ def delete_record(ctx: ProviderContext, entity: str, record_id: str) -> bool:
         deletion (Stripe cancels a subscription, which stays retrievable and
         listed as ``canceled``), the record as it now is: sync stores that
         version instead of marking the record deleted (the next pull would
-        bring it back), and the API answers it as ``record``.
+        bring it back), and the API answers it as ``record``. (A provider's
+        deletion answer passed on, ``{"id": ..., "deleted": true}``, counts as
+        ``True``.)
     :raises NotFound: no such record.
     """
 

@@ -366,3 +366,13 @@ def test_a_provider_error_echoing_a_nul_character_is_stored_and_the_change_can_b
     failed = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
                                                             direction="pull")["id"])
     assert failed["status"] == "failed" and "no\ufffdpe" in failed["error"], failed
+
+
+def test_what_delete_record_answers_says_whether_the_provider_keeps_the_record():
+    """A provider's deletion answer passed on ({"id", "deleted": true}) was
+    taken for a record the provider keeps, and stored as live."""
+    from hub.sync.store import kept_record
+
+    canceled = {"id": "sub_1", "status": "canceled"}
+    assert kept_record(canceled) is canceled
+    assert [kept_record(answer) for answer in (True, None, {}, {"id": "cus_1", "deleted": True})] == [None] * 4

@@ -10,6 +10,7 @@ from typing import Any
 from hub.models import Connection
 from hub.plugins import Provider
 from hub.runtime import Hub
+from hub.sync.store import kept_record
 from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
 from hub.types import NotFound, Page, ReadOnly, ValidationFailed
 
@@ -102,7 +103,7 @@ class RecordService:
         self._writable(entity, "supports_delete", "deleting")
         record_id = self._record_id(entity, record_id)
         kept = await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
-        return kept if isinstance(kept, dict) and kept else None
+        return kept_record(kept)
 
     async def action(self, name: str, params: dict[str, Any]) -> Any:
         action = self.provider.action(name)

@@ -55,6 +55,7 @@ from hub.sync.store import (
     apply_deletions,
     apply_records,
     entity_key,
+    kept_record,
     local_delete,
     local_update,
     lock,
@@ -212,12 +213,6 @@ def _carry_over(session: Any, echo: SyncRecord, row: SyncRecord, now: datetime) 
         local_update(session, row, dict(echo.local_data or {}), now)
     if echo.push_status in (CONFLICT, FAILED):
         row.push_status, row.push_error, row.push_failure = echo.push_status, echo.push_error, echo.push_failure
-
-
-def _kept(deleted: Any) -> bool:
-    """Whether ``delete_record`` answered the record the provider keeps (a
-    canceled subscription) rather than ``True`` for one it removed."""
-    return isinstance(deleted, dict) and bool(deleted)
 
 
 def _overtaken(row: SyncRecord, seen: Any, answered: datetime | None) -> bool:
@@ -1151,7 +1146,7 @@ class SyncEngine:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
             else:
                 counts.pushed += 1
-                if sent.local_op == "delete" and not _kept(result):
+                if sent.local_op == "delete" and kept_record(result) is None:
                     row.deleted, row.deleted_at = True, now
                 else:  # (a record the provider keeps after its deletion, canceled: its new version)
                     data = result if isinstance(result, dict) and result else merged_view(sent)

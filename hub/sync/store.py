@@ -620,6 +620,15 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
     return counts
 
 
+def kept_record(deleted: Any) -> dict[str, Any] | None:
+    """The record ``delete_record`` answered where the provider keeps it (a
+    canceled subscription), or None for one it removed: ``True``, or the
+    provider's own deletion answer passed on (``{"id": ..., "deleted": true}``)."""
+    if isinstance(deleted, dict) and deleted and deleted.get("deleted") is not True:
+        return deleted
+    return None
+
+
 def purge_tombstones(session: Session, *, before: datetime) -> int:
     """Forget records deleted (at the provider or by the tenant, and pushed)
     before ``before``. Records with an unpushed change or an open conflict stay."""
