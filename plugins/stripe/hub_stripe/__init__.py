@@ -226,7 +226,8 @@ async def update_record(ctx, entity, record_id, data):
         # The list object as read (what sync holds) is the whole set: items it no longer has go.
         listed = {item.get("id") for item in data["items"].get("data") or [] if isinstance(item, dict)}
         current = await ctx.http.json("GET", ctx.url(path=path))
-        removed = [{"id": item["id"], "deleted": True} for item in (current.get("items") or {}).get("data") or []
+        removed = [{"id": item["id"], "deleted": True, **({"clear_usage": True} if _metered(item) else {})}
+                   for item in (current.get("items") or {}).get("data") or []
                    if isinstance(item, dict) and item.get("id") not in listed]
     changes = _writable(entity, data)
     if removed:
@@ -259,6 +260,13 @@ def _writable(entity: str, data: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed("a subscription's items must be a list of subscription items",
                                code="invalid_items", fields=["items"])
     return {**data, "items": [_item_change(item) for item in items]}
+
+
+def _metered(item: dict[str, Any]) -> bool:
+    """A metered item's usage must be cleared for Stripe to delete it."""
+    price = item.get("price")
+    recurring = price.get("recurring") if isinstance(price, dict) else None
+    return isinstance(recurring, dict) and recurring.get("usage_type") == "metered"
 
 
 def _item_change(item: dict[str, Any]) -> dict[str, Any]:

@@ -855,8 +855,19 @@ def _subscription_item(store: Store, sub_id: str, wanted: dict[str, Any], index:
                                "prices with `type=recurring`.", param=f"items[{index}][price]")
     item = blank("subscription_item")
     item.update(id=store.new_id("si", 14), created=created, price=price, subscription=sub_id,
-                quantity=_int(wanted.get("quantity", 1), "quantity"), metadata=_metadata({}, wanted.get("metadata")))
+                quantity=_item_quantity(price, wanted.get("quantity"), index),
+                metadata=_metadata({}, wanted.get("metadata")))
     return item
+
+
+def _item_quantity(price: dict[str, Any], quantity: Any, index: int) -> int | None:
+    """A licensed item's quantity (1 unless given); a metered one has none."""
+    if price["recurring"].get("usage_type") != "metered":
+        return _int(1 if quantity in (None, "") else quantity, "quantity")
+    if quantity not in (None, ""):
+        raise StripeError(400, "Quantity should not be specified where usage_type is `metered`. Remove quantity "
+                               "from the request.", param=f"items[{index}][quantity]")
+    return None
 
 
 def _updated_items(store: Store, subscription: dict[str, Any], changes: Any) -> list[dict[str, Any]]:
@@ -878,13 +889,16 @@ def _updated_items(store: Store, subscription: dict[str, Any], changes: Any) -> 
             raise StripeError(400, f"Invalid subscription_item: {change['id']} does not belong to this subscription",
                               param=f"items[{index}][id]")
         if change.get("deleted") in (True, "true"):
+            if item["price"].get("recurring", {}).get("usage_type") == "metered" \
+                    and change.get("clear_usage") not in (True, "true"):
+                raise StripeError(400, "Deleting a metered subscription item requires clear_usage=true, which "
+                                       "deletes the usage reported for it.", param=f"items[{index}][clear_usage]")
             del items[change["id"]]
             continue
         if change.get("price"):
-            price = store.get("prices", change["price"], f"items[{index}][price]")
-            item["price"] = price
+            item["price"] = store.get("prices", change["price"], f"items[{index}][price]")
         if change.get("quantity") not in (None, ""):
-            item["quantity"] = _int(change["quantity"], "quantity")
+            item["quantity"] = _item_quantity(item["price"], change["quantity"], index)
         if "metadata" in change:
             item["metadata"] = _metadata(item["metadata"], change["metadata"])
     if not items:

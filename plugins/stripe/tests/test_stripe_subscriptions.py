@@ -193,3 +193,21 @@ def test_an_item_the_tenant_leaves_out_of_the_items_is_removed(subscriptions):
     sync.change(sync.subscription["id"], {"items": {"data": [second]}})
     assert [(i["id"], i["quantity"]) for i in sync.at_stripe["items"]["data"]] == [(second["id"], 2)]
     assert [i["id"] for i in sync.stored(sync.subscription["id"]).data["items"]["data"]] == [second["id"]]
+
+
+def test_a_metered_item_left_out_is_removed_with_its_usage(subscriptions):
+    """Stripe deletes a metered item only with clear_usage."""
+    sync = subscriptions()
+    records = f"{API}/connections/{sync.connection_id}/entities"
+    product = sync._create(f"{records}/products/records", {"name": "Calls"})
+    metered = sync._create(f"{records}/prices/records", {
+        "product": product["id"], "currency": "usd", "unit_amount": 1,
+        "recurring": {"interval": "month", "usage_type": "metered"}})
+    sync.run(direction="pull")
+    items = sync.stored(sync.subscription["id"]).data["items"]["data"]
+    sync.change(sync.subscription["id"], {"items": {"data": [*items, {"price": metered["id"]}]}})
+    assert [i["price"]["id"] for i in sync.at_stripe["items"]["data"]] == [sync.prices[0], metered["id"]]
+    sync.run(direction="pull")
+    [licensed, _metered] = sync.stored(sync.subscription["id"]).data["items"]["data"]
+    sync.change(sync.subscription["id"], {"items": {"data": [licensed]}})
+    assert [i["price"]["id"] for i in sync.at_stripe["items"]["data"]] == [sync.prices[0]]
