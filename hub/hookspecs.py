@@ -339,23 +339,33 @@ def create_record(
 
 @hookspec(firstresult=True)
 def update_record(
-    ctx: ProviderContext, entity: str, record_id: str, data: dict[str, Any]
+    ctx: ProviderContext, entity: str, record_id: str, data: dict[str, Any], base: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Update a record with the given fields (a partial update).
 
     Only called when the entity's schema has ``supports_update``.
 
+    :param base: the provider's version of the record the change was made
+        on, as sync last stored it (or just read it), ``None`` when unknown
+        (a call through the records API). For a provider with optimistic
+        concurrency, send its token (QuickBooks' ``SyncToken``, an ``ETag``
+        as ``If-Match``), so that a change made there meanwhile is refused
+        rather than overwritten, and raise (or describe) that refusal as
+        :class:`~hub.types.StaleVersion`. Plugins without it leave the
+        parameter out of their signature.
     :returns: the updated record.
     :raises NotFound: no such record.
     :raises ValidationFailed: the provider rejected the data.
+    :raises StaleVersion: the record changed since ``base``.
     """
 
 
 @hookspec(firstresult=True)
-def delete_record(ctx: ProviderContext, entity: str, record_id: str) -> bool:
+def delete_record(ctx: ProviderContext, entity: str, record_id: str, base: dict[str, Any] | None) -> bool:
     """Delete a record.
 
-    Only called when the entity's schema has ``supports_delete``.
+    Only called when the entity's schema has ``supports_delete``. ``base``
+    is as for :func:`update_record`.
 
     :returns: ``True``; or, where the provider keeps the record after its
         deletion (Stripe cancels a subscription, which stays retrievable and
@@ -365,6 +375,7 @@ def delete_record(ctx: ProviderContext, entity: str, record_id: str) -> bool:
         deletion answer passed on, ``{"id": ..., "deleted": true}``, counts as
         ``True``.)
     :raises NotFound: no such record.
+    :raises StaleVersion: the record changed since ``base``.
     """
 
 

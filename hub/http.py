@@ -38,6 +38,7 @@ from hub.types import (
     RateLimit,
     RateLimited,
     RequestAuth,
+    StaleVersion,
     ValidationFailed,
 )
 
@@ -191,6 +192,8 @@ def error_for_response(response: httpx.Response, described: HubError | ErrorDesc
         return PermissionDenied(message, **kwargs)
     if status == 404:
         return NotFound(message, **kwargs)
+    if status == 412:  # a precondition (If-Match: the version written on) failed: changed there since
+        return StaleVersion(message, **kwargs)
     if status in (400, 409, 422):
         return ValidationFailed(message, **kwargs)
     if status == 429:

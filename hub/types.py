@@ -401,6 +401,18 @@ class ReadOnly(HubError):
     status = 405
 
 
+class StaleVersion(HubError):
+    """The provider refused a write because the record changed since the
+    version it was based on (the ``base`` passed to ``update_record`` or
+    ``delete_record``): QuickBooks' stale ``SyncToken``, an HTTP 412. Sync
+    reads the record again: under ``review`` and ``provider_wins`` the change
+    meets that version as a conflict; under ``hub_wins`` it is sent once more
+    on it."""
+
+    code = "stale_version"
+    status = 409
+
+
 class RateLimited(HubError):
     """The provider's rate limit was still exceeded after the core's retries."""
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from hub.http import error_for_response, read_json
-from hub.types import ErrorDescription, NotFound, ProviderError, RateLimited, ValidationFailed
+from hub.types import ErrorDescription, NotFound, ProviderError, RateLimited, StaleVersion, ValidationFailed
 
 
 def response(content: bytes, content_type: str = "application/json", status: int = 200) -> httpx.Response:
@@ -49,7 +49,8 @@ def test_a_missing_member_is_a_provider_error():
         read_json(response(b'{"products": []}'), key="product")
 
 
-@pytest.mark.parametrize(("status", "kind"), [(422, ValidationFailed), (404, NotFound), (429, RateLimited)])
+@pytest.mark.parametrize(("status", "kind"), [(422, ValidationFailed), (404, NotFound), (429, RateLimited),
+                                             (412, StaleVersion)])
 def test_an_error_description_keeps_the_class_of_the_status_and_carries_fields_details_and_code(status, kind):
     described = ErrorDescription("email is taken", fields=["properties.email"], details={"category": "CONFLICT"},
                                  code="duplicate_email")

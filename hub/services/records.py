@@ -96,13 +96,14 @@ class RecordService:
         if not data and current is not None:
             return current  # nothing else to change
         return await self.hub.call(self.provider, "update_record", self.ctx, entity=entity,
-                                   record_id=record_id, data=data)
+                                   record_id=record_id, data=data, base=None)
 
     async def delete(self, entity: str, record_id: str) -> dict[str, Any] | None:
         """Delete the record; the record as the provider keeps it (canceled), if it does."""
         self._writable(entity, "supports_delete", "deleting")
         record_id = self._record_id(entity, record_id)
-        kept = await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id)
+        kept = await self.hub.call(self.provider, "delete_record", self.ctx, entity=entity, record_id=record_id,
+                                   base=None)
         return kept_record(kept)
 
     async def action(self, name: str, params: dict[str, Any]) -> Any:

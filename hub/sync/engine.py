@@ -81,6 +81,7 @@ from hub.types import (
     ProviderError,
     ProviderUnavailable,
     ReadOnly,
+    StaleVersion,
     ValidationFailed,
 )
 
@@ -984,6 +985,7 @@ class SyncEngine:
         if seen is None:
             return False  # changed, discarded or gone meanwhile: the next push takes what is there
         asked_at = utcnow()
+        base = row.data if op in ("update", "delete") else None  # the provider's version the change was made on
         try:
             if op in ("update", "delete") and config.conflict_policy != "hub_wins" and "get_record" in provider.hooks:
                 # Changed at the provider since the last pull? Then a conflict under the policy, not
@@ -998,27 +1000,28 @@ class SyncEngine:
                                                    current, payload, asked_at)
                     if seen is None:
                         return False
-            if op == "create":
-                if not schema.supports_create:
-                    raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
-                result = await self.hub.call(provider, "create_record", ctx, entity=schema.name,
-                                             data=writable_payload(payload, schema), idempotency_key=create["key"])
-            elif op == "update":
-                if not schema.supports_update:
-                    raise ReadOnly(f"{provider.name} does not allow updating {schema.name}")
-                result = await self.hub.call(provider, "update_record", ctx, entity=schema.name,
-                                             record_id=row.remote_id, data=writable_payload(payload, schema))
-            elif op == "delete":
-                if not schema.supports_delete:
-                    raise ReadOnly(f"{provider.name} does not allow deleting {schema.name}")
-                try:
-                    result = await self.hub.call(provider, "delete_record", ctx, entity=schema.name,
-                                                 record_id=row.remote_id)
-                except NotFound:
-                    pass
+                    base = current
+            try:
+                result = await self._send(provider, ctx, schema, op, row, payload, create, base)
+            except StaleVersion:
+                # Changed there after the version it went on: read it again, and the change meets it
+                # as a conflict under the policy (or, under hub_wins, goes once more on it).
+                if "get_record" not in provider.hooks:
+                    raise
+                asked_at = utcnow()
+                current = await self.hub.call(provider, "get_record", ctx, entity=schema.name,
+                                              record_id=row.remote_id)
+                if config.conflict_policy != "hub_wins":
+                    seen = await asyncio.to_thread(self._before_sending, run_id, config, schema, lease, row,
+                                                   current, payload, asked_at)
+                    if seen is None:
+                        return False
+                result = await self._send(provider, ctx, schema, op, row, payload, create, current)
         except AuthFailed:
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False, True)
             raise
+        except StaleVersion as exc:
+            failure = exc  # changed there yet again: the next push goes on the version read then
         except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
             failure, permanent = exc, True
         except ProviderUnavailable as exc:
@@ -1037,6 +1040,27 @@ class SyncEngine:
         if failure is not None and not permanent:
             raise failure
         return more
+
+    async def _send(self, provider: Provider, ctx: Any, schema: EntitySchema, op: str, row: SyncRecord,
+                    payload: dict[str, Any], create: dict[str, Any] | None, base: dict[str, Any] | None) -> Any:
+        """Make the change at the provider: what its create, update or delete answered."""
+        if op == "create":
+            if not schema.supports_create:
+                raise ReadOnly(f"{provider.name} does not allow creating {schema.name}")
+            return await self.hub.call(provider, "create_record", ctx, entity=schema.name,
+                                       data=writable_payload(payload, schema), idempotency_key=create["key"])
+        if op == "update":
+            if not schema.supports_update:
+                raise ReadOnly(f"{provider.name} does not allow updating {schema.name}")
+            return await self.hub.call(provider, "update_record", ctx, entity=schema.name, record_id=row.remote_id,
+                                       data=writable_payload(payload, schema), base=base)
+        if not schema.supports_delete:
+            raise ReadOnly(f"{provider.name} does not allow deleting {schema.name}")
+        try:
+            return await self.hub.call(provider, "delete_record", ctx, entity=schema.name, record_id=row.remote_id,
+                                       base=base)
+        except NotFound:
+            return None  # gone already: what the delete wanted
 
     def _before_sending(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease,
                         row: SyncRecord, current: dict[str, Any], payload: dict[str, Any],

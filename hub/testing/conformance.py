@@ -1190,9 +1190,9 @@ def _battery(h: Harness) -> list[tuple[str, dict[str, Any]]]:
             calls.append(("create_record", {"entity": entity, "data": dict(h.target.samples[entity]),
                                             "idempotency_key": uuid.uuid4().hex}))
         if schema.supports_update:
-            calls.append(("update_record", {"entity": entity, "record_id": MISSING_ID, "data": {}}))
+            calls.append(("update_record", {"entity": entity, "record_id": MISSING_ID, "data": {}, "base": None}))
         if schema.supports_delete:
-            calls.append(("delete_record", {"entity": entity, "record_id": MISSING_ID}))
+            calls.append(("delete_record", {"entity": entity, "record_id": MISSING_ID, "base": None}))
     return [(hook, kwargs) for hook, kwargs in calls if p.implements(hook)]
 
 
