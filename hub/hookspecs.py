@@ -427,7 +427,7 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
 
 
 @hookspec(firstresult=True)
-def webhook_connection_key(request: WebhookRequest) -> str:
+def webhook_connection_key(request: WebhookRequest) -> str | list[str] | None:
     """Say which connection an (unverified) delivery belongs to.
 
     Read the provider-side identity the delivery carries (Shopify's
@@ -436,7 +436,13 @@ def webhook_connection_key(request: WebhookRequest) -> str:
     ``verify_webhook`` with that connection's context. The core routes
     deliveries whose URL carries ``?connection_id=`` without this hook.
 
-    :returns: the key, or ``None`` when the delivery names none.
+    A delivery batching several accounts (QuickBooks' notifications of
+    several companies, HubSpot's of several portals) returns them all (at
+    most 100): each connection among them verifies the delivery, and its
+    ``verify_webhook`` returns only the events of its own account
+    (``ctx.config``); accounts no connection has are passed over.
+
+    :returns: the key, the keys, or ``None`` when the delivery names none.
     """
 
 

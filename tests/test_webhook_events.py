@@ -200,3 +200,48 @@ def test_a_delivery_carries_its_method_and_the_public_url_called_for_signatures_
     public = app.state.hub.settings.public_url.rstrip("/")
     assert relay.last_request.method == "POST"
     assert relay.last_request.url == f"{public}{API}/webhooks/ledger?connection_id={connection_id}&x=a%20b"
+
+
+def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them(settings):
+    """webhook_connection_key gave one key per delivery: a batch of several
+    companies (QuickBooks) or portals (HubSpot) naming an account the hub
+    does not hold first was refused whole, the others' events lost."""
+    import json as json_module
+    from datetime import datetime, timezone
+
+    from hub import hookimpl
+    from hub.services.webhooks import receive
+    from hub.types import WebhookEvent as Event
+    from hub.types import WebhookRequest
+    from tests.sync_support import Ledger, ledger_hub, make_connection, run
+
+    class Batched(Ledger):
+        @hookimpl
+        def webhook_connection_key(self, request):
+            return [entry["account"] for entry in json_module.loads(request.body)]
+
+        @hookimpl
+        def verify_webhook(self, ctx, request):
+            return [Event(dedup_key=entry["id"], type="item.updated", entity="items", action="updated",
+                          record_id=entry["item"], occurred_at=datetime.now(timezone.utc))
+                    for entry in json_module.loads(request.body) if entry["account"] == ctx.config["account"]]
+
+    hub = ledger_hub(settings, Batched())
+    connections = {account: make_connection(hub, "ledger", {"api_key": "k"}, org_name=account,
+                                            config={"account": account}, webhook_key=account)
+                   for account in ("acct_a", "acct_b")}
+    body = json_module.dumps([{"account": "acct_unknown", "id": "e0", "item": "it_0"},
+                              {"account": "acct_a", "id": "e1", "item": "it_1"},
+                              {"account": "acct_b", "id": "e2", "item": "it_2"}]).encode()
+
+    async def deliver():
+        try:
+            return await receive(hub, hub.provider("ledger"), WebhookRequest(headers={}, body=body))
+        finally:
+            await hub.close()
+
+    result = run(deliver())
+    assert sorted(result.accepted) == ["e1", "e2"]
+    with hub.session() as session:
+        stored = {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
+    assert stored == {(connections["acct_a"].id, "e1"), (connections["acct_b"].id, "e2")}

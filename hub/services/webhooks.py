@@ -50,16 +50,24 @@ MAX_DEDUP_KEY = WebhookEvent.__table__.c.dedup_key.type.length
 #: Deepest record the record store takes: orjson writes no deeper JSON (hub.sync.store.canonical).
 MAX_RECORD_DEPTH = 254
 
-def find_connections(hub: Hub, provider: Provider, connection_id: str | None, key: str | None) -> list[Connection]:
+#: Most provider-side accounts one delivery may name (a batch of several companies).
+MAX_DELIVERY_KEYS = 100
+
+
+def find_connections(hub: Hub, provider: Provider, connection_id: str | None,
+                     key: str | list[str] | None) -> list[Connection]:
     """The connection a delivery names, or every connection of its
-    provider-side account (``key``): two organizations may connect one shop,
-    and an app-level delivery (an uninstall) concerns both."""
+    provider-side accounts (``key``, or several: a batch of several
+    companies): two organizations may connect one shop, and an app-level
+    delivery (an uninstall) concerns both. Accounts no connection has are
+    passed over."""
+    keys = [key] if isinstance(key, str) else list(key or [])
     with hub.session() as session:
         query = select(Connection).where(Connection.provider == provider.name)
         if connection_id:
             query = query.where(Connection.id == connection_id)
-        elif key:
-            query = query.where(Connection.webhook_key == key)
+        elif keys:
+            query = query.where(Connection.webhook_key.in_(keys))
         else:
             raise UnknownConnection("the delivery does not say which connection it belongs to")
         connections = list(session.exec(query.order_by(Connection.created_at)))
@@ -86,9 +94,10 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             raise
         except Exception:
             raise WebhookRejected("malformed delivery") from None
-        if key is not None and not isinstance(key, str):
+        if key is not None and not (isinstance(key, str) or (
+                isinstance(key, list) and 0 < len(key) <= MAX_DELIVERY_KEYS and all(isinstance(k, str) for k in key))):
             # Read from an unverified body ({"account": {...}}): not something to look up.
-            raise WebhookRejected("malformed delivery: the account it names is not a text")
+            raise WebhookRejected("malformed delivery: the accounts it names are not texts")
     result: IntakeResult | None = None
     rejection: HubError | None = None
     for connection in await hub.db(find_connections, hub, provider, connection_id, key):
