@@ -311,11 +311,26 @@ def schema_problems(schema: EntitySchema) -> list[str]:
     if schema.id_field not in names:
         problems.append(f"its id_field {schema.id_field!r} is not among its fields {names}: add it, or set "
                         f"id_field to the field that holds the provider's id")
-    if schema.updated_field and schema.updated_field not in names:
-        problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names}")
+    if schema.updated_field and not _declared_path(schema, schema.updated_field):
+        problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names} "
+                        f"(a dotted path names a sub-field of an object field)")
     for f in schema.fields:
         problems += _field_problems(f, f.name)
     return problems
+
+
+def _declared_path(schema: EntitySchema, path: str) -> bool:
+    """Whether a dotted path names a declared field (inside an object whose
+    sub-fields are not declared, any path is taken)."""
+    first, *rest = path.split(".")
+    field = schema.field(first)
+    for part in rest:
+        if field is None or field.type != "object":
+            return False
+        if not field.fields:
+            return True
+        field = field.field(part)
+    return field is not None
 
 
 def _field_problems(f: Any, where: str) -> list[str]:

@@ -88,7 +88,9 @@ class EntitySchema:
 
     ``id_field`` names the field holding the provider's record id and
     ``updated_field`` the field holding its last-modified time (used for
-    incremental sync when the provider filters by modification time).
+    incremental sync when the provider filters by modification time), a
+    dotted path where the provider keeps it inside an object (QuickBooks'
+    ``MetaData.LastUpdatedTime``).
     The ``supports_*`` flags say which writes the provider allows; the core
     refuses the others with a ``ReadOnly`` error before calling the plugin.
     ``since_on_creation``: ``list_records``'s ``since`` filters on creation
@@ -114,6 +116,15 @@ class EntitySchema:
 
     def field(self, name: str) -> EntityField | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    def updated_value(self, record: Any) -> Any:
+        """The value at ``updated_field`` (a dotted path) in a record, or None."""
+        if not self.updated_field:
+            return None
+        value = record
+        for part in self.updated_field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
 
     def public(self) -> dict[str, Any]:
         return {

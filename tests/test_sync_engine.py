@@ -1354,3 +1354,23 @@ def test_a_last_seen_time_from_a_clock_that_ran_ahead_does_not_spare_a_record_fr
     result = run(sync(hub, conn, full_refresh=True))
     assert result.status == "succeeded" and result.deleted == 1
     assert stored(hub, conn.id, "items") == ledger.items
+
+
+def test_a_modification_time_inside_an_object_versions_the_records():
+    """updated_field had to be a top-level field: QuickBooks keeps it as
+    MetaData.LastUpdatedTime, which a plugin had to copy out."""
+    from hub.plugins import schema_problems
+    from hub.sync.store import version_of
+    from hub.types import EntityField
+
+    meta = EntityField("MetaData", type="object", fields=(EntityField("LastUpdatedTime", type="datetime"),))
+    schema = EntitySchema("customers", "Customers", fields=(EntityField("Id"), meta), id_field="Id",
+                          updated_field="MetaData.LastUpdatedTime")
+    assert schema_problems(schema) == []
+    record = {"Id": "1", "MetaData": {"LastUpdatedTime": "2026-01-02T03:04:05-08:00"}}
+    assert version_of(schema, record) == datetime(2026, 1, 2, 11, 4, 5, tzinfo=timezone.utc)
+    assert version_of(schema, {"Id": "2", "MetaData": None}) is None
+    for wrong in ("MetaData.Created", "Id.Time", "Meta.LastUpdatedTime"):
+        [problem] = schema_problems(EntitySchema("customers", "Customers", fields=(EntityField("Id"), meta),
+                                                 id_field="Id", updated_field=wrong))
+        assert wrong in problem

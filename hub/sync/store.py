@@ -77,7 +77,7 @@ def version_of(schema: EntitySchema, data: dict[str, Any]) -> datetime | None:
     """The record's modification time from ``schema.updated_field``, if any."""
     if not schema.updated_field:
         return None
-    value = data.get(schema.updated_field)
+    value = schema.updated_value(data)
     if value in (None, ""):
         return None
     try:

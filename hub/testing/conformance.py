@@ -662,7 +662,7 @@ def check_since(h: Harness, entity: str) -> None:
     records = [r for page in h.list_pages(entity, size) for r in page]
     stamps = {}
     for record, record_id in zip(records, h.ids(entity, records), strict=True):
-        stamp = _as_datetime(record.get(schema.updated_field))
+        stamp = _as_datetime(schema.updated_value(record))
         if stamp is None:
             fail(f"records of {entity!r} carry no usable {schema.updated_field!r} (the schema's updated_field), "
                  f"e.g. {_short(record)}: return it as an ISO 8601 time or epoch seconds")
