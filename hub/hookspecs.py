@@ -414,7 +414,8 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         ``Retry-After``, a ``RateLimited(retry_after=...)`` says how long the
         limit lasts (HubSpot names it in the body: ten seconds, or a day):
         the core is consulted before it retries, waits that long, or gives up
-        at once when that is longer than it waits. A ``ProviderUnavailable(..., retry_now=True)`` (the
+        at once when that is longer than it waits (the connection's next calls
+        then fail unsent until the time is up). A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

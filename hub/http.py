@@ -71,6 +71,9 @@ class TokenBucket:
         self.tokens = float(self.capacity)
         self.updated = time.monotonic()
         self.blocked_until = 0.0
+        #: Until when the provider refuses everything (a 429 asking a longer wait than the
+        #: core retries after, a daily limit): calls fail at once instead of being sent.
+        self.refused_until = 0.0
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
@@ -118,6 +121,14 @@ class TokenBucket:
             self.rate = max(self.declared_rate / 64, self.rate / 2)
         self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0
+
+    def refuse(self, seconds: float) -> None:
+        """The provider asked for a wait longer than calls wait (:attr:`refused_until`)."""
+        self.refused_until = max(self.refused_until, time.monotonic() + seconds)
+
+    def refused_for(self) -> float:
+        """Seconds the provider still refuses calls for (0: none)."""
+        return max(0.0, self.refused_until - time.monotonic())
 
     def recover(self) -> None:
         """A request went through: a pace slowed by 429s grows back by a
@@ -268,11 +279,18 @@ class ProviderHTTP:
         attempt = 0
         throttled = 0.0
         deadline = time.monotonic() + self.retry.deadline
+        long_wait = None
         while True:
             auth = await self._auth() if self._auth and authenticate else RequestAuth()
             merged_params = _merge_params(params, auth.params)
             merged_headers = {**auth.headers, **(headers or {})}
             endpoint_limiter = self._endpoint_limiter(url)
+            for limiter in (endpoint_limiter, self.limiter):
+                if limiter and (left := limiter.refused_for()) > 0:
+                    # A 429 asked for a longer wait than calls wait: sent now, this one would be
+                    # refused too (and count against the limit at some providers).
+                    raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (its last "
+                                      f"429); nothing was sent", retry_after=max(1.0, left))
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     if endpoint_limiter:
@@ -334,6 +352,7 @@ class ProviderHTTP:
                 wait = self.retry.backoff(attempt) if asked is None else asked + random.uniform(0, 0.05)
                 if asked is not None and asked > self.retry.max_delay:
                     retry = False  # sent again sooner than asked, it would only be refused again
+                    long_wait = asked if status == 429 else None
                 elif status == 429 and asked is not None:
                     # The provider said how long to wait: that costs waiting time, not an attempt.
                     retry = throttled + wait <= self.retry.throttled_wait
@@ -376,6 +395,8 @@ class ProviderHTTP:
                         continue
                 if isinstance(error, ProviderUnavailable) and not idempotent:
                     error.maybe_applied = True
+                if isinstance(error, RateLimited) and long_wait and (endpoint_limiter or self.limiter):
+                    (endpoint_limiter or self.limiter).refuse(long_wait)
                 if isinstance(error, RateLimited) and (error.retry_after is None or error.retry_after < 1):
                     # Tell the client how long to wait even when the provider did not (or said 0).
                     error.retry_after = max(1.0, self.retry.backoff(attempt))

@@ -321,3 +321,37 @@ def test_a_request_sent_without_the_connections_auth_carries_none_of_it(tmp_path
     assert seen[0].headers["Authorization"] == "Bearer old" and seen[0].url.params["k"] == "v"
     _outcome, seen = call(tmp_path, [status(200)], method="POST", hooks=hooks, authenticate=False)
     assert "Authorization" not in seen[0].headers and "k" not in seen[0].url.params
+
+
+def test_calls_after_a_429_asking_a_long_wait_are_refused_without_being_sent(tmp_path):
+    """A 429 asking longer than the core retries after (a daily limit, a
+    minute at QuickBooks) was given up, but the connection's next calls went
+    out at once, each to meet another 429."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(429, headers={"Retry-After": "120"}, json={}) if len(seen) == 1 else \
+            httpx.Response(200, json={})
+
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_long_limit", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
+              transport=httpx.MockTransport(handler))
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def twice() -> list[object]:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        outcomes = []
+        for _ in range(2):
+            try:
+                outcomes.append(await ctx.http.request("GET", ctx.url(path="/things")))
+            except RateLimited as exc:
+                outcomes.append(exc)
+        await hub.close()
+        return outcomes
+
+    first, second = asyncio.run(twice())
+    assert isinstance(first, RateLimited) and first.retry_after == 120
+    assert isinstance(second, RateLimited) and 115 <= second.retry_after <= 120 and "nothing was sent" in second.message
+    assert len(seen) == 1
