@@ -312,7 +312,10 @@ def get_record(ctx: ProviderContext, entity: str, record_id: str) -> dict[str, A
 
     Sync calls it before pushing an update or delete under the
     ``provider_wins`` and ``review`` policies, and compares the answer with
-    the record as last pulled to notice a change made at the provider since.
+    the record as last pulled to notice a change made at the provider since;
+    again after a write refused as stale (:class:`~hub.types.StaleVersion`);
+    and the webhook processor calls it for a record two events of the same
+    second cannot be ordered for. Keep it one request.
 
     :returns: the record as the provider represents it (unwrapped: the
         product, not ``{"product": ...}``), in the same shape as
@@ -414,7 +417,7 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         ``Retry-After``, a ``RateLimited(retry_after=...)`` says how long the
         limit lasts (HubSpot names it in the body: ten seconds, or a day):
         the core is consulted before it retries, waits that long, or gives up
-        at once when that is longer than it waits (the connection's next calls
+        at once when that is longer than it waits (with a rate limit declared, the connection's next calls
         then fail unsent until the time is up). A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an

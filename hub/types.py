@@ -418,7 +418,8 @@ class StaleVersion(HubError):
     ``delete_record``): QuickBooks' stale ``SyncToken``, an HTTP 412. Sync
     reads the record again: under ``review`` and ``provider_wins`` the change
     meets that version as a conflict; under ``hub_wins`` it is sent once more
-    on it."""
+    on it. Refused again, or with no ``get_record`` to read it, the push fails
+    and waits for the tenant."""
 
     code = "stale_version"
     status = 409

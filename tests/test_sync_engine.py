@@ -899,6 +899,47 @@ def test_a_run_waiting_for_another_processs_run_of_its_connection_holds_no_slot(
     assert get_run(hub, waiting.id).status == "queued"  # still waiting its turn, not failed
 
 
+class PausedLedger(Ledger):
+    """A ledger whose lists wait for ``go`` (set by the test)."""
+
+    go: asyncio.Event | None = None
+
+    @hookimpl
+    async def list_records(self, entity, cursor, page_size, since):
+        await asyncio.wait_for(PausedLedger.go.wait(), timeout=20)
+        return Page(records=[], next_cursor=None)
+
+
+def test_a_run_waiting_for_a_slot_does_not_hold_its_connections_lease(settings):
+    """Taking the lease before the slot kept another process's run of the
+    connection out (it failed as busy after 15 minutes) while the run only
+    waited for runs of other connections to end."""
+    hub = ledger_hub(settings.model_copy(update={"sync_local_concurrency": 1}), PausedLedger())
+    busy = make_connection(hub, "ledger", {"api_key": "k"}, org_name="busy")
+    waiting = make_connection(hub, "ledger", {"api_key": "k"}, org_name="waiting")
+    first, _ = create_run(hub, busy)
+    second, _ = create_run(hub, waiting)
+    executor = LocalExecutor(hub)
+
+    async def execute():
+        PausedLedger.go = asyncio.Event()
+        await executor.submit(first)
+        while get_run(hub, first.id).status != "running":
+            await asyncio.sleep(0.02)
+        await executor.submit(second)
+        await asyncio.sleep(1.0)  # past a few lease tries
+        with hub.session() as session:
+            leases = {lease.connection_id for lease in session.exec(select(SyncLease))}
+        PausedLedger.go.set()
+        await executor.wait(timeout=20)
+        await executor.stop()
+        await hub.close()
+        return leases
+
+    assert run(execute()) == {busy.id}
+    assert {get_run(hub, r.id).status for r in (first, second)} == {"succeeded"}
+
+
 def _server_holding_the_lease(hub, connection_id) -> str:
     """Another live process (this one's parent) syncing the connection: its lease."""
     owner = f"{PLACE}:{os.getppid()}:server"

@@ -92,3 +92,44 @@ def test_a_delete_refused_as_stale_is_a_conflict_under_review(hub, conn, ledger)
     pushed = sync(hub, conn, direction="push")
     assert (pushed.status, pushed.conflicts) == ("succeeded", 1)
     assert "it_00002" in ledger.items
+
+
+def test_a_stale_delete_of_a_record_gone_meanwhile_is_done(hub, conn, ledger):
+    """The record read again after the refusal was gone: the push failed for
+    good with "no item", though the delete got what it wanted."""
+    tenant = Tenant(hub, conn, "hub_wins")
+    tenant.delete("it_00001")
+
+    def refuse_then_vanish(record_id, base):
+        ledger.remove(record_id)
+        raise StaleVersion("changed since")
+
+    ledger._check = refuse_then_vanish
+    pushed = sync(hub, conn, direction="push")
+    assert (pushed.status, pushed.pushed, pushed.failed) == ("succeeded", 1, 0), pushed
+    after = row(hub, conn, "it_00001")
+    assert after.deleted and after.push_status is None
+
+
+class Unreadable(Versioned):
+    """No get_record: a stale write cannot be read again."""
+
+    get_record = None
+
+
+def test_without_get_record_a_stale_write_is_left_to_the_tenant_not_retried_forever(settings):
+    from tests.sync_support import ledger_hub, make_connection
+
+    ledger = Unreadable(items=2)
+    hub = ledger_hub(settings, ledger)
+    conn = make_connection(hub, "ledger", {"api_key": "k"})
+    tenant = Tenant(hub, conn, "hub_wins")
+    tenant.write("it_00001", {"name": "tenant"})
+    ledger.change_before_write = {"name": "provider"}
+    pushed = sync(hub, conn, direction="push")
+    assert pushed.failed == 1, pushed
+    after = row(hub, conn, "it_00001")
+    assert after.push_status == "failed" and "changed since" in after.push_error
+    again = sync(hub, conn, direction="push")
+    assert len(ledger.bases) == 1, "not sent again on the same stale version"
+    assert again.status == "succeeded"

@@ -106,6 +106,7 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             events = await provider.call("verify_webhook", ctx=ctx, request=request)
         except HubError as exc:
             # Each connection checks with its own secret: one refusing is not all refusing.
+            log.warning("connection %s refused a %s delivery: %s", connection.id, provider.name, exc.message)
             rejection = rejection or exc
             continue
         except Exception:
@@ -302,16 +303,29 @@ class WebhookProcessor:
         if self.submit is not None:
             for run in result.runs:
                 await self.submit(run)
+        fetched: set[tuple[str, str, str]] = set()
         for event, remote_id in result.refetch:
-            await self._refetch(event, remote_id)
+            key = (event.connection_id, event.entity, remote_id)
+            # One fetch settles every event of the record in the batch.
+            await self._refetch(event, remote_id, fetch=key not in fetched)
+            fetched.add(key)
         return result
 
-    async def _refetch(self, event: Any, remote_id: str) -> None:
+    async def _refetch(self, event: Any, remote_id: str, fetch: bool = True) -> None:
         """Store the provider's current version of a record an event could not
         be ordered against (another version of the same second is stored), and
         count the event as processed: what the provider holds now is at least
-        as new as both. A failure counts as one of the event's attempts; the
-        event is looked at again after its backoff."""
+        as new as both. It is stored as a pull stores what it lists, as of
+        when it was asked for (less :data:`~hub.sync.engine.PULLED_AS_OF_MARGIN`),
+        so that a late delivery of an event from before is not applied over
+        it. A failure counts as one of the event's attempts; the event is
+        looked at again after its backoff. ``fetch=False``: fetched already
+        for another event of the batch, which this one is settled with."""
+        from hub.sync.engine import PULLED_AS_OF_MARGIN
+
+        if not fetch:
+            await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
+            return
         provider = self.hub.registry.providers[event.provider]
 
         def connection_of() -> Connection | None:
@@ -321,6 +335,7 @@ class WebhookProcessor:
         connection = await self.hub.db(connection_of)
         if connection is None:
             return  # deleted meanwhile: its events go with it
+        asked = utcnow()
         try:
             record = await self.hub.call(provider, "get_record", self.hub.context(provider, connection),
                                          entity=event.entity, record_id=remote_id)
@@ -330,26 +345,33 @@ class WebhookProcessor:
             message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
             await asyncio.to_thread(self._refetch_failed, event, f"fetching {event.entity} {remote_id}: {message}")
             return
+        version = max(filter(None, (event.occurred_at, asked - PULLED_AS_OF_MARGIN)))
         try:
-            await asyncio.to_thread(self._settle, provider, event, remote_id, record)
-        except HubError as exc:
-            await asyncio.to_thread(self._refetch_failed, event, exc.message)
+            await asyncio.to_thread(self._settle, provider, event, remote_id, record, version)
+        except Exception as exc:  # (a database error too: the event is tried again)
+            message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self._refetch_failed, event, message)
 
-    def _settle(self, provider: Provider, event: Any, remote_id: str, record: dict[str, Any] | None) -> None:
+    def _settle(self, provider: Provider | None, event: Any, remote_id: str, record: dict[str, Any] | None,
+                version: datetime | None) -> None:
+        """Store the fetched ``record`` (None: gone there) as of ``version``,
+        unless its sync config was disabled meanwhile, and count the event as
+        processed (``provider`` None: the record was stored for another event)."""
         from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
 
-        schema = provider.schemas[event.entity]
-        with write_transaction(self.hub, entity_key(event.connection_id, schema.name)) as session:
+        with write_transaction(self.hub, entity_key(event.connection_id, event.entity)) as session:
             config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == event.connection_id,
-                                                           SyncConfig.entity == schema.name)).first()
+                                                           SyncConfig.entity == event.entity)).first()
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
-            if record is None:
-                apply_deletions(session, connection_id=event.connection_id, entity=schema.name, policy=policy,
-                                remote_ids=[remote_id], now=now, version=event.occurred_at)
+            if provider is None or (config is not None and not config.enabled):
+                pass  # stored for another event of the batch, or no longer synced
+            elif record is None:
+                apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
+                                remote_ids=[remote_id], now=now, version=version)
             else:  # (an equal version with other content is applied: this one is the later)
-                apply_records(session, connection_id=event.connection_id, schema=schema, policy=policy,
-                              records=[record], now=now, fallback_version=event.occurred_at)
+                apply_records(session, connection_id=event.connection_id, schema=provider.schemas[event.entity],
+                              policy=policy, records=[record], now=now, fallback_version=version)
             events = WebhookEvent.__table__
             session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
                             .values(status="processed", processed_at=now, error=None))

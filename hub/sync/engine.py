@@ -25,7 +25,6 @@ Push sends the tenant's pending changes with ``create_record`` /
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -547,12 +546,15 @@ class SyncEngine:
         self.progress = progress
 
     async def execute(self, run_id: str, owner: str | None = None,
-                      slot: contextlib.AbstractAsyncContextManager[Any] | None = None) -> SyncRun | None:
+                      slot: asyncio.Semaphore | None = None) -> SyncRun | None:
         """Execute (or resume) a run and return it finished.
 
-        ``slot`` (the embedded executor's bound on runs at once) is taken once
-        the connection's lease is held: a run waiting for another process's
-        run of its connection holds none meanwhile.
+        ``slot`` (the embedded executor's bound on runs at once) is taken
+        before the connection's lease, which is then tried without waiting:
+        while another process's run of the connection holds the lease, the
+        run waits for it holding neither a slot (runs of other connections go
+        on) nor, waiting for a slot, the lease (that process's next run of the
+        connection is not kept out).
 
         Returns ``None`` when the run no longer exists. A run that is already
         finished is returned as it is; one executed by another process
@@ -568,7 +570,7 @@ class SyncEngine:
         lease = Lease(self.hub, run.connection_id, owner or new_owner(), run.id, self.lease_ttl)
         waiting = asyncio.create_task(self._note_waiting(lease.owner)) if owner else None
         try:
-            acquired = await lease.acquire(self.lease_wait)
+            acquired = await (lease.acquire(self.lease_wait) if slot is None else self._acquire_in_slot(lease, slot))
         finally:
             if waiting is not None:
                 waiting.cancel()
@@ -581,14 +583,13 @@ class SyncEngine:
             return self._load(run_id)
         heartbeat = asyncio.create_task(self._heartbeat(lease, claimed=owner is not None))
         try:
-            async with slot or contextlib.nullcontext():
-                if not await asyncio.to_thread(self._claim, run.id, lease.owner):
-                    return self._load(run_id)
-                error, note = await self._execute(run, lease)
-                if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
-                    await self._recover_connection(run.connection_id)
-                await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded",
-                                        error, note=note)
+            if not await asyncio.to_thread(self._claim, run.id, lease.owner):
+                return self._load(run_id)
+            error, note = await self._execute(run, lease)
+            if error is None:  # before the run shows as finished: who waits for it sees the connection as it is
+                await self._recover_connection(run.connection_id)
+            await asyncio.to_thread(self._finish, run.id, lease.owner, "failed" if error else "succeeded", error,
+                                    note=note)
         except LeaseLost:
             if self._load(run_id) is None:
                 log.info("run %s stopped: its connection was deleted", run.id)
@@ -604,7 +605,28 @@ class SyncEngine:
         finally:
             heartbeat.cancel()
             await asyncio.to_thread(lease.release)
+            if slot is not None:
+                slot.release()
         return self._load(run_id)
+
+    async def _acquire_in_slot(self, lease: Lease, slot: asyncio.Semaphore, poll: float = 0.5) -> bool:
+        """A slot, then the lease without waiting; True holding both. While
+        another process holds the lease, the slot is given back and the lease
+        waited for (up to :attr:`lease_wait`) outside it."""
+        deadline = time.monotonic() + self.lease_wait
+        while True:
+            await slot.acquire()
+            try:
+                taken = await asyncio.to_thread(lease.try_acquire)
+            except BaseException:
+                slot.release()
+                raise
+            if taken:
+                return True
+            slot.release()
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
     def _load(self, run_id: str) -> SyncRun | None:
         with self.hub.session() as session:
@@ -1006,22 +1028,30 @@ class SyncEngine:
             except StaleVersion:
                 # Changed there after the version it went on: read it again, and the change meets it
                 # as a conflict under the policy (or, under hub_wins, goes once more on it).
-                if "get_record" not in provider.hooks:
+                if op == "create" or "get_record" not in provider.hooks:
                     raise
                 asked_at = utcnow()
-                current = await self.hub.call(provider, "get_record", ctx, entity=schema.name,
-                                              record_id=row.remote_id)
-                if config.conflict_policy != "hub_wins":
-                    seen = await asyncio.to_thread(self._before_sending, run_id, config, schema, lease, row,
-                                                   current, payload, asked_at)
-                    if seen is None:
-                        return False
-                result = await self._send(provider, ctx, schema, op, row, payload, create, current)
+                try:
+                    current = await self.hub.call(provider, "get_record", ctx, entity=schema.name,
+                                                  record_id=row.remote_id)
+                except NotFound:
+                    if op == "update":
+                        raise  # deleted there: a conflict, as for an update meeting a 404
+                    current = None  # a delete: gone, as wanted
+                if current is not None:  # (None: a delete whose record is gone there, as wanted)
+                    if config.conflict_policy != "hub_wins":
+                        seen = await asyncio.to_thread(self._before_sending, run_id, config, schema, lease, row,
+                                                       current, payload, asked_at)
+                        if seen is None:
+                            return False
+                    result = await self._send(provider, ctx, schema, op, row, payload, create, current)
         except AuthFailed:
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False, True)
             raise
         except StaleVersion as exc:
-            failure = exc  # changed there yet again: the next push goes on the version read then
+            # Changed there again as it was sent once more, or the plugin cannot read it again: the
+            # tenant decides (a pull brings the provider's version; then change it again).
+            failure, permanent = exc, True
         except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
             failure, permanent = exc, True
         except ProviderUnavailable as exc:

@@ -748,3 +748,18 @@ def test_two_changes_of_one_second_leave_the_newest_in_either_order(client, auth
     with hub_app.state.hub.session() as session:
         runs = session.exec(select(SyncRun).where(SyncRun.connection_id == connection["id"])).all()
     assert [r.trigger for r in runs] == ["manual"], "settled by fetching the customer, not by a pull"
+
+
+def test_a_record_fetched_for_events_of_one_second_is_as_new_as_the_fetch(client, auth, hub_app, fake, connect):
+    """The fetched customer was dated by the events' second: a delivery of a
+    later but still older event (Stripe retries for days) then replaced it."""
+    connection = connect(webhook_secret=SECRET)
+    [customer_id] = seed_customers(fake, 1)
+    customer = fake.state.store.rows["customers"][customer_id]
+    then = int(time.time()) - 600
+    _deliver(client, hub_app, connection, "evt_a", {**customer, "name": "a"}, then)
+    customer["name"] = "current"
+    assert _deliver(client, hub_app, connection, "evt_b", {**customer, "name": "b"}, then) == "processed"
+    assert _stored(hub_app, customer_id).data["name"] == "current"  # fetched
+    _deliver(client, hub_app, connection, "evt_c", {**customer, "name": "c, late"}, then + 60)
+    assert _stored(hub_app, customer_id).data["name"] == "current"
