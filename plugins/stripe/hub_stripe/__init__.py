@@ -220,7 +220,7 @@ async def create_record(ctx, entity, data, idempotency_key):
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    path = f"/{entity}/{quote(str(record_id), safe='')}"
+    path = _record_path(entity, record_id)
     removed: list[dict[str, Any]] = []
     if entity == "subscriptions" and isinstance(data.get("items"), dict):
         # The list object as read (what sync holds) is the whole set: items it no longer has go.
@@ -330,8 +330,12 @@ async def _post(ctx, path: str, data: dict[str, Any], idempotency_key: str) -> d
                                headers={"Idempotency-Key": idempotency_key})
 
 
+def _record_path(entity: str, record_id: str) -> str:
+    return f"/{entity}/{quote(str(record_id), safe='')}"
+
+
 def _record_url(ctx, entity: str, record_id: str) -> str:
-    return ctx.url(path=f"/{entity}/{quote(str(record_id), safe='')}")
+    return ctx.url(path=_record_path(entity, record_id))
 
 
 def encode(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
