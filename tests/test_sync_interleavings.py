@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -732,3 +732,35 @@ def test_a_create_left_on_its_way_can_be_discarded_once_its_config_only_pulls(hu
     tenant.config = config_service.update_config(hub, tenant.connection, tenant.config.id, {"direction": "pull"})
     assert stored.discard_change(hub, tenant.connection, tenant.config, new.id) is None
     assert row(hub, conn, record_id=new.id) is None
+
+
+def test_events_of_one_second_wait_for_the_fetch_that_settles_them_to_succeed(hub, conn, ledger):
+    """Two events of a record that cannot be ordered are settled by one fetch
+    of it: when that fetch failed, the second was marked processed anyway,
+    its change stored nowhere."""
+    import asyncio
+
+    Tenant(hub, conn, "provider_wins")
+    second = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    webhook(hub, conn, "updated", record={**ledger.items["it_00001"], "name": "a"}, occurred_at=second)
+    ids = []
+    for name in ("b", "c"):
+        event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
+                             organization_id=conn.organization_id, type="items.updated", entity="items",
+                             action="updated", payload={**ledger.items["it_00001"], "name": name})
+        with hub.session() as session:
+            session.add(event)
+            session.add(WebhookEventState(event_id=event.id, occurred_at=second))
+            session.commit()
+        ids.append(event.id)
+    ledger.refuse_gets = 1  # the fetch fails
+
+    async def process():
+        try:
+            await WebhookProcessor(hub).process_once()
+        finally:
+            await hub.close()
+
+    asyncio.run(process())
+    with hub.session() as session:
+        assert [session.get(WebhookEvent, i).status for i in ids] == ["pending", "pending"]

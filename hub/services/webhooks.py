@@ -303,15 +303,18 @@ class WebhookProcessor:
         if self.submit is not None:
             for run in result.runs:
                 await self.submit(run)
-        fetched: set[tuple[str, str, str]] = set()
+        settled: dict[tuple[str, str, str], bool] = {}
         for event, remote_id in result.refetch:
             key = (event.connection_id, event.entity, remote_id)
-            # One fetch settles every event of the record in the batch.
-            await self._refetch(event, remote_id, fetch=key not in fetched)
-            fetched.add(key)
+            # One fetch settles every event of the record in the batch (a failed one, none:
+            # they wait for their next attempt).
+            if key not in settled:
+                settled[key] = await self._refetch(event, remote_id)
+            elif settled[key]:
+                await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
         return result
 
-    async def _refetch(self, event: Any, remote_id: str, fetch: bool = True) -> None:
+    async def _refetch(self, event: Any, remote_id: str) -> bool:
         """Store the provider's current version of a record an event could not
         be ordered against (another version of the same second is stored), and
         count the event as processed: what the provider holds now is at least
@@ -319,13 +322,9 @@ class WebhookProcessor:
         when it was asked for (less :data:`~hub.sync.engine.PULLED_AS_OF_MARGIN`),
         so that a late delivery of an event from before is not applied over
         it. A failure counts as one of the event's attempts; the event is
-        looked at again after its backoff. ``fetch=False``: fetched already
-        for another event of the batch, which this one is settled with."""
+        looked at again after its backoff. Returns whether it was stored."""
         from hub.sync.engine import PULLED_AS_OF_MARGIN
 
-        if not fetch:
-            await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
-            return
         provider = self.hub.registry.providers[event.provider]
 
         def connection_of() -> Connection | None:
@@ -334,7 +333,7 @@ class WebhookProcessor:
 
         connection = await self.hub.db(connection_of)
         if connection is None:
-            return  # deleted meanwhile: its events go with it
+            return False  # deleted meanwhile: its events go with it
         asked = utcnow()
         try:
             record = await self.hub.call(provider, "get_record", self.hub.context(provider, connection),
@@ -344,13 +343,15 @@ class WebhookProcessor:
         except Exception as exc:
             message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
             await asyncio.to_thread(self._refetch_failed, event, f"fetching {event.entity} {remote_id}: {message}")
-            return
+            return False
         version = max(filter(None, (event.occurred_at, asked - PULLED_AS_OF_MARGIN)))
         try:
             await asyncio.to_thread(self._settle, provider, event, remote_id, record, version)
         except Exception as exc:  # (a database error too: the event is tried again)
             message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
             await asyncio.to_thread(self._refetch_failed, event, message)
+            return False
+        return True
 
     def _settle(self, provider: Provider | None, event: Any, remote_id: str, record: dict[str, Any] | None,
                 version: datetime | None) -> None:
