@@ -1415,3 +1415,32 @@ def test_a_modification_time_inside_an_object_versions_the_records():
         [problem] = schema_problems(EntitySchema("customers", "Customers", fields=(EntityField("Id"), meta),
                                                  id_field="Id", updated_field=wrong))
         assert wrong in problem
+
+
+def test_a_lease_release_that_fails_gives_the_slot_back(settings, monkeypatch):
+    """The slot was released after the lease: a failed release (the database
+    locked a moment) kept it, and with one slot every later run stayed queued."""
+    hub = ledger_hub(settings.model_copy(update={"sync_local_concurrency": 1}), Ledger())
+    first, _ = create_run(hub, make_connection(hub, "ledger", {"api_key": "k"}, org_name="a"))
+    second, _ = create_run(hub, make_connection(hub, "ledger", {"api_key": "k"}, org_name="b"))
+    release, calls = Lease.release, []
+
+    def release_failing_once(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return release(self)
+
+    monkeypatch.setattr(Lease, "release", release_failing_once)
+    executor = LocalExecutor(hub)
+
+    async def execute():
+        await executor.submit(first)
+        await executor.wait(timeout=10)
+        await executor.submit(second)
+        await executor.wait(timeout=10)
+        await executor.stop()
+        await hub.close()
+
+    run(execute())
+    assert get_run(hub, second.id).status == "succeeded"

@@ -311,7 +311,10 @@ class WebhookProcessor:
             if key not in settled:
                 settled[key] = await self._refetch(event, remote_id)
             elif settled[key]:
-                await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
+                try:
+                    await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
+                except Exception as exc:  # (a database error: the event is tried again)
+                    await asyncio.to_thread(self._refetch_failed, event, f"{type(exc).__name__}: {exc}")
         return result
 
     async def _refetch(self, event: Any, remote_id: str) -> bool:

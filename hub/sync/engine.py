@@ -604,18 +604,21 @@ class SyncEngine:
                                     HubError(f"internal error: {type(exc).__name__}", code="internal_error"))
         finally:
             heartbeat.cancel()
-            await asyncio.to_thread(lease.release)
-            if slot is not None:
-                slot.release()
+            try:
+                await asyncio.to_thread(lease.release)
+            finally:  # (a release that fails must not keep the slot from the runs to come)
+                if slot is not None:
+                    slot.release()
         return self._load(run_id)
 
     async def _acquire_in_slot(self, lease: Lease, slot: asyncio.Semaphore, poll: float = 0.5) -> bool:
         """A slot, then the lease without waiting; True holding both. While
         another process holds the lease, the slot is given back and the lease
         waited for (up to :attr:`lease_wait`) outside it."""
-        deadline = time.monotonic() + self.lease_wait
+        deadline = None  # counted from the first slot: the wait for a slot is not the lease's
         while True:
             await slot.acquire()
+            deadline = deadline or time.monotonic() + self.lease_wait
             try:
                 taken = await asyncio.to_thread(lease.try_acquire)
             except BaseException:
