@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
 import logging
 from datetime import timedelta
@@ -314,7 +313,7 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
     except HubError as exc:
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
-    await asyncio.to_thread(functools.partial(hub.mark, connection.id, "connected", None, renewed=renewed))
+    await asyncio.to_thread(hub.mark, connection.id, "connected", None, renewed=renewed)
     return await hub.db(find_connection, hub, organization_id, connection_id), details
 
 

@@ -214,6 +214,11 @@ BATCH_SIZE = 200
 WAIT_CAP_SECONDS = 60.0
 
 
+def _failure(exc: BaseException) -> str:
+    """Why an event's attempt failed, for its ``error``."""
+    return exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+
+
 def backoff(attempts: int) -> timedelta:
     """Delay before the next try of an event that failed ``attempts`` times."""
     return timedelta(seconds=min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
@@ -312,9 +317,9 @@ class WebhookProcessor:
                 settled[key] = await self._refetch(event, remote_id)
             elif settled[key]:
                 try:
-                    await asyncio.to_thread(self._settle, None, event, remote_id, None, None)
+                    await asyncio.to_thread(self._settled_with_another, event)
                 except Exception as exc:  # (a database error: the event is tried again)
-                    await asyncio.to_thread(self._refetch_failed, event, f"{type(exc).__name__}: {exc}")
+                    await asyncio.to_thread(self._refetch_failed, event, _failure(exc))
         return result
 
     async def _refetch(self, event: Any, remote_id: str) -> bool:
@@ -344,23 +349,22 @@ class WebhookProcessor:
         except NotFound:
             record = None  # deleted there since
         except Exception as exc:
-            message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
-            await asyncio.to_thread(self._refetch_failed, event, f"fetching {event.entity} {remote_id}: {message}")
+            await asyncio.to_thread(self._refetch_failed, event,
+                                    f"fetching {event.entity} {remote_id}: {_failure(exc)}")
             return False
         version = max(filter(None, (event.occurred_at, asked - PULLED_AS_OF_MARGIN)))
         try:
             await asyncio.to_thread(self._settle, provider, event, remote_id, record, version)
         except Exception as exc:  # (a database error too: the event is tried again)
-            message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
-            await asyncio.to_thread(self._refetch_failed, event, message)
+            await asyncio.to_thread(self._refetch_failed, event, _failure(exc))
             return False
         return True
 
-    def _settle(self, provider: Provider | None, event: Any, remote_id: str, record: dict[str, Any] | None,
-                version: datetime | None) -> None:
+    def _settle(self, provider: Provider, event: Any, remote_id: str, record: dict[str, Any] | None,
+                version: datetime) -> None:
         """Store the fetched ``record`` (None: gone there) as of ``version``,
         unless its sync config was disabled meanwhile, and count the event as
-        processed (``provider`` None: the record was stored for another event)."""
+        processed."""
         from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
 
         with write_transaction(self.hub, entity_key(event.connection_id, event.entity)) as session:
@@ -368,17 +372,27 @@ class WebhookProcessor:
                                                            SyncConfig.entity == event.entity)).first()
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
-            if provider is None or (config is not None and not config.enabled):
-                pass  # stored for another event of the batch, or no longer synced
+            if config is not None and not config.enabled:
+                pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
                                 remote_ids=[remote_id], now=now, version=version)
             else:  # (an equal version with other content is applied: this one is the later)
                 apply_records(session, connection_id=event.connection_id, schema=provider.schemas[event.entity],
                               policy=policy, records=[record], now=now, fallback_version=version)
-            events = WebhookEvent.__table__
-            session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
-                            .values(status="processed", processed_at=now, error=None))
+            self._mark_processed(session, event, now)
+
+    def _settled_with_another(self, event: Any) -> None:
+        """Count an event processed whose record was fetched and stored for another of its batch."""
+        with self.hub.session() as session:
+            self._mark_processed(session, event, utcnow())
+            session.commit()
+
+    @staticmethod
+    def _mark_processed(session: Session, event: Any, now: datetime) -> None:
+        events = WebhookEvent.__table__
+        session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
+                        .values(status="processed", processed_at=now, error=None))
 
     def _refetch_failed(self, event: Any, message: str) -> None:
         log.warning("webhook event %s: %s", event.id, message)
@@ -443,7 +457,7 @@ class WebhookProcessor:
                         outcome = self._apply(session, event, now, result, context)
                 except Exception as exc:
                     context.clear()
-                    error = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+                    error = _failure(exc)
                     log.warning("webhook event %s failed (attempt %d): %s", event.id, attempts, error)
                     status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
                     next_attempt, processed = now + backoff(attempts), None

@@ -47,8 +47,10 @@ def following(due: datetime | None, minutes: int, now: datetime) -> datetime:
     catch-up run, not one per period missed. Unscheduled before: a period
     from now."""
     period = timedelta(minutes=minutes)
-    if due is None or due > now:
-        return now + period if due is None else due
+    if due is None:
+        return now + period
+    if due > now:
+        return due
     return due + period * ((now - due) // period + 1)
 
 
