@@ -475,7 +475,10 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
     :returns: the :class:`~hub.types.WebhookEvent` list (may be empty for
         deliveries that carry no change, such as pings).
     :raises WebhookRejected: the signature is missing, wrong or stale, or the
-        body is malformed.
+        body is malformed. Its message goes to the hub's log, not to the
+        sender, who is answered one text whatever the reason (the route
+        answers anyone); ``code="webhook_stale"`` for a delivery whose valid
+        signature is too old is answered as it is: check the signature first.
     """
 
 

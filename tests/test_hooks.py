@@ -270,7 +270,7 @@ def test_hook_webhook_connection_key(link_hub):
     assert routed.json()["received"] == 1
     stray = client.post(f"{API}/webhooks/linkex", content=json.dumps({"id": "evt_6", "item_id": "item-other"}),
                         headers={"X-Signature": "linkex-signing-secret"})
-    assert stray.status_code == 404 and stray.json()["code"] == "unknown_webhook_connection"
+    assert (stray.status_code, stray.json()["code"]) == (401, "webhook_rejected")
 
 
 def test_hook_verify_webhook(client, auth):

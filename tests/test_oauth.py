@@ -261,12 +261,17 @@ def test_without_listed_hosts_only_the_hubs_own_and_loopback_hosts_are_return_ur
         response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": url}, headers=headers)
         return response.status_code, response.json().get("code"), response.json().get("error", "")
 
-    for url in ("https://evil.example.net/x", APP_URL, "https://hub.example.org.evil.net/", "https://user@evil.net/"):
+    for url in ("https://evil.example.net/x", APP_URL, "https://hub.example.org.evil.net/"):
         code, error_code, error = status(url)
         assert (code, error_code) == (422, "invalid_redirect_uri"), url
         assert "HUB_OAUTH_RETURN_HOSTS" in error and "hub.example.org" in error
+    # Hosts a browser reads otherwise than the hub's check would ("evil.com" for the first two).
+    for url in ("http://evil.com\\@hub.example.org/", "https://evil.com\\hub.example.org/",
+                "https://user@evil.net/", "https://evil.net@hub.example.org/", "https://hub.example.org/\tx"):
+        code, error_code, error = status(url)
+        assert (code, error_code) == (422, "invalid_redirect_uri"), url
     for url in ("https://hub.example.org/done", "http://localhost:3000/integrations", "http://127.0.0.1:5173/",
-                "http://[::1]:8080/x", "https://HUB.example.org/x"):
+                "http://[::1]:8080/x", "https://HUB.example.org/x", "https://hub.example.org/done?email=a@b.example"):
         assert status(url)[0] == 200, url
 
 

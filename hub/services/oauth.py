@@ -61,6 +61,11 @@ def _check_return_url(hub: Hub, url: str | None) -> None:
         host = (parts.hostname or "").lower()  # an unbalanced "[::1" fails here
     except ValueError:
         raise ValidationFailed("redirect_uri is not a valid URL", code="invalid_redirect_uri") from None
+    # Read otherwise by browsers than by urlsplit ("http://evil.com\\@host/": a browser's host
+    # is evil.com): refused rather than left to how the redirect is quoted.
+    if "\\" in url or "@" in parts.netloc or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValidationFailed("redirect_uri must not hold a backslash, a user name (@), spaces or control "
+                               "characters", code="invalid_redirect_uri")
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
     allowed = return_hosts(hub)

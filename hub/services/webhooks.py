@@ -36,6 +36,13 @@ class UnknownConnection(HubError):
     status = 404
 
 
+#: What the sender of a delivery the hub does not accept is told, whatever the
+#: reason (the log says which): the route answers anyone, and answers that differ
+#: between "no such connection" and "bad signature" would tell which shops or
+#: accounts have a connection here.
+NOT_VERIFIED = "the delivery could not be verified"
+
+
 @dataclass
 class IntakeResult:
     connection_id: str
@@ -80,9 +87,28 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
     """Verify a delivery and store its events, for each connection it
     belongs to that accepts it; duplicates are recognised, not stored again.
 
-    :raises WebhookRejected: verification failed (for every connection).
-    :raises UnknownConnection: no connection matches.
+    :raises WebhookRejected: no connection matches, or none accepts the
+        delivery (its credentials unreadable included): ``webhook_rejected``
+        with :data:`NOT_VERIFIED` whatever the reason, which is logged; a
+        plugin's other codes (``webhook_stale``, after the signature) as they are.
     """
+    try:
+        return await _receive(hub, provider, request)
+    except UnknownConnection as exc:
+        log.info("a %s delivery was refused: %s", provider.name, exc.message)
+        raise WebhookRejected(NOT_VERIFIED) from None
+    except HubError as exc:
+        if exc.code not in ("webhook_rejected", "credentials_unreadable"):
+            raise
+        raise WebhookRejected(NOT_VERIFIED) from None
+
+
+def _usable_key(value: str) -> bool:
+    # A NUL is refused by PostgreSQL and looked up by SQLite: neither is a connection's.
+    return 0 < len(value) <= 255 and "\x00" not in value
+
+
+async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> IntakeResult:
     if not provider.implements("verify_webhook"):
         raise NotFound(f"{provider.name} does not receive webhooks", code="webhooks_not_supported")
     key = None
@@ -98,6 +124,9 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
                 isinstance(key, list) and 0 < len(key) <= MAX_DELIVERY_KEYS and all(isinstance(k, str) for k in key))):
             # Read from an unverified body ({"account": {...}}): not something to look up.
             raise WebhookRejected("malformed delivery: the accounts it names are not texts")
+    if not all(_usable_key(k) for k in ([connection_id] if connection_id else [key] if isinstance(key, str)
+                                        else key or [])):
+        raise UnknownConnection("the connection id or account the delivery names is not one a connection can have")
     result: IntakeResult | None = None
     rejection: HubError | None = None
     for connection in await hub.db(find_connections, hub, provider, connection_id, key):
@@ -106,7 +135,8 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
             events = await provider.call("verify_webhook", ctx=ctx, request=request)
         except HubError as exc:
             # Each connection checks with its own secret: one refusing is not all refusing.
-            log.warning("connection %s refused a %s delivery: %s", connection.id, provider.name, exc.message)
+            log.warning("connection %s refused a %s delivery (%s): %s", connection.id, provider.name, exc.code,
+                        exc.message)
             rejection = rejection or exc
             continue
         except Exception:

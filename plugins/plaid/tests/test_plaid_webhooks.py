@@ -225,7 +225,7 @@ def test_an_item_error_webhook_is_not_undone_by_a_later_run_that_needs_no_item(c
     assert now["status"] == "error" and "ITEM_LOCKED" in now["last_error"], now
 
 
-def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connection):
+def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connection, caplog):
     item = fake.item()
     payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
     body, headers = fake.signed_delivery(payload)
@@ -260,11 +260,11 @@ def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connec
     forged_body, forged_headers = fake.signed_delivery(payload)
     fake.keys.pop(other_key)
     unknown = client.post(URL, content=forged_body, headers=forged_headers)
-    assert unknown.status_code == 401 and "unknown verification key" in unknown.json()["error"]
+    assert unknown.status_code == 401 and "unknown verification key" in caplog.text
     assert fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] == 1
 
 
-def test_a_delivery_signed_a_little_ahead_of_the_hubs_clock_is_taken(client, fake, connection):
+def test_a_delivery_signed_a_little_ahead_of_the_hubs_clock_is_taken(client, fake, connection, caplog):
     """Plaid's clock may be a second or two ahead: its iat is allowed 60 s in the
     future; beyond that the refusal says so (not "signature does not verify")."""
     item = fake.item()
@@ -276,33 +276,33 @@ def test_a_delivery_signed_a_little_ahead_of_the_hubs_clock_is_taken(client, fak
     body, headers = fake.signed_delivery(payload, iat=int(time.time()) + 600)
     ahead = client.post(URL, content=body, headers=headers)
     assert ahead.status_code == 401 and ahead.json()["code"] == "webhook_rejected"
-    assert "in the future" in ahead.json()["error"] and "clock" in ahead.json()["error"]
+    assert "in the future" in caplog.text and "clock" in caplog.text
     # The age limit still holds (checked by the plugin now, not by PyJWT).
     body, headers = fake.signed_delivery(payload, iat=int(time.time()) - 301)
     assert client.post(URL, content=body, headers=headers).json()["code"] == "webhook_stale"
 
 
-def test_delivery_signed_with_an_expired_key_is_rejected(client, fake, connection):
+def test_delivery_signed_with_an_expired_key_is_rejected(client, fake, connection, caplog):
     item = fake.item()
     old = fake.current_kid
     fake.rotate_key()
     payload = fake.webhook(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
     body, headers = fake.signed_delivery(payload, kid=old)
     response = client.post(URL, content=body, headers=headers)
-    assert response.status_code == 401 and "expired" in response.json()["error"]
+    assert response.status_code == 401 and "expired" in caplog.text
     body, headers = fake.signed_delivery(payload)
     assert client.post(URL, content=body, headers=headers).json()["received"] == 1
 
 
-def test_unknown_item_and_foreign_item_are_refused(client, fake, connection):
+def test_unknown_item_and_foreign_item_are_refused(client, fake, connection, caplog):
     payload = fake.webhook("no-such-item", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
     response = fake.send_webhook(URL, payload, client=client)
-    assert response.status_code == 404 and response.json()["code"] == "unknown_webhook_connection"
+    assert (response.status_code, response.json()["code"]) == (401, "webhook_rejected")
     foreign = fake.send_webhook(f"{URL}?connection_id={connection['id']}", payload, client=client)
-    assert foreign.status_code == 401 and "another Plaid item" in foreign.json()["error"]
+    assert foreign.status_code == 401 and "another Plaid item" in caplog.text
 
 
-def test_a_rotated_key_stops_verifying_once_its_cached_copy_is_old(client, fake, connection, monkeypatch):
+def test_a_rotated_key_stops_verifying_once_its_cached_copy_is_old(client, fake, connection, monkeypatch, caplog):
     import hub_plaid
 
     monkeypatch.setattr(hub_plaid, "KEY_CACHE_SECONDS", 0.2)
@@ -314,10 +314,10 @@ def test_a_rotated_key_stops_verifying_once_its_cached_copy_is_old(client, fake,
     payload = fake.webhook(item.item_id, "TRANSACTIONS", "DEFAULT_UPDATE", new_transactions=1)
     body, headers = fake.signed_delivery(payload, kid=old)
     refused = client.post(URL, content=body, headers=headers)
-    assert refused.status_code == 401 and "expired" in refused.json()["error"]
+    assert refused.status_code == 401 and "expired" in caplog.text
 
 
-def test_deliveries_naming_unknown_keys_cost_a_bounded_number_of_lookups(client, fake, connection, monkeypatch):
+def test_deliveries_naming_unknown_keys_cost_a_bounded_number_of_lookups(client, fake, connection, monkeypatch, caplog):
     import hub_plaid
 
     monkeypatch.setattr(hub_plaid, "KEY_LOOKUPS_PER_MINUTE", 3)
@@ -335,7 +335,7 @@ def test_deliveries_naming_unknown_keys_cost_a_bounded_number_of_lookups(client,
     assert sum(fake.key_fetches.values()) + fake.errors["INVALID_WEBHOOK_VERIFICATION_KEY_ID"] - before == 3
     # Until the minute is over, a genuine delivery needing a look-up waits too (Plaid retries it)...
     waiting = fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client)
-    assert waiting.status_code == 401 and "not looked up" in waiting.json()["error"]
+    assert waiting.status_code == 401 and "not looked up" in caplog.text
     # ...and once it is, verifies.
     hub_plaid._key_lookups.clear()
     assert fake.fire(item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", client=client).json()["received"] == 1

@@ -419,7 +419,9 @@ def _parse_signature(header: str) -> tuple[int, list[str]]:
     items = [part.split("=", 1) for part in header.split(",") if "=" in part]
     timestamps = [value for key, value in items if key.strip() == "t"]
     signatures = [value.strip() for key, value in items if key.strip() == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].strip().isdigit() or not signatures:
+    # (isascii: isdigit alone takes "²", which int() refuses.)
+    if len(timestamps) != 1 or not (timestamps[0].strip().isascii() and timestamps[0].strip().isdigit()) \
+            or not signatures:
         raise WebhookRejected("missing or malformed Stripe-Signature header")
     return int(timestamps[0]), signatures
 

@@ -314,7 +314,7 @@ def test_signed_webhook_accepted_once_forged_and_stale_rejected(client, auth, hu
     # Routed by the account an unsigned body names: one that is not a text was a 500.
     for account in ({"a": 1}, [1], 7):
         odd = client.post(f"{API}/webhooks/stripe", json={"account": account})
-        assert odd.status_code == 404 and odd.json()["code"] == "unknown_webhook_connection", odd.text
+        assert (odd.status_code, odd.json()["code"]) == (401, "webhook_rejected"), odd.text
     rotated_body, rotated_headers = signed_delivery(["whsec_old", SECRET], {**event, "id": "evt_4Hook"})
     assert client.post(url, content=rotated_body, headers=rotated_headers).json()["received"] == 1
     with hub_app.state.hub.session() as session:
@@ -369,14 +369,14 @@ def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, conn
     assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).json()["received"] == 1
     other = make_event("invoice.finalized", {"id": "in_2", "object": "invoice"}, account="acct_unknown")
     body, headers = signed_delivery(SECRET, other)
-    assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 404
+    assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 401
     # Cleared from the connection's config, the account's deliveries no longer reach it.
     [connection] = client.get(f"{API}/connections", headers=auth).json()["connections"]
     cleared = client.put(f"{API}/connections/{connection['id']}", json={"config": {"account": None}}, headers=auth)
     assert cleared.status_code == 200, cleared.text
     again = make_event("invoice.finalized", {"id": "in_3", "object": "invoice"}, account="acct_1Routed")
     body, headers = signed_delivery(SECRET, again)
-    assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 404
+    assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).status_code == 401
 
 
 def test_a_connection_whose_secrets_cannot_be_read_does_not_refuse_the_accounts_deliveries_for_others(
