@@ -239,6 +239,11 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 15
 BATCH_SIZE = 200
+#: How long events whose record is to be fetched are left to the processor that
+#: will fetch it (renewed as each fetch begins): another processor taking them up
+#: meanwhile would fetch the record again. A processor gone before fetching
+#: leaves them to the next after this long.
+REFETCH_HOLD_SECONDS = 60.0
 #: An event waiting for a sync run is looked at again after twice the time
 #: since its last look, at most this long: the run may take minutes.
 WAIT_CAP_SECONDS = 60.0
@@ -339,12 +344,18 @@ class WebhookProcessor:
             for run in result.runs:
                 await self.submit(run)
         settled: dict[tuple[str, str, str], bool] = {}
+        events_of: dict[tuple[str, str, str], list[Any]] = {}
+        for event, remote_id in result.refetch:
+            events_of.setdefault((event.connection_id, event.entity, remote_id), []).append(event)
         for event, remote_id in result.refetch:
             key = (event.connection_id, event.entity, remote_id)
             # One fetch settles every event of the record in the batch (a failed one, none:
-            # they wait for their next attempt).
+            # they wait for their next attempt), as of the latest of them: one of a later
+            # second than the first may be stored already (applied in the same batch).
             if key not in settled:
-                settled[key] = await self._refetch(event, remote_id)
+                await asyncio.to_thread(self._hold, events_of[key])
+                latest = max((e.occurred_at for e in events_of[key] if e.occurred_at), default=None)
+                settled[key] = await self._refetch(event, remote_id, latest)
             elif settled[key]:
                 try:
                     await asyncio.to_thread(self._settled_with_another, event)
@@ -352,7 +363,15 @@ class WebhookProcessor:
                     await asyncio.to_thread(self._refetch_failed, event, _failure(exc))
         return result
 
-    async def _refetch(self, event: Any, remote_id: str) -> bool:
+    def _hold(self, events: list[Any]) -> None:
+        """Leave ``events`` to this processor while their record is fetched (see :data:`REFETCH_HOLD_SECONDS`)."""
+        states = WebhookEventState.__table__
+        with self.hub.session() as session:
+            session.execute(sa.update(states).where(states.c.event_id.in_([e.id for e in events])).values(
+                next_attempt_at=utcnow() + timedelta(seconds=REFETCH_HOLD_SECONDS)))
+            session.commit()
+
+    async def _refetch(self, event: Any, remote_id: str, occurred: datetime | None = None) -> bool:
         """Store the provider's current version of a record an event could not
         be ordered against (another version of the same second is stored), and
         count the event as processed: what the provider holds now is at least
@@ -382,7 +401,7 @@ class WebhookProcessor:
             await asyncio.to_thread(self._refetch_failed, event,
                                     f"fetching {event.entity} {remote_id}: {_failure(exc)}")
             return False
-        version = max(filter(None, (event.occurred_at, asked - PULLED_AS_OF_MARGIN)))
+        version = max(filter(None, (occurred or event.occurred_at, asked - PULLED_AS_OF_MARGIN)))
         try:
             await asyncio.to_thread(self._settle, provider, event, remote_id, record, version)
         except Exception as exc:  # (a database error too: the event is tried again)
@@ -559,7 +578,7 @@ class WebhookProcessor:
             # from the two; the provider's current version can.
             if "get_record" in provider.hooks:
                 result.refetch.append((event, undecided[0]))
-                return Waiting(timedelta(seconds=BACKOFF_BASE_SECONDS))
+                return Waiting(timedelta(seconds=REFETCH_HOLD_SECONDS))
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod
