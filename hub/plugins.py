@@ -118,7 +118,10 @@ class Provider:
             "entities": sorted(self.schemas),
             "actions": sorted(self.actions),
             "supports_webhooks": info.supports_webhooks or "verify_webhook" in self.hooks,
-            "config_fields": [f.public() for f in info.config_fields],
+            # An OAuth or Link connection's declared config comes with its authorization:
+            # shown read-only, as PUT /connections/{id} refuses to change it.
+            "config_fields": [{**f.public(), "readonly": f.readonly or info.auth_type != "api_key"}
+                              for f in info.config_fields],
             "credential_fields": [f.public() for f in info.credential_fields],
         }
 

@@ -197,6 +197,11 @@ def test_stored_records_raw_and_mapped_in_pages(client, auth):
     assert mapped["mapping_errors"] == [{"field": "number", "source": "title", "transform": "int",
                                          "error": "'note 4' is not a number"}]
     assert_error(client.get(url, params={"cursor": "garbage!"}, headers=auth), 422, "invalid_cursor")
+    # A filter of the record's fields (which the live listing would pass to the provider) is
+    # refused, not ignored with every record answered.
+    unknown = client.get(url, params={"title": "note 4", "limit": 5}, headers=auth)
+    assert_error(unknown, 422, "unknown_parameter")
+    assert unknown.json()["fields"] == ["title"]
     for forged in ({"after": 1}, {"after": {"id": "x"}}, {"after": "a\ud800"}):  # (a lone surrogate: no text)
         assert_error(client.get(url, params={"cursor": encode_cursor(forged)}, headers=auth), 422, "invalid_cursor")
     logs, events = (f"{API}/connections/{connection['id']}/{path}" for path in ("sync/logs", "webhooks/events"))

@@ -74,6 +74,9 @@ def test_changes_travel_both_ways_through_the_mappings_without_echo(client, auth
     assert deleted["success"] is True and deleted["run_id"]  # the push queued, as for a create or an update
     wait_run(client, auth, connection["id"], deleted["run_id"])
     assert "note_9" not in fake.state.notes.rows
+    # Sent again (its answer lost): done already, nothing more to push.
+    again = client.delete(f"{records}/note_9", headers=auth)
+    assert (again.status_code, again.json()) == (200, {"success": True, "run_id": None})
 
     echo = pull(client, auth, connection["id"])
     assert (echo["created"], echo["updated"], echo["conflicts"]) == (0, 0, 0)

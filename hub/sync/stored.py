@@ -333,12 +333,18 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
 
 
 def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str) -> SyncRecord | None:
+    """Mark a record deleted by the tenant: returns the record whose delete is
+    to be pushed, or None when nothing is (a record never created at the
+    provider, which goes; one deleted already, so that a DELETE sent again,
+    its first answer lost, succeeds as the first did)."""
     _writable(config)
     schema = hub.provider(connection.provider).schema(config.entity)
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
         row = find_record(session, connection.id, config.entity, record_id)
-        if row is None or row.deleted:
+        if row is None:
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
+        if row.deleted:
+            return None
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
         if row.remote_id is None and (row.push_status == SENDING or row.sent_change):

@@ -42,7 +42,7 @@ from hub.services.connections import find_connection
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.scheduler import SyncService
-from hub.types import NotFound
+from hub.types import NotFound, ValidationFailed
 
 
 router = APIRouter(prefix="/connections/{connection_id}", tags=["sync"], route_class=HubRoute)
@@ -154,10 +154,13 @@ async def replace_mappings(hub: HubDep, connection: ConnectionDep, sync_config_i
 # ---------------------------------------------------------------- stored records
 
 
+_STORED_LISTING_PARAMETERS = frozenset({"mapped", "cursor", "limit", "include_deleted", "pending"})
+
+
 @router.get("/sync-configs/{sync_config_id}/records", response_model=StoredRecordsResponse,
             operation_id="list_stored_records")
 async def list_stored_records(
-    hub: HubDep, connection: ConnectionDep, sync_config_id: str,
+    request: Request, hub: HubDep, connection: ConnectionDep, sync_config_id: str,
     mapped: bool = Query(default=False, description="Return the tenant's fields (the config's mappings)."),
     cursor: str | None = Query(default=None, max_length=500, description="`next_cursor` of the previous page"),
     limit: int = Query(default=100, ge=1, le=stored.MAX_LIMIT),
@@ -165,7 +168,15 @@ async def list_stored_records(
     pending: bool = Query(default=False, description="Only records with a change not pushed yet or a conflict."),
 ):
     """The records the hub stores for this entity, from the hub's database
-    (no provider call), in a stable order."""
+    (no provider call), in a stable order. Other query parameters are refused
+    (`unknown_parameter`): unlike the live records' listing, which passes them
+    to the provider as filters, this one has no filters of the record's fields."""
+    unknown = sorted(set(request.query_params) - _STORED_LISTING_PARAMETERS)
+    if unknown:
+        raise ValidationFailed(
+            f"the stored records listing takes no parameter {', '.join(unknown)} (it takes "
+            f"{', '.join(sorted(_STORED_LISTING_PARAMETERS))}; the live records listing passes filters to the "
+            "provider)", code="unknown_parameter", fields=unknown)
     config = await hub.db(_config, hub, connection, sync_config_id)
     records, next_cursor = await hub.db(stored.list_records, hub, connection, config, mapped=mapped, cursor=cursor,
                                         limit=limit, include_deleted=include_deleted, pending_only=pending)

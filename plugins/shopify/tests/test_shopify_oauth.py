@@ -95,6 +95,9 @@ def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(sho
     the credentials; connecting another shop does not take the connection over."""
     connection_id = shopify.connect()
     url = f"{API}/connections/{connection_id}"
+    # The catalog a connection form is built from says so.
+    declared = shopify.get(f"{API}/providers/shopify").json()["provider"]["config_fields"]
+    assert [(f["name"], f["readonly"]) for f in declared if f["name"] == "shop"] == [("shop", True)]
     moved = shopify.put(url, {"config": {"shop": "evil.example.com"}})
     assert moved.status_code == 422 and moved.json()["code"] == "config_from_authorization"
     swapped = shopify.put(url, {"credentials": {"access_token": "shpat_mine"}})
