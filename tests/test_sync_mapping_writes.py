@@ -4,6 +4,8 @@ config. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -423,3 +425,56 @@ def test_a_field_set_at_creation_only_is_refused_once_the_create_was_sent(typed)
     refused = env.put(record_id, {"kind": "c"}, sync=False)
     assert refused.status_code == 422 and refused.json()["code"] == "read_only_field", refused.text
     assert env.put(record_id, {"kind": "b", "name": "y"}, sync=False).status_code == 200  # kind unchanged
+
+
+def test_a_fixed_currency_must_be_an_iso_code_or_one_the_provider_declares(typed):
+    """A typo (JYP for JPY) was taken, and its amounts given two decimals: 300 yen shown as 3."""
+    env = Env(typed, [], items={"x": {"amount": 300}})
+    url = f"{env.config_url}/mappings"
+    for typo in ("JYP", "XYZ", "zwl"):
+        refused = env.client.put(url, json={"mappings": [
+            {"source": "name", "target": "n"},
+            {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": typo}]}, headers=env.auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_mapping", refused.text
+        body = refused.json()
+        assert f"currency {typo!r} is not an active ISO 4217 currency code" in body["error"], body
+        assert body["details"] == [{"index": 1, "code": "invalid_mapping", "field": "currency",
+                                    "message": body["error"].removeprefix("invalid mappings: ")}]
+    assert env.client.get(url, headers=env.auth).json()["mappings"] == []
+    for code in ("ZWG", "XCG", "jpy", "JPY"):
+        saved = env.client.put(url, json={"mappings": [
+            {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": code}]}, headers=env.auth)
+        assert saved.status_code == 200, (code, saved.text)
+    # Yen have no minor unit: 300 stays 300 (the typo made it 3), both ways.
+    assert env.get("x").json()["record"]["data"] == {"a": 300}
+    written = env.put("x", {"a": 450})
+    assert written.status_code == 200, written.text
+    env.wait(written.json()["run_id"])
+    assert env.provider.items["x"]["amount"] == 450
+
+
+class Declaring(Typed):
+    """A provider whose API still counts a withdrawn currency, and says so."""
+
+    @hookimpl
+    def provider_info(self):
+        return dataclasses.replace(super().provider_info(), minor_units={"zwl": 2, "MGA": 0})
+
+
+def test_a_currency_the_provider_declares_is_taken_whatever_its_case(settings):
+    provider, registry = Declaring(), PluginRegistry()
+    registry.register(provider, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = make_org(app)
+        headers.pop("org_id")
+        env = Env((provider, app, client, headers), [])
+        url = f"{env.config_url}/mappings"
+        for code in ("ZWL", "zwl", "mga"):
+            saved = client.put(url, json={"mappings": [
+                {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": code}]},
+                headers=headers)
+            assert saved.status_code == 200, (code, saved.text)
+        refused = client.put(url, json={"mappings": [
+            {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "ZWX"}]}, headers=headers)
+        assert refused.status_code == 422 and "nor one the provider declares (MGA, ZWL)" in refused.json()["error"]

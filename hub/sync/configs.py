@@ -48,7 +48,7 @@ def check(provider: Provider, entity: str, direction: str, policy: str,
         raise ReadOnly(f"{provider.name} {entity} is read-only: it can only be pulled")
     if mappings is None:
         return schema, []
-    parsed = validate_mappings(schema, mappings)
+    parsed = validate_mappings(schema, mappings, provider.info.minor_units)
     return schema, [m.model_dump() for m in parsed]
 
 

@@ -9,7 +9,8 @@ A sync config holds a list of mappings. Each maps a provider field path
   milliseconds); written back as the provider holds the field (epoch
   seconds or milliseconds where it is a number, ISO 8601 text otherwise);
 - ``cents_to_decimal`` (1234 → 12.34) and ``decimal_to_cents`` (12.34 → 1234):
-  amounts in a currency's minor unit. With ``currency`` (a fixed ISO code) or
+  amounts in a currency's minor unit. With ``currency`` (a fixed ISO code,
+  checked against :data:`ISO_CURRENCIES` and the provider's own) or
   ``currency_field`` (the provider field holding the record's currency) the
   currency's own decimals apply (¥500 is ``500``, 1.5 KWD is ``1500``);
   without, two;
@@ -70,6 +71,25 @@ ISO_MINOR_UNITS: dict[str, int] = {
     "CLF": 4, "UYW": 4,
 }
 
+#: The active ISO 4217 alphabetic codes: List One (current currencies and
+#: funds) of the standard's maintenance agency, SIX
+#: (https://www.six-group.com/en/products-services/financial-information/data-standards.html),
+#: as of 2026, with its recent additions: ZWG (2024), XCG (2025, for ANG) and
+#: XAD. Withdrawn codes (ANG, BGN, CUC, HRK, SLL, ZWL) are not in it: a
+#: provider whose API still counts one declares it in
+#: ``ProviderInfo.minor_units``. A fixed ``currency`` of a mapping must be one
+#: of these (or of those): a typo (JYP) would silently take two decimals.
+ISO_CURRENCIES: frozenset[str] = frozenset("""
+    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD
+    CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
+    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
+    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN
+    MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD
+    SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX
+    USD USN UYI UYU UYW UZS VED VES VND VUV WST XAD XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD
+    XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG
+""".split())
+
 #: How a provider holds a datetime field as a number (``EntityField.format``).
 UNIX_SECONDS, UNIX_MILLISECONDS = "unix", "unix_ms"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -93,8 +113,9 @@ class FieldMapping(BaseModel):
     value: Any = Field(default=None, description="For `constant`: the value.")
     currency: str | None = Field(
         default=None, min_length=3, max_length=3, pattern="^[A-Za-z]{3}$",
-        description="For `cents_to_decimal` and `decimal_to_cents`: the amounts' ISO 4217 currency code; "
-                    "its decimals apply instead of two.")
+        description="For `cents_to_decimal` and `decimal_to_cents`: the amounts' ISO 4217 currency code (an "
+                    "active one, or one the provider declares in its minor_units); its decimals apply instead "
+                    "of two.")
     currency_field: str | None = Field(
         default=None, max_length=255,
         description="For `cents_to_decimal` and `decimal_to_cents`: the provider field (dotted path) holding "
@@ -123,14 +144,22 @@ class ConversionError(ValueError):
 # ---------------------------------------------------------------- validation
 
 
-def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping]) -> list[FieldMapping]:
+def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping],
+                      minor_units: Iterable[str] | None = None) -> list[FieldMapping]:
     """Parse and check mappings against the entity's fields.
+
+    ``minor_units``: the currency codes the provider declares
+    (``ProviderInfo.minor_units``), which a fixed ``currency`` may name
+    besides the active ISO 4217 codes.
 
     :returns: the parsed mappings.
     :raises ValidationFailed: (422) naming every bad mapping: unknown provider
         fields (``unknown_field``), casts the field's type cannot take
-        (``impossible_cast``), malformed or duplicate mappings (``invalid_mapping``).
+        (``impossible_cast``), malformed or duplicate mappings, an unknown
+        currency (``invalid_mapping``).
     """
+    declared = {str(code).strip().upper() for code in (minor_units or ())}
+    currencies = ISO_CURRENCIES | declared
     parsed: list[FieldMapping] = []
     problems: list[dict[str, Any]] = []
 
@@ -149,6 +178,10 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
         if shape:
             problem(index, "invalid_mapping", f"mapping {index}: {shape}")
             continue
+        if mapping.currency and mapping.currency.upper() not in currencies:
+            others = f", nor one the provider declares ({', '.join(sorted(declared))})" if declared else ""
+            problem(index, "invalid_mapping", f"mapping {index}: currency {mapping.currency!r} is not an active "
+                                              f"ISO 4217 currency code{others}", "currency")
         if mapping.default is not None:
             try:
                 tenant_value(mapping.transform, mapping.default)
