@@ -368,10 +368,12 @@ class HubError(Exception):
             self.code = code
         self.details = details
         self.provider_status = provider_status
-        #: The provider's fields the error is about, as dotted paths into its
-        #: records (``address.city``, ``line_items.0.quantity``): the API shows
-        #: them, and a refused push names them in the tenant's fields too
-        #: (through the sync config's mappings).
+        #: The fields the error is about: the provider's, as dotted paths into
+        #: its records (``address.city``, ``line_items.0.quantity``), or the
+        #: request's (a missing credential, a tenant field no mapping targets,
+        #: ``mappings.1.source``). The API shows them, and a refused push names
+        #: the provider's in the tenant's fields too (through the sync
+        #: config's mappings).
         self.fields: tuple[str, ...] = tuple(str(field) for field in fields)
 
 

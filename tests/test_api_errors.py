@@ -63,10 +63,12 @@ def test_missing_required_credentials_are_named(client, auth):
     body = assert_error(client.post(f"{API}/connections", json={"provider": "example"}, headers=auth),
                         422, "missing_fields")
     assert "api_key" in body["error"]
+    assert body["details"] == {"missing": ["api_key"]} and body["fields"] == ["api_key"]
     unknown = assert_error(client.post(f"{API}/connections", json={
         "provider": "example", "credentials": {"api_key": API_KEY, "pasword": "x"}}, headers=auth),
         422, "unknown_fields")
     assert "pasword" in unknown["error"]
+    assert unknown["details"] == {"unknown": ["pasword"]} and unknown["fields"] == ["pasword"]
 
 
 def test_oversized_body_is_413(client, auth):

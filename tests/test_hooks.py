@@ -249,6 +249,8 @@ def test_hook_run_action(link_hub):
     assert result == {"success": True, "result": {"account_id": "acc_1", "balance": "12.50"}}
     missing = client.post(url, json={"params": {}}, headers=headers)
     assert missing.status_code == 422 and fake.state.refreshed == ["acc_1"]
+    assert missing.json()["code"] == "missing_fields" and missing.json()["fields"] == ["account_id"], missing.text
+    assert missing.json()["details"] == {"missing": ["account_id"]}
 
 
 def test_hook_describe_error(client, auth):

@@ -79,9 +79,11 @@ def test_bad_configs_are_refused_when_saved(client, auth):
     unknown = assert_error(client.post(url, json={"entity": "notes", "mappings": [
         {"source": "subject", "target": "s"}]}, headers=auth), 422, "unknown_field")
     assert "subject" in unknown["error"] and unknown["details"][0]["field"] == "subject"
+    assert unknown["fields"] == ["mappings.0.source"] and unknown["details"][0]["path"] == "mappings.0.source"
     cast = assert_error(client.post(url, json={"entity": "notes", "mappings": [
         {"source": "title", "target": "t", "transform": "cents_to_decimal"}]}, headers=auth), 422, "impossible_cast")
     assert "cents_to_decimal" in cast["error"] and "string" in cast["error"]
+    assert cast["fields"] == ["mappings.0.source"]
     assert_error(client.post(url, json={"entity": "notes", "direction": "sideways"}, headers=auth),
                  422, "validation_error")
     valueless = assert_error(client.post(url, json={"entity": "notes", "mappings": [

@@ -133,6 +133,7 @@ def test_a_path_into_an_array_names_an_existing_item_or_is_refused(typed):
         assert "names an item by its index" in bad.json()["error"]
     beyond = env.put("x", {"p3": "7"})
     assert beyond.status_code == 422 and "has 2 item(s) at the provider" in beyond.json()["error"], beyond.text
+    assert beyond.json()["code"] == "invalid_value" and beyond.json()["fields"] == ["variants.3"]
     done = env.put("x", {"p0": "9"})
     assert done.status_code == 200, done.text
     env.wait(done.json()["run_id"])
@@ -184,6 +185,7 @@ def test_two_mappings_of_one_field_changed_to_different_values_are_refused(typed
                       {"source": "amount", "target": "b", "transform": "cents_to_decimal"}], items={"x": {"amount": 100}})
     refused = env.put("x", {"a": 5, "b": 7.0}, sync=False)
     assert refused.status_code == 422 and "both write 'amount'" in refused.json()["error"], refused.text
+    assert refused.json()["fields"] == ["a", "b"]
     assert env.put("x", {"a": 700, "b": 7.0}, sync=False).status_code == 200  # the same value twice
 
 
@@ -366,6 +368,14 @@ def test_currency_options_are_checked_when_saved(typed):
             ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "¥¥¥"}, "currency")):
         bad = env.client.put(env.config_url, json={"mappings": [mapping]}, headers=env.auth)
         assert bad.status_code == 422 and needle in bad.json()["error"], (mapping, bad.text)
+    for mapping, path in (
+            ({"source": "name", "target": "n", "currency": "JPY"}, "mappings.0.currency"),
+            ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "JPY",
+              "currency_field": "currency"}, "mappings.0"),
+            ({"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency_field": "money"},
+             "mappings.0.currency_field")):
+        bad = env.client.put(f"{env.config_url}/mappings", json={"mappings": [mapping]}, headers=env.auth)
+        assert bad.json()["fields"] == [path] and bad.json()["details"][0]["path"] == path, (mapping, bad.text)
 
 
 def test_times_go_back_as_the_provider_holds_them(typed):
@@ -438,8 +448,10 @@ def test_a_fixed_currency_must_be_an_iso_code_or_one_the_provider_declares(typed
         assert refused.status_code == 422 and refused.json()["code"] == "invalid_mapping", refused.text
         body = refused.json()
         assert f"currency {typo!r} is not an active ISO 4217 currency code" in body["error"], body
+        assert body["fields"] == ["mappings.1.currency"]
         assert body["details"] == [{"index": 1, "code": "invalid_mapping", "field": "currency",
-                                    "message": body["error"].removeprefix("invalid mappings: ")}]
+                                    "message": body["error"].removeprefix("invalid mappings: "),
+                                    "path": "mappings.1.currency"}]
     assert env.client.get(url, headers=env.auth).json()["mappings"] == []
     for code in ("ZWG", "XCG", "jpy", "JPY"):
         saved = env.client.put(url, json={"mappings": [
@@ -478,3 +490,49 @@ def test_a_currency_the_provider_declares_is_taken_whatever_its_case(settings):
         refused = client.put(url, json={"mappings": [
             {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "ZWX"}]}, headers=headers)
         assert refused.status_code == 422 and "nor one the provider declares (MGA, ZWL)" in refused.json()["error"]
+
+
+def test_writes_refused_name_their_fields(typed):
+    """A value that does not convert back, or a field no mapping targets,
+    names the tenant's fields at fault in ``fields``."""
+    env = Env(typed, [{"source": "price", "target": "balance", "transform": "cents_to_decimal"},
+                      {"source": ["name", "amount"], "target": "label", "transform": "join"},
+                      {"source": "name", "target": ["first", "rest"], "transform": "split"}],
+              items={"x": {"price": 100, "name": "a", "amount": 1}})
+    lots = env.put("x", {"balance": "lots"}, sync=False)
+    assert lots.status_code == 422 and lots.json()["code"] == "invalid_value", lots.text
+    assert "cannot convert back" in lots.json()["error"] and lots.json()["fields"] == ["balance"]
+    joined = env.put("x", {"label": "a many"}, sync=False)  # the amount's piece is no integer
+    assert joined.status_code == 422 and joined.json()["fields"] == ["label"], joined.text
+    unknown = env.put("x", {"balance": 2, "colour": "red", "size": 1}, sync=False)
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_field", unknown.text
+    assert unknown.json()["fields"] == ["colour", "size"]
+    assert unknown.json()["details"] == {"unknown": ["colour", "size"]}
+    raw = env.put("x", {"colour": "red"}, mapped=False, sync=False)
+    assert raw.status_code == 422 and raw.json()["code"] == "unknown_field", raw.text
+    assert raw.json()["fields"] == ["colour"]
+
+
+def test_refused_mappings_name_the_request_path_of_each_problem(typed):
+    env = Env(typed, [])
+    refused = env.client.put(f"{env.config_url}/mappings", json={"mappings": [
+        {"source": "amount", "target": "a", "transform": "cents_to_decimal", "currency": "JYP"},
+        {"source": "nmae", "target": "n"},
+        {"source": "amount", "target": "b", "transform": "int", "default": "many"},
+        {"source": "name", "target": "a"},
+        {"source": "first_name", "target": "f", "transform": "join"},
+        {"source": ["first_name", "lsat_name"], "target": "full", "transform": "join"},
+        {"source": "name", "target": ["g", "b"], "transform": "split"},
+        {"source": "active", "target": "c", "transform": "cents_to_decimal"},
+    ]}, headers=env.auth)
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_mapping", refused.text
+    paths = ["mappings.0.currency", "mappings.1.source", "mappings.2.default", "mappings.3.target",
+             "mappings.4.source", "mappings.5.source.1", "mappings.6.target.1", "mappings.7.source"]
+    assert refused.json()["fields"] == paths
+    details = refused.json()["details"]
+    assert [p["path"] for p in details] == paths
+    assert [(p["index"], p["code"], p["field"]) for p in details] == [
+        (0, "invalid_mapping", "currency"), (1, "unknown_field", "nmae"), (2, "invalid_mapping", "default"),
+        (3, "invalid_mapping", "a"), (4, "invalid_mapping", None), (5, "unknown_field", "lsat_name"),
+        (6, "invalid_mapping", "b"), (7, "impossible_cast", "active")]
+    assert all(p["message"].startswith(f"mapping {p['index']}: ") for p in details)

@@ -95,7 +95,12 @@ def test_changes_travel_both_ways_through_the_mappings_without_echo(client, auth
 
 def test_writes_are_checked_against_the_config(client, auth):
     connection, config, records = setup_notes(client, auth)
-    assert_error(client.put(f"{records}/note_1", json={"data": {"colour": "red"}}, headers=auth), 422, "unknown_field")
+    unmapped = assert_error(client.put(f"{records}/note_1", json={"data": {"colour": "red", "subject": "x"}},
+                                       headers=auth), 422, "unknown_field")
+    assert unmapped["fields"] == ["colour"] and unmapped["details"] == {"unknown": ["colour"]}
+    unknown = assert_error(client.put(f"{records}/note_1", json={"data": {"colour": "red"}, "mapped": False},
+                                      headers=auth), 422, "unknown_field")
+    assert unknown["fields"] == ["colour"] and unknown["details"] == {"unknown": ["colour"]}
     assert_error(client.put(f"{records}/note_1", json={"data": {"note_id": "x"}}, headers=auth), 422, "empty_change")
     assert_error(client.put(f"{records}/note_404", json={"data": {"subject": "x"}}, headers=auth), 404,
                  "record_not_found")
@@ -216,6 +221,9 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     refused = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve",
                           json={"resolution": "provider", "data": {"subject": "x"}}, headers=auth)
     assert refused.status_code == 422 and "custom" in refused.json()["error"], refused.text
+    dataless = assert_error(client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve",
+                                        json={"resolution": "custom"}, headers=auth), 422, "missing_fields")
+    assert dataless["fields"] == ["data"]
     keep = client.post(f"{conflicts_url}/{open_['note_4']['id']}/resolve", json={"resolution": "provider"},
                        headers=auth).json()
     assert keep["run_id"] is None

@@ -79,14 +79,15 @@ def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[
     missing += [f.name for f in provider.info.config_fields if f.required and config.get(f.name) in (None, "")]
     if missing:
         raise ValidationFailed(
-            f"{provider.name} needs {', '.join(missing)}", code="missing_fields", details={"missing": missing}
+            f"{provider.name} needs {', '.join(missing)}", code="missing_fields", details={"missing": missing},
+            fields=missing,
         )
     known = {f.name for f in provider.info.credential_fields}
     unknown = sorted(set(credentials) - known) if known else []
     if unknown:
         raise ValidationFailed(
             f"{provider.name} does not take credential(s) {', '.join(unknown)}",
-            code="unknown_fields", details={"unknown": unknown},
+            code="unknown_fields", details={"unknown": unknown}, fields=unknown,
         )
 
 

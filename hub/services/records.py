@@ -111,7 +111,7 @@ class RecordService:
         missing = [p.name for p in action.params if p.required and params.get(p.name) in (None, "")]
         if missing:
             raise ValidationFailed(f"action {name} needs {', '.join(missing)}", code="missing_fields",
-                                   details={"missing": missing})
+                                   details={"missing": missing}, fields=missing)
         return await self.hub.call(self.provider, "run_action", self.ctx, action=name, params=params)
 
 

@@ -138,7 +138,12 @@ class FieldMapping(BaseModel):
 
 
 class ConversionError(ValueError):
-    pass
+    """A value that does not convert. ``fields``: the tenant's fields it is
+    about, where the conversion knows them better than its caller."""
+
+    def __init__(self, message: str, *, fields: Iterable[str] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 # ---------------------------------------------------------------- validation
@@ -156,79 +161,91 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
     :raises ValidationFailed: (422) naming every bad mapping: unknown provider
         fields (``unknown_field``), casts the field's type cannot take
         (``impossible_cast``), malformed or duplicate mappings, an unknown
-        currency (``invalid_mapping``).
+        currency (``invalid_mapping``). Each problem in its ``details`` has the
+        request path of the value at fault (``mappings.1.source``, or
+        ``mappings.1`` for the whole mapping), and the error's ``fields`` lists them.
     """
     declared = {str(code).strip().upper() for code in (minor_units or ())}
     currencies = ISO_CURRENCIES | declared
     parsed: list[FieldMapping] = []
     problems: list[dict[str, Any]] = []
 
-    def problem(index: int, code: str, message: str, field: str | None = None) -> None:
-        problems.append({"index": index, "code": code, "field": field, "message": message})
+    def problem(index: int, code: str, message: str, field: str | None = None, key: str | int | None = None,
+                *item: int) -> None:
+        # ``key`` (and an ``item`` of a list value) is where in the mapping the value at fault is.
+        path = ".".join(str(part) for part in ("mappings", index, *(() if key is None else (key, *item))))
+        problems.append({"index": index, "code": code, "field": field, "message": message, "path": path})
+
+    def at(value: Any, position: int) -> tuple[int, ...]:
+        # The item of a list value (a join's sources, a split's targets) a problem is about.
+        return (position,) if isinstance(value, list) else ()
 
     seen_targets: set[str] = set()
     for index, raw in enumerate(mappings):
         try:
             mapping = raw if isinstance(raw, FieldMapping) else FieldMapping.model_validate(raw)
         except ValueError as exc:
-            problem(index, "invalid_mapping", f"mapping {index}: {_first_error(exc)}")
+            problem(index, "invalid_mapping", f"mapping {index}: {_first_error(exc)}", None, _error_key(exc))
             continue
         parsed.append(mapping)
         shape = _shape_error(mapping)
         if shape:
-            problem(index, "invalid_mapping", f"mapping {index}: {shape}")
+            message, key = shape
+            problem(index, "invalid_mapping", f"mapping {index}: {message}", None, key)
             continue
         if mapping.currency and mapping.currency.upper() not in currencies:
             others = f", nor one the provider declares ({', '.join(sorted(declared))})" if declared else ""
             problem(index, "invalid_mapping", f"mapping {index}: currency {mapping.currency!r} is not an active "
-                                              f"ISO 4217 currency code{others}", "currency")
+                                              f"ISO 4217 currency code{others}", "currency", "currency")
         if mapping.default is not None:
             try:
                 tenant_value(mapping.transform, mapping.default)
             except ConversionError as exc:
                 problem(index, "invalid_mapping", f"mapping {index}: the default does not fit {mapping.transform}: "
-                                                  f"{exc}", "default")
-        for target in mapping.targets():
+                                                  f"{exc}", "default", "default")
+        for position, target in enumerate(mapping.targets()):
             if not target or target in seen_targets:
                 problem(index, "invalid_mapping", f"mapping {index}: target {target!r} is empty or mapped twice",
-                        target)
+                        target, "target", *at(mapping.target, position))
             seen_targets.add(target)
-        for source in mapping.sources():
+        for position, source in enumerate(mapping.sources()):
+            where = ("source", *at(mapping.source, position))
             field_type, known = _field_type(schema, source)
             if not known:
                 problem(index, "unknown_field",
-                        f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source)
+                        f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source, *where)
                 continue
             head = schema.field(source.split(".")[0]) if "." in source else None
             item = source.split(".")[1] if head is not None else ""
             if head is not None and head.type == "array" and not (item.isascii() and item.isdigit()):
                 problem(index, "invalid_mapping", f"mapping {index}: {schema.name}.{head.name} is an array: a path "
                                                   f"into it names an item by its index ({head.name}.0.…), not "
-                                                  f"{source!r}", source)
+                                                  f"{source!r}", source, *where)
                 continue
             if head is not None and head.type in SCALARS:
                 problem(index, "unknown_field",
                         f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
-                        f"(a dotted path reads into an object or array field)", source)
+                        f"(a dotted path reads into an object or array field)", source, *where)
                 continue
             nested = _declared(head, source.split(".")[1:])[1] if head is not None else None
             if nested:
-                problem(index, "unknown_field", f"mapping {index}: {schema.name}.{nested}", source)
+                problem(index, "unknown_field", f"mapping {index}: {schema.name}.{nested}", source, *where)
                 continue
             if mapping.currency_field and not _field_type(schema, mapping.currency_field)[1]:
                 problem(index, "unknown_field", f"mapping {index}: {schema.name} has no field "
                                                 f"{mapping.currency_field.split('.')[0]!r} (its currency_field)",
-                        mapping.currency_field)
+                        mapping.currency_field, "currency_field")
                 continue
             allowed = ACCEPTS.get(mapping.transform)
             if allowed is not None and field_type is not None and field_type not in allowed:
                 problem(index, "impossible_cast",
                         f"mapping {index}: cannot apply {mapping.transform} to {source!r} "
-                        f"of type {field_type}", source)
+                        f"of type {field_type}", source, *where)
     if problems:
         first = problems[0]
         raise ValidationFailed("invalid mappings: " + "; ".join(p["message"] for p in problems),
-                               code=first["code"], details=problems)
+                               code=first["code"], details=problems,
+                               fields=dict.fromkeys(p["path"] for p in problems))
     return parsed
 
 
@@ -241,30 +258,43 @@ def _first_error(exc: ValueError) -> str:
     return str(exc)
 
 
-def _shape_error(m: FieldMapping) -> str | None:
+def _error_key(exc: ValueError) -> str | None:
+    """The key of a mapping its first parse error is about (None: the whole mapping)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        loc = errors()[0].get("loc", ())
+        return str(loc[0]) if loc else None
+    return None
+
+
+def _shape_error(m: FieldMapping) -> tuple[str, str | None] | None:
+    """What is wrong with the shape of a mapping, and the key at fault (None: the whole mapping)."""
     sources, targets = m.sources(), m.targets()
     if (m.currency or m.currency_field) and m.transform not in _AMOUNTS:
-        return "currency and currency_field apply to cents_to_decimal and decimal_to_cents only"
+        return ("currency and currency_field apply to cents_to_decimal and decimal_to_cents only",
+                "currency" if m.currency else "currency_field")
     if m.currency and m.currency_field:
-        return "give currency (a fixed code) or currency_field (where each record has it), not both"
+        return "give currency (a fixed code) or currency_field (where each record has it), not both", None
     if m.transform == "constant":
         if sources:
-            return "constant takes a value, not a source"
+            return "constant takes a value, not a source", "source"
         if len(targets) != 1:
-            return "constant has one target"
+            return "constant has one target", "target"
         return None
     if m.transform in ("join", "split") and not m.separator:
-        return "separator must not be empty"
+        return "separator must not be empty", "separator"
     if m.transform == "join":
         if len(sources) < 2 or len(targets) != 1:
-            return "join takes a list of two or more sources and one target"
+            return ("join takes a list of two or more sources and one target",
+                    "source" if len(sources) < 2 else "target")
         return None
     if m.transform == "split":
         if len(sources) != 1 or len(targets) < 2:
-            return "split takes one source and a list of two or more targets"
+            return ("split takes one source and a list of two or more targets",
+                    "source" if len(sources) != 1 else "target")
         return None
     if len(sources) != 1 or len(targets) != 1:
-        return f"{m.transform} takes one source and one target"
+        return f"{m.transform} takes one source and one target", "source" if len(sources) != 1 else "target"
     return None
 
 
@@ -760,7 +790,7 @@ class Mapper:
         unknown = sorted(set(changes) - targets)
         if unknown:
             raise ValidationFailed(f"no mapping targets the field(s) {', '.join(unknown)}", code="unknown_field",
-                                   details={"unknown": unknown})
+                                   details={"unknown": unknown}, fields=unknown)
         view = {**(current or {}), **changes}
         out: dict[str, Any] = {}
         written: dict[str, tuple[str, Any]] = {}
@@ -770,7 +800,7 @@ class Mapper:
             # changed to different values: one would be lost.
             if source in written and written[source][1] != value:
                 raise ConversionError(f"{written[source][0]!r} and {target!r} both write {source!r}, with "
-                                      f"different values")
+                                      f"different values", fields=(written[source][0], target))
             written[source] = (target, value)
             set_path(out, source, value)
 
@@ -783,6 +813,7 @@ class Mapper:
             if fixed:
                 raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant of the mapping",
                                        code="read_only_field", details={"fields": fixed}, fields=fixed)
+        m: FieldMapping | None = None
         try:
             # Amounts whose currency is in the record go last: the change may set the currency too.
             for m in sorted(self.mappings, key=lambda m: bool(m.currency_field)):
@@ -820,7 +851,10 @@ class Mapper:
                                          field.format if field is not None else "", get_path(raw or {}, source)),
                         m.targets()[0])
         except ConversionError as exc:
-            raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value") from None
+            # The tenant's fields of the mapping whose conversion failed (those the change names).
+            fields = exc.fields or ([t for t in m.targets() if t in changes] or m.targets() if m is not None
+                                    else [])
+            raise ValidationFailed(f"cannot convert back: {exc}", code="invalid_value", fields=fields) from None
         return out
 
     def _split_back(self, m: FieldMapping, changes: dict[str, Any], view: dict[str, Any],
@@ -856,5 +890,5 @@ class Mapper:
             unknown = sorted(k for k in changes if self.schema.field(k) is None)
             if unknown:
                 raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
-                                       code="unknown_field", details={"unknown": unknown})
+                                       code="unknown_field", details={"unknown": unknown}, fields=unknown)
         return {k: v for k, v in changes.items() if self._writable(k)}

@@ -720,15 +720,23 @@ def _read_only(field: EntityField | None) -> bool:
     return field is not None and field.readonly
 
 
-def index_problem(base: Any, change: dict[str, Any], schema: EntitySchema | None = None, path: str = "",
-                  parent: EntityField | None = None) -> str | None:
+def index_problem(base: Any, change: dict[str, Any], schema: EntitySchema | None = None) -> str | None:
     """Why ``change`` cannot be merged into ``base`` (the provider's version),
-    or None: a change through an array index (``variants.3.price``) into a
-    list must name an item the list has, and into a field the ``schema``
-    declares an array, without a list yet, build one from index 0 on. Sent
-    otherwise, it would replace the provider's array with an object. (Digit
-    keys of an object, Stripe's ``metadata: {"1": ...}``, are keys: a field
-    declared an object is never taken for a list.)"""
+    or None (see :func:`index_problem_at`)."""
+    problem = index_problem_at(base, change, schema)
+    return problem[1] if problem else None
+
+
+def index_problem_at(base: Any, change: dict[str, Any], schema: EntitySchema | None = None, path: str = "",
+                     parent: EntityField | None = None) -> tuple[str, str] | None:
+    """Where and why ``change`` cannot be merged into ``base`` (the
+    provider's version): the dotted path at fault (``variants.3``) and the
+    reason; or None. A change through an array index (``variants.3.price``)
+    into a list must name an item the list has, and into a field the
+    ``schema`` declares an array, without a list yet, build one from index 0
+    on. Sent otherwise, it would replace the provider's array with an object.
+    (Digit keys of an object, Stripe's ``metadata: {"1": ...}``, are keys: a
+    field declared an object is never taken for a list.)"""
     for key, value in change.items():
         where = f"{path}.{key}" if path else str(key)
         if parent is not None:
@@ -743,18 +751,18 @@ def index_problem(base: Any, change: dict[str, Any], schema: EntitySchema | None
             indexes = sorted(int(k) for k in value)
             if isinstance(current, list):
                 if indexes[-1] >= len(current):
-                    return (f"{where} has {len(current)} item(s) at the provider: there is no "
-                            f"{where}.{indexes[-1]}")
+                    return (f"{where}.{indexes[-1]}", f"{where} has {len(current)} item(s) at the provider: "
+                                                      f"there is no {where}.{indexes[-1]}")
                 for index, item in value.items():
                     slot = current[int(index)]
                     if isinstance(item, dict) and isinstance(slot, dict):
-                        problem = index_problem(slot, item, None, f"{where}.{index}", _item_field(declared))
+                        problem = index_problem_at(slot, item, None, f"{where}.{index}", _item_field(declared))
                         if problem:
                             return problem
             elif indexes != list(range(len(indexes))):
-                return f"{where} is not a list with item(s) {', '.join(map(str, indexes))} at the provider"
+                return where, f"{where} is not a list with item(s) {', '.join(map(str, indexes))} at the provider"
         elif isinstance(value, dict) and isinstance(current, dict):
-            problem = index_problem(current, value, None, where, declared)
+            problem = index_problem_at(current, value, None, where, declared)
             if problem:
                 return problem
     return None

@@ -21,8 +21,8 @@ from hub.sync.store import (
     PENDING,
     SENDING,
     entity_key,
-    index_problem,
     find_record,
+    index_problem_at,
     local_create,
     local_delete,
     local_update,
@@ -289,10 +289,11 @@ def settle_create_only(schema: Any, changes: dict[str, Any], current: dict[str, 
 
 
 def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any) -> None:
-    """Refuse a change through an array index the provider's version cannot take (see :func:`index_problem`)."""
-    problem = index_problem(current, changes, schema)
+    """Refuse a change through an array index the provider's version cannot take (see :func:`index_problem_at`)."""
+    problem = index_problem_at(current, changes, schema)
     if problem:
-        raise ValidationFailed(f"cannot write it: {problem}", code="invalid_value")
+        path, why = problem
+        raise ValidationFailed(f"cannot write it: {why}", code="invalid_value", fields=[path])
 
 
 def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
@@ -457,7 +458,7 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
         changes = None
         if resolution == "custom":
             if not data:
-                raise ValidationFailed("a custom resolution needs data", code="missing_fields")
+                raise ValidationFailed("a custom resolution needs data", code="missing_fields", fields=["data"])
             # Against the provider's version: what the custom data changes there is what to push.
             changes = _to_provider(hub, connection, config, data, mapped, merged_view(row) if row.deleted else row.data)
             if not row.deleted:  # (a deleted record's resolution creates it again: everything goes)
