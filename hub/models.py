@@ -103,7 +103,12 @@ class Connection(SQLModel, table=True):
     warning: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     sync_enabled: bool = False
     sync_frequency_minutes: int = 60
+    #: When the last sync run ended, how (``succeeded``, ``failed``), why it
+    #: failed, and which run it was (its counts and log).
     last_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    last_sync_status: str | None = Field(default=None, max_length=16)
+    last_sync_error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
+    last_sync_run_id: str | None = Field(default=None, max_length=32)
     next_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     credentials_encrypted: str | None = Field(default=None, sa_type=sa.Text)
@@ -195,7 +200,11 @@ class ConnectionPublic(BaseModel):
     warning: str | None = None
     sync_enabled: bool
     sync_frequency_minutes: int
-    last_sync_at: datetime | None
+    last_sync_at: datetime | None = Field(description="When the connection's last sync run ended, "
+                                                     "whatever its outcome (`last_sync_status`).")
+    last_sync_status: str | None = Field(default=None, description="How it ended: `succeeded` or `failed`.")
+    last_sync_error: str | None = Field(default=None, description="Why it failed (the run's `error`).")
+    last_sync_run_id: str | None = Field(default=None, description="The run, for its counts and log.")
     next_sync_at: datetime | None
     config: dict[str, Any]
     credentials_hint: str | None

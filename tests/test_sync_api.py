@@ -387,6 +387,14 @@ def test_provider_faults_are_absorbed_by_retries(settings, example_registry, exa
         assert down["status"] == "failed" and down["error_code"] == "provider_unavailable"
         connection_after = client.get(f"{API}/connections/{connection['id']}", headers=org).json()["connection"]
         assert connection_after["status"] == "connected"
+        # An integrations page's "last synced" says that the last run failed, and why.
+        assert (connection_after["last_sync_status"], connection_after["last_sync_run_id"]) == ("failed", down["id"])
+        assert connection_after["last_sync_error"] == down["error"] and down["error"]
+        fake.state.fail_next = 0
+        back = wait_run(client, org, connection["id"], start(client, org, connection["id"], entity="notes")["id"])
+        connection_after = client.get(f"{API}/connections/{connection['id']}", headers=org).json()["connection"]
+        assert (connection_after["last_sync_status"], connection_after["last_sync_error"],
+                connection_after["last_sync_run_id"]) == ("succeeded", None, back["id"])
 
 
 def test_background_work_follows_the_run_scheduler_setting(settings, example_registry, example_fake, monkeypatch):

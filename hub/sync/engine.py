@@ -670,7 +670,8 @@ class SyncEngine:
             connection_id = self._connection_of(session, run_id)  # None: the connection (and run) was deleted
             connection = session.get(Connection, connection_id) if connection_id else None
             if connection is not None:
-                connection.last_sync_at = now
+                connection.last_sync_at, connection.last_sync_status, connection.last_sync_run_id = now, status, run_id
+                connection.last_sync_error = (error.message[:2000] if error else None) if status == "failed" else None
                 session.add(connection)
             session.commit()
 
