@@ -274,7 +274,15 @@ class PluginRegistry:
         try:
             return self.providers[name]
         except KeyError:
-            raise NotFound(f"no provider named {name!r} is installed", code="unknown_provider") from None
+            raise NotFound(self.missing(name), code="unknown_provider") from None
+
+    def missing(self, name: str) -> str:
+        """Why no provider ``name`` is loaded: its plugin failed to load (and
+        how), or none is installed (or HUB_PLUGINS leaves it out)."""
+        failed = next((r for r in self.records if r.name == name and r.error), None)
+        if failed is not None:
+            return f"the {name} plugin failed to load: {failed.error} (GET /plugins, hub plugins)"
+        return f"no provider named {name!r} is installed (or HUB_PLUGINS leaves it out)"
 
     def list(self, category: str | None = None) -> list[Provider]:
         return [p for n, p in sorted(self.providers.items()) if category is None or p.info.category == category]

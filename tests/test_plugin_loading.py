@@ -43,6 +43,12 @@ def test_rejected_plugin_is_recorded_and_others_serve(example_registry, settings
         assert by_name["example"]["loaded"] is True
         names = [p["name"] for p in client.get("/api/v1/integrations/providers").json()["providers"]]
         assert names == ["example"]
+        # Asked for by name (a connection of it, say), it is said to have failed, not to be missing.
+        missing = client.get("/api/v1/integrations/providers/rejected").json()
+        assert missing["code"] == "unknown_provider" and "rejected plugin failed to load" in missing["error"]
+        assert "page_number" in missing["error"]
+        absent = client.get("/api/v1/integrations/providers/nowhere").json()["error"]
+        assert absent == "no provider named 'nowhere' is installed (or HUB_PLUGINS leaves it out)"
 
 
 def test_two_plugins_claiming_one_provider_id_is_a_startup_error(example_registry):

@@ -1150,7 +1150,7 @@ def test_a_scheduled_connection_whose_plugin_is_gone_shows_why_it_does_not_sync(
     with hub.session() as session:
         after = session.get(Connection, gone.id)
         runs = session.exec(select(SyncRun).where(SyncRun.connection_id == gone.id)).all()
-    assert after.status == "error" and "uninstalled plugin is not installed" in after.last_error
+    assert after.status == "error" and "no provider named 'uninstalled' is installed" in after.last_error
     assert runs == [] and len(submitted) == 1  # the other connection still syncs
 
 

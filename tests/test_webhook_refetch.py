@@ -147,3 +147,25 @@ def test_a_second_processor_leaves_events_alone_while_their_record_is_fetched(hu
     first.join(10)
     assert len(gets) == 1
     assert [status for status, _ in statuses(hub, ids)] == ["processed", "processed"]
+
+
+def test_events_of_a_plugin_not_loaded_wait_for_it_without_using_up_their_attempts(hub, conn, ledger, monkeypatch):
+    """Uninstalled for a while (an upgrade): its events wait, no attempt counted, and apply once it is back."""
+    Tenant(hub, conn, "provider_wins")
+    s = utcnow().replace(microsecond=0)
+    event_id = pending_event(hub, conn, "renamed", s, ledger)
+    with monkeypatch.context() as while_gone:
+        while_gone.delitem(hub.registry.providers, "ledger")
+        for _ in range(3):
+            process(hub)
+            with hub.session() as session:
+                event, state = session.get(WebhookEvent, event_id), session.get(WebhookEventState, event_id)
+                assert (event.status, event.attempts) == ("pending", 0)
+                assert "ledger plugin is not loaded" in event.error
+                assert state.next_attempt_at > utcnow() + timedelta(minutes=9)
+                state.next_attempt_at = utcnow()  # (due again at once, as after its wait)
+                session.add(state)
+                session.commit()
+    process(hub)
+    assert statuses(hub, [event_id]) == [("processed", 1)]  # (the one that applied it)
+    assert stored(hub, conn.id, "items")["it_00001"]["name"] == "renamed"

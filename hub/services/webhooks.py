@@ -261,9 +261,12 @@ def backoff(attempts: int) -> timedelta:
 
 @dataclass
 class Waiting:
-    """The event waits for a sync run of its entity; looked at again after ``delay``."""
+    """The event waits (for a sync run of its entity, a fetch of its record,
+    its plugin): looked at again after ``delay``, with no attempt counted;
+    ``reason``, when given, is shown as its ``error`` meanwhile."""
 
     delay: timedelta
+    reason: str | None = None
 
 
 @dataclass
@@ -514,7 +517,7 @@ class WebhookProcessor:
                 else:
                     if isinstance(outcome, Waiting):
                         # Waiting is no attempt: only a failed run counts against the event.
-                        status, attempts, error = "pending", event.attempts, event.error
+                        status, attempts, error = "pending", event.attempts, outcome.reason or event.error
                         next_attempt, processed = now + outcome.delay, None
                     else:
                         status = outcome
@@ -541,7 +544,11 @@ class WebhookProcessor:
 
         provider = self.hub.registry.providers.get(event.provider)
         if provider is None:
-            raise HubError(f"provider {event.provider} is not loaded", code="unknown_provider")
+            # Not the event's failure: uninstalled for a while (an upgrade, a broken release),
+            # its plugin back later applies it. Counted as attempts, its tries would run out
+            # within the hour and leave it failed.
+            return Waiting(timedelta(seconds=BACKOFF_CAP_SECONDS),
+                           f"the {event.provider} plugin is not loaded: the event waits for it")
         if event.connection_id not in context:
             context[event.connection_id] = session.get(Connection, event.connection_id) if event.connection_id else None
         connection = context[event.connection_id]

@@ -243,8 +243,7 @@ class Scheduler:
         if connection.provider not in self.hub.registry.providers:
             # Uninstalled, or left out by HUB_PLUGINS: say so where operators look (its
             # status), once; a run ending well after the plugin is back clears it.
-            message = (f"the {connection.provider} plugin is not installed (or HUB_PLUGINS leaves it out): "
-                       f"this connection cannot sync")
+            message = f"{self.hub.registry.missing(connection.provider)}: this connection cannot sync"
             if (connection.status, connection.last_error) != ("error", message):
                 log.warning("connection %s: %s", connection.id, message)
                 await asyncio.to_thread(self.hub.mark, connection.id, "error", message)
