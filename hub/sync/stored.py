@@ -30,7 +30,7 @@ from hub.sync.store import (
     with_change,
     write_transaction,
 )
-from hub.types import HubError, NotFound, ReadOnly, ValidationFailed
+from hub.types import EntitySchema, HubError, NotFound, ReadOnly, ValidationFailed
 
 MAX_LIMIT = 500
 
@@ -224,7 +224,9 @@ def get_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: 
     return record_out(row, mapper_for(hub, connection, config) if mapped else None)
 
 
-def _writable(config: SyncConfig) -> None:
+def _writable(config: SyncConfig, schema: EntitySchema) -> None:
+    if not (schema.supports_create or schema.supports_update or schema.supports_delete):
+        raise ReadOnly(f"{config.entity} is read-only at the provider: records can only be pulled")
     if config.direction == "pull":
         raise ReadOnly(f"the {config.entity} sync config only pulls; set its direction to push or both "
                        f"to write records through the hub")
@@ -300,8 +302,8 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
                  data: dict[str, Any], *, mapped: bool) -> SyncRecord:
     """Create (``record_id`` None) or update a stored record; the change is
     pushed by the next push of the config."""
-    _writable(config)
     schema = hub.provider(connection.provider).schema(config.entity)
+    _writable(config, schema)
     now = utcnow()
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
         if record_id is None:
@@ -338,8 +340,8 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
     to be pushed, or None when nothing is (a record never created at the
     provider, which goes; one deleted already, so that a DELETE sent again,
     its first answer lost, succeeds as the first did)."""
-    _writable(config)
     schema = hub.provider(connection.provider).schema(config.entity)
+    _writable(config, schema)
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
         row = find_record(session, connection.id, config.entity, record_id)
         if row is None:

@@ -300,7 +300,14 @@ async def exchange_public_token(ctx, public_token, metadata, link_token):
     # rather than failing after the exchange (the public token works once).
     institution = metadata.get("institution")
     institution = {k: v for k, v in institution.items() if isinstance(v, str)} if isinstance(institution, dict) else {}
-    result = await _post(ctx, "/item/public_token/exchange", public_token=public_token)
+    try:
+        result = await _post(ctx, "/item/public_token/exchange", public_token=public_token)
+    except AuthFailed as exc:
+        if "INVALID_PUBLIC_TOKEN" not in exc.message:
+            raise
+        # The token's fault (used already, or expired after 30 minutes), not the hub's keys'.
+        raise ValidationFailed(f"{exc.message}: a public token is exchanged once, within 30 minutes of its Link "
+                               "session; run Link again", code="invalid_public_token") from None
     config = {"item_id": result["item_id"], "environment": _environment(ctx),
               "institution_id": institution.get("institution_id"), "institution_name": institution.get("name")}
     return Credentials(secrets={"access_token": result["access_token"]},

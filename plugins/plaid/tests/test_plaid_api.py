@@ -75,8 +75,9 @@ def test_link_flow_creates_a_connection_without_exposing_the_access_token(client
                                         "environment": "sandbox", "error": None}
     reused = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token,
                                                              "link_token": token["link_token"]}, headers=auth)
-    assert reused.status_code == 424 and reused.json()["code"] == "provider_auth_failed"
-    assert "INVALID_PUBLIC_TOKEN" in reused.json()["error"]
+    # The tenant's to fix (run Link again), not the hub's Plaid keys.
+    assert reused.status_code == 422 and reused.json()["code"] == "invalid_public_token"
+    assert "INVALID_PUBLIC_TOKEN" in reused.json()["error"] and "Link again" in reused.json()["error"]
 
 
 def test_transactions_page_to_the_end_each_record_once(client, auth, fake, connection):
@@ -210,6 +211,13 @@ def test_writes_are_refused_as_read_only(client, auth, connection, entity):
                  client.put(f"{url}/some-id", json={"data": {"name": "x"}}, headers=auth),
                  client.delete(f"{url}/some-id", headers=auth)]
     assert [(r.status_code, r.json()["code"]) for r in responses] == [(405, "read_only")] * 3
+    # Through its sync config too, saying it is the provider's, not a direction to change.
+    config = client.post(f"{API}/connections/{connection['id']}/sync-configs", json={"entity": entity},
+                         headers=auth).json()["sync_config"]
+    stored_url = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/records"
+    refused = client.post(stored_url, json={"data": {"name": "x"}}, headers=auth).json()
+    assert refused["code"] == "read_only" and refused["error"] == (
+        f"{entity} is read-only at the provider: records can only be pulled")
 
 
 def test_actions(client, auth, fake, connection):
