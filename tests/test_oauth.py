@@ -133,7 +133,7 @@ def test_state_is_bound_to_its_provider(oauth_hub):
 def test_denied_authorization_redirects_with_stable_code_and_no_provider_text(oauth_hub):
     client, headers, _app = oauth_hub
     result = finish(client, provider_redirect(start(client, headers), deny="1"))
-    assert result["status"] == "error" and result["code"] == "access_denied"
+    assert result["status"] == "error" and result["code"] == "access_denied" and result["provider"] == "oauthex"
     assert "script" not in result["_location"] and "alert" not in result["_location"]
 
 

@@ -10,7 +10,8 @@ import asyncio
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.models import Organization
 from hub.plugins import Provider
@@ -25,12 +26,22 @@ async def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
+#: ``Authorization: Bearer <API key or JWT>``, declared as the OpenAPI
+#: document's security scheme (an "Authorize" button in /docs, and generated
+#: clients that take the key once). Checked by :func:`authenticate`, which
+#: answers its own errors: not the scheme's own 403.
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="An organization's API key (`hub_...`, from `hub org create` or `hub org new-key`), "
+                                "or a JWT where the hub is configured for them.")
+
+
 async def current_organization(
     hub: HubDep,
     request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key or JWT>`")] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Organization:
     jwks_client = getattr(request.app.state, "jwks_client", None)
+    authorization = f"Bearer {credentials.credentials}" if credentials is not None else None
 
     def lookup() -> Organization:
         with hub.session() as session:

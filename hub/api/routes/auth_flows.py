@@ -45,13 +45,16 @@ async def authorize(
 async def callback(hub: HubDep, provider: ProviderDep, request: Request):
     """The provider redirects here. With a ``redirect_uri`` given at authorize
     time the user is redirected there with ``status=connected&connection_id=``
-    or ``status=error&code=<stable code>``; otherwise the answer is JSON."""
+    or ``status=error&code=<stable code>``, each with ``provider=``; otherwise
+    the answer is JSON."""
     query = dict(request.query_params)
     try:
         record, connection = await oauth.finish(hub, provider, query)
     except oauth.OAuthFailed as exc:
         if isinstance(exc.details, str):
-            return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code), status_code=302)
+            # (The code, not the text: the app says it in its own words, and no provider text is reflected.)
+            return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code,
+                                                     provider=provider.name), status_code=302)
         return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
     if record and record.return_to:
         return RedirectResponse(

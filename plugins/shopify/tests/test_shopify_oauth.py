@@ -234,7 +234,7 @@ def test_a_grant_with_fewer_scopes_than_asked_is_given_back_and_refused(shopify)
     """The scope edited out of the authorize URL: Shopify grants what the
     merchant accepted. The hub uninstalls that grant and says what is missing,
     instead of a connection failing call by call later."""
-    assert shopify.finish(reduced_consent(shopify)) == {"status": "error", "code": "insufficient_scope"}
+    assert shopify.finish(reduced_consent(shopify)) == {"status": "error", "code": "insufficient_scope", "provider": "shopify"}
     assert shopify.get(f"{API}/connections").json()["connections"] == []
     assert shopify.shop.state.tokens == {}  # the grant was given back
     assert shopify.finish(shopify.consent(shopify.start()))["status"] == "connected"  # all accepted: fine
@@ -255,7 +255,7 @@ def test_a_reduced_grant_refused_for_one_organization_leaves_the_others_connecti
     with shopify.hub_app.state.hub.session() as session:
         _org, key = create_organization(session, "second")
     second_org = replace(shopify, auth={"Authorization": f"Bearer {key}"})
-    assert second_org.finish(reduced_consent(second_org)) == {"status": "error", "code": "insufficient_scope"}
+    assert second_org.finish(reduced_consent(second_org)) == {"status": "error", "code": "insufficient_scope", "provider": "shopify"}
     assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
 
 
