@@ -64,7 +64,7 @@ def test_tampered_callback_is_refused_without_reflecting_provider_text(shopify, 
     code = callback["code"]
     callback[tamper] = "0" + callback[tamper][1:] if callback[tamper][0] != "0" else "1" + callback[tamper][1:]
     result = shopify.finish(callback)
-    assert result == {"status": "error", "code": "invalid_hmac"}  # the hmac covers every parameter
+    assert result == {"status": "error", "code": "invalid_hmac", "provider": "shopify"}  # the hmac covers every parameter
     assert code in shopify.shop.state.codes  # refused before the code was spent at Shopify
     assert shopify.get(f"{API}/connections").json()["connections"] == []
 
@@ -73,14 +73,14 @@ def test_callback_older_than_a_day_is_refused(shopify):
     callback = shopify.consent(shopify.start())
     callback["timestamp"] = str(int(time.time()) - 25 * 3600)
     callback["hmac"] = sign_callback(shopify.shop.state.client_secret, callback)
-    assert shopify.finish(callback) == {"status": "error", "code": "callback_expired"}
+    assert shopify.finish(callback) == {"status": "error", "code": "callback_expired", "provider": "shopify"}
 
 
 def test_callback_for_another_shop_is_refused(shopify):
     # The flow starts for other-shop, but the (fake) shop answers as hub-test.
     callback = shopify.consent(shopify.start(shop="other-shop.myshopify.com"))
     assert callback["shop"] == SHOP
-    assert shopify.finish(callback) == {"status": "error", "code": "shop_mismatch"}
+    assert shopify.finish(callback) == {"status": "error", "code": "shop_mismatch", "provider": "shopify"}
 
 
 def test_state_is_single_use(shopify):
@@ -108,7 +108,7 @@ def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(sho
     switch, _ = shop_server
     switch.app = fake.create_app(shop="second-store.myshopify.com")
     result = shopify.finish(shopify.consent(shopify.start(shop="second-store.myshopify.com")))
-    assert result == {"status": "error", "code": "connection_exists"}
+    assert result == {"status": "error", "code": "connection_exists", "provider": "shopify"}
     # The second shop's grant, which nothing holds, is given back (the app leaves that shop).
     assert switch.app.state.tokens == {} and len(shopify.shop.state.tokens) == 1
     assert [c["id"] for c in shopify.get(f"{API}/connections").json()["connections"]] == [connection_id]
