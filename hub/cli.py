@@ -15,6 +15,11 @@ from hub.config import get_settings
 
 
 def _hub():
+    """The hub of the ``HUB_*`` settings, its database migrated.
+
+    A setting it cannot use, or a database it cannot reach, ends the command
+    with a one-line error (a line per setting), not a traceback."""
+    from hub.config import SettingsError
     from hub.db import DatabaseUnavailable
     from hub.plugins import DuplicateProviderError
     from hub.runtime import Hub
@@ -22,7 +27,7 @@ def _hub():
     try:
         hub = Hub(get_settings())
         hub.migrate()
-    except (DuplicateProviderError, DatabaseUnavailable) as exc:
+    except (DuplicateProviderError, DatabaseUnavailable, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
     return hub
 
@@ -34,16 +39,25 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 def serve(host: str, port: int) -> None:
     """Run the hub (embedded SQLite in HUB_DATA_DIR unless HUB_DATABASE_URL is set)."""
     import uvicorn
 
     from hub.api.main import create_app
+    from hub.config import SettingsError
     from hub.models import Organization
     from hub.services.orgs import create_organization
+    from hub.sync.worker import executor_kind
+    from hub.types import HubError
 
     hub = _hub()
+    try:
+        if hub.settings.sync_executor:  # (queue without PostgreSQL or procrastinate: refused now, not in startup)
+            executor_kind(hub)
+        app = create_app(hub.settings, hub=hub)
+    except (HubError, SettingsError) as exc:
+        raise click.ClickException(getattr(exc, "message", str(exc))) from None
     with hub.session() as session:
         if session.exec(select(Organization)).first() is None:
             _org, key = create_organization(session, "demo")
@@ -53,7 +67,7 @@ def serve(host: str, port: int) -> None:
     loaded = ", ".join(sorted(hub.registry.providers)) or "none"
     click.echo(f"providers: {loaded}")
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
-    uvicorn.run(create_app(hub.settings, hub=hub), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 class RedactQuery(logging.Filter):
@@ -208,7 +222,7 @@ def new_plugin(name: str, label: str | None, category: str | None, auth_type: st
 
     Options not given are asked for at a terminal, and take their defaults
     otherwise (a script, CI)."""
-    from hub.scaffold import ScaffoldError, render
+    from hub.scaffold import ScaffoldError, ScaffoldWriteError, render
 
     ask = _interactive()
 
@@ -225,6 +239,8 @@ def new_plugin(name: str, label: str | None, category: str | None, auth_type: st
                       output_dir=output_dir)
     except ScaffoldError as exc:
         raise click.UsageError(str(exc)) from None
+    except ScaffoldWriteError as exc:  # an output directory that cannot be made or written
+        raise click.ClickException(str(exc)) from None
     module = f"hub_{name}"
     click.echo(f"created {path}")
     click.echo("next:")

@@ -5,8 +5,26 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Settings whose values are not repeated in error messages (a database URL holds its password).
+SECRET_SETTINGS = frozenset(("database_url", "secret_key", "previous_secret_key", "jwt_secret"))
+#: The databases the hub runs on (``postgres://`` is PostgreSQL too).
+DATABASES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+DATABASE_EXAMPLES = "sqlite:////path/to/hub.db or postgresql://user:password@host/db"
+
+
+class SettingsError(ValueError):
+    """Settings the hub cannot use. The message has a line per setting, each
+    naming its ``HUB_`` variable."""
+
+
+def _seconds(default: float, **bounds: float) -> float:
+    return Field(default, allow_inf_nan=False, **bounds)
 
 
 class Settings(BaseSettings):
@@ -20,42 +38,105 @@ class Settings(BaseSettings):
     #: A key replaced by ``secret_key``: still decrypts what it encrypted (until ``hub reencrypt``).
     previous_secret_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = Field(1_048_576, ge=1)
     jwt_secret: str | None = None
     jwt_jwks_url: str | None = None
     jwt_org_claim: str = "org"
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    oauth_state_ttl_seconds: int = 600
+    oauth_state_ttl_seconds: int = Field(600, ge=1, le=86_400)
     #: Comma list of hosts an OAuth redirect_uri may name (empty: the public URL's host and
     #: loopback hosts; "*": any host).
     oauth_return_hosts: str = ""
     #: Comma list of origins (``https://app.example.com``) whose pages may call the API from the
     #: browser (CORS; with a JWT or key in the Authorization header). Empty: none; "*": any.
     cors_origins: str = ""
-    refresh_margin_seconds: int = 120
-    scheduler_interval_seconds: float = 30.0
+    refresh_margin_seconds: int = Field(120, ge=0, le=86_400)  # 0: refreshed once expired
+    scheduler_interval_seconds: float = _seconds(30.0, ge=1)  # (less would spin the scheduler)
     run_scheduler: bool = True
-    sync_executor: str | None = None  # "local" (in-process) or "queue" (procrastinate); default by database
-    sync_tombstone_days: int = 30  # deleted records are kept this long (webhook deletes, push), 0: forever
-    sync_log_retention_days: int = 90  # finished sync runs (the logs) are kept this long, 0: forever
-    webhook_retention_days: int = 30  # applied or ignored webhook events are kept this long, 0: forever
-    sync_stalled_seconds: float = 30.0  # a queue worker silent this long is dead: its runs go to the others
-    sync_workers: int = 2  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
+    #: "local" (in-process) or "queue" (procrastinate jobs: PostgreSQL only); default by database.
+    sync_executor: Literal["local", "queue"] | None = None
+    #: How long deleted records are kept (webhook deletes, push), finished sync runs (the logs), and
+    #: applied or ignored webhook events; 0: forever (at most 100 years).
+    sync_tombstone_days: int = Field(30, ge=0, le=36_500)
+    sync_log_retention_days: int = Field(90, ge=0, le=36_500)
+    webhook_retention_days: int = Field(30, ge=0, le=36_500)
+    #: A queue worker silent this long is dead: its runs go to the others.
+    sync_stalled_seconds: float = _seconds(30.0, ge=1)
+    sync_workers: int = Field(2, ge=0)  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
     #: Runs the API process executes at once in embedded (local) mode; the others wait, queued.
-    sync_local_concurrency: int = 4
-    http_retry_attempts: int = 6
-    http_retry_base_delay: float = 0.5
-    http_timeout_seconds: float = 30.0  # one provider request without an answer (connect: at most 10)
-    http_deadline_seconds: float = 90.0  # one call, its retries and waits included
-    http_max_response_bytes: int = 32 * 2**20  # one provider answer, decoded
+    sync_local_concurrency: int = Field(4, ge=1)
+    http_retry_attempts: int = Field(6, ge=1)  # tries after errors (1: no retry)
+    http_retry_base_delay: float = _seconds(0.5, ge=0)
+    http_timeout_seconds: float = _seconds(30.0, gt=0)  # one provider request without an answer (connect: at most 10)
+    http_deadline_seconds: float = _seconds(90.0, gt=0)  # one call, its retries and waits included
+    http_max_response_bytes: int = Field(32 * 2**20, ge=1)  # one provider answer, decoded
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if not url:
+            return url
+        import sqlalchemy as sa
+
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ValueError(f"not a database URL (use {DATABASE_EXAMPLES})") from None
+        if parsed.get_backend_name() not in DATABASES:
+            raise ValueError(f"{parsed.get_backend_name()}: the hub runs on SQLite or PostgreSQL only "
+                             f"({DATABASE_EXAMPLES})")
+        return url
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+            raise ValueError("not an http:// or https:// URL (the identity provider's JWKS, "
+                             "https://issuer.example.com/.well-known/jwks.json)")
+        return url
+
+    @field_validator("sync_executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None  # (empty: chosen by the database)
+        return value
+
+    @model_validator(mode="after")
+    def _queue_needs_postgresql(self) -> Settings:
+        if self.sync_executor == "queue" and self.database_backend != "postgresql":
+            raise ValueError("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABASE_URL=postgresql://...): "
+                             "its jobs are procrastinate's, kept in PostgreSQL; on SQLite use local (the default)")
+        return self
+
+    @property
+    def database_backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        if not self.database_url:
+            return "sqlite"
+        import sqlalchemy as sa
+
+        return DATABASES[sa.engine.make_url(self.database_url).get_backend_name()]
+
+    def ensure_data_dir(self) -> Path:
+        """The data directory, created (the owner's only) when missing.
+
+        :raises SettingsError: it is not a directory, or cannot be created."""
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise SettingsError(f"HUB_DATA_DIR={self.data_dir}: not a directory") from None
+        except OSError as exc:
+            raise SettingsError(f"HUB_DATA_DIR={self.data_dir}: cannot create the data directory "
+                                f"({exc.strerror or exc})") from None
+        return self.data_dir
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (new directories: the owner's only)
-        return f"sqlite:///{self.data_dir / 'hub.db'}"
+        return f"sqlite:///{self.ensure_data_dir() / 'hub.db'}"
 
     def provider_settings(self, provider: str) -> dict[str, str]:
         """``HUB_<PROVIDER>_<KEY>=value`` variables as ``{"key": value}``."""
@@ -67,6 +148,31 @@ class Settings(BaseSettings):
         }
 
 
+def describe_errors(error: ValidationError) -> str:
+    """A line per setting ``error`` refuses, naming its ``HUB_`` variable (and
+    the value given, unless it is a secret)."""
+    lines: dict[str, str] = {}
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.setdefault(message, message)
+            continue
+        field = str(item["loc"][0])
+        name = f"HUB_{field.upper()}"
+        given = item.get("input")
+        if field in SECRET_SETTINGS or not isinstance(given, str | int | float | bool):
+            lines.setdefault(name, f"{name}: {message}")
+        else:
+            lines.setdefault(name, f"{name}={given!r}: {message}")
+    return "\n".join(lines.values())
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment.
+
+    :raises SettingsError: a setting has a value the hub cannot use."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None

@@ -33,7 +33,18 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str) -> sa.Engine:
-    url = normalize_url(url)
+    """:raises DatabaseUnavailable: the URL is not one, or its driver is not installed."""
+    try:
+        return _make_engine(normalize_url(url))
+    except sa.exc.ArgumentError:
+        raise DatabaseUnavailable("HUB_DATABASE_URL is not a database URL (sqlite:////path/to/hub.db or "
+                                  "postgresql://user:password@host/db)") from None
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise DatabaseUnavailable(f"cannot use the database {where}: its driver is not installed ({exc})") from None
+
+
+def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         _create_private(sa.engine.make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -96,7 +107,16 @@ def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a") as lock_file:
+    lock_path = f"{database}.migrate-lock"
+    try:
+        lock_file = open(lock_path, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        directory = Path(database).parent
+        reason = (f"its directory {directory} does not exist" if isinstance(exc, FileNotFoundError)
+                  else f"cannot create {lock_path} ({exc.strerror or exc})")
+        raise DatabaseUnavailable(f"cannot use the database {where} (HUB_DATABASE_URL): {reason}") from None
+    with lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield

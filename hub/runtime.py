@@ -21,7 +21,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from hub.config import Settings
+from hub.config import Settings, SettingsError
 from hub.context import ProviderContext
 from hub.crypto import Cipher, mask
 from hub.db import make_engine, migrate
@@ -88,7 +88,13 @@ class Hub:
                  transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
         self.engine = make_engine(settings.resolved_database_url)
-        self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir, settings.previous_secret_key)
+        if not settings.secret_key:
+            settings.ensure_data_dir()  # (secret.key is there)
+        try:
+            self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir, settings.previous_secret_key)
+        except OSError as exc:
+            raise SettingsError(f"HUB_DATA_DIR={settings.data_dir}: cannot read or create its secret.key "
+                                f"({exc.strerror or exc}); or set HUB_SECRET_KEY") from None
         self.registry = registry if registry is not None else PluginRegistry.from_environment()
         self.pool = ClientPool(
             transport=transport,

@@ -8,6 +8,7 @@ module ``hub_<name>``, a fake server and the conformance suite wired up.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent / "plugin_template"
@@ -17,6 +18,10 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 class ScaffoldError(ValueError):
     """The answers cannot render a plugin (bad name, existing directory)."""
+
+
+class ScaffoldWriteError(OSError):
+    """The plugin's directory cannot be created or written (the output directory)."""
 
 
 #: Names whose package ``hub-<name>`` is already a distribution of the project.
@@ -34,8 +39,10 @@ def render(name: str, *, label: str | None = None, category: str = "productivity
 
     :raises ScaffoldError: the name or category is not a lower-case
         identifier, the auth type is not supported, or the directory exists.
+    :raises ScaffoldWriteError: the directory cannot be created or written.
     """
     from copier import run_copy
+    from copier.errors import CleanupWarning
 
     if not NAME.match(name):
         raise ScaffoldError(f"plugin name {name!r}: use lower case letters, digits and underscores, "
@@ -53,5 +60,12 @@ def render(name: str, *, label: str | None = None, category: str = "productivity
     label = label or name.replace("_", " ").title()
     data = {"name": name, "label": label, "category": category, "auth_type": auth_type,
             "description": description or f"{label} for the hub."}
-    run_copy(str(TEMPLATE), destination, data=data, defaults=True, quiet=True)
+    try:
+        with warnings.catch_warnings():
+            # (Its own attempt to remove a directory it could not make: the error below says it all.)
+            warnings.filterwarnings("ignore", category=CleanupWarning)
+            run_copy(str(TEMPLATE), destination, data=data, defaults=True, quiet=True)
+    except OSError as exc:
+        raise ScaffoldWriteError(f"cannot create {destination}: {exc.filename or destination}: "
+                                 f"{exc.strerror or exc}") from None
     return destination

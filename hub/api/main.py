@@ -15,7 +15,7 @@ from hub import __version__
 from hub.api import errors
 from hub.api.routes import auth_flows, connections, providers, records, sync, system, webhooks
 from hub.api.schemas import ErrorResponse
-from hub.config import Settings, get_settings
+from hub.config import Settings, SettingsError, get_settings
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.services.secrets import unreadable_connections
@@ -126,7 +126,10 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         import jwt
 
         # One client for the app's life: it caches the identity provider's keys.
-        app.state.jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+        try:
+            app.state.jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+        except jwt.PyJWKClientError as exc:
+            raise SettingsError(f"HUB_JWT_JWKS_URL={settings.jwt_jwks_url!r}: {exc}") from None
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
     for module in (providers, connections, records, auth_flows, webhooks, sync, system):

@@ -24,7 +24,8 @@ and the run resumes from its last committed page. The scheduler
 (:mod:`hub.sync.scheduler`) only marks such runs queued, sooner when it can
 tell the process is gone; it submits no second job for them.
 
-``HUB_SYNC_EXECUTOR=local|queue`` overrides the choice.
+``HUB_SYNC_EXECUTOR=local|queue`` overrides the choice (``queue`` on
+PostgreSQL only: :func:`executor_kind` refuses it elsewhere).
 """
 
 from __future__ import annotations
@@ -56,8 +57,20 @@ class Executor(Protocol):
 
 
 def executor_kind(hub: Hub) -> str:
+    """``local`` or ``queue``: ``HUB_SYNC_EXECUTOR``, else by the database.
+
+    :raises ConfigurationError: ``queue`` is asked for without PostgreSQL or
+        without procrastinate."""
     chosen = hub.settings.sync_executor
-    if chosen in ("local", "queue"):
+    if chosen == "queue":
+        if hub.engine.dialect.name != "postgresql":
+            raise ConfigurationError("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABASE_URL=postgresql://...): "
+                                     "its jobs are procrastinate's, kept in PostgreSQL; on SQLite use local "
+                                     "(the default)")
+        if importlib.util.find_spec("procrastinate") is None:
+            raise ConfigurationError("HUB_SYNC_EXECUTOR=queue needs procrastinate: pip install 'hub-core[postgres]'")
+        return chosen
+    if chosen == "local":
         return chosen
     if hub.engine.dialect.name != "postgresql":
         return "local"

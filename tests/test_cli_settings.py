@@ -1,0 +1,227 @@
+"""Operator mistakes in the ``HUB_*`` settings and the CLI's options end the
+command with a one-line error naming the setting (exit 1; 2 for a bad
+option), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from hub import cli
+from hub.config import Settings, SettingsError, get_settings
+from tests.sync_support import subprocess_env
+
+#: Every HUB_ variable a test may set: cleared first, so the developer's own do not leak in.
+CLEARED = ("HUB_DATABASE_URL", "HUB_SECRET_KEY", "HUB_PLUGINS", "HUB_JWT_SECRET", "HUB_JWT_JWKS_URL")
+
+
+@pytest.fixture
+def environment(tmp_path, monkeypatch):
+    """A clean ``HUB_*`` environment around a fresh data directory; the settings
+    cache is emptied before and after (each test reads its own)."""
+    for key in list(os.environ):
+        if key.startswith("HUB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HUB_SECRET_KEY", "test-secret-key")
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def assert_one_line_error(result, *expected: str) -> str:
+    """The command ended with click's ``Error: ...`` line, no exception escaping it."""
+    # (CliRunner keeps an escaping exception in result.exception instead of printing its traceback.)
+    assert type(result.exception) is SystemExit, result.exception
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: "), result.output
+    for text in expected:
+        assert text in lines[0], result.output
+    return lines[0]
+
+
+BAD_SETTINGS = [
+    ("HUB_DATABASE_URL", "garbage", ["HUB_DATABASE_URL", "not a database URL"]),
+    ("HUB_DATABASE_URL", "mysql://u@h/db", ["HUB_DATABASE_URL", "mysql", "SQLite or PostgreSQL"]),
+    ("HUB_DATABASE_URL", "sqlite:////nonexistent/dir/hub.db", ["HUB_DATABASE_URL", "/nonexistent/dir does not exist"]),
+    ("HUB_MAX_BODY_BYTES", "abc", ["HUB_MAX_BODY_BYTES='abc'", "valid integer"]),
+    ("HUB_MAX_BODY_BYTES", "-1", ["HUB_MAX_BODY_BYTES='-1'", "greater than or equal to 1"]),
+    ("HUB_RUN_SCHEDULER", "maybe", ["HUB_RUN_SCHEDULER='maybe'", "boolean"]),
+    ("HUB_SCHEDULER_INTERVAL_SECONDS", "0", ["HUB_SCHEDULER_INTERVAL_SECONDS='0'", "greater than or equal to 1"]),
+    ("HUB_HTTP_TIMEOUT_SECONDS", "nan", ["HUB_HTTP_TIMEOUT_SECONDS='nan'", "finite"]),
+    ("HUB_SYNC_EXECUTOR", "bogus", ["HUB_SYNC_EXECUTOR='bogus'", "'local' or 'queue'"]),
+    ("HUB_SYNC_EXECUTOR", "queue", ["HUB_SYNC_EXECUTOR=queue needs PostgreSQL"]),
+    ("HUB_JWT_JWKS_URL", "garbage", ["HUB_JWT_JWKS_URL='garbage'", "https://"]),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_SETTINGS, ids=[f"{n}={v}" for n, v, _ in BAD_SETTINGS])
+def test_a_setting_the_hub_cannot_use_is_a_one_line_error(environment, name, value, expected):
+    environment.setenv(name, value)
+    assert_one_line_error(invoke("org", "list"), *expected)
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"], ["reencrypt"], ["sync", "conn"],
+                                     ["webhooks", "list"], ["org", "create", "acme"]])
+def test_every_command_reports_bad_settings_in_one_line(environment, command):
+    environment.setenv("HUB_MAX_BODY_BYTES", "abc")
+    assert_one_line_error(invoke(*command), "HUB_MAX_BODY_BYTES='abc'")
+    environment.setenv("HUB_MAX_BODY_BYTES", "1000")
+    environment.setenv("HUB_DATABASE_URL", "garbage")
+    get_settings.cache_clear()
+    assert_one_line_error(invoke(*command), "HUB_DATABASE_URL")
+
+
+def test_a_data_directory_that_is_a_file_or_cannot_be_made_is_named(environment, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    environment.delenv("HUB_SECRET_KEY")  # (secret.key goes in the data directory too)
+    for data_dir, expected in ((a_file, "not a directory"), (a_file / "below", "cannot create the data directory")):
+        environment.setenv("HUB_DATA_DIR", str(data_dir))
+        get_settings.cache_clear()
+        assert_one_line_error(invoke("org", "list"), f"HUB_DATA_DIR={data_dir}", expected)
+    # With a database elsewhere, the data directory still holds the generated secret.key.
+    environment.setenv("HUB_DATABASE_URL", f"sqlite:///{tmp_path / 'hub.db'}")
+    environment.setenv("HUB_DATA_DIR", str(a_file))
+    get_settings.cache_clear()
+    assert_one_line_error(invoke("org", "list"), f"HUB_DATA_DIR={a_file}", "not a directory")
+
+
+def test_several_bad_settings_get_a_line_each_and_secrets_are_not_repeated(environment):
+    environment.setenv("HUB_MAX_BODY_BYTES", "abc")
+    environment.setenv("HUB_RUN_SCHEDULER", "maybe")
+    environment.setenv("HUB_DATABASE_URL", "mysql://user:hunter2@db.example.com/hub")
+    result = invoke("org", "list")
+    assert type(result.exception) is SystemExit and result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3, result.output
+    assert [line.removeprefix("Error: ").split("=")[0].split(":")[0] for line in lines] == [
+        "HUB_DATABASE_URL", "HUB_MAX_BODY_BYTES", "HUB_RUN_SCHEDULER"]
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sync_executor_accepts_its_values_and_empty_means_by_database(tmp_path):
+    assert Settings(data_dir=tmp_path, sync_executor="local").sync_executor == "local"
+    assert Settings(data_dir=tmp_path, sync_executor=" Local ").sync_executor == "local"
+    assert Settings(data_dir=tmp_path, sync_executor="").sync_executor is None
+    on_postgresql = Settings(data_dir=tmp_path, database_url="postgresql://u@h/db", sync_executor="queue")
+    assert on_postgresql.sync_executor == "queue"
+    for url in (None, f"sqlite:///{tmp_path / 'hub.db'}"):
+        with pytest.raises(ValidationError, match="HUB_SYNC_EXECUTOR=queue needs PostgreSQL"):
+            Settings(data_dir=tmp_path, database_url=url, sync_executor="queue")
+
+
+def test_the_queue_executor_is_refused_on_sqlite_at_startup(tmp_path):
+    """Settings built without validation still do not get the queue on SQLite."""
+    from hub.runtime import Hub
+    from hub.sync.worker import executor_kind
+    from hub.types import ConfigurationError
+
+    settings = Settings(data_dir=tmp_path, secret_key="k").model_copy(update={"sync_executor": "queue"})
+    with pytest.raises(ConfigurationError, match="needs PostgreSQL"):
+        executor_kind(Hub(settings))
+
+
+# (field, refused values, accepted values): 0 is accepted where the README gives it a meaning.
+NUMBERS = [
+    ("max_body_bytes", [0, -1], [1, 1_048_576]),
+    ("oauth_state_ttl_seconds", [0, -5, 86_401], [1, 600]),
+    ("refresh_margin_seconds", [-1, 86_401], [0, 120]),
+    ("scheduler_interval_seconds", [0, 0.5, -1, "inf", "nan"], [1, 30.0]),
+    ("sync_tombstone_days", [-1, 36_501], [0, 30]),
+    ("sync_log_retention_days", [-1, 10**9], [0, 90]),
+    ("webhook_retention_days", [-1], [0, 30]),
+    ("sync_stalled_seconds", [0, -3, "inf"], [3, 30.0]),
+    ("sync_workers", [-1], [0, 2]),
+    ("sync_local_concurrency", [0, -1], [1, 4]),
+    ("http_retry_attempts", [0, -1], [1, 6]),
+    ("http_retry_base_delay", [-0.1, "nan"], [0, 0.5]),
+    ("http_timeout_seconds", [0, -1, "inf"], [0.3, 30.0]),
+    ("http_deadline_seconds", [0, -1], [1.0, 90.0]),
+    ("http_max_response_bytes", [0, -1], [1, 32 * 2**20]),
+]
+
+
+@pytest.mark.parametrize(("field", "refused", "accepted"), NUMBERS, ids=[n[0] for n in NUMBERS])
+def test_number_settings_are_range_checked(tmp_path, field, refused, accepted):
+    for value in refused:
+        with pytest.raises(ValidationError):
+            Settings(data_dir=tmp_path, **{field: value})
+    for value in accepted:
+        assert getattr(Settings(data_dir=tmp_path, **{field: value}), field) == value
+
+
+def test_every_number_setting_is_range_checked():
+    numeric = {name for name, info in Settings.model_fields.items() if info.annotation in (int, float)}
+    assert numeric == {n[0] for n in NUMBERS}
+    for name in numeric:
+        assert Settings.model_fields[name].metadata, f"{name} has no bounds"
+
+
+def test_get_settings_turns_validation_errors_into_settings_errors(environment):
+    environment.setenv("HUB_SYNC_WORKERS", "-1")
+    with pytest.raises(SettingsError, match=r"^HUB_SYNC_WORKERS='-1': Input should be greater than or equal to 0$"):
+        get_settings()
+
+
+def test_create_app_reports_an_unusable_jwks_url_as_a_setting(tmp_path):
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+
+    settings = Settings(data_dir=tmp_path, secret_key="k").model_copy(update={"jwt_jwks_url": "ftp://x/jwks"})
+    with pytest.raises(SettingsError, match="HUB_JWT_JWKS_URL='ftp://x/jwks'"):
+        create_app(settings, PluginRegistry())
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_refuses_a_port_out_of_range(environment, port):
+    result = invoke("serve", "--port", port)
+    assert result.exit_code == 2 and type(result.exception) is SystemExit
+    assert "0<=x<=65535" in result.output and "Traceback" not in result.output
+
+
+def test_new_plugin_into_a_directory_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_interactive", lambda: False)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    line = assert_one_line_error(invoke("new-plugin", "acme", "--output-dir", str(a_file / "below")),
+                                 "cannot create", str(a_file / "below"))
+    assert "hub-acme" in line
+    # The real process: copier's own complaints are not shown either.
+    command = [sys.executable, "-m", "hub.cli", "new-plugin", "acme", "--output-dir", str(a_file / "below")]
+    done = subprocess.run(command, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [line], done.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("HUB_SYNC_EXECUTOR", "queue", "HUB_SYNC_EXECUTOR=queue needs PostgreSQL"),
+    ("HUB_JWT_JWKS_URL", "garbage", "HUB_JWT_JWKS_URL='garbage'"),
+    ("HUB_DATABASE_URL", "mysql://u@h/db", "HUB_DATABASE_URL"),
+])
+def test_hub_serve_exits_at_once_with_one_line(tmp_path, name, value, expected):
+    """The real process: no traceback, no 30 s of pool errors before it."""
+    env = subprocess_env(tmp_path, HUB_DATA_DIR=str(tmp_path / "data"), HUB_SECRET_KEY="k", **{name: value})
+    for key in ("HUB_DATABASE_URL", "HUB_SYNC_EXECUTOR", "HUB_JWT_JWKS_URL"):
+        if key != name:
+            env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "serve", "--port", "0"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert expected in done.stderr
