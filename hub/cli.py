@@ -408,9 +408,15 @@ def webhooks() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def webhooks_list(connection_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List webhook events, newest first, with their attempts and last error."""
+    from hub.models import Connection
     from hub.services.webhooks import list_events
 
-    events, _next = list_events(_hub(), connection_id, status=status, limit=limit)
+    hub = _hub()
+    if connection_id is not None:
+        with hub.session() as session:
+            if session.get(Connection, connection_id) is None:
+                raise click.ClickException(f"no connection {connection_id}")
+    events, _next = list_events(hub, connection_id, status=status, limit=limit)
     if as_json:
         click.echo(json.dumps(events, indent=2, default=str))
         return

@@ -47,6 +47,8 @@ def test_rejected_plugin_is_recorded_and_others_serve(example_registry, settings
         missing = client.get("/api/v1/integrations/providers/rejected").json()
         assert missing["code"] == "unknown_provider" and "rejected plugin failed to load" in missing["error"]
         assert "page_number" in missing["error"]
+        health = client.get("/api/v1/integrations/healthz").json()
+        assert (health["status"], health["providers"], health["plugin_errors"]) == ("ok", 1, 1)
         absent = client.get("/api/v1/integrations/providers/nowhere").json()["error"]
         assert absent == "no provider named 'nowhere' is installed (or HUB_PLUGINS leaves it out)"
 

@@ -108,6 +108,10 @@ def test_hub_webhooks_lists_and_retries_failed_events(relay_app, monkeypatch):
     failed_id = events_of(hub_)["evt_failed"].id
     assert failed_id in listed.output and "sync run r failed: down" in listed.output
     assert events_of(hub_)["evt_done"].id not in listed.output
+    mine = runner.invoke(main, ["webhooks", "list", "--connection", connection_id])
+    assert mine.exit_code == 0 and failed_id in mine.output
+    unknown = runner.invoke(main, ["webhooks", "list", "--connection", "nope"])
+    assert (unknown.exit_code, unknown.output.strip()) == (1, "Error: no connection nope")
 
     retried = runner.invoke(main, ["webhooks", "retry", "--all-failed", "--connection", connection_id])
     assert retried.exit_code == 0, retried.output

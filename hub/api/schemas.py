@@ -263,6 +263,8 @@ class HealthResponse(Ok):
     status: str
     database: str
     providers: int
+    plugin_errors: int = Field(default=0, description="Installed plugins that failed to load (GET /plugins says "
+                                                      "which and why).")
     time: datetime
 
 

@@ -23,4 +23,6 @@ async def healthz(hub: HubDep):
     with hub.engine.connect() as connection:
         connection.execute(sa.text("SELECT 1"))
     return {"success": True, "status": "ok", "database": hub.engine.dialect.name,
-            "providers": len(hub.registry.providers), "time": utcnow()}
+            "providers": len(hub.registry.providers),
+            # How many installed plugins did not load (which and why: GET /plugins, with a key).
+            "plugin_errors": sum(1 for r in hub.registry.records if r.error), "time": utcnow()}
