@@ -111,6 +111,18 @@ def sync(hub, conn, direction=None):
     return run(execute())
 
 
+def pending_event(hub, conn, name, occurred_at, ledger):
+    """A stored event renaming it_00001, not processed yet; its id."""
+    event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
+                         organization_id=conn.organization_id, type="items.updated", entity="items",
+                         action="updated", payload={**ledger.items["it_00001"], "name": name})
+    with hub.session() as session:
+        session.add(event)
+        session.add(WebhookEventState(event_id=event.id, occurred_at=occurred_at))
+        session.commit()
+    return event.id
+
+
 def webhook(hub, conn, action, record=None, record_id=None, occurred_at=None) -> None:
     """A verified event stored and applied, as the webhook processor does."""
     event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
@@ -745,14 +757,7 @@ def test_events_of_one_second_wait_for_the_fetch_that_settles_them_to_succeed(hu
     webhook(hub, conn, "updated", record={**ledger.items["it_00001"], "name": "a"}, occurred_at=second)
     ids = []
     for name in ("b", "c"):
-        event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
-                             organization_id=conn.organization_id, type="items.updated", entity="items",
-                             action="updated", payload={**ledger.items["it_00001"], "name": name})
-        with hub.session() as session:
-            session.add(event)
-            session.add(WebhookEventState(event_id=event.id, occurred_at=second))
-            session.commit()
-        ids.append(event.id)
+        ids.append(pending_event(hub, conn, name, second, ledger))
     ledger.refuse_gets = 1  # the fetch fails
 
     async def process():

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
 
 from hub import hookimpl
 from hub.models import SyncLease, WebhookEvent, WebhookEventState, utcnow
@@ -18,7 +16,7 @@ from hub.sync.worker import LocalExecutor
 from hub.types import EntityField, EntitySchema
 from tests.sync_support import Ledger, get_run, ledger_hub, make_connection, run, stored
 from tests.test_sync_engine import _server_holding_the_lease
-from tests.test_sync_interleavings import Interleaving, Tenant, webhook
+from tests.test_sync_interleavings import Interleaving, Tenant, pending_event, webhook
 
 
 class Unversioned(Interleaving):
@@ -36,17 +34,6 @@ class Unversioned(Interleaving):
 @pytest.fixture
 def ledger():
     return Unversioned(items=4)
-
-
-def pending_event(hub, conn, name, occurred_at, ledger):
-    event = WebhookEvent(provider="ledger", dedup_key=uuid.uuid4().hex, connection_id=conn.id,
-                         organization_id=conn.organization_id, type="items.updated", entity="items",
-                         action="updated", payload={**ledger.items["it_00001"], "name": name})
-    with hub.session() as session:
-        session.add(event)
-        session.add(WebhookEventState(event_id=event.id, occurred_at=occurred_at))
-        session.commit()
-    return event.id
 
 
 def statuses(hub, ids):
