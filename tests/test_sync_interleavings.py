@@ -769,3 +769,20 @@ def test_events_of_one_second_wait_for_the_fetch_that_settles_them_to_succeed(hu
     asyncio.run(process())
     with hub.session() as session:
         assert [session.get(WebhookEvent, i).status for i in ids] == ["pending", "pending"]
+
+
+def test_a_tenant_delete_of_a_record_the_provider_deleted_during_review_settles_its_conflict(hub, conn, ledger):
+    """The provider deleted it while the tenant's update waited in review: the
+    tenant deleting it too is done (200, nothing to push), and the conflict is
+    resolved for the provider's side, not left open with the update in it
+    (resolved 'hub', it would create the record again)."""
+    tenant = Tenant(hub, conn, "review")
+    tenant.write("it_00001", {"name": "mine"})
+    ledger.remove("it_00001")
+    webhook(hub, conn, "deleted", record_id="it_00001", occurred_at=datetime.fromisoformat(ledger.tick()))
+    before = row(hub, conn, "it_00001")
+    assert (before.deleted, before.local_op, before.push_status) == (True, "update", "conflict")
+    assert stored.delete_record(hub, tenant.connection, tenant.config, before.id) is None
+    after = row(hub, conn, "it_00001")
+    assert (after.deleted, after.local_op, after.push_status, after.local_data) == (True, None, None, None)
+    assert [(c.status, c.resolution) for c in conflicts(hub, conn)] == [("resolved", "provider")]

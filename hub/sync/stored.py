@@ -347,6 +347,10 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
         if row is None:
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
         if row.deleted:
+            if row.local_op is not None and row.push_status != SENDING:
+                # Deleted at the provider while the tenant's change waited (in review, say): the
+                # tenant deleting it too settles it, for the provider's side, which has it gone.
+                _drop_change(session, row, utcnow())
             return None
         if row.remote_id is not None and not schema.supports_delete:
             raise ReadOnly(f"{connection.provider} does not allow deleting {config.entity}")
@@ -359,6 +363,22 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
             session.flush()
             session.refresh(result)
     return result
+
+
+def _resolve_for_provider(session: Any, row: SyncRecord, now: datetime) -> None:
+    for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
+                                                            SyncConflict.status == "open")):
+        conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
+        session.add(conflict)
+
+
+def _drop_change(session: Any, row: SyncRecord, now: datetime) -> None:
+    """Forget the tenant's change to a record the provider has, resolving its open conflict for the provider."""
+    _resolve_for_provider(session, row, now)
+    row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
+    row.push_attempts, row.local_version, row.updated_at = 0, row.local_version + 1, now
+    row.sent_change = None
+    session.add(row)
 
 
 def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_id: str) -> SyncRecord | None:
@@ -392,17 +412,11 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
             # (No run under way: a hub stopped in the middle of the push left it so.)
             raise PushUnderWay(f"the change of the {config.entity} record {record_id} is being pushed to "
                                f"{connection.provider} right now; try again in a moment")
-        for conflict in session.exec(select(SyncConflict).where(SyncConflict.record_id == row.id,
-                                                                SyncConflict.status == "open")):
-            conflict.status, conflict.resolution, conflict.resolved_at = "resolved", "provider", now
-            session.add(conflict)
         if row.remote_id is None:
+            _resolve_for_provider(session, row, now)
             session.delete(row)
             return None
-        row.local_data, row.local_op, row.push_status, row.push_error = None, None, None, None
-        row.push_attempts, row.local_version, row.updated_at = 0, row.local_version + 1, now
-        row.sent_change = None
-        session.add(row)
+        _drop_change(session, row, now)
         session.flush()
         session.refresh(row)
     return row
