@@ -18,6 +18,9 @@ DATABASES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgr
 DATABASE_EXAMPLES = "sqlite:////path/to/hub.db or postgresql://user:password@host/db"
 
 
+#: Bound of settings in seconds whose arithmetic with dates must not overflow.
+_TEN_YEARS = 10 * 365 * 86_400
+
 class SettingsError(ValueError):
     """Settings the hub cannot use. The message has a line per setting, each
     naming its ``HUB_`` variable."""
@@ -44,15 +47,15 @@ class Settings(BaseSettings):
     jwt_org_claim: str = "org"
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    oauth_state_ttl_seconds: int = Field(600, ge=1, le=86_400)
+    oauth_state_ttl_seconds: int = Field(600, ge=1, le=_TEN_YEARS)
     #: Comma list of hosts an OAuth redirect_uri may name (empty: the public URL's host and
     #: loopback hosts; "*": any host).
     oauth_return_hosts: str = ""
     #: Comma list of origins (``https://app.example.com``) whose pages may call the API from the
     #: browser (CORS; with a JWT or key in the Authorization header). Empty: none; "*": any.
     cors_origins: str = ""
-    refresh_margin_seconds: int = Field(120, ge=0, le=86_400)  # 0: refreshed once expired
-    scheduler_interval_seconds: float = _seconds(30.0, ge=1)  # (less would spin the scheduler)
+    refresh_margin_seconds: int = Field(120, ge=0, le=_TEN_YEARS)  # 0: refreshed once expired
+    scheduler_interval_seconds: float = _seconds(30.0, ge=0.1)  # (less would spin the scheduler)
     run_scheduler: bool = True
     #: "local" (in-process) or "queue" (procrastinate jobs: PostgreSQL only); default by database.
     sync_executor: Literal["local", "queue"] | None = None
@@ -62,11 +65,11 @@ class Settings(BaseSettings):
     sync_log_retention_days: int = Field(90, ge=0, le=36_500)
     webhook_retention_days: int = Field(30, ge=0, le=36_500)
     #: A queue worker silent this long is dead: its runs go to the others.
-    sync_stalled_seconds: float = _seconds(30.0, ge=1)
+    sync_stalled_seconds: float = _seconds(30.0, ge=0.1)
     sync_workers: int = Field(2, ge=0)  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)
     #: Runs the API process executes at once in embedded (local) mode; the others wait, queued.
     sync_local_concurrency: int = Field(4, ge=1)
-    http_retry_attempts: int = Field(6, ge=1)  # tries after errors (1: no retry)
+    http_retry_attempts: int = Field(6, ge=0)  # tries after errors (0 or 1: no retry)
     http_retry_base_delay: float = _seconds(0.5, ge=0)
     http_timeout_seconds: float = _seconds(30.0, gt=0)  # one provider request without an answer (connect: at most 10)
     http_deadline_seconds: float = _seconds(90.0, gt=0)  # one call, its retries and waits included
