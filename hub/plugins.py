@@ -118,9 +118,9 @@ class Provider:
             "entities": sorted(self.schemas),
             "actions": sorted(self.actions),
             "supports_webhooks": info.supports_webhooks or "verify_webhook" in self.hooks,
-            # An OAuth or Link connection's declared config comes with its authorization:
-            # shown read-only, as PUT /connections/{id} refuses to change it.
-            "config_fields": [{**f.public(), "readonly": f.readonly or info.auth_type != "api_key"}
+            # An OAuth or Link connection's declared config is given when connecting (Shopify's
+            # shop, an authorize parameter) or comes with its authorization: PUT refuses to change it.
+            "config_fields": [{**f.public(), "fixed_after_connect": f.readonly or info.auth_type != "api_key"}
                               for f in info.config_fields],
             "credential_fields": [f.public() for f in info.credential_fields],
         }

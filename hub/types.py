@@ -498,3 +498,17 @@ class WebhookRejected(HubError):
 
     code = "webhook_rejected"
     status = 401
+
+
+def signed_unix_time(text: str | None) -> int:
+    """The Unix time (seconds) a delivery's signature header carries, read
+    safely: ``str.isdigit`` alone takes "²", and ``int`` refuses it, or
+    thousands of digits; either, raised from ``verify_webhook``, would be
+    logged as the plugin crashing on every forged delivery.
+
+    :raises WebhookRejected: not 1 to 12 ASCII digits.
+    """
+    text = (text or "").strip()
+    if not (0 < len(text) <= 12 and text.isascii() and text.isdigit()):
+        raise WebhookRejected("missing or malformed signature timestamp")
+    return int(text)

@@ -43,6 +43,9 @@ class FieldOut(BaseModel):
     required: bool
     readonly: bool
     description: str
+    fixed_after_connect: bool = Field(default=False, description=(
+        "A connection's config field given when connecting (an OAuth authorize parameter such as Shopify's "
+        "`shop`) or set by its authorization, which `PUT /connections/{id}` refuses to change (connect again)."))
     format: str = Field(default="", description="How a `datetime` held as a number is written: `unix` (epoch "
                                                 "seconds) or `unix_ms`; empty for ISO 8601 text.")
     create_only: bool = Field(default=False, description="Set when a record is created, never changed after: "

@@ -88,18 +88,19 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
     belongs to that accepts it; duplicates are recognised, not stored again.
 
     :raises WebhookRejected: no connection matches, or none accepts the
-        delivery (its credentials unreadable included): ``webhook_rejected``
-        with :data:`NOT_VERIFIED` whatever the reason, which is logged; a
-        plugin's other codes (``webhook_stale``, after the signature) as they are.
+        delivery: ``webhook_rejected`` with :data:`NOT_VERIFIED` whatever the
+        reason (credentials unreadable, a plugin's error of another kind),
+        which is logged; only ``webhook_stale`` (after a valid signature) as it is.
+    :raises NotFound: the provider receives no webhooks (``webhooks_not_supported``).
     """
     try:
         return await _receive(hub, provider, request)
-    except UnknownConnection as exc:
-        log.info("a %s delivery was refused: %s", provider.name, exc.message)
-        raise WebhookRejected(NOT_VERIFIED) from None
     except HubError as exc:
-        if exc.code not in ("webhook_rejected", "credentials_unreadable"):
+        if exc.code in ("webhook_stale", "webhooks_not_supported"):
             raise
+        # (Connections that refused it were logged each, with their reason.)
+        if isinstance(exc, UnknownConnection) or not getattr(exc, "logged", False):
+            log.warning("a %s delivery was refused (%s): %s", provider.name, exc.code, exc.message)
         raise WebhookRejected(NOT_VERIFIED) from None
 
 
@@ -137,11 +138,14 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
             # Each connection checks with its own secret: one refusing is not all refusing.
             log.warning("connection %s refused a %s delivery (%s): %s", connection.id, provider.name, exc.code,
                         exc.message)
+            exc.logged = True  # type: ignore[attr-defined]
             rejection = rejection or exc
             continue
         except Exception:
             log.exception("webhook verification by %s crashed", provider.name)
-            rejection = rejection or WebhookRejected("malformed delivery")
+            crashed = WebhookRejected("malformed delivery")
+            crashed.logged = True  # type: ignore[attr-defined]
+            rejection = rejection or crashed
             continue
         result = result or IntakeResult(connection_id=connection.id)
         for given, event in zip(events or [], _well_formed(provider, events)):

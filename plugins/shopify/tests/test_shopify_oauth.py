@@ -97,7 +97,8 @@ def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(sho
     url = f"{API}/connections/{connection_id}"
     # The catalog a connection form is built from says so.
     declared = shopify.get(f"{API}/providers/shopify").json()["provider"]["config_fields"]
-    assert [(f["name"], f["readonly"]) for f in declared if f["name"] == "shop"] == [("shop", True)]
+    assert [(f["name"], f["readonly"], f["fixed_after_connect"]) for f in declared if f["name"] == "shop"] == [
+        ("shop", False, True)]  # (asked for when connecting, never changed after)
     moved = shopify.put(url, {"config": {"shop": "evil.example.com"}})
     assert moved.status_code == 422 and moved.json()["code"] == "config_from_authorization"
     swapped = shopify.put(url, {"credentials": {"access_token": "shpat_mine"}})

@@ -23,6 +23,7 @@ from hub.types import (
     RequestAuth,
     WebhookEvent,
     WebhookRejected,
+    signed_unix_time,
 )
 
 INFO = ProviderInfo(
@@ -121,13 +122,11 @@ def verify_webhook(ctx, request):
     if not secret:
         raise AuthFailed("connection has no webhook secret")
     header = request.header("X-Example-Signature") or ""
-    timestamp, _, signature = header.partition(",")
-    if not timestamp.isdigit():
-        raise WebhookRejected("missing or malformed signature")
-    expected = sign(secret, int(timestamp), request.body)
+    timestamp = signed_unix_time(header.partition(",")[0])
+    expected = sign(secret, timestamp, request.body)
     if not hmac.compare_digest(expected, header):
         raise WebhookRejected("signature does not match")
-    if abs(time.time() - int(timestamp)) > ctx.provider.webhook_tolerance_seconds:
+    if abs(time.time() - timestamp) > ctx.provider.webhook_tolerance_seconds:
         raise WebhookRejected("delivery is too old", code="webhook_stale")
     try:
         event = json.loads(request.body)
