@@ -95,13 +95,22 @@ async def receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Inta
     """
     try:
         return await _receive(hub, provider, request)
+    except _RefusedByEach as refused:  # (each connection's reason logged already)
+        if refused.first.code == "webhook_stale":
+            raise refused.first from None
     except HubError as exc:
         if exc.code in ("webhook_stale", "webhooks_not_supported"):
             raise
-        # (Connections that refused it were logged each, with their reason.)
-        if isinstance(exc, UnknownConnection) or not getattr(exc, "logged", False):
-            log.warning("a %s delivery was refused (%s): %s", provider.name, exc.code, exc.message)
-        raise WebhookRejected(NOT_VERIFIED) from None
+        log.warning("a %s delivery was refused (%s): %s", provider.name, exc.code, exc.message)
+    raise WebhookRejected(NOT_VERIFIED)
+
+
+class _RefusedByEach(Exception):
+    """Each connection a delivery names refused it (``first``: the first one's reason)."""
+
+    def __init__(self, first: HubError):
+        super().__init__(first.message)
+        self.first = first
 
 
 def _usable_key(value: str) -> bool:
@@ -138,14 +147,11 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
             # Each connection checks with its own secret: one refusing is not all refusing.
             log.warning("connection %s refused a %s delivery (%s): %s", connection.id, provider.name, exc.code,
                         exc.message)
-            exc.logged = True  # type: ignore[attr-defined]
             rejection = rejection or exc
             continue
         except Exception:
             log.exception("webhook verification by %s crashed", provider.name)
-            crashed = WebhookRejected("malformed delivery")
-            crashed.logged = True  # type: ignore[attr-defined]
-            rejection = rejection or crashed
+            rejection = rejection or WebhookRejected("malformed delivery")
             continue
         result = result or IntakeResult(connection_id=connection.id)
         for given, event in zip(events or [], _well_formed(provider, events)):
@@ -157,7 +163,7 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
             (result.accepted if stored_id else result.duplicates).append(event.dedup_key)
     if result is None:
         assert rejection is not None
-        raise rejection
+        raise _RefusedByEach(rejection)
     return result
 
 
