@@ -16,6 +16,10 @@ SECRET_SETTINGS = frozenset(("database_url", "secret_key", "previous_secret_key"
 #: The databases the hub runs on (``postgres://`` is PostgreSQL too).
 DATABASES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 DATABASE_EXAMPLES = "sqlite:////path/to/hub.db or postgresql://user:password@host/db"
+#: Why ``HUB_SYNC_EXECUTOR=queue`` is refused without PostgreSQL (by the settings, and by
+#: :func:`hub.sync.worker.executor_kind` for settings made without validation).
+QUEUE_NEEDS_POSTGRESQL = ("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABASE_URL=postgresql://...): its jobs "
+                          "are procrastinate's, kept in PostgreSQL; on SQLite use local (the default)")
 
 
 #: Bound of settings in seconds whose arithmetic with dates must not overflow.
@@ -109,8 +113,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _queue_needs_postgresql(self) -> Settings:
         if self.sync_executor == "queue" and self.database_backend != "postgresql":
-            raise ValueError("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABASE_URL=postgresql://...): "
-                             "its jobs are procrastinate's, kept in PostgreSQL; on SQLite use local (the default)")
+            raise ValueError(QUEUE_NEEDS_POSTGRESQL)
         return self
 
     @property

@@ -52,6 +52,8 @@ class IntakeResult:
 
 #: Longest entity name the record store holds (its column's).
 MAX_ENTITY = 64
+#: Longest account key a connection holds (its column's; connection ids are shorter).
+MAX_WEBHOOK_KEY = Connection.__table__.c.webhook_key.type.length
 #: Longest dedup key stored as it is (the column's length); longer ones are stored as their digest.
 MAX_DEDUP_KEY = WebhookEvent.__table__.c.dedup_key.type.length
 #: Deepest record the record store takes: orjson writes no deeper JSON (hub.sync.store.canonical).
@@ -115,7 +117,7 @@ class _RefusedByEach(Exception):
 
 def _usable_key(value: str) -> bool:
     # A NUL is refused by PostgreSQL and looked up by SQLite: neither is a connection's.
-    return 0 < len(value) <= 255 and "\x00" not in value
+    return 0 < len(value) <= MAX_WEBHOOK_KEY and "\x00" not in value
 
 
 async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> IntakeResult:

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from hub.config import QUEUE_NEEDS_POSTGRESQL
 from hub.models import SyncRun, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import SyncEngine
@@ -64,9 +65,7 @@ def executor_kind(hub: Hub) -> str:
     chosen = hub.settings.sync_executor
     if chosen == "queue":
         if hub.engine.dialect.name != "postgresql":
-            raise ConfigurationError("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABASE_URL=postgresql://...): "
-                                     "its jobs are procrastinate's, kept in PostgreSQL; on SQLite use local "
-                                     "(the default)")
+            raise ConfigurationError(QUEUE_NEEDS_POSTGRESQL)
         if importlib.util.find_spec("procrastinate") is None:
             raise ConfigurationError("HUB_SYNC_EXECUTOR=queue needs procrastinate: pip install 'hub-core[postgres]'")
         return chosen
