@@ -194,10 +194,20 @@ def request_auth(ctx: ProviderContext) -> RequestAuth:
 
 @hookspec(firstresult=True)
 def test_connection(ctx: ProviderContext) -> dict[str, Any]:
-    """Check that the connection's credentials work with one cheap call.
+    """Check that the connection's credentials work with one cheap call (or
+    two: the account's id may need its own).
 
     :returns: a small, non-secret description of what the credentials reach
-        (account name, shop, institution), shown to the user.
+        (account name, shop, institution), shown to the user. Its
+        ``account``, when the provider can tell, is the stable id of the
+        provider-side account (and data set) the credentials reach: Stripe's
+        account id and mode, Shopify's shop domain, Plaid's item id; not a
+        name its owner can change. The core keeps it on the connection and
+        refuses new credentials or configuration reaching another account
+        while the connection holds its records (``account_mismatch``): they
+        would be taken for deleted, and waiting changes pushed to the other.
+        Leave it out when the credentials cannot tell (a key without the
+        permission to read the account).
     :raises AuthFailed: the credentials are refused.
     """
 

@@ -116,6 +116,10 @@ class Connection(SQLModel, table=True):
     credentials_version: int = 0
     token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     webhook_key: str | None = Field(default=None, index=True, max_length=255)
+    #: The provider-side account the credentials reach, as the plugin's
+    #: ``test_connection`` names it (its ``account`` detail): the connection's
+    #: records are that account's, so credentials of another are refused.
+    provider_account: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
@@ -207,6 +211,11 @@ class ConnectionPublic(BaseModel):
     last_sync_run_id: str | None = Field(default=None, description="The run, for its counts and log.")
     next_sync_at: datetime | None
     config: dict[str, Any]
+    provider_account: str | None = Field(default=None, description=(
+        "The account at the provider the credentials reach (Stripe account and mode, Shopify shop, Plaid item), "
+        "as the provider's test of the connection names it; null until tested, or if the provider does not tell. "
+        "While the connection holds records, credentials or configuration reaching another account are refused "
+        "(`account_mismatch`): its records, cursors and waiting changes are this account's."))
     credentials_hint: str | None
     token_expires_at: datetime | None
     created_at: datetime

@@ -110,7 +110,7 @@ def test_update_and_test_and_delete_connection(client, auth):
     assert updated["name"] == "Notes" and updated["sync_frequency_minutes"] == 15
     assert updated["next_sync_at"] is not None and updated["config"] == {"region": "eu"}
     tested = client.post(f"{url}/test", headers=auth).json()
-    assert tested["details"] == {"account": "Example Account"}
+    assert tested["details"] == {"account": "acct_example", "name": "Example Account"}
     # (An API key is the tenant's to revoke: the example has no disconnect.)
     assert client.delete(url, headers=auth).json() == {"success": True, "revocation": "none"}
     assert client.get(url, headers=auth).status_code == 404

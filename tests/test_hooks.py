@@ -165,7 +165,7 @@ def test_hook_request_auth(client, auth, example_fake):
 def test_hook_test_connection(client, auth):
     connection_id = connect_example(client, auth)
     tested = client.post(f"{API}/connections/{connection_id}/test", headers=auth).json()
-    assert tested["details"] == {"account": "Example Account"}
+    assert tested["details"] == {"account": "acct_example", "name": "Example Account"}
     # A new key is tested before it replaces the one that works.
     refused = client.put(f"{API}/connections/{connection_id}", json={"credentials": {"api_key": "nope"}},
                          headers=auth)

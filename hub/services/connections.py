@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
-from hub.models import Connection, PendingRevocation, utcnow
+from hub.models import Connection, PendingRevocation, SyncRecord, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync, rescheduled
 from hub.sync.store import lock
@@ -34,6 +34,26 @@ log = logging.getLogger("hub.connections")
 class Conflict(HubError):
     code = "connection_exists"
     status = 409
+
+
+class AccountMismatch(HubError):
+    """New credentials (or configuration) reach another account at the
+    provider than the one whose records the connection holds."""
+
+    code = "account_mismatch"
+    status = 409
+
+
+#: The length of ``Connection.provider_account``: a longer account is kept cut (alike each time).
+MAX_ACCOUNT = 255
+
+
+def account_of(details: dict[str, Any] | None) -> str | None:
+    """The ``account`` a plugin's ``test_connection`` names (None: it does not tell)."""
+    value = (details or {}).get("account")
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+        return str(value)[:MAX_ACCOUNT]
+    return None
 
 
 def list_connections(hub: Hub, organization_id: str, provider: str | None = None) -> list[Connection]:
@@ -117,7 +137,7 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
     if provider.implements("test_connection"):
         ctx = hub.context(provider, connection)
         try:
-            await hub.call(provider, "test_connection", ctx)
+            connection.provider_account = account_of(await hub.call(provider, "test_connection", ctx))
         except BaseException:
             await hub.pool.discard(connection.id)
             raise
@@ -206,7 +226,14 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     provider before they replace what works (nothing changes if refused).
     An OAuth or Link connection's credentials and configuration come from
     its authorization (its shop, its Plaid environment): changing them means
-    connecting again, never sending its tokens elsewhere."""
+    connecting again, never sending its tokens elsewhere.
+
+    Credentials or configuration that reach another account at the provider
+    than the connection's are refused while it holds anything of its account
+    (records, cursors): the next full pass would take the account's records
+    for deleted, and changes waiting to be pushed would go to the other one.
+    A connection that has not learnt its account yet (made before the hub
+    kept it) learns it from its current credentials first."""
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
     provider = hub.provider(connection.provider)
     config, shaping = _changed_config(provider, connection, changes.get("config") or {})
@@ -225,6 +252,7 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         secrets = {**stored, **changes["credentials"]}
         _check_fields(provider, secrets, config if config is not None else connection.config or {},
                       config_types=False)  # (a config change was checked by _changed_config)
+    account = None  # the account the new credentials or config reach, if tested and told
     if (shaping or secrets is not None) and provider.implements("test_connection"):
         candidate = connection.model_copy()
         if config is not None:
@@ -235,9 +263,11 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         # Refused credentials are the caller's to fix: the connection keeps working with
         # its own, so its status must not become error (Hub.call marks the connection it names).
         ctx.connection_id = None
-        await hub.call(provider, "test_connection", ctx)
+        account = account_of(await hub.call(provider, "test_connection", ctx))
+        if account is not None and connection.provider_account is None:
+            connection.provider_account = await _current_account(hub, provider, connection)
     return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
-                                   secrets)
+                                   secrets, account, connection.provider_account)
 
 
 def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Connection:
@@ -246,10 +276,40 @@ def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Conne
         return hub.find_connection(session, organization_id, connection_id)
 
 
+async def _current_account(hub: Hub, provider: Provider, connection: Connection) -> str | None:
+    """The account the connection's current credentials reach, None if they
+    cannot tell (refused already: the usual reason to send new ones)."""
+    ctx = hub.context(provider, connection)
+    ctx.connection_id = None  # (their failing here is no news for the connection's status)
+    try:
+        return account_of(await hub.call(provider, "test_connection", ctx))
+    except HubError:
+        return None
+
+
+def _holds_account_data(session: Any, connection_id: str) -> bool:
+    """Whether the connection keeps anything of its provider account: records
+    or a sync position (a cursor means nothing at another account)."""
+    for table in (SyncRecord, SyncState):
+        if session.exec(select(table.connection_id).where(table.connection_id == connection_id).limit(1)).first():
+            return True
+    return False
+
+
 def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection_id: str, changes: dict[str, Any],
-                  config: dict[str, Any] | None, secrets: dict[str, Any] | None) -> Connection:
+                  config: dict[str, Any] | None, secrets: dict[str, Any] | None, account: str | None = None,
+                  known_account: str | None = None) -> Connection:
     with hub.session() as session:
         connection = hub.find_connection(session, organization_id, connection_id)
+        if account is not None:
+            # (Decided here, under the row as it is now: a sync may have stored its first records meanwhile.)
+            current = connection.provider_account or known_account
+            if current is not None and current != account and _holds_account_data(session, connection.id):
+                raise AccountMismatch(
+                    f"these {'credentials' if secrets is not None else 'settings'} reach {provider.info.label} "
+                    f"account {account}, but this connection holds the records of {current}: to switch accounts, "
+                    f"delete this connection and connect again", details={"account": account, "connected": current})
+            connection.provider_account = account
         schedule = connection.sync_enabled, connection.sync_frequency_minutes
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
             if key in changes and changes[key] is not None:
@@ -315,7 +375,19 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
     await asyncio.to_thread(hub.mark, connection.id, "connected", None, renewed=renewed)
+    if connection.provider_account is None and account_of(details) is not None:
+        await asyncio.to_thread(_learn_account, hub, connection.id, account_of(details))
     return await hub.db(find_connection, hub, organization_id, connection_id), details
+
+
+def _learn_account(hub: Hub, connection_id: str, account: str) -> None:
+    """Keep the account of a connection that did not know it yet (made before
+    the hub kept it, or by an authorization): never replaces a known one."""
+    with hub.session() as session:
+        session.exec(sa.update(Connection).where(Connection.id == connection_id,
+                                                 Connection.provider_account.is_(None))
+                     .values(provider_account=account))
+        session.commit()
 
 
 async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials) -> None:

@@ -941,6 +941,28 @@ def check_bad_credentials(h: Harness) -> None:
                   "to it; map the provider's own auth error in describe_error)", hook, ctx=ctx, **kwargs)
 
 
+def check_account_identity(h: Harness) -> None:
+    """``test_connection``'s ``account``, when it names one, is a stable id:
+    text, the same on every call, and kept on the connection."""
+    if not h.provider.implements("test_connection"):
+        return
+    first, second = (h.call("test_connection", ctx=h.ctx()) or {} for _ in range(2))
+    account = first.get("account")
+    if account is None:
+        return
+    if not isinstance(account, str) or not account:
+        fail(f"test_connection's account is {account!r}: name the provider-side account with its id, as text "
+             f"(or leave it out when the credentials cannot tell)")
+    if second.get("account") != account:
+        fail(f"test_connection named the account {account!r}, then {second.get('account')!r}: it must be the "
+             f"account's stable id (the hub refuses credentials of another account by it)")
+    tested = h.api.post(f"/connections/{h.connection['id']}/test")
+    shown = tested.json().get("connection", {}).get("provider_account") if tested.status_code == 200 else None
+    if shown != account:
+        fail(f"after POST /connections/{{id}}/test the connection's provider_account is {shown!r} "
+             f"({_describe(tested)}), expected {account!r}")
+
+
 def check_auth_flow(h: Harness) -> None:
     """The auth flow of the provider's type hands out well-formed URLs and tokens."""
     auth = h.provider.info.auth_type
@@ -1256,6 +1278,9 @@ class ConformanceSuite:
 
     def test_bad_credentials_auth_failed(self, conformance: Harness) -> None:
         check_bad_credentials(conformance)
+
+    def test_account_identity(self, conformance: Harness) -> None:
+        check_account_identity(conformance)
 
     # auth and webhooks
     def test_auth_flow(self, conformance: Harness) -> None:

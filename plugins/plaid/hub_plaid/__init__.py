@@ -85,6 +85,7 @@ UNAVAILABLE_ERRORS = {"INSTITUTION_DOWN", "INSTITUTION_NOT_RESPONDING", "INSTITU
 INFO = ProviderInfo(
     name="plaid",
     label="Plaid",
+    logo="https://plaid.com/favicon.ico",
     category="banking",
     auth_type="link",
     description="Bank accounts, balances, transactions and institutions, connected with Plaid Link.",
@@ -325,7 +326,7 @@ async def test_connection(ctx):
     if error.get("error_type") == "INSTITUTION_ERROR":
         # The bank is down or slow: whether the Item works cannot be told now.
         raise ProviderUnavailable(f"Plaid {code}: {error.get('error_message')}; try again later")
-    return {"item_id": item["item_id"], "institution_id": item.get("institution_id"),
+    return {"account": item["item_id"], "item_id": item["item_id"], "institution_id": item.get("institution_id"),
             "institution_name": item.get("institution_name"), "products": item.get("billed_products", []),
             "environment": _environment(ctx), "error": error.get("error_code")}
 

@@ -70,7 +70,8 @@ def test_link_flow_creates_a_connection_without_exposing_the_access_token(client
 
     tested = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
     assert tested.status_code == 200, tested.text
-    assert tested.json()["details"] == {"item_id": item.item_id, "institution_id": "ins_109512",
+    assert tested.json()["connection"]["provider_account"] == item.item_id
+    assert tested.json()["details"] == {"account": item.item_id, "item_id": item.item_id, "institution_id": "ins_109512",
                                         "institution_name": "Houndstooth Bank", "products": ["transactions"],
                                         "environment": "sandbox", "error": None}
     reused = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token,

@@ -55,6 +55,7 @@ MAX_LIMIT = 250
 INFO = ProviderInfo(
     name="shopify",
     label="Shopify",
+    logo="https://www.shopify.com/favicon.ico",
     category="ecommerce",
     auth_type="oauth2",
     description="Shopify stores: catalogue, orders, customers, inventory and fulfilment (Admin REST API).",
@@ -255,7 +256,8 @@ def request_auth(ctx):
 @hookimpl
 async def test_connection(ctx):
     shop = read_json(await ctx.http.get(ctx.url("api", path="/shop.json")), "shop")
-    return {"shop": shop.get("myshopify_domain"), "name": shop.get("name"), "plan": shop.get("plan_name")}
+    domain = shop.get("myshopify_domain")
+    return {"account": domain, "shop": domain, "name": shop.get("name"), "plan": shop.get("plan_name")}
 
 
 @hookimpl

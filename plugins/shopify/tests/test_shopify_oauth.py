@@ -54,7 +54,8 @@ def test_round_trip_connects_the_shop_and_tests_it(shopify):
     assert not any(token in str(connection) for token in shopify.shop.state.tokens)
     tested = shopify.post(f"{API}/connections/{result['connection_id']}/test")
     assert tested.status_code == 200
-    assert tested.json()["details"] == {"shop": SHOP, "name": "Hub Test Shop", "plan": "basic"}
+    assert tested.json()["details"] == {"account": SHOP, "shop": SHOP, "name": "Hub Test Shop", "plan": "basic"}
+    assert tested.json()["connection"]["provider_account"] == SHOP
     assert dict(shopify.shop.state.versions) == {"2025-01": 1}
 
 

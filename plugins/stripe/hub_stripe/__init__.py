@@ -25,6 +25,7 @@ from hub.types import (
     EntitySchema,
     NotFound,
     Page,
+    PermissionDenied,
     ProviderError,
     ProviderInfo,
     ProviderUnavailable,
@@ -178,7 +179,21 @@ def field_path(param: str) -> str:
 async def test_connection(ctx):
     balance = await ctx.http.json("GET", ctx.url(path="/balance"))
     currencies = sorted({str(amount.get("currency")) for amount in balance.get("available", [])})
-    return {"livemode": balance.get("livemode"), "currencies": currencies}
+    details = {"livemode": balance.get("livemode"), "currencies": currencies}
+    try:
+        # The connected account with Stripe-Account, else the key's own.
+        account = await ctx.http.json("GET", ctx.url(path="/account"))
+    except PermissionDenied:
+        return details  # a restricted key without the account's read permission cannot tell
+    # Test and live mode are two data sets of one account id.
+    mode = "live" if balance.get("livemode") else "test"
+    return {**details, "account": f"{account['id']} ({mode} mode)", "name": _account_name(account)}
+
+
+def _account_name(account: dict[str, Any]) -> str | None:
+    profile = account.get("business_profile") or {}
+    dashboard = (account.get("settings") or {}).get("dashboard") or {}
+    return profile.get("name") or dashboard.get("display_name") or account.get("email")
 
 
 # ---------------------------------------------------------------- CRUD

@@ -112,7 +112,9 @@ MINIMUM_CHARGE = {"usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad"
 class Store:
     """The fake account's data. Lists are served newest first."""
 
-    def __init__(self, seed: int = 0, available: int = 0):
+    def __init__(self, seed: int = 0, available: int = 0, account_id: str = "acct_1Fake"):
+        #: The account whose data this is (``GET /v1/account`` answers it).
+        self.id = account_id
         self.rng = random.Random(seed)
         self.rows: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in RESOURCES}
         self.seq: dict[str, int] = {}
@@ -180,8 +182,14 @@ def now() -> int:
 
 
 def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = None, tolerance: float = 0.0,
-               validate: bool = True, customers: int = 0, available: int = 0, random_seed: int = 0) -> FastAPI:
+               validate: bool = True, customers: int = 0, available: int = 0, random_seed: int = 0,
+               account_id: str = "acct_1Fake", keys: dict[str, str] | None = None) -> FastAPI:
     """The fake Stripe API.
+
+    ``api_key`` reaches the account ``account_id``, whose data is
+    ``app.state.store``. ``keys`` are more API keys, each with the account it
+    reaches: ``account_id`` (a rolled key of the same account) or another,
+    which has data of its own (``app.state.stores[account]``, empty at first).
 
     :param rate: requests per second the token bucket allows (Stripe test mode: 25).
     :param burst: the bucket's size (default: ``rate``).
@@ -197,7 +205,11 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
     state = app.state
     state.api_key = api_key
     state.validate = validate
-    state.store = Store(seed=random_seed, available=available)
+    state.store = Store(seed=random_seed, available=available, account_id=account_id)
+    state.keys = {api_key: account_id, **(keys or {})}
+    state.stores = {account_id: state.store}
+    for other in dict.fromkeys(state.keys.values()):
+        state.stores.setdefault(other, Store(seed=random_seed + len(state.stores), account_id=other))
     state.checker = RequestChecker() if validate else None
     load_spec()
     state.limiter = TokenBucketLimit(capacity=(burst or max(1, int(rate))) + tolerance, leak_per_second=rate)
@@ -237,11 +249,11 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
     out = {"Request-Id": "req_" + "".join(store.rng.choices(ALPHABET, k=14)), "Stripe-Version": STRIPE_VERSION}
     key = headers.get("idempotency-key") if method == "POST" else None
     try:
-        _authenticate(state, headers.get("authorization", ""))
+        store = state.stores[_authenticate(state, headers.get("authorization", ""))]
         resource = path.removeprefix("/v1/").split("/")[0]
         if resource in state.forbidden:
             raise StripeError(403, f"The provided key 'rk_test_***{state.api_key[-4:]}' does not have the required "
-                                   f"permissions for this endpoint on account 'acct_1Fake'. Having the "
+                                   f"permissions for this endpoint on account '{store.id}'. Having the "
                                    f"'rak_{resource}_read' permission would allow this request to continue.")
         if not state.limiter.hit().allowed:
             state.rate_limited += 1
@@ -256,6 +268,9 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
         store.account = headers.get("stripe-account")
         if store.account:
             state.stripe_accounts[store.account] += 1
+        if method == "GET" and path == "/v1/account":  # (not in the spec's subset: checked here)
+            state.calls["GET /v1/account"] += 1
+            return 200, _account(store, parse_qsl(query, keep_blank_values=True)), out
         found = find_route(method, path)
         if found is None:
             raise StripeError(404, f"Unrecognized request URL ({method}: {path}). Please see "
@@ -312,7 +327,8 @@ def _lose_answer(state: Any, method: str, status: int) -> None:
                                "it was applied.", type="api_error")
 
 
-def _authenticate(state: Any, authorization: str) -> None:
+def _authenticate(state: Any, authorization: str) -> str:
+    """The account the request's key reaches (a 401 for none)."""
     scheme, _, credential = authorization.partition(" ")
     if scheme.lower() == "basic":
         try:
@@ -325,8 +341,9 @@ def _authenticate(state: Any, authorization: str) -> None:
         raise StripeError(401, "You did not provide an API key. You need to provide your API key in the "
                                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
                                "YOUR_SECRET_KEY').")
-    if credential != state.api_key:
+    if credential not in state.keys:
         raise StripeError(401, f"Invalid API Key provided: {credential[:8]}{'*' * 12}{credential[-4:]}")
+    return state.keys[credential]
 
 
 def _params(state: Any, route: Route, path: str, query: list, body: list, raw: bytes, headers: Any) -> dict:
@@ -924,6 +941,20 @@ def _create_webhook_endpoint(store: Store, resource: str, params: dict[str, Any]
     store.insert(resource, endpoint)
     store.webhook_secrets[endpoint["id"]] = secret
     return {**endpoint, "secret": secret}
+
+
+def _account(store: Store, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """``GET /v1/account``: the connected account named by ``Stripe-Account``,
+    else the key's own."""
+    unknown = [name for name, _value in query if name != "expand" and not name.startswith("expand[")]
+    if unknown:
+        raise StripeError(400, f"Received unknown parameter: {unknown[0]}", code="parameter_unknown",
+                          param=unknown[0])
+    account = blank("account")
+    account_id = store.account or store.id
+    account.update(id=account_id, email=f"owner@{account_id.lower()}.example.com",
+                   business_profile={**(account.get("business_profile") or {}), "name": f"Business {account_id}"})
+    return account
 
 
 def _balance(store: Store) -> dict[str, Any]:

@@ -83,15 +83,17 @@ def test_connect_and_test_the_connection(client, auth, fake, connect):
     assert connection["status"] == "connected" and API_KEY not in str(connection)
     response = client.post(f"{API}/connections/{connection['id']}/test", headers=auth)
     assert response.status_code == 200
-    assert response.json()["details"] == {"livemode": False, "currencies": ["usd"]}
-    assert fake.state.calls["GET /v1/balance"] == 2
-    assert dict(fake.state.stripe_versions) == {"2020-08-27": 2}
+    assert response.json()["details"] == {"livemode": False, "currencies": ["usd"],
+                                          "account": "acct_1Fake (test mode)", "name": "Business acct_1Fake"}
+    assert fake.state.calls["GET /v1/balance"] == fake.state.calls["GET /v1/account"] == 2
+    assert dict(fake.state.stripe_versions) == {"2020-08-27": 4}
 
 
 def test_connected_account_is_sent_as_stripe_account(client, auth, fake, connect):
     connection = connect(config={"account": "acct_1Hub"})
+    assert connection["provider_account"] == "acct_1Hub (test mode)"
     client.get(records_url(connection, "customers"), headers=auth)
-    assert fake.state.stripe_accounts["acct_1Hub"] == 2
+    assert fake.state.stripe_accounts["acct_1Hub"] == 3  # the test's balance and account, the list
 
 
 # ---------------------------------------------------------------- records
@@ -239,7 +241,7 @@ def test_read_only_entities_refuse_writes(client, auth, fake, connect):
     assert response.status_code == 405 and response.json()["code"] == "read_only"
     response = client.delete(records_url(connection, "payment_intents", "pi_123"), headers=auth)
     assert response.status_code == 405 and response.json()["code"] == "read_only"
-    assert fake.state.calls.total() == 1  # only the connection test reached Stripe
+    assert fake.state.calls.total() == 2  # only the connection test (balance, account) reached Stripe
 
 
 def test_unknown_id_is_404(client, auth, fake, connect):
@@ -283,8 +285,8 @@ def test_5000_customers_at_25_per_second_without_a_429(client, auth, start_fake,
     elapsed = time.monotonic() - started
     assert pages == 50 and len(ids) == len(set(ids)) == 5000 and set(ids) == set(seeded)
     assert fake.state.rate_limited == 0
-    assert fake.state.limiter.allowed == 51
-    # 50 pages with a burst of 25: the hub's limiter spaced the other 25 at 25/s.
+    assert fake.state.limiter.allowed == 52  # with the connection test's two
+    # 52 requests with a burst of 25: the hub's limiter spaced the other 27 at 25/s.
     assert fake.state.limiter.achieved_rate() <= 25 * 1.05
     assert 0.9 <= elapsed < 30
 

@@ -80,7 +80,7 @@ def describe_error(response):
 @hookimpl
 async def test_connection(ctx):
     account = await ctx.http.json("GET", ctx.url(path="/account"))
-    return {"account": account["name"]}
+    return {"account": account["id"], "name": account["name"]}
 
 
 @hookimpl

@@ -77,7 +77,7 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
 
     @app.get("/v1/account")
     async def account():
-        return {"name": "Example Account"}
+        return {"id": "acct_example", "name": "Example Account"}
 
     @app.get("/v1/{entity}")
     async def list_(entity: str, limit: int = 10, after: str | None = None, updated_since: str | None = None):
