@@ -146,3 +146,26 @@ def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client,
     assert unfiltered.status_code == 422 and unfiltered.json()["code"] == "since_not_supported"
     future = client.get(f"{records}/notes/records", params={"since": "2999-01-01T00:00:00Z"}, headers=auth)
     assert future.status_code == 200 and future.json()["records"] == []
+
+
+def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(client, auth, hub_app):
+    """Its name and schedule are the hub's: an operator who uninstalled a
+    plugin can still stop its scheduled runs; what the plugin must check (config,
+    credentials) waits for it."""
+    from hub.models import Connection
+
+    connection = connect(client, auth)
+    url = f"{API}/connections/{connection['id']}"
+    assert client.put(url, json={"sync_enabled": True}, headers=auth).status_code == 200
+    with hub_app.state.hub.session() as session:
+        row = session.get(Connection, connection["id"])
+        row.provider = "uninstalled"
+        session.add(row)
+        session.commit()
+    paused = client.put(url, json={"sync_enabled": False, "name": "Old notes"}, headers=auth)
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["connection"]["sync_enabled"] is False and paused.json()["connection"]["name"] == "Old notes"
+    assert paused.json()["connection"]["next_sync_at"] is None
+    for change in ({"config": {"region": "eu"}}, {"credentials": {"api_key": "other"}}):
+        refused = client.put(url, json=change, headers=auth)
+        assert refused.status_code == 404 and refused.json()["code"] == "unknown_provider", refused.text

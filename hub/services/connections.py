@@ -235,6 +235,10 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     A connection that has not learnt its account yet (made before the hub
     kept it) learns it from its current credentials first."""
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
+    if not changes.get("config") and not changes.get("credentials"):
+        # Its name and schedule are the hub's own: they change with the plugin not loaded (an
+        # operator pausing the sync of a connection whose plugin was uninstalled).
+        return await asyncio.to_thread(_apply_update, hub, None, organization_id, connection_id, changes, None, None)
     provider = hub.provider(connection.provider)
     config, shaping = _changed_config(provider, connection, changes.get("config") or {})
     secrets = None
@@ -296,7 +300,7 @@ def _holds_account_data(session: Any, connection_id: str) -> bool:
     return False
 
 
-def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection_id: str, changes: dict[str, Any],
+def _apply_update(hub: Hub, provider: Provider | None, organization_id: str, connection_id: str, changes: dict[str, Any],
                   config: dict[str, Any] | None, secrets: dict[str, Any] | None, account: str | None = None,
                   known_account: str | None = None) -> Connection:
     with hub.session() as session:
@@ -314,7 +318,7 @@ def _apply_update(hub: Hub, provider: Provider, organization_id: str, connection
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
             if key in changes and changes[key] is not None:
                 setattr(connection, key, changes[key])
-        if config is not None:
+        if config is not None and provider is not None:
             connection.config = config
             if provider.info.webhook_key_config:  # the account its deliveries name follows the config
                 connection.webhook_key = _webhook_key(provider, config)
