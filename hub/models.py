@@ -218,12 +218,21 @@ class ConnectionPublic(BaseModel):
         "(`account_mismatch`): its records, cursors and waiting changes are this account's."))
     credentials_hint: str | None
     token_expires_at: datetime | None
+    open_conflicts: int = Field(default=0, description=(
+        "Records changed on both sides that wait for a decision (sync configs with the `review` policy): "
+        "`GET .../sync-configs/{sid}/conflicts` lists them."))
+    last_webhook_at: datetime | None = Field(default=None, description=(
+        "When the last verified webhook delivery for this connection arrived (null: none yet): whether the "
+        "provider's webhooks reach the hub."))
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, connection: Connection) -> ConnectionPublic:
-        return cls.model_validate(connection, from_attributes=True)
+    def of(cls, connection: Connection, open_conflicts: int = 0,
+           last_webhook_at: datetime | None = None) -> ConnectionPublic:
+        public = cls.model_validate(connection, from_attributes=True)
+        public.open_conflicts, public.last_webhook_at = open_conflicts, last_webhook_at
+        return public
 
 
 # ---------------------------------------------------------------- sync

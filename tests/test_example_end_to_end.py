@@ -4,6 +4,7 @@ to its fake server, through the hub's REST API, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 from hub_example.testing import API_KEY, signed_delivery
 
@@ -121,8 +122,12 @@ def test_webhook_verified_stored_once_forged_and_stale_rejected(client, auth):
     url = f"{API}/webhooks/example?connection_id={connection['id']}"
     event = {"id": "evt_1", "type": "note.updated", "data": {"id": "note_1", "title": "x"}}
     body, headers = signed_delivery("whsec_example123", event, int(time.time()))
+    assert client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"][
+        "last_webhook_at"] is None
     first = client.post(url, content=body, headers=headers).json()
     assert first == {"success": True, "received": 1, "duplicates": 0, "duplicate": False}
+    received = client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"]
+    assert abs(datetime.fromisoformat(received["last_webhook_at"]) - datetime.now(timezone.utc)) < timedelta(minutes=1)
     replay = client.post(url, content=body, headers=headers).json()
     assert replay["duplicate"] is True and replay["received"] == 0
     forged = client.post(url, content=body.replace(b"note_1", b"note_2"), headers=headers)

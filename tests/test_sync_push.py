@@ -152,6 +152,9 @@ def test_a_record_changed_on_both_sides_follows_the_conflict_policy(client, auth
         assert record["pending"] is True and record["push_status"] == "conflict"
         assert record["data"]["subject"] == "hub side"
         assert client.get(conflicts_url, params={"status": "open"}, headers=auth).json()["conflicts"]
+        # The integrations page shows the connection waits for a decision, without a query per config.
+        shown = client.get(f"{API}/connections", headers=auth).json()["connections"]
+        assert [c["open_conflicts"] for c in shown if c["id"] == connection["id"]] == [1]
         resolved = client.post(f"{conflicts_url}/{conflict['id']}/resolve", json={"resolution": "hub"},
                                headers=auth).json()
         assert resolved["conflict"]["status"] == "resolved" and resolved["conflict"]["resolution"] == "hub"
@@ -159,6 +162,8 @@ def test_a_record_changed_on_both_sides_follows_the_conflict_policy(client, auth
         assert fake.state.notes.rows["note_2"]["title"] == "hub side"
         assert_error(client.post(f"{conflicts_url}/{conflict['id']}/resolve", json={"resolution": "provider"},
                                  headers=auth), 409, "conflict_resolved")
+        assert client.get(f"{API}/connections/{connection['id']}", headers=auth).json()["connection"][
+            "open_conflicts"] == 0
     again = pull(client, auth, connection["id"])
     assert again["conflicts"] == 0 and again["updated"] == 0
 

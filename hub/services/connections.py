@@ -13,7 +13,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
-from hub.models import Connection, PendingRevocation, SyncRecord, SyncState, utcnow
+from hub.models import (
+    Connection,
+    ConnectionPublic,
+    PendingRevocation,
+    SyncConflict,
+    SyncRecord,
+    SyncState,
+    WebhookEvent,
+    utcnow,
+)
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync, rescheduled
 from hub.sync.store import lock
@@ -272,6 +281,29 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
             connection.provider_account = await _current_account(hub, provider, connection)
     return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
                                    secrets, account, connection.provider_account)
+
+
+def public(hub: Hub, connections: list[Connection]) -> list[ConnectionPublic]:
+    """The connections as the API shows them, with their open conflicts and
+    last webhook delivery (two grouped queries, whatever their number);
+    blocking: run it with ``hub.db``."""
+    ids = [c.id for c in connections]
+    if not ids:
+        return []
+    with hub.session() as session:
+        conflicts = dict(session.exec(
+            select(SyncConflict.connection_id, sa.func.count()).where(
+                SyncConflict.connection_id.in_(ids), SyncConflict.status == "open")
+            .group_by(SyncConflict.connection_id)).all())
+        webhooks = dict(session.exec(
+            select(WebhookEvent.connection_id, sa.func.max(WebhookEvent.received_at)).where(
+                WebhookEvent.connection_id.in_(ids)).group_by(WebhookEvent.connection_id)).all())
+    return [ConnectionPublic.of(c, conflicts.get(c.id, 0), webhooks.get(c.id)) for c in connections]
+
+
+def public_one(hub: Hub, connection: Connection) -> ConnectionPublic:
+    """:func:`public` of one connection."""
+    return public(hub, [connection])[0]
 
 
 def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Connection:

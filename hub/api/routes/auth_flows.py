@@ -16,7 +16,6 @@ from hub.api.schemas import (
     LinkTokenResponse,
     OAuthCallbackResponse,
 )
-from hub.models import ConnectionPublic
 from hub.services import connections as connection_service
 from hub.services import oauth
 from hub.services.connections import revoke_unsaved, upsert_from_credentials
@@ -62,7 +61,7 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
                              provider=provider.name),
             status_code=302,
         )
-    return {"success": True, "connection": ConnectionPublic.of(connection)}
+    return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
 
 
 @router.post("/link/{provider}/token", response_model=LinkTokenResponse, operation_id="link_token")
@@ -102,7 +101,7 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     if repaired is not None:
         connection, _details = await connection_service.test_connection(hub, org.id, repaired, renewed=True)
         response.status_code = 200
-        return {"success": True, "connection": ConnectionPublic.of(connection)}
+        return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata, link_token=body.link_token)
@@ -112,7 +111,7 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     except HubError:
         await revoke_unsaved(hub, provider, credentials)  # the public token is spent: give the item back
         raise
-    return {"success": True, "connection": ConnectionPublic.of(connection)}
+    return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
 
 
 def _flow_config(body: dict, where: str) -> dict:

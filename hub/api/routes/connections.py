@@ -12,7 +12,6 @@ from hub.api.schemas import (
     ConnectionTestResponse,
     ConnectionUpdate,
 )
-from hub.models import ConnectionPublic
 from hub.services import connections as service
 
 router = APIRouter(prefix="/connections", tags=["connections"], route_class=HubRoute)
@@ -21,7 +20,7 @@ router = APIRouter(prefix="/connections", tags=["connections"], route_class=HubR
 @router.get("", response_model=ConnectionsResponse, operation_id="list_connections")
 async def list_connections(hub: HubDep, org: OrgDep, provider: str | None = Query(default=None, max_length=64)):
     rows = await hub.db(service.list_connections, hub, org.id, provider)
-    return {"success": True, "connections": [ConnectionPublic.of(c) for c in rows]}
+    return {"success": True, "connections": await hub.db(service.public, hub, rows)}
 
 
 @router.post("", response_model=ConnectionResponse, status_code=201, operation_id="create_connection")
@@ -34,19 +33,19 @@ async def create_connection(hub: HubDep, org: OrgDep, body: ConnectionCreate):
         credentials=body.credentials, config=body.config, sync_enabled=body.sync_enabled,
         sync_frequency_minutes=body.sync_frequency_minutes,
     )
-    return {"success": True, "connection": ConnectionPublic.of(connection)}
+    return {"success": True, "connection": await hub.db(service.public_one, hub, connection)}
 
 
 @router.get("/{connection_id}", response_model=ConnectionResponse, operation_id="get_connection")
 async def get_connection(hub: HubDep, org: OrgDep, connection_id: str):
     connection = await hub.db(service.find_connection, hub, org.id, connection_id)
-    return {"success": True, "connection": ConnectionPublic.of(connection)}
+    return {"success": True, "connection": await hub.db(service.public_one, hub, connection)}
 
 
 @router.put("/{connection_id}", response_model=ConnectionResponse, operation_id="update_connection")
 async def update_connection(hub: HubDep, org: OrgDep, connection_id: str, body: ConnectionUpdate):
     connection = await service.update_connection(hub, org.id, connection_id, body.model_dump(exclude_unset=True))
-    return {"success": True, "connection": ConnectionPublic.of(connection)}
+    return {"success": True, "connection": await hub.db(service.public_one, hub, connection)}
 
 
 @router.delete("/{connection_id}", response_model=ConnectionDeleted, operation_id="delete_connection")
@@ -59,4 +58,4 @@ async def delete_connection(hub: HubDep, org: OrgDep, connection_id: str):
 @router.post("/{connection_id}/test", response_model=ConnectionTestResponse, operation_id="test_connection")
 async def test_connection(hub: HubDep, org: OrgDep, connection_id: str):
     connection, details = await service.test_connection(hub, org.id, connection_id)
-    return {"success": True, "connection": ConnectionPublic.of(connection), "details": details}
+    return {"success": True, "connection": await hub.db(service.public_one, hub, connection), "details": details}
