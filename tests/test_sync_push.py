@@ -259,7 +259,7 @@ def test_a_record_the_tenant_changed_and_the_provider_deleted_follows_the_policy
     assert swept["status"] == "succeeded" and swept["conflicts"] == 2 and swept["deleted"] == 2
     pushed = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes",
                                                             direction="push")["id"])
-    assert pushed["status"] == "succeeded" and pushed["failed"] == 0
+    assert pushed["status"] == "succeeded" and pushed["failed"] == 0 and pushed["error"] is None
     conflicts = client.get(conflicts_url, headers=auth).json()["conflicts"]
     assert sorted(c["remote_id"] for c in conflicts) == ["note_4", "note_5"]
     assert all(c["remote_data"] is None and c["local_data"]["data"] == {"title": "hub side"} for c in conflicts)
@@ -329,7 +329,8 @@ def test_a_change_the_provider_refuses_can_be_discarded(client, auth, example_fa
     assert deleted.status_code == 200, deleted.text
     refused = wait_run(client, auth, connection["id"], client.get(
         f"{API}/connections/{connection['id']}/sync/logs", headers=auth).json()["runs"][0]["id"])
-    assert (refused["status"], refused["failed"]) == ("succeeded", 1)
+    assert (refused["status"], refused["failed"], refused["error_code"]) == ("succeeded", 1, None)
+    assert refused["error"].startswith("1 change was not pushed: the records' push_status and push_error say why")
     record = client.get(f"{records}/note_3", headers=auth).json()["record"]
     assert (record["pending_op"], record["push_status"]) == ("delete", "failed")
     assert_error(client.put(f"{records}/note_3", json={"data": {"subject": "x"}}, headers=auth), 409,

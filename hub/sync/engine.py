@@ -649,9 +649,16 @@ class SyncEngine:
     def _finish(self, run_id: str, owner: str | None, status: str, error: HubError | None,
                 only_if: str | None = None, note: str | None = None) -> None:
         """Record the run's outcome; ``note`` is the ``error`` text of a run
-        that succeeded (what it skipped), with no ``error_code``."""
+        that succeeded (what it skipped, how many changes it did not push),
+        with no ``error_code``."""
         now = utcnow()
         with self.hub.session() as session:
+            if status == "succeeded":
+                failed = session.execute(sa.select(_runs.c.failed).where(_runs.c.id == run_id)).scalar()
+                if failed:  # (a client reading only the status took the run for the change being sent)
+                    unsent = (f"{failed} change{'s were' if failed > 1 else ' was'} not pushed: the records' "
+                              f"push_status and push_error say why (?pending=true lists them)")
+                    note = f"{unsent}; {note}" if note else unsent
             query = sa.update(_runs).where(_runs.c.id == run_id)
             if owner:
                 query = query.where(_runs.c.owner == owner)
