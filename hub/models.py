@@ -348,6 +348,8 @@ class SyncConflict(SQLModel, table=True):
     resolution: str | None = Field(default=None, max_length=16)
     local_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     remote_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    #: A ``custom`` resolution's change, in provider fields: what was decided, beside both sides.
+    resolution_data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 

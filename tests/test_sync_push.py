@@ -239,6 +239,14 @@ def test_review_conflicts_can_keep_the_provider_version_or_take_custom_data(clie
     wait_run(client, auth, connection["id"], custom["run_id"])
     assert fake.state.notes.rows["note_5"]["title"] == "merged five"
     assert fake.state.notes.rows["note_4"]["title"] == "provider note_4"
+    # What was decided is kept beside both sides (the sides are what was weighed).
+    assert custom["conflict"]["resolution_data"] == {"title": "merged five"}
+    resolved = {c["remote_id"]: c for c in client.get(conflicts_url, params={"mapped": True}, headers=auth)
+                .json()["conflicts"]}
+    assert resolved["note_5"]["resolution_data"]["subject"] == "merged five"
+    assert resolved["note_5"]["resolution_data"]["note_id"] == "note_5"
+    assert resolved["note_5"]["local_data"]["data"]["subject"] == "hub five"
+    assert resolved["note_4"]["resolution_data"] is None
 
 
 @pytest.mark.parametrize("policy", ["provider_wins", "hub_wins", "review"])

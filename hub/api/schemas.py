@@ -478,6 +478,9 @@ class SyncConflictOut(BaseModel):
     local_data: dict[str, Any] | None = Field(description="The hub's change: `op` and `data` (provider fields; "
                                                           "`?mapped=true`: the whole record in the tenant's).")
     remote_data: dict[str, Any] | None = Field(description="The provider's version; null when it deleted the record.")
+    resolution_data: dict[str, Any] | None = Field(default=None, description=(
+        "What a `custom` resolution pushed: its change (provider fields; `?mapped=true`: the whole record in the "
+        "tenant's); null otherwise."))
     created_at: datetime
     resolved_at: datetime | None
 

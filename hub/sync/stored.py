@@ -146,7 +146,8 @@ def conflicts_out(hub: Hub, conflicts: list[SyncConflict], mapper: Mapper | None
     provider's version in provider fields), or mapped: both sides as whole
     records in the tenant's fields, the hub's being the provider's version
     with the hub's change made to it (what resolving for the hub pushes) or,
-    where the provider deleted the record, the last version it had."""
+    where the provider deleted the record, the last version it had; a custom
+    resolution's ``resolution_data`` likewise."""
     if mapper is None:
         return [conflict.model_dump() for conflict in conflicts]
     gone = [c.record_id for c in conflicts if c.remote_data is None]
@@ -164,6 +165,9 @@ def conflicts_out(hub: Hub, conflicts: list[SyncConflict], mapper: Mapper | None
             local["data"] = mapper.to_tenant(with_change(base, local["data"]))
         shown["local_data"] = local
         shown["remote_data"] = mapper.to_tenant(remote) if remote is not None else None
+        if conflict.resolution_data is not None:
+            base = remote if remote is not None else last.get(conflict.record_id)
+            shown["resolution_data"] = mapper.to_tenant(with_change(base, conflict.resolution_data))
         out.append(shown)
     return out
 
@@ -501,6 +505,8 @@ def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, confl
             row.local_changed_at = now
         row.updated_at = now
         conflict.status, conflict.resolution, conflict.resolved_at = "resolved", resolution, now
+        if resolution == "custom":
+            conflict.resolution_data = changes
         session.add(row)
         session.add(conflict)
         session.flush()
