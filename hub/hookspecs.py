@@ -207,7 +207,9 @@ def test_connection(ctx: ProviderContext) -> dict[str, Any]:
         while the connection holds its records (``account_mismatch``): they
         would be taken for deleted, and waiting changes pushed to the other.
         Leave it out when the credentials cannot tell (a key without the
-        permission to read the account).
+        permission to read the account): the core then refuses them for a
+        connection that knows its account and holds records
+        (``account_unverifiable``), so tell it whenever the provider can.
     :raises AuthFailed: the credentials are refused.
     """
 

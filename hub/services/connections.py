@@ -26,6 +26,7 @@ from hub.models import (
 from hub.plugins import Provider
 from hub.runtime import Hub, next_sync, rescheduled
 from hub.sync.store import lock
+from hub.sync.stored import running
 from hub.types import (
     AuthFailed,
     Credentials,
@@ -47,7 +48,8 @@ class Conflict(HubError):
 
 class AccountMismatch(HubError):
     """New credentials (or configuration) reach another account at the
-    provider than the one whose records the connection holds."""
+    provider than the one whose records the connection holds, or cannot tell
+    which they reach (``account_unverifiable``)."""
 
     code = "account_mismatch"
     status = 409
@@ -238,11 +240,14 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     connecting again, never sending its tokens elsewhere.
 
     Credentials or configuration that reach another account at the provider
-    than the connection's are refused while it holds anything of its account
-    (records, cursors): the next full pass would take the account's records
-    for deleted, and changes waiting to be pushed would go to the other one.
-    A connection that has not learnt its account yet (made before the hub
-    kept it) learns it from its current credentials first."""
+    than the connection's, or that cannot tell which they reach while the
+    connection knows its own, are refused while it holds anything of its
+    account (records, a sync position, webhook events waiting) or a sync of
+    it is running: the next full pass would take the account's records for
+    deleted, and changes waiting to be pushed would go to the other one. A
+    connection that has not learnt its account yet (made before the hub kept
+    it) learns it from its current credentials first; when those cannot tell
+    either (revoked), nothing is known to compare with."""
     connection = await hub.db(find_connection, hub, organization_id, connection_id)
     if not changes.get("config") and not changes.get("credentials"):
         # Its name and schedule are the hub's own: they change with the plugin not loaded (an
@@ -265,7 +270,7 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         secrets = {**stored, **changes["credentials"]}
         _check_fields(provider, secrets, config if config is not None else connection.config or {},
                       config_types=False)  # (a config change was checked by _changed_config)
-    account = None  # the account the new credentials or config reach, if tested and told
+    tested, account, known = False, None, connection.provider_account
     if (shaping or secrets is not None) and provider.implements("test_connection"):
         candidate = connection.model_copy()
         if config is not None:
@@ -276,11 +281,11 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
         # Refused credentials are the caller's to fix: the connection keeps working with
         # its own, so its status must not become error (Hub.call marks the connection it names).
         ctx.connection_id = None
-        account = account_of(await hub.call(provider, "test_connection", ctx))
-        if account is not None and connection.provider_account is None:
-            connection.provider_account = await _current_account(hub, provider, connection)
+        tested, account = True, account_of(await hub.call(provider, "test_connection", ctx))
+        if account is not None and known is None:
+            known = await _current_account(hub, provider, connection)
     return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
-                                   secrets, account, connection.provider_account)
+                                   secrets, (account, known) if tested else None)
 
 
 def public(hub: Hub, connections: list[Connection]) -> list[ConnectionPublic]:
@@ -315,37 +320,70 @@ def find_connection(hub: Hub, organization_id: str, connection_id: str) -> Conne
 async def _current_account(hub: Hub, provider: Provider, connection: Connection) -> str | None:
     """The account the connection's current credentials reach, None if they
     cannot tell (refused already: the usual reason to send new ones)."""
-    ctx = hub.context(provider, connection)
-    ctx.connection_id = None  # (their failing here is no news for the connection's status)
     try:
+        ctx = hub.context(provider, connection)  # (unreadable credentials cannot tell either)
+        ctx.connection_id = None  # (their failing here is no news for the connection's status)
         return account_of(await hub.call(provider, "test_connection", ctx))
     except HubError:
         return None
 
 
-def _holds_account_data(session: Any, connection_id: str) -> bool:
-    """Whether the connection keeps anything of its provider account: records
-    or a sync position (a cursor means nothing at another account)."""
-    for table in (SyncRecord, SyncState):
+def _holds_account_data(session: Any, connection_id: str) -> str | None:
+    """What the connection keeps of its provider account, if anything:
+    records, a sync position (a cursor means nothing at another account),
+    webhook events still to apply, or a sync running with its current
+    credentials (what it fetches is stored after the change)."""
+    for table, what in ((SyncRecord, "records"), (SyncState, "records")):
         if session.exec(select(table.connection_id).where(table.connection_id == connection_id).limit(1)).first():
-            return True
-    return False
+            return what
+    if session.exec(select(WebhookEvent.id).where(WebhookEvent.connection_id == connection_id,
+                                                  WebhookEvent.status == "pending").limit(1)).first():
+        return "webhook events still to apply"
+    if running(session, connection_id):
+        return "a sync running"
+    return None
+
+
+def _check_account(session: Any, provider: Provider, connection: Connection, account: str | None,
+                   known: str | None, what: str) -> None:
+    """Refuse new credentials or config (``what``) reaching ``account`` when
+    the connection is bound to another (see :func:`update_connection`)."""
+    current = connection.provider_account or known
+    if current is None or account == current:
+        return
+    held = _holds_account_data(session, connection.id)
+    if held is None:
+        return
+    holding = f"this connection holds the records of {current}" if held == "records" else \
+        f"this connection has {held} for {current}"
+    if account is None:
+        raise AccountMismatch(
+            f"these {what} do not tell which {provider.info.label} account they reach, and {holding}: use "
+            f"credentials that can tell (a key allowed to read the account), or delete this connection and "
+            f"connect again", code="account_unverifiable", details={"account": None, "connected": current})
+    raise AccountMismatch(
+        f"these {what} reach {provider.info.label} account {account}, but {holding}: to switch accounts, "
+        f"{'wait for it to end, or ' if held == 'a sync running' else ''}delete this connection and connect again",
+        details={"account": account, "connected": current})
 
 
 def _apply_update(hub: Hub, provider: Provider | None, organization_id: str, connection_id: str, changes: dict[str, Any],
-                  config: dict[str, Any] | None, secrets: dict[str, Any] | None, account: str | None = None,
-                  known_account: str | None = None) -> Connection:
+                  config: dict[str, Any] | None, secrets: dict[str, Any] | None,
+                  tested_account: tuple[str | None, str | None] | None = None) -> Connection:
+    """``tested_account``: ``(account, known)`` when the change was tested,
+    the account it reaches and the one the connection's current credentials
+    reach (learnt for a connection that did not know it)."""
     with hub.session() as session:
+        # Under the connection's lock, as the row is now: two PUTs at once decide one after the other,
+        # and a sync may have stored its first records meanwhile.
+        lock(session, f"connection/{connection_id}")
         connection = hub.find_connection(session, organization_id, connection_id)
-        if account is not None:
-            # (Decided here, under the row as it is now: a sync may have stored its first records meanwhile.)
-            current = connection.provider_account or known_account
-            if current is not None and current != account and _holds_account_data(session, connection.id):
-                raise AccountMismatch(
-                    f"these {'credentials' if secrets is not None else 'settings'} reach {provider.info.label} "
-                    f"account {account}, but this connection holds the records of {current}: to switch accounts, "
-                    f"delete this connection and connect again", details={"account": account, "connected": current})
-            connection.provider_account = account
+        if tested_account is not None:
+            account, known = tested_account
+            assert provider is not None
+            _check_account(session, provider, connection, account, known,
+                           "credentials" if secrets is not None else "settings")
+            connection.provider_account = account  # (None: the new ones cannot tell, and nothing is held)
         schedule = connection.sync_enabled, connection.sync_frequency_minutes
         for key in ("name", "description", "sync_enabled", "sync_frequency_minutes"):
             if key in changes and changes[key] is not None:

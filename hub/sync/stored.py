@@ -404,7 +404,7 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         if row.local_op is None:
             raise ValidationFailed(f"the {config.entity} record {record_id} has no change waiting to be pushed",
                                    code="no_pending_change")
-        running = row.push_status == SENDING and _running(session, connection.id)
+        running = row.push_status == SENDING and running(session, connection.id)
         if row.remote_id is None and (row.push_status == SENDING or row.sent_change) and (
                 running or config.direction != "pull"):
             # (The next push settles it: sends it again with its key, or marks it failed. A pull
@@ -426,7 +426,7 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
     return row
 
 
-def _running(session: Any, connection_id: str) -> bool:
+def running(session: Any, connection_id: str) -> bool:
     """Whether a sync run of the connection is under way: one shows ``running``
     and its process still holds the connection's lease. (A killed hub's run
     shows ``running`` until a worker or a restart takes it up again.)"""

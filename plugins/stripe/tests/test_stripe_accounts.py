@@ -5,7 +5,10 @@ take them for deleted and waiting changes would be pushed to the other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 
 import httpx
 from sqlmodel import select
@@ -129,9 +132,122 @@ def test_a_restricted_key_that_cannot_read_the_account_still_connects(client, au
     assert changed.status_code == 200, changed.text
 
 
-def _forget_account(hub_app, connection):
+def test_a_key_that_cannot_tell_its_account_is_refused_once_records_are_held(
+        client, auth, hub_app, start_fake, connect):
+    """A restricted key without the account's read permission cannot show
+    it reaches the same account: taken, it could be another's (audit)."""
+    fake = start_fake(keys=KEYS)
+    connection = connect()
+    url = f"{API}/connections/{connection['id']}"
+    fake.state.forbidden.add("account")
+    # Nothing held yet: taken, and the connection no longer claims an account it cannot vouch for.
+    taken = client.put(url, json={"credentials": {"api_key": OTHER}}, headers=auth)
+    assert taken.status_code == 200 and taken.json()["connection"]["provider_account"] is None, taken.text
+    fake.state.forbidden.discard("account")
+    assert client.put(url, json={"credentials": {"api_key": API_KEY}}, headers=auth).status_code == 200
+    ours = set(seed_customers(fake, 2))
+    pull(client, auth, connection)
+    fake.state.forbidden.add("account")
+    refused = client.put(url, json={"credentials": {"api_key": OTHER}}, headers=auth)
+    assert refused.status_code == 409 and refused.json()["code"] == "account_unverifiable", refused.text
+    assert refused.json()["details"] == {"account": None, "connected": "acct_1Fake (test mode)"}
+    assert "allowed to read the account" in refused.json()["error"]
+    pull(client, auth, connection)
+    assert stored_ids(hub_app, connection) == ours
+
+
+def test_the_account_does_not_change_under_a_running_sync(client, auth, hub_app, start_fake, connect, monkeypatch):
+    """A run reads the credentials once, at its start: a switch taken while
+    it had stored nothing yet got the first account's records stored under
+    the second, then taken for deleted (audit)."""
+    from hub.sync.engine import SyncEngine
+
+    fake = start_fake(keys=KEYS)
+    ours = set(seed_customers(fake, 3))
+    connection = connect()
+    begin = SyncEngine._begin_pass
+
+    def slow_begin(self, *args, **kwargs):
+        time.sleep(1.5)  # (as a wait for the entity's write lock would)
+        return begin(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncEngine, "_begin_pass", slow_begin)
+    run = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "customers"},
+                      headers=auth).json()["run"]
+    deadline = time.monotonic() + 10
+    while client.get(f"{API}/connections/{connection['id']}/sync/runs/{run['id']}",
+                     headers=auth).json()["run"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    refused = client.put(f"{API}/connections/{connection['id']}", json={"credentials": {"api_key": OTHER}},
+                         headers=auth)
+    assert refused.status_code == 409 and refused.json()["code"] == "account_mismatch", refused.text
+    assert "a sync running" in refused.json()["error"] and "wait for it to end" in refused.json()["error"]
+    assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
+    assert stored_ids(hub_app, connection) == ours
+
+
+def test_unreadable_credentials_of_a_connection_that_predates_accounts_can_be_replaced(
+        client, auth, hub_app, start_fake, connect):
+    """Complete new credentials replace ones the hub's key cannot decrypt;
+    learning the old account from them must not stand in the way (audit)."""
+    start_fake(keys=KEYS)
+    connection = connect()
+    _forget_account(hub_app, connection, credentials_encrypted="not a ciphertext")
+    replaced = client.put(f"{API}/connections/{connection['id']}", json={"credentials": {"api_key": ROLLED}},
+                          headers=auth)
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["connection"]["provider_account"] == "acct_1Fake (test mode)"
+
+
+def test_two_puts_at_once_leave_the_key_and_its_account_together(hub_app, start_fake, connect, monkeypatch):
+    """Each decides under the connection's lock, on the row as the other
+    left it: without it the later one kept its key and the earlier one's
+    account (audit)."""
+    from hub.services import connections as service
+
+    start_fake(keys=KEYS)
+    connection = connect()
+    hub = hub_app.state.hub
+    provider = hub.provider("stripe")
+    with hub.session() as session:
+        organization_id = session.get(Connection, connection["id"]).organization_id
+    both_read = threading.Barrier(2, timeout=1)
+    find = type(hub).find_connection
+
+    def find_then_wait(self, session, organization, connection_id):
+        found = find(self, session, organization, connection_id)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()  # (with the lock, the second cannot read before the first commits: times out)
+        return found
+
+    monkeypatch.setattr(type(hub), "find_connection", find_then_wait)
+    outcomes = {}
+
+    def put(key, account):
+        try:
+            outcomes[key] = service._apply_update(hub, provider, organization_id, connection["id"], {}, None,
+                                                  {"api_key": key}, (account, "acct_1Fake (test mode)"))
+        except Exception as exc:  # noqa: BLE001 - what each got is the point
+            outcomes[key] = exc
+
+    threads = [threading.Thread(target=put, args=(OTHER, "acct_1Other (test mode)")),
+               threading.Thread(target=put, args=(ROLLED, "acct_1Fake (test mode)"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with hub.session() as session:
+        row = session.get(Connection, connection["id"])
+    key = hub.cipher.decrypt_json(row.credentials_encrypted)["api_key"]
+    assert row.provider_account == f"{KEYS[key]} (test mode)", (key, row.provider_account, outcomes)
+
+
+def _forget_account(hub_app, connection, **also):
     with hub_app.state.hub.session() as session:
         row = session.get(Connection, connection["id"])
         row.provider_account = None
+        for name, value in also.items():
+            setattr(row, name, value)
         session.add(row)
         session.commit()
