@@ -54,6 +54,14 @@ BROKEN = {
                                         "verify the signature over the raw request.body with hmac.compare_digest*",
         "test_webhook_stale_rejected": "a stale delivery (signed long ago) answered HTTP 200* compare the signed "
                                        "timestamp with ctx.provider.webhook_tolerance_seconds*",
+        "test_webhook_stale_forged_rejected": "a stale delivery whose body changed after signing answered HTTP "
+                                              "200*expected 401 webhook_rejected: verify the signature over the "
+                                              "raw request.body before anything else*",
+    },
+    "checks_age_first": {
+        "test_webhook_stale_forged_rejected": "a stale delivery whose body changed after signing answered HTTP 401 "
+                                              "webhook_stale: * expected 401 webhook_rejected: verify_webhook "
+                                              "judged its age before its signature; verify the signature first*",
     },
     "readonly_writes": {
         "test_unsupported_writes_refused[tags]": "the schema declares 'tags' read-only (supports_create=False) but "

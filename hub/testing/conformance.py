@@ -1070,6 +1070,35 @@ def check_webhook_stale(h: Harness) -> None:
              f"signed timestamp with ctx.provider.webhook_tolerance_seconds and raise WebhookRejected")
 
 
+def check_webhook_stale_forged(h: Harness) -> None:
+    """A stale delivery whose signature does not match is answered like any
+    other forgery (``webhook_rejected``), never ``webhook_stale``: the intake
+    passes ``webhook_stale`` through as it is, and it would tell the sender of
+    a forged delivery that the connection exists."""
+    headers, body = _delivery(h, "stale")
+    forged = body[:-1] + b" " + body[-1:] if body else b"{}"
+    response = _post_webhook(h, headers, forged)
+    code = _code(response)
+    if response.status_code == 401 and code == "webhook_rejected":
+        return
+    if code == "webhook_stale":
+        fail(f"a stale delivery whose body changed after signing answered {_describe(response)}, expected 401 "
+             f"webhook_rejected: verify_webhook judged its age before its signature; verify the signature "
+             f"first and raise WebhookRejected(code='webhook_stale') only for a correctly signed delivery "
+             f"(a stale answer to a forged delivery tells its sender the connection exists)")
+    fail(f"a stale delivery whose body changed after signing answered {_describe(response)}, expected 401 "
+         f"webhook_rejected: verify the signature over the raw request.body before anything else and raise "
+         f"WebhookRejected when it does not match")
+
+
+def _code(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
 def check_webhook_replay(h: Harness) -> None:
     """The same delivery twice is recognised as a duplicate."""
     headers, body = _delivery(h, "valid")
@@ -1296,6 +1325,9 @@ class ConformanceSuite:
 
     def test_webhook_stale_rejected(self, conformance: Harness) -> None:
         check_webhook_stale(conformance)
+
+    def test_webhook_stale_forged_rejected(self, conformance: Harness) -> None:
+        check_webhook_stale_forged(conformance)
 
     def test_webhook_replay_duplicate(self, conformance: Harness) -> None:
         check_webhook_replay(conformance)

@@ -609,6 +609,11 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
         claims = jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iat"], "verify_iat": False})
     except jwt.PyJWTError:
         raise WebhookRejected("Plaid-Verification signature does not verify") from None
+    # The body is part of what is signed: checked before the age, which alone is
+    # answered as it is (webhook_stale) and must not be to a forged delivery.
+    body_hash = hashlib.sha256(request.body).hexdigest()
+    if not hmac.compare_digest(body_hash, str(claims.get("request_body_sha256", ""))):
+        raise WebhookRejected("the body does not match its signature")
     iat = claims["iat"]
     if not isinstance(iat, (int, float)) or isinstance(iat, bool) or not math.isfinite(iat):
         raise WebhookRejected("Plaid-Verification's iat is not a time")
@@ -618,9 +623,6 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
                               f"clock by more than {IAT_LEEWAY_SECONDS} s): check the hub's clock")
     if age > ctx.provider.webhook_tolerance_seconds:
         raise WebhookRejected("the delivery is too old", code="webhook_stale")
-    body_hash = hashlib.sha256(request.body).hexdigest()
-    if not hmac.compare_digest(body_hash, str(claims.get("request_body_sha256", ""))):
-        raise WebhookRejected("the body does not match its signature")
     return claims
 
 

@@ -239,6 +239,9 @@ def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connec
     assert post(tampered) == (401, "webhook_rejected")
     stale_body, stale_headers = fake.signed_delivery(payload, iat=int(time.time()) - 301)
     assert client.post(URL, content=stale_body, headers=stale_headers).json()["code"] == "webhook_stale"
+    # Stale and tampered: the body is checked before the age (webhook_stale would say the connection exists).
+    stale_tampered = client.post(URL, content=stale_body + b" ", headers=stale_headers)
+    assert (stale_tampered.status_code, stale_tampered.json()["code"]) == (401, "webhook_rejected")
     assert client.post(URL, content=body, headers={"Content-Type": "application/json"}).status_code == 401
     assert post(**{"Plaid-Verification": "not-a-jwt"}) == (401, "webhook_rejected")
     hs256 = jwt.encode({"iat": int(time.time())}, "x" * 32, algorithm="HS256", headers={"kid": fake.current_kid})
