@@ -25,7 +25,13 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     body = assert_error(client.post(url, json={"provider": 12, "credentials": "x"}, headers=auth),
                         422, "validation_error")
     assert "credentials" in body["error"]
-    assert_error(client.post(url, json={"provider": "example", "bogus": 1}, headers=auth), 422, "validation_error")
+    assert body["fields"] == ["provider", "credentials"]  # (a form marks its fields by them)
+    unknown = assert_error(client.post(url, json={"provider": "example", "bogus": 1}, headers=auth), 422,
+                           "validation_error")
+    assert unknown["fields"] == ["bogus"]
+    nested = assert_error(client.post(url, json={"provider": "example", "credentials": {"api_key": 5}},
+                                      headers=auth), 422, "validation_error")
+    assert nested["fields"] == ["credentials.api_key"]
     assert_error(client.post(url, json=[1, 2], headers=auth), 422, "validation_error")
     # curl -d without -H 'Content-Type: application/json' sends a form: say so, not "a valid dictionary".
     form = assert_error(client.post(url, content=b'{"provider": "example"}',
@@ -51,8 +57,9 @@ def test_unknown_provider_entity_route_and_method(client, auth):
                              headers=auth).json()["connection"]
     assert_error(client.get(f"{API}/connections/{connection['id']}/entities/nope/records", headers=auth),
                  404, "unknown_entity")
-    assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?limit=0", headers=auth),
-                 422, "validation_error")
+    limit = assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?limit=0",
+                                    headers=auth), 422, "validation_error")
+    assert limit["fields"] == ["limit"] and limit["details"][0]["field"] == "query.limit"
     assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?since=yesterday",
                             headers=auth), 422, "validation_error")
     assert_error(client.post(f"{API}/connections/{connection['id']}/actions/nope", json={}, headers=auth),

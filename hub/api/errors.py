@@ -39,18 +39,30 @@ def error_body(message: str, code: str, details: object = None, fields: tuple[st
     return body
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, list]:
+def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, list, list[str]]:
+    """``(status, code, message, details, fields)``: ``fields`` are the
+    request's fields at fault as dotted paths into the body (``data.email``),
+    or a query parameter's name (whose ``details`` say ``query.<name>``)."""
     errors = exc.errors()
     invalid = [e for e in errors if e.get("type") == "json_invalid"]
     if invalid:
         why = (invalid[0].get("ctx") or {}).get("error")
-        return 400, "invalid_json", "the request body is not valid JSON" + (f": {why}" if why else ""), []
-    parts, details = [], []
+        return 400, "invalid_json", "the request body is not valid JSON" + (f": {why}" if why else ""), [], []
+    parts, details, fields = [], [], []
     for e in errors[:10]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        loc = tuple(e.get("loc", ()))
+        where = ".".join(str(p) for p in loc if p != "body") or "body"
         parts.append(f"{where}: {e.get('msg')}")
         details.append({"field": where, "message": e.get("msg"), "type": e.get("type")})
-    return 422, "validation_error", "invalid request: " + "; ".join(parts), details
+        if loc[:1] == ("body",) and len(loc) > 1:
+            field = ".".join(str(p) for p in loc[1:])
+        elif loc[:1] in (("query",), ("path",)) and len(loc) > 1:
+            field = str(loc[1])
+        else:
+            continue
+        if field not in fields:
+            fields.append(field)
+    return 422, "validation_error", "invalid request: " + "; ".join(parts), details, fields
 
 
 def install(app: FastAPI) -> None:
@@ -75,8 +87,8 @@ def install(app: FastAPI) -> None:
             return JSONResponse(error_body(f"the request body must be JSON sent as Content-Type: application/json, "
                                            f"not {content_type or 'without a content type'}",
                                            "unsupported_media_type"), status_code=415)
-        status, code, message, details = _describe_validation(exc)
-        return JSONResponse(error_body(message, code, details or None), status_code=status)
+        status, code, message, details, fields = _describe_validation(exc)
+        return JSONResponse(error_body(message, code, details or None, tuple(fields)), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
