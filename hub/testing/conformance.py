@@ -44,6 +44,7 @@ import httpx
 import pytest
 
 from hub.plugins import info_problems, schema_problems
+from hub.services.records import MAX_PAGE_SIZE
 from hub.sync.store import record_hash
 from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, AuthFailed, EntityField,
                        EntitySchema, HubError, NotFound, Page, WebhookEvent, WebhookRequest)
@@ -597,6 +598,11 @@ def check_pagination(h: Harness, entity: str) -> None:
     if len(pages) > needed + 1:
         fail(f"list_records for {entity!r} took {len(pages)} pages for {len(flat)} records with "
              f"page_size={size} (at most {needed + 1}): return full pages, and next_cursor=None on the last")
+    response = h.api.get(f"/connections/{h.connection['id']}/entities/{entity}/records",
+                         params={"limit": MAX_PAGE_SIZE})
+    if response.status_code != 200:
+        fail(f"listing {entity!r} with limit={MAX_PAGE_SIZE} (the API's largest) answered {_describe(response)}: "
+             f"clamp page_size to the provider's maximum page size before sending it")
 
 
 def check_sub_fields_declared(h: Harness, entity: str) -> None:

@@ -9,7 +9,7 @@ from hub_example import (create_record, delete_record, describe_error, entity_sc
 
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, since):
-    params = {"limit": page_size} | ({"after": cursor} if cursor else {})
+    params = {"limit": min(page_size, 100)} | ({"after": cursor} if cursor else {})
     if since:
         params["updated_since"] = since.isoformat()
     response = await ctx.http.get(ctx.url(path=f"/{entity}"), params=params, raise_for_status=False)

@@ -85,7 +85,7 @@ async def test_connection(ctx):
 
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, since):
-    params = {"limit": page_size}
+    params = {"limit": min(page_size, 100)}  # the provider's maximum
     if cursor:
         params["after"] = cursor
     if since:
