@@ -124,6 +124,31 @@ class Connection(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
+class IdempotentCreate(SQLModel, table=True):
+    """A create through the records API that carried the client's
+    ``idempotency_key``, and what became of it: the same request sent again
+    (its answer lost) is answered the record made the first time, whatever
+    the provider, for a day."""
+
+    __tablename__ = "idempotent_creates"
+    __table_args__ = (
+        sa.UniqueConstraint("connection_id", "key", name="uq_idempotent_creates_key"),
+        sa.Index("ix_idempotent_creates_connection_created", "connection_id", "created_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    connection_id: str = Field(foreign_key="connections.id", ondelete="CASCADE", max_length=32)
+    key: str = Field(max_length=200)
+    #: The SHA-256 of the entity and data sent: the key with other data is another request.
+    fingerprint: str = Field(max_length=64)
+    #: ``sending`` (under way in ``owner``), ``done`` (``record`` made) or ``uncertain`` (no answer came).
+    status: str = Field(max_length=16)
+    owner: str | None = Field(default=None, max_length=255)
+    record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+
+
 class PendingRevocation(SQLModel, table=True):
     """A deleted connection's grant the provider has not taken back yet (its
     revocation failed for a passing reason): the scheduler tries again, so

@@ -165,8 +165,10 @@ class ProviderInfo:
     override (Shopify's ``api_version``). ``idempotent_creates`` says that
     ``create_record`` sends its ``idempotency_key`` where the provider honours
     it (Stripe's ``Idempotency-Key``): a create the hub cannot know the outcome
-    of (a timeout, the hub killed mid-call) is then sent again; without it,
-    such a create is left for someone to check rather than risk a duplicate.
+    of (a timeout, the hub killed mid-call) is then sent again, by sync and by
+    the records API; without it, such a create is left for someone to check
+    rather than risk a duplicate (``create_outcome_unknown`` to a client's
+    create sent again with its key).
     ``minor_units`` gives the decimals of the currencies whose amounts the
     provider's API counts otherwise than ISO 4217 (Stripe's MGA has none):
     field mappings of amounts in minor units use them.

@@ -142,7 +142,8 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         # 4xx answers carry the headers too (the integrations page can read their JSON and code). No cookies: credentials travel in
         # the Authorization header.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After", "Idempotent-Replayed"],
                            max_age=600)
     return app
 

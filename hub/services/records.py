@@ -2,20 +2,55 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
+import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from hub.models import Connection
+import sqlalchemy as sa
+from sqlmodel import select
+
+from hub.models import Connection, IdempotentCreate, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.sync.store import kept_record
+from hub.sync.leases import ACTIVE, new_owner, owner_alive
+from hub.sync.store import kept_record, lock, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
-from hub.types import NotFound, Page, ReadOnly, ValidationFailed
+from hub.types import HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly, ValidationFailed
 
 MAX_PAGE_SIZE = 250
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: How long a create's idempotency key is kept (Stripe keeps its own as long).
+IDEMPOTENCY_KEY_DAYS = 1
+#: A create still marked under way after this is taken for abandoned, wherever its process ran.
+SENDING_STALE = timedelta(minutes=15)
+
+
+class IdempotencyKeyInUse(HubError):
+    """The first request with this key is still being sent."""
+
+    code = "idempotency_key_in_use"
+    status = 409
+
+
+class CreateOutcomeUnknown(HubError):
+    """The first request with this key got no answer (or its hub stopped),
+    and the provider cannot tell a create sent twice."""
+
+    code = "create_outcome_unknown"
+    status = 409
+
+
+def _maybe_created(exc: BaseException) -> bool:
+    """Whether a create that failed so may still have been made."""
+    if isinstance(exc, ProviderUnavailable):
+        return exc.maybe_applied
+    if isinstance(exc, ProviderError):
+        return exc.provider_status is None  # (the plugin failed once the call was under way)
+    return not isinstance(exc, HubError)  # cancelled, or a bug, mid-call
 
 
 class RecordService:
@@ -82,6 +117,89 @@ class RecordService:
         self._writable(entity, "supports_create", "creating")
         return await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
                                    idempotency_key=idempotency_key or uuid.uuid4().hex)
+
+    async def create_once(self, entity: str, data: dict[str, Any], key: str) -> tuple[dict[str, Any], bool]:
+        """Create with the client's idempotency ``key``: the same key and data
+        again answers the record made the first time, ``(record, True)``,
+        for every provider (the plugin gets the key too, for a provider that
+        honours one). Other data with the key is ``idempotency_key_reused``;
+        the first still under way, ``idempotency_key_in_use``. A first that
+        got no answer is sent again where the provider dedupes creates
+        (``idempotent_creates``); elsewhere it may exist:
+        ``create_outcome_unknown``, never a second record."""
+        self._writable(entity, "supports_create", "creating")
+        fingerprint = hashlib.sha256(json.dumps([entity, data], sort_keys=True, default=str).encode()).hexdigest()
+        owner = new_owner()
+        token = owner.rsplit(":", 1)[-1]
+        ACTIVE.add(token)  # (owner_alive: this process is still sending it)
+        try:
+            made = await asyncio.to_thread(self._claim_key, key, fingerprint, owner)
+            if made is not None:
+                return made, True
+            try:
+                record = await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
+                                             idempotency_key=key)
+            except BaseException as exc:
+                unknown = _maybe_created(exc) and not self.provider.info.idempotent_creates
+                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown))
+                raise
+            await asyncio.to_thread(self._settle_key, key, owner, record, False)
+            return record, False
+        finally:
+            ACTIVE.discard(token)
+
+    def _claim_key(self, key: str, fingerprint: str, owner: str) -> dict[str, Any] | None:
+        """Take ``key`` for this request: None to send it, or the record a
+        first request with it made."""
+        connection_id = self.connection.id
+        with write_transaction(self.hub, f"idempotency/{connection_id}/{key}") as session:
+            now = utcnow()
+            session.execute(sa.delete(IdempotentCreate).where(
+                IdempotentCreate.connection_id == connection_id,
+                IdempotentCreate.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS)))
+            row = session.exec(select(IdempotentCreate).where(IdempotentCreate.connection_id == connection_id,
+                                                              IdempotentCreate.key == key)).first()
+            if row is None:
+                session.add(IdempotentCreate(connection_id=connection_id, key=key, fingerprint=fingerprint,
+                                             status="sending", owner=owner, created_at=now, updated_at=now))
+                return None
+            if row.fingerprint != fingerprint:
+                raise ValidationFailed(
+                    "this idempotency_key was used for another create (other entity or data) in the last "
+                    f"{24 * IDEMPOTENCY_KEY_DAYS} hours: use a new key for a new record",
+                    code="idempotency_key_reused", fields=["idempotency_key"])
+            if row.status == "done":
+                return row.record
+            if row.status == "sending" and owner_alive(row.owner) and now - row.updated_at < SENDING_STALE:
+                raise IdempotencyKeyInUse("the first create with this idempotency_key is still being sent: "
+                                          "ask again in a moment")
+            if not self.provider.info.idempotent_creates:
+                raise CreateOutcomeUnknown(
+                    f"the first create with this idempotency_key got no answer from {self.provider.name} (or the "
+                    f"hub stopped while sending it): the record may exist there. Look for it before creating it "
+                    f"again, with a new key")
+            # The provider tells a create sent again by its key: send it again.
+            row.status, row.owner, row.updated_at = "sending", owner, now
+            session.add(row)
+            return None
+
+    def _settle_key(self, key: str, owner: str, record: dict[str, Any] | None, unknown: bool) -> None:
+        """Keep what the create made (``record``), that its outcome is
+        ``unknown``, or free the key (refused: nothing was made)."""
+        with self.hub.session() as session:
+            lock(session, f"idempotency/{self.connection.id}/{key}")
+            query = select(IdempotentCreate).where(IdempotentCreate.connection_id == self.connection.id,
+                                                   IdempotentCreate.key == key, IdempotentCreate.owner == owner)
+            row = session.exec(query).first()
+            if row is None:
+                return  # (taken over meanwhile, after SENDING_STALE: that request settles it)
+            if record is None and not unknown:
+                session.delete(row)
+            else:
+                row.status, row.record, row.updated_at = ("done" if record is not None else "uncertain"), record, \
+                    utcnow()
+                session.add(row)
+            session.commit()
 
     async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self._writable(entity, "supports_update", "updating")

@@ -4,7 +4,7 @@ from typing import Any
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from hub.api.bodies import HubRoute
@@ -55,9 +55,17 @@ async def list_records(
 
 @router.post("/entities/{entity}/records", response_model=RecordResponse, status_code=201,
              operation_id="create_record")
-async def create_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, body: RecordWrite):
+async def create_record(hub: HubDep, org: OrgDep, connection_id: str, entity: str, body: RecordWrite,
+                        response: Response):
+    """Create a record at the provider. With an `idempotency_key`, the same
+    request sent again (its answer lost) answers the record made the first
+    time, with `Idempotent-Replayed: true`, instead of making another."""
     service = await _service(hub, org.id, connection_id)
-    record = await service.create(entity, body.data, body.idempotency_key)
+    if body.idempotency_key is None:
+        return {"success": True, "record": await service.create(entity, body.data)}
+    record, replayed = await service.create_once(entity, body.data, body.idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return {"success": True, "record": record}
 
 

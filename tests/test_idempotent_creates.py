@@ -1,0 +1,139 @@
+"""A create through the records API with the client's idempotency key is
+made once, whatever the provider: sent again (its answer lost), it answers
+the record made the first time; with other data it is refused; when the first
+got no answer, a provider that cannot tell a create sent twice is not sent it
+again. On SQLite and PostgreSQL, over real HTTP to the example's fake."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from sqlmodel import select
+
+from hub.models import IdempotentCreate, utcnow
+from hub.sync.leases import ACTIVE, new_owner
+from hub.types import ProviderUnavailable
+from tests.conftest import API
+from tests.test_example_end_to_end import connect
+
+
+def notes_url(connection):
+    return f"{API}/connections/{connection['id']}/entities/notes/records"
+
+
+def titled(fake, title):
+    return [n for n in fake.state.notes.rows.values() if n["title"] == title]
+
+
+def test_the_same_create_sent_again_answers_the_first_record(client, auth, example_fake):
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    body = {"data": {"title": "once"}, "idempotency_key": "order-42"}
+    first = client.post(notes_url(connection), json=body, headers=auth)
+    again = client.post(notes_url(connection), json=body, headers=auth)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["record"] == first.json()["record"]
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert len(titled(fake, "once")) == 1
+    # Another key, or none, is another record.
+    client.post(notes_url(connection), json={**body, "idempotency_key": "order-43"}, headers=auth)
+    client.post(notes_url(connection), json={"data": {"title": "once"}}, headers=auth)
+    assert len(titled(fake, "once")) == 3
+
+
+def test_the_key_with_other_data_is_refused(client, auth, example_fake):
+    connection = connect(client, auth)
+    client.post(notes_url(connection), json={"data": {"title": "a"}, "idempotency_key": "k-1"}, headers=auth)
+    reused = client.post(notes_url(connection), json={"data": {"title": "b"}, "idempotency_key": "k-1"}, headers=auth)
+    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused", reused.text
+    assert reused.json()["fields"] == ["idempotency_key"]
+    assert titled(example_fake[1], "b") == []
+
+
+def test_a_refused_create_frees_its_key(client, auth, example_fake):
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    fake.state.fail_next, fake.state.fail_status = 1, 400
+    body = {"data": {"title": "after a refusal"}, "idempotency_key": "k-2"}
+    assert client.post(notes_url(connection), json=body, headers=auth).status_code == 422
+    made = client.post(notes_url(connection), json=body, headers=auth)
+    assert made.status_code == 201 and "Idempotent-Replayed" not in made.headers, made.text
+    assert len(titled(fake, "after a refusal")) == 1
+
+
+def test_a_create_without_an_answer_is_sent_again_only_where_the_provider_dedupes(
+        client, auth, hub_app, example_fake, monkeypatch):
+    """The example honours Idempotency-Key: sent again, it answers the first
+    note. Without that, the record may exist: the hub says so rather than
+    make a second."""
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    hub = hub_app.state.hub
+    call = hub.call
+    lose = {"answers": 1}
+
+    async def answer_lost(provider, hook, ctx, **kwargs):
+        result = await call(provider, hook, ctx, **kwargs)
+        if hook == "create_record" and lose["answers"]:
+            lose["answers"] -= 1
+            raise ProviderUnavailable("no answer (lost on its way back)", maybe_applied=True)
+        return result
+
+    monkeypatch.setattr(hub, "call", answer_lost)
+    body = {"data": {"title": "lost"}, "idempotency_key": "k-3"}
+    lost = client.post(notes_url(connection), json=body, headers=auth)
+    assert lost.status_code == 503 and lost.json()["code"] == "provider_unavailable", lost.text
+    again = client.post(notes_url(connection), json=body, headers=auth)
+    assert again.status_code == 201, again.text
+    assert [again.json()["record"]["id"]] == [n["id"] for n in titled(fake, "lost")]
+
+    provider = hub.provider("example")
+    monkeypatch.setattr(provider, "info", dataclasses.replace(provider.info, idempotent_creates=False))
+    lose["answers"] = 1
+    body = {"data": {"title": "lost again"}, "idempotency_key": "k-4"}
+    assert client.post(notes_url(connection), json=body, headers=auth).status_code == 503
+    unknown = client.post(notes_url(connection), json=body, headers=auth)
+    assert unknown.status_code == 409 and unknown.json()["code"] == "create_outcome_unknown", unknown.text
+    assert "may exist there" in unknown.json()["error"]
+    assert len(titled(fake, "lost again")) == 1
+
+
+def test_a_create_under_way_or_abandoned(client, auth, hub_app, example_fake, monkeypatch):
+    """The first request still sending: ask again later. Its process gone
+    (killed mid-call): sent again where the provider dedupes, else unknown."""
+    connection = connect(client, auth)
+    hub = hub_app.state.hub
+    sending = new_owner()
+    ACTIVE.add(sending.rsplit(":", 1)[-1])
+    body = {"data": {"title": "raced"}, "idempotency_key": "k-5"}
+    try:
+        _first_request(hub, connection, body, owner=sending)
+        busy = client.post(notes_url(connection), json=body, headers=auth)
+        assert busy.status_code == 409 and busy.json()["code"] == "idempotency_key_in_use", busy.text
+    finally:
+        ACTIVE.discard(sending.rsplit(":", 1)[-1])
+    resent = client.post(notes_url(connection), json=body, headers=auth)  # its process is gone: sent again
+    assert resent.status_code == 201 and len(titled(example_fake[1], "raced")) == 1, resent.text
+
+    provider = hub.provider("example")
+    monkeypatch.setattr(provider, "info", dataclasses.replace(provider.info, idempotent_creates=False))
+    body = {"data": {"title": "killed"}, "idempotency_key": "k-6"}
+    _first_request(hub, connection, body, owner="elsewhere:1:gone")
+    with hub.session() as session:  # (another machine's process: stale after SENDING_STALE)
+        row = session.exec(select(IdempotentCreate).where(IdempotentCreate.key == "k-6")).one()
+        row.updated_at = utcnow().replace(year=2000)  # (its key itself is recent: kept)
+        session.add(row)
+        session.commit()
+    unknown = client.post(notes_url(connection), json=body, headers=auth)
+    assert unknown.status_code == 409 and unknown.json()["code"] == "create_outcome_unknown", unknown.text
+
+
+def _first_request(hub, connection, body, owner):
+    """The row a first request with ``body`` left while sending."""
+    with hub.session() as session:
+        session.add(IdempotentCreate(
+            connection_id=connection["id"], key=body["idempotency_key"], status="sending", owner=owner,
+            fingerprint=hashlib.sha256(json.dumps(["notes", body["data"]], sort_keys=True).encode()).hexdigest()))
+        session.commit()
