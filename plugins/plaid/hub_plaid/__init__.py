@@ -550,6 +550,7 @@ async def verify_webhook(ctx, request):
         raise WebhookRejected("malformed delivery body") from None
     if item_id and ctx.config.get("item_id") not in (None, item_id):
         raise WebhookRejected("the delivery is for another Plaid item")
+    _check_age(ctx, claims)  # (last: its answer, webhook_stale, is the only one that tells a connection exists)
     # The JWT covers the body (request_body_sha256) and when it was signed (iat).
     digest = hashlib.sha256(f"{item_id}|{kind}|{code}|{request.header('Plaid-Verification')}".encode()).hexdigest()
     occurred = datetime.fromtimestamp(claims["iat"], timezone.utc)
@@ -592,7 +593,8 @@ def _item_warning(code: str, body: dict[str, Any]) -> str:
 
 
 async def _verified_claims(ctx, request) -> dict[str, Any]:
-    """Plaid-Verification: an ES256 JWT over the body's SHA-256, signed with a key Plaid serves by kid."""
+    """Plaid-Verification: an ES256 JWT over the body's SHA-256, signed with a key Plaid serves by kid.
+    Its age is :func:`_check_age`'s, once the delivery is known to be this connection's."""
     token = request.header("Plaid-Verification")
     if not token:
         raise WebhookRejected("missing Plaid-Verification header")
@@ -617,13 +619,17 @@ async def _verified_claims(ctx, request) -> dict[str, Any]:
     iat = claims["iat"]
     if not isinstance(iat, (int, float)) or isinstance(iat, bool) or not math.isfinite(iat):
         raise WebhookRejected("Plaid-Verification's iat is not a time")
-    age = time.time() - iat
+    return claims
+
+
+def _check_age(ctx, claims: dict[str, Any]) -> None:
+    """The signed delivery's ``iat`` within the tolerance (a little skew allowed)."""
+    age = time.time() - claims["iat"]
     if age < -IAT_LEEWAY_SECONDS:
         raise WebhookRejected(f"Plaid-Verification was signed {-age:.0f} s in the future (iat ahead of the hub's "
                               f"clock by more than {IAT_LEEWAY_SECONDS} s): check the hub's clock")
     if age > ctx.provider.webhook_tolerance_seconds:
         raise WebhookRejected("the delivery is too old", code="webhook_stale")
-    return claims
 
 
 async def _verification_key(ctx, kid: str) -> jwt.PyJWK:

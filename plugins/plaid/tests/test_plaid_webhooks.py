@@ -242,6 +242,12 @@ def test_forged_stale_and_malformed_deliveries_are_rejected(client, fake, connec
     # Stale and tampered: the body is checked before the age (webhook_stale would say the connection exists).
     stale_tampered = client.post(URL, content=stale_body + b" ", headers=stale_headers)
     assert (stale_tampered.status_code, stale_tampered.json()["code"]) == (401, "webhook_rejected")
+    # An old genuine delivery of another item, sent to this connection: refused as any other.
+    elsewhere, elsewhere_headers = fake.signed_delivery(fake.webhook("item-of-another-hub", "TRANSACTIONS",
+                                                                     "SYNC_UPDATES_AVAILABLE"),
+                                                        iat=int(time.time()) - 301)
+    misrouted = client.post(f"{URL}?connection_id={connection['id']}", content=elsewhere, headers=elsewhere_headers)
+    assert (misrouted.status_code, misrouted.json()["code"]) == (401, "webhook_rejected"), misrouted.text
     assert client.post(URL, content=body, headers={"Content-Type": "application/json"}).status_code == 401
     assert post(**{"Plaid-Verification": "not-a-jwt"}) == (401, "webhook_rejected")
     hs256 = jwt.encode({"iat": int(time.time())}, "x" * 32, algorithm="HS256", headers={"kid": fake.current_kid})
