@@ -137,3 +137,27 @@ def _first_request(hub, connection, body, owner):
             connection_id=connection["id"], key=body["idempotency_key"], status="sending", owner=owner,
             fingerprint=hashlib.sha256(json.dumps(["notes", body["data"]], sort_keys=True).encode()).hexdigest()))
         session.commit()
+
+
+def test_a_record_with_values_json_does_not_hold_is_kept_as_the_api_showed_it(
+        client, auth, hub_app, example_fake, monkeypatch):
+    """A plugin may answer a datetime: kept as the API wrote it out, not a
+    500 after the record was made."""
+    from datetime import datetime, timezone
+
+    connection = connect(client, auth)
+    hub = hub_app.state.hub
+    call = hub.call
+
+    async def with_a_time(provider, hook, ctx, **kwargs):
+        result = await call(provider, hook, ctx, **kwargs)
+        return {**result, "seen_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)} \
+            if hook == "create_record" else result
+
+    monkeypatch.setattr(hub, "call", with_a_time)
+    body = {"data": {"title": "timed"}, "idempotency_key": "k-7"}
+    first = client.post(notes_url(connection), json=body, headers=auth)
+    again = client.post(notes_url(connection), json=body, headers=auth)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json() == first.json() and first.json()["record"]["seen_at"] == "2026-01-02T03:04:05Z"
+    assert again.headers["Idempotent-Replayed"] == "true"

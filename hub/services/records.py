@@ -6,11 +6,13 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_jsonable_python
 from sqlmodel import select
 
 from hub.models import Connection, IdempotentCreate, utcnow
@@ -20,6 +22,8 @@ from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.sync.store import kept_record, lock, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
 from hub.types import HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly, ValidationFailed
+
+log = logging.getLogger("hub.records")
 
 MAX_PAGE_SIZE = 250
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -143,7 +147,12 @@ class RecordService:
                 unknown = _maybe_created(exc) and not self.provider.info.idempotent_creates
                 await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown))
                 raise
-            await asyncio.to_thread(self._settle_key, key, owner, record, False)
+            try:
+                await asyncio.to_thread(self._settle_key, key, owner, to_jsonable_python(record, fallback=str), False)
+            except Exception:
+                # Made: the client gets it. Its key stays "sending" and, its process gone, reads as a
+                # create without an answer (sent again where the provider dedupes, else unknown).
+                log.exception("the outcome of a create with idempotency key %r could not be kept", key)
             return record, False
         finally:
             ACTIVE.discard(token)
