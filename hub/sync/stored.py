@@ -404,15 +404,15 @@ def discard_change(hub: Hub, connection: Connection, config: SyncConfig, record_
         if row.local_op is None:
             raise ValidationFailed(f"the {config.entity} record {record_id} has no change waiting to be pushed",
                                    code="no_pending_change")
-        running = row.push_status == SENDING and running(session, connection.id)
+        under_way = row.push_status == SENDING and running(session, connection.id)
         if row.remote_id is None and (row.push_status == SENDING or row.sent_change) and (
-                running or config.direction != "pull"):
+                under_way or config.direction != "pull"):
             # (The next push settles it: sends it again with its key, or marks it failed. A pull
             # config never pushes: discarding is the only way out, and a record made after all
             # comes with the next pull.)
             raise PendingCreate(f"the {config.entity} record {record_id} is being created at {connection.provider}; "
                                 f"its outcome is not known yet")
-        if running:
+        if under_way:
             # (No run under way: a hub stopped in the middle of the push left it so.)
             raise PushUnderWay(f"the change of the {config.entity} record {record_id} is being pushed to "
                                f"{connection.provider} right now; try again in a moment")
