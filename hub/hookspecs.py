@@ -345,8 +345,10 @@ def create_record(
     Only called when the entity's schema has ``supports_create``.
 
     :param data: the fields to set, in the provider's names.
-    :param idempotency_key: a key unique to this create, stable across the
-        core's retries; send it where the provider supports idempotency.
+    :param idempotency_key: a key unique to this create and connection
+        (ASCII, at most 68 characters), stable across the core's retries and
+        re-sends; send it where the provider supports idempotency. A
+        client's own key reaches the plugin derived from it, never as typed.
     :returns: the created record, including its id.
     :raises ValidationFailed: the provider rejected the data.
     """

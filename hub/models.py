@@ -247,8 +247,9 @@ class ConnectionPublic(BaseModel):
         "Records changed on both sides that wait for a decision (sync configs with the `review` policy): "
         "`GET .../sync-configs/{sid}/conflicts` lists them."))
     last_webhook_at: datetime | None = Field(default=None, description=(
-        "When the last verified webhook delivery for this connection arrived (null: none yet): whether the "
-        "provider's webhooks reach the hub."))
+        "When the last verified webhook event for this connection arrived, among the events kept "
+        "(`HUB_WEBHOOK_RETENTION_DAYS`; a duplicate delivery does not count): whether the provider's webhooks "
+        "reach the hub. Null: none in that time."))
     created_at: datetime
     updated_at: datetime
 
@@ -362,6 +363,11 @@ class SyncConflict(SQLModel, table=True):
     """A record changed on both sides since the last sync: both versions kept."""
 
     __tablename__ = "sync_conflicts"
+    __table_args__ = (
+        # A connection's open conflicts counted for each answer about it, among many resolved ones.
+        sa.Index("ix_sync_conflicts_open", "connection_id", sqlite_where=sa.text("status = 'open'"),
+                 postgresql_where=sa.text("status = 'open'")),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     connection_id: str = Field(**_CASCADE_CONNECTION)

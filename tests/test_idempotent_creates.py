@@ -161,3 +161,46 @@ def test_a_record_with_values_json_does_not_hold_is_kept_as_the_api_showed_it(
     assert first.status_code == again.status_code == 201, (first.text, again.text)
     assert again.json() == first.json() and first.json()["record"]["seen_at"] == "2026-01-02T03:04:05Z"
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_an_empty_key_is_no_key(client, auth, example_fake):
+    connection = connect(client, auth)
+    for title in ("first", "second"):
+        made = client.post(notes_url(connection), json={"data": {"title": title}, "idempotency_key": ""}, headers=auth)
+        assert made.status_code == 201 and "Idempotent-Replayed" not in made.headers, made.text
+    assert len(titled(example_fake[1], "first")) == len(titled(example_fake[1], "second")) == 1
+
+
+def test_the_provider_gets_a_key_of_this_connection_only(client, auth, hub_app, example_fake):
+    """Providers scope keys by account, which two organizations' connections
+    may share: the same client key must not reach another's record there."""
+    from tests.conftest import make_org
+
+    fake = example_fake[1]
+    other = make_org(hub_app, "other")
+    ours, theirs = connect(client, auth), connect(client, other)
+    client.post(notes_url(ours), json={"data": {"title": "x"}, "idempotency_key": "order-1"}, headers=auth)
+    client.post(notes_url(theirs), json={"data": {"title": "x"}, "idempotency_key": "order-1"}, headers=other)
+    sent = list(fake.state.idempotency)
+    assert len(titled(fake, "x")) == 2 and len(set(sent)) == 2 and "order-1" not in sent
+    assert all(key.startswith("api-") and len(key) == 68 for key in sent)
+
+
+def test_kept_outcomes_are_purged_after_their_day(hub_app, client, auth, example_fake):
+    from datetime import timedelta
+
+    from hub.sync.scheduler import Scheduler, SyncService
+    from hub.sync.worker import LocalExecutor
+
+    connection = connect(client, auth)
+    client.post(notes_url(connection), json={"data": {"title": "old"}, "idempotency_key": "k-8"}, headers=auth)
+    client.post(notes_url(connection), json={"data": {"title": "new"}, "idempotency_key": "k-9"}, headers=auth)
+    hub = hub_app.state.hub
+    with hub.session() as session:
+        row = session.exec(select(IdempotentCreate).where(IdempotentCreate.key == "k-8")).one()
+        row.created_at = utcnow() - timedelta(days=1, minutes=1)
+        session.add(row)
+        session.commit()
+    Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(utcnow())
+    with hub.session() as session:
+        assert set(session.exec(select(IdempotentCreate.key))) == {"k-9"}

@@ -137,12 +137,20 @@ class RecordService:
         token = owner.rsplit(":", 1)[-1]
         ACTIVE.add(token)  # (owner_alive: this process is still sending it)
         try:
-            made = await asyncio.to_thread(self._claim_key, key, fingerprint, owner)
+            claim = asyncio.ensure_future(asyncio.to_thread(self._claim_key, key, fingerprint, owner))
+            try:
+                made = await asyncio.shield(claim)
+            except asyncio.CancelledError:
+                # Cancelled while the key was being taken: nothing was sent, so it is freed (left
+                # "sending", its process gone, it would read as a create without an answer).
+                if await asyncio.gather(claim, return_exceptions=True) == [None]:
+                    await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, False))
+                raise
             if made is not None:
                 return made, True
             try:
                 record = await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
-                                             idempotency_key=key)
+                                             idempotency_key=self._provider_key(key))
             except BaseException as exc:
                 unknown = _maybe_created(exc) and not self.provider.info.idempotent_creates
                 await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown))
@@ -156,6 +164,12 @@ class RecordService:
             return record, False
         finally:
             ACTIVE.discard(token)
+
+    def _provider_key(self, key: str) -> str:
+        """The key the plugin sends for the client's ``key``: of this
+        connection only (a provider scopes keys by account, which two
+        organizations' connections may share), and unlike sync's own."""
+        return "api-" + hashlib.sha256(f"{self.connection.id}:{key}".encode()).hexdigest()
 
     def _claim_key(self, key: str, fingerprint: str, owner: str) -> dict[str, Any] | None:
         """Take ``key`` for this request: None to send it, or the record a

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, utcnow
+from hub.models import Connection, IdempotentCreate, SyncConfig, SyncRun, WebhookEvent, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue, waited_for
 from hub.sync.store import purge_tombstones
@@ -206,10 +206,15 @@ class Scheduler:
         """Drop tombstones older than ``sync_tombstone_days``, finished runs
         older than ``sync_log_retention_days`` and webhook events applied or
         ignored more than ``webhook_retention_days`` ago (0 keeps each for
-        good), and OAuth states expired for a day. Returns the tombstones dropped."""
+        good), OAuth states expired for a day and create outcomes kept past
+        their idempotency keys' day. Returns the tombstones dropped."""
         from hub.services.oauth import purge_states
+        from hub.services.records import IDEMPOTENCY_KEY_DAYS
 
         purge_states(self.hub, now - timedelta(days=1))
+        creates = IdempotentCreate.__table__
+        # (They hold the records made, personal data: kept no longer than their keys are honoured.)
+        _purge(self.hub, creates, creates.c.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS))
         settings = self.hub.settings
         runs, events = SyncRun.__table__, WebhookEvent.__table__
         for what, table, done, when, days in (

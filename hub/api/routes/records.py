@@ -61,7 +61,7 @@ async def create_record(hub: HubDep, org: OrgDep, connection_id: str, entity: st
     request sent again (its answer lost) answers the record made the first
     time, with `Idempotent-Replayed: true`, instead of making another."""
     service = await _service(hub, org.id, connection_id)
-    if body.idempotency_key is None:
+    if not body.idempotency_key:  # ("" as none, as before keys were kept)
         return {"success": True, "record": await service.create(entity, body.data)}
     record, replayed = await service.create_once(entity, body.data, body.idempotency_key)
     if replayed:

@@ -1,4 +1,4 @@
-"""the outcome of record creates that carried the client's idempotency key
+"""the outcome of record creates that carried the client's idempotency key; an index of open conflicts
 
 Revision ID: 0014
 Revises: 0013
@@ -31,8 +31,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_idempotent_creates_connection_created", "idempotent_creates",
                     ["connection_id", "created_at"], unique=False)
+    # A connection's open conflicts, counted for each answer about it (GET /connections).
+    op.create_index("ix_sync_conflicts_open", "sync_conflicts", ["connection_id"], unique=False,
+                    sqlite_where=sa.text("status = 'open'"), postgresql_where=sa.text("status = 'open'"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sync_conflicts_open", table_name="sync_conflicts")
     op.drop_index("ix_idempotent_creates_connection_created", table_name="idempotent_creates")
     op.drop_table("idempotent_creates")

@@ -5,9 +5,7 @@ take them for deleted and waiting changes would be pushed to the other."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 
 import httpx
@@ -198,49 +196,6 @@ def test_unreadable_credentials_of_a_connection_that_predates_accounts_can_be_re
                           headers=auth)
     assert replaced.status_code == 200, replaced.text
     assert replaced.json()["connection"]["provider_account"] == "acct_1Fake (test mode)"
-
-
-def test_two_puts_at_once_leave_the_key_and_its_account_together(hub_app, start_fake, connect, monkeypatch):
-    """Each decides under the connection's lock, on the row as the other
-    left it: without it the later one kept its key and the earlier one's
-    account (audit)."""
-    from hub.services import connections as service
-
-    start_fake(keys=KEYS)
-    connection = connect()
-    hub = hub_app.state.hub
-    provider = hub.provider("stripe")
-    with hub.session() as session:
-        organization_id = session.get(Connection, connection["id"]).organization_id
-    both_read = threading.Barrier(2, timeout=1)
-    find = type(hub).find_connection
-
-    def find_then_wait(self, session, organization, connection_id):
-        found = find(self, session, organization, connection_id)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_read.wait()  # (with the lock, the second cannot read before the first commits: times out)
-        return found
-
-    monkeypatch.setattr(type(hub), "find_connection", find_then_wait)
-    outcomes = {}
-
-    def put(key, account):
-        try:
-            outcomes[key] = service._apply_update(hub, provider, organization_id, connection["id"], {}, None,
-                                                  {"api_key": key}, (account, "acct_1Fake (test mode)"))
-        except Exception as exc:  # noqa: BLE001 - what each got is the point
-            outcomes[key] = exc
-
-    threads = [threading.Thread(target=put, args=(OTHER, "acct_1Other (test mode)")),
-               threading.Thread(target=put, args=(ROLLED, "acct_1Fake (test mode)"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    with hub.session() as session:
-        row = session.get(Connection, connection["id"])
-    key = hub.cipher.decrypt_json(row.credentials_encrypted)["api_key"]
-    assert row.provider_account == f"{KEYS[key]} (test mode)", (key, row.provider_account, outcomes)
 
 
 def _forget_account(hub_app, connection, **also):
