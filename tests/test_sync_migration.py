@@ -5,7 +5,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -248,3 +248,58 @@ def test_listing_pages_read_an_index_in_their_order_not_a_sort_of_everything(dat
         assert "ix_webhook_events_connection_received" in plans["events"] and "TEMP B-TREE" not in plans["events"]
         # A later page starts at its cursor in the index, not at the newest event.
         assert "received_at<?" in plans["events"], plans
+
+
+def test_a_connections_open_conflicts_and_last_webhook_are_read_from_indexes(database_url):
+    """Every answer about connections counts their open conflicts and finds
+    their newest webhook event: from indexes, not by reading every event and
+    conflict kept (a GROUP BY took 90 ms for 300,000 events on PostgreSQL)."""
+    from hub.services.connections import public
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    with Session(engine) as session:
+        session.add(Organization(id="org1", name="acme"))
+        session.flush()
+        for connection_id in ("quiet", "busy"):
+            session.add(Connection(id=connection_id, organization_id="org1", provider="example", category="x",
+                                   name=connection_id))
+        session.commit()
+    with engine.begin() as db:
+        db.execute(SyncRecord.__table__.insert(), [
+            {"id": f"r{i:05d}", "connection_id": "busy", "entity": "notes", "remote_id": str(i), "data": {},
+             "deleted": False, "local_version": 0, "push_attempts": 0, "updated_at": datetime(2026, 1, 1)}
+            for i in range(3000)])
+        db.execute(SyncConflict.__table__.insert(), [
+            {"id": f"c{i:05d}", "connection_id": "busy", "entity": "notes", "record_id": f"r{i:05d}",
+             "policy": "review", "status": "open" if i % 100 == 0 else "resolved",
+             "created_at": datetime(2026, 1, 1)} for i in range(3000)])
+        db.execute(WebhookEvent.__table__.insert(), [
+            {"id": f"e{i:05d}", "provider": "example", "dedup_key": f"d{i}", "connection_id": "busy",
+             "type": "note.updated", "action": "changed", "status": "processed", "attempts": 0,
+             "received_at": datetime(2026, 1, 1, 0, i // 60 % 60, i % 60)} for i in range(3000)])
+        if db.dialect.name == "postgresql":
+            db.exec_driver_sql("ANALYZE")
+    seen: list[tuple[str, object]] = []
+
+    def note(_conn, _cursor, statement, parameters, _context, _many):
+        if "webhook_events" in statement:
+            seen.append((statement, parameters))
+
+    class Hub:  # what public() uses of one
+        def session(self):
+            return Session(engine)
+
+    with Session(engine) as session:
+        rows = [session.get(Connection, "quiet"), session.get(Connection, "busy")]
+    sa.event.listen(engine, "before_cursor_execute", note)
+    quiet, busy = public(Hub(), rows)
+    sa.event.remove(engine, "before_cursor_execute", note)
+    assert (quiet.open_conflicts, quiet.last_webhook_at) == (0, None)
+    assert busy.open_conflicts == 30 and busy.last_webhook_at == datetime(2026, 1, 1, 0, 49, 59, tzinfo=timezone.utc)
+    [(statement, parameters)] = seen
+    with engine.connect() as db:
+        explain = "EXPLAIN QUERY PLAN" if db.dialect.name == "sqlite" else "EXPLAIN"
+        plan = " | ".join(str(row[-1]) for row in db.exec_driver_sql(f"{explain} {statement}", parameters))
+    assert "ix_webhook_events_connection_received" in plan and "ix_sync_conflicts_open" in plan, plan
+    assert "Seq Scan on webhook_events" not in plan and "HashAggregate" not in plan, plan
