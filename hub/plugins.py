@@ -322,6 +322,12 @@ def schema_problems(schema: EntitySchema) -> list[str]:
     if schema.id_field not in names:
         problems.append(f"its id_field {schema.id_field!r} is not among its fields {names}: add it, or set "
                         f"id_field to the field that holds the provider's id")
+    if schema.listed_for_days is not None and (not isinstance(schema.listed_for_days, int)
+                                               or schema.listed_for_days < 2 or not schema.created_field):
+        problems.append("its listed_for_days must be a number of days (2 or more) with a created_field "
+                        "naming the creation time the window counts from")
+    if schema.created_field and not _declared_path(schema, schema.created_field):
+        problems.append(f"its created_field {schema.created_field!r} is not among its fields")
     if schema.updated_field and not _declared_path(schema, schema.updated_field):
         problems.append(f"its updated_field {schema.updated_field!r} is not among its fields {names} "
                         f"(a dotted path names a sub-field of an object field)")

@@ -96,6 +96,11 @@ class EntitySchema:
     ``since_on_creation``: ``list_records``'s ``since`` filters on creation
     time (Stripe's ``created[gte]``), so sync never pulls increments by it (a
     change to an older record would be missed): its passes are full ones.
+    ``listed_for_days``: the provider lists only the records created in the
+    last that many days (Shopify's orders without ``read_all_orders``: 60);
+    ``created_field`` holds a record's creation time (ISO 8601). A full pass
+    then takes a record it did not see for deleted only if it was created
+    within the window (a day's margin): older ones aged out of the listing.
     """
 
     name: str
@@ -109,6 +114,8 @@ class EntitySchema:
     supports_delete: bool = False
     supports_since: bool = False
     since_on_creation: bool = False
+    listed_for_days: int | None = None
+    created_field: str | None = None
 
     @property
     def readonly(self) -> bool:
@@ -138,6 +145,7 @@ class EntitySchema:
             "supports_delete": self.supports_delete,
             "supports_since": self.supports_since,
             "since_on_creation": self.since_on_creation,
+            "listed_for_days": self.listed_for_days,
             "readonly": self.readonly,
             "fields": [f.public() for f in self.fields],
         }
@@ -149,7 +157,7 @@ class ProviderInfo:
 
     ``urls`` maps names to URL templates formatted with the connection's config,
     its declared ``config_fields`` only (for example
-    ``{"api": "https://{shop}/admin/api/2025-01"}``); the operator
+    ``{"api": "https://{shop}/admin/api/2026-10"}``); the operator
     can point every URL at another origin (a fake server, a proxy) with the
     provider setting ``origin``. ``webhook_tolerance_seconds`` bounds how old a
     signed delivery may be. ``supports_pkce`` makes the core send a PKCE

@@ -303,3 +303,36 @@ def test_a_connections_open_conflicts_and_last_webhook_are_read_from_indexes(dat
         plan = " | ".join(str(row[-1]) for row in db.exec_driver_sql(f"{explain} {statement}", parameters))
     assert "ix_webhook_events_connection_received" in plan and "ix_sync_conflicts_open" in plan, plan
     assert "Seq Scan on webhook_events" not in plan and "HashAggregate" not in plan, plan
+
+
+def test_a_full_pass_ages_out_records_older_than_the_listing_window(database_url):
+    """Where the provider lists only recent records (``listed_for_days``),
+    the sweep after a full pass leaves older unseen records alone, on both
+    databases' JSON (creation times with any offset, or none at all)."""
+    from datetime import timedelta
+
+    from hub.sync.store import sweep_unseen
+    from hub.types import EntityField, EntitySchema
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    created = {"aged": "2026-09-01T10:00:00-05:00", "edge": (now - timedelta(days=58)).isoformat(),
+               "young": "2026-11-20T23:30:00-05:00", "undated": None}
+    with Session(engine) as session:
+        session.add(Organization(id="org1", name="acme"))
+        session.flush()
+        session.add(Connection(id="shop", organization_id="org1", provider="shopify", category="x", name="s"))
+        session.flush()
+        for name, when in created.items():
+            session.add(SyncRecord(connection_id="shop", entity="orders", remote_id=name,
+                                   data={"id": name, "created_at": when} if when else {"id": name},
+                                   last_seen_at=now - timedelta(days=1)))
+        session.commit()
+        schema = EntitySchema("orders", "Orders", (EntityField("id"), EntityField("created_at", "datetime")),
+                              listed_for_days=60, created_field="created_at")
+        counts = sweep_unseen(session, connection_id="shop", entity="orders", seen_since=now, now=now,
+                              policy="provider_wins", schema=schema)
+        session.commit()
+        gone = {r.remote_id for r in session.exec(select(SyncRecord).where(SyncRecord.deleted.is_(True)))}
+    assert counts.deleted == 3 and gone == {"edge", "young", "undated"}

@@ -66,6 +66,9 @@ class EntityOut(BaseModel):
     supports_delete: bool
     supports_since: bool
     since_on_creation: bool
+    listed_for_days: int | None = Field(default=None, description=(
+        "The provider lists only the records created in the last that many days (Shopify's orders without "
+        "`read_all_orders`): a full sync pass does not take older records it no longer sees for deleted."))
     readonly: bool
     fields: list[FieldOut]
 

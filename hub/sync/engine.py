@@ -931,7 +931,7 @@ class SyncEngine:
         if plan.mode == "full":
             if plan.sweep:
                 swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
-                                     seen_since=plan.started_at, now=now, policy=policy)
+                                     seen_since=plan.started_at, now=now, policy=policy, schema=schema)
             state.last_full_pass_at = now
         newest = state.pass_max_updated
         if schema.supports_since and schema.updated_field and not schema.since_on_creation and newest is not None:

@@ -598,14 +598,20 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
 
 
 def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_since: datetime, now: datetime,
-                 policy: str) -> Counts:
+                 policy: str, schema: EntitySchema | None = None) -> Counts:
     """After a complete full pass: records the provider no longer lists are
     deleted there. One the tenant changed meanwhile is a conflict settled by
     ``policy`` (as a deletion event would be), not a change left to fail at
-    the next push."""
+    the next push. Where ``schema`` says the provider lists only recent
+    records (``listed_for_days``), older ones are not deleted, only aged out."""
     unseen = (_records.c.connection_id == connection_id, _records.c.entity == entity,
               _records.c.deleted.is_(False), _records.c.remote_id.is_not(None),
               sa.or_(_records.c.last_seen_at.is_(None), _records.c.last_seen_at < seen_since))
+    if schema is not None and schema.listed_for_days and schema.created_field:
+        created = _records.c.data[tuple(schema.created_field.split("."))].as_string()
+        # Compared by date (ISO 8601 text, whatever its offset): a day's margin covers the offsets.
+        cutoff = (now - timedelta(days=schema.listed_for_days - 1)).date().isoformat()
+        unseen += (sa.or_(created.is_(None), sa.func.substr(created, 1, 10) >= cutoff),)
     changed = [remote_id for (remote_id,) in session.execute(
         sa.select(_records.c.remote_id).where(*unseen, _records.c.push_status.in_(LOCAL_CHANGE)))]
     result = session.execute(

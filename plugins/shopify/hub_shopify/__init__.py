@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -47,7 +48,11 @@ from hub_shopify.fields import (
     F,
 )
 
-DEFAULT_API_VERSION = "2025-01"
+log = logging.getLogger("hub.shopify")
+
+#: Shopify supports a stable version for a year at least, then silently serves the oldest one it
+#: still supports instead (its X-Shopify-API-Version says which): keep this one current.
+DEFAULT_API_VERSION = "2026-10"
 SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 CALLBACK_MAX_AGE = 24 * 3600  # what Shopify's own libraries accept for an OAuth callback
 MAX_LIMIT = 250
@@ -83,6 +88,9 @@ INFO = ProviderInfo(
 
 # Every field of the 2025-01 REST resources, with the sub-fields of the objects whose keys
 # Shopify documents (hub_shopify.fields says which stay open, and why).
+#: Shopify lists the orders of the last 60 days to apps without read_all_orders: older ones age
+#: out of full passes rather than being taken for deleted.
+ORDERS_LISTED_FOR_DAYS = 60
 SCHEMAS = [
     EntitySchema("products", "Products", PRODUCT_FIELDS, updated_field="updated_at", supports_create=True,
                  supports_update=True, supports_delete=True, supports_since=True),
@@ -93,7 +101,7 @@ SCHEMAS = [
                              "edit). Shopify serves the last 60 days of orders to apps without its read_all_orders "
                              "scope, which Shopify grants on request.",
                  updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-                 supports_since=True),
+                 supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS, created_field="created_at"),
     EntitySchema("customers", "Customers", CUSTOMER_FIELDS, updated_field="updated_at", supports_create=True,
                  supports_update=True, supports_delete=True, supports_since=True),
     EntitySchema("inventory_levels", "Inventory levels", INVENTORY_LEVEL_FIELDS,
@@ -104,7 +112,9 @@ SCHEMAS = [
     EntitySchema("fulfillments", "Fulfillments", FULFILLMENT_FIELDS,
                  description="Filter by order_id; without it they are read from the orders they belong to. "
                              "Create them with the create_fulfillment action.",
-                 updated_field="updated_at", supports_since=True),
+                 # (Read from the orders Shopify lists: a fulfillment of an older order ages out with it.)
+                 updated_field="updated_at", supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS,
+                 created_field="created_at"),
     EntitySchema("collections", "Custom collections", COLLECTION_FIELDS, updated_field="updated_at",
                  supports_create=True, supports_update=True, supports_delete=True, supports_since=True),
     EntitySchema("locations", "Locations", LOCATION_FIELDS),
@@ -203,8 +213,10 @@ async def exchange_code(ctx, code, params):
         raise AuthFailed("the callback is missing its timestamp or is older than 24 hours", code="callback_expired")
     if _shop(params.get("shop")) != ctx.config.get("shop"):
         raise AuthFailed("the callback names another shop than the one the flow started with", code="shop_mismatch")
-    credentials = await _token(ctx, {"code": code, **({"expiring": "1"} if ctx.settings.get("expiring") == "1"
-                                                      else {})})
+    # Expiring offline tokens by default: Shopify requires them of public apps from 1 January 2027
+    # (HUB_SHOPIFY_EXPIRING=0 for an app that still gets the other kind).
+    expiring = ctx.settings.get("expiring", "1") != "0"
+    credentials = await _token(ctx, {"code": code, **({"expiring": "1"} if expiring else {})})
     missing = _missing_scopes(INFO.scopes, credentials.config.get("scope") or "")
     if missing:
         # Granted less than asked (the merchant's URL edited, say): the connection would fail
@@ -311,12 +323,35 @@ async def _page(ctx, resource: str, page_size: int, cursor: str | None, filters:
         filters = {"page_info": cursor, **{k: v for k, v in filters.items() if k == "fields"}}
     response = await ctx.http.get(ctx.url("api", path=f"/{resource}.json"),
                                   params={**filters, "limit": min(page_size, MAX_LIMIT)})
+    _note_version(ctx, response)
     next_url = response.links.get("next", {}).get("url")
     next_cursor = parse_qs(urlsplit(next_url).query).get("page_info", [None])[0] if next_url else None
     if next_url and not next_cursor:
         # A next page without the way to it: ending here would take the rest for deleted.
         raise ProviderError(f"Shopify linked a next page of {resource} without its page_info")
     return read_json(response, resource.rsplit("/", 1)[-1]), next_cursor
+
+
+_versions_noted: set[tuple[str, str]] = set()
+
+
+def _note_version(ctx, response) -> None:
+    """Warn (once a process) when Shopify served another API version than the
+    one asked for (it was retired: the answers follow a newer schema than the
+    plugin's), or says the call is deprecated."""
+    asked = urlsplit(str(response.request.url)).path.split("/")[3] if response.request else None
+    served = response.headers.get("X-Shopify-API-Version")
+    deprecated = response.headers.get("X-Shopify-API-Deprecated-Reason")
+    for note in ((asked, served) if served and asked and served != asked else None,
+                 ("deprecated", deprecated) if deprecated else None):
+        if note and note not in _versions_noted:
+            _versions_noted.add(note)
+            if note[0] == "deprecated":
+                log.warning("Shopify says a call of %s is deprecated: %s", ctx.config.get("shop"), deprecated)
+            else:
+                log.warning("Shopify served API version %s for %s instead of %s, which it no longer supports: set "
+                            "HUB_SHOPIFY_API_VERSION to a supported version (or upgrade hub-shopify)",
+                            served, ctx.config.get("shop"), asked)
 
 
 #: Most ids Shopify takes in inventory_levels.json's location_ids (and inventory_item_ids).

@@ -29,6 +29,10 @@ Second knob: ``app.state.call_limit_header`` (default True). False leaves the
 ``X-Shopify-Shop-Api-Call-Limit`` header out of every answer (the bucket still
 refuses with 429 and ``Retry-After``): what the hub learns from that header
 alone, it then does not learn.
+
+Third knob: ``app.state.orders_window_days`` (default None: every order is
+listed). A number lists only the orders created in that many last days, as
+Shopify serves apps without the ``read_all_orders`` scope (60 days).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from hub.testing.fakes import LeakyBucket, Table
 SHOP = "hub-test.myshopify.com"
 CLIENT_ID = "shopify-test-client-id"
 CLIENT_SECRET = "shpss_test_client_secret"
-API_VERSION = "2025-01"
+API_VERSION = "2026-10"
 SHOP_TZ = timezone(timedelta(hours=-5))  # Shopify writes times in the shop's zone
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 THROTTLED = "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
@@ -516,8 +520,11 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
     app.state.requests = app.state.throttled = app.state.refreshes = 0
     app.state.lose_next = app.state.lost = 0  # the fault knob (module docstring) and its count
     app.state.call_limit_header = True  # the second knob (module docstring)
+    app.state.orders_window_days = None  # the third knob (module docstring)
     app.state.posts = collections.Counter()  # Admin API POSTs by path
     app.state.versions = collections.Counter()  # API versions requested
+    #: The versions it answers in (a request for another gets the oldest of them).
+    app.state.supported_versions = {"2026-01", "2026-04", "2026-07", API_VERSION}
     app.state.seed_clock = itertools.count()
     seed_products(app, products)
 
@@ -526,7 +533,15 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         if not request.url.path.startswith("/admin/api"):
             return await call_next(request)
         app.state.requests += 1
-        app.state.versions[request.url.path.split("/")[3]] += 1
+        asked = request.url.path.split("/")[3]
+        app.state.versions[asked] += 1
+        # A version Shopify no longer supports is answered in the oldest one it does, and says so.
+        served = asked if asked in app.state.supported_versions else min(app.state.supported_versions)
+        response = await _gate(request, call_next)
+        response.headers["X-Shopify-API-Version"] = served
+        return response
+
+    async def _gate(request: Request, call_next):
         token = request.headers.get("x-shopify-access-token", "")
         expiry = app.state.tokens.get(token, 0)
         if token not in app.state.tokens or (expiry and expiry < time.time()):
@@ -791,6 +806,9 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
 
     def filtered(resource: str, query: dict[str, str]) -> list[dict[str, Any]]:
         rows = list(store.levels.values()) if resource == "inventory_levels" else store.tables[resource].all()
+        if resource == "orders" and app.state.orders_window_days:
+            oldest = datetime.now(SHOP_TZ) - timedelta(days=app.state.orders_window_days)
+            rows = [r for r in rows if datetime.fromisoformat(r["created_at"]) >= oldest]
         if resource == "orders":
             status = query.get("status", "open")
             if status == "open":

@@ -50,13 +50,13 @@ def test_round_trip_connects_the_shop_and_tests_it(shopify):
     connection = shopify.get(f"{API}/connections/{result['connection_id']}").json()["connection"]
     assert connection["status"] == "connected"
     assert connection["config"] == {"shop": SHOP, "scope": ",".join(INFO.scopes)}
-    assert connection["token_expires_at"] is None
+    assert connection["token_expires_at"] is not None  # expiring offline tokens unless told otherwise
     assert not any(token in str(connection) for token in shopify.shop.state.tokens)
     tested = shopify.post(f"{API}/connections/{result['connection_id']}/test")
     assert tested.status_code == 200
     assert tested.json()["details"] == {"account": SHOP, "shop": SHOP, "name": "Hub Test Shop", "plan": "basic"}
     assert tested.json()["connection"]["provider_account"] == SHOP
-    assert dict(shopify.shop.state.versions) == {"2025-01": 1}
+    assert dict(shopify.shop.state.versions) == {fake.API_VERSION: 1}
 
 
 @pytest.mark.parametrize("tamper", ["hmac", "code", "timestamp"])
@@ -152,7 +152,9 @@ def test_expiring_tokens_refresh_and_rotation_is_saved(shopify):
     assert connection["status"] == "expired" and "refresh token is invalid" in connection["last_error"]
 
 
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "0"}])
 def test_revoked_token_fails_the_connection_test(shopify):
+    """(A token that does not expire: nothing to renew it with.)"""
     connection_id = shopify.connect()
     shopify.shop.state.tokens.clear()
     response = shopify.post(f"{API}/connections/{connection_id}/test")

@@ -5,8 +5,13 @@ hub's 500."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from hub.testing import wait_for_run
 from hub.testing.fakes import Scripted
+from hub_shopify import testing as fake
 
 API = "/api/v1/integrations"
 
@@ -24,7 +29,7 @@ def test_a_next_page_linked_without_its_page_info_fails_the_pass_and_deletes_not
     first = pull(shopify, connection_id)
     assert first["status"] == "succeeded" and first["created"] == 23, first
     page = sorted(shopify.shop.state.store.tables["products"].all(), key=lambda p: p["id"])[:5]
-    products = "/admin/api/2025-01/products.json"
+    products = f"/admin/api/{fake.API_VERSION}/products.json"
     scripted.script(products.rsplit("/", 1)[1], (200, {"products": page},
                                                  {"Link": f'<{shop_url}{products}?limit=250>; rel="next"'}))
     run = pull(shopify, connection_id, full=True)
@@ -54,3 +59,15 @@ def test_nan_in_a_providers_json_reads_as_null_not_a_500(shopify, shop_server):
     listed = shopify.get(shopify.records(connection_id, "products"))
     assert listed.status_code == 200, listed.text
     assert listed.json()["records"] == [{"id": 1, "title": "Odd", "vendor": None}]
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "API_VERSION": "2024-01"}])
+def test_a_version_shopify_no_longer_serves_is_logged(shopify, caplog):
+    """Shopify answers a retired version in the oldest one it supports: the
+    answers follow a newer schema than asked, which the operator must hear of."""
+    connection_id = shopify.connect()
+    with caplog.at_level(logging.WARNING, logger="hub.shopify"):
+        assert pull(shopify, connection_id)["status"] == "succeeded"
+        assert pull(shopify, connection_id)["status"] == "succeeded"
+    noted = [r.getMessage() for r in caplog.records if "no longer supports" in r.getMessage()]
+    assert len(noted) == 1 and "served API version 2026-01" in noted[0] and "instead of 2024-01" in noted[0]
