@@ -478,8 +478,21 @@ async def delete_record(ctx, entity, record_id):
     return True
 
 
+#: Answers about the shop itself, which last until its owner acts: the connection is in error
+#: with Shopify's reason rather than each call failing as the provider's own error (502).
+SHOP_UNAVAILABLE = {
+    402: ("shop_frozen", "Shopify: the shop is frozen (its bill is unpaid): nothing can be read or written "
+                         "until its owner pays it"),
+    423: ("shop_locked", "Shopify: the shop is locked (by Shopify, or closed by its owner): nothing can be read or "
+                         "written until it is unlocked"),
+}
+
+
 @hookimpl
 def describe_error(response):
+    if response.status_code in SHOP_UNAVAILABLE:
+        code, message = SHOP_UNAVAILABLE[response.status_code]
+        return AuthFailed(message, code=code)
     try:
         body = response.json()
     except ValueError:

@@ -71,3 +71,15 @@ def test_a_version_shopify_no_longer_serves_is_logged(shopify, caplog):
         assert pull(shopify, connection_id)["status"] == "succeeded"
     noted = [r.getMessage() for r in caplog.records if "no longer supports" in r.getMessage()]
     assert len(noted) == 1 and "served API version 2026-01" in noted[0] and "instead of 2024-01" in noted[0]
+
+
+@pytest.mark.parametrize(("status", "code"), [(402, "shop_frozen"), (423, "shop_locked")])
+def test_a_frozen_or_locked_shop_puts_the_connection_in_error_with_the_reason(shopify, shop_server, status, code):
+    switch, _shop_url = shop_server
+    scripted = switch.app = Scripted(shopify.shop)
+    connection_id = shopify.connect()
+    scripted.script("products.json", (status, {"errors": "Unavailable Shop"}))
+    answer = shopify.get(f"{API}/connections/{connection_id}/entities/products/records")
+    assert (answer.status_code, answer.json()["code"]) == (424, code), answer.text
+    connection = shopify.get(f"{API}/connections/{connection_id}").json()["connection"]
+    assert connection["status"] == "error" and "until" in connection["last_error"], connection
