@@ -195,10 +195,14 @@ class Hub:
         endpoint_limits = provider.info.endpoint_rate_limits if connection is not None else {}
         if ctx.settings.get("endpoint_rate_limits", "").lower() in ("off", "0", "false"):
             endpoint_limits = {}  # the operator's account has other limits (or a test's fake has none)
+        # A provider limits calls per account (Shopify: per app and shop), which two organizations'
+        # connections may share: they share its buckets, or together they would send twice its rate.
+        paced = f"account|{provider.name}|{connection.webhook_key}" if connection is not None and \
+            connection.webhook_key else key
         return ProviderHTTP(
-            self.pool.client(key), self.pool.limiter(key, rate_limit),
+            self.pool.client(key), self.pool.limiter(paced, rate_limit),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
-            retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(key, endpoint_limits),
+            retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(paced, endpoint_limits),
         )
 
     # -- token refresh

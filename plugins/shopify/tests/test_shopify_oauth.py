@@ -335,3 +335,18 @@ def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(sho
     assert not [t for t, expiry in shopify.shop.state.tokens.items() if expiry is None or expiry > time.time()]
     with hub.session() as session:
         assert session.exec(select(PendingRevocation)).all() == []
+
+
+def test_two_organizations_connected_to_one_shop_share_its_rate_limit(shopify):
+    """Shopify's bucket is per app and shop: two connections each pacing
+    itself at the shop's rate would send it twice that, into 429s."""
+    first, _second_org, second = connect_twice(shopify)
+    hub = shopify.hub_app.state.hub
+    provider = hub.provider("shopify")
+    with hub.session() as session:
+        contexts = [hub.context(provider, session.get(Connection, cid)) for cid in (first, second)]
+    assert contexts[0].http.limiter is contexts[1].http.limiter is not None
+    other = Connection(organization_id="x", provider="shopify", category="ecommerce", name="other",
+                       config={"shop": "other-shop.myshopify.com"}, webhook_key="other-shop.myshopify.com",
+                       credentials_encrypted=hub.cipher.encrypt_json({"access_token": "t"}))
+    assert hub.context(provider, other).http.limiter is not contexts[0].http.limiter
