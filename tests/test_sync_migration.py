@@ -203,15 +203,7 @@ def test_listing_pages_read_an_index_in_their_order_not_a_sort_of_everything(dat
     from hub.services.webhooks import list_events
     from hub.sync import stored
 
-    engine = make_engine(database_url)
-    migrate(engine)
-    with Session(engine) as session:
-        session.add(Organization(id="org1", name="acme"))
-        session.flush()
-        for connection_id in ("small", "big"):
-            session.add(Connection(id=connection_id, organization_id="org1", provider="example", category="x",
-                                   name=connection_id))
-        session.commit()
+    engine = _migrated_with_connections(database_url, *("small", "big"))
     with engine.begin() as db:  # the big tenant's ids after the small one's, as they are created
         db.execute(SyncRecord.__table__.insert(), [
             {"id": f"{i:08d}", "connection_id": "small" if i < 4000 else "big", "entity": "notes",
@@ -256,15 +248,7 @@ def test_a_connections_open_conflicts_and_last_webhook_are_read_from_indexes(dat
     conflict kept (a GROUP BY took 90 ms for 300,000 events on PostgreSQL)."""
     from hub.services.connections import public
 
-    engine = make_engine(database_url)
-    migrate(engine)
-    with Session(engine) as session:
-        session.add(Organization(id="org1", name="acme"))
-        session.flush()
-        for connection_id in ("quiet", "busy"):
-            session.add(Connection(id=connection_id, organization_id="org1", provider="example", category="x",
-                                   name=connection_id))
-        session.commit()
+    engine = _migrated_with_connections(database_url, *("quiet", "busy"))
     with engine.begin() as db:
         db.execute(SyncRecord.__table__.insert(), [
             {"id": f"r{i:05d}", "connection_id": "busy", "entity": "notes", "remote_id": str(i), "data": {},
@@ -314,16 +298,11 @@ def test_a_full_pass_ages_out_records_older_than_the_listing_window(database_url
     from hub.sync.store import sweep_unseen
     from hub.types import EntityField, EntitySchema
 
-    engine = make_engine(database_url)
-    migrate(engine)
+    engine = _migrated_with_connections(database_url, "shop")
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     created = {"aged": "2026-09-01T10:00:00-05:00", "edge": (now - timedelta(days=58)).isoformat(),
                "young": "2026-11-20T23:30:00-05:00", "undated": None}
     with Session(engine) as session:
-        session.add(Organization(id="org1", name="acme"))
-        session.flush()
-        session.add(Connection(id="shop", organization_id="org1", provider="shopify", category="x", name="s"))
-        session.flush()
         for name, when in created.items():
             session.add(SyncRecord(connection_id="shop", entity="orders", remote_id=name,
                                    data={"id": name, "created_at": when} if when else {"id": name},
@@ -336,3 +315,17 @@ def test_a_full_pass_ages_out_records_older_than_the_listing_window(database_url
         session.commit()
         gone = {r.remote_id for r in session.exec(select(SyncRecord).where(SyncRecord.deleted.is_(True)))}
     assert counts.deleted == 3 and gone == {"edge", "young", "undated"}
+
+
+def _migrated_with_connections(database_url: str, *connection_ids: str) -> sa.Engine:
+    """A database migrated to the head, with an organization holding these connections."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    with Session(engine) as session:
+        session.add(Organization(id="org1", name="acme"))
+        session.flush()
+        for connection_id in connection_ids:
+            session.add(Connection(id=connection_id, organization_id="org1", provider="example", category="x",
+                                   name=connection_id))
+        session.commit()
+    return engine
