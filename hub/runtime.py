@@ -197,8 +197,9 @@ class Hub:
             endpoint_limits = {}  # the operator's account has other limits (or a test's fake has none)
         # A provider limits calls per account (Shopify: per app and shop), which two organizations'
         # connections may share: they share its buckets, or together they would send twice its rate.
-        paced = f"account|{provider.name}|{connection.webhook_key}" if connection is not None and \
-            connection.webhook_key else key
+        # (A saved connection's: the account of one being created is what its user typed, untested.)
+        shared = connection is not None and connection.webhook_key and sa.inspect(connection).has_identity
+        paced = f"account|{provider.name}|{connection.webhook_key}" if shared else key
         return ProviderHTTP(
             self.pool.client(key), self.pool.limiter(paced, rate_limit),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,

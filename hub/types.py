@@ -100,7 +100,7 @@ class EntitySchema:
     last that many days (Shopify's orders without ``read_all_orders``: 60);
     ``created_field`` holds a record's creation time (ISO 8601). A full pass
     then takes a record it did not see for deleted only if it was created
-    within the window (a day's margin): older ones aged out of the listing.
+    within the window (two days' margin): older ones aged out of the listing.
     """
 
     name: str

@@ -300,7 +300,9 @@ def test_a_full_pass_ages_out_records_older_than_the_listing_window(database_url
 
     engine = _migrated_with_connections(database_url, "shop")
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    east = timezone(timedelta(hours=13))  # (its local date is a day ahead of UTC's)
     created = {"aged": "2026-09-01T10:00:00-05:00", "edge": (now - timedelta(days=58)).isoformat(),
+               "aged_east": (now - timedelta(days=60, hours=2)).astimezone(east).isoformat(),
                "young": "2026-11-20T23:30:00-05:00", "undated": None}
     with Session(engine) as session:
         for name, when in created.items():

@@ -609,8 +609,9 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
               sa.or_(_records.c.last_seen_at.is_(None), _records.c.last_seen_at < seen_since))
     if schema is not None and schema.listed_for_days and schema.created_field:
         created = _records.c.data[tuple(schema.created_field.split("."))].as_string()
-        # Compared by date (ISO 8601 text, whatever its offset): a day's margin covers the offsets.
-        cutoff = (now - timedelta(days=schema.listed_for_days - 1)).date().isoformat()
+        # Compared by date (ISO 8601 text in whatever offset, up to +14:00): two days' margin
+        # cover the offsets and the rounding to a date.
+        cutoff = (now - timedelta(days=schema.listed_for_days - 2)).date().isoformat()
         unseen += (sa.or_(created.is_(None), sa.func.substr(created, 1, 10) >= cutoff),)
     changed = [remote_id for (remote_id,) in session.execute(
         sa.select(_records.c.remote_id).where(*unseen, _records.c.push_status.in_(LOCAL_CHANGE)))]

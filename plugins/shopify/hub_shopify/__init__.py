@@ -1,5 +1,5 @@
-"""Shopify through the Admin REST API: OAuth per shop (optionally with expiring
-offline tokens), products, orders, customers, inventory levels, fulfillments,
+"""Shopify through the Admin REST API: OAuth per shop (expiring offline tokens
+unless told otherwise), products, orders, customers, inventory levels, fulfillments,
 custom collections and locations, Link-header cursor pagination, the per-shop
 leaky bucket, and HMAC-signed webhooks. Its fake shop is :mod:`hub_shopify.testing`."""
 
@@ -112,9 +112,9 @@ SCHEMAS = [
     EntitySchema("fulfillments", "Fulfillments", FULFILLMENT_FIELDS,
                  description="Filter by order_id; without it they are read from the orders they belong to. "
                              "Create them with the create_fulfillment action.",
-                 # (Read from the orders Shopify lists: a fulfillment of an older order ages out with it.)
+                 # (Read from the orders Shopify lists: a fulfillment ages out with its order.)
                  updated_field="updated_at", supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS,
-                 created_field="created_at"),
+                 created_field="order_created_at"),
     EntitySchema("collections", "Custom collections", COLLECTION_FIELDS, updated_field="updated_at",
                  supports_create=True, supports_update=True, supports_delete=True, supports_since=True),
     EntitySchema("locations", "Locations", LOCATION_FIELDS),
@@ -339,7 +339,7 @@ def _note_version(ctx, response) -> None:
     """Warn (once a process) when Shopify served another API version than the
     one asked for (it was retired: the answers follow a newer schema than the
     plugin's), or says the call is deprecated."""
-    asked = urlsplit(str(response.request.url)).path.split("/")[3] if response.request else None
+    asked = next(iter(re.findall(r"/admin/api/([^/]+)/", urlsplit(str(response.request.url)).path)), None)
     served = response.headers.get("X-Shopify-API-Version")
     deprecated = response.headers.get("X-Shopify-API-Deprecated-Reason")
     for note in ((asked, served) if served and asked and served != asked else None,
@@ -422,9 +422,11 @@ async def list_records(ctx, entity, cursor, page_size, filters, since):
     if entity == "fulfillments" and not filters.get("order_id"):
         # Shopify lists fulfillments per order only: the shop's come embedded in its orders.
         orders, next_cursor = await _page(ctx, "orders", page_size, cursor,
-                                          {**filters, "status": "any", "fields": "id,fulfillments"})
-        return Page(records=[f for o in orders for f in o.get("fulfillments") or []
-                             if not since or _at_or_after(f, since)], next_cursor=next_cursor)
+                                          {**filters, "status": "any", "fields": "id,created_at,fulfillments"})
+        # Each with its order's creation time: it is listed as long as its order is (60 days).
+        return Page(records=[{**f, "order_created_at": o.get("created_at")} for o in orders
+                             for f in o.get("fulfillments") or [] if not since or _at_or_after(f, since)],
+                    next_cursor=next_cursor)
     if entity == "fulfillments":
         resource = f"orders/{_number(filters.pop('order_id'), 'order_id')}/fulfillments"
     chosen = filters.get("inventory_item_ids") or filters.get("location_ids")

@@ -264,4 +264,7 @@ LOCATION_FIELDS = (
     GRAPHQL_ID, CREATED, UPDATED,
 )
 
-FULFILLMENT_FIELDS = FULFILLMENT
+FULFILLMENT_FIELDS = FULFILLMENT + (
+    RO("order_created_at", "datetime",
+       description="when its order was created (the hub's, from the order, on the shop's fulfillments listed "
+                   "without order_id): Shopify lists them as long as it lists their order"),)
