@@ -214,7 +214,7 @@ def test_a_refused_connection_leaves_no_rate_limit_bucket_of_the_account_it_name
     start_fake(keys=KEYS)
     for attempt in range(3):
         refused = client.post(f"{API}/connections", json={
-            "provider": "stripe", "credentials": {"api_key": "sk_test_wrong"}, "config": {"account": f"acct_junk{attempt}"}},
-            headers=auth)
+            "provider": "stripe", "credentials": {"api_key": "sk_test_wrong"},
+            "config": {"account": f"acct_junk{attempt}"}}, headers=auth)
         assert refused.status_code == 424, refused.text
     assert not [key for key in hub_app.state.hub.pool._limiters if key.startswith("account|")]
