@@ -368,8 +368,8 @@ def _check_account(session: Any, provider: Provider, connection: Connection, acc
         details={"account": account, "connected": current})
 
 
-def _apply_update(hub: Hub, provider: Provider | None, organization_id: str, connection_id: str, changes: dict[str, Any],
-                  config: dict[str, Any] | None, secrets: dict[str, Any] | None,
+def _apply_update(hub: Hub, provider: Provider | None, organization_id: str, connection_id: str,
+                  changes: dict[str, Any], config: dict[str, Any] | None, secrets: dict[str, Any] | None,
                   tested_account: tuple[str | None, str | None] | None = None) -> Connection:
     """``tested_account``: ``(account, known)`` when the change was tested,
     the account it reaches and the one the connection's current credentials
