@@ -338,6 +338,13 @@ class WebhookEvent:
     ``PENDING_EXPIRATION``, consent about to expire). ``message`` says why,
     for people; the core shows it as the connection's ``last_error``, or, of a
     warning, as its ``warning`` (its ``status`` unchanged).
+
+    :data:`REDACTED`: privacy law asks that the record be erased (Shopify's
+    ``customers/redact``): the core deletes its stored copy (changes and
+    conflicts too) and empties the bodies of the connection's webhook events
+    about it; with no ``entity``, every record of the connection
+    (``shop/redact``). Give such an event no ``record`` and an empty
+    ``raw``: the request itself names the person.
     """
 
     dedup_key: str
@@ -355,6 +362,8 @@ class WebhookEvent:
 CONNECTION_BROKEN = "connection_error"
 CONNECTION_REPAIRED = "reconnected"
 CONNECTION_WARNING = "connection_warn"
+#: Webhook action: erase the record (or, with no entity, the connection's records) for privacy law.
+REDACTED = "redacted"
 
 
 # ---------------------------------------------------------------- errors

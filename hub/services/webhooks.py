@@ -22,8 +22,8 @@ from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEve
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.store import MAX_RECORD_ID
-from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, HubError, NotFound, ProviderError,
-                       WebhookRejected)
+from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, REDACTED, HubError, NotFound,
+                       ProviderError, WebhookRejected)
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
@@ -552,7 +552,7 @@ class WebhookProcessor:
 
     def _apply(self, session: Session, event: Any, now: datetime, result: BatchResult,
                context: dict[Any, Any]) -> str | Waiting:
-        from hub.sync.store import apply_deletions, apply_records
+        from hub.sync.store import apply_deletions, apply_records, erase
 
         provider = self.hub.registry.providers.get(event.provider)
         if provider is None:
@@ -566,6 +566,12 @@ class WebhookProcessor:
         connection = context[event.connection_id]
         if connection is not None and event.action in _CONNECTION_ACTIONS:
             return self._connection_news(session, connection, event, now)
+        if connection is not None and event.action == REDACTED:
+            # (Whatever the sync configs say: the law asks it of every copy the hub keeps.)
+            if event.entity is not None and (event.entity not in provider.schemas or not event.record_id):
+                return "ignored"
+            erase(session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id)
+            return "processed"
         if connection is None or not event.entity or event.entity not in provider.schemas:
             return "ignored"
         schema = provider.schemas[event.entity]

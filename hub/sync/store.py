@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from hub.models import SyncConflict, SyncRecord
+from hub.models import SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
 from hub.types import EntityField, EntitySchema, ProviderError, ValidationFailed
@@ -625,6 +625,23 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
         counts.add(apply_deletions(session, connection_id=connection_id, entity=entity, policy=policy,
                                    remote_ids=changed, now=now))
     return counts
+
+
+def erase(session: Session, *, connection_id: str, entity: str | None, remote_id: str | None) -> int:
+    """Delete the stored copy of one record (``entity`` and ``remote_id``), or
+    of every record of the connection (``entity`` None), with its pending
+    change, its conflicts and the bodies of the webhook events about it: a
+    provider relaying a privacy-law request. Returns the records erased."""
+    records = [_records.c.connection_id == connection_id]
+    events = [WebhookEvent.connection_id == connection_id]
+    if entity is not None:
+        records += [_records.c.entity == entity, _records.c.remote_id == remote_id]
+        events += [WebhookEvent.entity == entity, WebhookEvent.record_id == remote_id]
+    ids = sa.select(_records.c.id).where(*records).scalar_subquery()
+    session.execute(sa.delete(SyncConflict).where(SyncConflict.record_id.in_(ids)))
+    erased = session.execute(sa.delete(_records).where(*records)).rowcount or 0
+    session.execute(sa.update(WebhookEvent).where(*events).values(raw=None, payload=None))
+    return erased
 
 
 def kept_record(deleted: Any) -> dict[str, Any] | None:

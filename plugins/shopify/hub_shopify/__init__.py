@@ -20,6 +20,7 @@ from hub import hookimpl
 from hub.http import read_json
 from hub.types import (
     CONNECTION_BROKEN,
+    REDACTED,
     Action,
     AuthFailed,
     Credentials,
@@ -607,6 +608,8 @@ def verify_webhook(ctx, request):
         raise WebhookRejected("malformed delivery: topic or body")
     dedup_key = (request.header("X-Shopify-Event-Id") or request.header("X-Shopify-Webhook-Id")
                  or hashlib.sha256(request.body).hexdigest())
+    if resource in ("customers", "shop") and verb in ("redact", "data_request"):
+        return _compliance_events(dedup_key, resource, verb, payload, triggered)
     if (resource, verb) == ("app", "uninstalled"):
         # The shop removed the app: its access token no longer works.
         return [WebhookEvent(dedup_key=dedup_key, type="app.uninstalled", action=CONNECTION_BROKEN,
@@ -621,6 +624,29 @@ def verify_webhook(ctx, request):
         record_id=None if payload.get("id") is None else str(payload["id"]),
         record=None if action == "deleted" else payload, occurred_at=triggered, raw=payload,
     )]
+
+
+def _compliance_events(dedup_key: str, resource: str, verb: str, payload: dict[str, Any],
+                       occurred: datetime) -> list[WebhookEvent]:
+    """Shopify's mandatory privacy topics. ``customers/redact`` erases the
+    customer and the orders it names; ``shop/redact`` (48 hours after the app
+    was uninstalled) every record of the shop; ``customers/data_request`` is
+    kept for the tenant's app to answer (the ids only), as the hub holds no
+    more than the shop does. None keeps the person's details in its body."""
+    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    orders = [o for o in payload.get("orders_to_redact") or payload.get("orders_requested") or []
+              if isinstance(o, (int, str)) and not isinstance(o, bool)]
+    if verb == "data_request":
+        asked = {"customer_id": customer.get("id"), "orders_requested": orders,
+                 "data_request_id": (payload.get("data_request") or {}).get("id")
+                 if isinstance(payload.get("data_request"), dict) else None}
+        return [WebhookEvent(dedup_key=dedup_key, type="customer.data_request", occurred_at=occurred, raw=asked)]
+    if resource == "shop":
+        return [WebhookEvent(dedup_key=dedup_key, type="shop.redact", action=REDACTED, occurred_at=occurred)]
+    erased = [("customers", customer.get("id"))] + [("orders", order) for order in orders]
+    return [WebhookEvent(dedup_key=f"{dedup_key}:{entity}:{record_id}", type=f"{entity.removesuffix('s')}.redact",
+                         entity=entity, action=REDACTED, record_id=str(record_id), occurred_at=occurred)
+            for entity, record_id in erased if record_id not in (None, "")]
 
 
 def topic(event_type: str) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlmodel import select
 
 from hub.models import WebhookEvent
+from hub.testing import wait_for_run
 from hub.services.orgs import create_organization
 from hub_shopify import testing as fake
 from hub_shopify.testing import deliveries, signed_delivery
@@ -228,3 +229,63 @@ def test_fulfil_an_order_with_tracking(shopify):
     across_orders = shopify.get(fulfillments).json()["records"]
     assert [f["id"] for f in by_order] == [f["id"] for f in across_orders] == [fulfillment["id"]]
     assert shopify.get(f"{fulfillments}/{fulfillment['id']}").json()["code"] == "fulfillment_needs_order"
+
+
+def test_privacy_requests_erase_what_the_hub_keeps_of_the_person_or_shop(shopify):
+    """Shopify's mandatory compliance topics: customers/redact erases the
+    customer and the orders it names (stored records and the bodies of their
+    webhook events), shop/redact every record of the shop; none keeps the
+    person's details. Sync configs do not matter: the law asks it of every copy."""
+    store = shopify.shop.state.store
+    customer = store.add_customer({"email": "ada@example.com", "first_name": "Ada"})
+    other = store.add_customer({"email": "grace@example.com", "first_name": "Grace"})
+    order = store.add_order({"line_items": [{"title": "Board", "price": "1.00", "quantity": 1}],
+                             "email": "ada@example.com"})
+    connection_id = shopify.connect()
+    for entity in ("customers", "orders"):
+        run = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": entity}).json()["run"]
+        assert wait_for_run(shopify.client, shopify.auth, connection_id, run["id"])["status"] == "succeeded"
+    url = f"{API}/webhooks/shopify"
+    updated = signed_delivery("customers/update", {**customer, "note": "seen"}, event_id="evt-c")
+    assert shopify.client.post(url, content=updated[0], headers=updated[1]).json()["received"] == 1
+    _settled(shopify)
+
+    body, headers = signed_delivery("customers/redact", {
+        "shop_id": 1, "shop_domain": fake.SHOP, "customer": {"id": customer["id"], "email": "ada@example.com",
+                                                             "phone": "+15550001"},
+        "orders_to_redact": [order["id"]]}, event_id="evt-r")
+    assert shopify.client.post(url, content=body, headers=headers).json()["received"] == 2
+    _settled(shopify)
+    remaining = {(r.entity, r.remote_id) for r in _stored(shopify)}
+    assert ("customers", str(customer["id"])) not in remaining and ("orders", str(order["id"])) not in remaining
+    assert ("customers", str(other["id"])) in remaining  # (the shop's other records stay)
+    events = stored_events(shopify)
+    assert "ada@example.com" not in repr([(e.raw, e.payload) for e in events])
+    assert {(e.type, e.status) for e in events if e.action == "redacted"} == {
+        ("customer.redact", "processed"), ("order.redact", "processed")}
+
+    asked = signed_delivery("customers/data_request", {
+        "shop_id": 1, "shop_domain": fake.SHOP, "customer": {"id": 5, "email": "grace@example.com"},
+        "orders_requested": [7], "data_request": {"id": 9}}, event_id="evt-d")
+    assert shopify.client.post(url, content=asked[0], headers=asked[1]).json()["received"] == 1
+    [request] = [e for e in stored_events(shopify) if e.type == "customer.data_request"]
+    assert request.raw == {"customer_id": 5, "orders_requested": [7], "data_request_id": 9}
+
+    shop = signed_delivery("shop/redact", {"shop_id": 1, "shop_domain": fake.SHOP}, event_id="evt-s")
+    assert shopify.client.post(url, content=shop[0], headers=shop[1]).json()["received"] == 1
+    _settled(shopify)
+    assert _stored(shopify) == []
+
+
+def _stored(shopify):
+    from hub.models import SyncRecord
+
+    with shopify.hub_app.state.hub.session() as session:
+        return list(session.exec(select(SyncRecord)))
+
+
+def _settled(shopify, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while any(e.status == "pending" for e in stored_events(shopify)):
+        assert time.monotonic() < deadline, "events not applied"
+        time.sleep(0.05)
