@@ -319,6 +319,35 @@ def test_a_full_pass_ages_out_records_older_than_the_listing_window(database_url
     assert counts.deleted == 3 and gone == {"edge", "young", "undated"}
 
 
+def test_erasing_a_record_for_privacy_leaves_nothing_of_it(database_url):
+    """Its stored copy, its conflicts and the bodies of its webhook events go,
+    on both databases; the connection's other records stay (until all are erased)."""
+    from hub.sync.store import erase
+
+    engine = _migrated_with_connections(database_url, "shop")
+    with Session(engine) as session:
+        for remote_id in ("ada", "grace"):
+            record = SyncRecord(connection_id="shop", entity="customers", remote_id=remote_id,
+                                data={"email": f"{remote_id}@example.com"})
+            session.add(record)
+            session.flush()
+            session.add(SyncConflict(connection_id="shop", entity="customers", record_id=record.id,
+                                     remote_id=remote_id, policy="review", remote_data=record.data))
+            session.add(WebhookEvent(provider="shopify", dedup_key=remote_id, connection_id="shop",
+                                     type="customer.updated", entity="customers", record_id=remote_id,
+                                     payload=record.data, raw=record.data))
+        session.commit()
+        assert erase(session, connection_id="shop", entity="customers", remote_id="ada") == 1
+        session.commit()
+        assert [r.remote_id for r in session.exec(select(SyncRecord))] == ["grace"]
+        assert [c.remote_id for c in session.exec(select(SyncConflict))] == ["grace"]
+        bodies = {e.record_id: (e.raw, e.payload) for e in session.exec(select(WebhookEvent))}
+        assert bodies["ada"] == (None, None) and bodies["grace"][0] == {"email": "grace@example.com"}
+        assert erase(session, connection_id="shop", entity=None, remote_id=None) == 1
+        session.commit()
+        assert session.exec(select(SyncRecord)).all() == [] and session.exec(select(SyncConflict)).all() == []
+
+
 def _migrated_with_connections(database_url: str, *connection_ids: str) -> sa.Engine:
     """A database migrated to the head, with an organization holding these connections."""
     engine = make_engine(database_url)
