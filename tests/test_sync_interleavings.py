@@ -489,7 +489,8 @@ def test_a_conflict_found_while_the_update_fails_still_stands(hub, conn, ledger,
     ledger.during_update = lambda record_id, result: webhook(
         hub, conn, "updated", record=dict(ledger.put(record_id, {"name": "other"})))
     ledger.lose_answers = 1
-    sync(hub, conn, direction="push")
+    first = sync(hub, conn, direction="push")
+    assert first.failed == 0, (first.status, first.failed, first.error)  # settled on its way: no failure
     sync(hub, conn, direction="push")
     after = row(hub, conn, "it_00001")
     assert ledger.items["it_00001"]["name"] == "other"

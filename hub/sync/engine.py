@@ -1191,9 +1191,13 @@ class SyncEngine:
                 return False
             echo: SyncRecord | None = None
             if failure is not None:
-                counts.failed += 1
-                if row.push_status == CONFLICT or row.local_op is None:
-                    pass  # a conflict settled the change while it was on its way: that stands
+                # A conflict settled the change while it was on its way: that stands, and is no
+                # failure (the run's note would call it not pushed).
+                settled = row.push_status == CONFLICT or row.local_op is None
+                if not settled:
+                    counts.failed += 1
+                if settled:
+                    pass
                 elif (permanent and row.local_version != sent.local_version
                       and not isinstance(failure, ProviderUnavailable)):
                     # Refused, but the tenant changed the record since it was sent (fixed the value,
