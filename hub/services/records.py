@@ -125,8 +125,8 @@ class RecordService:
     async def create_once(self, entity: str, data: dict[str, Any], key: str) -> tuple[dict[str, Any], bool]:
         """Create with the client's idempotency ``key``: the same key and data
         again answers the record made the first time, ``(record, True)``,
-        for every provider (the plugin gets the key too, for a provider that
-        honours one). Other data with the key is ``idempotency_key_reused``;
+        for every provider (the plugin gets a key derived from it, for a
+        provider that honours one: :meth:`_provider_key`). Other data with the key is ``idempotency_key_reused``;
         the first still under way, ``idempotency_key_in_use``. A first that
         got no answer is sent again where the provider dedupes creates
         (``idempotent_creates``); elsewhere it may exist:
