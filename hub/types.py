@@ -341,8 +341,9 @@ class WebhookEvent:
 
     :data:`REDACTED`: privacy law asks that the record be erased (Shopify's
     ``customers/redact``): the core deletes its stored copy (changes and
-    conflicts too) and empties the bodies of the connection's webhook events
-    about it; with no ``entity``, every record of the connection
+    conflicts too), empties the bodies of the connection's webhook events
+    about it and keeps it known as erased (a late older delivery of it is
+    ignored, its body not kept); with no ``entity``, every record of the connection
     (``shop/redact``). Give such an event no ``record`` and an empty
     ``raw``: the request itself names the person.
     """

@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel, select
 
 from hub.crypto import Cipher
 from hub.db import DatabaseUnavailable, alembic_config, make_engine, migrate
-from hub.models import (Connection, Organization, SyncConfig, SyncConflict, SyncRecord, WebhookEvent,
+from hub.models import (Connection, IdempotentCreate, Organization, SyncConfig, SyncConflict, SyncRecord, WebhookEvent,
                         WebhookEventState)
 from hub.sync.store import record_hash
 
@@ -336,14 +336,20 @@ def test_erasing_a_record_for_privacy_leaves_nothing_of_it(database_url):
             session.add(WebhookEvent(provider="shopify", dedup_key=remote_id, connection_id="shop",
                                      type="customer.updated", entity="customers", record_id=remote_id,
                                      payload=record.data, raw=record.data))
+        for key, made in (("k1", {"id": 7, "email": "ada@example.com"}), ("k2", {"id": 8})):
+            session.add(IdempotentCreate(connection_id="shop", key=key, fingerprint="f", status="done", record=made))
         session.commit()
-        assert erase(session, connection_id="shop", entity="customers", remote_id="ada") == 1
+        now = datetime(2026, 11, 27, tzinfo=timezone.utc)
+        erase(session, connection_id="shop", entity="customers", remote_id="7", now=now)  # (made through the API)
+        assert [c.key for c in session.exec(select(IdempotentCreate))] == ["k2"]
+        assert erase(session, connection_id="shop", entity="customers", remote_id="ada", now=now) == 1
         session.commit()
-        assert [r.remote_id for r in session.exec(select(SyncRecord))] == ["grace"]
+        kept = {r.remote_id: (r.deleted, r.data) for r in session.exec(select(SyncRecord))}
+        assert kept == {"grace": (False, {"email": "grace@example.com"}), "ada": (True, {}), "7": (True, {})}
         assert [c.remote_id for c in session.exec(select(SyncConflict))] == ["grace"]
         bodies = {e.record_id: (e.raw, e.payload) for e in session.exec(select(WebhookEvent))}
         assert bodies["ada"] == (None, None) and bodies["grace"][0] == {"email": "grace@example.com"}
-        assert erase(session, connection_id="shop", entity=None, remote_id=None) == 1
+        assert erase(session, connection_id="shop", entity=None, remote_id=None, now=now) == 3
         session.commit()
         assert session.exec(select(SyncRecord)).all() == [] and session.exec(select(SyncConflict)).all() == []
 

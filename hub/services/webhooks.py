@@ -552,7 +552,7 @@ class WebhookProcessor:
 
     def _apply(self, session: Session, event: Any, now: datetime, result: BatchResult,
                context: dict[Any, Any]) -> str | Waiting:
-        from hub.sync.store import apply_deletions, apply_records, erase
+        from hub.sync.store import apply_deletions, apply_records, erase, is_erased
 
         provider = self.hub.registry.providers.get(event.provider)
         if provider is None:
@@ -570,8 +570,14 @@ class WebhookProcessor:
             # (Whatever the sync configs say: the law asks it of every copy the hub keeps.)
             if event.entity is not None and (event.entity not in provider.schemas or not event.record_id):
                 return "ignored"
-            erase(session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id)
+            erase(session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id, now=now,
+                  id_field=provider.schemas[event.entity].id_field if event.entity else "id")
             return "processed"
+        if connection is not None and event.entity in provider.schemas and event.record_id and is_erased(
+                session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id):
+            # A delivery about a record erased for privacy (a retry arriving late): nor its body is kept.
+            session.execute(sa.update(WebhookEvent).where(WebhookEvent.id == event.id).values(raw=None, payload=None))
+            return "ignored"
         if connection is None or not event.entity or event.entity not in provider.schemas:
             return "ignored"
         schema = provider.schemas[event.entity]

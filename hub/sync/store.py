@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from hub.models import SyncConflict, SyncRecord, WebhookEvent
+from hub.models import IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
 from hub.types import EntityField, EntitySchema, ProviderError, ValidationFailed
@@ -627,21 +627,43 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
     return counts
 
 
-def erase(session: Session, *, connection_id: str, entity: str | None, remote_id: str | None) -> int:
+#: The content hash of an erased record's mark: no data has it.
+ERASED = "erased"
+
+
+def erase(session: Session, *, connection_id: str, entity: str | None, remote_id: str | None, now: datetime,
+          id_field: str = "id") -> int:
     """Delete the stored copy of one record (``entity`` and ``remote_id``), or
     of every record of the connection (``entity`` None), with its pending
-    change, its conflicts and the bodies of the webhook events about it: a
-    provider relaying a privacy-law request. Returns the records erased."""
+    change, its conflicts, the bodies of the webhook events about it and the
+    kept outcome of its create through the API: a provider relaying a
+    privacy-law request. An erased record stays known as deleted as of
+    ``now``, without data: an older version of it arriving late (a webhook
+    retried for hours) must not bring it back. Returns the records erased."""
     records = [_records.c.connection_id == connection_id]
     events = [WebhookEvent.connection_id == connection_id]
+    creates = [IdempotentCreate.connection_id == connection_id]
     if entity is not None:
         records += [_records.c.entity == entity, _records.c.remote_id == remote_id]
         events += [WebhookEvent.entity == entity, WebhookEvent.record_id == remote_id]
+        creates += [IdempotentCreate.record[id_field].as_string() == remote_id]
     ids = sa.select(_records.c.id).where(*records).scalar_subquery()
     session.execute(sa.delete(SyncConflict).where(SyncConflict.record_id.in_(ids)))
     erased = session.execute(sa.delete(_records).where(*records)).rowcount or 0
     session.execute(sa.update(WebhookEvent).where(*events).values(raw=None, payload=None))
+    session.execute(sa.delete(IdempotentCreate).where(*creates))
+    if entity is not None and remote_id is not None:
+        session.add(SyncRecord(connection_id=connection_id, entity=entity, remote_id=remote_id, data={},
+                               content_hash=ERASED, deleted=True, deleted_at=now, remote_updated_at=now,
+                               updated_at=now))
     return erased
+
+
+def is_erased(session: Session, *, connection_id: str, entity: str, remote_id: str) -> bool:
+    """Whether the record was erased for privacy (:func:`erase`)."""
+    return session.execute(sa.select(_records.c.content_hash).where(
+        _records.c.connection_id == connection_id, _records.c.entity == entity,
+        _records.c.remote_id == remote_id)).scalar() == ERASED
 
 
 def kept_record(deleted: Any) -> dict[str, Any] | None:

@@ -634,19 +634,28 @@ def _compliance_events(dedup_key: str, resource: str, verb: str, payload: dict[s
     kept for the tenant's app to answer (the ids only), as the hub holds no
     more than the shop does. None keeps the person's details in its body."""
     customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
-    orders = [o for o in payload.get("orders_to_redact") or payload.get("orders_requested") or []
-              if isinstance(o, (int, str)) and not isinstance(o, bool)]
+    listed = payload.get("orders_to_redact") or payload.get("orders_requested")
+    orders = [i for i in map(_shopify_id, listed if isinstance(listed, list) else []) if i]
     if verb == "data_request":
-        asked = {"customer_id": customer.get("id"), "orders_requested": orders,
+        asked = {"customer_id": _shopify_id(customer.get("id")), "orders_requested": orders,
                  "data_request_id": (payload.get("data_request") or {}).get("id")
                  if isinstance(payload.get("data_request"), dict) else None}
         return [WebhookEvent(dedup_key=dedup_key, type="customer.data_request", occurred_at=occurred, raw=asked)]
     if resource == "shop":
         return [WebhookEvent(dedup_key=dedup_key, type="shop.redact", action=REDACTED, occurred_at=occurred)]
-    erased = [("customers", customer.get("id"))] + [("orders", order) for order in orders]
+    erased = [("customers", _shopify_id(customer.get("id")))] + [("orders", order) for order in orders]
     return [WebhookEvent(dedup_key=f"{dedup_key}:{entity}:{record_id}", type=f"{entity.removesuffix('s')}.redact",
-                         entity=entity, action=REDACTED, record_id=str(record_id), occurred_at=occurred)
-            for entity, record_id in erased if record_id not in (None, "")]
+                         entity=entity, action=REDACTED, record_id=record_id, occurred_at=occurred)
+            for entity, record_id in erased if record_id]
+
+
+def _shopify_id(value: Any) -> str | None:
+    """A Shopify id (a number, or its digits) as the hub keeps it; None for anything else."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    return value if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 def topic(event_type: str) -> str:

@@ -256,8 +256,15 @@ def test_privacy_requests_erase_what_the_hub_keeps_of_the_person_or_shop(shopify
         "orders_to_redact": [order["id"]]}, event_id="evt-r")
     assert shopify.client.post(url, content=body, headers=headers).json()["received"] == 2
     _settled(shopify)
-    remaining = {(r.entity, r.remote_id) for r in _stored(shopify)}
+    remaining = {(r.entity, r.remote_id) for r in _stored(shopify) if not r.deleted}
     assert ("customers", str(customer["id"])) not in remaining and ("orders", str(order["id"])) not in remaining
+    # A retry of an older delivery arriving late must not bring the person back.
+    late = signed_delivery("customers/update", {**customer, "updated_at": hours_ago(1).isoformat()},
+                           event_id="evt-late", triggered_at=hours_ago(1))
+    assert shopify.client.post(url, content=late[0], headers=late[1]).json()["received"] == 1
+    _settled(shopify)
+    [kept] = [r for r in _stored(shopify) if r.remote_id == str(customer["id"])]
+    assert kept.deleted and kept.data == {}
     assert ("customers", str(other["id"])) in remaining  # (the shop's other records stay)
     events = stored_events(shopify)
     assert "ada@example.com" not in repr([(e.raw, e.payload) for e in events])
@@ -269,12 +276,14 @@ def test_privacy_requests_erase_what_the_hub_keeps_of_the_person_or_shop(shopify
         "orders_requested": [7], "data_request": {"id": 9}}, event_id="evt-d")
     assert shopify.client.post(url, content=asked[0], headers=asked[1]).json()["received"] == 1
     [request] = [e for e in stored_events(shopify) if e.type == "customer.data_request"]
-    assert request.raw == {"customer_id": 5, "orders_requested": [7], "data_request_id": 9}
+    assert request.raw == {"customer_id": "5", "orders_requested": ["7"], "data_request_id": 9}
+    odd = signed_delivery("customers/redact", {"customer": {"id": True}, "orders_to_redact": "12"}, event_id="evt-o")
+    assert shopify.client.post(url, content=odd[0], headers=odd[1]).json()["received"] == 0  # nothing it names
 
     shop = signed_delivery("shop/redact", {"shop_id": 1, "shop_domain": fake.SHOP}, event_id="evt-s")
     assert shopify.client.post(url, content=shop[0], headers=shop[1]).json()["received"] == 1
     _settled(shopify)
-    assert _stored(shopify) == []
+    assert _stored(shopify) == []  # (the erased ones' marks too: nothing of the shop is kept)
 
 
 def _stored(shopify):
