@@ -334,9 +334,9 @@ def _holds_account_data(session: Any, connection_id: str) -> str | None:
     records, a sync position (a cursor means nothing at another account),
     webhook events still to apply, or a sync running with its current
     credentials (what it fetches is stored after the change)."""
-    for table, what in ((SyncRecord, "records"), (SyncState, "records")):
+    for table in (SyncRecord, SyncState):
         if session.exec(select(table.connection_id).where(table.connection_id == connection_id).limit(1)).first():
-            return what
+            return "records"
     if session.exec(select(WebhookEvent.id).where(WebhookEvent.connection_id == connection_id,
                                                   WebhookEvent.status == "pending").limit(1)).first():
         return "webhook events still to apply"
@@ -450,8 +450,8 @@ async def test_connection(hub: Hub, organization_id: str, connection_id: str,
         await asyncio.to_thread(hub.mark, connection.id, "error", exc.message)
         raise
     await asyncio.to_thread(hub.mark, connection.id, "connected", None, renewed=renewed)
-    if connection.provider_account is None and account_of(details) is not None:
-        await asyncio.to_thread(_learn_account, hub, connection.id, account_of(details))
+    if connection.provider_account is None and (account := account_of(details)) is not None:
+        await asyncio.to_thread(_learn_account, hub, connection.id, account)
     return await hub.db(find_connection, hub, organization_id, connection_id), details
 
 

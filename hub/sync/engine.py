@@ -1191,26 +1191,23 @@ class SyncEngine:
                 return False
             echo: SyncRecord | None = None
             if failure is not None:
-                # A conflict settled the change while it was on its way: that stands, and is no
-                # failure (the run's note would call it not pushed).
-                settled = row.push_status == CONFLICT or row.local_op is None
-                if not settled:
+                # Unless a conflict settled the change while it was on its way: that stands, and is
+                # no failure (the run's note would call it not pushed).
+                if not (row.push_status == CONFLICT or row.local_op is None):
                     counts.failed += 1
-                if settled:
-                    pass
-                elif (permanent and row.local_version != sent.local_version
-                      and not isinstance(failure, ProviderUnavailable)):
-                    # Refused, but the tenant changed the record since it was sent (fixed the value,
-                    # deleted it): that change has not been tried yet. (An uncertain create stays
-                    # failed whatever changed: sending it again could make it twice.)
-                    row.push_status = PENDING if row.push_status in (SENDING, FAILED) else row.push_status
-                    row.push_error = f"an earlier version was refused: {failure.message}"[:2000]
-                    row.push_failure = _failure_info(failure)
-                else:
-                    row.push_status = FAILED if permanent else PENDING
-                    row.push_error = failure.message[:2000]
-                    row.push_failure = _failure_info(failure)
-                    row.push_attempts += 1
+                    if (permanent and row.local_version != sent.local_version
+                            and not isinstance(failure, ProviderUnavailable)):
+                        # Refused, but the tenant changed the record since it was sent (fixed the
+                        # value, deleted it): that change has not been tried yet. (An uncertain create
+                        # stays failed whatever changed: sending it again could make it twice.)
+                        row.push_status = PENDING if row.push_status in (SENDING, FAILED) else row.push_status
+                        row.push_error = f"an earlier version was refused: {failure.message}"[:2000]
+                        row.push_failure = _failure_info(failure)
+                    else:
+                        row.push_status = FAILED if permanent else PENDING
+                        row.push_error = failure.message[:2000]
+                        row.push_failure = _failure_info(failure)
+                        row.push_attempts += 1
                 if permanent:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
             else:
