@@ -575,7 +575,7 @@ class WebhookProcessor:
             return "processed"
         if connection is not None and event.entity in provider.schemas and event.record_id and is_erased(
                 session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id):
-            # A delivery about a record erased for privacy (a retry arriving late): nor its body is kept.
+            # A delivery about a record erased for privacy (a retry arriving late): its body goes too.
             session.execute(sa.update(WebhookEvent).where(WebhookEvent.id == event.id).values(raw=None, payload=None))
             return "ignored"
         if connection is None or not event.entity or event.entity not in provider.schemas:
