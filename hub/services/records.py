@@ -19,9 +19,9 @@ from hub.models import Connection, IdempotentCreate, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.leases import ACTIVE, new_owner, owner_alive
-from hub.sync.store import kept_record, lock, write_transaction
+from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
-from hub.types import HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly, ValidationFailed
+from hub.types import HubError, NotFound, Page, ReadOnly, ValidationFailed
 
 log = logging.getLogger("hub.records")
 
@@ -46,15 +46,6 @@ class CreateOutcomeUnknown(HubError):
 
     code = "create_outcome_unknown"
     status = 409
-
-
-def _maybe_created(exc: BaseException) -> bool:
-    """Whether a create that failed so may still have been made."""
-    if isinstance(exc, ProviderUnavailable):
-        return exc.maybe_applied
-    if isinstance(exc, ProviderError):
-        return exc.provider_status is None  # (the plugin failed once the call was under way)
-    return not isinstance(exc, HubError)  # cancelled, or a bug, mid-call
 
 
 class RecordService:
@@ -117,10 +108,12 @@ class RecordService:
         record_id = self._record_id(entity, record_id)
         return await self.hub.call(self.provider, "get_record", self.ctx, entity=entity, record_id=record_id)
 
-    async def create(self, entity: str, data: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+    async def create(self, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Create without the client's key (:meth:`create_once` with one): a
+        key of this request only, for the core's retries of it."""
         self._writable(entity, "supports_create", "creating")
         return await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
-                                   idempotency_key=idempotency_key or uuid.uuid4().hex)
+                                   idempotency_key=uuid.uuid4().hex)
 
     async def create_once(self, entity: str, data: dict[str, Any], key: str) -> tuple[dict[str, Any], bool]:
         """Create with the client's idempotency ``key``: the same key and data
@@ -152,7 +145,7 @@ class RecordService:
                 record = await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
                                              idempotency_key=self._provider_key(key))
             except BaseException as exc:
-                unknown = _maybe_created(exc) and not self.provider.info.idempotent_creates
+                unknown = may_have_applied(exc) and not self.provider.info.idempotent_creates
                 await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown))
                 raise
             try:

@@ -55,6 +55,7 @@ from hub.sync.store import (
     apply_records,
     entity_key,
     kept_record,
+    may_have_applied,
     local_delete,
     local_update,
     lock,
@@ -1065,15 +1066,9 @@ class SyncEngine:
             failure, permanent = exc, True
         except (ValidationFailed, ReadOnly, NotSupported, NotFound) as exc:
             failure, permanent = exc, True
-        except ProviderUnavailable as exc:
-            failure = exc
-            if guarded and exc.maybe_applied:
-                failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         except HubError as exc:
             failure = exc
-            if guarded and isinstance(exc, ProviderError) and exc.provider_status is None:
-                # Not the provider's refusal: the plugin failed once the call was under way (an
-                # answer it could not read, a result of the wrong type), so the record may exist.
+            if guarded and may_have_applied(exc):  # (the record may exist: not sent again)
                 failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
                                        permanent, sent_data=payload if creating else None, seen=seen,

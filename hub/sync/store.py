@@ -35,7 +35,7 @@ from sqlmodel import Session, select
 from hub.models import IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
-from hub.types import EntityField, EntitySchema, ProviderError, ValidationFailed
+from hub.types import EntityField, EntitySchema, HubError, ProviderError, ProviderUnavailable, ValidationFailed
 
 PENDING = "pending"
 FAILED = "failed"
@@ -664,6 +664,19 @@ def is_erased(session: Session, *, connection_id: str, entity: str, remote_id: s
     return session.execute(sa.select(_records.c.content_hash).where(
         _records.c.connection_id == connection_id, _records.c.entity == entity,
         _records.c.remote_id == remote_id)).scalar() == ERASED
+
+
+def may_have_applied(exc: BaseException) -> bool:
+    """Whether a write that failed so may still have been made at the
+    provider: no answer came after it was sent (``maybe_applied``), the
+    plugin failed once the call was under way (an answer it could not read,
+    a result of the wrong type: a ``ProviderError`` of no provider status), or
+    the call was cut short (cancelled, a bug) mid-way."""
+    if isinstance(exc, ProviderUnavailable):
+        return exc.maybe_applied
+    if isinstance(exc, ProviderError):
+        return exc.provider_status is None
+    return not isinstance(exc, HubError)
 
 
 def kept_record(deleted: Any) -> dict[str, Any] | None:
