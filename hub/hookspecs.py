@@ -122,6 +122,9 @@ def authorization_url(
     :param params: the query parameters the client sent that the provider
         declares in ``ProviderInfo.config_fields`` (``shop`` for Shopify);
         others are dropped. Validate them and raise ``ValidationFailed`` when bad.
+        The hook may put a value in its canonical form in place (Shopify
+        lower-cases the shop and drops a scheme): what ``params`` holds when
+        it returns becomes the connection's config.
     :returns: the absolute authorization URL.
     :raises ValidationFailed: a parameter is missing or malformed.
     :raises ConfigurationError: the operator did not configure the OAuth app.

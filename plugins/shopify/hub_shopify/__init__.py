@@ -191,17 +191,24 @@ def oauth_hmac(secret: str, params: dict[str, str]) -> str:
 
 
 def _shop(value: Any) -> str:
-    if not isinstance(value, str) or not SHOP_DOMAIN.fullmatch(value):
+    """The shop's canonical host: what a merchant copies from the address bar
+    (``https://My-Shop.myshopify.com/``) is taken as ``my-shop.myshopify.com``,
+    the form Shopify signs callbacks and deliveries with."""
+    shop = value.strip().lower() if isinstance(value, str) else ""
+    for scheme in ("https://", "http://"):
+        shop = shop.removeprefix(scheme)
+    shop = shop.removesuffix("/")
+    if not SHOP_DOMAIN.fullmatch(shop):
         raise ValidationFailed("shop must be a <name>.myshopify.com domain", code="invalid_shop")
-    return value
+    return shop
 
 
 @hookimpl
 def authorization_url(ctx, redirect_uri, state, params):
-    _shop(params.get("shop"))
+    shop = params["shop"] = _shop(params.get("shop"))  # the connection keeps the canonical form
     query = {"client_id": ctx.setting("client_id"), "scope": ",".join(ctx.provider.scopes),
              "redirect_uri": redirect_uri, "state": state}
-    return f"{ctx.url('authorize')}?{urlencode(query)}"
+    return f"{ctx.url('authorize', shop=shop)}?{urlencode(query)}"
 
 
 @hookimpl

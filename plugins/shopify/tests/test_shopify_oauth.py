@@ -117,9 +117,18 @@ def test_the_shop_and_tokens_of_a_connection_change_only_by_connecting_again(sho
     assert shopify.get(url).json()["connection"]["config"]["shop"] == SHOP
 
 
+@pytest.mark.parametrize("typed", [" https://Hub-Test.myshopify.com/", "HUB-TEST.MYSHOPIFY.COM", "http://hub-test.myshopify.com"])
+def test_shop_as_a_merchant_copies_it_connects_in_its_canonical_form(shopify, typed):
+    # What the address bar shows: Shopify signs the callback with the lower-case host.
+    result = shopify.finish(shopify.consent(shopify.start(shop=typed)))
+    assert result["status"] == "connected", result
+    connection = shopify.get(f"{API}/connections/{result['connection_id']}").json()["connection"]
+    assert connection["config"]["shop"] == SHOP
+
+
 def test_invalid_shop_is_refused(shopify):
-    for shop in ("evil.com", "hub-test.myshopify.com.evil.com", "Hub-Test.myshopify.com", "hub_test.myshopify.com",
-                 "hub-test.myshopify.com/admin", ".myshopify.com", "https://hub-test.myshopify.com", ""):
+    for shop in ("evil.com", "hub-test.myshopify.com.evil.com", "hub_test.myshopify.com", "ftp://hub-test.myshopify.com",
+                 "hub-test.myshopify.com/admin", ".myshopify.com", "https://hub-test.myshopify.com:8443", "", "   "):
         response = shopify.get(f"{API}/oauth/shopify/authorize", shop=shop, redirect_uri=APP_URL)
         assert response.status_code == 422 and response.json()["code"] == "invalid_shop", shop
     missing = shopify.get(f"{API}/oauth/shopify/authorize", redirect_uri=APP_URL)
