@@ -379,6 +379,9 @@ class HubError(Exception):
 
     code = "hub_error"
     status = 400
+    #: Seconds after which asking again may succeed, sent as ``Retry-After``
+    #: (an error of a moment: a rate limit, a request still under way).
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None,
                  provider_status: int | None = None, fields: Iterable[str] = ()):

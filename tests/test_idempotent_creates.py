@@ -112,6 +112,7 @@ def test_a_create_under_way_or_abandoned(client, auth, hub_app, example_fake, mo
         _first_request(hub, connection, body, owner=sending)
         busy = client.post(notes_url(connection), json=body, headers=auth)
         assert busy.status_code == 409 and busy.json()["code"] == "idempotency_key_in_use", busy.text
+        assert busy.headers["Retry-After"] == "1"  # ask again in a moment
     finally:
         ACTIVE.discard(sending.rsplit(":", 1)[-1])
     resent = client.post(notes_url(connection), json=body, headers=auth)  # its process is gone: sent again

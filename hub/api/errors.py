@@ -69,10 +69,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, RateLimited):
-            # Always there (whole seconds, rounded up): one second when the provider said nothing.
-            wait = exc.retry_after if exc.retry_after is not None and math.isfinite(exc.retry_after) else 1.0
-            headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))
+        wait = exc.retry_after
+        if isinstance(exc, RateLimited) and (wait is None or not math.isfinite(wait)):
+            wait = 1.0  # always there for a rate limit: one second when the provider said nothing
+        if wait is not None and math.isfinite(wait):
+            headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))  # whole seconds, rounded up
         details = exc.details if isinstance(exc.details, (dict, list)) else None
         return JSONResponse(error_body(exc.message, exc.code, details, exc.fields), status_code=exc.status,
                             headers=headers)

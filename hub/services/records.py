@@ -38,6 +38,7 @@ class IdempotencyKeyInUse(HubError):
 
     code = "idempotency_key_in_use"
     status = 409
+    retry_after = 1.0
 
 
 class CreateOutcomeUnknown(HubError):
