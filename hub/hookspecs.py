@@ -500,6 +500,27 @@ def verify_webhook(ctx: ProviderContext, request: WebhookRequest) -> list[Webhoo
 
 
 @hookspec(firstresult=True)
+def verify_app_webhook(ctx: ProviderContext, request: WebhookRequest) -> bool:
+    """Say whether a delivery no connection matches was signed for the operator's app.
+
+    Optional, for providers that sign every delivery with the app's secret
+    (Shopify's client secret), not a connection's. The core calls it only
+    when ``webhook_connection_key`` named accounts and no connection has
+    them: the account was disconnected, or its connection deleted, and the
+    provider still delivers (Shopify's ``shop/redact``, 48 hours after an
+    uninstall). ``True`` answers the delivery ``200`` with nothing stored or
+    applied (the hub holds nothing of that account), so the provider stops
+    retrying and does not count the app's endpoint as failing; ``False``
+    (or no implementation) answers it ``webhook_rejected``, as today.
+
+    :param ctx: an app context: the operator's settings, no connection
+        (``ctx.config`` and ``ctx.credentials`` are empty).
+    :returns: ``True`` only when the signature over ``request.body`` matches,
+        checked in constant time.
+    """
+
+
+@hookspec(firstresult=True)
 def register_webhook(ctx: ProviderContext, url: str, events: list[str]) -> dict[str, Any]:
     """Subscribe the hub's webhook URL at the provider.
 

@@ -45,7 +45,7 @@ NOT_VERIFIED = "the delivery could not be verified"
 
 @dataclass
 class IntakeResult:
-    connection_id: str
+    connection_id: str | None  # (None: a delivery for no connection, acknowledged: verify_app_webhook)
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
 
@@ -139,9 +139,18 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
     if not all(_usable_key(k) for k in ([connection_id] if connection_id else [key] if isinstance(key, str)
                                         else key or [])):
         raise UnknownConnection("the connection id or account the delivery names is not one a connection can have")
+    try:
+        connections = await hub.db(find_connections, hub, provider, connection_id, key)
+    except UnknownConnection:
+        if connection_id or not key or not await _signed_for_the_app(hub, provider, request):
+            raise
+        # An account the hub no longer holds (its connection deleted): nothing to store, and
+        # a refusal would have the provider retry, then count the app's endpoint as failing.
+        log.info("a signed %s delivery for an account no connection has was acknowledged", provider.name)
+        return IntakeResult(connection_id=None)
     result: IntakeResult | None = None
     rejection: HubError | None = None
-    for connection in await hub.db(find_connections, hub, provider, connection_id, key):
+    for connection in connections:
         try:
             ctx = hub.context(provider, connection)  # (its secrets unreadable: credentials_unreadable)
             events = await provider.call("verify_webhook", ctx=ctx, request=request)
@@ -167,6 +176,18 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
         assert rejection is not None
         raise _RefusedByEach(rejection)
     return result
+
+
+async def _signed_for_the_app(hub: Hub, provider: Provider, request: WebhookRequest) -> bool:
+    if not provider.implements("verify_app_webhook"):
+        return False
+    try:
+        return await provider.call("verify_app_webhook", ctx=hub.app_context(provider), request=request) is True
+    except HubError as exc:  # (the operator's app secret not configured, say)
+        log.warning("%s could not check a delivery's app signature (%s): %s", provider.name, exc.code, exc.message)
+    except Exception:
+        log.exception("app signature check by %s crashed", provider.name)
+    return False
 
 
 def _well_formed(provider: Provider, events: Any) -> list[Event]:

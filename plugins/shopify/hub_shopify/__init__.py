@@ -587,14 +587,21 @@ CLOCK_SKEW_SECONDS = 300
 
 
 @hookimpl
+def verify_app_webhook(ctx, request):
+    """Every delivery is signed with the app's client secret: one for a shop the hub no
+    longer holds (``shop/redact`` after its connection was deleted) is acknowledged."""
+    digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
+    return hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode())
+
+
+@hookimpl
 def verify_webhook(ctx, request):
     """A delivery is accepted when its ``X-Shopify-Hmac-Sha256`` (keyed with the app's
     client secret) matches the raw body, its ``X-Shopify-Shop-Domain`` is the
     connection's shop, and its ``X-Shopify-Triggered-At`` is at most the tolerance
     (5 hours of retries) in the past and :data:`CLOCK_SKEW_SECONDS` in the future. The secret is the same for every shop that installed the app,
     so the signature alone does not say which shop a delivery belongs to."""
-    digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
-    if not hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode()):
+    if not verify_app_webhook(ctx, request):
         raise WebhookRejected("signature does not match")
     shop = _delivery_shop(request)
     if not shop or shop != str(ctx.config.get("shop") or "").lower():

@@ -68,8 +68,9 @@ def test_forged_stale_and_unknown_deliveries_are_rejected(shopify, caplog):
     stale = signed_delivery("products/update", {"id": 1}, triggered_at=hours_ago(6))
     response = shopify.client.post(url, content=stale[0], headers=stale[1])
     assert response.status_code == 401 and response.json()["code"] == "webhook_stale"
+    # Signed with the app's secret for a shop no connection has (deleted): acknowledged, nothing kept.
     other = signed_delivery("products/update", {"id": 1}, shop="someone-else.myshopify.com")
-    assert shopify.client.post(url, content=other[0], headers=other[1]).status_code == 401
+    assert shopify.client.post(url, content=other[0], headers=other[1]).json()["received"] == 0
     # Whether a shop has a connection here is not told to whoever calls: a shop without one
     # is answered as a bad signature for a shop with one is.
     guessed = {**headers, "X-Shopify-Hmac-Sha256": "x"}
@@ -298,3 +299,23 @@ def _settled(shopify, timeout=20.0):
     while any(e.status == "pending" for e in stored_events(shopify)):
         assert time.monotonic() < deadline, "events not applied"
         time.sleep(0.05)
+
+
+def test_privacy_deliveries_after_the_connection_was_deleted_are_acknowledged(shopify):
+    """Shopify sends shop/redact 48 hours after an uninstall, and retries a refused
+    delivery, then counts the app's compliance endpoint as failing: a delivery signed
+    with the app's secret for a shop the hub no longer holds is answered 200."""
+    connection_id = shopify.connect()
+    url = f"{API}/webhooks/shopify"
+    assert shopify.delete(f"{API}/connections/{connection_id}").status_code == 200
+    for topic, payload in [("shop/redact", {"shop_id": 1, "shop_domain": fake.SHOP}),
+                           ("customers/redact", {"customer": {"id": 5}, "orders_to_redact": [7]}),
+                           ("app/uninstalled", {"id": 1})]:
+        body, headers = signed_delivery(topic, payload, event_id=f"evt-{topic}")
+        answer = shopify.client.post(url, content=body, headers=headers)
+        assert answer.status_code == 200 and answer.json()["received"] == 0, (topic, answer.text)
+        forged = shopify.client.post(url, content=body, headers={**headers, "X-Shopify-Hmac-Sha256": "x"})
+        assert forged.status_code == 401 and forged.json()["code"] == "webhook_rejected"
+        other_app = signed_delivery(topic, payload, secret="another-app-secret")
+        assert shopify.client.post(url, content=other_app[0], headers=other_app[1]).status_code == 401
+    assert stored_events(shopify) == []
