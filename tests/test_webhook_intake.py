@@ -11,7 +11,7 @@ import pytest
 from hub import hookimpl
 from hub.services.webhooks import receive
 from hub.types import AuthFailed, HubError, ProviderUnavailable, WebhookRejected, WebhookRequest
-from tests.sync_support import Ledger, make_connection
+from tests.sync_support import Ledger, ledger_hub, make_connection
 
 
 class Hooked(Ledger):
@@ -62,3 +62,37 @@ def test_a_rejection_before_any_connection_is_logged_as_a_warning(hub, caplog):
     assert answer(hub, {"boom": 1}) == (401, "webhook_rejected", "the delivery could not be verified")
     assert answer(hub, {"account": "acct_guess"})[1] == "webhook_rejected"
     assert "malformed delivery body (the reason)" in caplog.text and "no connection matches" in caplog.text
+
+
+class AppSigned(Hooked):
+    """Signs every delivery with the app's secret, as Shopify does."""
+
+    @hookimpl
+    def verify_app_webhook(self, ctx, request):
+        if request.header("X-Boom"):
+            raise RuntimeError("plugin bug")
+        return request.header("X-App-Signature") == "app-secret"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_hook_verify_app_webhook(settings, caplog):
+    """A delivery for an account no connection has is acknowledged (200, nothing
+    stored) only when the app's signature matches; else refused as before."""
+    hub = ledger_hub(settings, AppSigned())
+    provider = hub.registry.providers["ledger"]
+
+    def deliver(body, headers=None, query=None):
+        return asyncio.run(receive(hub, provider, WebhookRequest(
+            headers=headers or {}, body=json.dumps(body).encode(), query=query or {})))
+
+    acknowledged = deliver({"account": "acct_gone"}, {"X-App-Signature": "app-secret"})
+    assert (acknowledged.connection_id, acknowledged.accepted, acknowledged.duplicates) == (None, [], [])
+    for headers in ({"X-App-Signature": "wrong"}, {}, {"X-App-Signature": "app-secret", "X-Boom": "1"}):
+        assert answer(hub, {"account": "acct_gone"}, headers)[:2] == (401, "webhook_rejected")
+    assert "app signature check by ledger crashed" in caplog.text
+    # A delivery naming a connection by id (a per-connection URL) is that connection's to verify.
+    assert answer(hub, {"account": "acct_gone"}, {"X-App-Signature": "app-secret"},
+                  query={"connection_id": "conn_gone"})[:2] == (401, "webhook_rejected")
+    # A connection that has the account verifies it itself: the app signature does not stand in.
+    make_connection(hub, "ledger", {"api_key": "k"}, webhook_key="acct_here")
+    assert answer(hub, {"account": "acct_here"}, {"X-App-Signature": "app-secret"})[:2] == (401, "webhook_rejected")
