@@ -334,3 +334,26 @@ def test_every_429_says_when_to_come_back_in_whole_seconds(settings):
             assert_error(response, 429, "rate_limited")
             seen.append(response.headers.get("retry-after"))
     assert seen == ["1", "1", "2", "1", "1", "86400"]
+
+
+def test_a_record_id_no_url_can_carry_is_not_found(client, auth, caplog, monkeypatch):
+    """Control characters in an id made the plugin's URL invalid: a 502 and a traceback."""
+    import hub_example
+
+    monkeypatch.setattr(hub_example, "quote", lambda text, safe="": text)  # a plugin putting ids in URLs as they are
+    connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
+                             headers=auth).json()["connection"]
+    for odd in ("note_3%0A", "%00", "a%00b", "%0D%0Ax:1", "%7F", "note_3%1E"):
+        url = f"{API}/connections/{connection['id']}/entities/notes/records/{odd}"
+        assert_error(client.get(url, headers=auth), 404, "not_found")
+        assert_error(client.put(url, json={"data": {"title": "t"}}, headers=auth), 404, "not_found")
+        assert_error(client.delete(url, headers=auth), 404, "not_found")
+    assert "Traceback" not in caplog.text and "InvalidURL" not in caplog.text
+
+
+def test_a_content_type_merely_containing_json_is_not_json(client, auth):
+    url = f"{API}/connections"
+    body = b'{"provider": "example", "credentials": {"api_key": "k"}}'
+    for content_type in ("application/jsonx", "text/json", "application/json-seq", "application/x-json+xml"):
+        assert_error(client.post(url, content=body, headers={**auth, "Content-Type": content_type}),
+                     415, "unsupported_media_type")

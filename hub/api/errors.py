@@ -81,7 +81,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if "json" not in content_type and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
+        maintype, _, subtype = content_type.partition("/")
+        # What FastAPI reads as JSON: application/json and application/*+json, no other.
+        read_as_json = maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+        if not read_as_json and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
                                               for e in exc.errors()):
             # A body not read as JSON: a form (curl -d without -H 'Content-Type: application/json'),
             # or no content type at all.

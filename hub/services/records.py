@@ -99,8 +99,9 @@ class RecordService:
     @staticmethod
     def _record_id(entity: str, record_id: str) -> str:
         # "." and ".." are path steps, not ids: in a provider's URL they would name the
-        # list (a PUT /customers/. became a create) or the API's root.
-        if not record_id.strip("."):
+        # list (a PUT /customers/. became a create) or the API's root. Control characters are
+        # no provider's ids, and no URL can carry them.
+        if not record_id.strip(".") or any(ord(c) < 0x20 or ord(c) == 0x7f for c in record_id):
             raise NotFound(f"no {entity} record {record_id!r}")
         return record_id
 

@@ -47,7 +47,7 @@ from hub.plugins import info_problems, schema_problems
 from hub.services.records import MAX_PAGE_SIZE
 from hub.sync.store import record_hash
 from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, AuthFailed, EntityField,
-                       EntitySchema, HubError, NotFound, Page, WebhookEvent, WebhookRequest)
+                       EntitySchema, HubError, NotFound, Page, ValidationFailed, WebhookEvent, WebhookRequest)
 
 API_PREFIX = "/api/v1/integrations"
 EVENT_ACTIONS = {"created", "updated", "deleted", "changed", CONNECTION_BROKEN, CONNECTION_REPAIRED,
@@ -919,6 +919,34 @@ def check_get_matches_list(h: Harness, entity: str) -> None:
              f"fields), or sync takes every push of it for a conflict")
 
 
+#: Text a record id may carry that a URL would read as something else than the id.
+URL_SYNTAX_SUFFIXES = ("#x", "?x=1", "/x", "%2Fx")
+
+
+def check_ids_are_one_path_segment(h: Harness, entity: str) -> None:
+    """``get_record`` of a known id followed by URL syntax (``#``, ``?``,
+    ``/``) finds no record: an id that reached the provider unquoted would
+    name the known record (a ``DELETE`` of ``<id>#x`` deleting ``<id>``)."""
+    h.seed(entity, 1)
+    page = h.call("list_records", ctx=h.ctx(), entity=entity, cursor=None, page_size=1, filters={}, since=None)
+    if not isinstance(page, Page) or not page.records:
+        pytest.skip(f"no {entity} record to take an id from")
+    known = h.ids(entity, page.records[:1])[0]
+    for suffix in URL_SYNTAX_SUFFIXES:
+        odd = f"{known}{suffix}"
+        try:
+            result = h.call("get_record", ctx=h.ctx(), entity=entity, record_id=odd)
+        except (NotFound, ValidationFailed):
+            continue
+        except HubError as exc:
+            fail(f"get_record({entity!r}, {odd!r}) raised {type(exc).__name__} ({exc.message}), expected NotFound")
+        except Exception as exc:
+            fail(f"get_record({entity!r}, {odd!r}) raised {_exception(exc)} instead of NotFound")
+        fail(f"get_record({entity!r}, {odd!r}) returned {_short(result)}: the id reached the provider's URL "
+             f"unquoted, so its {suffix[0]!r} was read as URL syntax and named record {known!r}; put ids in "
+             f"paths quoted (urllib.parse.quote(record_id, safe='')), or refuse ids that are not the provider's")
+
+
 def check_unknown_entity(h: Harness) -> None:
     """``list_records`` of an entity the provider does not have raises ``NotFound``."""
     _expect_raise(h, NotFound, f"list_records for the unknown entity {UNKNOWN_ENTITY!r}",
@@ -1309,6 +1337,9 @@ class ConformanceSuite:
     # errors
     def test_unknown_record_not_found(self, conformance: Harness, entity: str) -> None:
         check_unknown_record(conformance, entity)
+
+    def test_ids_are_one_path_segment(self, conformance: Harness, entity: str) -> None:
+        check_ids_are_one_path_segment(conformance, entity)
 
     def test_unknown_entity_not_found(self, conformance: Harness) -> None:
         check_unknown_entity(conformance)

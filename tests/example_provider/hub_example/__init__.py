@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 from datetime import datetime
+from urllib.parse import quote
 
 from hub import hookimpl
 from hub.types import (
@@ -96,7 +97,8 @@ async def list_records(ctx, entity, cursor, page_size, since):
 
 @hookimpl
 async def get_record(ctx, entity, record_id):
-    return await ctx.http.json("GET", ctx.url(path=f"/{entity}/{record_id}"))
+    # An id is one path segment: quoted, a "#" or "?" in it cannot reach another record.
+    return await ctx.http.json("GET", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"))
 
 
 @hookimpl
@@ -107,12 +109,12 @@ async def create_record(ctx, entity, data, idempotency_key):
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    return await ctx.http.json("PATCH", ctx.url(path=f"/{entity}/{record_id}"), json=data)
+    return await ctx.http.json("PATCH", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"), json=data)
 
 
 @hookimpl
 async def delete_record(ctx, entity, record_id):
-    await ctx.http.request("DELETE", ctx.url(path=f"/{entity}/{record_id}"))
+    await ctx.http.request("DELETE", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"))
     return True
 
 
