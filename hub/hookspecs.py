@@ -213,6 +213,10 @@ def test_connection(ctx: ProviderContext) -> dict[str, Any]:
         permission to read the account): the core then refuses them for a
         connection that knows its account and holds records
         (``account_unverifiable``), so tell it whenever the provider can.
+        The core also calls it on the credentials of a new OAuth grant or
+        Link exchange: connecting again to another account than the
+        organization's connection has is refused (``connection_exists``),
+        also for a provider that sets no ``webhook_key``.
     :raises AuthFailed: the credentials are refused.
     """
 

@@ -25,14 +25,17 @@ INFO = ProviderInfo(
 )
 
 
-def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True) -> types.ModuleType:
+def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_webhooks: bool = True,
+                 info: ProviderInfo = INFO) -> types.ModuleType:
     """``tells_expiry=False``: the token answers give no ``expires_in`` use
-    (as Salesforce's): the hub learns a token expired from a 401."""
+    (as Salesforce's): the hub learns a token expired from a 401.
+    ``keys_webhooks=False``: no ``webhook_key`` (a provider without
+    webhooks): only ``test_connection``'s ``account`` tells accounts apart."""
     plugin = types.ModuleType("oauthex_plugin")
 
     @hookimpl
     def provider_info():
-        return INFO
+        return info
 
     @hookimpl
     def entity_schemas():
@@ -49,7 +52,8 @@ def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True) -> types
         return Credentials(
             secrets={"access_token": body["access_token"], "refresh_token": body["refresh_token"]},
             expires_at=datetime.now(timezone.utc) + timedelta(seconds=body["expires_in"]) if tells_expiry else None,
-            config={"account": body.get("account", "acct_1")}, webhook_key=body.get("account", "acct_1"),
+            config={"account": body.get("account", "acct_1")},
+            webhook_key=body.get("account", "acct_1") if keys_webhooks else None,
         )
 
     @hookimpl
@@ -95,13 +99,16 @@ def create_fake(client_id: str = "cid", client_secret: str = "csecret", token_li
     app.state.refresh = set()
     app.state.refresh_calls = 0
     app.state.token_lifetime = token_lifetime
+    app.state.account = "acct_1"  # the account the user signs in to next
+    app.state.accounts = {}  # access token -> its account
 
     def issue() -> dict:
         access, refresh = "at_" + secrets.token_hex(8), "rt_" + secrets.token_hex(8)
         app.state.access.add(access)
         app.state.refresh.add(refresh)
+        app.state.accounts[access] = app.state.account
         return {"access_token": access, "refresh_token": refresh, "expires_in": app.state.token_lifetime,
-                "account": "acct_1"}
+                "account": app.state.account}
 
     @app.get("/authorize")
     async def authorize(client_id: str, redirect_uri: str, state: str, code_challenge: str,
@@ -140,7 +147,7 @@ def create_fake(client_id: str = "cid", client_secret: str = "csecret", token_li
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token not in app.state.access:
             return JSONResponse({"error": "invalid_token"}, status_code=401)
-        return {"account": "acct_1"}
+        return {"account": app.state.accounts.get(token, "acct_1")}
 
     @app.get("/contacts")
     async def contacts(request: Request):

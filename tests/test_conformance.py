@@ -85,6 +85,9 @@ BROKEN = {
                                          "of a hub error*do not pass raise_for_status=False*",
         "test_writes_round_trip[notes]": "after deleting 'notes' *, getting it answered HTTP 502 provider_error*"
                                          "get_record raise NotFound*",
+        "test_ids_are_one_path_segment[notes]": "get_record('notes', 'note_1#x') returned *: the id reached the "
+                                                "provider's URL unquoted*urllib.parse.quote(record_id, safe='')*",
+        "test_ids_are_one_path_segment[tags]": "get_record('tags', 'tag_1#x') returned *",
     },
     "get_differs": {
         "test_get_matches_list[notes]": "get_record and list_records give 'notes' record * differently (fields "

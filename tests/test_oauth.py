@@ -5,6 +5,7 @@ tokens refresh once under a per-connection lock and rotated tokens persist."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,9 +18,9 @@ from hub.api.main import create_app
 from hub.models import Connection, OAuthState, utcnow
 from hub.runtime import Hub
 from hub.services.records import RecordService
-from hub.types import AuthFailed
+from hub.types import AuthFailed, EntityField
 from tests.conftest import API, make_org
-from tests.oauth_provider import build_plugin, create_fake
+from tests.oauth_provider import INFO, build_plugin, create_fake
 
 APP_URL = "https://app.example.com/integrations"
 
@@ -556,3 +557,41 @@ def test_many_shared_locks_at_once_do_not_stop_the_event_loop(settings, example_
     runner.start()
     runner.join(25)  # (a stopped event loop cannot time itself out)
     assert outcome and outcome[0] < 1.0, "the event loop stopped while the locks were taken"
+
+
+@pytest.mark.parametrize("keys_webhooks", [True, False])
+def test_authorizing_another_account_never_takes_the_connection_over(settings, example_registry, oauth_fake,
+                                                                     monkeypatch, keys_webhooks):
+    """Without a webhook_key (a provider without webhooks), the account the
+    grant's test names tells accounts apart: signing in to another account took
+    the connection over, and its next full pass took the first's records for deleted."""
+    app_fake = oauth_fake[1]
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(keys_webhooks=keys_webhooks)):
+        first = finish(client, provider_redirect(start(client, headers)))
+        connection_url = f"{API}/connections/{first['connection_id']}"
+        assert client.get(connection_url, headers=headers).json()["connection"]["provider_account"] == "acct_1"
+        app_fake.state.account = "acct_2"
+        other = finish(client, provider_redirect(start(client, headers)))
+        assert (other["status"], other["code"]) == ("error", "connection_exists")
+        connection = client.get(connection_url, headers=headers).json()["connection"]
+        assert connection["provider_account"] == "acct_1" and connection["config"]["account"] == "acct_1"
+        app_fake.state.account = "acct_1"
+        again = finish(client, provider_redirect(start(client, headers)))
+        assert (again["status"], again["connection_id"]) == ("connected", first["connection_id"])
+        assert len(client.get(f"{API}/connections", headers=headers).json()["connections"]) == 1
+
+
+def test_configuration_the_authorization_sets_is_never_taken_from_the_authorize_request(settings, example_registry,
+                                                                                       oauth_fake, monkeypatch):
+    """A readonly config field is the provider's to set (Salesforce's instance_url, the
+    host tokens go to): a client naming it on the authorize request is not heard."""
+    info = dataclasses.replace(INFO, config_fields=(
+        EntityField("region", "Region"), EntityField("instance_url", "Instance URL", readonly=True)))
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(info=info)):
+        url = start(client, headers, region="eu", instance_url="https://attacker.example.com")
+        result = finish(client, provider_redirect(url))
+        config = client.get(f"{API}/connections/{result['connection_id']}", headers=headers).json()["connection"][
+            "config"]
+        assert config.get("region") == "eu" and "instance_url" not in config

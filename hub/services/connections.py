@@ -192,12 +192,36 @@ def _save_new(hub: Hub, connection: Connection, one_per_organization: bool = Fal
         return connection
 
 
+async def account_reached(hub: Hub, organization_id: str, provider: Provider,
+                          credentials: Credentials) -> str | None:
+    """The provider account fresh credentials (an OAuth grant, a Link
+    exchange) reach, as ``test_connection`` names it; None when the plugin
+    does not tell, or the test fails (the grant stands: it was just made)."""
+    if not provider.implements("test_connection"):
+        return None
+    probe = Connection(organization_id=organization_id, provider=provider.name, category=provider.info.category,
+                       name=provider.info.label)
+    hub.store_credentials(probe, credentials)
+    try:
+        return account_of(await hub.call(provider, "test_connection", hub.context(provider, probe)))
+    except HubError as exc:
+        log.warning("%s: the account of a new authorization could not be read (%s): %s", provider.name, exc.code,
+                    exc.message)
+        return None
+    finally:
+        await hub.pool.discard(probe.id)
+
+
 def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, credentials: Credentials,
-                            name: str | None = None, allow_many: bool = False) -> Connection:
+                            name: str | None = None, allow_many: bool = False,
+                            account: str | None = None) -> Connection:
     """Create or re-authorize a connection after OAuth or a Link exchange.
 
     OAuth re-authorization of the same provider (and the same provider-side
-    account) updates the existing connection instead of adding another.
+    account: its ``webhook_key``, or the ``account`` its test names) updates
+    the existing connection instead of adding another; an authorization of
+    another account never takes a connection over (``connection_exists``):
+    the next full pass would take the first account's records for deleted.
     Decided under the organization's lock for the provider: two callbacks at
     once make one connection.
     """
@@ -210,18 +234,25 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         match = None
         if credentials.webhook_key:
             match = next((c for c in existing if c.webhook_key == credentials.webhook_key), None)
+        if match is None and account is not None:
+            match = next((c for c in existing if c.provider_account == account), None)
         if match is None and existing and not allow_many:
             other = existing[0]
             if other.webhook_key and credentials.webhook_key:
                 # Another account (another shop) of the provider: never take its connection over.
                 raise Conflict(f"this organization's {provider.name} connection is for {other.webhook_key}; "
                                f"delete it to connect {credentials.webhook_key}")
+            if other.provider_account and account is not None:
+                raise Conflict(f"this organization's {provider.name} connection is for account "
+                               f"{other.provider_account}; delete it to connect account {account}")
             match = other
         connection = match or Connection(
             organization_id=organization_id, provider=provider.name, category=provider.info.category,
             name=name or provider.info.label,
         )
         hub.store_credentials(connection, credentials)
+        if account is not None:
+            connection.provider_account = account
         connection.status = "connected"
         connection.last_error = connection.warning = None
         connection.updated_at = utcnow()

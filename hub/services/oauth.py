@@ -16,7 +16,7 @@ from hub.crypto import hash_token
 from hub.models import Connection, OAuthState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.connections import revoke_unsaved, upsert_from_credentials
+from hub.services.connections import account_reached, revoke_unsaved, upsert_from_credentials
 from hub.types import HubError, InsufficientScope, ValidationFailed
 
 
@@ -89,8 +89,10 @@ async def start(hub: Hub, organization_id: str, provider: Provider, return_to: s
     if provider.info.auth_type != "oauth2":
         raise ValidationFailed(f"{provider.name} does not use OAuth", code="wrong_auth_type")
     _check_return_url(hub, return_to)
-    # Only what the provider declares as configuration (shop) becomes the connection's config.
-    declared = {f.name for f in provider.info.config_fields}
+    # Only what the provider declares as configuration the user gives (shop) becomes the
+    # connection's config: a readonly field is the authorization's to set (Salesforce's
+    # instance_url, the host its tokens go to), never the client's.
+    declared = {f.name for f in provider.info.config_fields if not f.readonly}
     params = {k: v for k, v in params.items() if k in declared}
     state = secrets.token_urlsafe(32)
     verifier = challenge = None
@@ -229,8 +231,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     try:
+        account = await account_reached(hub, record.organization_id, provider, credentials)
         connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,
-                                             credentials)
+                                             credentials, account=account)
     except HubError as exc:
         await revoke_unsaved(hub, provider, credentials)
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None

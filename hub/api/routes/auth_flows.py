@@ -106,8 +106,9 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata, link_token=body.link_token)
     try:
+        account = await connection_service.account_reached(hub, org.id, provider, credentials)
         connection = await asyncio.to_thread(upsert_from_credentials, hub, org.id, provider, credentials,
-                                             name=body.name, allow_many=True)
+                                             name=body.name, allow_many=True, account=account)
     except HubError:
         await revoke_unsaved(hub, provider, credentials)  # the public token is spent: give the item back
         raise

@@ -56,7 +56,7 @@ def test_round_trip_connects_the_shop_and_tests_it(shopify):
     assert tested.status_code == 200
     assert tested.json()["details"] == {"account": SHOP, "shop": SHOP, "name": "Hub Test Shop", "plan": "basic"}
     assert tested.json()["connection"]["provider_account"] == SHOP
-    assert dict(shopify.shop.state.versions) == {fake.API_VERSION: 1}
+    assert dict(shopify.shop.state.versions) == {fake.API_VERSION: 2}  # (the account read on connecting, and the test)
 
 
 @pytest.mark.parametrize("tamper", ["hmac", "code", "timestamp"])
@@ -204,7 +204,7 @@ def test_deleting_one_of_two_connections_to_a_shop_leaves_the_app_installed(shop
 def test_api_version_setting(shopify):
     connection_id = shopify.connect()
     assert shopify.post(f"{API}/connections/{connection_id}/test").status_code == 200
-    assert dict(shopify.shop.state.versions) == {"2024-10": 1}
+    assert dict(shopify.shop.state.versions) == {"2024-10": 2}  # (the account read on connecting, and the test)
 
 
 def test_two_connections_to_a_shop_deleted_at_once_leave_the_app_uninstalled(shopify):
