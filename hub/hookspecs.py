@@ -439,7 +439,10 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         limit lasts (HubSpot names it in the body: ten seconds, or a day):
         the core is consulted before it retries, waits that long, or gives up
         at once when that is longer than it waits (with a rate limit declared, the connection's next calls
-        then fail unsent until the time is up). A ``ProviderUnavailable(..., retry_now=True)`` (the
+        then fail unsent until the time is up). A quota answered with
+        another status (Salesforce's 403 ``REQUEST_LIMIT_EXCEEDED``) is a
+        ``RateLimited(retry_after=...)`` too: longer than the core waits, it
+        refuses the connection's next calls unsent alike. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

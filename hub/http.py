@@ -395,6 +395,11 @@ class ProviderHTTP:
                         continue
                 if isinstance(error, ProviderUnavailable) and not idempotent:
                     error.maybe_applied = True
+                if isinstance(error, RateLimited) and not long_wait and error.retry_after is not None \
+                        and math.isfinite(error.retry_after) and error.retry_after > self.retry.max_delay:
+                    # A quota the plugin read from another status (Salesforce's 403
+                    # REQUEST_LIMIT_EXCEEDED): each call sent before it resets counts against it too.
+                    long_wait = error.retry_after
                 if isinstance(error, RateLimited) and long_wait and (endpoint_limiter or self.limiter):
                     (endpoint_limiter or self.limiter).refuse(long_wait)
                 if isinstance(error, RateLimited) and (error.retry_after is None or error.retry_after < 1):

@@ -355,3 +355,43 @@ def test_calls_after_a_429_asking_a_long_wait_are_refused_without_being_sent(tmp
     assert isinstance(first, RateLimited) and first.retry_after == 120
     assert isinstance(second, RateLimited) and 115 <= second.retry_after <= 120 and "nothing was sent" in second.message
     assert len(seen) == 1
+
+
+def test_a_quota_the_plugin_reads_from_another_status_refuses_the_next_calls_too(tmp_path):
+    """Salesforce answers its daily limit with a 403 REQUEST_LIMIT_EXCEEDED that
+    describe_error makes RateLimited: the next calls went out anyway, each
+    counting against the allocation."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(403, json=[{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit"}])
+
+    def describe_error(response):
+        body = response.json()
+        if response.status_code == 403 and body and body[0].get("errorCode") == "REQUEST_LIMIT_EXCEEDED":
+            return RateLimited(body[0]["message"], code="daily_limit_exceeded", retry_after=3600.0)
+        return None
+
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_quota", INFO, [EntitySchema("things", "Things")],
+                                    describe_error=describe_error), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
+              transport=httpx.MockTransport(handler))
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def twice() -> list[object]:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        outcomes = []
+        for _ in range(2):
+            try:
+                outcomes.append(await ctx.http.request("GET", ctx.url(path="/things")))
+            except RateLimited as exc:
+                outcomes.append(exc)
+        await hub.close()
+        return outcomes
+
+    first, second = asyncio.run(twice())
+    assert isinstance(first, RateLimited) and first.code == "daily_limit_exceeded" and first.retry_after == 3600
+    assert isinstance(second, RateLimited) and 3590 <= second.retry_after <= 3600 and "nothing was sent" in second.message
+    assert len(seen) == 1
