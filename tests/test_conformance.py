@@ -7,6 +7,7 @@ pytest plugin."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from urllib.parse import urlencode
@@ -25,6 +26,7 @@ from hub.testing.conformance import (
     check_auth_flow,
     check_plugin_loads,
     check_provider_info,
+    check_token_refresh,
     forbid_own_http_clients,
 )
 from hub.types import Credentials
@@ -283,3 +285,42 @@ def test_round_trips_compare_the_scalars_inside_declared_objects_too():
     assert _at(record, "properties.address.city") is _at({}, "name")  # absent: not compared on create
     # An entity declaring no fields: its top-level scalars, as they come.
     assert _echoed(EntitySchema("notes", "Notes"), {"title": "x", "tags": ["a"]}) == [("title", "x")]
+
+
+def _expire(fake_app):
+    fake_app.state.access.clear()
+
+
+def test_token_refresh_is_checked_through_the_api(tmp_path):
+    """The suite never called refresh_credentials: a plugin whose refresh crashed passed."""
+    for name in ("working", "broken", "untold"):
+        (tmp_path / name).mkdir()
+    target = ConformanceTarget(provider="oauthex", plugin=build_plugin(), fake_app=create_fake,
+                               settings=OAUTH_SETTINGS, expire_tokens=_expire)
+    harness = Harness(target, tmp_path / "working").start()
+    try:
+        check_token_refresh(harness)
+        assert harness.fake_app.state.refresh_calls == 2
+    finally:
+        harness.stop()
+
+    broken = build_plugin()
+
+    @hookimpl
+    async def refresh_credentials(ctx):
+        raise KeyError("expires_in")
+
+    broken.refresh_credentials = refresh_credentials
+    harness = Harness(dataclasses.replace(target, plugin=broken), tmp_path / "broken").start()
+    try:
+        with pytest.raises(ConformanceError, match=r"listing 'contacts' after the fake stopped accepting the "
+                                                   r"access token answered HTTP 502 provider_error.*refresh_credentials"):
+            check_token_refresh(harness)
+    finally:
+        harness.stop()
+    harness = Harness(dataclasses.replace(target, expire_tokens=None), tmp_path / "untold").start()
+    try:
+        with pytest.raises(ConformanceError, match=r"give ConformanceTarget\(expire_tokens=\.\.\.\)"):
+            check_token_refresh(harness)
+    finally:
+        harness.stop()

@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from hub.models import Connection
 from hub.plugins import info_problems, schema_problems
 from hub.services.records import MAX_PAGE_SIZE
 from hub.sync.store import record_hash
@@ -108,6 +109,10 @@ class ConformanceTarget:
         ``harness.delivery_url`` is the URL it will be posted to, for a
         provider that signs the URL too (``WebhookRequest.url``).
     :param page_size: the page size the pagination checks ask for.
+    :param expire_tokens: ``expire_tokens(fake_app)`` makes the fake refuse
+        every access token it issued (401, as when they expire), not its
+        refresh tokens; required of a plugin implementing
+        ``refresh_credentials``, which the suite then checks through the API.
     """
 
     provider: str
@@ -124,6 +129,7 @@ class ConformanceTarget:
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     webhook: WebhookMaker | None = None
     page_size: int = 3
+    expire_tokens: Callable[[Any], None] | None = None
 
 
 # ---------------------------------------------------------------- loading
@@ -1041,6 +1047,44 @@ def check_auth_flow(h: Harness) -> None:
         pytest.skip(f"auth type {auth!r} has no flow to check")
 
 
+def check_token_refresh(h: Harness) -> None:
+    """A call meeting an access token the provider no longer accepts is
+    refreshed (``refresh_credentials``) and succeeds; the new tokens are
+    stored, so the next call needs no refresh; the connection stays ``connected``."""
+    if not h.provider.implements("refresh_credentials"):
+        pytest.skip("the plugin does not implement refresh_credentials")
+    if h.target.expire_tokens is None:
+        fail("the plugin refreshes tokens: give ConformanceTarget(expire_tokens=...) a function making the fake "
+             "refuse the access tokens it issued (as when they expire), so the suite can check refresh_credentials")
+    entity = next((s.name for s in h.provider.schemas.values() if not s.name.startswith("_")), None)
+    if entity is None:
+        pytest.skip("no entity to list")
+    connection_id = h.connection["id"]
+
+    def version() -> int:
+        with h.hub.session() as session:
+            return session.get(Connection, connection_id).credentials_version
+
+    before = version()
+    h.target.expire_tokens(h.fake_app)
+    listed = h.api.get(h.records_url(entity), params={"limit": 1})
+    _expect_status(listed, 200, f"listing {entity!r} after the fake stopped accepting the access token",
+                   "on a 401 the core calls refresh_credentials once and sends the call again: it must post the "
+                   "refresh grant and return Credentials with the new access token (and the refresh token, rotated "
+                   "or the one it used)")
+    if version() <= before:
+        fail("the call succeeded after the access token expired, but no refreshed credentials were stored: "
+             "refresh_credentials must return the provider's new tokens in Credentials.secrets")
+    h.target.expire_tokens(h.fake_app)
+    again = h.api.get(h.records_url(entity), params={"limit": 1})
+    _expect_status(again, 200, f"listing {entity!r} after a second expiry",
+                   "the refresh token refresh_credentials returned must work for the next refresh (a provider "
+                   "rotating it answers a new one; keep the old one when it does not)")
+    status = h.api.get(f"/connections/{connection_id}").json()["connection"]["status"]
+    if status != "connected":
+        fail(f"after refreshing, the connection is {status!r}, expected 'connected'")
+
+
 # ---------------------------------------------------------------- checks: webhooks
 
 
@@ -1353,6 +1397,9 @@ class ConformanceSuite:
     # auth and webhooks
     def test_auth_flow(self, conformance: Harness) -> None:
         check_auth_flow(conformance)
+
+    def test_token_refresh(self, conformance: Harness) -> None:
+        check_token_refresh(conformance)
 
     def test_webhook_signed_accepted(self, conformance: Harness) -> None:
         check_webhook_accepted(conformance)

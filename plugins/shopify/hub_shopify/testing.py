@@ -488,6 +488,12 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
     return [str(add(data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
 
 
+def expire_tokens(app: FastAPI) -> None:
+    """Every access token the fake issued expires now (its refresh tokens still work)."""
+    for token in app.state.tokens:
+        app.state.tokens[token] = time.time() - 1
+
+
 def issue_token(app: FastAPI, ttl: int | None = None) -> str:
     """An access token the fake accepts, without the OAuth dance."""
     token = "shpat_" + secrets.token_hex(16)

@@ -24,4 +24,5 @@ class TestShopifyConformance(ConformanceSuite):
         },
         updates={"customers": {"first_name": "Grace"}, "orders": {"note": "gift wrap"}},
         webhook=fake.conformance_webhook,
+        expire_tokens=fake.expire_tokens,
     )
