@@ -54,7 +54,10 @@ CLIENT_ID = "5f2b1c3d4e5f6a7b8c9d0e1f"
 SECRET = "8b3c0e2d9a1f4e5b6c7d8e9f0a4242"
 API_VERSION = "2020-09-14"
 SPEC_ENV = "PLAID_OPENAPI_SPEC"
-DEFAULT_SPEC = Path("/work/shared/reference/openapi/plaid-2020-09-14.yml")
+#: Plaid's official spec (plaid/plaid-openapi ``2020-09-14.yml``, MIT licence) pruned to
+#: what the fake serves (:func:`prune_spec`), shipped with the package: ``$PLAID_OPENAPI_SPEC``
+#: may name the whole YAML instead (``write_spec_subset`` makes this file from it).
+DEFAULT_SPEC = Path(__file__).parent / "openapi" / "plaid-2020-09-14-subset.json"
 PUBLIC_TOKEN_TTL = 30 * 60
 
 SERVED = (
@@ -241,20 +244,34 @@ def prune_spec(spec: dict[str, Any], paths: tuple[str, ...], extra_schemas: tupl
             "components": {"schemas": schemas, "securitySchemes": spec["components"]["securitySchemes"]}}
 
 
+def _pruned_spec(location: Path) -> dict[str, Any]:
+    if location.suffix == ".json":
+        spec = json.loads(location.read_bytes())
+    else:
+        import yaml
+
+        with location.open("rb") as handle:
+            spec = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return prune_spec(spec, SERVED, tuple(WEBHOOK_SCHEMAS.values()))  # (a pruned one is kept as it is)
+
+
+def write_spec_subset(source: str | Path, target: str | Path = DEFAULT_SPEC) -> int:
+    """Write the part of Plaid's whole spec (``source``, YAML) the fake serves
+    to ``target`` as JSON (after serving a new endpoint); its size in bytes."""
+    text = json.dumps(_pruned_spec(Path(source)), sort_keys=True, separators=(",", ":"))
+    Path(target).write_text(text)
+    return len(text)
+
+
 @functools.cache
 def spec_validator(path: str | None = None) -> SpecValidator:
     """The validator for the spec at ``path`` (default: ``$PLAID_OPENAPI_SPEC``, else the
     bundled reference copy), built once per process: about 1 s, mostly YAML parsing."""
-    import yaml
-
     location = Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
     if not location.exists():
         raise FileNotFoundError(f"Plaid's OpenAPI spec is not at {location}: set {SPEC_ENV}")
     started = time.perf_counter()
-    with location.open("rb") as handle:
-        spec = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    pruned = prune_spec(spec, SERVED, tuple(WEBHOOK_SCHEMAS.values()))
-    validator = SpecValidator(pruned, 0.0)
+    validator = SpecValidator(_pruned_spec(location), 0.0)
     validator.load_seconds = time.perf_counter() - started
     return validator
 

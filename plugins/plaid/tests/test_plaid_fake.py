@@ -144,3 +144,18 @@ def test_link_can_be_completed_over_http_for_a_hub_link_token(client, auth, fake
     assert exchanged.status_code == 201, exchanged.text
     refused = httpx.post(f"{fake.url}/fake/link/complete", json={"link_token": "link-sandbox-nope"})
     assert refused.status_code == 400 and "link_token" in refused.json()["error"]
+
+
+def test_the_spec_the_fake_validates_with_ships_with_the_package_pruned_as_the_whole_one_is(tmp_path):
+    """It was read from a path only the development machine had: the fake failed elsewhere."""
+    from pathlib import Path
+
+    import hub_plaid
+    from hub_plaid.testing import DEFAULT_SPEC, SERVED, _pruned_spec, write_spec_subset
+
+    assert DEFAULT_SPEC.is_file() and DEFAULT_SPEC.is_relative_to(Path(hub_plaid.__file__).parent)
+    shipped = _pruned_spec(DEFAULT_SPEC)
+    assert set(SERVED) <= set(shipped["paths"])  # an endpoint served later needs write_spec_subset
+    again = tmp_path / "again.json"
+    write_spec_subset(DEFAULT_SPEC, again)
+    assert _pruned_spec(again) == shipped

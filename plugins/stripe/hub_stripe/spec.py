@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SPEC_PATH = Path("/work/shared/reference/openapi/stripe-spec3-subset.json")
+#: Stripe's official spec (stripe/openapi ``spec3.json``, MIT licence) cut down to the
+#: paths the plugin uses, shipped with the package.
+DEFAULT_SPEC_PATH = Path(__file__).parent / "openapi" / "stripe-spec3-subset.json"
 FORM = "application/x-www-form-urlencoded"
 
 _lock = threading.Lock()

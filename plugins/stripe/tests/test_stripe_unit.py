@@ -190,3 +190,13 @@ def test_schemas_flags_follow_what_stripe_allows():
             schemas["charges"].supports_delete) == (True, True, False)
     assert schemas["payouts"].supports_update and not schemas["payouts"].supports_delete
     assert all(s.supports_since and "created[gte]" in s.description for s in schemas.values())
+
+
+def test_the_spec_the_fake_validates_with_ships_with_the_package():
+    """It was read from a path only the development machine had: the fake failed elsewhere."""
+    from pathlib import Path
+
+    import hub_stripe
+    from hub_stripe.spec import DEFAULT_SPEC_PATH
+
+    assert DEFAULT_SPEC_PATH.is_file() and DEFAULT_SPEC_PATH.is_relative_to(Path(hub_stripe.__file__).parent)
