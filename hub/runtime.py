@@ -90,6 +90,7 @@ class Hub:
         self.engine = make_engine(settings.resolved_database_url)
         if not settings.secret_key:
             settings.ensure_data_dir()  # (secret.key is there)
+            self._refuse_a_new_key_for_old_secrets()
         try:
             self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir, settings.previous_secret_key)
         except OSError as exc:
@@ -105,6 +106,26 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_slots: tuple[Any, asyncio.Semaphore] | None = None
         self._provider_settings: dict[str, dict[str, str]] = {}
+
+    def _refuse_a_new_key_for_old_secrets(self) -> None:
+        """A missing ``secret.key`` is made anew on first run; made anew beside a
+        database of secrets it did not encrypt (the file lost, another machine
+        on the same PostgreSQL), it would leave every credential unreadable."""
+        path = self.settings.data_dir / "secret.key"
+        if path.exists():
+            return
+        try:
+            with self.engine.connect() as connection:
+                held = connection.execute(sa.text(
+                    "SELECT count(*) FROM connections WHERE credentials_encrypted IS NOT NULL")).scalar()
+        except sa.exc.SQLAlchemyError:
+            return  # (no database yet, or not reachable: the next step says so)
+        if held:
+            raise SettingsError(
+                f"HUB_DATA_DIR={self.settings.data_dir} has no secret.key, but the database holds {held} "
+                f"connection{'s' if held != 1 else ''} whose credentials a secret key encrypted: restore secret.key "
+                f"from a backup (or from the machine that made them), or set HUB_SECRET_KEY to that key. A new "
+                f"key would leave them unreadable")
 
     def migrate(self) -> None:
         migrate(self.engine)

@@ -225,3 +225,28 @@ def test_hub_serve_exits_at_once_with_one_line(tmp_path, name, value, expected):
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert expected in done.stderr
+
+
+def test_a_lost_secret_key_is_not_made_anew_beside_the_secrets_it_encrypted(environment, tmp_path):
+    """secret.key deleted (or a second machine on the same database): a new key was made
+    without a word, and every connection's credentials became unreadable."""
+    from hub.runtime import Hub
+    from tests.sync_support import make_connection
+
+    environment.delenv("HUB_SECRET_KEY")
+    get_settings.cache_clear()
+    settings = get_settings()
+    hub = Hub(settings)
+    hub.migrate()
+    assert invoke("org", "list").exit_code == 0  # an empty database: a key made on first run is fine
+    make_connection(hub, "example", {"api_key": "sk_live_kept"})
+    key_file = settings.data_dir / "secret.key"
+    key = key_file.read_text()
+    key_file.unlink()
+    get_settings.cache_clear()
+    assert_one_line_error(invoke("org", "list"), f"HUB_DATA_DIR={settings.data_dir} has no secret.key",
+                          "holds 1 connection whose credentials", "restore secret.key")
+    assert not key_file.exists()
+    environment.setenv("HUB_SECRET_KEY", key)  # the key given another way
+    get_settings.cache_clear()
+    assert invoke("org", "list").exit_code == 0

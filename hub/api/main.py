@@ -103,10 +103,10 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         app.state.hub = hub
         unreadable = await asyncio.to_thread(unreadable_connections, hub)
         if unreadable:
-            log.error("%d connections have credentials this hub's secret key cannot decrypt: HUB_SECRET_KEY (or "
+            log.error("%d connection%s credentials this hub's secret key cannot decrypt: HUB_SECRET_KEY (or "
                       "secret.key in the data directory) is not the key that encrypted them. Restore that key, or "
                       "set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer credentials_unreadable",
-                      unreadable)
+                      unreadable, " has" if unreadable == 1 else "s have")
         background = await start_background(app)  # sync executor, scheduler, webhook processor
         try:
             yield
