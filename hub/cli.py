@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -52,6 +53,11 @@ def serve(host: str, port: int) -> None:
     from hub.types import HubError
 
     hub = _hub()
+    _check_port_free(host, port)
+    if "public_url" not in hub.settings.model_fields_set:
+        # Webhook and OAuth callback URLs name where this hub listens, not the default port.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        hub.settings.public_url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
     try:
         if hub.settings.sync_executor:  # (queue without PostgreSQL or procrastinate: refused now, not in startup)
             executor_kind(hub)
@@ -68,6 +74,21 @@ def serve(host: str, port: int) -> None:
     click.echo(f"providers: {loaded}")
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port in use before starting (uvicorn would start the whole hub, banner
+    and all, then stop with a traceback-like error line)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another hub "
+                                       f"running? choose another with --port)") from None
 
 
 class RedactQuery(logging.Filter):

@@ -250,3 +250,36 @@ def test_a_lost_secret_key_is_not_made_anew_beside_the_secrets_it_encrypted(envi
     environment.setenv("HUB_SECRET_KEY", key)  # the key given another way
     get_settings.cache_clear()
     assert invoke("org", "list").exit_code == 0
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(environment):
+    """It printed its banner, started the whole hub, then stopped on uvicorn's bind error."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_one_line_error(invoke("serve", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}",
+                              "choose another with --port")
+
+
+def test_serve_on_another_port_names_it_in_webhook_and_callback_urls(environment, monkeypatch):
+    """make run PORT=9000 registered webhooks at :8000, where nothing listened."""
+    import uvicorn
+
+    from hub.services.oauth import callback_url
+    from hub.testing import free_port
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    port = free_port()
+    result = invoke("serve", "--port", str(port))
+    assert result.exit_code == 0, result.output
+    hub = served["app"].state.hub
+    assert hub.webhook_url("stripe").startswith(f"http://127.0.0.1:{port}/api/v1/integrations/webhooks/")
+    assert callback_url(hub, "shopify").startswith(f"http://127.0.0.1:{port}/")
+    environment.setenv("HUB_PUBLIC_URL", "https://hub.example.com")  # said: kept
+    get_settings.cache_clear()
+    assert invoke("serve", "--port", str(port)).exit_code == 0
+    assert served["app"].state.hub.webhook_url("stripe").startswith("https://hub.example.com/")
