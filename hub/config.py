@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         if parsed.get_backend_name() not in DATABASES:
             raise ValueError(f"{parsed.get_backend_name()}: the hub runs on SQLite or PostgreSQL only "
                              f"({DATABASE_EXAMPLES})")
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in url:
+                # Gone when the process ends: an organization `hub org create` made, with its key.
+                raise ValueError(f"an in-memory SQLite database keeps nothing between commands: give a file "
+                                 f"({DATABASE_EXAMPLES})")
+            if not database.startswith(("/", "file:")):
+                raise ValueError(f"the SQLite path {database!r} is relative, so each command would use the file "
+                                 f"of the directory it runs in: give an absolute one (sqlite:////abs/path/hub.db)")
         return url
 
     @field_validator("jwt_jwks_url")

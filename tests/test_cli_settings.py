@@ -55,6 +55,10 @@ def assert_one_line_error(result, *expected: str) -> str:
 BAD_SETTINGS = [
     ("HUB_DATABASE_URL", "garbage", ["HUB_DATABASE_URL", "not a database URL"]),
     ("HUB_DATABASE_URL", "mysql://u@h/db", ["HUB_DATABASE_URL", "mysql", "SQLite or PostgreSQL"]),
+    # (an organization made in one command gone by the next; a file per working directory)
+    ("HUB_DATABASE_URL", "sqlite://", ["HUB_DATABASE_URL", "in-memory SQLite database keeps nothing"]),
+    ("HUB_DATABASE_URL", "sqlite:///:memory:", ["HUB_DATABASE_URL", "in-memory"]),
+    ("HUB_DATABASE_URL", "sqlite:///relative.db", ["HUB_DATABASE_URL", "'relative.db' is relative", "sqlite:////"]),
     ("HUB_DATABASE_URL", "sqlite:////nonexistent/dir/hub.db", ["HUB_DATABASE_URL", "/nonexistent/dir does not exist"]),
     ("HUB_MAX_BODY_BYTES", "abc", ["HUB_MAX_BODY_BYTES='abc'", "valid integer"]),
     ("HUB_MAX_BODY_BYTES", "-1", ["HUB_MAX_BODY_BYTES='-1'", "greater than or equal to 1"]),
