@@ -12,7 +12,7 @@ from typing import Any
 import click
 from sqlmodel import select
 
-from hub.config import get_settings
+from hub.config import get_settings, unknown_variables
 
 
 def _hub():
@@ -30,6 +30,9 @@ def _hub():
         hub.migrate()
     except (DuplicateProviderError, DatabaseUnavailable, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
+    # (A failed plugin's settings are its own: its load error says what is wrong.)
+    for note in unknown_variables([*hub.registry.providers, *(r.name for r in hub.registry.records)]):
+        click.echo(f"Warning: {note}; it is ignored", err=True)
     return hub
 
 

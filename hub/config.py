@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -161,6 +163,21 @@ class Settings(BaseSettings):
             for key, value in os.environ.items()
             if key.startswith(prefix)
         }
+
+
+def unknown_variables(providers: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """``HUB_*`` variables that are neither a setting nor ``HUB_<PROVIDER>_*`` of
+    a loaded provider, each with the setting it may be a typo of: ignored, they
+    leave the default in force (``HUB_DATABSE_URL`` runs on the embedded SQLite)."""
+    settings = [f"HUB_{name.upper()}" for name in Settings.model_fields] + ["HUB_PLUGINS"]  # (the registry's)
+    prefixes = tuple(f"HUB_{provider.upper()}_" for provider in providers)
+    notes = []
+    for name in sorted(environ if environ is not None else os.environ):
+        if not name.startswith("HUB_") or name in settings or name.startswith(prefixes):
+            continue
+        close = difflib.get_close_matches(name, settings, n=1, cutoff=0.8)
+        notes.append(f"{name} is not a hub setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return notes
 
 
 def describe_errors(error: ValidationError) -> str:

@@ -287,3 +287,17 @@ def test_serve_on_another_port_names_it_in_webhook_and_callback_urls(environment
     get_settings.cache_clear()
     assert invoke("serve", "--port", str(port)).exit_code == 0
     assert served["app"].state.hub.webhook_url("stripe").startswith("https://hub.example.com/")
+
+
+def test_a_mistyped_setting_is_named_not_silently_ignored(environment, tmp_path):
+    """HUB_DATABSE_URL was dropped without a word: the hub ran on the embedded SQLite."""
+    environment.setenv("HUB_DATABSE_URL", f"sqlite:///{tmp_path / 'meant.db'}")
+    environment.setenv("HUB_SECRETKEY", "k2")
+    environment.setenv("HUB_EXAMPLE_ORIGIN", "http://127.0.0.1:9")  # a provider's own: fine
+    environment.setenv("HUB_PLUGINS", "example")
+    result = invoke("org", "list")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert warnings == [
+        "Warning: HUB_DATABSE_URL is not a hub setting (did you mean HUB_DATABASE_URL?); it is ignored",
+        "Warning: HUB_SECRETKEY is not a hub setting (did you mean HUB_SECRET_KEY?); it is ignored"]
