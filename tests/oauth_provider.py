@@ -26,11 +26,12 @@ INFO = ProviderInfo(
 
 
 def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_webhooks: bool = True,
-                 info: ProviderInfo = INFO) -> types.ModuleType:
+                 info: ProviderInfo = INFO, revoked: list[str] | None = None) -> types.ModuleType:
     """``tells_expiry=False``: the token answers give no ``expires_in`` use
     (as Salesforce's): the hub learns a token expired from a 401.
     ``keys_webhooks=False``: no ``webhook_key`` (a provider without
-    webhooks): only ``test_connection``'s ``account`` tells accounts apart."""
+    webhooks): only ``test_connection``'s ``account`` tells accounts apart.
+    ``revoked``: a ``disconnect`` hook appends the access tokens it revokes."""
     plugin = types.ModuleType("oauthex_plugin")
 
     @hookimpl
@@ -79,6 +80,12 @@ def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_web
     @hookimpl
     async def test_connection(ctx):
         return await ctx.http.json("GET", ctx.url("api", path="/me"))
+
+    if revoked is not None:
+        @hookimpl
+        def disconnect(ctx):
+            revoked.append(ctx.credentials.get("access_token"))
+            return True
 
     @hookimpl
     async def list_records(ctx, entity):
@@ -142,8 +149,15 @@ def create_fake(client_id: str = "cid", client_secret: str = "csecret", token_li
             return issue()
         return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
 
+    app.state.me_answer = None  # (status, headers): how /me answers instead, for a while
+    app.state.me_calls = 0
+
     @app.get("/me")
     async def me(request: Request):
+        app.state.me_calls += 1
+        if app.state.me_answer:
+            status, headers = app.state.me_answer
+            return JSONResponse({"error": "unavailable"}, status_code=status, headers=headers)
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token not in app.state.access:
             return JSONResponse({"error": "invalid_token"}, status_code=401)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -595,3 +596,47 @@ def test_configuration_the_authorization_sets_is_never_taken_from_the_authorize_
         config = client.get(f"{API}/connections/{result['connection_id']}", headers=headers).json()["connection"][
             "config"]
         assert config.get("region") == "eu" and "instance_url" not in config
+
+
+@pytest.mark.parametrize("answer", [(503, {}), (429, {"Retry-After": "20"})])
+def test_a_grant_whose_account_cannot_be_read_does_not_take_the_connection_over(settings, example_registry,
+                                                                               oauth_fake, monkeypatch, answer):
+    """The account test failing let a grant of another account take the connection over, which
+    kept saying it was for the first; and a throttled test held the callback for 80 s."""
+    app_fake = oauth_fake[1]
+    revoked: list[str] = []
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(keys_webhooks=False, revoked=revoked)):
+        first = finish(client, provider_redirect(start(client, headers)))
+        app_fake.state.account, app_fake.state.me_answer, calls = "acct_2", answer, app_fake.state.me_calls
+        started = time.monotonic()
+        refused = finish(client, provider_redirect(start(client, headers)))
+        assert time.monotonic() - started < 10 and app_fake.state.me_calls == calls + 1  # one attempt, no waiting
+        assert (refused["status"], refused["code"]) == ("error", "account_unverifiable")
+        connection = client.get(f"{API}/connections/{first['connection_id']}", headers=headers).json()["connection"]
+        assert connection["provider_account"] == "acct_1" and connection["config"]["account"] == "acct_1"
+        assert revoked == []  # (its account unknown: revoking might end a grant someone else holds)
+        app_fake.state.account, app_fake.state.me_answer = "acct_1", None
+        again = finish(client, provider_redirect(start(client, headers)))
+        assert (again["status"], again["connection_id"]) == ("connected", first["connection_id"])
+
+
+def test_a_refused_grant_is_not_revoked_while_another_organization_holds_its_account(settings, example_registry,
+                                                                                   oauth_fake, monkeypatch):
+    app_fake = oauth_fake[1]
+    revoked: list[str] = []
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(keys_webhooks=False, revoked=revoked)):
+        other = make_org(app, "other")
+        other.pop("org_id")
+        app_fake.state.account = "acct_2"
+        assert finish(client, provider_redirect(start(client, other)))["status"] == "connected"
+        app_fake.state.account = "acct_1"
+        assert finish(client, provider_redirect(start(client, headers)))["status"] == "connected"
+        app_fake.state.account = "acct_2"
+        refused = finish(client, provider_redirect(start(client, headers)))
+        assert (refused["status"], refused["code"]) == ("error", "connection_exists")
+        assert revoked == []  # the other organization's connection holds that account
+        app_fake.state.account = "acct_3"  # nobody's: given back
+        refused = finish(client, provider_redirect(start(client, headers)))
+        assert refused["code"] == "connection_exists" and len(revoked) == 1

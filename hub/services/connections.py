@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import Any
@@ -192,29 +193,48 @@ def _save_new(hub: Hub, connection: Connection, one_per_organization: bool = Fal
         return connection
 
 
-async def account_reached(hub: Hub, organization_id: str, provider: Provider,
-                          credentials: Credentials) -> str | None:
+#: How long reading a new grant's account may hold its callback (one attempt, no waiting out a 429).
+PROBE_DEADLINE_SECONDS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reached:
+    """The account a new grant reaches: ``account`` as its test names it (None:
+    the plugin does not tell), or ``failure`` when the test could not say."""
+
+    account: str | None = None
+    failure: HubError | None = None
+
+
+async def account_reached(hub: Hub, organization_id: str, provider: Provider, credentials: Credentials) -> Reached:
     """The provider account fresh credentials (an OAuth grant, a Link
-    exchange) reach, as ``test_connection`` names it; None when the plugin
-    does not tell, or the test fails (the grant stands: it was just made)."""
+    exchange) reach, from ``test_connection``: one attempt within
+    :data:`PROBE_DEADLINE_SECONDS`, as the user's browser waits on it."""
     if not provider.implements("test_connection"):
-        return None
+        return Reached()
     probe = Connection(organization_id=organization_id, provider=provider.name, category=provider.info.category,
                        name=provider.info.label)
     hub.store_credentials(probe, credentials)
+    ctx = hub.context(provider, probe)
+    # Nothing stored: no status to mark, and no refresh (a rotated token would be lost: the
+    # grant as exchanged is what gets stored).
+    ctx.connection_id = None
+    ctx.extra["token_expires_at"], ctx.extra["refreshing"] = None, True
+    ctx.http.retry = dataclasses.replace(ctx.http.retry, attempts=1, throttled_wait=0.0,
+                                         deadline=min(ctx.http.retry.deadline, PROBE_DEADLINE_SECONDS))
     try:
-        return account_of(await hub.call(provider, "test_connection", hub.context(provider, probe)))
+        return Reached(account_of(await hub.call(provider, "test_connection", ctx)))
     except HubError as exc:
         log.warning("%s: the account of a new authorization could not be read (%s): %s", provider.name, exc.code,
                     exc.message)
-        return None
+        return Reached(failure=exc)
     finally:
         await hub.pool.discard(probe.id)
 
 
 def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, credentials: Credentials,
                             name: str | None = None, allow_many: bool = False,
-                            account: str | None = None) -> Connection:
+                            reached: Reached | None = None) -> Connection:
     """Create or re-authorize a connection after OAuth or a Link exchange.
 
     OAuth re-authorization of the same provider (and the same provider-side
@@ -225,6 +245,7 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
     Decided under the organization's lock for the provider: two callbacks at
     once make one connection.
     """
+    account = reached.account if reached else None
     with hub.session() as session:
         lock(session, f"connections/{organization_id}/{provider.name}")
         query = select(Connection).where(
@@ -245,6 +266,13 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
             if other.provider_account and account is not None:
                 raise Conflict(f"this organization's {provider.name} connection is for account "
                                f"{other.provider_account}; delete it to connect account {account}")
+            if other.provider_account and reached is not None and reached.failure is not None:
+                # Which account the grant reaches is unknown: it may be another one.
+                raise AccountMismatch(
+                    f"which {provider.info.label} account this authorization reaches could not be read "
+                    f"({reached.failure.message}), and this organization's connection is for account "
+                    f"{other.provider_account}: connect again in a moment", code="account_unverifiable",
+                    details={"account": None, "connected": other.provider_account})
             match = other
         connection = match or Connection(
             organization_id=organization_id, provider=provider.name, category=provider.info.category,
@@ -496,13 +524,20 @@ def _learn_account(hub: Hub, connection_id: str, account: str) -> None:
         session.commit()
 
 
-async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials) -> None:
+async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials,
+                         reached: Reached | None = None) -> None:
     """Give back a grant obtained for a connection that could not be saved
     (``connection_exists``, say): nobody would hold its token otherwise. Not
-    when another connection uses the same account (revoking would cut it off)."""
+    when another connection uses the same account (revoking would cut it off),
+    by its ``webhook_key`` or the account its test named (``reached``), nor
+    when that account is unknown (a revocation may end the user's whole grant)."""
     if not provider.implements("disconnect"):
         return
     if credentials.webhook_key and await hub.db(_account_in_use, hub, provider.name, credentials.webhook_key):
+        return
+    if reached is not None and (reached.failure is not None or (
+            reached.account is not None and await hub.db(_account_in_use, hub, provider.name, None,
+                                                          reached.account))):
         return
     unsaved = Connection(organization_id="", provider=provider.name, category=provider.info.category,
                          name=provider.info.label)
@@ -570,11 +605,13 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     return outcome
 
 
-def _account_in_use(hub: Hub, provider: str, webhook_key: str) -> bool:
-    """Whether a connection of ``provider`` uses the account ``webhook_key`` names (a shop, an item)."""
+def _account_in_use(hub: Hub, provider: str, webhook_key: str | None, account: str | None = None) -> bool:
+    """Whether a connection of ``provider`` uses the account ``webhook_key``
+    names (a shop, an item), or whose test named ``account``."""
+    column, value = (Connection.webhook_key, webhook_key) if webhook_key else (Connection.provider_account, account)
     with hub.session() as session:
         return session.exec(select(Connection.id).where(
-            Connection.provider == provider, Connection.webhook_key == webhook_key).limit(1)).first() is not None
+            Connection.provider == provider, column == value).limit(1)).first() is not None
 
 
 #: Revocations tried again at most this often, and given up after this many attempts (about a week).

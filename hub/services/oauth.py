@@ -230,12 +230,12 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         specific = exc.code if exc.code != type(exc).code else "exchange_failed"
         raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
+    reached = await account_reached(hub, record.organization_id, provider, credentials)
     try:
-        account = await account_reached(hub, record.organization_id, provider, credentials)
         connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,
-                                             credentials, account=account)
+                                             credentials, reached=reached)
     except HubError as exc:
-        await revoke_unsaved(hub, provider, credentials)
+        await revoke_unsaved(hub, provider, credentials, reached)
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     return record, connection
 

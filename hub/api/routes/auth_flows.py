@@ -105,12 +105,12 @@ async def link_exchange(hub: HubDep, org: OrgDep, provider: ProviderDep, body: L
     ctx = hub.app_context(provider, _flow_config(body.metadata, "metadata"))
     credentials = await hub.call(provider, "exchange_public_token", ctx, public_token=body.public_token,
                                  metadata=body.metadata, link_token=body.link_token)
+    reached = await connection_service.account_reached(hub, org.id, provider, credentials)
     try:
-        account = await connection_service.account_reached(hub, org.id, provider, credentials)
         connection = await asyncio.to_thread(upsert_from_credentials, hub, org.id, provider, credentials,
-                                             name=body.name, allow_many=True, account=account)
+                                             name=body.name, allow_many=True, reached=reached)
     except HubError:
-        await revoke_unsaved(hub, provider, credentials)  # the public token is spent: give the item back
+        await revoke_unsaved(hub, provider, credentials, reached)  # the public token is spent: give the item back
         raise
     return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
 
