@@ -511,19 +511,27 @@ def verify_app_webhook(ctx: ProviderContext, request: WebhookRequest) -> bool:
     """Say whether a delivery no connection matches was signed for the operator's app.
 
     Optional, for providers that sign every delivery with the app's secret
-    (Shopify's client secret), not a connection's. The core calls it only
-    when ``webhook_connection_key`` named accounts and no connection has
-    them: the account was disconnected, or its connection deleted, and the
-    provider still delivers (Shopify's ``shop/redact``, 48 hours after an
-    uninstall). ``True`` answers the delivery ``200`` with nothing stored or
-    applied (the hub holds nothing of that account), so the provider stops
-    retrying and does not count the app's endpoint as failing; ``False``
-    (or no implementation) answers it ``webhook_rejected``, as today.
+    (Shopify's client secret, Xero's webhook key), not a connection's. The
+    core calls it only when no connection has the accounts
+    ``webhook_connection_key`` named, or it named none: the account was
+    disconnected, or its connection deleted, and the provider still delivers
+    (Shopify's ``shop/redact``, 48 hours after an uninstall), or the
+    provider checks the endpoint with a delivery of no events (Xero's
+    "intent to receive"). ``True`` answers the delivery ``200`` with nothing
+    stored or applied (the hub holds nothing of that account), so the
+    provider stops retrying and does not count the app's endpoint as
+    failing; ``False`` (or no implementation) answers it ``webhook_rejected``.
+    Acknowledge only what the provider sends for accounts the app no longer
+    has: another delivery refused is retried, and one may come while its
+    account is being connected.
 
     :param ctx: an app context: the operator's settings, no connection
         (``ctx.config`` and ``ctx.credentials`` are empty).
     :returns: ``True`` only when the signature over ``request.body`` matches,
         checked in constant time.
+    :raises WebhookRejected: ``code="webhook_stale"`` for a signed delivery
+        too old, as ``verify_webhook`` answers one for an account with a
+        connection (the sender must not tell the two apart).
     """
 
 

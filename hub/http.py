@@ -289,8 +289,8 @@ class ProviderHTTP:
                 if limiter and (left := limiter.refused_for()) > 0:
                     # A 429 asked for a longer wait than calls wait: sent now, this one would be
                     # refused too (and count against the limit at some providers).
-                    raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (its last "
-                                      f"429); nothing was sent", retry_after=max(1.0, left))
+                    raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (as its "
+                                      f"last refusal said); nothing was sent", retry_after=max(1.0, left))
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     if endpoint_limiter:

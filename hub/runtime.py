@@ -81,6 +81,10 @@ _TOKEN_KEYS = ("access_token", "refresh_token")
 #: Hooks that change the provider's data.
 WRITE_HOOKS = frozenset(("create_record", "update_record", "delete_record", "run_action"))
 
+#: The bucket of a provider that declares no rate limit: it never paces.
+UNPACED = RateLimit(requests_per_second=1e9, burst=10**9)
+
+
 class Hub:
     """Everything a request handler, the scheduler or the CLI needs."""
 
@@ -222,7 +226,9 @@ class Hub:
         shared = connection is not None and connection.webhook_key and sa.inspect(connection).has_identity
         paced = f"account|{provider.name}|{connection.webhook_key}" if shared else key
         return ProviderHTTP(
-            self.pool.client(key), self.pool.limiter(paced, rate_limit),
+            # A provider declaring no rate still gets a bucket (that never paces): it keeps the
+            # refusal of a long limit (a daily quota) for the connection's next calls.
+            self.pool.client(key), self.pool.limiter(paced, rate_limit or UNPACED),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
             retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(paced, endpoint_limits),
         )

@@ -357,3 +357,30 @@ def test_a_content_type_merely_containing_json_is_not_json(client, auth):
     for content_type in ("application/jsonx", "text/json", "application/json-seq", "application/x-json+xml"):
         assert_error(client.post(url, content=body, headers={**auth, "Content-Type": content_type}),
                      415, "unsupported_media_type")
+
+
+def test_an_error_of_a_moment_says_when_to_come_back_and_a_wait_that_is_not_a_number_is_left_out():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from hub.api.errors import install
+    from hub.types import HubError
+
+    class Busy(HubError):
+        status, code, retry_after = 409, "busy", 2.5
+
+    class Odd(HubError):  # a plugin's own class: anything may be there
+        status, code, retry_after = 409, "odd", "soon"
+
+    app = FastAPI()
+    install(app)
+
+    @app.get("/{which}")
+    def fail(which: str):
+        raise {"busy": Busy, "odd": Odd}[which]("try later")
+
+    with TestClient(app) as client:
+        busy = client.get("/busy")
+        assert (busy.status_code, busy.headers.get("Retry-After"), busy.json()["code"]) == (409, "3", "busy")
+        odd = client.get("/odd")
+        assert (odd.status_code, odd.json()["code"]) == (409, "odd") and "Retry-After" not in odd.headers

@@ -7,6 +7,7 @@ rate_limited answer."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -374,8 +375,9 @@ def test_a_quota_the_plugin_reads_from_another_status_refuses_the_next_calls_too
         return None
 
     registry = PluginRegistry()
-    registry.register(module_plugin("scripted_quota", INFO, [EntitySchema("things", "Things")],
-                                    describe_error=describe_error), "scripted")
+    # (No rate declared, as a provider with a daily quota only: the refusal is kept all the same.)
+    registry.register(module_plugin("scripted_quota", dataclasses.replace(INFO, rate_limit=None),
+                                    [EntitySchema("things", "Things")], describe_error=describe_error), "scripted")
     hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
               transport=httpx.MockTransport(handler))
     connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")

@@ -71,6 +71,8 @@ class AppSigned(Hooked):
     def verify_app_webhook(self, ctx, request):
         if request.header("X-Boom"):
             raise RuntimeError("plugin bug")
+        if request.header("X-Old"):
+            raise WebhookRejected("signed long ago", code="webhook_stale")
         return request.header("X-App-Signature") == "app-secret"
 
 
@@ -87,9 +89,15 @@ def test_hook_verify_app_webhook(settings, caplog):
 
     acknowledged = deliver({"account": "acct_gone"}, {"X-App-Signature": "app-secret"})
     assert (acknowledged.connection_id, acknowledged.accepted, acknowledged.duplicates) == (None, [], [])
+    # Naming no account at all (Xero's intent-to-receive check: no events): acknowledged too.
+    assert deliver({}, {"X-App-Signature": "app-secret"}).accepted == []
+    assert answer(hub, {}, {"X-App-Signature": "wrong"})[:2] == (401, "webhook_rejected")
     for headers in ({"X-App-Signature": "wrong"}, {}, {"X-App-Signature": "app-secret", "X-Boom": "1"}):
         assert answer(hub, {"account": "acct_gone"}, headers)[:2] == (401, "webhook_rejected")
     assert "app signature check by ledger crashed" in caplog.text
+    # Stale is answered stale, as verify_webhook answers it for an account with a connection.
+    assert answer(hub, {"account": "acct_gone"}, {"X-App-Signature": "app-secret", "X-Old": "1"})[:2] == (
+        401, "webhook_stale")
     # A delivery naming a connection by id (a per-connection URL) is that connection's to verify.
     assert answer(hub, {"account": "acct_gone"}, {"X-App-Signature": "app-secret"},
                   query={"connection_id": "conn_gone"})[:2] == (401, "webhook_rejected")

@@ -69,10 +69,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
         headers = {}
-        wait = exc.retry_after
-        if isinstance(exc, RateLimited) and (wait is None or not math.isfinite(wait)):
+        # (A plugin's own error class may set anything there: only a finite number is a wait.)
+        wait = exc.retry_after if isinstance(exc.retry_after, (int, float)) and not isinstance(
+            exc.retry_after, bool) and math.isfinite(exc.retry_after) else None
+        if isinstance(exc, RateLimited) and wait is None:
             wait = 1.0  # always there for a rate limit: one second when the provider said nothing
-        if wait is not None and math.isfinite(wait):
+        if wait is not None:
             headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))  # whole seconds, rounded up
         details = exc.details if isinstance(exc.details, (dict, list)) else None
         return JSONResponse(error_body(exc.message, exc.code, details, exc.fields), status_code=exc.status,

@@ -142,7 +142,8 @@ async def _receive(hub: Hub, provider: Provider, request: WebhookRequest) -> Int
     try:
         connections = await hub.db(find_connections, hub, provider, connection_id, key)
     except UnknownConnection:
-        if connection_id or not key or not await _signed_for_the_app(hub, provider, request):
+        # (No account named at all: Xero's intent-to-receive check, an empty delivery.)
+        if connection_id or not await _signed_for_the_app(hub, provider, request):
             raise
         # An account the hub no longer holds (its connection deleted): nothing to store, and
         # a refusal would have the provider retry, then count the app's endpoint as failing.
@@ -184,6 +185,8 @@ async def _signed_for_the_app(hub: Hub, provider: Provider, request: WebhookRequ
     try:
         return await provider.call("verify_app_webhook", ctx=hub.app_context(provider), request=request) is True
     except HubError as exc:  # (the operator's app secret not configured, say)
+        if exc.code == "webhook_stale":
+            raise  # answered as a stale delivery for an account with a connection is
         log.warning("%s could not check a delivery's app signature (%s): %s", provider.name, exc.code, exc.message)
     except Exception:
         log.exception("app signature check by %s crashed", provider.name)

@@ -586,12 +586,41 @@ def webhook_connection_key(request):
 CLOCK_SKEW_SECONDS = 300
 
 
-@hookimpl
-def verify_app_webhook(ctx, request):
-    """Every delivery is signed with the app's client secret: one for a shop the hub no
-    longer holds (``shop/redact`` after its connection was deleted) is acknowledged."""
+#: The mandatory privacy topics: Shopify sends them for shops the app no longer has.
+COMPLIANCE_TOPICS = frozenset(("customers/redact", "shop/redact", "customers/data_request"))
+
+
+def _signed_by_the_app(ctx, request) -> bool:
     digest = hmac.new(ctx.setting("client_secret").encode(), request.body, hashlib.sha256).digest()
     return hmac.compare_digest(base64.b64encode(digest), (request.header("X-Shopify-Hmac-Sha256") or "").encode())
+
+
+def _triggered_at(ctx, request) -> datetime:
+    """The delivery's time, within the tolerance (5 hours of retries) in the past and
+    :data:`CLOCK_SKEW_SECONDS` in the future; ``webhook_stale`` outside it."""
+    try:
+        triggered = datetime.fromisoformat(request.header("X-Shopify-Triggered-At") or "")
+    except ValueError:
+        raise WebhookRejected("malformed delivery: triggered-at time") from None
+    triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
+    # Unsigned, and a deletion's version: a delivery dated ahead would outrank real
+    # updates, so ahead only clock skew is allowed (retries make old ones legitimate).
+    age = (datetime.now(timezone.utc) - triggered).total_seconds()
+    if age > ctx.provider.webhook_tolerance_seconds or -age > CLOCK_SKEW_SECONDS:
+        raise WebhookRejected("the delivery's triggered-at time is outside the tolerance", code="webhook_stale")
+    return triggered
+
+
+@hookimpl
+def verify_app_webhook(ctx, request):
+    """A privacy delivery for a shop the hub no longer holds (``shop/redact`` 48 hours after
+    an uninstall, its connection deleted) is acknowledged when the app signed it. Other
+    topics are refused, so Shopify retries one that comes while its shop is being connected;
+    a stale one is ``webhook_stale``, as for a shop that has a connection."""
+    if not _signed_by_the_app(ctx, request):
+        return False
+    _triggered_at(ctx, request)
+    return request.header("X-Shopify-Topic") in COMPLIANCE_TOPICS
 
 
 @hookimpl
@@ -601,22 +630,16 @@ def verify_webhook(ctx, request):
     connection's shop, and its ``X-Shopify-Triggered-At`` is at most the tolerance
     (5 hours of retries) in the past and :data:`CLOCK_SKEW_SECONDS` in the future. The secret is the same for every shop that installed the app,
     so the signature alone does not say which shop a delivery belongs to."""
-    if not verify_app_webhook(ctx, request):
+    if not _signed_by_the_app(ctx, request):
         raise WebhookRejected("signature does not match")
     shop = _delivery_shop(request)
     if not shop or shop != str(ctx.config.get("shop") or "").lower():
         raise WebhookRejected("the delivery is for another shop than the connection's")
+    triggered = _triggered_at(ctx, request)
     try:
-        triggered = datetime.fromisoformat(request.header("X-Shopify-Triggered-At") or "")
         payload = json.loads(request.body)
     except (ValueError, RecursionError):
-        raise WebhookRejected("malformed delivery: triggered-at time or body") from None
-    triggered = triggered if triggered.tzinfo else triggered.replace(tzinfo=timezone.utc)
-    # Unsigned, and a deletion's version: a delivery dated ahead would outrank real
-    # updates, so ahead only clock skew is allowed (retries make old ones legitimate).
-    age = (datetime.now(timezone.utc) - triggered).total_seconds()
-    if age > ctx.provider.webhook_tolerance_seconds or -age > CLOCK_SKEW_SECONDS:
-        raise WebhookRejected("the delivery's triggered-at time is outside the tolerance", code="webhook_stale")
+        raise WebhookRejected("malformed delivery: body") from None
     resource, _, verb = (request.header("X-Shopify-Topic") or "").partition("/")
     if not (resource and verb and isinstance(payload, dict)):
         raise WebhookRejected("malformed delivery: topic or body")
