@@ -153,7 +153,10 @@ def exchange_code(
     :raises AuthFailed: the provider refused the code, or the callback's
         signature is wrong.
     :raises InsufficientScope: the grant lacks scopes the provider needs
-        (with its ``credentials``: the core gives the grant back).
+        (with its ``credentials``: the core gives the grant back). Any other
+        hub error raised once the provider issued tokens (the user must
+        choose one of several accounts, say) carries them as its
+        ``credentials`` attribute, so the grant is given back too.
     """
 
 

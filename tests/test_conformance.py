@@ -324,3 +324,20 @@ def test_token_refresh_is_checked_through_the_api(tmp_path):
             check_token_refresh(harness)
     finally:
         harness.stop()
+
+
+def test_wait_for_run_works_with_the_harness_client(tmp_path):
+    """PLUGINS.md offers wait_for_run for a plugin's sync tests beside the Harness,
+    whose client's base URL already ends in the API prefix: the path was doubled."""
+    from hub.testing import wait_for_run
+
+    harness = Harness(example_target(), tmp_path).start()
+    try:
+        connection_id = harness.connection["id"]
+        harness.seed("notes", 2)
+        started = harness.api.post(f"/connections/{connection_id}/sync", json={"entity": "notes"})
+        assert started.status_code == 202, started.text
+        run = wait_for_run(harness.api, {}, connection_id, started.json()["run"]["id"])
+        assert run["status"] == "succeeded" and run["fetched"] >= 1
+    finally:
+        harness.stop()

@@ -640,3 +640,28 @@ def test_a_refused_grant_is_not_revoked_while_another_organization_holds_its_acc
         app_fake.state.account = "acct_3"  # nobody's: given back
         refused = finish(client, provider_redirect(start(client, headers)))
         assert refused["code"] == "connection_exists" and len(revoked) == 1
+
+
+def test_a_grant_refused_after_its_tokens_were_issued_is_given_back(settings, example_registry, oauth_fake,
+                                                                    monkeypatch):
+    """A plugin refusing the grant it exchanged (the user must pick one of several
+    accounts) left it active at the provider: only InsufficientScope's were given back."""
+    from hub import hookimpl
+    from hub.types import ValidationFailed
+
+    revoked: list[str] = []
+    plugin = build_plugin(revoked=revoked)
+    exchange = plugin.exchange_code
+
+    @hookimpl
+    async def exchange_code(ctx, code, redirect_uri, code_verifier):
+        credentials = await exchange(ctx, code, redirect_uri, code_verifier)
+        refused = ValidationFailed("this grant covers several organisations: choose one", code="account_choice_needed")
+        refused.credentials = credentials
+        raise refused
+
+    plugin.exchange_code = exchange_code
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch, plugin):
+        result = finish(client, provider_redirect(start(client, headers)))
+        assert (result["status"], result["code"]) == ("error", "account_choice_needed")
+        assert len(revoked) == 1 and revoked[0] in oauth_fake[1].state.access

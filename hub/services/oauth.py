@@ -17,7 +17,7 @@ from hub.models import Connection, OAuthState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.services.connections import account_reached, revoke_unsaved, upsert_from_credentials
-from hub.types import HubError, InsufficientScope, ValidationFailed
+from hub.types import Credentials, HubError, InsufficientScope, ValidationFailed
 
 
 class OAuthFailed(HubError):
@@ -221,11 +221,14 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
     try:
         credentials = await hub.call(provider, "exchange_code", ctx, code=code, redirect_uri=record.redirect_uri,
                                      code_verifier=verifier, params=dict(query))
-    except InsufficientScope as exc:
-        if exc.credentials is not None:
-            await revoke_unsaved(hub, provider, exc.credentials)  # not when another connection uses the account
-        raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     except HubError as exc:
+        # Refused after the provider issued tokens (too few scopes, no account chosen): the
+        # grant is given back, unless another connection uses the account.
+        granted = getattr(exc, "credentials", None)
+        if isinstance(granted, Credentials):
+            await revoke_unsaved(hub, provider, granted)
+        if isinstance(exc, InsufficientScope):
+            raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
         # A code of the plugin's own (Shopify's shop_mismatch) says more than exchange_failed.
         specific = exc.code if exc.code != type(exc).code else "exchange_failed"
         raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None

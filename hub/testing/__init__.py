@@ -49,10 +49,15 @@ def serve(app, port: int | None = None, log_level: str = "warning") -> Iterator[
 def wait_for_run(client, headers: dict[str, str], connection_id: str, run_id: str,  # noqa: ANN001
                  timeout: float = 20) -> dict:
     """Poll ``GET /connections/{id}/sync/runs/{run_id}`` (through ``client``, a
-    TestClient or an httpx client) until the sync run has finished; returns it."""
+    TestClient or an httpx client, whose base URL may already end in
+    ``/api/v1/integrations``, as the conformance ``Harness.api`` does) until
+    the sync run has finished; returns it."""
+    prefix = "/api/v1/integrations"
+    if str(getattr(client, "base_url", "")).rstrip("/").endswith(prefix):
+        prefix = ""
     deadline = time.monotonic() + timeout
     while True:
-        run = client.get(f"/api/v1/integrations/connections/{connection_id}/sync/runs/{run_id}",
+        run = client.get(f"{prefix}/connections/{connection_id}/sync/runs/{run_id}",
                          headers=headers).json()["run"]
         if run["status"] in ("succeeded", "failed"):
             return run
