@@ -301,7 +301,10 @@ def list_records(
 
     :param entity: one of the names from ``entity_schemas``.
     :param cursor: ``None`` for the first page, else a ``next_cursor`` this
-        hook returned before. Opaque to the core and the API client.
+        hook returned before, unchanged: the API hands cursors to clients
+        sealed (encrypted and authenticated, bound to the connection and the
+        entity), so a client can neither read nor forge one; a cursor stored
+        from before a secret key change is refused (``invalid_cursor``).
     :param page_size: the number of records wanted (the plugin may clamp it to
         the provider's maximum).
     :param filters: provider-specific filters the client passed.

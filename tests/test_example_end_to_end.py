@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from hub_example.testing import API_KEY, signed_delivery
 
-from tests.conftest import API
+from tests.conftest import API, make_org
 
 
 def connect(client, auth, **extra):
@@ -147,6 +147,18 @@ def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client,
     assert "belongs to 'notes'" in wrong.json()["error"]
     forged = client.get(f"{records}/notes/records", params={"cursor": "5"}, headers=auth)
     assert forged.status_code == 422 and forged.json()["code"] == "invalid_cursor"
+    # The provider's position is sealed: neither readable nor forgeable (a plugin may put its
+    # cursor in a query), nor taken by another connection.
+    from hub.sync.stored import encode_cursor
+
+    for made in (encode_cursor({"e": "notes", "c": "note_1"}), first["next_cursor"][:-4] + "AAAA"):
+        assert client.get(f"{records}/notes/records", params={"cursor": made}, headers=auth).json()["code"] == \
+            "invalid_cursor"
+    other_auth = {"Authorization": make_org(client.app, "other")["Authorization"]}
+    other = connect(client, other_auth)
+    elsewhere = client.get(f"{API}/connections/{other['id']}/entities/notes/records",
+                           params={"cursor": first["next_cursor"]}, headers=other_auth)
+    assert elsewhere.json()["code"] == "invalid_cursor" and "this connection" in elsewhere.json()["error"]
     unfiltered = client.get(f"{records}/tags/records", params={"since": "2999-01-01T00:00:00Z"}, headers=auth)
     assert unfiltered.status_code == 422 and unfiltered.json()["code"] == "since_not_supported"
     future = client.get(f"{records}/notes/records", params={"since": "2999-01-01T00:00:00Z"}, headers=auth)

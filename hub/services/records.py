@@ -20,7 +20,8 @@ from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
-from hub.sync.stored import InvalidCursor, create_only_fields, decode_cursor, encode_cursor, settle_create_only
+from hub.crypto import DecryptionError
+from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
 from hub.types import HubError, NotFound, Page, ReadOnly, ValidationFailed
 
 log = logging.getLogger("hub.records")
@@ -90,11 +91,17 @@ class RecordService:
                 raise ValidationFailed("since must be a time from 1970 on (a time without a zone is UTC)",
                                        code="invalid_value")
         page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity,
-                                   cursor=open_cursor(cursor, entity),
+                                   cursor=self._open_cursor(cursor, entity),
                                    page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
                                    filters=filters or {}, since=since)
-        return dataclasses.replace(page, next_cursor=seal_cursor(page.next_cursor, entity),
-                                   watermark=seal_cursor(page.watermark, entity))
+        return dataclasses.replace(page, next_cursor=self._seal_cursor(page.next_cursor, entity),
+                                   watermark=self._seal_cursor(page.watermark, entity))
+
+    def _seal_cursor(self, cursor: str | None, entity: str) -> str | None:
+        return seal_cursor(self.hub, self.connection.id, cursor, entity)
+
+    def _open_cursor(self, cursor: str | None, entity: str) -> str | None:
+        return open_cursor(self.hub, self.connection.id, cursor, entity)
 
     @staticmethod
     def _record_id(entity: str, record_id: str) -> str:
@@ -251,18 +258,34 @@ class RecordService:
         return await self.hub.call(self.provider, "run_action", self.ctx, action=name, params=params)
 
 
-def seal_cursor(cursor: str | None, entity: str) -> str | None:
-    """A provider's position, bound to its entity, as the API hands it out."""
-    return encode_cursor({"e": entity, "c": cursor}) if cursor else None
+# A provider's cursor is the plugin's own text, which it may put in a query (a SOQL WHERE, a
+# page URL): handed out sealed (encrypted, authenticated), a client can neither read nor forge
+# one, nor use one of another entity or connection.
 
-
-def open_cursor(cursor: str | None, entity: str) -> str | None:
-    """The provider's position in a sealed cursor of ``entity``."""
-    sealed = decode_cursor(cursor)
-    if sealed is None:
+def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -> str | None:
+    """A provider's position, bound to its connection and entity, as the API hands it out."""
+    if not cursor:
         return None
+    return hub.cipher.encrypt(json.dumps({"e": entity, "n": connection_id, "c": cursor}))
+
+
+def open_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -> str | None:
+    """The provider's position in a cursor :func:`seal_cursor` made.
+
+    :raises InvalidCursor: not one it made (for this connection and entity).
+    """
+    if not cursor:
+        return None
+    try:
+        sealed = json.loads(hub.cipher.decrypt(cursor))
+    except (DecryptionError, ValueError, TypeError, RecursionError):
+        raise InvalidCursor("the cursor is not one this API returned (or the hub's secret key changed since: "
+                            "list from the first page again)") from None
+    if not isinstance(sealed, dict):
+        raise InvalidCursor("the cursor is not one this API returned")
     owner, position = sealed.get("e"), sealed.get("c")
-    if owner != entity or not isinstance(position, str):
-        raise InvalidCursor(f"the cursor belongs to {owner!r}, not {entity!r}" if isinstance(owner, str)
-                            else "the cursor is not one this API returned")
+    if sealed.get("n") != connection_id or not isinstance(position, str):
+        raise InvalidCursor("the cursor is not one this API returned for this connection")
+    if owner != entity:
+        raise InvalidCursor(f"the cursor belongs to {owner!r}, not {entity!r}")
     return position

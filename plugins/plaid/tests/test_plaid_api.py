@@ -155,7 +155,7 @@ def test_removed_transactions_are_deleted_ids_and_the_watermark_resumes(client, 
     assert [len(p["records"]) for p in first_run] == [100, 20]
     watermark = first_run[-1]["watermark"]
     assert first_run[0]["watermark"] is None and watermark
-    assert open_cursor(watermark, "transactions") == fake.cursor_now(item.item_id)
+    assert open_cursor(client.app.state.hub, connection["id"], watermark, "transactions") == fake.cursor_now(item.item_id)
 
     gone = list(item.transactions)[:2]
     for transaction_id in gone:
@@ -440,8 +440,8 @@ def test_plaid_per_item_endpoint_limits_are_paced_by_the_core(tmp_path, monkeypa
     ("institutions", "²"),
 ])
 def test_a_tampered_position_is_an_invalid_cursor_not_a_crash(client, auth, connection, entity, position):
-    response = client.get(records_url(connection, entity), params={"cursor": seal_cursor(position, entity)},
-                          headers=auth)
+    sealed = seal_cursor(client.app.state.hub, connection["id"], position, entity)
+    response = client.get(records_url(connection, entity), params={"cursor": sealed}, headers=auth)
     assert response.status_code == 422 and response.json()["code"] == "invalid_cursor", response.text
 
 

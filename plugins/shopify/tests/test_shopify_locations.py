@@ -106,7 +106,7 @@ def test_a_cursor_of_the_previous_version_resumes_and_the_next_pass_lists_every_
     assert first.status_code == 200, first.text
     # As the records API handed it out (sealed to its entity), and as the sync engine stored it (bare).
     page_info = httpx.URL(first.links["next"]["url"]).params["page_info"]
-    old_cursor = seal_cursor(page_info, "inventory_levels")
+    old_cursor = seal_cursor(shopify.hub_app.state.hub, connection_id, page_info, "inventory_levels")
     before = level_ids(shopify.shop)
     fake.seed_locations(shopify.shop, 120)  # the shop grows during the upgrade
     rest = [r["id"] for records, _ in pages(shopify, connection_id, 5, cursor=old_cursor) for r in records]
