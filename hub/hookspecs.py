@@ -174,7 +174,9 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
 
     :returns: the new :class:`~hub.types.Credentials`; its ``secrets`` are
         merged over the old ones (a key it leaves out, such as a refresh
-        token the provider did not rotate, keeps its value).
+        token the provider did not rotate, keeps its value), and its
+        ``config`` over the connection's (what the token answer says of it:
+        Salesforce's ``instance_url``, the API host, which may move).
     :raises AuthFailed: the refresh token was refused; the core marks the
         connection ``expired``. The token endpoint's own refusal through
         ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as

@@ -335,6 +335,7 @@ class Hub:
                 and stored_expiry - timedelta(seconds=self.settings.refresh_margin_seconds) > utcnow()
             ):
                 ctx.credentials = stored
+                ctx.config = {**ctx.config, **(current.config or {})}
                 ctx.extra["token_expires_at"] = stored_expiry
                 return True
             # The stored secrets are the base: one registered since this call began (a webhook
@@ -356,12 +357,17 @@ class Hub:
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
+            # What the token answer teaches of the config (Salesforce's instance_url, which may
+            # move) is kept as the authorization's was; unchanged, the config is not written.
+            config = {**(current.config or {}), **fresh.config}
             secrets, expires_at = await asyncio.to_thread(
                 self._save_refreshed, ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
-                {key: ctx.credentials.get(key) for key in _TOKEN_KEYS})
+                {key: ctx.credentials.get(key) for key in _TOKEN_KEYS},
+                config if config != (current.config or {}) else None)
             if secrets is None:
                 return False
             ctx.credentials = secrets
+            ctx.config = {**ctx.config, **fresh.config}
             ctx.extra["token_expires_at"] = expires_at
             return True
 
@@ -370,7 +376,8 @@ class Hub:
             return session.get(Connection, connection_id)
 
     def _save_refreshed(self, connection_id: str, version: int, secrets: dict[str, Any], fresh: Credentials,
-                        refreshed_from: dict[str, Any]) -> tuple[dict[str, Any] | None, datetime | None]:
+                        refreshed_from: dict[str, Any], config: dict[str, Any] | None = None,
+                        ) -> tuple[dict[str, Any] | None, datetime | None]:
         """Store a refresh's tokens, compare-and-swap on the credentials'
         version; returns the credentials and expiry now in force (None: the
         connection is gone)."""
@@ -386,6 +393,7 @@ class Hub:
                         status="connected",
                         last_error=None,
                         updated_at=utcnow(),
+                        **({"config": config} if config is not None else {}),
                     )
                 )
                 session.commit()

@@ -53,7 +53,8 @@ def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_web
         return Credentials(
             secrets={"access_token": body["access_token"], "refresh_token": body["refresh_token"]},
             expires_at=datetime.now(timezone.utc) + timedelta(seconds=body["expires_in"]) if tells_expiry else None,
-            config={"account": body.get("account", "acct_1")},
+            config={"account": body.get("account", "acct_1"),
+                    **({"instance_url": body["instance_url"]} if body.get("instance_url") else {})},
             webhook_key=body.get("account", "acct_1") if keys_webhooks else None,
         )
 
@@ -108,6 +109,7 @@ def create_fake(client_id: str = "cid", client_secret: str = "csecret", token_li
     app.state.token_lifetime = token_lifetime
     app.state.account = "acct_1"  # the account the user signs in to next
     app.state.accounts = {}  # access token -> its account
+    app.state.instance_url = None  # said in token answers when set (Salesforce's API host)
 
     def issue() -> dict:
         access, refresh = "at_" + secrets.token_hex(8), "rt_" + secrets.token_hex(8)
@@ -115,7 +117,8 @@ def create_fake(client_id: str = "cid", client_secret: str = "csecret", token_li
         app.state.refresh.add(refresh)
         app.state.accounts[access] = app.state.account
         return {"access_token": access, "refresh_token": refresh, "expires_in": app.state.token_lifetime,
-                "account": app.state.account}
+                "account": app.state.account,
+                **({"instance_url": app.state.instance_url} if app.state.instance_url else {})}
 
     @app.get("/authorize")
     async def authorize(client_id: str, redirect_uri: str, state: str, code_challenge: str,

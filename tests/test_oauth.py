@@ -665,3 +665,19 @@ def test_a_grant_refused_after_its_tokens_were_issued_is_given_back(settings, ex
         result = finish(client, provider_redirect(start(client, headers)))
         assert (result["status"], result["code"]) == ("error", "account_choice_needed")
         assert len(revoked) == 1 and revoked[0] in oauth_fake[1].state.access
+
+
+def test_what_a_refresh_says_of_the_config_is_kept(oauth_hub, oauth_fake):
+    """Salesforce answers a refresh with the org's instance_url, which may have moved: the
+    refresh kept only the tokens, and calls went on to the old host."""
+    client, headers, app = oauth_hub
+    connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
+    url = f"{API}/connections/{connection_id}"
+    assert "instance_url" not in client.get(url, headers=headers).json()["connection"]["config"]
+    client.put(url, json={"config": {"label": "main"}}, headers=headers)  # a tenant's own key: kept
+    oauth_fake[1].state.instance_url = "https://eu42.example.com"
+    oauth_fake[1].state.access.clear()  # the token expired: the next call refreshes
+    assert client.post(f"{url}/test", headers=headers).status_code == 200
+    config = client.get(url, headers=headers).json()["connection"]["config"]
+    assert config == {"account": "acct_1", "instance_url": "https://eu42.example.com", "label": "main"}
+    assert oauth_fake[1].state.refresh_calls == 1
