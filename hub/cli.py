@@ -37,6 +37,7 @@ def _hub():
 
 
 @click.group()
+@click.version_option(package_name="hub-core", prog_name="hub")
 def main() -> None:
     """hub: a plugin-based integration hub."""
 

@@ -301,3 +301,10 @@ def test_a_mistyped_setting_is_named_not_silently_ignored(environment, tmp_path)
     assert warnings == [
         "Warning: HUB_DATABSE_URL is not a hub setting (did you mean HUB_DATABASE_URL?); it is ignored",
         "Warning: HUB_SECRETKEY is not a hub setting (did you mean HUB_SECRET_KEY?); it is ignored"]
+
+
+def test_hub_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"hub, version {version('hub-core')}"

@@ -49,6 +49,8 @@ def test_rejected_plugin_is_recorded_and_others_serve(example_registry, settings
         assert "page_number" in missing["error"]
         health = client.get("/api/v1/integrations/healthz").json()
         assert (health["status"], health["providers"], health["plugin_errors"]) == ("ok", 1, 1)
+        # Also where load balancers probe by default.
+        assert client.get("/healthz").json()["plugin_errors"] == 1
         absent = client.get("/api/v1/integrations/providers/nowhere").json()["error"]
         assert absent == "no provider named 'nowhere' is installed (or HUB_PLUGINS leaves it out)"
 

@@ -135,6 +135,9 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     for module in (providers, connections, records, auth_flows, webhooks, sync, system):
         api.include_router(module.router)
     app.include_router(api)
+    # Where load balancers probe by default, beside the API's own.
+    app.add_api_route("/healthz", system.healthz, methods=["GET"], response_model=system.HealthResponse,
+                      include_in_schema=False)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
