@@ -1137,6 +1137,18 @@ def check_webhook_forged(h: Harness) -> None:
     if unsigned.status_code != 401:
         fail(f"a delivery without its signature headers answered {_describe(unsigned)}, expected 401: "
              f"raise WebhookRejected when the signature is missing")
+    if h.provider.implements("webhook_connection_key"):
+        # As the provider posts it, without ?connection_id=: routed by the account it names
+        # (and, for an account no connection has, by verify_app_webhook).
+        headers, body = _delivery(h, "valid", routed=False)
+        forged = body[:-1] + b" " + body[-1:] if body else b"{}"
+        for what, sent in (("forged (body changed after signing)", (headers, forged)),
+                           ("unsigned", ({k: v for k, v in headers.items() if k.lower() == "content-type"}, body))):
+            response = _post_webhook(h, *sent, routed=False)
+            if response.status_code != 401:
+                fail(f"a {what} delivery posted without ?connection_id= answered {_describe(response)}, expected "
+                     f"401 webhook_rejected: verify_webhook (and verify_app_webhook, for an account no "
+                     f"connection has) must check the signature of deliveries routed by webhook_connection_key")
 
 
 def check_webhook_stale(h: Harness) -> None:
