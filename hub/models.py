@@ -183,6 +183,12 @@ class OAuthState(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime())
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    #: A flow bound to the browser that started it (``confirm=true``): the hash of its
+    #: binding, the grant the callback obtained (encrypted) until the tenant's app
+    #: confirms it with that binding, and when it did.
+    binding_hash: str | None = Field(default=None, max_length=64)
+    grant_encrypted: str | None = Field(default=None, sa_type=sa.Text)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class WebhookEvent(SQLModel, table=True):

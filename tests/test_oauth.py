@@ -681,3 +681,73 @@ def test_what_a_refresh_says_of_the_config_is_kept(oauth_hub, oauth_fake):
     config = client.get(url, headers=headers).json()["connection"]["config"]
     assert config == {"account": "acct_1", "instance_url": "https://eu42.example.com", "label": "main"}
     assert oauth_fake[1].state.refresh_calls == 1
+
+
+def start_bound(client, headers) -> tuple[str, str]:
+    response = client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": APP_URL, "confirm": "true"},
+                          headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["authorization_url"], response.json()["binding"]
+
+
+def test_a_flow_bound_to_its_user_connects_only_when_that_users_app_confirms(settings, example_registry, oauth_fake,
+                                                                            monkeypatch):
+    """A tenant who sent its authorization URL to someone else got that person's account
+    connected to its organization. Bound, the callback connects nothing: the tenant's app
+    confirms with the binding kept in the session of the user who started."""
+    revoked: list[str] = []
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(revoked=revoked)):
+        url, binding = start_bound(client, headers)
+        assert binding and client.get(f"{API}/oauth/oauthex/authorize", params={"redirect_uri": APP_URL},
+                                      headers=headers).json()["binding"] is None  # (unbound unless asked)
+        came_back = finish(client, provider_redirect(url))
+        assert came_back["status"] == "authorized" and came_back["flow"] and "connection_id" not in came_back
+        assert client.get(f"{API}/connections", headers=headers).json()["connections"] == []
+        confirm_url = f"{API}/oauth/oauthex/confirm"
+        other = make_org(app, "other")
+        other.pop("org_id")
+        elsewhere = client.post(confirm_url, json={"flow": came_back["flow"], "binding": binding}, headers=other)
+        assert (elsewhere.status_code, elsewhere.json()["code"]) == (404, "oauth_flow_not_found")
+        confirmed = client.post(confirm_url, json={"flow": came_back["flow"], "binding": binding}, headers=headers)
+        assert confirmed.status_code == 201, confirmed.text
+        connection = confirmed.json()["connection"]
+        assert connection["status"] == "connected" and connection["provider_account"] == "acct_1"
+        again = client.post(confirm_url, json={"flow": came_back["flow"], "binding": binding}, headers=headers)
+        assert (again.status_code, again.json()["code"]) == (404, "oauth_flow_not_found")  # once only
+
+        # Finished by another user (the URL was sent to them): their app session holds another binding.
+        client.delete(f"{API}/connections/{connection['id']}", headers=headers)
+        revoked.clear()
+        url, binding = start_bound(client, headers)
+        came_back = finish(client, provider_redirect(url))
+        _, their_binding = start_bound(client, headers)
+        refused = client.post(confirm_url, json={"flow": came_back["flow"], "binding": their_binding},
+                              headers=headers)
+        assert (refused.status_code, refused.json()["code"]) == (403, "binding_mismatch")
+        assert len(revoked) == 1  # given back: nobody here may hold it
+        late = client.post(confirm_url, json={"flow": came_back["flow"], "binding": binding}, headers=headers)
+        assert late.status_code == 404
+        assert client.get(f"{API}/connections", headers=headers).json()["connections"] == []
+
+
+def test_a_bound_grant_nobody_confirms_is_given_back(oauth_hub, oauth_fake):
+    from hub.models import PendingRevocation
+    from hub.services.oauth import purge_states
+
+    client, headers, app = oauth_hub
+    hub = app.state.hub
+    url, binding = start_bound(client, headers)
+    came_back = finish(client, provider_redirect(url))
+    with hub.session() as session:
+        state = session.get(OAuthState, came_back["flow"])
+        assert state.grant_encrypted and not any(token in state.grant_encrypted for token in oauth_fake[1].state.access)
+    later = utcnow() + timedelta(days=2)
+    assert purge_states(hub, later) == 1
+    with hub.session() as session:
+        [pending] = session.exec(sa.select(PendingRevocation)).scalars().all()
+        assert pending.provider == "oauthex" and hub.cipher.decrypt_json(pending.credentials_encrypted)[
+            "access_token"] in oauth_fake[1].state.access
+    confirmed = client.post(f"{API}/oauth/oauthex/confirm", json={"flow": came_back["flow"], "binding": binding},
+                            headers=headers)
+    assert confirmed.status_code == 404

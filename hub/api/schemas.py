@@ -148,6 +148,16 @@ class ConnectionDeleted(Ok):
 
 class AuthorizeResponse(Ok):
     authorization_url: str
+    binding: str | None = Field(default=None, description=(
+        "With `confirm=true`: keep it in the session of the user who started, and send it with "
+        "`POST /oauth/{provider}/confirm` when that user's browser comes back with `status=authorized`."))
+
+
+class OAuthConfirmRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flow: str = Field(max_length=64, description="the `flow` the callback sent the browser back with")
+    binding: str = Field(max_length=200, description="the `binding` the authorize answer gave")
 
 
 class OAuthCallbackResponse(Ok):

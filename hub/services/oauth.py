@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
+from sqlmodel import select
 
-from hub.crypto import hash_token
-from hub.models import Connection, OAuthState, utcnow
+from hub.crypto import DecryptionError, hash_token
+from hub.models import Connection, OAuthState, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.connections import account_reached, revoke_unsaved, upsert_from_credentials
+from hub.services.connections import Reached, account_reached, revoke_unsaved, upsert_from_credentials
 from hub.types import Credentials, HubError, InsufficientScope, ValidationFailed
 
 
@@ -80,11 +82,16 @@ def _check_return_url(hub: Hub, url: str | None) -> None:
 
 
 async def start(hub: Hub, organization_id: str, provider: Provider, return_to: str | None,
-                params: dict[str, str]) -> str:
-    """Create the state and return the provider's authorization URL.
+                params: dict[str, str], bind: bool = False) -> tuple[str, str | None]:
+    """Create the state; return the provider's authorization URL and, for a
+    flow bound to the browser that starts it (``bind``), its binding.
 
     ``return_to`` is where the user's browser is sent once the callback is done
-    (with ``status``, ``connection_id`` or a stable error ``code``).
+    (with ``status``, ``connection_id`` or a stable error ``code``). A bound
+    flow connects nothing at the callback: it keeps the grant until the
+    tenant's app confirms it (:func:`confirm`) with the binding it kept in
+    the session of the user who started it, so that a user sent the
+    authorization URL by someone else connects nothing to their organization.
     """
     if provider.info.auth_type != "oauth2":
         raise ValidationFailed(f"{provider.name} does not use OAuth", code="wrong_auth_type")
@@ -103,13 +110,15 @@ async def start(hub: Hub, organization_id: str, provider: Provider, return_to: s
     ctx = hub.app_context(provider, params)
     url = await hub.call(provider, "authorization_url", ctx, redirect_uri=redirect_uri, state=state,
                          code_challenge=challenge, params=params)
+    binding = secrets.token_urlsafe(32) if bind else None
     await asyncio.to_thread(_save_state, hub, OAuthState(
         state_hash=hash_token(state), organization_id=organization_id, provider=provider.name,
         redirect_uri=redirect_uri, return_to=return_to, params=params,
         code_verifier_encrypted=hub.cipher.encrypt(verifier) if verifier else None,
         expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds),
+        binding_hash=hash_token(binding) if binding else None,
     ))
-    return url
+    return url, binding
 
 
 def _save_state(hub: Hub, state: OAuthState) -> None:
@@ -192,15 +201,34 @@ def check_link_token(hub: Hub, organization_id: str, provider: Provider, link_to
 
 
 def purge_states(hub: Hub, before: Any) -> int:
-    """Forget OAuth states that expired before ``before``."""
+    """Forget OAuth states that expired before ``before``. A grant a bound
+    flow kept and nobody confirmed is given back: it becomes a pending
+    revocation, which the scheduler carries out (unless a connection uses
+    its account by then)."""
     with hub.session() as session:
+        unclaimed = session.exec(select(OAuthState).where(
+            OAuthState.expires_at < before, OAuthState.grant_encrypted.is_not(None),
+            OAuthState.confirmed_at.is_(None))).all()
+        for record in unclaimed:
+            try:
+                credentials, _reached = _grant_of(hub, record.grant_encrypted)
+            except DecryptionError:
+                continue  # (the key that kept it is gone: nothing can revoke it)
+            session.add(PendingRevocation(
+                connection_id=f"flow-{record.state_hash[:27]}", organization_id=record.organization_id,
+                provider=record.provider, webhook_key=credentials.webhook_key, config=dict(credentials.config),
+                credentials_encrypted=hub.cipher.encrypt_json(credentials.secrets),
+                token_expires_at=credentials.expires_at, last_error="an authorization nobody confirmed",
+                attempts=0, next_attempt_at=utcnow()))
         purged = session.execute(sa.delete(OAuthState).where(OAuthState.expires_at < before)).rowcount or 0
         session.commit()
     return purged
 
 
-async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[OAuthState | None, Connection]:
-    """Handle the provider's redirect: check state, exchange the code, save tokens.
+async def finish(hub: Hub, provider: Provider,
+                 query: dict[str, str]) -> tuple[OAuthState | None, Connection | None]:
+    """Handle the provider's redirect: check state, exchange the code, save
+    tokens; for a bound flow, keep them until confirmed (no connection yet).
 
     :raises OAuthFailed: with a stable code; ``details`` carries the return URL
         when one is known, so the API can redirect there.
@@ -234,6 +262,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None
     credentials.config = {**record.params, **credentials.config}
     reached = await account_reached(hub, record.organization_id, provider, credentials)
+    if record.binding_hash:
+        await asyncio.to_thread(_keep_grant, hub, record, credentials, reached)
+        return record, None
     try:
         connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,
                                              credentials, reached=reached)
@@ -241,6 +272,77 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         await revoke_unsaved(hub, provider, credentials, reached)
         raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
     return record, connection
+
+
+def _keep_grant(hub: Hub, record: OAuthState, credentials: Credentials, reached: Reached) -> None:
+    """Keep a bound flow's grant, encrypted, for the confirmation window."""
+    grant = {"secrets": credentials.secrets, "config": credentials.config, "webhook_key": credentials.webhook_key,
+             "expires_at": credentials.expires_at.isoformat() if credentials.expires_at else None,
+             "account": reached.account,
+             "failure": [reached.failure.code, reached.failure.message] if reached.failure else None}
+    with hub.session() as session:
+        session.execute(sa.update(OAuthState).where(OAuthState.state_hash == record.state_hash).values(
+            grant_encrypted=hub.cipher.encrypt_json(grant),
+            expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds)))
+        session.commit()
+
+
+def _grant_of(hub: Hub, encrypted: str) -> tuple[Credentials, Reached]:
+    grant = hub.cipher.decrypt_json(encrypted)
+    expires_at = datetime.fromisoformat(grant["expires_at"]) if grant.get("expires_at") else None
+    failure = HubError(grant["failure"][1], code=grant["failure"][0]) if grant.get("failure") else None
+    return (Credentials(secrets=grant["secrets"], config=grant.get("config") or {},
+                        webhook_key=grant.get("webhook_key"), expires_at=expires_at),
+            Reached(account=grant.get("account"), failure=failure))
+
+
+class FlowNotFound(HubError):
+    code = "oauth_flow_not_found"
+    status = 404
+
+
+class BindingMismatch(HubError):
+    code = "binding_mismatch"
+    status = 403
+
+
+async def confirm(hub: Hub, organization_id: str, provider: Provider, flow: str, binding: str) -> Connection:
+    """Connect the grant a bound flow's callback kept, when ``binding`` is the
+    one its start handed out. Once only: a wrong binding (the user who
+    finished is not the one who started) gives the grant back.
+
+    :raises FlowNotFound: no flow ``flow`` of this organization and provider
+        awaits confirmation (unknown, confirmed already, or expired).
+    :raises BindingMismatch: the binding is not the flow's.
+    """
+    now = utcnow()
+    with hub.session() as session:
+        record = session.get(OAuthState, flow) if len(flow) <= 64 else None
+        claimed = encrypted = kept_binding = None
+        if (record is not None and record.organization_id == organization_id and record.provider == provider.name
+                and record.grant_encrypted and record.confirmed_at is None and record.expires_at >= now):
+            encrypted, kept_binding = record.grant_encrypted, record.binding_hash
+            claimed = session.execute(
+                sa.update(OAuthState).where(OAuthState.state_hash == flow, OAuthState.confirmed_at.is_(None))
+                .values(confirmed_at=now, grant_encrypted=None))
+            session.commit()
+    if claimed is None or claimed.rowcount != 1:
+        raise FlowNotFound(f"no {provider.name} authorization of this organization awaits confirmation as {flow!r} "
+                           f"(confirmed already, expired after {hub.settings.oauth_state_ttl_seconds} s, or "
+                           f"unknown): start again")
+    credentials, reached = _grant_of(hub, encrypted)
+    if not hmac.compare_digest(hash_token(binding), kept_binding or ""):
+        # Finished in another browser than the one that started: nobody here may hold it.
+        await revoke_unsaved(hub, provider, credentials, reached)
+        raise BindingMismatch("the binding is not the one this authorization was started with: the user who "
+                              "authorized is not the one who started it, so nothing was connected (and the grant "
+                              "was given back)")
+    try:
+        return await asyncio.to_thread(upsert_from_credentials, hub, organization_id, provider, credentials,
+                                       reached=reached)
+    except HubError:
+        await revoke_unsaved(hub, provider, credentials, reached)
+        raise
 
 
 def return_url(base: str, **values: Any) -> str:

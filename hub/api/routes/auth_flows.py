@@ -15,6 +15,7 @@ from hub.api.schemas import (
     LinkTokenRequest,
     LinkTokenResponse,
     OAuthCallbackResponse,
+    OAuthConfirmRequest,
 )
 from hub.services import connections as connection_service
 from hub.services import oauth
@@ -23,7 +24,7 @@ from hub.types import HubError, ProviderError, ValidationFailed
 
 router = APIRouter(tags=["auth"], route_class=HubRoute)
 
-AUTHORIZE_RESERVED = {"redirect_uri"}
+AUTHORIZE_RESERVED = {"redirect_uri", "confirm"}
 
 
 @router.get("/oauth/{provider}/authorize", response_model=AuthorizeResponse, operation_id="oauth_authorize")
@@ -31,12 +32,15 @@ async def authorize(
     hub: HubDep, org: OrgDep, provider: ProviderDep, request: Request,
     redirect_uri: str | None = Query(default=None, max_length=2000,
                                      description="where to send the user when the flow ends"),
+    confirm: bool = Query(default=False, description=(
+        "bind the flow to the user who starts it: the callback connects nothing until "
+        "`POST /oauth/{provider}/confirm` with the `binding` this answer gives")),
 ):
     """Start OAuth: returns the provider URL to send the user to. Extra query
     parameters (``shop`` for Shopify) go to the provider."""
     params = {k: v for k, v in request.query_params.items() if k not in AUTHORIZE_RESERVED}
-    url = await oauth.start(hub, org.id, provider, redirect_uri, params)
-    return {"success": True, "authorization_url": url}
+    url, binding = await oauth.start(hub, org.id, provider, redirect_uri, params, bind=confirm)
+    return {"success": True, "authorization_url": url, "binding": binding}
 
 
 @router.get("/oauth/{provider}/callback", response_model=OAuthCallbackResponse, operation_id="oauth_callback",
@@ -55,12 +59,30 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
             return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code,
                                                      provider=provider.name), status_code=302)
         return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
+    if connection is None:  # a bound flow: the tenant's app confirms it
+        if record.return_to:
+            return RedirectResponse(oauth.return_url(record.return_to, status="authorized", flow=record.state_hash,
+                                                     provider=provider.name), status_code=302)
+        return JSONResponse({"success": True, "status": "authorized", "flow": record.state_hash})
     if record and record.return_to:
         return RedirectResponse(
             oauth.return_url(record.return_to, status="connected", connection_id=connection.id,
                              provider=provider.name),
             status_code=302,
         )
+    return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
+
+
+@router.post("/oauth/{provider}/confirm", response_model=ConnectionResponse, status_code=201,
+             operation_id="oauth_confirm")
+async def confirm(hub: HubDep, org: OrgDep, provider: ProviderDep, body: OAuthConfirmRequest):
+    """Connect what a flow started with `confirm=true` was granted, with the
+    `binding` its start gave: from the session of the user whose browser
+    came back with `status=authorized&flow=`. 404 `oauth_flow_not_found`
+    (unknown, confirmed already, or its 10 minutes past); 403
+    `binding_mismatch` (another user finished it: nothing is connected and
+    the grant is given back); then as the callback (`connection_exists`...)."""
+    connection = await oauth.confirm(hub, org.id, provider, body.flow, body.binding)
     return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
 
 
