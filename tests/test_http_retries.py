@@ -324,19 +324,11 @@ def test_a_request_sent_without_the_connections_auth_carries_none_of_it(tmp_path
     assert "Authorization" not in seen[0].headers and "k" not in seen[0].url.params
 
 
-def test_calls_after_a_429_asking_a_long_wait_are_refused_without_being_sent(tmp_path):
-    """A 429 asking longer than the core retries after (a daily limit, a
-    minute at QuickBooks) was given up, but the connection's next calls went
-    out at once, each to meet another 429."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(429, headers={"Retry-After": "120"}, json={}) if len(seen) == 1 else \
-            httpx.Response(200, json={})
-
+def calls_in_a_row(tmp_path, handler, info: ProviderInfo = INFO, **hooks) -> list[object]:
+    """Two calls of one connection, one after the other: their outcomes."""
     registry = PluginRegistry()
-    registry.register(module_plugin("scripted_long_limit", INFO, [EntitySchema("things", "Things")]), "scripted")
+    registry.register(module_plugin("scripted_in_a_row", info, [EntitySchema("things", "Things")], **hooks),
+                      "scripted")
     hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
               transport=httpx.MockTransport(handler))
     connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
@@ -352,7 +344,21 @@ def test_calls_after_a_429_asking_a_long_wait_are_refused_without_being_sent(tmp
         await hub.close()
         return outcomes
 
-    first, second = asyncio.run(twice())
+    return asyncio.run(twice())
+
+
+def test_calls_after_a_429_asking_a_long_wait_are_refused_without_being_sent(tmp_path):
+    """A 429 asking longer than the core retries after (a daily limit, a
+    minute at QuickBooks) was given up, but the connection's next calls went
+    out at once, each to meet another 429."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(429, headers={"Retry-After": "120"}, json={}) if len(seen) == 1 else \
+            httpx.Response(200, json={})
+
+    first, second = calls_in_a_row(tmp_path, handler)
     assert isinstance(first, RateLimited) and first.retry_after == 120
     assert isinstance(second, RateLimited) and 115 <= second.retry_after <= 120 and "nothing was sent" in second.message
     assert len(seen) == 1
@@ -374,26 +380,9 @@ def test_a_quota_the_plugin_reads_from_another_status_refuses_the_next_calls_too
             return RateLimited(body[0]["message"], code="daily_limit_exceeded", retry_after=3600.0)
         return None
 
-    registry = PluginRegistry()
     # (No rate declared, as a provider with a daily quota only: the refusal is kept all the same.)
-    registry.register(module_plugin("scripted_quota", dataclasses.replace(INFO, rate_limit=None),
-                                    [EntitySchema("things", "Things")], describe_error=describe_error), "scripted")
-    hub = Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
-              transport=httpx.MockTransport(handler))
-    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
-
-    async def twice() -> list[object]:
-        ctx = hub.context(hub.provider("scripted"), connection)
-        outcomes = []
-        for _ in range(2):
-            try:
-                outcomes.append(await ctx.http.request("GET", ctx.url(path="/things")))
-            except RateLimited as exc:
-                outcomes.append(exc)
-        await hub.close()
-        return outcomes
-
-    first, second = asyncio.run(twice())
+    first, second = calls_in_a_row(tmp_path, handler, dataclasses.replace(INFO, rate_limit=None),
+                                   describe_error=describe_error)
     assert isinstance(first, RateLimited) and first.code == "daily_limit_exceeded" and first.retry_after == 3600
     assert isinstance(second, RateLimited) and 3590 <= second.retry_after <= 3600 and "nothing was sent" in second.message
     assert len(seen) == 1
