@@ -114,9 +114,11 @@ def plugins(as_json: bool) -> None:
 
     registry = PluginRegistry.from_environment(strict=False)
     rows = [r.public() for r in registry.records]
+    # (For scripts: 1 when a plugin failed to load, or HUB_PLUGINS names one that is not installed.)
+    failed = any(not row["loaded"] for row in rows)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
+        sys.exit(1 if failed else 0)
     if not rows:
         if os.environ.get("HUB_PLUGINS") is not None:
             click.echo(f"no provider plugins loaded: HUB_PLUGINS={os.environ['HUB_PLUGINS']!r} names none "
@@ -129,6 +131,7 @@ def plugins(as_json: bool) -> None:
             click.echo(f"{row['name']:<12} {where:<28} entities: {', '.join(row['entities'])}")
         else:
             click.echo(f"{row['name']:<12} {where:<28} FAILED: {row['error']}")
+    sys.exit(1 if failed else 0)
 
 
 @main.group()

@@ -153,3 +153,17 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                     "field 'address' lists the sub-fields ['city'] twice",
                     "field 'address.geo.lat' has type 'float'"):
         assert problem in record.error, record.error
+
+
+def test_hub_plugins_exits_1_when_a_plugin_did_not_load(monkeypatch):
+    """For scripts: it listed a FAILED plugin, or a HUB_PLUGINS naming nothing installed, and exited 0."""
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    monkeypatch.setenv("HUB_PLUGINS", "example")
+    assert CliRunner().invoke(cli.main, ["plugins"]).exit_code == 0
+    monkeypatch.setenv("HUB_PLUGINS", "example,nosuchprovider")
+    for args in (["plugins"], ["plugins", "--json"]):
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 1 and "nosuchprovider" in result.output, result.output
