@@ -189,6 +189,9 @@ class OAuthState(SQLModel, table=True):
     binding_hash: str | None = Field(default=None, max_length=64)
     grant_encrypted: str | None = Field(default=None, sa_type=sa.Text)
     confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: The hash of the ``flow`` the callback sends the browser back with: random, so that
+    #: nobody holding the authorization URL (its state) can name the flow.
+    flow_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
 
 
 class WebhookEvent(SQLModel, table=True):

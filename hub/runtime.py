@@ -358,16 +358,15 @@ class Hub:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
             # What the token answer teaches of the config (Salesforce's instance_url, which may
-            # move) is kept as the authorization's was; unchanged, the config is not written.
-            config = {**(current.config or {}), **fresh.config}
+            # move) is kept as the authorization's was (a value it leaves empty is not news).
+            taught = {key: value for key, value in fresh.config.items() if value not in (None, "")}
             secrets, expires_at = await asyncio.to_thread(
                 self._save_refreshed, ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
-                {key: ctx.credentials.get(key) for key in _TOKEN_KEYS},
-                config if config != (current.config or {}) else None)
+                {key: ctx.credentials.get(key) for key in _TOKEN_KEYS}, taught)
             if secrets is None:
                 return False
             ctx.credentials = secrets
-            ctx.config = {**ctx.config, **fresh.config}
+            ctx.config = {**ctx.config, **taught}
             ctx.extra["token_expires_at"] = expires_at
             return True
 
@@ -376,13 +375,24 @@ class Hub:
             return session.get(Connection, connection_id)
 
     def _save_refreshed(self, connection_id: str, version: int, secrets: dict[str, Any], fresh: Credentials,
-                        refreshed_from: dict[str, Any], config: dict[str, Any] | None = None,
+                        refreshed_from: dict[str, Any], taught: dict[str, Any] | None = None,
                         ) -> tuple[dict[str, Any] | None, datetime | None]:
         """Store a refresh's tokens, compare-and-swap on the credentials'
         version; returns the credentials and expiry now in force (None: the
         connection is gone)."""
         for _attempt in range(3):
             with self.session() as session:
+                config = None
+                if taught:
+                    # Merged over the row as it is now, under its lock: a tenant's label set
+                    # meanwhile (a PUT) stays; unchanged, the config is not written.
+                    from hub.sync.store import lock as serialise  # (it imports this module)
+
+                    serialise(session, f"connection/{connection_id}")
+                    stored_config = session.execute(sa.select(Connection.config).where(
+                        Connection.id == connection_id)).scalar() or {}
+                    config = {**stored_config, **taught} if any(
+                        stored_config.get(k) != v for k, v in taught.items()) else None
                 updated = session.execute(
                     sa.update(Connection)
                     .where(Connection.id == connection_id, Connection.credentials_version == version)

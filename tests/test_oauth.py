@@ -739,8 +739,11 @@ def test_a_bound_grant_nobody_confirms_is_given_back(oauth_hub, oauth_fake):
     hub = app.state.hub
     url, binding = start_bound(client, headers)
     came_back = finish(client, provider_redirect(url))
+    from hub.crypto import hash_token
+
     with hub.session() as session:
-        state = session.get(OAuthState, came_back["flow"])
+        state = session.exec(sa.select(OAuthState).where(OAuthState.flow_hash == hash_token(came_back["flow"]))
+                             ).scalar_one()
         assert state.grant_encrypted and not any(token in state.grant_encrypted for token in oauth_fake[1].state.access)
     later = utcnow() + timedelta(days=2)
     assert purge_states(hub, later) == 1
@@ -751,3 +754,53 @@ def test_a_bound_grant_nobody_confirms_is_given_back(oauth_hub, oauth_fake):
     confirmed = client.post(f"{API}/oauth/oauthex/confirm", json={"flow": came_back["flow"], "binding": binding},
                             headers=headers)
     assert confirmed.status_code == 404
+
+
+def test_a_bound_flow_cannot_be_named_from_its_authorization_url_and_needs_a_return_page(oauth_hub, oauth_fake):
+    """The flow was the hash of the state, which the authorization URL carries: whoever sent
+    it to someone else could confirm their grant with their own binding (review)."""
+    import hashlib
+
+    client, headers, app = oauth_hub
+    url, binding = start_bound(client, headers)
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    came_back = finish(client, provider_redirect(url))
+    guessed = client.post(f"{API}/oauth/oauthex/confirm", headers=headers,
+                          json={"flow": hashlib.sha256(state.encode()).hexdigest(), "binding": binding})
+    assert (guessed.status_code, guessed.json()["code"]) == (404, "oauth_flow_not_found")
+    assert client.post(f"{API}/oauth/oauthex/confirm", json={"flow": came_back["flow"], "binding": binding},
+                       headers=headers).status_code == 201
+    # Without a page to come back to, nobody could confirm it: refused at the start.
+    alone = client.get(f"{API}/oauth/oauthex/authorize", params={"confirm": "true"}, headers=headers)
+    assert (alone.status_code, alone.json()["code"]) == (422, "invalid_redirect_uri")
+
+
+def test_a_bound_grant_whose_account_is_connected_is_not_given_back_when_unconfirmed(settings, example_registry,
+                                                                                   oauth_fake, monkeypatch):
+    """Revoking it could end the grant the connection holds (review)."""
+    from hub.models import PendingRevocation
+    from hub.services.oauth import purge_states
+
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(keys_webhooks=False)):
+        assert finish(client, provider_redirect(start(client, headers)))["status"] == "connected"  # acct_1
+        url, _binding = start_bound(client, headers)
+        assert finish(client, provider_redirect(url))["status"] == "authorized"  # acct_1 again, then left
+        assert purge_states(app.state.hub, utcnow() + timedelta(days=2)) == 2  # (the first flow's state too)
+        with app.state.hub.session() as session:
+            assert session.exec(sa.select(PendingRevocation)).scalars().all() == []
+
+
+def test_an_account_unreadable_at_the_callback_is_read_again_at_confirmation(settings, example_registry, oauth_fake,
+                                                                             monkeypatch):
+    app_fake = oauth_fake[1]
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(keys_webhooks=False)):
+        first = finish(client, provider_redirect(start(client, headers)))
+        url, binding = start_bound(client, headers)
+        app_fake.state.me_answer = (503, {})
+        came_back = finish(client, provider_redirect(url))
+        app_fake.state.me_answer = None  # answers again by the time the app confirms
+        confirmed = client.post(f"{API}/oauth/oauthex/confirm", json={"flow": came_back["flow"], "binding": binding},
+                                headers=headers)
+        assert confirmed.status_code == 201 and confirmed.json()["connection"]["id"] == first["connection_id"]

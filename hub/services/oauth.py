@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import base64
 import hashlib
 import hmac
@@ -18,8 +19,11 @@ from hub.crypto import DecryptionError, hash_token
 from hub.models import Connection, OAuthState, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.connections import Reached, account_reached, revoke_unsaved, upsert_from_credentials
+from hub.services.connections import (Reached, _account_in_use, account_reached, revoke_unsaved,
+                                      upsert_from_credentials)
 from hub.types import Credentials, HubError, InsufficientScope, ValidationFailed
+
+log = logging.getLogger("hub.oauth")
 
 
 class OAuthFailed(HubError):
@@ -96,6 +100,11 @@ async def start(hub: Hub, organization_id: str, provider: Provider, return_to: s
     if provider.info.auth_type != "oauth2":
         raise ValidationFailed(f"{provider.name} does not use OAuth", code="wrong_auth_type")
     _check_return_url(hub, return_to)
+    if bind and not return_to:
+        # The flow comes back to the app's page, where the user who started it confirms.
+        raise ValidationFailed("confirm=true needs a redirect_uri: the page of your app the user comes back to, "
+                               "which confirms the flow from that user's session", code="invalid_redirect_uri",
+                               fields=["redirect_uri"])
     # Only what the provider declares as configuration the user gives (shop) becomes the
     # connection's config: a readonly field is the authorization's to set (Salesforce's
     # instance_url, the host its tokens go to), never the client's.
@@ -211,9 +220,17 @@ def purge_states(hub: Hub, before: Any) -> int:
             OAuthState.confirmed_at.is_(None))).all()
         for record in unclaimed:
             try:
-                credentials, _reached = _grant_of(hub, record.grant_encrypted)
+                credentials, reached = _grant_of(hub, record.grant_encrypted)
             except DecryptionError:
-                continue  # (the key that kept it is gone: nothing can revoke it)
+                log.warning("an unconfirmed %s authorization cannot be given back: the key that kept it is gone",
+                            record.provider)
+                continue
+            # As revoke_unsaved decides: not while a connection uses the account (revoking could
+            # end its grant too), nor when which account it reaches is unknown.
+            if reached.failure is not None or (credentials.webhook_key and _account_in_use(
+                    hub, record.provider, credentials.webhook_key)) or (reached.account and _account_in_use(
+                    hub, record.provider, None, reached.account)):
+                continue
             session.add(PendingRevocation(
                 connection_id=f"flow-{record.state_hash[:27]}", organization_id=record.organization_id,
                 provider=record.provider, webhook_key=credentials.webhook_key, config=dict(credentials.config),
@@ -225,10 +242,10 @@ def purge_states(hub: Hub, before: Any) -> int:
     return purged
 
 
-async def finish(hub: Hub, provider: Provider,
-                 query: dict[str, str]) -> tuple[OAuthState | None, Connection | None]:
+async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[OAuthState, Connection | str]:
     """Handle the provider's redirect: check state, exchange the code, save
-    tokens; for a bound flow, keep them until confirmed (no connection yet).
+    tokens: the state and the connection; for a bound flow, the state and the
+    ``flow`` to confirm (the tokens kept until then).
 
     :raises OAuthFailed: with a stable code; ``details`` carries the return URL
         when one is known, so the API can redirect there.
@@ -263,8 +280,9 @@ async def finish(hub: Hub, provider: Provider,
     credentials.config = {**record.params, **credentials.config}
     reached = await account_reached(hub, record.organization_id, provider, credentials)
     if record.binding_hash:
-        await asyncio.to_thread(_keep_grant, hub, record, credentials, reached)
-        return record, None
+        flow = secrets.token_urlsafe(24)
+        await asyncio.to_thread(_keep_grant, hub, record, flow, credentials, reached)
+        return record, flow
     try:
         connection = await asyncio.to_thread(upsert_from_credentials, hub, record.organization_id, provider,
                                              credentials, reached=reached)
@@ -274,15 +292,15 @@ async def finish(hub: Hub, provider: Provider,
     return record, connection
 
 
-def _keep_grant(hub: Hub, record: OAuthState, credentials: Credentials, reached: Reached) -> None:
-    """Keep a bound flow's grant, encrypted, for the confirmation window."""
+def _keep_grant(hub: Hub, record: OAuthState, flow: str, credentials: Credentials, reached: Reached) -> None:
+    """Keep a bound flow's grant, encrypted, for the confirmation window, under ``flow``."""
     grant = {"secrets": credentials.secrets, "config": credentials.config, "webhook_key": credentials.webhook_key,
              "expires_at": credentials.expires_at.isoformat() if credentials.expires_at else None,
              "account": reached.account,
              "failure": [reached.failure.code, reached.failure.message] if reached.failure else None}
     with hub.session() as session:
         session.execute(sa.update(OAuthState).where(OAuthState.state_hash == record.state_hash).values(
-            grant_encrypted=hub.cipher.encrypt_json(grant),
+            grant_encrypted=hub.cipher.encrypt_json(grant), flow_hash=hash_token(flow),
             expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds)))
         session.commit()
 
@@ -315,34 +333,47 @@ async def confirm(hub: Hub, organization_id: str, provider: Provider, flow: str,
         awaits confirmation (unknown, confirmed already, or expired).
     :raises BindingMismatch: the binding is not the flow's.
     """
-    now = utcnow()
-    with hub.session() as session:
-        record = session.get(OAuthState, flow) if len(flow) <= 64 else None
-        claimed = encrypted = kept_binding = None
-        if (record is not None and record.organization_id == organization_id and record.provider == provider.name
-                and record.grant_encrypted and record.confirmed_at is None and record.expires_at >= now):
-            encrypted, kept_binding = record.grant_encrypted, record.binding_hash
-            claimed = session.execute(
-                sa.update(OAuthState).where(OAuthState.state_hash == flow, OAuthState.confirmed_at.is_(None))
-                .values(confirmed_at=now, grant_encrypted=None))
-            session.commit()
-    if claimed is None or claimed.rowcount != 1:
-        raise FlowNotFound(f"no {provider.name} authorization of this organization awaits confirmation as {flow!r} "
-                           f"(confirmed already, expired after {hub.settings.oauth_state_ttl_seconds} s, or "
-                           f"unknown): start again")
-    credentials, reached = _grant_of(hub, encrypted)
-    if not hmac.compare_digest(hash_token(binding), kept_binding or ""):
+    claimed = await asyncio.to_thread(_claim_flow, hub, organization_id, provider, flow, binding)
+    if claimed is None:
+        raise FlowNotFound(f"no {provider.name} authorization of this organization awaits confirmation as this "
+                           f"flow (confirmed already, not confirmed within {hub.settings.oauth_state_ttl_seconds} s "
+                           f"of its callback, or unknown): start again")
+    credentials, reached, matches = claimed
+    if not matches:
         # Finished in another browser than the one that started: nobody here may hold it.
         await revoke_unsaved(hub, provider, credentials, reached)
         raise BindingMismatch("the binding is not the one this authorization was started with: the user who "
-                              "authorized is not the one who started it, so nothing was connected (and the grant "
-                              "was given back)")
+                              "authorized is not the one who started it, so nothing was connected")
+    if reached.failure is not None:
+        reached = await account_reached(hub, organization_id, provider, credentials)  # (it may answer now)
     try:
         return await asyncio.to_thread(upsert_from_credentials, hub, organization_id, provider, credentials,
                                        reached=reached)
     except HubError:
         await revoke_unsaved(hub, provider, credentials, reached)
         raise
+
+
+def _claim_flow(hub: Hub, organization_id: str, provider: Provider, flow: str,
+                binding: str) -> tuple[Credentials, Reached, bool] | None:
+    """Take the grant a bound flow kept (once): with whether ``binding`` is its
+    binding; None when no such flow of this organization awaits confirmation."""
+    now = utcnow()
+    with hub.session() as session:
+        record = session.exec(select(OAuthState).where(OAuthState.flow_hash == hash_token(flow))).first()
+        if (record is None or record.organization_id != organization_id or record.provider != provider.name
+                or not record.grant_encrypted or record.confirmed_at is not None or record.expires_at < now):
+            return None
+        try:
+            credentials, reached = _grant_of(hub, record.grant_encrypted)
+        except DecryptionError:
+            return None  # (the key that kept it is gone)
+        matches = hmac.compare_digest(hash_token(binding), record.binding_hash or "")
+        claimed = session.execute(
+            sa.update(OAuthState).where(OAuthState.state_hash == record.state_hash, OAuthState.confirmed_at.is_(None))
+            .values(confirmed_at=now, grant_encrypted=None))
+        session.commit()
+    return (credentials, reached, matches) if claimed.rowcount == 1 else None
 
 
 def return_url(base: str, **values: Any) -> str:

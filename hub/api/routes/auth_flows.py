@@ -59,11 +59,9 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
             return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code,
                                                      provider=provider.name), status_code=302)
         return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
-    if connection is None:  # a bound flow: the tenant's app confirms it
-        if record.return_to:
-            return RedirectResponse(oauth.return_url(record.return_to, status="authorized", flow=record.state_hash,
-                                                     provider=provider.name), status_code=302)
-        return JSONResponse({"success": True, "status": "authorized", "flow": record.state_hash})
+    if isinstance(connection, str):  # a bound flow (always with a return URL): the tenant's app confirms it
+        return RedirectResponse(oauth.return_url(record.return_to, status="authorized", flow=connection,
+                                                 provider=provider.name), status_code=302)
     if record and record.return_to:
         return RedirectResponse(
             oauth.return_url(record.return_to, status="connected", connection_id=connection.id,
@@ -79,9 +77,10 @@ async def confirm(hub: HubDep, org: OrgDep, provider: ProviderDep, body: OAuthCo
     """Connect what a flow started with `confirm=true` was granted, with the
     `binding` its start gave: from the session of the user whose browser
     came back with `status=authorized&flow=`. 404 `oauth_flow_not_found`
-    (unknown, confirmed already, or its 10 minutes past); 403
-    `binding_mismatch` (another user finished it: nothing is connected and
-    the grant is given back); then as the callback (`connection_exists`...)."""
+    (unknown, confirmed already, or `HUB_OAUTH_STATE_TTL_SECONDS` past since
+    the callback); 403 `binding_mismatch` (another user finished it: nothing
+    is connected, and the grant is given back unless a connection uses its
+    account); then as the callback (`connection_exists`...)."""
     connection = await oauth.confirm(hub, org.id, provider, body.flow, body.binding)
     return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
 

@@ -19,8 +19,11 @@ def upgrade() -> None:
                                             nullable=True))
     op.add_column("oauth_states", sa.Column("grant_encrypted", sa.Text(), nullable=True))
     op.add_column("oauth_states", sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("oauth_states", sa.Column("flow_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
+    op.create_index("ix_oauth_states_flow_hash", "oauth_states", ["flow_hash"], unique=True)
 
 
 def downgrade() -> None:
-    for name in ("confirmed_at", "grant_encrypted", "binding_hash"):
+    op.drop_index("ix_oauth_states_flow_hash", table_name="oauth_states")
+    for name in ("flow_hash", "confirmed_at", "grant_encrypted", "binding_hash"):
         op.execute(f"ALTER TABLE oauth_states DROP COLUMN {name}")
