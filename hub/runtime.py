@@ -485,9 +485,10 @@ class Hub:
             log.error(message)
             raise ProviderError(message)
         if hook == "list_records" and len(result.records) > (kwargs.get("page_size") or len(result.records)):
-            # Served as it came (the cursor is after the whole page), but the plugin's author should know.
-            log.warning("provider %s returned %d %s records for a page of %d: list_records ignores page_size",
-                        provider.name, len(result.records), kwargs.get("entity"), kwargs["page_size"])
+            # Sync takes it whole; the records API hands it out in slices (fetching it again for
+            # each): fine for a provider whose pages cannot be sized, costly for one that can.
+            log.info("provider %s returned %d %s records for a page of %d", provider.name, len(result.records),
+                     kwargs.get("entity"), kwargs["page_size"])
         return result
 
     def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:

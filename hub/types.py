@@ -101,6 +101,11 @@ class EntitySchema:
     ``created_field`` holds a record's creation time (ISO 8601). A full pass
     then takes a record it did not see for deleted only if it was created
     within the window (two days' margin): older ones aged out of the listing.
+    ``fixed_page_size``: the provider's pages hold up to that many records
+    whatever ``page_size`` asks (Xero's 100, Salesforce's query batches): the
+    records API hands a page larger than the client's ``limit`` out in slices
+    (calling the hook again, as it first did, for each), and the conformance
+    suite takes such pages. Sync takes whole pages either way.
     """
 
     name: str
@@ -116,6 +121,7 @@ class EntitySchema:
     since_on_creation: bool = False
     listed_for_days: int | None = None
     created_field: str | None = None
+    fixed_page_size: int | None = None
 
     @property
     def readonly(self) -> bool:
@@ -146,6 +152,7 @@ class EntitySchema:
             "supports_since": self.supports_since,
             "since_on_creation": self.since_on_creation,
             "listed_for_days": self.listed_for_days,
+            "fixed_page_size": self.fixed_page_size,
             "readonly": self.readonly,
             "fields": [f.public() for f in self.fields],
         }

@@ -341,3 +341,15 @@ def test_wait_for_run_works_with_the_harness_client(tmp_path):
         assert run["status"] == "succeeded" and run["fetched"] >= 1
     finally:
         harness.stop()
+
+
+def test_a_provider_declaring_pages_it_cannot_size_passes_pagination(tmp_path):
+    """Xero's 100 a page, Salesforce's batches: declared, such pages pass (the API slices them)."""
+    from broken_plugins import fixed_pages
+    from hub.testing.conformance import check_pagination
+
+    harness = Harness(example_target(fixed_pages), tmp_path).start()
+    try:
+        check_pagination(harness, "notes")
+    finally:
+        harness.stop()

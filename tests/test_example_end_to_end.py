@@ -186,3 +186,38 @@ def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(clien
     for change in ({"config": {"region": "eu"}}, {"credentials": {"api_key": "other"}}):
         refused = client.put(url, json=change, headers=auth)
         assert refused.status_code == 404 and refused.json()["code"] == "unknown_provider", refused.text
+
+
+def test_a_provider_page_larger_than_the_limit_is_handed_out_in_slices(settings, example_fake, monkeypatch):
+    """A plugin whose provider cannot size pages answered a client asking limit=3 with 7
+    records (or Salesforce's 200); each API page now holds at most the limit, every record
+    once, the page's call repeated for each slice as it was first made."""
+    from fastapi.testclient import TestClient
+
+    from broken_plugins import fixed_pages
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+
+    monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
+    registry = PluginRegistry()
+    registry.register(fixed_pages, "example")
+    fixed_pages.CALLS.clear()
+    with TestClient(create_app(settings, registry)) as client:
+        auth = {"Authorization": make_org(client.app)["Authorization"]}
+        connection = connect(client, auth)
+        url = f"{API}/connections/{connection['id']}/entities/notes/records"
+        pages, cursor = [], None
+        while True:
+            params = {"limit": 3, **({"cursor": cursor} if cursor else {"since": "2000-01-01T00:00:00Z"})}
+            page = client.get(url, params=params, headers=auth).json()
+            pages.append(page)
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        ids = [r["id"] for p in pages for r in p["records"]]
+        assert all(len(p["records"]) <= 3 for p in pages) and len(ids) == len(set(ids)) == 23
+        # The page's removals come with its first slice only; a slice repeats its page's call as made.
+        assert sum(len(p["deleted_ids"]) for p in pages) == 4  # 4 provider pages of 7
+        calls = fixed_pages.CALLS
+        assert len(calls) == len(pages) and calls[0]["since"] is not None  # one provider call per slice
+        assert all(later == earlier for earlier, later in zip(calls, calls[1:]) if later["cursor"] == earlier["cursor"])

@@ -69,6 +69,9 @@ class EntityOut(BaseModel):
     listed_for_days: int | None = Field(default=None, description=(
         "The provider lists only the records created in the last that many days (Shopify's orders without "
         "`read_all_orders`): a full sync pass does not take older records it no longer sees for deleted."))
+    fixed_page_size: int | None = Field(default=None, description=(
+        "The provider's pages hold up to that many records whatever is asked: a listing with a smaller `limit` "
+        "is handed out in slices, each fetching the provider's page again (ask a `limit` at least this large)."))
     readonly: bool
     fields: list[FieldOut]
 

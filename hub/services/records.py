@@ -90,18 +90,30 @@ class RecordService:
                 # Providers count time from 1970: a plugin's timestamp() of year 1 failed as a 502.
                 raise ValidationFailed("since must be a time from 1970 on (a time without a zone is UTC)",
                                        code="invalid_value")
-        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity,
-                                   cursor=self._open_cursor(cursor, entity),
-                                   page_size=max(1, min(page_size, MAX_PAGE_SIZE)),
-                                   filters=filters or {}, since=since)
-        return dataclasses.replace(page, next_cursor=self._seal_cursor(page.next_cursor, entity),
+        size = max(1, min(page_size, MAX_PAGE_SIZE))
+        position = open_position(self.hub, self.connection.id, cursor, entity)
+        asked, filters = size, filters or {}
+        if position.offset:
+            # The rest of a provider page larger than the client's limit: the same call again.
+            since = datetime.fromisoformat(position.again["s"]) if position.again.get("s") else None
+            filters, asked = position.again.get("f") or {}, position.again.get("p") or size
+        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=position.cursor,
+                                   page_size=asked, filters=filters, since=since)
+        records = page.records[position.offset:]
+        deleted = [] if position.offset else page.deleted_ids  # (told with the page's first slice)
+        if len(records) > size:
+            # A provider whose pages cannot be sized (Xero's 100, Salesforce's 200 at least):
+            # handed out in slices of the client's limit, each continuing the same page.
+            again = {"s": since.isoformat() if since else None, "f": filters, "p": asked}
+            return dataclasses.replace(page, records=records[:size], deleted_ids=deleted, watermark=None,
+                                       next_cursor=seal_cursor(self.hub, self.connection.id, position.cursor,
+                                                               entity, offset=position.offset + size, again=again))
+        return dataclasses.replace(page, records=records, deleted_ids=deleted,
+                                   next_cursor=self._seal_cursor(page.next_cursor, entity),
                                    watermark=self._seal_cursor(page.watermark, entity))
 
     def _seal_cursor(self, cursor: str | None, entity: str) -> str | None:
         return seal_cursor(self.hub, self.connection.id, cursor, entity)
-
-    def _open_cursor(self, cursor: str | None, entity: str) -> str | None:
-        return open_cursor(self.hub, self.connection.id, cursor, entity)
 
     @staticmethod
     def _record_id(entity: str, record_id: str) -> str:
@@ -262,11 +274,26 @@ class RecordService:
 # page URL): handed out sealed (encrypted, authenticated), a client can neither read nor forge
 # one, nor use one of another entity or connection.
 
-def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -> str | None:
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a sealed cursor goes on: the provider's ``cursor``, and for the
+    rest of a page larger than the client's limit, how many of its records
+    were handed out (``offset``) and the call that gave it (``again``)."""
+
+    cursor: str | None = None
+    offset: int = 0
+    again: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str, offset: int = 0,
+                again: dict[str, Any] | None = None) -> str | None:
     """A provider's position, bound to its connection and entity, as the API hands it out."""
-    if not cursor:
+    if not cursor and not offset:
         return None
-    return hub.cipher.encrypt(json.dumps({"e": entity, "n": connection_id, "c": cursor}))
+    sealed: dict[str, Any] = {"e": entity, "n": connection_id, "c": cursor}
+    if offset:
+        sealed.update(o=offset, a=again or {})
+    return hub.cipher.encrypt(json.dumps(sealed))
 
 
 def open_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -> str | None:
@@ -274,8 +301,13 @@ def open_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -
 
     :raises InvalidCursor: not one it made (for this connection and entity).
     """
+    return open_position(hub, connection_id, cursor, entity).cursor
+
+
+def open_position(hub: Hub, connection_id: str, cursor: str | None, entity: str) -> Position:
+    """:func:`open_cursor`, with the slice of a page it may continue."""
     if not cursor:
-        return None
+        return Position()
     try:
         sealed = json.loads(hub.cipher.decrypt(cursor))
     except (DecryptionError, ValueError, TypeError, RecursionError):
@@ -283,9 +315,10 @@ def open_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str) -
                             "list from the first page again)") from None
     if not isinstance(sealed, dict):
         raise InvalidCursor("the cursor is not one this API returned")
-    owner, position = sealed.get("e"), sealed.get("c")
-    if sealed.get("n") != connection_id or not isinstance(position, str):
+    owner, position, offset = sealed.get("e"), sealed.get("c"), sealed.get("o") or 0
+    if (sealed.get("n") != connection_id or not (isinstance(position, str) or (position is None and offset))
+            or not isinstance(offset, int) or not isinstance(sealed.get("a", {}), dict)):
         raise InvalidCursor("the cursor is not one this API returned for this connection")
     if owner != entity:
         raise InvalidCursor(f"the cursor belongs to {owner!r}, not {entity!r}")
-    return position
+    return Position(position, offset, sealed.get("a") or {})
