@@ -231,6 +231,11 @@ def purge_states(hub: Hub, before: Any) -> int:
                     hub, record.provider, credentials.webhook_key)) or (reached.account and _account_in_use(
                     hub, record.provider, None, reached.account)):
                 continue
+            claimed = session.execute(sa.update(OAuthState).where(
+                OAuthState.state_hash == record.state_hash, OAuthState.grant_encrypted.is_not(None),
+                OAuthState.confirmed_at.is_(None)).values(grant_encrypted=None))
+            if claimed.rowcount != 1:
+                continue  # (another scheduler's purge took it meanwhile)
             session.add(PendingRevocation(
                 connection_id=f"flow-{record.state_hash[:27]}", organization_id=record.organization_id,
                 provider=record.provider, webhook_key=credentials.webhook_key, config=dict(credentials.config),
