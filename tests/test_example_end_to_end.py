@@ -191,7 +191,8 @@ def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(clien
 def test_a_provider_page_larger_than_the_limit_is_handed_out_in_slices(settings, example_fake, monkeypatch):
     """A plugin whose provider cannot size pages answered a client asking limit=3 with 7
     records (or Salesforce's 200); each API page now holds at most the limit, every record
-    once, the page's call repeated for each slice as it was first made."""
+    once, the page's call repeated for each slice, continuing after the last record handed
+    out even when the page changed meanwhile."""
     from fastapi.testclient import TestClient
 
     from broken_plugins import fixed_pages
@@ -202,18 +203,26 @@ def test_a_provider_page_larger_than_the_limit_is_handed_out_in_slices(settings,
     registry = PluginRegistry()
     registry.register(fixed_pages, "example")
     fixed_pages.CALLS.clear()
+    notes = example_fake[1].state.notes
     with TestClient(create_app(settings, registry)) as client:
         auth = {"Authorization": make_org(client.app)["Authorization"]}
         connection = connect(client, auth)
         url = f"{API}/connections/{connection['id']}/entities/notes/records"
-        pages, cursor = [], None
-        while True:
-            params = {"limit": 3, **({"cursor": cursor} if cursor else {"since": "2000-01-01T00:00:00Z"})}
-            page = client.get(url, params=params, headers=auth).json()
-            pages.append(page)
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+        since = {"since": "2000-01-01T00:00:00Z"}
+
+        def listing(between=None):
+            pages, cursor = [], None
+            while True:
+                page = client.get(url, params={"limit": 3, **since, **({"cursor": cursor} if cursor else {})},
+                                  headers=auth).json()
+                pages.append(page)
+                if between:
+                    between(len(pages), page)
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return pages
+
+        pages = listing()
         ids = [r["id"] for p in pages for r in p["records"]]
         assert all(len(p["records"]) <= 3 for p in pages) and len(ids) == len(set(ids)) == 23
         # The page's removals come with its first slice only; a slice repeats its page's call as made.
@@ -221,3 +230,22 @@ def test_a_provider_page_larger_than_the_limit_is_handed_out_in_slices(settings,
         calls = fixed_pages.CALLS
         assert len(calls) == len(pages) and calls[0]["since"] is not None  # one provider call per slice
         assert all(later == earlier for earlier, later in zip(calls, calls[1:]) if later["cursor"] == earlier["cursor"])
+        assert not any(p["restarted"] for p in pages)
+
+        # A record handed out is removed at the provider between two slices: the next slice goes
+        # on after the last one handed out (an offset would skip a record).
+        before = {r for r in notes.rows}
+        removed = []
+        pages = listing(lambda n, page: n == 1 and removed.append(notes.rows.pop(page["records"][0]["id"])))
+        ids = [r["id"] for p in pages for r in p["records"]]
+        assert len(ids) == len(set(ids)) and set(ids) == before and removed  # (the removed one before it went)
+        # The last one handed out is gone: the page comes again from its start, said so.
+        def drop_last(n, page):
+            if n == 1:
+                notes.rows.pop(page["records"][-1]["id"])
+        pages = listing(drop_last)
+        assert pages[1]["restarted"] and not pages[0]["restarted"] and not any(p["restarted"] for p in pages[2:])
+        # Other filters or since for a cursor within a page: refused, not another listing's slice.
+        first = client.get(url, params={"limit": 3, **since}, headers=auth).json()
+        other = client.get(url, params={"limit": 3, "cursor": first["next_cursor"]}, headers=auth)
+        assert other.status_code == 422 and other.json()["code"] == "invalid_cursor"

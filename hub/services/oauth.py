@@ -338,6 +338,12 @@ async def confirm(hub: Hub, organization_id: str, provider: Provider, flow: str,
         awaits confirmation (unknown, confirmed already, or expired).
     :raises BindingMismatch: the binding is not the flow's.
     """
+    # Once claimed, the grant is this call's alone: settled (connected or given back) even when
+    # the request is cancelled meanwhile, or nothing would ever hold or revoke it.
+    return await asyncio.shield(_confirm(hub, organization_id, provider, flow, binding))
+
+
+async def _confirm(hub: Hub, organization_id: str, provider: Provider, flow: str, binding: str) -> Connection:
     claimed = await asyncio.to_thread(_claim_flow, hub, organization_id, provider, flow, binding)
     if claimed is None:
         raise FlowNotFound(f"no {provider.name} authorization of this organization awaits confirmation as this "

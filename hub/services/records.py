@@ -91,24 +91,40 @@ class RecordService:
                 raise ValidationFailed("since must be a time from 1970 on (a time without a zone is UTC)",
                                        code="invalid_value")
         size = max(1, min(page_size, MAX_PAGE_SIZE))
+        filters = filters or {}
         position = open_position(self.hub, self.connection.id, cursor, entity)
-        asked, filters = size, filters or {}
-        if position.offset:
-            # The rest of a provider page larger than the client's limit: the same call again.
-            since = datetime.fromisoformat(position.again["s"]) if position.again.get("s") else None
-            filters, asked = position.again.get("f") or {}, position.again.get("p") or size
+        asked, listing = size, _listing_digest(since, filters)
+        if position.slice is not None:
+            # The rest of a provider page larger than the client's limit: the same call again,
+            # which the client makes with the same since and filters, as for any next page.
+            if position.slice.get("h") != listing:
+                raise InvalidCursor("this cursor continues a listing with other since or filters: send the same "
+                                    "ones as for its first page")
+            asked = position.slice["p"]
         page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=position.cursor,
                                    page_size=asked, filters=filters, since=since)
-        records = page.records[position.offset:]
-        deleted = [] if position.offset else page.deleted_ids  # (told with the page's first slice)
+        records, restarted = page.records, page.restarted
+        if position.slice is not None:
+            # Continue after the last record handed out: the page may have changed since (a
+            # record added or removed before it). Not in it, or the listing restarted: the
+            # page is handed out again from its start, said so (restarted).
+            id_field = self.provider.schema(entity).id_field
+            ids = [str(r.get(id_field)) if isinstance(r, dict) else None for r in records]
+            last = position.slice.get("l")
+            if last in ids and not page.restarted:
+                records, restarted = records[ids.index(last) + 1:], False
+            else:
+                restarted = True
+        deleted = page.deleted_ids if position.slice is None or restarted else []  # (with the first slice)
         if len(records) > size:
             # A provider whose pages cannot be sized (Xero's 100, Salesforce's 200 at least):
             # handed out in slices of the client's limit, each continuing the same page.
-            again = {"s": since.isoformat() if since else None, "f": filters, "p": asked}
-            return dataclasses.replace(page, records=records[:size], deleted_ids=deleted, watermark=None,
+            handed = records[:size]
+            cut = {"p": asked, "h": listing, "l": str(handed[-1].get(self.provider.schema(entity).id_field))}
+            return dataclasses.replace(page, records=handed, deleted_ids=deleted, watermark=None, restarted=restarted,
                                        next_cursor=seal_cursor(self.hub, self.connection.id, position.cursor,
-                                                               entity, offset=position.offset + size, again=again))
-        return dataclasses.replace(page, records=records, deleted_ids=deleted,
+                                                               entity, cut=cut))
+        return dataclasses.replace(page, records=records, deleted_ids=deleted, restarted=restarted,
                                    next_cursor=self._seal_cursor(page.next_cursor, entity),
                                    watermark=self._seal_cursor(page.watermark, entity))
 
@@ -277,22 +293,28 @@ class RecordService:
 @dataclasses.dataclass(frozen=True)
 class Position:
     """Where a sealed cursor goes on: the provider's ``cursor``, and for the
-    rest of a page larger than the client's limit, how many of its records
-    were handed out (``offset``) and the call that gave it (``again``)."""
+    rest of a page larger than the client's limit, the ``slice``: the last
+    record handed out (``l``), the page size asked (``p``) and a digest of
+    the listing's since and filters (``h``)."""
 
     cursor: str | None = None
-    offset: int = 0
-    again: dict[str, Any] = dataclasses.field(default_factory=dict)
+    slice: dict[str, Any] | None = None
 
 
-def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str, offset: int = 0,
-                again: dict[str, Any] | None = None) -> str | None:
-    """A provider's position, bound to its connection and entity, as the API hands it out."""
-    if not cursor and not offset:
+def _listing_digest(since: datetime | None, filters: dict[str, Any]) -> str:
+    listing = json.dumps([since.isoformat() if since else None, sorted(filters.items())], default=str)
+    return hashlib.sha256(listing.encode()).hexdigest()[:32]
+
+
+def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str,
+                cut: dict[str, Any] | None = None) -> str | None:
+    """A provider's position, bound to its connection and entity, as the API
+    hands it out; ``cut``: within its page, after a slice (:class:`Position`)."""
+    if not cursor and not cut:
         return None
     sealed: dict[str, Any] = {"e": entity, "n": connection_id, "c": cursor}
-    if offset:
-        sealed.update(o=offset, a=again or {})
+    if cut:
+        sealed["s"] = cut
     return hub.cipher.encrypt(json.dumps(sealed))
 
 
@@ -315,10 +337,13 @@ def open_position(hub: Hub, connection_id: str, cursor: str | None, entity: str)
                             "list from the first page again)") from None
     if not isinstance(sealed, dict):
         raise InvalidCursor("the cursor is not one this API returned")
-    owner, position, offset = sealed.get("e"), sealed.get("c"), sealed.get("o") or 0
-    if (sealed.get("n") != connection_id or not (isinstance(position, str) or (position is None and offset))
-            or not isinstance(offset, int) or not isinstance(sealed.get("a", {}), dict)):
+    owner, position, cut = sealed.get("e"), sealed.get("c"), sealed.get("s")
+    if cut is not None and not (isinstance(cut, dict) and isinstance(cut.get("l"), str)
+                                and isinstance(cut.get("h"), str) and type(cut.get("p")) is int
+                                and 1 <= cut["p"] <= MAX_PAGE_SIZE):
+        raise InvalidCursor("the cursor is not one this API returned")
+    if sealed.get("n") != connection_id or not (isinstance(position, str) or (position is None and cut)):
         raise InvalidCursor("the cursor is not one this API returned for this connection")
     if owner != entity:
         raise InvalidCursor(f"the cursor belongs to {owner!r}, not {entity!r}")
-    return Position(position, offset, sealed.get("a") or {})
+    return Position(position, cut)

@@ -578,15 +578,23 @@ def check_pagination(h: Harness, entity: str) -> None:
     larger than asked."""
     size = h.target.page_size
     seeded = h.seed(entity, 2 * size + 2)
-    # (The API hands a larger page out in slices: the hook is asked directly.)
-    first = h.call("list_records", ctx=h.ctx(), entity=entity, cursor=None, page_size=size, filters={}, since=None)
+    # (The API hands a larger page out in slices: the hook is asked directly, page by page.)
     fixed = h.schema(entity).fixed_page_size
-    if isinstance(first, Page) and len(first.records) > max(size, fixed or 0):
-        fail(f"list_records for {entity!r} returned {len(first.records)} records on page 1 for "
-             f"page_size={size}: pass page_size to the provider (clamped to its maximum), never "
-             f"return more than asked" + (f" (or than the schema's fixed_page_size={fixed})" if fixed else
-                                          "; a provider whose pages cannot be sized declares "
-                                          "EntitySchema(fixed_page_size=N)"))
+    cursor: str | None = None
+    for number in range(1, 51):
+        page = h.call("list_records", ctx=h.ctx(), entity=entity, cursor=cursor, page_size=size, filters={},
+                      since=None)
+        if not isinstance(page, Page):
+            fail(f"list_records for {entity!r} returned {type(page).__name__}, expected hub.types.Page")
+        if len(page.records) > max(size, fixed or 0):
+            fail(f"list_records for {entity!r} returned {len(page.records)} records on page {number} for "
+                 f"page_size={size}: pass page_size to the provider (clamped to its maximum), never "
+                 f"return more than asked" + (f" (or than the schema's fixed_page_size={fixed})" if fixed else
+                                              "; a provider whose pages cannot be sized declares "
+                                              "EntitySchema(fixed_page_size=N)"))
+        cursor = page.next_cursor
+        if not cursor:
+            break
     pages = h.list_pages(entity, size)
     ids = [h.ids(entity, page) for page in pages]
     for number, page in enumerate(ids, 1):
