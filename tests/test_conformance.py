@@ -353,3 +353,17 @@ def test_a_provider_declaring_pages_it_cannot_size_passes_pagination(tmp_path):
         check_pagination(harness, "notes")
     finally:
         harness.stop()
+
+
+def test_pages_the_provider_cannot_size_are_counted_as_their_slices(tmp_path):
+    """Several provider pages of 7 cut in slices of 3 make more API pages than the records
+    over 3: a correct provider declaring fixed_page_size was failed for taking too many."""
+    from broken_plugins import fixed_pages
+    from hub.testing.conformance import check_pagination
+
+    harness = Harness(example_target(fixed_pages), tmp_path).start()
+    try:
+        harness.seed("notes", 7)
+        check_pagination(harness, "notes")
+    finally:
+        harness.stop()

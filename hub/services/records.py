@@ -22,7 +22,7 @@ from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.crypto import DecryptionError
 from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
-from hub.types import HubError, NotFound, Page, ReadOnly, ValidationFailed
+from hub.types import HubError, NotFound, Page, ProviderError, ReadOnly, ValidationFailed
 
 log = logging.getLogger("hub.records")
 
@@ -103,29 +103,35 @@ class RecordService:
             asked = position.slice["p"]
         page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=position.cursor,
                                    page_size=asked, filters=filters, since=since)
-        records, restarted = page.records, page.restarted
+        id_field = self.provider.schema(entity).id_field
+        start, provider_cursor = 0, position.cursor
         if position.slice is not None:
-            # Continue after the last record handed out: the page may have changed since (a
-            # record added or removed before it). Not in it, or the listing restarted: the
-            # page is handed out again from its start, said so (restarted).
-            id_field = self.provider.schema(entity).id_field
-            ids = [str(r.get(id_field)) if isinstance(r, dict) else None for r in records]
-            last = position.slice.get("l")
-            if last in ids and not page.restarted:
-                records, restarted = records[ids.index(last) + 1:], False
+            # Continue after the last record handed out (its occurrence: ids may repeat), where
+            # it is now: the page may have changed since (a record added or removed before it).
+            start = _after(_ids(page.records, id_field), position.slice["l"], position.slice["k"])
+            if start is None or page.restarted:
+                # Gone, or the provider could not follow: the listing starts over, from its very
+                # first record, as a restarted page says.
+                page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=None,
+                                           page_size=asked, filters=filters, since=since)
+                page, start, provider_cursor = dataclasses.replace(page, restarted=True), 0, None
             else:
-                restarted = True
-        deleted = page.deleted_ids if position.slice is None or restarted else []  # (with the first slice)
+                page = dataclasses.replace(page, restarted=False)  # (said with its first slice)
+        records = page.records[start:]
         if len(records) > size:
             # A provider whose pages cannot be sized (Xero's 100, Salesforce's 200 at least):
-            # handed out in slices of the client's limit, each continuing the same page.
-            handed = records[:size]
-            cut = {"p": asked, "h": listing, "l": str(handed[-1].get(self.provider.schema(entity).id_field))}
-            return dataclasses.replace(page, records=handed, deleted_ids=deleted, watermark=None, restarted=restarted,
-                                       next_cursor=seal_cursor(self.hub, self.connection.id, position.cursor,
+            # handed out in slices of the client's limit, each continuing the same page. (Its
+            # removals come with every slice: telling them twice is harmless, missing one not.)
+            ids = _ids(page.records, id_field)
+            end = start + size
+            if ids[end - 1] is None:
+                raise ProviderError(f"provider {self.provider.name} returned a {entity} record without its "
+                                    f"{id_field!r}: its page cannot be handed out in slices")
+            cut = {"p": asked, "h": listing, "l": ids[end - 1], "k": ids[:end].count(ids[end - 1])}
+            return dataclasses.replace(page, records=records[:size], watermark=None,
+                                       next_cursor=seal_cursor(self.hub, self.connection.id, provider_cursor,
                                                                entity, cut=cut))
-        return dataclasses.replace(page, records=records, deleted_ids=deleted, restarted=restarted,
-                                   next_cursor=self._seal_cursor(page.next_cursor, entity),
+        return dataclasses.replace(page, records=records, next_cursor=self._seal_cursor(page.next_cursor, entity),
                                    watermark=self._seal_cursor(page.watermark, entity))
 
     def _seal_cursor(self, cursor: str | None, entity: str) -> str | None:
@@ -293,12 +299,29 @@ class RecordService:
 @dataclasses.dataclass(frozen=True)
 class Position:
     """Where a sealed cursor goes on: the provider's ``cursor``, and for the
-    rest of a page larger than the client's limit, the ``slice``: the last
-    record handed out (``l``), the page size asked (``p``) and a digest of
-    the listing's since and filters (``h``)."""
+    rest of a page larger than the client's limit, the ``slice``: the id of
+    the last record handed out (``l``) and which occurrence of it in the page
+    (``k``: ids may repeat), the page size asked (``p``) and a digest of the
+    listing's since and filters (``h``)."""
 
     cursor: str | None = None
     slice: dict[str, Any] | None = None
+
+
+def _ids(records: list[Any], id_field: str) -> list[str | None]:
+    return [str(r[id_field]) if isinstance(r, dict) and r.get(id_field) not in (None, "") else None
+            for r in records]
+
+
+def _after(ids: list[str | None], last: str, occurrence: int) -> int | None:
+    """The index after the ``occurrence``-th ``last`` in ``ids``; None when it is not there."""
+    seen = 0
+    for index, record_id in enumerate(ids):
+        if record_id == last:
+            seen += 1
+            if seen == occurrence:
+                return index + 1
+    return None
 
 
 def _listing_digest(since: datetime | None, filters: dict[str, Any]) -> str:
@@ -340,7 +363,7 @@ def open_position(hub: Hub, connection_id: str, cursor: str | None, entity: str)
     owner, position, cut = sealed.get("e"), sealed.get("c"), sealed.get("s")
     if cut is not None and not (isinstance(cut, dict) and isinstance(cut.get("l"), str)
                                 and isinstance(cut.get("h"), str) and type(cut.get("p")) is int
-                                and 1 <= cut["p"] <= MAX_PAGE_SIZE):
+                                and 1 <= cut["p"] <= MAX_PAGE_SIZE and type(cut.get("k")) is int and cut["k"] >= 1):
         raise InvalidCursor("the cursor is not one this API returned")
     if sealed.get("n") != connection_id or not (isinstance(position, str) or (position is None and cut)):
         raise InvalidCursor("the cursor is not one this API returned for this connection")

@@ -1,0 +1,86 @@
+"""A provider page larger than the client's limit, handed out in slices by the
+records API: every record once, whatever the page holds (ids repeated or
+missing, the page changing between slices)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hub.config import Settings
+from hub.models import Connection
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+from hub.services.records import RecordService
+from hub.types import EntitySchema, Page, ProviderError, ProviderInfo
+from tests.conftest import module_plugin
+
+INFO = ProviderInfo(name="canned", label="Canned", category="test", auth_type="api_key",
+                    urls={"api": "https://canned.invalid"})
+
+
+def service(tmp_path, pages: dict[str | None, Page]) -> tuple[RecordService, list]:
+    """A records service of a provider answering ``pages`` (by cursor) as they are then."""
+    calls: list = []
+
+    def list_records(cursor):
+        calls.append(cursor)
+        return pages[cursor]
+
+    registry = PluginRegistry()
+    registry.register(module_plugin("canned_plugin", INFO, [EntitySchema("things", "Things", fixed_page_size=100)],
+                                    list_records=list_records), "canned")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry)
+    connection = Connection(id="c1", organization_id="o", provider="canned", category="test", name="c")
+    return RecordService(hub, connection), calls
+
+
+def drain(records: RecordService, limit: int, between=None, max_pages: int = 50) -> list[Page]:
+    async def run() -> list[Page]:
+        pages, cursor = [], None
+        for _ in range(max_pages):
+            page = await records.list("things", cursor, limit)
+            pages.append(page)
+            if between:
+                between(len(pages))
+            cursor = page.next_cursor
+            if not cursor:
+                return pages
+        raise AssertionError(f"no end after {max_pages} pages: {[[r.get('id') for r in p.records] for p in pages]}")
+
+    return asyncio.run(run())
+
+
+def things(*ids):
+    return [{"id": i, "n": n} for n, i in enumerate(ids)]
+
+
+def handed(pages):
+    return [r["n"] if "n" in r else r["id"] for p in pages for r in p.records]
+
+
+def test_an_id_repeated_in_a_page_is_continued_after_the_one_handed_out(tmp_path):
+    records, _ = service(tmp_path, {None: Page(records=things("a", "b", "c", "d", "e", "c", "f", "g"))})
+    pages = drain(records, 3)
+    assert handed(pages) == list(range(8)) and not any(p.restarted for p in pages)  # (it looped on the first c)
+
+
+def test_a_record_without_its_id_cannot_be_sliced_past(tmp_path):
+    records, _ = service(tmp_path, {None: Page(records=[{"t": n} for n in range(7)])})
+    with pytest.raises(ProviderError, match="without its 'id'"):
+        drain(records, 3)  # (it handed out the same records for ever)
+
+
+def test_the_last_record_handed_out_gone_restarts_the_listing_from_its_first_record(tmp_path):
+    pages_by_cursor = {None: Page(records=things("a", "b", "c"), next_cursor="p2"),
+                       "p2": Page(records=things("d", "e", "f", "g", "h", "i", "j"))}
+    records, calls = service(tmp_path, pages_by_cursor)
+
+    def remove_f(n):
+        if n == 2:  # [a b c], [d e f] handed out: f goes
+            pages_by_cursor["p2"] = Page(records=things("d", "e", "g", "h", "i", "j"))
+
+    pages = drain(records, 3, remove_f)
+    assert [p.restarted for p in pages] == [False, False, True, False, False]
+    assert [r["id"] for r in pages[2].records] == ["a", "b", "c"] and calls[3] is None  # from the very start
