@@ -153,10 +153,12 @@ def exchange_code(
     :raises AuthFailed: the provider refused the code, or the callback's
         signature is wrong.
     :raises InsufficientScope: the grant lacks scopes the provider needs
-        (with its ``credentials``: the core gives the grant back). Any other
-        hub error raised once the provider issued tokens (the user must
-        choose one of several accounts, say) carries them as its
-        ``credentials`` attribute, so the grant is given back too.
+        (with its ``credentials``: the core gives the grant back). Raise any
+        other hub error once the provider issued tokens (the user must
+        choose one of several accounts, say) with them set as its
+        ``credentials`` attribute (``exc.credentials = credentials``), so
+        the core gives the grant back too (unless a connection uses its
+        account).
     """
 
 
@@ -176,7 +178,8 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         merged over the old ones (a key it leaves out, such as a refresh
         token the provider did not rotate, keeps its value), and its
         ``config`` over the connection's (what the token answer says of it:
-        Salesforce's ``instance_url``, the API host, which may move).
+        Salesforce's ``instance_url``, the API host, which may move; a value
+        left ``None`` or empty is ignored).
     :raises AuthFailed: the refresh token was refused; the core marks the
         connection ``expired``. The token endpoint's own refusal through
         ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as
@@ -306,7 +309,8 @@ def list_records(
         hook returned before, unchanged: the API hands cursors to clients
         sealed (encrypted and authenticated, bound to the connection and the
         entity), so a client can neither read nor forge one; a cursor stored
-        from before a secret key change is refused (``invalid_cursor``).
+        from before a secret key change is refused (``invalid_cursor``)
+        unless the old key is still ``HUB_PREVIOUS_SECRET_KEY``.
     :param page_size: the number of records wanted (the plugin may clamp it to
         the provider's maximum).
     :param filters: provider-specific filters the client passed.
