@@ -141,13 +141,20 @@ def org() -> None:
 
 @org.command("create")
 @click.argument("name")
-def org_create(name: str) -> None:
+@click.option("--allow-duplicate", is_flag=True, help="make it even when an organization has this name already")
+def org_create(name: str, allow_duplicate: bool) -> None:
     """Create an organization and print its API key (once)."""
+    from hub.models import Organization
     from hub.services.orgs import create_organization
     from hub.types import HubError
 
     hub = _hub()
     with hub.session() as session:
+        same = session.exec(select(Organization.id).where(Organization.name == name.strip())).first()
+        if same and not allow_duplicate:
+            # (Run twice by a script, it made a second tenant `hub org list` could not tell apart.)
+            raise click.ClickException(f"an organization named {name.strip()!r} exists already ({same}): give it a "
+                                       f"key with `hub org new-key {same}`, or pass --allow-duplicate")
         try:
             organization, key = create_organization(session, name)
         except HubError as exc:

@@ -525,3 +525,23 @@ def test_a_revocation_failing_in_a_way_not_known_to_be_final_is_tried_again(sett
         from hub.services.connections import retry_revocations
 
         assert asyncio.run(retry_revocations(hub, now=datetime.now(timezone.utc) + timedelta(days=1))) == 1
+
+
+def test_an_organization_name_taken_already_is_refused_unless_asked(settings, monkeypatch):
+    """Run twice by a script, `hub org create acme` made two tenants org list could not tell apart."""
+    from click.testing import CliRunner
+
+    from hub import cli
+    from hub.models import Organization
+    from hub.runtime import Hub
+
+    hub = Hub(settings)
+    hub.migrate()
+    monkeypatch.setattr(cli, "_hub", lambda: hub)
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["org", "create", "acme"]).exit_code == 0
+    again = runner.invoke(cli.main, ["org", "create", " acme "])
+    assert again.exit_code == 1 and "exists already" in again.output and "hub org new-key " in again.output
+    assert runner.invoke(cli.main, ["org", "create", "acme", "--allow-duplicate"]).exit_code == 0
+    with hub.session() as session:
+        assert sorted(session.execute(sa.select(Organization.name)).scalars()) == ["acme", "acme"]
