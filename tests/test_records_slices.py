@@ -84,3 +84,33 @@ def test_the_last_record_handed_out_gone_restarts_the_listing_from_its_first_rec
     pages = drain(records, 3, remove_f)
     assert [p.restarted for p in pages] == [False, False, True, False, False]
     assert [r["id"] for r in pages[2].records] == ["a", "b", "c"] and calls[3] is None  # from the very start
+
+
+def test_a_restarted_first_page_is_not_restarted_again_by_its_slices(tmp_path):
+    records, _ = service(tmp_path, {None: Page(records=things(*"abcdefg"), restarted=True)})
+    pages = drain(records, 3)
+    assert handed(pages) == list(range(7)) and [p.restarted for p in pages] == [True, False, False]
+
+
+def test_a_page_different_on_every_call_is_an_error_not_an_endless_listing(tmp_path):
+    calls = iter(range(1000))
+    class Fresh(dict):
+        def __missing__(self, cursor):
+            batch = next(calls)
+            return Page(records=things(*[f"{batch}-{i}" for i in range(7)]))
+
+    records, _ = service(tmp_path, Fresh())
+    with pytest.raises(ProviderError, match="differently on every call"):
+        drain(records, 3)
+
+
+def test_a_repeated_id_inserted_before_the_cut_restarts_rather_than_repeats(tmp_path):
+    pages_by_cursor = {None: Page(records=things("a", "b", "c", "d"))}
+    records, _ = service(tmp_path, pages_by_cursor)
+
+    def insert_b(n):
+        if n == 1:
+            pages_by_cursor[None] = Page(records=[{"id": "b", "n": 9}] + things("a", "b", "c", "d"))
+
+    pages = drain(records, 2, insert_b)
+    assert pages[1].restarted and [r["id"] for r in pages[1].records] == ["b", "a"]  # said, not silently again

@@ -104,17 +104,26 @@ class RecordService:
         page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=position.cursor,
                                    page_size=asked, filters=filters, since=since)
         id_field = self.provider.schema(entity).id_field
-        start, provider_cursor = 0, position.cursor
+        # A restarted page is the listing's first, whatever cursor asked for it.
+        start, provider_cursor, restarts = 0, None if page.restarted else position.cursor, 0
         if position.slice is not None:
             # Continue after the last record handed out (its occurrence: ids may repeat), where
             # it is now: the page may have changed since (a record added or removed before it).
-            start = _after(_ids(page.records, id_field), position.slice["l"], position.slice["k"])
-            if start is None or page.restarted:
+            cut, ids = position.slice, _ids(page.records, id_field)
+            start = _after(ids, cut["l"], cut["k"])
+            if start is not None and ids.count(cut["l"]) > 1 and _digest(ids[:start]) != cut.get("d"):
+                start = None  # (its id repeats, and what came before it changed: not the same place)
+            restarts = cut.get("r", 0)
+            if start is None or (page.restarted and position.cursor is not None):
                 # Gone, or the provider could not follow: the listing starts over, from its very
-                # first record, as a restarted page says.
+                # first record, as a restarted page says. Twice in one page: it is not stable.
+                if restarts:
+                    raise ProviderError(f"provider {self.provider.name} answers the same {entity} page "
+                                        f"differently on every call: it cannot be handed out in slices; ask "
+                                        f"a limit of its page size")
                 page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=None,
                                            page_size=asked, filters=filters, since=since)
-                page, start, provider_cursor = dataclasses.replace(page, restarted=True), 0, None
+                page, start, provider_cursor, restarts = dataclasses.replace(page, restarted=True), 0, None, 1
             else:
                 page = dataclasses.replace(page, restarted=False)  # (said with its first slice)
         records = page.records[start:]
@@ -124,10 +133,13 @@ class RecordService:
             # removals come with every slice: telling them twice is harmless, missing one not.)
             ids = _ids(page.records, id_field)
             end = start + size
-            if ids[end - 1] is None:
+            last = ids[end - 1]
+            if last is None:
                 raise ProviderError(f"provider {self.provider.name} returned a {entity} record without its "
                                     f"{id_field!r}: its page cannot be handed out in slices")
-            cut = {"p": asked, "h": listing, "l": ids[end - 1], "k": ids[:end].count(ids[end - 1])}
+            cut = {"p": asked, "h": listing, "l": last, "k": ids[:end].count(last), "r": restarts}
+            if ids.count(last) > 1:
+                cut["d"] = _digest(ids[:end])
             return dataclasses.replace(page, records=records[:size], watermark=None,
                                        next_cursor=seal_cursor(self.hub, self.connection.id, provider_cursor,
                                                                entity, cut=cut))
@@ -324,6 +336,10 @@ def _after(ids: list[str | None], last: str, occurrence: int) -> int | None:
     return None
 
 
+def _digest(ids: list[str | None]) -> str:
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:32]
+
+
 def _listing_digest(since: datetime | None, filters: dict[str, Any]) -> str:
     listing = json.dumps([since.isoformat() if since else None, sorted(filters.items())], default=str)
     return hashlib.sha256(listing.encode()).hexdigest()[:32]
@@ -363,7 +379,8 @@ def open_position(hub: Hub, connection_id: str, cursor: str | None, entity: str)
     owner, position, cut = sealed.get("e"), sealed.get("c"), sealed.get("s")
     if cut is not None and not (isinstance(cut, dict) and isinstance(cut.get("l"), str)
                                 and isinstance(cut.get("h"), str) and type(cut.get("p")) is int
-                                and 1 <= cut["p"] <= MAX_PAGE_SIZE and type(cut.get("k")) is int and cut["k"] >= 1):
+                                and 1 <= cut["p"] <= MAX_PAGE_SIZE and type(cut.get("k")) is int and cut["k"] >= 1
+                                and type(cut.get("r", 0)) is int and isinstance(cut.get("d", ""), str)):
         raise InvalidCursor("the cursor is not one this API returned")
     if sealed.get("n") != connection_id or not (isinstance(position, str) or (position is None and cut)):
         raise InvalidCursor("the cursor is not one this API returned for this connection")
