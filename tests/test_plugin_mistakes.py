@@ -4,6 +4,8 @@ not as the hub's 500 further on."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -76,7 +78,8 @@ def test_a_test_connection_answering_nonsense_refuses_the_connection(settings):
         assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
 
 
-def test_a_page_larger_than_asked_is_served_and_logged(settings, caplog):
+def test_a_page_larger_than_asked_is_handed_out_in_slices_and_logged(settings, caplog):
+    caplog.set_level(logging.INFO)
     many = [{"id": f"t{i}", "name": str(i)} for i in range(7)]
     registry = PluginRegistry()
     registry.register(sloppy_plugin(list_records=lambda ctx, entity, cursor, page_size, filters, since:
@@ -86,10 +89,17 @@ def test_a_page_larger_than_asked_is_served_and_logged(settings, caplog):
         auth.pop("org_id")
         connection = client.post(f"{API}/connections", json={"provider": "sloppy", "credentials": {"api_key": "k"}},
                                  headers=auth).json()["connection"]
-        page = client.get(f"{API}/connections/{connection['id']}/entities/things/records", params={"limit": 2},
-                          headers=auth).json()
-    assert len(page["records"]) == 7
-    assert "provider sloppy returned 7 things records for a page of 2: list_records ignores page_size" in caplog.text
+        url = f"{API}/connections/{connection['id']}/entities/things/records"
+        handed, cursor = [], None
+        for _ in range(10):
+            page = client.get(url, params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=auth).json()
+            assert len(page["records"]) <= 2
+            handed += [r["id"] for r in page["records"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    assert handed == [r["id"] for r in many]  # every one once, no page larger than asked
+    assert "provider sloppy returned 7 things records for a page of 2" in caplog.text
 
 
 @pytest.mark.parametrize(("page", "problem"), [
