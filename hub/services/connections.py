@@ -533,11 +533,7 @@ async def revoke_unsaved(hub: Hub, provider: Provider, credentials: Credentials,
     when that account is unknown (a revocation may end the user's whole grant)."""
     if not provider.implements("disconnect"):
         return
-    if credentials.webhook_key and await hub.db(_account_in_use, hub, provider.name, credentials.webhook_key):
-        return
-    if reached is not None and (reached.failure is not None or (
-            reached.account is not None and await hub.db(_account_in_use, hub, provider.name, None,
-                                                          reached.account))):
+    if not await hub.db(may_give_back, hub, provider.name, credentials, reached):
         return
     unsaved = Connection(organization_id="", provider=provider.name, category=provider.info.category,
                          name=provider.info.label)
@@ -603,6 +599,17 @@ async def delete_connection(hub: Hub, organization_id: str, connection_id: str) 
     finally:
         await hub.pool.discard(connection_id)
     return outcome
+
+
+def may_give_back(hub: Hub, provider: str, credentials: Credentials, reached: Reached | None) -> bool:
+    """Whether a grant nobody here holds may be revoked: not while a connection
+    uses its account (by its ``webhook_key``, or the account its test named:
+    revoking could end that connection's grant too), nor when which account
+    it reaches is unknown."""
+    if credentials.webhook_key and _account_in_use(hub, provider, credentials.webhook_key):
+        return False
+    return reached is None or (reached.failure is None and not (
+        reached.account is not None and _account_in_use(hub, provider, None, reached.account)))
 
 
 def _account_in_use(hub: Hub, provider: str, webhook_key: str | None, account: str | None = None) -> bool:

@@ -19,7 +19,7 @@ from hub.crypto import DecryptionError, hash_token
 from hub.models import Connection, OAuthState, PendingRevocation, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
-from hub.services.connections import (Reached, _account_in_use, account_reached, revoke_unsaved,
+from hub.services.connections import (Reached, account_reached, may_give_back, revoke_unsaved,
                                       upsert_from_credentials)
 from hub.types import Credentials, HubError, InsufficientScope, ValidationFailed
 
@@ -225,11 +225,7 @@ def purge_states(hub: Hub, before: Any) -> int:
                 log.warning("an unconfirmed %s authorization cannot be given back: the key that kept it is gone",
                             record.provider)
                 continue
-            # As revoke_unsaved decides: not while a connection uses the account (revoking could
-            # end its grant too), nor when which account it reaches is unknown.
-            if reached.failure is not None or (credentials.webhook_key and _account_in_use(
-                    hub, record.provider, credentials.webhook_key)) or (reached.account and _account_in_use(
-                    hub, record.provider, None, reached.account)):
+            if not may_give_back(hub, record.provider, credentials, reached):
                 continue
             claimed = session.execute(sa.update(OAuthState).where(
                 OAuthState.state_hash == record.state_hash, OAuthState.grant_encrypted.is_not(None),

@@ -19,8 +19,8 @@ from hub.models import Connection, IdempotentCreate, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.leases import ACTIVE, new_owner, owner_alive
-from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.crypto import DecryptionError
+from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
 from hub.types import HubError, NotFound, Page, ProviderError, ReadOnly, ValidationFailed
 
@@ -109,7 +109,8 @@ class RecordService:
         if position.slice is not None:
             # Continue after the last record handed out (its occurrence: ids may repeat), where
             # it is now: the page may have changed since (a record added or removed before it).
-            cut, ids = position.slice, _ids(page.records, id_field)
+            cut = position.slice
+            ids = _ids(page.records, id_field)
             start = _after(ids, cut["l"], cut["k"])
             if start is not None and ids.count(cut["l"]) > 1 and _digest(ids[:start]) != cut.get("d"):
                 start = None  # (its id repeats, and what came before it changed: not the same place)
@@ -131,7 +132,7 @@ class RecordService:
             # A provider whose pages cannot be sized (Xero's 100, Salesforce's 200 at least):
             # handed out in slices of the client's limit, each continuing the same page. (Its
             # removals come with every slice: telling them twice is harmless, missing one not.)
-            ids = _ids(page.records, id_field)
+            ids = _ids(page.records, id_field)  # (of the page handed out: the one asked again, or the restart)
             end = start + size
             last = ids[end - 1]
             if last is None:
@@ -313,8 +314,9 @@ class Position:
     """Where a sealed cursor goes on: the provider's ``cursor``, and for the
     rest of a page larger than the client's limit, the ``slice``: the id of
     the last record handed out (``l``) and which occurrence of it in the page
-    (``k``: ids may repeat), the page size asked (``p``) and a digest of the
-    listing's since and filters (``h``)."""
+    (``k``: ids may repeat; with ``d``, a digest of the ids up to it, when it
+    repeats), the page size asked (``p``), a digest of the listing's since and
+    filters (``h``) and whether the page restarted the listing once (``r``)."""
 
     cursor: str | None = None
     slice: dict[str, Any] | None = None
@@ -336,13 +338,12 @@ def _after(ids: list[str | None], last: str, occurrence: int) -> int | None:
     return None
 
 
-def _digest(ids: list[str | None]) -> str:
-    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:32]
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:32]
 
 
 def _listing_digest(since: datetime | None, filters: dict[str, Any]) -> str:
-    listing = json.dumps([since.isoformat() if since else None, sorted(filters.items())], default=str)
-    return hashlib.sha256(listing.encode()).hexdigest()[:32]
+    return _digest([since.isoformat() if since else None, sorted(filters.items())])
 
 
 def seal_cursor(hub: Hub, connection_id: str, cursor: str | None, entity: str,
