@@ -454,7 +454,13 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         then fail unsent until the time is up). A quota answered with
         another status (Salesforce's 403 ``REQUEST_LIMIT_EXCEEDED``) is a
         ``RateLimited(retry_after=...)`` too: longer than the core waits, it
-        refuses the connection's next calls unsent alike. A ``ProviderUnavailable(..., retry_now=True)`` (the
+        refuses the connection's next calls unsent alike. Where the provider
+        says which of several declared limits a 429 met (Xero's
+        ``X-Rate-Limit-Problem``), ``RateLimited(limit=name)`` names it
+        (``RateLimit.name``): that limit is the one paused, or refused, for
+        every call it counts (the whole app's, for a ``scope="app"`` limit);
+        with a named limit declared, the core consults this hook on every
+        429. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

@@ -3,8 +3,9 @@
 One pooled :class:`httpx.AsyncClient` per connection (``ClientPool``), shared
 by every call made for that connection, with:
 
-- a token bucket built from the provider's declared :class:`~hub.types.RateLimit`
-  and re-synchronised with the provider's usage headers;
+- a token bucket (or window count) for each of the provider's declared
+  :class:`~hub.types.RateLimit`, re-synchronised with its usage headers, and
+  a bound on the calls under way at once;
 - retries with exponential backoff and full jitter on 429, 5xx and network
   errors, honouring ``Retry-After``;
 - the mapping of error responses to :mod:`hub.types` errors.
@@ -21,7 +22,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +140,106 @@ class TokenBucket:
         if self.rate < self.declared_rate:
             self.rate = min(self.declared_rate, self.rate * 1.05)
 
+    def done(self) -> None:
+        """A bucket counts a request when it is acquired: nothing to do."""
+
+
+class WindowCount:
+    """Client-side count of a provider's window limit: at most ``limit``
+    requests in any ``window`` seconds (Xero's 60 per minute, 5,000 per day).
+
+    A request counts from :meth:`acquire`, and is dated when its answer came
+    (:meth:`done`): the provider counted it before that, so it leaves the
+    provider's window before it leaves this one, whatever the network's
+    delays. Counted over a sliding window, which keeps within a provider's
+    fixed windows too. The same interface as :class:`TokenBucket`.
+    """
+
+    def __init__(self, limit: int, window: float):
+        self.capacity = max(1, limit)
+        self.window = window
+        self.sent: deque[float] = deque()
+        self.in_flight = 0
+        self.blocked_until = 0.0
+        self.refused_until = 0.0
+        self._lock = asyncio.Lock()
+        self._answered = asyncio.Event()
+
+    def _expire(self, now: float) -> None:
+        while self.sent and self.sent[0] <= now - self.window:
+            self.sent.popleft()
+
+    def wait_needed(self) -> float:
+        """Seconds until a request may go: 0 now, ``inf`` when only an answer
+        under way can free a place."""
+        now = time.monotonic()
+        self._expire(now)
+        wait = max(0.0, self.blocked_until - now)
+        over = len(self.sent) + self.in_flight - self.capacity  # places to free before one more may go
+        if over >= 0:
+            wait = max(wait, self.sent[over] + self.window - now if over < len(self.sent) else math.inf)
+        return wait
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while (wait := self.wait_needed()) > 0:
+                self._answered.clear()
+                try:
+                    async with asyncio.timeout(None if math.isinf(wait) else wait):
+                        await self._answered.wait()
+                except TimeoutError:
+                    pass
+            self.in_flight += 1
+
+    def done(self) -> None:
+        """The request acquired for has its answer (or will never be sent)."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self.sent.append(time.monotonic())
+        self._answered.set()
+
+    def _set_available(self, available: float) -> None:
+        """The provider's figure is taken as said, either way: a fixed window it
+        has started again frees ours, and what other processes (or this one
+        before a restart) sent counts as sent now. Requests under way count
+        on top of its figure: the provider may not have seen them yet."""
+        now = time.monotonic()
+        self._expire(now)
+        wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
+        while len(self.sent) > wanted:
+            self.sent.popleft()
+        self.sent.extend([now] * (wanted - len(self.sent)))
+        self._answered.set()
+
+    def observe_usage(self, used: float, limit: float) -> None:
+        if limit > 0:
+            self._set_available(limit - used)
+
+    def observe_remaining(self, remaining: float) -> None:
+        self._set_available(remaining)
+
+    def pause(self, seconds: float) -> None:
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+
+    def refuse(self, seconds: float) -> None:
+        self.refused_until = max(self.refused_until, time.monotonic() + seconds)
+
+    def refused_for(self) -> float:
+        return max(0.0, self.refused_until - time.monotonic())
+
+    def recover(self) -> None:
+        """Nothing to recover: a window's count is what it is."""
+
+
+Limiter = TokenBucket | WindowCount
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}s" if count > 1 else unit
+    return f"{seconds:g} s"
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
@@ -190,6 +293,9 @@ def error_for_response(response: httpx.Response, described: HubError | ErrorDesc
     if isinstance(described, HubError):
         if described.provider_status is None:
             described.provider_status = response.status_code
+        if isinstance(described, RateLimited) and described.retry_after is None:
+            # The plugin named the limit; the provider's header still says how long it lasts.
+            described.retry_after = parse_retry_after(response.headers.get("retry-after"))
         return described
     status = response.status_code
     kwargs: dict[str, Any] = {"provider_status": status}
@@ -228,11 +334,17 @@ class ProviderHTTP:
         describe_error: ErrorDescriber | None = None,
         refresh: Refresher | None = None,
         retry: RetryPolicy | None = None,
-        endpoint_limiters: dict[str, TokenBucket] | None = None,
+        endpoint_limiters: dict[str, Limiter] | None = None,
+        limits: Sequence[tuple[RateLimit, Limiter]] = (),
+        concurrency: asyncio.Semaphore | None = None,
     ):
         self.client = client
         self.limiter = limiter
         self.endpoint_limiters = endpoint_limiters or {}
+        #: The provider's further limits and their counters, shortest window first: a call
+        #: holds its place in a short window while it waits for a long one, never the reverse.
+        self.limits = sorted(limits, key=lambda pair: pair[0].window_seconds)
+        self.concurrency = concurrency
         self.rate_limit = rate_limit
         self._auth = auth
         self._describe_error = describe_error
@@ -280,34 +392,53 @@ class ProviderHTTP:
         throttled = 0.0
         deadline = time.monotonic() + self.retry.deadline
         long_wait = None
+        endpoint_limiter = self._endpoint_limiter(url)
+        path = httpx.URL(url).path
+        limits = [(limit, limiter) for limit, limiter in self.limits
+                  if not limit.endpoint or path.endswith(limit.endpoint)]
+        limiters = [limiter for limiter in (endpoint_limiter, self.limiter) if limiter]
+        limiters += [limiter for _, limiter in limits]
         while True:
             auth = await self._auth() if self._auth and authenticate else RequestAuth()
             merged_params = _merge_params(params, auth.params)
             merged_headers = {**auth.headers, **(headers or {})}
-            endpoint_limiter = self._endpoint_limiter(url)
-            for limiter in (endpoint_limiter, self.limiter):
-                if limiter and (left := limiter.refused_for()) > 0:
+            for limiter in limiters:
+                if (left := limiter.refused_for()) > 0:
                     # A 429 asked for a longer wait than calls wait: sent now, this one would be
                     # refused too (and count against the limit at some providers).
                     raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (as its "
                                       f"last refusal said); nothing was sent", retry_after=max(1.0, left))
+                if isinstance(limiter, WindowCount) and min(self.retry.max_delay, deadline - time.monotonic()) < (
+                        wait := limiter.wait_needed()) < math.inf:
+                    # A used-up window (a daily quota) is said at once, with when it frees, rather
+                    # than waited on: as a 429 asking a longer wait than calls wait.
+                    raise RateLimited(f"the provider's limit of {limiter.capacity} calls per "
+                                      f"{_span(limiter.window)} is used up for {wait:.0f} s more; nothing was sent",
+                                      retry_after=max(1.0, wait))
+            acquired: list[Limiter] = []
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    if endpoint_limiter:
-                        await endpoint_limiter.acquire()
-                    if self.limiter:
-                        await self.limiter.acquire()
+                    for limiter in limiters:
+                        await limiter.acquire()
+                        acquired.append(limiter)
             except TimeoutError:
+                for limiter in acquired:
+                    limiter.done()
                 # Nothing was sent: the provider's pace leaves no room within the call's deadline.
                 raise RateLimited(f"the provider's rate limit left no room to send the {method} within "
                                   f"{self.retry.deadline:g} s; nothing was sent",
                                   retry_after=max(1.0, self.retry.base_delay)) from None
-            if self.client.is_closed:
-                # The connection's client closes when the connection is deleted (or the hub stops).
-                raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    response = await self._send(method, url, merged_params, json, data, merged_headers)
+                if self.client.is_closed:
+                    # The connection's client closes when the connection is deleted (or the hub stops).
+                    raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        async with self.concurrency or nullcontext():
+                            response = await self._send(method, url, merged_params, json, data, merged_headers)
+                finally:
+                    for limiter in acquired:
+                        limiter.done()
             except (httpx.LocalProtocolError, UnicodeEncodeError):
                 # Not the provider's fault: nothing was sent (and the message would show the value).
                 raise ValidationFailed(
@@ -332,21 +463,25 @@ class ProviderHTTP:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            self._observe_headers(response)
+            self._observe_headers(response, limits)
             status = response.status_code
             if status == 401 and self._refresh and not refreshed:
                 refreshed = True
                 if await self._refresh():
                     continue
             retry = status in retry_statuses and (status == 429 or idempotent)
+            # The limit a 429 is about: the one the provider names, else the endpoint's, else the connection's.
+            met = endpoint_limiter or self.limiter
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
-                if asked is None and status == 429 and self._describe_error:
-                    # No Retry-After: the body may say which limit it was (HubSpot's policyName), and
-                    # so how long it lasts. A daily limit is not retried for nothing.
+                if status == 429 and self._describe_error and (asked is None or any(l.name for l, _ in limits)):
+                    # The body or a header may say which limit it was (HubSpot's policyName, Xero's
+                    # X-Rate-Limit-Problem), and so how long it lasts. A daily limit is not retried for nothing.
                     said = await self._described(response, method, url)
-                    if isinstance(said, RateLimited) and said.retry_after is not None:
-                        asked = said.retry_after
+                    if isinstance(said, RateLimited):
+                        met = self._named(said.limit, limits) or met
+                        if asked is None and said.retry_after is not None:
+                            asked = said.retry_after
                 if asked is not None and asked < self.retry.base_delay:
                     asked = None  # "0" (or a date past): waiting nothing would hammer the provider
                 wait = self.retry.backoff(attempt) if asked is None else asked + random.uniform(0, 0.05)
@@ -363,7 +498,7 @@ class ProviderHTTP:
                 retry = retry and time.monotonic() + wait <= deadline
             if retry:
                 # A limit of one endpoint (Plaid's per Item) slows that endpoint, not the connection.
-                paused = endpoint_limiter or self.limiter
+                paused = met
                 if status == 429 and paused:
                     paused.pause(wait)
                 log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
@@ -372,8 +507,8 @@ class ProviderHTTP:
                     await asyncio.sleep(wait)
                 continue
             if status < 400:
-                for limiter in (endpoint_limiter, self.limiter):
-                    if limiter and not (limiter is self.limiter and self.rate_limit and self.rate_limit.usage_header):
+                for limiter in limiters:
+                    if not (limiter is self.limiter and self.rate_limit and self.rate_limit.usage_header):
                         limiter.recover()
             if 300 <= status < 400 and raise_for_status:
                 # Not followed: credentials must not go to wherever a redirect points.
@@ -400,8 +535,10 @@ class ProviderHTTP:
                     # A quota the plugin read from another status (Salesforce's 403
                     # REQUEST_LIMIT_EXCEEDED): each call sent before it resets counts against it too.
                     long_wait = error.retry_after
-                if isinstance(error, RateLimited) and long_wait and (endpoint_limiter or self.limiter):
-                    (endpoint_limiter or self.limiter).refuse(long_wait)
+                if isinstance(error, RateLimited):
+                    met = self._named(error.limit, limits) or met
+                if isinstance(error, RateLimited) and long_wait and met:
+                    met.refuse(long_wait)
                 if isinstance(error, RateLimited) and (error.retry_after is None or error.retry_after < 1):
                     # Tell the client how long to wait even when the provider did not (or said 0).
                     error.retry_after = max(1.0, self.retry.backoff(attempt))
@@ -432,7 +569,11 @@ class ProviderHTTP:
         return httpx.Response(streamed.status_code, headers=headers_out, content=bytes(body), request=request,
                               extensions=streamed.extensions)
 
-    def _endpoint_limiter(self, url: str) -> TokenBucket | None:
+    @staticmethod
+    def _named(name: str | None, limits: list[tuple[RateLimit, Limiter]]) -> Limiter | None:
+        return next((limiter for limit, limiter in limits if name and limit.name == name), None)
+
+    def _endpoint_limiter(self, url: str) -> Limiter | None:
         if not self.endpoint_limiters:
             return None
         path = httpx.URL(url).path
@@ -441,30 +582,30 @@ class ProviderHTTP:
                 return limiter
         return None
 
-    def _observe_headers(self, response: httpx.Response) -> None:
-        if not (self.limiter and self.rate_limit):
-            return
-        if self.rate_limit.usage_header:
-            value = response.headers.get(self.rate_limit.usage_header)
-            if value and "/" in value:
-                used, _, limit = value.partition("/")
-                try:
-                    used_count, limit_count = float(used), float(limit)
-                except ValueError:
-                    pass
-                else:
-                    if math.isfinite(used_count) and math.isfinite(limit_count):
-                        self.limiter.observe_usage(used_count, limit_count)
-        if self.rate_limit.remaining_header:
-            value = response.headers.get(self.rate_limit.remaining_header)
-            if value:
-                try:
-                    remaining = float(value)
-                except ValueError:
-                    pass
-                else:
-                    if math.isfinite(remaining):
-                        self.limiter.observe_remaining(remaining)
+    def _observe_headers(self, response: httpx.Response, limits: list[tuple[RateLimit, Limiter]]) -> None:
+        pairs = [(self.rate_limit, self.limiter)] if self.limiter and self.rate_limit else []
+        for limit, limiter in pairs + limits:
+            if limit.usage_header:
+                value = response.headers.get(limit.usage_header)
+                if value and "/" in value:
+                    used, _, total = value.partition("/")
+                    try:
+                        used_count, limit_count = float(used), float(total)
+                    except ValueError:
+                        pass
+                    else:
+                        if math.isfinite(used_count) and math.isfinite(limit_count):
+                            limiter.observe_usage(used_count, limit_count)
+            if limit.remaining_header:
+                value = response.headers.get(limit.remaining_header)
+                if value:
+                    try:
+                        remaining = float(value)
+                    except ValueError:
+                        pass
+                    else:
+                        if math.isfinite(remaining):
+                            limiter.observe_remaining(remaining)
 
     async def _described(self, response: httpx.Response, method: str, url: str) -> Any:
         """What the plugin's ``describe_error`` reads from an error response;
@@ -568,7 +709,8 @@ class ClientPool:
         self.transport = transport
         self.retry = retry or RetryPolicy()
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._limiters: dict[str, TokenBucket] = {}
+        self._limiters: dict[str, Limiter] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     def client(self, key: str) -> httpx.AsyncClient:
         client = self._clients.get(key)
@@ -582,22 +724,30 @@ class ClientPool:
             self._clients[key] = client
         return client
 
-    def limiter(self, key: str, rate_limit: RateLimit | None) -> TokenBucket | None:
+    def limiter(self, key: str, rate_limit: RateLimit | None) -> Limiter | None:
         if rate_limit is None:
             return None
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = TokenBucket(rate_limit.requests_per_second, rate_limit.burst)
+            limiter = (WindowCount(rate_limit.burst, rate_limit.window_seconds) if rate_limit.window_seconds > 0
+                       else TokenBucket(rate_limit.requests_per_second, rate_limit.burst))
             self._limiters[key] = limiter
         return limiter
 
-    def endpoint_limiters(self, key: str, limits: dict[str, RateLimit]) -> dict[str, TokenBucket]:
+    def concurrency(self, key: str, calls: int) -> asyncio.Semaphore | None:
+        """The bound on calls under way at once for ``key`` (None: no bound)."""
+        if calls <= 0:
+            return None
+        return self._semaphores.setdefault(key, asyncio.Semaphore(calls))
+
+    def endpoint_limiters(self, key: str, limits: dict[str, RateLimit]) -> dict[str, Limiter]:
         """One bucket per declared endpoint limit, for connection ``key``."""
         return {suffix: self.limiter(f"{key}|{suffix}", limit) for suffix, limit in limits.items()}  # type: ignore[misc]
 
     async def discard(self, key: str) -> None:
         for limiter_key in [k for k in self._limiters if k == key or k.startswith(f"{key}|")]:
             del self._limiters[limiter_key]
+        self._semaphores.pop(key, None)
         client = self._clients.pop(key, None)
         if client is not None:
             await client.aclose()
@@ -605,5 +755,6 @@ class ClientPool:
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
         self._limiters.clear()
+        self._semaphores.clear()
         for client in clients.values():
             await client.aclose()

@@ -218,19 +218,30 @@ class Hub:
         declared = provider.info.rate_limit if connection is not None else provider.info.app_rate_limit
         rate_limit = effective_rate_limit(declared, ctx.settings)
         endpoint_limits = provider.info.endpoint_rate_limits if connection is not None else {}
-        if ctx.settings.get("endpoint_rate_limits", "").lower() in ("off", "0", "false"):
-            endpoint_limits = {}  # the operator's account has other limits (or a test's fake has none)
+        further = provider.info.rate_limits if connection is not None else ()
+        if _off(ctx.settings.get("endpoint_rate_limits")):
+            # The operator's account has other limits (or a test's fake has none).
+            endpoint_limits = {}
+            further = tuple(limit for limit in further if not limit.endpoint)
+        if _off(ctx.settings.get("rate_limits")):
+            further = ()
         # A provider limits calls per account (Shopify: per app and shop), which two organizations'
         # connections may share: they share its buckets, or together they would send twice its rate.
         # (A saved connection's: the account of one being created is what its user typed, untested.)
         shared = connection is not None and connection.webhook_key and sa.inspect(connection).has_identity
         paced = f"account|{provider.name}|{connection.webhook_key}" if shared else key
+        limits = [(limit, self.pool.limiter(
+            f"app|{provider.name}|limit{index}" if limit.scope == "app" else f"{paced}|limit{index}", limit))
+            for index, limit in enumerate(further)]
         return ProviderHTTP(
             # A provider declaring no rate still gets a bucket (that never paces): it keeps the
             # refusal of a long limit (a daily quota) for the connection's next calls.
             self.pool.client(key), self.pool.limiter(paced, rate_limit or UNPACED),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
             retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(paced, endpoint_limits),
+            limits=limits,  # type: ignore[arg-type]
+            concurrency=self.pool.concurrency(paced, provider.info.max_concurrent_requests)
+            if connection is not None else None,
         )
 
     # -- token refresh
@@ -541,6 +552,10 @@ def _try_advisory_lock(db: sa.Connection, key: int) -> bool:
 def _advisory_unlock(db: sa.Connection, key: int) -> None:
     db.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
     db.commit()
+
+
+def _off(setting: str | None) -> bool:
+    return (setting or "").lower() in ("off", "0", "false")
 
 
 def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -> RateLimit | None:

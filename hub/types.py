@@ -24,21 +24,44 @@ ConnectionStatus = Literal["connected", "error", "expired", "disconnected"]
 
 @dataclass(frozen=True)
 class RateLimit:
-    """How fast the core may call a provider for one connection.
+    """How fast the core may call a provider.
 
-    The core keeps a token bucket of ``burst`` requests refilled at
-    ``requests_per_second``. ``usage_header`` names a response header of the
-    form ``used/limit`` (Shopify's ``X-Shopify-Shop-Api-Call-Limit``);
-    ``remaining_header`` names a header counting requests left in the current
-    window (HubSpot, Xero). When present the core re-synchronises its bucket
-    with what the provider reports, so several hub processes sharing one
-    provider quota back off together.
+    A token bucket by default: ``burst`` requests at once, refilled at
+    ``requests_per_second``. With ``window_seconds``, a count instead: at
+    most ``burst`` requests in any ``window_seconds`` (a provider's "60 per
+    minute", "5,000 per day"; a bucket of the same figures would let twice as
+    many through in a window). :meth:`per` builds one.
+
+    ``usage_header`` names a response header of the form ``used/limit``
+    (Shopify's ``X-Shopify-Shop-Api-Call-Limit``); ``remaining_header`` names
+    a header counting requests left (HubSpot's, Xero's ``X-MinLimit-Remaining``).
+    When present the core re-synchronises its count with what the provider
+    reports, so several hub processes sharing one quota back off together.
+
+    Further limits (``ProviderInfo.rate_limits``) say what they count:
+    ``endpoint`` (the end of the URL path, ``"/accounts/balance/get"``: only
+    calls to it count) and ``scope``: ``"connection"`` counts one
+    connection's calls (one account's, when connections share an account),
+    ``"app"`` the calls of every connection of the provider in this process
+    (Xero's 10,000 per minute per app, Plaid's per-client limits). ``name``
+    is what ``describe_error`` calls the limit a refusal names
+    (``RateLimited(limit="day")``): that limit is then the one paused or
+    refused.
     """
 
     requests_per_second: float
     burst: int = 1
     usage_header: str | None = None
     remaining_header: str | None = None
+    window_seconds: float = 0.0
+    scope: Literal["connection", "app"] = "connection"
+    endpoint: str = ""
+    name: str = ""
+
+    @classmethod
+    def per(cls, requests: int, seconds: float, **kwargs: Any) -> RateLimit:
+        """At most ``requests`` in any ``seconds``: ``RateLimit.per(60, 60)``."""
+        return cls(requests_per_second=requests / seconds, burst=requests, window_seconds=seconds, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,12 @@ class ProviderInfo:
     ``"/accounts/balance/get"``: 5 per minute per item) on top of
     ``rate_limit``; ``app_rate_limit`` limits calls made before a connection
     exists (code exchange, Link tokens), shared by all tenants.
+    ``rate_limits`` adds the provider's other limits, every one of which a
+    call waits for: windows (Xero's 60 per minute and 5,000 per day per
+    tenant), limits of the whole app (``scope="app"``), of an endpoint; see
+    :class:`RateLimit`. ``max_concurrent_requests`` bounds the calls under
+    way at once for one connection's account (Xero's 5, QuickBooks' 10; 0:
+    no bound).
     ``webhook_key_config`` names the connection config field that webhook
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.
@@ -199,6 +228,8 @@ class ProviderInfo:
     rate_limit: RateLimit | None = None
     endpoint_rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     app_rate_limit: RateLimit | None = None
+    rate_limits: tuple[RateLimit, ...] = ()
+    max_concurrent_requests: int = 0
     scopes: tuple[str, ...] = ()
     supports_pkce: bool = False
     supports_webhooks: bool = False
@@ -463,9 +494,13 @@ class RateLimited(HubError):
     code = "rate_limited"
     status = 429
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+    def __init__(self, message: str, *, retry_after: float | None = None, limit: str | None = None,
+                 **kwargs: Any):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        #: Which declared limit (``RateLimit.name``) the provider says was met, where it says
+        #: (Xero's ``X-Rate-Limit-Problem``): the core pauses or refuses that one.
+        self.limit = limit
 
 
 class ProviderUnavailable(HubError):

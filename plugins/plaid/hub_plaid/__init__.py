@@ -92,12 +92,20 @@ INFO = ProviderInfo(
     urls={"api": "https://{environment}.plaid.com"},
     # An overall per-Item pace; 429s are retried.
     rate_limit=RateLimit(requests_per_second=0.8, burst=10),
-    # Plaid limits some endpoints per Item per minute; the core paces each.
+    # Plaid limits some endpoints per Item per minute; the core counts each.
     endpoint_rate_limits={
-        "/accounts/balance/get": RateLimit(requests_per_second=5 / 60, burst=5),
-        "/accounts/get": RateLimit(requests_per_second=15 / 60, burst=15),
-        "/transactions/sync": RateLimit(requests_per_second=50 / 60, burst=50),
+        "/accounts/balance/get": RateLimit.per(5, 60),
+        "/accounts/get": RateLimit.per(15, 60),
+        "/transactions/sync": RateLimit.per(50, 60),
     },
+    # ...and per client (every Item of the app) per minute.
+    rate_limits=(
+        RateLimit.per(1_200, 60, endpoint="/accounts/balance/get", scope="app"),
+        RateLimit.per(15_000, 60, endpoint="/accounts/get", scope="app"),
+        RateLimit.per(2_500, 60, endpoint="/transactions/sync", scope="app"),
+        RateLimit.per(5_000, 60, endpoint="/item/get", scope="app"),
+        RateLimit.per(2_000, 60, endpoint="/item/remove", scope="app"),
+    ),
     supports_webhooks=True,
     config_fields=(
         EntityField("environment", "Environment", description="sandbox, development or production; "

@@ -429,6 +429,12 @@ def test_plaid_per_item_endpoint_limits_are_paced_by_the_core(tmp_path, monkeypa
     assert http._endpoint_limiter("https://sandbox.plaid.com/accounts/balance/get") is \
         http.endpoint_limiters["/accounts/balance/get"]
     assert http._endpoint_limiter("https://sandbox.plaid.com/item/get") is None
+    # Per client: one count for every Item.
+    other = hub.context(provider, Connection(id="c2", organization_id="o2", provider="plaid", category="banking",
+                                             name="p", config={"environment": "sandbox"})).http
+    per_client = {limit.endpoint: (limit.burst, limiter) for limit, limiter in http.limits}
+    assert {endpoint: calls for endpoint, (calls, _) in per_client.items()}["/accounts/balance/get"] == 1_200
+    assert [limiter for _, limiter in other.limits] == [limiter for _, (_, limiter) in per_client.items()]
     asyncio.run(hub.close())
 
 

@@ -1,0 +1,209 @@
+"""Rate limits of several windows and scopes (``ProviderInfo.rate_limits``):
+per-tenant minute and day windows, an app-wide window every connection
+shares, a bound on concurrent calls, and 429s naming the limit they met.
+Through the hub's API over real HTTP to a fake limited as Xero is (scaled
+down in time), and at the core client with scripted answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.api.main import create_app
+from hub.config import Settings
+from hub.http import WindowCount
+from hub.models import Connection
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+from hub.types import EntitySchema, ProviderInfo, RateLimit, RateLimited
+from tests import quota_provider
+from tests.conftest import API, make_org, module_plugin
+from tests.sync_support import stored, wait_run
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """SQLite only: storage is not what these tests are about."""
+    return Settings(data_dir=tmp_path, secret_key="test-secret-key")
+
+
+@pytest.fixture
+def quota(settings, serve_app, monkeypatch, request):
+    """(client, fake state, hub app) of a hub serving the quota provider."""
+    day = getattr(request, "param", quota_provider.DAY)
+    fake = quota_provider.create_app(day=day)
+    monkeypatch.setenv("HUB_QUOTA_ORIGIN", serve_app(fake))
+    registry = PluginRegistry()
+    registry.register(quota_provider.build_plugin(day), "quota")
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        yield client, fake.state.quota, app
+
+
+def connect(client, app, tenant: str) -> tuple[dict[str, str], str]:
+    auth = make_org(app, f"org-{tenant}")
+    auth.pop("org_id")
+    response = client.post(f"{API}/connections", json={"provider": "quota", "credentials": {"api_key": tenant}},
+                           headers=auth)
+    assert response.status_code == 201, response.text
+    return auth, response.json()["connection"]["id"]
+
+
+def test_two_tenants_pulling_at_once_keep_within_every_window_and_the_apps(quota):
+    client, fake, app = quota
+    tenants = [connect(client, app, tenant) for tenant in ("tenant-a", "tenant-b")]
+    runs = [client.post(f"{API}/connections/{cid}/sync", json={"entity": "contacts"}, headers=auth).json()["run"]
+            for auth, cid in tenants]
+    for (auth, cid), run in zip(tenants, runs, strict=True):
+        assert wait_run(client, auth, cid, run["id"])["status"] == "succeeded"
+        assert len(stored(app.state.hub, cid, "contacts")) == quota_provider.PAGES
+    assert fake.refused() == []  # every window kept, none learnt from a 429
+    # 18 calls (a test and 8 pages each) at 6 per second for the app: the pace was the app's.
+    times = [at for at, _, _ in fake.calls]
+    assert len(times) == 18 and max(times) - min(times) >= 2.0
+
+
+@pytest.mark.parametrize("quota", [(5, 60.0)], indirect=True)
+def test_a_used_up_daily_window_is_refused_at_once_saying_when_it_frees_and_spares_the_other_tenant(quota):
+    client, fake, app = quota
+    auth, cid = connect(client, app, "tenant-a")  # one call
+    url = f"{API}/connections/{cid}/entities/contacts/records"
+    for _ in range(4):
+        assert client.get(url, headers=auth).status_code == 200
+    sent = len(fake.calls)
+    refused = client.get(url, headers=auth)
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited", refused.text
+    assert 50 <= float(refused.headers["Retry-After"]) <= 60 and "per minute" in refused.json()["error"]
+    assert len(fake.calls) == sent  # nothing sent
+    other_auth, other = connect(client, app, "tenant-b")
+    assert client.get(f"{API}/connections/{other}/entities/contacts/records", headers=other_auth).status_code == 200
+    assert fake.refused() == []
+
+
+def test_calls_under_way_at_once_are_bounded_per_account(settings, serve_app, monkeypatch):
+    fake = quota_provider.create_app(latency=0.1)
+    monkeypatch.setenv("HUB_QUOTA_ORIGIN", serve_app(fake))
+    monkeypatch.setenv("HUB_QUOTA_RATE_LIMITS", "off")  # only the bound on concurrency
+    registry = PluginRegistry()
+    registry.register(quota_provider.build_plugin(), "quota")
+    hub = Hub(settings, registry)
+    connection = Connection(id="c1", organization_id="o", provider="quota", category="accounting", name="q",
+                            credentials_encrypted=hub.cipher.encrypt_json({"api_key": "tenant-a"}))
+
+    async def calls() -> None:
+        ctx = hub.context(hub.provider("quota"), connection)
+        await asyncio.gather(*(ctx.http.get(ctx.url(path="/tenant")) for _ in range(6)))
+        await hub.close()
+
+    started = time.monotonic()
+    asyncio.run(calls())
+    assert fake.state.quota.most_under_way == quota_provider.CONCURRENT
+    assert time.monotonic() - started >= 0.3  # 6 calls of 0.1 s, 2 at a time
+
+
+# -- at the core client, with scripted answers
+
+INFO = ProviderInfo(
+    name="scripted", label="Scripted", category="test", auth_type="api_key", urls={"api": "https://scripted.invalid"},
+    rate_limits=(RateLimit.per(100, 60, name="minute"), RateLimit.per(1000, 86400, name="day"),
+                 RateLimit.per(100, 60, scope="app", name="appminute")),
+)
+
+
+def scripted_hub(tmp_path, handler) -> Hub:
+    def describe_error(response):
+        problem = response.headers.get("X-Rate-Limit-Problem")
+        return RateLimited("limit", limit=problem) if problem else None
+
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")],
+                                    describe_error=describe_error), "scripted")
+    return Hub(Settings(data_dir=tmp_path, secret_key="k", http_retry_base_delay=0.01), registry,
+               transport=httpx.MockTransport(handler))
+
+
+def outcomes(hub: Hub, calls: list[str]) -> list[object]:
+    """Each call (a connection id) in turn: its response status or error."""
+    async def run() -> list[object]:
+        seen = []
+        for connection_id in calls:
+            connection = Connection(id=connection_id, organization_id="o", provider="scripted", category="test",
+                                    name=connection_id)
+            ctx = hub.context(hub.provider("scripted"), connection)
+            try:
+                seen.append((await ctx.http.get(ctx.url(path="/things"))).status_code)
+            except RateLimited as exc:
+                seen.append(exc)
+        await hub.close()
+        return seen
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(("problem", "other_refused"), [("day", False), ("appminute", True)])
+def test_a_refusal_naming_its_limit_stops_the_calls_that_limit_counts(tmp_path, problem, other_refused):
+    sent: list[str] = []
+
+    def handler(request):
+        sent.append(request.url.path)
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "3600", "X-Rate-Limit-Problem": problem})
+        return httpx.Response(200, json={})
+
+    first, again, other = outcomes(scripted_hub(tmp_path, handler), ["c1", "c1", "c2"])
+    assert isinstance(first, RateLimited) and first.retry_after == 3600
+    # The tenant's day is used up for it alone; the app's minute, for every connection.
+    assert isinstance(again, RateLimited) and "nothing was sent" in again.message
+    assert isinstance(other, RateLimited) if other_refused else other == 200
+    assert len(sent) == (1 if other_refused else 2)
+
+
+def test_a_window_counts_a_call_until_its_answer_and_follows_the_providers_remaining_figure():
+    async def run() -> None:
+        window = WindowCount(3, 0.5)
+        for _ in range(3):
+            await window.acquire()
+        assert window.wait_needed() == float("inf")  # three under way: only an answer frees a place
+        waiter = asyncio.ensure_future(window.acquire())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        for _ in range(3):
+            window.done()
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # answered now: the calls count for the window from now
+        started = time.monotonic()
+        await waiter
+        assert time.monotonic() - started >= 0.35
+        window.done()
+        window.observe_remaining(0)  # another process used the rest
+        assert window.wait_needed() > 0.4
+        window.observe_remaining(3)  # the provider's fixed window started again
+        assert window.wait_needed() == 0
+
+    asyncio.run(run())
+
+
+def test_the_operator_can_turn_the_further_limits_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_SCRIPTED_RATE_LIMITS", "off")
+    hub = scripted_hub(tmp_path, lambda request: httpx.Response(200, json={}))
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+    assert hub.context(hub.provider("scripted"), connection).http.limits == []
+    monkeypatch.delenv("HUB_SCRIPTED_RATE_LIMITS")
+    hub = scripted_hub(tmp_path, lambda request: httpx.Response(200, json={}))
+    assert len(hub.context(hub.provider("scripted"), connection).http.limits) == 3
+
+
+def test_an_app_window_is_one_for_every_connection_and_a_tenants_is_its_own(tmp_path):
+    hub = scripted_hub(tmp_path, lambda request: httpx.Response(200, json={}))
+    provider = hub.provider("scripted")
+    one, two = (hub.context(provider, Connection(id=c, organization_id="o", provider="scripted", category="test",
+                                                 name=c)).http for c in ("c1", "c2"))
+    by_name = {limit.name: limiter for limit, limiter in one.limits}
+    other = {limit.name: limiter for limit, limiter in two.limits}
+    assert by_name["appminute"] is other["appminute"]
+    assert by_name["minute"] is not other["minute"] and by_name["day"] is not other["day"]
+
