@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import logging
+import math
 import os
 import traceback
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ import pluggy
 from stevedore import ExtensionManager, NamedExtensionManager
 
 from hub import hookspecs
-from hub.types import Action, AuthType, EntitySchema, FieldType, NotFound, NotSupported, ProviderInfo
+from hub.types import (
+    Action,
+    AuthType,
+    EntitySchema,
+    FieldType,
+    NotFound,
+    NotSupported,
+    ProviderInfo,
+    RateLimit,
+)
 
 log = logging.getLogger("hub.plugins")
 
@@ -308,6 +318,37 @@ def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
     for name, template in info.urls.items():
         if not template.startswith(("http://", "https://", "{")):
             problems.append(f"urls[{name!r}] = {template!r} is not an absolute http(s) URL template")
+    declared = [("rate_limit", info.rate_limit), ("app_rate_limit", info.app_rate_limit),
+                *((f"endpoint_rate_limits[{k!r}]", v) for k, v in dict(info.endpoint_rate_limits).items()),
+                *((f"rate_limits[{n}]", v) for n, v in enumerate(info.rate_limits))]
+    for where, limit in declared:
+        if limit is not None:
+            problems += [f"{where} {problem}" for problem in rate_limit_problems(limit)]
+    names = [limit.name for limit in info.rate_limits if isinstance(limit, RateLimit) and limit.name]
+    if len(names) != len(set(names)):
+        problems.append(f"rate_limits name {sorted({n for n in names if names.count(n) > 1})} more than once: "
+                        f"a refusal naming one could not say which")
+    if not isinstance(info.max_concurrent_requests, int) or info.max_concurrent_requests < 0:
+        problems.append(f"max_concurrent_requests {info.max_concurrent_requests!r} is not a whole number from 0")
+    return problems
+
+
+def rate_limit_problems(limit: Any) -> list[str]:
+    """What makes a declared :class:`RateLimit` unusable (it would divide by
+    nothing, or never let a call through)."""
+    if not isinstance(limit, RateLimit):
+        return [f"is {type(limit).__name__}, not a RateLimit"]
+    problems = []
+    if not (isinstance(limit.requests_per_second, (int, float)) and math.isfinite(limit.requests_per_second)
+            and limit.requests_per_second > 0):
+        problems.append(f"requests_per_second {limit.requests_per_second!r} is not a number above 0")
+    if not isinstance(limit.burst, int) or limit.burst < 1:
+        problems.append(f"burst {limit.burst!r} is not a whole number from 1")
+    if not (isinstance(limit.window_seconds, (int, float)) and math.isfinite(limit.window_seconds)
+            and limit.window_seconds >= 0):
+        problems.append(f"window_seconds {limit.window_seconds!r} is not a number of seconds")
+    if limit.scope not in ("connection", "app"):
+        problems.append(f"scope {limit.scope!r} is not 'connection' or 'app'")
     return problems
 
 

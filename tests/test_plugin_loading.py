@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hub.api.main import create_app
 from hub.plugins import DuplicateProviderError, PluginRegistry
 from tests.conftest import make_org, module_plugin
-from hub.types import EntityField, EntitySchema, ProviderInfo
+from hub.types import EntityField, EntitySchema, ProviderInfo, RateLimit
 
 DISTS = Path(__file__).parent / "dists"
 
@@ -134,7 +134,9 @@ def test_a_hook_failing_at_load_is_named_with_where_it_failed():
 
 def test_broken_declarations_are_refused_at_load_with_every_problem_named():
     info = ProviderInfo(name="sloppy", label="Sloppy", category="crm", auth_type="apikey",
-                        urls={"api": "api.sloppy.invalid/v1"})
+                        urls={"api": "api.sloppy.invalid/v1"}, rate_limit=RateLimit(requests_per_second=0),
+                        rate_limits=(RateLimit.per(60, 60, name="minute", scope="tenant"),
+                                     RateLimit.per(0, 86400, name="minute")))
     schemas = [
         EntitySchema("contacts", "Contacts", (EntityField("email", fields=(EntityField("domain"),)),
                                               EntityField("kind", type="emial"),
@@ -151,7 +153,10 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                     "entity 'contacts' is declared twice", "its id_field 'id' is not among its fields",
                     "field 'kind' has type 'emial'", "field 'email' is string but lists sub-fields",
                     "field 'address' lists the sub-fields ['city'] twice",
-                    "field 'address.geo.lat' has type 'float'"):
+                    "field 'address.geo.lat' has type 'float'",
+                    "rate_limit requests_per_second 0 is not a number above 0",
+                    "rate_limits[0] scope 'tenant' is not", "rate_limits[1] burst 0 is not a whole number",
+                    "rate_limits name ['minute'] more than once"):
         assert problem in record.error, record.error
 
 
