@@ -1,4 +1,4 @@
-"""Migrations 0002 to 0015 upgrade an existing 0001 database in place, keeping its
+"""Migrations 0002 to 0016 upgrade an existing 0001 database in place, keeping its
 data, matches the models exactly, and downgrades cleanly; processes starting
 together upgrade once; a database newer than the code is a clear error. On
 SQLite and PostgreSQL."""
@@ -16,8 +16,8 @@ from sqlmodel import Session, SQLModel, select
 
 from hub.crypto import Cipher
 from hub.db import DatabaseUnavailable, alembic_config, make_engine, migrate
-from hub.models import (Connection, IdempotentCreate, Organization, SyncConfig, SyncConflict, SyncRecord, WebhookEvent,
-                        WebhookEventState)
+from hub.models import (Connection, IdempotentCreate, Organization, SyncConfig, SyncConflict, SyncRecord, SyncRun,
+                        WebhookEvent, WebhookEventState)
 from hub.sync.store import record_hash
 
 SYNC_TABLES = {"sync_configs", "sync_states", "sync_records", "sync_conflicts", "sync_runs", "sync_leases",
@@ -54,7 +54,7 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0015"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0016"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
@@ -97,6 +97,40 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
         assert session.get(Organization, "org1").name == "acme"
     engine.dispose()
 
+
+
+def test_an_upgrade_across_0011_fills_in_how_each_connections_last_run_ended(database_url):
+    """It left last_sync_status empty (beside a last_sync_at) until the connection's next run."""
+    engine = make_engine(database_url)
+    migrate(engine, "0010")
+    with Session(engine) as session:
+        session.add(Organization(id="org1", name="acme"))
+        session.commit()
+    with engine.begin() as connection:
+        for connection_id in ("ok", "broken", "never"):
+            connection.execute(sa.text(
+                "INSERT INTO connections (id, organization_id, provider, category, name, status, sync_enabled, "
+                "sync_frequency_minutes, config, credentials_encrypted, credentials_version, created_at, updated_at, "
+                "last_sync_at) VALUES (:id, 'org1', 'example', 'productivity', :id, 'connected', false, 60, '{}', "
+                "'x', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :at)"),
+                {"id": connection_id, "at": None if connection_id == "never" else datetime(2026, 3, 2, tzinfo=timezone.utc)})
+    day = lambda n: datetime(2026, 3, n, tzinfo=timezone.utc)  # noqa: E731
+    with Session(engine) as session:
+        for run_id, connection_id, status, finished, error in (
+                ("r1", "ok", "failed", day(1), "timed out"), ("r2", "ok", "succeeded", day(2), None),
+                ("r3", "broken", "succeeded", day(1), None), ("r4", "broken", "failed", day(2), "provider said no"),
+                ("r5", "broken", "running", None, None)):
+            session.add(SyncRun(id=run_id, organization_id="org1", connection_id=connection_id, status=status,
+                                finished_at=finished, error=error))
+        session.commit()
+    migrate(engine)
+    with Session(engine) as session:
+        ok, broken, never = (session.get(Connection, c) for c in ("ok", "broken", "never"))
+        assert (ok.last_sync_status, ok.last_sync_run_id, ok.last_sync_error) == ("succeeded", "r2", None)
+        assert (broken.last_sync_status, broken.last_sync_run_id, broken.last_sync_error) == (
+            "failed", "r4", "provider said no")
+        assert (never.last_sync_status, never.last_sync_run_id, never.last_sync_at) == (None, None, None)
+    engine.dispose()
 
 
 def test_a_database_upgraded_by_the_unreleased_0005_gets_its_column(database_url):
@@ -146,7 +180,7 @@ def test_processes_starting_together_upgrade_once_and_a_newer_database_is_a_clea
     assert [p.exitcode for p in processes] == [0, 0, 0]
     engine = make_engine(database_url)
     with engine.begin() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0015"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0016"
         connection.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     with pytest.raises(DatabaseUnavailable, match="upgraded by a newer hub"):
         migrate(engine)
