@@ -359,12 +359,16 @@ class Hub:
             ctx.extra["refreshing"] = True
             try:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
-            except (AuthFailed, PermissionDenied, ValidationFailed, NotFound) as exc:
-                # A refused refresh grant (OAuth's invalid_grant is a 400) means
-                # the user must authorize again.
-                message = f"token refresh refused: {exc.message}"
-                await asyncio.to_thread(self.mark, ctx.connection_id, "expired", message)
-                raise AuthFailed(message, code="token_refresh_failed") from None
+            except AuthFailed as exc:
+                if exc.code in (AuthFailed.code, "token_refresh_failed"):
+                    raise await self._refresh_refused(ctx, exc) from None
+                # The provider named another reason (Shopify's shop_frozen, a 402): the account
+                # is refused, not the grant, which works again once the owner acts. Authorizing
+                # again would not help: the connection is in error with the reason, its grant kept.
+                await asyncio.to_thread(self.mark, ctx.connection_id, "error", exc.message)
+                raise
+            except (PermissionDenied, ValidationFailed, NotFound) as exc:
+                raise await self._refresh_refused(ctx, exc) from None
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
@@ -380,6 +384,14 @@ class Hub:
             ctx.config = {**ctx.config, **taught}
             ctx.extra["token_expires_at"] = expires_at
             return True
+
+    async def _refresh_refused(self, ctx: ProviderContext, exc: HubError) -> AuthFailed:
+        """A refused refresh grant (OAuth's invalid_grant is a 400) means the user
+        must authorize again: the connection is ``expired``."""
+        message = f"token refresh refused: {exc.message}"
+        assert ctx.connection_id is not None
+        await asyncio.to_thread(self.mark, ctx.connection_id, "expired", message)
+        return AuthFailed(message, code="token_refresh_failed")
 
     def _stored_connection(self, connection_id: str) -> Connection | None:
         with self.session() as session:

@@ -6,8 +6,12 @@ hub's 500."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
+
+from hub.models import Connection, utcnow
 
 from hub.testing import wait_for_run
 from hub.testing.fakes import Scripted
@@ -83,3 +87,25 @@ def test_a_frozen_or_locked_shop_puts_the_connection_in_error_with_the_reason(sh
     assert (answer.status_code, answer.json()["code"]) == (424, code), answer.text
     connection = shopify.get(f"{API}/connections/{connection_id}").json()["connection"]
     assert connection["status"] == "error" and "until" in connection["last_error"], connection
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
+def test_a_frozen_shop_met_while_refreshing_is_an_error_with_the_reason_not_a_grant_to_authorize_again(
+        shopify, shop_server):
+    """Shopify answers 402 to everything for a frozen shop, its token endpoint too. The
+    connection was marked expired (authorize again), which paying the bill would not cure."""
+    switch, _ = shop_server
+    scripted = switch.app = Scripted(shopify.shop)
+    connection_id = shopify.connect()
+    with shopify.hub_app.state.hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection_id)
+                        .values(token_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    scripted.script("access_token", (402, {"errors": "Unavailable Shop"}))
+    answer = shopify.get(f"{API}/connections/{connection_id}/entities/products/records")
+    assert (answer.status_code, answer.json()["code"]) == (424, "shop_frozen"), answer.text
+    connection = shopify.get(f"{API}/connections/{connection_id}").json()["connection"]
+    assert connection["status"] == "error" and "frozen" in connection["last_error"], connection
+    # Paid: the same grant refreshes and works, nobody authorized again.
+    assert shopify.get(f"{API}/connections/{connection_id}/entities/products/records").status_code == 200
+    assert shopify.shop.state.refreshes == 1
