@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = _seconds(30.0, gt=0)  # one provider request without an answer (connect: at most 10)
     http_deadline_seconds: float = _seconds(90.0, gt=0)  # one call, its retries and waits included
     http_max_response_bytes: int = Field(32 * 2**20, ge=1)  # one provider answer, decoded
+    slice_cache_seconds: float = _seconds(30.0, ge=0)  # a page handed out in slices is kept so long (0: not)
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,7 @@ and the one place that builds provider contexts and calls provider hooks."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 import dataclasses
 import fcntl
 import hashlib
@@ -110,6 +111,8 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_slots: tuple[Any, asyncio.Semaphore] | None = None
         self._provider_settings: dict[str, dict[str, str]] = {}
+        #: Provider pages being handed out in slices (hub.services.records), newest last.
+        self.slice_pages: OrderedDict[tuple, tuple[float, Page]] = OrderedDict()
 
     def _refuse_a_new_key_for_old_secrets(self) -> None:
         """A missing ``secret.key`` is made anew on first run; made anew beside a

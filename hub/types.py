@@ -127,7 +127,8 @@ class EntitySchema:
     ``fixed_page_size``: the provider's pages hold up to that many records
     whatever ``page_size`` asks (Xero's 100, Salesforce's query batches): the
     records API hands a page larger than the client's ``limit`` out in slices
-    (calling the hook again, as it first did, for each), and the conformance
+    (of the page it keeps a while, else calling the hook again as it first
+    did), and the conformance
     suite takes such pages. Sync takes whole pages either way.
     """
 

@@ -20,8 +20,10 @@ INFO = ProviderInfo(name="canned", label="Canned", category="test", auth_type="a
                     urls={"api": "https://canned.invalid"})
 
 
-def service(tmp_path, pages: dict[str | None, Page]) -> tuple[RecordService, list]:
-    """A records service of a provider answering ``pages`` (by cursor) as they are then."""
+def service(tmp_path, pages: dict[str | None, Page], kept_seconds: float = 0) -> tuple[RecordService, list]:
+    """A records service of a provider answering ``pages`` (by cursor) as they are then;
+    each slice asks the provider again unless ``kept_seconds`` (the pages
+    changing between slices are what most tests here are about)."""
     calls: list = []
 
     def list_records(cursor):
@@ -31,7 +33,7 @@ def service(tmp_path, pages: dict[str | None, Page]) -> tuple[RecordService, lis
     registry = PluginRegistry()
     registry.register(module_plugin("canned_plugin", INFO, [EntitySchema("things", "Things", fixed_page_size=100)],
                                     list_records=list_records), "canned")
-    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry)
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k", slice_cache_seconds=kept_seconds), registry)
     connection = Connection(id="c1", organization_id="o", provider="canned", category="test", name="c")
     return RecordService(hub, connection), calls
 
@@ -114,3 +116,27 @@ def test_a_repeated_id_inserted_before_the_cut_restarts_rather_than_repeats(tmp_
 
     pages = drain(records, 2, insert_b)
     assert pages[1].restarted and [r["id"] for r in pages[1].records] == ["b", "a"]  # said, not silently again
+
+
+def test_a_page_handed_out_in_slices_is_asked_of_the_provider_once_and_is_one_snapshot(tmp_path):
+    pages_by_cursor = {None: Page(records=things(*"abcdefg"), next_cursor="p2"), "p2": Page(records=things("h"))}
+    records, calls = service(tmp_path, pages_by_cursor, kept_seconds=30)
+
+    def remove_b(n):
+        if n == 1:
+            pages_by_cursor[None] = Page(records=things("a", "c", "d", "e", "f", "g"), next_cursor="p2")
+
+    pages = drain(records, 3, remove_b)
+    assert [[r["id"] for r in p.records] for p in pages] == [["a", "b", "c"], ["d", "e", "f"], ["g"], ["h"]]
+    assert calls == [None, "p2"] and not any(p.restarted for p in pages)
+
+
+def test_a_kept_page_is_asked_again_once_its_time_is_up(tmp_path):
+    records, calls = service(tmp_path, {None: Page(records=things(*"abcdefg"))}, kept_seconds=30)
+
+    def time_up(n):
+        if n == 1:
+            pages = records.hub.slice_pages
+            pages.update({key: (0.0, page) for key, (_, page) in pages.items()})
+
+    assert handed(drain(records, 3, time_up)) == list(range(7)) and calls == [None, None]

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,6 +28,8 @@ from hub.types import HubError, NotFound, Page, ProviderError, ReadOnly, Validat
 log = logging.getLogger("hub.records")
 
 MAX_PAGE_SIZE = 250
+#: Provider pages handed out in slices kept at once (for ``slice_cache_seconds``), in each process.
+SLICED_PAGES_KEPT = 64
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: How long a create's idempotency key is kept (Stripe keeps its own as long).
 IDEMPOTENCY_KEY_DAYS = 1
@@ -101,8 +104,10 @@ class RecordService:
                 raise InvalidCursor("this cursor continues a listing with other since or filters: send the same "
                                     "ones as for its first page")
             asked = position.slice["p"]
-        page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity, cursor=position.cursor,
-                                   page_size=asked, filters=filters, since=since)
+        page = self._kept_page((entity, position.cursor, asked, listing)) if position.slice is not None else None
+        if page is None:
+            page = await self.hub.call(self.provider, "list_records", self.ctx, entity=entity,
+                                       cursor=position.cursor, page_size=asked, filters=filters, since=since)
         id_field = self.provider.schema(entity).id_field
         # A restarted page is the listing's first, whatever cursor asked for it.
         start, provider_cursor, restarts = 0, None if page.restarted else position.cursor, 0
@@ -141,11 +146,30 @@ class RecordService:
             cut = {"p": asked, "h": listing, "l": last, "k": ids[:end].count(last), "r": restarts}
             if ids.count(last) > 1:
                 cut["d"] = _digest(ids[:end])
+            # Kept for the next slices (the same call again, else): one provider call for the
+            # page, not one per slice, and the slices of one snapshot of it.
+            self._keep_page((entity, provider_cursor, asked, listing), dataclasses.replace(page, restarted=False))
             return dataclasses.replace(page, records=records[:size], watermark=None,
                                        next_cursor=seal_cursor(self.hub, self.connection.id, provider_cursor,
                                                                entity, cut=cut))
         return dataclasses.replace(page, records=records, next_cursor=self._seal_cursor(page.next_cursor, entity),
                                    watermark=self._seal_cursor(page.watermark, entity))
+
+    def _kept_page(self, key: tuple) -> Page | None:
+        kept = self.hub.slice_pages.get((self.connection.id, *key))
+        if kept is None or kept[0] < time.monotonic():
+            return None
+        return kept[1]
+
+    def _keep_page(self, key: tuple, page: Page) -> None:
+        seconds = self.hub.settings.slice_cache_seconds
+        if seconds <= 0:
+            return
+        pages, now = self.hub.slice_pages, time.monotonic()
+        pages[(self.connection.id, *key)] = (now + seconds, page)
+        pages.move_to_end((self.connection.id, *key))
+        while pages and (len(pages) > SLICED_PAGES_KEPT or next(iter(pages.values()))[0] < now):
+            pages.popitem(last=False)
 
     def _seal_cursor(self, cursor: str | None, entity: str) -> str | None:
         return seal_cursor(self.hub, self.connection.id, cursor, entity)
