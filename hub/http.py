@@ -24,7 +24,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +82,8 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: float = math.inf) -> None:
+        """Wait for a token (the caller bounds the wait by its deadline)."""
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -143,6 +143,14 @@ class TokenBucket:
     def done(self) -> None:
         """A bucket counts a request when it is acquired: nothing to do."""
 
+    def release(self) -> None:
+        """The request acquired for was not sent: its token is given back."""
+        self.tokens = min(self.capacity, self.tokens + 1)
+
+
+#: How long calls a provider counts but this hub did not send hold a window's places, at most.
+UNKNOWN_CALLS_RECHECKED = 60.0
+
 
 class WindowCount:
     """Client-side count of a provider's window limit: at most ``limit``
@@ -180,9 +188,14 @@ class WindowCount:
             wait = max(wait, self.sent[over] + self.window - now if over < len(self.sent) else math.inf)
         return wait
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: float = math.inf) -> None:
+        """Wait for a place; :class:`WindowFull` at once when the window frees
+        only after ``deadline`` (a monotonic time)."""
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
+                if time.monotonic() + wait > deadline:  # (an answer under way, inf, may free one sooner)
+                    if not math.isinf(wait):
+                        raise WindowFull(self, wait)
                 self._answered.clear()
                 try:
                     async with asyncio.timeout(None if math.isinf(wait) else wait):
@@ -192,22 +205,32 @@ class WindowCount:
             self.in_flight += 1
 
     def done(self) -> None:
-        """The request acquired for has its answer (or will never be sent)."""
+        """The request acquired for has its answer (or may have reached the provider)."""
         self.in_flight = max(0, self.in_flight - 1)
         self.sent.append(time.monotonic())
         self._answered.set()
 
+    def release(self) -> None:
+        """The request acquired for was not sent: it does not count."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self._answered.set()
+
     def _set_available(self, available: float) -> None:
         """The provider's figure is taken as said, either way: a fixed window it
-        has started again frees ours, and what other processes (or this one
-        before a restart) sent counts as sent now. Requests under way count
+        has started again frees ours, and calls it counts that this hub did
+        not send (other processes', this one's before a restart) count as
+        sent now, though for a minute at most in a window longer than five
+        (a day): when they were sent is unknown, so a call then asks again
+        (its answer tells what is left, or a 429 how long to wait). Requests under way count
         on top of its figure: the provider may not have seen them yet."""
         now = time.monotonic()
         self._expire(now)
         wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
         while len(self.sent) > wanted:
             self.sent.popleft()
-        self.sent.extend([now] * (wanted - len(self.sent)))
+        if len(self.sent) < wanted:
+            dated = now if self.window <= UNKNOWN_CALLS_RECHECKED * 5 else now - self.window + UNKNOWN_CALLS_RECHECKED
+            self.sent = deque(sorted([*self.sent, *[dated] * (wanted - len(self.sent))]))
         self._answered.set()
 
     def observe_usage(self, used: float, limit: float) -> None:
@@ -231,6 +254,14 @@ class WindowCount:
 
 
 Limiter = TokenBucket | WindowCount
+
+
+class WindowFull(Exception):
+    """A window frees a place only after the call's deadline: ``wait`` seconds."""
+
+    def __init__(self, window: WindowCount, wait: float):
+        super().__init__(wait)
+        self.window, self.wait = window, wait
 
 
 def _span(seconds: float) -> str:
@@ -408,37 +439,49 @@ class ProviderHTTP:
                     # refused too (and count against the limit at some providers).
                     raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (as its "
                                       f"last refusal said); nothing was sent", retry_after=max(1.0, left))
-                if isinstance(limiter, WindowCount) and min(self.retry.max_delay, deadline - time.monotonic()) < (
-                        wait := limiter.wait_needed()) < math.inf:
-                    # A used-up window (a daily quota) is said at once, with when it frees, rather
-                    # than waited on: as a 429 asking a longer wait than calls wait.
-                    raise RateLimited(f"the provider's limit of {limiter.capacity} calls per "
-                                      f"{_span(limiter.window)} is used up for {wait:.0f} s more; nothing was sent",
-                                      retry_after=max(1.0, wait))
             acquired: list[Limiter] = []
+            holding = False  # a place among the account's calls under way at once
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     for limiter in limiters:
-                        await limiter.acquire()
+                        await limiter.acquire(deadline)
                         acquired.append(limiter)
+                    if self.concurrency:
+                        await self.concurrency.acquire()
+                        holding = True
+            except WindowFull as full:
+                self._give_back(acquired, holding)
+                # A window that frees only past the call's deadline (a daily quota) is said at
+                # once, with when it frees, rather than waited on.
+                raise RateLimited(f"the provider's limit of {full.window.capacity} calls per "
+                                  f"{_span(full.window.window)} is used up for {full.wait:.0f} s more; nothing was "
+                                  f"sent", retry_after=max(1.0, full.wait)) from None
             except TimeoutError:
-                for limiter in acquired:
-                    limiter.done()
+                self._give_back(acquired, holding)
                 # Nothing was sent: the provider's pace leaves no room within the call's deadline.
                 raise RateLimited(f"the provider's rate limit left no room to send the {method} within "
                                   f"{self.retry.deadline:g} s; nothing was sent",
                                   retry_after=max(1.0, self.retry.base_delay)) from None
+            except BaseException:  # cancelled while waiting: the places taken are given back
+                self._give_back(acquired, holding)
+                raise
+            sent = True
             try:
                 if self.client.is_closed:
                     # The connection's client closes when the connection is deleted (or the hub stops).
+                    sent = False
                     raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        async with self.concurrency or nullcontext():
-                            response = await self._send(method, url, merged_params, json, data, merged_headers)
+                        response = await self._send(method, url, merged_params, json, data, merged_headers)
+                except (*NOT_SENT, httpx.LocalProtocolError, UnicodeEncodeError):
+                    sent = False  # (never left: it does not count against the provider's windows)
+                    raise
                 finally:
+                    if holding and self.concurrency:
+                        self.concurrency.release()
                     for limiter in acquired:
-                        limiter.done()
+                        limiter.done() if sent else limiter.release()
             except (httpx.LocalProtocolError, UnicodeEncodeError):
                 # Not the provider's fault: nothing was sent (and the message would show the value).
                 raise ValidationFailed(
@@ -569,9 +612,21 @@ class ProviderHTTP:
         return httpx.Response(streamed.status_code, headers=headers_out, content=bytes(body), request=request,
                               extensions=streamed.extensions)
 
+    def _give_back(self, acquired: list[Limiter], holding: bool) -> None:
+        for limiter in acquired:
+            limiter.release()
+        if holding and self.concurrency:
+            self.concurrency.release()
+
     @staticmethod
     def _named(name: str | None, limits: list[tuple[RateLimit, Limiter]]) -> Limiter | None:
-        return next((limiter for limit, limiter in limits if name and limit.name == name), None)
+        if not name:
+            return None
+        found = next((limiter for limit, limiter in limits if limit.name.lower() == name.lower()), None)
+        if found is None and limits:
+            log.warning("the provider named a rate limit %r that none of its declared limits is named: "
+                        "the connection's (or endpoint's) limit is paused instead", name)
+        return found
 
     def _endpoint_limiter(self, url: str) -> Limiter | None:
         if not self.endpoint_limiters:
@@ -733,6 +788,15 @@ class ClientPool:
                        else TokenBucket(rate_limit.requests_per_second, rate_limit.burst))
             self._limiters[key] = limiter
         return limiter
+
+    def adopt(self, shared: str, key: str) -> None:
+        """Limiters first kept under ``key`` (a connection's id, while it was
+        being created and its account unknown) are ``shared``'s from now on,
+        unless ``shared`` has its own: the calls that tested it count."""
+        if shared in self._limiters:  # (made with its first context: the main limiter always is)
+            return
+        for limiter_key in [k for k in self._limiters if k == key or k.startswith(f"{key}|")]:
+            self._limiters[shared + limiter_key[len(key):]] = self._limiters[limiter_key]
 
     def concurrency(self, key: str, calls: int) -> asyncio.Semaphore | None:
         """The bound on calls under way at once for ``key`` (None: no bound)."""

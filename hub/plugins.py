@@ -324,6 +324,13 @@ def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
     for where, limit in declared:
         if limit is not None:
             problems += [f"{where} {problem}" for problem in rate_limit_problems(limit)]
+        if isinstance(limit, RateLimit) and not where.startswith("rate_limits[") and (
+                limit.scope != "connection" or limit.endpoint or limit.name):
+            problems.append(f"{where} sets scope, endpoint or name, which only limits in rate_limits have: "
+                            f"declare it there")
+    for suffix in dict(info.endpoint_rate_limits):
+        if not str(suffix).startswith("/"):
+            problems.append(f"endpoint_rate_limits[{suffix!r}] must start with '/' (the end of a URL path)")
     names = [limit.name for limit in info.rate_limits if isinstance(limit, RateLimit) and limit.name]
     if len(names) != len(set(names)):
         problems.append(f"rate_limits name {sorted({n for n in names if names.count(n) > 1})} more than once: "
@@ -339,9 +346,11 @@ def rate_limit_problems(limit: Any) -> list[str]:
     if not isinstance(limit, RateLimit):
         return [f"is {type(limit).__name__}, not a RateLimit"]
     problems = []
-    if not (isinstance(limit.requests_per_second, (int, float)) and math.isfinite(limit.requests_per_second)
-            and limit.requests_per_second > 0):
-        problems.append(f"requests_per_second {limit.requests_per_second!r} is not a number above 0")
+    window = isinstance(limit.window_seconds, (int, float)) and limit.window_seconds > 0
+    if not window and not (isinstance(limit.requests_per_second, (int, float))
+                           and math.isfinite(limit.requests_per_second) and limit.requests_per_second > 0):
+        problems.append(f"requests_per_second {limit.requests_per_second!r} is not a number above 0 (a window: "
+                        f"RateLimit.per(calls, seconds), seconds above 0)")
     if not isinstance(limit.burst, int) or limit.burst < 1:
         problems.append(f"burst {limit.burst!r} is not a whole number from 1")
     if not (isinstance(limit.window_seconds, (int, float)) and math.isfinite(limit.window_seconds)
@@ -349,6 +358,8 @@ def rate_limit_problems(limit: Any) -> list[str]:
         problems.append(f"window_seconds {limit.window_seconds!r} is not a number of seconds")
     if limit.scope not in ("connection", "app"):
         problems.append(f"scope {limit.scope!r} is not 'connection' or 'app'")
+    if limit.endpoint and not str(limit.endpoint).startswith("/"):
+        problems.append(f"endpoint {limit.endpoint!r} must start with '/' (the end of a URL path)")
     return problems
 
 

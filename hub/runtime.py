@@ -231,8 +231,13 @@ class Hub:
         # A provider limits calls per account (Shopify: per app and shop), which two organizations'
         # connections may share: they share its buckets, or together they would send twice its rate.
         # (A saved connection's: the account of one being created is what its user typed, untested.)
-        shared = connection is not None and connection.webhook_key and sa.inspect(connection).has_identity
-        paced = f"account|{provider.name}|{connection.webhook_key}" if shared else key
+        # The account: as deliveries name it, else as the connection's test did (a provider without
+        # webhooks: two organizations connecting one Xero tenant share its limits all the same).
+        account = connection and (connection.webhook_key or connection.provider_account)
+        shared = account and sa.inspect(connection).has_identity
+        paced = f"account|{provider.name}|{account}" if shared else key
+        if paced != key:
+            self.pool.adopt(paced, key)
         limits = [(limit, self.pool.limiter(
             f"app|{provider.name}|limit{index}" if limit.scope == "app" else f"{paced}|limit{index}", limit))
             for index, limit in enumerate(further)]

@@ -61,7 +61,9 @@ class RateLimit:
     @classmethod
     def per(cls, requests: int, seconds: float, **kwargs: Any) -> RateLimit:
         """At most ``requests`` in any ``seconds``: ``RateLimit.per(60, 60)``."""
-        return cls(requests_per_second=requests / seconds, burst=requests, window_seconds=seconds, **kwargs)
+        # (seconds of 0 or less: a declaration mistake the hub names when it loads the plugin)
+        return cls(requests_per_second=requests / seconds if seconds > 0 else 0.0, burst=requests,
+                   window_seconds=seconds, **kwargs)
 
 
 @dataclass(frozen=True)

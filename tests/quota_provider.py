@@ -133,13 +133,14 @@ def create_app(day: tuple[int, float] = DAY, latency: float = 0.02) -> FastAPI:
             return JSONResponse({"Title": "Unauthorized"}, status_code=401)
         with state.lock:
             now = time.monotonic()
-            waits = {"minute": state.window(tenant, "minute").take(now), "day": state.window(tenant, "day").take(now),
-                     "appminute": state.app.take(now)}
+            # (The tenant's own details count against no day: as Xero's GET /connections, not tenant-scoped.)
+            day = None if request.url.path == "/tenant" else state.window(tenant, "day").take(now)
+            waits = {"minute": state.window(tenant, "minute").take(now), "day": day, "appminute": state.app.take(now)}
             problem = next((name for name, wait in waits.items() if wait is not None), None)
             if problem:
                 # A refused call is not counted (taken from the windows that had room, given back).
                 for name, wait in waits.items():
-                    if wait is None:
+                    if wait is None and not (name == "day" and request.url.path == "/tenant"):
                         (state.app if name == "appminute" else state.window(tenant, name)).hits.pop()
             state.calls.append((now, tenant, 429 if problem else 200))
             state.under_way[tenant] = state.under_way.get(tenant, 0) + 1

@@ -135,8 +135,11 @@ def test_a_hook_failing_at_load_is_named_with_where_it_failed():
 def test_broken_declarations_are_refused_at_load_with_every_problem_named():
     info = ProviderInfo(name="sloppy", label="Sloppy", category="crm", auth_type="apikey",
                         urls={"api": "api.sloppy.invalid/v1"}, rate_limit=RateLimit(requests_per_second=0),
+                        app_rate_limit=RateLimit(requests_per_second=1, scope="app"),
+                        endpoint_rate_limits={"get": RateLimit(requests_per_second=1)},
                         rate_limits=(RateLimit.per(60, 60, name="minute", scope="tenant"),
-                                     RateLimit.per(0, 86400, name="minute")))
+                                     RateLimit.per(0, 86400, name="minute"), RateLimit.per(10, 0),
+                                     RateLimit.per(10, 60, endpoint="balance/get")))
     schemas = [
         EntitySchema("contacts", "Contacts", (EntityField("email", fields=(EntityField("domain"),)),
                                               EntityField("kind", type="emial"),
@@ -156,7 +159,11 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                     "field 'address.geo.lat' has type 'float'",
                     "rate_limit requests_per_second 0 is not a number above 0",
                     "rate_limits[0] scope 'tenant' is not", "rate_limits[1] burst 0 is not a whole number",
-                    "rate_limits name ['minute'] more than once"):
+                    "rate_limits name ['minute'] more than once",
+                    "app_rate_limit sets scope, endpoint or name, which only limits in rate_limits have",
+                    "endpoint_rate_limits['get'] must start with '/'",
+                    "rate_limits[2] requests_per_second 0.0 is not a number above 0 (a window",
+                    "rate_limits[3] endpoint 'balance/get' must start with '/'"):
         assert problem in record.error, record.error
 
 
