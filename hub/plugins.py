@@ -9,6 +9,7 @@ implementation with ``PluginManager.subset_hook_caller``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import inspect
 import logging
@@ -133,7 +134,20 @@ class Provider:
             "config_fields": [{**f.public(), "fixed_after_connect": f.readonly or info.auth_type != "api_key"}
                               for f in info.config_fields],
             "credential_fields": [f.public() for f in info.credential_fields],
+            "rate_limits": [_public_limit(limit) for limit in (
+                *([info.rate_limit] if info.rate_limit else []),
+                *(dataclasses.replace(limit, endpoint=suffix) for suffix, limit in info.endpoint_rate_limits.items()),
+                *info.rate_limits)],
+            "max_concurrent_requests": info.max_concurrent_requests or None,
         }
+
+
+def _public_limit(limit: RateLimit) -> dict[str, Any]:
+    window = limit.window_seconds > 0
+    return {"calls": limit.burst if window else None, "per_seconds": limit.window_seconds if window else None,
+            "requests_per_second": None if window else limit.requests_per_second,
+            "burst": None if window else limit.burst, "scope": limit.scope, "endpoint": limit.endpoint or None,
+            "name": limit.name or None}
 
 
 def _is_provider(pm: pluggy.PluginManager, plugin: object) -> bool:

@@ -353,3 +353,12 @@ def test_calls_the_hub_did_not_send_hold_a_long_window_for_a_minute_then_it_asks
     assert 59 <= window.wait_needed() <= 60
     window.observe_remaining(4000)  # (its answer: the provider's day started again)
     assert window.wait_needed() == 0 and len(window.sent) == 1000
+
+
+def test_the_catalog_shows_the_providers_limits_for_clients_to_plan_around(quota):
+    client, _, _ = quota
+    provider = client.get(f"{API}/providers/quota").json()["provider"]
+    assert provider["max_concurrent_requests"] == quota_provider.CONCURRENT
+    day = next(limit for limit in provider["rate_limits"] if limit["name"] == "day")
+    assert (day["calls"], day["per_seconds"], day["scope"]) == (*quota_provider.DAY, "connection")
+    assert next(limit for limit in provider["rate_limits"] if limit["name"] == "appminute")["scope"] == "app"

@@ -71,9 +71,23 @@ class EntityOut(BaseModel):
         "`read_all_orders`): a full sync pass does not take older records it no longer sees for deleted."))
     fixed_page_size: int | None = Field(default=None, description=(
         "The provider's pages hold up to that many records whatever is asked: a listing with a smaller `limit` "
-        "is handed out in slices, each fetching the provider's page again (ask a `limit` at least this large)."))
+        "is handed out in slices (of a page the hub keeps a while, else fetched again: ask a `limit` at least "
+        "this large)."))
     readonly: bool
     fields: list[FieldOut]
+
+
+class RateLimitOut(BaseModel):
+    """One of the provider's declared limits, which the hub paces its calls by (an
+    operator's `HUB_<PROVIDER>_REQUESTS_PER_SECOND`/`_BURST` may change the first)."""
+
+    calls: int | None = Field(default=None, description="A window: at most this many calls in any `per_seconds`.")
+    per_seconds: float | None = None
+    requests_per_second: float | None = Field(default=None, description="A token bucket: its rate, and `burst`.")
+    burst: int | None = None
+    scope: str = Field(description="`connection`: counted per connected account; `app`: every connection's calls.")
+    endpoint: str | None = Field(default=None, description="Only calls to URL paths ending so count.")
+    name: str | None = None
 
 
 class ProviderOut(BaseModel):
@@ -88,6 +102,9 @@ class ProviderOut(BaseModel):
     supports_webhooks: bool
     config_fields: list[FieldOut]
     credential_fields: list[FieldOut]
+    rate_limits: list[RateLimitOut] = Field(default_factory=list, description=(
+        "What the provider allows, as its plugin declares it: a client can plan around a daily quota."))
+    max_concurrent_requests: int | None = Field(default=None, description="Calls under way at once per account.")
 
 
 class ProvidersResponse(Ok):
