@@ -185,11 +185,11 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as
         that already: let it propagate; a passing failure (a 5xx, a 429)
         leaves the connection as it is, to be refreshed again later. An
-        ``AuthFailed`` with a ``code`` of its own (Shopify's ``shop_frozen``,
-        which ``describe_error`` makes of a 402) says the account is refused,
-        not the grant: the connection is marked ``error`` with that reason
-        and its grant kept, refreshed again when next needed (authorizing
-        again would not help).
+        ``AuthFailed(..., account_refused=True)`` (Shopify's ``shop_frozen``,
+        which its ``describe_error`` makes of a 402) says the account is
+        refused, not the grant: the connection is marked ``error`` with that
+        reason and its grant kept, refreshed again when next needed
+        (authorizing again would not help).
     """
 
 

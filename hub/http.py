@@ -622,7 +622,7 @@ class ProviderHTTP:
     def _named(name: str | None, limits: list[tuple[RateLimit, Limiter]]) -> Limiter | None:
         if not name:
             return None
-        found = next((limiter for limit, limiter in limits if limit.name.lower() == name.lower()), None)
+        found = next((limiter for limit, limiter in limits if (limit.name or "").lower() == name.lower()), None)
         if found is None and limits:
             log.warning("the provider named a rate limit %r that none of its declared limits is named: "
                         "the connection's (or endpoint's) limit is paused instead", name)
@@ -790,13 +790,14 @@ class ClientPool:
         return limiter
 
     def adopt(self, shared: str, key: str) -> None:
-        """Limiters first kept under ``key`` (a connection's id, while it was
-        being created and its account unknown) are ``shared``'s from now on,
-        unless ``shared`` has its own: the calls that tested it count."""
+        """Limiters kept under ``key`` (a connection's id, while it was being
+        created and its account unknown) move to ``shared``, unless ``shared``
+        has its own: the calls that tested it count for its account. Moved,
+        not shared: the connection may later name another account."""
         if shared in self._limiters:  # (made with its first context: the main limiter always is)
             return
         for limiter_key in [k for k in self._limiters if k == key or k.startswith(f"{key}|")]:
-            self._limiters[shared + limiter_key[len(key):]] = self._limiters[limiter_key]
+            self._limiters[shared + limiter_key[len(key):]] = self._limiters.pop(limiter_key)
 
     def concurrency(self, key: str, calls: int) -> asyncio.Semaphore | None:
         """The bound on calls under way at once for ``key`` (None: no bound)."""

@@ -368,11 +368,11 @@ class Hub:
             try:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
             except AuthFailed as exc:
-                if exc.code in (AuthFailed.code, "token_refresh_failed"):
+                if not exc.account_refused:
                     raise await self._refresh_refused(ctx, exc) from None
-                # The provider named another reason (Shopify's shop_frozen, a 402): the account
-                # is refused, not the grant, which works again once the owner acts. Authorizing
-                # again would not help: the connection is in error with the reason, its grant kept.
+                # The account is refused, not the grant (Shopify's frozen shop), which works again
+                # once its owner acts: authorizing again would not help. The connection is in error
+                # with the reason, its grant kept.
                 await asyncio.to_thread(self.mark, ctx.connection_id, "error", exc.message)
                 raise
             except (PermissionDenied, ValidationFailed, NotFound) as exc:

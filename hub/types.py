@@ -442,10 +442,19 @@ class HubError(Exception):
 
 
 class AuthFailed(HubError):
-    """The provider rejected the connection's credentials (revoked, wrong, expired)."""
+    """The provider rejected the connection's credentials (revoked, wrong, expired).
+
+    ``account_refused``: the provider refuses the account, not the credentials
+    (Shopify's frozen shop, a 402): the grant works again once its owner acts,
+    so a token refresh refused so leaves the connection in ``error`` with the
+    reason, its grant kept, rather than ``expired`` (authorize again)."""
 
     code = "provider_auth_failed"
     status = 424
+
+    def __init__(self, message: str, *, account_refused: bool = False, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.account_refused = account_refused
 
 
 class PermissionDenied(HubError):

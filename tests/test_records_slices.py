@@ -140,3 +140,17 @@ def test_a_kept_page_is_asked_again_once_its_time_is_up(tmp_path):
             pages.update({key: (0.0, page) for key, (_, page) in pages.items()})
 
     assert handed(drain(records, 3, time_up)) == list(range(7)) and calls == [None, None]
+
+
+def test_kept_pages_are_bounded_by_their_records_and_dropped_once_past_their_time(tmp_path, monkeypatch):
+    import hub.services.records as records_module
+
+    monkeypatch.setattr(records_module, "SLICED_RECORDS_KEPT", 10)
+    pages_by_cursor = {None: Page(records=things(*"abcdefg"), next_cursor="p2"),
+                       "p2": Page(records=things(*"hijklmn"))}
+    records, _ = service(tmp_path, pages_by_cursor, kept_seconds=30)
+    drain(records, 3)
+    kept = records.hub.slice_pages
+    assert [key[2] for key in kept] == ["p2"]  # 7 + 7 records are more than 10: the first page went
+    kept.update({key: (0.0, page) for key, (_, page) in kept.items()})
+    assert records._kept_page(next(iter(kept))[1:]) is None and not kept  # past its time: dropped when asked

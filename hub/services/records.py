@@ -30,6 +30,8 @@ log = logging.getLogger("hub.records")
 MAX_PAGE_SIZE = 250
 #: Provider pages handed out in slices kept at once (for ``slice_cache_seconds``), in each process.
 SLICED_PAGES_KEPT = 64
+#: ...and their records at most, together (pages whose records are many, or large, stay few).
+SLICED_RECORDS_KEPT = 20_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: How long a create's idempotency key is kept (Stripe keeps its own as long).
 IDEMPOTENCY_KEY_DAYS = 1
@@ -156,20 +158,28 @@ class RecordService:
                                    watermark=self._seal_cursor(page.watermark, entity))
 
     def _kept_page(self, key: tuple) -> Page | None:
+        self._forget_pages()
         kept = self.hub.slice_pages.get((self.connection.id, *key))
-        if kept is None or kept[0] < time.monotonic():
-            return None
-        return kept[1]
+        return kept[1] if kept else None
 
     def _keep_page(self, key: tuple, page: Page) -> None:
         seconds = self.hub.settings.slice_cache_seconds
         if seconds <= 0:
             return
-        pages, now = self.hub.slice_pages, time.monotonic()
-        pages[(self.connection.id, *key)] = (now + seconds, page)
+        pages = self.hub.slice_pages
+        pages[(self.connection.id, *key)] = (time.monotonic() + seconds, page)
         pages.move_to_end((self.connection.id, *key))
-        while pages and (len(pages) > SLICED_PAGES_KEPT or next(iter(pages.values()))[0] < now):
-            pages.popitem(last=False)
+        self._forget_pages()
+
+    def _forget_pages(self) -> None:
+        """Drop kept pages past their time, and the oldest beyond the bounds."""
+        pages, now = self.hub.slice_pages, time.monotonic()
+        records = sum(len(page.records) for _, page in pages.values())
+        # (In the order they were kept, which is the order their time ends in.)
+        while pages and (len(pages) > SLICED_PAGES_KEPT or records > SLICED_RECORDS_KEPT
+                         or next(iter(pages.values()))[0] < now):
+            _, (_, page) = pages.popitem(last=False)
+            records -= len(page.records)
 
     def _seal_cursor(self, cursor: str | None, entity: str) -> str | None:
         return seal_cursor(self.hub, self.connection.id, cursor, entity)

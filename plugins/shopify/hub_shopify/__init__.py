@@ -502,7 +502,7 @@ SHOP_UNAVAILABLE = {
 def describe_error(response):
     if response.status_code in SHOP_UNAVAILABLE:
         code, message = SHOP_UNAVAILABLE[response.status_code]
-        return AuthFailed(message, code=code)
+        return AuthFailed(message, code=code, account_refused=True)
     try:
         body = response.json()
     except ValueError:

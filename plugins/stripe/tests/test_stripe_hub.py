@@ -776,3 +776,23 @@ def test_a_record_fetched_for_events_of_one_second_is_as_new_as_the_fetch(client
     assert _stored(hub_app, customer_id).data["name"] == "current"  # fetched
     _deliver(client, hub_app, connection, "evt_c", {**customer, "name": "c, late"}, then + 60)
     assert _stored(hub_app, customer_id).data["name"] == "current"
+
+
+OTHER_KEY = "sk_test_otheraccount1"
+
+
+def test_a_connection_switched_to_another_account_does_not_take_the_old_accounts_limiters_with_it(
+        client, auth, hub_app, start_fake, connect):
+    """The limiters used while it was created go to its account once: moved, not shared
+    (a review found the second account took the first's buckets)."""
+    start_fake(keys={OTHER_KEY: "acct_1Other"})
+    connection = connect()  # acct_1Fake, created in this process: limiters under its id
+    url = f"{API}/connections/{connection['id']}"
+    assert client.post(f"{url}/test", headers=auth).status_code == 200  # adopt(account|..|acct_1Fake, id)
+    moved = client.put(url, json={"credentials": {"api_key": OTHER_KEY}}, headers=auth)
+    assert moved.status_code == 200, moved.text  # holds no data: allowed
+    assert moved.json()["connection"]["provider_account"] == "acct_1Other (test mode)"
+    assert client.post(f"{url}/test", headers=auth).status_code == 200
+    limiters = hub_app.state.hub.pool._limiters
+    a, b = limiters["account|stripe|acct_1Fake (test mode)"], limiters["account|stripe|acct_1Other (test mode)"]
+    assert a is not b
