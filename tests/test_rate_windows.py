@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -362,3 +363,18 @@ def test_the_catalog_shows_the_providers_limits_for_clients_to_plan_around(quota
     day = next(limit for limit in provider["rate_limits"] if limit["name"] == "day")
     assert (day["calls"], day["per_seconds"], day["scope"]) == (*quota_provider.DAY, "connection")
     assert next(limit for limit in provider["rate_limits"] if limit["name"] == "appminute")["scope"] == "app"
+
+
+@pytest.mark.parametrize("quota", [(5, 3600.0)], indirect=True)
+def test_a_scheduled_sync_stopped_by_a_quota_goes_on_when_it_frees_not_at_its_next_period(quota):
+    client, _, app = quota
+    auth, cid = connect(client, app, "tenant-a")
+    url = f"{API}/connections/{cid}"
+    assert client.put(url, json={"sync_enabled": True, "sync_frequency_minutes": 5}, headers=auth).status_code == 200
+    run = client.post(f"{url}/sync", json={"entity": "contacts"}, headers=auth).json()["run"]
+    finished = wait_run(client, auth, cid, run["id"])
+    assert (finished["status"], finished["error_code"], finished["fetched"]) == ("failed", "rate_limited", 5)
+    resumes = datetime.fromisoformat(client.get(url, headers=auth).json()["connection"]["next_sync_at"])
+    # When the day frees (an hour here), not in 5 minutes to fail again, nor in a day.
+    assert 3500 < (resumes - datetime.now(timezone.utc)).total_seconds() < 3700
+    assert len(stored(app.state.hub, cid, "contacts")) == 5  # kept: the next run goes on from there

@@ -80,6 +80,7 @@ from hub.types import (
     Page,
     ProviderError,
     ProviderUnavailable,
+    RateLimited,
     ReadOnly,
     StaleVersion,
     ValidationFailed,
@@ -681,7 +682,27 @@ class SyncEngine:
                 connection.last_sync_at, connection.last_sync_status, connection.last_sync_run_id = now, status, run_id
                 connection.last_sync_error = (error.message[:2000] if error else None) if status == "failed" else None
                 session.add(connection)
+                if status == "failed" and isinstance(error, RateLimited) and error.retry_after:
+                    self._resume_when_limit_frees(session, connection, run_id, now, error.retry_after)
             session.commit()
+
+    @staticmethod
+    def _resume_when_limit_frees(session: Any, connection: Connection, run_id: str, now: datetime,
+                                 retry_after: float) -> None:
+        """A scheduled sync stopped by the provider's rate limit goes on (from its last page)
+        when the limit frees, rather than at its next period: sooner, after a minute's limit
+        in a daily sync; later, after a daily quota in a sync every five minutes, whose runs
+        would only fail until then."""
+        resume = now + timedelta(seconds=min(retry_after, 7 * 86400) + 1)
+        entity = session.execute(sa.select(_runs.c.entity).where(_runs.c.id == run_id)).scalar()
+        if connection.sync_enabled:
+            connection.next_sync_at = resume
+        configs = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
+                                                        SyncConfig.schedule_minutes.is_not(None)))
+        for config in configs:
+            if entity in (None, config.entity):
+                config.next_sync_at = resume
+                session.add(config)
 
     async def _recover_connection(self, connection_id: str) -> None:
         """After a run that succeeded, a connection in ``error`` is ``connected``
@@ -801,6 +822,10 @@ class SyncEngine:
             message = f"{len(errors)} of {len(configs)} entities failed: {message}"
         if note:
             message = f"{message} ({note})"
+        if all(isinstance(e, RateLimited) for e in errors):
+            # Kept: a scheduled connection resumes the run once the limit frees (_finish).
+            waits = [e.retry_after for e in errors if isinstance(e, RateLimited) and e.retry_after]
+            return RateLimited(message, code=first.code, retry_after=max(waits) if waits else None), None
         return type(first)(message, code=first.code), None
 
     def _config_gone(self, config_id: str) -> bool:
