@@ -156,3 +156,24 @@ def test_events_of_a_plugin_not_loaded_wait_for_it_without_using_up_their_attemp
     process(hub)
     assert statuses(hub, [event_id]) == [("processed", 1)]  # (the one that applied it)
     assert stored(hub, conn.id, "items")["it_00001"]["name"] == "renamed"
+
+
+def test_an_event_whose_fetch_meets_a_rate_limit_waits_it_out_without_using_up_its_attempts(hub, conn, ledger):
+    """A daily quota used up: its attempts (15, backoff capped at 10 minutes) ran out in about
+    an hour and a quarter, the event failed for good before the quota came back."""
+    from hub.types import RateLimited
+
+    Tenant(hub, conn, "provider_wins")
+    s = utcnow().replace(microsecond=0)
+    webhook(hub, conn, "updated", record={**ledger.items["it_00001"], "name": "a"}, occurred_at=s)
+    [event_id] = [pending_event(hub, conn, "b", s, ledger)]
+
+    def quota_used_up(record_id):
+        raise RateLimited("daily quota used up", retry_after=5 * 3600)
+
+    ledger.during_get = quota_used_up
+    process(hub)
+    assert statuses(hub, [event_id]) == [("pending", 0)]
+    with hub.session() as session:
+        due = session.get(WebhookEventState, event_id).next_attempt_at
+    assert timedelta(hours=4.9) < due - utcnow() <= timedelta(hours=5)

@@ -23,7 +23,7 @@ from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.store import MAX_RECORD_ID
 from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, REDACTED, HubError, NotFound,
-                       ProviderError, WebhookRejected)
+                       ProviderError, RateLimited, WebhookRejected)
 from hub.types import WebhookEvent as Event
 from hub.types import WebhookRequest
 
@@ -436,6 +436,13 @@ class WebhookProcessor:
                                          entity=event.entity, record_id=remote_id)
         except NotFound:
             record = None  # deleted there since
+        except RateLimited as exc:
+            # No fault of the event: it waits for the limit (a daily quota: hours) without using
+            # up its attempts, which would otherwise run out in about an hour and a quarter.
+            await asyncio.to_thread(self._refetch_failed, event,
+                                    f"fetching {event.entity} {remote_id}: {_failure(exc)}",
+                                    exc.retry_after or BACKOFF_BASE_SECONDS)
+            return False
         except Exception as exc:
             await asyncio.to_thread(self._refetch_failed, event,
                                     f"fetching {event.entity} {remote_id}: {_failure(exc)}")
@@ -482,16 +489,19 @@ class WebhookProcessor:
         session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
                         .values(status="processed", processed_at=now, error=None))
 
-    def _refetch_failed(self, event: Any, message: str) -> None:
+    def _refetch_failed(self, event: Any, message: str, wait: float | None = None) -> None:
+        """The fetch failed: one attempt more, or, ``wait`` given (a rate limit), none, the
+        event tried again after ``wait`` seconds."""
         log.warning("webhook event %s: %s", event.id, message)
         events, states = WebhookEvent.__table__, WebhookEventState.__table__
-        attempts = event.attempts + 1
+        attempts = event.attempts + (0 if wait is not None else 1)
         now = utcnow()
+        later = timedelta(seconds=min(wait, 7 * 86400)) if wait is not None else backoff(attempts)
         with self.hub.session() as session:
             session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending").values(
                 attempts=attempts, error=message[:2000], status="failed" if attempts >= MAX_ATTEMPTS else "pending"))
             session.execute(sa.update(states).where(states.c.event_id == event.id).values(
-                next_attempt_at=now + backoff(attempts), last_attempt_at=now))
+                next_attempt_at=now + later, last_attempt_at=now))
             session.commit()
 
     async def drain(self, timeout: float = 30.0) -> int:
