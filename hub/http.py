@@ -163,11 +163,15 @@ class WindowCount:
     fixed windows too. The same interface as :class:`TokenBucket`.
     """
 
-    def __init__(self, limit: int, window: float):
+    def __init__(self, limit: int, window: float, learns: bool = False):
         self.capacity = max(1, limit)
         self.window = window
         self.sent: deque[float] = deque()
         self.in_flight = 0
+        #: The provider's answers tell what is left (``learns``) and none came yet: one call at
+        #: a time until one does (after a restart, the calls sent at once before the first answer
+        #: could all be over a window others had used).
+        self.awaiting_first_answer = learns
         self.blocked_until = 0.0
         self.refused_until = 0.0
         self._lock = asyncio.Lock()
@@ -184,6 +188,8 @@ class WindowCount:
         self._expire(now)
         wait = max(0.0, self.blocked_until - now)
         over = len(self.sent) + self.in_flight - self.capacity  # places to free before one more may go
+        if self.awaiting_first_answer and self.in_flight:
+            return math.inf
         if over >= 0:
             wait = max(wait, self.sent[over] + self.window - now if over < len(self.sent) else math.inf)
         return wait
@@ -207,6 +213,7 @@ class WindowCount:
     def done(self) -> None:
         """The request acquired for has its answer (or may have reached the provider)."""
         self.in_flight = max(0, self.in_flight - 1)
+        self.awaiting_first_answer = False
         self.sent.append(time.monotonic())
         self._answered.set()
 
@@ -784,7 +791,9 @@ class ClientPool:
             return None
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = (WindowCount(rate_limit.burst, rate_limit.window_seconds) if rate_limit.window_seconds > 0
+            limiter = (WindowCount(rate_limit.burst, rate_limit.window_seconds,
+                                   learns=bool(rate_limit.remaining_header or rate_limit.usage_header))
+                       if rate_limit.window_seconds > 0
                        else TokenBucket(rate_limit.requests_per_second, rate_limit.burst))
             self._limiters[key] = limiter
         return limiter

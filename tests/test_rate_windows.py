@@ -378,3 +378,22 @@ def test_a_scheduled_sync_stopped_by_a_quota_goes_on_when_it_frees_not_at_its_ne
     # When the day frees (an hour here), not in 5 minutes to fail again, nor in a day.
     assert 3500 < (resumes - datetime.now(timezone.utc)).total_seconds() < 3700
     assert len(stored(app.state.hub, cid, "contacts")) == 5  # kept: the next run goes on from there
+
+
+def test_a_window_told_by_the_providers_answers_sends_one_call_until_the_first_answer():
+    """After a restart the hub knows nothing of what others used: calls sent at once before
+    the first answer could all be over the window (a review met four 429s of five)."""
+    async def run() -> None:
+        window = WindowCount(5, 60, learns=True)
+        await window.acquire()
+        second = asyncio.ensure_future(window.acquire())
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        window.done()
+        window.observe_remaining(4)
+        await asyncio.wait_for(second, 1)
+        third = asyncio.ensure_future(window.acquire())  # answered once: as many as the window holds
+        await asyncio.wait_for(third, 1)
+        assert window.in_flight == 2
+
+    asyncio.run(run())
