@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hub.api.main import create_app
 from hub.config import Settings
 from hub.http import WindowCount
-from hub.models import Connection
+from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.types import EntitySchema, ProviderInfo, RateLimit, RateLimited
@@ -29,8 +29,8 @@ from tests.sync_support import stored, wait_run
 
 @pytest.fixture
 def settings(tmp_path):
-    """SQLite only: storage is not what these tests are about."""
-    return Settings(data_dir=tmp_path, secret_key="test-secret-key")
+    """SQLite only: storage is not what these tests are about. The scheduler ticks when a test says."""
+    return Settings(data_dir=tmp_path, secret_key="test-secret-key", run_scheduler=False)
 
 
 @pytest.fixture
@@ -366,18 +366,28 @@ def test_the_catalog_shows_the_providers_limits_for_clients_to_plan_around(quota
 
 
 @pytest.mark.parametrize("quota", [(5, 3600.0)], indirect=True)
-def test_a_scheduled_sync_stopped_by_a_quota_goes_on_when_it_frees_not_at_its_next_period(quota):
+def test_a_frequent_scheduled_sync_stopped_by_a_quota_waits_for_it_rather_than_failing_each_period(quota):
     client, _, app = quota
     auth, cid = connect(client, app, "tenant-a")
     url = f"{API}/connections/{cid}"
     assert client.put(url, json={"sync_enabled": True, "sync_frequency_minutes": 5}, headers=auth).status_code == 200
-    run = client.post(f"{url}/sync", json={"entity": "contacts"}, headers=auth).json()["run"]
-    finished = wait_run(client, auth, cid, run["id"])
+    hub = app.state.hub
+    with hub.session() as session:
+        row = session.get(Connection, cid)
+        row.next_sync_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        session.commit()
+    [run_id] = client.portal.call(app.state.sync_scheduler.tick)
+    finished = wait_run(client, auth, cid, run_id)
     assert (finished["status"], finished["error_code"], finished["fetched"]) == ("failed", "rate_limited", 5)
     resumes = datetime.fromisoformat(client.get(url, headers=auth).json()["connection"]["next_sync_at"])
-    # When the day frees (an hour here), not in 5 minutes to fail again, nor in a day.
+    # When the day frees (an hour here), not in 5 minutes to fail again.
     assert 3500 < (resumes - datetime.now(timezone.utc)).total_seconds() < 3700
-    assert len(stored(app.state.hub, cid, "contacts")) == 5  # kept: the next run goes on from there
+    assert len(stored(hub, cid, "contacts")) == 5  # kept: the next run goes on from there
+    # A manual run refused alike leaves the schedule be.
+    manual = client.post(f"{url}/sync", json={"entity": "contacts"}, headers=auth).json()["run"]
+    assert wait_run(client, auth, cid, manual["id"])["error_code"] == "rate_limited"
+    assert datetime.fromisoformat(client.get(url, headers=auth).json()["connection"]["next_sync_at"]) == resumes
 
 
 def test_a_window_told_by_the_providers_answers_sends_one_call_until_the_first_answer():

@@ -177,3 +177,20 @@ def test_an_event_whose_fetch_meets_a_rate_limit_waits_it_out_without_using_up_i
     with hub.session() as session:
         due = session.get(WebhookEventState, event_id).next_attempt_at
     assert timedelta(hours=4.9) < due - utcnow() <= timedelta(hours=5)
+
+
+def test_a_short_or_unstated_rate_limit_on_a_fetch_is_an_attempt_with_its_backoff(hub, conn, ledger):
+    """A review found the waits without tries let an event be fetched every poll for good."""
+    from hub.types import RateLimited
+
+    Tenant(hub, conn, "provider_wins")
+    s = utcnow().replace(microsecond=0)
+    webhook(hub, conn, "updated", record={**ledger.items["it_00001"], "name": "a"}, occurred_at=s)
+    event_id = pending_event(hub, conn, "b", s, ledger)
+
+    def throttled(record_id):
+        raise RateLimited("slow down", retry_after=1.0)
+
+    ledger.during_get = throttled
+    process(hub)
+    assert statuses(hub, [event_id]) == [("pending", 1)]

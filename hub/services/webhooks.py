@@ -9,9 +9,10 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -273,6 +274,8 @@ def _store_once(hub: Hub, provider: Provider, connection: Connection, event: Eve
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
+#: How long since its arrival an event waits out a provider's long rate limits without using up its tries.
+RATE_LIMIT_WAIT_DAYS = 7
 MAX_ATTEMPTS = 15
 BATCH_SIZE = 200
 #: How long events whose record is to be fetched are left to the processor that
@@ -288,6 +291,10 @@ WAIT_CAP_SECONDS = 60.0
 def _failure(exc: BaseException) -> str:
     """Why an event's attempt failed, for its ``error``."""
     return exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -437,11 +444,8 @@ class WebhookProcessor:
         except NotFound:
             record = None  # deleted there since
         except RateLimited as exc:
-            # No fault of the event: it waits for the limit (a daily quota: hours) without using
-            # up its attempts, which would otherwise run out in about an hour and a quarter.
             await asyncio.to_thread(self._refetch_failed, event,
-                                    f"fetching {event.entity} {remote_id}: {_failure(exc)}",
-                                    exc.retry_after or BACKOFF_BASE_SECONDS)
+                                    f"fetching {event.entity} {remote_id}: {_failure(exc)}", exc.retry_after)
             return False
         except Exception as exc:
             await asyncio.to_thread(self._refetch_failed, event,
@@ -489,14 +493,18 @@ class WebhookProcessor:
         session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending")
                         .values(status="processed", processed_at=now, error=None))
 
-    def _refetch_failed(self, event: Any, message: str, wait: float | None = None) -> None:
-        """The fetch failed: one attempt more, or, ``wait`` given (a rate limit), none, the
-        event tried again after ``wait`` seconds."""
+    def _refetch_failed(self, event: Any, message: str, limited_for: float | None = None) -> None:
+        """The fetch failed: one attempt more, tried again after its backoff; or, refused
+        by a rate limit that lasts longer than backoffs grow (``limited_for`` seconds: a
+        daily quota), none, tried again once it frees: no fault of the event, whose attempts
+        would run out in about an hour and a quarter. For a week since it arrived at most."""
         log.warning("webhook event %s: %s", event.id, message)
         events, states = WebhookEvent.__table__, WebhookEventState.__table__
-        attempts = event.attempts + (0 if wait is not None else 1)
         now = utcnow()
-        later = timedelta(seconds=min(wait, 7 * 86400)) if wait is not None else backoff(attempts)
+        waits = limited_for is not None and math.isfinite(limited_for) and limited_for > BACKOFF_CAP_SECONDS and (
+            event.received_at is None or now - _aware(event.received_at) < timedelta(days=RATE_LIMIT_WAIT_DAYS))
+        attempts = event.attempts + (0 if waits else 1)
+        later = timedelta(seconds=min(limited_for, 86400)) if waits else backoff(attempts)
         with self.hub.session() as session:
             session.execute(sa.update(events).where(events.c.id == event.id, events.c.status == "pending").values(
                 attempts=attempts, error=message[:2000], status="failed" if attempts >= MAX_ATTEMPTS else "pending"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 import types
@@ -689,20 +690,27 @@ class SyncEngine:
     @staticmethod
     def _resume_when_limit_frees(session: Any, connection: Connection, run_id: str, now: datetime,
                                  retry_after: float) -> None:
-        """A scheduled sync stopped by the provider's rate limit goes on (from its last page)
-        when the limit frees, rather than at its next period: sooner, after a minute's limit
-        in a daily sync; later, after a daily quota in a sync every five minutes, whose runs
-        would only fail until then."""
+        """A scheduled run stopped by the provider's rate limit: its schedule (the
+        connection's, or the config's it ran) runs next when the limit frees, if that is
+        later than its next period (a five-minute sync after a daily quota, whose runs would
+        only fail until then). Never sooner: each run would meet the limit again."""
+        if not (math.isfinite(retry_after) and retry_after > 0):
+            return
         resume = now + timedelta(seconds=min(retry_after, 7 * 86400) + 1)
-        entity = session.execute(sa.select(_runs.c.entity).where(_runs.c.id == run_id)).scalar()
-        if connection.sync_enabled:
-            connection.next_sync_at = resume
-        configs = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
-                                                        SyncConfig.schedule_minutes.is_not(None)))
-        for config in configs:
-            if entity in (None, config.entity):
-                config.next_sync_at = resume
-                session.add(config)
+        entity, trigger = session.execute(sa.select(_runs.c.entity, _runs.c.trigger)
+                                          .where(_runs.c.id == run_id)).one()
+        if trigger != "schedule":
+            return
+        if entity is None:
+            if connection.next_sync_at is None or connection.next_sync_at < resume:
+                connection.next_sync_at = resume
+            return
+        config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
+                                                       SyncConfig.entity == entity)).first()
+        if config is not None and config.schedule_minutes is not None and (
+                config.next_sync_at is None or config.next_sync_at < resume):
+            config.next_sync_at = resume
+            session.add(config)
 
     async def _recover_connection(self, connection_id: str) -> None:
         """After a run that succeeded, a connection in ``error`` is ``connected``
