@@ -184,12 +184,12 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         connection ``expired``. The token endpoint's own refusal through
         ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as
         that already: let it propagate; a passing failure (a 5xx, a 429)
-        leaves the connection as it is, to be refreshed again later. An
-        ``AuthFailed(..., account_refused=True)`` (Shopify's ``shop_frozen``,
-        which its ``describe_error`` makes of a 402) says the account is
-        refused, not the grant: the connection is marked ``error`` with that
-        reason and its grant kept, refreshed again when next needed
-        (authorizing again would not help).
+        leaves the connection as it is, to be refreshed again later. If the
+        provider refuses the account rather than the grant (Shopify's frozen
+        or locked shop, a 402 or 423), raise ``AuthFailed(...,
+        account_refused=True)``, or return it from ``describe_error``: the
+        connection is then marked ``error`` with the reason, and its grant is
+        kept and tried at the next refresh. Elsewhere the flag changes nothing.
     """
 
 
@@ -464,8 +464,8 @@ def describe_error(response: httpx.Response) -> HubError | ErrorDescription | st
         ``X-Rate-Limit-Problem``), ``RateLimited(limit=name)`` names it
         (``RateLimit.name``): that limit is the one paused, or refused, for
         every call it counts (the whole app's, for a ``scope="app"`` limit);
-        with a named limit declared, the core consults this hook on every
-        429. A ``ProviderUnavailable(..., retry_now=True)`` (the
+        with a named limit counting the call, the core consults this hook on
+        every 429 of it. A ``ProviderUnavailable(..., retry_now=True)`` (the
         provider says the same request succeeds if sent again shortly, as
         Stripe's ``Stripe-Should-Retry: true``) makes the core re-send an
         idempotent request with backoff before giving up.

@@ -199,8 +199,8 @@ class ProviderInfo:
     ``"/accounts/balance/get"``: 5 per minute per item) on top of
     ``rate_limit``; ``app_rate_limit`` limits calls made before a connection
     exists (code exchange, Link tokens), shared by all tenants.
-    ``rate_limits`` adds the provider's other limits, every one of which a
-    call waits for: windows (Xero's 60 per minute and 5,000 per day per
+    ``rate_limits`` adds the provider's other limits; a call waits for every
+    one that counts it: windows (Xero's 60 per minute and 5,000 per day per
     tenant), limits of the whole app (``scope="app"``), of an endpoint; see
     :class:`RateLimit`. ``max_concurrent_requests`` bounds the calls under
     way at once for one connection's account (Xero's 5, QuickBooks' 10; 0:

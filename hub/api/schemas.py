@@ -78,8 +78,9 @@ class EntityOut(BaseModel):
 
 
 class RateLimitOut(BaseModel):
-    """One of the provider's declared limits, which the hub paces its calls by (an
-    operator's `HUB_<PROVIDER>_REQUESTS_PER_SECOND`/`_BURST` may change the first)."""
+    """One of the provider's limits as its plugin declares them, which the hub paces its
+    calls by (an operator's overrides, `HUB_<PROVIDER>_REQUESTS_PER_SECOND` and the like, are
+    not shown)."""
 
     calls: int | None = Field(default=None, description="A window: at most this many calls in any `per_seconds`.")
     per_seconds: float | None = None
