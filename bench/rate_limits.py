@@ -1,7 +1,10 @@
 """Rate limits: list 5,000 Shopify products and 5,000 Stripe customers through
 the hub's REST API from fakes that enforce the providers' limits, and print
 the achieved request rate as a fraction of each limit (target: at least 0.9),
-and the 429s the fakes had to send (target: none).
+and the 429s the fakes had to send (target: none). Then two tenants of a
+provider limited as Xero is (per tenant a minute window, per app another,
+both ten times faster here: tests/quota_provider.py) listing at once: the
+achieved rate as a fraction of the app's window, which binds them together.
 
 Pages are kept small so that the run lasts well beyond each provider's burst:
 the figure is the steady rate once the fake's bucket is full, which is what a
@@ -136,12 +139,73 @@ def bench_shopify() -> tuple[float, float, int, int]:
     return recorder.steady_rate() / 2.0, elapsed, app.state.throttled, len(recorder.admitted)
 
 
+def bench_windows() -> tuple[float, float, int, int]:
+    import threading
+
+    from tests import quota_provider as quota
+
+    # Xero's 60 a minute per tenant, and an app window the two tenants share, ten times faster.
+    window = 6.0
+    quota.MINUTE, quota.DAY, quota.APP_MINUTE = (60, window), (10**6, 86400.0), (90, window)
+    quota.PAGES = 10**6  # (listed page by page: every record API call is one provider call)
+    calls_each = 300
+    app = quota.create_app(day=quota.DAY)
+    state = app.state.quota
+    with serve(app) as url:
+        os.environ["HUB_QUOTA_ORIGIN"] = url
+        client, auth = hub_client(quota.build_plugin(quota.DAY), "quota", tempfile.mkdtemp())
+        auth.pop("org")
+        connections = []
+        for tenant in ("tenant-a", "tenant-b"):
+            created = client.post(f"{API}/connections", json={"provider": "quota", "credentials": {
+                "api_key": tenant}}, headers=auth if not connections else other_org(client))
+            created.raise_for_status()
+            connections.append((created.request.headers["Authorization"], created.json()["connection"]["id"]))
+        time.sleep(window)  # (the connection tests out of every window)
+
+        def pull(authorization: str, connection_id: str) -> None:
+            cursor = None
+            for _ in range(calls_each):
+                params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+                response = client.get(f"{API}/connections/{connection_id}/entities/contacts/records",
+                                      params=params, headers={"Authorization": authorization})
+                response.raise_for_status()
+                cursor = response.json()["next_cursor"]
+
+        first = len(state.calls)
+        started = time.monotonic()
+        threads = [threading.Thread(target=pull, args=pair) for pair in connections]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        client.__exit__(None, None, None)
+    admitted = sorted(at for at, _, status in state.calls[first:] if status == 200)
+    # The calls of each whole window from the first call, against the app window's 90.
+    windows = int((admitted[-1] - admitted[0]) // window)
+    counts = [sum(1 for t in admitted if admitted[0] + k * window <= t < admitted[0] + (k + 1) * window)
+              for k in range(windows)]
+    fraction = sum(counts) / (len(counts) * quota.APP_MINUTE[0]) if counts else 0.0
+    return fraction, elapsed, len(state.refused()), len(admitted)
+
+
+def other_org(client: TestClient) -> dict:
+    with client.app.state.hub.session() as session:
+        _, key = create_organization(session, "bench-2")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def main() -> None:
     for name, run, limit in (("Stripe customers", bench_stripe, "25 req/s"),
                              ("Shopify products", bench_shopify, "bucket 40, 2 req/s")):
         fraction, elapsed, refused, requests = run()
         print(f"{name}: {RECORDS} listed in {elapsed:.1f} s with {requests} requests; "
               f"steady rate {fraction:.3f} of the limit ({limit}) (target >= 0.9); 429s sent: {refused}")
+    fraction, elapsed, refused, requests = bench_windows()
+    print(f"Two tenants of Xero-like windows (60 per 6 s each, 90 per 6 s for the app) listing at once: "
+          f"{requests} calls in {elapsed:.1f} s; calls per whole window {fraction:.3f} of the app's 90 "
+          f"(target >= 0.9); 429s sent: {refused}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
 
-    async def acquire(self, deadline: float = math.inf) -> None:
+    async def acquire(self, deadline: float = math.inf) -> int | None:
         """Wait for a token (the caller bounds the wait by its deadline)."""
         async with self._lock:
             while True:
@@ -96,7 +96,7 @@ class TokenBucket:
                     return
                 await asyncio.sleep((1 - self.tokens) / self.rate)
 
-    def observe_usage(self, used: float, limit: float) -> None:
+    def observe_usage(self, used: float, limit: float, ticket: int | None = None) -> None:
         """The provider says ``used`` of its bucket of ``limit`` requests is
         taken: never be more optimistic. The bucket shrinks to the provider's,
         and a rate slowed by 429s (:meth:`pause`) recovers by a tenth whenever
@@ -110,7 +110,7 @@ class TokenBucket:
         if remaining >= limit / 2:
             self.rate = min(self.declared_rate, self.rate * 1.1)
 
-    def observe_remaining(self, remaining: float) -> None:
+    def observe_remaining(self, remaining: float, ticket: int | None = None) -> None:
         self._refill(time.monotonic())
         self.tokens = min(self.tokens, remaining)
 
@@ -172,6 +172,8 @@ class WindowCount:
         #: a time until one does (after a restart, the calls sent at once before the first answer
         #: could all be over a window others had used).
         self.awaiting_first_answer = learns
+        #: Calls acquired so far, and the latest of them whose answer's figure was taken.
+        self.issued = self.observed = 0
         self.blocked_until = 0.0
         self.refused_until = 0.0
         self._lock = asyncio.Lock()
@@ -194,9 +196,10 @@ class WindowCount:
             wait = max(wait, self.sent[over] + self.window - now if over < len(self.sent) else math.inf)
         return wait
 
-    async def acquire(self, deadline: float = math.inf) -> None:
+    async def acquire(self, deadline: float = math.inf) -> int:
         """Wait for a place; :class:`WindowFull` at once when the window frees
-        only after ``deadline`` (a monotonic time)."""
+        only after ``deadline`` (a monotonic time). Returns the call's ticket,
+        to give with what its answer says (:meth:`observe_remaining`)."""
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
                 if time.monotonic() + wait > deadline:  # (an answer under way, inf, may free one sooner)
@@ -209,6 +212,8 @@ class WindowCount:
                 except TimeoutError:
                     pass
             self.in_flight += 1
+            self.issued += 1
+            return self.issued
 
     def done(self) -> None:
         """The request acquired for has its answer (or may have reached the provider)."""
@@ -222,7 +227,7 @@ class WindowCount:
         self.in_flight = max(0, self.in_flight - 1)
         self._answered.set()
 
-    def _set_available(self, available: float) -> None:
+    def _set_available(self, available: float, ticket: int | None = None) -> None:
         """The provider's figure is taken as said, either way: a fixed window it
         has started again frees ours, and calls it counts that this hub did
         not send (other processes', this one's before a restart) count as
@@ -233,6 +238,12 @@ class WindowCount:
         now = time.monotonic()
         self._expire(now)
         wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
+        if ticket is not None and ticket < self.observed:
+            # The answer of a call sent before one whose figure was taken already: counted
+            # before that one, its figure is stale (answers come in any order). Only a lower one.
+            wanted = max(wanted, len(self.sent))
+        elif ticket is not None:
+            self.observed = ticket
         while len(self.sent) > wanted:
             self.sent.popleft()
         if len(self.sent) < wanted:
@@ -240,12 +251,12 @@ class WindowCount:
             self.sent = deque(sorted([*self.sent, *[dated] * (wanted - len(self.sent))]))
         self._answered.set()
 
-    def observe_usage(self, used: float, limit: float) -> None:
+    def observe_usage(self, used: float, limit: float, ticket: int | None = None) -> None:
         if limit > 0:
-            self._set_available(limit - used)
+            self._set_available(limit - used, ticket)
 
-    def observe_remaining(self, remaining: float) -> None:
-        self._set_available(remaining)
+    def observe_remaining(self, remaining: float, ticket: int | None = None) -> None:
+        self._set_available(remaining, ticket)
 
     def pause(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
@@ -447,11 +458,12 @@ class ProviderHTTP:
                     raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (as its "
                                       f"last refusal said); nothing was sent", retry_after=max(1.0, left))
             acquired: list[Limiter] = []
+            tickets: dict[int, int | None] = {}
             holding = False  # a place among the account's calls under way at once
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     for limiter in limiters:
-                        await limiter.acquire(deadline)
+                        tickets[id(limiter)] = await limiter.acquire(deadline)
                         acquired.append(limiter)
                     if self.concurrency:
                         await self.concurrency.acquire()
@@ -513,7 +525,7 @@ class ProviderHTTP:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            self._observe_headers(response, limits)
+            self._observe_headers(response, limits, tickets)
             status = response.status_code
             if status == 401 and self._refresh and not refreshed:
                 refreshed = True
@@ -644,7 +656,8 @@ class ProviderHTTP:
                 return limiter
         return None
 
-    def _observe_headers(self, response: httpx.Response, limits: list[tuple[RateLimit, Limiter]]) -> None:
+    def _observe_headers(self, response: httpx.Response, limits: list[tuple[RateLimit, Limiter]],
+                         tickets: dict[int, int | None]) -> None:
         pairs = [(self.rate_limit, self.limiter)] if self.limiter and self.rate_limit else []
         for limit, limiter in pairs + limits:
             if limit.usage_header:
@@ -657,7 +670,7 @@ class ProviderHTTP:
                         pass
                     else:
                         if math.isfinite(used_count) and math.isfinite(limit_count):
-                            limiter.observe_usage(used_count, limit_count)
+                            limiter.observe_usage(used_count, limit_count, tickets.get(id(limiter)))
             if limit.remaining_header:
                 value = response.headers.get(limit.remaining_header)
                 if value:
@@ -667,7 +680,7 @@ class ProviderHTTP:
                         pass
                     else:
                         if math.isfinite(remaining):
-                            limiter.observe_remaining(remaining)
+                            limiter.observe_remaining(remaining, tickets.get(id(limiter)))
 
     async def _described(self, response: httpx.Response, method: str, url: str) -> Any:
         """What the plugin's ``describe_error`` reads from an error response;

@@ -407,3 +407,21 @@ def test_a_window_told_by_the_providers_answers_sends_one_call_until_the_first_a
         assert window.in_flight == 2
 
     asyncio.run(run())
+
+
+def test_a_remaining_figure_answered_out_of_order_does_not_free_places_the_later_one_counted():
+    """Answers arrive in any order: the figure of a call sent before another whose figure was
+    taken is older. Taken as said, it freed a place the provider still counted (a 429 in the
+    window bench)."""
+    async def run() -> None:
+        window = WindowCount(5, 60)
+        first, second = await window.acquire(), await window.acquire()
+        window.done()
+        window.done()
+        window.observe_remaining(3, second)  # the later call's answer came first
+        window.observe_remaining(4, first)  # ...then the earlier one's, older
+        assert len(window.sent) == 2
+        window.observe_remaining(2, first)  # a lower figure, old or not, is taken
+        assert len(window.sent) == 3
+
+    asyncio.run(run())
