@@ -13,13 +13,13 @@ import math
 import threading
 import time
 import types
-from collections import deque
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hub import hookimpl
+from hub.testing.fakes import WindowLimit
 from hub.types import EntityField, EntitySchema, Page, ProviderInfo, RateLimit, RateLimited, RequestAuth
 
 #: (calls, seconds) of each window: Xero's 60 a minute and 5,000 a day per tenant, 10,000 a
@@ -83,40 +83,20 @@ def build_plugin(day: tuple[int, float] = DAY) -> types.ModuleType:
     return plugin
 
 
-class Window:
-    """The provider's count: at most ``calls`` in any ``seconds``."""
-
-    def __init__(self, calls: int, seconds: float):
-        self.calls, self.seconds = calls, seconds
-        self.hits: deque[float] = deque()
-
-    def take(self, now: float) -> float | None:
-        """Count a call; None, or how long until one would be taken (refused)."""
-        while self.hits and self.hits[0] <= now - self.seconds:
-            self.hits.popleft()
-        if len(self.hits) >= self.calls:
-            return self.hits[0] + self.seconds - now
-        self.hits.append(now)
-        return None
-
-    def remaining(self) -> int:
-        return self.calls - len(self.hits)
-
-
 @dataclass
 class QuotaState:
     day: tuple[int, float] = DAY
-    windows: dict[tuple[str, str], Window] = field(default_factory=dict)
-    app: Window = field(default_factory=lambda: Window(*APP_MINUTE))
+    windows: dict[tuple[str, str], WindowLimit] = field(default_factory=dict)
+    app: WindowLimit = field(default_factory=lambda: WindowLimit(*APP_MINUTE))
     under_way: dict[str, int] = field(default_factory=dict)
     most_under_way: int = 0
     #: (time, tenant, status) of every call.
     calls: list[tuple[float, str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def window(self, tenant: str, name: str) -> Window:
+    def window(self, tenant: str, name: str) -> WindowLimit:
         figures = {"minute": MINUTE, "day": self.day}[name]
-        return self.windows.setdefault((tenant, name), Window(*figures))
+        return self.windows.setdefault((tenant, name), WindowLimit(*figures))
 
     def refused(self) -> list[tuple[float, str, int]]:
         return [call for call in self.calls if call[2] == 429]
@@ -134,14 +114,17 @@ def create_app(day: tuple[int, float] = DAY, latency: float = 0.02) -> FastAPI:
         with state.lock:
             now = time.monotonic()
             # (The tenant's own details count against no day: as Xero's GET /connections, not tenant-scoped.)
-            day = None if request.url.path == "/tenant" else state.window(tenant, "day").take(now)
-            waits = {"minute": state.window(tenant, "minute").take(now), "day": day, "appminute": state.app.take(now)}
-            problem = next((name for name, wait in waits.items() if wait is not None), None)
+            limits = {"minute": state.window(tenant, "minute"), "appminute": state.app}
+            if request.url.path != "/tenant":
+                limits["day"] = state.window(tenant, "day")
+            decisions = {name: limit.hit() for name, limit in limits.items()}
+            problem = next((name for name, decision in decisions.items() if not decision.allowed), None)
             if problem:
                 # A refused call is not counted (taken from the windows that had room, given back).
-                for name, wait in waits.items():
-                    if wait is None and not (name == "day" and request.url.path == "/tenant"):
-                        (state.app if name == "appminute" else state.window(tenant, name)).hits.pop()
+                for name, decision in decisions.items():
+                    if decision.allowed:
+                        limits[name].give_back()
+            waits = {name: decision.retry_after for name, decision in decisions.items()}
             state.calls.append((now, tenant, 429 if problem else 200))
             state.under_way[tenant] = state.under_way.get(tenant, 0) + 1
             state.most_under_way = max(state.most_under_way, state.under_way[tenant])

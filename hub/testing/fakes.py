@@ -6,6 +6,7 @@ helpers give them the providers' rate-limit behaviour and simple storage.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import threading
@@ -61,6 +62,46 @@ class LeakyBucket:
 class TokenBucketLimit(LeakyBucket):
     """A provider-side token bucket (Stripe: N requests per second): the same
     arithmetic as a leaky bucket whose capacity is the burst."""
+
+
+class WindowLimit:
+    """A provider-side window (Xero's 60 calls a minute, 5,000 a day): at most
+    ``calls`` in any ``seconds``. A refused request is not counted;
+    :meth:`remaining` is what a ``X-...-Remaining`` header would say."""
+
+    def __init__(self, calls: int, seconds: float):
+        self.calls, self.seconds = calls, seconds
+        self.hits: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        self.allowed = 0
+        self.refused = 0
+
+    def _expire(self, now: float) -> None:
+        while self.hits and self.hits[0] <= now - self.seconds:
+            self.hits.popleft()
+
+    def hit(self) -> Decision:
+        with self._lock:
+            now = time.monotonic()
+            self._expire(now)
+            if len(self.hits) >= self.calls:
+                self.refused += 1
+                return Decision(False, len(self.hits), self.calls, self.hits[0] + self.seconds - now)
+            self.hits.append(now)
+            self.allowed += 1
+            return Decision(True, len(self.hits), self.calls, 0.0)
+
+    def give_back(self) -> None:
+        """Uncount the last request allowed (refused by another limit after all)."""
+        with self._lock:
+            if self.hits:
+                self.hits.pop()
+                self.allowed -= 1
+
+    def remaining(self) -> int:
+        with self._lock:
+            self._expire(time.monotonic())
+            return self.calls - len(self.hits)
 
 
 class Table:
