@@ -58,7 +58,23 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-class TokenBucket:
+class _Refusals:
+    """What both limiters keep of a provider's refusal longer than calls wait."""
+
+    #: Until when the provider refuses everything (a 429 asking a longer wait than the
+    #: core retries after, a daily limit): calls fail at once instead of being sent.
+    refused_until = 0.0
+
+    def refuse(self, seconds: float) -> None:
+        """The provider asked for a wait longer than calls wait (:attr:`refused_until`)."""
+        self.refused_until = max(self.refused_until, time.monotonic() + seconds)
+
+    def refused_for(self) -> float:
+        """Seconds the provider still refuses calls for (0: none)."""
+        return max(0.0, self.refused_until - time.monotonic())
+
+
+class TokenBucket(_Refusals):
     """Client-side rate limiter: ``burst`` tokens, refilled at ``rate`` per second.
 
     ``acquire`` waits for a token; callers are served in arrival order. The
@@ -73,9 +89,6 @@ class TokenBucket:
         self.tokens = float(self.capacity)
         self.updated = time.monotonic()
         self.blocked_until = 0.0
-        #: Until when the provider refuses everything (a 429 asking a longer wait than the
-        #: core retries after, a daily limit): calls fail at once instead of being sent.
-        self.refused_until = 0.0
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
@@ -125,14 +138,6 @@ class TokenBucket:
         self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0
 
-    def refuse(self, seconds: float) -> None:
-        """The provider asked for a wait longer than calls wait (:attr:`refused_until`)."""
-        self.refused_until = max(self.refused_until, time.monotonic() + seconds)
-
-    def refused_for(self) -> float:
-        """Seconds the provider still refuses calls for (0: none)."""
-        return max(0.0, self.refused_until - time.monotonic())
-
     def recover(self) -> None:
         """A request went through: a pace slowed by 429s grows back by a
         twentieth, up to the declared rate (providers whose answers tell the
@@ -152,7 +157,7 @@ class TokenBucket:
 UNKNOWN_CALLS_RECHECKED = 60.0
 
 
-class WindowCount:
+class WindowCount(_Refusals):
     """Client-side count of a provider's window limit: at most ``limit``
     requests in any ``window`` seconds (Xero's 60 per minute, 5,000 per day).
 
@@ -175,7 +180,6 @@ class WindowCount:
         #: Calls acquired so far, and the latest of them whose answer's figure was taken.
         self.issued = self.observed = 0
         self.blocked_until = 0.0
-        self.refused_until = 0.0
         self._lock = asyncio.Lock()
         self._answered = asyncio.Event()
 
@@ -233,8 +237,9 @@ class WindowCount:
         not send (other processes', this one's before a restart) count as
         sent now, though for a minute at most in a window longer than five
         (a day): when they were sent is unknown, so a call then asks again
-        (its answer tells what is left, or a 429 how long to wait). Requests under way count
-        on top of its figure: the provider may not have seen them yet."""
+        (its answer tells what is left, or a 429 how long to wait). Requests
+        under way count on top of its figure: the provider may not have seen
+        them yet."""
         now = time.monotonic()
         self._expire(now)
         wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
@@ -260,12 +265,6 @@ class WindowCount:
 
     def pause(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
-
-    def refuse(self, seconds: float) -> None:
-        self.refused_until = max(self.refused_until, time.monotonic() + seconds)
-
-    def refused_for(self) -> float:
-        return max(0.0, self.refused_until - time.monotonic())
 
     def recover(self) -> None:
         """Nothing to recover: a window's count is what it is."""
