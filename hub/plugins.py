@@ -342,9 +342,8 @@ def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
                 limit.scope != "connection" or limit.endpoint or limit.name):
             problems.append(f"{where} sets scope, endpoint or name, which only limits in rate_limits have: "
                             f"declare it there")
-    for suffix in dict(info.endpoint_rate_limits):
-        if not str(suffix).startswith("/"):
-            problems.append(f"endpoint_rate_limits[{suffix!r}] must start with '/' (the end of a URL path)")
+    problems += [f"endpoint_rate_limits[{suffix!r}] {problem}" for suffix in dict(info.endpoint_rate_limits)
+                 if (problem := _endpoint_problem(suffix))]
     names = [limit.name for limit in info.rate_limits if isinstance(limit, RateLimit) and limit.name]
     if len(names) != len(set(names)):
         problems.append(f"rate_limits name {sorted({n for n in names if names.count(n) > 1})} more than once: "
@@ -372,9 +371,14 @@ def rate_limit_problems(limit: Any) -> list[str]:
         problems.append(f"window_seconds {limit.window_seconds!r} is not a number of seconds")
     if limit.scope not in ("connection", "app"):
         problems.append(f"scope {limit.scope!r} is not 'connection' or 'app'")
-    if limit.endpoint and not str(limit.endpoint).startswith("/"):
-        problems.append(f"endpoint {limit.endpoint!r} must start with '/' (the end of a URL path)")
+    if limit.endpoint and (problem := _endpoint_problem(limit.endpoint)):
+        problems.append(f"endpoint {limit.endpoint!r} {problem}")
     return problems
+
+
+def _endpoint_problem(endpoint: Any) -> str | None:
+    """Why a limit's endpoint (the end of a URL path it counts) cannot match, if it cannot."""
+    return None if str(endpoint).startswith("/") else "must start with '/' (the end of a URL path)"
 
 
 def schema_problems(schema: EntitySchema) -> list[str]:

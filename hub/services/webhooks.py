@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -293,10 +293,6 @@ def _failure(exc: BaseException) -> str:
     return exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def backoff(attempts: int) -> timedelta:
     """Delay before the next try of an event that failed ``attempts`` times."""
     return timedelta(seconds=min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
@@ -501,8 +497,9 @@ class WebhookProcessor:
         log.warning("webhook event %s: %s", event.id, message)
         events, states = WebhookEvent.__table__, WebhookEventState.__table__
         now = utcnow()
+        # (received_at is read back in UTC, as every UTCDateTime.)
         waits = limited_for is not None and math.isfinite(limited_for) and limited_for > BACKOFF_CAP_SECONDS and (
-            event.received_at is None or now - _aware(event.received_at) < timedelta(days=RATE_LIMIT_WAIT_DAYS))
+            now - event.received_at < timedelta(days=RATE_LIMIT_WAIT_DAYS))
         attempts = event.attempts + (0 if waits else 1)
         later = timedelta(seconds=min(limited_for, 86400)) if waits else backoff(attempts)
         with self.hub.session() as session:
