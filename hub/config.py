@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     #: browser (CORS; with a JWT or key in the Authorization header). Empty: none; "*": any.
     cors_origins: str = ""
     refresh_margin_seconds: int = Field(120, ge=0, le=_TEN_YEARS)  # 0: refreshed once expired
+    #: A grant whose refresh token expires within this many days is refreshed even if nothing calls
+    #: the provider (a quiet connection would lapse: Shopify's refresh tokens last 90 days).
+    grant_renewal_days: float = Field(7.0, ge=0, le=3650)
     scheduler_interval_seconds: float = _seconds(30.0, ge=0.1)  # (less would spin the scheduler)
     run_scheduler: bool = True
     #: "local" (in-process) or "queue" (procrastinate jobs: PostgreSQL only); default by database.

@@ -168,9 +168,17 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
 
     Called by the core before the expiry the last credentials gave
     (``Credentials.expires_at``, kept as the connection's ``token_expires_at``)
-    passes, and once after a 401, under a per-connection lock so that
-    concurrent calls refresh once. The core saves the result atomically,
-    including a rotated refresh token. (A grant no connection stores, one
+    passes, and once after a 401 when the credentials hold a
+    ``refresh_token``, under a per-connection lock so that concurrent calls
+    refresh once. The core saves the result atomically, including a rotated
+    refresh token. Its grant upkeep also calls it, with no call to the
+    provider waiting, for a connection whose grant would otherwise lapse:
+    one whose ``Credentials.refresh_expires_at`` is within
+    ``HUB_GRANT_RENEWAL_DAYS``, and, for a provider declaring
+    ``ProviderInfo.lasting_tokens_until``, one holding a token that never
+    expires and no ``refresh_token``: exchange it for an expiring grant
+    (Shopify's token exchange), or return ``Credentials(secrets={})`` to
+    keep it as it is (asked again a day later). (A grant no connection stores, one
     the core is giving back, has ``ctx.connection_id`` None and is
     refreshed in memory.)
 
@@ -179,7 +187,8 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         token the provider did not rotate, keeps its value), and its
         ``config`` over the connection's (what the token answer says of it:
         Salesforce's ``instance_url``, the API host, which may move; a value
-        left ``None`` or empty is ignored).
+        left ``None`` or empty is ignored). A ``refresh_expires_at`` left
+        ``None`` keeps the stored one, unless the refresh token rotated.
     :raises AuthFailed: the refresh token was refused; the core marks the
         connection ``expired``. The token endpoint's own refusal through
         ``ctx.http`` (a 400 ``invalid_grant``, a 401, 403 or 404) counts as

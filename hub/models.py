@@ -115,6 +115,9 @@ class Connection(SQLModel, table=True):
     credentials_hint: str | None = Field(default=None, max_length=64)
     credentials_version: int = 0
     token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: When the grant itself (the refresh token) stops working, where the provider says:
+    #: the grant upkeep refreshes the connection before then (``HUB_GRANT_RENEWAL_DAYS``).
+    refresh_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     webhook_key: str | None = Field(default=None, index=True, max_length=255)
     #: The provider-side account the credentials reach, as the plugin's
     #: ``test_connection`` names it (its ``account`` detail): the connection's
@@ -252,6 +255,9 @@ class ConnectionPublic(BaseModel):
         "(`account_mismatch`): its records, cursors and waiting changes are this account's."))
     credentials_hint: str | None
     token_expires_at: datetime | None
+    refresh_expires_at: datetime | None = Field(default=None, description=(
+        "When the connection's grant (its refresh token) stops working, where the provider says; the hub "
+        "refreshes it before then (`HUB_GRANT_RENEWAL_DAYS`), calls or not. Null: unknown, or it does not expire."))
     open_conflicts: int = Field(default=0, description=(
         "Records changed on both sides that wait for a decision (sync configs with the `review` policy): "
         "`GET .../sync-configs/{sid}/conflicts` lists them."))

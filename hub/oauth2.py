@@ -53,7 +53,10 @@ async def token_request(ctx: Any, grant_type: str, *, client_auth: Literal["body
 def token_credentials(body: Any) -> Credentials:
     """Credentials from a token endpoint's answer: the access token, the
     refresh token when the answer has one (left out, the stored one is kept:
-    not every provider rotates it), and the expiry ``expires_in`` gives.
+    not every provider rotates it), the expiry ``expires_in`` gives, and the
+    refresh token's own, where the answer says it
+    (``refresh_token_expires_in``, Shopify's; ``x_refresh_token_expires_in``,
+    QuickBooks'): the core's grant upkeep refreshes the grant before then.
 
     :raises ProviderError: no access token in the answer.
     """
@@ -64,13 +67,17 @@ def token_credentials(body: Any) -> Credentials:
     refresh = body.get("refresh_token")
     if isinstance(refresh, str) and refresh:
         secrets["refresh_token"] = refresh
-    lifetime = body.get("expires_in")
+    return Credentials(secrets=secrets, expires_at=_after(body.get("expires_in")), refresh_expires_at=_after(
+        body.get("refresh_token_expires_in", body.get("x_refresh_token_expires_in"))))
+
+
+def _after(lifetime: Any) -> datetime | None:
+    """When a lifetime in seconds from now ends (None: none, or not a number of seconds)."""
     if isinstance(lifetime, str):  # (some providers send it as text: "3600", "3600.0")
         try:
             lifetime = float(lifetime)
         except ValueError:
-            lifetime = None
-    expires_at = None
+            return None
     if isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and 0 < lifetime < 10 * 365 * 86400:
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=lifetime)
-    return Credentials(secrets=secrets, expires_at=expires_at)
+        return datetime.now(timezone.utc) + timedelta(seconds=lifetime)
+    return None

@@ -139,6 +139,7 @@ class Provider:
                 *(dataclasses.replace(limit, endpoint=suffix) for suffix, limit in info.endpoint_rate_limits.items()),
                 *info.rate_limits)],
             "max_concurrent_requests": info.max_concurrent_requests or None,
+            "lasting_tokens_until": info.lasting_tokens_until,
         }
 
 

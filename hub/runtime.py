@@ -424,6 +424,12 @@ class Hub:
                         Connection.id == connection_id)).scalar() or {}
                     config = {**stored_config, **taught} if any(
                         stored_config.get(k) != v for k, v in taught.items()) else None
+                grant: dict[str, Any] = {}
+                if fresh.refresh_expires_at is not None:
+                    grant["refresh_expires_at"] = fresh.refresh_expires_at
+                elif fresh.secrets.get("refresh_token") not in (None, refreshed_from.get("refresh_token")):
+                    # A new refresh token whose lifetime the provider did not say: the old one's is not its.
+                    grant["refresh_expires_at"] = None
                 updated = session.execute(
                     sa.update(Connection)
                     .where(Connection.id == connection_id, Connection.credentials_version == version)
@@ -434,7 +440,7 @@ class Hub:
                         status="connected",
                         last_error=None,
                         updated_at=utcnow(),
-                        **({"config": config} if config is not None else {}),
+                        **({"config": config} if config is not None else {}), **grant,
                     )
                 )
                 session.commit()
@@ -546,6 +552,7 @@ class Hub:
         else:
             connection.credentials_version += 1
         connection.token_expires_at = credentials.expires_at
+        connection.refresh_expires_at = credentials.refresh_expires_at
         connection.config = {**(connection.config or {}), **credentials.config}
         if credentials.webhook_key:
             connection.webhook_key = credentials.webhook_key

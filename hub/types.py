@@ -219,6 +219,11 @@ class ProviderInfo:
     ``minor_units`` gives the decimals of the currencies whose amounts the
     provider's API counts otherwise than ISO 4217 (Stripe's MGA has none):
     field mappings of amounts in minor units use them.
+    ``lasting_tokens_until``: the provider stops taking access tokens that
+    never expire at this time (Shopify's public apps: 1 January 2027). Until
+    then the core's grant upkeep calls ``refresh_credentials`` once for each
+    connected connection holding one (no expiry, no ``refresh_token``), for
+    the plugin to exchange it for an expiring grant.
     """
 
     name: str
@@ -243,6 +248,7 @@ class ProviderInfo:
     url_defaults: dict[str, str] = field(default_factory=dict)
     idempotent_creates: bool = False
     minor_units: dict[str, int] = field(default_factory=dict)
+    lasting_tokens_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -310,7 +316,11 @@ class Credentials:
     ``secrets`` is everything secret (access/refresh tokens, API keys, Plaid
     access token, webhook secrets); ``config`` is non-secret connection config
     learnt during auth (shop domain, item id, account id); ``expires_at`` is
-    when the access token stops working, if it does; ``webhook_key`` is the
+    when the access token stops working, if it does; ``refresh_expires_at``
+    is when the grant itself (the refresh token) stops working, if the
+    provider says (Shopify's 90 days, Xero's 60, QuickBooks' 100): the core
+    refreshes the connection before then even if nothing calls the provider
+    meanwhile, so that a quiet connection does not lapse. ``webhook_key`` is the
     provider-side identity webhook deliveries carry (shop domain, item id), used
     to route deliveries to the connection.
     """
@@ -319,6 +329,7 @@ class Credentials:
     config: dict[str, Any] = field(default_factory=dict)
     expires_at: datetime | None = None
     webhook_key: str | None = None
+    refresh_expires_at: datetime | None = None
 
 
 @dataclass

@@ -26,12 +26,14 @@ INFO = ProviderInfo(
 
 
 def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_webhooks: bool = True,
-                 info: ProviderInfo = INFO, revoked: list[str] | None = None) -> types.ModuleType:
+                 info: ProviderInfo = INFO, revoked: list[str] | None = None,
+                 grant_lifetime: float | None = None) -> types.ModuleType:
     """``tells_expiry=False``: the token answers give no ``expires_in`` use
     (as Salesforce's): the hub learns a token expired from a 401.
     ``keys_webhooks=False``: no ``webhook_key`` (a provider without
     webhooks): only ``test_connection``'s ``account`` tells accounts apart.
-    ``revoked``: a ``disconnect`` hook appends the access tokens it revokes."""
+    ``revoked``: a ``disconnect`` hook appends the access tokens it revokes.
+    ``grant_lifetime``: seconds each refresh token lasts, as the credentials say."""
     plugin = types.ModuleType("oauthex_plugin")
 
     @hookimpl
@@ -56,6 +58,8 @@ def build_plugin(token_lifetime: int = 3600, tells_expiry: bool = True, keys_web
             config={"account": body.get("account", "acct_1"),
                     **({"instance_url": body["instance_url"]} if body.get("instance_url") else {})},
             webhook_key=body.get("account", "acct_1") if keys_webhooks else None,
+            refresh_expires_at=datetime.now(timezone.utc) + timedelta(seconds=grant_lifetime)
+            if grant_lifetime else None,
         )
 
     @hookimpl

@@ -157,6 +157,7 @@ NUMBERS = [
     ("http_deadline_seconds", [0, -1], [1.0, 90.0]),
     ("http_max_response_bytes", [0, -1], [1, 32 * 2**20]),
     ("slice_cache_seconds", [-1, "nan", "inf"], [0, 30.0]),
+    ("grant_renewal_days", [-1, "nan", "inf", 4000], [0, 7.0, 30]),
 ]
 
 

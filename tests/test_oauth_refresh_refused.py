@@ -19,8 +19,11 @@ def oauth_fake(serve_app):
     inner = create_fake()
     inner.state.forbid_token = False
     inner.state.token_status = 403
+    inner.state.token_requests = 0  # (refused or not)
 
     async def app(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/token":
+            inner.state.token_requests += 1
         if inner.state.forbid_token and scope["type"] == "http" and scope["path"] == "/token":
             body = b'{"error": "unauthorized_client", "error_description": "app disabled"}'
             await send({"type": "http.response.start", "status": inner.state.token_status,

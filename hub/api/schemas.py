@@ -106,6 +106,9 @@ class ProviderOut(BaseModel):
     rate_limits: list[RateLimitOut] = Field(default_factory=list, description=(
         "What the provider allows, as its plugin declares it: a client can plan around a daily quota."))
     max_concurrent_requests: int | None = Field(default=None, description="Calls under way at once per account.")
+    lasting_tokens_until: datetime | None = Field(default=None, description=(
+        "When the provider stops taking access tokens that never expire (Shopify's public apps: 1 January "
+        "2027); the hub exchanges the ones its connections hold for expiring grants before then."))
 
 
 class ProvidersResponse(Ok):

@@ -781,3 +781,80 @@ def _delete_dependents(session: Any, connection_id: str) -> None:
 
     for event in session.exec(select(WebhookEvent).where(WebhookEvent.connection_id == connection_id)):
         session.delete(event)
+
+
+#: After a grant renewal that failed for a passing reason (the provider down, a 429), or that
+#: left the grant as it was (a plugin keeping lasting tokens), the connection waits this long.
+RENEWAL_RETRY = timedelta(hours=1)
+RENEWAL_UNCHANGED = timedelta(days=1)
+#: Connection id -> when the grant upkeep may try it again (this process's; see renew_grants).
+_renewal_wait: dict[str, Any] = {}
+
+
+async def renew_grants(hub: Hub, now: Any = None, limit: int = 50) -> int:
+    """Refresh the grants that would lapse without a call to the provider:
+    a connection whose refresh token expires within ``HUB_GRANT_RENEWAL_DAYS``
+    (``refresh_expires_at``: Shopify's 90 days, renewed at each refresh), and
+    one holding a token that never expires of a provider retiring such tokens
+    (``ProviderInfo.lasting_tokens_until``: the plugin exchanges it for an
+    expiring grant). Returns how many were refreshed.
+
+    Connections ``connected`` or in ``error`` (their grant may be fine; a
+    lasting token's: ``connected`` only) are
+    renewed, through the same locked refresh as a call's; one the provider
+    refuses becomes ``expired``, as at any refresh. Two processes renewing
+    at once refresh once: the second finds the grant renewed."""
+    now = now or utcnow()
+    for connection_id in [k for k, until in _renewal_wait.items() if until <= now]:
+        del _renewal_wait[connection_id]
+    renewed = 0
+    for connection in await asyncio.to_thread(_grants_to_renew, hub, now, limit):
+        provider = hub.registry.providers[connection.provider]
+        try:
+            ctx = hub.context(provider, connection)
+        except DecryptionError as exc:
+            log.warning("grant of connection %s not renewed: %s", connection.id, exc.message)
+            _renewal_wait[connection.id] = now + RENEWAL_UNCHANGED
+            continue
+        lasting = connection.refresh_expires_at is None
+        if lasting and ctx.credentials.get("refresh_token"):
+            _renewal_wait[connection.id] = now + RENEWAL_UNCHANGED  # refreshable: not a lasting token
+            continue
+        try:
+            await hub._refresh(provider, ctx, force=True)
+        except AuthFailed as exc:  # (the connection is marked expired, or in error, with the reason)
+            log.info("grant of connection %s could not be renewed: %s", connection.id, exc.message)
+            _renewal_wait[connection.id] = now + RENEWAL_RETRY  # (in error, a frozen shop: not at every pass)
+            continue
+        except Exception as exc:  # the provider down, a 429, a plugin failing: tried again later
+            log.warning("grant of connection %s not renewed, tried again in an hour: %s", connection.id,
+                        exc.message if isinstance(exc, HubError) else f"{type(exc).__name__} in the plugin")
+            _renewal_wait[connection.id] = now + RENEWAL_RETRY
+            continue
+        if lasting and ctx.extra.get("token_expires_at") is None and not ctx.credentials.get("refresh_token"):
+            _renewal_wait[connection.id] = now + RENEWAL_UNCHANGED  # the plugin kept it lasting
+            continue
+        log.info("renewed the %s grant of connection %s", connection.provider, connection.id)
+        renewed += 1
+    return renewed
+
+
+def _grants_to_renew(hub: Hub, now: Any, limit: int) -> list[Connection]:
+    providers = [name for name, provider in hub.registry.providers.items()
+                 if provider.implements("refresh_credentials")]
+    if not providers:
+        return []
+    lasting = [name for name in providers if hub.registry.providers[name].info.lasting_tokens_until is not None]
+    due = sa.and_(Connection.refresh_expires_at <= now + timedelta(days=hub.settings.grant_renewal_days),
+                  Connection.status.in_(("connected", "error")))
+    if lasting:
+        # (Connected only: a plugin keeping the token as it is would have the refresh clear an error.)
+        due = sa.or_(due, sa.and_(Connection.provider.in_(lasting), Connection.token_expires_at.is_(None),
+                                  Connection.refresh_expires_at.is_(None), Connection.status == "connected"))
+    waiting = list(_renewal_wait)
+    with hub.session() as session:
+        return list(session.exec(select(Connection).where(
+            Connection.provider.in_(providers),
+            Connection.credentials_encrypted.is_not(None), due,
+            *([Connection.id.not_in(waiting)] if waiting else []),
+        ).order_by(Connection.refresh_expires_at).limit(limit)))

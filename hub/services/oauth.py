@@ -297,6 +297,8 @@ def _keep_grant(hub: Hub, record: OAuthState, flow: str, credentials: Credential
     """Keep a bound flow's grant, encrypted, for the confirmation window, under ``flow``."""
     grant = {"secrets": credentials.secrets, "config": credentials.config, "webhook_key": credentials.webhook_key,
              "expires_at": credentials.expires_at.isoformat() if credentials.expires_at else None,
+             "refresh_expires_at": credentials.refresh_expires_at.isoformat()
+             if credentials.refresh_expires_at else None,
              "account": reached.account,
              "failure": [reached.failure.code, reached.failure.message] if reached.failure else None}
     with hub.session() as session:
@@ -308,10 +310,12 @@ def _keep_grant(hub: Hub, record: OAuthState, flow: str, credentials: Credential
 
 def _grant_of(hub: Hub, encrypted: str) -> tuple[Credentials, Reached]:
     grant = hub.cipher.decrypt_json(encrypted)
-    expires_at = datetime.fromisoformat(grant["expires_at"]) if grant.get("expires_at") else None
+    expires_at, refresh_expires_at = (datetime.fromisoformat(grant[key]) if grant.get(key) else None
+                                      for key in ("expires_at", "refresh_expires_at"))
     failure = HubError(grant["failure"][1], code=grant["failure"][0]) if grant.get("failure") else None
     return (Credentials(secrets=grant["secrets"], config=grant.get("config") or {},
-                        webhook_key=grant.get("webhook_key"), expires_at=expires_at),
+                        webhook_key=grant.get("webhook_key"), expires_at=expires_at,
+                        refresh_expires_at=refresh_expires_at),
             Reached(account=grant.get("account"), failure=failure))
 
 

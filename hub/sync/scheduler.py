@@ -7,8 +7,9 @@ executes to the executor, and starts a run for every connection with
 its own ``schedule_minutes``), moving ``next_sync_at`` on in whole periods
 (:func:`following`: after downtime, one catch-up run each, and each keeps
 its phase). It also purges
-old states, tombstones, sync logs and webhook events, and tries again to revoke the grants of deleted
-connections whose revocation failed. The move is a
+old states, tombstones, sync logs and webhook events, tries again to revoke the grants of deleted
+connections whose revocation failed, and every ten minutes refreshes the grants that would lapse
+unused (:func:`hub.services.connections.renew_grants`). The move is a
 conditional update, so several API processes never schedule a run twice.
 
 :func:`start_background` is a background starter (``starter(app) -> object
@@ -38,6 +39,8 @@ log = logging.getLogger("hub.sync.scheduler")
 #: A queued run older than this is handed to the executor again (its job
 #: may have been lost); the executor adds no job to a run that has one.
 STALE_QUEUED = timedelta(minutes=10)
+#: How often the scheduler looks for grants about to lapse (hub.services.connections.renew_grants).
+GRANT_UPKEEP_EVERY = timedelta(minutes=10)
 
 
 def following(due: datetime | None, minutes: int, now: datetime) -> datetime:
@@ -87,6 +90,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         #: Revocations are tried beside the ticks: a provider hanging on them never holds up scheduling.
         self._revoking: asyncio.Task[Any] | None = None
+        #: Grants about to lapse are refreshed beside the ticks too, every GRANT_UPKEEP_EVERY.
+        self._renewing: asyncio.Task[Any] | None = None
+        self._renewed_at: datetime | None = None
 
     async def start(self) -> Scheduler:
         self._task = asyncio.create_task(self._loop(), name="sync-scheduler")
@@ -105,11 +111,11 @@ class Scheduler:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
-        for task in (self._task, self._revoking):
+        for task in (self._task, self._revoking, self._renewing):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._revoking = None
+        self._task = self._revoking = self._renewing = None
 
     async def recover(self, everything: bool = False) -> list[str]:
         """Requeue runs whose process is gone; submit queued runs nobody
@@ -149,7 +155,19 @@ class Scheduler:
         await asyncio.to_thread(self.purge, now)
         if self._revoking is None or self._revoking.done():
             self._revoking = asyncio.create_task(self._revoke(now), name="pending-revocations")
+        if (self._renewing is None or self._renewing.done()) and (
+                self._renewed_at is None or now - self._renewed_at >= GRANT_UPKEEP_EVERY):
+            self._renewed_at = now
+            self._renewing = asyncio.create_task(self._renew(now), name="grant-upkeep")
         return submitted
+
+    async def _renew(self, now: datetime) -> None:
+        from hub.services.connections import renew_grants
+
+        try:
+            await renew_grants(self.hub, now)
+        except Exception:
+            log.exception("renewing grants failed")
 
     async def _revoke(self, now: datetime) -> None:
         from hub.services.connections import retry_revocations

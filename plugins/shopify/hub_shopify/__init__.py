@@ -6,18 +6,20 @@ leaky bucket, and HMAC-signed webhooks. Its fake shop is :mod:`hub_shopify.testi
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from hub import hookimpl
 from hub.http import read_json
+from hub.oauth2 import token_credentials
 from hub.types import (
     CONNECTION_BROKEN,
     REDACTED,
@@ -83,6 +85,9 @@ INFO = ProviderInfo(
     # stamped ahead by more than clock skew: the header is unsigned) are stale.
     webhook_tolerance_seconds=5 * 3600,
     url_defaults={"api_version": DEFAULT_API_VERSION},
+    # Shopify invalidates public apps' non-expiring offline tokens then: the hub's grant upkeep
+    # has each connection holding one exchange it for an expiring grant first (refresh_credentials).
+    lasting_tokens_until=datetime(2027, 1, 1, tzinfo=timezone.utc),
 )
 
 
@@ -241,30 +246,35 @@ def _missing_scopes(asked: Any, granted: str) -> list[str]:
     return [s for s in asked if s not in have and not (s.startswith("read_") and f"write_{s[5:]}" in have)]
 
 
+#: Shopify's token exchange, which turns a non-expiring offline token into an expiring one.
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+OFFLINE_TOKEN = "urn:shopify:params:oauth:token-type:offline-access-token"
+
+
 @hookimpl
 async def refresh_credentials(ctx):
     refresh_token = ctx.credentials.get("refresh_token")
-    if not refresh_token:
-        raise AuthFailed("the connection has no refresh token: connect the shop again")
-    return await _token(ctx, {"grant_type": "refresh_token", "refresh_token": refresh_token}, refresh_token)
+    if refresh_token:
+        return await _token(ctx, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+    if ctx.settings.get("expiring", "1") == "0":
+        return Credentials(secrets={})  # this app keeps non-expiring tokens (a custom app): nothing to do
+    # A non-expiring token (a connection made before the app asked for expiring ones), exchanged
+    # for an expiring pair without the merchant. Shopify answers the same exchange sent again (an
+    # answer lost on the way) with the same pair for seven days.
+    return await _token(ctx, {"grant_type": TOKEN_EXCHANGE, "subject_token": ctx.credentials.get("access_token") or "",
+                              "subject_token_type": OFFLINE_TOKEN, "requested_token_type": OFFLINE_TOKEN,
+                              "expiring": "1"})
 
 
-async def _token(ctx, form: dict[str, str], refresh_token: str | None = None) -> Credentials:
+async def _token(ctx, form: dict[str, str]) -> Credentials:
     form = {"client_id": ctx.setting("client_id"), "client_secret": ctx.setting("client_secret"), **form}
-    # A refused grant (4xx) becomes AuthFailed in the core's OAuth and refresh paths.
+    # A refused grant (4xx) becomes AuthFailed in the core's OAuth and refresh paths. The answer's
+    # refresh_token_expires_in (90 days, counted again at each refresh) has the hub refresh a quiet
+    # shop's grant before it lapses.
     body = await ctx.http.json("POST", ctx.url("token"), data=form)
-    if not isinstance(body.get("access_token"), str):
-        raise ProviderError("Shopify's token response has no access_token")
-    secrets = {"access_token": body["access_token"]}
-    if body.get("refresh_token") or refresh_token:
-        secrets["refresh_token"] = body.get("refresh_token") or refresh_token
-    expires_in = body.get("expires_in")
     shop = ctx.config["shop"]
-    return Credentials(
-        secrets=secrets, config={"shop": shop, "scope": body.get("scope", "")}, webhook_key=shop,
-        expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in)
-        if isinstance(expires_in, int) and expires_in > 0 else None,
-    )
+    return dataclasses.replace(token_credentials(body), config={"shop": shop, "scope": body.get("scope", "")},
+                               webhook_key=shop)
 
 
 @hookimpl

@@ -2,7 +2,9 @@
 
 It behaves like Shopify where the plugin depends on it: the OAuth consent
 redirect signed with ``hmac`` and the token endpoint (single-use codes,
-optionally expiring tokens with rotating refresh tokens); the Admin REST API
+optionally expiring tokens with rotating refresh tokens, and the token exchange
+that migrates a non-expiring token to an expiring pair: the old token stops
+working, and the same exchange again answers the same pair for seven days); the Admin REST API
 under ``/admin/api/{version}/`` with ``X-Shopify-Access-Token`` checks,
 ``{"product": ...}`` wrapping, Link-header cursor pagination with an opaque
 ``page_info`` (only ``limit`` and ``fields`` may go with it), ``limit`` <= 250,
@@ -14,7 +16,8 @@ signed webhook deliveries with the headers Shopify sends; ``seed_locations``,
 ``stock`` and ``remove_location`` give a shop many locations stocked or not.
 
 Counters on ``app.state``: ``requests`` (Admin API requests seen), ``versions``,
-``throttled`` (429s sent), ``refreshes`` (refresh-token grants), ``posts``
+``throttled`` (429s sent), ``refreshes`` (refresh-token grants), ``migrated``
+(non-expiring tokens exchanged: the answer and when), ``posts``
 (Admin API POSTs seen, by path), ``lost`` (answers lost, below), and
 ``bucket`` (``allowed``, ``refused``, ``achieved_rate()``).
 
@@ -494,6 +497,12 @@ def expire_tokens(app: FastAPI) -> None:
         app.state.tokens[token] = time.time() - 1
 
 
+#: The token exchange that turns a non-expiring offline token into an expiring pair (Shopify's
+#: migration to expiring tokens, required of public apps from 1 January 2027).
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+OFFLINE_TOKEN = "urn:shopify:params:oauth:token-type:offline-access-token"
+
+
 def issue_token(app: FastAPI, ttl: int | None = None) -> str:
     """An access token the fake accepts, without the OAuth dance."""
     token = "shpat_" + secrets.token_hex(16)
@@ -522,6 +531,8 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
     app.state.tokens = {}  # access token: expiry (epoch seconds) or None
     app.state.codes = {}  # authorization code: (issued at, scope)
     app.state.refresh_tokens = {}  # refresh token: (the access token issued with it, scope)
+    app.state.lasting_scopes = {}  # non-expiring access token: its scope
+    app.state.migrated = {}  # non-expiring token exchanged: (the answer, when)
     app.state.expiring, app.state.token_ttl = expiring, token_ttl
     app.state.requests = app.state.throttled = app.state.refreshes = 0
     app.state.lose_next = app.state.lost = 0  # the fault knob (module docstring) and its count
@@ -595,6 +606,26 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
             refresh = "shprt_" + secrets.token_hex(16)
             app.state.refresh_tokens[refresh] = (body["access_token"], scope)
             body.update(expires_in=app.state.token_ttl, refresh_token=refresh, refresh_token_expires_in=7776000)
+        else:
+            app.state.lasting_scopes[body["access_token"]] = scope
+        return body
+
+    def migrate(form: dict[str, Any]) -> JSONResponse | dict[str, Any]:
+        """Shopify's exchange of a non-expiring offline token for an expiring pair."""
+        subject = form.get("subject_token", "")
+        if form.get("subject_token_type") != OFFLINE_TOKEN or form.get("requested_token_type") != OFFLINE_TOKEN:
+            return oauth_error("invalid_request", "subject_token_type and requested_token_type must be "
+                                                  "offline-access-token")
+        done = app.state.migrated.get(subject)
+        if done is not None and done[1] > time.time() - 7 * 86400 and done[0]["refresh_token"] in \
+                app.state.refresh_tokens:
+            return done[0]  # the same exchange again (its answer lost): the same pair, for seven days
+        if subject not in app.state.lasting_scopes or subject not in app.state.tokens:
+            return oauth_error("invalid_subject_token", "The subject token is invalid, expired or revoked")
+        scope = app.state.lasting_scopes.pop(subject)
+        app.state.tokens.pop(subject)  # the non-expiring token stops working
+        body = issue(True, scope)
+        app.state.migrated[subject] = (body, time.time())
         return body
 
     @app.post("/admin/oauth/access_token")
@@ -607,6 +638,8 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
             return oauth_error("invalid_request", "The request body is malformed")
         if form.get("client_id") != app.state.client_id or form.get("client_secret") != app.state.client_secret:
             return oauth_error("invalid_client", "Client authentication failed")
+        if form.get("grant_type") == TOKEN_EXCHANGE:
+            return migrate(form)
         if form.get("grant_type") == "refresh_token":
             grant = app.state.refresh_tokens.pop(form.get("refresh_token", ""), None)
             if grant is None:
