@@ -327,7 +327,12 @@ def list_records(
         unless the old key is still ``HUB_PREVIOUS_SECRET_KEY``.
     :param page_size: the number of records wanted (the plugin may clamp it to
         the provider's maximum).
-    :param filters: provider-specific filters the client passed.
+    :param filters: provider-specific filters the client passed (the query
+        parameters of the records API other than its own). An implementation
+        that does not name ``filters`` takes none: the core refuses a list
+        asked with some (``filters_not_supported``) rather than answer it
+        unfiltered. One that names it refuses a filter the provider does not
+        know (``ValidationFailed``), for the same reason.
     :param since: only records modified (or, where the provider can only
         filter on creation, created) at or after this time; ``None`` for all.
         Always timezone-aware UTC, from 1970 on (the core refuses others).

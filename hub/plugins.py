@@ -88,6 +88,13 @@ class Provider:
     def implements(self, hook: str) -> bool:
         return hook in self.hooks
 
+    def takes(self, hook: str, argument: str) -> bool:
+        """Whether this plugin's ``hook`` names ``argument`` (pluggy passes a
+        hook only the arguments its implementation names: one it leaves out is
+        dropped without a word)."""
+        return any(impl.plugin is self.plugin and argument in impl.argnames
+                   for impl in getattr(self._pm.hook, hook).get_hookimpls())
+
     def schema(self, entity: str) -> EntitySchema:
         try:
             return self.schemas[entity]

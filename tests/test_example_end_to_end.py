@@ -165,6 +165,17 @@ def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client,
     assert future.status_code == 200 and future.json()["records"] == []
 
 
+def test_filters_for_a_plugin_that_takes_none_are_refused(client, auth):
+    """The example's list_records names no ``filters``: pluggy would drop them, and a
+    client asking for one note by title would get every note as if filtered."""
+    connection = connect(client, auth)
+    records = f"{API}/connections/{connection['id']}/entities/notes/records"
+    refused = client.get(records, params={"title": "nobody", "limit": 5}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "filters_not_supported" and "title" in refused.json()["error"]
+    assert client.get(records, params={"limit": 5}, headers=auth).status_code == 200
+
+
 def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(client, auth, hub_app):
     """Its name and schedule are the hub's: an operator who uninstalled a
     plugin can still stop its scheduled runs; what the plugin must check (config,

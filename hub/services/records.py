@@ -79,7 +79,9 @@ class RecordService:
         since that page, removals as ``deleted_ids``. ``since`` on an entity that cannot filter by it is refused
         rather than ignored (an unfiltered list would look filtered).
 
-        :raises ValidationFailed: ``invalid_cursor``, ``since_not_supported``.
+        :raises ValidationFailed: ``invalid_cursor``, ``since_not_supported``,
+            ``filters_not_supported`` (filters for a plugin whose
+            ``list_records`` takes none).
         """
         schema = self.provider.schema(entity)
         if since is not None and not schema.supports_since:
@@ -97,6 +99,12 @@ class RecordService:
                                        code="invalid_value")
         size = max(1, min(page_size, MAX_PAGE_SIZE))
         filters = filters or {}
+        if filters and not self.provider.takes("list_records", "filters"):
+            # Passed on, they would be dropped: an unfiltered list would look filtered.
+            names = ", ".join(sorted(filters))
+            raise ValidationFailed(f"{self.provider.name} lists {entity} without filters; this list was asked "
+                                   f"with {names} (the list's own parameters are cursor, limit and since)",
+                                   code="filters_not_supported", fields=sorted(filters))
         position = open_position(self.hub, self.connection.id, cursor, entity)
         asked, listing = size, _listing_digest(since, filters)
         if position.slice is not None:
