@@ -180,12 +180,23 @@ class WindowCount(_Refusals):
         #: Calls acquired so far, and the latest of them whose answer's figure was taken.
         self.issued = self.observed = 0
         self.blocked_until = 0.0
+        #: The dates given to calls the provider counts and this hub did not send, in a long
+        #: window: a guess, which a call does not wait on (see :meth:`_set_available`).
+        self.guessed: set[float] = set()
         self._lock = asyncio.Lock()
         self._answered = asyncio.Event()
 
     def _expire(self, now: float) -> None:
         while self.sent and self.sent[0] <= now - self.window:
             self.sent.popleft()
+        if self.guessed:
+            self.guessed = {dated for dated in self.guessed if dated > now - self.window}
+
+    def waits_on_a_guess(self) -> bool:
+        """Whether the place a call waits for is held by a call the provider
+        counted and this hub did not send (its date a guess)."""
+        over = len(self.sent) + self.in_flight - self.capacity
+        return bool(self.guessed) and 0 <= over < len(self.sent) and self.sent[over] in self.guessed
 
     def wait_needed(self) -> float:
         """Seconds until a request may go: 0 now, ``inf`` when only an answer
@@ -206,7 +217,11 @@ class WindowCount(_Refusals):
         to give with what its answer says (:meth:`observe_remaining`)."""
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
-                if time.monotonic() + wait > deadline:  # (an answer under way, inf, may free one sooner)
+                if time.monotonic() + wait > deadline or (self.waits_on_a_guess() and wait >= self.blocked_until
+                                                          - time.monotonic()):
+                    # (An answer under way, inf, may free one sooner.) Not waited on either: a place a
+                    # guess holds (the provider said none was left of its day): the call would go
+                    # after a minute only to be refused, and its caller would have waited for nothing.
                     if not math.isinf(wait):
                         raise WindowFull(self, wait)
                 self._answered.clear()
@@ -237,7 +252,9 @@ class WindowCount(_Refusals):
         not send (other processes', this one's before a restart) count as
         sent now, though for a minute at most in a window longer than five
         (a day): when they were sent is unknown, so a call then asks again
-        (its answer tells what is left, or a 429 how long to wait). Requests
+        (its answer tells what is left, or a 429 how long to wait). Meanwhile
+        a call needing one of those places fails at once rather than waiting
+        that minute (:class:`WindowFull`). Requests
         under way count on top of its figure: the provider may not have seen
         them yet."""
         now = time.monotonic()
@@ -253,6 +270,8 @@ class WindowCount(_Refusals):
             self.sent.popleft()
         if len(self.sent) < wanted:
             dated = now if self.window <= UNKNOWN_CALLS_RECHECKED * 5 else now - self.window + UNKNOWN_CALLS_RECHECKED
+            if dated != now:
+                self.guessed.add(dated)
             self.sent = deque(sorted([*self.sent, *[dated] * (wanted - len(self.sent))]))
         self._answered.set()
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from hub.api.main import create_app
 from hub.config import Settings
-from hub.http import WindowCount
+from hub.http import WindowCount, WindowFull
 from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
@@ -354,6 +354,30 @@ def test_calls_the_hub_did_not_send_hold_a_long_window_for_a_minute_then_it_asks
     assert 59 <= window.wait_needed() <= 60
     window.observe_remaining(4000)  # (its answer: the provider's day started again)
     assert window.wait_needed() == 0 and len(window.sent) == 1000
+
+
+def test_a_call_needing_a_place_the_provider_said_was_used_is_refused_at_once_not_after_a_minute():
+    """The provider said none of its day was left (HubSpot's daily remaining 0): a call
+    waited the minute those calls are held, then went out only to be refused."""
+    async def run() -> None:
+        window = WindowCount(5000, 86400)
+        await window.acquire()
+        window.done()
+        window.observe_remaining(0)
+        started = time.monotonic()
+        with pytest.raises(WindowFull) as full:
+            await window.acquire(deadline=time.monotonic() + 90)
+        assert time.monotonic() - started < 1 and 59 <= full.value.wait <= 60
+        window.observe_remaining(1)  # a provider's figure again: one place left, not a guess
+        await window.acquire(deadline=time.monotonic() + 90)
+
+        short = WindowCount(2, 0.3)  # a short window's places are counted as sent now: waited for
+        short.observe_remaining(0)
+        started = time.monotonic()
+        await short.acquire(deadline=time.monotonic() + 5)
+        assert time.monotonic() - started >= 0.25
+
+    asyncio.run(run())
 
 
 def test_the_catalog_shows_the_providers_limits_for_clients_to_plan_around(quota):
