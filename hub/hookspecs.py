@@ -178,7 +178,8 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
     ``ProviderInfo.lasting_tokens_until``, one holding a token that never
     expires and no ``refresh_token``: exchange it for an expiring grant
     (Shopify's token exchange), or return ``Credentials(secrets={})`` to
-    keep it as it is (asked again a day later). (A grant no connection stores, one
+    keep it as it is (nothing is written; each hub process asks again about
+    a day later). (A grant no connection stores, one
     the core is giving back, has ``ctx.connection_id`` None and is
     refreshed in memory.)
 

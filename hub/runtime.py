@@ -215,7 +215,9 @@ class Hub:
             if ctx.extra.get("refreshing"):
                 return False  # a 401 from the token endpoint itself: the refresh failed
             if not ctx.credentials.get("refresh_token"):
-                return False
+                # Nothing to refresh with; but the grant may have been renewed since this call's
+                # context was made (the grant upkeep exchanged a token that never expires).
+                return await self._reload_renewed(ctx)
             return await self._refresh(provider, ctx, force=True)
 
         declared = provider.info.rate_limit if connection is not None else provider.info.app_rate_limit
@@ -383,6 +385,8 @@ class Hub:
             # What the token answer teaches of the config (Salesforce's instance_url, which may
             # move) is kept as the authorization's was (a value it leaves empty is not news).
             taught = {key: value for key, value in fresh.config.items() if value not in (None, "")}
+            if not fresh.secrets and not taught and fresh.expires_at is None and fresh.refresh_expires_at is None:
+                return False  # the plugin keeps the grant as it is (a token that never expires): nothing changes
             secrets, expires_at = await asyncio.to_thread(
                 self._save_refreshed, ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
                 {key: ctx.credentials.get(key) for key in _TOKEN_KEYS}, taught)
@@ -392,6 +396,20 @@ class Hub:
             ctx.config = {**ctx.config, **taught}
             ctx.extra["token_expires_at"] = expires_at
             return True
+
+    async def _reload_renewed(self, ctx: ProviderContext) -> bool:
+        """Take the stored tokens if they are not the ones ``ctx`` holds;
+        whether it did."""
+        assert ctx.connection_id is not None
+        current = await asyncio.to_thread(self._stored_connection, ctx.connection_id)
+        if current is None or not current.credentials_encrypted:
+            return False
+        stored = self.cipher.decrypt_json(current.credentials_encrypted)
+        if all(stored.get(key) == ctx.credentials.get(key) for key in _TOKEN_KEYS):
+            return False
+        ctx.credentials = stored
+        ctx.extra["token_expires_at"] = current.token_expires_at
+        return True
 
     async def _refresh_refused(self, ctx: ProviderContext, exc: HubError) -> AuthFailed:
         """A refused refresh grant (OAuth's invalid_grant is a 400) means the user

@@ -220,10 +220,11 @@ class ProviderInfo:
     provider's API counts otherwise than ISO 4217 (Stripe's MGA has none):
     field mappings of amounts in minor units use them.
     ``lasting_tokens_until``: the provider stops taking access tokens that
-    never expire at this time (Shopify's public apps: 1 January 2027). Until
-    then the core's grant upkeep calls ``refresh_credentials`` once for each
-    connected connection holding one (no expiry, no ``refresh_token``), for
-    the plugin to exchange it for an expiring grant.
+    never expire at this time (Shopify's public apps: 1 January 2027). The
+    core's grant upkeep calls ``refresh_credentials`` for each connection
+    (``connected`` or in ``error``) holding one (no expiry, no
+    ``refresh_token``), for the plugin to exchange it for an expiring grant;
+    the catalog shows the date.
     """
 
     name: str

@@ -124,3 +124,18 @@ def test_a_rotated_refresh_token_of_unsaid_lifetime_has_no_grant_expiry(settings
         assert client.portal.call(lambda: connections.renew_grants(app.state.hub, utcnow())) == 1
         assert connection(client, headers, cid)["refresh_expires_at"] is None
         assert client.portal.call(lambda: connections.renew_grants(app.state.hub, utcnow())) == 0
+
+
+def test_a_grant_the_refresh_does_not_extend_is_not_refreshed_at_every_pass(settings, example_registry,  # noqa: F811
+                                                                            oauth_fake, monkeypatch):
+    """Refresh tokens of a fixed lifetime (a 3-day grant, inside the 7 days): refreshing
+    does not move its end, so it would be picked at every pass. (A review found it.)"""
+    for client, headers, app in _oauth_app(settings, example_registry, oauth_fake, monkeypatch,
+                                           build_plugin(grant_lifetime=3 * DAY)):
+        connect(client, headers)
+        now = utcnow()
+        for minutes in (0, 10, 20, 30):
+            client.portal.call(lambda: connections.renew_grants(app.state.hub, now + timedelta(minutes=minutes)))
+        assert oauth_fake[1].state.refresh_calls == 1
+        client.portal.call(lambda: connections.renew_grants(app.state.hub, now + timedelta(days=1, minutes=1)))
+        assert oauth_fake[1].state.refresh_calls == 2  # a day later

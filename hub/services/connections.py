@@ -799,11 +799,12 @@ async def renew_grants(hub: Hub, now: Any = None, limit: int = 50) -> int:
     (``ProviderInfo.lasting_tokens_until``: the plugin exchanges it for an
     expiring grant). Returns how many were refreshed.
 
-    Connections ``connected`` or in ``error`` (their grant may be fine; a
-    lasting token's: ``connected`` only) are
+    Connections ``connected`` or in ``error`` (their grant may be fine) are
     renewed, through the same locked refresh as a call's; one the provider
     refuses becomes ``expired``, as at any refresh. Two processes renewing
-    at once refresh once: the second finds the grant renewed."""
+    at once refresh once: the second finds the grant renewed. A connection
+    renewed, or left as it was, waits a day before this process tries it
+    again (an hour after a passing failure)."""
     now = now or utcnow()
     for connection_id in [k for k, until in _renewal_wait.items() if until <= now]:
         del _renewal_wait[connection_id]
@@ -835,6 +836,8 @@ async def renew_grants(hub: Hub, now: Any = None, limit: int = 50) -> int:
             _renewal_wait[connection.id] = now + RENEWAL_UNCHANGED  # the plugin kept it lasting
             continue
         log.info("renewed the %s grant of connection %s", connection.provider, connection.id)
+        # (A grant the refresh did not extend, of a fixed lifetime, is not refreshed at every pass.)
+        _renewal_wait[connection.id] = now + RENEWAL_UNCHANGED
         renewed += 1
     return renewed
 
@@ -848,13 +851,15 @@ def _grants_to_renew(hub: Hub, now: Any, limit: int) -> list[Connection]:
     due = sa.and_(Connection.refresh_expires_at <= now + timedelta(days=hub.settings.grant_renewal_days),
                   Connection.status.in_(("connected", "error")))
     if lasting:
-        # (Connected only: a plugin keeping the token as it is would have the refresh clear an error.)
+        # (In error too: a call with the old token after an exchange whose answer was lost.)
         due = sa.or_(due, sa.and_(Connection.provider.in_(lasting), Connection.token_expires_at.is_(None),
-                                  Connection.refresh_expires_at.is_(None), Connection.status == "connected"))
+                                  Connection.refresh_expires_at.is_(None),
+                                  Connection.status.in_(("connected", "error"))))
     waiting = list(_renewal_wait)
     with hub.session() as session:
         return list(session.exec(select(Connection).where(
             Connection.provider.in_(providers),
             Connection.credentials_encrypted.is_not(None), due,
             *([Connection.id.not_in(waiting)] if waiting else []),
-        ).order_by(Connection.refresh_expires_at).limit(limit)))
+            # The soonest to lapse first, tokens that never expire last (on both databases).
+        ).order_by(Connection.refresh_expires_at.is_(None), Connection.refresh_expires_at).limit(limit)))

@@ -619,7 +619,13 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         done = app.state.migrated.get(subject)
         if done is not None and done[1] > time.time() - 7 * 86400 and done[0]["refresh_token"] in \
                 app.state.refresh_tokens:
-            return done[0]  # the same exchange again (its answer lost): the same pair, for seven days
+            # The same exchange again (its answer lost): the same pair, for seven days, the access
+            # token's expiry extended, the refresh token's not.
+            body = dict(done[0])
+            if body["access_token"] in app.state.tokens:
+                app.state.tokens[body["access_token"]] = time.time() + app.state.token_ttl
+            return {**body, "expires_in": app.state.token_ttl,
+                    "refresh_token_expires_in": max(1, int(done[1] + body["refresh_token_expires_in"] - time.time()))}
         if subject not in app.state.lasting_scopes or subject not in app.state.tokens:
             return oauth_error("invalid_subject_token", "The subject token is invalid, expired or revoked")
         scope = app.state.lasting_scopes.pop(subject)

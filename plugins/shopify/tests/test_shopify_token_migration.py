@@ -153,3 +153,43 @@ def test_a_connection_made_before_the_upgrade_has_no_grant_expiry(shopify):
     shopify.shop.state.tokens.clear()
     assert shopify.get(shopify.records(connection_id, "products"), limit=1).status_code == 200
     assert connection_of(shopify, connection_id)["refresh_expires_at"] is not None
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "0"}])
+def test_a_call_under_way_during_the_exchange_takes_the_new_token(shopify, monkeypatch):
+    """A run holding the connection's context from before the exchange: its next call
+    gets a 401 (the old token is invalid), and goes again with the stored new token
+    instead of marking the working connection in error. (A review found it.)"""
+    connection_id = shopify.connect()
+    switch_to_expiring(shopify, monkeypatch)
+    hub = shopify.hub_app.state.hub
+    provider = hub.provider("shopify")
+    with hub.session() as session:
+        ctx = hub.context(provider, session.get(Connection, connection_id))  # a sync run's, made at its start
+    assert upkeep(shopify) == 1
+    details = shopify.client.portal.call(lambda: hub.call(provider, "test_connection", ctx))
+    assert details["shop"] == fake.SHOP
+    assert connection_of(shopify, connection_id)["status"] == "connected"
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "0"}])
+def test_an_exchange_whose_answer_was_lost_is_retried_after_a_call_put_the_connection_in_error(shopify, monkeypatch):
+    """The old token stopped working at the exchange; a call with it meanwhile marked
+    the connection in error. The upkeep still exchanges it again (Shopify answers
+    the same pair for seven days), and the connection works. (A review found it.)"""
+    connection_id = shopify.connect()
+    switch_to_expiring(shopify, monkeypatch)
+    hub = shopify.hub_app.state.hub
+    provider = hub.provider("shopify")
+    with hub.session() as session:
+        ctx = hub.context(provider, session.get(Connection, connection_id))
+    lost = shopify.client.portal.call(lambda: provider.call("refresh_credentials", ctx=ctx))  # answer lost
+    assert shopify.post(f"{API}/connections/{connection_id}/test").status_code == 424
+    assert connection_of(shopify, connection_id)["status"] == "error"
+    assert upkeep(shopify) == 1
+    connection = connection_of(shopify, connection_id)
+    assert connection["status"] == "connected" and connection["last_error"] is None
+    with hub.session() as session:
+        stored = hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
+    assert stored["access_token"] == lost.secrets["access_token"]
+    assert shopify.post(f"{API}/connections/{connection_id}/test").status_code == 200
