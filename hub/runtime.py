@@ -606,7 +606,9 @@ def _off(setting: str | None) -> bool:
 def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -> RateLimit | None:
     """The declared limit, unless the operator's plan differs: the provider
     settings ``requests_per_second`` and ``burst`` override it (Shopify Plus
-    leaks 20/s, Stripe live mode allows 100/s)."""
+    leaks 20/s, Stripe live mode allows 100/s). For a window
+    (``RateLimit.per``), ``burst`` is its calls per window, and
+    ``requests_per_second`` alone sets them to that rate times the window."""
     rate, burst = settings.get("requests_per_second"), settings.get("burst")
     if not rate and not burst:
         return declared
@@ -617,7 +619,11 @@ def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -
             requests_per_second=float(rate) if rate else base.requests_per_second,
             burst=int(burst) if burst else base.burst,
         )
-    except ValueError:
+        if base.window_seconds > 0 and rate and not burst:
+            # A window (RateLimit.per) counts calls per window, its burst: the rate scales them
+            # (else the operator's rate was dropped without a word: a review found it).
+            limit = dataclasses.replace(limit, burst=int(float(rate) * base.window_seconds))
+    except (ValueError, OverflowError):
         raise ConfigurationError("requests_per_second and burst settings must be numbers") from None
     # Zero divides the pace by nothing; below it, no request would ever be sent.
     if not (math.isfinite(limit.requests_per_second) and limit.requests_per_second > 0) or limit.burst < 1:

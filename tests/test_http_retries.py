@@ -257,6 +257,25 @@ def test_rate_settings_of_zero_or_below_are_a_configuration_error():
     assert effective_rate_limit(None, {"requests_per_second": "4"}).requests_per_second == 4
 
 
+def test_the_operators_rate_scales_a_declared_window():
+    """HubSpot's 100 calls per 10 s on a plan allowing 19 per second: the rate was
+    dropped, the window counting its declared 100. (The HubSpot exercise found it.)"""
+    import pytest
+
+    from hub.http import ClientPool
+    from hub.runtime import effective_rate_limit
+    from hub.types import ConfigurationError
+
+    declared = RateLimit.per(100, 10)
+    faster = effective_rate_limit(declared, {"requests_per_second": "19"})
+    assert (faster.burst, faster.window_seconds) == (190, 10)
+    assert ClientPool().limiter("k", faster).capacity == 190
+    assert effective_rate_limit(declared, {"burst": "150"}).burst == 150
+    assert effective_rate_limit(declared, {"requests_per_second": "19", "burst": "120"}).burst == 120
+    with pytest.raises(ConfigurationError):
+        effective_rate_limit(declared, {"requests_per_second": "0.01"})  # not one call per window
+
+
 def test_an_answer_larger_than_the_limit_is_not_read_whole(tmp_path):
     """A 0.3 MB gzip answer inflated to 300 MB in memory; now the decoded body
     is counted as it is read."""
