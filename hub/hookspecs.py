@@ -388,7 +388,11 @@ def create_record(
         (ASCII, at most 68 characters), stable across the core's retries and
         re-sends; send it where the provider supports idempotency. A
         client's own key reaches the plugin derived from it, never as typed.
-    :returns: the created record, including its id.
+    :returns: the created record, including its id, whole and in the shape
+        ``list_records`` gives it: sync stores what this returns as the
+        provider's version, so that its next pull sees no change (no echo).
+        Where the provider answers a write with only the fields written
+        (HubSpot's ``properties``), read the record again (``get_record``).
     :raises ValidationFailed: the provider rejected the data.
     """
 
@@ -409,7 +413,8 @@ def update_record(
         rather than overwritten, and raise (or describe) that refusal as
         :class:`~hub.types.StaleVersion`. Plugins without it leave the
         parameter out of their signature.
-    :returns: the updated record.
+    :returns: the updated record, whole and in the shape ``list_records``
+        gives it (as for :func:`create_record`).
     :raises NotFound: no such record.
     :raises ValidationFailed: the provider rejected the data.
     :raises StaleVersion: the record changed since ``base``.

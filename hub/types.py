@@ -589,15 +589,17 @@ class WebhookRejected(HubError):
     status = 401
 
 
-def signed_unix_time(text: str | None) -> int:
+def signed_unix_time(text: str | None, *, milliseconds: bool = False) -> int:
     """The Unix time (seconds) a delivery's signature header carries, read
     safely: ``str.isdigit`` alone takes "²", and ``int`` refuses it, or
     thousands of digits; either, raised from ``verify_webhook``, would be
-    logged as the plugin crashing on every forged delivery.
+    logged as the plugin crashing on every forged delivery. With
+    ``milliseconds`` the header counts milliseconds (HubSpot's
+    ``X-HubSpot-Request-Timestamp``); still seconds are returned.
 
-    :raises WebhookRejected: not 1 to 12 ASCII digits.
+    :raises WebhookRejected: not 1 to 12 ASCII digits (15 in milliseconds).
     """
     text = (text or "").strip()
-    if not (0 < len(text) <= 12 and text.isascii() and text.isdigit()):
+    if not (0 < len(text) <= (15 if milliseconds else 12) and text.isascii() and text.isdigit()):
         raise WebhookRejected("missing or malformed signature timestamp")
-    return int(text)
+    return int(text) // 1000 if milliseconds else int(text)

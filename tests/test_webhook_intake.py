@@ -104,3 +104,18 @@ def test_hook_verify_app_webhook(settings, caplog):
     # A connection that has the account verifies it itself: the app signature does not stand in.
     make_connection(hub, "ledger", {"api_key": "k"}, webhook_key="acct_here")
     assert answer(hub, {"account": "acct_here"}, {"X-App-Signature": "app-secret"})[:2] == (401, "webhook_rejected")
+
+
+def test_a_signature_time_is_read_in_seconds_or_milliseconds_and_junk_is_refused():
+    """HubSpot stamps milliseconds (13 digits): refused as malformed, a plugin wrote its own reader."""
+    import pytest
+
+    from hub.types import WebhookRejected, signed_unix_time
+
+    assert signed_unix_time(" 1700000000 ") == 1700000000
+    assert signed_unix_time("1700000000123", milliseconds=True) == 1700000000
+    for junk in ("", None, "²", "17000000001234", "1" * 1000, "-5", "1e9"):
+        with pytest.raises(WebhookRejected):
+            signed_unix_time(junk)
+    with pytest.raises(WebhookRejected):
+        signed_unix_time("1" * 16, milliseconds=True)
