@@ -73,6 +73,21 @@ class _Refusals:
         """Seconds the provider still refuses calls for (0: none)."""
         return max(0.0, self.refused_until - time.monotonic())
 
+    #: 429s met since the last warning about them, and when that was (see :meth:`throttled`).
+    unreported = 0
+    reported_at = -math.inf
+
+    def throttled(self) -> int:
+        """Count a 429 met; the 429s to warn about now (0: warned less than
+        a minute ago): operators see them at the default log level, at most
+        once a minute per limit, however many a storm brings."""
+        self.unreported += 1
+        now = time.monotonic()
+        if now - self.reported_at < 60:
+            return 0
+        count, self.unreported, self.reported_at = self.unreported, 0, now
+        return count
+
 
 #: How fast a pace slowed by 429s comes back on its own: it doubles in this many seconds.
 REGAIN_DOUBLING_SECONDS = 1.0
@@ -569,6 +584,12 @@ class ProviderHTTP:
             retry = status in retry_statuses and (status == 429 or idempotent)
             # The limit a 429 is about: the one the provider names, else the endpoint's, else the connection's.
             met = endpoint_limiter or self.limiter
+            if status == 429 and self.limiter and (count := self.limiter.throttled()):
+                log.warning("the provider refused %d call(s) with 429 (rate limited) in the last minute, the "
+                            "last one %s %s: the hub slows down and retries. Many mean calls above the "
+                            "provider's limit: other hub processes or apps sharing the account's budget, or "
+                            "a declared rate above the account's plan (HUB_<PROVIDER>_REQUESTS_PER_SECOND)",
+                            count, method, _path(url))
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
                 if status == 429 and self._describe_error and (asked is None or any(l.name for l, _ in limits)):

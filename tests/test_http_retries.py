@@ -94,6 +94,19 @@ def test_a_429_storm_the_provider_paces_is_waited_out_not_counted_as_failures(tm
     assert isinstance(outcome, httpx.Response) and outcome.status_code == 200 and len(seen) == 13
 
 
+def test_a_429_storm_is_told_to_the_operator_once_not_at_every_429(tmp_path, caplog):
+    """429s were logged at INFO only: an operator running several processes over one
+    account's budget saw nothing at the default level (the multi-process exercise)."""
+    import logging
+
+    storm = [status(429, **{"Retry-After": "0.01"})] * 12 + [status(200)]
+    with caplog.at_level(logging.WARNING, logger="hub.http"):
+        outcome, seen = call(tmp_path, storm, method="GET")
+    assert outcome.status_code == 200 and len(seen) == 13
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "refused 1 call(s) with 429" in warnings[0], warnings
+
+
 def test_no_request_goes_on_past_the_deadline(tmp_path):
     outcome, seen = call(tmp_path, [status(503, **{"Retry-After": "0.2"})] * 10, method="GET", deadline=0.5)
     assert isinstance(outcome, ProviderUnavailable) and 2 <= len(seen) <= 4
