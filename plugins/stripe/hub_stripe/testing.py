@@ -191,7 +191,9 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
     reaches: ``account_id`` (a rolled key of the same account) or another,
     which has data of its own (``app.state.stores[account]``, empty at first).
 
-    :param rate: requests per second the token bucket allows (Stripe test mode: 25).
+    :param rate: requests per second the token bucket of each account allows
+        (Stripe test mode: 25); ``app.state.limiters`` has them by account,
+        ``app.state.limiter`` the main account's.
     :param burst: the bucket's size (default: ``rate``).
     :param tolerance: fraction of a request the bucket may overflow by before
         refusing, absorbing the loopback timing jitter between the hub's
@@ -212,7 +214,10 @@ def create_app(*, api_key: str = API_KEY, rate: float = 25, burst: int | None = 
         state.stores.setdefault(other, Store(seed=random_seed + len(state.stores), account_id=other))
     state.checker = RequestChecker() if validate else None
     load_spec()
-    state.limiter = TokenBucketLimit(capacity=(burst or max(1, int(rate))) + tolerance, leak_per_second=rate)
+    # Stripe limits each account: a bucket per account, the main account's as state.limiter.
+    state.bucket_size, state.rate = (burst or max(1, int(rate))) + tolerance, rate
+    state.limiter = TokenBucketLimit(capacity=state.bucket_size, leak_per_second=rate)
+    state.limiters = {account_id: state.limiter}
     state.requests = 0
     state.rate_limited = 0
     state.validation_errors = 0
@@ -255,7 +260,11 @@ def handle(app: FastAPI, method: str, path: str, query: str, body: bytes,
             raise StripeError(403, f"The provided key 'rk_test_***{state.api_key[-4:]}' does not have the required "
                                    f"permissions for this endpoint on account '{store.id}'. Having the "
                                    f"'rak_{resource}_read' permission would allow this request to continue.")
-        if not state.limiter.hit().allowed:
+        limiter = state.limiters.get(store.id)
+        if limiter is None:
+            limiter = state.limiters[store.id] = TokenBucketLimit(capacity=state.bucket_size,
+                                                                  leak_per_second=state.rate)
+        if not limiter.hit().allowed:
             state.rate_limited += 1
             out["Stripe-Rate-Limited-Reason"] = "global-rate"
             raise StripeError(429, "Too many requests hit the API too quickly. We recommend an exponential "

@@ -211,6 +211,20 @@ def test_rate_limit_answers_429_like_stripe(serve_app):
     assert app.state.rate_limited == len(limited) and app.state.limiter.allowed == 2
 
 
+def test_each_account_has_its_own_rate_limit(serve_app):
+    """Stripe limits each account: another account's calls did not count against
+    the first's in one bucket for every key (a multi-process exercise found it)."""
+    app = create_app(rate=2, burst=2, tolerance=0, keys={"sk_test_rolled": "acct_1Fake", "sk_test_other": "acct_2"})
+    url = serve_app(app)
+    with httpx.Client(base_url=url, headers=HEADERS) as main, \
+            httpx.Client(base_url=url, headers={"Authorization": "Bearer sk_test_rolled"}) as rolled, \
+            httpx.Client(base_url=url, headers={"Authorization": "Bearer sk_test_other"}) as other:
+        assert [main.get("/v1/balance").status_code for _ in range(2)] == [200, 200]
+        assert rolled.get("/v1/balance").status_code == 429  # the same account's bucket
+        assert [other.get("/v1/balance").status_code for _ in range(2)] == [200, 200]
+    assert set(app.state.limiters) == {"acct_1Fake", "acct_2"}
+
+
 def test_changes_are_recorded_as_events(stripe):
     client, app = stripe
     customer = post(client, "/v1/customers", {"email": "e@example.com"}).json()
