@@ -26,6 +26,10 @@ class ProviderContext:
     - ``webhook_url``: the hub's public URL for this provider's webhook
       deliveries (with ``?connection_id=`` when there is a connection), for
       plugins that hand it to the provider (Plaid Link tokens, subscriptions).
+    - ``account``: the provider-side account of the connection, as deliveries
+      are routed by it: its ``webhook_key``, else the ``account`` its test
+      named (``None`` before either is known). A ``verify_webhook`` of a
+      delivery batching several accounts keeps the events of this one.
     """
 
     provider: ProviderInfo
@@ -36,6 +40,7 @@ class ProviderContext:
     connection_id: str | None = None
     webhook_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    account: str | None = None
 
     def url(self, name: str = "api", path: str = "", **values: Any) -> str:
         """The provider URL ``name`` from ``ProviderInfo.urls``, formatted with

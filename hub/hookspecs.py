@@ -503,15 +503,18 @@ def webhook_connection_key(request: WebhookRequest) -> str | list[str] | None:
 
     Read the provider-side identity the delivery carries (Shopify's
     ``X-Shopify-Shop-Domain``, Plaid's ``item_id``, Stripe's ``account``). The
-    core finds the connection whose ``webhook_key`` equals it, then calls
-    ``verify_webhook`` with that connection's context. The core routes
-    deliveries whose URL carries ``?connection_id=`` without this hook.
+    core finds the connection whose ``webhook_key`` equals it, or, for a
+    connection without one (made from a typed API key), whose
+    ``provider_account`` does: the ``account`` its ``test_connection``
+    named (HubSpot's portal id). It then calls ``verify_webhook`` with that
+    connection's context. The core routes deliveries whose URL carries
+    ``?connection_id=`` without this hook.
 
     A delivery batching several accounts (QuickBooks' notifications of
     several companies, HubSpot's of several portals) returns them all (at
     most 100): each connection among them verifies the delivery, and its
     ``verify_webhook`` returns only the events of its own account
-    (``ctx.config``); accounts no connection has are passed over.
+    (``ctx.account``); accounts no connection has are passed over.
 
     :returns: the key, the keys, or ``None`` when the delivery names none.
     """

@@ -188,6 +188,7 @@ class Hub:
             http=None,  # type: ignore[arg-type]
             connection_id=connection.id,
             webhook_url=self.webhook_url(provider.name, connection.id),
+            account=connection.webhook_key or connection.provider_account,
         )
         ctx.extra["token_expires_at"] = connection.token_expires_at
         ctx.http = self._http(provider, connection.id, ctx, connection=connection)

@@ -249,3 +249,49 @@ def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them
     with hub.session() as session:
         stored = {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
     assert stored == {(connections["acct_a"].id, "e1"), (connections["acct_b"].id, "e2")}
+
+
+def test_a_delivery_reaches_a_connection_by_the_account_its_test_named(settings):
+    """A connection made from a typed API key has no webhook_key: a delivery naming
+    its account (HubSpot's portalId) was refused, unless the user typed the account
+    into a config field too (the HubSpot exercise). Its test named the account."""
+    import json as json_module
+    from datetime import datetime, timezone
+
+    from hub import hookimpl
+    from hub.services.webhooks import receive
+    from hub.types import WebhookEvent as Event
+    from hub.types import WebhookRequest
+    from tests.sync_support import Ledger, ledger_hub, make_connection, run
+
+    class Portals(Ledger):
+        @hookimpl
+        def webhook_connection_key(self, request):
+            return [entry["portal"] for entry in json_module.loads(request.body)]
+
+        @hookimpl
+        def verify_webhook(self, ctx, request):
+            return [Event(dedup_key=entry["id"], type="item.updated", entity="items", action="updated",
+                          record_id=entry["item"], occurred_at=datetime.now(timezone.utc))
+                    for entry in json_module.loads(request.body) if entry["portal"] == ctx.account]
+
+    hub = ledger_hub(settings, Portals())
+    tested = make_connection(hub, "ledger", {"api_key": "k"}, org_name="a", provider_account="4242")
+    keyed = make_connection(hub, "ledger", {"api_key": "k"}, org_name="b", webhook_key="77",
+                            provider_account="other")
+    make_connection(hub, "ledger", {"api_key": "k"}, org_name="c", webhook_key="5", provider_account="9")
+    body = json_module.dumps([{"portal": "4242", "id": "e1", "item": "it_1"},
+                              {"portal": "77", "id": "e2", "item": "it_2"},
+                              {"portal": "9", "id": "e3", "item": "it_3"}]).encode()
+
+    async def deliver():
+        try:
+            return await receive(hub, hub.provider("ledger"), WebhookRequest(headers={}, body=body))
+        finally:
+            await hub.close()
+
+    result = run(deliver())
+    assert sorted(result.accepted) == ["e1", "e2"]  # (a connection keyed otherwise is not found by its account)
+    with hub.session() as session:
+        stored = {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
+    assert stored == {(tested.id, "e1"), (keyed.id, "e2")}

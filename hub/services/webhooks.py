@@ -69,15 +69,19 @@ def find_connections(hub: Hub, provider: Provider, connection_id: str | None,
     """The connection a delivery names, or every connection of its
     provider-side accounts (``key``, or several: a batch of several
     companies): two organizations may connect one shop, and an app-level
-    delivery (an uninstall) concerns both. Accounts no connection has are
-    passed over."""
+    delivery (an uninstall) concerns both. A connection is found by its
+    ``webhook_key``, or, having none, by its ``provider_account``. Accounts
+    no connection has are passed over."""
     keys = [key] if isinstance(key, str) else list(key or [])
     with hub.session() as session:
         query = select(Connection).where(Connection.provider == provider.name)
         if connection_id:
             query = query.where(Connection.id == connection_id)
         elif keys:
-            query = query.where(Connection.webhook_key.in_(keys))
+            # By the account deliveries carry, else by the one the connection's test named (a
+            # provider whose connections are made from a typed key: HubSpot's portal, Xero's tenant).
+            query = query.where(sa.or_(Connection.webhook_key.in_(keys), sa.and_(
+                Connection.webhook_key.is_(None), Connection.provider_account.in_(keys))))
         else:
             raise UnknownConnection("the delivery does not say which connection it belongs to")
         connections = list(session.exec(query.order_by(Connection.created_at)))
