@@ -485,9 +485,24 @@ async def create_record(ctx, entity, data):
     return read_json(await ctx.http.post(ctx.url("api", path=f"/{resource}.json"), json={key: data}), key)
 
 
+#: Variants of one product the REST Admin API shows; a product may have up to 2,048 (the rest
+#: only GraphQL shows), and an update naming variants keeps only those it names.
+REST_VARIANTS = 100
+
+
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     path, key = _record_path(entity, record_id, write=True)
+    if entity == "products" and "variants" in data:
+        count = read_json(await ctx.http.get(ctx.url("api", path=f"/products/{record_id}/variants/count.json")),
+                          "count")
+        if isinstance(count, int) and count > REST_VARIANTS:
+            # Sent, the variants the hub cannot see would be deleted at Shopify.
+            raise ValidationFailed(
+                f"this product has {count} variants, and Shopify's REST API, which the hub uses, shows "
+                f"{REST_VARIANTS}: changing its variants here would delete the others at Shopify. Change its "
+                f"variants in Shopify, or leave variants out of the change", code="too_many_variants",
+                fields=["variants"])
     return read_json(await ctx.http.put(ctx.url("api", path=path), json={key: {**data, "id": int(record_id)}}), key)
 
 

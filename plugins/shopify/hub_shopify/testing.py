@@ -503,6 +503,18 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 OFFLINE_TOKEN = "urn:shopify:params:oauth:token-type:offline-access-token"
 
 
+#: Variants of one product the REST Admin API shows (a product may have up to 2,048 since 2024:
+#: the others only GraphQL shows). A product update naming its variants keeps those it names.
+REST_VARIANTS = 100
+
+
+def rest_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as the REST Admin API answers it: a product's first 100 variants only."""
+    if len(row.get("variants") or []) > REST_VARIANTS and "title" in row:
+        return {**row, "variants": row["variants"][:REST_VARIANTS]}
+    return row
+
+
 def issue_token(app: FastAPI, ttl: int | None = None) -> str:
     """An access token the fake accepts, without the OAuth dance."""
     token = "shpat_" + secrets.token_hex(16)
@@ -772,7 +784,12 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
     @app.get("/admin/api/{version}/{resource}/{record_id}.json")
     async def get(version: str, resource: str, record_id: str):
         row = store.tables[resource].get(record_id) if resource in RESOURCES else None
-        return {RESOURCES[resource]: row} if row else not_found()
+        return {RESOURCES[resource]: rest_view(row)} if row else not_found()
+
+    @app.get("/admin/api/{version}/products/{product_id}/variants/count.json")
+    async def variant_count(version: str, product_id: str):
+        row = store.tables["products"].get(product_id)
+        return {"count": len(row.get("variants") or [])} if row else not_found()
 
     @app.put("/admin/api/{version}/{resource}/{record_id}.json")
     async def update(request: Request, version: str, resource: str, record_id: str):
@@ -793,7 +810,7 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         if resource == "orders" and "shipping_address" in data:
             row["shipping_address"] = order_address(data["shipping_address"])
         row["updated_at"] = now()
-        return {RESOURCES[resource]: row}
+        return {RESOURCES[resource]: rest_view(row)}
 
     @app.delete("/admin/api/{version}/{resource}/{record_id}.json")
     async def delete(version: str, resource: str, record_id: str):
@@ -922,7 +939,7 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
             page = before[-limit:]
             has_next, has_prev = True, len(before) > limit
         fields = [f for f in query.get("fields", "").split(",") if f]
-        body = [{k: r[k] for k in fields if k in r} if fields else r for r in page]
+        body = [{k: r[k] for k in fields if k in r} if fields else r for r in map(rest_view, page)]
         links = []
         for rel, wanted, anchor in (("previous", has_prev, page[:1]), ("next", has_next, page[-1:])):
             if wanted and anchor:

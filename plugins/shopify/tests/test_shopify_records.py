@@ -228,3 +228,26 @@ def test_an_order_update_changing_what_shopify_sets_at_creation_only_is_refused(
     whole = shopify.get(f"{url}/{order['id']}").json()["record"]  # read, changed, written back whole
     rewritten = shopify.put(f"{url}/{order['id']}", {"data": {**whole, "note": "gift wrap"}})
     assert rewritten.status_code == 200 and rewritten.json()["record"]["note"] == "gift wrap", rewritten.text
+
+
+def test_variants_of_a_product_with_more_than_the_rest_api_shows_are_not_written(shopify):
+    """Shopify's REST API shows 100 variants of a product that may have 2,048; an update
+    naming variants keeps only those it names: the others would be deleted at Shopify."""
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    store = shopify.shop.state.store
+    big = store.add_product({"title": "Many sizes", "variants": [{"title": f"S{i}", "price": "1.00"}
+                                                                 for i in range(150)]})
+    shown = shopify.get(f"{url}/{big['id']}").json()["record"]
+    assert len(shown["variants"]) == 100  # (as Shopify's REST API answers)
+    variants = [{**shown["variants"][0], "price": "2.00"}, *shown["variants"][1:]]
+    refused = shopify.put(f"{url}/{big['id']}", {"data": {"variants": variants}})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "too_many_variants" and "150 variants" in refused.json()["error"]
+    assert len(store.tables["products"].get(str(big["id"]))["variants"]) == 150  # nothing deleted
+    assert shopify.put(f"{url}/{big['id']}", {"data": {"title": "Many sizes 2"}}).status_code == 200
+    small = store.add_product({"title": "Two sizes", "variants": [{"title": "S", "price": "1.00"},
+                                                                  {"title": "M", "price": "1.00"}]})
+    two = shopify.get(f"{url}/{small['id']}").json()["record"]["variants"]
+    changed = shopify.put(f"{url}/{small['id']}", {"data": {"variants": [{**two[0], "price": "3.00"}, two[1]]}})
+    assert changed.status_code == 200 and changed.json()["record"]["variants"][0]["price"] == "3.00"
