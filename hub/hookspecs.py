@@ -435,7 +435,9 @@ def delete_record(ctx: ProviderContext, entity: str, record_id: str, base: dict[
         bring it back), and the API answers it as ``record``. (A provider's
         deletion answer passed on, ``{"id": ..., "deleted": true}``, counts as
         ``True``.)
-    :raises NotFound: no such record.
+    :raises NotFound: no such record, where the provider says so. A provider
+        whose deletion answers success for any id (HubSpot's archive) needs
+        no extra call to tell: the record is gone either way.
     :raises StaleVersion: the record changed since ``base``.
     """
 
@@ -452,8 +454,12 @@ def run_action(ctx: ProviderContext, action: str, params: dict[str, Any]) -> dic
 
 
 @hookspec(firstresult=True)
-def describe_error(response: httpx.Response) -> HubError | ErrorDescription | str | None:
+def describe_error(response: httpx.Response, ctx: ProviderContext) -> HubError | ErrorDescription | str | None:
     """Read the provider's error body of a failed response.
+
+    ``ctx`` is the context of the call that got it (name it only if the
+    reading needs the connection: the account's time zone, which HubSpot's
+    daily limit resets at midnight of).
 
     Called by ``ctx.http`` for every response with status >= 400 after the
     core's retries, and for a 429 without ``Retry-After`` before each retry

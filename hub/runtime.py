@@ -207,7 +207,7 @@ class Hub:
 
         async def describe(response: httpx.Response) -> Any:
             if provider.implements("describe_error"):
-                return await provider.call("describe_error", response=response)
+                return await provider.call("describe_error", response=response, ctx=ctx)
             return None
 
         async def refresh() -> bool:

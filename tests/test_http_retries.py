@@ -107,6 +107,20 @@ def test_a_429_storm_is_told_to_the_operator_once_not_at_every_429(tmp_path, cap
     assert len(warnings) == 1 and "refused 1 call(s) with 429" in warnings[0], warnings
 
 
+def test_describe_error_may_read_the_connection_it_answers_for(tmp_path):
+    """HubSpot's daily limit resets at midnight in the portal's time zone, which only the
+    connection knows: describe_error had the response alone (the HubSpot exercise)."""
+    seen_connections = []
+
+    def describe_error(response, ctx):
+        seen_connections.append(ctx.connection_id)
+        return RateLimited("the portal's day is used up", retry_after=3600.0)
+
+    outcome, seen = call(tmp_path, [status(429)] * 3, method="GET", hooks={"describe_error": describe_error})
+    assert isinstance(outcome, RateLimited) and outcome.retry_after == 3600.0 and len(seen) == 1
+    assert seen_connections and set(seen_connections) == {"c1"}
+
+
 def test_no_request_goes_on_past_the_deadline(tmp_path):
     outcome, seen = call(tmp_path, [status(503, **{"Retry-After": "0.2"})] * 10, method="GET", deadline=0.5)
     assert isinstance(outcome, ProviderUnavailable) and 2 <= len(seen) <= 4
