@@ -89,10 +89,6 @@ class _Refusals:
         return count
 
 
-#: How fast a pace slowed by 429s comes back on its own: it doubles in this many seconds.
-REGAIN_DOUBLING_SECONDS = 1.0
-
-
 class TokenBucket(_Refusals):
     """Client-side rate limiter: ``burst`` tokens, refilled at ``rate`` per second.
 
@@ -108,23 +104,11 @@ class TokenBucket(_Refusals):
         self.tokens = float(self.capacity)
         self.updated = time.monotonic()
         self.blocked_until = 0.0
-        #: The pace the last 429 left (see :meth:`_regain`).
-        self.slowed_rate = self.rate
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
-        self._regain(now)
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-
-    def _regain(self, now: float) -> None:
-        """A pace slowed by 429s doubles back every :data:`REGAIN_DOUBLING_SECONDS`
-        without one, whatever the answers: at a sixteenth of its rate, the
-        twentieth a success gives back took a quarter of a minute of crawling
-        after the other processes sharing the provider's budget had stopped."""
-        if self.rate < self.declared_rate and now > self.blocked_until:
-            regained = self.slowed_rate * 2 ** min(10.0, (now - self.blocked_until) / REGAIN_DOUBLING_SECONDS)
-            self.rate = min(self.declared_rate, max(self.rate, regained))
 
     async def acquire(self, deadline: float = math.inf) -> int | None:
         """Wait for a token (the caller bounds the wait by its deadline)."""
@@ -164,9 +148,8 @@ class TokenBucket(_Refusals):
         for a bigger plan, say), so the next ones do not follow at once. The
         429s of requests sent together (met while already paused) halve it once."""
         now = time.monotonic()
-        self._refill(now)
         if now >= self.blocked_until:
-            self.rate = self.slowed_rate = max(self.declared_rate / 64, self.rate / 2)
+            self.rate = max(self.declared_rate / 64, self.rate / 2)
         self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0
 

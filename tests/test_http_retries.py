@@ -215,26 +215,6 @@ def test_a_pace_slowed_by_429s_recovers_and_a_burst_of_them_halves_it_once():
     assert bucket.rate == bucket.declared_rate
 
 
-def test_a_pace_slowed_by_429s_comes_back_with_time_not_only_with_answers():
-    """Four 429s left a process at a sixteenth of its rate, crawling for a quarter of a
-    minute after the others sharing the provider's budget had stopped (a multi-process
-    exercise): each success gave back a twentieth, and at that pace successes were rare."""
-    from hub.http import REGAIN_DOUBLING_SECONDS, TokenBucket
-
-    bucket = TokenBucket(rate=64, burst=10)
-    for _ in range(4):
-        bucket.pause(0)  # four separate 429s
-        bucket.blocked_until = ended = time.monotonic()
-    assert abs(bucket.rate - bucket.declared_rate / 16) < bucket.declared_rate * 0.01
-    bucket._refill(ended + 2 * REGAIN_DOUBLING_SECONDS)
-    assert abs(bucket.rate - bucket.declared_rate / 4) < bucket.declared_rate * 0.01  # doubled twice
-    bucket._refill(ended + 4 * REGAIN_DOUBLING_SECONDS + 0.1)
-    assert bucket.rate == bucket.declared_rate
-    bucket.pause(30)  # not while the provider asked to wait
-    bucket._refill(time.monotonic() + 10)
-    assert bucket.rate == bucket.declared_rate / 2
-
-
 def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_path):
     """Waiting for the bucket ignored the deadline; the call then failed as
     "no answer; it may have applied the POST" though nothing was sent."""
