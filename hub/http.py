@@ -207,11 +207,14 @@ class WindowCount(_Refusals):
         if self.guessed:
             self.guessed = {dated for dated in self.guessed if dated > now - self.window}
 
-    def waits_on_a_guess(self) -> bool:
-        """Whether the place a call waits for is held by a call the provider
-        counted and this hub did not send (its date a guess)."""
+    def guess_wait(self) -> float:
+        """Seconds until the place a call waits for frees, when a call the
+        provider counted and this hub did not send holds it (its date a
+        guess); 0 when none does."""
         over = len(self.sent) + self.in_flight - self.capacity
-        return bool(self.guessed) and 0 <= over < len(self.sent) and self.sent[over] in self.guessed
+        if self.guessed and 0 <= over < len(self.sent) and self.sent[over] in self.guessed:
+            return max(0.0, self.sent[over] + self.window - time.monotonic())
+        return 0.0
 
     def wait_needed(self) -> float:
         """Seconds until a request may go: 0 now, ``inf`` when only an answer
@@ -232,11 +235,13 @@ class WindowCount(_Refusals):
         to give with what its answer says (:meth:`observe_remaining`)."""
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
-                if time.monotonic() + wait > deadline or (self.waits_on_a_guess() and wait >= self.blocked_until
+                guessed = self.guess_wait()
+                if time.monotonic() + wait > deadline or (guessed and guessed >= self.blocked_until
                                                           - time.monotonic()):
                     # (An answer under way, inf, may free one sooner.) Not waited on either: a place a
-                    # guess holds (the provider said none was left of its day): the call would go
-                    # after a minute only to be refused, and its caller would have waited for nothing.
+                    # guess holds (the provider said none was left of its day), unless a 429's pause
+                    # lasts longer: the call would go after a minute only to be refused, and its
+                    # caller would have waited for nothing.
                     if not math.isinf(wait):
                         raise WindowFull(self, wait)
                 self._answered.clear()
@@ -267,7 +272,8 @@ class WindowCount(_Refusals):
         not send (other processes', this one's before a restart) count as
         sent now, though for a minute at most in a window longer than five
         (a day): when they were sent is unknown, so a call then asks again
-        (its answer tells what is left, or a 429 how long to wait). Meanwhile
+        (its answer tells what is left, or a 429 how long to wait); calls under
+        way are not among them there (they are dated when answered). Meanwhile
         a call needing one of those places fails at once rather than waiting
         that minute (:class:`WindowFull`). Requests
         under way count on top of its figure: the provider may not have seen
@@ -283,11 +289,18 @@ class WindowCount(_Refusals):
             self.observed = ticket
         while len(self.sent) > wanted:
             self.sent.popleft()
-        if len(self.sent) < wanted:
-            dated = now if self.window <= UNKNOWN_CALLS_RECHECKED * 5 else now - self.window + UNKNOWN_CALLS_RECHECKED
-            if dated != now:
+        missing = wanted - len(self.sent)
+        if missing > 0 and self.window <= UNKNOWN_CALLS_RECHECKED * 5:
+            self.sent = deque(sorted([*self.sent, *[now] * missing]))
+        elif missing > 0:
+            # The provider counts a call when it arrives: calls under way may be among those it
+            # counted, and are dated when answered. Only the rest are calls this hub did not send,
+            # their date a guess (counted twice, this hub's own calls refused calls it had room for).
+            missing -= self.in_flight
+            if missing > 0:
+                dated = now - self.window + UNKNOWN_CALLS_RECHECKED
                 self.guessed.add(dated)
-            self.sent = deque(sorted([*self.sent, *[dated] * (wanted - len(self.sent))]))
+                self.sent = deque(sorted([*self.sent, *[dated] * missing]))
         self._answered.set()
 
     def observe_usage(self, used: float, limit: float, ticket: int | None = None) -> None:

@@ -356,6 +356,52 @@ def test_calls_the_hub_did_not_send_hold_a_long_window_for_a_minute_then_it_asks
     assert window.wait_needed() == 0 and len(window.sent) == 1000
 
 
+def test_this_hubs_own_calls_under_way_are_not_taken_for_calls_it_did_not_send():
+    """Five calls sent at once, the provider counting them on arrival: the first answer's
+    figure counted the other four, which were then taken for other processes' calls too,
+    and the next call was refused though the provider had room. (A review found it.)"""
+    async def run() -> None:
+        window = WindowCount(10, 3600, learns=True)
+        for left in (9, 8):
+            ticket = await window.acquire()
+            window.done()
+            window.observe_remaining(left, ticket)
+        tickets = [await window.acquire() for _ in range(5)]
+        window.done()
+        window.observe_remaining(3, tickets[-1])  # the last sent answers first: 7 used, 3 left
+        for ticket, left in zip(tickets[:-1], (7, 6, 5, 4)):  # the others, older figures
+            window.done()
+            window.observe_remaining(left, ticket)
+        assert len(window.sent) == 7 and not window.guessed
+        for _ in range(3):
+            await window.acquire(deadline=time.monotonic() + 90)
+            window.done()
+        with pytest.raises(WindowFull):
+            await window.acquire(deadline=time.monotonic() + 90)  # (ten in the hour: refused, unsent)
+
+    asyncio.run(run())
+
+
+def test_a_pause_longer_than_the_guessed_places_hold_is_waited_for(monkeypatch):
+    """A 429 asked for longer than the provider-counted places are held: the pause binds,
+    and a call within its deadline waits for it instead of failing. (A review found it.)"""
+    import hub.http
+
+    monkeypatch.setattr(hub.http, "UNKNOWN_CALLS_RECHECKED", 0.1)
+
+    async def run() -> None:
+        window = WindowCount(5, 86400)
+        ticket = await window.acquire()
+        window.done()
+        window.observe_remaining(0, ticket)
+        window.pause(0.5)
+        started = time.monotonic()
+        await window.acquire(deadline=time.monotonic() + 5)
+        assert time.monotonic() - started >= 0.45
+
+    asyncio.run(run())
+
+
 def test_a_call_needing_a_place_the_provider_said_was_used_is_refused_at_once_not_after_a_minute():
     """The provider said none of its day was left (HubSpot's daily remaining 0): a call
     waited the minute those calls are held, then went out only to be refused."""
