@@ -332,8 +332,11 @@ def list_records(
         parameters of the records API other than its own). An implementation
         that does not name ``filters`` takes none: the core refuses a list
         asked with some (``filters_not_supported``) rather than answer it
-        unfiltered. One that names it refuses a filter the provider does not
-        know (``ValidationFailed``), for the same reason.
+        unfiltered. One that names it declares the entity's filters
+        (``EntitySchema.filters``: the core refuses others, ``unknown_filter``),
+        or refuses a filter the provider does not know itself
+        (``ValidationFailed``), for the same reason: a provider ignoring it
+        (Shopify does) would answer an unfiltered list as if filtered.
     :param since: only records modified (or, where the provider can only
         filter on creation, created) at or after this time; ``None`` for all.
         Always timezone-aware UTC, from 1970 on (the core refuses others).

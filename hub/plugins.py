@@ -392,11 +392,16 @@ def _endpoint_problem(endpoint: Any) -> str | None:
 def schema_problems(schema: EntitySchema) -> list[str]:
     """What makes an entity's schema unusable: with fields declared, an id or
     updated field not among them, a field type the hub does not know,
-    sub-fields of a field that holds no object."""
-    if not schema.fields:
-        return []
-    names = [f.name for f in schema.fields]
+    sub-fields of a field that holds no object; filters that are not a
+    tuple of names, or name a parameter of the list itself."""
     problems = []
+    if schema.filters is not None and (not isinstance(schema.filters, (tuple, list)) or not all(
+            isinstance(name, str) and name and name not in ("cursor", "limit", "since") for name in schema.filters)):
+        problems.append(f"its filters {schema.filters!r} must be a tuple of filter names (not cursor, limit or "
+                        f"since, which the list takes itself)")
+    if not schema.fields:
+        return problems
+    names = [f.name for f in schema.fields]
     if schema.id_field not in names:
         problems.append(f"its id_field {schema.id_field!r} is not among its fields {names}: add it, or set "
                         f"id_field to the field that holds the provider's id")

@@ -132,6 +132,12 @@ class EntitySchema:
     (of the page it keeps a while, else calling the hook again as it first
     did), and the conformance
     suite takes such pages. Sync takes whole pages either way.
+    ``filters``: the names of the filters ``list_records`` takes for this
+    entity (the provider's own query parameters: Shopify's ``vendor``); the
+    core refuses a list asked with another (``unknown_filter``) before
+    calling the plugin, rather than a provider ignoring it (Shopify does)
+    answering an unfiltered list as if filtered. ``None``: not declared, the
+    plugin checks them. The catalog shows them.
     """
 
     name: str
@@ -148,6 +154,7 @@ class EntitySchema:
     listed_for_days: int | None = None
     created_field: str | None = None
     fixed_page_size: int | None = None
+    filters: tuple[str, ...] | None = None
 
     @property
     def readonly(self) -> bool:
@@ -179,6 +186,7 @@ class EntitySchema:
             "since_on_creation": self.since_on_creation,
             "listed_for_days": self.listed_for_days,
             "fixed_page_size": self.fixed_page_size,
+            "filters": list(self.filters) if self.filters is not None else None,
             "readonly": self.readonly,
             "fields": [f.public() for f in self.fields],
         }

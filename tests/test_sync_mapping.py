@@ -420,3 +420,13 @@ def test_an_amount_the_provider_holds_as_text_goes_back_as_text_with_its_decimal
     assert m.to_provider({"total_value": "1e3"}, raw=held) == {"total": "1000.00"}
     assert m.to_provider({"total_value": 21.555}, raw=held) == {"total": "21.555"}  # finer: as it is
     assert m.to_provider({"total_value": 21.5}, raw={"total": 19.99}) == {"total": 21.5}  # a number stays one
+
+
+def test_an_entitys_filters_are_checked_when_the_plugin_loads():
+    from hub.plugins import schema_problems
+
+    assert schema_problems(EntitySchema("things", "Things", filters=("vendor", "status"))) == []
+    assert schema_problems(EntitySchema("things", "Things", filters=())) == []
+    for wrong in ("vendor", ("limit",), ("vendor", 3), ("",)):
+        [problem] = schema_problems(EntitySchema("things", "Things", filters=wrong))
+        assert "filters" in problem

@@ -73,6 +73,9 @@ class EntityOut(BaseModel):
         "The provider's pages hold up to that many records whatever is asked: a listing with a smaller `limit` "
         "is handed out in slices (of a page the hub keeps a while, else fetched again: ask a `limit` at least "
         "this large)."))
+    filters: list[str] | None = Field(default=None, description=(
+        "The filters a listing of this entity takes (query parameters besides `cursor`, `limit` and `since`); "
+        "another is refused (`unknown_filter`). Null: not declared by the plugin."))
     readonly: bool
     fields: list[FieldOut]
 

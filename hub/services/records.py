@@ -80,6 +80,7 @@ class RecordService:
         rather than ignored (an unfiltered list would look filtered).
 
         :raises ValidationFailed: ``invalid_cursor``, ``since_not_supported``,
+            ``unknown_filter`` (one the entity's schema does not declare),
             ``filters_not_supported`` (filters for a plugin whose
             ``list_records`` takes none).
         """
@@ -99,6 +100,12 @@ class RecordService:
                                        code="invalid_value")
         size = max(1, min(page_size, MAX_PAGE_SIZE))
         filters = filters or {}
+        unknown = sorted(set(filters) - set(schema.filters)) if filters and schema.filters is not None else []
+        if unknown:
+            # Passed on, a provider ignoring them (Shopify does) would answer an unfiltered list.
+            takes = ", ".join(schema.filters or ()) or "none"
+            raise ValidationFailed(f"{self.provider.name} lists {entity} without the filter(s) {', '.join(unknown)} "
+                                   f"(it takes: {takes})", code="unknown_filter", fields=unknown)
         if filters and not self.provider.takes("list_records", "filters"):
             # Passed on, they would be dropped: an unfiltered list would look filtered.
             names = ", ".join(sorted(filters))

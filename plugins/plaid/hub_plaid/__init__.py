@@ -134,9 +134,10 @@ ACCOUNT = _fields(account_id="string", name="string", official_name="string", ma
     _object("balances", available="number", current="number", limit="number", iso_currency_code="string",
             unofficial_currency_code="string", last_updated_datetime="datetime"),)
 SCHEMAS = [
-    EntitySchema("accounts", "Accounts", ACCOUNT, id_field="account_id",
+    # (Filters: what Plaid's calls take; another is refused rather than answered unfiltered.)
+    EntitySchema("accounts", "Accounts", ACCOUNT, id_field="account_id", filters=(),
                  description="The Item's accounts with cached balances (/accounts/get)."),
-    EntitySchema("balances", "Balances", ACCOUNT, id_field="account_id",
+    EntitySchema("balances", "Balances", ACCOUNT, id_field="account_id", filters=(),
                  description="The accounts with real-time balances (/accounts/balance/get)."),
     EntitySchema("transactions", "Transactions", _fields(
         transaction_id="string", account_id="string", amount="number", iso_currency_code="string",
@@ -149,12 +150,13 @@ SCHEMAS = [
                 version="string"),
         _object("location", address="string", city="string", region="string", postal_code="string",
                 country="string", lat="number", lon="number", store_number="string")),
-        id_field="transaction_id",
+        id_field="transaction_id", filters=(),
         description="Changes from /transactions/sync: added and modified records, removed ids as deletions."),
     EntitySchema("institutions", "Institutions", _fields(
         institution_id="string", name="string", products="array", country_codes="array",
         routing_numbers="array", oauth="boolean", url="string", primary_color="string", logo="string"),
-        id_field="institution_id", description="Institutions Plaid supports (/institutions/get)."),
+        id_field="institution_id", filters=("country_codes",),
+        description="Institutions Plaid supports (/institutions/get)."),
 ]
 
 ACTIONS = [

@@ -205,6 +205,17 @@ def test_accounts_balances_and_institutions(client, auth, fake, connection):
     assert unknown.status_code == 404 and "INVALID_INSTITUTION" in unknown.json()["error"]
 
 
+def test_a_filter_plaid_does_not_take_is_refused_not_answered_unfiltered(client, auth, fake, connection):
+    """?account_id= on transactions answered every transaction as if filtered (a review found it)."""
+    account_id = fake.item().accounts[0]["account_id"]
+    for entity in ("transactions", "accounts"):
+        refused = client.get(records_url(connection, entity), params={"account_id": account_id}, headers=auth)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "unknown_filter" and "account_id" in refused.json()["error"]
+    entity = client.get(f"/api/v1/integrations/providers/plaid/entities/institutions").json()["entity"]
+    assert entity["filters"] == ["country_codes"]
+
+
 @pytest.mark.parametrize("entity", ["accounts", "balances", "transactions", "institutions"])
 def test_writes_are_refused_as_read_only(client, auth, connection, entity):
     url = records_url(connection, entity)

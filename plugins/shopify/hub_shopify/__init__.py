@@ -97,9 +97,25 @@ INFO = ProviderInfo(
 #: Shopify lists the orders of the last 60 days to apps without read_all_orders: older ones age
 #: out of full passes rather than being taken for deleted.
 ORDERS_LISTED_FOR_DAYS = 60
+# The query parameters of each REST list (2025-01) a client may filter by: Shopify ignores
+# others, and would answer an unfiltered list as if filtered.
+_DATES = ("created_at_min", "created_at_max", "updated_at_min", "updated_at_max")
+_PUBLISHED = ("published_at_min", "published_at_max", "published_status")
+FILTERS = {
+    "products": ("ids", "since_id", "title", "vendor", "handle", "product_type", "status", "collection_id",
+                 *_DATES, *_PUBLISHED, "fields", "presentment_currencies"),
+    "orders": ("ids", "since_id", "name", "status", "financial_status", "fulfillment_status", *_DATES,
+               "processed_at_min", "processed_at_max", "attribution_app_id", "fields"),
+    "customers": ("ids", "since_id", *_DATES, "fields"),
+    "inventory_levels": ("inventory_item_ids", "location_ids", "updated_at_min"),
+    "fulfillments": ("order_id", "since_id", *_DATES, "fields"),
+    "collections": ("ids", "since_id", "title", "product_id", "handle", "updated_at_min", "updated_at_max",
+                    *_PUBLISHED, "fields"),
+    "locations": (),
+}
 SCHEMAS = [
     EntitySchema("products", "Products", PRODUCT_FIELDS, updated_field="updated_at", supports_create=True,
-                 supports_update=True, supports_delete=True, supports_since=True),
+                 supports_update=True, supports_delete=True, supports_since=True, filters=FILTERS["products"]),
     EntitySchema("orders", "Orders", ORDER_FIELDS,
                  description="All orders: open, closed and cancelled (status=any unless a status filter is given). "
                              "After its creation Shopify changes only an order's email, phone, note, note "
@@ -107,23 +123,25 @@ SCHEMAS = [
                              "edit). Shopify serves the last 60 days of orders to apps without its read_all_orders "
                              "scope, which Shopify grants on request.",
                  updated_field="updated_at", supports_create=True, supports_update=True, supports_delete=True,
-                 supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS, created_field="created_at"),
+                 supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS, created_field="created_at",
+                 filters=FILTERS["orders"]),
     EntitySchema("customers", "Customers", CUSTOMER_FIELDS, updated_field="updated_at", supports_create=True,
-                 supports_update=True, supports_delete=True, supports_since=True),
+                 supports_update=True, supports_delete=True, supports_since=True, filters=FILTERS["customers"]),
     EntitySchema("inventory_levels", "Inventory levels", INVENTORY_LEVEL_FIELDS,
                  description="Every location's levels, listed 50 locations at a time in ascending id order "
                              "(Shopify takes at most 50 location_ids); or filter by inventory_item_ids or "
                              "location_ids (at most 50 each). Change them with the adjust_inventory action.",
-                 updated_field="updated_at", supports_since=True),
+                 updated_field="updated_at", supports_since=True, filters=FILTERS["inventory_levels"]),
     EntitySchema("fulfillments", "Fulfillments", FULFILLMENT_FIELDS,
                  description="Filter by order_id; without it they are read from the orders they belong to. "
                              "Create them with the create_fulfillment action.",
                  # (Read from the orders Shopify lists: a fulfillment ages out with its order.)
                  updated_field="updated_at", supports_since=True, listed_for_days=ORDERS_LISTED_FOR_DAYS,
-                 created_field="order_created_at"),
+                 created_field="order_created_at", filters=FILTERS["fulfillments"]),
     EntitySchema("collections", "Custom collections", COLLECTION_FIELDS, updated_field="updated_at",
-                 supports_create=True, supports_update=True, supports_delete=True, supports_since=True),
-    EntitySchema("locations", "Locations", LOCATION_FIELDS),
+                 supports_create=True, supports_update=True, supports_delete=True, supports_since=True,
+                 filters=FILTERS["collections"]),
+    EntitySchema("locations", "Locations", LOCATION_FIELDS, filters=FILTERS["locations"]),
 ]
 SINCE = {s.name for s in SCHEMAS if s.supports_since}
 

@@ -230,6 +230,19 @@ def test_an_order_update_changing_what_shopify_sets_at_creation_only_is_refused(
     assert rewritten.status_code == 200 and rewritten.json()["record"]["note"] == "gift wrap", rewritten.text
 
 
+def test_a_filter_shopify_would_ignore_is_refused_and_its_own_apply(shopify):
+    """Shopify ignores query parameters it does not know: ?colour=red answered every
+    product as if filtered."""
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "products")
+    refused = shopify.get(url, colour="red")
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_filter"
+    assert "colour" in refused.json()["error"] and "vendor" in refused.json()["error"]
+    vendor = shopify.shop.state.store.tables["products"].all()[0]["vendor"]
+    listed = shopify.get(url, vendor=vendor, limit=250).json()["records"]
+    assert listed and {p["vendor"] for p in listed} == {vendor}
+
+
 def test_variants_of_a_product_with_more_than_the_rest_api_shows_are_not_written(shopify):
     """Shopify's REST API shows 100 variants of a product that may have 2,048; an update
     naming variants keeps only those it names: the others would be deleted at Shopify."""
