@@ -581,11 +581,11 @@ class ProviderHTTP:
             # The limit a 429 is about: the one the provider names, else the endpoint's, else the connection's.
             met = endpoint_limiter or self.limiter
             if status == 429 and self.limiter and (count := self.limiter.throttled()):
-                log.warning("the provider refused %d call(s) with 429 (rate limited) in the last minute, the "
-                            "last one %s %s: the hub slows down and retries. Many mean calls above the "
-                            "provider's limit: other hub processes or apps sharing the account's budget, or "
-                            "a declared rate above the account's plan (HUB_<PROVIDER>_REQUESTS_PER_SECOND)",
-                            count, method, _path(url))
+                log.warning("the provider refused %d call(s) with 429 (rate limited) since this was last logged "
+                            "for its limit (at most once a minute), the last one %s %s: the hub slows down and "
+                            "retries. Many mean calls above the provider's limit: other hub processes or apps "
+                            "sharing the account's budget, or a declared rate above the account's plan "
+                            "(HUB_<PROVIDER>_REQUESTS_PER_SECOND)", count, method, _path(url))
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
                 if status == 429 and self._describe_error and (asked is None or any(l.name for l, _ in limits)):

@@ -623,7 +623,7 @@ def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -
         if base.window_seconds > 0 and rate and not burst:
             # A window (RateLimit.per) counts calls per window, its burst: the rate scales them
             # (else the operator's rate was dropped without a word: a review found it).
-            limit = dataclasses.replace(limit, burst=int(float(rate) * base.window_seconds))
+            limit = dataclasses.replace(limit, burst=max(1, round(float(rate) * base.window_seconds)))
     except (ValueError, OverflowError):
         raise ConfigurationError("requests_per_second and burst settings must be numbers") from None
     # Zero divides the pace by nothing; below it, no request would ever be sent.
