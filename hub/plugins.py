@@ -249,6 +249,7 @@ class PluginRegistry:
         module_name = module_name or getattr(plugin, "__name__", repr(plugin))
         record = PluginRecord(name=name, module=module_name, distribution=distribution, version=version)
         self.records.append(record)
+        registered_before = self.pm.is_registered(plugin)
         try:
             record.provider = self._register(plugin, name)
         except DuplicateProviderError:
@@ -257,7 +258,8 @@ class PluginRegistry:
         except Exception as exc:
             record.error = _describe(exc)
             log.warning("plugin %s rejected: %s", name, record.error)
-            if self.pm.is_registered(plugin):
+            if self.pm.is_registered(plugin) and not registered_before:
+                # (Registered under another name already, it is that provider's: left as it is.)
                 self.pm.unregister(plugin)
             return record
         self.providers[record.provider.name] = record.provider

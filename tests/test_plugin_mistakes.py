@@ -126,3 +126,16 @@ def test_a_page_not_made_of_records_is_the_plugins_error_in_listings_and_sync(se
         run = wait_for_run(client, auth, connection["id"], started.json()["run"]["id"])
         assert (run["status"], run["error_code"]) == ("failed", "provider_error"), run
         assert problem in run["error"]
+
+
+def test_one_plugin_registered_under_a_second_name_leaves_the_first_working():
+    """Its second registration failed, and the cleanup unregistered the object: the
+    first provider's hooks were gone (a review found it)."""
+    info = ProviderInfo(name="twice", label="Twice", category="test", auth_type="api_key")
+    plugin = module_plugin("twice_plugin", info, [EntitySchema("things", "Things")])
+    registry = PluginRegistry()
+    assert registry.register(plugin, "twice").error is None
+    second = registry.register(plugin, "again")
+    assert second.error and "again" not in registry.providers
+    assert registry.pm.is_registered(plugin) and "provider_info" in registry.providers["twice"].hooks
+    assert registry.pm.hook.provider_info.get_hookimpls()
