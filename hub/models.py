@@ -122,7 +122,7 @@ class Connection(SQLModel, table=True):
     #: The provider-side account the credentials reach, as the plugin's
     #: ``test_connection`` names it (its ``account`` detail): the connection's
     #: records are that account's, so credentials of another are refused.
-    provider_account: str | None = Field(default=None, max_length=255)
+    provider_account: str | None = Field(default=None, max_length=255, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
