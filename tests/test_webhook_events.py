@@ -206,18 +206,15 @@ def test_a_delivery_carries_its_method_and_the_public_url_called_for_signatures_
     assert relay.last_request.url == f"{public}{API}/webhooks/ledger?connection_id={connection_id}&x=a%20b"
 
 
-def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them(settings):
-    """webhook_connection_key gave one key per delivery: a batch of several
-    companies (QuickBooks) or portals (HubSpot) naming an account the hub
-    does not hold first was refused whole, the others' events lost."""
+def batched_ledger(settings, own_account):
+    """A ledger whose deliveries batch several accounts (``account`` of each entry),
+    each connection keeping the events of ``own_account(ctx)``."""
     import json as json_module
     from datetime import datetime, timezone
 
     from hub import hookimpl
-    from hub.services.webhooks import receive
     from hub.types import WebhookEvent as Event
-    from hub.types import WebhookRequest
-    from tests.sync_support import Ledger, ledger_hub, make_connection, run
+    from tests.sync_support import Ledger, ledger_hub
 
     class Batched(Ledger):
         @hookimpl
@@ -228,15 +225,22 @@ def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them
         def verify_webhook(self, ctx, request):
             return [Event(dedup_key=entry["id"], type="item.updated", entity="items", action="updated",
                           record_id=entry["item"], occurred_at=datetime.now(timezone.utc))
-                    for entry in json_module.loads(request.body) if entry["account"] == ctx.config["account"]]
+                    for entry in json_module.loads(request.body) if entry["account"] == own_account(ctx)]
 
-    hub = ledger_hub(settings, Batched())
-    connections = {account: make_connection(hub, "ledger", {"api_key": "k"}, org_name=account,
-                                            config={"account": account}, webhook_key=account)
-                   for account in ("acct_a", "acct_b")}
-    body = json_module.dumps([{"account": "acct_unknown", "id": "e0", "item": "it_0"},
-                              {"account": "acct_a", "id": "e1", "item": "it_1"},
-                              {"account": "acct_b", "id": "e2", "item": "it_2"}]).encode()
+    return ledger_hub(settings, Batched())
+
+
+def deliver_batch(hub, accounts: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
+    """One delivery of an event (``e<i>``) per account; the events accepted, and
+    what was stored as (connection id, event)."""
+    import json as json_module
+
+    from hub.services.webhooks import receive
+    from hub.types import WebhookRequest
+    from tests.sync_support import run
+
+    body = json_module.dumps([{"account": account, "id": f"e{i}", "item": f"it_{i}"}
+                              for i, account in enumerate(accounts)]).encode()
 
     async def deliver():
         try:
@@ -245,9 +249,22 @@ def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them
             await hub.close()
 
     result = run(deliver())
-    assert sorted(result.accepted) == ["e1", "e2"]
     with hub.session() as session:
-        stored = {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
+        return sorted(result.accepted), {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
+
+
+def test_a_delivery_batching_several_accounts_reaches_each_connection_among_them(settings):
+    """webhook_connection_key gave one key per delivery: a batch of several
+    companies (QuickBooks) or portals (HubSpot) naming an account the hub
+    does not hold first was refused whole, the others' events lost."""
+    from tests.sync_support import make_connection
+
+    hub = batched_ledger(settings, lambda ctx: ctx.config["account"])
+    connections = {account: make_connection(hub, "ledger", {"api_key": "k"}, org_name=account,
+                                            config={"account": account}, webhook_key=account)
+                   for account in ("acct_a", "acct_b")}
+    accepted, stored = deliver_batch(hub, ["acct_unknown", "acct_a", "acct_b"])
+    assert accepted == ["e1", "e2"]
     assert stored == {(connections["acct_a"].id, "e1"), (connections["acct_b"].id, "e2")}
 
 
@@ -255,43 +272,13 @@ def test_a_delivery_reaches_a_connection_by_the_account_its_test_named(settings)
     """A connection made from a typed API key has no webhook_key: a delivery naming
     its account (HubSpot's portalId) was refused, unless the user typed the account
     into a config field too (the HubSpot exercise). Its test named the account."""
-    import json as json_module
-    from datetime import datetime, timezone
+    from tests.sync_support import make_connection
 
-    from hub import hookimpl
-    from hub.services.webhooks import receive
-    from hub.types import WebhookEvent as Event
-    from hub.types import WebhookRequest
-    from tests.sync_support import Ledger, ledger_hub, make_connection, run
-
-    class Portals(Ledger):
-        @hookimpl
-        def webhook_connection_key(self, request):
-            return [entry["portal"] for entry in json_module.loads(request.body)]
-
-        @hookimpl
-        def verify_webhook(self, ctx, request):
-            return [Event(dedup_key=entry["id"], type="item.updated", entity="items", action="updated",
-                          record_id=entry["item"], occurred_at=datetime.now(timezone.utc))
-                    for entry in json_module.loads(request.body) if entry["portal"] == ctx.account]
-
-    hub = ledger_hub(settings, Portals())
+    hub = batched_ledger(settings, lambda ctx: ctx.account)
     tested = make_connection(hub, "ledger", {"api_key": "k"}, org_name="a", provider_account="4242")
     keyed = make_connection(hub, "ledger", {"api_key": "k"}, org_name="b", webhook_key="77",
                             provider_account="other")
     make_connection(hub, "ledger", {"api_key": "k"}, org_name="c", webhook_key="5", provider_account="9")
-    body = json_module.dumps([{"portal": "4242", "id": "e1", "item": "it_1"},
-                              {"portal": "77", "id": "e2", "item": "it_2"},
-                              {"portal": "9", "id": "e3", "item": "it_3"}]).encode()
-
-    async def deliver():
-        try:
-            return await receive(hub, hub.provider("ledger"), WebhookRequest(headers={}, body=body))
-        finally:
-            await hub.close()
-
-    result = run(deliver())
-    assert sorted(result.accepted) == ["e1", "e2"]  # (a connection keyed otherwise is not found by its account)
-    with hub.session() as session:
-        stored = {(e.connection_id, e.dedup_key) for e in session.query(WebhookEvent)}
-    assert stored == {(tested.id, "e1"), (keyed.id, "e2")}
+    accepted, stored = deliver_batch(hub, ["4242", "77", "9"])
+    assert accepted == ["e0", "e1"]  # (a connection keyed otherwise is not found by its account)
+    assert stored == {(tested.id, "e0"), (keyed.id, "e1")}
