@@ -160,10 +160,13 @@ class TokenBucket(_Refusals):
         if self.rate < self.declared_rate:
             self.rate = min(self.declared_rate, self.rate * 1.05)
 
-    def done(self) -> None:
+    def sending(self, ticket: int | None = None) -> None:
         """A bucket counts a request when it is acquired: nothing to do."""
 
-    def release(self) -> None:
+    def done(self, ticket: int | None = None) -> None:
+        """A bucket counts a request when it is acquired: nothing to do."""
+
+    def release(self, ticket: int | None = None) -> None:
         """The request acquired for was not sent: its token is given back."""
         self.tokens = min(self.capacity, self.tokens + 1)
 
@@ -198,6 +201,8 @@ class WindowCount(_Refusals):
         #: The dates given to calls the provider counts and this hub did not send, in a long
         #: window: a guess, which a call does not wait on (see :meth:`_set_available`).
         self.guessed: set[float] = set()
+        #: Tickets of the calls sent and not answered yet (:meth:`sending`).
+        self.going: set[int] = set()
         self._lock = asyncio.Lock()
         self._answered = asyncio.Event()
 
@@ -254,16 +259,24 @@ class WindowCount(_Refusals):
             self.issued += 1
             return self.issued
 
-    def done(self) -> None:
+    def sending(self, ticket: int | None = None) -> None:
+        """The request of ``ticket`` goes out now (past every wait, the account's
+        bound on calls under way included): the provider may count it from now."""
+        if ticket is not None:
+            self.going.add(ticket)
+
+    def done(self, ticket: int | None = None) -> None:
         """The request acquired for has its answer (or may have reached the provider)."""
         self.in_flight = max(0, self.in_flight - 1)
+        self.going.discard(ticket)  # type: ignore[arg-type]
         self.awaiting_first_answer = False
         self.sent.append(time.monotonic())
         self._answered.set()
 
-    def release(self) -> None:
+    def release(self, ticket: int | None = None) -> None:
         """The request acquired for was not sent: it does not count."""
         self.in_flight = max(0, self.in_flight - 1)
+        self.going.discard(ticket)  # type: ignore[arg-type]
         self._answered.set()
 
     def _set_available(self, available: float, ticket: int | None = None) -> None:
@@ -272,12 +285,13 @@ class WindowCount(_Refusals):
         not send (other processes', this one's before a restart) count as
         sent now, though for a minute at most in a window longer than five
         (a day): when they were sent is unknown, so a call then asks again
-        (its answer tells what is left, or a 429 how long to wait); calls under
-        way are not among them there (they are dated when answered). Meanwhile
-        a call needing one of those places fails at once rather than waiting
-        that minute (:class:`WindowFull`). Requests
-        under way count on top of its figure: the provider may not have seen
-        them yet."""
+        (its answer tells what is left, or a 429 how long to wait); the calls
+        under way sent before the one answered are not among them there (the
+        provider counted them on arrival; they are dated when answered).
+        Meanwhile a call needing one of those places fails at once rather
+        than waiting that minute (:class:`WindowFull`). Other requests under
+        way count on top of its figure: the provider may not have seen them
+        yet."""
         now = time.monotonic()
         self._expire(now)
         wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
@@ -293,10 +307,11 @@ class WindowCount(_Refusals):
         if missing > 0 and self.window <= UNKNOWN_CALLS_RECHECKED * 5:
             self.sent = deque(sorted([*self.sent, *[now] * missing]))
         elif missing > 0:
-            # The provider counts a call when it arrives: calls under way may be among those it
-            # counted, and are dated when answered. Only the rest are calls this hub did not send,
-            # their date a guess (counted twice, this hub's own calls refused calls it had room for).
-            missing -= self.in_flight
+            # The provider counts a call when it arrives: the calls under way sent before the one
+            # answered are among those it counted, and are dated when answered. Only the rest are
+            # calls this hub did not send, their date a guess (counted twice, this hub's own calls
+            # refused calls it had room for; calls sent after it, or not sent yet, it has not seen).
+            missing -= sum(1 for going in self.going if ticket is not None and going < ticket)
             if missing > 0:
                 dated = now - self.window + UNKNOWN_CALLS_RECHECKED
                 self.guessed.add(dated)
@@ -514,6 +529,8 @@ class ProviderHTTP:
                     if self.concurrency:
                         await self.concurrency.acquire()
                         holding = True
+                for limiter in acquired:
+                    limiter.sending(tickets[id(limiter)])
             except WindowFull as full:
                 self._give_back(acquired, holding)
                 # A window that frees only past the call's deadline (a daily quota) is said at
@@ -546,7 +563,8 @@ class ProviderHTTP:
                     if holding and self.concurrency:
                         self.concurrency.release()
                     for limiter in acquired:
-                        limiter.done() if sent else limiter.release()
+                        ticket = tickets[id(limiter)]
+                        limiter.done(ticket) if sent else limiter.release(ticket)
             except (httpx.LocalProtocolError, UnicodeEncodeError):
                 # Not the provider's fault: nothing was sent (and the message would show the value).
                 raise ValidationFailed(

@@ -297,6 +297,10 @@ class PluginRegistry:
         names = [s.name for s in schemas]
         problems += [f"entity {n!r} is declared twice" for n in sorted({n for n in names if names.count(n) > 1})]
         problems += [f"entity {s.name!r}: {problem}" for s in schemas for problem in schema_problems(s)]
+        takes_filters = any("filters" in impl.argnames for impl in self.pm.hook.list_records.get_hookimpls()
+                            if impl.plugin is plugin)
+        problems += [f"entity {s.name!r} declares filters its list_records does not take (name filters in it)"
+                     for s in schemas if s.filters and not takes_filters]
         if problems:
             raise ValueError("broken declarations: " + "; ".join(problems))
         actions = _sync_call(self.pm, plugin, "provider_actions") if "provider_actions" in hooks else []

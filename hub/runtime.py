@@ -623,12 +623,14 @@ def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -
         if base.window_seconds > 0 and rate and not burst:
             # A window (RateLimit.per) counts calls per window, its burst: the rate scales them
             # (else the operator's rate was dropped without a word: a review found it).
-            limit = dataclasses.replace(limit, burst=max(1, round(float(rate) * base.window_seconds)))
+            # (Rounded down, past a float's error: 1.15 x 100 s is 115, not 114.)
+            limit = dataclasses.replace(limit, burst=math.floor(float(rate) * base.window_seconds + 1e-9))
     except (ValueError, OverflowError):
         raise ConfigurationError("requests_per_second and burst settings must be numbers") from None
     # Zero divides the pace by nothing; below it, no request would ever be sent.
     if not (math.isfinite(limit.requests_per_second) and limit.requests_per_second > 0) or limit.burst < 1:
-        raise ConfigurationError("requests_per_second must be a number above 0, and burst a whole number from 1")
+        raise ConfigurationError("requests_per_second must be a number above 0, and burst a whole number from 1 "
+                                 "(for a limit of calls per window, requests_per_second times the window)")
     return limit
 
 

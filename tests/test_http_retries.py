@@ -301,9 +301,10 @@ def test_the_operators_rate_scales_a_declared_window():
     assert effective_rate_limit(declared, {"burst": "150"}).burst == 150
     assert effective_rate_limit(declared, {"requests_per_second": "19", "burst": "120"}).burst == 120
     assert effective_rate_limit(RateLimit.per(100, 100), {"requests_per_second": "1.15"}).burst == 115
-    assert effective_rate_limit(declared, {"requests_per_second": "0.01"}).burst == 1  # (one call per window)
-    with pytest.raises(ConfigurationError):
-        effective_rate_limit(declared, {"requests_per_second": "inf"})
+    assert effective_rate_limit(RateLimit.per(1, 1), {"requests_per_second": "2.6"}).burst == 2  # (not above)
+    for rate in ("0.01", "inf"):  # (not one call per window)
+        with pytest.raises(ConfigurationError):
+            effective_rate_limit(declared, {"requests_per_second": rate})
 
 
 def test_an_answer_larger_than_the_limit_is_not_read_whole(tmp_path):

@@ -430,3 +430,16 @@ def test_an_entitys_filters_are_checked_when_the_plugin_loads():
     for wrong in ("vendor", ("limit",), ("vendor", 3), ("",)):
         [problem] = schema_problems(EntitySchema("things", "Things", filters=wrong))
         assert "filters" in problem
+
+
+def test_filters_declared_for_a_list_records_that_takes_none_refuse_the_plugin():
+    """Loaded, the catalog would show filters every use of which is refused (a review found it)."""
+    from hub.plugins import PluginRegistry
+    from hub.types import ProviderInfo
+    from tests.conftest import module_plugin
+
+    info = ProviderInfo(name="nofilters", label="No filters", category="test", auth_type="api_key")
+    registry = PluginRegistry()
+    record = registry.register(module_plugin("nofilters_plugin", info, [
+        EntitySchema("things", "Things", filters=("colour",))]), "nofilters")
+    assert record.error and "declares filters its list_records does not take" in record.error

@@ -451,6 +451,10 @@ async def _levels_by_location_group(ctx, page_size: int, cursor: str | None, fil
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, filters, since):
     resource, _ = _resource(entity)
+    if entity == "fulfillments" and not filters.get("order_id") and (others := sorted(set(filters) - {"order_id"})):
+        # (Read from the orders then, they would filter the orders, not their fulfillments.)
+        raise ValidationFailed(f"fulfillments take {', '.join(others)} only with order_id: without it they are "
+                               f"read from the orders they belong to", code="unknown_filter", fields=others)
     filters = {**DEFAULT_FILTERS.get(entity, {}), **filters}
     if since and entity in SINCE:
         since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)

@@ -243,6 +243,18 @@ def test_a_filter_shopify_would_ignore_is_refused_and_its_own_apply(shopify):
     assert listed and {p["vendor"] for p in listed} == {vendor}
 
 
+def test_fulfillment_filters_other_than_order_id_need_it(shopify):
+    """Without order_id, fulfillments are read from the orders: since_id or a date would
+    filter the orders, not their fulfillments, answering as if filtered. (A review found it.)"""
+    connection_id = shopify.connect()
+    url = shopify.records(connection_id, "fulfillments")
+    for name, value in (("since_id", "1"), ("created_at_min", "2024-01-01T00:00:00Z"), ("fields", "id")):
+        refused = shopify.get(url, **{name: value})
+        assert refused.status_code == 422 and refused.json()["code"] == "unknown_filter", refused.text
+        assert "only with order_id" in refused.json()["error"]
+    assert shopify.get(url).status_code == 200
+
+
 def test_variants_of_a_product_with_more_than_the_rest_api_shows_are_not_written(shopify):
     """Shopify's REST API shows 100 variants of a product that may have 2,048; an update
     naming variants keeps only those it names: the others would be deleted at Shopify."""
