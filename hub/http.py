@@ -201,8 +201,12 @@ class WindowCount(_Refusals):
         #: The dates given to calls the provider counts and this hub did not send, in a long
         #: window: a guess, which a call does not wait on (see :meth:`_set_available`).
         self.guessed: set[float] = set()
-        #: Tickets of the calls sent and not answered yet (:meth:`sending`).
-        self.going: set[int] = set()
+        #: The calls sent and not answered yet, by ticket: the order they went out in (tickets
+        #: follow the order calls began waiting, which other waits reorder), and the place in that
+        #: order of the call last answered (:meth:`sending`, :meth:`done`).
+        self.going: dict[int, int] = {}
+        self.sends = 0
+        self.answered: tuple[int | None, int] = (None, 0)
         self._lock = asyncio.Lock()
         self._answered = asyncio.Event()
 
@@ -241,12 +245,13 @@ class WindowCount(_Refusals):
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
                 guessed = self.guess_wait()
-                if time.monotonic() + wait > deadline or (guessed and guessed >= self.blocked_until
-                                                          - time.monotonic()):
+                if time.monotonic() + wait > deadline or (guessed and not self.going and guessed >= (
+                        self.blocked_until - time.monotonic())):
                     # (An answer under way, inf, may free one sooner.) Not waited on either: a place a
                     # guess holds (the provider said none was left of its day), unless a 429's pause
-                    # lasts longer: the call would go after a minute only to be refused, and its
-                    # caller would have waited for nothing.
+                    # lasts longer or an answer under way may set the count right (a provider whose
+                    # figure counted a call sent after the one answered): the call would go after a
+                    # minute only to be refused, and its caller would have waited for nothing.
                     if not math.isinf(wait):
                         raise WindowFull(self, wait)
                 self._answered.clear()
@@ -263,12 +268,13 @@ class WindowCount(_Refusals):
         """The request of ``ticket`` goes out now (past every wait, the account's
         bound on calls under way included): the provider may count it from now."""
         if ticket is not None:
-            self.going.add(ticket)
+            self.sends += 1
+            self.going[ticket] = self.sends
 
     def done(self, ticket: int | None = None) -> None:
         """The request acquired for has its answer (or may have reached the provider)."""
         self.in_flight = max(0, self.in_flight - 1)
-        self.going.discard(ticket)  # type: ignore[arg-type]
+        self.answered = (ticket, self.going.pop(ticket, 0)) if ticket is not None else (None, 0)
         self.awaiting_first_answer = False
         self.sent.append(time.monotonic())
         self._answered.set()
@@ -276,7 +282,8 @@ class WindowCount(_Refusals):
     def release(self, ticket: int | None = None) -> None:
         """The request acquired for was not sent: it does not count."""
         self.in_flight = max(0, self.in_flight - 1)
-        self.going.discard(ticket)  # type: ignore[arg-type]
+        if ticket is not None:
+            self.going.pop(ticket, None)
         self._answered.set()
 
     def _set_available(self, available: float, ticket: int | None = None) -> None:
@@ -311,7 +318,8 @@ class WindowCount(_Refusals):
             # answered are among those it counted, and are dated when answered. Only the rest are
             # calls this hub did not send, their date a guess (counted twice, this hub's own calls
             # refused calls it had room for; calls sent after it, or not sent yet, it has not seen).
-            missing -= sum(1 for going in self.going if ticket is not None and going < ticket)
+            sent_as = self.answered[1] if ticket is not None and self.answered[0] == ticket else 0
+            missing -= sum(1 for order in self.going.values() if order < sent_as)
             if missing > 0:
                 dated = now - self.window + UNKNOWN_CALLS_RECHECKED
                 self.guessed.add(dated)

@@ -397,8 +397,33 @@ def test_calls_sent_after_the_answered_one_are_not_taken_as_counted_by_the_provi
         window.observe_remaining(5, tickets[0])  # the other's 4 and this first call: 5 used
         for _ in range(2):  # 4 + 4 = 8 once the three under way land: 2 places left
             await window.acquire(deadline=time.monotonic() + 90)
+        third = asyncio.ensure_future(window.acquire(deadline=time.monotonic() + 90))
+        await asyncio.sleep(0.1)
+        assert not third.done()  # (answers under way may set the count right: waited for)
+        for ticket in tickets[1:]:
+            window.done(ticket)
+            window.observe_remaining(2, ticket)  # the provider's count: 8
         with pytest.raises(WindowFull):
+            await third  # none under way now: the place a guess holds is not waited for
+
+    asyncio.run(run())
+
+
+def test_the_order_calls_went_out_in_decides_which_the_provider_counted_not_when_they_began():
+    """A call waiting for its account's bound on calls under way goes out after a later
+    one of another account sharing the app's window: the later one's answer did not count
+    it. (A review found it: one call went over.)"""
+    async def run() -> None:
+        window = WindowCount(10, 86400)
+        waiting, first = await window.acquire(), await window.acquire()  # tickets 1 and 2
+        window.sending(first)  # ticket 2 goes out first; ticket 1 still waits elsewhere
+        window.sending(waiting)
+        window.done(first)
+        window.observe_remaining(3, first)  # 7 counted: 6 by others, and ticket 2 (not ticket 1)
+        assert len(window.sent) == 7 and window.in_flight == 1  # 8 with ticket 1: 2 places left
+        for _ in range(2):
             await window.acquire(deadline=time.monotonic() + 90)
+        assert window.wait_needed() > 0
 
     asyncio.run(run())
 

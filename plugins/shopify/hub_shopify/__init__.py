@@ -451,6 +451,8 @@ async def _levels_by_location_group(ctx, page_size: int, cursor: str | None, fil
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, filters, since):
     resource, _ = _resource(entity)
+    if entity == "fulfillments" and "order_id" in filters:
+        _number(filters["order_id"], "order_id")  # (empty, it would list every order's as if filtered)
     if entity == "fulfillments" and not filters.get("order_id") and (others := sorted(set(filters) - {"order_id"})):
         # (Read from the orders then, they would filter the orders, not their fulfillments.)
         raise ValidationFailed(f"fulfillments take {', '.join(others)} only with order_id: without it they are "

@@ -253,6 +253,8 @@ def test_fulfillment_filters_other_than_order_id_need_it(shopify):
         assert refused.status_code == 422 and refused.json()["code"] == "unknown_filter", refused.text
         assert "only with order_id" in refused.json()["error"]
     assert shopify.get(url).status_code == 200
+    empty = shopify.get(url, order_id="")
+    assert empty.status_code == 422 and empty.json()["code"] == "invalid_id", empty.text
 
 
 def test_variants_of_a_product_with_more_than_the_rest_api_shows_are_not_written(shopify):
