@@ -195,8 +195,10 @@ class WindowCount(_Refusals):
         #: a time until one does (after a restart, the calls sent at once before the first answer
         #: could all be over a window others had used).
         self.awaiting_first_answer = learns
-        #: Calls acquired so far, and the latest of them whose answer's figure was taken.
-        self.issued = self.observed = 0
+        #: Calls acquired so far, and where the latest call whose answer's figure was taken
+        #: stands: (1, its send number), or (0, its ticket) when it was not told it went out.
+        self.issued = 0
+        self.observed: tuple[int, int] = (0, 0)
         self.blocked_until = 0.0
         #: The dates given to calls the provider counts and this hub did not send, in a long
         #: window: a guess, which a call does not wait on (see :meth:`_set_available`).
@@ -245,13 +247,16 @@ class WindowCount(_Refusals):
         async with self._lock:
             while (wait := self.wait_needed()) > 0:
                 guessed = self.guess_wait()
-                if time.monotonic() + wait > deadline or (guessed and not self.going and guessed >= (
+                # Answers that may set the count right: those of calls sent after the last one whose
+                # figure was taken (a provider whose figure counted them already); an earlier call's
+                # figure is stale, and frees nothing.
+                correcting = any((1, order) > self.observed for order in self.going.values())
+                if time.monotonic() + wait > deadline or (guessed and not correcting and guessed >= (
                         self.blocked_until - time.monotonic())):
                     # (An answer under way, inf, may free one sooner.) Not waited on either: a place a
                     # guess holds (the provider said none was left of its day), unless a 429's pause
-                    # lasts longer or an answer under way may set the count right (a provider whose
-                    # figure counted a call sent after the one answered): the call would go after a
-                    # minute only to be refused, and its caller would have waited for nothing.
+                    # lasts longer or such an answer is under way: the call would go after a minute
+                    # only to be refused, and its caller would have waited for nothing.
                     if not math.isinf(wait):
                         raise WindowFull(self, wait)
                 self._answered.clear()
@@ -292,38 +297,39 @@ class WindowCount(_Refusals):
         not send (other processes', this one's before a restart) count as
         sent now, though for a minute at most in a window longer than five
         (a day): when they were sent is unknown, so a call then asks again
-        (its answer tells what is left, or a 429 how long to wait); the calls
-        under way sent before the one answered are not among them there (the
-        provider counted them on arrival; they are dated when answered).
-        Meanwhile a call needing one of those places fails at once rather
-        than waiting that minute (:class:`WindowFull`). Other requests under
-        way count on top of its figure: the provider may not have seen them
-        yet."""
+        (its answer tells what is left, or a 429 how long to wait). Meanwhile
+        a call needing one of those places fails at once rather than waiting
+        that minute (:class:`WindowFull`), unless an answer under way may set
+        the count right. The calls under way sent before the one answered are
+        not among them (the provider counted them on arrival; they are dated
+        when answered); those sent after it count on top of its figure: the
+        provider may not have seen them yet."""
         now = time.monotonic()
         self._expire(now)
         wanted = self.capacity - int(min(self.capacity, max(0.0, available)))
-        if ticket is not None and ticket < self.observed:
-            # The answer of a call sent before one whose figure was taken already: counted
-            # before that one, its figure is stale (answers come in any order). Only a lower one.
+        # Where the answered call stands among those sent (its send number; its ticket where it
+        # was not told it went out): an answer to a call sent before one whose figure was taken
+        # already was counted before that one, and its figure is stale (answers come in any
+        # order): only a lower one is taken.
+        sent_as = self.answered[1] if ticket is not None and self.answered[0] == ticket else 0
+        position = (1, sent_as) if sent_as else (0, ticket)
+        if ticket is not None and position < self.observed:
             wanted = max(wanted, len(self.sent))
         elif ticket is not None:
-            self.observed = ticket
+            self.observed = position
         while len(self.sent) > wanted:
             self.sent.popleft()
-        missing = wanted - len(self.sent)
+        # The provider counts a call when it arrives: the calls under way sent before the one
+        # answered are among those it counted, and are dated when answered (counted twice, this
+        # hub's own calls held places it had). Only the rest are calls this hub did not send; those
+        # sent after it, or not sent yet, it has not seen, and they count on top.
+        missing = wanted - len(self.sent) - sum(1 for order in self.going.values() if order < sent_as)
         if missing > 0 and self.window <= UNKNOWN_CALLS_RECHECKED * 5:
             self.sent = deque(sorted([*self.sent, *[now] * missing]))
-        elif missing > 0:
-            # The provider counts a call when it arrives: the calls under way sent before the one
-            # answered are among those it counted, and are dated when answered. Only the rest are
-            # calls this hub did not send, their date a guess (counted twice, this hub's own calls
-            # refused calls it had room for; calls sent after it, or not sent yet, it has not seen).
-            sent_as = self.answered[1] if ticket is not None and self.answered[0] == ticket else 0
-            missing -= sum(1 for order in self.going.values() if order < sent_as)
-            if missing > 0:
-                dated = now - self.window + UNKNOWN_CALLS_RECHECKED
-                self.guessed.add(dated)
-                self.sent = deque(sorted([*self.sent, *[dated] * missing]))
+        elif missing > 0:  # (their date a guess in a long window)
+            dated = now - self.window + UNKNOWN_CALLS_RECHECKED
+            self.guessed.add(dated)
+            self.sent = deque(sorted([*self.sent, *[dated] * missing]))
         self._answered.set()
 
     def observe_usage(self, used: float, limit: float, ticket: int | None = None) -> None:

@@ -428,6 +428,45 @@ def test_the_order_calls_went_out_in_decides_which_the_provider_counted_not_when
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("window", [60, 86400])
+def test_a_stale_figure_is_told_by_the_order_calls_went_out_in(window):
+    """Acquired first, sent second: the answer of the call sent first came last, with an
+    older figure, and was taken as fresh by acquire order: one call over. (A review found it.)"""
+    async def run() -> None:
+        limit = WindowCount(3, window)
+        first, second = await limit.acquire(), await limit.acquire()
+        limit.sending(second)  # out first: the provider counts 1
+        limit.sending(first)  # then this one: 2
+        limit.done(first)
+        limit.observe_remaining(1, first)  # the fresher figure comes first
+        limit.done(second)
+        limit.observe_remaining(2, second)  # the older one after: stale
+        assert len(limit.sent) == 2
+        await limit.acquire(deadline=time.monotonic() + 0.1)  # the one place left
+        with pytest.raises(WindowFull):
+            await limit.acquire(deadline=time.monotonic() + 0.1)
+
+    asyncio.run(run())
+
+
+def test_a_guessed_place_is_not_waited_for_on_the_answer_of_a_call_sent_before(monkeypatch):
+    """A slow call sent before the one answered cannot set the count right (its figure is
+    stale): waiting for it, callers waited the guess's minute and were refused. (A review.)"""
+    async def run() -> None:
+        limit = WindowCount(10, 86400)
+        slow, answered = await limit.acquire(), await limit.acquire()
+        limit.sending(slow)
+        limit.sending(answered)
+        limit.done(answered)
+        limit.observe_remaining(0, answered)  # the day is used up (others' calls)
+        started = time.monotonic()
+        with pytest.raises(WindowFull):
+            await limit.acquire(deadline=time.monotonic() + 90)
+        assert time.monotonic() - started < 1
+
+    asyncio.run(run())
+
+
 def test_a_pause_longer_than_the_guessed_places_hold_is_waited_for(monkeypatch):
     """A 429 asked for longer than the provider-counted places are held: the pause binds,
     and a call within its deadline waits for it instead of failing. (A review found it.)"""
