@@ -481,3 +481,27 @@ def test_mappings_saved_under_an_older_check_do_not_block_other_changes_of_their
     assert refused.status_code == 422 and refused.json()["code"] == "unknown_field", refused.text
     fixed = client.put(f"{url}/mappings", json={"mappings": [{"source": "title", "target": "subject"}]}, headers=auth)
     assert fixed.status_code == 200, fixed.text
+
+
+def test_a_part_of_the_background_stuck_in_its_stop_does_not_keep_the_process_from_stopping(caplog, monkeypatch):
+    """An intermittent hang in a test's teardown: the API process's shutdown waited
+    for ever on one part's stop. Each part now gets STOP_SECONDS."""
+    import asyncio
+    import logging
+
+    from hub.sync import scheduler
+
+    class Stuck:
+        async def stop(self):
+            await asyncio.Event().wait()  # nothing will end it
+
+    class Quick:
+        stopped = False
+
+        async def stop(self):
+            Quick.stopped = True
+
+    monkeypatch.setattr(scheduler, "STOP_SECONDS", 0.2)
+    with caplog.at_level(logging.ERROR, logger="hub.sync.scheduler"):
+        asyncio.run(asyncio.wait_for(scheduler.Background([Quick(), Stuck()]).stop(), 5))
+    assert Quick.stopped and any("stopping Stuck took more than" in r.getMessage() for r in caplog.records)

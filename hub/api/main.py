@@ -19,7 +19,7 @@ from hub.config import Settings, SettingsError, get_settings
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.services.secrets import unreadable_connections
-from hub.sync.scheduler import start_background
+from hub.sync.scheduler import STOP_SECONDS, start_background
 
 log = logging.getLogger("hub")
 
@@ -112,7 +112,13 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
             yield
         finally:
             await background.stop()
-            await hub.close()
+            # (Bounded, as each part of the background is: a stuck close must not keep the process up.)
+            closing = asyncio.ensure_future(hub.close())
+            if not (await asyncio.wait({closing}, timeout=STOP_SECONDS))[0]:
+                log.error("closing the provider clients took more than %g s: stopping without them", STOP_SECONDS)
+                closing.cancel()
+            elif closing.exception() is not None:
+                raise closing.exception()  # type: ignore[misc]
 
     app = FastAPI(
         title="hub",

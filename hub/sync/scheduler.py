@@ -286,6 +286,10 @@ class Scheduler:
         return [run.id]
 
 
+#: How long one part of the background may take to stop before the process stops without it.
+STOP_SECONDS = 20.0
+
+
 class Background:
     """What :func:`start_background` started, stopped in reverse order."""
 
@@ -293,11 +297,19 @@ class Background:
         self.parts = parts
 
     async def stop(self) -> None:
+        """Stop each part, waiting :data:`STOP_SECONDS` at most for each: a
+        part stuck in its stop (an await that nothing will end) is logged and
+        left, rather than the process never stopping."""
         for part in reversed(self.parts):
-            try:
-                await part.stop()
-            except Exception:
-                log.exception("stopping %s failed", type(part).__name__)
+            stopping = asyncio.ensure_future(part.stop())
+            done, _pending = await asyncio.wait({stopping}, timeout=STOP_SECONDS)
+            if not done:
+                log.error("stopping %s took more than %g s: the process stops without waiting for it",
+                          type(part).__name__, STOP_SECONDS)
+                stopping.cancel()
+                continue
+            if not stopping.cancelled() and stopping.exception() is not None:
+                log.error("stopping %s failed", type(part).__name__, exc_info=stopping.exception())
 
 
 async def start_background(app: Any) -> Background:
