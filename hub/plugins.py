@@ -89,11 +89,8 @@ class Provider:
         return hook in self.hooks
 
     def takes(self, hook: str, argument: str) -> bool:
-        """Whether this plugin's ``hook`` names ``argument`` (pluggy passes a
-        hook only the arguments its implementation names: one it leaves out is
-        dropped without a word)."""
-        return any(impl.plugin is self.plugin and argument in impl.argnames
-                   for impl in getattr(self._pm.hook, hook).get_hookimpls())
+        """Whether this plugin's ``hook`` names ``argument`` (:func:`_takes`)."""
+        return _takes(self._pm, self.plugin, hook, argument)
 
     def schema(self, entity: str) -> EntitySchema:
         try:
@@ -297,10 +294,8 @@ class PluginRegistry:
         names = [s.name for s in schemas]
         problems += [f"entity {n!r} is declared twice" for n in sorted({n for n in names if names.count(n) > 1})]
         problems += [f"entity {s.name!r}: {problem}" for s in schemas for problem in schema_problems(s)]
-        takes_filters = any("filters" in impl.argnames for impl in self.pm.hook.list_records.get_hookimpls()
-                            if impl.plugin is plugin)
         problems += [f"entity {s.name!r} declares filters its list_records does not take (name filters in it)"
-                     for s in schemas if s.filters and not takes_filters]
+                     for s in schemas if s.filters and not _takes(self.pm, plugin, "list_records", "filters")]
         if problems:
             raise ValueError("broken declarations: " + "; ".join(problems))
         actions = _sync_call(self.pm, plugin, "provider_actions") if "provider_actions" in hooks else []
@@ -388,6 +383,14 @@ def rate_limit_problems(limit: Any) -> list[str]:
     if limit.endpoint and (problem := _endpoint_problem(limit.endpoint)):
         problems.append(f"endpoint {limit.endpoint!r} {problem}")
     return problems
+
+
+def _takes(pm: pluggy.PluginManager, plugin: object, hook: str, argument: str) -> bool:
+    """Whether ``plugin``'s implementation of ``hook`` names ``argument``
+    (pluggy passes a hook only the arguments its implementation names: one it
+    leaves out is dropped without a word)."""
+    return any(impl.plugin is plugin and argument in impl.argnames
+               for impl in getattr(pm.hook, hook).get_hookimpls())
 
 
 def _endpoint_problem(endpoint: Any) -> str | None:
