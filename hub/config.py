@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     sync_tombstone_days: int = Field(30, ge=0, le=36_500)
     sync_log_retention_days: int = Field(90, ge=0, le=36_500)
     webhook_retention_days: int = Field(30, ge=0, le=36_500)
+    #: How long events for the app's endpoints are kept (delivered, given up on, or held by a disabled one).
+    event_retention_days: int = Field(30, ge=0, le=36_500)
     #: A queue worker silent this long is dead: its runs go to the others.
     sync_stalled_seconds: float = _seconds(30.0, ge=0.1)
     sync_workers: int = Field(2, ge=0)  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)

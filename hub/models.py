@@ -455,3 +455,50 @@ class WebhookEventState(SQLModel, table=True):
     occurred_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     next_attempt_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime())
     last_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+
+class EventEndpoint(SQLModel, table=True):
+    """A URL of the tenant's app that the hub tells of what happened (a sync
+    run ended, a connection's status changed, a conflict awaits review): each
+    event is POSTed to it, signed with its secret (see :mod:`hub.events`)."""
+
+    __tablename__ = "event_endpoints"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    organization_id: str = Field(foreign_key="organizations.id", index=True, max_length=64)
+    url: str = Field(max_length=2000)
+    #: The event types sent to it; empty: every type.
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    description: str | None = Field(default=None, max_length=2000)
+    enabled: bool = True
+    secret_encrypted: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+
+
+class EventDelivery(SQLModel, table=True):
+    """One event on its way to one endpoint (the outbox): written in the
+    transaction of the change it tells of, so an event is sent if and only if
+    its change was committed; sent until the endpoint answers 2xx, with
+    backoff, then ``delivered`` (or ``failed`` after the last attempt)."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (sa.Index("ix_event_deliveries_due", "status", "next_attempt_at"),
+                      sa.Index("ix_event_deliveries_endpoint", "endpoint_id", "created_at"))
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    endpoint_id: str = Field(foreign_key="event_endpoints.id", ondelete="CASCADE", max_length=32)
+    organization_id: str = Field(max_length=64)
+    event_id: str = Field(max_length=40)
+    type: str = Field(max_length=64)
+    #: The body sent: ``{"id", "type", "created_at", "organization_id", "data"}``.
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    last_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: The endpoint's HTTP status at the last attempt (None: no answer).
+    response_status: int | None = None
+    error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime())

@@ -549,13 +549,30 @@ class Hub:
 
     def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:
         """Set the connection's ``status`` and ``last_error``; ``renewed`` (its
-        user has just authorized again) also ends its ``warning``."""
+        user has just authorized again) also ends its ``warning``. A change of
+        status is told to the app (``connection.status_changed``, with the
+        change)."""
+        from hub.events import emit
+        from hub.sync.store import lock
+
         values: dict[str, Any] = {"status": status, "last_error": (error or None) and error[:2000],
                                   "updated_at": utcnow()}
         if renewed:
             values["warning"] = None
         with self.session() as session:
+            lock(session)  # (SQLite: the status read stays true until the write; PostgreSQL: the row's lock below)
+            query = sa.select(Connection.status, Connection.organization_id, Connection.provider).where(
+                Connection.id == connection_id)
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update()
+            before = session.execute(query).first()
+            if before is None:
+                return  # (deleted meanwhile)
             session.execute(sa.update(Connection).where(Connection.id == connection_id).values(**values))
+            if before.status != status:
+                emit(session, before.organization_id, "connection.status_changed",
+                     {"connection_id": connection_id, "provider": before.provider, "status": status,
+                      "previous_status": before.status, "last_error": values["last_error"]})
             session.commit()
 
     # -- credentials

@@ -148,6 +148,7 @@ NUMBERS = [
     ("sync_tombstone_days", [-1, 36_501], [0, 30]),
     ("sync_log_retention_days", [-1, 10**9], [0, 90]),
     ("webhook_retention_days", [-1], [0, 30]),
+    ("event_retention_days", [-1, 10**9], [0, 30]),
     ("sync_stalled_seconds", [0, -3, "inf"], [0.5, 3, 30.0]),
     ("sync_workers", [-1], [0, 2]),
     ("sync_local_concurrency", [0, -1], [1, 4]),

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub import __version__
 from hub.api import errors
-from hub.api.routes import auth_flows, connections, providers, records, sync, system, webhooks
+from hub.api.routes import auth_flows, connections, events, providers, records, sync, system, webhooks
 from hub.api.schemas import ErrorResponse
 from hub.config import Settings, SettingsError, get_settings
 from hub.plugins import PluginRegistry
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
                       "secret.key in the data directory) is not the key that encrypted them. Restore that key, or "
                       "set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer credentials_unreadable",
                       unreadable, " has" if unreadable == 1 else "s have")
-        background = await start_background(app)  # sync executor, scheduler, webhook processor
+        background = await start_background(app)  # sync executor, scheduler, webhook processor, event deliverer
         try:
             yield
         finally:
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
             raise SettingsError(f"HUB_JWT_JWKS_URL={settings.jwt_jwks_url!r}: {exc}") from None
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
-    for module in (providers, connections, records, auth_flows, webhooks, sync, system):
+    for module in (providers, connections, records, auth_flows, webhooks, sync, events, system):
         api.include_router(module.router)
     app.include_router(api)
     # Where load balancers probe by default, beside the API's own.

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
+from hub.events import EVENT_TYPES
 from hub.models import ConnectionPublic
 
 
@@ -589,3 +590,108 @@ class WebhookEventsResponse(Ok):
 
 class WebhookEventResponse(Ok):
     event: WebhookEventOut
+
+
+# -- events for the tenant's app (outbound webhooks)
+
+
+class EventTypeOut(BaseModel):
+    type: str
+    description: str
+
+
+class EventTypesResponse(Ok):
+    event_types: list[EventTypeOut]
+
+
+_EVENTS_FIELD = Field(default=None, max_length=50, description=(
+    "The event types sent to the endpoint (GET /event-types); empty or left out: every type."))
+#: An event type's name. The document lists them (for generated clients); the
+#: service refuses another with its own code, ``unknown_event_type``.
+EventTypeName = Annotated[str, Field(max_length=64, json_schema_extra={"enum": list(EVENT_TYPES)})]
+#: What an endpoint's URL is, for the document: http(s), a host, a port that is one, no credentials
+#: (user:password@), no #fragment; IPv6 literals are taken too. The service checks it and says what is
+#: wrong (``invalid_url``).
+_ENDPOINT_URL: dict[str, Any] = {"pattern": (
+    r"^https?://[A-Za-z0-9._~-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}"
+    r"|[1-5][0-9]{4}|[0-9]{1,4}))?([/?][^\s#]*)?$")}
+
+
+class EventEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000, json_schema_extra=_ENDPOINT_URL, description=(
+        "Where events are POSTed: an http:// or https:// URL of the app, without credentials (the app checks "
+        "each event's `Hub-Signature` instead)."))
+    events: list[EventTypeName] | None = _EVENTS_FIELD
+    description: str | None = Field(default=None, max_length=2000)
+    enabled: StrictBool = True
+
+
+class EventEndpointUpdate(BaseModel):
+    """Fields left out keep their value; ``url`` and ``enabled`` cannot be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(default=None, min_length=1, max_length=2000, json_schema_extra=_ENDPOINT_URL)  # type: ignore[assignment]
+    events: list[EventTypeName] | None = _EVENTS_FIELD
+    description: str | None = Field(default=None, max_length=2000)
+    enabled: StrictBool = Field(default=None)  # type: ignore[assignment]
+
+
+class EventDeliveryCounts(BaseModel):
+    pending: int
+    delivered: int
+    failed: int
+
+
+class EventEndpointOut(BaseModel):
+    id: str
+    url: str
+    events: list[str] = Field(description="The types sent; empty: every type.")
+    description: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    deliveries: EventDeliveryCounts = Field(description=(
+        "Its deliveries kept (HUB_EVENT_RETENTION_DAYS), by status: `failed` ones gave up after about a day of "
+        "attempts and can be sent again (POST .../deliveries/{id}/retry)."))
+
+
+class EventEndpointResponse(Ok):
+    endpoint: EventEndpointOut
+
+
+class EventEndpointWithSecret(Ok):
+    endpoint: EventEndpointOut
+    secret: str = Field(description=(
+        "The endpoint's signing secret, shown this once: the app checks each event's `Hub-Signature` with it."))
+
+
+class EventEndpointsResponse(Ok):
+    endpoints: list[EventEndpointOut]
+
+
+class EventDeliveryOut(BaseModel):
+    id: str
+    event_id: str
+    type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When it is tried next (pending ones).")
+    last_attempt_at: datetime | None
+    response_status: int | None = Field(description="The endpoint's HTTP status at the last attempt; null: no answer.")
+    error: str | None = Field(description="Why the last attempt failed.")
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any] = Field(description="The event, as sent.")
+
+
+class EventDeliveryResponse(Ok):
+    delivery: EventDeliveryOut
+
+
+class EventDeliveriesResponse(Ok):
+    deliveries: list[EventDeliveryOut]
+    next_cursor: str | None
+    has_more: bool

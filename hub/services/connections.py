@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
+from hub.events import emit
 from hub.models import (
     Connection,
     ConnectionPublic,
@@ -281,6 +282,8 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         hub.store_credentials(connection, credentials)
         if account is not None:
             connection.provider_account = account
+        if match is not None:
+            _tell_status(session, match, "connected")
         connection.status = "connected"
         connection.last_error = connection.warning = None
         connection.updated_at = utcnow()
@@ -345,6 +348,15 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
             known = await _current_account(hub, provider, connection)
     return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
                                    secrets, (account, known) if tested else None)
+
+
+def _tell_status(session: Any, connection: Connection, status: str) -> None:
+    """Tell the app the connection's status becomes ``status`` (in the
+    transaction that sets it), if that is a change (see :meth:`Hub.mark`)."""
+    if connection.status != status:
+        emit(session, connection.organization_id, "connection.status_changed",
+             {"connection_id": connection.id, "provider": connection.provider, "status": status,
+              "previous_status": connection.status, "last_error": None})
 
 
 def public(hub: Hub, connections: list[Connection]) -> list[ConnectionPublic]:
@@ -454,6 +466,7 @@ def _apply_update(hub: Hub, provider: Provider | None, organization_id: str, con
                 connection.webhook_key = _webhook_key(provider, config)
         if secrets is not None:
             hub.store_credentials(connection, Credentials(secrets=secrets))
+            _tell_status(session, connection, "connected")
             connection.status = "connected"
             connection.last_error = connection.warning = None
         if (connection.sync_enabled, connection.sync_frequency_minutes) != schedule:  # (the same sent again: kept)

@@ -8,12 +8,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.crypto import DecryptionError
-from hub.models import Connection, OAuthState, PendingRevocation
+from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation
 from hub.runtime import Hub
 
 #: Every column holding a secret encrypted with the hub's key, with its table's key.
 ENCRYPTED = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
-             (OAuthState, "state_hash", "code_verifier_encrypted"), (OAuthState, "state_hash", "grant_encrypted"))
+             (OAuthState, "state_hash", "code_verifier_encrypted"), (OAuthState, "state_hash", "grant_encrypted"),
+             (EventEndpoint, "id", "secret_encrypted"))
 _BATCH = 500
 
 

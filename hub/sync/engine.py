@@ -40,10 +40,12 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
+from hub.events import emit
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync import configs as config_service
+from hub.sync.stored import run_out
 from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner, owner_alive
 from hub.sync.store import (
     CONFLICT,
@@ -685,6 +687,11 @@ class SyncEngine:
                 session.add(connection)
                 if status == "failed" and isinstance(error, RateLimited) and error.retry_after:
                     self._resume_when_limit_frees(session, connection, run_id, now, error.retry_after)
+                # (In the outcome's transaction: the app hears of the run if and only if it ended.)
+                run = session.get(SyncRun, run_id)
+                if run is not None:
+                    emit(session, connection.organization_id, f"sync.{status}",
+                         {"connection_id": connection.id, "provider": connection.provider, "run": run_out(run)})
             session.commit()
 
     @staticmethod

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, IdempotentCreate, SyncConfig, SyncRun, WebhookEvent, utcnow
+from hub.models import Connection, EventDelivery, IdempotentCreate, SyncConfig, SyncRun, WebhookEvent, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue, waited_for
 from hub.sync.store import purge_tombstones
@@ -222,9 +222,10 @@ class Scheduler:
 
     def purge(self, now: datetime) -> int:
         """Drop tombstones older than ``sync_tombstone_days``, finished runs
-        older than ``sync_log_retention_days`` and webhook events applied or
-        ignored more than ``webhook_retention_days`` ago (0 keeps each for
-        good), OAuth states expired for a day and create outcomes kept past
+        older than ``sync_log_retention_days``, webhook events applied or
+        ignored more than ``webhook_retention_days`` ago and events delivered
+        to the app more than ``event_retention_days`` ago (0
+        keeps each for good), OAuth states expired for a day and create outcomes kept past
         their idempotency keys' day. Returns the tombstones dropped."""
         from hub.services.oauth import purge_states
         from hub.services.records import IDEMPOTENCY_KEY_DAYS
@@ -234,13 +235,16 @@ class Scheduler:
         # (They hold the records made, personal data: kept no longer than their keys are honoured.)
         _purge(self.hub, creates, creates.c.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS))
         settings = self.hub.settings
-        runs, events = SyncRun.__table__, WebhookEvent.__table__
+        runs, events, deliveries = SyncRun.__table__, WebhookEvent.__table__, EventDelivery.__table__
         for what, table, done, when, days in (
                 ("finished sync runs", runs, ("succeeded", "failed"), runs.c.finished_at,
                  settings.sync_log_retention_days),
                 # (An event without its time of processing, from before it was kept, counts from its receipt.)
                 ("applied or ignored webhook events", events, ("processed", "ignored"),
-                 sa.func.coalesce(events.c.processed_at, events.c.received_at), settings.webhook_retention_days)):
+                 sa.func.coalesce(events.c.processed_at, events.c.received_at), settings.webhook_retention_days),
+                # (Pending ones too: only an endpoint disabled since keeps one waiting so long.)
+                ("events for the app", deliveries, ("pending", "delivered", "failed"),
+                 deliveries.c.created_at, settings.event_retention_days)):
             if days > 0:
                 dropped = _purge(self.hub, table, table.c.status.in_(done), when < now - timedelta(days=days))
                 if dropped:
@@ -313,8 +317,10 @@ class Background:
 
 
 async def start_background(app: Any) -> Background:
-    """Start the sync executor, the scheduler and the webhook processor of an
-    API process; sets ``app.state.sync`` and ``app.state.webhook_processor``."""
+    """Start the sync executor, the scheduler, the webhook processor and the
+    event deliverer of an API process; sets ``app.state.sync``,
+    ``app.state.webhook_processor`` and ``app.state.event_deliverer``."""
+    from hub.services.events import EventDeliverer
     from hub.services.webhooks import WebhookProcessor
 
     hub: Hub = app.state.hub
@@ -325,6 +331,9 @@ async def start_background(app: Any) -> Background:
     processor = WebhookProcessor(hub, submit=service.submit)
     parts.append(await processor.start())
     app.state.webhook_processor = processor
+    deliverer = EventDeliverer(hub)
+    parts.append(await deliverer.start())
+    app.state.event_deliverer = deliverer
     scheduler = Scheduler(service, hub.settings.scheduler_interval_seconds)
     app.state.sync_scheduler = scheduler
     if hub.settings.run_scheduler:

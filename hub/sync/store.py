@@ -32,7 +32,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from hub.models import IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
+from hub.events import emit
+from hub.models import Connection, IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
 from hub.types import EntityField, EntitySchema, HubError, ProviderError, ProviderUnavailable, ValidationFailed
@@ -478,6 +479,13 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     else:
         row.push_status = CONFLICT
         conflict.status = "open"
+        if open_conflict is None:
+            connection = session.get(Connection, row.connection_id)
+            if connection is not None:
+                emit(session, connection.organization_id, "conflict.opened",
+                     {"connection_id": row.connection_id, "provider": connection.provider, "entity": row.entity,
+                      "conflict_id": conflict.id, "record_id": row.id, "remote_id": row.remote_id,
+                      "provider_deleted": deleted})
     session.add(row)
     session.add(conflict)
     return True

@@ -1,0 +1,339 @@
+"""Events for the tenant's app (outbound webhooks): endpoints through the
+API, events written with the change they tell of, signed deliveries over
+real HTTP to a receiving app on loopback, backoff, Retry-After, giving up,
+retries, and several processes sharing the deliveries (PostgreSQL).
+Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.config import Settings
+from hub.events import EVENT_TYPES, emit, verify_signature
+from hub.models import Connection, EventDelivery, utcnow
+from hub.plugins import PluginRegistry
+from hub.runtime import Hub
+from hub.services import events as service
+from hub.services.events import MAX_ATTEMPTS, EventDeliverer
+from hub.services.orgs import create_organization
+from hub.testing import postgres
+from tests.conftest import API, make_org
+from tests.sync_support import wait_run
+from tests.test_sync_api import assert_error, start
+from tests.test_sync_push import provider_edit, setup_notes
+
+
+def receiving_app() -> Starlette:
+    """The tenant's app: notes each POST (path, headers, body) and answers
+    the next of ``answers`` ((status, headers)), else 200."""
+    state = SimpleNamespace(received=[], answers=[])
+
+    async def hook(request: Request) -> Response:
+        state.received.append(SimpleNamespace(path=request.url.path, headers=dict(request.headers),
+                                              body=await request.body()))
+        status, headers = state.answers.pop(0) if state.answers else (200, {})
+        return Response("ok" if status < 300 else "not now", status_code=status, headers=headers)
+
+    app = Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+    app.state.log = state
+    return app
+
+
+def wait_for(condition, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
+
+
+def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_takes(client, auth, hub_app,
+                                                                                       example_fake, serve_app):
+    receiver = receiving_app()
+    url = serve_app(receiver)
+    created = client.post(f"{API}/event-endpoints", json={"url": f"{url}/sync", "description": "LogiAccounting",
+                                                          "events": ["sync.succeeded", "conflict.opened"]},
+                          headers=auth)
+    assert created.status_code == 201, created.text
+    secret, endpoint = created.json()["secret"], created.json()["endpoint"]
+    assert secret.startswith("whsec_") and endpoint["events"] == ["sync.succeeded", "conflict.opened"]
+    assert endpoint["deliveries"] == {"pending": 0, "delivered": 0, "failed": 0}
+    other = client.post(f"{API}/event-endpoints", json={"url": f"{url}/status", "events": ["sync.failed"]},
+                        headers=auth).json()["endpoint"]
+    listed = client.get(f"{API}/event-endpoints", headers=auth)
+    assert [e["id"] for e in listed.json()["endpoints"]] == [endpoint["id"], other["id"]]
+    assert secret not in listed.text and secret not in client.get(
+        f"{API}/event-endpoints/{endpoint['id']}", headers=auth).text
+
+    connection, config, records = setup_notes(client, auth, policy="review")
+    first = wait_for(lambda: receiver.state.log.received)[0]
+    assert first.path == "/sync" and first.headers["hub-event-type"] == "sync.succeeded"
+    event = json.loads(first.body)
+    assert first.headers["hub-event-id"] == event["id"] and event["type"] == "sync.succeeded"
+    assert verify_signature(secret, first.body, first.headers["hub-signature"])
+    assert not verify_signature(secret.replace("whsec_", "whsec_x"), first.body, first.headers["hub-signature"])
+    assert not verify_signature(secret, first.body + b" ", first.headers["hub-signature"])
+    assert not verify_signature(secret, first.body, first.headers["hub-signature"], now=time.time() + 301)
+    run = client.get(f"{API}/connections/{connection['id']}/sync/runs/{event['data']['run']['id']}",
+                     headers=auth).json()["run"]
+    assert event["data"]["connection_id"] == connection["id"] and event["data"]["provider"] == "example"
+    assert {k: event["data"]["run"][k] for k in ("status", "created", "entity", "direction")} == {
+        k: run[k] for k in ("status", "created", "entity", "direction")} and run["created"] == 23
+
+    # A conflict left for review: the app hears of it (and of the run that found it).
+    client.put(f"{records}/note_2", json={"data": {"subject": "hub side"}, "sync": False}, headers=auth)
+    provider_edit(example_fake[1], "note_2", "provider side")
+    both = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
+    assert both["conflicts"] == 1
+    wait_for(lambda: len(receiver.state.log.received) == 3)
+    bodies = [json.loads(r.body) for r in receiver.state.log.received]
+    by_type = {b["type"]: b for b in bodies}
+    assert sorted(by_type) == ["conflict.opened", "sync.succeeded"] and [b["type"] for b in bodies].count(
+        "sync.succeeded") == 2
+    [conflict] = client.get(f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/conflicts",
+                            headers=auth).json()["conflicts"]
+    assert by_type["conflict.opened"]["data"]["conflict_id"] == conflict["id"]
+    assert by_type["conflict.opened"]["data"]["entity"] == "notes"
+    assert all(r.path == "/sync" for r in receiver.state.log.received)  # the other endpoint takes sync.failed only
+
+    deliveries = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries", params={"limit": 2},
+                            headers=auth).json()
+    assert deliveries["has_more"] is True and len(deliveries["deliveries"]) == 2
+    rest = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries",
+                      params={"cursor": deliveries["next_cursor"]}, headers=auth).json()
+    shown = deliveries["deliveries"] + rest["deliveries"]
+    assert sorted(d["event_id"] for d in shown) == sorted(b["id"] for b in bodies)
+    assert all(d["status"] == "delivered" and d["attempts"] == 1 and d["response_status"] == 200 for d in shown)
+    assert client.get(f"{API}/event-endpoints/{endpoint['id']}", headers=auth).json()["endpoint"]["deliveries"][
+        "delivered"] == 3
+
+    # A ping reaches an endpoint whatever types it takes; after a rotation, events are signed with the new secret.
+    rotated = client.post(f"{API}/event-endpoints/{other['id']}/rotate-secret", headers=auth).json()["secret"]
+    ping = client.post(f"{API}/event-endpoints/{other['id']}/ping", headers=auth)
+    assert ping.status_code == 202 and ping.json()["delivery"]["type"] == "ping"
+    pinged = wait_for(lambda: [r for r in receiver.state.log.received if r.path == "/status"])[0]
+    assert verify_signature(rotated, pinged.body, pinged.headers["hub-signature"])
+    assert json.loads(pinged.body)["data"] == {"endpoint_id": other["id"]}
+
+
+def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_app):
+    types = client.get(f"{API}/event-types", headers=auth).json()["event_types"]
+    assert [t["type"] for t in types] == list(EVENT_TYPES)
+    endpoints = f"{API}/event-endpoints"
+    for url in ("ftp://app.example.com/hook", "app.example.com/hook", "https://user:pass@app.example.com/hook",
+                "https://app.example.com:port/hook", "https:///hook"):
+        assert_error(client.post(endpoints, json={"url": url}, headers=auth), 422, "invalid_url")
+    refused = client.post(endpoints, json={"url": "https://app.example.com/h", "events": ["sync.done"]}, headers=auth)
+    assert_error(refused, 422, "unknown_event_type")
+    assert refused.json()["fields"] == ["events"] and "sync.succeeded" in refused.json()["error"]
+    assert_error(client.post(endpoints, json={"url": "https://app.example.com/h", "secret": "mine"}, headers=auth),
+                 422, "validation_error")
+    made = client.post(endpoints, json={"url": "https://app.example.com/h"}, headers=auth).json()
+    endpoint = made["endpoint"]
+    assert endpoint["events"] == [] and endpoint["enabled"] is True
+    assert_error(client.put(f"{endpoints}/{endpoint['id']}", json={"url": None}, headers=auth), 422,
+                 "validation_error")
+    changed = client.put(f"{endpoints}/{endpoint['id']}", json={"events": ["sync.failed", "sync.failed"],
+                                                                 "enabled": False}, headers=auth).json()["endpoint"]
+    assert changed["events"] == ["sync.failed"] and changed["enabled"] is False
+    assert changed["url"] == "https://app.example.com/h"
+
+    stranger = make_org(hub_app, "stranger")
+    stranger.pop("org_id")
+    for method, path in (("get", ""), ("put", ""), ("delete", ""), ("post", "/ping"), ("post", "/rotate-secret"),
+                         ("get", "/deliveries")):
+        answer = getattr(client, method)(f"{endpoints}/{endpoint['id']}{path}", headers=stranger,
+                                         **({"json": {}} if method == "put" else {}))
+        assert_error(answer, 404, "event_endpoint_not_found")
+    assert client.get(endpoints, headers=stranger).json()["endpoints"] == []
+    assert_error(client.post(f"{endpoints}/{endpoint['id']}/deliveries/nope/retry", headers=auth), 404,
+                 "event_delivery_not_found")
+    assert client.delete(f"{endpoints}/{endpoint['id']}", headers=auth).json() == {"success": True}
+    assert_error(client.get(f"{endpoints}/{endpoint['id']}", headers=auth), 404, "event_endpoint_not_found")
+
+
+@pytest.fixture
+def bare_hub(settings):
+    hub = Hub(settings, PluginRegistry())
+    hub.migrate()
+    with hub.session() as session:
+        org, _key = create_organization(session, "acme")
+        connection = Connection(organization_id=org.id, provider="ledger", category="test", name="Ledger")
+        session.add(connection)
+        session.commit()
+        session.refresh(connection)
+    return hub, org.id, connection.id
+
+
+def deliveries(hub: Hub) -> list[EventDelivery]:
+    with hub.session() as session:
+        return list(session.exec(select(EventDelivery).order_by(EventDelivery.created_at, EventDelivery.id)))
+
+
+def due_now(hub: Hub) -> None:
+    with hub.session() as session:
+        session.execute(sa.update(EventDelivery).where(EventDelivery.status == "pending")
+                        .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+
+
+def test_a_failing_endpoint_gets_the_event_again_with_backoff_and_retry_after_then_is_given_up(
+        bare_hub, serve_app, caplog):
+    hub, org_id, connection_id = bare_hub
+    receiver = receiving_app()
+    url = serve_app(receiver)
+    endpoint, secret = service.create_endpoint(hub, org_id, url=f"{url}/hook", events=["connection.status_changed"],
+                                               description=None, enabled=True)
+    answers = receiver.state.log.answers
+
+    async def scenario() -> None:
+        deliverer = EventDeliverer(hub)
+        try:
+            hub.mark(connection_id, "error", "the provider refused the key")
+            hub.mark(connection_id, "error", "the provider refused the key again")  # no change: no event
+            [delivery] = deliveries(hub)
+            assert delivery.payload["data"] == {
+                "connection_id": connection_id, "provider": "ledger", "status": "error",
+                "previous_status": "connected", "last_error": "the provider refused the key"}
+
+            answers.append((500, {}))
+            assert await deliverer.deliver_once() == 1
+            [delivery] = deliveries(hub)
+            assert (delivery.status, delivery.attempts, delivery.response_status) == ("pending", 1, 500)
+            assert delivery.error == "the endpoint answered HTTP 500: not now"
+            assert 25 < (delivery.next_attempt_at - utcnow()).total_seconds() <= 30
+            assert await deliverer.deliver_once() == 0  # not due yet
+
+            due_now(hub)
+            answers.append((429, {"Retry-After": "1000"}))
+            assert await deliverer.deliver_once() == 1
+            [delivery] = deliveries(hub)
+            assert delivery.attempts == 2 and 990 < (delivery.next_attempt_at - utcnow()).total_seconds() <= 1000
+
+            # Asked for again: sent now, and delivered.
+            service.retry_delivery(hub, endpoint, delivery.id)
+            assert await deliverer.deliver_once() == 1
+            [delivery] = deliveries(hub)
+            assert (delivery.status, delivery.attempts, delivery.response_status) == ("delivered", 3, 200)
+            assert delivery.delivered_at is not None and delivery.next_attempt_at is None
+            assert [r.headers["hub-event-id"] for r in receiver.state.log.received] == [delivery.event_id] * 3
+            assert all(verify_signature(secret, r.body, r.headers["hub-signature"])
+                       for r in receiver.state.log.received)
+
+            # The last attempt failing gives the event up, logged (without the secret).
+            hub.mark(connection_id, "connected", None)
+            with hub.session() as session:
+                session.execute(sa.update(EventDelivery).where(EventDelivery.status == "pending")
+                                .values(attempts=MAX_ATTEMPTS - 1))
+                session.commit()
+            answers.append((503, {}))
+            assert await deliverer.deliver_once() == 1
+            given_up = [d for d in deliveries(hub) if d.status == "failed"]
+            assert len(given_up) == 1 and given_up[0].attempts == MAX_ATTEMPTS
+            assert "could not be delivered after 10 attempts" in caplog.text and secret not in caplog.text
+
+            # An endpoint that does not answer in time, and one that cannot be reached, are failures too.
+            service.update_endpoint(hub, org_id, endpoint.id, {"url": "http://127.0.0.1:9/hook"})
+            service.retry_delivery(hub, endpoint, given_up[0].id)
+            assert await deliverer.deliver_once() == 1
+            [failed] = [d for d in deliveries(hub) if d.id == given_up[0].id]
+            assert failed.status == "failed" and failed.response_status is None
+            assert failed.error.startswith("could not reach the endpoint: ConnectError")
+        finally:
+            await deliverer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_events_are_written_with_their_change_and_held_while_their_endpoint_is_disabled(bare_hub, serve_app):
+    hub, org_id, connection_id = bare_hub
+    receiver = receiving_app()
+    endpoint, _secret = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
+                                                description=None, enabled=True)
+    with hub.session() as session:
+        assert emit(session, org_id, "sync.failed", {"connection_id": connection_id, "run": {}}) == 1
+        session.rollback()  # the change is not committed: neither is its event
+    assert deliveries(hub) == []
+    with hub.session() as session:
+        # Another organization's endpoints hear nothing of this one's events.
+        other, _key = create_organization(session, "other")
+        assert emit(session, other.id, "sync.failed", {"run": {}}) == 0
+    hub.mark(connection_id, "expired", "the grant was revoked")
+    service.update_endpoint(hub, org_id, endpoint.id, {"enabled": False})
+    hub.mark(connection_id, "connected", None)  # a disabled endpoint is sent no new events
+
+    async def scenario() -> None:
+        deliverer = EventDeliverer(hub)
+        try:
+            assert await deliverer.deliver_once() == 0  # what it had is held while it is disabled
+            service.update_endpoint(hub, org_id, endpoint.id, {"enabled": True})
+            assert await deliverer.deliver_once() == 1
+        finally:
+            await deliverer.stop()
+
+    asyncio.run(scenario())
+    [received] = receiver.state.log.received
+    assert json.loads(received.body)["data"]["status"] == "expired"
+    service.delete_endpoint(hub, org_id, endpoint.id)
+    assert deliveries(hub) == []
+
+
+@pytest.mark.postgres
+def test_processes_delivering_together_send_each_event_once(pg_server, tmp_path, serve_app):
+    url = postgres.create_database(pg_server, "hub_events_shared")
+    hubs = [Hub(Settings(data_dir=tmp_path / "data", database_url=url, secret_key="test-secret-key"), PluginRegistry())
+            for _ in range(2)]
+    hubs[0].migrate()
+    receiver = receiving_app()
+    with hubs[0].session() as session:
+        org, _key = create_organization(session, "acme")
+    service.create_endpoint(hubs[0], org.id, url=f"{serve_app(receiver)}/hook", events=[], description=None,
+                            enabled=True)
+    with hubs[0].session() as session:
+        for number in range(120):
+            emit(session, org.id, "sync.succeeded", {"run": {"id": f"run{number}"}})
+        session.commit()
+
+    async def scenario() -> None:
+        deliverers = [EventDeliverer(hub) for hub in hubs]
+        try:
+            while sum(await asyncio.gather(*(d.deliver_once() for d in deliverers))):
+                pass
+        finally:
+            for deliverer in deliverers:
+                await deliverer.stop()
+
+    asyncio.run(scenario())
+    ids = [r.headers["hub-event-id"] for r in receiver.state.log.received]
+    assert len(ids) == len(set(ids)) == 120
+    assert {d.status for d in deliveries(hubs[0])} == {"delivered"}
+    for hub in hubs:
+        hub.engine.dispose()
+
+
+def test_the_readmes_check_of_a_signature_agrees_with_the_hubs_signing():
+    import re
+    from pathlib import Path
+
+    from hub.events import new_secret, sign
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(import hashlib, hmac, time\n.*?)```", readme, re.S).group(1), namespace)
+    verified, secret, body = namespace["verified"], new_secret(), b'{"id":"evt_1","data":{"note":"caf\xc3\xa9"}}'
+    assert verified(secret, body, sign(secret, body))
+    assert not verified(secret, body + b" ", sign(secret, body))
+    assert not verified(new_secret(), body, sign(secret, body))
+    assert not verified(secret, body, sign(secret, body, int(time.time()) - 301))
