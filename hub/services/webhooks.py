@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from hub.events import emit
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -681,7 +682,12 @@ class WebhookProcessor:
             values = {"warning": None}
             if connection.status == "error":
                 values.update(status="connected", last_error=None)
+        before = connection.status  # (the UPDATE below updates the loaded connection too)
         session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))
+        if values.get("status", before) != before:
+            emit(session, connection.organization_id, "connection.status_changed",
+                 {"connection_id": connection.id, "provider": connection.provider, "status": values["status"],
+                  "previous_status": before, "last_error": values.get("last_error")})
         log.info("connection %s: %s event %s (%s)", connection.id, event.provider, event.type,
                  ", ".join(f"{key} {'set' if value else 'cleared'}" if key in ("warning", "last_error") else
                            f"{key} {value}" for key, value in values.items()))

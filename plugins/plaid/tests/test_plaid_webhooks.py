@@ -121,6 +121,10 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
     ``connected`` again."""
     item = fake.item()
     path = f"{API}/connections/{connection['id']}"
+    # The app is told of each change of status (at an address that does not answer: what was sent is kept).
+    endpoint = client.post(f"{API}/event-endpoints", json={"url": "http://127.0.0.1:9/hub-events",
+                                                           "events": ["connection.status_changed"]},
+                           headers=auth).json()["endpoint"]
 
     def connection_now():
         return client.get(path, headers=auth).json()["connection"]
@@ -152,6 +156,10 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
     assert fake.send_webhook(URL, revoked, client=client).json()["received"] == 1
     wait_until(lambda: connection_now()["status"] == "error", "the USER_PERMISSION_REVOKED webhook's processing")
     assert connection_now()["last_error"].startswith("Plaid USER_PERMISSION_REVOKED: the holder of this account")
+    told = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries", headers=auth).json()["deliveries"]
+    assert [(d["payload"]["data"]["previous_status"], d["payload"]["data"]["status"]) for d in reversed(told)] == [
+        ("connected", "error"), ("error", "connected"), ("connected", "error")]
+    assert told[-1]["payload"]["data"]["last_error"].startswith("Plaid ITEM_LOGIN_REQUIRED")
 
 
 def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_renews_it(
