@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     webhook_retention_days: int = Field(30, ge=0, le=36_500)
     #: How long events for the app's endpoints are kept (delivered, given up on, or held by a disabled one).
     event_retention_days: int = Field(30, ge=0, le=36_500)
+    #: Whether an event endpoint may be at a loopback, private or link-local address (false: refused
+    #: when registered and when sent, so that an organization's key cannot probe the hub's network).
+    event_private_urls: bool = True
     #: A queue worker silent this long is dead: its runs go to the others.
     sync_stalled_seconds: float = _seconds(30.0, ge=0.1)
     sync_workers: int = Field(2, ge=0)  # sync jobs each API process runs itself in queue mode (0: only `hub worker`)

@@ -40,11 +40,14 @@ EVENT_TYPES: dict[str, str] = {
     "sync.succeeded": "A sync run succeeded: data.run is the run as GET /connections/{id}/sync/logs shows it "
                       "(its counts; a note of what it skipped or did not push in run.error).",
     "sync.failed": "A sync run failed: data.run says why (run.error, run.error_code).",
-    "connection.status_changed": "A connection's status changed (connected, error, expired, disconnected): "
+    "connection.status_changed": "A connection's status changed (connected, error, expired): "
                                  "data.status, data.previous_status and data.last_error. `expired` or an "
                                  "authorization error means its user must connect again.",
     "conflict.opened": "A record changed on both sides since the last sync, under the flag-for-review policy: "
                        "data.conflict_id is to be resolved (POST .../sync/conflicts/{id}/resolve).",
+    "records.changed": "Records of a connection were created, changed or deleted at the provider, as a sync "
+                       "(a page at a time) or a webhook stored them: data.entity, and the provider ids in "
+                       "data.created, data.updated and data.deleted (read the records through the API).",
     "ping": "Sent by POST /event-endpoints/{id}/ping, to check that the endpoint receives and verifies events.",
 }
 
@@ -59,19 +62,25 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``Hub-Signature`` header of ``body`` sent at ``timestamp`` (now by default)."""
+def sign(secrets_: str | list[str], body: bytes, timestamp: int | None = None) -> str:
+    """The ``Hub-Signature`` header of ``body`` sent at ``timestamp`` (now by
+    default): a ``v1`` for each secret (two while a rotated one is still honoured)."""
     timestamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+    keys = [secrets_] if isinstance(secrets_, str) else secrets_
+    return ",".join([f"t={timestamp}"] + [f"v1={_digest(key, body, timestamp)}" for key in keys])
+
+
+def _digest(secret: str, body: bytes, timestamp: int) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def verify_signature(secret: str, body: bytes, header: str | None, *,
                      tolerance: float = DEFAULT_TOLERANCE_SECONDS, now: float | None = None) -> bool:
     """Whether ``header`` (a ``Hub-Signature``) signs ``body`` (the raw bytes
     received) under ``secret``, within ``tolerance`` seconds of ``now``: what a
-    receiving app checks before trusting an event."""
-    if not header:
+    receiving app checks before trusting an event. Never raises: a header
+    that is not one is False."""
+    if not header or not isinstance(header, str):
         return False
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
@@ -79,12 +88,12 @@ def verify_signature(secret: str, body: bytes, header: str | None, *,
         parts.setdefault(key, []).append(value)
     try:
         timestamp = int(parts.get("t", [""])[0])
-    except ValueError:
+        if abs((time.time() if now is None else now) - timestamp) > tolerance:
+            return False
+        expected = _digest(secret, body, timestamp).encode()
+        return any(hmac.compare_digest(expected, given.encode()) for given in parts.get("v1", []))
+    except (ValueError, OverflowError, UnicodeError):
         return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
 
 
 def body_of(payload: dict[str, Any]) -> bytes:
@@ -107,27 +116,47 @@ def subscribed(endpoint: EventEndpoint, event_type: str) -> bool:
     return endpoint.enabled and (not endpoint.events or event_type in endpoint.events)
 
 
+def endpoints_of(session: Session, organization_id: str, event_type: str) -> list[EventEndpoint]:
+    """The organization's endpoints taking ``event_type``. On PostgreSQL they
+    are held (``FOR KEY SHARE``) until the transaction ends: an endpoint
+    deleted meanwhile waits for it, rather than failing the change that
+    writes its deliveries."""
+    query = select(EventEndpoint).where(EventEndpoint.organization_id == organization_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True, key_share=True)
+    return [e for e in session.exec(query) if subscribed(e, event_type)]
+
+
 def emit(session: Session, organization_id: str, event_type: str, data: dict[str, Any],
-         endpoints: list[EventEndpoint] | None = None) -> int:
+         endpoints: list[EventEndpoint] | None = None) -> list[EventDelivery]:
     """Queue an event for each of the organization's enabled endpoints taking
-    its type, in ``session``'s transaction (the caller commits); given
-    ``endpoints``, to those, whatever they take. Returns how many deliveries
-    were queued.
+    its type (:func:`endpoints_of`), in ``session``'s transaction (the caller
+    commits); given ``endpoints`` (held as :func:`endpoints_of` holds them),
+    to those, whatever they take. Returns the deliveries queued.
 
     :raises KeyError: ``event_type`` is not one of :data:`EVENT_TYPES` (a bug).
     """
     if event_type not in EVENT_TYPES:
         raise KeyError(f"unknown event type {event_type!r}")
-    targets = endpoints
-    if targets is None:
-        targets = [e for e in session.exec(select(EventEndpoint).where(EventEndpoint.organization_id == organization_id))
-                   if subscribed(e, event_type)]
+    targets = endpoints_of(session, organization_id, event_type) if endpoints is None else endpoints
     if not targets:
-        return 0
+        return []
     now = utcnow()
     payload = {"id": "evt_" + new_id(), "type": event_type, "created_at": _plain(now),
                "organization_id": organization_id, "data": _plain(data)}
-    for endpoint in targets:
-        session.add(EventDelivery(endpoint_id=endpoint.id, organization_id=organization_id, event_id=payload["id"],
-                                  type=event_type, payload=payload, next_attempt_at=now, created_at=now))
-    return len(targets)
+    deliveries = [EventDelivery(endpoint_id=endpoint.id, organization_id=organization_id, event_id=payload["id"],
+                                type=event_type, payload=payload, next_attempt_at=now, created_at=now)
+                  for endpoint in targets]
+    session.add_all(deliveries)
+    return deliveries
+
+
+def status_changed(session: Session, *, organization_id: str, connection_id: str, provider: str, status: str,
+                   previous: str, last_error: str | None) -> None:
+    """Tell the app a connection's status went from ``previous`` to ``status``
+    (nothing if it did not change), in the transaction that changes it; the
+    caller read ``previous`` under the row's lock (see ``Hub.locked_status``)."""
+    if status != previous:
+        emit(session, organization_id, "connection.status_changed",
+             {"connection_id": connection_id, "provider": provider, "status": status, "previous_status": previous,
+              "last_error": last_error})

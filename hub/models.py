@@ -472,6 +472,10 @@ class EventEndpoint(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=2000)
     enabled: bool = True
     secret_encrypted: str = Field(sa_type=sa.Text)
+    #: The secret a rotation replaced, still signing beside the new one until
+    #: ``previous_secret_until`` (the app switches without refusing events).
+    previous_secret_encrypted: str | None = Field(default=None, sa_type=sa.Text)
+    previous_secret_until: datetime | None = Field(default=None, sa_type=UTCDateTime())
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
@@ -495,7 +499,11 @@ class EventDelivery(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="pending", max_length=16)  # pending, delivered, failed
     attempts: int = 0
+    #: When it is sent next; None: held (its endpoint is disabled).
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    #: The claim of the attempt under way (see ``EventDeliverer``): its outcome is
+    #: recorded only while the claim holds (not after a retry asked for meanwhile).
+    claim: str | None = Field(default=None, max_length=32)
     last_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     #: The endpoint's HTTP status at the last attempt (None: no answer).
     response_status: int | None = None

@@ -432,13 +432,16 @@ class Hub:
         connection is gone)."""
         for _attempt in range(3):
             with self.session() as session:
+                from hub.events import status_changed
+                from hub.sync.store import lock as serialise  # (it imports this module)
+
+                # Under the connection's lock: a tenant's label set meanwhile (a PUT) stays, and the
+                # status this makes ``connected`` is the one told to the app as replaced.
+                serialise(session, f"connection/{connection_id}")
+                before = self.locked_status(session, connection_id)
                 config = None
                 if taught:
-                    # Merged over the row as it is now, under its lock: a tenant's label set
-                    # meanwhile (a PUT) stays; unchanged, the config is not written.
-                    from hub.sync.store import lock as serialise  # (it imports this module)
-
-                    serialise(session, f"connection/{connection_id}")
+                    # Merged over the row as it is now; unchanged, the config is not written.
                     stored_config = session.execute(sa.select(Connection.config).where(
                         Connection.id == connection_id)).scalar() or {}
                     config = {**stored_config, **taught} if any(
@@ -462,6 +465,10 @@ class Hub:
                         **({"config": config} if config is not None else {}), **grant,
                     )
                 )
+                if updated.rowcount == 1 and before is not None:
+                    status_changed(session, organization_id=before.organization_id, connection_id=connection_id,
+                                   provider=before.provider, status="connected", previous=before.status,
+                                   last_error=None)
                 session.commit()
                 if updated.rowcount == 1:
                     return secrets, fresh.expires_at
@@ -552,7 +559,7 @@ class Hub:
         user has just authorized again) also ends its ``warning``. A change of
         status is told to the app (``connection.status_changed``, with the
         change)."""
-        from hub.events import emit
+        from hub.events import status_changed
         from hub.sync.store import lock
 
         values: dict[str, Any] = {"status": status, "last_error": (error or None) and error[:2000],
@@ -560,20 +567,29 @@ class Hub:
         if renewed:
             values["warning"] = None
         with self.session() as session:
-            lock(session)  # (SQLite: the status read stays true until the write; PostgreSQL: the row's lock below)
-            query = sa.select(Connection.status, Connection.organization_id, Connection.provider).where(
-                Connection.id == connection_id)
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update()
-            before = session.execute(query).first()
+            lock(session)  # (SQLite: the status read stays true until the write)
+            before = self.locked_status(session, connection_id)
             if before is None:
                 return  # (deleted meanwhile)
             session.execute(sa.update(Connection).where(Connection.id == connection_id).values(**values))
-            if before.status != status:
-                emit(session, before.organization_id, "connection.status_changed",
-                     {"connection_id": connection_id, "provider": before.provider, "status": status,
-                      "previous_status": before.status, "last_error": values["last_error"]})
+            status_changed(session, organization_id=before.organization_id, connection_id=connection_id,
+                           provider=before.provider, status=status, previous=before.status,
+                           last_error=values["last_error"])
             session.commit()
+
+    @staticmethod
+    def locked_status(session: Session, connection_id: str) -> Any:
+        """The connection's ``status``, ``organization_id`` and ``provider``
+        (None: it is gone), its row held until the transaction ends
+        (PostgreSQL: ``FOR NO KEY UPDATE``, which inserts of its records do not
+        wait for; SQLite: the caller's transaction holds the write lock, see
+        :func:`hub.sync.store.lock`). A change of status is then told once,
+        from the status it replaces."""
+        query = sa.select(Connection.status, Connection.organization_id, Connection.provider).where(
+            Connection.id == connection_id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(key_share=True)
+        return session.execute(query).first()
 
     # -- credentials
 

@@ -22,13 +22,14 @@ from starlette.routing import Route
 
 from hub.config import Settings
 from hub.events import EVENT_TYPES, emit, verify_signature
-from hub.models import Connection, EventDelivery, utcnow
+from hub.models import Connection, EventDelivery, EventEndpoint, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.services import events as service
 from hub.services.events import MAX_ATTEMPTS, EventDeliverer
 from hub.services.orgs import create_organization
 from hub.testing import postgres
+from hub.types import HubError, ValidationFailed
 from tests.conftest import API, make_org
 from tests.sync_support import wait_run
 from tests.test_sync_api import assert_error, start
@@ -263,13 +264,13 @@ def test_events_are_written_with_their_change_and_held_while_their_endpoint_is_d
     endpoint, _secret = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
                                                 description=None, enabled=True)
     with hub.session() as session:
-        assert emit(session, org_id, "sync.failed", {"connection_id": connection_id, "run": {}}) == 1
+        assert len(emit(session, org_id, "sync.failed", {"connection_id": connection_id, "run": {}})) == 1
         session.rollback()  # the change is not committed: neither is its event
     assert deliveries(hub) == []
     with hub.session() as session:
         # Another organization's endpoints hear nothing of this one's events.
         other, _key = create_organization(session, "other")
-        assert emit(session, other.id, "sync.failed", {"run": {}}) == 0
+        assert emit(session, other.id, "sync.failed", {"run": {}}) == []
     hub.mark(connection_id, "expired", "the grant was revoked")
     service.update_endpoint(hub, org_id, endpoint.id, {"enabled": False})
     hub.mark(connection_id, "connected", None)  # a disabled endpoint is sent no new events
@@ -290,11 +291,8 @@ def test_events_are_written_with_their_change_and_held_while_their_endpoint_is_d
     assert deliveries(hub) == []
 
 
-@pytest.mark.postgres
-def test_processes_delivering_together_send_each_event_once(pg_server, tmp_path, serve_app):
-    url = postgres.create_database(pg_server, "hub_events_shared")
-    hubs = [Hub(Settings(data_dir=tmp_path / "data", database_url=url, secret_key="test-secret-key"), PluginRegistry())
-            for _ in range(2)]
+def test_processes_delivering_together_send_each_event_once(settings, serve_app):
+    hubs = [Hub(settings, PluginRegistry()) for _ in range(2)]  # (two processes' engines on one database)
     hubs[0].migrate()
     receiver = receiving_app()
     with hubs[0].session() as session:
@@ -337,3 +335,231 @@ def test_the_readmes_check_of_a_signature_agrees_with_the_hubs_signing():
     assert not verified(secret, body + b" ", sign(secret, body))
     assert not verified(new_secret(), body, sign(secret, body))
     assert not verified(secret, body, sign(secret, body, int(time.time()) - 301))
+
+
+@pytest.fixture
+def ledger():
+    from tests.sync_support import Ledger
+
+    return Ledger(items=250)
+
+
+def test_the_app_hears_which_records_a_sync_created_changed_and_deleted(hub, conn, ledger):
+    from hub.sync.engine import SyncEngine, create_run
+    from tests.sync_support import run
+
+    listener, _ = service.create_endpoint(hub, conn.organization_id, url="https://app.example.com/changes",
+                                          events=["records.changed"], description=None, enabled=True)
+    service.create_endpoint(hub, conn.organization_id, url="https://app.example.com/runs", events=["sync.succeeded"],
+                            description=None, enabled=True)
+
+    def pull(full_refresh: bool = False):
+        new_run, _ = create_run(hub, conn, entity="items", full_refresh=full_refresh)
+        ended = run(SyncEngine(hub).execute(new_run.id))
+        assert ended.status == "succeeded", ended.error
+        told = [d.payload for d in deliveries(hub) if d.type == "records.changed"]
+        assert all(d.endpoint_id == listener.id for d in deliveries(hub) if d.type == "records.changed")
+        with hub.session() as session:  # (seen: the next pull's are the new ones)
+            session.execute(sa.update(EventDelivery).values(status="delivered"))
+            session.commit()
+        return ended, [t for t in told if t["data"]["run_id"] == ended.id]
+
+    first, told = pull()
+    assert sorted(i for t in told for i in t["data"]["created"]) == sorted(ledger.items) and len(told) > 1
+    assert all(t["data"]["updated"] == t["data"]["deleted"] == [] and len(t["data"]["created"]) <= 100 for t in told)
+    assert {(t["data"]["connection_id"], t["data"]["provider"], t["data"]["entity"], t["data"]["source"])
+            for t in told} == {(conn.id, "ledger", "items", "sync")}
+
+    ledger.put("it_00007", {"name": "renamed"})
+    ledger.put("it_00100", {"amount": 1})
+    ledger.remove("it_00200")
+    _second, told = pull(full_refresh=True)  # (a full pass: what it no longer lists is deleted)
+    assert sorted(i for t in told for i in t["data"]["updated"]) == ["it_00007", "it_00100"]
+    assert [i for t in told for i in t["data"]["deleted"]] == ["it_00200"]
+    assert not any(t["data"]["created"] for t in told)
+
+    _third, told = pull()  # nothing changed: nothing to tell
+    assert told == []
+
+
+def test_urls_that_cannot_be_sent_to_and_private_ones_when_refused_are_invalid(bare_hub, monkeypatch):
+    hub, org_id, _connection_id = bare_hub
+    for url in ("https://\u2603.example/hook", "https://a\u200b.example/", "https://app.example.com/\x7f",
+                "https://app.example.com/a b", "https://xn--abc.example/"):
+        with pytest.raises(ValidationFailed) as refused:
+            service.create_endpoint(hub, org_id, url=url, events=[], description=None, enabled=True)
+        assert refused.value.code == "invalid_url"
+    service.create_endpoint(hub, org_id, url="http://[::1]:8080/hook", events=[], description=None, enabled=True)
+
+    monkeypatch.setattr(hub.settings, "event_private_urls", False)
+    for url in ("http://127.0.0.1:8000/hook", "http://localhost/hook", "http://10.1.2.3/hook",
+                "http://169.254.169.254/latest/meta-data", "http://[::1]/hook", "http://[fe80::1]/hook"):
+        with pytest.raises(ValidationFailed) as refused:
+            service.create_endpoint(hub, org_id, url=url, events=[], description=None, enabled=True)
+        assert refused.value.code == "invalid_url" and "HUB_EVENT_PRIVATE_URLS" in refused.value.message
+    service.create_endpoint(hub, org_id, url="https://93.184.216.34/hook", events=[], description=None,
+                            enabled=True)
+
+
+def test_an_attempt_is_bounded_in_time_and_in_what_it_reads_and_a_private_endpoint_is_not_sent_to(
+        bare_hub, serve_app, monkeypatch):
+    import hub.services.events as events_module
+
+    hub, org_id, connection_id = bare_hub
+    big = b"x" * 5_000_000
+
+    async def endpoint(request: Request) -> Response:
+        if request.url.path == "/slow":
+            await asyncio.sleep(3)
+        return Response(big, status_code=500)
+
+    url = serve_app(Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])]))
+    slow, _ = service.create_endpoint(hub, org_id, url=f"{url}/slow", events=[], description=None, enabled=True)
+    large, _ = service.create_endpoint(hub, org_id, url=f"{url}/large", events=[], description=None, enabled=True)
+    monkeypatch.setattr(events_module, "TIMEOUT_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        deliverer = EventDeliverer(hub)
+        try:
+            hub.mark(connection_id, "error", "refused")
+            started = time.monotonic()
+            assert await deliverer.deliver_once() == 2
+            assert time.monotonic() - started < 2.5
+            by_endpoint = {d.endpoint_id: d for d in deliveries(hub)}
+            assert by_endpoint[slow.id].error == "no answer within 0.5 s"
+            assert by_endpoint[large.id].response_status == 500
+            assert by_endpoint[large.id].error == "the endpoint answered HTTP 500: " + "x" * 300
+
+            # Sending to a loopback address once the hub refuses them: refused at sending too.
+            monkeypatch.setattr(hub.settings, "event_private_urls", False)
+            due_now(hub)
+            assert await deliverer.deliver_once() == 2
+            assert all("is loopback, private or link-local" in d.error and d.attempts == 2
+                       for d in deliveries(hub))
+        finally:
+            await deliverer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_retry_asked_for_during_an_attempt_stands_and_a_send_that_breaks_is_recorded(bare_hub, serve_app,
+                                                                                    monkeypatch):
+    hub, org_id, connection_id = bare_hub
+    receiver = receiving_app()
+    endpoint, _ = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
+                                          description=None, enabled=True)
+    hub.mark(connection_id, "error", "refused")
+    deliverer = EventDeliverer(hub)
+    [claimed] = deliverer._claim()
+    service.retry_delivery(hub, endpoint, claimed.id)  # while the attempt is under way
+    deliverer._record(claimed, service._Outcome(False, 500, "the endpoint answered HTTP 500"))
+    [delivery] = deliveries(hub)
+    assert (delivery.status, delivery.attempts, delivery.error) == ("pending", 0, None)
+    assert delivery.next_attempt_at <= utcnow()
+
+    async def broken(_delivery):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(deliverer, "_send", broken)
+
+    async def scenario() -> None:
+        try:
+            assert await deliverer.deliver_once() == 1
+        finally:
+            await deliverer.stop()
+
+    asyncio.run(scenario())
+    [delivery] = deliveries(hub)
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert delivery.error == "the hub could not send it: RuntimeError"
+
+    # Disabled, it is neither pinged nor retried (nothing would be sent until it is enabled again).
+    service.update_endpoint(hub, org_id, endpoint.id, {"enabled": False})
+    disabled = service.find_endpoint(hub, org_id, endpoint.id)
+    for attempt in (lambda: service.ping(hub, org_id, endpoint.id),
+                    lambda: service.retry_delivery(hub, disabled, delivery.id)):
+        with pytest.raises(HubError) as refused:
+            attempt()
+        assert refused.value.code == "event_endpoint_disabled" and refused.value.status == 409
+    assert [d.next_attempt_at for d in deliveries(hub)] == [None]  # held: not due
+
+
+def test_after_a_rotation_events_are_signed_with_both_secrets_for_a_day(bare_hub, serve_app):
+    hub, org_id, connection_id = bare_hub
+    receiver = receiving_app()
+    endpoint, old = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
+                                            description=None, enabled=True)
+    _endpoint, new = service.rotate_secret(hub, org_id, endpoint.id)
+    hub.mark(connection_id, "error", "refused")
+
+    async def scenario() -> None:
+        deliverer = EventDeliverer(hub)
+        try:
+            assert await deliverer.deliver_once() == 1
+            with hub.session() as session:  # a day later, the old one signs no more
+                session.execute(sa.update(EventEndpoint).values(previous_secret_until=utcnow()))
+                session.commit()
+            hub.mark(connection_id, "connected", None)
+            assert await deliverer.deliver_once() == 1
+        finally:
+            await deliverer.stop()
+
+    asyncio.run(scenario())
+    first, second = receiver.state.log.received
+    assert first.headers["hub-signature"].count("v1=") == 2
+    assert verify_signature(old, first.body, first.headers["hub-signature"])
+    assert verify_signature(new, first.body, first.headers["hub-signature"])
+    assert second.headers["hub-signature"].count("v1=") == 1
+    assert verify_signature(new, second.body, second.headers["hub-signature"])
+    assert not verify_signature(old, second.body, second.headers["hub-signature"])
+
+
+def test_a_header_that_is_not_a_signature_is_refused_without_an_error():
+    from hub.events import sign
+
+    body = b"{}"
+    for header in (None, "", "garbage", "t=", "t=abc,v1=00", f"t={int(time.time())}", f"t={int(time.time())},v1=\xe9",
+                   "t=1e999,v1=00", sign("whsec_a", body).replace("v1=", "v1=0")):
+        assert verify_signature("whsec_a", body, header) is False
+
+
+def test_an_organization_has_a_bounded_number_of_endpoints(bare_hub):
+    hub, org_id, _connection_id = bare_hub
+    for number in range(service.MAX_ENDPOINTS):
+        service.create_endpoint(hub, org_id, url=f"https://app.example.com/{number}", events=[], description=None,
+                                enabled=True)
+    with pytest.raises(HubError) as refused:
+        service.create_endpoint(hub, org_id, url="https://app.example.com/more", events=[], description=None,
+                                enabled=True)
+    assert (refused.value.code, refused.value.status) == ("too_many_event_endpoints", 409)
+
+
+@pytest.mark.postgres
+def test_an_endpoint_deleted_while_an_event_is_written_does_not_undo_the_change(pg_server, tmp_path):
+    import threading
+
+    url = postgres.create_database(pg_server, "hub_events_delete_race")
+    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=url, secret_key="test-secret-key"), PluginRegistry())
+    hub.migrate()
+    with hub.session() as session:
+        org, _key = create_organization(session, "acme")
+        connection = Connection(organization_id=org.id, provider="ledger", category="test", name="Ledger")
+        session.add(connection)
+        session.commit()
+    endpoint, _ = service.create_endpoint(hub, org.id, url="https://app.example.com/h", events=[], description=None,
+                                          enabled=True)
+    with hub.session() as session:
+        session.execute(sa.update(Connection).where(Connection.id == connection.id).values(status="expired"))
+        # The deliveries are inserted at the commit; the endpoint is held from here.
+        assert len(emit(session, org.id, "sync.failed", {"run": {}})) == 1
+        deleting = threading.Thread(target=service.delete_endpoint, args=(hub, org.id, endpoint.id))
+        deleting.start()
+        deleting.join(0.5)
+        assert deleting.is_alive()  # waits for the change's transaction
+        session.commit()
+    deleting.join(10)
+    assert not deleting.is_alive()
+    with hub.session() as session:
+        assert session.get(Connection, connection.id).status == "expired"
+    assert deliveries(hub) == [] and service.list_endpoints(hub, org.id) == []
+    hub.engine.dispose()

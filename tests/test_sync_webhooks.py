@@ -323,6 +323,9 @@ def test_webhook_record_updates_and_deletes_reach_the_mapped_view(client, auth, 
         "entity": "notes", "mappings": [{"source": "title", "target": "subject"}]}, headers=auth).json()["sync_config"]
     url = f"{API}/webhooks/example?connection_id={connection['id']}"
     records = f"{API}/connections/{connection['id']}/sync-configs/{config['id']}/records"
+    # The app hears of each (at an address that does not answer: what was sent is kept).
+    endpoint = client.post(f"{API}/event-endpoints", json={"url": "http://127.0.0.1:9/hub-events",
+                                                           "events": ["records.changed"]}, headers=auth).json()
     note = {"id": "note_1", "title": "pushed by webhook", "body": "", "updated_at": utcnow().isoformat()}
     body, headers = signed_delivery(SECRET, {"id": "e1", "type": "note.updated", "data": note}, int(time.time()))
     client.post(url, content=body, headers=headers)
@@ -335,6 +338,11 @@ def test_webhook_record_updates_and_deletes_reach_the_mapped_view(client, auth, 
     client.post(url, content=body, headers=headers)
     wait_until(lambda: client.get(f"{records}/note_1", headers=auth).json()["record"]["deleted"],
                message="deletion applied")
+    told = client.get(f"{API}/event-endpoints/{endpoint['endpoint']['id']}/deliveries", headers=auth).json()
+    assert [{k: d["payload"]["data"][k] for k in ("source", "entity", "created", "updated", "deleted")}
+            for d in reversed(told["deliveries"])] == [
+        {"source": "webhook", "entity": "notes", "created": ["note_1"], "updated": [], "deleted": []},
+        {"source": "webhook", "entity": "notes", "created": [], "updated": [], "deleted": ["note_1"]}]
 
 
 def test_event_ids_a_provider_sends_as_numbers_are_stored_as_text(client, auth, example_fake):

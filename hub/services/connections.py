@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
-from hub.events import emit
+from hub.events import status_changed
 from hub.models import (
     Connection,
     ConnectionPublic,
@@ -352,11 +352,12 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
 
 def _tell_status(session: Any, connection: Connection, status: str) -> None:
     """Tell the app the connection's status becomes ``status`` (in the
-    transaction that sets it), if that is a change (see :meth:`Hub.mark`)."""
-    if connection.status != status:
-        emit(session, connection.organization_id, "connection.status_changed",
-             {"connection_id": connection.id, "provider": connection.provider, "status": status,
-              "previous_status": connection.status, "last_error": None})
+    transaction that sets it), if that is a change from the status stored
+    now (read under the row's lock: see :meth:`Hub.locked_status`)."""
+    before = Hub.locked_status(session, connection.id)
+    if before is not None:
+        status_changed(session, organization_id=connection.organization_id, connection_id=connection.id,
+                       provider=connection.provider, status=status, previous=before.status, last_error=None)
 
 
 def public(hub: Hub, connections: list[Connection]) -> list[ConnectionPublic]:

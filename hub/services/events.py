@@ -8,7 +8,9 @@ endpoint functions here are blocking (run them with ``hub.db``); the
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,12 +22,13 @@ from sqlmodel import select
 
 from hub import __version__
 from hub.crypto import DecryptionError
-from hub.http import parse_retry_after
 from hub.events import EVENT_TYPES, SIGNATURE_HEADER, body_of, emit, new_secret, sign
-from hub.models import EventDelivery, EventEndpoint, utcnow
+from hub.http import parse_retry_after
+from hub.models import EventDelivery, EventEndpoint, new_id, utcnow
 from hub.runtime import Hub
 from hub.sync import stored
-from hub.types import NotFound, ValidationFailed
+from hub.sync.store import lock
+from hub.types import HubError, NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +36,16 @@ log = logging.getLogger(__name__)
 BACKOFF_SECONDS = (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 #: A claimed delivery is left to the process that claimed it this long (then
-#: another takes it: the claimer is taken for dead, and the event may arrive twice).
-CLAIM_SECONDS = 60
+#: another takes it: the claimer is taken for dead, and the event may arrive
+#: twice). Longer than a batch takes: each attempt is bounded by the timeout.
+CLAIM_SECONDS = 120
 #: An endpoint has this long to answer; a slower answer counts as a failure.
 TIMEOUT_SECONDS = 10.0
 #: Deliveries claimed at once, and sent at once.
 BATCH_SIZE = 50
 CONCURRENCY = 8
-#: Most of an endpoint's answer kept in the delivery's ``error``.
-ANSWER_CHARS = 300
+#: Most of an endpoint's answer read, and kept in the delivery's ``error``.
+ANSWER_BYTES = 300
 #: Longest wait an endpoint's ``Retry-After`` sets.
 MAX_RETRY_AFTER = 8 * 3600
 
@@ -53,24 +57,77 @@ def backoff(attempts: int) -> float:
 
 # -- endpoints
 
+#: Endpoints an organization may have (each event is written once per endpoint, in its change's transaction).
+MAX_ENDPOINTS = 20
+#: How long a rotated secret still signs beside the new one.
+ROTATION_OVERLAP = timedelta(hours=24)
 
-def _checked_url(url: str) -> str:
+
+class EndpointDisabled(HubError):
+    code = "event_endpoint_disabled"
+    status = 409
+
+
+class TooManyEndpoints(HubError):
+    code = "too_many_event_endpoints"
+    status = 409
+
+
+def _invalid(message: str) -> ValidationFailed:
+    return ValidationFailed(message, code="invalid_url", fields=["url"])
+
+
+def _checked_url(hub: Hub, url: str) -> str:
+    """``url`` if events can be sent to it: http(s), a host (IDNA-encodable), no
+    credentials or fragment, and, unless ``HUB_EVENT_PRIVATE_URLS``, no
+    loopback, private or link-local address."""
     url = url.strip()
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a port that is no number)
-    except ValueError:
+        httpx.URL(url).host.encode("idna")  # (what sending needs: a host httpx and IDNA take)
+    except (ValueError, httpx.InvalidURL, UnicodeError):
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed("url must be an http:// or https:// URL with a host", code="invalid_url",
-                               fields=["url"])
+        raise _invalid("url must be an http:// or https:// URL with a host")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise _invalid("url must not hold spaces or control characters (percent-encode them)")
     if parts.username is not None or parts.password is not None:
         # (The URL is shown by every answer about the endpoint: no secret belongs in it.)
-        raise ValidationFailed("url must not carry credentials (user:password@): the app checks the "
-                               "Hub-Signature of each event instead", code="invalid_url", fields=["url"])
+        raise _invalid("url must not carry credentials (user:password@): the app checks the Hub-Signature of "
+                       "each event instead")
     if parts.fragment:
-        raise ValidationFailed("url must not have a #fragment", code="invalid_url", fields=["url"])
+        raise _invalid("url must not have a #fragment")
+    if not hub.settings.event_private_urls:
+        address = _private_address(parts.hostname, _resolved(parts.hostname))
+        if address:
+            raise _invalid(f"url must not be at a loopback, private or link-local address ({address}): this hub "
+                           "sends events to public addresses only (HUB_EVENT_PRIVATE_URLS)")
     return url
+
+
+def _resolved(host: str) -> list[str]:
+    """The addresses ``host`` names (itself, when an address); none when it does not resolve (yet)."""
+    try:
+        return [host] if ipaddress.ip_address(host) else []
+    except ValueError:
+        pass
+    try:
+        return [info[4][0] for info in socket.getaddrinfo(host, None)]
+    except (OSError, UnicodeError):
+        return []
+
+
+def _private_address(host: str, addresses: list[str]) -> str | None:
+    """The first of ``addresses`` that is not a public one, if any."""
+    if host.lower() in ("localhost",) or host.lower().endswith(".localhost"):
+        return host
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast \
+                or ip.is_unspecified:
+            return address
+    return None
 
 
 def _checked_events(events: list[str]) -> list[str]:
@@ -86,10 +143,16 @@ def create_endpoint(hub: Hub, organization_id: str, *, url: str, events: list[st
                     enabled: bool) -> tuple[EventEndpoint, str]:
     """A new endpoint and its signing secret (shown this once)."""
     secret = new_secret()
-    endpoint = EventEndpoint(organization_id=organization_id, url=_checked_url(url), events=_checked_events(events),
-                             description=description, enabled=enabled,
+    endpoint = EventEndpoint(organization_id=organization_id, url=_checked_url(hub, url),
+                             events=_checked_events(events), description=description, enabled=enabled,
                              secret_encrypted=hub.cipher.encrypt(secret))
     with hub.session() as session:
+        lock(session, f"event-endpoints/{organization_id}")  # (two creations at once count each other)
+        count = session.execute(sa.select(sa.func.count()).select_from(EventEndpoint).where(
+            EventEndpoint.organization_id == organization_id)).scalar()
+        if count >= MAX_ENDPOINTS:
+            raise TooManyEndpoints(f"an organization has at most {MAX_ENDPOINTS} event endpoints: delete one, or "
+                                   "send several event types to one endpoint")
         session.add(endpoint)
         session.commit()
         session.refresh(endpoint)
@@ -102,42 +165,58 @@ def list_endpoints(hub: Hub, organization_id: str) -> list[EventEndpoint]:
                                  .order_by(EventEndpoint.created_at, EventEndpoint.id)))
 
 
-def find_endpoint(hub: Hub, organization_id: str, endpoint_id: str) -> EventEndpoint:
-    with hub.session() as session:
-        endpoint = session.get(EventEndpoint, endpoint_id)
+def _owned(session: Any, organization_id: str, endpoint_id: str, hold: bool = False) -> EventEndpoint:
+    """The organization's endpoint (404 otherwise); ``hold``: held as
+    :func:`~hub.events.endpoints_of` holds them (deliveries are written for it)."""
+    held = {"read": True, "key_share": True} if hold and session.get_bind().dialect.name == "postgresql" else None
+    endpoint = session.get(EventEndpoint, endpoint_id, with_for_update=held)
     if endpoint is None or endpoint.organization_id != organization_id:
         raise NotFound("no such event endpoint", code="event_endpoint_not_found")
     return endpoint
 
 
+def find_endpoint(hub: Hub, organization_id: str, endpoint_id: str) -> EventEndpoint:
+    with hub.session() as session:
+        return _owned(session, organization_id, endpoint_id)
+
+
 def update_endpoint(hub: Hub, organization_id: str, endpoint_id: str, changes: dict[str, Any]) -> EventEndpoint:
-    """Change what ``changes`` names (url, events, description, enabled)."""
+    """Change what ``changes`` names (url, events, description, enabled). A
+    disabled endpoint's pending deliveries are held (no next attempt), and
+    are due again once it is enabled."""
     if "url" in changes:
-        changes["url"] = _checked_url(changes["url"])
+        changes["url"] = _checked_url(hub, changes["url"])
     if "events" in changes:
         changes["events"] = _checked_events(changes["events"])
     with hub.session() as session:
-        endpoint = session.get(EventEndpoint, endpoint_id)
-        if endpoint is None or endpoint.organization_id != organization_id:
-            raise NotFound("no such event endpoint", code="event_endpoint_not_found")
+        endpoint = _owned(session, organization_id, endpoint_id)
+        was_enabled = endpoint.enabled
         for name, value in changes.items():
             setattr(endpoint, name, value)
-        endpoint.updated_at = utcnow()
+        endpoint.updated_at = now = utcnow()
         session.add(endpoint)
+        if endpoint.enabled != was_enabled:
+            # (Held ones are not due: the deliverer's every look would pass over them.)
+            session.execute(sa.update(EventDelivery).where(EventDelivery.endpoint_id == endpoint_id,
+                                                           EventDelivery.status == "pending")
+                            .values(next_attempt_at=now if endpoint.enabled else None, claim=None))
         session.commit()
         session.refresh(endpoint)
         return endpoint
 
 
 def rotate_secret(hub: Hub, organization_id: str, endpoint_id: str) -> tuple[EventEndpoint, str]:
-    """A new signing secret for the endpoint (the old one signs nothing more)."""
+    """A new signing secret for the endpoint. The old one still signs beside
+    it for :data:`ROTATION_OVERLAP` (each event then carries two ``v1``), so
+    the app switches without refusing events."""
     secret = new_secret()
     with hub.session() as session:
-        endpoint = session.get(EventEndpoint, endpoint_id)
-        if endpoint is None or endpoint.organization_id != organization_id:
-            raise NotFound("no such event endpoint", code="event_endpoint_not_found")
+        endpoint = _owned(session, organization_id, endpoint_id)
+        now = utcnow()
+        endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+        endpoint.previous_secret_until = now + ROTATION_OVERLAP
         endpoint.secret_encrypted = hub.cipher.encrypt(secret)
-        endpoint.updated_at = utcnow()
+        endpoint.updated_at = now
         session.add(endpoint)
         session.commit()
         session.refresh(endpoint)
@@ -147,9 +226,7 @@ def rotate_secret(hub: Hub, organization_id: str, endpoint_id: str) -> tuple[Eve
 def delete_endpoint(hub: Hub, organization_id: str, endpoint_id: str) -> None:
     """Delete the endpoint and its deliveries, sent or not."""
     with hub.session() as session:
-        endpoint = session.get(EventEndpoint, endpoint_id)
-        if endpoint is None or endpoint.organization_id != organization_id:
-            raise NotFound("no such event endpoint", code="event_endpoint_not_found")
+        endpoint = _owned(session, organization_id, endpoint_id)
         # (Explicitly: SQLite enforces the cascade only where foreign keys are on.)
         session.execute(sa.delete(EventDelivery).where(EventDelivery.endpoint_id == endpoint_id))
         session.delete(endpoint)
@@ -159,13 +236,13 @@ def delete_endpoint(hub: Hub, organization_id: str, endpoint_id: str) -> None:
 def ping(hub: Hub, organization_id: str, endpoint_id: str) -> EventDelivery:
     """Queue a ``ping`` event for the endpoint (whatever types it takes)."""
     with hub.session() as session:
-        endpoint = session.get(EventEndpoint, endpoint_id)
-        if endpoint is None or endpoint.organization_id != organization_id:
-            raise NotFound("no such event endpoint", code="event_endpoint_not_found")
-        emit(session, organization_id, "ping", {"endpoint_id": endpoint.id}, endpoints=[endpoint])
+        endpoint = _owned(session, organization_id, endpoint_id, hold=True)
+        if not endpoint.enabled:
+            raise EndpointDisabled("the endpoint is disabled: enable it (PUT with \"enabled\": true) to ping it")
+        [delivery] = emit(session, organization_id, "ping", {"endpoint_id": endpoint.id}, endpoints=[endpoint])
         session.commit()
-        return session.exec(select(EventDelivery).where(EventDelivery.endpoint_id == endpoint.id)
-                            .order_by(EventDelivery.created_at.desc(), EventDelivery.id.desc())).first()
+        session.refresh(delivery)
+        return delivery
 
 
 def delivery_counts(hub: Hub, endpoint_ids: list[str]) -> dict[str, dict[str, int]]:
@@ -209,12 +286,16 @@ def list_deliveries(hub: Hub, endpoint: EventEndpoint, *, status: str | None, ev
 
 def retry_delivery(hub: Hub, endpoint: EventEndpoint, delivery_id: str) -> EventDelivery:
     """Send the delivery again now: one more attempt for a failed one, the
-    next at once for a pending one; a delivered one is sent again."""
+    next at once for a pending one (an attempt under way is not recorded
+    over it); a delivered one is sent again. Not to a disabled endpoint."""
     with hub.session() as session:
         delivery = session.get(EventDelivery, delivery_id)
         if delivery is None or delivery.endpoint_id != endpoint.id:
             raise NotFound("no such event delivery", code="event_delivery_not_found")
-        delivery.status, delivery.next_attempt_at = "pending", utcnow()
+        if not endpoint.enabled:
+            raise EndpointDisabled("the endpoint is disabled: enable it (PUT with \"enabled\": true), and its "
+                                   "pending events are sent")
+        delivery.status, delivery.next_attempt_at, delivery.claim = "pending", utcnow(), None
         session.add(delivery)
         session.commit()
         session.refresh(delivery)
@@ -227,8 +308,9 @@ def retry_delivery(hub: Hub, endpoint: EventEndpoint, delivery_id: str) -> Event
 @dataclass
 class _Claimed:
     id: str
+    claim: str
     url: str
-    secret: str | None
+    secrets: list[str] | None
     payload: dict[str, Any]
     attempts: int
 
@@ -243,11 +325,14 @@ class _Outcome:
 
 class EventDeliverer:
     """Sends due deliveries to their endpoints: each is claimed (left to this
-    process for :data:`CLAIM_SECONDS`; ``FOR UPDATE SKIP LOCKED`` on
-    PostgreSQL, so several processes share the work), POSTed signed, and
-    recorded: ``delivered`` on a 2xx answer, else tried again after
-    :func:`backoff` (or the endpoint's ``Retry-After``), ``failed`` after
-    :data:`MAX_ATTEMPTS`. Redirects are not followed: an endpoint answers itself."""
+    process for :data:`CLAIM_SECONDS`: ``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL, the write lock on SQLite, so processes share the work),
+    POSTed signed, and its outcome recorded as soon as it is known:
+    ``delivered`` on a 2xx answer, else tried again after :func:`backoff` (or
+    the endpoint's ``Retry-After``), ``failed`` after :data:`MAX_ATTEMPTS`.
+    An attempt gets :data:`TIMEOUT_SECONDS` in all, and at most
+    :data:`ANSWER_BYTES` of the answer are read. Redirects are not followed:
+    an endpoint answers itself."""
 
     def __init__(self, hub: Hub, poll_seconds: float = 1.0, transport: httpx.AsyncBaseTransport | None = None):
         self.hub = hub
@@ -280,91 +365,124 @@ class EventDeliverer:
     async def deliver_once(self) -> int:
         """Send one batch of due deliveries; returns how many were tried."""
         claimed = await self.hub.db(self._claim)
-        if not claimed:
-            return 0
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def send(delivery: _Claimed) -> _Outcome:
+        async def deliver(delivery: _Claimed) -> None:
             async with gate:
-                return await self._send(delivery)
+                try:
+                    outcome = await self._send(delivery)
+                except Exception as exc:  # (a bug of this code: the delivery still gets its outcome)
+                    log.exception("sending event %s failed", delivery.payload.get("id"))
+                    outcome = _Outcome(False, error=f"the hub could not send it: {type(exc).__name__}")
+            await self.hub.db(self._record, delivery, outcome)
 
-        outcomes = await asyncio.gather(*(send(d) for d in claimed))
-        await self.hub.db(self._record, list(zip(claimed, outcomes)))
+        await asyncio.gather(*(deliver(d) for d in claimed))
         return len(claimed)
 
     def _claim(self) -> list[_Claimed]:
-        now = utcnow()
         deliveries, endpoints = EventDelivery.__table__, EventEndpoint.__table__
         with self.hub.session() as session:
+            postgresql = session.get_bind().dialect.name == "postgresql"
+            now = utcnow()
             query = (sa.select(deliveries.c.id, deliveries.c.payload, deliveries.c.attempts, endpoints.c.url,
-                               endpoints.c.secret_encrypted)
+                               endpoints.c.secret_encrypted, endpoints.c.previous_secret_encrypted,
+                               endpoints.c.previous_secret_until)
                      .select_from(deliveries.join(endpoints, endpoints.c.id == deliveries.c.endpoint_id))
-                     # (A disabled endpoint's events wait for it to be enabled again, or to age out.)
                      .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now,
                             endpoints.c.enabled.is_(True))
                      .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(BATCH_SIZE))
-            if session.get_bind().dialect.name == "postgresql":
+            if postgresql:
                 query = query.with_for_update(skip_locked=True, of=deliveries)
             rows = session.execute(query).all()
+            if rows and not postgresql:
+                # SQLite: claimed under the write lock, or two processes would claim the same ones
+                # (taken only when something is due: this looks every second).
+                session.rollback()
+                lock(session)
+                rows = session.execute(query).all()
             if not rows:
+                session.rollback()
                 return []
+            claim = new_id()
             session.execute(sa.update(deliveries).where(deliveries.c.id.in_([r.id for r in rows]))
-                            .values(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS)))
+                            .values(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS), claim=claim))
             session.commit()
         claimed = []
         for row in rows:
             try:
-                secret: str | None = self.hub.cipher.decrypt(row.secret_encrypted)
+                keys: list[str] | None = [self.hub.cipher.decrypt(row.secret_encrypted)]
+                if row.previous_secret_encrypted and row.previous_secret_until and row.previous_secret_until > now:
+                    keys.append(self.hub.cipher.decrypt(row.previous_secret_encrypted))  # type: ignore[union-attr]
             except DecryptionError:
-                secret = None  # (recorded as the delivery's failure: the hub's key changed)
-            claimed.append(_Claimed(row.id, row.url, secret, row.payload, row.attempts))
+                keys = None  # (recorded as the delivery's failure: the hub's key changed)
+            claimed.append(_Claimed(row.id, claim, row.url, keys, row.payload, row.attempts))
         return claimed
 
     async def _send(self, delivery: _Claimed) -> _Outcome:
-        if delivery.secret is None:
+        if delivery.secrets is None:
             return _Outcome(False, error="the endpoint's signing secret cannot be decrypted with this hub's key "
                                          "(restore the key, or rotate the endpoint's secret)")
+        if not self.hub.settings.event_private_urls:
+            host = urlsplit(delivery.url).hostname or ""
+            loop = asyncio.get_running_loop()
+            try:
+                addresses = [info[4][0] for info in await loop.getaddrinfo(host, None)]
+            except (OSError, UnicodeError):
+                addresses = []
+            address = _private_address(host, addresses)
+            if address:
+                return _Outcome(False, error=f"the endpoint's address {address} is loopback, private or link-local, "
+                                             "which this hub does not send to (HUB_EVENT_PRIVATE_URLS)")
         body = body_of(delivery.payload)
         headers = {"Content-Type": "application/json", "Hub-Event-Id": delivery.payload["id"],
-                   "Hub-Event-Type": delivery.payload["type"], SIGNATURE_HEADER: sign(delivery.secret, body)}
+                   "Hub-Event-Type": delivery.payload["type"], SIGNATURE_HEADER: sign(delivery.secrets, body)}
         try:
-            response = await self._client.post(delivery.url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                async with self._client.stream("POST", delivery.url, content=body, headers=headers) as response:
+                    status = response.status_code
+                    answer = b""
+                    if not 200 <= status < 300:
+                        async for chunk in response.aiter_raw():
+                            answer += chunk
+                            if len(answer) >= ANSWER_BYTES:
+                                break
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, error=f"no answer within {TIMEOUT_SECONDS:g} s")
         except httpx.HTTPError as exc:
             return _Outcome(False, error=f"could not reach the endpoint: {type(exc).__name__}: {exc}"[:2000])
-        if 200 <= response.status_code < 300:
-            return _Outcome(True, response.status_code)
-        answer = response.text[:ANSWER_CHARS].strip()
-        return _Outcome(False, response.status_code,
-                        f"the endpoint answered HTTP {response.status_code}" + (f": {answer}" if answer else ""),
+        if 200 <= status < 300:
+            return _Outcome(True, status)
+        text = answer[:ANSWER_BYTES].decode("utf-8", "replace").strip()
+        return _Outcome(False, status, f"the endpoint answered HTTP {status}" + (f": {text}" if text else ""),
                         _retry_after(response))
 
-    def _record(self, results: list[tuple[_Claimed, _Outcome]]) -> None:
+    def _record(self, delivery: _Claimed, outcome: _Outcome) -> None:
         now = utcnow()
         deliveries = EventDelivery.__table__
+        attempts = delivery.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "claim": None,
+                                  "response_status": outcome.response_status, "error": outcome.error}
+        if outcome.delivered:
+            values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        elif attempts >= MAX_ATTEMPTS:
+            values.update(status="failed", next_attempt_at=None)
+        else:
+            values.update(next_attempt_at=now + timedelta(seconds=max(backoff(attempts), outcome.retry_after or 0)))
         with self.hub.session() as session:
-            for delivery, outcome in results:
-                attempts = delivery.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now,
-                                          "response_status": outcome.response_status, "error": outcome.error}
-                if outcome.delivered:
-                    values.update(status="delivered", delivered_at=now, next_attempt_at=None)
-                elif attempts >= MAX_ATTEMPTS:
-                    values.update(status="failed", next_attempt_at=None)
-                    log.warning("event %s (%s) could not be delivered after %d attempts: %s",
-                                delivery.payload["id"], delivery.payload["type"], attempts, outcome.error)
-                else:
-                    wait = max(backoff(attempts), outcome.retry_after or 0)
-                    values.update(next_attempt_at=now + timedelta(seconds=wait))
-                    log.info("event %s (%s) not delivered (attempt %d), next try in %g s: %s",
-                             delivery.payload["id"], delivery.payload["type"], attempts, wait, outcome.error)
-                # (Still pending: a retry asked for meanwhile, or a claim taken over, is not undone.)
-                session.execute(sa.update(deliveries).where(deliveries.c.id == delivery.id,
-                                                            deliveries.c.status == "pending",
-                                                            deliveries.c.attempts == delivery.attempts)
-                                .values(**values))
+            # Only while the claim holds: a retry asked for meanwhile, a disabling, or another
+            # process's claim after this one's lapsed, is not undone.
+            recorded = session.execute(sa.update(deliveries).where(deliveries.c.id == delivery.id,
+                                                                   deliveries.c.claim == delivery.claim)
+                                       .values(**values)).rowcount
             session.commit()
+        if not recorded or outcome.delivered:
+            return
+        if attempts >= MAX_ATTEMPTS:
+            log.warning("event %s (%s) could not be delivered after %d attempts: %s",
+                        delivery.payload["id"], delivery.payload["type"], attempts, outcome.error)
+        else:
+            log.info("event %s (%s) not delivered (attempt %d), next try at %s: %s", delivery.payload["id"],
+                     delivery.payload["type"], attempts, values["next_attempt_at"].isoformat(), outcome.error)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -14,7 +14,7 @@ from hub.runtime import Hub
 #: Every column holding a secret encrypted with the hub's key, with its table's key.
 ENCRYPTED = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
              (OAuthState, "state_hash", "code_verifier_encrypted"), (OAuthState, "state_hash", "grant_encrypted"),
-             (EventEndpoint, "id", "secret_encrypted"))
+             (EventEndpoint, "id", "secret_encrypted"), (EventEndpoint, "id", "previous_secret_encrypted"))
 _BATCH = 500
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from hub.events import emit
+from hub.events import status_changed
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -326,6 +326,16 @@ class BatchResult:
 Submit = Callable[[SyncRun], Awaitable[None]]
 
 
+def _tell_changes(session: Session, connection: Connection | None, event: Any, changes: Any) -> None:
+    """Tell the app of the records ``event`` changed (``records.changed``), in its transaction."""
+    from hub.sync.store import tell_changes
+
+    if changes and connection is not None:
+        tell_changes(session, None, organization_id=connection.organization_id, connection_id=connection.id,
+                     provider=event.provider, entity=event.entity, changes=changes, source="webhook",
+                     webhook_event_id=event.id)
+
+
 class WebhookProcessor:
     """Applies stored webhook events after the delivery was answered.
 
@@ -465,21 +475,23 @@ class WebhookProcessor:
         """Store the fetched ``record`` (None: gone there) as of ``version``,
         unless its sync config was disabled meanwhile, and count the event as
         processed."""
-        from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
+        from hub.sync.store import Changes, apply_deletions, apply_records, entity_key, write_transaction
 
         with write_transaction(self.hub, entity_key(event.connection_id, event.entity)) as session:
             config = session.exec(select(SyncConfig).where(SyncConfig.connection_id == event.connection_id,
                                                            SyncConfig.entity == event.entity)).first()
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
+            changes = Changes()
             if config is not None and not config.enabled:
                 pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
-                                remote_ids=[remote_id], now=now, version=version)
+                                remote_ids=[remote_id], now=now, version=version, changes=changes)
             else:  # (an equal version with other content is applied: this one is the later)
                 apply_records(session, connection_id=event.connection_id, schema=provider.schemas[event.entity],
-                              policy=policy, records=[record], now=now, fallback_version=version)
+                              policy=policy, records=[record], now=now, fallback_version=version, changes=changes)
+            _tell_changes(session, session.get(Connection, event.connection_id), event, changes)
             self._mark_processed(session, event, now)
 
     def _settled_with_another(self, event: Any) -> None:
@@ -596,7 +608,7 @@ class WebhookProcessor:
 
     def _apply(self, session: Session, event: Any, now: datetime, result: BatchResult,
                context: dict[Any, Any]) -> str | Waiting:
-        from hub.sync.store import apply_deletions, apply_records, erase, is_erased
+        from hub.sync.store import Changes, apply_deletions, apply_records, erase, is_erased
 
         provider = self.hub.registry.providers.get(event.provider)
         if provider is None:
@@ -639,14 +651,18 @@ class WebhookProcessor:
             remote_id = event.record_id or (record or {}).get(schema.id_field)
             if remote_id in (None, ""):
                 return "ignored"
+            changes = Changes()
             apply_deletions(session, connection_id=connection.id, entity=schema.name, policy=policy,
-                            remote_ids=[str(remote_id)], now=now, version=occurred)
+                            remote_ids=[str(remote_id)], now=now, version=occurred, changes=changes)
+            _tell_changes(session, connection, event, changes)
             return "processed"
         if record and record.get(schema.id_field) not in (None, ""):
             undecided: list[str] = []
+            changes = Changes()
             apply_records(session, connection_id=connection.id, schema=schema, policy=policy, records=[record],
                           now=now, fallback_version=occurred, only_new=event.action == "created",
-                          undecided=undecided)
+                          undecided=undecided, changes=changes)
+            _tell_changes(session, connection, event, changes)
             if not undecided:
                 return "processed"
             # Another version of the same second is stored: which is the later cannot be told
@@ -682,12 +698,13 @@ class WebhookProcessor:
             values = {"warning": None}
             if connection.status == "error":
                 values.update(status="connected", last_error=None)
-        before = connection.status  # (the UPDATE below updates the loaded connection too)
+        if "status" in values:
+            before = Hub.locked_status(session, connection.id)
+            if before is not None:
+                status_changed(session, organization_id=connection.organization_id, connection_id=connection.id,
+                               provider=connection.provider, status=values["status"], previous=before.status,
+                               last_error=values.get("last_error"))
         session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))
-        if values.get("status", before) != before:
-            emit(session, connection.organization_id, "connection.status_changed",
-                 {"connection_id": connection.id, "provider": connection.provider, "status": values["status"],
-                  "previous_status": before, "last_error": values.get("last_error")})
         log.info("connection %s: %s event %s (%s)", connection.id, event.provider, event.type,
                  ", ".join(f"{key} {'set' if value else 'cleared'}" if key in ("warning", "last_error") else
                            f"{key} {value}" for key, value in values.items()))

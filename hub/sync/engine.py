@@ -53,11 +53,13 @@ from hub.sync.store import (
     MAX_RECORD_ID,
     PENDING,
     SENDING,
+    Changes,
     Counts,
     apply_deletions,
     apply_records,
     entity_key,
     kept_record,
+    listening,
     may_have_applied,
     local_delete,
     local_update,
@@ -69,6 +71,7 @@ from hub.sync.store import (
     seen_at,
     sent_attempts,
     sweep_unseen,
+    tell_changes,
     update_payload,
     writable_payload,
     version_of,
@@ -369,8 +372,11 @@ class _PageWriter:
     """
 
     def __init__(self, engine: SyncEngine, run_id: str, config: SyncConfig, schema: EntitySchema, plan: _Pass,
-                 lease: Lease):
+                 lease: Lease, provider: str = ""):
         self.engine = engine
+        self.provider = provider
+        #: The app's endpoints taking ``records.changed``, read as each transaction opens.
+        self.listeners: list[Any] = []
         self.run_id = run_id
         self.config = config
         self.schema = schema
@@ -445,8 +451,11 @@ class _PageWriter:
                 raise NotFound(f"the {self.config.entity} sync config was deleted during the run",
                                code="sync_config_not_found")
             self.lease.renew_in(self.session)
+            self.listeners = listening(self.session, self.config.organization_id)
             self.opened = time.monotonic()
         session = self.session
+        # (Gathered only for an app that listens: a pull without endpoints does no more.)
+        changes = Changes() if self.listeners else None
         if page.restarted and self.plan.since is None:
             # (A pass by ``since`` lists what changed since, again: nothing to sweep by it.)
             self._restart_as_full(session, as_of or now)
@@ -456,11 +465,13 @@ class _PageWriter:
                                policy=self.config.conflict_policy, records=page.records, now=now,
                                expect_new=self.all_new,
                                fallback_version=as_of - PULLED_AS_OF_MARGIN if without_versions else None,
-                               fallback_asked_at=as_of - ASKED_AT_MARGIN if without_versions else None)
+                               fallback_asked_at=as_of - ASKED_AT_MARGIN if without_versions else None,
+                               changes=changes)
         self.all_new = counts.created > 0 and counts.created == counts.fetched
         if page.deleted_ids:
             counts.add(apply_deletions(session, connection_id=self.config.connection_id, entity=self.schema.name,
-                                       policy=self.config.conflict_policy, remote_ids=page.deleted_ids, now=now))
+                                       policy=self.config.conflict_policy, remote_ids=page.deleted_ids, now=now,
+                                       changes=changes))
         plan = self.plan
         if counts.newest is not None and (plan.max_updated is None or counts.newest > plan.max_updated):
             plan.max_updated = counts.newest
@@ -476,8 +487,13 @@ class _PageWriter:
                 state.cursor, state.pass_pages, state.updated_at = None, plan.pages, now
                 state.pass_max_updated, state.pass_watermark = plan.max_updated, plan.watermark
                 self.pending.add(self.engine._end_pass(session, state, self.schema, plan, now,
-                                                       self.config.conflict_policy))
+                                                       self.config.conflict_policy, changes))
                 session.add(state)
+        if changes:
+            tell_changes(session, self.listeners, organization_id=self.config.organization_id,
+                         connection_id=self.config.connection_id, provider=self.provider, entity=self.schema.name,
+                         changes=changes, source="sync", run_id=self.run_id)
+        if next_cursor is None:
             self.commit()
         elif time.monotonic() - self.opened >= COMMIT_SECONDS:
             self.commit()
@@ -877,7 +893,7 @@ class SyncEngine:
         :raises _PositionRefused: the provider refused a cursor it handed out
             (earlier in this pass, or in the resumed one's run).
         """
-        writer = _PageWriter(self, run.id, config, schema, plan, lease)
+        writer = _PageWriter(self, run.id, config, schema, plan, lease, provider.name)
         cursor = plan.cursor
         cycle = _CursorCycle(cursor)
         fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
@@ -967,12 +983,13 @@ class SyncEngine:
                          state.pass_pages, sweep=sweep, resumed=resumable)
 
     def _end_pass(self, session: Any, state: SyncState, schema: EntitySchema, plan: _Pass, now: datetime,
-                  policy: str) -> Counts:
+                  policy: str, changes: Changes | None = None) -> Counts:
         swept = Counts()
         if plan.mode == "full":
             if plan.sweep:
                 swept = sweep_unseen(session, connection_id=state.connection_id, entity=schema.name,
-                                     seen_since=plan.started_at, now=now, policy=policy, schema=schema)
+                                     seen_since=plan.started_at, now=now, policy=policy, schema=schema,
+                                     changes=changes)
             state.last_full_pass_at = now
         newest = state.pass_max_updated
         if schema.supports_since and schema.updated_field and not schema.since_on_creation and newest is not None:

@@ -241,14 +241,23 @@ class Scheduler:
                  settings.sync_log_retention_days),
                 # (An event without its time of processing, from before it was kept, counts from its receipt.)
                 ("applied or ignored webhook events", events, ("processed", "ignored"),
-                 sa.func.coalesce(events.c.processed_at, events.c.received_at), settings.webhook_retention_days),
-                # (Pending ones too: only an endpoint disabled since keeps one waiting so long.)
-                ("events for the app", deliveries, ("pending", "delivered", "failed"),
-                 deliveries.c.created_at, settings.event_retention_days)):
+                 sa.func.coalesce(events.c.processed_at, events.c.received_at), settings.webhook_retention_days)):
             if days > 0:
                 dropped = _purge(self.hub, table, table.c.status.in_(done), when < now - timedelta(days=days))
                 if dropped:
                     log.info("purged %d %s older than %d days", dropped, what, days)
+        days = settings.event_retention_days
+        if days > 0:
+            # Sent (or given up on) that long ago, or held that long by an endpoint disabled since:
+            # never one still being tried.
+            dropped = _purge(self.hub, deliveries, sa.or_(
+                sa.and_(deliveries.c.status.in_(("delivered", "failed")),
+                        sa.func.coalesce(deliveries.c.last_attempt_at, deliveries.c.created_at)
+                        < now - timedelta(days=days)),
+                sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at.is_(None),
+                        deliveries.c.created_at < now - timedelta(days=days))))
+            if dropped:
+                log.info("purged %d events for the app older than %d days", dropped, days)
         days = settings.sync_tombstone_days
         if days <= 0:
             return 0

@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from hub.events import emit
+from hub.events import emit, endpoints_of
 from hub.models import Connection, IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
@@ -148,6 +148,37 @@ class Counts:
         return {name: getattr(self, name) for name in COUNTERS}
 
 
+@dataclass
+class Changes:
+    """The provider ids of the records a write created, changed or marked
+    deleted (gathered only where asked for: the ``records.changed`` event)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+def tell_changes(session: Session, endpoints: list[Any] | None, *, organization_id: str, connection_id: str,
+                 provider: str, entity: str, changes: Changes, source: str, **about: Any) -> None:
+    """Queue a ``records.changed`` event of ``changes`` for ``endpoints`` (those
+    taking it; None: the organization's), in the write's transaction;
+    ``about`` adds to its data (the run, the webhook event)."""
+    if changes and endpoints != []:
+        emit(session, organization_id, "records.changed",
+             {"connection_id": connection_id, "provider": provider, "entity": entity, "source": source, **about,
+              "created": changes.created, "updated": changes.updated, "deleted": changes.deleted},
+             endpoints=endpoints)
+
+
+def listening(session: Session, organization_id: str) -> list[Any]:
+    """The organization's endpoints that take ``records.changed`` (none: no
+    ids need gathering), held until the transaction ends (:func:`endpoints_of`)."""
+    return endpoints_of(session, organization_id, "records.changed")
+
+
 @functools.lru_cache(maxsize=32)
 def _existing_query(size: int) -> sa.Select:
     """The stored state of ``size`` records by provider id. Plain bind
@@ -203,7 +234,7 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
                   records: Iterable[dict[str, Any]], now: datetime,
                   fallback_version: datetime | None = None, expect_new: bool = False,
                   only_new: bool = False, fallback_asked_at: datetime | None = None,
-                  undecided: list[str] | None = None) -> Counts:
+                  undecided: list[str] | None = None, changes: Changes | None = None) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
     New records are inserted; changed ones updated; unchanged ones only
@@ -229,6 +260,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
     delivered out of order cannot be told apart, so the provider's current
     version settles them.
     Without it (a pull, which lists what is there now) such a record is applied.
+    ``changes`` gathers the ids of the records created, changed (by the
+    provider: not the echo of the hub's own write) and deleted.
     """
     counts = Counts()
     incoming: dict[str, dict[str, Any]] = {}
@@ -265,6 +298,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         ids, inserted = _insert_new(session, connection_id, schema.name, prepared, now, skip_stored=True)
         if inserted == len(prepared):
             counts.created += inserted
+            if changes is not None:
+                changes.created.extend(remote_id for remote_id, *_rest in prepared)
             return counts
         just_inserted = set(ids)
     existing: dict[str, Any] = {}
@@ -282,9 +317,13 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         if row is None:
             inserts.append((remote_id, text, digest, version))
             counts.created += 1
+            if changes is not None:
+                changes.created.append(remote_id)
             continue
         if row.id in just_inserted:
             counts.created += 1
+            if changes is not None:
+                changes.created.append(remote_id)
             continue
         if only_new:
             continue
@@ -299,12 +338,16 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
             if settle_conflict(session, row.id, policy, record, digest, version, now, schema):
                 counts.conflicts += 1
+                if changes is not None:  # (the provider's version is stored, whoever wins)
+                    changes.updated.append(remote_id)
             else:
                 counts.updated += 1
             continue
         updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now,
                         "b_now_ahead": now + SEEN_AHEAD_LIMIT})
         counts.updated += 1
+        if changes is not None:
+            changes.updated.append(remote_id)
     if inserts:
         _insert_new(session, connection_id, schema.name, inserts, now)
     if touched:
@@ -566,10 +609,12 @@ def holds(remote: dict[str, Any], change: dict[str, Any]) -> bool:
 
 
 def apply_deletions(session: Session, *, connection_id: str, entity: str, policy: str,
-                    remote_ids: Iterable[str], now: datetime, version: datetime | None = None) -> Counts:
+                    remote_ids: Iterable[str], now: datetime, version: datetime | None = None,
+                    changes: Changes | None = None) -> Counts:
     """Mark records the provider deleted. Unknown ids leave a tombstone, so a
     late delivery of an older version does not bring the record back. (An id
-    longer than the store holds names no stored record, and never will.)"""
+    longer than the store holds names no stored record, and never will.)
+    ``changes`` gathers the ids of the stored records marked deleted."""
     counts = Counts()
     for remote_id in {str(r) for r in remote_ids if r not in (None, "") and len(str(r)) <= MAX_RECORD_ID}:
         row = session.exec(select(SyncRecord).where(
@@ -586,6 +631,8 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
         if (row.deleted and not changed) or _stale(row, version):
             continue
         counts.deleted += 0 if row.deleted else 1
+        if changes is not None and not row.deleted:
+            changes.deleted.append(remote_id)
         if changed:
             counts.conflicts += 1
             settle_conflict(session, row.id, policy, None, None, version, now)
@@ -606,7 +653,7 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
 
 
 def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_since: datetime, now: datetime,
-                 policy: str, schema: EntitySchema | None = None) -> Counts:
+                 policy: str, schema: EntitySchema | None = None, changes: Changes | None = None) -> Counts:
     """After a complete full pass: records the provider no longer lists are
     deleted there. One the tenant changed meanwhile is a conflict settled by
     ``policy`` (as a deletion event would be), not a change left to fail at
@@ -623,15 +670,18 @@ def sweep_unseen(session: Session, *, connection_id: str, entity: str, seen_sinc
         unseen += (sa.or_(created.is_(None), sa.func.substr(created, 1, 10) >= cutoff),)
     changed = [remote_id for (remote_id,) in session.execute(
         sa.select(_records.c.remote_id).where(*unseen, _records.c.push_status.in_(LOCAL_CHANGE)))]
-    result = session.execute(
-        sa.update(_records)
-        .where(*unseen, sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
-        .values(deleted=True, deleted_at=now, updated_at=now)
-    )
-    counts = Counts(deleted=result.rowcount or 0)
+    sweep = (sa.update(_records)
+             .where(*unseen, sa.or_(_records.c.push_status.is_(None), _records.c.push_status.not_in(LOCAL_CHANGE)))
+             .values(deleted=True, deleted_at=now, updated_at=now))
+    if changes is None:
+        counts = Counts(deleted=session.execute(sweep).rowcount or 0)
+    else:
+        swept = [remote_id for (remote_id,) in session.execute(sweep.returning(_records.c.remote_id))]
+        changes.deleted.extend(swept)
+        counts = Counts(deleted=len(swept))
     if changed:
         counts.add(apply_deletions(session, connection_id=connection_id, entity=entity, policy=policy,
-                                   remote_ids=changed, now=now))
+                                   remote_ids=changed, now=now, changes=changes))
     return counts
 
 
