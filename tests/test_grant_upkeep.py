@@ -99,6 +99,9 @@ def test_only_grants_in_use_are_renewed(grant_hub, oauth_fake):  # noqa: F811
     client, headers, app = grant_hub
     hub, fake = app.state.hub, oauth_fake[1]
     cid = connect(client, headers)
+    endpoint = client.post(f"{API}/event-endpoints", json={"url": "http://127.0.0.1:9/hub-events",
+                                                           "events": ["connection.status_changed"]},
+                           headers=headers).json()["endpoint"]
     lapses_in(hub, cid, days=30)
     now = utcnow() + timedelta(days=25)
     for status in ("disconnected", "expired"):
@@ -113,6 +116,10 @@ def test_only_grants_in_use_are_renewed(grant_hub, oauth_fake):  # noqa: F811
     assert client.portal.call(lambda: connections.renew_grants(hub, now)) == 1  # (its grant may be fine)
     assert fake.state.refresh_calls == 1
     assert connection(client, headers, cid)["status"] == "connected"
+    # The app hears that the connection works again (the statuses above were set behind the hub's back).
+    told = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert [(d["payload"]["data"]["previous_status"], d["payload"]["data"]["status"]) for d in told] == [
+        ("error", "connected")]
 
 
 def test_a_rotated_refresh_token_of_unsaid_lifetime_has_no_grant_expiry(settings, example_registry, oauth_fake,  # noqa: F811
