@@ -434,7 +434,7 @@ def test_an_attempt_is_bounded_in_time_and_in_what_it_reads_and_a_private_endpoi
             monkeypatch.setattr(hub.settings, "event_private_urls", False)
             due_now(hub)
             assert await deliverer.deliver_once() == 2
-            assert all("is loopback, private or link-local" in d.error and d.attempts == 2
+            assert all("is not a public one" in d.error and d.attempts == 2
                        for d in deliveries(hub))
         finally:
             await deliverer.stop()
@@ -563,3 +563,118 @@ def test_an_endpoint_deleted_while_an_event_is_written_does_not_undo_the_change(
         assert session.get(Connection, connection.id).status == "expired"
     assert deliveries(hub) == [] and service.list_endpoints(hub, org.id) == []
     hub.engine.dispose()
+
+
+def test_addresses_that_are_not_public_are_known_whatever_their_form():
+    from hub.services.events import _private_address
+
+    for address in ("127.0.0.1", "10.0.0.1", "100.64.0.1", "100.100.100.200", "169.254.169.254", "0.0.0.0",
+                    "::1", "::ffff:127.0.0.1", "2002:7f00:1::", "2002:a9fe:a9fe::", "fe80::1", "fc00::1",
+                    "2001:0:4136:e378:8000:63bf:f5ff:fffe"):  # (Teredo: the last holds 10.0.0.1)
+        assert _private_address("host.example", [address]) == address, address
+    assert _private_address("localhost", []) == "localhost"
+    assert _private_address("app.example", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]) is None
+    assert _private_address("app.example", ["93.184.216.34", "10.0.0.1"]) == "10.0.0.1"
+
+
+def test_a_host_is_sent_to_at_the_address_checked_not_looked_up_again(bare_hub, serve_app, monkeypatch):
+    """With HUB_EVENT_PRIVATE_URLS=false the connection goes to the address
+    the check approved (with the host's name in Host): a name answering a
+    public address to the check and a private one to a second look-up (DNS
+    rebinding) does not reach the private one."""
+    import socket as socket_module
+
+    import hub.services.events as events_module
+
+    hub, org_id, connection_id = bare_hub
+    receiver = receiving_app()
+    port = int(serve_app(receiver).rsplit(":", 1)[1])
+    real = socket_module.getaddrinfo
+    lookups: list[str] = []
+    answers = {"app.example": ["127.0.0.1"], "rebind.example": ["93.184.216.34", "127.0.0.1", "127.0.0.1"]}
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in answers:
+            return real(host, *args, **kwargs)
+        lookups.append(name)
+        address = answers[name][min(lookups.count(name), len(answers[name])) - 1]
+        return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(hub.settings, "event_private_urls", False)
+    monkeypatch.setattr(events_module, "TIMEOUT_SECONDS", 1.0)
+    # app.example is "public" here (this machine's loopback stands for a public address).
+    real_private = events_module._private_address
+    monkeypatch.setattr(events_module, "_private_address",
+                        lambda host, addresses: None if host == "app.example" else real_private(host, addresses))
+    service.create_endpoint(hub, org_id, url=f"http://app.example:{port}/hook", events=[], description=None,
+                            enabled=True)
+    lookups.clear()
+
+    async def send() -> None:
+        deliverer = EventDeliverer(hub)
+        try:
+            assert await deliverer.deliver_once() == 1
+        finally:
+            await deliverer.stop()
+
+    hub.mark(connection_id, "error", "refused")
+    asyncio.run(send())
+    [received] = receiver.state.log.received
+    assert received.headers["host"] == f"app.example:{port}" and lookups == ["app.example"]  # one look-up
+
+    with hub.session() as session:
+        session.execute(sa.delete(EventDelivery))
+        session.execute(sa.delete(EventEndpoint))
+        session.commit()
+    service.create_endpoint(hub, org_id, url=f"http://rebind.example:{port}/internal", events=[],
+                            description=None, enabled=True)  # (public when registered)
+    hub.mark(connection_id, "connected", None)
+    asyncio.run(send())
+    assert len(receiver.state.log.received) == 1  # nothing reached the private address
+    [delivery] = deliveries(hub)
+    assert delivery.status == "pending" and delivery.response_status is None
+
+
+def test_a_sweep_marking_many_deleted_is_told_in_bounded_events_and_a_record_back_is_created(hub, conn, ledger,
+                                                                                          monkeypatch):
+    import hub.sync.store as store_module
+    from hub.sync.engine import SyncEngine, create_run
+    from hub.sync.scheduler import Scheduler, SyncService
+    from tests.sync_support import run
+
+    monkeypatch.setattr(store_module, "IDS_PER_EVENT", 70)
+    service.create_endpoint(hub, conn.organization_id, url="https://app.example.com/changes",
+                            events=["records.changed"], description=None, enabled=True)
+
+    def pull(full_refresh: bool = False) -> list[dict]:
+        with hub.session() as session:
+            session.execute(sa.delete(EventDelivery))
+            session.commit()
+        new_run, _ = create_run(hub, conn, entity="items", full_refresh=full_refresh)
+        assert run(SyncEngine(hub).execute(new_run.id)).status == "succeeded"
+        return [d.payload["data"] for d in deliveries(hub)]
+
+    told = pull()
+    assert all(sum(len(t[k]) for k in ("created", "updated", "deleted")) <= 70 for t in told)
+    assert len({i for t in told for i in t["created"]}) == 250
+    removed = sorted(ledger.items)[:200]
+    for item_id in removed:
+        ledger.remove(item_id)
+    told = pull(full_refresh=True)
+    assert sorted(i for t in told for i in t["deleted"]) == removed and len(told) == 3  # 70 + 70 + 60
+    ledger.put(removed[0], {"name": "back"})
+    told = pull(full_refresh=True)
+    assert [(t["created"], t["updated"], t["deleted"]) for t in told] == [([removed[0]], [], [])]
+
+    # Kept 30 days after their last attempt; one still being tried is kept whatever its age.
+    later = utcnow() + timedelta(days=31)
+    with hub.session() as session:
+        session.execute(sa.update(EventDelivery).values(status="delivered", last_attempt_at=utcnow()))
+        session.add(EventDelivery(endpoint_id=deliveries(hub)[0].endpoint_id, organization_id=conn.organization_id,
+                                  event_id="evt_old", type="ping", payload={}, created_at=utcnow() - timedelta(days=60),
+                                  next_attempt_at=later))
+        session.commit()
+    Scheduler(SyncService(hub), 30).purge(later)
+    assert [d.event_id for d in deliveries(hub)] == ["evt_old"]

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from hub import __version__
+from hub.background import BackgroundLoop
 from hub.crypto import DecryptionError
 from hub.events import EVENT_TYPES, SIGNATURE_HEADER, body_of, emit, new_secret, sign
 from hub.http import parse_retry_after
@@ -98,6 +99,8 @@ def _checked_url(hub: Hub, url: str) -> str:
                        "each event instead")
     if parts.fragment:
         raise _invalid("url must not have a #fragment")
+    if parts.port == 0:
+        raise _invalid("url must not name port 0")
     if not hub.settings.event_private_urls:
         address = _private_address(parts.hostname, _resolved(parts.hostname))
         if address:
@@ -124,10 +127,30 @@ def _private_address(host: str, addresses: list[str]) -> str | None:
         return host
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast \
-                or ip.is_unspecified:
+        # (And the IPv4 address inside an IPv6 one: mapped, 6to4, Teredo.)
+        inner = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None] if ip.version == 6 else []
+        if not ip.is_global or ip.is_multicast or any(v4 is not None and not v4.is_global for v4 in inner):
             return address
     return None
+
+
+async def _public_address(host: str) -> tuple[str, str | None]:
+    """The address to send to for ``host``, and why not (an error) if any of
+    its addresses is not public."""
+    try:
+        ipaddress.ip_address(host)
+        addresses = [host]
+    except ValueError:
+        try:
+            addresses = [info[4][0] for info in await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM)]
+        except (OSError, UnicodeError) as exc:
+            return "", f"could not reach the endpoint: its host does not resolve ({exc})"
+    private = _private_address(host, addresses)
+    if private or not addresses:
+        return "", (f"the endpoint's address {private} is not a public one, which this hub does not send to "
+                    "(HUB_EVENT_PRIVATE_URLS)")
+    return addresses[0].split("%", 1)[0], None
 
 
 def _checked_events(events: list[str]) -> list[str]:
@@ -262,26 +285,14 @@ def delivery_counts(hub: Hub, endpoint_ids: list[str]) -> dict[str, dict[str, in
 def list_deliveries(hub: Hub, endpoint: EventEndpoint, *, status: str | None, event_type: str | None,
                     cursor: str | None, limit: int) -> tuple[list[EventDelivery], str | None]:
     """The endpoint's deliveries, newest first, and the cursor of the next page."""
-    position = stored.decode_cursor(cursor)
     query = select(EventDelivery).where(EventDelivery.endpoint_id == endpoint.id)
     if status:
         query = query.where(EventDelivery.status == status)
     if event_type:
         query = query.where(EventDelivery.type == event_type)
-    if position:
-        try:
-            created, delivery_id = stored.cursor_time(str(position["c"])), str(position["id"])
-        except KeyError:
-            raise stored.InvalidCursor("the cursor is not one this API returned") from None
-        query = query.where(stored.after_newest_first(EventDelivery.created_at, created, EventDelivery.id,
-                                                      delivery_id))
     with hub.session() as session:
-        rows = list(session.exec(query.order_by(EventDelivery.created_at.desc(), EventDelivery.id.desc())
-                                 .limit(limit + 1)))
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, stored.encode_cursor({"c": rows[-1].created_at.isoformat(), "id": rows[-1].id})
+        return stored.page_newest_first(session, query, EventDelivery.created_at, EventDelivery.id, cursor, limit,
+                                        time_key="c")
 
 
 def retry_delivery(hub: Hub, endpoint: EventEndpoint, delivery_id: str) -> EventDelivery:
@@ -323,7 +334,7 @@ class _Outcome:
     retry_after: float | None = None
 
 
-class EventDeliverer:
+class EventDeliverer(BackgroundLoop):
     """Sends due deliveries to their endpoints: each is claimed (left to this
     process for :data:`CLAIM_SECONDS`: ``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL, the write lock on SQLite, so processes share the work),
@@ -339,17 +350,11 @@ class EventDeliverer:
         self.poll_seconds = poll_seconds
         self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=TIMEOUT_SECONDS,
                                          headers={"User-Agent": f"hub/{__version__} (events)"})
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> EventDeliverer:
-        self._task = asyncio.create_task(self._loop(), name="event-deliverer")
-        return self
+    task_name = "event-deliverer"
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await super().stop()
         await self._client.aclose()
 
     async def _loop(self) -> None:
@@ -376,7 +381,9 @@ class EventDeliverer:
                     outcome = _Outcome(False, error=f"the hub could not send it: {type(exc).__name__}")
             await self.hub.db(self._record, delivery, outcome)
 
-        await asyncio.gather(*(deliver(d) for d in claimed))
+        for failure in await asyncio.gather(*(deliver(d) for d in claimed), return_exceptions=True):
+            if isinstance(failure, Exception):  # (recording failed: the claim lapses, the event is sent again)
+                log.error("recording an event's delivery failed", exc_info=failure)
         return len(claimed)
 
     def _claim(self) -> list[_Claimed]:
@@ -422,23 +429,24 @@ class EventDeliverer:
         if delivery.secrets is None:
             return _Outcome(False, error="the endpoint's signing secret cannot be decrypted with this hub's key "
                                          "(restore the key, or rotate the endpoint's secret)")
-        if not self.hub.settings.event_private_urls:
-            host = urlsplit(delivery.url).hostname or ""
-            loop = asyncio.get_running_loop()
-            try:
-                addresses = [info[4][0] for info in await loop.getaddrinfo(host, None)]
-            except (OSError, UnicodeError):
-                addresses = []
-            address = _private_address(host, addresses)
-            if address:
-                return _Outcome(False, error=f"the endpoint's address {address} is loopback, private or link-local, "
-                                             "which this hub does not send to (HUB_EVENT_PRIVATE_URLS)")
         body = body_of(delivery.payload)
         headers = {"Content-Type": "application/json", "Hub-Event-Id": delivery.payload["id"],
                    "Hub-Event-Type": delivery.payload["type"], SIGNATURE_HEADER: sign(delivery.secrets, body)}
+        url, extensions = httpx.URL(delivery.url), {}
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                async with self._client.stream("POST", delivery.url, content=body, headers=headers) as response:
+                if not self.hub.settings.event_private_urls:
+                    # Sent to the address checked, not to the host's name: looked up again by the
+                    # connection, it could name another address by then (DNS rebinding).
+                    address, refused = await _public_address(url.host)
+                    if refused:
+                        return _Outcome(False, error=refused)
+                    headers["Host"] = url.netloc.decode("ascii")
+                    if url.scheme == "https":
+                        extensions["sni_hostname"] = url.host  # (the certificate is checked against the name)
+                    url = url.copy_with(host=address)
+                async with self._client.stream("POST", url, content=body, headers=headers,
+                                               extensions=extensions) as response:
                     status = response.status_code
                     answer = b""
                     if not 200 <= status < 300:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from hub.background import BackgroundLoop
 from hub.events import status_changed
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
@@ -336,7 +337,7 @@ def _tell_changes(session: Session, connection: Connection | None, event: Any, c
                      webhook_event_id=event.id)
 
 
-class WebhookProcessor:
+class WebhookProcessor(BackgroundLoop):
     """Applies stored webhook events after the delivery was answered.
 
     An event carrying the full record upserts it into the record store; a
@@ -360,21 +361,12 @@ class WebhookProcessor:
         self.poll_seconds = poll_seconds
         self.gather_seconds = gather_seconds
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """Wake the processor: events were stored."""
         self._wake.set()
 
-    async def start(self) -> WebhookProcessor:
-        self._task = asyncio.create_task(self._loop(), name="webhook-processor")
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    task_name = "webhook-processor"
 
     async def _loop(self) -> None:
         while True:
@@ -683,27 +675,31 @@ class WebhookProcessor:
         is ``connected`` again if it was in ``error``, and loses its warning.
         """
         message = ((event.payload or {}).get("message") or f"{event.provider} reports {event.type}")[:2000]
+        # Decided on the status as it is now, held until the batch commits (the connection was
+        # read when the batch began: a call may have made it expired since).
+        current = Hub.locked_status(session, connection.id)
+        if current is None:
+            return "ignored"
+        status = current.status
         values: dict[str, Any]
         if event.action == CONNECTION_BROKEN:
-            if connection.status in ("disconnected", "expired"):
+            if status in ("disconnected", "expired"):
                 return "ignored"
             values = {"status": "error", "last_error": message}
         elif event.action == CONNECTION_WARNING:
-            if connection.status == "disconnected":
+            if status == "disconnected":
                 return "ignored"
             values = {"warning": message}
         else:
-            if connection.status != "error" and connection.warning is None:
+            if status != "error" and connection.warning is None:
                 return "ignored"
             values = {"warning": None}
-            if connection.status == "error":
+            if status == "error":
                 values.update(status="connected", last_error=None)
         if "status" in values:
-            before = Hub.locked_status(session, connection.id)
-            if before is not None:
-                status_changed(session, organization_id=connection.organization_id, connection_id=connection.id,
-                               provider=connection.provider, status=values["status"], previous=before.status,
-                               last_error=values.get("last_error"))
+            status_changed(session, organization_id=connection.organization_id, connection_id=connection.id,
+                           provider=connection.provider, status=values["status"], previous=status,
+                           last_error=values.get("last_error"))
         session.execute(sa.update(Connection).where(Connection.id == connection.id).values(updated_at=now, **values))
         log.info("connection %s: %s event %s (%s)", connection.id, event.provider, event.type,
                  ", ".join(f"{key} {'set' if value else 'cleared'}" if key in ("warning", "last_error") else
@@ -799,29 +795,18 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
     :returns: the page and the cursor of the next one (``None`` at the end).
     :raises InvalidCursor: a cursor this function did not return.
     """
-    from hub.sync.stored import InvalidCursor, after_newest_first, cursor_time, decode_cursor, encode_cursor
+    from hub.sync.stored import page_newest_first
 
-    position = decode_cursor(cursor)
     query = select(WebhookEvent, WebhookEventState).outerjoin(
         WebhookEventState, WebhookEventState.event_id == WebhookEvent.id)
     if connection_id is not None:
         query = query.where(WebhookEvent.connection_id == connection_id)
     if status:
         query = query.where(WebhookEvent.status == status)
-    if position:
-        try:
-            received, after = cursor_time(position["r"]), str(position["id"])
-        except (KeyError, ValueError):
-            raise InvalidCursor("the cursor is not one this API returned") from None
-        query = query.where(after_newest_first(WebhookEvent.received_at, received, WebhookEvent.id, after))
     with hub.session() as session:
-        rows = list(session.exec(query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
-                                 .limit(limit + 1)))
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        last = page[-1][0]
-        next_cursor = encode_cursor({"r": last.received_at.isoformat(), "id": last.id})
+        page, next_cursor = page_newest_first(session, query, WebhookEvent.received_at, WebhookEvent.id, cursor,
+                                              limit, time_key="r",
+                                              position_of=lambda row: (row[0].received_at, row[0].id))
     return [event_out(event, state) for event, state in page], next_cursor
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from hub.models import Connection, EventDelivery, IdempotentCreate, SyncConfig, SyncRun, WebhookEvent, utcnow
+from hub.models import Connection, EventDelivery, EventEndpoint, IdempotentCreate, SyncConfig, SyncRun, WebhookEvent, utcnow
 from hub.runtime import Hub
 from hub.sync.engine import create_run, interrupted_runs, requeue, waited_for
 from hub.sync.store import purge_tombstones
@@ -254,8 +254,9 @@ class Scheduler:
                 sa.and_(deliveries.c.status.in_(("delivered", "failed")),
                         sa.func.coalesce(deliveries.c.last_attempt_at, deliveries.c.created_at)
                         < now - timedelta(days=days)),
-                sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at.is_(None),
-                        deliveries.c.created_at < now - timedelta(days=days))))
+                sa.and_(deliveries.c.status == "pending", deliveries.c.created_at < now - timedelta(days=days),
+                        sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.endpoint_id.in_(
+                            sa.select(EventEndpoint.id).where(EventEndpoint.enabled.is_(False)))))))
             if dropped:
                 log.info("purged %d events for the app older than %d days", dropped, days)
         days = settings.sync_tombstone_days

@@ -163,14 +163,33 @@ class Changes:
 
 def tell_changes(session: Session, endpoints: list[Any] | None, *, organization_id: str, connection_id: str,
                  provider: str, entity: str, changes: Changes, source: str, **about: Any) -> None:
-    """Queue a ``records.changed`` event of ``changes`` for ``endpoints`` (those
-    taking it; None: the organization's), in the write's transaction;
-    ``about`` adds to its data (the run, the webhook event)."""
-    if changes and endpoints != []:
-        emit(session, organization_id, "records.changed",
-             {"connection_id": connection_id, "provider": provider, "entity": entity, "source": source, **about,
-              "created": changes.created, "updated": changes.updated, "deleted": changes.deleted},
-             endpoints=endpoints)
+    """Queue ``records.changed`` events of ``changes`` for ``endpoints`` (those
+    taking it; None: the organization's), in the write's transaction, each
+    naming at most :data:`IDS_PER_EVENT` records (a page's are one event; a
+    full pass's sweep may mark thousands deleted); ``about`` adds to their
+    data (the run, the webhook event)."""
+    if not changes or endpoints == []:
+        return
+    kinds = {"created": changes.created, "updated": changes.updated, "deleted": changes.deleted}
+    batch: dict[str, list[str]] = {kind: [] for kind in kinds}
+    room = IDS_PER_EVENT
+    for kind, ids in kinds.items():
+        while ids:
+            batch[kind], ids = batch[kind] + ids[:room], ids[room:]
+            room = IDS_PER_EVENT - sum(map(len, batch.values()))
+            if not room:
+                emit(session, organization_id, "records.changed", {
+                    "connection_id": connection_id, "provider": provider, "entity": entity, "source": source,
+                    **about, **batch}, endpoints=endpoints)
+                batch, room = {kind: [] for kind in kinds}, IDS_PER_EVENT
+    if any(batch.values()):
+        emit(session, organization_id, "records.changed", {
+            "connection_id": connection_id, "provider": provider, "entity": entity, "source": source, **about,
+            **batch}, endpoints=endpoints)
+
+
+#: Most records one ``records.changed`` event names.
+IDS_PER_EVENT = 1000
 
 
 def listening(session: Session, organization_id: str) -> list[Any]:
@@ -346,8 +365,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         updates.append({"b_id": row.id, "b_data": record, "b_hash": digest, "b_version": version, "b_now": now,
                         "b_now_ahead": now + SEEN_AHEAD_LIMIT})
         counts.updated += 1
-        if changes is not None:
-            changes.updated.append(remote_id)
+        if changes is not None:  # (one deleted before, back again, is new to whoever was told of its deletion)
+            (changes.created if row.deleted else changes.updated).append(remote_id)
     if inserts:
         _insert_new(session, connection_id, schema.name, inserts, now)
     if touched:

@@ -100,6 +100,31 @@ def after_newest_first(time_column: Any, moment: Any, id_column: Any, last_id: s
                    sa.or_(time_column < moment, sa.and_(time_column == moment, next_id)))
 
 
+def page_newest_first(session: Any, query: Any, time_column: Any, id_column: Any, cursor: str | None, limit: int,
+                      time_key: str, position_of: Any = None) -> tuple[list[Any], str | None]:
+    """One page of ``query``, newest first by ``time_column`` then ``id_column``
+    (descending), after ``cursor``; and the cursor of the next page (None: the
+    last). The cursor holds the page's last time under ``time_key`` and its
+    id; ``position_of(row)`` reads them from a row (default: the columns' attributes).
+
+    :raises InvalidCursor: a cursor this did not hand out.
+    """
+    position = decode_cursor(cursor)
+    if position:
+        try:
+            moment, last_id = cursor_time(position[time_key]), str(position["id"])
+        except KeyError:
+            raise InvalidCursor("the cursor is not one this API returned") from None
+        query = query.where(after_newest_first(time_column, moment, id_column, last_id))
+    rows = list(session.exec(query.order_by(time_column.desc(), id_column.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    moment, last_id = (position_of or (lambda row: (getattr(row, time_column.key), getattr(row, id_column.key))))(
+        rows[-1])
+    return rows, encode_cursor({time_key: moment.isoformat(), "id": last_id})
+
+
 def cursor_time(value: Any) -> datetime:
     """A time a cursor of this API holds, in UTC.
 

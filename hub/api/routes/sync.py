@@ -8,7 +8,6 @@ executor, the scheduler and the webhook processor
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -316,27 +315,16 @@ async def sync_logs(hub: HubDep, connection: ConnectionDep,
 
 def _sync_logs(hub: Hub, connection: Connection, cursor: str | None, limit: int, status: str | None,
                entity: str | None) -> dict[str, Any]:
-    position = stored.decode_cursor(cursor)
     with hub.session() as session:
         query = select(SyncRun).where(SyncRun.connection_id == connection.id)
         if status:
             query = query.where(SyncRun.status == status)
         if entity:
             query = query.where(SyncRun.entity == entity)
-        if position:
-            try:
-                seq, run_id = str(position["q"]), str(position["id"])
-            except KeyError:
-                raise stored.InvalidCursor("the cursor is not one this API returned") from None
-            query = query.where(stored.after_newest_first(SyncRun.queued_at, _parse(seq), SyncRun.id, run_id))
-        rows = list(session.exec(query.order_by(SyncRun.queued_at.desc(), SyncRun.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more and rows:
-        next_cursor = stored.encode_cursor({"q": rows[-1].queued_at.isoformat(), "id": rows[-1].id})
+        rows, next_cursor = stored.page_newest_first(session, query, SyncRun.queued_at, SyncRun.id, cursor, limit,
+                                                     time_key="q")
     return {"success": True, "runs": [stored.run_out(r) for r in rows], "next_cursor": next_cursor,
-            "has_more": more}
+            "has_more": next_cursor is not None}
 
 
 @router.get("/sync/runs/{run_id}", response_model=SyncRunResponse, operation_id="get_sync_run")
@@ -350,6 +338,3 @@ async def get_sync_run(hub: HubDep, connection: ConnectionDep, run_id: str):
         raise NotFound("no such sync run", code="sync_run_not_found")
     return {"success": True, "run": stored.run_out(run)}
 
-
-def _parse(value: str) -> datetime:
-    return stored.cursor_time(value)
