@@ -399,10 +399,12 @@ def test_a_changed_secret_key_is_a_clear_error_and_leaves_connections_repairable
         notes = connect(client, auth)
         vault = client.post(f"{API}/connections", json={"provider": "vault", "credentials": {"api_key": "vk_live_1"}},
                             headers=auth).json()["connection"]
+        client.post(f"{API}/event-endpoints", json={"url": "https://app.example.com/hub-events"}, headers=auth)
     changed = settings.model_copy(update={"secret_key": "another-key"})
     app = create_app(changed, registry_with_vault(revoked))
     with caplog.at_level(logging.ERROR, logger="hub"), TestClient(app) as client:
         assert "2 connections have credentials this hub's secret key cannot decrypt" in caplog.text
+        assert "1 event endpoint has a signing secret this hub's secret key cannot decrypt" in caplog.text
         records = f"{API}/connections/{notes['id']}/entities/notes/records"
         refused = client.get(records, headers=auth)
         assert refused.status_code == 409, refused.text

@@ -18,7 +18,7 @@ from hub.api.schemas import ErrorResponse
 from hub.config import Settings, SettingsError, get_settings
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
-from hub.services.secrets import unreadable_connections
+from hub.services.secrets import unreadable_connections, unreadable_endpoints
 from hub.sync.scheduler import STOP_SECONDS, start_background
 
 log = logging.getLogger("hub")
@@ -106,6 +106,12 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
             log.error("%d connection%s credentials this hub's secret key cannot decrypt: HUB_SECRET_KEY (or "
                       "secret.key in the data directory) is not the key that encrypted them. Restore that key, or "
                       "set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer credentials_unreadable",
+                      unreadable, " has" if unreadable == 1 else "s have")
+        unreadable = await asyncio.to_thread(unreadable_endpoints, hub)
+        if unreadable:
+            log.error("%d event endpoint%s a signing secret this hub's secret key cannot decrypt: their events fail "
+                      "until the key that encrypted them is restored (or set as HUB_PREVIOUS_SECRET_KEY), or their "
+                      "secrets are rotated (POST /event-endpoints/{id}/rotate-secret)",
                       unreadable, " has" if unreadable == 1 else "s have")
         background = await start_background(app)  # sync executor, scheduler, webhook processor, event deliverer
         try:

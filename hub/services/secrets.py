@@ -66,10 +66,19 @@ def reencrypt(hub: Hub) -> Reencrypted:
 def unreadable_connections(hub: Hub, limit: int = 1000) -> int:
     """How many of the ``limit`` most recently updated connections have
     credentials that no key of this hub decrypts (the key changed)."""
+    return _unreadable(hub, Connection.credentials_encrypted, Connection.updated_at, limit)
+
+
+def unreadable_endpoints(hub: Hub, limit: int = 1000) -> int:
+    """How many of the ``limit`` most recently updated event endpoints have a
+    signing secret that no key of this hub decrypts (their events fail)."""
+    return _unreadable(hub, EventEndpoint.secret_encrypted, EventEndpoint.updated_at, limit)
+
+
+def _unreadable(hub: Hub, column: Any, newest: Any, limit: int) -> int:
     with hub.session() as session:
-        tokens = session.execute(sa.select(Connection.credentials_encrypted)
-                                 .where(Connection.credentials_encrypted.is_not(None))
-                                 .order_by(Connection.updated_at.desc()).limit(limit)).scalars()
+        tokens = session.execute(sa.select(column).where(column.is_not(None))
+                                 .order_by(newest.desc()).limit(limit)).scalars()
         count = 0
         for token in tokens:
             try:
