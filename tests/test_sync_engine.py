@@ -826,16 +826,25 @@ def test_after_downtime_each_schedule_keeps_its_phase_and_catches_up_once(hub, c
 
 
 class SlowLedger(Ledger):
-    """A ledger whose lists take a moment, noting how many runs show running meanwhile."""
+    """A ledger whose lists take a moment, noting how many runs show running
+    meanwhile, once the ``runs`` expected are all made (the first may start
+    while the scheduler still makes the others)."""
 
     hub = None
+    runs = 0
     seen_running = seen_queued = 0
 
     @hookimpl
     async def list_records(self, entity, cursor, page_size, since):
-        with self.hub.session() as session:
-            running = len(session.exec(select(SyncRun.id).where(SyncRun.status == "running")).all())
-            queued = len(session.exec(select(SyncRun.id).where(SyncRun.status == "queued")).all())
+        deadline = time.monotonic() + 10
+        while True:
+            with self.hub.session() as session:
+                made = len(session.exec(select(SyncRun.id)).all())
+                running = len(session.exec(select(SyncRun.id).where(SyncRun.status == "running")).all())
+                queued = len(session.exec(select(SyncRun.id).where(SyncRun.status == "queued")).all())
+            if made >= self.runs or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
         SlowLedger.seen_running = max(SlowLedger.seen_running, running)
         SlowLedger.seen_queued = max(SlowLedger.seen_queued, queued)
         await asyncio.sleep(0.05)
@@ -848,6 +857,7 @@ def test_overdue_runs_of_many_connections_execute_a_few_at_a_time_the_others_que
     ledger = SlowLedger()
     hub = SlowLedger.hub = ledger_hub(settings.model_copy(update={"sync_local_concurrency": 2}), ledger)
     SlowLedger.seen_running = SlowLedger.seen_queued = 0
+    SlowLedger.runs = 6
     past = utcnow() - timedelta(hours=3)
     for i in range(6):
         make_connection(hub, "ledger", {"api_key": "k"}, org_name=f"org{i}", sync_enabled=True,
