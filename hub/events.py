@@ -44,11 +44,14 @@ EVENT_TYPES: dict[str, str] = {
                                  "data.status, data.previous_status and data.last_error. `expired` or an "
                                  "authorization error means its user must connect again.",
     "conflict.opened": "A record changed on both sides since the last sync, under the flag-for-review policy: "
-                       "data.conflict_id is to be resolved (POST .../sync/conflicts/{id}/resolve).",
+                       "data.conflict_id is to be resolved (POST /connections/{connection_id}/sync-configs/"
+                       "{sync_config_id}/conflicts/{conflict_id}/resolve).",
     "records.changed": "Records of a connection were created, changed or deleted at the provider, as a sync "
-                       "(a page at a time) or a webhook stored them: data.entity, and the provider ids in "
-                       "data.created, data.updated and data.deleted (read the records through the API).",
-    "ping": "Sent by POST /event-endpoints/{id}/ping, to check that the endpoint receives and verifies events.",
+                       "(a page at a time) or a webhook stored them: data.entity, data.sync_config_id, and the "
+                       "provider ids in data.created, data.updated (the stored version changed) and data.deleted "
+                       "(read them at /connections/{connection_id}/sync-configs/{sync_config_id}/records/{id}).",
+    "ping": "Sent by POST /event-endpoints/{id}/ping (to that endpoint, whatever types it takes), to check that "
+            "the endpoint receives and verifies events.",
 }
 
 SIGNATURE_HEADER = "Hub-Signature"

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from hub.config import Settings
 from hub.events import EVENT_TYPES, emit, verify_signature
-from hub.models import Connection, EventDelivery, EventEndpoint, utcnow
+from hub.models import Connection, EventDelivery, EventEndpoint, SyncConfig, utcnow
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
 from hub.services import events as service
@@ -90,6 +90,7 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
     run = client.get(f"{API}/connections/{connection['id']}/sync/runs/{event['data']['run']['id']}",
                      headers=auth).json()["run"]
     assert event["data"]["connection_id"] == connection["id"] and event["data"]["provider"] == "example"
+    assert not {"owner", "heartbeat_at", "organization_id"} & set(event["data"]["run"])  # (who ran it: internal)
     assert {k: event["data"]["run"][k] for k in ("status", "created", "entity", "direction")} == {
         k: run[k] for k in ("status", "created", "entity", "direction")} and run["created"] == 23
 
@@ -107,6 +108,7 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
                             headers=auth).json()["conflicts"]
     assert by_type["conflict.opened"]["data"]["conflict_id"] == conflict["id"]
     assert by_type["conflict.opened"]["data"]["entity"] == "notes"
+    assert by_type["conflict.opened"]["data"]["sync_config_id"] == config["id"]  # (the resolve route names it)
     assert all(r.path == "/sync" for r in receiver.state.log.received)  # the other endpoint takes sync.failed only
 
     deliveries = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries", params={"limit": 2},
@@ -134,8 +136,12 @@ def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_
     assert [t["type"] for t in types] == list(EVENT_TYPES)
     endpoints = f"{API}/event-endpoints"
     for url in ("ftp://app.example.com/hook", "app.example.com/hook", "https://user:pass@app.example.com/hook",
-                "https://app.example.com:port/hook", "https:///hook"):
+                "https://app.example.com:port/hook", "https:///hook", "https://app.example.com:65536/h"):
         assert_error(client.post(endpoints, json={"url": url}, headers=auth), 422, "invalid_url")
+    assert "port must be a number from 1 to 65535" in client.post(
+        endpoints, json={"url": "https://app.example.com:65536/h"}, headers=auth).json()["error"]
+    assert_error(client.post(endpoints, json={"url": "https://app.example.com/h", "events": ["ping"]}, headers=auth),
+                 422, "unknown_event_type")
     refused = client.post(endpoints, json={"url": "https://app.example.com/h", "events": ["sync.done"]}, headers=auth)
     assert_error(refused, 422, "unknown_event_type")
     assert refused.json()["fields"] == ["events"] and "sync.succeeded" in refused.json()["error"]
@@ -150,6 +156,10 @@ def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_
                                                                  "enabled": False}, headers=auth).json()["endpoint"]
     assert changed["events"] == ["sync.failed"] and changed["enabled"] is False
     assert changed["url"] == "https://app.example.com/h"
+    same = client.put(f"{endpoints}/{endpoint['id']}", json={"enabled": False}, headers=auth).json()["endpoint"]
+    assert same["updated_at"] == changed["updated_at"]  # nothing changed
+    assert_error(client.get(f"{endpoints}/{endpoint['id']}/deliveries", params={"type": "sync.succeded"},
+                            headers=auth), 422, "validation_error")
 
     stranger = make_org(hub_app, "stranger")
     stranger.pop("org_id")
@@ -369,6 +379,10 @@ def test_the_app_hears_which_records_a_sync_created_changed_and_deleted(hub, con
     assert all(t["data"]["updated"] == t["data"]["deleted"] == [] and len(t["data"]["created"]) <= 100 for t in told)
     assert {(t["data"]["connection_id"], t["data"]["provider"], t["data"]["entity"], t["data"]["source"])
             for t in told} == {(conn.id, "ledger", "items", "sync")}
+    with hub.session() as session:
+        [config_id] = session.execute(sa.select(SyncConfig.id).where(SyncConfig.connection_id == conn.id,
+                                                                     SyncConfig.entity == "items")).scalars()
+    assert {t["data"]["sync_config_id"] for t in told} == {config_id}
 
     ledger.put("it_00007", {"name": "renamed"})
     ledger.put("it_00100", {"amount": 1})

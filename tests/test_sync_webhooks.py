@@ -339,10 +339,12 @@ def test_webhook_record_updates_and_deletes_reach_the_mapped_view(client, auth, 
     wait_until(lambda: client.get(f"{records}/note_1", headers=auth).json()["record"]["deleted"],
                message="deletion applied")
     told = client.get(f"{API}/event-endpoints/{endpoint['endpoint']['id']}/deliveries", headers=auth).json()
-    assert [{k: d["payload"]["data"][k] for k in ("source", "entity", "created", "updated", "deleted")}
-            for d in reversed(told["deliveries"])] == [
-        {"source": "webhook", "entity": "notes", "created": ["note_1"], "updated": [], "deleted": []},
-        {"source": "webhook", "entity": "notes", "created": [], "updated": [], "deleted": ["note_1"]}]
+    assert [{k: d["payload"]["data"][k] for k in ("source", "entity", "sync_config_id", "created", "updated",
+                                                  "deleted")} for d in reversed(told["deliveries"])] == [
+        {"source": "webhook", "entity": "notes", "sync_config_id": config["id"], "created": ["note_1"], "updated": [],
+         "deleted": []},
+        {"source": "webhook", "entity": "notes", "sync_config_id": config["id"], "created": [], "updated": [],
+         "deleted": ["note_1"]}]
 
 
 def test_event_ids_a_provider_sends_as_numbers_are_stored_as_text(client, auth, example_fake):

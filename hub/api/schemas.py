@@ -608,7 +608,8 @@ _EVENTS_FIELD = Field(default=None, max_length=50, description=(
     "The event types sent to the endpoint (GET /event-types); empty or left out: every type."))
 #: An event type's name. The document lists them (for generated clients); the
 #: service refuses another with its own code, ``unknown_event_type``.
-EventTypeName = Annotated[str, Field(max_length=64, json_schema_extra={"enum": list(EVENT_TYPES)})]
+EventTypeName = Annotated[str, Field(max_length=64, json_schema_extra={
+    "enum": [name for name in EVENT_TYPES if name != "ping"]})]  # (a ping goes to the endpoint pinged, whatever it takes)
 #: What an endpoint's URL is, for the document: http(s), a host, a port that is one, no credentials
 #: (user:password@), no #fragment. The service checks it (and takes IP addresses, which this leaves
 #: out) and says what is wrong (``invalid_url``).
@@ -651,6 +652,9 @@ class EventEndpointOut(BaseModel):
     events: list[str] = Field(description="The types sent; empty: every type.")
     description: str | None
     enabled: bool
+    previous_secret_until: datetime | None = Field(description=(
+        "After a rotation: until when the previous secret still signs beside the new one (each event then "
+        "carries two `v1`). Only the one previous secret is kept: a second rotation drops the first's."))
     created_at: datetime
     updated_at: datetime
     deliveries: EventDeliveryCounts = Field(description=(

@@ -85,9 +85,18 @@ def _checked_url(hub: Hub, url: str) -> str:
     url = url.strip()
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a port that is no number)
+    except ValueError:
+        parts = None
+    try:
+        if parts is not None:
+            parts.port  # noqa: B018  (raises on a port that is no number, or out of range)
+    except ValueError:
+        raise _invalid("url's port must be a number from 1 to 65535") from None
+    try:
         httpx.URL(url).host.encode("idna")  # (what sending needs: a host httpx and IDNA take)
-    except (ValueError, httpx.InvalidURL, UnicodeError):
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        if parts is not None and parts.hostname:
+            raise _invalid(f"url's host {parts.hostname!r} is not one events can be sent to ({exc})") from None
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("url must be an http:// or https:// URL with a host")
@@ -154,6 +163,9 @@ async def _public_address(host: str) -> tuple[str, str | None]:
 
 
 def _checked_events(events: list[str]) -> list[str]:
+    if "ping" in events:
+        raise ValidationFailed("ping is not an event to subscribe to: POST /event-endpoints/{id}/ping sends one to "
+                               "an endpoint whatever it takes", code="unknown_event_type", fields=["events"])
     unknown = [e for e in events if e not in EVENT_TYPES]
     if unknown:
         raise ValidationFailed(f"unknown event type{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
@@ -213,10 +225,12 @@ def update_endpoint(hub: Hub, organization_id: str, endpoint_id: str, changes: d
         changes["events"] = _checked_events(changes["events"])
     with hub.session() as session:
         endpoint = _owned(session, organization_id, endpoint_id)
-        was_enabled = endpoint.enabled
-        for name, value in changes.items():
+        was_enabled, now = endpoint.enabled, utcnow()
+        changed = {name: value for name, value in changes.items() if getattr(endpoint, name) != value}
+        for name, value in changed.items():
             setattr(endpoint, name, value)
-        endpoint.updated_at = now = utcnow()
+        if changed:  # (the same sent again changes nothing, its time included)
+            endpoint.updated_at = now
         session.add(endpoint)
         if endpoint.enabled != was_enabled:
             # (Held ones are not due: the deliverer's every look would pass over them.)
@@ -461,6 +475,8 @@ class EventDeliverer(BackgroundLoop):
         if 200 <= status < 300:
             return _Outcome(True, status)
         text = answer[:ANSWER_BYTES].decode("utf-8", "replace").strip()
+        if 300 <= status < 400:  # (not followed: the endpoint is where events go)
+            text = f"a redirect, which is not followed (Location: {response.headers.get('location', '')[:200]})"
         return _Outcome(False, status, f"the endpoint answered HTTP {status}" + (f": {text}" if text else ""),
                         _retry_after(response))
 

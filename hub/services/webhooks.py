@@ -327,14 +327,15 @@ class BatchResult:
 Submit = Callable[[SyncRun], Awaitable[None]]
 
 
-def _tell_changes(session: Session, connection: Connection | None, event: Any, changes: Any) -> None:
+def _tell_changes(session: Session, connection: Connection | None, config: SyncConfig | None, event: Any,
+                  changes: Any) -> None:
     """Tell the app of the records ``event`` changed (``records.changed``), in its transaction."""
     from hub.sync.store import tell_changes
 
     if changes and connection is not None:
         tell_changes(session, None, organization_id=connection.organization_id, connection_id=connection.id,
-                     provider=event.provider, entity=event.entity, changes=changes, source="webhook",
-                     webhook_event_id=event.id)
+                     provider=event.provider, entity=event.entity, sync_config_id=config.id if config else None,
+                     changes=changes, source="webhook", webhook_event_id=event.id)
 
 
 class WebhookProcessor(BackgroundLoop):
@@ -483,7 +484,7 @@ class WebhookProcessor(BackgroundLoop):
             else:  # (an equal version with other content is applied: this one is the later)
                 apply_records(session, connection_id=event.connection_id, schema=provider.schemas[event.entity],
                               policy=policy, records=[record], now=now, fallback_version=version, changes=changes)
-            _tell_changes(session, session.get(Connection, event.connection_id), event, changes)
+            _tell_changes(session, session.get(Connection, event.connection_id), config, event, changes)
             self._mark_processed(session, event, now)
 
     def _settled_with_another(self, event: Any) -> None:
@@ -646,7 +647,7 @@ class WebhookProcessor(BackgroundLoop):
             changes = Changes()
             apply_deletions(session, connection_id=connection.id, entity=schema.name, policy=policy,
                             remote_ids=[str(remote_id)], now=now, version=occurred, changes=changes)
-            _tell_changes(session, connection, event, changes)
+            _tell_changes(session, connection, config, event, changes)
             return "processed"
         if record and record.get(schema.id_field) not in (None, ""):
             undecided: list[str] = []
@@ -654,7 +655,7 @@ class WebhookProcessor(BackgroundLoop):
             apply_records(session, connection_id=connection.id, schema=schema, policy=policy, records=[record],
                           now=now, fallback_version=occurred, only_new=event.action == "created",
                           undecided=undecided, changes=changes)
-            _tell_changes(session, connection, event, changes)
+            _tell_changes(session, connection, config, event, changes)
             if not undecided:
                 return "processed"
             # Another version of the same second is stored: which is the later cannot be told

@@ -45,7 +45,6 @@ from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncRun
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync import configs as config_service
-from hub.sync.stored import run_out
 from hub.sync.leases import Lease, LeaseLost, end_lease, holder_gone, new_owner, owner_alive
 from hub.sync.store import (
     CONFLICT,
@@ -77,6 +76,7 @@ from hub.sync.store import (
     version_of,
     write_transaction,
 )
+from hub.sync.stored import run_out
 from hub.types import (
     AuthFailed,
     EntitySchema,
@@ -492,7 +492,7 @@ class _PageWriter:
         if changes:
             tell_changes(session, self.listeners, organization_id=self.config.organization_id,
                          connection_id=self.config.connection_id, provider=self.provider, entity=self.schema.name,
-                         changes=changes, source="sync", run_id=self.run_id)
+                         sync_config_id=self.config.id, changes=changes, source="sync", run_id=self.run_id)
         if next_cursor is None:
             self.commit()
         elif time.monotonic() - self.opened >= COMMIT_SECONDS:

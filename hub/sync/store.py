@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from hub.events import emit, endpoints_of
-from hub.models import Connection, IdempotentCreate, SyncConflict, SyncRecord, WebhookEvent
+from hub.models import Connection, IdempotentCreate, SyncConfig, SyncConflict, SyncRecord, WebhookEvent
 from hub.runtime import Hub
 from hub.sync.mapping import ConversionError, parse_datetime
 from hub.types import EntityField, EntitySchema, HubError, ProviderError, ProviderUnavailable, ValidationFailed
@@ -162,7 +162,8 @@ class Changes:
 
 
 def tell_changes(session: Session, endpoints: list[Any] | None, *, organization_id: str, connection_id: str,
-                 provider: str, entity: str, changes: Changes, source: str, **about: Any) -> None:
+                 provider: str, entity: str, sync_config_id: str | None, changes: Changes, source: str,
+                 **about: Any) -> None:
     """Queue ``records.changed`` events of ``changes`` for ``endpoints`` (those
     taking it; None: the organization's), in the write's transaction, each
     naming at most :data:`IDS_PER_EVENT` records (a page's are one event; a
@@ -170,6 +171,8 @@ def tell_changes(session: Session, endpoints: list[Any] | None, *, organization_
     data (the run, the webhook event)."""
     if not changes or endpoints == []:
         return
+    about = {"connection_id": connection_id, "provider": provider, "entity": entity,
+             "sync_config_id": sync_config_id, "source": source, **about}
     kinds = {"created": changes.created, "updated": changes.updated, "deleted": changes.deleted}
     batch: dict[str, list[str]] = {kind: [] for kind in kinds}
     room = IDS_PER_EVENT
@@ -178,14 +181,10 @@ def tell_changes(session: Session, endpoints: list[Any] | None, *, organization_
             batch[kind], ids = batch[kind] + ids[:room], ids[room:]
             room = IDS_PER_EVENT - sum(map(len, batch.values()))
             if not room:
-                emit(session, organization_id, "records.changed", {
-                    "connection_id": connection_id, "provider": provider, "entity": entity, "source": source,
-                    **about, **batch}, endpoints=endpoints)
+                emit(session, organization_id, "records.changed", {**about, **batch}, endpoints=endpoints)
                 batch, room = {kind: [] for kind in kinds}, IDS_PER_EVENT
     if any(batch.values()):
-        emit(session, organization_id, "records.changed", {
-            "connection_id": connection_id, "provider": provider, "entity": entity, "source": source, **about,
-            **batch}, endpoints=endpoints)
+        emit(session, organization_id, "records.changed", {**about, **batch}, endpoints=endpoints)
 
 
 #: Most records one ``records.changed`` event names.
@@ -544,10 +543,12 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
         if open_conflict is None:
             connection = session.get(Connection, row.connection_id)
             if connection is not None:
+                config_id = session.execute(sa.select(SyncConfig.id).where(
+                    SyncConfig.connection_id == row.connection_id, SyncConfig.entity == row.entity)).scalar()
                 emit(session, connection.organization_id, "conflict.opened",
                      {"connection_id": row.connection_id, "provider": connection.provider, "entity": row.entity,
-                      "conflict_id": conflict.id, "record_id": row.id, "remote_id": row.remote_id,
-                      "provider_deleted": deleted})
+                      "sync_config_id": config_id, "conflict_id": conflict.id, "record_id": row.id,
+                      "remote_id": row.remote_id, "provider_deleted": deleted})
     session.add(row)
     session.add(conflict)
     return True

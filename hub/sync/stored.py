@@ -208,8 +208,10 @@ def state_out(state: SyncState | None) -> dict[str, Any] | None:
 
 
 def run_out(run: SyncRun) -> dict[str, Any]:
+    """A run as the sync logs (and the app's sync events) show it: not who
+    executes it (a host and process) or its heartbeat."""
     started, finished = run.started_at, run.finished_at
-    data = run.model_dump()
+    data = run.model_dump(exclude={"owner", "heartbeat_at", "organization_id"})
     data.update(queued_at=run.queued_at, started_at=started, finished_at=finished,
                 duration_seconds=(finished - started).total_seconds() if started and finished else None)
     return data

@@ -29,8 +29,8 @@ router = APIRouter(tags=["events"], route_class=HubRoute)
 
 def _endpoints_out(hub: Hub, endpoints: list[EventEndpoint]) -> list[dict[str, Any]]:
     counts = service.delivery_counts(hub, [e.id for e in endpoints])
-    return [{**e.model_dump(exclude={"secret_encrypted", "organization_id"}), "deliveries": counts[e.id]}
-            for e in endpoints]
+    return [{**e.model_dump(exclude={"secret_encrypted", "previous_secret_encrypted", "organization_id"}),
+             "deliveries": counts[e.id]} for e in endpoints]
 
 
 def _endpoint_out(hub: Hub, endpoint: EventEndpoint) -> dict[str, Any]:
@@ -102,7 +102,10 @@ async def delete_event_endpoint(hub: HubDep, org: OrgDep, endpoint_id: str):
 @router.post("/event-endpoints/{endpoint_id}/rotate-secret", response_model=EventEndpointWithSecret,
              operation_id="rotate_event_endpoint_secret")
 async def rotate_event_endpoint_secret(hub: HubDep, org: OrgDep, endpoint_id: str):
-    """A new signing secret, shown this once; events are signed with it from now on."""
+    """A new signing secret, shown this once. For 24 hours events are signed
+    with both (two `v1` in `Hub-Signature`), so the app can switch without
+    refusing any; `previous_secret_until` says until when. Only the one
+    previous secret is kept: rotating again drops the first's at once."""
     def rotate() -> dict[str, Any]:
         endpoint, secret = service.rotate_secret(hub, org.id, endpoint_id)
         return {"success": True, "endpoint": _endpoint_out(hub, endpoint), "secret": secret}
@@ -123,7 +126,7 @@ async def ping_event_endpoint(hub: HubDep, org: OrgDep, endpoint_id: str):
             operation_id="list_event_deliveries")
 async def list_event_deliveries(hub: HubDep, org: OrgDep, endpoint_id: str,
                                 status: Literal["pending", "delivered", "failed"] | None = Query(default=None),
-                                type: str | None = Query(default=None, max_length=64),
+                                type: Literal[tuple(EVENT_TYPES)] | None = Query(default=None),  # type: ignore[valid-type]
                                 cursor: str | None = Query(default=None, max_length=500),
                                 limit: int = Query(default=50, ge=1, le=200)):
     """The events sent (or to send) to the endpoint, newest first."""
@@ -140,7 +143,9 @@ async def list_event_deliveries(hub: HubDep, org: OrgDep, endpoint_id: str,
 @router.post("/event-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", response_model=EventDeliveryResponse,
              status_code=202, operation_id="retry_event_delivery")
 async def retry_event_delivery(hub: HubDep, org: OrgDep, endpoint_id: str, delivery_id: str):
-    """Send the event again now (one more attempt for a failed delivery)."""
+    """Send the event again now. It is an attempt like the others: one more
+    for a failed delivery; for a pending one it counts toward the ten, and
+    the next automatic one follows the backoff from it."""
     def retry() -> dict[str, Any]:
         endpoint = service.find_endpoint(hub, org.id, endpoint_id)
         return {"success": True, "delivery": _delivery_out(service.retry_delivery(hub, endpoint, delivery_id))}
