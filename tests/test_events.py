@@ -692,3 +692,17 @@ def test_a_sweep_marking_many_deleted_is_told_in_bounded_events_and_a_record_bac
         session.commit()
     Scheduler(SyncService(hub), 30).purge(later)
     assert [d.event_id for d in deliveries(hub)] == ["evt_old"]
+
+
+def test_the_app_hears_of_connections_made_and_deleted(client, auth, hub_app):
+    from tests.test_example_end_to_end import connect
+
+    endpoint = client.post(f"{API}/event-endpoints", json={"url": "http://127.0.0.1:9/hub-events"},
+                           headers=auth).json()["endpoint"]
+    connection = connect(client, auth)
+    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).json()["success"] is True
+    told = client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries", headers=auth).json()["deliveries"]
+    assert [(d["type"], d["payload"]["data"]["connection_id"], d["payload"]["data"]["provider"])
+            for d in reversed(told)] == [("connection.created", connection["id"], "example"),
+                                         ("connection.deleted", connection["id"], "example")]
+    assert told[-1]["payload"]["data"]["name"] == connection["name"]

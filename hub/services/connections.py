@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from hub.crypto import DecryptionError
-from hub.events import status_changed
+from hub.events import emit, status_changed
 from hub.models import (
     Connection,
     ConnectionPublic,
@@ -185,6 +185,7 @@ def _save_new(hub: Hub, connection: Connection, one_per_organization: bool = Fal
                                                         Connection.provider == connection.provider)).first():
                 raise Conflict(f"this organization already has a {connection.provider} connection")
         session.add(connection)
+        _tell(session, connection, "connection.created")
         try:
             session.commit()
         except IntegrityError:
@@ -288,6 +289,8 @@ def upsert_from_credentials(hub: Hub, organization_id: str, provider: Provider, 
         connection.last_error = connection.warning = None
         connection.updated_at = utcnow()
         session.add(connection)
+        if match is None:
+            _tell(session, connection, "connection.created")
         session.commit()
         session.refresh(connection)
         return connection
@@ -348,6 +351,13 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
             known = await _current_account(hub, provider, connection)
     return await asyncio.to_thread(_apply_update, hub, provider, organization_id, connection_id, changes, config,
                                    secrets, (account, known) if tested else None)
+
+
+def _tell(session: Any, connection: Connection, event_type: str) -> None:
+    """Tell the app the connection was made or deleted, in that transaction."""
+    emit(session, connection.organization_id, event_type,
+         {"connection_id": connection.id, "provider": connection.provider, "name": connection.name,
+          "status": connection.status})
 
 
 def _tell_status(session: Any, connection: Connection, status: str) -> None:
@@ -787,6 +797,7 @@ def _delete_rows(hub: Hub, organization_id: str, connection_id: str, entities: s
         session.execute(sa.delete(SyncRun).where(SyncRun.connection_id == connection_id))
         _delete_dependents(session, connection.id)
         session.delete(connection)
+        _tell(session, connection, "connection.deleted")
         session.commit()
 
 
