@@ -52,6 +52,18 @@ def receiving_app() -> Starlette:
     return app
 
 
+def documented(event: dict) -> dict:
+    """``event`` as the served document's ``webhooks`` describe its type: every
+    field of its data, and no other (checked against the model the document is made from)."""
+    from hub.api.schemas import EVENT_DATA
+
+    model = EVENT_DATA[event["type"]]
+    model.model_validate(event["data"])
+    required = {name for name, field in model.model_fields.items() if field.is_required()}
+    assert required <= set(event["data"]) <= set(model.model_fields), (event["type"], sorted(event["data"]))
+    return event
+
+
 def wait_for(condition, seconds: float = 15.0):
     deadline = time.monotonic() + seconds
     while not (found := condition()):
@@ -100,7 +112,7 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
     both = wait_run(client, auth, connection["id"], start(client, auth, connection["id"], entity="notes")["id"])
     assert both["conflicts"] == 1
     wait_for(lambda: len(receiver.state.log.received) == 3)
-    bodies = [json.loads(r.body) for r in receiver.state.log.received]
+    bodies = [documented(json.loads(r.body)) for r in receiver.state.log.received]
     by_type = {b["type"]: b for b in bodies}
     assert sorted(by_type) == ["conflict.opened", "sync.succeeded"] and [b["type"] for b in bodies].count(
         "sync.succeeded") == 2
@@ -128,7 +140,9 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
     assert ping.status_code == 202 and ping.json()["delivery"]["type"] == "ping"
     pinged = wait_for(lambda: [r for r in receiver.state.log.received if r.path == "/status"])[0]
     assert verify_signature(rotated, pinged.body, pinged.headers["hub-signature"])
-    assert json.loads(pinged.body)["data"] == {"endpoint_id": other["id"]}
+    assert documented(json.loads(pinged.body))["data"] == {"endpoint_id": other["id"]}
+    served = client.get("/openapi.json").json()["webhooks"]
+    assert sorted(served) == sorted(EVENT_TYPES) and "Hub-Signature" in json.dumps(served["ping"])
 
 
 def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_app):
@@ -215,7 +229,7 @@ def test_a_failing_endpoint_gets_the_event_again_with_backoff_and_retry_after_th
             hub.mark(connection_id, "error", "the provider refused the key")
             hub.mark(connection_id, "error", "the provider refused the key again")  # no change: no event
             [delivery] = deliveries(hub)
-            assert delivery.payload["data"] == {
+            assert documented(delivery.payload)["data"] == {
                 "connection_id": connection_id, "provider": "ledger", "status": "error",
                 "previous_status": "connected", "last_error": "the provider refused the key"}
 
@@ -367,7 +381,7 @@ def test_the_app_hears_which_records_a_sync_created_changed_and_deleted(hub, con
         new_run, _ = create_run(hub, conn, entity="items", full_refresh=full_refresh)
         ended = run(SyncEngine(hub).execute(new_run.id))
         assert ended.status == "succeeded", ended.error
-        told = [d.payload for d in deliveries(hub) if d.type == "records.changed"]
+        told = [documented(d.payload) for d in deliveries(hub) if d.type == "records.changed"]
         assert all(d.endpoint_id == listener.id for d in deliveries(hub) if d.type == "records.changed")
         with hub.session() as session:  # (seen: the next pull's are the new ones)
             session.execute(sa.update(EventDelivery).values(status="delivered"))
@@ -706,3 +720,5 @@ def test_the_app_hears_of_connections_made_and_deleted(client, auth, hub_app):
             for d in reversed(told)] == [("connection.created", connection["id"], "example"),
                                          ("connection.deleted", connection["id"], "example")]
     assert told[-1]["payload"]["data"]["name"] == connection["name"]
+    for delivery in told:
+        documented(delivery["payload"])

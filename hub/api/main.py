@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     for module in (providers, connections, records, auth_flows, webhooks, sync, events, system):
         api.include_router(module.router)
     app.include_router(api)
+    events.document_events(app)  # (the events the app's endpoints receive, in the document)
     # Where load balancers probe by default, beside the API's own.
     app.add_api_route("/healthz", system.healthz, methods=["GET"], response_model=system.HealthResponse,
                       include_in_schema=False)

@@ -699,3 +699,60 @@ class EventDeliveriesResponse(Ok):
     deliveries: list[EventDeliveryOut]
     next_cursor: str | None
     has_more: bool
+
+
+# -- the events themselves, as the app receives them (the document's ``webhooks``)
+
+
+class _ConnectionEventData(BaseModel):
+    connection_id: str
+    provider: str
+
+
+class SyncEventData(_ConnectionEventData):
+    run: SyncRunOut
+
+
+class ConnectionEventData(_ConnectionEventData):
+    name: str
+    status: str
+
+
+class StatusChangedData(_ConnectionEventData):
+    status: Literal["connected", "error", "expired"]
+    previous_status: str
+    last_error: str | None
+
+
+class RecordsChangedData(_ConnectionEventData):
+    entity: str
+    sync_config_id: str | None = Field(description="The entity's sync config (null: a webhook's record of an "
+                                                    "entity with none)")
+    source: Literal["sync", "webhook"]
+    run_id: str | None = Field(default=None, description="The run that stored them (source sync).")
+    webhook_event_id: str | None = Field(default=None, description="The webhook event (source webhook).")
+    created: list[str] = Field(description="Provider ids of records new to the hub (or deleted before and back).")
+    updated: list[str] = Field(description="Provider ids of records whose stored version changed.")
+    deleted: list[str] = Field(description="Provider ids of records marked deleted.")
+
+
+class ConflictOpenedData(_ConnectionEventData):
+    entity: str
+    sync_config_id: str | None
+    conflict_id: str
+    record_id: str
+    remote_id: str | None
+    provider_deleted: bool
+
+
+class PingData(BaseModel):
+    endpoint_id: str
+
+
+#: The ``data`` of each event type.
+EVENT_DATA: dict[str, type[BaseModel]] = {
+    "sync.succeeded": SyncEventData, "sync.failed": SyncEventData,
+    "connection.created": ConnectionEventData, "connection.deleted": ConnectionEventData,
+    "connection.status_changed": StatusChangedData, "records.changed": RecordsChangedData,
+    "conflict.opened": ConflictOpenedData, "ping": PingData,
+}

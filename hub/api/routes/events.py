@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
@@ -151,3 +152,37 @@ async def retry_event_delivery(hub: HubDep, org: OrgDep, endpoint_id: str, deliv
         return {"success": True, "delivery": _delivery_out(service.retry_delivery(hub, endpoint, delivery_id))}
 
     return await hub.db(retry)
+
+
+def document_events(app: Any) -> None:
+    """Describe each event the app's endpoints receive as an OpenAPI 3.1
+    ``webhooks`` entry (its body, headers and expected answer). Documentation
+    only: these are requests the hub sends, not routes it serves."""
+    from typing import Annotated
+
+    from fastapi import Header
+    from pydantic import create_model
+
+    from hub.api.schemas import EVENT_DATA
+
+    for event_type, description in EVENT_TYPES.items():
+        name = "".join(part.title() for part in event_type.replace(".", "_").split("_")) + "Event"
+        body = create_model(name, id=(str, ...), type=(Literal[event_type], ...), created_at=(datetime, ...),
+                            organization_id=(str, ...), data=(EVENT_DATA[event_type], ...))
+
+        def receive(event, hub_event_id, hub_event_type, hub_signature) -> None:  # noqa: ANN001
+            """(documentation only)"""
+
+        # (Set here, as objects: this module's annotations are text, and these types are local.)
+        receive.__annotations__ = {
+            "event": body, "hub_event_id": Annotated[str, Header(alias="Hub-Event-Id")],
+            "hub_event_type": Annotated[str, Header(alias="Hub-Event-Type")],
+            "hub_signature": Annotated[str, Header(alias="Hub-Signature", description=(
+                "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + the raw body under the endpoint's secret> "
+                "(two v1 for a day after a rotation)"))],
+            "return": None}
+        app.webhooks.add_api_route(
+            event_type, receive, methods=["POST"], operation_id=f"event_{event_type.replace('.', '_')}",
+            summary=event_type, description=description + " Answer 2xx within 10 s; anything else is sent again "
+            "with backoff for about a day. The same event (its id) may come more than once.",
+            responses={200: {"description": "Received (any 2xx)."}})
