@@ -63,6 +63,7 @@ BAD_SETTINGS = [
     ("HUB_MAX_BODY_BYTES", "abc", ["HUB_MAX_BODY_BYTES='abc'", "valid integer"]),
     ("HUB_MAX_BODY_BYTES", "-1", ["HUB_MAX_BODY_BYTES='-1'", "greater than or equal to 1"]),
     ("HUB_RUN_SCHEDULER", "maybe", ["HUB_RUN_SCHEDULER='maybe'", "boolean"]),
+    ("HUB_EVENT_PRIVATE_URLS", "nope", ["HUB_EVENT_PRIVATE_URLS='nope'", "boolean"]),
     ("HUB_SCHEDULER_INTERVAL_SECONDS", "0", ["HUB_SCHEDULER_INTERVAL_SECONDS='0'", "greater than or equal to 0.1"]),
     ("HUB_HTTP_TIMEOUT_SECONDS", "nan", ["HUB_HTTP_TIMEOUT_SECONDS='nan'", "finite"]),
     ("HUB_SYNC_EXECUTOR", "bogus", ["HUB_SYNC_EXECUTOR='bogus'", "'local' or 'queue'"]),
