@@ -191,6 +191,11 @@ def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_
 
 @pytest.fixture
 def bare_hub(settings):
+    return hub_with_a_connection(settings)
+
+
+def hub_with_a_connection(settings) -> tuple[Hub, str, str]:
+    """A migrated hub without plugins, an organization and a connection: (hub, its id, the connection's)."""
     hub = Hub(settings, PluginRegistry())
     hub.migrate()
     with hub.session() as session:
@@ -567,20 +572,15 @@ def test_an_endpoint_deleted_while_an_event_is_written_does_not_undo_the_change(
     import threading
 
     url = postgres.create_database(pg_server, "hub_events_delete_race")
-    hub = Hub(Settings(data_dir=tmp_path / "data", database_url=url, secret_key="test-secret-key"), PluginRegistry())
-    hub.migrate()
-    with hub.session() as session:
-        org, _key = create_organization(session, "acme")
-        connection = Connection(organization_id=org.id, provider="ledger", category="test", name="Ledger")
-        session.add(connection)
-        session.commit()
-    endpoint, _ = service.create_endpoint(hub, org.id, url="https://app.example.com/h", events=[], description=None,
+    hub, org_id, connection_id = hub_with_a_connection(
+        Settings(data_dir=tmp_path / "data", database_url=url, secret_key="test-secret-key"))
+    endpoint, _ = service.create_endpoint(hub, org_id, url="https://app.example.com/h", events=[], description=None,
                                           enabled=True)
     with hub.session() as session:
-        session.execute(sa.update(Connection).where(Connection.id == connection.id).values(status="expired"))
+        session.execute(sa.update(Connection).where(Connection.id == connection_id).values(status="expired"))
         # The deliveries are inserted at the commit; the endpoint is held from here.
-        assert len(emit(session, org.id, "sync.failed", {"run": {}})) == 1
-        deleting = threading.Thread(target=service.delete_endpoint, args=(hub, org.id, endpoint.id))
+        assert len(emit(session, org_id, "sync.failed", {"run": {}})) == 1
+        deleting = threading.Thread(target=service.delete_endpoint, args=(hub, org_id, endpoint.id))
         deleting.start()
         deleting.join(0.5)
         assert deleting.is_alive()  # waits for the change's transaction
@@ -588,8 +588,8 @@ def test_an_endpoint_deleted_while_an_event_is_written_does_not_undo_the_change(
     deleting.join(10)
     assert not deleting.is_alive()
     with hub.session() as session:
-        assert session.get(Connection, connection.id).status == "expired"
-    assert deliveries(hub) == [] and service.list_endpoints(hub, org.id) == []
+        assert session.get(Connection, connection_id).status == "expired"
+    assert deliveries(hub) == [] and service.list_endpoints(hub, org_id) == []
     hub.engine.dispose()
 
 

@@ -101,18 +101,17 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     async def lifespan(app: FastAPI):
         hub.migrate()
         app.state.hub = hub
-        unreadable = await asyncio.to_thread(unreadable_connections, hub)
-        if unreadable:
-            log.error("%d connection%s credentials this hub's secret key cannot decrypt: HUB_SECRET_KEY (or "
-                      "secret.key in the data directory) is not the key that encrypted them. Restore that key, or "
-                      "set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer credentials_unreadable",
-                      unreadable, " has" if unreadable == 1 else "s have")
-        unreadable = await asyncio.to_thread(unreadable_endpoints, hub)
-        if unreadable:
-            log.error("%d event endpoint%s a signing secret this hub's secret key cannot decrypt: their events fail "
-                      "until the key that encrypted them is restored (or set as HUB_PREVIOUS_SECRET_KEY), or their "
-                      "secrets are rotated (POST /event-endpoints/{id}/rotate-secret)",
-                      unreadable, " has" if unreadable == 1 else "s have")
+        for count, message in (
+                (unreadable_connections, "%d connection%s credentials this hub's secret key cannot decrypt: "
+                 "HUB_SECRET_KEY (or secret.key in the data directory) is not the key that encrypted them. Restore "
+                 "that key, or set it as HUB_PREVIOUS_SECRET_KEY; until then those connections answer "
+                 "credentials_unreadable"),
+                (unreadable_endpoints, "%d event endpoint%s a signing secret this hub's secret key cannot decrypt: "
+                 "their events fail until the key that encrypted them is restored (or set as "
+                 "HUB_PREVIOUS_SECRET_KEY), or their secrets are rotated (POST /event-endpoints/{id}/rotate-secret)")):
+            unreadable = await asyncio.to_thread(count, hub)
+            if unreadable:
+                log.error(message, unreadable, " has" if unreadable == 1 else "s have")
         background = await start_background(app)  # sync executor, scheduler, webhook processor, event deliverer
         try:
             yield
