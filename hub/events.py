@@ -42,8 +42,9 @@ EVENT_TYPES: dict[str, str] = {
     "sync.failed": "A sync run failed: data.run says why (run.error, run.error_code).",
     "connection.created": "A connection was made (an API key, an OAuth or Link flow completed, by anyone of the "
                           "organization): data.connection_id, data.provider, data.name, data.status.",
-    "connection.deleted": "A connection was deleted (its records and sync state with it; its grant is revoked "
-                          "at the provider): data.connection_id, data.provider, data.name.",
+    "connection.deleted": "A connection was deleted (its records and sync state with it; its grant is then "
+                          "given back to the provider, or queued to be): data.connection_id, data.provider, "
+                          "data.name, data.status (as it was).",
     "connection.status_changed": "A connection's status changed (connected, error, expired): "
                                  "data.status, data.previous_status and data.last_error. `expired` or an "
                                  "authorization error means its user must connect again.",

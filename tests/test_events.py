@@ -135,7 +135,9 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
         "delivered"] == 3
 
     # A ping reaches an endpoint whatever types it takes; after a rotation, events are signed with the new secret.
-    rotated = client.post(f"{API}/event-endpoints/{other['id']}/rotate-secret", headers=auth).json()["secret"]
+    rotation = client.post(f"{API}/event-endpoints/{other['id']}/rotate-secret", headers=auth).json()
+    rotated = rotation["secret"]
+    assert rotation["endpoint"]["previous_secret_until"] and other["previous_secret_until"] is None
     ping = client.post(f"{API}/event-endpoints/{other['id']}/ping", headers=auth)
     assert ping.status_code == 202 and ping.json()["delivery"]["type"] == "ping"
     pinged = wait_for(lambda: [r for r in receiver.state.log.received if r.path == "/status"])[0]
@@ -148,6 +150,7 @@ def test_the_app_hears_of_sync_runs_and_conflicts_signed_and_only_the_types_it_t
 def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_app):
     types = client.get(f"{API}/event-types", headers=auth).json()["event_types"]
     assert [t["type"] for t in types] == list(EVENT_TYPES)
+    assert [t["type"] for t in types if not t["subscribable"]] == ["ping"]
     endpoints = f"{API}/event-endpoints"
     for url in ("ftp://app.example.com/hook", "app.example.com/hook", "https://user:pass@app.example.com/hook",
                 "https://app.example.com:port/hook", "https:///hook", "https://app.example.com:65536/h"):

@@ -598,6 +598,8 @@ class WebhookEventResponse(Ok):
 class EventTypeOut(BaseModel):
     type: str
     description: str
+    subscribable: bool = Field(description=(
+        "Whether an endpoint's `events` may list it (`ping` is sent to the endpoint pinged, whatever it takes)."))
 
 
 class EventTypesResponse(Ok):
@@ -654,7 +656,8 @@ class EventEndpointOut(BaseModel):
     enabled: bool
     previous_secret_until: datetime | None = Field(description=(
         "After a rotation: until when the previous secret still signs beside the new one (each event then "
-        "carries two `v1`). Only the one previous secret is kept: a second rotation drops the first's."))
+        "carries two `v1`); null once that has passed, or with no rotation. Only the one previous secret is kept: "
+        "a second rotation drops the first's."))
     created_at: datetime
     updated_at: datetime
     deliveries: EventDeliveryCounts = Field(description=(

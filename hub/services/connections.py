@@ -185,12 +185,13 @@ def _save_new(hub: Hub, connection: Connection, one_per_organization: bool = Fal
                                                         Connection.provider == connection.provider)).first():
                 raise Conflict(f"this organization already has a {connection.provider} connection")
         session.add(connection)
-        _tell(session, connection, "connection.created")
         try:
-            session.commit()
+            session.flush()  # (before the event, whose reading of the endpoints would flush it unguarded)
         except IntegrityError:
             session.rollback()
             raise Conflict("this connection already exists") from None
+        _tell(session, connection, "connection.created")
+        session.commit()
         session.refresh(connection)
         return connection
 

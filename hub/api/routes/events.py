@@ -21,7 +21,7 @@ from hub.api.schemas import (
     Ok,
 )
 from hub.events import EVENT_TYPES
-from hub.models import EventDelivery, EventEndpoint
+from hub.models import EventDelivery, EventEndpoint, utcnow
 from hub.runtime import Hub
 from hub.services import events as service
 
@@ -30,7 +30,11 @@ router = APIRouter(tags=["events"], route_class=HubRoute)
 
 def _endpoints_out(hub: Hub, endpoints: list[EventEndpoint]) -> list[dict[str, Any]]:
     counts = service.delivery_counts(hub, [e.id for e in endpoints])
+    now = utcnow()
     return [{**e.model_dump(exclude={"secret_encrypted", "previous_secret_encrypted", "organization_id"}),
+             # (Past, the previous secret signs nothing more: shown as no overlap.)
+             "previous_secret_until": e.previous_secret_until if e.previous_secret_until and
+             e.previous_secret_until > now else None,
              "deliveries": counts[e.id]} for e in endpoints]
 
 
@@ -45,7 +49,8 @@ def _delivery_out(delivery: EventDelivery) -> dict[str, Any]:
 @router.get("/event-types", response_model=EventTypesResponse, operation_id="list_event_types")
 async def list_event_types(_org: OrgDep):
     """The events the hub sends to the app's endpoints."""
-    return {"success": True, "event_types": [{"type": t, "description": d} for t, d in EVENT_TYPES.items()]}
+    return {"success": True, "event_types": [{"type": t, "description": d, "subscribable": t != "ping"}
+                                             for t, d in EVENT_TYPES.items()]}
 
 
 @router.get("/event-endpoints", response_model=EventEndpointsResponse, operation_id="list_event_endpoints")
