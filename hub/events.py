@@ -48,6 +48,9 @@ EVENT_TYPES: dict[str, str] = {
     "connection.status_changed": "A connection's status changed (connected, error, expired): "
                                  "data.status, data.previous_status and data.last_error. `expired` or an "
                                  "authorization error means its user must connect again.",
+    "records.erased": "The provider asked for records to be erased for privacy (Shopify's customers/redact, "
+                      "shop/redact): the hub erased its copies; erase the app's too. data.entity and "
+                      "data.remote_id name one record; both null: every record of the connection.",
     "conflict.opened": "A record changed on both sides since the last sync, under the flag-for-review policy: "
                        "data.conflict_id is to be resolved (POST /connections/{connection_id}/sync-configs/"
                        "{sync_config_id}/conflicts/{conflict_id}/resolve).",

@@ -748,6 +748,11 @@ class ConflictOpenedData(_ConnectionEventData):
     provider_deleted: bool
 
 
+class RecordsErasedData(_ConnectionEventData):
+    entity: str | None = Field(description="The erased record's entity; null: every record of the connection.")
+    remote_id: str | None = Field(description="The erased record's provider id; null: every record.")
+
+
 class PingData(BaseModel):
     endpoint_id: str
 
@@ -757,5 +762,5 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "sync.succeeded": SyncEventData, "sync.failed": SyncEventData,
     "connection.created": ConnectionEventData, "connection.deleted": ConnectionEventData,
     "connection.status_changed": StatusChangedData, "records.changed": RecordsChangedData,
-    "conflict.opened": ConflictOpenedData, "ping": PingData,
+    "records.erased": RecordsErasedData, "conflict.opened": ConflictOpenedData, "ping": PingData,
 }

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from hub.background import BackgroundLoop
-from hub.events import status_changed
+from hub.events import emit, status_changed
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -621,6 +621,10 @@ class WebhookProcessor(BackgroundLoop):
                 return "ignored"
             erase(session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id, now=now,
                   id_field=provider.schemas[event.entity].id_field if event.entity else "id")
+            # (The app's copies are the tenant's to erase: it is told which, in the erasure's transaction.)
+            emit(session, connection.organization_id, "records.erased",
+                 {"connection_id": connection.id, "provider": connection.provider, "entity": event.entity,
+                  "remote_id": event.record_id if event.entity else None})
             return "processed"
         if connection is not None and event.entity in provider.schemas and event.record_id and is_erased(
                 session, connection_id=connection.id, entity=event.entity, remote_id=event.record_id):

@@ -242,6 +242,9 @@ def test_privacy_requests_erase_what_the_hub_keeps_of_the_person_or_shop(shopify
     order = store.add_order({"line_items": [{"title": "Board", "price": "1.00", "quantity": 1}],
                              "email": "ada@example.com"})
     connection_id = shopify.connect()
+    # The app is told what to erase of its own copies (at an address that does not answer: what was sent is kept).
+    endpoint = shopify.post(f"{API}/event-endpoints", {"url": "http://127.0.0.1:9/hub-events",
+                                                       "events": ["records.erased"]}).json()["endpoint"]
     for entity in ("customers", "orders"):
         run = shopify.post(f"{API}/connections/{connection_id}/sync", {"entity": entity}).json()["run"]
         assert wait_for_run(shopify.client, shopify.auth, connection_id, run["id"])["status"] == "succeeded"
@@ -284,6 +287,11 @@ def test_privacy_requests_erase_what_the_hub_keeps_of_the_person_or_shop(shopify
     assert shopify.client.post(url, content=shop[0], headers=shop[1]).json()["received"] == 1
     _settled(shopify)
     assert _stored(shopify) == []  # (the erased ones' marks too: nothing of the shop is kept)
+    told = shopify.client.get(f"{API}/event-endpoints/{endpoint['id']}/deliveries",
+                              headers=shopify.auth).json()["deliveries"]
+    assert sorted((d["payload"]["data"]["entity"] or "", d["payload"]["data"]["remote_id"] or "") for d in told) == [
+        ("", ""), ("customers", str(customer["id"])), ("orders", str(order["id"]))]
+    assert {d["payload"]["data"]["connection_id"] for d in told} == {connection_id}
 
 
 def _stored(shopify):
