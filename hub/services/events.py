@@ -118,15 +118,27 @@ def _checked_url(hub: Hub, url: str) -> str:
     return url
 
 
-def _resolved(host: str) -> list[str]:
-    """The addresses ``host`` names (itself, when an address); none when it does not resolve (yet)."""
+def _addresses(host: str) -> list[str]:
+    """The addresses ``host`` names (itself, when an address).
+
+    :raises OSError: it does not resolve.
+    """
     try:
         return [host] if ipaddress.ip_address(host) else []
     except ValueError:
         pass
     try:
-        return [info[4][0] for info in socket.getaddrinfo(host, None)]
-    except (OSError, UnicodeError):
+        return [info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+    except UnicodeError as exc:
+        raise OSError(str(exc)) from None
+
+
+def _resolved(host: str) -> list[str]:
+    """The addresses ``host`` names; none when it does not resolve (yet: an
+    endpoint may be registered before its name is published)."""
+    try:
+        return _addresses(host)
+    except OSError:
         return []
 
 
@@ -144,17 +156,12 @@ def _private_address(host: str, addresses: list[str]) -> str | None:
 
 
 async def _public_address(host: str) -> tuple[str, str | None]:
-    """The address to send to for ``host``, and why not (an error) if any of
-    its addresses is not public."""
+    """The address to send to for ``host``, and why not (an error) if it does
+    not resolve or any of its addresses is not public."""
     try:
-        ipaddress.ip_address(host)
-        addresses = [host]
-    except ValueError:
-        try:
-            addresses = [info[4][0] for info in await asyncio.get_running_loop().getaddrinfo(
-                host, None, type=socket.SOCK_STREAM)]
-        except (OSError, UnicodeError) as exc:
-            return "", f"could not reach the endpoint: its host does not resolve ({exc})"
+        addresses = await asyncio.to_thread(_addresses, host)
+    except OSError as exc:
+        return "", f"could not reach the endpoint: its host does not resolve ({exc})"
     private = _private_address(host, addresses)
     if private or not addresses:
         return "", (f"the endpoint's address {private} is not a public one, which this hub does not send to "
