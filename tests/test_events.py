@@ -418,6 +418,30 @@ def test_the_app_hears_which_records_a_sync_created_changed_and_deleted(hub, con
     assert told == []
 
 
+def test_a_record_a_push_finds_deleted_at_the_provider_is_told_deleted(hub, conn, ledger):
+    """The push of a change to a record the provider deleted meanwhile (its
+    404) marks it deleted, as a pull would: the app hears it as one."""
+    from hub.sync import configs as config_service
+    from hub.sync import stored as stored_records
+    from hub.sync.engine import SyncEngine, create_run
+    from tests.sync_support import run
+
+    config = config_service.create_config(hub, conn, entity="items", direction="both")
+    pulled, _ = create_run(hub, conn, entity="items", direction="pull")
+    assert run(SyncEngine(hub).execute(pulled.id)).status == "succeeded"
+    service.create_endpoint(hub, conn.organization_id, url="https://app.example.com/changes",
+                            events=["records.changed"], description=None, enabled=True)
+    stored_records.write_record(hub, conn, config, "it_00042", {"name": "changed in the app"}, mapped=False)
+    ledger.remove("it_00042")
+
+    pushed, _ = create_run(hub, conn, entity="items", direction="push")
+    ended = run(SyncEngine(hub).execute(pushed.id))
+    assert ended.status == "succeeded" and ended.conflicts == 1, ended.error
+    [told] = [documented(d.payload) for d in deliveries(hub) if d.type == "records.changed"]
+    assert told["data"]["deleted"] == ["it_00042"] and told["data"]["run_id"] == ended.id
+    assert told["data"]["sync_config_id"] == config.id and told["data"]["provider"] == "ledger"
+
+
 def test_urls_that_cannot_be_sent_to_and_private_ones_when_refused_are_invalid(bare_hub, monkeypatch):
     hub, org_id, _connection_id = bare_hub
     for url in ("https://\u2603.example/hook", "https://a\u200b.example/", "https://app.example.com/\x7f",

@@ -1237,8 +1237,16 @@ class SyncEngine:
                 row.push_status = PENDING if row.push_status == SENDING else row.push_status
                 session.add(row)
                 session.flush()
+                changes = Changes()
                 counts.add(apply_deletions(session, connection_id=config.connection_id, entity=config.entity,
-                                           policy=config.conflict_policy, remote_ids=[row.remote_id], now=now))
+                                           policy=config.conflict_policy, remote_ids=[row.remote_id], now=now,
+                                           changes=changes))
+                if changes:  # (the app hears of it as from a pull that found it gone)
+                    connection = session.get(Connection, config.connection_id)
+                    tell_changes(session, None, organization_id=config.organization_id,
+                                 connection_id=config.connection_id, provider=connection.provider if connection
+                                 else "", entity=config.entity, sync_config_id=config.id, changes=changes,
+                                 source="sync", run_id=run_id)
                 _bump(session, run_id, counts)
                 return False
             echo: SyncRecord | None = None
