@@ -103,8 +103,8 @@ class Company:
         if row is None:
             detail = ("Object Not Found : Another user has deleted this transaction."
                       if (name, str(record_id)) in self.deleted
-                      else f"Object Not Found : Something you're trying to use has been made inactive. Check the "
-                           f"fields with accounts, customers, items, vendors or employees.")
+                      else "Object Not Found : Something you're trying to use has been made inactive. Check the "
+                           "fields with accounts, customers, items, vendors or employees.")
             raise Refused("610", "Object Not Found", detail)
         return row
 
@@ -113,9 +113,9 @@ class Company:
         value = ref.get("value") if isinstance(ref, dict) else None
         row = self.tables[name].get(str(value))
         if row is None or row.get("Active") is False:
-            raise Refused("610", "Object Not Found", f"Object Not Found : Something you're trying to use has been "
-                                                     f"made inactive. Check the fields with accounts, customers, "
-                                                     f"items, vendors or employees.", element)
+            raise Refused("610", "Object Not Found", "Object Not Found : Something you're trying to use has been "
+                                                     "made inactive. Check the fields with accounts, customers, "
+                                                     "items, vendors or employees.", element)
         return row
 
     # -- writes
@@ -366,6 +366,7 @@ def create_app(customers: int = 3, per_second: int = 10, per_minute: int = 500, 
     app.state.revoked = []
     app.state.calls = []  # (method, path, query) of each API call let through
     app.state.access_ttl = access_ttl
+    app.state.lose_answers = 0  # the next writes applied and answered 503 (see lose_answers)
     for realm in realms:
         for number in range(customers):
             app.state.companies[realm].create("Customer", {"DisplayName": f"Customer {number + 1}",
@@ -497,6 +498,10 @@ def create_app(customers: int = 3, per_second: int = 10, per_minute: int = 500, 
                 status, body = refused.response.status_code, json.loads(refused.response.body)
             if requestid:
                 company.requests[requestid] = (status, json.loads(json.dumps(body)))
+            if status == 200 and app.state.lose_answers > 0:
+                app.state.lose_answers -= 1  # applied, but the answer is lost on the way
+                return fault(503, "10000", "An application error has occurred while processing your request",
+                             "System Failure Error: the service is unavailable", kind="SystemFault")
             return JSONResponse(body, status_code=status)
 
     return app
@@ -518,6 +523,11 @@ def unauthorized() -> dict[str, Any]:
 
 def company(app: FastAPI, realm: str = REALM) -> Company:
     return app.state.companies[realm]
+
+
+def lose_answers(app: FastAPI, count: int = 1) -> None:
+    """The next ``count`` writes are applied, and answered 503 as if their answer was lost."""
+    app.state.lose_answers = count
 
 
 def expire_tokens(app: FastAPI) -> None:
