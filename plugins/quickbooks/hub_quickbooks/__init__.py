@@ -347,11 +347,9 @@ async def _call(ctx, method: str, path: str, params: dict[str, str] | None = Non
     response = await ctx.http.request(method, ctx.url(path=path), params={**(params or {}), "minorversion": minor},
                                       json=json, idempotent=method == "GET" or "requestid" in (params or {}))
     body = read_json(response)
-    error = fault_error(body, response.status_code, method, ctx)
+    error = fault_error(body, response.status_code, method, ctx)  # (in a 200: a HubError, or None)
     if isinstance(error, HubError):
         raise error
-    if error is not None:
-        raise ProviderError(error.message, fields=error.fields, details=error.details, code=error.code)
     return body
 
 
