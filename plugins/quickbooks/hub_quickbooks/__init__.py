@@ -510,6 +510,22 @@ def _event(dedup_key: str, name: str, record_id: str, verb: str, when: Any, raw:
                         action=action, record_id=record_id, occurred_at=_time(when), raw=raw)
 
 
+def _signed(ctx, request) -> bool:
+    """Whether ``intuit-signature`` is the base64 HMAC-SHA256 of the raw body
+    keyed with the app's verifier token (checked in constant time)."""
+    token = ctx.setting("webhook_verifier_token")
+    expected = base64.b64encode(hmac.new(token.encode(), request.body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, (request.header("intuit-signature") or "").encode())
+
+
+@hookimpl
+def verify_app_webhook(ctx, request):
+    """Intuit signs every delivery with the app's verifier token, and keeps
+    delivering the changes of a company whose connection was deleted: a
+    signed one is acknowledged (nothing is stored), so Intuit stops retrying."""
+    return _signed(ctx, request)
+
+
 @hookimpl
 def verify_webhook(ctx, request):
     """``intuit-signature`` is the base64 HMAC-SHA256 of the raw body keyed
@@ -517,9 +533,7 @@ def verify_webhook(ctx, request):
     delivery for hours). Either format, the events of the connection's
     company only. The legacy one has no event id: an event's key is its
     company, entity, id, operation and time."""
-    token = ctx.setting("webhook_verifier_token")
-    expected = base64.b64encode(hmac.new(token.encode(), request.body, hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, (request.header("intuit-signature") or "").encode()):
+    if not _signed(ctx, request):
         raise WebhookRejected("intuit-signature does not match")
     realm = str(ctx.config.get("realm_id") or ctx.account or "")
     payload = _payload(request)

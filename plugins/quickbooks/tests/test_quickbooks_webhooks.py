@@ -83,3 +83,15 @@ def test_a_delivery_of_several_companies_reaches_each_connection_with_its_own_ev
     assert _events(qbo, connection["id"]) == [("customer.updated", "customers", "updated", "1")]
     assert _events(qbo, other["id"], auth=other_org) == [("invoice.created", "invoices", "created", "8"),
                                                          ("item.updated", "items", "updated", "9")]
+
+
+def test_a_signed_delivery_of_a_company_no_connection_holds_is_acknowledged_and_not_stored(qbo, connection):
+    """Intuit goes on delivering a company's changes after its connection is
+    deleted: signed with the app's token, it is answered 200 (else retried for
+    hours); unsigned, refused."""
+    headers, body = fake.delivery(fake.legacy({"4620816365000000": [fake.change("Vendor", "1", "Update")]}))
+    response = _post(qbo, headers, body)
+    assert response.status_code == 200 and response.json()["received"] == 0, response.text
+    forged = _post(qbo, {**headers, "intuit-signature": "AAAA"}, body)
+    assert forged.status_code == 401 and forged.json()["code"] == "webhook_rejected"
+    assert _events(qbo, connection["id"]) == []
