@@ -39,7 +39,8 @@ async def token_request(ctx: Any, grant_type: str, *, client_auth: Literal["body
     (``"basic"``, RFC 6749 2.3.1); read the answer with :func:`token_credentials`."""
     form = {"grant_type": grant_type, **{k: v for k, v in fields.items() if v is not None}}
     client_id, secret = ctx.setting("client_id") or "", ctx.setting("client_secret") or ""
-    headers = {}
+    # (JSON is what token_credentials reads; some token endpoints answer a form unless asked: Intuit's, GitHub's.)
+    headers = {"Accept": "application/json"}
     if client_auth == "basic":
         pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
