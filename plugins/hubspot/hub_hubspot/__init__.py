@@ -1,59 +1,156 @@
-"""HubSpot: a hub provider plugin (oauth2 auth).
-
-The hub calls these hooks (see the Hook reference in the hub's PLUGINS.md);
-``ctx.http`` is the connection's pooled client, which already authenticates
-(``request_auth``), rate-limits, retries and turns error responses into hub
-errors. The plugin describes endpoints and shapes, nothing more.
-
-As rendered it talks to its fake server, ``hub_hubspot.testing``. Adapt each
-``TODO(author)`` to the real provider, and the fake with it.
-"""
+"""HubSpot CRM through its v3 API: OAuth 2 per portal (access tokens of 30
+minutes, a lasting refresh token), contacts, companies, deals and tickets as
+HubSpot shapes them (``{id, properties, createdAt, updatedAt, archived}``),
+``after`` cursors, modified-since listing through the search endpoint, the
+portal's and the search endpoint's rate limits, and webhooks signed with the
+app's client secret (v3, and v1 while HubSpot migrates), one delivery
+batching several portals. The fake HubSpot is :mod:`hub_hubspot.testing`."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub import hookimpl
-from hub import oauth2
+from hub import hookimpl, oauth2
 from hub.types import (
+    REDACTED,
+    AuthFailed,
     EntityField,
     EntitySchema,
+    ErrorDescription,
+    NotFound,
     Page,
     ProviderError,
     ProviderInfo,
     RateLimit,
+    RateLimited,
     RequestAuth,
+    ValidationFailed,
     WebhookEvent,
     WebhookRejected,
     signed_unix_time,
 )
 
-# TODO(author): the provider's real base URL and OAuth endpoints, and its published rate limit.
-INFO = ProviderInfo(
-    name="hubspot",
-    label="HubSpot",
-    category="crm",
-    auth_type="oauth2",
-    description="HubSpot CRM: contacts, companies, deals and tickets (CRM v3 API).",
-    urls={
-        "api": "https://api.hubspot.invalid/v1",
-        "authorize": "https://api.hubspot.invalid/oauth/authorize",
-        "token": "https://api.hubspot.invalid/oauth/token",
-    },
-    rate_limit=RateLimit(requests_per_second=20, burst=20),
-    # TODO(author): only if the provider honours the Idempotency-Key header create_record sends
-    # (Stripe does; HubSpot, Shopify do not). Otherwise remove this line AND the header: with it,
-    # a POST is sent again after a 5xx or a timeout, and the provider would make the record twice.
-    idempotent_creates=True,
-    scopes=("contacts.read", "contacts.write"),
-    supports_pkce=True,
-    supports_webhooks=True,
-)
+#: HubSpot's limit for apps using OAuth: 110 calls in any 10 seconds per portal.
+TEN_SECONDLY = (110, 10.0)
+#: The search endpoints' own limit: 5 calls a second per portal.
+SEARCH_PER_SECOND = (5, 1.0)
+SCOPES = ("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.companies.read",
+          "crm.objects.companies.write", "crm.objects.deals.read", "crm.objects.deals.write", "tickets")
+
+
+def info(ten_secondly: tuple[int, float] = TEN_SECONDLY,
+         search: tuple[int, float] = SEARCH_PER_SECOND) -> ProviderInfo:
+    """The provider's declaration; tests scale the windows down in time."""
+    return ProviderInfo(
+        name="hubspot",
+        label="HubSpot",
+        category="crm",
+        auth_type="oauth2",
+        description="HubSpot CRM: contacts, companies, deals and tickets (CRM v3 API).",
+        logo="https://www.hubspot.com/favicon.ico",
+        urls={
+            "api": "https://api.hubapi.com",
+            "authorize": "https://app.hubspot.com/oauth/authorize",
+            "token": "https://api.hubapi.com/oauth/v1/token",
+        },
+        # Answers carry X-HubSpot-RateLimit-Remaining (not the search endpoints'): several hub
+        # processes, and other apps of the portal, share the window.
+        rate_limit=RateLimit.per(*ten_secondly, remaining_header="X-HubSpot-RateLimit-Remaining"),
+        rate_limits=(RateLimit.per(*search, endpoint="/search", name="search"),),
+        scopes=SCOPES,
+        supports_webhooks=True,
+        config_fields=(
+            EntityField("time_zone", "Time zone", readonly=True,
+                        description="The portal's time zone (HubSpot's daily limit resets at its midnight); "
+                                    "set by the authorization"),
+        ),
+    )
+
+
+INFO = info()
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _p(name: str, label: str, type: str = "string", readonly: bool = False, description: str = "") -> EntityField:
+    return EntityField(name, label, type, readonly=readonly, description=description)
+
+
+_AS_TEXT = "HubSpot answers every property value as text (a number as \"1500\")."
+_CREATED = _p("createdate", "Created", "datetime", readonly=True)
+_RECORD_ID = _p("hs_object_id", "Record ID", readonly=True)
+_OWNER = _p("hubspot_owner_id", "Owner ID")
+
+
+@dataclasses.dataclass(frozen=True)
+class CrmObject:
+    """One HubSpot object type: its label, the property holding its last
+    modification (what search filters on) and the properties read."""
+
+    label: str
+    modified: str
+    properties: tuple[EntityField, ...]
+    description: str = ""
+
+
+OBJECTS = {
+    "contacts": CrmObject("Contacts", "lastmodifieddate", (
+        _p("email", "Email"), _p("firstname", "First name"), _p("lastname", "Last name"), _p("phone", "Phone"),
+        _p("mobilephone", "Mobile phone"), _p("company", "Company name"), _p("jobtitle", "Job title"),
+        _p("website", "Website"), _p("address", "Street address"), _p("city", "City"), _p("state", "State"),
+        _p("zip", "Postal code"), _p("country", "Country"), _p("lifecyclestage", "Lifecycle stage"),
+        _p("hs_lead_status", "Lead status"), _OWNER, _CREATED,
+        _p("lastmodifieddate", "Last modified", "datetime", readonly=True), _RECORD_ID),
+        "A contact's email is unique in its portal: creating a second one is refused (conflict)."),
+    "companies": CrmObject("Companies", "hs_lastmodifieddate", (
+        _p("name", "Name"), _p("domain", "Domain"), _p("phone", "Phone"), _p("industry", "Industry"),
+        _p("website", "Website"), _p("address", "Street address"), _p("city", "City"), _p("state", "State"),
+        _p("zip", "Postal code"), _p("country", "Country"), _p("description", "Description"),
+        _p("numberofemployees", "Number of employees", description=_AS_TEXT),
+        _p("annualrevenue", "Annual revenue", description=_AS_TEXT), _p("lifecyclestage", "Lifecycle stage"),
+        _OWNER, _CREATED, _p("hs_lastmodifieddate", "Last modified", "datetime", readonly=True), _RECORD_ID)),
+    "deals": CrmObject("Deals", "hs_lastmodifieddate", (
+        _p("dealname", "Deal name"), _p("amount", "Amount", description=_AS_TEXT), _p("dealstage", "Deal stage"),
+        _p("pipeline", "Pipeline"), _p("closedate", "Close date", "datetime"), _p("dealtype", "Deal type"),
+        _p("description", "Description"), _OWNER, _CREATED,
+        _p("hs_lastmodifieddate", "Last modified", "datetime", readonly=True), _RECORD_ID),
+        "HubSpot needs dealname and dealstage to create a deal."),
+    "tickets": CrmObject("Tickets", "hs_lastmodifieddate", (
+        _p("subject", "Subject"), _p("content", "Description"), _p("hs_pipeline", "Pipeline"),
+        _p("hs_pipeline_stage", "Pipeline stage"), _p("hs_ticket_priority", "Priority"),
+        _p("hs_ticket_category", "Category"), _OWNER, _CREATED,
+        _p("hs_lastmodifieddate", "Last modified", "datetime", readonly=True), _RECORD_ID),
+        "HubSpot needs subject, hs_pipeline and hs_pipeline_stage to create a ticket."),
+}
+#: What a record holds besides its properties, all HubSpot's to set.
+RECORD_KEYS = ("id", "createdAt", "updatedAt", "archived", "archivedAt")
+
+
+def _schema(name: str, obj: CrmObject) -> EntitySchema:
+    fields = (
+        EntityField("id", "ID", readonly=True),
+        EntityField("properties", "Properties", "object", fields=obj.properties,
+                    description="Written as {\"properties\": {...}}; these are the properties read."),
+        EntityField("createdAt", "Created", "datetime", readonly=True),
+        EntityField("updatedAt", "Updated", "datetime", readonly=True),
+        EntityField("archived", "Archived", "boolean", readonly=True),
+    )
+    return EntitySchema(name, obj.label, fields, description=obj.description, updated_field="updatedAt",
+                        supports_create=True, supports_update=True, supports_delete=True, supports_since=True)
+
+
+SCHEMAS = [_schema(name, obj) for name, obj in OBJECTS.items()]
 
 
 @hookimpl
@@ -61,137 +158,391 @@ def provider_info():
     return INFO
 
 
-# TODO(author): the provider's entities and their fields, with the write flags
-# the provider really allows (the hub refuses the others before calling you).
 @hookimpl
 def entity_schemas():
-    return [
-        EntitySchema(
-            "contacts", "Contacts",
-            (
-                EntityField("id", "ID", readonly=True),
-                EntityField("name", "Name", required=True),
-                EntityField("email", "Email"),
-                EntityField("updated_at", "Updated", type="datetime", readonly=True),
-            ),
-            updated_field="updated_at",
-            supports_create=True, supports_update=True, supports_delete=True, supports_since=True,
-        ),
-        EntitySchema("users", "Users", (EntityField("id", "ID", readonly=True), EntityField("name", "Name"))),
-    ]
+    return SCHEMAS
 
 
-# TODO(author): the provider's authorize URL parameters (scopes, PKCE).
+# ---------------------------------------------------------------- auth
+
+
 @hookimpl
-def authorization_url(ctx, redirect_uri, state, code_challenge):
-    query = {"client_id": ctx.setting("client_id"), "redirect_uri": redirect_uri, "state": state,
-             "response_type": "code", "scope": " ".join(INFO.scopes)}
-    if code_challenge:
-        query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
-    return ctx.url("authorize") + "?" + urlencode(query)
+def authorization_url(ctx, redirect_uri, state):
+    query = {"client_id": ctx.setting("client_id"), "redirect_uri": redirect_uri,
+             "scope": " ".join(ctx.provider.scopes), "state": state}
+    return f"{ctx.url('authorize')}?{urlencode(query, quote_via=quote)}"
 
 
-# TODO(author): the provider's token endpoint: hub.oauth2 sends the standard
-# OAuth 2 grant (client id and secret in the form, or client_auth="basic") and
-# reads the standard answer; write your own where the provider differs.
 @hookimpl
-async def exchange_code(ctx, code, redirect_uri, code_verifier):
-    return await oauth2.token_request(ctx, "authorization_code", code=code, redirect_uri=redirect_uri,
-                                      code_verifier=code_verifier)
+async def exchange_code(ctx, code, redirect_uri):
+    credentials = await oauth2.token_request(ctx, "authorization_code", code=code, redirect_uri=redirect_uri)
+    # The token answer does not say which portal the user chose: the account's details do.
+    account = await _account(ctx, token=credentials.secrets["access_token"])
+    return dataclasses.replace(credentials, config={"time_zone": account.get("timeZone")},
+                               webhook_key=_portal(account))
 
 
 @hookimpl
 async def refresh_credentials(ctx):
-    return await oauth2.token_request(ctx, "refresh_token", refresh_token=ctx.credentials["refresh_token"])
+    refresh_token = ctx.credentials.get("refresh_token")
+    if not refresh_token:
+        raise AuthFailed("the connection holds no refresh token: connect it again")
+    # HubSpot's refresh token lasts until the app is uninstalled, and comes back unchanged.
+    return await oauth2.token_request(ctx, "refresh_token", refresh_token=refresh_token)
 
 
-# TODO(author): how the provider wants the token sent.
 @hookimpl
 def request_auth(ctx):
     token = ctx.credentials.get("access_token")
     return RequestAuth(headers={"Authorization": f"Bearer {token}"} if token else {})
 
 
-# TODO(author): where the provider's error body keeps its message.
-@hookimpl
-def describe_error(response):
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return None
+async def _account(ctx, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    account = await ctx.http.json("GET", ctx.url(path="/account-info/v3/details"), headers=headers)
+    if not isinstance(account, dict):
+        raise ProviderError("HubSpot answered the account's details with no object")
+    return account
 
 
-# TODO(author): one cheap call that proves the credentials work.
+def _portal(account: dict[str, Any]) -> str:
+    portal = account.get("portalId")
+    if isinstance(portal, bool) or not isinstance(portal, (int, str)) or not str(portal).isdigit():
+        raise ProviderError("HubSpot answered the account's details without its portalId")
+    return str(portal)
+
+
 @hookimpl
 async def test_connection(ctx):
-    account = await ctx.http.json("GET", ctx.url(path="/me"))
-    # "account" is the account's id, which the hub keeps to refuse another account's credentials.
-    return {"account": account["id"], "name": account["name"]}
+    account = await _account(ctx)
+    return {"account": _portal(account), "time_zone": account.get("timeZone"),
+            "currency": account.get("companyCurrency"), "ui_domain": account.get("uiDomain"),
+            "data_hosting": account.get("dataHostingLocation")}
 
 
-# An early last page would make sync take the rest for deleted: a provider
-# saying more follow without a way to them is a ProviderError.
-# TODO(author): the provider's list endpoint, its page-size and cursor
-# parameters and its modified-since filter; next_cursor None on the last page.
+# ---------------------------------------------------------------- errors
+
+
+#: The names HubSpot gives its limits in a 429's policyName.
+SEARCH_POLICY = "SECONDLY"
+DAILY_POLICY = "DAILY"
+EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+INVALID_PROPERTIES = "Property values were not valid: "
+
+
+@hookimpl
+def describe_error(response, ctx):
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return None
+    message = body["message"]
+    status = response.status_code
+    if status == 429:
+        return _rate_limited(message, body.get("policyName"), response, ctx)
+    # CRM errors name a category; the token endpoint's name their kind as status (BAD_REFRESH_TOKEN).
+    category = body.get("category") or body.get("status")
+    details = {key: body[key] for key in ("category", "subCategory", "status", "errors", "context",
+                                          "correlationId") if key in body}
+    existing = EXISTING_ID.search(message)
+    if existing:
+        details["existing_id"] = existing[1]
+    code = category.lower() if status in (400, 409, 422) and isinstance(category, str) else None
+    fields = _fields_named(body)
+    if existing and not fields:
+        fields = ["properties.email"]  # (a contact's only unique property)
+    return ErrorDescription(message, fields=fields, details=details, code=code)
+
+
+def _fields_named(body: dict[str, Any]) -> list[str]:
+    """The properties an error names, as paths into records: ``errors[].context.propertyName``,
+    or the list a property validation error embeds in its message."""
+    names: list[str] = []
+    for error in body.get("errors") if isinstance(body.get("errors"), list) else []:
+        context = error.get("context") if isinstance(error, dict) else None
+        named = context.get("propertyName") if isinstance(context, dict) else None
+        names += [n for n in (named if isinstance(named, list) else [named]) if isinstance(n, str)]
+    message = body["message"]
+    if message.startswith(INVALID_PROPERTIES):
+        try:
+            problems = json.loads(message[len(INVALID_PROPERTIES):])
+        except (ValueError, RecursionError):
+            problems = []
+        names += [p["name"] for p in problems if isinstance(p, dict) and isinstance(p.get("name"), str)]
+    return [f"properties.{name}" for name in dict.fromkeys(names)]
+
+
+def _rate_limited(message: str, policy: Any, response, ctx) -> RateLimited:
+    """HubSpot's 429s carry no Retry-After: the body's policyName says which limit, and so how
+    long it lasts. The daily one ends at the portal's midnight."""
+    if policy == DAILY_POLICY:
+        return RateLimited(message, retry_after=_until_midnight(ctx.config.get("time_zone")))
+    if policy == SEARCH_POLICY:
+        return RateLimited(message, limit="search", retry_after=1.0)
+    try:
+        interval = float(response.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds") or "") / 1000
+    except ValueError:
+        interval = TEN_SECONDLY[1]
+    return RateLimited(message, retry_after=interval if 0 < interval <= TEN_SECONDLY[1] else TEN_SECONDLY[1])
+
+
+def _until_midnight(time_zone: Any) -> float:
+    try:
+        zone = ZoneInfo(time_zone) if isinstance(time_zone, str) and time_zone else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = timezone.utc
+    now = datetime.now(zone)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    return max(1.0, (midnight.astimezone(timezone.utc) - now.astimezone(timezone.utc)).total_seconds())
+
+
+# ---------------------------------------------------------------- records
+
+
+#: Most records HubSpot lists in a page, and searches.
+LIST_LIMIT, SEARCH_LIMIT = 100, 200
+
+
+def _object(entity: str) -> CrmObject:
+    obj = OBJECTS.get(entity)
+    if obj is None:
+        raise NotFound(f"HubSpot has no {entity!r} here (entities: {', '.join(OBJECTS)})")
+    return obj
+
+
+def _read(entity: str) -> list[str]:
+    return [p.name for p in _object(entity).properties]
+
+
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, since):
-    params = {"limit": min(page_size, 100)}
+    if since is not None:
+        return await _search(ctx, entity, cursor, page_size, since)
+    params = {"limit": max(1, min(page_size, LIST_LIMIT)), "properties": ",".join(_read(entity))}
     if cursor:
-        params["starting_after"] = cursor
-    if since:
-        params["updated_since"] = since.isoformat()
-    body = await ctx.http.json("GET", ctx.url(path=f"/{entity}"), params=params)
-    records, has_more = body.get("data"), body.get("has_more")
-    if not isinstance(records, list) or not isinstance(has_more, bool) or (has_more and not records):
-        raise ProviderError(f"the provider answered /{entity} with no page to go on from")
-    return Page(records=records, next_cursor=records[-1]["id"] if has_more else None)
+        params["after"] = cursor
+    body = await ctx.http.json("GET", ctx.url(path=f"/crm/v3/objects/{entity}"), params=params)
+    records, after = _page(body, entity)
+    if after is not None and after == cursor:
+        raise ProviderError(f"HubSpot answered the same {entity} cursor again")
+    return Page(records=records, next_cursor=after)
 
 
-# TODO(author): the provider's paths for one record; unwrap the record if the
-# provider wraps it ({"contact": {...}}).
+async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: datetime) -> Page:
+    """Records modified at or after ``since``, in ascending id order, a page
+    being a search of its own for ids after the last one listed (the cursor).
+
+    HubSpot's search pages by offset (``after``) and refuses to page past
+    10,000 results; ordered by id and started again after the last id, no
+    search goes past its first page, however many records changed, and a
+    record changed (or archived) meanwhile moves no other out of the listing."""
+    obj = _object(entity)
+    filters = [{"propertyName": obj.modified, "operator": "GTE", "value": str(_ms_ceil(since))}]
+    if cursor:
+        if not (cursor.isascii() and cursor.isdigit()):
+            raise ValidationFailed("this cursor is not one of a modified-since listing", code="invalid_cursor")
+        filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": cursor})
+    body = {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": "hs_object_id",
+                                                                "direction": "ASCENDING"}],
+            "properties": _read(entity), "limit": max(1, min(page_size, SEARCH_LIMIT))}
+    # (A search reads: sent again after a lost answer, it changes nothing.)
+    answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/search"), json=body,
+                                 idempotent=True)
+    records, after = _page(answer, entity)
+    if after is None:
+        return Page(records=records)
+    last = records[-1].get("id")
+    if not isinstance(last, str) or not last.isdigit() or last == cursor:
+        raise ProviderError(f"HubSpot's search of {entity} gave no id to go on from")
+    return Page(records=records, next_cursor=last)
+
+
+def _page(body: Any, entity: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The records of a list or search answer and its ``paging.next.after``
+    (``None`` on the last page).
+
+    :raises ProviderError: no list of records, or more said to follow with
+        no way to them (an empty page, a next link without ``after``)."""
+    records = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ProviderError(f"HubSpot answered the {entity} listing without its results")
+    paging = body.get("paging")
+    following = paging.get("next") if isinstance(paging, dict) else None
+    if following is None:
+        return records, None
+    after = following.get("after") if isinstance(following, dict) else None
+    if not records or not isinstance(after, str) or not after:
+        raise ProviderError(f"HubSpot said more {entity} follow but gave no page to go on from")
+    return records, after
+
+
+def _ms_ceil(moment: datetime) -> int:
+    """``moment`` in epoch milliseconds, rounded up: HubSpot keeps times to the
+    millisecond, and a record of the millisecond before ``since`` is not at or after it."""
+    return -((datetime(1970, 1, 1, tzinfo=timezone.utc) - moment) // timedelta(milliseconds=1))
+
+
+def _record_url(ctx, entity: str, record_id: str) -> str:
+    return ctx.url(path=f"/crm/v3/objects/{entity}/{quote(str(record_id), safe='')}")
+
+
 @hookimpl
 async def get_record(ctx, entity, record_id):
-    return await ctx.http.json("GET", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"))
+    return await ctx.http.json("GET", _record_url(ctx, entity, record_id),
+                               params={"properties": ",".join(_read(entity))})
 
 
-# TODO(author): the Idempotency-Key header only for a provider that honours it (see
-# idempotent_creates above); ctx.http re-sends a POST carrying one after a 5xx or a timeout.
+def _properties(entity: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What a write sends: ``data["properties"]``. A record's own keys (its id
+    and times, as a record read and sent back holds them) are HubSpot's to set."""
+    _object(entity)
+    other = sorted(key for key in data if key != "properties" and key not in RECORD_KEYS)
+    properties = data.get("properties", {})
+    if other or not isinstance(properties, dict):
+        raise ValidationFailed('HubSpot records are written as {"properties": {"name": value, ...}}',
+                               code="invalid_data", fields=other or ["properties"])
+    return properties
+
+
 @hookimpl
-async def create_record(ctx, entity, data, idempotency_key):
-    return await ctx.http.json("POST", ctx.url(path=f"/{entity}"), json=data,
-                               headers={"Idempotency-Key": idempotency_key})
+async def create_record(ctx, entity, data):
+    # No idempotency key at HubSpot: the core does not send a create again after a lost answer.
+    created = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}"),
+                                  json={"properties": _properties(entity, data)})
+    # The answer holds only the properties written (and a few of HubSpot's): read it whole.
+    return await get_record(ctx, entity, _written_id(created, entity))
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    return await ctx.http.json("PATCH", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"), json=data)
+    updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id),
+                                  json={"properties": _properties(entity, data)})
+    return await get_record(ctx, entity, _written_id(updated, entity))
+
+
+def _written_id(answer: Any, entity: str) -> str:
+    record_id = answer.get("id") if isinstance(answer, dict) else None
+    if not isinstance(record_id, str) or not record_id:
+        raise ProviderError(f"HubSpot answered the write of a {entity} record without its id")
+    return record_id
 
 
 @hookimpl
 async def delete_record(ctx, entity, record_id):
-    await ctx.http.request("DELETE", ctx.url(path=f"/{entity}/{quote(record_id, safe='')}"))
+    # Archived (restorable in HubSpot for 90 days, and no longer listed); 204 whatever the id.
+    _object(entity)
+    await ctx.http.request("DELETE", _record_url(ctx, entity, record_id))
     return True
 
 
-# TODO(author): the provider's signature scheme (header, what is signed,
-# encoding) and event shape. Compare in constant time over the raw body.
+# ---------------------------------------------------------------- webhooks
+
+
+#: subscriptionType's object: the entity.
+SUBSCRIBED = {"contact": "contacts", "company": "companies", "deal": "deals", "ticket": "tickets"}
+#: subscriptionType's change: the hub's action (others, a merge or an association, are "changed").
+CHANGES = {"creation": "created", "propertyChange": "updated", "deletion": "deleted", "restore": "updated",
+           "privacyDeletion": REDACTED}
+#: What HubSpot decodes in the URI before signing it (v3).
+SIGNED_DECODED = re.compile(r"%(3A|2F|3F|40|21|24|27|28|29|2A|2C|3B)", re.IGNORECASE)
+
+
+def _check_signature(ctx, request) -> None:
+    """The delivery's v3 signature (with its time), else its v1 one.
+
+    v3: base64 HMAC-SHA256 keyed with the app's client secret over method,
+    URI, raw body and ``X-HubSpot-Request-Timestamp`` (milliseconds). v1, which
+    HubSpot still sends (``X-HubSpot-Signature-Version: v1``): hex SHA-256 of
+    the client secret followed by the body; it signs no time, so a v1
+    delivery cannot be stale. A delivery carrying v3 is judged by v3 alone.
+
+    :raises WebhookRejected: unsigned, wrong, or (v3) older than the tolerance.
+    """
+    secret = ctx.setting("client_secret").encode()
+    v3 = request.header("X-HubSpot-Signature-v3")
+    if v3 is not None:
+        stamp = request.header("X-HubSpot-Request-Timestamp") or ""
+        sent = signed_unix_time(stamp, milliseconds=True)
+        uri = SIGNED_DECODED.sub(lambda m: chr(int(m[1], 16)), request.url)
+        signed = request.method.encode() + uri.encode() + request.body + stamp.encode()
+        expected = base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, v3.encode()):
+            raise WebhookRejected("X-HubSpot-Signature-v3 does not match")
+        if abs(time.time() - sent) > ctx.provider.webhook_tolerance_seconds:
+            raise WebhookRejected("the delivery's timestamp is outside the tolerance", code="webhook_stale")
+        return
+    v1 = request.header("X-HubSpot-Signature")
+    if v1 is None or (request.header("X-HubSpot-Signature-Version") or "v1").lower() != "v1":
+        raise WebhookRejected("no X-HubSpot-Signature-v3, nor a v1 X-HubSpot-Signature")
+    if not hmac.compare_digest(hashlib.sha256(secret + request.body).hexdigest().encode(), v1.encode()):
+        raise WebhookRejected("X-HubSpot-Signature (v1) does not match")
+
+
+def _events(body: bytes) -> list[dict[str, Any]]:
+    try:
+        events = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WebhookRejected("malformed delivery: body") from None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise WebhookRejected("malformed delivery: not a list of events")
+    return events
+
+
+@hookimpl
+def webhook_connection_key(request):
+    """Every portal a delivery names: HubSpot batches the events of several."""
+    try:
+        events = _events(request.body)
+    except WebhookRejected:
+        return None
+    portals = [str(e["portalId"]) for e in events if isinstance(e.get("portalId"), int)
+               and not isinstance(e.get("portalId"), bool)]
+    return list(dict.fromkeys(portals))[:100] or None
+
+
+@hookimpl
+def verify_app_webhook(ctx, request):
+    """A signed delivery of portals no connection has (the connection deleted,
+    the app still installed there) is acknowledged, so that HubSpot neither
+    retries it nor counts the app's endpoint as failing: a connection made
+    later starts with a full pass, which brings what these events said."""
+    try:
+        _check_signature(ctx, request)
+    except WebhookRejected as exc:
+        if exc.code == "webhook_stale":
+            raise
+        return False
+    _events(request.body)
+    return True
+
+
 @hookimpl
 def verify_webhook(ctx, request):
-    secret = ctx.setting("client_secret")
-    header = request.header("X-Hubspot-Signature") or ""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    timestamp = signed_unix_time(parts.get("t"))
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, parts.get("v1", "")):
-        raise WebhookRejected("signature does not match")
-    if abs(time.time() - timestamp) > ctx.provider.webhook_tolerance_seconds:
-        raise WebhookRejected("delivery is too old", code="webhook_stale")
+    _check_signature(ctx, request)
+    return [_event(event) for event in _events(request.body) if str(event.get("portalId")) == ctx.account]
+
+
+def _hubspot_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and value.isascii() and value.isdigit())
+
+
+def _event(event: dict[str, Any]) -> WebhookEvent:
     try:
-        event = json.loads(request.body)
-        entity, action = event["type"].split(".")
-        record = event["data"]
-        return [WebhookEvent(dedup_key=event["id"], type=event["type"], entity=entity, action=action,
-                             record_id=str(record["id"]), record=record if action != "deleted" else None,
-                             occurred_at=datetime.fromtimestamp(int(timestamp), timezone.utc), raw=event)]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise WebhookRejected("malformed delivery body") from None
+        kind, _, change = event["subscriptionType"].partition(".")
+        occurred = datetime.fromtimestamp(int(event["occurredAt"]) / 1000, tz=timezone.utc)
+        event_id, object_id = event["eventId"], event["objectId"]
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError, OSError):
+        raise WebhookRejected("malformed delivery: an event without its type, time or ids") from None
+    if not all(_hubspot_id(value) for value in (event_id, object_id)):
+        raise WebhookRejected("malformed delivery: an event or object id is not a number")
+    entity = SUBSCRIBED.get(kind)
+    action = CHANGES.get(change, "changed") if entity else "changed"
+    if action == REDACTED:
+        # A privacy deletion: erased everywhere, its body not kept (it names the person).
+        return WebhookEvent(dedup_key=str(event_id), type=f"{kind}.privacy_deletion", entity=entity,
+                            action=REDACTED, record_id=str(object_id), occurred_at=occurred)
+    return WebhookEvent(dedup_key=str(event_id), type=f"{kind}.{action}" if action != "changed" else f"{kind}.{change}",
+                        entity=entity, action=action, record_id=str(object_id), occurred_at=occurred, raw=event)

@@ -1,181 +1,616 @@
-"""A fake HubSpot server for tests: the endpoints the plugin uses, with
-the provider's auth, pagination, errors and webhook signatures.
+"""A fake HubSpot for tests, served over real HTTP.
 
-TODO(author): make each endpoint answer like the real API (paths, field
-names, pagination parameters, error bodies, status codes, signature scheme),
-so the conformance suite tests the plugin against something faithful.
+It behaves like HubSpot where the plugin depends on it:
+
+- OAuth 2: ``/oauth/authorize`` approves at once for the portal
+  ``app.state.consenting_portal`` (the user's choice of account) and redirects
+  back with a single-use code; ``POST /oauth/v1/token`` takes the form grant
+  with the client id and secret in the body, answers access tokens of
+  ``token_lifetime`` seconds (HubSpot's 1800) and the same lasting refresh
+  token on each refresh; HubSpot's token errors (``BAD_AUTH_CODE``,
+  ``BAD_REFRESH_TOKEN``, ...). ``GET /account-info/v3/details`` names the
+  portal of a token.
+- CRM v3 objects (contacts, companies, deals, tickets) of each portal: the
+  list with ``limit`` (at most 100), ``after`` and ``properties`` and
+  ``paging.next.after``; one object by id; create (201, answering only the
+  properties written and a few of HubSpot's own), ``PATCH`` (likewise) and
+  ``DELETE`` (archive, 204 whatever the id). Property values are text; unknown
+  and read-only properties, bad emails and missing required properties are
+  refused as HubSpot does; a second contact with an email already taken is a
+  409 ``CONFLICT`` naming the existing id.
+- Search (``POST .../search``): ``filterGroups`` (OR of ANDed filters, the
+  usual operators, dates as epoch milliseconds or ISO), one sort, ``after``
+  offsets, at most 200 a page, and no paging past ``search_cap`` results
+  (HubSpot's 10,000) but a 400.
+- Rate limits per portal: ``ten_secondly`` (HubSpot's 110 calls in 10 s for
+  OAuth apps) answered in ``X-HubSpot-RateLimit-Max``, ``-Remaining`` and
+  ``-Interval-Milliseconds``; the search endpoints' ``search_per_second``
+  (5), whose answers carry no such headers; 429s with HubSpot's bodies
+  (``policyName`` ``TEN_SECONDLY_ROLLING``, ``SECONDLY``, ``DAILY``) and no
+  ``Retry-After``.
+- Webhook deliveries (:func:`signed_delivery`): a JSON array of events, signed
+  v3 (``X-HubSpot-Signature-v3`` with ``X-HubSpot-Request-Timestamp``) and v1.
+
+Knobs on ``app.state``: ``consenting_portal``; ``refuse_next`` (the next so
+many CRM calls are refused as over the ten-secondly limit, as when other apps
+of the portal used it up); ``daily_exhausted`` (every CRM call answers the
+daily limit's 429). Counters: ``calls`` (method and path of each CRM call
+with a valid token), ``refreshes``, ``throttled`` (429s by policy).
 """
 
 from __future__ import annotations
 
+import base64
+import collections
 import hashlib
 import hmac
 import json
+import re
+import secrets
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-import secrets
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
-from fastapi import Form
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from hub.testing.fakes import Table, TokenBucketLimit
+from hub.testing.fakes import WindowLimit
 
-CLIENT_ID = "hubspot_client_id"
-CLIENT_SECRET = "hubspot_client_secret"
-SIGNATURE_HEADER = "X-Hubspot-Signature"
-WRITABLE = {"contacts": ("name", "email")}
+PORTAL_ID = 62515
+OTHER_PORTAL_ID = 7441822
+APP_ID = 1160452
+CLIENT_ID = "4f7c3a1e-hub-test-client"
+CLIENT_SECRET = "hubspot-test-client-secret"
+TIME_ZONE = "US/Eastern"
+SCOPES = {"oauth", "tickets", "crm.objects.contacts.read", "crm.objects.contacts.write",
+          "crm.objects.companies.read", "crm.objects.companies.write", "crm.objects.deals.read",
+          "crm.objects.deals.write"}
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+LIMIT_HEADERS = ("X-HubSpot-RateLimit-Max", "X-HubSpot-RateLimit-Remaining",
+                 "X-HubSpot-RateLimit-Interval-Milliseconds")
 
 
-def error(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message}}, status_code=status, headers=headers)
+@dataclass(frozen=True)
+class ObjectType:
+    modified: str
+    writable: tuple[str, ...]
+    defaults: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    first_id: int = 1
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+OBJECTS = {
+    "contacts": ObjectType(
+        "lastmodifieddate",
+        ("email", "firstname", "lastname", "phone", "mobilephone", "company", "jobtitle", "website", "address",
+         "city", "state", "zip", "country", "lifecyclestage", "hs_lead_status", "hubspot_owner_id", "fax"),
+        ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"), first_id=51),
+    "companies": ObjectType(
+        "hs_lastmodifieddate",
+        ("name", "domain", "phone", "industry", "website", "address", "city", "state", "zip", "country",
+         "description", "numberofemployees", "annualrevenue", "lifecyclestage", "hubspot_owner_id"),
+        ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"), first_id=5_000_001),
+    "deals": ObjectType(
+        "hs_lastmodifieddate",
+        ("dealname", "amount", "dealstage", "pipeline", "closedate", "dealtype", "description", "hubspot_owner_id"),
+        ("amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id",
+         "pipeline"), required=("dealname", "dealstage"), first_id=9_100_001),
+    "tickets": ObjectType(
+        "hs_lastmodifieddate",
+        ("subject", "content", "hs_pipeline", "hs_pipeline_stage", "hs_ticket_priority", "hs_ticket_category",
+         "hubspot_owner_id"),
+        ("content", "createdate", "hs_lastmodifieddate", "hs_object_id", "hs_pipeline", "hs_pipeline_stage",
+         "hs_ticket_category", "hs_ticket_priority", "subject"),
+        required=("subject", "hs_pipeline", "hs_pipeline_stage"), first_id=1_700_001),
+}
+READ_ONLY = ("createdate", "hs_object_id", "lastmodifieddate", "hs_lastmodifieddate")
+DATES = {"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"}
+NUMBERS = {"hs_object_id", "amount", "numberofemployees", "annualrevenue"}
 
 
-def create_app(contacts: int = 3, rate: float = 50) -> FastAPI:
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def error(status: int, message: str, category: str | None = None, headers: dict[str, str] | None = None,
+          **extra: Any) -> JSONResponse:
+    """HubSpot's error body: ``{status, message, correlationId, category, ...}``."""
+    body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), **extra}
+    if category:
+        body["category"] = category
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def not_found(record_id: str) -> JSONResponse:
+    return error(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND",
+                 context={"id": [record_id]})
+
+
+def invalid_properties(problems: list[tuple[str, str, str]]) -> JSONResponse:
+    """A property validation refusal: HubSpot embeds its list in the message."""
+    listed = [{"isValid": False, "message": message, "error": code, "name": name,
+               "localizedErrorMessage": message} for name, code, message in problems]
+    return error(400, "Property values were not valid: " + json.dumps(listed), "VALIDATION_ERROR")
+
+
+@dataclass
+class Portal:
+    """A HubSpot account: its records and its limits."""
+
+    id: int
+    time_zone: str
+    ten_secondly: WindowLimit
+    search: WindowLimit
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in OBJECTS})
+    next_ids: dict[str, int] = field(default_factory=lambda: {t: o.first_id for t, o in OBJECTS.items()})
+    daily_exhausted: bool = False
+    last_ms: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stamp(self) -> int:
+        """Now in epoch milliseconds, later than any stamp given before."""
+        with self.lock:
+            self.last_ms = max(self.last_ms + 1, int(time.time() * 1000))
+            return self.last_ms
+
+    def insert(self, object_type: str, properties: dict[str, str | None]) -> dict[str, Any]:
+        with self.lock:
+            record_id = str(self.next_ids[object_type])
+            self.next_ids[object_type] += 1
+        ms = self.stamp()
+        obj = OBJECTS[object_type]
+        row = {"id": record_id, "properties": {**properties, "createdate": iso(ms), "hs_object_id": record_id,
+                                               obj.modified: iso(ms)},
+               "createdAt": iso(ms), "updatedAt": iso(ms), "archived": False}
+        if object_type == "deals":
+            row["properties"].setdefault("pipeline", "default")
+        self.tables[object_type][record_id] = row
+        return row
+
+    def update(self, object_type: str, row: dict[str, Any], properties: dict[str, str | None]) -> None:
+        ms = self.stamp()
+        row["properties"].update(properties)
+        row["properties"][OBJECTS[object_type].modified] = iso(ms)
+        row["updatedAt"] = iso(ms)
+
+
+def view(object_type: str, row: dict[str, Any], wanted: list[str] | None = None) -> dict[str, Any]:
+    """A record as HubSpot answers it: the properties asked for (unknown names
+    left out, unset ones null), with its id, creation and modification."""
+    obj = OBJECTS[object_type]
+    own = ("createdate", "hs_object_id", obj.modified)
+    names = [n for n in (wanted or obj.defaults) if n in obj.writable or n in own]
+    names = list(dict.fromkeys([*names, *own]))
+    return {"id": row["id"], "properties": {n: row["properties"].get(n) for n in names},
+            "createdAt": row["createdAt"], "updatedAt": row["updatedAt"], "archived": row["archived"]}
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) or (isinstance(value, float) and not value.is_integer()):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value))
+    raise TypeError(value)
+
+
+def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_second: int = 5,
+               search_cap: int = 10_000, token_lifetime: int = 1800, time_zone: str = TIME_ZONE) -> FastAPI:
     app = FastAPI()
-    app.state.tables = {"contacts": Table(prefix="con_"), "users": Table(prefix="usr_")}
-    app.state.limit = TokenBucketLimit(int(rate), rate)
-    app.state.idempotency = {}
-    app.state.codes, app.state.access, app.state.refresh = {}, set(), set()
-    seed(app, "contacts", contacts)
-    seed(app, "users", 2)
+    state = app.state
+    state.client_id, state.client_secret = CLIENT_ID, CLIENT_SECRET
+    state.portals = {}
+    state.consenting_portal = PORTAL_ID
+    state.codes, state.access, state.refresh = {}, {}, {}
+    state.refuse_next = 0
+    state.calls, state.refreshes, state.throttled = [], 0, collections.Counter()
+    state.search_cap = search_cap
+
+    def portal(portal_id: int) -> Portal:
+        if portal_id not in state.portals:
+            state.portals[portal_id] = Portal(portal_id, time_zone, WindowLimit(*ten_secondly),
+                                              WindowLimit(search_per_second, 1.0))
+        return state.portals[portal_id]
+
+    state.portal = portal
+    portal(PORTAL_ID)
+
+    # ------------------------------------------------------------ auth and limits
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
-        if request.url.path.startswith("/oauth/"):
+        path = request.url.path
+        if not path.startswith(("/crm/", "/account-info/")):
             return await call_next(request)
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if token not in app.state.access:
-            return error(401, "invalid access token")
-        decision = app.state.limit.hit()
-        if not decision.allowed:
-            return error(429, "rate limited", **{"Retry-After": f"{decision.retry_after:.3f}"})
-        return await call_next(request)
+        header = request.headers.get("authorization", "")
+        token = state.access.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        if token is None:
+            return error(401, "Authentication credentials not found. This API supports OAuth 2.0 authentication "
+                              "and you can find more details at https://developers.hubspot.com/docs/methods/auth/"
+                              "oauth-overview", "INVALID_AUTHENTICATION")
+        portal_id, expires = token
+        if expires <= time.time():
+            minutes = int((time.time() - expires) // 60)
+            return error(401, f"The OAuth token used to make this call expired {minutes} minute(s) ago.",
+                         "EXPIRED_AUTHENTICATION")
+        account = portal(portal_id)
+        request.state.portal = account
+        state.calls.append((request.method, path))
+        if path.endswith("/search"):
+            if not account.search.hit().allowed:
+                return throttled("SECONDLY", "You have reached your secondly limit.")
+            return await call_next(request)
+        if account.daily_exhausted:
+            return throttled("DAILY", "You have reached your daily limit.", limit_headers(account))
+        if state.refuse_next > 0:
+            state.refuse_next -= 1
+            return throttled("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.",
+                             limit_headers(account, remaining=0))
+        if not account.ten_secondly.hit().allowed:
+            return throttled("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.",
+                             limit_headers(account))
+        response = await call_next(request)
+        response.headers.update(limit_headers(account))
+        return response
 
-    def issue() -> dict:
-        access, refresh = "at_" + secrets.token_hex(8), "rt_" + secrets.token_hex(8)
-        app.state.access.add(access)
-        app.state.refresh.add(refresh)
-        return {"access_token": access, "refresh_token": refresh, "expires_in": 3600}
+    def limit_headers(account: Portal, remaining: int | None = None) -> dict[str, str]:
+        window = account.ten_secondly
+        left = window.remaining() if remaining is None else remaining
+        return dict(zip(LIMIT_HEADERS, (str(window.calls), str(left), str(int(window.seconds * 1000))), strict=True))
+
+    def throttled(policy: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        state.throttled[policy] += 1
+        body = {"status": "error", "message": message, "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()), "policyName": policy}
+        return JSONResponse(body, status_code=429, headers=headers)
+
+    # ------------------------------------------------------------ OAuth
 
     @app.get("/oauth/authorize")
-    async def authorize(client_id: str, redirect_uri: str, state: str):
-        # The fake approves at once: the user's consent screen is not the plugin's concern.
-        if client_id != CLIENT_ID:
-            return error(400, "unknown client_id")
-        code = secrets.token_hex(8)
-        app.state.codes[code] = redirect_uri
-        return RedirectResponse(redirect_uri + "?" + urlencode({"code": code, "state": state}))
+    async def authorize(request: Request):
+        query = dict(request.query_params)
+        if query.get("client_id") != state.client_id:
+            return error(400, "Invalid client_id", "VALIDATION_ERROR")
+        scopes = set((query.get("scope") or "").split())
+        if not scopes or not scopes <= SCOPES or not query.get("redirect_uri"):
+            return error(400, "Invalid scope or redirect_uri", "VALIDATION_ERROR")
+        code = str(uuid.uuid4())
+        state.codes[code] = (query["redirect_uri"], state.consenting_portal)
+        back = {"code": code, **({"state": query["state"]} if "state" in query else {})}
+        return RedirectResponse(f"{query['redirect_uri']}?{urlencode(back)}", status_code=302)
 
-    @app.post("/oauth/token")
-    async def token(grant_type: str = Form(), client_id: str = Form(), client_secret: str = Form(),
-                    code: str = Form(""), redirect_uri: str = Form(""), refresh_token: str = Form("")):
-        if (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
-            return error(401, "invalid client")
-        if grant_type == "authorization_code" and app.state.codes.pop(code, None) == redirect_uri:
-            return issue()
-        if grant_type == "refresh_token" and refresh_token in app.state.refresh:
-            app.state.refresh.discard(refresh_token)
-            return issue()
-        return error(400, "invalid grant")
+    @app.post("/oauth/v1/token")
+    async def token(request: Request):
+        form = dict(parse_qsl((await request.body()).decode()))
+        if form.get("client_id") != state.client_id or form.get("client_secret") != state.client_secret:
+            return JSONResponse({"status": "BAD_CLIENT_ID", "message": "missing or invalid client_id or client_secret",
+                                 "correlationId": str(uuid.uuid4())}, status_code=400)
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            found = state.codes.pop(form.get("code", ""), None)
+            if found is None:
+                return JSONResponse({"status": "BAD_AUTH_CODE", "message": "missing or unknown auth code",
+                                     "correlationId": str(uuid.uuid4())}, status_code=400)
+            redirect_uri, portal_id = found
+            if form.get("redirect_uri") != redirect_uri:
+                return JSONResponse({"status": "MISMATCH_REDIRECT_URI_AUTH_CODE",
+                                     "message": "redirect_uri does not match initial auth code URL",
+                                     "correlationId": str(uuid.uuid4())}, status_code=400)
+            refresh_token = str(uuid.uuid4())
+            state.refresh[refresh_token] = portal_id
+        elif grant == "refresh_token":
+            refresh_token = form.get("refresh_token", "")
+            portal_id = state.refresh.get(refresh_token)
+            if portal_id is None:
+                return JSONResponse({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
+                                     "correlationId": str(uuid.uuid4())}, status_code=400)
+            state.refreshes += 1
+        else:
+            return JSONResponse({"status": "BAD_GRANT_TYPE", "message": "unsupported grant_type",
+                                 "correlationId": str(uuid.uuid4())}, status_code=400)
+        access = "CN" + secrets.token_urlsafe(24)
+        state.access[access] = (portal_id, time.time() + token_lifetime)
+        return {"token_type": "bearer", "refresh_token": refresh_token, "access_token": access,
+                "expires_in": token_lifetime}
 
-    @app.get("/v1/me")
-    async def me():
-        return {"id": "acct_test", "name": "HubSpot test account"}
+    @app.get("/account-info/v3/details")
+    async def account_details(request: Request):
+        account: Portal = request.state.portal
+        offset = datetime.now(ZoneInfo(account.time_zone)).utcoffset()
+        offset_ms = int(offset.total_seconds() * 1000) if offset else 0
+        sign, minutes = ("-" if offset_ms < 0 else "+"), abs(offset_ms) // 60000
+        return {"portalId": account.id, "accountType": "STANDARD", "timeZone": account.time_zone,
+                "companyCurrency": "USD", "additionalCurrencies": [], "utcOffset": f"{sign}{minutes // 60:02d}:"
+                f"{minutes % 60:02d}", "utcOffsetMilliseconds": offset_ms, "uiDomain": "app.hubspot.com",
+                "dataHostingLocation": "na1"}
 
-    @app.get("/v1/{entity}")
-    async def list_(entity: str, limit: int = 10, starting_after: str | None = None,
-                    updated_since: str | None = None):
-        table = app.state.tables.get(entity)
-        if table is None:
-            return error(404, f"no such resource {entity}")
+    # ------------------------------------------------------------ objects
+
+    def table(request: Request, object_type: str) -> dict[str, dict[str, Any]] | None:
+        return request.state.portal.tables.get(object_type)
+
+    def unknown_type(object_type: str) -> JSONResponse:
+        return error(400, f"Unable to infer object type from: {object_type}", "VALIDATION_ERROR")
+
+    def wanted(request: Request) -> list[str] | None:
+        names = [n.strip() for v in request.query_params.getlist("properties") for n in v.split(",") if n.strip()]
+        return names or None
+
+    @app.get("/crm/v3/objects/{object_type}")
+    async def list_(request: Request, object_type: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "10"))
+            after = int(query["after"]) if "after" in query else 0
+        except ValueError:
+            return error(400, "Invalid input: limit and after must be integers", "VALIDATION_ERROR")
         if not 1 <= limit <= 100:
-            return error(400, "limit must be between 1 and 100")
-        rows = table.all()
-        if updated_since:
-            rows = [r for r in rows if r.get("updated_at", "") >= updated_since]
-        start = 0
-        if starting_after:
-            ids = [r["id"] for r in rows]
-            if starting_after not in ids:
-                return error(400, "invalid cursor")
-            start = ids.index(starting_after) + 1
-        page = rows[start:start + limit]
-        return {"data": page, "has_more": start + limit < len(rows)}
+            return error(400, "limit must be between 1 and 100", "VALIDATION_ERROR")
+        ordered = [r for r in sorted(rows.values(), key=lambda r: int(r["id"])) if int(r["id"]) >= after]
+        body: dict[str, Any] = {"results": [view(object_type, r, wanted(request)) for r in ordered[:limit]]}
+        if len(ordered) > limit:
+            following = ordered[limit]["id"]
+            link = f"https://api.hubapi.com/crm/v3/objects/{object_type}?{urlencode({**query, 'after': following})}"
+            body["paging"] = {"next": {"after": following, "link": link}}
+        return body
 
-    @app.get("/v1/{entity}/{record_id}")
-    async def get(entity: str, record_id: str):
-        table = app.state.tables.get(entity)
-        row = table.get(record_id) if table else None
-        return row if row else error(404, f"no {entity} {record_id}")
+    @app.get("/crm/v3/objects/{object_type}/{record_id}")
+    async def get(request: Request, object_type: str, record_id: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        row = rows.get(record_id)
+        return view(object_type, row, wanted(request)) if row else not_found(record_id)
 
-    @app.post("/v1/{entity}")
-    async def create(entity: str, request: Request):
-        if entity not in WRITABLE:
-            return error(405, f"{entity} cannot be created")
-        key = request.headers.get("idempotency-key")
-        if key and key in app.state.idempotency:
-            return app.state.idempotency[key]
-        data = await request.json()
-        if not data.get("name"):
-            return error(422, "name is required")
-        row = app.state.tables[entity].insert(
-            {**{k: data[k] for k in WRITABLE[entity] if k in data}, "updated_at": _now()})
-        if key:
-            app.state.idempotency[key] = row
-        return row
-
-    @app.patch("/v1/{entity}/{record_id}")
-    async def update(entity: str, record_id: str, request: Request):
-        row = app.state.tables[entity].get(record_id) if entity in WRITABLE else None
+    async def properties_of(request: Request, object_type: str, row: dict[str, Any] | None
+                            ) -> dict[str, str | None] | JSONResponse:
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            return error(400, "Invalid input JSON on line 1, column 1: Cannot build SimplePublicObjectInput",
+                         "VALIDATION_ERROR")
+        properties = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(properties, dict):
+            return error(400, "Invalid input JSON: properties must be an object", "VALIDATION_ERROR")
+        obj = OBJECTS[object_type]
+        problems, values = [], {}
+        for name, value in properties.items():
+            if name in READ_ONLY:
+                problems.append((name, "READ_ONLY_VALUE", f'"{name}" is a read only property; its value cannot be '
+                                                          f'set.'))
+            elif name not in obj.writable:
+                problems.append((name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+            else:
+                try:
+                    values[name] = _text(value)
+                except TypeError:
+                    problems.append((name, "INVALID_OPTION", f"{json.dumps(value)} is not a valid value for {name}"))
+        email = values.get("email")
+        if email and not EMAIL.fullmatch(email):
+            problems.append(("email", "INVALID_EMAIL", f"Email address {email} is invalid"))
+        if problems:
+            return invalid_properties(problems)
         if row is None:
-            return error(404, f"no {entity} {record_id}")
-        data = await request.json()
-        row.update({k: v for k, v in data.items() if k in WRITABLE[entity]})
-        row["updated_at"] = _now()
-        return row
+            missing = [n for n in obj.required if not values.get(n)]
+            if missing:
+                return error(400, f"Missing required properties: {', '.join(missing)}", "VALIDATION_ERROR",
+                             errors=[{"message": f'Property "{n}" is required', "code": "REQUIRED_PROPERTY",
+                                      "context": {"propertyName": [n]}} for n in missing])
+        if email:
+            taken = next((r for r in request.state.portal.tables["contacts"].values()
+                          if r is not row and (r["properties"].get("email") or "").lower() == email.lower()), None)
+            if taken:
+                return error(409, f"Contact already exists. Existing ID: {taken['id']}", "CONFLICT")
+        return values
 
-    @app.delete("/v1/{entity}/{record_id}")
-    async def delete(entity: str, record_id: str):
-        if entity not in WRITABLE or app.state.tables[entity].delete(record_id) is None:
-            return error(404, f"no {entity} {record_id}")
-        return {"id": record_id, "deleted": True}
+    def written(object_type: str, row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """What HubSpot answers a write: the properties written and a few of its own, not the whole record."""
+        return view(object_type, row, [*names, "createdate", "hs_object_id", OBJECTS[object_type].modified])
+
+    @app.post("/crm/v3/objects/{object_type}")
+    async def create(request: Request, object_type: str):
+        if object_type not in OBJECTS:
+            return unknown_type(object_type)
+        values = await properties_of(request, object_type, None)
+        if isinstance(values, Response):
+            return values
+        row = request.state.portal.insert(object_type, values)
+        return JSONResponse(written(object_type, row, list(values)), status_code=201)
+
+    @app.patch("/crm/v3/objects/{object_type}/{record_id}")
+    async def update(request: Request, object_type: str, record_id: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        row = rows.get(record_id)
+        if row is None:
+            return not_found(record_id)
+        values = await properties_of(request, object_type, row)
+        if isinstance(values, Response):
+            return values
+        request.state.portal.update(object_type, row, values)
+        return written(object_type, row, list(values))
+
+    @app.delete("/crm/v3/objects/{object_type}/{record_id}")
+    async def archive(request: Request, object_type: str, record_id: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        rows.pop(record_id, None)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ search
+
+    @app.post("/crm/v3/objects/{object_type}/search")
+    async def search(request: Request, object_type: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        try:
+            body = json.loads(await request.body())
+            groups = body.get("filterGroups") or []
+            sorts = body.get("sorts") or []
+            limit = int(body.get("limit", 10))
+            after = int(body.get("after") or 0)
+            if len(sorts) > 1:
+                raise ValueError("only one sort")
+            matched = [r for r in rows.values() if not groups or any(
+                all(_matches(r, f) for f in group.get("filters") or []) for group in groups)]
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return error(400, "There was a problem with the request.", "VALIDATION_ERROR")
+        if not 1 <= limit <= 200:
+            return error(400, "limit must be between 1 and 200", "VALIDATION_ERROR")
+        if after >= state.search_cap:
+            return error(400, f"There was a problem with the request. Cannot page past {state.search_cap} results.",
+                         "VALIDATION_ERROR")
+        if sorts:
+            name, descending = sorts[0].get("propertyName"), sorts[0].get("direction") == "DESCENDING"
+            matched.sort(key=lambda r: (_comparable(name, r["properties"].get(name)) is None,
+                                        _comparable(name, r["properties"].get(name)) or 0), reverse=descending)
+        else:
+            matched.sort(key=lambda r: int(r["id"]))
+        page = matched[after:min(after + limit, state.search_cap)]
+        answer: dict[str, Any] = {"total": len(matched), "results": [
+            view(object_type, r, body.get("properties") or None) for r in page]}
+        if len(matched) > after + limit:
+            answer["paging"] = {"next": {"after": str(after + limit)}}
+        return answer
 
     return app
 
 
-def seed(app: FastAPI, entity: str, count: int) -> list[str]:
-    """Create ``count`` records of ``entity`` on the fake; their ids."""
-    table = app.state.tables[entity]
-    return [table.insert({"name": f"{entity} {len(table) + 1}", "updated_at": _now()})["id"] for _ in range(count)]
+def _comparable(name: str, value: Any) -> Any:
+    """A property value as search compares it: dates and numbers as numbers, the rest as text."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if name in DATES:
+        if text.isdigit():
+            return int(text)
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    if name in NUMBERS:
+        return float(text)
+    return text.lower()
+
+
+def _matches(row: dict[str, Any], condition: dict[str, Any]) -> bool:
+    name, operator = condition["propertyName"], condition["operator"]
+    have = _comparable(name, row["properties"].get(name))
+    if operator == "HAS_PROPERTY":
+        return have is not None
+    if operator == "NOT_HAS_PROPERTY":
+        return have is None
+    if operator == "IN":
+        return have in [_comparable(name, v) for v in condition["values"]]
+    want = _comparable(name, condition["value"])
+    if operator == "EQ":
+        return have == want
+    if operator == "NEQ":
+        return have != want
+    if have is None:
+        return False
+    compare = {"LT": have < want, "LTE": have <= want, "GT": have > want, "GTE": have >= want}
+    if operator not in compare:
+        raise ValueError(operator)
+    return compare[operator]
+
+
+# ---------------------------------------------------------------- helpers for tests
+
+
+SEEDS = {
+    "contacts": lambda n: {"email": f"seed{n}.{uuid.uuid4().hex[:6]}@example.com", "firstname": f"Seed{n}",
+                           "lastname": "Contact"},
+    "companies": lambda n: {"name": f"Seed company {n}", "domain": f"seed{n}.example.com"},
+    "deals": lambda n: {"dealname": f"Seed deal {n}", "dealstage": "appointmentscheduled", "amount": str(100 * n)},
+    "tickets": lambda n: {"subject": f"Seed ticket {n}", "hs_pipeline": "0", "hs_pipeline_stage": "1"},
+}
+
+
+def seed(app: FastAPI, entity: str, count: int, portal: int = PORTAL_ID) -> list[str] | None:
+    """Create ``count`` records of ``entity`` in the portal; their ids."""
+    if entity not in OBJECTS:
+        return None
+    account = app.state.portal(portal)
+    start = len(account.tables[entity])
+    return [account.insert(entity, SEEDS[entity](start + i + 1))["id"] for i in range(count)]
+
+
+def touch(app: FastAPI, entity: str, record_id: str, portal: int = PORTAL_ID, **properties: str) -> None:
+    """Change a record in HubSpot (as its users would): its modification time moves on."""
+    account = app.state.portal(portal)
+    account.update(entity, account.tables[entity][record_id], properties)
 
 
 def expire_tokens(app: FastAPI) -> None:
     """Every access token the fake issued stops working (its refresh tokens still do)."""
-    app.state.access.clear()
+    app.state.access = {token: (portal, 0.0) for token, (portal, _) in app.state.access.items()}
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+# ---------------------------------------------------------------- webhooks
 
 
-def signed_delivery(secret: str, event: dict, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
-    """A webhook delivery as HubSpot would send it: (headers, body)."""
-    body = json.dumps(event).encode()
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    return {SIGNATURE_HEADER: sign(secret, timestamp, body), "Content-Type": "application/json"}, body
+def _signed_uri(uri: str) -> str:
+    """The URI as HubSpot signs it: these escapes decoded."""
+    for escaped, char in (("%3A", ":"), ("%2F", "/"), ("%3F", "?"), ("%40", "@"), ("%21", "!"), ("%24", "$"),
+                          ("%27", "'"), ("%28", "("), ("%29", ")"), ("%2A", "*"), ("%2C", ","), ("%3B", ";")):
+        uri = uri.replace(escaped, char).replace(escaped.lower(), char)
+    return uri
 
 
-def conformance_webhook(harness, kind: str) -> tuple[dict[str, str], bytes]:
-    """Deliveries for the conformance suite: a new event each call; ``stale``
-    was signed an hour ago."""
-    event = {"id": f"evt_{uuid.uuid4().hex}", "type": "contacts.updated", "data": {"id": "con_1", "name": "x"}}
-    secret = CLIENT_SECRET
-    return signed_delivery(secret, event, int(time.time()) - (3600 if kind == "stale" else 0))
+def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) -> str:
+    message = method.encode() + _signed_uri(uri).encode() + body + str(timestamp_ms).encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def sign_v1(secret: str, body: bytes) -> str:
+    return hashlib.sha256(secret.encode() + body).hexdigest()
+
+
+def webhook_event(subscription_type: str, object_id: int | str, portal: int = PORTAL_ID, **extra: Any
+                  ) -> dict[str, Any]:
+    """One event as HubSpot delivers it, with a new ``eventId``."""
+    event = {"eventId": 100_000_000 + secrets.randbelow(4_000_000_000), "subscriptionId": 2_451_001,
+             "portalId": portal, "appId": APP_ID, "occurredAt": int(time.time() * 1000),
+             "subscriptionType": subscription_type, "attemptNumber": 0,
+             "objectId": int(object_id), "changeSource": "CRM", "changeFlag": "NEW"}
+    if subscription_type.endswith(".propertyChange"):
+        event.pop("changeFlag")
+    return {**event, **extra}
+
+
+def signed_delivery(url: str, events: list[dict[str, Any]], *, secret: str = CLIENT_SECRET,
+                    versions: tuple[str, ...] = ("v1", "v3"), timestamp_ms: int | None = None,
+                    method: str = "POST") -> tuple[dict[str, str], bytes]:
+    """A delivery to ``url`` as HubSpot sends it: ``(headers, body)``, signed
+    with the app's client secret in each of ``versions``."""
+    body = json.dumps(events).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/)"}
+    if "v1" in versions:
+        headers |= {"X-HubSpot-Signature": sign_v1(secret, body), "X-HubSpot-Signature-Version": "v1"}
+    if "v3" in versions:
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        headers |= {"X-HubSpot-Signature-v3": sign_v3(secret, method, url, body, stamp),
+                    "X-HubSpot-Request-Timestamp": str(stamp)}
+    return headers, body
+
+
+def conformance_webhook(harness: Any, kind: str) -> tuple[dict[str, str], bytes]:
+    """A delivery for the conformance suite (signed v3 only: v1 signs no time);
+    ``stale`` was signed ten minutes ago."""
+    portal = int(harness.connection["provider_account"])
+    stamp = int(time.time() * 1000) - (600_000 if kind == "stale" else 0)
+    events = [webhook_event("contact.propertyChange", 51, portal, propertyName="firstname", propertyValue="Ada")]
+    return signed_delivery(harness.delivery_url, events, secret=harness.fake_app.state.client_secret,
+                           versions=("v3",), timestamp_ms=stamp)
