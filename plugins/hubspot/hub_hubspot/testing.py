@@ -211,7 +211,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
     state.consenting_portal = PORTAL_ID
     state.codes, state.access, state.refresh = {}, {}, {}
     state.refuse_next = 0
-    state.calls, state.refreshes, state.throttled = [], 0, collections.Counter()
+    state.calls, state.refreshes, state.unauthorized, state.throttled = [], 0, 0, collections.Counter()
     state.search_cap = search_cap
 
     def portal(portal_id: int) -> Portal:
@@ -232,6 +232,8 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
             return await call_next(request)
         header = request.headers.get("authorization", "")
         token = state.access.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        if token is None or token[1] <= time.time():
+            state.unauthorized += 1
         if token is None:
             return error(401, "Authentication credentials not found. This API supports OAuth 2.0 authentication "
                               "and you can find more details at https://developers.hubspot.com/docs/methods/auth/"
