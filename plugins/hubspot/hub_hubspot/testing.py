@@ -158,11 +158,11 @@ class Portal:
             self.last_ms = max(self.last_ms + 1, int(time.time() * 1000))
             return self.last_ms
 
-    def insert(self, object_type: str, properties: dict[str, str | None]) -> dict[str, Any]:
+    def insert(self, object_type: str, properties: dict[str, str | None], ms: int | None = None) -> dict[str, Any]:
         with self.lock:
             record_id = str(self.next_ids[object_type])
             self.next_ids[object_type] += 1
-        ms = self.stamp()
+        ms = self.stamp() if ms is None else ms
         obj = OBJECTS[object_type]
         row = {"id": record_id, "properties": {**properties, "createdate": iso(ms), "hs_object_id": record_id,
                                                obj.modified: iso(ms)},
@@ -203,7 +203,7 @@ def _text(value: Any) -> str | None:
 
 
 def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_second: int = 5,
-               search_cap: int = 10_000, token_lifetime: int = 1800, time_zone: str = TIME_ZONE) -> FastAPI:
+               search_cap: int = 10_000, token_lifetime: float = 1800, time_zone: str = TIME_ZONE) -> FastAPI:
     app = FastAPI()
     state = app.state
     state.client_id, state.client_secret = CLIENT_ID, CLIENT_SECRET
@@ -540,13 +540,16 @@ SEEDS = {
 }
 
 
-def seed(app: FastAPI, entity: str, count: int, portal: int = PORTAL_ID) -> list[str] | None:
-    """Create ``count`` records of ``entity`` in the portal; their ids."""
+def seed(app: FastAPI, entity: str, count: int, portal: int = PORTAL_ID, ago: float = 0) -> list[str] | None:
+    """Create ``count`` records of ``entity`` in the portal, last changed ``ago``
+    seconds ago (a millisecond apart) or now; their ids."""
     if entity not in OBJECTS:
         return None
     account = app.state.portal(portal)
     start = len(account.tables[entity])
-    return [account.insert(entity, SEEDS[entity](start + i + 1))["id"] for i in range(count)]
+    then = int((time.time() - ago) * 1000)
+    return [account.insert(entity, SEEDS[entity](start + i + 1), ms=then + i if ago else None)["id"]
+            for i in range(count)]
 
 
 def touch(app: FastAPI, entity: str, record_id: str, portal: int = PORTAL_ID, **properties: str) -> None:

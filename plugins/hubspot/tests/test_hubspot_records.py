@@ -38,20 +38,24 @@ def test_pages_follow_hubspots_after_cursor_to_the_last(hubspot):
     assert first["properties"]["hs_lastmodifieddate"] == first["updatedAt"]
 
 
-@pytest.mark.parametrize("answer", [
-    {"results": [], "paging": {"next": {"after": "9", "link": "https://api.hubapi.com/..."}}},
-    {"results": [{"id": "51", "properties": {}}], "paging": {"next": {"link": "https://api.hubapi.com/..."}}},
-    {"results": None},
-], ids=["empty page said to be followed", "next link without after", "no results"])
-def test_a_listing_hubspot_cannot_continue_is_a_provider_error_not_a_last_page(hubspot, monkeypatch, answer):
+#: Answers HubSpot gives now and then: more said to follow, with no way to them.
+ODD_PAGES = {
+    "an empty page said to be followed": {"results": [], "paging": {"next": {"after": "9", "link": "https://x"}}},
+    "a next link without after": {"results": [{"id": "51", "properties": {}}], "paging": {"next": {"link": "x"}}},
+    "no results": {"results": None},
+}
+
+
+def test_a_listing_hubspot_cannot_continue_is_a_provider_error_not_a_last_page(hubspot, monkeypatch):
     scripted = Scripted(hubspot.fake)
     with serve(scripted) as url:
         monkeypatch.setenv("HUB_HUBSPOT_ORIGIN", url)
         connection = hubspot.connect()
-        scripted.script("/crm/v3/objects/contacts", (200, answer))
-        response = hubspot.get(hubspot.records(connection, "contacts"), limit=5)
-    assert response.status_code == 502 and response.json()["code"] == "provider_error", response.text
-    assert scripted.answered == ["/crm/v3/objects/contacts"]
+        for what, answer in ODD_PAGES.items():
+            scripted.script("/crm/v3/objects/contacts", (200, answer))
+            response = hubspot.get(hubspot.records(connection, "contacts"), limit=5)
+            assert response.status_code == 502 and response.json()["code"] == "provider_error", (what, response.text)
+    assert scripted.answered == ["/crm/v3/objects/contacts"] * 3
 
 
 def test_since_lists_what_changed_through_the_search_endpoint(hubspot):
@@ -69,7 +73,9 @@ def test_since_lists_what_changed_through_the_search_endpoint(hubspot):
     assert record["properties"]["firstname"] == "Changed" and record["properties"]["email"]
 
 
-@pytest.mark.parametrize("fake_options", [{"ten_secondly": (10_000, 10.0), "search_cap": 5}])
+@pytest.mark.parametrize("fake_options", [{"ten_secondly": (10_000, 10.0), "search_cap": 5,
+                                           "search_per_second": 100}])
+@pytest.mark.parametrize("limits", [{"ten_secondly": (10_000, 10.0), "search": (100, 1.0)}])
 def test_since_lists_past_the_searchs_result_cap(hubspot):
     connection = hubspot.connect()
     ids = fake.seed(hubspot.fake, "deals", 13)
@@ -121,16 +127,24 @@ def test_a_second_contact_with_a_taken_email_is_a_clear_conflict(hubspot):
     assert len(hubspot.fake.state.portal(fake.PORTAL_ID).tables["contacts"]) == 1
 
 
-@pytest.mark.parametrize(("entity", "data", "code", "fields"), [
-    ("contacts", {"properties": {"email": "not-an-email"}}, "validation_error", ["properties.email"]),
-    ("contacts", {"properties": {"favourite_colour": "blue"}}, "validation_error", ["properties.favourite_colour"]),
-    ("contacts", {"properties": {"hs_object_id": "7"}}, "validation_error", ["properties.hs_object_id"]),
-    ("deals", {"properties": {"amount": "10"}}, "validation_error", ["properties.dealname", "properties.dealstage"]),
-    ("contacts", {"email": "flat@example.com"}, "invalid_data", ["email"]),
-], ids=["bad email", "unknown property", "read-only property", "missing required", "not under properties"])
-def test_refused_writes_name_the_properties_at_fault(hubspot, entity, data, code, fields):
+#: Writes HubSpot (or the plugin) refuses, and the fields the API names.
+REFUSED = {
+    "a bad email": ("contacts", {"properties": {"email": "not-an-email"}}, "validation_error",
+                    ["properties.email"]),
+    "an unknown property": ("contacts", {"properties": {"favourite_colour": "blue"}}, "validation_error",
+                            ["properties.favourite_colour"]),
+    "a read-only property": ("contacts", {"properties": {"hs_object_id": "7"}}, "validation_error",
+                             ["properties.hs_object_id"]),
+    "missing required properties": ("deals", {"properties": {"amount": "10"}}, "validation_error",
+                                    ["properties.dealname", "properties.dealstage"]),
+    "fields not under properties": ("contacts", {"email": "flat@example.com"}, "invalid_data", ["email"]),
+}
+
+
+def test_refused_writes_name_the_properties_at_fault(hubspot):
     connection = hubspot.connect()
-    refused = hubspot.post(hubspot.records(connection, entity), {"data": data})
-    assert refused.status_code == 422, refused.text
-    assert (refused.json()["code"], refused.json()["fields"]) == (code, fields)
-    assert not hubspot.fake.state.portal(fake.PORTAL_ID).tables[entity]
+    for what, (entity, data, code, fields) in REFUSED.items():
+        refused = hubspot.post(hubspot.records(connection, entity), {"data": data})
+        assert refused.status_code == 422, (what, refused.text)
+        assert (refused.json()["code"], refused.json()["fields"]) == (code, fields), what
+    assert not any(hubspot.fake.state.portal(fake.PORTAL_ID).tables.values())
