@@ -83,8 +83,8 @@ INFO = info()
 # ---------------------------------------------------------------- schema
 
 
-def _p(name: str, label: str, type: str = "string", readonly: bool = False, description: str = "") -> EntityField:
-    return EntityField(name, label, type, readonly=readonly, description=description)
+def _p(name: str, label: str, kind: str = "string", readonly: bool = False, description: str = "") -> EntityField:
+    return EntityField(name, label, kind, readonly=readonly, description=description)
 
 
 _AS_TEXT = "HubSpot answers every property value as text (a number as \"1500\")."
@@ -178,7 +178,8 @@ async def exchange_code(ctx, code, redirect_uri):
     credentials = await oauth2.token_request(ctx, "authorization_code", code=code, redirect_uri=redirect_uri)
     # The token answer does not say which portal the user chose: the account's details do.
     account = await _account(ctx, token=credentials.secrets["access_token"])
-    return dataclasses.replace(credentials, config={"time_zone": account.get("timeZone")},
+    time_zone = account.get("timeZone")
+    return dataclasses.replace(credentials, config={"time_zone": time_zone} if isinstance(time_zone, str) else {},
                                webhook_key=_portal(account))
 
 
@@ -544,5 +545,6 @@ def _event(event: dict[str, Any]) -> WebhookEvent:
         # A privacy deletion: erased everywhere, its body not kept (it names the person).
         return WebhookEvent(dedup_key=str(event_id), type=f"{kind}.privacy_deletion", entity=entity,
                             action=REDACTED, record_id=str(object_id), occurred_at=occurred)
-    return WebhookEvent(dedup_key=str(event_id), type=f"{kind}.{action}" if action != "changed" else f"{kind}.{change}",
-                        entity=entity, action=action, record_id=str(object_id), occurred_at=occurred, raw=event)
+    named = f"{kind}.{action}" if action != "changed" else f"{kind}.{change}"  # (a merge, an association)
+    return WebhookEvent(dedup_key=str(event_id), type=named, entity=entity, action=action, record_id=str(object_id),
+                        occurred_at=occurred, raw=event)
