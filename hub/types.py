@@ -213,6 +213,10 @@ class ProviderInfo:
     :class:`RateLimit`. ``max_concurrent_requests`` bounds the calls under
     way at once for one connection's account (Xero's 5, QuickBooks' 10; 0:
     no bound).
+    ``credential_fields`` are what a user types to connect (an API key); an
+    ``oauth2`` provider declaring them also takes typed credentials, without
+    its authorization flow (HubSpot's private-app token: no refresh token, so
+    a refused token marks the connection broken rather than refreshed).
     ``webhook_key_config`` names the connection config field that webhook
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.

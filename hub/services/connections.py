@@ -124,6 +124,13 @@ def _check_fields(provider: Provider, credentials: dict[str, Any], config: dict[
         )
 
 
+def takes_typed_credentials(provider: Provider) -> bool:
+    """Whether a connection of ``provider`` may be made from credentials a user
+    types: an API-key provider's, and an OAuth provider's that declares
+    ``credential_fields`` too (HubSpot's private-app token)."""
+    return provider.info.auth_type == "api_key" or bool(provider.info.credential_fields)
+
+
 async def create_api_key_connection(hub: Hub, organization_id: str, provider: Provider, *,
                                     name: str | None, description: str | None,
                                     credentials: dict[str, Any], config: dict[str, Any],
@@ -133,7 +140,7 @@ async def create_api_key_connection(hub: Hub, organization_id: str, provider: Pr
     The credentials are tested first when the provider can test them: nothing
     is saved if the provider refuses them.
     """
-    if provider.info.auth_type != "api_key":
+    if not takes_typed_credentials(provider):
         raise ValidationFailed(
             f"{provider.name} connects with {provider.info.auth_type}, not an API key",
             code="wrong_auth_type",
@@ -323,16 +330,19 @@ async def update_connection(hub: Hub, organization_id: str, connection_id: str,
     config, shaping = _changed_config(provider, connection, changes.get("config") or {})
     secrets = None
     if changes.get("credentials"):
-        if provider.info.auth_type != "api_key":
-            raise ValidationFailed(
-                f"the credentials of a {provider.name} connection come from its {provider.info.auth_type} "
-                f"authorization: connect again to change them", code="credentials_from_authorization")
         try:
             stored = hub.cipher.decrypt_json(connection.credentials_encrypted)
         except DecryptionError:
             # (The key that encrypted them is gone: complete new credentials replace them; the
             # check below names any field missing.)
             stored = {}
+        # (An OAuth provider's connection made from typed credentials takes new ones; one made by
+        # its authorization, holding a refresh token, does not: a refresh would replace them.)
+        if not takes_typed_credentials(provider) or (provider.info.auth_type != "api_key"
+                                                     and stored.get("refresh_token")):
+            raise ValidationFailed(
+                f"the credentials of a {provider.name} connection come from its {provider.info.auth_type} "
+                f"authorization: connect again to change them", code="credentials_from_authorization")
         secrets = {**stored, **changes["credentials"]}
         _check_fields(provider, secrets, config if config is not None else connection.config or {},
                       config_types=False)  # (a config change was checked by _changed_config)

@@ -69,6 +69,10 @@ def info(ten_secondly: tuple[int, float] = TEN_SECONDLY,
         rate_limits=(RateLimit.per(*search, endpoint="/search", name="search"),),
         scopes=SCOPES,
         supports_webhooks=True,
+        # A private app's token, typed, connects without the OAuth flow (it does not expire).
+        credential_fields=(EntityField("access_token", "Private app access token", required=True,
+                                       description="pat-… of a private app in the portal (Settings › Integrations "
+                                                   "› Private apps), instead of connecting with OAuth"),),
         config_fields=(
             EntityField("time_zone", "Time zone", readonly=True,
                         description="The portal's time zone (HubSpot's daily limit resets at its midnight); "

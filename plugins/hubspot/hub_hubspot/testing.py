@@ -45,6 +45,7 @@ import collections
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
@@ -66,6 +67,8 @@ OTHER_PORTAL_ID = 7441822
 APP_ID = 1160452
 CLIENT_ID = "4f7c3a1e-hub-test-client"
 CLIENT_SECRET = "hubspot-test-client-secret"
+#: A private app's static token of the portal PORTAL_ID (it never expires).
+PRIVATE_APP_TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 TIME_ZONE = "US/Eastern"
 SCOPES = {"oauth", "tickets", "crm.objects.contacts.read", "crm.objects.contacts.write",
           "crm.objects.companies.read", "crm.objects.companies.write", "crm.objects.deals.read",
@@ -209,7 +212,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
     state.client_id, state.client_secret = CLIENT_ID, CLIENT_SECRET
     state.portals = {}
     state.consenting_portal = PORTAL_ID
-    state.codes, state.access, state.refresh = {}, {}, {}
+    state.codes, state.access, state.refresh = {}, {PRIVATE_APP_TOKEN: (PORTAL_ID, math.inf)}, {}
     state.refuse_next = 0
     state.calls, state.refreshes, state.unauthorized, state.throttled = [], 0, 0, collections.Counter()
     state.search_cap = search_cap

@@ -36,7 +36,7 @@ def test_the_oauth_flow_connects_the_portal_the_user_chose(hubspot):
     shown = [callback.text, hubspot.get(f"{API}/connections/{connection['id']}").text,
              hubspot.post(f"{API}/connections/{connection['id']}/test").text, hubspot.get(f"{API}/connections").text]
     issued = [*hubspot.fake.state.access, *hubspot.fake.state.refresh, fake.CLIENT_SECRET]
-    assert len(issued) == 3
+    assert len(issued) == 4  # (an access token, its refresh token, the secret; and a private app's token)
     assert not [secret for secret in issued for text in shown if secret in text]
     tested = hubspot.post(f"{API}/connections/{connection['id']}/test").json()
     assert tested["connection"]["provider_account"] == str(fake.OTHER_PORTAL_ID)
@@ -67,3 +67,37 @@ def test_a_refresh_token_hubspot_no_longer_takes_leaves_the_connection_expired(h
     assert "missing or unknown refresh token" in refused.json()["error"]
     shown = hubspot.get(f"{API}/connections/{connection['id']}").json()["connection"]
     assert shown["status"] == "expired"
+
+
+def test_a_private_app_token_typed_connects_without_the_oauth_flow(hubspot):
+    """A private app's static token is a credential the user types: the
+    connection reaches its portal (its account, which routes webhooks to it),
+    and takes a new token later; a connection made by OAuth does not take one
+    typed (a refresh would replace it). A token HubSpot refuses connects nothing."""
+    refused = hubspot.post(f"{API}/connections", {"provider": "hubspot",
+                                                  "credentials": {"access_token": "pat-na1-wrong"}})
+    assert refused.status_code == 424 and refused.json()["code"] == "provider_auth_failed", refused.text
+    assert hubspot.get(f"{API}/connections").json()["connections"] == []
+
+    created = hubspot.post(f"{API}/connections", {"provider": "hubspot",
+                                                  "credentials": {"access_token": fake.PRIVATE_APP_TOKEN}})
+    assert created.status_code == 201, created.text
+    connection = created.json()["connection"]
+    assert connection["provider_account"] == str(fake.PORTAL_ID) and connection["status"] == "connected"
+    assert fake.PRIVATE_APP_TOKEN not in created.text
+    fake.seed(hubspot.fake, "contacts", 5)
+    listed = hubspot.get(hubspot.records(connection, "contacts"), limit=5)
+    assert listed.status_code == 200 and len(listed.json()["records"]) == 5, listed.text
+
+    rotated = f"{fake.PRIVATE_APP_TOKEN[:-4]}9999"
+    hubspot.fake.state.access[rotated] = hubspot.fake.state.access.pop(fake.PRIVATE_APP_TOKEN)
+    assert hubspot.get(hubspot.records(connection, "contacts"), limit=5).status_code == 424  # (the old one, revoked)
+    changed = hubspot.put(f"{API}/connections/{connection['id']}", {"credentials": {"access_token": rotated}})
+    assert changed.status_code == 200 and changed.json()["connection"]["status"] == "connected", changed.text
+    assert hubspot.get(hubspot.records(connection, "contacts"), limit=5).status_code == 200
+
+    other_org = hubspot.organization("oauth-org")
+    by_oauth = hubspot.connect(portal=fake.OTHER_PORTAL_ID, auth=other_org)
+    typed = hubspot.client.put(f"{API}/connections/{by_oauth['id']}", json={"credentials": {"access_token": rotated}},
+                               headers=other_org)
+    assert typed.status_code == 422 and typed.json()["code"] == "credentials_from_authorization", typed.text
