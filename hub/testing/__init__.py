@@ -1,7 +1,8 @@
 """Testing kit for the hub and its plugins.
 
 - :func:`serve` runs an ASGI app (a fake provider, the hub itself) on loopback
-  in a background thread, for tests that talk real HTTP.
+  in a background thread, for tests that talk real HTTP; :class:`Switch`
+  lets one such server serve a fresh fake to each test.
 - :mod:`hub.testing.fakes` holds what every fake provider server needs: rate
   limiters that answer 429 like providers do, and in-memory tables.
 - :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
@@ -44,6 +45,24 @@ def serve(app, port: int | None = None, log_level: str = "warning") -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class Switch:
+    """An ASGI app forwarding to whichever app (a fake provider) ``app`` holds
+    now: one loopback server, started once for the session, serves each test's
+    own fresh fake (starting a server per test costs its start)."""
+
+    def __init__(self) -> None:
+        self.app = None
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] == "lifespan":  # (the fakes plugged in have none of their own to run)
+            while True:
+                message = await receive()
+                await send({"type": f"{message['type']}.complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await self.app(scope, receive, send)
 
 
 def wait_for_run(client, headers: dict[str, str], connection_id: str, run_id: str,  # noqa: ANN001

@@ -21,7 +21,7 @@ from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
-from hub.testing import serve
+from hub.testing import Switch, serve
 from hub.testing.fakes import Scripted
 from hub_quickbooks import testing as fake
 
@@ -95,23 +95,6 @@ class QBO:
     def queries(self) -> list[str]:
         """The query texts the fake was asked, in order."""
         return [query["query"] for _method, path, query in self.app.state.calls if path.endswith("/query")]
-
-
-class Switch:
-    """An ASGI app forwarding to whichever fake the current test plugged in,
-    so one loopback server serves the whole session."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": f"{message['type']}.complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="session")

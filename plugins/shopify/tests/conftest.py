@@ -19,7 +19,7 @@ from hub.api.main import create_app
 from hub.config import Settings
 from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
-from hub.testing import serve
+from hub.testing import Switch, serve
 from hub_shopify import testing as fake
 
 API = "/api/v1/integrations"
@@ -81,23 +81,6 @@ class Harness:
 
     def action(self, connection_id: str, name: str, **params: Any) -> httpx.Response:
         return self.post(f"{API}/connections/{connection_id}/actions/{name}", {"params": params})
-
-
-class Switch:
-    """An ASGI app forwarding to whichever fake shop the current test plugged in,
-    so one loopback server serves the whole session."""
-
-    def __init__(self) -> None:
-        self.app: FastAPI | None = None
-
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": f"{message['type']}.complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="session")
