@@ -488,12 +488,17 @@ class ProviderHTTP:
         raise_for_status: bool = True,
         idempotent: bool | None = None,
         authenticate: bool = True,
+        path_in_logs: str | None = None,
     ) -> httpx.Response:
         """Send a request; return the successful response.
 
         ``authenticate=False`` sends it without the connection's
         ``request_auth`` (to a token endpoint, which takes the app's client
         credentials instead of the token being refreshed).
+
+        The hub's log names a request by its URL's path (its query can carry
+        credentials); ``path_in_logs`` is what it shows instead where the path
+        itself holds a secret (HubSpot revokes ``/oauth/v1/refresh-tokens/{token}``).
 
         Retries with backoff on 429, 5xx (``retry_statuses``) and network
         errors, honouring ``Retry-After``; the same request (headers such as
@@ -508,6 +513,7 @@ class ProviderHTTP:
         :raises AuthFailed, NotFound, ValidationFailed, RateLimited,
             ProviderUnavailable, ProviderError: as the response says.
         """
+        shown = _path(url) if path_in_logs is None else path_in_logs
         if idempotent is None:
             idempotent = method.upper() in IDEMPOTENT_METHODS or any(
                 k.lower() == "idempotency-key" for k in (headers or {}))
@@ -599,7 +605,7 @@ class ProviderHTTP:
                     raise ProviderUnavailable(
                         f"provider unreachable after {attempt + 1} attempts: {type(exc).__name__}"
                     ) from None
-                log.info("network error %s on %s %s; retry in %.2fs", type(exc).__name__, method, _path(url), delay)
+                log.info("network error %s on %s %s; retry in %.2fs", type(exc).__name__, method, shown, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
@@ -617,13 +623,13 @@ class ProviderHTTP:
                             "for its limit (at most once a minute), the last one %s %s: the hub slows down and "
                             "retries. Many mean calls above the provider's limit: other hub processes or apps "
                             "sharing the account's budget, or a declared rate above the account's plan "
-                            "(HUB_<PROVIDER>_REQUESTS_PER_SECOND)", count, method, _path(url))
+                            "(HUB_<PROVIDER>_REQUESTS_PER_SECOND)", count, method, shown)
             if retry:
                 asked = parse_retry_after(response.headers.get("retry-after"))
                 if status == 429 and self._describe_error and (asked is None or any(l.name for l, _ in limits)):
                     # The body or a header may say which limit it was (HubSpot's policyName, Xero's
                     # X-Rate-Limit-Problem), and so how long it lasts. A daily limit is not retried for nothing.
-                    said = await self._described(response, method, url)
+                    said = await self._described(response, method, shown)
                     if isinstance(said, RateLimited):
                         met = self._named(said.limit, limits) or met
                         if asked is None and said.retry_after is not None:
@@ -647,7 +653,7 @@ class ProviderHTTP:
                 paused = met
                 if status == 429 and paused:
                     paused.pause(wait)
-                log.info("HTTP %s on %s %s; retry in %.2fs", status, method, _path(url), wait)
+                log.info("HTTP %s on %s %s; retry in %.2fs", status, method, shown, wait)
                 await response.aclose()
                 if not (status == 429 and paused):
                     await asyncio.sleep(wait)
@@ -662,7 +668,7 @@ class ProviderHTTP:
                 raise ProviderError(f"provider answered HTTP {status}, a redirect{_redirect_host(response)}, "
                                     "which the hub does not follow", provider_status=status)
             if status >= 400 and raise_for_status:
-                error = error_for_response(response, await self._described(response, method, url))
+                error = error_for_response(response, await self._described(response, method, shown))
                 if isinstance(error, ProviderUnavailable) and error.retry_now and idempotent:
                     # The provider says the same request will go through shortly (Stripe's
                     # Should-Retry on a key whose first request is still executing).
@@ -671,7 +677,7 @@ class ProviderHTTP:
                     if attempt + 1 < self.retry.attempts and time.monotonic() + wait <= deadline:
                         attempt += 1
                         log.info("HTTP %s on %s %s (the provider says retry); retry in %.2fs", status, method,
-                                 _path(url), wait)
+                                 shown, wait)
                         await asyncio.sleep(wait)
                         continue
                 if isinstance(error, ProviderUnavailable) and not idempotent:

@@ -202,6 +202,21 @@ def request_auth(ctx):
     return RequestAuth(headers={"Authorization": f"Bearer {token}"} if token else {})
 
 
+@hookimpl
+async def disconnect(ctx):
+    """Give the grant back: its refresh token is deleted at HubSpot (the app
+    stays installed in the portal, as HubSpot has no uninstall call), unless
+    another connection holds the same portal's grant, or the connection was
+    made with a private app's token, which only its portal's admin revokes."""
+    refresh_token = ctx.credentials.get("refresh_token")
+    if ctx.extra.get("account_shared") or not refresh_token:
+        return False
+    # (The token is in the path: the hub's log shows the path without it.)
+    await ctx.http.request("DELETE", ctx.url(path=f"/oauth/v1/refresh-tokens/{quote(refresh_token, safe='')}"),
+                           authenticate=False, path_in_logs="/oauth/v1/refresh-tokens/…")
+    return True
+
+
 async def _account(ctx, token: str | None = None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     account = await ctx.http.json("GET", ctx.url(path="/account-info/v3/details"), headers=headers)

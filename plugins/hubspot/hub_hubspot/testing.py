@@ -214,6 +214,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
     state.consenting_portal = PORTAL_ID
     state.codes, state.access, state.refresh = {}, {PRIVATE_APP_TOKEN: (PORTAL_ID, math.inf)}, {}
     state.refuse_next = 0
+    state.revoke_failures = 0  # answers 502 to that many revocations first
     state.calls, state.refreshes, state.unauthorized, state.throttled = [], 0, 0, collections.Counter()
     state.search_cap = search_cap
 
@@ -325,6 +326,18 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         state.access[access] = (portal_id, time.time() + token_lifetime)
         return {"token_type": "bearer", "refresh_token": refresh_token, "access_token": access,
                 "expires_in": token_lifetime}
+
+    @app.delete("/oauth/v1/refresh-tokens/{refresh_token}")
+    async def revoke(refresh_token: str):
+        """The grant given back: its refresh token no longer refreshes (204; an unknown one, 404)."""
+        if state.revoke_failures > 0:
+            state.revoke_failures -= 1
+            return JSONResponse({"status": "error", "message": "internal error", "category": "INTERNAL_ERROR",
+                                 "correlationId": str(uuid.uuid4())}, status_code=502)
+        if state.refresh.pop(refresh_token, None) is None:
+            return JSONResponse({"status": "error", "message": "refresh token not found", "category":
+                                 "OBJECT_NOT_FOUND", "correlationId": str(uuid.uuid4())}, status_code=404)
+        return Response(status_code=204)
 
     @app.get("/account-info/v3/details")
     async def account_details(request: Request):

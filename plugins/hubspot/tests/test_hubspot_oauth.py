@@ -101,3 +101,23 @@ def test_a_private_app_token_typed_connects_without_the_oauth_flow(hubspot):
     typed = hubspot.client.put(f"{API}/connections/{by_oauth['id']}", json={"credentials": {"access_token": rotated}},
                                headers=other_org)
     assert typed.status_code == 422 and typed.json()["code"] == "credentials_from_authorization", typed.text
+
+
+def test_deleting_a_connection_gives_its_grant_back_and_logs_no_token(hubspot, caplog):
+    """The refresh token is deleted at HubSpot (after a passing failure,
+    retried); the log names the call without the token in its path. A
+    connection made with a private app's token gives nothing back."""
+    connection = hubspot.connect()
+    [refresh_token] = hubspot.fake.state.refresh
+    hubspot.fake.state.revoke_failures = 1
+    with caplog.at_level("INFO"):
+        deleted = hubspot.delete(f"{API}/connections/{connection['id']}")
+    assert deleted.status_code == 200 and deleted.json()["revocation"] == "revoked", deleted.text
+    assert hubspot.fake.state.refresh == {} and hubspot.fake.state.revoke_failures == 0
+    assert "/oauth/v1/refresh-tokens/…" in caplog.text and refresh_token not in caplog.text
+
+    typed = hubspot.post(f"{API}/connections", {"provider": "hubspot",
+                                                "credentials": {"access_token": fake.PRIVATE_APP_TOKEN}})
+    assert typed.status_code == 201, typed.text
+    deleted = hubspot.delete(f"{API}/connections/{typed.json()['connection']['id']}")
+    assert deleted.status_code == 200 and deleted.json()["revocation"] == "none", deleted.text
