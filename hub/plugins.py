@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,6 +409,11 @@ def schema_problems(schema: EntitySchema) -> list[str]:
             isinstance(name, str) and name and name not in ("cursor", "limit", "since") for name in schema.filters)):
         problems.append(f"its filters {schema.filters!r} must be a tuple of filter names (not cursor, limit or "
                         f"since, which the list takes itself)")
+    if schema.custom_fields is not None:
+        try:
+            re.compile(schema.custom_fields)
+        except (re.error, TypeError) as exc:
+            problems.append(f"its custom_fields {schema.custom_fields!r} is not a regular expression ({exc})")
     if not schema.fields:
         return problems
     names = [f.name for f in schema.fields]

@@ -7,6 +7,7 @@ storage rows and API responses. Nothing here does I/O.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,6 +139,13 @@ class EntitySchema:
     calling the plugin, rather than a provider ignoring it (Shopify does)
     answering an unfiltered list as if filtered. ``None``: not declared, the
     plugin checks them. The catalog shows them.
+    ``custom_fields``: a regular expression matching (whole) the dotted paths
+    of the fields an account may add to the entity beyond those declared:
+    Salesforce's custom fields (``[A-Za-z][A-Za-z0-9_]*__c``), HubSpot's own
+    properties (``properties\\.[a-z][a-z0-9_]*``). Sync's field mappings may
+    name them, and stored records' writes set them; their type is unknown
+    until a record holds one, so a mapping's cast of one is checked on each
+    record, not when the mapping is saved. ``None``: only declared fields.
     """
 
     name: str
@@ -155,6 +163,7 @@ class EntitySchema:
     created_field: str | None = None
     fixed_page_size: int | None = None
     filters: tuple[str, ...] | None = None
+    custom_fields: str | None = None
 
     @property
     def readonly(self) -> bool:
@@ -162,6 +171,10 @@ class EntitySchema:
 
     def field(self, name: str) -> EntityField | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    def custom(self, path: str) -> bool:
+        """Whether ``path`` names a field an account may add (``custom_fields``)."""
+        return bool(self.custom_fields) and re.fullmatch(self.custom_fields, path) is not None
 
     def updated_value(self, record: Any) -> Any:
         """The value at ``updated_field`` (a dotted path) in a record, or None."""
@@ -187,6 +200,7 @@ class EntitySchema:
             "listed_for_days": self.listed_for_days,
             "fixed_page_size": self.fixed_page_size,
             "filters": list(self.filters) if self.filters is not None else None,
+            "custom_fields": self.custom_fields,
             "readonly": self.readonly,
             "fields": [f.public() for f in self.fields],
         }

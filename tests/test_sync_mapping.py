@@ -443,3 +443,47 @@ def test_filters_declared_for_a_list_records_that_takes_none_refuse_the_plugin()
     record = registry.register(module_plugin("nofilters_plugin", info, [
         EntitySchema("things", "Things", filters=("colour",))]), "nofilters")
     assert record.error and "declares filters its list_records does not take" in record.error
+
+
+def test_fields_an_account_adds_are_mapped_when_the_schema_says_how_they_are_named():
+    """``custom_fields`` (Salesforce's ``…__c``, HubSpot's own properties):
+    mappings may name such fields, their casts checked on each record (their
+    type is unknown when saved); a name outside the pattern is still refused,
+    and a write of the raw shape sets them."""
+    crm = EntitySchema("accounts", "Accounts", (
+        EntityField("Id", readonly=True), EntityField("Name"),
+        EntityField("properties", type="object", fields=(EntityField("email"),)),
+    ), id_field="Id", custom_fields=r"[A-Za-z][A-Za-z0-9_]*__c|properties\.[a-z][a-z0-9_]*")
+    mappings = validate_mappings(crm, [
+        {"source": "Tier__c", "target": "tier"},
+        {"source": "Seats__c", "target": "seats", "transform": "int"},
+        {"source": "properties.favourite_colour", "target": "colour"},
+        {"source": "properties.email", "target": "email"},
+    ])
+    mapped = Mapper(crm, mappings)
+    record = {"Id": "001", "Name": "Acme", "Tier__c": "Gold", "Seats__c": "12",
+              "properties": {"email": "a@acme.example", "favourite_colour": "teal"}}
+    assert mapped.to_tenant(record) == {"tier": "Gold", "seats": 12, "colour": "teal", "email": "a@acme.example"}
+    assert mapped.to_provider({"tier": "Platinum", "seats": 20}) == {"Tier__c": "Platinum", "Seats__c": 20}
+    problems: list = []
+    assert mapped.to_tenant({**record, "Seats__c": "many"}, problems)["seats"] is None
+    assert [p["field"] for p in problems] == ["seats"]
+
+    for unknown in ("Tier", "properties.Not-A-Name", "Tier__c.inner"):
+        with pytest.raises(ValidationFailed) as refused:
+            validate_mappings(crm, [{"source": unknown, "target": "x"}])
+        assert refused.value.code == "unknown_field", unknown
+    assert Mapper(crm, [])._raw({"Name": "Acme", "Tier__c": "Gold"}) == {"Name": "Acme", "Tier__c": "Gold"}
+    with pytest.raises(ValidationFailed) as refused:
+        Mapper(crm, [])._raw({"Tier": "Gold"})
+    assert refused.value.code == "unknown_field"
+    with pytest.raises(ValidationFailed):
+        validate_mappings(ACCOUNT, [{"source": "Tier__c", "target": "tier"}])  # (a schema without the pattern)
+
+
+def test_a_custom_fields_pattern_that_is_no_regular_expression_is_a_schema_problem():
+    from hub.plugins import schema_problems
+
+    assert schema_problems(EntitySchema("a", "A", custom_fields=r"[A-Za-z]+__c")) == []
+    [problem] = schema_problems(EntitySchema("a", "A", custom_fields="(__c"))
+    assert "custom_fields" in problem and "not a regular expression" in problem

@@ -77,6 +77,9 @@ class EntityOut(BaseModel):
     filters: list[str] | None = Field(default=None, description=(
         "The filters a listing of this entity takes (query parameters besides `cursor`, `limit` and `since`); "
         "another is refused (`unknown_filter`). Null: not declared by the plugin."))
+    custom_fields: str | None = Field(default=None, description=(
+        "A regular expression matching the (dotted) names of fields an account may add beyond `fields` "
+        "(Salesforce's `…__c`): field mappings may name them, and record writes set them. Null: none."))
     readonly: bool
     fields: list[FieldOut]
 

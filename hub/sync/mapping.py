@@ -210,6 +210,8 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
             seen_targets.add(target)
         for position, source in enumerate(mapping.sources()):
             where = ("source", *at(mapping.source, position))
+            if _leaf(schema, source) is None and schema.custom(source):
+                continue  # a field the account adds (custom): its type shows in its records only
             field_type, known = _field_type(schema, source)
             if not known:
                 problem(index, "unknown_field",
@@ -887,7 +889,7 @@ class Mapper:
 
     def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
         if self.schema.fields:
-            unknown = sorted(k for k in changes if self.schema.field(k) is None)
+            unknown = sorted(k for k in changes if self.schema.field(k) is None and not self.schema.custom(k))
             if unknown:
                 raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
                                        code="unknown_field", details={"unknown": unknown}, fields=unknown)
