@@ -27,6 +27,7 @@ from hub.types import (
     EntityField,
     EntitySchema,
     ErrorDescription,
+    HubError,
     NotFound,
     Page,
     ProviderError,
@@ -246,6 +247,8 @@ async def test_connection(ctx):
 #: The names HubSpot gives its limits in a 429's policyName.
 SEARCH_POLICY = "SECONDLY"
 DAILY_POLICY = "DAILY"
+#: How long a daily limit holds a connection whose portal's time zone (its reset) is not known.
+DAILY_UNKNOWN_RESET = 3600.0
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 INVALID_PROPERTIES = "Property values were not valid: "
 
@@ -298,7 +301,12 @@ def _rate_limited(message: str, policy: Any, response, ctx) -> RateLimited:
     """HubSpot's 429s carry no Retry-After: the body's policyName says which limit, and so how
     long it lasts. The daily one ends at the portal's midnight."""
     if policy == DAILY_POLICY:
-        return RateLimited(message, retry_after=_until_midnight(ctx.config.get("time_zone")))
+        time_zone = ctx.config.get("time_zone")
+        if not time_zone:
+            # (A private app's connection: its portal's midnight is not known. Held until UTC's, it
+            # could be refused again for a day more: an hour at a time, a call an hour is refused.)
+            return RateLimited(message, retry_after=DAILY_UNKNOWN_RESET)
+        return RateLimited(message, retry_after=_until_midnight(time_zone))
     if policy == SEARCH_POLICY:
         return RateLimited(message, limit="search", retry_after=1.0)
     try:
@@ -431,15 +439,27 @@ async def create_record(ctx, entity, data):
     # No idempotency key at HubSpot: the core does not send a create again after a lost answer.
     created = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}"),
                                   json={"properties": _properties(entity, data)})
-    # The answer holds only the properties written (and a few of HubSpot's): read it whole.
-    return await get_record(ctx, entity, _written_id(created, entity))
+    return await _whole(ctx, entity, created)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id),
                                   json={"properties": _properties(entity, data)})
-    return await get_record(ctx, entity, _written_id(updated, entity))
+    return await _whole(ctx, entity, updated)
+
+
+async def _whole(ctx, entity: str, written: Any) -> dict[str, Any]:
+    """The record a write made, read whole: HubSpot's answer holds only the
+    properties written (and a few of its own). The write is made whatever
+    the reading meets (a 429, HubSpot down): then its answer stands, not an
+    error, which would have the write sent again (HubSpot takes no
+    idempotency key: a second record); the next pull reads it whole."""
+    record_id = _written_id(written, entity)
+    try:
+        return await get_record(ctx, entity, record_id)
+    except HubError:
+        return written
 
 
 def _written_id(answer: Any, entity: str) -> str:
@@ -496,6 +516,9 @@ def _check_signature(ctx, request) -> None:
     v1 = request.header("X-HubSpot-Signature")
     if v1 is None or (request.header("X-HubSpot-Signature-Version") or "v1").lower() != "v1":
         raise WebhookRejected("no X-HubSpot-Signature-v3, nor a v1 X-HubSpot-Signature")
+    if str(ctx.settings.get("webhook_v1") or "on").lower() in ("off", "false", "0", "no"):
+        # (v1 signs no time: a delivery captured once, its v3 headers removed, would pass at any age.)
+        raise WebhookRejected("a v1 signature only, which HUB_HUBSPOT_WEBHOOK_V1=off refuses")
     if not hmac.compare_digest(hashlib.sha256(secret + request.body).hexdigest().encode(), v1.encode()):
         raise WebhookRejected("X-HubSpot-Signature (v1) does not match")
 
@@ -553,17 +576,22 @@ def _event(event: dict[str, Any]) -> WebhookEvent:
     try:
         kind, _, change = event["subscriptionType"].partition(".")
         occurred = datetime.fromtimestamp(int(event["occurredAt"]) / 1000, tz=timezone.utc)
-        event_id, object_id = event["eventId"], event["objectId"]
+        event_id = event["eventId"]
     except (KeyError, TypeError, AttributeError, ValueError, OverflowError, OSError):
-        raise WebhookRejected("malformed delivery: an event without its type, time or ids") from None
-    if not all(_hubspot_id(value) for value in (event_id, object_id)):
+        raise WebhookRejected("malformed delivery: an event without its type, time or id") from None
+    object_id = event.get("objectId")
+    if not _hubspot_id(event_id) or (object_id is not None and not _hubspot_id(object_id)):
         raise WebhookRejected("malformed delivery: an event or object id is not a number")
-    entity = SUBSCRIBED.get(kind)
+    # HubSpot says an eventId alone is not guaranteed unique: with the change, the object and the
+    # time, it is (a retried delivery repeats them all).
+    dedup_key = f"{event_id}:{kind}.{change}:{object_id}:{event['occurredAt']}"
+    entity = SUBSCRIBED.get(kind) if object_id is not None else None
     action = CHANGES.get(change, "changed") if entity else "changed"
     if action == REDACTED:
         # A privacy deletion: erased everywhere, its body not kept (it names the person).
-        return WebhookEvent(dedup_key=str(event_id), type=f"{kind}.privacy_deletion", entity=entity,
+        return WebhookEvent(dedup_key=dedup_key, type=f"{kind}.privacy_deletion", entity=entity,
                             action=REDACTED, record_id=str(object_id), occurred_at=occurred)
-    named = f"{kind}.{action}" if action != "changed" else f"{kind}.{change}"  # (a merge, an association)
-    return WebhookEvent(dedup_key=str(event_id), type=named, entity=entity, action=action, record_id=str(object_id),
-                        occurred_at=occurred, raw=event)
+    # (A merge, an association change, whose ids are fromObjectId/toObjectId: kept, changing no record.)
+    named = f"{kind}.{action}" if action != "changed" else f"{kind}.{change}"
+    return WebhookEvent(dedup_key=dedup_key, type=named, entity=entity, action=action,
+                        record_id=str(object_id) if object_id is not None else None, occurred_at=occurred, raw=event)

@@ -29,7 +29,7 @@ def test_a_v3_signed_delivery_is_taken_once(hubspot):
     assert first.json()["received"] == 4
     replay = hubspot.deliver(headers, body)
     assert replay.json()["duplicate"] is True and replay.json()["received"] == 0
-    stored = {e["dedup_key"]: e for e in events_of(hubspot, connection)}
+    stored = {e["dedup_key"].split(":")[0]: e for e in events_of(hubspot, connection)}  # (eventId:type:…)
     assert {key: (e["type"], e["entity"], e["action"], e["record_id"]) for key, e in stored.items()} == {
         str(events[0]["eventId"]): ("contact.created", "contacts", "created", "51"),
         str(events[1]["eventId"]): ("deal.deleted", "deals", "deleted", "9100001"),
