@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -424,6 +425,16 @@ async def create_record(ctx, entity, data, idempotency_key):
     return _unwrap(body, name)
 
 
+def _write_id() -> str:
+    """The ``requestid`` of one update or delete: each call its own, the
+    core's re-sends of it the same. Not derived from the change: QuickBooks
+    answers a repeated id with its first answer, so a change refused once (a
+    name in use) and sent again once its cause is gone would meet its refusal
+    for ever. A change made whose answer was lost is told by its SyncToken,
+    which it moved on: sent again, it is refused as stale, and sync compares."""
+    return uuid.uuid4().hex
+
+
 async def _sync_token(ctx, entity: str, record_id: str, base: dict[str, Any] | None, data: dict[str, Any]) -> str:
     """The version a change is made on: the one sync based it on, else the
     one the client sent (``SyncToken`` in its data), else QuickBooks' current
@@ -441,8 +452,7 @@ async def update_record(ctx, entity, record_id, data, base):
     _id(entity, record_id)
     change = {**data, "Id": record_id, "SyncToken": await _sync_token(ctx, entity, record_id, base, data),
               "sparse": True}
-    answer = await _call(ctx, "POST", f"/{name.lower()}", json=change,
-                         params={"requestid": request_id(entity, record_id, change)})
+    answer = await _call(ctx, "POST", f"/{name.lower()}", json=change, params={"requestid": _write_id()})
     return _unwrap(answer, name)
 
 
@@ -457,7 +467,7 @@ async def delete_record(ctx, entity, record_id, base):
     _id(entity, record_id)
     target = {"Id": record_id, "SyncToken": await _sync_token(ctx, entity, record_id, base, {})}
     await _call(ctx, "POST", f"/{name.lower()}", json=target,
-                params={"operation": "delete", "requestid": request_id(entity, "delete", target)})
+                params={"operation": "delete", "requestid": _write_id()})
     return True
 
 

@@ -175,3 +175,16 @@ def test_by_default_a_429_holds_the_company_s_calls_for_a_minute(qbo, connection
     sent = len(qbo.app.state.calls)
     again = qbo.get(qbo.records(connection["id"], "invoices"))
     assert again.status_code == 429 and len(qbo.app.state.calls) == sent  # not even sent
+
+
+def test_a_refused_update_sent_again_once_its_cause_is_gone_is_made(qbo, connection):
+    """QuickBooks answers a repeated requestid with its first answer: an
+    update refused (a name in use) and sent again once the name is freed
+    must not carry the same one, or it meets the refusal for ever."""
+    customers = qbo.records(connection["id"], "customers")
+    refused = qbo.put(f"{customers}/2", {"data": {"DisplayName": "Customer 1"}})
+    assert refused.status_code == 422 and refused.json()["code"] == "duplicate_name", refused.text
+    assert qbo.put(f"{customers}/1", {"data": {"DisplayName": "Customer One"}}).status_code == 200
+    again = qbo.put(f"{customers}/2", {"data": {"DisplayName": "Customer 1"}})
+    assert again.status_code == 200 and again.json()["record"]["DisplayName"] == "Customer 1", again.text
+    assert fake.company(qbo.app).tables["Customer"]["2"]["DisplayName"] == "Customer 1"
