@@ -1,0 +1,439 @@
+"""Salesforce through its REST API: OAuth 2 (web-server flow with PKCE) per
+org, production or sandbox, on the org's own host (``instance_url``, which a
+refresh may move); accounts, contacts, leads and opportunities read with SOQL
+(``SystemModstamp`` for increments, query locators for pages, the delete log
+for what was deleted since) and written through the sObject resources;
+Salesforce's error arrays as hub errors; the org's daily API allocation
+(``403 REQUEST_LIMIT_EXCEEDED``) as a rate limit. No webhooks: Salesforce
+has no signed HTTP deliveries. The fake org is :mod:`hub_salesforce.testing`."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from hub import hookimpl, oauth2
+from hub.types import (
+    AuthFailed,
+    Credentials,
+    EntityField,
+    EntitySchema,
+    ErrorDescription,
+    NotFound,
+    Page,
+    ProviderError,
+    ProviderInfo,
+    RateLimit,
+    RateLimited,
+    RequestAuth,
+    ValidationFailed,
+)
+
+#: The REST API version every URL names (``HUB_SALESFORCE_API_VERSION`` changes it).
+API_VERSION = "v62.0"
+#: Salesforce's query batches: 2,000 records at most, 200 at least (``Sforce-Query-Options: batchSize=``).
+MIN_BATCH, MAX_BATCH = 200, 2000
+#: How long the org's daily allocation is taken to stay used up once Salesforce refuses a call
+#: (``HUB_SALESFORCE_LIMIT_WAIT_SECONDS``): its 24 hours roll, so calls free up as old ones age out.
+LIMIT_WAIT_SECONDS = 3600.0
+#: How far back the delete log answers (Salesforce: 15 days before the day of the call).
+DELETE_LOG_DAYS = 14
+ENVIRONMENTS = {"production": ("authorize", "token"), "sandbox": ("sandbox_authorize", "sandbox_token")}
+
+INFO = ProviderInfo(
+    name="salesforce",
+    label="Salesforce",
+    logo="https://www.salesforce.com/favicon.ico",
+    category="crm",
+    auth_type="oauth2",
+    description="Salesforce orgs (production or sandbox): accounts, contacts, leads and opportunities "
+                "(REST API, SOQL).",
+    urls={
+        "api": "{instance_url}/services/data/{api_version}",
+        "authorize": "{login_url}/services/oauth2/authorize",
+        "token": "{login_url}/services/oauth2/token",
+        "sandbox_authorize": "{sandbox_login_url}/services/oauth2/authorize",
+        "sandbox_token": "{sandbox_login_url}/services/oauth2/token",
+    },
+    url_defaults={"api_version": API_VERSION, "login_url": "https://login.salesforce.com",
+                  "sandbox_login_url": "https://test.salesforce.com"},
+    # Salesforce publishes no per-second limit (its limit is the org's allocation of calls over a
+    # rolling 24 hours, which depends on its edition and licences): this is the hub's own pace.
+    # Declared, it is also what the core refuses the connection's calls by, unsent, once
+    # Salesforce answers REQUEST_LIMIT_EXCEEDED.
+    rate_limit=RateLimit(requests_per_second=25, burst=25),
+    scopes=("api", "refresh_token"),
+    supports_pkce=True,
+    supports_webhooks=False,
+    config_fields=(
+        EntityField("environment", "Environment", description="production (login.salesforce.com) or sandbox "
+                    "(test.salesforce.com); given when authorizing, production by default"),
+        EntityField("instance_url", "Instance URL", readonly=True,
+                    description="the org's API host, from the token answer (a refresh may move it)"),
+    ),
+)
+
+F = EntityField
+
+
+def _times() -> tuple[EntityField, ...]:
+    return (F("OwnerId", "Owner ID"), F("CreatedDate", "Created", "datetime", readonly=True),
+            F("LastModifiedDate", "Last modified", "datetime", readonly=True),
+            F("SystemModstamp", "System modstamp", "datetime", readonly=True,
+                description="changed by every change, Salesforce's own too: what increments follow"))
+
+
+def _address(prefix: str, label: str) -> tuple[EntityField, ...]:
+    return tuple(F(f"{prefix}{part}", f"{label} {part.lower()}".replace("postalcode", "postal code"))
+                 for part in ("Street", "City", "State", "PostalCode", "Country"))
+
+
+FIELDS = {
+    "accounts": (
+        F("Id", "ID", readonly=True), F("Name", "Name", required=True), F("AccountNumber", "Account number"),
+        F("Type", "Type"), F("Industry", "Industry"), F("Phone", "Phone"), F("Fax", "Fax"),
+        F("Website", "Website"), F("Description", "Description"),
+        F("NumberOfEmployees", "Employees", "integer"), F("AnnualRevenue", "Annual revenue", "number"),
+        *_address("Billing", "Billing"), *_address("Shipping", "Shipping"), F("ParentId", "Parent account ID"),
+        *_times()),
+    "contacts": (
+        F("Id", "ID", readonly=True), F("Salutation", "Salutation"), F("FirstName", "First name"),
+        F("LastName", "Last name", required=True), F("Email", "Email"), F("Phone", "Phone"),
+        F("MobilePhone", "Mobile phone"), F("Title", "Title"), F("Department", "Department"),
+        F("AccountId", "Account ID"), *_address("Mailing", "Mailing"), F("LeadSource", "Lead source"),
+        F("Birthdate", "Birthdate", "date"), F("Description", "Description"), *_times()),
+    "leads": (
+        F("Id", "ID", readonly=True), F("Salutation", "Salutation"), F("FirstName", "First name"),
+        F("LastName", "Last name", required=True), F("Company", "Company", required=True), F("Title", "Title"),
+        F("Email", "Email"), F("Phone", "Phone"), F("MobilePhone", "Mobile phone"), F("Website", "Website"),
+        F("Status", "Status", description="the org's default lead status when left out"),
+        F("LeadSource", "Lead source"), F("Industry", "Industry"), F("Rating", "Rating"),
+        F("NumberOfEmployees", "Employees", "integer"), F("AnnualRevenue", "Annual revenue", "number"),
+        F("Street", "Street"), F("City", "City"), F("State", "State"), F("PostalCode", "Postal code"),
+        F("Country", "Country"), F("Description", "Description"),
+        F("IsConverted", "Converted", "boolean", readonly=True), *_times()),
+    "opportunities": (
+        F("Id", "ID", readonly=True), F("Name", "Name", required=True), F("AccountId", "Account ID"),
+        F("StageName", "Stage", required=True), F("CloseDate", "Close date", "date", required=True),
+        F("Amount", "Amount", "number"), F("Probability", "Probability (%)", "number"), F("Type", "Type"),
+        F("LeadSource", "Lead source"), F("NextStep", "Next step"), F("Description", "Description"),
+        F("ForecastCategoryName", "Forecast category"), F("IsClosed", "Closed", "boolean", readonly=True),
+        F("IsWon", "Won", "boolean", readonly=True), *_times()),
+}
+#: The hub's entity names and Salesforce's sObject types.
+SOBJECTS = {"accounts": "Account", "contacts": "Contact", "leads": "Lead", "opportunities": "Opportunity"}
+CUSTOM = ("Custom fields (Name__c) are neither read nor declared: each org has its own, and the hub's "
+          "schemas are the same for every connection. They can be written (Salesforce checks them).")
+SCHEMAS = [
+    EntitySchema(entity, entity.capitalize(), FIELDS[entity], id_field="Id", updated_field="SystemModstamp",
+                 supports_create=True, supports_update=True, supports_delete=True, supports_since=True,
+                 fixed_page_size=MAX_BATCH, description=CUSTOM)
+    for entity in SOBJECTS
+]
+#: The fields a query (and a record read) asks for, in the schema's order.
+SELECTED = {entity: tuple(f.name for f in FIELDS[entity]) for entity in SOBJECTS}
+
+
+@hookimpl
+def provider_info():
+    return INFO
+
+
+@hookimpl
+def entity_schemas():
+    return SCHEMAS
+
+
+# ---------------------------------------------------------------- auth
+
+
+def _environment(config: dict[str, Any]) -> str:
+    return str(config.get("environment") or "production")
+
+
+@hookimpl
+def authorization_url(ctx, redirect_uri, state, code_challenge, params):
+    """The org's login host: ``login.salesforce.com``, or ``test.salesforce.com``
+    for a sandbox (``?environment=sandbox`` on the authorize request)."""
+    environment = (params.get("environment") or "production").strip().lower()
+    if environment not in ENVIRONMENTS:
+        raise ValidationFailed("environment must be production or sandbox", code="invalid_value",
+                               fields=["environment"])
+    params["environment"] = environment
+    query = {"response_type": "code", "client_id": ctx.setting("client_id"), "redirect_uri": redirect_uri,
+             "state": state, "scope": " ".join(INFO.scopes)}
+    if code_challenge:
+        query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
+    return f"{ctx.url(ENVIRONMENTS[environment][0])}?{urlencode(query)}"
+
+
+async def _token(ctx, grant_type: str, **fields: str | None) -> Any:
+    """POST a grant to the token endpoint of the org's environment (the
+    login host that issued the grant), with the app's client id and secret."""
+    form = {"grant_type": grant_type, "client_id": ctx.setting("client_id"),
+            "client_secret": ctx.setting("client_secret"), **{k: v for k, v in fields.items() if v is not None}}
+    url = ctx.url(ENVIRONMENTS.get(_environment(ctx.config), ENVIRONMENTS["production"])[1])
+    body = await ctx.http.json("POST", url, data=form, headers={"Accept": "application/json"}, authenticate=False)
+    return body, url
+
+
+def _credentials(ctx, body: Any, token_url: str) -> Credentials:
+    """The token answer's tokens, and its ``instance_url`` as the connection's config.
+
+    Salesforce signs the identity URL and issue time with the app's client
+    secret (``signature``): a token answer that does not carry it right did
+    not come from Salesforce for this app. The answer says no expiry: the
+    session lasts as long as the org's timeout, and a call meeting its end
+    (401 ``INVALID_SESSION_ID``) is refreshed by the core.
+    """
+    credentials = oauth2.token_credentials(body)
+    identity, issued_at, signature = (str(body.get(key) or "") for key in ("id", "issued_at", "signature"))
+    expected = base64.b64encode(hmac.new(ctx.setting("client_secret").encode(), (identity + issued_at).encode(),
+                                         hashlib.sha256).digest()).decode()
+    if not hmac.compare_digest(expected, signature):
+        raise AuthFailed("Salesforce's token answer is not signed for this app (signature)", code="bad_signature")
+    return dataclasses.replace(credentials, config={"instance_url": _instance_url(body.get("instance_url"),
+                                                                                  token_url)})
+
+
+def _instance_url(value: Any, token_url: str) -> str:
+    """The org's API origin as the token answer names it: scheme and host
+    only, and https unless the login host itself is not (a fake in tests)."""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    secure = urlsplit(token_url).scheme == "https"
+    if (parts is None or parts.scheme not in (("https",) if secure else ("https", "http")) or not parts.hostname
+            or parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment):
+        raise ProviderError("Salesforce's token answer names no usable instance_url")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@hookimpl
+async def exchange_code(ctx, code, redirect_uri, code_verifier):
+    body, url = await _token(ctx, "authorization_code", code=code, redirect_uri=redirect_uri,
+                             code_verifier=code_verifier)
+    return _credentials(ctx, body, url)
+
+
+@hookimpl
+async def refresh_credentials(ctx):
+    """A new session (Salesforce keeps the refresh token as it is), and the
+    org's ``instance_url`` as it is now: an org moved to another instance
+    answers its new host, which the core keeps as the connection's config."""
+    refresh_token = ctx.credentials.get("refresh_token")
+    if not refresh_token:
+        raise AuthFailed("the connection holds no refresh token: connect it again")
+    body, url = await _token(ctx, "refresh_token", refresh_token=refresh_token)
+    return _credentials(ctx, body, url)
+
+
+@hookimpl
+def request_auth(ctx):
+    token = ctx.credentials.get("access_token")
+    return RequestAuth(headers={"Accept": "application/json", **({"Authorization": f"Bearer {token}"}
+                                                                 if token else {})})
+
+
+@hookimpl
+async def test_connection(ctx):
+    """The org the session reaches: its 18-character id (the connection's account)."""
+    body = await _query(ctx, "SELECT Id, Name, OrganizationType, IsSandbox, InstanceName FROM Organization")
+    org = body["records"][0] if isinstance(body, dict) and body.get("records") else None
+    if not isinstance(org, dict) or not isinstance(org.get("Id"), str):
+        raise ProviderError("Salesforce answered the Organization query without the org")
+    return {"account": org["Id"], "name": org.get("Name"), "edition": org.get("OrganizationType"),
+            "sandbox": org.get("IsSandbox"), "instance": org.get("InstanceName")}
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _limit_wait(ctx) -> float:
+    try:
+        return float(getattr(ctx, "settings", {}).get("limit_wait_seconds") or LIMIT_WAIT_SECONDS)
+    except ValueError:
+        return LIMIT_WAIT_SECONDS
+
+
+@hookimpl
+def describe_error(response, ctx):
+    """Salesforce's error array ``[{"message", "errorCode", "fields"}]``: the
+    messages, the fields named, and the first error code in lower case
+    (``required_field_missing``); the token endpoint's ``{"error",
+    "error_description"}``. Two codes say more than their status: the org's
+    API allocation used up (a 403) is a rate limit, and a query locator
+    Salesforce no longer has (expired) is a cursor to list again from the
+    start (``invalid_cursor``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body.get("error_description") or body["error"])
+    if not isinstance(body, list) or not body or not all(isinstance(e, dict) for e in body):
+        return None
+    messages = "; ".join(str(e.get("message") or e.get("errorCode") or "") for e in body) or None
+    code = str(body[0].get("errorCode") or "")
+    fields = [str(name) for e in body if isinstance(e.get("fields"), list) for name in e["fields"]]
+    kwargs = {"details": body, "fields": fields, "provider_status": response.status_code}
+    if code == "REQUEST_LIMIT_EXCEEDED":
+        return RateLimited(messages or "the org's API request limit is exceeded", retry_after=_limit_wait(ctx),
+                           **kwargs)
+    if code == "INVALID_QUERY_LOCATOR":
+        return ValidationFailed(f"{messages}: the listing is to start again from its first page",
+                                code="invalid_cursor", **kwargs)
+    return ErrorDescription(messages or f"Salesforce answered HTTP {response.status_code}",
+                            fields=list(dict.fromkeys(fields)), details=body, code=code.lower() or None)
+
+
+# ---------------------------------------------------------------- records
+
+
+def _sobject(entity: str) -> str:
+    try:
+        return SOBJECTS[entity]
+    except KeyError:
+        raise NotFound(f"Salesforce has no {entity!r} here (entities: {', '.join(SOBJECTS)})",
+                       code="unknown_entity") from None
+
+
+SALESFORCE_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
+
+
+def _id(entity: str, record_id: str) -> str:
+    """A record id as it goes into a path: Salesforce's ids are 15 or 18
+    letters and digits; anything else is no record (and never URL syntax)."""
+    if not SALESFORCE_ID.fullmatch(record_id):
+        raise NotFound(f"no {entity} record {record_id!r}: Salesforce ids are 15 or 18 letters and digits")
+    return record_id
+
+
+def _record(body: Any, entity: str) -> dict[str, Any]:
+    """A record without its ``attributes`` (its type, which the entity says,
+    and its URL, which names the API version: kept, a change of version
+    would make every record look changed)."""
+    if not isinstance(body, dict):
+        raise ProviderError(f"Salesforce answered a {entity} record that is not an object")
+    return {key: value for key, value in body.items() if key != "attributes"}
+
+
+async def _query(ctx, soql: str, batch: int | None = None) -> Any:
+    headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else None
+    return await ctx.http.json("GET", ctx.url(path="/query"), params={"q": soql}, headers=headers)
+
+
+def _soql_time(moment: datetime) -> str:
+    """A SOQL datetime literal, to the second (Salesforce keeps no finer): floored, at or after keeps."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: A query locator and the position of the next batch, as ``nextRecordsUrl`` ends.
+LOCATOR = re.compile(r"[0-9A-Za-z]{15,18}-[0-9]{1,9}")
+NEXT_RECORDS = re.compile(r"/services/data/v[0-9]{1,3}\.[0-9]/query(?:All)?/(" + LOCATOR.pattern + ")")
+
+
+@hookimpl
+async def list_records(ctx, entity, cursor, page_size, since):
+    """``SELECT <fields> FROM <type> [WHERE SystemModstamp >= since] ORDER BY
+    SystemModstamp, Id``, then the query's next batches (``nextRecordsUrl``)
+    while it is not ``done``.
+
+    Salesforce sizes batches itself (200 to 2,000, as asked in
+    ``Sforce-Query-Options``, or fewer): the schema declares
+    ``fixed_page_size``. The cursor is the query locator and position that
+    ``nextRecordsUrl`` ends with, never a URL: only such a locator is taken,
+    so no cursor can send a call elsewhere. A locator Salesforce no longer
+    has (it expires after 15 minutes unused) is ``invalid_cursor``: sync
+    starts its pass over. The last page of a ``since`` listing carries, as
+    ``deleted_ids``, what the delete log says was deleted since."""
+    name = _sobject(entity)
+    batch = max(MIN_BATCH, min(page_size, MAX_BATCH))
+    if cursor:
+        if not LOCATOR.fullmatch(cursor):
+            raise ValidationFailed("not a Salesforce query cursor this plugin handed out", code="invalid_cursor")
+        body = await ctx.http.json("GET", ctx.url(path=f"/query/{cursor}"),
+                                   headers={"Sforce-Query-Options": f"batchSize={batch}"})
+    else:
+        where = f" WHERE SystemModstamp >= {_soql_time(since)}" if since else ""
+        body = await _query(ctx, f"SELECT {', '.join(SELECTED[entity])} FROM {name}{where} "
+                                 f"ORDER BY SystemModstamp, Id", batch)
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not isinstance(body.get("done"), bool):
+        raise ProviderError(f"Salesforce answered the {name} query without its records")
+    page = Page(records=[_record(r, entity) for r in records])
+    if not body["done"]:
+        found = NEXT_RECORDS.fullmatch(str(body.get("nextRecordsUrl") or ""))
+        if not records or found is None or found.group(1) == cursor:
+            raise ProviderError(f"Salesforce said more {name} records follow but gave no batch to go on from")
+        page.next_cursor = found.group(1)
+    elif since is not None:
+        page.deleted_ids = await _deleted_since(ctx, name, since)
+    return page
+
+
+async def _deleted_since(ctx, name: str, since: datetime) -> list[str]:
+    """The ids of records of ``name`` deleted since ``since``, from the
+    delete log (``/sobjects/<type>/deleted/``). Its window must span more than a
+    minute (it is widened back: a deletion already known is no news) and
+    start within the log's 15 days: an older ``since`` reports none (the
+    next full pass finds them gone)."""
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    start = min(since.astimezone(timezone.utc), now - timedelta(minutes=2))
+    if start < now - timedelta(days=DELETE_LOG_DAYS):
+        return []
+    body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/deleted/"),
+                               params={"start": _soql_time(start), "end": _soql_time(now)})
+    deleted = body.get("deletedRecords") if isinstance(body, dict) else None
+    if not isinstance(deleted, list):
+        raise ProviderError(f"Salesforce answered the {name} delete log without its deletedRecords")
+    return [str(d["id"]) for d in deleted if isinstance(d, dict) and isinstance(d.get("id"), str)]
+
+
+@hookimpl
+async def get_record(ctx, entity, record_id):
+    name = _sobject(entity)
+    body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"),
+                               params={"fields": ",".join(SELECTED[entity])})
+    return _record(body, entity)
+
+
+def _data(data: dict[str, Any]) -> dict[str, Any]:
+    """What a write sends: the fields, without a record's ``attributes`` sent back."""
+    return {key: value for key, value in data.items() if key != "attributes"}
+
+
+def _written_id(answer: Any, name: str) -> str:
+    record_id = answer.get("id") if isinstance(answer, dict) else None
+    if not isinstance(record_id, str) or not SALESFORCE_ID.fullmatch(record_id):
+        raise ProviderError(f"Salesforce answered the creation of a {name} without its id")
+    return record_id
+
+
+@hookimpl
+async def create_record(ctx, entity, data):
+    # No idempotency key at Salesforce: the core does not send a create again after a lost answer.
+    name = _sobject(entity)
+    created = await ctx.http.json("POST", ctx.url(path=f"/sobjects/{name}/"), json=_data(data))
+    # The answer holds only the new id: the record is read whole, as listed.
+    return await get_record(ctx, entity, _written_id(created, name))
+
+
+@hookimpl
+async def update_record(ctx, entity, record_id, data):
+    name = _sobject(entity)
+    await ctx.http.request("PATCH", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"), json=_data(data))
+    return await get_record(ctx, entity, record_id)
+
+
+@hookimpl
+async def delete_record(ctx, entity, record_id):
+    """To the org's recycle bin (15 days), and its delete log."""
+    name = _sobject(entity)
+    await ctx.http.request("DELETE", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"))
+    return True
+
