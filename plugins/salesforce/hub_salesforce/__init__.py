@@ -44,6 +44,8 @@ MIN_BATCH, MAX_BATCH = 200, 2000
 LIMIT_WAIT_SECONDS = 3600.0
 #: How far back the delete log answers (Salesforce: 15 days before the day of the call).
 DELETE_LOG_DAYS = 14
+#: How much earlier than ``since`` the delete log is read (see ``_deleted_since``).
+DELETE_LOG_OVERLAP = timedelta(hours=1)
 ENVIRONMENTS = {"production": ("authorize", "token"), "sandbox": ("sandbox_authorize", "sandbox_token")}
 
 INFO = ProviderInfo(
@@ -378,14 +380,16 @@ async def list_records(ctx, entity, cursor, page_size, since):
 
 async def _deleted_since(ctx, name: str, since: datetime) -> list[str]:
     """The ids of records of ``name`` deleted since ``since``, from the
-    delete log (``/sobjects/<type>/deleted/``). Its window must span more than a
-    minute (it is widened back: a deletion already known is no news) and
-    start within the log's 15 days: an older ``since`` reports none (the
-    next full pass finds them gone)."""
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    start = min(since.astimezone(timezone.utc), now - timedelta(minutes=2))
-    if start < now - timedelta(days=DELETE_LOG_DAYS):
-        return []
+    delete log (``/sobjects/<type>/deleted/``).
+
+    The window starts an hour before ``since``: the log may not yet cover
+    the last moments before the call (its ``latestDateCovered``), and the
+    next pass's ``since`` follows the records' modification times, not the
+    log's, so deletions of those moments are asked again (one known already
+    is no news). It starts within the log's 15 days: of an older ``since``,
+    the deletions the log no longer holds are found gone by the next full pass."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = max(since.astimezone(timezone.utc) - DELETE_LOG_OVERLAP, now - timedelta(days=DELETE_LOG_DAYS))
     body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/deleted/"),
                                params={"start": _soql_time(start), "end": _soql_time(now)})
     deleted = body.get("deletedRecords") if isinstance(body, dict) else None

@@ -27,9 +27,12 @@ It behaves like Salesforce where the plugin depends on it:
 
 Knobs: ``app.state.orgs[ORG_ID]`` (its ``api_used``, ``api_limit``,
 ``instance``: set it to move the org, and the next token answer names it),
-``sandbox_logins``, ``max_batch``. Helpers: :func:`seed`, :func:`touch`,
+``sandbox_logins``, ``max_batch`` (Salesforce answers smaller batches than
+asked now and then), ``refuse_locators`` (the next so many locators asked for
+are found expired). Helpers: :func:`seed`, :func:`touch`,
 :func:`expire_tokens`, :func:`expire_locators`. Counters: ``calls`` (origin,
-method, path of each API call with a valid session), ``refreshes``.
+method, path of each API call with a valid session), ``refreshes``,
+``batch_sizes`` (the batch each query or locator asked for).
 """
 
 from __future__ import annotations
@@ -214,7 +217,8 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
     state.codes, state.sessions, state.refresh = {}, {}, {}
     state.locators = {}
     state.locator_ids = itertools.count(1)
-    state.calls, state.refreshes = [], 0
+    state.calls, state.refreshes, state.batch_sizes = [], 0, []
+    state.refuse_locators = 0
 
     def origin(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -320,6 +324,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             asked = int(options.get("batchSize", MAX_DEFAULT))
         except ValueError:
             asked = MAX_DEFAULT
+        state.batch_sizes.append(asked)
         return min(max(200, min(asked, 2000)), state.max_batch)
 
     def answer(request: Request, version: str, locator_id: str, offset: int) -> dict[str, Any]:
@@ -375,6 +380,9 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
     async def more(request: Request, version: str, locator: str):
         locator_id, _, offset = locator.partition("-")
         found = state.locators.get(locator_id)
+        if state.refuse_locators > 0:
+            state.refuse_locators -= 1
+            found = state.locators.pop(locator_id, None) and None
         if found is None or not offset.isdigit() or time.time() - found.used > locator_ttl:
             state.locators.pop(locator_id, None)
             return error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
@@ -391,8 +399,8 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         if sobject not in SOBJECTS:
             return unknown_resource()
         try:
-            start = parse_time(request.query_params["start"]).replace(second=0, microsecond=0)
-            end = parse_time(request.query_params["end"]).replace(second=0, microsecond=0)
+            start = parse_time(request.query_params["start"])
+            end = parse_time(request.query_params["end"])
         except (KeyError, ValueError):
             return error(400, "MALFORMED_QUERY", "start and end must be dateTimes (yyyy-MM-ddTHH:mm:ss+00:00)")
         now = datetime.now(timezone.utc)
@@ -400,7 +408,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             return error(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate by more "
                                                           "than one minute, within the last 15 days")
         found = [{"id": i, "deletedDate": stamp(when)} for i, when in org.deleted[sobject]
-                 if start.timestamp() <= when < end.timestamp() + 60]
+                 if start.timestamp() <= when <= end.timestamp() + 1]
         return {"deletedRecords": found, "earliestDateAvailable": stamp(now.timestamp() - 15 * 86400),
                 "latestDateCovered": stamp(end.timestamp())}
 
