@@ -289,8 +289,10 @@ def describe_error(response, ctx):
     if code == "INVALID_QUERY_LOCATOR":
         return ValidationFailed(f"{messages}: the listing is to start again from its first page",
                                 code="invalid_cursor", **kwargs)
+    # (An ended or refused session keeps the core's provider_auth_failed, which clients match on.)
+    named = code.lower() if code and response.status_code != 401 else None
     return ErrorDescription(messages or f"Salesforce answered HTTP {response.status_code}",
-                            fields=list(dict.fromkeys(fields)), details=body, code=code.lower() or None)
+                            fields=list(dict.fromkeys(fields)), details=body, code=named)
 
 
 # ---------------------------------------------------------------- records
