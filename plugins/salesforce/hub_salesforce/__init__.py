@@ -25,6 +25,7 @@ from hub.types import (
     EntityField,
     EntitySchema,
     ErrorDescription,
+    HubError,
     NotFound,
     Page,
     ProviderError,
@@ -130,16 +131,16 @@ FIELDS = {
 }
 #: The hub's entity names and Salesforce's sObject types.
 SOBJECTS = {"accounts": "Account", "contacts": "Contact", "leads": "Lead", "opportunities": "Opportunity"}
-CUSTOM = ("Custom fields (Name__c) are neither read nor declared: each org has its own, and the hub's "
-          "schemas are the same for every connection. They can be written (Salesforce checks them).")
+CUSTOM = ("Records hold every field of the org's, its own (custom, named …__c) too: mappings may name "
+          "them, and writes set them (Salesforce checks them).")
+#: How Salesforce names a custom field: letters, digits and single underscores, then ``__c``.
+CUSTOM_FIELD = r"[A-Za-z][A-Za-z0-9_]*__c"
 SCHEMAS = [
     EntitySchema(entity, entity.capitalize(), FIELDS[entity], id_field="Id", updated_field="SystemModstamp",
                  supports_create=True, supports_update=True, supports_delete=True, supports_since=True,
-                 fixed_page_size=MAX_BATCH, description=CUSTOM)
+                 fixed_page_size=MAX_BATCH, description=CUSTOM, custom_fields=CUSTOM_FIELD)
     for entity in SOBJECTS
 ]
-#: The fields a query (and a record read) asks for, in the schema's order.
-SELECTED = {entity: tuple(f.name for f in FIELDS[entity]) for entity in SOBJECTS}
 
 
 @hookimpl
@@ -364,7 +365,7 @@ async def list_records(ctx, entity, cursor, page_size, since):
                                    headers={"Sforce-Query-Options": f"batchSize={batch}"})
     else:
         where = f" WHERE SystemModstamp >= {_soql_time(since)}" if since else ""
-        body = await _query(ctx, f"SELECT {', '.join(SELECTED[entity])} FROM {name}{where} "
+        body = await _query(ctx, f"SELECT {', '.join(await _fields(ctx, name))} FROM {name}{where} "
                                  f"ORDER BY SystemModstamp, Id", batch)
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not isinstance(body.get("done"), bool):
@@ -378,6 +379,22 @@ async def list_records(ctx, entity, cursor, page_size, since):
     elif since is not None:
         page.deleted_ids = await _deleted_since(ctx, name, since)
     return page
+
+
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
+
+
+async def _fields(ctx, name: str) -> list[str]:
+    """Every field of the sObject in this org (``describe``), its own too:
+    what a query selects, so that a listed record holds what a read of it
+    (``GET /sobjects/<type>/<id>``, all fields) does. One call a listing."""
+    body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/describe"))
+    described = body.get("fields") if isinstance(body, dict) else None
+    names = [f["name"] for f in described or () if isinstance(f, dict) and isinstance(f.get("name"), str)
+             and FIELD_NAME.fullmatch(f["name"])]  # (a name goes into the query text: only names)
+    if not names:
+        raise ProviderError(f"Salesforce described {name} without its fields")
+    return names
 
 
 async def _deleted_since(ctx, name: str, since: datetime) -> list[str]:
@@ -403,8 +420,8 @@ async def _deleted_since(ctx, name: str, since: datetime) -> list[str]:
 @hookimpl
 async def get_record(ctx, entity, record_id):
     name = _sobject(entity)
-    body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"),
-                               params={"fields": ",".join(SELECTED[entity])})
+    # (No fields asked: all of them, the org's own too, as a listing selects.)
+    body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"))
     return _record(body, entity)
 
 
@@ -426,14 +443,25 @@ async def create_record(ctx, entity, data):
     name = _sobject(entity)
     created = await ctx.http.json("POST", ctx.url(path=f"/sobjects/{name}/"), json=_data(data))
     # The answer holds only the new id: the record is read whole, as listed.
-    return await get_record(ctx, entity, _written_id(created, name))
+    return await _whole(ctx, entity, _written_id(created, name), data)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     name = _sobject(entity)
     await ctx.http.request("PATCH", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"), json=_data(data))
-    return await get_record(ctx, entity, record_id)
+    return await _whole(ctx, entity, record_id, data)
+
+
+async def _whole(ctx, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The record a write made, read whole. The write is made whatever the
+    reading meets (the allocation used up, an outage): then what was written
+    stands, not an error, which would have the write sent again (Salesforce
+    takes no idempotency key: a second record); the next pull reads it whole."""
+    try:
+        return await get_record(ctx, entity, record_id)
+    except HubError:
+        return {**_data(data), "Id": record_id}
 
 
 @hookimpl

@@ -155,15 +155,24 @@ class Org:
     api_used: int = 0
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in SOBJECTS})
     deleted: dict[str, list[tuple[str, float]]] = field(default_factory=lambda: {t: [] for t in SOBJECTS})
+    #: The org's own (custom) fields of each sObject, with their describe type (``string``, ``double``).
+    custom: dict[str, dict[str, str]] = field(default_factory=lambda: {t: {} for t in SOBJECTS})
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fields(self, sobject: str) -> set[str]:
+        """The sObject's fields in this org: the standard ones and its own."""
+        return _fields(sobject) | set(self.custom[sobject])
+
+    def numbers(self, sobject: str) -> set[str]:
+        return {*SOBJECTS[sobject].numbers, *(n for n, t in self.custom[sobject].items() if t == "double")}
 
     def insert(self, sobject: str, values: dict[str, Any], moment: float | None = None) -> dict[str, Any]:
         kind = SOBJECTS[sobject]
         with self.lock:
             record_id = salesforce_id(kind.prefix, next(self.counter))
         when = stamp(time.time() if moment is None else moment)
-        row = {name: None for name in _fields(sobject)}
+        row = {name: None for name in self.fields(sobject)}
         row.update(dict(kind.defaults))
         row.update(values)
         row.update(Id=record_id, IsDeleted=False, CreatedDate=when, LastModifiedDate=when, SystemModstamp=when,
@@ -356,7 +365,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             return {"totalSize": 1, "done": True, "records": [view("Organization", row, names, version)]}
         if sobject not in SOBJECTS:
             return error(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
-        unknown = [n for n in names if n not in _fields(sobject)]
+        unknown = [n for n in names if n not in org.fields(sobject)]
         if unknown:
             return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{sobject}'. If you are "
                                                f"attempting to use a custom field, be sure to append the '__c'")
@@ -412,6 +421,24 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         return {"deletedRecords": found, "earliestDateAvailable": stamp(now.timestamp() - 15 * 86400),
                 "latestDateCovered": stamp(end.timestamp())}
 
+    @app.get("/services/data/{version}/sobjects/{sobject}/describe")
+    async def describe(request: Request, sobject: str):
+        """The sObject's fields in this org (a subset of Salesforce's describe: name, type, custom, flags)."""
+        if sobject not in SOBJECTS:
+            return unknown_resource()
+        org: Org = request.state.org
+        kind = SOBJECTS[sobject]
+
+        def described(name: str) -> dict[str, Any]:
+            custom = org.custom[sobject].get(name)
+            kind_of = custom or ("id" if name == "Id" else "double" if name in kind.numbers else
+                                 "date" if name in kind.dates else "datetime" if name.endswith("Date") else "string")
+            settable = name not in AUDIT and name not in kind.readonly
+            return {"name": name, "type": kind_of, "custom": custom is not None, "createable": settable,
+                    "updateable": settable, "nillable": name not in kind.required}
+
+        return {"name": sobject, "custom": False, "fields": [described(n) for n in sorted(org.fields(sobject))]}
+
     def table(request: Request, sobject: str) -> dict[str, dict[str, Any]] | None:
         return request.state.org.tables.get(sobject)
 
@@ -422,10 +449,11 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         if row is None:
             return unknown_resource()
         wanted = [n.strip() for n in request.query_params.get("fields", "").split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in _fields(sobject)]
+        fields = request.state.org.fields(sobject)
+        unknown = [n for n in wanted if n not in fields]
         if unknown:
             return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {sobject}")
-        return view(sobject, row, wanted or sorted(_fields(sobject)), version)
+        return view(sobject, row, wanted or sorted(fields), version)  # (no fields asked: all of them)
 
     async def values_of(request: Request, sobject: str, row: dict[str, Any] | None
                         ) -> dict[str, Any] | JSONResponse:
@@ -436,7 +464,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         if not isinstance(body, dict):
             return error(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of SObject from a non-object")
         kind = SOBJECTS[sobject]
-        unknown = [n for n in body if n not in _fields(sobject)]
+        unknown = [n for n in body if n not in request.state.org.fields(sobject)]
         if unknown:
             return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {sobject}")
         frozen = [n for n in body if n in AUDIT or n in kind.readonly]
@@ -445,9 +473,10 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
                          f"{', '.join(frozen)}. Please check the security settings of this field and verify that "
                          f"it is read/write for your profile or permission set.", frozen)
         for name, value in body.items():
-            wrong = (name in kind.numbers and value is not None and (isinstance(value, bool) or not isinstance(
+            numbers = request.state.org.numbers(sobject)
+            wrong = (name in numbers and value is not None and (isinstance(value, bool) or not isinstance(
                 value, (int, float)))) or (name in kind.dates and value is not None and not _is_date(value)) or (
-                name not in kind.numbers and value is not None and not isinstance(value, str))
+                name not in numbers and value is not None and not isinstance(value, str))
             if wrong:
                 return error(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of {name} from "
                              f"{json.dumps(value)}", [name])
@@ -543,6 +572,15 @@ def touch(app: FastAPI, entity: str, record_id: str, org: str = ORG_ID, **values
     target = app.state.orgs[org]
     sobject = ENTITIES[entity]
     target.update(sobject, target.tables[sobject][record_id], values)
+
+
+def add_custom_field(app: FastAPI, entity: str, name: str, kind: str = "string", org: str = ORG_ID) -> None:
+    """The org gets a field of its own (``Tier__c``) on the entity's sObject; existing records hold null."""
+    target = app.state.orgs[org]
+    sobject = ENTITIES[entity]
+    target.custom[sobject][name] = kind
+    for row in target.tables[sobject].values():
+        row.setdefault(name, None)
 
 
 def expire_tokens(app: FastAPI) -> None:

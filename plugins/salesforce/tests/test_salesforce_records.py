@@ -140,3 +140,18 @@ def test_refused_writes_are_clear_errors_with_salesforces_code_and_fields(sfdc, 
     assert (duplicate.json()["code"], duplicate.json()["error"]) == ("duplicates_detected", "Use one of these records?")
     matched = duplicate.json()["details"][0]["duplicateResult"]["matchResults"][0]["matchRecords"][0]["record"]
     assert matched["Id"] in taken and len(taken) == 1
+
+
+def test_a_create_made_whose_reading_back_is_refused_is_a_success_and_made_once(sfdc, connection):
+    """The create is the org's last call of its allocation: Salesforce made
+    the account, the reading of it whole is refused (403
+    REQUEST_LIMIT_EXCEEDED). What was written stands: an error would have the
+    client, or sync, send the create again (no idempotency key: a second account)."""
+    org = sfdc.org()
+    org.api_used = org.api_limit - 1
+    created = sfdc.post(sfdc.records(connection, "accounts"), {"data": {"Name": "Last call"},
+                                                               "idempotency_key": "order-7"})
+    assert created.status_code == 201, created.text
+    record = created.json()["record"]
+    assert record["Name"] == "Last call" and record["Id"] in org.tables["Account"]
+    assert [r["Name"] for r in org.tables["Account"].values()] == ["Last call"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-import hub_salesforce
 from hub.testing import wait_for_run
 from hub_salesforce import testing as fake
 
@@ -17,8 +16,7 @@ API = "/api/v1/integrations"
 
 
 def _org_accounts(sfdc) -> dict[str, dict]:
-    return {i: {k: row[k] for k in hub_salesforce.SELECTED["accounts"]}
-            for i, row in sfdc.org().tables["Account"].items()}
+    return {i: dict(row) for i, row in sfdc.org().tables["Account"].items()}  # (a record holds every field)
 
 
 @pytest.mark.parametrize("fake_options", [{"max_batch": 3}])
@@ -62,3 +60,38 @@ def test_accounts_sync_in_batches_then_by_changes_through_an_expired_locator(sfd
     assert all(stored()[i]["Industry"] == "Banking" for i in ids[1:5])
     assert second["updated"] >= 4 and second["created"] == 2, second
     assert any(path.endswith("/sobjects/Account/deleted/") for _h, _m, path in sfdc.api_calls(calls))
+
+
+def test_an_orgs_own_fields_are_read_mapped_and_pushed_both_ways(sfdc, connection):
+    """Fields the org added (``Tier__c``, ``Seats__c``): listed records hold
+    them (the query selects what ``describe`` names), mappings may name them
+    (the schema's ``custom_fields``), and a mapped change is pushed to them;
+    a name that is no custom field is still refused when the mapping is saved."""
+    fake.add_custom_field(sfdc.app, "accounts", "Tier__c")
+    fake.add_custom_field(sfdc.app, "accounts", "Seats__c", "double")
+    [first, second] = fake.seed(sfdc.app, "accounts", 2, ago=3600)
+    fake.touch(sfdc.app, "accounts", first, Tier__c="Silver", Seats__c=12)
+    base = f"{API}/connections/{connection['id']}"
+    refused = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "both", "mappings": [
+        {"source": "Tier", "target": "tier"}]})
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_field", refused.text
+    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "both", "mappings": [
+        {"source": "Name", "target": "name"}, {"source": "Tier__c", "target": "tier"},
+        {"source": "Seats__c", "target": "seats", "transform": "int"}]})
+    assert created.status_code == 201, created.text
+    records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
+
+    started = sfdc.post(f"{base}/sync", {"entity": "accounts", "direction": "pull"})
+    assert wait_for_run(sfdc.client, sfdc.auth, connection["id"], started.json()["run"]["id"])["status"] == "succeeded"
+    mapped = {r["remote_id"]: r["data"] for r in sfdc.get(records, mapped="true").json()["records"]}
+    assert mapped[first]["tier"] == "Silver" and mapped[first]["seats"] == 12
+    assert mapped[second]["tier"] is None
+
+    changed = sfdc.put(f"{records}/{second}", {"data": {"tier": "Gold", "seats": 40}, "mapped": True, "sync": True})
+    assert changed.status_code == 200, changed.text
+    wait_for_run(sfdc.client, sfdc.auth, connection["id"], changed.json()["run_id"])
+    row = sfdc.org().tables["Account"][second]
+    assert (row["Tier__c"], row["Seats__c"]) == ("Gold", 40)
+    # A read of one record holds the org's fields as a listing does (no change seen where none was made).
+    live = sfdc.get(sfdc.records(connection, "accounts", first)).json()["record"]
+    assert live["Tier__c"] == "Silver" and "attributes" not in live
