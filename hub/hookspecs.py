@@ -187,8 +187,9 @@ def refresh_credentials(ctx: ProviderContext) -> Credentials:
         merged over the old ones (a key it leaves out, such as a refresh
         token the provider did not rotate, keeps its value), and its
         ``config`` over the connection's (what the token answer says of it:
-        Salesforce's ``instance_url``, the API host, which may move; a value
-        left ``None`` or empty is ignored). A ``refresh_expires_at`` left
+        Salesforce's ``instance_url``, the API host, which may move: the
+        call a 401 had refreshed is sent again to the URL as the new config
+        makes it; a value left ``None`` or empty is ignored). A ``refresh_expires_at`` left
         ``None`` keeps the stored one, unless the refresh token rotated.
     :raises AuthFailed: the refresh token was refused; the core marks the
         connection ``expired``. The token endpoint's own refusal through

@@ -458,6 +458,7 @@ class ProviderHTTP:
         describe_error: ErrorDescriber | None = None,
         refresh: Refresher | None = None,
         retry: RetryPolicy | None = None,
+        rebase: Callable[[str], str] | None = None,
         endpoint_limiters: dict[str, Limiter] | None = None,
         limits: Sequence[tuple[RateLimit, Limiter]] = (),
         concurrency: asyncio.Semaphore | None = None,
@@ -473,6 +474,8 @@ class ProviderHTTP:
         self._auth = auth
         self._describe_error = describe_error
         self._refresh = refresh
+        #: The URL a call retried after a refresh goes to: where the refresh moved the provider's host.
+        self._rebase = rebase
         self.retry = retry or RetryPolicy()
 
     async def request(
@@ -614,6 +617,9 @@ class ProviderHTTP:
             if status == 401 and self._refresh and not refreshed:
                 refreshed = True
                 if await self._refresh():
+                    if self._rebase is not None:
+                        url = self._rebase(url)
+                        shown = _path(url) if path_in_logs is None else path_in_logs
                     continue
             retry = status in retry_statuses and (status == 429 or idempotent)
             # The limit a 429 is about: the one the provider names, else the endpoint's, else the connection's.

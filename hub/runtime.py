@@ -219,7 +219,30 @@ class Hub:
                 # Nothing to refresh with; but the grant may have been renewed since this call's
                 # context was made (the grant upkeep exchanged a token that never expires).
                 return await self._reload_renewed(ctx)
-            return await self._refresh(provider, ctx, force=True)
+            config_before = dict(ctx.config)
+            refreshed = await self._refresh(provider, ctx, force=True)
+            if refreshed and ctx.config != config_before:
+                moved["from"] = config_before
+            return refreshed
+
+        moved: dict[str, dict[str, Any]] = {}
+
+        def rebase(url: str) -> str:
+            """``url`` on the provider's URLs as the connection's config makes
+            them after the refresh just made: one that moved its host
+            (Salesforce's ``instance_url``) sends the call it retries there."""
+            config_before = moved.pop("from", None)
+            if config_before is None:
+                return url
+            before = dataclasses.replace(ctx, config=config_before)
+            for name in provider.info.urls:
+                try:
+                    old, new = before.url(name), ctx.url(name)
+                except ConfigurationError:
+                    continue
+                if old != new and url.startswith(old):
+                    return new + url[len(old):]
+            return url
 
         declared = provider.info.rate_limit if connection is not None else provider.info.app_rate_limit
         rate_limit = effective_rate_limit(declared, ctx.settings)
@@ -249,6 +272,7 @@ class Hub:
             # refusal of a long limit (a daily quota) for the connection's next calls.
             self.pool.client(key), self.pool.limiter(paced, rate_limit or UNPACED),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
+            rebase=rebase,
             retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(paced, endpoint_limits),
             limits=limits,  # type: ignore[arg-type]
             concurrency=self.pool.concurrency(paced, provider.info.max_concurrent_requests)

@@ -98,8 +98,11 @@ def test_a_refresh_naming_another_instance_moves_the_connections_host(sfdc, conn
     fake.seed(sfdc.app, "accounts", 2)
     sfdc.org().instance = sfdc.sandbox  # the org moved: the next token answer names its new host
     fake.expire_tokens(sfdc.app)
+    before = len(sfdc.api_calls())
     first = sfdc.get(sfdc.records(connection, "accounts"))
     assert first.status_code == 200, first.text
+    # The call refused for its ended session is sent again after the refresh, to the new host.
+    assert {host for host, _method, _path in sfdc.api_calls(before)} == {sfdc.sandbox}
     shown = sfdc.get(f"{API}/connections/{connection['id']}").json()["connection"]
     assert shown["config"] == {"environment": "production", "instance_url": sfdc.sandbox}
     assert shown["provider_account"] == fake.ORG_ID
