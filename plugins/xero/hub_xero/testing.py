@@ -35,7 +35,8 @@ It behaves like Xero where the plugin depends on it:
 
 Knobs on ``app.state``: ``consent`` (tenant ids the next authorization
 covers), ``refuse_next`` (problems the next API calls are refused with:
-``"minute"``, ``"day"``, ...), ``pagination``. Counters: ``calls`` (method,
+``"minute"``, or ``("day", seconds)`` for its Retry-After), ``lose_next``
+(the next so many writes are applied but answered 503), ``pagination``. Counters: ``calls`` (method,
 path, query and If-Modified-Since of each API call let through), ``refreshes``,
 ``revoked`` (refresh tokens revoked), ``removed`` (connection ids deleted),
 ``throttled`` (429s by problem).
@@ -348,6 +349,7 @@ def create_app(*, minute: tuple[int, float] = (60, 60.0), day: tuple[int, float]
     state.codes, state.access, state.refresh, state.grants = {}, {}, {}, {}
     state.idempotent = {}
     state.refuse_next = []
+    state.lose_next = 0
     state.pagination = True
     state.app_minute = WindowLimit(*app_minute)
     state.calls, state.refreshes, state.revoked, state.removed = [], 0, [], []
@@ -404,7 +406,8 @@ def create_app(*, minute: tuple[int, float] = (60, 60.0), day: tuple[int, float]
         request.state.tenant = org
         if state.refuse_next:
             reason = state.refuse_next.pop(0)
-            return throttled(reason, 1)
+            reason, wait = reason if isinstance(reason, tuple) else (reason, 1)
+            return throttled(reason, wait)
         if org.in_flight >= concurrent:
             return throttled("concurrent", 1)
         for reason, window in (("appminute", state.app_minute), ("minute", org.minute), ("day", org.day)):
@@ -600,6 +603,9 @@ def create_app(*, minute: tuple[int, float] = (60, 60.0), day: tuple[int, float]
             status, body = 200, envelope(**{collection: [{**view(row), "StatusAttributeString": "OK"}]})
         if key is not None:
             state.idempotent[(org.id, key)] = (status, body)
+        if state.lose_next > 0:  # applied, but the answer is lost on the way
+            state.lose_next -= 1
+            return PlainTextResponse("Service Unavailable", status_code=503)
         return JSONResponse(body, status_code=status)
 
     @app.put("/api.xro/2.0/{collection}")
