@@ -1,0 +1,65 @@
+"""Xero's limits through the hub's API, their windows scaled down in time:
+the tenant's minute window kept by the hub, a 429 read by its
+``X-Rate-Limit-Problem`` (the limit it names is the one paused: a tenant's
+day for that tenant only, the app's minute for every tenant)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hub_xero import testing as fake
+
+#: Xero's 60 calls a minute, here 4 in half a second.
+WINDOW = (4, 0.5)
+
+
+@pytest.mark.parametrize("fake_options", [{"minute": WINDOW}])
+@pytest.mark.parametrize("limits", [{"minute": WINDOW}])
+def test_the_hub_keeps_within_the_tenants_minute(xero):
+    connection = xero.connect()
+    started = time.monotonic()
+    pages = [xero.get(xero.records(connection, "accounts")) for _ in range(7)]
+    assert all(page.status_code == 200 for page in pages), pages[-1].text
+    assert xero.fake.state.throttled == {}
+    # 8 calls with the connection's test: the window's pace, not Xero's refusals, set it.
+    assert time.monotonic() - started >= WINDOW[1] - 0.05
+
+
+def test_a_minute_429_waits_its_retry_after_then_succeeds(xero):
+    connection = xero.connect()
+    xero.fake.state.refuse_next = ["minute"]  # Retry-After: 1
+    started = time.monotonic()
+    listed = xero.get(xero.records(connection, "contacts"))
+    assert listed.status_code == 200, listed.text
+    assert xero.fake.state.throttled == {"minute": 1}
+    assert 0.95 <= time.monotonic() - started < 5
+
+
+def test_a_days_429_refuses_that_tenants_calls_unsent_and_no_others(xero):
+    ours = xero.connect()
+    theirs_auth = xero.organization("globex")
+    theirs = xero.connect(tenants=(fake.OTHER_TENANT,), auth=theirs_auth)
+    xero.fake.state.refuse_next = [("day", 3600)]
+    refused = xero.get(xero.records(ours, "contacts"))
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited"), refused.text
+    assert int(refused.headers["Retry-After"]) > 3000
+    sent = len(xero.fake.state.calls)
+    again = xero.get(xero.records(ours, "invoices"))
+    assert again.status_code == 429 and len(xero.fake.state.calls) == sent  # (refused unsent)
+    other = xero.get(xero.records(theirs, "contacts"), auth=theirs_auth)
+    assert other.status_code == 200, other.text
+    assert xero.fake.state.throttled == {"day": 1}
+
+
+def test_the_apps_minute_refused_pauses_every_tenant(xero):
+    ours = xero.connect()
+    theirs_auth = xero.organization("globex")
+    theirs = xero.connect(tenants=(fake.OTHER_TENANT,), auth=theirs_auth)
+    xero.fake.state.refuse_next = [("appminute", 45)]
+    assert xero.get(xero.records(ours, "contacts")).status_code == 429
+    sent = len(xero.fake.state.calls)
+    other = xero.get(xero.records(theirs, "contacts"), auth=theirs_auth)
+    assert (other.status_code, other.json()["code"]) == (429, "rate_limited")
+    assert len(xero.fake.state.calls) == sent
