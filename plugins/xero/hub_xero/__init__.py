@@ -463,9 +463,9 @@ async def list_records(ctx, entity, cursor, page_size, since):
     missed). So a page is asked from a time (``If-Modified-Since``, the
     second before the last record listed) where one can be: the cursor holds
     that time, the page number from it, and the last record listed; records
-    up to it (seen already) are left out. Only a page all of one second goes
-    on by number (or one where most records come again). With ``since``, records changed before it are left out too
-    (Xero's header takes whole seconds)."""
+    up to it (seen already) are left out. A page whose records mostly share
+    their last seconds goes on by number. With ``since``, records changed
+    before it are left out too (Xero's header takes whole seconds)."""
     collection = _collection(entity)
     state = _cursor(cursor) if cursor else {"s": _header_time(since) if since else None, "p": 1, "k": None,
                                             "f": since.astimezone(timezone.utc).isoformat() if since else None}

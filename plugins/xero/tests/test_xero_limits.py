@@ -37,7 +37,7 @@ def test_a_minute_429_waits_its_retry_after_then_succeeds(xero):
     assert 0.95 <= time.monotonic() - started < 5
 
 
-def test_a_days_429_refuses_that_tenants_calls_unsent_and_no_others(xero):
+def test_a_days_429_pauses_that_tenant_only_and_the_apps_minute_every_tenant(xero):
     ours = xero.connect()
     theirs_auth = xero.organization("globex")
     theirs = xero.connect(tenants=(fake.OTHER_TENANT,), auth=theirs_auth)
@@ -50,16 +50,11 @@ def test_a_days_429_refuses_that_tenants_calls_unsent_and_no_others(xero):
     assert again.status_code == 429 and len(xero.fake.state.calls) == sent  # (refused unsent)
     other = xero.get(xero.records(theirs, "contacts"), auth=theirs_auth)
     assert other.status_code == 200, other.text
-    assert xero.fake.state.throttled == {"day": 1}
-
-
-def test_the_apps_minute_refused_pauses_every_tenant(xero):
-    ours = xero.connect()
-    theirs_auth = xero.organization("globex")
-    theirs = xero.connect(tenants=(fake.OTHER_TENANT,), auth=theirs_auth)
+    # The app's minute met (by the other tenant's call): every tenant waits, unsent.
     xero.fake.state.refuse_next = [("appminute", 45)]
-    assert xero.get(xero.records(ours, "contacts")).status_code == 429
+    assert xero.get(xero.records(theirs, "invoices"), auth=theirs_auth).status_code == 429
     sent = len(xero.fake.state.calls)
-    other = xero.get(xero.records(theirs, "contacts"), auth=theirs_auth)
-    assert (other.status_code, other.json()["code"]) == (429, "rate_limited")
+    paused = xero.get(xero.records(theirs, "items"), auth=theirs_auth)
+    assert (paused.status_code, paused.json()["code"]) == (429, "rate_limited")
     assert len(xero.fake.state.calls) == sent
+    assert xero.fake.state.throttled == {"day": 1, "appminute": 1}

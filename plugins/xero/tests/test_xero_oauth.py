@@ -50,6 +50,13 @@ def test_a_grant_of_several_organisations_is_refused_with_their_list_then_connec
     assert xero.fake.state.revoked == [] and xero.fake.state.removed == []
     no_secret_in(xero, refused)
 
+    # One the grant does not cover, or no tenant id at all, is refused too.
+    refused = xero.callback(tenants=(fake.TENANT,), tenant_id=fake.THIRD_TENANT)
+    assert (refused.status_code, refused.json()["code"]) == (400, "tenant_not_granted"), refused.text
+    assert fake.TENANT in refused.json()["error"]
+    bad = xero.client.get(f"{API}/oauth/xero/authorize", params={"tenant_id": "not-a-guid"}, headers=xero.auth)
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_tenant_id"), bad.text
+
     connection = xero.connect(tenants=(fake.TENANT, fake.OTHER_TENANT), tenant_id=fake.OTHER_TENANT.upper())
     assert connection["config"]["tenant_id"] == fake.OTHER_TENANT
     assert connection["provider_account"] == fake.OTHER_TENANT
@@ -58,14 +65,6 @@ def test_a_grant_of_several_organisations_is_refused_with_their_list_then_connec
     fake.seed(xero.fake, "contacts", 2, tenant=fake.OTHER_TENANT)
     assert len(xero.get(xero.records(connection, "contacts")).json()["records"]) == 3
     assert len(xero.tenant(fake.TENANT).tables["Contacts"]) == 1  # (the other organisation untouched)
-
-
-def test_a_tenant_id_the_grant_does_not_cover_or_malformed_is_refused(xero):
-    refused = xero.callback(tenants=(fake.TENANT,), tenant_id=fake.THIRD_TENANT)
-    assert (refused.status_code, refused.json()["code"]) == (400, "tenant_not_granted"), refused.text
-    assert fake.TENANT in refused.json()["error"]
-    bad = xero.client.get(f"{API}/oauth/xero/authorize", params={"tenant_id": "not-a-guid"}, headers=xero.auth)
-    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_tenant_id"), bad.text
 
 
 def test_an_expired_access_token_is_refreshed_and_the_rotated_refresh_token_stored(xero):
