@@ -498,11 +498,16 @@ async def list_records(ctx, entity, cursor, page_size, since):
 def _last_page(body: dict[str, Any], answered: list[dict[str, Any]], page: int, size: int) -> bool:
     """Xero's ``pagination`` says how many pages there are; an answer without
     it (older ones) is the last when shorter than the page asked (Xero's 100
-    where it takes no pageSize)."""
+    where it takes no pageSize).
+
+    :raises ProviderError: an empty page said to be followed."""
     pagination = body.get("pagination")
     count = pagination.get("pageCount") if isinstance(pagination, dict) else None
     if isinstance(count, int) and not isinstance(count, bool):
-        return page >= count or not answered
+        if page < count and not answered:
+            # (None here would end a full pass early: sync would take what follows for deleted.)
+            raise ProviderError(f"Xero answered page {page} of {count} empty")
+        return page >= count
     return len(answered) < min(size, DEFAULT_PAGE)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from hub.testing import serve
+from hub.testing.fakes import Scripted
 from hub_xero import testing as fake
 
 
@@ -157,3 +159,16 @@ def test_validation_errors_read_as_clear_api_errors(xero):
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     read_only = xero.post(xero.records(connection, "accounts"), {"data": {"Code": "999", "Name": "x"}})
     assert read_only.status_code == 405
+
+
+def test_an_empty_page_said_to_be_followed_is_a_provider_error_not_a_last_page(xero, monkeypatch):
+    scripted = Scripted(xero.fake)
+    with serve(scripted) as url:
+        monkeypatch.setenv("HUB_XERO_ORIGIN", url)
+        connection = xero.connect()
+        scripted.script("/api.xro/2.0/Contacts", (200, {"Contacts": [], "pagination": {
+            "page": 1, "pageSize": 5, "pageCount": 3, "itemCount": 12}}))
+        response = xero.get(xero.records(connection, "contacts"), limit=5)
+        assert (response.status_code, response.json()["code"]) == (502, "provider_error"), response.text
+        scripted.script("/api.xro/2.0/Contacts", (200, {"Contacts": None}))
+        assert xero.get(xero.records(connection, "contacts"), limit=5).status_code == 502
