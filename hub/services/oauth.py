@@ -27,9 +27,12 @@ log = logging.getLogger("hub.oauth")
 
 
 class OAuthFailed(HubError):
-    """The callback cannot complete; ``code`` is stable and safe to put in a URL."""
+    """The callback cannot complete; ``code`` is stable and safe to put in a URL.
+    ``provider_details``: what the plugin's error said beyond its message (Xero's
+    organisations to choose from), for the callback's JSON answer only."""
 
     status = 400
+    provider_details: Any = None
 
 
 def callback_url(hub: Hub, provider: str) -> str:
@@ -277,7 +280,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
             raise OAuthFailed(exc.message, code=exc.code, details=record.return_to) from None
         # A code of the plugin's own (Shopify's shop_mismatch) says more than exchange_failed.
         specific = exc.code if exc.code != type(exc).code else "exchange_failed"
-        raise OAuthFailed(exc.message, code=specific, details=record.return_to) from None
+        failed = OAuthFailed(exc.message, code=specific, details=record.return_to)
+        failed.provider_details = exc.details
+        raise failed from None
     credentials.config = {**record.params, **credentials.config}
     reached = await account_reached(hub, record.organization_id, provider, credentials)
     if record.binding_hash:

@@ -58,7 +58,8 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
             # (The code, not the text: the app says it in its own words, and no provider text is reflected.)
             return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code,
                                                      provider=provider.name), status_code=302)
-        return JSONResponse(error_body(exc.message, exc.code), status_code=exc.status)
+        # (What the plugin said of it: the choices a grant offers, Xero's organisations.)
+        return JSONResponse(error_body(exc.message, exc.code, exc.provider_details), status_code=exc.status)
     if isinstance(connection, str):  # a bound flow (always with a return URL): the tenant's app confirms it
         return RedirectResponse(oauth.return_url(record.return_to, status="authorized", flow=connection,
                                                  provider=provider.name), status_code=302)

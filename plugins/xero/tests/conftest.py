@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -129,5 +129,3 @@ def xero(serve_app, fake_options, limits, tmp_path, monkeypatch) -> Xero:
         yield Xero(client, {"Authorization": f"Bearer {key}"}, app, hub_app)
 
 
-def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}

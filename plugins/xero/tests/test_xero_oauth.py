@@ -5,8 +5,15 @@ disconnection that removes only its own organisation's connection."""
 
 from __future__ import annotations
 
-from conftest import API, query_of
+from urllib.parse import parse_qs, urlsplit
+
 from hub_xero import testing as fake
+
+API = "/api/v1/integrations"
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def no_secret_in(xero, *responses) -> None:
@@ -38,13 +45,15 @@ def test_one_organisation_connects_with_pkce_and_its_tenant_as_account(xero):
 
 def test_a_grant_of_several_organisations_is_refused_with_their_list_then_connected_by_tenant_id(xero):
     refused = xero.callback(tenants=(fake.TENANT, fake.OTHER_TENANT))
-    # (The callback's refusal is 400 with the plugin's code; the list is in its text: the core answers
-    # no details of a failed exchange.)
+    # (The callback's refusal is 400 with the plugin's code; the list in its text and, for an
+    # integrations page to offer, in its details.)
     assert refused.status_code == 400, refused.text
     body = refused.json()
     assert body["code"] == "tenant_required"
     for tenant in (fake.TENANT, fake.OTHER_TENANT):
         assert tenant in body["error"] and fake.NAMES[tenant] in body["error"]
+    assert {(t["tenant_id"], t["name"]) for t in body["details"]["tenants"]} == {
+        (fake.TENANT, fake.NAMES[fake.TENANT]), (fake.OTHER_TENANT, fake.NAMES[fake.OTHER_TENANT])}
     assert xero.get(f"{API}/connections").json()["connections"] == []
     # The grant is not revoked: that would disconnect the organisations the user chooses from.
     assert xero.fake.state.revoked == [] and xero.fake.state.removed == []

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import API
 from hub_xero import testing as fake
+
+API = "/api/v1/integrations"
 
 
 def events_of(xero, connection, auth=None):
