@@ -7,6 +7,8 @@
   limiters that answer 429 like providers do, and in-memory tables.
 - :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
 - :func:`wait_for_run` waits through the API for a sync run to finish.
+- :class:`HubAPI` is the hub's REST API as one organization calls it, for a
+  plugin's test harness to extend with its provider's flows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -45,6 +49,37 @@ def serve(app, port: int | None = None, log_level: str = "warning") -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+API_PREFIX = "/api/v1/integrations"
+
+
+@dataclass
+class HubAPI:
+    """The hub's REST API as one organization calls it: ``client`` (a
+    TestClient of the hub's app, or an httpx client) with ``auth``, the
+    organization's headers (``auth=`` on a call speaks for another)."""
+
+    client: Any
+    auth: dict[str, str]
+
+    def records(self, connection: dict[str, Any] | str, entity: str, record_id: str | None = None) -> str:
+        """The path of a connection's (its answer, or its id) records of ``entity``, or of one."""
+        connection_id = connection if isinstance(connection, str) else connection["id"]
+        url = f"{API_PREFIX}/connections/{connection_id}/entities/{entity}/records"
+        return f"{url}/{record_id}" if record_id is not None else url
+
+    def get(self, path: str, auth: dict[str, str] | None = None, **params: Any) -> Any:
+        return self.client.get(path, params=params, headers=auth or self.auth)
+
+    def post(self, path: str, json: Any = None, auth: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        return self.client.post(path, json=json, headers=auth or self.auth, **kwargs)
+
+    def put(self, path: str, json: Any = None, auth: dict[str, str] | None = None) -> Any:
+        return self.client.put(path, json=json, headers=auth or self.auth)
+
+    def delete(self, path: str, auth: dict[str, str] | None = None) -> Any:
+        return self.client.delete(path, headers=auth or self.auth)
 
 
 class Switch:

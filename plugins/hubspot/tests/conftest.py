@@ -17,6 +17,7 @@ import hub_hubspot
 from hub.api.main import create_app
 from hub.config import Settings
 from hub.plugins import PluginRegistry
+from hub.testing import HubAPI
 from hub.services.orgs import create_organization
 from hub_hubspot import testing as fake
 
@@ -25,11 +26,9 @@ PUBLIC_URL = "https://hub.example.com"
 
 
 @dataclasses.dataclass
-class HubSpot:
+class HubSpot(HubAPI):
     """The hub's API client, an organization's auth headers, and the fake HubSpot."""
 
-    client: TestClient
-    auth: dict[str, str]
     fake: FastAPI
     fake_url: str
     hub_app: FastAPI
@@ -59,22 +58,6 @@ class HubSpot:
         callback = self.client.get(self.consent(self.authorize(auth), portal))
         assert callback.status_code == 200, callback.text
         return callback.json()["connection"]
-
-    def records(self, connection: dict[str, Any], entity: str, record_id: str | None = None) -> str:
-        url = f"{API}/connections/{connection['id']}/entities/{entity}/records"
-        return f"{url}/{record_id}" if record_id is not None else url
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.client.get(path, params=params, headers=self.auth)
-
-    def post(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.post(path, json=json, headers=self.auth)
-
-    def put(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.put(path, json=json, headers=self.auth)
-
-    def delete(self, path: str) -> httpx.Response:
-        return self.client.delete(path, headers=self.auth)
 
     def deliver(self, headers: dict[str, str], body: bytes, **params: str) -> httpx.Response:
         return self.client.post(f"{API}/webhooks/hubspot", params=params, content=body, headers=headers)

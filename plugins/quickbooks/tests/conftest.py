@@ -21,7 +21,7 @@ from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
-from hub.testing import Switch, serve
+from hub.testing import HubAPI, Switch, serve
 from hub.testing.fakes import Scripted
 from hub_quickbooks import testing as fake
 
@@ -29,11 +29,9 @@ API = "/api/v1/integrations"
 
 
 @dataclass
-class QBO:
+class QBO(HubAPI):
     """The hub's API client, an organization's auth headers, and the fake Intuit."""
 
-    client: TestClient
-    auth: dict[str, str]
     fake: Any  # the fake's app (or a Scripted around it)
     hub_app: FastAPI
 
@@ -75,22 +73,6 @@ class QBO:
     def row(self, connection_id: str) -> Connection:
         with self.hub_app.state.hub.session() as session:
             return session.get(Connection, connection_id)
-
-    def records(self, connection_id: str, entity: str, record_id: str | None = None) -> str:
-        url = f"{API}/connections/{connection_id}/entities/{entity}/records"
-        return f"{url}/{record_id}" if record_id else url
-
-    def get(self, path: str, auth: dict[str, str] | None = None, **params: Any) -> httpx.Response:
-        return self.client.get(path, params=params, headers=auth or self.auth)
-
-    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
-        return self.client.post(path, json=json, headers=self.auth, **kwargs)
-
-    def put(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.put(path, json=json, headers=self.auth)
-
-    def delete(self, path: str) -> httpx.Response:
-        return self.client.delete(path, headers=self.auth)
 
     def queries(self) -> list[str]:
         """The query texts the fake was asked, in order."""

@@ -24,7 +24,7 @@ from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.services.orgs import create_organization
-from hub.testing import Switch, serve
+from hub.testing import HubAPI, Switch, serve
 from hub.testing.fakes import Scripted
 from hub_salesforce import testing as fake
 
@@ -32,11 +32,9 @@ API = "/api/v1/integrations"
 
 
 @dataclass
-class SFDC:
+class SFDC(HubAPI):
     """The hub's API client, an organization's auth headers, the fake Salesforce and its two hosts."""
 
-    client: TestClient
-    auth: dict[str, str]
     fake: Scripted
     hub_app: FastAPI
     login: str
@@ -74,22 +72,6 @@ class SFDC:
         hub = self.hub_app.state.hub
         with hub.session() as session:
             return hub.cipher.decrypt_json(session.get(Connection, connection_id).credentials_encrypted)
-
-    def records(self, connection: dict[str, Any], entity: str, record_id: str | None = None) -> str:
-        url = f"{API}/connections/{connection['id']}/entities/{entity}/records"
-        return f"{url}/{record_id}" if record_id else url
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.client.get(path, params=params, headers=self.auth)
-
-    def post(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.post(path, json=json, headers=self.auth)
-
-    def put(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.put(path, json=json, headers=self.auth)
-
-    def delete(self, path: str) -> httpx.Response:
-        return self.client.delete(path, headers=self.auth)
 
     def api_calls(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(host, method, path) of the API calls the fake answered, from the ``since``-th on."""

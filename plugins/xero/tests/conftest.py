@@ -18,6 +18,7 @@ from hub.api.main import create_app
 from hub.config import Settings
 from hub.models import Connection
 from hub.plugins import PluginRegistry
+from hub.testing import HubAPI
 from hub.services.orgs import create_organization
 from hub_xero import testing as fake
 
@@ -26,11 +27,9 @@ PUBLIC_URL = "https://hub.example.com"
 
 
 @dataclasses.dataclass
-class Xero:
+class Xero(HubAPI):
     """The hub's API client, an organization's auth headers, and the fake Xero."""
 
-    client: TestClient
-    auth: dict[str, str]
     fake: FastAPI
     hub_app: FastAPI
 
@@ -69,22 +68,6 @@ class Xero:
         hub = self.hub_app.state.hub
         with hub.session() as session:
             return hub.cipher.decrypt_json(session.get(Connection, connection["id"]).credentials_encrypted)
-
-    def records(self, connection: dict[str, Any], entity: str, record_id: str | None = None) -> str:
-        url = f"{API}/connections/{connection['id']}/entities/{entity}/records"
-        return f"{url}/{record_id}" if record_id is not None else url
-
-    def get(self, path: str, auth: dict[str, str] | None = None, **params: Any) -> httpx.Response:
-        return self.client.get(path, params=params, headers=auth or self.auth)
-
-    def post(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.post(path, json=json, headers=self.auth)
-
-    def put(self, path: str, json: Any = None) -> httpx.Response:
-        return self.client.put(path, json=json, headers=self.auth)
-
-    def delete(self, path: str, auth: dict[str, str] | None = None) -> httpx.Response:
-        return self.client.delete(path, headers=auth or self.auth)
 
     def deliver(self, headers: dict[str, str], body: bytes) -> httpx.Response:
         return self.client.post(f"{API}/webhooks/xero", content=body, headers=headers)
