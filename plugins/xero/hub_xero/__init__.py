@@ -456,15 +456,18 @@ def _header_time(moment: datetime) -> str:
 
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, since):
-    """One page, ordered by ``UpdatedDateUTC`` then id.
+    """One page, ordered by ``UpdatedDateUTC`` (then id).
 
     Xero pages by number, which a change moves records across (a record
     changed goes to the end: those after it move back one, and one would be
     missed). So a page is asked from a time (``If-Modified-Since``, the
-    second before the last record listed) where one can be: the cursor holds
-    that time, the page number from it, and the last record listed; records
-    up to it (seen already) are left out. A page whose records mostly share
-    their last seconds goes on by number. With ``since``, records changed
+    second before the last record listed), and what that brings again is
+    left out: records before that time, and those of its very millisecond
+    already listed (the cursor holds their ids: how Xero orders records of
+    one millisecond is not relied on). Where a page's records mostly share
+    their last seconds (a bulk import), the next is asked from there larger,
+    to get past them (up to Xero's 1,000, and only then by page number),
+    and handed out no larger than asked. With ``since``, records changed
     before it are left out too (Xero's header takes whole seconds)."""
     collection = _collection(entity)
     state = _cursor(cursor) if cursor else {"s": _header_time(since) if since else None, "p": 1, "k": None,
@@ -472,26 +475,49 @@ async def list_records(ctx, entity, cursor, page_size, since):
     headers = {"If-Modified-Since": state["s"]} if state["s"] else {}
     params = {"order": f"UpdatedDateUTC ASC, {collection.id_field} ASC", **dict(collection.query)}
     size = max(1, min(page_size, MAX_PAGE))
+    asked = state.get("z") or size
     if collection.paged:
-        params |= {"page": str(state["p"]), "pageSize": str(size)}
+        params |= {"page": str(state["p"]), "pageSize": str(asked)}
     body = await ctx.http.json("GET", ctx.url(path=f"/{collection.name}"), params=params, headers=headers)
     answered = _records(body, collection.name)
-    seen = tuple(state["k"]) if state["k"] else None
+    seen_at, seen_ids = (state["k"][0], set(state["k"][1])) if state["k"] else ("", set())
     floor = _moment(state["f"]) if state.get("f") else None
-    records = [r for r in answered if (seen is None or _key(r, collection.id_field) > seen)
-               and (floor is None or _moment(_key(r, collection.id_field)[0]) >= floor)]
-    if not collection.paged or _last_page(body, answered, state["p"], size):
+
+    def new(record: dict[str, Any]) -> bool:
+        at, record_id = _key(record, collection.id_field)
+        return (at > seen_at or (at == seen_at and record_id not in seen_ids)) and (
+            floor is None or _moment(at) >= floor)
+
+    records = [r for r in answered if new(r)]
+    numbered = bool(state.get("n"))  # (by page number: every record of the page, or positions are lost)
+    cut = collection.paged and not numbered and len(records) > size  # (an unpaged answer is handed out whole)
+    passed = answered  # (the records of the answer the listing is past: handed out, or left out)
+    if cut:
+        records = records[:size]
+        passed = answered[:next(i for i, r in enumerate(answered) if r is records[-1]) + 1]
+    if not collection.paged or (not cut and _last_page(body, answered, state["p"], asked)):
         return Page(records=records)
-    last = _key(answered[-1], collection.id_field)
-    if not last[0]:
+    if not answered or not all(_key(r, collection.id_field)[0] for r in passed):
         raise ProviderError(f"Xero answered {collection.name} without their UpdatedDateUTC: the listing cannot go on")
-    anchor = _header_time(_moment(last[0]))
+    last_at = max(seen_at, _key(passed[-1], collection.id_field)[0])
+    at_last = {_key(r, collection.id_field)[1] for r in passed if _key(r, collection.id_field)[0] == last_at}
+    seen = [last_at, sorted(at_last | (seen_ids if last_at == seen_at else set()))]
+    if numbered:
+        following = {**state, "p": state["p"] + 1, "k": seen}
+        return Page(records=records, next_cursor=json.dumps(following, separators=(",", ":")))
+    anchor = _header_time(_moment(last_at))
+    # What the page asked from the anchor brings again: the records of its seconds listed so far.
     again = sum(1 for r in answered if _moment(_key(r, collection.id_field)[0]) >= _moment(anchor + "+00:00"))
-    if anchor != state["s"] and again <= len(answered) // 2:
-        # From the last record's time: those of its last seconds come again (and are left out).
-        following = {"s": anchor, "p": 1, "k": list(last), "f": state.get("f")}
+    larger = size if again <= size // 2 else again + size
+    if anchor == state["s"]:
+        larger = max(larger, asked + size)  # (from the same time as this page: a larger one, to get on)
+    if larger <= MAX_PAGE:
+        following = {"s": anchor, "p": 1, "k": seen, "f": state.get("f"), "z": larger if larger != size else None}
     else:
-        following = {"s": state["s"], "p": state["p"] + 1, "k": list(max(last, seen or last)), "f": state.get("f")}
+        # More than Xero's largest page in the same seconds: by page number, as asked now.
+        following = {**state, "p": state["p"] + 1, "k": seen, "n": True, "z": asked}
+        if cut:  # (records of this page left out are found again, from its start)
+            following = {**state, "k": seen, "n": True, "z": asked}
     return Page(records=records, next_cursor=json.dumps(following, separators=(",", ":")))
 
 
@@ -516,7 +542,10 @@ def _cursor(cursor: str) -> dict[str, Any]:
         state = json.loads(cursor)
         if not (isinstance(state, dict) and isinstance(state.get("p"), int) and state["p"] >= 1
                 and (state.get("s") is None or isinstance(state["s"], str))
-                and (state.get("k") is None or (isinstance(state["k"], list) and len(state["k"]) == 2))):
+                and (state.get("k") is None or (isinstance(state["k"], list) and len(state["k"]) == 2
+                                                and isinstance(state["k"][0], str) and isinstance(state["k"][1], list)
+                                                and all(isinstance(i, str) for i in state["k"][1])))
+                and (state.get("z") is None or (isinstance(state["z"], int) and 1 <= state["z"] <= MAX_PAGE))):
             raise ValueError
         if state.get("s"):
             datetime.strptime(state["s"], "%Y-%m-%dT%H:%M:%S")
