@@ -144,7 +144,10 @@ class IdempotentCreate(SQLModel, table=True):
     key: str = Field(max_length=200)
     #: The SHA-256 of the entity and data sent: the key with other data is another request.
     fingerprint: str = Field(max_length=64)
-    #: ``sending`` (under way in ``owner``), ``done`` (``record`` made) or ``uncertain`` (no answer came).
+    #: ``sending`` (under way in ``owner``), ``done`` (``record`` made), ``uncertain`` (no answer
+    #: came) or ``refused`` (nothing made: the key may be sent again, with this or other data).
+    #: Until ``done``, ``record`` is ``{"refusals": n}``: how many times the provider refused the
+    #: key, which the key the plugin gets is derived with (a provider keeps a refusal under its key).
     status: str = Field(max_length=16)
     owner: str | None = Field(default=None, max_length=255)
     record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -241,17 +241,20 @@ class RecordService:
             except asyncio.CancelledError:
                 # Cancelled while the key was being taken: nothing was sent, so it is freed (left
                 # "sending", its process gone, it would read as a create without an answer).
-                if await asyncio.gather(claim, return_exceptions=True) == [None]:
+                [taken] = await asyncio.gather(claim, return_exceptions=True)
+                if isinstance(taken, tuple) and taken[0] is None:
                     await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, False))
                 raise
+            made, refusals = made
             if made is not None:
                 return made, True
             try:
                 record = await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
-                                             idempotency_key=self._provider_key(key))
+                                             idempotency_key=self._provider_key(key, refusals))
             except BaseException as exc:
-                unknown = may_have_applied(exc) and not self.provider.info.idempotent_creates
-                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown))
+                applied = may_have_applied(exc)
+                unknown = applied and not self.provider.info.idempotent_creates
+                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown, not applied))
                 raise
             try:
                 await asyncio.to_thread(self._settle_key, key, owner, to_jsonable_python(record, fallback=str), False)
@@ -263,15 +266,20 @@ class RecordService:
         finally:
             ACTIVE.discard(token)
 
-    def _provider_key(self, key: str) -> str:
+    def _provider_key(self, key: str, refusals: int = 0) -> str:
         """The key the plugin sends for the client's ``key``: of this
         connection only (a provider scopes keys by account, which two
-        organizations' connections may share), and unlike sync's own."""
-        return "api-" + hashlib.sha256(f"{self.connection.id}:{key}".encode()).hexdigest()
+        organizations' connections may share), and unlike sync's own; and,
+        once the provider refused a create with it, another (a provider that
+        keeps answers by key, Xero's, QuickBooks', would answer the create
+        sent again, its cause mended, with the refusal)."""
+        again = f":{refusals}" if refusals else ""
+        return "api-" + hashlib.sha256(f"{self.connection.id}:{key}{again}".encode()).hexdigest()
 
-    def _claim_key(self, key: str, fingerprint: str, owner: str) -> dict[str, Any] | None:
-        """Take ``key`` for this request: None to send it, or the record a
-        first request with it made."""
+    def _claim_key(self, key: str, fingerprint: str, owner: str) -> tuple[dict[str, Any] | None, int]:
+        """Take ``key`` for this request: ``(None, refusals)`` to send it (the
+        times the provider refused it before), or the record a first request
+        with it made."""
         connection_id = self.connection.id
         with write_transaction(self.hub, f"idempotency/{connection_id}/{key}") as session:
             now = utcnow()
@@ -283,14 +291,19 @@ class RecordService:
             if row is None:
                 session.add(IdempotentCreate(connection_id=connection_id, key=key, fingerprint=fingerprint,
                                              status="sending", owner=owner, created_at=now, updated_at=now))
-                return None
+                return None, 0
+            refusals = int((row.record or {}).get("refusals", 0)) if row.status != "done" else 0
+            if row.status == "refused":  # nothing was made: sent again, with this data or other
+                row.fingerprint, row.status, row.owner, row.updated_at = fingerprint, "sending", owner, now
+                session.add(row)
+                return None, refusals
             if row.fingerprint != fingerprint:
                 raise ValidationFailed(
                     "this idempotency_key was used for another create (other entity or data) in the last "
                     f"{24 * IDEMPOTENCY_KEY_DAYS} hours: use a new key for a new record",
                     code="idempotency_key_reused", fields=["idempotency_key"])
             if row.status == "done":
-                return row.record
+                return row.record, 0
             if row.status == "sending" and owner_alive(row.owner) and now - row.updated_at < SENDING_STALE:
                 raise IdempotencyKeyInUse("the first create with this idempotency_key is still being sent: "
                                           "ask again in a moment")
@@ -302,11 +315,15 @@ class RecordService:
             # The provider tells a create sent again by its key: send it again.
             row.status, row.owner, row.updated_at = "sending", owner, now
             session.add(row)
-            return None
+            return None, refusals
 
-    def _settle_key(self, key: str, owner: str, record: dict[str, Any] | None, unknown: bool) -> None:
+    def _settle_key(self, key: str, owner: str, record: dict[str, Any] | None, unknown: bool,
+                    refused: bool = False) -> None:
         """Keep what the create made (``record``), that its outcome is
-        ``unknown``, or free the key (refused: nothing was made)."""
+        ``unknown``, or free the key: the provider ``refused`` it (nothing
+        was made: counted, so that the create sent again carries another key
+        to the provider), or may have made it under a key it dedupes by (sent
+        again with that same key)."""
         with self.hub.session() as session:
             lock(session, f"idempotency/{self.connection.id}/{key}")
             query = select(IdempotentCreate).where(IdempotentCreate.connection_id == self.connection.id,
@@ -314,12 +331,15 @@ class RecordService:
             row = session.exec(query).first()
             if row is None:
                 return  # (taken over meanwhile, after SENDING_STALE: that request settles it)
+            refusals = int((row.record or {}).get("refusals", 0))
             if record is None and not unknown:
-                session.delete(row)
+                row.status, row.record, row.owner = "refused", {"refusals": refusals + refused}, None
+            elif record is not None:
+                row.status, row.record = "done", record
             else:
-                row.status, row.record, row.updated_at = ("done" if record is not None else "uncertain"), record, \
-                    utcnow()
-                session.add(row)
+                row.status = "uncertain"  # (its refusals kept: sent again, it is the same create)
+            row.updated_at = utcnow()
+            session.add(row)
             session.commit()
 
     async def update(self, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:

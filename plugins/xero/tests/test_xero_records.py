@@ -172,3 +172,21 @@ def test_an_empty_page_said_to_be_followed_is_a_provider_error_not_a_last_page(x
         assert (response.status_code, response.json()["code"]) == (502, "provider_error"), response.text
         scripted.script("/api.xro/2.0/Contacts", (200, {"Contacts": None}))
         assert xero.get(xero.records(connection, "contacts"), limit=5).status_code == 502
+
+
+def test_a_create_refused_then_sent_again_with_its_key_once_the_cause_is_gone_is_made(xero):
+    """Xero answers a key's first result again: the hub sends a create refused
+    once with another key to Xero, derived from the client's key and the
+    refusal (a create that may have been made keeps its key: see the
+    idempotency tests)."""
+    connection = xero.connect()
+    url = xero.records(connection, "contacts")
+    body = {"data": {"Name": "Opening Customer", "EmailAddress": "new@example.com"}, "idempotency_key": "k-1"}
+    refused = xero.post(url, body)
+    assert refused.status_code == 422 and "already assigned" in refused.json()["error"], refused.text
+    other = next(c for c in xero.tenant().tables["Contacts"].values() if c["Name"] == "Opening Customer")
+    assert xero.delete(xero.records(connection, "contacts", other["ContactID"])).status_code == 200  # archived
+    again = xero.post(url, body)
+    assert again.status_code == 201, again.text
+    replayed = xero.post(url, body)  # (and the key now answers the record made)
+    assert replayed.status_code in (200, 201) and replayed.json()["record"] == again.json()["record"]
