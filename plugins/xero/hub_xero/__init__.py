@@ -368,6 +368,11 @@ def describe_error(response):
         code = _snake(kind) if isinstance(kind, str) and kind else None
         return ErrorDescription("; ".join(messages) or message, details=details, code=code)
     detail, title = body.get("Detail"), body.get("Title")
+    if response.status_code == 403 and detail in ("AuthorizationUnsuccessful", "AuthenticationUnsuccessful"):
+        # The organisation was disconnected from the app in Xero (or the user lost access to it):
+        # the connection needs authorizing again, not a wait.
+        return AuthFailed("Xero no longer lets the app reach this organisation (it was disconnected in Xero, "
+                          "or the user who connected it lost access): connect it again", code="tenant_disconnected")
     if isinstance(detail, str) or isinstance(title, str):
         return " ".join(str(x) for x in (title, detail) if isinstance(x, str))
     return None

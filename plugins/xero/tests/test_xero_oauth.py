@@ -107,3 +107,15 @@ def test_disconnecting_removes_only_its_organisation_and_revokes_the_grant_when_
     refresh = xero.secrets(alone)["refresh_token"]
     assert xero.delete(f"{API}/connections/{alone['id']}").status_code == 200
     assert len(xero.fake.state.removed) == 2 and xero.fake.state.revoked == [refresh]
+
+
+def test_an_organisation_disconnected_in_xero_marks_the_connection_broken(xero):
+    """Xero answers a tenant the app no longer reaches 403
+    AuthorizationUnsuccessful: the connection needs its user, not a wait."""
+    connection = xero.connect()
+    for grant in xero.fake.state.grants.values():  # what Xero's "Disconnect" does
+        grant["connections"] = []
+    listed = xero.get(xero.records(connection, "contacts"))
+    assert listed.status_code == 424 and listed.json()["code"] == "tenant_disconnected", listed.text
+    shown = xero.get(f"{API}/connections/{connection['id']}").json()["connection"]
+    assert shown["status"] == "error" and "connect it again" in shown["last_error"], shown
