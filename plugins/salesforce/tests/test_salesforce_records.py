@@ -5,7 +5,7 @@ writes read back whole, and Salesforce's error arrays as clear API errors."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -155,3 +155,22 @@ def test_a_create_made_whose_reading_back_is_refused_is_a_success_and_made_once(
     record = created.json()["record"]
     assert record["Name"] == "Last call" and record["Id"] in org.tables["Account"]
     assert [r["Name"] for r in org.tables["Account"].values()] == ["Last call"]
+
+
+@pytest.mark.parametrize("ahead", [timedelta(minutes=59), timedelta(days=2)])
+def test_a_since_to_come_lists_nothing_rather_than_fail(sfdc, connection, ahead):
+    """(A client's clock ahead: the delete log takes no window ending before it starts.)"""
+    fake.seed(sfdc.app, "accounts", 2, ago=60)
+    since = (datetime.now(timezone.utc) + ahead).replace(microsecond=0).isoformat()
+    response = sfdc.get(sfdc.records(connection, "accounts"), since=since)
+    assert response.status_code == 200 and response.json()["records"] == [], response.text
+
+
+def test_an_object_with_more_fields_than_a_query_url_holds_is_a_clear_error(sfdc, connection):
+    for n in range(500):
+        fake.add_custom_field(sfdc.app, "accounts", f"Managed_Package_Field_{n:03d}__c")
+    calls = len(sfdc.api_calls())
+    response = sfdc.get(sfdc.records(connection, "accounts"))
+    assert response.status_code == 502 and response.json()["code"] == "too_many_fields", response.text
+    assert [path for _host, _method, path in sfdc.api_calls(calls)] == [
+        "/services/data/v62.0/sobjects/Account/describe"]  # (the query itself not sent)
