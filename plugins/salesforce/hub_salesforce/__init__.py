@@ -326,7 +326,7 @@ def _record(body: Any, entity: str) -> dict[str, Any]:
     would make every record look changed)."""
     if not isinstance(body, dict):
         raise ProviderError(f"Salesforce answered a {entity} record that is not an object")
-    return {key: value for key, value in body.items() if key != "attributes"}
+    return {key: value for key, value in body.items() if key != "attributes" and key not in VIEWED}
 
 
 async def _query(ctx, soql: str, batch: int | None = None) -> Any:
@@ -390,6 +390,9 @@ async def list_records(ctx, entity, cursor, page_size, since):
 
 
 FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
+#: Fields a user's viewing a record changes, SystemModstamp not: not read, or a push's check
+#: would take a record someone looked at for one changed at Salesforce.
+VIEWED = frozenset({"LastViewedDate", "LastReferencedDate"})
 
 
 async def _fields(ctx, name: str) -> list[str]:
@@ -399,7 +402,7 @@ async def _fields(ctx, name: str) -> list[str]:
     body = await ctx.http.json("GET", ctx.url(path=f"/sobjects/{name}/describe"))
     described = body.get("fields") if isinstance(body, dict) else None
     names = [f["name"] for f in described or () if isinstance(f, dict) and isinstance(f.get("name"), str)
-             and FIELD_NAME.fullmatch(f["name"])]  # (a name goes into the query text: only names)
+             and FIELD_NAME.fullmatch(f["name"]) and f["name"] not in VIEWED]  # (into the query text: only names)
     if not names:
         raise ProviderError(f"Salesforce described {name} without its fields")
     return names

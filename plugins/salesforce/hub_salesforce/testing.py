@@ -110,7 +110,8 @@ def _address(prefix: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{part}" for part in ("Street", "City", "State", "PostalCode", "Country"))
 
 
-AUDIT = ("Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp")
+AUDIT = ("Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp",
+         "LastViewedDate", "LastReferencedDate")
 SOBJECTS = {
     "Account": SObject("001", ("Name", "AccountNumber", "Type", "Industry", "Phone", "Fax", "Website",
                                "Description", "NumberOfEmployees", "AnnualRevenue", *_address("Billing"),
@@ -581,6 +582,13 @@ def add_custom_field(app: FastAPI, entity: str, name: str, kind: str = "string",
     target.custom[sobject][name] = kind
     for row in target.tables[sobject].values():
         row.setdefault(name, None)
+
+
+def view_in_ui(app: FastAPI, entity: str, record_id: str, org: str = ORG_ID) -> None:
+    """A user opens the record in Salesforce: its LastViewedDate and
+    LastReferencedDate move, its SystemModstamp does not."""
+    row = app.state.orgs[org].tables[ENTITIES[entity]][record_id]
+    row["LastViewedDate"] = row["LastReferencedDate"] = stamp(time.time())
 
 
 def expire_tokens(app: FastAPI) -> None:

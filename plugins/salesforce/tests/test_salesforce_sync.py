@@ -16,7 +16,9 @@ API = "/api/v1/integrations"
 
 
 def _org_accounts(sfdc) -> dict[str, dict]:
-    return {i: dict(row) for i, row in sfdc.org().tables["Account"].items()}  # (a record holds every field)
+    # (A record holds every field, but those a user's viewing it moves.)
+    return {i: {k: v for k, v in row.items() if k not in ("LastViewedDate", "LastReferencedDate")}
+            for i, row in sfdc.org().tables["Account"].items()}
 
 
 @pytest.mark.parametrize("fake_options", [{"max_batch": 3}])
@@ -95,3 +97,21 @@ def test_an_orgs_own_fields_are_read_mapped_and_pushed_both_ways(sfdc, connectio
     # A read of one record holds the org's fields as a listing does (no change seen where none was made).
     live = sfdc.get(sfdc.records(connection, "accounts", first)).json()["record"]
     assert live["Tier__c"] == "Silver" and "attributes" not in live
+
+
+def test_a_record_a_user_only_looked_at_is_no_conflict_for_a_push(sfdc, connection):
+    """Viewing a record moves its LastViewedDate, not its SystemModstamp: those
+    fields are not read, so the push's check finds the record unchanged."""
+    [account] = fake.seed(sfdc.app, "accounts", 1, ago=3600)
+    base = f"{API}/connections/{connection['id']}"
+    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "both",
+                                                 "conflict_policy": "review"})
+    records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
+    started = sfdc.post(f"{base}/sync", {"entity": "accounts", "direction": "pull"})
+    assert wait_for_run(sfdc.client, sfdc.auth, connection["id"], started.json()["run"]["id"])["status"] == "succeeded"
+    fake.view_in_ui(sfdc.app, "accounts", account)
+    changed = sfdc.put(f"{records}/{account}", {"data": {"Industry": "Energy"}, "sync": True})
+    assert changed.status_code == 200, changed.text
+    run = wait_for_run(sfdc.client, sfdc.auth, connection["id"], changed.json()["run_id"])
+    assert run["status"] == "succeeded" and run["conflicts"] == 0 and run["pushed"] == 1, run
+    assert sfdc.org().tables["Account"][account]["Industry"] == "Energy"
