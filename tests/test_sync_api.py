@@ -358,6 +358,7 @@ def test_sync_settings_sent_again_unchanged_keep_the_schedule(manual_scheduler, 
     assert next_at(SyncConfig, config["id"]) is None
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (about HTTP faults: a database is as good as the other)
 def test_provider_faults_are_absorbed_by_retries(settings, example_registry, example_fake, monkeypatch):
     url, fake = example_fake
     monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", url)
