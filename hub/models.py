@@ -145,7 +145,9 @@ class IdempotentCreate(SQLModel, table=True):
     #: The SHA-256 of the entity and data sent: the key with other data is another request.
     fingerprint: str = Field(max_length=64)
     #: ``sending`` (under way in ``owner``), ``done`` (``record`` made), ``uncertain`` (no answer
-    #: came) or ``refused`` (nothing made: the key may be sent again, with this or other data).
+    #: came), ``refused`` (the provider refused it: sent again, with this data or other, under
+    #: another key) or ``unsent`` (nothing made, or under the key the provider dedupes by: sent
+    #: again with the same data).
     #: Until ``done``, ``record`` is ``{"refusals": n}``: how many times the provider refused the
     #: key, which the key the plugin gets is derived with (a provider keeps a refusal under its key).
     status: str = Field(max_length=16)

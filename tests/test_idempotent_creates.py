@@ -205,3 +205,59 @@ def test_kept_outcomes_are_purged_after_their_day(hub_app, client, auth, example
     Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(utcnow())
     with hub.session() as session:
         assert set(session.exec(select(IdempotentCreate.key))) == {"k-9"}
+
+
+def test_a_keyed_create_whose_answer_was_lost_is_sent_again_under_its_key_and_made_once(
+        client, auth, hub_app, example_fake, monkeypatch):
+    """A create carrying its key that met 5xx past the retries (ProviderHTTP
+    says: not applied, safe to send again under the key) is no refusal: sent
+    again, it reaches the provider under the same key, which answers the
+    first record; and the key with other data is still another request."""
+    from hub.types import ProviderUnavailable
+
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    hub = hub_app.state.hub
+    call = hub.call
+    lose = {"answers": 1}
+    keys: list[str] = []
+
+    async def answer_lost(provider, hook, ctx, **kwargs):
+        if hook == "create_record":
+            keys.append(kwargs["idempotency_key"])
+        result = await call(provider, hook, ctx, **kwargs)
+        if hook == "create_record" and lose["answers"]:
+            lose["answers"] -= 1
+            raise ProviderUnavailable("provider answered HTTP 502")  # (maybe_applied left False)
+        return result
+
+    monkeypatch.setattr(hub, "call", answer_lost)
+    body = {"data": {"title": "lost under its key"}, "idempotency_key": "k-5xx"}
+    assert client.post(notes_url(connection), json=body, headers=auth).status_code == 503
+    other = client.post(notes_url(connection), json={**body, "data": {"title": "other"}}, headers=auth)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused", other.text
+    again = client.post(notes_url(connection), json=body, headers=auth)
+    assert again.status_code == 201, again.text
+    assert len(titled(fake, "lost under its key")) == 1 and keys[0] == keys[1]
+
+
+def test_a_refused_key_sent_again_starts_its_day_again(client, auth, hub_app, example_fake):
+    """(Else a create sent again in the last moments of its key's day could be
+    purged while it is under way: its outcome not kept.)"""
+    from datetime import timedelta
+
+    fake = example_fake[1]
+    connection = connect(client, auth)
+    hub = hub_app.state.hub
+    fake.state.fail_next, fake.state.fail_status = 1, 400
+    body = {"data": {"title": "late"}, "idempotency_key": "k-late"}
+    assert client.post(notes_url(connection), json=body, headers=auth).status_code == 422
+    with hub.session() as session:
+        row = session.exec(select(IdempotentCreate).where(IdempotentCreate.key == "k-late")).one()
+        row.created_at = utcnow() - timedelta(hours=23, minutes=59)
+        session.add(row)
+        session.commit()
+    assert client.post(notes_url(connection), json=body, headers=auth).status_code == 201
+    with hub.session() as session:
+        row = session.exec(select(IdempotentCreate).where(IdempotentCreate.key == "k-late")).one()
+        assert row.status == "done" and utcnow() - row.created_at < timedelta(minutes=1)

@@ -39,6 +39,13 @@ IDEMPOTENCY_KEY_DAYS = 1
 SENDING_STALE = timedelta(minutes=15)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the provider answered ``exc``'s create with a refusal (a 4xx,
+    not one that says to wait or that its key is busy: 408, 409, 425, 429)."""
+    status = exc.provider_status if isinstance(exc, HubError) else None
+    return status is not None and 400 <= status < 500 and status not in (408, 409, 425, 429)
+
+
 class IdempotencyKeyInUse(HubError):
     """The first request with this key is still being sent."""
 
@@ -252,9 +259,8 @@ class RecordService:
                 record = await self.hub.call(self.provider, "create_record", self.ctx, entity=entity, data=data,
                                              idempotency_key=self._provider_key(key, refusals))
             except BaseException as exc:
-                applied = may_have_applied(exc)
-                unknown = applied and not self.provider.info.idempotent_creates
-                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown, not applied))
+                unknown = may_have_applied(exc) and not self.provider.info.idempotent_creates
+                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown, _refused(exc)))
                 raise
             try:
                 await asyncio.to_thread(self._settle_key, key, owner, to_jsonable_python(record, fallback=str), False)
@@ -294,7 +300,8 @@ class RecordService:
                 return None, 0
             refusals = int((row.record or {}).get("refusals", 0)) if row.status != "done" else 0
             if row.status == "refused":  # nothing was made: sent again, with this data or other
-                row.fingerprint, row.status, row.owner, row.updated_at = fingerprint, "sending", owner, now
+                row.fingerprint, row.status, row.owner = fingerprint, "sending", owner
+                row.created_at = row.updated_at = now  # (a new try: its day starts now, not purged mid-send)
                 session.add(row)
                 return None, refusals
             if row.fingerprint != fingerprint:
@@ -304,6 +311,10 @@ class RecordService:
                     code="idempotency_key_reused", fields=["idempotency_key"])
             if row.status == "done":
                 return row.record, 0
+            if row.status == "unsent":  # (nothing made, or made under the key the provider dedupes by)
+                row.status, row.owner, row.created_at, row.updated_at = "sending", owner, now, now
+                session.add(row)
+                return None, refusals
             if row.status == "sending" and owner_alive(row.owner) and now - row.updated_at < SENDING_STALE:
                 raise IdempotencyKeyInUse("the first create with this idempotency_key is still being sent: "
                                           "ask again in a moment")
@@ -320,10 +331,12 @@ class RecordService:
     def _settle_key(self, key: str, owner: str, record: dict[str, Any] | None, unknown: bool,
                     refused: bool = False) -> None:
         """Keep what the create made (``record``), that its outcome is
-        ``unknown``, or free the key: the provider ``refused`` it (nothing
-        was made: counted, so that the create sent again carries another key
-        to the provider), or may have made it under a key it dedupes by (sent
-        again with that same key)."""
+        ``unknown``, or free the key: the provider ``refused`` it (it answered
+        a refusal: counted, so that the create sent again, with this data or
+        other, carries another key to the provider, which may keep the
+        refusal under the first), or nothing was made or it was under a key
+        the provider dedupes by (``unsent``: sent again with the same data,
+        under the same key)."""
         with self.hub.session() as session:
             lock(session, f"idempotency/{self.connection.id}/{key}")
             query = select(IdempotentCreate).where(IdempotentCreate.connection_id == self.connection.id,
@@ -332,8 +345,10 @@ class RecordService:
             if row is None:
                 return  # (taken over meanwhile, after SENDING_STALE: that request settles it)
             refusals = int((row.record or {}).get("refusals", 0))
-            if record is None and not unknown:
-                row.status, row.record, row.owner = "refused", {"refusals": refusals + refused}, None
+            if record is None and not unknown and refused:
+                row.status, row.record, row.owner = "refused", {"refusals": refusals + 1}, None
+            elif record is None and not unknown:
+                row.status, row.record, row.owner = "unsent", {"refusals": refusals}, None
             elif record is not None:
                 row.status, row.record = "done", record
             else:
