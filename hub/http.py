@@ -458,7 +458,8 @@ class ProviderHTTP:
         describe_error: ErrorDescriber | None = None,
         refresh: Refresher | None = None,
         retry: RetryPolicy | None = None,
-        rebase: Callable[[str], str] | None = None,
+        rebase: Callable[[str, Any], str] | None = None,
+        config_now: Callable[[], Any] | None = None,
         endpoint_limiters: dict[str, Limiter] | None = None,
         limits: Sequence[tuple[RateLimit, Limiter]] = (),
         concurrency: asyncio.Semaphore | None = None,
@@ -474,8 +475,10 @@ class ProviderHTTP:
         self._auth = auth
         self._describe_error = describe_error
         self._refresh = refresh
-        #: The URL a call retried after a refresh goes to: where the refresh moved the provider's host.
+        #: The URL a call retried after a refresh goes to: where the refresh moved the provider's host
+        #: (``rebase(url, config the url was built with)``; ``config_now()`` tells that config).
         self._rebase = rebase
+        self._config_now = config_now
         self.retry = retry or RetryPolicy()
 
     async def request(
@@ -517,6 +520,7 @@ class ProviderHTTP:
             ProviderUnavailable, ProviderError: as the response says.
         """
         shown = _path(url) if path_in_logs is None else path_in_logs
+        built_with = self._config_now() if self._config_now else None  # (what the url was made of)
         if idempotent is None:
             idempotent = method.upper() in IDEMPOTENT_METHODS or any(
                 k.lower() == "idempotency-key" for k in (headers or {}))
@@ -618,7 +622,7 @@ class ProviderHTTP:
                 refreshed = True
                 if await self._refresh():
                     if self._rebase is not None:
-                        url = self._rebase(url)
+                        url = self._rebase(url, built_with)
                         shown = _path(url) if path_in_logs is None else path_in_logs
                     continue
             retry = status in retry_statuses and (status == 429 or idempotent)

@@ -219,20 +219,14 @@ class Hub:
                 # Nothing to refresh with; but the grant may have been renewed since this call's
                 # context was made (the grant upkeep exchanged a token that never expires).
                 return await self._reload_renewed(ctx)
-            config_before = dict(ctx.config)
-            refreshed = await self._refresh(provider, ctx, force=True)
-            if refreshed and ctx.config != config_before:
-                moved["from"] = config_before
-            return refreshed
+            return await self._refresh(provider, ctx, force=True)
 
-        moved: dict[str, dict[str, Any]] = {}
-
-        def rebase(url: str) -> str:
-            """``url`` on the provider's URLs as the connection's config makes
-            them after the refresh just made: one that moved its host
-            (Salesforce's ``instance_url``) sends the call it retries there."""
-            config_before = moved.pop("from", None)
-            if config_before is None:
+        def rebase(url: str, config_before: Any) -> str:
+            """``url``, built when the connection's config was ``config_before``,
+            on its URLs as the config makes them now: a refresh that moved the
+            provider's host (Salesforce's ``instance_url``) sends the call it
+            retries there (whichever call's 401 made the refresh)."""
+            if config_before is None or config_before == ctx.config:
                 return url
             before = dataclasses.replace(ctx, config=config_before)
             for name in provider.info.urls:
@@ -272,7 +266,7 @@ class Hub:
             # refusal of a long limit (a daily quota) for the connection's next calls.
             self.pool.client(key), self.pool.limiter(paced, rate_limit or UNPACED),
             rate_limit, auth=auth, describe_error=describe, refresh=refresh,
-            rebase=rebase,
+            rebase=rebase, config_now=lambda: dict(ctx.config),
             retry=self.pool.retry, endpoint_limiters=self.pool.endpoint_limiters(paced, endpoint_limits),
             limits=limits,  # type: ignore[arg-type]
             concurrency=self.pool.concurrency(paced, provider.info.max_concurrent_requests)
