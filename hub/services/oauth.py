@@ -281,7 +281,7 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         # A code of the plugin's own (Shopify's shop_mismatch) says more than exchange_failed.
         specific = exc.code if exc.code != type(exc).code else "exchange_failed"
         failed = OAuthFailed(exc.message, code=specific, details=record.return_to)
-        failed.provider_details = exc.details
+        failed.provider_details = exc.details if isinstance(exc.details, (dict, list)) else None
         raise failed from None
     credentials.config = {**record.params, **credentials.config}
     reached = await account_reached(hub, record.organization_id, provider, credentials)
