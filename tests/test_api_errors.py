@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hub_example.testing import API_KEY
 
 from tests.conftest import API
@@ -15,6 +17,7 @@ def assert_error(response, status: int, code: str) -> dict:
     return body
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     url = f"{API}/connections"
     assert_error(client.post(url, content=b'{"provider": ', headers={**auth, "Content-Type": "application/json"}),
@@ -47,6 +50,7 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     assert "UTF-8" in latin1["error"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_unknown_provider_entity_route_and_method(client, auth):
     assert_error(client.get(f"{API}/providers/nope"), 404, "unknown_provider")
     assert_error(client.get(f"{API}/providers/example/entities/nope"), 404, "unknown_entity")
@@ -66,6 +70,7 @@ def test_unknown_provider_entity_route_and_method(client, auth):
                  404, "unknown_action")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_missing_required_credentials_are_named(client, auth):
     body = assert_error(client.post(f"{API}/connections", json={"provider": "example"}, headers=auth),
                         422, "missing_fields")
@@ -78,6 +83,7 @@ def test_missing_required_credentials_are_named(client, auth):
     assert unknown["details"] == {"unknown": ["pasword"]} and unknown["fields"] == ["pasword"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_oversized_body_is_413(client, auth):
     big = b'{"provider": "example", "name": "' + b"x" * 2_000_000 + b'"}'
     assert_error(client.post(f"{API}/connections", content=big,
@@ -91,6 +97,7 @@ def test_oversized_body_is_413(client, auth):
     assert_error(streamed, 413, "payload_too_large")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_link_flow_on_an_api_key_provider_is_a_clear_error(client, auth):
     assert_error(client.post(f"{API}/link/example/token", json={}, headers=auth), 422, "wrong_auth_type")
 
@@ -160,6 +167,7 @@ def test_a_cursor_is_refused_alike_by_every_list_however_it_is_crafted(client, a
             assert_error(response, 422, "invalid_cursor")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_a_chunked_body_past_the_limit_is_413_on_json_routes_too(client, auth):
     def chunks():
         yield b'{"provider": "example", "name": "'
@@ -170,6 +178,7 @@ def test_a_chunked_body_past_the_limit_is_413_on_json_routes_too(client, auth):
                              headers={**auth, "Content-Type": "application/json"}), 413, "payload_too_large")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_provider_listings_of_unknown_categories_are_not_kept(client):
     for i in range(50):
         assert client.get(f"{API}/providers", params={"category": f"nothing-{i}"}).json()["providers"] == []
@@ -188,6 +197,7 @@ def test_declared_connection_fields_take_values_of_their_type(client, auth):
     assert long_key.json()["code"] != "invalid_value", long_key.text  # long enough for a key: tested with the provider
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_routes_whose_body_fields_are_all_optional_take_no_body(client, auth):
     """As POST /sync does: the missing body is the empty one, not a 422 "Field required"."""
     assert_error(client.post(f"{API}/link/example/token", headers=auth), 422, "wrong_auth_type")
@@ -198,6 +208,7 @@ def test_routes_whose_body_fields_are_all_optional_take_no_body(client, auth):
     assert_error(client.post(f"{API}/connections/{connection['id']}/webhooks", headers=auth), 400, "not_supported")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_booleans_and_counts_in_bodies_take_json_booleans_and_integers_only(client, auth):
     """JSON has true/false and integers: "yes", 1 or "60" is a client's
     mistake to be told about, not a value to guess (``true`` as a frequency
@@ -272,6 +283,7 @@ def test_a_change_through_an_index_of_thousands_of_digits_is_an_objects_key():
     assert _as_lists({"0": "x", "1": "y"}) == ["x", "y"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_an_integrations_page_on_an_allowed_origin_may_call_the_api_from_the_browser(settings, example_registry):
     from fastapi.testclient import TestClient
 
@@ -302,6 +314,7 @@ def test_an_integrations_page_on_an_allowed_origin_may_call_the_api_from_the_bro
         assert "access-control-allow-origin" not in client.get(f"{API}/providers", headers={"Origin": page}).headers
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_every_429_says_when_to_come_back_in_whole_seconds(settings):
     """README: `rate_limited` (429, always with `Retry-After`)."""
     from fastapi.testclient import TestClient
@@ -351,6 +364,7 @@ def test_a_record_id_no_url_can_carry_is_not_found(client, auth, caplog, monkeyp
     assert "Traceback" not in caplog.text and "InvalidURL" not in caplog.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_a_content_type_merely_containing_json_is_not_json(client, auth):
     url = f"{API}/connections"
     body = b'{"provider": "example", "credentials": {"api_key": "k"}}'

@@ -47,6 +47,7 @@ def client(settings):
         yield client
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the plugin's answers, not storage)
 def test_wrong_results_of_record_hooks_are_the_plugins_error(client):
     auth = make_org(client.app)
     auth.pop("org_id")
@@ -109,6 +110,7 @@ def test_a_page_larger_than_asked_is_handed_out_in_slices_and_logged(settings, c
     (Page(records=[], deleted_ids="abc"), "deleted_ids are not a list of ids"),
     (Page(records=[], next_cursor=5), "next_cursor or watermark is not text"),
 ])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the plugin's answers, not storage)
 def test_a_page_not_made_of_records_is_the_plugins_error_in_listings_and_sync(settings, page, problem):
     registry = PluginRegistry()
     registry.register(sloppy_plugin(list_records=lambda ctx, entity, cursor, page_size, filters, since: page),

@@ -6,6 +6,7 @@ import asyncio
 import types
 
 import httpx
+import pytest
 
 from hub import hookimpl
 from hub.plugins import PluginRegistry
@@ -60,6 +61,7 @@ def plugin():
     return p
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_calls_in_flight_when_a_refresh_moves_the_host_are_all_sent_again_to_the_new_host(settings):
     mod = plugin()
     registry = PluginRegistry()
