@@ -130,6 +130,7 @@ def source_tree(tmp_path_factory) -> Path:
     return tree
 
 
+@pytest.mark.slow  # (45 s of pip into a new venv: run with `pytest -m slow`; the suite keeps .ci/run in time)
 def test_rendered_plugin_installs_tests_and_serves_in_a_fresh_venv(tmp_path, source_tree):
     started = time.monotonic()
     venv = tmp_path / "venv"
