@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from hub_example.testing import API_KEY, signed_delivery
 
 from tests.conftest import API, make_org
@@ -19,6 +21,7 @@ def connect(client, auth, **extra):
     return response.json()["connection"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_providers_list_the_installed_plugin(client):
     body = client.get(f"{API}/providers").json()
     assert body["success"] is True
@@ -31,6 +34,7 @@ def test_providers_list_the_installed_plugin(client):
     assert entity["supports_create"] and {f["name"] for f in entity["fields"]} >= {"id", "title"}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_connect_list_pages_to_the_end_and_crud(client, auth, example_fake):
     connection = connect(client, auth)
     assert connection["status"] == "connected"
@@ -63,6 +67,7 @@ def test_connect_list_pages_to_the_end_and_crud(client, auth, example_fake):
     assert invalid.status_code == 422 and "title is required" in invalid.json()["error"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_read_only_entity_refuses_writes(client, auth):
     connection = connect(client, auth)
     response = client.post(f"{API}/connections/{connection['id']}/entities/tags/records",
@@ -71,6 +76,7 @@ def test_read_only_entity_refuses_writes(client, auth):
     assert response.json()["code"] == "read_only"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_bad_api_key_is_refused_and_nothing_saved(client, auth):
     response = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": "nope"}},
                            headers=auth)
@@ -79,6 +85,7 @@ def test_bad_api_key_is_refused_and_nothing_saved(client, auth):
     assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_second_connection_of_same_provider_conflicts(client, auth):
     connect(client, auth)
     response = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
@@ -86,6 +93,7 @@ def test_second_connection_of_same_provider_conflicts(client, auth):
     assert response.status_code == 409 and response.json()["code"] == "connection_exists"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_provider_5xx_is_retried_then_succeeds(client, auth, example_fake):
     connection = connect(client, auth)
     example_fake[1].state.fail_next = 2
@@ -94,6 +102,7 @@ def test_provider_5xx_is_retried_then_succeeds(client, auth, example_fake):
     assert example_fake[1].state.fail_next == 0
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_provider_down_after_retries_is_503(client, auth, example_fake, hub_app):
     connection = connect(client, auth)
     hub_app.state.hub.pool.retry.attempts = 2
@@ -103,6 +112,7 @@ def test_provider_down_after_retries_is_503(client, auth, example_fake, hub_app)
     assert response.json()["code"] == "provider_unavailable"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_update_and_test_and_delete_connection(client, auth):
     connection = connect(client, auth)
     url = f"{API}/connections/{connection['id']}"
@@ -117,6 +127,7 @@ def test_update_and_test_and_delete_connection(client, auth):
     assert client.get(url, headers=auth).status_code == 404
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_webhook_verified_stored_once_forged_and_stale_rejected(client, auth):
     connection = connect(client, auth)
     url = f"{API}/webhooks/example?connection_id={connection['id']}"
@@ -137,6 +148,7 @@ def test_webhook_verified_stored_once_forged_and_stale_rejected(client, auth):
     assert stale.status_code == 401 and stale.json()["code"] == "webhook_stale"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client, auth):
     connection = connect(client, auth)
     records = f"{API}/connections/{connection['id']}/entities"
@@ -165,6 +177,7 @@ def test_a_cursor_serves_only_its_entity_and_since_only_where_it_filters(client,
     assert future.status_code == 200 and future.json()["records"] == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_filters_for_a_plugin_that_takes_none_are_refused(client, auth):
     """The example's list_records names no ``filters``: pluggy would drop them, and a
     client asking for one note by title would get every note as if filtered."""
@@ -176,6 +189,7 @@ def test_filters_for_a_plugin_that_takes_none_are_refused(client, auth):
     assert client.get(records, params={"limit": 5}, headers=auth).status_code == 200
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(client, auth, hub_app):
     """Its name and schedule are the hub's: an operator who uninstalled a
     plugin can still stop its scheduled runs; what the plugin must check (config,
@@ -199,6 +213,7 @@ def test_a_connection_whose_plugin_is_not_loaded_can_be_renamed_and_paused(clien
         assert refused.status_code == 404 and refused.json()["code"] == "unknown_provider", refused.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_provider_page_larger_than_the_limit_is_handed_out_in_slices(settings, example_fake, monkeypatch):
     """A plugin whose provider cannot size pages answered a client asking limit=3 with 7
     records (or Salesforce's 200); each API page now holds at most the limit, every record

@@ -74,6 +74,7 @@ def ledger():
     ({"properties": {"email": "b@x"}}, {"properties": {"email": "c@x"}},
      lambda item: item["properties"]["email"] == "c@x"),
 ])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_the_echo_of_a_change_sent_without_read_only_sub_fields_is_the_hubs_own_write(hub, conn, ledger, policy,
                                                                                       first, second, now):
     tenant = Tenant(hub, conn, policy)
@@ -88,6 +89,7 @@ def test_the_echo_of_a_change_sent_without_read_only_sub_fields_is_the_hubs_own_
     assert row(hub, conn, "it_00001").push_status is None
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_what_goes_to_the_provider_leaves_read_only_sub_fields_out_but_an_items_id(hub, conn, ledger):
     Tenant(hub, conn, "provider_wins").write("it_00001", {"variants": {"0": {"price": "2.00"}},
                                                           "properties": {"email": "b@x"}})

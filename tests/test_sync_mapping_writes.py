@@ -124,6 +124,7 @@ class Env:
         return self.client.post(self.records, json={"data": data, **kw}, headers=self.auth)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_path_into_an_array_names_an_existing_item_or_is_refused(typed):
     env = Env(typed, [{"source": "variants.3.price", "target": "p3"}, {"source": "variants.0.price", "target": "p0"}],
               items={"x": {"variants": [{"id": 1, "price": "1"}, {"id": 2, "price": "2"}]}})
@@ -140,6 +141,7 @@ def test_a_path_into_an_array_names_an_existing_item_or_is_refused(typed):
     assert env.provider.items["x"]["variants"] == [{"id": 1, "price": "9"}, {"id": 2, "price": "2"}]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_pending_change_to_an_item_the_provider_removed_fails_instead_of_replacing_the_array(typed):
     env = Env(typed, [{"source": "variants.1.price", "target": "p1"}], policy="hub_wins",
               items={"x": {"variants": [{"id": 1, "price": "1"}, {"id": 2, "price": "2"}]}})
@@ -151,6 +153,7 @@ def test_a_pending_change_to_an_item_the_provider_removed_fails_instead_of_repla
     assert record["push_status"] == "failed" and "there is no variants.1" in record["push_error"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_times_beyond_utc_are_mapping_errors_and_refused_writes_not_500s(typed):
     env = Env(typed, [{"source": "when", "target": "wt", "transform": "datetime"}],
               items={"y": {"when": "9999-12-31T23:59:59-12:00"}})
@@ -161,6 +164,7 @@ def test_times_beyond_utc_are_mapping_errors_and_refused_writes_not_500s(typed):
     assert written.status_code == 422 and written.json()["code"] == "invalid_value", written.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_numbers_are_written_with_ascii_digits_only(typed):
     env = Env(typed, [{"source": "ratio", "target": "r", "transform": "float"},
                       {"source": "amount", "target": "a", "transform": "int"}], items={"x": {"ratio": 1.0, "amount": 1}})
@@ -172,6 +176,7 @@ def test_numbers_are_written_with_ascii_digits_only(typed):
                                                                   "updated_at": env.provider.items["x"]["updated_at"]}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_change_made_before_a_config_was_switched_to_pull_can_be_discarded(typed):
     env = Env(typed, [{"source": "name", "target": "n"}], items={"y": {"name": "b"}})
     assert env.client.delete(f"{env.records}/y", params={"sync": False}, headers=env.auth).status_code == 200
@@ -180,6 +185,7 @@ def test_a_change_made_before_a_config_was_switched_to_pull_can_be_discarded(typ
     assert discarded.status_code == 200 and discarded.json()["record"]["pending"] is False, discarded.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_two_mappings_of_one_field_changed_to_different_values_are_refused(typed):
     env = Env(typed, [{"source": "amount", "target": "a"},
                       {"source": "amount", "target": "b", "transform": "cents_to_decimal"}], items={"x": {"amount": 100}})
@@ -189,6 +195,7 @@ def test_two_mappings_of_one_field_changed_to_different_values_are_refused(typed
     assert env.put("x", {"a": 700, "b": 7.0}, sync=False).status_code == 200  # the same value twice
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_change_to_a_constant_is_refused_and_read_only_values_are_left_out(typed):
     """A constant goes nowhere: changing it is refused. A read-only provider
     field is left out, so that a record read, then written back whole after a
@@ -208,6 +215,7 @@ def test_a_change_to_a_constant_is_refused_and_read_only_values_are_left_out(typ
     assert env.put("x", {"rid": "other"}, sync=False).json()["code"] == "empty_change"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_digit_keys_of_an_object_are_keys_and_a_pending_create_keeps_its_items(typed):
     env = Env(typed, [{"source": "variants.0.price", "target": "p0"}, {"source": "balances", "target": "b"},
                       {"source": "name", "target": "n"}], items={"x": {"balances": {"usd": 1}}})
@@ -218,6 +226,7 @@ def test_digit_keys_of_an_object_are_keys_and_a_pending_create_keeps_its_items(t
     assert edited.status_code == 200, edited.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_an_object_with_digit_keys_goes_back_as_an_object_and_a_change_through_an_index_as_a_list(typed):
     """Stripe's metadata may hold keys "0", "1": a change beside them (or to
     one of them) must not send the object back as an array. A create through
@@ -251,6 +260,7 @@ def test_an_object_with_digit_keys_goes_back_as_an_object_and_a_change_through_a
     assert env.provider.items[listed_id]["variants"] == [{"price": "5"}]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_an_object_or_array_sent_whole_leaves_out_its_read_only_sub_fields(typed):
     """A change to one sub-field sends the whole object: its read-only
     sub-fields (HubSpot's hs_object_id) went too, and the provider refused
@@ -269,6 +279,7 @@ def test_an_object_or_array_sent_whole_leaves_out_its_read_only_sub_fields(typed
     assert env.provider.sent[-1] == ("update", "x", {"lines": [{"id": "l1", "qty": 3}]})
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_split_mappings_default_is_shown_never_pushed(typed):
     env = Env(typed, [{"source": "name", "target": ["first", "last"], "transform": "split", "default": "Unknown"},
                       {"source": "amount", "target": "a", "transform": "int"}], items={"x": {"amount": 1}})
@@ -279,6 +290,7 @@ def test_a_split_mappings_default_is_shown_never_pushed(typed):
     assert env.provider.items["x"]["name"] == "John"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_joined_fields_are_written_back_in_their_types(typed):
     env = Env(typed, [{"source": ["amount", "currency"], "target": "money", "transform": "join", "separator": " "}],
               items={"x": {"amount": 100, "currency": "usd"}})
@@ -291,6 +303,7 @@ def test_joined_fields_are_written_back_in_their_types(typed):
     assert again.status_code == 200 and again.json()["run_id"] is None, again.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_record_kept_after_the_provider_deleted_it_is_created_again_with_its_own_values(typed):
     env = Env(typed, [{"source": "name", "target": "n"},
                       {"source": "count", "target": "c", "transform": "int", "default": -1},
@@ -309,6 +322,7 @@ def test_a_record_kept_after_the_provider_deleted_it_is_created_again_with_its_o
     assert created == {"name": "hub", "count": "many", "first_name": "Mary Ann", "last_name": "Smith"}, created
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_amounts_a_json_number_would_round_are_refused_not_shown_a_cent_off(typed):
     env = Env(typed, [{"source": "amount", "target": "amt", "transform": "cents_to_decimal"}],
               items={"x": {"amount": 99999999999999999}, "y": {"amount": 1999}})
@@ -322,6 +336,7 @@ def test_amounts_a_json_number_would_round_are_refused_not_shown_a_cent_off(type
     assert env.get("y", mapped=False).json()["record"]["data"]["amount"] == 12345678901234568
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_amounts_follow_the_decimals_of_their_currency_both_ways(typed):
     """Yen have no minor unit and Kuwaiti dinars three: ¥500 is 500, not 5.00."""
     env = Env(typed, [{"source": "amount", "target": "a", "transform": "cents_to_decimal",
@@ -357,6 +372,7 @@ def test_amounts_follow_the_decimals_of_their_currency_both_ways(typed):
     assert env.provider.sent[-1] == ("create", None, {"amount": 12000, "currency": "kwd"})
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_currency_options_are_checked_when_saved(typed):
     env = Env(typed, [])
     for mapping, needle in (
@@ -378,6 +394,7 @@ def test_currency_options_are_checked_when_saved(typed):
         assert bad.json()["fields"] == [path] and bad.json()["details"][0]["path"] == path, (mapping, bad.text)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_times_go_back_as_the_provider_holds_them(typed):
     """Epoch milliseconds stay milliseconds; a datetime field the provider
     declares as Unix time gets seconds even on a create."""
@@ -397,6 +414,7 @@ def test_times_go_back_as_the_provider_holds_them(typed):
     assert env.provider.sent[-1] == ("create", None, {"stamp": 1_772_323_200, "name": "new"})
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_field_set_at_creation_only_is_refused_in_updates_and_kept_when_written_back(typed):
     env = Env(typed, [], items={"x": {"kind": "a", "name": "n"}})
     refused = env.put("x", {"kind": "b", "name": "m"}, sync=False)
@@ -419,6 +437,7 @@ def test_a_field_set_at_creation_only_is_refused_in_updates_and_kept_when_writte
     assert env.put("x", {"k": "a", "n": "q"}, sync=False).status_code == 200
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_field_set_at_creation_only_is_refused_once_the_create_was_sent(typed):
     """What changes after a create went out follows as an update: a
     create-only field cannot be in it."""
@@ -437,6 +456,7 @@ def test_a_field_set_at_creation_only_is_refused_once_the_create_was_sent(typed)
     assert env.put(record_id, {"kind": "b", "name": "y"}, sync=False).status_code == 200  # kind unchanged
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_fixed_currency_must_be_an_iso_code_or_one_the_provider_declares(typed):
     """A typo (JYP for JPY) was taken, and its amounts given two decimals: 300 yen shown as 3."""
     env = Env(typed, [], items={"x": {"amount": 300}})
@@ -473,6 +493,7 @@ class Declaring(Typed):
         return dataclasses.replace(super().provider_info(), minor_units={"zwl": 2, "MGA": 0})
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_currency_the_provider_declares_is_taken_whatever_its_case(settings):
     provider, registry = Declaring(), PluginRegistry()
     registry.register(provider, "ledger")
@@ -492,6 +513,7 @@ def test_a_currency_the_provider_declares_is_taken_whatever_its_case(settings):
         assert refused.status_code == 422 and "nor one the provider declares (MGA, ZWL)" in refused.json()["error"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_writes_refused_name_their_fields(typed):
     """A value that does not convert back, or a field no mapping targets,
     names the tenant's fields at fault in ``fields``."""
@@ -513,6 +535,7 @@ def test_writes_refused_name_their_fields(typed):
     assert raw.json()["fields"] == ["colour"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_refused_mappings_name_the_request_path_of_each_problem(typed):
     env = Env(typed, [])
     refused = env.client.put(f"{env.config_url}/mappings", json={"mappings": [
