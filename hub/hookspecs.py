@@ -395,8 +395,10 @@ def create_record(
     :returns: the created record, including its id, whole and in the shape
         ``list_records`` gives it: sync stores what this returns as the
         provider's version, so that its next pull sees no change (no echo).
-        Where the provider answers a write with only the fields written
-        (HubSpot's ``properties``), read the record again (``get_record``).
+        Where the provider answers a write with part of the record (HubSpot's
+        ``properties`` written, Salesforce's id), declare the schema's
+        ``read_after_write`` and return the answer with the id at
+        ``id_field``: the core reads the record whole with ``get_record``.
     :raises ValidationFailed: the provider rejected the data.
     """
 

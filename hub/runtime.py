@@ -33,6 +33,7 @@ from hub.types import (
     AuthFailed,
     ConfigurationError,
     Credentials,
+    EntitySchema,
     HubError,
     NotFound,
     Page,
@@ -570,7 +571,29 @@ class Hub:
             # each): fine for a provider whose pages cannot be sized, costly for one that can.
             log.info("provider %s returned %d %s records for a page of %d", provider.name, len(result.records),
                      kwargs.get("entity"), kwargs["page_size"])
+        if hook in ("create_record", "update_record"):
+            schema = provider.schemas.get(kwargs.get("entity"))
+            if schema is not None and schema.read_after_write:
+                return await self._read_after_write(provider, ctx, schema, kwargs.get("record_id"), result)
         return result
+
+    async def _read_after_write(self, provider: Provider, ctx: ProviderContext, schema: EntitySchema,
+                                record_id: str | None, written: dict[str, Any]) -> dict[str, Any]:
+        """The record a write made, read whole (``EntitySchema.read_after_write``),
+        else the write's own answer (the write was made: see there)."""
+        if record_id is None:
+            record_id = written.get(schema.id_field)
+            if not isinstance(record_id, (str, int)) or isinstance(record_id, bool) or record_id == "":
+                message = (f"provider {provider.name} answered the creation of a {schema.name} record without "
+                           f"its id at {schema.id_field!r}")
+                log.error(message)
+                raise ProviderError(message)
+        try:
+            return await self.call(provider, "get_record", ctx, entity=schema.name, record_id=str(record_id))
+        except HubError as exc:
+            log.warning("provider %s: the %s record %s was written, but reading it back failed (%s): the write's "
+                        "answer stands", provider.name, schema.name, record_id, exc.code)
+            return written
 
     def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:
         """Set the connection's ``status`` and ``last_error``; ``renewed`` (its

@@ -146,6 +146,15 @@ class EntitySchema:
     name them, and stored records' writes set them; their type is unknown
     until a record holds one, so a mapping's cast of one is checked on each
     record, not when the mapping is saved. ``None``: only declared fields.
+    ``read_after_write``: the provider answers a create or an update with
+    part of the record only (Salesforce: its id; HubSpot: the properties
+    written), so the core reads it whole (``get_record``) after the write,
+    for what sync stores and the records API answers. The plugin's
+    ``create_record``/``update_record`` then return what they have (the
+    answer, with the record's id at ``id_field``). If that read fails (a
+    429, an outage), the write's answer stands rather than an error: the
+    write was made, and an error would have it sent again (a second record
+    at a provider without idempotency keys); the next pull reads it whole.
     """
 
     name: str
@@ -164,6 +173,7 @@ class EntitySchema:
     fixed_page_size: int | None = None
     filters: tuple[str, ...] | None = None
     custom_fields: str | None = None
+    read_after_write: bool = False
 
     @property
     def readonly(self) -> bool:
