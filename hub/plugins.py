@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pluggy
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from stevedore import ExtensionManager, NamedExtensionManager
 
 from hub import hookspecs
@@ -37,6 +39,9 @@ from hub.types import (
 )
 
 log = logging.getLogger("hub.plugins")
+
+#: The core's distribution name, which plugins name in their dependencies with the range they fit.
+CORE_DISTRIBUTION = "hub-core"
 
 ENTRY_POINT_GROUP = "hub.providers"
 REQUIRED_HOOKS = ("provider_info", "entity_schemas")
@@ -212,12 +217,19 @@ class PluginRegistry:
                 name=name, module="", error=f"HUB_PLUGINS names {name!r}, but no installed plugin provides it"))
         for entry_point, error in failures:
             dist, version = _distribution(entry_point)
-            log.warning("plugin %s failed to load: %s", entry_point.name, _describe(error))
+            # (A plugin made for another core often fails on import: the version is the cause to tell.)
+            problem = _core_mismatch(dist, version) or _describe(error)
+            log.warning("plugin %s failed to load: %s", entry_point.name, problem)
             registry.records.append(PluginRecord(
                 name=entry_point.name, module=entry_point.value, distribution=dist,
-                version=version, error=_describe(error)))
+                version=version, error=problem))
         for ext in manager.extensions:
             dist, version = _distribution(ext.entry_point)
+            if problem := _core_mismatch(dist, version):
+                log.warning("plugin %s not loaded: %s", ext.name, problem)
+                registry.records.append(PluginRecord(name=ext.name, module=ext.entry_point.value,
+                                                     distribution=dist, version=version, error=problem))
+                continue
             try:
                 registry.register(ext.plugin, ext.name, distribution=dist, version=version,
                                   module_name=ext.entry_point.value)
@@ -487,6 +499,35 @@ def _distribution(entry_point: Any) -> tuple[str | None, str | None]:
         return dist.metadata["Name"], dist.version
     # stevedore's entry point cache drops the distribution: look it up.
     return _installed_entry_points().get((entry_point.name, entry_point.value), (None, None))
+
+
+def _core_mismatch(dist: str | None, version: str | None) -> str | None:
+    """Why the plugin distribution ``dist`` was not made for this hub, if its
+    requirement on ``hub-core`` (its ``dependencies``) excludes the running
+    core: pip installs a plugin beside a core it does not fit with a mere
+    warning (``pip install -U hub-core``, ``--no-deps``), and the plugin
+    would fail on a hook the contract changed, mid-request."""
+    if not dist:
+        return None
+    try:
+        requires = importlib.metadata.requires(dist) or []
+        core = importlib.metadata.version(CORE_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None  # (the core run from a checkout, not installed: nothing to compare)
+    for text in requires:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != CORE_DISTRIBUTION:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(core, prereleases=True):
+            return (f"{dist} {version or ''} is made for hub-core{requirement.specifier}, and this hub is "
+                    f"hub-core {core}: install a release of {dist} made for it (pip install -U {dist}), or "
+                    f"a hub-core it names").replace("  ", " ")
+    return None
 
 
 def _installed_entry_points() -> dict[tuple[str, str], tuple[str, str]]:

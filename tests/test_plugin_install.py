@@ -86,6 +86,16 @@ def test_install_uninstall_and_broken_plugins(venv):
     listing = hub_plugins_cli(venv)
     assert "FAILED" in listing and "frobnicate" in listing and "hub-example" in listing
 
+    # Made for an older core (pip only warns, as after `pip install -U hub-core`): listed, not loaded.
+    pip(venv, "install", "--no-deps", str(DISTS / "hub-older-core"))
+    mismatched = probe(venv)
+    assert "older" not in mismatched["providers"] and "example" in mismatched["providers"]
+    older = next(p for p in mismatched["plugins"] if p["name"] == "older")
+    assert older["loaded"] is False and older["distribution"] == "hub-older-core", older
+    assert "made for hub-core<0.1" in older["error"] and "this hub is hub-core 0.1.0" in older["error"], older
+    assert "made for hub-core<0.1" in hub_plugins_cli(venv)
+    pip(venv, "uninstall", "-y", "hub-older-core")
+
     pip(venv, "install", "--no-deps", str(DISTS / "hub-example-clone"))
     clash = probe(venv)
     assert "hub-example-clone" in clash["startup_error"]
