@@ -4,11 +4,14 @@ HubSpot shapes them (``{id, properties, createdAt, updatedAt, archived}``),
 ``after`` cursors, modified-since listing through the search endpoint, the
 portal's and the search endpoint's rate limits, and webhooks signed with the
 app's client secret (v3, and v1 while HubSpot migrates), one delivery
-batching several portals. The fake HubSpot is :mod:`hub_hubspot.testing`."""
+batching several portals. Records hold the portal's own (custom) properties
+too, which the properties API names. The fake HubSpot is
+:mod:`hub_hubspot.testing`."""
 
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -30,6 +33,7 @@ from hub.types import (
     HubError,
     NotFound,
     Page,
+    PermissionDenied,
     ProviderError,
     ProviderInfo,
     RateLimit,
@@ -46,7 +50,9 @@ TEN_SECONDLY = (110, 10.0)
 #: The search endpoints' own limit: 5 calls a second per portal.
 SEARCH_PER_SECOND = (5, 1.0)
 SCOPES = ("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.companies.read",
-          "crm.objects.companies.write", "crm.objects.deals.read", "crm.objects.deals.write", "tickets")
+          "crm.objects.companies.write", "crm.objects.deals.read", "crm.objects.deals.write", "tickets",
+          # (The properties API: which properties the portal has added. Tickets' come with "tickets".)
+          "crm.schemas.contacts.read", "crm.schemas.companies.read", "crm.schemas.deals.read")
 
 
 def info(ten_secondly: tuple[int, float] = TEN_SECONDLY,
@@ -140,19 +146,25 @@ OBJECTS = {
 }
 #: What a record holds besides its properties, all HubSpot's to set.
 RECORD_KEYS = ("id", "createdAt", "updatedAt", "archived", "archivedAt")
+#: How HubSpot names a property: lower-case letters, digits and underscores, from a letter. A
+#: portal's own are read too (the properties API names them), so mappings may name them.
+CUSTOM_PROPERTY = r"properties\.[a-z][a-z0-9_]*"
+CUSTOM = ("Records hold the declared properties and the portal's own (custom) ones, named as HubSpot "
+          "names them (properties.customer_tier): mappings may name them, and writes set them.")
 
 
 def _schema(name: str, obj: CrmObject) -> EntitySchema:
     fields = (
         EntityField("id", "ID", readonly=True),
         EntityField("properties", "Properties", "object", fields=obj.properties,
-                    description="Written as {\"properties\": {...}}; these are the properties read."),
+                    description="Written as {\"properties\": {...}}; read: these, and the portal's own."),
         EntityField("createdAt", "Created", "datetime", readonly=True),
         EntityField("updatedAt", "Updated", "datetime", readonly=True),
         EntityField("archived", "Archived", "boolean", readonly=True),
     )
-    return EntitySchema(name, obj.label, fields, description=obj.description, updated_field="updatedAt",
-                        supports_create=True, supports_update=True, supports_delete=True, supports_since=True)
+    return EntitySchema(name, obj.label, fields, description=" ".join(filter(None, (obj.description, CUSTOM))),
+                        updated_field="updatedAt", supports_create=True, supports_update=True,
+                        supports_delete=True, supports_since=True, custom_fields=CUSTOM_PROPERTY)
 
 
 SCHEMAS = [_schema(name, obj) for name, obj in OBJECTS.items()]
@@ -326,11 +338,7 @@ def _until_midnight(time_zone: Any) -> float:
     return max(1.0, (midnight.astimezone(timezone.utc) - now.astimezone(timezone.utc)).total_seconds())
 
 
-# ---------------------------------------------------------------- records
-
-
-#: Most records HubSpot lists in a page, and searches.
-LIST_LIMIT, SEARCH_LIMIT = 100, 200
+# ---------------------------------------------------------------- properties
 
 
 def _object(entity: str) -> CrmObject:
@@ -340,25 +348,133 @@ def _object(entity: str) -> CrmObject:
     return obj
 
 
-def _read(entity: str) -> list[str]:
-    return [p.name for p in _object(entity).properties]
+#: How long a connection's list of its portal's properties is kept (seconds), and for how many
+#: connections and objects at most.
+PROPERTIES_TTL = 300.0
+PROPERTIES_KEPT = 2048
+#: A property name taken from the properties API (it goes into URLs and bodies): HubSpot's rule,
+#: upper case allowed for names older portals may hold.
+PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Properties:
+    """A portal's properties of an object type, as kept: those read, and every one it has."""
+
+    until: float
+    read: tuple[str, ...]
+    every: frozenset[str]
+
+
+_known: collections.OrderedDict[tuple[str, str | None, str], _Properties] = collections.OrderedDict()
+
+
+async def _read(ctx, entity: str) -> tuple[str, ...]:
+    """The properties a listing or a read asks for: the declared ones, then
+    the portal's own (custom) ones, as the properties API
+    (``GET /crm/v3/properties/{type}``) names them.
+
+    The list is kept a few minutes per connection and object type, in this
+    process: HubSpot's windows are tight (110 calls in ten seconds, shared
+    with the portal's other apps), and a listing is a call a page (a search
+    a page for changes), so asking the list again each page would spend up to
+    half of them on it; nor can a cursor carry it (hundreds of names, in every
+    cursor the API hands out and sync keeps). A property the portal adds shows
+    within ``PROPERTIES_TTL`` (at once after a write naming it); one it
+    archives meanwhile is only asked for in vain (HubSpot leaves unknown
+    names out of what it answers)."""
+    if not ctx.connection_id:  # (a connection not saved yet: nothing to keep it by)
+        return (await _properties_of(ctx, entity)).read
+    key = (ctx.connection_id, ctx.account, entity)
+    held = _known.get(key)
+    if held is None or held.until <= time.monotonic():
+        held = _known[key] = await _properties_of(ctx, entity)
+        while len(_known) > PROPERTIES_KEPT:
+            _known.popitem(last=False)
+    _known.move_to_end(key)
+    return held.read
+
+
+async def _properties_of(ctx, entity: str) -> _Properties:
+    """The declared properties of ``entity`` and the portal's own: those
+    HubSpot did not define (``hubspotDefined`` not true), archived ones left
+    out (the properties API leaves them out).
+
+    A grant made before the plugin asked for ``crm.schemas.*.read`` (or a
+    private app without it) is refused the list (403): its records hold the
+    declared properties only, until it is connected again."""
+    declared = tuple(p.name for p in _object(entity).properties)
+    until = time.monotonic() + PROPERTIES_TTL
+    try:
+        body = await ctx.http.json("GET", ctx.url(path=f"/crm/v3/properties/{entity}"))
+    except PermissionDenied:
+        return _Properties(until, declared, frozenset(declared))
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        raise ProviderError(f"HubSpot answered the {entity} properties without their results")
+    named = [p for p in results if isinstance(p, dict) and isinstance(p.get("name"), str)
+             and PROPERTY_NAME.fullmatch(p["name"]) and p.get("archived") is not True]
+    own = [p["name"] for p in named if p.get("hubspotDefined") is not True and p["name"] not in declared]
+    return _Properties(until, declared + tuple(own), frozenset(declared).union(p["name"] for p in named))
+
+
+#: The longest URL sent: HubSpot refuses one past about 16,000 characters (414), and a portal's
+#: properties, each asked for by name (``properties=a%2Cb…``), pass that at a few hundred.
+URL_MAX = 12_000
+
+
+def _fits(url: str, params: dict[str, Any]) -> bool:
+    return len(url) + 1 + len(urlencode(params)) <= URL_MAX
+
+
+async def _batch_read(ctx, entity: str, ids: list[str], properties: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The records ``ids`` with ``properties`` (in the body: no URL to
+    outgrow), in the order of ``ids``; those HubSpot no longer has (archived
+    meanwhile, 207 with an ``OBJECT_NOT_FOUND`` error) are left out."""
+    if not ids:
+        return []
+    body = {"properties": list(properties), "inputs": [{"id": record_id} for record_id in ids]}
+    # (A read: sent again after a lost answer, it changes nothing.)
+    answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/batch/read"), json=body,
+                                 idempotent=True)
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise ProviderError(f"HubSpot answered the batch read of {entity} without its results")
+    found = {r.get("id"): r for r in results}
+    return [found[record_id] for record_id in ids if record_id in found]
+
+
+# ---------------------------------------------------------------- records
+
+
+#: Most records HubSpot lists in a page, and searches.
+LIST_LIMIT, SEARCH_LIMIT = 100, 200
 
 
 @hookimpl
 async def list_records(ctx, entity, cursor, page_size, since):
+    properties = await _read(ctx, entity)
     if since is not None:
-        return await _search(ctx, entity, cursor, page_size, since)
-    params = {"limit": max(1, min(page_size, LIST_LIMIT)), "properties": ",".join(_read(entity))}
+        return await _search(ctx, entity, cursor, page_size, since, properties)
+    url = ctx.url(path=f"/crm/v3/objects/{entity}")
+    params: dict[str, Any] = {"limit": max(1, min(page_size, LIST_LIMIT))}
     if cursor:
         params["after"] = cursor
-    body = await ctx.http.json("GET", ctx.url(path=f"/crm/v3/objects/{entity}"), params=params)
+    asked = {**params, "properties": ",".join(properties)}
+    fits = _fits(url, asked)
+    # A portal of so many properties that the URL would be refused: the page's ids listed, then
+    # read with them all (two calls a page).
+    body = await ctx.http.json("GET", url, params=asked if fits else {**params, "properties": "hs_object_id"})
     records, after = _page(body, entity)
     if after is not None and after == cursor:
         raise ProviderError(f"HubSpot answered the same {entity} cursor again")
+    if not fits:
+        records = await _batch_read(ctx, entity, [str(r.get("id")) for r in records], properties)
     return Page(records=records, next_cursor=after)
 
 
-async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: datetime) -> Page:
+async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: datetime,
+                  properties: tuple[str, ...]) -> Page:
     """Records modified at or after ``since``, in ascending id order, a page
     being a search of its own for ids after the last one listed (the cursor).
 
@@ -374,7 +490,7 @@ async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: d
         filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": cursor})
     body = {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": "hs_object_id",
                                                                 "direction": "ASCENDING"}],
-            "properties": _read(entity), "limit": max(1, min(page_size, SEARCH_LIMIT))}
+            "properties": list(properties), "limit": max(1, min(page_size, SEARCH_LIMIT))}
     # (A search reads: sent again after a lost answer, it changes nothing.)
     answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/search"), json=body,
                                  idempotent=True)
@@ -418,8 +534,17 @@ def _record_url(ctx, entity: str, record_id: str) -> str:
 
 @hookimpl
 async def get_record(ctx, entity, record_id):
-    return await ctx.http.json("GET", _record_url(ctx, entity, record_id),
-                               params={"properties": ",".join(_read(entity))})
+    """One request (the portal's properties known): a GET naming them, or, for
+    a portal of so many that the URL would be refused, a batch read of one."""
+    properties = await _read(ctx, entity)
+    url, params = _record_url(ctx, entity, record_id), {"properties": ",".join(properties)}
+    if _fits(url, params):
+        return await ctx.http.json("GET", url, params=params)
+    record_id = str(record_id)
+    found = await _batch_read(ctx, entity, [record_id], properties) if record_id.isdigit() else []
+    if not found:
+        raise NotFound(f"HubSpot has no {entity} record {record_id}")
+    return found[0]
 
 
 def _properties(entity: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -437,25 +562,32 @@ def _properties(entity: str, data: dict[str, Any]) -> dict[str, Any]:
 @hookimpl
 async def create_record(ctx, entity, data):
     # No idempotency key at HubSpot: the core does not send a create again after a lost answer.
+    properties = _properties(entity, data)
     created = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}"),
-                                  json={"properties": _properties(entity, data)})
-    return await _whole(ctx, entity, created)
+                                  json={"properties": properties})
+    return await _whole(ctx, entity, created, properties)
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
-    updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id),
-                                  json={"properties": _properties(entity, data)})
-    return await _whole(ctx, entity, updated)
+    properties = _properties(entity, data)
+    updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id), json={"properties": properties})
+    return await _whole(ctx, entity, updated, properties)
 
 
-async def _whole(ctx, entity: str, written: Any) -> dict[str, Any]:
+async def _whole(ctx, entity: str, written: Any, properties: dict[str, Any]) -> dict[str, Any]:
     """The record a write made, read whole: HubSpot's answer holds only the
     properties written (and a few of its own). The write is made whatever
     the reading meets (a 429, HubSpot down): then its answer stands, not an
     error, which would have the write sent again (HubSpot takes no
-    idempotency key: a second record); the next pull reads it whole."""
+    idempotency key: a second record); the next pull reads it whole.
+    A property written that the portal's list kept here does not name
+    (added since: HubSpot took it) has the list asked again."""
     record_id = _written_id(written, entity)
+    key = (ctx.connection_id, ctx.account, entity)
+    held = _known.get(key)
+    if held is not None and not held.every.issuperset(properties):
+        del _known[key]
     try:
         return await get_record(ctx, entity, record_id)
     except HubError:

@@ -21,7 +21,20 @@ It behaves like HubSpot where the plugin depends on it:
 - Search (``POST .../search``): ``filterGroups`` (OR of ANDed filters, the
   usual operators, dates as epoch milliseconds or ISO), one sort, ``after``
   offsets, at most 200 a page, and no paging past ``search_cap`` results
-  (HubSpot's 10,000) but a 400.
+  (HubSpot's 10,000) but a 400. Batch read (``POST .../batch/read``,
+  ``properties`` and at most 100 ``inputs``; ids it does not have are a 207
+  with an ``OBJECT_NOT_FOUND`` error).
+- Properties (``GET /crm/v3/properties/{type}``): HubSpot's own
+  (``hubspotDefined``) and the portal's (:func:`add_property`), archived ones
+  left out (``?archived=true``: those only); the grant's
+  ``crm.schemas.<type>.read`` (tickets: ``tickets``) is needed, else 403
+  ``MISSING_SCOPES``. Records hold the portal's properties as HubSpot's: a
+  read or search answers the properties asked for (unknown names left out,
+  unset ones null), none other; writes take them (a read-only one, or an
+  option not the property's, refused) and refuse names the portal does not
+  have (``PROPERTY_DOESNT_EXIST``).
+- A URL longer than ``url_limit`` characters (HubSpot's load balancer takes
+  about 16,000) is refused, 414.
 - Rate limits per portal: ``ten_secondly`` (HubSpot's 110 calls in 10 s for
   OAuth apps) answered in ``X-HubSpot-RateLimit-Max``, ``-Remaining`` and
   ``-Interval-Milliseconds``; the search endpoints' ``search_per_second``
@@ -34,7 +47,8 @@ It behaves like HubSpot where the plugin depends on it:
 Knobs on ``app.state``: ``consenting_portal``; ``refuse_next`` (the next so
 many CRM calls are refused as over the ten-secondly limit, as when other apps
 of the portal used it up); ``daily_exhausted`` (every CRM call answers the
-daily limit's 429). Counters: ``calls`` (method and path of each CRM call
+daily limit's 429); ``withheld_scopes`` (scopes the consent does not grant,
+as a grant made before the app asked for them). Counters: ``calls`` (method and path of each CRM call
 with a valid token), ``refreshes``, ``throttled`` (429s by policy).
 """
 
@@ -72,7 +86,8 @@ PRIVATE_APP_TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 TIME_ZONE = "US/Eastern"
 SCOPES = {"oauth", "tickets", "crm.objects.contacts.read", "crm.objects.contacts.write",
           "crm.objects.companies.read", "crm.objects.companies.write", "crm.objects.deals.read",
-          "crm.objects.deals.write"}
+          "crm.objects.deals.write", "crm.schemas.contacts.read", "crm.schemas.companies.read",
+          "crm.schemas.deals.read"}
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 LIMIT_HEADERS = ("X-HubSpot-RateLimit-Max", "X-HubSpot-RateLimit-Remaining",
                  "X-HubSpot-RateLimit-Interval-Milliseconds")
@@ -114,6 +129,43 @@ OBJECTS = {
 READ_ONLY = ("createdate", "hs_object_id", "lastmodifieddate", "hs_lastmodifieddate")
 DATES = {"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"}
 NUMBERS = {"hs_object_id", "amount", "numberofemployees", "annualrevenue"}
+#: The scope reading an object's properties takes.
+SCHEMA_SCOPES = {"contacts": "crm.schemas.contacts.read", "companies": "crm.schemas.companies.read",
+                 "deals": "crm.schemas.deals.read", "tickets": "tickets"}
+FIELD_TYPES = {"string": "text", "number": "number", "date": "date", "datetime": "date",
+               "enumeration": "select", "bool": "booleancheckbox"}
+PROPERTY_CREATED = "2019-08-06T02:41:08.029Z"
+
+
+def property_definition(name: str, type_: str = "string", *, hubspot_defined: bool = False,
+                        read_only: bool = False, options: tuple[str, ...] = (), label: str | None = None,
+                        archived: bool = False) -> dict[str, Any]:
+    """A property as the properties API answers it (a portal's own carry no ``hubspotDefined``)."""
+    definition: dict[str, Any] = {
+        "updatedAt": PROPERTY_CREATED, "createdAt": PROPERTY_CREATED, "name": name,
+        "label": label or name.replace("_", " ").capitalize(), "type": type_,
+        "fieldType": FIELD_TYPES.get(type_, "text"), "description": "",
+        "groupName": "hubspot_defined" if hubspot_defined else "custom_properties",
+        "options": [{"label": o, "value": o, "displayOrder": i, "hidden": False} for i, o in enumerate(options)],
+        "displayOrder": -1, "calculated": False, "externalOptions": False, "hasUniqueValue": False,
+        "hidden": False, "modificationMetadata": {"archivable": not hubspot_defined,
+                                                  "readOnlyDefinition": hubspot_defined,
+                                                  "readOnlyValue": read_only},
+        "formField": not read_only, "archived": archived}
+    if hubspot_defined:
+        definition["hubspotDefined"] = True
+    if archived:
+        definition["archivedAt"] = PROPERTY_CREATED
+    return definition
+
+
+def standard_properties(object_type: str) -> dict[str, dict[str, Any]]:
+    """HubSpot's own properties of an object type."""
+    obj = OBJECTS[object_type]
+    own = ("createdate", "hs_object_id", obj.modified)
+    return {name: property_definition(name, "datetime" if name in DATES else "number" if name in NUMBERS
+                                      else "string", hubspot_defined=True, read_only=name in own)
+            for name in dict.fromkeys([*obj.writable, *own])}
 
 
 def iso(ms: int) -> str:
@@ -151,6 +203,9 @@ class Portal:
     search: WindowLimit
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in OBJECTS})
     next_ids: dict[str, int] = field(default_factory=lambda: {t: o.first_id for t, o in OBJECTS.items()})
+    #: Per object type, its properties by name: HubSpot's own, then the portal's (:func:`add_property`).
+    properties: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {t: standard_properties(t) for t in OBJECTS})
     daily_exhausted: bool = False
     last_ms: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -181,16 +236,20 @@ class Portal:
         row["properties"][OBJECTS[object_type].modified] = iso(ms)
         row["updatedAt"] = iso(ms)
 
+    def known(self, object_type: str) -> dict[str, dict[str, Any]]:
+        """The object type's properties the portal has (archived ones not)."""
+        return {n: p for n, p in self.properties[object_type].items() if not p["archived"]}
 
-def view(object_type: str, row: dict[str, Any], wanted: list[str] | None = None) -> dict[str, Any]:
-    """A record as HubSpot answers it: the properties asked for (unknown names
-    left out, unset ones null), with its id, creation and modification."""
-    obj = OBJECTS[object_type]
-    own = ("createdate", "hs_object_id", obj.modified)
-    names = [n for n in (wanted or obj.defaults) if n in obj.writable or n in own]
-    names = list(dict.fromkeys([*names, *own]))
-    return {"id": row["id"], "properties": {n: row["properties"].get(n) for n in names},
-            "createdAt": row["createdAt"], "updatedAt": row["updatedAt"], "archived": row["archived"]}
+    def view(self, object_type: str, row: dict[str, Any], wanted: list[str] | None = None) -> dict[str, Any]:
+        """A record as HubSpot answers it: the properties asked for (names the
+        portal does not have left out, unset ones null), with its id, creation
+        and modification; none other."""
+        obj, known = OBJECTS[object_type], self.known(object_type)
+        own = ("createdate", "hs_object_id", obj.modified)
+        names = [n for n in (wanted or obj.defaults) if n in known]
+        names = list(dict.fromkeys([*names, *own]))
+        return {"id": row["id"], "properties": {n: row["properties"].get(n) for n in names},
+                "createdAt": row["createdAt"], "updatedAt": row["updatedAt"], "archived": row["archived"]}
 
 
 def _text(value: Any) -> str | None:
@@ -206,7 +265,8 @@ def _text(value: Any) -> str | None:
 
 
 def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_second: int = 5,
-               search_cap: int = 10_000, token_lifetime: float = 1800, time_zone: str = TIME_ZONE) -> FastAPI:
+               search_cap: int = 10_000, token_lifetime: float = 1800, time_zone: str = TIME_ZONE,
+               url_limit: int = 16_000) -> FastAPI:
     app = FastAPI()
     state = app.state
     state.client_id, state.client_secret = CLIENT_ID, CLIENT_SECRET
@@ -217,6 +277,9 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
     state.revoke_failures = 0  # answers 502 to that many revocations first
     state.calls, state.refreshes, state.unauthorized, state.throttled = [], 0, 0, collections.Counter()
     state.search_cap = search_cap
+    state.url_limit = url_limit
+    state.withheld_scopes = set()
+    state.granted = {}  # access and refresh tokens: the scopes granted (a private app's token: all)
 
     def portal(portal_id: int) -> Portal:
         if portal_id not in state.portals:
@@ -232,6 +295,9 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
     @app.middleware("http")
     async def gate(request: Request, call_next):
         path = request.url.path
+        if len(str(request.url)) > state.url_limit:
+            return Response("<html><body><h1>414 Request-URI Too Large</h1></body></html>", status_code=414,
+                            media_type="text/html")
         if not path.startswith(("/crm/", "/account-info/")):
             return await call_next(request)
         header = request.headers.get("authorization", "")
@@ -290,6 +356,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
             return error(400, "Invalid scope or redirect_uri", "VALIDATION_ERROR")
         code = str(uuid.uuid4())
         state.codes[code] = (query["redirect_uri"], state.consenting_portal)
+        state.granted[code] = frozenset(scopes - state.withheld_scopes)
         back = {"code": code, **({"state": query["state"]} if "state" in query else {})}
         return RedirectResponse(f"{query['redirect_uri']}?{urlencode(back)}", status_code=302)
 
@@ -312,6 +379,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
                                      "correlationId": str(uuid.uuid4())}, status_code=400)
             refresh_token = str(uuid.uuid4())
             state.refresh[refresh_token] = portal_id
+            state.granted[refresh_token] = state.granted.pop(form.get("code", ""), frozenset(SCOPES))
         elif grant == "refresh_token":
             refresh_token = form.get("refresh_token", "")
             portal_id = state.refresh.get(refresh_token)
@@ -324,6 +392,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
                                  "correlationId": str(uuid.uuid4())}, status_code=400)
         access = "CN" + secrets.token_urlsafe(24)
         state.access[access] = (portal_id, time.time() + token_lifetime)
+        state.granted[access] = state.granted.get(refresh_token, frozenset(SCOPES))
         return {"token_type": "bearer", "refresh_token": refresh_token, "access_token": access,
                 "expires_in": token_lifetime}
 
@@ -376,7 +445,8 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         if not 1 <= limit <= 100:
             return error(400, "limit must be between 1 and 100", "VALIDATION_ERROR")
         ordered = [r for r in sorted(rows.values(), key=lambda r: int(r["id"])) if int(r["id"]) >= after]
-        body: dict[str, Any] = {"results": [view(object_type, r, wanted(request)) for r in ordered[:limit]]}
+        body: dict[str, Any] = {"results": [request.state.portal.view(object_type, r, wanted(request))
+                                            for r in ordered[:limit]]}
         if len(ordered) > limit:
             following = ordered[limit]["id"]
             link = f"https://api.hubapi.com/crm/v3/objects/{object_type}?{urlencode({**query, 'after': following})}"
@@ -389,7 +459,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         if rows is None:
             return unknown_type(object_type)
         row = rows.get(record_id)
-        return view(object_type, row, wanted(request)) if row else not_found(record_id)
+        return request.state.portal.view(object_type, row, wanted(request)) if row else not_found(record_id)
 
     async def properties_of(request: Request, object_type: str, row: dict[str, Any] | None
                             ) -> dict[str, str | None] | JSONResponse:
@@ -401,19 +471,25 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         properties = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(properties, dict):
             return error(400, "Invalid input JSON: properties must be an object", "VALIDATION_ERROR")
-        obj = OBJECTS[object_type]
+        obj, known = OBJECTS[object_type], request.state.portal.known(object_type)
         problems, values = [], {}
         for name, value in properties.items():
-            if name in READ_ONLY:
+            definition = known.get(name)
+            if definition is None:
+                problems.append((name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+            elif definition["modificationMetadata"]["readOnlyValue"] or definition["calculated"]:
                 problems.append((name, "READ_ONLY_VALUE", f'"{name}" is a read only property; its value cannot be '
                                                           f'set.'))
-            elif name not in obj.writable:
-                problems.append((name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
             else:
                 try:
                     values[name] = _text(value)
                 except TypeError:
                     problems.append((name, "INVALID_OPTION", f"{json.dumps(value)} is not a valid value for {name}"))
+                    continue
+                allowed = [o["value"] for o in definition["options"]]
+                if allowed and values[name] not in (None, "", *allowed):
+                    problems.append((name, "INVALID_OPTION", f"{values[name]} was not one of the allowed options: "
+                                                             f"[{', '.join(allowed)}]"))
         email = values.get("email")
         if email and not EMAIL.fullmatch(email):
             problems.append(("email", "INVALID_EMAIL", f"Email address {email} is invalid"))
@@ -432,9 +508,10 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
                 return error(409, f"Contact already exists. Existing ID: {taken['id']}", "CONFLICT")
         return values
 
-    def written(object_type: str, row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    def written(request: Request, object_type: str, row: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """What HubSpot answers a write: the properties written and a few of its own, not the whole record."""
-        return view(object_type, row, [*names, "createdate", "hs_object_id", OBJECTS[object_type].modified])
+        return request.state.portal.view(object_type, row,
+                                         [*names, "createdate", "hs_object_id", OBJECTS[object_type].modified])
 
     @app.post("/crm/v3/objects/{object_type}")
     async def create(request: Request, object_type: str):
@@ -444,7 +521,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         if isinstance(values, Response):
             return values
         row = request.state.portal.insert(object_type, values)
-        return JSONResponse(written(object_type, row, list(values)), status_code=201)
+        return JSONResponse(written(request, object_type, row, list(values)), status_code=201)
 
     @app.patch("/crm/v3/objects/{object_type}/{record_id}")
     async def update(request: Request, object_type: str, record_id: str):
@@ -458,7 +535,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         if isinstance(values, Response):
             return values
         request.state.portal.update(object_type, row, values)
-        return written(object_type, row, list(values))
+        return written(request, object_type, row, list(values))
 
     @app.delete("/crm/v3/objects/{object_type}/{record_id}")
     async def archive(request: Request, object_type: str, record_id: str):
@@ -467,6 +544,52 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
             return unknown_type(object_type)
         rows.pop(record_id, None)
         return Response(status_code=204)
+
+    # ------------------------------------------------------------ batch read and properties
+
+    @app.post("/crm/v3/objects/{object_type}/batch/read")
+    async def batch_read(request: Request, object_type: str):
+        rows = table(request, object_type)
+        if rows is None:
+            return unknown_type(object_type)
+        try:
+            body = json.loads(await request.body())
+            ids = [str(i["id"]) for i in body["inputs"]]
+            names = body.get("properties") or None
+            if names is not None and not all(isinstance(n, str) for n in names):
+                raise TypeError(names)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return error(400, "Invalid input JSON: Cannot build BatchReadInputSimplePublicObjectId",
+                         "VALIDATION_ERROR")
+        if len(ids) > 100:
+            return error(400, "Batch input limit exceeded: at most 100 inputs", "VALIDATION_ERROR")
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        answer: dict[str, Any] = {"status": "COMPLETE", "results": [
+            request.state.portal.view(object_type, rows[i], names) for i in dict.fromkeys(ids) if i in rows],
+            "startedAt": now, "completedAt": now}
+        missing = [i for i in dict.fromkeys(ids) if i not in rows]
+        if not missing:
+            return answer
+        singular = object_type.rstrip("s").upper().replace("COMPANIE", "COMPANY")
+        answer |= {"numErrors": 1, "errors": [{
+            "status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing},
+            "message": f"Could not get some {singular} objects, they may be deleted or not exist. Check that ids "
+                       f"are valid."}]}
+        return JSONResponse(answer, status_code=207)
+
+    @app.get("/crm/v3/properties/{object_type}")
+    async def properties(request: Request, object_type: str):
+        if object_type not in OBJECTS:
+            return unknown_type(object_type)
+        granted = state.granted.get(request.headers["authorization"].removeprefix("Bearer "), SCOPES)
+        if SCHEMA_SCOPES[object_type] not in granted:
+            return error(403, "This app hasn't been granted all required scopes to make this call. Read more about "
+                              "required scopes here: https://developers.hubspot.com/scopes.", "MISSING_SCOPES",
+                         errors=[{"message": "One or more of the following scopes are required.",
+                                  "context": {"requiredGranularScopes": [SCHEMA_SCOPES[object_type]]}}])
+        archived = request.query_params.get("archived") == "true"
+        every = request.state.portal.properties[object_type].values()
+        return {"results": [p for p in every if p["archived"] == archived]}
 
     # ------------------------------------------------------------ search
 
@@ -500,7 +623,7 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
             matched.sort(key=lambda r: int(r["id"]))
         page = matched[after:min(after + limit, state.search_cap)]
         answer: dict[str, Any] = {"total": len(matched), "results": [
-            view(object_type, r, body.get("properties") or None) for r in page]}
+            request.state.portal.view(object_type, r, body.get("properties") or None) for r in page]}
         if len(matched) > after + limit:
             answer["paging"] = {"next": {"after": str(after + limit)}}
         return answer
@@ -566,6 +689,15 @@ def seed(app: FastAPI, entity: str, count: int, portal: int = PORTAL_ID, ago: fl
     then = int((time.time() - ago) * 1000)
     return [account.insert(entity, SEEDS[entity](start + i + 1), ms=then + i if ago else None)["id"]
             for i in range(count)]
+
+
+def add_property(app: FastAPI, entity: str, name: str, type_: str = "string", portal: int = PORTAL_ID,
+                 **options: Any) -> dict[str, Any]:
+    """The portal's own property ``name`` of ``entity`` (as its admins add
+    them in HubSpot's settings); ``options``: :func:`property_definition`'s."""
+    definition = property_definition(name, type_, **options)
+    app.state.portal(portal).properties[entity][name] = definition
+    return definition
 
 
 def touch(app: FastAPI, entity: str, record_id: str, portal: int = PORTAL_ID, **properties: str) -> None:
