@@ -30,7 +30,6 @@ from hub.types import (
     EntityField,
     EntitySchema,
     ErrorDescription,
-    HubError,
     NotFound,
     Page,
     PermissionDenied,
@@ -164,7 +163,8 @@ def _schema(name: str, obj: CrmObject) -> EntitySchema:
     )
     return EntitySchema(name, obj.label, fields, description=" ".join(filter(None, (obj.description, CUSTOM))),
                         updated_field="updatedAt", supports_create=True, supports_update=True,
-                        supports_delete=True, supports_since=True, custom_fields=CUSTOM_PROPERTY)
+                        supports_delete=True, supports_since=True, custom_fields=CUSTOM_PROPERTY,
+                        read_after_write=True)
 
 
 SCHEMAS = [_schema(name, obj) for name, obj in OBJECTS.items()]
@@ -562,43 +562,30 @@ def _properties(entity: str, data: dict[str, Any]) -> dict[str, Any]:
 @hookimpl
 async def create_record(ctx, entity, data):
     # No idempotency key at HubSpot: the core does not send a create again after a lost answer.
+    # The answer holds the properties written only: the schema's read_after_write has it read whole.
     properties = _properties(entity, data)
     created = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}"),
                                   json={"properties": properties})
-    return await _whole(ctx, entity, created, properties)
+    _forget_if_unknown(ctx, entity, properties)
+    return created
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     properties = _properties(entity, data)
     updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id), json={"properties": properties})
-    return await _whole(ctx, entity, updated, properties)
+    _forget_if_unknown(ctx, entity, properties)
+    return updated
 
 
-async def _whole(ctx, entity: str, written: Any, properties: dict[str, Any]) -> dict[str, Any]:
-    """The record a write made, read whole: HubSpot's answer holds only the
-    properties written (and a few of its own). The write is made whatever
-    the reading meets (a 429, HubSpot down): then its answer stands, not an
-    error, which would have the write sent again (HubSpot takes no
-    idempotency key: a second record); the next pull reads it whole.
-    A property written that the portal's list kept here does not name
-    (added since: HubSpot took it) has the list asked again."""
-    record_id = _written_id(written, entity)
+def _forget_if_unknown(ctx, entity: str, written: dict[str, Any]) -> None:
+    """A property written that the portal's list kept here does not name
+    (added since: HubSpot took it) has the list asked again, for the read
+    that follows the write and the listings after."""
     key = (ctx.connection_id, ctx.account, entity)
     held = _known.get(key)
-    if held is not None and not held.every.issuperset(properties):
+    if held is not None and not held.every.issuperset(written):
         del _known[key]
-    try:
-        return await get_record(ctx, entity, record_id)
-    except HubError:
-        return written
-
-
-def _written_id(answer: Any, entity: str) -> str:
-    record_id = answer.get("id") if isinstance(answer, dict) else None
-    if not isinstance(record_id, str) or not record_id:
-        raise ProviderError(f"HubSpot answered the write of a {entity} record without its id")
-    return record_id
 
 
 @hookimpl
