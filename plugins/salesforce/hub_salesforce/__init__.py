@@ -2,7 +2,8 @@
 org, production or sandbox, on the org's own host (``instance_url``, which a
 refresh may move); accounts, contacts, leads and opportunities read with SOQL
 (``SystemModstamp`` for increments, query locators for pages, the delete log
-for what was deleted since) and written through the sObject resources;
+for what was deleted since; a query too long for a URL in a composite
+request's body) and written through the sObject resources;
 Salesforce's error arrays as hub errors; the org's daily API allocation
 (``403 REQUEST_LIMIT_EXCEEDED``) as a rate limit. No webhooks: Salesforce
 has no signed HTTP deliveries. The fake org is :mod:`hub_salesforce.testing`."""
@@ -16,9 +17,12 @@ import hmac
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
+
+import httpx
 
 from hub import hookimpl, oauth2
+from hub.http import error_for_response
 from hub.types import (
     AuthFailed,
     Credentials,
@@ -43,8 +47,17 @@ MIN_BATCH, MAX_BATCH = 200, 2000
 #: How long the org's daily allocation is taken to stay used up once Salesforce refuses a call
 #: (``HUB_SALESFORCE_LIMIT_WAIT_SECONDS``): its 24 hours roll, so calls free up as old ones age out.
 LIMIT_WAIT_SECONDS = 3600.0
-#: Longest query text (URL-encoded) sent: Salesforce takes 16 KB of URL and headers.
-MAX_QUERY_BYTES = 14_000
+#: Longest URL (path and query string) a query is sent in, ``GET …/query?q=``. Salesforce's
+#: hard limit is 16,384 bytes of URL and headers together (414 or 431 beyond), but it expands a
+#: query's text on its side before running it, and recommends URLs of at most 2,000 characters
+#: (Help article 000386264): most objects' queries fit; a longer one goes in the body of a
+#: composite request instead (``_composite_query``), as that article advises.
+MAX_QUERY_URL = 2_000
+#: Longest SOQL statement Salesforce runs (100,000 characters, its default): a query longer than
+#: that is refused before any call (``too_many_fields``), in a URL or a composite body alike.
+MAX_SOQL_CHARS = 100_000
+#: The composite subrequest's reference (letters, digits and underscores, as Salesforce requires).
+QUERY_REFERENCE = "listing"
 #: How far back the delete log answers (Salesforce: 15 days before the day of the call).
 DELETE_LOG_DAYS = 14
 #: How much earlier than ``since`` the delete log is read (see ``_deleted_since``).
@@ -330,8 +343,56 @@ def _record(body: Any, entity: str) -> dict[str, Any]:
 
 
 async def _query(ctx, soql: str, batch: int | None = None) -> Any:
-    headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else None
-    return await ctx.http.json("GET", ctx.url(path="/query"), params={"q": soql}, headers=headers)
+    """The answer to a SOQL query (its first batch): ``GET …/query?q=`` while
+    the URL stays within ``MAX_QUERY_URL``, else the query as the one
+    subrequest of a composite request, whose body carries it."""
+    headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else {}
+    url = ctx.url(path="/query")
+    if len(urlsplit(url).path) + len("?" + urlencode({"q": soql})) <= MAX_QUERY_URL:
+        return await ctx.http.json("GET", url, params={"q": soql}, headers=headers or None)
+    return await _composite_query(ctx, soql, headers)
+
+
+async def _composite_query(ctx, soql: str, headers: dict[str, str]) -> Any:
+    """A query too long for a URL, in the body of ``POST …/composite``: one
+    ``GET …/query/?q=`` subrequest (its batch size in the subrequest's
+    ``httpHeaders``), whose result carries the query's answer as a direct
+    call would (``nextRecordsUrl`` included: the next batches are read from
+    ``…/query/<locator>`` as usual). The composite call counts as one call
+    against the org's allocation; a call Salesforce refuses as a whole (an
+    ended session, the allocation used up) is the core's to handle as any.
+
+    The subrequest's own failure comes in a successful (200) answer: its
+    status and error array become the hub error a direct call answering them
+    would have been (``describe_error``, then the core's mapping by status),
+    never records. (Salesforce checks the session of the composite call
+    itself; a subrequest's 401 would be a failed authentication as a direct
+    401 is after its refresh, not refreshed here.)"""
+    subrequest: dict[str, Any] = {"method": "GET", "url": f"{_api_path(ctx)}/query/?{urlencode({'q': soql})}",
+                                  "referenceId": QUERY_REFERENCE}
+    if headers:
+        subrequest["httpHeaders"] = headers
+    # A query changes nothing: sent again after an outage or a timeout, it does no harm.
+    body = await ctx.http.json("POST", ctx.url(path="/composite"), idempotent=True,
+                               json={"allOrNone": False, "compositeRequest": [subrequest]})
+    results = body.get("compositeResponse") if isinstance(body, dict) else None
+    result = results[0] if isinstance(results, list) and len(results) == 1 else None
+    status = result.get("httpStatusCode") if isinstance(result, dict) else None
+    if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
+            or result.get("referenceId") != QUERY_REFERENCE):
+        raise ProviderError("Salesforce answered the composite query without its result")
+    if 200 <= status < 300:
+        return result.get("body")
+    said = result.get("httpHeaders")
+    answer = httpx.Response(status, json=result.get("body"), request=httpx.Request("GET", ctx.url(path="/query")),
+                            headers={str(k): str(v) for k, v in said.items()} if isinstance(said, dict) else None)
+    raise error_for_response(answer, describe_error(answer, ctx))
+
+
+def _api_path(ctx) -> str:
+    """The REST API's path as Salesforce names it in a composite subrequest's
+    URL (``/services/data/v62.0``): the version as ``ctx.url`` takes it."""
+    return f"/services/data/{ctx.settings.get('api_version') or INFO.url_defaults['api_version']}"
 
 
 def _soql_time(moment: datetime) -> str:
@@ -369,11 +430,10 @@ async def list_records(ctx, entity, cursor, page_size, since):
         where = f" WHERE SystemModstamp >= {_soql_time(since)}" if since else ""
         fields = await _fields(ctx, name)
         soql = f"SELECT {', '.join(fields)} FROM {name}{where} ORDER BY SystemModstamp, Id"
-        if len(quote_plus(soql)) > MAX_QUERY_BYTES:
-            # (Sent, Salesforce would answer 414 or 431: its URL and headers take 16 KB at most.)
+        if len(soql) > MAX_SOQL_CHARS:
+            # (Sent, Salesforce would refuse it: a statement is 100,000 characters at most.)
             raise ProviderError(f"the org's {name} has {len(fields)} fields: a query naming them all is longer "
-                                f"than Salesforce takes in a URL (16 KB); this plugin cannot list it yet",
-                                code="too_many_fields")
+                                f"than the {MAX_SOQL_CHARS:,} characters Salesforce runs", code="too_many_fields")
         body = await _query(ctx, soql, batch)
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not isinstance(body.get("done"), bool):

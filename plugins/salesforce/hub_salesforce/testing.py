@@ -21,7 +21,18 @@ It behaves like Salesforce where the plugin depends on it:
   ``max_batch``) with query locators (``nextRecordsUrl``) that expire;
   sObject records (get with ``fields``, create 201 ``{id, success, errors}``,
   update and delete 204); the delete log (``/sobjects/<type>/deleted/``, 15
-  days); error arrays ``[{"message", "errorCode", "fields"}]``.
+  days); error arrays ``[{"message", "errorCode", "fields"}]``. A SOQL
+  statement is 100,000 characters at most (400 ``MALFORMED_QUERY``).
+- Salesforce's request size: a URL over 16,384 bytes is answered 414, a URL
+  and headers together over it 431 (plain text, before the session is looked at).
+- ``POST /services/data/vXX.X/composite``: up to 25 subrequests
+  ``{method, url, referenceId, httpHeaders?, body?}`` (checked: a malformed
+  one, or an ``Accept``/``Authorization``/``Content-Type`` header in it, fails
+  the whole call with a 400), answered within a 200 as ``{"compositeResponse":
+  [{body, httpHeaders, httpStatusCode, referenceId}]}``; the query resource is
+  served in them (its errors as the subrequest's status and error array),
+  ``allOrNone`` rolls the others back (``PROCESSING_HALTED``). The whole call
+  counts as one against the allocation.
 - The org's API allocation: every answer carries ``Sforce-Limit-Info:
   api-usage=used/limit``; a call over it gets 403 ``REQUEST_LIMIT_EXCEEDED``.
 
@@ -32,7 +43,8 @@ asked now and then), ``refuse_locators`` (the next so many locators asked for
 are found expired). Helpers: :func:`seed`, :func:`touch`,
 :func:`expire_tokens`, :func:`expire_locators`. Counters: ``calls`` (origin,
 method, path of each API call with a valid session), ``refreshes``,
-``batch_sizes`` (the batch each query or locator asked for).
+``batch_sizes`` (the batch each query or locator asked for), ``subrequests``
+(method and URL of each composite subrequest).
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 CLIENT_ID = "3MVG9sfdcHubTestConsumerKey0001"
 CLIENT_SECRET = "sfdc-test-consumer-secret-0001"
@@ -65,11 +77,14 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 BASE62_CHECK = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
+def errors(code: str, message: str, fields: list[str] | None = None, **extra: Any) -> list[dict[str, Any]]:
+    """Salesforce's error body: an array of ``{message, errorCode, fields}``."""
+    return [{"message": message, "errorCode": code, "fields": fields or [], **extra}]
+
+
 def error(status: int, code: str, message: str, fields: list[str] | None = None,
           **extra: Any) -> JSONResponse:
-    """Salesforce's error body: an array of ``{message, errorCode, fields}``."""
-    return JSONResponse([{"message": message, "errorCode": code, "fields": fields or [], **extra}],
-                        status_code=status)
+    return JSONResponse(errors(code, message, fields, **extra), status_code=status)
 
 
 def oauth_error(code: str, description: str, status: int = 400) -> JSONResponse:
@@ -136,6 +151,15 @@ SOBJECTS = {
 }
 #: The batch a query answers when Sforce-Query-Options does not say.
 MAX_DEFAULT = 2000
+#: The longest URL, and URL and headers together, Salesforce takes (bytes): 414 and 431 beyond.
+MAX_REQUEST_HEAD = 16_384
+#: The longest SOQL statement Salesforce runs (characters, its default).
+MAX_SOQL = 100_000
+#: Subrequests in one composite call, at most.
+MAX_SUBREQUESTS = 25
+REFERENCE_ID = re.compile(r"[A-Za-z0-9_]+")
+#: The query resource a composite subrequest may name: a query (``/query/?q=``) or a locator's batch.
+SUBREQUEST_QUERY = re.compile(r"/services/data/(?P<version>v[0-9]+\.[0-9])/query/?(?P<locator>[0-9A-Za-z]+-[0-9]+)?")
 ENTITIES = {"accounts": "Account", "contacts": "Contact", "leads": "Lead", "opportunities": "Opportunity"}
 
 
@@ -227,7 +251,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
     state.codes, state.sessions, state.refresh = {}, {}, {}
     state.locators = {}
     state.locator_ids = itertools.count(1)
-    state.calls, state.refreshes, state.batch_sizes = [], 0, []
+    state.calls, state.refreshes, state.batch_sizes, state.subrequests = [], 0, [], []
     state.refuse_locators = 0
 
     def origin(request: Request) -> str:
@@ -303,6 +327,14 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
+        # Salesforce's front door takes 16,384 bytes of URL, and of URL and headers together.
+        uri = len(request.scope.get("raw_path") or request.url.path.encode()) + (
+            len(request.scope["query_string"]) + 1 if request.scope.get("query_string") else 0)
+        head = uri + sum(len(k) + len(v) + 4 for k, v in request.scope["headers"])
+        if uri > MAX_REQUEST_HEAD:
+            return PlainTextResponse("414 URI Too Long", status_code=414)
+        if head > MAX_REQUEST_HEAD:
+            return PlainTextResponse("431 Request Header Fields Too Large", status_code=431)
         if not request.url.path.startswith("/services/data/"):
             return await call_next(request)
         header = request.headers.get("authorization", "")
@@ -327,9 +359,9 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         return {"attributes": {"type": sobject, "url": f"/services/data/{version}/sobjects/{sobject}/{row['Id']}"},
                 **{name: row.get(name) for name in names}}
 
-    def batch(request: Request) -> int:
-        options = dict(part.strip().split("=", 1) for part in
-                       request.headers.get("sforce-query-options", "").split(",") if "=" in part)
+    def batch(options_header: str) -> int:
+        """The batch a query answers: as ``Sforce-Query-Options: batchSize=`` asks, 200 to 2,000."""
+        options = dict(part.strip().split("=", 1) for part in options_header.split(",") if "=" in part)
         try:
             asked = int(options.get("batchSize", MAX_DEFAULT))
         except ValueError:
@@ -337,10 +369,9 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         state.batch_sizes.append(asked)
         return min(max(200, min(asked, 2000)), state.max_batch)
 
-    def answer(request: Request, version: str, locator_id: str, offset: int) -> dict[str, Any]:
+    def answer(version: str, locator_id: str, offset: int, size: int) -> dict[str, Any]:
         found: Locator = state.locators[locator_id]
         found.used = time.time()
-        size = batch(request)
         records = found.records[offset:offset + size]
         body: dict[str, Any] = {"totalSize": len(found.records), "done": offset + size >= len(found.records),
                                 "records": records}
@@ -348,13 +379,14 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator_id}-{offset + size}"
         return body
 
-    @app.get("/services/data/{version}/query")
-    async def query(request: Request, version: str):
-        org: Org = request.state.org
-        soql = request.query_params.get("q", "")
+    def run_query(org: Org, soql: str, version: str, options_header: str) -> tuple[int, Any]:
+        """A SOQL query's status and body (its first batch, or an error array),
+        asked in a URL or in a composite subrequest alike."""
+        if len(soql) > MAX_SOQL:
+            return 400, errors("MALFORMED_QUERY", f"SOQL statements cannot be longer than {MAX_SOQL} characters")
         parsed = QUERY.fullmatch(soql)
         if parsed is None:
-            return error(400, "MALFORMED_QUERY", f"unexpected token in: {soql[:80]}")
+            return 400, errors("MALFORMED_QUERY", f"unexpected token in: {soql[:80]}")
         names = [n.strip() for n in parsed["fields"].split(",")]
         sobject = parsed["sobject"]
         if sobject == "Organization":
@@ -362,20 +394,20 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
                    "IsSandbox": org.sandbox, "InstanceName": "CS42" if org.sandbox else "NA135"}
             unknown = [n for n in names if n not in row]
             if unknown:
-                return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Organization'")
-            return {"totalSize": 1, "done": True, "records": [view("Organization", row, names, version)]}
+                return 400, errors("INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Organization'")
+            return 200, {"totalSize": 1, "done": True, "records": [view("Organization", row, names, version)]}
         if sobject not in SOBJECTS:
-            return error(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
+            return 400, errors("INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
         unknown = [n for n in names if n not in org.fields(sobject)]
         if unknown:
-            return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{sobject}'. If you are "
-                                               f"attempting to use a custom field, be sure to append the '__c'")
+            return 400, errors("INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{sobject}'. If you are "
+                                                f"attempting to use a custom field, be sure to append the '__c'")
         rows = list(org.tables[sobject].values())
         if parsed["field"]:
             try:
                 bound = parse_time(parsed["time"])
             except ValueError:
-                return error(400, "INVALID_QUERY_FILTER_OPERATOR", f"invalid date time: {parsed['time']}")
+                return 400, errors("INVALID_QUERY_FILTER_OPERATOR", f"invalid date time: {parsed['time']}")
             rows = [r for r in rows if COMPARE[parsed["op"]](parse_time(r[parsed["field"]]), bound)]
         if parsed["order"]:
             order = [n.strip() for n in parsed["order"].split(",")]
@@ -384,10 +416,10 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             rows = rows[:int(parsed["limit"])]
         locator_id = f"01g{next(state.locator_ids):012d}"
         state.locators[locator_id] = Locator(sobject, [view(sobject, r, names, version) for r in rows], time.time())
-        return answer(request, version, locator_id, 0)
+        return 200, answer(version, locator_id, 0, batch(options_header))
 
-    @app.get("/services/data/{version}/query/{locator}")
-    async def more(request: Request, version: str, locator: str):
+    def more_of(locator: str, version: str, options_header: str) -> tuple[int, Any]:
+        """The batch of a query locator (``nextRecordsUrl``), or 400 INVALID_QUERY_LOCATOR."""
         locator_id, _, offset = locator.partition("-")
         found = state.locators.get(locator_id)
         if state.refuse_locators > 0:
@@ -395,8 +427,97 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
             found = state.locators.pop(locator_id, None) and None
         if found is None or not offset.isdigit() or time.time() - found.used > locator_ttl:
             state.locators.pop(locator_id, None)
-            return error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return answer(request, version, locator_id, int(offset))
+            return 400, errors("INVALID_QUERY_LOCATOR", "invalid query locator")
+        return 200, answer(version, locator_id, int(offset), batch(options_header))
+
+    def answered(status: int, body: Any) -> JSONResponse:
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/services/data/{version}/query")
+    async def query(request: Request, version: str):
+        return answered(*run_query(request.state.org, request.query_params.get("q", ""), version,
+                                   request.headers.get("sforce-query-options", "")))
+
+    @app.get("/services/data/{version}/query/{locator}")
+    async def more(request: Request, version: str, locator: str):
+        return answered(*more_of(locator, version, request.headers.get("sforce-query-options", "")))
+
+    # ------------------------------------------------------------ composite
+
+    def subrequest_problem(sub: Any, seen: set[str]) -> str | None:
+        """What makes a composite subrequest malformed (the whole call is then a 400)."""
+        if not isinstance(sub, dict):
+            return "a subrequest is not an object"
+        unknown = set(sub) - {"method", "url", "referenceId", "body", "httpHeaders"}
+        if unknown:
+            return f"Unrecognized field \"{sorted(unknown)[0]}\" in a subrequest"
+        if sub.get("method") not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+            return "method must be one of GET, POST, PATCH, PUT, DELETE (case-sensitive)"
+        if not isinstance(sub.get("url"), str) or not sub["url"].startswith("/services/data/"):
+            return "url must be a /services/data/vXX.X/ resource"
+        reference = sub.get("referenceId")
+        if not isinstance(reference, str) or not REFERENCE_ID.fullmatch(reference):
+            return "referenceId must be letters, numbers and underscores"
+        if reference in seen:
+            return f"Duplicate referenceId: {reference}"
+        seen.add(reference)
+        headers = sub.get("httpHeaders", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            return "httpHeaders must map header names to strings"
+        inherited = [h for h in headers if h.lower() in ("accept", "authorization", "content-type")]
+        if inherited:
+            return f"The {inherited[0]} header is not allowed in a subrequest (it comes from the request)"
+        return None
+
+    def subrequest_answer(org: Org, version: str, sub: dict[str, Any]) -> tuple[int, Any]:
+        """A subrequest run as its own call would be (this fake serves the query resource only)."""
+        state.subrequests.append((sub["method"], sub["url"]))
+        path, _, query_string = sub["url"].partition("?")
+        options = next((v for k, v in sub.get("httpHeaders", {}).items() if k.lower() == "sforce-query-options"), "")
+        found = SUBREQUEST_QUERY.fullmatch(path)
+        if sub["method"] != "GET" or found is None:
+            return 404, errors("NOT_FOUND", "The requested resource does not exist (this fake serves query "
+                                            "subrequests only)")
+        if found["version"] != version:
+            return 400, errors("INVALID_VERSION", f"A subrequest's version must be the request's ({version})")
+        if found["locator"]:
+            return more_of(found["locator"], version, options)
+        return run_query(org, dict(parse_qsl(query_string)).get("q", ""), version, options)
+
+    @app.post("/services/data/{version}/composite")
+    async def composite(request: Request, version: str):
+        """Subrequests in one call (which counts as one against the allocation):
+        each answered ``{body, httpHeaders, httpStatusCode, referenceId}``
+        within a 200; with ``allOrNone``, one failing rolls the others back
+        (400 ``PROCESSING_HALTED``)."""
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            return error(400, "JSON_PARSER_ERROR", "Unexpected character: was expecting JSON")
+        subs = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subs, list) or not subs:
+            return error(400, "JSON_PARSER_ERROR", "compositeRequest is required: a list of subrequests")
+        if len(subs) > MAX_SUBREQUESTS:
+            return error(400, "LIMIT_EXCEEDED", f"Maximum number of subrequests is {MAX_SUBREQUESTS}")
+        if set(body) - {"allOrNone", "collateSubrequests", "compositeRequest"} or not isinstance(
+                body.get("allOrNone", False), bool):
+            return error(400, "JSON_PARSER_ERROR", "Unrecognized field or value in the composite request")
+        seen: set[str] = set()
+        problem = next((p for p in (subrequest_problem(sub, seen) for sub in subs) if p), None)
+        if problem:
+            return error(400, "INVALID_INPUT" if "header" in problem else "JSON_PARSER_ERROR", problem)
+        results = []
+        for sub in subs:
+            status, answer_body = subrequest_answer(request.state.org, version, sub)
+            results.append({"body": answer_body, "httpHeaders": {}, "httpStatusCode": status,
+                            "referenceId": sub["referenceId"]})
+        if body.get("allOrNone") and any(r["httpStatusCode"] >= 400 for r in results):
+            for result in results:
+                if result["httpStatusCode"] < 400:
+                    result.update(httpStatusCode=400, body=errors(
+                        "PROCESSING_HALTED", "The transaction was rolled back since another operation in the "
+                                             "same transaction failed."))
+        return {"compositeResponse": results}
 
     # ------------------------------------------------------------ sObjects
 

@@ -166,11 +166,22 @@ def test_a_since_to_come_lists_nothing_rather_than_fail(sfdc, connection, ahead)
     assert response.status_code == 200 and response.json()["records"] == [], response.text
 
 
-def test_an_object_with_more_fields_than_a_query_url_holds_is_a_clear_error(sfdc, connection):
-    for n in range(500):
-        fake.add_custom_field(sfdc.app, "accounts", f"Managed_Package_Field_{n:03d}__c")
+def test_a_query_longer_than_salesforce_runs_is_a_clear_error_before_any_call(sfdc, connection, monkeypatch):
+    """A query too long for a URL goes in a composite body (test_salesforce_wide_objects), but
+    Salesforce runs no SOQL statement over 100,000 characters: one naming so many fields is
+    refused before it is sent, not listed without some of them."""
+    for n in range(2_100):  # (more than Salesforce allows an object: the guard, not an org)
+        fake.add_custom_field(sfdc.app, "accounts", f"Managed_Package_Rollup_Forecast_Attribute_{n:04d}__c")
     calls = len(sfdc.api_calls())
     response = sfdc.get(sfdc.records(connection, "accounts"))
     assert response.status_code == 502 and response.json()["code"] == "too_many_fields", response.text
+    assert "100,000 characters" in response.json()["error"]
     assert [path for _host, _method, path in sfdc.api_calls(calls)] == [
         "/services/data/v62.0/sobjects/Account/describe"]  # (the query itself not sent)
+
+    # Sent all the same, Salesforce refuses it: its error, not records.
+    import hub_salesforce
+    monkeypatch.setattr(hub_salesforce, "MAX_SOQL_CHARS", 10**6)
+    refused = sfdc.get(sfdc.records(connection, "accounts"))
+    assert refused.status_code == 422 and refused.json()["code"] == "malformed_query", refused.text
+    assert refused.json()["error"] == "SOQL statements cannot be longer than 100000 characters"
