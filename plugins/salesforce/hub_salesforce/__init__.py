@@ -29,7 +29,6 @@ from hub.types import (
     EntityField,
     EntitySchema,
     ErrorDescription,
-    HubError,
     NotFound,
     Page,
     ProviderError,
@@ -153,7 +152,8 @@ CUSTOM_FIELD = r"[A-Za-z][A-Za-z0-9_]*__c"
 SCHEMAS = [
     EntitySchema(entity, entity.capitalize(), FIELDS[entity], id_field="Id", updated_field="SystemModstamp",
                  supports_create=True, supports_update=True, supports_delete=True, supports_since=True,
-                 fixed_page_size=MAX_BATCH, description=CUSTOM, custom_fields=CUSTOM_FIELD)
+                 fixed_page_size=MAX_BATCH, description=CUSTOM, custom_fields=CUSTOM_FIELD,
+                 read_after_write=True)
     for entity in SOBJECTS
 ]
 
@@ -513,28 +513,17 @@ def _written_id(answer: Any, name: str) -> str:
 @hookimpl
 async def create_record(ctx, entity, data):
     # No idempotency key at Salesforce: the core does not send a create again after a lost answer.
+    # The answer holds only the new id: the schema's read_after_write has the record read whole.
     name = _sobject(entity)
     created = await ctx.http.json("POST", ctx.url(path=f"/sobjects/{name}/"), json=_data(data))
-    # The answer holds only the new id: the record is read whole, as listed.
-    return await _whole(ctx, entity, _written_id(created, name), data)
+    return {**_data(data), "Id": _written_id(created, name)}
 
 
 @hookimpl
 async def update_record(ctx, entity, record_id, data):
     name = _sobject(entity)
     await ctx.http.request("PATCH", ctx.url(path=f"/sobjects/{name}/{_id(entity, record_id)}"), json=_data(data))
-    return await _whole(ctx, entity, record_id, data)
-
-
-async def _whole(ctx, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The record a write made, read whole. The write is made whatever the
-    reading meets (the allocation used up, an outage): then what was written
-    stands, not an error, which would have the write sent again (Salesforce
-    takes no idempotency key: a second record); the next pull reads it whole."""
-    try:
-        return await get_record(ctx, entity, record_id)
-    except HubError:
-        return {**_data(data), "Id": record_id}
+    return {**_data(data), "Id": record_id}
 
 
 @hookimpl
