@@ -16,6 +16,7 @@ from hub.models import Connection, SyncRecord, SyncRun, WebhookEvent, utcnow
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.store import apply_deletions, apply_records, entity_key, write_transaction
 from hub.services.orgs import create_organization
+from hub.services.webhooks import BatchResult
 from hub.testing import wait_for_run
 from hub_stripe.testing import API_KEY, make_event, seed_customers, signed_delivery
 
@@ -368,9 +369,15 @@ def test_register_webhook_stores_the_secret_then_deliveries_verify(client, auth,
     assert fake.state.store.rows["webhook_endpoints"] == {}
 
 
-def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, connect):
+def test_deliveries_route_by_connected_account(client, auth, hub_app, fake, connect, monkeypatch):
     # The Connect account in the connection's config is the key deliveries carry.
     connect(config={"account": "acct_1Routed"}, webhook_secret=SECRET)
+
+    async def held() -> BatchResult:
+        return BatchResult()
+
+    # The events stay stored, not applied (a sync they queued would store records of the account).
+    monkeypatch.setattr(hub_app.state.webhook_processor, "process_once", held)
     event = make_event("invoice.finalized", {"id": "in_1", "object": "invoice"}, account="acct_1Routed")
     body, headers = signed_delivery(SECRET, event)
     assert client.post(f"{API}/webhooks/stripe", content=body, headers=headers).json()["received"] == 1
