@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8000
+# The suite mostly waits on loopback servers: processes running test files side by side.
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
@@ -20,7 +22,7 @@ run: $(BIN)/.installed
 	$(BIN)/hub serve --port $(PORT)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(BIN)/.installed
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
