@@ -81,6 +81,35 @@ class HubAPI:
     def delete(self, path: str, auth: dict[str, str] | None = None) -> Any:
         return self.client.delete(path, headers=auth or self.auth)
 
+    def sync(self, connection: dict[str, Any] | str, entity: str | None = None, *, succeeded: bool = True,
+             timeout: float = 20, **body: Any) -> dict[str, Any]:
+        """Start a sync run of a connection (``POST /connections/{id}/sync``
+        of ``entity`` and ``body``: ``direction``, ``full_refresh``) and wait
+        for it to end; returns the run, which must have ``succeeded`` unless
+        told otherwise."""
+        connection_id = connection if isinstance(connection, str) else connection["id"]
+        if entity is not None:
+            body["entity"] = entity
+        started = self.post(f"{API_PREFIX}/connections/{connection_id}/sync", body)
+        assert started.status_code == 202, started.text
+        run = wait_for_run(self.client, self.auth, connection_id, started.json()["run"]["id"], timeout)
+        if succeeded:
+            assert run["status"] == "succeeded", run
+        return run
+
+    def stored(self, records_url: str, **params: Any) -> dict[str, Any]:
+        """A sync config's stored records (its ``.../records`` path), every
+        page of them, by provider id: their ``data`` (mapped, or raw with
+        ``mapped=False``); ``include_deleted=True`` adds the deleted ones."""
+        found, cursor = {}, None
+        while True:
+            answer = self.get(records_url, limit=500, **params, **({"cursor": cursor} if cursor else {}))
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            found |= {r["remote_id"]: r["data"] for r in body["records"]}
+            if not (cursor := body.get("next_cursor")):
+                return found
+
 
 class Switch:
     """An ASGI app forwarding to whichever app (a fake provider) ``app`` holds

@@ -48,19 +48,10 @@ def test_a_sync_stores_the_portals_properties_and_maps_them_on_pull_and_push(hub
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull() -> dict:
-        started = hubspot.post(f"{base}/sync", {"entity": "contacts", "direction": "pull"})
-        assert started.status_code == 202, started.text
-        run = wait_for_run(hubspot.client, hubspot.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return hubspot.sync(connection, "contacts", direction="pull")
 
     def stored(**params) -> dict[str, dict]:
-        found, cursor = {}, None
-        while True:
-            body = hubspot.get(records, limit=500, **params, **({"cursor": cursor} if cursor else {})).json()
-            found |= {r["remote_id"]: r["data"] for r in body["records"]}
-            if not (cursor := body.get("next_cursor")):
-                return found
+        return hubspot.stored(records, **params)
 
     assert pull()["created"] == 230
     assert properties_calls(hubspot) == 1  # for the pass's three pages

@@ -27,15 +27,10 @@ def test_contacts_sync_into_the_store_then_by_their_changes(hubspot):
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull() -> dict:
-        started = hubspot.post(f"{base}/sync", {"entity": "contacts", "direction": "pull"})
-        assert started.status_code == 202, started.text
-        run = wait_for_run(hubspot.client, hubspot.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return hubspot.sync(connection, "contacts", direction="pull")
 
     def stored() -> dict[str, dict]:
-        body = hubspot.get(records, mapped=True, limit=100).json()
-        return {r["remote_id"]: r["data"] for r in body["records"]}
+        return hubspot.stored(records, mapped=True)
 
     first = pull()
     assert (first["fetched"], first["created"]) == (7, 7)

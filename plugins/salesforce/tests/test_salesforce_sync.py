@@ -30,15 +30,10 @@ def test_accounts_sync_in_batches_then_by_changes_through_an_expired_locator(sfd
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull() -> dict:
-        started = sfdc.post(f"{base}/sync", {"entity": "accounts", "direction": "pull"})
-        assert started.status_code == 202, started.text
-        run = wait_for_run(sfdc.client, sfdc.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return sfdc.sync(connection, "accounts", direction="pull")
 
     def stored() -> dict[str, dict]:
-        body = sfdc.get(records, limit=100).json()
-        return {r["remote_id"]: r["data"] for r in body["records"] if not r.get("deleted")}
+        return sfdc.stored(records)
 
     def queries(since: int) -> list[str]:
         return [path.rsplit("/", 1)[-1] for _host, _method, path in sfdc.api_calls(since) if "/query" in path]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from hub.testing import wait_for_run
 from hub_salesforce import testing as fake
 
 API = "/api/v1/integrations"
@@ -42,14 +41,10 @@ def test_an_account_of_700_fields_of_the_orgs_own_syncs_whole_in_batches(sfdc, c
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull() -> dict:
-        started = sfdc.post(f"{base}/sync", {"entity": "accounts", "direction": "pull"})
-        run = wait_for_run(sfdc.client, sfdc.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return sfdc.sync(connection, "accounts", direction="pull")
 
     def stored() -> dict[str, dict]:
-        body = sfdc.get(records, limit=100).json()
-        return {r["remote_id"]: r["data"] for r in body["records"] if not r.get("deleted")}
+        return sfdc.stored(records)
 
     def org_accounts() -> dict[str, dict]:
         return {i: {k: v for k, v in row.items() if k not in ("LastViewedDate", "LastReferencedDate")}

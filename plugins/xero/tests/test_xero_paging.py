@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-from hub.testing import wait_for_run
 from hub_xero import testing as fake
 
 from test_xero_records import listed
@@ -37,10 +36,7 @@ def test_a_full_pass_over_a_bulk_import_changed_during_it_deletes_nothing(xero, 
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull(full: bool) -> dict:
-        started = xero.post(f"{base}/sync", {"entity": "contacts", "direction": "pull", "full_refresh": full})
-        run = wait_for_run(xero.client, xero.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return xero.sync(connection, "contacts", direction="pull", full_refresh=full)
 
     pull(False)
     original, calls = fake._order_key, []

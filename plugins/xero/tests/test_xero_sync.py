@@ -26,15 +26,10 @@ def test_contacts_sync_into_the_store_then_by_their_changes(xero):
     records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
 
     def pull() -> dict:
-        started = xero.post(f"{base}/sync", {"entity": "contacts", "direction": "pull"})
-        assert started.status_code == 202, started.text
-        run = wait_for_run(xero.client, xero.auth, connection["id"], started.json()["run"]["id"])
-        assert run["status"] == "succeeded", run
-        return run
+        return xero.sync(connection, "contacts", direction="pull")
 
     def stored() -> dict[str, dict]:
-        body = xero.get(records, mapped=True, limit=100).json()
-        return {r["remote_id"]: r["data"] for r in body["records"]}
+        return xero.stored(records, mapped=True)
 
     first = pull()
     assert (first["fetched"], first["created"]) == (7, 7)  # (with the organisation's opening customer)
