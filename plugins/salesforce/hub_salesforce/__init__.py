@@ -46,6 +46,10 @@ MIN_BATCH, MAX_BATCH = 200, 2000
 #: How long the org's daily allocation is taken to stay used up once Salesforce refuses a call
 #: (``HUB_SALESFORCE_LIMIT_WAIT_SECONDS``): its 24 hours roll, so calls free up as old ones age out.
 LIMIT_WAIT_SECONDS = 3600.0
+#: How long to wait when Salesforce refuses a call because the org runs as many long requests
+#: (20 s or more) as it allows at once (``HUB_SALESFORCE_CONCURRENCY_WAIT_SECONDS``): the same
+#: error code as the daily allocation's, but it frees as soon as one of them ends.
+CONCURRENCY_WAIT_SECONDS = 20.0
 #: Longest URL (path and query string) a query is sent in, ``GET …/query?q=``. Salesforce's
 #: hard limit is 16,384 bytes of URL and headers together (414 or 431 beyond), but it expands a
 #: query's text on its side before running it, and recommends URLs of at most 2,000 characters
@@ -271,11 +275,19 @@ async def test_connection(ctx):
 # ---------------------------------------------------------------- errors
 
 
-def _limit_wait(ctx) -> float:
+def _limit_wait(ctx, message: str) -> float:
+    """How long a 403 ``REQUEST_LIMIT_EXCEEDED`` lasts, by what its message
+    names: ``TotalRequests Limit exceeded.`` (the org's 24 hours of calls),
+    or ``ConcurrentPerOrgLongTxn Limit exceeded`` / ``ConcurrentRequests
+    (Concurrent API Requests) Limit exceeded`` (its long requests at once:
+    seconds, not the hour that would hold every call of the connection)."""
+    concurrent = "concurrent" in message.lower()
+    setting, default = (("concurrency_wait_seconds", CONCURRENCY_WAIT_SECONDS) if concurrent
+                        else ("limit_wait_seconds", LIMIT_WAIT_SECONDS))
     try:
-        return float(getattr(ctx, "settings", {}).get("limit_wait_seconds") or LIMIT_WAIT_SECONDS)
+        return float(getattr(ctx, "settings", {}).get(setting) or default)
     except ValueError:
-        return LIMIT_WAIT_SECONDS
+        return default
 
 
 @hookimpl
@@ -300,8 +312,8 @@ def describe_error(response, ctx):
     fields = [str(name) for e in body if isinstance(e.get("fields"), list) for name in e["fields"]]
     kwargs = {"details": body, "fields": fields, "provider_status": response.status_code}
     if code == "REQUEST_LIMIT_EXCEEDED":
-        return RateLimited(messages or "the org's API request limit is exceeded", retry_after=_limit_wait(ctx),
-                           **kwargs)
+        return RateLimited(messages or "the org's API request limit is exceeded",
+                           retry_after=_limit_wait(ctx, messages or ""), **kwargs)
     if code == "INVALID_QUERY_LOCATOR":
         return ValidationFailed(f"{messages}: the listing is to start again from its first page",
                                 code="invalid_cursor", **kwargs)

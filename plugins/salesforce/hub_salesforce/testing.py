@@ -34,7 +34,9 @@ It behaves like Salesforce where the plugin depends on it:
   ``allOrNone`` rolls the others back (``PROCESSING_HALTED``). The whole call
   counts as one against the allocation.
 - The org's API allocation: every answer carries ``Sforce-Limit-Info:
-  api-usage=used/limit``; a call over it gets 403 ``REQUEST_LIMIT_EXCEEDED``.
+  api-usage=used/limit``; a call over it gets 403 ``REQUEST_LIMIT_EXCEEDED``
+  (``TotalRequests``); ``Org.concurrency_refusals`` refuses the next calls with
+  the same code for the org's long requests at once (``ConcurrentPerOrgLongTxn``).
 
 Knobs: ``app.state.orgs[ORG_ID]`` (its ``api_used``, ``api_limit``,
 ``instance``: set it to move the org, and the next token answer names it),
@@ -178,6 +180,8 @@ class Org:
     instance: str | None = None
     api_limit: int = 100_000
     api_used: int = 0
+    #: Calls to refuse next as the org's long requests at once are at their limit (25 of 20 s or more).
+    concurrency_refusals: int = 0
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in SOBJECTS})
     deleted: dict[str, list[tuple[str, float]]] = field(default_factory=lambda: {t: [] for t in SOBJECTS})
     #: The org's own (custom) fields of each sObject, with their describe type (``string``, ``double``).
@@ -344,6 +348,9 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
         org: Org = state.orgs[session[0]]
         request.state.org = org
         state.calls.append((origin(request), request.method, request.url.path))
+        if org.concurrency_refusals > 0:
+            org.concurrency_refusals -= 1
+            return error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")
         if org.api_used >= org.api_limit:
             refused = error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             refused.headers["Sforce-Limit-Info"] = f"api-usage={org.api_used}/{org.api_limit}"

@@ -45,6 +45,23 @@ def test_the_orgs_used_up_allocation_refuses_calls_unsent_and_fails_a_sync_at_on
     assert "rate limit" in (run["error"] or "") and len(sfdc.api_calls()) == sent + 1, run
 
 
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "1000", "BURST": "1000"}])
+def test_a_refusal_for_the_orgs_long_requests_at_once_lasts_seconds_not_the_allocations_hour(sfdc, connection):
+    """The same 403 REQUEST_LIMIT_EXCEEDED, for the org's concurrent long
+    requests: it frees when one of them ends, so the connection's next call
+    is sent, not refused unsent for the hour a used-up allocation holds."""
+    fake.seed(sfdc.app, "accounts", 2)
+    org = sfdc.org()
+    org.concurrency_refusals = 1
+    refused = sfdc.get(sfdc.records(connection, "accounts"))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"] == "ConcurrentPerOrgLongTxn Limit exceeded."
+    assert 19 <= float(refused.headers["Retry-After"]) <= 21
+    sent = len(sfdc.api_calls())
+    assert sfdc.get(sfdc.records(connection, "accounts")).status_code == 200
+    assert len(sfdc.api_calls()) > sent
+
+
 def test_describe_error_reads_the_limit_and_a_lost_locator_from_the_error_array():
     import httpx
 
