@@ -48,10 +48,10 @@ from hub.types import (
 TEN_SECONDLY = (110, 10.0)
 #: The search endpoints' own limit: 5 calls a second per portal.
 SEARCH_PER_SECOND = (5, 1.0)
+# (The properties API, which names the portal's own properties, takes an object's read scope too:
+# no crm.schemas.* scope, which an app set up for these would have to be changed in HubSpot to grant.)
 SCOPES = ("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.companies.read",
-          "crm.objects.companies.write", "crm.objects.deals.read", "crm.objects.deals.write", "tickets",
-          # (The properties API: which properties the portal has added. Tickets' come with "tickets".)
-          "crm.schemas.contacts.read", "crm.schemas.companies.read", "crm.schemas.deals.read")
+          "crm.objects.companies.write", "crm.objects.deals.read", "crm.objects.deals.write", "tickets")
 
 
 def info(ten_secondly: tuple[int, float] = TEN_SECONDLY,
@@ -400,9 +400,8 @@ async def _properties_of(ctx, entity: str) -> _Properties:
     HubSpot did not define (``hubspotDefined`` not true), archived ones left
     out (the properties API leaves them out).
 
-    A grant made before the plugin asked for ``crm.schemas.*.read`` (or a
-    private app without it) is refused the list (403): its records hold the
-    declared properties only, until it is connected again."""
+    A grant refused the list (403: a private app given fewer scopes) reads
+    the declared properties only."""
     declared = tuple(p.name for p in _object(entity).properties)
     until = time.monotonic() + PROPERTIES_TTL
     try:
@@ -419,8 +418,12 @@ async def _properties_of(ctx, entity: str) -> _Properties:
 
 
 #: The longest URL sent: HubSpot refuses one past about 16,000 characters (414), and a portal's
-#: properties, each asked for by name (``properties=a%2Cb…``), pass that at a few hundred.
-URL_MAX = 12_000
+#: properties, each asked for by name (``properties=a%2Cb…``), pass that at a few hundred; other
+#: integrations report 414s from about 8 KB, so a margin.
+URL_MAX = 7_000
+#: The longest search body sent: "If the body of your request exceeds 3,000 characters, a 400
+#: error will be returned" (CRM search, Limitations).
+SEARCH_BODY_MAX = 3_000
 
 
 def _fits(url: str, params: dict[str, Any]) -> bool:
@@ -491,10 +494,24 @@ async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: d
     body = {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": "hs_object_id",
                                                                 "direction": "ASCENDING"}],
             "properties": list(properties), "limit": max(1, min(page_size, SEARCH_LIMIT))}
+    # A portal of so many properties that naming them passes the search's body limit: the page's
+    # ids searched, then read with them all (two calls a page; a batch read is no search call).
+    fits = len(json.dumps(body, separators=(",", ":"))) <= SEARCH_BODY_MAX
+    if not fits:
+        body["properties"] = ["hs_object_id"]
     # (A search reads: sent again after a lost answer, it changes nothing.)
     answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/search"), json=body,
                                  idempotent=True)
     records, after = _page(answer, entity)
+    if not fits:
+        listed = records
+        records = await _batch_read(ctx, entity, [str(r.get("id")) for r in listed], properties)
+        if after is not None:
+            # (The cursor goes on from the last id searched, though the batch read missed it: archived since.)
+            last = listed[-1].get("id")
+            if not isinstance(last, str) or not last.isdigit() or last == cursor:
+                raise ProviderError(f"HubSpot's search of {entity} gave no id to go on from")
+            return Page(records=records, next_cursor=last)
     if after is None:
         return Page(records=records)
     last = records[-1].get("id")

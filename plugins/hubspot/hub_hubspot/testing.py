@@ -26,9 +26,10 @@ It behaves like HubSpot where the plugin depends on it:
   with an ``OBJECT_NOT_FOUND`` error).
 - Properties (``GET /crm/v3/properties/{type}``): HubSpot's own
   (``hubspotDefined``) and the portal's (:func:`add_property`), archived ones
-  left out (``?archived=true``: those only); the grant's
-  ``crm.schemas.<type>.read`` (tickets: ``tickets``) is needed, else 403
-  ``MISSING_SCOPES``. Records hold the portal's properties as HubSpot's: a
+  left out (``?archived=true``: those only); the grant needs one of the
+  scopes HubSpot takes for it: the object's read scope
+  (``crm.objects.<type>.read``; tickets: ``tickets``) or
+  ``crm.schemas.<type>.read``, else 403 ``MISSING_SCOPES``. Records hold the portal's properties as HubSpot's: a
   read or search answers the properties asked for (unknown names left out,
   unset ones null), none other; writes take them (a read-only one, or an
   option not the property's, refused) and refuse names the portal does not
@@ -88,6 +89,9 @@ SCOPES = {"oauth", "tickets", "crm.objects.contacts.read", "crm.objects.contacts
           "crm.objects.companies.read", "crm.objects.companies.write", "crm.objects.deals.read",
           "crm.objects.deals.write", "crm.schemas.contacts.read", "crm.schemas.companies.read",
           "crm.schemas.deals.read"}
+#: The longest search body HubSpot takes: "If the body of your request exceeds 3,000 characters,
+#: a 400 error will be returned."
+SEARCH_BODY_MAX = 3_000
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 LIMIT_HEADERS = ("X-HubSpot-RateLimit-Max", "X-HubSpot-RateLimit-Remaining",
                  "X-HubSpot-RateLimit-Interval-Milliseconds")
@@ -129,9 +133,10 @@ OBJECTS = {
 READ_ONLY = ("createdate", "hs_object_id", "lastmodifieddate", "hs_lastmodifieddate")
 DATES = {"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"}
 NUMBERS = {"hs_object_id", "amount", "numberofemployees", "annualrevenue"}
-#: The scope reading an object's properties takes.
-SCHEMA_SCOPES = {"contacts": "crm.schemas.contacts.read", "companies": "crm.schemas.companies.read",
-                 "deals": "crm.schemas.deals.read", "tickets": "tickets"}
+#: The scopes reading an object's properties takes, any one of them ("Scope requirements").
+SCHEMA_SCOPES = {"contacts": {"crm.schemas.contacts.read", "crm.objects.contacts.read"},
+                 "companies": {"crm.schemas.companies.read", "crm.objects.companies.read"},
+                 "deals": {"crm.schemas.deals.read", "crm.objects.deals.read"}, "tickets": {"tickets"}}
 FIELD_TYPES = {"string": "text", "number": "number", "date": "date", "datetime": "date",
                "enumeration": "select", "bool": "booleancheckbox"}
 PROPERTY_CREATED = "2019-08-06T02:41:08.029Z"
@@ -582,11 +587,11 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         if object_type not in OBJECTS:
             return unknown_type(object_type)
         granted = state.granted.get(request.headers["authorization"].removeprefix("Bearer "), SCOPES)
-        if SCHEMA_SCOPES[object_type] not in granted:
+        if not SCHEMA_SCOPES[object_type] & set(granted):
             return error(403, "This app hasn't been granted all required scopes to make this call. Read more about "
                               "required scopes here: https://developers.hubspot.com/scopes.", "MISSING_SCOPES",
                          errors=[{"message": "One or more of the following scopes are required.",
-                                  "context": {"requiredGranularScopes": [SCHEMA_SCOPES[object_type]]}}])
+                                  "context": {"requiredGranularScopes": sorted(SCHEMA_SCOPES[object_type])}}])
         archived = request.query_params.get("archived") == "true"
         every = request.state.portal.properties[object_type].values()
         return {"results": [p for p in every if p["archived"] == archived]}
@@ -598,8 +603,12 @@ def create_app(*, ten_secondly: tuple[int, float] = (110, 10.0), search_per_seco
         rows = table(request, object_type)
         if rows is None:
             return unknown_type(object_type)
+        raw = await request.body()
+        if len(raw) > SEARCH_BODY_MAX:
+            return error(400, f"The request body is {len(raw)} characters long: a search takes at most "
+                              f"{SEARCH_BODY_MAX}", "VALIDATION_ERROR")
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
             groups = body.get("filterGroups") or []
             sorts = body.get("sorts") or []
             limit = int(body.get("limit", 10))

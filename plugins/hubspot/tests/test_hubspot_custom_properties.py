@@ -184,12 +184,12 @@ def test_a_portal_of_many_properties_is_read_through_batch_reads(hubspot):
     assert properties_calls(hubspot) == 1
 
 
-def test_a_grant_without_the_schemas_scope_reads_the_declared_properties(hubspot):
-    """A connection made before the plugin asked for ``crm.schemas.*.read``:
-    HubSpot refuses it the properties list (403), once a few minutes, and its
+def test_a_grant_refused_the_properties_list_reads_the_declared_properties(hubspot):
+    """A grant with none of the scopes the properties API takes: HubSpot
+    refuses it the properties list (403), once a few minutes, and its
     records hold the declared properties."""
     add_crm_properties(hubspot)
-    hubspot.fake.state.withheld_scopes = {"crm.schemas.contacts.read"}
+    hubspot.fake.state.withheld_scopes = {"crm.schemas.contacts.read", "crm.objects.contacts.read"}
     connection = hubspot.connect()
     fake.seed(hubspot.fake, "contacts", 3)
     for _ in range(2):
