@@ -37,6 +37,7 @@ from hub.types import (
     HubError,
     NotFound,
     Page,
+    PartialRecord,
     PermissionDenied,
     ProviderError,
     ProviderUnavailable,
@@ -593,7 +594,7 @@ class Hub:
         except HubError as exc:
             log.warning("provider %s: the %s record %s was written, but reading it back failed (%s): the write's "
                         "answer stands", provider.name, schema.name, record_id, exc.code)
-            return written
+            return PartialRecord(written)
 
     def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:
         """Set the connection's ``status`` and ``last_error``; ``renewed`` (its

@@ -67,6 +67,14 @@ class RateLimit:
                    window_seconds=seconds, **kwargs)
 
 
+class PartialRecord(dict):
+    """A write's answer standing for the record it made when the core could
+    not read the record whole after it (``EntitySchema.read_after_write``):
+    part of the record only. Sync stores it as not verified, so that the
+    next version read from the provider is taken as the record, not as a
+    change made there (a conflict)."""
+
+
 @dataclass(frozen=True)
 class EntityField:
     """One field of an entity, as the provider names it.

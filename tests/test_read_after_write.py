@@ -50,6 +50,8 @@ class Terse(Ledger):
 
     @hookimpl
     def update_record(self, entity, record_id, data):
+        if record_id in self.failing_updates:
+            raise ProviderUnavailable(f"ledger cannot update {record_id} right now")
         if record_id not in self.items:
             raise NotFound(f"no item {record_id}")
         self.put(record_id, data)

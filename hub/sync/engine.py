@@ -52,6 +52,7 @@ from hub.sync.store import (
     MAX_RECORD_ID,
     PENDING,
     SENDING,
+    UNVERIFIED,
     Changes,
     Counts,
     apply_deletions,
@@ -84,6 +85,7 @@ from hub.types import (
     NotFound,
     NotSupported,
     Page,
+    PartialRecord,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -1176,7 +1178,8 @@ class SyncEngine:
                 return None
             digest = record_hash(current)
             if digest != stored.content_hash:
-                if not own_write(stored, current, schema.fields):
+                # (Stored from a partial answer to the hub's own write: this is the record it made.)
+                if stored.content_hash != UNVERIFIED and not own_write(stored, current, schema.fields):
                     stored.push_status = PENDING  # no longer on its way: the conflict settles it
                     session.add(stored)
                     session.flush()
@@ -1276,6 +1279,12 @@ class SyncEngine:
                     row.deleted, row.deleted_at = True, now
                 else:  # (a record the provider keeps after its deletion, canceled: its new version)
                     data = result if isinstance(result, dict) and result else merged_view(sent)
+                    partial = isinstance(result, PartialRecord)
+                    if partial:
+                        # Made, but the record could not be read after: what the hub knows of it (the
+                        # answer holds part only), until the provider's next version is read.
+                        data = {**merged_view(sent), schema.id_field: result.get(schema.id_field)} \
+                            if sent.local_op == "create" else merged_view(sent)
                     if sent.local_op == "create":
                         remote_id = data.get(schema.id_field)
                         if remote_id in (None, "") or len(str(remote_id)) > MAX_RECORD_ID:
@@ -1293,7 +1302,7 @@ class SyncEngine:
                         echo = self._adopt(session, row, str(remote_id))
                     stored_version, answered = _answer_versions(schema, data, asked_at)
                     if not _overtaken(row, seen, answered):
-                        row.data, row.content_hash = data, record_hash(data)
+                        row.data, row.content_hash = data, UNVERIFIED if partial else record_hash(data)
                         row.remote_updated_at = stored_version
                         row.deleted, row.deleted_at = False, None
                     row.first_seen_at = row.first_seen_at or now

@@ -46,6 +46,10 @@ CONFLICT = "conflict"
 SENDING = "sending"
 #: push_status values meaning the tenant changed the record and the provider does not have it yet.
 LOCAL_CHANGE = (PENDING, FAILED, CONFLICT, SENDING)
+#: The ``content_hash`` of a record stored from a push whose answer was part of it only
+#: (:class:`~hub.types.PartialRecord`): the provider's next version is taken as it is, not as a
+#: change made there meanwhile (a conflict with the tenant's next change).
+UNVERIFIED = "unverified"
 
 _records = SyncRecord.__table__
 #: Longest provider record id the record store holds (its column's length).
@@ -353,7 +357,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             undecided.append(remote_id)
             continue
         record = incoming[remote_id]
-        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete"):
+        if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete") and \
+                row.content_hash != UNVERIFIED:
             if settle_conflict(session, row.id, policy, record, digest, version, now, schema):
                 counts.conflicts += 1
                 if changes is not None:  # (the provider's version is stored, whoever wins)
