@@ -69,3 +69,20 @@ def test_a_delivery_of_several_tenants_reaches_each_tenants_connection_with_its_
     assert nobody.status_code == 200 and nobody.json()["received"] == 0
     assert xero.deliver(*fake.delivery([fake.event("CONTACT", c, tenant=fake.THIRD_TENANT)],
                                        key="x")).status_code == 401
+
+
+def test_the_intent_to_receive_answer_has_no_body(xero):
+    """Review: Xero's "Configuring your server" lists what it expects of every
+    answer to a delivery, the intent-to-receive check included: 200 within 5
+    seconds, "There is no body in the response", no cookies, 401 when the
+    signature is wrong. The developer portal fails the check with "Response
+    contains a body" (foxbytehq/laravel-xero-oauth2#54), and without the check
+    passed Xero sends no events at all. The hub answers every provider's
+    delivery with a JSON summary."""
+    xero.connect()
+    good = xero.deliver(*fake.intent_to_receive())
+    assert good.status_code == 200, good.text
+    assert good.content == b"", good.text
+    assert "set-cookie" not in good.headers
+    delivered = xero.deliver(*fake.delivery([fake.event("CONTACT", str(uuid.uuid4()))]))
+    assert delivered.status_code == 200 and delivered.content == b"", delivered.text
