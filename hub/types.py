@@ -252,6 +252,9 @@ class ProviderInfo:
     ``webhook_key_config`` names the connection config field that webhook
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.
+    ``empty_webhook_answers``: the provider wants a delivery accepted with a
+    200 and no body (Xero: "There is no body in the response"; its check of a
+    new webhook fails otherwise); others get the hub's JSON summary.
     ``url_defaults`` gives template values that settings and config may
     override (Shopify's ``api_version``). ``idempotent_creates`` says that
     ``create_record`` sends its ``idempotency_key`` where the provider honours
@@ -294,6 +297,7 @@ class ProviderInfo:
     idempotent_creates: bool = False
     minor_units: dict[str, int] = field(default_factory=dict)
     lasting_tokens_until: datetime | None = None
+    empty_webhook_answers: bool = False
 
 
 @dataclass(frozen=True)

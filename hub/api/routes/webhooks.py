@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from hub.api.bodies import HubRoute
 from hub.api.deps import HubDep, OrgDep, ProviderDep
@@ -30,7 +30,8 @@ router = APIRouter(tags=["webhooks"], route_class=HubRoute)
 async def receive_webhook(hub: HubDep, provider: ProviderDep, request: Request):
     """Webhook intake. No tenant auth: the provider's signature is the auth.
     The raw body goes to the plugin untouched. A replayed delivery answers 200
-    with ``duplicate: true`` and is not stored again."""
+    with ``duplicate: true`` and is not stored again. A provider declaring
+    ``empty_webhook_answers`` (Xero) is answered 200 with no body."""
     # The URL the provider was given (HUB_PUBLIC_URL's), as it called it: with its raw query.
     called = hub.webhook_url(provider.name) + (f"?{request.url.query}" if request.url.query else "")
     delivery = WebhookRequest(headers=dict(request.headers), body=await request.body(),
@@ -39,6 +40,8 @@ async def receive_webhook(hub: HubDep, provider: ProviderDep, request: Request):
     processor = getattr(request.app.state, "webhook_processor", None)
     if processor is not None and result.accepted:
         processor.notify()
+    if provider.info.empty_webhook_answers:
+        return Response(status_code=200)
     return {"success": True, "received": len(result.accepted), "duplicates": len(result.duplicates),
             "duplicate": bool(result.duplicates) and not result.accepted}
 

@@ -549,8 +549,17 @@ def verify_webhook(ctx, request):
     payload = _payload(request)
     try:
         if isinstance(payload, list):
-            return [_event(str(e["id"]), e["type"].split(".")[1], str(e["intuitentityid"]), e["type"].split(".")[2],
-                           e.get("time"), e) for e in payload if str(e["intuitaccountid"]) == realm]
+            events = []
+            for e in payload:
+                if str(e["intuitaccountid"]) != realm:
+                    continue
+                name, verb = e["type"].split(".")[1], e["type"].split(".")[2]
+                events.append(_event(str(e["id"]), name, str(e["intuitentityid"]), verb, e.get("time"), e))
+                data = e.get("data")
+                merged_away = data.get("deletedid") if isinstance(data, dict) else None
+                if verb.lower() == "merged" and merged_away:  # (as the legacy format's deletedId)
+                    events.append(_event(f"{e['id']}:merged", name, str(merged_away), "delete", e.get("time"), e))
+            return events
         if not isinstance(payload, dict) or not isinstance(payload.get("eventNotifications"), list):
             raise TypeError
         events = []

@@ -581,12 +581,14 @@ def change(name: str, record_id: str, operation: str = "Update", last_updated: s
             "lastUpdated": last_updated or datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **extra}
 
 
-def cloud_event(realm: str, name: str, record_id: str, verb: str = "updated") -> dict[str, Any]:
-    """One event of the CloudEvents format (``qbo.<entity>.<verb>.v1``)."""
+def cloud_event(realm: str, name: str, record_id: str, verb: str = "updated",
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One event of the CloudEvents format (``qbo.<entity>.<verb>.v1``); a
+    merge names the record merged away in ``data``: ``{"deletedid": "27"}``."""
     return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "intuit.dsnBgbseACLLRZNxo2dfc4evmEJdxde58xeeYcZliOU=",
             "type": f"qbo.{name.lower()}.{verb}.v1", "datacontenttype": "application/json",
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "intuitentityid": str(record_id),
-            "intuitaccountid": realm, "data": {}}
+            "intuitaccountid": realm, "data": data or {}}
 
 
 _deliveries = itertools.count(1)

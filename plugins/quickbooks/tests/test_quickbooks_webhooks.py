@@ -98,12 +98,11 @@ def test_a_signed_delivery_of_a_company_no_connection_holds_is_acknowledged_and_
 
 
 def test_a_cloudevents_merge_deletes_the_merged_away_record(qbo, connection):
-    """Review: Intuit's CloudEvents merge (``qbo.customer.merged.v1``) names the
+    """Intuit's CloudEvents merge (``qbo.customer.merged.v1``) names the
     record merged away in ``data.deletedid``, as the legacy format's
     ``deletedId``: it is gone from QuickBooks, and must be deleted in the hub
     too (the README promises it for both formats)."""
-    merge = fake.cloud_event(fake.REALM, "Customer", "2", "merged")
-    merge["data"] = {"deletedid": "3"}
+    merge = fake.cloud_event(fake.REALM, "Customer", "2", "merged", data={"deletedid": "3"})
     headers, body = fake.delivery([merge])
     response = _post(qbo, headers, body)
     assert response.status_code == 200, response.text

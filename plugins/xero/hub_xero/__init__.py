@@ -77,6 +77,7 @@ def info(minute: tuple[int, float] = MINUTE, day: tuple[int, float] = DAY,
         scopes=SCOPES,
         supports_pkce=True,
         supports_webhooks=True,
+        empty_webhook_answers=True,  # "There is no body in the response": its intent-to-receive check fails else
         idempotent_creates=True,  # Idempotency-Key on PUT and POST
         config_fields=(
             EntityField("tenant_id", "Organisation (tenant) ID", description=(
