@@ -45,7 +45,6 @@ def connect(client, auth):
     return response.json()["connection"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_every_route_with_an_id_is_404_for_another_organization(client, hub_app):
     alice, bob = make_org(hub_app, "alice"), make_org(hub_app, "bob")
     alice.pop("org_id"), bob.pop("org_id")
@@ -73,7 +72,6 @@ def test_every_route_with_an_id_is_404_for_another_organization(client, hub_app)
     assert len(client.get(f"{API}/connections", headers=alice).json()["connections"]) == 1
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_secrets_never_in_database_responses_or_logs(client, hub_app, auth, settings, caplog):
     caplog.set_level(logging.DEBUG)
     connection = connect(client, auth)
@@ -123,7 +121,6 @@ def test_secrets_never_in_database_responses_or_logs(client, hub_app, auth, sett
                 assert secret.encode() not in raw, path
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_api_keys_are_stored_hashed(client, hub_app):
     headers = make_org(hub_app, "hashed")
     key = headers["Authorization"].split()[1]
@@ -132,7 +129,6 @@ def test_api_keys_are_stored_hashed(client, hub_app):
     assert key not in dump and key[10:] not in dump
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_missing_and_wrong_keys_are_401(client):
     assert client.get(f"{API}/connections").json()["code"] == "missing_credentials"
     wrong = client.get(f"{API}/connections", headers={"Authorization": "Bearer hub_nope"})
@@ -153,7 +149,6 @@ def token(claims: dict, secret: str = "jwt-shared-secret-for-tests-0123456789") 
     return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
     acme = token({"org": "acme-42", "sub": "user-1"})
     other = token({"org": "globex-7"})
@@ -177,7 +172,6 @@ def test_jwt_names_the_organization_and_scopes_queries(jwt_client):
     assert control.status_code == 401 and "control characters" in control.json()["error"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_an_organization_adopted_by_another_process_at_the_same_moment_is_used(settings):
     """Two hub processes meeting a new JWT organization at once: the second
     insert fails on the key, and the organization the first made is used."""
@@ -225,7 +219,6 @@ def jwks(serve_app):
     return serve_app(app) + "/.well-known/jwks.json", key, app
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_jwt_from_a_jwks_url(settings, example_registry, example_fake, monkeypatch, jwks):
     url, key, idp = jwks
     monkeypatch.setenv("HUB_EXAMPLE_ORIGIN", example_fake[0])
@@ -265,7 +258,6 @@ def test_a_credentials_hint_shows_a_vendor_prefix_and_four_characters_at_most(se
     assert mask(secret) == hint
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_two_requests_creating_the_same_connection_at_once_make_one(settings):
     """Both passed the first check while their keys were being tested; the
     second is refused when it saves (connection_exists), not kept beside."""
@@ -328,7 +320,6 @@ def test_the_embedded_database_and_key_are_readable_by_their_owner_only(tmp_path
     engine.dispose()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_hub_org_create_refuses_an_empty_or_overlong_name(settings, monkeypatch):
     from click.testing import CliRunner
 
@@ -349,7 +340,6 @@ def test_hub_org_create_refuses_an_empty_or_overlong_name(settings, monkeypatch)
         assert sorted(session.execute(sa.select(Organization.name)).scalars()) == ["acme", "株式会社\u3000東京"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_an_operator_lists_organizations_and_rotates_their_api_keys(settings, monkeypatch):
     from click.testing import CliRunner
 
@@ -395,7 +385,6 @@ def registry_with_vault(revoked: list[str]) -> PluginRegistry:
     return registry
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_changed_secret_key_is_a_clear_error_and_leaves_connections_repairable(settings, example_fake, monkeypatch,
                                                                                 caplog):
     """A data directory lost with its secret.key (a container restarted
@@ -456,7 +445,6 @@ def test_a_changed_secret_key_is_a_clear_error_and_leaves_connections_repairable
     assert revoked == ["vk_live_1"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_previous_key_decrypts_until_reencrypt_moves_every_secret_to_the_new_key(settings, example_registry,
                                                                                    example_fake, monkeypatch):
     from click.testing import CliRunner
@@ -507,7 +495,6 @@ def test_every_secret_is_sealed_with_a_nonce_of_its_own_under_the_hubs_key():
         cipher.decrypt(tampered)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_revocation_failing_in_a_way_not_known_to_be_final_is_tried_again(settings):
     """Any refusal but a passing one was taken as final: an odd answer during
     DELETE (a proxy's HTML page) left the grant live, never retried."""
@@ -542,7 +529,6 @@ def test_a_revocation_failing_in_a_way_not_known_to_be_final_is_tried_again(sett
         assert asyncio.run(retry_revocations(hub, now=datetime.now(timezone.utc) + timedelta(days=1))) == 1
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_an_organization_name_taken_already_is_refused_unless_asked(settings, monkeypatch):
     """Run twice by a script, `hub org create acme` made two tenants org list could not tell apart."""
     from click.testing import CliRunner
