@@ -10,6 +10,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,26 @@ def ledger_hub(settings: Any, ledger: Any) -> Hub:
     hub = Hub(settings, registry)
     hub.migrate()
     return hub
+
+
+@contextmanager
+def serving(settings: Any, provider: Any) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """The hub's app serving ``provider`` (a ledger variant) as ``ledger``,
+    with a client that answers 500s rather than raising, and the headers of a
+    new organization: ``(app, client, headers)``."""
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+    from tests.conftest import make_org
+
+    registry = PluginRegistry()
+    registry.register(provider, "ledger")
+    app = create_app(settings, registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = make_org(app)
+        headers.pop("org_id")
+        yield app, client, headers
 
 
 def make_connection(hub: Hub, provider: str, credentials: dict[str, Any], org_name: str = "acme",

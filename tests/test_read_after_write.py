@@ -10,14 +10,11 @@ import dataclasses
 import logging
 
 import pytest
-from fastapi.testclient import TestClient
 
 from hub import hookimpl
-from hub.api.main import create_app
-from hub.plugins import PluginRegistry
 from hub.types import NotFound, ProviderUnavailable
-from tests.conftest import API, make_org
-from tests.sync_support import Ledger, wait_run
+from tests.conftest import API
+from tests.sync_support import Ledger, serving, wait_run
 
 
 class Terse(Ledger):
@@ -61,12 +58,7 @@ class Terse(Ledger):
 @pytest.fixture
 def terse(settings):
     provider = Terse()
-    registry = PluginRegistry()
-    registry.register(provider, "ledger")
-    app = create_app(settings, registry)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        headers = make_org(app)
-        headers.pop("org_id")
+    with serving(settings, provider) as (_app, client, headers):
         created = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
                               headers=headers)
         assert created.status_code == 201, created.text

@@ -7,14 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from fastapi.testclient import TestClient
 
 from hub import hookimpl
-from hub.api.main import create_app
-from hub.plugins import PluginRegistry
 from hub.types import EntityField, EntitySchema, NotFound
-from tests.conftest import API, make_org
-from tests.sync_support import Ledger, wait_run
+from tests.conftest import API
+from tests.sync_support import Ledger, serving, wait_run
 
 
 class Typed(Ledger):
@@ -68,12 +65,7 @@ class Typed(Ledger):
 @pytest.fixture
 def typed(settings):
     provider = Typed()
-    registry = PluginRegistry()
-    registry.register(provider, "ledger")
-    app = create_app(settings, registry)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        headers = make_org(app)
-        headers.pop("org_id")
+    with serving(settings, provider) as (app, client, headers):
         yield provider, app, client, headers
 
 
@@ -495,12 +487,8 @@ class Declaring(Typed):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (not about storage: the suite's time)
 def test_a_currency_the_provider_declares_is_taken_whatever_its_case(settings):
-    provider, registry = Declaring(), PluginRegistry()
-    registry.register(provider, "ledger")
-    app = create_app(settings, registry)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        headers = make_org(app)
-        headers.pop("org_id")
+    provider = Declaring()
+    with serving(settings, provider) as (app, client, headers):
         env = Env((provider, app, client, headers), [])
         url = f"{env.config_url}/mappings"
         for code in ("ZWL", "zwl", "mga"):

@@ -81,6 +81,15 @@ class HubAPI:
     def delete(self, path: str, auth: dict[str, str] | None = None) -> Any:
         return self.client.delete(path, headers=auth or self.auth)
 
+    def sync_config(self, connection: dict[str, Any] | str, entity: str, **body: Any) -> str:
+        """Create a sync config of a connection's ``entity`` (``body``:
+        ``direction``, ``mappings``...); returns the path of its stored records."""
+        connection_id = connection if isinstance(connection, str) else connection["id"]
+        configs = f"{API_PREFIX}/connections/{connection_id}/sync-configs"
+        created = self.post(configs, {"entity": entity, **body})
+        assert created.status_code == 201, created.text
+        return f"{configs}/{created.json()['sync_config']['id']}/records"
+
     def sync(self, connection: dict[str, Any] | str, entity: str | None = None, *, succeeded: bool = True,
              timeout: float = 20, **body: Any) -> dict[str, Any]:
         """Start a sync run of a connection (``POST /connections/{id}/sync``

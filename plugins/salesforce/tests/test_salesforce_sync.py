@@ -24,10 +24,7 @@ def _org_accounts(sfdc) -> dict[str, dict]:
 @pytest.mark.parametrize("fake_options", [{"max_batch": 3}])
 def test_accounts_sync_in_batches_then_by_changes_through_an_expired_locator(sfdc, connection):
     ids = fake.seed(sfdc.app, "accounts", 7, ago=3600)  # changed before the sync's margin for clock skew
-    base = f"{API}/connections/{connection['id']}"
-    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "pull"})
-    assert created.status_code == 201, created.text
-    records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
+    records = sfdc.sync_config(connection, "accounts", direction="pull")
 
     def pull() -> dict:
         return sfdc.sync(connection, "accounts", direction="pull")

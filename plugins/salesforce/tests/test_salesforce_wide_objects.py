@@ -35,10 +35,7 @@ def test_an_account_of_700_fields_of_the_orgs_own_syncs_whole_in_batches(sfdc, c
     ids = fake.seed(sfdc.app, "accounts", 7, ago=3600)
     for n, record_id in enumerate(ids):
         fake.touch(sfdc.app, "accounts", record_id, **{names[0]: f"tier {n}", names[699]: f"region {n}"})
-    base = f"{API}/connections/{connection['id']}"
-    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "pull"})
-    assert created.status_code == 201, created.text
-    records = f"{base}/sync-configs/{created.json()['sync_config']['id']}/records"
+    records = sfdc.sync_config(connection, "accounts", direction="pull")
 
     def pull() -> dict:
         return sfdc.sync(connection, "accounts", direction="pull")
