@@ -64,9 +64,13 @@ class _Refusals:
     #: Until when the provider refuses everything (a 429 asking a longer wait than the
     #: core retries after, a daily limit): calls fail at once instead of being sent.
     refused_until = 0.0
+    #: Why, where it is not the provider's last refusal (the operator's share of an allocation).
+    refused_because: str | None = None
 
-    def refuse(self, seconds: float) -> None:
+    def refuse(self, seconds: float, because: str | None = None) -> None:
         """The provider asked for a wait longer than calls wait (:attr:`refused_until`)."""
+        if time.monotonic() + seconds > self.refused_until:
+            self.refused_because = because
         self.refused_until = max(self.refused_until, time.monotonic() + seconds)
 
     def refused_for(self) -> float:
@@ -349,6 +353,43 @@ class WindowCount(_Refusals):
 Limiter = TokenBucket | WindowCount
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """The operator's share of an account's allocation of calls over a long
+    period (``ProviderInfo.allocation_header``; setting ``allocation_share``):
+    once the provider says that share is used, the connection's calls are
+    refused unsent for ``wait`` seconds, leaving the rest to the account's
+    other apps and people."""
+
+    header: str
+    share: float
+    wait: float
+
+    def observe(self, value: str | None, limiter: Limiter) -> None:
+        used_limit = _usage(value.rpartition("=")[2]) if value else None
+        if used_limit is None:
+            return
+        used, limit = used_limit
+        if limit > 0 and used >= self.share * limit and limiter.refused_for() <= 0:
+            log.warning("the provider's allocation is %d%% used (%s of %s): this hub's share is %d%%, so the "
+                        "connection's calls wait %.0f s (HUB_<PROVIDER>_ALLOCATION_SHARE)",
+                        100 * used // limit, f"{used:g}", f"{limit:g}", round(self.share * 100), self.wait)
+            limiter.refuse(self.wait, f"{100 * used / limit:.0f}% of the account's allocation of calls is used, "
+                                      f"and this hub may use {self.share:.0%} of it")
+
+
+def _usage(value: str) -> tuple[float, float] | None:
+    """``used/limit`` as two finite numbers, or None."""
+    used, slash, total = value.partition("/")
+    if not slash:
+        return None
+    try:
+        used_count, limit_count = float(used), float(total)
+    except ValueError:
+        return None
+    return (used_count, limit_count) if math.isfinite(used_count) and math.isfinite(limit_count) else None
+
+
 class WindowFull(Exception):
     """A window frees a place only after the call's deadline: ``wait`` seconds."""
 
@@ -463,8 +504,10 @@ class ProviderHTTP:
         endpoint_limiters: dict[str, Limiter] | None = None,
         limits: Sequence[tuple[RateLimit, Limiter]] = (),
         concurrency: asyncio.Semaphore | None = None,
+        allocation: Allocation | None = None,
     ):
         self.client = client
+        self.allocation = allocation
         self.limiter = limiter
         self.endpoint_limiters = endpoint_limiters or {}
         #: The provider's further limits and their counters, shortest window first: a call
@@ -543,8 +586,9 @@ class ProviderHTTP:
                 if (left := limiter.refused_for()) > 0:
                     # A 429 asked for a longer wait than calls wait: sent now, this one would be
                     # refused too (and count against the limit at some providers).
-                    raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more (as its "
-                                      f"last refusal said); nothing was sent", retry_after=max(1.0, left))
+                    because = limiter.refused_because or "as its last refusal said"
+                    raise RateLimited(f"the provider's rate limit refuses calls for {left:.0f} s more ({because}); "
+                                      f"nothing was sent", retry_after=max(1.0, left))
             acquired: list[Limiter] = []
             tickets: dict[int, int | None] = {}
             holding = False  # a place among the account's calls under way at once
@@ -758,19 +802,14 @@ class ProviderHTTP:
 
     def _observe_headers(self, response: httpx.Response, limits: list[tuple[RateLimit, Limiter]],
                          tickets: dict[int, int | None]) -> None:
+        if self.allocation is not None and self.limiter is not None:
+            self.allocation.observe(response.headers.get(self.allocation.header), self.limiter)
         pairs = [(self.rate_limit, self.limiter)] if self.limiter and self.rate_limit else []
         for limit, limiter in pairs + limits:
             if limit.usage_header:
                 value = response.headers.get(limit.usage_header)
-                if value and "/" in value:
-                    used, _, total = value.partition("/")
-                    try:
-                        used_count, limit_count = float(used), float(total)
-                    except ValueError:
-                        pass
-                    else:
-                        if math.isfinite(used_count) and math.isfinite(limit_count):
-                            limiter.observe_usage(used_count, limit_count, tickets.get(id(limiter)))
+                if value and (usage := _usage(value)) is not None:
+                    limiter.observe_usage(*usage, tickets.get(id(limiter)))
             if limit.remaining_header:
                 value = response.headers.get(limit.remaining_header)
                 if value:

@@ -26,7 +26,7 @@ from hub.config import Settings, SettingsError
 from hub.context import ProviderContext
 from hub.crypto import Cipher, mask
 from hub.db import make_engine, migrate
-from hub.http import NOT_SENT, ClientPool, ProviderHTTP, RetryPolicy
+from hub.http import NOT_SENT, Allocation, ClientPool, ProviderHTTP, RetryPolicy
 from hub.models import Connection, utcnow
 from hub.plugins import PluginRegistry, Provider
 from hub.types import (
@@ -40,6 +40,7 @@ from hub.types import (
     PartialRecord,
     PermissionDenied,
     ProviderError,
+    ProviderInfo,
     ProviderUnavailable,
     RateLimit,
     RequestAuth,
@@ -273,6 +274,7 @@ class Hub:
             limits=limits,  # type: ignore[arg-type]
             concurrency=self.pool.concurrency(paced, provider.info.max_concurrent_requests)
             if connection is not None else None,
+            allocation=allocation_of(provider.info, ctx.settings) if connection is not None else None,
         )
 
     # -- token refresh
@@ -677,6 +679,35 @@ def _advisory_unlock(db: sa.Connection, key: int) -> None:
 
 def _off(setting: str | None) -> bool:
     return (setting or "").lower() in ("off", "0", "false")
+
+
+#: How long a connection's calls wait once its account's allocation is used up to the operator's share.
+ALLOCATION_WAIT_SECONDS = 3600.0
+
+
+def allocation_of(info: ProviderInfo, settings: dict[str, str]) -> Allocation | None:
+    """The operator's cap on this hub's use of the account's allocation of
+    calls (``ProviderInfo.allocation_header``): the setting
+    ``allocation_share`` (``HUB_<PROVIDER>_ALLOCATION_SHARE``, a fraction
+    above 0 and at most 1: ``0.8`` leaves a fifth to the account's other apps
+    and people), for ``allocation_wait_seconds`` at a time (default an hour,
+    as calls of a rolling day free up). None: no cap (the provider's own limit).
+
+    :raises ConfigurationError: a share or wait that is not such a number.
+    """
+    share = settings.get("allocation_share")
+    if not share or not info.allocation_header:
+        return None
+    try:
+        fraction = float(share)
+        wait = float(settings.get("allocation_wait_seconds") or ALLOCATION_WAIT_SECONDS)
+    except ValueError:
+        fraction = wait = math.nan
+    if not (0 < fraction <= 1 and math.isfinite(wait) and wait > 0):
+        raise ConfigurationError(f"HUB_{info.name.upper()}_ALLOCATION_SHARE must be a fraction above 0 and at most "
+                                 f"1 (0.8: this hub uses at most 80% of the account's allocation), and "
+                                 f"HUB_{info.name.upper()}_ALLOCATION_WAIT_SECONDS a number of seconds above 0")
+    return Allocation(info.allocation_header, fraction, wait)
 
 
 def effective_rate_limit(declared: RateLimit | None, settings: dict[str, str]) -> RateLimit | None:

@@ -252,6 +252,13 @@ class ProviderInfo:
     ``webhook_key_config`` names the connection config field that webhook
     deliveries identify a connection by (Stripe Connect's ``account``), for
     providers whose connections are created from typed credentials.
+    ``allocation_header``: a response header telling how much of the
+    account's allocation of calls over a long period is used, as
+    ``used/limit`` (a ``name=`` before it is skipped: Salesforce's
+    ``Sforce-Limit-Info: api-usage=18/5000``, its org's 24 hours). The
+    operator may then cap this hub's use of it (``allocation_share``, see
+    :func:`hub.runtime.allocation_of`), leaving the rest to the account's
+    other apps and people.
     ``empty_webhook_answers``: the provider wants a delivery accepted with a
     200 and no body (Xero: "There is no body in the response"; its check of a
     new webhook fails otherwise); others get the hub's JSON summary.
@@ -298,6 +305,7 @@ class ProviderInfo:
     minor_units: dict[str, int] = field(default_factory=dict)
     lasting_tokens_until: datetime | None = None
     empty_webhook_answers: bool = False
+    allocation_header: str | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,8 @@ INFO = ProviderInfo(
     # Declared, it is also what the core refuses the connection's calls by, unsent, once
     # Salesforce answers REQUEST_LIMIT_EXCEEDED.
     rate_limit=RateLimit(requests_per_second=25, burst=25),
+    # The org's 24 hours of calls, used and allowed: HUB_SALESFORCE_ALLOCATION_SHARE caps the hub's part.
+    allocation_header="Sforce-Limit-Info",
     scopes=("api", "refresh_token"),
     supports_pkce=True,
     supports_webhooks=False,

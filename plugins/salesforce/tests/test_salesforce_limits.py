@@ -62,6 +62,42 @@ def test_a_refusal_for_the_orgs_long_requests_at_once_lasts_seconds_not_the_allo
     assert len(sfdc.api_calls()) > sent
 
 
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "1000", "BURST": "1000", "ALLOCATION_SHARE": "0.5"}])
+def test_the_operators_share_of_the_orgs_allocation_holds_the_connection_once_used(sfdc, connection, caplog):
+    """HUB_SALESFORCE_ALLOCATION_SHARE=0.5: once Sforce-Limit-Info says half of
+    the org's 24 hours of calls is used (by anyone), the connection's calls
+    wait an hour unsent, leaving the rest to the org's other apps and people."""
+    fake.seed(sfdc.app, "accounts", 2)
+    org = sfdc.org()
+    org.api_limit, org.api_used = 100, 40
+    assert sfdc.get(sfdc.records(connection, "accounts")).status_code == 200  # 42 of 100 after it
+    org.api_used = 60  # the org's other apps
+    sent = len(sfdc.api_calls())
+    held = sfdc.get(sfdc.records(connection, "accounts"))
+    assert held.status_code == 429, held.text
+    assert "61% of the account's allocation of calls is used" in held.json()["error"], held.text
+    assert 3500 <= float(held.headers["Retry-After"]) <= 3600
+    assert len(sfdc.api_calls()) == sent + 1  # the call whose answer told; the listing's next one waits
+    again = sfdc.get(sfdc.records(connection, "contacts"))
+    assert again.status_code == 429 and len(sfdc.api_calls()) == sent + 1, again.text
+    assert "this hub's share is 50%" in caplog.text
+    assert sfdc.get(f"{API}/connections/{connection['id']}").json()["connection"]["status"] == "connected"
+
+
+def test_an_allocation_share_is_a_fraction_and_named_when_it_is_not():
+    import hub_salesforce
+    from hub.runtime import allocation_of
+    from hub.types import ConfigurationError
+
+    assert allocation_of(hub_salesforce.INFO, {}) is None  # no cap: Salesforce's own limit
+    capped = allocation_of(hub_salesforce.INFO, {"allocation_share": "0.8"})
+    assert (capped.header, capped.share, capped.wait) == ("Sforce-Limit-Info", 0.8, 3600.0)
+    for wrong in ({"allocation_share": "1.5"}, {"allocation_share": "0"}, {"allocation_share": "most"},
+                  {"allocation_share": "0.8", "allocation_wait_seconds": "-1"}):
+        with pytest.raises(ConfigurationError, match="HUB_SALESFORCE_ALLOCATION_SHARE must be a fraction"):
+            allocation_of(hub_salesforce.INFO, wrong)
+
+
 def test_describe_error_reads_the_limit_and_a_lost_locator_from_the_error_array():
     import httpx
 
