@@ -108,14 +108,15 @@ class HubAPI:
 
     def stored(self, records_url: str, **params: Any) -> dict[str, Any]:
         """A sync config's stored records (its ``.../records`` path), every
-        page of them, by provider id: their ``data`` (mapped, or raw with
+        page of them, by provider id (the hub's, for a record not created at
+        the provider yet): their ``data`` (mapped, or raw with
         ``mapped=False``); ``include_deleted=True`` adds the deleted ones."""
         found, cursor = {}, None
         while True:
             answer = self.get(records_url, limit=500, **params, **({"cursor": cursor} if cursor else {}))
             assert answer.status_code == 200, answer.text
             body = answer.json()
-            found |= {r["remote_id"]: r["data"] for r in body["records"]}
+            found |= {r["remote_id"] or r["id"]: r["data"] for r in body["records"]}
             if not (cursor := body.get("next_cursor")):
                 return found
 
