@@ -195,6 +195,17 @@ class OAuthCallbackResponse(Ok):
     connection: ConnectionPublic
 
 
+class OAuthRefusal(BaseModel):
+    code: str = Field(description="the refusal's stable code, as the redirect carried it (`tenant_required`)")
+    error: str = Field(description="what it says, for people")
+    details: Any = Field(default=None, description="what the provider's plugin said of it: Xero's organisations "
+                                                   "to choose from (`{\"tenants\": [{\"tenant_id\", \"name\"}]}`)")
+
+
+class OAuthRefusalResponse(Ok):
+    refusal: OAuthRefusal
+
+
 class LinkTokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

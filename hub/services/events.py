@@ -313,7 +313,7 @@ def list_deliveries(hub: Hub, endpoint: EventEndpoint, *, status: str | None, ev
         query = query.where(EventDelivery.type == event_type)
     with hub.session() as session:
         return stored.page_newest_first(session, query, EventDelivery.created_at, EventDelivery.id, cursor, limit,
-                                        time_key="c")
+                                        time_key="c", of=f"deliveries:{endpoint.id}")
 
 
 def retry_delivery(hub: Hub, endpoint: EventEndpoint, delivery_id: str) -> EventDelivery:

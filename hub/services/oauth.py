@@ -33,6 +33,9 @@ class OAuthFailed(HubError):
 
     status = 400
     provider_details: Any = None
+    #: In redirect mode, the ``flow`` under which the refusal's details are kept for the
+    #: organization's app to read (``GET /oauth/{provider}/flows/{flow}``): a URL carries no list.
+    flow: str | None = None
 
 
 def callback_url(hub: Hub, provider: str) -> str:
@@ -167,6 +170,8 @@ def _consume_state(hub: Hub, provider: Provider, state: str) -> OAuthState:
 #: How long a link token counts when its provider gives no expiration (Plaid's last 4 hours).
 LINK_TOKEN_TTL = timedelta(hours=4)
 _LINK = "link_token"
+#: Where a refused callback's details are kept in its state's params (see :func:`_keep_refusal`).
+_REFUSAL = "_refusal"
 
 
 def remember_link_token(hub: Hub, organization_id: str, provider: Provider, link_token: str,
@@ -282,6 +287,9 @@ async def finish(hub: Hub, provider: Provider, query: dict[str, str]) -> tuple[O
         specific = exc.code if exc.code != type(exc).code else "exchange_failed"
         failed = OAuthFailed(exc.message, code=specific, details=record.return_to)
         failed.provider_details = exc.details if isinstance(exc.details, (dict, list)) else None
+        if failed.provider_details is not None and record.return_to:
+            failed.flow = secrets.token_urlsafe(24)
+            await asyncio.to_thread(_keep_refusal, hub, record, failed.flow, failed)
         raise failed from None
     credentials.config = {**record.params, **credentials.config}
     reached = await account_reached(hub, record.organization_id, provider, credentials)
@@ -311,6 +319,35 @@ def _keep_grant(hub: Hub, record: OAuthState, flow: str, credentials: Credential
             grant_encrypted=hub.cipher.encrypt_json(grant), flow_hash=hash_token(flow),
             expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds)))
         session.commit()
+
+
+def _keep_refusal(hub: Hub, record: OAuthState, flow: str, failed: OAuthFailed) -> None:
+    """Keep what a refused callback's plugin said (Xero's organisations to
+    choose from), under ``flow``, for the confirmation window: the app reads
+    it with :func:`refusal`, as its redirect carries only the code."""
+    refusal = {"code": failed.code, "error": failed.message, "details": failed.provider_details}
+    with hub.session() as session:
+        session.execute(sa.update(OAuthState).where(OAuthState.state_hash == record.state_hash).values(
+            params={**(record.params or {}), _REFUSAL: refusal}, flow_hash=hash_token(flow),
+            expires_at=utcnow() + timedelta(seconds=hub.settings.oauth_state_ttl_seconds)))
+        session.commit()
+
+
+def refusal(hub: Hub, organization_id: str, provider: Provider, flow: str) -> dict[str, Any]:
+    """What the plugin said of a refused authorization whose redirect carried
+    ``flow``: its ``code``, ``error`` and ``details``.
+
+    :raises FlowNotFound: no refused flow ``flow`` of this organization and
+        provider (unknown, another's, or its window past).
+    """
+    with hub.session() as session:
+        record = session.exec(select(OAuthState).where(OAuthState.flow_hash == hash_token(flow))).first()
+    kept = (record.params or {}).get(_REFUSAL) if record is not None else None
+    if (kept is None or record.organization_id != organization_id or record.provider != provider.name
+            or record.expires_at < utcnow()):
+        raise FlowNotFound(f"no refused {provider.name} authorization of this organization is known as this flow "
+                           f"(unknown, or more than {hub.settings.oauth_state_ttl_seconds} s old)")
+    return kept
 
 
 def _grant_of(hub: Hub, encrypted: str) -> tuple[Credentials, Reached]:

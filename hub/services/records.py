@@ -40,10 +40,16 @@ SENDING_STALE = timedelta(minutes=15)
 
 
 def _refused(exc: BaseException) -> bool:
-    """Whether the provider answered ``exc``'s create with a refusal (a 4xx,
-    not one that says to wait or that its key is busy: 408, 409, 425, 429)."""
-    status = exc.provider_status if isinstance(exc, HubError) else None
-    return status is not None and 400 <= status < 500 and status not in (408, 409, 425, 429)
+    """Whether ``exc``'s create was refused, nothing made: the provider
+    answered a 4xx (not one that says to wait or that its key is busy: 408,
+    409, 425, 429), or the plugin raised such a refusal itself, before
+    sending or from an answer it read (a QuickBooks Fault in a 200). Its key
+    moves on, as a provider may keep a key's first outcome (Stripe keeps a
+    refusal too)."""
+    if not isinstance(exc, HubError):
+        return False
+    status = exc.provider_status if exc.provider_status is not None else exc.status
+    return 400 <= status < 500 and status not in (408, 409, 425, 429)
 
 
 class IdempotencyKeyInUse(HubError):

@@ -811,7 +811,8 @@ def list_events(hub: Hub, connection_id: str | None, *, status: str | None = Non
     with hub.session() as session:
         page, next_cursor = page_newest_first(session, query, WebhookEvent.received_at, WebhookEvent.id, cursor,
                                               limit, time_key="r",
-                                              position_of=lambda row: (row[0].received_at, row[0].id))
+                                              position_of=lambda row: (row[0].received_at, row[0].id),
+                                              of=f"webhook-events:{connection_id or '*'}")
     return [event_out(event, state) for event, state in page], next_cursor
 
 

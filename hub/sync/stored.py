@@ -62,7 +62,11 @@ class PushUnderWay(HubError):
     status = 409
 
 
-def encode_cursor(value: dict[str, Any]) -> str:
+def encode_cursor(value: dict[str, Any], of: str | None = None) -> str:
+    """A cursor holding ``value``, bound to the listing ``of`` (its kind and
+    owner: ``records:<config id>``), which :func:`decode_cursor` checks."""
+    if of is not None:
+        value = {**value, "of": of}
     return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
@@ -70,7 +74,13 @@ def encode_cursor(value: dict[str, Any]) -> str:
 MAX_CURSOR = 4096
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def decode_cursor(cursor: str | None, of: str | None = None) -> dict[str, Any] | None:
+    """The value a cursor of this API holds; with ``of``, only a cursor of
+    that listing: another's position (another organization's connection,
+    another kind of listing) would skip or repeat items, so it is refused.
+
+    :raises InvalidCursor: not a cursor this API handed out for the listing.
+    """
     if not cursor:
         return None
     if len(cursor) > MAX_CURSOR:
@@ -86,6 +96,8 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         json.dumps(value, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise InvalidCursor("the cursor is not one this API returned") from None
+    if of is not None and value.get("of") != of:
+        raise InvalidCursor("the cursor is one of another listing: pass the next_cursor this listing returned")
     return value
 
 
@@ -101,15 +113,16 @@ def after_newest_first(time_column: Any, moment: Any, id_column: Any, last_id: s
 
 
 def page_newest_first(session: Any, query: Any, time_column: Any, id_column: Any, cursor: str | None, limit: int,
-                      time_key: str, position_of: Any = None) -> tuple[list[Any], str | None]:
+                      time_key: str, position_of: Any = None, of: str | None = None) -> tuple[list[Any], str | None]:
     """One page of ``query``, newest first by ``time_column`` then ``id_column``
     (descending), after ``cursor``; and the cursor of the next page (None: the
     last). The cursor holds the page's last time under ``time_key`` and its
-    id; ``position_of(row)`` reads them from a row (default: the columns' attributes).
+    id; ``position_of(row)`` reads them from a row (default: the columns' attributes),
+    and is bound to the listing ``of`` (see :func:`decode_cursor`).
 
     :raises InvalidCursor: a cursor this did not hand out.
     """
-    position = decode_cursor(cursor)
+    position = decode_cursor(cursor, of)
     if position:
         try:
             moment, last_id = cursor_time(position[time_key]), str(position["id"])
@@ -122,7 +135,7 @@ def page_newest_first(session: Any, query: Any, time_column: Any, id_column: Any
     rows = rows[:limit]
     moment, last_id = (position_of or (lambda row: (getattr(row, time_column.key), getattr(row, id_column.key))))(
         rows[-1])
-    return rows, encode_cursor({time_key: moment.isoformat(), "id": last_id})
+    return rows, encode_cursor({time_key: moment.isoformat(), "id": last_id}, of)
 
 
 def cursor_time(value: Any) -> datetime:
@@ -219,7 +232,8 @@ def run_out(run: SyncRun) -> dict[str, Any]:
 
 def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped: bool, cursor: str | None,
                  limit: int, include_deleted: bool, pending_only: bool = False) -> tuple[list[dict[str, Any]], str | None]:
-    after = (decode_cursor(cursor) or {}).get("after")
+    listing = f"records:{config.id}"
+    after = (decode_cursor(cursor, listing) or {}).get("after")
     if after is not None and not isinstance(after, str):
         raise InvalidCursor("the cursor is not one this API returned")
     mapper = mapper_for(hub, connection, config) if mapped else None
@@ -244,7 +258,7 @@ def list_records(hub: Hub, connection: Connection, config: SyncConfig, *, mapped
                                  .limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return [record_out(r, mapper) for r in rows], encode_cursor({"after": rows[-1].id}) if more and rows else None
+    return [record_out(r, mapper) for r in rows], encode_cursor({"after": rows[-1].id}, listing) if more and rows else None
 
 
 def get_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str, *, mapped: bool) -> dict[str, Any]:
@@ -469,7 +483,8 @@ def running(session: Any, connection_id: str) -> bool:
 def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status: str | None,
                    cursor: str | None = None, limit: int = 100) -> tuple[list[SyncConflict], str | None]:
     """Newest first, a page at a time; the cursor carries the last one's (time, id)."""
-    position = (decode_cursor(cursor) or {}).get("before")
+    listing = f"conflicts:{config.id}"
+    position = (decode_cursor(cursor, listing) or {}).get("before")
     with hub.session() as session:
         query = select(SyncConflict).where(SyncConflict.connection_id == connection.id,
                                            SyncConflict.entity == config.entity)
@@ -486,7 +501,7 @@ def list_conflicts(hub: Hub, connection: Connection, config: SyncConfig, status:
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more and rows else None
-    return rows, encode_cursor({"before": [last.created_at.isoformat(), last.id]}) if last else None
+    return rows, encode_cursor({"before": [last.created_at.isoformat(), last.id]}, listing) if last else None
 
 
 def resolve_conflict(hub: Hub, connection: Connection, config: SyncConfig, conflict_id: str, resolution: str,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from hub.api.bodies import HubRoute
@@ -16,6 +16,7 @@ from hub.api.schemas import (
     LinkTokenResponse,
     OAuthCallbackResponse,
     OAuthConfirmRequest,
+    OAuthRefusalResponse,
 )
 from hub.services import connections as connection_service
 from hub.services import oauth
@@ -56,8 +57,9 @@ async def callback(hub: HubDep, provider: ProviderDep, request: Request):
     except oauth.OAuthFailed as exc:
         if isinstance(exc.details, str):
             # (The code, not the text: the app says it in its own words, and no provider text is reflected.)
+            # (A refusal the plugin said more of, Xero's organisations: the app reads it by its flow.)
             return RedirectResponse(oauth.return_url(exc.details, status="error", code=exc.code,
-                                                     provider=provider.name), status_code=302)
+                                                     provider=provider.name, flow=exc.flow), status_code=302)
         # (What the plugin said of it: the choices a grant offers, Xero's organisations.)
         return JSONResponse(error_body(exc.message, exc.code, exc.provider_details), status_code=exc.status)
     if isinstance(connection, str):  # a bound flow (always with a return URL): the tenant's app confirms it
@@ -84,6 +86,17 @@ async def confirm(hub: HubDep, org: OrgDep, provider: ProviderDep, body: OAuthCo
     account); then as the callback (`connection_exists`...)."""
     connection = await oauth.confirm(hub, org.id, provider, body.flow, body.binding)
     return {"success": True, "connection": await hub.db(connection_service.public_one, hub, connection)}
+
+
+@router.get("/oauth/{provider}/flows/{flow}", response_model=OAuthRefusalResponse, operation_id="oauth_refusal")
+async def refused_flow(hub: HubDep, org: OrgDep, provider: ProviderDep, flow: str = Path(max_length=64)):
+    """What the provider's plugin said of an authorization refused in redirect
+    mode, whose redirect carried `status=error&code=...&flow=`: the choices a
+    grant offered (Xero's `tenant_required`: the organisations, to start again
+    naming one as `tenant_id`). 404 `oauth_flow_not_found` for another
+    organization's flow, or one more than `HUB_OAUTH_STATE_TTL_SECONDS` old."""
+    kept = await asyncio.to_thread(oauth.refusal, hub, org.id, provider, flow)
+    return {"success": True, "refusal": kept}
 
 
 @router.post("/link/{provider}/token", response_model=LinkTokenResponse, operation_id="link_token")

@@ -322,7 +322,7 @@ def _sync_logs(hub: Hub, connection: Connection, cursor: str | None, limit: int,
         if entity:
             query = query.where(SyncRun.entity == entity)
         rows, next_cursor = stored.page_newest_first(session, query, SyncRun.queued_at, SyncRun.id, cursor, limit,
-                                                     time_key="q")
+                                                     time_key="q", of=f"runs:{connection.id}")
     return {"success": True, "runs": [stored.run_out(r) for r in rows], "next_cursor": next_cursor,
             "has_more": next_cursor is not None}
 

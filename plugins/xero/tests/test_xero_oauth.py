@@ -43,6 +43,33 @@ def test_one_organisation_connects_with_pkce_and_its_tenant_as_account(xero):
     assert xero.fake.state.calls and xero.fake.state.throttled == {}
 
 
+def test_in_redirect_mode_the_organisations_to_choose_from_are_read_by_the_refusals_flow(xero):
+    """A browser sent back to the app carries the refusal's code only (a URL
+    takes no list, and no provider text): ``flow=`` names the refusal, whose
+    organisations the app reads with its API key, then starts again naming one."""
+    sent_back = xero.consent(xero.authorize(redirect_uri="http://localhost:3000/integrations"),
+                             (fake.TENANT, fake.OTHER_TENANT))
+    callback = xero.client.get(sent_back, follow_redirects=False)
+    assert callback.status_code == 302, callback.text
+    back = parse_qs(urlsplit(callback.headers["location"]).query)
+    assert (back["status"], back["code"], back["provider"]) == (["error"], ["tenant_required"], ["xero"])
+    assert fake.NAMES[fake.TENANT] not in callback.headers["location"]
+    flow = back["flow"][0]
+    read = xero.get(f"{API}/oauth/xero/flows/{flow}")
+    assert read.status_code == 200, read.text
+    refusal = read.json()["refusal"]
+    assert refusal["code"] == "tenant_required"
+    assert {(t["tenant_id"], t["name"]) for t in refusal["details"]["tenants"]} == {
+        (fake.TENANT, fake.NAMES[fake.TENANT]), (fake.OTHER_TENANT, fake.NAMES[fake.OTHER_TENANT])}
+    # Another organization's app cannot read it; an unknown flow is no refusal.
+    other = xero.get(f"{API}/oauth/xero/flows/{flow}", auth=xero.organization("globex"))
+    assert (other.status_code, other.json()["code"]) == (404, "oauth_flow_not_found"), other.text
+    assert xero.get(f"{API}/oauth/xero/flows/not-a-flow").status_code == 404
+    chosen = xero.connect(tenants=(fake.TENANT, fake.OTHER_TENANT),
+                          tenant_id=refusal["details"]["tenants"][1]["tenant_id"])
+    assert chosen["status"] == "connected"
+
+
 def test_a_grant_of_several_organisations_is_refused_with_their_list_then_connected_by_tenant_id(xero):
     refused = xero.callback(tenants=(fake.TENANT, fake.OTHER_TENANT))
     # (The callback's refusal is 400 with the plugin's code; the list in its text and, for an
