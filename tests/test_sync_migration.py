@@ -260,7 +260,7 @@ def test_listing_pages_read_an_index_in_their_order_not_a_sort_of_everything(dat
     page, _next = stored.list_records(Hub(), Connection(id="big"), config, mapped=False, cursor=None, limit=50,
                                       include_deleted=False)
     assert [r["id"] for r in page] == [f"{i:08d}" for i in range(4000, 4050)]
-    list_events(Hub(), "big", cursor=stored.encode_cursor({"r": "2026-01-01T00:00:00", "id": "x"}))
+    list_events(Hub(), "big", cursor=stored.encode_cursor({"r": "2026-01-01T00:00:00", "id": "x"}, "webhook-events:big"))
     sa.event.remove(engine, "before_cursor_execute", note)
     plans = {}
     with engine.connect() as db:

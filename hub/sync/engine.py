@@ -871,8 +871,9 @@ class SyncEngine:
                     ctx: Any, lease: Lease) -> None:
         plan = await asyncio.to_thread(self._begin_pass, config, schema, run.full_refresh, lease, run.queued_at)
         # A saved position refused on resuming (Stripe's starting_after names a customer deleted
-        # since) would fail every run: starting over for it does not count against the restarts.
-        restarts = MAX_PASS_RESTARTS + (1 if plan.resumed and plan.cursor is not None else 0)
+        # since), or the one the last pass ended at (Plaid's cursor), would fail every run:
+        # starting over for it does not count against the restarts.
+        restarts = MAX_PASS_RESTARTS + (1 if plan.cursor is not None else 0)
         while True:
             try:
                 return await self._pass(run, config, provider, schema, ctx, lease, plan)
@@ -899,8 +900,9 @@ class SyncEngine:
         cursor = plan.cursor
         cycle = _CursorCycle(cursor)
         fetch = asyncio.create_task(self._fetch(provider, ctx, schema, cursor, plan.since))
-        # A resumed pass starts from a position the provider handed out; a new one from its own.
-        fetched = 1 if plan.resumed and cursor is not None else 0
+        # A resumed pass, or one from where the last ended (``start_cursor``), starts from a
+        # position the provider handed out; a new one from its own.
+        fetched = 1 if cursor is not None else 0
         try:
             while True:
                 try:
@@ -956,6 +958,10 @@ class SyncEngine:
             if state is None:
                 state = SyncState(sync_config_id=config.id, connection_id=config.connection_id, entity=config.entity)
             earlier = state.pass_started_at is None or state.pass_started_at < queued_at
+            if start_over and state.pass_mode == "incremental" and state.start_cursor:
+                # The position the last pass ended at may be the one refused: a full pass (which also
+                # finds what was deleted since), not the same refusal again and again.
+                state.start_cursor = None
             resumable = state.pass_mode is not None and not start_over and not (
                 full_refresh and (state.pass_mode != "full" or earlier))
             if not resumable:
@@ -1074,7 +1080,7 @@ class SyncEngine:
                       else {"key": _create_key(row), "data": payload})
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
-        seen = await asyncio.to_thread(self._mark_sending, row, None if guarded else create, payload)
+        seen = await asyncio.to_thread(self._mark_sending, lease, row, None if guarded else create, payload)
         if seen is None:
             return False  # changed, discarded or gone meanwhile: the next push takes what is there
         asked_at = utcnow()
@@ -1195,11 +1201,16 @@ class SyncEngine:
             return types.SimpleNamespace(content_hash=stored.content_hash, deleted=stored.deleted,
                                          remote_updated_at=stored.remote_updated_at)
 
-    def _mark_sending(self, row: SyncRecord, create: dict[str, Any] | None, payload: dict[str, Any]) -> Any:
+    def _mark_sending(self, lease: Lease, row: SyncRecord, create: dict[str, Any] | None,
+                      payload: dict[str, Any]) -> Any:
         """Note that the record's change is on its way (a create with its key and
         data, an update with ``payload``, the data sent), committed before the call, if the record still has the change
         read with the batch. Returns the provider's version as stored now
-        (``content_hash``, ``deleted``, ``remote_updated_at``), or None."""
+        (``content_hash``, ``deleted``, ``remote_updated_at``), or None.
+
+        :raises LeaseLost: the run is no longer this execution's (taken for
+            gone, and run by another): nothing is sent, or both would send it.
+        """
         values: dict[str, Any] = {"push_status": SENDING}
         if row.local_op == "create":
             values["sent_change"] = create
@@ -1207,6 +1218,7 @@ class SyncEngine:
             # Each try is kept until an answer is stored: any of them may have been made.
             values["sent_change"] = {"attempts": [*sent_attempts(row), payload][-MAX_ATTEMPTS_KEPT:]}
         with write_transaction(self.hub, entity_key(row.connection_id, row.entity)) as session:
+            lease.renew_in(session)
             marked = session.execute(sa.update(_records).where(
                 _records.c.id == row.id, _records.c.push_status.in_((PENDING, SENDING)),
                 _records.c.local_version == row.local_version).values(**values))

@@ -654,6 +654,12 @@ def apply_deletions(session: Session, *, connection_id: str, entity: str, policy
         changed = row.local_op == "update" and row.push_status in (
             (PENDING, FAILED) if row.deleted else LOCAL_CHANGE)
         if (row.deleted and not changed) or _stale(row, version):
+            if row.deleted and not changed and version is not None and not _stale(row, version):
+                # Deleted already (a full pass no longer listed it): the deletion's time is kept all
+                # the same, or a late event of an update made before it would bring it back.
+                row.remote_updated_at = max(filter(None, (row.remote_updated_at, version)))
+                row.content_hash = None  # deleted as of ``version``: see _stale
+                session.add(row)
             continue
         counts.deleted += 0 if row.deleted else 1
         if changes is not None and not row.deleted:

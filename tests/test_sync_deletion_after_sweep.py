@@ -1,6 +1,7 @@
-"""Review 5: a record a full pass swept as deleted (no longer listed) comes
-back to life when an older update event is delivered late, even after the
-provider's own deletion event for it was applied. Runs on SQLite and PostgreSQL."""
+"""A record a full pass swept as deleted (no longer listed) stays deleted when
+the provider's deletion event for it comes after, and then an older update
+event is delivered late: the deletion's time is kept. Runs on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 

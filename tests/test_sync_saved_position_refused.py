@@ -1,4 +1,4 @@
-"""Review 5: a provider's own saved position (``Page.watermark``, Plaid's
+"""A provider's own saved position (``Page.watermark``, Plaid's
 ``/transactions/sync`` cursor) that the provider no longer takes must start
 the pass over, as a refused mid-pass cursor does (README, Sync: "a position
 the provider refuses (a saved one, or one handed out in the same pass) starts
@@ -33,10 +33,16 @@ def test_a_saved_provider_position_the_provider_refuses_starts_a_full_pass_inste
     saved = str(len(ledger.log))  # the position after the last page (Page.watermark)
     ledger.put("it_00003", {"name": "changed since"})
 
+    listed_again = []
+
     def refuse_the_saved_position(call):
         # Plaid answers a /transactions/sync cursor it no longer takes with a 400 (the plugin
-        # raises ValidationFailed invalid_cursor): it must be listed again from the start.
-        if ledger.calls[-1][1] == saved:
+        # raises ValidationFailed invalid_cursor): it must be listed again from the start, whose
+        # pages hand out positions it takes (the same text here: the ledger's offsets).
+        cursor = ledger.calls[-1][1]
+        if cursor is None:
+            listed_again.append(True)
+        if cursor == saved and not listed_again:
             raise ValidationFailed("invalid cursor", code="invalid_cursor")
 
     ledger.on_call = refuse_the_saved_position

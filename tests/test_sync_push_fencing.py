@@ -1,8 +1,8 @@
-"""Review 5: a run that lost the connection's lease (taken for gone and put
-back in the queue, its next execution holding the lease) still sends the
-push it had read: ``_mark_sending`` does not check the lease, only the store
-of the answer does. Two executions then send the same create to a provider
-without idempotent creates: two records there. Runs on SQLite and PostgreSQL."""
+"""A run that lost the connection's lease (taken for gone and put back in the
+queue, its next execution holding the lease) sends nothing more: the lease is
+checked as a push is marked on its way, before the call, or two executions
+would send the same create to a provider without idempotent creates (two
+records there). Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
