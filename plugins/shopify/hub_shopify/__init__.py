@@ -704,11 +704,14 @@ def verify_webhook(ctx, request):
     action = VERBS.get(verb, "changed")
     if resource == "inventory_levels":
         payload = _with_level_id(payload)
+    # collections/* come for smart collections too, and nothing in the body tells them from custom
+    # ones (the entity): the record is not taken from it; the hub pulls custom collections instead.
+    carries_record = action != "deleted" and resource != "collections"
     return [WebhookEvent(
         dedup_key=dedup_key, type=f"{resource.removesuffix('s')}.{VERBS.get(verb, verb)}",
         entity=resource if resource in RESOURCES else None, action=action,
         record_id=None if payload.get("id") is None else str(payload["id"]),
-        record=None if action == "deleted" else payload, occurred_at=triggered, raw=payload,
+        record=payload if carries_record else None, occurred_at=triggered, raw=payload,
     )]
 
 

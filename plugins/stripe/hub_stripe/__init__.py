@@ -177,16 +177,23 @@ def field_path(param: str) -> str:
 
 @hookimpl
 async def test_connection(ctx):
-    balance = await ctx.http.json("GET", ctx.url(path="/balance"))
-    currencies = sorted({str(amount.get("currency")) for amount in balance.get("available", [])})
-    details = {"livemode": balance.get("livemode"), "currencies": currencies}
+    # A restricted key (rk_) is given each resource separately: one without Balance read
+    # still serves what it was given, its mode told by its prefix.
+    try:
+        balance = await ctx.http.json("GET", ctx.url(path="/balance"))
+    except PermissionDenied:
+        livemode, currencies = "_live_" in str(ctx.credentials.get("api_key") or ""), None
+    else:
+        livemode = balance.get("livemode")
+        currencies = sorted({str(amount.get("currency")) for amount in balance.get("available", [])})
+    details = {"livemode": livemode, "currencies": currencies}
     try:
         # The connected account with Stripe-Account, else the key's own.
         account = await ctx.http.json("GET", ctx.url(path="/account"))
     except PermissionDenied:
         return details  # a restricted key without the account's read permission cannot tell
     # Test and live mode are two data sets of one account id.
-    mode = "live" if balance.get("livemode") else "test"
+    mode = "live" if livemode else "test"
     return {**details, "account": f"{account['id']} ({mode} mode)", "name": _account_name(account)}
 
 
@@ -409,6 +416,11 @@ def verify_webhook(ctx, request):
         raise WebhookRejected("the delivery's timestamp is outside the tolerance", code="webhook_stale")
     try:
         event = json.loads(request.body)
+        if event.get("account") != ctx.config.get("account"):
+            # A Connect endpoint signs every connected account's events with its one secret: one
+            # of another account than the connection's (or a platform's own, none) is not its.
+            raise WebhookRejected(f"the event is of Stripe account {event.get('account') or 'the platform'}, "
+                                  f"not this connection's", code="webhook_account_mismatch")
         obj = event["data"]["object"]
         entity = f"{obj['object']}s" if f"{obj.get('object')}s" in ENTITIES else None
         verb = event["type"].rsplit(".", 1)[1]

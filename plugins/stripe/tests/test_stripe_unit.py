@@ -70,7 +70,7 @@ def test_decode_form_keeps_sparse_numeric_keys_as_objects():
 
 
 def ctx(secret=SECRET):
-    return SimpleNamespace(credentials={"webhook_secret": secret} if secret else {}, provider=hub_stripe.INFO)
+    return SimpleNamespace(credentials={"webhook_secret": secret} if secret else {}, provider=hub_stripe.INFO, config={})
 
 
 def delivery(event, secret=SECRET, timestamp=None):

@@ -1,4 +1,4 @@
-"""Review 4 findings for the Shopify plugin: each test fails on the plugin as reviewed."""
+"""collections/* deliveries (smart collections too) bring a pull, not a record taken for a custom collection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review 4 findings for the Stripe plugin: each test fails on the plugin as reviewed."""
+"""A restricted key without Balance read connects; a delivery of another connected account is refused."""
 
 from __future__ import annotations
 
