@@ -48,6 +48,10 @@ def _aead(key_material: str | bytes) -> AESGCM:
     return AESGCM(hashlib.sha256(key_material).digest())
 
 
+#: The shortest key a key file may hold (one the hub writes has 64).
+MIN_KEY_FILE_CHARACTERS = 32
+
+
 class Cipher:
     """Encrypts with the current key; decrypts with it or a previous one."""
 
@@ -62,10 +66,28 @@ class Cipher:
         path = data_dir / "secret.key"
         if not path.exists():
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-        return cls(path.read_text().strip(), previous_secret_key)
+            # Written whole beside it, then linked into place: a failed write (a full disk, a
+            # crash) leaves no key file, never an empty one; of two first starts, one key wins.
+            draft = data_dir / f".secret.key.{secrets.token_hex(8)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(draft, path)
+                except FileExistsError:
+                    pass  # (another process's first start made it: that one is the key)
+            finally:
+                draft.unlink(missing_ok=True)
+        key = path.read_text().strip()
+        if len(key) < MIN_KEY_FILE_CHARACTERS:
+            # (An empty one, left by an older hub's failed first write, would seal every secret
+            # with a key anyone can work out.)
+            raise OSError(f"{path} holds no key of {MIN_KEY_FILE_CHARACTERS} characters or more: restore it from a "
+                          f"backup, or remove it if no secret was stored yet")
+        return cls(key, previous_secret_key)
 
     def encrypt(self, plaintext: str) -> str:
         nonce = os.urandom(12)

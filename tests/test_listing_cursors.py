@@ -6,6 +6,7 @@ taken for the first page would repeat them. Refused: 422 ``invalid_cursor``."""
 from __future__ import annotations
 
 from tests.conftest import API, make_org
+from tests.sync_support import wait_run
 from tests.test_example_end_to_end import connect
 
 
@@ -64,8 +65,10 @@ def test_a_run_logs_cursor_of_another_connection_is_refused(client, hub_app):
     alice_base, _url = _stored_notes(client, alice, [])
     bob_base, _url = _stored_notes(client, bob, [])
     for base, headers in ((alice_base, alice), (alice_base, alice), (bob_base, bob)):
-        assert client.post(f"{base}/sync", json={"entity": "notes", "direction": "pull"},
-                           headers=headers).status_code == 202
+        started = client.post(f"{base}/sync", json={"entity": "notes", "direction": "pull"}, headers=headers)
+        assert started.status_code == 202, started.text
+        # (Ended before the next is asked: one asked while another is queued joins it.)
+        wait_run(client, headers, base.rsplit("/", 1)[-1], started.json()["run"]["id"])
     cursor = client.get(f"{alice_base}/sync/logs", params={"limit": 1}, headers=alice).json()["next_cursor"]
     assert cursor is not None
     assert client.get(f"{alice_base}/sync/logs", params={"limit": 1, "cursor": cursor},

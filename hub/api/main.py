@@ -136,9 +136,10 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     if settings.jwt_jwks_url:
         import jwt
 
-        # One client for the app's life: it caches the identity provider's keys.
+        # One client for the app's life: it caches the identity provider's key set (five minutes),
+        # not each key for ever (cache_keys): a key withdrawn from the set must stop authenticating.
         try:
-            app.state.jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+            app.state.jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url)
         except jwt.PyJWKClientError as exc:
             raise SettingsError(f"HUB_JWT_JWKS_URL={settings.jwt_jwks_url!r}: {exc}") from None
     errors.install(app)

@@ -1,4 +1,4 @@
-"""Review 6: a secret.key left empty by a first run that failed to write it
+"""A secret.key left empty by a first run that failed to write it
 (disk full, a crash between creating the file and writing the key) must not
 become the hub's key: every credential would be sealed with a key anyone can
 derive (SHA-256 of the empty string)."""
@@ -32,7 +32,13 @@ def test_a_secret_key_file_left_empty_by_a_failed_first_write_is_not_used_as_the
     with pytest.raises(OSError):
         Cipher.from_settings(None, data_dir)  # the first start fails, and says so (Hub makes it a SettingsError)
     monkeypatch.undo()
-    assert (data_dir / "secret.key").read_text() == ""  # what the failed write left
+    assert not (data_dir / "secret.key").exists()  # the failed write left no key file
+
+    # An empty one (an older hub's failed write left it so) is refused, not taken for a key.
+    (data_dir / "secret.key").write_text("")
+    with pytest.raises(OSError, match="holds no key"):
+        Cipher.from_settings(None, data_dir)
+    (data_dir / "secret.key").unlink()
 
     # The next start, space freed: whatever it does (refuse, or make a real key), the key it seals
     # credentials with must not be the empty one.

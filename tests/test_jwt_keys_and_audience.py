@@ -1,4 +1,4 @@
-"""Review 6: a signing key the identity provider withdrew from its JWKS
+"""a signing key the identity provider withdrew from its JWKS
 (rotated out, or compromised) must stop authenticating once the hub's cached
 key set has expired."""
 from __future__ import annotations
