@@ -394,14 +394,14 @@ class Hub:
                 fresh: Credentials = await provider.call("refresh_credentials", ctx=ctx)
             except AuthFailed as exc:
                 if not exc.account_refused:
-                    raise await self._refresh_refused(ctx, exc) from None
+                    raise await self._refresh_refused(ctx, exc, version) from None
                 # The account is refused, not the grant (Shopify's frozen shop), which works again
                 # once its owner acts: authorizing again would not help. The connection is in error
                 # with the reason, its grant kept.
                 await asyncio.to_thread(self.mark, ctx.connection_id, "error", exc.message)
                 raise
             except (PermissionDenied, ValidationFailed, NotFound) as exc:
-                raise await self._refresh_refused(ctx, exc) from None
+                raise await self._refresh_refused(ctx, exc, version) from None
             finally:
                 ctx.extra["token_expires_at"] = seen_expiry
                 ctx.extra["refreshing"] = False
@@ -410,8 +410,8 @@ class Hub:
             taught = {key: value for key, value in fresh.config.items() if value not in (None, "")}
             if not fresh.secrets and not taught and fresh.expires_at is None and fresh.refresh_expires_at is None:
                 return False  # the plugin keeps the grant as it is (a token that never expires): nothing changes
-            secrets, expires_at = await asyncio.to_thread(
-                self._save_refreshed, ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
+            secrets, expires_at = await self._save_refreshed_surely(
+                ctx.connection_id, version, {**ctx.credentials, **fresh.secrets}, fresh,
                 {key: ctx.credentials.get(key) for key in _TOKEN_KEYS}, taught)
             if secrets is None:
                 return False
@@ -434,13 +434,37 @@ class Hub:
         ctx.extra["token_expires_at"] = current.token_expires_at
         return True
 
-    async def _refresh_refused(self, ctx: ProviderContext, exc: HubError) -> AuthFailed:
+    async def _refresh_refused(self, ctx: ProviderContext, exc: HubError, version: int | None = None) -> AuthFailed:
         """A refused refresh grant (OAuth's invalid_grant is a 400) means the user
-        must authorize again: the connection is ``expired``."""
+        must authorize again: the connection is ``expired``, unless its grant
+        was replaced since the refresh read it (``version``: the user authorized
+        again meanwhile, and the provider revoked the old grant as it issued
+        the new one): that grant is not the one refused."""
         message = f"token refresh refused: {exc.message}"
         assert ctx.connection_id is not None
-        await asyncio.to_thread(self.mark, ctx.connection_id, "expired", message)
+        await asyncio.to_thread(self.mark, ctx.connection_id, "expired", message, credentials_version=version)
         return AuthFailed(message, code="token_refresh_failed")
+
+    async def _save_refreshed_surely(self, connection_id: str, *args: Any) -> tuple[dict[str, Any] | None,
+                                                                                     datetime | None]:
+        """:meth:`_save_refreshed`, tried again while the database fails for a
+        passing reason (SQLite's write lock held past its wait, a PostgreSQL
+        connection dropped), still under the refresh's locks: the provider has
+        spent the old refresh token, and the new one is in this memory only."""
+        delays = REFRESH_SAVE_RETRY_DELAYS
+        for attempt, delay in enumerate((*delays, None)):
+            try:
+                return await asyncio.to_thread(self._save_refreshed, connection_id, *args)
+            except sa.exc.OperationalError as exc:
+                if delay is None:
+                    log.error("connection %s: the tokens a refresh got could not be saved after %d tries (%s): "
+                              "the provider may have spent the stored refresh token, and the user may have to "
+                              "authorize again", connection_id, attempt + 1, type(exc.orig).__name__)
+                    raise
+                log.warning("connection %s: saving the tokens a refresh got failed (%s): trying again in %.1f s",
+                            connection_id, type(exc.orig).__name__, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _stored_connection(self, connection_id: str) -> Connection | None:
         with self.session() as session:
@@ -598,7 +622,8 @@ class Hub:
                         "answer stands", provider.name, schema.name, record_id, exc.code)
             return PartialRecord(written)
 
-    def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False) -> None:
+    def mark(self, connection_id: str, status: str, error: str | None, *, renewed: bool = False,
+             credentials_version: int | None = None) -> None:
         """Set the connection's ``status`` and ``last_error``; ``renewed`` (its
         user has just authorized again) also ends its ``warning``. A change of
         status is told to the app (``connection.status_changed``, with the
@@ -615,6 +640,9 @@ class Hub:
             before = self.locked_status(session, connection_id)
             if before is None:
                 return  # (deleted meanwhile)
+            if credentials_version is not None and session.execute(sa.select(Connection.credentials_version).where(
+                    Connection.id == connection_id)).scalar() != credentials_version:
+                return  # (about credentials replaced meanwhile: not the ones it holds now)
             session.execute(sa.update(Connection).where(Connection.id == connection_id).values(**values))
             status_changed(session, organization_id=before.organization_id, connection_id=connection_id,
                            provider=before.provider, status=status, previous=before.status,
@@ -681,6 +709,8 @@ def _off(setting: str | None) -> bool:
     return (setting or "").lower() in ("off", "0", "false")
 
 
+#: Waits between tries to save a refresh's tokens when the database fails for a passing reason.
+REFRESH_SAVE_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0)
 #: How long a connection's calls wait once its account's allocation is used up to the operator's share.
 ALLOCATION_WAIT_SECONDS = 3600.0
 

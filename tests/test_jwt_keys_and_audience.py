@@ -1,4 +1,4 @@
-"""a signing key the identity provider withdrew from its JWKS
+"""A signing key the identity provider withdrew from its JWKS
 (rotated out, or compromised) must stop authenticating once the hub's cached
 key set has expired."""
 from __future__ import annotations

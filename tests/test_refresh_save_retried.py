@@ -1,4 +1,4 @@
-"""Review 6: a rotated refresh token the provider issued is lost when saving
+"""A rotated refresh token the provider issued is lost when saving
 it fails once for a passing reason (SQLite's write lock held past its busy
 timeout by a sync writing pages, a PostgreSQL connection dropped): the
 provider has spent the old token, the new one was only in memory, and the

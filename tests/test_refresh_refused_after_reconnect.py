@@ -1,4 +1,4 @@
-"""Review 6: a refresh of the old grant refused while the user connected
+"""A refresh of the old grant refused while the user connected
 again must not mark the freshly connected connection ``expired``."""
 from __future__ import annotations
 
