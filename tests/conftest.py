@@ -3,7 +3,8 @@ from __future__ import annotations
 import itertools
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,21 @@ def module_plugin(name: str, info: ProviderInfo, schemas: list[EntitySchema] | N
 
 
 API = "/api/v1/integrations"
+
+
+@contextmanager
+def connected_plugin(settings: Settings, module: types.ModuleType, provider: str,
+                     credentials: dict[str, Any] | None = None) -> Iterator[tuple[TestClient, dict[str, str], str]]:
+    """The hub serving ``module`` as ``provider``, an organization's headers
+    and a connection of it (typed credentials): ``(client, auth, connection_id)``."""
+    registry = PluginRegistry()
+    registry.register(module, provider)
+    app = create_app(settings, registry)
+    with TestClient(app) as client:
+        auth = make_org(app)
+        auth.pop("org_id")
+        connection = client.post(f"{API}/connections", json={"provider": provider,
+                                                             "credentials": credentials or {"api_key": "k"}},
+                                 headers=auth)
+        assert connection.status_code == 201, connection.text
+        yield client, auth, connection.json()["connection"]["id"]

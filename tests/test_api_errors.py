@@ -317,30 +317,18 @@ def test_an_integrations_page_on_an_allowed_origin_may_call_the_api_from_the_bro
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (the request, not its storage)
 def test_every_429_says_when_to_come_back_in_whole_seconds(settings):
     """README: `rate_limited` (429, always with `Retry-After`)."""
-    from fastapi.testclient import TestClient
-
-    from hub.api.main import create_app
-    from hub.plugins import PluginRegistry
     from hub.types import EntitySchema, Page, ProviderInfo, RateLimited
-    from tests.conftest import make_org, module_plugin
+    from tests.conftest import connected_plugin, module_plugin
 
     waits = iter([None, 0.4, 1.5, 0.0, float("inf"), 10**9])
 
     def list_records(ctx, entity, cursor, page_size):
         raise RateLimited("slow down", retry_after=next(waits))
         return Page(records=[])  # pragma: no cover
-    registry = PluginRegistry()
     info = ProviderInfo(name="busy", label="Busy", category="test", auth_type="api_key", urls={})
-    registry.register(module_plugin("busy_plugin", info, [EntitySchema("things", "Things")],
-                                    list_records=list_records), "busy")
-    app = create_app(settings, registry)
-    with TestClient(app) as client:
-        auth = make_org(app)
-        auth.pop("org_id")
-        connection = client.post(f"{API}/connections", json={"provider": "busy", "credentials": {"api_key": "k"}},
-                                 headers=auth)
-        assert connection.status_code == 201, connection.text
-        url = f"{API}/connections/{connection.json()['connection']['id']}/entities/things/records"
+    plugin = module_plugin("busy_plugin", info, [EntitySchema("things", "Things")], list_records=list_records)
+    with connected_plugin(settings, plugin, "busy") as (client, auth, connection_id):
+        url = f"{API}/connections/{connection_id}/entities/things/records"
         seen = []
         for _ in range(6):
             response = client.get(url, headers=auth)

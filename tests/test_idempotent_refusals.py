@@ -9,12 +9,8 @@ status of the provider's (read from an answer, or before sending)."""
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
-from hub.api.main import create_app
-from hub.plugins import PluginRegistry
 from hub.types import EntityField, EntitySchema, ProviderInfo, ValidationFailed
-from tests.conftest import API, make_org, module_plugin
+from tests.conftest import API, connected_plugin, module_plugin
 
 INFO = ProviderInfo(name="keyed", label="Keyed", category="test", auth_type="api_key", urls={},
                     credential_fields=(EntityField("api_key", "API key", required=True),),
@@ -56,17 +52,10 @@ def test_a_create_the_provider_refused_can_be_made_again_with_the_same_key(setti
 
     def create_record(ctx, entity, data, idempotency_key):
         return provider.create_record(ctx, entity, data, idempotency_key)
-    registry = PluginRegistry()
-    registry.register(module_plugin("keyed_plugin", INFO, [EntitySchema("prices", "Prices", supports_create=True)],
-                                    create_record=create_record), "keyed")
-    app = create_app(settings, registry)
-    with TestClient(app) as client:
-        auth = make_org(app)
-        auth.pop("org_id")
-        connection = client.post(f"{API}/connections", json={"provider": "keyed", "credentials": {"api_key": "k"}},
-                                 headers=auth)
-        assert connection.status_code == 201, connection.text
-        url = f"{API}/connections/{connection.json()['connection']['id']}/entities/prices/records"
+    plugin = module_plugin("keyed_plugin", INFO, [EntitySchema("prices", "Prices", supports_create=True)],
+                           create_record=create_record)
+    with connected_plugin(settings, plugin, "keyed") as (client, auth, connection_id):
+        url = f"{API}/connections/{connection_id}/entities/prices/records"
 
         refused = client.post(url, json={"data": {"product": "prod_typo"}, "idempotency_key": "price-1"},
                               headers=auth)
