@@ -390,7 +390,9 @@ class EventDeliverer(BackgroundLoop):
 
     async def deliver_once(self) -> int:
         """Send one batch of due deliveries; returns how many were tried."""
-        claimed = await self.hub.db(self._claim)
+        # (In a thread, SQLite too: its write lock, held by a sync writing pages, would stall the
+        # API's event loop for as long as it waits.)
+        claimed = await asyncio.to_thread(self._claim)
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def deliver(delivery: _Claimed) -> None:
@@ -400,7 +402,7 @@ class EventDeliverer(BackgroundLoop):
                 except Exception as exc:  # (a bug of this code: the delivery still gets its outcome)
                     log.exception("sending event %s failed", delivery.payload.get("id"))
                     outcome = _Outcome(False, error=f"the hub could not send it: {type(exc).__name__}")
-            await self.hub.db(self._record, delivery, outcome)
+            await asyncio.to_thread(self._record, delivery, outcome)
 
         for failure in await asyncio.gather(*(deliver(d) for d in claimed), return_exceptions=True):
             if isinstance(failure, Exception):  # (recording failed: the claim lapses, the event is sent again)
@@ -466,6 +468,9 @@ class EventDeliverer(BackgroundLoop):
                     if url.scheme == "https":
                         extensions["sni_hostname"] = url.host  # (the certificate is checked against the name)
                     url = url.copy_with(host=address)
+                    # A connection is pooled by its address: kept, it would carry another host's events
+                    # there over a TLS session whose certificate was checked for this one. Closed.
+                    headers["Connection"] = "close"
                 async with self._client.stream("POST", url, content=body, headers=headers,
                                                extensions=extensions) as response:
                     status = response.status_code
@@ -501,9 +506,13 @@ class EventDeliverer(BackgroundLoop):
             values.update(next_attempt_at=now + timedelta(seconds=max(backoff(attempts), outcome.retry_after or 0)))
         with self.hub.session() as session:
             # Only while the claim holds: a retry asked for meanwhile, a disabling, or another
-            # process's claim after this one's lapsed, is not undone.
-            recorded = session.execute(sa.update(deliveries).where(deliveries.c.id == delivery.id,
-                                                                   deliveries.c.claim == delivery.claim)
+            # process's claim after this one's lapsed, is not undone. A delivery the app accepted
+            # is recorded whatever became of the claim, while still pending: sent again, it would
+            # reach the app twice.
+            held = deliveries.c.claim == delivery.claim
+            if outcome.delivered:
+                held = sa.or_(held, deliveries.c.status == "pending")
+            recorded = session.execute(sa.update(deliveries).where(deliveries.c.id == delivery.id, held)
                                        .values(**values)).rowcount
             session.commit()
         if not recorded or outcome.delivered:

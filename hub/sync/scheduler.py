@@ -192,19 +192,36 @@ class Scheduler:
                 select(SyncConfig).join(Connection, Connection.id == SyncConfig.connection_id).where(
                     Connection.sync_enabled, SyncConfig.enabled, SyncConfig.schedule_minutes.is_not(None),
                     sa.or_(SyncConfig.next_sync_at.is_(None), SyncConfig.next_sync_at <= now))))
+        # Each claimed on its own: a claim failing for a passing reason (SQLite's write lock held
+        # past its wait) leaves that one due for the next tick, and the runs of those claimed
+        # before it are still started (their next_sync_at has moved on: lost, they would wait a
+        # whole period).
         due: list[tuple[Connection, str | None]] = []
         for connection in connections:
-            if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
-                             following(connection.next_sync_at, connection.sync_frequency_minutes, now)):
-                if self._follows_connection_schedule(connection.id):
-                    due.append((connection, None))
+            try:
+                if self._advance(Connection, Connection.id == connection.id, Connection.next_sync_at, now,
+                                 following(connection.next_sync_at, connection.sync_frequency_minutes, now)):
+                    try:
+                        follows = self._follows_connection_schedule(connection.id)
+                    except Exception:  # (claimed: _start tells whether there is anything to run)
+                        log.exception("reading the sync configs of connection %s failed", connection.id)
+                        follows = True
+                    if follows:
+                        due.append((connection, None))
+            except Exception:
+                log.exception("claiming the scheduled sync of connection %s failed: the next tick tries again",
+                              connection.id)
         for config in configs:
-            if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
-                             following(config.next_sync_at, config.schedule_minutes or 60, now)):
-                with self.hub.session() as session:
-                    owner = session.get(Connection, config.connection_id)
-                if owner is not None:
-                    due.append((owner, config.entity))
+            try:
+                if self._advance(SyncConfig, SyncConfig.id == config.id, SyncConfig.next_sync_at, now,
+                                 following(config.next_sync_at, config.schedule_minutes or 60, now)):
+                    with self.hub.session() as session:
+                        owner = session.get(Connection, config.connection_id)
+                    if owner is not None:
+                        due.append((owner, config.entity))
+            except Exception:
+                log.exception("claiming the scheduled sync of %s of connection %s failed: the next tick tries "
+                              "again", config.entity, config.connection_id)
         return due
 
     def _follows_connection_schedule(self, connection_id: str) -> bool:

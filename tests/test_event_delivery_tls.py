@@ -1,10 +1,8 @@
-"""Review 7 (failing test): with HUB_EVENT_PRIVATE_URLS=false the deliverer
-connects to the address it checked (``https://<address>`` with the host's
-name as SNI and Host), and its client's pool keeps connections by that
-address. An event for another endpoint whose host has the same address (a
-CDN's shared address; or a name an attacker's DNS answer points there) is
-sent over the connection opened, and verified, for the first host: its
-certificate is never checked against its own host."""
+"""With HUB_EVENT_PRIVATE_URLS=false the deliverer connects to the address
+it checked (``https://<address>``, the host's name as SNI and Host). Its
+connections are not kept: pooled by that address, one would carry an event for
+another host there (a CDN's shared address; a name an attacker's DNS points
+there) over a TLS session whose certificate was checked for the first host."""
 
 from __future__ import annotations
 

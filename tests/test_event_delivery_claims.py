@@ -1,11 +1,9 @@
-"""Review 7 (failing tests): the event deliverer.
+"""The event deliverer:
 
-- On SQLite it claims (BEGIN IMMEDIATE) and records on the API's event loop
-  (``Hub.db`` runs inline there): while a sync holds the write lock, every
-  request of the process waits with it.
-- An attempt answered 2xx while its endpoint is disabled (or disabled and
-  enabled again) is not recorded: the delivery stays pending and the app gets
-  the event again once the endpoint is enabled.
+- claims and records in a thread, so that on SQLite a sync holding the write
+  lock does not stall the API's event loop (and every request with it);
+- records an attempt the app answered 2xx while its endpoint was being
+  disabled, so that it is not sent again once the endpoint is enabled.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Review 7 (failing test): the scheduler moves each due connection's
-``next_sync_at`` on (its claim) before it starts any run, keeping the runs
-to start in a list of the tick: a failure later in the tick (the database
-busy for one of the other due connections, say) loses the runs of those
-already claimed, which then wait a whole period."""
+"""The scheduler claims each due connection (moves its ``next_sync_at`` on)
+on its own: a claim failing for a passing reason (the database busy) leaves
+that connection due for the next tick, and the runs of those claimed before it
+still start, rather than waiting a whole period."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def test_a_connection_claimed_in_a_tick_that_then_fails_still_gets_its_scheduled
         return real_advance(self, model, which, column, now, upcoming)
 
     monkeypatch.setattr(Scheduler, "_advance", advance)
-    with pytest.raises(sa.exc.OperationalError):  # (the scheduler's loop logs it and ticks again)
-        scheduler_tick(hub, now)
+    scheduler_tick(hub, now)  # (the failed claim is logged; the others' runs start)
     monkeypatch.setattr(Scheduler, "_advance", real_advance)
 
     scheduler_tick(hub, now + timedelta(seconds=30))  # the next tick
