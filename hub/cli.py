@@ -443,14 +443,10 @@ def webhooks() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def webhooks_list(connection_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List webhook events, newest first, with their attempts and last error."""
-    from hub.models import Connection
     from hub.services.webhooks import list_events
 
     hub = _hub()
-    if connection_id is not None:
-        with hub.session() as session:
-            if session.get(Connection, connection_id) is None:
-                raise click.ClickException(f"no connection {connection_id}")
+    _known_connection(hub, connection_id)
     events, _next = list_events(hub, connection_id, status=status, limit=limit)
     if as_json:
         click.echo(json.dumps(events, indent=2, default=str))
@@ -461,6 +457,16 @@ def webhooks_list(connection_id: str | None, status: str | None, limit: int, as_
         line = (f"{event['id']}  {event['received_at']:%Y-%m-%d %H:%M:%S}  {event['status']:<9} "
                 f"{event['attempts']:>2}  {event['connection_id']}  {event['type']}")
         click.echo(line + (f"  {event['error']}" if event["error"] and event["status"] != "processed" else ""))
+
+
+def _known_connection(hub: Any, connection_id: str | None) -> None:
+    """:raises click.ClickException: ``connection_id`` names no connection."""
+    from hub.models import Connection
+
+    if connection_id is not None:
+        with hub.session() as session:
+            if session.get(Connection, connection_id) is None:
+                raise click.ClickException(f"no connection {connection_id}")
 
 
 @webhooks.command("retry")
@@ -476,6 +482,7 @@ def webhooks_retry(event_ids: tuple[str, ...], all_failed: bool, connection_id: 
     if not event_ids and not all_failed:
         raise click.UsageError("name the events to retry, or use --all-failed")
     hub = _hub()
+    _known_connection(hub, connection_id)  # (one misspelt would retry nothing, and say so as if all were well)
     ids = list(event_ids)
     if all_failed:
         cursor = None

@@ -18,7 +18,7 @@ from hub.config import Settings
 from hub.services import events as service
 from hub.services.events import EventDeliverer
 from hub.sync.store import lock
-from tests.test_events import deliveries, hub_with_a_connection, receiving_app
+from tests.test_events import deliveries, endpoint_with_an_event, hub_with_a_connection, receiving_app
 
 
 def test_claiming_deliveries_on_sqlite_does_not_stall_the_event_loop_while_a_writer_holds_the_lock(
@@ -76,10 +76,7 @@ def test_claiming_deliveries_on_sqlite_does_not_stall_the_event_loop_while_a_wri
 
 def test_an_event_answered_2xx_while_its_endpoint_was_disabled_is_not_sent_again(bare_hub, serve_app):
     hub, org_id, connection_id = bare_hub
-    receiver = receiving_app()
-    endpoint, _ = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
-                                          description=None, enabled=True)
-    hub.mark(connection_id, "error", "refused")
+    receiver, endpoint = endpoint_with_an_event(hub, org_id, connection_id, serve_app)
     deliverer = EventDeliverer(hub)
 
     async def scenario() -> None:

@@ -11,6 +11,7 @@ import json
 import time
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -502,13 +503,20 @@ def test_an_attempt_is_bounded_in_time_and_in_what_it_reads_and_a_private_endpoi
     asyncio.run(scenario())
 
 
+def endpoint_with_an_event(hub: Any, org_id: str, connection_id: str, serve_app: Any) -> tuple[Any, Any]:
+    """An endpoint taking every event, its app served on loopback, and one
+    event due for it (the connection's status changed): the app, the endpoint."""
+    receiver = receiving_app()
+    endpoint, _secret = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
+                                                description=None, enabled=True)
+    hub.mark(connection_id, "error", "refused")
+    return receiver, endpoint
+
+
 def test_a_retry_asked_for_during_an_attempt_stands_and_a_send_that_breaks_is_recorded(bare_hub, serve_app,
                                                                                     monkeypatch):
     hub, org_id, connection_id = bare_hub
-    receiver = receiving_app()
-    endpoint, _ = service.create_endpoint(hub, org_id, url=f"{serve_app(receiver)}/hook", events=[],
-                                          description=None, enabled=True)
-    hub.mark(connection_id, "error", "refused")
+    _receiver, endpoint = endpoint_with_an_event(hub, org_id, connection_id, serve_app)
     deliverer = EventDeliverer(hub)
     [claimed] = deliverer._claim()
     service.retry_delivery(hub, endpoint, claimed.id)  # while the attempt is under way

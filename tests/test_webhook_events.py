@@ -113,6 +113,8 @@ def test_hub_webhooks_lists_and_retries_failed_events(relay_app, monkeypatch):
     unknown = runner.invoke(main, ["webhooks", "list", "--connection", "nope"])
     assert (unknown.exit_code, unknown.output.strip()) == (1, "Error: no connection nope")
 
+    misspelt = runner.invoke(main, ["webhooks", "retry", "--all-failed", "--connection", "nope"])
+    assert (misspelt.exit_code, misspelt.output.strip()) == (1, "Error: no connection nope")
     retried = runner.invoke(main, ["webhooks", "retry", "--all-failed", "--connection", connection_id])
     assert retried.exit_code == 0, retried.output
     assert f"{failed_id}: queued" in retried.output
