@@ -502,19 +502,12 @@ async def _search(ctx, entity: str, cursor: str | None, page_size: int, since: d
     # (A search reads: sent again after a lost answer, it changes nothing.)
     answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/search"), json=body,
                                  idempotent=True)
-    records, after = _page(answer, entity)
-    if not fits:
-        listed = records
-        records = await _batch_read(ctx, entity, [str(r.get("id")) for r in listed], properties)
-        if after is not None:
-            # (The cursor goes on from the last id searched, though the batch read missed it: archived since.)
-            last = listed[-1].get("id")
-            if not isinstance(last, str) or not last.isdigit() or last == cursor:
-                raise ProviderError(f"HubSpot's search of {entity} gave no id to go on from")
-            return Page(records=records, next_cursor=last)
+    listed, after = _page(answer, entity)
+    records = listed if fits else await _batch_read(ctx, entity, [str(r.get("id")) for r in listed], properties)
     if after is None:
         return Page(records=records)
-    last = records[-1].get("id")
+    # (The cursor goes on from the last id searched, though a batch read missed it: archived since.)
+    last = listed[-1].get("id")
     if not isinstance(last, str) or not last.isdigit() or last == cursor:
         raise ProviderError(f"HubSpot's search of {entity} gave no id to go on from")
     return Page(records=records, next_cursor=last)
