@@ -114,6 +114,8 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_slots: tuple[Any, asyncio.Semaphore] | None = None
         self._provider_settings: dict[str, dict[str, str]] = {}
+        # Refreshes whose callers were cancelled still run to their save; close() waits for them.
+        self._refreshes: set[asyncio.Future[bool]] = set()
         #: Provider pages being handed out in slices (hub.services.records), newest last.
         self.slice_pages: OrderedDict[tuple, tuple[float, Page]] = OrderedDict()
 
@@ -154,6 +156,12 @@ class Hub:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def close(self) -> None:
+        """Close the HTTP pool, once the refreshes under way have saved what
+        they got (the provider spent the old refresh token as it answered;
+        a process ending before the save would lose the new one)."""
+        pending = [task for task in self._refreshes if task.get_loop() is asyncio.get_running_loop()]
+        if pending:
+            await asyncio.wait(pending, timeout=REFRESH_CLOSE_WAIT_SECONDS)
         await self.pool.close()
 
     def provider(self, name: str) -> Provider:
@@ -358,6 +366,8 @@ class Hub:
         # Shielded: a caller cancelled while the provider answers (a run stopped, a prefetch
         # dropped) must not lose the rotated refresh token, which the provider already spent.
         refreshing = asyncio.ensure_future(self._refresh_saved(provider, ctx, force))
+        self._refreshes.add(refreshing)
+        refreshing.add_done_callback(self._refreshes.discard)
         refreshing.add_done_callback(lambda done: done.cancelled() or done.exception())
         return await asyncio.shield(refreshing)
 
@@ -711,6 +721,9 @@ def _off(setting: str | None) -> bool:
 
 #: Waits between tries to save a refresh's tokens when the database fails for a passing reason.
 REFRESH_SAVE_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0)
+#: How long closing waits for refreshes under way (their saves may be retried, above); within
+#: the API's STOP_SECONDS for closing.
+REFRESH_CLOSE_WAIT_SECONDS = 15.0
 #: How long a connection's calls wait once its account's allocation is used up to the operator's share.
 ALLOCATION_WAIT_SECONDS = 3600.0
 
