@@ -424,6 +424,9 @@ def reencrypt() -> None:
     hub = _hub()
     outcome = rewrite(hub)
     click.echo(f"rewritten with the current key: {outcome.rewritten}; already under it: {outcome.current}")
+    if outcome.check_adopted:
+        click.echo("the database's key check, sealed with a key this process does not have, is now sealed with the "
+                   "current key: every hub process on this database must use it")
     if outcome.unreadable:
         for table, key in outcome.unreadable:
             click.echo(f"unreadable with either key: {table} {key}", err=True)

@@ -67,6 +67,18 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class SecretKeyCheck(SQLModel, table=True):
+    """A known text sealed with the secret key of the hub processes on this
+    database (one row): a process whose key cannot open it has another key,
+    and what it seals the others cannot open."""
+
+    __tablename__ = "secret_key_check"
+
+    id: int = Field(default=1, primary_key=True)
+    sealed: str = Field(sa_type=sa.Text())
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+
+
 class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
 

@@ -24,10 +24,10 @@ from sqlmodel import Session, select
 
 from hub.config import Settings, SettingsError
 from hub.context import ProviderContext
-from hub.crypto import Cipher, mask
+from hub.crypto import Cipher, DecryptionError, mask
 from hub.db import make_engine, migrate
 from hub.http import NOT_SENT, Allocation, ClientPool, ProviderHTTP, RetryPolicy
-from hub.models import Connection, utcnow
+from hub.models import Connection, SecretKeyCheck, utcnow
 from hub.plugins import PluginRegistry, Provider
 from hub.types import (
     AuthFailed,
@@ -96,9 +96,13 @@ class Hub:
                  transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
         self.engine = make_engine(settings.resolved_database_url)
+        #: Whether this start made the data directory's secret.key (checked against the database's key
+        #: by :meth:`migrate`).
+        self.made_secret_key = False
         if not settings.secret_key:
             settings.ensure_data_dir()  # (secret.key is there)
             self._refuse_a_new_key_for_old_secrets()
+            self.made_secret_key = not (settings.data_dir / "secret.key").exists()
         try:
             self.cipher = Cipher.from_settings(settings.secret_key, settings.data_dir, settings.previous_secret_key)
         except OSError as exc:
@@ -140,7 +144,48 @@ class Hub:
                 f"key would leave them unreadable")
 
     def migrate(self) -> None:
+        """Bring the database's schema up to date, then check this process's
+        secret key against the one the database's secrets are sealed with
+        (:meth:`check_secret_key`)."""
         migrate(self.engine)
+        self.check_secret_key()
+
+    def check_secret_key(self) -> None:
+        """Seal the key check with this process's key if the database has
+        none yet (its first start), else open it.
+
+        A key that cannot open it is not the one the other processes on this
+        database use: what either seals, the other cannot open. A key this
+        start made (no ``HUB_SECRET_KEY``, no ``secret.key``: two machines
+        started together on a new PostgreSQL database) is removed and the
+        start refused. Another (a key replaced on purpose after it was lost)
+        is logged as an error: its connections say ``credentials_unreadable``
+        until given their credentials again; ``hub reencrypt`` then seals the
+        check with it.
+
+        :raises SettingsError: this start made a key the database's is not.
+        """
+        check = _sealed_check(self.engine)
+        if check is None:
+            _seal_check(self.engine, self.cipher.encrypt(SECRET_KEY_CHECK))
+            return
+        check = _sealed_check(self.engine)
+        try:
+            readable = check is not None and self.cipher.decrypt(check) == SECRET_KEY_CHECK
+        except DecryptionError:
+            readable = False
+        if readable:
+            return
+        if self.made_secret_key:
+            (self.settings.data_dir / "secret.key").unlink(missing_ok=True)
+            raise SettingsError(
+                f"HUB_DATA_DIR={self.settings.data_dir} had no secret.key, and the one this start made is not the "
+                f"key of the other hub processes on this database (what one sealed, the other could not open): "
+                f"copy their secret.key into this data directory, or set the same HUB_SECRET_KEY on every process")
+        log.error("this process's secret key is not the one the database's secrets were sealed with: what it seals, "
+                  "hub processes with that key cannot open. Set the same HUB_SECRET_KEY on every process (or "
+                  "HUB_PREVIOUS_SECRET_KEY to the old one); if the old key is lost for good, give the connections "
+                  "their credentials again and run `hub reencrypt`")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -713,6 +758,27 @@ def _try_advisory_lock(db: sa.Connection, key: int) -> bool:
 def _advisory_unlock(db: sa.Connection, key: int) -> None:
     db.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
     db.commit()
+
+
+#: The text the key check seals.
+SECRET_KEY_CHECK = "hub secret key check"
+
+
+def _sealed_check(engine: sa.Engine) -> str | None:
+    with Session(engine) as session:
+        check = session.get(SecretKeyCheck, 1)
+        return check.sealed if check is not None else None
+
+
+def _seal_check(engine: sa.Engine, sealed: str) -> None:
+    """Store the key check unless one is there (another process's first
+    start sealed it meanwhile: that one stands)."""
+    with Session(engine) as session:
+        session.add(SecretKeyCheck(id=1, sealed=sealed))
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            session.rollback()
 
 
 def _off(setting: str | None) -> bool:

@@ -18,6 +18,7 @@ from hub_example.testing import API_KEY, signed_delivery
 
 from hub.api.main import create_app
 from hub.plugins import PluginRegistry
+from hub.runtime import Hub
 from hub.types import EntityField, EntitySchema, ProviderInfo
 from tests.conftest import API, make_org, module_plugin
 
@@ -547,3 +548,54 @@ def test_an_organization_name_taken_already_is_refused_unless_asked(settings, mo
     assert runner.invoke(cli.main, ["org", "create", "acme", "--allow-duplicate"]).exit_code == 0
     with hub.session() as session:
         assert sorted(session.execute(sa.select(Organization.name)).scalars()) == ["acme", "acme"]
+
+
+def test_two_machines_started_together_on_a_new_database_without_a_key_do_not_each_make_one(settings, tmp_path,
+                                                                                           example_registry):
+    """Each made a secret.key of its own: what one sealed, the other could not
+    open, and its users' connections said credentials_unreadable."""
+    from hub.config import SettingsError
+
+    first, second = (Hub(settings.model_copy(update={"secret_key": None, "data_dir": tmp_path / machine}),
+                         example_registry) for machine in ("one", "two"))
+    assert first.made_secret_key and second.made_secret_key
+    first.migrate()
+    with pytest.raises(SettingsError, match="set the same HUB_SECRET_KEY on every process"):
+        second.migrate()
+    assert not (tmp_path / "two" / "secret.key").exists()  # (a restart must not take it for the database's key)
+    again = Hub(settings.model_copy(update={"secret_key": None, "data_dir": tmp_path / "two"}), example_registry)
+    with pytest.raises(SettingsError):
+        again.migrate()
+    (tmp_path / "two" / "secret.key").write_text((tmp_path / "one" / "secret.key").read_text())
+    copied = Hub(settings.model_copy(update={"secret_key": None, "data_dir": tmp_path / "two"}), example_registry)
+    assert not copied.made_secret_key
+    copied.migrate()
+    sealed = copied.cipher.encrypt("a token")
+    assert first.cipher.decrypt(sealed) == "a token"
+    first.migrate()  # (a later start of the first machine: the check is its key's)
+    for hub in (first, second, again, copied):
+        hub.engine.dispose()
+
+
+def test_a_key_set_on_purpose_that_is_not_the_databases_is_logged_until_reencrypt_adopts_it(settings, caplog,
+                                                                                            example_registry,
+                                                                                            monkeypatch):
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    Hub(settings, example_registry).migrate()
+    replaced = Hub(settings.model_copy(update={"secret_key": "a-key-replacing-a-lost-one"}), example_registry)
+    with caplog.at_level(logging.ERROR, logger="hub"):
+        replaced.migrate()  # (started: its connections can be given their credentials again)
+    assert "not the one the database's secrets were sealed with" in caplog.text
+    monkeypatch.setattr(cli, "_hub", lambda: replaced)
+    result = CliRunner().invoke(cli.main, ["reencrypt"])
+    assert result.exit_code == 0, result.output
+    assert "is now sealed with the current key" in result.output
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="hub"):
+        Hub(settings.model_copy(update={"secret_key": "a-key-replacing-a-lost-one"}), example_registry).migrate()
+        assert caplog.text == ""
+        Hub(settings, example_registry).migrate()  # the old key is now the odd one out
+    assert "not the one the database's secrets were sealed with" in caplog.text

@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.crypto import DecryptionError
-from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation
-from hub.runtime import Hub
+from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation, SecretKeyCheck
+from hub.runtime import SECRET_KEY_CHECK, Hub
 
 #: Every column holding a secret encrypted with the hub's key, with its table's key.
 ENCRYPTED = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
@@ -24,6 +24,8 @@ class Reencrypted:
     current: int = 0
     #: (table, row key) of secrets no key of this hub decrypts.
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: The database's key check was sealed with no key of this hub, and is now sealed with the current one.
+    check_adopted: bool = False
 
 
 def reencrypt(hub: Hub) -> Reencrypted:
@@ -60,7 +62,31 @@ def reencrypt(hub: Hub) -> Reencrypted:
             if len(rows) < _BATCH:
                 break
             after = rows[-1][0]
+    outcome.check_adopted = _reseal_key_check(hub)
     return outcome
+
+
+def _reseal_key_check(hub: Hub) -> bool:
+    """Seal the database's key check (:meth:`Hub.check_secret_key`) with the
+    current key: running ``hub reencrypt`` names it the key of every process
+    on this database. Whether the check was sealed with no key of this hub
+    (a lost key replaced)."""
+    with hub.session() as session:
+        check = session.get(SecretKeyCheck, 1)
+        if check is None:
+            session.add(SecretKeyCheck(id=1, sealed=hub.cipher.encrypt(SECRET_KEY_CHECK)))
+            session.commit()
+            return False
+        try:
+            fresh = hub.cipher.reencrypt(check.sealed)
+            adopted = False
+        except DecryptionError:
+            fresh, adopted = hub.cipher.encrypt(SECRET_KEY_CHECK), True
+        if fresh is not None:
+            check.sealed = fresh
+            session.add(check)
+            session.commit()
+        return adopted
 
 
 def unreadable_connections(hub: Hub, limit: int = 1000) -> int:
