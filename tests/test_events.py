@@ -193,6 +193,28 @@ def test_endpoints_are_checked_and_kept_to_their_organization(client, auth, hub_
     assert_error(client.get(f"{endpoints}/{endpoint['id']}", headers=auth), 404, "event_endpoint_not_found")
 
 
+def test_one_endpoint_per_url_so_an_app_gets_each_event_once(client, auth, hub_app):
+    """A create retried after its answer was lost made a second endpoint at
+    the same URL, and the app got every event twice."""
+    endpoints = f"{API}/event-endpoints"
+    first = client.post(endpoints, json={"url": "https://app.example.com/h", "events": ["sync.failed"]},
+                        headers=auth).json()["endpoint"]
+    again = client.post(endpoints, json={"url": "https://app.example.com/h"}, headers=auth)
+    assert_error(again, 409, "event_endpoint_exists")
+    assert again.json()["details"] == {"event_endpoint_id": first["id"]} and again.json()["fields"] == ["url"]
+    other = client.post(endpoints, json={"url": "https://app.example.com/other"}, headers=auth).json()["endpoint"]
+    moved = client.put(f"{endpoints}/{other['id']}", json={"url": "https://app.example.com/h"}, headers=auth)
+    assert_error(moved, 409, "event_endpoint_exists")
+    assert [e["url"] for e in client.get(endpoints, headers=auth).json()["endpoints"]] == [
+        "https://app.example.com/h", "https://app.example.com/other"]  # nothing changed
+    # Its own url again, and another organization's same url, are fine.
+    assert client.put(f"{endpoints}/{first['id']}", json={"url": "https://app.example.com/h"},
+                      headers=auth).status_code == 200
+    stranger = make_org(hub_app, "stranger")
+    stranger.pop("org_id")
+    assert client.post(endpoints, json={"url": "https://app.example.com/h"}, headers=stranger).status_code == 201
+
+
 @pytest.fixture
 def bare_hub(settings):
     return hub_with_a_connection(settings)

@@ -74,6 +74,26 @@ class TooManyEndpoints(HubError):
     status = 409
 
 
+class EndpointExists(HubError):
+    code = "event_endpoint_exists"
+    status = 409
+
+
+def _refuse_a_second_endpoint_at(session: Any, organization_id: str, url: str, other_than: str | None = None) -> None:
+    """An app would get each event twice, once per endpoint, with
+    different ids of delivery (a create retried after a lost answer makes
+    one): one endpoint per URL, carrying every event type it wants."""
+    query = sa.select(EventEndpoint.id).where(EventEndpoint.organization_id == organization_id,
+                                              EventEndpoint.url == url)
+    if other_than is not None:
+        query = query.where(EventEndpoint.id != other_than)
+    existing = session.execute(query.limit(1)).scalar()
+    if existing is not None:
+        raise EndpointExists(f"event endpoint {existing} has this url already: change its events instead (an "
+                             "app would get each event twice)", details={"event_endpoint_id": existing},
+                             fields=["url"])
+
+
 def _invalid(message: str) -> ValidationFailed:
     return ValidationFailed(message, code="invalid_url", fields=["url"])
 
@@ -195,6 +215,7 @@ def create_endpoint(hub: Hub, organization_id: str, *, url: str, events: list[st
         if count >= MAX_ENDPOINTS:
             raise TooManyEndpoints(f"an organization has at most {MAX_ENDPOINTS} event endpoints: delete one, or "
                                    "send several event types to one endpoint")
+        _refuse_a_second_endpoint_at(session, organization_id, endpoint.url)
         session.add(endpoint)
         session.commit()
         session.refresh(endpoint)
@@ -231,7 +252,11 @@ def update_endpoint(hub: Hub, organization_id: str, endpoint_id: str, changes: d
     if "events" in changes:
         changes["events"] = _checked_events(changes["events"])
     with hub.session() as session:
+        if "url" in changes:
+            lock(session, f"event-endpoints/{organization_id}")  # (as a creation: one endpoint per url)
         endpoint = _owned(session, organization_id, endpoint_id)
+        if "url" in changes:
+            _refuse_a_second_endpoint_at(session, organization_id, changes["url"], other_than=endpoint_id)
         was_enabled, now = endpoint.enabled, utcnow()
         changed = {name: value for name, value in changes.items() if getattr(endpoint, name) != value}
         for name, value in changed.items():
