@@ -80,6 +80,11 @@ def _check_return_url(hub: Hub, url: str | None) -> None:
                                "characters", code="invalid_redirect_uri")
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationFailed("redirect_uri must be an absolute http(s) URL", code="invalid_redirect_uri")
+    if "#" in url:
+        # (The outcome goes in the query: after a fragment it would be in the fragment, which the app's
+        # server never receives.)
+        raise ValidationFailed("redirect_uri must not have a #fragment: the outcome is added to its query",
+                               code="invalid_redirect_uri")
     allowed = return_hosts(hub)
     if allowed is None or host in allowed:
         return

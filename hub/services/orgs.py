@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+from typing import Any
 
 import jwt
 import sqlalchemy as sa
@@ -67,6 +68,14 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
     raise Unauthorized("unknown or revoked API key", code="invalid_api_key")
 
 
+def _printable_name(claimed: Any, org_id: str) -> str:
+    """The token's ``org_name`` as a name :func:`create_organization` would
+    take: its control and format characters dropped (a NUL, which PostgreSQL
+    refuses; a right-to-left override), cut to 200; else the id."""
+    name = "".join(ch for ch in str(claimed or "") if unicodedata.category(ch) not in ("Cc", "Cf"))
+    return name.strip()[:200].strip() or org_id
+
+
 def _organization_from_jwt(session: Session, settings: Settings, token: str,
                            jwks_client: jwt.PyJWKClient | None) -> Organization:
     # The audience is checked even when none is configured: a token addressed to another API of
@@ -97,7 +106,7 @@ def _organization_from_jwt(session: Session, settings: Settings, token: str,
     org = session.get(Organization, org_id)
     if org is None:
         # The calling app vouches for its organizations: adopt them on first sight.
-        org = Organization(id=org_id, name=str(claims.get("org_name") or org_id)[:200], created_at=utcnow())
+        org = Organization(id=org_id, name=_printable_name(claims.get("org_name"), org_id), created_at=utcnow())
         session.add(org)
         try:
             session.commit()

@@ -80,6 +80,8 @@ def create_config(hub: Hub, connection: Connection, *, entity: str, direction: s
             session.commit()
         except IntegrityError:
             session.rollback()
+            if session.get(Connection, connection.id) is None:  # (deleted meanwhile: its foreign key refused)
+                raise NotFound("no such connection", code="connection_not_found") from None
             raise ConfigExists(f"connection already has a sync config for {entity}") from None
         session.refresh(config)
         return config

@@ -92,13 +92,27 @@ def decode_cursor(cursor: str | None, of: str | None = None) -> dict[str, Any] |
     if not isinstance(value, dict):
         raise InvalidCursor("the cursor is not one this API returned")
     try:
-        # A lone surrogate ("\ud800") is JSON, but no text a database takes.
+        # A lone surrogate ("\ud800") is JSON, but no text a database takes; nor is NUL PostgreSQL's
+        # (SQLite would answer an empty page, PostgreSQL refuse the query).
         json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
+        nul = _holds_nul(value)
+    except (UnicodeEncodeError, RecursionError):
         raise InvalidCursor("the cursor is not one this API returned") from None
+    if nul:
+        raise InvalidCursor("the cursor is not one this API returned")
     if of is not None and value.get("of") != of:
         raise InvalidCursor("the cursor is one of another listing: pass the next_cursor this listing returned")
     return value
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def after_newest_first(time_column: Any, moment: Any, id_column: Any, last_id: str,
@@ -343,6 +357,15 @@ def _check_indexes(current: dict[str, Any], changes: dict[str, Any], schema: Any
         raise ValidationFailed(f"cannot write it: {why}", code="invalid_value", fields=[path])
 
 
+def _still_configured(session: Any, config: SyncConfig) -> None:
+    """Under the entity's write lock: the config read before it is still
+    there (deleting a config, or its connection, takes the same lock; a
+    write going on with the config it read would store a record no config
+    owns, which the entity's next config would push)."""
+    if session.get(SyncConfig, config.id) is None:
+        raise NotFound("no such sync config", code="sync_config_not_found")
+
+
 def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id: str | None,
                  data: dict[str, Any], *, mapped: bool) -> SyncRecord:
     """Create (``record_id`` None) or update a stored record; the change is
@@ -351,6 +374,7 @@ def write_record(hub: Hub, connection: Connection, config: SyncConfig, record_id
     _writable(config, schema)
     now = utcnow()
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        _still_configured(session, config)
         if record_id is None:
             if not schema.supports_create:
                 raise ReadOnly(f"{connection.provider} does not allow creating {config.entity}")
@@ -388,6 +412,7 @@ def delete_record(hub: Hub, connection: Connection, config: SyncConfig, record_i
     schema = hub.provider(connection.provider).schema(config.entity)
     _writable(config, schema)
     with write_transaction(hub, entity_key(connection.id, config.entity)) as session:
+        _still_configured(session, config)
         row = find_record(session, connection.id, config.entity, record_id)
         if row is None:
             raise NotFound(f"no stored {config.entity} record {record_id}", code="record_not_found")
