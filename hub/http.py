@@ -538,6 +538,7 @@ class ProviderHTTP:
         idempotent: bool | None = None,
         authenticate: bool = True,
         path_in_logs: str | None = None,
+        unwrap: Callable[[httpx.Response], httpx.Response | None] | None = None,
     ) -> httpx.Response:
         """Send a request; return the successful response.
 
@@ -548,6 +549,14 @@ class ProviderHTTP:
         The hub's log names a request by its URL's path (its query can carry
         credentials); ``path_in_logs`` is what it shows instead where the path
         itself holds a secret (HubSpot revokes ``/oauth/v1/refresh-tokens/{token}``).
+
+        ``unwrap`` reads, from a successful (2xx) answer, the answer of the
+        one request it carries (a Salesforce composite call's subrequest,
+        whose failure comes within a 200), or None where it carries none: the
+        core then takes that answer for the provider's, its status retried,
+        refreshed after a 401, described and raised as a direct call's would
+        be, and returns it when it succeeds. The limits' headers are read
+        from the whole answer, which is what the provider counted.
 
         Retries with backoff on 429, 5xx (``retry_statuses``) and network
         errors, honouring ``Retry-After``; the same request (headers such as
@@ -661,6 +670,8 @@ class ProviderHTTP:
                 await asyncio.sleep(delay)
                 continue
             self._observe_headers(response, limits, tickets)
+            if unwrap is not None and 200 <= response.status_code < 300:
+                response = unwrap(response) or response
             status = response.status_code
             if status == 401 and self._refresh and not refreshed:
                 refreshed = True

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import httpx
 
 from hub.config import Settings
+from hub.http import RetryPolicy
 from hub.models import Connection
 from hub.plugins import PluginRegistry
 from hub.runtime import Hub
@@ -436,3 +437,29 @@ def test_a_quota_the_plugin_reads_from_another_status_refuses_the_next_calls_too
     assert isinstance(first, RateLimited) and first.code == "daily_limit_exceeded" and first.retry_after == 3600
     assert isinstance(second, RateLimited) and 3590 <= second.retry_after <= 3600 and "nothing was sent" in second.message
     assert len(seen) == 1
+
+
+def test_an_answer_carried_within_a_200_is_retried_and_raised_as_a_direct_one(tmp_path):
+    """Salesforce's composite call answers 200 with its subrequest's status and
+    body inside: ``unwrap`` hands the core that inner answer, which it retries
+    (a 5xx of an idempotent request), and raises or returns as a direct answer."""
+
+    def wrapped(code: int, body: object) -> Callable[[httpx.Request], httpx.Response]:
+        return lambda request: httpx.Response(200, json={"inner": {"status": code, "body": body}})
+
+    def unwrap(response: httpx.Response) -> httpx.Response | None:
+        inner = response.json().get("inner")
+        return httpx.Response(inner["status"], json=inner["body"], request=response.request) if inner else None
+
+    outcome, seen = call(tmp_path, [wrapped(500, {"e": 1}), wrapped(200, {"records": [1]})], idempotent=True,
+                         unwrap=unwrap)
+    assert isinstance(outcome, httpx.Response) and outcome.json() == {"records": [1]} and len(seen) == 2
+    outcome, seen = call(tmp_path, [wrapped(503, {})] * 10, idempotent=True, unwrap=unwrap)
+    assert isinstance(outcome, ProviderUnavailable) and outcome.provider_status == 503
+    assert len(seen) == RetryPolicy().attempts
+    # Not idempotent: the inner 5xx may have applied it, and it is not sent again.
+    outcome, seen = call(tmp_path, [wrapped(502, {}), wrapped(200, {})], unwrap=unwrap)
+    assert isinstance(outcome, ProviderUnavailable) and outcome.maybe_applied and len(seen) == 1
+    # An answer carrying none is the answer.
+    outcome, seen = call(tmp_path, [status(200)], unwrap=unwrap)
+    assert isinstance(outcome, httpx.Response) and outcome.json() == {} and len(seen) == 1

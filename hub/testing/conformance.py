@@ -629,9 +629,9 @@ def check_pagination(h: Harness, entity: str) -> None:
 
 
 def check_sub_fields_declared(h: Harness, entity: str) -> None:
-    """Objects whose sub-fields the schema lists hold no others: a tenant's
-    mapping may name only listed ones, so an incomplete list refuses paths
-    to data the provider does send."""
+    """Objects whose sub-fields the schema lists hold no others but those its
+    ``custom_fields`` matches: a tenant's mapping may name only these, so an
+    incomplete list refuses paths to data the provider does send."""
     schema = h.schema(entity)
     shaped = [f for f in schema.fields if f.fields]  # (what a mapping may name inside them)
     if not shaped:
@@ -642,14 +642,15 @@ def check_sub_fields_declared(h: Harness, entity: str) -> None:
         pytest.skip(f"no {entity} record to look into")
     for record in records:
         for shape in shaped:
-            problem = _undeclared(shape, record.get(shape.name), shape.name)
+            problem = _undeclared(shape, record.get(shape.name), shape.name, schema)
             if problem:
                 fail(f"{entity}: {problem}: list every sub-field the provider sends in "
                      f"EntityField({shape.name!r}, fields=(...)), or none (an open object)")
 
 
-def _undeclared(field: Any, value: Any, where: str) -> str | None:
-    """The first key of ``value`` (an object, or an array's items) that ``field`` does not list."""
+def _undeclared(field: Any, value: Any, where: str, schema: Any) -> str | None:
+    """The first key of ``value`` (an object, or an array's items) that
+    ``field`` does not list, nor the schema's ``custom_fields`` matches."""
     items = value if field.type == "array" and isinstance(value, list) else [value]
     for position, item in enumerate(items):
         if not isinstance(item, dict):
@@ -657,10 +658,12 @@ def _undeclared(field: Any, value: Any, where: str) -> str | None:
         at = f"{where}.{position}" if field.type == "array" else where
         for key, inner in item.items():
             declared = field.field(key)
+            if declared is None and schema.custom(f"{at}.{key}"):
+                continue
             if declared is None:
                 return f"{at}.{key} is in the provider's records but not among the sub-fields of {where!r}"
             if declared.fields:
-                problem = _undeclared(declared, inner, f"{at}.{key}")
+                problem = _undeclared(declared, inner, f"{at}.{key}", schema)
                 if problem:
                     return problem
     return None

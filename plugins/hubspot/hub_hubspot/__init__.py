@@ -4,8 +4,8 @@ HubSpot shapes them (``{id, properties, createdAt, updatedAt, archived}``),
 ``after`` cursors, modified-since listing through the search endpoint, the
 portal's and the search endpoint's rate limits, and webhooks signed with the
 app's client secret (v3, and v1 while HubSpot migrates), one delivery
-batching several portals. Records hold the portal's own (custom) properties
-too, which the properties API names. The fake HubSpot is
+batching several portals. Records hold every property the properties API
+names for the portal, HubSpot's own and the portal's (custom) ones. The fake HubSpot is
 :mod:`hub_hubspot.testing`."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hub import hookimpl, oauth2
 from hub.types import (
     REDACTED,
     AuthFailed,
+    ConfigurationError,
     EntityField,
     EntitySchema,
     ErrorDescription,
@@ -145,18 +146,21 @@ OBJECTS = {
 }
 #: What a record holds besides its properties, all HubSpot's to set.
 RECORD_KEYS = ("id", "createdAt", "updatedAt", "archived", "archivedAt")
-#: How HubSpot names a property: lower-case letters, digits and underscores, from a letter. A
-#: portal's own are read too (the properties API names them), so mappings may name them.
+#: How HubSpot names a property: lower-case letters, digits and underscores, from a letter. Every
+#: property the properties API names is read (HubSpot's hundreds, the portal's own), so mappings
+#: may name any of them.
 CUSTOM_PROPERTY = r"properties\.[a-z][a-z0-9_]*"
-CUSTOM = ("Records hold the declared properties and the portal's own (custom) ones, named as HubSpot "
-          "names them (properties.customer_tier): mappings may name them, and writes set them.")
+CUSTOM = ("Records hold every property the portal has, HubSpot's own (properties.hs_analytics_source) and "
+          "the portal's (properties.customer_tier), named as HubSpot names them: mappings may name them, "
+          "and writes set those HubSpot lets be written.")
 
 
 def _schema(name: str, obj: CrmObject) -> EntitySchema:
     fields = (
         EntityField("id", "ID", readonly=True),
         EntityField("properties", "Properties", "object", fields=obj.properties,
-                    description="Written as {\"properties\": {...}}; read: these, and the portal's own."),
+                    description="Written as {\"properties\": {...}}; read: these, and every other the portal has "
+                                "(HubSpot's and its own)."),
         EntityField("createdAt", "Created", "datetime", readonly=True),
         EntityField("updatedAt", "Updated", "datetime", readonly=True),
         EntityField("archived", "Archived", "boolean", readonly=True),
@@ -359,11 +363,13 @@ PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 
 @dataclasses.dataclass(frozen=True)
 class _Properties:
-    """A portal's properties of an object type, as kept: those read, and every one it has."""
+    """A portal's properties of an object type, as kept: those read, every one
+    it has, and those whose value HubSpot alone sets (``readOnlyValue``, or calculated)."""
 
     until: float
     read: tuple[str, ...]
     every: frozenset[str]
+    read_only: frozenset[str] = frozenset()
 
 
 _known: collections.OrderedDict[tuple[str, str | None, str], _Properties] = collections.OrderedDict()
@@ -371,8 +377,9 @@ _known: collections.OrderedDict[tuple[str, str | None, str], _Properties] = coll
 
 async def _read(ctx, entity: str) -> tuple[str, ...]:
     """The properties a listing or a read asks for: the declared ones, then
-    the portal's own (custom) ones, as the properties API
-    (``GET /crm/v3/properties/{type}``) names them.
+    every other the properties API (``GET /crm/v3/properties/{type}``) names,
+    the portal's own (custom) ones and HubSpot's (``hubspotDefined``), or the
+    portal's own only with the setting ``properties=own``.
 
     The list is kept a few minutes per connection and object type, in this
     process: HubSpot's windows are tight (110 calls in ten seconds, shared
@@ -383,8 +390,13 @@ async def _read(ctx, entity: str) -> tuple[str, ...]:
     within ``PROPERTIES_TTL`` (at once after a write naming it); one it
     archives meanwhile is only asked for in vain (HubSpot leaves unknown
     names out of what it answers)."""
+    return (await _known_properties(ctx, entity)).read
+
+
+async def _known_properties(ctx, entity: str) -> _Properties:
+    """The portal's properties of ``entity`` as kept for the connection (see ``_read``)."""
     if not ctx.connection_id:  # (a connection not saved yet: nothing to keep it by)
-        return (await _properties_of(ctx, entity)).read
+        return await _properties_of(ctx, entity)
     key = (ctx.connection_id, ctx.account, entity)
     held = _known.get(key)
     if held is None or held.until <= time.monotonic():
@@ -392,13 +404,22 @@ async def _read(ctx, entity: str) -> tuple[str, ...]:
         while len(_known) > PROPERTIES_KEPT:
             _known.popitem(last=False)
     _known.move_to_end(key)
-    return held.read
+    return held
 
 
 async def _properties_of(ctx, entity: str) -> _Properties:
-    """The declared properties of ``entity`` and the portal's own: those
-    HubSpot did not define (``hubspotDefined`` not true), archived ones left
-    out (the properties API leaves them out).
+    """The declared properties of ``entity``, then the portal's own (those
+    HubSpot did not define: ``hubspotDefined`` not true), then HubSpot's
+    others (``hs_analytics_source``, ``fax``: a portal has hundreds), archived
+    ones left out (the properties API leaves them out), and Sensitive Data
+    ones (``dataSensitivity``), whose values take scopes not asked for.
+
+    HubSpot answers only the properties a request names, and a mapping may
+    name any of them: all are asked for. It costs a call a page more where
+    their names pass a URL's or a search body's length (a batch read of the
+    page, ``_batch_read``: most portals' contacts and companies), and larger
+    answers. The setting ``properties=own`` leaves HubSpot's others out
+    (what a mapping names of them then maps null).
 
     A grant refused the list (403: a private app given fewer scopes) reads
     the declared properties only."""
@@ -411,10 +432,32 @@ async def _properties_of(ctx, entity: str) -> _Properties:
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list):
         raise ProviderError(f"HubSpot answered the {entity} properties without their results")
+    # (Sensitive Data properties are listed too, but their values take the sensitive scopes,
+    # which the plugin does not ask for: not read.)
     named = [p for p in results if isinstance(p, dict) and isinstance(p.get("name"), str)
-             and PROPERTY_NAME.fullmatch(p["name"]) and p.get("archived") is not True]
+             and PROPERTY_NAME.fullmatch(p["name"]) and p.get("archived") is not True
+             and p.get("dataSensitivity") in (None, "non_sensitive")]
     own = [p["name"] for p in named if p.get("hubspotDefined") is not True and p["name"] not in declared]
-    return _Properties(until, declared + tuple(own), frozenset(declared).union(p["name"] for p in named))
+    hubspots = [p["name"] for p in named if p.get("hubspotDefined") is True and p["name"] not in declared]
+    if _read_properties(ctx) == "own":
+        hubspots = []
+    read_only = frozenset(p["name"] for p in named if p.get("calculated") is True or (
+        isinstance(p.get("modificationMetadata"), dict) and p["modificationMetadata"].get("readOnlyValue") is True))
+    return _Properties(until, tuple(dict.fromkeys((*declared, *own, *hubspots))),
+                       frozenset(declared).union(p["name"] for p in named), read_only)
+
+
+#: What ``properties=`` (``HUB_HUBSPOT_PROPERTIES``) may say: every property, or the declared and the portal's own.
+READ_PROPERTIES = ("all", "own")
+
+
+def _read_properties(ctx) -> str:
+    """The setting ``properties``: ``all`` (the default) or ``own``."""
+    said = str(ctx.settings.get("properties") or "all").strip().lower()
+    if said not in READ_PROPERTIES:
+        raise ConfigurationError(f"HUB_HUBSPOT_PROPERTIES must be one of {', '.join(READ_PROPERTIES)}, "
+                                 f"not {said!r}")
+    return said
 
 
 #: The longest URL sent: HubSpot refuses one past about 16,000 characters (414), and a portal's
@@ -581,11 +624,28 @@ async def create_record(ctx, entity, data):
 
 
 @hookimpl
-async def update_record(ctx, entity, record_id, data):
-    properties = _properties(entity, data)
+async def update_record(ctx, entity, record_id, data, base):
+    properties = await _changed_or_writable(ctx, entity, _properties(entity, data), base)
     updated = await ctx.http.json("PATCH", _record_url(ctx, entity, record_id), json={"properties": properties})
     _forget_if_unknown(ctx, entity, properties)
     return updated
+
+
+async def _changed_or_writable(ctx, entity: str, properties: dict[str, Any], base: Any) -> dict[str, Any]:
+    """What an update sends: ``properties`` without those whose value HubSpot
+    alone sets, where they hold what the version changed (``base``) held.
+
+    A record read holds every property, HubSpot's read-only ones among them
+    (``hs_analytics_num_page_views``), and sync sends its ``properties`` back
+    whole with the tenant's change: HubSpot refuses any read-only one written
+    (``READ_ONLY_VALUE``), unchanged or not. One the change did set is sent,
+    and refused as HubSpot refuses it."""
+    held = base.get("properties") if isinstance(base, dict) else None
+    if not isinstance(held, dict):
+        return properties
+    read_only = (await _known_properties(ctx, entity)).read_only
+    return {name: value for name, value in properties.items()
+            if not (name in read_only and name in held and held[name] == value)}
 
 
 def _forget_if_unknown(ctx, entity: str, written: dict[str, Any]) -> None:

@@ -144,8 +144,10 @@ PROPERTY_CREATED = "2019-08-06T02:41:08.029Z"
 
 def property_definition(name: str, type_: str = "string", *, hubspot_defined: bool = False,
                         read_only: bool = False, options: tuple[str, ...] = (), label: str | None = None,
-                        archived: bool = False) -> dict[str, Any]:
-    """A property as the properties API answers it (a portal's own carry no ``hubspotDefined``)."""
+                        archived: bool = False, data_sensitivity: str = "non_sensitive") -> dict[str, Any]:
+    """A property as the properties API answers it (a portal's own carry no
+    ``hubspotDefined``; a Sensitive Data one, ``data_sensitivity`` ``sensitive``
+    or ``highly_sensitive``, is listed without the sensitive scopes its values take)."""
     definition: dict[str, Any] = {
         "updatedAt": PROPERTY_CREATED, "createdAt": PROPERTY_CREATED, "name": name,
         "label": label or name.replace("_", " ").capitalize(), "type": type_,
@@ -156,7 +158,7 @@ def property_definition(name: str, type_: str = "string", *, hubspot_defined: bo
         "hidden": False, "modificationMetadata": {"archivable": not hubspot_defined,
                                                   "readOnlyDefinition": hubspot_defined,
                                                   "readOnlyValue": read_only},
-        "formField": not read_only, "archived": archived}
+        "formField": not read_only, "archived": archived, "dataSensitivity": data_sensitivity}
     if hubspot_defined:
         definition["hubspotDefined"] = True
     if archived:
@@ -164,13 +166,33 @@ def property_definition(name: str, type_: str = "string", *, hubspot_defined: bo
     return definition
 
 
+#: Some of the hundreds of others HubSpot defines (a real portal lists them all, ``hubspotDefined``):
+#: a contact's original source (an option HubSpot sets from its analytics, which a user may
+#: change) and counts HubSpot keeps, which no one writes.
+ANALYTICS_SOURCES = ("ORGANIC_SEARCH", "PAID_SEARCH", "EMAIL_MARKETING", "SOCIAL_MEDIA", "REFERRALS",
+                     "OTHER_CAMPAIGNS", "DIRECT_TRAFFIC", "OFFLINE", "PAID_SOCIAL")
+MORE_DEFINED = {
+    "contacts": (property_definition("hs_analytics_source", "enumeration", hubspot_defined=True,
+                                     options=ANALYTICS_SOURCES, label="Original Source"),
+                 property_definition("hs_analytics_num_page_views", "number", hubspot_defined=True, read_only=True,
+                                     label="Number of Pageviews")),
+    "companies": (property_definition("num_associated_contacts", "number", hubspot_defined=True, read_only=True,
+                                      label="Number of Associated Contacts"),),
+    "deals": (property_definition("hs_deal_stage_probability", "number", hubspot_defined=True, read_only=True,
+                                  label="Deal probability"),),
+    "tickets": (property_definition("hs_num_times_contacted", "number", hubspot_defined=True, read_only=True,
+                                    label="Number of times contacted"),),
+}
+
+
 def standard_properties(object_type: str) -> dict[str, dict[str, Any]]:
     """HubSpot's own properties of an object type."""
     obj = OBJECTS[object_type]
     own = ("createdate", "hs_object_id", obj.modified)
-    return {name: property_definition(name, "datetime" if name in DATES else "number" if name in NUMBERS
-                                      else "string", hubspot_defined=True, read_only=name in own)
-            for name in dict.fromkeys([*obj.writable, *own])}
+    defined = {name: property_definition(name, "datetime" if name in DATES else "number" if name in NUMBERS
+                                         else "string", hubspot_defined=True, read_only=name in own)
+               for name in dict.fromkeys([*obj.writable, *own])}
+    return defined | {p["name"]: dict(p) for p in MORE_DEFINED[object_type]}
 
 
 def iso(ms: int) -> str:

@@ -22,7 +22,6 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from hub import hookimpl, oauth2
-from hub.http import error_for_response
 from hub.types import (
     AuthFailed,
     Credentials,
@@ -372,35 +371,44 @@ async def _composite_query(ctx, soql: str, headers: dict[str, str]) -> Any:
     ``GET …/query/?q=`` subrequest (its batch size in the subrequest's
     ``httpHeaders``), whose result carries the query's answer as a direct
     call would (``nextRecordsUrl`` included: the next batches are read from
-    ``…/query/<locator>`` as usual). The composite call counts as one call
-    against the org's allocation; a call Salesforce refuses as a whole (an
-    ended session, the allocation used up) is the core's to handle as any.
+    ``…/query/<locator>`` as usual).
 
-    The subrequest's own failure comes in a successful (200) answer: its
-    status and error array become the hub error a direct call answering them
-    would have been (``describe_error``, then the core's mapping by status),
-    never records. (Salesforce checks the session of the composite call
-    itself; a subrequest's 401 would be a failed authentication as a direct
-    401 is after its refresh, not refreshed here.)"""
+    Salesforce checks the session and the org's allocation for the composite
+    call as a whole (it counts as one call, and its subrequests run in its
+    session): an ended session is a 401 of the call itself, refreshed by the
+    core, and the allocation used up a 403 of it. What the query itself
+    meets comes as the subrequest's status and error array within a 200 (an
+    invalid field, a 500 ``UNKNOWN_EXCEPTION`` of Salesforce's own): the
+    core takes that answer for the call's (``_subrequest_answer``), so that
+    it is retried, refreshed, described and raised as a direct query's
+    answer would be, never read as records."""
     subrequest: dict[str, Any] = {"method": "GET", "url": f"{_api_path(ctx)}/query/?{urlencode({'q': soql})}",
                                   "referenceId": QUERY_REFERENCE}
     if headers:
         subrequest["httpHeaders"] = headers
     # A query changes nothing: sent again after an outage or a timeout, it does no harm.
-    body = await ctx.http.json("POST", ctx.url(path="/composite"), idempotent=True,
+    return await ctx.http.json("POST", ctx.url(path="/composite"), idempotent=True, unwrap=_subrequest_answer,
                                json={"allOrNone": False, "compositeRequest": [subrequest]})
+
+
+def _subrequest_answer(response: httpx.Response) -> httpx.Response:
+    """The answer of the composite call's one subrequest, as Salesforce would
+    have answered it to a call of its own: its status, headers and body.
+
+    :raises ProviderError: the composite's answer holds no such result."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        body = None
     results = body.get("compositeResponse") if isinstance(body, dict) else None
     result = results[0] if isinstance(results, list) and len(results) == 1 else None
     status = result.get("httpStatusCode") if isinstance(result, dict) else None
     if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
             or result.get("referenceId") != QUERY_REFERENCE):
         raise ProviderError("Salesforce answered the composite query without its result")
-    if 200 <= status < 300:
-        return result.get("body")
     said = result.get("httpHeaders")
-    answer = httpx.Response(status, json=result.get("body"), request=httpx.Request("GET", ctx.url(path="/query")),
-                            headers={str(k): str(v) for k, v in said.items()} if isinstance(said, dict) else None)
-    raise error_for_response(answer, describe_error(answer, ctx))
+    return httpx.Response(status, json=result.get("body"), request=response.request,
+                          headers={str(k): str(v) for k, v in said.items()} if isinstance(said, dict) else None)
 
 
 def _api_path(ctx) -> str:

@@ -32,7 +32,12 @@ It behaves like Salesforce where the plugin depends on it:
   [{body, httpHeaders, httpStatusCode, referenceId}]}``; the query resource is
   served in them (its errors as the subrequest's status and error array),
   ``allOrNone`` rolls the others back (``PROCESSING_HALTED``). The whole call
-  counts as one against the allocation.
+  counts as one against the allocation, and its subrequests run in its
+  session: an ended session or the allocation used up refuses the call as a
+  whole (401, 403), never a subrequest.
+- Salesforce's own failures: ``failing_queries`` makes the next so many
+  queries (in a URL or a subrequest) answer 500 ``UNKNOWN_EXCEPTION``, as an
+  internal error of Salesforce's does.
 - The org's API allocation: every answer carries ``Sforce-Limit-Info:
   api-usage=used/limit``; a call over it gets 403 ``REQUEST_LIMIT_EXCEEDED``
   (``TotalRequests``); ``Org.concurrency_refusals`` refuses the next calls with
@@ -42,7 +47,7 @@ Knobs: ``app.state.orgs[ORG_ID]`` (its ``api_used``, ``api_limit``,
 ``instance``: set it to move the org, and the next token answer names it),
 ``sandbox_logins``, ``max_batch`` (Salesforce answers smaller batches than
 asked now and then), ``refuse_locators`` (the next so many locators asked for
-are found expired). Helpers: :func:`seed`, :func:`touch`,
+are found expired), ``failing_queries``. Helpers: :func:`seed`, :func:`touch`,
 :func:`expire_tokens`, :func:`expire_locators`. Counters: ``calls`` (origin,
 method, path of each API call with a valid session), ``refreshes``,
 ``batch_sizes`` (the batch each query or locator asked for), ``subrequests``
@@ -257,6 +262,7 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
     state.locator_ids = itertools.count(1)
     state.calls, state.refreshes, state.batch_sizes, state.subrequests = [], 0, [], []
     state.refuse_locators = 0
+    state.failing_queries = 0
 
     def origin(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -389,6 +395,11 @@ def create_app(*, session_lifetime: float = 7200, max_batch: int = 2000, locator
     def run_query(org: Org, soql: str, version: str, options_header: str) -> tuple[int, Any]:
         """A SOQL query's status and body (its first batch, or an error array),
         asked in a URL or in a composite subrequest alike."""
+        if state.failing_queries > 0:
+            state.failing_queries -= 1
+            return 500, errors("UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId if "
+                                                    f"you contact support: {secrets.randbelow(10**9)}-"
+                                                    f"{secrets.randbelow(10**5)} (-{secrets.randbelow(10**9)})")
         if len(soql) > MAX_SOQL:
             return 400, errors("MALFORMED_QUERY", f"SOQL statements cannot be longer than {MAX_SOQL} characters")
         parsed = QUERY.fullmatch(soql)

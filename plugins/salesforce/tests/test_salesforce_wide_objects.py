@@ -3,8 +3,9 @@ managed packages leave them) through the hub's API against the fake org: a
 query naming them all is longer than Salesforce takes in a URL (16,384 bytes
 of URL and headers: 414 or 431), so it goes in the body of a composite
 request, and its next batches follow the query locator as usual. The
-subrequest's errors are the errors a direct query's would be; the composite
-call is refused, refreshed and counted as any call."""
+subrequest's answer is handled as a direct query's would be (its errors
+described, a 5xx retried); the composite call is refused, refreshed and
+counted as any call."""
 
 from __future__ import annotations
 
@@ -104,12 +105,66 @@ def test_a_field_the_org_no_longer_has_is_the_same_error_in_a_composite_as_in_a_
     assert composite.json()["details"][0]["errorCode"] == "INVALID_FIELD"
 
 
+def test_an_internal_error_of_the_query_is_retried_in_a_composite_as_in_a_url(sfdc, connection):
+    """Salesforce's own failure of a query (500 ``UNKNOWN_EXCEPTION``) comes,
+    in a composite, as the subrequest's status within a 200: the composite
+    call is sent again as a direct query is, then fails as it does once the
+    core's attempts (3 here) are spent."""
+    [account] = fake.seed(sfdc.app, "accounts", 1)
+    sfdc.app.state.failing_queries = 2
+    calls = len(sfdc.api_calls())
+    direct = sfdc.get(sfdc.records(connection, "accounts"))
+    assert direct.status_code == 200 and [r["Id"] for r in direct.json()["records"]] == [account], direct.text
+    assert paths(sfdc, calls).count(("GET", "/services/data/v62.0/query")) == 3
+    sfdc.app.state.failing_queries = 3
+    direct_failed = sfdc.get(sfdc.records(connection, "accounts"))
+
+    widen(sfdc)
+    sfdc.app.state.failing_queries = 2
+    calls = len(sfdc.api_calls())
+    composite = sfdc.get(sfdc.records(connection, "accounts"))
+    assert composite.status_code == 200 and [r["Id"] for r in composite.json()["records"]] == [account], (
+        composite.text)
+    assert paths(sfdc, calls) == [("GET", "/services/data/v62.0/sobjects/Account/describe")] + [
+        ("POST", COMPOSITE)] * 3
+    assert sfdc.app.state.failing_queries == 0
+
+    sfdc.app.state.failing_queries = 3
+    calls = len(sfdc.api_calls())
+    failed = sfdc.get(sfdc.records(connection, "accounts"))
+    assert paths(sfdc, calls).count(("POST", COMPOSITE)) == 3
+    assert failed.status_code == direct_failed.status_code == 503, (failed.text, direct_failed.text)
+    assert failed.json()["code"] == direct_failed.json()["code"] == "unknown_exception"
+    assert failed.json()["details"][0]["errorCode"] == "UNKNOWN_EXCEPTION"
+    assert failed.json()["error"].startswith("An unexpected error occurred.")
+    assert sfdc.get(f"{API}/connections/{connection['id']}").json()["connection"]["status"] == "connected"
+
+
 @pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "1000", "BURST": "1000", "LIMIT_WAIT_SECONDS": "120"}])
 def test_the_allocation_used_up_refuses_a_composite_query_as_a_direct_one(sfdc, connection):
-    """REQUEST_LIMIT_EXCEEDED is a rate limit in a subrequest's answer
-    (scripted: Salesforce rather refuses the composite call as a whole) as on
-    the composite call itself; refused as a whole, the connection's next
-    calls wait unsent, as after a direct query's refusal."""
+    """Salesforce counts the composite call as one, and refuses it as a whole
+    (403 ``REQUEST_LIMIT_EXCEEDED``) once the org's allocation is used up: a
+    rate limit, after which the connection's next calls wait unsent, as after
+    a direct query's refusal."""
+    widen(sfdc)
+    fake.seed(sfdc.app, "accounts", 1)
+    org = sfdc.org()
+    org.api_used = org.api_limit - 1  # the describe is the allocation's last call; the composite is refused
+    calls = len(sfdc.api_calls())
+    refused = sfdc.get(sfdc.records(connection, "accounts"))
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited", refused.text
+    assert 115 <= float(refused.headers["Retry-After"]) <= 121
+    assert paths(sfdc, calls) == [("GET", "/services/data/v62.0/sobjects/Account/describe"), ("POST", COMPOSITE)]
+    assert sfdc.get(sfdc.records(connection, "contacts")).status_code == 429
+    assert len(sfdc.api_calls()) == calls + 2  # refused unsent
+
+
+@pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "1000", "BURST": "1000", "LIMIT_WAIT_SECONDS": "120"}])
+def test_a_subrequests_refusal_is_what_the_same_refusal_of_a_direct_query_is(sfdc, connection):
+    """Scripted (Salesforce refuses the composite call as a whole): whatever
+    the subrequest's answer says, the hub does what it does for a direct call
+    answered so: the allocation's refusal is a rate limit the connection's
+    next calls wait out unsent."""
     widen(sfdc)
     fake.seed(sfdc.app, "accounts", 1)
     limit = fake.errors("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
@@ -118,15 +173,9 @@ def test_the_allocation_used_up_refuses_a_composite_query_as_a_direct_one(sfdc, 
     inside = sfdc.get(sfdc.records(connection, "accounts"))
     assert inside.status_code == 429 and inside.json()["code"] == "rate_limited", inside.text
     assert inside.json()["details"] == limit and 115 <= float(inside.headers["Retry-After"]) <= 121
-
-    org = sfdc.org()
-    org.api_used = org.api_limit - 1  # the describe is the allocation's last call; the composite is refused
     calls = len(sfdc.api_calls())
-    refused = sfdc.get(sfdc.records(connection, "accounts"))
-    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited", refused.text
-    assert paths(sfdc, calls) == [("GET", "/services/data/v62.0/sobjects/Account/describe"), ("POST", COMPOSITE)]
     assert sfdc.get(sfdc.records(connection, "contacts")).status_code == 429
-    assert len(sfdc.api_calls()) == calls + 2  # refused unsent
+    assert len(sfdc.api_calls()) == calls  # refused unsent
 
 
 def test_an_ended_session_is_refreshed_and_the_composite_query_sent_again(sfdc, connection):
@@ -176,5 +225,16 @@ def test_the_fake_takes_urls_and_composite_requests_as_salesforce_does(sfdc, con
     for body in malformed:
         refused = httpx.post(composite, json=body, headers=auth)
         assert refused.status_code == 400 and refused.json()[0]["errorCode"], (body, refused.text)
+    # Salesforce's own failure of a query is the subrequest's; the allocation and the session are the call's.
+    sfdc.app.state.failing_queries = 1
+    failing = httpx.post(composite, json={"compositeRequest": [sub]}, headers=auth)
+    assert failing.status_code == 200, failing.text
+    [result] = failing.json()["compositeResponse"]
+    assert (result["httpStatusCode"], result["body"][0]["errorCode"]) == (500, "UNKNOWN_EXCEPTION")
+    sfdc.org().api_used = sfdc.org().api_limit
+    over = httpx.post(composite, json={"compositeRequest": [sub]}, headers=auth)
+    assert over.status_code == 403 and over.json()[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED", over.text
+    sfdc.org().api_used = 0
     fake.expire_tokens(sfdc.app)
-    assert httpx.post(composite, json={"compositeRequest": [sub]}, headers=auth).status_code == 401
+    ended = httpx.post(composite, json={"compositeRequest": [sub]}, headers=auth)
+    assert ended.status_code == 401 and ended.json()[0]["errorCode"] == "INVALID_SESSION_ID", ended.text
