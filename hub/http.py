@@ -505,8 +505,11 @@ class ProviderHTTP:
         limits: Sequence[tuple[RateLimit, Limiter]] = (),
         concurrency: asyncio.Semaphore | None = None,
         allocation: Allocation | None = None,
+        unmetered: Callable[[str], bool] | None = None,
     ):
         self.client = client
+        #: Whether a URL is one whose calls no limit of the account counts (``ProviderInfo.unmetered_urls``).
+        self._unmetered = unmetered
         self.allocation = allocation
         self.limiter = limiter
         self.endpoint_limiters = endpoint_limiters or {}
@@ -581,11 +584,16 @@ class ProviderHTTP:
         throttled = 0.0
         deadline = time.monotonic() + self.retry.deadline
         long_wait = None
-        endpoint_limiter = self._endpoint_limiter(url)
+        # A call outside the account's budget (Xero's /connections, no tenant's call) waits for,
+        # spends, re-synchronises and pauses none of its limits, nor takes a place among its calls at once.
+        metered = not (self._unmetered and self._unmetered(url))
+        connection_limiter = self.limiter if metered else None
+        concurrency = self.concurrency if metered else None
+        endpoint_limiter = self._endpoint_limiter(url) if metered else None
         path = httpx.URL(url).path
         limits = [(limit, limiter) for limit, limiter in self.limits
-                  if not limit.endpoint or path.endswith(limit.endpoint)]
-        limiters = [limiter for limiter in (endpoint_limiter, self.limiter) if limiter]
+                  if metered and (not limit.endpoint or path.endswith(limit.endpoint))]
+        limiters = [limiter for limiter in (endpoint_limiter, connection_limiter) if limiter]
         limiters += [limiter for _, limiter in limits]
         while True:
             auth = await self._auth() if self._auth and authenticate else RequestAuth()
@@ -606,8 +614,8 @@ class ProviderHTTP:
                     for limiter in limiters:
                         tickets[id(limiter)] = await limiter.acquire(deadline)
                         acquired.append(limiter)
-                    if self.concurrency:
-                        await self.concurrency.acquire()
+                    if concurrency:
+                        await concurrency.acquire()
                         holding = True
                 for limiter in acquired:
                     limiter.sending(tickets[id(limiter)])
@@ -640,8 +648,8 @@ class ProviderHTTP:
                     sent = False  # (never left: it does not count against the provider's windows)
                     raise
                 finally:
-                    if holding and self.concurrency:
-                        self.concurrency.release()
+                    if holding and concurrency:
+                        concurrency.release()
                     for limiter in acquired:
                         ticket = tickets[id(limiter)]
                         limiter.done(ticket) if sent else limiter.release(ticket)
@@ -669,7 +677,8 @@ class ProviderHTTP:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            self._observe_headers(response, limits, tickets)
+            if metered:
+                self._observe_headers(response, limits, tickets)
             if unwrap is not None and 200 <= response.status_code < 300:
                 response = unwrap(response) or response
             status = response.status_code
@@ -682,8 +691,8 @@ class ProviderHTTP:
                     continue
             retry = status in retry_statuses and (status == 429 or idempotent)
             # The limit a 429 is about: the one the provider names, else the endpoint's, else the connection's.
-            met = endpoint_limiter or self.limiter
-            if status == 429 and self.limiter and (count := self.limiter.throttled()):
+            met = endpoint_limiter or connection_limiter
+            if status == 429 and connection_limiter and (count := connection_limiter.throttled()):
                 log.warning("the provider refused %d call(s) with 429 (rate limited) since this was last logged "
                             "for its limit (at most once a minute), the last one %s %s: the hub slows down and "
                             "retries. Many mean calls above the provider's limit: other hub processes or apps "
@@ -725,7 +734,7 @@ class ProviderHTTP:
                 continue
             if status < 400:
                 for limiter in limiters:
-                    if not (limiter is self.limiter and self.rate_limit and self.rate_limit.usage_header):
+                    if not (limiter is connection_limiter and self.rate_limit and self.rate_limit.usage_header):
                         limiter.recover()
             if 300 <= status < 400 and raise_for_status:
                 # Not followed: credentials must not go to wherever a redirect points.

@@ -370,6 +370,11 @@ def info_problems(info: ProviderInfo, implements: Any) -> list[str]:
     if len(names) != len(set(names)):
         problems.append(f"rate_limits name {sorted({n for n in names if names.count(n) > 1})} more than once: "
                         f"a refusal naming one could not say which")
+    if isinstance(info.unmetered_urls, str):
+        problems.append("unmetered_urls is a string: a tuple of names of urls, as (\"connections\",)")
+    else:
+        problems += [f"unmetered_urls names {name!r}, which is not one of urls" for name in info.unmetered_urls
+                     if name not in info.urls]
     if not isinstance(info.max_concurrent_requests, int) or info.max_concurrent_requests < 0:
         problems.append(f"max_concurrent_requests {info.max_concurrent_requests!r} is not a whole number from 0")
     return problems

@@ -328,6 +328,7 @@ class Hub:
             concurrency=self.pool.concurrency(paced, provider.info.max_concurrent_requests)
             if connection is not None else None,
             allocation=allocation_of(provider.info, ctx.settings) if connection is not None else None,
+            unmetered=_unmetered_urls(provider.info, ctx),
         )
 
     # -- token refresh
@@ -783,6 +784,26 @@ def _seal_check(engine: sa.Engine, sealed: str) -> None:
 
 def _off(setting: str | None) -> bool:
     return (setting or "").lower() in ("off", "0", "false")
+
+
+def _unmetered_urls(info: ProviderInfo, ctx: ProviderContext):
+    """Whether a URL is under one of ``info.unmetered_urls`` (as the context
+    makes them now: the operator's ``origin`` included), or None when the
+    provider declares none."""
+    if not info.unmetered_urls:
+        return None
+
+    def unmetered(url: str) -> bool:
+        for name in info.unmetered_urls:
+            try:
+                base = ctx.url(name).rstrip("/")
+            except ConfigurationError:
+                continue
+            if url == base or url.startswith((base + "/", base + "?")):
+                return True
+        return False
+
+    return unmetered
 
 
 #: Waits between tries to save a refresh's tokens when the database fails for a passing reason.

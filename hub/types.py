@@ -245,6 +245,12 @@ class ProviderInfo:
     :class:`RateLimit`. ``max_concurrent_requests`` bounds the calls under
     way at once for one connection's account (Xero's 5, QuickBooks' 10; 0:
     no bound).
+    ``unmetered_urls`` names ``urls`` whose calls no limit of the account
+    counts (``rate_limit``, ``rate_limits``, ``endpoint_rate_limits``,
+    ``max_concurrent_requests``, the allocation): calls to that URL or under
+    it are neither paced nor counted, and their answers' usage headers and
+    429s touch no limit (Xero's ``connections``, the tenants of a grant: no
+    tenant's call, so none of a tenant's 60 a minute and 5,000 a day).
     ``credential_fields`` are what a user types to connect (an API key); an
     ``oauth2`` provider declaring them also takes typed credentials, without
     its authorization flow (HubSpot's private-app token: no refresh token, so
@@ -306,6 +312,7 @@ class ProviderInfo:
     lasting_tokens_until: datetime | None = None
     empty_webhook_answers: bool = False
     allocation_header: str | None = None
+    unmetered_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                         endpoint_rate_limits={"get": RateLimit(requests_per_second=1)},
                         rate_limits=(RateLimit.per(60, 60, name="minute", scope="tenant"),
                                      RateLimit.per(0, 86400, name="minute"), RateLimit.per(10, 0),
-                                     RateLimit.per(10, 60, endpoint="balance/get")))
+                                     RateLimit.per(10, 60, endpoint="balance/get")),
+                        unmetered_urls=("tenants",))
     schemas = [
         EntitySchema("contacts", "Contacts", (EntityField("email", fields=(EntityField("domain"),)),
                                               EntityField("kind", type="emial"),
@@ -163,7 +164,8 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                     "app_rate_limit sets scope, endpoint or name, which only limits in rate_limits have",
                     "endpoint_rate_limits['get'] must start with '/'",
                     "rate_limits[2] requests_per_second 0.0 is not a number above 0 (a window",
-                    "rate_limits[3] endpoint 'balance/get' must start with '/'"):
+                    "rate_limits[3] endpoint 'balance/get' must start with '/'",
+                    "unmetered_urls names 'tenants', which is not one of urls"):
         assert problem in record.error, record.error
 
 

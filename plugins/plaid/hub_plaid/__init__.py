@@ -226,11 +226,11 @@ def _country_codes(ctx, wanted: str | list[str] | None = None) -> list[str]:
     return [str(c).strip().upper() for c in (codes.split(",") if isinstance(codes, str) else codes) if str(c).strip()]
 
 
-async def _post(ctx, path: str, **body: Any) -> dict[str, Any]:
+async def _post(ctx, path: str, idempotent: bool = True, **body: Any) -> dict[str, Any]:
     # Plaid reads with POST; the calls made here read, make tokens or remove an
-    # item, all harmless to re-send after a 5xx.
+    # item, all harmless to re-send after a 5xx, but the public token's exchange.
     return await ctx.http.json("POST", ctx.url(path=path, environment=_environment(ctx)), json=body,
-                               idempotent=True)
+                               idempotent=idempotent)
 
 
 async def _item_post(ctx, path: str, **body: Any) -> dict[str, Any]:
@@ -312,7 +312,17 @@ async def exchange_public_token(ctx, public_token, metadata, link_token):
     institution = metadata.get("institution")
     institution = {k: v for k, v in institution.items() if isinstance(v, str)} if isinstance(institution, dict) else {}
     try:
-        result = await _post(ctx, "/item/public_token/exchange", public_token=public_token)
+        # Not re-sent after a 5xx or a timeout: a public token is exchanged once, and Plaid takes
+        # no idempotency key for it, so a re-send of an exchange made would only be refused.
+        result = await _post(ctx, "/item/public_token/exchange", idempotent=False, public_token=public_token)
+    except ProviderUnavailable as exc:
+        if not exc.maybe_applied:
+            raise
+        # Maybe exchanged, its access token lost with the answer: the Item cannot be reached.
+        raise ProviderUnavailable(f"{exc.message}. Plaid may have exchanged the public token, but its answer "
+                                  "(the access token) was lost, and a public token is exchanged only once: run "
+                                  "Link again for a new one", code="exchange_outcome_unknown",
+                                  maybe_applied=True) from None
     except AuthFailed as exc:
         if "INVALID_PUBLIC_TOKEN" not in exc.message:
             raise

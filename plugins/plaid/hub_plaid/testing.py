@@ -46,7 +46,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from hub.testing.fakes import TokenBucketLimit
 
@@ -331,6 +331,8 @@ class FakePlaid:
         self.keys: dict[str, SigningKey] = {}
         self.current_kid = self.rotate_key()
         self.mutation_errors_pending = 0
+        #: Calls to a path applied but answered by a proxy's 502 (their answer lost): ``{path: count}``.
+        self.lose_answers: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         # counters
         self.calls: Counter[str] = Counter()
@@ -353,7 +355,7 @@ class FakePlaid:
 
     # -- request pipeline
 
-    def handle(self, path: str, headers: dict[str, str], raw: bytes, host_url: str) -> JSONResponse:
+    def handle(self, path: str, headers: dict[str, str], raw: bytes, host_url: str) -> Response:
         from openapi_core.testing import MockRequest
 
         request_id = "".join(self.rng.choices(string.ascii_letters + string.digits, k=15))
@@ -374,6 +376,9 @@ class FakePlaid:
                 self.response_problems.append((path, problem))
                 data, status = PlaidAPIError(500, "API_ERROR", "INTERNAL_SERVER_ERROR",
                                              f"the fake answered off-spec: {problem}").body(request_id), 500
+        if status == 200 and self.lose_answers[path] > 0:
+            self.lose_answers[path] -= 1  # applied, but a proxy on the way answers instead
+            return HTMLResponse("<html><body><h1>502 Bad Gateway</h1></body></html>", status_code=502)
         return JSONResponse(data, status_code=status)
 
     def _answer(self, path: str, request: Any, raw: bytes) -> dict[str, Any]:

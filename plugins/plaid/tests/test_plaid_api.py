@@ -81,6 +81,27 @@ def test_link_flow_creates_a_connection_without_exposing_the_access_token(client
     assert "INVALID_PUBLIC_TOKEN" in reused.json()["error"] and "Link again" in reused.json()["error"]
 
 
+def test_an_exchange_whose_answer_was_lost_is_not_sent_again_and_says_run_link_again(client, auth, fake):
+    """Plaid made the Item but a proxy's 502 lost its access token: a re-send
+    would only meet INVALID_PUBLIC_TOKEN (a public token works once, and Plaid
+    takes no idempotency key for it). The client is told to run Link again,
+    and no connection is left without credentials."""
+    token = client.post(f"{API}/link/plaid/token", json={"user_id": "user-1"}, headers=auth).json()["link_token"]
+    public_token = fake.create_public_token("ins_109508", link_token=token)
+    fake.lose_answers["/item/public_token/exchange"] = 1
+    lost = client.post(f"{API}/link/plaid/exchange", json={"public_token": public_token, "link_token": token},
+                       headers=auth)
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["code"] == "exchange_outcome_unknown" and "run Link again" in lost.json()["error"]
+    assert fake.calls["/item/public_token/exchange"] == 1 and fake.errors["INVALID_PUBLIC_TOKEN"] == 0
+    assert len(fake.items) == 1  # (made at Plaid, its access token lost)
+    assert client.get(f"{API}/connections", headers=auth).json()["connections"] == []
+
+    connection = link(client, auth, fake)  # Link again: a new public token connects
+    assert connection["status"] == "connected"
+    assert [c["id"] for c in client.get(f"{API}/connections", headers=auth).json()["connections"]] == [connection["id"]]
+
+
 def test_transactions_page_to_the_end_each_record_once(client, auth, fake, connection):
     pages = list_pages(client, auth, records_url(connection, "transactions"), limit=25)
     ids = [r["transaction_id"] for page in pages for r in page["records"]]

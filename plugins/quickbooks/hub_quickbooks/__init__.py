@@ -281,9 +281,12 @@ def fault_error(body: Any, status: int, method: str, ctx=None) -> HubError | Err
     kwargs = {"details": details, "fields": fields, "provider_status": status}
     if code == "5010":
         return StaleVersion(message, **kwargs)
-    if code == "610" and (method == "GET" or "deleted" in message.lower()):
+    if code == "610" and method == "GET":
         return NotFound(message, **kwargs)
-    if code == "610":  # (a reference to a record made inactive)
+    if code == "610":
+        # On a write, Intuit's two variants (Detail "...has been made inactive", "Another user has
+        # deleted this transaction") name neither which record: one the write references, or the
+        # one it changes. An update or a delete reads its record to tell (see _unless_gone).
         return ValidationFailed(message, code="object_not_found", **kwargs)
     if code == "6190":  # the subscription ended: the account is refused, not the grant
         return AuthFailed(message, code="company_unavailable", account_refused=True, **kwargs)
@@ -452,8 +455,30 @@ async def update_record(ctx, entity, record_id, data, base):
     _id(entity, record_id)
     change = {**data, "Id": record_id, "SyncToken": await _sync_token(ctx, entity, record_id, base, data),
               "sparse": True}
-    answer = await _call(ctx, "POST", f"/{name.lower()}", json=change, params={"requestid": _write_id()})
+    try:
+        answer = await _call(ctx, "POST", f"/{name.lower()}", json=change, params={"requestid": _write_id()})
+    except ValidationFailed as refused:
+        raise await _unless_gone(ctx, entity, record_id, refused) from None
     return _unwrap(answer, name)
+
+
+async def _unless_gone(ctx, entity: str, record_id: str, refused: ValidationFailed) -> HubError:
+    """What an update or delete refused with Fault 610 (``object_not_found``)
+    is: ``NotFound`` when the record itself cannot be read (deleted, or an
+    Id QuickBooks never had: a transaction's answer says "deleted" either
+    way, a name list's the same "made inactive" as a reference to an
+    inactive record), else the refusal, about a record the change
+    references. One read, on this refusal only."""
+    if refused.code != "object_not_found":
+        return refused
+    try:
+        await get_record(ctx, entity, record_id)
+    except NotFound:
+        return NotFound(f"no {entity} record {record_id} in QuickBooks (deleted, or never made): "
+                        f"{refused.message}", details=refused.details, provider_status=refused.provider_status)
+    except HubError:
+        return refused  # (the read failed otherwise: the write's own answer stands)
+    return refused
 
 
 @hookimpl
@@ -466,8 +491,11 @@ async def delete_record(ctx, entity, record_id, base):
     name = _qbo(entity)
     _id(entity, record_id)
     target = {"Id": record_id, "SyncToken": await _sync_token(ctx, entity, record_id, base, {})}
-    await _call(ctx, "POST", f"/{name.lower()}", json=target,
-                params={"operation": "delete", "requestid": _write_id()})
+    try:
+        await _call(ctx, "POST", f"/{name.lower()}", json=target,
+                    params={"operation": "delete", "requestid": _write_id()})
+    except ValidationFailed as refused:
+        raise await _unless_gone(ctx, entity, record_id, refused) from None
     return True
 
 

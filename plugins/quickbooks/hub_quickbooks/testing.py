@@ -98,11 +98,19 @@ class Company:
         self.last = max(now, self.last + timedelta(seconds=1))
         return _stamp(self.last)
 
-    def find(self, name: str, record_id: str) -> dict[str, Any]:
+    def find(self, name: str, record_id: str, writing: bool = False) -> dict[str, Any]:
+        """The record ``name`` ``record_id``, or Fault 610. A write to a
+        transaction Id it does not hold is answered "Another user has deleted
+        this transaction" whether it was deleted or never made (as reported
+        of QuickBooks for a JournalEntry sent with an Id of its own, and for
+        deleted sales receipts); a name list's with the "made inactive" text
+        of a reference to an inactive record (what QuickBooks answers there
+        is not documented: this fake's guess, which the plugin does not rely
+        on). Reads: "deleted" for a deleted transaction, else "made inactive"."""
         row = self.tables[name].get(str(record_id))
         if row is None:
-            detail = ("Object Not Found : Another user has deleted this transaction."
-                      if (name, str(record_id)) in self.deleted
+            deleted = (name, str(record_id)) in self.deleted or (writing and name in TRANSACTIONS)
+            detail = ("Object Not Found : Another user has deleted this transaction." if deleted
                       else "Object Not Found : Something you're trying to use has been made inactive. Check the "
                            "fields with accounts, customers, items, vendors or employees.")
             raise Refused("610", "Object Not Found", detail)
@@ -135,7 +143,7 @@ class Company:
                 missing = "Id" if data.get("Id") in (None, "") else "SyncToken"
                 raise Refused("2020", "Required param missing, need to supply the required value for the API",
                               f"Required parameter {missing} is missing in the request", missing)
-            row = self.find(name, str(data["Id"]))
+            row = self.find(name, str(data["Id"]), writing=True)
             if str(data["SyncToken"]) != row["SyncToken"]:
                 raise Refused("5010", "Stale Object Error",
                               "Stale Object Error : You and another user were working on this at the same time. "
@@ -155,7 +163,7 @@ class Company:
         with self.lock:
             if name not in TRANSACTIONS:
                 raise Refused("500", "Unsupported Operation", "Operation Delete is not supported.")
-            row = self.find(name, str(data.get("Id")))
+            row = self.find(name, str(data.get("Id")), writing=True)
             if str(data.get("SyncToken")) != row["SyncToken"]:
                 raise Refused("5010", "Stale Object Error", "Stale Object Error : You and another user were "
                                                             "working on this at the same time.")

@@ -134,6 +134,29 @@ def test_faults_are_clear_errors_with_their_fields(qbo, connection):
     assert orphan.json()["fields"] == ["CustomerRef"]
 
 
+@pytest.mark.parametrize(("entity", "change"), [("customers", {"Notes": "x"}), ("invoices", {"PrivateNote": "x"})])
+def test_an_update_of_an_id_quickbooks_never_had_is_not_found(qbo, connection, entity, change):
+    """With a SyncToken (no read first), QuickBooks' Fault 610 to the write
+    itself: read back, the record is not there, so 404, not a refused reference."""
+    response = qbo.put(qbo.records(connection["id"], entity, "999"), {"data": {**change, "SyncToken": "0"}})
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "not_found" and "999" in response.json()["error"]
+    assert [method for method, _p, _q in qbo.app.state.calls[-2:]] == ["POST", "GET"]
+
+
+def test_an_update_referencing_an_inactive_record_is_refused_not_missing(qbo, connection):
+    [invoice] = fake.seed(qbo.app, "invoices", 1)
+    company = fake.company(qbo.app)
+    company.update("Customer", {"Id": "2", "SyncToken": "0", "sparse": True, "Active": False})
+    response = qbo.put(qbo.records(connection["id"], "invoices", invoice),
+                       {"data": {"CustomerRef": {"value": "2"}, "SyncToken": "0"}})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "object_not_found" and body["fields"] == ["CustomerRef"]
+    assert "made inactive" in body["error"] and body["details"]["errors"][0]["code"] == "610"
+    assert company.tables["Invoice"][invoice]["CustomerRef"]["value"] == "1"
+
+
 FAULTS_IN_200 = [
     ({"Error": [{"Message": "Error parsing query", "Detail": "QueryParserError: Encountered \" \"FROM\"",
                  "code": "4000", "element": ""}], "type": "ValidationFault"}, 422, "invalid_query"),

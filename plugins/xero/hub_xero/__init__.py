@@ -74,6 +74,9 @@ def info(minute: tuple[int, float] = MINUTE, day: tuple[int, float] = DAY,
             RateLimit.per(*app_minute, scope="app", name="appminute", remaining_header="X-AppMinLimit-Remaining"),
         ),
         max_concurrent_requests=concurrent,
+        # Xero's limits count the API calls made against a tenant (xero-tenant-id): listing a
+        # grant's tenants, and its identity server's token and revocation calls, are none.
+        unmetered_urls=("connections", "token", "revoke"),
         scopes=SCOPES,
         supports_pkce=True,
         supports_webhooks=True,

@@ -6,10 +6,15 @@ day for that tenant only, the app's minute for every tenant)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from hub.models import Connection
+
 from hub_xero import testing as fake
+
+API = "/api/v1/integrations"
 
 #: Xero's 60 calls a minute, here 4 in half a second.
 WINDOW = (4, 0.5)
@@ -58,3 +63,29 @@ def test_a_days_429_pauses_that_tenant_only_and_the_apps_minute_every_tenant(xer
     assert (paused.status_code, paused.json()["code"]) == (429, "rate_limited")
     assert len(xero.fake.state.calls) == sent
     assert xero.fake.state.throttled == {"day": 1, "appminute": 1}
+
+
+
+@pytest.mark.parametrize("fake_options", [{"minute": (3, 600.0), "day": (3, 86_400.0)}])
+@pytest.mark.parametrize("limits", [{"minute": (3, 600.0), "day": (3, 86_400.0), "concurrent": 1}])
+def test_connections_and_identity_calls_spend_none_of_the_tenants_limits(xero):
+    """Listing a grant's tenants (/connections), refreshing and revoking name
+    no tenant: with the tenant's windows used up by its API calls, a refresh
+    and disconnecting still go through."""
+    connection = xero.connect()
+    answers = [xero.get(xero.records(connection, "contacts")) for _ in range(3)]
+    assert answers[-1].status_code == 429 and answers[-1].json()["code"] == "rate_limited"  # (refused unsent)
+    sent = len(xero.fake.state.calls)
+    with xero.hub_app.state.hub.session() as session:  # the access token is due: refreshed before the next call
+        row = session.get(Connection, connection["id"])
+        row.token_expires_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+        session.add(row)
+        session.commit()
+    refused = xero.get(xero.records(connection, "contacts"))
+    assert refused.status_code == 429 and len(xero.fake.state.calls) == sent
+    assert xero.fake.state.refreshes == 1
+    refresh = xero.secrets(connection)["refresh_token"]
+    [ours] = [c["id"] for grant in xero.fake.state.grants.values() for c in grant["connections"]]
+    assert xero.delete(f"{API}/connections/{connection['id']}").status_code == 200
+    assert xero.fake.state.removed == [ours] and xero.fake.state.revoked == [refresh]
+    assert xero.fake.state.throttled == {}
