@@ -233,7 +233,7 @@ def test_a_filter_plaid_does_not_take_is_refused_not_answered_unfiltered(client,
         refused = client.get(records_url(connection, entity), params={"account_id": account_id}, headers=auth)
         assert refused.status_code == 422, refused.text
         assert refused.json()["code"] == "unknown_filter" and "account_id" in refused.json()["error"]
-    entity = client.get(f"/api/v1/integrations/providers/plaid/entities/institutions").json()["entity"]
+    entity = client.get("/api/v1/integrations/providers/plaid/entities/institutions").json()["entity"]
     assert entity["filters"] == ["country_codes"]
 
 
