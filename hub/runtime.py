@@ -167,13 +167,12 @@ class Hub:
         """
         check = _sealed_check(self.engine)
         if check is None:
-            _seal_check(self.engine, self.cipher.encrypt(SECRET_KEY_CHECK))
-            return
-        check = _sealed_check(self.engine)
-        try:
-            readable = check is not None and self.cipher.decrypt(check) == SECRET_KEY_CHECK
-        except DecryptionError:
-            readable = False
+            # (A database of a hub before the check: the key its secrets were sealed with is its key.)
+            stored = _a_stored_secret(self.engine)
+            if stored is None or self._opens(stored):
+                _seal_check(self.engine, self.cipher.encrypt(SECRET_KEY_CHECK))
+                check = _sealed_check(self.engine)  # (another start's, if it sealed first: that one stands)
+        readable = check is not None and self._opens(check, SECRET_KEY_CHECK)
         if readable:
             return
         if self.made_secret_key:
@@ -186,6 +185,13 @@ class Hub:
                   "hub processes with that key cannot open. Set the same HUB_SECRET_KEY on every process (or "
                   "HUB_PREVIOUS_SECRET_KEY to the old one); if the old key is lost for good, give the connections "
                   "their credentials again and run `hub reencrypt`")
+
+    def _opens(self, sealed: str, expected: str | None = None) -> bool:
+        try:
+            opened = self.cipher.decrypt(sealed)
+        except DecryptionError:
+            return False
+        return expected is None or opened == expected
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -769,6 +775,14 @@ def _sealed_check(engine: sa.Engine) -> str | None:
     with Session(engine) as session:
         check = session.get(SecretKeyCheck, 1)
         return check.sealed if check is not None else None
+
+
+def _a_stored_secret(engine: sa.Engine) -> str | None:
+    """The credentials of the connection changed last, if any."""
+    with Session(engine) as session:
+        return session.execute(sa.select(Connection.credentials_encrypted)
+                               .where(Connection.credentials_encrypted.is_not(None))
+                               .order_by(Connection.updated_at.desc()).limit(1)).scalar()
 
 
 def _seal_check(engine: sa.Engine, sealed: str) -> None:

@@ -83,15 +83,25 @@ def _refuse_a_second_endpoint_at(session: Any, organization_id: str, url: str, o
     """An app would get each event twice, once per endpoint, with
     different ids of delivery (a create retried after a lost answer makes
     one): one endpoint per URL, carrying every event type it wants."""
-    query = sa.select(EventEndpoint.id).where(EventEndpoint.organization_id == organization_id,
-                                              EventEndpoint.url == url)
+    query = sa.select(EventEndpoint.id, EventEndpoint.url).where(EventEndpoint.organization_id == organization_id)
     if other_than is not None:
         query = query.where(EventEndpoint.id != other_than)
-    existing = session.execute(query.limit(1)).scalar()
+    # (An organization has at most MAX_ENDPOINTS: compared here, as the same URL written otherwise.)
+    existing = next((row.id for row in session.execute(query) if _same_url(row.url) == _same_url(url)), None)
     if existing is not None:
         raise EndpointExists(f"event endpoint {existing} has this url already: change its events instead (an "
                              "app would get each event twice)", details={"event_endpoint_id": existing},
                              fields=["url"])
+
+
+def _same_url(url: str) -> tuple[str, str, int | None, str]:
+    """What tells one URL from another: scheme and host in any case, the
+    scheme's default port written or not, are the same place."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port if parts.port != {"http": 80, "https": 443}.get(scheme) else None
+    target = parts.path or "/"
+    return scheme, (parts.hostname or "").lower().rstrip("."), port, target + (f"?{parts.query}" if parts.query else "")
 
 
 def _invalid(message: str) -> ValidationFailed:

@@ -477,17 +477,23 @@ async def _batch_read(ctx, entity: str, ids: list[str], properties: tuple[str, .
     """The records ``ids`` with ``properties`` (in the body: no URL to
     outgrow), in the order of ``ids``; those HubSpot no longer has (archived
     meanwhile, 207 with an ``OBJECT_NOT_FOUND`` error) are left out."""
-    if not ids:
-        return []
-    body = {"properties": list(properties), "inputs": [{"id": record_id} for record_id in ids]}
-    # (A read: sent again after a lost answer, it changes nothing.)
-    answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/batch/read"), json=body,
-                                 idempotent=True)
-    results = answer.get("results") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-        raise ProviderError(f"HubSpot answered the batch read of {entity} without its results")
-    found = {r.get("id"): r for r in results}
+    found: dict[Any, dict[str, Any]] = {}
+    # (A search's page holds up to 200 ids; a batch read takes 100.)
+    for start in range(0, len(ids), BATCH_READ_LIMIT):
+        body = {"properties": list(properties),
+                "inputs": [{"id": record_id} for record_id in ids[start:start + BATCH_READ_LIMIT]]}
+        # (A read: sent again after a lost answer, it changes nothing.)
+        answer = await ctx.http.json("POST", ctx.url(path=f"/crm/v3/objects/{entity}/batch/read"), json=body,
+                                     idempotent=True)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise ProviderError(f"HubSpot answered the batch read of {entity} without its results")
+        found.update((r.get("id"), r) for r in results)
     return [found[record_id] for record_id in ids if record_id in found]
+
+
+#: Most ids one batch read takes.
+BATCH_READ_LIMIT = 100
 
 
 # ---------------------------------------------------------------- records

@@ -568,7 +568,8 @@ async def verify_webhook(ctx, request):
             raise TypeError
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise WebhookRejected("malformed delivery body") from None
-    if item_id and ctx.config.get("item_id") not in (None, item_id):
+    # (A connection made from a typed access token has its Item as its account only.)
+    if item_id and (ctx.config.get("item_id") or ctx.account) not in (None, item_id):
         raise WebhookRejected("the delivery is for another Plaid item")
     _check_age(ctx, claims)  # (last: its answer, webhook_stale, is the only one that tells a connection exists)
     # The JWT covers the body (request_body_sha256) and when it was signed (iat).

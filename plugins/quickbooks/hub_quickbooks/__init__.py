@@ -476,8 +476,12 @@ async def _unless_gone(ctx, entity: str, record_id: str, refused: ValidationFail
     except NotFound:
         return NotFound(f"no {entity} record {record_id} in QuickBooks (deleted, or never made): "
                         f"{refused.message}", details=refused.details, provider_status=refused.provider_status)
+    except (ProviderUnavailable, RateLimited) as passing:
+        # Not known yet which it is: the read's passing error, so the write is tried again later
+        # (a 422 would be kept as the push's lasting failure).
+        return passing
     except HubError:
-        return refused  # (the read failed otherwise: the write's own answer stands)
+        return refused  # (the read refused otherwise: the write's own answer stands)
     return refused
 
 

@@ -397,7 +397,8 @@ def _subrequest_answer(response: httpx.Response) -> httpx.Response:
 
     :raises ProviderError: the composite's answer holds no such result."""
     try:
-        body = response.json()
+        # (NaN and Infinity read as null, as the core reads a direct answer's.)
+        body = response.json(parse_constant=lambda _constant: None)
     except (ValueError, RecursionError):
         body = None
     results = body.get("compositeResponse") if isinstance(body, dict) else None

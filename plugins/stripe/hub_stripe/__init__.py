@@ -416,7 +416,7 @@ def verify_webhook(ctx, request):
         raise WebhookRejected("the delivery's timestamp is outside the tolerance", code="webhook_stale")
     try:
         event = json.loads(request.body)
-        if event.get("account") != ctx.config.get("account"):
+        if (event.get("account") or None) != (ctx.config.get("account") or None):  # ("" sent as no account)
             # A Connect endpoint signs every connected account's events with its one secret: one
             # of another account than the connection's (or a platform's own, none) is not its.
             raise WebhookRejected(f"the event is of Stripe account {event.get('account') or 'the platform'}, "
