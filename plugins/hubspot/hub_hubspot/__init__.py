@@ -79,7 +79,11 @@ def info(ten_secondly: tuple[int, float] = TEN_SECONDLY,
         # A private app's token, typed, connects without the OAuth flow (it does not expire).
         credential_fields=(EntityField("access_token", "Private app access token", required=True,
                                        description="pat-… of a private app in the portal (Settings › Integrations "
-                                                   "› Private apps), instead of connecting with OAuth"),),
+                                                   "› Private apps), instead of connecting with OAuth"),
+                           EntityField("client_secret", "Private app client secret",
+                                       description="the private app's client secret (its Auth tab), which signs "
+                                                   "the webhooks the private app sends; without it, they are "
+                                                   "refused")),
         config_fields=(
             EntityField("time_zone", "Time zone", readonly=True,
                         description="The portal's time zone (HubSpot's daily limit resets at its midnight); "
@@ -695,7 +699,9 @@ def _check_signature(ctx, request) -> None:
 
     :raises WebhookRejected: unsigned, wrong, or (v3) older than the tolerance.
     """
-    secret = ctx.setting("client_secret").encode()
+    # A private app signs its webhooks with its own client secret; the OAuth app, with the operator's.
+    # (A connection made by OAuth holds no client_secret: its credentials are the grant's.)
+    secret = (ctx.credentials.get("client_secret") or ctx.setting("client_secret")).encode()
     v3 = request.header("X-HubSpot-Signature-v3")
     if v3 is not None:
         stamp = request.header("X-HubSpot-Request-Timestamp") or ""

@@ -112,3 +112,22 @@ def test_a_signed_delivery_for_portals_without_a_connection_is_acknowledged_and_
     stale = fake.signed_delivery(hubspot.webhook_url, events, versions=("v3",),
                                  timestamp_ms=int(time.time() * 1000) - 301_000)
     assert hubspot.deliver(*stale).json()["code"] == "webhook_stale"
+
+
+def test_a_private_app_connection_takes_the_webhooks_its_private_app_signs(hubspot):
+    """A private app signs its webhooks with its own client secret (its Auth
+    tab), not the operator's OAuth app's: they were all refused."""
+    created = hubspot.post(f"{API}/connections", {"provider": "hubspot", "credentials": {
+        "access_token": fake.PRIVATE_APP_TOKEN, "client_secret": "the-private-apps-secret"}})
+    assert created.status_code == 201, created.text
+    connection = created.json()["connection"]
+    assert "the-private-apps-secret" not in created.text
+    events = [fake.webhook_event("contact.creation", 61)]
+    signed = fake.signed_delivery(hubspot.webhook_url, events, versions=("v3",), secret="the-private-apps-secret")
+    taken = hubspot.deliver(*signed)
+    assert taken.status_code == 200 and taken.json()["received"] == 1, taken.text
+    assert [e["record_id"] for e in events_of(hubspot, connection)] == ["61"]
+    # The OAuth app's signature is not the private app's.
+    by_the_oauth_app = fake.signed_delivery(hubspot.webhook_url, [fake.webhook_event("contact.creation", 62)],
+                                            versions=("v3",))
+    assert hubspot.deliver(*by_the_oauth_app).status_code == 401
