@@ -675,7 +675,8 @@ class WebhookProcessor(BackgroundLoop):
         working unless its user acts: its status follows.
 
         A broken connection is ``error`` with the provider's reason as
-        ``last_error`` (a disconnected or expired one stays as it is); a
+        ``last_error`` (a disconnected one stays as it is, an expired one
+        stays expired, with the provider's reason); a
         warned one keeps its status and shows the ``warning``; a repaired one
         is ``connected`` again if it was in ``error``, and loses its warning.
         """
@@ -688,9 +689,11 @@ class WebhookProcessor(BackgroundLoop):
         status = current.status
         values: dict[str, Any]
         if event.action == CONNECTION_BROKEN:
-            if status in ("disconnected", "expired"):
+            if status == "disconnected":
                 return "ignored"
-            values = {"status": "error", "last_error": message}
+            # An expired one stays expired (its user must authorize again either way), with the
+            # provider's reason, which says more than the refused refresh (an uninstalled app).
+            values = {"status": "error", "last_error": message} if status != "expired" else {"last_error": message}
         elif event.action == CONNECTION_WARNING:
             if status == "disconnected":
                 return "ignored"

@@ -28,6 +28,7 @@ from hub.types import (
     Credentials,
     EntityField,
     EntitySchema,
+    HubError,
     InsufficientScope,
     NotFound,
     Page,
@@ -673,7 +674,7 @@ def verify_app_webhook(ctx, request):
 
 
 @hookimpl
-def verify_webhook(ctx, request):
+async def verify_webhook(ctx, request):
     """A delivery is accepted when its ``X-Shopify-Hmac-Sha256`` (keyed with the app's
     client secret) matches the raw body, its ``X-Shopify-Shop-Domain`` is the
     connection's shop, and its ``X-Shopify-Triggered-At`` is at most the tolerance
@@ -697,7 +698,11 @@ def verify_webhook(ctx, request):
     if resource in ("customers", "shop") and verb in ("redact", "data_request"):
         return _compliance_events(dedup_key, resource, verb, payload, triggered)
     if (resource, verb) == ("app", "uninstalled"):
-        # The shop removed the app: its access token no longer works.
+        # The shop removed the app: its access token no longer works. Unless it does: the shop was
+        # connected again since (a delivery Shopify retried late; one captured and sent again, whose
+        # event id and time, unsigned, were changed).
+        if await _still_installed(ctx):
+            return []
         return [WebhookEvent(dedup_key=dedup_key, type="app.uninstalled", action=CONNECTION_BROKEN,
                              occurred_at=triggered, raw=payload,
                              message="the app was uninstalled from the shop: connect the shop again (OAuth)")]
@@ -713,6 +718,17 @@ def verify_webhook(ctx, request):
         record_id=None if payload.get("id") is None else str(payload["id"]),
         record=payload if carries_record else None, occurred_at=triggered, raw=payload,
     )]
+
+
+async def _still_installed(ctx) -> bool:
+    """Whether the connection's token still works (one call, on an uninstall
+    only). Not known (Shopify unavailable): the signed delivery is taken at
+    its word."""
+    try:
+        await ctx.http.get(ctx.url("api", path="/shop.json"))
+    except HubError:
+        return False
+    return True
 
 
 def _compliance_events(dedup_key: str, resource: str, verb: str, payload: dict[str, Any],

@@ -491,6 +491,13 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
     return [str(add(data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
 
 
+def uninstall_app(app: FastAPI) -> None:
+    """The app leaves the shop (its owner removed it, or the app asked):
+    every token issued to it for the shop stops working, refresh tokens too."""
+    app.state.tokens.clear()
+    app.state.refresh_tokens.clear()
+
+
 def expire_tokens(app: FastAPI) -> None:
     """Every access token the fake issued expires now (its refresh tokens still work)."""
     for token in app.state.tokens:
@@ -676,7 +683,7 @@ def create_app(shop: str = SHOP, client_id: str = CLIENT_ID, client_secret: str 
         if request.headers.get("x-shopify-access-token", "") not in app.state.tokens:
             return JSONResponse({"errors": "[API] Invalid API key or access token (unrecognized login or wrong "
                                            "password)"}, status_code=401)
-        app.state.tokens.clear()
+        uninstall_app(app)
         return {}
 
     # ------------------------------------------------------------ Admin API
