@@ -9,14 +9,13 @@ import importlib.metadata
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from hub import hookimpl
+from hub import hookimpl, testing
 from hub.models import Connection, SyncRecord, SyncRun
 from hub.runtime import Hub
 from hub.services.orgs import create_organization
@@ -224,11 +223,18 @@ def wait_run(client: Any, auth: dict[str, str], connection_id: str, run_id: str,
     return wait_for_run(client, auth, connection_id, run_id, timeout)
 
 
-def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.05, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{message} not met after {timeout}s"
-        time.sleep(interval)
+def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05, message: str = "condition") -> None:
+    """:func:`hub.testing.wait_until`, as this module's callers name its arguments."""
+    testing.wait_until(predicate, message, timeout, interval)
+
+
+def waiting_for_a_lock(hub: Hub) -> bool:
+    """Whether a session of the hub's PostgreSQL database waits for a lock
+    (a row's, or an advisory lock's) held by another."""
+    with hub.engine.connect() as connection:
+        return bool(connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()").scalar())
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:

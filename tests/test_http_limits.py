@@ -56,7 +56,7 @@ def make_hub(settings, monkeypatch, **env: str) -> Hub:
 
 def test_endpoint_limit_paces_only_its_endpoint(settings, monkeypatch):
     assert timed_calls(make_hub(settings, monkeypatch), "/slow", 6) >= 0.45  # 1 at once, then 10/s
-    assert timed_calls(make_hub(settings, monkeypatch), "/fast", 6) < 0.3
+    assert timed_calls(make_hub(settings, monkeypatch), "/fast", 20) < 1.0  # (paced at 10/s: 1.9 s)
 
 
 def test_operator_can_turn_endpoint_limits_off(settings, monkeypatch):

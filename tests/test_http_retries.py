@@ -200,7 +200,7 @@ def test_the_operator_sets_how_long_a_hung_provider_may_hold_a_call(tmp_path):
     finally:
         hung.close()
     assert isinstance(outcome, ProviderUnavailable), outcome
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # (the defaults: 30 s a request, 90 s a call)
 
 
 def test_a_pace_slowed_by_429s_recovers_and_a_burst_of_them_halves_it_once():
@@ -231,7 +231,7 @@ def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_pa
 
     async def creates() -> list[object]:
         ctx = hub.context(hub.provider("scripted"), connection)
-        ctx.http.limiter = TokenBucket(rate=0.5, burst=1)
+        ctx.http.limiter = TokenBucket(rate=0.1, burst=1)  # the next token in 10 s
         ctx.http.retry.deadline = 0.5
 
         async def create() -> object:
@@ -246,7 +246,7 @@ def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_pa
 
     started = time.monotonic()
     outcomes = asyncio.run(creates())
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
     assert len(seen) == 1 and sum(isinstance(o, httpx.Response) for o in outcomes) == 1
     refused = [o for o in outcomes if not isinstance(o, httpx.Response)]
     assert all(isinstance(o, RateLimited) and "nothing was sent" in o.message for o in refused), refused

@@ -556,7 +556,8 @@ def test_many_shared_locks_at_once_do_not_stop_the_event_loop(settings, example_
     runner = threading.Thread(target=lambda: outcome.append(asyncio.run(many())), daemon=True)
     runner.start()
     runner.join(25)  # (a stopped event loop cannot time itself out)
-    assert outcome and outcome[0] < 1.0, "the event loop stopped while the locks were taken"
+    # (The fault stops it for the pool's 30 s; a loaded machine may hold a process back a second or two.)
+    assert outcome and outcome[0] < 5.0, "the event loop stopped while the locks were taken"
 
 
 @pytest.mark.parametrize("keys_webhooks", [True, False])

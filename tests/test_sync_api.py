@@ -5,7 +5,7 @@ scheduler and provider faults. Runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from datetime import timedelta
 
 import httpx
@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from hub.models import Connection, SyncConfig, SyncRecord, utcnow
+from hub.sync.engine import SyncEngine
 from hub.sync.stored import encode_cursor
+from hub.testing import wait_until
 from hub.types import Credentials
 from hub_example.testing import API_KEY
 from tests.conftest import API, make_org
@@ -411,14 +413,28 @@ def test_background_work_follows_the_run_scheduler_setting(settings, example_reg
 
 
 def test_deleting_a_connection_during_its_sync_stops_the_run_quietly(client, auth, hub_app, example_fake, caplog,
-                                                                      recwarn):
-    example_fake[1].state.delay = 0.4
+                                                                      recwarn, monkeypatch):
+    fake = example_fake[1]
+    ended: list[str] = []
+    execute = SyncEngine.execute
+
+    async def noting_its_end(self, run_id, *args, **kwargs):
+        try:
+            return await execute(self, run_id, *args, **kwargs)
+        finally:
+            ended.append(run_id)
+
+    monkeypatch.setattr(SyncEngine, "execute", noting_its_end)
     connection = connect(client, auth)
-    start(client, auth, connection["id"], entity="notes")
-    time.sleep(0.2)  # the first page is on its way
-    assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).status_code == 200
+    fake.state.hold = threading.Event()
+    run_id = start(client, auth, connection["id"], entity="notes")["id"]
+    wait_until(lambda: fake.state.held, "the first page asked for")
+    try:
+        assert client.delete(f"{API}/connections/{connection['id']}", headers=auth).status_code == 200
+    finally:
+        fake.state.hold.set()  # the page answered: the run meets the closed connection
+    wait_until(lambda: run_id in ended, "the run ended")
     hub = hub_app.state.hub
-    time.sleep(1.5)  # the run meets the closed connection at its next request
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
     assert [str(w.message) for w in recwarn if "SAWarning" in type(w.message).__name__] == []
     with hub.session() as session:
@@ -430,30 +446,27 @@ def test_sync_requests_made_while_an_equal_run_is_queued_get_that_run(client, au
     task, rows and provider calls."""
     fake = example_fake[1]
     connection = connect(client, auth)
-    fake.state.slow_next, fake.state.slow_seconds = 1, 1.5  # the first run holds the connection meanwhile
+    fake.state.hold = threading.Event()  # the first run holds the connection meanwhile
     first = start(client, auth, connection["id"], entity="notes")
-    wait_until_running = time.monotonic() + 10
-    while client.get(f"{API}/connections/{connection['id']}/sync/runs/{first['id']}",
-                     headers=auth).json()["run"]["status"] == "queued":
-        assert time.monotonic() < wait_until_running
-        time.sleep(0.02)
+    wait_until(lambda: fake.state.held, "the first run under way")
     # Clicks at the same moment too (they looked, found none and added one each), then later ones.
-    import threading
-
     queued: list[dict] = []
-    clicks = [threading.Thread(target=lambda: queued.append(start(client, auth, connection["id"], entity="notes")))
-              for _ in range(6)]
-    for click in clicks:
-        click.start()
-    for click in clicks:
-        click.join(30)
-    queued += [start(client, auth, connection["id"], entity="notes") for _ in range(3)]
-    assert len(queued) == 9
-    assert {run["id"] for run in queued} == {queued[0]["id"]} and queued[0]["id"] != first["id"]
-    # Asking for more than the queued run does is a run of its own (then coalesced in turn).
-    full = [start(client, auth, connection["id"], entity="notes", full_refresh=True) for _ in range(3)]
-    assert {run["id"] for run in full} == {full[0]["id"]} and full[0]["id"] != queued[0]["id"]
-    other = start(client, auth, connection["id"], entity="tags")
+    try:
+        clicks = [threading.Thread(target=lambda: queued.append(start(client, auth, connection["id"],
+                                                                      entity="notes"))) for _ in range(6)]
+        for click in clicks:
+            click.start()
+        for click in clicks:
+            click.join(30)
+        queued += [start(client, auth, connection["id"], entity="notes") for _ in range(3)]
+        assert len(queued) == 9
+        assert {run["id"] for run in queued} == {queued[0]["id"]} and queued[0]["id"] != first["id"]
+        # Asking for more than the queued run does is a run of its own (then coalesced in turn).
+        full = [start(client, auth, connection["id"], entity="notes", full_refresh=True) for _ in range(3)]
+        assert {run["id"] for run in full} == {full[0]["id"]} and full[0]["id"] != queued[0]["id"]
+        other = start(client, auth, connection["id"], entity="tags")
+    finally:
+        fake.state.hold.set()
     assert other["id"] not in {first["id"], queued[0]["id"], full[0]["id"]}
     for run in (first, queued[0], full[0], other):
         assert wait_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"

@@ -20,7 +20,7 @@ from hub.config import Settings
 from hub.models import Connection, SyncConfig, SyncConflict, SyncLease, SyncRecord, SyncRun, SyncState, utcnow
 from hub.sync import configs as config_service
 from hub.sync.engine import SyncEngine, create_run
-from hub.sync.leases import PLACE, Lease, new_owner
+from hub.sync.leases import PLACE, Lease, new_owner, owner_alive
 from hub.sync.scheduler import Scheduler, SyncService
 from hub.sync.worker import LocalExecutor
 from hub.sync.store import (apply_deletions, apply_records, entity_key, local_update, lock, sweep_unseen,
@@ -825,6 +825,14 @@ def test_after_downtime_each_schedule_keeps_its_phase_and_catches_up_once(hub, c
     assert len(scheduled_runs(hub, conn.id)) == 2
 
 
+async def until(condition, what: str, timeout: float = 30.0) -> None:
+    """Wait on the event loop until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        await asyncio.sleep(0.02)
+
+
 class SlowLedger(Ledger):
     """A ledger whose lists take a moment, noting how many runs show running
     meanwhile, once the ``runs`` expected are all made (the first may start
@@ -836,7 +844,7 @@ class SlowLedger(Ledger):
 
     @hookimpl
     async def list_records(self, entity, cursor, page_size, since):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             with self.hub.session() as session:
                 made = len(session.exec(select(SyncRun.id)).all())
@@ -868,7 +876,7 @@ def test_overdue_runs_of_many_connections_execute_a_few_at_a_time_the_others_que
     async def tick():
         scheduler = Scheduler(SyncService(hub, executor), interval=60)
         submitted = await scheduler.tick()
-        await executor.wait(timeout=20)
+        await executor.wait(timeout=60)
         await scheduler.stop()
         await hub.close()
         return submitted
@@ -882,7 +890,7 @@ def test_overdue_runs_of_many_connections_execute_a_few_at_a_time_the_others_que
         assert {r.status for r in session.exec(select(SyncRun))} == {"succeeded"}
 
 
-def test_a_run_waiting_for_another_processs_run_of_its_connection_holds_no_slot(settings):
+def test_a_run_waiting_for_another_processs_run_of_its_connection_holds_no_slot(settings, monkeypatch):
     """The embedded executor took a slot before the connection's lease: a run
     waiting (up to 15 minutes) for another process's run of its connection
     kept the runs of idle connections queued."""
@@ -893,12 +901,22 @@ def test_a_run_waiting_for_another_processs_run_of_its_connection_holds_no_slot(
     waiting, _ = create_run(hub, busy)
     free, _ = create_run(hub, idle)
     executor = LocalExecutor(hub)
+    held_for: list[str] = []  # the runs that found their connection's lease held
+    try_acquire = Lease.try_acquire
+
+    def noting_a_lease_held(self):
+        taken = try_acquire(self)
+        if not taken:
+            held_for.append(self.run_id)
+        return taken
+
+    monkeypatch.setattr(Lease, "try_acquire", noting_a_lease_held)
 
     async def execute():
         await executor.submit(waiting)
-        await asyncio.sleep(0.2)  # its turn first: it waits for the other process's lease
+        await until(lambda: waiting.id in held_for, "its turn first: the other process's lease found held")
         await executor.submit(free)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while get_run(hub, free.id).status not in ("succeeded", "failed") and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await executor.stop()
@@ -931,12 +949,21 @@ def test_a_run_waiting_for_a_slot_does_not_hold_its_connections_lease(settings):
     second, _ = create_run(hub, waiting)
     executor = LocalExecutor(hub)
 
+    class NotedSlots(asyncio.Semaphore):
+        """The executor's slots, noting which run's task asked for one."""
+        asked: list[str] = []
+
+        async def acquire(self):
+            NotedSlots.asked.append(asyncio.current_task().get_name())
+            return await super().acquire()
+
     async def execute():
         PausedLedger.go = asyncio.Event()
+        executor._slots = NotedSlots(1)
         await executor.submit(first)
-        while get_run(hub, first.id).status != "running":
-            await asyncio.sleep(0.02)
+        await until(lambda: get_run(hub, first.id).status == "running", "the first run under way")
         await executor.submit(second)
+        await until(lambda: f"sync-run-{second.id}" in NotedSlots.asked, "the second run waiting for the slot")
         await asyncio.sleep(1.0)  # past a few lease tries
         with hub.session() as session:
             leases = {lease.connection_id for lease in session.exec(select(SyncLease))}
@@ -960,16 +987,19 @@ def _server_holding_the_lease(hub, connection_id) -> str:
 
 
 def _when_cli_run_exists(hub, connection_id, then):
-    """Calls ``then(run)`` from a thread once ``hub sync`` has made its run."""
+    """Calls ``then(run)`` from a thread once ``hub sync`` has made its run
+    and is under way with it. (Run in this process, it counts as alive once
+    it waits for the lease; as a process of its own, it would from the start:
+    a scheduler looking between the two took its run for a dead process's.)"""
     import threading
 
     def watch():
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with hub.session() as session:
                 made = session.exec(select(SyncRun).where(SyncRun.connection_id == connection_id,
                                                           SyncRun.trigger == "cli")).first()
-            if made is not None:
+            if made is not None and owner_alive(made.owner):
                 return then(made)
             time.sleep(0.05)
 
@@ -1033,7 +1063,7 @@ def test_hub_sync_giving_up_on_its_run_taken_up_elsewhere_says_so_and_leaves_it_
     from hub import cli
 
     server = _server_holding_the_lease(hub, conn.id)
-    monkeypatch.setitem(SyncEngine.__init__.__kwdefaults__, "lease_wait", 1.0)
+    monkeypatch.setitem(SyncEngine.__init__.__kwdefaults__, "lease_wait", 3.0)  # (the taking up comes meanwhile)
 
     def taken_up(made):  # as a server that took hub sync for gone does
         with hub.session() as session:
@@ -1195,9 +1225,9 @@ def test_a_provider_hanging_on_a_revocation_does_not_hold_up_scheduling(hub, con
         service = SyncService(hub, LocalExecutor(hub))
         scheduler = Scheduler(service, interval=60)
         try:
-            await asyncio.wait_for(scheduler.tick(), timeout=10)
+            await asyncio.wait_for(scheduler.tick(), timeout=30)  # (not the revocation's hour)
             await asyncio.sleep(0)  # the revocations start beside it
-            await asyncio.wait_for(scheduler.tick(), timeout=10)  # and are not started twice
+            await asyncio.wait_for(scheduler.tick(), timeout=30)  # and are not started twice
             return len(started)
         finally:
             await scheduler.stop()
@@ -1446,9 +1476,9 @@ def test_a_lease_release_that_fails_gives_the_slot_back(settings, monkeypatch):
 
     async def execute():
         await executor.submit(first)
-        await executor.wait(timeout=10)
+        await executor.wait(timeout=30)
         await executor.submit(second)
-        await executor.wait(timeout=10)
+        await executor.wait(timeout=30)
         await executor.stop()
         await hub.close()
 

@@ -21,8 +21,9 @@ from hub.services.webhooks import WebhookProcessor
 from hub.sync import configs as config_service
 from hub.sync import stored
 from hub.sync.engine import SyncEngine, create_run
+from hub.testing import wait_until
 from hub.types import AuthFailed, NotFound, ProviderUnavailable, ValidationFailed
-from tests.sync_support import Ledger, ledger_hub, make_connection, run, stored_rows
+from tests.sync_support import Ledger, ledger_hub, make_connection, run, stored_rows, waiting_for_a_lock
 
 
 class Interleaving(Ledger):
@@ -298,9 +299,12 @@ def test_a_connection_deleted_while_a_pull_transaction_is_open_is_deleted(hub, c
 
     def on_call(call: int) -> None:
         if call == before + 3:  # two pages written in the open transaction
-            outcome["thread"] = threading.Thread(target=delete)
-            outcome["thread"].start()
-            time.sleep(1.0)  # the deletion is now waiting for the pull
+            outcome["thread"] = deleting = threading.Thread(target=delete)
+            deleting.start()
+            if hub.engine.dialect.name == "postgresql":  # the deletion is now waiting for the pull
+                wait_until(lambda: waiting_for_a_lock(hub) or not deleting.is_alive(), "the deletion under way")
+            else:  # (SQLite's one writer: the deletion waits for the pull's commit whenever it comes)
+                time.sleep(1.0)
     before = len(ledger.calls)
     ledger.on_call = on_call
     second, _ = create_run(hub, conn, entity="items", full_refresh=True)
@@ -590,10 +594,11 @@ def test_webhook_processing_waits_for_a_connection_deletion_instead_of_deadlocki
         lock(deletion, entity_key(conn.id, "items"))  # as delete_connection does, first
         worker = threading.Thread(target=lambda: outcome.append(_safely(processor._process_batch)))
         worker.start()
-        worker.join(1.5)  # the processor is now waiting (for the lock, or deadlocked on the row)
+        # The processor is now waiting for the lock (before its events' rows, or holding them: deadlocked).
+        wait_until(lambda: waiting_for_a_lock(hub) or not worker.is_alive(), "the processor under way")
         deletion.execute(sa.delete(WebhookEvent).where(WebhookEvent.id == "ev_del"))
         deletion.commit()
-    worker.join(20)
+    worker.join(30)
     assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
     with hub.session() as session:
         assert session.get(WebhookEvent, "ev_del") is None

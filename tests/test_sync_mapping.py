@@ -259,7 +259,7 @@ def test_numbers_and_digits_that_cost_or_crash_are_refused_quickly():
         with pytest.raises(ValidationFailed) as caught:
             m.to_provider(change)
         assert caught.value.code == "invalid_value" and needle in caught.value.message, change
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # (not the half minute of CPU)
     # A fraction of a cent far down a long amount is still refused, not rounded away.
     for amount in ("1234567890123456.891", "1." + "0" * 40 + "1"):
         with pytest.raises(ValidationFailed, match="more than two decimal places"):

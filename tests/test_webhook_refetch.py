@@ -14,7 +14,7 @@ from hub.services.webhooks import WebhookProcessor
 from hub.sync.engine import SyncEngine, create_run
 from hub.sync.worker import LocalExecutor
 from hub.types import EntityField, EntitySchema
-from tests.sync_support import Ledger, get_run, ledger_hub, make_connection, run, stored
+from tests.sync_support import Ledger, get_run, ledger_hub, make_connection, run, stored, wait_until
 from tests.test_sync_engine import _server_holding_the_lease
 from tests.test_sync_interleavings import Interleaving, Tenant, pending_event, webhook
 
@@ -84,24 +84,25 @@ def test_a_failed_settle_of_a_later_event_is_an_attempt(hub, conn, ledger, monke
 
 
 def test_the_lease_wait_counts_from_the_first_slot(settings):
-    """The wait for a slot is not the lease's. A run waits 1.5 s for a slot
-    (lease_wait 1 s); the other process's lease ends 0.3 s after."""
+    """The wait for a slot is not the lease's. A run waits 2.5 s for a slot
+    (lease_wait 2 s); the other process's lease ends 0.3 s after (1.7 s of
+    the lease's wait left: room for a loaded machine)."""
     hub = ledger_hub(settings.model_copy(update={"sync_local_concurrency": 1}), Ledger())
     busy = make_connection(hub, "ledger", {"api_key": "k"}, org_name="busy")
     _server_holding_the_lease(hub, busy.id)
     waiting, _ = create_run(hub, busy)
-    executor = LocalExecutor(hub, engine=SyncEngine(hub, lease_wait=1.0))
+    executor = LocalExecutor(hub, engine=SyncEngine(hub, lease_wait=2.0))
 
     async def execute():
         await executor._slots.acquire()  # a run of another connection holds the only slot
         await executor.submit(waiting)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.5)
         executor._slots.release()
         await asyncio.sleep(0.3)
         with hub.session() as session:
             session.delete(session.get(SyncLease, busy.id))
             session.commit()
-        await executor.wait(timeout=10)
+        await executor.wait(timeout=30)
         await executor.stop()
         await hub.close()
 
@@ -122,16 +123,17 @@ def test_a_second_processor_leaves_events_alone_while_their_record_is_fetched(hu
 
     def slow(record_id):
         gets.append(record_id)
-        time.sleep(2.5)
+        time.sleep(4.5)
     src.during_get = slow
 
     import threading
     first = threading.Thread(target=lambda: asyncio.run(WebhookProcessor(hub).process_once()))
     first.start()
-    time.sleep(2.2)
+    wait_until(lambda: gets, message="the first processor's fetch")
+    time.sleep(2.5)  # past the backoff counted from the events' claim, before this fetch; 2 s of it left
     src.during_get = lambda rid: gets.append(rid)
     asyncio.run(WebhookProcessor(hub).process_once())
-    first.join(10)
+    first.join(30)
     assert len(gets) == 1
     assert [status for status, _ in statuses(hub, ids)] == ["processed", "processed"]
 

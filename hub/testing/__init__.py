@@ -6,7 +6,8 @@
 - :mod:`hub.testing.fakes` holds what every fake provider server needs: rate
   limiters that answer 429 like providers do, and in-memory tables.
 - :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
-- :func:`wait_for_run` waits through the API for a sync run to finish.
+- :func:`wait_for_run` waits through the API for a sync run to finish;
+  :func:`wait_until`, for anything a thread, task, process or server does.
 - :class:`HubAPI` is the hub's REST API as one organization calls it, for a
   plugin's test harness to extend with its provider's flows.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,22 @@ class Switch:
                 if message["type"] == "lifespan.shutdown":
                     return
         await self.app(scope, receive, send)
+
+
+def wait_until(condition: Callable[[], Any], what: str = "the condition", timeout: float = 30.0,
+               interval: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something true; return that.
+
+    For what another thread, task, process or server does: a test waits for
+    it to happen, not a fixed time (too short on a loaded machine, too long
+    on an idle one). ``timeout`` is generous: reaching it fails the test
+    (AssertionError naming ``what``), so it only bounds a test that would
+    fail anyway."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(interval)
+    return found
 
 
 def wait_for_run(client, headers: dict[str, str], connection_id: str, run_id: str,  # noqa: ANN001

@@ -41,7 +41,7 @@ def test_the_orgs_used_up_allocation_refuses_calls_unsent_and_fails_a_sync_at_on
     started = time.monotonic()
     run = sfdc.post(f"{base}/sync", {"entity": "accounts", "direction": "pull"}).json()["run"]
     run = wait_for_run(sfdc.client, sfdc.auth, connection["id"], run["id"])
-    assert run["status"] == "failed" and time.monotonic() - started < 5, run
+    assert run["status"] == "failed" and time.monotonic() - started < 30, run  # (not the 120 s allowed to wait)
     assert "rate limit" in (run["error"] or "") and len(sfdc.api_calls()) == sent + 1, run
 
 

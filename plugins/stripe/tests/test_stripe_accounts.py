@@ -6,13 +6,13 @@ take them for deleted and waiting changes would be pushed to the other."""
 from __future__ import annotations
 
 import os
-import time
+import threading
 
 import httpx
 from sqlmodel import select
 
 from hub.models import Connection, SyncRecord
-from hub.testing import wait_for_run
+from hub.testing import wait_for_run, wait_until
 from hub_stripe.testing import API_KEY, seed_customers
 
 API = "/api/v1/integrations"
@@ -163,22 +163,22 @@ def test_the_account_does_not_change_under_a_running_sync(client, auth, hub_app,
     fake = start_fake(keys=KEYS)
     ours = set(seed_customers(fake, 3))
     connection = connect()
-    begin = SyncEngine._begin_pass
+    begin, switched = SyncEngine._begin_pass, threading.Event()
 
-    def slow_begin(self, *args, **kwargs):
-        time.sleep(1.5)  # (as a wait for the entity's write lock would)
+    def held_begin(self, *args, **kwargs):
+        switched.wait(30)  # (as a wait for the entity's write lock would) until the switch was answered
         return begin(self, *args, **kwargs)
 
-    monkeypatch.setattr(SyncEngine, "_begin_pass", slow_begin)
+    monkeypatch.setattr(SyncEngine, "_begin_pass", held_begin)
     run = client.post(f"{API}/connections/{connection['id']}/sync", json={"entity": "customers"},
                       headers=auth).json()["run"]
-    deadline = time.monotonic() + 10
-    while client.get(f"{API}/connections/{connection['id']}/sync/runs/{run['id']}",
-                     headers=auth).json()["run"]["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    refused = client.put(f"{API}/connections/{connection['id']}", json={"credentials": {"api_key": OTHER}},
-                         headers=auth)
+    try:
+        wait_until(lambda: client.get(f"{API}/connections/{connection['id']}/sync/runs/{run['id']}",
+                                      headers=auth).json()["run"]["status"] == "running", "the run under way")
+        refused = client.put(f"{API}/connections/{connection['id']}", json={"credentials": {"api_key": OTHER}},
+                             headers=auth)
+    finally:
+        switched.set()
     assert refused.status_code == 409 and refused.json()["code"] == "account_mismatch", refused.text
     assert "a sync running" in refused.json()["error"] and "wait for it to end" in refused.json()["error"]
     assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"

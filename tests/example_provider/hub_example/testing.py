@@ -6,12 +6,15 @@ Fault injection, through ``app.state`` (each counts down per request):
 ``fail_next`` answers 5xx (``fail_status``, 503 by default, with ``fail_message``); ``throttle_next``
 answers 429 with ``Retry-After: throttle_retry_after``; ``slow_next`` sleeps
 ``slow_seconds`` before answering (client timeouts); ``delay`` sleeps before
-every request. ``app.state.statuses`` counts the statuses answered."""
+every request; ``hold``, a ``threading.Event``, holds every request until the
+test sets it (``held`` counts the requests it held), for a test to act while a
+call is under way. ``app.state.statuses`` counts the statuses answered."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -42,6 +45,8 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
     app.state.slow_next = 0
     app.state.slow_seconds = 1.0
     app.state.delay = delay
+    app.state.hold = None
+    app.state.held = 0
     app.state.statuses = Counter()
     app.state.idempotency = {}
     for i in range(notes):
@@ -51,6 +56,10 @@ def create_app(notes: int = 0, rate: float = 50, fail_next: int = 0, *, delay: f
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
+        hold = app.state.hold
+        if hold is not None and not hold.is_set():
+            app.state.held += 1
+            await asyncio.to_thread(hold.wait, 60)  # (bounded: a test failing before it sets it ends)
         if app.state.delay:
             await asyncio.sleep(app.state.delay)
         if app.state.slow_next > 0:
