@@ -484,8 +484,11 @@ class Hub:
 
     async def _reload_renewed(self, ctx: ProviderContext) -> bool:
         """Take the stored tokens if they are not the ones ``ctx`` holds;
-        whether it did."""
-        assert ctx.connection_id is not None
+        whether it did. A context of no stored connection (credentials being
+        tested before they are saved, a deleted connection's grant given
+        back) has none to take: its 401 stands."""
+        if ctx.connection_id is None:
+            return False
         current = await asyncio.to_thread(self._stored_connection, ctx.connection_id)
         if current is None or not current.credentials_encrypted:
             return False
@@ -627,9 +630,10 @@ class Hub:
         try:
             result = await provider.call(hook, ctx=ctx, **kwargs)
         except AuthFailed as exc:
-            if ctx.connection_id:
-                status = "expired" if exc.code == "token_refresh_failed" else "error"
-                await asyncio.to_thread(self.mark, ctx.connection_id, status, exc.message)
+            # A refused refresh was marked where it was refused (``_refresh_refused``), or deliberately
+            # not: the grant it refreshed had been replaced meanwhile, and the new one stands.
+            if ctx.connection_id and exc.code != "token_refresh_failed":
+                await asyncio.to_thread(self.mark, ctx.connection_id, "error", exc.message)
             raise
         except HubError:
             raise
