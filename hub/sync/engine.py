@@ -1288,7 +1288,11 @@ class SyncEngine:
             else:
                 counts.pushed += 1
                 if sent.local_op == "delete" and kept_record(result) is None:
-                    row.deleted, row.deleted_at = True, now
+                    # A deletion as of now, as a provider's delete event is (no hash: it wins a tie):
+                    # the late echo of an older version (the webhook of the hub's own update, sent
+                    # before) does not bring it back.
+                    row.deleted, row.deleted_at, row.content_hash = True, now, None
+                    row.remote_updated_at = max(filter(None, (row.remote_updated_at, now)))
                 else:  # (a record the provider keeps after its deletion, canceled: its new version)
                     data = result if isinstance(result, dict) and result else merged_view(sent)
                     partial = isinstance(result, PartialRecord)

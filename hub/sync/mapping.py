@@ -660,13 +660,14 @@ def _joined(parts: list[Any], separator: str) -> str | None:
     return separator.join(present) if present else None
 
 
-def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None) -> list[str]:
+def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None) -> list[Any]:
     """A joined value cut back into ``count`` pieces.
 
     Cut on the first separators ("Mary Ann Smith" → "Mary", "Ann Smith"),
     except where the provider's current pieces (``held``) still begin or
     end it: with "Mary Ann" and "Smith" held, "Mary Ann Jones" keeps
-    "Mary Ann", and "Anne Smith" keeps "Smith". A name is not moved from
+    "Mary Ann", and "Anne Smith" keeps "Smith"; with "Smith" alone held as
+    the last piece, "Smyth" replaces it there. A name is not moved from
     one field into the other because one part changed.
     """
     if value in (None, ""):
@@ -678,6 +679,10 @@ def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None
             return [first, text[len(first + separator):]]
         if last and text.endswith(separator + last) and len(text) > len(separator + last):
             return [text[:-len(separator + last)], last]
+        if bool(first) != bool(last) and separator not in text:
+            # One piece held (a contact of a last name only): a value of one piece replaces it there,
+            # the other left as the provider holds it.
+            return [text, held[1]] if first else [held[0], text]
     return text.split(separator, count - 1)
 
 
@@ -842,7 +847,7 @@ class Mapper:
                             piece = pieces[i] if i < len(pieces) else ""
                             field_type = _field_type(self.schema, source)[0]
                             # Each piece in its field's type (an amount joined with its currency).
-                            put(source, cast_to(field_type, piece) if piece != "" and field_type else piece,
+                            put(source, cast_to(field_type, piece) if piece not in ("", None) and field_type else piece,
                                 m.targets()[0])
                     continue
                 source = m.sources()[0]
@@ -876,7 +881,15 @@ class Mapper:
         parts = []
         for i, target in enumerate(targets):
             if target in changes:
-                parts.append(_to_str(changes[target]) if changes[target] is not None else "")
+                piece = _to_str(changes[target]) if changes[target] is not None else ""
+                if m.separator in piece and i < len(targets) - 1:
+                    # ("Mary Ann" + "Smith" would read back "Mary" + "Ann Smith": the value is cut on
+                    # its first separators.)
+                    raise ValidationFailed(
+                        f"{target} must not hold {m.separator!r}: {m.sources()[0]} is split on its first "
+                        f"{m.separator!r}, so it would read back otherwise than written", code="invalid_value",
+                        fields=[target])
+                parts.append(piece)
             else:
                 parts.append(held[i] if i < len(held) else "")
         while parts and parts[-1] == "":
