@@ -83,6 +83,22 @@ def entity_schemas() -> list[EntitySchema]:
 
 
 @hookspec(firstresult=True)
+def account_fields(ctx: ProviderContext, entity: str) -> list[str]:
+    """List the fields the connection's account adds to ``entity``.
+
+    For an entity whose schema declares ``custom_fields`` (a pattern of the
+    paths an account may add: HubSpot's ``properties.<name>``, Salesforce's
+    ``<Name>__c``), the paths, as a mapping names them, of the fields this
+    account has: the core refuses a sync mapping naming another when it is
+    saved (``unknown_field``), instead of a push failing on it later. Called
+    when a mapping being saved names such a path, not otherwise. Optional:
+    without it, any path the pattern matches is taken.
+
+    :returns: the paths (a list of text); may be empty.
+    """
+
+
+@hookspec(firstresult=True)
 def provider_actions() -> list[Action]:
     """List provider-specific operations beyond CRUD.
 

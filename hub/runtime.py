@@ -57,6 +57,7 @@ HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
     "update_record": dict,
     "test_connection": (dict, type(None)),
     "refresh_credentials": Credentials,
+    "account_fields": (list, tuple),
 }
 
 def page_problem(page: Page) -> str | None:

@@ -106,6 +106,17 @@ def test_hook_entity_schemas(client, auth):
     assert refused.status_code == 405 and refused.json()["code"] == "read_only"
 
 
+def test_hook_account_fields(client, auth):
+    configs = f"{API}/connections/{connect_example(client, auth)}/sync-configs"
+    refused = client.post(configs, headers=auth, json={"entity": "notes", "mappings": [
+        {"source": "title", "target": "title"}, {"source": "custom.colour", "target": "colour"}]})
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_field", refused.text
+    assert refused.json()["fields"] == ["mappings.1.source"]
+    taken = client.post(configs, headers=auth, json={"entity": "notes", "mappings": [
+        {"source": "custom.color", "target": "colour"}]})
+    assert taken.status_code == 201, taken.text
+
+
 def test_hook_provider_actions(link_hub):
     client, headers, _fake = link_hub
     connection = link_connect(client, headers)

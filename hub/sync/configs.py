@@ -4,6 +4,7 @@ config is saved, never at sync time."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from sqlmodel import Session, select
 from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, rescheduled
-from hub.sync.mapping import FieldMapping, validate_mappings
+from hub.sync.mapping import FieldMapping, names_account_field, validate_mappings
 from hub.sync.store import entity_key, write_transaction
 from hub.types import EntitySchema, HubError, NotFound, ReadOnly, ValidationFailed
 
@@ -30,7 +31,8 @@ class ConfigExists(HubError):
 
 
 def check(provider: Provider, entity: str, direction: str, policy: str,
-          mappings: list[dict[str, Any]] | list[FieldMapping] | None) -> tuple[EntitySchema, list[dict[str, Any]]]:
+          mappings: list[dict[str, Any]] | list[FieldMapping] | None,
+          account_fields: Collection[str] | None = None) -> tuple[EntitySchema, list[dict[str, Any]]]:
     """Validate a config's settings against the provider's declarations
     (``mappings`` None: the config's own, unchanged, are not checked again).
 
@@ -48,7 +50,7 @@ def check(provider: Provider, entity: str, direction: str, policy: str,
         raise ReadOnly(f"{provider.name} {entity} is read-only: it can only be pulled")
     if mappings is None:
         return schema, []
-    parsed = validate_mappings(schema, mappings, provider.info.minor_units)
+    parsed = validate_mappings(schema, mappings, provider.info.minor_units, account_fields)
     return schema, [m.model_dump() for m in parsed]
 
 
@@ -67,9 +69,11 @@ def list_configs(hub: Hub, connection_id: str) -> list[SyncConfig]:
 
 def create_config(hub: Hub, connection: Connection, *, entity: str, direction: str = "pull", enabled: bool = True,
                   schedule_minutes: int | None = None, conflict_policy: str = "provider_wins",
-                  mappings: list[dict[str, Any]] | None = None) -> SyncConfig:
+                  mappings: list[dict[str, Any]] | None = None,
+                  account_fields: Collection[str] | None = None) -> SyncConfig:
+    """``account_fields``: see :func:`account_fields_of`."""
     provider = hub.provider(connection.provider)
-    _schema, normalised = check(provider, entity, direction, conflict_policy, mappings or [])
+    _schema, normalised = check(provider, entity, direction, conflict_policy, mappings or [], account_fields)
     config = SyncConfig(organization_id=connection.organization_id, connection_id=connection.id, entity=entity,
                         direction=direction, enabled=enabled, schedule_minutes=schedule_minutes,
                         conflict_policy=conflict_policy, mappings=normalised,
@@ -87,7 +91,9 @@ def create_config(hub: Hub, connection: Connection, *, entity: str, direction: s
         return config
 
 
-def update_config(hub: Hub, connection: Connection, config_id: str, changes: dict[str, Any]) -> SyncConfig:
+def update_config(hub: Hub, connection: Connection, config_id: str, changes: dict[str, Any],
+                  account_fields: Collection[str] | None = None) -> SyncConfig:
+    """``account_fields``: see :func:`account_fields_of`."""
     provider = hub.provider(connection.provider)
     with hub.session() as session:
         entity = get_config(session, connection.id, config_id).entity
@@ -116,7 +122,8 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
         # Mappings are checked when they change: ones saved under an older, laxer check must not
         # stop the tenant from pausing the config, say.
         mappings = changes.get("mappings")
-        _schema, checked = check(provider, config.entity, config.direction, config.conflict_policy, mappings)
+        _schema, checked = check(provider, config.entity, config.direction, config.conflict_policy, mappings,
+                                 account_fields)
         if mappings is not None:
             config.mappings = checked
         config.updated_at = utcnow()
@@ -126,8 +133,32 @@ def update_config(hub: Hub, connection: Connection, config_id: str, changes: dic
         return config
 
 
-def replace_mappings(hub: Hub, connection: Connection, config_id: str, mappings: list[dict[str, Any]]) -> SyncConfig:
-    return update_config(hub, connection, config_id, {"mappings": mappings})
+def replace_mappings(hub: Hub, connection: Connection, config_id: str, mappings: list[dict[str, Any]],
+                     account_fields: Collection[str] | None = None) -> SyncConfig:
+    return update_config(hub, connection, config_id, {"mappings": mappings}, account_fields)
+
+
+async def account_fields_of(hub: Hub, connection: Connection, entity: str,
+                            mappings: list[dict[str, Any]] | None) -> frozenset[str] | None:
+    """The fields the connection's account adds to ``entity`` (the
+    ``account_fields`` hook), when ``mappings`` name a path the entity's
+    ``custom_fields`` matches; None when they name none, or the plugin does
+    not tell (any such path is then taken).
+
+    :raises HubError: the provider could not be asked (the mappings are not
+        saved unchecked).
+    """
+    provider = hub.provider(connection.provider)
+    if not mappings or not provider.implements("account_fields"):
+        return None
+    schema = provider.schema(entity)
+    named = [source for m in mappings if isinstance(m, dict)
+             for source in ([m.get("source")] if isinstance(m.get("source"), str) else m.get("source") or [])
+             if isinstance(source, str)]
+    if not any(names_account_field(schema, source) for source in named):
+        return None
+    fields = await hub.call(provider, "account_fields", hub.context(provider, connection), entity=entity)
+    return frozenset(str(field) for field in fields)
 
 
 def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
@@ -150,12 +150,16 @@ class ConversionError(ValueError):
 
 
 def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping],
-                      minor_units: Iterable[str] | None = None) -> list[FieldMapping]:
+                      minor_units: Iterable[str] | None = None,
+                      account_fields: Collection[str] | None = None) -> list[FieldMapping]:
     """Parse and check mappings against the entity's fields.
 
     ``minor_units``: the currency codes the provider declares
     (``ProviderInfo.minor_units``), which a fixed ``currency`` may name
-    besides the active ISO 4217 codes.
+    besides the active ISO 4217 codes. ``account_fields``: the paths of the
+    fields the connection's account adds (the ``account_fields`` hook); a
+    path ``custom_fields`` matches is taken only if it is among them (or
+    under one). None: any path the pattern matches is taken.
 
     :returns: the parsed mappings.
     :raises ValidationFailed: (422) naming every bad mapping: unknown provider
@@ -210,7 +214,10 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
             seen_targets.add(target)
         for position, source in enumerate(mapping.sources()):
             where = ("source", *at(mapping.source, position))
-            if _leaf(schema, source) is None and schema.custom(source):
+            if names_account_field(schema, source):
+                if account_fields is not None and not _among(source, account_fields):
+                    problem(index, "unknown_field", f"mapping {index}: this account's {schema.name} have no field "
+                                                    f"{source!r}", source, *where)
                 continue  # a field the account adds (custom): its type shows in its records only
             field_type, known = _field_type(schema, source)
             if not known:
@@ -658,6 +665,18 @@ def _joined(parts: list[Any], separator: str) -> str | None:
     """The ``join`` of provider values: the present ones, as text; ``None`` if none is."""
     present = [_to_str(p) for p in parts if p not in (None, "")]
     return separator.join(present) if present else None
+
+
+def names_account_field(schema: EntitySchema, path: str) -> bool:
+    """Whether ``path`` names a field an account adds (``custom_fields``),
+    not one the schema declares."""
+    return _leaf(schema, path) is None and schema.custom(path)
+
+
+def _among(path: str, fields: Collection[str]) -> bool:
+    """Whether ``path`` is one of ``fields`` or a path into one."""
+    parts = path.split(".")
+    return any(".".join(parts[:end]) in fields for end in range(len(parts), 0, -1))
 
 
 def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None) -> list[Any]:

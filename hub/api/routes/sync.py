@@ -102,10 +102,12 @@ async def list_sync_configs(hub: HubDep, connection: ConnectionDep):
 async def create_sync_config(hub: HubDep, connection: ConnectionDep, body: SyncConfigCreate):
     """Sync an entity. Mappings naming unknown fields or impossible casts are
     refused (422); push or both on a read-only entity is refused (405 `read_only`)."""
+    mappings = [m.model_dump() for m in body.mappings]
+    account_fields = await config_service.account_fields_of(hub, connection, body.entity, mappings)
     config = await in_thread(
         config_service.create_config, hub, connection, entity=body.entity, direction=body.direction,
         enabled=body.enabled, schedule_minutes=body.schedule_minutes, conflict_policy=body.conflict_policy,
-        mappings=[m.model_dump() for m in body.mappings])
+        mappings=mappings, account_fields=account_fields)
     return {"success": True, "sync_config": await hub.db(_config_out, hub, config)}
 
 
@@ -119,9 +121,13 @@ async def get_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id
 async def update_sync_config(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                              body: SyncConfigUpdate):
     changes = body.model_dump(exclude_unset=True)
+    account_fields = None
     if body.mappings is not None:
         changes["mappings"] = [m.model_dump() for m in body.mappings]
-    config = await in_thread(config_service.update_config, hub, connection, sync_config_id, changes)
+        entity = (await hub.db(_config, hub, connection, sync_config_id)).entity
+        account_fields = await config_service.account_fields_of(hub, connection, entity, changes["mappings"])
+    config = await in_thread(config_service.update_config, hub, connection, sync_config_id, changes,
+                             account_fields)
     return {"success": True, "sync_config": await hub.db(_config_out, hub, config)}
 
 
@@ -144,9 +150,13 @@ async def list_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: 
             operation_id="replace_sync_mappings")
 async def replace_mappings(hub: HubDep, connection: ConnectionDep, sync_config_id: str,
                            body: MappingsReplace):
-    """Replace the config's field mappings, checked against the entity's fields."""
-    config = await in_thread(config_service.replace_mappings, hub, connection, sync_config_id,
-                             [m.model_dump() for m in body.mappings])
+    """Replace the config's field mappings, checked against the entity's fields
+    (and the account's own, where the provider tells them)."""
+    mappings = [m.model_dump() for m in body.mappings]
+    entity = (await hub.db(_config, hub, connection, sync_config_id)).entity
+    account_fields = await config_service.account_fields_of(hub, connection, entity, mappings)
+    config = await in_thread(config_service.replace_mappings, hub, connection, sync_config_id, mappings,
+                             account_fields)
     return {"success": True, "sync_config_id": config.id, "entity": config.entity, "mappings": config.mappings}
 
 

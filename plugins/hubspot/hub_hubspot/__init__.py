@@ -397,6 +397,14 @@ async def _read(ctx, entity: str) -> tuple[str, ...]:
     return (await _known_properties(ctx, entity)).read
 
 
+@hookimpl
+async def account_fields(ctx, entity):
+    """The properties a record of the portal holds (those ``_read`` asks
+    for), as mappings name them: one the portal lacks, or one not read (with
+    ``properties=own``), is refused when a mapping is saved."""
+    return [f"properties.{name}" for name in await _read(ctx, entity)]
+
+
 async def _known_properties(ctx, entity: str) -> _Properties:
     """The portal's properties of ``entity`` as kept for the connection (see ``_read``)."""
     if not ctx.connection_id:  # (a connection not saved yet: nothing to keep it by)

@@ -472,6 +472,13 @@ async def list_records(ctx, entity, cursor, page_size, since):
     return page
 
 
+@hookimpl
+async def account_fields(ctx, entity):
+    """The org's fields of the entity's sObject (``describe``), its own
+    (``__c``) among them: a mapping of one the org lacks is refused when saved."""
+    return await _fields(ctx, _sobject(entity))
+
+
 FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
 #: Fields a user's viewing a record changes, SystemModstamp not: not read, or a push's check
 #: would take a record someone looked at for one changed at Salesforce.

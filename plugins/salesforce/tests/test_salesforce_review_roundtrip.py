@@ -74,3 +74,19 @@ def test_two_mapped_changes_pushed_one_after_the_other_are_both_made_under_provi
     mapped = sfdc.get(url, mapped="true").json()["record"]
     assert mapped["data"] == {"name": "Renamed", "revenue_cents": 123456790, "staff": "40"}, mapped
     assert sfdc.get(f"{config.rsplit('/records', 1)[0]}/conflicts").json()["conflicts"] == []
+
+
+def test_a_mapping_of_a_custom_field_the_org_does_not_have_is_refused_when_saved(sfdc, connection):
+    """``Tierr__c`` (a typo of the org's ``Tier__c``) fits the pattern of the
+    org's own fields: it was saved, read null on every record, and the first
+    write through it was refused by Salesforce (INVALID_FIELD, "No such
+    column"). The org's fields (``describe``) are asked when saving."""
+    fake.add_custom_field(sfdc.app, "accounts", "Tier__c")
+    base = f"{API}/connections/{connection['id']}"
+    mappings = [{"source": "Name", "target": "name"}, {"source": "Tierr__c", "target": "tier"}]
+    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "both", "mappings": mappings})
+    assert created.status_code == 422 and created.json()["code"] == "unknown_field", created.text
+    assert "Tierr__c" in created.json()["error"]
+    mappings[1]["source"] = "Tier__c"
+    created = sfdc.post(f"{base}/sync-configs", {"entity": "accounts", "direction": "both", "mappings": mappings})
+    assert created.status_code == 201, created.text

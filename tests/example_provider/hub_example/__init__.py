@@ -60,9 +60,16 @@ def provider_info():
 def entity_schemas():
     return [
         EntitySchema("notes", "Notes", NOTE_FIELDS, updated_field="updated_at", supports_create=True,
-                     supports_update=True, supports_delete=True, supports_since=True),
+                     supports_update=True, supports_delete=True, supports_since=True,
+                     custom_fields=r"custom\.[a-z_]+"),
         EntitySchema("tags", "Tags", (EntityField("id", readonly=True), EntityField("name"))),
     ]
+
+
+@hookimpl
+def account_fields(ctx, entity):
+    # (An account's own fields of notes, as a provider's API would list them.)
+    return ["custom.color"] if entity == "notes" else []
 
 
 @hookimpl
