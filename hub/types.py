@@ -275,7 +275,10 @@ class ProviderInfo:
     of (a timeout, the hub killed mid-call) is then sent again, by sync and by
     the records API; without it, such a create is left for someone to check
     rather than risk a duplicate (``create_outcome_unknown`` to a client's
-    create sent again with its key).
+    create sent again with its key). ``idempotency_key_seconds``: how long
+    the provider keeps a key's answer (Stripe prunes them after 24 hours);
+    a create first sent longer ago is not sent again with its key, which the
+    provider would take for a new create, but left as of unknown outcome.
     ``minor_units`` gives the decimals of the currencies whose amounts the
     provider's API counts otherwise than ISO 4217 (Stripe's MGA has none):
     field mappings of amounts in minor units use them.
@@ -308,6 +311,7 @@ class ProviderInfo:
     webhook_key_config: str | None = None
     url_defaults: dict[str, str] = field(default_factory=dict)
     idempotent_creates: bool = False
+    idempotency_key_seconds: float | None = None
     minor_units: dict[str, int] = field(default_factory=dict)
     lasting_tokens_until: datetime | None = None
     empty_webhook_answers: bool = False

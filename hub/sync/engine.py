@@ -256,6 +256,18 @@ def _create_key(row: SyncRecord) -> str:
     return f"hub-{row.id}" if row.local_version <= 1 else f"hub-{row.id}-{row.local_version}"
 
 
+def _key_forgotten(sent: dict[str, Any] | None, lifetime: float | None) -> bool:
+    """Whether a create sent before (``sent_change``) was first sent longer
+    ago than the provider keeps its idempotency key's answer."""
+    if not sent or lifetime is None or not isinstance(sent.get("first_sent"), str):
+        return False
+    try:
+        first = datetime.fromisoformat(sent["first_sent"])
+    except ValueError:
+        return False
+    return (utcnow() - first).total_seconds() > lifetime
+
+
 def _uncertain_create(provider: str) -> str:
     return (f"the hub got no answer (or stopped) while creating this record at {provider}: it may exist there, "
             f"so it was not sent again. If the next pull brings it, delete this copy; if not, change this record "
@@ -1067,6 +1079,11 @@ class SyncEngine:
         creating = op == "create"
         # Without idempotent creates, a create whose outcome is unknown must not be sent twice.
         guarded = creating and not provider.info.idempotent_creates
+        if creating and not guarded and _key_forgotten(row.sent_change, provider.info.idempotency_key_seconds):
+            # Its key is past the provider's memory: sent again, it would make a second record.
+            failure = ProviderUnavailable(_uncertain_create(provider.name))
+            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)
+            return False
         if guarded and row.push_status == SENDING:
             # Left so by a hub that stopped mid-call: the provider may have it already.
             failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
@@ -1077,7 +1094,7 @@ class SyncEngine:
             # A create sent before whose outcome is unknown goes again as it was: the provider
             # replays its key only with the same data. Changes made since follow as an update.
             create = (row.sent_change if row.sent_change and not guarded
-                      else {"key": _create_key(row), "data": payload})
+                      else {"key": _create_key(row), "data": payload, "first_sent": utcnow().isoformat()})
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
         seen = await asyncio.to_thread(self._mark_sending, lease, row, None if guarded else create, payload)

@@ -61,6 +61,7 @@ INFO = ProviderInfo(
     ),
     webhook_key_config="account",
     idempotent_creates=True,
+    idempotency_key_seconds=24 * 3600,  # (Stripe prunes keys after at least 24 hours)
     # Amounts are in the currency's smallest unit; these two count otherwise than ISO 4217
     # (https://docs.stripe.com/currencies: MGA is zero-decimal, ISK is sent as two-decimal).
     minor_units={"MGA": 0, "ISK": 2},

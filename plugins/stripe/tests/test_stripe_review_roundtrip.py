@@ -1,4 +1,4 @@
-"""Review (bidirectional sync with field mappings), Stripe customers through
+"""Found by a review of bidirectional sync with field mappings: Stripe customers through
 the hub's REST API against the fake Stripe over real HTTP: mapped writes
 pushed with ``"sync": true``, and webhooks arriving in between."""
 
@@ -133,3 +133,42 @@ def test_the_late_event_of_an_update_does_not_bring_back_a_customer_the_hub_dele
     customers.deliver(updated_event)
     record = customers.record(target)
     assert record["deleted"] is True, record
+
+
+def test_a_create_whose_answer_was_lost_longer_ago_than_stripe_keeps_its_key_is_not_made_twice(
+        client, auth, hub_app, start_fake, connect):
+    """A create's answers are all lost (Stripe made the customer): the record
+    keeps its Idempotency-Key to send again. Sync runs only when asked (or on
+    a schedule), so the next push may come a day later, when Stripe has
+    pruned the key (after 24 hours) and would take it for a new create."""
+    import sqlalchemy as sa
+
+    from hub.models import SyncRecord
+
+    customers = _customers(client, auth, hub_app, start_fake, connect, [
+        {"source": "email", "target": "email"}, {"source": "name", "target": "full_name"}])
+    state = customers.fake.state
+    state.lose_next = 1000
+    created = client.post(customers.records, json={"data": {"email": "lost@example.com", "full_name": "Lost"},
+                                                   "mapped": True, "sync": True}, headers=auth)
+    assert created.status_code == 201, created.text
+    record_id = created.json()["record"]["id"]
+    assert customers.wait(created.json()["run_id"])["status"] == "failed"
+    assert len([c for c in customers.rows.values() if c.get("email") == "lost@example.com"]) == 1
+    state.lose_next = 0
+    hub = hub_app.state.hub
+    with hub.session() as session:  # a day and more on: Stripe has pruned the key
+        row = session.exec(select(SyncRecord).where(SyncRecord.id == record_id)).one()
+        sent = dict(row.sent_change)
+        assert sent["first_sent"]
+        sent["first_sent"] = "2020-01-01T00:00:00+00:00"
+        session.execute(sa.update(SyncRecord).where(SyncRecord.id == record_id).values(sent_change=sent))
+        session.commit()
+    state.store.idempotency.clear()
+    pushed = client.post(f"{API}/connections/{customers.connection_id}/sync",
+                         json={"entity": "customers", "direction": "push"}, headers=auth)
+    assert pushed.status_code == 202, pushed.text
+    customers.wait(pushed.json()["run"]["id"])
+    assert len([c for c in customers.rows.values() if c.get("email") == "lost@example.com"]) == 1
+    record = customers.record(record_id)
+    assert record["push_status"] == "failed" and "not sent again" in record["push_error"], record
