@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from hub.models import Connection
 from hub.runtime import Hub
 from hub.services.connections import upsert_from_credentials
@@ -13,14 +15,17 @@ from tests.test_oauth import (_oauth_app, expire_soon, finish, oauth_fake, oauth
                               provider_redirect, start, stored_secrets)
 
 
+@pytest.mark.parametrize("met", ["before_a_call", "inside_a_call"])
 def test_a_refused_refresh_of_a_grant_replaced_meanwhile_leaves_the_new_grant_connected(
-        oauth_hub, oauth_fake, settings, example_registry):  # noqa: F811
+        oauth_hub, oauth_fake, settings, example_registry, met):  # noqa: F811
     """A worker refreshes the old grant while the user authorizes again (the
     provider revokes the old refresh token as it issues the new grant, as many
     do): the refusal is the old grant's, not the connection's. The connection,
     holding a working new grant, must stay ``connected``: ``expired`` tells the
     app (and the user) to authorize again, and nothing (grant upkeep, a sync's
-    recovery) ever sets an expired connection back to connected."""
+    recovery) ever sets an expired connection back to connected. Met inside
+    a call (a sync's list_records), the refusal went up through ``Hub.call``,
+    which marked the connection ``expired`` all the same."""
     client, headers, app = oauth_hub
     connection_id = finish(client, provider_redirect(start(client, headers)))["connection_id"]
     hub = app.state.hub
@@ -48,7 +53,11 @@ def test_a_refused_refresh_of_a_grant_replaced_meanwhile_leaves_the_new_grant_co
 
     async def go():
         try:
-            await worker._ensure_fresh(provider, context)
+            if met == "inside_a_call":
+                await worker.call(provider, "list_records", context, entity="contacts", cursor=None,
+                                  page_size=None, filters={}, since=None)
+            else:
+                await worker._ensure_fresh(provider, context)
         except HubError:
             pass  # (the worker's own call may fail; the stored connection is what matters)
         finally:

@@ -491,6 +491,21 @@ def seed(app: FastAPI, entity: str, count: int) -> list[str] | None:
     return [str(add(data(uuid.uuid4().hex[:8]), at=at)["id"]) for at in stamps]
 
 
+class RevokeDown:
+    """An ASGI wrapper of the fake: the shop's revoke endpoint answers 503
+    while ``down``."""
+
+    def __init__(self, app):
+        self.app, self.down = app, True
+
+    async def __call__(self, scope, receive, send):
+        if self.down and scope["type"] == "http" and scope["path"] == "/admin/api_permissions/current.json":
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"down"})
+            return
+        await self.app(scope, receive, send)
+
+
 def uninstall_app(app: FastAPI) -> None:
     """The app leaves the shop (its owner removed it, or the app asked):
     every token issued to it for the shop stops working, refresh tokens too."""

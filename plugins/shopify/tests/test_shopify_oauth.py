@@ -272,20 +272,6 @@ def test_a_reduced_grant_refused_for_one_organization_leaves_the_others_connecti
     assert shopify.post(f"{API}/connections/{first}/test").status_code == 200
 
 
-class RevokeDown:
-    """The shop's revoke endpoint answering 503 while ``down``."""
-
-    def __init__(self, app):
-        self.app, self.down = app, True
-
-    async def __call__(self, scope, receive, send):
-        if self.down and scope["type"] == "http" and scope["path"] == "/admin/api_permissions/current.json":
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b"down"})
-            return
-        await self.app(scope, receive, send)
-
-
 @pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "1"}])
 def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(shopify, shop_server):
     """The app could not be uninstalled when the connection was deleted; by
@@ -303,7 +289,7 @@ def test_a_revocation_tried_again_after_its_token_expired_refreshes_it_first(sho
     switch, _ = shop_server
     connection_id = shopify.connect()
     hub = shopify.hub_app.state.hub
-    down = switch.app = RevokeDown(switch.app)
+    down = switch.app = fake.RevokeDown(switch.app)
     assert shopify.delete(f"{API}/connections/{connection_id}").json() == {"success": True, "revocation": "pending"}
     with hub.session() as session:
         session.execute(sa.update(PendingRevocation).values(token_expires_at=utcnow() - timedelta(seconds=1)))

@@ -40,20 +40,6 @@ def test_an_uninstall_triggered_before_the_shop_was_connected_again_leaves_the_n
     assert (connection["status"], connection["last_error"]) == ("connected", None)
 
 
-class _RevokeDown:
-    """The shop's revoke endpoint answering 503 while ``down``."""
-
-    def __init__(self, app):
-        self.app, self.down = app, True
-
-    async def __call__(self, scope, receive, send):
-        if self.down and scope["type"] == "http" and scope["path"] == "/admin/api_permissions/current.json":
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b"down"})
-            return
-        await self.app(scope, receive, send)
-
-
 @pytest.mark.parametrize("hub_env", [{"REQUESTS_PER_SECOND": "50", "EXPIRING": "0"}])
 def test_a_pending_revocation_of_a_lasting_token_revoked_meanwhile_is_settled(shopify, shop_server):
     """A connection holding a non-expiring offline token (no refresh token)
@@ -71,7 +57,7 @@ def test_a_pending_revocation_of_a_lasting_token_revoked_meanwhile_is_settled(sh
     switch, _ = shop_server
     connection_id = shopify.connect()
     hub = shopify.hub_app.state.hub
-    down = switch.app = _RevokeDown(switch.app)
+    down = switch.app = fake.RevokeDown(switch.app)
     deleted = shopify.delete(f"{API}/connections/{connection_id}").json()
     assert deleted == {"success": True, "revocation": "pending"}, deleted
     down.down = False
