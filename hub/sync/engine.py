@@ -1206,10 +1206,14 @@ class SyncEngine:
                     stored.push_status = PENDING  # no longer on its way: the conflict settles it
                     session.add(stored)
                     session.flush()
-                    settle_conflict(session, stored.id, config.conflict_policy, current, digest,
-                                    _answer_versions(schema, current, asked_at)[0], now, schema)
-                    _bump(session, run_id, Counts(conflicts=1))
-                    return None
+                    if settle_conflict(session, stored.id, config.conflict_policy, current, digest,
+                                       _answer_versions(schema, current, asked_at)[0], now, schema):
+                        _bump(session, run_id, Counts(conflicts=1))
+                        return None
+                    # No conflict: the provider's version holds the change already (made at both ends,
+                    # or sent before and its answer lost), now stored. Sent on, it completes as a push.
+                    stored.push_status = SENDING
+                    session.add(stored)
                 # An update sent before was made (its answer was lost): the provider's version holds it.
                 stored.data, stored.content_hash = current, digest
                 stored.remote_updated_at = _answer_versions(schema, current, asked_at)[0]

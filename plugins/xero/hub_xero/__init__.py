@@ -103,8 +103,10 @@ ADDRESS = F("Addresses", "Addresses", "array", fields=(
     F("Region"), F("PostalCode"), F("Country"), F("AttentionTo")))
 PHONES = F("Phones", "Phones", "array", fields=(F("PhoneType"), F("PhoneNumber"), F("PhoneAreaCode"),
                                                  F("PhoneCountryCode")))
+# A line's LineItemID is sent back with it (not read-only, which a push leaves out): Xero keeps a
+# line whose id an update names, and deletes and makes anew the lines it gets without one.
 LINES = F("LineItems", "Lines", "array", fields=(
-    F("LineItemID", readonly=True), F("Description"), F("Quantity", type="number"), F("UnitAmount", type="number"),
+    F("LineItemID"), F("Description"), F("Quantity", type="number"), F("UnitAmount", type="number"),
     F("ItemCode"), F("AccountCode"), F("TaxType"), F("TaxAmount", type="number"), F("LineAmount", type="number")))
 DETAILS = (F("UnitPrice", type="number"), F("AccountCode"), F("TaxType"))
 
