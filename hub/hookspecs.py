@@ -94,7 +94,9 @@ def account_fields(ctx: ProviderContext, entity: str) -> list[str]:
     when a mapping being saved names such a path, not otherwise. Optional:
     without it, any path the pattern matches is taken.
 
-    :returns: the paths (a list of text); may be empty.
+    :returns: the paths (a list of text); may be empty. None: the account
+        cannot tell (its grant may not list them), and any path the pattern
+        matches is taken.
     """
 
 

@@ -27,7 +27,7 @@ from hub.context import ProviderContext
 from hub.crypto import Cipher, DecryptionError, mask
 from hub.db import make_engine, migrate
 from hub.http import NOT_SENT, Allocation, ClientPool, ProviderHTTP, RetryPolicy
-from hub.models import Connection, SecretKeyCheck, utcnow
+from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation, SecretKeyCheck, utcnow
 from hub.plugins import PluginRegistry, Provider
 from hub.types import (
     AuthFailed,
@@ -57,7 +57,7 @@ HOOK_RESULTS: dict[str, type | tuple[type, ...]] = {
     "update_record": dict,
     "test_connection": (dict, type(None)),
     "refresh_credentials": Credentials,
-    "account_fields": (list, tuple),
+    "account_fields": (list, tuple, type(None)),
 }
 
 def page_problem(page: Page) -> str | None:
@@ -783,11 +783,19 @@ def _sealed_check(engine: sa.Engine) -> str | None:
 
 
 def _a_stored_secret(engine: sa.Engine) -> str | None:
-    """The credentials of the connection changed last, if any."""
+    """A secret the database holds sealed, if any: the credentials of the
+    connection changed last, else an event endpoint's signing secret, a
+    deleted connection's grant waiting to be given back, an OAuth flow's."""
     with Session(engine) as session:
-        return session.execute(sa.select(Connection.credentials_encrypted)
-                               .where(Connection.credentials_encrypted.is_not(None))
-                               .order_by(Connection.updated_at.desc()).limit(1)).scalar()
+        for column, newest in ((Connection.credentials_encrypted, Connection.updated_at),
+                               (EventEndpoint.secret_encrypted, EventEndpoint.updated_at),
+                               (PendingRevocation.credentials_encrypted, None),
+                               (OAuthState.code_verifier_encrypted, None)):
+            query = sa.select(column).where(column.is_not(None))
+            found = session.execute((query.order_by(newest.desc()) if newest is not None else query).limit(1)).scalar()
+            if found is not None:
+                return found
+    return None
 
 
 def _seal_check(engine: sa.Engine, sealed: str) -> None:

@@ -23,7 +23,7 @@ from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.crypto import DecryptionError
 from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
-from hub.types import HubError, NotFound, Page, ProviderError, ReadOnly, ValidationFailed
+from hub.types import HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly, ValidationFailed
 
 log = logging.getLogger("hub.records")
 
@@ -266,7 +266,10 @@ class RecordService:
                                              idempotency_key=self._provider_key(key, refusals))
             except BaseException as exc:
                 unknown = may_have_applied(exc) and not self.provider.info.idempotent_creates
-                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown, _refused(exc)))
+                # (A 5xx answer too may come after the create was made: a lost answer, a proxy's.)
+                maybe_made = may_have_applied(exc) or isinstance(exc, ProviderUnavailable)
+                await asyncio.shield(asyncio.to_thread(self._settle_key, key, owner, None, unknown, _refused(exc),
+                                                       maybe_made))
                 raise
             try:
                 await asyncio.to_thread(self._settle_key, key, owner, to_jsonable_python(record, fallback=str), False)
@@ -318,6 +321,7 @@ class RecordService:
             if row.status == "done":
                 return row.record, 0
             if row.status == "unsent":  # (nothing made, or made under the key the provider dedupes by)
+                self._refuse_a_forgotten_key(row, now)
                 row.status, row.owner, row.created_at, row.updated_at = "sending", owner, now, now
                 session.add(row)
                 return None, refusals
@@ -330,12 +334,29 @@ class RecordService:
                     f"hub stopped while sending it): the record may exist there. Look for it before creating it "
                     f"again, with a new key")
             # The provider tells a create sent again by its key: send it again.
+            self._refuse_a_forgotten_key(row, now)
             row.status, row.owner, row.updated_at = "sending", owner, now
             session.add(row)
             return None, refusals
 
+    def _refuse_a_forgotten_key(self, row: IdempotentCreate, now: datetime) -> None:
+        """A create that may have been made under the provider's key is not
+        sent again once the provider has forgotten the key
+        (``ProviderInfo.idempotency_key_seconds``): it would make a second."""
+        lifetime = self.provider.info.idempotency_key_seconds
+        first_sent = (row.record or {}).get("first_sent")
+        if first_sent is None and row.status != "unsent":
+            first_sent = row.created_at.isoformat()  # (sent, and no answer kept since)
+        if lifetime is None or not isinstance(first_sent, str):
+            return
+        if (now - datetime.fromisoformat(first_sent)).total_seconds() > lifetime:
+            raise CreateOutcomeUnknown(
+                f"the first create with this idempotency_key got no answer from {self.provider.name} longer ago "
+                f"than {self.provider.name} keeps its key: sent again, it could make a second record. Look for it "
+                f"there before creating it again, with a new key")
+
     def _settle_key(self, key: str, owner: str, record: dict[str, Any] | None, unknown: bool,
-                    refused: bool = False) -> None:
+                    refused: bool = False, maybe_made: bool = False) -> None:
         """Keep what the create made (``record``), that its outcome is
         ``unknown``, or free the key: the provider ``refused`` it (it answered
         a refusal: counted, so that the create sent again, with this data or
@@ -354,7 +375,12 @@ class RecordService:
             if record is None and not unknown and refused:
                 row.status, row.record, row.owner = "refused", {"refusals": refusals + 1}, None
             elif record is None and not unknown:
-                row.status, row.record, row.owner = "unsent", {"refusals": refusals}, None
+                kept: dict[str, Any] = {"refusals": refusals}
+                first_sent = (row.record or {}).get("first_sent")
+                if maybe_made or first_sent:
+                    # Made, maybe, under the provider's key: when it first had it, which it forgets.
+                    kept["first_sent"] = first_sent or row.created_at.isoformat()
+                row.status, row.record, row.owner = "unsent", kept, None
             elif record is not None:
                 row.status, row.record = "done", record
             else:

@@ -155,10 +155,11 @@ async def account_fields_of(hub: Hub, connection: Connection, entity: str,
     named = [source for m in mappings if isinstance(m, dict)
              for source in ([m.get("source")] if isinstance(m.get("source"), str) else m.get("source") or [])
              if isinstance(source, str)]
+    named += [m["currency_field"] for m in mappings if isinstance(m, dict) and isinstance(m.get("currency_field"), str)]
     if not any(names_account_field(schema, source) for source in named):
         return None
     fields = await hub.call(provider, "account_fields", hub.context(provider, connection), entity=entity)
-    return frozenset(str(field) for field in fields)
+    return frozenset(str(field) for field in fields) if fields is not None else None
 
 
 def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:

@@ -256,6 +256,14 @@ def _create_key(row: SyncRecord) -> str:
     return f"hub-{row.id}" if row.local_version <= 1 else f"hub-{row.id}-{row.local_version}"
 
 
+def _not_yet_sent(sent: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A create's ``sent_change`` after a call that certainly did not reach
+    the provider: its key's memory there has not begun."""
+    if not sent or "first_sent" not in sent:
+        return sent
+    return {key: value for key, value in sent.items() if key != "first_sent"}
+
+
 def _key_forgotten(sent: dict[str, Any] | None, lifetime: float | None) -> bool:
     """Whether a create sent before (``sent_change``) was first sent longer
     ago than the provider keeps its idempotency key's answer."""
@@ -1094,7 +1102,9 @@ class SyncEngine:
             # A create sent before whose outcome is unknown goes again as it was: the provider
             # replays its key only with the same data. Changes made since follow as an update.
             create = (row.sent_change if row.sent_change and not guarded
-                      else {"key": _create_key(row), "data": payload, "first_sent": utcnow().isoformat()})
+                      else {"key": _create_key(row), "data": payload})
+            # (When the provider first got its key: a create refused unsent has not been sent yet.)
+            create = {**create, "first_sent": create.get("first_sent") or utcnow().isoformat()}
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
         seen = await asyncio.to_thread(self._mark_sending, lease, row, None if guarded else create, payload)
@@ -1266,6 +1276,7 @@ class SyncEngine:
                 return False
             if unsent:  # the call never happened (credentials refused): back to waiting
                 row.push_status = PENDING if row.push_status == SENDING else row.push_status
+                row.sent_change = _not_yet_sent(row.sent_change)
                 session.add(row)
                 return False
             if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
@@ -1306,6 +1317,8 @@ class SyncEngine:
                         row.push_attempts += 1
                 if permanent:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
+                elif isinstance(failure, RateLimited):  # (refused unsent: a 5xx, though, may have been made)
+                    row.sent_change = _not_yet_sent(row.sent_change)
             else:
                 counts.pushed += 1
                 if sent.local_op == "delete" and kept_record(result) is None:

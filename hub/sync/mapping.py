@@ -207,6 +207,12 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
             except ConversionError as exc:
                 problem(index, "invalid_mapping", f"mapping {index}: the default does not fit {mapping.transform}: "
                                                   f"{exc}", "default", "default")
+        currency_field = mapping.currency_field
+        if (currency_field and account_fields is not None and names_account_field(schema, currency_field)
+                and not _among(currency_field, account_fields)):
+            problem(index, "unknown_field", f"mapping {index}: this account's {schema.name} have no field "
+                                            f"{mapping.currency_field!r} (its currency_field)",
+                    mapping.currency_field, "currency_field")
         for position, target in enumerate(mapping.targets()):
             if not target or target in seen_targets:
                 problem(index, "invalid_mapping", f"mapping {index}: target {target!r} is empty or mapped twice",

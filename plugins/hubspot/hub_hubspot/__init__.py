@@ -374,6 +374,9 @@ class _Properties:
     read: tuple[str, ...]
     every: frozenset[str]
     read_only: frozenset[str] = frozenset()
+    #: Whether the properties API listed them (not: the grant was refused the list, and only the
+    #: declared ones are known).
+    listed: bool = True
 
 
 _known: collections.OrderedDict[tuple[str, str | None, str], _Properties] = collections.OrderedDict()
@@ -399,19 +402,21 @@ async def _read(ctx, entity: str) -> tuple[str, ...]:
 
 @hookimpl
 async def account_fields(ctx, entity):
-    """The properties a record of the portal holds (those ``_read`` asks
-    for), as mappings name them: one the portal lacks, or one not read (with
-    ``properties=own``), is refused when a mapping is saved."""
-    return [f"properties.{name}" for name in await _read(ctx, entity)]
+    """Every property the portal has (asked afresh: one added a minute ago
+    counts, and the list kept is renewed with it), as mappings name them;
+    None when the grant may not list them (nothing to tell)."""
+    known = await _known_properties(ctx, entity, fresh=True)
+    return [f"properties.{name}" for name in sorted(known.every)] if known.listed else None
 
 
-async def _known_properties(ctx, entity: str) -> _Properties:
-    """The portal's properties of ``entity`` as kept for the connection (see ``_read``)."""
+async def _known_properties(ctx, entity: str, fresh: bool = False) -> _Properties:
+    """The portal's properties of ``entity`` as kept for the connection (see
+    ``_read``); ``fresh``: asked again, whatever is kept."""
     if not ctx.connection_id:  # (a connection not saved yet: nothing to keep it by)
         return await _properties_of(ctx, entity)
     key = (ctx.connection_id, ctx.account, entity)
     held = _known.get(key)
-    if held is None or held.until <= time.monotonic():
+    if fresh or held is None or held.until <= time.monotonic():
         held = _known[key] = await _properties_of(ctx, entity)
         while len(_known) > PROPERTIES_KEPT:
             _known.popitem(last=False)
@@ -440,7 +445,7 @@ async def _properties_of(ctx, entity: str) -> _Properties:
     try:
         body = await ctx.http.json("GET", ctx.url(path=f"/crm/v3/properties/{entity}"))
     except PermissionDenied:
-        return _Properties(until, declared, frozenset(declared))
+        return _Properties(until, declared, frozenset(declared), listed=False)
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list):
         raise ProviderError(f"HubSpot answered the {entity} properties without their results")

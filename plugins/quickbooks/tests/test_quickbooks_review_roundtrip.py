@@ -1,4 +1,5 @@
-"""Review (bidirectional sync with mappings): failing tests that show where a
+"""Found by a review of bidirectional sync with mappings (each test failed on
+the code as reviewed): where a
 round trip through the hub takes the hub's own write at QuickBooks for
 someone else's change."""
 

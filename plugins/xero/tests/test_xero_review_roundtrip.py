@@ -1,4 +1,5 @@
-"""Review (bidirectional sync with mappings): failing tests that show where a
+"""Found by a review of bidirectional sync with mappings (each test failed on
+the code as reviewed): where a
 round trip through the hub loses or mangles something at Xero."""
 
 from __future__ import annotations
