@@ -790,7 +790,8 @@ def _a_stored_secret(engine: sa.Engine) -> str | None:
         for column, newest in ((Connection.credentials_encrypted, Connection.updated_at),
                                (EventEndpoint.secret_encrypted, EventEndpoint.updated_at),
                                (PendingRevocation.credentials_encrypted, None),
-                               (OAuthState.code_verifier_encrypted, None)):
+                               (OAuthState.code_verifier_encrypted, None),
+                               (OAuthState.grant_encrypted, None)):
             query = sa.select(column).where(column.is_not(None))
             found = session.execute((query.order_by(newest.desc()) if newest is not None else query).limit(1)).scalar()
             if found is not None:

@@ -23,7 +23,8 @@ from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.crypto import DecryptionError
 from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
-from hub.types import HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly, ValidationFailed
+from hub.types import (AuthFailed, HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly,
+                       ValidationFailed)
 
 log = logging.getLogger("hub.records")
 
@@ -35,6 +36,8 @@ SLICED_RECORDS_KEPT = 20_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: How long a create's idempotency key is kept (Stripe keeps its own as long).
 IDEMPOTENCY_KEY_DAYS = 1
+#: How long a key whose create got no answer (it may have been made) is kept.
+UNSETTLED_KEY_DAYS = 30
 #: A create still marked under way after this is taken for abandoned, wherever its process ran.
 SENDING_STALE = timedelta(minutes=15)
 
@@ -46,10 +49,10 @@ def _refused(exc: BaseException) -> bool:
     sending or from an answer it read (a QuickBooks Fault in a 200). Its key
     moves on, as a provider may keep a key's first outcome (Stripe keeps a
     refusal too)."""
-    if not isinstance(exc, HubError):
-        return False
+    if not isinstance(exc, HubError) or isinstance(exc, AuthFailed):
+        return False  # (refused credentials: the create itself was not reached, nor refused)
     status = exc.provider_status if exc.provider_status is not None else exc.status
-    return 400 <= status < 500 and status not in (408, 409, 425, 429)
+    return 400 <= status < 500 and status not in (401, 408, 409, 425, 429)
 
 
 class IdempotencyKeyInUse(HubError):
@@ -298,9 +301,13 @@ class RecordService:
         connection_id = self.connection.id
         with write_transaction(self.hub, f"idempotency/{connection_id}/{key}") as session:
             now = utcnow()
+            # (A key whose create may have been made, or is being sent, is kept longer: purged, a
+            # retry would go to the provider under a key it may have forgotten.)
             session.execute(sa.delete(IdempotentCreate).where(
                 IdempotentCreate.connection_id == connection_id,
-                IdempotentCreate.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS)))
+                sa.or_(sa.and_(IdempotentCreate.status.in_(("done", "refused")),
+                               IdempotentCreate.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS)),
+                       IdempotentCreate.created_at < now - timedelta(days=UNSETTLED_KEY_DAYS))))
             row = session.exec(select(IdempotentCreate).where(IdempotentCreate.connection_id == connection_id,
                                                               IdempotentCreate.key == key)).first()
             if row is None:

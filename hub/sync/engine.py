@@ -1097,13 +1097,14 @@ class SyncEngine:
             failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)
             return False
-        create = None
+        create, clock_started = None, False
         if creating:
             # A create sent before whose outcome is unknown goes again as it was: the provider
             # replays its key only with the same data. Changes made since follow as an update.
             create = (row.sent_change if row.sent_change and not guarded
                       else {"key": _create_key(row), "data": payload})
             # (When the provider first got its key: a create refused unsent has not been sent yet.)
+            clock_started = not create.get("first_sent")
             create = {**create, "first_sent": create.get("first_sent") or utcnow().isoformat()}
             payload = dict(create["data"])
         # The batch was read a while ago: the record must still have this change, and its config exist.
@@ -1150,7 +1151,8 @@ class SyncEngine:
                             return False
                     result = await self._send(provider, ctx, schema, op, row, payload, create, current)
         except AuthFailed:
-            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False, True)
+            await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, None, False, True,
+                                    clock_started=clock_started)
             raise
         except StaleVersion as exc:
             # Changed there again as it was sent once more, or the plugin cannot read it again: the
@@ -1164,7 +1166,7 @@ class SyncEngine:
                 failure, permanent = ProviderUnavailable(_uncertain_create(provider.name)), True
         more = await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, result, failure,
                                        permanent, sent_data=payload if creating else None, seen=seen,
-                                       asked_at=asked_at)
+                                       asked_at=asked_at, clock_started=clock_started)
         if failure is not None and not permanent:
             raise failure
         return more
@@ -1221,7 +1223,15 @@ class SyncEngine:
                         _bump(session, run_id, Counts(conflicts=1))
                         return None
                     # No conflict: the provider's version holds the change already (made at both ends,
-                    # or sent before and its answer lost), now stored. Sent on, it completes as a push.
+                    # or sent before and its answer lost), now stored. An update is then done: sent
+                    # on, its payload (made from the version before) would undo the provider's other
+                    # changes since.
+                    if stored.local_op == "update":
+                        stored.local_data, stored.local_op, stored.push_status = None, None, None
+                        stored.push_error, stored.push_failure, stored.push_attempts = None, None, 0
+                        stored.sent_change, stored.pushed_at = None, now
+                        session.add(stored)
+                        return None
                     stored.push_status = SENDING
                     session.add(stored)
                 # An update sent before was made (its answer was lost): the provider's version holds it.
@@ -1261,7 +1271,7 @@ class SyncEngine:
     def _store_push(self, run_id: str, config: SyncConfig, schema: EntitySchema, lease: Lease, sent: SyncRecord,
                     result: Any, failure: HubError | None, permanent: bool, unsent: bool = False,
                     sent_data: dict[str, Any] | None = None, seen: Any = None,
-                    asked_at: datetime | None = None) -> bool:
+                    asked_at: datetime | None = None, clock_started: bool = False) -> bool:
         """Store a push's outcome; True when it was made and the record has a later change to send.
 
         ``seen`` is the provider's version stored when the change was sent: a
@@ -1276,7 +1286,8 @@ class SyncEngine:
                 return False
             if unsent:  # the call never happened (credentials refused): back to waiting
                 row.push_status = PENDING if row.push_status == SENDING else row.push_status
-                row.sent_change = _not_yet_sent(row.sent_change)
+                if clock_started:  # (an earlier try may have reached the provider: its clock runs on)
+                    row.sent_change = _not_yet_sent(row.sent_change)
                 session.add(row)
                 return False
             if isinstance(failure, NotFound) and sent.local_op == "update" and row.remote_id is not None:
@@ -1317,7 +1328,7 @@ class SyncEngine:
                         row.push_attempts += 1
                 if permanent:
                     row.sent_change = None  # refused (or left to the tenant): a later create may send other data
-                elif isinstance(failure, RateLimited):  # (refused unsent: a 5xx, though, may have been made)
+                elif isinstance(failure, RateLimited) and clock_started:  # (refused unsent: not a 5xx)
                     row.sent_change = _not_yet_sent(row.sent_change)
             else:
                 counts.pushed += 1
