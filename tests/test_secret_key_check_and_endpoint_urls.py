@@ -48,16 +48,33 @@ def test_two_first_starts_racing_to_seal_the_key_check_the_one_that_lost_stops(s
             hub.engine.dispose()
 
 
+def _seal_a_connection(hub: Hub) -> None:
+    make_connection(hub, "example", {"api_key": "sealed-with-the-right-key"})
+
+
+def _seal_an_endpoint(hub: Hub) -> None:
+    # (An app that set up its endpoint before connecting anything: no connection's credentials.)
+    from hub.services.events import create_endpoint
+    from hub.services.orgs import create_organization
+
+    with hub.session() as session:
+        org, _key = create_organization(session, "acme")
+    create_endpoint(hub, org.id, url="https://app.example.com/hub-events", events=["sync.succeeded"],
+                    description=None, enabled=True)
+
+
+@pytest.mark.parametrize("sealed", [_seal_a_connection, _seal_an_endpoint], ids=["connection", "endpoint"])
 def test_a_database_upgraded_with_secrets_is_checked_against_them_not_the_first_key_to_start(
-        settings, example_registry, caplog):
+        settings, example_registry, caplog, sealed):
     """A database from before migration 0020 holds secrets but no key check.
-    The first process to start after the upgrade seals the check with its own
-    key, whatever it is: one with a wrong HUB_SECRET_KEY (it can read none of
-    the secrets) is taken for the database's key, silently, and the processes
-    holding the right key are then each logged at start as the wrong one."""
-    right = Hub(settings, example_registry)
+    The first process to start after the upgrade sealed the check with its own
+    key, whatever it was: one with a wrong HUB_SECRET_KEY (it can read none of
+    the secrets) was taken for the database's key, silently, and the processes
+    holding the right key were then each logged at start as the wrong one.
+    (Found with a connection's credentials, then with an endpoint's secret.)"""
+    right = Hub(settings.model_copy(update={"event_private_urls": True}), example_registry)
     right.migrate()
-    make_connection(right, "example", {"api_key": "sealed-with-the-right-key"})
+    sealed(right)
     with right.session() as session:  # (as a database upgraded from 0019 holds: no check yet)
         session.delete(session.get(SecretKeyCheck, 1))
         session.commit()

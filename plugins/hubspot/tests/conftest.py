@@ -83,7 +83,12 @@ def limits() -> dict[str, Any]:
 
 
 @pytest.fixture
-def hub_settings() -> dict[str, Any]:
+def hub_settings(request, monkeypatch) -> dict[str, Any]:
+    """The hub's settings a test parametrizes; parametrized indirectly, the
+    value of ``HUB_HUBSPOT_PROPERTIES`` (else unset)."""
+    said = getattr(request, "param", None)
+    if said:
+        monkeypatch.setenv("HUB_HUBSPOT_PROPERTIES", said)
     return {}
 
 

@@ -15,15 +15,6 @@ from hub_hubspot import testing as fake
 API = "/api/v1/integrations"
 
 
-@pytest.fixture
-def hub_settings(request, monkeypatch):
-    """``HUB_HUBSPOT_PROPERTIES`` as a test parametrizes it (indirectly), else unset."""
-    said = getattr(request, "param", None)
-    if said:
-        monkeypatch.setenv("HUB_HUBSPOT_PROPERTIES", said)
-    return {}
-
-
 def sync_config(hubspot, connection: dict, mappings: list[dict]):
     return hubspot.post(f"{API}/connections/{connection['id']}/sync-configs",
                         {"entity": "contacts", "direction": "both", "mappings": mappings})

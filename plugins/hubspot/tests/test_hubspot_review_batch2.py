@@ -11,15 +11,6 @@ from hub_hubspot import testing as fake
 API = "/api/v1/integrations"
 
 
-@pytest.fixture
-def hub_settings(request, monkeypatch):
-    """``HUB_HUBSPOT_PROPERTIES`` as a test parametrizes it (indirectly), else unset."""
-    said = getattr(request, "param", None)
-    if said:
-        monkeypatch.setenv("HUB_HUBSPOT_PROPERTIES", said)
-    return {}
-
-
 def _configs(connection: dict) -> str:
     return f"{API}/connections/{connection['id']}/sync-configs"
 
