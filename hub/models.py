@@ -158,10 +158,12 @@ class IdempotentCreate(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     #: ``sending`` (under way in ``owner``), ``done`` (``record`` made), ``uncertain`` (no answer
     #: came), ``refused`` (the provider refused it: sent again, with this data or other, under
-    #: another key) or ``unsent`` (nothing made, or under the key the provider dedupes by: sent
-    #: again with the same data).
+    #: another key), ``unsent`` (nothing made: sent again with the same data) or ``unanswered``
+    #: (maybe made, under the key the provider dedupes by: sent again with the same data, while
+    #: the provider keeps the key).
     #: Until ``done``, ``record`` is ``{"refusals": n}``: how many times the provider refused the
-    #: key, which the key the plugin gets is derived with (a provider keeps a refusal under its key).
+    #: key, which the key the plugin gets is derived with (a provider keeps a refusal under its key);
+    #: ``unanswered``, with ``first_sent``: when the provider first got the key.
     status: str = Field(max_length=16)
     owner: str | None = Field(default=None, max_length=255)
     record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

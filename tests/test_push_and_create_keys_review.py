@@ -178,7 +178,7 @@ def test_a_records_api_create_retried_once_a_day_later_is_not_made_twice(
     assert len(titled(fake, "once a day")) == 1  # made, its answer lost
     with hub.session() as session:  # 25 hours on
         [kept] = session.exec(select(IdempotentCreate)).all()
-        assert kept.status == "unsent" and kept.record.get("first_sent"), kept
+        assert kept.status == "unanswered" and kept.record.get("first_sent"), kept
         then = utcnow() - timedelta(hours=25)
         session.execute(sa.update(IdempotentCreate).values(
             record={**kept.record, "first_sent": then.isoformat()}, created_at=then, updated_at=then))

@@ -38,6 +38,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 IDEMPOTENCY_KEY_DAYS = 1
 #: How long a key whose create got no answer (it may have been made) is kept.
 UNSETTLED_KEY_DAYS = 30
+
+
+def expired_keys(now: datetime) -> Any:
+    """The ``IdempotentCreate`` rows past keeping: a settled create's (made,
+    refused, or never sent) after its key's day; one that may have been made
+    without an answer after :data:`UNSETTLED_KEY_DAYS` (purged sooner, a
+    retry would go to the provider under a key it may have forgotten)."""
+    return sa.or_(sa.and_(IdempotentCreate.status.in_(("done", "refused", "unsent")),
+                          IdempotentCreate.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS)),
+                  IdempotentCreate.created_at < now - timedelta(days=UNSETTLED_KEY_DAYS))
 #: A create still marked under way after this is taken for abandoned, wherever its process ran.
 SENDING_STALE = timedelta(minutes=15)
 
@@ -303,11 +313,8 @@ class RecordService:
             now = utcnow()
             # (A key whose create may have been made, or is being sent, is kept longer: purged, a
             # retry would go to the provider under a key it may have forgotten.)
-            session.execute(sa.delete(IdempotentCreate).where(
-                IdempotentCreate.connection_id == connection_id,
-                sa.or_(sa.and_(IdempotentCreate.status.in_(("done", "refused")),
-                               IdempotentCreate.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS)),
-                       IdempotentCreate.created_at < now - timedelta(days=UNSETTLED_KEY_DAYS))))
+            session.execute(sa.delete(IdempotentCreate).where(IdempotentCreate.connection_id == connection_id,
+                                                              expired_keys(now)))
             row = session.exec(select(IdempotentCreate).where(IdempotentCreate.connection_id == connection_id,
                                                               IdempotentCreate.key == key)).first()
             if row is None:
@@ -320,6 +327,8 @@ class RecordService:
                 row.created_at = row.updated_at = now  # (a new try: its day starts now, not purged mid-send)
                 session.add(row)
                 return None, refusals
+            if row.fingerprint != fingerprint and row.status == "unsent":
+                row.fingerprint = fingerprint  # (nothing was made under it: the key takes this data)
             if row.fingerprint != fingerprint:
                 raise ValidationFailed(
                     "this idempotency_key was used for another create (other entity or data) in the last "
@@ -327,7 +336,7 @@ class RecordService:
                     code="idempotency_key_reused", fields=["idempotency_key"])
             if row.status == "done":
                 return row.record, 0
-            if row.status == "unsent":  # (nothing made, or made under the key the provider dedupes by)
+            if row.status in ("unsent", "unanswered"):  # (nothing made, or maybe under the provider's key)
                 self._refuse_a_forgotten_key(row, now)
                 row.status, row.owner, row.created_at, row.updated_at = "sending", owner, now, now
                 session.add(row)
@@ -352,7 +361,7 @@ class RecordService:
         (``ProviderInfo.idempotency_key_seconds``): it would make a second."""
         lifetime = self.provider.info.idempotency_key_seconds
         first_sent = (row.record or {}).get("first_sent")
-        if first_sent is None and row.status != "unsent":
+        if first_sent is None and row.status not in ("unsent", "unanswered"):
             first_sent = row.created_at.isoformat()  # (sent, and no answer kept since)
         if lifetime is None or not isinstance(first_sent, str):
             return
@@ -387,7 +396,7 @@ class RecordService:
                 if maybe_made or first_sent:
                     # Made, maybe, under the provider's key: when it first had it, which it forgets.
                     kept["first_sent"] = first_sent or row.created_at.isoformat()
-                row.status, row.record, row.owner = "unsent", kept, None
+                row.status, row.record, row.owner = "unanswered" if "first_sent" in kept else "unsent", kept, None
             elif record is not None:
                 row.status, row.record = "done", record
             else:

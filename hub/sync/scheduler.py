@@ -245,12 +245,12 @@ class Scheduler:
         keeps each for good), OAuth states expired for a day and create outcomes kept past
         their idempotency keys' day. Returns the tombstones dropped."""
         from hub.services.oauth import purge_states
-        from hub.services.records import IDEMPOTENCY_KEY_DAYS
+        from hub.services.records import expired_keys
 
         purge_states(self.hub, now - timedelta(days=1))
         creates = IdempotentCreate.__table__
         # (They hold the records made, personal data: kept no longer than their keys are honoured.)
-        _purge(self.hub, creates, creates.c.created_at < now - timedelta(days=IDEMPOTENCY_KEY_DAYS))
+        _purge(self.hub, creates, expired_keys(now))
         settings = self.hub.settings
         runs, events, deliveries = SyncRun.__table__, WebhookEvent.__table__, EventDelivery.__table__
         for what, table, done, when, days in (
