@@ -529,3 +529,10 @@ class EventDelivery(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000, sa_type=Message(2000))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+
+
+#: Every column holding a secret sealed with the hub's key, with its table's key column: what
+#: ``hub reencrypt`` rewrites, and what the key check of an older database is tried on.
+SEALED_COLUMNS = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
+                  (OAuthState, "state_hash", "code_verifier_encrypted"), (OAuthState, "state_hash", "grant_encrypted"),
+                  (EventEndpoint, "id", "secret_encrypted"), (EventEndpoint, "id", "previous_secret_encrypted"))

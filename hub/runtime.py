@@ -27,7 +27,7 @@ from hub.context import ProviderContext
 from hub.crypto import Cipher, DecryptionError, mask
 from hub.db import make_engine, migrate
 from hub.http import NOT_SENT, Allocation, ClientPool, ProviderHTTP, RetryPolicy
-from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation, SecretKeyCheck, utcnow
+from hub.models import SEALED_COLUMNS, Connection, SecretKeyCheck, utcnow
 from hub.plugins import PluginRegistry, Provider
 from hub.types import (
     AuthFailed,
@@ -783,15 +783,12 @@ def _sealed_check(engine: sa.Engine) -> str | None:
 
 
 def _a_stored_secret(engine: sa.Engine) -> str | None:
-    """A secret the database holds sealed, if any: the credentials of the
-    connection changed last, else an event endpoint's signing secret, a
-    deleted connection's grant waiting to be given back, an OAuth flow's."""
+    """A secret the database holds sealed (``SEALED_COLUMNS``), if any: of
+    each table, the row changed last where it says when (a connection given
+    new credentials after a key was lost is under the key in use)."""
     with Session(engine) as session:
-        for column, newest in ((Connection.credentials_encrypted, Connection.updated_at),
-                               (EventEndpoint.secret_encrypted, EventEndpoint.updated_at),
-                               (PendingRevocation.credentials_encrypted, None),
-                               (OAuthState.code_verifier_encrypted, None),
-                               (OAuthState.grant_encrypted, None)):
+        for model, _key, column_name in SEALED_COLUMNS:
+            column, newest = getattr(model, column_name), getattr(model, "updated_at", None)
             query = sa.select(column).where(column.is_not(None))
             found = session.execute((query.order_by(newest.desc()) if newest is not None else query).limit(1)).scalar()
             if found is not None:

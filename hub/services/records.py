@@ -21,7 +21,7 @@ from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.leases import ACTIVE, new_owner, owner_alive
 from hub.crypto import DecryptionError
-from hub.sync.store import kept_record, lock, may_have_applied, write_transaction
+from hub.sync.store import key_forgotten, kept_record, lock, may_have_applied, write_transaction
 from hub.sync.stored import InvalidCursor, create_only_fields, settle_create_only
 from hub.types import (AuthFailed, HubError, NotFound, Page, ProviderError, ProviderUnavailable, ReadOnly,
                        ValidationFailed)
@@ -363,9 +363,7 @@ class RecordService:
         first_sent = (row.record or {}).get("first_sent")
         if first_sent is None and row.status not in ("unsent", "unanswered"):
             first_sent = row.created_at.isoformat()  # (sent, and no answer kept since)
-        if lifetime is None or not isinstance(first_sent, str):
-            return
-        if (now - datetime.fromisoformat(first_sent)).total_seconds() > lifetime:
+        if key_forgotten(first_sent, lifetime, now):
             raise CreateOutcomeUnknown(
                 f"the first create with this idempotency_key got no answer from {self.provider.name} longer ago "
                 f"than {self.provider.name} keeps its key: sent again, it could make a second record. Look for it "

@@ -8,13 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.crypto import DecryptionError
-from hub.models import Connection, EventEndpoint, OAuthState, PendingRevocation, SecretKeyCheck
+from hub.models import SEALED_COLUMNS, Connection, EventEndpoint, SecretKeyCheck
 from hub.runtime import SECRET_KEY_CHECK, Hub
 
-#: Every column holding a secret encrypted with the hub's key, with its table's key.
-ENCRYPTED = ((Connection, "id", "credentials_encrypted"), (PendingRevocation, "id", "credentials_encrypted"),
-             (OAuthState, "state_hash", "code_verifier_encrypted"), (OAuthState, "state_hash", "grant_encrypted"),
-             (EventEndpoint, "id", "secret_encrypted"), (EventEndpoint, "id", "previous_secret_encrypted"))
 _BATCH = 500
 
 
@@ -36,7 +32,7 @@ def reencrypt(hub: Hub) -> Reencrypted:
     written meanwhile (a token refresh) is already under the current key.
     """
     outcome = Reencrypted()
-    for model, key_name, column_name in ENCRYPTED:
+    for model, key_name, column_name in SEALED_COLUMNS:
         table = model.__table__
         key, column = table.c[key_name], table.c[column_name]
         after: Any = None

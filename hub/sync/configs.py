@@ -152,11 +152,14 @@ async def account_fields_of(hub: Hub, connection: Connection, entity: str,
     if not mappings or not provider.implements("account_fields"):
         return None
     schema = provider.schema(entity)
-    named = [source for m in mappings if isinstance(m, dict)
-             for source in ([m.get("source")] if isinstance(m.get("source"), str) else m.get("source") or [])
-             if isinstance(source, str)]
-    named += [m["currency_field"] for m in mappings if isinstance(m, dict) and isinstance(m.get("currency_field"), str)]
-    if not any(names_account_field(schema, source) for source in named):
+    named: list[str] = []
+    for raw in mappings:
+        try:
+            mapping = FieldMapping.model_validate(raw)
+        except ValueError:
+            continue  # (refused by the check that follows, with its reason)
+        named += [*mapping.sources(), *([mapping.currency_field] if mapping.currency_field else [])]
+    if not any(names_account_field(schema, path) for path in named):
         return None
     fields = await hub.call(provider, "account_fields", hub.context(provider, connection), entity=entity)
     return frozenset(str(field) for field in fields) if fields is not None else None

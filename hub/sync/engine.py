@@ -58,6 +58,7 @@ from hub.sync.store import (
     apply_deletions,
     apply_records,
     entity_key,
+    key_forgotten,
     kept_record,
     listening,
     may_have_applied,
@@ -262,18 +263,6 @@ def _not_yet_sent(sent: dict[str, Any] | None) -> dict[str, Any] | None:
     if not sent or "first_sent" not in sent:
         return sent
     return {key: value for key, value in sent.items() if key != "first_sent"}
-
-
-def _key_forgotten(sent: dict[str, Any] | None, lifetime: float | None) -> bool:
-    """Whether a create sent before (``sent_change``) was first sent longer
-    ago than the provider keeps its idempotency key's answer."""
-    if not sent or lifetime is None or not isinstance(sent.get("first_sent"), str):
-        return False
-    try:
-        first = datetime.fromisoformat(sent["first_sent"])
-    except ValueError:
-        return False
-    return (utcnow() - first).total_seconds() > lifetime
 
 
 def _uncertain_create(provider: str) -> str:
@@ -1087,7 +1076,8 @@ class SyncEngine:
         creating = op == "create"
         # Without idempotent creates, a create whose outcome is unknown must not be sent twice.
         guarded = creating and not provider.info.idempotent_creates
-        if creating and not guarded and _key_forgotten(row.sent_change, provider.info.idempotency_key_seconds):
+        if creating and not guarded and key_forgotten((row.sent_change or {}).get("first_sent"),
+                                                       provider.info.idempotency_key_seconds, utcnow()):
             # Its key is past the provider's memory: sent again, it would make a second record.
             failure = ProviderUnavailable(_uncertain_create(provider.name))
             await asyncio.to_thread(self._store_push, run_id, config, schema, lease, row, None, failure, True)

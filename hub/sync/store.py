@@ -768,6 +768,19 @@ def may_have_applied(exc: BaseException) -> bool:
     return not isinstance(exc, HubError)
 
 
+def key_forgotten(first_sent: Any, lifetime: float | None, now: datetime) -> bool:
+    """Whether a provider that keeps an idempotency key's answer ``lifetime``
+    seconds (``ProviderInfo.idempotency_key_seconds``) has forgotten a key it
+    first got at ``first_sent`` (ISO 8601 text; not known: not forgotten)."""
+    if lifetime is None or not isinstance(first_sent, str):
+        return False
+    try:
+        first = datetime.fromisoformat(first_sent)
+    except ValueError:
+        return False
+    return (now - first).total_seconds() > lifetime
+
+
 def kept_record(deleted: Any) -> dict[str, Any] | None:
     """The record ``delete_record`` answered where the provider keeps it (a
     canceled subscription), or None for one it removed: ``True``, or the
