@@ -161,13 +161,13 @@ def test_a_429_without_retry_after_waits_as_long_as_the_body_says_its_limit_last
 
 def test_an_attempt_under_way_is_cut_off_at_the_deadline(tmp_path):
     async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(60)
         return httpx.Response(200, json={})
 
     started = time.monotonic()
     outcome, seen = call(tmp_path, [slow], method="GET", deadline=0.5)
     assert isinstance(outcome, ProviderUnavailable) and "no answer within 0.5 s" in outcome.message
-    assert time.monotonic() - started < 3 and len(seen) == 1
+    assert time.monotonic() - started < 30 and len(seen) == 1  # (not the minute the answer takes)
 
 
 def test_the_operator_sets_how_long_a_hung_provider_may_hold_a_call(tmp_path):
@@ -231,7 +231,7 @@ def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_pa
 
     async def creates() -> list[object]:
         ctx = hub.context(hub.provider("scripted"), connection)
-        ctx.http.limiter = TokenBucket(rate=0.1, burst=1)  # the next token in 10 s
+        ctx.http.limiter = TokenBucket(rate=0.01, burst=1)  # the next token in 100 s
         ctx.http.retry.deadline = 0.5
 
         async def create() -> object:
@@ -246,7 +246,7 @@ def test_a_call_the_rate_limit_leaves_no_room_for_is_not_sent_and_says_so(tmp_pa
 
     started = time.monotonic()
     outcomes = asyncio.run(creates())
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # (not the 100 s the next token takes)
     assert len(seen) == 1 and sum(isinstance(o, httpx.Response) for o in outcomes) == 1
     refused = [o for o in outcomes if not isinstance(o, httpx.Response)]
     assert all(isinstance(o, RateLimited) and "nothing was sent" in o.message for o in refused), refused

@@ -44,7 +44,7 @@ def test_a_ten_secondly_429_waits_the_window_named_then_succeeds(hubspot):
     assert len(listed.json()["records"]) == 2
     assert hubspot.fake.state.throttled == {"TEN_SECONDLY_ROLLING": 1}
     # X-HubSpot-RateLimit-Interval-Milliseconds said how long: the window, not ten seconds.
-    assert WINDOW[1] - 0.05 <= time.monotonic() - started < 5
+    assert WINDOW[1] - 0.05 <= time.monotonic() - started < 8
 
 
 @pytest.mark.parametrize("fake_options", [{"ten_secondly": (10_000, 10.0), "search_per_second": 2}])
