@@ -503,7 +503,7 @@ def test_a_write_waiting_on_the_event_loop_waits_for_a_page_not_for_the_whole_pu
     ledger.on_call = write_from_the_loop
     finished = run(sync(hub, conn))
     assert finished.status == "succeeded" and finished.created == 250
-    assert len(waited) == 1 and waited[0] < 5, waited
+    assert len(waited) == 1 and waited[0] < 15, waited  # (not the 20 s lock timeout, nor SQLite's 30 s)
     with hub.session() as session:
         assert session.get(Connection, conn.id).last_error == "seen"
     assert stored(hub, conn.id, "items") == ledger.items
