@@ -330,6 +330,16 @@ def _bump(session: Any, run_id: str, counts: Counts, pages: int = 0) -> None:
     session.execute(sa.update(_runs).where(_runs.c.id == run_id).values(**values))
 
 
+def _tell_push_changes(session: Any, config: SyncConfig, run_id: str, changes: Changes) -> None:
+    """A push met the provider's version of a record (changed there, or
+    deleted): the app hears of it as from a pull that found it."""
+    if changes:
+        connection = session.get(Connection, config.connection_id)
+        tell_changes(session, None, organization_id=config.organization_id, connection_id=config.connection_id,
+                     provider=connection.provider if connection else "", entity=config.entity,
+                     sync_config_id=config.id, changes=changes, source="sync", run_id=run_id)
+
+
 # ---------------------------------------------------------------- engine
 
 
@@ -1208,8 +1218,11 @@ class SyncEngine:
                     stored.push_status = PENDING  # no longer on its way: the conflict settles it
                     session.add(stored)
                     session.flush()
-                    if settle_conflict(session, stored.id, config.conflict_policy, current, digest,
-                                       _answer_versions(schema, current, asked_at)[0], now, schema):
+                    changes = Changes()
+                    settled = settle_conflict(session, stored.id, config.conflict_policy, current, digest,
+                                              _answer_versions(schema, current, asked_at)[0], now, schema, changes)
+                    _tell_push_changes(session, config, run_id, changes)
+                    if settled:
                         _bump(session, run_id, Counts(conflicts=1))
                         return None
                     # No conflict: the provider's version holds the change already (made at both ends,
@@ -1289,12 +1302,7 @@ class SyncEngine:
                 counts.add(apply_deletions(session, connection_id=config.connection_id, entity=config.entity,
                                            policy=config.conflict_policy, remote_ids=[row.remote_id], now=now,
                                            changes=changes))
-                if changes:  # (the app hears of it as from a pull that found it gone)
-                    connection = session.get(Connection, config.connection_id)
-                    tell_changes(session, None, organization_id=config.organization_id,
-                                 connection_id=config.connection_id, provider=connection.provider if connection
-                                 else "", entity=config.entity, sync_config_id=config.id, changes=changes,
-                                 source="sync", run_id=run_id)
+                _tell_push_changes(session, config, run_id, changes)
                 _bump(session, run_id, counts)
                 return False
             echo: SyncRecord | None = None

@@ -359,10 +359,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         record = incoming[remote_id]
         if row.push_status in LOCAL_CHANGE and row.local_op in ("update", "delete") and \
                 row.content_hash != UNVERIFIED:
-            if settle_conflict(session, row.id, policy, record, digest, version, now, schema):
+            if settle_conflict(session, row.id, policy, record, digest, version, now, schema, changes):
                 counts.conflicts += 1
-                if changes is not None:  # (the provider's version is stored, whoever wins)
-                    changes.updated.append(remote_id)
             else:
                 counts.updated += 1
             continue
@@ -493,7 +491,7 @@ def _converter(column_type: Any, dialect: Any) -> Any:
 
 def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[str, Any] | None,
                     digest: str | None, version: datetime | None, now: datetime,
-                    schema: EntitySchema | None = None) -> bool:
+                    schema: EntitySchema | None = None, changes: Changes | None = None) -> bool:
     """The provider changed (or deleted) a record the tenant changed too.
 
     ``provider_wins`` takes the provider's version and drops the tenant's
@@ -503,16 +501,26 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     already holds the tenant's change, or the change last sent (the echo of
     the hub's own push, or the same change made at both ends), is no
     conflict: returns False.
+
+    ``changes`` gathers the record's provider id when the provider's version
+    is stored (a deletion's caller gathers its own): whenever a conflict
+    was met, and without one when the tenant's view of the record changes
+    (the provider changed other fields as well as holding the tenant's change).
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
     if remote is not None and row.push_status != CONFLICT and (
             (row.local_op == "update" and holds(remote, row.local_data or {}))
             or (row.local_op in ("update", "delete") and own_write(row, remote, schema.fields if schema else None))):
+        seen_before = None if row.deleted else merged_view(row)
         # The change stays queued: its push may be on its way, and sending it again changes nothing.
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, seen_at(row, now), now
         session.add(row)
+        if changes is not None and seen_before is None:  # (deleted before: new to whoever was told of it)
+            changes.created.append(row.remote_id)
+        elif changes is not None and merged_view(row) != seen_before:
+            changes.updated.append(row.remote_id)
         return False
     deleted = remote is None
     if deleted and policy == "hub_wins":
@@ -556,6 +564,8 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
                       "remote_id": row.remote_id, "provider_deleted": deleted})
     session.add(row)
     session.add(conflict)
+    if changes is not None and not deleted:  # (the provider's version is stored, whoever wins)
+        changes.updated.append(row.remote_id)
     return True
 
 
