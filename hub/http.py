@@ -506,8 +506,13 @@ class ProviderHTTP:
         concurrency: asyncio.Semaphore | None = None,
         allocation: Allocation | None = None,
         unmetered: Callable[[str], bool] | None = None,
+        traces_sending: bool = False,
     ):
         self.client = client
+        #: Whether the client's transport is httpx's own, whose trace tells when a request
+        #: leaves: a call that timed out before that (queued for one of the pool's
+        #: connections) was not sent. Another transport (a test's) is taken to send at once.
+        self.traces_sending = traces_sending
         #: Whether a URL is one whose calls no limit of the account counts (``ProviderInfo.unmetered_urls``).
         self._unmetered = unmetered
         self.allocation = allocation
@@ -636,6 +641,7 @@ class ProviderHTTP:
                 self._give_back(acquired, holding)
                 raise
             sent = True
+            leaving = _Departure()
             try:
                 if self.client.is_closed:
                     # The connection's client closes when the connection is deleted (or the hub stops).
@@ -643,9 +649,13 @@ class ProviderHTTP:
                     raise NotFound("the connection was deleted or the hub is stopping", code="connection_closed")
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        response = await self._send(method, url, merged_params, json, data, merged_headers)
+                        response = await self._send(method, url, merged_params, json, data, merged_headers,
+                                                    leaving if self.traces_sending else None)
                 except (*NOT_SENT, httpx.LocalProtocolError, UnicodeEncodeError):
                     sent = False  # (never left: it does not count against the provider's windows)
+                    raise
+                except TimeoutError:
+                    sent = self.traces_sending is False or leaving.started
                     raise
                 finally:
                     if holding and concurrency:
@@ -659,6 +669,10 @@ class ProviderHTTP:
                     "the request cannot be sent: a header or URL would hold a line break, control or non-ASCII "
                     "character; check the connection's credentials and configuration", code="invalid_value") from None
             except TimeoutError:
+                if not sent:
+                    raise ProviderUnavailable(
+                        f"no connection to the provider came free within {self.retry.deadline:g} s (the "
+                        f"connection's other calls held them all); nothing was sent") from None
                 raise ProviderUnavailable(
                     f"provider gave no answer within {self.retry.deadline:g} s" + (
                         "" if idempotent else f"; it may have applied the {method}, so check before repeating it"),
@@ -772,12 +786,15 @@ class ProviderHTTP:
             return response
 
     async def _send(self, method: str, url: str, params: Any, json: Any, data: Any,
-                    headers: dict[str, str]) -> httpx.Response:
-        """One request, its answer read whole but no larger than ``max_response_bytes``.
+                    headers: dict[str, str], leaving: _Departure | None = None) -> httpx.Response:
+        """One request, its answer read whole but no larger than ``max_response_bytes``;
+        ``leaving`` notes when the request starts to leave.
 
         :raises ProviderError: the answer is larger.
         """
         request = self.client.build_request(method, url, params=params, json=json, data=data, headers=headers)
+        if leaving is not None:
+            request.extensions["trace"] = leaving.trace
         streamed = await self.client.send(request, stream=True)
         try:
             body = bytearray()
@@ -929,6 +946,17 @@ def _path(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+class _Departure:
+    """Whether a request started to leave (httpcore's trace of its headers
+    being sent): before that it waits for one of the pool's connections."""
+
+    started = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):
+            self.started = True
+
+
 class ClientPool:
     """One ``httpx.AsyncClient`` and one rate limiter per connection.
 
@@ -945,6 +973,11 @@ class ClientPool:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._limiters: dict[str, Limiter] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def traces_sending(self) -> bool:
+        """Whether the clients' transport is httpx's own (see ``ProviderHTTP.traces_sending``)."""
+        return self.transport is None
 
     def client(self, key: str) -> httpx.AsyncClient:
         client = self._clients.get(key)

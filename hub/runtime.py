@@ -336,6 +336,7 @@ class Hub:
             if connection is not None else None,
             allocation=allocation_of(provider.info, ctx.settings) if connection is not None else None,
             unmetered=_unmetered_urls(provider.info, ctx),
+            traces_sending=self.pool.traces_sending,
         )
 
     # -- token refresh

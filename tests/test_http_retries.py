@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -463,3 +463,63 @@ def test_an_answer_carried_within_a_200_is_retried_and_raised_as_a_direct_one(tm
     # An answer carrying none is the answer.
     outcome, seen = call(tmp_path, [status(200)], unwrap=unwrap)
     assert isinstance(outcome, httpx.Response) and outcome.json() == {} and len(seen) == 1
+
+
+def test_a_call_whose_deadline_passes_while_it_waits_for_a_connection_says_nothing_was_sent(tmp_path, serve_app):
+    """The connection's other calls hold all of its client's connections (20)
+    to a provider slow to answer: a POST that waits for one of them past its
+    deadline never left. It was reported as perhaps applied, which makes an
+    app (or the push) treat a create as maybe made."""
+    import threading
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    released, posted, slow_calls = threading.Event(), [], []
+
+    async def endpoint(request: Request) -> JSONResponse:
+        if request.method == "POST" and request.url.path != "/hang":
+            posted.append(await request.body())
+            return JSONResponse({"id": "made"}, status_code=201)
+        slow_calls.append(request.url.path)
+        for _ in range(600):  # a minute, or until the test is over
+            if released.is_set():
+                break
+            await asyncio.sleep(0.1)
+        return JSONResponse({})
+
+    url = serve_app(Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])]))
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry)  # (httpx's own transport and pool)
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def outcome_of(call: Awaitable[object]) -> object:
+        try:
+            return await call
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+
+    async def scenario() -> tuple[object, object]:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        ctx.http.retry = dataclasses.replace(ctx.http.retry, deadline=0.5)
+        # A POST that left and got no answer in time: perhaps applied, as before.
+        unanswered = await outcome_of(ctx.http.request("POST", f"{url}/hang", json={}))
+        busy = hub.context(hub.provider("scripted"), connection)
+        holding = [asyncio.create_task(busy.http.request("GET", f"{url}/slow")) for _ in range(20)]
+        try:
+            while slow_calls.count("/slow") < 20:
+                await asyncio.sleep(0.02)
+            return unanswered, await outcome_of(ctx.http.request("POST", f"{url}/things", json={"name": "new"}))
+        finally:
+            released.set()
+            await asyncio.gather(*holding, return_exceptions=True)
+            await hub.close()
+
+    unanswered, queued = asyncio.run(scenario())
+    assert isinstance(unanswered, ProviderUnavailable) and unanswered.maybe_applied, unanswered
+    assert isinstance(queued, ProviderUnavailable), queued
+    assert not queued.maybe_applied and "nothing was sent" in queued.message, queued.message
+    assert posted == []
