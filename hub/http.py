@@ -669,6 +669,9 @@ class ProviderHTTP:
                     "the request cannot be sent: a header or URL would hold a line break, control or non-ASCII "
                     "character; check the connection's credentials and configuration", code="invalid_value") from None
             except TimeoutError:
+                if not sent and leaving.connecting:
+                    raise ProviderUnavailable(f"could not connect to the provider within {self.retry.deadline:g} "
+                                              f"s; nothing was sent") from None
                 if not sent:
                     raise ProviderUnavailable(
                         f"no connection to the provider came free within {self.retry.deadline:g} s (the "
@@ -948,13 +951,16 @@ def _path(url: str) -> str:
 
 class _Departure:
     """Whether a request started to leave (httpcore's trace of its headers
-    being sent): before that it waits for one of the pool's connections."""
+    being sent): before that it waits for one of the pool's connections, or
+    for its own to be opened (``connecting``)."""
 
-    started = False
+    started = connecting = False
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         if event.endswith("send_request_headers.started"):
             self.started = True
+        elif event.endswith(("connect_tcp.started", "start_tls.started")):
+            self.connecting = True
 
 
 class ClientPool:

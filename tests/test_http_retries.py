@@ -523,3 +523,35 @@ def test_a_call_whose_deadline_passes_while_it_waits_for_a_connection_says_nothi
     assert isinstance(queued, ProviderUnavailable), queued
     assert not queued.maybe_applied and "nothing was sent" in queued.message, queued.message
     assert posted == []
+
+
+def test_a_deadline_reached_while_connecting_says_so_and_that_nothing_was_sent(tmp_path):
+    """A host that takes the TCP connection (the kernel's backlog) and never
+    answers the TLS handshake: nothing was sent, and the message names the
+    connecting, not other calls holding the pool. (Found by a review.)"""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    registry = PluginRegistry()
+    registry.register(module_plugin("scripted_plugin", INFO, [EntitySchema("things", "Things")]), "scripted")
+    hub = Hub(Settings(data_dir=tmp_path, secret_key="k"), registry)  # (httpx's own transport and pool)
+    connection = Connection(id="c1", organization_id="o", provider="scripted", category="test", name="s")
+
+    async def scenario() -> object:
+        ctx = hub.context(hub.provider("scripted"), connection)
+        ctx.http.retry = dataclasses.replace(ctx.http.retry, deadline=0.5)
+        try:
+            return await ctx.http.request("POST", f"https://127.0.0.1:{listener.getsockname()[1]}/things", json={})
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+        finally:
+            await hub.close()
+
+    try:
+        outcome = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert isinstance(outcome, ProviderUnavailable) and not outcome.maybe_applied, outcome
+    assert outcome.message == "could not connect to the provider within 0.5 s; nothing was sent", outcome.message

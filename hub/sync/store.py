@@ -505,7 +505,9 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     ``changes`` gathers the record's provider id when the provider's version
     is stored (a deletion's caller gathers its own): whenever a conflict
     was met, and without one when the tenant's view of the record changes
-    (the provider changed other fields as well as holding the tenant's change).
+    (the provider changed other fields as well as holding the tenant's
+    change; not the read-only ones it stamps on the hub's own write). A
+    record deleted before is ``created``, as to whoever was told of its deletion.
     """
     row = session.get(SyncRecord, record_id)
     assert row is not None
@@ -517,12 +519,12 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
         row.data, row.content_hash, row.remote_updated_at = remote, digest, version
         row.deleted, row.deleted_at, row.last_seen_at, row.updated_at = False, None, seen_at(row, now), now
         session.add(row)
-        if changes is not None and seen_before is None:  # (deleted before: new to whoever was told of it)
+        if changes is not None and seen_before is None:
             changes.created.append(row.remote_id)
-        elif changes is not None and merged_view(row) != seen_before:
+        elif changes is not None and not _same_view(seen_before, merged_view(row), schema):
             changes.updated.append(row.remote_id)
         return False
-    deleted = remote is None
+    deleted, was_deleted = remote is None, row.deleted
     if deleted and policy == "hub_wins":
         policy = "review"  # an update cannot be pushed to a record the provider deleted
     open_conflict = session.exec(
@@ -565,8 +567,19 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     session.add(row)
     session.add(conflict)
     if changes is not None and not deleted:  # (the provider's version is stored, whoever wins)
-        changes.updated.append(row.remote_id)
+        (changes.created if was_deleted else changes.updated).append(row.remote_id)
     return True
+
+
+def _same_view(before: dict[str, Any], after: dict[str, Any], schema: EntitySchema | None) -> bool:
+    """Whether the tenant sees the record alike, apart from read-only fields
+    (``updated_at``, which the provider stamps on the hub's own write too)."""
+    fields = schema.fields if schema else ()
+    readonly = frozenset(f.name for f in fields if f.readonly)
+    declared = {f.name: f for f in fields if f.fields}
+    if declared:
+        before, after = (_without_read_only_parts(view, declared.get) for view in (before, after))
+    return _alike(before, after, readonly)
 
 
 def sent_attempts(row: SyncRecord) -> list[dict[str, Any]]:
