@@ -496,7 +496,11 @@ def describe_error(response: httpx.Response, ctx: ProviderContext) -> HubError |
     :returns: the provider's human message (the core keeps its class), an
         :class:`~hub.types.ErrorDescription` (the message with the ``fields``
         the provider names, its error object as ``details``, a ``code``: the
-        core still picks the class), a :class:`~hub.types.HubError` to raise
+        core still picks the class, and ``code`` replaces the class's code in
+        the API's answer, so give one only where it tells clients more (a
+        refused write's reason, ``duplicate_name``) and leave it ``None``
+        where the class's code says it: a refused key stays
+        ``provider_auth_failed``, which clients match on), a :class:`~hub.types.HubError` to raise
         instead (when the body says more than the status, as Plaid's
         ``error_code`` does), or ``None`` to use a generic message. Fields
         are dotted paths into the provider's records (Stripe's ``param``

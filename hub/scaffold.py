@@ -25,8 +25,10 @@ class ScaffoldWriteError(OSError):
 
 
 #: Names whose package ``hub-<name>`` is already a distribution of the project.
-RESERVED_NAMES = {"core": "the hub itself", "shopify": "the bundled Shopify plugin",
-                  "stripe": "the bundled Stripe plugin", "plaid": "the bundled Plaid plugin"}
+RESERVED_NAMES = {"core": "the hub itself", **{
+    name: f"the bundled {label} plugin" for name, label in (
+        ("shopify", "Shopify"), ("stripe", "Stripe"), ("plaid", "Plaid"), ("quickbooks", "QuickBooks"),
+        ("xero", "Xero"), ("salesforce", "Salesforce"), ("hubspot", "HubSpot"))}}
 
 
 def package_dir(name: str, output_dir: Path | str = ".") -> Path:

@@ -94,8 +94,12 @@ def test_new_plugin_prompts_and_refuses_bad_answers(tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["new-plugin", "Shop-2", "--label", "x", "--category", "crm", "--auth-type",
                                     "api_key", "--output-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "use lower case letters" in bad.output
-    # hub-core is the hub: a plugin package of that name would uninstall it when installed.
-    for taken in ("core", "stripe"):
+    # hub-core is the hub: a plugin package of that name would uninstall it when installed; so would
+    # one named after a bundled plugin (each of them: xero and the others were missing).
+    plugins = Path(__file__).resolve().parent.parent / "plugins"
+    bundled = {path.parent.name for path in plugins.glob("*/pyproject.toml")}
+    assert {"stripe", "xero", "hubspot"} <= bundled
+    for taken in ("core", *sorted(bundled)):
         refused = CliRunner().invoke(main, ["new-plugin", taken, "--label", "x", "--category", "crm", "--auth-type",
                                             "api_key", "--output-dir", str(tmp_path)])
         assert refused.exit_code == 2 and "would replace it" in refused.output

@@ -5,7 +5,9 @@
   lets one such server serve a fresh fake to each test.
 - :mod:`hub.testing.fakes` holds what every fake provider server needs: rate
   limiters that answer 429 like providers do, and in-memory tables.
-- :mod:`hub.testing.pytest_plugin` is the conformance suite for provider plugins.
+- :mod:`hub.testing.conformance` is the conformance suite for provider
+  plugins; :mod:`hub.testing.pytest_plugin` (loaded by pytest) gives its
+  fixtures, and ``serve_app``, ``hub_test_settings``, ``hub_client``, ``hub_auth``.
 - :func:`wait_for_run` waits through the API for a sync run to finish;
   :func:`wait_until`, for anything a thread, task, process or server does.
 - :class:`HubAPI` is the hub's REST API as one organization calls it, for a

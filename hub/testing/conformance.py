@@ -1163,7 +1163,9 @@ def check_webhook_accepted(h: Harness) -> None:
         headers, body = _delivery(h, "valid", routed=False)
         _expect_status(_post_webhook(h, headers, body, routed=False), 200,
                        "a signed delivery without ?connection_id=",
-                       "webhook_connection_key must return the key the connection's Credentials.webhook_key holds")
+                       "webhook_connection_key must return the key the connection is found by: its "
+                       "Credentials.webhook_key (set by complete_oauth / exchange_link_token), or for a "
+                       "connection made from a typed key, the account its test_connection named")
 
 
 def check_webhook_forged(h: Harness) -> None:

@@ -1,7 +1,8 @@
 """pytest plugin registered through the ``pytest11`` entry point ``hub``.
 
-Gives every test session ``serve_app``, ``hub_client`` and ``hub_auth``
-(for a ``hub_app`` fixture the test suite defines), and the fixtures of the provider
+Gives every test session ``serve_app``, ``hub_test_settings`` (a hub's
+settings isolated from the shell's), ``hub_client`` and ``hub_auth`` (for a
+``hub_app`` fixture the test suite defines), and the fixtures of the provider
 conformance suite (:mod:`hub.testing.conformance`): a plugin package runs the
 suite by subclassing ``ConformanceSuite`` with a ``target``. Imports of the
 hub stay inside the fixtures so that loading this plugin costs nothing.
@@ -21,6 +22,21 @@ def serve_app():
 
     with ExitStack() as stack:
         yield lambda app: stack.enter_context(serve(app))
+
+
+@pytest.fixture
+def hub_test_settings(tmp_path, monkeypatch):
+    """:class:`hub.config.Settings` of a hub of the test's own: its data
+    directory and SQLite database under ``tmp_path``, a fixed secret key, and
+    none of the shell's ``HUB_*`` settings (an operator's ``HUB_DATABASE_URL``
+    would be written to). Provider settings (``HUB_ACME_ORIGIN``) stay: set
+    them with ``monkeypatch.setenv``."""
+    from hub.config import Settings
+
+    for name in [*Settings.model_fields, "plugins"]:
+        monkeypatch.delenv(f"HUB_{name.upper()}", raising=False)
+    return Settings(data_dir=tmp_path / "hub-data", database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+                    secret_key="test-secret-key")
 
 
 @pytest.fixture
