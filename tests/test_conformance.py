@@ -106,6 +106,8 @@ BROKEN = {
         "test_uses_core_http_client": "list_records built its own client (httpx.AsyncClient built at "
                                       "*own_client.py:* in list_records): use ctx.http*",
         "test_unknown_entity_not_found": "list_records for the unknown entity * raised KeyError*",
+        "test_rate_limit_waited": "a list of 'notes' whose first request met a 429 with Retry-After: 1 "
+                                  "answered *, expected 200 after the wait: reach the provider through ctx.http*",
     },
 }
 

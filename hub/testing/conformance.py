@@ -47,6 +47,7 @@ from hub.models import Connection
 from hub.plugins import info_problems, schema_problems
 from hub.services.records import MAX_PAGE_SIZE
 from hub.sync.store import record_hash
+from hub.testing.fakes import Scripted
 from hub.types import (CONNECTION_BROKEN, CONNECTION_REPAIRED, CONNECTION_WARNING, AuthFailed, EntityField,
                        EntitySchema, HubError, NotFound, Page, ValidationFailed, WebhookEvent, WebhookRequest)
 
@@ -247,7 +248,9 @@ class Harness:
         self.registry = load(target).registry
         try:
             self.fake_app = target.fake_app()
-            self.fake_url = self._stack.enter_context(serve(self.fake_app))
+            # Served through Scripted: a check may answer the next request itself (a 429).
+            self.scripted = Scripted(self.fake_app)
+            self.fake_url = self._stack.enter_context(serve(self.scripted))
             settings = {"origin": self.fake_url, **target.settings}
             prefix = f"HUB_{target.provider.upper()}_"
             self._stack.enter_context(_environ({prefix + k.upper(): str(v) for k, v in settings.items()}))
@@ -973,6 +976,31 @@ def check_ids_are_one_path_segment(h: Harness, entity: str) -> None:
              f"paths quoted (urllib.parse.quote(record_id, safe='')), or refuse ids that are not the provider's")
 
 
+def check_rate_limit_waited(h: Harness) -> None:
+    """A 429 with ``Retry-After`` is waited out and the call sent again: a
+    list through the API answers the records, not an error nor an empty page."""
+    entity = next((name for name in sorted(h.provider.schemas) if h.seed(name, 1)), None)
+    if entity is None:
+        pytest.skip("the target seeds no records to list")
+    h.scripted.script("", (429, {"message": "Too Many Requests"}, {"Retry-After": "1"}))
+    started = time.monotonic()
+    response = h.api.get(h.records_url(entity), params={"limit": 1})
+    waited = time.monotonic() - started
+    if not h.scripted.answered:
+        h.scripted.queued.clear()
+        pytest.skip(f"listing {entity!r} sent no request to the provider")
+    if response.status_code != 200:
+        fail(f"a list of {entity!r} whose first request met a 429 with Retry-After: 1 answered "
+             f"{_describe(response)}, expected 200 after the wait: reach the provider through ctx.http (it "
+             f"waits and sends again), and let its errors reach the core")
+    if not response.json().get("records"):
+        fail(f"a list of {entity!r} whose first request met a 429 with Retry-After: 1 answered no records, "
+             f"though the fake holds some: let ctx.http's errors reach the core (an error caught and taken "
+             f"for the end of the list loses the rest of it)")
+    if waited < 0.9:
+        fail(f"a 429 with Retry-After: 1 was sent again after {waited:.2f} s: wait what the provider asks")
+
+
 def check_unknown_entity(h: Harness) -> None:
     """``list_records`` of an entity the provider does not have raises ``NotFound``."""
     _expect_raise(h, NotFound, f"list_records for the unknown entity {UNKNOWN_ENTITY!r}",
@@ -1478,6 +1506,10 @@ class ConformanceSuite:
     # the core owns HTTP
     def test_uses_core_http_client(self, conformance: Harness) -> None:
         check_uses_core_http_client(conformance)
+
+    # last: a plugin that takes the 429 for a long quota leaves the connection's calls refused
+    def test_rate_limit_waited(self, conformance: Harness) -> None:
+        check_rate_limit_waited(conformance)
 
 
 __all__ = ["ConformanceError", "ConformanceSuite", "ConformanceTarget", "Harness", "forbid_own_http_clients",
