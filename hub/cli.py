@@ -30,6 +30,8 @@ def _hub():
         hub.migrate()
     except (DuplicateProviderError, DatabaseUnavailable, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
+    if problems := hub.provider_settings_problems():
+        raise click.ClickException("\n".join(problems))
     # (A failed plugin's settings are its own: its load error says what is wrong.)
     for note in unknown_variables([*hub.registry.providers, *(r.name for r in hub.registry.records)]):
         click.echo(f"Warning: {note}; it is ignored", err=True)
@@ -44,7 +46,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 def serve(host: str, port: int) -> None:
     """Run the hub (embedded SQLite in HUB_DATA_DIR unless HUB_DATABASE_URL is set)."""
     import uvicorn

@@ -123,6 +123,20 @@ class Settings(BaseSettings):
                              "https://issuer.example.com/.well-known/jwks.json)")
         return url
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("not an http:// or https:// URL without a query (where the providers and browsers "
+                             "reach this hub: https://hub.example.com); webhook and OAuth callback URLs are made "
+                             "from it")
+        return url
+
     @field_validator("sync_executor", mode="before")
     @classmethod
     def _executor_name(cls, value: object) -> object:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
@@ -218,6 +219,28 @@ class Hub:
 
     def provider(self, name: str) -> Provider:
         return self.registry.get(name)
+
+    def provider_settings_problems(self) -> list[str]:
+        """What is wrong with the loaded providers' settings the core reads
+        (``HUB_<PROVIDER>_ORIGIN``, ``_REQUESTS_PER_SECOND``, ``_BURST``,
+        ``_ALLOCATION_SHARE``...), a line each: found at start, rather than as
+        a ``configuration_error`` (or an unreachable provider) at every call."""
+        problems = []
+        for name, provider in sorted(self.registry.providers.items()):
+            settings, prefix = self.provider_settings(name), f"HUB_{name.upper()}_"
+            origin = settings.get("origin")
+            if origin is not None and not _http_origin(origin):
+                problems.append(f"{prefix}ORIGIN={origin!r}: not an http:// or https:// URL (the provider's "
+                                f"place: a fake server's, a proxy's)")
+            try:
+                for declared in (provider.info.rate_limit, provider.info.app_rate_limit):
+                    effective_rate_limit(declared, settings)
+                allocation_of(provider.info, settings)
+            except ConfigurationError as exc:
+                given = ", ".join(f"{prefix}{key.upper()}={settings[key]!r}" for key in (
+                    "requests_per_second", "burst", "allocation_share", "allocation_wait_seconds") if key in settings)
+                problems.append(f"{given}: {exc.message}")
+        return problems
 
     def provider_settings(self, name: str) -> dict[str, str]:
         # Read from the environment once per provider: it is fixed at startup.
@@ -806,6 +829,15 @@ def _seal_check(engine: sa.Engine, sealed: str) -> None:
             session.commit()
         except sa.exc.IntegrityError:
             session.rollback()
+
+
+def _http_origin(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _off(setting: str | None) -> bool:
