@@ -137,6 +137,19 @@ class Settings(BaseSettings):
                              "from it")
         return url
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (part.strip().rstrip("/") for part in value.split(",")):
+            if not origin or origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                # A browser sends its page's origin whole: "app.example.com" would never match it.
+                raise ValueError(f"{origin!r} is not an origin: write scheme and host, and the port if not the "
+                                 f"default (https://app.example.com, http://localhost:3000), or *")
+        return value
+
     @field_validator("sync_executor", mode="before")
     @classmethod
     def _executor_name(cls, value: object) -> object:

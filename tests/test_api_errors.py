@@ -25,6 +25,10 @@ def test_malformed_json_wrong_types_and_unknown_fields(client, auth):
     deep = b'{"provider": "example", "credentials": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     assert_error(client.post(url, content=deep, headers={**auth, "Content-Type": "application/json"}),
                  400, "invalid_json")
+    long_number = b'{"provider": "example", "config": {"n": ' + b"7" * 5000 + b"}}"
+    refused = assert_error(client.post(url, content=long_number, headers={**auth, "Content-Type": "application/json"}),
+                           400, "invalid_json")
+    assert "a number of more than 4,300 digits" in refused["error"]  # (it named only UTF-8 and nesting)
     body = assert_error(client.post(url, json={"provider": 12, "credentials": "x"}, headers=auth),
                         422, "validation_error")
     assert "credentials" in body["error"]

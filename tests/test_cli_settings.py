@@ -71,6 +71,9 @@ BAD_SETTINGS = [
     ("HUB_JWT_JWKS_URL", "garbage", ["HUB_JWT_JWKS_URL='garbage'", "https://"]),
     # (webhook and OAuth callback URLs are made from it: "notaurl/api/v1/..." was registered at providers)
     ("HUB_PUBLIC_URL", "notaurl", ["HUB_PUBLIC_URL='notaurl'", "not an http:// or https:// URL"]),
+    # (a browser sends its page's origin whole: no page's origin ever matched)
+    ("HUB_CORS_ORIGINS", "https://ok.example.com,app.example.com", ["HUB_CORS_ORIGINS=", "'app.example.com' is "
+                                                                    "not an origin"]),
     ("HUB_PUBLIC_URL", "https://hub.example.com:port", ["HUB_PUBLIC_URL=", "not an http:// or https:// URL"]),
     # A loaded provider's settings the core reads: every call was refused (or "unreachable") instead.
     ("HUB_STRIPE_REQUESTS_PER_SECOND", "abc", ["HUB_STRIPE_REQUESTS_PER_SECOND='abc'", "must be numbers"]),

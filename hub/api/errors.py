@@ -102,7 +102,8 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 400 and message == _UNPARSABLE_BODY:
             # FastAPI's answer to a body json cannot decode (nested too deeply, for one).
-            code, message = "invalid_json", "the request body could not be read as JSON (not UTF-8, or nested too deeply)"
+            code, message = "invalid_json", ("the request body could not be read as JSON (not UTF-8, nested too "
+                                             "deeply, or a number of more than 4,300 digits)")
         return JSONResponse(error_body(message, code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
