@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hub.services.orgs import Unauthorized
 from hub.types import HubError, RateLimited
 
 log = logging.getLogger("hub.api")
@@ -76,6 +77,9 @@ def install(app: FastAPI) -> None:
             wait = 1.0  # always there for a rate limit: one second when the provider said nothing
         if wait is not None:
             headers["Retry-After"] = str(max(1, math.ceil(min(max(wait, 0.0), 86400.0))))  # whole seconds, rounded up
+        if isinstance(exc, Unauthorized):  # (RFC 9110: a 401 names the scheme to authenticate with)
+            headers["WWW-Authenticate"] = "Bearer" if exc.code == "missing_credentials" else (
+                'Bearer error="invalid_token"')
         details = exc.details if isinstance(exc.details, (dict, list)) else None
         return JSONResponse(error_body(exc.message, exc.code, details, exc.fields), status_code=exc.status,
                             headers=headers)

@@ -30,6 +30,8 @@ ERROR_RESPONSES = {
     for status, description in {
         400: "Bad request (malformed JSON, wrong flow for this provider)",
         401: "Missing or invalid API key, or a webhook that failed verification",
+        403: "The provider refuses this to the connection's credentials (provider_permission_denied), or an "
+             "OAuth flow is confirmed by another user than the one who started it (binding_mismatch)",
         404: "Unknown provider, entity, connection or record",
         405: "The entity is read-only for this operation",
         409: "The connection already exists, or its stored credentials cannot be decrypted "

@@ -626,12 +626,18 @@ _EVENTS_FIELD = Field(default=None, max_length=50, description=(
 #: service refuses another with its own code, ``unknown_event_type``.
 EventTypeName = Annotated[str, Field(max_length=64, json_schema_extra={
     "enum": [name for name in EVENT_TYPES if name != "ping"]})]  # (a ping goes to the endpoint pinged, whatever it takes)
-#: What an endpoint's URL is, for the document: http(s), a host, a port that is one, no credentials
-#: (user:password@), no #fragment. The service checks it (and takes IP addresses, which this leaves
-#: out) and says what is wrong (``invalid_url``).
+#: What an endpoint's URL is, for the document: http(s), a host (a name, IDNs written as
+#: xn--; an IPv4 address; a bracketed IPv6 one), a port that is one, no credentials
+#: (user:password@), no #fragment. The service checks it further and says what is wrong (``invalid_url``).
+_H16 = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join((
+    f"({_H16}:){{7}}{_H16}", f"({_H16}:){{1,7}}:", f"({_H16}:){{1,6}}:{_H16}", f"({_H16}:){{1,5}}(:{_H16}){{1,2}}",
+    f"({_H16}:){{1,4}}(:{_H16}){{1,3}}", f"({_H16}:){{1,3}}(:{_H16}){{1,4}}", f"({_H16}:){{1,2}}(:{_H16}){{1,5}}",
+    f"{_H16}:(:{_H16}){{1,6}}", f":((:{_H16}){{1,7}}|:)"))
+_IPV4 = r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _ENDPOINT_URL: dict[str, Any] = {"pattern": (
-    r"^https?://([A-Za-z0-9_~-]+\.)*[A-Za-z_~][A-Za-z0-9_~-]*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}"
-    r"|[1-5][0-9]{4}|[0-9]{1,4}))?([/?][!-\"$-~]*)?$")}
+    rf"^https?://(\[({_IPV6})\]|{_IPV4}|([A-Za-z0-9_~-]+\.)*[A-Za-z_~][A-Za-z0-9_~-]*)"
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?([/?][!-\"$-~]*)?$")}
 
 
 class EventEndpointCreate(BaseModel):

@@ -71,6 +71,8 @@ def _check_return_url(hub: Hub, url: str | None) -> None:
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()  # an unbalanced "[::1" fails here
+        if parts.port == 0:  # (a port beyond 65535, or not a number, fails here: no browser follows it)
+            raise ValueError
     except ValueError:
         raise ValidationFailed("redirect_uri is not a valid URL", code="invalid_redirect_uri") from None
     # Read otherwise by browsers than by urlsplit ("http://evil.com\\@host/": a browser's host

@@ -23,6 +23,13 @@ class Unauthorized(HubError):
     status = 401
 
 
+def _unprintable(ch: str) -> bool:
+    """A control or format character (a NUL, which PostgreSQL refuses; a
+    right-to-left override), or half of a surrogate pair, which no database
+    driver can encode."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs")
+
+
 def create_organization(session: Session, name: str) -> tuple[Organization, str]:
     """Create an organization and its first API key; the key is returned once.
 
@@ -30,7 +37,7 @@ def create_organization(session: Session, name: str) -> tuple[Organization, str]
         holding control characters.
     """
     name = name.strip()
-    if not name or len(name) > 200 or any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+    if not name or len(name) > 200 or any(map(_unprintable, name)):
         raise ValidationFailed("an organization's name is 1 to 200 printable characters", code="invalid_name")
     org = Organization(name=name)
     session.add(org)
@@ -70,9 +77,8 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
 
 def _printable_name(claimed: Any, org_id: str) -> str:
     """The token's ``org_name`` as a name :func:`create_organization` would
-    take: its control and format characters dropped (a NUL, which PostgreSQL
-    refuses; a right-to-left override), cut to 200; else the id."""
-    name = "".join(ch for ch in str(claimed or "") if unicodedata.category(ch) not in ("Cc", "Cf"))
+    take: its unprintable characters dropped, cut to 200; else the id."""
+    name = "".join(ch for ch in str(claimed or "") if not _unprintable(ch))
     return name.strip()[:200].strip() or org_id
 
 
@@ -93,7 +99,8 @@ def _organization_from_jwt(session: Session, settings: Settings, token: str,
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
     org_id = claims.get(settings.jwt_org_claim)
-    if not isinstance(org_id, (str, int)) or not str(org_id).strip():
+    # (bool is an int: {"org": true} made every such token one tenant named "True".)
+    if not isinstance(org_id, (str, int)) or isinstance(org_id, bool) or not str(org_id).strip():
         raise Unauthorized(f"token has no {settings.jwt_org_claim!r} claim", code="invalid_token")
     org_id = str(org_id)
     if not org_id.isprintable():
