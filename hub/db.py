@@ -47,7 +47,8 @@ def make_engine(url: str) -> sa.Engine:
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         _create_private(sa.engine.make_url(url).database)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # (hide_parameters: a statement's values, a tenant's data among them, stay out of errors and logs.)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -58,7 +59,7 @@ def _make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
     if engine.dialect.name == "postgresql":
 
         @sa.event.listens_for(engine, "connect")

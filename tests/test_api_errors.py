@@ -390,3 +390,24 @@ def test_an_error_of_a_moment_says_when_to_come_back_and_a_wait_that_is_not_a_nu
         assert (busy.status_code, busy.headers.get("Retry-After"), busy.json()["code"]) == (409, "3", "busy")
         odd = client.get("/odd")
         assert (odd.status_code, odd.json()["code"]) == (409, "odd") and "Retry-After" not in odd.headers
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_down_or_locked_is_503_database_unavailable_not_a_bug(client, auth, monkeypatch, caplog):
+    """README calls a 500 "a bug: please report it"; a database that cannot
+    serve for now (down, unreachable, SQLite locked past its busy timeout)
+    is no bug of the request, which may be sent again. /healthz says so too."""
+    import sqlalchemy as sa
+
+    hub = client.app.state.hub
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT 1", {"secret": "sk_live_do_not_log"},
+                                      Exception("connection to server failed: Connection refused"))
+    monkeypatch.setattr(hub.engine, "connect", down)
+    for url in ("/healthz", f"{API}/connections"):
+        response = client.get(url, headers=auth)
+        body = assert_error(response, 503, "database_unavailable")
+        assert response.headers["Retry-After"] == "5" and "try again" in body["error"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "hub.api"]
+    assert logged and all("Connection refused" in line and "sk_live" not in line for line in logged), logged

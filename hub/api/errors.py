@@ -8,7 +8,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.services.orgs import Unauthorized
@@ -118,6 +118,17 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("the request holds a value that cannot be stored or looked up "
                                        "(too long for its field, or a NUL character)", "invalid_value"),
                             status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, unreachable, or (SQLite) locked past the busy timeout: the request is
+        # fine, and may be sent again. (/healthz answers so too: that is what it is asked.)
+        # (The driver's message only: the statement and its parameters stay out of the log.)
+        cause = getattr(exc, "orig", None) or exc
+        log.error("the database could not serve a request: %s: %s", type(cause).__name__, str(cause)[:500])
+        return JSONResponse(error_body("the hub's database is unavailable for now; try again shortly",
+                                       "database_unavailable"), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -43,7 +43,8 @@ ERROR_RESPONSES = {
         429: "The provider's rate limit is exhausted",
         500: "Internal error",
         502: "The provider answered with an error",
-        503: "The provider is unavailable",
+        503: "The provider is unavailable (provider_unavailable), or the hub's database is, for now "
+             "(database_unavailable)",
     }.items()
 }
 
