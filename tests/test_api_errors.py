@@ -61,6 +61,10 @@ def test_unknown_provider_entity_route_and_method(client, auth):
     assert_error(client.post(f"{API}/connections", json={"provider": "nope"}, headers=auth), 404, "unknown_provider")
     assert_error(client.get("/api/v1/integrations/nothing-here"), 404, "not_found")
     assert_error(client.patch(f"{API}/providers"), 405, "method_not_allowed")
+    # Every method of the path is named, not only the first route's (Allow: GET, though POST is there).
+    refused = client.put(f"{API}/connections", headers=auth)
+    assert_error(refused, 405, "method_not_allowed")
+    assert refused.headers["Allow"] == "GET, POST" and "allowed: GET, POST" in refused.json()["error"]
     connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
                              headers=auth).json()["connection"]
     assert_error(client.get(f"{API}/connections/{connection['id']}/entities/nope/records", headers=auth),

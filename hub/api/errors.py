@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,6 +67,17 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, li
     return 422, "validation_error", "invalid request: " + "; ".join(parts), details, fields
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path."""
+    paths = getattr(request.app.state, "allowed_methods", None)
+    if paths is None:
+        paths = request.app.state.allowed_methods = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+             {method.upper() for method in operations})
+            for template, operations in request.app.openapi().get("paths", {}).items()]
+    return sorted({method for pattern, methods in paths if pattern.match(request.url.path) for method in methods})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
@@ -101,15 +113,22 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(message, code, details or None, tuple(fields)), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 400 and message == _UNPARSABLE_BODY:
             # FastAPI's answer to a body json cannot decode (nested too deeply, for one).
             code, message = "invalid_json", ("the request body could not be read as JSON (not UTF-8, nested too "
                                              "deeply, or a number of more than 4,300 digits)")
-        return JSONResponse(error_body(message, code), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only (GET of /connections,
+            # though POST is there too): the document knows them all.
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = f"{request.method} is not allowed here (allowed: {headers['Allow']})"
+        return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(DataError)
     async def unstorable(_request: Request, exc: DataError) -> JSONResponse:
