@@ -20,6 +20,7 @@ from hub.api.schemas import (
 )
 from hub.runtime import Hub
 from hub.services.records import MAX_PAGE_SIZE, RecordService
+from hub.types import ValidationFailed
 
 router = APIRouter(prefix="/connections/{connection_id}", tags=["records"], route_class=HubRoute)
 
@@ -46,6 +47,12 @@ async def list_records(
     """One page of records, straight from the provider. Other query parameters
     are passed to the provider as filters."""
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
+    repeated = sorted({k for k, _v in request.query_params.multi_items() if k in filters
+                       and len(request.query_params.getlist(k)) > 1})
+    if repeated:
+        # (Kept, the last value alone would filter: a listing narrower than asked, without a word.)
+        raise ValidationFailed(f"the filter {repeated[0]!r} is given more than once: a filter takes one value",
+                               code="invalid_value", fields=repeated)
     service = await _service(hub, org.id, connection_id)
     page = await service.list(entity, cursor, limit, filters, since)
     # Records are provider JSON already: skip re-validating them, just encode.

@@ -241,6 +241,10 @@ def test_a_filter_shopify_would_ignore_is_refused_and_its_own_apply(shopify):
     vendor = shopify.shop.state.store.tables["products"].all()[0]["vendor"]
     listed = shopify.get(url, vendor=vendor, limit=250).json()["records"]
     assert listed and {p["vendor"] for p in listed} == {vendor}
+    # A filter given twice is refused: the last value alone filtered, a listing narrower than asked.
+    twice = shopify.get(url, vendor=[vendor, "another vendor"])
+    assert twice.status_code == 422 and twice.json()["code"] == "invalid_value", twice.text
+    assert "'vendor' is given more than once" in twice.json()["error"] and twice.json()["fields"] == ["vendor"]
 
 
 def test_fulfillment_filters_other_than_order_id_need_it(shopify):
