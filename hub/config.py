@@ -140,15 +140,35 @@ class Settings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
+        cls.origins_of(value)
+        return value
+
+    @staticmethod
+    def origins_of(value: str) -> list[str]:
+        """``HUB_CORS_ORIGINS`` as browsers write origins (scheme and host in
+        lower case, no default port), which the CORS check compares exactly.
+
+        :raises ValueError: an entry that is not an origin.
+        """
+        origins = []
         for origin in (part.strip().rstrip("/") for part in value.split(",")):
             if not origin or origin == "*":
+                origins += [origin] if origin else []
                 continue
             parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            try:
+                port = parts.port
+            except ValueError:
+                port, parts = None, parts._replace(netloc="")
+            scheme = parts.scheme.lower()
+            if scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
                 # A browser sends its page's origin whole: "app.example.com" would never match it.
                 raise ValueError(f"{origin!r} is not an origin: write scheme and host, and the port if not the "
                                  f"default (https://app.example.com, http://localhost:3000), or *")
-        return value
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            default = {"http": 80, "https": 443}[scheme]
+            origins.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+        return origins
 
     @field_validator("sync_executor", mode="before")
     @classmethod

@@ -229,7 +229,7 @@ class Hub:
         for name, provider in sorted(self.registry.providers.items()):
             settings, prefix = self.provider_settings(name), f"HUB_{name.upper()}_"
             origin = settings.get("origin")
-            if origin is not None and not _http_origin(origin):
+            if origin and not _http_origin(origin):  # (empty: none, as ProviderContext.url reads it)
                 problems.append(f"{prefix}ORIGIN={origin!r}: not an http:// or https:// URL (the provider's "
                                 f"place: a fake server's, a proxy's)")
             try:
@@ -832,10 +832,10 @@ def _seal_check(engine: sa.Engine, sealed: str) -> None:
 
 
 def _http_origin(url: str) -> bool:
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
+    except ValueError:  # (an unbalanced "[::1" too)
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.services.orgs import Unauthorized
@@ -65,6 +67,23 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str, li
         if field not in fields:
             fields.append(field)
     return 422, "validation_error", "invalid request: " + "; ".join(parts), details, fields
+
+
+#: SQLite's OperationalError texts of a database unavailable for now; its others ("no such table",
+#: a syntax error) are bugs, as PostgreSQL's ProgrammingError is.
+_SQLITE_UNAVAILABLE = ("database is locked", "database table is locked", "unable to open database",
+                       "disk i/o error", "database or disk is full")
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether a database error is the database being unavailable for now
+    (rather than a bug of the hub's statement)."""
+    if isinstance(exc, (PoolTimeout, InterfaceError)):
+        return True
+    cause = getattr(exc, "orig", None)
+    if isinstance(cause, sqlite3.Error):
+        return any(text in str(cause).lower() for text in _SQLITE_UNAVAILABLE)
+    return True  # (PostgreSQL's drivers raise OperationalError for the connection and the server only)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -140,10 +159,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
-    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        # The database is down, unreachable, or (SQLite) locked past the busy timeout: the request is
-        # fine, and may be sent again. (/healthz answers so too: that is what it is asked.)
-        # (The driver's message only: the statement and its parameters stay out of the log.)
+    @app.exception_handler(PoolTimeout)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not _unavailable(exc):
+            return await unexpected(request, exc)
+        # The database is down, unreachable, busy (no pooled connection free) or (SQLite) locked past
+        # the busy timeout: the request is fine, and may be sent again. (/healthz answers so too: that
+        # is what it is asked.) The driver's message only: the statement and its values stay out of the log.
         cause = getattr(exc, "orig", None) or exc
         log.error("the database could not serve a request: %s: %s", type(cause).__name__, str(cause)[:500])
         return JSONResponse(error_body("the hub's database is unavailable for now; try again shortly",

@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     app.add_api_route("/healthz", system.healthz, methods=["GET"], response_model=system.HealthResponse,
                       include_in_schema=False)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
+    origins = Settings.origins_of(settings.cors_origins)
     if origins:
         # Outermost but for the 500 handler: a preflight is answered before authentication, and
         # 4xx answers carry the headers too (the integrations page can read their JSON and code). No cookies: credentials travel in

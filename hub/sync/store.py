@@ -572,14 +572,17 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
 
 
 def _same_view(before: dict[str, Any], after: dict[str, Any], schema: EntitySchema | None) -> bool:
-    """Whether the tenant sees the record alike, apart from read-only fields
-    (``updated_at``, which the provider stamps on the hub's own write too)."""
+    """Whether the tenant sees the record alike, apart from its version
+    (``updated_field``) and the read-only sub-fields the schema declares,
+    which the provider stamps on the hub's own write too (HubSpot's
+    ``properties.hs_lastmodifieddate``). Other read-only fields count: an
+    order paid meanwhile (``financial_status``) is a change to tell."""
     fields = schema.fields if schema else ()
-    readonly = frozenset(f.name for f in fields if f.readonly)
     declared = {f.name: f for f in fields if f.fields}
     if declared:
         before, after = (_without_read_only_parts(view, declared.get) for view in (before, after))
-    return _alike(before, after, readonly)
+    version = frozenset({schema.updated_field} if schema and schema.updated_field else ())
+    return _alike(before, after, version, frozenset())
 
 
 def sent_attempts(row: SyncRecord) -> list[dict[str, Any]]:
