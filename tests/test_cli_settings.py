@@ -75,7 +75,10 @@ BAD_SETTINGS = [
     ("HUB_CORS_ORIGINS", "https://ok.example.com,app.example.com", ["HUB_CORS_ORIGINS=", "'app.example.com' is "
                                                                     "not an origin"]),
     ("HUB_PUBLIC_URL", "https://hub.example.com:port", ["HUB_PUBLIC_URL=", "not an http:// or https:// URL"]),
-    # A loaded provider's settings the core reads: every call was refused (or "unreachable") instead.
+
+]
+#: A loaded provider's settings the core reads: every call was refused (or "unreachable") instead.
+BAD_PROVIDER_SETTINGS = [
     ("HUB_STRIPE_REQUESTS_PER_SECOND", "abc", ["HUB_STRIPE_REQUESTS_PER_SECOND='abc'", "must be numbers"]),
     ("HUB_STRIPE_BURST", "0", ["HUB_STRIPE_BURST='0'", "burst a whole number from 1"]),
     ("HUB_STRIPE_REQUESTS_PER_SECOND", "nan", ["HUB_STRIPE_REQUESTS_PER_SECOND='nan'", "a number above 0"]),
@@ -88,6 +91,18 @@ BAD_SETTINGS = [
 def test_a_setting_the_hub_cannot_use_is_a_one_line_error(environment, name, value, expected):
     environment.setenv(name, value)
     assert_one_line_error(invoke("org", "list"), *expected)
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_PROVIDER_SETTINGS,
+                         ids=[f"{n}={v}" for n, v, _ in BAD_PROVIDER_SETTINGS])
+def test_a_provider_setting_the_hub_cannot_use_stops_the_commands_that_call_providers(
+        environment, name, value, expected):
+    environment.setenv(name, value)
+    for command in (["serve", "--port", "8765"], ["worker"], ["sync", "conn"], ["webhooks", "retry", "--all-failed"]):
+        assert_one_line_error(invoke(*command), *expected)
+    # Not the others: a key is revoked (and secrets resealed) whatever a provider's settings.
+    listed = invoke("org", "list")
+    assert listed.exit_code == 0, listed.output
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "8765"], ["worker"], ["reencrypt"], ["sync", "conn"],
