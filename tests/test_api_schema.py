@@ -54,7 +54,10 @@ def test_api_conforms_to_its_schema(api_schema):
 
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        # (derandomize: the same examples every run, so that a CI run cannot fail on a draw the
+        # last one did not make; review fuzzing of many more draws is done apart from the suite.)
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=True)
         def check(case):
             # (The bearer scheme makes up a token: the fuzzing is of what a tenant may send;
             # tests/test_api_errors.py and test_tenancy_and_secrets.py check what others get.)
