@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     @field_validator("jwt_jwks_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+        if url and not is_http_url(url):
             raise ValueError("not an http:// or https:// URL (the identity provider's JWKS, "
                              "https://issuer.example.com/.well-known/jwks.json)")
         return url
@@ -126,12 +126,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-        except ValueError:
-            parts = parts._replace(netloc="")
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        if not is_http_url(url) or urlsplit(url).query or urlsplit(url).fragment:
             raise ValueError("not an http:// or https:// URL without a query (where the providers and browsers "
                              "reach this hub: https://hub.example.com); webhook and OAuth callback URLs are made "
                              "from it")
@@ -219,6 +214,16 @@ class Settings(BaseSettings):
             for key, value in os.environ.items()
             if key.startswith(prefix)
         }
+
+
+def is_http_url(url: str) -> bool:
+    """An absolute http:// or https:// URL with a host, its port (if any) a number."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:  # (an unbalanced "[::1" too)
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def unknown_variables(providers: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:

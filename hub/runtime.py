@@ -17,13 +17,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from hub.config import Settings, SettingsError
+from hub.config import Settings, SettingsError, is_http_url
 from hub.context import ProviderContext
 from hub.crypto import Cipher, DecryptionError, mask
 from hub.db import make_engine, migrate
@@ -229,7 +228,7 @@ class Hub:
         for name, provider in sorted(self.registry.providers.items()):
             settings, prefix = self.provider_settings(name), f"HUB_{name.upper()}_"
             origin = settings.get("origin")
-            if origin and not _http_origin(origin):  # (empty: none, as ProviderContext.url reads it)
+            if origin and not is_http_url(origin):  # (empty: none, as ProviderContext.url reads it)
                 problems.append(f"{prefix}ORIGIN={origin!r}: not an http:// or https:// URL (the provider's "
                                 f"place: a fake server's, a proxy's)")
             try:
@@ -829,15 +828,6 @@ def _seal_check(engine: sa.Engine, sealed: str) -> None:
             session.commit()
         except sa.exc.IntegrityError:
             session.rollback()
-
-
-def _http_origin(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:  # (an unbalanced "[::1" too)
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _off(setting: str | None) -> bool:
