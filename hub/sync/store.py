@@ -506,7 +506,7 @@ def settle_conflict(session: Session, record_id: str, policy: str, remote: dict[
     is stored (a deletion's caller gathers its own): whenever a conflict
     was met, and without one when the tenant's view of the record changes
     (the provider changed other fields as well as holding the tenant's
-    change; not the read-only ones it stamps on the hub's own write). A
+    change; not its version, see :func:`_same_view`). A
     record deleted before is ``created``, as to whoever was told of its deletion.
     """
     row = session.get(SyncRecord, record_id)
@@ -578,11 +578,14 @@ def _same_view(before: dict[str, Any], after: dict[str, Any], schema: EntitySche
     ``properties.hs_lastmodifieddate``). Other read-only fields count: an
     order paid meanwhile (``financial_status``) is a change to tell."""
     fields = schema.fields if schema else ()
-    declared = {f.name: f for f in fields if f.fields}
-    if declared:
-        before, after = (_without_read_only_parts(view, declared.get) for view in (before, after))
     version = frozenset({schema.updated_field} if schema and schema.updated_field else ())
-    return _alike(before, after, version, frozenset())
+    return _alike(_comparable(before, fields), _comparable(after, fields), version, frozenset())
+
+
+def _comparable(record: dict[str, Any], schema_fields: Any) -> dict[str, Any]:
+    """``record`` without the sub-fields ``schema_fields`` declare read-only."""
+    declared = {f.name: f for f in schema_fields or () if f.fields}
+    return _without_read_only_parts(record, declared.get) if declared else record
 
 
 def sent_attempts(row: SyncRecord) -> list[dict[str, Any]]:
@@ -603,12 +606,7 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     address's ``name``). Sub-fields declared read-only are left out on both
     sides (HubSpot stamps ``properties.hs_lastmodifieddate`` on each write)."""
     readonly = frozenset(f.name for f in schema_fields or () if f.readonly)
-    declared = {f.name: f for f in schema_fields or () if f.fields}
-
-    def comparable(record: dict[str, Any]) -> dict[str, Any]:
-        return _without_read_only_parts(record, declared.get) if declared else record
-
-    remote = comparable(remote)
+    remote = _comparable(remote, schema_fields)
     attempts = sent_attempts(row)
     changed: set[str] = set()
     for attempt in attempts:
@@ -618,7 +616,7 @@ def own_write(row: SyncRecord, remote: dict[str, Any], schema_fields: Any = None
     for attempt in [None, *attempts]:
         if attempt is not None:
             _deep_merge(expected, attempt)
-        if _alike(remote, comparable(expected), readonly, nested):
+        if _alike(remote, _comparable(expected, schema_fields), readonly, nested):
             return True
     return False
 
