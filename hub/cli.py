@@ -15,13 +15,11 @@ from sqlmodel import select
 from hub.config import get_settings, unknown_variables
 
 
-def _hub(calls_providers: bool = False):
+def _hub():
     """The hub of the ``HUB_*`` settings, its database migrated.
 
     A setting it cannot use, or a database it cannot reach, ends the command
-    with a one-line error (a line per setting), not a traceback; with
-    ``calls_providers`` (serve, worker, sync, webhooks retry), a loaded
-    provider's setting it cannot use too."""
+    with a one-line error (a line per setting), not a traceback."""
     from hub.config import SettingsError
     from hub.db import DatabaseUnavailable
     from hub.plugins import DuplicateProviderError
@@ -32,12 +30,19 @@ def _hub(calls_providers: bool = False):
         hub.migrate()
     except (DuplicateProviderError, DatabaseUnavailable, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
-    # (Only where providers are called: a bad provider setting must not stop revoking a key.)
-    if calls_providers and (problems := hub.provider_settings_problems()):
-        raise click.ClickException("\n".join(problems))
     # (A failed plugin's settings are its own: its load error says what is wrong.)
     for note in unknown_variables([*hub.registry.providers, *(r.name for r in hub.registry.records)]):
         click.echo(f"Warning: {note}; it is ignored", err=True)
+    return hub
+
+
+def _calling_providers(hub: Any) -> Any:
+    """``hub``, for a command that calls providers (serve, worker, sync,
+    webhooks retry): a loaded provider's setting it cannot use ends it with a
+    line per setting. Only there: a bad provider setting must not stop
+    revoking a key or resealing secrets."""
+    if problems := hub.provider_settings_problems():
+        raise click.ClickException("\n".join(problems))
     return hub
 
 
@@ -61,7 +66,7 @@ def serve(host: str, port: int) -> None:
     from hub.sync.worker import executor_kind
     from hub.types import HubError
 
-    hub = _hub(calls_providers=True)
+    hub = _calling_providers(_hub())
     _check_port_free(host, port)
     if "public_url" not in hub.settings.model_fields_set:
         # Webhook and OAuth callback URLs name where this hub listens, not the default port.
@@ -315,7 +320,7 @@ def sync(connection_id: str, entity: str | None, full: bool, direction: str | No
     from hub.sync.leases import new_owner
     from hub.types import HubError
 
-    hub = _hub(calls_providers=True)
+    hub = _calling_providers(_hub())
     with hub.session() as session:
         connection = session.get(Connection, connection_id)
     if connection is None:
@@ -391,7 +396,7 @@ def worker(concurrency: int, schedule: bool) -> None:
     from hub.sync.worker import QueueExecutor, run_worker
     from hub.types import HubError
 
-    hub = _hub(calls_providers=True)
+    hub = _calling_providers(_hub())
     if hub.engine.dialect.name != "postgresql":
         raise click.ClickException("hub worker needs PostgreSQL (HUB_DATABASE_URL); "
                                    "with SQLite `hub serve` executes the runs itself")
@@ -489,7 +494,7 @@ def webhooks_retry(event_ids: tuple[str, ...], all_failed: bool, connection_id: 
 
     if not event_ids and not all_failed:
         raise click.UsageError("name the events to retry, or use --all-failed")
-    hub = _hub(calls_providers=True)
+    hub = _calling_providers(_hub())
     _known_connection(hub, connection_id)  # (one misspelt would retry nothing, and say so as if all were well)
     ids = list(event_ids)
     if all_failed:
