@@ -10,7 +10,8 @@ from sqlmodel import select
 
 from hub.models import IdempotentCreate, utcnow
 from tests.test_example_end_to_end import connect
-from tests.test_push_and_create_keys_review import _answers_lost, _keys_kept_a_day, notes_url, titled
+from tests.test_idempotent_creates import _answers_lost
+from tests.test_push_and_create_keys_review import _keys_kept_a_day, _unanswered_a_day_on, notes_url, titled
 
 
 def test_a_records_api_create_whose_answer_was_lost_survives_the_schedulers_purge(
@@ -35,13 +36,7 @@ def test_a_records_api_create_whose_answer_was_lost_survives_the_schedulers_purg
     body = {"data": {"title": "purged meanwhile"}, "idempotency_key": "order-9"}
     assert client.post(notes_url(connection), json=body, headers=auth).status_code == 503
     assert len(titled(fake, "purged meanwhile")) == 1  # made, its answer lost
-    with hub.session() as session:  # 25 hours on
-        [kept] = session.exec(select(IdempotentCreate)).all()
-        assert kept.status == "unanswered" and kept.record.get("first_sent"), kept
-        then = utcnow() - timedelta(hours=25)
-        session.execute(sa.update(IdempotentCreate).values(
-            record={**kept.record, "first_sent": then.isoformat()}, created_at=then, updated_at=then))
-        session.commit()
+    _unanswered_a_day_on(hub)
     Scheduler(SyncService(hub, LocalExecutor(hub)), interval=60).purge(utcnow())  # its hourly round
     fake.state.idempotency.clear()  # the provider forgot the key
 

@@ -27,6 +27,20 @@ def titled(fake, title):
     return [n for n in fake.state.notes.rows.values() if n["title"] == title]
 
 
+def _answers_lost(hub, monkeypatch, lose: dict) -> None:
+    """The next ``lose["answers"]`` creates are made at the provider and their answers lost."""
+    call = hub.call
+
+    async def answer_lost(provider, hook, ctx, **kwargs):
+        result = await call(provider, hook, ctx, **kwargs)
+        if hook == "create_record" and lose["answers"]:
+            lose["answers"] -= 1
+            raise ProviderUnavailable("no answer (lost on its way back)", maybe_applied=True)
+        return result
+
+    monkeypatch.setattr(hub, "call", answer_lost)
+
+
 def test_the_same_create_sent_again_answers_the_first_record(client, auth, example_fake):
     fake = example_fake[1]
     connection = connect(client, auth)
@@ -71,17 +85,8 @@ def test_a_create_without_an_answer_is_sent_again_only_where_the_provider_dedupe
     fake = example_fake[1]
     connection = connect(client, auth)
     hub = hub_app.state.hub
-    call = hub.call
     lose = {"answers": 1}
-
-    async def answer_lost(provider, hook, ctx, **kwargs):
-        result = await call(provider, hook, ctx, **kwargs)
-        if hook == "create_record" and lose["answers"]:
-            lose["answers"] -= 1
-            raise ProviderUnavailable("no answer (lost on its way back)", maybe_applied=True)
-        return result
-
-    monkeypatch.setattr(hub, "call", answer_lost)
+    _answers_lost(hub, monkeypatch, lose)
     body = {"data": {"title": "lost"}, "idempotency_key": "k-3"}
     lost = client.post(notes_url(connection), json=body, headers=auth)
     assert lost.status_code == 503 and lost.json()["code"] == "provider_unavailable", lost.text

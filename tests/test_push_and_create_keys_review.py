@@ -18,6 +18,7 @@ from hub.models import IdempotentCreate, SyncRecord, utcnow
 from hub.types import EntityField, ProviderInfo, ProviderUnavailable, RateLimited
 from tests.conftest import API
 from tests.test_example_end_to_end import connect
+from tests.test_idempotent_creates import _answers_lost
 from tests.test_sync_interleavings import Interleaving, Tenant, conflicts, row, sync
 
 
@@ -136,23 +137,21 @@ def titled(fake, title):
     return [n for n in fake.state.notes.rows.values() if n["title"] == title]
 
 
+def _unanswered_a_day_on(hub) -> None:
+    """The one stored create, unanswered, as it is 25 hours after it was first sent."""
+    with hub.session() as session:
+        [kept] = session.exec(select(IdempotentCreate)).all()
+        assert kept.status == "unanswered" and kept.record.get("first_sent"), kept
+        then = utcnow() - timedelta(hours=25)
+        session.execute(sa.update(IdempotentCreate).values(
+            record={**kept.record, "first_sent": then.isoformat()}, created_at=then, updated_at=then))
+        session.commit()
+
+
 def _keys_kept_a_day(hub, monkeypatch):
     """The example provider keeps idempotency keys for 24 hours, as Stripe does."""
     provider = hub.provider("example")
     monkeypatch.setattr(provider, "info", dataclasses.replace(provider.info, idempotency_key_seconds=24 * 3600))
-
-
-def _answers_lost(hub, monkeypatch, lose: dict) -> None:
-    call = hub.call
-
-    async def answer_lost(provider, hook, ctx, **kwargs):
-        result = await call(provider, hook, ctx, **kwargs)
-        if hook == "create_record" and lose["answers"]:
-            lose["answers"] -= 1
-            raise ProviderUnavailable("no answer (lost on its way back)", maybe_applied=True)
-        return result
-
-    monkeypatch.setattr(hub, "call", answer_lost)
 
 
 def test_a_records_api_create_retried_once_a_day_later_is_not_made_twice(
@@ -176,13 +175,7 @@ def test_a_records_api_create_retried_once_a_day_later_is_not_made_twice(
     lost = client.post(notes_url(connection), json=body, headers=auth)
     assert lost.status_code == 503, lost.text
     assert len(titled(fake, "once a day")) == 1  # made, its answer lost
-    with hub.session() as session:  # 25 hours on
-        [kept] = session.exec(select(IdempotentCreate)).all()
-        assert kept.status == "unanswered" and kept.record.get("first_sent"), kept
-        then = utcnow() - timedelta(hours=25)
-        session.execute(sa.update(IdempotentCreate).values(
-            record={**kept.record, "first_sent": then.isoformat()}, created_at=then, updated_at=then))
-        session.commit()
+    _unanswered_a_day_on(hub)
     fake.state.idempotency.clear()  # the provider forgot the key
 
     late = client.post(notes_url(connection), json=body, headers=auth)
