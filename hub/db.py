@@ -156,6 +156,8 @@ def checkpoint(engine: sa.Engine) -> None:
 
 
 _CHECKPOINTER = _Checkpointer()
+# A child forked while the thread held the lock would wait for it forever; its thread is not copied either.
+os.register_at_fork(after_in_child=lambda: _CHECKPOINTER.__init__())
 
 
 def _create_private(path: str | None) -> None:

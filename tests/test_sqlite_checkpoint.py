@@ -4,6 +4,8 @@ checkpointer thread, not by the connection whose commit filled it."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -88,3 +90,36 @@ def test_a_database_in_memory_asks_for_no_checkpoint(url, monkeypatch):
         assert noted.asked == []
     finally:
         engine.dispose()
+
+
+def test_a_forked_child_checkpoints_with_a_thread_of_its_own(tmp_path):
+    database = tmp_path / "hub.db"
+    engine = make_engine(f"sqlite:///{database}")
+    fill(engine, 4000)
+    holding, forked = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # as the checkpointer's thread does, at times
+        with hub.db._CHECKPOINTER._wake:
+            holding.set()
+            forked.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holding.wait(30)
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports by its exit code)
+        signal.alarm(20)  # (a child left waiting for the lock ends, SIGALRM)
+        try:
+            engine.dispose(close=False)
+            fill(engine)
+            deadline = time.monotonic() + 30
+            while database.stat().st_size < BIG_COMMIT_BYTES and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os._exit(0 if database.stat().st_size >= BIG_COMMIT_BYTES else 1)
+        finally:
+            os._exit(2)
+    forked.set()
+    holder.join()
+    _pid, status = os.waitpid(child, 0)
+    engine.dispose()
+    assert os.waitstatus_to_exitcode(status) == 0
