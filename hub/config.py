@@ -24,6 +24,13 @@ QUEUE_NEEDS_POSTGRESQL = ("HUB_SYNC_EXECUTOR=queue needs PostgreSQL (HUB_DATABAS
                           "are procrastinate's, kept in PostgreSQL; on SQLite use local (the default)")
 
 
+#: Shortest ``HUB_SECRET_KEY`` (and previous key) not warned about: the key is stretched
+#: with one SHA-256, so a short one is guessed by trying.
+MIN_SECRET_KEY_CHARS = 16
+#: Shortest ``HUB_JWT_SECRET`` not warned about: RFC 7518 (3.2) asks an HS256 key
+#: as long as its hash, 256 bits.
+MIN_JWT_SECRET_BYTES = 32
+
 #: Bound of settings in seconds whose arithmetic with dates must not overflow.
 _TEN_YEARS = 10 * 365 * 86_400
 
@@ -186,6 +193,21 @@ class Settings(BaseSettings):
         import sqlalchemy as sa
 
         return DATABASES[sa.engine.make_url(self.database_url).get_backend_name()]
+
+    def weak_secrets(self) -> list[str]:
+        """Warnings about secrets set too short to be safe, a line each (the
+        values are not repeated). Taken still: refusing them would stop a
+        deployment that runs with them today."""
+        weak = []
+        for name, value in (("HUB_SECRET_KEY", self.secret_key), ("HUB_PREVIOUS_SECRET_KEY", self.previous_secret_key)):
+            if value and len(value) < MIN_SECRET_KEY_CHARS:
+                weak.append(f"{name} is {len(value)} characters long: a key this short can be guessed, and with it "
+                            f"every stored credential read; use at least {MIN_SECRET_KEY_CHARS} random characters")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            weak.append(f"HUB_JWT_SECRET is {len(self.jwt_secret.encode())} bytes long: HS256 asks at least "
+                        f"{MIN_JWT_SECRET_BYTES} (RFC 7518), else a token for any organization can be forged by "
+                        f"guessing it")
+        return weak
 
     def ensure_data_dir(self) -> Path:
         """The data directory, created (the owner's only) when missing.

@@ -342,3 +342,24 @@ def test_hub_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.strip() == f"hub, version {version('hub-core')}"
 
+
+
+@pytest.mark.parametrize(("secret_key", "jwt_secret", "warned"), [
+    ("Zq9#k", "Jw7%", {"HUB_SECRET_KEY is 5 characters", "HUB_JWT_SECRET is 4 bytes"}),
+    ("Zq9#k" * 4, "Jw7%" * 8, set()),
+])
+def test_secrets_too_short_are_warned_about_at_start_without_their_values(tmp_path, caplog, secret_key, jwt_secret,
+                                                                        warned):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+
+    settings = Settings(data_dir=tmp_path, secret_key=secret_key, jwt_secret=jwt_secret, run_scheduler=False)
+    with caplog.at_level(logging.WARNING, logger="hub"), TestClient(create_app(settings, PluginRegistry())) as client:
+        assert client.get("/healthz").status_code == 200
+    lines = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert {next((w for w in warned if w in line), line) for line in lines if "HUB_" in line} == warned
+    assert not any(secret_key in line or jwt_secret in line for line in lines)

@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     async def lifespan(app: FastAPI):
         hub.migrate()
         app.state.hub = hub
+        for weak in hub.settings.weak_secrets():
+            log.warning(weak)
         for count, message in (
                 (unreadable_connections, "%d connection%s credentials this hub's secret key cannot decrypt: "
                  "HUB_SECRET_KEY (or secret.key in the data directory) is not the key that encrypted them. Restore "

@@ -47,8 +47,7 @@ async def list_records(
     """One page of records, straight from the provider. Other query parameters
     are passed to the provider as filters."""
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    repeated = sorted({k for k, _v in request.query_params.multi_items() if k in filters
-                       and len(request.query_params.getlist(k)) > 1})
+    repeated = sorted(k for k in filters if len(request.query_params.getlist(k)) > 1)
     if repeated:
         # (Kept, the last value alone would filter: a listing narrower than asked, without a word.)
         raise ValidationFailed(f"the filter {repeated[0]!r} is given more than once: a filter takes one value",
