@@ -64,9 +64,18 @@ def test_unknown_provider_entity_route_and_method(client, auth):
     # Every method of the path is named, not only the first route's (Allow: GET, though POST is there).
     refused = client.put(f"{API}/connections", headers=auth)
     assert_error(refused, 405, "method_not_allowed")
-    assert refused.headers["Allow"] == "GET, POST" and "allowed: GET, POST" in refused.json()["error"]
+    assert refused.headers["Allow"] == "GET, HEAD, POST" and "allowed: GET, HEAD, POST" in refused.json()["error"]
+    # HEAD is GET without the body: its status and headers, authentication and all.
+    listed, head = client.get(f"{API}/connections", headers=auth), client.head(f"{API}/connections", headers=auth)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == listed.headers["content-length"] != "0"
+    assert head.headers["content-type"] == "application/json"
+    assert client.head(f"{API}/connections").status_code == 401
+    assert client.head(f"{API}/nothing-here", headers=auth).status_code == 404
     connection = client.post(f"{API}/connections", json={"provider": "example", "credentials": {"api_key": API_KEY}},
                              headers=auth).json()["connection"]
+    post_only = client.head(f"{API}/connections/{connection['id']}/test", headers=auth)  # (no GET: no HEAD either)
+    assert (post_only.status_code, post_only.headers["Allow"]) == (405, "POST")
     assert_error(client.get(f"{API}/connections/{connection['id']}/entities/nope/records", headers=auth),
                  404, "unknown_entity")
     limit = assert_error(client.get(f"{API}/connections/{connection['id']}/entities/notes/records?limit=0",

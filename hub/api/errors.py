@@ -87,14 +87,16 @@ def _unavailable(exc: Exception) -> bool:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI document lists for the request's path."""
+    """The methods the OpenAPI document lists for the request's path (and
+    HEAD beside GET: :class:`hub.api.main.HeadAsGet` answers it)."""
     paths = getattr(request.app.state, "allowed_methods", None)
     if paths is None:
         paths = request.app.state.allowed_methods = [
             (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
              {method.upper() for method in operations})
             for template, operations in request.app.openapi().get("paths", {}).items()]
-    return sorted({method for pattern, methods in paths if pattern.match(request.url.path) for method in methods})
+    allowed = {method for pattern, methods in paths if pattern.match(request.url.path) for method in methods}
+    return sorted(allowed | {"HEAD"} if "GET" in allowed else allowed)
 
 
 def install(app: FastAPI) -> None:

@@ -86,6 +86,27 @@ class BodySizeLimit:
         await response({"type": "http"}, None, send)
 
 
+class HeadAsGet:
+    """Answer ``HEAD`` as ``GET`` without the body (RFC 9110 9.3.2: a server
+    that answers GET answers HEAD), with GET's status and headers, its
+    ``Content-Length`` among them. FastAPI's routes take only the methods they
+    declare: a HEAD, a link checker's or a monitor's, was a 405."""
+
+    def __init__(self, app):  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):  # noqa: ANN001
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 class _TooLarge(StarletteHTTPException):
     """A body past the limit. An HTTP exception, so that FastAPI, reading a
     JSON body, passes it on as it is (another error there becomes a 400)."""
@@ -157,6 +178,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     app.add_api_route("/healthz", system.healthz, methods=["GET"], response_model=system.HealthResponse,
                       include_in_schema=False)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)
     origins = Settings.origins_of(settings.cors_origins)
     if origins:
         # Outermost but for the 500 handler: a preflight is answered before authentication, and
