@@ -476,7 +476,7 @@ class WebhookProcessor(BackgroundLoop):
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
             changes = Changes()
-            if config is not None and not config.enabled:
+            if not self._synced(session, event.connection_id, config, {}):
                 pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
@@ -639,8 +639,8 @@ class WebhookProcessor(BackgroundLoop):
             context[key] = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
                                                                  SyncConfig.entity == schema.name)).first()
         config = context[key]
-        if config is not None and not config.enabled:
-            return "ignored"  # the tenant stopped syncing this entity: its events change nothing
+        if not self._synced(session, connection.id, config, context):
+            return "ignored"  # the tenant does not sync this entity: its events change nothing
         policy = config.conflict_policy if config else "provider_wins"
         occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
@@ -670,6 +670,21 @@ class WebhookProcessor(BackgroundLoop):
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod
+    def _synced(session: Session, connection_id: str, config: SyncConfig | None, context: dict[Any, Any]) -> bool:
+        """Whether events of an entity with this sync ``config`` are applied:
+        its config is enabled, or it has none on a connection with none (never
+        configured: an event's pull makes its config, as ``POST /sync`` would).
+        A connection with other configs syncs those entities only: the tenant
+        chose them, or deleted this one's."""
+        if config is not None:
+            return config.enabled
+        key = ("configured", connection_id)
+        if key not in context:
+            context[key] = session.exec(select(SyncConfig.id).where(SyncConfig.connection_id == connection_id)
+                                        .limit(1)).first() is not None
+        return not context[key]
+
+    @staticmethod
     def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:
         """The provider says the connection broke, works again, or will stop
         working unless its user acts: its status follows.
@@ -679,7 +694,18 @@ class WebhookProcessor(BackgroundLoop):
         stays expired, with the provider's reason); a
         warned one keeps its status and shows the ``warning``; a repaired one
         is ``connected`` again if it was in ``error``, and loses its warning.
+        News older than other news of the connection already stored is
+        ``ignored``: the newer (applied, or to be) says how it is now. (Two
+        deliveries cross: an error delivered after the repair that followed it
+        must not break the connection again.)
         """
+        if event.occurred_at is not None:
+            events, states = WebhookEvent.__table__, WebhookEventState.__table__
+            newer = session.execute(sa.select(events.c.id).join(states, states.c.event_id == events.c.id).where(
+                events.c.connection_id == connection.id, events.c.action.in_(_CONNECTION_ACTIONS),
+                events.c.id != event.id, states.c.occurred_at > event.occurred_at).limit(1)).first()
+            if newer is not None:
+                return "ignored"
         message = ((event.payload or {}).get("message") or f"{event.provider} reports {event.type}")[:2000]
         # Decided on the status as it is now, held until the batch commits (the connection was
         # read when the batch began: a call may have made it expired since).

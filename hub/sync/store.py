@@ -259,8 +259,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
                   undecided: list[str] | None = None, changes: Changes | None = None) -> Counts:
     """Upsert provider records (a page, a webhook's record) in the open transaction.
 
-    New records are inserted; changed ones updated; unchanged ones only
-    marked seen; versions older than the stored one ignored. A record the
+    New records are inserted; changed ones updated; unchanged ones marked
+    seen, as of the newer version if theirs is; versions older than the stored one ignored. A record the
     tenant changed meanwhile is a conflict settled by ``policy``, unless the
     provider's version holds the tenant's change (the echo of its push).
     ``fallback_version`` versions records that carry no ``updated_field``
@@ -333,6 +333,8 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
         existing.update({row.remote_id: row for row in rows})
     inserts: list[tuple[str, str, str, datetime | None]] = []
     touched: list[str] = []
+    #: Unchanged records known as of a later version than the stored one, by that version.
+    advanced: dict[datetime, list[str]] = {}
     updates: list[dict[str, Any]] = []
     for remote_id, text, digest, version in prepared:
         row = existing.get(remote_id)
@@ -349,7 +351,15 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             continue
         if only_new:
             continue
-        if (row.content_hash == digest and not row.deleted) or _stale(row, asked.get(remote_id, version)):
+        if row.content_hash == digest and not row.deleted:
+            if version is not None and (row.remote_updated_at is None or version > row.remote_updated_at):
+                # The same content as of a later time (an event's, a pull's): kept at the stored
+                # version, a version between the two delivered late would be applied over it.
+                advanced.setdefault(version, []).append(row.id)
+            else:
+                touched.append(row.id)
+            continue
+        if _stale(row, asked.get(remote_id, version)):
             touched.append(row.id)
             continue
         if undecided is not None and version is not None and version == row.remote_updated_at \
@@ -371,10 +381,11 @@ def apply_records(session: Session, *, connection_id: str, schema: EntitySchema,
             (changes.created if row.deleted else changes.updated).append(remote_id)
     if inserts:
         _insert_new(session, connection_id, schema.name, inserts, now)
-    if touched:
-        for start in range(0, len(touched), _IN_CHUNK):
-            session.execute(sa.update(_records).where(_records.c.id.in_(touched[start:start + _IN_CHUNK]))
-                            .values(last_seen_at=_seen_column(now)))
+    for version, ids in [(None, touched), *advanced.items()]:
+        versioned = {} if version is None else {"remote_updated_at": version}
+        for start in range(0, len(ids), _IN_CHUNK):
+            session.execute(sa.update(_records).where(_records.c.id.in_(ids[start:start + _IN_CHUNK]))
+                            .values(last_seen_at=_seen_column(now), **versioned))
     if updates:
         session.execute(
             sa.update(_records).where(_records.c.id == sa.bindparam("b_id")).values(
