@@ -21,6 +21,7 @@ import email.utils
 import logging
 import math
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -917,11 +918,39 @@ def read_json(response: httpx.Response, key: str | None = None) -> Any:
         raise ProviderError(
             f"provider answered HTTP {response.status_code} with JSON nested too deep to read"
         ) from None
+    if _SURROGATE_ESCAPE.search(response.content):
+        body = mend_surrogates(body)
     if key is None:
         return body
     if not isinstance(body, dict) or key not in body:
         raise ProviderError(f"provider answered HTTP {response.status_code} without {key!r}")
     return body[key]
+
+
+#: A UTF-16 surrogate written as a JSON escape (``\ud800``): only in a body that may hold a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def mend_surrogates(value: Any) -> Any:
+    """``value`` (parsed JSON) with every lone UTF-16 surrogate in its text,
+    keys too, replaced by U+FFFD. JSON allows ``"\ud800"`` (JavaScript
+    writes it for a string cut in the middle of an emoji); no UTF-8 text holds
+    it, so a record with one could be neither stored nor written out, and
+    every try failed alike. (A pair written as two escapes is one character
+    once parsed: only lone halves remain to mend.) Without any, ``value``
+    itself is returned."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        pairs = [(mend_surrogates(key), mend_surrogates(item)) for key, item in value.items()]
+        unchanged = all(key is old_key and item is old_item
+                        for (key, item), (old_key, old_item) in zip(pairs, value.items()))
+        return value if unchanged else dict(pairs)
+    if isinstance(value, list):
+        items = [mend_surrogates(item) for item in value]
+        return value if all(new is old for new, old in zip(items, value)) else items
+    return value
 
 
 def _redirect_host(response: httpx.Response) -> str:

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 
 from hub.background import BackgroundLoop
 from hub.events import emit, status_changed
+from hub.http import mend_surrogates
 from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
@@ -227,14 +228,16 @@ def _well_formed(provider: Provider, events: Any) -> list[Event]:
             # No record is stored under such an id (too long, or an object or list where an id
             # belongs, as a malformed payload gives): the event then brings a pull of its entity.
             record_id = record = None
-        dedup_key = str(event.dedup_key)
+        # (Lone surrogates, which JSON allows and UTF-8 cannot hold, mended: stored, they failed every try.)
+        dedup_key = mend_surrogates(str(event.dedup_key))
         if len(dedup_key) > MAX_DEDUP_KEY:
             # Cut, two events differing past the cut would be one; a digest keeps them apart.
             dedup_key = "sha256:" + hashlib.sha256(dedup_key.encode()).hexdigest()
         entity = event.entity if not isinstance(event.entity, str) or len(event.entity) <= MAX_ENTITY else None
         message = None if event.message is None else str(event.message)[:2000]
-        checked.append(dataclasses.replace(event, dedup_key=dedup_key, message=message,
-                                           record_id=record_id, record=record, entity=entity))
+        checked.append(dataclasses.replace(event, dedup_key=dedup_key, message=mend_surrogates(message),
+                                           type=mend_surrogates(event.type), record_id=mend_surrogates(record_id),
+                                           record=mend_surrogates(record), entity=mend_surrogates(entity)))
     return checked
 
 
