@@ -154,6 +154,11 @@ class EntitySchema:
     name them, and stored records' writes set them; their type is unknown
     until a record holds one, so a mapping's cast of one is checked on each
     record, not when the mapping is saved. ``None``: only declared fields.
+    ``full_pass_hours``: the provider's modified-since listing misses some
+    changes (Xero: a contact's ``IsCustomer``, ``IsSupplier`` and
+    ``Balances`` change without moving ``UpdatedDateUTC``), so sync makes a
+    pass a full one when the last full pass is older than that many hours;
+    passes in between stay incremental. ``None``: increments miss nothing.
     ``read_after_write``: the provider answers a create or an update with
     part of the record only (Salesforce: its id; HubSpot: the properties
     written), so the core reads it whole (``get_record``) after the write,
@@ -182,6 +187,7 @@ class EntitySchema:
     filters: tuple[str, ...] | None = None
     custom_fields: str | None = None
     read_after_write: bool = False
+    full_pass_hours: float | None = None
 
     @property
     def readonly(self) -> bool:
@@ -217,6 +223,7 @@ class EntitySchema:
             "since_on_creation": self.since_on_creation,
             "listed_for_days": self.listed_for_days,
             "fixed_page_size": self.fixed_page_size,
+            "full_pass_hours": self.full_pass_hours,
             "filters": list(self.filters) if self.filters is not None else None,
             "custom_fields": self.custom_fields,
             "readonly": self.readonly,

@@ -74,6 +74,10 @@ class EntityOut(BaseModel):
         "The provider's pages hold up to that many records whatever is asked: a listing with a smaller `limit` "
         "is handed out in slices (of a page the hub keeps a while, else fetched again: ask a `limit` at least "
         "this large)."))
+    full_pass_hours: float | None = Field(default=None, description=(
+        "The provider's modified-since listing misses some changes of this entity (Xero contacts' `IsCustomer`): "
+        "a sync pass is a full one when the last full pass is older than this many hours. Null: increments miss "
+        "nothing."))
     filters: list[str] | None = Field(default=None, description=(
         "The filters a listing of this entity takes (query parameters besides `cursor`, `limit` and `since`); "
         "another is refused (`unknown_filter`). Null: not declared by the plugin."))

@@ -986,7 +986,12 @@ class SyncEngine:
             if not resumable:
                 incremental_since = (schema.supports_since and schema.updated_field and not schema.since_on_creation
                                      and state.watermark)
-                if full_refresh or state.last_pass_at is None or not (state.start_cursor or incremental_since):
+                # (An entity whose increments miss some changes is listed whole now and then.)
+                full_due = schema.full_pass_hours is not None and (
+                    state.last_full_pass_at is None
+                    or now - state.last_full_pass_at >= timedelta(hours=schema.full_pass_hours))
+                if full_refresh or full_due or state.last_pass_at is None or not (
+                        state.start_cursor or incremental_since):
                     mode, cursor, since = "full", None, None
                 elif state.start_cursor:
                     mode, cursor, since = "incremental", state.start_cursor, None

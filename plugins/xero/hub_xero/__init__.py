@@ -170,12 +170,18 @@ class Collection:
     delete: str | None = None
     description: str = ""
     query: tuple[tuple[str, str], ...] = ()
+    full_pass_hours: float | None = None
 
 
 COLLECTIONS = {
+    # Xero: "changes to the Balances, IsCustomer or IsSupplier values will not trigger a contact to be
+    # returned with the Modified-After filter" (its UpdatedDateUTC stays): a full pass a day brings them.
     "contacts": Collection("Contacts", "ContactID", True, delete="archive", query=(("includeArchived", "true"),),
+                           full_pass_hours=24,
                            description="Deleting a contact archives it (ContactStatus ARCHIVED): Xero keeps it, "
-                                       "and the hub lists archived contacts too."),
+                                       "and the hub lists archived contacts too. IsCustomer, IsSupplier and "
+                                       "Balances change without a new UpdatedDateUTC: sync lists contacts whole "
+                                       "once a day for them."),
     "invoices": Collection("Invoices", "InvoiceID", True, delete="status", description=(
         "Xero deletes no invoice: deleting a DRAFT or SUBMITTED one sets its Status to DELETED, an AUTHORISED "
         "one is VOIDED; the record is kept, with that status.")),
@@ -195,7 +201,7 @@ SCHEMAS = [
     EntitySchema(entity, c.name, FIELDS[entity], description=c.description, id_field=c.id_field,
                  updated_field="UpdatedDateUTC", supports_create=c.create, supports_update=c.update,
                  supports_delete=c.delete is not None, supports_since=True,
-                 fixed_page_size=None if c.paged else UNPAGED)
+                 fixed_page_size=None if c.paged else UNPAGED, full_pass_hours=c.full_pass_hours)
     for entity, c in COLLECTIONS.items()
 ]
 #: Keys Xero adds to a written record's answer that a read does not carry.

@@ -212,6 +212,11 @@ class Tenant:
                           f"'{row['Type']}' is not a valid invoice type.")
         if "Contact" in change or new:
             row["Contact"] = self._contact_ref(change.get("Contact"), change)
+            contact = self.tables["Contacts"].get(row["Contact"].get("ContactID"))
+            if contact is not None:
+                # As Xero: a sales invoice makes its contact a customer, a bill a supplier, and the
+                # contact's UpdatedDateUTC stays (If-Modified-Since does not list it again).
+                contact["IsCustomer" if row["Type"] == "ACCREC" else "IsSupplier"] = True
         if "LineItems" in change or new:
             lines = change.get("LineItems") or []
             if not isinstance(lines, list) or not all(isinstance(line, dict) for line in lines):
