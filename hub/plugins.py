@@ -431,6 +431,11 @@ def schema_problems(schema: EntitySchema) -> list[str]:
             re.compile(schema.custom_fields)
         except (re.error, TypeError) as exc:
             problems.append(f"its custom_fields {schema.custom_fields!r} is not a regular expression ({exc})")
+    if schema.full_pass_hours is not None and (
+            isinstance(schema.full_pass_hours, bool) or not isinstance(schema.full_pass_hours, (int, float))
+            or not 0 < schema.full_pass_hours < float("inf")):
+        problems.append(f"its full_pass_hours {schema.full_pass_hours!r} must be a number of hours above 0 (None: "
+                        f"incremental passes miss nothing)")
     if not schema.fields:
         return problems
     names = [f.name for f in schema.fields]
