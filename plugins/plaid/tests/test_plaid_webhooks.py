@@ -162,6 +162,38 @@ def test_item_webhooks_set_the_connection_status(client, auth, fake, connection,
     assert told[-1]["payload"]["data"]["last_error"].startswith("Plaid ITEM_LOGIN_REQUIRED")
 
 
+def test_an_older_error_delivered_after_the_repair_does_not_break_the_connection_again(
+        client, auth, fake, connection, hub_app):
+    """Plaid says the Item broke (t-60) and was repaired (t-10); the two
+    deliveries cross and the error comes last. The connection works, as the
+    newer news says: the older is ``ignored`` (it was applied in arrival
+    order and put the connection in ``error`` again)."""
+    item = fake.item()
+    path = f"{API}/connections/{connection['id']}"
+    now = int(time.time())
+
+    def connection_now():
+        return client.get(path, headers=auth).json()["connection"]
+
+    fake.break_item(item.item_id)
+    body, headers = fake.signed_delivery(fake.webhook(item.item_id, "ITEM", "ERROR"), iat=now - 120)
+    assert client.post(URL, content=body, headers=headers).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "error", "the first error")
+
+    fake.mend_item(item.item_id)
+    body, headers = fake.signed_delivery(fake.webhook(item.item_id, "ITEM", "LOGIN_REPAIRED"), iat=now - 10)
+    assert client.post(URL, content=body, headers=headers).json()["received"] == 1
+    wait_until(lambda: connection_now()["status"] == "connected", "the repair")
+    late = fake.webhook(item.item_id, "ITEM", "ERROR", error={
+        "error_type": "ITEM_ERROR", "error_code": "ITEM_LOGIN_REQUIRED", "error_message": "login required",
+        "display_message": None, "status": 400})
+    body, headers = fake.signed_delivery(late, iat=now - 60)
+    assert client.post(URL, content=body, headers=headers).json()["received"] == 1
+    wait_until(lambda: all(e.status != "pending" for e in stored_events(hub_app)), "the late error looked at")
+    assert [e.status for e in stored_events(hub_app) if e.type == "item.error"] == ["processed", "ignored"]
+    assert (connection_now()["status"], connection_now()["last_error"]) == ("connected", None)
+
+
 def test_consent_about_to_expire_is_a_warning_on_the_connection_until_the_user_renews_it(
         client, auth, fake, connection, hub_app):
     """PENDING_EXPIRATION (and PENDING_DISCONNECT) were stored ``ignored``: now the
