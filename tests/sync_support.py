@@ -1,6 +1,8 @@
 """Helpers of the sync tests: an in-memory provider ("ledger"), hub and
-connection set-up, waiting for runs, and launching ``hub`` commands as
-subprocesses with the example provider discoverable."""
+connection set-up, waiting for runs, launching ``hub`` commands as
+subprocesses with the example provider discoverable, and the fixtures
+``stripe_env`` and ``shopify_env``: the hub's API over the fake Stripe or the
+fake Shopify (real loopback HTTP)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
 
 from hub import hookimpl, testing
 from hub.models import Connection, SyncRecord, SyncRun
@@ -263,3 +269,128 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def hub_command() -> list[str]:
     return [sys.executable, "-m", "hub.cli"]
+
+
+# ---------------------------------------------------------------- the API over a fake Stripe or Shopify
+
+API = "/api/v1/integrations"
+
+
+
+class ProviderApi:
+    """The hub's records and sync-config API of one connection, over a fake
+    provider (``fake``) served on loopback."""
+
+    def __init__(self, client, auth, cid, fake):
+        self.client, self.auth, self.cid, self.fake = client, auth, cid, fake
+
+    def config(self, entity, mappings, direction="both", policy="provider_wins"):
+        r = self.client.post(f"{API}/connections/{self.cid}/sync-configs",
+                             json={"entity": entity, "direction": direction, "conflict_policy": policy,
+                                   "mappings": mappings}, headers=self.auth)
+        return r
+
+    def use(self, entity, mappings, **kw):
+        r = self.config(entity, mappings, **kw)
+        assert r.status_code == 201, r.text
+        self.entity = entity
+        self.config_url = f"{API}/connections/{self.cid}/sync-configs/{r.json()['sync_config']['id']}"
+        self.records = f"{self.config_url}/records"
+        return r.json()["sync_config"]
+
+    def run(self, direction="pull", **body):
+        r = self.client.post(f"{API}/connections/{self.cid}/sync", json={"entity": self.entity,
+                                                                        "direction": direction, **body},
+                             headers=self.auth)
+        assert r.status_code == 202, r.text
+        return wait_for_run(self.client, self.auth, self.cid, r.json()["run"]["id"])
+
+    def wait(self, run_id):
+        return wait_for_run(self.client, self.auth, self.cid, run_id)
+
+    def get(self, rid, mapped=True):
+        return self.client.get(f"{self.records}/{rid}", params={"mapped": mapped}, headers=self.auth)
+
+    def list(self, **params):
+        return self.client.get(self.records, params=params, headers=self.auth)
+
+    def put(self, rid, data, **kw):
+        return self.client.put(f"{self.records}/{rid}", json={"data": data, **kw}, headers=self.auth)
+
+    def post(self, data, **kw):
+        return self.client.post(self.records, json={"data": data, **kw}, headers=self.auth)
+
+    def put_mappings(self, mappings):
+        return self.client.put(f"{self.config_url}/mappings", json={"mappings": mappings}, headers=self.auth)
+
+
+def _api_settings(tmp_path, monkeypatch):
+    from hub.config import Settings
+
+    for key in [k for k in os.environ if k.startswith("HUB_")]:
+        monkeypatch.delenv(key)
+    return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/hub.db", secret_key="x",
+                    http_retry_attempts=4, http_retry_base_delay=0.01, oauth_return_hosts="app.example.com")
+
+
+@pytest.fixture
+def stripe_env(serve_app, tmp_path, monkeypatch):
+    """The hub's API over the fake Stripe, with a connection to it."""
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+    import hub_stripe
+    from hub_stripe.testing import API_KEY, create_app as create_fake
+
+    settings = _api_settings(tmp_path, monkeypatch)
+    fake = create_fake(rate=1000, available=100_000)
+    monkeypatch.setenv("HUB_STRIPE_ORIGIN", serve_app(fake))
+    registry = PluginRegistry()
+    registry.register(hub_stripe, "stripe")
+    app = create_app(settings, registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with app.state.hub.session() as session:
+            _org, key = create_organization(session, "acme")
+        auth = {"Authorization": f"Bearer {key}"}
+        r = client.post(f"{API}/connections", json={"provider": "stripe", "credentials": {"api_key": API_KEY}},
+                        headers=auth)
+        assert r.status_code == 201, r.text
+        yield ProviderApi(client, auth, r.json()["connection"]["id"], fake)
+
+
+SHOPIFY_APP_URL = "https://app.example.com/shopify/done"
+
+
+@pytest.fixture
+def shopify_env(serve_app, tmp_path, monkeypatch):
+    """The hub's API over the fake Shopify, connected through its OAuth consent."""
+    from fastapi.testclient import TestClient
+
+    from hub.api.main import create_app
+    from hub.plugins import PluginRegistry
+    import hub_shopify
+    from hub_shopify import testing as fake
+
+    shop = fake.create_app(products=0, capacity=40, leak_per_second=50.0)
+    url = serve_app(shop)
+    settings = _api_settings(tmp_path, monkeypatch)
+    for key, value in {"ORIGIN": url, "CLIENT_ID": fake.CLIENT_ID, "CLIENT_SECRET": fake.CLIENT_SECRET,
+                       "REQUESTS_PER_SECOND": "50"}.items():
+        monkeypatch.setenv(f"HUB_SHOPIFY_{key}", value)
+    registry = PluginRegistry()
+    registry.register(hub_shopify, "shopify")
+    app = create_app(settings, registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with app.state.hub.session() as session:
+            _org, key = create_organization(session, "acme")
+        auth = {"Authorization": f"Bearer {key}"}
+        r = client.get(f"{API}/oauth/shopify/authorize", params={"shop": fake.SHOP, "redirect_uri": SHOPIFY_APP_URL},
+                       headers=auth)
+        assert r.status_code == 200, r.text
+        consent = httpx.get(r.json()["authorization_url"], follow_redirects=False, timeout=10)
+        query = {k: v[0] for k, v in parse_qs(urlsplit(consent.headers["location"]).query).items()}
+        back = client.get(f"{API}/oauth/shopify/callback", params=query, follow_redirects=False)
+        result = {k: v[0] for k, v in parse_qs(urlsplit(back.headers["location"]).query).items()}
+        assert result["status"] == "connected", result
+        yield ProviderApi(client, auth, result["connection_id"], shop)

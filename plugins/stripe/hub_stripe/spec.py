@@ -360,23 +360,28 @@ _MONEY = re.compile(r"^(amount|.*_amount|amount_.*|balance|subtotal|total|tax|fe
 
 def field_table() -> dict[str, list[dict[str, Any]]]:
     """Every entity's fields from the spec: name, label, type, required (by the
-    create operation), readonly (neither create nor update accepts it) and the
-    spec's first sentence as description. The plugin ships this as ``fields.json``."""
+    create operation), readonly (neither create nor update accepts it),
+    create_only (the create operation accepts it, the update operation does
+    not: a price's ``unit_amount``, a charge's ``amount``) and the spec's
+    first sentence as description. The plugin ships this as ``fields.json``."""
     spec = load_spec()
     table = {}
     for entity, object_name in ENTITY_OBJECTS.items():
-        writable: set[str] = set()
-        required: set[str] = set()
-        for template in (f"/v1/{entity}", next((p for p in spec["paths"] if re.fullmatch(
-                rf"/v1/{entity}/\{{[^}}]+\}}", p)), "")):
-            body = spec["paths"].get(template, {}).get("post", {}).get("requestBody", {})
-            body_schema = body.get("content", {}).get(FORM, {}).get("schema", {})
-            writable |= set(body_schema.get("properties", {}))
-            if template == f"/v1/{entity}":
-                required = set(body_schema.get("required", ()))
-        table[entity] = [_field(name, prop, required=name in required, readonly=name not in writable)
+        update_path = next((p for p in spec["paths"] if re.fullmatch(rf"/v1/{entity}/\{{[^}}]+\}}", p)), "")
+        creatable, required = _request_fields(spec, f"/v1/{entity}")
+        updatable, _ = _request_fields(spec, update_path)
+        table[entity] = [_field(name, prop, required=name in required, readonly=name not in creatable | updatable,
+                                create_only=name in creatable - updatable)
                          for name, prop in schema(object_name)["properties"].items()]
     return table
+
+
+def _request_fields(spec: dict[str, Any], path: str) -> tuple[set[str], set[str]]:
+    """The parameters the ``POST`` of ``path`` takes, and those it requires
+    (none for a path the spec does not have)."""
+    body = spec["paths"].get(path, {}).get("post", {}).get("requestBody", {})
+    body_schema = body.get("content", {}).get(FORM, {}).get("schema", {})
+    return set(body_schema.get("properties", {})), set(body_schema.get("required", ()))
 
 
 #: How deep sub-fields are listed (``shipping.address.city``); deeper objects are open.
@@ -384,7 +389,7 @@ SUB_FIELD_DEPTH = 2
 
 
 def _field(name: str, prop: dict[str, Any], *, required: bool = False, readonly: bool = False,
-           depth: int = SUB_FIELD_DEPTH) -> dict[str, Any]:
+           create_only: bool = False, depth: int = SUB_FIELD_DEPTH) -> dict[str, Any]:
     kind = _field_type(name, prop)
     description = _sentence(prop.get("description", ""))
     if kind == "datetime" and "Unix" not in description:
@@ -397,8 +402,10 @@ def _field(name: str, prop: dict[str, Any], *, required: bool = False, readonly:
         "required": required,
         "readonly": readonly,
         "description": description,
+        **({"create_only": True} if create_only else {}),
         **({"format": "unix"} if kind == "datetime" else {}),
-        **({"fields": [_field(n, p, readonly=readonly, depth=depth - 1) for n, p in inner.items()]}
+        **({"fields": [_field(n, p, readonly=readonly, create_only=create_only, depth=depth - 1)
+                       for n, p in inner.items()]}
            if inner else {}),
     }
 
