@@ -85,11 +85,21 @@ def test_reverse_mapping_converts_back_to_provider_types_and_shapes():
     )
     changes = {"name": "Grace Hopper", "balance": "10.05", "price_cents": 250, "is_active": "false",
                "created_at": "2023-11-14T22:13:20Z", "opened_on": "2025-01-31", "available": 3.5, "count": 7,
-               "updated": "2030-01-01T00:00:00Z", "source_system": "ignored"}
+               "updated": "2030-01-01T00:00:00Z", "source_system": "example"}
     assert m.to_provider(changes) == {
         "first_name": "Grace", "last_name": "Hopper", "balance_cents": 1005, "price": 2.5, "active": False,
         "created": 1700000000, "opened": "2025-01-31", "balances": {"available": 3.5}, "count": "7",
     }
+
+
+def test_a_constant_given_its_own_value_is_left_out_and_another_value_refused_with_or_without_a_record():
+    m = mapper({"source": "full_name", "target": "name"},
+               {"target": "source_system", "transform": "constant", "value": "example"})
+    assert m.to_provider({"name": "Ada Lovelace", "source_system": "example"}) == {"full_name": "Ada Lovelace"}
+    for current in (None, m.to_tenant({"full_name": "Ada Lovelace"})):
+        with pytest.raises(ValidationFailed) as refused:
+            m.to_provider({"name": "Grace Hopper", "source_system": "crm"}, current=current)
+        assert refused.value.code == "read_only_field" and list(refused.value.fields) == ["source_system"]
 
 
 def test_round_trip_of_mapped_fields_is_lossless():

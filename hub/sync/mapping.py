@@ -813,8 +813,11 @@ class Mapper:
         currency the change does not name). Read-only provider fields and
         ``constant`` targets are left out.
 
-        :raises ValidationFailed: a field no mapping targets, or a value that
-            cannot be converted back.
+        :raises ValidationFailed: a field no mapping targets
+            (``unknown_field``); a ``constant`` target given another value than
+            the constant's, in a create (no ``current``) as in an update
+            (``read_only_field``); a value that cannot be converted back
+            (``invalid_value``).
         """
         if self.identity:
             return self._raw(changes)
@@ -836,15 +839,14 @@ class Mapper:
             written[source] = (target, value)
             set_path(out, source, value)
 
-        if current is not None:
-            # A constant is the tenant's own value: a change to it goes nowhere. (A read-only
-            # provider field is left out instead: a record read, then written back whole after a
-            # pull moved its updated_at, must not be refused.)
-            fixed = sorted(t for m in self.mappings if m.transform == "constant" for t in m.targets()
-                           if t in changes and changes[t] != current.get(t))
-            if fixed:
-                raise ValidationFailed(f"{', '.join(fixed)} cannot be changed: a constant of the mapping",
-                                       code="read_only_field", details={"fields": fixed}, fields=fixed)
+        # A constant is the tenant's own value: another value for it, in a create as in an
+        # update, would go nowhere. (A read-only provider field is left out instead: a record
+        # read, then written back whole after a pull moved its updated_at, must not be refused.)
+        fixed = sorted(t for m in self.mappings if m.transform == "constant" for t in m.targets()
+                       if t in changes and changes[t] != m.value)
+        if fixed:
+            raise ValidationFailed(f"{', '.join(fixed)} cannot be set: a constant of the mapping",
+                                   code="read_only_field", details={"fields": fixed}, fields=fixed)
         m: FieldMapping | None = None
         try:
             # Amounts whose currency is in the record go last: the change may set the currency too.
