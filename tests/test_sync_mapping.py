@@ -497,3 +497,21 @@ def test_a_custom_fields_pattern_that_is_no_regular_expression_is_a_schema_probl
     assert schema_problems(EntitySchema("a", "A", custom_fields=r"[A-Za-z]+__c")) == []
     [problem] = schema_problems(EntitySchema("a", "A", custom_fields="(__c"))
     assert "custom_fields" in problem and "not a regular expression" in problem
+
+
+@pytest.mark.parametrize("currency_field, code", [
+    ("first_name.code", "unknown_field"),  # a path into a text field reads nothing
+    ("balance_cents", "invalid_mapping"),  # a number holds no currency code
+    ("opened", "invalid_mapping"),
+    ("nowhere", "unknown_field"),
+])
+def test_a_currency_field_is_checked_as_a_source_is_and_must_be_text(currency_field, code):
+    with pytest.raises(ValidationFailed) as refused:
+        mapper({"source": "price", "target": "p", "transform": "decimal_to_cents", "currency_field": currency_field})
+    assert refused.value.code == code and "its currency_field" in str(refused.value)
+    assert list(refused.value.fields) == ["mappings.0.currency_field"]
+
+
+def test_a_currency_field_may_name_a_text_field_or_a_path_into_an_open_object():
+    for currency_field in ("full_name", "balances.currency"):
+        mapper({"source": "price", "target": "p", "transform": "decimal_to_cents", "currency_field": currency_field})

@@ -208,11 +208,15 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                 problem(index, "invalid_mapping", f"mapping {index}: the default does not fit {mapping.transform}: "
                                                   f"{exc}", "default", "default")
         currency_field = mapping.currency_field
-        if (currency_field and account_fields is not None and names_account_field(schema, currency_field)
-                and not _among(currency_field, account_fields)):
-            problem(index, "unknown_field", f"mapping {index}: this account's {schema.name} have no field "
-                                            f"{mapping.currency_field!r} (its currency_field)",
-                    mapping.currency_field, "currency_field")
+        if currency_field:
+            unreadable = _path_problem(schema, currency_field, account_fields)
+            if unreadable is None and (leaf := _leaf(schema, currency_field)) is not None and leaf.type != "string":
+                unreadable = ("invalid_mapping", f"{schema.name}.{currency_field} is {leaf.type}: a currency_field "
+                                                 f"names a text field holding each record's currency code")
+            if unreadable is not None:
+                code, message = unreadable
+                problem(index, code, f"mapping {index}: {message} (its currency_field)", currency_field,
+                        "currency_field")
         for position, target in enumerate(mapping.targets()):
             if not target or target in seen_targets:
                 problem(index, "invalid_mapping", f"mapping {index}: target {target!r} is empty or mapped twice",
@@ -220,37 +224,12 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
             seen_targets.add(target)
         for position, source in enumerate(mapping.sources()):
             where = ("source", *at(mapping.source, position))
-            if names_account_field(schema, source):
-                if account_fields is not None and not _among(source, account_fields):
-                    problem(index, "unknown_field", f"mapping {index}: this account's {schema.name} have no field "
-                                                    f"{source!r}", source, *where)
-                continue  # a field the account adds (custom): its type shows in its records only
-            field_type, known = _field_type(schema, source)
-            if not known:
-                problem(index, "unknown_field",
-                        f"mapping {index}: {schema.name} has no field {source.split('.')[0]!r}", source, *where)
+            unreadable = _path_problem(schema, source, account_fields)
+            if unreadable is not None:
+                code, message = unreadable
+                problem(index, code, f"mapping {index}: {message}", source, *where)
                 continue
-            head = schema.field(source.split(".")[0]) if "." in source else None
-            item = source.split(".")[1] if head is not None else ""
-            if head is not None and head.type == "array" and not (item.isascii() and item.isdigit()):
-                problem(index, "invalid_mapping", f"mapping {index}: {schema.name}.{head.name} is an array: a path "
-                                                  f"into it names an item by its index ({head.name}.0.…), not "
-                                                  f"{source!r}", source, *where)
-                continue
-            if head is not None and head.type in SCALARS:
-                problem(index, "unknown_field",
-                        f"mapping {index}: {schema.name}.{head.name} is {head.type}, so {source!r} reads nothing "
-                        f"(a dotted path reads into an object or array field)", source, *where)
-                continue
-            nested = _declared(head, source.split(".")[1:])[1] if head is not None else None
-            if nested:
-                problem(index, "unknown_field", f"mapping {index}: {schema.name}.{nested}", source, *where)
-                continue
-            if mapping.currency_field and not _field_type(schema, mapping.currency_field)[1]:
-                problem(index, "unknown_field", f"mapping {index}: {schema.name} has no field "
-                                                f"{mapping.currency_field.split('.')[0]!r} (its currency_field)",
-                        mapping.currency_field, "currency_field")
-                continue
+            field_type = _field_type(schema, source)[0]
             allowed = ACCEPTS.get(mapping.transform)
             if allowed is not None and field_type is not None and field_type not in allowed:
                 problem(index, "impossible_cast",
@@ -262,6 +241,32 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
                                code=first["code"], details=problems,
                                fields=dict.fromkeys(p["path"] for p in problems))
     return parsed
+
+
+def _path_problem(schema: EntitySchema, path: str,
+                  account_fields: Collection[str] | None) -> tuple[str, str] | None:
+    """What keeps a mapping's provider ``path`` (a source, a currency_field)
+    from reading a field: its code (``unknown_field``, ``invalid_mapping``)
+    and why; None for a path that reads one (a declared field, a path into
+    an open object, a field the account adds)."""
+    if names_account_field(schema, path):
+        if account_fields is not None and not _among(path, account_fields):
+            return "unknown_field", f"this account's {schema.name} have no field {path!r}"
+        return None  # a field the account adds (custom): its type shows in its records only
+    if not _field_type(schema, path)[1]:
+        return "unknown_field", f"{schema.name} has no field {path.split('.')[0]!r}"
+    head = schema.field(path.split(".")[0]) if "." in path else None
+    if head is None:
+        return None
+    item = path.split(".")[1]
+    if head.type == "array" and not (item.isascii() and item.isdigit()):
+        return "invalid_mapping", (f"{schema.name}.{head.name} is an array: a path into it names an item by its "
+                                   f"index ({head.name}.0.…), not {path!r}")
+    if head.type in SCALARS:
+        return "unknown_field", (f"{schema.name}.{head.name} is {head.type}, so {path!r} reads nothing (a dotted "
+                                 f"path reads into an object or array field)")
+    nested = _declared(head, path.split(".")[1:])[1]
+    return ("unknown_field", f"{schema.name}.{nested}") if nested else None
 
 
 def _first_error(exc: ValueError) -> str:
