@@ -515,3 +515,14 @@ def test_a_currency_field_is_checked_as_a_source_is_and_must_be_text(currency_fi
 def test_a_currency_field_may_name_a_text_field_or_a_path_into_an_open_object():
     for currency_field in ("full_name", "balances.currency"):
         mapper({"source": "price", "target": "p", "transform": "decimal_to_cents", "currency_field": currency_field})
+
+
+def test_an_amount_default_must_fit_its_currency_including_one_the_provider_counts_otherwise():
+    amount = {"source": "balance_cents", "target": "b", "transform": "cents_to_decimal"}
+    for currency, default in ((None, "1.234"), ("JPY", "1.5"), ("KWD", "1.2345")):
+        with pytest.raises(ValidationFailed) as refused:
+            validate_mappings(ACCOUNT, [{**amount, "currency": currency, "default": default}])
+        assert refused.value.code == "invalid_mapping" and list(refused.value.fields) == ["mappings.0.default"]
+    validate_mappings(ACCOUNT, [{**amount, "currency": "KWD", "default": "1.234"}])
+    # A provider counting yen in hundredths (as Stripe counts ISK) takes a default of 1.5 yen.
+    validate_mappings(ACCOUNT, [{**amount, "currency": "JPY", "default": "1.5"}], {"JPY": 2})

@@ -150,13 +150,15 @@ class ConversionError(ValueError):
 
 
 def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | FieldMapping],
-                      minor_units: Iterable[str] | None = None,
+                      minor_units: dict[str, int] | None = None,
                       account_fields: Collection[str] | None = None) -> list[FieldMapping]:
     """Parse and check mappings against the entity's fields.
 
-    ``minor_units``: the currency codes the provider declares
-    (``ProviderInfo.minor_units``), which a fixed ``currency`` may name
-    besides the active ISO 4217 codes. ``account_fields``: the paths of the
+    ``minor_units``: the decimals of the currencies the provider counts
+    otherwise than ISO 4217 (``ProviderInfo.minor_units``), whose codes a
+    fixed ``currency`` may name besides the active ISO 4217 codes. An amount
+    mapping's ``default`` must fit its fixed currency's decimals (two without
+    one; any, with a ``currency_field``, each record's own). ``account_fields``: the paths of the
     fields the connection's account adds (the ``account_fields`` hook); a
     path ``custom_fields`` matches is taken only if it is among them (or
     under one). None: any path the pattern matches is taken.
@@ -165,11 +167,13 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
     :raises ValidationFailed: (422) naming every bad mapping: unknown provider
         fields (``unknown_field``), casts the field's type cannot take
         (``impossible_cast``), malformed or duplicate mappings, an unknown
-        currency (``invalid_mapping``). Each problem in its ``details`` has the
+        currency, a default that does not fit the transform or its currency
+        (``invalid_mapping``). Each problem in its ``details`` has the
         request path of the value at fault (``mappings.1.source``, or
         ``mappings.1`` for the whole mapping), and the error's ``fields`` lists them.
     """
-    declared = {str(code).strip().upper() for code in (minor_units or ())}
+    provider_decimals = {str(code).strip().upper(): digits for code, digits in (minor_units or {}).items()}
+    declared = set(provider_decimals)
     currencies = ISO_CURRENCIES | declared
     parsed: list[FieldMapping] = []
     problems: list[dict[str, Any]] = []
@@ -204,6 +208,11 @@ def validate_mappings(schema: EntitySchema, mappings: Iterable[dict[str, Any] | 
         if mapping.default is not None:
             try:
                 tenant_value(mapping.transform, mapping.default)
+                if mapping.transform == "cents_to_decimal" and not mapping.currency_field:
+                    # The default stands in for an amount in the currency: it must be one, as a write
+                    # of it would have to be (1.234 dollars, 1.5 yen are not).
+                    code = (mapping.currency or "").upper()
+                    to_minor_units(mapping.default, provider_decimals.get(code, ISO_MINOR_UNITS.get(code, 2)))
             except ConversionError as exc:
                 problem(index, "invalid_mapping", f"mapping {index}: the default does not fit {mapping.transform}: "
                                                   f"{exc}", "default", "default")
