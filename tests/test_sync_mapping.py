@@ -526,3 +526,12 @@ def test_an_amount_default_must_fit_its_currency_including_one_the_provider_coun
     validate_mappings(ACCOUNT, [{**amount, "currency": "KWD", "default": "1.234"}])
     # A provider counting yen in hundredths (as Stripe counts ISK) takes a default of 1.5 yen.
     validate_mappings(ACCOUNT, [{**amount, "currency": "JPY", "default": "1.5"}], {"JPY": 2})
+
+
+def test_a_joined_value_with_a_separator_at_an_end_keeps_its_pieces_in_their_fields():
+    m = mapper({"source": ["first_name", "last_name"], "target": "name", "transform": "join"})
+    held = {"first_name": "Ada", "last_name": "Lovelace"}
+    for written in (" Grace Hopper", "Grace Hopper  "):
+        assert m.to_provider({"name": written}, current=m.to_tenant(held), raw=held) == {
+            "first_name": "Grace", "last_name": "Hopper"}
+    assert m.to_provider({"name": " "}) == {"first_name": "", "last_name": ""}

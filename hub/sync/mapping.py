@@ -707,11 +707,17 @@ def _split_joined(value: Any, separator: str, count: int, held: list[Any] | None
     end it: with "Mary Ann" and "Smith" held, "Mary Ann Jones" keeps
     "Mary Ann", and "Anne Smith" keeps "Smith"; with "Smith" alone held as
     the last piece, "Smyth" replaces it there. A name is not moved from
-    one field into the other because one part changed.
+    one field into the other because one part changed. Separators leading
+    or ending the value (" Grace Hopper", pasted) stand between no pieces
+    (a join leaves empty pieces out) and are dropped first.
     """
-    if value in (None, ""):
+    text = _to_str(value) if value is not None else ""
+    while text.startswith(separator):
+        text = text[len(separator):]
+    while text.endswith(separator):
+        text = text[:-len(separator)]
+    if not text:
         return []
-    text = _to_str(value)
     if held is not None and count == 2:
         first, last = (_to_str(p) if p not in (None, "") else "" for p in held)
         if first and text.startswith(first + separator) and len(text) > len(first + separator):
