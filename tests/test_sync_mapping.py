@@ -535,3 +535,9 @@ def test_a_joined_value_with_a_separator_at_an_end_keeps_its_pieces_in_their_fie
         assert m.to_provider({"name": written}, current=m.to_tenant(held), raw=held) == {
             "first_name": "Grace", "last_name": "Hopper"}
     assert m.to_provider({"name": " "}) == {"first_name": "", "last_name": ""}
+
+
+def test_an_amount_in_cents_goes_back_as_text_where_the_provider_holds_the_price_as_text():
+    m = mapper({"source": "price", "target": "price_cents", "transform": "decimal_to_cents"})
+    assert m.to_provider({"price_cents": 2000}, raw={"price": "19.90"}) == {"price": "20.00"}
+    assert m.to_provider({"price_cents": 2000}, raw={"price": 19.9}) == {"price": 20}

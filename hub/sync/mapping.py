@@ -586,7 +586,9 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     A time goes back as the provider holds the field: epoch seconds or
     milliseconds where its ``time_format`` (``EntityField.format``) says so,
     or where the field is a number (milliseconds when the provider's
-    ``current`` value is one); ISO 8601 text otherwise.
+    ``current`` value is one); ISO 8601 text otherwise. A number (a cast's,
+    an amount of ``decimal_to_cents``) goes back as text where ``current``
+    is a number as text (see :func:`cast_to`).
     """
     t = m.transform
     if value is None:
@@ -613,9 +615,10 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     if t == "cents_to_decimal":
         return to_minor_units(value, decimals)
     if t == "decimal_to_cents":
-        # Whole cents only (1234.5 is not an amount in cents), and exact as a JSON number.
+        # Whole cents only (1234.5 is not an amount in cents), exact as a JSON number, then in
+        # the field's type as the provider holds it (Shopify's prices as text, "19.90").
         cents = to_cents(value)
-        return _exact(Decimal(cents).scaleb(-decimals), value)
+        return cast_to(field_type, _exact(Decimal(cents).scaleb(-decimals), value), current)
     raise ConversionError(f"{t} cannot be reversed")
 
 
