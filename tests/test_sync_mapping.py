@@ -541,3 +541,17 @@ def test_an_amount_in_cents_goes_back_as_text_where_the_provider_holds_the_price
     m = mapper({"source": "price", "target": "price_cents", "transform": "decimal_to_cents"})
     assert m.to_provider({"price_cents": 2000}, raw={"price": "19.90"}) == {"price": "20.00"}
     assert m.to_provider({"price_cents": 2000}, raw={"price": 19.9}) == {"price": 20}
+
+
+def test_a_date_written_into_a_time_keeps_the_held_time_of_day_and_offset():
+    schema = EntitySchema("events", "Events", (EntityField("at", type="datetime"),
+                                              EntityField("stamp", type="datetime", format="unix")))
+    m = Mapper(schema, validate_mappings(schema, [{"source": "at", "target": "on", "transform": "date"},
+                                                  {"source": "stamp", "target": "day", "transform": "date"}]))
+    held = {"at": "2024-06-01T22:30:00-05:00", "stamp": 1_700_000_000}  # 2023-11-14T22:13:20Z
+    assert m.to_tenant(held) == {"on": "2024-06-01", "day": "2023-11-14"}
+    sent = m.to_provider({"on": "2024-06-05", "day": "2024-01-02"}, raw=held)
+    assert sent == {"at": "2024-06-05T22:30:00-05:00", "stamp": 1_704_233_600}  # 2024-01-02T22:13:20Z
+    assert m.to_tenant(sent) == {"on": "2024-06-05", "day": "2024-01-02"}
+    # Nothing held: midnight UTC.
+    assert m.to_provider({"on": "2024-06-05"}) == {"at": "2024-06-05T00:00:00+00:00"}

@@ -586,7 +586,10 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     A time goes back as the provider holds the field: epoch seconds or
     milliseconds where its ``time_format`` (``EntityField.format``) says so,
     or where the field is a number (milliseconds when the provider's
-    ``current`` value is one); ISO 8601 text otherwise. A number (a cast's,
+    ``current`` value is one); ISO 8601 text otherwise. A date written into
+    a time (``date`` over a datetime field) keeps the ``current`` time's
+    time of day and offset (midnight UTC where there is none), so that it
+    reads back as the same date. A number (a cast's,
     an amount of ``decimal_to_cents``) goes back as text where ``current``
     is a number as text (see :func:`cast_to`).
     """
@@ -602,6 +605,12 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
     if t in ("date", "datetime"):
         moment = parse_datetime(value)
         numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
+        held = _held_time(current, time_format) if t == "date" and _is_date(value) else None
+        if held is not None:
+            # A date read out of a time is its date in the time's own offset: the new date goes
+            # back at the held time of day, in that offset (midnight UTC is the evening before
+            # west of Greenwich, and would read back a day early).
+            moment = datetime.combine(moment.date(), held.timetz())
         unit = time_format or (
             (UNIX_MILLISECONDS if abs(current) > 1e11 else UNIX_SECONDS) if numeric
             else UNIX_SECONDS if field_type in ("integer", "number") else "")
@@ -611,7 +620,7 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
             return (moment - _EPOCH) // timedelta(seconds=1)
         if field_type == "date" or (t == "date" and field_type != "datetime"):
             return moment.date().isoformat()
-        return moment.astimezone(timezone.utc).isoformat()
+        return (moment if held is not None else moment.astimezone(timezone.utc)).isoformat()
     if t == "cents_to_decimal":
         return to_minor_units(value, decimals)
     if t == "decimal_to_cents":
@@ -620,6 +629,30 @@ def backward(m: FieldMapping, value: Any, field_type: str | None, decimals: int 
         cents = to_cents(value)
         return cast_to(field_type, _exact(Decimal(cents).scaleb(-decimals), value), current)
     raise ConversionError(f"{t} cannot be reversed")
+
+
+def _is_date(value: Any) -> bool:
+    """Whether a tenant's value is a date without a time of day ("2024-06-05")."""
+    if isinstance(value, date):
+        return not isinstance(value, datetime)
+    if not isinstance(value, str):
+        return False
+    try:
+        date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _held_time(current: Any, time_format: str) -> datetime | None:
+    """The provider's current value of a time field, as a time in its own
+    offset (UTC for epoch numbers); None if it holds none, or only a date."""
+    if current in (None, "") or _is_date(current):
+        return None
+    try:
+        return parse_datetime(current, time_format)
+    except ConversionError:
+        return None
 
 
 def to_minor_units(value: Any, decimals: int = 2) -> int:
