@@ -555,3 +555,18 @@ def test_a_date_written_into_a_time_keeps_the_held_time_of_day_and_offset():
     assert m.to_tenant(sent) == {"on": "2024-06-05", "day": "2024-01-02"}
     # Nothing held: midnight UTC.
     assert m.to_provider({"on": "2024-06-05"}) == {"at": "2024-06-05T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize("change", [{"balance_cents": "abc"}, {"balance_cents": 12.5}, {"price": {"a": 1}},
+                                    {"active": "maybe"}, {"opened": "someday"}, {"balances": "flat"},
+                                    {"first_name": ["Ada"]}])
+def test_a_raw_write_is_checked_against_its_fields_declared_type(change):
+    with pytest.raises(ValidationFailed) as refused:
+        Mapper(ACCOUNT, [])._raw(change, RECORD)
+    assert refused.value.code == "invalid_value" and list(refused.value.fields) == list(change)
+
+
+def test_a_raw_write_takes_what_the_provider_takes_in_each_type():
+    taken = {"balance_cents": "12", "price": "19.90", "active": "true", "opened": "2024-03-01",
+             "balances": {"available": 3}, "first_name": 7, "count": "8", "full_name": None}
+    assert Mapper(ACCOUNT, [])._raw(taken, RECORD) == taken

@@ -675,6 +675,82 @@ def to_minor_units(value: Any, decimals: int = 2) -> int:
     return int(minor)
 
 
+def check_value(field: EntityField, value: Any, held: Any = None, where: str = "") -> None:
+    """Check a value written into a provider field against the field's
+    declared type (and those of the declared sub-fields inside it), as the
+    provider would take it: numbers also as number text (Stripe's form
+    encoding, Shopify's prices), booleans also as ``"true"``/``"false"``,
+    times as ISO 8601 text or epoch numbers. An amount (``money``) the
+    provider holds as a whole number (``held``: Stripe's, in cents) takes
+    whole numbers only. Null, and a value equal to the ``held`` one (a
+    record read, then written back), are always taken.
+
+    :raises ConversionError: naming the field (``where``, else its name) and why.
+    """
+    where = where or field.name
+    if value is None or value == held:
+        return
+
+    def refuse(why: str) -> None:
+        raise ConversionError(f"{where} is {field.type}: {why}", fields=())
+
+    kind = field.type
+    if kind in ("integer", "number", "money"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            refuse(f"{_shown(value)} is not a number")
+        try:
+            number = to_decimal(value)
+        except ConversionError as exc:
+            refuse(str(exc))
+        if kind == "integer" and number != number.to_integral_value():
+            refuse(f"{_shown(value)} is not a whole number")
+        if kind == "money" and isinstance(held, int) and not isinstance(held, bool) and (
+                number != number.to_integral_value()):
+            refuse(f"{_shown(value)} is not a whole number of the currency's minor unit, as the provider "
+                   f"holds it")
+    elif kind == "boolean":
+        if isinstance(value, (dict, list)) or isinstance(value, float):
+            refuse(f"{_shown(value)} is not a boolean")
+        try:
+            cast_to("boolean", value)
+        except ConversionError as exc:
+            refuse(str(exc))
+    elif kind in ("datetime", "date"):
+        if isinstance(value, (dict, list)):
+            refuse(f"{_shown(value)} is not a date or time")
+        try:
+            parse_datetime(value, field.format)
+        except ConversionError as exc:
+            refuse(str(exc))
+    elif kind == "string":
+        if isinstance(value, (dict, list)):
+            refuse(f"{_shown(value)} is not text")
+    elif kind == "object":
+        if not isinstance(value, dict):
+            refuse(f"{_shown(value)} is not an object")
+        for name, inner in value.items():
+            sub = field.field(name)
+            if sub is not None:
+                check_value(sub, inner, held.get(name) if isinstance(held, dict) else None, f"{where}.{name}")
+    elif kind == "array":
+        # (An object of indexes changes those items: {"0": {"qty": 2}}.)
+        by_index = isinstance(value, dict) and all(k.isascii() and k.isdigit() for k in value)
+        if not isinstance(value, list) and not by_index:
+            refuse(f"{_shown(value)} is not an array")
+        if field.fields:
+            item = EntityField(field.name, type="object", fields=field.fields)
+            for position, inner in (value.items() if by_index else enumerate(value)):
+                position = int(position)
+                was = held[position] if isinstance(held, list) and position < len(held) else None
+                check_value(item, inner, was, f"{where}.{position}")
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message: short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 #: What the tenant's side of each typed transform must convert with.
 _TENANT_TYPES: dict[str, Any] = {
     "int": to_int, "float": to_float, "bool": to_bool, "date": parse_datetime, "datetime": parse_datetime,
@@ -876,7 +952,7 @@ class Mapper:
             (``invalid_value``).
         """
         if self.identity:
-            return self._raw(changes)
+            return self._raw(changes, raw)
         targets = {t for m in self.mappings for t in m.targets()}
         unknown = sorted(set(changes) - targets)
         if unknown:
@@ -904,6 +980,9 @@ class Mapper:
             raise ValidationFailed(f"{', '.join(fixed)} cannot be set: a constant of the mapping",
                                    code="read_only_field", details={"fields": fixed}, fields=fixed)
         m: FieldMapping | None = None
+        #: The values going back as they are (``rename``), checked once every mapping has put its
+        #: own (two writing one field is the first thing to say); the casts convert into the type.
+        renamed: list[tuple[EntityField, Any, Any, str, list[str]]] = []
         try:
             # Amounts whose currency is in the record go last: the change may set the currency too.
             for m in sorted(self.mappings, key=lambda m: bool(m.currency_field)):
@@ -937,9 +1016,17 @@ class Mapper:
                 if self._writable(source):
                     field = _leaf(self.schema, source)
                     decimals = self.decimals(m, out, raw) if m.transform in _AMOUNTS else 2
-                    put(source, backward(m, value, field.type if field is not None else None, decimals,
-                                         field.format if field is not None else "", get_path(raw or {}, source)),
-                        m.targets()[0])
+                    held = get_path(raw or {}, source)
+                    back = backward(m, value, field.type if field is not None else None, decimals,
+                                    field.format if field is not None else "", held)
+                    put(source, back, m.targets()[0])
+                    if m.transform == "rename" and field is not None:
+                        renamed.append((field, back, held, source, m.targets()))
+            for field, value, held, source, fields in renamed:
+                try:
+                    check_value(field, value, held, source)
+                except ConversionError as exc:
+                    raise ConversionError(str(exc), fields=fields) from None
         except ConversionError as exc:
             # The tenant's fields of the mapping whose conversion failed (those the change names).
             fields = exc.fields or ([t for t in m.targets() if t in changes] or m.targets() if m is not None
@@ -983,10 +1070,21 @@ class Mapper:
         head, leaf = self.schema.field(path.split(".")[0]), _leaf(self.schema, path)
         return not any(f is not None and f.readonly for f in (head, leaf))
 
-    def _raw(self, changes: dict[str, Any]) -> dict[str, Any]:
+    def _raw(self, changes: dict[str, Any], raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Changes in the provider's shape: its declared fields (or those the
+        account adds), each value checked against its field's type
+        (:func:`check_value`); read-only fields left out."""
         if self.schema.fields:
             unknown = sorted(k for k in changes if self.schema.field(k) is None and not self.schema.custom(k))
             if unknown:
                 raise ValidationFailed(f"{self.schema.name} has no field(s) {', '.join(unknown)}",
                                        code="unknown_field", details={"unknown": unknown}, fields=unknown)
-        return {k: v for k, v in changes.items() if self._writable(k)}
+        out = {k: v for k, v in changes.items() if self._writable(k)}
+        for name, value in out.items():
+            field = self.schema.field(name)
+            if field is not None:
+                try:
+                    check_value(field, value, (raw or {}).get(name))
+                except ConversionError as exc:
+                    raise ValidationFailed(f"cannot write it: {exc}", code="invalid_value", fields=[name]) from None
+        return out

@@ -426,11 +426,12 @@ def test_a_push_stripe_refuses_names_the_refused_field_in_the_tenants_fields(syn
     so that a form can mark the field to correct."""
     sync = sync_for(mappings=[*MAPPINGS, {"source": "balance", "target": "balance_cents"}])
     target = sorted(sync.customers)[2]
-    changed = sync.write(target, {"balance_cents": "lots"})
+    # A number the hub takes for an integer field (1000) that Stripe's form parameter refuses.
+    changed = sync.write(target, {"balance_cents": "1e3"})
     run = sync.wait(changed["run_id"])
     assert (run["status"], run["pushed"], run["failed"]) == ("succeeded", 0, 1), run
     mapped = sync.record(target)
-    assert mapped["push_status"] == "failed" and "Invalid integer: lots" in mapped["push_error"]
+    assert mapped["push_status"] == "failed" and "Invalid integer: 1e3" in mapped["push_error"]
     assert (mapped["push_error_code"], mapped["push_error_details"]["param"]) == ("validation_error", "balance")
     # Both mappings read Stripe's balance: the tenant sees either field to correct.
     assert mapped["push_error_fields"] == ["balance", "balance_cents"]
