@@ -59,3 +59,14 @@ def test_an_error_description_keeps_the_class_of_the_status_and_carries_fields_d
     assert (error.fields, error.details, error.code) == (("properties.email",), {"category": "CONFLICT"},
                                                          "duplicate_email")
     assert error_for_response(httpx.Response(status), ErrorDescription("plain")).code == kind.code
+
+
+def test_an_answer_with_lone_surrogates_reads_mended():
+    """JSON allows a lone "\\ud83d" (a string cut in the middle of an emoji), UTF-8
+    cannot hold it: a record with one could be neither stored nor answered. A
+    pair written as two escapes is one character and stays."""
+    body = b'{"data": [{"id": "1", "title": "cut \\ud83d", "\\udc00": ["\\ud83d\\ude00", 1]}]}'
+    response = httpx.Response(200, content=body, request=httpx.Request("GET", "http://provider.test/notes"))
+    assert read_json(response, "data") == [{"id": "1", "title": "cut \ufffd", "\ufffd": ["\U0001f600", 1]}]
+    plain = httpx.Response(200, content=b'{"data": [{"id": "1"}]}', request=response.request)
+    assert read_json(plain, "data") == [{"id": "1"}]

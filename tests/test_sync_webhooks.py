@@ -425,3 +425,80 @@ def test_a_deletion_while_a_config_was_disabled_is_applied_by_the_pass_after_re_
     run = client.post(sync, json={"entity": "notes"}, headers=auth).json()["run"]
     assert wait_for_run(client, auth, connection["id"], run["id"])["status"] == "succeeded"
     assert victim not in stored(hub, connection["id"], "notes"), "deleted at the provider, still stored as live"
+
+
+def _looked_at(hub, dedup_key: str | None = None) -> bool:
+    """Whether the event (the only one, or the one of ``dedup_key``) was applied or given up on once."""
+    with hub.session() as session:
+        query = select(WebhookEvent)
+        event = session.exec(query.where(WebhookEvent.dedup_key == dedup_key) if dedup_key else query).one()
+        return event.status != "pending" or event.attempts > 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_webhook_after_its_config_was_deleted_neither_stores_records_nor_brings_the_config_back(
+        client, auth, hub_app, example_fake):
+    """The tenant syncs tags and deleted its notes config (DELETE removes the
+    config and the notes stored). A note webhook arriving afterwards stored a
+    note no config owned, which a config of notes would then have kept."""
+    hub = hub_app.state.hub
+    connection = connect(client, auth)
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    client.post(configs, json={"entity": "tags"}, headers=auth)
+    notes = client.post(configs, json={"entity": "notes"}, headers=auth).json()["sync_config"]
+    assert client.delete(f"{configs}/{notes['id']}", headers=auth).status_code in (200, 204)
+
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    note = {"id": "note_after_delete", "title": "t", "body": "", "updated_at": utcnow().isoformat()}
+    body, headers = signed_delivery(SECRET, {"id": "e_after", "type": "note.updated", "data": note}, int(time.time()))
+    assert client.post(url, content=body, headers=headers).json()["received"] == 1
+    wait_until(lambda: _looked_at(hub, "e_after"), message="the event applied")
+    assert stored(hub, connection["id"], "notes", include_deleted=True) == {}
+    with hub.session() as session:
+        assert [c.entity for c in session.exec(select(SyncConfig))] == ["tags"]
+        assert session.exec(select(WebhookEvent.status)).one() == "ignored"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_change_notice_after_its_config_was_deleted_does_not_recreate_the_config_and_pull_it(relay_app):
+    """Same with a notice carrying no record (Plaid's, Xero's, QuickBooks',
+    HubSpot's): the tenant syncs `changes` only, having deleted its `items`
+    config; an `items` notice made an enabled `items` config again and pulled
+    every item."""
+    relay, app, client = relay_app
+    hub = app.state.hub
+    auth = make_org(app)
+    created = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                          headers=auth)
+    connection_id = created.json()["connection"]["id"]
+    configs = f"{API}/connections/{connection_id}/sync-configs"
+    assert client.post(configs, json={"entity": "changes"}, headers=auth).status_code == 201
+    items = client.post(configs, json={"entity": "items"}, headers=auth).json()["sync_config"]
+    assert client.delete(f"{configs}/{items['id']}", headers=auth).status_code in (200, 204)
+
+    answer = client.post(f"{API}/webhooks/ledger?connection_id={connection_id}", json={"id": "evt_1",
+                                                                                      "entity": "items"})
+    assert answer.json()["received"] == 1
+    wait_until(lambda: _looked_at(hub), message="the notice applied")
+    listed = sorted(c["entity"] for c in client.get(configs, headers=auth).json()["sync_configs"])
+    assert (listed, stored(hub, connection_id, "items", include_deleted=True)) == (["changes"], {})
+
+
+def test_a_record_with_a_lone_surrogate_is_stored_mended_not_failed_at_every_try(client, auth, hub_app,
+                                                                                 example_fake):
+    """JSON allows "\\ud800" (JavaScript's JSON.stringify writes it for a string
+    cut in the middle of an emoji), UTF-8 cannot hold it: every try to apply
+    the event failed alike (UnicodeEncodeError in the record store), 15 times,
+    then `failed`. The text is kept with U+FFFD in its place."""
+    hub = hub_app.state.hub
+    connection = connect(client, auth)
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+    note = {"id": "note_odd", "title": "lone \ud800 surrogate", "body": "", "updated_at": utcnow().isoformat()}
+    body, headers = signed_delivery(SECRET, {"id": "e_odd", "type": "note.updated", "data": note}, int(time.time()))
+    assert b"\\ud800" in body
+    assert client.post(url, content=body, headers=headers).json()["received"] == 1
+    wait_until(lambda: _looked_at(hub), message="the event applied")
+    with hub.session() as session:
+        event = session.exec(select(WebhookEvent)).one()
+    assert (event.status, event.attempts, event.error) == ("processed", 1, None)
+    assert stored(hub, connection["id"], "notes")["note_odd"]["title"] == "lone \ufffd surrogate"
