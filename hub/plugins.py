@@ -433,9 +433,9 @@ def schema_problems(schema: EntitySchema) -> list[str]:
             problems.append(f"its custom_fields {schema.custom_fields!r} is not a regular expression ({exc})")
     if schema.full_pass_hours is not None and (
             isinstance(schema.full_pass_hours, bool) or not isinstance(schema.full_pass_hours, (int, float))
-            or not 0 < schema.full_pass_hours < float("inf")):
-        problems.append(f"its full_pass_hours {schema.full_pass_hours!r} must be a number of hours above 0 (None: "
-                        f"incremental passes miss nothing)")
+            or not 0 < schema.full_pass_hours <= _TEN_YEARS_OF_HOURS):
+        problems.append(f"its full_pass_hours {schema.full_pass_hours!r} must be a number of hours above 0, ten "
+                        f"years at most (None: incremental passes miss nothing)")
     if not schema.fields:
         return problems
     names = [f.name for f in schema.fields]
@@ -454,6 +454,10 @@ def schema_problems(schema: EntitySchema) -> list[str]:
     for f in schema.fields:
         problems += _field_problems(f, f.name)
     return problems
+
+
+#: Longest full_pass_hours taken (longer would overflow the arithmetic of dates).
+_TEN_YEARS_OF_HOURS = 10 * 365 * 24
 
 
 def _declared_path(schema: EntitySchema, path: str) -> bool:

@@ -150,6 +150,7 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                                                       EntityField("lat", type="float"),)))))),
         EntitySchema("contacts", "Contacts again"),
         EntitySchema("deals", "Deals", full_pass_hours=0),
+        EntitySchema("leads", "Leads", full_pass_hours=1e12),
     ]
     registry = PluginRegistry()
     record = registry.register(module_plugin("sloppy_plugin", info, schemas), "sloppy")
@@ -167,7 +168,8 @@ def test_broken_declarations_are_refused_at_load_with_every_problem_named():
                     "rate_limits[2] requests_per_second 0.0 is not a number above 0 (a window",
                     "rate_limits[3] endpoint 'balance/get' must start with '/'",
                     "unmetered_urls names 'tenants', which is not one of urls",
-                    "its full_pass_hours 0 must be a number of hours above 0"):
+                    "its full_pass_hours 0 must be a number of hours above 0",
+                    "its full_pass_hours 1000000000000.0 must be a number of hours above 0, ten years at most"):
         assert problem in record.error, record.error
 
 

@@ -435,55 +435,6 @@ def _looked_at(hub, dedup_key: str | None = None) -> bool:
         return event.status != "pending" or event.attempts > 0
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_webhook_after_its_config_was_deleted_neither_stores_records_nor_brings_the_config_back(
-        client, auth, hub_app, example_fake):
-    """The tenant syncs tags and deleted its notes config (DELETE removes the
-    config and the notes stored). A note webhook arriving afterwards stored a
-    note no config owned, which a config of notes would then have kept."""
-    hub = hub_app.state.hub
-    connection = connect(client, auth)
-    configs = f"{API}/connections/{connection['id']}/sync-configs"
-    client.post(configs, json={"entity": "tags"}, headers=auth)
-    notes = client.post(configs, json={"entity": "notes"}, headers=auth).json()["sync_config"]
-    assert client.delete(f"{configs}/{notes['id']}", headers=auth).status_code in (200, 204)
-
-    url = f"{API}/webhooks/example?connection_id={connection['id']}"
-    note = {"id": "note_after_delete", "title": "t", "body": "", "updated_at": utcnow().isoformat()}
-    body, headers = signed_delivery(SECRET, {"id": "e_after", "type": "note.updated", "data": note}, int(time.time()))
-    assert client.post(url, content=body, headers=headers).json()["received"] == 1
-    wait_until(lambda: _looked_at(hub, "e_after"), message="the event applied")
-    assert stored(hub, connection["id"], "notes", include_deleted=True) == {}
-    with hub.session() as session:
-        assert [c.entity for c in session.exec(select(SyncConfig))] == ["tags"]
-        assert session.exec(select(WebhookEvent.status)).one() == "ignored"
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_change_notice_after_its_config_was_deleted_does_not_recreate_the_config_and_pull_it(relay_app):
-    """Same with a notice carrying no record (Plaid's, Xero's, QuickBooks',
-    HubSpot's): the tenant syncs `changes` only, having deleted its `items`
-    config; an `items` notice made an enabled `items` config again and pulled
-    every item."""
-    relay, app, client = relay_app
-    hub = app.state.hub
-    auth = make_org(app)
-    created = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
-                          headers=auth)
-    connection_id = created.json()["connection"]["id"]
-    configs = f"{API}/connections/{connection_id}/sync-configs"
-    assert client.post(configs, json={"entity": "changes"}, headers=auth).status_code == 201
-    items = client.post(configs, json={"entity": "items"}, headers=auth).json()["sync_config"]
-    assert client.delete(f"{configs}/{items['id']}", headers=auth).status_code in (200, 204)
-
-    answer = client.post(f"{API}/webhooks/ledger?connection_id={connection_id}", json={"id": "evt_1",
-                                                                                      "entity": "items"})
-    assert answer.json()["received"] == 1
-    wait_until(lambda: _looked_at(hub), message="the notice applied")
-    listed = sorted(c["entity"] for c in client.get(configs, headers=auth).json()["sync_configs"])
-    assert (listed, stored(hub, connection_id, "items", include_deleted=True)) == (["changes"], {})
-
-
 def test_a_record_with_a_lone_surrogate_is_stored_mended_not_failed_at_every_try(client, auth, hub_app,
                                                                                  example_fake):
     """JSON allows "\\ud800" (JavaScript's JSON.stringify writes it for a string
@@ -502,3 +453,31 @@ def test_a_record_with_a_lone_surrogate_is_stored_mended_not_failed_at_every_try
         event = session.exec(select(WebhookEvent)).one()
     assert (event.status, event.attempts, event.error) == ("processed", 1, None)
     assert stored(hub, connection["id"], "notes")["note_odd"]["title"] == "lone \ufffd surrogate"
+
+
+def test_a_newer_warning_does_not_overtake_an_older_error(settings, example_registry):
+    """A warning (consent about to expire) says nothing of whether the
+    connection works: an older error stored before it, applied in the same
+    batch, still puts the connection in error (it was `ignored` as overtaken)."""
+    from hub.models import Connection
+    from hub.types import CONNECTION_BROKEN, CONNECTION_WARNING
+
+    hub = Hub(settings, example_registry)
+    hub.migrate()
+    connection = make_connection(hub, "example", {"api_key": "k"})
+    now = utcnow()
+    for key, action, ago, message in (("error", CONNECTION_BROKEN, 2, "login required"),
+                                      ("expiring", CONNECTION_WARNING, 1, "consent expires soon")):
+        with hub.session() as session:
+            row = WebhookEvent(provider="example", dedup_key=key, connection_id=connection.id,
+                               organization_id=connection.organization_id, type=f"item.{key}", action=action,
+                               payload={"message": message})
+            session.add(row)
+            session.add(WebhookEventState(event_id=row.id, occurred_at=now - timedelta(minutes=ago)))
+            session.commit()
+    run(WebhookProcessor(hub).process_once())
+    with hub.session() as session:
+        got = session.get(Connection, connection.id)
+        statuses = {e.dedup_key: e.status for e in session.exec(select(WebhookEvent))}
+    assert (got.status, got.last_error, got.warning) == ("error", "login required", "consent expires soon")
+    assert statuses == {"error": "processed", "expiring": "processed"}

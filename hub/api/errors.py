@@ -86,6 +86,10 @@ def _unavailable(exc: Exception) -> bool:
     return True  # (PostgreSQL's drivers raise OperationalError for the connection and the server only)
 
 
+#: GET routes that act rather than read (the OAuth flow's): HEAD is not answered as GET there.
+ACTING_GETS = re.compile(r"^/api/v1/integrations/oauth/[^/]+/(authorize|callback)/?$")
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """The methods the OpenAPI document lists for the request's path (and
     HEAD beside GET: :class:`hub.api.main.HeadAsGet` answers it)."""
@@ -96,7 +100,8 @@ def _allowed_methods(request: Request) -> list[str]:
              {method.upper() for method in operations})
             for template, operations in request.app.openapi().get("paths", {}).items()]
     allowed = {method for pattern, methods in paths if pattern.match(request.url.path) for method in methods}
-    return sorted(allowed | {"HEAD"} if "GET" in allowed else allowed)
+    head = "GET" in allowed and not ACTING_GETS.match(request.url.path)
+    return sorted(allowed | {"HEAD"} if head else allowed)
 
 
 def install(app: FastAPI) -> None:

@@ -90,13 +90,17 @@ class HeadAsGet:
     """Answer ``HEAD`` as ``GET`` without the body (RFC 9110 9.3.2: a server
     that answers GET answers HEAD), with GET's status and headers, its
     ``Content-Length`` among them. FastAPI's routes take only the methods they
-    declare: a HEAD, a link checker's or a monitor's, was a 405."""
+    declare: a HEAD, a link checker's or a monitor's, was a 405.
+
+    Not the OAuth routes, whose GETs act (an authorization begun, a
+    callback's single-use state spent): a link scanner's HEAD of a callback
+    URL would connect the account and leave the user's own GET refused."""
 
     def __init__(self, app):  # noqa: ANN001
         self.app = app
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http" or scope["method"] != "HEAD" or errors.ACTING_GETS.match(scope["path"]):
             return await self.app(scope, receive, send)
 
         async def without_body(message):  # noqa: ANN001

@@ -479,7 +479,7 @@ class WebhookProcessor(BackgroundLoop):
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
             changes = Changes()
-            if not self._synced(session, event.connection_id, config, {}):
+            if config is not None and not config.enabled:
                 pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
@@ -642,8 +642,8 @@ class WebhookProcessor(BackgroundLoop):
             context[key] = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
                                                                  SyncConfig.entity == schema.name)).first()
         config = context[key]
-        if not self._synced(session, connection.id, config, context):
-            return "ignored"  # the tenant does not sync this entity: its events change nothing
+        if config is not None and not config.enabled:
+            return "ignored"  # the tenant stopped syncing this entity: its events change nothing
         policy = config.conflict_policy if config else "provider_wins"
         occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
@@ -673,21 +673,6 @@ class WebhookProcessor(BackgroundLoop):
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod
-    def _synced(session: Session, connection_id: str, config: SyncConfig | None, context: dict[Any, Any]) -> bool:
-        """Whether events of an entity with this sync ``config`` are applied:
-        its config is enabled, or it has none on a connection with none (never
-        configured: an event's pull makes its config, as ``POST /sync`` would).
-        A connection with other configs syncs those entities only: the tenant
-        chose them, or deleted this one's."""
-        if config is not None:
-            return config.enabled
-        key = ("configured", connection_id)
-        if key not in context:
-            context[key] = session.exec(select(SyncConfig.id).where(SyncConfig.connection_id == connection_id)
-                                        .limit(1)).first() is not None
-        return not context[key]
-
-    @staticmethod
     def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:
         """The provider says the connection broke, works again, or will stop
         working unless its user acts: its status follows.
@@ -697,15 +682,19 @@ class WebhookProcessor(BackgroundLoop):
         stays expired, with the provider's reason); a
         warned one keeps its status and shows the ``warning``; a repaired one
         is ``connected`` again if it was in ``error``, and loses its warning.
-        News older than other news of the connection already stored is
+        News overtaken by newer news of the same kind already stored is
         ``ignored``: the newer (applied, or to be) says how it is now. (Two
         deliveries cross: an error delivered after the repair that followed it
-        must not break the connection again.)
+        must not break the connection again.) A breakage is overtaken by a
+        newer breakage or repair, a warning by a newer warning or repair; a
+        warning says nothing of whether the connection works.
         """
+        overtaking = (CONNECTION_WARNING, CONNECTION_REPAIRED) if event.action == CONNECTION_WARNING else (
+            CONNECTION_BROKEN, CONNECTION_REPAIRED)
         if event.occurred_at is not None:
             events, states = WebhookEvent.__table__, WebhookEventState.__table__
             newer = session.execute(sa.select(events.c.id).join(states, states.c.event_id == events.c.id).where(
-                events.c.connection_id == connection.id, events.c.action.in_(_CONNECTION_ACTIONS),
+                events.c.connection_id == connection.id, events.c.action.in_(overtaking),
                 events.c.id != event.id, states.c.occurred_at > event.occurred_at).limit(1)).first()
             if newer is not None:
                 return "ignored"

@@ -682,13 +682,19 @@ def check_value(field: EntityField, value: Any, held: Any = None, where: str = "
     encoding, Shopify's prices), booleans also as ``"true"``/``"false"``,
     times as ISO 8601 text or epoch numbers. An amount (``money``) the
     provider holds as a whole number (``held``: Stripe's, in cents) takes
-    whole numbers only. Null, and a value equal to the ``held`` one (a
-    record read, then written back), are always taken.
+    whole numbers only. Null, empty text (Stripe's way to unset a field), and
+    a value equal to the ``held`` one (a record read, then written back), are
+    always taken. Providers write some fields in another shape than they read
+    them, and those are taken too: a word in a time field (Stripe's
+    ``trial_end: "now"``, ``billing_cycle_anchor: "unchanged"``), ``"inf"``
+    in a number field (a price tier's ``up_to``), an array in an object
+    field (a list object written as its items: a subscription's ``items``),
+    and an id in place of an array's object item (``default_tax_rates``).
 
     :raises ConversionError: naming the field (``where``, else its name) and why.
     """
     where = where or field.name
-    if value is None or value == held:
+    if value is None or value == "" or value == held:
         return
 
     def refuse(why: str) -> None:
@@ -698,6 +704,8 @@ def check_value(field: EntityField, value: Any, held: Any = None, where: str = "
     if kind in ("integer", "number", "money"):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             refuse(f"{_shown(value)} is not a number")
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+            return
         try:
             number = to_decimal(value)
         except ConversionError as exc:
@@ -718,6 +726,8 @@ def check_value(field: EntityField, value: Any, held: Any = None, where: str = "
     elif kind in ("datetime", "date"):
         if isinstance(value, (dict, list)):
             refuse(f"{_shown(value)} is not a date or time")
+        if isinstance(value, str) and value.isascii() and value.isalpha():
+            return  # (a word the provider takes for a time: "now")
         try:
             parse_datetime(value, field.format)
         except ConversionError as exc:
@@ -726,6 +736,8 @@ def check_value(field: EntityField, value: Any, held: Any = None, where: str = "
         if isinstance(value, (dict, list)):
             refuse(f"{_shown(value)} is not text")
     elif kind == "object":
+        if isinstance(value, list):
+            return  # (a list object written as its items)
         if not isinstance(value, dict):
             refuse(f"{_shown(value)} is not an object")
         for name, inner in value.items():
@@ -740,6 +752,8 @@ def check_value(field: EntityField, value: Any, held: Any = None, where: str = "
         if field.fields:
             item = EntityField(field.name, type="object", fields=field.fields)
             for position, inner in (value.items() if by_index else enumerate(value)):
+                if not isinstance(inner, dict):
+                    continue  # (an object's id in its place: the provider's reference to it)
                 position = int(position)
                 was = held[position] if isinstance(held, list) and position < len(held) else None
                 check_value(item, inner, was, f"{where}.{position}")
