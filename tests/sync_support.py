@@ -363,8 +363,14 @@ SHOPIFY_APP_URL = "https://app.example.com/shopify/done"
 
 
 @pytest.fixture
-def shopify_env(serve_app, tmp_path, monkeypatch):
-    """The hub's API over the fake Shopify, connected through its OAuth consent."""
+def shopify_app(serve_app, tmp_path, monkeypatch):
+    """The hub's API over the fake Shopify, no shop connected yet: (client, auth, fake's app)."""
+    with _shopify_hub(serve_app, tmp_path, monkeypatch) as started:
+        yield started
+
+
+@contextmanager
+def _shopify_hub(serve_app, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from hub.api.main import create_app
@@ -384,13 +390,26 @@ def shopify_env(serve_app, tmp_path, monkeypatch):
     with TestClient(app, raise_server_exceptions=False) as client:
         with app.state.hub.session() as session:
             _org, key = create_organization(session, "acme")
-        auth = {"Authorization": f"Bearer {key}"}
-        r = client.get(f"{API}/oauth/shopify/authorize", params={"shop": fake.SHOP, "redirect_uri": SHOPIFY_APP_URL},
-                       headers=auth)
-        assert r.status_code == 200, r.text
-        consent = httpx.get(r.json()["authorization_url"], follow_redirects=False, timeout=10)
-        query = {k: v[0] for k, v in parse_qs(urlsplit(consent.headers["location"]).query).items()}
-        back = client.get(f"{API}/oauth/shopify/callback", params=query, follow_redirects=False)
+        yield client, {"Authorization": f"Bearer {key}"}, shop
+
+
+def shopify_consent(client, auth) -> dict[str, str]:
+    """Begin the OAuth flow and consent at the fake Shopify: the callback's query (state, code, shop...)."""
+    from hub_shopify import testing as fake
+
+    r = client.get(f"{API}/oauth/shopify/authorize", params={"shop": fake.SHOP, "redirect_uri": SHOPIFY_APP_URL},
+                   headers=auth)
+    assert r.status_code == 200, r.text
+    consent = httpx.get(r.json()["authorization_url"], follow_redirects=False, timeout=10)
+    return {k: v[0] for k, v in parse_qs(urlsplit(consent.headers["location"]).query).items()}
+
+
+@pytest.fixture
+def shopify_env(serve_app, tmp_path, monkeypatch):
+    """The hub's API over the fake Shopify, connected through its OAuth consent."""
+    with _shopify_hub(serve_app, tmp_path, monkeypatch) as (client, auth, shop):
+        back = client.get(f"{API}/oauth/shopify/callback", params=shopify_consent(client, auth),
+                          follow_redirects=False)
         result = {k: v[0] for k, v in parse_qs(urlsplit(back.headers["location"]).query).items()}
         assert result["status"] == "connected", result
         yield ProviderApi(client, auth, result["connection_id"], shop)
