@@ -321,6 +321,18 @@ class SyncConfig(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
+class DroppedSyncEntity(SQLModel, table=True):
+    """An entity whose sync config the tenant deleted: the provider's webhook
+    events of it are ignored (neither stored nor made a pull, which would make
+    the config again), until a config of it is made again."""
+
+    __tablename__ = "dropped_sync_entities"
+
+    connection_id: str = Field(foreign_key="connections.id", ondelete="CASCADE", primary_key=True, max_length=32)
+    entity: str = Field(primary_key=True, max_length=64)
+    dropped_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+
+
 class SyncState(SQLModel, table=True):
     """Where the pull of one sync config stands. Written only in the
     transaction that stores the page it describes."""

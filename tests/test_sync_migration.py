@@ -54,7 +54,7 @@ def test_migrations_upgrade_a_0001_database_in_place_and_back(database_url, tmp_
     migrate(engine)
     assert SYNC_TABLES <= tables(engine)
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0020"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0021"
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     with Session(engine) as session:
         connection = session.get(Connection, "conn1")
@@ -180,7 +180,7 @@ def test_processes_starting_together_upgrade_once_and_a_newer_database_is_a_clea
     assert [p.exitcode for p in processes] == [0, 0, 0]
     engine = make_engine(database_url)
     with engine.begin() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0020"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0021"
         connection.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     with pytest.raises(DatabaseUnavailable, match="upgraded by a newer hub"):
         migrate(engine)

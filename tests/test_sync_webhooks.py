@@ -435,6 +435,75 @@ def _looked_at(hub, dedup_key: str | None = None) -> bool:
         return event.status != "pending" or event.attempts > 0
 
 
+def _event_status(hub, dedup_key: str) -> str | None:
+    with hub.session() as session:
+        event = session.exec(select(WebhookEvent).where(WebhookEvent.dedup_key == dedup_key)).first()
+        return None if event is None else event.status
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_webhook_after_its_config_was_deleted_is_ignored_until_a_config_is_made_again(
+        client, auth, hub_app, example_fake):
+    """The tenant syncs tags and deleted its notes config (DELETE removes the
+    config and the notes stored). A note webhook arriving afterwards stored a
+    note no config owned. Once the tenant makes a notes config again, the
+    entity's events count again."""
+    hub = hub_app.state.hub
+    connection = connect(client, auth)
+    configs = f"{API}/connections/{connection['id']}/sync-configs"
+    client.post(configs, json={"entity": "tags"}, headers=auth)
+    notes = client.post(configs, json={"entity": "notes"}, headers=auth).json()["sync_config"]
+    assert client.delete(f"{configs}/{notes['id']}", headers=auth).status_code in (200, 204)
+    url = f"{API}/webhooks/example?connection_id={connection['id']}"
+
+    def deliver(event_id: str, note_id: str) -> None:
+        note = {"id": note_id, "title": "t", "body": "", "updated_at": utcnow().isoformat()}
+        body, headers = signed_delivery(SECRET, {"id": event_id, "type": "note.updated", "data": note},
+                                        int(time.time()))
+        assert client.post(url, content=body, headers=headers).json()["received"] == 1
+        wait_until(lambda: _event_status(hub, event_id) not in (None, "pending"), message=f"{event_id} applied")
+
+    deliver("e_after", "note_after_delete")
+    assert _event_status(hub, "e_after") == "ignored"
+    assert stored(hub, connection["id"], "notes", include_deleted=True) == {}
+    with hub.session() as session:
+        assert [c.entity for c in session.exec(select(SyncConfig))] == ["tags"]
+
+    assert client.post(configs, json={"entity": "notes"}, headers=auth).status_code == 201
+    deliver("e_again", "note_made_again")
+    assert _event_status(hub, "e_again") == "processed"
+    assert list(stored(hub, connection["id"], "notes")) == ["note_made_again"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_change_notices_make_pulls_of_any_entity_but_one_whose_config_was_deleted(relay_app):
+    """On a connection never configured, a notice's pull makes its entity's
+    config (as POST /sync would), for every entity a notice names. An entity
+    whose config the tenant deleted is not pulled, nor its config made again:
+    it made an enabled config again and pulled every record."""
+    relay, app, client = relay_app
+    hub = app.state.hub
+    auth = make_org(app)
+    created = client.post(f"{API}/connections", json={"provider": "ledger", "credentials": {"api_key": "k"}},
+                          headers=auth)
+    connection_id = created.json()["connection"]["id"]
+    configs = f"{API}/connections/{connection_id}/sync-configs"
+    hook = f"{API}/webhooks/ledger?connection_id={connection_id}"
+    for event_id, entity in (("evt_items", "items"), ("evt_changes", "changes")):
+        assert client.post(hook, json={"id": event_id, "entity": entity}).json()["received"] == 1
+        wait_until(lambda: _event_status(hub, event_id) not in (None, "pending"), message=f"{event_id} applied")
+        assert _event_status(hub, event_id) == "processed"
+    listed = {c["entity"]: c["id"] for c in client.get(configs, headers=auth).json()["sync_configs"]}
+    assert sorted(listed) == ["changes", "items"]
+
+    assert client.delete(f"{configs}/{listed['items']}", headers=auth).status_code in (200, 204)
+    assert client.post(hook, json={"id": "evt_items_2", "entity": "items"}).json()["received"] == 1
+    wait_until(lambda: _event_status(hub, "evt_items_2") not in (None, "pending"), message="the notice applied")
+    listed = sorted(c["entity"] for c in client.get(configs, headers=auth).json()["sync_configs"])
+    assert (_event_status(hub, "evt_items_2"), listed) == ("ignored", ["changes"])
+    assert stored(hub, connection_id, "items", include_deleted=True) == {}
+
+
 def test_a_record_with_a_lone_surrogate_is_stored_mended_not_failed_at_every_try(client, auth, hub_app,
                                                                                  example_fake):
     """JSON allows "\\ud800" (JavaScript's JSON.stringify writes it for a string

@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from hub.background import BackgroundLoop
 from hub.events import emit, status_changed
 from hub.http import mend_surrogates
-from hub.models import Connection, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
+from hub.models import Connection, DroppedSyncEntity, SyncConfig, SyncRun, WebhookEvent, WebhookEventState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub
 from hub.sync.store import MAX_RECORD_ID
@@ -479,7 +479,8 @@ class WebhookProcessor(BackgroundLoop):
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
             changes = Changes()
-            if config is not None and not config.enabled:
+            if (config is not None and not config.enabled) or (
+                    config is None and event.entity in self._dropped(session, event.connection_id, {})):
                 pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
@@ -644,6 +645,8 @@ class WebhookProcessor(BackgroundLoop):
         config = context[key]
         if config is not None and not config.enabled:
             return "ignored"  # the tenant stopped syncing this entity: its events change nothing
+        if config is None and schema.name in self._dropped(session, connection.id, context):
+            return "ignored"  # the tenant deleted its config: stored, or pulled, its events would undo that
         policy = config.conflict_policy if config else "provider_wins"
         occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
@@ -671,6 +674,15 @@ class WebhookProcessor(BackgroundLoop):
                 result.refetch.append((event, undecided[0]))
                 return Waiting(timedelta(seconds=REFETCH_HOLD_SECONDS))
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
+
+    @staticmethod
+    def _dropped(session: Session, connection_id: str, context: dict[Any, Any]) -> set[str]:
+        """The entities of the connection whose sync config the tenant deleted."""
+        key = ("dropped", connection_id)
+        if key not in context:
+            context[key] = set(session.exec(select(DroppedSyncEntity.entity).where(
+                DroppedSyncEntity.connection_id == connection_id)))
+        return context[key]
 
     @staticmethod
     def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:

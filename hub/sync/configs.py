@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from hub.models import Connection, SyncConfig, SyncConflict, SyncRecord, SyncState, utcnow
+from hub.models import Connection, DroppedSyncEntity, SyncConfig, SyncConflict, SyncRecord, SyncState, utcnow
 from hub.plugins import Provider
 from hub.runtime import Hub, rescheduled
 from hub.sync.mapping import FieldMapping, names_account_field, validate_mappings
@@ -79,6 +79,9 @@ def create_config(hub: Hub, connection: Connection, *, entity: str, direction: s
                         conflict_policy=conflict_policy, mappings=normalised,
                         next_sync_at=_next(schedule_minutes))
     with hub.session() as session:
+        # (Its webhook events count again: see delete_config. Undone with the config if it exists already.)
+        session.execute(sa.delete(DroppedSyncEntity).where(DroppedSyncEntity.connection_id == connection.id,
+                                                           DroppedSyncEntity.entity == entity))
         session.add(config)
         try:
             session.commit()
@@ -170,7 +173,9 @@ def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:
 
     Under the entity's write lock: a run pulling the entity meanwhile stops at
     its next transaction (its config is gone) instead of storing records no
-    config owns."""
+    config owns. The entity is noted dropped (:class:`DroppedSyncEntity`): its
+    webhook events are ignored, rather than stored without a config or made a
+    pull that makes the config again, until the tenant makes one."""
     with hub.session() as session:
         entity = get_config(session, connection_id, config_id).entity
     with write_transaction(hub, entity_key(connection_id, entity)) as session:
@@ -180,6 +185,8 @@ def delete_config(hub: Hub, connection_id: str, config_id: str) -> None:
         session.execute(sa.delete(SyncRecord).where(SyncRecord.connection_id == connection_id,
                                                     SyncRecord.entity == config.entity))
         session.delete(config)
+        if session.get(DroppedSyncEntity, (connection_id, config.entity)) is None:
+            session.add(DroppedSyncEntity(connection_id=connection_id, entity=config.entity))
 
 
 def missing_configs(hub: Hub, connection: Connection, entity: str | None) -> tuple[list[SyncConfig], list[str]]:
