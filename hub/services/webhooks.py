@@ -479,8 +479,7 @@ class WebhookProcessor(BackgroundLoop):
             policy = config.conflict_policy if config else "provider_wins"
             now = utcnow()
             changes = Changes()
-            if (config is not None and not config.enabled) or (
-                    config is None and event.entity in self._dropped(session, event.connection_id, {})):
+            if not self._synced(session, event.connection_id, event.entity, config, {}):
                 pass  # no longer synced
             elif record is None:
                 apply_deletions(session, connection_id=event.connection_id, entity=event.entity, policy=policy,
@@ -643,10 +642,8 @@ class WebhookProcessor(BackgroundLoop):
             context[key] = session.exec(select(SyncConfig).where(SyncConfig.connection_id == connection.id,
                                                                  SyncConfig.entity == schema.name)).first()
         config = context[key]
-        if config is not None and not config.enabled:
+        if not self._synced(session, connection.id, schema.name, config, context):
             return "ignored"  # the tenant stopped syncing this entity: its events change nothing
-        if config is None and schema.name in self._dropped(session, connection.id, context):
-            return "ignored"  # the tenant deleted its config: stored, or pulled, its events would undo that
         policy = config.conflict_policy if config else "provider_wins"
         occurred = event.occurred_at
         record = event.payload if isinstance(event.payload, dict) else None
@@ -676,13 +673,19 @@ class WebhookProcessor(BackgroundLoop):
         return self._await_sync(session, event, connection, schema.name, config, now, result, context)
 
     @staticmethod
-    def _dropped(session: Session, connection_id: str, context: dict[Any, Any]) -> set[str]:
-        """The entities of the connection whose sync config the tenant deleted."""
+    def _synced(session: Session, connection_id: str, entity: str, config: SyncConfig | None,
+                context: dict[Any, Any]) -> bool:
+        """Whether the entity's events are applied: its ``config`` is enabled,
+        or it has none and the tenant did not delete one (stored, or pulled,
+        its events would undo that: :class:`DroppedSyncEntity`). ``context``
+        keeps the connection's dropped entities for the batch."""
+        if config is not None:
+            return config.enabled
         key = ("dropped", connection_id)
         if key not in context:
             context[key] = set(session.exec(select(DroppedSyncEntity.entity).where(
                 DroppedSyncEntity.connection_id == connection_id)))
-        return context[key]
+        return entity not in context[key]
 
     @staticmethod
     def _connection_news(session: Session, connection: Connection, event: Any, now: datetime) -> str:
